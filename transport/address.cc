@@ -1,0 +1,75 @@
+#include "transport/address.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+
+#include <charconv>
+#include <cstring>
+
+#include "rdmaps/error.h"
+
+namespace rdmaps::transport {
+
+SockAddr SockAddr::parse(std::string_view text) {
+  auto colon = text.rfind(':');
+  if (colon == std::string_view::npos)
+    throw Error(Errc::kInvalidArgument,
+                "address '" + std::string(text) + "' has no port: expected host:port");
+  std::string host(text.substr(0, colon));
+  std::string_view port_text = text.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int port = -1;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 0 || port > 65535)
+    throw Error(Errc::kInvalidArgument, "address '" + std::string(text) +
+                                            "': port '" + std::string(port_text) +
+                                            "' is not a number in 0..65535");
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | (host.empty() ? AI_PASSIVE : 0);
+  addrinfo* result = nullptr;
+  std::string port_str = std::to_string(port);
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port_str.c_str(), &hints, &result);
+  if (rc != 0 || result == nullptr)
+    throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "': cannot resolve '" +
+                                            host + "': " + gai_strerror(rc));
+  // Prefer IPv4 for the wildcard: UCX's tcp listener on "::" is not dual-stack everywhere.
+  addrinfo* pick = result;
+  for (addrinfo* ai = result; ai; ai = ai->ai_next)
+    if (ai->ai_family == AF_INET) { pick = ai; break; }
+  SockAddr out = from(pick->ai_addr, pick->ai_addrlen);
+  freeaddrinfo(result);
+  return out;
+}
+
+SockAddr SockAddr::from(const sockaddr* addr, socklen_t length) {
+  SockAddr out;
+  if (length > sizeof(out.storage_))
+    throw Error(Errc::kInvalidArgument, "socket address of " + std::to_string(length) + " bytes is too long");
+  std::memcpy(&out.storage_, addr, length);
+  out.length_ = length;
+  return out;
+}
+
+int SockAddr::port() const {
+  if (storage_.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  if (storage_.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  return -1;
+}
+
+std::string SockAddr::to_string() const {
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (storage_.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr, host, sizeof(host));
+    return std::string(host) + ":" + std::to_string(port());
+  }
+  if (storage_.ss_family == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr, host, sizeof(host));
+    return "[" + std::string(host) + "]:" + std::to_string(port());
+  }
+  return "<no address>";
+}
+
+}  // namespace rdmaps::transport

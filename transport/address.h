@@ -1,0 +1,29 @@
+// IP socket address of a listener or peer: "host:port", IPv4 or IPv6.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <string>
+#include <string_view>
+
+namespace rdmaps::transport {
+
+class SockAddr {
+ public:
+  SockAddr() = default;
+  /// Parses "host:port", "[v6]:port" or ":port" (any address); resolves names.
+  /// Throws Error(kInvalidArgument) naming the text when it cannot.
+  static SockAddr parse(std::string_view text);
+  static SockAddr from(const sockaddr* addr, socklen_t length);
+
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage_); }
+  socklen_t length() const { return length_; }
+  int port() const;
+  std::string to_string() const;
+
+ private:
+  sockaddr_storage storage_{};
+  socklen_t length_ = 0;
+};
+
+}  // namespace rdmaps::transport

@@ -1,0 +1,97 @@
+// Entry point of the transport: one progress engine (UCX worker) that owns
+// registrations, listeners and endpoints.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "transport/address.h"
+#include "transport/endpoint.h"
+#include "transport/region.h"
+#include "transport/request.h"
+
+namespace rdmaps::transport {
+
+/// Which UCX transports to use. kAuto leaves UCX_TLS to the environment,
+/// which on a cluster selects InfiniBand/RoCE.
+enum class TransportKind { kAuto, kTcp, kShm };
+const char* transport_name(TransportKind kind);
+/// "auto", "tcp", "shm"; throws Error(kInvalidArgument) on anything else.
+TransportKind parse_transport(std::string_view text);
+/// The UCX_TLS value a kind stands for (empty for kAuto).
+const char* transport_tls(TransportKind kind);
+
+struct ContextOptions {
+  TransportKind transport = TransportKind::kAuto;
+  /// Run progress on a background thread (otherwise the caller drives it).
+  bool progress_thread = false;
+  /// Ask UCX for event-fd wake-up so idle waits can block instead of spin.
+  bool wakeup = true;
+  /// UCX peer-failure handling (requests to a dead peer fail instead of
+  /// hanging). UCX 1.13 supports it on tcp and verbs but not on shared memory,
+  /// and asking for it makes UCX skip the transports that lack it; so kAuto
+  /// turns it on for tcp only. Every transport also learns of a dead peer
+  /// from the bootstrap socket closing.
+  enum class PeerFailure { kAuto, kOn, kOff } peer_failure = PeerFailure::kAuto;
+  std::string name = "rdmaps";
+};
+
+/// An arriving active message, valid only inside the handler.
+struct AmMessage {
+  const Endpoint* from = nullptr;  ///< nullptr if the sender is unknown
+  const void* header = nullptr;
+  size_t header_length = 0;
+  size_t length = 0;           ///< payload bytes
+  void* payload = nullptr;     ///< eager data, or UCX's descriptor for rendezvous data
+  bool rendezvous = false;     ///< payload still at the sender until received
+  bool consumed = false;
+};
+using AmHandler = std::function<void(AmMessage&)>;
+
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  /// The bound address (the real port when asked for port 0).
+  virtual const SockAddr& address() const = 0;
+  /// Next connected peer; throws Error(kTimeout) saying what it waited for.
+  virtual std::unique_ptr<Endpoint> accept(std::chrono::milliseconds timeout) = 0;
+};
+
+class Context {
+ public:
+  virtual ~Context() = default;
+
+  virtual std::unique_ptr<Listener> listen(const SockAddr& address) = 0;
+  /// Connects and handshakes; throws Error(kUnreachable/kTimeout) with a hint.
+  virtual std::unique_ptr<Endpoint> connect(const SockAddr& address, std::chrono::milliseconds timeout) = 0;
+
+  /// Memory allocated by the transport (shared-memory backed where it can be,
+  /// so peers on the same host map it directly).
+  virtual std::unique_ptr<Region> allocate(size_t size, Access access) = 0;
+  /// Registers caller-owned memory; the caller keeps it alive longer.
+  virtual std::unique_ptr<Region> register_memory(void* data, size_t size, Access access) = 0;
+
+  /// Handles active messages with this id; the handler runs inside progress().
+  virtual void set_am_handler(uint16_t id, AmHandler handler) = 0;
+  /// Lands a message's payload at `offset` in `region` (bounds checked).
+  virtual Request am_receive(AmMessage& message, Region& region, uint64_t offset) = 0;
+
+  /// Returns how many events it handled.
+  virtual unsigned progress() = 0;
+  /// Blocks until an event arrives or `timeout` passes; true if woken by an event.
+  virtual bool wait_event(std::chrono::milliseconds timeout) = 0;
+  /// Worker-wide fence and flush (every endpoint of this context).
+  virtual void fence() = 0;
+  virtual Request flush() = 0;
+
+  /// UCX version and configuration, one line per item.
+  virtual std::string describe() const = 0;
+};
+
+std::unique_ptr<Context> create_context(const ContextOptions& options);
+
+}  // namespace rdmaps::transport

@@ -1,0 +1,47 @@
+#include "transport/request.h"
+
+#include "transport/endpoint.h"
+
+namespace rdmaps::transport {
+
+Request& Request::operator=(Request&& other) noexcept {
+  if (this != &other) {
+    reset();
+    engine_ = other.engine_;
+    handle_ = other.handle_;
+    op_ = other.op_;
+    peer_ = other.peer_;
+    other.handle_ = nullptr;
+  }
+  return *this;
+}
+
+void Request::reset() noexcept {
+  if (handle_) engine_->release(handle_);
+  handle_ = nullptr;
+}
+
+bool Request::test() {
+  if (!handle_) return true;
+  Errc code{};
+  std::string reason;
+  switch (engine_->test(handle_, &code, &reason)) {
+    case RequestEngine::State::kPending: return false;
+    case RequestEngine::State::kDone: reset(); return true;
+    case RequestEngine::State::kFailed: break;
+  }
+  reset();
+  fail(code, reason);
+}
+
+void Request::wait() {
+  while (!test()) engine_->progress();
+}
+
+void Request::fail(Errc code, const std::string& reason) {
+  std::string who = peer_ ? " with peer " + peer_->peer_name() : "";
+  std::string hint = code == Errc::kPeerGone ? ": the peer process died or closed its endpoint" : "";
+  throw Error(code, std::string(op_) + who + " failed: " + reason + hint);
+}
+
+}  // namespace rdmaps::transport

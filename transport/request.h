@@ -1,0 +1,56 @@
+// A posted one-sided operation. Completion frees the local buffer only;
+// remote visibility is ordered by fence() or guaranteed by flush().
+#pragma once
+
+#include <string>
+
+#include "rdmaps/error.h"
+
+namespace rdmaps::transport {
+
+class Endpoint;
+
+/// What a backend must answer about its in-flight requests.
+class RequestEngine {
+ public:
+  enum class State { kPending, kDone, kFailed };
+  /// On kFailed, fills code and reason (the backend's words).
+  virtual State test(void* handle, Errc* code, std::string* reason) = 0;
+  virtual void release(void* handle) noexcept = 0;
+  virtual unsigned progress() = 0;
+
+ protected:
+  ~RequestEngine() = default;
+};
+
+/// Move-only handle; a default-constructed Request is already complete.
+/// Destroying a pending Request releases it: the operation still completes,
+/// but nobody learns how, so wait() on anything whose outcome matters.
+class [[nodiscard]] Request {
+ public:
+  Request() = default;
+  Request(RequestEngine* engine, void* handle, const char* op, const Endpoint* peer) noexcept
+      : engine_(engine), handle_(handle), op_(op), peer_(peer) {}
+  Request(Request&& other) noexcept { *this = std::move(other); }
+  Request& operator=(Request&& other) noexcept;
+  Request(const Request&) = delete;
+  Request& operator=(const Request&) = delete;
+  ~Request() { reset(); }
+
+  /// True once complete; throws Error (naming the operation and peer) if it failed.
+  bool test();
+  /// Drives progress until complete; throws Error if it failed.
+  void wait();
+  bool pending() const noexcept { return handle_ != nullptr; }
+
+ private:
+  void reset() noexcept;
+  [[noreturn]] void fail(Errc code, const std::string& reason);
+
+  RequestEngine* engine_ = nullptr;
+  void* handle_ = nullptr;
+  const char* op_ = "";
+  const Endpoint* peer_ = nullptr;
+};
+
+}  // namespace rdmaps::transport

@@ -1,0 +1,169 @@
+#include "transport/tcp_socket.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "rdmaps/error.h"
+
+namespace rdmaps::transport {
+
+namespace {
+constexpr uint32_t kMaxMessage = 16u << 20;
+
+std::string sys_error(int err) { return std::strerror(err); }
+
+int remaining_ms(TcpSocket::Deadline deadline) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  return left.count() < 0 ? 0 : static_cast<int>(left.count());
+}
+
+int open_socket(int family) {
+  int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) throw Error(Errc::kIo, "socket(): " + sys_error(errno));
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+}  // namespace
+
+TcpSocket& TcpSocket::operator=(TcpSocket&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+TcpSocket::~TcpSocket() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+TcpSocket TcpSocket::listen(const SockAddr& address) {
+  TcpSocket s(open_socket(address.get()->sa_family));
+  int one = 1;
+  setsockopt(s.fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(s.fd_, address.get(), address.length()) != 0)
+    throw Error(errno == EADDRINUSE ? Errc::kInvalidArgument : Errc::kIo,
+                "cannot listen on " + address.to_string() + ": " + sys_error(errno) +
+                    (errno == EADDRINUSE ? " (pick another port, or 0 for any free one)" : ""));
+  if (::listen(s.fd_, 128) != 0) throw Error(Errc::kIo, "listen on " + address.to_string() + ": " + sys_error(errno));
+  return s;
+}
+
+TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline) {
+  const std::string peer = address.to_string();
+  TcpSocket s(open_socket(address.get()->sa_family));
+  if (::connect(s.fd_, address.get(), address.length()) != 0 && errno != EINPROGRESS) {
+    int err = errno;
+    throw Error(Errc::kUnreachable, "connecting to " + peer + ": " + sys_error(err) +
+                                        (err == ECONNREFUSED ? " (nobody listens there: is the server running, on that port?)"
+                                                             : " (check the address and the network)"));
+  }
+  pollfd p{s.fd_, POLLOUT, 0};
+  int n = ::poll(&p, 1, remaining_ms(deadline));
+  if (n == 0) throw Error(Errc::kTimeout, "connecting to " + peer + ": no answer in time (is the host up and the port open?)");
+  int err = 0;
+  socklen_t len = sizeof(err);
+  getsockopt(s.fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+  if (n < 0 || err != 0)
+    throw Error(Errc::kUnreachable, "connecting to " + peer + ": " + sys_error(n < 0 ? errno : err) +
+                                        (err == ECONNREFUSED ? " (nobody listens there: is the server running, on that port?)"
+                                                             : ""));
+  return s;
+}
+
+TcpSocket TcpSocket::accept(Deadline deadline, SockAddr* peer) const {
+  wait_ready(POLLIN, deadline, "waiting for a peer to connect", local_address().to_string());
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd < 0) throw Error(Errc::kIo, "accept on " + local_address().to_string() + ": " + sys_error(errno));
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (peer) *peer = SockAddr::from(reinterpret_cast<sockaddr*>(&ss), len);
+  return TcpSocket(fd);
+}
+
+void TcpSocket::wait_ready(short events, Deadline deadline, const char* what, const std::string& peer) const {
+  pollfd p{fd_, events, 0};
+  for (;;) {
+    int n = ::poll(&p, 1, remaining_ms(deadline));
+    if (n > 0) return;
+    if (n == 0) throw Error(Errc::kTimeout, std::string(what) + " (" + peer + "): timed out");
+    if (errno != EINTR) throw Error(Errc::kIo, std::string(what) + " (" + peer + "): " + sys_error(errno));
+  }
+}
+
+void TcpSocket::send_all(const void* data, size_t length, Deadline deadline, const std::string& peer) const {
+  auto* p = static_cast<const char*>(data);
+  while (length > 0) {
+    ssize_t n = ::send(fd_, p, length, MSG_NOSIGNAL);
+    if (n > 0) {
+      p += n;
+      length -= static_cast<size_t>(n);
+    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+      wait_ready(POLLOUT, deadline, "sending to peer", peer);
+    } else {
+      throw Error(Errc::kPeerGone, "sending to " + peer + ": " + sys_error(errno) + " (the peer closed the connection)");
+    }
+  }
+}
+
+void TcpSocket::recv_all(void* data, size_t length, Deadline deadline, const std::string& peer) const {
+  auto* p = static_cast<char*>(data);
+  while (length > 0) {
+    ssize_t n = ::recv(fd_, p, length, 0);
+    if (n > 0) {
+      p += n;
+      length -= static_cast<size_t>(n);
+    } else if (n == 0) {
+      throw Error(Errc::kPeerGone, "peer " + peer + " closed the connection");
+    } else if (errno == EAGAIN || errno == EINTR) {
+      wait_ready(POLLIN, deadline, "waiting for a message from peer", peer);
+    } else {
+      throw Error(Errc::kPeerGone, "receiving from " + peer + ": " + sys_error(errno));
+    }
+  }
+}
+
+void TcpSocket::send_message(std::span<const uint8_t> message, Deadline deadline, const std::string& peer) const {
+  if (message.size() > kMaxMessage)
+    throw Error(Errc::kInvalidArgument, "control message of " + std::to_string(message.size()) +
+                                            " bytes exceeds the " + std::to_string(kMaxMessage) + "-byte limit");
+  uint32_t length = static_cast<uint32_t>(message.size());
+  send_all(&length, sizeof(length), deadline, peer);
+  if (length) send_all(message.data(), length, deadline, peer);
+}
+
+std::vector<uint8_t> TcpSocket::recv_message(Deadline deadline, const std::string& peer) const {
+  uint32_t length = 0;
+  recv_all(&length, sizeof(length), deadline, peer);
+  if (length > kMaxMessage)
+    throw Error(Errc::kProtocol, "control message from " + peer + " claims " + std::to_string(length) +
+                                     " bytes, over the " + std::to_string(kMaxMessage) + "-byte limit");
+  std::vector<uint8_t> message(length);
+  if (length) recv_all(message.data(), length, deadline, peer);
+  return message;
+}
+
+bool TcpSocket::readable(int timeout_ms) const {
+  pollfd p{fd_, POLLIN, 0};
+  return ::poll(&p, 1, timeout_ms) > 0;
+}
+
+SockAddr TcpSocket::local_address() const {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return SockAddr();
+  return SockAddr::from(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+}  // namespace rdmaps::transport

@@ -1,0 +1,266 @@
+#include "transport/ucx/context.h"
+
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "transport/ucx/endpoint.h"
+#include "transport/ucx/listener.h"
+#include "transport/ucx/region.h"
+#include "transport/ucx/status.h"
+
+namespace rdmaps::transport {
+
+const char* transport_name(TransportKind kind) {
+  switch (kind) {
+    case TransportKind::kAuto: return "auto";
+    case TransportKind::kTcp: return "tcp";
+    case TransportKind::kShm: return "shm";
+  }
+  return "?";
+}
+
+const char* transport_tls(TransportKind kind) {
+  switch (kind) {
+    case TransportKind::kTcp: return "tcp";
+    case TransportKind::kShm: return "posix,cma,self";
+    case TransportKind::kAuto: break;
+  }
+  return "";
+}
+
+TransportKind parse_transport(std::string_view text) {
+  if (text == "auto") return TransportKind::kAuto;
+  if (text == "tcp") return TransportKind::kTcp;
+  if (text == "shm") return TransportKind::kShm;
+  throw Error(Errc::kInvalidArgument,
+              "unknown transport '" + std::string(text) + "': expected tcp, shm or auto (auto uses UCX_TLS)");
+}
+
+std::unique_ptr<Context> create_context(const ContextOptions& options) {
+  return std::make_unique<ucx::UcxContext>(options);
+}
+
+}  // namespace rdmaps::transport
+
+namespace rdmaps::transport::ucx {
+
+UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
+  ucp_config_t* raw_config = nullptr;
+  check(ucp_config_read(nullptr, nullptr, &raw_config), "reading the UCX configuration", "UCX_* environment");
+  ConfigPtr config(raw_config);
+  if (options.transport != TransportKind::kAuto)
+    check(ucp_config_modify(config.get(), "TLS", transport_tls(options.transport)), "selecting UCX transports",
+          std::string("UCX_TLS=") + transport_tls(options.transport));
+
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME;
+  params.features = UCP_FEATURE_RMA | UCP_FEATURE_AMO64 | UCP_FEATURE_AM;
+  if (options.wakeup) params.features |= UCP_FEATURE_WAKEUP;
+  params.mt_workers_shared = 0;
+  params.name = options_.name.c_str();
+  ucp_context_h context = nullptr;
+  check(ucp_init(&params, config.get(), &context), "initializing UCX",
+        std::string("transport ") + transport_name(options.transport));
+  context_.reset(context);
+
+  ucp_worker_params_t wparams{};
+  wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  // A progress thread and the caller both enter UCX, so UCX must lock.
+  wparams.thread_mode = options.progress_thread ? UCS_THREAD_MODE_MULTI : UCS_THREAD_MODE_SINGLE;
+  ucp_worker_h worker = nullptr;
+  check(ucp_worker_create(context_.get(), &wparams, &worker), "creating a UCX worker", "");
+  worker_.reset(worker);
+
+  ucp_worker_attr_t attr{};
+  attr.field_mask = UCP_WORKER_ATTR_FIELD_ADDRESS;
+  check(ucp_worker_query(worker_.get(), &attr), "querying the UCX worker address", "");
+  auto* bytes = reinterpret_cast<const uint8_t*>(attr.address);
+  worker_address_.assign(bytes, bytes + attr.address_length);
+  ucp_worker_release_address(worker_.get(), attr.address);
+
+  if (options.wakeup) {
+    check(ucp_worker_get_efd(worker_.get(), &event_fd_), "getting the UCX worker event fd", "");
+    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd_ < 0) throw Error(Errc::kIo, std::string("epoll_create1: ") + std::strerror(errno));
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, event_fd_, &ev) != 0)
+      throw Error(Errc::kIo, std::string("epoll_ctl on the UCX event fd: ") + std::strerror(errno));
+  }
+  if (options.progress_thread) progress_thread_ = std::thread([this] { progress_loop(); });
+}
+
+UcxContext::~UcxContext() {
+  if (progress_thread_.joinable()) {
+    stop_ = true;
+    ucp_worker_signal(worker_.get());
+    progress_thread_.join();
+  }
+  {
+    std::lock_guard<std::mutex> lock(endpoints_mu_);
+    if (!endpoints_.empty())
+      std::fprintf(stderr, "rdmaps: warning: transport context destroyed with %zu endpoint(s) still open\n",
+                   endpoints_.size());
+  }
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+}
+
+void UcxContext::progress_loop() {
+  while (!stop_.load(std::memory_order_relaxed)) {
+    if (ucp_worker_progress(worker_.get()) != 0) continue;
+    if (options_.wakeup) wait_event(std::chrono::milliseconds(10));
+    else std::this_thread::yield();
+  }
+}
+
+std::unique_ptr<Listener> UcxContext::listen(const SockAddr& address) {
+  return std::make_unique<UcxListener>(*this, address);
+}
+
+std::unique_ptr<Endpoint> UcxContext::connect(const SockAddr& address, std::chrono::milliseconds timeout) {
+  return UcxEndpoint::connect(*this, address, timeout);
+}
+
+std::unique_ptr<Region> UcxContext::allocate(size_t size, Access access) {
+  return UcxRegion::map(context_.get(), nullptr, size, access, true);
+}
+
+std::unique_ptr<Region> UcxContext::register_memory(void* data, size_t size, Access access) {
+  if (data == nullptr) throw Error(Errc::kInvalidArgument, "cannot register a null pointer");
+  return UcxRegion::map(context_.get(), data, size, access, false);
+}
+
+void UcxContext::set_am_handler(uint16_t id, AmHandler handler) {
+  am_slots_.push_back(AmSlot{this, std::move(handler)});
+  ucp_am_handler_param_t params{};
+  params.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
+                      UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+  params.id = id;
+  params.flags = UCP_AM_FLAG_WHOLE_MSG;
+  params.cb = &UcxContext::on_am;
+  params.arg = &am_slots_.back();
+  check(ucp_worker_set_am_recv_handler(worker_.get(), &params), "registering an active-message handler",
+        "id " + std::to_string(id));
+}
+
+ucs_status_t UcxContext::on_am(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                               const ucp_am_recv_param_t* param) {
+  auto* slot = static_cast<AmSlot*>(arg);
+  AmMessage message;
+  message.header = header;
+  message.header_length = header_length;
+  message.length = length;
+  message.payload = data;
+  message.rendezvous = (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) != 0;
+  if (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) message.from = slot->context->find(param->reply_ep);
+  try {
+    slot->handler(message);
+  } catch (const std::exception& e) {
+    // Never unwind through UCX: report, drop the message, keep serving.
+    std::fprintf(stderr, "rdmaps: active-message handler failed (message dropped): %s\n", e.what());
+  }
+  if (message.rendezvous && !message.consumed) ucp_am_data_release(slot->context->worker_.get(), data);
+  return UCS_OK;
+}
+
+Request UcxContext::am_receive(AmMessage& message, Region& region, uint64_t offset) {
+  const std::string from = message.from ? message.from->peer_name() : std::string("unknown peer");
+  if (message.consumed)
+    throw Error(Errc::kInvalidArgument, "active message from " + from + " was already received");
+  if (offset > region.size() || message.length > region.size() - offset)
+    throw Error(Errc::kOutOfBounds, "active message of " + std::to_string(message.length) + " bytes from " + from +
+                                        " does not fit at offset " + std::to_string(offset) + " of a " +
+                                        std::to_string(region.size()) + "-byte region");
+  message.consumed = true;
+  char* dst = static_cast<char*>(region.data()) + offset;
+  if (!message.rendezvous) {
+    // Eager data sits in UCX's bounce buffer: one copy is unavoidable.
+    std::memcpy(dst, message.payload, message.length);
+    return Request();
+  }
+  ucp_request_param_t params{};
+  params.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
+  params.memh = static_cast<UcxRegion&>(region).memh();
+  ucs_status_ptr_t sp = ucp_am_recv_data_nbx(worker_.get(), message.payload, dst, message.length, &params);
+  if (sp == nullptr) return Request();
+  if (UCS_PTR_IS_ERR(sp)) throw error_from(UCS_PTR_STATUS(sp), "receiving an active message", from);
+  return Request(this, sp, "active-message receive", message.from);
+}
+
+unsigned UcxContext::progress() { return ucp_worker_progress(worker_.get()); }
+
+bool UcxContext::wait_event(std::chrono::milliseconds timeout) {
+  if (epoll_fd_ < 0) {
+    std::this_thread::yield();
+    return false;
+  }
+  ucs_status_t status = ucp_worker_arm(worker_.get());
+  if (status == UCS_ERR_BUSY) return true;  // events already pending: progress them
+  check(status, "arming the UCX worker for wake-up", "");
+  epoll_event ev{};
+  int n = epoll_wait(epoll_fd_, &ev, 1, static_cast<int>(timeout.count()));
+  return n > 0;
+}
+
+bool UcxContext::progress_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline) {
+  while (!done()) {
+    if (progress() != 0) continue;
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+void UcxContext::fence() { check(ucp_worker_fence(worker_.get()), "fence", "worker"); }
+
+Request UcxContext::flush() {
+  ucp_request_param_t params{};
+  ucs_status_ptr_t sp = ucp_worker_flush_nbx(worker_.get(), &params);
+  if (sp == nullptr) return Request();
+  if (UCS_PTR_IS_ERR(sp)) throw error_from(UCS_PTR_STATUS(sp), "flush", "worker");
+  return Request(this, sp, "worker flush", nullptr);
+}
+
+RequestEngine::State UcxContext::test(void* handle, Errc* code, std::string* reason) {
+  ucs_status_t status = ucp_request_check_status(handle);
+  if (status == UCS_INPROGRESS) return State::kPending;
+  if (status == UCS_OK) return State::kDone;
+  *code = errc_from(status);
+  *reason = explain(status);
+  return State::kFailed;
+}
+
+void UcxContext::release(void* handle) noexcept { ucp_request_free(handle); }
+
+void UcxContext::track(ucp_ep_h ep, UcxEndpoint* endpoint) {
+  std::lock_guard<std::mutex> lock(endpoints_mu_);
+  endpoints_[ep] = endpoint;
+}
+
+void UcxContext::untrack(ucp_ep_h ep) {
+  std::lock_guard<std::mutex> lock(endpoints_mu_);
+  endpoints_.erase(ep);
+}
+
+const UcxEndpoint* UcxContext::find(ucp_ep_h ep) {
+  std::lock_guard<std::mutex> lock(endpoints_mu_);
+  auto it = endpoints_.find(ep);
+  return it == endpoints_.end() ? nullptr : it->second;
+}
+
+std::string UcxContext::describe() const {
+  unsigned major = 0, minor = 0, release = 0;
+  ucp_get_version(&major, &minor, &release);
+  std::string out = "ucx " + std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(release);
+  out += ", transport " + std::string(transport_name(options_.transport));
+  if (options_.transport != TransportKind::kAuto) out += std::string(" (UCX_TLS=") + transport_tls(options_.transport) + ")";
+  else if (const char* tls = std::getenv("UCX_TLS")) out += std::string(" (UCX_TLS=") + tls + ")";
+  out += options_.progress_thread ? ", progress thread" : ", caller-driven progress";
+  out += options_.wakeup ? ", event-fd wake-up" : ", busy polling";
+  return out;
+}
+
+}  // namespace rdmaps::transport::ucx

@@ -1,0 +1,84 @@
+// UCX backend of transport::Context: one ucp_context + one ucp_worker.
+#pragma once
+
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <vector>
+#include <thread>
+#include <unordered_map>
+
+#include "transport/context.h"
+#include "transport/ucx/handles.h"
+
+namespace rdmaps::transport::ucx {
+
+class UcxEndpoint;
+
+class UcxContext final : public Context, public RequestEngine {
+ public:
+  explicit UcxContext(const ContextOptions& options);
+  ~UcxContext() override;
+
+  std::unique_ptr<Listener> listen(const SockAddr& address) override;
+  std::unique_ptr<Endpoint> connect(const SockAddr& address, std::chrono::milliseconds timeout) override;
+  std::unique_ptr<Region> allocate(size_t size, Access access) override;
+  std::unique_ptr<Region> register_memory(void* data, size_t size, Access access) override;
+  void set_am_handler(uint16_t id, AmHandler handler) override;
+  Request am_receive(AmMessage& message, Region& region, uint64_t offset) override;
+  unsigned progress() override;
+  bool wait_event(std::chrono::milliseconds timeout) override;
+  void fence() override;
+  Request flush() override;
+  std::string describe() const override;
+
+  // RequestEngine
+  State test(void* handle, Errc* code, std::string* reason) override;
+  void release(void* handle) noexcept override;
+
+  /// Progresses until `done()` or the deadline; false on timeout. Set-up paths only.
+  bool progress_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline);
+
+  ucp_context_h ucp() const { return context_.get(); }
+  ucp_worker_h worker() const { return worker_.get(); }
+  const ContextOptions& options() const { return options_; }
+  bool peer_failure_handling() const {
+    using P = ContextOptions::PeerFailure;
+    return options_.peer_failure == P::kOn ||
+           (options_.peer_failure == P::kAuto && options_.transport == TransportKind::kTcp);
+  }
+  /// This worker's packed address, sent to peers in the handshake.
+  std::span<const uint8_t> worker_address() const { return worker_address_; }
+
+  void track(ucp_ep_h ep, UcxEndpoint* endpoint);
+  void untrack(ucp_ep_h ep);
+
+ private:
+  struct AmSlot {
+    UcxContext* context;
+    AmHandler handler;
+  };
+  static ucs_status_t on_am(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                            const ucp_am_recv_param_t* param);
+  const UcxEndpoint* find(ucp_ep_h ep);
+  void progress_loop();
+
+  ContextOptions options_;
+  ContextPtr context_;
+  WorkerPtr worker_;
+  std::vector<uint8_t> worker_address_;
+  int event_fd_ = -1;
+  int epoll_fd_ = -1;
+  std::mutex endpoints_mu_;
+  std::unordered_map<ucp_ep_h, UcxEndpoint*> endpoints_;
+  std::deque<AmSlot> am_slots_;  // deque: UCX keeps pointers to the slots
+  std::atomic<bool> stop_{false};
+  std::thread progress_thread_;
+};
+
+}  // namespace rdmaps::transport::ucx

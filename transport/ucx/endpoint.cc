@@ -1,0 +1,288 @@
+#include "transport/ucx/endpoint.h"
+
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "transport/ucx/context.h"
+#include "transport/ucx/region.h"
+#include "transport/ucx/status.h"
+
+namespace rdmaps::transport::ucx {
+
+namespace {
+constexpr uint32_t kHelloMagic = 0x52444d54;  // "RDMT"
+constexpr uint32_t kHelloVersion = 1;
+constexpr auto kCloseTimeout = std::chrono::seconds(2);
+
+std::string ms(std::chrono::milliseconds t) { return std::to_string(t.count()) + " ms"; }
+}  // namespace
+
+UcxEndpoint::UcxEndpoint(UcxContext& context, TcpSocket socket, std::string peer)
+    : context_(context), socket_(std::move(socket)), peer_(std::move(peer)) {}
+
+std::unique_ptr<UcxEndpoint> UcxEndpoint::create(UcxContext& context, TcpSocket socket, std::string peer,
+                                                 bool client, Deadline deadline) {
+  std::unique_ptr<UcxEndpoint> ep(new UcxEndpoint(context, std::move(socket), std::move(peer)));
+  std::vector<uint8_t> remote_worker = ep->handshake(client, deadline);
+  ucp_ep_params_t params{};
+  params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  params.address = reinterpret_cast<const ucp_address_t*>(remote_worker.data());
+  ep->peer_failure_handling_ = context.peer_failure_handling();
+  params.err_mode = ep->peer_failure_handling_ ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
+  params.err_handler.cb = &UcxEndpoint::on_error;
+  params.err_handler.arg = ep.get();
+  ucs_status_t status = ucp_ep_create(context.worker(), &params, &ep->ep_);
+  if (status == UCS_ERR_UNREACHABLE && ep->peer_failure_handling_)
+    throw Error(Errc::kUnreachable, "creating a UCX endpoint to " + ep->peer_ +
+                                        ": no transport in UCX_TLS supports peer-failure handling (UCX 1.13 shared "
+                                        "memory does not); turn peer-failure handling off or add tcp/verbs");
+  check(status, "creating a UCX endpoint", "peer " + ep->peer_);
+  context.track(ep->ep_, ep.get());
+  ep->detect_lanes();
+  return ep;
+}
+
+std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const SockAddr& address,
+                                                  std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  TcpSocket socket = TcpSocket::connect(address, deadline);
+  try {
+    return create(context, std::move(socket), address.to_string(), true, deadline);
+  } catch (const Error& e) {
+    if (e.code() == Errc::kTimeout)
+      throw Error(Errc::kTimeout, "connecting to " + address.to_string() + ": no handshake within " + ms(timeout) +
+                                      " (is an rdmaps process listening there?)");
+    throw;
+  }
+}
+
+void UcxEndpoint::on_error(void* arg, ucp_ep_h, ucs_status_t status) {
+  auto* self = static_cast<UcxEndpoint*>(arg);
+  self->error_.store(status, std::memory_order_release);
+}
+
+UcxEndpoint::~UcxEndpoint() { close(); }
+
+void UcxEndpoint::close() noexcept {
+  if (!ep_) return;
+  context_.untrack(ep_);
+  ucp_request_param_t params{};
+  params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  params.flags = failed() ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  ucs_status_ptr_t sp = ucp_ep_close_nbx(ep_, &params);
+  ep_ = nullptr;
+  if (sp == nullptr || UCS_PTR_IS_ERR(sp)) return;
+  // A flush-close needs the peer to acknowledge; a dead or blocked peer
+  // cannot, so wait a bounded time and let UCX finish the rest.
+  bool done = context_.progress_until([&] { return ucp_request_check_status(sp) != UCS_INPROGRESS; },
+                                      std::chrono::steady_clock::now() + kCloseTimeout);
+  if (!done) std::fprintf(stderr, "rdmaps: warning: closing the endpoint to %s: no acknowledgement within 2 s\n",
+                          peer_.c_str());
+  ucp_request_free(sp);
+}
+
+std::vector<uint8_t> UcxEndpoint::handshake(bool client, Deadline deadline) {
+  std::span<const uint8_t> mine = context_.worker_address();
+  std::vector<uint8_t> hello(8 + mine.size());
+  uint32_t head[2] = {kHelloMagic, kHelloVersion};
+  std::memcpy(hello.data(), head, 8);
+  std::memcpy(hello.data() + 8, mine.data(), mine.size());
+  auto receive = [&] {
+    std::vector<uint8_t> got = socket_.recv_message(deadline, peer_);
+    uint32_t theirs[2] = {0, 0};
+    if (got.size() > 8) std::memcpy(theirs, got.data(), 8);
+    if (got.size() <= 8 || theirs[0] != kHelloMagic)
+      throw Error(Errc::kProtocol, "peer " + peer_ + " is not an rdmaps transport (bad hello)");
+    if (theirs[1] != kHelloVersion)
+      throw Error(Errc::kProtocol, "peer " + peer_ + " speaks transport version " + std::to_string(theirs[1]) +
+                                       ", this side " + std::to_string(kHelloVersion));
+    return std::vector<uint8_t>(got.begin() + 8, got.end());
+  };
+  if (client) {
+    socket_.send_message(hello, deadline, peer_);
+    return receive();
+  }
+  std::vector<uint8_t> theirs = receive();
+  socket_.send_message(hello, deadline, peer_);
+  return theirs;
+}
+
+// UCX 1.13 has no query for an endpoint's transports; its printed
+// configuration lists each lane with its transport and role.
+void UcxEndpoint::detect_lanes() {
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* stream = open_memstream(&text, &size);
+  if (!stream) return;
+  lanes_ = peer_failure_handling_ ? "" : "(UCX peer-failure handling off) ";
+  ucp_ep_print_info(ep_, stream);
+  std::fclose(stream);
+  std::string info(text, size);
+  std::free(text);
+
+  std::istringstream in(info);
+  std::string line;
+  bool any_rma = false, any_emulated = false;
+  while (std::getline(in, line)) {
+    if (line.find("lane[") == std::string::npos) continue;
+    auto colon = line.find(':');
+    std::string body = colon == std::string::npos ? line : line.substr(colon + 1);
+    while (!body.empty() && body.front() == ' ') body.erase(body.begin());
+    if (!lanes_.empty() && lanes_.back() != ' ') lanes_ += "; ";
+    lanes_ += body;
+    if (line.find("rma") != std::string::npos) {
+      any_rma = true;
+      if (line.find("tcp/") != std::string::npos) any_emulated = true;
+    }
+  }
+  rma_native_ = any_rma && !any_emulated;
+}
+
+void UcxEndpoint::send_control(std::span<const uint8_t> message, std::chrono::milliseconds timeout) {
+  socket_.send_message(message, std::chrono::steady_clock::now() + timeout, peer_);
+}
+
+std::vector<uint8_t> UcxEndpoint::recv_control(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Keep the worker progressing while waiting: over tcp the peer's puts are
+  // emulated and complete only when this side progresses.
+  while (!socket_.readable(0)) {
+    if (context_.progress() != 0) continue;
+    if (std::chrono::steady_clock::now() >= deadline)
+      throw Error(Errc::kTimeout, "no control message from " + peer_ + " within " + ms(timeout));
+    socket_.readable(1);
+  }
+  try {
+    return socket_.recv_message(deadline, peer_);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kTimeout) throw;
+    throw Error(Errc::kTimeout, "no control message from " + peer_ + " within " + ms(timeout));
+  }
+}
+
+std::unique_ptr<RemoteRegion> UcxEndpoint::import(const RegionDescriptor& descriptor) {
+  ucp_rkey_h rkey = nullptr;
+  check(ucp_ep_rkey_unpack(ep_, descriptor.packed_key.data(), &rkey), "unpacking a remote key", "peer " + peer_);
+  return std::make_unique<UcxRemoteRegion>(this, descriptor, RkeyPtr(rkey));
+}
+
+void UcxEndpoint::throw_gone(const char* op) const {
+  throw Error(Errc::kPeerGone, std::string(op) + " to " + peer_ + " refused: the endpoint failed (" +
+                                   explain(error_.load()) + ")");
+}
+
+const UcxRemoteRegion& UcxEndpoint::checked(const RemoteRegion& region, uint64_t offset, size_t length,
+                                            Access need, const char* op) const {
+  const auto& remote = static_cast<const UcxRemoteRegion&>(region);
+  if (remote.owner() != this)
+    throw Error(Errc::kInvalidArgument, std::string(op) + " to " + peer_ +
+                                            " refused: the remote region was imported on another endpoint");
+  if (offset > region.size() || length > region.size() - offset)
+    throw Error(Errc::kOutOfBounds, std::string(op) + " of " + std::to_string(length) + " bytes at offset " +
+                                        std::to_string(offset) + " to " + peer_ + " refused: the remote region is " +
+                                        std::to_string(region.size()) + " bytes");
+  if (!allows(region.access(), need))
+    throw Error(Errc::kPermissionDenied, std::string(op) + " to " + peer_ + " refused: the region was handed out " +
+                                             access_name(region.access()) + ", " + op + " needs " +
+                                             access_name(need));
+  if (failed()) throw_gone(op);
+  return remote;
+}
+
+void UcxEndpoint::check_local(const void* ptr, size_t length, const Region* local, const char* op) const {
+  if (!local) return;
+  auto p = reinterpret_cast<uintptr_t>(ptr);
+  auto base = reinterpret_cast<uintptr_t>(local->data());
+  if (p < base || p - base > local->size() || length > local->size() - (p - base))
+    throw Error(Errc::kOutOfBounds, std::string(op) + " to " + peer_ + " refused: the local buffer of " +
+                                        std::to_string(length) + " bytes is not inside the given " +
+                                        std::to_string(local->size()) + "-byte registration");
+}
+
+Request UcxEndpoint::wrap(ucs_status_ptr_t sp, const char* op) {
+  if (sp == nullptr) return Request();
+  if (UCS_PTR_IS_ERR(sp)) throw error_from(UCS_PTR_STATUS(sp), op, "peer " + peer_);
+  return Request(&context_, sp, op, this);
+}
+
+namespace {
+ucp_request_param_t with_memh(const Region* local) {
+  ucp_request_param_t params{};
+  if (local) {
+    params.op_attr_mask = UCP_OP_ATTR_FIELD_MEMH;
+    params.memh = static_cast<const UcxRegion*>(local)->memh();
+  }
+  return params;
+}
+}  // namespace
+
+Request UcxEndpoint::put(const void* src, size_t length, const RemoteRegion& dst, uint64_t offset,
+                         const Region* local) {
+  const auto& remote = checked(dst, offset, length, Access::kRemoteWrite, "put");
+  check_local(src, length, local, "put");
+  ucp_request_param_t params = with_memh(local);
+  return wrap(ucp_put_nbx(ep_, src, length, remote.base() + offset, remote.rkey(), &params), "put");
+}
+
+Request UcxEndpoint::get(void* dst, size_t length, const RemoteRegion& src, uint64_t offset, const Region* local) {
+  const auto& remote = checked(src, offset, length, Access::kRemoteRead, "get");
+  check_local(dst, length, local, "get");
+  ucp_request_param_t params = with_memh(local);
+  return wrap(ucp_get_nbx(ep_, dst, length, remote.base() + offset, remote.rkey(), &params), "get");
+}
+
+Request UcxEndpoint::fetch_add(const RemoteRegion& dst, uint64_t offset, uint64_t value, uint64_t* old) {
+  if (offset % 8 != 0)
+    throw Error(Errc::kInvalidArgument, "fetch-add at offset " + std::to_string(offset) + " to " + peer_ +
+                                            " refused: 64-bit atomics need 8-byte alignment");
+  const auto& remote = checked(dst, offset, 8, Access::kRemoteWrite, "fetch-add");
+  ucp_request_param_t params{};
+  params.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_REPLY_BUFFER;
+  params.datatype = ucp_dt_make_contig(8);
+  params.reply_buffer = old;
+  return wrap(ucp_atomic_op_nbx(ep_, UCP_ATOMIC_OP_ADD, &value, 1, remote.base() + offset, remote.rkey(), &params),
+              "fetch-add");
+}
+
+Request UcxEndpoint::compare_swap(const RemoteRegion& dst, uint64_t offset, uint64_t expected, uint64_t desired,
+                                  uint64_t* old) {
+  if (offset % 8 != 0)
+    throw Error(Errc::kInvalidArgument, "compare-swap at offset " + std::to_string(offset) + " to " + peer_ +
+                                            " refused: 64-bit atomics need 8-byte alignment");
+  const auto& remote = checked(dst, offset, 8, Access::kRemoteWrite, "compare-swap");
+  // UCX's CSWAP compares the remote word with *buffer and swaps in the value
+  // the reply buffer holds on entry; the reply buffer then receives the old word.
+  *old = desired;
+  ucp_request_param_t params{};
+  params.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_REPLY_BUFFER;
+  params.datatype = ucp_dt_make_contig(8);
+  params.reply_buffer = old;
+  return wrap(ucp_atomic_op_nbx(ep_, UCP_ATOMIC_OP_CSWAP, &expected, 1, remote.base() + offset, remote.rkey(),
+                                &params),
+              "compare-swap");
+}
+
+void UcxEndpoint::fence() {
+  if (failed()) throw_gone("fence");
+  check(ucp_worker_fence(context_.worker()), "fence", "peer " + peer_);
+}
+
+Request UcxEndpoint::flush() {
+  if (failed()) throw_gone("flush");
+  ucp_request_param_t params{};
+  return wrap(ucp_ep_flush_nbx(ep_, &params), "flush");
+}
+
+Request UcxEndpoint::am_send(uint16_t id, const void* header, size_t header_length, const void* payload,
+                             size_t length, const Region* local) {
+  if (failed()) throw_gone("active message");
+  check_local(payload, length, local, "active message");
+  ucp_request_param_t params = with_memh(local);
+  params.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;
+  params.flags = UCP_AM_SEND_FLAG_REPLY;  // lets the receiver know which endpoint sent it
+  return wrap(ucp_am_send_nbx(ep_, id, header, header_length, payload, length, &params), "active message");
+}
+
+}  // namespace rdmaps::transport::ucx

@@ -1,0 +1,70 @@
+// UCX backend of transport::Endpoint: a ucp_ep with peer error handling.
+#pragma once
+
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <chrono>
+
+#include "transport/address.h"
+#include "transport/endpoint.h"
+#include "transport/tcp_socket.h"
+
+namespace rdmaps::transport::ucx {
+
+class UcxContext;
+class UcxRemoteRegion;
+
+class UcxEndpoint final : public Endpoint {
+ public:
+  using Deadline = std::chrono::steady_clock::time_point;
+  /// Handshakes over the bootstrap socket (versions, worker addresses), then
+  /// creates the UCX endpoint from the peer's worker address.
+  static std::unique_ptr<UcxEndpoint> create(UcxContext& context, TcpSocket socket, std::string peer,
+                                             bool client, Deadline deadline);
+  static std::unique_ptr<UcxEndpoint> connect(UcxContext& context, const SockAddr& address,
+                                              std::chrono::milliseconds timeout);
+  ~UcxEndpoint() override;
+
+  const std::string& peer_name() const override { return peer_; }
+  bool rma_native() const override { return rma_native_; }
+  std::string describe() const override { return lanes_; }
+  bool failed() const override { return error_.load(std::memory_order_acquire) != UCS_OK; }
+
+  std::unique_ptr<RemoteRegion> import(const RegionDescriptor& descriptor) override;
+  Request put(const void* src, size_t length, const RemoteRegion& dst, uint64_t offset,
+              const Region* local) override;
+  Request get(void* dst, size_t length, const RemoteRegion& src, uint64_t offset, const Region* local) override;
+  Request fetch_add(const RemoteRegion& dst, uint64_t offset, uint64_t value, uint64_t* old) override;
+  Request compare_swap(const RemoteRegion& dst, uint64_t offset, uint64_t expected, uint64_t desired,
+                       uint64_t* old) override;
+  void fence() override;
+  Request flush() override;
+  Request am_send(uint16_t id, const void* header, size_t header_length, const void* payload, size_t length,
+                  const Region* local) override;
+  void send_control(std::span<const uint8_t> message, std::chrono::milliseconds timeout) override;
+  std::vector<uint8_t> recv_control(std::chrono::milliseconds timeout) override;
+
+ private:
+  UcxEndpoint(UcxContext& context, TcpSocket socket, std::string peer);
+  static void on_error(void* arg, ucp_ep_h ep, ucs_status_t status);
+  std::vector<uint8_t> handshake(bool client, Deadline deadline);
+  void detect_lanes();
+  void close() noexcept;
+  const UcxRemoteRegion& checked(const RemoteRegion& region, uint64_t offset, size_t length, Access need,
+                                 const char* op) const;
+  void check_local(const void* ptr, size_t length, const Region* local, const char* op) const;
+  Request wrap(ucs_status_ptr_t sp, const char* op);
+  [[noreturn]] void throw_gone(const char* op) const;
+
+  UcxContext& context_;
+  TcpSocket socket_;
+  ucp_ep_h ep_ = nullptr;
+  std::string peer_;
+  std::atomic<ucs_status_t> error_{UCS_OK};
+  bool rma_native_ = false;
+  bool peer_failure_handling_ = true;
+  std::string lanes_;
+};
+
+}  // namespace rdmaps::transport::ucx

@@ -1,0 +1,45 @@
+// ucp_mem_map'ed memory (owned memh + packed key) and unpacked peer keys.
+#pragma once
+
+#include <ucp/api/ucp.h>
+
+#include <memory>
+#include <vector>
+
+#include "transport/region.h"
+#include "transport/ucx/handles.h"
+
+namespace rdmaps::transport::ucx {
+
+class UcxEndpoint;
+
+class UcxRegion final : public Region {
+ public:
+  /// allocate=true lets UCX allocate (shared-memory backed where possible).
+  static std::unique_ptr<UcxRegion> map(ucp_context_h context, void* data, size_t size, Access access,
+                                        bool allocate);
+  ~UcxRegion() override;
+  RegionDescriptor descriptor(Access rights) const override;
+  ucp_mem_h memh() const { return memh_; }
+
+ private:
+  UcxRegion(ucp_context_h context, ucp_mem_h memh, void* data, size_t size, Access access,
+            std::vector<uint8_t> packed_key);
+  ucp_context_h context_;
+  ucp_mem_h memh_;
+  std::vector<uint8_t> packed_key_;
+};
+
+class UcxRemoteRegion final : public RemoteRegion {
+ public:
+  UcxRemoteRegion(const UcxEndpoint* owner, const RegionDescriptor& d, RkeyPtr rkey)
+      : RemoteRegion(d.base, d.length, d.access), owner_(owner), rkey_(std::move(rkey)) {}
+  const UcxEndpoint* owner() const { return owner_; }
+  ucp_rkey_h rkey() const { return rkey_.get(); }
+
+ private:
+  const UcxEndpoint* owner_;
+  RkeyPtr rkey_;
+};
+
+}  // namespace rdmaps::transport::ucx
