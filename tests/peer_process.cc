@@ -1,0 +1,118 @@
+#include "tests/peer_process.h"
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <random>
+#include <thread>
+
+extern char** environ;
+
+namespace rdmaps::test {
+
+namespace {
+std::map<std::string, PeerMain>& registry() {
+  static std::map<std::string, PeerMain> peers;
+  return peers;
+}
+constexpr const char* kFlag = "--rdmaps-peer=";
+}  // namespace
+
+bool register_peer(const std::string& name, PeerMain main) {
+  registry()[name] = std::move(main);
+  return true;
+}
+
+int run_peer_if_requested(int argc, char** argv) {
+  if (argc < 5 || std::strncmp(argv[1], kFlag, std::strlen(kFlag)) != 0) return -1;
+  std::string name = argv[1] + std::strlen(kFlag);
+  auto it = registry().find(name);
+  if (it == registry().end()) {
+    std::fprintf(stderr, "peer: no peer named '%s'\n", name.c_str());
+    return 2;
+  }
+  PeerArgs args{transport::parse_transport(argv[2]), std::atoi(argv[3]), std::stoull(argv[4]), {}};
+  for (int i = 5; i < argc; ++i) args.extra.emplace_back(argv[i]);
+  try {
+    return it->second(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "peer %s failed: %s\n", name.c_str(), e.what());
+    return 3;
+  }
+}
+
+PeerProcess::PeerProcess(const std::string& name, transport::TransportKind transport, int port, uint64_t seed,
+                         const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {"/proc/self/exe", kFlag + name, transport::transport_name(transport),
+                                   std::to_string(port), std::to_string(seed)};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) throw std::runtime_error("readlink /proc/self/exe failed");
+  exe[n] = '\0';
+  int rc = posix_spawn(&pid_, exe, nullptr, nullptr, argv.data(), environ);
+  if (rc != 0) throw std::runtime_error(std::string("posix_spawn: ") + std::strerror(rc));
+}
+
+PeerProcess::~PeerProcess() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+void PeerProcess::kill_now() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+}
+
+int PeerProcess::wait(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (pid_ > 0) {
+    int status = 0;
+    pid_t r = waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      pid_ = -1;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill_now();
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return -1;
+}
+
+uint64_t fresh_seed() {
+  uint64_t seed = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
+  std::printf("[ seed     ] %llu\n", static_cast<unsigned long long>(seed));
+  return seed;
+}
+
+void fill_random(void* data, size_t length, uint64_t seed, uint64_t stream) {
+  std::mt19937_64 rng(seed ^ (stream * 0x9E3779B97F4A7C15ull));
+  auto* p = static_cast<uint8_t*>(data);
+  size_t i = 0;
+  for (; i + 8 <= length; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(p + i, &v, 8);
+  }
+  if (i < length) {
+    uint64_t v = rng();
+    std::memcpy(p + i, &v, length - i);
+  }
+}
+
+}  // namespace rdmaps::test

@@ -1,0 +1,59 @@
+// Multi-process tests: the test binary re-executes itself as a named peer
+// (`--rdmaps-peer=NAME transport port seed [extra...]`), so every peer is a
+// real process with its own UCX context.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "transport/context.h"
+
+namespace rdmaps::test {
+
+struct PeerArgs {
+  transport::TransportKind transport;
+  int port;
+  uint64_t seed;
+  std::vector<std::string> extra;
+};
+using PeerMain = std::function<int(const PeerArgs&)>;
+
+/// Registers a peer entry point; use through RDMAPS_TEST_PEER.
+bool register_peer(const std::string& name, PeerMain main);
+/// Runs the peer named in argv if there is one; returns -1 if argv names none.
+int run_peer_if_requested(int argc, char** argv);
+
+/// A peer in its own process; killed on destruction if still running.
+class PeerProcess {
+ public:
+  PeerProcess(const std::string& name, transport::TransportKind transport, int port, uint64_t seed,
+              const std::vector<std::string>& extra = {});
+  PeerProcess(PeerProcess&& other) noexcept : pid_(other.pid_) { other.pid_ = -1; }
+  PeerProcess(const PeerProcess&) = delete;
+  ~PeerProcess();
+  /// Exit status, or -1 if it did not exit in time (then it is killed).
+  int wait(std::chrono::milliseconds timeout);
+  void kill_now();
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+/// Fresh random seed for this run (printed so a failure can be replayed).
+uint64_t fresh_seed();
+/// Deterministic bytes for (seed, stream): both peers derive the same data.
+void fill_random(void* data, size_t length, uint64_t seed, uint64_t stream);
+
+}  // namespace rdmaps::test
+
+#define RDMAPS_TEST_PEER(name)                                                                   \
+  static int rdmaps_peer_##name(const ::rdmaps::test::PeerArgs&);                                \
+  [[maybe_unused]] static bool rdmaps_peer_registered_##name =                                   \
+      ::rdmaps::test::register_peer(#name, &rdmaps_peer_##name);                                 \
+  static int rdmaps_peer_##name(const ::rdmaps::test::PeerArgs& args)

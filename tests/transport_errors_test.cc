@@ -1,0 +1,197 @@
+// Bad input and dead peers: clear errors, bounded waits, nothing sent.
+#include <sys/socket.h>
+
+#include <vector>
+
+#include "tests/transport_fixture.h"
+#include "transport/tcp_socket.h"
+
+namespace rdmaps::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+template <typename F>
+Errc error_code_of(F&& f, std::string* what = nullptr) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (what) *what = e.what();
+    return e.code();
+  }
+  ADD_FAILURE() << "expected an rdmaps::Error";
+  return Errc::kInternal;
+}
+
+int unused_port() {
+  auto s = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  return s.local_address().port();  // closed again when s goes out of scope
+}
+
+class ErrorsTest : public TransportTest {};
+
+TEST_P(ErrorsTest, ConnectingWhereNobodyListensFailsClearlyWithinTheTimeout) {
+  auto start = Clock::now();
+  std::string what;
+  int p = unused_port();
+  Errc code = error_code_of([&] { context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(p)), 3000ms); }, &what);
+  EXPECT_EQ(code, Errc::kUnreachable) << what;
+  EXPECT_NE(what.find("127.0.0.1:" + std::to_string(p)), std::string::npos) << what;
+  EXPECT_NE(what.find("nobody listens"), std::string::npos) << what;
+  EXPECT_LT(Clock::now() - start, 3000ms);
+}
+
+TEST_P(ErrorsTest, ConnectingToASilentPeerTimesOut) {
+  // A plain TCP listener: the kernel completes the TCP handshake, nobody answers ours.
+  auto silent = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  auto start = Clock::now();
+  std::string what;
+  Errc code = error_code_of(
+      [&] { context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(silent.local_address().port())), 500ms); },
+      &what);
+  EXPECT_EQ(code, Errc::kTimeout) << what;
+  EXPECT_NE(what.find("no handshake"), std::string::npos) << what;
+  auto elapsed = Clock::now() - start;
+  EXPECT_GE(elapsed, 450ms);
+  EXPECT_LT(elapsed, 2500ms);
+}
+
+TEST_P(ErrorsTest, AcceptWithoutClientTimesOutNamingTheAddress) {
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { listener->accept(200ms); }, &what), Errc::kTimeout);
+  EXPECT_NE(what.find(listener->address().to_string()), std::string::npos) << what;
+}
+
+TEST_P(ErrorsTest, OutOfBoundsAndWrongRightsAreRefusedAndNothingIsSent) {
+  auto readable = context->allocate(4096, Access::kRemoteRead);
+  auto writable = context->allocate(4096, Access::kRemoteWrite);
+  std::memset(readable->data(), 0xA5, 4096);
+  std::memset(writable->data(), 0xA5, 4096);
+  PeerProcess peer("misbehaving_writer", GetParam(), port(), seed);
+  auto ep = accept();
+  send_descriptor(*ep, *readable, Access::kRemoteRead);
+  send_descriptor(*ep, *writable, Access::kRemoteWrite);
+  auto result = recv_words(*ep);  // peer: how many requests were wrongly accepted
+  ASSERT_EQ(result.size(), 1u);
+  EXPECT_EQ(result[0], 0u) << "requests that should have been refused were not";
+  for (auto* r : {readable.get(), writable.get()}) {
+    auto* bytes = static_cast<uint8_t*>(r->data());
+    size_t changed = 0;
+    for (size_t i = 0; i < 4096; ++i) changed += bytes[i] != 0xA5;
+    EXPECT_EQ(changed, 0u) << "a refused request still wrote into the " << access_name(r->access()) << " region";
+  }
+  send_words(*ep, {1});
+  EXPECT_EQ(peer.wait(30s), 0);
+}
+
+RDMAPS_TEST_PEER(misbehaving_writer) {
+  PeerSession s(args);
+  auto readable = s.import_remote();
+  auto writable = s.import_remote();
+  std::vector<uint8_t> buf(8192, 0x11);
+  auto small_local = s.context->allocate(64, Access::kNone);
+  uint64_t old = 0;
+  uint64_t accepted = 0;
+  auto expect = [&](Errc want, auto&& op) {
+    try {
+      op();
+      ++accepted;
+    } catch (const Error& e) {
+      if (e.code() != want) {
+        std::fprintf(stderr, "wrong error kind %s: %s\n", errc_name(e.code()), e.what());
+        ++accepted;
+      }
+    }
+  };
+  auto& ep = *s.endpoint;
+  expect(Errc::kOutOfBounds, [&] { (void)ep.put(buf.data(), 200, *writable, 4000); });
+  expect(Errc::kOutOfBounds, [&] { (void)ep.put(buf.data(), 1, *writable, 4096); });
+  expect(Errc::kOutOfBounds, [&] { (void)ep.put(buf.data(), 8192, *writable, 0); });
+  expect(Errc::kOutOfBounds, [&] { (void)ep.put(buf.data(), 16, *writable, ~uint64_t{0} - 4); });
+  expect(Errc::kPermissionDenied, [&] { (void)ep.put(buf.data(), 8, *readable, 0); });
+  expect(Errc::kPermissionDenied, [&] { (void)ep.get(buf.data(), 8, *writable, 0); });
+  expect(Errc::kPermissionDenied, [&] { (void)ep.fetch_add(*readable, 0, 1, &old); });
+  expect(Errc::kInvalidArgument, [&] { (void)ep.fetch_add(*writable, 4, 1, &old); });
+  expect(Errc::kOutOfBounds, [&] { (void)ep.fetch_add(*writable, 4096, 1, &old); });
+  expect(Errc::kOutOfBounds, [&] { (void)ep.put(buf.data(), 128, *writable, 0, small_local.get()); });
+  ep.flush().wait();
+  send_words(ep, {accepted});
+  recv_words(ep);
+  return 0;
+}
+
+TEST_P(ErrorsTest, KilledPeerIsReportedAsGone) {
+  PeerProcess peer("idle_peer", GetParam(), port(), seed);
+  auto ep = accept();
+  EXPECT_EQ(recv_words(*ep).at(0), 42u);
+  peer.kill_now();
+  std::string what;
+  auto start = Clock::now();
+  EXPECT_EQ(error_code_of([&] { ep->recv_control(10000ms); }, &what), Errc::kPeerGone) << what;
+  EXPECT_LT(Clock::now() - start, 10000ms) << "death noticed only through the timeout";
+  EXPECT_NE(what.find(ep->peer_name()), std::string::npos) << what;
+}
+
+RDMAPS_TEST_PEER(idle_peer) {
+  PeerSession s(args);
+  send_words(*s.endpoint, {42});
+  for (;;) s.context->wait_event(100ms);  // until killed
+}
+
+RDMAPS_INSTANTIATE_OVER_TRANSPORTS(ErrorsTest);
+
+TEST(RegionDescriptor, MalformedBytesAreRejectedNamingTheSource) {
+  transport::RegionDescriptor d;
+  d.base = 0x1000;
+  d.length = 4096;
+  d.access = Access::kRemoteWrite;
+  d.packed_key = {1, 2, 3, 4};
+  std::vector<uint8_t> good = d.serialize();
+  auto parsed = transport::RegionDescriptor::parse(good, "peer-x");
+  EXPECT_EQ(parsed.base, d.base);
+  EXPECT_EQ(parsed.length, d.length);
+  EXPECT_EQ(parsed.access, d.access);
+  EXPECT_EQ(parsed.packed_key, d.packed_key);
+
+  auto rejects = [](std::vector<uint8_t> bytes, const char* why) {
+    std::string what;
+    EXPECT_EQ(error_code_of([&] { transport::RegionDescriptor::parse(bytes, "peer-x"); }, &what), Errc::kProtocol) << why;
+    EXPECT_NE(what.find("peer-x"), std::string::npos) << what;
+  };
+  rejects(std::vector<uint8_t>(good.begin(), good.begin() + 10), "truncated header");
+  rejects(std::vector<uint8_t>(good.begin(), good.end() - 1), "truncated key");
+  auto bad_magic = good;
+  bad_magic[0] ^= 0xff;
+  rejects(bad_magic, "magic");
+  auto bad_access = good;
+  bad_access[6] = 9;
+  rejects(bad_access, "access code");
+  auto extra = good;
+  extra.push_back(0);
+  rejects(extra, "trailing bytes");
+  transport::RegionDescriptor huge = d;
+  huge.base = ~uint64_t{0} - 16;
+  auto overflow = huge.serialize();
+  rejects(overflow, "base + length overflow");
+}
+
+TEST(SockAddr, BadAddressesAreRejectedNamingTheText) {
+  std::string what;
+  EXPECT_EQ(error_code_of([] { transport::SockAddr::parse("localhost"); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("localhost"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([] { transport::SockAddr::parse("127.0.0.1:http"); }, &what), Errc::kInvalidArgument);
+  EXPECT_EQ(error_code_of([] { transport::SockAddr::parse("127.0.0.1:70000"); }, &what), Errc::kInvalidArgument);
+  EXPECT_EQ(transport::SockAddr::parse("127.0.0.1:4242").to_string(), "127.0.0.1:4242");
+  EXPECT_EQ(error_code_of([] { transport::parse_transport("infiniband"); }, &what), Errc::kInvalidArgument);
+}
+
+TEST(Region, HandingOutMoreRightsThanRegisteredIsRefused) {
+  auto context = transport::create_context({.transport = transport::TransportKind::kShm});
+  auto region = context->allocate(4096, Access::kRemoteRead);
+  EXPECT_EQ(error_code_of([&] { region->descriptor(Access::kRemoteWrite); }), Errc::kPermissionDenied);
+  EXPECT_EQ(error_code_of([&] { context->allocate(0, Access::kRemoteRead); }), Errc::kInvalidArgument);
+  EXPECT_EQ(error_code_of([&] { context->register_memory(nullptr, 64, Access::kRemoteRead); }), Errc::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace rdmaps::test
