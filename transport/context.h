@@ -75,7 +75,9 @@ class Context {
   /// Registers caller-owned memory; the caller keeps it alive longer.
   virtual std::unique_ptr<Region> register_memory(void* data, size_t size, Access access) = 0;
 
-  /// Handles active messages with this id; the handler runs inside progress().
+  /// Handles active messages with this id. The handler runs inside progress(),
+  /// so it must not wait on a Request (UCX forbids re-entering progress):
+  /// keep what am_receive() returns and complete it after the handler.
   virtual void set_am_handler(uint16_t id, AmHandler handler) = 0;
   /// Lands a message's payload at `offset` in `region` (bounds checked).
   virtual Request am_receive(AmMessage& message, Region& region, uint64_t offset) = 0;

@@ -1,5 +1,6 @@
 #include "transport/ucx/context.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -203,6 +204,20 @@ bool UcxContext::wait_event(std::chrono::milliseconds timeout) {
   epoll_event ev{};
   int n = epoll_wait(epoll_fd_, &ev, 1, static_cast<int>(timeout.count()));
   return n > 0;
+}
+
+void UcxContext::wait_fd_or_event(int fd, int timeout_ms) {
+  pollfd fds[2] = {{fd, POLLIN, 0}, {event_fd_, POLLIN, 0}};
+  int count = 1;
+  if (event_fd_ >= 0) {
+    ucs_status_t status = ucp_worker_arm(worker_.get());
+    if (status == UCS_ERR_BUSY) return;  // UCX has events to progress now
+    check(status, "arming the UCX worker for wake-up", "");
+    count = 2;
+  } else {
+    timeout_ms = 0;  // no event fd: the caller must keep polling UCX
+  }
+  ::poll(fds, count, timeout_ms);
 }
 
 bool UcxContext::progress_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline) {

@@ -41,6 +41,8 @@ class UcxContext final : public Context, public RequestEngine {
   State test(void* handle, Errc* code, std::string* reason) override;
   void release(void* handle) noexcept override;
 
+  /// Blocks until `fd` is readable, a UCX event arrives, or the timeout passes.
+  void wait_fd_or_event(int fd, int timeout_ms);
   /// Progresses until `done()` or the deadline; false on timeout. Set-up paths only.
   bool progress_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline);
 

@@ -1,5 +1,6 @@
 #include "transport/ucx/endpoint.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -150,9 +151,11 @@ std::vector<uint8_t> UcxEndpoint::recv_control(std::chrono::milliseconds timeout
   // emulated and complete only when this side progresses.
   while (!socket_.readable(0)) {
     if (context_.progress() != 0) continue;
-    if (std::chrono::steady_clock::now() >= deadline)
-      throw Error(Errc::kTimeout, "no control message from " + peer_ + " within " + ms(timeout));
-    socket_.readable(1);
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) throw Error(Errc::kTimeout, "no control message from " + peer_ + " within " + ms(timeout));
+    // Sleep until either the socket or UCX has something: no spinning, no added latency.
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+    context_.wait_fd_or_event(socket_.fd(), static_cast<int>(std::min<int64_t>(left + 1, 1000)));
   }
   try {
     return socket_.recv_message(deadline, peer_);

@@ -1,0 +1,30 @@
+// rdmaps-perf: microbenchmarks of the transport (and, later, the server).
+#include <cstdio>
+#include <cstring>
+
+#include "bench/perf_transport.h"
+#include "rdmaps/error.h"
+
+namespace {
+void usage() {
+  std::printf("usage: rdmaps-perf <benchmark> [flags]\n\nbenchmarks:\n"
+              "  transport   put/get/active-message bandwidth and latency between two processes\n\n"
+              "rdmaps-perf <benchmark> --help lists its flags.\n");
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  try {
+    if (!std::strcmp(argv[1], "transport")) return rdmaps::bench::perf_transport_main(argc, argv, 2);
+    std::fprintf(stderr, "rdmaps-perf: unknown benchmark '%s'\n", argv[1]);
+    usage();
+    return 2;
+  } catch (const rdmaps::Error& e) {
+    std::fprintf(stderr, "rdmaps-perf: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());
+    return 1;
+  }
+}

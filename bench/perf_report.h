@@ -1,0 +1,34 @@
+// Result rows of rdmaps-perf: a table for people, one JSON object per line
+// for scripts. Every unit is in the field name.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rdmaps::bench {
+
+struct Percentiles {
+  double p50 = 0, p99 = 0, max = 0;
+  static Percentiles of(std::vector<double> samples);
+};
+
+struct TransportRow {
+  std::string op;
+  std::string transport;
+  bool rma_native = false;
+  size_t bytes = 0;
+  uint64_t iters = 0;
+  double seconds = 0;  // bandwidth phase, timed alone
+  Percentiles lat_us;  // latency phase (half round trip for put/am ping-pong, full op for get)
+  uint64_t wrong = 0;  // bytes that did not arrive as sent
+  double bw_MBps() const { return bytes * iters / seconds / 1e6; }
+  double bw_MiBps() const { return bytes * iters / seconds / (1024.0 * 1024.0); }
+  double msg_per_s() const { return iters / seconds; }
+};
+
+void print_transport_header(const std::string& config_lines);
+void print_transport_row(const TransportRow& row);
+std::string transport_row_json(const TransportRow& row);
+
+}  // namespace rdmaps::bench

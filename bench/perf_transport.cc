@@ -1,0 +1,371 @@
+#include "bench/perf_transport.h"
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench/perf_options.h"
+#include "bench/perf_report.h"
+#include "rdmaps/error.h"
+#include "transport/context.h"
+
+extern char** environ;
+
+namespace rdmaps::bench {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using transport::Access;
+
+constexpr auto kSetupTimeout = 60s;
+constexpr auto kPhaseTimeout = 600s;
+constexpr uint16_t kAmId = 1;
+
+enum Command : uint64_t { kPrepare = 1, kPutPingPong, kAmPingPong, kCheck, kQuit };
+
+// Both sides derive the expected bytes of a size from the seed.
+void fill_pattern(uint8_t* data, size_t length, uint64_t seed) {
+  std::mt19937_64 rng(seed ^ (length * 0x9E3779B97F4A7C15ull));
+  size_t i = 0;
+  for (; i + 8 <= length; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(data + i, &v, 8);
+  }
+  for (uint64_t v = rng(); i < length; ++i, v >>= 8) data[i] = static_cast<uint8_t>(v);
+}
+uint64_t count_wrong(const uint8_t* data, size_t length, uint64_t seed) {
+  std::vector<uint8_t> expected(length);
+  fill_pattern(expected.data(), length, seed);
+  uint64_t wrong = 0;
+  for (size_t i = 0; i < length; ++i) wrong += data[i] != expected[i];
+  return wrong;
+}
+uint8_t tag(uint64_t i) { return static_cast<uint8_t>(i % 255 + 1); }
+
+void send_words(transport::Endpoint& ep, std::initializer_list<uint64_t> words) {
+  std::vector<uint64_t> v(words);
+  ep.send_control({reinterpret_cast<const uint8_t*>(v.data()), v.size() * 8}, kSetupTimeout);
+}
+std::vector<uint64_t> recv_words(transport::Endpoint& ep, std::chrono::milliseconds timeout) {
+  auto bytes = ep.recv_control(timeout);
+  if (bytes.size() % 8 != 0 || bytes.empty())
+    throw Error(Errc::kProtocol, "perf control message of " + std::to_string(bytes.size()) + " bytes from " +
+                                     ep.peer_name());
+  std::vector<uint64_t> words(bytes.size() / 8);
+  std::memcpy(words.data(), bytes.data(), bytes.size());
+  return words;
+}
+
+// Spins on a byte another process writes; progresses for emulated transports.
+void wait_byte(transport::Context& ctx, const volatile uint8_t* byte, uint8_t value, const char* what) {
+  auto deadline = Clock::now() + kPhaseTimeout;
+  uint64_t spins = 0;
+  while (*byte != value) {
+    ctx.progress();
+    if ((++spins & 0xffff) == 0 && Clock::now() > deadline)
+      throw Error(Errc::kTimeout, std::string("waiting for ") + what + ": no data within 600 s");
+  }
+}
+
+transport::ContextOptions context_options(const Flags& flags) {
+  transport::ContextOptions o;
+  o.transport = transport::parse_transport(flags.str("transport", "auto"));
+  o.name = "rdmaps-perf";
+  std::string wait = flags.str("wait", "event");
+  if (wait != "event" && wait != "busy")
+    throw Error(Errc::kInvalidArgument, "--wait " + wait + ": expected event (block on the UCX event fd when idle) or busy");
+  o.wakeup = wait == "event";
+  return o;
+}
+
+// ---- target side ---------------------------------------------------------
+
+int run_server(const Flags& flags) {
+  auto ctx = transport::create_context(context_options(flags));
+  auto listener = ctx->listen(transport::SockAddr::parse(flags.str("listen", "0.0.0.0:13337")));
+  if (flags.has("port-fd")) {
+    int fd = static_cast<int>(flags.u64("port-fd", 0));
+    int port = listener->address().port();
+    if (write(fd, &port, sizeof(port)) != sizeof(port)) throw Error(Errc::kIo, "writing the port to the parent");
+    close(fd);
+  } else {
+    std::printf("rdmaps-perf transport server listening on %s\n", listener->address().to_string().c_str());
+    std::fflush(stdout);
+  }
+  auto ep = listener->accept(kPhaseTimeout);
+  const uint64_t seed = recv_words(*ep, kSetupTimeout).at(0);
+  const uint64_t max_size = recv_words(*ep, kSetupTimeout).at(0);
+  auto region = ctx->allocate(max_size, Access::kRemoteReadWrite);
+  ep->send_control(region->descriptor(Access::kRemoteReadWrite).serialize(), kSetupTimeout);
+  auto pong_target = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), ep->peer_name()));
+
+  uint64_t am_received = 0;
+  std::vector<transport::Request> am_landing;
+  ctx->set_am_handler(kAmId, [&](transport::AmMessage& m) {
+    am_landing.push_back(ctx->am_receive(m, *region, 0));
+    ++am_received;
+  });
+  auto* mem = static_cast<uint8_t*>(region->data());
+  for (;;) {
+    auto cmd = recv_words(*ep, kPhaseTimeout);
+    switch (cmd.at(0)) {
+      case kPrepare: {
+        size_t size = cmd.at(1);
+        fill_pattern(mem, size, seed ^ 1);  // what gets read back
+        if (cmd.at(2)) mem[size - 1] = 0;   // ping-pong tags are never 0
+        for (auto& r : am_landing) r.wait();
+        am_landing.clear();
+        am_received = 0;
+        send_words(*ep, {0});
+        break;
+      }
+      case kPutPingPong: {
+        size_t size = cmd.at(1);
+        for (uint64_t i = 1; i <= cmd.at(2); ++i) {
+          wait_byte(*ctx, mem + size - 1, tag(i), "a ping put");
+          ep->put(mem, size, *pong_target, 0, region.get()).wait();
+        }
+        send_words(*ep, {0});
+        break;
+      }
+      case kAmPingPong: {
+        size_t size = cmd.at(1);
+        for (uint64_t i = 1; i <= cmd.at(2); ++i) {
+          auto deadline = Clock::now() + kPhaseTimeout;
+          while (am_received < i) {
+            ctx->progress();
+            if (Clock::now() > deadline) throw Error(Errc::kTimeout, "waiting for a ping active message");
+          }
+          ep->am_send(kAmId, nullptr, 0, mem, size, region.get()).wait();
+        }
+        send_words(*ep, {0});
+        break;
+      }
+      case kCheck: {
+        for (auto& r : am_landing) r.wait();
+        am_landing.clear();
+        send_words(*ep, {count_wrong(mem, cmd.at(1), seed)});
+        break;
+      }
+      case kQuit:
+        send_words(*ep, {0});
+        // Close in turn: the client closes first while this side keeps
+        // progressing; its bootstrap socket's EOF says it is done.
+        try {
+          ep->recv_control(kSetupTimeout);
+        } catch (const Error& e) {
+          if (e.code() != Errc::kPeerGone) throw;
+        }
+        return 0;
+      default:
+        throw Error(Errc::kProtocol, "unknown perf command " + std::to_string(cmd.at(0)) + " from " + ep->peer_name());
+    }
+  }
+}
+
+// ---- measuring side ------------------------------------------------------
+
+struct Spawned {
+  pid_t pid = -1;
+  int port = 0;
+};
+
+// With no --peer, the target runs as a child process with the same options.
+Spawned spawn_server(const Flags& flags) {
+  int fds[2];
+  if (pipe(fds) != 0) throw Error(Errc::kIo, "pipe() for the server process");
+  std::vector<std::string> args = {"rdmaps-perf", "transport", "--role", "server", "--listen", "127.0.0.1:0",
+                                   "--transport", flags.str("transport", "auto"), "--wait", flags.str("wait", "event"),
+                                   "--port-fd", std::to_string(fds[1])};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  Spawned s;
+  int rc = posix_spawn(&s.pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ);
+  close(fds[1]);
+  if (rc != 0) throw Error(Errc::kIo, std::string("starting the server process: ") + std::strerror(rc));
+  ssize_t n = read(fds[0], &s.port, sizeof(s.port));
+  close(fds[0]);
+  if (n != sizeof(s.port)) throw Error(Errc::kIo, "the server process exited before it reported its port");
+  return s;
+}
+
+uint64_t auto_iters(size_t size, const std::string& op, bool native) {
+  // About 256 MiB per size (64 MiB where RMA is emulated in software, which
+  // moves puts at tens of MB/s), at least 8 and at most 20000 iterations.
+  uint64_t budget = (op != "am" && !native) ? (64u << 20) : (256u << 20);
+  return std::clamp<uint64_t>(budget / size, 8, 20000);
+}
+
+int run_client(const Flags& flags) {
+  const std::string op = flags.str("op", "put");
+  if (op != "put" && op != "get" && op != "am")
+    throw Error(Errc::kInvalidArgument, "--op " + op + ": expected put, get or am");
+  const std::vector<size_t> sizes =
+      flags.sizes("sizes", {8, 64, 512, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20});
+  const bool json = flags.has("json");
+  const uint64_t window = std::max<uint64_t>(1, flags.u64("window", 64));
+  const uint64_t seed = flags.u64("seed", std::random_device{}());
+  const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
+
+  Spawned child;
+  std::string peer = flags.str("peer", "");
+  if (peer.empty()) {
+    child = spawn_server(flags);
+    peer = "127.0.0.1:" + std::to_string(child.port);
+  }
+  auto ctx = transport::create_context(context_options(flags));
+  auto ep = ctx->connect(transport::SockAddr::parse(peer), kSetupTimeout);
+  send_words(*ep, {seed});
+  send_words(*ep, {max_size});
+  auto remote = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), peer));
+  auto pong = ctx->allocate(max_size, Access::kRemoteWrite);
+  ep->send_control(pong->descriptor(Access::kRemoteWrite).serialize(), kSetupTimeout);
+  auto src = ctx->allocate(max_size, Access::kNone);
+  auto* pong_mem = static_cast<uint8_t*>(pong->data());
+  auto* buf = static_cast<uint8_t*>(src->data());
+  uint64_t pongs = 0;
+  std::vector<transport::Request> pong_landing;
+  ctx->set_am_handler(kAmId, [&](transport::AmMessage& m) {
+    pong_landing.push_back(ctx->am_receive(m, *pong, 0));
+    ++pongs;
+  });
+
+  if (!json) {
+    std::string config = "# rdmaps-perf transport: op " + op + ", peer " + peer + "\n# " + ctx->describe() +
+                         "\n# rma " + (ep->rma_native() ? "native" : "emulated in software") + "; lanes: " +
+                         ep->describe() + "\n# window " + std::to_string(window) +
+                         ", latency = half round trip (put, am) or one operation (get)\n";
+    print_transport_header(config);
+  }
+  int failures = 0;
+  for (size_t size : sizes) {
+    TransportRow row;
+    row.op = op;
+    row.transport = transport::transport_name(context_options(flags).transport);
+    row.rma_native = ep->rma_native();
+    row.bytes = size;
+    row.iters = flags.u64("iters", auto_iters(size, op, ep->rma_native()));
+    const uint64_t warmup = std::max<uint64_t>(2, row.iters / 10);
+    const uint64_t lat_iters = std::min<uint64_t>(row.iters, 2000);
+
+    send_words(*ep, {kPrepare, size, op != "get"});
+    recv_words(*ep, kPhaseTimeout);
+
+    // Latency phase.
+    std::vector<double> samples;
+    samples.reserve(lat_iters);
+    pong_mem[size - 1] = 0;
+    pongs = 0;
+    if (op == "put") send_words(*ep, {kPutPingPong, size, warmup + lat_iters});
+    if (op == "am") send_words(*ep, {kAmPingPong, size, warmup + lat_iters});
+    for (uint64_t i = 1; i <= warmup + lat_iters; ++i) {
+      auto t0 = Clock::now();
+      if (op == "put") {
+        buf[size - 1] = tag(i);
+        ep->put(buf, size, *remote, 0, src.get()).wait();
+        wait_byte(*ctx, pong_mem + size - 1, tag(i), "a pong put");
+      } else if (op == "get") {
+        ep->get(buf, size, *remote, 0, src.get()).wait();
+      } else {
+        ep->am_send(kAmId, nullptr, 0, buf, size, src.get()).wait();
+        while (pongs < i) ctx->progress();
+        for (auto& r : pong_landing) r.wait();
+        pong_landing.clear();
+      }
+      double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
+      if (i > warmup) samples.push_back(op == "get" ? us : us / 2);
+    }
+    if (op != "get") recv_words(*ep, kPhaseTimeout);
+    row.lat_us = Percentiles::of(std::move(samples));
+
+    // Bandwidth phase: a window of operations in flight, flushed at the end.
+    fill_pattern(buf, size, seed);
+    std::vector<transport::Request> ring(window);
+    auto post = [&](uint64_t i) {
+      auto& slot = ring[i % window];
+      slot.wait();
+      if (op == "put") slot = ep->put(buf, size, *remote, 0, src.get());
+      else if (op == "get") slot = ep->get(buf, size, *remote, 0, src.get());
+      else slot = ep->am_send(kAmId, nullptr, 0, buf, size, src.get());
+    };
+    for (uint64_t i = 0; i < warmup; ++i) post(i);
+    for (auto& r : ring) r.wait();
+    ep->flush().wait();
+    auto t0 = Clock::now();
+    for (uint64_t i = 0; i < row.iters; ++i) post(i);
+    for (auto& r : ring) r.wait();
+    ep->flush().wait();
+    row.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+
+    if (op == "get") {
+      row.wrong = count_wrong(buf, size, seed ^ 1);
+    } else {
+      send_words(*ep, {kCheck, size});
+      row.wrong = recv_words(*ep, kPhaseTimeout).at(0);
+    }
+    failures += row.wrong != 0;
+    if (json) std::printf("%s\n", transport_row_json(row).c_str());
+    else print_transport_row(row);
+    std::fflush(stdout);
+  }
+  send_words(*ep, {kQuit});
+  recv_words(*ep, kPhaseTimeout);
+  ep.reset();
+  if (child.pid > 0) {
+    int status = 0;
+    waitpid(child.pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      std::fprintf(stderr, "rdmaps-perf: the server process failed (status %d)\n", status);
+      return 1;
+    }
+  }
+  if (failures) std::fprintf(stderr, "rdmaps-perf: FAILED: %d size(s) moved wrong bytes\n", failures);
+  return failures ? 1 : 0;
+}
+
+}  // namespace
+
+void perf_transport_usage() {
+  std::printf(
+      "rdmaps-perf transport [flags]\n"
+      "  Measures one-sided put/get and active messages between two processes.\n"
+      "  With no --peer it starts the target side itself on this host.\n\n"
+      "  --transport tcp|shm|auto   UCX transports (auto: UCX_TLS from the environment)\n"
+      "  --op put|get|am            operation to measure (put)\n"
+      "  --sizes LIST               message sizes, e.g. 8,64K,1M (8 B .. 64 MiB)\n"
+      "  --iters N                  timed iterations per size (auto: ~256 MiB per size)\n"
+      "  --window N                 operations in flight in the bandwidth phase (64)\n"
+      "  --wait event|busy          idle waits block on the UCX event fd, or spin (event)\n"
+      "  --json                     one JSON object per size instead of the table\n"
+      "  --peer HOST:PORT           connect to a target started with --role server\n"
+      "  --role server              run the target side\n"
+      "  --listen HOST:PORT         target's listen address (0.0.0.0:13337)\n"
+      "  --seed N                   data pattern seed (random)\n");
+}
+
+int perf_transport_main(int argc, char** argv, int first) {
+  Flags flags(argc, argv, first,
+              {"transport", "op", "sizes", "iters", "window", "json", "peer", "role", "listen", "port-fd", "seed",
+               "wait", "help"},
+              {"json", "help"});
+  if (flags.has("help")) {
+    perf_transport_usage();
+    return 0;
+  }
+  std::string role = flags.str("role", "client");
+  if (role == "server") return run_server(flags);
+  if (role != "client") throw Error(Errc::kInvalidArgument, "--role " + role + ": expected server or client");
+  return run_client(flags);
+}
+
+}  // namespace rdmaps::bench
