@@ -71,7 +71,10 @@ void UcxEndpoint::close() noexcept {
   context_.untrack(ep_);
   ucp_request_param_t params{};
   params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-  params.flags = failed() ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  // A peer known to be gone cannot acknowledge a flush-close; FORCE is legal
+  // only with peer-failure handling on both sides.
+  bool gone = failed() || peer_closed_.load(std::memory_order_acquire);
+  params.flags = gone && peer_failure_handling_ ? UCP_EP_CLOSE_FLAG_FORCE : 0;
   ucs_status_ptr_t sp = ucp_ep_close_nbx(ep_, &params);
   ep_ = nullptr;
   if (sp == nullptr || UCS_PTR_IS_ERR(sp)) return;
@@ -149,17 +152,24 @@ std::vector<uint8_t> UcxEndpoint::recv_control(std::chrono::milliseconds timeout
   auto deadline = std::chrono::steady_clock::now() + timeout;
   // Keep the worker progressing while waiting: over tcp the peer's puts are
   // emulated and complete only when this side progresses.
+  auto last_activity = std::chrono::steady_clock::now();
   while (!socket_.readable(0)) {
-    if (context_.progress() != 0) continue;
+    if (context_.progress() != 0) {
+      last_activity = std::chrono::steady_clock::now();
+      continue;
+    }
     auto now = std::chrono::steady_clock::now();
     if (now >= deadline) throw Error(Errc::kTimeout, "no control message from " + peer_ + " within " + ms(timeout));
-    // Sleep until either the socket or UCX has something: no spinning, no added latency.
+    if (now - last_activity < context_.options().spin_before_block) continue;
+    // Idle: sleep until the socket or UCX has something.
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
     context_.wait_fd_or_event(socket_.fd(), static_cast<int>(std::min<int64_t>(left + 1, 1000)));
+    last_activity = std::chrono::steady_clock::now();
   }
   try {
     return socket_.recv_message(deadline, peer_);
   } catch (const Error& e) {
+    if (e.code() == Errc::kPeerGone) peer_closed_.store(true, std::memory_order_release);
     if (e.code() != Errc::kTimeout) throw;
     throw Error(Errc::kTimeout, "no control message from " + peer_ + " within " + ms(timeout));
   }

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs rdmaps-perf transport and ucx_perftest side by side on the same
+# transport, interleaved, and prints the median of each plus the median of the
+# per-pair ratios (each rdmaps run against the ucx_perftest run just before
+# it: tcp loopback on a shared VM drifts by 2x within minutes, and pairing
+# cancels that drift).
+#   bench/compare_ucx_perftest.sh BUILD_DIR TRANSPORT OP SIZES [REPS]
+#   e.g. bench/compare_ucx_perftest.sh build shm put 65536,1048576,16777216 3
+# OP: put (ucp_put_bw), am (ucp_am_bw), lat (8-byte ucp_put_lat vs put p50).
+set -euo pipefail
+build=${1:?build dir}; transport=${2:?tcp|shm}; op=${3:?put|am|lat}; sizes=${4:?sizes}; reps=${5:-3}
+perf="$build/bench/rdmaps-perf"
+command -v ucx_perftest >/dev/null || { echo "ucx_perftest not found: apt-get install ucx-utils" >&2; exit 1; }
+case $transport in
+  tcp) tls=tcp ;;
+  shm) tls=posix,cma,self ;;
+  *) echo "transport must be tcp or shm" >&2; exit 1 ;;
+esac
+port=$((20000 + RANDOM % 20000))
+
+ucx_run() {  # test size iters -> prints the "Final:" line's fields
+  UCX_TLS=$tls ucx_perftest -p "$port" -t "$1" -s "$2" -n "$3" >/dev/null 2>&1 &
+  local srv=$!
+  sleep 0.3
+  UCX_TLS=$tls ucx_perftest 127.0.0.1 -p "$port" -t "$1" -s "$2" -n "$3" 2>/dev/null | awk '/Final:/ {print $3, $7}'
+  wait $srv || true
+}
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+printf "# %s over %s, %s reps interleaved, medians; ucx_perftest MB/s = MiB/s (it divides by 2^20)\n" "$op" "$transport" "$reps"
+if [ "$op" = lat ]; then
+  printf "%10s %16s %16s %8s %8s %8s\n" bytes ucp_put_lat_us rdmaps_p50_us ratio min max
+else
+  printf "%10s %14s %14s %8s %8s %8s\n" bytes ucx_MiBps rdmaps_MiBps ratio min max
+fi
+IFS=, read -ra list <<<"$sizes"
+for size in "${list[@]}"; do
+  iters=$(( (256 << 20) / size )); (( iters < 64 )) && iters=64; (( iters > 20000 )) && iters=20000
+  [ "$op" = lat ] && iters=20000
+  ucx=(); ours=()
+  for ((r = 0; r < reps; r++)); do
+    case $op in
+      put) ucx+=("$(ucx_run ucp_put_bw "$size" "$iters" | awk '{print $2}')")
+           ours+=("$("$perf" transport --transport "$transport" --op put --sizes "$size" --iters "$iters" --json | sed 's/.*"bw_MiBps":\([0-9.e+]*\).*/\1/')") ;;
+      am)  ucx+=("$(ucx_run ucp_am_bw "$size" "$iters" | awk '{print $2}')")
+           ours+=("$("$perf" transport --transport "$transport" --op am --sizes "$size" --iters "$iters" --json | sed 's/.*"bw_MiBps":\([0-9.e+]*\).*/\1/')") ;;
+      lat) ucx+=("$(ucx_run ucp_put_lat "$size" "$iters" | awk '{print $1}')")
+           ours+=("$("$perf" transport --transport "$transport" --op put --sizes "$size" --iters "$iters" --json | sed 's/.*"lat_p50_us":\([0-9.e+]*\).*/\1/')") ;;
+    esac
+  done
+  u=$(printf '%s\n' "${ucx[@]}" | median); o=$(printf '%s\n' "${ours[@]}" | median)
+  ratios=$(for ((r = 0; r < reps; r++)); do echo "${ours[r]} / ${ucx[r]}" | bc -l; done)
+  ratio=$(echo "$ratios" | median); lo=$(echo "$ratios" | sort -g | head -1); hi=$(echo "$ratios" | sort -g | tail -1)
+  if [ "$op" = lat ]; then
+    printf "%10s %16.3f %16.3f %8.2f %8.2f %8.2f\n" "$size" "$u" "$o" "$ratio" "$lo" "$hi"
+  else
+    printf "%10s %14.1f %14.1f %8.2f %8.2f %8.2f\n" "$size" "$u" "$o" "$ratio" "$lo" "$hi"
+  fi
+done
