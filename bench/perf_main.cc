@@ -7,9 +7,10 @@
 
 namespace {
 void usage() {
-  std::printf("usage: rdmaps-perf <benchmark> [flags]\n\nbenchmarks:\n"
-              "  transport   put/get/active-message bandwidth and latency between two processes\n\n"
-              "rdmaps-perf <benchmark> --help lists its flags.\n");
+  std::printf(
+      "usage: rdmaps-perf <benchmark> [flags]\n\nbenchmarks:\n"
+      "  transport   put/get/active-message bandwidth and latency between two processes\n\n"
+      "rdmaps-perf <benchmark> --help lists its flags.\n");
 }
 }  // namespace
 

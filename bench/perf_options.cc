@@ -44,9 +44,12 @@ uint64_t parse_size(const std::string& text, const std::string& flag) {
     throw Error(Errc::kInvalidArgument, "--" + flag + ": '" + text + "' is not a number");
   }
   std::string suffix = text.substr(pos);
-  if (suffix == "K" || suffix == "k") value <<= 10;
-  else if (suffix == "M" || suffix == "m") value <<= 20;
-  else if (suffix == "G" || suffix == "g") value <<= 30;
+  if (suffix == "K" || suffix == "k")
+    value <<= 10;
+  else if (suffix == "M" || suffix == "m")
+    value <<= 20;
+  else if (suffix == "G" || suffix == "g")
+    value <<= 30;
   else if (!suffix.empty() || text.empty() || text[0] == '-')
     throw Error(Errc::kInvalidArgument, "--" + flag + ": '" + text + "' is not a size (e.g. 65536, 64K, 1M)");
   return value;

@@ -58,8 +58,8 @@ void send_words(transport::Endpoint& ep, std::initializer_list<uint64_t> words) 
 std::vector<uint64_t> recv_words(transport::Endpoint& ep, std::chrono::milliseconds timeout) {
   auto bytes = ep.recv_control(timeout);
   if (bytes.size() % 8 != 0 || bytes.empty())
-    throw Error(Errc::kProtocol, "perf control message of " + std::to_string(bytes.size()) + " bytes from " +
-                                     ep.peer_name());
+    throw Error(Errc::kProtocol,
+                "perf control message of " + std::to_string(bytes.size()) + " bytes from " + ep.peer_name());
   std::vector<uint64_t> words(bytes.size() / 8);
   std::memcpy(words.data(), bytes.data(), bytes.size());
   return words;
@@ -82,7 +82,8 @@ transport::ContextOptions context_options(const Flags& flags) {
   o.name = "rdmaps-perf";
   std::string wait = flags.str("wait", "event");
   if (wait != "event" && wait != "busy")
-    throw Error(Errc::kInvalidArgument, "--wait " + wait + ": expected event (block on the UCX event fd when idle) or busy");
+    throw Error(Errc::kInvalidArgument,
+                "--wait " + wait + ": expected event (block on the UCX event fd when idle) or busy");
   o.wakeup = wait == "event";
   return o;
 }
@@ -183,9 +184,12 @@ struct Spawned {
 Spawned spawn_server(const Flags& flags) {
   int fds[2];
   if (pipe(fds) != 0) throw Error(Errc::kIo, "pipe() for the server process");
-  std::vector<std::string> args = {"rdmaps-perf", "transport", "--role", "server", "--listen", "127.0.0.1:0",
-                                   "--transport", flags.str("transport", "auto"), "--wait", flags.str("wait", "event"),
-                                   "--port-fd", std::to_string(fds[1])};
+  std::vector<std::string> args = {"rdmaps-perf", "transport",
+                                   "--role",      "server",
+                                   "--listen",    "127.0.0.1:0",
+                                   "--transport", flags.str("transport", "auto"),
+                                   "--wait",      flags.str("wait", "event"),
+                                   "--port-fd",   std::to_string(fds[1])};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -242,8 +246,8 @@ int run_client(const Flags& flags) {
 
   if (!json) {
     std::string config = "# rdmaps-perf transport: op " + op + ", peer " + peer + "\n# " + ctx->describe() +
-                         "\n# rma " + (ep->rma_native() ? "native" : "emulated in software") + "; lanes: " +
-                         ep->describe() + "\n# window " + std::to_string(window) +
+                         "\n# rma " + (ep->rma_native() ? "native" : "emulated in software") +
+                         "; lanes: " + ep->describe() + "\n# window " + std::to_string(window) +
                          ", latency = half round trip (put, am) or one operation (get)\n";
     print_transport_header(config);
   }
@@ -294,9 +298,12 @@ int run_client(const Flags& flags) {
     auto post = [&](uint64_t i) {
       auto& slot = ring[i % window];
       slot.wait();
-      if (op == "put") slot = ep->put(buf, size, *remote, 0, src.get());
-      else if (op == "get") slot = ep->get(buf, size, *remote, 0, src.get());
-      else slot = ep->am_send(kAmId, nullptr, 0, buf, size, src.get());
+      if (op == "put")
+        slot = ep->put(buf, size, *remote, 0, src.get());
+      else if (op == "get")
+        slot = ep->get(buf, size, *remote, 0, src.get());
+      else
+        slot = ep->am_send(kAmId, nullptr, 0, buf, size, src.get());
     };
     for (uint64_t i = 0; i < warmup; ++i) post(i);
     for (auto& r : ring) r.wait();
@@ -314,8 +321,10 @@ int run_client(const Flags& flags) {
       row.wrong = recv_words(*ep, kPhaseTimeout).at(0);
     }
     failures += row.wrong != 0;
-    if (json) std::printf("%s\n", transport_row_json(row).c_str());
-    else print_transport_row(row);
+    if (json)
+      std::printf("%s\n", transport_row_json(row).c_str());
+    else
+      print_transport_row(row);
     std::fflush(stdout);
   }
   send_words(*ep, {kQuit});

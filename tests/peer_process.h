@@ -52,8 +52,8 @@ void fill_random(void* data, size_t length, uint64_t seed, uint64_t stream);
 
 }  // namespace rdmaps::test
 
-#define RDMAPS_TEST_PEER(name)                                                                   \
-  static int rdmaps_peer_##name(const ::rdmaps::test::PeerArgs&);                                \
-  [[maybe_unused]] static bool rdmaps_peer_registered_##name =                                   \
-      ::rdmaps::test::register_peer(#name, &rdmaps_peer_##name);                                 \
+#define RDMAPS_TEST_PEER(name)                                    \
+  static int rdmaps_peer_##name(const ::rdmaps::test::PeerArgs&); \
+  [[maybe_unused]] static bool rdmaps_peer_registered_##name =    \
+      ::rdmaps::test::register_peer(#name, &rdmaps_peer_##name);  \
   static int rdmaps_peer_##name(const ::rdmaps::test::PeerArgs& args)

@@ -72,8 +72,7 @@ RDMAPS_TEST_PEER(am_sender) {
   std::vector<transport::Request> sends;
   // Header and payload stay alive until every send completed (UCX 1.13 has no header copy).
   for (size_t i = 0; i < headers.size(); ++i)
-    sends.push_back(s.endpoint->am_send(kAmId, &headers[i], sizeof(AmHeader), payloads[i].data(),
-                                        payloads[i].size()));
+    sends.push_back(s.endpoint->am_send(kAmId, &headers[i], sizeof(AmHeader), payloads[i].data(), payloads[i].size()));
   for (auto& r : sends) r.wait();
   s.endpoint->flush().wait();
   recv_words(*s.endpoint);

@@ -34,7 +34,8 @@ TEST_P(ErrorsTest, ConnectingWhereNobodyListensFailsClearlyWithinTheTimeout) {
   auto start = Clock::now();
   std::string what;
   int p = unused_port();
-  Errc code = error_code_of([&] { context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(p)), 3000ms); }, &what);
+  Errc code = error_code_of(
+      [&] { context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(p)), 3000ms); }, &what);
   EXPECT_EQ(code, Errc::kUnreachable) << what;
   EXPECT_NE(what.find("127.0.0.1:" + std::to_string(p)), std::string::npos) << what;
   EXPECT_NE(what.find("nobody listens"), std::string::npos) << what;
@@ -47,7 +48,10 @@ TEST_P(ErrorsTest, ConnectingToASilentPeerTimesOut) {
   auto start = Clock::now();
   std::string what;
   Errc code = error_code_of(
-      [&] { context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(silent.local_address().port())), 500ms); },
+      [&] {
+        context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(silent.local_address().port())),
+                         500ms);
+      },
       &what);
   EXPECT_EQ(code, Errc::kTimeout) << what;
   EXPECT_NE(what.find("no handshake"), std::string::npos) << what;
@@ -155,7 +159,8 @@ TEST(RegionDescriptor, MalformedBytesAreRejectedNamingTheSource) {
 
   auto rejects = [](std::vector<uint8_t> bytes, const char* why) {
     std::string what;
-    EXPECT_EQ(error_code_of([&] { transport::RegionDescriptor::parse(bytes, "peer-x"); }, &what), Errc::kProtocol) << why;
+    EXPECT_EQ(error_code_of([&] { transport::RegionDescriptor::parse(bytes, "peer-x"); }, &what), Errc::kProtocol)
+        << why;
     EXPECT_NE(what.find("peer-x"), std::string::npos) << what;
   };
   rejects(std::vector<uint8_t>(good.begin(), good.begin() + 10), "truncated header");

@@ -39,8 +39,8 @@ class TransportTest : public testing::TestWithParam<TransportKind> {
 struct PeerSession {
   explicit PeerSession(const PeerArgs& args)
       : context(transport::create_context({.transport = args.transport})),
-        endpoint(context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(args.port)),
-                                  kSetupTimeout)) {}
+        endpoint(
+            context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(args.port)), kSetupTimeout)) {}
   std::unique_ptr<transport::RemoteRegion> import_remote() {
     return endpoint->import(transport::RegionDescriptor::parse(endpoint->recv_control(kSetupTimeout), "test"));
   }
@@ -68,8 +68,8 @@ inline std::string transport_param_name(const testing::TestParamInfo<TransportKi
 
 }  // namespace rdmaps::test
 
-#define RDMAPS_INSTANTIATE_OVER_TRANSPORTS(suite)                                                     \
-  INSTANTIATE_TEST_SUITE_P(Transports, suite,                                                         \
-                           testing::Values(::rdmaps::transport::TransportKind::kTcp,                  \
-                                           ::rdmaps::transport::TransportKind::kShm),                 \
-                           ::rdmaps::test::transport_param_name)
+#define RDMAPS_INSTANTIATE_OVER_TRANSPORTS(suite)                                                          \
+  INSTANTIATE_TEST_SUITE_P(                                                                                \
+      Transports, suite,                                                                                   \
+      testing::Values(::rdmaps::transport::TransportKind::kTcp, ::rdmaps::transport::TransportKind::kShm), \
+      ::rdmaps::test::transport_param_name)

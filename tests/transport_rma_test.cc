@@ -9,9 +9,9 @@ namespace rdmaps::test {
 namespace {
 
 // Around UCX's short/bcopy/zcopy/rendezvous switch points, up to 64 MiB.
-const std::vector<size_t> kSizes = {1,     7,      8,      9,      63,      64,          255,       256,
-                                    2048,  4095,   8185,   8193,   16384,   65536,       262143,    262145,
-                                    1 << 20, (1 << 20) + 3, 4 << 20, 16 << 20, 64 << 20};
+const std::vector<size_t> kSizes = {1,       7,        8,       9,     63,    64,     255,    256,     2048,
+                                    4095,    8185,     8193,    16384, 65536, 262143, 262145, 1 << 20, (1 << 20) + 3,
+                                    4 << 20, 16 << 20, 64 << 20};
 constexpr size_t kGuard = 4096;
 constexpr uint8_t kCanary = 0xA5;
 
@@ -41,7 +41,7 @@ TEST_P(RmaTest, PutLandsExactlyTheBytesAndGetReadsThemBack) {
     for (size_t i = 0; i < off; ++i) ASSERT_EQ(mem[i], kCanary) << "byte before the put was written, size " << size;
     for (size_t i = off + size; i < off + size + 64; ++i)
       ASSERT_EQ(mem[i], kCanary) << "byte after the put was written, size " << size;
-    send_words(*ep, {wrong});  // lets the peer read it back with get
+    send_words(*ep, {wrong});    // lets the peer read it back with get
     auto got = recv_words(*ep);  // peer: wrong bytes seen by get
     ASSERT_EQ(got.size(), 1u);
     EXPECT_EQ(got[0], 0u) << size << "-byte get read back wrong bytes";

@@ -14,16 +14,14 @@ namespace rdmaps::transport {
 SockAddr SockAddr::parse(std::string_view text) {
   auto colon = text.rfind(':');
   if (colon == std::string_view::npos)
-    throw Error(Errc::kInvalidArgument,
-                "address '" + std::string(text) + "' has no port: expected host:port");
+    throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "' has no port: expected host:port");
   std::string host(text.substr(0, colon));
   std::string_view port_text = text.substr(colon + 1);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   int port = -1;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 0 || port > 65535)
-    throw Error(Errc::kInvalidArgument, "address '" + std::string(text) +
-                                            "': port '" + std::string(port_text) +
+    throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "': port '" + std::string(port_text) +
                                             "' is not a number in 0..65535");
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
@@ -33,12 +31,15 @@ SockAddr SockAddr::parse(std::string_view text) {
   std::string port_str = std::to_string(port);
   int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port_str.c_str(), &hints, &result);
   if (rc != 0 || result == nullptr)
-    throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "': cannot resolve '" +
-                                            host + "': " + gai_strerror(rc));
+    throw Error(Errc::kInvalidArgument,
+                "address '" + std::string(text) + "': cannot resolve '" + host + "': " + gai_strerror(rc));
   // Prefer IPv4 for the wildcard: UCX's tcp listener on "::" is not dual-stack everywhere.
   addrinfo* pick = result;
   for (addrinfo* ai = result; ai; ai = ai->ai_next)
-    if (ai->ai_family == AF_INET) { pick = ai; break; }
+    if (ai->ai_family == AF_INET) {
+      pick = ai;
+      break;
+    }
   SockAddr out = from(pick->ai_addr, pick->ai_addrlen);
   freeaddrinfo(result);
   return out;

@@ -49,9 +49,9 @@ struct AmMessage {
   const Endpoint* from = nullptr;  ///< nullptr if the sender is unknown
   const void* header = nullptr;
   size_t header_length = 0;
-  size_t length = 0;           ///< payload bytes
-  void* payload = nullptr;     ///< eager data, or UCX's descriptor for rendezvous data
-  bool rendezvous = false;     ///< payload still at the sender until received
+  size_t length = 0;        ///< payload bytes
+  void* payload = nullptr;  ///< eager data, or UCX's descriptor for rendezvous data
+  bool rendezvous = false;  ///< payload still at the sender until received
   bool consumed = false;
 };
 using AmHandler = std::function<void(AmMessage&)>;

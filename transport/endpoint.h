@@ -51,8 +51,8 @@ class Endpoint {
 
   /// Active message `id`: header (small, copied) plus payload that the
   /// receiver may land directly in a registered region.
-  virtual Request am_send(uint16_t id, const void* header, size_t header_length, const void* payload,
-                          size_t length, const Region* local = nullptr) = 0;
+  virtual Request am_send(uint16_t id, const void* header, size_t header_length, const void* payload, size_t length,
+                          const Region* local = nullptr) = 0;
 
   /// Control channel: reliable, ordered, length-delimited; for set-up only.
   virtual void send_control(std::span<const uint8_t> message, std::chrono::milliseconds timeout) = 0;

@@ -26,10 +26,14 @@ T get_le(const uint8_t* p) {
 
 const char* access_name(Access access) {
   switch (access) {
-    case Access::kNone: return "none";
-    case Access::kRemoteRead: return "remote-read";
-    case Access::kRemoteWrite: return "remote-write";
-    case Access::kRemoteReadWrite: return "remote-read-write";
+    case Access::kNone:
+      return "none";
+    case Access::kRemoteRead:
+      return "remote-read";
+    case Access::kRemoteWrite:
+      return "remote-write";
+    case Access::kRemoteReadWrite:
+      return "remote-read-write";
   }
   return "invalid";
 }
@@ -67,7 +71,8 @@ RegionDescriptor RegionDescriptor::parse(std::span<const uint8_t> bytes, const s
   uint32_t key_len = get_le<uint32_t>(p + 24);
   if (key_len == 0 || key_len > kMaxKey) throw bad("packed key of " + std::to_string(key_len) + " bytes");
   if (bytes.size() != kFixed + key_len)
-    throw bad("size " + std::to_string(bytes.size()) + " does not match header (" + std::to_string(kFixed + key_len) + ")");
+    throw bad("size " + std::to_string(bytes.size()) + " does not match header (" + std::to_string(kFixed + key_len) +
+              ")");
   if (d.base + d.length < d.base) throw bad("base + length overflows");
   d.packed_key.assign(p + kFixed, p + kFixed + key_len);
   return d;

@@ -26,9 +26,13 @@ bool Request::test() {
   Errc code{};
   std::string reason;
   switch (engine_->test(handle_, &code, &reason)) {
-    case RequestEngine::State::kPending: return false;
-    case RequestEngine::State::kDone: reset(); return true;
-    case RequestEngine::State::kFailed: break;
+    case RequestEngine::State::kPending:
+      return false;
+    case RequestEngine::State::kDone:
+      reset();
+      return true;
+    case RequestEngine::State::kFailed:
+      break;
   }
   reset();
   fail(code, reason);

@@ -63,20 +63,22 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline) {
   TcpSocket s(open_socket(address.get()->sa_family));
   if (::connect(s.fd_, address.get(), address.length()) != 0 && errno != EINPROGRESS) {
     int err = errno;
-    throw Error(Errc::kUnreachable, "connecting to " + peer + ": " + sys_error(err) +
-                                        (err == ECONNREFUSED ? " (nobody listens there: is the server running, on that port?)"
-                                                             : " (check the address and the network)"));
+    throw Error(Errc::kUnreachable,
+                "connecting to " + peer + ": " + sys_error(err) +
+                    (err == ECONNREFUSED ? " (nobody listens there: is the server running, on that port?)"
+                                         : " (check the address and the network)"));
   }
   pollfd p{s.fd_, POLLOUT, 0};
   int n = ::poll(&p, 1, remaining_ms(deadline));
-  if (n == 0) throw Error(Errc::kTimeout, "connecting to " + peer + ": no answer in time (is the host up and the port open?)");
+  if (n == 0)
+    throw Error(Errc::kTimeout, "connecting to " + peer + ": no answer in time (is the host up and the port open?)");
   int err = 0;
   socklen_t len = sizeof(err);
   getsockopt(s.fd_, SOL_SOCKET, SO_ERROR, &err, &len);
   if (n < 0 || err != 0)
-    throw Error(Errc::kUnreachable, "connecting to " + peer + ": " + sys_error(n < 0 ? errno : err) +
-                                        (err == ECONNREFUSED ? " (nobody listens there: is the server running, on that port?)"
-                                                             : ""));
+    throw Error(Errc::kUnreachable,
+                "connecting to " + peer + ": " + sys_error(n < 0 ? errno : err) +
+                    (err == ECONNREFUSED ? " (nobody listens there: is the server running, on that port?)" : ""));
   return s;
 }
 
@@ -112,7 +114,8 @@ void TcpSocket::send_all(const void* data, size_t length, Deadline deadline, con
     } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
       wait_ready(POLLOUT, deadline, "sending to peer", peer);
     } else {
-      throw Error(Errc::kPeerGone, "sending to " + peer + ": " + sys_error(errno) + " (the peer closed the connection)");
+      throw Error(Errc::kPeerGone,
+                  "sending to " + peer + ": " + sys_error(errno) + " (the peer closed the connection)");
     }
   }
 }
@@ -136,8 +139,8 @@ void TcpSocket::recv_all(void* data, size_t length, Deadline deadline, const std
 
 void TcpSocket::send_message(std::span<const uint8_t> message, Deadline deadline, const std::string& peer) const {
   if (message.size() > kMaxMessage)
-    throw Error(Errc::kInvalidArgument, "control message of " + std::to_string(message.size()) +
-                                            " bytes exceeds the " + std::to_string(kMaxMessage) + "-byte limit");
+    throw Error(Errc::kInvalidArgument, "control message of " + std::to_string(message.size()) + " bytes exceeds the " +
+                                            std::to_string(kMaxMessage) + "-byte limit");
   uint32_t length = static_cast<uint32_t>(message.size());
   send_all(&length, sizeof(length), deadline, peer);
   if (length) send_all(message.data(), length, deadline, peer);

@@ -16,18 +16,24 @@ namespace rdmaps::transport {
 
 const char* transport_name(TransportKind kind) {
   switch (kind) {
-    case TransportKind::kAuto: return "auto";
-    case TransportKind::kTcp: return "tcp";
-    case TransportKind::kShm: return "shm";
+    case TransportKind::kAuto:
+      return "auto";
+    case TransportKind::kTcp:
+      return "tcp";
+    case TransportKind::kShm:
+      return "shm";
   }
   return "?";
 }
 
 const char* transport_tls(TransportKind kind) {
   switch (kind) {
-    case TransportKind::kTcp: return "tcp";
-    case TransportKind::kShm: return "posix,cma,self";
-    case TransportKind::kAuto: break;
+    case TransportKind::kTcp:
+      return "tcp";
+    case TransportKind::kShm:
+      return "posix,cma,self";
+    case TransportKind::kAuto:
+      break;
   }
   return "";
 }
@@ -112,8 +118,10 @@ UcxContext::~UcxContext() {
 void UcxContext::progress_loop() {
   while (!stop_.load(std::memory_order_relaxed)) {
     if (ucp_worker_progress(worker_.get()) != 0) continue;
-    if (options_.wakeup) wait_event(std::chrono::milliseconds(10));
-    else std::this_thread::yield();
+    if (options_.wakeup)
+      wait_event(std::chrono::milliseconds(10));
+    else
+      std::this_thread::yield();
   }
 }
 
@@ -137,8 +145,8 @@ std::unique_ptr<Region> UcxContext::register_memory(void* data, size_t size, Acc
 void UcxContext::set_am_handler(uint16_t id, AmHandler handler) {
   am_slots_.push_back(AmSlot{this, std::move(handler)});
   ucp_am_handler_param_t params{};
-  params.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS |
-                      UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG;
+  params.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                      UCP_AM_HANDLER_PARAM_FIELD_ARG;
   params.id = id;
   params.flags = UCP_AM_FLAG_WHOLE_MSG;
   params.cb = &UcxContext::on_am;
@@ -169,8 +177,7 @@ ucs_status_t UcxContext::on_am(void* arg, const void* header, size_t header_leng
 
 Request UcxContext::am_receive(AmMessage& message, Region& region, uint64_t offset) {
   const std::string from = message.from ? message.from->peer_name() : std::string("unknown peer");
-  if (message.consumed)
-    throw Error(Errc::kInvalidArgument, "active message from " + from + " was already received");
+  if (message.consumed) throw Error(Errc::kInvalidArgument, "active message from " + from + " was already received");
   if (offset > region.size() || message.length > region.size() - offset)
     throw Error(Errc::kOutOfBounds, "active message of " + std::to_string(message.length) + " bytes from " + from +
                                         " does not fit at offset " + std::to_string(offset) + " of a " +
@@ -271,8 +278,10 @@ std::string UcxContext::describe() const {
   ucp_get_version(&major, &minor, &release);
   std::string out = "ucx " + std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(release);
   out += ", transport " + std::string(transport_name(options_.transport));
-  if (options_.transport != TransportKind::kAuto) out += std::string(" (UCX_TLS=") + transport_tls(options_.transport) + ")";
-  else if (const char* tls = std::getenv("UCX_TLS")) out += std::string(" (UCX_TLS=") + tls + ")";
+  if (options_.transport != TransportKind::kAuto)
+    out += std::string(" (UCX_TLS=") + transport_tls(options_.transport) + ")";
+  else if (const char* tls = std::getenv("UCX_TLS"))
+    out += std::string(" (UCX_TLS=") + tls + ")";
   out += options_.progress_thread ? ", progress thread" : ", caller-driven progress";
   out += options_.wakeup ? ", event-fd wake-up" : ", busy polling";
   return out;

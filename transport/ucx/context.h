@@ -9,9 +9,9 @@
 #include <functional>
 #include <mutex>
 #include <span>
-#include <vector>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "transport/context.h"
 #include "transport/ucx/handles.h"

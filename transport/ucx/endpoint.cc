@@ -22,13 +22,13 @@ std::string ms(std::chrono::milliseconds t) { return std::to_string(t.count()) +
 UcxEndpoint::UcxEndpoint(UcxContext& context, TcpSocket socket, std::string peer)
     : context_(context), socket_(std::move(socket)), peer_(std::move(peer)) {}
 
-std::unique_ptr<UcxEndpoint> UcxEndpoint::create(UcxContext& context, TcpSocket socket, std::string peer,
-                                                 bool client, Deadline deadline) {
+std::unique_ptr<UcxEndpoint> UcxEndpoint::create(UcxContext& context, TcpSocket socket, std::string peer, bool client,
+                                                 Deadline deadline) {
   std::unique_ptr<UcxEndpoint> ep(new UcxEndpoint(context, std::move(socket), std::move(peer)));
   std::vector<uint8_t> remote_worker = ep->handshake(client, deadline);
   ucp_ep_params_t params{};
-  params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
-                      UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  params.field_mask =
+      UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
   params.address = reinterpret_cast<const ucp_address_t*>(remote_worker.data());
   ep->peer_failure_handling_ = context.peer_failure_handling();
   params.err_mode = ep->peer_failure_handling_ ? UCP_ERR_HANDLING_MODE_PEER : UCP_ERR_HANDLING_MODE_NONE;
@@ -82,8 +82,8 @@ void UcxEndpoint::close() noexcept {
   // cannot, so wait a bounded time and let UCX finish the rest.
   bool done = context_.progress_until([&] { return ucp_request_check_status(sp) != UCS_INPROGRESS; },
                                       std::chrono::steady_clock::now() + kCloseTimeout);
-  if (!done) std::fprintf(stderr, "rdmaps: warning: closing the endpoint to %s: no acknowledgement within 2 s\n",
-                          peer_.c_str());
+  if (!done)
+    std::fprintf(stderr, "rdmaps: warning: closing the endpoint to %s: no acknowledgement within 2 s\n", peer_.c_str());
   ucp_request_free(sp);
 }
 
@@ -182,24 +182,23 @@ std::unique_ptr<RemoteRegion> UcxEndpoint::import(const RegionDescriptor& descri
 }
 
 void UcxEndpoint::throw_gone(const char* op) const {
-  throw Error(Errc::kPeerGone, std::string(op) + " to " + peer_ + " refused: the endpoint failed (" +
-                                   explain(error_.load()) + ")");
+  throw Error(Errc::kPeerGone,
+              std::string(op) + " to " + peer_ + " refused: the endpoint failed (" + explain(error_.load()) + ")");
 }
 
-const UcxRemoteRegion& UcxEndpoint::checked(const RemoteRegion& region, uint64_t offset, size_t length,
-                                            Access need, const char* op) const {
+const UcxRemoteRegion& UcxEndpoint::checked(const RemoteRegion& region, uint64_t offset, size_t length, Access need,
+                                            const char* op) const {
   const auto& remote = static_cast<const UcxRemoteRegion&>(region);
   if (remote.owner() != this)
-    throw Error(Errc::kInvalidArgument, std::string(op) + " to " + peer_ +
-                                            " refused: the remote region was imported on another endpoint");
+    throw Error(Errc::kInvalidArgument,
+                std::string(op) + " to " + peer_ + " refused: the remote region was imported on another endpoint");
   if (offset > region.size() || length > region.size() - offset)
     throw Error(Errc::kOutOfBounds, std::string(op) + " of " + std::to_string(length) + " bytes at offset " +
                                         std::to_string(offset) + " to " + peer_ + " refused: the remote region is " +
                                         std::to_string(region.size()) + " bytes");
   if (!allows(region.access(), need))
     throw Error(Errc::kPermissionDenied, std::string(op) + " to " + peer_ + " refused: the region was handed out " +
-                                             access_name(region.access()) + ", " + op + " needs " +
-                                             access_name(need));
+                                             access_name(region.access()) + ", " + op + " needs " + access_name(need));
   if (failed()) throw_gone(op);
   return remote;
 }
@@ -272,8 +271,7 @@ Request UcxEndpoint::compare_swap(const RemoteRegion& dst, uint64_t offset, uint
   params.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE | UCP_OP_ATTR_FIELD_REPLY_BUFFER;
   params.datatype = ucp_dt_make_contig(8);
   params.reply_buffer = old;
-  return wrap(ucp_atomic_op_nbx(ep_, UCP_ATOMIC_OP_CSWAP, &expected, 1, remote.base() + offset, remote.rkey(),
-                                &params),
+  return wrap(ucp_atomic_op_nbx(ep_, UCP_ATOMIC_OP_CSWAP, &expected, 1, remote.base() + offset, remote.rkey(), &params),
               "compare-swap");
 }
 
@@ -288,8 +286,8 @@ Request UcxEndpoint::flush() {
   return wrap(ucp_ep_flush_nbx(ep_, &params), "flush");
 }
 
-Request UcxEndpoint::am_send(uint16_t id, const void* header, size_t header_length, const void* payload,
-                             size_t length, const Region* local) {
+Request UcxEndpoint::am_send(uint16_t id, const void* header, size_t header_length, const void* payload, size_t length,
+                             const Region* local) {
   if (failed()) throw_gone("active message");
   check_local(payload, length, local, "active message");
   ucp_request_param_t params = with_memh(local);

@@ -20,8 +20,8 @@ class UcxEndpoint final : public Endpoint {
   using Deadline = std::chrono::steady_clock::time_point;
   /// Handshakes over the bootstrap socket (versions, worker addresses), then
   /// creates the UCX endpoint from the peer's worker address.
-  static std::unique_ptr<UcxEndpoint> create(UcxContext& context, TcpSocket socket, std::string peer,
-                                             bool client, Deadline deadline);
+  static std::unique_ptr<UcxEndpoint> create(UcxContext& context, TcpSocket socket, std::string peer, bool client,
+                                             Deadline deadline);
   static std::unique_ptr<UcxEndpoint> connect(UcxContext& context, const SockAddr& address,
                                               std::chrono::milliseconds timeout);
   ~UcxEndpoint() override;
@@ -33,8 +33,7 @@ class UcxEndpoint final : public Endpoint {
   /// failed() covers UCX-reported failures; a closed bootstrap socket also means gone.
 
   std::unique_ptr<RemoteRegion> import(const RegionDescriptor& descriptor) override;
-  Request put(const void* src, size_t length, const RemoteRegion& dst, uint64_t offset,
-              const Region* local) override;
+  Request put(const void* src, size_t length, const RemoteRegion& dst, uint64_t offset, const Region* local) override;
   Request get(void* dst, size_t length, const RemoteRegion& src, uint64_t offset, const Region* local) override;
   Request fetch_add(const RemoteRegion& dst, uint64_t offset, uint64_t value, uint64_t* old) override;
   Request compare_swap(const RemoteRegion& dst, uint64_t offset, uint64_t expected, uint64_t desired,

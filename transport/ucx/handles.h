@@ -11,7 +11,9 @@ namespace rdmaps::transport::ucx {
 template <auto Destroy>
 struct Deleter {
   template <typename T>
-  void operator()(T* handle) const noexcept { Destroy(handle); }
+  void operator()(T* handle) const noexcept {
+    Destroy(handle);
+  }
 };
 
 using ConfigPtr = std::unique_ptr<std::remove_pointer_t<ucp_config_t*>, Deleter<ucp_config_release>>;

@@ -21,8 +21,8 @@ std::unique_ptr<UcxRegion> UcxRegion::map(ucp_context_h context, void* data, siz
                                           bool allocate) {
   if (size == 0) throw Error(Errc::kInvalidArgument, "cannot register a region of 0 bytes");
   ucp_mem_map_params_t params{};
-  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
-                      UCP_MEM_MAP_PARAM_FIELD_FLAGS | UCP_MEM_MAP_PARAM_FIELD_PROT;
+  params.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP_MEM_MAP_PARAM_FIELD_FLAGS |
+                      UCP_MEM_MAP_PARAM_FIELD_PROT;
   params.address = allocate ? nullptr : data;
   params.length = size;
   params.flags = allocate ? UCP_MEM_MAP_ALLOCATE : 0;
@@ -33,9 +33,8 @@ std::unique_ptr<UcxRegion> UcxRegion::map(ucp_context_h context, void* data, siz
   ucp_mem_h memh = nullptr;
   ucs_status_t status = ucp_mem_map(context, &params, &memh);
   if (status != UCS_OK) {
-    throw Error(errc_from(status), std::string(allocate ? "allocating" : "registering") + " " +
-                                       std::to_string(size) + " bytes (" + access_name(access) +
-                                       ") failed: " + ucs_status_string(status) +
+    throw Error(errc_from(status), std::string(allocate ? "allocating" : "registering") + " " + std::to_string(size) +
+                                       " bytes (" + access_name(access) + ") failed: " + ucs_status_string(status) +
                                        "; if the locked-memory limit is the cause, raise `ulimit -l` (now " +
                                        memlock_limit() + ")");
   }
@@ -55,8 +54,7 @@ std::unique_ptr<UcxRegion> UcxRegion::map(ucp_context_h context, void* data, siz
   }
   std::vector<uint8_t> packed(static_cast<uint8_t*>(key), static_cast<uint8_t*>(key) + key_size);
   ucp_rkey_buffer_release(key);
-  return std::unique_ptr<UcxRegion>(
-      new UcxRegion(context, memh, attr.address, size, access, std::move(packed)));
+  return std::unique_ptr<UcxRegion>(new UcxRegion(context, memh, attr.address, size, access, std::move(packed)));
 }
 
 UcxRegion::UcxRegion(ucp_context_h context, ucp_mem_h memh, void* data, size_t size, Access access,

@@ -16,8 +16,7 @@ class UcxEndpoint;
 class UcxRegion final : public Region {
  public:
   /// allocate=true lets UCX allocate (shared-memory backed where possible).
-  static std::unique_ptr<UcxRegion> map(ucp_context_h context, void* data, size_t size, Access access,
-                                        bool allocate);
+  static std::unique_ptr<UcxRegion> map(ucp_context_h context, void* data, size_t size, Access access, bool allocate);
   ~UcxRegion() override;
   RegionDescriptor descriptor(Access rights) const override;
   ucp_mem_h memh() const { return memh_; }

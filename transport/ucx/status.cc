@@ -39,8 +39,9 @@ std::string explain(ucs_status_t status) {
   switch (status) {
     case UCS_ERR_UNREACHABLE:
     case UCS_ERR_NO_DEVICE:
-      return text + " (no UCX transport reaches the peer: check UCX_TLS / UCX_NET_DEVICES, and that "
-                    "the peer listens on that address)";
+      return text +
+             " (no UCX transport reaches the peer: check UCX_TLS / UCX_NET_DEVICES, and that "
+             "the peer listens on that address)";
     case UCS_ERR_REJECTED:
     case UCS_ERR_NOT_CONNECTED:
       return text + " (nobody accepts connections there: is the server running on that port?)";
