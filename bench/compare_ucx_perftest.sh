@@ -17,6 +17,9 @@ case $transport in
   *) echo "transport must be tcp or shm" >&2; exit 1 ;;
 esac
 port=$((20000 + RANDOM % 20000))
+# Both tools on loopback only: UCX would otherwise add this host's other
+# interfaces as extra rails, which makes runs less comparable.
+export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
 
 ucx_run() {  # test size iters -> prints the "Final:" line's fields
   UCX_TLS=$tls ucx_perftest -p "$port" -t "$1" -s "$2" -n "$3" >/dev/null 2>&1 &

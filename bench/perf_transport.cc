@@ -85,6 +85,10 @@ transport::ContextOptions context_options(const Flags& flags) {
     throw Error(Errc::kInvalidArgument,
                 "--wait " + wait + ": expected event (block on the UCX event fd when idle) or busy");
   o.wakeup = wait == "event";
+  std::string pf = flags.str("peer-failure", "off");
+  if (pf != "on" && pf != "off") throw Error(Errc::kInvalidArgument, "--peer-failure " + pf + ": expected on or off");
+  o.peer_failure =
+      pf == "on" ? transport::ContextOptions::PeerFailure::kOn : transport::ContextOptions::PeerFailure::kOff;
   return o;
 }
 
@@ -307,11 +311,11 @@ int run_client(const Flags& flags) {
     };
     for (uint64_t i = 0; i < warmup; ++i) post(i);
     for (auto& r : ring) r.wait();
-    ep->flush().wait();
+    ep->flush().wait_for(kPhaseTimeout);
     auto t0 = Clock::now();
     for (uint64_t i = 0; i < row.iters; ++i) post(i);
     for (auto& r : ring) r.wait();
-    ep->flush().wait();
+    ep->flush().wait_for(kPhaseTimeout);
     row.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
     if (op == "get") {
@@ -355,6 +359,7 @@ void perf_transport_usage() {
       "  --iters N                  timed iterations per size (auto: ~256 MiB per size)\n"
       "  --window N                 operations in flight in the bandwidth phase (64)\n"
       "  --wait event|busy          idle waits block on the UCX event fd, or spin (event)\n"
+      "  --peer-failure on|off      UCX peer-failure handling (off; on costs tcp its RMA lanes)\n"
       "  --json                     one JSON object per size instead of the table\n"
       "  --peer HOST:PORT           connect to a target started with --role server\n"
       "  --role server              run the target side\n"
@@ -365,7 +370,7 @@ void perf_transport_usage() {
 int perf_transport_main(int argc, char** argv, int first) {
   Flags flags(argc, argv, first,
               {"transport", "op", "sizes", "iters", "window", "json", "peer", "role", "listen", "port-fd", "seed",
-               "wait", "help"},
+               "wait", "peer-failure", "help"},
               {"json", "help"});
   if (flags.has("help")) {
     perf_transport_usage();

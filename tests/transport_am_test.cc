@@ -41,7 +41,10 @@ TEST_P(AmTest, PayloadLandsInTheChosenRegion) {
   auto deadline = std::chrono::steady_clock::now() + 60s;
   while (headers.size() < expected_messages && std::chrono::steady_clock::now() < deadline) context->progress();
   ASSERT_EQ(headers.size(), expected_messages);
-  for (auto& r : receives) r.wait();
+  for (auto& r : receives) r.wait_for(kSetupTimeout);
+  // Keep progressing (recv_control does) until the peer's flush completed:
+  // over tcp that flush needs this side's acknowledgements.
+  EXPECT_EQ(recv_words(*ep).at(0), expected_messages);
   EXPECT_EQ(unknown_sender, 0u) << "messages whose sender was not the accepted endpoint";
   std::vector<uint8_t> expected;
   for (const AmHeader& h : headers) {
@@ -73,8 +76,9 @@ RDMAPS_TEST_PEER(am_sender) {
   // Header and payload stay alive until every send completed (UCX 1.13 has no header copy).
   for (size_t i = 0; i < headers.size(); ++i)
     sends.push_back(s.endpoint->am_send(kAmId, &headers[i], sizeof(AmHeader), payloads[i].data(), payloads[i].size()));
-  for (auto& r : sends) r.wait();
-  s.endpoint->flush().wait();
+  for (auto& r : sends) r.wait_for(kSetupTimeout);
+  s.endpoint->flush().wait_for(kSetupTimeout);
+  send_words(*s.endpoint, {headers.size()});
   recv_words(*s.endpoint);
   return 0;
 }

@@ -46,7 +46,7 @@ RDMAPS_TEST_PEER(fetch_adder) {
     ++posted;
   }
   for (auto& r : inflight) r.wait();
-  s.endpoint->flush().wait();
+  s.endpoint->flush().wait_for(kSetupTimeout);
   send_words(*s.endpoint, {posted});
   recv_words(*s.endpoint);  // stay until the test read the counter
   return 0;
@@ -75,7 +75,7 @@ RDMAPS_TEST_PEER(compare_swapper) {
   s.endpoint->compare_swap(*remote, 8, /*expected=*/4, /*desired=*/9, &a).wait();  // no match: stays 5
   s.endpoint->compare_swap(*remote, 8, /*expected=*/5, /*desired=*/9, &b).wait();  // match: becomes 9
   s.endpoint->fetch_add(*remote, 8, 1, &c).wait();                                 // 9 -> 10
-  s.endpoint->flush().wait();
+  s.endpoint->flush().wait_for(kSetupTimeout);
   send_words(*s.endpoint, {a, b, c});
   return 0;
 }

@@ -1,6 +1,7 @@
 // Bad input and dead peers: clear errors, bounded waits, nothing sent.
 #include <sys/socket.h>
 
+#include <thread>
 #include <vector>
 
 #include "tests/transport_fixture.h"
@@ -118,9 +119,40 @@ RDMAPS_TEST_PEER(misbehaving_writer) {
   expect(Errc::kInvalidArgument, [&] { (void)ep.fetch_add(*writable, 4, 1, &old); });
   expect(Errc::kOutOfBounds, [&] { (void)ep.fetch_add(*writable, 4096, 1, &old); });
   expect(Errc::kOutOfBounds, [&] { (void)ep.put(buf.data(), 128, *writable, 0, small_local.get()); });
-  ep.flush().wait();
+  ep.flush().wait_for(kSetupTimeout);
   send_words(ep, {accepted});
   recv_words(ep);
+  return 0;
+}
+
+TEST_P(ErrorsTest, FlushToAPeerThatStopsProgressingTimesOutNamingIt) {
+  if (GetParam() == TransportKind::kShm)
+    GTEST_SKIP() << "shared-memory puts complete without the target's progress, so nothing can stall";
+  auto region = context->allocate(1 << 20, Access::kRemoteWrite);
+  PeerProcess peer("stalled_flusher", GetParam(), port(), seed);
+  auto ep = accept();
+  send_descriptor(*ep, *region, Access::kRemoteWrite);
+  std::this_thread::sleep_for(1500ms);  // not progressing: emulated puts cannot complete
+  auto result = recv_words(*ep);
+  ASSERT_EQ(result.size(), 2u);
+  EXPECT_EQ(result[0], static_cast<uint64_t>(Errc::kTimeout)) << "the flush did not time out";
+  EXPECT_EQ(result[1], 1u) << "the timeout message does not name the peer";
+  EXPECT_EQ(peer.wait(30s), 0);
+}
+
+RDMAPS_TEST_PEER(stalled_flusher) {
+  PeerSession s(args);
+  auto remote = s.import_remote();
+  std::vector<uint8_t> data(1 << 20, 7);
+  uint64_t code = 999, named = 0;
+  try {
+    s.endpoint->put(data.data(), data.size(), *remote, 0).wait_for(300ms);
+    s.endpoint->flush().wait_for(300ms);
+  } catch (const Error& e) {
+    code = static_cast<uint64_t>(e.code());
+    named = std::string(e.what()).find(s.endpoint->peer_name()) != std::string::npos;
+  }
+  send_words(*s.endpoint, {code, named});
   return 0;
 }
 
@@ -143,6 +175,51 @@ RDMAPS_TEST_PEER(idle_peer) {
 }
 
 RDMAPS_INSTANTIATE_OVER_TRANSPORTS(ErrorsTest);
+
+// Peer-failure handling on: works over tcp, refused clearly over shared memory
+// (UCX 1.13's shared-memory transports cannot detect a failed peer).
+TEST(PeerFailureHandling, OnOverTcpMovesDataAndOverShmIsRefusedClearly) {
+  using PF = transport::ContextOptions::PeerFailure;
+  for (TransportKind kind : {TransportKind::kTcp, TransportKind::kShm}) {
+    auto context = transport::create_context({.transport = kind, .peer_failure = PF::kOn});
+    auto listener = context->listen(transport::SockAddr::parse("127.0.0.1:0"));
+    auto region = context->allocate(4096, Access::kRemoteReadWrite);
+    std::memset(region->data(), 0, 4096);
+    PeerProcess peer("peer_failure_on", kind, listener->address().port(), 1);
+    if (kind == TransportKind::kShm) {
+      std::string what;
+      EXPECT_EQ(error_code_of([&] { listener->accept(kSetupTimeout); }, &what), Errc::kUnreachable);
+      EXPECT_NE(what.find("peer-failure handling"), std::string::npos) << what;
+      EXPECT_EQ(peer.wait(30s), 0);
+      continue;
+    }
+    auto ep = listener->accept(kSetupTimeout);
+    EXPECT_EQ(ep->describe().find("handling off"), std::string::npos) << ep->describe();
+    send_descriptor(*ep, *region, Access::kRemoteReadWrite);
+    EXPECT_EQ(recv_words(*ep).at(0), 1u);
+    EXPECT_EQ(static_cast<uint8_t*>(region->data())[100], 0x5A);
+    EXPECT_EQ(peer.wait(30s), 0);
+  }
+}
+
+RDMAPS_TEST_PEER(peer_failure_on) {
+  transport::ContextOptions options{.transport = args.transport,
+                                    .peer_failure = transport::ContextOptions::PeerFailure::kOn};
+  auto context = transport::create_context(options);
+  std::unique_ptr<transport::Endpoint> ep;
+  try {
+    ep = context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(args.port)), kSetupTimeout);
+  } catch (const Error& e) {
+    // Over shm the endpoint cannot be created on either side: expected.
+    return args.transport == TransportKind::kShm && e.code() == Errc::kUnreachable ? 0 : 1;
+  }
+  auto remote = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), "test"));
+  std::vector<uint8_t> data(4096, 0x5A);
+  ep->put(data.data(), data.size(), *remote, 0).wait_for(kSetupTimeout);
+  ep->flush().wait_for(kSetupTimeout);
+  send_words(*ep, {1});
+  return 0;
+}
 
 TEST(RegionDescriptor, MalformedBytesAreRejectedNamingTheSource) {
   transport::RegionDescriptor d;

@@ -65,7 +65,7 @@ RDMAPS_TEST_PEER(rma_put_get) {
     uint8_t* src = registered ? static_cast<uint8_t*>(src_region->data()) : (plain.resize(size), plain.data());
     fill_random(src, size, args.seed, size);
     s.endpoint->put(src, size, *remote, offset_for(size), registered ? src_region.get() : nullptr).wait();
-    s.endpoint->flush().wait();
+    s.endpoint->flush().wait_for(kSetupTimeout);
     send_words(*s.endpoint, {size});
     if (recv_words(*s.endpoint).at(0) != 0) ++failures;
     auto* back = static_cast<uint8_t*>(back_region->data());
@@ -130,7 +130,7 @@ RDMAPS_TEST_PEER(fence_writer) {
     data.wait();
     flag.wait();
   }
-  s.endpoint->flush().wait();
+  s.endpoint->flush().wait_for(kSetupTimeout);
   send_words(*s.endpoint, {kFenceRounds});
   return 0;
 }

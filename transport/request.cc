@@ -42,6 +42,19 @@ void Request::wait() {
   while (!test()) engine_->progress();
 }
 
+void Request::wait_for(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  uint32_t spins = 0;
+  while (!test()) {
+    engine_->progress();
+    if ((++spins & 0x3ff) == 0 && std::chrono::steady_clock::now() > deadline) {
+      std::string who = peer_ ? " with peer " + peer_->peer_name() : "";
+      throw Error(Errc::kTimeout, std::string(op_) + who + " not complete after " + std::to_string(timeout.count()) +
+                                      " ms (is the peer still progressing?)");
+    }
+  }
+}
+
 void Request::fail(Errc code, const std::string& reason) {
   std::string who = peer_ ? " with peer " + peer_->peer_name() : "";
   std::string hint = code == Errc::kPeerGone ? ": the peer process died or closed its endpoint" : "";

@@ -2,6 +2,7 @@
 // remote visibility is ordered by fence() or guaranteed by flush().
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include "rdmaps/error.h"
@@ -41,6 +42,9 @@ class [[nodiscard]] Request {
   bool test();
   /// Drives progress until complete; throws Error if it failed.
   void wait();
+  /// As wait(), but throws Error(kTimeout) naming the operation and peer when
+  /// it is not complete in time (a peer that stopped progressing, say).
+  void wait_for(std::chrono::milliseconds timeout);
   bool pending() const noexcept { return handle_ != nullptr; }
 
  private:

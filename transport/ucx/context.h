@@ -51,8 +51,7 @@ class UcxContext final : public Context, public RequestEngine {
   const ContextOptions& options() const { return options_; }
   bool peer_failure_handling() const {
     using P = ContextOptions::PeerFailure;
-    return options_.peer_failure == P::kOn ||
-           (options_.peer_failure == P::kAuto && options_.transport == TransportKind::kTcp);
+    return options_.peer_failure == P::kOn;
   }
   /// This worker's packed address, sent to peers in the handshake.
   std::span<const uint8_t> worker_address() const { return worker_address_; }
