@@ -25,8 +25,9 @@ class RequestEngine {
 };
 
 /// Move-only handle; a default-constructed Request is already complete.
-/// Destroying a pending Request releases it: the operation still completes,
-/// but nobody learns how, so wait() on anything whose outcome matters.
+/// Destroying a pending Request releases it: the operation still completes
+/// (its buffers must stay valid until then), but nobody learns how, so wait()
+/// on anything whose outcome matters.
 class [[nodiscard]] Request {
  public:
   Request() = default;
@@ -43,7 +44,9 @@ class [[nodiscard]] Request {
   /// Drives progress until complete; throws Error if it failed.
   void wait();
   /// As wait(), but throws Error(kTimeout) naming the operation and peer when
-  /// it is not complete in time (a peer that stopped progressing, say).
+  /// it is not complete in time (a peer that stopped progressing, say). After
+  /// a timeout treat the endpoint as failed and close it; the operation stays
+  /// queued in UCX, so its buffers must outlive the endpoint.
   void wait_for(std::chrono::milliseconds timeout);
   bool pending() const noexcept { return handle_ != nullptr; }
 

@@ -106,6 +106,12 @@ UcxContext::~UcxContext() {
     ucp_worker_signal(worker_.get());
     progress_thread_.join();
   }
+  // Give released in-flight requests a moment to finish; never free them early.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (has_orphans_.load() && std::chrono::steady_clock::now() < deadline) progress();
+  if (!orphans_.empty())
+    std::fprintf(stderr, "rdmaps: warning: %zu released request(s) still in flight at shutdown (left to UCX)\n",
+                 orphans_.size());
   {
     std::lock_guard<std::mutex> lock(endpoints_mu_);
     if (!endpoints_.empty())
@@ -117,7 +123,7 @@ UcxContext::~UcxContext() {
 
 void UcxContext::progress_loop() {
   while (!stop_.load(std::memory_order_relaxed)) {
-    if (ucp_worker_progress(worker_.get()) != 0) continue;
+    if (progress() != 0) continue;
     if (options_.wakeup)
       wait_event(std::chrono::milliseconds(10));
     else
@@ -171,8 +177,20 @@ ucs_status_t UcxContext::on_am(void* arg, const void* header, size_t header_leng
     // Never unwind through UCX: report, drop the message, keep serving.
     std::fprintf(stderr, "rdmaps: active-message handler failed (message dropped): %s\n", e.what());
   }
-  if (message.rendezvous && !message.consumed) ucp_am_data_release(slot->context->worker_.get(), data);
+  if (message.rendezvous && !message.consumed) slot->context->discard(data, length);
   return UCS_OK;
+}
+
+void UcxContext::discard(void* data_desc, size_t length) {
+  // UCX 1.13: ucp_am_data_release on rendezvous data trips an assertion at the
+  // sender when its acknowledgement arrives; receiving into scratch is safe.
+  if (length > discard_capacity_) {
+    discard_buffers_.push_back(std::make_unique<uint8_t[]>(length));
+    discard_capacity_ = length;
+  }
+  ucp_request_param_t params{};
+  ucs_status_ptr_t sp = ucp_am_recv_data_nbx(worker_.get(), data_desc, discard_buffers_.back().get(), length, &params);
+  if (UCS_PTR_IS_PTR(sp)) release(sp);
 }
 
 Request UcxContext::am_receive(AmMessage& message, Region& region, uint64_t offset) {
@@ -198,7 +216,11 @@ Request UcxContext::am_receive(AmMessage& message, Region& region, uint64_t offs
   return Request(this, sp, "active-message receive", message.from);
 }
 
-unsigned UcxContext::progress() { return ucp_worker_progress(worker_.get()); }
+unsigned UcxContext::progress() {
+  unsigned events = ucp_worker_progress(worker_.get());
+  if (has_orphans_.load(std::memory_order_acquire)) sweep_orphans();
+  return events;
+}
 
 bool UcxContext::wait_event(std::chrono::milliseconds timeout) {
   if (epoll_fd_ < 0) {
@@ -255,7 +277,25 @@ RequestEngine::State UcxContext::test(void* handle, Errc* code, std::string* rea
   return State::kFailed;
 }
 
-void UcxContext::release(void* handle) noexcept { ucp_request_free(handle); }
+void UcxContext::release(void* handle) noexcept {
+  if (ucp_request_check_status(handle) != UCS_INPROGRESS) {
+    ucp_request_free(handle);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(orphans_mu_);
+  orphans_.push_back(handle);
+  has_orphans_.store(true, std::memory_order_release);
+}
+
+void UcxContext::sweep_orphans() {
+  std::lock_guard<std::mutex> lock(orphans_mu_);
+  std::erase_if(orphans_, [](void* handle) {
+    if (ucp_request_check_status(handle) == UCS_INPROGRESS) return false;
+    ucp_request_free(handle);
+    return true;
+  });
+  has_orphans_.store(!orphans_.empty(), std::memory_order_release);
+}
 
 void UcxContext::track(ucp_ep_h ep, UcxEndpoint* endpoint) {
   std::lock_guard<std::mutex> lock(endpoints_mu_);

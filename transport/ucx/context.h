@@ -78,6 +78,17 @@ class UcxContext final : public Context, public RequestEngine {
   std::mutex endpoints_mu_;
   std::unordered_map<ucp_ep_h, UcxEndpoint*> endpoints_;
   std::deque<AmSlot> am_slots_;  // deque: UCX keeps pointers to the slots
+  // Requests released while still in flight: UCX 1.13 asserts if a
+  // rendezvous request is freed before its acknowledgement arrives, so they
+  // are freed here once complete.
+  std::mutex orphans_mu_;
+  std::vector<void*> orphans_;
+  std::atomic<bool> has_orphans_{false};
+  void sweep_orphans();
+  /// Receives an unconsumed rendezvous message into a scratch buffer.
+  void discard(void* data_desc, size_t length);
+  std::vector<std::unique_ptr<uint8_t[]>> discard_buffers_;  // grow-only: in-flight receives point into them
+  size_t discard_capacity_ = 0;
   std::atomic<bool> stop_{false};
   std::thread progress_thread_;
 };

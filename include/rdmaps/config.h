@@ -1,0 +1,53 @@
+// Configuration shared by servers and workers: consistency bound, update rule
+// and its hyper-parameters, transport choices. Binaries fill it from flags and
+// RDMAPS_* environment variables (see parse_config).
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace rdmaps {
+
+/// Server-side update rule (DESIGN.md "Update rules").
+enum class UpdateRule { kSgd, kMomentum, kDcAsgdConstant, kDcAsgdAdaptive };
+/// What to do with a stale gradient (tau = current version - base version).
+enum class StalenessPolicy { kNone, kScaleByTau, kDropAboveMax };
+/// How a push reaches the inbox: one-sided put, active message, or chosen per
+/// endpoint (put where UCX's RMA is native, active message where emulated).
+enum class PushPath { kAuto, kPut, kAm };
+
+constexpr uint64_t kInfiniteStaleness = std::numeric_limits<uint64_t>::max();
+
+struct Config {
+  uint64_t staleness = 0;  ///< SSP bound s: 0 = BSP, kInfiniteStaleness = fully asynchronous
+  UpdateRule rule = UpdateRule::kSgd;
+  float learning_rate = 0.01f;
+  float momentum = 0.9f;            ///< momentum rule
+  float dc_lambda = 0.04f;          ///< DC-ASGD-c lambda
+  float dc_lambda0 = 2.0f;          ///< DC-ASGD-a lambda0
+  float ms_momentum = 0.95f;        ///< DC-ASGD-a mean-square momentum
+  float eps = 1e-7f;                ///< DC-ASGD-a epsilon
+  StalenessPolicy staleness_policy = StalenessPolicy::kNone;
+  uint64_t tau_max = 16;            ///< kDropAboveMax limit
+  bool check_nan = false;           ///< reject pushes carrying NaN/Inf
+  PushPath push_path = PushPath::kAuto;
+  std::string transport = "auto";   ///< tcp, shm or auto (UCX_TLS)
+  uint32_t shard_floats = 256 * 1024;  ///< floats per shard (1 MiB)
+  uint32_t inbox_slots = 4;         ///< slots per worker inbox ring
+  std::string secret;               ///< shared secret checked at connection (empty: none)
+};
+
+const char* rule_name(UpdateRule rule);
+const char* push_path_name(PushPath path);
+/// Parses "--name value" flags and RDMAPS_NAME environment variables into
+/// `config` (flags win). Unknown flags are left in `rest`; bad values throw
+/// Error(kInvalidArgument) naming the flag or variable.
+void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest);
+/// One line per field, for start-up banners.
+std::string describe(const Config& config);
+/// Flags parse_config understands, with a line of help each.
+const char* config_help();
+
+}  // namespace rdmaps

@@ -1,0 +1,103 @@
+// Wire formats of the parameter server: inbox slot headers, the worker's
+// mailbox, and the set-up messages exchanged over the control channel.
+// Layouts are fixed-size and little-endian (x86-64, aarch64).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rdmaps::ps {
+
+constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
+constexpr uint32_t kProtocolVersion = 1;
+
+enum class MsgType : uint16_t {
+  kPush = 1,   ///< gradient for [offset, offset+length) of a shard
+  kClock = 2,  ///< worker finished clock `clock - 1`, now at `clock`
+  kPull = 3,   ///< write fresh parameters of shards [shard, shard+count) back
+  kInit = 4,   ///< set parameters of a shard range (initial values)
+  kBye = 5,    ///< worker leaves cleanly
+};
+
+/// First 64 bytes of every inbox slot. The server trusts no field before
+/// validate_header() accepted it.
+struct SlotHeader {
+  uint32_t magic;
+  uint16_t type;
+  uint16_t flags;
+  uint32_t worker;
+  uint32_t shard;
+  uint64_t seq;           ///< per-worker message number, 1, 2, 3, ...
+  uint64_t base_version;  ///< push: shard version the gradient was computed on
+  uint64_t clock;         ///< worker clock at send (kClock: the new clock)
+  uint32_t offset;        ///< push/init: first float within the shard
+  uint32_t length;        ///< push/init: floats in the payload; pull: shard count
+  uint64_t reserved[2];
+};
+static_assert(sizeof(SlotHeader) == 64);
+
+/// Inbox slot: header, payload, then the doorbell in its own cache line.
+struct SlotLayout {
+  size_t payload_bytes;
+  size_t header_offset() const { return 0; }
+  size_t payload_offset() const { return sizeof(SlotHeader); }
+  size_t doorbell_offset() const { return sizeof(SlotHeader) + round_up(payload_bytes); }
+  size_t slot_bytes() const { return doorbell_offset() + 64; }
+  static size_t round_up(size_t n) { return (n + 63) / 64 * 64; }
+};
+
+/// Written by the server into each worker's receive region; read by the worker.
+struct Mailbox {
+  uint64_t consumed_seq;  ///< every message up to this seq was consumed: credits
+  uint64_t pull_done;     ///< seq of the last pull whose parameters are in place
+  uint64_t min_clock;     ///< smallest clock over live workers (SSP)
+  uint64_t pull_stamp;    ///< min_clock when the last pull was copied
+  uint64_t rejected;      ///< this worker's messages the server rejected
+  uint64_t reserved[3];
+};
+static_assert(sizeof(Mailbox) == 64);
+
+/// Worker receive region per server: mailbox, shard versions, parameters.
+struct ReceiveLayout {
+  size_t shards;
+  size_t floats;
+  size_t versions_offset() const { return sizeof(Mailbox); }
+  size_t params_offset() const { return SlotLayout::round_up(sizeof(Mailbox) + shards * 8); }
+  size_t bytes() const { return params_offset() + floats * sizeof(float); }
+};
+
+struct TensorDecl {
+  std::string name;
+  uint64_t floats;
+};
+
+/// Worker -> server, first control message.
+struct Hello {
+  uint32_t version = kProtocolVersion;
+  uint32_t worker = 0;
+  uint64_t secret_digest = 0;
+  uint32_t push_path = 0;  ///< PushPath the worker will use
+  std::vector<TensorDecl> tensors;
+  std::vector<uint8_t> receive_region;  ///< serialized RegionDescriptor (write rights)
+};
+/// Server -> worker answer.
+struct Welcome {
+  uint32_t accepted = 0;
+  std::string reason;  ///< why not, when not accepted
+  uint64_t range_begin = 0, range_end = 0;  ///< global floats this server owns
+  uint32_t shard_floats = 0, inbox_slots = 0;
+  uint64_t start_clock = 0;
+  std::vector<uint8_t> inbox_region;  ///< serialized RegionDescriptor (write rights)
+};
+
+std::vector<uint8_t> encode(const Hello& hello);
+std::vector<uint8_t> encode(const Welcome& welcome);
+/// Throw Error(kProtocol) naming `peer` on malformed bytes.
+Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer);
+Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& peer);
+
+uint64_t secret_digest(const std::string& secret);
+
+}  // namespace rdmaps::ps
