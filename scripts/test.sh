@@ -12,7 +12,7 @@ status=0
 mapfile -t sources < <(git ls-files '*.h' '*.cc' '*.cu' 2>/dev/null || find . -name '*.h' -o -name '*.cc' -o -name '*.cu')
 if ! clang-format --dry-run --Werror "${sources[@]}" 2>/tmp/rdmaps-format.log; then
   echo "style: clang-format would change these files (run: clang-format -i \$(git ls-files '*.h' '*.cc' '*.cu')):"
-  grep -o '^[^:]*' /tmp/rdmaps-format.log | sort -u | sed 's/^/  /'
+  grep -E '^[^ :]+:[0-9]+:[0-9]+: ' /tmp/rdmaps-format.log | cut -d: -f1 | sort -u | sed 's/^/  /'
   status=1
 fi
 

@@ -47,7 +47,8 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
     t.name = r.str(kMaxName);
     t.floats = r.u64();
     if (t.name.empty()) r.fail("tensor " + std::to_string(i) + " has no name");
-    if (t.floats == 0 || t.floats > (1ull << 40)) r.fail("tensor '" + t.name + "' of " + std::to_string(t.floats) + " floats");
+    if (t.floats == 0 || t.floats > (1ull << 40))
+      r.fail("tensor '" + t.name + "' of " + std::to_string(t.floats) + " floats");
     h.tensors.push_back(std::move(t));
   }
   h.receive_region = r.bytes(kMaxRegion);

@@ -85,7 +85,7 @@ struct Hello {
 /// Server -> worker answer.
 struct Welcome {
   uint32_t accepted = 0;
-  std::string reason;  ///< why not, when not accepted
+  std::string reason;                       ///< why not, when not accepted
   uint64_t range_begin = 0, range_end = 0;  ///< global floats this server owns
   uint32_t shard_floats = 0, inbox_slots = 0;
   uint64_t start_clock = 0;

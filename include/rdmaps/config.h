@@ -24,19 +24,19 @@ struct Config {
   uint64_t staleness = 0;  ///< SSP bound s: 0 = BSP, kInfiniteStaleness = fully asynchronous
   UpdateRule rule = UpdateRule::kSgd;
   float learning_rate = 0.01f;
-  float momentum = 0.9f;            ///< momentum rule
-  float dc_lambda = 0.04f;          ///< DC-ASGD-c lambda
-  float dc_lambda0 = 2.0f;          ///< DC-ASGD-a lambda0
-  float ms_momentum = 0.95f;        ///< DC-ASGD-a mean-square momentum
-  float eps = 1e-7f;                ///< DC-ASGD-a epsilon
+  float momentum = 0.9f;      ///< momentum rule
+  float dc_lambda = 0.04f;    ///< DC-ASGD-c lambda
+  float dc_lambda0 = 2.0f;    ///< DC-ASGD-a lambda0
+  float ms_momentum = 0.95f;  ///< DC-ASGD-a mean-square momentum
+  float eps = 1e-7f;          ///< DC-ASGD-a epsilon
   StalenessPolicy staleness_policy = StalenessPolicy::kNone;
-  uint64_t tau_max = 16;            ///< kDropAboveMax limit
-  bool check_nan = false;           ///< reject pushes carrying NaN/Inf
+  uint64_t tau_max = 16;   ///< kDropAboveMax limit
+  bool check_nan = false;  ///< reject pushes carrying NaN/Inf
   PushPath push_path = PushPath::kAuto;
-  std::string transport = "auto";   ///< tcp, shm or auto (UCX_TLS)
+  std::string transport = "auto";      ///< tcp, shm or auto (UCX_TLS)
   uint32_t shard_floats = 256 * 1024;  ///< floats per shard (1 MiB)
-  uint32_t inbox_slots = 4;         ///< slots per worker inbox ring
-  std::string secret;               ///< shared secret checked at connection (empty: none)
+  uint32_t inbox_slots = 4;            ///< slots per worker inbox ring
+  std::string secret;                  ///< shared secret checked at connection (empty: none)
 };
 
 const char* rule_name(UpdateRule rule);
