@@ -63,6 +63,8 @@ class Listener {
   virtual ~Listener() = default;
   /// The bound address (the real port when asked for port 0).
   virtual const SockAddr& address() const = 0;
+  /// Non-blocking: whether a peer is waiting to be accepted.
+  virtual bool has_pending() const = 0;
   /// Next connected peer; throws Error(kTimeout) saying what it waited for.
   virtual std::unique_ptr<Endpoint> accept(std::chrono::milliseconds timeout) = 0;
 };

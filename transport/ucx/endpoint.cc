@@ -1,6 +1,9 @@
 #include "transport/ucx/endpoint.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -144,6 +147,19 @@ void UcxEndpoint::detect_lanes() {
     }
   }
   rma_native_ = any_rma && !any_emulated;
+}
+
+bool UcxEndpoint::peer_closed() {
+  if (peer_closed_.load(std::memory_order_acquire)) return true;
+  if (!socket_.readable(0)) return false;
+  // Readable with nothing to read means EOF; a pending control message is not.
+  char byte;
+  ssize_t n = ::recv(socket_.fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+    peer_closed_.store(true, std::memory_order_release);
+    return true;
+  }
+  return false;
 }
 
 void UcxEndpoint::send_control(std::span<const uint8_t> message, std::chrono::milliseconds timeout) {

@@ -30,7 +30,7 @@ class UcxEndpoint final : public Endpoint {
   bool rma_native() const override { return rma_native_; }
   std::string describe() const override { return lanes_; }
   bool failed() const override { return error_.load(std::memory_order_acquire) != UCS_OK; }
-  /// failed() covers UCX-reported failures; a closed bootstrap socket also means gone.
+  bool peer_closed() override;
 
   std::unique_ptr<RemoteRegion> import(const RegionDescriptor& descriptor) override;
   Request put(const void* src, size_t length, const RemoteRegion& dst, uint64_t offset, const Region* local) override;

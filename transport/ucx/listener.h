@@ -13,6 +13,7 @@ class UcxListener final : public Listener {
  public:
   UcxListener(UcxContext& context, const SockAddr& address);
   const SockAddr& address() const override { return address_; }
+  bool has_pending() const override { return socket_.readable(0); }
   std::unique_ptr<Endpoint> accept(std::chrono::milliseconds timeout) override;
 
  private:

@@ -1,0 +1,65 @@
+// A worker's connection to the parameter servers: declare tensors, push
+// gradients, pull parameters, advance the SSP clock.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "rdmaps/config.h"
+
+namespace rdmaps {
+
+struct ClientOptions {
+  std::vector<std::string> servers;  ///< host:port of every server, in server-index order
+  uint32_t worker = 0;               ///< this worker's id, 0 .. workers-1
+  Config config;
+  std::chrono::milliseconds timeout{60000};  ///< bound of every wait (connect, credits, clock, pull)
+};
+
+struct ClientStats {
+  uint64_t pushes = 0, push_bytes = 0;
+  uint64_t pulls = 0, pull_bytes = 0;
+  uint64_t pulls_skipped = 0, pull_bytes_saved = 0;  ///< SSP: cached copy was fresh enough
+  uint64_t clocks = 0;
+  double clock_wait_seconds = 0;
+  std::vector<std::string> push_paths;  ///< per server: "put" or "am"
+};
+
+class ClientImpl;
+
+class Client {
+ public:
+  explicit Client(const ClientOptions& options);
+  /// Tells the servers this worker leaves.
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  /// Declares a float32 tensor; all declarations come before connect().
+  void declare(const std::string& name, size_t floats);
+  /// Connects to every server and registers this worker's memory once.
+  void connect();
+
+  /// Sets the servers' values of `name` (initial parameters; one worker does it).
+  void init(const std::string& name, std::span<const float> values);
+  /// Sends a gradient; returns once `gradient` may be reused.
+  void push(const std::string& name, std::span<const float> gradient);
+  /// Copies the parameters into `out`, fetching them only when the cached copy
+  /// is staler than the SSP bound allows.
+  void pull(const std::string& name, std::span<float> out);
+  /// Ends this iteration; blocks while the slowest live worker is more than
+  /// `staleness` clocks behind.
+  void clock();
+
+  uint64_t clock_value() const;
+  ClientStats stats() const;
+
+ private:
+  std::unique_ptr<ClientImpl> impl_;
+};
+
+}  // namespace rdmaps

@@ -1,0 +1,58 @@
+// A parameter server process: serves one contiguous range of the parameter
+// table to every worker (see docs/protocol.md).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rdmaps/config.h"
+
+namespace rdmaps {
+
+struct ServerOptions {
+  std::string listen = "0.0.0.0:13337";  ///< host:port; port 0 picks a free one
+  uint32_t index = 0;                    ///< this server's rank among `servers`
+  uint32_t servers = 1;
+  uint32_t workers = 1;  ///< workers the SSP clock waits for, connected or not
+  Config config;
+  std::chrono::milliseconds stats_interval{0};  ///< periodic one-line stats to stderr; 0 = off
+  bool exit_when_done = true;                   ///< run() returns once every worker left
+};
+
+struct ServerStats {
+  uint64_t pushes = 0, bytes_in = 0, bytes_out = 0, pulls = 0, clocks = 0;
+  uint64_t rejected = 0;  ///< malformed or out-of-order messages
+  uint64_t dropped = 0;   ///< gradients dropped by the staleness policy
+  uint64_t min_clock = 0;
+  std::vector<uint64_t> applied_per_worker;   ///< pushes applied, by worker id
+  std::vector<uint64_t> rejected_per_worker;  ///< rejections, by worker id
+  std::vector<uint64_t> staleness;            ///< histogram of tau; last bucket counts tau >= size-1
+  double staleness_quantile(double q) const;
+};
+
+class ServerImpl;
+
+class Server {
+ public:
+  explicit Server(const ServerOptions& options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  /// The bound listen address (the real port when asked for port 0).
+  std::string address() const;
+  /// Serves until stop(), or until every worker left when exit_when_done.
+  void run();
+  /// Thread-safe; run() returns soon after.
+  void stop();
+  /// Thread-safe snapshot.
+  ServerStats stats() const;
+
+ private:
+  std::unique_ptr<ServerImpl> impl_;
+};
+
+}  // namespace rdmaps

@@ -1,0 +1,216 @@
+#include "rdmaps/config.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "rdmaps/error.h"
+
+namespace rdmaps {
+
+const char* rule_name(UpdateRule rule) {
+  switch (rule) {
+    case UpdateRule::kSgd:
+      return "sgd";
+    case UpdateRule::kMomentum:
+      return "momentum";
+    case UpdateRule::kDcAsgdConstant:
+      return "dc-asgd-c";
+    case UpdateRule::kDcAsgdAdaptive:
+      return "dc-asgd-a";
+  }
+  return "?";
+}
+
+const char* push_path_name(PushPath path) {
+  switch (path) {
+    case PushPath::kAuto:
+      return "auto";
+    case PushPath::kPut:
+      return "put";
+    case PushPath::kAm:
+      return "am";
+  }
+  return "?";
+}
+
+namespace {
+
+using Setter = std::function<void(Config&, const std::string& value, const std::string& source)>;
+
+[[noreturn]] void bad(const std::string& source, const std::string& value, const std::string& expected) {
+  throw Error(Errc::kInvalidArgument, source + ": '" + value + "' is not " + expected);
+}
+
+float to_float(const std::string& v, const std::string& source) {
+  char* end = nullptr;
+  float f = std::strtof(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(f)) bad(source, v, "a number");
+  return f;
+}
+
+uint64_t to_u64(const std::string& v, const std::string& source) {
+  char* end = nullptr;
+  if (v.empty() || v[0] == '-') bad(source, v, "a non-negative integer");
+  uint64_t n = std::strtoull(v.c_str(), &end, 10);
+  if (*end != '\0') bad(source, v, "a non-negative integer");
+  return n;
+}
+
+const std::map<std::string, Setter>& setters() {
+  static const std::map<std::string, Setter> table = {
+      {"staleness",
+       [](Config& c, const std::string& v, const std::string& s) {
+         c.staleness = (v == "inf" || v == "async") ? kInfiniteStaleness : to_u64(v, s);
+       }},
+      {"rule",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (v == "sgd")
+           c.rule = UpdateRule::kSgd;
+         else if (v == "momentum")
+           c.rule = UpdateRule::kMomentum;
+         else if (v == "dc-asgd-c")
+           c.rule = UpdateRule::kDcAsgdConstant;
+         else if (v == "dc-asgd-a")
+           c.rule = UpdateRule::kDcAsgdAdaptive;
+         else
+           bad(s, v, "one of sgd, momentum, dc-asgd-c, dc-asgd-a");
+       }},
+      {"lr", [](Config& c, const std::string& v, const std::string& s) { c.learning_rate = to_float(v, s); }},
+      {"momentum", [](Config& c, const std::string& v, const std::string& s) { c.momentum = to_float(v, s); }},
+      {"lambda", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda = to_float(v, s); }},
+      {"lambda0", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda0 = to_float(v, s); }},
+      {"ms-momentum", [](Config& c, const std::string& v, const std::string& s) { c.ms_momentum = to_float(v, s); }},
+      {"eps", [](Config& c, const std::string& v, const std::string& s) { c.eps = to_float(v, s); }},
+      {"staleness-policy",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (v == "none")
+           c.staleness_policy = StalenessPolicy::kNone;
+         else if (v == "eta-tau")
+           c.staleness_policy = StalenessPolicy::kScaleByTau;
+         else if (v == "drop")
+           c.staleness_policy = StalenessPolicy::kDropAboveMax;
+         else
+           bad(s, v, "one of none, eta-tau, drop");
+       }},
+      {"tau-max", [](Config& c, const std::string& v, const std::string& s) { c.tau_max = to_u64(v, s); }},
+      {"check-nan",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (v == "1" || v == "on" || v == "true")
+           c.check_nan = true;
+         else if (v == "0" || v == "off" || v == "false")
+           c.check_nan = false;
+         else
+           bad(s, v, "on or off");
+       }},
+      {"push-path",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (v == "auto")
+           c.push_path = PushPath::kAuto;
+         else if (v == "put")
+           c.push_path = PushPath::kPut;
+         else if (v == "am")
+           c.push_path = PushPath::kAm;
+         else
+           bad(s, v, "one of put, am, auto");
+       }},
+      {"transport",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (v != "tcp" && v != "shm" && v != "auto") bad(s, v, "one of tcp, shm, auto");
+         c.transport = v;
+       }},
+      {"shard-floats",
+       [](Config& c, const std::string& v, const std::string& s) {
+         uint64_t n = to_u64(v, s);
+         if (n == 0 || n > (1u << 28)) bad(s, v, "a shard size in 1..268435456 floats");
+         c.shard_floats = static_cast<uint32_t>(n);
+       }},
+      {"inbox-slots",
+       [](Config& c, const std::string& v, const std::string& s) {
+         uint64_t n = to_u64(v, s);
+         if (n == 0 || n > 1024) bad(s, v, "a slot count in 1..1024");
+         c.inbox_slots = static_cast<uint32_t>(n);
+       }},
+      {"secret", [](Config& c, const std::string& v, const std::string&) { c.secret = v; }},
+  };
+  return table;
+}
+
+std::string env_name(const std::string& flag) {
+  std::string out = "RDMAPS_";
+  for (char ch : flag) out += ch == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+}  // namespace
+
+void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest) {
+  for (const auto& [name, set] : setters())
+    if (const char* v = std::getenv(env_name(name).c_str())) set(config, v, env_name(name));
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    std::string name = arg.rfind("--", 0) == 0 ? arg.substr(2) : "";
+    std::string value;
+    bool inline_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      inline_value = true;
+    }
+    auto it = setters().find(name);
+    if (it == setters().end()) {
+      if (rest) rest->push_back(arg);
+      continue;
+    }
+    if (!inline_value) {
+      if (name == "check-nan" && (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0)) {
+        value = "on";
+      } else {
+        if (i + 1 >= args.size()) throw Error(Errc::kInvalidArgument, "flag --" + name + " needs a value");
+        value = args[++i];
+      }
+    }
+    it->second(config, value, "--" + name);
+  }
+}
+
+std::string describe(const Config& c) {
+  std::ostringstream o;
+  o << "staleness " << (c.staleness == kInfiniteStaleness ? std::string("inf") : std::to_string(c.staleness))
+    << ", rule " << rule_name(c.rule) << ", lr " << c.learning_rate;
+  if (c.rule == UpdateRule::kMomentum) o << ", momentum " << c.momentum;
+  if (c.rule == UpdateRule::kDcAsgdConstant) o << ", lambda " << c.dc_lambda;
+  if (c.rule == UpdateRule::kDcAsgdAdaptive)
+    o << ", lambda0 " << c.dc_lambda0 << ", ms-momentum " << c.ms_momentum << ", eps " << c.eps;
+  o << ", staleness-policy "
+    << (c.staleness_policy == StalenessPolicy::kNone         ? "none"
+        : c.staleness_policy == StalenessPolicy::kScaleByTau ? "eta-tau"
+                                                             : "drop (tau-max " + std::to_string(c.tau_max) + ")")
+    << ", check-nan " << (c.check_nan ? "on" : "off") << ", push-path " << push_path_name(c.push_path) << ", transport "
+    << c.transport << ", shard " << c.shard_floats << " floats, inbox " << c.inbox_slots << " slots, secret "
+    << (c.secret.empty() ? "none" : "set");
+  return o.str();
+}
+
+const char* config_help() {
+  return "  --staleness S|inf       SSP bound (0 = BSP, inf = fully asynchronous)   [RDMAPS_STALENESS]\n"
+         "  --rule R                sgd, momentum, dc-asgd-c, dc-asgd-a            [RDMAPS_RULE]\n"
+         "  --lr X                  learning rate                                   [RDMAPS_LR]\n"
+         "  --momentum X            momentum (rule momentum)                        [RDMAPS_MOMENTUM]\n"
+         "  --lambda X              DC-ASGD-c lambda                                [RDMAPS_LAMBDA]\n"
+         "  --lambda0 X             DC-ASGD-a lambda0                               [RDMAPS_LAMBDA0]\n"
+         "  --ms-momentum X         DC-ASGD-a mean-square momentum                  [RDMAPS_MS_MOMENTUM]\n"
+         "  --eps X                 DC-ASGD-a epsilon                               [RDMAPS_EPS]\n"
+         "  --staleness-policy P    none, eta-tau, drop                             [RDMAPS_STALENESS_POLICY]\n"
+         "  --tau-max N             drop limit for --staleness-policy drop          [RDMAPS_TAU_MAX]\n"
+         "  --check-nan [on|off]    reject gradients with NaN/Inf                   [RDMAPS_CHECK_NAN]\n"
+         "  --push-path P           put, am, auto (put where RMA is native)         [RDMAPS_PUSH_PATH]\n"
+         "  --transport T           tcp, shm, auto (UCX_TLS)                        [RDMAPS_TRANSPORT]\n"
+         "  --shard-floats N        floats per shard (262144)                       [RDMAPS_SHARD_FLOATS]\n"
+         "  --inbox-slots N         slots per worker inbox (4)                      [RDMAPS_INBOX_SLOTS]\n"
+         "  --secret S              shared secret checked at connection             [RDMAPS_SECRET]\n";
+}
+
+}  // namespace rdmaps

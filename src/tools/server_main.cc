@@ -1,0 +1,100 @@
+// rdmaps-server: one parameter-server process.
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "rdmaps/error.h"
+#include "rdmaps/server.h"
+
+namespace {
+
+rdmaps::Server* g_server = nullptr;
+void on_signal(int) {
+  if (g_server) g_server->stop();
+}
+
+void usage() {
+  std::printf(
+      "usage: rdmaps-server [flags]\n\n"
+      "  --listen HOST:PORT      address to serve on (0.0.0.0:13337)          [RDMAPS_LISTEN]\n"
+      "  --index I               this server's rank among --servers (0)        [RDMAPS_SERVER_INDEX]\n"
+      "  --servers S             number of servers (1)                         [RDMAPS_SERVERS]\n"
+      "  --workers W             workers the clock waits for (1)               [RDMAPS_WORKERS]\n"
+      "  --stats-interval SEC    one stats line every SEC seconds (10; 0 off)  [RDMAPS_STATS_INTERVAL]\n"
+      "  --keep-running          keep serving after every worker left\n"
+      "%s",
+      rdmaps::config_help());
+}
+
+uint64_t number(const std::string& flag, const std::string& value) {
+  char* end = nullptr;
+  uint64_t n = std::strtoull(value.c_str(), &end, 10);
+  if (value.empty() || *end != '\0' || value[0] == '-')
+    throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, flag + ": '" + value + "' is not a non-negative integer");
+  return n;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    rdmaps::ServerOptions options;
+    options.stats_interval = std::chrono::seconds(10);
+    auto env = [](const char* name, auto&& apply) {
+      if (const char* v = std::getenv(name)) apply(std::string(v), std::string(name));
+    };
+    env("RDMAPS_LISTEN", [&](const std::string& v, const std::string&) { options.listen = v; });
+    env("RDMAPS_SERVER_INDEX", [&](const std::string& v, const std::string& n) { options.index = number(n, v); });
+    env("RDMAPS_SERVERS", [&](const std::string& v, const std::string& n) { options.servers = number(n, v); });
+    env("RDMAPS_WORKERS", [&](const std::string& v, const std::string& n) { options.workers = number(n, v); });
+    env("RDMAPS_STATS_INTERVAL", [&](const std::string& v, const std::string& n) {
+      options.stats_interval = std::chrono::seconds(number(n, v));
+    });
+    std::vector<std::string> args(argv + 1, argv + argc), rest;
+    rdmaps::parse_config(options.config, args, &rest);
+    for (size_t i = 0; i < rest.size(); ++i) {
+      const std::string& flag = rest[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= rest.size())
+          throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "flag " + flag + " needs a value");
+        return rest[++i];
+      };
+      if (flag == "--help" || flag == "-h") {
+        usage();
+        return 0;
+      } else if (flag == "--listen") {
+        options.listen = value();
+      } else if (flag == "--index") {
+        options.index = number(flag, value());
+      } else if (flag == "--servers") {
+        options.servers = number(flag, value());
+      } else if (flag == "--workers") {
+        options.workers = number(flag, value());
+      } else if (flag == "--stats-interval") {
+        options.stats_interval = std::chrono::seconds(number(flag, value()));
+      } else if (flag == "--keep-running") {
+        options.exit_when_done = false;
+      } else {
+        throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "unknown flag " + flag + " (see --help)");
+      }
+    }
+    rdmaps::Server server(options);
+    g_server = &server;
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    std::fprintf(stderr, "rdmaps-server %u/%u listening on %s for %u worker(s)\nconfig: %s\n", options.index,
+                 options.servers, server.address().c_str(), options.workers, rdmaps::describe(options.config).c_str());
+    server.run();
+    auto s = server.stats();
+    std::fprintf(stderr, "rdmaps-server: done: %llu pushes, %llu pulls, %llu clocks, %llu rejected, %llu dropped\n",
+                 static_cast<unsigned long long>(s.pushes), static_cast<unsigned long long>(s.pulls),
+                 static_cast<unsigned long long>(s.clocks), static_cast<unsigned long long>(s.rejected),
+                 static_cast<unsigned long long>(s.dropped));
+    return 0;
+  } catch (const rdmaps::Error& e) {
+    std::fprintf(stderr, "rdmaps-server: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,56 @@
+#include "src/update_rules.h"
+
+#include <Eigen/Core>
+
+namespace rdmaps::ps {
+
+using Array = Eigen::Map<Eigen::ArrayXf>;
+using ConstArray = Eigen::Map<const Eigen::ArrayXf>;
+
+UpdateParams UpdateParams::from(const Config& c) {
+  UpdateParams p;
+  p.rule = c.rule;
+  p.momentum = c.momentum;
+  p.lambda = c.dc_lambda;
+  p.lambda0 = c.dc_lambda0;
+  p.ms_momentum = c.ms_momentum;
+  p.eps = c.eps;
+  return p;
+}
+
+bool needs_state(UpdateRule rule) { return rule == UpdateRule::kMomentum || rule == UpdateRule::kDcAsgdAdaptive; }
+bool needs_backup(UpdateRule rule) {
+  return rule == UpdateRule::kDcAsgdConstant || rule == UpdateRule::kDcAsgdAdaptive;
+}
+
+void apply_update(const UpdateParams& p, float lr, float* w_ptr, const float* g_ptr, const float* bak_ptr,
+                  float* state_ptr, size_t n) {
+  const auto len = static_cast<Eigen::Index>(n);
+  Array w(w_ptr, len);
+  ConstArray g(g_ptr, len);
+  switch (p.rule) {
+    case UpdateRule::kSgd:
+      w -= lr * g;
+      return;
+    case UpdateRule::kMomentum: {
+      Array v(state_ptr, len);
+      v = p.momentum * v + g;
+      w -= lr * v;
+      return;
+    }
+    case UpdateRule::kDcAsgdConstant: {
+      ConstArray bak(bak_ptr, len);
+      w -= lr * (g + p.lambda * g * g * (w - bak));
+      return;
+    }
+    case UpdateRule::kDcAsgdAdaptive: {
+      ConstArray bak(bak_ptr, len);
+      Array ms(state_ptr, len);
+      ms = p.ms_momentum * ms + (1.0f - p.ms_momentum) * g * g;
+      w -= lr * (g + (p.lambda0 / (ms + p.eps).sqrt()) * g * g * (w - bak));
+      return;
+    }
+  }
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,130 @@
+// The parameter server end to end: exact SGD, DC-ASGD against a float64
+// reference, over tcp (active-message path) and shared memory (put path).
+#include <cmath>
+#include <random>
+
+#include "src/update_rules.h"
+#include "tests/ps_fixture.h"
+#include "tests/transport_fixture.h"
+
+namespace rdmaps::test {
+namespace {
+
+constexpr size_t kFloats = 10000;  // several shards of kShard floats
+constexpr uint32_t kShard = 4096;
+constexpr int kSteps = 100;
+
+Config sgd_config(transport::TransportKind kind) {
+  Config c;
+  c.transport = transport::transport_name(kind);
+  c.rule = UpdateRule::kSgd;
+  c.learning_rate = 0.05f;
+  c.shard_floats = kShard;
+  return c;
+}
+
+// A deterministic gradient of the parameters, different every step.
+void gradient(const std::vector<float>& w, int step, uint64_t seed, std::vector<float>& g) {
+  std::mt19937 rng(static_cast<uint32_t>(seed + step));
+  std::uniform_real_distribution<float> noise(-0.1f, 0.1f);
+  for (size_t i = 0; i < w.size(); ++i) g[i] = 0.5f * w[i] + noise(rng);
+}
+
+TEST_P(PsTest, OneWorkerSgdEqualsSequentialSgdBitForBit) {
+  Config c = sgd_config(GetParam());
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker("sgd_worker", GetParam(), 0, 7, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(120s), 0) << "worker found parameters that differ from sequential SGD";
+  servers.join();
+  auto s = servers.server(0).stats();
+  EXPECT_EQ(s.pushes, static_cast<uint64_t>(kSteps) * ((kFloats + kShard - 1) / kShard));
+  EXPECT_EQ(s.rejected, 0u);
+}
+
+RDMAPS_TEST_PEER(sgd_worker) {
+  Config c = sgd_config(args.transport);
+  Client client(worker_options(args, c));
+  client.declare("w", kFloats);
+  client.connect();
+  std::vector<float> w(kFloats), ref(kFloats), g(kFloats);
+  std::mt19937 rng(static_cast<uint32_t>(args.seed));
+  std::uniform_real_distribution<float> init(-1, 1);
+  for (auto& x : ref) x = init(rng);
+  client.init("w", ref);
+  for (int step = 0; step < kSteps; ++step) {
+    client.pull("w", w);
+    gradient(w, step, args.seed, g);
+    client.push("w", g);
+    client.clock();
+    for (size_t i = 0; i < kFloats; ++i) ref[i] = ref[i] - c.learning_rate * g[i];  // sequential SGD
+  }
+  client.pull("w", w);
+  size_t differ = 0;
+  for (size_t i = 0; i < kFloats; ++i) differ += std::memcmp(&w[i], &ref[i], 4) != 0;
+  if (differ) std::fprintf(stderr, "sgd_worker: %zu of %zu parameters differ\n", differ, kFloats);
+  return differ ? 1 : 0;
+}
+
+// DC-ASGD: the worker pulls once, then pushes two gradients computed on that
+// same (now stale) copy, so w != w_bak for the second; a float64 evaluation of
+// the paper's formula must agree to 1e-6 relative.
+Config dc_config(transport::TransportKind kind, UpdateRule rule) {
+  Config c = sgd_config(kind);
+  c.rule = rule;
+  c.learning_rate = 0.1f;
+  c.dc_lambda = 0.5f;
+  c.dc_lambda0 = 0.3f;
+  c.ms_momentum = 0.9f;
+  return c;
+}
+
+TEST_P(PsTest, DcAsgdMatchesFloat64ReferenceWithAStaleWorker) {
+  for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(rule_name(rule));
+    ServerGroup servers(1, 1, dc_config(GetParam(), rule));
+    PeerProcess worker("dc_worker", GetParam(), 0, 11, {servers.addresses(), "0", rule_name(rule)});
+    EXPECT_EQ(worker.wait(120s), 0) << "parameters differ from the float64 DC-ASGD reference";
+  }
+}
+
+RDMAPS_TEST_PEER(dc_worker) {
+  UpdateRule rule = args.extra.at(2) == "dc-asgd-c" ? UpdateRule::kDcAsgdConstant : UpdateRule::kDcAsgdAdaptive;
+  Config c = dc_config(args.transport, rule);
+  Client client(worker_options(args, c));
+  client.declare("w", kFloats);
+  client.connect();
+  std::mt19937 rng(static_cast<uint32_t>(args.seed));
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> w0(kFloats), g1(kFloats), g2(kFloats), got(kFloats);
+  for (auto& x : w0) x = u(rng);
+  for (auto& x : g1) x = u(rng);
+  for (auto& x : g2) x = u(rng);
+  client.init("w", w0);
+  client.pull("w", got);  // w_bak := w0
+  client.push("w", g1);   // computed on w0, applied to w0
+  client.push("w", g2);   // computed on w0, applied to w1 != w0: delay compensation matters
+  client.clock();
+  client.pull("w", got);
+  double worst = 0;
+  for (size_t i = 0; i < kFloats; ++i) {
+    double w = w0[i], bak = w0[i], ms = 0;
+    for (double g : {static_cast<double>(g1[i]), static_cast<double>(g2[i])}) {
+      if (rule == UpdateRule::kDcAsgdConstant) {
+        w = w - c.learning_rate * (g + c.dc_lambda * g * g * (w - bak));
+      } else {
+        ms = c.ms_momentum * ms + (1 - c.ms_momentum) * g * g;
+        w = w - c.learning_rate * (g + (c.dc_lambda0 / std::sqrt(ms + c.eps)) * g * g * (w - bak));
+      }
+    }
+    worst = std::max(worst, std::abs(got[i] - w) / std::max(1.0, std::abs(w)));
+  }
+  if (worst > 1e-6) std::fprintf(stderr, "dc_worker: worst relative error %g\n", worst);
+  return worst <= 1e-6 ? 0 : 1;
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, PsTest,
+                         testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
+                         transport_param_name);
+
+}  // namespace
+}  // namespace rdmaps::test

@@ -1,0 +1,86 @@
+// Parameter-server tests: servers run in threads of the test process, workers
+// are real processes (tests/peer_process.h) using the public Client API.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "rdmaps/client.h"
+#include "rdmaps/server.h"
+#include "tests/peer_process.h"
+
+namespace rdmaps::test {
+
+using namespace std::chrono_literals;
+
+class ServerGroup {
+ public:
+  ServerGroup(uint32_t servers, uint32_t workers, const Config& config) {
+    for (uint32_t i = 0; i < servers; ++i) {
+      ServerOptions o;
+      o.listen = "127.0.0.1:0";
+      o.index = i;
+      o.servers = servers;
+      o.workers = workers;
+      o.config = config;
+      servers_.push_back(std::make_unique<Server>(o));
+    }
+    for (auto& s : servers_) threads_.emplace_back([&s] { s->run(); });
+  }
+  ~ServerGroup() { stop(); }
+  void stop() {
+    for (auto& s : servers_) s->stop();
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  /// Waits until every server saw every worker leave (run() returned).
+  void join() {
+    for (auto& t : threads_)
+      if (t.joinable()) t.join();
+  }
+  std::string addresses() const {
+    std::string out;
+    for (auto& s : servers_) out += (out.empty() ? "" : ",") + s->address();
+    return out;
+  }
+  Server& server(size_t i) { return *servers_[i]; }
+  size_t size() const { return servers_.size(); }
+
+ private:
+  std::vector<std::unique_ptr<Server>> servers_;
+  std::vector<std::thread> threads_;
+};
+
+inline std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, sep);) out.push_back(item);
+  return out;
+}
+
+/// Worker options from a peer's arguments: extra[0] = server list, extra[1] = worker id.
+inline ClientOptions worker_options(const PeerArgs& args, const Config& config) {
+  ClientOptions o;
+  o.servers = split(args.extra.at(0), ',');
+  o.worker = static_cast<uint32_t>(std::stoul(args.extra.at(1)));
+  o.config = config;
+  o.config.transport = transport::transport_name(args.transport);
+  o.timeout = 60s;
+  return o;
+}
+
+class PsTest : public testing::TestWithParam<transport::TransportKind> {
+ protected:
+  Config config() const {
+    Config c;
+    c.transport = transport::transport_name(GetParam());
+    return c;
+  }
+};
+
+}  // namespace rdmaps::test
