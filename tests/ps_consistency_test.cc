@@ -1,0 +1,173 @@
+// Consistency under concurrency: the SSP bound, no lost or duplicated
+// gradient, no torn shard, across several worker processes and servers.
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <random>
+
+#include "tests/ps_fixture.h"
+#include "tests/transport_fixture.h"
+
+namespace rdmaps::test {
+namespace {
+
+// Every worker publishes its clock here before each clock(), so any worker can
+// check the bound when it is let through.
+class SharedClocks {
+ public:
+  SharedClocks(const std::string& name, size_t workers, bool create) : name_(name), bytes_(workers * 8) {
+    int fd = shm_open(name.c_str(), O_RDWR | (create ? O_CREAT | O_TRUNC : 0), 0600);
+    if (fd < 0) throw std::runtime_error("shm_open " + name);
+    if (create && ftruncate(fd, static_cast<off_t>(bytes_)) != 0) throw std::runtime_error("ftruncate");
+    mem_ = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    owner_ = create;
+  }
+  ~SharedClocks() {
+    munmap(mem_, bytes_);
+    if (owner_) shm_unlink(name_.c_str());
+  }
+  std::atomic<uint64_t>& at(size_t i) { return static_cast<std::atomic<uint64_t>*>(mem_)[i]; }
+
+ private:
+  std::string name_;
+  size_t bytes_;
+  void* mem_ = nullptr;
+  bool owner_ = false;
+};
+
+class PsConsistencyTest : public PsTest {};
+
+constexpr uint32_t kSspWorkers = 3;
+constexpr int kSspIterations = 12;
+
+TEST_P(PsConsistencyTest, SspBoundHoldsWithRandomDelaysAndNobodyDeadlocks) {
+  for (uint64_t s : {uint64_t{0}, uint64_t{1}, uint64_t{3}}) {
+    SCOPED_TRACE("staleness " + std::to_string(s));
+    Config c = config();
+    c.staleness = s;
+    c.shard_floats = 1024;
+    ServerGroup servers(1, kSspWorkers, c);
+    std::string shm = "/rdmaps-ssp-" + std::to_string(getpid());
+    SharedClocks clocks(shm, kSspWorkers, true);
+    std::vector<PeerProcess> workers;
+    for (uint32_t w = 0; w < kSspWorkers; ++w)
+      workers.emplace_back("ssp_worker", GetParam(), 0, 100 + w,
+                           std::vector<std::string>{servers.addresses(), std::to_string(w), std::to_string(s), shm});
+    for (auto& w : workers) EXPECT_EQ(w.wait(120s), 0) << "bound violated (exit = violations) or deadlocked (-1)";
+  }
+}
+
+RDMAPS_TEST_PEER(ssp_worker) {
+  Config c;
+  c.staleness = std::stoull(args.extra.at(2));
+  c.shard_floats = 1024;
+  ClientOptions o = worker_options(args, c);
+  SharedClocks clocks(args.extra.at(3), kSspWorkers, false);
+  Client client(o);
+  client.declare("w", 3000);
+  client.connect();
+  std::mt19937 rng(static_cast<uint32_t>(args.seed));
+  std::uniform_int_distribution<int> delay_ms(0, 50);
+  std::vector<float> w(3000), g(3000, 0.001f);
+  int violations = 0;
+  for (int it = 0; it < kSspIterations; ++it) {
+    client.pull("w", w);
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
+    client.push("w", g);
+    clocks.at(o.worker).store(client.clock_value() + 1);
+    client.clock();
+    uint64_t c_now = client.clock_value();
+    for (uint32_t j = 0; j < kSspWorkers; ++j)
+      if (clocks.at(j).load() + c.staleness < c_now) {
+        std::fprintf(stderr, "worker %u began clock %llu while worker %u was at %llu (s=%llu)\n", o.worker,
+                     static_cast<unsigned long long>(c_now), j, static_cast<unsigned long long>(clocks.at(j).load()),
+                     static_cast<unsigned long long>(c.staleness));
+        ++violations;
+      }
+  }
+  return std::min(violations, 100);
+}
+
+// lr 1 and gradient -1 everywhere: each parameter counts the pushes applied
+// to it, so a lost gradient shows as too small, a duplicate as too large, and
+// a torn shard as unequal values within a shard.
+constexpr uint32_t kCountWorkers = 4;
+constexpr int kCountPushes = 250;
+constexpr size_t kCountFloats = 9000;
+constexpr uint32_t kCountShard = 1000;  // 2 servers x 5 shards: 10 pieces per push, 10,000 in all
+
+Config counting_config(transport::TransportKind kind) {
+  Config c;
+  c.transport = transport::transport_name(kind);
+  c.rule = UpdateRule::kSgd;
+  c.learning_rate = 1.0f;
+  c.staleness = kInfiniteStaleness;
+  c.shard_floats = kCountShard;
+  return c;
+}
+
+TEST_P(PsConsistencyTest, NoGradientLostOrAppliedTwiceAndNoTornShard) {
+  Config c = counting_config(GetParam());
+  ServerGroup servers(2, kCountWorkers + 1, c);  // worker 4 is the final checker below
+  std::vector<PeerProcess> workers;
+  for (uint32_t w = 0; w < kCountWorkers; ++w)
+    workers.emplace_back("counting_worker", GetParam(), 0, w,
+                         std::vector<std::string>{servers.addresses(), std::to_string(w)});
+  for (auto& w : workers) EXPECT_EQ(w.wait(300s), 0) << "a worker saw a torn shard (exit = torn pulls)";
+
+  uint64_t client_side = uint64_t{kCountWorkers} * kCountPushes * 10, server_side = 0;
+  for (size_t s = 0; s < servers.size(); ++s) {
+    auto st = servers.server(s).stats();
+    for (uint32_t w = 0; w < kCountWorkers; ++w) {
+      EXPECT_EQ(st.applied_per_worker[w], uint64_t{kCountPushes} * 5) << "server " << s << ", worker " << w;
+      server_side += st.applied_per_worker[w];
+    }
+    EXPECT_EQ(st.rejected, 0u);
+  }
+  EXPECT_EQ(server_side, client_side);
+
+  ClientOptions o;
+  o.servers = split(servers.addresses(), ',');
+  o.worker = kCountWorkers;
+  o.config = c;
+  Client checker(o);
+  checker.declare("w", kCountFloats);
+  checker.connect();
+  std::vector<float> w(kCountFloats);
+  checker.pull("w", w);
+  size_t wrong = 0;
+  for (float x : w) wrong += x != static_cast<float>(kCountWorkers * kCountPushes);
+  EXPECT_EQ(wrong, 0u) << "parameters that did not count every push exactly once (first: " << w[0] << ")";
+}
+
+RDMAPS_TEST_PEER(counting_worker) {
+  Client client(worker_options(args, counting_config(args.transport)));
+  client.declare("w", kCountFloats);
+  client.connect();
+  std::vector<float> g(kCountFloats, -1.0f), w(kCountFloats);
+  int torn = 0;
+  for (int i = 0; i < kCountPushes; ++i) {
+    client.push("w", g);
+    if (i % 25 == 0) {
+      client.pull("w", w);
+      for (size_t base = 0; base < kCountFloats; base += kCountShard / 2)  // shard boundaries are server-relative
+        for (size_t j = base; j < std::min(kCountFloats, base + kCountShard / 2); ++j)
+          if (w[j] != w[base]) {
+            ++torn;
+            break;
+          }
+    }
+    client.clock();
+  }
+  return std::min(torn, 100);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, PsConsistencyTest,
+                         testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
+                         transport_param_name);
+
+}  // namespace
+}  // namespace rdmaps::test

@@ -1,0 +1,204 @@
+// Faults: malformed inbox contents are rejected and counted with the peer
+// named while the other workers keep training; a dead worker is dropped from
+// the clock and may rejoin.
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "src/protocol.h"
+#include "tests/ps_fixture.h"
+#include "tests/transport_fixture.h"
+
+namespace rdmaps::test {
+namespace {
+
+class PsFaultTest : public PsTest {};
+
+constexpr size_t kFaultFloats = 5000;
+constexpr uint32_t kFaultShard = 2048;
+
+Config fault_config(transport::TransportKind kind) {
+  Config c;
+  c.transport = transport::transport_name(kind);
+  c.rule = UpdateRule::kSgd;
+  c.learning_rate = 0.05f;
+  c.staleness = kInfiniteStaleness;  // the rogue never clocks
+  c.shard_floats = kFaultShard;
+  c.check_nan = true;
+  return c;
+}
+
+// The malformed messages a rogue worker writes, each with a correct doorbell.
+enum Bad { kBadMagic, kOtherWorker, kBadShard, kOversize, kStaleSeq, kNaN, kVersionAhead, kBadType, kBadCount };
+
+TEST_P(PsFaultTest, MalformedInboxContentsAreRejectedAndOthersKeepTraining) {
+  Config c = fault_config(GetParam());
+  ServerGroup servers(1, 2, c);
+  PeerProcess good("steady_worker", GetParam(), 0, 5, {servers.addresses(), "0"});
+  PeerProcess rogue("rogue_worker", GetParam(), 0, 6, {servers.addresses(), "1"});
+  EXPECT_EQ(rogue.wait(120s), 0);
+  EXPECT_EQ(good.wait(120s), 0) << "the well-behaved worker's training was disturbed";
+  servers.join();
+  auto s = servers.server(0).stats();
+  EXPECT_EQ(s.rejected_per_worker[1], static_cast<uint64_t>(kBadCount) + 1) << "every malformed message counted";
+  EXPECT_EQ(s.rejected_per_worker[0], 0u);
+  EXPECT_EQ(s.applied_per_worker[1], 0u) << "a malformed push was applied";
+}
+
+// Trains with exact SGD from known values: any rogue message applied would
+// change the parameters away from the reference.
+RDMAPS_TEST_PEER(steady_worker) {
+  Config c = fault_config(args.transport);
+  Client client(worker_options(args, c));
+  client.declare("w", kFaultFloats);
+  client.connect();
+  std::vector<float> w(kFaultFloats), ref(kFaultFloats, 1.0f), g(kFaultFloats);
+  client.init("w", ref);
+  for (int step = 0; step < 60; ++step) {
+    client.pull("w", w);
+    for (size_t i = 0; i < kFaultFloats; ++i) g[i] = 0.25f * w[i] + 0.001f * static_cast<float>(step);
+    client.push("w", g);
+    for (size_t i = 0; i < kFaultFloats; ++i) ref[i] = ref[i] - c.learning_rate * g[i];
+    client.clock();
+    std::this_thread::sleep_for(2ms);
+  }
+  client.pull("w", w);
+  return std::memcmp(w.data(), ref.data(), kFaultFloats * 4) == 0 ? 0 : 1;
+}
+
+// Speaks the wire protocol directly through the transport (put path).
+RDMAPS_TEST_PEER(rogue_worker) {
+  using namespace ps;
+  auto context = transport::create_context({.transport = args.transport});
+  auto address = split(args.extra.at(0), ',').at(0);
+  auto ep = context->connect(transport::SockAddr::parse(address), kSetupTimeout);
+  ReceiveLayout layout{3, kFaultFloats};  // 5000 floats / 2048 per shard
+  auto receive = context->allocate(layout.bytes(), Access::kRemoteWrite);
+  std::memset(receive->data(), 0, receive->size());
+  Hello hello;
+  hello.worker = 1;
+  hello.push_path = static_cast<uint32_t>(PushPath::kPut);
+  hello.tensors = {{"w", kFaultFloats}};
+  hello.receive_region = receive->descriptor(Access::kRemoteWrite).serialize();
+  ep->send_control(encode(hello), kSetupTimeout);
+  Welcome welcome = decode_welcome(ep->recv_control(kSetupTimeout), address);
+  if (!welcome.accepted) return 10;
+  auto inbox = ep->import(transport::RegionDescriptor::parse(welcome.inbox_region, address));
+  SlotLayout slot{kFaultShard * sizeof(float)};
+  auto staging = context->allocate(slot.slot_bytes(), Access::kNone);
+  auto* mailbox = static_cast<const std::atomic<uint64_t>*>(receive->data());  // consumed_seq first
+  std::mt19937_64 rng(args.seed);
+
+  uint64_t seq = 1;
+  auto write = [&](const SlotHeader& h, uint64_t doorbell, float fill, bool wait_credit = true) {
+    auto* mem = static_cast<uint8_t*>(staging->data());
+    std::memcpy(mem, &h, sizeof(h));
+    auto* payload = reinterpret_cast<float*>(mem + slot.payload_offset());
+    for (size_t i = 0; i < kFaultShard; ++i) payload[i] = fill;
+    std::memcpy(mem + slot.doorbell_offset(), &doorbell, 8);
+    uint64_t base = ((seq - 1) % welcome.inbox_slots) * slot.slot_bytes();
+    ep->put(mem, slot.doorbell_offset(), *inbox, base, staging.get()).wait_for(kSetupTimeout);
+    ep->fence();
+    ep->put(mem + slot.doorbell_offset(), 8, *inbox, base + slot.doorbell_offset(), staging.get())
+        .wait_for(kSetupTimeout);
+    ep->flush().wait_for(kSetupTimeout);
+    if (!wait_credit) return;
+    // The server consumes (and rejects) each message and returns the credit.
+    auto deadline = std::chrono::steady_clock::now() + kSetupTimeout;
+    while (mailbox[0].load() < seq && std::chrono::steady_clock::now() < deadline) context->progress();
+    if (mailbox[0].load() < seq) throw std::runtime_error("no credit back for message " + std::to_string(seq));
+    ++seq;
+  };
+  auto header = [&](MsgType type) {
+    SlotHeader h{};
+    h.magic = kSlotMagic;
+    h.type = static_cast<uint16_t>(type);
+    h.worker = 1;
+    h.seq = seq;
+    h.length = 16;
+    return h;
+  };
+  for (int bad = 0; bad < kBadCount; ++bad) {
+    SlotHeader h = header(MsgType::kPush);
+    float fill = 0.5f;
+    switch (bad) {
+      case kBadMagic:
+        for (auto* p = reinterpret_cast<uint64_t*>(&h); p < reinterpret_cast<uint64_t*>(&h + 1); ++p) *p = rng();
+        break;
+      case kOtherWorker:
+        h.worker = 0;
+        break;
+      case kBadShard:
+        h.shard = 9999;
+        break;
+      case kOversize:
+        h.length = kFaultShard * 4;
+        break;
+      case kStaleSeq:
+        h.seq = seq - 1;
+        break;
+      case kNaN:
+        fill = std::nanf("");
+        break;
+      case kVersionAhead:
+        h.base_version = 1u << 30;
+        break;
+      case kBadType:
+        h.type = 77;
+        break;
+    }
+    write(h, seq, fill);
+  }
+  // A doorbell that does not match the sequence due: rejected, slot consumed.
+  write(header(MsgType::kPush), seq + 5, 0.5f);
+  if (mailbox[4].load() != kBadCount + 1) {  // Mailbox::rejected
+    std::fprintf(stderr, "rogue: mailbox counts %llu rejections\n", static_cast<unsigned long long>(mailbox[4].load()));
+    return 11;
+  }
+  SlotHeader bye = header(MsgType::kBye);
+  write(bye, seq, 0, /*wait_credit=*/false);  // a leaving worker gets no credit back
+  return 0;
+}
+
+TEST_P(PsFaultTest, DeadWorkerIsDroppedFromTheClockAndMayRejoin) {
+  Config c = config();
+  c.staleness = 0;  // BSP: a dead worker not dropped would block the others forever
+  c.shard_floats = 1024;
+  ServerGroup servers(1, 2, c);
+  PeerProcess survivor("clocking_worker", GetParam(), 0, 1, {servers.addresses(), "0", "40", "0"});
+  {
+    PeerProcess victim("clocking_worker", GetParam(), 0, 2, {servers.addresses(), "1", "1000", "0"});
+    std::this_thread::sleep_for(300ms);
+    victim.kill_now();
+  }
+  // Same worker id again: admitted at the current clock, trains under BSP.
+  PeerProcess rejoined("clocking_worker", GetParam(), 0, 3, {servers.addresses(), "1", "5", "0"});
+  EXPECT_EQ(rejoined.wait(60s), 0) << "the rejoining worker could not train";
+  EXPECT_EQ(survivor.wait(60s), 0) << "the surviving worker was blocked by the dead one";
+}
+
+RDMAPS_TEST_PEER(clocking_worker) {
+  Config c;
+  c.staleness = std::stoull(args.extra.at(3));
+  c.shard_floats = 1024;
+  Client client(worker_options(args, c));
+  client.declare("w", 2000);
+  client.connect();
+  std::vector<float> w(2000), g(2000, 0.01f);
+  int iterations = std::stoi(args.extra.at(2));
+  for (int i = 0; i < iterations; ++i) {
+    client.pull("w", w);
+    client.push("w", g);
+    client.clock();
+    std::this_thread::sleep_for(10ms);
+  }
+  return 0;
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, PsFaultTest,
+                         testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
+                         transport_param_name);
+
+}  // namespace
+}  // namespace rdmaps::test
