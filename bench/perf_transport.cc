@@ -1,7 +1,5 @@
 #include "bench/perf_transport.h"
 
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,11 +11,10 @@
 #include <vector>
 
 #include "bench/perf_options.h"
+#include "bench/perf_process.h"
 #include "bench/perf_report.h"
 #include "rdmaps/error.h"
 #include "transport/context.h"
-
-extern char** environ;
 
 namespace rdmaps::bench {
 namespace {
@@ -97,10 +94,10 @@ transport::ContextOptions context_options(const Flags& flags) {
 int run_server(const Flags& flags) {
   auto ctx = transport::create_context(context_options(flags));
   auto listener = ctx->listen(transport::SockAddr::parse(flags.str("listen", "0.0.0.0:13337")));
-  if (flags.has("port-fd")) {
-    int fd = static_cast<int>(flags.u64("port-fd", 0));
+  if (flags.has("report-fd")) {
+    int fd = static_cast<int>(flags.u64("report-fd", 0));
     int port = listener->address().port();
-    if (write(fd, &port, sizeof(port)) != sizeof(port)) throw Error(Errc::kIo, "writing the port to the parent");
+    report(fd, &port, sizeof(port));
     close(fd);
   } else {
     std::printf("rdmaps-perf transport server listening on %s\n", listener->address().to_string().c_str());
@@ -179,34 +176,6 @@ int run_server(const Flags& flags) {
 
 // ---- measuring side ------------------------------------------------------
 
-struct Spawned {
-  pid_t pid = -1;
-  int port = 0;
-};
-
-// With no --peer, the target runs as a child process with the same options.
-Spawned spawn_server(const Flags& flags) {
-  int fds[2];
-  if (pipe(fds) != 0) throw Error(Errc::kIo, "pipe() for the server process");
-  std::vector<std::string> args = {"rdmaps-perf", "transport",
-                                   "--role",      "server",
-                                   "--listen",    "127.0.0.1:0",
-                                   "--transport", flags.str("transport", "auto"),
-                                   "--wait",      flags.str("wait", "event"),
-                                   "--port-fd",   std::to_string(fds[1])};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  Spawned s;
-  int rc = posix_spawn(&s.pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ);
-  close(fds[1]);
-  if (rc != 0) throw Error(Errc::kIo, std::string("starting the server process: ") + std::strerror(rc));
-  ssize_t n = read(fds[0], &s.port, sizeof(s.port));
-  close(fds[0]);
-  if (n != sizeof(s.port)) throw Error(Errc::kIo, "the server process exited before it reported its port");
-  return s;
-}
-
 uint64_t auto_iters(size_t size, const std::string& op, bool native) {
   // About 256 MiB per size (64 MiB where RMA is emulated in software, which
   // moves puts at tens of MB/s), at least 8 and at most 20000 iterations.
@@ -224,12 +193,19 @@ int run_client(const Flags& flags) {
   const uint64_t window = std::max<uint64_t>(1, flags.u64("window", 64));
   const uint64_t seed = flags.u64("seed", std::random_device{}());
   const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
+  // Started by another benchmark: rows go back through its pipe.
+  const int report_fd = flags.has("report-fd") ? static_cast<int>(flags.u64("report-fd", 0)) : -1;
 
-  Spawned child;
+  Child child;
   std::string peer = flags.str("peer", "");
   if (peer.empty()) {
-    child = spawn_server(flags);
-    peer = "127.0.0.1:" + std::to_string(child.port);
+    // With no peer, the target runs as a child process with the same options.
+    child = spawn_self({"transport", "--role", "server", "--listen", "127.0.0.1:0", "--transport",
+                        flags.str("transport", "auto"), "--wait", flags.str("wait", "event"), "--peer-failure",
+                        flags.str("peer-failure", "off")});
+    int port = 0;
+    read_report(child, &port, sizeof(port), "transport server");
+    peer = "127.0.0.1:" + std::to_string(port);
   }
   auto ctx = transport::create_context(context_options(flags));
   auto ep = ctx->connect(transport::SockAddr::parse(peer), kSetupTimeout);
@@ -248,7 +224,7 @@ int run_client(const Flags& flags) {
     ++pongs;
   });
 
-  if (!json) {
+  if (!json && report_fd < 0) {
     std::string config = "# rdmaps-perf transport: op " + op + ", peer " + peer + "\n# " + ctx->describe() +
                          "\n# rma " + (ep->rma_native() ? "native" : "emulated in software") +
                          "; lanes: " + ep->describe() + "\n# window " + std::to_string(window) +
@@ -325,19 +301,22 @@ int run_client(const Flags& flags) {
       row.wrong = recv_words(*ep, kPhaseTimeout).at(0);
     }
     failures += row.wrong != 0;
-    if (json)
+    if (report_fd >= 0) {
+      std::string line = transport_row_json(row) + "\n";
+      report(report_fd, line.data(), line.size());
+    } else if (json) {
       std::printf("%s\n", transport_row_json(row).c_str());
-    else
+    } else {
       print_transport_row(row);
+    }
     std::fflush(stdout);
   }
   send_words(*ep, {kQuit});
   recv_words(*ep, kPhaseTimeout);
   ep.reset();
   if (child.pid > 0) {
-    int status = 0;
-    waitpid(child.pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    int status = wait_child(child);
+    if (status != 0) {
       std::fprintf(stderr, "rdmaps-perf: the server process failed (status %d)\n", status);
       return 1;
     }
@@ -369,7 +348,7 @@ void perf_transport_usage() {
 
 int perf_transport_main(int argc, char** argv, int first) {
   Flags flags(argc, argv, first,
-              {"transport", "op", "sizes", "iters", "window", "json", "peer", "role", "listen", "port-fd", "seed",
+              {"transport", "op", "sizes", "iters", "window", "json", "peer", "role", "listen", "report-fd", "seed",
                "wait", "peer-failure", "help"},
               {"json", "help"});
   if (flags.has("help")) {

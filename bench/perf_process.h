@@ -1,0 +1,28 @@
+// Child processes of rdmaps-perf: the same binary in another role, reporting
+// back through an inherited pipe.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace rdmaps::bench {
+
+struct Child {
+  pid_t pid = -1;
+  int read_fd = -1;  ///< what the child writes to the fd named by --report-fd
+};
+
+/// Runs this binary with `args` plus "--report-fd N".
+Child spawn_self(std::vector<std::string> args);
+/// Reads exactly `n` bytes the child reported; throws Error naming `what` if it exits first.
+void read_report(const Child& child, void* data, size_t n, const std::string& what);
+/// Reads everything until the child closes its end.
+std::string read_all(const Child& child);
+/// Waits for the child; returns its exit status (128+signal when killed).
+int wait_child(Child& child);
+/// Writes to the fd named by --report-fd.
+void report(int fd, const void* data, size_t n);
+
+}  // namespace rdmaps::bench

@@ -1,0 +1,255 @@
+#include "bench/perf_ps.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench/perf_options.h"
+#include "bench/perf_process.h"
+#include "bench/perf_report.h"
+#include "rdmaps/client.h"
+#include "rdmaps/error.h"
+#include "rdmaps/server.h"
+
+namespace rdmaps::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const std::set<std::string> kFlags = {"transport", "workers",      "servers",   "floats",       "rule",
+                                      "iters",     "json",         "push-path", "shard-floats", "role",
+                                      "index",     "servers-list", "worker",    "report-fd",    "help"};
+
+Config ps_config(const Flags& f) {
+  Config c;
+  std::vector<std::string> args = {"--transport",    f.str("transport", "shm"),
+                                   "--rule",         f.str("rule", "dc-asgd-c"),
+                                   "--push-path",    f.str("push-path", "auto"),
+                                   "--shard-floats", std::to_string(f.u64("shard-floats", 256 * 1024)),
+                                   "--staleness",    "0"};
+  parse_config(c, args, nullptr);
+  return c;
+}
+
+// Bytes one update of n floats streams through memory, per rule (reads + writes).
+uint64_t update_bytes(UpdateRule rule, uint64_t n) {
+  switch (rule) {
+    case UpdateRule::kSgd:
+      return 12 * n;  // w r/w, g r
+    case UpdateRule::kMomentum:
+      return 20 * n;  // w r/w, v r/w, g r
+    case UpdateRule::kDcAsgdConstant:
+      return 16 * n;  // w r/w, g r, w_bak r
+    case UpdateRule::kDcAsgdAdaptive:
+      return 24 * n;  // w r/w, g r, w_bak r, ms r/w
+  }
+  return 0;
+}
+
+// Single-thread copy bandwidth (read + write), measured now: the server applies on one thread.
+double memory_GBps() {
+  const size_t bytes = 256u << 20;
+  std::vector<char> a(bytes, 1), b(bytes, 2);
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    auto t0 = Clock::now();
+    std::memcpy(b.data(), a.data(), bytes);
+    double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, 2.0 * bytes / s / 1e9);
+    std::swap(a, b);
+  }
+  return best;
+}
+
+int run_server(const Flags& f) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.index = static_cast<uint32_t>(f.u64("index", 0));
+  o.servers = static_cast<uint32_t>(f.u64("servers", 1));
+  o.workers = static_cast<uint32_t>(f.u64("workers", 1));
+  o.config = ps_config(f);
+  Server server(o);
+  int port = std::stoi(server.address().substr(server.address().rfind(':') + 1));
+  int fd = static_cast<int>(f.u64("report-fd", 0));
+  report(fd, &port, sizeof(port));
+  close(fd);
+  server.run();
+  return 0;
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(item);
+  return out;
+}
+
+int run_worker(const Flags& f) {
+  ClientOptions o;
+  o.servers = split_list(f.str("servers-list", ""));
+  o.worker = static_cast<uint32_t>(f.u64("worker", 0));
+  o.config = ps_config(f);
+  const uint64_t floats = f.u64("floats", 1u << 24);
+  const uint64_t iters = f.u64("iters", 5);
+  Client client(o);
+  client.declare("w", floats);
+  client.connect();
+  std::vector<float> w(floats, 0.0f), g(floats, 1e-3f);
+  if (o.worker == 0) client.init("w", w);
+  client.pull("w", w);  // sets this worker's backup (DC-ASGD's w_bak)
+  std::vector<double> total, push;
+  for (uint64_t i = 0; i < iters + 1; ++i) {
+    auto t0 = Clock::now();
+    client.push("w", g);
+    auto t1 = Clock::now();
+    client.clock();
+    client.pull("w", w);
+    auto t2 = Clock::now();
+    if (i == 0) continue;  // warm-up
+    push.push_back(std::chrono::duration<double>(t1 - t0).count());
+    total.push_back(std::chrono::duration<double>(t2 - t0).count());
+  }
+  std::ostringstream out;
+  out.precision(9);
+  for (size_t i = 0; i < total.size(); ++i) out << total[i] << " " << push[i] << "\n";
+  std::string text = out.str() + "path " + client.stats().push_paths.at(0) + "\n";
+  int fd = static_cast<int>(f.u64("report-fd", 0));
+  report(fd, text.data(), text.size());
+  close(fd);
+  return 0;
+}
+
+int run_driver(const Flags& f) {
+  const std::string transport = f.str("transport", "shm");
+  const uint32_t workers = static_cast<uint32_t>(f.u64("workers", 1));
+  const uint32_t servers = static_cast<uint32_t>(f.u64("servers", 1));
+  const uint64_t floats = f.u64("floats", 1u << 24);
+  const Config config = ps_config(f);
+  const uint64_t iters = f.u64("iters", std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50));
+  if (workers == 0 || servers == 0) throw Error(Errc::kInvalidArgument, "--workers and --servers must be at least 1");
+
+  // Same-run references for the bound: memory bandwidth, and the transport at
+  // shard-sized messages on the path pushes take.
+  double mem = memory_GBps();
+  std::string op = config.push_path == PushPath::kPut  ? "put"
+                   : config.push_path == PushPath::kAm ? "am"
+                   : transport == "tcp"                ? "am"
+                                                       : "put";
+  Child probe = spawn_self({"transport", "--transport", transport, "--op", op, "--sizes",
+                            std::to_string(config.shard_floats * 4ull), "--iters", "512", "--json"});
+  std::string probe_out = read_all(probe);
+  wait_child(probe);
+  auto at = probe_out.find("\"bw_MBps\":");
+  if (at == std::string::npos) throw Error(Errc::kInternal, "transport probe printed no bandwidth: " + probe_out);
+  double net = std::stod(probe_out.substr(at + 10)) / 1e3;
+
+  std::vector<std::string> common = {"--transport",    transport,
+                                     "--rule",         f.str("rule", "dc-asgd-c"),
+                                     "--push-path",    f.str("push-path", "auto"),
+                                     "--shard-floats", std::to_string(config.shard_floats),
+                                     "--workers",      std::to_string(workers),
+                                     "--servers",      std::to_string(servers),
+                                     "--floats",       std::to_string(floats),
+                                     "--iters",        std::to_string(iters)};
+  std::vector<Child> server_children;
+  std::string list;
+  for (uint32_t s = 0; s < servers; ++s) {
+    std::vector<std::string> args = {"ps", "--role", "server", "--index", std::to_string(s)};
+    args.insert(args.end(), common.begin(), common.end());
+    server_children.push_back(spawn_self(args));
+    int port = 0;
+    read_report(server_children.back(), &port, sizeof(port), "server");
+    list += (list.empty() ? "" : ",") + ("127.0.0.1:" + std::to_string(port));
+  }
+  std::vector<Child> worker_children;
+  for (uint32_t w = 0; w < workers; ++w) {
+    std::vector<std::string> args = {"ps", "--role", "worker", "--worker", std::to_string(w), "--servers-list", list};
+    args.insert(args.end(), common.begin(), common.end());
+    worker_children.push_back(spawn_self(args));
+  }
+  std::vector<double> total, push;
+  std::string path;
+  for (auto& child : worker_children) {
+    std::istringstream in(read_all(child));
+    for (std::string a, b; in >> a >> b;) {
+      if (a == "path") {
+        path = b;
+        continue;
+      }
+      total.push_back(std::stod(a));
+      push.push_back(std::stod(b));
+    }
+    if (wait_child(child) != 0) throw Error(Errc::kInternal, "a worker process failed (see its output above)");
+  }
+  for (auto& child : server_children) wait_child(child);
+  if (total.empty()) throw Error(Errc::kInternal, "no worker reported timings");
+
+  Percentiles iter = Percentiles::of(total), push_p = Percentiles::of(push);
+  // Bound for one iteration: every worker's push and pull cross the transport,
+  // and each server streams its share of every worker's update, backup copy
+  // and write-back (servers run in parallel; so do transfers to different servers).
+  double per_server_floats = static_cast<double>(floats) / servers;
+  double wire = workers * 2.0 * 4 * per_server_floats / (net * 1e9);
+  double memory = workers * (update_bytes(config.rule, 1) + 8.0 + 8.0) * per_server_floats / (mem * 1e9);
+  double bound = wire + memory;
+  double push_GBps = floats * 4.0 / push_p.p50 / 1e9;
+
+  std::ostringstream j;
+  j.precision(6);
+  j << "{\"bench\":\"ps\",\"transport\":\"" << transport << "\",\"push_path\":\"" << path << "\",\"rule\":\""
+    << rule_name(config.rule) << "\",\"workers\":" << workers << ",\"servers\":" << servers << ",\"floats\":" << floats
+    << ",\"shard_floats\":" << config.shard_floats << ",\"iters\":" << total.size() << ",\"iter_p50_s\":" << iter.p50
+    << ",\"iter_max_s\":" << iter.max << ",\"push_p50_s\":" << push_p.p50 << ",\"push_GBps\":" << push_GBps
+    << ",\"transport_GBps\":" << net << ",\"memory_GBps\":" << mem << ",\"bound_wire_s\":" << wire
+    << ",\"bound_memory_s\":" << memory << ",\"bound_s\":" << bound << ",\"ratio\":" << iter.p50 / bound
+    << ",\"push_vs_transport\":" << push_GBps / net << "}";
+  if (f.has("json")) {
+    std::printf("%s\n", j.str().c_str());
+  } else {
+    std::printf("# rdmaps-perf ps: %u worker(s), %u server(s), %llu floats, rule %s, transport %s, push path %s\n",
+                workers, servers, static_cast<unsigned long long>(floats), rule_name(config.rule), transport.c_str(),
+                path.c_str());
+    std::printf(
+        "# bound = push+pull bytes / transport %.2f GB/s (%s at %u-float pieces, same run)\n"
+        "#       + update, backup copy and copy-out bytes / memory %.2f GB/s (single-thread copy, same run)\n",
+        net, op.c_str(), config.shard_floats, mem);
+    std::printf("%8s %12s %12s %12s %12s %12s %8s\n", "iters", "iter_p50_s", "push_GB/s", "bound_s", "wire_s",
+                "memory_s", "ratio");
+    std::printf("%8zu %12.4f %12.2f %12.4f %12.4f %12.4f %8.2f\n", total.size(), iter.p50, push_GBps, bound, wire,
+                memory, iter.p50 / bound);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int perf_ps_main(int argc, char** argv, int first) {
+  Flags f(argc, argv, first, kFlags, {"json", "help"});
+  if (f.has("help")) {
+    std::printf(
+        "rdmaps-perf ps [flags]\n"
+        "  Push + apply + write-back through real server and worker processes on this host.\n\n"
+        "  --transport tcp|shm      (shm)\n"
+        "  --workers N --servers S  (1, 1)\n"
+        "  --floats N               model size in floats (16M)\n"
+        "  --rule R                 sgd, momentum, dc-asgd-c, dc-asgd-a (dc-asgd-c)\n"
+        "  --push-path P            auto, put, am (auto)\n"
+        "  --shard-floats N         floats per piece (262144 = 1 MiB)\n"
+        "  --iters N                timed iterations (auto)\n"
+        "  --json                   one JSON object\n");
+    return 0;
+  }
+  std::string role = f.str("role", "driver");
+  if (role == "server") return run_server(f);
+  if (role == "worker") return run_worker(f);
+  return run_driver(f);
+}
+
+}  // namespace rdmaps::bench
