@@ -122,6 +122,54 @@ RDMAPS_TEST_PEER(dc_worker) {
   return worst <= 1e-6 ? 0 : 1;
 }
 
+// One worker pulls once, then pushes five gradients on that copy: per shard,
+// tau runs 0, 1, 2, 3, 4.
+TEST(StalenessPolicy, DropAboveTauMaxAndScaleByTau) {
+  for (StalenessPolicy policy : {StalenessPolicy::kDropAboveMax, StalenessPolicy::kScaleByTau}) {
+    Config c = sgd_config(transport::TransportKind::kShm);
+    c.staleness_policy = policy;
+    c.tau_max = 2;
+    ServerGroup servers(1, 1, c);
+    bool drop = policy == StalenessPolicy::kDropAboveMax;
+    PeerProcess worker("stale_pusher", transport::TransportKind::kShm, 0, 3,
+                       {servers.addresses(), "0", drop ? "drop" : "eta-tau"});
+    EXPECT_EQ(worker.wait(60s), 0) << "parameters differ from the policy's reference";
+    servers.join();
+    uint64_t shards = (kFloats + kShard - 1) / kShard;
+    auto s = servers.server(0).stats();
+    EXPECT_EQ(s.dropped, drop ? 2 * shards : 0u);
+    EXPECT_EQ(s.pushes, drop ? 3 * shards : 5 * shards);
+    EXPECT_EQ(s.staleness[4], drop ? 0u : shards) << "tau 4 recorded once per shard";
+  }
+}
+
+RDMAPS_TEST_PEER(stale_pusher) {
+  Config c = sgd_config(args.transport);
+  bool drop = args.extra.at(2) == "drop";
+  c.staleness_policy = drop ? StalenessPolicy::kDropAboveMax : StalenessPolicy::kScaleByTau;
+  c.tau_max = 2;
+  Client client(worker_options(args, c));
+  client.declare("w", kFloats);
+  client.connect();
+  std::vector<float> w(kFloats, 0.5f), g(kFloats), ref(kFloats, 0.5f);
+  client.init("w", w);
+  client.pull("w", w);
+  for (uint64_t tau = 0; tau < 5; ++tau) {
+    for (size_t i = 0; i < kFloats; ++i) g[i] = 0.1f * static_cast<float>(i % 7) + 0.01f * tau;
+    client.push("w", g);
+    if (drop && tau > c.tau_max) continue;
+    float lr = c.learning_rate;
+    if (!drop && tau > 1) lr /= static_cast<float>(tau);
+    for (size_t i = 0; i < kFloats; ++i) ref[i] = ref[i] - lr * g[i];
+  }
+  client.clock();
+  client.pull("w", w);
+  double worst = 0;
+  for (size_t i = 0; i < kFloats; ++i) worst = std::max(worst, static_cast<double>(std::abs(w[i] - ref[i])));
+  if (worst > 1e-6) std::fprintf(stderr, "stale_pusher: worst difference %g\n", worst);
+  return worst <= 1e-6 ? 0 : 1;
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, PsTest,
                          testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
                          transport_param_name);
