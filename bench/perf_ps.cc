@@ -23,9 +23,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const std::set<std::string> kFlags = {"transport", "workers",      "servers",   "floats",       "rule",
-                                      "iters",     "json",         "push-path", "shard-floats", "role",
-                                      "index",     "servers-list", "worker",    "report-fd",    "help"};
+const std::set<std::string> kFlags = {"transport", "workers",   "servers",       "floats", "rule",  "iters",
+                                      "json",      "push-path", "shard-floats",  "role",   "index", "servers-list",
+                                      "worker",    "report-fd", "apply-threads", "help"};
 
 Config ps_config(const Flags& f) {
   Config c;
@@ -243,6 +243,7 @@ int perf_ps_main(int argc, char** argv, int first) {
         "  --push-path P            auto, put, am (auto)\n"
         "  --shard-floats N         floats per piece (262144 = 1 MiB)\n"
         "  --iters N                timed iterations (auto)\n"
+        "  --apply-threads N        server threads per update (1)\n"
         "  --json                   one JSON object\n");
     return 0;
   }

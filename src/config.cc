@@ -134,6 +134,12 @@ const std::map<std::string, Setter>& setters() {
          c.inbox_slots = static_cast<uint32_t>(n);
        }},
       {"secret", [](Config& c, const std::string& v, const std::string&) { c.secret = v; }},
+      {"apply-threads",
+       [](Config& c, const std::string& v, const std::string& s) {
+         uint64_t n = to_u64(v, s);
+         if (n == 0 || n > 256) bad(s, v, "a thread count in 1..256");
+         c.apply_threads = static_cast<uint32_t>(n);
+       }},
   };
   return table;
 }
@@ -210,7 +216,8 @@ const char* config_help() {
          "  --transport T           tcp, shm, auto (UCX_TLS)                        [RDMAPS_TRANSPORT]\n"
          "  --shard-floats N        floats per shard (262144)                       [RDMAPS_SHARD_FLOATS]\n"
          "  --inbox-slots N         slots per worker inbox (4)                      [RDMAPS_INBOX_SLOTS]\n"
-         "  --secret S              shared secret checked at connection             [RDMAPS_SECRET]\n";
+         "  --secret S              shared secret checked at connection             [RDMAPS_SECRET]\n"
+         "  --apply-threads N       server threads splitting each update (1)        [RDMAPS_APPLY_THREADS]\n";
 }
 
 }  // namespace rdmaps

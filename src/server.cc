@@ -11,6 +11,7 @@
 
 #include "rdmaps/error.h"
 #include "src/am_ids.h"
+#include "src/apply_pool.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "src/update_rules.h"
@@ -78,7 +79,10 @@ struct WorkerState {
 class ServerImpl {
  public:
   explicit ServerImpl(const ServerOptions& options)
-      : options_(options), config_(options.config), update_(UpdateParams::from(options.config)) {
+      : options_(options),
+        config_(options.config),
+        update_(UpdateParams::from(options.config)),
+        pool_(options.config.apply_threads) {
     if (options.servers == 0 || options.index >= options.servers)
       throw Error(Errc::kInvalidArgument, "server index " + std::to_string(options.index) + " is not below the " +
                                               std::to_string(options.servers) + " servers");
@@ -139,6 +143,7 @@ class ServerImpl {
   ServerOptions options_;
   Config config_;
   UpdateParams update_;
+  ApplyPool pool_;
   std::unique_ptr<transport::Context> context_;  // first member destroyed last among owners below
   std::unique_ptr<transport::Listener> listener_;
   std::vector<WorkerState> workers_;
@@ -348,8 +353,12 @@ void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, const float* g)
   float lr = config_.learning_rate;
   if (config_.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
   size_t local = (partition_->shard(options_.index, h.shard).begin - range_.begin) + h.offset;
-  apply_update(update_, lr, params_.data() + local, g, static_cast<const float*>(w.backup->data()) + local,
-               state_.empty() ? nullptr : state_.data() + local, h.length);
+  float* params = params_.data() + local;
+  const float* backup = static_cast<const float*>(w.backup->data()) + local;
+  float* state = state_.empty() ? nullptr : state_.data() + local;
+  pool_.run(h.length, [&](size_t begin, size_t end) {
+    apply_update(update_, lr, params + begin, g + begin, backup + begin, state ? state + begin : nullptr, end - begin);
+  });
   ++versions_[h.shard];
   with_stats([&](ServerStats& s) {
     ++s.pushes;

@@ -3,11 +3,13 @@
 // table partition, wire-format decoding.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <random>
 
 #include "rdmaps/config.h"
 #include "rdmaps/error.h"
+#include "src/apply_pool.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "src/update_rules.h"
@@ -66,6 +68,21 @@ TEST(UpdateRules, EveryRuleMatchesItsFloat64FormulaOverManySteps) {
     double worst = 0;
     for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::abs(w[i] - r.w[i]) / std::max(1.0, std::abs(r.w[i])));
     EXPECT_LT(worst, 1e-6);
+  }
+}
+
+TEST(ApplyPool, EveryElementIsCoveredExactlyOnce) {
+  for (unsigned threads : {1u, 2u, 3u}) {
+    ApplyPool pool(threads);
+    for (size_t n : {size_t{0}, size_t{5}, size_t{32767}, size_t{32768}, size_t{100003}, size_t{262144}}) {
+      std::vector<std::atomic<int>> hits(n);
+      pool.run(n, [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) hits[i].fetch_add(1);
+      });
+      size_t wrong = 0;
+      for (auto& h : hits) wrong += h.load() != 1;
+      EXPECT_EQ(wrong, 0u) << threads << " threads, " << n << " elements";
+    }
   }
 }
 

@@ -36,6 +36,7 @@ struct Config {
   std::string transport = "auto";      ///< tcp, shm or auto (UCX_TLS)
   uint32_t shard_floats = 256 * 1024;  ///< floats per shard (1 MiB)
   uint32_t inbox_slots = 4;            ///< slots per worker inbox ring
+  uint32_t apply_threads = 1;          ///< server threads that split each update
   std::string secret;                  ///< shared secret checked at connection (empty: none)
 };
 
