@@ -100,12 +100,8 @@ constexpr size_t kCountFloats = 9000;
 constexpr uint32_t kCountShard = 1000;  // 2 servers x 5 shards: 10 pieces per push, 10,000 in all
 
 Config counting_config(transport::TransportKind kind) {
-  Config c;
-  c.transport = transport::transport_name(kind);
-  c.rule = UpdateRule::kSgd;
-  c.learning_rate = 1.0f;
+  Config c = sgd_config(kind, 1.0f, kCountShard);
   c.staleness = kInfiniteStaleness;
-  c.shard_floats = kCountShard;
   return c;
 }
 

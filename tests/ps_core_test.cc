@@ -14,14 +14,7 @@ constexpr size_t kFloats = 10000;  // several shards of kShard floats
 constexpr uint32_t kShard = 4096;
 constexpr int kSteps = 100;
 
-Config sgd_config(transport::TransportKind kind) {
-  Config c;
-  c.transport = transport::transport_name(kind);
-  c.rule = UpdateRule::kSgd;
-  c.learning_rate = 0.05f;
-  c.shard_floats = kShard;
-  return c;
-}
+Config core_config(transport::TransportKind kind) { return sgd_config(kind, 0.05f, kShard); }
 
 // A deterministic gradient of the parameters, different every step.
 void gradient(const std::vector<float>& w, int step, uint64_t seed, std::vector<float>& g) {
@@ -31,7 +24,7 @@ void gradient(const std::vector<float>& w, int step, uint64_t seed, std::vector<
 }
 
 TEST_P(PsTest, OneWorkerSgdEqualsSequentialSgdBitForBit) {
-  Config c = sgd_config(GetParam());
+  Config c = core_config(GetParam());
   ServerGroup servers(1, 1, c);
   PeerProcess worker("sgd_worker", GetParam(), 0, 7, {servers.addresses(), "0"});
   EXPECT_EQ(worker.wait(120s), 0) << "worker found parameters that differ from sequential SGD";
@@ -42,7 +35,7 @@ TEST_P(PsTest, OneWorkerSgdEqualsSequentialSgdBitForBit) {
 }
 
 RDMAPS_TEST_PEER(sgd_worker) {
-  Config c = sgd_config(args.transport);
+  Config c = core_config(args.transport);
   Client client(worker_options(args, c));
   client.declare("w", kFloats);
   client.connect();
@@ -69,7 +62,7 @@ RDMAPS_TEST_PEER(sgd_worker) {
 // same (now stale) copy, so w != w_bak for the second; a float64 evaluation of
 // the paper's formula must agree to 1e-6 relative.
 Config dc_config(transport::TransportKind kind, UpdateRule rule) {
-  Config c = sgd_config(kind);
+  Config c = core_config(kind);
   c.rule = rule;
   c.learning_rate = 0.1f;
   c.dc_lambda = 0.5f;
@@ -126,7 +119,7 @@ RDMAPS_TEST_PEER(dc_worker) {
 // tau runs 0, 1, 2, 3, 4.
 TEST(StalenessPolicy, DropAboveTauMaxAndScaleByTau) {
   for (StalenessPolicy policy : {StalenessPolicy::kDropAboveMax, StalenessPolicy::kScaleByTau}) {
-    Config c = sgd_config(transport::TransportKind::kShm);
+    Config c = core_config(transport::TransportKind::kShm);
     c.staleness_policy = policy;
     c.tau_max = 2;
     ServerGroup servers(1, 1, c);
@@ -144,7 +137,7 @@ TEST(StalenessPolicy, DropAboveTauMaxAndScaleByTau) {
 }
 
 RDMAPS_TEST_PEER(stale_pusher) {
-  Config c = sgd_config(args.transport);
+  Config c = core_config(args.transport);
   bool drop = args.extra.at(2) == "drop";
   c.staleness_policy = drop ? StalenessPolicy::kDropAboveMax : StalenessPolicy::kScaleByTau;
   c.tau_max = 2;

@@ -19,12 +19,8 @@ constexpr size_t kFaultFloats = 5000;
 constexpr uint32_t kFaultShard = 2048;
 
 Config fault_config(transport::TransportKind kind) {
-  Config c;
-  c.transport = transport::transport_name(kind);
-  c.rule = UpdateRule::kSgd;
-  c.learning_rate = 0.05f;
+  Config c = sgd_config(kind, 0.05f, kFaultShard);
   c.staleness = kInfiniteStaleness;  // the rogue never clocks
-  c.shard_floats = kFaultShard;
   c.check_nan = true;
   return c;
 }

@@ -74,6 +74,16 @@ inline ClientOptions worker_options(const PeerArgs& args, const Config& config) 
   return o;
 }
 
+/// SGD over `kind` with the given step and shard size; tests change the rest.
+inline Config sgd_config(transport::TransportKind kind, float lr, uint32_t shard_floats) {
+  Config c;
+  c.transport = transport::transport_name(kind);
+  c.rule = UpdateRule::kSgd;
+  c.learning_rate = lr;
+  c.shard_floats = shard_floats;
+  return c;
+}
+
 class PsTest : public testing::TestWithParam<transport::TransportKind> {
  protected:
   Config config() const {
