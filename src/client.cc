@@ -59,7 +59,7 @@ class ClientImpl {
   void connect();
   void send(const std::string& name, std::span<const float> values, MsgType type);
   void pull(const std::string& name, std::span<float> out);
-  void clock();
+  void clock(bool barrier);
   uint64_t clock_value() const { return clock_; }
   ClientStats stats() const { return stats_; }
 
@@ -320,16 +320,17 @@ void ClientImpl::pull(const std::string& name, std::span<float> out) {
   }
 }
 
-void ClientImpl::clock() {
+void ClientImpl::clock(bool barrier) {
   require_connected("clock");
   ++clock_;
   ++stats_.clocks;
   std::vector<transport::Request> inflight;
   for (auto& link : links_) post(link, MsgType::kClock, 0, 0, 0, 0, nullptr, inflight);
   for (auto& r : inflight) r.wait_for(options_.timeout);
-  if (config_.staleness == kInfiniteStaleness || clock_ <= config_.staleness) return;
+  const uint64_t s = barrier ? 0 : config_.staleness;
+  if (s == kInfiniteStaleness || clock_ <= s) return;
   // SSP: iteration c+1 begins only once every live worker reached c - s.
-  const uint64_t need = clock_ - config_.staleness;
+  const uint64_t need = clock_ - s;
   auto start = Clock::now();
   for (auto& link : links_)
     wait([&] { return link.load(link.mailbox().min_clock) >= need; },
@@ -347,7 +348,8 @@ void Client::push(const std::string& name, std::span<const float> gradient) {
   impl_->send(name, gradient, MsgType::kPush);
 }
 void Client::pull(const std::string& name, std::span<float> out) { impl_->pull(name, out); }
-void Client::clock() { impl_->clock(); }
+void Client::clock() { impl_->clock(false); }
+void Client::barrier() { impl_->clock(true); }
 uint64_t Client::clock_value() const { return impl_->clock_value(); }
 ClientStats Client::stats() const { return impl_->stats(); }
 

@@ -55,6 +55,10 @@ class Client {
   /// `staleness` clocks behind.
   void clock();
 
+  /// Advances the clock and waits until every live worker reached it,
+  /// whatever the staleness bound (e.g. after one worker's init()).
+  void barrier();
+
   uint64_t clock_value() const;
   ClientStats stats() const;
 

@@ -1,0 +1,118 @@
+#include "src/train/dataset.h"
+
+#include <sys/stat.h>
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include "rdmaps/error.h"
+
+namespace rdmaps::train {
+
+namespace {
+
+constexpr uint32_t kImageMagic = 0x00000803;  // unsigned bytes, 3 dimensions
+constexpr uint32_t kLabelMagic = 0x00000801;  // unsigned bytes, 1 dimension
+
+struct GzCloser {
+  void operator()(gzFile_s* f) const { gzclose(f); }
+};
+using GzFile = std::unique_ptr<gzFile_s, GzCloser>;
+
+class IdxFile {
+ public:
+  explicit IdxFile(const std::string& path) : path_(path) {
+    struct stat st {};
+    if (stat(path.c_str(), &st) != 0)
+      throw Error(Errc::kIo, "cannot open " + path + ": " + std::strerror(errno) +
+                                 " (install dataset-fashion-mnist, or pass --data DIR with the four IDX files)");
+    file_.reset(gzopen(path.c_str(), "rb"));
+    if (!file_) throw Error(Errc::kIo, "cannot open " + path + ": " + std::strerror(errno));
+  }
+  uint32_t be32(const char* what) {
+    unsigned char b[4];
+    read(b, 4, what);
+    return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | b[3];
+  }
+  void read(void* out, size_t n, const char* what) {
+    auto* p = static_cast<unsigned char*>(out);
+    size_t got = 0;
+    while (got < n) {
+      unsigned chunk = static_cast<unsigned>(std::min<size_t>(n - got, 1u << 30));
+      int r = gzread(file_.get(), p + got, chunk);
+      if (r <= 0) {
+        int err = 0;
+        const char* msg = gzerror(file_.get(), &err);
+        throw Error(Errc::kIo, path_ + ": truncated in " + what + ": expected " + std::to_string(n) + " bytes, got " +
+                                   std::to_string(got) +
+                                   (err != Z_OK && err != Z_STREAM_END ? std::string(" (") + msg + ")" : ""));
+      }
+      got += static_cast<size_t>(r);
+    }
+  }
+  [[noreturn]] void fail(const std::string& why) const { throw Error(Errc::kProtocol, path_ + ": " + why); }
+
+ private:
+  std::string path_;
+  GzFile file_;
+};
+
+std::string hex(uint32_t v) {
+  char b[16];
+  std::snprintf(b, sizeof(b), "0x%08x", v);
+  return b;
+}
+
+}  // namespace
+
+Dataset load_idx(const std::string& images_path, const std::string& labels_path) {
+  Dataset d;
+  IdxFile images(images_path);
+  uint32_t magic = images.be32("the header");
+  if (magic != kImageMagic)
+    images.fail("magic " + hex(magic) + " is not an IDX image file (expected " + hex(kImageMagic) + ")");
+  d.count = images.be32("the header");
+  d.rows = images.be32("the header");
+  d.cols = images.be32("the header");
+  if (d.count == 0 || d.rows == 0 || d.cols == 0 || d.rows > 4096 || d.cols > 4096 || d.count > (1u << 26))
+    images.fail("implausible dimensions " + std::to_string(d.count) + " x " + std::to_string(d.rows) + " x " +
+                std::to_string(d.cols));
+  std::vector<uint8_t> raw(d.count * d.pixels());
+  images.read(raw.data(), raw.size(), "the pixel data");
+  d.images.resize(raw.size());
+  for (size_t i = 0; i < raw.size(); ++i) d.images[i] = raw[i] * (1.0f / 255.0f);
+
+  IdxFile labels(labels_path);
+  magic = labels.be32("the header");
+  if (magic != kLabelMagic)
+    labels.fail("magic " + hex(magic) + " is not an IDX label file (expected " + hex(kLabelMagic) + ")");
+  uint32_t n = labels.be32("the header");
+  if (n != d.count)
+    labels.fail(std::to_string(n) + " labels for " + std::to_string(d.count) + " images in " + images_path);
+  d.labels.resize(n);
+  labels.read(d.labels.data(), n, "the labels");
+  for (size_t i = 0; i < n; ++i)
+    if (d.labels[i] > 9)
+      labels.fail("label " + std::to_string(d.labels[i]) + " at index " + std::to_string(i) + " is not 0..9");
+  return d;
+}
+
+TrainTest load_dataset_dir(const std::string& dir) {
+  auto path = [&](const char* name) {
+    std::string gz = dir + "/" + name + ".gz", plain = dir + "/" + name;
+    struct stat st {};
+    return stat(gz.c_str(), &st) == 0 ? gz : plain;
+  };
+  TrainTest t;
+  t.train = load_idx(path("train-images-idx3-ubyte"), path("train-labels-idx1-ubyte"));
+  t.test = load_idx(path("t10k-images-idx3-ubyte"), path("t10k-labels-idx1-ubyte"));
+  if (t.train.pixels() != t.test.pixels())
+    throw Error(Errc::kProtocol, dir + ": train images are " + std::to_string(t.train.rows) + "x" +
+                                     std::to_string(t.train.cols) + ", test images " + std::to_string(t.test.rows) +
+                                     "x" + std::to_string(t.test.cols));
+  return t;
+}
+
+}  // namespace rdmaps::train

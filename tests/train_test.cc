@@ -1,0 +1,163 @@
+// The training job's pieces: IDX reading, the MLP's gradient, the straggler.
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "rdmaps/error.h"
+#include "src/train/dataset.h"
+#include "src/train/mlp.h"
+#include "src/train/worker.h"
+#include "tests/ps_fixture.h"
+
+namespace rdmaps::train {
+namespace {
+
+std::string temp_path(const std::string& name) { return testing::TempDir() + "rdmaps-" + name; }
+
+void write_gz(const std::string& path, const std::vector<uint8_t>& bytes) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size()));
+  gzclose(f);
+}
+
+std::vector<uint8_t> be32(std::initializer_list<uint32_t> words) {
+  std::vector<uint8_t> out;
+  for (uint32_t w : words) out.insert(out.end(), {uint8_t(w >> 24), uint8_t(w >> 16), uint8_t(w >> 8), uint8_t(w)});
+  return out;
+}
+
+std::string error_of(const std::string& images, const std::string& labels) {
+  try {
+    load_idx(images, labels);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
+TEST(Idx, ReadsGoodFilesAndRejectsCorruptOnesNamingTheFile) {
+  auto images = be32({0x803, 3, 2, 2});
+  for (uint8_t v : {0, 255, 51, 102, 1, 2, 3, 4, 5, 6, 7, 8}) images.push_back(v);
+  auto labels = be32({0x801, 3});
+  labels.insert(labels.end(), {7, 0, 9});
+  std::string img = temp_path("img.gz"), lab = temp_path("lab.gz");
+  write_gz(img, images);
+  write_gz(lab, labels);
+  Dataset d = load_idx(img, lab);
+  EXPECT_EQ(d.count, 3u);
+  EXPECT_EQ(d.pixels(), 4u);
+  EXPECT_FLOAT_EQ(d.images[1], 1.0f);
+  EXPECT_FLOAT_EQ(d.images[2], 0.2f);
+  EXPECT_EQ(d.labels[2], 9);
+
+  std::string bad = temp_path("bad.gz");
+  write_gz(bad, std::vector<uint8_t>(images.begin(), images.end() - 5));
+  std::string why = error_of(bad, lab);
+  EXPECT_NE(why.find(bad), std::string::npos) << why;
+  EXPECT_NE(why.find("truncated"), std::string::npos) << why;
+
+  auto wrong = images;
+  wrong[3] = 0x01;
+  write_gz(bad, wrong);
+  why = error_of(bad, lab);
+  EXPECT_NE(why.find("magic 0x00000801"), std::string::npos) << why;
+  EXPECT_NE(why.find("expected 0x00000803"), std::string::npos) << why;
+
+  auto fewer = be32({0x801, 2});
+  fewer.insert(fewer.end(), {1, 2});
+  write_gz(bad, fewer);
+  why = error_of(img, bad);
+  EXPECT_NE(why.find("2 labels for 3 images"), std::string::npos) << why;
+
+  auto big = labels;
+  big.back() = 12;
+  write_gz(bad, big);
+  EXPECT_NE(error_of(img, bad).find("label 12"), std::string::npos);
+
+  why = error_of(temp_path("missing.gz"), lab);
+  EXPECT_NE(why.find("missing.gz"), std::string::npos) << why;
+  EXPECT_NE(why.find("dataset-fashion-mnist"), std::string::npos) << why;
+}
+
+TEST(Mlp, GradientMatchesFiniteDifferences) {
+  std::vector<float> params(Mlp::kParams), grad(Mlp::kParams);
+  Mlp::init(params, 5);
+  std::mt19937 rng(std::random_device{}());
+  std::uniform_real_distribution<float> pixel(0, 1);
+  const size_t batch = 4;
+  std::vector<float> x(batch * Mlp::kIn);
+  for (auto& v : x) v = pixel(rng);
+  std::vector<uint8_t> y = {3, 1, 4, 1};
+  Mlp model;
+  model.loss_and_gradient(params, x.data(), y.data(), batch, grad);
+  std::vector<float> scratch(Mlp::kParams);
+  auto loss_at = [&](size_t i, float delta) {
+    float saved = params[i];
+    params[i] = saved + delta;
+    float l = model.loss_and_gradient(params, x.data(), y.data(), batch, scratch);
+    params[i] = saved;
+    return static_cast<double>(l);
+  };
+  std::uniform_int_distribution<size_t> pick(0, Mlp::kParams - 1);
+  int checked = 0;
+  for (int tries = 0; checked < 40 && tries < 400; ++tries) {
+    size_t i = pick(rng);
+    double fd1 = (loss_at(i, 1e-2f) - loss_at(i, -1e-2f)) / 2e-2;
+    double fd2 = (loss_at(i, 5e-3f) - loss_at(i, -5e-3f)) / 1e-2;
+    if (std::abs(fd1 - fd2) > 1e-3 + 0.05 * std::abs(fd2)) continue;  // a ReLU kink within reach: not smooth here
+    EXPECT_NEAR(grad[i], fd2, 2e-3 + 0.05 * std::abs(fd2)) << "parameter " << i;
+    ++checked;
+  }
+  EXPECT_GE(checked, 40);
+}
+
+TEST(Straggler, TheStragglingWorkerReallyRunsSlower) {
+  // A small random task: only the timing of the two workers matters here.
+  TrainTest data;
+  for (Dataset* d : {&data.train, &data.test}) {
+    d->count = d == &data.train ? 1024 : 64;
+    d->rows = d->cols = 28;
+    d->images.assign(d->count * d->pixels(), 0.5f);
+    d->labels.assign(d->count, 3);
+  }
+  Config c;
+  c.transport = "shm";
+  c.staleness = kInfiniteStaleness;  // the fast worker never waits for the slow one
+  test::ServerGroup servers(1, 2, c);
+  double wall[2] = {0, 0}, compute[2] = {0, 0};
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < 2; ++w)
+    threads.emplace_back([&, w] {
+      ClientOptions co;
+      co.servers = {servers.addresses()};
+      co.worker = w;
+      co.config = c;
+      WorkerOptions wo;
+      wo.worker = w;
+      wo.workers = 2;
+      wo.epochs = 2;
+      wo.straggle = w == 1 ? 4.0 : 1.0;
+      auto start = std::chrono::steady_clock::now();
+      run_worker(co, wo, data, [&](const std::string& line) {
+        if (line.rfind("done", 0) != 0) return;
+        std::istringstream in(line.substr(5));
+        uint64_t skip;
+        in >> skip >> skip >> skip >> skip >> skip >> compute[w];
+      });
+      wall[w] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_GE(wall[1], 3.0 * compute[1]) << "a 4x straggler sleeps 3x its compute time after each step";
+  EXPECT_GE(wall[1], 1.5 * wall[0]) << "the straggler (" << wall[1] << " s) was not slower than the other worker ("
+                                    << wall[0] << " s)";
+}
+
+}  // namespace
+}  // namespace rdmaps::train
