@@ -414,6 +414,7 @@ RunResult run_local(const Options& o, bool progress) {
 
   std::optional<Clock::time_point> start;
   std::vector<double> epoch(o.workers, 0), loss(o.workers, 0);
+  std::vector<uint64_t> pushed(o.workers, 0), pulled(o.workers, 0);
   std::vector<uint64_t> server_pushes(o.servers, 0);
   double accuracy = 0;
   auto last_print = Clock::now();
@@ -437,7 +438,7 @@ RunResult run_local(const Options& o, bool progress) {
           r.dropped = dropped;
         } else if (kind == "progress") {
           uint64_t steps;
-          in >> steps >> epoch[w] >> loss[w];
+          in >> steps >> epoch[w] >> loss[w] >> pushed[w] >> pulled[w];
         } else if (kind == "eval") {
           Point p{};
           in >> p.epoch >> p.accuracy >> p.loss >> p.updates;
@@ -447,12 +448,12 @@ RunResult run_local(const Options& o, bool progress) {
           if (!r.time_to_85 && p.accuracy >= 0.85) r.time_to_85 = p.seconds;
           r.curve.push_back(p);
         } else if (kind == "done") {
-          uint64_t steps, pushed, pulled, pulls, skipped;
+          uint64_t steps, bytes_in, bytes_out, pulls, skipped;
           double compute;
-          in >> steps >> pushed >> pulled >> pulls >> skipped >> compute;
+          in >> steps >> bytes_in >> bytes_out >> pulls >> skipped >> compute;
           r.updates += steps;
-          r.pushed += pushed;
-          r.pulled += pulled;
+          r.pushed += bytes_in;
+          r.pulled += bytes_out;
           r.pulls += pulls;
           r.skipped += skipped;
           ++finished;
@@ -470,13 +471,16 @@ RunResult run_local(const Options& o, bool progress) {
       double t = std::chrono::duration<double>(last_print - *start).count();
       double e = 0, l = 0;
       for (uint32_t w = 0; w < o.workers; ++w) e += epoch[w] / o.workers, l += loss[w] / o.workers;
-      uint64_t updates = 0;
+      uint64_t updates = 0, in = 0, out = 0;
       for (auto p : server_pushes) updates += p;
-      std::fprintf(
-          stderr,
-          "\r[%s] epoch %5.2f/%u  loss %.3f  test acc %5.2f%%  %6.0f updates/s  staleness p50 %.0f max %llu  %5.1fs ",
-          r.label.c_str(), e, o.epochs, l, 100 * accuracy, updates / o.servers / std::max(t, 1e-9), r.tau_p50,
-          static_cast<unsigned long long>(r.tau_max), t);
+      for (uint32_t w = 0; w < o.workers; ++w) in += pushed[w], out += pulled[w];
+      double rate = t > 0.5 ? updates / o.servers / t : 0;  // per server: every piece counts once
+      std::fprintf(stderr,
+                   "\r[%s] epoch %5.2f/%u  loss %.3f  test acc %5.2f%%  %6.0f updates/s  staleness p50 %.0f max %llu"
+                   "  pushed %s pulled %s  %5.1fs ",
+                   r.label.c_str(), e, o.epochs, l, 100 * accuracy, rate, r.tau_p50,
+                   static_cast<unsigned long long>(r.tau_max), human_bytes(static_cast<double>(in)).c_str(),
+                   human_bytes(static_cast<double>(out)).c_str(), t);
       std::fflush(stderr);
     }
   }

@@ -71,9 +71,12 @@ void run_worker(const ClientOptions& client_options, const WorkerOptions& o, con
       ++step;
       if (o.straggle > 1.0) std::this_thread::sleep_for(std::chrono::duration<double>((o.straggle - 1.0) * dt));
       if ((b + 1) % 50 == 0) {
-        char line[96];
-        std::snprintf(line, sizeof(line), "progress %llu %.4f %.5f", static_cast<unsigned long long>(step),
-                      epoch + (b + 1.0) / steps_per_epoch, loss_sum / (b + 1));
+        auto stats = client.stats();
+        char line[160];
+        std::snprintf(line, sizeof(line), "progress %llu %.4f %.5f %llu %llu", static_cast<unsigned long long>(step),
+                      epoch + (b + 1.0) / steps_per_epoch, loss_sum / (b + 1),
+                      static_cast<unsigned long long>(stats.push_bytes),
+                      static_cast<unsigned long long>(stats.pull_bytes));
         report(line);
       }
       if (o.evaluate && (b + 1) % eval_every == 0) evaluate(epoch + (b + 1.0) / steps_per_epoch);
