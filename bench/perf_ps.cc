@@ -12,13 +12,20 @@
 #include <vector>
 
 #include "bench/perf_options.h"
-#include "bench/perf_process.h"
 #include "bench/perf_report.h"
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "src/tools/child_process.h"
 
 namespace rdmaps::bench {
+
+using tools::Child;
+using tools::read_all;
+using tools::read_report;
+using tools::report;
+using tools::spawn_self;
+using tools::wait_child;
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -142,8 +149,8 @@ int run_driver(const Flags& f) {
                    : config.push_path == PushPath::kAm ? "am"
                    : transport == "tcp"                ? "am"
                                                        : "put";
-  Child probe = spawn_self({"transport", "--transport", transport, "--op", op, "--sizes",
-                            std::to_string(config.shard_floats * 4ull), "--iters", "512", "--json"});
+  Child probe = spawn_self("rdmaps-perf", {"transport", "--transport", transport, "--op", op, "--sizes",
+                                           std::to_string(config.shard_floats * 4ull), "--iters", "512", "--json"});
   std::string probe_out = read_all(probe);
   wait_child(probe);
   auto at = probe_out.find("\"bw_MBps\":");
@@ -163,7 +170,7 @@ int run_driver(const Flags& f) {
   for (uint32_t s = 0; s < servers; ++s) {
     std::vector<std::string> args = {"ps", "--role", "server", "--index", std::to_string(s)};
     args.insert(args.end(), common.begin(), common.end());
-    server_children.push_back(spawn_self(args));
+    server_children.push_back(spawn_self("rdmaps-perf", args));
     int port = 0;
     read_report(server_children.back(), &port, sizeof(port), "server");
     list += (list.empty() ? "" : ",") + ("127.0.0.1:" + std::to_string(port));
@@ -172,7 +179,7 @@ int run_driver(const Flags& f) {
   for (uint32_t w = 0; w < workers; ++w) {
     std::vector<std::string> args = {"ps", "--role", "worker", "--worker", std::to_string(w), "--servers-list", list};
     args.insert(args.end(), common.begin(), common.end());
-    worker_children.push_back(spawn_self(args));
+    worker_children.push_back(spawn_self("rdmaps-perf", args));
   }
   std::vector<double> total, push;
   std::string path;

@@ -11,12 +11,19 @@
 #include <vector>
 
 #include "bench/perf_options.h"
-#include "bench/perf_process.h"
 #include "bench/perf_report.h"
 #include "rdmaps/error.h"
+#include "src/tools/child_process.h"
 #include "transport/context.h"
 
 namespace rdmaps::bench {
+
+using tools::Child;
+using tools::read_all;
+using tools::read_report;
+using tools::report;
+using tools::spawn_self;
+using tools::wait_child;
 namespace {
 
 using namespace std::chrono_literals;
@@ -200,9 +207,9 @@ int run_client(const Flags& flags) {
   std::string peer = flags.str("peer", "");
   if (peer.empty()) {
     // With no peer, the target runs as a child process with the same options.
-    child = spawn_self({"transport", "--role", "server", "--listen", "127.0.0.1:0", "--transport",
-                        flags.str("transport", "auto"), "--wait", flags.str("wait", "event"), "--peer-failure",
-                        flags.str("peer-failure", "off")});
+    child = spawn_self("rdmaps-perf", {"transport", "--role", "server", "--listen", "127.0.0.1:0", "--transport",
+                                       flags.str("transport", "auto"), "--wait", flags.str("wait", "event"),
+                                       "--peer-failure", flags.str("peer-failure", "off")});
     int port = 0;
     read_report(child, &port, sizeof(port), "transport server");
     peer = "127.0.0.1:" + std::to_string(port);

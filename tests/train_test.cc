@@ -122,7 +122,7 @@ TEST(Straggler, TheStragglingWorkerReallyRunsSlower) {
   // A small random task: only the timing of the two workers matters here.
   TrainTest data;
   for (Dataset* d : {&data.train, &data.test}) {
-    d->count = d == &data.train ? 1024 : 64;
+    d->count = d == &data.train ? 4096 : 64;  // enough steps that straggling, not start-up, dominates
     d->rows = d->cols = 28;
     d->images.assign(d->count * d->pixels(), 0.5f);
     d->labels.assign(d->count, 3);

@@ -3,9 +3,7 @@
 // local processes (the embedded default); --role server|worker runs one
 // process per node on a cluster (docs/cluster.md).
 #include <poll.h>
-#include <spawn.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,10 +22,9 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "src/tools/child_process.h"
 #include "src/train/dataset.h"
 #include "src/train/worker.h"
-
-extern char** environ;
 
 namespace rdmaps::train {
 namespace {
@@ -295,28 +292,16 @@ int run_worker_role(const Options& o) {
 // ---- driver ------------------------------------------------------------------
 
 struct ChildProcess {
-  pid_t pid = -1;
-  int fd = -1;
+  tools::Child child;
   std::string buffer, name;
   bool eof = false;
+  int fd() const { return child.read_fd; }
 };
 
 ChildProcess spawn(const std::vector<std::string>& args, const std::string& name) {
-  int fds[2];
-  if (pipe(fds) != 0) throw Error(Errc::kIo, "pipe() for " + name);
-  std::vector<std::string> all = {"rdmaps-train"};
-  all.insert(all.end(), args.begin(), args.end());
-  all.push_back("--report-fd");
-  all.push_back(std::to_string(fds[1]));
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
   ChildProcess c;
   c.name = name;
-  int rc = posix_spawn(&c.pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ);
-  close(fds[1]);
-  if (rc != 0) throw Error(Errc::kIo, "starting " + name + ": " + std::strerror(rc));
-  c.fd = fds[0];
+  c.child = tools::spawn_self("rdmaps-train", args);
   return c;
 }
 
@@ -332,7 +317,7 @@ std::optional<std::string> next_line(ChildProcess& c) {
 void pump(std::vector<ChildProcess*>& children, int timeout_ms) {
   std::vector<pollfd> fds;
   for (auto* c : children)
-    if (!c->eof) fds.push_back({c->fd, POLLIN, 0});
+    if (!c->eof) fds.push_back({c->fd(), POLLIN, 0});
   if (fds.empty()) return;
   if (::poll(fds.data(), fds.size(), timeout_ms) <= 0) return;
   size_t k = 0;
@@ -340,7 +325,7 @@ void pump(std::vector<ChildProcess*>& children, int timeout_ms) {
     if (c->eof) continue;
     if (fds[k++].revents == 0) continue;
     char buf[4096];
-    ssize_t n = ::read(c->fd, buf, sizeof(buf));
+    ssize_t n = ::read(c->fd(), buf, sizeof(buf));
     if (n <= 0)
       c->eof = true;
     else
@@ -348,13 +333,7 @@ void pump(std::vector<ChildProcess*>& children, int timeout_ms) {
   }
 }
 
-int wait_exit(ChildProcess& c) {
-  if (c.fd >= 0) close(c.fd);
-  c.fd = -1;
-  int status = 0;
-  waitpid(c.pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+int wait_exit(ChildProcess& c) { return tools::wait_child(c.child); }
 
 struct Point {
   double seconds, epoch, accuracy, loss;
@@ -459,7 +438,7 @@ RunResult run_local(const Options& o, bool progress) {
           ++finished;
         }
       }
-      if (c.eof && i >= servers.size() && c.fd >= 0) {
+      if (c.eof && i >= servers.size() && c.fd() >= 0) {
         int status = wait_exit(c);
         if (status != 0)
           throw Error(Errc::kInternal,
@@ -485,7 +464,7 @@ RunResult run_local(const Options& o, bool progress) {
     }
   }
   for (auto& c : workers)
-    if (c.fd >= 0) wait_exit(c);
+    if (c.fd() >= 0) wait_exit(c);
   for (auto& c : servers) {
     while (!c.eof) {
       std::vector<ChildProcess*> one = {&c};

@@ -1,5 +1,5 @@
-// Child processes of rdmaps-perf: the same binary in another role, reporting
-// back through an inherited pipe.
+// Child processes of the tools (rdmaps-perf, rdmaps-train): the same binary
+// in another role, reporting back through an inherited pipe.
 #pragma once
 
 #include <sys/types.h>
@@ -7,15 +7,15 @@
 #include <string>
 #include <vector>
 
-namespace rdmaps::bench {
+namespace rdmaps::tools {
 
 struct Child {
   pid_t pid = -1;
   int read_fd = -1;  ///< what the child writes to the fd named by --report-fd
 };
 
-/// Runs this binary with `args` plus "--report-fd N".
-Child spawn_self(std::vector<std::string> args);
+/// Runs this binary (named `program` in its argv[0]) with `args` plus "--report-fd N".
+Child spawn_self(const std::string& program, std::vector<std::string> args);
 /// Reads exactly `n` bytes the child reported; throws Error naming `what` if it exits first.
 void read_report(const Child& child, void* data, size_t n, const std::string& what);
 /// Reads everything until the child closes its end.
@@ -25,4 +25,4 @@ int wait_child(Child& child);
 /// Writes to the fd named by --report-fd.
 void report(int fd, const void* data, size_t n);
 
-}  // namespace rdmaps::bench
+}  // namespace rdmaps::tools

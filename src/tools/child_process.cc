@@ -1,4 +1,4 @@
-#include "bench/perf_process.h"
+#include "src/tools/child_process.h"
 
 #include <spawn.h>
 #include <sys/wait.h>
@@ -10,12 +10,12 @@
 
 extern char** environ;
 
-namespace rdmaps::bench {
+namespace rdmaps::tools {
 
-Child spawn_self(std::vector<std::string> args) {
+Child spawn_self(const std::string& program, std::vector<std::string> args) {
   int fds[2];
   if (pipe(fds) != 0) throw Error(Errc::kIo, "pipe() for a child process");
-  args.insert(args.begin(), "rdmaps-perf");
+  args.insert(args.begin(), program);
   args.push_back("--report-fd");
   args.push_back(std::to_string(fds[1]));
   std::vector<char*> argv;
@@ -69,4 +69,4 @@ void report(int fd, const void* data, size_t n) {
   }
 }
 
-}  // namespace rdmaps::bench
+}  // namespace rdmaps::tools
