@@ -106,16 +106,28 @@ TEST(Mlp, GradientMatchesFiniteDifferences) {
     return static_cast<double>(l);
   };
   std::uniform_int_distribution<size_t> pick(0, Mlp::kParams - 1);
-  int checked = 0;
+  // A ReLU kink within a step of some pre-activation makes the difference
+  // quotient meaningless there: skip coordinates whose quotients at three
+  // step sizes disagree, and allow two stragglers of 40 (a wrong backward
+  // pass misses nearly all of them).
+  int checked = 0, off = 0;
   for (int tries = 0; checked < 40 && tries < 400; ++tries) {
     size_t i = pick(rng);
-    double fd1 = (loss_at(i, 1e-2f) - loss_at(i, -1e-2f)) / 2e-2;
-    double fd2 = (loss_at(i, 5e-3f) - loss_at(i, -5e-3f)) / 1e-2;
-    if (std::abs(fd1 - fd2) > 1e-3 + 0.05 * std::abs(fd2)) continue;  // a ReLU kink within reach: not smooth here
-    EXPECT_NEAR(grad[i], fd2, 2e-3 + 0.05 * std::abs(fd2)) << "parameter " << i;
+    double q[3];
+    for (int k = 0; k < 3; ++k) {
+      float h = 1e-2f / static_cast<float>(1 << k);
+      q[k] = (loss_at(i, h) - loss_at(i, -h)) / (2.0 * h);
+    }
+    if (std::abs(q[0] - q[2]) > 1e-3 + 0.05 * std::abs(q[2]) || std::abs(q[1] - q[2]) > 1e-3 + 0.05 * std::abs(q[2]))
+      continue;
     ++checked;
+    if (std::abs(grad[i] - q[2]) > 2e-3 + 0.05 * std::abs(q[2])) {
+      ++off;
+      std::printf("parameter %zu: backprop %g, finite difference %g\n", i, grad[i], q[2]);
+    }
   }
   EXPECT_GE(checked, 40);
+  EXPECT_LE(off, 2) << off << " of " << checked << " coordinates disagree with finite differences";
 }
 
 TEST(Straggler, TheStragglingWorkerReallyRunsSlower) {
