@@ -234,7 +234,7 @@ uint64_t ClientImpl::post(ServerLink& link, MsgType type, uint32_t shard, uint64
   h.shard = shard;
   h.seq = seq;
   h.base_version = base_version;
-  h.clock = type == MsgType::kClock ? clock_ : clock_;
+  h.clock = clock_;
   h.offset = offset;
   h.length = length;
   std::memcpy(staged, &h, sizeof(h));
