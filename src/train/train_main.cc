@@ -125,9 +125,10 @@ Options parse(int argc, char** argv) {
       o.staleness = "0";
     else if (flag == "--async")
       o.staleness = "inf";
-    else if (flag == "--staleness")
-      o.staleness = std::to_string(to_u64(flag, value()));
-    else if (flag == "--dc")
+    else if (flag == "--staleness") {
+      std::string v = value();
+      o.staleness = v == "inf" ? v : std::to_string(to_u64(flag, v));
+    } else if (flag == "--dc")
       o.dc = value();
     else if (flag == "--lr")
       o.lr = static_cast<float>(to_double(flag, value()));
@@ -201,7 +202,7 @@ std::vector<std::string> passthrough(const Options& o) {
           "--batch",       std::to_string(o.batch),
           "--transport",   o.transport,
           "--data",        o.data,
-          "--staleness",   o.staleness == "inf" ? "0" : o.staleness,
+          "--staleness",   o.staleness,
           "--dc",          o.dc,
           "--lr",          std::to_string(o.lr),
           "--lambda",      std::to_string(o.lambda),
@@ -305,7 +306,7 @@ ChildProcess spawn(const std::vector<std::string>& args, const std::string& name
   return c;
 }
 
-// Next complete line from a child, waiting at most `timeout_ms`; nullopt on timeout or EOF.
+// Next complete line already read from a child (see pump()), if any.
 std::optional<std::string> next_line(ChildProcess& c) {
   auto nl = c.buffer.find('\n');
   if (nl == std::string::npos) return std::nullopt;
@@ -367,7 +368,6 @@ RunResult run_local(const Options& o, bool progress) {
   for (uint32_t i = 0; i < o.servers; ++i) {
     auto args = passthrough(o);
     args.insert(args.end(), {"--role", "server", "--index", std::to_string(i)});
-    if (o.staleness == "inf") args.insert(args.end(), {"--async"});
     servers.push_back(spawn(args, "server " + std::to_string(i)));
   }
   for (auto& s : servers) {
@@ -382,7 +382,6 @@ RunResult run_local(const Options& o, bool progress) {
   for (uint32_t w = 0; w < o.workers; ++w) {
     auto args = passthrough(o);
     args.insert(args.end(), {"--role", "worker", "--worker", std::to_string(w), "--servers-list", list});
-    if (o.staleness == "inf") args.insert(args.end(), {"--async"});
     if (o.straggler >= 0)
       args.insert(args.end(), {"--straggler", std::to_string(o.straggler) + ":" + std::to_string(o.straggle_factor)});
     workers.push_back(spawn(args, "worker " + std::to_string(w)));

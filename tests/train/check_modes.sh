@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The consistency flags must reach the workers: fully async never skips a
+# pull, SSP skips some (its communication saving), BSP keeps staleness tiny.
+#   tests/train/check_modes.sh RDMAPS_TRAIN OUT_DIR
+set -euo pipefail
+train=$1; out=$2
+run() { "$train" --workers 2 --epochs 1 --train-limit 6000 --test-limit 500 --transport shm --out "$out" --json "$@" 2>/dev/null; }
+check() {  # json python-condition message
+  /usr/bin/python3 -c "import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if ($2) else 1)" "$1" \
+    || { echo "FAILED: $3: $1"; exit 1; }
+}
+async=$(run --async --dc off)
+check "$async" "r['pulls_skipped'] == 0" "--async skipped pulls"
+ssp=$(run --staleness 3 --dc off)
+check "$ssp" "r['pulls_skipped'] > 0 and r['bytes_pulled'] < r['bytes_pushed']" "--staleness 3 skipped no pull"
+bsp=$(run --sync --dc off)
+check "$bsp" "r['staleness_max'] <= 2" "--sync let staleness exceed what two workers in lockstep allow"
+echo "modes reach the workers: async, SSP and BSP behave as configured"
