@@ -1,0 +1,85 @@
+/* rdmaps C ABI: opaque handles, plain C types, a status code per call and the
+ * last error's message per thread. No C++ type crosses this boundary. */
+#ifndef RDMAPS_RDMAPS_H
+#define RDMAPS_RDMAPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  RDMAPS_OK = 0,
+  RDMAPS_ERR_INVALID_ARGUMENT,
+  RDMAPS_ERR_PERMISSION_DENIED,
+  RDMAPS_ERR_OUT_OF_BOUNDS,
+  RDMAPS_ERR_TIMEOUT,
+  RDMAPS_ERR_UNREACHABLE,
+  RDMAPS_ERR_PEER_GONE,
+  RDMAPS_ERR_PROTOCOL,
+  RDMAPS_ERR_NO_MEMORY,
+  RDMAPS_ERR_UNSUPPORTED,
+  RDMAPS_ERR_IO,
+  RDMAPS_ERR_INTERNAL
+} rdmaps_status;
+
+/** Message of the last failed call on this thread ("" if none). */
+const char* rdmaps_last_error(void);
+/** Short stable name of a status ("timeout", ...). */
+const char* rdmaps_status_name(rdmaps_status status);
+
+typedef struct rdmaps_client rdmaps_client;
+typedef struct rdmaps_server rdmaps_server;
+
+/** Worker options. NULL strings fall back to RDMAPS_SERVERS, RDMAPS_WORKER
+ * and the RDMAPS_* configuration variables. */
+typedef struct {
+  const char* servers; /**< "host:port,host:port" in server-index order */
+  int32_t worker;      /**< worker id; -1 = from RDMAPS_WORKER */
+  const char* config;  /**< flags, e.g. "--staleness 3 --transport tcp" (see rdmaps-server --help) */
+  uint32_t timeout_ms; /**< bound of every wait; 0 = 60000 */
+} rdmaps_client_options;
+
+typedef struct {
+  uint64_t pushes, push_bytes, pulls, pull_bytes, pulls_skipped, pull_bytes_saved, clocks, clock;
+  double clock_wait_seconds;
+} rdmaps_client_stats;
+
+rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_client** out);
+rdmaps_status rdmaps_client_declare(rdmaps_client* client, const char* name, size_t floats);
+rdmaps_status rdmaps_client_connect(rdmaps_client* client);
+rdmaps_status rdmaps_client_init(rdmaps_client* client, const char* name, const float* values, size_t floats);
+rdmaps_status rdmaps_client_push(rdmaps_client* client, const char* name, const float* gradient, size_t floats);
+rdmaps_status rdmaps_client_pull(rdmaps_client* client, const char* name, float* out, size_t floats);
+rdmaps_status rdmaps_client_clock(rdmaps_client* client);
+rdmaps_status rdmaps_client_barrier(rdmaps_client* client);
+rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client_stats* out);
+/** Tells the servers this worker leaves; NULL is fine. */
+void rdmaps_client_destroy(rdmaps_client* client);
+
+typedef struct {
+  const char* listen;               /**< "host:port", port 0 = any; NULL = "0.0.0.0:13337" */
+  uint32_t index, servers, workers; /**< 0 servers/workers = 1 */
+  const char* config;               /**< flags, as for the client */
+} rdmaps_server_options;
+
+typedef struct {
+  uint64_t pushes, pulls, clocks, rejected, dropped, min_clock;
+} rdmaps_server_stats;
+
+rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_server** out);
+/** The bound address, e.g. "127.0.0.1:41234", NUL-terminated into buf. */
+rdmaps_status rdmaps_server_address(const rdmaps_server* server, char* buf, size_t size);
+/** Serves until rdmaps_server_stop() or until every worker left. */
+rdmaps_status rdmaps_server_run(rdmaps_server* server);
+void rdmaps_server_stop(rdmaps_server* server);
+rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server_stats* out);
+void rdmaps_server_destroy(rdmaps_server* server);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* RDMAPS_RDMAPS_H */

@@ -1,0 +1,246 @@
+// The C ABI (include/rdmaps/rdmaps.h) over the C++ API: every exception
+// becomes a status code plus a per-thread message.
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "rdmaps/client.h"
+#include "rdmaps/error.h"
+#include "rdmaps/rdmaps.h"
+#include "rdmaps/server.h"
+
+struct rdmaps_client {
+  std::unique_ptr<rdmaps::Client> client;
+};
+struct rdmaps_server {
+  std::unique_ptr<rdmaps::Server> server;
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+rdmaps_status status_of(rdmaps::Errc code) {
+  switch (code) {
+    case rdmaps::Errc::kInvalidArgument:
+      return RDMAPS_ERR_INVALID_ARGUMENT;
+    case rdmaps::Errc::kPermissionDenied:
+      return RDMAPS_ERR_PERMISSION_DENIED;
+    case rdmaps::Errc::kOutOfBounds:
+      return RDMAPS_ERR_OUT_OF_BOUNDS;
+    case rdmaps::Errc::kTimeout:
+      return RDMAPS_ERR_TIMEOUT;
+    case rdmaps::Errc::kUnreachable:
+      return RDMAPS_ERR_UNREACHABLE;
+    case rdmaps::Errc::kPeerGone:
+      return RDMAPS_ERR_PEER_GONE;
+    case rdmaps::Errc::kProtocol:
+      return RDMAPS_ERR_PROTOCOL;
+    case rdmaps::Errc::kNoMemory:
+      return RDMAPS_ERR_NO_MEMORY;
+    case rdmaps::Errc::kUnsupported:
+      return RDMAPS_ERR_UNSUPPORTED;
+    case rdmaps::Errc::kIo:
+      return RDMAPS_ERR_IO;
+    case rdmaps::Errc::kInternal:
+      return RDMAPS_ERR_INTERNAL;
+  }
+  return RDMAPS_ERR_INTERNAL;
+}
+
+// Runs f; turns what it throws into a status and the thread's last error.
+template <typename F>
+rdmaps_status guarded(const char* function, F&& f) {
+  try {
+    f();
+    return RDMAPS_OK;
+  } catch (const rdmaps::Error& e) {
+    g_last_error = std::string(function) + ": " + e.what();
+    return status_of(e.code());
+  } catch (const std::bad_alloc&) {
+    g_last_error = std::string(function) + ": out of memory";
+    return RDMAPS_ERR_NO_MEMORY;
+  } catch (const std::exception& e) {
+    g_last_error = std::string(function) + ": " + e.what();
+    return RDMAPS_ERR_INTERNAL;
+  }
+}
+
+void require(bool ok, const char* what) {
+  if (!ok) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, what);
+}
+
+rdmaps::Config parse_flags(const char* text) {
+  rdmaps::Config config;
+  std::vector<std::string> args, rest;
+  std::istringstream in(text ? text : "");
+  for (std::string word; in >> word;) args.push_back(word);
+  rdmaps::parse_config(config, args, &rest);
+  if (!rest.empty())
+    throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "unknown configuration flag '" + rest[0] + "'");
+  return config;
+}
+
+std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string item; std::getline(in, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* rdmaps_last_error(void) { return g_last_error.c_str(); }
+
+const char* rdmaps_status_name(rdmaps_status status) {
+  if (status == RDMAPS_OK) return "ok";
+  if (status < RDMAPS_OK || status > RDMAPS_ERR_INTERNAL) return "unknown";
+  return rdmaps::errc_name(static_cast<rdmaps::Errc>(status - 1));
+}
+
+rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_client** out) {
+  return guarded("rdmaps_client_create", [&] {
+    require(out != nullptr, "out is NULL");
+    *out = nullptr;
+    rdmaps::ClientOptions o;
+    const char* servers = options && options->servers ? options->servers : std::getenv("RDMAPS_SERVERS");
+    require(servers != nullptr, "no servers: set options.servers or RDMAPS_SERVERS (host:port,host:port)");
+    o.servers = split(servers);
+    require(!o.servers.empty(), "the server list is empty");
+    int64_t worker = options ? options->worker : -1;
+    if (worker < 0) {
+      const char* env = std::getenv("RDMAPS_WORKER");
+      require(env != nullptr, "no worker id: set options.worker or RDMAPS_WORKER");
+      char* end = nullptr;
+      worker = std::strtol(env, &end, 10);
+      require(*env && !*end && worker >= 0, "RDMAPS_WORKER is not a non-negative integer");
+    }
+    o.worker = static_cast<uint32_t>(worker);
+    o.config = parse_flags(options ? options->config : nullptr);
+    if (options && options->timeout_ms) o.timeout = std::chrono::milliseconds(options->timeout_ms);
+    auto handle = std::make_unique<rdmaps_client>();
+    handle->client = std::make_unique<rdmaps::Client>(o);
+    *out = handle.release();
+  });
+}
+
+rdmaps_status rdmaps_client_declare(rdmaps_client* c, const char* name, size_t floats) {
+  return guarded("rdmaps_client_declare", [&] {
+    require(c && name, "client or name is NULL");
+    c->client->declare(name, floats);
+  });
+}
+
+rdmaps_status rdmaps_client_connect(rdmaps_client* c) {
+  return guarded("rdmaps_client_connect", [&] {
+    require(c, "client is NULL");
+    c->client->connect();
+  });
+}
+
+rdmaps_status rdmaps_client_init(rdmaps_client* c, const char* name, const float* values, size_t floats) {
+  return guarded("rdmaps_client_init", [&] {
+    require(c && name && values, "client, name or values is NULL");
+    c->client->init(name, {values, floats});
+  });
+}
+
+rdmaps_status rdmaps_client_push(rdmaps_client* c, const char* name, const float* gradient, size_t floats) {
+  return guarded("rdmaps_client_push", [&] {
+    require(c && name && gradient, "client, name or gradient is NULL");
+    c->client->push(name, {gradient, floats});
+  });
+}
+
+rdmaps_status rdmaps_client_pull(rdmaps_client* c, const char* name, float* out, size_t floats) {
+  return guarded("rdmaps_client_pull", [&] {
+    require(c && name && out, "client, name or out is NULL");
+    c->client->pull(name, {out, floats});
+  });
+}
+
+rdmaps_status rdmaps_client_clock(rdmaps_client* c) {
+  return guarded("rdmaps_client_clock", [&] {
+    require(c, "client is NULL");
+    c->client->clock();
+  });
+}
+
+rdmaps_status rdmaps_client_barrier(rdmaps_client* c) {
+  return guarded("rdmaps_client_barrier", [&] {
+    require(c, "client is NULL");
+    c->client->barrier();
+  });
+}
+
+rdmaps_status rdmaps_client_get_stats(const rdmaps_client* c, rdmaps_client_stats* out) {
+  return guarded("rdmaps_client_get_stats", [&] {
+    require(c && out, "client or out is NULL");
+    rdmaps::ClientStats s = c->client->stats();
+    *out = rdmaps_client_stats{s.pushes,
+                               s.push_bytes,
+                               s.pulls,
+                               s.pull_bytes,
+                               s.pulls_skipped,
+                               s.pull_bytes_saved,
+                               s.clocks,
+                               c->client->clock_value(),
+                               s.clock_wait_seconds};
+  });
+}
+
+void rdmaps_client_destroy(rdmaps_client* c) { delete c; }
+
+rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_server** out) {
+  return guarded("rdmaps_server_create", [&] {
+    require(out != nullptr, "out is NULL");
+    *out = nullptr;
+    rdmaps::ServerOptions o;
+    if (options && options->listen) o.listen = options->listen;
+    o.index = options ? options->index : 0;
+    o.servers = options && options->servers ? options->servers : 1;
+    o.workers = options && options->workers ? options->workers : 1;
+    o.config = parse_flags(options ? options->config : nullptr);
+    auto handle = std::make_unique<rdmaps_server>();
+    handle->server = std::make_unique<rdmaps::Server>(o);
+    *out = handle.release();
+  });
+}
+
+rdmaps_status rdmaps_server_address(const rdmaps_server* s, char* buf, size_t size) {
+  return guarded("rdmaps_server_address", [&] {
+    require(s && buf, "server or buf is NULL");
+    std::string a = s->server->address();
+    require(size > a.size(), "buffer too small for the address");
+    std::memcpy(buf, a.c_str(), a.size() + 1);
+  });
+}
+
+rdmaps_status rdmaps_server_run(rdmaps_server* s) {
+  return guarded("rdmaps_server_run", [&] {
+    require(s, "server is NULL");
+    s->server->run();
+  });
+}
+
+void rdmaps_server_stop(rdmaps_server* s) {
+  if (s) s->server->stop();
+}
+
+rdmaps_status rdmaps_server_get_stats(const rdmaps_server* s, rdmaps_server_stats* out) {
+  return guarded("rdmaps_server_get_stats", [&] {
+    require(s && out, "server or out is NULL");
+    rdmaps::ServerStats st = s->server->stats();
+    *out = rdmaps_server_stats{st.pushes, st.pulls, st.clocks, st.rejected, st.dropped, st.min_clock};
+  });
+}
+
+void rdmaps_server_destroy(rdmaps_server* s) { delete s; }
+
+}  // extern "C"

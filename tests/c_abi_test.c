@@ -1,0 +1,83 @@
+/* The C ABI, compiled as C, against a real server: a worker trains a step,
+ * bad input gets a status and a message naming what was wrong. */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rdmaps/rdmaps.h"
+
+static int failures = 0;
+#define CHECK(cond, ...)                                     \
+  do {                                                       \
+    if (!(cond)) {                                           \
+      fprintf(stderr, "FAILED %s:%d: ", __FILE__, __LINE__); \
+      fprintf(stderr, __VA_ARGS__);                          \
+      fprintf(stderr, "\n");                                 \
+      ++failures;                                            \
+    }                                                        \
+  } while (0)
+
+static void* serve(void* server) {
+  rdmaps_status st = rdmaps_server_run((rdmaps_server*)server);
+  if (st != RDMAPS_OK) fprintf(stderr, "server: %s\n", rdmaps_last_error());
+  return NULL;
+}
+
+int main(void) {
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport shm --lr 0.5"};
+  rdmaps_server* server = NULL;
+  rdmaps_status st = rdmaps_server_create(&so, &server);
+  CHECK(st == RDMAPS_OK, "server_create: %s", rdmaps_last_error());
+  if (st != RDMAPS_OK) return 1;
+  char address[128];
+  CHECK(rdmaps_server_address(server, address, sizeof(address)) == RDMAPS_OK, "address: %s", rdmaps_last_error());
+  pthread_t thread;
+  pthread_create(&thread, NULL, serve, server);
+
+  /* Bad options fail with a status and a message, and create nothing. */
+  rdmaps_client* bad = (rdmaps_client*)1;
+  rdmaps_client_options wrong = {address, 0, "--staleness soon", 0};
+  st = rdmaps_client_create(&wrong, &bad);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT, "bad config gave %s", rdmaps_status_name(st));
+  CHECK(bad == NULL, "a failed create left a handle");
+  CHECK(strstr(rdmaps_last_error(), "--staleness") != NULL, "message does not name the flag: %s", rdmaps_last_error());
+
+  rdmaps_client_options co = {address, 0, "--transport shm", 0};
+  rdmaps_client* client = NULL;
+  st = rdmaps_client_create(&co, &client);
+  CHECK(st == RDMAPS_OK, "client_create: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_declare(client, "w", 1000) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_connect(client) == RDMAPS_OK, "connect: %s", rdmaps_last_error());
+
+  float w[1000], g[1000];
+  for (int i = 0; i < 1000; ++i) w[i] = 1.0f, g[i] = 1.0f;
+  CHECK(rdmaps_client_init(client, "w", w, 1000) == RDMAPS_OK, "init: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_push(client, "w", g, 1000) == RDMAPS_OK, "push: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_clock(client) == RDMAPS_OK, "clock: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_pull(client, "w", w, 1000) == RDMAPS_OK, "pull: %s", rdmaps_last_error());
+  CHECK(w[0] == 0.5f && w[999] == 0.5f, "one SGD step with lr 0.5 should give 0.5, got %f", w[0]);
+
+  st = rdmaps_client_push(client, "w", g, 999);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT, "wrong size gave %s", rdmaps_status_name(st));
+  CHECK(strstr(rdmaps_last_error(), "'w'") != NULL, "message does not name the tensor: %s", rdmaps_last_error());
+  st = rdmaps_client_pull(client, "nope", w, 1000);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "nope"), "unknown tensor: %s",
+        rdmaps_last_error());
+  CHECK(rdmaps_client_push(NULL, "w", g, 1000) == RDMAPS_ERR_INVALID_ARGUMENT, "NULL client accepted");
+
+  rdmaps_client_stats cs;
+  CHECK(rdmaps_client_get_stats(client, &cs) == RDMAPS_OK, "client stats: %s", rdmaps_last_error());
+  CHECK(cs.pushes == 1 && cs.clock == 1 && cs.pulls == 1, "client stats: %llu pushes, clock %llu, %llu pulls",
+        (unsigned long long)cs.pushes, (unsigned long long)cs.clock, (unsigned long long)cs.pulls);
+  rdmaps_client_destroy(client); /* says bye: the server's run() returns */
+  pthread_join(thread, NULL);
+
+  rdmaps_server_stats ss;
+  CHECK(rdmaps_server_get_stats(server, &ss) == RDMAPS_OK, "server stats: %s", rdmaps_last_error());
+  CHECK(ss.pushes == 1 && ss.clocks == 1 && ss.rejected == 0, "server stats: %llu pushes, %llu clocks, %llu rejected",
+        (unsigned long long)ss.pushes, (unsigned long long)ss.clocks, (unsigned long long)ss.rejected);
+  rdmaps_server_destroy(server);
+  CHECK(strcmp(rdmaps_status_name(RDMAPS_ERR_TIMEOUT), "timeout") == 0, "status names");
+  printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
+  return failures ? 1 : 0;
+}
