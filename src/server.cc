@@ -277,8 +277,9 @@ void ServerImpl::accept_worker() {
   w.ep = std::move(ep);
   w.live = true;
   w.connected_once = true;
-  std::fprintf(stderr, "rdmaps-server: %s connected, push path %s, lanes: %s\n", w.name.c_str(),
-               w.use_am ? "am" : "put", w.ep->describe().c_str());
+  if (options_.log_connections)
+    std::fprintf(stderr, "rdmaps-server: %s connected, push path %s, lanes: %s\n", w.name.c_str(),
+                 w.use_am ? "am" : "put", w.ep->describe().c_str());
   update_min_clock();
 }
 
@@ -495,7 +496,8 @@ void ServerImpl::reject(WorkerState& w, const std::string& why) {
 
 void ServerImpl::drop(WorkerState& w, const char* why) {
   if (!w.live && !w.ep) return;
-  if (why) std::fprintf(stderr, "rdmaps-server: %s %s\n", w.name.c_str(), why);
+  if (why && (options_.log_connections || std::strcmp(why, "left") != 0))
+    std::fprintf(stderr, "rdmaps-server: %s %s\n", w.name.c_str(), why);
   w.live = false;
   for (auto& r : w.writeback_requests) r = transport::Request();
   w.writeback_requests.clear();

@@ -20,6 +20,7 @@ struct ServerOptions {
   Config config;
   std::chrono::milliseconds stats_interval{0};  ///< periodic one-line stats to stderr; 0 = off
   bool exit_when_done = true;                   ///< run() returns once every worker left
+  bool log_connections = true;                  ///< a stderr line per worker joining or leaving
 };
 
 struct ServerStats {

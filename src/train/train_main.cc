@@ -228,9 +228,11 @@ int run_server_role(const Options& o) {
   so.workers = o.workers;
   so.config = config_of(o);
   if (o.report_fd < 0) so.stats_interval = std::chrono::seconds(10);
+  so.log_connections = o.report_fd < 0;  // embedded: the driver's progress line speaks for the server
   Server server(so);
-  std::fprintf(stderr, "rdmaps-train server %u/%u on %s: %s\n", o.index, o.servers, server.address().c_str(),
-               describe(so.config).c_str());
+  if (o.report_fd < 0)
+    std::fprintf(stderr, "rdmaps-train server %u/%u on %s: %s\n", o.index, o.servers, server.address().c_str(),
+                 describe(so.config).c_str());
   if (o.report_fd < 0) {
     server.run();
     return 0;
@@ -390,6 +392,11 @@ RunResult run_local(const Options& o, bool progress) {
   for (auto& c : servers) all.push_back(&c);
   for (auto& c : workers) all.push_back(&c);
 
+  if (progress)
+    std::fprintf(stderr,
+                 "rdmaps-train [%s]: %u server(s), %u worker(s), %s, %s, lr %g, %u epochs of batch %u, data %s\n",
+                 r.label.c_str(), o.servers, o.workers, o.transport.c_str(), describe(config_of(o)).c_str(), o.lr,
+                 o.epochs, o.batch, o.data.c_str());
   std::optional<Clock::time_point> start;
   std::vector<double> epoch(o.workers, 0), loss(o.workers, 0);
   std::vector<uint64_t> pushed(o.workers, 0), pulled(o.workers, 0);
