@@ -393,10 +393,9 @@ RunResult run_local(const Options& o, bool progress) {
   for (auto& c : workers) all.push_back(&c);
 
   if (progress)
-    std::fprintf(stderr,
-                 "rdmaps-train [%s]: %u server(s), %u worker(s), %s, %s, lr %g, %u epochs of batch %u, data %s\n",
-                 r.label.c_str(), o.servers, o.workers, o.transport.c_str(), describe(config_of(o)).c_str(), o.lr,
-                 o.epochs, o.batch, o.data.c_str());
+    std::fprintf(stderr, "rdmaps-train [%s]: %u server(s), %u worker(s), %s; %u epochs of batch %u, data %s\n",
+                 r.label.c_str(), o.servers, o.workers, describe(config_of(o)).c_str(), o.epochs, o.batch,
+                 o.data.c_str());
   std::optional<Clock::time_point> start;
   std::vector<double> epoch(o.workers, 0), loss(o.workers, 0);
   std::vector<uint64_t> pushed(o.workers, 0), pulled(o.workers, 0);
