@@ -41,7 +41,6 @@ static_assert(sizeof(SlotHeader) == 64);
 /// Inbox slot: header, payload, then the doorbell in its own cache line.
 struct SlotLayout {
   size_t payload_bytes;
-  size_t header_offset() const { return 0; }
   size_t payload_offset() const { return sizeof(SlotHeader); }
   size_t doorbell_offset() const { return sizeof(SlotHeader) + round_up(payload_bytes); }
   size_t slot_bytes() const { return doorbell_offset() + 64; }

@@ -120,7 +120,8 @@ class ServerImpl {
   bool complete_am_landings();
   void on_push_am(transport::AmMessage& m);
   void handle(WorkerState& w, const SlotHeader& h, const float* payload);
-  void apply_push(WorkerState& w, const SlotHeader& h, const float* payload);
+  /// `local`: index in this server's range of the first float the push covers.
+  void apply_push(WorkerState& w, const SlotHeader& h, size_t local, const float* payload);
   void write_back(WorkerState& w, const SlotHeader& h);
   void send_mailbox(WorkerState& w);
   void update_min_clock();
@@ -323,11 +324,12 @@ void ServerImpl::handle(WorkerState& w, const SlotHeader& h, const float* payloa
                              std::to_string(h.shard) + " (" + std::to_string(versions_[h.shard]) + ")");
       if (config_.check_nan && !finite_floats(payload, h.length))
         return reject(w, "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
+      const size_t local = (shard.begin - range_.begin) + h.offset;
       if (h.type == static_cast<uint16_t>(MsgType::kInit)) {
-        std::memcpy(params_.data() + (shard.begin - range_.begin) + h.offset, payload, h.length * sizeof(float));
+        std::memcpy(params_.data() + local, payload, h.length * sizeof(float));
         return;
       }
-      return apply_push(w, h, payload);
+      return apply_push(w, h, local, payload);
     }
     case MsgType::kPull:
       if (h.length == 0 || h.shard >= shards_ || h.length > shards_ - h.shard)
@@ -345,7 +347,7 @@ void ServerImpl::handle(WorkerState& w, const SlotHeader& h, const float* payloa
   reject(w, "unknown message type " + std::to_string(h.type));
 }
 
-void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, const float* g) {
+void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, size_t local, const float* g) {
   uint64_t tau = versions_[h.shard] - h.base_version;
   if (config_.staleness_policy == StalenessPolicy::kDropAboveMax && tau > config_.tau_max) {
     with_stats([](ServerStats& s) { ++s.dropped; });
@@ -353,7 +355,6 @@ void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, const float* g)
   }
   float lr = config_.learning_rate;
   if (config_.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
-  size_t local = (partition_->shard(options_.index, h.shard).begin - range_.begin) + h.offset;
   float* params = params_.data() + local;
   const float* backup = static_cast<const float*>(w.backup->data()) + local;
   float* state = state_.empty() ? nullptr : state_.data() + local;

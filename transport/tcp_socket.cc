@@ -24,6 +24,13 @@ int remaining_ms(TcpSocket::Deadline deadline) {
   return left.count() < 0 ? 0 : static_cast<int>(left.count());
 }
 
+Error unreachable(const std::string& peer, int err) {
+  return Error(Errc::kUnreachable,
+               "connecting to " + peer + ": " + sys_error(err) +
+                   (err == ECONNREFUSED ? " (nobody listens there: is the server running, on that port?)"
+                                        : " (check the address and the network)"));
+}
+
 int open_socket(int family) {
   int fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) throw Error(Errc::kIo, "socket(): " + sys_error(errno));
@@ -62,11 +69,7 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline) {
   const std::string peer = address.to_string();
   TcpSocket s(open_socket(address.get()->sa_family));
   if (::connect(s.fd_, address.get(), address.length()) != 0 && errno != EINPROGRESS) {
-    int err = errno;
-    throw Error(Errc::kUnreachable,
-                "connecting to " + peer + ": " + sys_error(err) +
-                    (err == ECONNREFUSED ? " (nobody listens there: is the server running, on that port?)"
-                                         : " (check the address and the network)"));
+    throw unreachable(peer, errno);
   }
   pollfd p{s.fd_, POLLOUT, 0};
   int n = ::poll(&p, 1, remaining_ms(deadline));
@@ -75,10 +78,7 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline) {
   int err = 0;
   socklen_t len = sizeof(err);
   getsockopt(s.fd_, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (n < 0 || err != 0)
-    throw Error(Errc::kUnreachable,
-                "connecting to " + peer + ": " + sys_error(n < 0 ? errno : err) +
-                    (err == ECONNREFUSED ? " (nobody listens there: is the server running, on that port?)" : ""));
+  if (n < 0 || err != 0) throw unreachable(peer, n < 0 ? errno : err);
   return s;
 }
 
