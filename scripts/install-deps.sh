@@ -9,6 +9,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist gnuplot-nox   # the training job's data and plot
   clang-format bc
+  python3-dev pybind11-dev python3-pybind11 python3-numpy   # the rdmaps Python module
+  python3-torch                   # rdmaps.torch and its tests (Debian's torch 1.13, CPU)
 )
 missing=()
 for p in "${packages[@]}"; do

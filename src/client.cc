@@ -131,6 +131,7 @@ void ClientImpl::connect_one(uint32_t index) {
   hello.worker = options_.worker;
   hello.secret_digest = secret_digest(config_.secret);
   hello.push_path = static_cast<uint32_t>(config_.push_path);
+  hello.rule = RuleParams::from(config_);
   hello.tensors = declared_;
   hello.receive_region = link.receive->descriptor(Access::kRemoteWrite).serialize();
   link.ep->send_control(encode(hello), options_.timeout);

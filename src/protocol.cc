@@ -1,5 +1,9 @@
 #include "src/protocol.h"
 
+#include <cmath>
+#include <cstdio>
+#include <utility>
+
 #include "src/wire.h"
 
 namespace rdmaps::ps {
@@ -19,6 +23,10 @@ std::vector<uint8_t> encode(const Hello& h) {
   w.u32(h.worker);
   w.u64(h.secret_digest);
   w.u32(h.push_path);
+  w.u32(h.rule.rule);
+  for (float f :
+       {h.rule.learning_rate, h.rule.momentum, h.rule.dc_lambda, h.rule.dc_lambda0, h.rule.ms_momentum, h.rule.eps})
+    w.f32(f);
   w.u32(static_cast<uint32_t>(h.tensors.size()));
   for (const auto& t : h.tensors) {
     w.str(t.name);
@@ -40,6 +48,14 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   h.secret_digest = r.u64();
   h.push_path = r.u32();
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
+  h.rule.rule = r.u32();
+  if (h.rule.rule > static_cast<uint32_t>(UpdateRule::kDcAsgdAdaptive))
+    r.fail("update rule code " + std::to_string(h.rule.rule));
+  for (float* f : {&h.rule.learning_rate, &h.rule.momentum, &h.rule.dc_lambda, &h.rule.dc_lambda0, &h.rule.ms_momentum,
+                   &h.rule.eps}) {
+    *f = r.f32();
+    if (!std::isfinite(*f)) r.fail("a non-finite update-rule parameter");
+  }
   uint32_t n = r.u32();
   if (n == 0 || n > kMaxTensors) r.fail(std::to_string(n) + " tensors declared");
   for (uint32_t i = 0; i < n; ++i) {
@@ -86,6 +102,38 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
   if (m.accepted && (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0))
     r.fail("inconsistent range or shard size");
   return m;
+}
+
+RuleParams RuleParams::from(const Config& c) {
+  return {static_cast<uint32_t>(c.rule), c.learning_rate, c.momentum, c.dc_lambda, c.dc_lambda0, c.ms_momentum, c.eps};
+}
+
+void RuleParams::apply_to(Config& c) const {
+  c.rule = static_cast<UpdateRule>(rule);
+  c.learning_rate = learning_rate;
+  c.momentum = momentum;
+  c.dc_lambda = dc_lambda;
+  c.dc_lambda0 = dc_lambda0;
+  c.ms_momentum = ms_momentum;
+  c.eps = eps;
+}
+
+std::string RuleParams::difference(const RuleParams& o) const {
+  if (rule != o.rule)
+    return std::string("rule ") + rule_name(static_cast<UpdateRule>(rule)) + " vs " +
+           rule_name(static_cast<UpdateRule>(o.rule));
+  auto text = [](float f) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(f));
+    return std::string(buf);
+  };
+  const std::pair<const char*, std::pair<float, float>> fields[] = {
+      {"lr", {learning_rate, o.learning_rate}},      {"momentum", {momentum, o.momentum}},
+      {"lambda", {dc_lambda, o.dc_lambda}},          {"lambda0", {dc_lambda0, o.dc_lambda0}},
+      {"ms-momentum", {ms_momentum, o.ms_momentum}}, {"eps", {eps, o.eps}}};
+  for (const auto& [name, v] : fields)
+    if (v.first != v.second) return std::string(name) + " " + text(v.first) + " vs " + text(v.second);
+  return {};
 }
 
 uint64_t secret_digest(const std::string& secret) {

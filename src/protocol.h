@@ -8,10 +8,12 @@
 #include <string>
 #include <vector>
 
+#include "rdmaps/config.h"
+
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 1;
+constexpr uint32_t kProtocolVersion = 2;
 
 enum class MsgType : uint16_t {
   kPush = 1,   ///< gradient for [offset, offset+length) of a shard
@@ -72,12 +74,25 @@ struct TensorDecl {
   uint64_t floats;
 };
 
+/// The update rule a worker was configured with. A server started with
+/// rule_from_workers adopts the first worker's and refuses workers that differ.
+struct RuleParams {
+  uint32_t rule = 0;  ///< UpdateRule
+  float learning_rate = 0, momentum = 0, dc_lambda = 0, dc_lambda0 = 0, ms_momentum = 0, eps = 0;
+
+  static RuleParams from(const Config& config);
+  void apply_to(Config& config) const;
+  /// Empty when equal, else the first differing field: "lr 0.5 vs 0.25" (this, other).
+  std::string difference(const RuleParams& other) const;
+};
+
 /// Worker -> server, first control message.
 struct Hello {
   uint32_t version = kProtocolVersion;
   uint32_t worker = 0;
   uint64_t secret_digest = 0;
   uint32_t push_path = 0;  ///< PushPath the worker will use
+  RuleParams rule;
   std::vector<TensorDecl> tensors;
   std::vector<uint8_t> receive_region;  ///< serialized RegionDescriptor (write rights)
 };

@@ -227,6 +227,14 @@ void ServerImpl::accept_worker() {
                   " workers this server expects (--workers)");
   WorkerState& w = workers_[hello.worker];
   if (w.live) return refuse("worker id " + std::to_string(hello.worker) + " is already connected");
+  if (options_.rule_from_workers) {
+    if (!partition_) {
+      hello.rule.apply_to(config_);
+      update_ = UpdateParams::from(config_);
+    } else if (std::string d = RuleParams::from(config_).difference(hello.rule); !d.empty()) {
+      return refuse("its update rule differs from the one adopted from the first worker (" + d + ", adopted first)");
+    }
+  }
   if (!partition_) {
     try {
       set_table(hello.tensors);

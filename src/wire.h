@@ -14,6 +14,7 @@ class WireWriter {
  public:
   void u32(uint32_t v) { raw(&v, 4); }
   void u64(uint64_t v) { raw(&v, 8); }
+  void f32(float v) { raw(&v, 4); }
   void bytes(const std::vector<uint8_t>& b) {
     u32(static_cast<uint32_t>(b.size()));
     raw(b.data(), b.size());
@@ -37,6 +38,7 @@ class WireReader {
   WireReader(const std::vector<uint8_t>& in, std::string what) : in_(in), what_(std::move(what)) {}
   uint32_t u32() { return fixed<uint32_t>(); }
   uint64_t u64() { return fixed<uint64_t>(); }
+  float f32() { return fixed<float>(); }
   std::vector<uint8_t> bytes(size_t limit) {
     size_t n = length(limit);
     std::vector<uint8_t> b(in_.begin() + pos_, in_.begin() + pos_ + n);

@@ -192,6 +192,59 @@ RDMAPS_TEST_PEER(clocking_worker) {
   return 0;
 }
 
+TEST_P(PsFaultTest, ServerAdoptsTheFirstWorkersRuleAndRefusesADifferentOne) {
+  Config c = config();  // SGD lr 0.01 here; the workers say otherwise
+  c.staleness = kInfiniteStaleness;
+  ServerOptions o;
+  o.rule_from_workers = true;
+  o.exit_when_done = false;
+  ServerGroup servers(1, 2, c, o);
+  // Expected parameter after the first worker's single push of ones.
+  PeerProcess first("rule_worker", GetParam(), 0, 1, {servers.addresses(), "0", "0.5", "-0.5"});
+  ASSERT_EQ(first.wait(60s), 0) << "the first worker's rule (lr 0.5) was not applied";
+  PeerProcess differs("rule_worker", GetParam(), 0, 2, {servers.addresses(), "1", "0.25", "refused"});
+  EXPECT_EQ(differs.wait(60s), 0) << "a worker with another learning rate was admitted";
+  PeerProcess same("rule_worker", GetParam(), 0, 3, {servers.addresses(), "1", "0.5", "-1"});
+  EXPECT_EQ(same.wait(60s), 0) << "a worker with the adopted rule was not admitted or its push not applied";
+  EXPECT_EQ(servers.server(0).stats().pushes, 2u);
+}
+
+// extra: servers, worker id, learning rate, then the value every parameter must
+// have after this worker's push of ones, or "refused".
+RDMAPS_TEST_PEER(rule_worker) {
+  Config c;
+  c.staleness = kInfiniteStaleness;
+  c.learning_rate = std::stof(args.extra.at(2));
+  Client client(worker_options(args, c));
+  client.declare("w", 300);
+  const std::string expect = args.extra.at(3);
+  try {
+    client.connect();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    bool named = what.find("update rule differs") != std::string::npos && what.find("lr") != std::string::npos;
+    if (expect == "refused" && e.code() == Errc::kProtocol && named) return 0;
+    std::fprintf(stderr, "rule_worker: connect failed: %s\n", what.c_str());
+    return 1;
+  }
+  if (expect == "refused") return 2;
+  std::vector<float> w(300), ones(300, 1.0f);
+  client.push("w", ones);
+  // Async pulls return the cache; wait until the write-back carries the push.
+  const float want = std::stof(expect);
+  for (int i = 0; i < 2000; ++i) {
+    client.pull("w", w);
+    if (w[0] == want) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  for (float v : w)
+    if (v != want) {
+      std::fprintf(stderr, "rule_worker: parameter %g, expected %g\n", v, want);
+      return 3;
+    }
+  return 0;
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, PsFaultTest,
                          testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
                          transport_param_name);

@@ -20,9 +20,9 @@ using namespace std::chrono_literals;
 
 class ServerGroup {
  public:
-  ServerGroup(uint32_t servers, uint32_t workers, const Config& config) {
+  ServerGroup(uint32_t servers, uint32_t workers, const Config& config, const ServerOptions& base = {}) {
     for (uint32_t i = 0; i < servers; ++i) {
-      ServerOptions o;
+      ServerOptions o = base;
       o.listen = "127.0.0.1:0";
       o.index = i;
       o.servers = servers;

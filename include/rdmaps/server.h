@@ -21,6 +21,9 @@ struct ServerOptions {
   std::chrono::milliseconds stats_interval{0};  ///< periodic one-line stats to stderr; 0 = off
   bool exit_when_done = true;                   ///< run() returns once every worker left
   bool log_connections = true;                  ///< a stderr line per worker joining or leaving
+  /// Take the update rule and its hyper-parameters from the first worker that
+  /// connects (config's are ignored) and refuse workers whose rule differs.
+  bool rule_from_workers = false;
 };
 
 struct ServerStats {

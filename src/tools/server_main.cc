@@ -24,6 +24,7 @@ void usage() {
       "  --workers W             workers the clock waits for (1)               [RDMAPS_WORKERS]\n"
       "  --stats-interval SEC    one stats line every SEC seconds (10; 0 off)  [RDMAPS_STATS_INTERVAL]\n"
       "  --keep-running          keep serving after every worker left\n"
+      "  --rule-from-workers     adopt the first worker's update rule and refuse others\n"
       "%s",
       rdmaps::config_help());
 }
@@ -76,6 +77,8 @@ int main(int argc, char** argv) {
         options.stats_interval = std::chrono::seconds(number(flag, value()));
       } else if (flag == "--keep-running") {
         options.exit_when_done = false;
+      } else if (flag == "--rule-from-workers") {
+        options.rule_from_workers = true;
       } else {
         throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "unknown flag " + flag + " (see --help)");
       }
