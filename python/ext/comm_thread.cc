@@ -1,0 +1,98 @@
+#include "python/ext/comm_thread.h"
+
+#include <span>
+
+#include "rdmaps/error.h"
+
+namespace rdmaps::python {
+
+CommThread::CommThread(Client& client) : client_(client), thread_([this] { loop(); }) {}
+
+CommThread::~CommThread() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closing_ = true;
+  }
+  work_cv_.notify_all();
+  thread_.join();
+}
+
+CommThread::Ticket CommThread::submit(Kind kind, std::string name, void* data, size_t floats) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (closing_) throw Error(Errc::kInvalidArgument, "operation submitted to a worker that is shutting down");
+  Ticket t = next_++;
+  queue_.push_back({t, kind, std::move(name), data, floats});
+  work_cv_.notify_one();
+  return t;
+}
+
+void CommThread::wait(Ticket ticket) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (ticket == 0 || ticket >= next_) throw Error(Errc::kInvalidArgument, "wait on an unknown ticket");
+  done_cv_.wait(lock, [&] { return done_ >= ticket; });
+  if (failed_at_ != 0 && ticket >= failed_at_) std::rethrow_exception(error_);
+}
+
+void CommThread::wait_all() {
+  Ticket last;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last = next_ - 1;
+  }
+  if (last > 0) wait(last);
+}
+
+size_t CommThread::pending() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<size_t>(next_ - 1 - done_);
+}
+
+void CommThread::loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    work_cv_.wait(lock, [&] { return closing_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // closing, drained
+    Op op = std::move(queue_.front());
+    queue_.pop_front();
+    const bool failed = failed_at_ != 0;
+    lock.unlock();
+    std::exception_ptr error;
+    if (!failed) {
+      try {
+        execute(op);
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    lock.lock();
+    if (error && failed_at_ == 0) {
+      failed_at_ = op.ticket;
+      error_ = error;
+    }
+    done_ = op.ticket;
+    done_cv_.notify_all();
+  }
+}
+
+void CommThread::execute(const Op& op) {
+  auto* f = static_cast<float*>(op.data);
+  switch (op.kind) {
+    case Kind::kPush:
+      client_.push(op.name, std::span<const float>(f, op.floats));
+      return;
+    case Kind::kPull:
+      client_.pull(op.name, std::span<float>(f, op.floats));
+      return;
+    case Kind::kInit:
+      client_.init(op.name, std::span<const float>(f, op.floats));
+      return;
+    case Kind::kClock:
+      client_.clock();
+      return;
+    case Kind::kBarrier:
+      client_.barrier();
+      return;
+  }
+}
+
+}  // namespace rdmaps::python

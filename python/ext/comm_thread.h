@@ -1,0 +1,64 @@
+// Runs one Client's operations in submission order on a thread of their own,
+// so that a trainer can hand a gradient over from an autograd hook and go on
+// with the backward pass while it is sent (the Client itself is not
+// thread-safe; only this thread touches it once started).
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "rdmaps/client.h"
+
+namespace rdmaps::python {
+
+class CommThread {
+ public:
+  enum class Kind { kPush, kPull, kInit, kClock, kBarrier };
+  using Ticket = uint64_t;
+
+  explicit CommThread(Client& client);
+  /// Finishes the queued operations, then joins.
+  ~CommThread();
+  CommThread(const CommThread&) = delete;
+  CommThread& operator=(const CommThread&) = delete;
+
+  /// Queues an operation on `floats` floats at `data` (none for clock and
+  /// barrier); the memory must stay valid until wait(ticket) returned.
+  Ticket submit(Kind kind, std::string name = {}, void* data = nullptr, size_t floats = 0);
+  /// Blocks until the operation finished; rethrows its error. After an error
+  /// every later operation fails with it too (the connection state is unknown).
+  void wait(Ticket ticket);
+  /// Waits for everything submitted so far.
+  void wait_all();
+  /// Operations submitted and not finished yet.
+  size_t pending() const;
+
+ private:
+  struct Op {
+    Ticket ticket;
+    Kind kind;
+    std::string name;
+    void* data;
+    size_t floats;
+  };
+  void loop();
+  void execute(const Op& op);
+
+  Client& client_;
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_, done_cv_;
+  std::deque<Op> queue_;
+  Ticket next_ = 1, done_ = 0;
+  Ticket failed_at_ = 0;  // first ticket that failed; 0 = none
+  std::exception_ptr error_;
+  bool closing_ = false;
+  std::thread thread_;
+};
+
+}  // namespace rdmaps::python

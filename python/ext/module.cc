@@ -1,0 +1,334 @@
+// rdmaps._rdmaps: the Python face of the C++ API. Buffers cross without
+// copies (buffer protocol, or an address and a byte count from rdmaps.torch);
+// the GIL is released while anything waits on the network.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "python/ext/comm_thread.h"
+#include "rdmaps/client.h"
+#include "rdmaps/config.h"
+#include "rdmaps/error.h"
+#include "rdmaps/server.h"
+#include "rdmaps_config.h"
+
+namespace py = pybind11;
+using namespace std::chrono_literals;
+
+namespace rdmaps::python {
+namespace {
+
+// Python classes of our errors; set at import.
+PyObject* g_error = nullptr;
+PyObject* g_invalid_argument = nullptr;
+PyObject* g_timeout = nullptr;
+PyObject* g_peer_gone = nullptr;
+
+PyObject* python_class(Errc code) {
+  switch (code) {
+    case Errc::kInvalidArgument:
+    case Errc::kOutOfBounds:
+      return g_invalid_argument;
+    case Errc::kTimeout:
+      return g_timeout;
+    case Errc::kPeerGone:
+    case Errc::kUnreachable:
+      return g_peer_gone;
+    default:
+      return g_error;
+  }
+}
+
+Config parse_flags(const std::vector<std::string>& flags) {
+  Config config;
+  std::vector<std::string> rest;
+  parse_config(config, flags, &rest);
+  if (!rest.empty()) throw Error(Errc::kInvalidArgument, "unknown configuration option '" + rest[0] + "'");
+  return config;
+}
+
+// A float32 C-contiguous view of `buffer`, or a TypeError/ValueError naming
+// the operation and tensor.
+std::pair<float*, size_t> float_view(const py::buffer& buffer, bool writable, const char* op, const std::string& name) {
+  py::buffer_info info = buffer.request(writable);
+  const std::string where = std::string(op) + "('" + name + "')";
+  if (info.format != py::format_descriptor<float>::format() || info.itemsize != sizeof(float))
+    throw py::type_error(where + ": needs float32 data, got buffer format '" + info.format + "' of " +
+                         std::to_string(info.itemsize) + "-byte items");
+  py::ssize_t expected = info.itemsize;
+  for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+    if (info.shape[d] > 1 && info.strides[d] != expected)
+      throw py::value_error(where + ": needs contiguous (C-order) data; make a contiguous copy first");
+    expected *= info.shape[d];
+  }
+  return {static_cast<float*>(info.ptr), static_cast<size_t>(info.size)};
+}
+
+size_t floats_of_bytes(uint64_t nbytes, const char* op, const std::string& name) {
+  if (nbytes % sizeof(float) != 0)
+    throw Error(Errc::kInvalidArgument,
+                std::string(op) + "('" + name + "'): " + std::to_string(nbytes) + " bytes is not whole float32s");
+  return nbytes / sizeof(float);
+}
+
+py::dict client_stats_dict(const ClientStats& s) {
+  py::dict d;
+  d["pushes"] = s.pushes;
+  d["push_bytes"] = s.push_bytes;
+  d["pulls"] = s.pulls;
+  d["pull_bytes"] = s.pull_bytes;
+  d["pulls_skipped"] = s.pulls_skipped;
+  d["pull_bytes_saved"] = s.pull_bytes_saved;
+  d["clocks"] = s.clocks;
+  d["clock_wait_seconds"] = s.clock_wait_seconds;
+  d["push_paths"] = s.push_paths;
+  return d;
+}
+
+py::dict server_stats_dict(const ServerStats& s) {
+  py::dict d;
+  d["pushes"] = s.pushes;
+  d["bytes_in"] = s.bytes_in;
+  d["bytes_out"] = s.bytes_out;
+  d["pulls"] = s.pulls;
+  d["clocks"] = s.clocks;
+  d["rejected"] = s.rejected;
+  d["dropped"] = s.dropped;
+  d["min_clock"] = s.min_clock;
+  d["applied_per_worker"] = s.applied_per_worker;
+  d["rejected_per_worker"] = s.rejected_per_worker;
+  d["staleness_p50"] = s.staleness_quantile(0.5);
+  d["staleness_p99"] = s.staleness_quantile(0.99);
+  return d;
+}
+
+// A Client plus the thread that runs its operations.
+class Worker {
+ public:
+  Worker(std::vector<std::string> servers, uint32_t worker, const std::vector<std::string>& flags,
+         double timeout_seconds) {
+    ClientOptions o;
+    o.servers = std::move(servers);
+    o.worker = worker;
+    o.config = parse_flags(flags);
+    if (timeout_seconds <= 0) throw Error(Errc::kInvalidArgument, "timeout must be positive");
+    o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
+    if (o.servers.empty()) throw Error(Errc::kInvalidArgument, "Worker: the server list is empty");
+    client_ = std::make_unique<Client>(o);
+  }
+
+  void declare(const std::string& name, size_t floats) {
+    if (comm_) throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
+    client_->declare(name, floats);
+  }
+  void connect() {
+    if (comm_) return;
+    {
+      py::gil_scoped_release release;
+      client_->connect();
+    }
+    comm_ = std::make_unique<CommThread>(*client_);
+  }
+
+  CommThread::Ticket submit(CommThread::Kind kind, const std::string& name = {}, void* data = nullptr,
+                            size_t floats = 0) {
+    if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
+    return comm_->submit(kind, name, data, floats);
+  }
+  void wait(CommThread::Ticket t) {
+    if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
+    py::gil_scoped_release release;
+    comm_->wait(t);
+  }
+  void run(CommThread::Kind kind, const std::string& name = {}, void* data = nullptr, size_t floats = 0) {
+    wait(submit(kind, name, data, floats));
+  }
+  void wait_all() {
+    if (!comm_) return;
+    py::gil_scoped_release release;
+    comm_->wait_all();
+  }
+  size_t pending() const { return comm_ ? comm_->pending() : 0; }
+  uint64_t clock_value() {
+    wait_all();
+    return client_->clock_value();
+  }
+  py::dict stats() {
+    wait_all();
+    return client_stats_dict(client_->stats());
+  }
+  // Sends the goodbye; the worker is unusable afterwards.
+  void close() {
+    py::gil_scoped_release release;
+    comm_.reset();
+    client_.reset();
+  }
+  bool closed() const { return !client_; }
+
+ private:
+  std::unique_ptr<Client> client_;
+  std::unique_ptr<CommThread> comm_;
+};
+
+Worker& live(Worker& w) {
+  if (w.closed()) throw Error(Errc::kInvalidArgument, "the worker was closed");
+  return w;
+}
+
+class PyServer {
+ public:
+  explicit PyServer(const ServerOptions& options) : server_(std::make_unique<Server>(options)) {}
+  std::string address() const { return server_->address(); }
+  // Runs the server on a thread of its own so that Ctrl-C reaches Python.
+  void serve() {
+    std::exception_ptr error;
+    std::atomic<bool> finished{false};
+    std::thread runner([&] {
+      try {
+        server_->run();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      finished = true;
+    });
+    for (;;) {
+      {
+        py::gil_scoped_release release;
+        for (int i = 0; i < 10 && !finished; ++i) std::this_thread::sleep_for(10ms);
+      }
+      if (finished) break;
+      if (PyErr_CheckSignals() != 0) {
+        server_->stop();
+        {
+          py::gil_scoped_release release;
+          runner.join();
+        }
+        throw py::error_already_set();
+      }
+    }
+    runner.join();
+    if (error) std::rethrow_exception(error);
+  }
+  void stop() { server_->stop(); }
+  py::dict stats() const { return server_stats_dict(server_->stats()); }
+
+ private:
+  std::unique_ptr<Server> server_;
+};
+
+}  // namespace
+}  // namespace rdmaps::python
+
+PYBIND11_MODULE(_rdmaps, m) {
+  using namespace rdmaps;
+  using namespace rdmaps::python;
+  using Kind = CommThread::Kind;
+  m.doc() = "rdmaps: parameter server over one-sided RDMA (UCX). Use the rdmaps package, not this module.";
+  m.attr("__version__") = RDMAPS_VERSION;
+  m.attr("have_cuda") = static_cast<bool>(RDMAPS_HAVE_CUDA);
+
+  g_error = PyErr_NewException("rdmaps.Error", PyExc_RuntimeError, nullptr);
+  auto make = [&](const char* name, PyObject* builtin) {
+    py::tuple bases = py::make_tuple(py::handle(g_error), py::handle(builtin));
+    return PyErr_NewException(name, bases.ptr(), nullptr);
+  };
+  g_invalid_argument = make("rdmaps.InvalidArgument", PyExc_ValueError);
+  g_timeout = make("rdmaps.Timeout", PyExc_TimeoutError);
+  g_peer_gone = make("rdmaps.PeerGone", PyExc_ConnectionError);
+  m.attr("Error") = py::handle(g_error);
+  m.attr("InvalidArgument") = py::handle(g_invalid_argument);
+  m.attr("Timeout") = py::handle(g_timeout);
+  m.attr("PeerGone") = py::handle(g_peer_gone);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      py::object error = py::reinterpret_borrow<py::object>(python_class(e.code()))(e.what());
+      error.attr("code") = errc_name(e.code());
+      PyErr_SetObject(python_class(e.code()), error.ptr());
+    }
+  });
+
+  m.def(
+      "describe_config", [](const std::vector<std::string>& flags) { return describe(parse_flags(flags)); },
+      py::arg("flags"), "The configuration these flags and RDMAPS_* variables give, one field per line.");
+
+  py::class_<Worker>(m, "Worker", "A worker's connection to the servers (see rdmaps.Worker).")
+      .def(py::init<std::vector<std::string>, uint32_t, const std::vector<std::string>&, double>(), py::arg("servers"),
+           py::arg("worker"), py::arg("flags") = std::vector<std::string>{}, py::arg("timeout") = 60.0)
+      .def("declare", [](Worker& w, const std::string& name, size_t floats) { live(w).declare(name, floats); })
+      .def("connect", [](Worker& w) { live(w).connect(); })
+      .def("push",
+           [](Worker& w, const std::string& name, const py::buffer& b) {
+             auto [p, n] = float_view(b, false, "push", name);
+             live(w).run(Kind::kPush, name, p, n);
+           })
+      .def("init",
+           [](Worker& w, const std::string& name, const py::buffer& b) {
+             auto [p, n] = float_view(b, false, "init", name);
+             live(w).run(Kind::kInit, name, p, n);
+           })
+      .def("pull",
+           [](Worker& w, const std::string& name, const py::buffer& b) {
+             auto [p, n] = float_view(b, true, "pull", name);
+             live(w).run(Kind::kPull, name, p, n);
+           })
+      // Address-based forms for rdmaps.torch, which checks dtype, layout and
+      // device first and keeps the tensor alive until the ticket is waited on.
+      .def("_submit_push",
+           [](Worker& w, const std::string& name, uintptr_t address, uint64_t nbytes) {
+             return live(w).submit(Kind::kPush, name, reinterpret_cast<void*>(address),
+                                   floats_of_bytes(nbytes, "push", name));
+           })
+      .def("_submit_pull",
+           [](Worker& w, const std::string& name, uintptr_t address, uint64_t nbytes) {
+             return live(w).submit(Kind::kPull, name, reinterpret_cast<void*>(address),
+                                   floats_of_bytes(nbytes, "pull", name));
+           })
+      .def("_submit_init",
+           [](Worker& w, const std::string& name, uintptr_t address, uint64_t nbytes) {
+             return live(w).submit(Kind::kInit, name, reinterpret_cast<void*>(address),
+                                   floats_of_bytes(nbytes, "init", name));
+           })
+      .def("_submit_clock", [](Worker& w) { return live(w).submit(Kind::kClock); })
+      .def(
+          "wait", [](Worker& w, uint64_t ticket) { live(w).wait(ticket); }, py::arg("ticket"))
+      .def("wait_all", [](Worker& w) { live(w).wait_all(); })
+      .def("clock", [](Worker& w) { live(w).run(Kind::kClock); })
+      .def("barrier", [](Worker& w) { live(w).run(Kind::kBarrier); })
+      .def_property_readonly("clock_value", [](Worker& w) { return live(w).clock_value(); })
+      .def_property_readonly("pending", &Worker::pending)
+      .def("stats", [](Worker& w) { return live(w).stats(); })
+      .def("close", &Worker::close)
+      .def_property_readonly("closed", &Worker::closed);
+
+  py::class_<PyServer>(m, "Server", "A parameter server (see rdmaps.Server).")
+      .def(py::init([](const std::string& listen, uint32_t index, uint32_t servers, uint32_t workers,
+                       const std::vector<std::string>& flags, bool rule_from_workers, bool log_connections,
+                       double stats_interval, bool exit_when_done) {
+             ServerOptions o;
+             o.listen = listen;
+             o.index = index;
+             o.servers = servers;
+             o.workers = workers;
+             o.config = parse_flags(flags);
+             o.rule_from_workers = rule_from_workers;
+             o.log_connections = log_connections;
+             o.stats_interval = std::chrono::milliseconds(static_cast<int64_t>(stats_interval * 1000));
+             o.exit_when_done = exit_when_done;
+             return std::make_unique<PyServer>(o);
+           }),
+           py::arg("listen") = "0.0.0.0:0", py::arg("index") = 0, py::arg("servers") = 1, py::arg("workers") = 1,
+           py::arg("flags") = std::vector<std::string>{}, py::arg("rule_from_workers") = false,
+           py::arg("log_connections") = true, py::arg("stats_interval") = 0.0, py::arg("exit_when_done") = true)
+      .def_property_readonly("address", &PyServer::address)
+      .def("serve", &PyServer::serve, "Serves until every worker left (or stop(), or Ctrl-C).")
+      .def("stop", &PyServer::stop)
+      .def("stats", &PyServer::stats);
+}

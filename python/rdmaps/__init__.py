@@ -1,0 +1,78 @@
+"""rdmaps: a parameter server for asynchronous training over one-sided RDMA (UCX).
+
+Worker and Server wrap the C++ classes of the same names (include/rdmaps/).
+Data crosses as float32 buffers without copies; waits release the GIL.
+For PyTorch, use rdmaps.torch.
+"""
+
+import math
+
+from . import _rdmaps
+from ._rdmaps import Error, InvalidArgument, PeerGone, Timeout, __version__, have_cuda
+
+__all__ = ["Error", "InvalidArgument", "PeerGone", "Timeout", "Worker", "Server", "config_flags", "describe_config"]
+
+
+def config_flags(config=None, **options):
+    """Configuration as rdmaps flags: {"staleness": 3, "lambda0": 2} -> ["--staleness", "3", "--lambda0", "2"].
+
+    Keys are the flag names of `rdmaps-server --help` with "_" for "-" (a trailing
+    "_" is dropped: lambda_); True/False become on/off, infinity "inf"; None is left out.
+    """
+    merged = dict(config or {})
+    merged.update(options)
+    flags = []
+    for key, value in merged.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "on" if value else "off"
+        elif isinstance(value, float) and math.isinf(value):
+            text = "inf"
+        else:
+            text = str(value)
+        flags += ["--" + key.rstrip("_").replace("_", "-"), text]
+    return flags
+
+
+def describe_config(config=None, **options):
+    """The configuration these options and the RDMAPS_* variables give, one field per line."""
+    return _rdmaps.describe_config(config_flags(config, **options))
+
+
+def _server_list(servers):
+    if isinstance(servers, str):
+        servers = [s for s in servers.split(",") if s]
+    return list(servers)
+
+
+class Worker(_rdmaps.Worker):
+    """A worker's connection to the servers.
+
+    Worker(servers, worker, config=None, timeout=60, **options): servers is
+    "host:port,host:port" or a list in server-index order; options as in
+    config_flags. declare() every tensor, connect(), then push/pull/clock with
+    float32 C-contiguous buffers (numpy arrays, array.array('f'), ...).
+    """
+
+    def __init__(self, servers, worker, config=None, *, timeout=60.0, **options):
+        super().__init__(_server_list(servers), int(worker), config_flags(config, **options), float(timeout))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Server(_rdmaps.Server):
+    """A parameter server: Server(listen="0.0.0.0:0", index=0, servers=1, workers=1, config=None, **options).
+
+    serve() runs until every worker left (or stop(), or Ctrl-C); address is the
+    bound host:port. rule_from_workers=True adopts the first worker's update rule.
+    """
+
+    def __init__(self, listen="0.0.0.0:0", index=0, servers=1, workers=1, config=None, *, rule_from_workers=False,
+                 log_connections=True, stats_interval=0.0, exit_when_done=True, **options):
+        super().__init__(listen, int(index), int(servers), int(workers), config_flags(config, **options),
+                         bool(rule_from_workers), bool(log_connections), float(stats_interval), bool(exit_when_done))

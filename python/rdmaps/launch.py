@@ -1,0 +1,106 @@
+"""Starts N local processes of a script with torchrun's variables (RANK,
+WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), for one
+machine and for systems where torchrun itself does not run (Debian 12's torch
+1.13 torchrun fails on Python 3.11 in elastic's to_map).
+
+    python3 -m rdmaps.launch --nproc 3 train.py --epochs 2
+
+Output lines carry a "[rank] " prefix. When a process fails the others are
+stopped, and the launcher exits with the first failure's status.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _relay(rank, stream, out):
+    for line in iter(stream.readline, b""):
+        out.write(f"[{rank}] ".encode() + line)
+        out.flush()
+
+
+def launch(nproc, command, master_port=None, env=None, prefix=True):
+    """Runs `command` (a list) nproc times; returns the exit status (0, or the first failure's)."""
+    if nproc < 1:
+        raise ValueError("--nproc must be at least 1")
+    base = dict(os.environ if env is None else env)
+    base.update(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(master_port or free_port()))
+    procs, relays = [], []
+    for rank in range(nproc):
+        e = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
+        p = subprocess.Popen(command, env=e, stdout=subprocess.PIPE if prefix else None,
+                             stderr=subprocess.STDOUT if prefix else None)
+        procs.append(p)
+        if prefix:
+            t = threading.Thread(target=_relay, args=(rank, p.stdout, sys.stdout.buffer), daemon=True)
+            t.start()
+            relays.append(t)
+    status = 0
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p for p in procs if p.returncode not in (None, 0)]
+            if failed:
+                status = failed[0].returncode
+                for p in procs:
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.05)
+        deadline = time.monotonic() + 10
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        status = 130
+    for t in relays:
+        t.join(timeout=5)
+    if status == 0:
+        status = next((p.returncode for p in procs if p.returncode != 0), 0)
+    if status < 0:  # killed by a signal
+        status = 128 - status
+    return status
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python3 -m rdmaps.launch", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--nproc", "-n", type=int, required=True, help="processes to start")
+    ap.add_argument("--master-port", type=int, default=None, help="rendezvous port (default: a free one)")
+    ap.add_argument("--no-prefix", action="store_true", help="leave the processes' output as it is")
+    ap.add_argument("script", help="a Python script, or -m module")
+    ap.add_argument("args", nargs=argparse.REMAINDER)
+    a = ap.parse_args(argv)
+    if a.script == "-m":
+        if not a.args:
+            ap.error("-m needs a module name")
+        command = [sys.executable, "-m"] + a.args
+    else:
+        if not os.path.isfile(a.script):
+            ap.error(f"no such script: {a.script}")
+        command = [sys.executable, a.script] + a.args
+    return launch(a.nproc, command, a.master_port, prefix=not a.no_prefix)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

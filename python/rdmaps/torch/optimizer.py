@@ -1,0 +1,245 @@
+"""DistributedOptimizer: pushes gradients from autograd hooks, pulls parameters in step()."""
+
+import math
+import warnings
+
+import torch
+
+import rdmaps
+from . import runtime
+
+
+def _check_tensor(what, name, t, numel):
+    """The address and byte size of a tensor rdmaps may read or write, or a clear exception."""
+    if t.dtype != torch.float32:
+        raise TypeError(f"rdmaps.torch: {what} of '{name}' is {t.dtype}; rdmaps moves torch.float32 only")
+    if t.device.type != "cpu":
+        raise TypeError(f"rdmaps.torch: {what} of '{name}' is on {t.device}; this build moves CPU tensors only")
+    if t.layout != torch.strided:
+        raise TypeError(f"rdmaps.torch: {what} of '{name}' has layout {t.layout}; rdmaps moves dense tensors only")
+    if not t.is_contiguous():
+        raise ValueError(f"rdmaps.torch: {what} of '{name}' is not contiguous; call .contiguous() first")
+    if t.numel() != numel:
+        raise ValueError(f"rdmaps.torch: {what} of '{name}' has {t.numel()} elements, {numel} were declared")
+    return t.data_ptr(), t.numel() * 4
+
+
+def _rule_options(optimizer, dc, lambda_):
+    """The servers' update rule from the wrapped optimizer (the servers apply it)."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        raise TypeError(f"rdmaps.torch.DistributedOptimizer: the servers apply the update, and they implement SGD, "
+                        f"momentum and DC-ASGD; wrap a torch.optim.SGD, not {type(optimizer).__name__}")
+    groups = optimizer.param_groups
+    for key in ("lr", "momentum", "dampening", "nesterov", "weight_decay"):
+        if len({g[key] for g in groups}) > 1:
+            raise ValueError(f"rdmaps.torch.DistributedOptimizer: parameter groups with different {key} are not "
+                             "supported (the servers apply one rule)")
+    g = groups[0]
+    if g["nesterov"] or g["dampening"]:
+        raise ValueError("rdmaps.torch.DistributedOptimizer: nesterov and dampening are not supported")
+    if g.get("maximize"):
+        raise ValueError("rdmaps.torch.DistributedOptimizer: maximize=True is not supported")
+    options = {"lr": g["lr"]}
+    if dc in (None, False):
+        if g["momentum"]:
+            options.update(rule="momentum", momentum=g["momentum"])
+        else:
+            options["rule"] = "sgd"
+    else:
+        if g["momentum"]:
+            raise ValueError("rdmaps.torch.DistributedOptimizer: delay compensation (dc=) applies to plain SGD; "
+                             "use momentum=0")
+        kind = "adaptive" if dc is True else dc
+        if kind == "adaptive":
+            options["rule"] = "dc-asgd-a"
+            if lambda_ is not None:
+                options["lambda0"] = lambda_
+        elif kind == "constant":
+            options["rule"] = "dc-asgd-c"
+            if lambda_ is not None:
+                options["lambda"] = lambda_
+        else:
+            raise ValueError(f"rdmaps.torch.DistributedOptimizer: dc={dc!r}; use True, 'adaptive' or 'constant'")
+    return options
+
+
+class DistributedOptimizer(torch.optim.Optimizer):
+    """Wraps a torch.optim.SGD so that the rdmaps servers apply its updates.
+
+    Each gradient is pushed as soon as backward produces it (a hook on the
+    parameter's AccumulateGrad node), overlapping communication with the rest of
+    backward. step() waits for the pushes, advances the SSP clock (blocking
+    while the slowest worker is more than `staleness` steps behind) and loads
+    the servers' parameters, fetching them only when the cached copy is too stale.
+
+    staleness: SSP bound (0 = bulk-synchronous, None or math.inf = fully asynchronous).
+    dc: delay compensation: True/'adaptive' (DC-ASGD-a), 'constant' (DC-ASGD-c), None.
+    lambda_: DC-ASGD lambda0 (adaptive) or lambda (constant).
+    backward_passes_per_step: backward passes accumulated locally before a push.
+    config/options: further rdmaps configuration (transport, shard_floats, ...).
+    The learning rate is fixed when the optimizer is made: the servers hold it.
+    """
+
+    def __init__(self, optimizer, named_parameters=None, staleness=0, dc=None, lambda_=None,
+                 backward_passes_per_step=1, config=None, **options):
+        # Share, not copy, the wrapped optimizer's groups and state.
+        self.optimizer = optimizer
+        self.param_groups = optimizer.param_groups
+        self.defaults = optimizer.defaults
+        self.state = optimizer.state
+        self._hook_for_profile()
+        if backward_passes_per_step < 1:
+            raise ValueError("backward_passes_per_step must be at least 1")
+        self._passes_per_step = int(backward_passes_per_step)
+        self._params = self._name_parameters(named_parameters)
+        rule = _rule_options(optimizer, dc, lambda_)
+        self._lr = rule["lr"]
+        self._weight_decay = optimizer.param_groups[0]["weight_decay"]
+        self._lr_warned = False
+
+        servers, worker_index, base = runtime._worker_connection(self)
+        timeout = base.pop("timeout", 300.0)
+        base.update(dict(config or {}, **options))
+        base.update(rule)
+        base["staleness"] = math.inf if staleness is None or staleness == math.inf else int(staleness)
+        self._worker = rdmaps.Worker(servers, worker_index, base, timeout=timeout)
+        for name, p in self._params:
+            self._worker.declare(name, p.numel())
+        self._worker.connect()
+
+        self._pending = []  # (ticket, tensor kept alive until the push is done)
+        self._passes = {}  # name -> backward passes seen this step
+        self._grad_nodes = []  # AccumulateGrad nodes; the hooks live as long as these
+        for name, p in self._params:
+            if p.requires_grad:
+                self._hook(name, p)
+
+    # ---- set-up -----------------------------------------------------------------
+
+    def _name_parameters(self, named_parameters):
+        in_optimizer = [p for g in self.param_groups for p in g["params"]]
+        if named_parameters is None:
+            named = [(f"param.{i}", p) for i, p in enumerate(in_optimizer)]
+        else:
+            named = list(named_parameters)
+        names = [n for n, _ in named]
+        if len(set(names)) != len(names):
+            raise ValueError("rdmaps.torch.DistributedOptimizer: named_parameters has duplicate names")
+        by_id = {id(p): n for n, p in named}
+        missing = [i for i, p in enumerate(in_optimizer) if id(p) not in by_id]
+        if missing:
+            raise ValueError(f"rdmaps.torch.DistributedOptimizer: {len(missing)} of the optimizer's parameters are "
+                             "not in named_parameters (pass model.named_parameters() of the same model)")
+        wanted = {id(p) for p in in_optimizer}
+        named = [(n, p) for n, p in named if id(p) in wanted]
+        for n, p in named:
+            _check_tensor("parameter", n, p.data, p.numel())
+        return named
+
+    def _hook(self, name, p):
+        node = p.expand_as(p).grad_fn.next_functions[0][0]  # p's AccumulateGrad
+
+        def pushed_after_accumulate(*_):
+            self._on_gradient(name, p)
+
+        node.register_hook(pushed_after_accumulate)
+        self._grad_nodes.append(node)
+
+    # ---- the data path ----------------------------------------------------------
+
+    def _on_gradient(self, name, p):
+        seen = self._passes.get(name, 0) + 1
+        self._passes[name] = seen
+        if seen > self._passes_per_step:
+            raise RuntimeError(f"rdmaps.torch: '{name}' got gradient {seen} before step(); call step() after every "
+                               f"{self._passes_per_step} backward pass(es) (backward_passes_per_step)")
+        if seen < self._passes_per_step or p.grad is None:
+            return
+        grad = p.grad
+        if self._passes_per_step > 1:
+            grad = grad / self._passes_per_step
+        if self._weight_decay:
+            grad = torch.add(grad, p.detach(), alpha=self._weight_decay)
+        address, nbytes = _check_tensor("gradient", name, grad, p.numel())
+        self._pending.append((self._worker._submit_push(name, address, nbytes), grad))
+
+    def synchronize(self):
+        """Waits until every gradient pushed so far left this process."""
+        pending, self._pending = self._pending, []
+        for ticket, _ in pending:
+            self._worker.wait(ticket)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.synchronize()
+        self._passes.clear()
+        self._warn_on_lr_change()
+        self._worker.clock()
+        self._load_parameters()
+        return loss
+
+    def _load_parameters(self):
+        tickets = []
+        for name, p in self._params:
+            address, nbytes = _check_tensor("parameter", name, p.data, p.numel())
+            tickets.append(self._worker._submit_pull(name, address, nbytes))
+        for t in tickets:
+            self._worker.wait(t)
+
+    def _warn_on_lr_change(self):
+        if not self._lr_warned and any(g["lr"] != self._lr for g in self.param_groups):
+            self._lr_warned = True
+            warnings.warn(f"rdmaps.torch: the learning rate changed from {self._lr} after the DistributedOptimizer "
+                          "was made; the servers keep applying the original one", RuntimeWarning, stacklevel=3)
+
+    def zero_grad(self, set_to_none=False):
+        self.synchronize()  # a push in flight still reads the gradient
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    @torch.no_grad()
+    def _broadcast(self, state_dict, is_root):
+        by_name = dict(self._params)
+        by_address = {p.data_ptr(): n for n, p in self._params}
+        if is_root:
+            tickets = []
+            for key, value in state_dict.items():
+                name = key if key in by_name else by_address.get(value.data_ptr())
+                if name is None:
+                    continue
+                value = value.detach()
+                address, nbytes = _check_tensor("state_dict entry", key, value, by_name[name].numel())
+                tickets.append((self._worker._submit_init(name, address, nbytes), value))
+            for t, _ in tickets:
+                self._worker.wait(t)
+        self._worker.barrier()
+        self._load_parameters()
+
+    def load_latest(self):
+        """Waits until every live worker reached this point, then loads the
+        servers' parameters (e.g. before evaluating a model trained asynchronously)."""
+        self.synchronize()
+        self._worker.barrier()
+        self._load_parameters()
+
+    def stats(self):
+        """This worker's counters (pushes, pulls, pulls skipped, clock wait, push paths)."""
+        return self._worker.stats()
+
+    def _close(self):
+        if not self._worker.closed:
+            self.synchronize()
+            self._worker.close()
+
+    # The servers own the optimizer state; these keep a scheduler or checkpoint code working.
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.optimizer.load_state_dict(state_dict)
+
+    def __repr__(self):
+        return f"rdmaps.torch.DistributedOptimizer({self.optimizer!r})"

@@ -1,0 +1,150 @@
+"""init(), shutdown() and broadcast_parameters(): the process-wide side of rdmaps.torch."""
+
+import atexit
+import datetime
+import os
+import socket
+import sys
+
+import torch
+
+import rdmaps
+from rdmaps import launcher
+
+_placement = None
+_servers = None  # host:port of every server, in index order (workers)
+_store = None  # rendezvous store; rank 0 hosts it
+_optimizer = None  # the DistributedOptimizer that owns this worker's connection
+_options = {}
+
+
+def _store_key(index):
+    return f"server/{index}"
+
+
+def _advertised_host(p):
+    """The address other hosts reach this one at: RDMAPS_ADVERTISE_ADDR, else the
+    local address of the route to the rendezvous host."""
+    if os.environ.get("RDMAPS_ADVERTISE_ADDR"):
+        return os.environ["RDMAPS_ADVERTISE_ADDR"]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((p.master_addr, p.master_port))  # no packet is sent
+            return s.getsockname()[0]
+        except OSError:
+            return socket.gethostbyname(socket.gethostname())
+
+
+def _open_store(p, timeout):
+    # Under torchrun the agent already hosts a store at MASTER_PORT; rank 0 hosts one otherwise.
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = torch.distributed.TCPStore(p.master_addr, p.master_port, p.world_size, p.rank == 0 and not agent_store,
+                                       datetime.timedelta(seconds=timeout), wait_for_workers=False)
+    # A restarted torchrun job must not read the previous run's addresses.
+    return torch.distributed.PrefixStore(f"rdmaps/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
+def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
+    """Joins the job. Server ranks serve until every worker left, then exit the
+    process (sys.exit(0)); worker ranks return and train.
+
+    num_servers: default RDMAPS_NUM_SERVERS, or the length of RDMAPS_SERVERS, or 1.
+    config/options: rdmaps configuration (transport, shard_floats, ...; see
+    rdmaps.config_flags); the update rule comes from the DistributedOptimizer.
+    timeout: seconds to wait for the rendezvous and for every network wait.
+    """
+    global _placement, _servers, _store, _options
+    if _placement is not None:
+        raise RuntimeError("rdmaps.torch.init() was already called")
+    p = launcher.detect(env, num_servers)
+    _options = dict(config or {}, **options)
+    _options.setdefault("timeout", float(timeout))
+    if p.role == "server":
+        _serve(p, float(timeout))
+        sys.exit(0)
+    if p.servers:
+        _servers = list(p.servers)
+    else:
+        _store = _open_store(p, timeout)
+        keys = [_store_key(i) for i in range(p.num_servers)]
+        _store.wait(keys)
+        _servers = [_store.get(k).decode() for k in keys]
+    _placement = p
+    atexit.register(shutdown)
+    return p
+
+
+def _serve(p, timeout):
+    options = {k: v for k, v in _options.items() if k != "timeout"}
+    listen_port = int(p.servers[p.rank].rpartition(":")[2]) if p.servers else 0
+    server = rdmaps.Server(f"0.0.0.0:{listen_port}", index=p.rank, servers=p.num_servers, workers=p.num_workers,
+                           rule_from_workers=True, **options)
+    port = server.address.rpartition(":")[2]
+    store = None
+    if not p.servers:
+        store = _open_store(p, timeout)  # rank 0 hosts it for the whole job
+        store.set(_store_key(p.rank), f"{_advertised_host(p)}:{port}")
+    print(f"rdmaps.torch: rank {p.rank} serves on port {port} for {p.num_workers} worker(s)", file=sys.stderr,
+          flush=True)
+    server.serve()
+    s = server.stats()
+    print(f"rdmaps.torch: server {p.rank} done: {s['pushes']} pushes, {s['pulls']} pulls, {s['clocks']} clocks, "
+          f"{s['rejected']} rejected", file=sys.stderr, flush=True)
+    del store
+
+
+def is_initialized():
+    return _placement is not None
+
+
+def placement():
+    """This worker's launcher.Placement (after init())."""
+    _require_init("placement")
+    return _placement
+
+
+def rank():
+    """This worker's index among the workers (0 .. size()-1)."""
+    return placement().worker_index
+
+
+def size():
+    """Number of workers."""
+    return placement().num_workers
+
+
+def _require_init(what):
+    if _placement is None:
+        raise RuntimeError(f"rdmaps.torch.{what}: call rdmaps.torch.init() first")
+
+
+def _worker_connection(optimizer):
+    """Hands the optimizer what it needs to connect; one optimizer per process."""
+    global _optimizer
+    _require_init("DistributedOptimizer")
+    if _optimizer is not None:
+        raise RuntimeError("rdmaps.torch: a DistributedOptimizer already exists in this process; the servers keep "
+                           "one set of tensors per job")
+    _optimizer = optimizer
+    return _servers, _placement.worker_index, dict(_options)
+
+
+def broadcast_parameters(state_dict, root_rank=0):
+    """Sets the servers' parameters to root_rank's values, then every worker
+    loads them, so all start from the same point. Entries that are not
+    parameters of the DistributedOptimizer (buffers) stay per worker."""
+    _require_init("broadcast_parameters")
+    if _optimizer is None:
+        raise RuntimeError("rdmaps.torch.broadcast_parameters: create the DistributedOptimizer first (it declares "
+                           "the tensors the servers keep)")
+    if not 0 <= root_rank < size():
+        raise ValueError(f"root_rank {root_rank} is not a worker rank (0..{size() - 1})")
+    _optimizer._broadcast(state_dict, rank() == root_rank)
+
+
+def shutdown():
+    """Leaves the job: waits for this worker's outstanding operations and tells the servers."""
+    global _optimizer
+    if _optimizer is not None:
+        _optimizer._close()
+        _optimizer = None

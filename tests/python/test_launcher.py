@@ -1,0 +1,71 @@
+"""rdmaps.launcher: rank, size and role from each launcher's variables (no processes needed)."""
+
+import unittest
+
+from rdmaps.launcher import LaunchError, detect
+
+MASTER = {"MASTER_ADDR": "node0", "MASTER_PORT": "29600"}
+
+
+class LauncherTest(unittest.TestCase):
+    def test_torchrun(self):
+        p = detect(dict(MASTER, RANK="0", WORLD_SIZE="3", LOCAL_RANK="0"))
+        self.assertEqual((p.source, p.rank, p.world_size, p.role, p.server_index), ("torchrun", 0, 3, "server", 0))
+        self.assertEqual((p.master_addr, p.master_port), ("node0", 29600))
+        p = detect(dict(MASTER, RANK="2", WORLD_SIZE="3"))
+        self.assertEqual((p.role, p.worker_index, p.num_workers), ("worker", 1, 2))
+
+    def test_open_mpi(self):
+        p = detect(dict(MASTER, OMPI_COMM_WORLD_RANK="4", OMPI_COMM_WORLD_SIZE="6", OMPI_COMM_WORLD_LOCAL_RANK="0"),
+                   num_servers=2)
+        self.assertEqual((p.source, p.role, p.worker_index, p.num_workers), ("openmpi", "worker", 2, 4))
+        p = detect(dict(MASTER, OMPI_COMM_WORLD_RANK="1", OMPI_COMM_WORLD_SIZE="6"), num_servers=2)
+        self.assertEqual((p.role, p.server_index), ("server", 1))
+
+    def test_pmi(self):
+        p = detect(dict(MASTER, PMI_RANK="1", PMI_SIZE="2"))
+        self.assertEqual((p.source, p.role, p.worker_index), ("pmi", "worker", 0))
+
+    def test_slurm_takes_the_launch_node_as_rendezvous(self):
+        p = detect({"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.7"})
+        self.assertEqual((p.source, p.role, p.worker_index, p.master_addr, p.master_port),
+                         ("slurm", "worker", 2, "10.0.0.7", 29500))
+
+    def test_precedence(self):
+        # torchrun inside an srun allocation: torchrun's variables describe the process.
+        env = dict(MASTER, RANK="1", WORLD_SIZE="2", SLURM_PROCID="0", SLURM_NTASKS="1")
+        self.assertEqual(detect(env).source, "torchrun")
+        env.update(RDMAPS_RANK="0", RDMAPS_WORLD_SIZE="2")
+        self.assertEqual((detect(env).source, detect(env).role), ("rdmaps", "server"))
+
+    def test_explicit_servers_need_no_rendezvous(self):
+        p = detect({"RANK": "3", "WORLD_SIZE": "4", "RDMAPS_SERVERS": "a:1,b:2"})
+        self.assertEqual((p.num_servers, p.servers, p.role, p.worker_index, p.master_addr),
+                         (2, ("a:1", "b:2"), "worker", 1, ""))
+
+    def test_num_servers_from_the_environment(self):
+        p = detect(dict(MASTER, RANK="1", WORLD_SIZE="4", RDMAPS_NUM_SERVERS="2"))
+        self.assertEqual(p.role, "server")
+
+    def test_errors_name_the_variable(self):
+        cases = [
+            ({}, "no rank found"),
+            ({"RANK": "1"}, "WORLD_SIZE is not"),
+            (dict(MASTER, RANK="x", WORLD_SIZE="2"), "RANK='x' is not an integer"),
+            (dict(MASTER, RANK="2", WORLD_SIZE="2"), "RANK=2 is not below WORLD_SIZE=2"),
+            (dict(MASTER, RANK="0", WORLD_SIZE="1"), "leaves no worker"),
+            ({"RANK": "1", "WORLD_SIZE": "2"}, "MASTER_ADDR"),
+            (dict(MASTER, RANK="1", WORLD_SIZE="2", MASTER_PORT="70000"), "MASTER_PORT=70000"),
+            ({"RANK": "1", "WORLD_SIZE": "3", "RDMAPS_SERVERS": "nohostport"}, "'nohostport' is not host:port"),
+            ({"RANK": "1", "WORLD_SIZE": "4", "RDMAPS_SERVERS": "a:1", "RDMAPS_NUM_SERVERS": "2"},
+             "lists 1 servers but the job has 2"),
+        ]
+        for env, message in cases:
+            with self.subTest(env=env):
+                with self.assertRaises(LaunchError) as ctx:
+                    detect(env)
+                self.assertIn(message, str(ctx.exception))
+
+
+if __name__ == "__main__":
+    unittest.main()

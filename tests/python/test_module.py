@@ -1,0 +1,130 @@
+"""The rdmaps Python module against a real server (UCX over the transport in
+RDMAPS_TRANSPORT, default tcp): zero-copy numpy push/pull, and clear
+exceptions for bad buffers, sizes, options and peers."""
+
+import os
+import threading
+import unittest
+
+import numpy as np
+
+import rdmaps
+
+TRANSPORT = os.environ.get("RDMAPS_TEST_TRANSPORT", "tcp")
+
+
+class ServerThread:
+    def __init__(self, workers=1, **options):
+        self.server = rdmaps.Server("127.0.0.1:0", workers=workers, transport=TRANSPORT, log_connections=False,
+                                    **options)
+        self.thread = threading.Thread(target=self.server.serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.stop()
+        self.thread.join(timeout=30)
+
+
+class ModuleTest(unittest.TestCase):
+    def setUp(self):
+        self.served = ServerThread(rule="sgd", lr=0.5, shard_floats=1000)
+        self.worker = rdmaps.Worker(self.served.server.address, 0, transport=TRANSPORT, rule="sgd", lr=0.5,
+                                    shard_floats=1000, timeout=30)
+        self.worker.declare("w", 2500)  # three shards
+        self.worker.declare("b", 7)
+        self.worker.connect()
+
+    def tearDown(self):
+        self.worker.close()
+        self.served.close()
+
+    def test_sgd_through_numpy_buffers_is_exact(self):
+        rng = np.random.default_rng(7)
+        w0 = rng.standard_normal(2500).astype(np.float32)
+        g = rng.standard_normal(2500).astype(np.float32)
+        self.worker.init("w", w0)
+        self.worker.push("w", g)
+        self.worker.clock()
+        out = np.full(2500, np.nan, dtype=np.float32)
+        self.worker.pull("w", out)
+        np.testing.assert_array_equal(out, w0 - np.float32(0.5) * g)
+        # Any C-contiguous float32 buffer works, 2-D included.
+        grid = np.empty((2, 1250), dtype=np.float32)
+        self.worker.pull("w", grid)
+        np.testing.assert_array_equal(grid.ravel(), out)
+        stats = self.worker.stats()
+        self.assertEqual(stats["pushes"], 3)  # one per shard
+        self.assertEqual(self.worker.clock_value, 1)
+        self.assertEqual(self.served.server.stats()["pushes"], 3)
+
+    def test_wrong_dtype_is_a_type_error_naming_the_tensor(self):
+        with self.assertRaisesRegex(TypeError, r"push\('w'\): needs float32 data, got buffer format 'd'"):
+            self.worker.push("w", np.zeros(2500))
+
+    def test_non_contiguous_is_a_value_error(self):
+        strided = np.zeros(5000, dtype=np.float32)[::2]
+        with self.assertRaisesRegex(ValueError, r"pull\('w'\): needs contiguous"):
+            self.worker.pull("w", strided)
+
+    def test_wrong_size_names_the_declared_size(self):
+        with self.assertRaises(rdmaps.InvalidArgument) as ctx:
+            self.worker.push("b", np.zeros(8, dtype=np.float32))
+        self.assertIn("'b'", str(ctx.exception))
+        self.assertIn("7", str(ctx.exception))
+        self.assertEqual(ctx.exception.code, "invalid-argument")
+
+    def test_unknown_tensor_and_read_only_output(self):
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "'nope'"):
+            self.worker.push("nope", np.zeros(7, dtype=np.float32))
+        frozen = np.zeros(7, dtype=np.float32)
+        frozen.flags.writeable = False
+        with self.assertRaises((BufferError, ValueError)):
+            self.worker.pull("b", frozen)
+
+    def test_declare_after_connect(self):
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "after connect"):
+            self.worker.declare("late", 3)
+
+
+class ConfigurationTest(unittest.TestCase):
+    def test_unknown_option_names_the_flag(self):
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "'--no-such-option'"):
+            rdmaps.Worker("127.0.0.1:1", 0, no_such_option=1)
+
+    def test_bad_value_names_the_flag(self):
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "staleness"):
+            rdmaps.Worker("127.0.0.1:1", 0, staleness="soon")
+
+    def test_config_flags(self):
+        self.assertEqual(rdmaps.config_flags({"lambda_": 2}, staleness=float("inf"), check_nan=True, eps=None),
+                         ["--lambda", "2", "--staleness", "inf", "--check-nan", "on"])
+
+    def test_nobody_listening_is_a_connection_error(self):
+        worker = rdmaps.Worker("127.0.0.1:9", 0, transport=TRANSPORT, timeout=5)
+        worker.declare("w", 4)
+        with self.assertRaises(ConnectionError) as ctx:
+            worker.connect()
+        self.assertIsInstance(ctx.exception, rdmaps.Error)
+        self.assertIn("127.0.0.1:9", str(ctx.exception))
+        worker.close()
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "closed"):
+            worker.clock()
+
+    def test_server_gone_mid_run_is_reported(self):
+        served = ServerThread()
+        address = served.server.address
+        worker = rdmaps.Worker(address, 0, transport=TRANSPORT, timeout=10)
+        worker.declare("w", 16)
+        worker.connect()
+        served.close()
+        del served  # the server's endpoints and memory go with it
+        with self.assertRaises(rdmaps.Error) as ctx:
+            for _ in range(50):  # the loss shows on the next operation that needs the server
+                worker.push("w", np.ones(16, dtype=np.float32))
+                worker.clock()
+        self.assertIn(address.rpartition(":")[2], str(ctx.exception))
+        worker.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,98 @@
+"""rdmaps.torch end to end: real server and worker processes started with each
+launcher's variables, real Fashion-MNIST, real UCX."""
+
+import os
+import re
+import subprocess
+import sys
+import unittest
+
+try:
+    import torch  # noqa: F401
+except ImportError:
+    print("SKIP: python3-torch is not installed (scripts/install-deps.sh installs it)")
+    sys.exit(77)
+
+from rdmaps.launch import free_port
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXAMPLE = os.path.join(HERE, "..", "..", "examples", "torch_fashion_mnist.py")
+# Variables of every launcher, removed so that only the ones a test sets count.
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMPI_COMM_WORLD_RANK",
+               "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+               "SLURM_LAUNCH_NODE_IPADDR", "RDMAPS_RANK", "RDMAPS_WORLD_SIZE", "RDMAPS_SERVERS", "RDMAPS_NUM_SERVERS",
+               "RDMAPS_MASTER_ADDR", "RDMAPS_MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE")
+
+
+def launcher_env(style, rank, size, port):
+    if style == "torchrun":
+        return {"RANK": rank, "WORLD_SIZE": size, "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    if style == "openmpi":  # mpirun -x MASTER_ADDR -x MASTER_PORT
+        return {"OMPI_COMM_WORLD_RANK": rank, "OMPI_COMM_WORLD_SIZE": size, "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": port}
+    if style == "pmi":
+        return {"PMI_RANK": rank, "PMI_SIZE": size, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    if style == "slurm":  # srun: rank 0 runs on the launch node
+        return {"SLURM_PROCID": rank, "SLURM_NTASKS": size, "SLURM_LAUNCH_NODE_IPADDR": "127.0.0.1",
+                "RDMAPS_MASTER_PORT": port}
+    raise ValueError(style)
+
+
+def run_job(style, size, command, extra_env=None, timeout=240):
+    """Starts `size` processes of `command`; returns [(returncode, output)] by rank."""
+    port = free_port()
+    base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    base.update(extra_env or {})
+    procs = []
+    for rank in range(size):
+        env = dict(base, **{k: str(v) for k, v in launcher_env(style, rank, size, port).items()})
+        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    results = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=timeout)
+            results.append((p.returncode, out.decode(errors="replace")))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return results
+
+
+class TorchTest(unittest.TestCase):
+    def assert_all_ok(self, results):
+        for rank, (code, out) in enumerate(results):
+            self.assertEqual(code, 0, f"rank {rank} exited with {code}:\n{out}")
+
+    def test_server_applies_exactly_torchs_autograd_gradients(self):
+        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "gradcheck"],
+                          {"RDMAPS_TRANSPORT": "tcp"})
+        self.assert_all_ok(results)
+        self.assertIn("gradcheck ok", results[1][1])
+        self.assertIn("rank 0 serves", results[0][1])
+
+    def test_init_places_ranks_from_each_launchers_variables(self):
+        # Two servers, two workers, rendezvous through rank 0's store.
+        for style in ("openmpi", "pmi", "slurm"):
+            with self.subTest(launcher=style):
+                results = run_job(style, 4, [sys.executable, os.path.join(HERE, "torch_job.py"), "roles"],
+                                  {"RDMAPS_NUM_SERVERS": "2", "RDMAPS_TRANSPORT": "shm"})
+                self.assert_all_ok(results)
+                for rank in (0, 1):
+                    self.assertRegex(results[rank][1], rf"rank {rank} serves on port \d+ for 2 worker")
+                    self.assertRegex(results[rank][1], rf"server {rank} done: [1-9]\d* pushes")
+                for rank in (2, 3):
+                    self.assertIn(f"role worker {rank - 2} of 2 from {style}", results[rank][1])
+
+    def test_example_reaches_85_percent_with_one_server_and_two_workers(self):
+        results = run_job("torchrun", 3, [sys.executable, EXAMPLE, "--expect-accuracy", "0.85"])
+        self.assert_all_ok(results)
+        accuracy = float(re.search(r'"test_accuracy": ([0-9.]+)', results[1][1]).group(1))
+        self.assertGreaterEqual(accuracy, 0.85)
+        steps = [int(re.search(r'"steps": (\d+)', out).group(1)) for _, out in results[1:]]
+        self.assertEqual(steps, [1406, 1406])  # 3 epochs of 60,000 in batches of 64 over 2 workers
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,125 @@
+"""One process of the rdmaps.torch tests; tests/python/test_torch.py starts
+them with a launcher's variables. Exits non-zero with a message on any failure."""
+
+import copy
+import gzip
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import rdmaps.torch as rps
+
+DATA = os.environ.get("RDMAPS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
+
+
+def fail(message):
+    print(f"torch_job: FAIL: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def fashion_mnist(count):
+    """The first `count` training images and labels (real data)."""
+    with gzip.open(os.path.join(DATA, "train-images-idx3-ubyte.gz")) as f:
+        x = np.frombuffer(f.read(16 + 784 * count)[16:], dtype=np.uint8)
+    with gzip.open(os.path.join(DATA, "train-labels-idx1-ubyte.gz")) as f:
+        y = np.frombuffer(f.read(8 + count)[8:], dtype=np.uint8)
+    return torch.from_numpy(x.reshape(count, 784).astype(np.float32) / 255), torch.from_numpy(y.astype(np.int64))
+
+
+def mlp():
+    return torch.nn.Sequential(torch.nn.Linear(784, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+
+
+def expect_raises(kind, text, f):
+    try:
+        f()
+    except kind as e:
+        if text not in str(e):
+            fail(f"{kind.__name__} without '{text}': {e}")
+        return
+    except Exception as e:  # noqa: BLE001 - reported as a failure
+        fail(f"expected {kind.__name__} containing '{text}', got {type(e).__name__}: {e}")
+    fail(f"expected {kind.__name__} containing '{text}', nothing raised")
+
+
+def gradcheck():
+    """The parameters after each step equal w - lr * (torch autograd's gradient) bit for bit."""
+    torch.manual_seed(0)
+    model = mlp()
+    lr = 0.5
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr), model.named_parameters(), staleness=0)
+    with torch.no_grad():  # make the servers' copy differ from the model, then broadcast
+        for p in model.parameters():
+            p.add_(0.01)
+    rps.broadcast_parameters(model.state_dict(), root_rank=0)
+    ref = copy.deepcopy(model)
+    x, y = fashion_mnist(3 * 64)
+    names = [n for n, _ in model.named_parameters()]
+    for step in range(3):
+        xb, yb = x[64 * step:64 * (step + 1)], y[64 * step:64 * (step + 1)]
+        ref.load_state_dict(model.state_dict())
+        grads = torch.autograd.grad(F.cross_entropy(ref(xb), yb), list(ref.parameters()))
+        expected = [p.detach() - lr * g for p, g in zip(ref.parameters(), grads)]
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        if len(opt._pending) != len(names):
+            fail(f"step {step}: {len(opt._pending)} pushes were under way when backward returned, expected one per "
+                 f"parameter ({len(names)}): the hooks did not push during backward")
+        opt.step()
+        for name, p, e in zip(names, model.parameters(), expected):
+            if not torch.equal(p.detach(), e):
+                fail(f"step {step}: '{name}' differs from w - lr*g by up to {(p.detach() - e).abs().max().item():g}")
+    stats = opt.stats()
+    if stats["pushes"] != 3 * len(names):
+        fail(f"{stats['pushes']} pushes, expected {3 * len(names)}")
+
+    # Bad tensors are clear exceptions.
+    sd = model.state_dict()
+    bad = dict(sd)
+    bad["0.weight"] = torch.zeros(3)
+    expect_raises(ValueError, "'0.weight' has 3 elements", lambda: rps.broadcast_parameters(bad))
+    bad["0.weight"] = torch.zeros(32, 784, dtype=torch.float64)
+    expect_raises(TypeError, "torch.float64", lambda: rps.broadcast_parameters(bad))
+    double = mlp().double()
+    expect_raises(TypeError, "torch.float64",
+                  lambda: rps.DistributedOptimizer(torch.optim.SGD(double.parameters(), lr=0.1),
+                                                   double.named_parameters()))
+    transposed = torch.nn.Parameter(torch.zeros(4, 3).t())
+    expect_raises(ValueError, "not contiguous",
+                  lambda: rps.DistributedOptimizer(torch.optim.SGD([transposed], lr=0.1), [("t", transposed)]))
+    expect_raises(TypeError, "wrap a torch.optim.SGD",
+                  lambda: rps.DistributedOptimizer(torch.optim.Adam(model.parameters()), model.named_parameters()))
+    expect_raises(RuntimeError, "already exists",
+                  lambda: rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr),
+                                                   model.named_parameters()))
+    print("gradcheck ok", flush=True)
+
+
+def roles():
+    """Every rank reports what init() made of it; workers train one step."""
+    p = rps.init(timeout=60)  # servers serve here and exit
+    model = mlp()
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters(),
+                                   staleness=1, dc=True)
+    rps.broadcast_parameters(model.state_dict())
+    x, y = fashion_mnist(64)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    opt.load_latest()
+    print(f"role worker {rps.rank()} of {rps.size()} from {p.source}", flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    mode = sys.argv[1]
+    if mode == "gradcheck":
+        rps.init(timeout=60)
+        gradcheck()
+    elif mode == "roles":
+        roles()
+    else:
+        fail(f"unknown mode {mode}")
