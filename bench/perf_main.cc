@@ -1,10 +1,11 @@
-// rdmaps-perf: microbenchmarks of the transport (and, later, the server).
+// rdmaps-perf: microbenchmarks of the transport and the parameter server.
 #include <cstdio>
 #include <cstring>
 
 #include "bench/perf_ps.h"
 #include "bench/perf_transport.h"
 #include "rdmaps/error.h"
+#include "src/capabilities.h"
 
 namespace {
 void usage() {
@@ -22,6 +23,10 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   try {
+    // Child processes (--role, --report-fd) leave the banner to the parent.
+    bool child = false;
+    for (int i = 2; i < argc; ++i) child |= !std::strcmp(argv[i], "--role") || !std::strcmp(argv[i], "--report-fd");
+    if (!child) std::fprintf(stderr, "rdmaps-perf: %s\n", rdmaps::summary(rdmaps::probe_capabilities()).c_str());
     if (!std::strcmp(argv[1], "transport")) return rdmaps::bench::perf_transport_main(argc, argv, 2);
     if (!std::strcmp(argv[1], "ps")) return rdmaps::bench::perf_ps_main(argc, argv, 2);
     std::fprintf(stderr, "rdmaps-perf: unknown benchmark '%s'\n", argv[1]);

@@ -4,6 +4,8 @@ torch.distributed gloo all-reduce DDP).
 
     torchrun --nproc_per_node 3 examples/torch_fashion_mnist.py          # 1 server + 2 workers
     torchrun --nproc_per_node 2 examples/torch_fashion_mnist.py --backend gloo
+    python3 -m rdmaps.launch -n 3 examples/torch_fashion_mnist.py        # where torchrun fails (Debian 12)
+    python3 examples/torch_fashion_mnist.py --backend local              # one process, no communication
 
 Each worker prints one line 'result {json}' (samples/s, steps, accuracy on
 worker 0); see docs/pytorch.md.
@@ -66,10 +68,14 @@ def accuracy(model, x, y):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backend", choices=["rdmaps", "gloo"], default="rdmaps")
-    ap.add_argument("--epochs", type=float, default=3.0, help="passes over the training set, all workers together")
-    ap.add_argument("--batch", type=int, default=64, help="samples per worker step")
-    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--backend", choices=["rdmaps", "gloo", "local"], default="rdmaps",
+                    help="local: one process, no communication (the compute bound)")
+    ap.add_argument("--epochs", type=float, default=4.0, help="passes over the training set, all workers together")
+    ap.add_argument("--batch", type=int, default=32, help="samples per worker step")
+    ap.add_argument("--lr", type=float, default=0.15)
+    ap.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (the servers' momentum rule; not with --dc)")
+    ap.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
+                    help="learning rate over the run (a torch scheduler; rdmaps pushes carry the rate)")
     ap.add_argument("--hidden", default="256,128", help="hidden layer sizes")
     ap.add_argument("--staleness", default="2", help="SSP bound, or 'inf' (rdmaps)")
     ap.add_argument("--dc", choices=["none", "adaptive", "constant"], default="adaptive", help="delay compensation")
@@ -87,26 +93,33 @@ def main():
         import rdmaps.torch as rps
         rps.init()  # server ranks serve here and exit
         rank, workers = rps.rank(), rps.size()
-    else:
+    elif args.backend == "gloo":
         torch.distributed.init_process_group("gloo")
         rank, workers = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        rank, workers = 0, 1
 
     torch.manual_seed(args.seed)  # same initial model everywhere; rdmaps broadcasts it anyway
     model = model_for(hidden)
-    sgd = torch.optim.SGD(model.parameters(), lr=args.lr)
+    sgd = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     if args.backend == "rdmaps":
         staleness = math.inf if args.staleness == "inf" else int(args.staleness)
         dc = None if args.dc == "none" else args.dc
         opt = rps.DistributedOptimizer(sgd, model.named_parameters(), staleness=staleness, dc=dc,
                                        lambda_=args.lambda_)
         rps.broadcast_parameters(model.state_dict(), root_rank=0)
-    else:
+    elif args.backend == "gloo":
         model = torch.nn.parallel.DistributedDataParallel(model)
+        opt = sgd
+    else:
         opt = sgd
 
     x, y = load(args.data, "train")
     mine = torch.arange(rank, len(x), workers)  # this worker's share
     steps = int(args.epochs * len(x) / (args.batch * workers))
+    scheduler = None
+    if args.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=args.lr * 0.05)
     gen = torch.Generator().manual_seed(args.seed + rank)
     order = mine[torch.randperm(len(mine), generator=gen)]
     pos, loss_sum = 0, 0.0
@@ -120,6 +133,8 @@ def main():
         loss = F.cross_entropy(model(x[idx]), y[idx])
         loss.backward()
         opt.step()
+        if scheduler:
+            scheduler.step()
         loss_sum += loss.item()
         if not math.isfinite(loss.item()):
             sys.exit(f"torch_fashion_mnist: worker {rank}: loss is {loss.item()} at step {step}: the training "

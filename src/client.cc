@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <unordered_map>
@@ -58,10 +60,15 @@ class ClientImpl {
   void declare(const std::string& name, size_t floats);
   void connect();
   void send(const std::string& name, std::span<const float> values, MsgType type);
-  void pull(const std::string& name, std::span<float> out);
+  void pull(std::span<const PullTarget> targets);
   void clock(bool barrier);
   uint64_t clock_value() const { return clock_; }
   ClientStats stats() const { return stats_; }
+  void set_learning_rate(float lr) {
+    if (!(std::isfinite(lr) && lr >= 0))
+      throw Error(Errc::kInvalidArgument, "learning rate " + std::to_string(lr) + ": needs a finite value >= 0");
+    learning_rate_ = lr;
+  }
 
  private:
   void connect_one(uint32_t index);
@@ -90,6 +97,7 @@ class ClientImpl {
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::unique_ptr<Partition> partition_;
   uint64_t clock_ = 0;
+  float learning_rate_ = 0;  // 0: the servers' own
   ClientStats stats_;
 };
 
@@ -238,6 +246,7 @@ uint64_t ClientImpl::post(ServerLink& link, MsgType type, uint32_t shard, uint64
   h.clock = clock_;
   h.offset = offset;
   h.length = length;
+  if (type == MsgType::kPush) h.learning_rate = learning_rate_;
   std::memcpy(staged, &h, sizeof(h));
   size_t bytes = payload ? length * sizeof(float) : 0;
   if (link.use_am) {
@@ -282,42 +291,72 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   for (auto& r : inflight) r.wait_for(options_.timeout);
 }
 
-void ClientImpl::pull(const std::string& name, std::span<float> out) {
+void ClientImpl::pull(std::span<const PullTarget> targets) {
   require_connected("pull");
-  Range t = partition_->tensor(name);
-  check_size(name, t, out.size(), "pull");
+  std::vector<Range> ranges;
+  ranges.reserve(targets.size());
+  for (const auto& t : targets) {
+    ranges.push_back(partition_->tensor(t.name));
+    check_size(t.name, ranges.back(), t.out.size(), "pull");
+  }
   const bool async = config_.staleness == kInfiniteStaleness;
   // SSP: the cache must hold every update from clocks <= c - s - 1, i.e. have
   // been copied when the slowest worker had reached c - s.
   const uint64_t need = async || clock_ < config_.staleness ? 0 : clock_ - config_.staleness;
+  // One request per server covers every shard the targets touch there; all
+  // requests are posted before any is waited for.
+  struct Fetch {
+    uint32_t first = UINT32_MAX, last = 0;
+    size_t bytes = 0;
+    uint64_t seq = 0;
+  };
+  std::vector<Fetch> fetch(links_.size());
+  std::vector<transport::Request> inflight;
   for (auto& link : links_) {
-    uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
-    if (begin >= end) continue;
-    uint32_t first = static_cast<uint32_t>((begin - link.range.begin) / config_.shard_floats);
-    uint32_t last = static_cast<uint32_t>((end - 1 - link.range.begin) / config_.shard_floats);
+    Fetch& f = fetch[link.index];
     bool fresh = !async;
-    for (uint32_t k = first; fresh && k <= last; ++k) fresh = link.have_shard[k] && link.shard_stamp[k] >= need;
-    size_t bytes = (end - begin) * sizeof(float);
+    for (const Range& t : ranges) {
+      uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
+      if (begin >= end) continue;
+      uint32_t first = static_cast<uint32_t>((begin - link.range.begin) / config_.shard_floats);
+      uint32_t last = static_cast<uint32_t>((end - 1 - link.range.begin) / config_.shard_floats);
+      f.first = std::min(f.first, first);
+      f.last = std::max(f.last, last);
+      f.bytes += (end - begin) * sizeof(float);
+      for (uint32_t k = first; fresh && k <= last; ++k) fresh = link.have_shard[k] && link.shard_stamp[k] >= need;
+    }
+    if (f.bytes == 0) continue;
     if (fresh) {
       ++stats_.pulls_skipped;
-      stats_.pull_bytes_saved += bytes;
+      stats_.pull_bytes_saved += f.bytes;
     } else {
-      std::vector<transport::Request> inflight;
-      uint64_t seq = post(link, MsgType::kPull, first, 0, 0, last - first + 1, nullptr, inflight);
-      for (auto& r : inflight) r.wait_for(options_.timeout);
-      wait([&] { return link.load(link.mailbox().pull_done) >= seq; },
-           "waiting for parameters from server " + link.address);
-      uint64_t stamp = link.load(link.mailbox().pull_stamp);
-      for (uint32_t k = first; k <= last; ++k) {
-        link.shard_stamp[k] = stamp;
-        link.have_shard[k] = true;
-      }
-      ++stats_.pulls;
-      stats_.pull_bytes += bytes;
+      f.seq = post(link, MsgType::kPull, f.first, 0, 0, f.last - f.first + 1, nullptr, inflight);
     }
-    const auto* params = reinterpret_cast<const float*>(static_cast<uint8_t*>(link.receive->data()) +
-                                                        link.receive_layout.params_offset());
-    std::memcpy(out.data() + (begin - t.begin), params + (begin - link.range.begin), bytes);
+  }
+  for (auto& r : inflight) r.wait_for(options_.timeout);
+  for (auto& link : links_) {
+    const Fetch& f = fetch[link.index];
+    if (f.seq == 0) continue;
+    wait([&] { return link.load(link.mailbox().pull_done) >= f.seq; },
+         "waiting for parameters from server " + link.address);
+    uint64_t stamp = link.load(link.mailbox().pull_stamp);
+    for (uint32_t k = f.first; k <= f.last; ++k) {
+      link.shard_stamp[k] = stamp;
+      link.have_shard[k] = true;
+    }
+    ++stats_.pulls;
+    stats_.pull_bytes += f.bytes;
+  }
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const Range& t = ranges[i];
+    for (auto& link : links_) {
+      uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
+      if (begin >= end) continue;
+      const auto* params = reinterpret_cast<const float*>(static_cast<uint8_t*>(link.receive->data()) +
+                                                          link.receive_layout.params_offset());
+      std::memcpy(targets[i].out.data() + (begin - t.begin), params + (begin - link.range.begin),
+                  (end - begin) * sizeof(float));
+    }
   }
 }
 
@@ -348,9 +387,14 @@ void Client::init(const std::string& name, std::span<const float> values) { impl
 void Client::push(const std::string& name, std::span<const float> gradient) {
   impl_->send(name, gradient, MsgType::kPush);
 }
-void Client::pull(const std::string& name, std::span<float> out) { impl_->pull(name, out); }
+void Client::pull(const std::string& name, std::span<float> out) {
+  const PullTarget one{name, out};
+  impl_->pull(std::span<const PullTarget>(&one, 1));
+}
+void Client::pull(std::span<const PullTarget> targets) { impl_->pull(targets); }
 void Client::clock() { impl_->clock(false); }
 void Client::barrier() { impl_->clock(true); }
+void Client::set_learning_rate(float lr) { impl_->set_learning_rate(lr); }
 uint64_t Client::clock_value() const { return impl_->clock_value(); }
 ClientStats Client::stats() const { return impl_->stats(); }
 

@@ -36,7 +36,9 @@ struct SlotHeader {
   uint64_t clock;         ///< worker clock at send (kClock: the new clock)
   uint32_t offset;        ///< push/init: first float within the shard
   uint32_t length;        ///< push/init: floats in the payload; pull: shard count
-  uint64_t reserved[2];
+  float learning_rate;    ///< push: the worker's rate (a scheduler's); 0 = the server's
+  uint32_t reserved0;
+  uint64_t reserved1;
 };
 static_assert(sizeof(SlotHeader) == 64);
 

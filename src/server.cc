@@ -330,6 +330,8 @@ void ServerImpl::handle(WorkerState& w, const SlotHeader& h, const float* payloa
       if (h.type == static_cast<uint16_t>(MsgType::kPush) && h.base_version > versions_[h.shard])
         return reject(w, "base version " + std::to_string(h.base_version) + " is ahead of shard " +
                              std::to_string(h.shard) + " (" + std::to_string(versions_[h.shard]) + ")");
+      if (!(std::isfinite(h.learning_rate) && h.learning_rate >= 0))
+        return reject(w, "learning rate " + std::to_string(h.learning_rate) + " in a push");
       if (config_.check_nan && !finite_floats(payload, h.length))
         return reject(w, "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
       const size_t local = (shard.begin - range_.begin) + h.offset;
@@ -361,7 +363,7 @@ void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, size_t local, c
     with_stats([](ServerStats& s) { ++s.dropped; });
     return;
   }
-  float lr = config_.learning_rate;
+  float lr = h.learning_rate > 0 ? h.learning_rate : config_.learning_rate;
   if (config_.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
   float* params = params_.data() + local;
   const float* backup = static_cast<const float*>(w.backup->data()) + local;

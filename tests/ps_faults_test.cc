@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "src/protocol.h"
@@ -26,7 +27,18 @@ Config fault_config(transport::TransportKind kind) {
 }
 
 // The malformed messages a rogue worker writes, each with a correct doorbell.
-enum Bad { kBadMagic, kOtherWorker, kBadShard, kOversize, kStaleSeq, kNaN, kVersionAhead, kBadType, kBadCount };
+enum Bad {
+  kBadMagic,
+  kOtherWorker,
+  kBadShard,
+  kOversize,
+  kStaleSeq,
+  kNaN,
+  kVersionAhead,
+  kBadType,
+  kBadRate,
+  kBadCount
+};
 
 TEST_P(PsFaultTest, MalformedInboxContentsAreRejectedAndOthersKeepTraining) {
   Config c = fault_config(GetParam());
@@ -143,6 +155,9 @@ RDMAPS_TEST_PEER(rogue_worker) {
       case kBadType:
         h.type = 77;
         break;
+      case kBadRate:
+        h.learning_rate = -std::numeric_limits<float>::infinity();
+        break;
     }
     write(h, seq, fill);
   }
@@ -199,18 +214,18 @@ TEST_P(PsFaultTest, ServerAdoptsTheFirstWorkersRuleAndRefusesADifferentOne) {
   o.rule_from_workers = true;
   o.exit_when_done = false;
   ServerGroup servers(1, 2, c, o);
-  // Expected parameter after the first worker's single push of ones.
-  PeerProcess first("rule_worker", GetParam(), 0, 1, {servers.addresses(), "0", "0.5", "-0.5"});
+  // Each worker pushes ones at its own rate 0.125, then -0.5 at the adopted 0.5.
+  PeerProcess first("rule_worker", GetParam(), 0, 1, {servers.addresses(), "0", "0.5", "0.125"});
   ASSERT_EQ(first.wait(60s), 0) << "the first worker's rule (lr 0.5) was not applied";
   PeerProcess differs("rule_worker", GetParam(), 0, 2, {servers.addresses(), "1", "0.25", "refused"});
   EXPECT_EQ(differs.wait(60s), 0) << "a worker with another learning rate was admitted";
-  PeerProcess same("rule_worker", GetParam(), 0, 3, {servers.addresses(), "1", "0.5", "-1"});
+  PeerProcess same("rule_worker", GetParam(), 0, 3, {servers.addresses(), "1", "0.5", "0.25"});
   EXPECT_EQ(same.wait(60s), 0) << "a worker with the adopted rule was not admitted or its push not applied";
-  EXPECT_EQ(servers.server(0).stats().pushes, 2u);
+  EXPECT_EQ(servers.server(0).stats().pushes, 4u);
 }
 
 // extra: servers, worker id, learning rate, then the value every parameter must
-// have after this worker's push of ones, or "refused".
+// have after this worker's two pushes, or "refused".
 RDMAPS_TEST_PEER(rule_worker) {
   Config c;
   c.staleness = kInfiniteStaleness;
@@ -229,7 +244,11 @@ RDMAPS_TEST_PEER(rule_worker) {
   }
   if (expect == "refused") return 2;
   std::vector<float> w(300), ones(300, 1.0f);
+  // A worker-side rate wins over the adopted one for the pushes that carry it.
+  client.set_learning_rate(0.125f);
   client.push("w", ones);
+  client.set_learning_rate(0);
+  client.push("w", std::vector<float>(300, -0.5f));  // at the adopted lr 0.5: +0.25
   // Async pulls return the cache; wait until the write-back carries the push.
   const float want = std::stof(expect);
   for (int i = 0; i < 2000; ++i) {

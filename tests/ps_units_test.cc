@@ -10,6 +10,7 @@
 #include "rdmaps/config.h"
 #include "rdmaps/error.h"
 #include "src/apply_pool.h"
+#include "src/capabilities.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "src/update_rules.h"
@@ -172,3 +173,38 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
 
 }  // namespace
 }  // namespace rdmaps::ps
+
+namespace rdmaps::test {
+namespace {
+
+transport::ucx::UcxCapabilities ucx_of(unsigned major, unsigned minor, bool cuda) {
+  transport::ucx::UcxCapabilities u;
+  u.major = major;
+  u.minor = minor;
+  u.cuda = cuda;
+  return u;
+}
+
+TEST(Capabilities, GpuPathIsDirectOnlyWithCudaAwareUcxFrom116) {
+  std::string why;
+  EXPECT_EQ(choose_gpu_path(ucx_of(1, 17, true), 0, &why), GpuPath::kNone);
+  EXPECT_EQ(choose_gpu_path(ucx_of(1, 13, false), 1, &why), GpuPath::kStaged);
+  EXPECT_NE(why.find("host memory only"), std::string::npos) << why;
+  EXPECT_EQ(choose_gpu_path(ucx_of(1, 15, true), 2, &why), GpuPath::kStaged);
+  EXPECT_NE(why.find("before 1.16"), std::string::npos) << why;
+  EXPECT_EQ(choose_gpu_path(ucx_of(1, 16, true), 1, &why), GpuPath::kDirect);
+  EXPECT_EQ(choose_gpu_path(ucx_of(2, 0, true), 1, &why), GpuPath::kDirect);
+}
+
+TEST(Capabilities, ProbeOfThisMachineIsConsistent) {
+  Capabilities caps = probe_capabilities();
+  EXPECT_TRUE(caps.ucx.error.empty()) << caps.ucx.error;
+  ASSERT_FALSE(caps.ucx.memory_types.empty());
+  EXPECT_EQ(caps.ucx.memory_types[0], "host");
+  EXPECT_EQ(caps.gpu_path, choose_gpu_path(caps.ucx, caps.gpu.device_count(), nullptr));
+  EXPECT_NE(describe(caps).find("GPU path: "), std::string::npos);
+  EXPECT_EQ(to_json(caps).front(), '{');
+}
+
+}  // namespace
+}  // namespace rdmaps::test

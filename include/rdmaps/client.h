@@ -29,6 +29,12 @@ struct ClientStats {
   std::vector<std::string> push_paths;  ///< per server: "put" or "am"
 };
 
+/// One tensor of a batched pull.
+struct PullTarget {
+  std::string name;
+  std::span<float> out;
+};
+
 class ClientImpl;
 
 class Client {
@@ -51,6 +57,9 @@ class Client {
   /// Copies the parameters into `out`, fetching them only when the cached copy
   /// is staler than the SSP bound allows.
   void pull(const std::string& name, std::span<float> out);
+  /// Pulls several tensors with at most one request per server (e.g. a whole
+  /// model after each step); the staleness rule is pull()'s.
+  void pull(std::span<const PullTarget> targets);
   /// Ends this iteration; blocks while the slowest live worker is more than
   /// `staleness` clocks behind.
   void clock();
@@ -58,6 +67,10 @@ class Client {
   /// Advances the clock and waits until every live worker reached it,
   /// whatever the staleness bound (e.g. after one worker's init()).
   void barrier();
+
+  /// Later pushes carry this learning rate and the servers apply it instead of
+  /// their configured one (a worker-side schedule); 0 returns to theirs.
+  void set_learning_rate(float lr);
 
   uint64_t clock_value() const;
   ClientStats stats() const;

@@ -18,12 +18,24 @@ CommThread::~CommThread() {
 }
 
 CommThread::Ticket CommThread::submit(Kind kind, std::string name, void* data, size_t floats) {
+  return enqueue({0, kind, std::move(name), data, floats, {}});
+}
+
+CommThread::Ticket CommThread::submit_pulls(std::vector<PullTarget> targets) {
+  return enqueue({0, Kind::kPullMany, {}, nullptr, 0, std::move(targets)});
+}
+
+CommThread::Ticket CommThread::submit_learning_rate(float lr) {
+  return enqueue({0, Kind::kSetLearningRate, {}, nullptr, 0, {}, lr});
+}
+
+CommThread::Ticket CommThread::enqueue(Op op) {
   std::lock_guard<std::mutex> lock(mu_);
   if (closing_) throw Error(Errc::kInvalidArgument, "operation submitted to a worker that is shutting down");
-  Ticket t = next_++;
-  queue_.push_back({t, kind, std::move(name), data, floats});
+  op.ticket = next_++;
+  queue_.push_back(std::move(op));
   work_cv_.notify_one();
-  return t;
+  return op.ticket;
 }
 
 void CommThread::wait(Ticket ticket) {
@@ -91,6 +103,12 @@ void CommThread::execute(const Op& op) {
       return;
     case Kind::kBarrier:
       client_.barrier();
+      return;
+    case Kind::kPullMany:
+      client_.pull(std::span<const PullTarget>(op.pulls));
+      return;
+    case Kind::kSetLearningRate:
+      client_.set_learning_rate(op.learning_rate);
       return;
   }
 }

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "rdmaps/client.h"
 
@@ -19,7 +20,7 @@ namespace rdmaps::python {
 
 class CommThread {
  public:
-  enum class Kind { kPush, kPull, kInit, kClock, kBarrier };
+  enum class Kind { kPush, kPull, kInit, kClock, kBarrier, kPullMany, kSetLearningRate };
   using Ticket = uint64_t;
 
   explicit CommThread(Client& client);
@@ -31,6 +32,10 @@ class CommThread {
   /// Queues an operation on `floats` floats at `data` (none for clock and
   /// barrier); the memory must stay valid until wait(ticket) returned.
   Ticket submit(Kind kind, std::string name = {}, void* data = nullptr, size_t floats = 0);
+  /// Queues one batched pull (Client::pull of several tensors).
+  Ticket submit_pulls(std::vector<PullTarget> targets);
+  /// Queues Client::set_learning_rate: pushes queued after it carry `lr`.
+  Ticket submit_learning_rate(float lr);
   /// Blocks until the operation finished; rethrows its error. After an error
   /// every later operation fails with it too (the connection state is unknown).
   void wait(Ticket ticket);
@@ -46,7 +51,10 @@ class CommThread {
     std::string name;
     void* data;
     size_t floats;
+    std::vector<PullTarget> pulls;  // kPullMany
+    float learning_rate = 0;        // kSetLearningRate
   };
+  Ticket enqueue(Op op);
   void loop();
   void execute(const Op& op);
 

@@ -141,6 +141,14 @@ class Worker {
     if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
     return comm_->submit(kind, name, data, floats);
   }
+  CommThread::Ticket submit_pulls(std::vector<PullTarget> targets) {
+    if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
+    return comm_->submit_pulls(std::move(targets));
+  }
+  CommThread::Ticket submit_learning_rate(float lr) {
+    if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
+    return comm_->submit_learning_rate(lr);
+  }
   void wait(CommThread::Ticket t) {
     if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
     py::gil_scoped_release release;
@@ -296,7 +304,20 @@ PYBIND11_MODULE(_rdmaps, m) {
              return live(w).submit(Kind::kInit, name, reinterpret_cast<void*>(address),
                                    floats_of_bytes(nbytes, "init", name));
            })
+      .def("_submit_pulls",
+           [](Worker& w, const std::vector<std::tuple<std::string, uintptr_t, uint64_t>>& tensors) {
+             std::vector<PullTarget> targets;
+             targets.reserve(tensors.size());
+             for (const auto& [name, address, nbytes] : tensors)
+               targets.push_back(
+                   {name, std::span<float>(reinterpret_cast<float*>(address), floats_of_bytes(nbytes, "pull", name))});
+             return live(w).submit_pulls(std::move(targets));
+           })
       .def("_submit_clock", [](Worker& w) { return live(w).submit(Kind::kClock); })
+      .def("_submit_learning_rate", [](Worker& w, float lr) { return live(w).submit_learning_rate(lr); })
+      .def(
+          "set_learning_rate", [](Worker& w, float lr) { live(w).wait(live(w).submit_learning_rate(lr)); },
+          py::arg("lr"), "Later pushes carry this rate; the servers apply it instead of theirs (0: theirs).")
       .def(
           "wait", [](Worker& w, uint64_t ticket) { live(w).wait(ticket); }, py::arg("ticket"))
       .def("wait_all", [](Worker& w) { live(w).wait_all(); })

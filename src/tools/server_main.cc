@@ -7,6 +7,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "src/capabilities.h"
 
 namespace {
 
@@ -87,8 +88,9 @@ int main(int argc, char** argv) {
     g_server = &server;
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
-    std::fprintf(stderr, "rdmaps-server %u/%u listening on %s for %u worker(s)\nconfig: %s\n", options.index,
-                 options.servers, server.address().c_str(), options.workers, rdmaps::describe(options.config).c_str());
+    std::fprintf(stderr, "rdmaps-server %u/%u listening on %s for %u worker(s)\nconfig: %s\nmachine: %s\n",
+                 options.index, options.servers, server.address().c_str(), options.workers,
+                 rdmaps::describe(options.config).c_str(), rdmaps::summary(rdmaps::probe_capabilities()).c_str());
     server.run();
     auto s = server.stats();
     std::fprintf(stderr, "rdmaps-server: done: %llu pushes, %llu pulls, %llu clocks, %llu rejected, %llu dropped\n",

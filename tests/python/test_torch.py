@@ -91,7 +91,7 @@ class TorchTest(unittest.TestCase):
         accuracy = float(re.search(r'"test_accuracy": ([0-9.]+)', results[1][1]).group(1))
         self.assertGreaterEqual(accuracy, 0.85)
         steps = [int(re.search(r'"steps": (\d+)', out).group(1)) for _, out in results[1:]]
-        self.assertEqual(steps, [1406, 1406])  # 3 epochs of 60,000 in batches of 64 over 2 workers
+        self.assertEqual(steps, [3750, 3750])  # 4 epochs of 60,000 in batches of 32 over 2 workers
 
 
 if __name__ == "__main__":

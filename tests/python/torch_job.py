@@ -46,11 +46,11 @@ def expect_raises(kind, text, f):
 
 
 def gradcheck():
-    """The parameters after each step equal w - lr * (torch autograd's gradient) bit for bit."""
+    """The parameters after each step equal w - lr * (torch autograd's gradient) bit for bit,
+    lr following the optimizer's param_groups as a scheduler sets it."""
     torch.manual_seed(0)
     model = mlp()
-    lr = 0.5
-    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr), model.named_parameters(), staleness=0)
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5), model.named_parameters(), staleness=0)
     with torch.no_grad():  # make the servers' copy differ from the model, then broadcast
         for p in model.parameters():
             p.add_(0.01)
@@ -58,7 +58,9 @@ def gradcheck():
     ref = copy.deepcopy(model)
     x, y = fashion_mnist(3 * 64)
     names = [n for n, _ in model.named_parameters()]
-    for step in range(3):
+    for step, lr in enumerate([0.5, 0.5, 0.125]):
+        for group in opt.param_groups:
+            group["lr"] = lr
         xb, yb = x[64 * step:64 * (step + 1)], y[64 * step:64 * (step + 1)]
         ref.load_state_dict(model.state_dict())
         grads = torch.autograd.grad(F.cross_entropy(ref(xb), yb), list(ref.parameters()))
@@ -93,7 +95,7 @@ def gradcheck():
     expect_raises(TypeError, "wrap a torch.optim.SGD",
                   lambda: rps.DistributedOptimizer(torch.optim.Adam(model.parameters()), model.named_parameters()))
     expect_raises(RuntimeError, "already exists",
-                  lambda: rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr),
+                  lambda: rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5),
                                                    model.named_parameters()))
     print("gradcheck ok", flush=True)
 

@@ -1,7 +1,6 @@
 """DistributedOptimizer: pushes gradients from autograd hooks, pulls parameters in step()."""
 
 import math
-import warnings
 
 import torch
 
@@ -77,7 +76,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
     lambda_: DC-ASGD lambda0 (adaptive) or lambda (constant).
     backward_passes_per_step: backward passes accumulated locally before a push.
     config/options: further rdmaps configuration (transport, shard_floats, ...).
-    The learning rate is fixed when the optimizer is made: the servers hold it.
+    Every push carries the optimizer's current learning rate, so learning-rate
+    schedulers work as usual (all parameter groups must share one rate).
     """
 
     def __init__(self, optimizer, named_parameters=None, staleness=0, dc=None, lambda_=None,
@@ -93,9 +93,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._passes_per_step = int(backward_passes_per_step)
         self._params = self._name_parameters(named_parameters)
         rule = _rule_options(optimizer, dc, lambda_)
-        self._lr = rule["lr"]
         self._weight_decay = optimizer.param_groups[0]["weight_decay"]
-        self._lr_warned = False
+        self._sent_lr = None  # the rate the pushes carry; follows param_groups (schedulers)
 
         servers, worker_index, base = runtime._worker_connection(self)
         timeout = base.pop("timeout", 300.0)
@@ -106,6 +105,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         for name, p in self._params:
             self._worker.declare(name, p.numel())
         self._worker.connect()
+        self._pull_targets = []  # (name, address, bytes), made by the first _load_parameters()
 
         self._pending = []  # (ticket, tensor kept alive until the push is done)
         self._passes = {}  # name -> backward passes seen this step
@@ -160,6 +160,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
             grad = grad / self._passes_per_step
         if self._weight_decay:
             grad = torch.add(grad, p.detach(), alpha=self._weight_decay)
+        lr = self.param_groups[0]["lr"]
+        if lr != self._sent_lr:  # a scheduler changed it: the servers apply the worker's rate
+            self._worker._submit_learning_rate(float(lr))
+            self._sent_lr = lr
         address, nbytes = _check_tensor("gradient", name, grad, p.numel())
         self._pending.append((self._worker._submit_push(name, address, nbytes), grad))
 
@@ -177,24 +181,16 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self.synchronize()
         self._passes.clear()
-        self._warn_on_lr_change()
-        self._worker.clock()
-        self._load_parameters()
+        self._worker._submit_clock()
+        self._load_parameters()  # waits for the clock too: operations run in order
         return loss
 
     def _load_parameters(self):
-        tickets = []
-        for name, p in self._params:
-            address, nbytes = _check_tensor("parameter", name, p.data, p.numel())
-            tickets.append(self._worker._submit_pull(name, address, nbytes))
-        for t in tickets:
-            self._worker.wait(t)
-
-    def _warn_on_lr_change(self):
-        if not self._lr_warned and any(g["lr"] != self._lr for g in self.param_groups):
-            self._lr_warned = True
-            warnings.warn(f"rdmaps.torch: the learning rate changed from {self._lr} after the DistributedOptimizer "
-                          "was made; the servers keep applying the original one", RuntimeWarning, stacklevel=3)
+        # A parameter whose storage was replaced (p.data = ...) is checked again.
+        if [p.data_ptr() for _, p in self._params] != [address for _, address, _ in self._pull_targets]:
+            self._pull_targets = [(n,) + _check_tensor("parameter", n, p.data, p.numel()) for n, p in self._params]
+        # One batched pull: at most one request per server for the whole model.
+        self._worker.wait(self._worker._submit_pulls(self._pull_targets))
 
     def zero_grad(self, set_to_none=False):
         self.synchronize()  # a push in flight still reads the gradient

@@ -1,0 +1,147 @@
+#include "src/capabilities.h"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <sstream>
+
+namespace rdmaps {
+namespace {
+
+bool module_loaded(const char* name) {
+  struct stat st {};
+  return stat((std::string("/sys/module/") + name).c_str(), &st) == 0;
+}
+
+std::string quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+const char* dmabuf_text(int v) { return v > 0 ? "yes" : v == 0 ? "no" : "unknown"; }
+
+}  // namespace
+
+const char* gpu_path_name(GpuPath path) {
+  switch (path) {
+    case GpuPath::kNone:
+      return "none";
+    case GpuPath::kDirect:
+      return "direct";
+    case GpuPath::kStaged:
+      return "staged";
+  }
+  return "?";
+}
+
+GpuPath choose_gpu_path(const transport::ucx::UcxCapabilities& ucx, int gpus, std::string* reason) {
+  auto say = [&](const std::string& why) {
+    if (reason) *reason = why;
+  };
+  if (gpus == 0) {
+    say("no CUDA device");
+    return GpuPath::kNone;
+  }
+  if (!ucx.cuda) {
+    say("UCX " + ucx.version() + " handles host memory only (built without CUDA): staging through pinned host buffers");
+    return GpuPath::kStaged;
+  }
+  if (!ucx.at_least(kUcxGpuMajor, kUcxGpuMinor)) {
+    say("UCX " + ucx.version() +
+        " reports CUDA memory, but UCX before 1.16 crashes on put/get from GPU memory: staging");
+    return GpuPath::kStaged;
+  }
+  say("UCX " + ucx.version() + " handles CUDA memory: device pointers go to UCX");
+  return GpuPath::kDirect;
+}
+
+Capabilities probe_capabilities() {
+  Capabilities caps;
+  caps.ucx = transport::ucx::query_capabilities();
+  caps.rdma = transport::probe_rdma_devices();
+  caps.gpu = cuda::probe_gpus();
+  caps.nvidia_peermem = module_loaded("nvidia_peermem") || module_loaded("nv_peer_mem");
+  caps.gpu_path = choose_gpu_path(caps.ucx, caps.gpu.device_count(), &caps.gpu_path_reason);
+  return caps;
+}
+
+std::string describe(const Capabilities& c) {
+  std::ostringstream o;
+  o << "UCX " << c.ucx.version() << ", memory types:";
+  for (const auto& m : c.ucx.memory_types) o << ' ' << m;
+  if (!c.ucx.error.empty()) o << " (query failed: " << c.ucx.error << ")";
+  o << "\nRDMA devices:";
+  if (c.rdma.ports.empty()) o << " none (" << c.rdma.note << ")";
+  for (const auto& p : c.rdma.ports) {
+    char speed[32];
+    std::snprintf(speed, sizeof speed, "%.0f Gb/s", p.gbps);
+    o << "\n  " << p.device << " port " << p.port << ": " << p.link_layer << ", " << p.state << ", " << speed;
+  }
+  o << "\nCUDA: ";
+  if (!c.gpu.built_with_cuda) {
+    o << c.gpu.reason;
+  } else {
+    o << "runtime " << c.gpu.runtime_version << ", driver " << c.gpu.driver_version << ", " << c.gpu.device_count()
+      << " device(s)";
+    if (c.gpu.devices.empty()) o << " (" << c.gpu.reason << ")";
+  }
+  for (const auto& d : c.gpu.devices)
+    o << "\n  " << d.index << ": " << d.name << ", sm_" << d.major << d.minor << ", " << (d.memory_bytes >> 20)
+      << " MiB, PCI " << d.pci_bus_id << ", dma-buf " << dmabuf_text(d.dmabuf);
+  o << "\nGPUDirect RDMA: nvidia_peermem " << (c.nvidia_peermem ? "loaded" : "not loaded") << ", ibv_reg_dmabuf_mr "
+    << (c.rdma.dmabuf_api ? "available" : "not available");
+  o << "\nGPU path: " << gpu_path_name(c.gpu_path) << " (" << c.gpu_path_reason << ")";
+  return o.str();
+}
+
+std::string to_json(const Capabilities& c) {
+  std::ostringstream o;
+  o << "{\"ucx\":{\"version\":" << quoted(c.ucx.version()) << ",\"memory_types\":[";
+  for (size_t i = 0; i < c.ucx.memory_types.size(); ++i) o << (i ? "," : "") << quoted(c.ucx.memory_types[i]);
+  o << "],\"cuda\":" << (c.ucx.cuda ? "true" : "false") << ",\"error\":" << quoted(c.ucx.error) << "}";
+  o << ",\"rdma\":{\"built_with_verbs\":" << (c.rdma.built_with_verbs ? "true" : "false")
+    << ",\"dmabuf_api\":" << (c.rdma.dmabuf_api ? "true" : "false") << ",\"note\":" << quoted(c.rdma.note)
+    << ",\"ports\":[";
+  for (size_t i = 0; i < c.rdma.ports.size(); ++i) {
+    const auto& p = c.rdma.ports[i];
+    o << (i ? "," : "") << "{\"device\":" << quoted(p.device) << ",\"port\":" << p.port
+      << ",\"link_layer\":" << quoted(p.link_layer) << ",\"state\":" << quoted(p.state) << ",\"gbps\":" << p.gbps
+      << "}";
+  }
+  o << "]},\"cuda\":{\"built_with_cuda\":" << (c.gpu.built_with_cuda ? "true" : "false")
+    << ",\"runtime_version\":" << c.gpu.runtime_version << ",\"driver_version\":" << c.gpu.driver_version
+    << ",\"reason\":" << quoted(c.gpu.reason) << ",\"devices\":[";
+  for (size_t i = 0; i < c.gpu.devices.size(); ++i) {
+    const auto& d = c.gpu.devices[i];
+    o << (i ? "," : "") << "{\"index\":" << d.index << ",\"name\":" << quoted(d.name) << ",\"compute_capability\":\""
+      << d.major << "." << d.minor << "\",\"memory_bytes\":" << d.memory_bytes
+      << ",\"pci_bus_id\":" << quoted(d.pci_bus_id) << ",\"dmabuf\":" << quoted(dmabuf_text(d.dmabuf)) << "}";
+  }
+  o << "]},\"nvidia_peermem\":" << (c.nvidia_peermem ? "true" : "false")
+    << ",\"gpu_path\":" << quoted(gpu_path_name(c.gpu_path)) << ",\"gpu_path_reason\":" << quoted(c.gpu_path_reason)
+    << "}";
+  return o.str();
+}
+
+std::string summary(const Capabilities& c) {
+  std::ostringstream o;
+  o << "UCX " << c.ucx.version() << " (";
+  for (size_t i = 0; i < c.ucx.memory_types.size(); ++i) o << (i ? "," : "") << c.ucx.memory_types[i];
+  o << " memory), RDMA ports " << c.rdma.ports.size() << ", CUDA devices " << c.gpu.device_count() << ", GPU path "
+    << gpu_path_name(c.gpu_path);
+  return o.str();
+}
+
+}  // namespace rdmaps

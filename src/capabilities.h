@@ -1,0 +1,42 @@
+// The machine's capabilities as rdmaps uses them (UCX memory types, RDMA
+// ports, CUDA devices, peer-memory support) and the GPU data path they allow.
+// rdmaps-info prints them; servers and benchmarks print the summary line.
+#pragma once
+
+#include <string>
+
+#include "cuda/gpu_probe.h"
+#include "transport/rdma_devices.h"
+#include "transport/ucx/capabilities.h"
+
+namespace rdmaps {
+
+/// How gradients in GPU memory reach the wire.
+enum class GpuPath {
+  kNone,    ///< no CUDA device
+  kDirect,  ///< device pointers go to UCX (GPUDirect RDMA where the HCA allows)
+  kStaged,  ///< copied through pinned host buffers in pipelined chunks
+};
+const char* gpu_path_name(GpuPath path);
+
+struct Capabilities {
+  transport::ucx::UcxCapabilities ucx;
+  transport::RdmaReport rdma;
+  cuda::GpuInfo gpu;
+  bool nvidia_peermem = false;  ///< nvidia_peermem (or nv_peer_mem) kernel module loaded
+  GpuPath gpu_path = GpuPath::kNone;
+  std::string gpu_path_reason;
+};
+
+/// UCX releases before this crash on put/get from GPU memory.
+constexpr unsigned kUcxGpuMajor = 1, kUcxGpuMinor = 16;
+
+/// The path for these facts: direct only when UCX handles CUDA memory and is new enough.
+GpuPath choose_gpu_path(const transport::ucx::UcxCapabilities& ucx, int gpus, std::string* reason);
+
+Capabilities probe_capabilities();
+std::string describe(const Capabilities& caps);  ///< several lines, for people
+std::string to_json(const Capabilities& caps);   ///< one object
+std::string summary(const Capabilities& caps);   ///< one line, for start-up banners
+
+}  // namespace rdmaps

@@ -1,0 +1,28 @@
+// rdmaps-info: what this machine offers rdmaps (UCX memory types, RDMA ports,
+// CUDA devices, GPUDirect prerequisites) and the GPU path that follows.
+#include <cstdio>
+#include <cstring>
+
+#include "src/capabilities.h"
+
+int main(int argc, char** argv) {
+  bool json = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--json") == 0) {
+      json = true;
+    } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::printf(
+          "usage: rdmaps-info [--json]\n\n"
+          "  Reports the UCX version and the memory types its transports handle, RDMA\n"
+          "  devices and ports (libibverbs), CUDA devices, whether nvidia_peermem is loaded\n"
+          "  and dma-buf is supported, and the GPU path rdmaps will use (direct, staged).\n");
+      return 0;
+    } else {
+      std::fprintf(stderr, "rdmaps-info: unknown flag '%s' (see --help)\n", argv[i]);
+      return 2;
+    }
+  }
+  rdmaps::Capabilities caps = rdmaps::probe_capabilities();
+  std::printf("%s\n", json ? rdmaps::to_json(caps).c_str() : rdmaps::describe(caps).c_str());
+  return 0;
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# rdmaps-info: the JSON parses, its UCX version is the library's (ucx_info),
+# host memory is listed, the GPU path agrees with the devices, bad flags fail.
+set -euo pipefail
+info=${1:?rdmaps-info path}
+fail() { echo "check_info: FAIL: $*" >&2; exit 1; }
+json=$("$info" --json)
+/usr/bin/python3 - "$json" <<'PY' || fail "JSON report inconsistent: $json"
+import json, subprocess, sys
+r = json.loads(sys.argv[1])
+ucx = subprocess.run(["ucx_info", "-v"], capture_output=True, text=True).stdout
+assert f"# Version {r['ucx']['version']}\n" in ucx, (r["ucx"], ucx)
+assert "host" in r["ucx"]["memory_types"], r["ucx"]
+gpus = len(r["cuda"]["devices"])
+if gpus == 0:
+    assert r["gpu_path"] == "none" and r["cuda"]["reason"], r
+else:
+    direct = r["ucx"]["cuda"] and tuple(map(int, r["ucx"]["version"].split(".")[:2])) >= (1, 16)
+    assert r["gpu_path"] == ("direct" if direct else "staged"), r
+PY
+text=$("$info")
+grep -q "^UCX .*memory types: .*host" <<<"$text" || fail "text report lacks the UCX line: $text"
+grep -q "^GPU path: " <<<"$text" || fail "text report lacks the GPU path: $text"
+if "$info" --bogus 2>/tmp/check_info.$$; then fail "--bogus was accepted"; fi
+grep -q "unknown flag '--bogus'" /tmp/check_info.$$ || fail "bad flag message: $(cat /tmp/check_info.$$)"
+rm -f /tmp/check_info.$$
+echo "check_info: ok"
