@@ -10,6 +10,7 @@
 
 #include "rdmaps/error.h"
 #include "src/am_ids.h"
+#include "src/bf16.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "transport/context.h"
@@ -76,7 +77,7 @@ class ClientImpl {
   void progress();
   /// Posts one inbox message; returns the requests that keep its buffers busy.
   uint64_t post(ServerLink& link, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset, uint32_t length,
-                const float* payload, std::vector<transport::Request>& inflight);
+                const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0);
   template <typename Done>
   void wait(Done&& done, const std::string& what);
   void require_connected(const char* op) const {
@@ -97,7 +98,9 @@ class ClientImpl {
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::unique_ptr<Partition> partition_;
   uint64_t clock_ = 0;
-  float learning_rate_ = 0;  // 0: the servers' own
+  float learning_rate_ = 0;      // 0: the servers' own
+  std::vector<float> residual_;  // bf16 wire: rounding error not yet sent, by global float
+  std::vector<uint16_t> wire_;   // bf16 wire: the tensor being pushed, encoded
   ClientStats stats_;
 };
 
@@ -228,7 +231,8 @@ void ClientImpl::wait(Done&& done, const std::string& what) {
 }
 
 uint64_t ClientImpl::post(ServerLink& link, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset,
-                          uint32_t length, const float* payload, std::vector<transport::Request>& inflight) {
+                          uint32_t length, const void* payload, std::vector<transport::Request>& inflight,
+                          uint16_t flags) {
   uint64_t seq = link.next_seq++;
   // Credits: a slot is reused only after the server consumed its last message.
   if (seq > link.load(link.mailbox().consumed_seq) + link.slots)
@@ -239,6 +243,7 @@ uint64_t ClientImpl::post(ServerLink& link, MsgType type, uint32_t shard, uint64
   SlotHeader h{};
   h.magic = kSlotMagic;
   h.type = static_cast<uint16_t>(type);
+  h.flags = flags;
   h.worker = options_.worker;
   h.shard = shard;
   h.seq = seq;
@@ -248,7 +253,7 @@ uint64_t ClientImpl::post(ServerLink& link, MsgType type, uint32_t shard, uint64
   h.length = length;
   if (type == MsgType::kPush) h.learning_rate = learning_rate_;
   std::memcpy(staged, &h, sizeof(h));
-  size_t bytes = payload ? length * sizeof(float) : 0;
+  size_t bytes = payload ? length * ((flags & kFlagBf16) ? sizeof(uint16_t) : sizeof(float)) : 0;
   if (link.use_am) {
     inflight.push_back(link.ep->am_send(kAmPush, staged, sizeof(h), payload, bytes, nullptr));
     return seq;
@@ -269,6 +274,12 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   require_connected(type == MsgType::kPush ? "push" : "init");
   Range t = partition_->tensor(name);
   check_size(name, t, values.size(), type == MsgType::kPush ? "push" : "init");
+  const bool bf16 = type == MsgType::kPush && config_.wire == WireFormat::kBf16;
+  if (bf16) {
+    if (residual_.empty()) residual_.assign(partition_->total_floats(), 0.0f);
+    wire_.resize(std::max(wire_.size(), values.size()));
+    compress_bf16(values.data(), residual_.data() + t.begin, wire_.data(), values.size());
+  }
   std::vector<transport::Request> inflight;
   for (auto& link : links_) {
     uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
@@ -278,11 +289,13 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
       uint64_t piece_end = std::min(end, s.end);
       auto* versions = reinterpret_cast<const uint64_t*>(static_cast<uint8_t*>(link.receive->data()) +
                                                          link.receive_layout.versions_offset());
+      const void* payload = bf16 ? static_cast<const void*>(wire_.data() + (pos - t.begin))
+                                 : static_cast<const void*>(values.data() + (pos - t.begin));
       post(link, type, shard, versions[shard], static_cast<uint32_t>(pos - s.begin),
-           static_cast<uint32_t>(piece_end - pos), values.data() + (pos - t.begin), inflight);
+           static_cast<uint32_t>(piece_end - pos), payload, inflight, bf16 ? kFlagBf16 : 0);
       if (type == MsgType::kPush) {
         ++stats_.pushes;
-        stats_.push_bytes += (piece_end - pos) * sizeof(float);
+        stats_.push_bytes += (piece_end - pos) * (bf16 ? sizeof(uint16_t) : sizeof(float));
       }
       pos = piece_end;
     }

@@ -116,6 +116,15 @@ const std::map<std::string, Setter>& setters() {
          else
            bad(s, v, "one of put, am, auto");
        }},
+      {"wire",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (v == "f32")
+           c.wire = WireFormat::kF32;
+         else if (v == "bf16")
+           c.wire = WireFormat::kBf16;
+         else
+           bad(s, v, "f32 or bf16");
+       }},
       {"transport",
        [](Config& c, const std::string& v, const std::string& s) {
          if (v != "tcp" && v != "shm" && v != "auto") bad(s, v, "one of tcp, shm, auto");
@@ -194,9 +203,9 @@ std::string describe(const Config& c) {
     << (c.staleness_policy == StalenessPolicy::kNone         ? "none"
         : c.staleness_policy == StalenessPolicy::kScaleByTau ? "eta-tau"
                                                              : "drop (tau-max " + std::to_string(c.tau_max) + ")")
-    << ", check-nan " << (c.check_nan ? "on" : "off") << ", push-path " << push_path_name(c.push_path) << ", transport "
-    << c.transport << ", shard " << c.shard_floats << " floats, inbox " << c.inbox_slots << " slots, secret "
-    << (c.secret.empty() ? "none" : "set");
+    << ", check-nan " << (c.check_nan ? "on" : "off") << ", push-path " << push_path_name(c.push_path) << ", wire "
+    << (c.wire == WireFormat::kBf16 ? "bf16" : "f32") << ", transport " << c.transport << ", shard " << c.shard_floats
+    << " floats, inbox " << c.inbox_slots << " slots, secret " << (c.secret.empty() ? "none" : "set");
   return o.str();
 }
 
@@ -213,6 +222,7 @@ const char* config_help() {
          "  --tau-max N             drop limit for --staleness-policy drop          [RDMAPS_TAU_MAX]\n"
          "  --check-nan [on|off]    reject gradients with NaN/Inf                   [RDMAPS_CHECK_NAN]\n"
          "  --push-path P           put, am, auto (put where RMA is native)         [RDMAPS_PUSH_PATH]\n"
+         "  --wire W                gradients on the wire: f32, bf16 (half bytes)   [RDMAPS_WIRE]\n"
          "  --transport T           tcp, shm, auto (UCX_TLS)                        [RDMAPS_TRANSPORT]\n"
          "  --shard-floats N        floats per shard (262144)                       [RDMAPS_SHARD_FLOATS]\n"
          "  --inbox-slots N         slots per worker inbox (4)                      [RDMAPS_INBOX_SLOTS]\n"

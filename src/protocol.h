@@ -14,6 +14,8 @@ namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
 constexpr uint32_t kProtocolVersion = 2;
+/// SlotHeader::flags: the push payload is `length` bfloat16 values.
+constexpr uint16_t kFlagBf16 = 1;
 
 enum class MsgType : uint16_t {
   kPush = 1,   ///< gradient for [offset, offset+length) of a shard
@@ -28,7 +30,7 @@ enum class MsgType : uint16_t {
 struct SlotHeader {
   uint32_t magic;
   uint16_t type;
-  uint16_t flags;
+  uint16_t flags;  ///< kFlag* bits
   uint32_t worker;
   uint32_t shard;
   uint64_t seq;           ///< per-worker message number, 1, 2, 3, ...

@@ -12,6 +12,7 @@
 #include "rdmaps/error.h"
 #include "src/am_ids.h"
 #include "src/apply_pool.h"
+#include "src/bf16.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "src/update_rules.h"
@@ -158,6 +159,7 @@ class ServerImpl {
   SlotLayout slot_layout_{0};
   ReceiveLayout receive_layout_{0, 0};
   std::vector<float> params_, state_;
+  std::vector<float> wire_scratch_;  // a bf16 push decoded, one shard
   std::vector<uint64_t> versions_;
   uint64_t min_clock_ = 0;
 
@@ -191,6 +193,7 @@ void ServerImpl::set_table(const std::vector<TensorDecl>& tensors) {
   receive_layout_ = ReceiveLayout{shards_, range_.size()};
   params_.assign(range_.size(), 0.0f);
   if (needs_state(config_.rule)) state_.assign(range_.size(), 0.0f);
+  wire_scratch_.assign(config_.shard_floats, 0.0f);
   versions_.assign(shards_, 0);
 }
 
@@ -319,6 +322,10 @@ void ServerImpl::handle(WorkerState& w, const SlotHeader& h, const float* payloa
   if (h.worker != w.id) return reject(w, "header claims worker " + std::to_string(h.worker));
   if (h.seq != w.expected_seq)
     return reject(w, "sequence " + std::to_string(h.seq) + ", expected " + std::to_string(w.expected_seq));
+  if (h.flags & ~kFlagBf16) return reject(w, "unknown header flags " + std::to_string(h.flags));
+  const bool bf16 = h.flags & kFlagBf16;
+  if (bf16 && h.type != static_cast<uint16_t>(MsgType::kPush))
+    return reject(w, "a bf16 payload in a message other than a push");
   switch (static_cast<MsgType>(h.type)) {
     case MsgType::kPush:
     case MsgType::kInit: {
@@ -332,6 +339,10 @@ void ServerImpl::handle(WorkerState& w, const SlotHeader& h, const float* payloa
                              std::to_string(h.shard) + " (" + std::to_string(versions_[h.shard]) + ")");
       if (!(std::isfinite(h.learning_rate) && h.learning_rate >= 0))
         return reject(w, "learning rate " + std::to_string(h.learning_rate) + " in a push");
+      if (bf16) {
+        decompress_bf16(reinterpret_cast<const uint16_t*>(payload), wire_scratch_.data(), h.length);
+        payload = wire_scratch_.data();
+      }
       if (config_.check_nan && !finite_floats(payload, h.length))
         return reject(w, "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
       const size_t local = (shard.begin - range_.begin) + h.offset;
@@ -374,7 +385,7 @@ void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, size_t local, c
   ++versions_[h.shard];
   with_stats([&](ServerStats& s) {
     ++s.pushes;
-    s.bytes_in += h.length * sizeof(float);
+    s.bytes_in += h.length * ((h.flags & kFlagBf16) ? sizeof(uint16_t) : sizeof(float));
     ++s.applied_per_worker[w.id];
     ++s.staleness[std::min<uint64_t>(tau, kStalenessBuckets - 1)];
   });

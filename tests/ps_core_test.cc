@@ -1,8 +1,10 @@
 // The parameter server end to end: exact SGD, DC-ASGD against a float64
 // reference, over tcp (active-message path) and shared memory (put path).
 #include <cmath>
+#include <cstring>
 #include <random>
 
+#include "src/bf16.h"
 #include "src/update_rules.h"
 #include "tests/ps_fixture.h"
 #include "tests/transport_fixture.h"
@@ -56,6 +58,60 @@ RDMAPS_TEST_PEER(sgd_worker) {
   for (size_t i = 0; i < kFloats; ++i) differ += std::memcmp(&w[i], &ref[i], 4) != 0;
   if (differ) std::fprintf(stderr, "sgd_worker: %zu of %zu parameters differ\n", differ, kFloats);
   return differ ? 1 : 0;
+}
+
+// bf16 wire: the server applies exactly what the worker encoded (half the
+// bytes), and error feedback keeps the sum of applied gradients within one
+// bf16 rounding of the sum of true gradients.
+TEST_P(PsTest, Bf16PushesApplyTheEncodedValuesAndFeedTheErrorBack) {
+  Config c = core_config(GetParam());
+  c.wire = WireFormat::kBf16;
+  c.learning_rate = 1.0f;
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker("bf16_worker", GetParam(), 0, 11, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(120s), 0) << "bf16 pushes were not applied as encoded";
+  servers.join();
+  auto s = servers.server(0).stats();
+  EXPECT_EQ(s.bytes_in, static_cast<uint64_t>(kSteps) * kFloats * 2) << "a bf16 push moves 2 bytes per float";
+  EXPECT_EQ(s.rejected, 0u);
+}
+
+RDMAPS_TEST_PEER(bf16_worker) {
+  Config c = core_config(args.transport);
+  c.wire = WireFormat::kBf16;
+  c.learning_rate = 1.0f;
+  Client client(worker_options(args, c));
+  client.declare("w", kFloats);
+  client.connect();
+  std::vector<float> w(kFloats), g(kFloats), residual(kFloats, 0.0f), applied(kFloats, 0.0f);
+  std::vector<double> truth(kFloats, 0.0), largest(kFloats, 0.0);
+  std::vector<uint16_t> encoded(kFloats);
+  std::mt19937 rng(static_cast<uint32_t>(args.seed));
+  std::uniform_real_distribution<float> noise(-1, 1);
+  for (int step = 0; step < kSteps; ++step) {
+    for (auto& x : g) x = noise(rng) * (1.0f + static_cast<float>(step));  // many exponents
+    client.push("w", g);
+    client.clock();
+    compress_bf16(g.data(), residual.data(), encoded.data(), kFloats);  // what the worker must have sent
+    for (size_t i = 0; i < kFloats; ++i) {
+      applied[i] = applied[i] - from_bf16(encoded[i]);  // the server's float32 SGD at lr 1
+      truth[i] -= g[i];
+      largest[i] = std::max(largest[i], std::fabs(static_cast<double>(g[i])));
+    }
+  }
+  client.pull("w", w);
+  size_t differ = 0, drift = 0;
+  for (size_t i = 0; i < kFloats; ++i) {
+    differ += std::memcmp(&w[i], &applied[i], 4) != 0;
+    // Error feedback: what was applied lags the true sum by the last residual
+    // only (half a bf16 step of the largest value sent), plus float32 sums.
+    double bound = std::ldexp(largest[i], -8) + std::ldexp(std::fabs(truth[i]) + largest[i], -24) * 2 * kSteps;
+    drift += std::fabs(static_cast<double>(w[i]) - truth[i]) > bound;
+  }
+  if (differ)
+    std::fprintf(stderr, "bf16_worker: %zu of %zu parameters differ from the encoded pushes\n", differ, kFloats);
+  if (drift) std::fprintf(stderr, "bf16_worker: %zu parameters drifted from the true sum\n", drift);
+  return differ || drift ? 1 : 0;
 }
 
 // DC-ASGD: the worker pulls once, then pushes two gradients computed on that

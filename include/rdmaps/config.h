@@ -17,6 +17,8 @@ enum class StalenessPolicy { kNone, kScaleByTau, kDropAboveMax };
 /// How a push reaches the inbox: one-sided put, active message, or chosen per
 /// endpoint (put where UCX's RMA is native, active message where emulated).
 enum class PushPath { kAuto, kPut, kAm };
+/// Element type of pushed gradients on the wire (parameters stay float32).
+enum class WireFormat { kF32, kBf16 };
 
 constexpr uint64_t kInfiniteStaleness = std::numeric_limits<uint64_t>::max();
 
@@ -33,6 +35,7 @@ struct Config {
   uint64_t tau_max = 16;   ///< kDropAboveMax limit
   bool check_nan = false;  ///< reject pushes carrying NaN/Inf
   PushPath push_path = PushPath::kAuto;
+  WireFormat wire = WireFormat::kF32;  ///< bf16: half the bytes, rounding error fed back on the worker
   std::string transport = "auto";      ///< tcp, shm or auto (UCX_TLS)
   uint32_t shard_floats = 256 * 1024;  ///< floats per shard (1 MiB)
   uint32_t inbox_slots = 4;            ///< slots per worker inbox ring

@@ -1,0 +1,41 @@
+// CPU build: the GPU entry points exist and say why they cannot run.
+#include "cuda/device_memory.h"
+#include "cuda/kernels.h"
+#include "cuda/staging.h"
+#include "rdmaps/error.h"
+
+namespace rdmaps::cuda {
+namespace {
+[[noreturn]] void unsupported(const char* what) {
+  throw Error(Errc::kUnsupported, std::string(what) + ": rdmaps was built without CUDA (nvcc not found)");
+}
+}  // namespace
+
+bool is_device_pointer(const void*) { return false; }
+DeviceBuffer::DeviceBuffer(size_t) { unsupported("DeviceBuffer"); }
+DeviceBuffer::~DeviceBuffer() = default;
+void DeviceBuffer::upload(const void*, size_t) { unsupported("upload"); }
+void DeviceBuffer::download(void*, size_t) const { unsupported("download"); }
+void DeviceBuffer::fill_bytes(int) { unsupported("fill_bytes"); }
+void synchronize() {}
+void copy_device(void*, const void*, size_t, void*) { unsupported("copy_device"); }
+double elapsed_ms_between_events(void (*)(void*), void*, int) { unsupported("timing"); }
+void update(const UpdateArgs&, float*, const float*, const float*, float*, size_t, void*) { unsupported("update"); }
+void update_bf16(const UpdateArgs&, float*, const uint16_t*, const float*, float*, size_t, void*) {
+  unsupported("update_bf16");
+}
+void compress_bf16(const float*, float*, uint16_t*, size_t, void*) { unsupported("compress_bf16"); }
+void decompress_bf16(const uint16_t*, float*, size_t, void*) { unsupported("decompress_bf16"); }
+
+struct StagingRing::Impl {};
+StagingRing::StagingRing(size_t chunk_bytes, int depth) : chunk_bytes_(chunk_bytes), depth_(depth) {
+  unsupported("StagingRing");
+}
+StagingRing::~StagingRing() = default;
+void* StagingRing::buffer(int) const { unsupported("StagingRing::buffer"); }
+void* StagingRing::stream() const { return nullptr; }
+void StagingRing::copy_from_device(int, const void*, size_t) { unsupported("StagingRing::copy_from_device"); }
+void StagingRing::wait(int) { unsupported("StagingRing::wait"); }
+void StagingRing::copy_to_device(void*, const void*, size_t) { unsupported("StagingRing::copy_to_device"); }
+
+}  // namespace rdmaps::cuda

@@ -1,0 +1,49 @@
+// Device memory and the few runtime calls rdmaps needs around it, behind
+// plain C++ so that callers compile without CUDA headers. A CPU build answers
+// "no device" and throws kUnsupported on allocation.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+
+namespace rdmaps::cuda {
+
+/// True when `p` points into CUDA device (or managed) memory.
+bool is_device_pointer(const void* p);
+
+/// A device allocation, freed on destruction.
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return ptr_; }
+  size_t size() const { return bytes_; }
+  void upload(const void* host, size_t bytes);
+  void download(void* host, size_t bytes) const;
+  void fill_bytes(int value);  ///< poison before a test run
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+/// Waits for all queued device work; throws with the CUDA error.
+void synchronize();
+/// Queues a device-to-device copy.
+void copy_device(void* dst, const void* src, size_t bytes, void* stream = nullptr);
+/// Milliseconds `iters` runs of body(arg) take on the default stream (CUDA events).
+double elapsed_ms_between_events(void (*body)(void*), void* arg, int iters);
+/// The same for a callable.
+template <typename F>
+double time_ms(F&& f, int iters);
+
+template <typename F>
+double time_ms(F&& f, int iters) {
+  using Body = std::remove_reference_t<F>;
+  return elapsed_ms_between_events([](void* p) { (*static_cast<Body*>(p))(); }, &f, iters);
+}
+
+}  // namespace rdmaps::cuda

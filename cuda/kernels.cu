@@ -1,0 +1,119 @@
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "cuda/kernels.h"
+#include "rdmaps/error.h"
+#include "src/bf16.h"
+
+namespace rdmaps::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+void check_launch(const char* what) {
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw Error(Errc::kInternal, std::string("CUDA kernel ") + what + ": " + cudaGetErrorString(err));
+}
+
+unsigned blocks_for(size_t n) {
+  int device = 0, sms = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  size_t wanted = (n + kThreads - 1) / kThreads;
+  size_t cap = static_cast<size_t>(sms > 0 ? sms : 80) * 8;  // enough blocks in flight to saturate memory
+  return static_cast<unsigned>(wanted < cap ? (wanted ? wanted : 1) : cap);
+}
+
+__device__ __forceinline__ float load(const float* g, size_t i) { return g[i]; }
+__device__ __forceinline__ float load(const uint16_t* g, size_t i) { return from_bf16(g[i]); }
+
+// One pass per element; the rule is a template argument, not a branch per element.
+template <UpdateRule kRule, typename Grad>
+__global__ void update_kernel(UpdateArgs a, float* __restrict__ w, const Grad* __restrict__ g,
+                              const float* __restrict__ bak, float* __restrict__ state, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    float gi = load(g, i), wi = w[i];
+    if constexpr (kRule == UpdateRule::kSgd) {
+      wi -= a.lr * gi;
+    } else if constexpr (kRule == UpdateRule::kMomentum) {
+      float v = a.momentum * state[i] + gi;
+      state[i] = v;
+      wi -= a.lr * v;
+    } else if constexpr (kRule == UpdateRule::kDcAsgdConstant) {
+      wi -= a.lr * (gi + a.lambda * gi * gi * (wi - bak[i]));
+    } else {
+      float ms = a.ms_momentum * state[i] + (1.0f - a.ms_momentum) * gi * gi;
+      state[i] = ms;
+      wi -= a.lr * (gi + (a.lambda0 / sqrtf(ms + a.eps)) * gi * gi * (wi - bak[i]));
+    }
+    w[i] = wi;
+  }
+}
+
+template <typename Grad>
+void launch_update(const UpdateArgs& a, float* w, const Grad* g, const float* bak, float* state, size_t n,
+                   void* stream) {
+  if (n == 0) return;
+  auto s = static_cast<cudaStream_t>(stream);
+  unsigned blocks = blocks_for(n);
+  switch (a.rule) {
+    case UpdateRule::kSgd:
+      update_kernel<UpdateRule::kSgd><<<blocks, kThreads, 0, s>>>(a, w, g, bak, state, n);
+      break;
+    case UpdateRule::kMomentum:
+      update_kernel<UpdateRule::kMomentum><<<blocks, kThreads, 0, s>>>(a, w, g, bak, state, n);
+      break;
+    case UpdateRule::kDcAsgdConstant:
+      update_kernel<UpdateRule::kDcAsgdConstant><<<blocks, kThreads, 0, s>>>(a, w, g, bak, state, n);
+      break;
+    case UpdateRule::kDcAsgdAdaptive:
+      update_kernel<UpdateRule::kDcAsgdAdaptive><<<blocks, kThreads, 0, s>>>(a, w, g, bak, state, n);
+      break;
+  }
+  check_launch("update");
+}
+
+__global__ void compress_kernel(const float* __restrict__ g, float* __restrict__ residual, uint16_t* __restrict__ out,
+                                size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    float v = g[i] + residual[i];
+    uint16_t b = to_bf16(v);
+    out[i] = b;
+    residual[i] = v - from_bf16(b);
+  }
+}
+
+__global__ void decompress_kernel(const uint16_t* __restrict__ in, float* __restrict__ out, size_t n) {
+  for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    out[i] = from_bf16(in[i]);
+}
+
+}  // namespace
+
+void update(const UpdateArgs& a, float* w, const float* g, const float* bak, float* state, size_t n, void* stream) {
+  launch_update(a, w, g, bak, state, n, stream);
+}
+
+void update_bf16(const UpdateArgs& a, float* w, const uint16_t* g, const float* bak, float* state, size_t n,
+                 void* stream) {
+  launch_update(a, w, g, bak, state, n, stream);
+}
+
+void compress_bf16(const float* g, float* residual, uint16_t* out, size_t n, void* stream) {
+  if (n == 0) return;
+  compress_kernel<<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(g, residual, out, n);
+  check_launch("compress_bf16");
+}
+
+void decompress_bf16(const uint16_t* in, float* out, size_t n, void* stream) {
+  if (n == 0) return;
+  decompress_kernel<<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(in, out, n);
+  check_launch("decompress_bf16");
+}
+
+}  // namespace rdmaps::cuda

@@ -1,0 +1,30 @@
+// GPU kernels of the data path: the fused server update (one pass over w, g,
+// w_bak and the DC-ASGD-a mean square, optionally reading a bf16 gradient) and
+// bf16 gradient compression with error feedback for GPU workers. Pointers are
+// device memory; work is queued on `stream` (a cudaStream_t; nullptr = the
+// default stream) and launch errors throw. A CPU build throws kUnsupported.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "rdmaps/config.h"
+
+namespace rdmaps::cuda {
+
+struct UpdateArgs {
+  UpdateRule rule = UpdateRule::kSgd;
+  float lr = 0, momentum = 0, lambda = 0, lambda0 = 0, ms_momentum = 0, eps = 0;
+};
+
+/// w -= lr * rule(g, w, bak, state): the same formulas as the CPU rules.
+void update(const UpdateArgs& a, float* w, const float* g, const float* bak, float* state, size_t n,
+            void* stream = nullptr);
+/// update() with the gradient read as bf16 and widened in the same pass.
+void update_bf16(const UpdateArgs& a, float* w, const uint16_t* g, const float* bak, float* state, size_t n,
+                 void* stream = nullptr);
+/// out = bf16(g + residual); residual keeps what bf16 could not carry.
+void compress_bf16(const float* g, float* residual, uint16_t* out, size_t n, void* stream = nullptr);
+void decompress_bf16(const uint16_t* in, float* out, size_t n, void* stream = nullptr);
+
+}  // namespace rdmaps::cuda

@@ -1,0 +1,61 @@
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "cuda/staging.h"
+#include "rdmaps/error.h"
+
+namespace rdmaps::cuda {
+namespace {
+void check(cudaError_t err, const std::string& what) {
+  if (err != cudaSuccess) throw Error(Errc::kInternal, "CUDA " + what + ": " + cudaGetErrorString(err));
+}
+}  // namespace
+
+struct StagingRing::Impl {
+  cudaStream_t stream = nullptr;
+  std::vector<void*> buffers;
+  std::vector<cudaEvent_t> events;
+  ~Impl() {
+    for (cudaEvent_t e : events) cudaEventDestroy(e);
+    for (void* b : buffers) cudaFreeHost(b);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+StagingRing::StagingRing(size_t chunk_bytes, int depth)
+    : impl_(std::make_unique<Impl>()), chunk_bytes_(chunk_bytes), depth_(depth) {
+  if (depth < 1 || chunk_bytes == 0) throw Error(Errc::kInvalidArgument, "staging ring needs depth >= 1 and chunks");
+  check(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking), "stream for staging");
+  for (int k = 0; k < depth; ++k) {
+    void* b = nullptr;
+    check(cudaHostAlloc(&b, chunk_bytes, cudaHostAllocDefault), "pinned staging buffer");
+    impl_->buffers.push_back(b);
+    cudaEvent_t e;
+    check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "staging event");
+    impl_->events.push_back(e);
+  }
+}
+
+StagingRing::~StagingRing() = default;
+
+void* StagingRing::buffer(int k) const { return impl_->buffers.at(static_cast<size_t>(k)); }
+void* StagingRing::stream() const { return impl_->stream; }
+
+void StagingRing::copy_from_device(int k, const void* device_src, size_t bytes) {
+  if (bytes > chunk_bytes_)
+    throw Error(Errc::kOutOfBounds,
+                "staging " + std::to_string(bytes) + " bytes into chunks of " + std::to_string(chunk_bytes_));
+  check(cudaMemcpyAsync(buffer(k), device_src, bytes, cudaMemcpyDeviceToHost, impl_->stream), "device-to-host copy");
+  check(cudaEventRecord(impl_->events.at(static_cast<size_t>(k)), impl_->stream), "event record");
+}
+
+void StagingRing::wait(int k) { check(cudaEventSynchronize(impl_->events.at(static_cast<size_t>(k))), "staging wait"); }
+
+void StagingRing::copy_to_device(void* device_dst, const void* host_src, size_t bytes) {
+  check(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, impl_->stream), "host-to-device copy");
+  check(cudaStreamSynchronize(impl_->stream), "host-to-device copy");
+}
+
+}  // namespace rdmaps::cuda

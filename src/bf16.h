@@ -1,0 +1,48 @@
+// bfloat16 as the gradient wire format: the upper half of a float32, rounded
+// to nearest even. Pushes in bf16 move half the bytes; the worker keeps the
+// rounding error and adds it to its next gradient (error feedback), so no
+// gradient mass is lost over time. Host and device code share these functions.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define RDMAPS_HOST_DEVICE __host__ __device__
+#else
+#define RDMAPS_HOST_DEVICE
+#endif
+
+namespace rdmaps {
+
+RDMAPS_HOST_DEVICE inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);  // NaN stays NaN
+  u += 0x7fffu + ((u >> 16) & 1u);                                                       // nearest, ties to even
+  return static_cast<uint16_t>(u >> 16);
+}
+
+RDMAPS_HOST_DEVICE inline float from_bf16(uint16_t b) {
+  uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  __builtin_memcpy(&f, &u, 4);
+  return f;
+}
+
+/// out = bf16(g + residual); residual = (g + residual) - out.
+inline void compress_bf16(const float* g, float* residual, uint16_t* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    float v = g[i] + residual[i];
+    uint16_t b = to_bf16(v);
+    out[i] = b;
+    residual[i] = v - from_bf16(b);
+  }
+}
+
+inline void decompress_bf16(const uint16_t* in, float* out, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = from_bf16(in[i]);
+}
+
+}  // namespace rdmaps

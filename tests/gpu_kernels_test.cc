@@ -1,0 +1,145 @@
+// GPU kernels against float64 CPU references, on fresh random inputs with
+// outputs poisoned before each run. Skips, saying why, where no GPU is.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cuda/device_memory.h"
+#include "cuda/gpu_probe.h"
+#include "cuda/kernels.h"
+#include "rdmaps/error.h"
+#include "src/bf16.h"
+
+namespace rdmaps::test {
+namespace {
+
+class GpuTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    cuda::GpuInfo info = cuda::probe_gpus();
+    if (info.device_count() == 0) GTEST_SKIP() << "no CUDA device: " << info.reason;
+  }
+  std::mt19937 rng_{std::random_device{}()};
+  std::vector<float> random(size_t n, float lo, float hi) {
+    std::uniform_real_distribution<float> d(lo, hi);
+    std::vector<float> v(n);
+    for (auto& x : v) x = d(rng_);
+    return v;
+  }
+};
+
+constexpr size_t kN = (1u << 20) + 37;  // not a multiple of any block size
+
+struct DeviceVector {
+  explicit DeviceVector(const std::vector<float>& v) : buf(v.size() * 4) { buf.upload(v.data(), v.size() * 4); }
+  float* ptr() const { return static_cast<float*>(buf.data()); }
+  std::vector<float> get(size_t n) const {
+    std::vector<float> out(n);
+    buf.download(out.data(), n * 4);
+    return out;
+  }
+  cuda::DeviceBuffer buf;
+};
+
+TEST_F(GpuTest, FusedUpdateMatchesFloat64ReferenceForEveryRule) {
+  for (UpdateRule rule :
+       {UpdateRule::kSgd, UpdateRule::kMomentum, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(rule_name(rule));
+    cuda::UpdateArgs a{rule, 0.05f, 0.9f, 0.5f, 0.3f, 0.95f, 1e-7f};
+    auto w = random(kN, -1, 1), g = random(kN, -1, 1), bak = random(kN, -1, 1), st = random(kN, 0, 1);
+    DeviceVector dw(w), dg(g), dbak(bak), dst(st);
+    cuda::update(a, dw.ptr(), dg.ptr(), dbak.ptr(), dst.ptr(), kN);
+    cuda::synchronize();
+    auto gw = dw.get(kN), gst = dst.get(kN);
+    size_t bad = 0;
+    for (size_t i = 0; i < kN; ++i) {
+      double W = w[i], G = g[i], B = bak[i], S = st[i], lr = a.lr;
+      switch (rule) {
+        case UpdateRule::kSgd:
+          W -= lr * G;
+          break;
+        case UpdateRule::kMomentum:
+          S = double(a.momentum) * S + G;
+          W -= lr * S;
+          break;
+        case UpdateRule::kDcAsgdConstant:
+          W -= lr * (G + double(a.lambda) * G * G * (W - B));
+          break;
+        case UpdateRule::kDcAsgdAdaptive:
+          S = double(a.ms_momentum) * S + (1 - double(a.ms_momentum)) * G * G;
+          W -= lr * (G + double(a.lambda0) / std::sqrt(S + double(a.eps)) * G * G * (W - B));
+          break;
+      }
+      // A few float32 operations: within 8 ulp of the magnitudes involved.
+      double tol = 8 * std::ldexp(1.0, -24) * (std::fabs(W) + std::fabs(w[i]) + 1e-30) + 1e-12;
+      bad += std::fabs(gw[i] - W) > tol * 4;
+      if (rule == UpdateRule::kMomentum || rule == UpdateRule::kDcAsgdAdaptive)
+        bad += std::fabs(gst[i] - S) > 8 * std::ldexp(1.0, -24) * std::fabs(S) + 1e-12;
+    }
+    EXPECT_EQ(bad, 0u);
+  }
+}
+
+TEST_F(GpuTest, Bf16CompressionMatchesTheCpuCodecBitForBit) {
+  auto g = random(kN, -100, 100), residual = random(kN, -1e-3f, 1e-3f);
+  DeviceVector dg(g), dres(residual);
+  cuda::DeviceBuffer out(kN * 2), back(kN * 4);
+  out.fill_bytes(0xff);  // poison
+  back.fill_bytes(0xff);
+  cuda::compress_bf16(dg.ptr(), dres.ptr(), static_cast<uint16_t*>(out.data()), kN);
+  cuda::decompress_bf16(static_cast<const uint16_t*>(out.data()), static_cast<float*>(back.data()), kN);
+  cuda::synchronize();
+  std::vector<uint16_t> want(kN), got(kN);
+  std::vector<float> cpu_residual = residual, want_back(kN), got_back(kN);
+  compress_bf16(g.data(), cpu_residual.data(), want.data(), kN);
+  decompress_bf16(want.data(), want_back.data(), kN);
+  out.download(got.data(), kN * 2);
+  back.download(got_back.data(), kN * 4);
+  auto got_residual = dres.get(kN);
+  EXPECT_EQ(std::memcmp(got.data(), want.data(), kN * 2), 0) << "bf16 codes differ";
+  EXPECT_EQ(std::memcmp(got_residual.data(), cpu_residual.data(), kN * 4), 0) << "residuals differ";
+  EXPECT_EQ(std::memcmp(got_back.data(), want_back.data(), kN * 4), 0) << "decompression differs";
+  // And the codes are the float64 nearest bf16: relative error within 2^-9.
+  for (size_t i = 0; i < kN; i += 997) {
+    double v = double(g[i]) + double(residual[i]);
+    EXPECT_LE(std::fabs(double(from_bf16(got[i])) - v), std::ldexp(std::fabs(v), -8)) << i;
+  }
+}
+
+TEST_F(GpuTest, FusedBf16UpdateEqualsDecompressThenUpdate) {
+  cuda::UpdateArgs a{UpdateRule::kDcAsgdAdaptive, 0.05f, 0.9f, 0.5f, 0.3f, 0.95f, 1e-7f};
+  auto w = random(kN, -1, 1), g = random(kN, -1, 1), bak = random(kN, -1, 1), st = random(kN, 0, 1);
+  std::vector<uint16_t> codes(kN);
+  std::vector<float> zero(kN, 0.0f), widened(kN);
+  compress_bf16(g.data(), zero.data(), codes.data(), kN);
+  decompress_bf16(codes.data(), widened.data(), kN);
+  DeviceVector w1(w), w2(w), s1(st), s2(st), dbak(bak), dwide(widened);
+  cuda::DeviceBuffer dcodes(kN * 2);
+  dcodes.upload(codes.data(), kN * 2);
+  cuda::update_bf16(a, w1.ptr(), static_cast<const uint16_t*>(dcodes.data()), dbak.ptr(), s1.ptr(), kN);
+  cuda::update(a, w2.ptr(), dwide.ptr(), dbak.ptr(), s2.ptr(), kN);
+  cuda::synchronize();
+  auto r1 = w1.get(kN), r2 = w2.get(kN);
+  EXPECT_EQ(std::memcmp(r1.data(), r2.data(), kN * 4), 0);
+}
+
+TEST(GpuAbsent, EntryPointsSayWhyTheyCannotRun) {
+  cuda::GpuInfo info = cuda::probe_gpus();
+  if (info.device_count() > 0) GTEST_SKIP() << "a GPU is present; GpuTest covers it";
+  EXPECT_FALSE(info.reason.empty());
+  std::vector<float> host(16);
+  EXPECT_FALSE(cuda::is_device_pointer(host.data()));
+  try {
+    cuda::DeviceBuffer b(64);
+    ADD_FAILURE() << "allocating device memory without a device succeeded at " << b.data();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_TRUE(what.find("cudaMalloc") != std::string::npos || what.find("without CUDA") != std::string::npos) << what;
+  }
+}
+
+}  // namespace
+}  // namespace rdmaps::test
