@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "bench/perf_gpu.h"
 #include "bench/perf_ps.h"
 #include "bench/perf_transport.h"
 #include "rdmaps/error.h"
@@ -12,7 +13,8 @@ void usage() {
   std::printf(
       "usage: rdmaps-perf <benchmark> [flags]\n\nbenchmarks:\n"
       "  transport   put/get/active-message bandwidth and latency between two processes\n"
-      "  ps          push + apply + write-back through server and worker processes\n\n"
+      "  ps          push + apply + write-back through server and worker processes\n"
+      "  gpu         GPU kernels vs device copy bandwidth; staged vs pinned-host pushes\n\n"
       "rdmaps-perf <benchmark> --help lists its flags.\n");
 }
 }  // namespace
@@ -29,6 +31,7 @@ int main(int argc, char** argv) {
     if (!child) std::fprintf(stderr, "rdmaps-perf: %s\n", rdmaps::summary(rdmaps::probe_capabilities()).c_str());
     if (!std::strcmp(argv[1], "transport")) return rdmaps::bench::perf_transport_main(argc, argv, 2);
     if (!std::strcmp(argv[1], "ps")) return rdmaps::bench::perf_ps_main(argc, argv, 2);
+    if (!std::strcmp(argv[1], "gpu")) return rdmaps::bench::perf_gpu_main(argc, argv, 2);
     std::fprintf(stderr, "rdmaps-perf: unknown benchmark '%s'\n", argv[1]);
     usage();
     return 2;

@@ -17,6 +17,8 @@ DeviceBuffer::~DeviceBuffer() = default;
 void DeviceBuffer::upload(const void*, size_t) { unsupported("upload"); }
 void DeviceBuffer::download(void*, size_t) const { unsupported("download"); }
 void DeviceBuffer::fill_bytes(int) { unsupported("fill_bytes"); }
+PinnedBuffer::PinnedBuffer(size_t) { unsupported("PinnedBuffer"); }
+PinnedBuffer::~PinnedBuffer() = default;
 void synchronize() {}
 void copy_device(void*, const void*, size_t, void*) { unsupported("copy_device"); }
 double elapsed_ms_between_events(void (*)(void*), void*, int) { unsupported("timing"); }

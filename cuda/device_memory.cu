@@ -46,6 +46,12 @@ void DeviceBuffer::download(void* host, size_t bytes) const {
 
 void DeviceBuffer::fill_bytes(int value) { check(cudaMemset(ptr_, value, bytes_), "memset"); }
 
+PinnedBuffer::PinnedBuffer(size_t bytes) {
+  check(cudaHostAlloc(&ptr_, bytes ? bytes : 1, cudaHostAllocDefault), "pinned allocation of " + std::to_string(bytes));
+}
+
+PinnedBuffer::~PinnedBuffer() { cudaFreeHost(ptr_); }
+
 void synchronize() { check(cudaDeviceSynchronize(), "synchronize"); }
 
 void copy_device(void* dst, const void* src, size_t bytes, void* stream) {

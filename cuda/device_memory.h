@@ -30,6 +30,19 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+/// Page-locked host memory (cudaHostAlloc), freed on destruction.
+class PinnedBuffer {
+ public:
+  explicit PinnedBuffer(size_t bytes);
+  ~PinnedBuffer();
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  void* data() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+};
+
 /// Waits for all queued device work; throws with the CUDA error.
 void synchronize();
 /// Queues a device-to-device copy.

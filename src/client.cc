@@ -11,6 +11,7 @@
 #include "rdmaps/error.h"
 #include "src/am_ids.h"
 #include "src/bf16.h"
+#include "src/gpu_transfer.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "transport/context.h"
@@ -72,6 +73,16 @@ class ClientImpl {
   }
 
  private:
+  struct Piece {
+    ServerLink* link;
+    uint32_t shard;
+    uint64_t base_version;
+    uint32_t offset, length;
+    size_t source;  // byte offset of the piece in the data sent
+  };
+  void send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
+                   uint16_t flags);
+  GpuTransfer& gpu();
   void connect_one(uint32_t index);
   void on_write_back(transport::AmMessage& m);
   void progress();
@@ -98,9 +109,10 @@ class ClientImpl {
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::unique_ptr<Partition> partition_;
   uint64_t clock_ = 0;
-  float learning_rate_ = 0;      // 0: the servers' own
-  std::vector<float> residual_;  // bf16 wire: rounding error not yet sent, by global float
-  std::vector<uint16_t> wire_;   // bf16 wire: the tensor being pushed, encoded
+  float learning_rate_ = 0;           // 0: the servers' own
+  std::vector<float> residual_;       // bf16 wire: rounding error not yet sent, by global float
+  std::vector<uint16_t> wire_;        // bf16 wire: the tensor being pushed, encoded
+  std::unique_ptr<GpuTransfer> gpu_;  // made at the first device pointer
   ClientStats stats_;
 };
 
@@ -275,12 +287,19 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   Range t = partition_->tensor(name);
   check_size(name, t, values.size(), type == MsgType::kPush ? "push" : "init");
   const bool bf16 = type == MsgType::kPush && config_.wire == WireFormat::kBf16;
-  if (bf16) {
+  const bool on_device = cuda::is_device_pointer(values.data());
+  const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
+  const void* source = values.data();
+  if (on_device) {
+    source = gpu().prepare(values.data(), t.begin, values.size(), bf16);
+  } else if (bf16) {
     if (residual_.empty()) residual_.assign(partition_->total_floats(), 0.0f);
     wire_.resize(std::max(wire_.size(), values.size()));
     compress_bf16(values.data(), residual_.data() + t.begin, wire_.data(), values.size());
+    source = wire_.data();
   }
-  std::vector<transport::Request> inflight;
+  // One piece per shard the tensor touches, in server order.
+  std::vector<Piece> pieces;
   for (auto& link : links_) {
     uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
     for (uint64_t pos = begin; pos < end;) {
@@ -289,19 +308,57 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
       uint64_t piece_end = std::min(end, s.end);
       auto* versions = reinterpret_cast<const uint64_t*>(static_cast<uint8_t*>(link.receive->data()) +
                                                          link.receive_layout.versions_offset());
-      const void* payload = bf16 ? static_cast<const void*>(wire_.data() + (pos - t.begin))
-                                 : static_cast<const void*>(values.data() + (pos - t.begin));
-      post(link, type, shard, versions[shard], static_cast<uint32_t>(pos - s.begin),
-           static_cast<uint32_t>(piece_end - pos), payload, inflight, bf16 ? kFlagBf16 : 0);
-      if (type == MsgType::kPush) {
-        ++stats_.pushes;
-        stats_.push_bytes += (piece_end - pos) * (bf16 ? sizeof(uint16_t) : sizeof(float));
-      }
+      pieces.push_back({&link, shard, versions[shard], static_cast<uint32_t>(pos - s.begin),
+                        static_cast<uint32_t>(piece_end - pos), (pos - t.begin) * elem});
       pos = piece_end;
     }
   }
-  // Local completion: the caller's buffer may be reused after this returns.
-  for (auto& r : inflight) r.wait_for(options_.timeout);
+  const uint16_t flags = bf16 ? kFlagBf16 : 0;
+  if (on_device && gpu_->path() == GpuPath::kStaged) {
+    send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags);
+  } else {
+    std::vector<transport::Request> inflight;
+    for (const Piece& p : pieces)
+      post(*p.link, type, p.shard, p.base_version, p.offset, p.length, static_cast<const uint8_t*>(source) + p.source,
+           inflight, flags);
+    // Local completion: the caller's buffer may be reused after this returns.
+    for (auto& r : inflight) r.wait_for(options_.timeout);
+  }
+  if (type == MsgType::kPush) {
+    stats_.pushes += pieces.size();
+    stats_.push_bytes += values.size() * elem;
+    if (on_device) stats_.gpu_path = gpu_path_name(gpu_->path());
+  }
+}
+
+// Device memory UCX cannot read: chunk k+1 and k+2 are copied to pinned
+// buffers while chunk k is sent; a buffer is refilled once its send completed.
+void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
+                             uint16_t flags) {
+  cuda::StagingRing& ring = gpu_->ring();
+  const int depth = ring.depth();
+  std::vector<std::vector<transport::Request>> busy(static_cast<size_t>(depth));
+  auto stage = [&](size_t i) {
+    auto& requests = busy[i % depth];
+    for (auto& r : requests) r.wait_for(options_.timeout);
+    requests.clear();
+    ring.copy_from_device(static_cast<int>(i % depth), device_source + pieces[i].source, pieces[i].length * elem);
+  };
+  for (size_t i = 0; i + 1 < static_cast<size_t>(depth) && i < pieces.size(); ++i) stage(i);
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    if (i + depth - 1 < pieces.size()) stage(i + depth - 1);
+    const int k = static_cast<int>(i % depth);
+    ring.wait(k);
+    const Piece& p = pieces[i];
+    post(*p.link, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
+  }
+  for (auto& requests : busy)
+    for (auto& r : requests) r.wait_for(options_.timeout);
+}
+
+GpuTransfer& ClientImpl::gpu() {
+  if (!gpu_) gpu_ = std::make_unique<GpuTransfer>(config_.shard_floats * sizeof(float), partition_->total_floats());
+  return *gpu_;
 }
 
 void ClientImpl::pull(std::span<const PullTarget> targets) {
@@ -362,13 +419,18 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
   }
   for (size_t i = 0; i < targets.size(); ++i) {
     const Range& t = ranges[i];
+    const bool on_device = cuda::is_device_pointer(targets[i].out.data());
     for (auto& link : links_) {
       uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
       if (begin >= end) continue;
       const auto* params = reinterpret_cast<const float*>(static_cast<uint8_t*>(link.receive->data()) +
                                                           link.receive_layout.params_offset());
-      std::memcpy(targets[i].out.data() + (begin - t.begin), params + (begin - link.range.begin),
-                  (end - begin) * sizeof(float));
+      float* dst = targets[i].out.data() + (begin - t.begin);
+      const float* src = params + (begin - link.range.begin);
+      if (on_device)
+        gpu().to_device(dst, src, (end - begin) * sizeof(float));
+      else
+        std::memcpy(dst, src, (end - begin) * sizeof(float));
     }
   }
 }

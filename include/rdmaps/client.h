@@ -27,6 +27,7 @@ struct ClientStats {
   uint64_t clocks = 0;
   double clock_wait_seconds = 0;
   std::vector<std::string> push_paths;  ///< per server: "put" or "am"
+  std::string gpu_path = "none";        ///< last push from device memory: "direct" or "staged"
 };
 
 /// One tensor of a batched pull.
@@ -52,10 +53,12 @@ class Client {
 
   /// Sets the servers' values of `name` (initial parameters; one worker does it).
   void init(const std::string& name, std::span<const float> values);
-  /// Sends a gradient; returns once `gradient` may be reused.
+  /// Sends a gradient; returns once `gradient` may be reused. Host or CUDA
+  /// device memory (ready: its stream synchronized); device data goes to UCX
+  /// directly where UCX handles it, else through pinned buffers (stats().gpu_path).
   void push(const std::string& name, std::span<const float> gradient);
-  /// Copies the parameters into `out`, fetching them only when the cached copy
-  /// is staler than the SSP bound allows.
+  /// Copies the parameters into `out` (host or device memory), fetching them
+  /// only when the cached copy is staler than the SSP bound allows.
   void pull(const std::string& name, std::span<float> out);
   /// Pulls several tensors with at most one request per server (e.g. a whole
   /// model after each step); the staleness rule is pull()'s.
