@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <numeric>
 #include <random>
 #include <thread>
 
+#include "rdmaps/error.h"
 #include "src/train/mlp.h"
 
 namespace rdmaps::train {
@@ -63,7 +65,17 @@ void run_worker(const ClientOptions& client_options, const WorkerOptions& o, con
       }
       client.pull("mlp", params);  // fetched only when staler than the bound allows
       auto t0 = Clock::now();
-      loss_sum += model.loss_and_gradient(params, x.data(), y.data(), o.batch, grad);
+      const double loss = model.loss_and_gradient(params, x.data(), y.data(), o.batch, grad);
+      // Pushing a NaN gradient would ruin every worker's parameters: stop here and say why.
+      if (!std::isfinite(loss)) {
+        char why[200];
+        std::snprintf(why, sizeof(why),
+                      "worker %u: the loss is %g at step %llu (epoch %.2f): training diverged; lower --lr or --lambda0",
+                      o.worker, loss, static_cast<unsigned long long>(step),
+                      epoch + static_cast<double>(b) / steps_per_epoch);
+        throw Error(Errc::kInvalidArgument, why);
+      }
+      loss_sum += loss;
       double dt = std::chrono::duration<double>(Clock::now() - t0).count();
       compute_s += dt;
       client.push("mlp", grad);

@@ -15,4 +15,10 @@ ssp=$(run --staleness 3 --dc off)
 check "$ssp" "r['pulls_skipped'] > 0 and r['bytes_pulled'] < r['bytes_pushed']" "--staleness 3 skipped no pull"
 bsp=$(run --sync --dc off)
 check "$bsp" "r['staleness_max'] <= 2" "--sync let staleness exceed what two workers in lockstep allow"
-echo "modes reach the workers: async, SSP and BSP behave as configured"
+# A diverging run stops with the reason instead of reporting chance accuracy.
+if diverged=$("$train" --workers 2 --epochs 1 --train-limit 6000 --test-limit 500 --transport shm --out "$out" \
+    --lr 50 2>&1); then
+  echo "FAILED: --lr 50 finished as if it had trained"; exit 1
+fi
+grep -q "training diverged; lower --lr" <<<"$diverged" || { echo "FAILED: no divergence message: $diverged"; exit 1; }
+echo "modes reach the workers: async, SSP and BSP behave as configured; divergence stops the run"

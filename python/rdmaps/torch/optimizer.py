@@ -12,8 +12,9 @@ def _check_tensor(what, name, t, numel):
     """The address and byte size of a tensor rdmaps may read or write, or a clear exception."""
     if t.dtype != torch.float32:
         raise TypeError(f"rdmaps.torch: {what} of '{name}' is {t.dtype}; rdmaps moves torch.float32 only")
-    if t.device.type != "cpu":
-        raise TypeError(f"rdmaps.torch: {what} of '{name}' is on {t.device}; this build moves CPU tensors only")
+    if t.device.type not in ("cpu", "cuda") or (t.device.type == "cuda" and not rdmaps.have_cuda):
+        raise TypeError(f"rdmaps.torch: {what} of '{name}' is on {t.device}; this build moves CPU tensors"
+                        + (" and CUDA tensors" if rdmaps.have_cuda else " only (built without CUDA)"))
     if t.layout != torch.strided:
         raise TypeError(f"rdmaps.torch: {what} of '{name}' has layout {t.layout}; rdmaps moves dense tensors only")
     if not t.is_contiguous():
@@ -165,6 +166,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._worker._submit_learning_rate(float(lr))
             self._sent_lr = lr
         address, nbytes = _check_tensor("gradient", name, grad, p.numel())
+        if grad.is_cuda:  # autograd wrote it on the current stream; rdmaps reads it on its own
+            torch.cuda.current_stream(grad.device).synchronize()
         self._pending.append((self._worker._submit_push(name, address, nbytes), grad))
 
     def synchronize(self):
