@@ -38,6 +38,7 @@ struct Options {
   // Default: fully asynchronous with DC-ASGD-a (measured in docs/benchmarks.md).
   std::string staleness = "inf", dc = "adaptive";
   float lr = 0.1f, lambda = 0.04f, lambda0 = 1.0f;
+  std::string schedule = "constant";  ///< learning rate over the run: constant or cosine
   int straggler = -1;
   double straggle_factor = 1.0;
   uint64_t seed = 42;
@@ -81,6 +82,7 @@ void usage() {
       "  --sync | --async | --staleness S   consistency: BSP, fully async (default), SSP\n"
       "  --dc off|constant|adaptive         delay compensation: SGD, DC-ASGD-c, DC-ASGD-a (adaptive)\n"
       "  --lr X --lambda X --lambda0 X      (0.1, 0.04, 1.0)\n"
+      "  --schedule constant|cosine         learning rate over the run; cosine decays lr to 5 %% (constant)\n"
       "  --epochs E --batch B      (15, 64)\n"
       "  --straggler K:FACTOR      worker K sleeps so that it runs FACTOR times slower\n"
       "  --data DIR                IDX files (%s)\n"
@@ -132,6 +134,8 @@ Options parse(int argc, char** argv) {
       o.dc = value();
     else if (flag == "--lr")
       o.lr = static_cast<float>(to_double(flag, value()));
+    else if (flag == "--schedule")
+      o.schedule = value();
     else if (flag == "--lambda")
       o.lambda = static_cast<float>(to_double(flag, value()));
     else if (flag == "--lambda0")
@@ -173,6 +177,8 @@ Options parse(int argc, char** argv) {
   }
   if (o.transport != "shm" && o.transport != "tcp" && o.transport != "auto")
     bad_flag("--transport", "'" + o.transport + "' is not shm, tcp or auto");
+  if (o.schedule != "constant" && o.schedule != "cosine")
+    bad_flag("--schedule", "'" + o.schedule + "' is not constant or cosine");
   if (o.dc != "off" && o.dc != "constant" && o.dc != "adaptive")
     bad_flag("--dc", "'" + o.dc + "' is not off, constant or adaptive");
   if (o.workers == 0 || o.servers == 0 || o.epochs == 0 || o.batch == 0)
@@ -205,6 +211,7 @@ std::vector<std::string> passthrough(const Options& o) {
           "--staleness",   o.staleness,
           "--dc",          o.dc,
           "--lr",          std::to_string(o.lr),
+          "--schedule",    o.schedule,
           "--lambda",      std::to_string(o.lambda),
           "--lambda0",     std::to_string(o.lambda0),
           "--seed",        std::to_string(o.seed),
@@ -283,6 +290,8 @@ int run_worker_role(const Options& o) {
   wo.straggle = static_cast<int>(o.worker) == o.straggler ? o.straggle_factor : 1.0;
   wo.train_limit = o.train_limit;
   wo.test_limit = o.test_limit;
+  wo.lr = o.lr;
+  wo.cosine = o.schedule == "cosine";
   run_worker(co, wo, data, [&](const std::string& line) {
     if (o.report_fd >= 0)
       write_fd(o.report_fd, line);

@@ -63,6 +63,10 @@ void run_worker(const ClientOptions& client_options, const WorkerOptions& o, con
         std::copy_n(data.train.images.data() + idx * Mlp::kIn, Mlp::kIn, x.data() + i * Mlp::kIn);
         y[i] = data.train.labels[idx];
       }
+      if (o.cosine) {  // this worker's progress through its own steps
+        const double progress = static_cast<double>(step) / static_cast<double>(o.epochs * steps_per_epoch);
+        client.set_learning_rate(static_cast<float>(o.lr * (0.05 + 0.95 * 0.5 * (1 + std::cos(M_PI * progress)))));
+      }
       client.pull("mlp", params);  // fetched only when staler than the bound allows
       auto t0 = Clock::now();
       const double loss = model.loss_and_gradient(params, x.data(), y.data(), o.batch, grad);

@@ -19,6 +19,8 @@ struct WorkerOptions {
   bool evaluate = false;  ///< this worker measures test accuracy
   uint32_t evals_per_epoch = 2;
   size_t train_limit = 0, test_limit = 0;  ///< use only the first N examples (0 = all)
+  float lr = 0.1f;                         ///< base learning rate (the servers' unless cosine)
+  bool cosine = false;                     ///< decay lr to 5 % over the run; pushes carry the rate
 };
 
 /// Lines for the driver: "progress ...", "eval ...", "done ...".
