@@ -124,6 +124,7 @@ class ServerImpl {
   /// `local`: index in this server's range of the first float the push covers.
   void apply_push(WorkerState& w, const SlotHeader& h, size_t local, const float* payload);
   void write_back(WorkerState& w, const SlotHeader& h);
+  void write_back_to(WorkerState& w, const SlotHeader& h);
   void send_mailbox(WorkerState& w);
   void update_min_clock();
   // Faults.
@@ -395,6 +396,15 @@ void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, size_t local, c
 // against), then put them from there: one copy serves both, and it does not
 // change while in flight. Data, then fence, then the mailbox.
 void ServerImpl::write_back(WorkerState& w, const SlotHeader& h) {
+  try {
+    write_back_to(w, h);
+  } catch (const Error& e) {
+    // The worker died with a write-back in flight: drop it, keep serving the others.
+    drop(w, (std::string("write-back failed: ") + e.what() + "; dropped from the clock").c_str());
+  }
+}
+
+void ServerImpl::write_back_to(WorkerState& w, const SlotHeader& h) {
   for (auto& r : w.writeback_requests) r.wait_for(kIoTimeout);  // backup and headers are reused below
   w.writeback_requests.clear();
   Range first = partition_->shard(options_.index, h.shard);

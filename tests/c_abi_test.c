@@ -56,6 +56,12 @@ int main(void) {
   CHECK(rdmaps_client_clock(client) == RDMAPS_OK, "clock: %s", rdmaps_last_error());
   CHECK(rdmaps_client_pull(client, "w", w, 1000) == RDMAPS_OK, "pull: %s", rdmaps_last_error());
   CHECK(w[0] == 0.5f && w[999] == 0.5f, "one SGD step with lr 0.5 should give 0.5, got %f", w[0]);
+  CHECK(rdmaps_client_set_learning_rate(client, -1.0f) == RDMAPS_ERR_INVALID_ARGUMENT, "negative rate accepted");
+  CHECK(rdmaps_client_set_learning_rate(client, 0.125f) == RDMAPS_OK, "set rate: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_push(client, "w", g, 1000) == RDMAPS_OK, "push: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_clock(client) == RDMAPS_OK, "clock: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_pull(client, "w", w, 1000) == RDMAPS_OK, "pull: %s", rdmaps_last_error());
+  CHECK(w[0] == 0.375f && w[999] == 0.375f, "a push at the worker's rate 0.125 should give 0.375, got %f", w[0]);
 
   st = rdmaps_client_push(client, "w", g, 999);
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT, "wrong size gave %s", rdmaps_status_name(st));
@@ -67,14 +73,14 @@ int main(void) {
 
   rdmaps_client_stats cs;
   CHECK(rdmaps_client_get_stats(client, &cs) == RDMAPS_OK, "client stats: %s", rdmaps_last_error());
-  CHECK(cs.pushes == 1 && cs.clock == 1 && cs.pulls == 1, "client stats: %llu pushes, clock %llu, %llu pulls",
+  CHECK(cs.pushes == 2 && cs.clock == 2 && cs.pulls == 2, "client stats: %llu pushes, clock %llu, %llu pulls",
         (unsigned long long)cs.pushes, (unsigned long long)cs.clock, (unsigned long long)cs.pulls);
   rdmaps_client_destroy(client); /* says bye: the server's run() returns */
   pthread_join(thread, NULL);
 
   rdmaps_server_stats ss;
   CHECK(rdmaps_server_get_stats(server, &ss) == RDMAPS_OK, "server stats: %s", rdmaps_last_error());
-  CHECK(ss.pushes == 1 && ss.clocks == 1 && ss.rejected == 0, "server stats: %llu pushes, %llu clocks, %llu rejected",
+  CHECK(ss.pushes == 2 && ss.clocks == 2 && ss.rejected == 0, "server stats: %llu pushes, %llu clocks, %llu rejected",
         (unsigned long long)ss.pushes, (unsigned long long)ss.clocks, (unsigned long long)ss.rejected);
   rdmaps_server_destroy(server);
   CHECK(strcmp(rdmaps_status_name(RDMAPS_ERR_TIMEOUT), "timeout") == 0, "status names");

@@ -3,6 +3,7 @@
 // the clock and may rejoin.
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -189,9 +190,39 @@ TEST_P(PsFaultTest, DeadWorkerIsDroppedFromTheClockAndMayRejoin) {
   EXPECT_EQ(survivor.wait(60s), 0) << "the surviving worker was blocked by the dead one";
 }
 
+// Workers that die right after asking for parameters leave write-backs in
+// flight to a dead peer; the server drops them and keeps serving the others.
+TEST_P(PsFaultTest, WorkersDyingWithWriteBacksInFlightAreDroppedWhileOthersTrain) {
+  Config c = config();
+  c.staleness = kInfiniteStaleness;
+  c.shard_floats = 1024;
+  ServerGroup servers(1, 2, c);
+  PeerProcess survivor("clocking_worker", GetParam(), 0, 1, {servers.addresses(), "0", "150", "inf"});
+  for (int i = 0; i < 8; ++i) {
+    PeerProcess victim("pull_then_die", GetParam(), 0, 10 + i, {servers.addresses(), "1"});
+    EXPECT_EQ(victim.wait(60s), 0) << "victim " << i << " could not connect";
+  }
+  EXPECT_EQ(survivor.wait(120s), 0) << "the surviving worker was disturbed by the dying ones";
+}
+
+RDMAPS_TEST_PEER(pull_then_die) {
+  Config c;
+  c.staleness = kInfiniteStaleness;
+  c.shard_floats = 1024;
+  Client client(worker_options(args, c));
+  client.declare("w", 2000);
+  client.connect();
+  std::vector<float> w(2000);
+  for (int i = 0; i < 3; ++i) client.pull("w", w);
+  // Ask for more and leave without a goodbye while the answers are on their way.
+  std::vector<float> g(2000, 0.0f);
+  client.push("w", g);
+  std::_Exit(0);
+}
+
 RDMAPS_TEST_PEER(clocking_worker) {
   Config c;
-  c.staleness = std::stoull(args.extra.at(3));
+  c.staleness = args.extra.at(3) == "inf" ? kInfiniteStaleness : std::stoull(args.extra.at(3));
   c.shard_floats = 1024;
   Client client(worker_options(args, c));
   client.declare("w", 2000);

@@ -55,6 +55,9 @@ rdmaps_status rdmaps_client_push(rdmaps_client* client, const char* name, const 
 rdmaps_status rdmaps_client_pull(rdmaps_client* client, const char* name, float* out, size_t floats);
 rdmaps_status rdmaps_client_clock(rdmaps_client* client);
 rdmaps_status rdmaps_client_barrier(rdmaps_client* client);
+/** Later pushes carry this learning rate, applied instead of the servers' (a
+ * schedule on the worker); 0 returns to theirs. */
+rdmaps_status rdmaps_client_set_learning_rate(rdmaps_client* client, float lr);
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client_stats* out);
 /** Tells the servers this worker leaves; NULL is fine. */
 void rdmaps_client_destroy(rdmaps_client* client);

@@ -17,6 +17,7 @@
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "rdmaps_config.h"
+#include "src/capabilities.h"
 
 namespace py = pybind11;
 using namespace std::chrono_literals;
@@ -263,6 +264,9 @@ PYBIND11_MODULE(_rdmaps, m) {
     }
   });
 
+  m.def(
+      "_capabilities_json", [] { return to_json(probe_capabilities()); },
+      "rdmaps-info --json: UCX memory types, RDMA ports, CUDA devices, the GPU path.");
   m.def(
       "describe_config", [](const std::vector<std::string>& flags) { return describe(parse_flags(flags)); },
       py::arg("flags"), "The configuration these flags and RDMAPS_* variables give, one field per line.");

@@ -5,12 +5,14 @@ Data crosses as float32 buffers without copies; waits release the GIL.
 For PyTorch, use rdmaps.torch.
 """
 
+import json
 import math
 
 from . import _rdmaps
 from ._rdmaps import Error, InvalidArgument, PeerGone, Timeout, __version__, have_cuda
 
-__all__ = ["Error", "InvalidArgument", "PeerGone", "Timeout", "Worker", "Server", "config_flags", "describe_config"]
+__all__ = ["Error", "InvalidArgument", "PeerGone", "Timeout", "Worker", "Server", "config_flags", "describe_config",
+           "info"]
 
 
 def config_flags(config=None, **options):
@@ -33,6 +35,12 @@ def config_flags(config=None, **options):
             text = str(value)
         flags += ["--" + key.rstrip("_").replace("_", "-"), text]
     return flags
+
+
+def info():
+    """What this machine offers rdmaps, as `rdmaps-info --json` reports it: UCX
+    version and memory types, RDMA ports, CUDA devices, peer memory, GPU path."""
+    return json.loads(_rdmaps._capabilities_json())
 
 
 def describe_config(config=None, **options):

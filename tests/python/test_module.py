@@ -95,6 +95,12 @@ class ConfigurationTest(unittest.TestCase):
         with self.assertRaisesRegex(rdmaps.InvalidArgument, "staleness"):
             rdmaps.Worker("127.0.0.1:1", 0, staleness="soon")
 
+    def test_info_reports_this_machine(self):
+        report = rdmaps.info()
+        self.assertIn("host", report["ucx"]["memory_types"])
+        self.assertIn(report["gpu_path"], ("none", "staged", "direct"))
+        self.assertEqual(report["gpu_path"] == "none", not report["cuda"]["devices"])
+
     def test_config_flags(self):
         self.assertEqual(rdmaps.config_flags({"lambda_": 2}, staleness=float("inf"), check_nan=True, eps=None),
                          ["--lambda", "2", "--staleness", "inf", "--check-nan", "on"])
