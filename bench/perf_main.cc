@@ -25,10 +25,13 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   try {
-    // Child processes (--role, --report-fd) leave the banner to the parent.
-    bool child = false;
-    for (int i = 2; i < argc; ++i) child |= !std::strcmp(argv[i], "--role") || !std::strcmp(argv[i], "--report-fd");
-    if (!child) std::fprintf(stderr, "rdmaps-perf: %s\n", rdmaps::summary(rdmaps::probe_capabilities()).c_str());
+    // Child processes (--role, --report-fd) leave the banner to the parent;
+    // --json output is for scripts (rdmaps-info --json has the same facts).
+    bool quiet = false;
+    for (int i = 2; i < argc; ++i)
+      quiet |=
+          !std::strcmp(argv[i], "--role") || !std::strcmp(argv[i], "--report-fd") || !std::strcmp(argv[i], "--json");
+    if (!quiet) std::fprintf(stderr, "rdmaps-perf: %s\n", rdmaps::summary(rdmaps::probe_capabilities()).c_str());
     if (!std::strcmp(argv[1], "transport")) return rdmaps::bench::perf_transport_main(argc, argv, 2);
     if (!std::strcmp(argv[1], "ps")) return rdmaps::bench::perf_ps_main(argc, argv, 2);
     if (!std::strcmp(argv[1], "gpu")) return rdmaps::bench::perf_gpu_main(argc, argv, 2);
