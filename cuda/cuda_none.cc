@@ -21,6 +21,8 @@ PinnedBuffer::PinnedBuffer(size_t) { unsupported("PinnedBuffer"); }
 PinnedBuffer::~PinnedBuffer() = default;
 void synchronize() {}
 void copy_device(void*, const void*, size_t, void*) { unsupported("copy_device"); }
+void copy_to_device(void*, const void*, size_t) { unsupported("copy_to_device"); }
+void copy_to_host(void*, const void*, size_t) { unsupported("copy_to_host"); }
 double elapsed_ms_between_events(void (*)(void*), void*, int) { unsupported("timing"); }
 void update(const UpdateArgs&, float*, const float*, const float*, float*, size_t, void*) { unsupported("update"); }
 void update_bf16(const UpdateArgs&, float*, const uint16_t*, const float*, float*, size_t, void*) {

@@ -54,6 +54,14 @@ PinnedBuffer::~PinnedBuffer() { cudaFreeHost(ptr_); }
 
 void synchronize() { check(cudaDeviceSynchronize(), "synchronize"); }
 
+void copy_to_device(void* dst, const void* host_src, size_t bytes) {
+  check(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "copy to the device");
+}
+
+void copy_to_host(void* host_dst, const void* src, size_t bytes) {
+  check(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), "copy from the device");
+}
+
 void copy_device(void* dst, const void* src, size_t bytes, void* stream) {
   check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream)),
         "device-to-device copy");

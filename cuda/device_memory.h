@@ -45,6 +45,9 @@ class PinnedBuffer {
 
 /// Waits for all queued device work; throws with the CUDA error.
 void synchronize();
+/// Synchronous copies between host and device memory.
+void copy_to_device(void* dst, const void* host_src, size_t bytes);
+void copy_to_host(void* host_dst, const void* src, size_t bytes);
 /// Queues a device-to-device copy.
 void copy_device(void* dst, const void* src, size_t bytes, void* stream = nullptr);
 /// Milliseconds `iters` runs of body(arg) take on the default stream (CUDA events).

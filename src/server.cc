@@ -9,10 +9,12 @@
 #include <thread>
 #include <unordered_map>
 
+#include "cuda/gpu_probe.h"
 #include "rdmaps/error.h"
 #include "src/am_ids.h"
 #include "src/apply_pool.h"
 #include "src/bf16.h"
+#include "src/gpu_shard.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "src/update_rules.h"
@@ -88,6 +90,10 @@ class ServerImpl {
       throw Error(Errc::kInvalidArgument, "server index " + std::to_string(options.index) + " is not below the " +
                                               std::to_string(options.servers) + " servers");
     if (options.workers == 0) throw Error(Errc::kInvalidArgument, "a server needs at least one worker");
+    if (options.gpu_shard) {
+      cuda::GpuInfo gpus = cuda::probe_gpus();
+      if (gpus.device_count() == 0) throw Error(Errc::kUnsupported, "--gpu-shard needs a CUDA device: " + gpus.reason);
+    }
     context_ = transport::create_context(context_options(config_));
     listener_ = context_->listen(transport::SockAddr::parse(options.listen));
     workers_.resize(options.workers);
@@ -161,6 +167,7 @@ class ServerImpl {
   ReceiveLayout receive_layout_{0, 0};
   std::vector<float> params_, state_;
   std::vector<float> wire_scratch_;  // a bf16 push decoded, one shard
+  std::unique_ptr<GpuShard> gpu_;    // ServerOptions::gpu_shard: params_ and state_ live here instead
   std::vector<uint64_t> versions_;
   uint64_t min_clock_ = 0;
 
@@ -192,8 +199,13 @@ void ServerImpl::set_table(const std::vector<TensorDecl>& tensors) {
   shards_ = partition_->shard_count(options_.index);
   slot_layout_ = SlotLayout{config_.shard_floats * sizeof(float)};
   receive_layout_ = ReceiveLayout{shards_, range_.size()};
-  params_.assign(range_.size(), 0.0f);
-  if (needs_state(config_.rule)) state_.assign(range_.size(), 0.0f);
+  if (options_.gpu_shard) {
+    gpu_ = std::make_unique<GpuShard>(range_.size(), config_.shard_floats, static_cast<uint32_t>(workers_.size()),
+                                      config_.rule);
+  } else {
+    params_.assign(range_.size(), 0.0f);
+    if (needs_state(config_.rule)) state_.assign(range_.size(), 0.0f);
+  }
   wire_scratch_.assign(config_.shard_floats, 0.0f);
   versions_.assign(shards_, 0);
 }
@@ -261,6 +273,7 @@ void ServerImpl::accept_worker() {
     std::memset(w.inbox->data(), 0, w.inbox->size());
     w.backup = context_->allocate(std::max<size_t>(range_.size() * sizeof(float), 64), Access::kNone);
     std::memset(w.backup->data(), 0, w.backup->size());
+    if (gpu_) gpu_->reset_worker(w.id);
     w.outbox = context_->allocate(sizeof(Mailbox) + shards_ * 8 + 64, Access::kNone);
   } catch (const Error& e) {
     return refuse(std::string("server could not register memory: ") + e.what());
@@ -340,7 +353,8 @@ void ServerImpl::handle(WorkerState& w, const SlotHeader& h, const float* payloa
                              std::to_string(h.shard) + " (" + std::to_string(versions_[h.shard]) + ")");
       if (!(std::isfinite(h.learning_rate) && h.learning_rate >= 0))
         return reject(w, "learning rate " + std::to_string(h.learning_rate) + " in a push");
-      if (bf16) {
+      const float* raw = payload;  // a GPU shard widens bf16 itself, in the update's pass
+      if (bf16 && (!gpu_ || config_.check_nan)) {
         decompress_bf16(reinterpret_cast<const uint16_t*>(payload), wire_scratch_.data(), h.length);
         payload = wire_scratch_.data();
       }
@@ -348,10 +362,13 @@ void ServerImpl::handle(WorkerState& w, const SlotHeader& h, const float* payloa
         return reject(w, "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
       const size_t local = (shard.begin - range_.begin) + h.offset;
       if (h.type == static_cast<uint16_t>(MsgType::kInit)) {
-        std::memcpy(params_.data() + local, payload, h.length * sizeof(float));
+        if (gpu_)
+          gpu_->init(local, payload, h.length);
+        else
+          std::memcpy(params_.data() + local, payload, h.length * sizeof(float));
         return;
       }
-      return apply_push(w, h, local, payload);
+      return apply_push(w, h, local, gpu_ && bf16 ? raw : payload);
     }
     case MsgType::kPull:
       if (h.length == 0 || h.shard >= shards_ || h.length > shards_ - h.shard)
@@ -377,12 +394,17 @@ void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, size_t local, c
   }
   float lr = h.learning_rate > 0 ? h.learning_rate : config_.learning_rate;
   if (config_.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
-  float* params = params_.data() + local;
-  const float* backup = static_cast<const float*>(w.backup->data()) + local;
-  float* state = state_.empty() ? nullptr : state_.data() + local;
-  pool_.run(h.length, [&](size_t begin, size_t end) {
-    apply_update(update_, lr, params + begin, g + begin, backup + begin, state ? state + begin : nullptr, end - begin);
-  });
+  if (gpu_) {
+    gpu_->apply(update_, lr, w.id, local, g, (h.flags & kFlagBf16) != 0, h.length);
+  } else {
+    float* params = params_.data() + local;
+    const float* backup = static_cast<const float*>(w.backup->data()) + local;
+    float* state = state_.empty() ? nullptr : state_.data() + local;
+    pool_.run(h.length, [&](size_t begin, size_t end) {
+      apply_update(update_, lr, params + begin, g + begin, backup + begin, state ? state + begin : nullptr,
+                   end - begin);
+    });
+  }
   ++versions_[h.shard];
   with_stats([&](ServerStats& s) {
     ++s.pushes;
@@ -411,7 +433,10 @@ void ServerImpl::write_back_to(WorkerState& w, const SlotHeader& h) {
   Range last = partition_->shard(options_.index, h.shard + h.length - 1);
   size_t local = first.begin - range_.begin, floats = last.end - first.begin;
   auto* backup = static_cast<float*>(w.backup->data()) + local;
-  std::memcpy(backup, params_.data() + local, floats * sizeof(float));
+  if (gpu_)
+    gpu_->snapshot(w.id, local, floats, backup);
+  else
+    std::memcpy(backup, params_.data() + local, floats * sizeof(float));
   auto* versions = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(w.outbox->data()) + sizeof(Mailbox));
   std::memcpy(versions + h.shard, versions_.data() + h.shard, h.length * 8);
   uint64_t params_off = receive_layout_.params_offset() + local * sizeof(float);

@@ -3,6 +3,7 @@
 // wire). Skips, saying why, where no GPU is.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -11,6 +12,7 @@
 #include "cuda/device_memory.h"
 #include "cuda/gpu_probe.h"
 #include "rdmaps/client.h"
+#include "rdmaps/error.h"
 #include "rdmaps/server.h"
 
 namespace rdmaps::test {
@@ -21,7 +23,7 @@ constexpr int kSteps = 5;
 
 // Trains kSteps of DC-ASGD-a on one server; gradients and parameters live on
 // the GPU when `device`. Returns the final parameters and the client's GPU path.
-std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire) {
+std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, bool gpu_shard = false) {
   Config c;
   c.transport = "tcp";
   c.rule = UpdateRule::kDcAsgdAdaptive;
@@ -31,6 +33,7 @@ std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire) {
   so.listen = "127.0.0.1:0";
   so.config = c;
   so.log_connections = false;
+  so.gpu_shard = gpu_shard;
   Server server(so);
   std::thread serving([&] { server.run(); });
   ClientOptions co;
@@ -80,6 +83,35 @@ TEST(GpuPush, DeviceGradientsTrainBitIdenticallyToHostOnes) {
     EXPECT_EQ(host_path, "none");
     EXPECT_TRUE(device_path == "staged" || device_path == "direct") << device_path;
     EXPECT_EQ(std::memcmp(from_host.data(), from_device.data(), kFloats * 4), 0);
+  }
+}
+
+TEST(GpuPush, ServerWithItsShardOnTheGpuMatchesTheHostServer) {
+  cuda::GpuInfo info = cuda::probe_gpus();
+  if (info.device_count() == 0) GTEST_SKIP() << "no CUDA device: " << info.reason;
+  for (WireFormat wire : {WireFormat::kF32, WireFormat::kBf16}) {
+    SCOPED_TRACE(wire == WireFormat::kBf16 ? "bf16" : "f32");
+    auto host = run(false, wire).first;
+    auto gpu = run(false, wire, /*gpu_shard=*/true).first;
+    size_t bad = 0;
+    for (size_t i = 0; i < kFloats; ++i)  // nvcc may fuse multiply-adds the CPU rounds twice
+      bad += std::fabs(gpu[i] - host[i]) > 1e-5f * (std::fabs(host[i]) + 1.0f);
+    EXPECT_EQ(bad, 0u);
+  }
+}
+
+TEST(GpuPush, GpuShardWithoutADeviceIsRefusedClearly) {
+  cuda::GpuInfo info = cuda::probe_gpus();
+  if (info.device_count() > 0) GTEST_SKIP() << "a GPU is present";
+  ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.gpu_shard = true;
+  try {
+    Server server(so);
+    ADD_FAILURE() << "a GPU-shard server started without a device at " << server.address();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("--gpu-shard needs a CUDA device"), std::string::npos) << e.what();
   }
 }
 

@@ -24,6 +24,9 @@ struct ServerOptions {
   /// Take the update rule and its hyper-parameters from the first worker that
   /// connects (config's are ignored) and refuse workers whose rule differs.
   bool rule_from_workers = false;
+  /// Keep this server's range, optimizer state and DC backups in GPU memory
+  /// and apply updates with the fused CUDA kernel (needs a CUDA device).
+  bool gpu_shard = false;
 };
 
 struct ServerStats {

@@ -26,6 +26,7 @@ void usage() {
       "  --stats-interval SEC    one stats line every SEC seconds (10; 0 off)  [RDMAPS_STATS_INTERVAL]\n"
       "  --keep-running          keep serving after every worker left\n"
       "  --rule-from-workers     adopt the first worker's update rule and refuse others\n"
+      "  --gpu-shard             keep the range in GPU memory, update with the CUDA kernel\n"
       "%s",
       rdmaps::config_help());
 }
@@ -80,6 +81,8 @@ int main(int argc, char** argv) {
         options.exit_when_done = false;
       } else if (flag == "--rule-from-workers") {
         options.rule_from_workers = true;
+      } else if (flag == "--gpu-shard") {
+        options.gpu_shard = true;
       } else {
         throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "unknown flag " + flag + " (see --help)");
       }
