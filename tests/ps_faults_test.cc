@@ -76,31 +76,30 @@ RDMAPS_TEST_PEER(steady_worker) {
   return std::memcmp(w.data(), ref.data(), kFaultFloats * 4) == 0 ? 0 : 1;
 }
 
-// Speaks the wire protocol directly through the transport (put path).
-RDMAPS_TEST_PEER(rogue_worker) {
-  using namespace ps;
-  auto context = transport::create_context({.transport = args.transport});
-  auto address = split(args.extra.at(0), ',').at(0);
-  auto ep = context->connect(transport::SockAddr::parse(address), kSetupTimeout);
-  ReceiveLayout layout{3, kFaultFloats};  // 5000 floats / 2048 per shard
-  auto receive = context->allocate(layout.bytes(), Access::kRemoteWrite);
-  std::memset(receive->data(), 0, receive->size());
-  Hello hello;
-  hello.worker = 1;
-  hello.push_path = static_cast<uint32_t>(PushPath::kPut);
-  hello.tensors = {{"w", kFaultFloats}};
-  hello.receive_region = receive->descriptor(Access::kRemoteWrite).serialize();
-  ep->send_control(encode(hello), kSetupTimeout);
-  Welcome welcome = decode_welcome(ep->recv_control(kSetupTimeout), address);
-  if (!welcome.accepted) return 10;
-  auto inbox = ep->import(transport::RegionDescriptor::parse(welcome.inbox_region, address));
-  SlotLayout slot{kFaultShard * sizeof(float)};
-  auto staging = context->allocate(slot.slot_bytes(), Access::kNone);
-  auto* mailbox = static_cast<const std::atomic<uint64_t>*>(receive->data());  // consumed_seq first
-  std::mt19937_64 rng(args.seed);
-
-  uint64_t seq = 1;
-  auto write = [&](const SlotHeader& h, uint64_t doorbell, float fill, bool wait_credit = true) {
+// A worker that speaks the wire protocol directly through the transport (put
+// path), to send what the Client never would.
+struct RawWorker {
+  RawWorker(const PeerArgs& args, uint32_t worker, uint64_t floats, uint32_t shards)
+      : context(transport::create_context({.transport = args.transport})),
+        address(split(args.extra.at(0), ',').at(0)),
+        ep(context->connect(transport::SockAddr::parse(address), kSetupTimeout)),
+        layout{shards, floats},
+        slot{kFaultShard * sizeof(float)} {
+    receive = context->allocate(layout.bytes(), Access::kRemoteWrite);
+    std::memset(receive->data(), 0, receive->size());
+    ps::Hello hello;
+    hello.worker = worker;
+    hello.push_path = static_cast<uint32_t>(PushPath::kPut);
+    hello.tensors = {{"w", floats}};
+    hello.receive_region = receive->descriptor(Access::kRemoteWrite).serialize();
+    ep->send_control(encode(hello), kSetupTimeout);
+    welcome = ps::decode_welcome(ep->recv_control(kSetupTimeout), address);
+    if (!welcome.accepted) return;
+    inbox = ep->import(transport::RegionDescriptor::parse(welcome.inbox_region, address));
+    staging = context->allocate(slot.slot_bytes(), Access::kNone);
+  }
+  /// Writes header, payload and doorbell into the slot of `seq`; flushed.
+  void write(const ps::SlotHeader& h, uint64_t seq, uint64_t doorbell, float fill) {
     auto* mem = static_cast<uint8_t*>(staging->data());
     std::memcpy(mem, &h, sizeof(h));
     auto* payload = reinterpret_cast<float*>(mem + slot.payload_offset());
@@ -112,10 +111,34 @@ RDMAPS_TEST_PEER(rogue_worker) {
     ep->put(mem + slot.doorbell_offset(), 8, *inbox, base + slot.doorbell_offset(), staging.get())
         .wait_for(kSetupTimeout);
     ep->flush().wait_for(kSetupTimeout);
+  }
+  /// Mailbox words: [0] consumed_seq, [4] rejected.
+  const std::atomic<uint64_t>* mailbox() const { return static_cast<const std::atomic<uint64_t>*>(receive->data()); }
+
+  std::unique_ptr<transport::Context> context;
+  std::string address;
+  std::unique_ptr<transport::Endpoint> ep;
+  ps::ReceiveLayout layout;
+  ps::SlotLayout slot;
+  std::unique_ptr<transport::Region> receive, staging;
+  std::unique_ptr<transport::RemoteRegion> inbox;
+  ps::Welcome welcome;
+};
+
+RDMAPS_TEST_PEER(rogue_worker) {
+  using namespace ps;
+  RawWorker raw(args, 1, kFaultFloats, 3);  // 5000 floats / 2048 per shard
+  if (!raw.welcome.accepted) return 10;
+  auto* mailbox = raw.mailbox();
+  std::mt19937_64 rng(args.seed);
+
+  uint64_t seq = 1;
+  auto write = [&](const SlotHeader& h, uint64_t doorbell, float fill, bool wait_credit = true) {
+    raw.write(h, seq, doorbell, fill);
     if (!wait_credit) return;
     // The server consumes (and rejects) each message and returns the credit.
     auto deadline = std::chrono::steady_clock::now() + kSetupTimeout;
-    while (mailbox[0].load() < seq && std::chrono::steady_clock::now() < deadline) context->progress();
+    while (mailbox[0].load() < seq && std::chrono::steady_clock::now() < deadline) raw.context->progress();
     if (mailbox[0].load() < seq) throw std::runtime_error("no credit back for message " + std::to_string(seq));
     ++seq;
   };
@@ -190,34 +213,37 @@ TEST_P(PsFaultTest, DeadWorkerIsDroppedFromTheClockAndMayRejoin) {
   EXPECT_EQ(survivor.wait(60s), 0) << "the surviving worker was blocked by the dead one";
 }
 
-// Workers that die right after asking for parameters leave write-backs in
-// flight to a dead peer; the server drops them and keeps serving the others.
+// A worker that dies right after asking for parameters four times can leave
+// the server write-backs to a dead peer to wait on before it answers the next;
+// the server must drop that worker and keep serving (it used to abort). The
+// timing is the kernel's: about one run in eight hits the window here.
 TEST_P(PsFaultTest, WorkersDyingWithWriteBacksInFlightAreDroppedWhileOthersTrain) {
-  Config c = config();
-  c.staleness = kInfiniteStaleness;
-  c.shard_floats = 1024;
+  Config c = fault_config(GetParam());
   ServerGroup servers(1, 2, c);
-  PeerProcess survivor("clocking_worker", GetParam(), 0, 1, {servers.addresses(), "0", "150", "inf"});
-  for (int i = 0; i < 8; ++i) {
-    PeerProcess victim("pull_then_die", GetParam(), 0, 10 + i, {servers.addresses(), "1"});
+  // An idle server answers the pulls at once, before it notices the death.
+  for (int i = 0; i < 6; ++i) {
+    PeerProcess victim("pull_then_die", GetParam(), 0, 10 + i, {servers.addresses()});
     EXPECT_EQ(victim.wait(60s), 0) << "victim " << i << " could not connect";
   }
-  EXPECT_EQ(survivor.wait(120s), 0) << "the surviving worker was disturbed by the dying ones";
+  PeerProcess survivor("steady_worker", GetParam(), 0, 1, {servers.addresses(), "0"});
+  EXPECT_EQ(survivor.wait(120s), 0) << "the server did not survive the dying workers";
 }
 
 RDMAPS_TEST_PEER(pull_then_die) {
-  Config c;
-  c.staleness = kInfiniteStaleness;
-  c.shard_floats = 1024;
-  Client client(worker_options(args, c));
-  client.declare("w", 2000);
-  client.connect();
-  std::vector<float> w(2000);
-  for (int i = 0; i < 3; ++i) client.pull("w", w);
-  // Ask for more and leave without a goodbye while the answers are on their way.
-  std::vector<float> g(2000, 0.0f);
-  client.push("w", g);
-  std::_Exit(0);
+  using namespace ps;
+  RawWorker raw(args, 1, kFaultFloats, 3);
+  if (!raw.welcome.accepted) return 10;
+  for (uint64_t seq = 1; seq <= 4; ++seq) {  // every inbox slot
+    SlotHeader h{};
+    h.magic = kSlotMagic;
+    h.type = static_cast<uint16_t>(MsgType::kPull);
+    h.worker = 1;
+    h.seq = seq;
+    h.shard = 0;
+    h.length = 3;  // every shard: the largest write-back
+    raw.write(h, seq, seq, 0.0f);
+  }
+  std::_Exit(0);  // no goodbye, nothing received
 }
 
 RDMAPS_TEST_PEER(clocking_worker) {
