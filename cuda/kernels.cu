@@ -79,12 +79,8 @@ void launch_update(const UpdateArgs& a, float* w, const Grad* g, const float* ba
 __global__ void compress_kernel(const float* __restrict__ g, float* __restrict__ residual, uint16_t* __restrict__ out,
                                 size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    float v = g[i] + residual[i];
-    uint16_t b = to_bf16(v);
-    out[i] = b;
-    residual[i] = v - from_bf16(b);
-  }
+       i += static_cast<size_t>(gridDim.x) * blockDim.x)
+    out[i] = encode_with_feedback(g[i], residual[i]);
 }
 
 __global__ void decompress_kernel(const uint16_t* __restrict__ in, float* __restrict__ out, size_t n) {

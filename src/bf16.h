@@ -31,14 +31,18 @@ RDMAPS_HOST_DEVICE inline float from_bf16(uint16_t b) {
   return f;
 }
 
+/// One element with error feedback: returns bf16(g + residual) and leaves in
+/// `residual` what bf16 could not carry.
+RDMAPS_HOST_DEVICE inline uint16_t encode_with_feedback(float g, float& residual) {
+  float v = g + residual;
+  uint16_t b = to_bf16(v);
+  residual = v - from_bf16(b);
+  return b;
+}
+
 /// out = bf16(g + residual); residual = (g + residual) - out.
 inline void compress_bf16(const float* g, float* residual, uint16_t* out, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    float v = g[i] + residual[i];
-    uint16_t b = to_bf16(v);
-    out[i] = b;
-    residual[i] = v - from_bf16(b);
-  }
+  for (size_t i = 0; i < n; ++i) out[i] = encode_with_feedback(g[i], residual[i]);
 }
 
 inline void decompress_bf16(const uint16_t* in, float* out, size_t n) {

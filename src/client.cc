@@ -113,6 +113,8 @@ class ClientImpl {
   std::vector<float> residual_;       // bf16 wire: rounding error not yet sent, by global float
   std::vector<uint16_t> wire_;        // bf16 wire: the tensor being pushed, encoded
   std::unique_ptr<GpuTransfer> gpu_;  // made at the first device pointer
+  std::vector<Piece> pieces_;                  // send(): scratch kept across calls
+  std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
 };
 
@@ -299,7 +301,8 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
     source = wire_.data();
   }
   // One piece per shard the tensor touches, in server order.
-  std::vector<Piece> pieces;
+  std::vector<Piece>& pieces = pieces_;  // reused: no allocation per push
+  pieces.clear();
   for (auto& link : links_) {
     uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
     for (uint64_t pos = begin; pos < end;) {
@@ -317,12 +320,14 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   if (on_device && gpu_->path() == GpuPath::kStaged) {
     send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags);
   } else {
-    std::vector<transport::Request> inflight;
+    std::vector<transport::Request>& inflight = inflight_;
+    inflight.clear();
     for (const Piece& p : pieces)
       post(*p.link, type, p.shard, p.base_version, p.offset, p.length, static_cast<const uint8_t*>(source) + p.source,
            inflight, flags);
     // Local completion: the caller's buffer may be reused after this returns.
     for (auto& r : inflight) r.wait_for(options_.timeout);
+    inflight.clear();  // release the requests now; the vector keeps its capacity
   }
   if (type == MsgType::kPush) {
     stats_.pushes += pieces.size();

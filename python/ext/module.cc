@@ -137,23 +137,19 @@ class Worker {
     comm_ = std::make_unique<CommThread>(*client_);
   }
 
+  /// The thread that runs this worker's operations; exists from connect() on.
+  CommThread& comm() {
+    if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
+    return *comm_;
+  }
   CommThread::Ticket submit(CommThread::Kind kind, const std::string& name = {}, void* data = nullptr,
                             size_t floats = 0) {
-    if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
-    return comm_->submit(kind, name, data, floats);
-  }
-  CommThread::Ticket submit_pulls(std::vector<PullTarget> targets) {
-    if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
-    return comm_->submit_pulls(std::move(targets));
-  }
-  CommThread::Ticket submit_learning_rate(float lr) {
-    if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
-    return comm_->submit_learning_rate(lr);
+    return comm().submit(kind, name, data, floats);
   }
   void wait(CommThread::Ticket t) {
-    if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
+    CommThread& c = comm();
     py::gil_scoped_release release;
-    comm_->wait(t);
+    c.wait(t);
   }
   void run(CommThread::Kind kind, const std::string& name = {}, void* data = nullptr, size_t floats = 0) {
     wait(submit(kind, name, data, floats));
@@ -315,12 +311,12 @@ PYBIND11_MODULE(_rdmaps, m) {
              for (const auto& [name, address, nbytes] : tensors)
                targets.push_back(
                    {name, std::span<float>(reinterpret_cast<float*>(address), floats_of_bytes(nbytes, "pull", name))});
-             return live(w).submit_pulls(std::move(targets));
+             return live(w).comm().submit_pulls(std::move(targets));
            })
       .def("_submit_clock", [](Worker& w) { return live(w).submit(Kind::kClock); })
-      .def("_submit_learning_rate", [](Worker& w, float lr) { return live(w).submit_learning_rate(lr); })
+      .def("_submit_learning_rate", [](Worker& w, float lr) { return live(w).comm().submit_learning_rate(lr); })
       .def(
-          "set_learning_rate", [](Worker& w, float lr) { live(w).wait(live(w).submit_learning_rate(lr)); },
+          "set_learning_rate", [](Worker& w, float lr) { live(w).wait(live(w).comm().submit_learning_rate(lr)); },
           py::arg("lr"), "Later pushes carry this rate; the servers apply it instead of theirs (0: theirs).")
       .def(
           "wait", [](Worker& w, uint64_t ticket) { live(w).wait(ticket); }, py::arg("ticket"))

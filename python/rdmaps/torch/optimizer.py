@@ -97,8 +97,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._weight_decay = optimizer.param_groups[0]["weight_decay"]
         self._sent_lr = None  # the rate the pushes carry; follows param_groups (schedulers)
 
-        servers, worker_index, base = runtime._worker_connection(self)
-        timeout = base.pop("timeout", 300.0)
+        servers, worker_index, base, timeout = runtime._worker_connection(self)
         base.update(dict(config or {}, **options))
         base.update(rule)
         base["staleness"] = math.inf if staleness is None or staleness == math.inf else int(staleness)

@@ -15,7 +15,8 @@ _placement = None
 _servers = None  # host:port of every server, in index order (workers)
 _store = None  # rendezvous store; rank 0 hosts it
 _optimizer = None  # the DistributedOptimizer that owns this worker's connection
-_options = {}
+_options = {}  # rdmaps configuration from init()
+_timeout = 300.0  # seconds, for the rendezvous and every network wait
 
 
 def _store_key(index):
@@ -53,14 +54,14 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
     rdmaps.config_flags); the update rule comes from the DistributedOptimizer.
     timeout: seconds to wait for the rendezvous and for every network wait.
     """
-    global _placement, _servers, _store, _options
+    global _placement, _servers, _store, _options, _timeout
     if _placement is not None:
         raise RuntimeError("rdmaps.torch.init() was already called")
     p = launcher.detect(env, num_servers)
     _options = dict(config or {}, **options)
-    _options.setdefault("timeout", float(timeout))
+    _timeout = float(timeout)
     if p.role == "server":
-        _serve(p, float(timeout))
+        _serve(p, _timeout)
         sys.exit(0)
     if p.servers:
         _servers = list(p.servers)
@@ -75,10 +76,9 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
 
 
 def _serve(p, timeout):
-    options = {k: v for k, v in _options.items() if k != "timeout"}
     listen_port = int(p.servers[p.rank].rpartition(":")[2]) if p.servers else 0
     server = rdmaps.Server(f"0.0.0.0:{listen_port}", index=p.rank, servers=p.num_servers, workers=p.num_workers,
-                           rule_from_workers=True, **options)
+                           rule_from_workers=True, **_options)
     port = server.address.rpartition(":")[2]
     store = None
     if not p.servers:
@@ -119,14 +119,15 @@ def _require_init(what):
 
 
 def _worker_connection(optimizer):
-    """Hands the optimizer what it needs to connect; one optimizer per process."""
+    """Hands the optimizer what it needs to connect (servers, worker index,
+    configuration, timeout); one optimizer per process."""
     global _optimizer
     _require_init("DistributedOptimizer")
     if _optimizer is not None:
         raise RuntimeError("rdmaps.torch: a DistributedOptimizer already exists in this process; the servers keep "
                            "one set of tensors per job")
     _optimizer = optimizer
-    return _servers, _placement.worker_index, dict(_options)
+    return _servers, _placement.worker_index, dict(_options), _timeout
 
 
 def broadcast_parameters(state_dict, root_rank=0):
