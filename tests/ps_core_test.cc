@@ -60,6 +60,58 @@ RDMAPS_TEST_PEER(sgd_worker) {
   return differ ? 1 : 0;
 }
 
+// A batched pull of tensors spread over two servers: one request per server,
+// every value where it belongs.
+TEST_P(PsTest, BatchedPullAcrossServersAsksEachServerOnce) {
+  Config c = core_config(GetParam());
+  c.learning_rate = 1.0f;
+  c.shard_floats = 1000;
+  c.staleness = kInfiniteStaleness;
+  ServerGroup servers(2, 1, c);
+  PeerProcess worker("batched_puller", GetParam(), 0, 5, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << "a batched pull returned wrong values or asked too often";
+}
+
+RDMAPS_TEST_PEER(batched_puller) {
+  Config c = core_config(args.transport);
+  c.learning_rate = 1.0f;
+  c.shard_floats = 1000;
+  c.staleness = kInfiniteStaleness;
+  Client client(worker_options(args, c));
+  const std::vector<std::pair<std::string, size_t>> tensors = {{"a", 1500}, {"b", 700}, {"c", 2300}};
+  for (const auto& [name, n] : tensors) client.declare(name, n);
+  client.connect();
+  std::vector<std::vector<float>> want, got;
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    std::vector<float> w(tensors[t].second), g(tensors[t].second);
+    for (size_t i = 0; i < w.size(); ++i) {
+      w[i] = static_cast<float>(t * 10000 + i);
+      g[i] = static_cast<float>(i % 7);
+    }
+    client.init(tensors[t].first, w);
+    client.push(tensors[t].first, g);
+    for (size_t i = 0; i < w.size(); ++i) w[i] -= g[i];  // SGD at lr 1
+    want.push_back(w);
+    got.emplace_back(w.size(), std::nanf(""));
+  }
+  std::vector<PullTarget> targets;
+  for (size_t t = 0; t < tensors.size(); ++t) targets.push_back({tensors[t].first, got[t]});
+  const uint64_t before = client.stats().pulls;
+  client.pull(targets);
+  const uint64_t requests = client.stats().pulls - before;
+  if (requests != 2) {
+    std::fprintf(stderr, "batched_puller: %llu pull requests for 2 servers\n",
+                 static_cast<unsigned long long>(requests));
+    return 1;
+  }
+  for (size_t t = 0; t < tensors.size(); ++t)
+    if (std::memcmp(got[t].data(), want[t].data(), want[t].size() * 4) != 0) {
+      std::fprintf(stderr, "batched_puller: tensor '%s' differs\n", tensors[t].first.c_str());
+      return 2;
+    }
+  return 0;
+}
+
 // bf16 wire: the server applies exactly what the worker encoded (half the
 // bytes), and error feedback keeps the sum of applied gradients within one
 // bf16 rounding of the sum of true gradients.

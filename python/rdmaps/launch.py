@@ -50,7 +50,7 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
             relays.append(t)
     status = 0
     try:
-        while any(p.poll() is None for p in procs):
+        while [p.poll() for p in procs].count(None) > 0:  # poll every process: any() would stop early
             failed = [p for p in procs if p.returncode not in (None, 0)]
             if failed:
                 status = failed[0].returncode

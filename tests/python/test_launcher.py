@@ -1,7 +1,12 @@
 """rdmaps.launcher: rank, size and role from each launcher's variables (no processes needed)."""
 
+import io
+import sys
+import time
 import unittest
+from contextlib import redirect_stdout
 
+from rdmaps.launch import launch
 from rdmaps.launcher import LaunchError, detect
 
 MASTER = {"MASTER_ADDR": "node0", "MASTER_PORT": "29600"}
@@ -65,6 +70,43 @@ class LauncherTest(unittest.TestCase):
                 with self.assertRaises(LaunchError) as ctx:
                     detect(env)
                 self.assertIn(message, str(ctx.exception))
+
+
+class LaunchTest(unittest.TestCase):
+    """rdmaps.launch starts real processes with torchrun's variables."""
+
+    def run_launch(self, nproc, code):
+        out = io.BytesIO()
+
+        class Sink:  # launch() writes the prefixed lines to sys.stdout.buffer
+            buffer = out
+
+            def write(self, text):
+                out.write(text.encode())
+
+            def flush(self):
+                pass
+
+        with redirect_stdout(Sink()):
+            status = launch(nproc, [sys.executable, "-c", code])
+        return status, out.getvalue().decode()
+
+    def test_every_process_gets_its_rank_and_the_rendezvous(self):
+        status, out = self.run_launch(
+            3, "import os; print(os.environ['RANK'], os.environ['WORLD_SIZE'], os.environ['LOCAL_RANK'], "
+               "os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']) > 0)")
+        self.assertEqual(status, 0)
+        lines = sorted(out.splitlines())
+        self.assertEqual(lines, [f"[{r}] {r} 3 {r} 127.0.0.1 True" for r in range(3)])
+        placements = [detect({"RANK": str(r), "WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1"}) for r in range(3)]
+        self.assertEqual([p.role for p in placements], ["server", "worker", "worker"])
+
+    def test_a_failing_process_stops_the_others_and_gives_its_status(self):
+        start = time.monotonic()
+        status, out = self.run_launch(
+            2, "import os, time, sys\nif os.environ['RANK'] == '1': sys.exit(7)\ntime.sleep(60)")
+        self.assertEqual(status, 7)
+        self.assertLess(time.monotonic() - start, 30, "the sleeping process was not stopped")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@ RDMAPS_TRANSPORT, default tcp): zero-copy numpy push/pull, and clear
 exceptions for bad buffers, sizes, options and peers."""
 
 import os
+import signal
+import subprocess
+import sys
 import threading
 import unittest
 
@@ -94,6 +97,20 @@ class ConfigurationTest(unittest.TestCase):
     def test_bad_value_names_the_flag(self):
         with self.assertRaisesRegex(rdmaps.InvalidArgument, "staleness"):
             rdmaps.Worker("127.0.0.1:1", 0, staleness="soon")
+
+    def test_ctrl_c_stops_a_serving_server(self):
+        code = ("import rdmaps; s = rdmaps.Server('127.0.0.1:0', transport='tcp', log_connections=False); "
+                "print(s.address, flush=True); s.serve()")
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            self.assertRegex(p.stdout.readline(), r"127\.0\.0\.1:\d+")
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("KeyboardInterrupt", err)
 
     def test_info_reports_this_machine(self):
         report = rdmaps.info()

@@ -72,6 +72,12 @@ class TorchTest(unittest.TestCase):
         self.assertIn("gradcheck ok", results[1][1])
         self.assertIn("rank 0 serves", results[0][1])
 
+    def test_gradients_accumulate_over_backward_passes_with_weight_decay(self):
+        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "accumulate"],
+                          {"RDMAPS_TRANSPORT": "shm"})
+        self.assert_all_ok(results)
+        self.assertIn("accumulate ok", results[1][1])
+
     def test_init_places_ranks_from_each_launchers_variables(self):
         # Two servers, two workers, rendezvous through rank 0's store.
         for style in ("openmpi", "pmi", "slurm"):

@@ -100,6 +100,44 @@ def gradcheck():
     print("gradcheck ok", flush=True)
 
 
+def accumulate():
+    """backward_passes_per_step=2 with weight decay: one push of the mean of two
+    gradients plus wd*w, applied exactly; a third gradient before step() makes
+    step() raise, and the optimizer goes on afterwards."""
+    torch.manual_seed(1)
+    model = mlp()
+    lr, wd = 0.25, 0.01
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd),
+                                   model.named_parameters(), backward_passes_per_step=2)
+    rps.broadcast_parameters(model.state_dict())
+    ref = copy.deepcopy(model)
+    x, y = fashion_mnist(64)
+    halves = [(x[:32], y[:32]), (x[32:], y[32:])]
+    g = [torch.zeros_like(p) for p in ref.parameters()]
+    for xb, yb in halves:
+        for acc, gi in zip(g, torch.autograd.grad(F.cross_entropy(ref(xb), yb), list(ref.parameters()))):
+            acc += gi
+    expected = [p.detach() - lr * (gi / 2 + wd * p.detach()) for p, gi in zip(ref.parameters(), g)]
+    opt.zero_grad()
+    for xb, yb in halves:
+        F.cross_entropy(model(xb), yb).backward()
+    opt.step()
+    for (name, p), e in zip(model.named_parameters(), expected):
+        if not torch.allclose(p.detach(), e, rtol=0, atol=1e-6):
+            fail(f"'{name}' differs from w - lr*(mean gradient + wd*w) by {(p.detach() - e).abs().max().item():g}")
+    if opt.stats()["pushes"] != len(expected):
+        fail(f"{opt.stats()['pushes']} pushes for two backward passes, expected one per parameter")
+    opt.zero_grad()
+    for xb, yb in halves + halves[:1]:
+        F.cross_entropy(model(xb), yb).backward()
+    expect_raises(RuntimeError, "got gradient 3 before step()", opt.step)
+    opt.zero_grad()  # usable again after the error
+    for xb, yb in halves:
+        F.cross_entropy(model(xb), yb).backward()
+    opt.step()
+    print("accumulate ok", flush=True)
+
+
 def roles():
     """Every rank reports what init() made of it; workers train one step."""
     p = rps.init(timeout=60)  # servers serve here and exit
@@ -121,6 +159,9 @@ if __name__ == "__main__":
     if mode == "gradcheck":
         rps.init(timeout=60)
         gradcheck()
+    elif mode == "accumulate":
+        rps.init(timeout=60)
+        accumulate()
     elif mode == "roles":
         roles()
     else:

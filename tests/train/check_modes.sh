@@ -15,10 +15,20 @@ ssp=$(run --staleness 3 --dc off)
 check "$ssp" "r['pulls_skipped'] > 0 and r['bytes_pulled'] < r['bytes_pushed']" "--staleness 3 skipped no pull"
 bsp=$(run --sync --dc off)
 check "$bsp" "r['staleness_max'] <= 2" "--sync let staleness exceed what two workers in lockstep allow"
+# The schedule reaches the servers: one worker in lockstep is deterministic, so
+# a decaying rate must end elsewhere than a constant one.
+constant=$(run --workers 1 --sync --dc off --schedule constant)
+cosine=$(run --workers 1 --sync --dc off --schedule cosine)
+/usr/bin/python3 -c "import json,sys; a,b=(json.loads(x) for x in sys.argv[1:]); sys.exit(0 if a['final_test_accuracy'] != b['final_test_accuracy'] else 1)" "$constant" "$cosine" \
+  || { echo "FAILED: --schedule cosine trained exactly like constant: $cosine"; exit 1; }
+again=$(run --workers 1 --sync --dc off --schedule constant)
+check "$again" "r['final_test_accuracy'] == $(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])['final_test_accuracy'])" "$constant")" \
+  "one worker in lockstep is not deterministic, so the schedule comparison means nothing"
+if "$train" --schedule sometimes --out "$out" 2>/dev/null; then echo "FAILED: --schedule sometimes accepted"; exit 1; fi
 # A diverging run stops with the reason instead of reporting chance accuracy.
 if diverged=$("$train" --workers 2 --epochs 1 --train-limit 6000 --test-limit 500 --transport shm --out "$out" \
     --lr 50 2>&1); then
   echo "FAILED: --lr 50 finished as if it had trained"; exit 1
 fi
 grep -q "training diverged; lower --lr" <<<"$diverged" || { echo "FAILED: no divergence message: $diverged"; exit 1; }
-echo "modes reach the workers: async, SSP and BSP behave as configured; divergence stops the run"
+echo "modes reach the workers: async, SSP and BSP behave as configured; schedules reach the servers; divergence stops the run"

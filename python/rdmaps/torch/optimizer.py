@@ -109,6 +109,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
         self._pending = []  # (ticket, tensor kept alive until the push is done)
         self._passes = {}  # name -> backward passes seen this step
+        self._extra = {}  # name -> first gradient count beyond backward_passes_per_step (step() raises)
         self._grad_nodes = []  # AccumulateGrad nodes; the hooks live as long as these
         for name, p in self._params:
             if p.requires_grad:
@@ -142,6 +143,14 @@ class DistributedOptimizer(torch.optim.Optimizer):
         def pushed_after_accumulate(*_):
             self._on_gradient(name, p)
 
+        def before_accumulate(grad):
+            # A gradient beyond backward_passes_per_step would change p.grad under
+            # a push still reading it: let that push finish first.
+            if self._passes.get(name, 0) >= self._passes_per_step:
+                self.synchronize()
+            return grad
+
+        p.register_hook(before_accumulate)  # runs before AccumulateGrad adds into p.grad
         node.register_hook(pushed_after_accumulate)
         self._grad_nodes.append(node)
 
@@ -151,8 +160,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
         seen = self._passes.get(name, 0) + 1
         self._passes[name] = seen
         if seen > self._passes_per_step:
-            raise RuntimeError(f"rdmaps.torch: '{name}' got gradient {seen} before step(); call step() after every "
-                               f"{self._passes_per_step} backward pass(es) (backward_passes_per_step)")
+            # Raised by step(), not here: an exception thrown inside backward
+            # leaves torch 1.13 an autograd graph that hangs the process at exit.
+            self._extra.setdefault(name, seen)
+            return
         if seen < self._passes_per_step or p.grad is None:
             return
         grad = p.grad
@@ -183,6 +194,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self.synchronize()
         self._passes.clear()
+        if self._extra:
+            extra, self._extra = self._extra, {}
+            name, seen = next(iter(extra.items()))
+            raise RuntimeError(f"rdmaps.torch: '{name}' (and {len(extra) - 1} more) got gradient {seen} before step(); "
+                               f"it was not sent: call step() after every {self._passes_per_step} backward pass(es) "
+                               "(backward_passes_per_step)")
         self._worker._submit_clock()
         self._load_parameters()  # waits for the clock too: operations run in order
         return loss
