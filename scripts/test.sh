@@ -14,6 +14,7 @@ if ! clang-format --dry-run --Werror "${sources[@]}" 2>/tmp/rdmaps-format.log; t
   echo "style: clang-format would change these files (run: clang-format -i \$(git ls-files '*.h' '*.cc' '*.cu')):"
   grep -E '^[^ :]+:[0-9]+:[0-9]+: ' /tmp/rdmaps-format.log | cut -d: -f1 | sort -u | sed 's/^/  /'
   status=1
+  style_failed=1
 fi
 
 meson test -C "$build" --print-errorlogs || status=1
@@ -27,4 +28,5 @@ for line in open(sys.argv[1]):
     else: failed += 1
 print(f"{passed} passed, {failed} failed, {skipped} skipped")
 PY
+[ -z "${style_failed:-}" ] || echo "style check FAILED (see above)"
 exit $status

@@ -109,11 +109,11 @@ class ClientImpl {
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::unique_ptr<Partition> partition_;
   uint64_t clock_ = 0;
-  float learning_rate_ = 0;           // 0: the servers' own
-  std::vector<float> residual_;       // bf16 wire: rounding error not yet sent, by global float
-  std::vector<uint16_t> wire_;        // bf16 wire: the tensor being pushed, encoded
-  std::unique_ptr<GpuTransfer> gpu_;  // made at the first device pointer
-  std::vector<Piece> pieces_;                  // send(): scratch kept across calls
+  float learning_rate_ = 0;                   // 0: the servers' own
+  std::vector<float> residual_;               // bf16 wire: rounding error not yet sent, by global float
+  std::vector<uint16_t> wire_;                // bf16 wire: the tensor being pushed, encoded
+  std::unique_ptr<GpuTransfer> gpu_;          // made at the first device pointer
+  std::vector<Piece> pieces_;                 // send(): scratch kept across calls
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
 };
