@@ -61,8 +61,10 @@ std::vector<Row> kernels(size_t n, int iters) {
   for (const Case& c : {Case{"update sgd (w,g -> w)", UpdateRule::kSgd, 12},
                         Case{"update dc-asgd-c (w,g,bak -> w)", UpdateRule::kDcAsgdConstant, 16},
                         Case{"update dc-asgd-a (w,g,bak,ms -> w,ms)", UpdateRule::kDcAsgdAdaptive, 24}}) {
-    cuda::UpdateArgs args{c.rule, 1e-3f, 0.9f, 0.04f, 2.0f, 0.95f, 1e-7f};
-    auto run = [&] { cuda::update(args, f(w), f(g), f(bak), f(st), n); };
+    ps::UpdateParams params;  // the defaults: momentum 0.9, lambda 0.04, lambda0 2, ms-momentum 0.95
+    params.rule = c.rule;
+    const ps::Step step = ps::step_for(params, 1e-3f, 1000);
+    auto run = [&] { cuda::update(params, step, f(w), f(g), f(bak), f(st), n); };
     run();
     cuda::synchronize();
     rows.push_back({c.what, gbps(c.bytes_per_float * n, cuda::time_ms(run, iters)), copy});

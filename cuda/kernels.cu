@@ -5,6 +5,7 @@
 #include "cuda/kernels.h"
 #include "rdmaps/error.h"
 #include "src/bf16.h"
+#include "src/update_element.h"
 
 namespace rdmaps::cuda {
 namespace {
@@ -31,46 +32,36 @@ __device__ __forceinline__ float load(const uint16_t* g, size_t i) { return from
 
 // One pass per element; the rule is a template argument, not a branch per element.
 template <UpdateRule kRule, typename Grad>
-__global__ void update_kernel(UpdateArgs a, float* __restrict__ w, const Grad* __restrict__ g,
+__global__ void update_kernel(ps::UpdateParams p, ps::Step s, float* __restrict__ w, const Grad* __restrict__ g,
                               const float* __restrict__ bak, float* __restrict__ state, size_t n) {
+  constexpr bool kState = kRule == UpdateRule::kMomentum || kRule == UpdateRule::kDcAsgdAdaptive;
+  constexpr bool kBackup = kRule == UpdateRule::kDcAsgdConstant || kRule == UpdateRule::kDcAsgdAdaptive;
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
-    float gi = load(g, i), wi = w[i];
-    if constexpr (kRule == UpdateRule::kSgd) {
-      wi -= a.lr * gi;
-    } else if constexpr (kRule == UpdateRule::kMomentum) {
-      float v = a.momentum * state[i] + gi;
-      state[i] = v;
-      wi -= a.lr * v;
-    } else if constexpr (kRule == UpdateRule::kDcAsgdConstant) {
-      wi -= a.lr * (gi + a.lambda * gi * gi * (wi - bak[i]));
-    } else {
-      float ms = a.ms_momentum * state[i] + (1.0f - a.ms_momentum) * gi * gi;
-      state[i] = ms;
-      wi -= a.lr * (gi + (a.lambda0 / sqrtf(ms + a.eps)) * gi * gi * (wi - bak[i]));
-    }
-    w[i] = wi;
+    float st = kState ? state[i] : 0.0f;
+    w[i] = ps::update_element<kRule>(p, s, w[i], load(g, i), kBackup ? bak[i] : 0.0f, st);
+    if constexpr (kState) state[i] = st;
   }
 }
 
 template <typename Grad>
-void launch_update(const UpdateArgs& a, float* w, const Grad* g, const float* bak, float* state, size_t n,
-                   void* stream) {
+void launch_update(const ps::UpdateParams& p, ps::Step st, float* w, const Grad* g, const float* bak, float* state,
+                   size_t n, void* stream) {
   if (n == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
   unsigned blocks = blocks_for(n);
-  switch (a.rule) {
+  switch (p.rule) {
     case UpdateRule::kSgd:
-      update_kernel<UpdateRule::kSgd><<<blocks, kThreads, 0, s>>>(a, w, g, bak, state, n);
+      update_kernel<UpdateRule::kSgd><<<blocks, kThreads, 0, s>>>(p, st, w, g, bak, state, n);
       break;
     case UpdateRule::kMomentum:
-      update_kernel<UpdateRule::kMomentum><<<blocks, kThreads, 0, s>>>(a, w, g, bak, state, n);
+      update_kernel<UpdateRule::kMomentum><<<blocks, kThreads, 0, s>>>(p, st, w, g, bak, state, n);
       break;
     case UpdateRule::kDcAsgdConstant:
-      update_kernel<UpdateRule::kDcAsgdConstant><<<blocks, kThreads, 0, s>>>(a, w, g, bak, state, n);
+      update_kernel<UpdateRule::kDcAsgdConstant><<<blocks, kThreads, 0, s>>>(p, st, w, g, bak, state, n);
       break;
     case UpdateRule::kDcAsgdAdaptive:
-      update_kernel<UpdateRule::kDcAsgdAdaptive><<<blocks, kThreads, 0, s>>>(a, w, g, bak, state, n);
+      update_kernel<UpdateRule::kDcAsgdAdaptive><<<blocks, kThreads, 0, s>>>(p, st, w, g, bak, state, n);
       break;
   }
   check_launch("update");
@@ -91,13 +82,14 @@ __global__ void decompress_kernel(const uint16_t* __restrict__ in, float* __rest
 
 }  // namespace
 
-void update(const UpdateArgs& a, float* w, const float* g, const float* bak, float* state, size_t n, void* stream) {
-  launch_update(a, w, g, bak, state, n, stream);
+void update(const ps::UpdateParams& p, ps::Step s, float* w, const float* g, const float* bak, float* state, size_t n,
+            void* stream) {
+  launch_update(p, s, w, g, bak, state, n, stream);
 }
 
-void update_bf16(const UpdateArgs& a, float* w, const uint16_t* g, const float* bak, float* state, size_t n,
-                 void* stream) {
-  launch_update(a, w, g, bak, state, n, stream);
+void update_bf16(const ps::UpdateParams& p, ps::Step s, float* w, const uint16_t* g, const float* bak, float* state,
+                 size_t n, void* stream) {
+  launch_update(p, s, w, g, bak, state, n, stream);
 }
 
 void compress_bf16(const float* g, float* residual, uint16_t* out, size_t n, void* stream) {

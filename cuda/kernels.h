@@ -8,21 +8,16 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "rdmaps/config.h"
+#include "src/update_rules.h"
 
 namespace rdmaps::cuda {
 
-struct UpdateArgs {
-  UpdateRule rule = UpdateRule::kSgd;
-  float lr = 0, momentum = 0, lambda = 0, lambda0 = 0, ms_momentum = 0, eps = 0;
-};
-
-/// w -= lr * rule(g, w, bak, state): the same formulas as the CPU rules.
-void update(const UpdateArgs& a, float* w, const float* g, const float* bak, float* state, size_t n,
+/// w -= lr * rule(g, w, bak, state): the formulas of src/update_element.h.
+void update(const ps::UpdateParams& p, ps::Step s, float* w, const float* g, const float* bak, float* state, size_t n,
             void* stream = nullptr);
 /// update() with the gradient read as bf16 and widened in the same pass.
-void update_bf16(const UpdateArgs& a, float* w, const uint16_t* g, const float* bak, float* state, size_t n,
-                 void* stream = nullptr);
+void update_bf16(const ps::UpdateParams& p, ps::Step s, float* w, const uint16_t* g, const float* bak, float* state,
+                 size_t n, void* stream = nullptr);
 /// out = bf16(g + residual); residual keeps what bf16 could not carry.
 void compress_bf16(const float* g, float* residual, uint16_t* out, size_t n, void* stream = nullptr);
 void decompress_bf16(const uint16_t* in, float* out, size_t n, void* stream = nullptr);

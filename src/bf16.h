@@ -8,11 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
-#if defined(__CUDACC__)
-#define RDMAPS_HOST_DEVICE __host__ __device__
-#else
-#define RDMAPS_HOST_DEVICE
-#endif
+#include "src/host_device.h"
 
 namespace rdmaps {
 

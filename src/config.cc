@@ -51,6 +51,19 @@ float to_float(const std::string& v, const std::string& source) {
   return f;
 }
 
+// A decay factor: 0 <= f < 1 (1 or more would never forget, or grow).
+float to_fraction(const std::string& v, const std::string& source) {
+  float f = to_float(v, source);
+  if (f < 0 || f >= 1) bad(source, v, "in [0, 1)");
+  return f;
+}
+
+bool to_switch(const std::string& v, const std::string& source) {
+  if (v == "1" || v == "on" || v == "true") return true;
+  if (v == "0" || v == "off" || v == "false") return false;
+  bad(source, v, "on or off");
+}
+
 uint64_t to_u64(const std::string& v, const std::string& source) {
   char* end = nullptr;
   if (v.empty() || v[0] == '-') bad(source, v, "a non-negative integer");
@@ -79,11 +92,15 @@ const std::map<std::string, Setter>& setters() {
            bad(s, v, "one of sgd, momentum, dc-asgd-c, dc-asgd-a");
        }},
       {"lr", [](Config& c, const std::string& v, const std::string& s) { c.learning_rate = to_float(v, s); }},
-      {"momentum", [](Config& c, const std::string& v, const std::string& s) { c.momentum = to_float(v, s); }},
+      {"momentum", [](Config& c, const std::string& v, const std::string& s) { c.momentum = to_fraction(v, s); }},
       {"lambda", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda = to_float(v, s); }},
       {"lambda0", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda0 = to_float(v, s); }},
-      {"ms-momentum", [](Config& c, const std::string& v, const std::string& s) { c.ms_momentum = to_float(v, s); }},
-      {"eps", [](Config& c, const std::string& v, const std::string& s) { c.eps = to_float(v, s); }},
+      {"ms-momentum", [](Config& c, const std::string& v, const std::string& s) { c.ms_momentum = to_fraction(v, s); }},
+      {"eps",
+       [](Config& c, const std::string& v, const std::string& s) {
+         c.eps = to_float(v, s);
+         if (c.eps <= 0) bad(s, v, "a positive number");
+       }},
       {"staleness-policy",
        [](Config& c, const std::string& v, const std::string& s) {
          if (v == "none")
@@ -96,15 +113,9 @@ const std::map<std::string, Setter>& setters() {
            bad(s, v, "one of none, eta-tau, drop");
        }},
       {"tau-max", [](Config& c, const std::string& v, const std::string& s) { c.tau_max = to_u64(v, s); }},
-      {"check-nan",
-       [](Config& c, const std::string& v, const std::string& s) {
-         if (v == "1" || v == "on" || v == "true")
-           c.check_nan = true;
-         else if (v == "0" || v == "off" || v == "false")
-           c.check_nan = false;
-         else
-           bad(s, v, "on or off");
-       }},
+      {"check-nan", [](Config& c, const std::string& v, const std::string& s) { c.check_nan = to_switch(v, s); }},
+      {"ms-bias-correction",
+       [](Config& c, const std::string& v, const std::string& s) { c.ms_bias_correction = to_switch(v, s); }},
       {"push-path",
        [](Config& c, const std::string& v, const std::string& s) {
          if (v == "auto")
@@ -180,7 +191,8 @@ void parse_config(Config& config, const std::vector<std::string>& args, std::vec
       continue;
     }
     if (!inline_value) {
-      if (name == "check-nan" && (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0)) {
+      if ((name == "check-nan" || name == "ms-bias-correction") &&
+          (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0)) {
         value = "on";
       } else {
         if (i + 1 >= args.size()) throw Error(Errc::kInvalidArgument, "flag --" + name + " needs a value");
@@ -198,7 +210,8 @@ std::string describe(const Config& c) {
   if (c.rule == UpdateRule::kMomentum) o << ", momentum " << c.momentum;
   if (c.rule == UpdateRule::kDcAsgdConstant) o << ", lambda " << c.dc_lambda;
   if (c.rule == UpdateRule::kDcAsgdAdaptive)
-    o << ", lambda0 " << c.dc_lambda0 << ", ms-momentum " << c.ms_momentum << ", eps " << c.eps;
+    o << ", lambda0 " << c.dc_lambda0 << ", ms-momentum " << c.ms_momentum << ", eps " << c.eps
+      << ", ms-bias-correction " << (c.ms_bias_correction ? "on" : "off");
   o << ", staleness-policy "
     << (c.staleness_policy == StalenessPolicy::kNone         ? "none"
         : c.staleness_policy == StalenessPolicy::kScaleByTau ? "eta-tau"
@@ -218,6 +231,7 @@ const char* config_help() {
          "  --lambda0 X             DC-ASGD-a lambda0                               [RDMAPS_LAMBDA0]\n"
          "  --ms-momentum X         DC-ASGD-a mean-square momentum                  [RDMAPS_MS_MOMENTUM]\n"
          "  --eps X                 DC-ASGD-a epsilon                               [RDMAPS_EPS]\n"
+         "  --ms-bias-correction [on|off]  DC-ASGD-a: ms / (1 - ms-momentum^t) (off) [RDMAPS_MS_BIAS_CORRECTION]\n"
          "  --staleness-policy P    none, eta-tau, drop                             [RDMAPS_STALENESS_POLICY]\n"
          "  --tau-max N             drop limit for --staleness-policy drop          [RDMAPS_TAU_MAX]\n"
          "  --check-nan [on|off]    reject gradients with NaN/Inf                   [RDMAPS_CHECK_NAN]\n"

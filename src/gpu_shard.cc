@@ -34,17 +34,16 @@ void GpuShard::init(size_t local, const float* values, size_t n) {
   cuda::copy_to_device(static_cast<float*>(params_.data()) + local, values, n * sizeof(float));
 }
 
-void GpuShard::apply(const UpdateParams& p, float lr, uint32_t worker, size_t local, const void* g, bool bf16,
+void GpuShard::apply(const UpdateParams& p, Step step, uint32_t worker, size_t local, const void* g, bool bf16,
                      size_t n) {
   cuda::copy_to_device(gradient_.data(), g, n * (bf16 ? sizeof(uint16_t) : sizeof(float)));
-  cuda::UpdateArgs a{p.rule, lr, p.momentum, p.lambda, p.lambda0, p.ms_momentum, p.eps};
   float* w = static_cast<float*>(params_.data()) + local;
   const float* bak = dc_ ? backup(worker) + local : nullptr;
   float* state = state_ ? static_cast<float*>(state_->data()) + local : nullptr;
   if (bf16)
-    cuda::update_bf16(a, w, static_cast<const uint16_t*>(gradient_.data()), bak, state, n);
+    cuda::update_bf16(p, step, w, static_cast<const uint16_t*>(gradient_.data()), bak, state, n);
   else
-    cuda::update(a, w, static_cast<const float*>(gradient_.data()), bak, state, n);
+    cuda::update(p, step, w, static_cast<const float*>(gradient_.data()), bak, state, n);
   cuda::synchronize();
 }
 

@@ -20,7 +20,7 @@ class GpuShard {
 
   void init(size_t local, const float* values, size_t n);
   /// `g`: n floats, or n bf16 values when `bf16`, in host memory (the inbox slot).
-  void apply(const UpdateParams& p, float lr, uint32_t worker, size_t local, const void* g, bool bf16, size_t n);
+  void apply(const UpdateParams& p, Step step, uint32_t worker, size_t local, const void* g, bool bf16, size_t n);
   /// Copies [local, local+n) into `host` (the write-back source) and makes it
   /// the worker's backup for DC-ASGD.
   void snapshot(uint32_t worker, size_t local, size_t n, float* host);

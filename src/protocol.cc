@@ -27,6 +27,7 @@ std::vector<uint8_t> encode(const Hello& h) {
   for (float f :
        {h.rule.learning_rate, h.rule.momentum, h.rule.dc_lambda, h.rule.dc_lambda0, h.rule.ms_momentum, h.rule.eps})
     w.f32(f);
+  w.u32(h.rule.ms_bias_correction);
   w.u32(static_cast<uint32_t>(h.tensors.size()));
   for (const auto& t : h.tensors) {
     w.str(t.name);
@@ -56,6 +57,8 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
     *f = r.f32();
     if (!std::isfinite(*f)) r.fail("a non-finite update-rule parameter");
   }
+  h.rule.ms_bias_correction = r.u32();
+  if (h.rule.ms_bias_correction > 1) r.fail("ms-bias-correction code " + std::to_string(h.rule.ms_bias_correction));
   uint32_t n = r.u32();
   if (n == 0 || n > kMaxTensors) r.fail(std::to_string(n) + " tensors declared");
   for (uint32_t i = 0; i < n; ++i) {
@@ -105,7 +108,8 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
 }
 
 RuleParams RuleParams::from(const Config& c) {
-  return {static_cast<uint32_t>(c.rule), c.learning_rate, c.momentum, c.dc_lambda, c.dc_lambda0, c.ms_momentum, c.eps};
+  return {static_cast<uint32_t>(c.rule), c.learning_rate, c.momentum, c.dc_lambda, c.dc_lambda0, c.ms_momentum, c.eps,
+          c.ms_bias_correction ? 1u : 0u};
 }
 
 void RuleParams::apply_to(Config& c) const {
@@ -116,6 +120,7 @@ void RuleParams::apply_to(Config& c) const {
   c.dc_lambda0 = dc_lambda0;
   c.ms_momentum = ms_momentum;
   c.eps = eps;
+  c.ms_bias_correction = ms_bias_correction != 0;
 }
 
 std::string RuleParams::difference(const RuleParams& o) const {
@@ -133,6 +138,9 @@ std::string RuleParams::difference(const RuleParams& o) const {
       {"ms-momentum", {ms_momentum, o.ms_momentum}}, {"eps", {eps, o.eps}}};
   for (const auto& [name, v] : fields)
     if (v.first != v.second) return std::string(name) + " " + text(v.first) + " vs " + text(v.second);
+  if (ms_bias_correction != o.ms_bias_correction)
+    return std::string("ms-bias-correction ") + (ms_bias_correction ? "on" : "off") + " vs " +
+           (o.ms_bias_correction ? "on" : "off");
   return {};
 }
 

@@ -394,14 +394,15 @@ void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, size_t local, c
   }
   float lr = h.learning_rate > 0 ? h.learning_rate : config_.learning_rate;
   if (config_.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
+  const Step step = step_for(update_, lr, versions_[h.shard] + 1);
   if (gpu_) {
-    gpu_->apply(update_, lr, w.id, local, g, (h.flags & kFlagBf16) != 0, h.length);
+    gpu_->apply(update_, step, w.id, local, g, (h.flags & kFlagBf16) != 0, h.length);
   } else {
     float* params = params_.data() + local;
     const float* backup = static_cast<const float*>(w.backup->data()) + local;
     float* state = state_.empty() ? nullptr : state_.data() + local;
     pool_.run(h.length, [&](size_t begin, size_t end) {
-      apply_update(update_, lr, params + begin, g + begin, backup + begin, state ? state + begin : nullptr,
+      apply_update(update_, step, params + begin, g + begin, backup + begin, state ? state + begin : nullptr,
                    end - begin);
     });
   }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "rdmaps/config.h"
 
@@ -15,17 +16,30 @@ struct UpdateParams {
   float lambda0 = 2.0f;
   float ms_momentum = 0.95f;
   float eps = 1e-7f;
+  bool ms_bias_correction = false;
   static UpdateParams from(const Config& config);
 };
+
+/// What changes from one push to the next.
+struct Step {
+  float lr = 0;
+  /// DC-ASGD-a reads the mean square as ms * ms_scale: 1, or with ms_bias_correction
+  /// 1 / (1 - ms_momentum^t) at the shard's t-th update (Adam's bias correction, Kingma &
+  /// Ba 2015). Uncorrected, the first updates divide by a mean square that starts at zero;
+  /// with 8 workers that made the compensation blow up within ten steps at lambda0 4 and 8.
+  float ms_scale = 1;
+};
+
+/// The step for a shard's `t`-th update (t >= 1) at learning rate `lr`.
+Step step_for(const UpdateParams& p, float lr, uint64_t t);
 
 /// Whether the rule keeps per-element optimizer state (momentum, mean square).
 bool needs_state(UpdateRule rule);
 /// Whether the rule reads the worker's backup copy w_bak.
 bool needs_backup(UpdateRule rule);
 
-/// w <- rule(w, g, w_bak, state) over n floats with step size `lr`.
+/// w <- rule(w, g, w_bak, state) over n floats.
 /// `w_bak` is read only by DC rules, `state` only by momentum and DC-ASGD-a.
-void apply_update(const UpdateParams& p, float lr, float* w, const float* g, const float* w_bak, float* state,
-                  size_t n);
+void apply_update(const UpdateParams& p, Step s, float* w, const float* g, const float* w_bak, float* state, size_t n);
 
 }  // namespace rdmaps::ps

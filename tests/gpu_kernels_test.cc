@@ -12,6 +12,7 @@
 #include "cuda/kernels.h"
 #include "rdmaps/error.h"
 #include "src/bf16.h"
+#include "tests/update_reference.h"
 
 namespace rdmaps::test {
 namespace {
@@ -48,31 +49,22 @@ TEST_F(GpuTest, FusedUpdateMatchesFloat64ReferenceForEveryRule) {
   for (UpdateRule rule :
        {UpdateRule::kSgd, UpdateRule::kMomentum, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
     SCOPED_TRACE(rule_name(rule));
-    cuda::UpdateArgs a{rule, 0.05f, 0.9f, 0.5f, 0.3f, 0.95f, 1e-7f};
+    ps::UpdateParams p;
+    p.rule = rule;
+    p.lambda = 0.5f;
+    p.lambda0 = 0.3f;
+    p.ms_bias_correction = true;
+    const ps::Step step = ps::step_for(p, 0.05f, 7);  // a bias correction of 3.3 in play (DC-ASGD-a)
     auto w = random(kN, -1, 1), g = random(kN, -1, 1), bak = random(kN, -1, 1), st = random(kN, 0, 1);
     DeviceVector dw(w), dg(g), dbak(bak), dst(st);
-    cuda::update(a, dw.ptr(), dg.ptr(), dbak.ptr(), dst.ptr(), kN);
+    cuda::update(p, step, dw.ptr(), dg.ptr(), dbak.ptr(), dst.ptr(), kN);
     cuda::synchronize();
     auto gw = dw.get(kN), gst = dst.get(kN);
     size_t bad = 0;
     for (size_t i = 0; i < kN; ++i) {
-      double W = w[i], G = g[i], B = bak[i], S = st[i], lr = a.lr;
-      switch (rule) {
-        case UpdateRule::kSgd:
-          W -= lr * G;
-          break;
-        case UpdateRule::kMomentum:
-          S = double(a.momentum) * S + G;
-          W -= lr * S;
-          break;
-        case UpdateRule::kDcAsgdConstant:
-          W -= lr * (G + double(a.lambda) * G * G * (W - B));
-          break;
-        case UpdateRule::kDcAsgdAdaptive:
-          S = double(a.ms_momentum) * S + (1 - double(a.ms_momentum)) * G * G;
-          W -= lr * (G + double(a.lambda0) / std::sqrt(S + double(a.eps)) * G * G * (W - B));
-          break;
-      }
+      double S = st[i];
+      double W = reference_update(p, step.lr, step.ms_scale == 1 ? 1.0 : reference_ms_scale(p.ms_momentum, 7), w[i],
+                                  g[i], bak[i], S);
       // A few float32 operations: within 8 ulp of the magnitudes involved.
       double tol = 8 * std::ldexp(1.0, -24) * (std::fabs(W) + std::fabs(w[i]) + 1e-30) + 1e-12;
       bad += std::fabs(gw[i] - W) > tol * 4;
@@ -110,7 +102,10 @@ TEST_F(GpuTest, Bf16CompressionMatchesTheCpuCodecBitForBit) {
 }
 
 TEST_F(GpuTest, FusedBf16UpdateEqualsDecompressThenUpdate) {
-  cuda::UpdateArgs a{UpdateRule::kDcAsgdAdaptive, 0.05f, 0.9f, 0.5f, 0.3f, 0.95f, 1e-7f};
+  ps::UpdateParams p;
+  p.rule = UpdateRule::kDcAsgdAdaptive;
+  p.lambda0 = 0.3f;
+  const ps::Step step = ps::step_for(p, 0.05f, 3);
   auto w = random(kN, -1, 1), g = random(kN, -1, 1), bak = random(kN, -1, 1), st = random(kN, 0, 1);
   std::vector<uint16_t> codes(kN);
   std::vector<float> zero(kN, 0.0f), widened(kN);
@@ -119,8 +114,8 @@ TEST_F(GpuTest, FusedBf16UpdateEqualsDecompressThenUpdate) {
   DeviceVector w1(w), w2(w), s1(st), s2(st), dbak(bak), dwide(widened);
   cuda::DeviceBuffer dcodes(kN * 2);
   dcodes.upload(codes.data(), kN * 2);
-  cuda::update_bf16(a, w1.ptr(), static_cast<const uint16_t*>(dcodes.data()), dbak.ptr(), s1.ptr(), kN);
-  cuda::update(a, w2.ptr(), dwide.ptr(), dbak.ptr(), s2.ptr(), kN);
+  cuda::update_bf16(p, step, w1.ptr(), static_cast<const uint16_t*>(dcodes.data()), dbak.ptr(), s1.ptr(), kN);
+  cuda::update(p, step, w2.ptr(), dwide.ptr(), dbak.ptr(), s2.ptr(), kN);
   cuda::synchronize();
   auto r1 = w1.get(kN), r2 = w2.get(kN);
   EXPECT_EQ(std::memcmp(r1.data(), r2.data(), kN * 4), 0);

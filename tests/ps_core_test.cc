@@ -8,6 +8,7 @@
 #include "src/update_rules.h"
 #include "tests/ps_fixture.h"
 #include "tests/transport_fixture.h"
+#include "tests/update_reference.h"
 
 namespace rdmaps::test {
 namespace {
@@ -168,10 +169,12 @@ RDMAPS_TEST_PEER(bf16_worker) {
 
 // DC-ASGD: the worker pulls once, then pushes two gradients computed on that
 // same (now stale) copy, so w != w_bak for the second; a float64 evaluation of
-// the paper's formula must agree to 1e-6 relative.
-Config dc_config(transport::TransportKind kind, UpdateRule rule) {
+// the paper's formula must agree to 1e-6 relative. "dc-asgd-a+bc": with the
+// mean-square bias correction, t counting each shard's updates.
+Config dc_config(transport::TransportKind kind, const std::string& variant) {
   Config c = core_config(kind);
-  c.rule = rule;
+  c.rule = variant == "dc-asgd-c" ? UpdateRule::kDcAsgdConstant : UpdateRule::kDcAsgdAdaptive;
+  c.ms_bias_correction = variant == "dc-asgd-a+bc";
   c.learning_rate = 0.1f;
   c.dc_lambda = 0.5f;
   c.dc_lambda0 = 0.3f;
@@ -180,17 +183,16 @@ Config dc_config(transport::TransportKind kind, UpdateRule rule) {
 }
 
 TEST_P(PsTest, DcAsgdMatchesFloat64ReferenceWithAStaleWorker) {
-  for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(rule_name(rule));
-    ServerGroup servers(1, 1, dc_config(GetParam(), rule));
-    PeerProcess worker("dc_worker", GetParam(), 0, 11, {servers.addresses(), "0", rule_name(rule)});
+  for (const char* variant : {"dc-asgd-c", "dc-asgd-a", "dc-asgd-a+bc"}) {
+    SCOPED_TRACE(variant);
+    ServerGroup servers(1, 1, dc_config(GetParam(), variant));
+    PeerProcess worker("dc_worker", GetParam(), 0, 11, {servers.addresses(), "0", variant});
     EXPECT_EQ(worker.wait(120s), 0) << "parameters differ from the float64 DC-ASGD reference";
   }
 }
 
 RDMAPS_TEST_PEER(dc_worker) {
-  UpdateRule rule = args.extra.at(2) == "dc-asgd-c" ? UpdateRule::kDcAsgdConstant : UpdateRule::kDcAsgdAdaptive;
-  Config c = dc_config(args.transport, rule);
+  Config c = dc_config(args.transport, args.extra.at(2));
   Client client(worker_options(args, c));
   client.declare("w", kFloats);
   client.connect();
@@ -207,15 +209,14 @@ RDMAPS_TEST_PEER(dc_worker) {
   client.clock();
   client.pull("w", got);
   double worst = 0;
+  const ps::UpdateParams p = ps::UpdateParams::from(c);
   for (size_t i = 0; i < kFloats; ++i) {
-    double w = w0[i], bak = w0[i], ms = 0;
+    double w = w0[i], ms = 0;
+    uint64_t t = 0;  // each shard's update count: its first and second push
     for (double g : {static_cast<double>(g1[i]), static_cast<double>(g2[i])}) {
-      if (rule == UpdateRule::kDcAsgdConstant) {
-        w = w - c.learning_rate * (g + c.dc_lambda * g * g * (w - bak));
-      } else {
-        ms = c.ms_momentum * ms + (1 - c.ms_momentum) * g * g;
-        w = w - c.learning_rate * (g + (c.dc_lambda0 / std::sqrt(ms + c.eps)) * g * g * (w - bak));
-      }
+      ++t;
+      w = reference_update(p, c.learning_rate, c.ms_bias_correction ? reference_ms_scale(c.ms_momentum, t) : 1.0, w, g,
+                           w0[i], ms);
     }
     worst = std::max(worst, std::abs(got[i] - w) / std::max(1.0, std::abs(w)));
   }

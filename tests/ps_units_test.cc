@@ -15,63 +15,87 @@
 #include "src/capabilities.h"
 #include "src/partition.h"
 #include "src/protocol.h"
+#include "src/update_element.h"
 #include "src/update_rules.h"
+#include "tests/update_reference.h"
 
 namespace rdmaps::ps {
 namespace {
 
-struct Reference {
-  std::vector<double> w, state;
-};
-
-// DESIGN.md, in double precision.
-void reference_step(UpdateRule rule, const UpdateParams& p, double lr, Reference& r, const std::vector<float>& g,
-                    const std::vector<float>& bak) {
-  for (size_t i = 0; i < r.w.size(); ++i) {
-    double gi = g[i], wi = r.w[i], b = bak[i];
-    switch (rule) {
-      case UpdateRule::kSgd:
-        r.w[i] = wi - lr * gi;
-        break;
-      case UpdateRule::kMomentum:
-        r.state[i] = p.momentum * r.state[i] + gi;
-        r.w[i] = wi - lr * r.state[i];
-        break;
-      case UpdateRule::kDcAsgdConstant:
-        r.w[i] = wi - lr * (gi + p.lambda * gi * gi * (wi - b));
-        break;
-      case UpdateRule::kDcAsgdAdaptive:
-        r.state[i] = p.ms_momentum * r.state[i] + (1 - p.ms_momentum) * gi * gi;
-        r.w[i] = wi - lr * (gi + (p.lambda0 / std::sqrt(r.state[i] + p.eps)) * gi * gi * (wi - b));
-        break;
-    }
+float element(const UpdateParams& p, Step s, float w, float g, float bak, float& state) {
+  switch (p.rule) {
+    case UpdateRule::kSgd:
+      return update_element<UpdateRule::kSgd>(p, s, w, g, bak, state);
+    case UpdateRule::kMomentum:
+      return update_element<UpdateRule::kMomentum>(p, s, w, g, bak, state);
+    case UpdateRule::kDcAsgdConstant:
+      return update_element<UpdateRule::kDcAsgdConstant>(p, s, w, g, bak, state);
+    case UpdateRule::kDcAsgdAdaptive:
+      return update_element<UpdateRule::kDcAsgdAdaptive>(p, s, w, g, bak, state);
   }
+  return NAN;
 }
 
+// Each rule over ten updates, t = 1..10 (the mean-square bias correction,
+// when on, is largest at t = 1), by the Eigen CPU path and by the element
+// function the CUDA kernel runs, both against the float64 reference.
 TEST(UpdateRules, EveryRuleMatchesItsFloat64FormulaOverManySteps) {
   std::mt19937 rng(std::random_device{}());
   std::uniform_real_distribution<float> u(-1, 1);
   const size_t n = 4099;  // not a multiple of any vector width
-  for (UpdateRule rule :
-       {UpdateRule::kSgd, UpdateRule::kMomentum, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(rule_name(rule));
+  struct Case {
+    UpdateRule rule;
+    bool corrected;
+  };
+  for (Case c :
+       {Case{UpdateRule::kSgd, false}, Case{UpdateRule::kMomentum, false}, Case{UpdateRule::kDcAsgdConstant, false},
+        Case{UpdateRule::kDcAsgdAdaptive, false}, Case{UpdateRule::kDcAsgdAdaptive, true}}) {
+    const UpdateRule rule = c.rule;
+    SCOPED_TRACE(std::string(rule_name(rule)) + (c.corrected ? " with ms bias correction" : ""));
     UpdateParams p;
     p.rule = rule;
+    p.ms_bias_correction = c.corrected;
     p.lambda = 0.3f;
     p.lambda0 = 0.5f;
     std::vector<float> w(n), state(n, 0.0f), g(n), bak(n);
     for (auto& x : w) x = u(rng);
     for (auto& x : bak) x = u(rng);
-    Reference r{std::vector<double>(w.begin(), w.end()), std::vector<double>(n, 0.0)};
-    for (int step = 0; step < 10; ++step) {
+    std::vector<float> w_el = w, state_el = state;
+    std::vector<double> w_ref(w.begin(), w.end()), state_ref(n, 0.0);
+    for (uint64_t t = 1; t <= 10; ++t) {
       for (auto& x : g) x = u(rng);
-      apply_update(p, 0.05f, w.data(), g.data(), bak.data(), state.data(), n);
-      reference_step(rule, p, 0.05f, r, g, bak);
+      const Step step = step_for(p, 0.05f, t);
+      apply_update(p, step, w.data(), g.data(), bak.data(), state.data(), n);
+      for (size_t i = 0; i < n; ++i) {
+        w_el[i] = element(p, step, w_el[i], g[i], bak[i], state_el[i]);
+        w_ref[i] = test::reference_update(p, 0.05f, c.corrected ? test::reference_ms_scale(p.ms_momentum, t) : 1.0,
+                                          w_ref[i], g[i], bak[i], state_ref[i]);
+      }
     }
-    double worst = 0;
-    for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::abs(w[i] - r.w[i]) / std::max(1.0, std::abs(r.w[i])));
-    EXPECT_LT(worst, 1e-6);
+    double worst = 0, worst_el = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const double scale = std::max(1.0, std::abs(w_ref[i]));
+      worst = std::max(worst, std::abs(w[i] - w_ref[i]) / scale);
+      worst_el = std::max(worst_el, std::abs(w_el[i] - w_ref[i]) / scale);
+    }
+    EXPECT_LT(worst, 1e-6) << "CPU rules";
+    EXPECT_LT(worst_el, 1e-6) << "element function (the CUDA kernel's arithmetic)";
   }
+}
+
+TEST(UpdateRules, MeanSquareBiasCorrectionIsOneOverOneMinusBetaToTheT) {
+  UpdateParams p;
+  p.rule = UpdateRule::kDcAsgdAdaptive;
+  p.ms_momentum = 0.95f;
+  EXPECT_EQ(step_for(p, 0.1f, 1).ms_scale, 1.0f) << "off by default: DESIGN.md's formula";
+  p.ms_bias_correction = true;
+  for (uint64_t t : {uint64_t{1}, uint64_t{2}, uint64_t{20}, uint64_t{1000}, uint64_t{1} << 40})
+    EXPECT_NEAR(step_for(p, 0.1f, t).ms_scale, test::reference_ms_scale(0.95f, t),
+                1e-6 * test::reference_ms_scale(0.95f, t))
+        << "t = " << t;
+  EXPECT_FLOAT_EQ(step_for(p, 0.1f, 1).lr, 0.1f);
+  p.rule = UpdateRule::kSgd;
+  EXPECT_EQ(step_for(p, 0.1f, 1).ms_scale, 1.0f) << "only DC-ASGD-a reads the mean square";
 }
 
 TEST(ApplyPool, EveryElementIsCoveredExactlyOnce) {
@@ -117,6 +141,15 @@ TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
   EXPECT_NE(message({"--lr", "fast"}).find("'fast'"), std::string::npos);
   EXPECT_NE(message({"--shard-floats", "0"}).find("--shard-floats"), std::string::npos);
   EXPECT_NE(message({"--lr"}).find("needs a value"), std::string::npos);
+  EXPECT_NE(message({"--ms-momentum", "1"}).find("--ms-momentum: '1' is not in [0, 1)"), std::string::npos);
+  EXPECT_NE(message({"--momentum", "-0.5"}).find("--momentum"), std::string::npos);
+  Config on;
+  parse_config(on, {"--ms-bias-correction", "--rule", "dc-asgd-a"}, nullptr);
+  EXPECT_TRUE(on.ms_bias_correction);
+  EXPECT_NE(describe(on).find("ms-bias-correction on"), std::string::npos);
+  EXPECT_NE(message({"--ms-bias-correction=maybe"}).find("--ms-bias-correction: 'maybe' is not on or off"),
+            std::string::npos);
+  EXPECT_NE(message({"--eps", "0"}).find("--eps: '0' is not a positive number"), std::string::npos);
   setenv("RDMAPS_TAU_MAX", "many", 1);
   EXPECT_NE(message({}).find("RDMAPS_TAU_MAX"), std::string::npos);
   unsetenv("RDMAPS_TAU_MAX");
@@ -151,9 +184,12 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   h.worker = 3;
   h.tensors = {{"w", 10}};
   h.receive_region = {1, 2, 3};
+  h.rule.ms_bias_correction = 1;
   auto bytes = encode(h);
   Hello back = decode_hello(bytes, "peer-7");
   EXPECT_EQ(back.worker, 3u);
+  EXPECT_EQ(back.rule.ms_bias_correction, 1u);
+  EXPECT_EQ(back.rule.difference(Hello{}.rule), "ms-bias-correction on vs off");
   EXPECT_EQ(back.tensors[0].name, "w");
   for (size_t cut : {size_t{3}, size_t{12}, bytes.size() - 1}) {
     std::vector<uint8_t> truncated(bytes.begin(), bytes.begin() + static_cast<long>(cut));
@@ -171,6 +207,9 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   Hello zero = h;
   zero.tensors[0].floats = 0;
   EXPECT_THROW(decode_hello(encode(zero), "peer-7"), Error);
+  Hello odd = h;
+  odd.rule.ms_bias_correction = 2;
+  EXPECT_THROW(decode_hello(encode(odd), "peer-7"), Error);
 }
 
 }  // namespace

@@ -31,6 +31,9 @@ struct Config {
   float dc_lambda0 = 2.0f;    ///< DC-ASGD-a lambda0
   float ms_momentum = 0.95f;  ///< DC-ASGD-a mean-square momentum
   float eps = 1e-7f;          ///< DC-ASGD-a epsilon
+  /// DC-ASGD-a divides by ms / (1 - ms_momentum^t) at a shard's t-th update (Adam's
+  /// bias correction) instead of DESIGN.md's ms, which starts at zero: off by default.
+  bool ms_bias_correction = false;
   StalenessPolicy staleness_policy = StalenessPolicy::kNone;
   uint64_t tau_max = 16;   ///< kDropAboveMax limit
   bool check_nan = false;  ///< reject pushes carrying NaN/Inf

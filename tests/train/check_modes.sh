@@ -24,6 +24,10 @@ cosine=$(run --workers 1 --sync --dc off --schedule cosine)
 again=$(run --workers 1 --sync --dc off --schedule constant)
 check "$again" "r['final_test_accuracy'] == $(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])['final_test_accuracy'])" "$constant")" \
   "one worker in lockstep is not deterministic, so the schedule comparison means nothing"
+# Server options from the environment reach every process of the job.
+corrected=$(RDMAPS_MS_BIAS_CORRECTION=on "$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 \
+    --transport shm --dc adaptive --out "$out" 2>&1)
+grep -q "ms-bias-correction on" <<<"$corrected" || { echo "FAILED: RDMAPS_MS_BIAS_CORRECTION=on not in effect: $corrected"; exit 1; }
 if "$train" --schedule sometimes --out "$out" 2>/dev/null; then echo "FAILED: --schedule sometimes accepted"; exit 1; fi
 # A diverging run stops with the reason instead of reporting chance accuracy.
 if diverged=$("$train" --workers 2 --epochs 1 --train-limit 6000 --test-limit 500 --transport shm --out "$out" \

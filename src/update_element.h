@@ -1,0 +1,30 @@
+// One element of each update rule, shared by the CUDA kernel and host code so
+// that the CPU tests check the kernel's arithmetic. The CPU server applies the
+// same formulas vectorised with Eigen (update_rules.cc).
+#pragma once
+
+#include <cmath>
+
+#include "src/host_device.h"
+#include "src/update_rules.h"
+
+namespace rdmaps::ps {
+
+/// Returns the updated w; `state` (momentum or mean square) is updated in place.
+template <UpdateRule kRule>
+RDMAPS_HOST_DEVICE inline float update_element(const UpdateParams& p, Step s, float w, float g, float bak,
+                                               float& state) {
+  if constexpr (kRule == UpdateRule::kSgd) {
+    return w - s.lr * g;
+  } else if constexpr (kRule == UpdateRule::kMomentum) {
+    state = p.momentum * state + g;
+    return w - s.lr * state;
+  } else if constexpr (kRule == UpdateRule::kDcAsgdConstant) {
+    return w - s.lr * (g + p.lambda * g * g * (w - bak));
+  } else {
+    state = p.ms_momentum * state + (1.0f - p.ms_momentum) * g * g;
+    return w - s.lr * (g + (p.lambda0 / sqrtf(s.ms_scale * state + p.eps)) * g * g * (w - bak));
+  }
+}
+
+}  // namespace rdmaps::ps
