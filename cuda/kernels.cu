@@ -34,8 +34,7 @@ __device__ __forceinline__ float load(const uint16_t* g, size_t i) { return from
 template <UpdateRule kRule, typename Grad>
 __global__ void update_kernel(ps::UpdateParams p, ps::Step s, float* __restrict__ w, const Grad* __restrict__ g,
                               const float* __restrict__ bak, float* __restrict__ state, size_t n) {
-  constexpr bool kState = kRule == UpdateRule::kMomentum || kRule == UpdateRule::kDcAsgdAdaptive;
-  constexpr bool kBackup = kRule == UpdateRule::kDcAsgdConstant || kRule == UpdateRule::kDcAsgdAdaptive;
+  constexpr bool kState = ps::needs_state(kRule), kBackup = ps::needs_backup(kRule);
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     float st = kState ? state[i] : 0.0f;

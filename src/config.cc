@@ -64,6 +64,9 @@ bool to_switch(const std::string& v, const std::string& source) {
   bad(source, v, "on or off");
 }
 
+// Switches may stand alone ("--check-nan" means on); their setters parse with to_switch.
+bool is_switch(const std::string& name) { return name == "check-nan" || name == "ms-bias-correction"; }
+
 uint64_t to_u64(const std::string& v, const std::string& source) {
   char* end = nullptr;
   if (v.empty() || v[0] == '-') bad(source, v, "a non-negative integer");
@@ -191,8 +194,7 @@ void parse_config(Config& config, const std::vector<std::string>& args, std::vec
       continue;
     }
     if (!inline_value) {
-      if ((name == "check-nan" || name == "ms-bias-correction") &&
-          (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0)) {
+      if (is_switch(name) && (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0)) {
         value = "on";
       } else {
         if (i + 1 >= args.size()) throw Error(Errc::kInvalidArgument, "flag --" + name + " needs a value");

@@ -28,11 +28,6 @@ Step step_for(const UpdateParams& p, float lr, uint64_t t) {
   return s;
 }
 
-bool needs_state(UpdateRule rule) { return rule == UpdateRule::kMomentum || rule == UpdateRule::kDcAsgdAdaptive; }
-bool needs_backup(UpdateRule rule) {
-  return rule == UpdateRule::kDcAsgdConstant || rule == UpdateRule::kDcAsgdAdaptive;
-}
-
 void apply_update(const UpdateParams& p, Step s, float* w_ptr, const float* g_ptr, const float* bak_ptr,
                   float* state_ptr, size_t n) {
   const float lr = s.lr;

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "rdmaps/config.h"
+#include "src/host_device.h"
 
 namespace rdmaps::ps {
 
@@ -34,9 +35,13 @@ struct Step {
 Step step_for(const UpdateParams& p, float lr, uint64_t t);
 
 /// Whether the rule keeps per-element optimizer state (momentum, mean square).
-bool needs_state(UpdateRule rule);
+RDMAPS_HOST_DEVICE constexpr bool needs_state(UpdateRule rule) {
+  return rule == UpdateRule::kMomentum || rule == UpdateRule::kDcAsgdAdaptive;
+}
 /// Whether the rule reads the worker's backup copy w_bak.
-bool needs_backup(UpdateRule rule);
+RDMAPS_HOST_DEVICE constexpr bool needs_backup(UpdateRule rule) {
+  return rule == UpdateRule::kDcAsgdConstant || rule == UpdateRule::kDcAsgdAdaptive;
+}
 
 /// w <- rule(w, g, w_bak, state) over n floats.
 /// `w_bak` is read only by DC rules, `state` only by momentum and DC-ASGD-a.
