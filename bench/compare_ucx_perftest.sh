@@ -7,6 +7,9 @@
 #   bench/compare_ucx_perftest.sh BUILD_DIR TRANSPORT OP SIZES [REPS]
 #   e.g. bench/compare_ucx_perftest.sh build shm put 65536,1048576,16777216 3
 # OP: put (ucp_put_bw), am (ucp_am_bw), lat (8-byte ucp_put_lat vs put p50).
+# With two or more CPUs each tool's target side runs on CPU 0 and its
+# initiator on CPU 1 (taskset), so the scheduler cannot stack both on one
+# core mid-run; PIN=0 lets them float.
 set -euo pipefail
 build=${1:?build dir}; transport=${2:?tcp|shm}; op=${3:?put|am|lat}; sizes=${4:?sizes}; reps=${5:-3}
 perf="$build/bench/rdmaps-perf"
@@ -20,17 +23,28 @@ port=$((20000 + RANDOM % 20000))
 # Both tools on loopback only: UCX would otherwise add this host's other
 # interfaces as extra rails, which makes runs less comparable.
 export UCX_NET_DEVICES=${UCX_NET_DEVICES:-lo}
+target=(); initiator=()
+if [ "${PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ]; then target=(taskset -c 0); initiator=(taskset -c 1); fi
+pinning=$([ ${#target[@]} -gt 0 ] && echo "target on CPU 0, initiator on CPU 1" || echo "unpinned")
 
 ucx_run() {  # test size iters -> prints the "Final:" line's fields
-  UCX_TLS=$tls ucx_perftest -p "$port" -t "$1" -s "$2" -n "$3" >/dev/null 2>&1 &
+  UCX_TLS=$tls "${target[@]}" ucx_perftest -p "$port" -t "$1" -s "$2" -n "$3" >/dev/null 2>&1 &
   local srv=$!
   sleep 0.3
-  UCX_TLS=$tls ucx_perftest 127.0.0.1 -p "$port" -t "$1" -s "$2" -n "$3" 2>/dev/null | awk '/Final:/ {print $3, $7}'
+  UCX_TLS=$tls "${initiator[@]}" ucx_perftest 127.0.0.1 -p "$port" -t "$1" -s "$2" -n "$3" 2>/dev/null | awk '/Final:/ {print $3, $7}'
   wait $srv || true
+}
+ours_run() {  # op size iters -> one JSON row; the target side started here, like ucx_perftest's
+  local p=$((port + 1))
+  "${target[@]}" "$perf" transport --role server --listen "127.0.0.1:$p" --transport "$transport" >/dev/null &
+  local srv=$!
+  sleep 0.3
+  "${initiator[@]}" "$perf" transport --peer "127.0.0.1:$p" --transport "$transport" --op "$1" --sizes "$2" --iters "$3" --json
+  wait $srv
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-printf "# %s over %s, %s reps interleaved, medians; ucx_perftest MB/s = MiB/s (it divides by 2^20)\n" "$op" "$transport" "$reps"
+printf "# %s over %s, %s reps interleaved, %s, medians; ucx_perftest MB/s = MiB/s (it divides by 2^20)\n" "$op" "$transport" "$reps" "$pinning"
 if [ "$op" = lat ]; then
   printf "%10s %16s %16s %8s %8s %8s\n" bytes ucp_put_lat_us rdmaps_p50_us ratio min max
 else
@@ -44,11 +58,11 @@ for size in "${list[@]}"; do
   for ((r = 0; r < reps; r++)); do
     case $op in
       put) ucx+=("$(ucx_run ucp_put_bw "$size" "$iters" | awk '{print $2}')")
-           ours+=("$("$perf" transport --transport "$transport" --op put --sizes "$size" --iters "$iters" --json | sed 's/.*"bw_MiBps":\([0-9.e+]*\).*/\1/')") ;;
+           ours+=("$(ours_run put "$size" "$iters" | sed 's/.*"bw_MiBps":\([0-9.e+]*\).*/\1/')") ;;
       am)  ucx+=("$(ucx_run ucp_am_bw "$size" "$iters" | awk '{print $2}')")
-           ours+=("$("$perf" transport --transport "$transport" --op am --sizes "$size" --iters "$iters" --json | sed 's/.*"bw_MiBps":\([0-9.e+]*\).*/\1/')") ;;
+           ours+=("$(ours_run am "$size" "$iters" | sed 's/.*"bw_MiBps":\([0-9.e+]*\).*/\1/')") ;;
       lat) ucx+=("$(ucx_run ucp_put_lat "$size" "$iters" | awk '{print $1}')")
-           ours+=("$("$perf" transport --transport "$transport" --op put --sizes "$size" --iters "$iters" --json | sed 's/.*"lat_p50_us":\([0-9.e+]*\).*/\1/')") ;;
+           ours+=("$(ours_run put "$size" "$iters" | sed 's/.*"lat_p50_us":\([0-9.e+]*\).*/\1/')") ;;
     esac
   done
   u=$(printf '%s\n' "${ucx[@]}" | median); o=$(printf '%s\n' "${ours[@]}" | median)

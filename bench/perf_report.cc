@@ -19,14 +19,15 @@ Percentiles Percentiles::of(std::vector<double> samples) {
 
 void print_transport_header(const std::string& config_lines) {
   std::printf("%s", config_lines.c_str());
-  std::printf("%12s %10s %12s %12s %12s %10s %10s %10s %7s\n", "bytes", "iters", "MB/s", "MiB/s", "msg/s", "p50_us",
-              "p99_us", "max_us", "wrong");
+  std::printf("%12s %10s %7s %12s %12s %12s %10s %10s %10s %7s\n", "bytes", "iters", "window", "MB/s", "MiB/s", "msg/s",
+              "p50_us", "p99_us", "max_us", "wrong");
 }
 
 void print_transport_row(const TransportRow& r) {
-  std::printf("%12zu %10llu %12.1f %12.1f %12.0f %10.3f %10.3f %10.3f %7llu\n", r.bytes,
-              static_cast<unsigned long long>(r.iters), r.bw_MBps(), r.bw_MiBps(), r.msg_per_s(), r.lat_us.p50,
-              r.lat_us.p99, r.lat_us.max, static_cast<unsigned long long>(r.wrong));
+  std::printf("%12zu %10llu %7llu %12.1f %12.1f %12.0f %10.3f %10.3f %10.3f %7llu\n", r.bytes,
+              static_cast<unsigned long long>(r.iters), static_cast<unsigned long long>(r.window), r.bw_MBps(),
+              r.bw_MiBps(), r.msg_per_s(), r.lat_us.p50, r.lat_us.p99, r.lat_us.max,
+              static_cast<unsigned long long>(r.wrong));
   std::fflush(stdout);
 }
 
@@ -35,9 +36,9 @@ std::string transport_row_json(const TransportRow& r) {
   o.precision(6);
   o << "{\"bench\":\"transport\",\"op\":\"" << r.op << "\",\"transport\":\"" << r.transport
     << "\",\"rma_native\":" << (r.rma_native ? "true" : "false") << ",\"bytes\":" << r.bytes << ",\"iters\":" << r.iters
-    << ",\"seconds\":" << r.seconds << ",\"bw_MBps\":" << r.bw_MBps() << ",\"bw_MiBps\":" << r.bw_MiBps()
-    << ",\"msg_per_s\":" << r.msg_per_s() << ",\"lat_p50_us\":" << r.lat_us.p50 << ",\"lat_p99_us\":" << r.lat_us.p99
-    << ",\"lat_max_us\":" << r.lat_us.max << ",\"wrong\":" << r.wrong << "}";
+    << ",\"window\":" << r.window << ",\"seconds\":" << r.seconds << ",\"bw_MBps\":" << r.bw_MBps()
+    << ",\"bw_MiBps\":" << r.bw_MiBps() << ",\"msg_per_s\":" << r.msg_per_s() << ",\"lat_p50_us\":" << r.lat_us.p50
+    << ",\"lat_p99_us\":" << r.lat_us.p99 << ",\"lat_max_us\":" << r.lat_us.max << ",\"wrong\":" << r.wrong << "}";
   return o.str();
 }
 

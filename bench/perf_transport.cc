@@ -12,6 +12,7 @@
 
 #include "bench/perf_options.h"
 #include "bench/perf_report.h"
+#include "bench/sample_clock.h"
 #include "rdmaps/error.h"
 #include "src/tools/child_process.h"
 #include "transport/context.h"
@@ -120,7 +121,8 @@ int run_server(const Flags& flags) {
   uint64_t am_received = 0;
   std::vector<transport::Request> am_landing;
   ctx->set_am_handler(kAmId, [&](transport::AmMessage& m) {
-    am_landing.push_back(ctx->am_receive(m, *region, 0));
+    transport::Request landing = ctx->am_receive(m, *region, 0);
+    if (!landing.test()) am_landing.push_back(std::move(landing));  // eager data has already landed
     ++am_received;
   });
   auto* mem = static_cast<uint8_t*>(region->data());
@@ -150,9 +152,10 @@ int run_server(const Flags& flags) {
         size_t size = cmd.at(1);
         for (uint64_t i = 1; i <= cmd.at(2); ++i) {
           auto deadline = Clock::now() + kPhaseTimeout;
-          while (am_received < i) {
+          for (uint64_t spins = 0; am_received < i;) {
             ctx->progress();
-            if (Clock::now() > deadline) throw Error(Errc::kTimeout, "waiting for a ping active message");
+            if ((++spins & 0xffff) == 0 && Clock::now() > deadline)
+              throw Error(Errc::kTimeout, "waiting for a ping active message");
           }
           ep->am_send(kAmId, nullptr, 0, mem, size, region.get()).wait();
         }
@@ -190,6 +193,13 @@ uint64_t auto_iters(size_t size, const std::string& op, bool native) {
   return std::clamp<uint64_t>(budget / size, 8, 20000);
 }
 
+uint64_t auto_window(size_t size) {
+  // About 1 MiB in flight, 4 to 64 operations: more only pushes the in-flight
+  // buffers out of cache on both sides (tcp am, 256 KiB: 64 in flight ran at
+  // 0.9x of ucp_am_bw, 4 in flight at 1.4x; docs/benchmarks.md).
+  return std::clamp<uint64_t>((1u << 20) / size, 4, 64);
+}
+
 int run_client(const Flags& flags) {
   const std::string op = flags.str("op", "put");
   if (op != "put" && op != "get" && op != "am")
@@ -197,7 +207,9 @@ int run_client(const Flags& flags) {
   const std::vector<size_t> sizes =
       flags.sizes("sizes", {8, 64, 512, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20});
   const bool json = flags.has("json");
-  const uint64_t window = std::max<uint64_t>(1, flags.u64("window", 64));
+  const bool fixed_window = flags.has("window");
+  if (fixed_window && flags.u64("window", 0) == 0)
+    throw Error(Errc::kInvalidArgument, "--window 0: expected at least 1 operation in flight");
   const uint64_t seed = flags.u64("seed", std::random_device{}());
   const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
   // Started by another benchmark: rows go back through its pipe.
@@ -232,12 +244,14 @@ int run_client(const Flags& flags) {
   });
 
   if (!json && report_fd < 0) {
-    std::string config = "# rdmaps-perf transport: op " + op + ", peer " + peer + "\n# " + ctx->describe() +
-                         "\n# rma " + (ep->rma_native() ? "native" : "emulated in software") +
-                         "; lanes: " + ep->describe() + "\n# window " + std::to_string(window) +
-                         ", latency = half round trip (put, am) or one operation (get)\n";
+    std::string config =
+        "# rdmaps-perf transport: op " + op + ", peer " + peer + "\n# " + ctx->describe() + "\n# rma " +
+        (ep->rma_native() ? "native" : "emulated in software") + "; lanes: " + ep->describe() + "\n# window " +
+        (fixed_window ? std::to_string(flags.u64("window", 0)) : std::string("auto (~1 MiB in flight)")) +
+        ", latency = half round trip (put, am) or one operation (get)\n";
     print_transport_header(config);
   }
+  const SampleClock sample_clock;
   int failures = 0;
   for (size_t size : sizes) {
     TransportRow row;
@@ -246,6 +260,8 @@ int run_client(const Flags& flags) {
     row.rma_native = ep->rma_native();
     row.bytes = size;
     row.iters = flags.u64("iters", auto_iters(size, op, ep->rma_native()));
+    row.window = fixed_window ? flags.u64("window", 0) : auto_window(size);
+    const uint64_t window = row.window;
     const uint64_t warmup = std::max<uint64_t>(2, row.iters / 10);
     const uint64_t lat_iters = std::min<uint64_t>(row.iters, 2000);
 
@@ -259,8 +275,10 @@ int run_client(const Flags& flags) {
     pongs = 0;
     if (op == "put") send_words(*ep, {kPutPingPong, size, warmup + lat_iters});
     if (op == "am") send_words(*ep, {kAmPingPong, size, warmup + lat_iters});
+    // One clock read per iteration, each sample running from the previous read
+    // to this one (ucx_perftest's method).
+    uint64_t previous = sample_clock.now();
     for (uint64_t i = 1; i <= warmup + lat_iters; ++i) {
-      auto t0 = Clock::now();
       if (op == "put") {
         buf[size - 1] = tag(i);
         ep->put(buf, size, *remote, 0, src.get()).wait();
@@ -273,8 +291,13 @@ int run_client(const Flags& flags) {
         for (auto& r : pong_landing) r.wait();
         pong_landing.clear();
       }
-      double us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count();
-      if (i > warmup) samples.push_back(op == "get" ? us : us / 2);
+      const uint64_t now = sample_clock.now();
+      // A counter that went backwards (moved to a CPU whose TSC lags) gives no sample.
+      if (i > warmup && now >= previous) {
+        const double us = sample_clock.to_us(now - previous);
+        samples.push_back(op == "get" ? us : us / 2);
+      }
+      previous = now;
     }
     if (op != "get") recv_words(*ep, kPhaseTimeout);
     row.lat_us = Percentiles::of(std::move(samples));
@@ -343,7 +366,8 @@ void perf_transport_usage() {
       "  --op put|get|am            operation to measure (put)\n"
       "  --sizes LIST               message sizes, e.g. 8,64K,1M (8 B .. 64 MiB)\n"
       "  --iters N                  timed iterations per size (auto: ~256 MiB per size)\n"
-      "  --window N                 operations in flight in the bandwidth phase (64)\n"
+      "  --window N                 operations in flight in the bandwidth phase\n"
+      "                             (auto: ~1 MiB in flight, 4 to 64 operations)\n"
       "  --wait event|busy          idle waits block on the UCX event fd, or spin (event)\n"
       "  --peer-failure on|off      UCX peer-failure handling (off; on costs tcp its RMA lanes)\n"
       "  --json                     one JSON object per size instead of the table\n"

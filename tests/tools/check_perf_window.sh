@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# rdmaps-perf transport, tcp active messages: every byte lands with the auto
+# window (about 1 MiB in flight, 4 to 64 operations) and with a fixed one, the
+# JSON rows report the window used, and --window 0 is refused naming the flag.
+set -euo pipefail
+perf=${1:?rdmaps-perf path}
+fail() { echo "check_perf_window: FAIL: $*" >&2; exit 1; }
+run() { "$perf" transport --transport tcp --op am --iters 20 --json "$@"; }
+rows=$(run --sizes 4K,64K,1M)
+/usr/bin/python3 - "$rows" <<'PY' || fail "auto window rows: $rows"
+import json, sys
+rows = [json.loads(line) for line in sys.argv[1].splitlines()]
+assert [r["bytes"] for r in rows] == [4096, 65536, 1048576], rows
+assert [r["window"] for r in rows] == [64, 16, 4], rows
+assert all(r["wrong"] == 0 and r["bw_MiBps"] > 0 for r in rows), rows
+PY
+rows=$(run --sizes 256K --window 3)
+/usr/bin/python3 - "$rows" <<'PY' || fail "fixed window row: $rows"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["window"] == 3 and r["wrong"] == 0 and r["iters"] == 20, r
+PY
+err=$(mktemp)
+trap 'rm -f "$err"' EXIT
+if "$perf" transport --window 0 --sizes 8 2>"$err"; then fail "--window 0 was accepted"; fi
+grep -q -- "--window 0: expected at least 1" "$err" || fail "--window 0 message: $(cat "$err")"
+echo "check_perf_window: ok"
