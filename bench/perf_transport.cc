@@ -70,15 +70,22 @@ std::vector<uint64_t> recv_words(transport::Endpoint& ep, std::chrono::milliseco
   return words;
 }
 
-// Spins on a byte another process writes; progresses for emulated transports.
-void wait_byte(transport::Context& ctx, const volatile uint8_t* byte, uint8_t value, const char* what) {
+// Progresses until done() holds; the clock is read only every 64 Ki spins,
+// so it stays off the latency path.
+template <typename Done>
+void progress_until(transport::Context& ctx, Done done, const char* what) {
   auto deadline = Clock::now() + kPhaseTimeout;
-  uint64_t spins = 0;
-  while (*byte != value) {
+  for (uint64_t spins = 0; !done();) {
     ctx.progress();
     if ((++spins & 0xffff) == 0 && Clock::now() > deadline)
       throw Error(Errc::kTimeout, std::string("waiting for ") + what + ": no data within 600 s");
   }
+}
+
+// Spins on a byte another process writes; progresses for emulated transports.
+void wait_byte(transport::Context& ctx, const volatile uint8_t* byte, uint8_t value, const char* what) {
+  progress_until(
+      ctx, [&] { return *byte == value; }, what);
 }
 
 transport::ContextOptions context_options(const Flags& flags) {
@@ -151,12 +158,8 @@ int run_server(const Flags& flags) {
       case kAmPingPong: {
         size_t size = cmd.at(1);
         for (uint64_t i = 1; i <= cmd.at(2); ++i) {
-          auto deadline = Clock::now() + kPhaseTimeout;
-          for (uint64_t spins = 0; am_received < i;) {
-            ctx->progress();
-            if ((++spins & 0xffff) == 0 && Clock::now() > deadline)
-              throw Error(Errc::kTimeout, "waiting for a ping active message");
-          }
+          progress_until(
+              *ctx, [&] { return am_received >= i; }, "a ping active message");
           ep->am_send(kAmId, nullptr, 0, mem, size, region.get()).wait();
         }
         send_words(*ep, {0});
@@ -207,8 +210,8 @@ int run_client(const Flags& flags) {
   const std::vector<size_t> sizes =
       flags.sizes("sizes", {8, 64, 512, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20});
   const bool json = flags.has("json");
-  const bool fixed_window = flags.has("window");
-  if (fixed_window && flags.u64("window", 0) == 0)
+  const uint64_t fixed_window = flags.u64("window", 0);  // 0: auto, per size
+  if (flags.has("window") && fixed_window == 0)
     throw Error(Errc::kInvalidArgument, "--window 0: expected at least 1 operation in flight");
   const uint64_t seed = flags.u64("seed", std::random_device{}());
   const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
@@ -244,11 +247,11 @@ int run_client(const Flags& flags) {
   });
 
   if (!json && report_fd < 0) {
-    std::string config =
-        "# rdmaps-perf transport: op " + op + ", peer " + peer + "\n# " + ctx->describe() + "\n# rma " +
-        (ep->rma_native() ? "native" : "emulated in software") + "; lanes: " + ep->describe() + "\n# window " +
-        (fixed_window ? std::to_string(flags.u64("window", 0)) : std::string("auto (~1 MiB in flight)")) +
-        ", latency = half round trip (put, am) or one operation (get)\n";
+    std::string config = "# rdmaps-perf transport: op " + op + ", peer " + peer + "\n# " + ctx->describe() +
+                         "\n# rma " + (ep->rma_native() ? "native" : "emulated in software") +
+                         "; lanes: " + ep->describe() + "\n# window " +
+                         (fixed_window ? std::to_string(fixed_window) : std::string("auto (~1 MiB in flight)")) +
+                         ", latency = half round trip (put, am) or one operation (get)\n";
     print_transport_header(config);
   }
   const SampleClock sample_clock;
@@ -260,7 +263,7 @@ int run_client(const Flags& flags) {
     row.rma_native = ep->rma_native();
     row.bytes = size;
     row.iters = flags.u64("iters", auto_iters(size, op, ep->rma_native()));
-    row.window = fixed_window ? flags.u64("window", 0) : auto_window(size);
+    row.window = fixed_window ? fixed_window : auto_window(size);
     const uint64_t window = row.window;
     const uint64_t warmup = std::max<uint64_t>(2, row.iters / 10);
     const uint64_t lat_iters = std::min<uint64_t>(row.iters, 2000);
@@ -287,7 +290,8 @@ int run_client(const Flags& flags) {
         ep->get(buf, size, *remote, 0, src.get()).wait();
       } else {
         ep->am_send(kAmId, nullptr, 0, buf, size, src.get()).wait();
-        while (pongs < i) ctx->progress();
+        progress_until(
+            *ctx, [&] { return pongs >= i; }, "a pong active message");
         for (auto& r : pong_landing) r.wait();
         pong_landing.clear();
       }
