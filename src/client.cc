@@ -15,6 +15,7 @@
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "transport/context.h"
+#include "transport/idle_backoff.h"
 
 namespace rdmaps {
 
@@ -85,7 +86,7 @@ class ClientImpl {
   GpuTransfer& gpu();
   void connect_one(uint32_t index);
   void on_write_back(transport::AmMessage& m);
-  void progress();
+  bool progress();  // true if anything moved
   /// Posts one inbox message; returns the requests that keep its buffers busy.
   uint64_t post(ServerLink& link, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset, uint32_t length,
                 const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0);
@@ -215,23 +216,26 @@ void ClientImpl::on_write_back(transport::AmMessage& m) {
 
 // Progress, and publish a mailbox that arrived by active message once every
 // payload sent before it has landed.
-void ClientImpl::progress() {
-  context_->progress();
+bool ClientImpl::progress() {
+  bool moved = context_->progress() != 0;
   for (auto& link : links_) {
     if (!link.pending_mailbox) continue;
     std::erase_if(link.landings, [](transport::Request& r) { return r.test(); });
     if (!link.landings.empty()) continue;
     std::memcpy(link.receive->data(), &*link.pending_mailbox, sizeof(Mailbox));
     link.pending_mailbox.reset();
+    moved = true;
   }
+  return moved;
 }
 
 template <typename Done>
 void ClientImpl::wait(Done&& done, const std::string& what) {
   auto deadline = Clock::now() + options_.timeout;
   uint32_t spins = 0;
+  transport::IdleBackoff idle;  // a long wait (SSP's clock bound) must not take the core of whom it waits for
   while (!done()) {
-    progress();
+    idle.pause(progress());
     if ((++spins & 0x3ff) == 0) {
       if (Clock::now() > deadline)
         throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +

@@ -19,6 +19,7 @@
 #include "src/protocol.h"
 #include "src/update_rules.h"
 #include "transport/context.h"
+#include "transport/idle_backoff.h"
 
 namespace rdmaps {
 
@@ -610,7 +611,9 @@ void ServerImpl::report(Clock::time_point now) {
 }
 
 void ServerImpl::run() {
-  auto last_activity = Clock::now();
+  // Poll while busy; when idle, sleep in short steps: one-sided doorbells
+  // raise no event, so the wait must stay short (see docs/protocol.md).
+  transport::IdleBackoff idle({.spin = 50us, .yield = 0us, .sleep = 20us, .max_sleep = 20us});
   uint32_t iteration = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = context_->progress() != 0;
@@ -618,17 +621,13 @@ void ServerImpl::run() {
     if (partition_)
       for (auto& w : workers_)
         if (w.live) busy |= poll_inbox(w);
-    auto now = Clock::now();
-    if (busy) last_activity = now;
     if ((++iteration & 0xff) == 0 || !busy) {
       if (listener_->has_pending()) accept_worker();
       check_liveness();
-      report(now);
+      report(Clock::now());
       if (options_.exit_when_done && all_done()) break;
     }
-    // Poll while busy; when idle, sleep in short steps: one-sided doorbells
-    // raise no event, so the wait must stay short (see docs/protocol.md).
-    if (!busy && now - last_activity > 50us) std::this_thread::sleep_for(20us);
+    idle.pause(busy);
   }
 }
 

@@ -2,6 +2,7 @@
 // gradient, no torn shard, across several worker processes and servers.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -89,6 +90,54 @@ RDMAPS_TEST_PEER(ssp_worker) {
       }
   }
   return std::min(violations, 100);
+}
+
+// Where processes outnumber cores, a worker held at the clock bound must not
+// spin on the core its straggler needs: its thread's CPU time over a 1.5 s
+// wait stays a small fraction of the wait.
+TEST_P(PsConsistencyTest, AWorkerHeldAtTheBoundLeavesTheCpuToOthers) {
+  Config c = config();
+  c.staleness = 0;
+  c.shard_floats = 1024;
+  ServerGroup servers(1, 2, c);
+  std::vector<PeerProcess> workers;
+  for (uint32_t w = 0; w < 2; ++w)
+    workers.emplace_back("held_worker", GetParam(), 0, w,
+                         std::vector<std::string>{servers.addresses(), std::to_string(w)});
+  for (auto& w : workers) EXPECT_EQ(w.wait(120s), 0) << "the held worker burnt its core while waiting (see stderr)";
+}
+
+RDMAPS_TEST_PEER(held_worker) {
+  Config c;
+  c.staleness = 0;
+  c.shard_floats = 1024;
+  ClientOptions o = worker_options(args, c);
+  Client client(o);
+  client.declare("w", 3000);
+  client.connect();
+  std::vector<float> g(3000, 0.001f);
+  client.push("w", g);
+  client.clock();  // both connected and past their first clock
+  if (o.worker == 1) {
+    std::this_thread::sleep_for(1500ms);  // the straggler
+    client.push("w", g);
+    client.clock();
+    return 0;
+  }
+  auto cpu_now = [] {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+  };
+  client.push("w", g);
+  const double cpu0 = cpu_now();
+  const auto wall0 = std::chrono::steady_clock::now();
+  client.clock();  // held until worker 1 reaches clock 2
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  const double cpu = cpu_now() - cpu0;
+  std::fprintf(stderr, "held worker: waited %.3f s at the bound, used %.3f s of CPU\n", wall, cpu);
+  if (wall < 1.0) return 2;  // not held: the test proves nothing
+  return cpu < 0.25 * wall ? 0 : 1;
 }
 
 // lr 1 and gradient -1 everywhere: each parameter counts the pushes applied

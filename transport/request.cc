@@ -1,6 +1,7 @@
 #include "transport/request.h"
 
 #include "transport/endpoint.h"
+#include "transport/idle_backoff.h"
 
 namespace rdmaps::transport {
 
@@ -39,14 +40,16 @@ bool Request::test() {
 }
 
 void Request::wait() {
-  while (!test()) engine_->progress();
+  IdleBackoff idle;
+  while (!test()) idle.pause(engine_->progress() != 0);
 }
 
 void Request::wait_for(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   uint32_t spins = 0;
+  IdleBackoff idle;
   while (!test()) {
-    engine_->progress();
+    idle.pause(engine_->progress() != 0);
     if ((++spins & 0x3ff) == 0 && std::chrono::steady_clock::now() > deadline) {
       std::string who = peer_ ? " with peer " + peer_->peer_name() : "";
       throw Error(Errc::kTimeout, std::string(op_) + who + " not complete after " + std::to_string(timeout.count()) +

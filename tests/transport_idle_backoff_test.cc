@@ -1,0 +1,56 @@
+// The polling loops' back-off: spin first, back off only after the idle
+// time the policy names, and spin again as soon as work arrives.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "transport/idle_backoff.h"
+
+namespace rdmaps::transport {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// Polls an idle loop until it backs off; returns how long that took.
+Clock::duration idle_until_backing_off(IdleBackoff& idle) {
+  const auto start = Clock::now();
+  while (!idle.backing_off() && Clock::now() - start < 5s) idle.pause(false);
+  return Clock::now() - start;
+}
+
+TEST(IdleBackoff, SpinsForThePolicysIdleTimeThenBacksOff) {
+  IdleBackoff idle({.spin = 2ms, .yield = 1ms, .sleep = 20us});
+  const auto took = idle_until_backing_off(idle);
+  EXPECT_TRUE(idle.backing_off()) << "an idle loop never backed off";
+  EXPECT_GE(took, 2ms) << "backed off before the spin time was over";
+}
+
+TEST(IdleBackoff, WorkResetsIt) {
+  IdleBackoff idle({.spin = 100us, .yield = 0us, .sleep = 20us});
+  idle_until_backing_off(idle);
+  ASSERT_TRUE(idle.backing_off());
+  idle.pause(true);
+  EXPECT_FALSE(idle.backing_off()) << "work arrived but the loop kept backing off";
+  // A loop that finds work every other round never backs off.
+  const auto start = Clock::now();
+  for (int i = 0; Clock::now() - start < 5ms; ++i) idle.pause(i % 2 == 0);
+  EXPECT_FALSE(idle.backing_off());
+}
+
+TEST(IdleBackoff, SleepsOnceIdleLongerThanSpinAndYieldAndLongerTheLongerItWaits) {
+  IdleBackoff idle({.spin = 100us, .yield = 100us, .sleep = 1ms, .max_sleep = 3ms});
+  auto round = [&] {
+    const auto before = Clock::now();
+    idle.pause(false);
+    return Clock::now() - before;
+  };
+  const auto start = Clock::now();
+  while (Clock::now() - start < 1ms) idle.pause(false);
+  EXPECT_GE(round(), 1ms) << "past spin + yield, a round should sleep at least the policy's step";
+  while (Clock::now() - start < 80ms) idle.pause(false);  // 1/16 of 80 ms is past the 3 ms cap
+  EXPECT_GE(round(), 3ms) << "a long-idle loop should sleep longer steps";
+}
+
+}  // namespace
+}  // namespace rdmaps::transport

@@ -1,0 +1,64 @@
+#pragma once
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <thread>
+
+namespace rdmaps::transport {
+
+/// How a polling loop waits once nothing arrives. One-sided writes raise no
+/// event, so waits must poll; but a poller that spins for milliseconds takes
+/// the core from the process it waits for wherever processes outnumber cores
+/// (a node running several ranks, the local runs on a laptop or CI box).
+struct IdlePolicy {
+  std::chrono::microseconds spin{50};        ///< idle this long: keep spinning (lowest latency)
+  std::chrono::microseconds yield{950};      ///< then this long: sched_yield() between polls
+  std::chrono::microseconds sleep{20};       ///< after that: sleep between polls, at least this long,
+  std::chrono::microseconds max_sleep{500};  ///< growing with the idle time (1/16 of it) up to this
+};
+
+/// Call `pause(found_work)` once per polling round. Busy rounds and the first
+/// `spin` of idleness cost no clock read per round (one every 64 idle rounds).
+class IdleBackoff {
+ public:
+  explicit IdleBackoff(IdlePolicy policy = {}) : policy_(policy) {}
+
+  void pause(bool found_work) {
+    if (found_work) {
+      idle_rounds_ = 0;
+      backing_off_ = false;
+      return;
+    }
+    if (idle_rounds_++ % 64 != 0 && !backing_off_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (idle_rounds_ == 1) {
+      idle_since_ = now;
+      return;
+    }
+    const auto idle = now - idle_since_;
+    if (idle < policy_.spin) return;
+    backing_off_ = true;
+    if (idle < policy_.spin + policy_.yield) {
+      sched_yield();
+      return;
+    }
+    // Waking costs a few microseconds of CPU: a long wait wakes less often,
+    // adding at most 1/16 of the time already waited.
+    const auto step = std::chrono::duration_cast<std::chrono::microseconds>(idle / 16);
+    std::this_thread::sleep_for(std::clamp(step, policy_.sleep, std::max(policy_.sleep, policy_.max_sleep)));
+  }
+
+  /// True once the loop yields or sleeps between polls (for tests and stats).
+  bool backing_off() const { return backing_off_; }
+
+ private:
+  IdlePolicy policy_;
+  uint64_t idle_rounds_ = 0;
+  bool backing_off_ = false;
+  std::chrono::steady_clock::time_point idle_since_{};
+};
+
+}  // namespace rdmaps::transport
