@@ -233,7 +233,7 @@ template <typename Done>
 void ClientImpl::wait(Done&& done, const std::string& what) {
   auto deadline = Clock::now() + options_.timeout;
   uint32_t spins = 0;
-  transport::IdleBackoff idle;  // a long wait (SSP's clock bound) must not take the core of whom it waits for
+  transport::IdleBackoff idle;  // a long wait (the clock bound) must not take the core of the one it waits for
   while (!done()) {
     idle.pause(progress());
     if ((++spins & 0x3ff) == 0) {
