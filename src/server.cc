@@ -69,6 +69,7 @@ struct WorkerState {
   std::unique_ptr<transport::Region> outbox;  // mailbox + versions staged for puts
   std::unique_ptr<transport::RemoteRegion> receive;
   bool use_am = false;
+  bool departed = false;  // its connection closed: take in what it sent, send it nothing
   uint64_t expected_seq = 1;
   uint64_t clock = 0;
   Mailbox mailbox{};
@@ -125,6 +126,7 @@ class ServerImpl {
   void set_table(const std::vector<TensorDecl>& tensors);
   // Data path.
   bool poll_inbox(WorkerState& w);
+  void take_in_last_messages(WorkerState& w);
   bool complete_am_landings();
   void on_push_am(transport::AmMessage& m);
   void handle(WorkerState& w, const SlotHeader& h, const float* payload);
@@ -281,6 +283,7 @@ void ServerImpl::accept_worker() {
   }
   PushPath path = static_cast<PushPath>(hello.push_path);
   w.use_am = path == PushPath::kAm || (path == PushPath::kAuto && !ep->rma_native());
+  w.departed = false;
   w.expected_seq = 1;
   // A rejoining worker starts at the slowest live clock so it holds nobody back.
   w.clock = w.connected_once ? min_clock_ : 0;
@@ -420,6 +423,7 @@ void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, size_t local, c
 // against), then put them from there: one copy serves both, and it does not
 // change while in flight. Data, then fence, then the mailbox.
 void ServerImpl::write_back(WorkerState& w, const SlotHeader& h) {
+  if (w.departed) return;  // nobody left to read it
   try {
     write_back_to(w, h);
   } catch (const Error& e) {
@@ -466,7 +470,7 @@ void ServerImpl::write_back_to(WorkerState& w, const SlotHeader& h) {
 }
 
 void ServerImpl::send_mailbox(WorkerState& w) {
-  if (!w.live) return;
+  if (!w.live || w.departed) return;
   try {
     w.mailbox_request.wait_for(kIoTimeout);  // its staging area is reused below
     if (w.use_am) {
@@ -557,6 +561,7 @@ void ServerImpl::drop(WorkerState& w, const char* why) {
   if (!w.live && !w.ep) return;
   if (why && (options_.log_connections || std::strcmp(why, "left") != 0))
     std::fprintf(stderr, "rdmaps-server: %s %s\n", w.name.c_str(), why);
+  if (why) with_stats([&](ServerStats& s) { ++(std::strcmp(why, "left") == 0 ? s.workers_left : s.workers_lost); });
   w.live = false;
   for (auto& r : w.writeback_requests) r = transport::Request();
   w.writeback_requests.clear();
@@ -573,10 +578,30 @@ void ServerImpl::drop(WorkerState& w, const char* why) {
 }
 
 void ServerImpl::check_liveness() {
-  for (auto& w : workers_)
-    if (w.live && (w.ep->peer_closed() || w.ep->failed())) drop(w, "died (connection closed); dropped from the clock");
+  for (auto& w : workers_) {
+    if (!w.live || !(w.ep->peer_closed() || w.ep->failed())) continue;
+    take_in_last_messages(w);  // a clean leave ends with a Bye there
+    if (w.live) drop(w, "died (connection closed); dropped from the clock");
+  }
   auto now = Clock::now();
   std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
+}
+
+// A worker's socket can close while its last messages (pushes, its clock, a
+// Bye) wait in its inbox or in UCX: the server may have polled that inbox
+// just before they landed. Take them in before judging the worker dead, so
+// nothing it completed is lost and a clean leave is not reported as a death.
+void ServerImpl::take_in_last_messages(WorkerState& w) {
+  w.departed = true;
+  const auto deadline = Clock::now() + 100ms;
+  for (int quiet = 0; w.live && quiet < 16 && Clock::now() < deadline;) {
+    context_->progress();
+    complete_am_landings();
+    if (poll_inbox(w))
+      quiet = 0;
+    else if (std::none_of(landings_.begin(), landings_.end(), [&](const Landing& l) { return l.worker == w.id; }))
+      ++quiet;
+  }
 }
 
 bool ServerImpl::all_done() const {
