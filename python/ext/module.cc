@@ -102,6 +102,8 @@ py::dict server_stats_dict(const ServerStats& s) {
   d["rejected"] = s.rejected;
   d["dropped"] = s.dropped;
   d["min_clock"] = s.min_clock;
+  d["workers_left"] = s.workers_left;
+  d["workers_lost"] = s.workers_lost;
   d["applied_per_worker"] = s.applied_per_worker;
   d["rejected_per_worker"] = s.rejected_per_worker;
   d["staleness_p50"] = s.staleness_quantile(0.5);

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import unittest
 
 import numpy as np
@@ -59,6 +60,14 @@ class ModuleTest(unittest.TestCase):
         self.assertEqual(stats["pushes"], 3)  # one per shard
         self.assertEqual(self.worker.clock_value, 1)
         self.assertEqual(self.served.server.stats()["pushes"], 3)
+        # Closing says goodbye: the server counts a leave, not a loss.
+        self.worker.close()
+        for _ in range(500):
+            if self.served.server.stats()["workers_left"]:
+                break
+            time.sleep(0.01)
+        ended = self.served.server.stats()
+        self.assertEqual((ended["workers_left"], ended["workers_lost"]), (1, 0))
 
     def test_wrong_dtype_is_a_type_error_naming_the_tensor(self):
         with self.assertRaisesRegex(TypeError, r"push\('w'\): needs float32 data, got buffer format 'd'"):
