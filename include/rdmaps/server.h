@@ -34,8 +34,8 @@ struct ServerStats {
   uint64_t rejected = 0;  ///< malformed or out-of-order messages
   uint64_t dropped = 0;   ///< gradients dropped by the staleness policy
   uint64_t min_clock = 0;
-  uint64_t workers_left = 0;  ///< connections that ended with the worker's goodbye
-  uint64_t workers_lost = 0;  ///< connections that closed or failed without one
+  uint64_t workers_left = 0;                  ///< connections that ended with the worker's goodbye
+  uint64_t workers_lost = 0;                  ///< connections that closed or failed without one
   std::vector<uint64_t> applied_per_worker;   ///< pushes applied, by worker id
   std::vector<uint64_t> rejected_per_worker;  ///< rejections, by worker id
   std::vector<uint64_t> staleness;            ///< histogram of tau; last bucket counts tau >= size-1
