@@ -171,5 +171,50 @@ TEST(Straggler, TheStragglingWorkerReallyRunsSlower) {
                                     << wall[0] << " s)";
 }
 
+// --straggler random:F: every worker straggles, each step with the given
+// chance, drawn from its own seeded stream (so runs repeat).
+TEST(Straggler, ARandomStragglerSlowsAboutTheGivenShareOfSteps) {
+  TrainTest data;
+  for (Dataset* d : {&data.train, &data.test}) {
+    d->count = d == &data.train ? 2048 : 64;
+    d->rows = d->cols = 28;
+    d->images.assign(d->count * d->pixels(), 0.5f);
+    d->labels.assign(d->count, 3);
+  }
+  Config c;
+  c.transport = "shm";
+  c.staleness = kInfiniteStaleness;
+  test::ServerGroup servers(1, 2, c);
+  uint64_t steps[2] = {0, 0}, straggled[2] = {0, 0};
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < 2; ++w)
+    threads.emplace_back([&, w] {
+      ClientOptions co;
+      co.servers = {servers.addresses()};
+      co.worker = w;
+      co.config = c;
+      WorkerOptions wo;
+      wo.worker = w;
+      wo.workers = 2;
+      wo.epochs = 4;
+      wo.straggle = 1.5;
+      wo.straggle_chance = 0.25;
+      run_worker(co, wo, data, [&](const std::string& line) {
+        if (line.rfind("done", 0) != 0) return;
+        std::istringstream in(line.substr(5));
+        uint64_t skip;
+        double seconds;
+        in >> steps[w] >> skip >> skip >> skip >> skip >> seconds >> straggled[w];
+      });
+    });
+  for (auto& t : threads) t.join();
+  for (uint32_t w = 0; w < 2; ++w) {
+    ASSERT_EQ(steps[w], 64u) << "worker " << w;
+    // 64 draws at 1/4: 16 expected; 5..27 is more than 3.5 standard deviations either side.
+    EXPECT_GE(straggled[w], 5u) << "worker " << w << " hardly ever straggled";
+    EXPECT_LE(straggled[w], 27u) << "worker " << w << " straggled far more often than 1 step in 4";
+  }
+}
+
 }  // namespace
 }  // namespace rdmaps::train

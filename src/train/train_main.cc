@@ -42,6 +42,7 @@ struct Options {
   // cosine lifts the default run by about 0.4 points (measured there too).
   std::string schedule = "constant";  ///< learning rate over the run: constant or cosine
   int straggler = -1;
+  bool straggler_random = false;  ///< --straggler random:F: each step, each worker with chance 1/workers
   double straggle_factor = 1.0;
   uint64_t seed = 42;
   bool json = false, compare = false;
@@ -87,6 +88,7 @@ void usage() {
       "  --schedule constant|cosine         learning rate over the run; cosine decays lr to 5 %% (constant)\n"
       "  --epochs E --batch B      (15, 64)\n"
       "  --straggler K:FACTOR      worker K sleeps so that it runs FACTOR times slower\n"
+      "  --straggler random:FACTOR each step, each worker is that slow with chance 1/workers\n"
       "  --data DIR                IDX files (%s)\n"
       "  --out DIR                 where metrics.csv, accuracy.png, summary.json go (rdmaps-train-out)\n"
       "  --json                    print the summary as one JSON object\n"
@@ -169,8 +171,9 @@ Options parse(int argc, char** argv) {
     else if (flag == "--straggler") {
       std::string v = value();
       auto colon = v.find(':');
-      if (colon == std::string::npos) bad_flag(flag, "'" + v + "' is not K:FACTOR (e.g. 0:4)");
-      o.straggler = static_cast<int>(to_u64(flag, v.substr(0, colon)));
+      if (colon == std::string::npos) bad_flag(flag, "'" + v + "' is not K:FACTOR or random:FACTOR (e.g. 0:4)");
+      o.straggler_random = v.substr(0, colon) == "random";
+      o.straggler = o.straggler_random ? -1 : static_cast<int>(to_u64(flag, v.substr(0, colon)));
       o.straggle_factor = to_double(flag, v.substr(colon + 1));
       if (o.straggle_factor < 1.0) bad_flag(flag, "FACTOR must be at least 1");
     } else {
@@ -289,7 +292,8 @@ int run_worker_role(const Options& o) {
   wo.batch = o.batch;
   wo.seed = o.seed;
   wo.evaluate = o.worker == 0;
-  wo.straggle = static_cast<int>(o.worker) == o.straggler ? o.straggle_factor : 1.0;
+  wo.straggle = o.straggler_random || static_cast<int>(o.worker) == o.straggler ? o.straggle_factor : 1.0;
+  wo.straggle_chance = o.straggler_random ? 1.0 / o.workers : 1.0;
   wo.train_limit = o.train_limit;
   wo.test_limit = o.test_limit;
   wo.lr = o.lr;
@@ -359,6 +363,7 @@ struct RunResult {
   double seconds = 0, final_accuracy = 0;
   std::optional<double> time_to_85;
   uint64_t updates = 0, pushed = 0, pulled = 0, pulls = 0, skipped = 0;
+  uint64_t straggled = 0;  ///< steps after which a worker slept (--straggler)
   double tau_p50 = 0;
   uint64_t tau_max = 0, dropped = 0;
   std::vector<Point> curve;
@@ -395,8 +400,10 @@ RunResult run_local(const Options& o, bool progress) {
   for (uint32_t w = 0; w < o.workers; ++w) {
     auto args = passthrough(o);
     args.insert(args.end(), {"--role", "worker", "--worker", std::to_string(w), "--servers-list", list});
-    if (o.straggler >= 0)
-      args.insert(args.end(), {"--straggler", std::to_string(o.straggler) + ":" + std::to_string(o.straggle_factor)});
+    if (o.straggler >= 0 || o.straggler_random)
+      args.insert(args.end(),
+                  {"--straggler", (o.straggler_random ? std::string("random") : std::to_string(o.straggler)) + ":" +
+                                      std::to_string(o.straggle_factor)});
     workers.push_back(spawn(args, "worker " + std::to_string(w)));
   }
   std::vector<ChildProcess*> all;
@@ -444,14 +451,15 @@ RunResult run_local(const Options& o, bool progress) {
           if (!r.time_to_85 && p.accuracy >= 0.85) r.time_to_85 = p.seconds;
           r.curve.push_back(p);
         } else if (kind == "done") {
-          uint64_t steps, bytes_in, bytes_out, pulls, skipped;
+          uint64_t steps, bytes_in, bytes_out, pulls, skipped, straggled = 0;
           double compute;
-          in >> steps >> bytes_in >> bytes_out >> pulls >> skipped >> compute;
+          in >> steps >> bytes_in >> bytes_out >> pulls >> skipped >> compute >> straggled;
           r.updates += steps;
           r.pushed += bytes_in;
           r.pulled += bytes_out;
           r.pulls += pulls;
           r.skipped += skipped;
+          r.straggled += straggled;
           ++finished;
         }
       }
@@ -516,7 +524,7 @@ std::string json_of(const RunResult& r) {
     j << "null";
   j << ",\"updates\":" << r.updates << ",\"bytes_pushed\":" << r.pushed << ",\"bytes_pulled\":" << r.pulled
     << ",\"pulls\":" << r.pulls << ",\"pulls_skipped\":" << r.skipped << ",\"staleness_p50\":" << r.tau_p50
-    << ",\"staleness_max\":" << r.tau_max << "}";
+    << ",\"staleness_max\":" << r.tau_max << ",\"straggled_steps\":" << r.straggled << "}";
   return j.str();
 }
 

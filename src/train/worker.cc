@@ -40,6 +40,10 @@ void run_worker(const ClientOptions& client_options, const WorkerOptions& o, con
   std::vector<float> x(size_t{o.batch} * Mlp::kIn);
   std::vector<uint8_t> y(o.batch);
   std::mt19937_64 rng(o.seed * 7919 + o.worker);
+  // Its own stream, so straggling does not change which examples a worker sees.
+  std::mt19937_64 straggle_rng(o.seed * 104729 + o.worker);
+  std::bernoulli_distribution straggles(std::clamp(o.straggle_chance, 0.0, 1.0));
+  uint64_t straggled = 0;
   const size_t steps_per_epoch = mine.size() / o.batch;
   const size_t eval_every = std::max<size_t>(1, steps_per_epoch / std::max(1u, o.evals_per_epoch));
   double compute_s = 0;
@@ -85,7 +89,10 @@ void run_worker(const ClientOptions& client_options, const WorkerOptions& o, con
       client.push("mlp", grad);
       client.clock();
       ++step;
-      if (o.straggle > 1.0) std::this_thread::sleep_for(std::chrono::duration<double>((o.straggle - 1.0) * dt));
+      if (o.straggle > 1.0 && straggles(straggle_rng)) {
+        ++straggled;
+        std::this_thread::sleep_for(std::chrono::duration<double>((o.straggle - 1.0) * dt));
+      }
       if ((b + 1) % 50 == 0) {
         auto stats = client.stats();
         char line[160];
@@ -100,9 +107,10 @@ void run_worker(const ClientOptions& client_options, const WorkerOptions& o, con
   }
   auto s = client.stats();
   char line[256];
-  std::snprintf(line, sizeof(line), "done %llu %llu %llu %llu %llu %.4f", static_cast<unsigned long long>(step),
+  std::snprintf(line, sizeof(line), "done %llu %llu %llu %llu %llu %.4f %llu", static_cast<unsigned long long>(step),
                 static_cast<unsigned long long>(s.push_bytes), static_cast<unsigned long long>(s.pull_bytes),
-                static_cast<unsigned long long>(s.pulls), static_cast<unsigned long long>(s.pulls_skipped), compute_s);
+                static_cast<unsigned long long>(s.pulls), static_cast<unsigned long long>(s.pulls_skipped), compute_s,
+                static_cast<unsigned long long>(straggled));
   report(line);
 }
 

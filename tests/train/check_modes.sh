@@ -29,10 +29,20 @@ corrected=$(RDMAPS_MS_BIAS_CORRECTION=on "$train" --workers 1 --epochs 1 --train
     --transport shm --dc adaptive --out "$out" 2>&1)
 grep -q "ms-bias-correction on" <<<"$corrected" || { echo "FAILED: RDMAPS_MS_BIAS_CORRECTION=on not in effect: $corrected"; exit 1; }
 if "$train" --schedule sometimes --out "$out" 2>/dev/null; then echo "FAILED: --schedule sometimes accepted"; exit 1; fi
+# Stragglers reach the workers: one fixed worker sleeps after each of its
+# steps; a random one makes every worker sleep after about 1 step in workers.
+fixed=$(run --staleness 3 --straggler 1:2)
+check "$fixed" "r['straggled_steps'] == r['updates'] // 2" "--straggler 1:2 did not slow exactly worker 1's steps"
+random=$(run --staleness 3 --straggler random:2)
+check "$random" "0.3 * r['updates'] <= r['straggled_steps'] <= 0.7 * r['updates']" \
+  "--straggler random:2 did not slow about half the steps (chance 1 in 2 workers)"
+for bad in random 1 random:0.5 2:4; do
+  if "$train" --workers 2 --straggler "$bad" --out "$out" 2>/dev/null; then echo "FAILED: --straggler $bad accepted"; exit 1; fi
+done
 # A diverging run stops with the reason instead of reporting chance accuracy.
 if diverged=$("$train" --workers 2 --epochs 1 --train-limit 6000 --test-limit 500 --transport shm --out "$out" \
     --lr 50 2>&1); then
   echo "FAILED: --lr 50 finished as if it had trained"; exit 1
 fi
 grep -q "training diverged; lower --lr" <<<"$diverged" || { echo "FAILED: no divergence message: $diverged"; exit 1; }
-echo "modes reach the workers: async, SSP and BSP behave as configured; schedules reach the servers; divergence stops the run"
+echo "modes reach the workers: async, SSP and BSP behave as configured; schedules reach the servers; stragglers slow the steps they should; divergence stops the run"
