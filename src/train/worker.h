@@ -16,7 +16,7 @@ struct WorkerOptions {
   uint32_t batch = 64;
   uint64_t seed = 1;
   double straggle = 1.0;         ///< sleep (straggle - 1) x compute time after each step
-  double straggle_chance = 1.0;  ///< ... after each step with this probability (1: every step)
+  double straggle_chance = 1.0;  ///< chance that a step is followed by that sleep (1: every step)
   bool evaluate = false;         ///< this worker measures test accuracy
   uint32_t evals_per_epoch = 2;
   size_t train_limit = 0, test_limit = 0;  ///< use only the first N examples (0 = all)
