@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -130,53 +132,19 @@ TEST(Mlp, GradientMatchesFiniteDifferences) {
   EXPECT_LE(off, 2) << off << " of " << checked << " coordinates disagree with finite differences";
 }
 
-TEST(Straggler, TheStragglingWorkerReallyRunsSlower) {
-  // A small random task: only the timing of the two workers matters here.
-  TrainTest data;
-  for (Dataset* d : {&data.train, &data.test}) {
-    d->count = d == &data.train ? 4096 : 64;  // enough steps that straggling, not start-up, dominates
-    d->rows = d->cols = 28;
-    d->images.assign(d->count * d->pixels(), 0.5f);
-    d->labels.assign(d->count, 3);
-  }
-  Config c;
-  c.transport = "shm";
-  c.staleness = kInfiniteStaleness;  // the fast worker never waits for the slow one
-  test::ServerGroup servers(1, 2, c);
-  double wall[2] = {0, 0}, compute[2] = {0, 0};
-  std::vector<std::thread> threads;
-  for (uint32_t w = 0; w < 2; ++w)
-    threads.emplace_back([&, w] {
-      ClientOptions co;
-      co.servers = {servers.addresses()};
-      co.worker = w;
-      co.config = c;
-      WorkerOptions wo;
-      wo.worker = w;
-      wo.workers = 2;
-      wo.epochs = 2;
-      wo.straggle = w == 1 ? 4.0 : 1.0;
-      auto start = std::chrono::steady_clock::now();
-      run_worker(co, wo, data, [&](const std::string& line) {
-        if (line.rfind("done", 0) != 0) return;
-        std::istringstream in(line.substr(5));
-        uint64_t skip;
-        in >> skip >> skip >> skip >> skip >> skip >> compute[w];
-      });
-      wall[w] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    });
-  for (auto& t : threads) t.join();
-  EXPECT_GE(wall[1], 3.0 * compute[1]) << "a 4x straggler sleeps 3x its compute time after each step";
-  EXPECT_GE(wall[1], 1.5 * wall[0]) << "the straggler (" << wall[1] << " s) was not slower than the other worker ("
-                                    << wall[0] << " s)";
-}
+// What one worker of run_two_workers() reported at the end, and its wall time.
+struct WorkerEnd {
+  uint64_t steps = 0, straggled = 0;
+  double compute_s = 0, wall_s = 0;
+};
 
-// --straggler random:F: every worker straggles, each step with the given
-// chance, drawn from its own seeded stream (so runs repeat).
-TEST(Straggler, ARandomStragglerSlowsAboutTheGivenShareOfSteps) {
+// Two workers, fully asynchronous (neither waits for the other), on a small
+// constant task of `train_images` images: only their timing and counts matter.
+std::array<WorkerEnd, 2> run_two_workers(size_t train_images, uint32_t epochs,
+                                         const std::function<void(uint32_t, WorkerOptions&)>& set) {
   TrainTest data;
   for (Dataset* d : {&data.train, &data.test}) {
-    d->count = d == &data.train ? 2048 : 64;
+    d->count = d == &data.train ? train_images : 64;
     d->rows = d->cols = 28;
     d->images.assign(d->count * d->pixels(), 0.5f);
     d->labels.assign(d->count, 3);
@@ -185,7 +153,7 @@ TEST(Straggler, ARandomStragglerSlowsAboutTheGivenShareOfSteps) {
   c.transport = "shm";
   c.staleness = kInfiniteStaleness;
   test::ServerGroup servers(1, 2, c);
-  uint64_t steps[2] = {0, 0}, straggled[2] = {0, 0};
+  std::array<WorkerEnd, 2> ends;
   std::vector<std::thread> threads;
   for (uint32_t w = 0; w < 2; ++w)
     threads.emplace_back([&, w] {
@@ -196,23 +164,41 @@ TEST(Straggler, ARandomStragglerSlowsAboutTheGivenShareOfSteps) {
       WorkerOptions wo;
       wo.worker = w;
       wo.workers = 2;
-      wo.epochs = 4;
-      wo.straggle = 1.5;
-      wo.straggle_chance = 0.25;
+      wo.epochs = epochs;
+      set(w, wo);
+      auto start = std::chrono::steady_clock::now();
       run_worker(co, wo, data, [&](const std::string& line) {
         if (line.rfind("done", 0) != 0) return;
         std::istringstream in(line.substr(5));
         uint64_t skip;
-        double seconds;
-        in >> steps[w] >> skip >> skip >> skip >> skip >> seconds >> straggled[w];
+        in >> ends[w].steps >> skip >> skip >> skip >> skip >> ends[w].compute_s >> ends[w].straggled;
       });
+      ends[w].wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     });
   for (auto& t : threads) t.join();
+  return ends;
+}
+
+TEST(Straggler, TheStragglingWorkerReallyRunsSlower) {
+  // Enough steps that straggling, not start-up, dominates.
+  auto ends = run_two_workers(4096, 2, [](uint32_t w, WorkerOptions& wo) { wo.straggle = w == 1 ? 4.0 : 1.0; });
+  EXPECT_GE(ends[1].wall_s, 3.0 * ends[1].compute_s) << "a 4x straggler sleeps 3x its compute time after each step";
+  EXPECT_GE(ends[1].wall_s, 1.5 * ends[0].wall_s)
+      << "the straggler (" << ends[1].wall_s << " s) was not slower than the other worker (" << ends[0].wall_s << " s)";
+}
+
+// --straggler random:F: every worker straggles, each step with the given
+// chance, drawn from its own seeded stream (so runs repeat).
+TEST(Straggler, ARandomStragglerSlowsAboutTheGivenShareOfSteps) {
+  auto ends = run_two_workers(2048, 4, [](uint32_t, WorkerOptions& wo) {
+    wo.straggle = 1.5;
+    wo.straggle_chance = 0.25;
+  });
   for (uint32_t w = 0; w < 2; ++w) {
-    ASSERT_EQ(steps[w], 64u) << "worker " << w;
+    ASSERT_EQ(ends[w].steps, 64u) << "worker " << w;
     // 64 draws at 1/4: 16 expected; 5..27 is more than 3.5 standard deviations either side.
-    EXPECT_GE(straggled[w], 5u) << "worker " << w << " hardly ever straggled";
-    EXPECT_LE(straggled[w], 27u) << "worker " << w << " straggled far more often than 1 step in 4";
+    EXPECT_GE(ends[w].straggled, 5u) << "worker " << w << " hardly ever straggled";
+    EXPECT_LE(ends[w].straggled, 27u) << "worker " << w << " straggled far more often than 1 step in 4";
   }
 }
 
