@@ -9,7 +9,9 @@
 # OP: put (ucp_put_bw), am (ucp_am_bw), lat (8-byte ucp_put_lat vs put p50).
 # With two or more CPUs each tool's target side runs on CPU 0 and its
 # initiator on CPU 1 (taskset), so the scheduler cannot stack both on one
-# core mid-run; PIN=0 lets them float.
+# core mid-run; PIN=0 lets them float. Each run moves MIB_PER_RUN MiB
+# (default 256, at most MAX_ITERS messages, default 20000): longer runs
+# narrow the spread between pairs.
 set -euo pipefail
 build=${1:?build dir}; transport=${2:?tcp|shm}; op=${3:?put|am|lat}; sizes=${4:?sizes}; reps=${5:-3}
 perf="$build/bench/rdmaps-perf"
@@ -52,7 +54,7 @@ else
 fi
 IFS=, read -ra list <<<"$sizes"
 for size in "${list[@]}"; do
-  iters=$(( (256 << 20) / size )); (( iters < 64 )) && iters=64; (( iters > 20000 )) && iters=20000
+  iters=$(( ${MIB_PER_RUN:-256} * 1048576 / size )); (( iters < 64 )) && iters=64; (( iters > ${MAX_ITERS:-20000} )) && iters=${MAX_ITERS:-20000}
   [ "$op" = lat ] && iters=20000
   ucx=(); ours=()
   for ((r = 0; r < reps; r++)); do
