@@ -24,10 +24,13 @@ void print_transport_header(const std::string& config_lines) {
 }
 
 void print_transport_row(const TransportRow& r) {
-  std::printf("%12zu %10llu %7llu %12.1f %12.1f %12.0f %10.3f %10.3f %10.3f %7llu\n", r.bytes,
-              static_cast<unsigned long long>(r.iters), static_cast<unsigned long long>(r.window), r.bw_MBps(),
-              r.bw_MiBps(), r.msg_per_s(), r.lat_us.p50, r.lat_us.p99, r.lat_us.max,
-              static_cast<unsigned long long>(r.wrong));
+  std::printf("%12zu %10llu %7llu %12.1f %12.1f %12.0f ", r.bytes, static_cast<unsigned long long>(r.iters),
+              static_cast<unsigned long long>(r.window), r.bw_MBps(), r.bw_MiBps(), r.msg_per_s());
+  if (r.has_latency)
+    std::printf("%10.3f %10.3f %10.3f", r.lat_us.p50, r.lat_us.p99, r.lat_us.max);
+  else
+    std::printf("%10s %10s %10s", "-", "-", "-");
+  std::printf(" %7llu\n", static_cast<unsigned long long>(r.wrong));
   std::fflush(stdout);
 }
 
@@ -37,8 +40,12 @@ std::string transport_row_json(const TransportRow& r) {
   o << "{\"bench\":\"transport\",\"op\":\"" << r.op << "\",\"transport\":\"" << r.transport
     << "\",\"rma_native\":" << (r.rma_native ? "true" : "false") << ",\"bytes\":" << r.bytes << ",\"iters\":" << r.iters
     << ",\"window\":" << r.window << ",\"seconds\":" << r.seconds << ",\"bw_MBps\":" << r.bw_MBps()
-    << ",\"bw_MiBps\":" << r.bw_MiBps() << ",\"msg_per_s\":" << r.msg_per_s() << ",\"lat_p50_us\":" << r.lat_us.p50
-    << ",\"lat_p99_us\":" << r.lat_us.p99 << ",\"lat_max_us\":" << r.lat_us.max << ",\"wrong\":" << r.wrong << "}";
+    << ",\"bw_MiBps\":" << r.bw_MiBps() << ",\"msg_per_s\":" << r.msg_per_s();
+  if (r.has_latency)
+    o << ",\"lat_p50_us\":" << r.lat_us.p50 << ",\"lat_p99_us\":" << r.lat_us.p99 << ",\"lat_max_us\":" << r.lat_us.max;
+  else
+    o << ",\"lat_p50_us\":null,\"lat_p99_us\":null,\"lat_max_us\":null";
+  o << ",\"wrong\":" << r.wrong << "}";
   return o.str();
 }
 

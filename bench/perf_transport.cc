@@ -211,6 +211,7 @@ int run_client(const Flags& flags) {
       flags.sizes("sizes", {8, 64, 512, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20});
   const bool json = flags.has("json");
   const uint64_t fixed_window = flags.u64("window", 0);  // 0: auto, per size
+  const uint64_t lat_samples = flags.u64("lat-iters", 2000);
   if (flags.has("window") && fixed_window == 0)
     throw Error(Errc::kInvalidArgument, "--window 0: expected at least 1 operation in flight");
   const uint64_t seed = flags.u64("seed", std::random_device{}());
@@ -266,22 +267,24 @@ int run_client(const Flags& flags) {
     row.window = fixed_window ? fixed_window : auto_window(size);
     const uint64_t window = row.window;
     const uint64_t warmup = std::max<uint64_t>(2, row.iters / 10);
-    const uint64_t lat_iters = std::min<uint64_t>(row.iters, 2000);
+    const uint64_t lat_iters = std::min<uint64_t>(lat_samples, row.iters);
 
     send_words(*ep, {kPrepare, size, op != "get"});
     recv_words(*ep, kPhaseTimeout);
 
-    // Latency phase.
+    // Latency phase (skipped with --lat-iters 0, so profiles see the bandwidth phase alone).
+    row.has_latency = lat_iters > 0;
     std::vector<double> samples;
     samples.reserve(lat_iters);
     pong_mem[size - 1] = 0;
     pongs = 0;
-    if (op == "put") send_words(*ep, {kPutPingPong, size, warmup + lat_iters});
-    if (op == "am") send_words(*ep, {kAmPingPong, size, warmup + lat_iters});
+    const uint64_t pings = row.has_latency ? warmup + lat_iters : 0;
+    if (op == "put" && pings) send_words(*ep, {kPutPingPong, size, pings});
+    if (op == "am" && pings) send_words(*ep, {kAmPingPong, size, pings});
     // One clock read per iteration, each sample running from the previous read
     // to this one (ucx_perftest's method).
     uint64_t previous = sample_clock.now();
-    for (uint64_t i = 1; i <= warmup + lat_iters; ++i) {
+    for (uint64_t i = 1; i <= pings; ++i) {
       if (op == "put") {
         buf[size - 1] = tag(i);
         ep->put(buf, size, *remote, 0, src.get()).wait();
@@ -303,7 +306,7 @@ int run_client(const Flags& flags) {
       }
       previous = now;
     }
-    if (op != "get") recv_words(*ep, kPhaseTimeout);
+    if (op != "get" && pings) recv_words(*ep, kPhaseTimeout);
     row.lat_us = Percentiles::of(std::move(samples));
 
     // Bandwidth phase: a window of operations in flight, flushed at the end.
@@ -371,6 +374,7 @@ void perf_transport_usage() {
       "  --sizes LIST               message sizes, e.g. 8,64K,1M (8 B .. 64 MiB)\n"
       "  --iters N                  timed iterations per size (auto: ~256 MiB per size)\n"
       "  --window N                 operations in flight in the bandwidth phase\n"
+      "  --lat-iters N              latency samples per size (2000, at most --iters; 0 skips the phase)\n"
       "                             (auto: ~1 MiB in flight, 4 to 64 operations)\n"
       "  --wait event|busy          idle waits block on the UCX event fd, or spin (event)\n"
       "  --peer-failure on|off      UCX peer-failure handling (off; on costs tcp its RMA lanes)\n"
@@ -383,8 +387,8 @@ void perf_transport_usage() {
 
 int perf_transport_main(int argc, char** argv, int first) {
   Flags flags(argc, argv, first,
-              {"transport", "op", "sizes", "iters", "window", "json", "peer", "role", "listen", "report-fd", "seed",
-               "wait", "peer-failure", "help"},
+              {"transport", "op", "sizes", "iters", "window", "lat-iters", "json", "peer", "role", "listen",
+               "report-fd", "seed", "wait", "peer-failure", "help"},
               {"json", "help"});
   if (flags.has("help")) {
     perf_transport_usage();

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # rdmaps-perf transport, tcp active messages: every byte lands with the auto
 # window (about 1 MiB in flight, 4 to 64 operations) and with a fixed one, the
-# JSON rows report the window used, and --window 0 is refused naming the flag.
+# JSON rows report the window used, --window 0 is refused naming the flag, and
+# --lat-iters 0 runs the bandwidth phase alone.
 set -euo pipefail
 perf=${1:?rdmaps-perf path}
 fail() { echo "check_perf_window: FAIL: $*" >&2; exit 1; }
@@ -19,6 +20,19 @@ rows=$(run --sizes 256K --window 3)
 import json, sys
 r = json.loads(sys.argv[1])
 assert r["window"] == 3 and r["wrong"] == 0 and r["iters"] == 20, r
+PY
+# --lat-iters 0: the bandwidth phase alone, its bytes still checked, no latency reported.
+rows=$(run --sizes 64K --lat-iters 0)
+/usr/bin/python3 - "$rows" <<'PY' || fail "bandwidth-only row: $rows"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["lat_p50_us"] is None and r["wrong"] == 0 and r["bw_MiBps"] > 0, r
+PY
+rows=$(run --sizes 64K --lat-iters 5)
+/usr/bin/python3 - "$rows" <<'PY' || fail "row with 5 latency samples: $rows"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["lat_p50_us"] > 0 and r["wrong"] == 0, r
 PY
 err=$(mktemp)
 trap 'rm -f "$err"' EXIT
