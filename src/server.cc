@@ -559,9 +559,11 @@ void ServerImpl::reject(WorkerState& w, const std::string& why) {
 
 void ServerImpl::drop(WorkerState& w, const char* why) {
   if (!w.live && !w.ep) return;
-  if (why && (options_.log_connections || std::strcmp(why, "left") != 0))
-    std::fprintf(stderr, "rdmaps-server: %s %s\n", w.name.c_str(), why);
-  if (why) with_stats([&](ServerStats& s) { ++(std::strcmp(why, "left") == 0 ? s.workers_left : s.workers_lost); });
+  if (why) {
+    const bool left = std::strcmp(why, "left") == 0;
+    if (options_.log_connections || !left) std::fprintf(stderr, "rdmaps-server: %s %s\n", w.name.c_str(), why);
+    with_stats([&](ServerStats& s) { ++(left ? s.workers_left : s.workers_lost); });
+  }
   w.live = false;
   for (auto& r : w.writeback_requests) r = transport::Request();
   w.writeback_requests.clear();

@@ -238,11 +238,11 @@ TEST_P(PsFaultTest, WorkersLeavingTogetherLoseNoPushAndAreNotReportedDead) {
   }
   // The last goodbyes may still be in flight when the workers' processes end.
   const uint64_t expected_leaves = uint64_t{kWorkers} * kRounds;
-  for (int i = 0;
-       i < 500 && servers.server(0).stats().workers_left + servers.server(0).stats().workers_lost < expected_leaves;
-       ++i)
-    std::this_thread::sleep_for(10ms);
   ServerStats st = servers.server(0).stats();
+  for (int i = 0; i < 500 && st.workers_left + st.workers_lost < expected_leaves; ++i) {
+    std::this_thread::sleep_for(10ms);
+    st = servers.server(0).stats();
+  }
   EXPECT_EQ(st.workers_lost, 0u) << "workers that said goodbye were reported dead";
   EXPECT_EQ(st.workers_left, expected_leaves);
   for (uint32_t w = 0; w < kWorkers; ++w)
