@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -32,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 
 const std::set<std::string> kFlags = {"transport", "workers",   "servers",       "floats", "rule",  "iters",
                                       "json",      "push-path", "shard-floats",  "role",   "index", "servers-list",
-                                      "worker",    "report-fd", "apply-threads", "help"};
+                                      "worker",    "report-fd", "apply-threads", "values", "help"};
 
 Config ps_config(const Flags& f) {
   Config c;
@@ -109,6 +110,9 @@ int run_worker(const Flags& f) {
   client.declare("w", floats);
   client.connect();
   std::vector<float> w(floats, 0.0f), g(floats, 1e-3f);
+  if (f.str("values", "normal") == "tiny")  // 1e-20 .. 1e-40: squares, steps and mean squares go subnormal
+    for (uint64_t i = 0; i < floats; ++i)
+      g[i] = (i & 1 ? -1.0f : 1.0f) * std::pow(10.0f, -20.0f - 20.0f * static_cast<float>(i % 1024) / 1024.0f);
   if (o.worker == 0) client.init("w", w);
   client.pull("w", w);  // sets this worker's backup (DC-ASGD's w_bak)
   std::vector<double> total, push;
@@ -139,6 +143,9 @@ int run_driver(const Flags& f) {
   const uint32_t servers = static_cast<uint32_t>(f.u64("servers", 1));
   const uint64_t floats = f.u64("floats", 1u << 24);
   const Config config = ps_config(f);
+  const std::string values = f.str("values", "normal");
+  if (values != "normal" && values != "tiny")
+    throw Error(Errc::kInvalidArgument, "--values: '" + values + "' is not normal or tiny");
   const uint64_t iters = f.u64("iters", std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50));
   if (workers == 0 || servers == 0) throw Error(Errc::kInvalidArgument, "--workers and --servers must be at least 1");
 
@@ -164,7 +171,8 @@ int run_driver(const Flags& f) {
                                      "--workers",      std::to_string(workers),
                                      "--servers",      std::to_string(servers),
                                      "--floats",       std::to_string(floats),
-                                     "--iters",        std::to_string(iters)};
+                                     "--iters",        std::to_string(iters),
+                                     "--values",       values};
   std::vector<Child> server_children;
   std::string list;
   for (uint32_t s = 0; s < servers; ++s) {
@@ -211,12 +219,13 @@ int run_driver(const Flags& f) {
   std::ostringstream j;
   j.precision(6);
   j << "{\"bench\":\"ps\",\"transport\":\"" << transport << "\",\"push_path\":\"" << path << "\",\"rule\":\""
-    << rule_name(config.rule) << "\",\"workers\":" << workers << ",\"servers\":" << servers << ",\"floats\":" << floats
-    << ",\"shard_floats\":" << config.shard_floats << ",\"iters\":" << total.size() << ",\"iter_p50_s\":" << iter.p50
-    << ",\"iter_max_s\":" << iter.max << ",\"push_p50_s\":" << push_p.p50 << ",\"push_GBps\":" << push_GBps
-    << ",\"transport_GBps\":" << net << ",\"memory_GBps\":" << mem << ",\"bound_wire_s\":" << wire
-    << ",\"bound_memory_s\":" << memory << ",\"bound_s\":" << bound << ",\"ratio\":" << iter.p50 / bound
-    << ",\"push_vs_transport\":" << push_GBps / net << "}";
+    << rule_name(config.rule) << "\",\"values\":\"" << values << "\",\"workers\":" << workers
+    << ",\"servers\":" << servers << ",\"floats\":" << floats << ",\"shard_floats\":" << config.shard_floats
+    << ",\"iters\":" << total.size() << ",\"iter_p50_s\":" << iter.p50 << ",\"iter_max_s\":" << iter.max
+    << ",\"push_p50_s\":" << push_p.p50 << ",\"push_GBps\":" << push_GBps << ",\"transport_GBps\":" << net
+    << ",\"memory_GBps\":" << mem << ",\"bound_wire_s\":" << wire << ",\"bound_memory_s\":" << memory
+    << ",\"bound_s\":" << bound << ",\"ratio\":" << iter.p50 / bound << ",\"push_vs_transport\":" << push_GBps / net
+    << "}";
   if (f.has("json")) {
     std::printf("%s\n", j.str().c_str());
   } else {
@@ -251,6 +260,7 @@ int perf_ps_main(int argc, char** argv, int first) {
         "  --shard-floats N         floats per piece (262144 = 1 MiB)\n"
         "  --iters N                timed iterations (auto)\n"
         "  --apply-threads N        server threads per update (1)\n"
+        "  --values normal|tiny     gradients of 1e-3, or of 1e-20..1e-40 (subnormal squares) (normal)\n"
         "  --json                   one JSON object\n");
     return 0;
   }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "src/flush_denormals.h"
+
 namespace rdmaps::ps {
 
 namespace {
@@ -48,6 +50,7 @@ void ApplyPool::run(size_t n, const std::function<void(size_t, size_t)>& fn) {
 }
 
 void ApplyPool::helper(unsigned index) {
+  FlushDenormals flush;
   uint64_t seen = 0;
   for (;;) {
     std::unique_lock<std::mutex> lock(mu_);

@@ -378,10 +378,12 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
     ranges.push_back(partition_->tensor(t.name));
     check_size(t.name, ranges.back(), t.out.size(), "pull");
   }
-  const bool async = config_.staleness == kInfiniteStaleness;
-  // SSP: the cache must hold every update from clocks <= c - s - 1, i.e. have
-  // been copied when the slowest worker had reached c - s.
-  const uint64_t need = async || clock_ < config_.staleness ? 0 : clock_ - config_.staleness;
+  // By default every pull fetches, as async does (ESSP's eager refresh: the
+  // bound only holds the fastest back). With skip_pulls, SSP skips while the
+  // cache holds every update from clocks <= c - s - 1, i.e. was copied when the
+  // slowest worker had reached c - s.
+  const bool may_skip = config_.skip_pulls && config_.staleness != kInfiniteStaleness;
+  const uint64_t need = !may_skip || clock_ < config_.staleness ? 0 : clock_ - config_.staleness;
   // One request per server covers every shard the targets touch there; all
   // requests are posted before any is waited for.
   struct Fetch {
@@ -393,7 +395,7 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
   std::vector<transport::Request> inflight;
   for (auto& link : links_) {
     Fetch& f = fetch[link.index];
-    bool fresh = !async;
+    bool fresh = may_skip;
     for (const Range& t : ranges) {
       uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
       if (begin >= end) continue;

@@ -1,6 +1,7 @@
 #include "rdmaps/config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <map>
@@ -65,7 +66,9 @@ bool to_switch(const std::string& v, const std::string& source) {
 }
 
 // Switches may stand alone ("--check-nan" means on); their setters parse with to_switch.
-bool is_switch(const std::string& name) { return name == "check-nan" || name == "ms-bias-correction"; }
+bool is_switch(const std::string& name) {
+  return name == "check-nan" || name == "ms-bias-correction" || name == "skip-pulls";
+}
 
 uint64_t to_u64(const std::string& v, const std::string& source) {
   char* end = nullptr;
@@ -119,6 +122,25 @@ const std::map<std::string, Setter>& setters() {
       {"check-nan", [](Config& c, const std::string& v, const std::string& s) { c.check_nan = to_switch(v, s); }},
       {"ms-bias-correction",
        [](Config& c, const std::string& v, const std::string& s) { c.ms_bias_correction = to_switch(v, s); }},
+      {"dc-bound",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (v == "off") {
+           c.dc_bound = 0;
+           return;
+         }
+         c.dc_bound = to_float(v, s);
+         if (c.dc_bound <= 0) bad(s, v, "a positive bound or off");
+       }},
+      {"dc-tau0",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (v == "off") {
+           c.dc_tau0 = 0;
+           return;
+         }
+         c.dc_tau0 = to_float(v, s);
+         if (c.dc_tau0 < 1) bad(s, v, "a staleness of at least 1 or off");
+       }},
+      {"skip-pulls", [](Config& c, const std::string& v, const std::string& s) { c.skip_pulls = to_switch(v, s); }},
       {"push-path",
        [](Config& c, const std::string& v, const std::string& s) {
          if (v == "auto")
@@ -211,9 +233,17 @@ std::string describe(const Config& c) {
     << ", rule " << rule_name(c.rule) << ", lr " << c.learning_rate;
   if (c.rule == UpdateRule::kMomentum) o << ", momentum " << c.momentum;
   if (c.rule == UpdateRule::kDcAsgdConstant) o << ", lambda " << c.dc_lambda;
-  if (c.rule == UpdateRule::kDcAsgdAdaptive)
+  if (c.rule == UpdateRule::kDcAsgdAdaptive) {
+    auto or_off = [](float v) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "%g", static_cast<double>(v));
+      return v > 0 ? std::string(buf) : std::string("off");
+    };
     o << ", lambda0 " << c.dc_lambda0 << ", ms-momentum " << c.ms_momentum << ", eps " << c.eps
-      << ", ms-bias-correction " << (c.ms_bias_correction ? "on" : "off");
+      << ", ms-bias-correction " << (c.ms_bias_correction ? "on" : "off") << ", dc-bound " << or_off(c.dc_bound)
+      << ", dc-tau0 " << or_off(c.dc_tau0);
+  }
+  if (c.staleness != kInfiniteStaleness && c.staleness != 0) o << ", skip-pulls " << (c.skip_pulls ? "on" : "off");
   o << ", staleness-policy "
     << (c.staleness_policy == StalenessPolicy::kNone         ? "none"
         : c.staleness_policy == StalenessPolicy::kScaleByTau ? "eta-tau"
@@ -230,10 +260,12 @@ const char* config_help() {
          "  --lr X                  learning rate                                   [RDMAPS_LR]\n"
          "  --momentum X            momentum (rule momentum)                        [RDMAPS_MOMENTUM]\n"
          "  --lambda X              DC-ASGD-c lambda                                [RDMAPS_LAMBDA]\n"
-         "  --lambda0 X             DC-ASGD-a lambda0                               [RDMAPS_LAMBDA0]\n"
+         "  --lambda0 X             DC-ASGD-a lambda0 (32)                          [RDMAPS_LAMBDA0]\n"
          "  --ms-momentum X         DC-ASGD-a mean-square momentum                  [RDMAPS_MS_MOMENTUM]\n"
          "  --eps X                 DC-ASGD-a epsilon                               [RDMAPS_EPS]\n"
-         "  --ms-bias-correction [on|off]  DC-ASGD-a: ms / (1 - ms-momentum^t) (off) [RDMAPS_MS_BIAS_CORRECTION]\n"
+         "  --ms-bias-correction [on|off]  DC-ASGD-a: ms / (1 - ms-momentum^t) (on)  [RDMAPS_MS_BIAS_CORRECTION]\n"
+         "  --dc-bound X|off        DC-ASGD-a: compensation at most X times the gradient (1) [RDMAPS_DC_BOUND]\n"
+         "  --dc-tau0 T|off         DC-ASGD-a: pushes tau > T stale step lr*T/tau (4) [RDMAPS_DC_TAU0]\n"
          "  --staleness-policy P    none, eta-tau, drop                             [RDMAPS_STALENESS_POLICY]\n"
          "  --tau-max N             drop limit for --staleness-policy drop          [RDMAPS_TAU_MAX]\n"
          "  --check-nan [on|off]    reject gradients with NaN/Inf                   [RDMAPS_CHECK_NAN]\n"
@@ -243,7 +275,8 @@ const char* config_help() {
          "  --shard-floats N        floats per shard (262144)                       [RDMAPS_SHARD_FLOATS]\n"
          "  --inbox-slots N         slots per worker inbox (4)                      [RDMAPS_INBOX_SLOTS]\n"
          "  --secret S              shared secret checked at connection             [RDMAPS_SECRET]\n"
-         "  --apply-threads N       server threads splitting each update (1)        [RDMAPS_APPLY_THREADS]\n";
+         "  --apply-threads N       server threads splitting each update (1)        [RDMAPS_APPLY_THREADS]\n"
+         "  --skip-pulls [on|off]   SSP: skip pulls the bound allows (off: pull every clock) [RDMAPS_SKIP_PULLS]\n";
 }
 
 }  // namespace rdmaps

@@ -14,6 +14,24 @@ constexpr uint32_t kWelcomeTag = 0x4d4c4557;  // "WELM"
 constexpr size_t kMaxTensors = 1u << 20;
 constexpr size_t kMaxName = 4096;
 constexpr size_t kMaxRegion = 64 * 1024;
+
+// The rule's float parameters, in wire order: one list for the Config copy,
+// the wire and the difference check.
+struct FloatField {
+  const char* name;  // as the flag spells it
+  float RuleParams::*wire;
+  float Config::*config;
+};
+constexpr FloatField kFloatFields[] = {
+    {"lr", &RuleParams::learning_rate, &Config::learning_rate},
+    {"momentum", &RuleParams::momentum, &Config::momentum},
+    {"lambda", &RuleParams::dc_lambda, &Config::dc_lambda},
+    {"lambda0", &RuleParams::dc_lambda0, &Config::dc_lambda0},
+    {"ms-momentum", &RuleParams::ms_momentum, &Config::ms_momentum},
+    {"eps", &RuleParams::eps, &Config::eps},
+    {"dc-bound", &RuleParams::dc_bound, &Config::dc_bound},
+    {"dc-tau0", &RuleParams::dc_tau0, &Config::dc_tau0},
+};
 }  // namespace
 
 std::vector<uint8_t> encode(const Hello& h) {
@@ -24,9 +42,7 @@ std::vector<uint8_t> encode(const Hello& h) {
   w.u64(h.secret_digest);
   w.u32(h.push_path);
   w.u32(h.rule.rule);
-  for (float f :
-       {h.rule.learning_rate, h.rule.momentum, h.rule.dc_lambda, h.rule.dc_lambda0, h.rule.ms_momentum, h.rule.eps})
-    w.f32(f);
+  for (const FloatField& f : kFloatFields) w.f32(h.rule.*f.wire);
   w.u32(h.rule.ms_bias_correction);
   w.u32(static_cast<uint32_t>(h.tensors.size()));
   for (const auto& t : h.tensors) {
@@ -52,10 +68,9 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   h.rule.rule = r.u32();
   if (h.rule.rule > static_cast<uint32_t>(UpdateRule::kDcAsgdAdaptive))
     r.fail("update rule code " + std::to_string(h.rule.rule));
-  for (float* f : {&h.rule.learning_rate, &h.rule.momentum, &h.rule.dc_lambda, &h.rule.dc_lambda0, &h.rule.ms_momentum,
-                   &h.rule.eps}) {
-    *f = r.f32();
-    if (!std::isfinite(*f)) r.fail("a non-finite update-rule parameter");
+  for (const FloatField& f : kFloatFields) {
+    h.rule.*f.wire = r.f32();
+    if (!std::isfinite(h.rule.*f.wire)) r.fail(std::string("a non-finite update-rule parameter (") + f.name + ")");
   }
   h.rule.ms_bias_correction = r.u32();
   if (h.rule.ms_bias_correction > 1) r.fail("ms-bias-correction code " + std::to_string(h.rule.ms_bias_correction));
@@ -108,18 +123,16 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
 }
 
 RuleParams RuleParams::from(const Config& c) {
-  return {static_cast<uint32_t>(c.rule), c.learning_rate, c.momentum, c.dc_lambda, c.dc_lambda0, c.ms_momentum, c.eps,
-          c.ms_bias_correction ? 1u : 0u};
+  RuleParams p;
+  p.rule = static_cast<uint32_t>(c.rule);
+  for (const FloatField& f : kFloatFields) p.*f.wire = c.*f.config;
+  p.ms_bias_correction = c.ms_bias_correction ? 1u : 0u;
+  return p;
 }
 
 void RuleParams::apply_to(Config& c) const {
   c.rule = static_cast<UpdateRule>(rule);
-  c.learning_rate = learning_rate;
-  c.momentum = momentum;
-  c.dc_lambda = dc_lambda;
-  c.dc_lambda0 = dc_lambda0;
-  c.ms_momentum = ms_momentum;
-  c.eps = eps;
+  for (const FloatField& f : kFloatFields) c.*f.config = this->*f.wire;
   c.ms_bias_correction = ms_bias_correction != 0;
 }
 
@@ -132,12 +145,8 @@ std::string RuleParams::difference(const RuleParams& o) const {
     std::snprintf(buf, sizeof buf, "%g", static_cast<double>(f));
     return std::string(buf);
   };
-  const std::pair<const char*, std::pair<float, float>> fields[] = {
-      {"lr", {learning_rate, o.learning_rate}},      {"momentum", {momentum, o.momentum}},
-      {"lambda", {dc_lambda, o.dc_lambda}},          {"lambda0", {dc_lambda0, o.dc_lambda0}},
-      {"ms-momentum", {ms_momentum, o.ms_momentum}}, {"eps", {eps, o.eps}}};
-  for (const auto& [name, v] : fields)
-    if (v.first != v.second) return std::string(name) + " " + text(v.first) + " vs " + text(v.second);
+  for (const FloatField& f : kFloatFields)
+    if (this->*f.wire != o.*f.wire) return std::string(f.name) + " " + text(this->*f.wire) + " vs " + text(o.*f.wire);
   if (ms_bias_correction != o.ms_bias_correction)
     return std::string("ms-bias-correction ") + (ms_bias_correction ? "on" : "off") + " vs " +
            (o.ms_bias_correction ? "on" : "off");

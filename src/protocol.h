@@ -13,7 +13,7 @@
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 3;
+constexpr uint32_t kProtocolVersion = 4;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
 
@@ -82,7 +82,8 @@ struct TensorDecl {
 /// rule_from_workers adopts the first worker's and refuses workers that differ.
 struct RuleParams {
   uint32_t rule = 0;  ///< UpdateRule
-  float learning_rate = 0, momentum = 0, dc_lambda = 0, dc_lambda0 = 0, ms_momentum = 0, eps = 0;
+  float learning_rate = 0, momentum = 0, dc_lambda = 0, dc_lambda0 = 0, ms_momentum = 0, eps = 0, dc_bound = 0,
+        dc_tau0 = 0;
   uint32_t ms_bias_correction = 0;
 
   static RuleParams from(const Config& config);

@@ -14,6 +14,7 @@
 #include "src/am_ids.h"
 #include "src/apply_pool.h"
 #include "src/bf16.h"
+#include "src/flush_denormals.h"
 #include "src/gpu_shard.h"
 #include "src/partition.h"
 #include "src/protocol.h"
@@ -91,7 +92,9 @@ class ServerImpl {
     if (options.servers == 0 || options.index >= options.servers)
       throw Error(Errc::kInvalidArgument, "server index " + std::to_string(options.index) + " is not below the " +
                                               std::to_string(options.servers) + " servers");
-    if (options.workers == 0) throw Error(Errc::kInvalidArgument, "a server needs at least one worker");
+    if (options.workers == 0 || options.workers > kMaxWorkers)
+      throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
+                                              std::to_string(options.workers) + " (--workers)");
     if (options.gpu_shard) {
       cuda::GpuInfo gpus = cuda::probe_gpus();
       if (gpus.device_count() == 0) throw Error(Errc::kUnsupported, "--gpu-shard needs a CUDA device: " + gpus.reason);
@@ -398,7 +401,7 @@ void ServerImpl::apply_push(WorkerState& w, const SlotHeader& h, size_t local, c
   }
   float lr = h.learning_rate > 0 ? h.learning_rate : config_.learning_rate;
   if (config_.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
-  const Step step = step_for(update_, lr, versions_[h.shard] + 1);
+  const Step step = step_for(update_, lr, versions_[h.shard] + 1, tau);
   if (gpu_) {
     gpu_->apply(update_, step, w.id, local, g, (h.flags & kFlagBf16) != 0, h.length);
   } else {
@@ -638,6 +641,7 @@ void ServerImpl::report(Clock::time_point now) {
 }
 
 void ServerImpl::run() {
+  ps::FlushDenormals flush;  // this thread applies updates: subnormals must not slow it
   // Poll while busy; when idle, sleep in short steps: one-sided doorbells
   // raise no event, so the wait must stay short (see docs/protocol.md).
   transport::IdleBackoff idle({.spin = 50us, .yield = 0us, .sleep = 20us, .max_sleep = 20us});

@@ -22,8 +22,12 @@ RDMAPS_HOST_DEVICE inline float update_element(const UpdateParams& p, Step s, fl
   } else if constexpr (kRule == UpdateRule::kDcAsgdConstant) {
     return w - s.lr * (g + p.lambda * g * g * (w - bak));
   } else {
+    // The paper's g + lambda0 / sqrt(ms) * g * g * (w - bak), as g * (1 + k);
+    // dc_bound keeps k in [-dc_bound, dc_bound].
     state = p.ms_momentum * state + (1.0f - p.ms_momentum) * g * g;
-    return w - s.lr * (g + (p.lambda0 / sqrtf(s.ms_scale * state + p.eps)) * g * g * (w - bak));
+    const float k = p.lambda0 * g * (w - bak) / sqrtf(s.ms_scale * state + p.eps);
+    if (p.dc_bound > 0) return w - s.lr * g * (1.0f + fminf(fmaxf(k, -p.dc_bound), p.dc_bound));
+    return w - s.lr * (g + k * g);
   }
 }
 

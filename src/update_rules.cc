@@ -17,14 +17,21 @@ UpdateParams UpdateParams::from(const Config& c) {
   p.ms_momentum = c.ms_momentum;
   p.eps = c.eps;
   p.ms_bias_correction = c.ms_bias_correction;
+  p.dc_bound = c.dc_bound;
+  p.dc_tau0 = c.dc_tau0;
   return p;
 }
 
-Step step_for(const UpdateParams& p, float lr, uint64_t t) {
+Step step_for(const UpdateParams& p, float lr, uint64_t t, uint64_t tau) {
   Step s;
   s.lr = lr;
-  if (p.rule == UpdateRule::kDcAsgdAdaptive && p.ms_bias_correction && p.ms_momentum < 1)
+  if (p.rule != UpdateRule::kDcAsgdAdaptive) return s;
+  if (p.ms_bias_correction && p.ms_momentum < 1)
     s.ms_scale = static_cast<float>(1.0 / -std::expm1(static_cast<double>(t) * std::log(p.ms_momentum)));
+  // With a fixed delay tau, SGD stays stable only while lr shrinks like 1/tau;
+  // the compensation does not recover that (docs/architecture.md "Update rules").
+  if (p.dc_tau0 > 0 && static_cast<double>(tau) > p.dc_tau0)
+    s.lr = static_cast<float>(lr * (p.dc_tau0 / static_cast<double>(tau)));
   return s;
 }
 
@@ -53,7 +60,13 @@ void apply_update(const UpdateParams& p, Step s, float* w_ptr, const float* g_pt
       ConstArray bak(bak_ptr, len);
       Array ms(state_ptr, len);
       ms = p.ms_momentum * ms + (1.0f - p.ms_momentum) * g * g;
-      w -= lr * (g + (p.lambda0 / (s.ms_scale * ms + p.eps).sqrt()) * g * g * (w - bak));
+      // The compensation scales each element's gradient by 1 + k (update_element.h);
+      // bounded, k stays in [-b, b].
+      const auto k = p.lambda0 * g * (w - bak) / (s.ms_scale * ms + p.eps).sqrt();
+      if (p.dc_bound > 0)
+        w -= lr * g * (1.0f + k.min(p.dc_bound).max(-p.dc_bound));
+      else
+        w -= lr * (g + k * g);
       return;
     }
   }

@@ -18,6 +18,8 @@ struct UpdateParams {
   float ms_momentum = 0.95f;
   float eps = 1e-7f;
   bool ms_bias_correction = false;
+  float dc_bound = 0;  ///< DC-ASGD-a: compensation factor clamped to [-dc_bound, dc_bound]; 0: unbounded
+  float dc_tau0 = 0;   ///< DC-ASGD-a: pushes tau > dc_tau0 stale step lr * dc_tau0 / tau; 0: off
   static UpdateParams from(const Config& config);
 };
 
@@ -31,8 +33,9 @@ struct Step {
   float ms_scale = 1;
 };
 
-/// The step for a shard's `t`-th update (t >= 1) at learning rate `lr`.
-Step step_for(const UpdateParams& p, float lr, uint64_t t);
+/// The step for a shard's `t`-th update (t >= 1) at learning rate `lr`, of a
+/// gradient `tau` updates stale.
+Step step_for(const UpdateParams& p, float lr, uint64_t t, uint64_t tau = 0);
 
 /// Whether the rule keeps per-element optimizer state (momentum, mean square).
 RDMAPS_HOST_DEVICE constexpr bool needs_state(UpdateRule rule) {

@@ -167,14 +167,18 @@ RDMAPS_TEST_PEER(bf16_worker) {
   return differ || drift ? 1 : 0;
 }
 
-// DC-ASGD: the worker pulls once, then pushes two gradients computed on that
-// same (now stale) copy, so w != w_bak for the second; a float64 evaluation of
-// the paper's formula must agree to 1e-6 relative. "dc-asgd-a+bc": with the
-// mean-square bias correction, t counting each shard's updates.
+// DC-ASGD: the worker pulls once, then pushes three gradients computed on that
+// same (now stale) copy, so w != w_bak for the second and third (tau 1 and 2);
+// a float64 evaluation of the paper's formula must agree to 1e-6 relative.
+// "dc-asgd-a+bc": with the mean-square bias correction, t counting each shard's
+// updates; "+bound": the compensation clamped at 0.01 of the gradient (most
+// elements hit it); "+tau0": pushes more than 1 update stale step lr / tau.
 Config dc_config(transport::TransportKind kind, const std::string& variant) {
   Config c = core_config(kind);
   c.rule = variant == "dc-asgd-c" ? UpdateRule::kDcAsgdConstant : UpdateRule::kDcAsgdAdaptive;
-  c.ms_bias_correction = variant == "dc-asgd-a+bc";
+  c.ms_bias_correction = variant.find("+bc") != std::string::npos;
+  c.dc_bound = variant.find("+bound") != std::string::npos ? 0.01f : 0.0f;
+  c.dc_tau0 = variant.find("+tau0") != std::string::npos ? 1.0f : 0.0f;
   c.learning_rate = 0.1f;
   c.dc_lambda = 0.5f;
   c.dc_lambda0 = 0.3f;
@@ -183,7 +187,7 @@ Config dc_config(transport::TransportKind kind, const std::string& variant) {
 }
 
 TEST_P(PsTest, DcAsgdMatchesFloat64ReferenceWithAStaleWorker) {
-  for (const char* variant : {"dc-asgd-c", "dc-asgd-a", "dc-asgd-a+bc"}) {
+  for (const char* variant : {"dc-asgd-c", "dc-asgd-a", "dc-asgd-a+bc", "dc-asgd-a+bc+bound+tau0"}) {
     SCOPED_TRACE(variant);
     ServerGroup servers(1, 1, dc_config(GetParam(), variant));
     PeerProcess worker("dc_worker", GetParam(), 0, 11, {servers.addresses(), "0", variant});
@@ -198,24 +202,26 @@ RDMAPS_TEST_PEER(dc_worker) {
   client.connect();
   std::mt19937 rng(static_cast<uint32_t>(args.seed));
   std::uniform_real_distribution<float> u(-1, 1);
-  std::vector<float> w0(kFloats), g1(kFloats), g2(kFloats), got(kFloats);
+  std::vector<float> w0(kFloats), got(kFloats);
+  std::vector<std::vector<float>> g(3, std::vector<float>(kFloats));
   for (auto& x : w0) x = u(rng);
-  for (auto& x : g1) x = u(rng);
-  for (auto& x : g2) x = u(rng);
+  for (auto& gk : g)
+    for (auto& x : gk) x = u(rng);
   client.init("w", w0);
   client.pull("w", got);  // w_bak := w0
-  client.push("w", g1);   // computed on w0, applied to w0
-  client.push("w", g2);   // computed on w0, applied to w1 != w0: delay compensation matters
+  // All computed on w0: the first is applied to w0, the others to w1, w2 != w0
+  // (tau 1, 2): delay compensation matters.
+  for (const auto& gk : g) client.push("w", gk);
   client.clock();
   client.pull("w", got);
   double worst = 0;
   const ps::UpdateParams p = ps::UpdateParams::from(c);
   for (size_t i = 0; i < kFloats; ++i) {
     double w = w0[i], ms = 0;
-    uint64_t t = 0;  // each shard's update count: its first and second push
-    for (double g : {static_cast<double>(g1[i]), static_cast<double>(g2[i])}) {
-      ++t;
-      w = reference_update(p, c.learning_rate, c.ms_bias_correction ? reference_ms_scale(c.ms_momentum, t) : 1.0, w, g,
+    for (uint64_t t = 1; t <= g.size(); ++t) {  // each shard's update count; tau = t - 1
+      const double tau = static_cast<double>(t - 1);
+      const double lr = c.dc_tau0 > 0 && tau > c.dc_tau0 ? c.learning_rate * c.dc_tau0 / tau : c.learning_rate;
+      w = reference_update(p, lr, c.ms_bias_correction ? reference_ms_scale(c.ms_momentum, t) : 1.0, w, g[t - 1][i],
                            w0[i], ms);
     }
     worst = std::max(worst, std::abs(got[i] - w) / std::max(1.0, std::abs(w)));
@@ -270,6 +276,41 @@ RDMAPS_TEST_PEER(stale_pusher) {
   for (size_t i = 0; i < kFloats; ++i) worst = std::max(worst, static_cast<double>(std::abs(w[i] - ref[i])));
   if (worst > 1e-6) std::fprintf(stderr, "stale_pusher: worst difference %g\n", worst);
   return worst <= 1e-6 ? 0 : 1;
+}
+
+// Subnormal floats would slow the server's pass by a microcode assist each:
+// the threads that apply read them as zero and flush results that would be
+// subnormal (src/flush_denormals.h). Seen from a worker: a subnormal gradient
+// changes nothing, nor does a normal one whose step would land below the
+// smallest normal float, while a normal step applies exactly.
+TEST_P(PsTest, SubnormalGradientsAndStepsAreFlushedToZero) {
+  Config c = core_config(GetParam());
+  c.learning_rate = 0.5f;
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker("subnormal_pusher", GetParam(), 0, 3, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << "the server applied subnormal values instead of flushing them";
+}
+
+RDMAPS_TEST_PEER(subnormal_pusher) {
+  Config c = core_config(args.transport);
+  c.learning_rate = 0.5f;
+  Client client(worker_options(args, c));
+  client.declare("w", kFloats);
+  client.connect();
+  std::vector<float> w(kFloats, 0.0f), g(kFloats);
+  client.init("w", w);
+  const float kinds[3] = {1e-39f, 2e-38f, 1e-30f};  // subnormal; normal, half of it subnormal; normal
+  for (size_t i = 0; i < kFloats; ++i) g[i] = kinds[i % 3];
+  client.push("w", g);
+  client.clock();
+  client.pull("w", w);
+  const float want[3] = {0.0f, 0.0f, -5e-31f};
+  size_t wrong = 0;
+  for (size_t i = 0; i < kFloats; ++i)
+    if (std::memcmp(&w[i], &want[i % 3], 4) != 0 && wrong++ < 3)
+      std::fprintf(stderr, "subnormal_pusher: w[%zu] = %g after a step of 0.5 x %g, expected %g\n", i, w[i], g[i],
+                   want[i % 3]);
+  return wrong ? 1 : 0;
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PsTest,

@@ -13,6 +13,7 @@
 #include "src/apply_pool.h"
 #include "src/bf16.h"
 #include "src/capabilities.h"
+#include "src/flush_denormals.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "src/update_element.h"
@@ -46,15 +47,19 @@ TEST(UpdateRules, EveryRuleMatchesItsFloat64FormulaOverManySteps) {
   struct Case {
     UpdateRule rule;
     bool corrected;
+    float bound;
   };
-  for (Case c :
-       {Case{UpdateRule::kSgd, false}, Case{UpdateRule::kMomentum, false}, Case{UpdateRule::kDcAsgdConstant, false},
-        Case{UpdateRule::kDcAsgdAdaptive, false}, Case{UpdateRule::kDcAsgdAdaptive, true}}) {
+  // Bound 0.2 with these lambdas clamps a good share of the elements both ways.
+  for (Case c : {Case{UpdateRule::kSgd, false, 0}, Case{UpdateRule::kMomentum, false, 0},
+                 Case{UpdateRule::kDcAsgdConstant, false, 0}, Case{UpdateRule::kDcAsgdAdaptive, false, 0},
+                 Case{UpdateRule::kDcAsgdAdaptive, true, 0}, Case{UpdateRule::kDcAsgdAdaptive, true, 0.2f}}) {
     const UpdateRule rule = c.rule;
-    SCOPED_TRACE(std::string(rule_name(rule)) + (c.corrected ? " with ms bias correction" : ""));
+    SCOPED_TRACE(std::string(rule_name(rule)) + (c.corrected ? " with ms bias correction" : "") +
+                 (c.bound > 0 ? " bounded at " + std::to_string(c.bound) : ""));
     UpdateParams p;
     p.rule = rule;
     p.ms_bias_correction = c.corrected;
+    p.dc_bound = c.bound;
     p.lambda = 0.3f;
     p.lambda0 = 0.5f;
     std::vector<float> w(n), state(n, 0.0f), g(n), bak(n);
@@ -83,11 +88,30 @@ TEST(UpdateRules, EveryRuleMatchesItsFloat64FormulaOverManySteps) {
   }
 }
 
+// DC-ASGD-a's staleness-aware step: full rate up to dc_tau0 updates stale,
+// lr * dc_tau0 / tau beyond; no other rule is touched.
+TEST(UpdateRules, DcAsgdAStepShrinksBeyondTau0) {
+  UpdateParams p;
+  p.rule = UpdateRule::kDcAsgdAdaptive;
+  p.dc_tau0 = 4;
+  EXPECT_FLOAT_EQ(step_for(p, 0.1f, 9, 0).lr, 0.1f);
+  EXPECT_FLOAT_EQ(step_for(p, 0.1f, 9, 4).lr, 0.1f);
+  EXPECT_FLOAT_EQ(step_for(p, 0.1f, 9, 8).lr, 0.05f);
+  EXPECT_FLOAT_EQ(step_for(p, 0.1f, 99, 40).lr, 0.01f);
+  p.dc_tau0 = 0;
+  EXPECT_FLOAT_EQ(step_for(p, 0.1f, 99, 40).lr, 0.1f) << "off: the paper's formula";
+  p.dc_tau0 = 4;
+  for (UpdateRule other : {UpdateRule::kSgd, UpdateRule::kMomentum, UpdateRule::kDcAsgdConstant}) {
+    p.rule = other;
+    EXPECT_FLOAT_EQ(step_for(p, 0.1f, 99, 40).lr, 0.1f) << rule_name(other);
+  }
+}
+
 TEST(UpdateRules, MeanSquareBiasCorrectionIsOneOverOneMinusBetaToTheT) {
   UpdateParams p;
   p.rule = UpdateRule::kDcAsgdAdaptive;
   p.ms_momentum = 0.95f;
-  EXPECT_EQ(step_for(p, 0.1f, 1).ms_scale, 1.0f) << "off by default: DESIGN.md's formula";
+  EXPECT_EQ(step_for(p, 0.1f, 1).ms_scale, 1.0f) << "off: the paper's formula";
   p.ms_bias_correction = true;
   for (uint64_t t : {uint64_t{1}, uint64_t{2}, uint64_t{20}, uint64_t{1000}, uint64_t{1} << 40})
     EXPECT_NEAR(step_for(p, 0.1f, t).ms_scale, test::reference_ms_scale(0.95f, t),
@@ -96,6 +120,33 @@ TEST(UpdateRules, MeanSquareBiasCorrectionIsOneOverOneMinusBetaToTheT) {
   EXPECT_FLOAT_EQ(step_for(p, 0.1f, 1).lr, 0.1f);
   p.rule = UpdateRule::kSgd;
   EXPECT_EQ(step_for(p, 0.1f, 1).ms_scale, 1.0f) << "only DC-ASGD-a reads the mean square";
+}
+
+TEST(FlushDenormals, SubnormalsAreZeroWhileTheGuardLivesAndTheModeComesBack) {
+  volatile float subnormal = 1e-39f, one = 1.0f, small = 1e-20f;
+  {
+    FlushDenormals flush;
+    EXPECT_EQ(subnormal * one, 0.0f) << "subnormal input read as zero";
+    EXPECT_EQ(small * small, 0.0f) << "subnormal result flushed to zero";
+    // Every rule, fed gradients of 1e-20..1e-40, leaves no subnormal behind.
+    for (UpdateRule rule :
+         {UpdateRule::kSgd, UpdateRule::kMomentum, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+      UpdateParams p;
+      p.rule = rule;
+      p.ms_bias_correction = true;
+      p.dc_bound = 1;
+      const size_t n = 1000;
+      std::vector<float> w(n, 0.0f), g(n), bak(n, 0.0f), state(n, 0.0f);
+      for (size_t i = 0; i < n; ++i) g[i] = std::pow(10.0f, -20.0f - 20.0f * static_cast<float>(i) / n);
+      for (uint64_t t = 1; t <= 3; ++t)
+        apply_update(p, step_for(p, 0.1f, t), w.data(), g.data(), bak.data(), state.data(), n);
+      size_t subnormals = 0;
+      for (size_t i = 0; i < n; ++i)
+        subnormals += std::fpclassify(w[i]) == FP_SUBNORMAL || std::fpclassify(state[i]) == FP_SUBNORMAL;
+      EXPECT_EQ(subnormals, 0u) << rule_name(rule);
+    }
+  }
+  EXPECT_GT(subnormal * one, 0.0f) << "the thread's previous mode is restored";
 }
 
 TEST(ApplyPool, EveryElementIsCoveredExactlyOnce) {
@@ -150,6 +201,29 @@ TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
   EXPECT_NE(message({"--ms-bias-correction=maybe"}).find("--ms-bias-correction: 'maybe' is not on or off"),
             std::string::npos);
   EXPECT_NE(message({"--eps", "0"}).find("--eps: '0' is not a positive number"), std::string::npos);
+  // The robust DC-ASGD-a is the default; the paper's exact formula is two flags away.
+  Config defaults;
+  EXPECT_TRUE(defaults.ms_bias_correction);
+  EXPECT_FLOAT_EQ(defaults.dc_bound, 1.0f);
+  EXPECT_FLOAT_EQ(defaults.dc_tau0, 4.0f);
+  EXPECT_FLOAT_EQ(defaults.dc_lambda0, 32.0f);
+  EXPECT_FALSE(defaults.skip_pulls) << "SSP pulls every clock unless asked to skip";
+  Config paper;
+  parse_config(paper,
+               {"--rule", "dc-asgd-a", "--ms-bias-correction", "off", "--dc-bound", "off", "--dc-tau0", "off",
+                "--staleness", "3", "--skip-pulls"},
+               nullptr);
+  EXPECT_FALSE(paper.ms_bias_correction);
+  EXPECT_EQ(paper.dc_bound, 0.0f);
+  EXPECT_EQ(paper.dc_tau0, 0.0f);
+  EXPECT_NE(describe(paper).find("dc-tau0 off"), std::string::npos) << describe(paper);
+  EXPECT_NE(message({"--dc-tau0", "0.5"}).find("--dc-tau0: '0.5' is not a staleness of at least 1 or off"),
+            std::string::npos);
+  EXPECT_TRUE(paper.skip_pulls);
+  EXPECT_NE(describe(paper).find("dc-bound off"), std::string::npos) << describe(paper);
+  EXPECT_NE(describe(paper).find("skip-pulls on"), std::string::npos) << describe(paper);
+  EXPECT_NE(message({"--dc-bound", "0"}).find("--dc-bound: '0' is not a positive bound or off"), std::string::npos);
+  EXPECT_NE(message({"--dc-bound", "-1"}).find("--dc-bound"), std::string::npos);
   setenv("RDMAPS_TAU_MAX", "many", 1);
   EXPECT_NE(message({}).find("RDMAPS_TAU_MAX"), std::string::npos);
   unsetenv("RDMAPS_TAU_MAX");
@@ -190,6 +264,11 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   EXPECT_EQ(back.worker, 3u);
   EXPECT_EQ(back.rule.ms_bias_correction, 1u);
   EXPECT_EQ(back.rule.difference(Hello{}.rule), "ms-bias-correction on vs off");
+  Hello bounded = h;
+  bounded.rule.dc_bound = 0.5f;
+  EXPECT_EQ(decode_hello(encode(bounded), "peer-7").rule.difference(h.rule), "dc-bound 0.5 vs 0");
+  bounded.rule.dc_bound = NAN;
+  EXPECT_THROW(decode_hello(encode(bounded), "peer-7"), Error);
   EXPECT_EQ(back.tensors[0].name, "w");
   for (size_t cut : {size_t{3}, size_t{12}, bytes.size() - 1}) {
     std::vector<uint8_t> truncated(bytes.begin(), bytes.begin() + static_cast<long>(cut));

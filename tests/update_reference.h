@@ -3,6 +3,7 @@
 // kernel and the server end to end are all checked against.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -23,10 +24,18 @@ inline double reference_update(const ps::UpdateParams& p, double lr, double ms_s
       state = double(p.momentum) * state + g;
       return w - lr * state;
     case UpdateRule::kDcAsgdConstant:
-      return w - lr * (g + double(p.lambda) * g * g * (w - bak));
-    case UpdateRule::kDcAsgdAdaptive:
-      state = double(p.ms_momentum) * state + (1 - double(p.ms_momentum)) * g * g;
-      return w - lr * (g + double(p.lambda0) / std::sqrt(ms_scale * state + double(p.eps)) * g * g * (w - bak));
+    case UpdateRule::kDcAsgdAdaptive: {
+      // The paper's compensation lambda * g * g * (w - bak), as a factor k of g.
+      double lambda = p.lambda;
+      if (p.rule == UpdateRule::kDcAsgdAdaptive) {
+        state = double(p.ms_momentum) * state + (1 - double(p.ms_momentum)) * g * g;
+        lambda = double(p.lambda0) / std::sqrt(ms_scale * state + double(p.eps));
+      }
+      double k = lambda * g * (w - bak);
+      if (p.rule == UpdateRule::kDcAsgdAdaptive && p.dc_bound > 0)
+        k = std::clamp(k, -double(p.dc_bound), double(p.dc_bound));
+      return w - lr * (g + k * g);
+    }
   }
   return NAN;
 }

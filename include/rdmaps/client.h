@@ -23,7 +23,7 @@ struct ClientOptions {
 struct ClientStats {
   uint64_t pushes = 0, push_bytes = 0;
   uint64_t pulls = 0, pull_bytes = 0;
-  uint64_t pulls_skipped = 0, pull_bytes_saved = 0;  ///< SSP: cached copy was fresh enough
+  uint64_t pulls_skipped = 0, pull_bytes_saved = 0;  ///< SSP with skip_pulls: cached copy was fresh enough
   uint64_t clocks = 0;
   double clock_wait_seconds = 0;
   std::vector<std::string> push_paths;  ///< per server: "put" or "am"
@@ -57,8 +57,9 @@ class Client {
   /// device memory (ready: its stream synchronized); device data goes to UCX
   /// directly where UCX handles it, else through pinned buffers (stats().gpu_path).
   void push(const std::string& name, std::span<const float> gradient);
-  /// Copies the parameters into `out` (host or device memory), fetching them
-  /// only when the cached copy is staler than the SSP bound allows.
+  /// Copies the parameters into `out` (host or device memory), fetched fresh
+  /// (with Config::skip_pulls under SSP: only when the cached copy is staler
+  /// than the bound allows).
   void pull(const std::string& name, std::span<float> out);
   /// Pulls several tensors with at most one request per server (e.g. a whole
   /// model after each step); the staleness rule is pull()'s.

@@ -28,12 +28,20 @@ struct Config {
   float learning_rate = 0.01f;
   float momentum = 0.9f;      ///< momentum rule
   float dc_lambda = 0.04f;    ///< DC-ASGD-c lambda
-  float dc_lambda0 = 2.0f;    ///< DC-ASGD-a lambda0
+  float dc_lambda0 = 32.0f;   ///< DC-ASGD-a lambda0 (large: dc_bound keeps the compensation in range)
   float ms_momentum = 0.95f;  ///< DC-ASGD-a mean-square momentum
   float eps = 1e-7f;          ///< DC-ASGD-a epsilon
   /// DC-ASGD-a divides by ms / (1 - ms_momentum^t) at a shard's t-th update (Adam's
-  /// bias correction) instead of DESIGN.md's ms, which starts at zero: off by default.
-  bool ms_bias_correction = false;
+  /// bias correction) instead of the paper's ms, which starts at zero (docs/architecture.md
+  /// "Update rules"). On by default: without it DC-ASGD-a diverges at its defaults.
+  bool ms_bias_correction = true;
+  /// DC-ASGD-a: the compensation may change each element's gradient by at most this
+  /// many times itself, so at 1 (the default) it never reverses or more than doubles
+  /// it; 0 leaves it unbounded, the paper's formula.
+  float dc_bound = 1.0f;
+  /// DC-ASGD-a: a push more than this many updates stale (tau) steps with
+  /// lr * dc_tau0 / tau; 0: every push at lr, the paper's formula.
+  float dc_tau0 = 4.0f;
   StalenessPolicy staleness_policy = StalenessPolicy::kNone;
   uint64_t tau_max = 16;   ///< kDropAboveMax limit
   bool check_nan = false;  ///< reject pushes carrying NaN/Inf
@@ -43,7 +51,10 @@ struct Config {
   uint32_t shard_floats = 256 * 1024;  ///< floats per shard (1 MiB)
   uint32_t inbox_slots = 4;            ///< slots per worker inbox ring
   uint32_t apply_threads = 1;          ///< server threads that split each update
-  std::string secret;                  ///< shared secret checked at connection (empty: none)
+  /// SSP: skip a pull while the cached copy already holds every update the bound
+  /// requires (saves bytes, computes on older copies); off: pull every clock, as async does.
+  bool skip_pulls = false;
+  std::string secret;  ///< shared secret checked at connection (empty: none)
 };
 
 const char* rule_name(UpdateRule rule);
