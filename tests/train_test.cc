@@ -171,7 +171,7 @@ std::array<WorkerEnd, 2> run_two_workers(size_t train_images, uint32_t epochs,
         if (line.rfind("done", 0) != 0) return;
         std::istringstream in(line.substr(5));
         uint64_t skip;
-        in >> ends[w].steps >> skip >> skip >> skip >> skip >> ends[w].compute_s >> ends[w].straggled;
+        in >> skip >> ends[w].steps >> skip >> skip >> skip >> skip >> ends[w].compute_s >> ends[w].straggled;
       });
       ends[w].wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     });

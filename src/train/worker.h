@@ -1,12 +1,19 @@
 // One training worker: its partition of the training set, minibatch SGD
-// steps through the parameter servers, periodic test evaluation.
+// steps through the parameter servers, periodic test evaluation. A worker
+// process runs one (run_worker); the virtual-worker mode runs many in one
+// process, stepping them in a schedule (virtual_workers.h).
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <memory>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "rdmaps/client.h"
 #include "src/train/dataset.h"
+#include "src/train/mlp.h"
 
 namespace rdmaps::train {
 
@@ -24,9 +31,56 @@ struct WorkerOptions {
   bool cosine = false;                     ///< decay lr to 5 % over the run; pushes carry the rate
 };
 
-/// Lines for the driver: "progress ...", "eval ...", "done ...".
+/// Lines for the driver, each naming the worker: "progress W ...", "eval W ...", "done W ...".
 using Report = std::function<void(const std::string& line)>;
 
+class TrainingWorker {
+ public:
+  TrainingWorker(const ClientOptions& client, const WorkerOptions& options, const TrainTest& data, Report report);
+  ~TrainingWorker();
+  TrainingWorker(const TrainingWorker&) = delete;
+  TrainingWorker& operator=(const TrainingWorker&) = delete;
+
+  /// Connects to the servers; worker 0 also sets the initial weights and
+  /// pulls them back, so they are in place before anyone's first pull.
+  void connect();
+  /// Waits until every worker connected (real processes; a virtual schedule
+  /// has all its workers connected before any steps).
+  void barrier() { client_.barrier(); }
+  /// Pulls the parameters of the first step; worker 0 evaluates them.
+  void begin();
+  bool finished() const { return step_ >= total_steps_; }
+  /// One step: the gradient of the next minibatch at the parameters held,
+  /// push, clock, (straggle), then pull the next step's parameters. Throws
+  /// Error when the loss is not finite (pushing it would ruin every worker).
+  void step();
+  /// Reports the "done" line.
+  void finish();
+
+  uint64_t steps() const { return step_; }
+  const Client& client() const { return client_; }
+
+ private:
+  void load_batch();
+  void evaluate(double epoch);
+  double epoch_progress() const;
+
+  WorkerOptions o_;
+  const TrainTest& data_;
+  Report report_;
+  Client client_;
+  Mlp model_;
+  std::vector<size_t> mine_;  // this worker's examples, reshuffled every epoch
+  std::vector<float> params_, grad_, x_;
+  std::vector<uint8_t> y_;
+  std::mt19937_64 rng_, straggle_rng_;
+  std::bernoulli_distribution straggles_;
+  size_t test_n_ = 0, steps_per_epoch_ = 0, eval_every_ = 1;
+  uint64_t step_ = 0, total_steps_ = 0, straggled_ = 0;
+  double loss_sum_ = 0, compute_s_ = 0;  // loss_sum_: this epoch's
+};
+
+/// A worker process: connect, barrier, every step, done.
 void run_worker(const ClientOptions& client, const WorkerOptions& options, const TrainTest& data, const Report& report);
 
 }  // namespace rdmaps::train

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The consistency flags must reach the workers: fully async never skips a
-# pull, SSP skips some (its communication saving), BSP keeps staleness tiny.
+# pull, nor does SSP unless --skip-pulls asks for its communication saving;
+# BSP keeps staleness tiny.
 #   tests/train/check_modes.sh RDMAPS_TRAIN OUT_DIR
 set -euo pipefail
 train=$1; out=$2
@@ -12,7 +13,9 @@ check() {  # json python-condition message
 async=$(run --async --dc off)
 check "$async" "r['pulls_skipped'] == 0" "--async skipped pulls"
 ssp=$(run --staleness 3 --dc off)
-check "$ssp" "r['pulls_skipped'] > 0 and r['bytes_pulled'] < r['bytes_pushed']" "--staleness 3 skipped no pull"
+check "$ssp" "r['pulls_skipped'] == 0" "--staleness 3 skipped pulls without --skip-pulls"
+skipping=$(run --staleness 3 --dc off --skip-pulls)
+check "$skipping" "r['pulls_skipped'] > 0 and r['bytes_pulled'] < r['bytes_pushed']" "--staleness 3 --skip-pulls skipped no pull"
 bsp=$(run --sync --dc off)
 check "$bsp" "r['staleness_max'] <= 2" "--sync let staleness exceed what two workers in lockstep allow"
 # The schedule reaches the servers: one worker in lockstep is deterministic, so
@@ -25,9 +28,13 @@ again=$(run --workers 1 --sync --dc off --schedule constant)
 check "$again" "r['final_test_accuracy'] == $(/usr/bin/python3 -c "import json,sys; print(json.loads(sys.argv[1])['final_test_accuracy'])" "$constant")" \
   "one worker in lockstep is not deterministic, so the schedule comparison means nothing"
 # Server options from the environment reach every process of the job.
-corrected=$(RDMAPS_MS_BIAS_CORRECTION=on "$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 \
+corrected=$(RDMAPS_MS_BIAS_CORRECTION=off "$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 \
     --transport shm --dc adaptive --out "$out" 2>&1)
-grep -q "ms-bias-correction on" <<<"$corrected" || { echo "FAILED: RDMAPS_MS_BIAS_CORRECTION=on not in effect: $corrected"; exit 1; }
+grep -q "ms-bias-correction off" <<<"$corrected" || { echo "FAILED: RDMAPS_MS_BIAS_CORRECTION=off not in effect: $corrected"; exit 1; }
+# ... and so do parameter-server flags given to rdmaps-train.
+bounded=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --transport shm --dc adaptive \
+    --dc-bound 0.5 --out "$out" 2>&1)
+grep -q "dc-bound 0.5" <<<"$bounded" || { echo "FAILED: --dc-bound 0.5 not in effect: $bounded"; exit 1; }
 if "$train" --schedule sometimes --out "$out" 2>/dev/null; then echo "FAILED: --schedule sometimes accepted"; exit 1; fi
 # Stragglers reach the workers: one fixed worker sleeps after each of its
 # steps; a random one makes every worker sleep after about 1 step in workers.

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Convergence at scale: final test accuracy of ASGD, DC-ASGD-c and DC-ASGD-a
+# against sequential SGD, with N virtual workers (one process, a seeded
+# schedule: the staleness of N workers in parallel, on any number of cores;
+# docs/architecture.md "Virtual workers"). Each run is deterministic, so the
+# table depends on the build and the flags only, not on the machine's load.
+# A benchmark, not a test: it takes about 30 minutes on 2 cores with JOBS=2.
+#
+#   bench/convergence.sh [BUILD_DIR] [extra rdmaps-train flags...]
+#
+# Environment (defaults in brackets):
+#   SEEDS ["1 2 3"]   NS ["4 8 16 32"] (round-robin: every push N-1 stale)
+#   EXTRA_CELLS ["16:geometric:8"] (N:delay cells beside the round-robin ones)
+#   RULES ["off constant adaptive"] (--dc)   EPOCHS [15]   JOBS [2]
+#   OUT [convergence-out]: one JSON line per run in OUT/results.jsonl
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+shift || true
+extra=("$@")
+train="$build/src/rdmaps-train"
+[ -x "$train" ] || { echo "convergence.sh: $train not built (scripts/build.sh $build)" >&2; exit 1; }
+seeds=${SEEDS:-"1 2 3"}
+ns=${NS:-"4 8 16 32"}
+cells=${EXTRA_CELLS:-"16:geometric:8"}
+rules=${RULES:-"off constant adaptive"}
+epochs=${EPOCHS:-15}
+jobs=${JOBS:-2}
+out=${OUT:-convergence-out}
+mkdir -p "$out"
+: >"$out/results.jsonl"
+
+# One line per run: N DELAY RULE SEED (N 1 with rule "off": sequential SGD).
+plan="$out/plan.txt"
+: >"$plan"
+for seed in $seeds; do
+  echo "1 round-robin off $seed" >>"$plan"
+  for n in $ns; do
+    for rule in $rules; do echo "$n round-robin $rule $seed" >>"$plan"; done
+  done
+  for cell in $cells; do
+    n=${cell%%:*}
+    for rule in $rules; do echo "$n ${cell#*:} $rule $seed" >>"$plan"; done
+  done
+done
+
+run_one() {  # N DELAY RULE SEED
+  set -o pipefail
+  local n=$1 delay=$2 rule=$3 seed=$4 dir log
+  dir="$out/runs/n$n-${delay//:/_}-$rule-s$seed"
+  mkdir -p "$dir"
+  log="$dir/stderr.txt"
+  local json
+  if json=$("$train" --virtual-workers "$n" --delay "$delay" --dc "$rule" --seed "$seed" --epochs "$epochs" \
+      --json --out "$dir" "${extra[@]}" 2>"$log" | tail -1); then
+    :
+  else
+    # A diverged run stops with the reason (the loss turned NaN); record it as such.
+    json="{\"diverged\":true,\"why\":$(grep -m1 -o 'the loss is.*' "$log" | /usr/bin/python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}"
+  fi
+  /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(n=int(sys.argv[2]), delay=sys.argv[3], rule=sys.argv[4], seed=int(sys.argv[5])); print(json.dumps(r))' \
+    "$json" "$n" "$delay" "$rule" "$seed"
+}
+export -f run_one
+export out epochs train
+export extra_flags="${extra[*]:-}"
+
+echo "convergence.sh: $(wc -l <"$plan") runs of $epochs epochs, $jobs at a time, extra flags: ${extra[*]:-none}" >&2
+start=$(date +%s)
+# xargs runs JOBS at a time; each appends its line to results.jsonl as it ends.
+while read -r n delay rule seed; do echo "$n $delay $rule $seed"; done <"$plan" |
+  xargs -P "$jobs" -L 1 bash -c 'extra=($extra_flags); run_one "$@" >>"$out/results.jsonl"' _
+echo "convergence.sh: done in $(( $(date +%s) - start )) s" >&2
+
+/usr/bin/python3 - "$out/results.jsonl" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+seq = [r["final_test_accuracy"] for r in runs if r["n"] == 1 and not r.get("diverged")]
+def cell(rs):
+    ok = [100 * r["final_test_accuracy"] for r in rs if not r.get("diverged")]
+    div = len(rs) - len(ok)
+    if not ok:
+        return f"diverged {div}/{len(rs)}"
+    spread = f"{min(ok):.2f}–{max(ok):.2f}" if len(ok) > 1 else f"{ok[0]:.2f}"
+    text = f"{statistics.mean(ok):.2f} ({spread})"
+    return text + (f", diverged {div}/{len(rs)}" if div else "")
+rules = [("off", "ASGD"), ("constant", "DC-ASGD-c"), ("adaptive", "DC-ASGD-a")]
+print(f"sequential SGD (1 worker): {statistics.mean(seq) * 100:.2f} % mean over {len(seq)} seeds"
+      + (f" ({min(seq) * 100:.2f}–{max(seq) * 100:.2f})" if len(seq) > 1 else ""))
+print()
+print("| N | delay | staleness p50 / max | " + " | ".join(name for _, name in rules) + " | DC-a − seq | DC-a − ASGD | DC-a − DC-c |")
+print("|---:|---|---:|" + "---:|" * (len(rules) + 3))
+mean = lambda rs: statistics.mean(100 * r["final_test_accuracy"] for r in rs) if rs and not any(r.get("diverged") for r in rs) else None
+keys = sorted({(r["n"], r["delay"]) for r in runs if r["n"] > 1}, key=lambda k: (k[1] != "round-robin", k[0], k[1]))
+for n, delay in keys:
+    by = {rule: [r for r in runs if r["n"] == n and r["delay"] == delay and r["rule"] == rule] for rule, _ in rules}
+    ok = [r for rs in by.values() for r in rs if not r.get("diverged")]
+    tau = f"{statistics.median(r['staleness_p50'] for r in ok):.0f} / {max(r['staleness_max'] for r in ok)}" if ok else "—"
+    a, s, c = mean(by["adaptive"]), mean(by["off"]), mean(by["constant"])
+    d = lambda x, y: f"{x - y:+.2f}" if x is not None and y is not None else "—"
+    print(f"| {n} | {delay} | {tau} | " + " | ".join(cell(by[rule]) for rule, _ in rules)
+          + f" | {d(a, 100 * statistics.mean(seq) if seq else None)} | {d(a, s)} | {d(a, c)} |")
+PY

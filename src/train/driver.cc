@@ -1,0 +1,398 @@
+#include "src/train/driver.h"
+
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "rdmaps/error.h"
+#include "src/tools/child_process.h"
+
+namespace rdmaps::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct ChildProcess {
+  tools::Child child;
+  std::string buffer, name;
+  bool eof = false;
+  int fd() const { return child.read_fd; }
+};
+
+ChildProcess spawn(const std::vector<std::string>& args, const std::string& name) {
+  ChildProcess c;
+  c.name = name;
+  c.child = tools::spawn_self("rdmaps-train", args);
+  return c;
+}
+
+// Next complete line already read from a child (see pump()), if any.
+std::optional<std::string> next_line(ChildProcess& c) {
+  auto nl = c.buffer.find('\n');
+  if (nl == std::string::npos) return std::nullopt;
+  std::string line = c.buffer.substr(0, nl);
+  c.buffer.erase(0, nl + 1);
+  return line;
+}
+
+void pump(std::vector<ChildProcess*>& children, int timeout_ms) {
+  std::vector<pollfd> fds;
+  for (auto* c : children)
+    if (!c->eof) fds.push_back({c->fd(), POLLIN, 0});
+  if (fds.empty()) return;
+  if (::poll(fds.data(), fds.size(), timeout_ms) <= 0) return;
+  size_t k = 0;
+  for (auto* c : children) {
+    if (c->eof) continue;
+    if (fds[k++].revents == 0) continue;
+    char buf[4096];
+    ssize_t n = ::read(c->fd(), buf, sizeof(buf));
+    if (n <= 0)
+      c->eof = true;
+    else
+      c->buffer.append(buf, static_cast<size_t>(n));
+  }
+}
+
+struct Point {
+  double seconds, epoch, accuracy, loss;
+  uint64_t updates;
+};
+
+using Histogram = std::vector<uint64_t>;  // count by staleness
+
+// "tau:count tau:count ..." after a line's first word, added into `into`.
+void add_histogram(std::istringstream& in, Histogram& into) {
+  for (std::string item; in >> item;) {
+    auto colon = item.find(':');
+    if (colon == std::string::npos) continue;
+    size_t tau = std::stoull(item.substr(0, colon));
+    if (into.size() <= tau) into.resize(tau + 1, 0);
+    into[tau] += std::stoull(item.substr(colon + 1));
+  }
+}
+
+struct RunResult {
+  std::string label;
+  uint32_t virtual_workers = 0;
+  std::string delay;
+  double seconds = 0, final_accuracy = 0;
+  std::optional<double> time_to_85;
+  uint64_t updates = 0, pushed = 0, pulled = 0, pulls = 0, skipped = 0;
+  uint64_t straggled = 0;  ///< steps after which a worker slept (--straggler)
+  double tau_p50 = 0;
+  uint64_t tau_max = 0, dropped = 0;
+  Histogram staleness;           ///< per push piece, summed over servers
+  Histogram schedule_staleness;  ///< virtual workers: what the schedule made, per piece
+  std::vector<Point> curve;
+};
+
+std::string human_bytes(double b) {
+  char buf[32];
+  if (b >= 1e9)
+    std::snprintf(buf, sizeof(buf), "%.2f GB", b / 1e9);
+  else
+    std::snprintf(buf, sizeof(buf), "%.1f MB", b / 1e6);
+  return buf;
+}
+
+// Reads one server line ("stats ..." or "histogram ...") into r.
+void take_server_line(const std::string& line, RunResult& r, uint64_t& pushes) {
+  std::istringstream in(line);
+  std::string kind;
+  in >> kind;
+  if (kind == "stats") {
+    uint64_t tau_max = 0;
+    double p50 = 0;
+    in >> pushes >> p50 >> tau_max >> r.dropped;
+    r.tau_p50 = p50;
+    r.tau_max = std::max(r.tau_max, tau_max);
+  } else if (kind == "histogram") {
+    add_histogram(in, r.staleness);
+  }
+}
+
+RunResult run_local(const Options& o, bool progress) {
+  RunResult r;
+  r.label = o.label.empty() ? default_label(o) : o.label;
+  r.virtual_workers = o.virtual_workers;
+  if (o.virtual_workers) r.delay = o.delay;
+  std::vector<ChildProcess> servers, workers;
+  std::string list;
+  for (uint32_t i = 0; i < o.servers; ++i) {
+    auto args = passthrough(o);
+    args.insert(args.end(), {"--role", "server", "--index", std::to_string(i)});
+    servers.push_back(spawn(args, "server " + std::to_string(i)));
+  }
+  for (auto& s : servers) {
+    std::vector<ChildProcess*> one = {&s};
+    auto deadline = Clock::now() + std::chrono::seconds(30);
+    std::optional<std::string> line;
+    while (!(line = next_line(s)) && !s.eof && Clock::now() < deadline) pump(one, 100);
+    if (!line || line->rfind("port ", 0) != 0)
+      throw Error(Errc::kIo, s.name + " did not report its port within 30 s (see its output above)");
+    list += (list.empty() ? "" : ",") + ("127.0.0.1:" + line->substr(5));
+  }
+  if (o.virtual_workers) {
+    auto args = passthrough(o);
+    args.insert(args.end(), {"--role", "virtual", "--virtual-workers", std::to_string(o.virtual_workers), "--delay",
+                             o.delay, "--servers-list", list});
+    workers.push_back(spawn(args, "virtual workers"));
+  } else {
+    for (uint32_t w = 0; w < o.workers; ++w) {
+      auto args = passthrough(o);
+      args.insert(args.end(), {"--role", "worker", "--worker", std::to_string(w), "--servers-list", list});
+      if (o.straggler >= 0 || o.straggler_random)
+        args.insert(args.end(),
+                    {"--straggler", (o.straggler_random ? std::string("random") : std::to_string(o.straggler)) + ":" +
+                                        std::to_string(o.straggle_factor)});
+      workers.push_back(spawn(args, "worker " + std::to_string(w)));
+    }
+  }
+  std::vector<ChildProcess*> all;
+  for (auto& c : servers) all.push_back(&c);
+  for (auto& c : workers) all.push_back(&c);
+
+  if (progress)
+    std::fprintf(
+        stderr, "rdmaps-train [%s]: %u server(s), %u worker(s)%s, %s; %u epochs of batch %u, %s lr schedule, data %s\n",
+        r.label.c_str(), o.servers, o.workers,
+        o.virtual_workers ? (" in one process, schedule " + o.delay).c_str() : "", describe(config_of(o)).c_str(),
+        o.epochs, o.batch, o.schedule.c_str(), o.data.c_str());
+  std::optional<Clock::time_point> start;
+  std::vector<double> epoch(o.workers, 0), loss(o.workers, 0);
+  std::vector<uint64_t> pushed(o.workers, 0), pulled(o.workers, 0);
+  std::vector<uint64_t> server_pushes(o.servers, 0);
+  double accuracy = 0;
+  auto last_print = Clock::now();
+  size_t finished = 0, children_done = 0;
+  while (children_done < workers.size()) {
+    pump(all, 200);
+    for (size_t i = 0; i < all.size(); ++i) {
+      ChildProcess& c = *all[i];
+      while (auto line = next_line(c)) {
+        if (i < servers.size()) {
+          take_server_line(*line, r, server_pushes[i]);
+          continue;
+        }
+        std::istringstream in(*line);
+        std::string kind;
+        uint32_t w = 0;
+        in >> kind;
+        if (kind == "schedule") {
+          add_histogram(in, r.schedule_staleness);
+          continue;
+        }
+        if (!(in >> w) || w >= o.workers) continue;  // not a worker's report
+        if (kind == "progress") {
+          uint64_t steps;
+          in >> steps >> epoch[w] >> loss[w] >> pushed[w] >> pulled[w];
+        } else if (kind == "eval") {
+          Point p{};
+          in >> p.epoch >> p.accuracy >> p.loss >> p.updates;
+          if (!start) start = Clock::now();  // the first evaluation comes right after the start barrier
+          p.seconds = std::chrono::duration<double>(Clock::now() - *start).count();
+          accuracy = p.accuracy;
+          if (!r.time_to_85 && p.accuracy >= 0.85) r.time_to_85 = p.seconds;
+          r.curve.push_back(p);
+        } else if (kind == "done") {
+          uint64_t steps, bytes_in, bytes_out, pulls, skipped, straggled = 0;
+          double compute;
+          in >> steps >> bytes_in >> bytes_out >> pulls >> skipped >> compute >> straggled;
+          r.updates += steps;
+          r.pushed += bytes_in;
+          r.pulled += bytes_out;
+          r.pulls += pulls;
+          r.skipped += skipped;
+          r.straggled += straggled;
+          ++finished;
+        }
+      }
+      if (c.eof && i >= servers.size() && c.fd() >= 0) {
+        int status = tools::wait_child(c.child);
+        if (status != 0)
+          throw Error(Errc::kInternal,
+                      c.name + " failed (exit status " + std::to_string(status) + "); its error is above");
+        ++children_done;
+      }
+    }
+    if (progress && start && Clock::now() - last_print > std::chrono::milliseconds(250)) {
+      last_print = Clock::now();
+      double t = std::chrono::duration<double>(last_print - *start).count();
+      double e = 0, l = 0;
+      for (uint32_t w = 0; w < o.workers; ++w) e += epoch[w] / o.workers, l += loss[w] / o.workers;
+      uint64_t updates = 0, in = 0, out = 0;
+      for (auto p : server_pushes) updates += p;
+      for (uint32_t w = 0; w < o.workers; ++w) in += pushed[w], out += pulled[w];
+      double rate = t > 0.5 ? updates / o.servers / t : 0;  // per server: every piece counts once
+      std::fprintf(stderr,
+                   "\r[%s] epoch %5.2f/%u  loss %.3f  test acc %5.2f%%  %6.0f updates/s  staleness p50 %.0f max %llu"
+                   "  pushed %s pulled %s  %5.1fs ",
+                   r.label.c_str(), e, o.epochs, l, 100 * accuracy, rate, r.tau_p50,
+                   static_cast<unsigned long long>(r.tau_max), human_bytes(static_cast<double>(in)).c_str(),
+                   human_bytes(static_cast<double>(out)).c_str(), t);
+      std::fflush(stderr);
+    }
+  }
+  if (finished != o.workers)
+    throw Error(Errc::kInternal, std::to_string(finished) + " of " + std::to_string(o.workers) +
+                                     " workers reported their end; the others' errors are above");
+  for (size_t i = 0; i < servers.size(); ++i) {
+    ChildProcess& c = servers[i];
+    std::vector<ChildProcess*> one = {&c};
+    while (!c.eof) {
+      pump(one, 200);
+      while (auto line = next_line(c)) take_server_line(*line, r, server_pushes[i]);
+    }
+    tools::wait_child(c.child);
+  }
+  if (progress) std::fprintf(stderr, "\n");
+  r.seconds = start ? std::chrono::duration<double>(Clock::now() - *start).count() : 0;
+  r.final_accuracy = r.curve.empty() ? 0 : r.curve.back().accuracy;
+  return r;
+}
+
+std::string json_histogram(const Histogram& h) {
+  std::string out = "{";
+  for (size_t tau = 0; tau < h.size(); ++tau)
+    if (h[tau]) out += (out.size() > 1 ? "," : "") + ("\"" + std::to_string(tau) + "\":" + std::to_string(h[tau]));
+  return out + "}";
+}
+
+std::string json_of(const RunResult& r) {
+  std::ostringstream j;
+  j.precision(6);
+  j << "{\"run\":\"" << r.label << "\",\"final_test_accuracy\":" << r.final_accuracy << ",\"seconds\":" << r.seconds
+    << ",\"time_to_85_s\":";
+  if (r.time_to_85)
+    j << *r.time_to_85;
+  else
+    j << "null";
+  j << ",\"updates\":" << r.updates << ",\"bytes_pushed\":" << r.pushed << ",\"bytes_pulled\":" << r.pulled
+    << ",\"pulls\":" << r.pulls << ",\"pulls_skipped\":" << r.skipped << ",\"staleness_p50\":" << r.tau_p50
+    << ",\"staleness_max\":" << r.tau_max << ",\"straggled_steps\":" << r.straggled
+    << ",\"staleness_histogram\":" << json_histogram(r.staleness) << ",\"virtual_workers\":" << r.virtual_workers;
+  if (r.virtual_workers)
+    j << ",\"delay\":\"" << r.delay << "\",\"schedule_staleness_histogram\":" << json_histogram(r.schedule_staleness);
+  j << "}";
+  return j.str();
+}
+
+void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, bool json) {
+  mkdir(dir.c_str(), 0755);
+  std::ofstream csv(dir + "/metrics.csv");
+  csv << "run,seconds,epoch,test_accuracy,test_loss,updates\n";
+  for (const auto& r : runs)
+    for (const auto& p : r.curve) {
+      csv.precision(6);
+      csv << r.label << "," << p.seconds << "," << p.epoch << "," << p.accuracy << ",";
+      csv.precision(17);  // as the worker measured it: deterministic runs compare bit for bit
+      csv << p.loss << "," << p.updates << "\n";
+    }
+  csv.close();
+  std::ofstream summary(dir + "/summary.json");
+  if (runs.size() == 1)
+    summary << json_of(runs[0]) << "\n";
+  else {
+    summary << "[";
+    for (size_t i = 0; i < runs.size(); ++i) summary << (i ? "," : "") << json_of(runs[i]);
+    summary << "]\n";
+  }
+  summary.close();
+  // Plot with gnuplot when it is there; the CSV is the result either way.
+  std::string script = dir + "/accuracy.gp";
+  std::ofstream gp(script);
+  gp << "set terminal pngcairo size 900,560\nset output '" << dir << "/accuracy.png'\nset datafile separator ','\n"
+     << "set key bottom right\nset grid\nset xlabel 'wall-clock seconds'\nset ylabel 'test accuracy'\nset yrange "
+        "[0.5:0.95]\n"
+     << "set title 'rdmaps-train: Fashion-MNIST MLP'\nplot ";
+  for (size_t i = 0; i < runs.size(); ++i) {
+    std::string file = dir + "/curve-" + std::to_string(i) + ".csv";
+    std::ofstream c(file);
+    for (const auto& p : runs[i].curve) c << p.seconds << "," << p.accuracy << "\n";
+    gp << (i ? ", " : "") << "'" << file << "' using 1:2 with linespoints title '" << runs[i].label << "'";
+  }
+  gp << "\n";
+  gp.close();
+  std::string cmd = "gnuplot '" + script + "' 2>/dev/null";
+  bool plotted = std::system("command -v gnuplot >/dev/null 2>&1") == 0 && std::system(cmd.c_str()) == 0;
+  if (!json)
+    std::printf("wrote %s/metrics.csv, %s/summary.json%s\n", dir.c_str(), dir.c_str(),
+                plotted ? (", " + dir + "/accuracy.png").c_str() : " (no plot: apt-get install gnuplot-nox)");
+}
+
+void print_table(const std::vector<RunResult>& runs) {
+  std::printf("%-22s %10s %12s %9s %12s %10s %10s\n", "run", "final acc", "time to 85%", "updates", "bytes moved",
+              "staleness", "seconds");
+  for (const auto& r : runs) {
+    char t85[32];
+    if (r.time_to_85)
+      std::snprintf(t85, sizeof(t85), "%.1f s", *r.time_to_85);
+    else
+      std::snprintf(t85, sizeof(t85), "never");
+    std::printf("%-22s %9.2f%% %12s %9llu %12s %10.0f %10.1f\n", r.label.c_str(), 100 * r.final_accuracy, t85,
+                static_cast<unsigned long long>(r.updates),
+                human_bytes(static_cast<double>(r.pushed + r.pulled)).c_str(), r.tau_p50, r.seconds);
+  }
+}
+
+}  // namespace
+
+int run_driver(const Options& o) {
+  load_dataset_dir(o.data);  // fail here, clearly, before starting any process
+  std::vector<RunResult> runs;
+  if (o.compare) {
+    struct Variant {
+      const char* label;
+      uint32_t workers;
+      const char* staleness;
+      const char* dc;
+    };
+    std::vector<Variant> variants = {
+        {"sequential SGD", 1, "0", "off"},           {"BSP", o.workers, "0", "off"},
+        {"SSP s=3", o.workers, "3", "off"},          {"ASGD", o.workers, "inf", "off"},
+        {"DC-ASGD-c", o.workers, "inf", "constant"}, {"DC-ASGD-a", o.workers, "inf", "adaptive"}};
+    // A virtual schedule is asynchronous: one virtual worker is sequential SGD.
+    if (o.virtual_workers)
+      std::erase_if(variants, [](const Variant& v) { return v.workers != 1 && std::string(v.staleness) != "inf"; });
+    for (const auto& v : variants) {
+      Options run = o;
+      run.label = v.label;
+      run.workers = v.workers;
+      run.staleness = o.virtual_workers ? "inf" : v.staleness;
+      run.dc = v.dc;
+      if (run.virtual_workers) run.virtual_workers = v.workers;
+      if (run.straggler >= static_cast<int>(run.workers)) run.straggler = -1;
+      runs.push_back(run_local(run, !o.json));
+    }
+  } else {
+    runs.push_back(run_local(o, !o.json));
+  }
+  if (o.json) std::printf("%s\n", runs.size() == 1 ? json_of(runs[0]).c_str() : "");
+  if (o.json && runs.size() > 1) {
+    std::printf("[");
+    for (size_t i = 0; i < runs.size(); ++i) std::printf("%s%s", i ? "," : "", json_of(runs[i]).c_str());
+    std::printf("]\n");
+  }
+  if (!o.json) print_table(runs);
+  write_outputs(o.out, runs, o.json);
+  for (const auto& r : runs)
+    if (r.final_accuracy < o.expect_accuracy) {
+      std::fprintf(stderr, "rdmaps-train: %s ended at %.4f test accuracy, below the expected %.4f\n", r.label.c_str(),
+                   r.final_accuracy, o.expect_accuracy);
+      return 3;
+    }
+  return 0;
+}
+
+}  // namespace rdmaps::train
