@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/apply_bound.h"
 #include "bench/perf_options.h"
 #include "bench/perf_report.h"
 #include "rdmaps/client.h"
@@ -31,53 +32,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const std::set<std::string> kFlags = {"transport", "workers",   "servers",       "floats", "rule",  "iters",
-                                      "json",      "push-path", "shard-floats",  "role",   "index", "servers-list",
-                                      "worker",    "report-fd", "apply-threads", "values", "help"};
+const std::set<std::string> kFlags = {"transport", "workers",   "servers",        "floats", "rule",      "iters",
+                                      "json",      "push-path", "shard-floats",   "role",   "index",     "servers-list",
+                                      "worker",    "report-fd", "server-threads", "values", "gpu-shard", "help"};
 
 Config ps_config(const Flags& f) {
   Config c;
-  std::vector<std::string> args = {"--transport",    f.str("transport", "shm"),
-                                   "--rule",         f.str("rule", "dc-asgd-c"),
-                                   "--push-path",    f.str("push-path", "auto"),
-                                   "--shard-floats", std::to_string(f.u64("shard-floats", 256 * 1024)),
-                                   "--staleness",    "0"};
+  std::vector<std::string> args = {"--transport",      f.str("transport", "shm"),
+                                   "--rule",           f.str("rule", "dc-asgd-c"),
+                                   "--push-path",      f.str("push-path", "auto"),
+                                   "--shard-floats",   std::to_string(f.u64("shard-floats", 256 * 1024)),
+                                   "--staleness",      "0",
+                                   "--server-threads", f.str("server-threads", "auto")};
   parse_config(c, args, nullptr);
   return c;
 }
 
-// Bytes one update of n floats streams through memory, per rule (reads + writes).
-uint64_t update_bytes(UpdateRule rule, uint64_t n) {
-  switch (rule) {
-    case UpdateRule::kSgd:
-      return 12 * n;  // w r/w, g r
-    case UpdateRule::kMomentum:
-      return 20 * n;  // w r/w, v r/w, g r
-    case UpdateRule::kDcAsgdConstant:
-      return 16 * n;  // w r/w, g r, w_bak r
-    case UpdateRule::kDcAsgdAdaptive:
-      return 24 * n;  // w r/w, g r, w_bak r, ms r/w
-  }
-  return 0;
-}
-
-// Single-thread copy bandwidth (read + write), measured now: the server applies on one thread.
-double memory_GBps() {
-  const size_t bytes = 256u << 20;
-  std::vector<char> a(bytes, 1), b(bytes, 2);
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    auto t0 = Clock::now();
-    std::memcpy(b.data(), a.data(), bytes);
-    double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    best = std::max(best, 2.0 * bytes / s / 1e9);
-    std::swap(a, b);
-  }
-  return best;
-}
-
 int run_server(const Flags& f) {
   ServerOptions o;
+  o.gpu_shard = f.has("gpu-shard");
   o.listen = "127.0.0.1:0";
   o.index = static_cast<uint32_t>(f.u64("index", 0));
   o.servers = static_cast<uint32_t>(f.u64("servers", 1));
@@ -146,12 +119,13 @@ int run_driver(const Flags& f) {
   const std::string values = f.str("values", "normal");
   if (values != "normal" && values != "tiny")
     throw Error(Errc::kInvalidArgument, "--values: '" + values + "' is not normal or tiny");
-  const uint64_t iters = f.u64("iters", std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50));
   if (workers == 0 || servers == 0) throw Error(Errc::kInvalidArgument, "--workers and --servers must be at least 1");
+  if (floats == 0) throw Error(Errc::kInvalidArgument, "--floats must be at least 1");
+  const uint64_t iters = f.u64("iters", std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50));
+  const bool gpu_shard = f.has("gpu-shard");
 
-  // Same-run references for the bound: memory bandwidth, and the transport at
-  // shard-sized messages on the path pushes take.
-  double mem = memory_GBps();
+  // Same-run reference for the bound: the transport at shard-sized messages
+  // on the path pushes take.
   std::string op = config.push_path == PushPath::kPut  ? "put"
                    : config.push_path == PushPath::kAm ? "am"
                    : transport == "tcp"                ? "am"
@@ -164,15 +138,17 @@ int run_driver(const Flags& f) {
   if (at == std::string::npos) throw Error(Errc::kInternal, "transport probe printed no bandwidth: " + probe_out);
   double net = std::stod(probe_out.substr(at + 10)) / 1e3;
 
-  std::vector<std::string> common = {"--transport",    transport,
-                                     "--rule",         f.str("rule", "dc-asgd-c"),
-                                     "--push-path",    f.str("push-path", "auto"),
-                                     "--shard-floats", std::to_string(config.shard_floats),
-                                     "--workers",      std::to_string(workers),
-                                     "--servers",      std::to_string(servers),
-                                     "--floats",       std::to_string(floats),
-                                     "--iters",        std::to_string(iters),
-                                     "--values",       values};
+  std::vector<std::string> common = {"--transport",      transport,
+                                     "--rule",           f.str("rule", "dc-asgd-c"),
+                                     "--push-path",      f.str("push-path", "auto"),
+                                     "--shard-floats",   std::to_string(config.shard_floats),
+                                     "--workers",        std::to_string(workers),
+                                     "--servers",        std::to_string(servers),
+                                     "--floats",         std::to_string(floats),
+                                     "--iters",          std::to_string(iters),
+                                     "--values",         values,
+                                     "--server-threads", f.str("server-threads", "auto")};
+  if (gpu_shard) common.push_back("--gpu-shard");
   std::vector<Child> server_children;
   std::string list;
   for (uint32_t s = 0; s < servers; ++s) {
@@ -208,38 +184,46 @@ int run_driver(const Flags& f) {
 
   Percentiles iter = Percentiles::of(total), push_p = Percentiles::of(push);
   // Bound for one iteration: every worker's push and pull cross the transport,
-  // and each server streams its share of every worker's update, backup copy
-  // and write-back (servers run in parallel; so do transfers to different servers).
-  double per_server_floats = static_cast<double>(floats) / servers;
-  double wire = workers * 2.0 * 4 * per_server_floats / (net * 1e9);
-  double memory = workers * (update_bytes(config.rule, 1) + 8.0 + 8.0) * per_server_floats / (mem * 1e9);
+  // and each server's threads apply their share of every worker's push and
+  // copy it into that worker's backup: that pass is measured now, with the
+  // threads the servers run (servers run in parallel; so do transfers to
+  // different servers).
+  const uint64_t per_server_floats = (floats + servers - 1) / servers;
+  const uint64_t server_shards = (per_server_floats + config.shard_floats - 1) / config.shard_floats;
+  const uint32_t threads = server_threads_for(config, server_shards, gpu_shard);
+  double wire = workers * 2.0 * 4 * static_cast<double>(per_server_floats) / (net * 1e9);
+  double memory =
+      gpu_shard ? 0.0 : apply_bound_seconds(config.rule, per_server_floats, config.shard_floats, workers, threads);
   double bound = wire + memory;
   double push_GBps = floats * 4.0 / push_p.p50 / 1e9;
+  double intake_GBps = workers * floats * 4.0 / iter.p50 / 1e9;
 
   std::ostringstream j;
   j.precision(6);
   j << "{\"bench\":\"ps\",\"transport\":\"" << transport << "\",\"push_path\":\"" << path << "\",\"rule\":\""
-    << rule_name(config.rule) << "\",\"values\":\"" << values << "\",\"workers\":" << workers
-    << ",\"servers\":" << servers << ",\"floats\":" << floats << ",\"shard_floats\":" << config.shard_floats
-    << ",\"iters\":" << total.size() << ",\"iter_p50_s\":" << iter.p50 << ",\"iter_max_s\":" << iter.max
-    << ",\"push_p50_s\":" << push_p.p50 << ",\"push_GBps\":" << push_GBps << ",\"transport_GBps\":" << net
-    << ",\"memory_GBps\":" << mem << ",\"bound_wire_s\":" << wire << ",\"bound_memory_s\":" << memory
-    << ",\"bound_s\":" << bound << ",\"ratio\":" << iter.p50 / bound << ",\"push_vs_transport\":" << push_GBps / net
-    << "}";
+    << rule_name(config.rule) << "\",\"values\":\"" << values << "\",\"gpu_shard\":" << (gpu_shard ? "true" : "false")
+    << ",\"server_threads\":" << threads << ",\"workers\":" << workers << ",\"servers\":" << servers
+    << ",\"floats\":" << floats << ",\"shard_floats\":" << config.shard_floats << ",\"iters\":" << total.size()
+    << ",\"iter_p50_s\":" << iter.p50 << ",\"iter_max_s\":" << iter.max << ",\"push_p50_s\":" << push_p.p50
+    << ",\"push_GBps\":" << push_GBps << ",\"intake_GBps\":" << intake_GBps << ",\"transport_GBps\":" << net
+    << ",\"bound_wire_s\":" << wire << ",\"bound_memory_s\":" << memory << ",\"bound_s\":" << bound
+    << ",\"ratio\":" << iter.p50 / bound << ",\"push_vs_transport\":" << push_GBps / net << "}";
   if (f.has("json")) {
     std::printf("%s\n", j.str().c_str());
   } else {
-    std::printf("# rdmaps-perf ps: %u worker(s), %u server(s), %llu floats, rule %s, transport %s, push path %s\n",
-                workers, servers, static_cast<unsigned long long>(floats), rule_name(config.rule), transport.c_str(),
-                path.c_str());
+    std::printf(
+        "# rdmaps-perf ps: %u worker(s), %u server(s) of %u thread(s), %llu floats, rule %s, transport %s, push "
+        "path %s%s\n",
+        workers, servers, threads, static_cast<unsigned long long>(floats), rule_name(config.rule), transport.c_str(),
+        path.c_str(), gpu_shard ? ", range on the GPU" : "");
     std::printf(
         "# bound = push+pull bytes / transport %.2f GB/s (%s at %u-float pieces, same run)\n"
-        "#       + update, backup copy and copy-out bytes / memory %.2f GB/s (single-thread copy, same run)\n",
-        net, op.c_str(), config.shard_floats, mem);
-    std::printf("%8s %12s %12s %12s %12s %12s %8s\n", "iters", "iter_p50_s", "push_GB/s", "bound_s", "wire_s",
-                "memory_s", "ratio");
-    std::printf("%8zu %12.4f %12.2f %12.4f %12.4f %12.4f %8.2f\n", total.size(), iter.p50, push_GBps, bound, wire,
-                memory, iter.p50 / bound);
+        "#       + every worker's update and backup copy by %u thread(s), each on its own part (same run)%s\n",
+        net, op.c_str(), config.shard_floats, threads, gpu_shard ? ": not measured for the GPU" : "");
+    std::printf("%8s %12s %12s %12s %12s %12s %12s %8s\n", "iters", "iter_p50_s", "push_GB/s", "intake_GB/s", "bound_s",
+                "wire_s", "memory_s", "ratio");
+    std::printf("%8zu %12.4f %12.2f %12.2f %12.4f %12.4f %12.4f %8.2f\n", total.size(), iter.p50, push_GBps,
+                intake_GBps, bound, wire, memory, iter.p50 / bound);
   }
   return 0;
 }
@@ -259,7 +243,8 @@ int perf_ps_main(int argc, char** argv, int first) {
         "  --push-path P            auto, put, am (auto)\n"
         "  --shard-floats N         floats per piece (262144 = 1 MiB)\n"
         "  --iters N                timed iterations (auto)\n"
-        "  --apply-threads N        server threads per update (1)\n"
+        "  --server-threads N|auto  threads per server, each owning part of the shards (auto: one per core)\n"
+        "  --gpu-shard              the servers keep their range on the GPU\n"
         "  --values normal|tiny     gradients of 1e-3, or of 1e-20..1e-40 (subnormal squares) (normal)\n"
         "  --json                   one JSON object\n");
     return 0;

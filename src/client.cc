@@ -12,8 +12,10 @@
 #include "src/am_ids.h"
 #include "src/bf16.h"
 #include "src/gpu_transfer.h"
+#include "src/inbox.h"
 #include "src/partition.h"
 #include "src/protocol.h"
+#include "src/write_back.h"
 #include "transport/context.h"
 #include "transport/idle_backoff.h"
 
@@ -23,35 +25,44 @@ using Clock = std::chrono::steady_clock;
 using transport::Access;
 using namespace ps;
 
-namespace {
-// Per slot: the header and the doorbell word, staged in registered memory.
-constexpr size_t kStagingStride = 128;
-}  // namespace
+// One thread of a server (docs/architecture.md "Server threads"): its own
+// endpoint, this worker's inbox there, and the write-backs it sends.
+struct Lane {
+  uint32_t index = 0;
+  uint32_t first_shard = 0, shards = 0;
+  std::unique_ptr<transport::Endpoint> ep;
+  std::unique_ptr<InboxWriter> inbox;
+  WriteBackReceiver write_back;  // active-message path
+};
 
 struct ServerLink {
   uint32_t index = 0;
   std::string address;
-  std::unique_ptr<transport::Endpoint> ep;
-  std::unique_ptr<transport::RemoteRegion> inbox;
-  std::unique_ptr<transport::Region> receive;  // mailbox, versions, parameters: written by the server
-  std::unique_ptr<transport::Region> staging;  // slot headers and doorbells
+  std::unique_ptr<transport::Region> receive;  // lane mailboxes, versions, parameters: written by the server
   Range range;
-  uint32_t shards = 0, slots = 0;
-  SlotLayout slot_layout{0};
-  ReceiveLayout receive_layout{0, 0};
+  uint32_t shards = 0;
+  ReceiveLayout receive_layout{0, 0, 0};
   bool use_am = false;
-  uint64_t next_seq = 1;
+  std::vector<Lane> lanes;
+  std::vector<uint32_t> lane_of;      // by shard
   std::vector<uint64_t> shard_stamp;  // min clock when each shard was last pulled; 0 = never
   std::vector<bool> have_shard;
-  // Active-message write-back: landings in flight and a mailbox waiting for them.
-  std::vector<transport::Request> landings;
-  std::optional<Mailbox> pending_mailbox;
 
-  const Mailbox& mailbox() const { return *static_cast<const Mailbox*>(receive->data()); }
+  const Mailbox& mailbox(const Lane& lane) const {
+    return *reinterpret_cast<const Mailbox*>(static_cast<const uint8_t*>(receive->data()) +
+                                             receive_layout.mailbox_offset(lane.index));
+  }
   uint64_t load(const uint64_t& field) const {
     return reinterpret_cast<const std::atomic<uint64_t>&>(field).load(std::memory_order_acquire);
   }
+  const uint64_t* versions() const {
+    return reinterpret_cast<const uint64_t*>(static_cast<const uint8_t*>(receive->data()) +
+                                             receive_layout.versions_offset());
+  }
 };
+
+/// The part of `t` inside `r` (empty when begin >= end).
+Range overlap(const Range& t, const Range& r) { return {std::max(t.begin, r.begin), std::min(t.end, r.end)}; }
 
 class ClientImpl {
  public:
@@ -76,6 +87,7 @@ class ClientImpl {
  private:
   struct Piece {
     ServerLink* link;
+    Lane* lane;
     uint32_t shard;
     uint64_t base_version;
     uint32_t offset, length;
@@ -87,9 +99,10 @@ class ClientImpl {
   void connect_one(uint32_t index);
   void on_write_back(transport::AmMessage& m);
   bool progress();  // true if anything moved
-  /// Posts one inbox message; returns the requests that keep its buffers busy.
-  uint64_t post(ServerLink& link, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset, uint32_t length,
-                const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0);
+  /// Posts one message into this worker's inbox on `lane`, once it has a
+  /// credit; `inflight` gets the requests that keep its buffers busy.
+  uint64_t post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset,
+                uint32_t length, const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0);
   template <typename Done>
   void wait(Done&& done, const std::string& what);
   void require_connected(const char* op) const {
@@ -107,7 +120,7 @@ class ClientImpl {
   std::vector<TensorDecl> declared_;
   std::unique_ptr<transport::Context> context_;
   std::vector<ServerLink> links_;
-  std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
+  std::unordered_map<const transport::Endpoint*, std::pair<uint32_t, uint32_t>> by_endpoint_;  // link, lane
   std::unique_ptr<Partition> partition_;
   uint64_t clock_ = 0;
   float learning_rate_ = 0;                   // 0: the servers' own
@@ -142,90 +155,106 @@ void ClientImpl::connect() {
   for (uint32_t i = 0; i < links_.size(); ++i) connect_one(i);
 }
 
+// The server's control thread admits this worker and names its lanes; the
+// worker then connects to each lane, handing it the receive region.
 void ClientImpl::connect_one(uint32_t index) {
   ServerLink& link = links_[index];
   link.index = index;
   link.address = options_.servers[index];
-  link.ep = context_->connect(transport::SockAddr::parse(link.address), options_.timeout);
+  auto control = context_->connect(transport::SockAddr::parse(link.address), options_.timeout);
   link.range = partition_->server_range(index);
   link.shards = partition_->shard_count(index);
-  link.receive_layout = ReceiveLayout{link.shards, link.range.size()};
-  // Registered once, remote-write for this server only.
-  link.receive = context_->allocate(link.receive_layout.bytes(), Access::kRemoteWrite);
-  std::memset(link.receive->data(), 0, link.receive->size());
   Hello hello;
   hello.worker = options_.worker;
   hello.secret_digest = secret_digest(config_.secret);
   hello.push_path = static_cast<uint32_t>(config_.push_path);
   hello.rule = RuleParams::from(config_);
   hello.tensors = declared_;
-  hello.receive_region = link.receive->descriptor(Access::kRemoteWrite).serialize();
-  link.ep->send_control(encode(hello), options_.timeout);
-  Welcome welcome = decode_welcome(link.ep->recv_control(options_.timeout), link.address);
+  control->send_control(encode(hello), options_.timeout);
+  Welcome welcome = decode_welcome(control->recv_control(options_.timeout), link.address);
   if (!welcome.accepted)
     throw Error(Errc::kProtocol, "server " + link.address + " refused worker " + std::to_string(options_.worker) +
                                      ": " + welcome.reason);
   if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
-      welcome.shard_floats != config_.shard_floats)
+      welcome.shard_floats != config_.shard_floats ||
+      welcome.lanes.back().first_shard + welcome.lanes.back().shards != link.shards)
     throw Error(Errc::kProtocol, "server " + link.address + " serves floats [" + std::to_string(welcome.range_begin) +
                                      ", " + std::to_string(welcome.range_end) + ") with shards of " +
                                      std::to_string(welcome.shard_floats) + ", this worker expected [" +
                                      std::to_string(link.range.begin) + ", " + std::to_string(link.range.end) +
                                      ") and " + std::to_string(config_.shard_floats) +
                                      ": check --servers order and --shard-floats on both sides");
-  link.slots = welcome.inbox_slots;
-  link.slot_layout = SlotLayout{config_.shard_floats * sizeof(float)};
-  link.inbox = link.ep->import(transport::RegionDescriptor::parse(welcome.inbox_region, link.address));
-  link.staging = context_->allocate(kStagingStride * link.slots, Access::kNone);
-  link.use_am = config_.push_path == PushPath::kAm || (config_.push_path == PushPath::kAuto && !link.ep->rma_native());
+  link.use_am = welcome.push_path == static_cast<uint32_t>(PushPath::kAm);
+  link.receive_layout = ReceiveLayout{welcome.lanes.size(), link.shards, link.range.size()};
+  // Registered once, remote-write for this server's lanes only.
+  link.receive = context_->allocate(link.receive_layout.bytes(), Access::kRemoteWrite);
+  std::memset(link.receive->data(), 0, link.receive->size());
+  LaneHello lane_hello;
+  lane_hello.worker = options_.worker;
+  lane_hello.token = welcome.token;
+  lane_hello.receive_region = link.receive->descriptor(Access::kRemoteWrite).serialize();
+  const auto host = transport::SockAddr::parse(link.address);
+  link.lanes.resize(welcome.lanes.size());
+  link.lane_of.assign(link.shards, 0);
+  for (uint32_t l = 0; l < welcome.lanes.size(); ++l) {
+    Lane& lane = link.lanes[l];
+    const LaneInfo& info = welcome.lanes[l];
+    lane.index = l;
+    lane.first_shard = info.first_shard;
+    lane.shards = info.shards;
+    const std::string where = link.address + " lane " + std::to_string(l);
+    const auto lane_address = host.with_port(static_cast<uint16_t>(info.port));
+    lane.ep = context_->connect(lane_address, options_.timeout, where + " (" + lane_address.to_string() + ")");
+    lane.ep->send_control(encode(lane_hello), options_.timeout);
+    LaneWelcome lw = decode_lane_welcome(lane.ep->recv_control(options_.timeout), where);
+    if (!lw.accepted)
+      throw Error(Errc::kProtocol,
+                  "server " + where + " refused worker " + std::to_string(options_.worker) + ": " + lw.reason);
+    auto inbox = lane.ep->import(transport::RegionDescriptor::parse(lw.inbox_region, where));
+    lane.inbox = std::make_unique<InboxWriter>(*context_, *lane.ep, std::move(inbox),
+                                               SlotLayout{config_.shard_floats * sizeof(float)}, welcome.inbox_slots,
+                                               link.use_am);
+    clock_ = std::max(clock_, lw.start_clock);
+    by_endpoint_[lane.ep.get()] = {index, l};
+    for (uint32_t k = 0; k < info.shards; ++k) link.lane_of[info.first_shard + k] = l;
+  }
   link.shard_stamp.assign(link.shards, 0);
   link.have_shard.assign(link.shards, false);
-  clock_ = std::max(clock_, welcome.start_clock);
-  by_endpoint_[link.ep.get()] = index;
   stats_.push_paths.push_back(link.use_am ? "am" : "put");
 }
 
 ClientImpl::~ClientImpl() {
   if (!partition_) return;
-  for (auto& link : links_) {
-    if (!link.ep || link.ep->peer_closed()) continue;
-    try {
-      std::vector<transport::Request> inflight;
-      post(link, MsgType::kBye, 0, 0, 0, 0, nullptr, inflight);
-      for (auto& r : inflight) r.wait_for(options_.timeout);
-      link.ep->flush().wait_for(options_.timeout);
-    } catch (const Error&) {
-      // The server may already be gone; leaving is best effort.
+  for (auto& link : links_)
+    for (auto& lane : link.lanes) {
+      if (!lane.ep || lane.ep->peer_closed()) continue;
+      try {
+        std::vector<transport::Request> inflight;
+        post(link, lane, MsgType::kBye, 0, 0, 0, 0, nullptr, inflight);
+        for (auto& r : inflight) r.wait_for(options_.timeout);
+        lane.ep->flush().wait_for(options_.timeout);
+      } catch (const Error&) {
+        // The server may already be gone; leaving is best effort.
+      }
     }
-  }
-  for (auto& link : links_) link.landings.clear();
+  for (auto& link : links_)
+    for (auto& lane : link.lanes) lane.write_back.clear();
 }
 
 void ClientImpl::on_write_back(transport::AmMessage& m) {
   auto it = by_endpoint_.find(m.from);
-  if (it == by_endpoint_.end() || m.header_length != sizeof(WriteBackHeader)) return;
-  ServerLink& link = links_[it->second];
-  WriteBackHeader h;
-  std::memcpy(&h, m.header, sizeof(h));
-  if (h.mailbox) {
-    link.pending_mailbox = h.box;
-    return;
-  }
-  link.landings.push_back(context_->am_receive(m, *link.receive, h.offset));
+  if (it == by_endpoint_.end()) return;
+  ServerLink& link = links_[it->second.first];
+  link.lanes[it->second.second].write_back.on_message(*context_, m, *link.receive);
 }
 
 // Progress, and publish a mailbox that arrived by active message once every
 // payload sent before it has landed.
 bool ClientImpl::progress() {
   bool moved = context_->progress() != 0;
-  for (auto& link : links_) {
-    if (!link.pending_mailbox) continue;
-    std::erase_if(link.landings, [](transport::Request& r) { return r.test(); });
-    if (!link.landings.empty()) continue;
-    std::memcpy(link.receive->data(), &*link.pending_mailbox, sizeof(Mailbox));
-    link.pending_mailbox.reset();
-    moved = true;
-  }
+  for (auto& link : links_)
+    if (link.use_am)
+      for (auto& lane : link.lanes) moved |= lane.write_back.publish(*link.receive);
   return moved;
 }
 
@@ -241,51 +270,34 @@ void ClientImpl::wait(Done&& done, const std::string& what) {
         throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
                                         std::to_string(options_.timeout.count()) + " ms");
       for (auto& link : links_)
-        if (link.ep->peer_closed())
-          throw Error(Errc::kPeerGone, "server " + link.address + " closed the connection while worker " +
-                                           std::to_string(options_.worker) + " was " + what);
+        for (auto& lane : link.lanes)
+          if (lane.ep->peer_closed())
+            throw Error(Errc::kPeerGone, "server " + link.address + " closed the connection while worker " +
+                                             std::to_string(options_.worker) + " was " + what);
     }
   }
 }
 
-uint64_t ClientImpl::post(ServerLink& link, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset,
-                          uint32_t length, const void* payload, std::vector<transport::Request>& inflight,
-                          uint16_t flags) {
-  uint64_t seq = link.next_seq++;
-  // Credits: a slot is reused only after the server consumed its last message.
-  if (seq > link.load(link.mailbox().consumed_seq) + link.slots)
-    wait([&] { return seq <= link.load(link.mailbox().consumed_seq) + link.slots; },
-         "waiting for an inbox credit from server " + link.address);
-  uint64_t slot = (seq - 1) % link.slots;
-  auto* staged = static_cast<uint8_t*>(link.staging->data()) + slot * kStagingStride;
+uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version,
+                          uint32_t offset, uint32_t length, const void* payload,
+                          std::vector<transport::Request>& inflight, uint16_t flags) {
+  // Credits: a slot is reused only after the lane consumed its last message.
+  if (!lane.inbox->has_credit(link.load(link.mailbox(lane).consumed_seq)))
+    wait([&] { return lane.inbox->has_credit(link.load(link.mailbox(lane).consumed_seq)); },
+         "waiting for an inbox credit from server " + link.address + " lane " + std::to_string(lane.index));
   SlotHeader h{};
   h.magic = kSlotMagic;
   h.type = static_cast<uint16_t>(type);
   h.flags = flags;
   h.worker = options_.worker;
   h.shard = shard;
-  h.seq = seq;
   h.base_version = base_version;
   h.clock = clock_;
   h.offset = offset;
   h.length = length;
   if (type == MsgType::kPush) h.learning_rate = learning_rate_;
-  std::memcpy(staged, &h, sizeof(h));
-  size_t bytes = payload ? length * ((flags & kFlagBf16) ? sizeof(uint16_t) : sizeof(float)) : 0;
-  if (link.use_am) {
-    inflight.push_back(link.ep->am_send(kAmPush, staged, sizeof(h), payload, bytes, nullptr));
-    return seq;
-  }
-  uint64_t base = slot * link.slot_layout.slot_bytes();
-  if (bytes) inflight.push_back(link.ep->put(payload, bytes, *link.inbox, base + link.slot_layout.payload_offset()));
-  inflight.push_back(link.ep->put(staged, sizeof(h), *link.inbox, base, link.staging.get()));
-  // The doorbell is ordered behind the header and payload: the server never
-  // sees it before they are visible.
-  link.ep->fence();
-  std::memcpy(staged + 64, &seq, 8);
-  inflight.push_back(
-      link.ep->put(staged + 64, 8, *link.inbox, base + link.slot_layout.doorbell_offset(), link.staging.get()));
-  return seq;
+  const size_t bytes = payload ? length * ((flags & kFlagBf16) ? sizeof(uint16_t) : sizeof(float)) : 0;
+  return lane.inbox->post(h, payload, bytes, inflight);
 }
 
 void ClientImpl::send(const std::string& name, std::span<const float> values, MsgType type) {
@@ -308,15 +320,14 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   std::vector<Piece>& pieces = pieces_;  // reused: no allocation per push
   pieces.clear();
   for (auto& link : links_) {
-    uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
-    for (uint64_t pos = begin; pos < end;) {
+    const Range held = overlap(t, link.range);
+    for (uint64_t pos = held.begin; pos < held.end;) {
       uint32_t shard = static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
       Range s = partition_->shard(link.index, shard);
-      uint64_t piece_end = std::min(end, s.end);
-      auto* versions = reinterpret_cast<const uint64_t*>(static_cast<uint8_t*>(link.receive->data()) +
-                                                         link.receive_layout.versions_offset());
-      pieces.push_back({&link, shard, versions[shard], static_cast<uint32_t>(pos - s.begin),
-                        static_cast<uint32_t>(piece_end - pos), (pos - t.begin) * elem});
+      uint64_t piece_end = std::min(held.end, s.end);
+      pieces.push_back({&link, &link.lanes[link.lane_of[shard]], shard, link.versions()[shard],
+                        static_cast<uint32_t>(pos - s.begin), static_cast<uint32_t>(piece_end - pos),
+                        (pos - t.begin) * elem});
       pos = piece_end;
     }
   }
@@ -327,8 +338,8 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
     std::vector<transport::Request>& inflight = inflight_;
     inflight.clear();
     for (const Piece& p : pieces)
-      post(*p.link, type, p.shard, p.base_version, p.offset, p.length, static_cast<const uint8_t*>(source) + p.source,
-           inflight, flags);
+      post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length,
+           static_cast<const uint8_t*>(source) + p.source, inflight, flags);
     // Local completion: the caller's buffer may be reused after this returns.
     for (auto& r : inflight) r.wait_for(options_.timeout);
     inflight.clear();  // release the requests now; the vector keeps its capacity
@@ -359,7 +370,7 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
     const int k = static_cast<int>(i % depth);
     ring.wait(k);
     const Piece& p = pieces[i];
-    post(*p.link, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
+    post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
   }
   for (auto& requests : busy)
     for (auto& r : requests) r.wait_for(options_.timeout);
@@ -384,43 +395,57 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
   // slowest worker had reached c - s.
   const bool may_skip = config_.skip_pulls && config_.staleness != kInfiniteStaleness;
   const uint64_t need = !may_skip || clock_ < config_.staleness ? 0 : clock_ - config_.staleness;
-  // One request per server covers every shard the targets touch there; all
+  // One request per lane covers every shard of it the targets touch; all
   // requests are posted before any is waited for.
   struct Fetch {
+    ServerLink* link;
+    Lane* lane;
     uint32_t first = UINT32_MAX, last = 0;
     size_t bytes = 0;
     uint64_t seq = 0;
   };
-  std::vector<Fetch> fetch(links_.size());
+  std::vector<Fetch> fetch;
+  for (auto& link : links_)
+    for (auto& lane : link.lanes) fetch.push_back({&link, &lane});
+  size_t base = 0;
   std::vector<transport::Request> inflight;
   for (auto& link : links_) {
-    Fetch& f = fetch[link.index];
-    bool fresh = may_skip;
     for (const Range& t : ranges) {
-      uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
-      if (begin >= end) continue;
-      uint32_t first = static_cast<uint32_t>((begin - link.range.begin) / config_.shard_floats);
-      uint32_t last = static_cast<uint32_t>((end - 1 - link.range.begin) / config_.shard_floats);
-      f.first = std::min(f.first, first);
-      f.last = std::max(f.last, last);
-      f.bytes += (end - begin) * sizeof(float);
-      for (uint32_t k = first; fresh && k <= last; ++k) fresh = link.have_shard[k] && link.shard_stamp[k] >= need;
+      const Range held = overlap(t, link.range);
+      for (uint64_t pos = held.begin; pos < held.end;) {  // lane by lane
+        const uint32_t shard = static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
+        const Lane& lane = link.lanes[link.lane_of[shard]];
+        const uint64_t lane_end = partition_->shard(link.index, lane.first_shard + lane.shards - 1).end;
+        const uint64_t end = std::min(held.end, lane_end);
+        Fetch& f = fetch[base + lane.index];
+        f.first = std::min(f.first, shard);
+        f.last = std::max(f.last, static_cast<uint32_t>((end - 1 - link.range.begin) / config_.shard_floats));
+        f.bytes += (end - pos) * sizeof(float);
+        pos = end;
+      }
     }
+    base += link.lanes.size();
+  }
+  for (Fetch& f : fetch) {
     if (f.bytes == 0) continue;
+    bool fresh = may_skip;
+    for (uint32_t k = f.first; fresh && k <= f.last; ++k)
+      fresh = f.link->have_shard[k] && f.link->shard_stamp[k] >= need;
     if (fresh) {
       ++stats_.pulls_skipped;
       stats_.pull_bytes_saved += f.bytes;
     } else {
-      f.seq = post(link, MsgType::kPull, f.first, 0, 0, f.last - f.first + 1, nullptr, inflight);
+      f.seq = post(*f.link, *f.lane, MsgType::kPull, f.first, 0, 0, f.last - f.first + 1, nullptr, inflight);
     }
   }
   for (auto& r : inflight) r.wait_for(options_.timeout);
-  for (auto& link : links_) {
-    const Fetch& f = fetch[link.index];
+  for (const Fetch& f : fetch) {
     if (f.seq == 0) continue;
-    wait([&] { return link.load(link.mailbox().pull_done) >= f.seq; },
-         "waiting for parameters from server " + link.address);
-    uint64_t stamp = link.load(link.mailbox().pull_stamp);
+    ServerLink& link = *f.link;
+    const Mailbox& box = link.mailbox(*f.lane);
+    wait([&] { return link.load(box.pull_done) >= f.seq; },
+         "waiting for parameters from server " + link.address + " lane " + std::to_string(f.lane->index));
+    const uint64_t stamp = link.load(box.pull_stamp);
     for (uint32_t k = f.first; k <= f.last; ++k) {
       link.shard_stamp[k] = stamp;
       link.have_shard[k] = true;
@@ -432,16 +457,16 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
     const Range& t = ranges[i];
     const bool on_device = cuda::is_device_pointer(targets[i].out.data());
     for (auto& link : links_) {
-      uint64_t begin = std::max(t.begin, link.range.begin), end = std::min(t.end, link.range.end);
-      if (begin >= end) continue;
+      const Range held = overlap(t, link.range);
+      if (held.begin >= held.end) continue;
       const auto* params = reinterpret_cast<const float*>(static_cast<uint8_t*>(link.receive->data()) +
                                                           link.receive_layout.params_offset());
-      float* dst = targets[i].out.data() + (begin - t.begin);
-      const float* src = params + (begin - link.range.begin);
+      float* dst = targets[i].out.data() + (held.begin - t.begin);
+      const float* src = params + (held.begin - link.range.begin);
       if (on_device)
-        gpu().to_device(dst, src, (end - begin) * sizeof(float));
+        gpu().to_device(dst, src, held.size() * sizeof(float));
       else
-        std::memcpy(dst, src, (end - begin) * sizeof(float));
+        std::memcpy(dst, src, held.size() * sizeof(float));
     }
   }
 }
@@ -450,18 +475,21 @@ void ClientImpl::clock(bool barrier) {
   require_connected("clock");
   ++clock_;
   ++stats_.clocks;
+  // Every lane gets the clock, behind this worker's pushes to it.
   std::vector<transport::Request> inflight;
-  for (auto& link : links_) post(link, MsgType::kClock, 0, 0, 0, 0, nullptr, inflight);
+  for (auto& link : links_)
+    for (auto& lane : link.lanes) post(link, lane, MsgType::kClock, 0, 0, 0, 0, nullptr, inflight);
   for (auto& r : inflight) r.wait_for(options_.timeout);
   const uint64_t s = barrier ? 0 : config_.staleness;
   if (s == kInfiniteStaleness || clock_ <= s) return;
-  // SSP: iteration c+1 begins only once every live worker reached c - s.
+  // SSP: iteration c+1 begins only once every live worker reached c - s, as every lane saw it.
   const uint64_t need = clock_ - s;
   auto start = Clock::now();
   for (auto& link : links_)
-    wait([&] { return link.load(link.mailbox().min_clock) >= need; },
-         "at clock " + std::to_string(clock_) + " waiting for the slowest worker to reach clock " +
-             std::to_string(need) + " (server " + link.address + ")");
+    for (auto& lane : link.lanes)
+      wait([&] { return link.load(link.mailbox(lane).min_clock) >= need; },
+           "at clock " + std::to_string(clock_) + " waiting for the slowest worker to reach clock " +
+               std::to_string(need) + " (server " + link.address + " lane " + std::to_string(lane.index) + ")");
   stats_.clock_wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
 }
 

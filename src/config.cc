@@ -179,11 +179,11 @@ const std::map<std::string, Setter>& setters() {
          c.inbox_slots = static_cast<uint32_t>(n);
        }},
       {"secret", [](Config& c, const std::string& v, const std::string&) { c.secret = v; }},
-      {"apply-threads",
+      {"server-threads",
        [](Config& c, const std::string& v, const std::string& s) {
-         uint64_t n = to_u64(v, s);
-         if (n == 0 || n > 256) bad(s, v, "a thread count in 1..256");
-         c.apply_threads = static_cast<uint32_t>(n);
+         uint64_t n = v == "auto" ? 0 : to_u64(v, s);
+         if (n > 1024) bad(s, v, "a thread count in 1..1024 or auto");
+         c.server_threads = static_cast<uint32_t>(n);
        }},
   };
   return table;
@@ -275,7 +275,8 @@ const char* config_help() {
          "  --shard-floats N        floats per shard (262144)                       [RDMAPS_SHARD_FLOATS]\n"
          "  --inbox-slots N         slots per worker inbox (4)                      [RDMAPS_INBOX_SLOTS]\n"
          "  --secret S              shared secret checked at connection             [RDMAPS_SECRET]\n"
-         "  --apply-threads N       server threads splitting each update (1)        [RDMAPS_APPLY_THREADS]\n"
+         "  --server-threads N|auto server threads, each owning part of the shards (auto: one per core)\n"
+         "                                                                          [RDMAPS_SERVER_THREADS]\n"
          "  --skip-pulls [on|off]   SSP: skip pulls the bound allows (off: pull every clock) [RDMAPS_SKIP_PULLS]\n";
 }
 

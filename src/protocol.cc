@@ -9,8 +9,11 @@
 namespace rdmaps::ps {
 
 namespace {
-constexpr uint32_t kHelloTag = 0x4f4c4548;    // "HELO"
-constexpr uint32_t kWelcomeTag = 0x4d4c4557;  // "WELM"
+constexpr uint32_t kHelloTag = 0x4f4c4548;        // "HELO"
+constexpr uint32_t kWelcomeTag = 0x4d4c4557;      // "WELM"
+constexpr uint32_t kLaneHelloTag = 0x484e414c;    // "LANH"
+constexpr uint32_t kLaneWelcomeTag = 0x574e414c;  // "LANW"
+constexpr size_t kMaxLanes = 4096;
 constexpr size_t kMaxTensors = 1u << 20;
 constexpr size_t kMaxName = 4096;
 constexpr size_t kMaxRegion = 64 * 1024;
@@ -49,7 +52,6 @@ std::vector<uint8_t> encode(const Hello& h) {
     w.str(t.name);
     w.u64(t.floats);
   }
-  w.bytes(h.receive_region);
   return w.take();
 }
 
@@ -85,7 +87,6 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
       r.fail("tensor '" + t.name + "' of " + std::to_string(t.floats) + " floats");
     h.tensors.push_back(std::move(t));
   }
-  h.receive_region = r.bytes(kMaxRegion);
   r.done();
   return h;
 }
@@ -99,8 +100,14 @@ std::vector<uint8_t> encode(const Welcome& m) {
   w.u64(m.range_end);
   w.u32(m.shard_floats);
   w.u32(m.inbox_slots);
-  w.u64(m.start_clock);
-  w.bytes(m.inbox_region);
+  w.u32(m.push_path);
+  w.u64(m.token);
+  w.u32(static_cast<uint32_t>(m.lanes.size()));
+  for (const LaneInfo& l : m.lanes) {
+    w.u32(l.port);
+    w.u32(l.first_shard);
+    w.u32(l.shards);
+  }
   return w.take();
 }
 
@@ -114,11 +121,72 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
   m.range_end = r.u64();
   m.shard_floats = r.u32();
   m.inbox_slots = r.u32();
+  m.push_path = r.u32();
+  m.token = r.u64();
+  const uint32_t lanes = r.u32();
+  if (lanes > kMaxLanes) r.fail(std::to_string(lanes) + " lanes");
+  uint32_t next_shard = 0;
+  for (uint32_t i = 0; i < lanes; ++i) {
+    LaneInfo l;
+    l.port = r.u32();
+    l.first_shard = r.u32();
+    l.shards = r.u32();
+    if (l.port == 0 || l.port > 65535 || l.first_shard != next_shard || l.shards == 0)
+      r.fail("lane " + std::to_string(i) + " (port " + std::to_string(l.port) + ", shards " +
+             std::to_string(l.first_shard) + "+" + std::to_string(l.shards) + ") does not follow the one before");
+    next_shard += l.shards;
+    m.lanes.push_back(l);
+  }
+  r.done();
+  if (m.accepted &&
+      (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0 || m.lanes.empty() ||
+       (m.push_path != static_cast<uint32_t>(PushPath::kPut) && m.push_path != static_cast<uint32_t>(PushPath::kAm))))
+    r.fail("inconsistent range, shard size, lanes or push path");
+  return m;
+}
+
+std::vector<uint8_t> encode(const LaneHello& h) {
+  WireWriter w;
+  w.u32(kLaneHelloTag);
+  w.u32(kProtocolVersion);
+  w.u32(h.worker);
+  w.u64(h.token);
+  w.bytes(h.receive_region);
+  return w.take();
+}
+
+LaneHello decode_lane_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
+  WireReader r(bytes, "lane hello from " + peer);
+  if (r.u32() != kLaneHelloTag) r.fail("not a lane hello");
+  if (uint32_t v = r.u32(); v != kProtocolVersion)
+    r.fail("protocol version " + std::to_string(v) + ", this server speaks " + std::to_string(kProtocolVersion));
+  LaneHello h;
+  h.worker = r.u32();
+  h.token = r.u64();
+  h.receive_region = r.bytes(kMaxRegion);
+  r.done();
+  return h;
+}
+
+std::vector<uint8_t> encode(const LaneWelcome& m) {
+  WireWriter w;
+  w.u32(kLaneWelcomeTag);
+  w.u32(m.accepted);
+  w.str(m.reason);
+  w.u64(m.start_clock);
+  w.bytes(m.inbox_region);
+  return w.take();
+}
+
+LaneWelcome decode_lane_welcome(const std::vector<uint8_t>& bytes, const std::string& peer) {
+  WireReader r(bytes, "lane welcome from " + peer);
+  if (r.u32() != kLaneWelcomeTag) r.fail("not a lane welcome");
+  LaneWelcome m;
+  m.accepted = r.u32();
+  m.reason = r.str(kMaxName);
   m.start_clock = r.u64();
   m.inbox_region = r.bytes(kMaxRegion);
   r.done();
-  if (m.accepted && (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0))
-    r.fail("inconsistent range or shard size");
   return m;
 }
 

@@ -13,7 +13,7 @@
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 4;
+constexpr uint32_t kProtocolVersion = 5;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
 
@@ -53,23 +53,26 @@ struct SlotLayout {
   static size_t round_up(size_t n) { return (n + 63) / 64 * 64; }
 };
 
-/// Written by the server into each worker's receive region; read by the worker.
+/// Written by each server lane into its slot of the worker's receive region;
+/// read by the worker.
 struct Mailbox {
   uint64_t consumed_seq;  ///< every message up to this seq was consumed: credits
   uint64_t pull_done;     ///< seq of the last pull whose parameters are in place
-  uint64_t min_clock;     ///< smallest clock over live workers (SSP)
+  uint64_t min_clock;     ///< smallest clock over live workers, as this lane saw them (SSP)
   uint64_t pull_stamp;    ///< min_clock when the last pull was copied
   uint64_t rejected;      ///< this worker's messages the server rejected
   uint64_t reserved[3];
 };
 static_assert(sizeof(Mailbox) == 64);
 
-/// Worker receive region per server: mailbox, shard versions, parameters.
+/// Worker receive region per server: one mailbox per lane, shard versions, parameters.
 struct ReceiveLayout {
+  size_t lanes;
   size_t shards;
   size_t floats;
-  size_t versions_offset() const { return sizeof(Mailbox); }
-  size_t params_offset() const { return SlotLayout::round_up(sizeof(Mailbox) + shards * 8); }
+  size_t mailbox_offset(size_t lane) const { return lane * sizeof(Mailbox); }
+  size_t versions_offset() const { return lanes * sizeof(Mailbox); }
+  size_t params_offset() const { return SlotLayout::round_up(versions_offset() + shards * 8); }
   size_t bytes() const { return params_offset() + floats * sizeof(float); }
 };
 
@@ -92,15 +95,20 @@ struct RuleParams {
   std::string difference(const RuleParams& other) const;
 };
 
-/// Worker -> server, first control message.
+/// Worker -> server, first control message (to the server's listen address).
 struct Hello {
   uint32_t version = kProtocolVersion;
   uint32_t worker = 0;
   uint64_t secret_digest = 0;
-  uint32_t push_path = 0;  ///< PushPath the worker will use
+  uint32_t push_path = 0;  ///< PushPath the worker asks for
   RuleParams rule;
   std::vector<TensorDecl> tensors;
-  std::vector<uint8_t> receive_region;  ///< serialized RegionDescriptor (write rights)
+};
+/// One thread of the server and the shards it owns: the worker connects to
+/// each lane at its port (on the server's host) and sends it a LaneHello.
+struct LaneInfo {
+  uint32_t port = 0;
+  uint32_t first_shard = 0, shards = 0;
 };
 /// Server -> worker answer.
 struct Welcome {
@@ -108,15 +116,33 @@ struct Welcome {
   std::string reason;                       ///< why not, when not accepted
   uint64_t range_begin = 0, range_end = 0;  ///< global floats this server owns
   uint32_t shard_floats = 0, inbox_slots = 0;
+  uint32_t push_path = 0;  ///< PushPath::kPut or kAm, decided by the server for every lane
+  uint64_t token = 0;      ///< proves to the lanes that this server admitted the worker
+  std::vector<LaneInfo> lanes;
+};
+/// Worker -> one lane, after a Welcome.
+struct LaneHello {
+  uint32_t worker = 0;
+  uint64_t token = 0;
+  std::vector<uint8_t> receive_region;  ///< serialized RegionDescriptor (write rights), the whole layout
+};
+/// Lane -> worker answer.
+struct LaneWelcome {
+  uint32_t accepted = 0;
+  std::string reason;
   uint64_t start_clock = 0;
-  std::vector<uint8_t> inbox_region;  ///< serialized RegionDescriptor (write rights)
+  std::vector<uint8_t> inbox_region;  ///< serialized RegionDescriptor (write rights): this lane's inbox
 };
 
 std::vector<uint8_t> encode(const Hello& hello);
 std::vector<uint8_t> encode(const Welcome& welcome);
+std::vector<uint8_t> encode(const LaneHello& hello);
+std::vector<uint8_t> encode(const LaneWelcome& welcome);
 /// Throw Error(kProtocol) naming `peer` on malformed bytes.
 Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer);
 Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& peer);
+LaneHello decode_lane_hello(const std::vector<uint8_t>& bytes, const std::string& peer);
+LaneWelcome decode_lane_welcome(const std::vector<uint8_t>& bytes, const std::string& peer);
 
 uint64_t secret_digest(const std::string& secret);
 

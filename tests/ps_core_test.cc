@@ -61,23 +61,26 @@ RDMAPS_TEST_PEER(sgd_worker) {
   return differ ? 1 : 0;
 }
 
-// A batched pull of tensors spread over two servers: one request per server,
-// every value where it belongs.
-TEST_P(PsTest, BatchedPullAcrossServersAsksEachServerOnce) {
-  Config c = core_config(GetParam());
+// A batched pull of tensors spread over two servers of two threads (lanes)
+// each: one request per lane, every value where it belongs.
+Config batched_config(transport::TransportKind kind) {
+  Config c = core_config(kind);
   c.learning_rate = 1.0f;
-  c.shard_floats = 1000;
+  c.shard_floats = 1000;  // 4500 floats: 3 shards per server, lanes of 2 and 1
   c.staleness = kInfiniteStaleness;
+  c.server_threads = 2;
+  return c;
+}
+
+TEST_P(PsTest, BatchedPullAcrossServersAsksEachLaneOnce) {
+  Config c = batched_config(GetParam());
   ServerGroup servers(2, 1, c);
   PeerProcess worker("batched_puller", GetParam(), 0, 5, {servers.addresses(), "0"});
   EXPECT_EQ(worker.wait(60s), 0) << "a batched pull returned wrong values or asked too often";
 }
 
 RDMAPS_TEST_PEER(batched_puller) {
-  Config c = core_config(args.transport);
-  c.learning_rate = 1.0f;
-  c.shard_floats = 1000;
-  c.staleness = kInfiniteStaleness;
+  Config c = batched_config(args.transport);
   Client client(worker_options(args, c));
   const std::vector<std::pair<std::string, size_t>> tensors = {{"a", 1500}, {"b", 700}, {"c", 2300}};
   for (const auto& [name, n] : tensors) client.declare(name, n);
@@ -100,8 +103,8 @@ RDMAPS_TEST_PEER(batched_puller) {
   const uint64_t before = client.stats().pulls;
   client.pull(targets);
   const uint64_t requests = client.stats().pulls - before;
-  if (requests != 2) {
-    std::fprintf(stderr, "batched_puller: %llu pull requests for 2 servers\n",
+  if (requests != 4) {
+    std::fprintf(stderr, "batched_puller: %llu pull requests for 2 servers of 2 lanes\n",
                  static_cast<unsigned long long>(requests));
     return 1;
   }

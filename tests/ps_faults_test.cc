@@ -77,25 +77,34 @@ RDMAPS_TEST_PEER(steady_worker) {
 }
 
 // A worker that speaks the wire protocol directly through the transport (put
-// path), to send what the Client never would.
+// path), to send what the Client never would. It joins every lane of the
+// server and writes into its inbox on lane 0.
 struct RawWorker {
   RawWorker(const PeerArgs& args, uint32_t worker, uint64_t floats, uint32_t shards)
       : context(transport::create_context({.transport = args.transport})),
         address(split(args.extra.at(0), ',').at(0)),
         ep(context->connect(transport::SockAddr::parse(address), kSetupTimeout)),
-        layout{shards, floats},
+        layout{0, shards, floats},
         slot{kFaultShard * sizeof(float)} {
-    receive = context->allocate(layout.bytes(), Access::kRemoteWrite);
-    std::memset(receive->data(), 0, receive->size());
     ps::Hello hello;
     hello.worker = worker;
     hello.push_path = static_cast<uint32_t>(PushPath::kPut);
     hello.tensors = {{"w", floats}};
-    hello.receive_region = receive->descriptor(Access::kRemoteWrite).serialize();
     ep->send_control(encode(hello), kSetupTimeout);
     welcome = ps::decode_welcome(ep->recv_control(kSetupTimeout), address);
     if (!welcome.accepted) return;
-    inbox = ep->import(transport::RegionDescriptor::parse(welcome.inbox_region, address));
+    layout.lanes = welcome.lanes.size();
+    receive = context->allocate(layout.bytes(), Access::kRemoteWrite);
+    std::memset(receive->data(), 0, receive->size());
+    ps::LaneHello lane_hello{worker, welcome.token, receive->descriptor(Access::kRemoteWrite).serialize()};
+    for (const auto& info : welcome.lanes) {
+      lanes.push_back(context->connect(transport::SockAddr::parse(address).with_port(info.port), kSetupTimeout));
+      lanes.back()->send_control(encode(lane_hello), kSetupTimeout);
+      auto lw = ps::decode_lane_welcome(lanes.back()->recv_control(kSetupTimeout), address);
+      if (!lw.accepted) throw std::runtime_error("a lane refused the raw worker: " + lw.reason);
+      if (!inbox) inbox = lanes.back()->import(transport::RegionDescriptor::parse(lw.inbox_region, address));
+    }
+    ep = std::move(lanes.front());  // lane 0 carries what this worker writes
     staging = context->allocate(slot.slot_bytes(), Access::kNone);
   }
   /// Writes header, payload and doorbell into the slot of `seq`; flushed.
@@ -112,12 +121,13 @@ struct RawWorker {
         .wait_for(kSetupTimeout);
     ep->flush().wait_for(kSetupTimeout);
   }
-  /// Mailbox words: [0] consumed_seq, [4] rejected.
+  /// Lane 0's mailbox words: [0] consumed_seq, [4] rejected.
   const std::atomic<uint64_t>* mailbox() const { return static_cast<const std::atomic<uint64_t>*>(receive->data()); }
 
   std::unique_ptr<transport::Context> context;
   std::string address;
   std::unique_ptr<transport::Endpoint> ep;
+  std::vector<std::unique_ptr<transport::Endpoint>> lanes;  // lanes[0] moved into ep
   ps::ReceiveLayout layout;
   ps::SlotLayout slot;
   std::unique_ptr<transport::Region> receive, staging;

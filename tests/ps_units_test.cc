@@ -10,7 +10,6 @@
 
 #include "rdmaps/config.h"
 #include "rdmaps/error.h"
-#include "src/apply_pool.h"
 #include "src/bf16.h"
 #include "src/capabilities.h"
 #include "src/flush_denormals.h"
@@ -149,21 +148,6 @@ TEST(FlushDenormals, SubnormalsAreZeroWhileTheGuardLivesAndTheModeComesBack) {
   EXPECT_GT(subnormal * one, 0.0f) << "the thread's previous mode is restored";
 }
 
-TEST(ApplyPool, EveryElementIsCoveredExactlyOnce) {
-  for (unsigned threads : {1u, 2u, 3u}) {
-    ApplyPool pool(threads);
-    for (size_t n : {size_t{0}, size_t{5}, size_t{32767}, size_t{32768}, size_t{100003}, size_t{262144}}) {
-      std::vector<std::atomic<int>> hits(n);
-      pool.run(n, [&](size_t begin, size_t end) {
-        for (size_t i = begin; i < end; ++i) hits[i].fetch_add(1);
-      });
-      size_t wrong = 0;
-      for (auto& h : hits) wrong += h.load() != 1;
-      EXPECT_EQ(wrong, 0u) << threads << " threads, " << n << " elements";
-    }
-  }
-}
-
 TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
   Config c;
   std::vector<std::string> rest;
@@ -257,7 +241,6 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   Hello h;
   h.worker = 3;
   h.tensors = {{"w", 10}};
-  h.receive_region = {1, 2, 3};
   h.rule.ms_bias_correction = 1;
   auto bytes = encode(h);
   Hello back = decode_hello(bytes, "peer-7");

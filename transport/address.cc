@@ -60,6 +60,13 @@ int SockAddr::port() const {
   return -1;
 }
 
+SockAddr SockAddr::with_port(uint16_t port) const {
+  SockAddr out = *this;
+  if (storage_.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&out.storage_)->sin_port = htons(port);
+  if (storage_.ss_family == AF_INET6) reinterpret_cast<sockaddr_in6*>(&out.storage_)->sin6_port = htons(port);
+  return out;
+}
+
 std::string SockAddr::to_string() const {
   char host[INET6_ADDRSTRLEN] = "?";
   if (storage_.ss_family == AF_INET) {

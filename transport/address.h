@@ -3,6 +3,7 @@
 
 #include <sys/socket.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -19,6 +20,8 @@ class SockAddr {
   const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage_); }
   socklen_t length() const { return length_; }
   int port() const;
+  /// The same host at another port.
+  SockAddr with_port(uint16_t port) const;
   std::string to_string() const;
 
  private:

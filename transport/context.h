@@ -75,7 +75,9 @@ class Context {
 
   virtual std::unique_ptr<Listener> listen(const SockAddr& address) = 0;
   /// Connects and handshakes; throws Error(kUnreachable/kTimeout) with a hint.
-  virtual std::unique_ptr<Endpoint> connect(const SockAddr& address, std::chrono::milliseconds timeout) = 0;
+  /// `name` is how errors name the peer (default: its address).
+  virtual std::unique_ptr<Endpoint> connect(const SockAddr& address, std::chrono::milliseconds timeout,
+                                            const std::string& name = {}) = 0;
 
   /// Memory allocated by the transport (shared-memory backed where it can be,
   /// so peers on the same host map it directly).

@@ -50,7 +50,10 @@ struct Config {
   std::string transport = "auto";      ///< tcp, shm or auto (UCX_TLS)
   uint32_t shard_floats = 256 * 1024;  ///< floats per shard (1 MiB)
   uint32_t inbox_slots = 4;            ///< slots per worker inbox ring
-  uint32_t apply_threads = 1;          ///< server threads that split each update
+  /// Server threads (lanes), each owning a contiguous part of the server's
+  /// shards; 0: one per core the process may use, at most one per shard (one
+  /// with gpu_shard).
+  uint32_t server_threads = 0;
   /// SSP: skip a pull while the cached copy already holds every update the bound
   /// requires (saves bytes, computes on older copies); off: pull every clock, as async does.
   bool skip_pulls = false;

@@ -42,8 +42,14 @@ struct ServerStats {
   std::vector<uint64_t> applied_per_worker;   ///< pushes applied, by worker id
   std::vector<uint64_t> rejected_per_worker;  ///< rejections, by worker id
   std::vector<uint64_t> staleness;            ///< histogram of tau; last bucket counts tau >= size-1
+  uint32_t lanes = 0;                         ///< server threads serving the data path (0 before the first worker)
   double staleness_quantile(double q) const;
 };
+
+/// Threads (lanes) a server runs for `shards` shards of its range:
+/// Config::server_threads, or else one per core the process may use (one
+/// with a GPU shard), never more than one per shard.
+uint32_t server_threads_for(const Config& config, uint64_t shards, bool gpu_shard);
 
 class ServerImpl;
 

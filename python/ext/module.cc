@@ -104,6 +104,7 @@ py::dict server_stats_dict(const ServerStats& s) {
   d["min_clock"] = s.min_clock;
   d["workers_left"] = s.workers_left;
   d["workers_lost"] = s.workers_lost;
+  d["lanes"] = s.lanes;
   d["applied_per_worker"] = s.applied_per_worker;
   d["rejected_per_worker"] = s.rejected_per_worker;
   d["staleness_p50"] = s.staleness_quantile(0.5);

@@ -135,8 +135,9 @@ std::unique_ptr<Listener> UcxContext::listen(const SockAddr& address) {
   return std::make_unique<UcxListener>(*this, address);
 }
 
-std::unique_ptr<Endpoint> UcxContext::connect(const SockAddr& address, std::chrono::milliseconds timeout) {
-  return UcxEndpoint::connect(*this, address, timeout);
+std::unique_ptr<Endpoint> UcxContext::connect(const SockAddr& address, std::chrono::milliseconds timeout,
+                                              const std::string& name) {
+  return UcxEndpoint::connect(*this, address, timeout, name);
 }
 
 std::unique_ptr<Region> UcxContext::allocate(size_t size, Access access) {

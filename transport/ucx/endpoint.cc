@@ -49,11 +49,11 @@ std::unique_ptr<UcxEndpoint> UcxEndpoint::create(UcxContext& context, TcpSocket 
 }
 
 std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const SockAddr& address,
-                                                  std::chrono::milliseconds timeout) {
+                                                  std::chrono::milliseconds timeout, const std::string& name) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   TcpSocket socket = TcpSocket::connect(address, deadline);
   try {
-    return create(context, std::move(socket), address.to_string(), true, deadline);
+    return create(context, std::move(socket), name.empty() ? address.to_string() : name, true, deadline);
   } catch (const Error& e) {
     if (e.code() == Errc::kTimeout)
       throw Error(Errc::kTimeout, "connecting to " + address.to_string() + ": no handshake within " + ms(timeout) +

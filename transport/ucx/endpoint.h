@@ -23,7 +23,7 @@ class UcxEndpoint final : public Endpoint {
   static std::unique_ptr<UcxEndpoint> create(UcxContext& context, TcpSocket socket, std::string peer, bool client,
                                              Deadline deadline);
   static std::unique_ptr<UcxEndpoint> connect(UcxContext& context, const SockAddr& address,
-                                              std::chrono::milliseconds timeout);
+                                              std::chrono::milliseconds timeout, const std::string& name);
   ~UcxEndpoint() override;
 
   const std::string& peer_name() const override { return peer_; }

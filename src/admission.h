@@ -1,0 +1,39 @@
+// The server's decision on a worker's Hello, taken on the control thread
+// before anything is registered for the worker: shared secret, worker id,
+// update rule, declared table. The first admitted Hello fixes the table (and,
+// with rule_from_workers, the rule); a refused one fixes nothing.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "rdmaps/server.h"
+#include "src/protocol.h"
+
+namespace rdmaps::ps {
+
+class Admission {
+ public:
+  explicit Admission(const ServerOptions& options) : options_(options), config_(options.config) {}
+
+  /// Empty when `hello` may join, else why not (the reason goes to the worker).
+  std::string check(const Hello& hello) const;
+  /// The configuration the server runs with once `hello` is admitted (the
+  /// first one's rule under rule_from_workers).
+  Config config_for(const Hello& hello) const;
+  /// Records what an admitted Hello fixes; true the first time.
+  bool admit(const Hello& hello);
+
+  bool has_table() const { return !table_.empty(); }
+  const std::vector<TensorDecl>& table() const { return table_; }
+  /// The server's configuration, with the rule adopted from the first worker
+  /// when ServerOptions::rule_from_workers.
+  const Config& config() const { return config_; }
+
+ private:
+  const ServerOptions& options_;
+  Config config_;
+  std::vector<TensorDecl> table_;
+};
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,76 @@
+// A lane's fault handling: malformed messages, workers that leave, die or
+// stall, and the take-in of a closed worker's last messages.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "src/server_lane.h"
+
+namespace rdmaps::ps {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+void ServerLane::reject(Worker& w, const std::string& why) {
+  std::fprintf(stderr, "rdmaps-server: rejected a message from %s: %s\n", w.name.c_str(), why.c_str());
+  LaneCounters::add(counters_.rejected);
+  LaneCounters::add(counters_.rejected_by[w.id]);
+  ++w.mailbox.rejected;
+}
+
+// Every lane sees each leave and each death; lane 0 speaks and counts for the server.
+void ServerLane::drop(Worker& w, const char* why) {
+  if (!w.live && !w.ep) return;
+  if (why && setup_.index == 0) {
+    const bool left = std::strcmp(why, "left") == 0;
+    if (setup_.server->log_connections || !left) std::fprintf(stderr, "rdmaps-server: %s %s\n", w.name.c_str(), why);
+    LaneCounters::add(left ? counters_.workers_left : counters_.workers_lost);
+  }
+  w.live = false;
+  live_[w.id].store(false, std::memory_order_release);
+  if (w.writer) w.writer->abandon();
+  w.writer.reset();
+  if (w.inbox) w.inbox->forget_landings();
+  if (w.ep) {
+    by_endpoint_.erase(w.ep.get());
+    // Close once the worker closed its side (or soon after): both closing at
+    // once leaves neither side to acknowledge the other.
+    closing_.push_back({std::move(w.ep), Clock::now()});
+  }
+  if (why) update_min_clock();
+}
+
+void ServerLane::check_liveness() {
+  for (auto& w : workers_) {
+    if (!w.live || !(w.ep->peer_closed() || w.ep->failed())) continue;
+    take_in_last_messages(w);  // a clean leave ends with a Bye there
+    if (w.live) drop(w, "died (connection closed); dropped from the clock");
+  }
+  auto now = Clock::now();
+  std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
+}
+
+// A worker's socket can close while its last messages (pushes, its clock, a
+// Bye) wait in its inbox or in UCX: the lane may have polled that inbox just
+// before they landed. Take them in before judging the worker dead, so nothing
+// it completed is lost and a clean leave is not reported as a death.
+void ServerLane::take_in_last_messages(Worker& w) {
+  w.departed = true;
+  const auto deadline = Clock::now() + 100ms;
+  for (int quiet = 0; w.live && quiet < 16 && Clock::now() < deadline;) {
+    context_->progress();
+    complete_landings();
+    if (poll_inbox(w))
+      quiet = 0;
+    else if (!w.inbox->landing())
+      ++quiet;
+  }
+}
+
+bool ServerLane::all_done() const {
+  for (const auto& w : workers_)
+    if (w.live || !w.connected_once) return false;
+  return closing_.empty();
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,353 @@
+#include "src/server_lane.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "rdmaps/error.h"
+#include "src/am_ids.h"
+#include "src/bf16.h"
+#include "src/flush_denormals.h"
+#include "src/gpu_shard.h"
+#include "transport/idle_backoff.h"
+
+namespace rdmaps::ps {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using transport::Access;
+
+namespace {
+constexpr size_t kStalenessBuckets = 257;
+constexpr auto kHandshakeTimeout = 10s;
+constexpr auto kIoTimeout = 30s;
+
+bool finite_floats(const float* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+}  // namespace
+
+LaneCounters::LaneCounters(uint32_t workers) : applied(workers), rejected_by(workers), staleness(kStalenessBuckets) {}
+
+ServerLane::ServerLane(const LaneSetup& setup)
+    : setup_(setup),
+      update_(UpdateParams::from(setup.config)),
+      slot_layout_{setup.config.shard_floats * sizeof(float)},
+      receive_layout_{setup.lanes, 0, 0},
+      workers_(setup.server->workers),
+      live_(setup.server->workers),
+      counters_(setup.server->workers) {
+  const ServerOptions& so = *setup.server;
+  const Partition& p = *setup.partition;
+  server_range_ = p.server_range(so.index);
+  lane_range_ = {p.shard(so.index, setup.first_shard).begin,
+                 p.shard(so.index, setup.first_shard + setup.shards - 1).end};
+  receive_layout_ = ReceiveLayout{setup.lanes, p.shard_count(so.index), server_range_.size()};
+  versions_.assign(setup.shards, 0);
+  for (uint32_t i = 0; i < workers_.size(); ++i) workers_[i].id = i;
+  transport::ContextOptions o;
+  o.transport = transport::parse_transport(setup.config.transport);
+  o.name = "rdmaps-server-lane-" + std::to_string(setup.index);
+  context_ = transport::create_context(o);
+  // Every lane on the server's host, at a port of its own.
+  listener_ = context_->listen(transport::SockAddr::parse(so.listen).with_port(0));
+  port_ = static_cast<uint16_t>(listener_->address().port());
+  context_->set_am_handler(kAmPush, [this](transport::AmMessage& m) { on_push_am(m); });
+  store_ = so.gpu_shard ? make_gpu_store(lane_range_.size(), setup.config.shard_floats, so.workers, setup.config.rule)
+                        : make_host_store(lane_range_.size(), setup.config.shard_floats, so.workers, setup.config.rule);
+}
+
+ServerLane::~ServerLane() {
+  stop();
+  join();
+  for (auto& w : workers_) drop(w, nullptr);
+  closing_.clear();
+}
+
+void ServerLane::start() {
+  thread_ = std::thread([this] {
+    try {
+      run();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rdmaps-server: lane %u stopped: %s\n", setup_.index, e.what());
+    }
+    finished_.store(true);
+  });
+}
+
+void ServerLane::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+size_t ServerLane::local_of(uint32_t shard) const {
+  return setup_.partition->shard(setup_.server->index, shard).begin - lane_range_.begin;
+}
+
+// ---- set-up ------------------------------------------------------------------
+
+// The worker was admitted by the control thread, which gave it a token; the
+// lane registers this worker's inbox and copy once, never per push.
+void ServerLane::accept_worker() {
+  std::unique_ptr<transport::Endpoint> ep;
+  try {
+    ep = listener_->accept(kHandshakeTimeout);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "rdmaps-server: a connection attempt to lane %u failed: %s\n", setup_.index, e.what());
+    return;
+  }
+  const std::string peer = ep->peer_name();
+  LaneWelcome welcome;
+  auto refuse = [&](const std::string& why) {
+    welcome.accepted = 0;
+    welcome.reason = why;
+    std::fprintf(stderr, "rdmaps-server: lane %u refused %s: %s\n", setup_.index, peer.c_str(), why.c_str());
+    try {
+      ep->send_control(encode(welcome), kHandshakeTimeout);
+    } catch (const Error&) {
+    }
+  };
+  LaneHello hello;
+  try {
+    hello = decode_lane_hello(ep->recv_control(kHandshakeTimeout), peer);
+  } catch (const Error& e) {
+    return refuse(e.what());
+  }
+  if (hello.worker >= workers_.size())
+    return refuse("worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(workers_.size()) +
+                  " workers this server expects (--workers)");
+  const AdmissionTicket& ticket = setup_.tickets[hello.worker];
+  if (hello.token == 0 || hello.token != ticket.token.load(std::memory_order_acquire))
+    return refuse("worker " + std::to_string(hello.worker) +
+                  " was not admitted by this server (connect to its listen address first)");
+  Worker& w = workers_[hello.worker];
+  if (w.live) return refuse("worker id " + std::to_string(hello.worker) + " is already connected");
+  const bool use_am = ticket.use_am.load(std::memory_order_acquire) != 0;
+  try {
+    auto receive = ep->import(transport::RegionDescriptor::parse(hello.receive_region, peer));
+    if (receive->size() < receive_layout_.bytes())
+      return refuse("receive region of " + std::to_string(receive->size()) + " bytes, needs " +
+                    std::to_string(receive_layout_.bytes()));
+    w.inbox = std::make_unique<InboxReader>(
+        context_->allocate(slot_layout_.slot_bytes() * setup_.config.inbox_slots, Access::kRemoteWrite), slot_layout_,
+        setup_.config.inbox_slots);
+    w.copy = context_->allocate(std::max<size_t>(lane_range_.size() * sizeof(float), 64), Access::kNone);
+    store_->attach(w.id, static_cast<float*>(w.copy->data()));
+    w.writer = std::make_unique<WriteBackSender>(*context_, *ep, std::move(receive),
+                                                 receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am);
+  } catch (const Error& e) {
+    return refuse(std::string("server could not register memory: ") + e.what());
+  }
+  w.departed = false;
+  // A rejoining worker starts where the slowest live worker is, so it holds
+  // nobody back; the control thread chose that clock once for all lanes.
+  w.clock = w.connected_once ? ticket.start_clock.load(std::memory_order_acquire) : 0;
+  w.mailbox = Mailbox{};
+  w.mailbox.min_clock = min_clock_;
+  w.name = "worker " + std::to_string(w.id) + " (" + peer + ")";
+  welcome.accepted = 1;
+  welcome.start_clock = w.clock;
+  welcome.inbox_region = w.inbox->region().descriptor(Access::kRemoteWrite).serialize();
+  try {
+    ep->send_control(encode(welcome), kHandshakeTimeout);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "rdmaps-server: %s left during the handshake: %s\n", w.name.c_str(), e.what());
+    w.writer.reset();
+    return;
+  }
+  by_endpoint_[ep.get()] = w.id;
+  w.ep = std::move(ep);
+  w.live = true;
+  w.connected_once = true;
+  live_[w.id].store(true, std::memory_order_release);
+  if (setup_.server->log_connections && setup_.index == 0)
+    std::fprintf(stderr, "rdmaps-server: %s connected, push path %s, lanes: %s\n", w.name.c_str(),
+                 use_am ? "am" : "put", w.ep->describe().c_str());
+  update_min_clock();
+}
+
+// ---- data path ---------------------------------------------------------------
+
+bool ServerLane::poll_inbox(Worker& w) {
+  auto m = w.inbox->peek();
+  if (!m) return false;
+  if (m->doorbell != w.inbox->expected())
+    reject(w, "doorbell " + std::to_string(m->doorbell) + " where sequence " + std::to_string(w.inbox->expected()) +
+                  " was due");
+  else
+    handle(w, m->header, m->payload);
+  if (!w.live) return true;
+  w.mailbox.consumed_seq = w.inbox->consume();
+  send_mailbox(w);
+  return true;
+}
+
+void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) {
+  // Nothing in the header is trusted before these checks.
+  if (h.magic != kSlotMagic) return reject(w, "bad magic");
+  if (h.worker != w.id) return reject(w, "header claims worker " + std::to_string(h.worker));
+  if (h.seq != w.inbox->expected())
+    return reject(w, "sequence " + std::to_string(h.seq) + ", expected " + std::to_string(w.inbox->expected()));
+  if (h.flags & ~kFlagBf16) return reject(w, "unknown header flags " + std::to_string(h.flags));
+  const bool bf16 = h.flags & kFlagBf16;
+  if (bf16 && h.type != static_cast<uint16_t>(MsgType::kPush))
+    return reject(w, "a bf16 payload in a message other than a push");
+  const uint32_t first = setup_.first_shard, end = first + setup_.shards;
+  switch (static_cast<MsgType>(h.type)) {
+    case MsgType::kPush:
+    case MsgType::kInit: {
+      if (h.shard < first || h.shard >= end)
+        return reject(w, "shard " + std::to_string(h.shard) + " is not one of this lane's [" + std::to_string(first) +
+                             ", " + std::to_string(end) + ")");
+      Range shard = setup_.partition->shard(setup_.server->index, h.shard);
+      if (h.length == 0 || h.offset > shard.size() || h.length > shard.size() - h.offset)
+        return reject(w, "floats [" + std::to_string(h.offset) + ", +" + std::to_string(h.length) + ") outside shard " +
+                             std::to_string(h.shard) + " of " + std::to_string(shard.size()));
+      const uint64_t version = versions_[h.shard - first];
+      if (h.type == static_cast<uint16_t>(MsgType::kPush) && h.base_version > version)
+        return reject(w, "base version " + std::to_string(h.base_version) + " is ahead of shard " +
+                             std::to_string(h.shard) + " (" + std::to_string(version) + ")");
+      if (!(std::isfinite(h.learning_rate) && h.learning_rate >= 0))
+        return reject(w, "learning rate " + std::to_string(h.learning_rate) + " in a push");
+      if (setup_.config.check_nan) {
+        thread_local std::vector<float> widened;
+        const float* values = reinterpret_cast<const float*>(payload);
+        if (bf16) {
+          widened.resize(h.length);
+          decompress_bf16(reinterpret_cast<const uint16_t*>(payload), widened.data(), h.length);
+          values = widened.data();
+        }
+        if (!finite_floats(values, h.length))
+          return reject(w, "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
+      }
+      const size_t local = local_of(h.shard) + h.offset;
+      if (h.type == static_cast<uint16_t>(MsgType::kInit))
+        return store_->init(local, reinterpret_cast<const float*>(payload), h.length);
+      return apply_push(w, h, local, payload);
+    }
+    case MsgType::kPull:
+      if (h.length == 0 || h.shard < first || h.shard >= end || h.length > end - h.shard)
+        return reject(w, "pull of shards [" + std::to_string(h.shard) + ", +" + std::to_string(h.length) +
+                             ") outside this lane's [" + std::to_string(first) + ", " + std::to_string(end) + ")");
+      return write_back(w, h);
+    case MsgType::kClock:
+      if (h.clock != w.clock + 1)
+        return reject(w, "clock " + std::to_string(h.clock) + " after " + std::to_string(w.clock));
+      w.clock = h.clock;
+      if (setup_.index == 0) LaneCounters::add(counters_.clocks);  // every lane gets each clock
+      return update_min_clock();
+    case MsgType::kBye:
+      return drop(w, "left");
+  }
+  reject(w, "unknown message type " + std::to_string(h.type));
+}
+
+void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g) {
+  uint64_t& version = versions_[h.shard - setup_.first_shard];
+  const uint64_t tau = version - h.base_version;
+  const Config& c = setup_.config;
+  if (c.staleness_policy == StalenessPolicy::kDropAboveMax && tau > c.tau_max) {
+    LaneCounters::add(counters_.dropped);
+    return;
+  }
+  float lr = h.learning_rate > 0 ? h.learning_rate : c.learning_rate;
+  if (c.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
+  const bool bf16 = (h.flags & kFlagBf16) != 0;
+  store_->apply(update_, step_for(update_, lr, version + 1, tau), w.id, local, g, bf16, h.length);
+  ++version;
+  LaneCounters::add(counters_.pushes);
+  LaneCounters::add(counters_.bytes_in, h.length * (bf16 ? sizeof(uint16_t) : sizeof(float)));
+  LaneCounters::add(counters_.applied[w.id]);
+  LaneCounters::add(counters_.staleness[std::min<uint64_t>(tau, kStalenessBuckets - 1)]);
+}
+
+// Copy fresh parameters into the worker's copy (what DC-ASGD compensates
+// against), then put them from there: one copy serves both, and it does not
+// change while in flight. Data, then fence, then the mailbox.
+void ServerLane::write_back(Worker& w, const SlotHeader& h) {
+  if (w.departed) return;  // nobody left to read it
+  const size_t local = local_of(h.shard);
+  const size_t floats = local_of(h.shard + h.length - 1) +
+                        setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).size() - local;
+  try {
+    store_->snapshot(w.id, local, floats);
+    const uint64_t server_local = lane_range_.begin - server_range_.begin + local;
+    w.writer->send(static_cast<const float*>(w.copy->data()) + local, floats, *w.copy,
+                   receive_layout_.params_offset() + server_local * sizeof(float),
+                   versions_.data() + (h.shard - setup_.first_shard), h.length,
+                   receive_layout_.versions_offset() + h.shard * 8, kIoTimeout);
+  } catch (const Error& e) {
+    // The worker died with a write-back in flight: drop it, keep serving the others.
+    return drop(w, (std::string("write-back failed: ") + e.what() + "; dropped from the clock").c_str());
+  }
+  w.mailbox.pull_done = h.seq;
+  w.mailbox.pull_stamp = min_clock_;
+  LaneCounters::add(counters_.pulls);
+  LaneCounters::add(counters_.bytes_out, floats * sizeof(float));
+  // The credit for this message goes out with the same mailbox (poll_inbox).
+}
+
+void ServerLane::send_mailbox(Worker& w) {
+  if (!w.live || w.departed) return;
+  try {
+    w.writer->send_mailbox(w.mailbox, kIoTimeout);
+  } catch (const Error& e) {
+    drop(w, e.what());
+  }
+}
+
+void ServerLane::update_min_clock() {
+  uint64_t m = UINT64_MAX;
+  for (const auto& w : workers_)
+    if (w.live || !w.connected_once) m = std::min(m, w.clock);  // not-yet-connected workers hold at 0
+  if (m == UINT64_MAX) m = min_clock_;
+  counters_.min_clock.store(m, std::memory_order_relaxed);
+  if (m == min_clock_) return;
+  min_clock_ = m;
+  for (auto& w : workers_) {
+    if (!w.live) continue;
+    w.mailbox.min_clock = m;
+    send_mailbox(w);
+  }
+}
+
+// Active-message push path: land the payload in the same inbox slot a put
+// would have filled; the doorbell rings once the payload is complete.
+void ServerLane::on_push_am(transport::AmMessage& m) {
+  auto it = by_endpoint_.find(m.from);
+  if (it == by_endpoint_.end()) return;  // unknown sender: dropped by the transport
+  Worker& w = workers_[it->second];
+  if (!w.live) return;
+  if (std::string why = w.inbox->land(*context_, m); !why.empty()) reject(w, why);
+}
+
+bool ServerLane::complete_landings() {
+  bool any = false;
+  for (auto& w : workers_)
+    if (w.live && w.inbox->landing()) any |= w.inbox->complete([&](const std::string& why) { reject(w, why); });
+  return any;
+}
+
+void ServerLane::run() {
+  FlushDenormals flush;  // this thread applies updates: subnormals must not slow it
+  // Poll while busy; when idle, sleep in short steps: one-sided doorbells
+  // raise no event, so the wait must stay short (see docs/protocol.md).
+  transport::IdleBackoff idle({.spin = 50us, .yield = 0us, .sleep = 20us, .max_sleep = 20us});
+  uint32_t iteration = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    bool busy = context_->progress() != 0;
+    busy |= complete_landings();
+    for (auto& w : workers_)
+      if (w.live) busy |= poll_inbox(w);
+    if ((++iteration & 0xff) == 0 || !busy) {
+      if (listener_->has_pending()) accept_worker();
+      check_liveness();
+      if (setup_.server->exit_when_done && all_done()) break;
+    }
+    idle.pause(busy);
+  }
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,139 @@
+// One thread of a parameter server (a lane): it owns a contiguous run of the
+// server's shards and everything that touches them: their parameters,
+// optimizer state and DC backups (a ShardStore), every worker's inbox for
+// them, the write-backs from them, and its own UCX context, listener and
+// endpoints. Nothing on its data path is shared with another thread: no lock,
+// no atomic read-modify-write. The server's control thread admits workers and
+// hands each a token; a worker then connects to every lane
+// (docs/architecture.md "Server threads").
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "rdmaps/config.h"
+#include "rdmaps/server.h"
+#include "src/inbox.h"
+#include "src/partition.h"
+#include "src/shard_store.h"
+#include "src/update_rules.h"
+#include "src/write_back.h"
+#include "transport/context.h"
+
+namespace rdmaps::ps {
+
+/// What the control thread decided for a worker id; written by it before the
+/// Welcome goes out, read by the lanes when the worker connects to them.
+struct AdmissionTicket {
+  std::atomic<uint64_t> token{0};        ///< 0: not admitted
+  std::atomic<uint32_t> use_am{0};       ///< push path: 1 active messages, 0 puts
+  std::atomic<uint64_t> start_clock{0};  ///< a rejoining worker's clock, the same on every lane
+};
+
+struct LaneSetup {
+  uint32_t index = 0, lanes = 1;
+  const ServerOptions* server = nullptr;  ///< index, servers, workers, listen host, logging
+  Config config;
+  const Partition* partition = nullptr;
+  uint32_t first_shard = 0, shards = 0;  ///< of this server's shards
+  AdmissionTicket* tickets = nullptr;    ///< one per worker id
+};
+
+/// Counters a lane alone writes (load, add, store: no read-modify-write);
+/// the control thread reads them for Server::stats().
+struct LaneCounters {
+  explicit LaneCounters(uint32_t workers);
+  std::atomic<uint64_t> pushes{0}, bytes_in{0}, bytes_out{0}, pulls{0}, clocks{0}, rejected{0}, dropped{0};
+  std::atomic<uint64_t> min_clock{0}, workers_left{0}, workers_lost{0};
+  std::vector<std::atomic<uint64_t>> applied, rejected_by, staleness;
+  static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+
+class ServerLane {
+ public:
+  explicit ServerLane(const LaneSetup& setup);
+  ~ServerLane();
+  ServerLane(const ServerLane&) = delete;
+  ServerLane& operator=(const ServerLane&) = delete;
+
+  uint16_t port() const { return port_; }
+  uint32_t first_shard() const { return setup_.first_shard; }
+  uint32_t shards() const { return setup_.shards; }
+  /// Serves on its own thread until stop(), or until every worker left.
+  void start();
+  void stop() { stop_.store(true); }
+  void join();
+  bool finished() const { return finished_.load(); }
+  /// Whether `worker` is connected to this lane now.
+  bool live(uint32_t worker) const { return live_[worker].load(std::memory_order_acquire); }
+  const LaneCounters& counters() const { return counters_; }
+
+ private:
+  struct Worker {
+    uint32_t id = 0;
+    bool connected_once = false, live = false;
+    bool departed = false;  // its connection closed: take in what it sent, send it nothing
+    std::unique_ptr<transport::Endpoint> ep;
+    std::unique_ptr<transport::Region> copy;  // parameters last sent: write-back source and DC backup
+    std::unique_ptr<InboxReader> inbox;
+    std::unique_ptr<WriteBackSender> writer;
+    uint64_t clock = 0;
+    Mailbox mailbox{};
+    std::string name;
+  };
+
+  void run();
+  // Set-up (server_lane.cc).
+  void accept_worker();
+  // Data path (server_lane.cc).
+  bool poll_inbox(Worker& w);
+  void handle(Worker& w, const SlotHeader& h, const uint8_t* payload);
+  void apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g);
+  void write_back(Worker& w, const SlotHeader& h);
+  void send_mailbox(Worker& w);
+  void update_min_clock();
+  void on_push_am(transport::AmMessage& m);
+  bool complete_landings();
+  // Faults (lane_faults.cc).
+  void reject(Worker& w, const std::string& why);
+  void drop(Worker& w, const char* why);
+  void check_liveness();
+  void take_in_last_messages(Worker& w);
+  bool all_done() const;
+
+  /// Lane-local float offset of shard `shard` (of the server) + `offset`.
+  size_t local_of(uint32_t shard) const;
+
+  LaneSetup setup_;
+  UpdateParams update_;
+  Range server_range_, lane_range_;
+  SlotLayout slot_layout_;
+  ReceiveLayout receive_layout_;
+  std::unique_ptr<transport::Context> context_;  // destroyed after the endpoints and regions below
+  std::unique_ptr<transport::Listener> listener_;
+  uint16_t port_ = 0;
+  std::unique_ptr<ShardStore> store_;
+  std::vector<Worker> workers_;
+  std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
+  std::vector<uint64_t> versions_;  // of this lane's shards
+  uint64_t min_clock_ = 0;
+  struct Closing {
+    std::unique_ptr<transport::Endpoint> ep;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<Closing> closing_;
+  std::vector<std::atomic<bool>> live_;
+  LaneCounters counters_;
+  std::atomic<bool> stop_{false}, finished_{false};
+  std::thread thread_;
+};
+
+}  // namespace rdmaps::ps
