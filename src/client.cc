@@ -93,6 +93,10 @@ class ClientImpl {
     uint32_t offset, length;
     size_t source;  // byte offset of the piece in the data sent
   };
+  /// Reorders pieces (grouped by lane, in shard order) so that consecutive
+  /// ones go to different lanes: the lanes apply in parallel only if each has
+  /// work, and a lane's credits run out after a few pieces.
+  void interleave_lanes(std::vector<Piece>& pieces);
   void send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
                    uint16_t flags);
   GpuTransfer& gpu();
@@ -127,7 +131,8 @@ class ClientImpl {
   std::vector<float> residual_;               // bf16 wire: rounding error not yet sent, by global float
   std::vector<uint16_t> wire_;                // bf16 wire: the tensor being pushed, encoded
   std::unique_ptr<GpuTransfer> gpu_;          // made at the first device pointer
-  std::vector<Piece> pieces_;                 // send(): scratch kept across calls
+  std::vector<Piece> pieces_, interleaved_;   // send(): scratch kept across calls
+  std::vector<size_t> runs_;                  // send(): scratch kept across calls
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
 };
@@ -331,6 +336,7 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
       pos = piece_end;
     }
   }
+  interleave_lanes(pieces);
   const uint16_t flags = bf16 ? kFlagBf16 : 0;
   if (on_device && gpu_->path() == GpuPath::kStaged) {
     send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags);
@@ -349,6 +355,19 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
     stats_.push_bytes += values.size() * elem;
     if (on_device) stats_.gpu_path = gpu_path_name(gpu_->path());
   }
+}
+
+void ClientImpl::interleave_lanes(std::vector<Piece>& pieces) {
+  runs_.clear();
+  for (size_t i = 0; i < pieces.size(); ++i)
+    if (i == 0 || pieces[i].lane != pieces[i - 1].lane) runs_.push_back(i);
+  if (runs_.size() < 2) return;
+  runs_.push_back(pieces.size());
+  interleaved_.clear();
+  for (size_t k = 0; interleaved_.size() < pieces.size(); ++k)
+    for (size_t r = 0; r + 1 < runs_.size(); ++r)
+      if (runs_[r] + k < runs_[r + 1]) interleaved_.push_back(pieces[runs_[r] + k]);
+  pieces.swap(interleaved_);
 }
 
 // Device memory UCX cannot read: chunk k+1 and k+2 are copied to pinned

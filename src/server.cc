@@ -217,7 +217,7 @@ ServerStats ServerImpl::stats() const {
   s.rejected_per_worker.assign(options_.workers, 0);
   std::lock_guard<std::mutex> lock(lanes_mu_);
   s.lanes = static_cast<uint32_t>(lanes_.size());
-  s.staleness.assign(lanes_.empty() ? 257 : lanes_[0]->counters().staleness.size(), 0);
+  s.staleness.assign(kStalenessBuckets, 0);
   s.min_clock = lanes_.empty() ? 0 : UINT64_MAX;
   auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   for (const auto& lane : lanes_) {

@@ -19,7 +19,6 @@ using Clock = std::chrono::steady_clock;
 using transport::Access;
 
 namespace {
-constexpr size_t kStalenessBuckets = 257;
 constexpr auto kHandshakeTimeout = 10s;
 constexpr auto kIoTimeout = 30s;
 

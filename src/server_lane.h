@@ -45,6 +45,9 @@ struct LaneSetup {
   AdmissionTicket* tickets = nullptr;    ///< one per worker id
 };
 
+/// Staleness histogram buckets; the last counts tau >= kStalenessBuckets - 1.
+constexpr size_t kStalenessBuckets = 257;
+
 /// Counters a lane alone writes (load, add, store: no read-modify-write);
 /// the control thread reads them for Server::stats().
 struct LaneCounters {

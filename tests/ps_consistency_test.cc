@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <random>
+#include <tuple>
 
 #include "tests/ps_fixture.h"
 #include "tests/transport_fixture.h"
@@ -39,7 +40,18 @@ class SharedClocks {
   bool owner_ = false;
 };
 
-class PsConsistencyTest : public PsTest {};
+// Each test runs over tcp and shm, with servers of 1 and 2 threads (lanes):
+// their guarantees must not depend on how a server splits its shards.
+class PsConsistencyTest : public testing::TestWithParam<std::tuple<transport::TransportKind, uint32_t>> {
+ protected:
+  transport::TransportKind kind() const { return std::get<0>(GetParam()); }
+  Config config() const {
+    Config c;
+    c.transport = transport::transport_name(kind());
+    c.server_threads = std::get<1>(GetParam());
+    return c;
+  }
+};
 
 constexpr uint32_t kSspWorkers = 3;
 constexpr int kSspIterations = 12;
@@ -55,7 +67,7 @@ TEST_P(PsConsistencyTest, SspBoundHoldsWithRandomDelaysAndNobodyDeadlocks) {
     SharedClocks clocks(shm, kSspWorkers, true);
     std::vector<PeerProcess> workers;
     for (uint32_t w = 0; w < kSspWorkers; ++w)
-      workers.emplace_back("ssp_worker", GetParam(), 0, 100 + w,
+      workers.emplace_back("ssp_worker", kind(), 0, 100 + w,
                            std::vector<std::string>{servers.addresses(), std::to_string(w), std::to_string(s), shm});
     for (auto& w : workers) EXPECT_EQ(w.wait(120s), 0) << "bound violated (exit = violations) or deadlocked (-1)";
   }
@@ -102,8 +114,7 @@ TEST_P(PsConsistencyTest, AWorkerHeldAtTheBoundLeavesTheCpuToOthers) {
   ServerGroup servers(1, 2, c);
   std::vector<PeerProcess> workers;
   for (uint32_t w = 0; w < 2; ++w)
-    workers.emplace_back("held_worker", GetParam(), 0, w,
-                         std::vector<std::string>{servers.addresses(), std::to_string(w)});
+    workers.emplace_back("held_worker", kind(), 0, w, std::vector<std::string>{servers.addresses(), std::to_string(w)});
   for (auto& w : workers) EXPECT_EQ(w.wait(120s), 0) << "the held worker burnt its core while waiting (see stderr)";
 }
 
@@ -155,11 +166,12 @@ Config counting_config(transport::TransportKind kind) {
 }
 
 TEST_P(PsConsistencyTest, NoGradientLostOrAppliedTwiceAndNoTornShard) {
-  Config c = counting_config(GetParam());
+  Config c = counting_config(kind());
+  c.server_threads = std::get<1>(GetParam());
   ServerGroup servers(2, kCountWorkers + 1, c);  // worker 4 is the final checker below
   std::vector<PeerProcess> workers;
   for (uint32_t w = 0; w < kCountWorkers; ++w)
-    workers.emplace_back("counting_worker", GetParam(), 0, w,
+    workers.emplace_back("counting_worker", kind(), 0, w,
                          std::vector<std::string>{servers.addresses(), std::to_string(w)});
   for (auto& w : workers) EXPECT_EQ(w.wait(300s), 0) << "a worker saw a torn shard (exit = torn pulls)";
 
@@ -211,8 +223,13 @@ RDMAPS_TEST_PEER(counting_worker) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PsConsistencyTest,
-                         testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
-                         transport_param_name);
+                         testing::Combine(testing::Values(transport::TransportKind::kTcp,
+                                                          transport::TransportKind::kShm),
+                                          testing::Values(1u, 2u)),
+                         [](const testing::TestParamInfo<std::tuple<transport::TransportKind, uint32_t>>& param) {
+                           return std::string(transport::transport_name(std::get<0>(param.param))) + "_threads" +
+                                  std::to_string(std::get<1>(param.param));
+                         });
 
 }  // namespace
 }  // namespace rdmaps::test

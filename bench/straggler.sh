@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Stragglers, real processes: time to 85 % test accuracy of BSP, SSP(3) with
+# DC-ASGD-a and fully asynchronous DC-ASGD-a with 4 worker processes, the
+# three modes interleaved REPS times so that drift in the machine's speed
+# falls on all of them alike. Prints one row per run and the median ratios.
+#
+#   bench/straggler.sh [BUILD_DIR] [STRAGGLER] [REPS] [extra rdmaps-train flags...]
+#   STRAGGLER: random:4 (default: each step, each worker 4x slower with chance
+#   1/4) or K:4 (worker K always 4x slower)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+straggler=${2:-random:4}
+reps=${3:-3}
+shift $(( $# < 3 ? $# : 3 )) || true
+extra=("$@")
+train="$build/src/rdmaps-train"
+out=${OUT:-straggler-out}
+mkdir -p "$out"
+modes=("BSP:--sync --dc off" "SSP3-DC-a:--staleness 3 --dc adaptive" "async-DC-a:--async --dc adaptive")
+: >"$out/runs.jsonl"
+for rep in $(seq 1 "$reps"); do
+  for m in "${modes[@]}"; do
+    name=${m%%:*}
+    read -r -a flags <<<"${m#*:}"
+    json=$("$train" "${flags[@]}" --straggler "$straggler" --json --out "$out/$name-$rep" "${extra[@]}" \
+      2>"$out/$name-$rep.err" | tail -1) || json='{"diverged":true}'
+    /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(mode=sys.argv[2], rep=int(sys.argv[3])); print(json.dumps(r))' \
+      "$json" "$name" "$rep" | tee -a "$out/runs.jsonl" >/dev/null
+    echo "rep $rep $name: $(tail -1 "$out/runs.jsonl" | cut -c1-160)" >&2
+  done
+done
+/usr/bin/python3 - "$out/runs.jsonl" "$straggler" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+modes = ["BSP", "SSP3-DC-a", "async-DC-a"]
+print(f"straggler {sys.argv[2]}, 4 worker processes, 15 epochs unless set otherwise")
+print("| rep | " + " | ".join(f"{m} to 85 % / final / s" for m in modes) + " | SSP / BSP | SSP / async | async / BSP |")
+print("|---:|" + "---|" * len(modes) + "---:|---:|---:|")
+ratios = {"ssp_bsp": [], "ssp_async": [], "async_bsp": []}
+t = lambda r: r.get("time_to_85_s") if not r.get("diverged") else None
+for rep in sorted({r["rep"] for r in runs}):
+    by = {r["mode"]: r for r in runs if r["rep"] == rep}
+    cells = []
+    for m in modes:
+        r = by.get(m, {"diverged": True})
+        cells.append("diverged" if r.get("diverged") else
+                     f"{t(r) if t(r) is None else round(t(r), 2)} s / {100 * r['final_test_accuracy']:.2f} % / {r['seconds']:.1f}")
+    def ratio(a, b, key):
+        x, y = t(by.get(a, {"diverged": True})), t(by.get(b, {"diverged": True}))
+        if x is None or y is None:
+            return "—"
+        ratios[key].append(x / y)
+        return f"{x / y:.2f}"
+    print(f"| {rep} | " + " | ".join(cells) + f" | {ratio('SSP3-DC-a', 'BSP', 'ssp_bsp')} | "
+          f"{ratio('SSP3-DC-a', 'async-DC-a', 'ssp_async')} | {ratio('async-DC-a', 'BSP', 'async_bsp')} |")
+print("medians: " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in ratios.items() if v))
+PY
