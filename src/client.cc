@@ -126,12 +126,22 @@ class ClientImpl {
   std::unordered_map<const transport::Endpoint*, std::pair<uint32_t, uint32_t>> by_endpoint_;  // link, lane
   std::unique_ptr<Partition> partition_;
   uint64_t clock_ = 0;
-  float learning_rate_ = 0;                   // 0: the servers' own
-  std::vector<float> residual_;               // bf16 wire: rounding error not yet sent, by global float
-  std::vector<uint16_t> wire_;                // bf16 wire: the tensor being pushed, encoded
-  std::unique_ptr<GpuTransfer> gpu_;          // made at the first device pointer
-  std::vector<Piece> pieces_, interleaved_;   // send(): scratch kept across calls
-  std::vector<size_t> runs_;                  // send(): scratch kept across calls
+  float learning_rate_ = 0;                  // 0: the servers' own
+  std::vector<float> residual_;              // bf16 wire: rounding error not yet sent, by global float
+  std::vector<uint16_t> wire_;               // bf16 wire: the tensor being pushed, encoded
+  std::unique_ptr<GpuTransfer> gpu_;         // made at the first device pointer
+  std::vector<Piece> pieces_, interleaved_;  // send(): scratch kept across calls
+  std::vector<size_t> runs_;                 // send(): scratch kept across calls
+  // pull(): one request per lane, and the targets' ranges; scratch kept across calls.
+  struct Fetch {
+    ServerLink* link;
+    Lane* lane;
+    uint32_t first = UINT32_MAX, last = 0;
+    size_t bytes = 0;
+    uint64_t seq = 0;
+  };
+  std::vector<Fetch> fetch_;
+  std::vector<Range> ranges_;
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
 };
@@ -401,8 +411,8 @@ GpuTransfer& ClientImpl::gpu() {
 
 void ClientImpl::pull(std::span<const PullTarget> targets) {
   require_connected("pull");
-  std::vector<Range> ranges;
-  ranges.reserve(targets.size());
+  std::vector<Range>& ranges = ranges_;  // scratch kept across calls: no allocation per step
+  ranges.clear();
   for (const auto& t : targets) {
     ranges.push_back(partition_->tensor(t.name));
     check_size(t.name, ranges.back(), t.out.size(), "pull");
@@ -415,18 +425,13 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
   const uint64_t need = !may_skip || clock_ < config_.staleness ? 0 : clock_ - config_.staleness;
   // One request per lane covers every shard of it the targets touch; all
   // requests are posted before any is waited for.
-  struct Fetch {
-    ServerLink* link;
-    Lane* lane;
-    uint32_t first = UINT32_MAX, last = 0;
-    size_t bytes = 0;
-    uint64_t seq = 0;
-  };
-  std::vector<Fetch> fetch;
+  std::vector<Fetch>& fetch = fetch_;
+  fetch.clear();
   for (auto& link : links_)
     for (auto& lane : link.lanes) fetch.push_back({&link, &lane});
   size_t base = 0;
-  std::vector<transport::Request> inflight;
+  std::vector<transport::Request>& inflight = inflight_;
+  inflight.clear();
   for (auto& link : links_) {
     for (const Range& t : ranges) {
       const Range held = overlap(t, link.range);
@@ -457,6 +462,7 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
     }
   }
   for (auto& r : inflight) r.wait_for(options_.timeout);
+  inflight.clear();
   for (const Fetch& f : fetch) {
     if (f.seq == 0) continue;
     ServerLink& link = *f.link;
@@ -494,10 +500,12 @@ void ClientImpl::clock(bool barrier) {
   ++clock_;
   ++stats_.clocks;
   // Every lane gets the clock, behind this worker's pushes to it.
-  std::vector<transport::Request> inflight;
+  std::vector<transport::Request>& inflight = inflight_;
+  inflight.clear();
   for (auto& link : links_)
     for (auto& lane : link.lanes) post(link, lane, MsgType::kClock, 0, 0, 0, 0, nullptr, inflight);
   for (auto& r : inflight) r.wait_for(options_.timeout);
+  inflight.clear();
   const uint64_t s = barrier ? 0 : config_.staleness;
   if (s == kInfiniteStaleness || clock_ <= s) return;
   // SSP: iteration c+1 begins only once every live worker reached c - s, as every lane saw it.

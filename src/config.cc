@@ -59,6 +59,15 @@ float to_fraction(const std::string& v, const std::string& source) {
   return f;
 }
 
+// "off" is 0; anything else must exceed `min` (or equal it when `inclusive`).
+float to_float_or_off(const std::string& v, const std::string& source, float min, bool inclusive,
+                      const char* expected) {
+  if (v == "off") return 0;
+  const float f = to_float(v, source);
+  if (f < min || (!inclusive && f == min)) bad(source, v, expected);
+  return f;
+}
+
 bool to_switch(const std::string& v, const std::string& source) {
   if (v == "1" || v == "on" || v == "true") return true;
   if (v == "0" || v == "off" || v == "false") return false;
@@ -124,21 +133,11 @@ const std::map<std::string, Setter>& setters() {
        [](Config& c, const std::string& v, const std::string& s) { c.ms_bias_correction = to_switch(v, s); }},
       {"dc-bound",
        [](Config& c, const std::string& v, const std::string& s) {
-         if (v == "off") {
-           c.dc_bound = 0;
-           return;
-         }
-         c.dc_bound = to_float(v, s);
-         if (c.dc_bound <= 0) bad(s, v, "a positive bound or off");
+         c.dc_bound = to_float_or_off(v, s, 0, false, "a positive bound or off");
        }},
       {"dc-tau0",
        [](Config& c, const std::string& v, const std::string& s) {
-         if (v == "off") {
-           c.dc_tau0 = 0;
-           return;
-         }
-         c.dc_tau0 = to_float(v, s);
-         if (c.dc_tau0 < 1) bad(s, v, "a staleness of at least 1 or off");
+         c.dc_tau0 = to_float_or_off(v, s, 1, true, "a staleness of at least 1 or off");
        }},
       {"skip-pulls", [](Config& c, const std::string& v, const std::string& s) { c.skip_pulls = to_switch(v, s); }},
       {"push-path",

@@ -268,8 +268,8 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
 void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   if (w.departed) return;  // nobody left to read it
   const size_t local = local_of(h.shard);
-  const size_t floats = local_of(h.shard + h.length - 1) +
-                        setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).size() - local;
+  const size_t floats =
+      setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
   try {
     store_->snapshot(w.id, local, floats);
     const uint64_t server_local = lane_range_.begin - server_range_.begin + local;
