@@ -164,6 +164,7 @@ int run_driver(const Flags& f) {
   if (gpu_shard) common.push_back("--gpu-shard");
   std::vector<Child> server_children;
   std::string list;
+  tools::share_secret_with_children(config);
   for (uint32_t s = 0; s < servers; ++s) {
     std::vector<std::string> args = {"ps", "--role", "server", "--index", std::to_string(s)};
     args.insert(args.end(), common.begin(), common.end());

@@ -6,6 +6,7 @@ packages=(
   libucx-dev ucx-utils            # transport (UCX UCP) and ucx_perftest
   libibverbs-dev librdmacm-dev    # HCA description (optional at build time)
   libeigen3-dev zlib1g-dev
+  libssl-dev                      # HMAC-SHA-256 for the bootstrap handshake (libcrypto)
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist gnuplot-nox   # the training job's data and plot
   clang-format bc

@@ -1,17 +1,32 @@
 #include "src/admission.h"
 
+#include <unistd.h>
+
 namespace rdmaps::ps {
 
+uint64_t table_limit_bytes(const ServerOptions& options) {
+  if (options.max_bytes) return options.max_bytes;
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : uint64_t{1} << 36;
+}
+
 std::string Admission::check(const Hello& hello) const {
-  if (hello.secret_digest != secret_digest(options_.config.secret))
-    return "wrong shared secret (--secret / RDMAPS_SECRET)";
   if (hello.worker >= options_.workers)
     return "worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(options_.workers) +
            " workers this server expects (--workers)";
   if (options_.rule_from_workers && has_table())
     if (std::string d = RuleParams::from(config_).difference(hello.rule); !d.empty())
       return "its update rule differs from the one adopted from the first worker (" + d + ", adopted first)";
-  if (!has_table()) return {};
+  if (!has_table()) {
+    // Checked before anything is sized from the table (--max-bytes).
+    uint64_t floats = 0;
+    for (const auto& t : hello.tensors) floats += t.floats;  // decode bounds each below 2^40, count below 2^20
+    const uint64_t limit = table_limit_bytes(options_);
+    if (floats * sizeof(float) > limit)
+      return "its declared table of " + std::to_string(floats) + " floats (" + std::to_string(floats * sizeof(float)) +
+             " bytes) is over this server's limit of " + std::to_string(limit) + " bytes (--max-bytes)";
+    return {};
+  }
   bool same = hello.tensors.size() == table_.size();
   for (size_t i = 0; same && i < table_.size(); ++i)
     same = hello.tensors[i].name == table_[i].name && hello.tensors[i].floats == table_[i].floats;

@@ -1,7 +1,7 @@
 // The server's decision on a worker's Hello, taken on the control thread
-// before anything is registered for the worker: shared secret, worker id,
-// update rule, declared table. The first admitted Hello fixes the table (and,
-// with rule_from_workers, the rule); a refused one fixes nothing.
+// before anything is registered for the worker (the transport already checked
+// the shared secret): worker id, update rule, declared table and its size. The first admitted Hello fixes the table
+// (and, with rule_from_workers, the rule); a refused one fixes nothing.
 #pragma once
 
 #include <string>
@@ -11,6 +11,9 @@
 #include "src/protocol.h"
 
 namespace rdmaps::ps {
+
+/// Largest table a server accepts: ServerOptions::max_bytes, or the machine's memory.
+uint64_t table_limit_bytes(const ServerOptions& options);
 
 class Admission {
  public:

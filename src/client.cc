@@ -163,6 +163,7 @@ void ClientImpl::connect() {
   transport::ContextOptions o;
   o.transport = transport::parse_transport(config_.transport);
   o.name = "rdmaps-worker-" + std::to_string(options_.worker);
+  o.secret = config_.secret;
   context_ = transport::create_context(o);
   context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });
   links_.resize(options_.servers.size());
@@ -180,7 +181,6 @@ void ClientImpl::connect_one(uint32_t index) {
   link.shards = partition_->shard_count(index);
   Hello hello;
   hello.worker = options_.worker;
-  hello.secret_digest = secret_digest(config_.secret);
   hello.push_path = static_cast<uint32_t>(config_.push_path);
   hello.rule = RuleParams::from(config_);
   hello.tensors = declared_;

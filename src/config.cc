@@ -1,8 +1,13 @@
 #include "rdmaps/config.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -40,6 +45,38 @@ const char* push_path_name(PushPath path) {
 namespace {
 
 using Setter = std::function<void(Config&, const std::string& value, const std::string& source)>;
+
+constexpr size_t kMinSecret = 16;
+
+std::string checked_secret(const std::string& secret, const std::string& source) {
+  if (secret.size() < kMinSecret)
+    throw Error(Errc::kInvalidArgument, source + ": a shared secret of " + std::to_string(secret.size()) +
+                                            " bytes is too easy to guess; give at least " + std::to_string(kMinSecret) +
+                                            " (e.g. openssl rand -hex 32)");
+  return secret;
+}
+
+// The secret file must be the user's alone, like an ssh key; its first line is the secret.
+std::string read_secret_file(const std::string& path, const std::string& source) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error(Errc::kInvalidArgument,
+                source + ": cannot read the secret file '" + path + "': " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' is not a regular file");
+  if (st.st_mode & 077) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' has mode " + mode +
+                                            ": other users may read or change it; chmod 600 '" + path + "'");
+  }
+  std::ifstream in(path);
+  std::string secret;
+  if (!in || !std::getline(in, secret))
+    throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' is empty or unreadable");
+  while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
+  return checked_secret(secret, source + " ('" + path + "')");
+}
 
 [[noreturn]] void bad(const std::string& source, const std::string& value, const std::string& expected) {
   throw Error(Errc::kInvalidArgument, source + ": '" + value + "' is not " + expected);
@@ -177,7 +214,15 @@ const std::map<std::string, Setter>& setters() {
          if (n == 0 || n > 1024) bad(s, v, "a slot count in 1..1024");
          c.inbox_slots = static_cast<uint32_t>(n);
        }},
-      {"secret", [](Config& c, const std::string& v, const std::string&) { c.secret = v; }},
+      {"secret",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (s.rfind("--", 0) == 0)
+           throw Error(Errc::kInvalidArgument,
+                       "--secret: a secret on the command line is visible to every user of the machine (ps, "
+                       "/proc); put it in a file (--secret-file FILE, mode 600) or in RDMAPS_SECRET");
+         c.secret = checked_secret(v, s);
+       }},
+      {"secret-file", [](Config& c, const std::string& v, const std::string& s) { c.secret = read_secret_file(v, s); }},
       {"server-threads",
        [](Config& c, const std::string& v, const std::string& s) {
          uint64_t n = v == "auto" ? 0 : to_u64(v, s);
@@ -273,7 +318,8 @@ const char* config_help() {
          "  --transport T           tcp, shm, auto (UCX_TLS)                        [RDMAPS_TRANSPORT]\n"
          "  --shard-floats N        floats per shard (262144)                       [RDMAPS_SHARD_FLOATS]\n"
          "  --inbox-slots N         slots per worker inbox (4)                      [RDMAPS_INBOX_SLOTS]\n"
-         "  --secret S              shared secret checked at connection             [RDMAPS_SECRET]\n"
+         "  --secret-file FILE      shared secret (first line, file mode 600), proved at every connection\n"
+         "                          (the secret itself may come in RDMAPS_SECRET)     [RDMAPS_SECRET_FILE]\n"
          "  --server-threads N|auto server threads, each owning part of the shards (auto: one per core)\n"
          "                                                                          [RDMAPS_SERVER_THREADS]\n"
          "  --skip-pulls [on|off]   SSP: skip pulls the bound allows (off: pull every clock) [RDMAPS_SKIP_PULLS]\n";

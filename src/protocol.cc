@@ -4,9 +4,12 @@
 #include <cstdio>
 #include <utility>
 
-#include "src/wire.h"
+#include "transport/wire.h"
 
 namespace rdmaps::ps {
+
+using transport::WireReader;
+using transport::WireWriter;
 
 namespace {
 constexpr uint32_t kHelloTag = 0x4f4c4548;        // "HELO"
@@ -42,7 +45,6 @@ std::vector<uint8_t> encode(const Hello& h) {
   w.u32(kHelloTag);
   w.u32(h.version);
   w.u32(h.worker);
-  w.u64(h.secret_digest);
   w.u32(h.push_path);
   w.u32(h.rule.rule);
   for (const FloatField& f : kFloatFields) w.f32(h.rule.*f.wire);
@@ -64,7 +66,6 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
     r.fail("protocol version " + std::to_string(h.version) + ", this server speaks " +
            std::to_string(kProtocolVersion));
   h.worker = r.u32();
-  h.secret_digest = r.u64();
   h.push_path = r.u32();
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
   h.rule.rule = r.u32();
@@ -219,14 +220,6 @@ std::string RuleParams::difference(const RuleParams& o) const {
     return std::string("ms-bias-correction ") + (ms_bias_correction ? "on" : "off") + " vs " +
            (o.ms_bias_correction ? "on" : "off");
   return {};
-}
-
-uint64_t secret_digest(const std::string& secret) {
-  // FNV-1a: the secret keeps honest-but-misconfigured peers apart; it is not
-  // authentication against an attacker on the fabric.
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : secret) h = (h ^ c) * 1099511628211ull;
-  return secret.empty() ? 0 : h;
 }
 
 }  // namespace rdmaps::ps

@@ -13,7 +13,7 @@
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 5;
+constexpr uint32_t kProtocolVersion = 6;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
 
@@ -99,7 +99,6 @@ struct RuleParams {
 struct Hello {
   uint32_t version = kProtocolVersion;
   uint32_t worker = 0;
-  uint64_t secret_digest = 0;
   uint32_t push_path = 0;  ///< PushPath the worker asks for
   RuleParams rule;
   std::vector<TensorDecl> tensors;
@@ -143,7 +142,5 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer);
 Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& peer);
 LaneHello decode_lane_hello(const std::vector<uint8_t>& bytes, const std::string& peer);
 LaneWelcome decode_lane_welcome(const std::vector<uint8_t>& bytes, const std::string& peer);
-
-uint64_t secret_digest(const std::string& secret);
 
 }  // namespace rdmaps::ps

@@ -9,14 +9,15 @@
 #include <cmath>
 #include <cstdio>
 #include <mutex>
-#include <random>
 
 #include "rdmaps/error.h"
 #include "src/admission.h"
 #include "src/gpu_shard.h"
 #include "src/partition.h"
+#include "src/pending_peers.h"
 #include "src/protocol.h"
 #include "src/server_lane.h"
+#include "transport/auth.h"
 #include "transport/context.h"
 #include "transport/idle_backoff.h"
 
@@ -39,7 +40,9 @@ using Clock = std::chrono::steady_clock;
 using namespace ps;
 
 namespace {
-constexpr auto kHandshakeTimeout = 10s;
+constexpr auto kHelloTimeout = 5s;            // a connected peer's first message
+constexpr auto kAnswerTimeout = 100ms;        // a Welcome: small, into an empty socket buffer
+constexpr size_t kMaxHelloBytes = 16u << 20;  // a table of about 100,000 tensors with long names
 
 // Cores this process may run on (its affinity mask, e.g. under srun or taskset).
 uint32_t usable_cores() {
@@ -65,14 +68,20 @@ class ServerImpl {
       throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
                                               std::to_string(options.workers) + " (--workers)");
     if (options.gpu_shard) require_gpu();  // refused now, clearly, without a device
+    const auto listen = transport::SockAddr::parse(options.listen);
+    if (options.config.secret.empty() && !options.insecure && !listen.is_loopback())
+      throw Error(Errc::kInvalidArgument,
+                  "refusing to serve on " + options.listen +
+                      " without a shared secret: anyone who reaches it could read and overwrite the model. Give "
+                      "--secret-file FILE (or RDMAPS_SECRET) to every server and worker, listen on 127.0.0.1, or "
+                      "pass --insecure (docs/security.md)");
     transport::ContextOptions o;
     o.transport = transport::parse_transport(options.config.transport);
     o.name = "rdmaps-server";
+    o.secret = options.config.secret;
     context_ = transport::create_context(o);
-    listener_ = context_->listen(transport::SockAddr::parse(options.listen));
+    listener_ = context_->listen(listen);
     admitted_once_.assign(options.workers, false);
-    std::random_device seed;
-    tokens_.seed((uint64_t{seed()} << 32) ^ seed());
   }
 
   ~ServerImpl() {
@@ -87,7 +96,10 @@ class ServerImpl {
   void run();
 
  private:
-  void accept_worker();
+  /// Answers a Hello: admits the worker or refuses it, never throwing.
+  void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
+  /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
+  void admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome);
   /// Splits this server's shards into lanes and starts them; throws Error on failure.
   void start_lanes(const Config& config, const std::vector<TensorDecl>& table);
   bool lanes_finished() const;
@@ -98,6 +110,7 @@ class ServerImpl {
   std::unique_ptr<AdmissionTicket[]> tickets_;
   std::unique_ptr<transport::Context> context_;  // destroyed after the endpoints below
   std::unique_ptr<transport::Listener> listener_;
+  PendingPeers pending_{"rdmaps-server", kHelloTimeout, kMaxHelloBytes};
   std::unique_ptr<Partition> partition_;
   mutable std::mutex lanes_mu_;  // lanes_ is filled once, while stats() may read it
   std::vector<std::unique_ptr<ServerLane>> lanes_;
@@ -107,7 +120,6 @@ class ServerImpl {
     Clock::time_point since;
   };
   std::vector<Closing> closing_;  // control connections, closed once the worker closed its side
-  std::mt19937_64 tokens_;
   Clock::time_point last_report_ = Clock::now(), last_waiting_ = Clock::now();
   ServerStats last_stats_;
   std::atomic<bool> stop_{false};
@@ -136,14 +148,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   lanes_ = std::move(made);
 }
 
-void ServerImpl::accept_worker() {
-  std::unique_ptr<transport::Endpoint> ep;
-  try {
-    ep = listener_->accept(kHandshakeTimeout);
-  } catch (const Error& e) {
-    std::fprintf(stderr, "rdmaps-server: a connection attempt failed: %s\n", e.what());
-    return;
-  }
+void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message) {
   const std::string peer = ep->peer_name();
   Welcome welcome;
   auto close_later = [&] { closing_.push_back({std::move(ep), Clock::now()}); };
@@ -152,32 +157,35 @@ void ServerImpl::accept_worker() {
     welcome.reason = why;
     std::fprintf(stderr, "rdmaps-server: refused %s: %s\n", peer.c_str(), why.c_str());
     try {
-      ep->send_control(encode(welcome), kHandshakeTimeout);
+      ep->send_control(encode(welcome), kAnswerTimeout);
     } catch (const Error&) {
     }
     close_later();
   };
-  Hello hello;
+  // Nothing a refused Hello said survives it: the table and rule are fixed
+  // only by admission_.admit() below, after every check passed.
   try {
-    hello = decode_hello(ep->recv_control(kHandshakeTimeout), peer);
-  } catch (const Error& e) {
+    admit_checked(*ep, decode_hello(message, peer), welcome);
+  } catch (const std::bad_alloc&) {
+    return refuse("out of memory while admitting it");
+  } catch (const std::exception& e) {
     return refuse(e.what());
   }
-  if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
+  close_later();  // the worker goes on with the lanes
+}
+
+void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome) {
+  const std::string peer = ep.peer_name();
+  if (std::string why = admission_.check(hello); !why.empty()) throw Error(Errc::kPermissionDenied, why);
   for (const auto& lane : lanes_)
-    if (lane->live(hello.worker)) return refuse("worker id " + std::to_string(hello.worker) + " is already connected");
-  if (!admission_.has_table()) {
-    try {
-      start_lanes(admission_.config_for(hello), hello.tensors);
-    } catch (const Error& e) {
-      return refuse(e.what());
-    }
-  }
+    if (lane->live(hello.worker))
+      throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is already connected");
+  if (!admission_.has_table()) start_lanes(admission_.config_for(hello), hello.tensors);
   admission_.admit(hello);
   const PushPath wanted = static_cast<PushPath>(hello.push_path);
-  const bool use_am = wanted == PushPath::kAm || (wanted == PushPath::kAuto && !ep->rma_native());
+  const bool use_am = wanted == PushPath::kAm || (wanted == PushPath::kAuto && !ep.rma_native());
   uint64_t token = 0;
-  while (token == 0) token = tokens_();
+  while (token == 0) transport::random_bytes(&token, sizeof(token));
   AdmissionTicket& ticket = tickets_[hello.worker];
   ticket.use_am.store(use_am ? 1 : 0, std::memory_order_relaxed);
   uint64_t start_clock = 0;  // for a rejoin: the furthest any lane's slowest live worker got
@@ -195,13 +203,12 @@ void ServerImpl::accept_worker() {
   welcome.token = token;
   for (const auto& lane : lanes_) welcome.lanes.push_back({lane->port(), lane->first_shard(), lane->shards()});
   try {
-    ep->send_control(encode(welcome), kHandshakeTimeout);
+    ep.send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {
     std::fprintf(stderr, "rdmaps-server: worker %u (%s) left during the handshake: %s\n", hello.worker, peer.c_str(),
                  e.what());
   }
   admitted_once_[hello.worker] = true;
-  close_later();  // the worker goes on with the lanes
 }
 
 bool ServerImpl::lanes_finished() const {
@@ -272,10 +279,9 @@ void ServerImpl::run() {
   transport::IdleBackoff idle;
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = context_->progress() != 0;
-    if (listener_->has_pending()) {
-      accept_worker();
-      busy = true;
-    }
+    busy |= pending_.poll(*listener_, [this](std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message) {
+      admit(std::move(ep), message);
+    });
     const auto now = Clock::now();
     std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
     report(now);

@@ -19,7 +19,9 @@ using Clock = std::chrono::steady_clock;
 using transport::Access;
 
 namespace {
-constexpr auto kHandshakeTimeout = 10s;
+constexpr auto kHelloTimeout = 5s;      // a connected peer's LaneHello
+constexpr auto kAnswerTimeout = 100ms;  // a LaneWelcome: small, into an empty socket buffer
+constexpr size_t kMaxLaneHello = 256 * 1024;
 constexpr auto kIoTimeout = 30s;
 
 bool finite_floats(const float* p, size_t n) {
@@ -38,6 +40,7 @@ ServerLane::ServerLane(const LaneSetup& setup)
       receive_layout_{setup.lanes, 0, 0},
       workers_(setup.server->workers),
       live_(setup.server->workers),
+      pending_("rdmaps-server: lane " + std::to_string(setup.index), kHelloTimeout, kMaxLaneHello),
       counters_(setup.server->workers) {
   const ServerOptions& so = *setup.server;
   const Partition& p = *setup.partition;
@@ -50,6 +53,7 @@ ServerLane::ServerLane(const LaneSetup& setup)
   transport::ContextOptions o;
   o.transport = transport::parse_transport(setup.config.transport);
   o.name = "rdmaps-server-lane-" + std::to_string(setup.index);
+  o.secret = setup.config.secret;
   context_ = transport::create_context(o);
   // Every lane on the server's host, at a port of its own.
   listener_ = context_->listen(transport::SockAddr::parse(so.listen).with_port(0));
@@ -89,55 +93,58 @@ size_t ServerLane::local_of(uint32_t shard) const {
 
 // The worker was admitted by the control thread, which gave it a token; the
 // lane registers this worker's inbox and copy once, never per push.
-void ServerLane::accept_worker() {
-  std::unique_ptr<transport::Endpoint> ep;
+void ServerLane::admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message) {
+  const std::string peer = ep->peer_name();
   try {
-    ep = listener_->accept(kHandshakeTimeout);
-  } catch (const Error& e) {
-    std::fprintf(stderr, "rdmaps-server: a connection attempt to lane %u failed: %s\n", setup_.index, e.what());
-    return;
+    if (std::string why = admit_checked(ep, decode_lane_hello(message, peer)); !why.empty()) refuse(*ep, why);
+  } catch (const std::bad_alloc&) {
+    if (ep) refuse(*ep, "out of memory while registering its memory");
+  } catch (const std::exception& e) {
+    if (ep) refuse(*ep, e.what());
   }
+}
+
+void ServerLane::refuse(transport::Endpoint& ep, const std::string& why) {
+  LaneWelcome welcome;
+  welcome.reason = why;
+  std::fprintf(stderr, "rdmaps-server: lane %u refused %s: %s\n", setup_.index, ep.peer_name().c_str(), why.c_str());
+  try {
+    ep.send_control(encode(welcome), kAnswerTimeout);
+  } catch (const Error&) {
+  }
+}
+
+std::string ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello) {
   const std::string peer = ep->peer_name();
   LaneWelcome welcome;
-  auto refuse = [&](const std::string& why) {
-    welcome.accepted = 0;
-    welcome.reason = why;
-    std::fprintf(stderr, "rdmaps-server: lane %u refused %s: %s\n", setup_.index, peer.c_str(), why.c_str());
-    try {
-      ep->send_control(encode(welcome), kHandshakeTimeout);
-    } catch (const Error&) {
-    }
-  };
-  LaneHello hello;
-  try {
-    hello = decode_lane_hello(ep->recv_control(kHandshakeTimeout), peer);
-  } catch (const Error& e) {
-    return refuse(e.what());
-  }
   if (hello.worker >= workers_.size())
-    return refuse("worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(workers_.size()) +
-                  " workers this server expects (--workers)");
+    return ("worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(workers_.size()) +
+            " workers this server expects (--workers)");
   const AdmissionTicket& ticket = setup_.tickets[hello.worker];
   if (hello.token == 0 || hello.token != ticket.token.load(std::memory_order_acquire))
-    return refuse("worker " + std::to_string(hello.worker) +
-                  " was not admitted by this server (connect to its listen address first)");
+    return ("worker " + std::to_string(hello.worker) +
+            " was not admitted by this server (connect to its listen address first)");
   Worker& w = workers_[hello.worker];
-  if (w.live) return refuse("worker id " + std::to_string(hello.worker) + " is already connected");
+  if (w.live) return ("worker id " + std::to_string(hello.worker) + " is already connected");
   const bool use_am = ticket.use_am.load(std::memory_order_acquire) != 0;
   try {
     auto receive = ep->import(transport::RegionDescriptor::parse(hello.receive_region, peer));
     if (receive->size() < receive_layout_.bytes())
-      return refuse("receive region of " + std::to_string(receive->size()) + " bytes, needs " +
-                    std::to_string(receive_layout_.bytes()));
-    w.inbox = std::make_unique<InboxReader>(
+      return ("receive region of " + std::to_string(receive->size()) + " bytes, needs " +
+              std::to_string(receive_layout_.bytes()));
+    // Built aside and kept only once all of it worked: a refusal leaves the worker's slot as it was.
+    auto inbox = std::make_unique<InboxReader>(
         context_->allocate(slot_layout_.slot_bytes() * setup_.config.inbox_slots, Access::kRemoteWrite), slot_layout_,
         setup_.config.inbox_slots);
-    w.copy = context_->allocate(std::max<size_t>(lane_range_.size() * sizeof(float), 64), Access::kNone);
+    auto copy = context_->allocate(std::max<size_t>(lane_range_.size() * sizeof(float), 64), Access::kNone);
+    auto writer = std::make_unique<WriteBackSender>(
+        *context_, *ep, std::move(receive), receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am);
+    w.inbox = std::move(inbox);
+    w.copy = std::move(copy);
+    w.writer = std::move(writer);
     store_->attach(w.id, static_cast<float*>(w.copy->data()));
-    w.writer = std::make_unique<WriteBackSender>(*context_, *ep, std::move(receive),
-                                                 receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am);
   } catch (const Error& e) {
-    return refuse(std::string("server could not register memory: ") + e.what());
+    return (std::string("server could not register memory: ") + e.what());
   }
   w.departed = false;
   // A rejoining worker starts where the slowest live worker is, so it holds
@@ -150,11 +157,11 @@ void ServerLane::accept_worker() {
   welcome.start_clock = w.clock;
   welcome.inbox_region = w.inbox->region().descriptor(Access::kRemoteWrite).serialize();
   try {
-    ep->send_control(encode(welcome), kHandshakeTimeout);
+    ep->send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {
     std::fprintf(stderr, "rdmaps-server: %s left during the handshake: %s\n", w.name.c_str(), e.what());
     w.writer.reset();
-    return;
+    return {};
   }
   by_endpoint_[ep.get()] = w.id;
   w.ep = std::move(ep);
@@ -165,6 +172,7 @@ void ServerLane::accept_worker() {
     std::fprintf(stderr, "rdmaps-server: %s connected, push path %s, lanes: %s\n", w.name.c_str(),
                  use_am ? "am" : "put", w.ep->describe().c_str());
   update_min_clock();
+  return {};
 }
 
 // ---- data path ---------------------------------------------------------------
@@ -341,7 +349,9 @@ void ServerLane::run() {
     for (auto& w : workers_)
       if (w.live) busy |= poll_inbox(w);
     if ((++iteration & 0xff) == 0 || !busy) {
-      if (listener_->has_pending()) accept_worker();
+      pending_.poll(*listener_, [this](std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message) {
+        admit(std::move(ep), message);
+      });
       check_liveness();
       if (setup_.server->exit_when_done && all_done()) break;
     }

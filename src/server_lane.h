@@ -21,6 +21,7 @@
 #include "rdmaps/server.h"
 #include "src/inbox.h"
 #include "src/partition.h"
+#include "src/pending_peers.h"
 #include "src/shard_store.h"
 #include "src/update_rules.h"
 #include "src/write_back.h"
@@ -94,8 +95,11 @@ class ServerLane {
   };
 
   void run();
-  // Set-up (server_lane.cc).
-  void accept_worker();
+  // Set-up (server_lane.cc): answers a LaneHello, never throwing.
+  void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
+  /// Empty once the worker is connected (the endpoint moved in), else why not.
+  std::string admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello);
+  void refuse(transport::Endpoint& ep, const std::string& why);
   // Data path (server_lane.cc).
   bool poll_inbox(Worker& w);
   void handle(Worker& w, const SlotHeader& h, const uint8_t* payload);
@@ -134,6 +138,7 @@ class ServerLane {
   };
   std::vector<Closing> closing_;
   std::vector<std::atomic<bool>> live_;
+  PendingPeers pending_;
   LaneCounters counters_;
   std::atomic<bool> stop_{false}, finished_{false};
   std::thread thread_;

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -22,6 +23,13 @@ struct PeerArgs {
   std::vector<std::string> extra;
 };
 using PeerMain = std::function<int(const PeerArgs&)>;
+
+/// This test run's shared secret (RDMAPS_SECRET; the test main draws a random
+/// one when it is unset, and peer processes inherit it).
+inline std::string test_secret() {
+  const char* s = std::getenv("RDMAPS_SECRET");
+  return s ? s : "";
+}
 
 /// Registers a peer entry point; use through RDMAPS_TEST_PEER.
 bool register_peer(const std::string& name, PeerMain main);

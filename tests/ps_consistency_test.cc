@@ -190,6 +190,7 @@ TEST_P(PsConsistencyTest, NoGradientLostOrAppliedTwiceAndNoTornShard) {
   o.servers = split(servers.addresses(), ',');
   o.worker = kCountWorkers;
   o.config = c;
+  o.config.secret = test_secret();
   Client checker(o);
   checker.declare("w", kCountFloats);
   checker.connect();

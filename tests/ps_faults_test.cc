@@ -81,7 +81,7 @@ RDMAPS_TEST_PEER(steady_worker) {
 // server and writes into its inbox on lane 0.
 struct RawWorker {
   RawWorker(const PeerArgs& args, uint32_t worker, uint64_t floats, uint32_t shards)
-      : context(transport::create_context({.transport = args.transport})),
+      : context(transport::create_context({.transport = args.transport, .secret = test_secret()})),
         address(split(args.extra.at(0), ',').at(0)),
         ep(context->connect(transport::SockAddr::parse(address), kSetupTimeout)),
         layout{0, shards, floats},

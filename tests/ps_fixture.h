@@ -28,6 +28,7 @@ class ServerGroup {
       o.servers = servers;
       o.workers = workers;
       o.config = config;
+      if (o.config.secret.empty()) o.config.secret = test_secret();
       servers_.push_back(std::make_unique<Server>(o));
     }
     for (auto& s : servers_) threads_.emplace_back([&s] { s->run(); });
@@ -70,6 +71,7 @@ inline ClientOptions worker_options(const PeerArgs& args, const Config& config) 
   o.worker = static_cast<uint32_t>(std::stoul(args.extra.at(1)));
   o.config = config;
   o.config.transport = transport::transport_name(args.transport);
+  if (o.config.secret.empty()) o.config.secret = test_secret();
   o.timeout = 60s;
   return o;
 }

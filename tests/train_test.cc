@@ -161,6 +161,7 @@ std::array<WorkerEnd, 2> run_two_workers(size_t train_images, uint32_t epochs,
       co.servers = {servers.addresses()};
       co.worker = w;
       co.config = c;
+      co.config.secret = test::test_secret();
       WorkerOptions wo;
       wo.worker = w;
       wo.workers = 2;

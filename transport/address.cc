@@ -80,4 +80,14 @@ std::string SockAddr::to_string() const {
   return "<no address>";
 }
 
+bool SockAddr::is_loopback() const {
+  if (storage_.ss_family == AF_INET)
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr.s_addr) >> 24) == 127;
+  if (storage_.ss_family == AF_INET6) {
+    const in6_addr& a = reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(&a) || (IN6_IS_ADDR_V4MAPPED(&a) && a.s6_addr[12] == 127);
+  }
+  return false;
+}
+
 }  // namespace rdmaps::transport

@@ -23,6 +23,8 @@ class SockAddr {
   /// The same host at another port.
   SockAddr with_port(uint16_t port) const;
   std::string to_string() const;
+  /// Whether only this host can reach it (127.0.0.0/8, ::1).
+  bool is_loopback() const;
 
  private:
   sockaddr_storage storage_{};

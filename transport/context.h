@@ -44,6 +44,14 @@ struct ContextOptions {
   /// Request::wait_for bounds every wait that needs the peer.
   enum class PeerFailure { kAuto, kOn, kOff } peer_failure = PeerFailure::kAuto;
   std::string name = "rdmaps";
+  /// Shared secret both sides of every connection must prove before anything
+  /// else is exchanged (docs/security.md); empty: no authentication (--insecure).
+  std::string secret{};
+  /// A connecting peer's bootstrap handshake must complete within this, and at
+  /// most `max_pending_handshakes` run at once per listener; more wait in the
+  /// kernel's backlog.
+  std::chrono::milliseconds handshake_timeout{5000};
+  uint32_t max_pending_handshakes = 256;
 };
 
 /// An arriving active message, valid only inside the handler.
@@ -63,9 +71,13 @@ class Listener {
   virtual ~Listener() = default;
   /// The bound address (the real port when asked for port 0).
   virtual const SockAddr& address() const = 0;
-  /// Non-blocking: whether a peer is waiting to be accepted.
-  virtual bool has_pending() const = 0;
-  /// Next connected peer; throws Error(kTimeout) saying what it waited for.
+  /// Never waits: takes in connecting peers and advances their handshakes a
+  /// step as their bytes arrive; returns a peer whose handshake completed, else
+  /// nullptr. Throws Error naming a peer that failed or ran out of time (it is
+  /// gone; the others go on), so a slow or hostile peer holds up nobody.
+  virtual std::unique_ptr<Endpoint> poll() = 0;
+  /// Waits for the next peer: poll() until one completes, its error, or
+  /// Error(kTimeout) saying what it waited for.
   virtual std::unique_ptr<Endpoint> accept(std::chrono::milliseconds timeout) = 0;
 };
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -60,6 +61,10 @@ class Endpoint {
   /// Control channel: reliable, ordered, length-delimited; for set-up only.
   virtual void send_control(std::span<const uint8_t> message, std::chrono::milliseconds timeout) = 0;
   virtual std::vector<uint8_t> recv_control(std::chrono::milliseconds timeout) = 0;
+  /// Never waits: the next control message once all of it arrived, else
+  /// nullopt. Error(kProtocol) when it announces more than `max_bytes`,
+  /// Error(kPeerGone) when the peer closed.
+  virtual std::optional<std::vector<uint8_t>> try_recv_control(size_t max_bytes) = 0;
 
  protected:
   Endpoint() = default;

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -15,8 +16,6 @@
 namespace rdmaps::transport {
 
 namespace {
-constexpr uint32_t kMaxMessage = 16u << 20;
-
 std::string sys_error(int err) { return std::strerror(err); }
 
 int remaining_ms(TcpSocket::Deadline deadline) {
@@ -146,15 +145,60 @@ void TcpSocket::send_message(std::span<const uint8_t> message, Deadline deadline
   if (length) send_all(message.data(), length, deadline, peer);
 }
 
-std::vector<uint8_t> TcpSocket::recv_message(Deadline deadline, const std::string& peer) const {
+namespace {
+Error too_long(const std::string& peer, uint32_t length, size_t max_bytes) {
+  return Error(Errc::kProtocol, "control message from " + peer + " claims " + std::to_string(length) +
+                                    " bytes, over the " + std::to_string(max_bytes) + "-byte limit");
+}
+}  // namespace
+
+std::vector<uint8_t> TcpSocket::recv_message(Deadline deadline, const std::string& peer, size_t max_bytes) const {
   uint32_t length = 0;
   recv_all(&length, sizeof(length), deadline, peer);
-  if (length > kMaxMessage)
-    throw Error(Errc::kProtocol, "control message from " + peer + " claims " + std::to_string(length) +
-                                     " bytes, over the " + std::to_string(kMaxMessage) + "-byte limit");
+  if (length > max_bytes) throw too_long(peer, length, max_bytes);
   std::vector<uint8_t> message(length);
   if (length) recv_all(message.data(), length, deadline, peer);
   return message;
+}
+
+bool MessageReader::poll(const TcpSocket& socket, const std::string& peer, size_t max_bytes) {
+  for (;;) {
+    uint8_t* dst;
+    size_t want;
+    if (head_have_ < sizeof(head_)) {
+      dst = head_ + head_have_;
+      want = sizeof(head_) - head_have_;
+    } else {
+      if (body_.size() == body_want_) return true;
+      // Grow by what may arrive next, at most 64 KiB at a time.
+      const size_t have = body_.size();
+      want = std::min<size_t>(body_want_ - have, 64 * 1024);
+      body_.resize(have + want);
+      dst = body_.data() + have;
+    }
+    ssize_t n = ::recv(socket.fd(), dst, want, MSG_DONTWAIT);
+    if (head_have_ == sizeof(head_) && n < static_cast<ssize_t>(want))
+      body_.resize(body_.size() - want + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+    if (n == 0) throw Error(Errc::kPeerGone, "peer " + peer + " closed the connection");
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) return false;
+      throw Error(Errc::kPeerGone, "receiving from " + peer + ": " + sys_error(errno));
+    }
+    if (head_have_ < sizeof(head_)) {
+      head_have_ += static_cast<size_t>(n);
+      if (head_have_ < sizeof(head_)) continue;
+      uint32_t length;
+      std::memcpy(&length, head_, sizeof(length));
+      if (length > max_bytes) throw too_long(peer, length, max_bytes);
+      body_want_ = length;
+    }
+  }
+}
+
+std::vector<uint8_t> MessageReader::take() {
+  std::vector<uint8_t> out = std::move(body_);
+  *this = MessageReader();
+  return out;
 }
 
 bool TcpSocket::readable(int timeout_ms) const {

@@ -32,9 +32,10 @@ class TcpSocket {
 
   void send_all(const void* data, size_t length, Deadline deadline, const std::string& peer) const;
   void recv_all(void* data, size_t length, Deadline deadline, const std::string& peer) const;
-  /// Length-prefixed messages (at most 16 MiB).
+  /// Length-prefixed messages (at most 16 MiB; a receiver may cap them lower).
   void send_message(std::span<const uint8_t> message, Deadline deadline, const std::string& peer) const;
-  std::vector<uint8_t> recv_message(Deadline deadline, const std::string& peer) const;
+  std::vector<uint8_t> recv_message(Deadline deadline, const std::string& peer, size_t max_bytes = kMaxMessage) const;
+  static constexpr size_t kMaxMessage = 16u << 20;
 
   /// Whether data (or EOF) is waiting, within `timeout_ms` (0: just look).
   bool readable(int timeout_ms) const;
@@ -44,6 +45,26 @@ class TcpSocket {
  private:
   void wait_ready(short events, Deadline deadline, const char* what, const std::string& peer) const;
   int fd_ = -1;
+};
+
+/// Assembles one length-prefixed message from a socket without ever waiting:
+/// bytes are taken as they arrive and the buffer grows with them, so a peer
+/// that announces a large message and sends little costs little, and a slow
+/// one holds up nobody who polls it.
+class MessageReader {
+ public:
+  /// Reads what has arrived (never more than this message); true once it is
+  /// complete (see take()). Throws Error(kPeerGone) on EOF, Error(kProtocol)
+  /// when the announced length is over `max_bytes`.
+  bool poll(const TcpSocket& socket, const std::string& peer, size_t max_bytes);
+  /// The complete message; the reader starts over.
+  std::vector<uint8_t> take();
+
+ private:
+  uint8_t head_[4] = {};
+  size_t head_have_ = 0;
+  std::vector<uint8_t> body_;
+  size_t body_want_ = 0;
 };
 
 }  // namespace rdmaps::transport

@@ -57,7 +57,9 @@ struct Config {
   /// SSP: skip a pull while the cached copy already holds every update the bound
   /// requires (saves bytes, computes on older copies); off: pull every clock, as async does.
   bool skip_pulls = false;
-  std::string secret;  ///< shared secret checked at connection (empty: none)
+  /// Shared secret every connection proves both ways before anything else
+  /// (docs/security.md); empty: none, allowed on loopback or with --insecure.
+  std::string secret;
 };
 
 const char* rule_name(UpdateRule rule);

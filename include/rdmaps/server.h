@@ -30,6 +30,13 @@ struct ServerOptions {
   /// Keep this server's range, optimizer state and DC backups in GPU memory
   /// and apply updates with the fused CUDA kernel (needs a CUDA device).
   bool gpu_shard = false;
+  /// Serve without a shared secret on an address other than loopback. Without
+  /// it such a server refuses to start unless config.secret is set
+  /// (docs/security.md).
+  bool insecure = false;
+  /// Largest parameter table (float32 bytes) a first worker may declare; 0:
+  /// the machine's physical memory. A larger one is refused before anything is allocated.
+  uint64_t max_bytes = 0;
 };
 
 struct ServerStats {

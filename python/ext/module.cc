@@ -335,7 +335,7 @@ PYBIND11_MODULE(_rdmaps, m) {
   py::class_<PyServer>(m, "Server", "A parameter server (see rdmaps.Server).")
       .def(py::init([](const std::string& listen, uint32_t index, uint32_t servers, uint32_t workers,
                        const std::vector<std::string>& flags, bool rule_from_workers, bool log_connections,
-                       double stats_interval, bool exit_when_done) {
+                       double stats_interval, bool exit_when_done, bool insecure) {
              ServerOptions o;
              o.listen = listen;
              o.index = index;
@@ -346,11 +346,13 @@ PYBIND11_MODULE(_rdmaps, m) {
              o.log_connections = log_connections;
              o.stats_interval = std::chrono::milliseconds(static_cast<int64_t>(stats_interval * 1000));
              o.exit_when_done = exit_when_done;
+             o.insecure = insecure;
              return std::make_unique<PyServer>(o);
            }),
            py::arg("listen") = "0.0.0.0:0", py::arg("index") = 0, py::arg("servers") = 1, py::arg("workers") = 1,
            py::arg("flags") = std::vector<std::string>{}, py::arg("rule_from_workers") = false,
-           py::arg("log_connections") = true, py::arg("stats_interval") = 0.0, py::arg("exit_when_done") = true)
+           py::arg("log_connections") = true, py::arg("stats_interval") = 0.0, py::arg("exit_when_done") = true,
+           py::arg("insecure") = false)
       .def_property_readonly("address", &PyServer::address)
       .def("serve", &PyServer::serve, "Serves until every worker left (or stop(), or Ctrl-C).")
       .def("stop", &PyServer::stop)

@@ -78,9 +78,12 @@ class Server(_rdmaps.Server):
 
     serve() runs until every worker left (or stop(), or Ctrl-C); address is the
     bound host:port. rule_from_workers=True adopts the first worker's update rule.
+    Off loopback it needs a shared secret (RDMAPS_SECRET or secret_file=...)
+    unless insecure=True (docs/security.md).
     """
 
     def __init__(self, listen="0.0.0.0:0", index=0, servers=1, workers=1, config=None, *, rule_from_workers=False,
-                 log_connections=True, stats_interval=0.0, exit_when_done=True, **options):
+                 log_connections=True, stats_interval=0.0, exit_when_done=True, insecure=False, **options):
         super().__init__(listen, int(index), int(servers), int(workers), config_flags(config, **options),
-                         bool(rule_from_workers), bool(log_connections), float(stats_interval), bool(exit_when_done))
+                         bool(rule_from_workers), bool(log_connections), float(stats_interval), bool(exit_when_done),
+                         bool(insecure))

@@ -11,6 +11,7 @@ stopped, and the launcher exits with the first failure's status.
 
 import argparse
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -38,6 +39,9 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
     base = dict(os.environ if env is None else env)
     base.update(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=str(master_port or free_port()))
+    if not base.get("RDMAPS_SECRET") and not base.get("RDMAPS_SECRET_FILE"):
+        # Every connection of the job proves this secret (docs/security.md); it lives only in their environment.
+        base["RDMAPS_SECRET"] = secrets.token_hex(32)
     procs, relays = [], []
     for rank in range(nproc):
         e = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))

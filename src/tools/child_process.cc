@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "rdmaps/error.h"
+#include "transport/auth.h"
 
 extern char** environ;
 
@@ -67,6 +68,12 @@ void report(int fd, const void* data, size_t n) {
     p += put;
     n -= static_cast<size_t>(put);
   }
+}
+
+void share_secret_with_children(const Config& config) {
+  if (!config.secret.empty()) return;  // the children read it where this process did
+  if (setenv("RDMAPS_SECRET", transport::random_secret().c_str(), 1) != 0)
+    throw Error(Errc::kInternal, std::string("setting RDMAPS_SECRET for the child processes: ") + std::strerror(errno));
 }
 
 }  // namespace rdmaps::tools

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "rdmaps/config.h"
+
 namespace rdmaps::tools {
 
 struct Child {
@@ -24,5 +26,9 @@ std::string read_all(const Child& child);
 int wait_child(Child& child);
 /// Writes to the fd named by --report-fd.
 void report(int fd, const void* data, size_t n);
+/// Local runs are authenticated too: unless the user gave a shared secret
+/// (RDMAPS_SECRET or --secret-file), the children started after this call get
+/// a fresh random one through RDMAPS_SECRET (docs/security.md).
+void share_secret_with_children(const Config& config);
 
 }  // namespace rdmaps::tools

@@ -27,6 +27,8 @@ void usage() {
       "  --keep-running          keep serving after every worker left\n"
       "  --rule-from-workers     adopt the first worker's update rule and refuse others\n"
       "  --gpu-shard             keep the range in GPU memory, update with the CUDA kernel\n"
+      "  --insecure              serve without a shared secret on a non-loopback address\n"
+      "  --max-bytes N           largest parameter table a worker may declare (machine memory) [RDMAPS_MAX_BYTES]\n"
       "%s",
       rdmaps::config_help());
 }
@@ -52,6 +54,7 @@ int main(int argc, char** argv) {
     env("RDMAPS_SERVER_INDEX", [&](const std::string& v, const std::string& n) { options.index = number(n, v); });
     env("RDMAPS_SERVERS", [&](const std::string& v, const std::string& n) { options.servers = number(n, v); });
     env("RDMAPS_WORKERS", [&](const std::string& v, const std::string& n) { options.workers = number(n, v); });
+    env("RDMAPS_MAX_BYTES", [&](const std::string& v, const std::string& n) { options.max_bytes = number(n, v); });
     env("RDMAPS_STATS_INTERVAL", [&](const std::string& v, const std::string& n) {
       options.stats_interval = std::chrono::seconds(number(n, v));
     });
@@ -83,6 +86,10 @@ int main(int argc, char** argv) {
         options.rule_from_workers = true;
       } else if (flag == "--gpu-shard") {
         options.gpu_shard = true;
+      } else if (flag == "--insecure") {
+        options.insecure = true;
+      } else if (flag == "--max-bytes") {
+        options.max_bytes = number(flag, value());
       } else {
         throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "unknown flag " + flag + " (see --help)");
       }

@@ -129,6 +129,7 @@ RunResult run_local(const Options& o, bool progress) {
   if (o.virtual_workers) r.delay = o.delay;
   std::vector<ChildProcess> servers, workers;
   std::string list;
+  tools::share_secret_with_children(config_of(o));
   for (uint32_t i = 0; i < o.servers; ++i) {
     auto args = passthrough(o);
     args.insert(args.end(), {"--role", "server", "--index", std::to_string(i)});

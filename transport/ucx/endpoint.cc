@@ -8,6 +8,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "transport/bootstrap.h"
 #include "transport/ucx/context.h"
 #include "transport/ucx/region.h"
 #include "transport/ucx/status.h"
@@ -15,20 +16,16 @@
 namespace rdmaps::transport::ucx {
 
 namespace {
-constexpr uint32_t kHelloMagic = 0x52444d54;  // "RDMT"
-constexpr uint32_t kHelloVersion = 1;
 constexpr auto kCloseTimeout = std::chrono::seconds(2);
 
 std::string ms(std::chrono::milliseconds t) { return std::to_string(t.count()) + " ms"; }
 }  // namespace
 
-UcxEndpoint::UcxEndpoint(UcxContext& context, TcpSocket socket, std::string peer)
-    : context_(context), socket_(std::move(socket)), peer_(std::move(peer)) {}
+UcxEndpoint::UcxEndpoint(UcxContext& context, std::string peer) : context_(context), peer_(std::move(peer)) {}
 
-std::unique_ptr<UcxEndpoint> UcxEndpoint::create(UcxContext& context, TcpSocket socket, std::string peer, bool client,
-                                                 Deadline deadline) {
-  std::unique_ptr<UcxEndpoint> ep(new UcxEndpoint(context, std::move(socket), std::move(peer)));
-  std::vector<uint8_t> remote_worker = ep->handshake(client, deadline);
+std::unique_ptr<UcxEndpoint> UcxEndpoint::create(UcxContext& context, std::string peer,
+                                                 std::span<const uint8_t> remote_worker) {
+  std::unique_ptr<UcxEndpoint> ep(new UcxEndpoint(context, std::move(peer)));
   ucp_ep_params_t params{};
   params.field_mask =
       UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE | UCP_EP_PARAM_FIELD_ERR_HANDLER;
@@ -51,9 +48,14 @@ std::unique_ptr<UcxEndpoint> UcxEndpoint::create(UcxContext& context, TcpSocket 
 std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const SockAddr& address,
                                                   std::chrono::milliseconds timeout, const std::string& name) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
+  const std::string peer = name.empty() ? address.to_string() : name;
   TcpSocket socket = TcpSocket::connect(address, deadline);
   try {
-    return create(context, std::move(socket), name.empty() ? address.to_string() : name, true, deadline);
+    std::vector<uint8_t> remote =
+        bootstrap::client_handshake(socket, context.worker_address(), context.options().secret, deadline, peer);
+    auto ep = create(context, peer, remote);
+    ep->adopt_socket(std::move(socket));
+    return ep;
   } catch (const Error& e) {
     if (e.code() == Errc::kTimeout)
       throw Error(Errc::kTimeout, "connecting to " + address.to_string() + ": no handshake within " + ms(timeout) +
@@ -81,6 +83,12 @@ void UcxEndpoint::close() noexcept {
   ucs_status_ptr_t sp = ucp_ep_close_nbx(ep_, &params);
   ep_ = nullptr;
   if (sp == nullptr || UCS_PTR_IS_ERR(sp)) return;
+  if (!used_) {
+    // Nothing was ever sent (a refused or silent peer): nothing to flush, so
+    // never wait on that peer; the context frees the request once it completes.
+    context_.release(sp);
+    return;
+  }
   // A flush-close needs the peer to acknowledge; a dead or blocked peer
   // cannot, so wait a bounded time (briefly if its socket already closed)
   // and let UCX finish the rest.
@@ -90,32 +98,6 @@ void UcxEndpoint::close() noexcept {
   if (!done && !gone)
     std::fprintf(stderr, "rdmaps: warning: closing the endpoint to %s: no acknowledgement within 2 s\n", peer_.c_str());
   ucp_request_free(sp);
-}
-
-std::vector<uint8_t> UcxEndpoint::handshake(bool client, Deadline deadline) {
-  std::span<const uint8_t> mine = context_.worker_address();
-  std::vector<uint8_t> hello(8 + mine.size());
-  uint32_t head[2] = {kHelloMagic, kHelloVersion};
-  std::memcpy(hello.data(), head, 8);
-  std::memcpy(hello.data() + 8, mine.data(), mine.size());
-  auto receive = [&] {
-    std::vector<uint8_t> got = socket_.recv_message(deadline, peer_);
-    uint32_t theirs[2] = {0, 0};
-    if (got.size() > 8) std::memcpy(theirs, got.data(), 8);
-    if (got.size() <= 8 || theirs[0] != kHelloMagic)
-      throw Error(Errc::kProtocol, "peer " + peer_ + " is not an rdmaps transport (bad hello)");
-    if (theirs[1] != kHelloVersion)
-      throw Error(Errc::kProtocol, "peer " + peer_ + " speaks transport version " + std::to_string(theirs[1]) +
-                                       ", this side " + std::to_string(kHelloVersion));
-    return std::vector<uint8_t>(got.begin() + 8, got.end());
-  };
-  if (client) {
-    socket_.send_message(hello, deadline, peer_);
-    return receive();
-  }
-  std::vector<uint8_t> theirs = receive();
-  socket_.send_message(hello, deadline, peer_);
-  return theirs;
 }
 
 // UCX 1.13 has no query for an endpoint's transports; its printed
@@ -196,6 +178,16 @@ std::vector<uint8_t> UcxEndpoint::recv_control(std::chrono::milliseconds timeout
   }
 }
 
+std::optional<std::vector<uint8_t>> UcxEndpoint::try_recv_control(size_t max_bytes) {
+  try {
+    if (!control_reader_.poll(socket_, peer_, max_bytes)) return std::nullopt;
+  } catch (const Error& e) {
+    if (e.code() == Errc::kPeerGone) peer_closed_.store(true, std::memory_order_release);
+    throw;
+  }
+  return control_reader_.take();
+}
+
 std::unique_ptr<RemoteRegion> UcxEndpoint::import(const RegionDescriptor& descriptor) {
   ucp_rkey_h rkey = nullptr;
   check(ucp_ep_rkey_unpack(ep_, descriptor.packed_key.data(), &rkey), "unpacking a remote key", "peer " + peer_);
@@ -235,6 +227,7 @@ void UcxEndpoint::check_local(const void* ptr, size_t length, const Region* loca
 }
 
 Request UcxEndpoint::wrap(ucs_status_ptr_t sp, const char* op) {
+  used_ = true;
   if (sp == nullptr) return Request();
   if (UCS_PTR_IS_ERR(sp)) throw error_from(UCS_PTR_STATUS(sp), op, "peer " + peer_);
   return Request(&context_, sp, op, this);

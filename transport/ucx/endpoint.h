@@ -18,12 +18,14 @@ class UcxRemoteRegion;
 class UcxEndpoint final : public Endpoint {
  public:
   using Deadline = std::chrono::steady_clock::time_point;
-  /// Handshakes over the bootstrap socket (versions, worker addresses), then
-  /// creates the UCX endpoint from the peer's worker address.
-  static std::unique_ptr<UcxEndpoint> create(UcxContext& context, TcpSocket socket, std::string peer, bool client,
-                                             Deadline deadline);
+  /// The UCX endpoint to an authenticated peer's worker address; its
+  /// bootstrap socket comes with adopt_socket().
+  static std::unique_ptr<UcxEndpoint> create(UcxContext& context, std::string peer,
+                                             std::span<const uint8_t> remote_worker);
+  /// Connects, runs the client side of the bootstrap handshake, creates the endpoint.
   static std::unique_ptr<UcxEndpoint> connect(UcxContext& context, const SockAddr& address,
                                               std::chrono::milliseconds timeout, const std::string& name);
+  void adopt_socket(TcpSocket socket) { socket_ = std::move(socket); }
   ~UcxEndpoint() override;
 
   const std::string& peer_name() const override { return peer_; }
@@ -44,11 +46,11 @@ class UcxEndpoint final : public Endpoint {
                   const Region* local) override;
   void send_control(std::span<const uint8_t> message, std::chrono::milliseconds timeout) override;
   std::vector<uint8_t> recv_control(std::chrono::milliseconds timeout) override;
+  std::optional<std::vector<uint8_t>> try_recv_control(size_t max_bytes) override;
 
  private:
-  UcxEndpoint(UcxContext& context, TcpSocket socket, std::string peer);
+  UcxEndpoint(UcxContext& context, std::string peer);
   static void on_error(void* arg, ucp_ep_h ep, ucs_status_t status);
-  std::vector<uint8_t> handshake(bool client, Deadline deadline);
   void detect_lanes();
   void close() noexcept;
   const UcxRemoteRegion& checked(const RemoteRegion& region, uint64_t offset, size_t length, Access need,
@@ -59,11 +61,13 @@ class UcxEndpoint final : public Endpoint {
 
   UcxContext& context_;
   TcpSocket socket_;
+  MessageReader control_reader_;  // try_recv_control's partial message
   ucp_ep_h ep_ = nullptr;
   std::string peer_;
   std::atomic<ucs_status_t> error_{UCS_OK};
   std::atomic<bool> peer_closed_{false};  // the bootstrap socket saw EOF
   bool rma_native_ = false;
+  bool used_ = false;  // any operation posted: closing then flushes it
   bool peer_failure_handling_ = true;
   std::string lanes_;
 };

@@ -1,25 +1,89 @@
 #include "transport/ucx/listener.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "rdmaps/error.h"
 #include "transport/ucx/context.h"
 #include "transport/ucx/endpoint.h"
 
 namespace rdmaps::transport::ucx {
 
+using Clock = std::chrono::steady_clock;
+
 UcxListener::UcxListener(UcxContext& context, const SockAddr& address)
     : context_(context), socket_(TcpSocket::listen(address)), address_(socket_.local_address()) {}
 
-std::unique_ptr<Endpoint> UcxListener::accept(std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  SockAddr peer;
-  TcpSocket socket;
-  try {
-    socket = socket_.accept(deadline, &peer);
-  } catch (const Error& e) {
-    if (e.code() != Errc::kTimeout) throw;
-    throw Error(Errc::kTimeout, "no peer connected to " + address_.to_string() + " within " +
-                                    std::to_string(timeout.count()) + " ms (waiting for a client to connect)");
+void UcxListener::take_in_connections() {
+  const ContextOptions& o = context_.options();
+  while (pending_.size() < o.max_pending_handshakes) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof(ss);
+    int fd = ::accept4(socket_.fd(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return;
+      throw Error(Errc::kIo, "accept on " + address_.to_string() + ": " + std::strerror(errno) +
+                                 (errno == EMFILE ? " (out of file descriptors: raise ulimit -n)" : ""));
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    pending_.emplace_back(TcpSocket(fd), SockAddr::from(reinterpret_cast<sockaddr*>(&ss), len).to_string(), o.secret,
+                          Clock::now() + o.handshake_timeout);
   }
-  return UcxEndpoint::create(context_, std::move(socket), peer.to_string(), false, deadline);
+}
+
+std::unique_ptr<Endpoint> UcxListener::poll() {
+  take_in_connections();
+  if (pending_.empty()) return nullptr;
+  std::vector<pollfd> fds(pending_.size());
+  for (size_t i = 0; i < pending_.size(); ++i) fds[i] = {pending_[i].fd(), POLLIN, 0};
+  ::poll(fds.data(), fds.size(), 0);
+  const auto now = Clock::now();
+  for (size_t i = 0; i < pending_.size(); ++i) {
+    if (!fds[i].revents && !pending_[i].ready() && now < pending_[i].deadline()) continue;
+    bootstrap::ServerHandshake handshake = std::move(pending_[i]);
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+    if (!fds[i].revents && !handshake.ready())
+      throw Error(Errc::kTimeout, "peer " + handshake.peer() + " did not complete the handshake within " +
+                                      std::to_string(context_.options().handshake_timeout.count()) +
+                                      " ms (connection closed)");
+    if (handshake.advance()) return finish(handshake);  // throws for a peer that failed: it is gone
+    pending_.insert(pending_.begin() + static_cast<std::ptrdiff_t>(i), std::move(handshake));
+  }
+  return nullptr;
+}
+
+// The peer proved the secret: only now does its address reach UCX.
+std::unique_ptr<Endpoint> UcxListener::finish(bootstrap::ServerHandshake& handshake) {
+  std::unique_ptr<UcxEndpoint> ep;
+  try {
+    ep = UcxEndpoint::create(context_, handshake.peer(), handshake.client_address());
+  } catch (const Error& e) {
+    handshake.refuse(e.code(), e.what());
+    throw;
+  }
+  ep->adopt_socket(handshake.accept(context_.worker_address()));
+  return ep;
+}
+
+std::unique_ptr<Endpoint> UcxListener::accept(std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    if (auto ep = poll()) return ep;
+    const auto now = Clock::now();
+    if (now >= deadline)
+      throw Error(Errc::kTimeout, "no peer connected to " + address_.to_string() + " within " +
+                                      std::to_string(timeout.count()) + " ms (waiting for a client to connect)");
+    std::vector<pollfd> fds{{socket_.fd(), POLLIN, 0}};
+    for (const auto& h : pending_) fds.push_back({h.fd(), POLLIN, 0});
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
+    ::poll(fds.data(), fds.size(), static_cast<int>(std::min<int64_t>(left + 1, 10)));
+  }
 }
 
 }  // namespace rdmaps::transport::ucx

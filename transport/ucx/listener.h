@@ -1,7 +1,11 @@
-// Listener: a TCP bootstrap socket; accept() runs the handshake and creates
-// the UCX endpoint from the peer's worker address.
+// Listener: a TCP bootstrap socket whose peers' handshakes (bootstrap.h) run
+// side by side, each advanced as its bytes arrive; a UCX endpoint is created
+// only from an authenticated peer's address.
 #pragma once
 
+#include <vector>
+
+#include "transport/bootstrap.h"
 #include "transport/context.h"
 #include "transport/tcp_socket.h"
 
@@ -13,13 +17,17 @@ class UcxListener final : public Listener {
  public:
   UcxListener(UcxContext& context, const SockAddr& address);
   const SockAddr& address() const override { return address_; }
-  bool has_pending() const override { return socket_.readable(0); }
+  std::unique_ptr<Endpoint> poll() override;
   std::unique_ptr<Endpoint> accept(std::chrono::milliseconds timeout) override;
 
  private:
+  void take_in_connections();
+  std::unique_ptr<Endpoint> finish(bootstrap::ServerHandshake& handshake);
+
   UcxContext& context_;
   TcpSocket socket_;
   SockAddr address_;
+  std::vector<bootstrap::ServerHandshake> pending_;
 };
 
 }  // namespace rdmaps::transport::ucx

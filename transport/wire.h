@@ -1,14 +1,16 @@
-// Bounds-checked little-endian encoding for set-up messages.
+// Bounds-checked little-endian encoding for set-up messages: the bootstrap
+// handshake's and the parameter server's.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "rdmaps/error.h"
 
-namespace rdmaps::ps {
+namespace rdmaps::transport {
 
 class WireWriter {
  public:
@@ -23,19 +25,21 @@ class WireWriter {
     u32(static_cast<uint32_t>(s.size()));
     raw(s.data(), s.size());
   }
+  /// Bytes without a length: fixed-size fields, or the rest of a message.
+  void raw(const void* p, size_t n) {
+    const size_t at = out_.size();
+    out_.resize(at + n);
+    if (n) std::memcpy(out_.data() + at, p, n);
+  }
   std::vector<uint8_t> take() { return std::move(out_); }
 
  private:
-  void raw(const void* p, size_t n) {
-    auto* b = static_cast<const uint8_t*>(p);
-    out_.insert(out_.end(), b, b + n);
-  }
   std::vector<uint8_t> out_;
 };
 
 class WireReader {
  public:
-  WireReader(const std::vector<uint8_t>& in, std::string what) : in_(in), what_(std::move(what)) {}
+  WireReader(std::span<const uint8_t> in, std::string what) : in_(in), what_(std::move(what)) {}
   uint32_t u32() { return fixed<uint32_t>(); }
   uint64_t u64() { return fixed<uint64_t>(); }
   float f32() { return fixed<float>(); }
@@ -50,6 +54,18 @@ class WireReader {
     std::string s(reinterpret_cast<const char*>(in_.data()) + pos_, n);
     pos_ += n;
     return s;
+  }
+  /// `n` bytes without a length (a fixed-size field).
+  void raw(void* out, size_t n) {
+    if (in_.size() - pos_ < n) fail("truncated at byte " + std::to_string(pos_));
+    std::memcpy(out, in_.data() + pos_, n);
+    pos_ += n;
+  }
+  /// Everything not read yet.
+  std::span<const uint8_t> rest() {
+    auto r = in_.subspan(pos_);
+    pos_ = in_.size();
+    return r;
   }
   void done() const {
     if (pos_ != in_.size()) fail(std::to_string(in_.size() - pos_) + " trailing bytes");
@@ -71,9 +87,9 @@ class WireReader {
     if (in_.size() - pos_ < n) fail("truncated field at byte " + std::to_string(pos_));
     return n;
   }
-  const std::vector<uint8_t>& in_;
+  std::span<const uint8_t> in_;
   std::string what_;
   size_t pos_ = 0;
 };
 
-}  // namespace rdmaps::ps
+}  // namespace rdmaps::transport

@@ -1,0 +1,82 @@
+#include "transport/auth.h"
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <memory>
+
+#include "rdmaps/error.h"
+
+namespace rdmaps::transport {
+
+namespace {
+[[noreturn]] void fail(const char* what) {
+  char buf[256];
+  ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+  throw Error(Errc::kInternal, std::string(what) + ": " + buf);
+}
+
+struct MacDeleter {
+  void operator()(EVP_MAC* m) const { EVP_MAC_free(m); }
+  void operator()(EVP_MAC_CTX* c) const { EVP_MAC_CTX_free(c); }
+};
+}  // namespace
+
+void random_bytes(void* out, size_t length) {
+  if (RAND_bytes(static_cast<unsigned char*>(out), static_cast<int>(length)) != 1)
+    fail("drawing random bytes (OpenSSL RAND_bytes)");
+}
+
+Nonce random_nonce() {
+  Nonce n;
+  random_bytes(n.data(), n.size());
+  return n;
+}
+
+std::string random_secret() {
+  uint8_t raw[32];
+  random_bytes(raw, sizeof(raw));
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (uint8_t b : raw) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
+
+Proof prove(std::string_view secret, std::string_view role, const Nonce& client, const Nonce& server,
+            std::span<const uint8_t> sender_address, std::span<const uint8_t> other_address) {
+  std::unique_ptr<EVP_MAC, MacDeleter> mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
+  if (!mac) fail("fetching HMAC");
+  std::unique_ptr<EVP_MAC_CTX, MacDeleter> ctx(EVP_MAC_CTX_new(mac.get()));
+  if (!ctx) fail("creating an HMAC context");
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
+  if (EVP_MAC_init(ctx.get(), reinterpret_cast<const unsigned char*>(secret.data()), secret.size(), params) != 1)
+    fail("keying HMAC-SHA-256");
+  auto feed = [&](const void* data, size_t length) {
+    // Length first, so that no two different inputs concatenate to the same bytes.
+    const uint64_t n = length;
+    if (EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(&n), sizeof(n)) != 1 ||
+        EVP_MAC_update(ctx.get(), static_cast<const unsigned char*>(data), length) != 1)
+      fail("computing HMAC-SHA-256");
+  };
+  feed(role.data(), role.size());
+  feed(client.data(), client.size());
+  feed(server.data(), server.size());
+  feed(sender_address.data(), sender_address.size());
+  feed(other_address.data(), other_address.size());
+  Proof out{};
+  size_t written = 0;
+  if (EVP_MAC_final(ctx.get(), out.data(), &written, out.size()) != 1 || written != out.size())
+    fail("finishing HMAC-SHA-256");
+  return out;
+}
+
+bool same_proof(const Proof& a, const Proof& b) { return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0; }
+
+}  // namespace rdmaps::transport
