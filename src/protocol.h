@@ -26,7 +26,7 @@ enum class MsgType : uint16_t {
 };
 
 /// First 64 bytes of every inbox slot. The server trusts no field before
-/// validate_header() accepted it.
+/// check_slot() (src/slot_check.h) accepted it.
 struct SlotHeader {
   uint32_t magic;
   uint16_t type;

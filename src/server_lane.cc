@@ -10,6 +10,7 @@
 #include "src/bf16.h"
 #include "src/flush_denormals.h"
 #include "src/gpu_shard.h"
+#include "src/slot_check.h"
 #include "transport/idle_backoff.h"
 
 namespace rdmaps::ps {
@@ -192,32 +193,20 @@ bool ServerLane::poll_inbox(Worker& w) {
 }
 
 void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) {
-  // Nothing in the header is trusted before these checks.
-  if (h.magic != kSlotMagic) return reject(w, "bad magic");
-  if (h.worker != w.id) return reject(w, "header claims worker " + std::to_string(h.worker));
-  if (h.seq != w.inbox->expected())
-    return reject(w, "sequence " + std::to_string(h.seq) + ", expected " + std::to_string(w.inbox->expected()));
-  if (h.flags & ~kFlagBf16) return reject(w, "unknown header flags " + std::to_string(h.flags));
+  // Nothing in the header is trusted before check_slot() accepted it.
+  const SlotRules rules{w.id,
+                        w.inbox->expected(),
+                        w.clock,
+                        setup_.partition,
+                        setup_.server->index,
+                        setup_.first_shard,
+                        setup_.first_shard + setup_.shards,
+                        versions_.data()};
+  if (std::string why = check_slot(h, rules); !why.empty()) return reject(w, why);
   const bool bf16 = h.flags & kFlagBf16;
-  if (bf16 && h.type != static_cast<uint16_t>(MsgType::kPush))
-    return reject(w, "a bf16 payload in a message other than a push");
-  const uint32_t first = setup_.first_shard, end = first + setup_.shards;
   switch (static_cast<MsgType>(h.type)) {
     case MsgType::kPush:
     case MsgType::kInit: {
-      if (h.shard < first || h.shard >= end)
-        return reject(w, "shard " + std::to_string(h.shard) + " is not one of this lane's [" + std::to_string(first) +
-                             ", " + std::to_string(end) + ")");
-      Range shard = setup_.partition->shard(setup_.server->index, h.shard);
-      if (h.length == 0 || h.offset > shard.size() || h.length > shard.size() - h.offset)
-        return reject(w, "floats [" + std::to_string(h.offset) + ", +" + std::to_string(h.length) + ") outside shard " +
-                             std::to_string(h.shard) + " of " + std::to_string(shard.size()));
-      const uint64_t version = versions_[h.shard - first];
-      if (h.type == static_cast<uint16_t>(MsgType::kPush) && h.base_version > version)
-        return reject(w, "base version " + std::to_string(h.base_version) + " is ahead of shard " +
-                             std::to_string(h.shard) + " (" + std::to_string(version) + ")");
-      if (!(std::isfinite(h.learning_rate) && h.learning_rate >= 0))
-        return reject(w, "learning rate " + std::to_string(h.learning_rate) + " in a push");
       if (setup_.config.check_nan) {
         thread_local std::vector<float> widened;
         const float* values = reinterpret_cast<const float*>(payload);
@@ -235,20 +224,14 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
       return apply_push(w, h, local, payload);
     }
     case MsgType::kPull:
-      if (h.length == 0 || h.shard < first || h.shard >= end || h.length > end - h.shard)
-        return reject(w, "pull of shards [" + std::to_string(h.shard) + ", +" + std::to_string(h.length) +
-                             ") outside this lane's [" + std::to_string(first) + ", " + std::to_string(end) + ")");
       return write_back(w, h);
     case MsgType::kClock:
-      if (h.clock != w.clock + 1)
-        return reject(w, "clock " + std::to_string(h.clock) + " after " + std::to_string(w.clock));
       w.clock = h.clock;
       if (setup_.index == 0) LaneCounters::add(counters_.clocks);  // every lane gets each clock
       return update_min_clock();
     case MsgType::kBye:
       return drop(w, "left");
   }
-  reject(w, "unknown message type " + std::to_string(h.type));
 }
 
 void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g) {
@@ -349,10 +332,15 @@ void ServerLane::run() {
     for (auto& w : workers_)
       if (w.live) busy |= poll_inbox(w);
     if ((++iteration & 0xff) == 0 || !busy) {
+      const auto t0 = Clock::now();
       pending_.poll(*listener_, [this](std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message) {
         admit(std::move(ep), message);
       });
       check_liveness();
+      // How long connection set-up kept this lane from its inboxes (docs/security.md).
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+      if (static_cast<uint64_t>(us) > counters_.longest_setup_us.load(std::memory_order_relaxed))
+        counters_.longest_setup_us.store(static_cast<uint64_t>(us), std::memory_order_relaxed);
       if (setup_.server->exit_when_done && all_done()) break;
     }
     idle.pause(busy);

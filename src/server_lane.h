@@ -55,6 +55,7 @@ struct LaneCounters {
   explicit LaneCounters(uint32_t workers);
   std::atomic<uint64_t> pushes{0}, bytes_in{0}, bytes_out{0}, pulls{0}, clocks{0}, rejected{0}, dropped{0};
   std::atomic<uint64_t> min_clock{0}, workers_left{0}, workers_lost{0};
+  std::atomic<uint64_t> longest_setup_us{0};  ///< longest the lane spent on connections instead of its inboxes
   std::vector<std::atomic<uint64_t>> applied, rejected_by, staleness;
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);

@@ -77,22 +77,25 @@ void PeerProcess::kill_now() {
   }
 }
 
+bool PeerProcess::running() {
+  if (pid_ <= 0) return false;
+  int status = 0;
+  if (waitpid(pid_, &status, WNOHANG) != pid_) return true;
+  pid_ = -1;
+  status_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return false;
+}
+
 int PeerProcess::wait(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (pid_ > 0) {
-    int status = 0;
-    pid_t r = waitpid(pid_, &status, WNOHANG);
-    if (r == pid_) {
-      pid_ = -1;
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
+  while (running()) {
     if (std::chrono::steady_clock::now() > deadline) {
       kill_now();
       return -1;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  return -1;
+  return status_;
 }
 
 uint64_t fresh_seed() {

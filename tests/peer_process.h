@@ -41,16 +41,19 @@ class PeerProcess {
  public:
   PeerProcess(const std::string& name, transport::TransportKind transport, int port, uint64_t seed,
               const std::vector<std::string>& extra = {});
-  PeerProcess(PeerProcess&& other) noexcept : pid_(other.pid_) { other.pid_ = -1; }
+  PeerProcess(PeerProcess&& other) noexcept : pid_(other.pid_), status_(other.status_) { other.pid_ = -1; }
   PeerProcess(const PeerProcess&) = delete;
   ~PeerProcess();
   /// Exit status, or -1 if it did not exit in time (then it is killed).
   int wait(std::chrono::milliseconds timeout);
+  /// Never waits: false once it exited (wait() then returns its status at once).
+  bool running();
   void kill_now();
   pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;
+  int status_ = -1;  // exit status once reaped
 };
 
 /// Fresh random seed for this run (printed so a failure can be replayed).

@@ -17,16 +17,6 @@ namespace {
 
 class PsFaultTest : public PsTest {};
 
-constexpr size_t kFaultFloats = 5000;
-constexpr uint32_t kFaultShard = 2048;
-
-Config fault_config(transport::TransportKind kind) {
-  Config c = sgd_config(kind, 0.05f, kFaultShard);
-  c.staleness = kInfiniteStaleness;  // the rogue never clocks
-  c.check_nan = true;
-  return c;
-}
-
 // The malformed messages a rogue worker writes, each with a correct doorbell.
 enum Bad {
   kBadMagic,
@@ -55,8 +45,9 @@ TEST_P(PsFaultTest, MalformedInboxContentsAreRejectedAndOthersKeepTraining) {
   EXPECT_EQ(s.applied_per_worker[1], 0u) << "a malformed push was applied";
 }
 
-// Trains with exact SGD from known values: any rogue message applied would
-// change the parameters away from the reference.
+// Trains with exact SGD from known values (extra[0] servers, extra[1] worker
+// id): any rogue message applied would change the parameters away from the
+// reference. Shared by the security tests.
 RDMAPS_TEST_PEER(steady_worker) {
   Config c = fault_config(args.transport);
   Client client(worker_options(args, c));
@@ -64,7 +55,7 @@ RDMAPS_TEST_PEER(steady_worker) {
   client.connect();
   std::vector<float> w(kFaultFloats), ref(kFaultFloats, 1.0f), g(kFaultFloats);
   client.init("w", ref);
-  for (int step = 0; step < 60; ++step) {
+  for (int step = 0; step < kSteadySteps; ++step) {
     client.pull("w", w);
     for (size_t i = 0; i < kFaultFloats; ++i) g[i] = 0.25f * w[i] + 0.001f * static_cast<float>(step);
     client.push("w", g);

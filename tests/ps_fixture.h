@@ -86,6 +86,18 @@ inline Config sgd_config(transport::TransportKind kind, float lr, uint32_t shard
   return c;
 }
 
+/// The exact-SGD "steady_worker" peer (ps_faults_test.cc) and the servers it
+/// trains against: any foreign update moves its parameters off the reference.
+constexpr size_t kFaultFloats = 5000;
+constexpr uint32_t kFaultShard = 2048;
+constexpr int kSteadySteps = 60;
+inline Config fault_config(transport::TransportKind kind) {
+  Config c = sgd_config(kind, 0.05f, kFaultShard);
+  c.staleness = kInfiniteStaleness;  // the rogue never clocks
+  c.check_nan = true;
+  return c;
+}
+
 class PsTest : public testing::TestWithParam<transport::TransportKind> {
  protected:
   Config config() const {

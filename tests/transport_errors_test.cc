@@ -12,18 +12,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-template <typename F>
-Errc error_code_of(F&& f, std::string* what = nullptr) {
-  try {
-    f();
-  } catch (const Error& e) {
-    if (what) *what = e.what();
-    return e.code();
-  }
-  ADD_FAILURE() << "expected an rdmaps::Error";
-  return Errc::kInternal;
-}
-
 int unused_port() {
   auto s = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
   return s.local_address().port();  // closed again when s goes out of scope

@@ -20,6 +20,19 @@ using transport::TransportKind;
 
 inline constexpr auto kSetupTimeout = std::chrono::milliseconds(20000);
 
+/// The kind of rdmaps::Error `f` throws (its message into *what); a test failure if none.
+template <typename F>
+Errc error_code_of(F&& f, std::string* what = nullptr) {
+  try {
+    f();
+  } catch (const Error& e) {
+    if (what) *what = e.what();
+    return e.code();
+  }
+  ADD_FAILURE() << "expected an rdmaps::Error";
+  return Errc::kInternal;
+}
+
 class TransportTest : public testing::TestWithParam<TransportKind> {
  protected:
   void SetUp() override {

@@ -66,6 +66,7 @@ RegionDescriptor RegionDescriptor::parse(std::span<const uint8_t> bytes, const s
   uint8_t access = p[6];
   if (access > static_cast<uint8_t>(Access::kRemoteReadWrite)) throw bad("access code " + std::to_string(access));
   d.access = static_cast<Access>(access);
+  if (p[7] != 0) throw bad("reserved byte " + std::to_string(p[7]) + ", expected 0");
   d.base = get_le<uint64_t>(p + 8);
   d.length = get_le<uint64_t>(p + 16);
   uint32_t key_len = get_le<uint32_t>(p + 24);

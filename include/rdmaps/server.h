@@ -50,6 +50,9 @@ struct ServerStats {
   std::vector<uint64_t> rejected_per_worker;  ///< rejections, by worker id
   std::vector<uint64_t> staleness;            ///< histogram of tau; last bucket counts tau >= size-1
   uint32_t lanes = 0;                         ///< server threads serving the data path (0 before the first worker)
+  /// Longest a server thread spent admitting connections instead of serving
+  /// its inboxes (handshakes never wait on a peer, so this stays small).
+  uint64_t longest_setup_pause_us = 0;
   double staleness_quantile(double q) const;
 };
 

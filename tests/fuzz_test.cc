@@ -1,0 +1,370 @@
+// Fuzzing of every parser that reads bytes from the network before anything
+// is trusted: the bootstrap handshake (messages and the server's state
+// machine), the set-up messages, region descriptors and inbox slot headers.
+// A seeded mutation loop over the seed corpora in tests/fuzz/corpus: each
+// input must be accepted or refused with rdmaps::Error, never anything else
+// (a crash, std::bad_alloc, std::length_error); accepted inputs must satisfy
+// the parser's promise (a round trip, or the checked bounds).
+//
+//   RDMAPS_FUZZ_RUNS (200000 per target), RDMAPS_FUZZ_SEED, RDMAPS_FUZZ_CORPUS
+//   fuzz_tests --write-corpus DIR   regenerates the seeds
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+
+#include "src/partition.h"
+#include "src/protocol.h"
+#include "src/slot_check.h"
+#include "transport/bootstrap.h"
+#include "transport/region.h"
+
+namespace rdmaps::test {
+namespace {
+
+namespace fs = std::filesystem;
+using Bytes = std::vector<uint8_t>;
+using namespace transport;
+
+uint64_t env_u64(const char* name, uint64_t fallback) {
+  const char* v = std::getenv(name);
+  return v ? std::strtoull(v, nullptr, 10) : fallback;
+}
+
+std::string hex(const Bytes& b) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < std::min<size_t>(b.size(), 512); ++i) {
+    out += kHex[b[i] >> 4];
+    out += kHex[b[i] & 15];
+  }
+  return out + (b.size() > 512 ? "..." : "");
+}
+
+// ---- seeds ---------------------------------------------------------------------
+
+const char* kSecret = "fuzzing-secret-0123456789abcdef";
+
+ps::Hello sample_hello() {
+  ps::Hello h;
+  h.worker = 3;
+  h.push_path = 1;
+  h.rule.rule = 3;
+  h.rule.learning_rate = 0.1f;
+  h.rule.dc_lambda0 = 32;
+  h.rule.ms_bias_correction = 1;
+  h.tensors = {{"fc1.weight", 100352}, {"fc1.bias", 128}, {"out", 10}};
+  return h;
+}
+
+RegionDescriptor sample_region() {
+  RegionDescriptor d;
+  d.base = 0x7f0000001000;
+  d.length = 1 << 20;
+  d.access = Access::kRemoteWrite;
+  d.packed_key.assign(96, 0x5a);
+  return d;
+}
+
+Bytes as_bytes(const ps::SlotHeader& h) {
+  Bytes b(sizeof(h));
+  std::memcpy(b.data(), &h, sizeof(h));
+  return b;
+}
+
+Bytes framed(const std::vector<Bytes>& messages) {  // as they travel: length-prefixed
+  Bytes out;
+  for (const Bytes& m : messages) {
+    uint32_t n = static_cast<uint32_t>(m.size());
+    out.insert(out.end(), reinterpret_cast<uint8_t*>(&n), reinterpret_cast<uint8_t*>(&n) + 4);
+    out.insert(out.end(), m.begin(), m.end());
+  }
+  return out;
+}
+
+std::map<std::string, std::vector<Bytes>> seeds() {
+  std::map<std::string, std::vector<Bytes>> s;
+  bootstrap::Open open{bootstrap::kHasSecret, {}};
+  for (size_t i = 0; i < open.nonce.size(); ++i) open.nonce[i] = static_cast<uint8_t>(i * 7);
+  bootstrap::Proven proven;
+  proven.proof.fill(0x11);
+  proven.address.assign(180, 0x42);
+  bootstrap::Answer ok;
+  ok.ok = true;
+  ok.address.assign(200, 0x24);
+  bootstrap::Answer refused;
+  refused.code = Errc::kPermissionDenied;
+  refused.reason = "wrong shared secret";
+  s["bootstrap"] = {encode(open), encode(proven), encode(ok), encode(refused)};
+  bootstrap::Open plain{0, open.nonce};
+  s["handshake"] = {framed({encode(open), encode(proven)}), framed({encode(plain), encode(proven)}),
+                    framed({encode(open)})};
+  ps::Welcome w;
+  w.accepted = 1;
+  w.range_begin = 0;
+  w.range_end = 100490;
+  w.shard_floats = 262144;
+  w.inbox_slots = 4;
+  w.token = 0x1234567890abcdefull;
+  w.lanes = {{41000, 0, 1}, {41001, 1, 1}};
+  ps::Welcome no;
+  no.reason = "its declared tensors differ";
+  ps::LaneHello lh{3, 0x1234567890abcdefull, sample_region().serialize()};
+  ps::LaneWelcome lw{1, "", 7, sample_region().serialize()};
+  s["setup"] = {ps::encode(sample_hello()), ps::encode(w), ps::encode(no), ps::encode(lh), ps::encode(lw)};
+  s["region"] = {sample_region().serialize()};
+  ps::SlotHeader push{ps::kSlotMagic, 1, 0, 0, 1, 5, 2, 0, 100, 900, 0.1f, 0, 0};
+  ps::SlotHeader pull{ps::kSlotMagic, 3, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0};
+  ps::SlotHeader clock{ps::kSlotMagic, 2, 0, 0, 0, 5, 0, 1, 0, 0, 0, 0, 0};
+  s["slot"] = {as_bytes(push), as_bytes(pull), as_bytes(clock)};
+  return s;
+}
+
+std::vector<Bytes> corpus(const std::string& target) {
+  const char* dir = std::getenv("RDMAPS_FUZZ_CORPUS");
+  if (!dir) ADD_FAILURE() << "RDMAPS_FUZZ_CORPUS is not set (meson test sets it to tests/fuzz/corpus)";
+  std::vector<Bytes> out;
+  if (!dir) return out;
+  for (const auto& entry : fs::directory_iterator(fs::path(dir) / target)) {
+    std::ifstream in(entry.path(), std::ios::binary);
+    out.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  if (out.empty()) ADD_FAILURE() << "no seeds in " << (fs::path(dir) / target);
+  return out;
+}
+
+// ---- the mutation loop -----------------------------------------------------------
+
+class Mutator {
+ public:
+  explicit Mutator(uint64_t seed) : rng_(seed) {}
+  Bytes operator()(const std::vector<Bytes>& pool) {
+    Bytes b = pool[pick(pool.size())];
+    const size_t rounds = 1 + pick(4);
+    for (size_t r = 0; r < rounds; ++r) mutate(b, pool);
+    return b;
+  }
+
+ private:
+  size_t pick(size_t n) { return n ? static_cast<size_t>(rng_() % n) : 0; }
+  void mutate(Bytes& b, const std::vector<Bytes>& pool) {
+    static constexpr uint32_t kEdges[] = {0,          1,           2,           0x7f,       0x80,
+                                          0xff,       0xffff,      0x10000,     1u << 20,   1u << 24,
+                                          0x7fffffff, 0x80000000u, 0xfffffffeu, 0xffffffffu};
+    switch (pick(8)) {
+      case 0:  // flip a bit
+        if (!b.empty()) b[pick(b.size())] ^= static_cast<uint8_t>(1u << pick(8));
+        break;
+      case 1:  // a random byte
+        if (!b.empty()) b[pick(b.size())] = static_cast<uint8_t>(rng_());
+        break;
+      case 2:  // an edge value into a 32-bit field
+        if (b.size() >= 4) {
+          uint32_t v = kEdges[pick(std::size(kEdges))];
+          std::memcpy(b.data() + pick(b.size() - 3), &v, 4);
+        }
+        break;
+      case 3:  // truncate
+        b.resize(pick(b.size() + 1));
+        break;
+      case 4: {  // extend with random bytes
+        size_t n = 1 + pick(64);
+        for (size_t i = 0; i < n; ++i) b.push_back(static_cast<uint8_t>(rng_()));
+        break;
+      }
+      case 5: {  // splice another seed's tail
+        const Bytes& other = pool[pick(pool.size())];
+        size_t at = pick(b.size() + 1), from = pick(other.size() + 1);
+        b.resize(at);
+        b.insert(b.end(), other.begin() + static_cast<std::ptrdiff_t>(from), other.end());
+        break;
+      }
+      case 6: {  // duplicate a chunk
+        if (b.empty()) break;
+        size_t at = pick(b.size()), n = 1 + pick(std::min<size_t>(b.size() - at, 32));
+        Bytes chunk(b.begin() + static_cast<std::ptrdiff_t>(at), b.begin() + static_cast<std::ptrdiff_t>(at + n));
+        b.insert(b.begin() + static_cast<std::ptrdiff_t>(pick(b.size() + 1)), chunk.begin(), chunk.end());
+        break;
+      }
+      default:  // a random 64-bit field
+        if (b.size() >= 8) {
+          uint64_t v = rng_() >> pick(64);
+          std::memcpy(b.data() + pick(b.size() - 7), &v, 8);
+        }
+    }
+  }
+  std::mt19937_64 rng_;
+};
+
+/// Runs `target` over the corpus and its mutations; `check` returns what was
+/// wrong with an accepted input (empty: fine) and may throw rdmaps::Error.
+void fuzz(const std::string& target, const std::function<std::string(const Bytes&)>& check) {
+  const std::vector<Bytes> pool = corpus(target);
+  if (pool.empty()) return;
+  const uint64_t runs = env_u64("RDMAPS_FUZZ_RUNS", 200000), seed = env_u64("RDMAPS_FUZZ_SEED", 20261130);
+  Mutator mutate(seed ^ std::hash<std::string>()(target));
+  uint64_t accepted = 0;
+  for (uint64_t i = 0; i < runs; ++i) {
+    const Bytes input = i < pool.size() ? pool[i] : mutate(pool);
+    try {
+      if (std::string wrong = check(input); !wrong.empty())
+        FAIL() << target << ": accepted input breaks its promise (" << wrong << "): " << hex(input);
+      ++accepted;
+    } catch (const Error&) {
+      // refused, as it should be
+    } catch (const std::exception& e) {
+      FAIL() << target << ": input " << i << " threw " << typeid(e).name() << " (" << e.what()
+             << ") instead of rdmaps::Error: " << hex(input);
+    }
+  }
+  // The seeds are valid: a target that refuses everything is not being exercised.
+  EXPECT_GE(accepted, pool.size()) << target;
+  std::printf("%s: %llu inputs, %llu accepted (seed %llu)\n", target.c_str(), static_cast<unsigned long long>(runs),
+              static_cast<unsigned long long>(accepted), static_cast<unsigned long long>(seed));
+}
+
+// ---- targets ----------------------------------------------------------------------
+
+TEST(Fuzz, BootstrapMessages) {
+  fuzz("bootstrap", [](const Bytes& b) -> std::string {
+    // Every message kind is tried on every input: each must refuse what is not its own.
+    int parsed = 0;
+    std::string wrong;
+    auto attempt = [&](auto&& parse, auto&& same) {
+      try {
+        auto m = parse(b, "fuzz");
+        ++parsed;
+        if (encode(m) != b && !same(m)) wrong = "no round trip";
+      } catch (const Error&) {
+      }
+    };
+    attempt(bootstrap::parse_open, [](const auto&) { return false; });
+    attempt(bootstrap::parse_proven, [](const auto&) { return false; });
+    // A refusal's reason is cut at kMaxReason: the round trip holds up to it.
+    attempt(bootstrap::parse_answer, [](const bootstrap::Answer& a) { return !a.ok; });
+    if (!parsed) throw Error(Errc::kProtocol, "no message kind accepted it");
+    return wrong;
+  });
+}
+
+// The server's side of the handshake fed the input as the byte stream a peer
+// would send, with and without a secret: it must finish, wait or refuse.
+TEST(Fuzz, ServerHandshakeStateMachine) {
+  uint64_t i = 0;
+  fuzz("handshake", [&](const Bytes& b) -> std::string {
+    int fds[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) != 0) throw std::runtime_error("socketpair");
+    TcpSocket client(fds[0]);
+    const bool with_secret = ++i % 2;
+    bootstrap::ServerHandshake server(TcpSocket(fds[1]), "fuzz", with_secret ? kSecret : "",
+                                      std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    if (!b.empty() && ::send(client.fd(), b.data(), b.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(b.size()))
+      throw std::runtime_error("send");
+    ::shutdown(client.fd(), SHUT_WR);
+    for (int step = 0; step < 4; ++step) {
+      if (server.advance()) {
+        // Only a peer that proved the secret gets here: never with one, from random bytes.
+        if (with_secret) return "a handshake without the secret completed";
+        if (server.client_address().empty() || server.client_address().size() > bootstrap::kMaxAddress)
+          return "an address of " + std::to_string(server.client_address().size()) + " bytes passed";
+        return {};
+      }
+    }
+    throw Error(Errc::kTimeout, "waiting for more bytes");  // EOF arrives as kPeerGone before this
+  });
+}
+
+TEST(Fuzz, SetupMessages) {
+  fuzz("setup", [](const Bytes& b) -> std::string {
+    int parsed = 0;
+    std::string wrong;
+    auto attempt = [&](auto&& decode) {
+      try {
+        auto m = decode(b, "fuzz");
+        ++parsed;
+        if (ps::encode(m) != b) wrong = "no round trip";
+      } catch (const Error&) {
+      }
+    };
+    attempt(ps::decode_hello);
+    attempt(ps::decode_welcome);
+    attempt(ps::decode_lane_hello);
+    attempt(ps::decode_lane_welcome);
+    if (!parsed) throw Error(Errc::kProtocol, "no message kind accepted it");
+    return wrong;
+  });
+}
+
+TEST(Fuzz, RegionDescriptors) {
+  fuzz("region", [](const Bytes& b) -> std::string {
+    RegionDescriptor d = RegionDescriptor::parse(b, "fuzz");
+    if (d.serialize() != b) return "no round trip";
+    if (d.base + d.length < d.base) return "base + length overflows";
+    return {};
+  });
+}
+
+// Accepted headers stay inside the lane: a push or init lies in one of its
+// shards, a pull names only its shards.
+TEST(Fuzz, InboxSlotHeaders) {
+  const ps::Partition partition({{"w", 5000}, {"b", 1000}}, 2, 1024);
+  const uint64_t versions[8] = {3, 0, 7, 1, 1, 2, 9, 4};
+  const uint32_t shards = partition.shard_count(1);
+  fuzz("slot", [&](const Bytes& input) -> std::string {
+    Bytes b = input;
+    b.resize(sizeof(ps::SlotHeader) + 8);
+    ps::SlotHeader h;
+    std::memcpy(&h, b.data(), sizeof(h));
+    ps::SlotRules r;
+    r.worker = 0;
+    r.expected_seq = 5;
+    r.worker_clock = 0;
+    r.partition = &partition;
+    r.server = 1;
+    r.first_shard = b[64] % 2;  // a lane with one or all of the server's shards
+    r.end_shard = shards;
+    r.versions = versions;
+    if (std::string why = ps::check_slot(h, r); !why.empty()) throw Error(Errc::kProtocol, why);
+    const auto type = static_cast<ps::MsgType>(h.type);
+    if (type == ps::MsgType::kPush || type == ps::MsgType::kInit) {
+      if (h.shard < r.first_shard || h.shard >= r.end_shard) return "push outside the lane";
+      const ps::Range s = partition.shard(1, h.shard);
+      if (h.length == 0 || uint64_t{h.offset} + h.length > s.size()) return "push outside its shard";
+      if (!std::isfinite(h.learning_rate) || h.learning_rate < 0) return "bad learning rate";
+    } else if (type == ps::MsgType::kPull) {
+      if (h.shard < r.first_shard || uint64_t{h.shard} + h.length > r.end_shard || h.length == 0)
+        return "pull outside the lane";
+    } else if (type != ps::MsgType::kClock && type != ps::MsgType::kBye) {
+      return "unknown type accepted";
+    }
+    return {};
+  });
+}
+
+}  // namespace
+
+int write_corpus(const std::string& dir) {
+  for (const auto& [target, list] : seeds()) {
+    fs::create_directories(fs::path(dir) / target);
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::ofstream out(fs::path(dir) / target / ("seed-" + std::to_string(i) + ".bin"), std::ios::binary);
+      out.write(reinterpret_cast<const char*>(list[i].data()), static_cast<std::streamsize>(list[i].size()));
+    }
+  }
+  return 0;
+}
+
+}  // namespace rdmaps::test
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--write-corpus") return rdmaps::test::write_corpus(argv[2]);
+  testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
