@@ -121,6 +121,17 @@ class ConfigurationTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("KeyboardInterrupt", err)
 
+    def test_a_server_off_loopback_needs_a_secret_or_insecure(self):
+        saved = {k: os.environ.pop(k) for k in ("RDMAPS_SECRET", "RDMAPS_SECRET_FILE") if k in os.environ}
+        try:
+            with self.assertRaisesRegex(rdmaps.InvalidArgument, "without a shared secret.*--insecure"):
+                rdmaps.Server("0.0.0.0:0", transport="tcp")
+            server = rdmaps.Server("0.0.0.0:0", transport="tcp", insecure=True)
+            self.assertRegex(server.address, r":\d+$")
+            server.stop()
+        finally:
+            os.environ.update(saved)
+
     def test_info_reports_this_machine(self):
         report = rdmaps.info()
         self.assertIn("host", report["ucx"]["memory_types"])

@@ -3,6 +3,7 @@ launcher's variables, real Fashion-MNIST, real UCX."""
 
 import os
 import re
+import secrets
 import subprocess
 import sys
 import unittest
@@ -42,6 +43,7 @@ def run_job(style, size, command, extra_env=None, timeout=240):
     """Starts `size` processes of `command`; returns [(returncode, output)] by rank."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    base["RDMAPS_SECRET"] = secrets.token_hex(32)  # what a job script exports to every rank (docs/security.md)
     base.update(extra_env or {})
     procs = []
     for rank in range(size):

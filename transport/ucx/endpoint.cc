@@ -85,8 +85,8 @@ void UcxEndpoint::close() noexcept {
   if (sp == nullptr || UCS_PTR_IS_ERR(sp)) return;
   if (!used_) {
     // Nothing was ever sent (a refused or silent peer): nothing to flush, so
-    // never wait on that peer; the context frees the request once it completes.
-    context_.release(sp);
+    // never wait on that peer. A released close request is UCX's to finish.
+    ucp_request_free(sp);
     return;
   }
   // A flush-close needs the peer to acknowledge; a dead or blocked peer
