@@ -18,15 +18,29 @@ if ! clang-format --dry-run --Werror "${sources[@]}" 2>/tmp/rdmaps-format.log; t
 fi
 
 meson test -C "$build" --print-errorlogs || status=1
-/usr/bin/python3 - "$build/meson-logs/testlog.json" <<'PY'
+
+# The transport and server/client tests and the fuzzers once more under
+# AddressSanitizer and UndefinedBehaviorSanitizer (UCX's own allocations are
+# not ours to leak-check).
+asan=build-asan
+if [ ! -f "$asan/build.ninja" ]; then
+  meson setup "$asan" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized \
+    -Dcuda=disabled -Dpython=disabled -Dbenchmarks=false >/dev/null
+fi
+ninja -C "$asan" tests/transport_tests tests/ps_tests tests/fuzz_tests
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  meson test -C "$asan" --no-rebuild --suite transport --suite ps --print-errorlogs || status=1
+
+/usr/bin/python3 - "$build/meson-logs/testlog.json" "$asan/meson-logs/testlog.json" <<'PY'
 import json, sys
-passed = failed = skipped = 0
-for line in open(sys.argv[1]):
-    r = json.loads(line)["result"]
-    if r in ("OK", "EXPECTEDFAIL"): passed += 1
-    elif r == "SKIP": skipped += 1
-    else: failed += 1
-print(f"{passed} passed, {failed} failed, {skipped} skipped")
+for path, name in zip(sys.argv[1:], ("", " under sanitizers")):
+    passed = failed = skipped = 0
+    for line in open(path):
+        r = json.loads(line)["result"]
+        if r in ("OK", "EXPECTEDFAIL"): passed += 1
+        elif r == "SKIP": skipped += 1
+        else: failed += 1
+    print(f"{passed} passed, {failed} failed, {skipped} skipped{name}")
 PY
 [ -z "${style_failed:-}" ] || echo "style check FAILED (see above)"
 exit $status

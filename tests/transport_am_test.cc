@@ -50,6 +50,7 @@ TEST_P(AmTest, PayloadLandsInTheChosenRegion) {
   for (const AmHeader& h : headers) {
     expected.resize(h.length);
     fill_random(expected.data(), h.length, seed, h.stream);
+    if (h.length == 0) continue;  // nothing landed; memcmp must not see a null pointer
     EXPECT_EQ(std::memcmp(static_cast<uint8_t*>(region->data()) + h.offset, expected.data(), h.length), 0)
         << h.length << "-byte message at offset " << h.offset;
   }

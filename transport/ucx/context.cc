@@ -106,6 +106,16 @@ UcxContext::~UcxContext() {
     ucp_worker_signal(worker_.get());
     progress_thread_.join();
   }
+  // Endpoints closing: give their peers a moment to acknowledge, then release
+  // them (a worker destroyed under an unreleased close request asserts).
+  auto close_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (has_orphans_.load() && std::chrono::steady_clock::now() < close_deadline) {
+    progress();
+    std::lock_guard<std::mutex> lock(orphans_mu_);
+    if (closes_.empty()) break;
+  }
+  for (void* request : closes_) ucp_request_free(request);
+  closes_.clear();
   // Give released in-flight requests a moment to finish; never free them early.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (has_orphans_.load() && std::chrono::steady_clock::now() < deadline) progress();
@@ -290,12 +300,20 @@ void UcxContext::release(void* handle) noexcept {
 
 void UcxContext::sweep_orphans() {
   std::lock_guard<std::mutex> lock(orphans_mu_);
-  std::erase_if(orphans_, [](void* handle) {
+  auto done = [](void* handle) {
     if (ucp_request_check_status(handle) == UCS_INPROGRESS) return false;
     ucp_request_free(handle);
     return true;
-  });
-  has_orphans_.store(!orphans_.empty(), std::memory_order_release);
+  };
+  std::erase_if(orphans_, done);
+  std::erase_if(closes_, done);
+  has_orphans_.store(!orphans_.empty() || !closes_.empty(), std::memory_order_release);
+}
+
+void UcxContext::adopt_close(void* request) {
+  std::lock_guard<std::mutex> lock(orphans_mu_);
+  closes_.push_back(request);
+  has_orphans_.store(true, std::memory_order_release);
 }
 
 void UcxContext::track(ucp_ep_h ep, UcxEndpoint* endpoint) {

@@ -57,6 +57,11 @@ class UcxContext final : public Context, public RequestEngine {
   /// This worker's packed address, sent to peers in the handshake.
   std::span<const uint8_t> worker_address() const { return worker_address_; }
 
+  /// Takes an endpoint's close request: progressed with the worker, and waited
+  /// for (2 s at most, all of them together) only when the context goes, so
+  /// closing an endpoint never waits on its peer.
+  void adopt_close(void* request);
+
   void track(ucp_ep_h ep, UcxEndpoint* endpoint);
   void untrack(ucp_ep_h ep);
 
@@ -84,6 +89,7 @@ class UcxContext final : public Context, public RequestEngine {
   // are freed here once complete.
   std::mutex orphans_mu_;
   std::vector<void*> orphans_;
+  std::vector<void*> closes_;  // adopt_close(): freed once complete, or at destruction
   std::atomic<bool> has_orphans_{false};
   void sweep_orphans();
   /// Receives an unconsumed rendezvous message into a scratch buffer.

@@ -84,9 +84,9 @@ void UcxEndpoint::close() noexcept {
   ep_ = nullptr;
   if (sp == nullptr || UCS_PTR_IS_ERR(sp)) return;
   if (!used_) {
-    // Nothing was ever sent (a refused or silent peer): nothing to flush, so
-    // never wait on that peer. A released close request is UCX's to finish.
-    ucp_request_free(sp);
+    // Nothing was ever sent (a refused or silent peer): never wait on that
+    // peer here; the context finishes the close.
+    context_.adopt_close(sp);
     return;
   }
   // A flush-close needs the peer to acknowledge; a dead or blocked peer
