@@ -11,6 +11,23 @@ using Clock = std::chrono::steady_clock;
 PendingPeers::PendingPeers(std::string who, std::chrono::milliseconds timeout, size_t max_message)
     : who_(std::move(who)), timeout_(timeout), max_message_(max_message) {}
 
+void PendingPeers::log(const std::string& line) {
+  constexpr uint32_t kLinesPerSecond = 10;
+  const auto now = Clock::now();
+  if (now - log_window_ >= std::chrono::seconds(1)) {
+    if (unlogged_)
+      std::fprintf(stderr, "%s: %llu more connections refused or closed in the last second (not logged one by one)\n",
+                   who_.c_str(), static_cast<unsigned long long>(unlogged_));
+    log_window_ = now;
+    logged_ = 0;
+    unlogged_ = 0;
+  }
+  if (logged_++ < kLinesPerSecond)
+    std::fprintf(stderr, "%s: %s\n", who_.c_str(), line.c_str());
+  else
+    ++unlogged_;
+}
+
 bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_message) {
   bool any = false;
   while (waiting_.size() < kMaxPendingPeers) {
@@ -18,7 +35,7 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
     try {
       ep = listener.poll();
     } catch (const std::exception& e) {  // that peer is gone; the others go on
-      std::fprintf(stderr, "%s: refused a connection: %s\n", who_.c_str(), e.what());
+      log(std::string("refused a connection: ") + e.what());
       any = true;
       continue;
     }
@@ -46,8 +63,7 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
     waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
     any = true;
     if (!why.empty()) {
-      std::fprintf(stderr, "%s: closed the connection from %s: %s\n", who_.c_str(), ep->peer_name().c_str(),
-                   why.c_str());
+      log("closed the connection from " + ep->peer_name() + ": " + why);
       continue;
     }
     on_message(std::move(ep), std::move(*message));

@@ -265,11 +265,11 @@ void ServerImpl::report(Clock::time_point now) {
   double dt = std::chrono::duration<double>(now - last_report_).count();
   std::fprintf(stderr,
                "rdmaps-server: %.0f pushes/s, in %.3f GB/s, out %.3f GB/s, staleness p50 %.0f p99 %.0f, "
-               "min clock %llu, dropped %llu, rejected %llu, %zu lanes\n",
+               "min clock %llu, dropped %llu, rejected %llu, %zu lanes, longest set-up pause %.1f ms\n",
                (s.pushes - last.pushes) / dt, (s.bytes_in - last.bytes_in) / dt / 1e9,
                (s.bytes_out - last.bytes_out) / dt / 1e9, s.staleness_quantile(0.5), s.staleness_quantile(0.99),
                static_cast<unsigned long long>(s.min_clock), static_cast<unsigned long long>(s.dropped),
-               static_cast<unsigned long long>(s.rejected), lanes_.size());
+               static_cast<unsigned long long>(s.rejected), lanes_.size(), s.longest_setup_pause_us / 1e3);
   last_stats_ = s;
   last_report_ = now;
 }

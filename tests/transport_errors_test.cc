@@ -213,6 +213,44 @@ RDMAPS_TEST_PEER(peer_failure_on) {
   return 0;
 }
 
+// A listener full of connections that never speak (the bound is 4 here) lets
+// an honest peer in at once: the oldest pending handshake makes room, long
+// before the silent ones' 20 s deadline.
+TEST(Listener, SilentConnectionsDoNotKeepAnHonestPeerOut) {
+  transport::ContextOptions o{.transport = TransportKind::kTcp,
+                              .secret = "a secret for this test only, long enough",
+                              .handshake_timeout = std::chrono::seconds(20),
+                              .max_pending_handshakes = 4};
+  auto server = transport::create_context(o);
+  auto listener = server->listen(transport::SockAddr::parse("127.0.0.1:0"));
+  std::vector<transport::TcpSocket> silent;
+  size_t dropped = 0;
+  for (int i = 0; i < 16; ++i) {
+    silent.push_back(transport::TcpSocket::connect(listener->address(), Clock::now() + 5s));
+    try {
+      (void)listener->poll();  // taken in as they arrive
+    } catch (const Error&) {   // the fifth and later push the oldest out
+      ++dropped;
+    }
+  }
+  auto client = transport::create_context(o);
+  std::unique_ptr<transport::Endpoint> theirs;
+  std::thread connecting([&] { theirs = client->connect(listener->address(), 10s); });
+  std::unique_ptr<transport::Endpoint> mine;
+  const auto deadline = Clock::now() + 10s;
+  while (!mine && Clock::now() < deadline) {
+    try {
+      mine = listener->accept(100ms);
+    } catch (const Error& e) {
+      if (std::string(e.what()).find("makes room") != std::string::npos) ++dropped;
+    }
+  }
+  connecting.join();
+  ASSERT_TRUE(mine) << "the honest peer waited behind silent connections";
+  EXPECT_TRUE(theirs);
+  EXPECT_GE(dropped, 12u) << "silent connections beyond the bound were not dropped";
+}
+
 TEST(RegionDescriptor, MalformedBytesAreRejectedNamingTheSource) {
   transport::RegionDescriptor d;
   d.base = 0x1000;

@@ -105,6 +105,7 @@ py::dict server_stats_dict(const ServerStats& s) {
   d["workers_left"] = s.workers_left;
   d["workers_lost"] = s.workers_lost;
   d["lanes"] = s.lanes;
+  d["longest_setup_pause_us"] = s.longest_setup_pause_us;
   d["applied_per_worker"] = s.applied_per_worker;
   d["rejected_per_worker"] = s.rejected_per_worker;
   d["staleness_p50"] = s.staleness_quantile(0.5);

@@ -103,10 +103,12 @@ int main(int argc, char** argv) {
                  rdmaps::describe(options.config).c_str(), rdmaps::summary(rdmaps::probe_capabilities()).c_str());
     server.run();
     auto s = server.stats();
-    std::fprintf(stderr, "rdmaps-server: done: %llu pushes, %llu pulls, %llu clocks, %llu rejected, %llu dropped\n",
+    std::fprintf(stderr,
+                 "rdmaps-server: done: %llu pushes, %llu pulls, %llu clocks, %llu rejected, %llu dropped, "
+                 "longest set-up pause %.1f ms\n",
                  static_cast<unsigned long long>(s.pushes), static_cast<unsigned long long>(s.pulls),
                  static_cast<unsigned long long>(s.clocks), static_cast<unsigned long long>(s.rejected),
-                 static_cast<unsigned long long>(s.dropped));
+                 static_cast<unsigned long long>(s.dropped), s.longest_setup_pause_us / 1e3);
     return 0;
   } catch (const rdmaps::Error& e) {
     std::fprintf(stderr, "rdmaps-server: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());

@@ -42,6 +42,10 @@ int run_server_role(const Options& o) {
                  describe(so.config).c_str());
   if (o.report_fd < 0) {
     server.run();
+    auto s = server.stats();
+    std::fprintf(stderr, "rdmaps-train server %u: done: %llu pushes, %llu rejected, longest set-up pause %.1f ms\n",
+                 o.index, static_cast<unsigned long long>(s.pushes), static_cast<unsigned long long>(s.rejected),
+                 s.longest_setup_pause_us / 1e3);
     return 0;
   }
   write_fd(o.report_fd, "port " + server.address().substr(server.address().rfind(':') + 1));

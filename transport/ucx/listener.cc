@@ -21,7 +21,7 @@ UcxListener::UcxListener(UcxContext& context, const SockAddr& address)
 
 void UcxListener::take_in_connections() {
   const ContextOptions& o = context_.options();
-  while (pending_.size() < o.max_pending_handshakes) {
+  for (;;) {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
     int fd = ::accept4(socket_.fd(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
@@ -34,6 +34,15 @@ void UcxListener::take_in_connections() {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     pending_.emplace_back(TcpSocket(fd), SockAddr::from(reinterpret_cast<sockaddr*>(&ss), len).to_string(), o.secret,
                           Clock::now() + o.handshake_timeout);
+    if (pending_.size() > o.max_pending_handshakes) {
+      // Full: the oldest makes room, so a flood of silent connections delays
+      // an honest peer by one turn, not until the flood's deadlines pass.
+      const std::string peer = pending_.front().peer();
+      pending_.erase(pending_.begin());
+      throw Error(Errc::kTimeout, "peer " + peer + " was dropped before it completed the handshake: " +
+                                      std::to_string(o.max_pending_handshakes) +
+                                      " handshakes were pending, the oldest makes room");
+    }
   }
 }
 

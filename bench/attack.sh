@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Training beside an attacker: a standalone rdmaps-train server and WORKERS
+# worker processes on this host, with and without bench/attacker.py holding
+# silent and half-open connections to the server's port and opening garbage
+# connections without the secret all along; interleaved REPS times. Prints
+# each run's wall time, final accuracy and the server's longest set-up pause,
+# and the median ratio attacked / quiet (docs/benchmarks.md "Security").
+#
+#   bench/attack.sh [BUILD_DIR] [REPS] [WORKERS] [extra rdmaps-train flags...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:-build}
+reps=${2:-3}
+workers=${3:-2}
+shift $(( $# < 3 ? $# : 3 )) || true
+extra=("$@")
+train="$build/src/rdmaps-train"
+out=${OUT:-attack-out}
+mkdir -p "$out"
+secret=$(mktemp)
+chmod 600 "$secret"
+/usr/bin/python3 -c 'import secrets; print(secrets.token_hex(32))' >"$secret"
+export RDMAPS_SECRET_FILE=$secret
+trap 'rm -f "$secret"' EXIT
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+echo "| rep | mode | seconds | final acc | longest set-up pause (ms) |"
+echo "|---:|---|---:|---:|---:|"
+: >"$out/runs.txt"
+for rep in $(seq 1 "$reps"); do
+  for mode in quiet attacked; do
+    port=$(free_port)
+    log="$out/$mode-$rep"
+    "$train" --role server --listen "127.0.0.1:$port" --workers "$workers" "${extra[@]}" 2>"$log.server" &
+    server=$!
+    sleep 0.5
+    attacker=""
+    if [ "$mode" = attacked ]; then
+      /usr/bin/python3 bench/attacker.py "127.0.0.1:$port" 200 2>"$log.attacker" &
+      attacker=$!
+      sleep 1
+    fi
+    start=$(date +%s.%N)
+    pids=()
+    for w in $(seq 0 $((workers - 1))); do
+      "$train" --role worker --worker "$w" --workers "$workers" --servers-list "127.0.0.1:$port" "${extra[@]}" \
+        >"$log.worker$w" 2>&1 &
+      pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    end=$(date +%s.%N)
+    [ -z "$attacker" ] || { kill "$attacker"; wait "$attacker" || true; }
+    wait "$server"
+    seconds=$(echo "$end - $start" | bc)
+    acc=$(grep -o 'eval 0 [^ ]* [^ ]*' "$log.worker0" | tail -1 | awk '{print $4}')
+    pause=$(grep -o 'longest set-up pause [0-9.]*' "$log.server" | tail -1 | awk '{print $4}')
+    printf '| %s | %s | %.2f | %s | %s |\n' "$rep" "$mode" "$seconds" "${acc:-?}" "${pause:-?}"
+    echo "$mode $seconds $pause" >>"$out/runs.txt"
+  done
+done
+/usr/bin/python3 - "$out/runs.txt" <<'PY'
+import statistics, sys
+runs = [l.split() for l in open(sys.argv[1])]
+quiet = [float(r[1]) for r in runs if r[0] == "quiet"]
+hit = [float(r[1]) for r in runs if r[0] == "attacked"]
+ratios = [h / q for q, h in zip(quiet, hit)]
+pauses = [float(r[2]) for r in runs]
+print(f"median attacked / quiet wall time: {statistics.median(ratios):.2f} (per rep: "
+      + ", ".join(f"{r:.2f}" for r in ratios) + f"); longest set-up pause over all runs: {max(pauses):.1f} ms")
+PY
