@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Training beside an attacker: a standalone rdmaps-train server and WORKERS
-# worker processes on this host, with and without bench/attacker.py holding
-# silent and half-open connections to the server's port and opening garbage
-# connections without the secret all along; interleaved REPS times. Prints
-# each run's wall time, final accuracy and the server's longest set-up pause,
-# and the median ratio attacked / quiet (docs/benchmarks.md "Security").
+# worker processes on this host, while bench/attacker.py holds silent and
+# half-open connections to the server's port and opens garbage connections
+# without the secret all along ("attacked"), runs the same attack against a
+# decoy listener ("decoy": what the attack costs this host's cores with no
+# rdmaps in its way, the bound), or is not running ("quiet"); interleaved REPS
+# times. Prints each run's wall time, final accuracy and the server's longest
+# set-up pause, and the median ratios attacked / decoy and attacked / quiet
+# (docs/benchmarks.md "Security").
 #
 #   bench/attack.sh [BUILD_DIR] [REPS] [WORKERS] [extra rdmaps-train flags...]
 set -euo pipefail
@@ -27,15 +30,17 @@ echo "| rep | mode | seconds | final acc | longest set-up pause (ms) |"
 echo "|---:|---|---:|---:|---:|"
 : >"$out/runs.txt"
 for rep in $(seq 1 "$reps"); do
-  for mode in quiet attacked; do
+  for mode in quiet decoy attacked; do
     port=$(free_port)
     log="$out/$mode-$rep"
     "$train" --role server --listen "127.0.0.1:$port" --workers "$workers" "${extra[@]}" 2>"$log.server" &
     server=$!
     sleep 0.5
     attacker=""
-    if [ "$mode" = attacked ]; then
-      /usr/bin/python3 bench/attacker.py "127.0.0.1:$port" 200 2>"$log.attacker" &
+    if [ "$mode" != quiet ]; then
+      target="127.0.0.1:$port"
+      [ "$mode" = attacked ] || target=decoy
+      /usr/bin/python3 bench/attacker.py "$target" 200 2>"$log.attacker" &
       attacker=$!
       sleep 1
     fi
@@ -60,10 +65,11 @@ done
 /usr/bin/python3 - "$out/runs.txt" <<'PY'
 import statistics, sys
 runs = [l.split() for l in open(sys.argv[1])]
-quiet = [float(r[1]) for r in runs if r[0] == "quiet"]
-hit = [float(r[1]) for r in runs if r[0] == "attacked"]
-ratios = [h / q for q, h in zip(quiet, hit)]
-pauses = [float(r[2]) for r in runs]
-print(f"median attacked / quiet wall time: {statistics.median(ratios):.2f} (per rep: "
-      + ", ".join(f"{r:.2f}" for r in ratios) + f"); longest set-up pause over all runs: {max(pauses):.1f} ms")
+times = {m: [float(r[1]) for r in runs if r[0] == m] for m in ("quiet", "decoy", "attacked")}
+pauses = [float(r[2]) for r in runs if r[0] == "attacked"]
+for name, base in (("decoy", times["decoy"]), ("quiet", times["quiet"])):
+    ratios = [h / b for b, h in zip(base, times["attacked"])]
+    print(f"median attacked / {name} wall time: {statistics.median(ratios):.2f} (per rep: "
+          + ", ".join(f"{r:.2f}" for r in ratios) + ")")
+print(f"longest set-up pause of an attacked server: {max(pauses):.1f} ms")
 PY
