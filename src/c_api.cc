@@ -214,6 +214,8 @@ rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_
     o.servers = options && options->servers ? options->servers : 1;
     o.workers = options && options->workers ? options->workers : 1;
     o.config = parse_flags(options ? options->config : nullptr);
+    o.insecure = options && options->insecure;
+    o.max_bytes = options ? options->max_bytes : 0;
     auto handle = std::make_unique<rdmaps_server>();
     handle->server = std::make_unique<rdmaps::Server>(o);
     *out = handle.release();

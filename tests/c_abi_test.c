@@ -1,7 +1,9 @@
 /* The C ABI, compiled as C, against a real server: a worker trains a step,
  * bad input gets a status and a message naming what was wrong. */
+#define _POSIX_C_SOURCE 200809L /* unsetenv */
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rdmaps/rdmaps.h"
@@ -24,7 +26,20 @@ static void* serve(void* server) {
 }
 
 int main(void) {
-  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport shm --lr 0.5"};
+  unsetenv("RDMAPS_SECRET"); /* this test runs without a secret, on loopback */
+  unsetenv("RDMAPS_SECRET_FILE");
+  /* Off loopback, no secret: refused, naming the way out; with insecure set: serves. */
+  rdmaps_server_options open_to_all = {"0.0.0.0:0", 0, 1, 1, "--transport tcp", 0, 0};
+  rdmaps_server* refused = NULL;
+  rdmaps_status st0 = rdmaps_server_create(&open_to_all, &refused);
+  CHECK(st0 == RDMAPS_ERR_INVALID_ARGUMENT && refused == NULL, "a server without a secret on 0.0.0.0 gave %s",
+        rdmaps_status_name(st0));
+  CHECK(strstr(rdmaps_last_error(), "--insecure") != NULL, "message does not name --insecure: %s", rdmaps_last_error());
+  open_to_all.insecure = 1;
+  CHECK(rdmaps_server_create(&open_to_all, &refused) == RDMAPS_OK, "insecure server: %s", rdmaps_last_error());
+  rdmaps_server_destroy(refused);
+
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport shm --lr 0.5", 0, 0};
   rdmaps_server* server = NULL;
   rdmaps_status st = rdmaps_server_create(&so, &server);
   CHECK(st == RDMAPS_OK, "server_create: %s", rdmaps_last_error());

@@ -65,7 +65,9 @@ void rdmaps_client_destroy(rdmaps_client* client);
 typedef struct {
   const char* listen;               /**< "host:port", port 0 = any; NULL = "0.0.0.0:13337" */
   uint32_t index, servers, workers; /**< 0 servers/workers = 1 */
-  const char* config;               /**< flags, as for the client */
+  const char* config;               /**< flags, as for the client ("--secret-file F", ...) */
+  uint32_t insecure;                /**< 1: serve off loopback without a shared secret (docs/security.md) */
+  uint64_t max_bytes;               /**< largest table a worker may declare; 0 = the machine's memory */
 } rdmaps_server_options;
 
 typedef struct {
