@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <functional>
 #include <random>
 #include <sstream>
@@ -83,9 +84,37 @@ TEST(Idx, ReadsGoodFilesAndRejectsCorruptOnesNamingTheFile) {
   write_gz(bad, big);
   EXPECT_NE(error_of(img, bad).find("label 12"), std::string::npos);
 
+  // Bytes after the declared data are refused.
+  auto longer = labels;
+  longer.push_back(3);
+  write_gz(bad, longer);
+  why = error_of(img, bad);
+  EXPECT_NE(why.find("1 bytes after the data"), std::string::npos) << why;
+
   why = error_of(temp_path("missing.gz"), lab);
   EXPECT_NE(why.find("missing.gz"), std::string::npos) << why;
   EXPECT_NE(why.find("dataset-fashion-mnist"), std::string::npos) << why;
+}
+
+// The real test images, corrupted two ways: 64 bytes flipped in the middle of
+// the compressed stream, and the CRC in the gzip trailer changed (the data
+// inflate cleanly; only reading to the end catches it). Both name the file.
+TEST(Idx, ACorruptedGzipFileIsAnErrorNamingIt) {
+  const std::string dir = kDefaultDataDir;
+  std::ifstream in(dir + "/t10k-images-idx3-ubyte.gz", std::ios::binary);
+  ASSERT_TRUE(in) << "no Fashion-MNIST in " << dir << " (scripts/install-deps.sh installs dataset-fashion-mnist)";
+  const std::vector<char> good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string labels = dir + "/t10k-labels-idx1-ubyte.gz", bad = temp_path("t10k-images-corrupt.gz");
+  auto middle = good, trailer = good;
+  for (size_t i = 0; i < 64; ++i) middle[middle.size() / 2 + i] ^= 0x5a;
+  trailer[trailer.size() - 8] ^= 0x01;  // the stored CRC-32's first byte
+  for (const auto* bytes : {&middle, &trailer}) {
+    std::ofstream(bad, std::ios::binary).write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
+    std::string why = error_of(bad, labels);
+    EXPECT_NE(why.find(bad), std::string::npos) << why;
+    EXPECT_NE(why.find("corrupt compressed data"), std::string::npos) << why;
+  }
+  EXPECT_EQ(load_idx(dir + "/t10k-images-idx3-ubyte.gz", labels).count, 10000u);  // the real ones load
 }
 
 TEST(Mlp, GradientMatchesFiniteDifferences) {

@@ -45,14 +45,28 @@ class IdxFile {
       if (r <= 0) {
         int err = 0;
         const char* msg = gzerror(file_.get(), &err);
+        if (err != Z_OK && err != Z_STREAM_END) throw corrupt(msg, what);
         throw Error(Errc::kIo, path_ + ": truncated in " + what + ": expected " + std::to_string(n) + " bytes, got " +
-                                   std::to_string(got) +
-                                   (err != Z_OK && err != Z_STREAM_END ? std::string(" (") + msg + ")" : ""));
+                                   std::to_string(got));
       }
       got += static_cast<size_t>(r);
     }
   }
+  /// Reads on to the end, so zlib checks the gzip trailer (CRC-32 and length)
+  /// of a compressed file, and refuses bytes after the declared data.
+  void expect_end() {
+    unsigned char extra[4096];
+    int r = gzread(file_.get(), extra, sizeof(extra));
+    int err = Z_OK;
+    const char* msg = gzerror(file_.get(), &err);
+    if (r < 0 || (err != Z_OK && err != Z_STREAM_END)) throw corrupt(msg, "its end");
+    if (r > 0) fail(std::to_string(r) + (r == sizeof(extra) ? "+" : "") + " bytes after the data its header declares");
+  }
   [[noreturn]] void fail(const std::string& why) const { throw Error(Errc::kProtocol, path_ + ": " + why); }
+  Error corrupt(const char* zlib_message, const char* where) const {
+    return Error(Errc::kIo, path_ + ": corrupt compressed data in " + where + " (zlib: " + zlib_message +
+                                "; the gzip stream or its CRC check failed): download or reinstall the file");
+  }
 
  private:
   std::string path_;
@@ -81,6 +95,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
                 std::to_string(d.cols));
   std::vector<uint8_t> raw(d.count * d.pixels());
   images.read(raw.data(), raw.size(), "the pixel data");
+  images.expect_end();
   d.images.resize(raw.size());
   for (size_t i = 0; i < raw.size(); ++i) d.images[i] = raw[i] * (1.0f / 255.0f);
 
@@ -93,6 +108,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
     labels.fail(std::to_string(n) + " labels for " + std::to_string(d.count) + " images in " + images_path);
   d.labels.resize(n);
   labels.read(d.labels.data(), n, "the labels");
+  labels.expect_end();
   for (size_t i = 0; i < n; ++i)
     if (d.labels[i] > 9)
       labels.fail("label " + std::to_string(d.labels[i]) + " at index " + std::to_string(i) + " is not 0..9");

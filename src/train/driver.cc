@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -289,9 +291,35 @@ std::string json_of(const RunResult& r) {
   return j.str();
 }
 
+// Writes one output file; an unwritable --out is an error naming the path
+// and the system's reason, never a "wrote" line over nothing.
+void write_file(const std::string& path, const std::string& text) {
+  errno = 0;
+  std::ofstream f(path, std::ios::binary);
+  if (f) f << text;
+  if (f) f.flush();
+  if (!f)
+    throw Error(Errc::kIo, "cannot write " + path + ": " + (errno ? std::strerror(errno) : "write failed") +
+                               " (choose another --out)");
+  f.close();
+  if (!f) throw Error(Errc::kIo, "cannot write " + path + ": closing it failed (disk full?)");
+}
+
+void make_out_dir(const std::string& dir) {
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    throw Error(Errc::kIo, "cannot create the output directory " + dir + " (--out): " + std::strerror(errno));
+}
+
+void check_writable(const std::string& dir) {
+  make_out_dir(dir);
+  const std::string probe = dir + "/.rdmaps-write-test";
+  write_file(probe, "rdmaps\n");
+  std::remove(probe.c_str());
+}
+
 void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, bool json) {
-  mkdir(dir.c_str(), 0755);
-  std::ofstream csv(dir + "/metrics.csv");
+  make_out_dir(dir);
+  std::ostringstream csv;
   csv << "run,seconds,epoch,test_accuracy,test_loss,updates\n";
   for (const auto& r : runs)
     for (const auto& p : r.curve) {
@@ -300,36 +328,40 @@ void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, b
       csv.precision(17);  // as the worker measured it: deterministic runs compare bit for bit
       csv << p.loss << "," << p.updates << "\n";
     }
-  csv.close();
-  std::ofstream summary(dir + "/summary.json");
-  if (runs.size() == 1)
-    summary << json_of(runs[0]) << "\n";
-  else {
-    summary << "[";
-    for (size_t i = 0; i < runs.size(); ++i) summary << (i ? "," : "") << json_of(runs[i]);
-    summary << "]\n";
+  write_file(dir + "/metrics.csv", csv.str());
+  std::string summary;
+  if (runs.size() == 1) {
+    summary = json_of(runs[0]) + "\n";
+  } else {
+    summary = "[";
+    for (size_t i = 0; i < runs.size(); ++i) summary += (i ? "," : "") + json_of(runs[i]);
+    summary += "]\n";
   }
-  summary.close();
+  write_file(dir + "/summary.json", summary);
   // Plot with gnuplot when it is there; the CSV is the result either way.
-  std::string script = dir + "/accuracy.gp";
-  std::ofstream gp(script);
+  const std::string script = dir + "/accuracy.gp";
+  std::ostringstream gp;
   gp << "set terminal pngcairo size 900,560\nset output '" << dir << "/accuracy.png'\nset datafile separator ','\n"
      << "set key bottom right\nset grid\nset xlabel 'wall-clock seconds'\nset ylabel 'test accuracy'\nset yrange "
         "[0.5:0.95]\n"
      << "set title 'rdmaps-train: Fashion-MNIST MLP'\nplot ";
   for (size_t i = 0; i < runs.size(); ++i) {
     std::string file = dir + "/curve-" + std::to_string(i) + ".csv";
-    std::ofstream c(file);
+    std::ostringstream c;
     for (const auto& p : runs[i].curve) c << p.seconds << "," << p.accuracy << "\n";
+    write_file(file, c.str());
     gp << (i ? ", " : "") << "'" << file << "' using 1:2 with linespoints title '" << runs[i].label << "'";
   }
   gp << "\n";
-  gp.close();
-  std::string cmd = "gnuplot '" + script + "' 2>/dev/null";
-  bool plotted = std::system("command -v gnuplot >/dev/null 2>&1") == 0 && std::system(cmd.c_str()) == 0;
-  if (!json)
-    std::printf("wrote %s/metrics.csv, %s/summary.json%s\n", dir.c_str(), dir.c_str(),
-                plotted ? (", " + dir + "/accuracy.png").c_str() : " (no plot: apt-get install gnuplot-nox)");
+  write_file(script, gp.str());
+  std::string plot;
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
+    plot = " (no plot: gnuplot is not installed; apt-get install gnuplot-nox)";
+  else if (std::system(("gnuplot '" + script + "' 2>" + dir + "/gnuplot.err").c_str()) != 0)
+    plot = " (no plot: gnuplot failed, see " + dir + "/gnuplot.err)";
+  else
+    plot = ", " + dir + "/accuracy.png";
+  if (!json) std::printf("wrote %s/metrics.csv, %s/summary.json%s\n", dir.c_str(), dir.c_str(), plot.c_str());
 }
 
 void print_table(const std::vector<RunResult>& runs) {
@@ -351,6 +383,7 @@ void print_table(const std::vector<RunResult>& runs) {
 
 int run_driver(const Options& o) {
   load_dataset_dir(o.data);  // fail here, clearly, before starting any process
+  check_writable(o.out);     // and here, not after the training
   std::vector<RunResult> runs;
   if (o.compare) {
     struct Variant {

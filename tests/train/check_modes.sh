@@ -52,4 +52,11 @@ if diverged=$("$train" --workers 2 --epochs 1 --train-limit 6000 --test-limit 50
   echo "FAILED: --lr 50 finished as if it had trained"; exit 1
 fi
 grep -q "training diverged; lower --lr" <<<"$diverged" || { echo "FAILED: no divergence message: $diverged"; exit 1; }
-echo "modes reach the workers: async, SSP and BSP behave as configured; schedules reach the servers; stragglers slow the steps they should; divergence stops the run"
+# An output directory that cannot be written fails before training, naming it.
+for unwritable in /proc/rdmaps-out /dev/full/rdmaps-out; do
+  if why=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --out "$unwritable" 2>&1); then
+    echo "FAILED: --out $unwritable accepted: $why"; exit 1
+  fi
+  grep -q "$unwritable.*(--out)\|cannot write $unwritable" <<<"$why" || { echo "FAILED: no clear --out error: $why"; exit 1; }
+done
+echo "modes reach the workers: async, SSP and BSP behave as configured; schedules reach the servers; stragglers slow the steps they should; divergence stops the run; an unwritable --out is refused"
