@@ -134,6 +134,7 @@ int run_driver(const Flags& f) {
     throw Error(Errc::kInvalidArgument, "--values: '" + values + "' is not normal or tiny");
   if (workers == 0 || servers == 0) throw Error(Errc::kInvalidArgument, "--workers and --servers must be at least 1");
   if (floats == 0) throw Error(Errc::kInvalidArgument, "--floats must be at least 1");
+  if (floats == 0) throw Error(Errc::kInvalidArgument, "--floats must be at least 1");
   const uint64_t iters = f.u64("iters", std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50));
   const bool gpu_shard = f.has("gpu-shard");
 

@@ -4,6 +4,12 @@
 
 namespace rdmaps::ps {
 
+namespace {
+std::string bound(uint64_t staleness) {
+  return staleness == kInfiniteStaleness ? std::string("inf (async)") : std::to_string(staleness);
+}
+}  // namespace
+
 uint64_t table_limit_bytes(const ServerOptions& options) {
   if (options.max_bytes) return options.max_bytes;
   const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
@@ -11,6 +17,12 @@ uint64_t table_limit_bytes(const ServerOptions& options) {
 }
 
 std::string Admission::check(const Hello& hello) const {
+  if (hello.workers && hello.workers != options_.workers)
+    return "it was started for " + std::to_string(hello.workers) + " workers, this server for " +
+           std::to_string(options_.workers) + " (--workers must agree)";
+  if (has_table() && hello.staleness != staleness_)
+    return "its staleness bound is " + bound(hello.staleness) + ", the first worker's " + bound(staleness_) +
+           " (--staleness, --sync or --async must agree)";
   if (hello.worker >= options_.workers)
     return "worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(options_.workers) +
            " workers this server expects (--workers)";
@@ -42,6 +54,7 @@ Config Admission::config_for(const Hello& hello) const {
 
 bool Admission::admit(const Hello& hello) {
   if (has_table()) return false;
+  staleness_ = hello.staleness;
   config_ = config_for(hello);
   table_ = hello.tensors;
   return true;

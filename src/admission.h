@@ -1,7 +1,8 @@
 // The server's decision on a worker's Hello, taken on the control thread
 // before anything is registered for the worker (the transport already checked
-// the shared secret): worker id, update rule, declared table and its size. The first admitted Hello fixes the table
-// (and, with rule_from_workers, the rule); a refused one fixes nothing.
+// the shared secret): worker count and id, staleness bound, update rule,
+// declared table and its size. The first admitted Hello fixes the table
+// (and, with rule_from_workers, the rule) and the staleness bound; a refused one fixes nothing.
 #pragma once
 
 #include <string>
@@ -37,6 +38,7 @@ class Admission {
   const ServerOptions& options_;
   Config config_;
   std::vector<TensorDecl> table_;
+  uint64_t staleness_ = 0;  // the first admitted worker's; the others must agree
 };
 
 }  // namespace rdmaps::ps

@@ -181,6 +181,8 @@ void ClientImpl::connect_one(uint32_t index) {
   link.shards = partition_->shard_count(index);
   Hello hello;
   hello.worker = options_.worker;
+  hello.workers = options_.workers;
+  hello.staleness = config_.staleness;
   hello.push_path = static_cast<uint32_t>(config_.push_path);
   hello.rule = RuleParams::from(config_);
   hello.tensors = declared_;

@@ -119,9 +119,22 @@ bool is_switch(const std::string& name) {
 uint64_t to_u64(const std::string& v, const std::string& source) {
   char* end = nullptr;
   if (v.empty() || v[0] == '-') bad(source, v, "a non-negative integer");
+  errno = 0;
   uint64_t n = std::strtoull(v.c_str(), &end, 10);
-  if (*end != '\0') bad(source, v, "a non-negative integer");
+  if (*end != '\0' || errno == ERANGE) bad(source, v, "a non-negative integer below 2^64");
   return n;
+}
+
+float to_positive(const std::string& v, const std::string& source) {
+  float f = to_float(v, source);
+  if (!(f > 0)) bad(source, v, "a positive number");
+  return f;
+}
+
+float to_non_negative(const std::string& v, const std::string& source) {
+  float f = to_float(v, source);
+  if (f < 0) bad(source, v, "a number of at least 0");
+  return f;
 }
 
 const std::map<std::string, Setter>& setters() {
@@ -143,10 +156,10 @@ const std::map<std::string, Setter>& setters() {
          else
            bad(s, v, "one of sgd, momentum, dc-asgd-c, dc-asgd-a");
        }},
-      {"lr", [](Config& c, const std::string& v, const std::string& s) { c.learning_rate = to_float(v, s); }},
+      {"lr", [](Config& c, const std::string& v, const std::string& s) { c.learning_rate = to_positive(v, s); }},
       {"momentum", [](Config& c, const std::string& v, const std::string& s) { c.momentum = to_fraction(v, s); }},
-      {"lambda", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda = to_float(v, s); }},
-      {"lambda0", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda0 = to_float(v, s); }},
+      {"lambda", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda = to_non_negative(v, s); }},
+      {"lambda0", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda0 = to_non_negative(v, s); }},
       {"ms-momentum", [](Config& c, const std::string& v, const std::string& s) { c.ms_momentum = to_fraction(v, s); }},
       {"eps",
        [](Config& c, const std::string& v, const std::string& s) {

@@ -45,6 +45,8 @@ std::vector<uint8_t> encode(const Hello& h) {
   w.u32(kHelloTag);
   w.u32(h.version);
   w.u32(h.worker);
+  w.u32(h.workers);
+  w.u64(h.staleness);
   w.u32(h.push_path);
   w.u32(h.rule.rule);
   for (const FloatField& f : kFloatFields) w.f32(h.rule.*f.wire);
@@ -66,6 +68,8 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
     r.fail("protocol version " + std::to_string(h.version) + ", this server speaks " +
            std::to_string(kProtocolVersion));
   h.worker = r.u32();
+  h.workers = r.u32();
+  h.staleness = r.u64();
   h.push_path = r.u32();
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
   h.rule.rule = r.u32();

@@ -13,7 +13,7 @@
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 6;
+constexpr uint32_t kProtocolVersion = 7;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
 
@@ -99,6 +99,8 @@ struct RuleParams {
 struct Hello {
   uint32_t version = kProtocolVersion;
   uint32_t worker = 0;
+  uint32_t workers = 0;    ///< how many workers the worker was started for (0: not stated)
+  uint64_t staleness = 0;  ///< the worker's SSP bound: every worker's must agree
   uint32_t push_path = 0;  ///< PushPath the worker asks for
   RuleParams rule;
   std::vector<TensorDecl> tensors;

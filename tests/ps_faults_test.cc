@@ -301,6 +301,40 @@ RDMAPS_TEST_PEER(clocking_worker) {
   return 0;
 }
 
+// A worker started for another number of workers, or with another staleness
+// bound than the first worker's, is refused at hello naming both values,
+// instead of waiting at the first clock for workers that never come.
+TEST_P(PsFaultTest, WorkersThatDisagreeOnWorkersOrStalenessAreRefusedNamingBoth) {
+  Config c = config();
+  c.staleness = 3;
+  ServerGroup servers(1, 2, c);
+  auto join = [&](uint32_t worker, uint32_t workers, uint64_t staleness) {
+    ClientOptions o;
+    o.servers = {servers.addresses()};
+    o.worker = worker;
+    o.workers = workers;
+    o.config = c;
+    o.config.staleness = staleness;
+    o.config.secret = test_secret();
+    o.timeout = 20s;
+    auto client = std::make_unique<Client>(o);
+    client->declare("w", 1000);
+    client->connect();
+    return client;
+  };
+  auto first = join(0, 2, 3);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { join(1, 3, 3); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("started for 3 workers, this server for 2"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { join(1, 2, 0); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("staleness bound is 0, the first worker's 3"), std::string::npos) << what;
+  auto second = join(1, 2, 3);  // agreeing: admitted
+  EXPECT_EQ(servers.server(0).stats().rejected, 0u);
+  first.reset();
+  second.reset();
+  servers.stop();
+}
+
 TEST_P(PsFaultTest, ServerAdoptsTheFirstWorkersRuleAndRefusesADifferentOne) {
   Config c = config();  // SGD lr 0.01 here; the workers say otherwise
   c.staleness = kInfiniteStaleness;

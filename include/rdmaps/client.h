@@ -16,6 +16,9 @@ namespace rdmaps {
 struct ClientOptions {
   std::vector<std::string> servers;  ///< host:port of every server, in server-index order
   uint32_t worker = 0;               ///< this worker's id, 0 .. workers-1
+  /// How many workers the job has; the servers refuse this worker if theirs
+  /// differs. 0: not checked.
+  uint32_t workers = 0;
   Config config;
   std::chrono::milliseconds timeout{60000};  ///< bound of every wait (connect, credits, clock, pull)
 };

@@ -1,5 +1,7 @@
 // rdmaps-server: one parameter-server process.
+#include <cerrno>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -33,12 +35,19 @@ void usage() {
       rdmaps::config_help());
 }
 
-uint64_t number(const std::string& flag, const std::string& value) {
+uint64_t number(const std::string& flag, const std::string& value, uint64_t max = UINT64_MAX) {
   char* end = nullptr;
+  errno = 0;
   uint64_t n = std::strtoull(value.c_str(), &end, 10);
-  if (value.empty() || *end != '\0' || value[0] == '-')
+  if (value.empty() || *end != '\0' || value[0] == '-' || errno == ERANGE)
     throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, flag + ": '" + value + "' is not a non-negative integer");
+  if (n > max)
+    throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, flag + ": " + value + " is more than " + std::to_string(max));
   return n;
+}
+// Counts that must fit their 32-bit field: 4294967297 is an error, not 1.
+uint32_t count(const std::string& flag, const std::string& value) {
+  return static_cast<uint32_t>(number(flag, value, UINT32_MAX));
 }
 
 }  // namespace
@@ -51,9 +60,9 @@ int main(int argc, char** argv) {
       if (const char* v = std::getenv(name)) apply(std::string(v), std::string(name));
     };
     env("RDMAPS_LISTEN", [&](const std::string& v, const std::string&) { options.listen = v; });
-    env("RDMAPS_SERVER_INDEX", [&](const std::string& v, const std::string& n) { options.index = number(n, v); });
-    env("RDMAPS_SERVERS", [&](const std::string& v, const std::string& n) { options.servers = number(n, v); });
-    env("RDMAPS_WORKERS", [&](const std::string& v, const std::string& n) { options.workers = number(n, v); });
+    env("RDMAPS_SERVER_INDEX", [&](const std::string& v, const std::string& n) { options.index = count(n, v); });
+    env("RDMAPS_SERVERS", [&](const std::string& v, const std::string& n) { options.servers = count(n, v); });
+    env("RDMAPS_WORKERS", [&](const std::string& v, const std::string& n) { options.workers = count(n, v); });
     env("RDMAPS_MAX_BYTES", [&](const std::string& v, const std::string& n) { options.max_bytes = number(n, v); });
     env("RDMAPS_STATS_INTERVAL", [&](const std::string& v, const std::string& n) {
       options.stats_interval = std::chrono::seconds(number(n, v));
@@ -73,11 +82,11 @@ int main(int argc, char** argv) {
       } else if (flag == "--listen") {
         options.listen = value();
       } else if (flag == "--index") {
-        options.index = number(flag, value());
+        options.index = count(flag, value());
       } else if (flag == "--servers") {
-        options.servers = number(flag, value());
+        options.servers = count(flag, value());
       } else if (flag == "--workers") {
-        options.workers = number(flag, value());
+        options.workers = count(flag, value());
       } else if (flag == "--stats-interval") {
         options.stats_interval = std::chrono::seconds(number(flag, value()));
       } else if (flag == "--keep-running") {

@@ -1,5 +1,6 @@
 #include "src/train/options.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -11,12 +12,22 @@
 namespace rdmaps::train {
 namespace {
 
+constexpr uint32_t kMaxLocalProcesses = 256;
+
 uint64_t to_u64(const std::string& flag, const std::string& v) {
   char* end = nullptr;
   if (v.empty() || v[0] == '-') bad_flag(flag, "'" + v + "' is not a non-negative integer");
+  errno = 0;
   uint64_t n = std::strtoull(v.c_str(), &end, 10);
-  if (*end) bad_flag(flag, "'" + v + "' is not a non-negative integer");
+  if (*end || errno == ERANGE) bad_flag(flag, "'" + v + "' is not a non-negative integer below 2^64");
   return n;
+}
+
+// A count that must fit its field: 4294967297 is an error, not 1.
+uint32_t to_u32(const std::string& flag, const std::string& v, uint64_t max = UINT32_MAX) {
+  const uint64_t n = to_u64(flag, v);
+  if (n > max) bad_flag(flag, v + " is more than " + std::to_string(max));
+  return static_cast<uint32_t>(n);
 }
 
 double to_double(const std::string& flag, const std::string& v) {
@@ -80,7 +91,7 @@ Options parse_options(int argc, char** argv) {
     } else if (flag == "--role")
       o.role = value();
     else if (flag == "--workers") {
-      o.workers = static_cast<uint32_t>(std::min<uint64_t>(to_u64(flag, value()), UINT32_MAX));
+      o.workers = to_u32(flag, value());
       workers_given = true;
     } else if (flag == "--virtual-workers") {
       uint64_t n = to_u64(flag, value());
@@ -94,11 +105,11 @@ Options parse_options(int argc, char** argv) {
       DelaySpec::parse(flag, o.delay);
       delay_given = true;
     } else if (flag == "--servers")
-      o.servers = static_cast<uint32_t>(to_u64(flag, value()));
+      o.servers = to_u32(flag, value(), kMaxWorkers);
     else if (flag == "--epochs")
-      o.epochs = static_cast<uint32_t>(to_u64(flag, value()));
+      o.epochs = to_u32(flag, value());
     else if (flag == "--batch")
-      o.batch = static_cast<uint32_t>(to_u64(flag, value()));
+      o.batch = to_u32(flag, value());
     else if (flag == "--transport")
       o.transport = value();
     else if (flag == "--data")
@@ -114,15 +125,16 @@ Options parse_options(int argc, char** argv) {
       o.staleness = v == "inf" ? v : std::to_string(to_u64(flag, v));
     } else if (flag == "--dc")
       o.dc = value();
-    else if (flag == "--lr")
+    else if (flag == "--lr") {
       o.lr = static_cast<float>(to_double(flag, value()));
-    else if (flag == "--schedule")
+      if (!(o.lr > 0)) bad_flag(flag, "the learning rate must be positive");
+    } else if (flag == "--schedule")
       o.schedule = value();
-    else if (flag == "--lambda")
-      o.lambda = static_cast<float>(to_double(flag, value()));
-    else if (flag == "--lambda0")
-      o.lambda0 = static_cast<float>(to_double(flag, value()));
-    else if (flag == "--seed")
+    else if (flag == "--lambda" || flag == "--lambda0") {
+      const float v = static_cast<float>(to_double(flag, value()));
+      if (v < 0) bad_flag(flag, "must be at least 0");
+      (flag == "--lambda" ? o.lambda : o.lambda0) = v;
+    } else if (flag == "--seed")
       o.seed = to_u64(flag, value());
     else if (flag == "--json")
       o.json = true;
@@ -137,9 +149,9 @@ Options parse_options(int argc, char** argv) {
     else if (flag == "--listen")
       o.listen = value();
     else if (flag == "--index")
-      o.index = static_cast<uint32_t>(to_u64(flag, value()));
+      o.index = to_u32(flag, value());
     else if (flag == "--worker")
-      o.worker = static_cast<uint32_t>(to_u64(flag, value()));
+      o.worker = to_u32(flag, value());
     else if (flag == "--servers-list")
       o.servers_list = value();
     else if (flag == "--report-fd")
@@ -195,6 +207,14 @@ Options parse_options(int argc, char** argv) {
                               " workers a server accepts");
   if (o.straggler >= static_cast<int>(o.workers))
     bad_flag("--straggler", "worker " + std::to_string(o.straggler) + " does not exist");
+  if (o.role == "worker" && o.worker >= o.workers)
+    bad_flag("--worker", "worker " + std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
+  if (o.role == "server" && o.index >= o.servers)
+    bad_flag("--index", "server " + std::to_string(o.index) + " is not below --servers " + std::to_string(o.servers));
+  if (o.role.empty() && !o.virtual_workers && o.workers + o.servers > kMaxLocalProcesses)
+    bad_flag("--workers", "a local run starts a process per worker and server; " +
+                              std::to_string(o.workers + o.servers) + " is more than " +
+                              std::to_string(kMaxLocalProcesses) + " (use --virtual-workers, or run on a cluster)");
   return o;
 }
 

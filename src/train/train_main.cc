@@ -86,6 +86,7 @@ ClientOptions client_options(const Options& o) {
   for (std::string item; std::getline(list, item, ',');) co.servers.push_back(item);
   if (co.servers.empty()) bad_flag("--servers-list", "a worker needs the servers' addresses");
   co.worker = o.worker;
+  co.workers = o.workers;
   co.config = config_of(o);
   co.timeout = std::chrono::seconds(120);
   return co;
