@@ -115,6 +115,9 @@ void run_virtual_workers(const ClientOptions& client, const WorkerOptions& optio
   while (!schedule.done()) {
     TrainingWorker& w = *all[schedule.next()];
     w.step();  // returns once its pull is back: the servers took in its push
+    // A worker's last step pulls nothing behind its push; without this wait
+    // the next worker's push could be applied first, off the schedule.
+    if (w.finished()) w.settle();
     schedule.stepped(!w.finished());
   }
   for (auto& w : all) w->finish();

@@ -60,6 +60,8 @@ void TrainingWorker::begin() {
   if (o_.evaluate) evaluate(0);
 }
 
+void TrainingWorker::settle() { client_.pull("mlp", params_); }
+
 double TrainingWorker::epoch_progress() const { return static_cast<double>(step_) / steps_per_epoch_; }
 
 void TrainingWorker::load_batch() {

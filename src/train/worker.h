@@ -54,6 +54,9 @@ class TrainingWorker {
   /// push, clock, (straggle), then pull the next step's parameters. Throws
   /// Error when the loss is not finite (pushing it would ruin every worker).
   void step();
+  /// Returns once the servers applied every push of this worker: a pull
+  /// queued behind them (a step pulls after its push, except the last one).
+  void settle();
   /// Reports the "done" line.
   void finish();
 
