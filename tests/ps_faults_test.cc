@@ -11,11 +11,13 @@
 #include "src/protocol.h"
 #include "tests/ps_fixture.h"
 #include "tests/transport_fixture.h"
+#include "transport/tcp_socket.h"
 
 namespace rdmaps::test {
 namespace {
 
 class PsFaultTest : public PsTest {};
+using Clock = std::chrono::steady_clock;
 
 // The malformed messages a rogue worker writes, each with a correct doorbell.
 enum Bad {
@@ -333,6 +335,68 @@ TEST_P(PsFaultTest, WorkersThatDisagreeOnWorkersOrStalenessAreRefusedNamingBoth)
   first.reset();
   second.reset();
   servers.stop();
+}
+
+// A server in its own process, on the port the test chose; it waits for 2
+// workers, so a lone worker's BSP clock blocks.
+RDMAPS_TEST_PEER(standalone_server) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  o.workers = 2;
+  o.config = fault_config(args.transport);
+  o.config.staleness = 0;
+  o.config.secret = test_secret();
+  o.exit_when_done = false;
+  Server server(o);
+  server.run();
+  return 0;
+}
+
+// kill -9 of the server while its worker waits (at the clock, then in a
+// pull): the worker fails with "peer gone" naming the server, seconds after
+// the kill, not after its 60 s timeout (it used to block 121 s in a put).
+TEST_P(PsFaultTest, AServerKilledMidRunIsReportedByItsWorkerNamingIt) {
+  const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
+  PeerProcess server("standalone_server", GetParam(), port, 1);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  ClientOptions o;
+  o.servers = {address};
+  o.config = fault_config(GetParam());
+  o.config.staleness = 0;
+  o.config.secret = test_secret();
+  o.timeout = 60s;
+  std::unique_ptr<Client> client;
+  for (auto until = Clock::now() + 20s; !client && Clock::now() < until;) {
+    try {
+      client = std::make_unique<Client>(o);
+      client->declare("w", kFaultFloats);
+      client->connect();
+    } catch (const Error& e) {  // not listening yet
+      client.reset();
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  ASSERT_TRUE(client) << "the server process did not come up";
+  std::vector<float> w(kFaultFloats, 1.0f);
+  client->init("w", w);
+  client->push("w", w);
+  client->pull("w", w);
+  std::thread killer([&] {
+    std::this_thread::sleep_for(300ms);  // the worker is waiting at its clock by then
+    server.kill_now();
+  });
+  std::string what;
+  const auto start = Clock::now();
+  EXPECT_EQ(error_code_of([&] { client->clock(); }, &what), Errc::kPeerGone) << what;
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  killer.join();
+  EXPECT_NE(what.find(address), std::string::npos) << what;
+  EXPECT_NE(what.find("clock"), std::string::npos) << "the error does not say what was waited for: " << what;
+  EXPECT_LT(seconds, 30.0) << "detected only by the timeout";
+  std::printf("[ info     ] clock wait: server death reported %.2f s after the wait began (kill at 0.3 s)\n", seconds);
+  // Every later wait on it fails the same way.
+  EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
+  EXPECT_NE(what.find(address), std::string::npos) << what;
 }
 
 TEST_P(PsFaultTest, ServerAdoptsTheFirstWorkersRuleAndRefusesADifferentOne) {

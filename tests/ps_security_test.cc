@@ -222,6 +222,7 @@ struct SetupPeer {
   ps::Welcome hello(uint32_t worker, std::vector<ps::TensorDecl> tensors) {
     ps::Hello h;
     h.worker = worker;
+    h.staleness = fault_config(transport::TransportKind::kTcp).staleness;  // as the honest worker's
     h.tensors = std::move(tensors);
     ep->send_control(ps::encode(h), kSetupTimeout);
     return ps::decode_welcome(ep->recv_control(kSetupTimeout), address);

@@ -31,7 +31,7 @@ class Endpoint {
   virtual bool failed() const = 0;
   /// Non-blocking: whether the peer closed the connection (process exited or
   /// endpoint destroyed), as the bootstrap socket reports on every transport.
-  virtual bool peer_closed() = 0;
+  virtual bool peer_closed() const = 0;
 
   /// Binds a peer's descriptor to this endpoint (unpacks its key).
   virtual std::unique_ptr<RemoteRegion> import(const RegionDescriptor& descriptor) = 0;

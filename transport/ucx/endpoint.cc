@@ -131,7 +131,7 @@ void UcxEndpoint::detect_lanes() {
   rma_native_ = any_rma && !any_emulated;
 }
 
-bool UcxEndpoint::peer_closed() {
+bool UcxEndpoint::peer_closed() const {
   if (peer_closed_.load(std::memory_order_acquire)) return true;
   if (!socket_.readable(0)) return false;
   // Readable with nothing to read means EOF; a pending control message is not.

@@ -32,7 +32,7 @@ class UcxEndpoint final : public Endpoint {
   bool rma_native() const override { return rma_native_; }
   std::string describe() const override { return lanes_; }
   bool failed() const override { return error_.load(std::memory_order_acquire) != UCS_OK; }
-  bool peer_closed() override;
+  bool peer_closed() const override;
 
   std::unique_ptr<RemoteRegion> import(const RegionDescriptor& descriptor) override;
   Request put(const void* src, size_t length, const RemoteRegion& dst, uint64_t offset, const Region* local) override;
@@ -65,7 +65,7 @@ class UcxEndpoint final : public Endpoint {
   ucp_ep_h ep_ = nullptr;
   std::string peer_;
   std::atomic<ucs_status_t> error_{UCS_OK};
-  std::atomic<bool> peer_closed_{false};  // the bootstrap socket saw EOF
+  mutable std::atomic<bool> peer_closed_{false};  // the bootstrap socket saw EOF
   bool rma_native_ = false;
   bool used_ = false;  // any operation posted: closing then flushes it
   bool peer_failure_handling_ = true;
