@@ -21,11 +21,12 @@ meson test -C "$build" --print-errorlogs || status=1
 
 # The transport and server/client tests and the fuzzers once more under
 # AddressSanitizer and UndefinedBehaviorSanitizer (UCX's own allocations are
-# not ours to leak-check).
+# not ours to leak-check). -O1 without debug info: it builds in half the time
+# of -O2 -g on 2 cores, which keeps CI within its 20 minutes.
 asan=build-asan
 if [ ! -f "$asan/build.ninja" ]; then
-  meson setup "$asan" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized \
-    -Dcuda=disabled -Dpython=disabled -Dbenchmarks=false >/dev/null
+  meson setup "$asan" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=plain -Dcpp_args=-O1 \
+    -Dc_args=-O1 -Dcuda=disabled -Dpython=disabled -Dbenchmarks=false >/dev/null
 fi
 ninja -C "$asan" tests/transport_tests tests/ps_tests tests/fuzz_tests
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

@@ -81,6 +81,7 @@ struct RawWorker {
         slot{kFaultShard * sizeof(float)} {
     ps::Hello hello;
     hello.worker = worker;
+    hello.staleness = fault_config(args.transport).staleness;  // as the honest workers'
     hello.push_path = static_cast<uint32_t>(PushPath::kPut);
     hello.tensors = {{"w", floats}};
     ep->send_control(encode(hello), kSetupTimeout);
