@@ -84,6 +84,11 @@ TEST(Idx, ReadsGoodFilesAndRejectsCorruptOnesNamingTheFile) {
   write_gz(bad, big);
   EXPECT_NE(error_of(img, bad).find("label 12"), std::string::npos);
 
+  // A header declaring 60000 x 4096 x 4096 pixels is refused before anything is allocated.
+  write_gz(bad, be32({0x803, 60000, 4096, 4096}));
+  why = error_of(bad, lab);
+  EXPECT_NE(why.find("more than the 4 GiB"), std::string::npos) << why;
+
   // Bytes after the declared data are refused.
   auto longer = labels;
   longer.push_back(3);

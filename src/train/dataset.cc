@@ -93,7 +93,17 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
   if (d.count == 0 || d.rows == 0 || d.cols == 0 || d.rows > 4096 || d.cols > 4096 || d.count > (1u << 26))
     images.fail("implausible dimensions " + std::to_string(d.count) + " x " + std::to_string(d.rows) + " x " +
                 std::to_string(d.cols));
-  std::vector<uint8_t> raw(d.count * d.pixels());
+  // A header is not trusted with memory: at most 4 GiB of pixels (Fashion-MNIST has 47 MB).
+  const uint64_t bytes = uint64_t{d.count} * d.pixels();
+  if (bytes > (uint64_t{1} << 32))
+    images.fail("its header declares " + std::to_string(bytes) + " bytes of pixels, more than the 4 GiB this reads");
+  std::vector<uint8_t> raw;
+  try {
+    raw.resize(bytes);
+  } catch (const std::bad_alloc&) {
+    throw Error(Errc::kNoMemory, images_path + ": not enough memory for the " + std::to_string(bytes) +
+                                     " bytes of pixels its header declares");
+  }
   images.read(raw.data(), raw.size(), "the pixel data");
   images.expect_end();
   d.images.resize(raw.size());
