@@ -48,6 +48,25 @@ void ServerLane::check_liveness() {
   }
   auto now = Clock::now();
   std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
+  warn_stalled();
+}
+
+// A worker at the slowest clock that does not advance it holds every other
+// worker back under SSP: say so once per stall (lane 0 speaks for the server).
+void ServerLane::warn_stalled() {
+  const auto limit = setup_.server->stall_warning;
+  if (limit.count() == 0 || setup_.index != 0) return;
+  const auto now = Clock::now();
+  for (auto& w : workers_) {
+    if (!w.live || w.stall_logged || w.clock != min_clock_ || now - w.clock_since < limit) continue;
+    w.stall_logged = true;
+    LaneCounters::add(counters_.stall_warnings);
+    std::fprintf(stderr,
+                 "rdmaps-server: %s has not advanced its clock for %.1f s (it is at clock %llu, the slowest; "
+                 "workers ahead of it by the staleness bound wait for it)\n",
+                 w.name.c_str(), std::chrono::duration<double>(now - w.clock_since).count(),
+                 static_cast<unsigned long long>(w.clock));
+  }
 }
 
 // A worker's socket can close while its last messages (pushes, its clock, a

@@ -240,6 +240,7 @@ ServerStats ServerImpl::stats() const {
     s.workers_lost += get(c.workers_lost);
     s.min_clock = std::min(s.min_clock, get(c.min_clock));
     s.longest_setup_pause_us = std::max(s.longest_setup_pause_us, get(c.longest_setup_us));
+    s.stall_warnings += get(c.stall_warnings);
     for (uint32_t w = 0; w < options_.workers; ++w) {
       s.applied_per_worker[w] += get(c.applied[w]);
       s.rejected_per_worker[w] += get(c.rejected_by[w]);

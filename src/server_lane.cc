@@ -151,6 +151,8 @@ std::string ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, 
   // A rejoining worker starts where the slowest live worker is, so it holds
   // nobody back; the control thread chose that clock once for all lanes.
   w.clock = w.connected_once ? ticket.start_clock.load(std::memory_order_acquire) : 0;
+  w.clock_since = Clock::now();
+  w.stall_logged = false;
   w.mailbox = Mailbox{};
   w.mailbox.min_clock = min_clock_;
   w.name = "worker " + std::to_string(w.id) + " (" + peer + ")";
@@ -227,6 +229,8 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
       return write_back(w, h);
     case MsgType::kClock:
       w.clock = h.clock;
+      w.clock_since = Clock::now();
+      w.stall_logged = false;
       if (setup_.index == 0) LaneCounters::add(counters_.clocks);  // every lane gets each clock
       return update_min_clock();
     case MsgType::kBye:

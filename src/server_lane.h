@@ -55,7 +55,8 @@ struct LaneCounters {
   explicit LaneCounters(uint32_t workers);
   std::atomic<uint64_t> pushes{0}, bytes_in{0}, bytes_out{0}, pulls{0}, clocks{0}, rejected{0}, dropped{0};
   std::atomic<uint64_t> min_clock{0}, workers_left{0}, workers_lost{0};
-  std::atomic<uint64_t> longest_setup_us{0};  ///< longest the lane spent on connections instead of its inboxes
+  std::atomic<uint64_t> longest_setup_us{0};
+  std::atomic<uint64_t> stall_warnings{0};  ///< longest the lane spent on connections instead of its inboxes
   std::vector<std::atomic<uint64_t>> applied, rejected_by, staleness;
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
@@ -91,6 +92,8 @@ class ServerLane {
     std::unique_ptr<InboxReader> inbox;
     std::unique_ptr<WriteBackSender> writer;
     uint64_t clock = 0;
+    std::chrono::steady_clock::time_point clock_since{};  // when `clock` last changed
+    bool stall_logged = false;
     Mailbox mailbox{};
     std::string name;
   };
@@ -114,6 +117,7 @@ class ServerLane {
   void reject(Worker& w, const std::string& why);
   void drop(Worker& w, const char* why);
   void check_liveness();
+  void warn_stalled();
   void take_in_last_messages(Worker& w);
   bool all_done() const;
 

@@ -400,6 +400,38 @@ TEST_P(PsFaultTest, AServerKilledMidRunIsReportedByItsWorkerNamingIt) {
   EXPECT_NE(what.find(address), std::string::npos) << what;
 }
 
+// A worker that stops clocking while it holds the slowest clock is logged once
+// per stall (here after 300 ms), and again after it advanced and stalled anew.
+TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
+  ServerOptions base;
+  base.stall_warning = 300ms;
+  base.exit_when_done = false;
+  Config c = config();
+  ServerGroup servers(1, 1, c, base);
+  {  // the worker leaves before the server stops
+    ClientOptions o;
+    o.servers = {servers.addresses()};
+    o.config = c;
+    o.config.secret = test_secret();
+    Client client(o);
+    client.declare("w", 1000);
+    client.connect();
+    std::vector<float> w(1000, 1.0f);
+    client.init("w", w);
+    for (int i = 0; i < 3; ++i) {  // steady: no warning
+      client.push("w", w);
+      client.clock();
+    }
+    EXPECT_EQ(servers.server(0).stats().stall_warnings, 0u);
+    std::this_thread::sleep_for(1s);  // a stall well past 300 ms: one warning, not one per check
+    EXPECT_EQ(servers.server(0).stats().stall_warnings, 1u);
+    client.clock();
+    std::this_thread::sleep_for(1s);  // a second stall
+    EXPECT_EQ(servers.server(0).stats().stall_warnings, 2u);
+  }
+  servers.stop();
+}
+
 TEST_P(PsFaultTest, ServerAdoptsTheFirstWorkersRuleAndRefusesADifferentOne) {
   Config c = config();  // SGD lr 0.01 here; the workers say otherwise
   c.staleness = kInfiniteStaleness;

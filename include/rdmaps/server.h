@@ -37,6 +37,9 @@ struct ServerOptions {
   /// Largest parameter table (float32 bytes) a first worker may declare; 0:
   /// the machine's physical memory. A larger one is refused before anything is allocated.
   uint64_t max_bytes = 0;
+  /// Log a live worker that holds the slowest clock without advancing it for
+  /// this long (once per stall; others wait for it under SSP); 0: off.
+  std::chrono::milliseconds stall_warning{0};
 };
 
 struct ServerStats {
@@ -53,6 +56,7 @@ struct ServerStats {
   /// Longest a server thread spent admitting connections instead of serving
   /// its inboxes (handshakes never wait on a peer, so this stays small).
   uint64_t longest_setup_pause_us = 0;
+  uint64_t stall_warnings = 0;  ///< workers logged for not advancing their clock (ServerOptions::stall_warning)
   double staleness_quantile(double q) const;
 };
 

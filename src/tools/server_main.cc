@@ -31,6 +31,7 @@ void usage() {
       "  --gpu-shard             keep the range in GPU memory, update with the CUDA kernel\n"
       "  --insecure              serve without a shared secret on a non-loopback address\n"
       "  --max-bytes N           largest parameter table a worker may declare (machine memory) [RDMAPS_MAX_BYTES]\n"
+      "  --stall-warning SEC     log a worker holding the slowest clock this long (0 off; 60) [RDMAPS_STALL_WARNING]\n"
       "%s",
       rdmaps::config_help());
 }
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
   try {
     rdmaps::ServerOptions options;
     options.stats_interval = std::chrono::seconds(10);
+    options.stall_warning = std::chrono::seconds(60);
     auto env = [](const char* name, auto&& apply) {
       if (const char* v = std::getenv(name)) apply(std::string(v), std::string(name));
     };
@@ -63,6 +65,9 @@ int main(int argc, char** argv) {
     env("RDMAPS_SERVER_INDEX", [&](const std::string& v, const std::string& n) { options.index = count(n, v); });
     env("RDMAPS_SERVERS", [&](const std::string& v, const std::string& n) { options.servers = count(n, v); });
     env("RDMAPS_WORKERS", [&](const std::string& v, const std::string& n) { options.workers = count(n, v); });
+    env("RDMAPS_STALL_WARNING", [&](const std::string& v, const std::string& n) {
+      options.stall_warning = std::chrono::seconds(number(n, v, 86400));
+    });
     env("RDMAPS_MAX_BYTES", [&](const std::string& v, const std::string& n) { options.max_bytes = number(n, v); });
     env("RDMAPS_STATS_INTERVAL", [&](const std::string& v, const std::string& n) {
       options.stats_interval = std::chrono::seconds(number(n, v));
@@ -97,6 +102,8 @@ int main(int argc, char** argv) {
         options.gpu_shard = true;
       } else if (flag == "--insecure") {
         options.insecure = true;
+      } else if (flag == "--stall-warning") {
+        options.stall_warning = std::chrono::seconds(number(flag, value(), 86400));
       } else if (flag == "--max-bytes") {
         options.max_bytes = number(flag, value());
       } else {
