@@ -81,12 +81,15 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline) {
   return s;
 }
 
-TcpSocket TcpSocket::accept(Deadline deadline, SockAddr* peer) const {
-  wait_ready(POLLIN, deadline, "waiting for a peer to connect", local_address().to_string());
+TcpSocket TcpSocket::try_accept(SockAddr* peer) const {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
-  if (fd < 0) throw Error(Errc::kIo, "accept on " + local_address().to_string() + ": " + sys_error(errno));
+  if (fd < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return TcpSocket();
+    throw Error(Errc::kIo, "accept on " + local_address().to_string() + ": " + sys_error(errno) +
+                               (errno == EMFILE ? " (out of file descriptors: raise ulimit -n)" : ""));
+  }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (peer) *peer = SockAddr::from(reinterpret_cast<sockaddr*>(&ss), len);

@@ -27,8 +27,10 @@ class TcpSocket {
   static TcpSocket listen(const SockAddr& address);
   /// Connects within the deadline; ECONNREFUSED etc. become Error(kUnreachable).
   static TcpSocket connect(const SockAddr& address, Deadline deadline);
-  /// Next incoming connection; Error(kTimeout) when none arrives in time.
-  TcpSocket accept(Deadline deadline, SockAddr* peer) const;
+  /// Never waits: the next incoming connection (non-blocking, TCP_NODELAY),
+  /// or an empty socket when none is waiting.
+  TcpSocket try_accept(SockAddr* peer) const;
+  bool valid() const { return fd_ >= 0; }
 
   void send_all(const void* data, size_t length, Deadline deadline, const std::string& peer) const;
   void recv_all(void* data, size_t length, Deadline deadline, const std::string& peer) const;

@@ -1,12 +1,6 @@
 #include "transport/ucx/listener.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/socket.h>
-
-#include <cerrno>
-#include <cstring>
 
 #include "rdmaps/error.h"
 #include "transport/ucx/context.h"
@@ -21,25 +15,15 @@ UcxListener::UcxListener(UcxContext& context, const SockAddr& address)
 
 void UcxListener::take_in_connections() {
   const ContextOptions& o = context_.options();
-  for (;;) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof(ss);
-    int fd = ::accept4(socket_.fd(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return;
-      throw Error(Errc::kIo, "accept on " + address_.to_string() + ": " + std::strerror(errno) +
-                                 (errno == EMFILE ? " (out of file descriptors: raise ulimit -n)" : ""));
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    pending_.emplace_back(TcpSocket(fd), SockAddr::from(reinterpret_cast<sockaddr*>(&ss), len).to_string(), o.secret,
-                          Clock::now() + o.handshake_timeout);
+  SockAddr peer;
+  for (TcpSocket s; (s = socket_.try_accept(&peer)).valid();) {
+    pending_.emplace_back(std::move(s), peer.to_string(), o.secret, Clock::now() + o.handshake_timeout);
     if (pending_.size() > o.max_pending_handshakes) {
       // Full: the oldest makes room, so a flood of silent connections delays
       // an honest peer by one turn, not until the flood's deadlines pass.
-      const std::string peer = pending_.front().peer();
+      const std::string oldest = pending_.front().peer();
       pending_.erase(pending_.begin());
-      throw Error(Errc::kTimeout, "peer " + peer + " was dropped before it completed the handshake: " +
+      throw Error(Errc::kTimeout, "peer " + oldest + " was dropped before it completed the handshake: " +
                                       std::to_string(o.max_pending_handshakes) +
                                       " handshakes were pending, the oldest makes room");
     }
@@ -54,15 +38,28 @@ std::unique_ptr<Endpoint> UcxListener::poll() {
   ::poll(fds.data(), fds.size(), 0);
   const auto now = Clock::now();
   for (size_t i = 0; i < pending_.size(); ++i) {
-    if (!fds[i].revents && !pending_[i].ready() && now < pending_[i].deadline()) continue;
-    bootstrap::ServerHandshake handshake = std::move(pending_[i]);
-    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
-    if (!fds[i].revents && !handshake.ready())
-      throw Error(Errc::kTimeout, "peer " + handshake.peer() + " did not complete the handshake within " +
+    bootstrap::ServerHandshake& h = pending_[i];
+    const bool due = fds[i].revents || h.ready();
+    if (!due && now < h.deadline()) continue;
+    const auto drop = [&] { pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i)); };
+    if (!due) {
+      const std::string peer = h.peer();
+      drop();
+      throw Error(Errc::kTimeout, "peer " + peer + " did not complete the handshake within " +
                                       std::to_string(context_.options().handshake_timeout.count()) +
                                       " ms (connection closed)");
-    if (handshake.advance()) return finish(handshake);  // throws for a peer that failed: it is gone
-    pending_.insert(pending_.begin() + static_cast<std::ptrdiff_t>(i), std::move(handshake));
+    }
+    bool ready;
+    try {
+      ready = h.advance();
+    } catch (...) {  // that peer is gone; the others stay
+      drop();
+      throw;
+    }
+    if (!ready) continue;
+    bootstrap::ServerHandshake done = std::move(h);
+    drop();
+    return finish(done);
   }
   return nullptr;
 }
