@@ -97,7 +97,7 @@ size_t ServerLane::local_of(uint32_t shard) const {
 void ServerLane::admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message) {
   const std::string peer = ep->peer_name();
   try {
-    if (std::string why = admit_checked(ep, decode_lane_hello(message, peer)); !why.empty()) refuse(*ep, why);
+    admit_checked(ep, decode_lane_hello(message, peer));
   } catch (const std::bad_alloc&) {
     if (ep) refuse(*ep, "out of memory while registering its memory");
   } catch (const std::exception& e) {
@@ -115,24 +115,26 @@ void ServerLane::refuse(transport::Endpoint& ep, const std::string& why) {
   }
 }
 
-std::string ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello) {
+void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello) {
   const std::string peer = ep->peer_name();
   LaneWelcome welcome;
   if (hello.worker >= workers_.size())
-    return ("worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(workers_.size()) +
-            " workers this server expects (--workers)");
+    throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is not below the " +
+                                             std::to_string(workers_.size()) +
+                                             " workers this server expects (--workers)");
   const AdmissionTicket& ticket = setup_.tickets[hello.worker];
   if (hello.token == 0 || hello.token != ticket.token.load(std::memory_order_acquire))
-    return ("worker " + std::to_string(hello.worker) +
-            " was not admitted by this server (connect to its listen address first)");
+    throw Error(Errc::kPermissionDenied, "worker " + std::to_string(hello.worker) +
+                                             " was not admitted by this server (connect to its listen address first)");
   Worker& w = workers_[hello.worker];
-  if (w.live) return ("worker id " + std::to_string(hello.worker) + " is already connected");
+  if (w.live)
+    throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is already connected");
   const bool use_am = ticket.use_am.load(std::memory_order_acquire) != 0;
+  auto receive = ep->import(transport::RegionDescriptor::parse(hello.receive_region, peer));
+  if (receive->size() < receive_layout_.bytes())
+    throw Error(Errc::kPermissionDenied, "receive region of " + std::to_string(receive->size()) + " bytes, needs " +
+                                             std::to_string(receive_layout_.bytes()));
   try {
-    auto receive = ep->import(transport::RegionDescriptor::parse(hello.receive_region, peer));
-    if (receive->size() < receive_layout_.bytes())
-      return ("receive region of " + std::to_string(receive->size()) + " bytes, needs " +
-              std::to_string(receive_layout_.bytes()));
     // Built aside and kept only once all of it worked: a refusal leaves the worker's slot as it was.
     auto inbox = std::make_unique<InboxReader>(
         context_->allocate(slot_layout_.slot_bytes() * setup_.config.inbox_slots, Access::kRemoteWrite), slot_layout_,
@@ -145,7 +147,7 @@ std::string ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, 
     w.writer = std::move(writer);
     store_->attach(w.id, static_cast<float*>(w.copy->data()));
   } catch (const Error& e) {
-    return (std::string("server could not register memory: ") + e.what());
+    throw Error(e.code(), std::string("server could not register memory: ") + e.what());
   }
   w.departed = false;
   // A rejoining worker starts where the slowest live worker is, so it holds
@@ -164,7 +166,7 @@ std::string ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, 
   } catch (const Error& e) {
     std::fprintf(stderr, "rdmaps-server: %s left during the handshake: %s\n", w.name.c_str(), e.what());
     w.writer.reset();
-    return {};
+    return;
   }
   by_endpoint_[ep.get()] = w.id;
   w.ep = std::move(ep);
@@ -175,7 +177,7 @@ std::string ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, 
     std::fprintf(stderr, "rdmaps-server: %s connected, push path %s, lanes: %s\n", w.name.c_str(),
                  use_am ? "am" : "put", w.ep->describe().c_str());
   update_min_clock();
-  return {};
+  return;
 }
 
 // ---- data path ---------------------------------------------------------------

@@ -101,8 +101,8 @@ class ServerLane {
   void run();
   // Set-up (server_lane.cc): answers a LaneHello, never throwing.
   void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
-  /// Empty once the worker is connected (the endpoint moved in), else why not.
-  std::string admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello);
+  /// Connects the worker (the endpoint moves in) or throws Error with the reason to refuse.
+  void admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello);
   void refuse(transport::Endpoint& ep, const std::string& why);
   // Data path (server_lane.cc).
   bool poll_inbox(Worker& w);
