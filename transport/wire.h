@@ -14,6 +14,11 @@ namespace rdmaps::transport {
 
 class WireWriter {
  public:
+  // Reserving up front also keeps GCC 12 from a false -Wstringop-overflow on
+  // the first small write into an empty vector.
+  WireWriter() { out_.reserve(256); }
+  void u8(uint8_t v) { raw(&v, 1); }
+  void u16(uint16_t v) { raw(&v, 2); }
   void u32(uint32_t v) { raw(&v, 4); }
   void u64(uint64_t v) { raw(&v, 8); }
   void f32(float v) { raw(&v, 4); }
@@ -40,6 +45,8 @@ class WireWriter {
 class WireReader {
  public:
   WireReader(std::span<const uint8_t> in, std::string what) : in_(in), what_(std::move(what)) {}
+  uint8_t u8() { return fixed<uint8_t>(); }
+  uint16_t u16() { return fixed<uint16_t>(); }
   uint32_t u32() { return fixed<uint32_t>(); }
   uint64_t u64() { return fixed<uint64_t>(); }
   float f32() { return fixed<float>(); }
