@@ -60,4 +60,10 @@ bool Admission::admit(const Hello& hello) {
   return true;
 }
 
+void Admission::restore(const std::vector<TensorDecl>& table, uint64_t staleness, const Config& config) {
+  table_ = table;
+  staleness_ = staleness;
+  config_ = config;
+}
+
 }  // namespace rdmaps::ps

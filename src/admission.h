@@ -27,6 +27,8 @@ class Admission {
   Config config_for(const Hello& hello) const;
   /// Records what an admitted Hello fixes; true the first time.
   bool admit(const Hello& hello);
+  /// What a checkpoint fixed, as if its first worker had been admitted.
+  void restore(const std::vector<TensorDecl>& table, uint64_t staleness, const Config& config);
 
   bool has_table() const { return !table_.empty(); }
   const std::vector<TensorDecl>& table() const { return table_; }

@@ -4,7 +4,9 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <thread>
 #include <unordered_map>
 
 #include "rdmaps/error.h"
@@ -32,6 +34,7 @@ struct Lane {
   std::unique_ptr<transport::Endpoint> ep;
   std::unique_ptr<InboxWriter> inbox;
   WriteBackReceiver write_back;  // active-message path
+  uint64_t clock_sent = 0;       // the last clock this lane was told
 };
 
 struct ServerLink {
@@ -46,6 +49,15 @@ struct ServerLink {
   std::vector<uint32_t> lane_of;      // by shard
   std::vector<uint64_t> shard_stamp;  // min clock when each shard was last pulled; 0 = never
   std::vector<bool> have_shard;
+  uint32_t generation = 0;  // connections made after the first (the server restarted)
+  uint64_t posted = 0;      // pushes (pieces) posted to it; a restart's checkpoint holds some of them
+
+  bool down() const {
+    if (lanes.empty()) return true;
+    for (const auto& lane : lanes)
+      if (!lane.ep || lane.ep->peer_closed() || lane.ep->failed()) return true;
+    return false;
+  }
 
   const Mailbox& mailbox(const Lane& lane) const {
     return *reinterpret_cast<const Mailbox*>(static_cast<const uint8_t*>(receive->data()) +
@@ -87,6 +99,7 @@ class ClientImpl {
   struct Piece {
     ServerLink* link;
     Lane* lane;
+    uint32_t generation;  // link's, when cut: a piece for a server that restarted since is not sent
     uint32_t shard;
     uint64_t base_version;
     uint32_t offset, length;
@@ -99,15 +112,28 @@ class ClientImpl {
   void send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
                    uint16_t flags);
   GpuTransfer& gpu();
-  void connect_one(uint32_t index);
+  Welcome connect_one(uint32_t index);
+  void pull_once(std::span<const PullTarget> targets);
+  // Server restarts (Config::reconnect_ms, docs/cluster.md "Checkpoints").
+  /// After `cause` interrupted an operation: lets `inflight` finish or fail,
+  /// then reconnects every server that closed; rethrows `cause` if none did
+  /// or reconnecting is off, throws if a server does not come back in time.
+  void recover(const Error& cause, std::vector<transport::Request>& inflight);
+  void reconnect(ServerLink& link, const Error& cause);
+  void disconnect(ServerLink& link);
+  /// Pulls every shard of `link` into the receive region: the server's DC
+  /// backups of this worker start from what it holds now.
+  void refetch(ServerLink& link);
   void on_write_back(transport::AmMessage& m);
   bool progress();  // true if anything moved
   /// Posts one message into this worker's inbox on `lane`, once it has a
   /// credit; `inflight` gets the requests that keep its buffers busy.
   uint64_t post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset,
                 uint32_t length, const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0);
+  /// Polls until done(); throws on timeout or when a server closed (only
+  /// `link`'s, when given).
   template <typename Done>
-  void wait(Done&& done, const std::string& what);
+  void wait(Done&& done, const std::string& what, const ServerLink* link = nullptr);
   void require_connected(const char* op) const {
     if (!partition_) throw Error(Errc::kInvalidArgument, std::string(op) + " before connect()");
   }
@@ -167,12 +193,16 @@ void ClientImpl::connect() {
   context_ = transport::create_context(o);
   context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });
   links_.resize(options_.servers.size());
-  for (uint32_t i = 0; i < links_.size(); ++i) connect_one(i);
+  for (uint32_t i = 0; i < links_.size(); ++i) {
+    const Welcome w = connect_one(i);
+    stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
+    stats_.servers_resumed += w.resumed;
+  }
 }
 
 // The server's control thread admits this worker and names its lanes; the
 // worker then connects to each lane, handing it the receive region.
-void ClientImpl::connect_one(uint32_t index) {
+Welcome ClientImpl::connect_one(uint32_t index) {
   ServerLink& link = links_[index];
   link.index = index;
   link.address = options_.servers[index];
@@ -191,7 +221,7 @@ void ClientImpl::connect_one(uint32_t index) {
   if (!welcome.accepted)
     throw Error(Errc::kProtocol, "server " + link.address + " refused worker " + std::to_string(options_.worker) +
                                      ": " + welcome.reason);
-  if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
+  if (welcome.lanes.empty() || welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
       welcome.shard_floats != config_.shard_floats ||
       welcome.lanes.back().first_shard + welcome.lanes.back().shards != link.shards)
     throw Error(Errc::kProtocol, "server " + link.address + " serves floats [" + std::to_string(welcome.range_begin) +
@@ -208,6 +238,7 @@ void ClientImpl::connect_one(uint32_t index) {
   LaneHello lane_hello;
   lane_hello.worker = options_.worker;
   lane_hello.token = welcome.token;
+  lane_hello.clock = clock_;
   lane_hello.receive_region = link.receive->descriptor(Access::kRemoteWrite).serialize();
   const auto host = transport::SockAddr::parse(link.address);
   link.lanes.resize(welcome.lanes.size());
@@ -231,12 +262,101 @@ void ClientImpl::connect_one(uint32_t index) {
                                                SlotLayout{config_.shard_floats * sizeof(float)}, welcome.inbox_slots,
                                                link.use_am);
     clock_ = std::max(clock_, lw.start_clock);
+    lane.clock_sent = clock_;
     by_endpoint_[lane.ep.get()] = {index, l};
     for (uint32_t k = 0; k < info.shards; ++k) link.lane_of[info.first_shard + k] = l;
   }
   link.shard_stamp.assign(link.shards, 0);
   link.have_shard.assign(link.shards, false);
-  stats_.push_paths.push_back(link.use_am ? "am" : "put");
+  return welcome;
+}
+
+void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& inflight) {
+  for (auto& r : inflight) {
+    try {
+      r.wait_for(options_.timeout);
+    } catch (const Error&) {
+      // Sent to a server that closed: what it took in is the checkpoint's business now.
+    }
+  }
+  inflight.clear();
+  bool any = false;
+  for (auto& link : links_) {
+    if (!link.down()) continue;
+    if (config_.reconnect_ms == 0) throw cause;
+    reconnect(link, cause);
+    any = true;
+  }
+  if (!any) throw cause;
+}
+
+void ClientImpl::disconnect(ServerLink& link) {
+  for (auto& lane : link.lanes) {
+    lane.write_back.clear();
+    by_endpoint_.erase(lane.ep.get());
+  }
+  link.lanes.clear();  // endpoints close before the region they wrote into goes
+  link.receive.reset();
+}
+
+void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
+  const auto start = Clock::now(), deadline = start + std::chrono::milliseconds(config_.reconnect_ms);
+  std::fprintf(stderr, "rdmaps worker %u: %s; reconnecting to %s for up to %.0f s\n", options_.worker, cause.what(),
+               link.address.c_str(), config_.reconnect_ms / 1000.0);
+  std::string last;
+  Welcome welcome;
+  for (auto pause = std::chrono::milliseconds(50);; pause = std::min(pause * 2, std::chrono::milliseconds(1000))) {
+    disconnect(link);
+    welcome = Welcome{};
+    try {
+      welcome = connect_one(link.index);
+      if (welcome.resumed) {
+        refetch(link);
+        break;
+      }
+    } catch (const Error& e) {
+      last = e.what();
+    }
+    if (welcome.accepted && !welcome.resumed)
+      throw Error(Errc::kPeerGone, "server " + link.address +
+                                       " came back without this job's parameters (it did not resume from a "
+                                       "checkpoint: start it with --checkpoint-dir and --resume); worker " +
+                                       std::to_string(options_.worker) + " stops rather than train from nothing");
+    if (Clock::now() + pause > deadline)
+      throw Error(Errc::kPeerGone, "worker " + std::to_string(options_.worker) + ": server " + link.address +
+                                       " did not come back within " + std::to_string(config_.reconnect_ms / 1000) +
+                                       " s (--reconnect; last attempt: " + last + ")");
+    std::this_thread::sleep_for(pause);
+  }
+  ++link.generation;
+  const uint64_t lost = link.posted > welcome.restored_pushes ? link.posted - welcome.restored_pushes : 0;
+  std::fprintf(stderr,
+               "rdmaps worker %u: reconnected to %s after %.1f s; it resumed from a checkpoint holding %llu of the "
+               "%llu pushes this worker sent it (%llu lost)\n",
+               options_.worker, link.address.c_str(), std::chrono::duration<double>(Clock::now() - start).count(),
+               static_cast<unsigned long long>(welcome.restored_pushes), static_cast<unsigned long long>(link.posted),
+               static_cast<unsigned long long>(lost));
+  stats_.pushes_lost += lost;
+  link.posted = welcome.restored_pushes;
+  ++stats_.reconnects;
+  stats_.push_paths[link.index] = link.use_am ? "am" : "put";
+}
+
+void ClientImpl::refetch(ServerLink& link) {
+  std::vector<transport::Request> inflight;
+  std::vector<uint64_t> seqs;
+  for (auto& lane : link.lanes)
+    seqs.push_back(post(link, lane, MsgType::kPull, lane.first_shard, 0, 0, lane.shards, nullptr, inflight));
+  for (auto& r : inflight) r.wait_for(options_.timeout);
+  for (size_t l = 0; l < link.lanes.size(); ++l) {
+    const Mailbox& box = link.mailbox(link.lanes[l]);
+    wait([&] { return link.load(box.pull_done) >= seqs[l]; },
+         "waiting for parameters from server " + link.address + " after it restarted", &link);
+    for (uint32_t k = 0; k < link.lanes[l].shards; ++k) {
+      link.shard_stamp[link.lanes[l].first_shard + k] = link.load(box.pull_stamp);
+      link.have_shard[link.lanes[l].first_shard + k] = true;
+    }
+  }
 }
 
 ClientImpl::~ClientImpl() {
@@ -275,7 +395,7 @@ bool ClientImpl::progress() {
 }
 
 template <typename Done>
-void ClientImpl::wait(Done&& done, const std::string& what) {
+void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* only) {
   auto deadline = Clock::now() + options_.timeout;
   uint32_t spins = 0;
   transport::IdleBackoff idle;  // a long wait (the clock bound) must not take the core of the one it waits for
@@ -287,7 +407,7 @@ void ClientImpl::wait(Done&& done, const std::string& what) {
                                         std::to_string(options_.timeout.count()) + " ms");
       for (auto& link : links_)
         for (auto& lane : link.lanes)
-          if (lane.ep->peer_closed())
+          if ((!only || only == &link) && lane.ep->peer_closed())
             throw Error(Errc::kPeerGone, "server " + link.address + " closed the connection while worker " +
                                              std::to_string(options_.worker) + " was " + what);
     }
@@ -341,7 +461,7 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
       uint32_t shard = static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
       Range s = partition_->shard(link.index, shard);
       uint64_t piece_end = std::min(held.end, s.end);
-      pieces.push_back({&link, &link.lanes[link.lane_of[shard]], shard, link.versions()[shard],
+      pieces.push_back({&link, &link.lanes[link.lane_of[shard]], link.generation, shard, link.versions()[shard],
                         static_cast<uint32_t>(pos - s.begin), static_cast<uint32_t>(piece_end - pos),
                         (pos - t.begin) * elem});
       pos = piece_end;
@@ -354,11 +474,28 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   } else {
     std::vector<transport::Request>& inflight = inflight_;
     inflight.clear();
-    for (const Piece& p : pieces)
-      post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length,
-           static_cast<const uint8_t*>(source) + p.source, inflight, flags);
+    for (size_t i = 0; i < pieces.size();) {
+      const Piece& p = pieces[i];
+      if (p.generation != p.link->generation) {  // its server restarted during this push
+        if (type == MsgType::kPush) ++stats_.pushes_lost;
+        ++i;
+        continue;
+      }
+      try {
+        post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length,
+             static_cast<const uint8_t*>(source) + p.source, inflight, flags);
+        if (type == MsgType::kPush) ++p.link->posted;
+        ++i;
+      } catch (const Error& e) {
+        recover(e, inflight);  // then this piece again, unless its server was the one that restarted
+      }
+    }
     // Local completion: the caller's buffer may be reused after this returns.
-    for (auto& r : inflight) r.wait_for(options_.timeout);
+    try {
+      for (auto& r : inflight) r.wait_for(options_.timeout);
+    } catch (const Error& e) {
+      recover(e, inflight);
+    }
     inflight.clear();  // release the requests now; the vector keeps its capacity
   }
   if (type == MsgType::kPush) {
@@ -394,16 +531,27 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
     requests.clear();
     ring.copy_from_device(static_cast<int>(i % depth), device_source + pieces[i].source, pieces[i].length * elem);
   };
-  for (size_t i = 0; i + 1 < static_cast<size_t>(depth) && i < pieces.size(); ++i) stage(i);
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    if (i + depth - 1 < pieces.size()) stage(i + depth - 1);
-    const int k = static_cast<int>(i % depth);
-    ring.wait(k);
-    const Piece& p = pieces[i];
-    post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
+  size_t i = 0;
+  try {
+    for (; i + 1 < static_cast<size_t>(depth) && i < pieces.size(); ++i) stage(i);
+    for (i = 0; i < pieces.size(); ++i) {
+      if (i + depth - 1 < pieces.size()) stage(i + depth - 1);
+      const int k = static_cast<int>(i % depth);
+      ring.wait(k);
+      const Piece& p = pieces[i];
+      post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
+      if (type == MsgType::kPush) ++p.link->posted;
+    }
+    for (auto& requests : busy)
+      for (auto& r : requests) r.wait_for(options_.timeout);
+  } catch (const Error& e) {
+    // A server restarted: the pieces not yet sent of this gradient are dropped for every server.
+    std::vector<transport::Request> all;
+    for (auto& requests : busy)
+      for (auto& r : requests) all.push_back(std::move(r));
+    recover(e, all);
+    if (type == MsgType::kPush) stats_.pushes_lost += pieces.size() - std::min(i, pieces.size());
   }
-  for (auto& requests : busy)
-    for (auto& r : requests) r.wait_for(options_.timeout);
 }
 
 GpuTransfer& ClientImpl::gpu() {
@@ -413,6 +561,16 @@ GpuTransfer& ClientImpl::gpu() {
 
 void ClientImpl::pull(std::span<const PullTarget> targets) {
   require_connected("pull");
+  for (;;) {
+    try {
+      return pull_once(targets);
+    } catch (const Error& e) {
+      recover(e, inflight_);  // then pull again: a pull is safe to repeat
+    }
+  }
+}
+
+void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   std::vector<Range>& ranges = ranges_;  // scratch kept across calls: no allocation per step
   ranges.clear();
   for (const auto& t : targets) {
@@ -501,24 +659,36 @@ void ClientImpl::clock(bool barrier) {
   require_connected("clock");
   ++clock_;
   ++stats_.clocks;
-  // Every lane gets the clock, behind this worker's pushes to it.
   std::vector<transport::Request>& inflight = inflight_;
-  inflight.clear();
-  for (auto& link : links_)
-    for (auto& lane : link.lanes) post(link, lane, MsgType::kClock, 0, 0, 0, 0, nullptr, inflight);
-  for (auto& r : inflight) r.wait_for(options_.timeout);
-  inflight.clear();
-  const uint64_t s = barrier ? 0 : config_.staleness;
-  if (s == kInfiniteStaleness || clock_ <= s) return;
-  // SSP: iteration c+1 begins only once every live worker reached c - s, as every lane saw it.
-  const uint64_t need = clock_ - s;
-  auto start = Clock::now();
-  for (auto& link : links_)
-    for (auto& lane : link.lanes)
-      wait([&] { return link.load(link.mailbox(lane).min_clock) >= need; },
-           "at clock " + std::to_string(clock_) + " waiting for the slowest worker to reach clock " +
-               std::to_string(need) + " (server " + link.address + " lane " + std::to_string(lane.index) + ")");
-  stats_.clock_wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+  for (;;) {
+    try {
+      // Every lane gets the clock, behind this worker's pushes to it (a lane
+      // reconnected after its server restarted was told it when connecting).
+      inflight.clear();
+      for (auto& link : links_)
+        for (auto& lane : link.lanes)
+          if (lane.clock_sent < clock_) {
+            post(link, lane, MsgType::kClock, 0, 0, 0, 0, nullptr, inflight);
+            lane.clock_sent = clock_;
+          }
+      for (auto& r : inflight) r.wait_for(options_.timeout);
+      inflight.clear();
+      const uint64_t s = barrier ? 0 : config_.staleness;
+      if (s == kInfiniteStaleness || clock_ <= s) return;
+      // SSP: iteration c+1 begins only once every live worker reached c - s, as every lane saw it.
+      const uint64_t need = clock_ - s;
+      auto start = Clock::now();
+      for (auto& link : links_)
+        for (auto& lane : link.lanes)
+          wait([&] { return link.load(link.mailbox(lane).min_clock) >= need; },
+               "at clock " + std::to_string(clock_) + " waiting for the slowest worker to reach clock " +
+                   std::to_string(need) + " (server " + link.address + " lane " + std::to_string(lane.index) + ")");
+      stats_.clock_wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+      return;
+    } catch (const Error& e) {
+      recover(e, inflight);
+    }
+  }
 }
 
 Client::Client(const ClientOptions& options) : impl_(std::make_unique<ClientImpl>(options)) {}

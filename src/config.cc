@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -113,7 +114,7 @@ bool to_switch(const std::string& v, const std::string& source) {
 
 // Switches may stand alone ("--check-nan" means on); their setters parse with to_switch.
 bool is_switch(const std::string& name) {
-  return name == "check-nan" || name == "ms-bias-correction" || name == "skip-pulls";
+  return name == "check-nan" || name == "ms-bias-correction" || name == "skip-pulls" || name == "resume";
 }
 
 uint64_t to_u64(const std::string& v, const std::string& source) {
@@ -123,6 +124,22 @@ uint64_t to_u64(const std::string& v, const std::string& source) {
   uint64_t n = std::strtoull(v.c_str(), &end, 10);
   if (*end != '\0' || errno == ERANGE) bad(source, v, "a non-negative integer below 2^64");
   return n;
+}
+
+// Seconds, "2.5s" or "500ms", to milliseconds.
+uint64_t to_millis(const std::string& v, const std::string& source) {
+  std::string number = v;
+  double scale = 1000;
+  if (number.size() > 2 && number.ends_with("ms")) {
+    number.resize(number.size() - 2);
+    scale = 1;
+  } else if (number.size() > 1 && number.back() == 's') {
+    number.pop_back();
+  }
+  char* end = nullptr;
+  const double d = std::strtod(number.c_str(), &end);
+  if (number.empty() || *end != '\0' || !(d >= 0) || d * scale > 1e12) bad(source, v, "a duration (SEC, SECs or MSms)");
+  return static_cast<uint64_t>(d * scale);
 }
 
 float to_positive(const std::string& v, const std::string& source) {
@@ -236,6 +253,34 @@ const std::map<std::string, Setter>& setters() {
          c.secret = checked_secret(v, s);
        }},
       {"secret-file", [](Config& c, const std::string& v, const std::string& s) { c.secret = read_secret_file(v, s); }},
+      {"reconnect", [](Config& c, const std::string& v, const std::string& s) { c.reconnect_ms = to_millis(v, s); }},
+      {"checkpoint-dir",
+       [](Config& c, const std::string& v, const std::string& s) {
+         if (v.empty()) bad(s, v, "a directory");
+         c.checkpoint_dir = v;
+       }},
+      {"checkpoint-every",
+       [](Config& c, const std::string& v, const std::string& s) {
+         // "N" or "Nu" counts applied updates; "Ns" / "Nms" is time.
+         if (!v.empty() && (v.back() == 'u' || std::isdigit(static_cast<unsigned char>(v.back())))) {
+           const uint64_t n = to_u64(v.back() == 'u' ? v.substr(0, v.size() - 1) : v, s);
+           if (n == 0) bad(s, v, "a positive count of updates (N) or a time (Ns, Nms)");
+           c.checkpoint_every_updates = n;
+           c.checkpoint_every_ms = 0;
+         } else {
+           const uint64_t ms = to_millis(v, s);
+           if (ms == 0) bad(s, v, "a positive time (Ns, Nms) or count of updates (N)");
+           c.checkpoint_every_ms = ms;
+           c.checkpoint_every_updates = 0;
+         }
+       }},
+      {"checkpoint-keep",
+       [](Config& c, const std::string& v, const std::string& s) {
+         const uint64_t n = to_u64(v, s);
+         if (n == 0 || n > 1000) bad(s, v, "a count in 1..1000");
+         c.checkpoint_keep = static_cast<uint32_t>(n);
+       }},
+      {"resume", [](Config& c, const std::string& v, const std::string& s) { c.resume = to_switch(v, s); }},
       {"server-threads",
        [](Config& c, const std::string& v, const std::string& s) {
          uint64_t n = v == "auto" ? 0 : to_u64(v, s);
@@ -308,6 +353,15 @@ std::string describe(const Config& c) {
     << ", check-nan " << (c.check_nan ? "on" : "off") << ", push-path " << push_path_name(c.push_path) << ", wire "
     << (c.wire == WireFormat::kBf16 ? "bf16" : "f32") << ", transport " << c.transport << ", shard " << c.shard_floats
     << " floats, inbox " << c.inbox_slots << " slots, secret " << (c.secret.empty() ? "none" : "set");
+  if (c.reconnect_ms) o << ", reconnect " << c.reconnect_ms / 1000.0 << " s";
+  if (!c.checkpoint_dir.empty()) {
+    o << ", checkpoints in " << c.checkpoint_dir << " every ";
+    if (c.checkpoint_every_updates)
+      o << c.checkpoint_every_updates << " updates";
+    else
+      o << c.checkpoint_every_ms / 1000.0 << " s";
+    o << " (keep " << c.checkpoint_keep << ")" << (c.resume ? ", resume" : "");
+  }
   return o.str();
 }
 
@@ -335,7 +389,14 @@ const char* config_help() {
          "                          (the secret itself may come in RDMAPS_SECRET)     [RDMAPS_SECRET_FILE]\n"
          "  --server-threads N|auto server threads, each owning part of the shards (auto: one per core)\n"
          "                                                                          [RDMAPS_SERVER_THREADS]\n"
-         "  --skip-pulls [on|off]   SSP: skip pulls the bound allows (off: pull every clock) [RDMAPS_SKIP_PULLS]\n";
+         "  --skip-pulls [on|off]   SSP: skip pulls the bound allows (off: pull every clock) [RDMAPS_SKIP_PULLS]\n"
+         "  --reconnect SEC         worker: keep reconnecting to a restarted server this long (0: fail at once)\n"
+         "                                                                          [RDMAPS_RECONNECT]\n"
+         "  --checkpoint-dir DIR    server: write checkpoints there (none)           [RDMAPS_CHECKPOINT_DIR]\n"
+         "  --checkpoint-every T|N  server: every T (60s, 500ms) or N applied updates [RDMAPS_CHECKPOINT_EVERY]\n"
+         "  --checkpoint-keep N     server: newest checkpoints kept (2)              [RDMAPS_CHECKPOINT_KEEP]\n"
+         "  --resume [on|off]       server: start from the newest valid checkpoint in --checkpoint-dir\n"
+         "                                                                          [RDMAPS_RESUME]\n";
 }
 
 }  // namespace rdmaps

@@ -55,6 +55,18 @@ class GpuShardStore final : public ShardStore {
     if (dc_) cuda::copy_device(backup(worker) + local, w, n * sizeof(float));
   }
 
+  bool has_state() const override { return state_ != nullptr; }
+
+  void save(size_t local, size_t n, float* params, float* state) override {
+    cuda::copy_to_host(params, static_cast<const float*>(params_.data()) + local, n * sizeof(float));
+    if (state && state_) cuda::copy_to_host(state, static_cast<const float*>(state_->data()) + local, n * sizeof(float));
+  }
+
+  void load(size_t local, size_t n, const float* params, const float* state) override {
+    cuda::copy_to_device(static_cast<float*>(params_.data()) + local, params, n * sizeof(float));
+    if (state && state_) cuda::copy_to_device(static_cast<float*>(state_->data()) + local, state, n * sizeof(float));
+  }
+
  private:
   float* backup(uint32_t worker) {
     auto& b = backups_.at(worker);

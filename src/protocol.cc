@@ -48,9 +48,7 @@ std::vector<uint8_t> encode(const Hello& h) {
   w.u32(h.workers);
   w.u64(h.staleness);
   w.u32(h.push_path);
-  w.u32(h.rule.rule);
-  for (const FloatField& f : kFloatFields) w.f32(h.rule.*f.wire);
-  w.u32(h.rule.ms_bias_correction);
+  h.rule.encode(w);
   w.u32(static_cast<uint32_t>(h.tensors.size()));
   for (const auto& t : h.tensors) {
     w.str(t.name);
@@ -72,15 +70,7 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   h.staleness = r.u64();
   h.push_path = r.u32();
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
-  h.rule.rule = r.u32();
-  if (h.rule.rule > static_cast<uint32_t>(UpdateRule::kDcAsgdAdaptive))
-    r.fail("update rule code " + std::to_string(h.rule.rule));
-  for (const FloatField& f : kFloatFields) {
-    h.rule.*f.wire = r.f32();
-    if (!std::isfinite(h.rule.*f.wire)) r.fail(std::string("a non-finite update-rule parameter (") + f.name + ")");
-  }
-  h.rule.ms_bias_correction = r.u32();
-  if (h.rule.ms_bias_correction > 1) r.fail("ms-bias-correction code " + std::to_string(h.rule.ms_bias_correction));
+  h.rule = RuleParams::decode(r);
   uint32_t n = r.u32();
   if (n == 0 || n > kMaxTensors) r.fail(std::to_string(n) + " tensors declared");
   for (uint32_t i = 0; i < n; ++i) {
@@ -113,6 +103,8 @@ std::vector<uint8_t> encode(const Welcome& m) {
     w.u32(l.first_shard);
     w.u32(l.shards);
   }
+  w.u32(m.resumed);
+  w.u64(m.restored_pushes);
   return w.take();
 }
 
@@ -142,6 +134,9 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
     next_shard += l.shards;
     m.lanes.push_back(l);
   }
+  m.resumed = r.u32();
+  if (m.resumed > 1) r.fail("resumed code " + std::to_string(m.resumed));
+  m.restored_pushes = r.u64();
   r.done();
   if (m.accepted &&
       (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0 || m.lanes.empty() ||
@@ -156,6 +151,7 @@ std::vector<uint8_t> encode(const LaneHello& h) {
   w.u32(kProtocolVersion);
   w.u32(h.worker);
   w.u64(h.token);
+  w.u64(h.clock);
   w.bytes(h.receive_region);
   return w.take();
 }
@@ -168,6 +164,7 @@ LaneHello decode_lane_hello(const std::vector<uint8_t>& bytes, const std::string
   LaneHello h;
   h.worker = r.u32();
   h.token = r.u64();
+  h.clock = r.u64();
   h.receive_region = r.bytes(kMaxRegion);
   r.done();
   return h;
@@ -200,6 +197,25 @@ RuleParams RuleParams::from(const Config& c) {
   p.rule = static_cast<uint32_t>(c.rule);
   for (const FloatField& f : kFloatFields) p.*f.wire = c.*f.config;
   p.ms_bias_correction = c.ms_bias_correction ? 1u : 0u;
+  return p;
+}
+
+void RuleParams::encode(WireWriter& w) const {
+  w.u32(rule);
+  for (const FloatField& f : kFloatFields) w.f32(this->*f.wire);
+  w.u32(ms_bias_correction);
+}
+
+RuleParams RuleParams::decode(WireReader& r) {
+  RuleParams p;
+  p.rule = r.u32();
+  if (p.rule > static_cast<uint32_t>(UpdateRule::kDcAsgdAdaptive)) r.fail("update rule code " + std::to_string(p.rule));
+  for (const FloatField& f : kFloatFields) {
+    p.*f.wire = r.f32();
+    if (!std::isfinite(p.*f.wire)) r.fail(std::string("a non-finite update-rule parameter (") + f.name + ")");
+  }
+  p.ms_bias_correction = r.u32();
+  if (p.ms_bias_correction > 1) r.fail("ms-bias-correction code " + std::to_string(p.ms_bias_correction));
   return p;
 }
 

@@ -10,10 +10,15 @@
 
 #include "rdmaps/config.h"
 
+namespace rdmaps::transport {
+class WireReader;
+class WireWriter;
+}  // namespace rdmaps::transport
+
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 7;
+constexpr uint32_t kProtocolVersion = 8;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
 
@@ -93,6 +98,10 @@ struct RuleParams {
   void apply_to(Config& config) const;
   /// Empty when equal, else the first differing field: "lr 0.5 vs 0.25" (this, other).
   std::string difference(const RuleParams& other) const;
+  /// The wire form, shared by the Hello and the checkpoint file.
+  void encode(transport::WireWriter& w) const;
+  /// Throws Error(kProtocol) through `r` on an unknown rule or a non-finite parameter.
+  static RuleParams decode(transport::WireReader& r);
 };
 
 /// Worker -> server, first control message (to the server's listen address).
@@ -120,11 +129,19 @@ struct Welcome {
   uint32_t push_path = 0;  ///< PushPath::kPut or kAm, decided by the server for every lane
   uint64_t token = 0;      ///< proves to the lanes that this server admitted the worker
   std::vector<LaneInfo> lanes;
+  /// 1: the server resumed from a checkpoint (docs/cluster.md "Checkpoints")
+  /// and holds the table and its parameters already.
+  uint32_t resumed = 0;
+  /// Of this worker's pushes (pieces), how many the checkpoint holds.
+  uint64_t restored_pushes = 0;
 };
 /// Worker -> one lane, after a Welcome.
 struct LaneHello {
   uint32_t worker = 0;
   uint64_t token = 0;
+  /// The worker's clock: 0 when it starts, its own when it reconnects after
+  /// the server restarted (the lane takes the larger of it and its own choice).
+  uint64_t clock = 0;
   std::vector<uint8_t> receive_region;  ///< serialized RegionDescriptor (write rights), the whole layout
 };
 /// Lane -> worker answer.

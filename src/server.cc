@@ -12,6 +12,7 @@
 
 #include "rdmaps/error.h"
 #include "src/admission.h"
+#include "src/checkpointer.h"
 #include "src/gpu_shard.h"
 #include "src/partition.h"
 #include "src/pending_peers.h"
@@ -82,9 +83,12 @@ class ServerImpl {
     context_ = transport::create_context(o);
     listener_ = context_->listen(listen);
     admitted_once_.assign(options.workers, false);
+    restored_pushes_.assign(options.workers, 0);
+    if (options.config.resume) resume();
   }
 
   ~ServerImpl() {
+    checkpointer_.wait();  // a write in progress reads the lanes' snapshots
     for (auto& lane : lanes_) lane->stop();
     lanes_.clear();
     closing_.clear();
@@ -100,9 +104,15 @@ class ServerImpl {
   void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
   void admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome);
-  /// Splits this server's shards into lanes and starts them; throws Error on failure.
-  void start_lanes(const Config& config, const std::vector<TensorDecl>& table);
+  /// Splits this server's shards into lanes and starts them (restored from
+  /// `checkpoint` when given); throws Error on failure.
+  void start_lanes(const Config& config, const std::vector<TensorDecl>& table, uint64_t staleness,
+                   const Checkpoint* checkpoint = nullptr);
+  /// Config::resume: serves the newest valid checkpoint's state, if there is one.
+  void resume();
   bool lanes_finished() const;
+  /// Pushes taken in (applied or dropped) by every lane, this process.
+  uint64_t updates_taken() const;
   void report(Clock::time_point now);
 
   ServerOptions options_;
@@ -115,6 +125,10 @@ class ServerImpl {
   mutable std::mutex lanes_mu_;  // lanes_ is filled once, while stats() may read it
   std::vector<std::unique_ptr<ServerLane>> lanes_;
   std::vector<bool> admitted_once_;
+  Checkpointer checkpointer_{options_.config, options_.log_connections};
+  bool resumed_ = false;
+  uint64_t resumed_updates_ = 0;
+  std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
   struct Closing {
     std::unique_ptr<transport::Endpoint> ep;
     Clock::time_point since;
@@ -125,7 +139,8 @@ class ServerImpl {
   std::atomic<bool> stop_{false};
 };
 
-void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>& table) {
+void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>& table, uint64_t staleness,
+                             const Checkpoint* checkpoint) {
   auto partition = std::make_unique<Partition>(table, options_.servers, config.shard_floats);
   const uint32_t shards = partition->shard_count(options_.index);
   const uint32_t lanes = server_threads_for(config, shards, options_.gpu_shard);
@@ -141,7 +156,16 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
     s.shards = static_cast<uint32_t>(uint64_t{shards} * (l + 1) / lanes) - s.first_shard;
     s.tickets = tickets_.get();
     made.push_back(std::make_unique<ServerLane>(s));
+    if (checkpoint) made.back()->restore(*checkpoint);
   }
+  CheckpointHeader base;
+  base.index = options_.index;
+  base.servers = options_.servers;
+  base.shard_floats = config.shard_floats;
+  base.staleness = staleness;
+  base.rule = RuleParams::from(config);
+  base.tensors = table;
+  checkpointer_.start(base, checkpoint ? checkpoint->header.sequence : 0);
   partition_ = std::move(partition);
   for (auto& lane : made) lane->start();
   std::lock_guard<std::mutex> lock(lanes_mu_);
@@ -180,7 +204,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   for (const auto& lane : lanes_)
     if (lane->live(hello.worker))
       throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is already connected");
-  if (!admission_.has_table()) start_lanes(admission_.config_for(hello), hello.tensors);
+  if (!admission_.has_table()) start_lanes(admission_.config_for(hello), hello.tensors, hello.staleness);
   admission_.admit(hello);
   const PushPath wanted = static_cast<PushPath>(hello.push_path);
   const bool use_am = wanted == PushPath::kAm || (wanted == PushPath::kAuto && !ep.rma_native());
@@ -202,6 +226,8 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   welcome.push_path = static_cast<uint32_t>(use_am ? PushPath::kAm : PushPath::kPut);
   welcome.token = token;
   for (const auto& lane : lanes_) welcome.lanes.push_back({lane->port(), lane->first_shard(), lane->shards()});
+  welcome.resumed = resumed_ ? 1 : 0;
+  welcome.restored_pushes = restored_pushes_[hello.worker];
   try {
     ep.send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {
@@ -216,6 +242,13 @@ bool ServerImpl::lanes_finished() const {
   for (const auto& lane : lanes_)
     if (!lane->finished()) return false;
   return true;
+}
+
+uint64_t ServerImpl::updates_taken() const {
+  uint64_t n = 0;
+  for (const auto& lane : lanes_)
+    n += lane->counters().pushes.load(std::memory_order_relaxed) + lane->counters().dropped.load(std::memory_order_relaxed);
+  return n;
 }
 
 ServerStats ServerImpl::stats() const {
@@ -247,6 +280,10 @@ ServerStats ServerImpl::stats() const {
     }
     for (size_t t = 0; t < s.staleness.size(); ++t) s.staleness[t] += get(c.staleness[t]);
   }
+  s.checkpoints = checkpointer_.written();
+  s.checkpoint_failures = checkpointer_.failed();
+  s.checkpoint_updates = checkpointer_.last_updates();
+  s.resumed_updates = resumed_updates_;
   return s;
 }
 
@@ -287,11 +324,62 @@ void ServerImpl::run() {
     const auto now = Clock::now();
     std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
     report(now);
+    if (checkpointer_.enabled()) checkpointer_.tick(lanes_, updates_taken());
     if (options_.exit_when_done && closing_.empty() && lanes_finished()) break;
     idle.pause(busy);
   }
   for (auto& lane : lanes_) lane->stop();
   for (auto& lane : lanes_) lane->join();
+  checkpointer_.finish(lanes_);  // the model as training left it
+}
+
+void ServerImpl::resume() {
+  const Config& config = options_.config;
+  if (config.checkpoint_dir.empty())
+    throw Error(Errc::kInvalidArgument, "--resume needs --checkpoint-dir: where should the checkpoint come from?");
+  auto log = [](const std::string& line) { std::fprintf(stderr, "rdmaps-server: %s\n", line.c_str()); };
+  auto found = load_newest_checkpoint(config.checkpoint_dir, options_.index, table_limit_bytes(options_), log);
+  if (!found) {
+    log("no checkpoint of server " + std::to_string(options_.index) + " in " + config.checkpoint_dir +
+        ": starting empty");
+    return;
+  }
+  const Checkpoint& c = *found;
+  const CheckpointHeader& h = c.header;
+  auto refuse = [&](const std::string& why) {
+    throw Error(Errc::kInvalidArgument, "cannot resume from '" + c.path + "': " + why);
+  };
+  if (h.index != options_.index || h.servers != options_.servers || h.workers.size() != options_.workers)
+    refuse("it was written by server " + std::to_string(h.index) + " of " + std::to_string(h.servers) + " for " +
+           std::to_string(h.workers.size()) + " workers; this is server " + std::to_string(options_.index) + " of " +
+           std::to_string(options_.servers) + " for " + std::to_string(options_.workers) +
+           " (--index, --servers, --workers must be the job's)");
+  if (h.shard_floats != config.shard_floats)
+    refuse("its shards are " + std::to_string(h.shard_floats) + " floats, this server's " +
+           std::to_string(config.shard_floats) + " (--shard-floats)");
+  const Partition partition(h.tensors, h.servers, h.shard_floats);
+  if (c.params.size() != partition.server_range(h.index).size() ||
+      h.versions.size() != partition.shard_count(h.index) || (!c.state.empty() && c.state.size() != c.params.size()))
+    refuse("its arrays do not match the table it declares");
+  Config restored = config;
+  if (options_.rule_from_workers) {
+    h.rule.apply_to(restored);
+  } else if (std::string d = RuleParams::from(config).difference(h.rule); !d.empty()) {
+    log("resuming with this server's update rule, not the checkpoint's (" + d + ", this server's first)");
+  }
+  admission_.restore(h.tensors, h.staleness, restored);
+  start_lanes(restored, h.tensors, h.staleness, &c);
+  resumed_ = true;
+  resumed_updates_ = h.updates();
+  uint64_t slowest = UINT64_MAX;
+  for (size_t w = 0; w < h.workers.size(); ++w) {
+    restored_pushes_[w] = h.workers[w].pushes;
+    if (h.workers[w].state != WorkerState::kGone) slowest = std::min(slowest, h.workers[w].clock);
+  }
+  log("resumed from " + c.path + " (checkpoint " + std::to_string(h.sequence) + ", " +
+      std::to_string(h.updates()) + " updates, slowest clock " +
+      (slowest == UINT64_MAX ? std::string("-") : std::to_string(slowest)) +
+      "); updates applied after it were lost and its workers are expected back");
 }
 
 // ---- public face -------------------------------------------------------------

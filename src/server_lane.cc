@@ -151,8 +151,9 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   }
   w.departed = false;
   // A rejoining worker starts where the slowest live worker is, so it holds
-  // nobody back; the control thread chose that clock once for all lanes.
-  w.clock = w.connected_once ? ticket.start_clock.load(std::memory_order_acquire) : 0;
+  // nobody back; the control thread chose that clock once for all lanes. One
+  // that reconnects after this server restarted goes on from its own clock.
+  w.clock = std::max(w.connected_once ? ticket.start_clock.load(std::memory_order_acquire) : w.clock, hello.clock);
   w.clock_since = Clock::now();
   w.stall_logged = false;
   w.mailbox = Mailbox{};
@@ -223,6 +224,7 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
           return reject(w, "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
       }
       const size_t local = local_of(h.shard) + h.offset;
+      preserve(h.shard - setup_.first_shard);
       if (h.type == static_cast<uint16_t>(MsgType::kInit))
         return store_->init(local, reinterpret_cast<const float*>(payload), h.length);
       return apply_push(w, h, local, payload);
@@ -244,6 +246,7 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   uint64_t& version = versions_[h.shard - setup_.first_shard];
   const uint64_t tau = version - h.base_version;
   const Config& c = setup_.config;
+  ++w.pushes;
   if (c.staleness_policy == StalenessPolicy::kDropAboveMax && tau > c.tau_max) {
     LaneCounters::add(counters_.dropped);
     return;
@@ -333,7 +336,8 @@ void ServerLane::run() {
   transport::IdleBackoff idle({.spin = 50us, .yield = 0us, .sleep = 20us, .max_sleep = 20us});
   uint32_t iteration = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
-    bool busy = context_->progress() != 0;
+    bool busy = snapshot_step();
+    busy |= context_->progress() != 0;
     busy |= complete_landings();
     for (auto& w : workers_)
       if (w.live) busy |= poll_inbox(w);

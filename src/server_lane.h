@@ -19,6 +19,7 @@
 
 #include "rdmaps/config.h"
 #include "rdmaps/server.h"
+#include "src/checkpoint.h"
 #include "src/inbox.h"
 #include "src/partition.h"
 #include "src/pending_peers.h"
@@ -63,6 +64,13 @@ struct LaneCounters {
   }
 };
 
+/// A lane's part of a checkpoint, taken shard by shard between pushes.
+struct LaneSnapshot {
+  std::vector<float> params, state;  ///< the lane's range; state empty when the rule keeps none
+  std::vector<uint64_t> versions;    ///< of the lane's shards
+  std::vector<CheckpointWorker> workers;
+};
+
 class ServerLane {
  public:
   explicit ServerLane(const LaneSetup& setup);
@@ -82,6 +90,21 @@ class ServerLane {
   bool live(uint32_t worker) const { return live_[worker].load(std::memory_order_acquire); }
   const LaneCounters& counters() const { return counters_; }
 
+  // Checkpoints (lane_checkpoint.cc). The control thread asks for snapshot
+  // `sequence`; the lane takes it as of that moment, copy-on-write: one shard
+  // per turn of its loop, and a shard about to change first, so serving pauses
+  // no longer than one piece's apply. It publishes the snapshot whole.
+  void request_snapshot(uint64_t sequence) { snapshot_wanted_.store(sequence, std::memory_order_release); }
+  /// Whether snapshot `sequence` is complete; it is left alone until the next request.
+  bool snapshot_ready(uint64_t sequence) const {
+    return snapshot_taken_.load(std::memory_order_acquire) == sequence;
+  }
+  const LaneSnapshot& snapshot() const { return snapshot_; }
+  /// The whole snapshot at once, on the caller's thread: only while the lane's thread is not running.
+  void snapshot_now(uint64_t sequence);
+  /// Before start(): parameters, state, versions and workers from a checkpoint of this server.
+  void restore(const Checkpoint& checkpoint);
+
  private:
   struct Worker {
     uint32_t id = 0;
@@ -94,6 +117,7 @@ class ServerLane {
     uint64_t clock = 0;
     std::chrono::steady_clock::time_point clock_since{};  // when `clock` last changed
     bool stall_logged = false;
+    uint64_t pushes = 0;  // pushes (pieces) taken in, applied or dropped: what a checkpoint holds of it
     Mailbox mailbox{};
     std::string name;
   };
@@ -120,6 +144,13 @@ class ServerLane {
   void warn_stalled();
   void take_in_last_messages(Worker& w);
   bool all_done() const;
+  // Checkpoints (lane_checkpoint.cc): starts a requested snapshot, or copies its next shard.
+  bool snapshot_step();
+  /// Before shard `shard` (of the lane) changes: copies it into a snapshot in progress.
+  void preserve(uint32_t shard) {
+    if (snapshot_active_ && !snapshot_copied_[shard]) copy_shard(shard);
+  }
+  void copy_shard(uint32_t shard);
 
   /// Lane-local float offset of shard `shard` (of the server) + `offset`.
   size_t local_of(uint32_t shard) const;
@@ -145,6 +176,11 @@ class ServerLane {
   std::vector<std::atomic<bool>> live_;
   PendingPeers pending_;
   LaneCounters counters_;
+  LaneSnapshot snapshot_;
+  std::atomic<uint64_t> snapshot_wanted_{0}, snapshot_taken_{0};
+  bool snapshot_active_ = false;
+  std::vector<bool> snapshot_copied_;  // by shard of the lane
+  uint32_t snapshot_next_ = 0, snapshot_left_ = 0;
   std::atomic<bool> stop_{false}, finished_{false};
   std::thread thread_;
 };

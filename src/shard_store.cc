@@ -40,6 +40,18 @@ class HostShardStore final : public ShardStore {
     std::memcpy(copies_[worker] + local, params_.data() + local, n * sizeof(float));
   }
 
+  bool has_state() const override { return !state_.empty(); }
+
+  void save(size_t local, size_t n, float* params, float* state) override {
+    std::memcpy(params, params_.data() + local, n * sizeof(float));
+    if (state && !state_.empty()) std::memcpy(state, state_.data() + local, n * sizeof(float));
+  }
+
+  void load(size_t local, size_t n, const float* params, const float* state) override {
+    std::memcpy(params_.data() + local, params, n * sizeof(float));
+    if (state && !state_.empty()) std::memcpy(state_.data() + local, state, n * sizeof(float));
+  }
+
  private:
   std::vector<float> params_, state_;
   std::vector<float*> copies_;  // registered write-back sources, one per worker

@@ -30,6 +30,14 @@ class ShardStore {
   /// Copies [local, local+n) of the parameters into the worker's copy, which
   /// is then also its backup: one copy serves both and cannot change in flight.
   virtual void snapshot(uint32_t worker, size_t local, size_t n) = 0;
+
+  /// Whether the rule keeps optimizer state (momentum, mean square) here.
+  virtual bool has_state() const = 0;
+  /// Copies [local, local+n) of the parameters (and the state, when kept and
+  /// `state` is given) out, for a checkpoint.
+  virtual void save(size_t local, size_t n, float* params, float* state) = 0;
+  /// Sets [local, local+n) from a checkpoint; `state` may be null (state starts at zero).
+  virtual void load(size_t local, size_t n, const float* params, const float* state) = 0;
 };
 
 /// In host memory: `floats` parameters, shards of up to `shard_floats`.

@@ -116,7 +116,7 @@ std::map<std::string, std::vector<Bytes>> seeds() {
   w.lanes = {{41000, 0, 1}, {41001, 1, 1}};
   ps::Welcome no;
   no.reason = "its declared tensors differ";
-  ps::LaneHello lh{3, 0x1234567890abcdefull, sample_region().serialize()};
+  ps::LaneHello lh{3, 0x1234567890abcdefull, 17, sample_region().serialize()};
   ps::LaneWelcome lw{1, "", 7, sample_region().serialize()};
   s["setup"] = {ps::encode(sample_hello()), ps::encode(w), ps::encode(no), ps::encode(lh), ps::encode(lw)};
   s["region"] = {sample_region().serialize()};

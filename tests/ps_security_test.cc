@@ -314,7 +314,7 @@ TEST_P(PsSecurityTest, MalformedRegionDescriptorsAreRefusedByTheLane) {
       SockAddr::parse(address).with_port(static_cast<uint16_t>(welcome.lanes.at(0).port)).to_string();
   for (const Bytes& bad : {truncated, longer, wrong_kind, Bytes{}}) {
     SetupPeer lane(GetParam(), lane0);
-    lane.ep->send_control(ps::encode(ps::LaneHello{1, welcome.token, bad}), kSetupTimeout);
+    lane.ep->send_control(ps::encode(ps::LaneHello{1, welcome.token, 0, bad}), kSetupTimeout);
     ps::LaneWelcome w = ps::decode_lane_welcome(lane.ep->recv_control(kSetupTimeout), lane0);
     EXPECT_FALSE(w.accepted);
     EXPECT_NE(w.reason.find("region descriptor"), std::string::npos) << w.reason;

@@ -79,4 +79,25 @@ Proof prove(std::string_view secret, std::string_view role, const Nonce& client,
 
 bool same_proof(const Proof& a, const Proof& b) { return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0; }
 
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1) {
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+    fail("starting a SHA-256 digest");
+  }
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void Sha256::update(const void* data, size_t length) {
+  if (EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data, length) != 1) fail("SHA-256 update");
+}
+
+std::array<uint8_t, 32> Sha256::finish() {
+  std::array<uint8_t, 32> out{};
+  unsigned int n = 0;
+  if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), out.data(), &n) != 1 || n != out.size())
+    fail("SHA-256 final");
+  return out;
+}
+
 }  // namespace rdmaps::transport

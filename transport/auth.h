@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -27,5 +28,19 @@ Proof prove(std::string_view secret, std::string_view role, const Nonce& client,
             std::span<const uint8_t> sender_address, std::span<const uint8_t> other_address);
 /// Constant-time comparison.
 bool same_proof(const Proof& a, const Proof& b);
+
+/// Streaming SHA-256 (libcrypto): checkpoint files carry one over their bytes.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(const void* data, size_t length);
+  std::array<uint8_t, 32> finish();
+
+ private:
+  void* ctx_;  // EVP_MD_CTX
+};
 
 }  // namespace rdmaps::transport

@@ -31,6 +31,12 @@ struct ClientStats {
   double clock_wait_seconds = 0;
   std::vector<std::string> push_paths;  ///< per server: "put" or "am"
   std::string gpu_path = "none";        ///< last push from device memory: "direct" or "staged"
+  /// Servers that restarted and were reconnected to (Config::reconnect_ms).
+  uint64_t reconnects = 0;
+  /// Pushes (pieces) those servers lost: sent after their last checkpoint, or not sent at all.
+  uint64_t pushes_lost = 0;
+  /// Servers that had resumed from a checkpoint when this worker first connected.
+  uint32_t servers_resumed = 0;
 };
 
 /// One tensor of a batched pull.

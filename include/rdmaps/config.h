@@ -60,6 +60,17 @@ struct Config {
   /// Shared secret every connection proves both ways before anything else
   /// (docs/security.md); empty: none, allowed on loopback or with --insecure.
   std::string secret;
+  /// Worker: how long to keep reconnecting to a server that closed its
+  /// connection (it restarts and resumes from a checkpoint); 0: fail at once.
+  uint64_t reconnect_ms = 0;
+  /// Server: where it writes checkpoints (docs/cluster.md "Checkpoints"); empty: none.
+  std::string checkpoint_dir;
+  /// Server: a checkpoint this often and/or after this many applied updates
+  /// (whichever comes first; 0 = not by that measure).
+  uint64_t checkpoint_every_ms = 60000, checkpoint_every_updates = 0;
+  uint32_t checkpoint_keep = 2;  ///< newest checkpoints kept per server
+  /// Server: start from the newest valid checkpoint in checkpoint_dir, if any.
+  bool resume = false;
 };
 
 const char* rule_name(UpdateRule rule);

@@ -121,10 +121,13 @@ int main(int argc, char** argv) {
     auto s = server.stats();
     std::fprintf(stderr,
                  "rdmaps-server: done: %llu pushes, %llu pulls, %llu clocks, %llu rejected, %llu dropped, "
-                 "longest set-up pause %.1f ms\n",
+                 "longest set-up pause %.1f ms, resumed with %llu updates, %llu checkpoints (the newest holds %llu "
+                 "updates)\n",
                  static_cast<unsigned long long>(s.pushes), static_cast<unsigned long long>(s.pulls),
                  static_cast<unsigned long long>(s.clocks), static_cast<unsigned long long>(s.rejected),
-                 static_cast<unsigned long long>(s.dropped), s.longest_setup_pause_us / 1e3);
+                 static_cast<unsigned long long>(s.dropped), s.longest_setup_pause_us / 1e3,
+                 static_cast<unsigned long long>(s.resumed_updates), static_cast<unsigned long long>(s.checkpoints),
+                 static_cast<unsigned long long>(s.checkpoint_updates));
     return 0;
   } catch (const rdmaps::Error& e) {
     std::fprintf(stderr, "rdmaps-server: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());

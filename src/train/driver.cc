@@ -92,6 +92,7 @@ struct RunResult {
   std::optional<double> time_to_85;
   uint64_t updates = 0, pushed = 0, pulled = 0, pulls = 0, skipped = 0;
   uint64_t straggled = 0;  ///< steps after which a worker slept (--straggler)
+  uint64_t reconnects = 0, pushes_lost = 0;  ///< servers that restarted (--reconnect) and what they lost
   double tau_p50 = 0;
   uint64_t tau_max = 0, dropped = 0;
   Histogram staleness;           ///< per push piece, summed over servers
@@ -209,9 +210,12 @@ RunResult run_local(const Options& o, bool progress) {
           if (!r.time_to_85 && p.accuracy >= 0.85) r.time_to_85 = p.seconds;
           r.curve.push_back(p);
         } else if (kind == "done") {
-          uint64_t steps, bytes_in, bytes_out, pulls, skipped, straggled = 0;
+          uint64_t steps, bytes_in, bytes_out, pulls, skipped, straggled = 0, pieces = 0, reconnects = 0, lost = 0;
           double compute;
-          in >> steps >> bytes_in >> bytes_out >> pulls >> skipped >> compute >> straggled;
+          in >> steps >> bytes_in >> bytes_out >> pulls >> skipped >> compute >> straggled >> pieces >> reconnects >>
+              lost;
+          r.reconnects += reconnects;
+          r.pushes_lost += lost;
           r.updates += steps;
           r.pushed += bytes_in;
           r.pulled += bytes_out;
@@ -284,6 +288,7 @@ std::string json_of(const RunResult& r) {
   j << ",\"updates\":" << r.updates << ",\"bytes_pushed\":" << r.pushed << ",\"bytes_pulled\":" << r.pulled
     << ",\"pulls\":" << r.pulls << ",\"pulls_skipped\":" << r.skipped << ",\"staleness_p50\":" << r.tau_p50
     << ",\"staleness_max\":" << r.tau_max << ",\"straggled_steps\":" << r.straggled
+    << ",\"server_restarts_seen\":" << r.reconnects << ",\"pushes_lost\":" << r.pushes_lost
     << ",\"staleness_histogram\":" << json_histogram(r.staleness) << ",\"virtual_workers\":" << r.virtual_workers;
   if (r.virtual_workers)
     j << ",\"delay\":\"" << r.delay << "\",\"schedule_staleness_histogram\":" << json_histogram(r.schedule_staleness);

@@ -43,9 +43,12 @@ int run_server_role(const Options& o) {
   if (o.report_fd < 0) {
     server.run();
     auto s = server.stats();
-    std::fprintf(stderr, "rdmaps-train server %u: done: %llu pushes, %llu rejected, longest set-up pause %.1f ms\n",
+    std::fprintf(stderr,
+                 "rdmaps-train server %u: done: %llu pushes, %llu rejected, longest set-up pause %.1f ms, resumed "
+                 "with %llu updates, %llu checkpoints (the newest holds %llu updates)\n",
                  o.index, static_cast<unsigned long long>(s.pushes), static_cast<unsigned long long>(s.rejected),
-                 s.longest_setup_pause_us / 1e3);
+                 s.longest_setup_pause_us / 1e3, static_cast<unsigned long long>(s.resumed_updates),
+                 static_cast<unsigned long long>(s.checkpoints), static_cast<unsigned long long>(s.checkpoint_updates));
     return 0;
   }
   write_fd(o.report_fd, "port " + server.address().substr(server.address().rfind(':') + 1));

@@ -49,7 +49,8 @@ TrainingWorker::~TrainingWorker() = default;
 
 void TrainingWorker::connect() {
   client_.connect();
-  if (o_.worker != 0) return;
+  // Servers that resumed from a checkpoint hold trained weights: keep them.
+  if (o_.worker != 0 || client_.stats().servers_resumed > 0) return;
   Mlp::init(params_, o_.seed);
   client_.init("mlp", params_);
   client_.pull("mlp", params_);  // taken in after the init: the same inbox is served in order
@@ -129,11 +130,12 @@ void TrainingWorker::evaluate(double epoch) {
 void TrainingWorker::finish() {
   auto s = client_.stats();
   char line[256];
-  std::snprintf(line, sizeof(line), "done %u %llu %llu %llu %llu %llu %.4f %llu %llu", o_.worker,
+  std::snprintf(line, sizeof(line), "done %u %llu %llu %llu %llu %llu %.4f %llu %llu %llu %llu", o_.worker,
                 static_cast<unsigned long long>(step_), static_cast<unsigned long long>(s.push_bytes),
                 static_cast<unsigned long long>(s.pull_bytes), static_cast<unsigned long long>(s.pulls),
                 static_cast<unsigned long long>(s.pulls_skipped), compute_s_,
-                static_cast<unsigned long long>(straggled_), static_cast<unsigned long long>(s.pushes));
+                static_cast<unsigned long long>(straggled_), static_cast<unsigned long long>(s.pushes),
+                static_cast<unsigned long long>(s.reconnects), static_cast<unsigned long long>(s.pushes_lost));
   report_(line);
 }
 

@@ -1,0 +1,274 @@
+// Checkpoints: the file (round trip, torn, corrupt and unfinished files
+// skipped with a message, pruning) and a real server process killed and
+// restarted from it while its worker goes on.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "src/checkpoint.h"
+#include "tests/ps_fixture.h"
+#include "tests/transport_fixture.h"
+#include "transport/tcp_socket.h"
+
+namespace rdmaps::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+std::string temp_dir() {
+  std::string pattern = (fs::temp_directory_path() / "rdmaps-ckpt-XXXXXX").string();
+  if (!::mkdtemp(pattern.data())) throw std::runtime_error("mkdtemp failed");
+  return pattern;
+}
+
+ps::CheckpointHeader sample_header(uint64_t sequence) {
+  ps::CheckpointHeader h;
+  h.index = 1;
+  h.servers = 2;
+  h.shard_floats = 4;
+  h.staleness = 3;
+  h.rule.rule = static_cast<uint32_t>(UpdateRule::kDcAsgdAdaptive);
+  h.rule.learning_rate = 0.5f;
+  h.tensors = {{"a", 10}, {"b", 6}};
+  h.sequence = sequence;
+  h.unix_ms = 1234567;
+  h.versions = {7, 8};  // server 1 of 2 holds floats [8, 16): two shards of 4
+  h.workers = {{ps::WorkerState::kConnected, 5, 11}, {ps::WorkerState::kGone, 4, 3}};
+  return h;
+}
+
+std::string write_sample(const std::string& dir, uint64_t sequence, float base) {
+  std::vector<float> p1{base, base + 1, base + 2}, p2{base + 3, base + 4, base + 5, base + 6, base + 7};
+  std::vector<float> s1(3, 0.25f), s2(5, 0.5f);
+  ps::FloatRuns runs;
+  runs.params = {p1, p2};
+  runs.state = {s1, s2};
+  return ps::write_checkpoint(dir, sample_header(sequence), runs);
+}
+
+void flip_byte(const std::string& path, off_t at) {
+  int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  uint8_t b = 0;
+  ASSERT_EQ(::pread(fd, &b, 1, at), 1);
+  b ^= 0x40;
+  ASSERT_EQ(::pwrite(fd, &b, 1, at), 1);
+  ::close(fd);
+}
+
+TEST(Checkpoint, WhatIsWrittenIsReadBackWhole) {
+  const std::string dir = temp_dir();
+  const std::string path = write_sample(dir, 3, 1.0f);
+  EXPECT_EQ(fs::path(path).filename(), "server-1-0000000003.ckpt");
+  const ps::Checkpoint c = ps::read_checkpoint(path, 1 << 20);
+  const ps::CheckpointHeader& h = c.header;
+  EXPECT_EQ(h.index, 1u);
+  EXPECT_EQ(h.servers, 2u);
+  EXPECT_EQ(h.staleness, 3u);
+  EXPECT_EQ(h.rule.difference(sample_header(3).rule), "");
+  ASSERT_EQ(h.tensors.size(), 2u);
+  EXPECT_EQ(h.tensors[1].name, "b");
+  EXPECT_EQ(h.versions, (std::vector<uint64_t>{7, 8}));
+  ASSERT_EQ(h.workers.size(), 2u);
+  EXPECT_EQ(h.workers[0].state, ps::WorkerState::kConnected);
+  EXPECT_EQ(h.workers[1].clock, 4u);
+  EXPECT_EQ(h.updates(), 14u);
+  EXPECT_EQ(c.params, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(c.state, (std::vector<float>{0.25f, 0.25f, 0.25f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f}));
+  EXPECT_EQ(::access((path + ".tmp").c_str(), F_OK), -1) << "the temporary file outlived the rename";
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, TornCorruptAndUnfinishedFilesAreSkippedNamingEach) {
+  const std::string dir = temp_dir();
+  const std::string good = write_sample(dir, 1, 1.0f);
+  const std::string corrupt = write_sample(dir, 2, 2.0f);
+  const std::string torn = write_sample(dir, 3, 3.0f);
+  flip_byte(corrupt, static_cast<off_t>(fs::file_size(corrupt) / 2));
+  fs::resize_file(torn, fs::file_size(torn) - 40);
+  std::ofstream(dir + "/server-1-0000000004.ckpt.tmp") << "half";
+  std::vector<std::string> said;
+  auto c = ps::load_newest_checkpoint(dir, 1, 1 << 20, [&](const std::string& s) { said.push_back(s); });
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->path, good);
+  EXPECT_EQ(c->params[0], 1.0f);
+  ASSERT_EQ(said.size(), 3u);
+  EXPECT_NE(said[0].find("0000000004.ckpt.tmp: an unfinished write"), std::string::npos) << said[0];
+  EXPECT_NE(said[1].find(torn), std::string::npos) << said[1];
+  EXPECT_NE(said[2].find(corrupt), std::string::npos) << said[2];
+  EXPECT_NE(said[2].find("SHA-256"), std::string::npos) << said[2];
+  // Another server's files are not this one's.
+  EXPECT_FALSE(ps::load_newest_checkpoint(dir, 0, 1 << 20, [](const std::string&) {}).has_value());
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, PruningKeepsTheNewestAndRemovesUnfinishedWrites) {
+  const std::string dir = temp_dir();
+  for (uint64_t s = 1; s <= 4; ++s) write_sample(dir, s, 1.0f);
+  std::ofstream(dir + "/server-1-0000000009.ckpt.tmp") << "half";
+  std::ofstream(dir + "/server-0-0000000001.ckpt") << "another server's";
+  ps::prune_checkpoints(dir, 1, 2);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"server-0-0000000001.ckpt", "server-1-0000000003.ckpt",
+                                            "server-1-0000000004.ckpt"}));
+  fs::remove_all(dir);
+}
+
+TEST(Checkpoint, AFileTooLargeForTheServerIsRefusedBeforeReading) {
+  const std::string dir = temp_dir();
+  const std::string path = write_sample(dir, 1, 1.0f);
+  fs::resize_file(path, uint64_t{1} << 30);  // sparse: claims 1 GiB, reading it would take that much memory
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { ps::read_checkpoint(path, 1 << 20); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("--max-bytes"), std::string::npos) << what;
+  EXPECT_NE(what.find(path), std::string::npos) << what;
+  fs::remove_all(dir);
+}
+
+// ---- a server process restarted from its checkpoints --------------------------
+
+constexpr size_t kFloats = 1000;
+constexpr uint32_t kShard = 256;  // four shards, two lanes
+constexpr float kLr = 0.125f;
+
+Config restart_config(transport::TransportKind kind, const std::string& dir) {
+  Config c = sgd_config(kind, kLr, kShard);
+  c.staleness = 0;  // the clock waits too: it must survive the restarts
+  c.server_threads = 2;
+  c.checkpoint_dir = dir;
+  c.checkpoint_every_updates = 6;
+  c.checkpoint_every_ms = 0;
+  c.secret = test_secret();
+  return c;
+}
+
+// extra: checkpoint directory, "resume" or "fresh".
+RDMAPS_TEST_PEER(checkpoint_server) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  o.workers = 1;
+  o.config = restart_config(args.transport, args.extra.at(0));
+  o.config.resume = args.extra.at(1) == "resume";
+  o.log_connections = false;
+  Server server(o);
+  server.run();
+  return 0;
+}
+
+std::vector<float> gradient(int step) {
+  std::vector<float> g(kFloats);
+  for (size_t i = 0; i < kFloats; ++i) g[i] = 0.5f + 0.001f * static_cast<float>((step * 7 + i) % 97);
+  return g;
+}
+
+class PsCheckpointTest : public PsTest {};
+
+// A one-worker SGD job whose server is killed twice and restarted with
+// --resume. After each restart every shard must hold exactly the parameters
+// after some number k of the worker's pushes (the shards of one lane at most
+// one push apart: a lane's snapshot is of one moment), the k's must add up to what the
+// worker was told the checkpoint holds, and the job goes on from there. A
+// server that comes back without its checkpoint is refused by the worker.
+TEST_P(PsCheckpointTest, AServerRestartedFromItsCheckpointTakesItsWorkerBackWithExactlyWhatItHeld) {
+  const std::string dir = temp_dir();
+  const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
+  auto server = std::make_unique<PeerProcess>("checkpoint_server", GetParam(), port, 1,
+                                              std::vector<std::string>{dir, "fresh"});
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.workers = 1;
+  o.config = restart_config(GetParam(), dir);
+  o.config.reconnect_ms = 20000;
+  o.timeout = 30s;
+  std::unique_ptr<Client> client;
+  for (auto until = Clock::now() + 20s; !client && Clock::now() < until;) {
+    try {
+      client = std::make_unique<Client>(o);
+      client->declare("w", kFloats);
+      client->connect();
+    } catch (const Error&) {  // not listening yet
+      client.reset();
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  ASSERT_TRUE(client) << "the server process did not come up";
+  // What the server holds if nothing is lost, and every state since the last restart.
+  std::vector<float> current(kFloats, 1.0f);
+  std::vector<std::vector<float>> history{current};
+  std::vector<uint64_t> base(4, 0);  // pushes each shard held after the last restart
+  client->init("w", current);
+  int step = 0;
+  auto train = [&](int steps) {
+    for (int i = 0; i < steps; ++i, ++step) {
+      const auto g = gradient(step);
+      client->push("w", g);
+      client->clock();
+      for (size_t j = 0; j < kFloats; ++j) current[j] = current[j] - kLr * g[j];
+      history.push_back(current);
+    }
+  };
+  auto restart = [&](const char* mode) {
+    server->kill_now();
+    server = std::make_unique<PeerProcess>("checkpoint_server", GetParam(), port, 2 + step,
+                                           std::vector<std::string>{dir, mode});
+  };
+  for (int round = 1; round <= 2; ++round) {
+    train(10);
+    restart("resume");
+    std::vector<float> w(kFloats);
+    client->pull("w", w);  // reconnects
+    const ClientStats s = client->stats();
+    ASSERT_EQ(s.reconnects, static_cast<uint64_t>(round));
+    // Which state each shard is in, exactly.
+    uint64_t held = 0;
+    std::vector<size_t> at;
+    for (size_t shard = 0; shard < 4; ++shard) {
+      const size_t begin = shard * kShard, end = std::min(kFloats, begin + kShard);
+      size_t c = history.size();
+      for (size_t k = 0; k < history.size() && c == history.size(); ++k)
+        if (std::memcmp(w.data() + begin, history[k].data() + begin, (end - begin) * 4) == 0) c = k;
+      ASSERT_LT(c, history.size()) << "round " << round << ": shard " << shard
+                                   << " holds parameters the worker never had";
+      at.push_back(c);
+      base[shard] += c;
+      held += base[shard];
+    }
+    // A lane's snapshot is of one moment, which may fall between the pieces of one push.
+    EXPECT_LE(std::max(at[0], at[1]) - std::min(at[0], at[1]), 1u) << "lane 0's shards are of different moments";
+    EXPECT_LE(std::max(at[2], at[3]) - std::min(at[2], at[3]), 1u) << "lane 1's shards are of different moments";
+    EXPECT_EQ(held, 4 * static_cast<uint64_t>(step) - s.pushes_lost)
+        << "the shards hold " << held << " pieces; the worker sent " << 4 * step << " and was told " << s.pushes_lost
+        << " were lost";
+    EXPECT_GT(held, 0u) << "nothing kept";
+    std::printf("[ info     ] restart %d: %llu of %d pieces kept, %llu lost in all\n", round,
+                static_cast<unsigned long long>(held), 4 * step, static_cast<unsigned long long>(s.pushes_lost));
+    current = w;  // the job goes on from what was kept
+    history = {current};
+  }
+  train(5);
+  std::vector<float> w(kFloats);
+  client->pull("w", w);
+  EXPECT_EQ(std::memcmp(w.data(), current.data(), kFloats * 4), 0) << "training after the restarts drifted";
+  // Back without its checkpoint: the worker stops rather than train from nothing.
+  restart("fresh");
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
+  EXPECT_NE(what.find("did not resume"), std::string::npos) << what;
+  client.reset();
+  server->kill_now();
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, PsCheckpointTest,
+                         testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
+                         transport_param_name);
+
+}  // namespace
+}  // namespace rdmaps::test

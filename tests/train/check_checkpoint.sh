@@ -1,0 +1,82 @@
+#!/bin/bash
+# A real rdmaps-train job (one server, two workers, cluster roles) whose
+# server is killed twice and restarted with --resume: once with SIGKILL in
+# the middle of writing a checkpoint, once at an arbitrary point. The workers
+# reconnect and finish; the job must reach the accuracy of the same job left
+# alone (within 0.5 points), and every push must be accounted for: those the
+# final model holds plus those the workers were told were lost equal those
+# they sent. (A corrupt checkpoint being skipped: ps_faults_test.cc.)
+# usage: check_checkpoint.sh RDMAPS_TRAIN KILL_MID_WRITE OUT_DIR
+set -euo pipefail
+train=$1 killer=$2 out=$3
+rm -rf "$out"
+mkdir -p "$out/ckpt"
+job=(--workers 2 --servers 1 --epochs ${EPOCHS:-6} --train-limit 30000 --test-limit 10000 --transport tcp --seed 7
+     --data /usr/share/datasets/fashion-mnist)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$out"/*.log; do echo "== $f"; tail -n 8 "$f"; done; exit 1; }
+
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+server() {  # server LOG [extra flags]: starts it, sets $spid
+  local log=$1; shift
+  "$train" --role server --listen "127.0.0.1:$port" "${job[@]}" --checkpoint-dir "$out/ckpt" --checkpoint-every 100 \
+    "$@" 2>"$log" &
+  spid=$!
+  pids+=("$spid")
+}
+workers() {  # workers PREFIX: starts both, sets $wpids
+  wpids=()
+  for w in 0 1; do
+    "$train" --role worker --worker $w --servers-list "127.0.0.1:$port" "${job[@]}" --reconnect 30 \
+      >"$1-w$w.out" 2>"$1-w$w.log" &
+    wpids+=($!)
+    pids+=($!)
+  done
+}
+accuracy() { awk '$1 == "eval" { a = $4 } END { print a }' "$1"; }
+
+# The job left alone.
+port=$(free_port)
+server "$out/ref-server.log" --checkpoint-keep 1
+workers "$out/ref"
+for p in "${wpids[@]}"; do wait "$p" || fail "a worker of the uninterrupted job failed"; done
+wait "$spid" || fail "the uninterrupted job's server failed"
+reference=$(accuracy "$out/ref-w0.out")
+rm -rf "$out/ckpt" && mkdir -p "$out/ckpt"
+
+# The same job, its server killed twice.
+port=$(free_port)
+server "$out/server1.log"
+workers "$out/job"
+sleep 1.5
+"$killer" "$out/ckpt" "$spid" 20 >"$out/kill.txt" || fail "the server was never caught writing a checkpoint"
+wait "$spid" 2>/dev/null || true
+ls "$out/ckpt"/*.ckpt.tmp >/dev/null 2>&1 || fail "no unfinished checkpoint left behind by the kill"
+server "$out/server2.log" --resume
+sleep 3
+kill -9 "$spid"
+wait "$spid" 2>/dev/null || true
+server "$out/server3.log" --resume
+for p in "${wpids[@]}"; do wait "$p" || fail "a worker failed after the server restarts"; done
+wait "$spid" || fail "the third server failed"
+
+grep -q "ignoring .*ckpt.tmp: an unfinished write" "$out/server2.log" || fail "the unfinished checkpoint was not named"
+grep -q "resumed from" "$out/server2.log" || fail "the first restart did not resume"
+grep -q "resumed from" "$out/server3.log" || fail "the second restart did not resume"
+for w in 0 1; do
+  [ "$(grep -c 'reconnected to' "$out/job-w$w.log")" = 2 ] || fail "worker $w did not reconnect twice"
+done
+# done W steps push-bytes pull-bytes pulls skipped compute straggled pushes reconnects lost
+sent=$(awk '$1 == "done" { s += $10 } END { print s }' "$out"/job-w*.out)
+lost=$(awk '$1 == "done" { s += $12 } END { print s }' "$out"/job-w*.out)
+held=$(sed -n 's/.*the newest holds \([0-9]*\) updates.*/\1/p' "$out/server3.log")
+[ -n "$held" ] && [ $((sent - lost)) = "$held" ] ||
+  fail "pushes: $sent sent, $lost reported lost, but the final checkpoint holds ${held:-?}"
+[ "$lost" -gt 0 ] || fail "two restarts lost no push: the kills came after the job"
+final=$(accuracy "$out/job-w0.out")
+awk -v a="$final" -v r="$reference" 'BEGIN { d = a - r; if (d < 0) d = -d; exit !(d <= 0.005) }' ||
+  fail "accuracy $final after two restarts, $reference without"
+echo "ok: accuracy $final after two server restarts ($reference uninterrupted); $sent pushes sent, $lost lost" \
+     "to the restarts, $held in the final model; $(cat "$out/kill.txt")"
