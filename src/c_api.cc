@@ -198,7 +198,9 @@ rdmaps_status rdmaps_client_get_stats(const rdmaps_client* c, rdmaps_client_stat
                                s.pull_bytes_saved,
                                s.clocks,
                                c->client->clock_value(),
-                               s.clock_wait_seconds};
+                               s.clock_wait_seconds,
+                               s.reconnects,
+                               s.pushes_lost};
   });
 }
 

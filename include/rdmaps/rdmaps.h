@@ -45,6 +45,9 @@ typedef struct {
 typedef struct {
   uint64_t pushes, push_bytes, pulls, pull_bytes, pulls_skipped, pull_bytes_saved, clocks, clock;
   double clock_wait_seconds;
+  /** Servers that restarted and were reconnected to ("--reconnect SEC" in config), and
+   * the pushes they lost (sent after their last checkpoint). */
+  uint64_t reconnects, pushes_lost;
 } rdmaps_client_stats;
 
 rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_client** out);

@@ -89,6 +89,8 @@ py::dict client_stats_dict(const ClientStats& s) {
   d["clocks"] = s.clocks;
   d["clock_wait_seconds"] = s.clock_wait_seconds;
   d["push_paths"] = s.push_paths;
+  d["reconnects"] = s.reconnects;
+  d["pushes_lost"] = s.pushes_lost;
   return d;
 }
 
@@ -106,6 +108,9 @@ py::dict server_stats_dict(const ServerStats& s) {
   d["workers_lost"] = s.workers_lost;
   d["lanes"] = s.lanes;
   d["longest_setup_pause_us"] = s.longest_setup_pause_us;
+  d["checkpoints"] = s.checkpoints;
+  d["checkpoint_updates"] = s.checkpoint_updates;
+  d["resumed_updates"] = s.resumed_updates;
   d["applied_per_worker"] = s.applied_per_worker;
   d["rejected_per_worker"] = s.rejected_per_worker;
   d["staleness_p50"] = s.staleness_quantile(0.5);

@@ -168,6 +168,60 @@ class ConfigurationTest(unittest.TestCase):
         self.assertIn(address.rpartition(":")[2], str(ctx.exception))
         worker.close()
 
+    def test_a_worker_reconnects_to_a_server_restarted_from_its_checkpoint(self):
+        import socket
+        import tempfile
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            address = "127.0.0.1:%d" % s.getsockname()[1]
+        directory = tempfile.mkdtemp(prefix="rdmaps-py-ckpt-")
+        code = ("import rdmaps, sys; rdmaps.Server(sys.argv[1], transport=%r, log_connections=False, rule='sgd', "
+                "lr=0.5, checkpoint_dir=sys.argv[2], checkpoint_every=1, resume=True).serve()" % TRANSPORT)
+
+        def serve():
+            return subprocess.Popen([sys.executable, "-c", code, address, directory], stderr=subprocess.PIPE,
+                                    text=True)
+
+        server = serve()
+        try:
+            worker = None
+            for _ in range(200):  # until it listens
+                try:
+                    worker = rdmaps.Worker(address, 0, transport=TRANSPORT, rule="sgd", lr=0.5, reconnect=20,
+                                           timeout=20)
+                    worker.declare("w", 16)
+                    worker.connect()
+                    break
+                except rdmaps.Error:
+                    worker = None
+                    time.sleep(0.05)
+            self.assertIsNotNone(worker, "the server process did not come up")
+            w = np.ones(16, dtype=np.float32)
+            worker.init("w", w)
+            for _ in range(5):
+                worker.push("w", np.ones(16, dtype=np.float32))
+                worker.clock()
+            worker.pull("w", w)  # every push is in, and in a checkpoint soon after (one per update)
+            time.sleep(0.5)
+            server.kill()
+            server.communicate()
+            server = serve()
+            worker.pull("w", w)  # reconnects
+            stats = worker.stats()
+            self.assertEqual(stats["reconnects"], 1)
+            self.assertEqual(stats["pushes_lost"], 0)
+            np.testing.assert_array_equal(w, np.full(16, 1.0 - 5 * 0.5, dtype=np.float32))
+            worker.push("w", np.ones(16, dtype=np.float32))
+            worker.pull("w", w)
+            np.testing.assert_array_equal(w, np.full(16, 1.0 - 6 * 0.5, dtype=np.float32))
+            worker.close()
+            _, err = server.communicate(timeout=20)
+            self.assertIn("resumed from", err)
+        finally:
+            if server.poll() is None:
+                server.kill()
+            subprocess.run(["rm", "-rf", directory])
+
 
 if __name__ == "__main__":
     unittest.main()
