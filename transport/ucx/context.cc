@@ -1,4 +1,5 @@
 #include "transport/ucx/context.h"
+#include "transport/ucx/shm_leftovers.h"
 
 #include <poll.h>
 #include <sys/epoll.h>
@@ -55,6 +56,7 @@ std::unique_ptr<Context> create_context(const ContextOptions& options) {
 namespace rdmaps::transport::ucx {
 
 UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
+  if (options.transport != TransportKind::kTcp) sweep_stale_shm_once();
   ucp_config_t* raw_config = nullptr;
   check(ucp_config_read(nullptr, nullptr, &raw_config), "reading the UCX configuration", "UCX_* environment");
   ConfigPtr config(raw_config);
