@@ -10,6 +10,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist gnuplot-nox   # the training job's data and plot
   clang-format bc
+  iproute2 iptables               # network-fault tests: namespaces, veth, packet loss
   python3-dev pybind11-dev python3-pybind11 python3-numpy   # the rdmaps Python module
   python3-torch                   # rdmaps.torch and its tests (Debian's torch 1.13, CPU)
   libopenblas0-openmp             # torch's BLAS; the default reference BLAS is 14x slower

@@ -1,0 +1,133 @@
+#!/bin/bash
+# A real rdmaps-train job across two network namespaces made here: the server
+# in one, its two workers in the other, joined by a veth pair on this test's
+# own addresses (no route out: nothing leaves the namespaces). Over tcp:
+#   1. 1 % packet loss each way (and 5 ms delay where the kernel has netem):
+#      the job (BSP) finishes with the accuracy of the same job on a clean link;
+#   2. a 5 s partition in the middle of a run: every process then either
+#      finishes or fails with an error naming its peer; none hangs.
+# Needs root (ip netns, iptables); says why and skips (77) without.
+# usage: check_network_faults.sh RDMAPS_TRAIN OUT_DIR
+set -euo pipefail
+train=$1 out=$2
+if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! command -v iptables >/dev/null; then
+  echo "SKIP: needs root, iproute2 and iptables (scripts/install-deps.sh installs them)"
+  exit 77
+fi
+rm -rf "$out" && mkdir -p "$out"
+tag=$$
+srv=rdmaps-srv-$tag wrk=rdmaps-wrk-$tag
+net=10.$((RANDOM % 200 + 20)).$((RANDOM % 250 + 1))
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  ip netns del "$srv" 2>/dev/null || true
+  ip netns del "$wrk" 2>/dev/null || true
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$out"/*.log; do echo "== $f"; tail -n 6 "$f"; done; exit 1; }
+
+ip netns add "$srv" || { echo "SKIP: cannot create network namespaces here"; exit 77; }
+ip netns add "$wrk"
+ip link add "vs$tag" type veth peer name "vw$tag"
+ip link set "vs$tag" netns "$srv"
+ip link set "vw$tag" netns "$wrk"
+ip -n "$srv" addr add "$net.1/24" dev "vs$tag"
+ip -n "$wrk" addr add "$net.2/24" dev "vw$tag"
+for ns in "$srv" "$wrk"; do ip -n "$ns" link set lo up; done
+ip -n "$srv" link set "vs$tag" up
+ip -n "$wrk" link set "vw$tag" up
+for ns in "$srv" "$wrk"; do
+  ip -n "$ns" route | grep -q '^default' && fail "namespace $ns has a route out"
+done
+ip link show "vs$tag" >/dev/null 2>&1 && fail "the veth pair is still in the host's namespace"
+
+export RDMAPS_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')  # off loopback: authenticated
+# BSP: the same updates whatever the link's timing, so loss may slow the job but not change what it
+# learns; only the order of each step's two pushes varies (float sums): four clean runs of this job
+# scored 0.843-0.848, hence the 1-point tolerance below.
+job=(--workers 2 --servers 1 --epochs "${EPOCHS:-3}" --train-limit 12000 --test-limit 2000 --transport tcp --seed 11
+     --sync --dc off --data /usr/share/datasets/fashion-mnist)
+port=$((20000 + RANDOM % 20000))
+run_job() {  # run_job NAME: starts the server and both workers, sets $spid $wpids
+  ip netns exec "$srv" env UCX_NET_DEVICES="vs$tag" "$train" --role server --listen "$net.1:$port" "${job[@]}" \
+    2>"$out/$1-server.log" &
+  spid=$!
+  pids+=("$spid")
+  wpids=()
+  for w in 0 1; do
+    ip netns exec "$wrk" env UCX_NET_DEVICES="vw$tag" "$train" --role worker --worker $w \
+      --servers-list "$net.1:$port" "${job[@]}" >"$out/$1-w$w.out" 2>"$out/$1-w$w.log" &
+    wpids+=($!)
+    pids+=($!)
+  done
+}
+finish_job() {  # finish_job NAME: every process exits 0
+  for p in "${wpids[@]}"; do wait "$p" || fail "$1: a worker failed"; done
+  wait "$spid" || fail "$1: the server failed"
+  port=$((port + 1))
+}
+accuracy() { awk '$1 == "eval" { a = $4 } END { print a }' "$1"; }
+drop_all() {  # drop_all -A|-D: a partition, both ways
+  ip netns exec "$srv" iptables "$1" INPUT -i "vs$tag" -j DROP
+  ip netns exec "$wrk" iptables "$1" INPUT -i "vw$tag" -j DROP
+}
+
+now() { date +%s.%N; }
+seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+start=$(now)
+run_job clean
+finish_job clean
+clean_s=$(seconds_since "$start")
+clean=$(accuracy "$out/clean-w0.out")
+
+# 1. Loss (and delay where netem exists).
+delay="no delay: this kernel has no sch_netem"
+if ip netns exec "$srv" tc qdisc add dev "vs$tag" root netem delay 5ms loss 1% 2>/dev/null; then
+  ip netns exec "$wrk" tc qdisc add dev "vw$tag" root netem delay 5ms loss 1%
+  delay="5 ms delay and 1 % loss by netem"
+else
+  ip netns exec "$srv" iptables -A INPUT -i "vs$tag" -m statistic --mode random --probability 0.01 -j DROP
+  ip netns exec "$wrk" iptables -A INPUT -i "vw$tag" -m statistic --mode random --probability 0.01 -j DROP
+  delay="1 % loss by iptables ($delay)"
+fi
+start=$(now)
+run_job lossy
+finish_job lossy
+lossy_s=$(seconds_since "$start")
+lossy=$(accuracy "$out/lossy-w0.out")
+dropped=$(ip netns exec "$srv" iptables -L INPUT -v -x -n 2>/dev/null | awk '/statistic/ { print $1 }')
+awk -v a="$lossy" -v r="$clean" 'BEGIN { d = a - r; if (d < 0) d = -d; exit !(a >= 0.70 && d <= 0.01) }' ||
+  fail "accuracy $lossy over the lossy link, $clean over the clean one"
+ip netns exec "$srv" iptables -F INPUT
+ip netns exec "$wrk" iptables -F INPUT
+ip netns exec "$srv" tc qdisc del dev "vs$tag" root 2>/dev/null || true
+ip netns exec "$wrk" tc qdisc del dev "vw$tag" root 2>/dev/null || true
+
+# 2. A 5 s partition in the middle of a run.
+start=$(now)
+run_job partition
+sleep 2
+drop_all -A
+sleep 5
+drop_all -D
+healed=$(date +%s)
+deadline=$((healed + 60))  # the job's own length plus TCP's retransmission back-off: generous, but bounded
+for p in "$spid" "${wpids[@]}"; do
+  while kill -0 "$p" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "a process still runs 60 s after the partition healed: it hangs"
+    sleep 0.2
+  done
+done
+outcome=""
+for w in 0 1; do
+  if wait "${wpids[$w]}"; then
+    outcome+="worker $w finished; "
+  else
+    grep -q "$net.1" "$out/partition-w$w.log" || fail "worker $w failed without naming its server"
+    outcome+="worker $w failed naming its server; "
+  fi
+done
+wait "$spid" && outcome+="the server finished" || outcome+="the server failed"
+echo "ok: clean link $clean in $clean_s s; $delay: $lossy in $lossy_s s (${dropped:-?} packets dropped at the" \
+     "server); 5 s partition: $outcome, all done $(seconds_since "$start") s after the start"
