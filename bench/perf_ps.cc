@@ -34,7 +34,15 @@ using Clock = std::chrono::steady_clock;
 
 const std::set<std::string> kFlags = {"transport", "workers",   "servers",        "floats", "rule",      "iters",
                                       "json",      "push-path", "shard-floats",   "role",   "index",     "servers-list",
-                                      "worker",    "report-fd", "server-threads", "values", "gpu-shard", "help"};
+                                      "worker",    "report-fd", "server-threads", "values", "gpu-shard", "help",
+                                      "checkpoint-dir", "checkpoint-every"};
+
+// The servers checkpoint while serving (what that costs the hot path).
+void add_checkpoint_flags(const Flags& f, std::vector<std::string>& args) {
+  if (!f.has("checkpoint-dir")) return;
+  args.insert(args.end(), {"--checkpoint-dir", f.str("checkpoint-dir", ""), "--checkpoint-every",
+                           f.str("checkpoint-every", "1s")});
+}
 
 Config ps_config(const Flags& f) {
   Config c;
@@ -44,6 +52,7 @@ Config ps_config(const Flags& f) {
                                    "--shard-floats",   std::to_string(f.u64("shard-floats", 256 * 1024)),
                                    "--staleness",      "0",
                                    "--server-threads", f.str("server-threads", "auto")};
+  add_checkpoint_flags(f, args);
   parse_config(c, args, nullptr);
   return c;
 }
@@ -163,6 +172,7 @@ int run_driver(const Flags& f) {
                                      "--values",         values,
                                      "--server-threads", f.str("server-threads", "auto")};
   if (gpu_shard) common.push_back("--gpu-shard");
+  add_checkpoint_flags(f, common);
   std::vector<Child> server_children;
   std::string list;
   tools::share_secret_with_children(config);
@@ -264,6 +274,7 @@ int perf_ps_main(int argc, char** argv, int first) {
         "  --shard-floats N         floats per piece (262144 = 1 MiB)\n"
         "  --iters N                timed iterations (auto)\n"
         "  --server-threads N|auto  threads per server, each owning part of the shards (auto: one per core)\n"
+        "  --checkpoint-dir D       the servers checkpoint there while serving (--checkpoint-every T|N, 1s)\n"
         "  --gpu-shard              the servers keep their range on the GPU\n"
         "  --values normal|tiny     gradients of 1e-3, or of 1e-20..1e-40 (subnormal squares) (normal)\n"
         "  --json                   one JSON object\n");
