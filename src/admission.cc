@@ -26,6 +26,13 @@ std::string Admission::check(const Hello& hello) const {
   if (hello.worker >= options_.workers)
     return "worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(options_.workers) +
            " workers this server expects (--workers)";
+  // The server applies one rule: a worker that asked for another would train
+  // with a rule it did not ask for.
+  if (!options_.rule_from_workers && hello.rule_stated)
+    if (std::string d = hello.rule.difference(RuleParams::from(config_)); !d.empty())
+      return "its update rule differs from this server's (" + d +
+             ", the worker's first): give both the same --rule and its parameters, or start the server with "
+             "--rule-from-workers";
   if (options_.rule_from_workers && has_table())
     if (std::string d = RuleParams::from(config_).difference(hello.rule); !d.empty())
       return "its update rule differs from the one adopted from the first worker (" + d + ", adopted first)";

@@ -49,6 +49,7 @@ std::vector<uint8_t> encode(const Hello& h) {
   w.u64(h.staleness);
   w.u32(h.push_path);
   h.rule.encode(w);
+  w.u32(h.rule_stated);
   w.u32(static_cast<uint32_t>(h.tensors.size()));
   for (const auto& t : h.tensors) {
     w.str(t.name);
@@ -71,6 +72,8 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   h.push_path = r.u32();
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
   h.rule = RuleParams::decode(r);
+  h.rule_stated = r.u32();
+  if (h.rule_stated > 1) r.fail("rule-stated code " + std::to_string(h.rule_stated));
   uint32_t n = r.u32();
   if (n == 0 || n > kMaxTensors) r.fail(std::to_string(n) + " tensors declared");
   for (uint32_t i = 0; i < n; ++i) {

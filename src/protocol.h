@@ -112,6 +112,7 @@ struct Hello {
   uint64_t staleness = 0;  ///< the worker's SSP bound: every worker's must agree
   uint32_t push_path = 0;  ///< PushPath the worker asks for
   RuleParams rule;
+  uint32_t rule_stated = 0;  ///< 1: the worker asked for `rule` (Config::rule_stated); a server applying another refuses it
   std::vector<TensorDecl> tensors;
 };
 /// One thread of the server and the shards it owns: the worker connects to

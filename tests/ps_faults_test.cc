@@ -304,19 +304,21 @@ RDMAPS_TEST_PEER(clocking_worker) {
   return 0;
 }
 
-// A worker started for another number of workers, or with another staleness
-// bound than the first worker's, is refused at hello naming both values,
+// A worker started for another number of workers, with another staleness
+// bound than the first worker's, or asking for another update rule than the
+// server's, is refused at hello naming both values,
 // instead of waiting at the first clock for workers that never come.
-TEST_P(PsFaultTest, WorkersThatDisagreeOnWorkersOrStalenessAreRefusedNamingBoth) {
+TEST_P(PsFaultTest, WorkersThatDisagreeOnWorkersStalenessOrRuleAreRefusedNamingBoth) {
   Config c = config();
   c.staleness = 3;
   ServerGroup servers(1, 2, c);
-  auto join = [&](uint32_t worker, uint32_t workers, uint64_t staleness) {
+  auto join = [&](uint32_t worker, uint32_t workers, uint64_t staleness, std::vector<std::string> rule = {}) {
     ClientOptions o;
     o.servers = {servers.addresses()};
     o.worker = worker;
     o.workers = workers;
     o.config = c;
+    parse_config(o.config, rule, nullptr);  // flags that state a rule
     o.config.staleness = staleness;
     o.config.secret = test_secret();
     o.timeout = 20s;
@@ -331,7 +333,12 @@ TEST_P(PsFaultTest, WorkersThatDisagreeOnWorkersOrStalenessAreRefusedNamingBoth)
   EXPECT_NE(what.find("started for 3 workers, this server for 2"), std::string::npos) << what;
   EXPECT_EQ(error_code_of([&] { join(1, 2, 0); }, &what), Errc::kProtocol);
   EXPECT_NE(what.find("staleness bound is 0, the first worker's 3"), std::string::npos) << what;
-  auto second = join(1, 2, 3);  // agreeing: admitted
+  // A worker asking for a rule the server does not apply; one that asks for the server's own is admitted.
+  EXPECT_EQ(error_code_of([&] { join(1, 2, 3, {"--rule", "dc-asgd-a"}); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("rule dc-asgd-a vs sgd"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { join(1, 2, 3, {"--lr", "0.5"}); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("lr 0.5 vs 0.01"), std::string::npos) << what;
+  auto second = join(1, 2, 3, {"--rule", "sgd", "--lr", "0.01"});  // agreeing: admitted
   EXPECT_EQ(servers.server(0).stats().rejected, 0u);
   first.reset();
   second.reset();

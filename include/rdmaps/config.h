@@ -71,6 +71,10 @@ struct Config {
   uint32_t checkpoint_keep = 2;  ///< newest checkpoints kept per server
   /// Server: start from the newest valid checkpoint in checkpoint_dir, if any.
   bool resume = false;
+  /// Worker: the rule and its parameters were asked for (parse_config sets it
+  /// when any of their flags is given), so a server applying another refuses
+  /// this worker instead of training it with a rule it did not ask for.
+  bool rule_stated = false;
 };
 
 const char* rule_name(UpdateRule rule);
