@@ -32,16 +32,16 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const std::set<std::string> kFlags = {"transport", "workers",   "servers",        "floats", "rule",      "iters",
-                                      "json",      "push-path", "shard-floats",   "role",   "index",     "servers-list",
-                                      "worker",    "report-fd", "server-threads", "values", "gpu-shard", "help",
-                                      "checkpoint-dir", "checkpoint-every"};
+const std::set<std::string> kFlags = {"transport", "workers",      "servers",   "floats",         "rule",
+                                      "iters",     "json",         "push-path", "shard-floats",   "role",
+                                      "index",     "servers-list", "worker",    "report-fd",      "server-threads",
+                                      "values",    "gpu-shard",    "help",      "checkpoint-dir", "checkpoint-every"};
 
 // The servers checkpoint while serving (what that costs the hot path).
 void add_checkpoint_flags(const Flags& f, std::vector<std::string>& args) {
   if (!f.has("checkpoint-dir")) return;
-  args.insert(args.end(), {"--checkpoint-dir", f.str("checkpoint-dir", ""), "--checkpoint-every",
-                           f.str("checkpoint-every", "1s")});
+  args.insert(args.end(),
+              {"--checkpoint-dir", f.str("checkpoint-dir", ""), "--checkpoint-every", f.str("checkpoint-every", "1s")});
 }
 
 Config ps_config(const Flags& f) {

@@ -27,7 +27,7 @@ enum class WorkerState : uint8_t {
 struct CheckpointWorker {
   WorkerState state = WorkerState::kNever;
   uint64_t clock = 0;
-  uint64_t pushes = 0;  ///< of its pushes (pieces), how many the parameters hold
+  uint64_t pushes = 0;  ///< of its pushes (pieces), how many the parameters hold (applied ones)
 };
 
 /// Everything but the arrays.
@@ -36,8 +36,8 @@ struct CheckpointHeader {
   uint64_t staleness = 0;
   RuleParams rule;
   std::vector<TensorDecl> tensors;
-  uint64_t sequence = 0;  ///< 1, 2, 3, ... per server, continued across restarts
-  int64_t unix_ms = 0;    ///< when it was taken
+  uint64_t sequence = 0;           ///< 1, 2, 3, ... per server, continued across restarts
+  int64_t unix_ms = 0;             ///< when it was taken
   std::vector<uint64_t> versions;  ///< per shard of the server
   std::vector<CheckpointWorker> workers;
   uint64_t updates() const;  ///< pushes held, all workers

@@ -66,8 +66,7 @@ void Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
   const auto t0 = Clock::now();
   CheckpointHeader h = base_;
   h.sequence = sequence;
-  h.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                  std::chrono::system_clock::now().time_since_epoch())
+  h.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
                   .count();
   FloatRuns arrays;
   for (const auto& lane : lanes) {

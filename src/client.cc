@@ -50,6 +50,7 @@ struct ServerLink {
   std::vector<uint64_t> shard_stamp;  // min clock when each shard was last pulled; 0 = never
   std::vector<bool> have_shard;
   uint32_t generation = 0;  // connections made after the first (the server restarted)
+  uint64_t instance = 0;    // the server process connected to (Welcome::instance)
   uint64_t posted = 0;      // pushes (pieces) posted to it; a restart's checkpoint holds some of them
 
   bool down() const {
@@ -195,6 +196,7 @@ void ClientImpl::connect() {
   links_.resize(options_.servers.size());
   for (uint32_t i = 0; i < links_.size(); ++i) {
     const Welcome w = connect_one(i);
+    links_[i].instance = w.instance;
     stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
     stats_.servers_resumed += w.resumed;
   }
@@ -309,16 +311,18 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
   for (auto pause = std::chrono::milliseconds(50);; pause = std::min(pause * 2, std::chrono::milliseconds(1000))) {
     disconnect(link);
     welcome = Welcome{};
+    // The same server (a dropped connection), or a restarted one that resumed: go on.
+    auto holds_the_job = [&] { return welcome.instance == link.instance || welcome.resumed; };
     try {
       welcome = connect_one(link.index);
-      if (welcome.resumed) {
+      if (holds_the_job()) {
         refetch(link);
         break;
       }
     } catch (const Error& e) {
       last = e.what();
     }
-    if (welcome.accepted && !welcome.resumed)
+    if (welcome.accepted && !holds_the_job())
       throw Error(Errc::kPeerGone, "server " + link.address +
                                        " came back without this job's parameters (it did not resume from a "
                                        "checkpoint: start it with --checkpoint-dir and --resume); worker " +
@@ -330,15 +334,18 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
     std::this_thread::sleep_for(pause);
   }
   ++link.generation;
-  const uint64_t lost = link.posted > welcome.restored_pushes ? link.posted - welcome.restored_pushes : 0;
+  const bool restarted = welcome.instance != link.instance;
+  link.instance = welcome.instance;
+  const uint64_t lost = link.posted > welcome.pushes_held ? link.posted - welcome.pushes_held : 0;
   std::fprintf(stderr,
-               "rdmaps worker %u: reconnected to %s after %.1f s; it resumed from a checkpoint holding %llu of the "
-               "%llu pushes this worker sent it (%llu lost)\n",
+               "rdmaps worker %u: reconnected to %s after %.1f s; %s holding %llu of the %llu pushes this worker "
+               "sent it (%llu lost)\n",
                options_.worker, link.address.c_str(), std::chrono::duration<double>(Clock::now() - start).count(),
-               static_cast<unsigned long long>(welcome.restored_pushes), static_cast<unsigned long long>(link.posted),
+               restarted ? "it resumed from a checkpoint" : "the same server process, still",
+               static_cast<unsigned long long>(welcome.pushes_held), static_cast<unsigned long long>(link.posted),
                static_cast<unsigned long long>(lost));
   stats_.pushes_lost += lost;
-  link.posted = welcome.restored_pushes;
+  link.posted = welcome.pushes_held;
   ++stats_.reconnects;
   stats_.push_paths[link.index] = link.use_am ? "am" : "put";
 }

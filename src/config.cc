@@ -302,7 +302,7 @@ std::string env_name(const std::string& flag) {
 
 // Flags that state the update rule (RuleParams' fields).
 bool is_rule_flag(const std::string& name) {
-  static const std::set<std::string> names = {"rule", "lr",       "momentum", "lambda",           "lambda0",
+  static const std::set<std::string> names = {"rule",        "lr",  "momentum", "lambda",  "lambda0",
                                               "ms-momentum", "eps", "dc-bound", "dc-tau0", "ms-bias-correction"};
   return names.count(name) != 0;
 }

@@ -59,7 +59,8 @@ class GpuShardStore final : public ShardStore {
 
   void save(size_t local, size_t n, float* params, float* state) override {
     cuda::copy_to_host(params, static_cast<const float*>(params_.data()) + local, n * sizeof(float));
-    if (state && state_) cuda::copy_to_host(state, static_cast<const float*>(state_->data()) + local, n * sizeof(float));
+    if (state && state_)
+      cuda::copy_to_host(state, static_cast<const float*>(state_->data()) + local, n * sizeof(float));
   }
 
   void load(size_t local, size_t n, const float* params, const float* state) override {

@@ -20,7 +20,7 @@ bool ServerLane::snapshot_step() {
     snapshot_.workers.resize(workers_.size());
     for (size_t i = 0; i < workers_.size(); ++i) {
       const Worker& w = workers_[i];
-      const WorkerState state = w.live ? WorkerState::kConnected
+      const WorkerState state = w.live              ? WorkerState::kConnected
                                 : !w.connected_once ? WorkerState::kNever
                                                     : WorkerState::kGone;
       snapshot_.workers[i] = {state, w.clock, w.pushes};

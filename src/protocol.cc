@@ -107,7 +107,8 @@ std::vector<uint8_t> encode(const Welcome& m) {
     w.u32(l.shards);
   }
   w.u32(m.resumed);
-  w.u64(m.restored_pushes);
+  w.u64(m.instance);
+  w.u64(m.pushes_held);
   return w.take();
 }
 
@@ -139,7 +140,8 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
   }
   m.resumed = r.u32();
   if (m.resumed > 1) r.fail("resumed code " + std::to_string(m.resumed));
-  m.restored_pushes = r.u64();
+  m.instance = r.u64();
+  m.pushes_held = r.u64();
   r.done();
   if (m.accepted &&
       (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0 || m.lanes.empty() ||

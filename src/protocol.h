@@ -112,7 +112,8 @@ struct Hello {
   uint64_t staleness = 0;  ///< the worker's SSP bound: every worker's must agree
   uint32_t push_path = 0;  ///< PushPath the worker asks for
   RuleParams rule;
-  uint32_t rule_stated = 0;  ///< 1: the worker asked for `rule` (Config::rule_stated); a server applying another refuses it
+  uint32_t rule_stated =
+      0;  ///< 1: the worker asked for `rule` (Config::rule_stated); a server applying another refuses it
   std::vector<TensorDecl> tensors;
 };
 /// One thread of the server and the shards it owns: the worker connects to
@@ -130,11 +131,15 @@ struct Welcome {
   uint32_t push_path = 0;  ///< PushPath::kPut or kAm, decided by the server for every lane
   uint64_t token = 0;      ///< proves to the lanes that this server admitted the worker
   std::vector<LaneInfo> lanes;
-  /// 1: the server resumed from a checkpoint (docs/cluster.md "Checkpoints")
-  /// and holds the table and its parameters already.
+  /// 1: the server resumed from a checkpoint (docs/cluster.md "Checkpoints
+  /// and restarts") and holds the table and its parameters already.
   uint32_t resumed = 0;
-  /// Of this worker's pushes (pieces), how many the checkpoint holds.
-  uint64_t restored_pushes = 0;
+  /// Random per server process: a worker reconnecting tells a restarted
+  /// server from the same one after a dropped connection.
+  uint64_t instance = 0;
+  /// Of this worker's pushes (pieces), how many the server's parameters hold
+  /// (its checkpoint's, if it resumed, plus those it applied since).
+  uint64_t pushes_held = 0;
 };
 /// Worker -> one lane, after a Welcome.
 struct LaneHello {

@@ -84,6 +84,7 @@ class ServerImpl {
     listener_ = context_->listen(listen);
     admitted_once_.assign(options.workers, false);
     restored_pushes_.assign(options.workers, 0);
+    while (instance_ == 0) transport::random_bytes(&instance_, sizeof(instance_));
     if (options.config.resume) resume();
   }
 
@@ -129,6 +130,7 @@ class ServerImpl {
   bool resumed_ = false;
   uint64_t resumed_updates_ = 0;
   std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
+  uint64_t instance_ = 0;                  // random: this server process, as its workers know it
   struct Closing {
     std::unique_ptr<transport::Endpoint> ep;
     Clock::time_point since;
@@ -227,7 +229,10 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   welcome.token = token;
   for (const auto& lane : lanes_) welcome.lanes.push_back({lane->port(), lane->first_shard(), lane->shards()});
   welcome.resumed = resumed_ ? 1 : 0;
-  welcome.restored_pushes = restored_pushes_[hello.worker];
+  welcome.instance = instance_;
+  welcome.pushes_held = restored_pushes_[hello.worker];
+  for (const auto& lane : lanes_)
+    welcome.pushes_held += lane->counters().applied[hello.worker].load(std::memory_order_relaxed);
   try {
     ep.send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {
@@ -247,7 +252,8 @@ bool ServerImpl::lanes_finished() const {
 uint64_t ServerImpl::updates_taken() const {
   uint64_t n = 0;
   for (const auto& lane : lanes_)
-    n += lane->counters().pushes.load(std::memory_order_relaxed) + lane->counters().dropped.load(std::memory_order_relaxed);
+    n += lane->counters().pushes.load(std::memory_order_relaxed) +
+         lane->counters().dropped.load(std::memory_order_relaxed);
   return n;
 }
 
@@ -376,9 +382,8 @@ void ServerImpl::resume() {
     restored_pushes_[w] = h.workers[w].pushes;
     if (h.workers[w].state != WorkerState::kGone) slowest = std::min(slowest, h.workers[w].clock);
   }
-  log("resumed from " + c.path + " (checkpoint " + std::to_string(h.sequence) + ", " +
-      std::to_string(h.updates()) + " updates, slowest clock " +
-      (slowest == UINT64_MAX ? std::string("-") : std::to_string(slowest)) +
+  log("resumed from " + c.path + " (checkpoint " + std::to_string(h.sequence) + ", " + std::to_string(h.updates()) +
+      " updates, slowest clock " + (slowest == UINT64_MAX ? std::string("-") : std::to_string(slowest)) +
       "); updates applied after it were lost and its workers are expected back");
 }
 

@@ -246,11 +246,11 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   uint64_t& version = versions_[h.shard - setup_.first_shard];
   const uint64_t tau = version - h.base_version;
   const Config& c = setup_.config;
-  ++w.pushes;
   if (c.staleness_policy == StalenessPolicy::kDropAboveMax && tau > c.tau_max) {
     LaneCounters::add(counters_.dropped);
     return;
   }
+  ++w.pushes;
   float lr = h.learning_rate > 0 ? h.learning_rate : c.learning_rate;
   if (c.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
   const bool bf16 = (h.flags & kFlagBf16) != 0;

@@ -96,9 +96,7 @@ class ServerLane {
   // no longer than one piece's apply. It publishes the snapshot whole.
   void request_snapshot(uint64_t sequence) { snapshot_wanted_.store(sequence, std::memory_order_release); }
   /// Whether snapshot `sequence` is complete; it is left alone until the next request.
-  bool snapshot_ready(uint64_t sequence) const {
-    return snapshot_taken_.load(std::memory_order_acquire) == sequence;
-  }
+  bool snapshot_ready(uint64_t sequence) const { return snapshot_taken_.load(std::memory_order_acquire) == sequence; }
   const LaneSnapshot& snapshot() const { return snapshot_; }
   /// The whole snapshot at once, on the caller's thread: only while the lane's thread is not running.
   void snapshot_now(uint64_t sequence);
@@ -117,7 +115,7 @@ class ServerLane {
     uint64_t clock = 0;
     std::chrono::steady_clock::time_point clock_since{};  // when `clock` last changed
     bool stall_logged = false;
-    uint64_t pushes = 0;  // pushes (pieces) taken in, applied or dropped: what a checkpoint holds of it
+    uint64_t pushes = 0;  // pushes (pieces) applied: what a checkpoint holds of it
     Mailbox mailbox{};
     std::string name;
   };

@@ -179,8 +179,8 @@ class PsCheckpointTest : public PsTest {};
 TEST_P(PsCheckpointTest, AServerRestartedFromItsCheckpointTakesItsWorkerBackWithExactlyWhatItHeld) {
   const std::string dir = temp_dir();
   const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
-  auto server = std::make_unique<PeerProcess>("checkpoint_server", GetParam(), port, 1,
-                                              std::vector<std::string>{dir, "fresh"});
+  auto server =
+      std::make_unique<PeerProcess>("checkpoint_server", GetParam(), port, 1, std::vector<std::string>{dir, "fresh"});
   ClientOptions o;
   o.servers = {"127.0.0.1:" + std::to_string(port)};
   o.workers = 1;
@@ -214,7 +214,21 @@ TEST_P(PsCheckpointTest, AServerRestartedFromItsCheckpointTakesItsWorkerBackWith
       history.push_back(current);
     }
   };
+  // The newest checkpoint's sequence in `dir` (0: none yet).
+  auto newest = [&] {
+    uint64_t n = 0;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename();
+      if (name.ends_with(".ckpt")) n = std::max<uint64_t>(n, std::stoull(name.substr(name.rfind('-') + 1)));
+    }
+    return n;
+  };
+  uint64_t seen = 0;
   auto restart = [&](const char* mode) {
+    // At least one checkpoint since the last restart (they are written beside the serving).
+    for (auto until = Clock::now() + 20s; newest() <= seen && Clock::now() < until;) std::this_thread::sleep_for(5ms);
+    ASSERT_GT(newest(), seen) << "the server wrote no checkpoint";
+    seen = newest();
     server->kill_now();
     server = std::make_unique<PeerProcess>("checkpoint_server", GetParam(), port, 2 + step,
                                            std::vector<std::string>{dir, mode});

@@ -95,8 +95,7 @@ void Sha256::update(const void* data, size_t length) {
 std::array<uint8_t, 32> Sha256::finish() {
   std::array<uint8_t, 32> out{};
   unsigned int n = 0;
-  if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), out.data(), &n) != 1 || n != out.size())
-    fail("SHA-256 final");
+  if (EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), out.data(), &n) != 1 || n != out.size()) fail("SHA-256 final");
   return out;
 }
 

@@ -56,10 +56,10 @@ struct ServerStats {
   /// Longest a server thread spent admitting connections instead of serving
   /// its inboxes (handshakes never wait on a peer, so this stays small).
   uint64_t longest_setup_pause_us = 0;
-  uint64_t stall_warnings = 0;  ///< workers logged for not advancing their clock (ServerOptions::stall_warning)
-  uint64_t checkpoints = 0;         ///< checkpoints written (Config::checkpoint_dir)
+  uint64_t stall_warnings = 0;       ///< workers logged for not advancing their clock (ServerOptions::stall_warning)
+  uint64_t checkpoints = 0;          ///< checkpoints written (Config::checkpoint_dir)
   uint64_t checkpoint_failures = 0;  ///< checkpoints that could not be written (serving went on)
-  uint64_t checkpoint_updates = 0;  ///< pushes held by the newest checkpoint written
+  uint64_t checkpoint_updates = 0;   ///< pushes held by the newest checkpoint written
   /// Pushes held by the checkpoint this server resumed from (Config::resume); 0: it started empty.
   uint64_t resumed_updates = 0;
   double staleness_quantile(double q) const;

@@ -91,7 +91,7 @@ struct RunResult {
   double seconds = 0, final_accuracy = 0;
   std::optional<double> time_to_85;
   uint64_t updates = 0, pushed = 0, pulled = 0, pulls = 0, skipped = 0;
-  uint64_t straggled = 0;  ///< steps after which a worker slept (--straggler)
+  uint64_t straggled = 0;                    ///< steps after which a worker slept (--straggler)
   uint64_t reconnects = 0, pushes_lost = 0;  ///< servers that restarted (--reconnect) and what they lost
   double tau_p50 = 0;
   uint64_t tau_max = 0, dropped = 0;

@@ -1,5 +1,4 @@
 #include "transport/ucx/context.h"
-#include "transport/ucx/shm_leftovers.h"
 
 #include <poll.h>
 #include <sys/epoll.h>
@@ -11,6 +10,7 @@
 #include "transport/ucx/endpoint.h"
 #include "transport/ucx/listener.h"
 #include "transport/ucx/region.h"
+#include "transport/ucx/shm_leftovers.h"
 #include "transport/ucx/status.h"
 
 namespace rdmaps::transport {
