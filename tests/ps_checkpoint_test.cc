@@ -189,17 +189,7 @@ TEST_P(PsCheckpointTest, AServerRestartedFromItsCheckpointTakesItsWorkerBackWith
   o.config = restart_config(GetParam(), dir);
   o.config.reconnect_ms = 20000;
   o.timeout = 30s;
-  std::unique_ptr<Client> client;
-  for (auto until = Clock::now() + 20s; !client && Clock::now() < until;) {
-    try {
-      client = std::make_unique<Client>(o);
-      client->declare("w", kFloats);
-      client->connect();
-    } catch (const Error&) {  // not listening yet
-      client.reset();
-      std::this_thread::sleep_for(50ms);
-    }
-  }
+  std::unique_ptr<Client> client = connect_when_up(o, "w", kFloats);
   ASSERT_TRUE(client) << "the server process did not come up";
   // What the server holds if nothing is lost, and every state since the last restart.
   std::vector<float> current(kFloats, 1.0f);

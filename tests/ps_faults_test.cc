@@ -373,17 +373,7 @@ TEST_P(PsFaultTest, AServerKilledMidRunIsReportedByItsWorkerNamingIt) {
   o.config.staleness = 0;
   o.config.secret = test_secret();
   o.timeout = 60s;
-  std::unique_ptr<Client> client;
-  for (auto until = Clock::now() + 20s; !client && Clock::now() < until;) {
-    try {
-      client = std::make_unique<Client>(o);
-      client->declare("w", kFaultFloats);
-      client->connect();
-    } catch (const Error& e) {  // not listening yet
-      client.reset();
-      std::this_thread::sleep_for(50ms);
-    }
-  }
+  std::unique_ptr<Client> client = connect_when_up(o, "w", kFaultFloats);
   ASSERT_TRUE(client) << "the server process did not come up";
   std::vector<float> w(kFaultFloats, 1.0f);
   client->init("w", w);

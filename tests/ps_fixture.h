@@ -76,6 +76,22 @@ inline ClientOptions worker_options(const PeerArgs& args, const Config& config) 
   return o;
 }
 
+/// A client of one tensor `name`, connected once the server (a process just
+/// started) listens; null if it never did within 20 s.
+inline std::unique_ptr<Client> connect_when_up(const ClientOptions& o, const std::string& name, size_t floats) {
+  for (auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
+    try {
+      auto client = std::make_unique<Client>(o);
+      client->declare(name, floats);
+      client->connect();
+      return client;
+    } catch (const Error&) {  // not listening yet
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  return nullptr;
+}
+
 /// SGD over `kind` with the given step and shard size; tests change the rest.
 inline Config sgd_config(transport::TransportKind kind, float lr, uint32_t shard_floats) {
   Config c;
