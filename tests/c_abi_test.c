@@ -1,5 +1,6 @@
 /* The C ABI, compiled as C, against a real server: a worker trains a step,
- * bad input gets a status and a message naming what was wrong. */
+ * bad input gets a status and a message naming what was wrong, and a worker
+ * reconnects to a server restarted from its checkpoint. */
 #define _POSIX_C_SOURCE 200809L /* unsetenv */
 #include <pthread.h>
 #include <stdio.h>
@@ -23,6 +24,57 @@ static void* serve(void* server) {
   rdmaps_status st = rdmaps_server_run((rdmaps_server*)server);
   if (st != RDMAPS_OK) fprintf(stderr, "server: %s\n", rdmaps_last_error());
   return NULL;
+}
+
+/* A server stopped (it writes a last checkpoint) and started again with
+ * --resume at the same address: a worker given --reconnect goes on from there. */
+static void restart_from_checkpoint(void) {
+  char dir[] = "/tmp/rdmaps-c-abi-ckpt-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
+  char flags[256], address[128];
+  snprintf(flags, sizeof(flags), "--transport tcp --rule sgd --lr 0.5 --checkpoint-dir %s --resume", dir);
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, flags, 0, 0};
+  rdmaps_server* first = NULL;
+  CHECK(rdmaps_server_create(&so, &first) == RDMAPS_OK, "first server: %s", rdmaps_last_error());
+  if (!first) return;
+  rdmaps_server_address(first, address, sizeof(address));
+  pthread_t thread;
+  pthread_create(&thread, NULL, serve, first);
+  rdmaps_client_options co = {address, 0, "--transport tcp --rule sgd --lr 0.5 --reconnect 20", 0};
+  rdmaps_client* client = NULL;
+  CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
+  if (!client) return;
+  float w[100], g[100];
+  for (int i = 0; i < 100; ++i) w[i] = 1.0f, g[i] = 1.0f;
+  CHECK(rdmaps_client_declare(client, "w", 100) == RDMAPS_OK && rdmaps_client_connect(client) == RDMAPS_OK &&
+            rdmaps_client_init(client, "w", w, 100) == RDMAPS_OK &&
+            rdmaps_client_push(client, "w", g, 100) == RDMAPS_OK &&
+            rdmaps_client_pull(client, "w", w, 100) == RDMAPS_OK,
+        "training before the restart: %s", rdmaps_last_error());
+  rdmaps_server_stop(first);
+  pthread_join(thread, NULL);
+  rdmaps_server_destroy(first);
+  so.listen = address;
+  rdmaps_server* second = NULL;
+  CHECK(rdmaps_server_create(&so, &second) == RDMAPS_OK, "restarted server: %s", rdmaps_last_error());
+  if (!second) return;
+  pthread_create(&thread, NULL, serve, second);
+  w[0] = w[99] = -1.0f;
+  CHECK(rdmaps_client_pull(client, "w", w, 100) == RDMAPS_OK, "pull after the restart: %s", rdmaps_last_error());
+  CHECK(w[0] == 0.5f && w[99] == 0.5f, "the restarted server should hold 0.5, got %f", w[0]);
+  CHECK(rdmaps_client_push(client, "w", g, 100) == RDMAPS_OK && rdmaps_client_pull(client, "w", w, 100) == RDMAPS_OK,
+        "training after the restart: %s", rdmaps_last_error());
+  CHECK(w[0] == 0.0f, "a step after the restart should give 0, got %f", w[0]);
+  rdmaps_client_stats cs;
+  rdmaps_client_get_stats(client, &cs);
+  CHECK(cs.reconnects == 1 && cs.pushes_lost == 0, "%llu reconnects, %llu pushes lost",
+        (unsigned long long)cs.reconnects, (unsigned long long)cs.pushes_lost);
+  rdmaps_client_destroy(client);
+  pthread_join(thread, NULL);
+  rdmaps_server_destroy(second);
+  char rm[300];
+  snprintf(rm, sizeof(rm), "rm -rf '%s'", dir);
+  CHECK(system(rm) == 0, "removing %s", dir);
 }
 
 int main(void) {
@@ -99,6 +151,7 @@ int main(void) {
         (unsigned long long)ss.pushes, (unsigned long long)ss.clocks, (unsigned long long)ss.rejected);
   rdmaps_server_destroy(server);
   CHECK(strcmp(rdmaps_status_name(RDMAPS_ERR_TIMEOUT), "timeout") == 0, "status names");
+  restart_from_checkpoint();
   printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
   return failures ? 1 : 0;
 }
