@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages rdmaps needs, only those missing.
 set -euo pipefail
 packages=(
-  build-essential pkg-config meson ninja-build
+  build-essential pkg-config meson ninja-build cmake   # cmake: the install test builds a CMake consumer
   libucx-dev ucx-utils            # transport (UCX UCP) and ucx_perftest
   libibverbs-dev librdmacm-dev    # HCA description (optional at build time)
   libeigen3-dev zlib1g-dev

@@ -9,7 +9,12 @@ scripts/build.sh "$build" -Dwerror=true -Dbuildtype=debugoptimized
 
 status=0
 # Style: clang-format must leave every C/C++/CUDA file unchanged.
-mapfile -t sources < <(git ls-files '*.h' '*.c' '*.cc' '*.cu' 2>/dev/null || find . -name '*.h' -o -name '*.c' -o -name '*.cc' -o -name '*.cu')
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  mapfile -t sources < <(git ls-files '*.h' '*.c' '*.cc' '*.cu')
+else  # a release tarball or a copy without git: the source folders only, never build output
+  mapfile -t sources < <(find include src transport cuda bench tests python -type f \( -name '*.h' -o -name '*.c' \
+    -o -name '*.cc' -o -name '*.cu' \) 2>/dev/null | sort)
+fi
 if ! clang-format --dry-run --Werror "${sources[@]}" 2>/tmp/rdmaps-format.log; then
   echo "style: clang-format would change these files (run: clang-format -i \$(git ls-files '*.h' '*.cc' '*.cu')):"
   grep -E '^[^ :]+:[0-9]+:[0-9]+: ' /tmp/rdmaps-format.log | cut -d: -f1 | sort -u | sed 's/^/  /'

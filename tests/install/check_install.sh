@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the build into a scratch prefix and builds tests/install/consumer.cc
-# against it with pkg-config alone, then runs it.
+# against it twice, with pkg-config alone and with CMake's find_package, and
+# runs both.
 set -euo pipefail
 build=$(cd "$1" && pwd); src=$(cd "$2" && pwd)
 prefix=$(mktemp -d)
@@ -14,3 +15,7 @@ cflags=$(pkg-config --define-variable=prefix="$root" --cflags rdmaps)
 libs=$(pkg-config --define-variable=prefix="$root" --libs rdmaps)
 c++ -std=c++20 $cflags "$src/tests/install/consumer.cc" -o "$prefix/consumer" $libs -pthread
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/consumer"
+# The same consumer through CMake: find_package(rdmaps CONFIG) and rdmaps::rdmaps.
+cmake -S "$src/tests/install/cmake" -B "$prefix/cmake-build" -DCMAKE_PREFIX_PATH="$root" >/dev/null
+cmake --build "$prefix/cmake-build" >/dev/null
+LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/cmake-build/consumer"
