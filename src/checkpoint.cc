@@ -171,6 +171,14 @@ std::string write_checkpoint(const std::string& dir, const CheckpointHeader& hea
   return path;
 }
 
+void check_checkpoint_dir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    io_error("cannot create the checkpoint directory (--checkpoint-dir)", dir);
+  const std::string probe = dir + "/.rdmaps-write-test";
+  { File(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600).write_all("rdmaps\n", 7); }
+  ::unlink(probe.c_str());
+}
+
 void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep) {
   const auto done = list(dir, index, false);
   for (size_t i = keep; i < done.size(); ++i) ::unlink((dir + "/" + done[i].second).c_str());

@@ -57,6 +57,10 @@ struct FloatRuns {
 /// Writes `dir`/server-I-SEQ.ckpt (through SEQ.ckpt.tmp) and returns its path;
 /// throws Error naming the file and errno on failure (the temporary file is removed).
 std::string write_checkpoint(const std::string& dir, const CheckpointHeader& header, const FloatRuns& arrays);
+/// Creates `dir` (mode 700) if missing and proves a file can be written
+/// there; throws Error naming the directory and errno. A server checks at
+/// start, not at its first checkpoint.
+void check_checkpoint_dir(const std::string& dir);
 /// Deletes all but the newest `keep` checkpoints of server `index`, and its leftover temporary files.
 void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep);
 /// Parses one checkpoint file; throws Error naming the file and what is wrong.

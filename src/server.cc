@@ -84,6 +84,7 @@ class ServerImpl {
     listener_ = context_->listen(listen);
     admitted_once_.assign(options.workers, false);
     restored_pushes_.assign(options.workers, 0);
+    if (!options.config.checkpoint_dir.empty()) check_checkpoint_dir(options.config.checkpoint_dir);
     while (instance_ == 0) transport::random_bytes(&instance_, sizeof(instance_));
     if (options.config.resume) resume();
   }

@@ -134,6 +134,16 @@ TEST(Checkpoint, AFileTooLargeForTheServerIsRefusedBeforeReading) {
   fs::remove_all(dir);
 }
 
+TEST(Checkpoint, AServerWhoseCheckpointDirectoryCannotBeWrittenRefusesToStart) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.config.checkpoint_dir = "/proc/rdmaps-no-such-place/ckpt";
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { Server server(o); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("/proc/rdmaps-no-such-place/ckpt"), std::string::npos) << what;
+  EXPECT_NE(what.find("--checkpoint-dir"), std::string::npos) << what;
+}
+
 // ---- a server process restarted from its checkpoints --------------------------
 
 constexpr size_t kFloats = 1000;
