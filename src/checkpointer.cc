@@ -88,7 +88,7 @@ void Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
     const std::string path = write_checkpoint(dir_, h, arrays);
     prune_checkpoints(dir_, h.index, keep_);
     last_updates_.store(h.updates(), std::memory_order_relaxed);
-    written_.store(written_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    LaneCounters::add(written_);  // one writer at a time: finish() waits for the thread
     if (verbose_)
       std::fprintf(stderr, "rdmaps-server: checkpoint %llu written to %s: %llu updates, %.1f ms\n",
                    static_cast<unsigned long long>(sequence), path.c_str(),
@@ -96,7 +96,7 @@ void Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
                    std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   } catch (const std::exception& e) {
     // Serving goes on: a full disk must not stop training, only say so.
-    failed_.store(failed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    LaneCounters::add(failed_);
     std::fprintf(stderr, "rdmaps-server: checkpoint %llu failed: %s\n", static_cast<unsigned long long>(sequence),
                  e.what());
   }

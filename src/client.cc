@@ -131,6 +131,10 @@ class ClientImpl {
   /// credit; `inflight` gets the requests that keep its buffers busy.
   uint64_t post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset,
                 uint32_t length, const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0);
+  /// Waits until `lane` wrote back the pull numbered `seq`, then marks shards
+  /// [first, last] of `link` as fetched (when and at which clock).
+  void await_pull(ServerLink& link, const Lane& lane, uint64_t seq, uint32_t first, uint32_t last,
+                  const ServerLink* only = nullptr);
   /// Polls until done(); throws on timeout or when a server closed (only
   /// `link`'s, when given).
   template <typename Done>
@@ -224,7 +228,7 @@ Welcome ClientImpl::connect_one(uint32_t index) {
   if (!welcome.accepted)
     throw Error(Errc::kProtocol, "server " + link.address + " refused worker " + std::to_string(options_.worker) +
                                      ": " + welcome.reason);
-  if (welcome.lanes.empty() || welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
+  if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
       welcome.shard_floats != config_.shard_floats ||
       welcome.lanes.back().first_shard + welcome.lanes.back().shards != link.shards)
     throw Error(Errc::kProtocol, "server " + link.address + " serves floats [" + std::to_string(welcome.range_begin) +
@@ -357,13 +361,20 @@ void ClientImpl::refetch(ServerLink& link) {
     seqs.push_back(post(link, lane, MsgType::kPull, lane.first_shard, 0, 0, lane.shards, nullptr, inflight));
   for (auto& r : inflight) r.wait_for(options_.timeout);
   for (size_t l = 0; l < link.lanes.size(); ++l) {
-    const Mailbox& box = link.mailbox(link.lanes[l]);
-    wait([&] { return link.load(box.pull_done) >= seqs[l]; },
-         "waiting for parameters from server " + link.address + " after it restarted", &link);
-    for (uint32_t k = 0; k < link.lanes[l].shards; ++k) {
-      link.shard_stamp[link.lanes[l].first_shard + k] = link.load(box.pull_stamp);
-      link.have_shard[link.lanes[l].first_shard + k] = true;
-    }
+    const Lane& lane = link.lanes[l];
+    await_pull(link, lane, seqs[l], lane.first_shard, lane.first_shard + lane.shards - 1, &link);
+  }
+}
+
+void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, uint32_t first, uint32_t last,
+                            const ServerLink* only) {
+  const Mailbox& box = link.mailbox(lane);
+  wait([&] { return link.load(box.pull_done) >= seq; },
+       "waiting for parameters from server " + link.address + " lane " + std::to_string(lane.index), only);
+  const uint64_t stamp = link.load(box.pull_stamp);
+  for (uint32_t k = first; k <= last; ++k) {
+    link.shard_stamp[k] = stamp;
+    link.have_shard[k] = true;
   }
 }
 
@@ -633,15 +644,7 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   inflight.clear();
   for (const Fetch& f : fetch) {
     if (f.seq == 0) continue;
-    ServerLink& link = *f.link;
-    const Mailbox& box = link.mailbox(*f.lane);
-    wait([&] { return link.load(box.pull_done) >= f.seq; },
-         "waiting for parameters from server " + link.address + " lane " + std::to_string(f.lane->index));
-    const uint64_t stamp = link.load(box.pull_stamp);
-    for (uint32_t k = f.first; k <= f.last; ++k) {
-      link.shard_stamp[k] = stamp;
-      link.have_shard[k] = true;
-    }
+    await_pull(*f.link, *f.lane, f.seq, f.first, f.last);
     ++stats_.pulls;
     stats_.pull_bytes += f.bytes;
   }

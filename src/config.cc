@@ -11,10 +11,10 @@
 #include <fstream>
 #include <functional>
 #include <map>
-#include <set>
 #include <sstream>
 
 #include "rdmaps/error.h"
+#include "src/protocol.h"
 
 namespace rdmaps {
 
@@ -300,18 +300,11 @@ std::string env_name(const std::string& flag) {
 
 }  // namespace
 
-// Flags that state the update rule (RuleParams' fields).
-bool is_rule_flag(const std::string& name) {
-  static const std::set<std::string> names = {"rule",        "lr",  "momentum", "lambda",  "lambda0",
-                                              "ms-momentum", "eps", "dc-bound", "dc-tau0", "ms-bias-correction"};
-  return names.count(name) != 0;
-}
-
 void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest) {
   for (const auto& [name, set] : setters())
     if (const char* v = std::getenv(env_name(name).c_str())) {
       set(config, v, env_name(name));
-      config.rule_stated |= is_rule_flag(name);
+      config.rule_stated |= ps::RuleParams::is_flag(name);
     }
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
@@ -337,7 +330,7 @@ void parse_config(Config& config, const std::vector<std::string>& args, std::vec
       }
     }
     it->second(config, value, "--" + name);
-    config.rule_stated |= is_rule_flag(name);
+    config.rule_stated |= ps::RuleParams::is_flag(name);
   }
 }
 

@@ -3,7 +3,6 @@
 // before it starts.
 #include <algorithm>
 
-#include "rdmaps/error.h"
 #include "src/server_lane.h"
 
 namespace rdmaps::ps {
@@ -56,10 +55,6 @@ void ServerLane::snapshot_now(uint64_t sequence) {
 
 void ServerLane::restore(const Checkpoint& c) {
   const uint64_t at = lane_range_.begin - server_range_.begin;
-  if (c.params.size() < at + lane_range_.size() || c.header.versions.size() < setup_.first_shard + setup_.shards ||
-      c.header.workers.size() != workers_.size())
-    throw Error(Errc::kInvalidArgument, "checkpoint '" + c.path + "' does not cover lane " +
-                                            std::to_string(setup_.index) + "'s shards and workers");
   store_->load(0, lane_range_.size(), c.params.data() + at, c.state.empty() ? nullptr : c.state.data() + at);
   std::copy_n(c.header.versions.begin() + setup_.first_shard, setup_.shards, versions_.begin());
   for (size_t i = 0; i < workers_.size(); ++i) {

@@ -205,6 +205,13 @@ RuleParams RuleParams::from(const Config& c) {
   return p;
 }
 
+bool RuleParams::is_flag(std::string_view flag) {
+  if (flag == "rule" || flag == "ms-bias-correction") return true;
+  for (const FloatField& f : kFloatFields)
+    if (flag == f.name) return true;
+  return false;
+}
+
 void RuleParams::encode(WireWriter& w) const {
   w.u32(rule);
   for (const FloatField& f : kFloatFields) w.f32(this->*f.wire);

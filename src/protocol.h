@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "rdmaps/config.h"
@@ -98,6 +99,8 @@ struct RuleParams {
   void apply_to(Config& config) const;
   /// Empty when equal, else the first differing field: "lr 0.5 vs 0.25" (this, other).
   std::string difference(const RuleParams& other) const;
+  /// Whether `flag` (as spelled on a command line, without "--") sets the rule or one of its parameters.
+  static bool is_flag(std::string_view flag);
   /// The wire form, shared by the Hello and the checkpoint file.
   void encode(transport::WireWriter& w) const;
   /// Throws Error(kProtocol) through `r` on an unknown rule or a non-finite parameter.

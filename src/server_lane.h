@@ -100,7 +100,8 @@ class ServerLane {
   const LaneSnapshot& snapshot() const { return snapshot_; }
   /// The whole snapshot at once, on the caller's thread: only while the lane's thread is not running.
   void snapshot_now(uint64_t sequence);
-  /// Before start(): parameters, state, versions and workers from a checkpoint of this server.
+  /// Before start(): parameters, state, versions and workers from a checkpoint
+  /// of this server, already checked against its table and worker count.
   void restore(const Checkpoint& checkpoint);
 
  private:
