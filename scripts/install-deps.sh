@@ -13,6 +13,7 @@ packages=(
   iproute2 iptables               # network-fault tests: namespaces, veth, packet loss
   python3-dev pybind11-dev python3-pybind11 python3-numpy   # the rdmaps Python module
   python3-torch                   # rdmaps.torch and its tests (Debian's torch 1.13, CPU)
+  python3-mesonpy python3-venv python3-pip   # pip install --no-build-isolation . and its test
   libopenblas0-openmp             # torch's BLAS; the default reference BLAS is 14x slower
 )
 missing=()
