@@ -1,0 +1,160 @@
+#include "src/launch/placement.h"
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "rdmaps/error.h"
+#include "rdmaps_config.h"
+
+namespace rdmaps::launch {
+namespace {
+
+struct RankSource {
+  const char* name;
+  const char* rank_var;
+  const char* size_var;
+  const char* step_var;  ///< set only where the launcher started this process itself, or null
+};
+
+// Innermost launcher first: torchrun under srun describes the process by its
+// own variables, and RDMAPS_* overrides them all.
+constexpr RankSource kSources[] = {
+    {"rdmaps", "RDMAPS_RANK", "RDMAPS_WORLD_SIZE", nullptr},
+    {"torchrun", "RANK", "WORLD_SIZE", nullptr},
+    {"openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", nullptr},
+    {"pmi", "PMI_RANK", "PMI_SIZE", nullptr},  // MPICH, Intel MPI, srun --mpi=pmi2
+    // A batch script has SLURM_PROCID=0 and the job's SLURM_NTASKS too; only
+    // a task that srun started has a step.
+    {"slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID"},
+};
+
+[[noreturn]] void fail(const std::string& why) { throw Error(Errc::kInvalidArgument, why); }
+
+uint64_t integer(const std::string& name, const std::string& text, uint64_t minimum, uint64_t maximum) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || text[0] == '-' || text[0] == '+' || *end != '\0' || errno == ERANGE)
+    fail(name + "='" + text + "' is not an integer");
+  if (v < minimum) fail(name + "=" + text + " is below " + std::to_string(minimum));
+  if (v > maximum) fail(name + "=" + text + " is above " + std::to_string(maximum));
+  return v;
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    if (comma > start) items.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return items;
+}
+
+}  // namespace
+
+Environment process_environment() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (!v) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+bool started_with_others(const Environment& env) {
+  for (const RankSource& s : kSources) {
+    if (s.step_var && !env(s.step_var)) continue;
+    if (auto size = env(s.size_var)) return std::strtoull(size->c_str(), nullptr, 10) != 1;
+    if (env(s.rank_var)) return true;  // a half pair: detect() names what is missing
+  }
+  return false;
+}
+
+std::string Placement::describe() const {
+  std::string role = is_server() ? "server " + std::to_string(server_index()) + " of " + std::to_string(num_servers)
+                                 : "worker " + std::to_string(worker_index()) + " of " + std::to_string(num_workers());
+  return "rank " + std::to_string(rank) + " of " + std::to_string(world_size) + " (" + rank_var + "): " + role;
+}
+
+std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
+  Placement p;
+  bool found = false;
+  for (const RankSource& s : kSources) {
+    if (s.step_var && !env(s.step_var)) continue;
+    auto rank = env(s.rank_var), size = env(s.size_var);
+    if (!rank && !size) continue;
+    if (!rank || !size)
+      fail(std::string(rank ? s.rank_var : s.size_var) + " is set but " + (rank ? s.size_var : s.rank_var) + " is not");
+    p.world_size = static_cast<uint32_t>(integer(s.size_var, *size, 1, UINT32_MAX));
+    p.rank = static_cast<uint32_t>(integer(s.rank_var, *rank, 0, UINT32_MAX));
+    if (p.rank >= p.world_size)
+      fail(std::string(s.rank_var) + "=" + *rank + " is not below " + s.size_var + "=" + *size);
+    p.source = s.name;
+    p.rank_var = s.rank_var;
+    found = true;
+    break;
+  }
+  if (!found) return std::nullopt;
+
+  // The PMIx server that started this process knows its rank; a launcher
+  // variable that says otherwise was inherited from somewhere else.
+  if (auto pmix_rank = env("PMIX_RANK"); pmix_rank && env("PMIX_NAMESPACE")) {
+    p.pmix = true;
+    if (p.source == "openmpi" || p.source == "pmi" || p.source == "slurm") {
+      const uint64_t r = integer("PMIX_RANK", *pmix_rank, 0, UINT32_MAX);
+      if (r != p.rank)
+        fail("two launchers disagree about this process: PMIX_RANK=" + *pmix_rank + " but " + p.rank_var + "=" +
+             std::to_string(p.rank) +
+             " (a variable inherited from an outer launch? unset it, or set RDMAPS_RANK "
+             "and RDMAPS_WORLD_SIZE)");
+    }
+  }
+
+  if (auto list = env("RDMAPS_SERVERS")) {
+    p.servers = split_list(*list);
+    for (const std::string& s : p.servers) {
+      const size_t colon = s.rfind(':');
+      if (colon == std::string::npos || colon == 0 || colon + 1 == s.size() ||
+          s.find_first_not_of("0123456789", colon + 1) != std::string::npos)
+        fail("RDMAPS_SERVERS entry '" + s + "' is not host:port");
+    }
+  }
+  if (num_servers == 0) {
+    if (auto n = env("RDMAPS_NUM_SERVERS"))
+      num_servers = static_cast<uint32_t>(integer("RDMAPS_NUM_SERVERS", *n, 1, UINT32_MAX));
+    else
+      num_servers = p.servers.empty() ? 1 : static_cast<uint32_t>(p.servers.size());
+  }
+  p.num_servers = num_servers;
+  if (!p.servers.empty() && p.servers.size() != num_servers)
+    fail("RDMAPS_SERVERS lists " + std::to_string(p.servers.size()) + " servers but the job has " +
+         std::to_string(num_servers));
+  if (p.world_size <= num_servers)
+    fail("world size " + std::to_string(p.world_size) + " (" + p.source + ") leaves no worker beside " +
+         std::to_string(num_servers) + " server(s): start more processes or fewer servers");
+
+  if (p.servers.empty() && !(p.pmix && RDMAPS_HAVE_PMIX)) {
+    for (const char* var : {"RDMAPS_MASTER_ADDR", "MASTER_ADDR", "SLURM_LAUNCH_NODE_IPADDR"}) {
+      if (auto v = env(var); v && !v->empty()) {
+        p.master_addr = *v;
+        break;
+      }
+    }
+    if (p.master_addr.empty())
+      fail(
+          "no rendezvous address: set MASTER_ADDR (rank 0's host) and MASTER_PORT, list the servers in "
+          "RDMAPS_SERVERS, or start under a launcher with PMIx (mpirun, srun --mpi=pmix)");
+    p.master_port = kDefaultMasterPort;
+    for (const char* var : {"RDMAPS_MASTER_PORT", "MASTER_PORT"}) {
+      if (auto v = env(var); v && !v->empty()) {
+        p.master_port = static_cast<uint16_t>(integer(var, *v, 1, 65535));
+        break;
+      }
+    }
+  }
+  return p;
+}
+
+}  // namespace rdmaps::launch

@@ -1,0 +1,55 @@
+// Where this process stands in a job that a launcher started (mpirun, srun,
+// torchrun, python3 -m rdmaps.launch): rank and world size from the
+// launcher's own variables, and the role that follows: ranks below the number
+// of servers serve, the others train (docs/cluster.md "Launchers").
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace rdmaps::launch {
+
+/// One environment variable, or nullopt when it is unset. Tests pass a map.
+using Environment = std::function<std::optional<std::string>(const std::string& name)>;
+Environment process_environment();
+
+struct Placement {
+  uint32_t rank = 0, world_size = 1, num_servers = 1;
+  std::string source;                ///< whose variables: rdmaps, torchrun, openmpi, pmi or slurm
+  std::string rank_var;              ///< the variable the rank came from, for messages
+  std::vector<std::string> servers;  ///< RDMAPS_SERVERS (host:port each): no exchange needed
+  /// The launcher runs a PMIx server for this process (PMIX_NAMESPACE and
+  /// PMIX_RANK are set): addresses go through its key-value store.
+  bool pmix = false;
+  std::string master_addr;  ///< rendezvous host (rank 0's), when neither a list nor PMIx
+  uint16_t master_port = 0;
+
+  bool is_server() const { return rank < num_servers; }
+  uint32_t server_index() const { return rank; }
+  uint32_t worker_index() const { return rank - num_servers; }
+  uint32_t num_workers() const { return world_size - num_servers; }
+  /// "rank 2 of 4 (OMPI_COMM_WORLD_RANK): worker 1 of 3"
+  std::string describe() const;
+};
+
+constexpr uint16_t kDefaultMasterPort = 29500;
+
+/// The placement the environment describes, or nullopt when no launcher
+/// variable is set. num_servers 0: RDMAPS_NUM_SERVERS, else the length of
+/// RDMAPS_SERVERS, else 1. Order, first pair wins: RDMAPS_RANK/
+/// RDMAPS_WORLD_SIZE, torchrun's RANK/WORLD_SIZE, Open MPI's
+/// OMPI_COMM_WORLD_RANK/SIZE, PMI_RANK/PMI_SIZE, Slurm's SLURM_PROCID/
+/// SLURM_NTASKS in a task srun started (SLURM_STEP_ID set). Throws Error(kInvalidArgument) naming the variable at
+/// fault: a half pair, a rank not below the size, no rank left for a worker, a PMIX_RANK that disagrees with the
+/// launcher's rank, no rendezvous address.
+std::optional<Placement> detect(const Environment& env, uint32_t num_servers = 0);
+
+/// Whether a launcher started this process as one of several: the first
+/// launcher's world size (in detect's order) is above 1. A tool started
+/// alone (srun -n 1, a batch script) keeps its single-process behaviour.
+bool started_with_others(const Environment& env);
+
+}  // namespace rdmaps::launch

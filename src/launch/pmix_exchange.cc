@@ -1,0 +1,109 @@
+#include "src/launch/pmix_exchange.h"
+
+#include <memory>
+
+#include "rdmaps/error.h"
+#include "rdmaps_config.h"
+
+#if RDMAPS_HAVE_PMIX
+#include <pmix.h>
+#endif
+
+namespace rdmaps::launch {
+
+#if RDMAPS_HAVE_PMIX
+
+namespace {
+
+constexpr const char* kAddressKey = "rdmaps.server.address";
+
+void check(pmix_status_t status, const std::string& call) {
+  if (status == PMIX_SUCCESS) return;
+  const Errc code = status == PMIX_ERR_TIMEOUT ? Errc::kTimeout : Errc::kUnreachable;
+  throw Error(code, "PMIx: " + call + " failed: " + PMIx_Error_string(status));
+}
+
+// PMIx_Init/PMIx_Finalize as one scope: every exit path finalizes.
+class PmixSession {
+ public:
+  PmixSession() { check(PMIx_Init(&me_, nullptr, 0), "PMIx_Init"); }
+  ~PmixSession() { PMIx_Finalize(nullptr, 0); }
+  PmixSession(const PmixSession&) = delete;
+  PmixSession& operator=(const PmixSession&) = delete;
+  const pmix_proc_t& me() const { return me_; }
+
+ private:
+  pmix_proc_t me_{};
+};
+
+struct ValueDeleter {
+  void operator()(pmix_value_t* v) const { PMIX_VALUE_RELEASE(v); }
+};
+using Value = std::unique_ptr<pmix_value_t, ValueDeleter>;
+
+Value get(const pmix_proc_t& proc, const char* key, const std::string& what) {
+  pmix_value_t* v = nullptr;
+  check(PMIx_Get(&proc, key, nullptr, 0, &v), "PMIx_Get(" + what + ")");
+  return Value(v);
+}
+
+}  // namespace
+
+bool have_pmix() { return true; }
+
+std::vector<std::string> pmix_exchange(const Placement& p, const std::string& address,
+                                       std::chrono::milliseconds timeout) {
+  PmixSession session;
+  const pmix_proc_t& me = session.me();
+  pmix_proc_t job;
+  PMIX_LOAD_PROCID(&job, me.nspace, PMIX_RANK_WILDCARD);
+  Value size = get(job, PMIX_JOB_SIZE, "job size");
+  if (me.rank != p.rank || size->type != PMIX_UINT32 || size->data.uint32 != p.world_size)
+    throw Error(Errc::kInvalidArgument,
+                "two launchers disagree about this process: PMIx says rank " + std::to_string(me.rank) + " of " +
+                    (size->type == PMIX_UINT32 ? std::to_string(size->data.uint32) : std::string("?")) + ", " +
+                    p.rank_var + " says rank " + std::to_string(p.rank) + " of " + std::to_string(p.world_size));
+
+  if (!address.empty()) {
+    pmix_value_t value;
+    check(PMIx_Value_load(&value, address.c_str(), PMIX_STRING), "PMIx_Value_load");
+    const pmix_status_t put = PMIx_Put(PMIX_GLOBAL, kAddressKey, &value);
+    PMIx_Value_destruct(&value);
+    check(put, "PMIx_Put");
+  }
+  check(PMIx_Commit(), "PMIx_Commit");
+
+  pmix_info_t info[2];
+  bool collect = true;
+  int seconds = static_cast<int>((timeout.count() + 999) / 1000);
+  PMIx_Info_load(&info[0], PMIX_COLLECT_DATA, &collect, PMIX_BOOL);
+  PMIx_Info_load(&info[1], PMIX_TIMEOUT, &seconds, PMIX_INT);
+  const pmix_status_t fenced = PMIx_Fence(&job, 1, info, 2);
+  if (fenced == PMIX_ERR_TIMEOUT)
+    throw Error(Errc::kTimeout, "PMIx: not every process of the job reached the address exchange within " +
+                                    std::to_string(seconds) + " s (did every rank start rdmaps?)");
+  check(fenced, "PMIx_Fence");
+
+  std::vector<std::string> servers;
+  for (uint32_t i = 0; i < p.num_servers; ++i) {
+    pmix_proc_t server;
+    PMIX_LOAD_PROCID(&server, me.nspace, i);
+    Value v = get(server, kAddressKey, "the address of server rank " + std::to_string(i));
+    if (v->type != PMIX_STRING || !v->data.string)
+      throw Error(Errc::kProtocol, "PMIx: server rank " + std::to_string(i) + "'s address is not a string");
+    servers.emplace_back(v->data.string);
+  }
+  return servers;
+}
+
+#else
+
+bool have_pmix() { return false; }
+
+std::vector<std::string> pmix_exchange(const Placement&, const std::string&, std::chrono::milliseconds) {
+  throw Error(Errc::kUnsupported, "this build of rdmaps has no PMIx (install libpmix-dev and rebuild)");
+}
+
+#endif
+
+}  // namespace rdmaps::launch

@@ -1,0 +1,46 @@
+// The job's rendezvous where the launcher offers no key-value service
+// (torchrun-style launches, srun without PMIx): rank 0 hosts it at
+// MASTER_ADDR:MASTER_PORT, each server registers its address there, and every
+// rank asks until all servers are known (docs/cluster.md "Launchers").
+// It carries addresses only: whoever connects still proves the job's secret
+// in the bootstrap handshake (docs/security.md).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/launch/placement.h"
+#include "transport/tcp_socket.h"
+
+namespace rdmaps::launch {
+
+/// Answers the job's rendezvous on every address at `port`, on a thread of
+/// its own, until destroyed.
+class RendezvousHost {
+ public:
+  RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers);
+  ~RendezvousHost();
+  RendezvousHost(const RendezvousHost&) = delete;
+  RendezvousHost& operator=(const RendezvousHost&) = delete;
+
+ private:
+  void serve();
+
+  uint32_t world_size_, num_servers_;
+  transport::TcpSocket listener_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+/// Registers `address` (a server's; empty for a worker) with the rendezvous
+/// at p.master_addr:p.master_port and returns every server's address in
+/// index order, asking again until `timeout` ends. Throws Error(kTimeout)
+/// naming the rendezvous and the servers still missing, Error(kInvalidArgument)
+/// when the rendezvous refuses (another world size, a rank registered twice).
+std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout);
+
+}  // namespace rdmaps::launch

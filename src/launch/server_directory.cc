@@ -1,0 +1,121 @@
+#include "src/launch/server_directory.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rdmaps/error.h"
+#include "src/launch/pmix_exchange.h"
+#include "src/launch/rendezvous.h"
+#include "transport/address.h"
+
+namespace rdmaps::launch {
+namespace {
+
+std::string port_of(const std::string& host_port) { return host_port.substr(host_port.rfind(':') + 1); }
+
+std::string host_of(const std::string& host_port) {
+  std::string host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return host;
+}
+
+// The source address the kernel would use toward `host`: connecting a UDP
+// socket sends nothing.
+std::string route_toward(const std::string& host, uint16_t port) {
+  try {
+    const auto to = transport::SockAddr::parse(host + ":" + std::to_string(port));
+    const int fd = ::socket(to.get()->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return "";
+    sockaddr_storage local{};
+    socklen_t length = sizeof(local);
+    const bool ok = ::connect(fd, to.get(), to.length()) == 0 &&
+                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0;
+    ::close(fd);
+    if (!ok) return "";
+    std::string text = transport::SockAddr::from(reinterpret_cast<sockaddr*>(&local), length).to_string();
+    return host_of(text);
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+std::string first_interface_address() {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return "";
+  std::string found;
+  for (ifaddrs* i = list; i && found.empty(); i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    if (!(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) continue;
+    char text[INET_ADDRSTRLEN] = {};
+    if (::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof(text))) found = text;
+  }
+  ::freeifaddrs(list);
+  return found;
+}
+
+}  // namespace
+
+ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds timeout, const Environment& env)
+    : p_(p), timeout_(timeout) {
+  if (!p.servers.empty()) {
+    method_ = Method::kList;
+  } else if (p.pmix && have_pmix()) {
+    method_ = Method::kPmix;
+  } else {
+    method_ = Method::kRendezvous;
+    // torchrun's agent already serves its own store on MASTER_PORT.
+    if (env("TORCHELASTIC_USE_AGENT_STORE") == std::optional<std::string>("True") && !env("RDMAPS_MASTER_PORT"))
+      throw Error(Errc::kInvalidArgument,
+                  "under torchrun the agent's store holds MASTER_PORT " + std::to_string(p.master_port) +
+                      ": set RDMAPS_MASTER_PORT to another free port on rank 0's host for rdmaps' rendezvous");
+    if (p.rank == 0) host_ = std::make_unique<RendezvousHost>(p.master_port, p.world_size, p.num_servers);
+  }
+}
+
+ServerDirectory::~ServerDirectory() = default;
+
+std::string ServerDirectory::listen_address() const {
+  if (method_ == Method::kList && p_.is_server()) return "0.0.0.0:" + port_of(p_.servers[p_.server_index()]);
+  return "0.0.0.0:0";
+}
+
+std::vector<std::string> ServerDirectory::exchange(const std::string& address) {
+  switch (method_) {
+    case Method::kList:
+      return p_.servers;
+    case Method::kPmix:
+      return pmix_exchange(p_, address, timeout_);
+    case Method::kRendezvous:
+      return rendezvous(p_, address, timeout_);
+  }
+  return {};
+}
+
+std::string ServerDirectory::method() const {
+  switch (method_) {
+    case Method::kList:
+      return "RDMAPS_SERVERS";
+    case Method::kPmix:
+      return "PMIx";
+    case Method::kRendezvous:
+      return "the rendezvous at " + p_.master_addr + ":" + std::to_string(p_.master_port);
+  }
+  return "";
+}
+
+std::string advertised_address(const Placement& p, const std::string& bound, const Environment& env) {
+  const std::string port = port_of(bound);
+  if (auto a = env("RDMAPS_ADVERTISE_ADDR"); a && !a->empty()) return *a + ":" + port;
+  std::string host = host_of(bound);
+  if (host != "0.0.0.0" && host != "::" && !host.empty()) return bound;
+  if (!p.master_addr.empty()) host = route_toward(p.master_addr, p.master_port);
+  if (host.empty() || host == "0.0.0.0") host = first_interface_address();
+  if (host.empty()) host = "127.0.0.1";
+  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
+}
+
+}  // namespace rdmaps::launch

@@ -1,0 +1,52 @@
+// How the ranks of a launched job learn the servers' addresses: the list in
+// RDMAPS_SERVERS, the launcher's PMIx store, or the rendezvous rank 0 hosts
+// at MASTER_ADDR:MASTER_PORT, in that order (docs/cluster.md "Launchers").
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "src/launch/placement.h"
+
+namespace rdmaps::launch {
+
+class RendezvousHost;
+
+class ServerDirectory {
+ public:
+  /// Rank 0 starts hosting the rendezvous here when the job uses one, so it
+  /// is up before anybody asks. Every wait is bounded by `timeout`.
+  ServerDirectory(const Placement& p, std::chrono::milliseconds timeout,
+                  const Environment& env = process_environment());
+  ~ServerDirectory();
+  ServerDirectory(const ServerDirectory&) = delete;
+  ServerDirectory& operator=(const ServerDirectory&) = delete;
+
+  /// Where a server of this job listens: the port RDMAPS_SERVERS gives it,
+  /// else any free one, on every address.
+  std::string listen_address() const;
+  /// Servers pass the address the others reach them at, workers "". Returns
+  /// every server's address in index order; throws Error naming the method
+  /// and what did not answer.
+  std::vector<std::string> exchange(const std::string& address);
+  /// "RDMAPS_SERVERS", "PMIx" or "the rendezvous at HOST:PORT".
+  std::string method() const;
+
+ private:
+  enum class Method { kList, kPmix, kRendezvous };
+  Placement p_;
+  std::chrono::milliseconds timeout_;
+  Method method_;
+  std::unique_ptr<RendezvousHost> host_;
+};
+
+/// The address others reach a server at that is bound to `bound`
+/// (host:port): RDMAPS_ADVERTISE_ADDR, else the bound host unless it is a
+/// wildcard, else the local end of the route to the rendezvous host, else the
+/// first IPv4 interface that is up and not loopback, else 127.0.0.1.
+std::string advertised_address(const Placement& p, const std::string& bound,
+                               const Environment& env = process_environment());
+
+}  // namespace rdmaps::launch

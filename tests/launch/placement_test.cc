@@ -1,0 +1,149 @@
+// launch::detect: rank, size and role from each launcher's variables, and the
+// errors that name the variable at fault.
+#include "src/launch/placement.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "rdmaps/error.h"
+#include "rdmaps_config.h"
+
+namespace rdmaps::launch {
+namespace {
+
+using Vars = std::map<std::string, std::string>;
+
+Environment env_of(Vars vars) {
+  return [vars = std::move(vars)](const std::string& name) -> std::optional<std::string> {
+    auto it = vars.find(name);
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+Vars with_master(Vars v) {
+  v.emplace("MASTER_ADDR", "node0");
+  v.emplace("MASTER_PORT", "29600");
+  return v;
+}
+
+std::string error_of(const Vars& vars, uint32_t servers = 0) {
+  try {
+    detect(env_of(vars), servers);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Placement, NoLauncherVariablesIsNoLaunch) {
+  EXPECT_FALSE(detect(env_of({})).has_value());
+  EXPECT_FALSE(started_with_others(env_of({})));
+}
+
+TEST(Placement, OpenMpiRanksBelowTheServerCountServe) {
+  auto p = detect(env_of({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "6"}, {"MASTER_ADDR", "h"}}), 2);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->source, "openmpi");
+  EXPECT_TRUE(p->is_server());
+  EXPECT_EQ(p->server_index(), 1u);
+  p = detect(env_of({{"OMPI_COMM_WORLD_RANK", "4"}, {"OMPI_COMM_WORLD_SIZE", "6"}, {"MASTER_ADDR", "h"}}), 2);
+  EXPECT_FALSE(p->is_server());
+  EXPECT_EQ(p->worker_index(), 2u);
+  EXPECT_EQ(p->num_workers(), 4u);
+  EXPECT_EQ(p->describe(), "rank 4 of 6 (OMPI_COMM_WORLD_RANK): worker 2 of 4");
+}
+
+TEST(Placement, TorchrunTakesTheRendezvousFromMaster) {
+  auto p = detect(env_of(with_master({{"RANK", "2"}, {"WORLD_SIZE", "3"}})));
+  EXPECT_EQ(p->source, "torchrun");
+  EXPECT_EQ(p->master_addr, "node0");
+  EXPECT_EQ(p->master_port, 29600);
+  EXPECT_FALSE(p->pmix);
+  p = detect(env_of({{"RANK", "2"}, {"WORLD_SIZE", "3"}, {"MASTER_ADDR", "node0"}}));
+  EXPECT_EQ(p->master_port, kDefaultMasterPort);
+}
+
+TEST(Placement, InnermostLauncherWins) {
+  // torchrun inside an srun task, RDMAPS_* over everything.
+  Vars v = with_master(
+      {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}, {"SLURM_STEP_ID", "0"}});
+  EXPECT_EQ(detect(env_of(v))->source, "torchrun");
+  v["RDMAPS_RANK"] = "0";
+  v["RDMAPS_WORLD_SIZE"] = "2";
+  EXPECT_EQ(detect(env_of(v))->source, "rdmaps");
+  EXPECT_TRUE(detect(env_of(v))->is_server());
+}
+
+TEST(Placement, SlurmCountsOnlyInATaskSrunStarted) {
+  // A batch script sees SLURM_PROCID=0 and the job's task count, but no step.
+  Vars batch = {{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}, {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7"}};
+  EXPECT_FALSE(detect(env_of(batch)).has_value());
+  EXPECT_FALSE(started_with_others(env_of(batch)));
+  batch["SLURM_STEP_ID"] = "0";
+  auto p = detect(env_of(batch));
+  EXPECT_EQ(p->source, "slurm");
+  EXPECT_EQ(p->master_addr, "10.0.0.7");
+  EXPECT_TRUE(started_with_others(env_of(batch)));
+}
+
+TEST(Placement, OneProcessAloneIsNotALaunchedJob) {
+  EXPECT_FALSE(started_with_others(env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "1"}})));
+  EXPECT_TRUE(started_with_others(env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}})));
+}
+
+TEST(Placement, ExplicitServerListNeedsNoRendezvous) {
+  auto p = detect(env_of({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"RDMAPS_SERVERS", "a:1,b:2"}}));
+  EXPECT_EQ(p->num_servers, 2u);
+  EXPECT_EQ(p->servers, (std::vector<std::string>{"a:1", "b:2"}));
+  EXPECT_EQ(p->worker_index(), 1u);
+  EXPECT_TRUE(p->master_addr.empty());
+}
+
+TEST(Placement, PmixNeedsNoMasterAddress) {
+  Vars v = {
+      {"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "3"}, {"PMIX_RANK", "1"}, {"PMIX_NAMESPACE", "job.1"}};
+  if (RDMAPS_HAVE_PMIX) {
+    auto p = detect(env_of(v));
+    EXPECT_TRUE(p->pmix);
+    EXPECT_TRUE(p->master_addr.empty());
+  } else {
+    EXPECT_NE(error_of(v).find("MASTER_ADDR"), std::string::npos);
+  }
+}
+
+TEST(Placement, ErrorsNameTheVariable) {
+  const std::pair<Vars, std::string> cases[] = {
+      {{{"RANK", "1"}}, "RANK is set but WORLD_SIZE is not"},
+      {{{"WORLD_SIZE", "2"}}, "WORLD_SIZE is set but RANK is not"},
+      {with_master({{"RANK", "x"}, {"WORLD_SIZE", "2"}}), "RANK='x' is not an integer"},
+      {with_master({{"RANK", "-1"}, {"WORLD_SIZE", "2"}}), "RANK='-1' is not an integer"},
+      {with_master({{"RANK", "2"}, {"WORLD_SIZE", "2"}}), "RANK=2 is not below WORLD_SIZE=2"},
+      {with_master({{"RANK", "0"}, {"WORLD_SIZE", "4294967297"}}), "WORLD_SIZE=4294967297 is above"},
+      {with_master({{"RANK", "0"}, {"WORLD_SIZE", "1"}}), "leaves no worker"},
+      {{{"RANK", "1"}, {"WORLD_SIZE", "2"}}, "no rendezvous address"},
+      {with_master({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}}), "MASTER_PORT=70000"},
+      {{{"RANK", "1"}, {"WORLD_SIZE", "3"}, {"RDMAPS_SERVERS", "nohostport"}}, "'nohostport' is not host:port"},
+      {{{"RANK", "1"}, {"WORLD_SIZE", "4"}, {"RDMAPS_SERVERS", "a:1"}, {"RDMAPS_NUM_SERVERS", "2"}},
+       "lists 1 servers but the job has 2"},
+      {{{"SLURM_PROCID", "0"},
+        {"SLURM_NTASKS", "4"},
+        {"SLURM_STEP_ID", "0"},
+        {"PMIX_RANK", "2"},
+        {"PMIX_NAMESPACE", "slurm.pmix.1.0"},
+        {"MASTER_ADDR", "h"}},
+       "two launchers disagree about this process: PMIX_RANK=2 but SLURM_PROCID=0"},
+  };
+  for (const auto& [vars, message] : cases) {
+    const std::string what = error_of(vars);
+    EXPECT_NE(what.find(message), std::string::npos) << "expected '" << message << "' in: " << what;
+  }
+  // More servers than ranks: the count from the caller (--servers).
+  EXPECT_NE(error_of(with_master({{"RANK", "0"}, {"WORLD_SIZE", "2"}}), 2).find("leaves no worker beside 2 server"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace rdmaps::launch

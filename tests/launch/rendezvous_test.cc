@@ -1,0 +1,163 @@
+// The rendezvous rank 0 hosts for launches without PMIx: real sockets, ranks
+// as threads of this process.
+#include "src/launch/rendezvous.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+
+#include "rdmaps/error.h"
+#include "src/launch/server_directory.h"
+#include "transport/address.h"
+#include "transport/tcp_socket.h"
+
+namespace rdmaps::launch {
+namespace {
+
+using namespace std::chrono_literals;
+
+uint16_t free_port() {
+  auto s = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  return static_cast<uint16_t>(s.local_address().port());
+}
+
+Placement rank_of(uint32_t rank, uint32_t world, uint32_t servers, uint16_t port) {
+  Placement p;
+  p.rank = rank;
+  p.world_size = world;
+  p.num_servers = servers;
+  p.source = "rdmaps";
+  p.rank_var = "RDMAPS_RANK";
+  p.master_addr = "127.0.0.1";
+  p.master_port = port;
+  return p;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return std::string(errc_name(e.code())) + ": " + e.what();
+  }
+  return "no error";
+}
+
+TEST(Rendezvous, EveryRankLearnsEveryServerInIndexOrder) {
+  const uint16_t port = free_port();
+  RendezvousHost host(port, 5, 2);
+  std::vector<std::future<std::vector<std::string>>> ranks;
+  // Workers ask before the servers registered: they wait for them.
+  for (uint32_t r : {4u, 2u, 3u})
+    ranks.push_back(std::async(std::launch::async, [=] { return rendezvous(rank_of(r, 5, 2, port), "", 10s); }));
+  std::this_thread::sleep_for(200ms);
+  ranks.push_back(
+      std::async(std::launch::async, [=] { return rendezvous(rank_of(1, 5, 2, port), "10.0.0.2:4001", 10s); }));
+  ranks.push_back(
+      std::async(std::launch::async, [=] { return rendezvous(rank_of(0, 5, 2, port), "10.0.0.1:4000", 10s); }));
+  for (auto& r : ranks) EXPECT_EQ(r.get(), (std::vector<std::string>{"10.0.0.1:4000", "10.0.0.2:4001"}));
+}
+
+TEST(Rendezvous, RanksThatStartBeforeRankZeroWaitForIt) {
+  const uint16_t port = free_port();
+  auto worker = std::async(std::launch::async, [=] { return rendezvous(rank_of(1, 2, 1, port), "", 10s); });
+  std::this_thread::sleep_for(500ms);
+  RendezvousHost host(port, 2, 1);
+  EXPECT_EQ(rendezvous(rank_of(0, 2, 1, port), "127.0.0.1:5000", 10s), std::vector<std::string>{"127.0.0.1:5000"});
+  EXPECT_EQ(worker.get(), std::vector<std::string>{"127.0.0.1:5000"});
+}
+
+TEST(Rendezvous, TimeoutNamesTheServersThatNeverCame) {
+  const uint16_t port = free_port();
+  RendezvousHost host(port, 4, 3);
+  auto s0 = std::async(std::launch::async, [=] { return rendezvous(rank_of(0, 4, 3, port), "h:1", 2s); });
+  const std::string what = error_of([&] { rendezvous(rank_of(3, 4, 3, port), "", 1s); });
+  EXPECT_NE(what.find("timeout"), std::string::npos) << what;
+  EXPECT_NE(what.find("still lacks server rank(s) 1,2"), std::string::npos) << what;
+  EXPECT_THROW(s0.get(), Error);
+}
+
+TEST(Rendezvous, UnreachableRendezvousIsNamedAfterTheTimeout) {
+  const uint16_t port = free_port();  // nobody listens
+  const auto start = std::chrono::steady_clock::now();
+  const std::string what = error_of([&] { rendezvous(rank_of(1, 2, 1, port), "", 1s); });
+  EXPECT_NE(what.find("could not reach the rendezvous at 127.0.0.1:" + std::to_string(port)), std::string::npos)
+      << what;
+  EXPECT_NE(what.find("MASTER_ADDR:MASTER_PORT"), std::string::npos) << what;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+}
+
+TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
+  const uint16_t port = free_port();
+  RendezvousHost host(port, 3, 1);
+  std::string what = error_of([&] { rendezvous(rank_of(2, 4, 1, port), "", 5s); });
+  EXPECT_NE(what.find("invalid-argument"), std::string::npos) << what;
+  EXPECT_NE(what.find("was started with world size 4 and 1 server(s), rank 0 with 3 and 1"), std::string::npos) << what;
+  what = error_of([&] { rendezvous(rank_of(1, 3, 1, port), "h:1", 5s); });
+  EXPECT_NE(what.find("registers an address but only ranks below 1 serve"), std::string::npos) << what;
+  EXPECT_EQ(rendezvous(rank_of(0, 3, 1, port), "h:1", 5s), std::vector<std::string>{"h:1"});
+  what = error_of([&] { rendezvous(rank_of(0, 3, 1, port), "other:2", 5s); });
+  EXPECT_NE(what.find("server rank 0 registered twice (h:1 and other:2)"), std::string::npos) << what;
+}
+
+TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
+  const uint16_t port = free_port();
+  RendezvousHost host(port, 2, 1);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  auto ask = [&](const std::string& text) {
+    auto s = transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)), deadline);
+    s.send_message(std::vector<uint8_t>(text.begin(), text.end()), deadline, "host");
+    auto reply = s.recv_message(deadline, "host");
+    return std::string(reply.begin(), reply.end());
+  };
+  EXPECT_EQ(ask("GET / HTTP/1.0"), "error not a rendezvous request");
+  EXPECT_EQ(ask("rdmaps-rendezvous 9 2 1 0"), "error version 9 (this host speaks 1)");
+  EXPECT_EQ(ask("rdmaps-rendezvous 1 2 1 7"), "error rank 7 is not below the world size");
+  // A message longer than any request closes that connection only.
+  {
+    auto s = transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)), deadline);
+    std::string big(8192, 'x');
+    s.send_message(std::vector<uint8_t>(big.begin(), big.end()), deadline, "host");
+    EXPECT_THROW(s.recv_message(deadline, "host"), Error);
+  }
+  EXPECT_EQ(ask("rdmaps-rendezvous 1 2 1 0 h:9"), "ok h:9");
+}
+
+TEST(Rendezvous, RankZeroCannotHostTwice) {
+  const uint16_t port = free_port();
+  RendezvousHost host(port, 2, 1);
+  const std::string what = error_of([&] { RendezvousHost second(port, 2, 1); });
+  EXPECT_NE(what.find("rank 0 cannot host the job's rendezvous"), std::string::npos) << what;
+  EXPECT_NE(what.find("also rank 0"), std::string::npos) << what;
+}
+
+TEST(ServerDirectory, ListenAndAdvertise) {
+  Placement p = rank_of(1, 3, 2, 29500);
+  p.servers = {"a:7001", "b:7002"};
+  ServerDirectory listed(p, 1s);
+  EXPECT_EQ(listed.method(), "RDMAPS_SERVERS");
+  EXPECT_EQ(listed.listen_address(), "0.0.0.0:7002");
+  EXPECT_EQ(listed.exchange("ignored"), p.servers);
+  auto env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "RDMAPS_ADVERTISE_ADDR") return "node7";
+    return std::nullopt;
+  };
+  auto none = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", env), "node7:4000");
+  EXPECT_EQ(advertised_address(p, "10.1.2.3:4000", none), "10.1.2.3:4000");
+  // A wildcard bind: the local end of the route toward the rendezvous host.
+  p.master_addr = "127.0.0.1";
+  EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", none), "127.0.0.1:4000");
+}
+
+TEST(ServerDirectory, UnderTorchrunTheAgentHoldsMasterPort) {
+  Placement p = rank_of(0, 2, 1, free_port());
+  auto torchrun = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "TORCHELASTIC_USE_AGENT_STORE") return "True";
+    return std::nullopt;
+  };
+  const std::string what = error_of([&] { ServerDirectory d(p, 1s, torchrun); });
+  EXPECT_NE(what.find("set RDMAPS_MASTER_PORT"), std::string::npos) << what;
+}
+
+}  // namespace
+}  // namespace rdmaps::launch
