@@ -11,6 +11,8 @@ packages=(
   dataset-fashion-mnist gnuplot-nox   # the training job's data and plot
   clang-format bc
   iproute2 iptables               # network-fault tests: namespaces, veth, packet loss
+  libpmix-dev                     # server addresses through the launcher's PMIx store
+  openmpi-bin slurm-wlm munge     # the launcher tests: mpirun, and srun on a one-node Slurm
   python3-dev pybind11-dev python3-pybind11 python3-numpy   # the rdmaps Python module
   python3-torch                   # rdmaps.torch and its tests (Debian's torch 1.13, CPU)
   python3-mesonpy python3-venv python3-pip   # pip install --no-build-isolation . and its test

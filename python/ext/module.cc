@@ -6,7 +6,9 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +20,8 @@
 #include "rdmaps/server.h"
 #include "rdmaps_config.h"
 #include "src/capabilities.h"
+#include "src/launch/pmix_exchange.h"
+#include "src/launch/server_directory.h"
 
 namespace py = pybind11;
 using namespace std::chrono_literals;
@@ -236,6 +240,42 @@ class PyServer {
   std::unique_ptr<Server> server_;
 };
 
+launch::Environment environment_of(const std::map<std::string, std::string>& env) {
+  return [env](const std::string& name) -> std::optional<std::string> {
+    auto it = env.find(name);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+// rdmaps.launcher's Placement fields; None when no launcher variable is set.
+py::object detect_placement(const std::map<std::string, std::string>& env, uint32_t num_servers) {
+  auto p = launch::detect(environment_of(env), num_servers);
+  if (!p) return py::none();
+  py::dict d;
+  d["rank"] = p->rank;
+  d["world_size"] = p->world_size;
+  d["num_servers"] = p->num_servers;
+  d["source"] = p->source;
+  d["servers"] = py::tuple(py::cast(p->servers));
+  d["pmix"] = p->pmix;
+  d["master_addr"] = p->master_addr;
+  d["master_port"] = p->master_port;
+  return d;
+}
+
+// The C++ tools' exchange (PMIx here), so a Python rank and rdmaps-server
+// can share one launch: mpirun -np 1 rdmaps-server : -np 4 python3 train.py.
+std::vector<std::string> exchange_server_addresses(const std::map<std::string, std::string>& env, uint32_t num_servers,
+                                                   const std::string& address, double timeout_s) {
+  auto e = environment_of(env);
+  auto p = launch::detect(e, num_servers);
+  if (!p) throw Error(Errc::kInvalidArgument, "no launcher variables: nothing to exchange addresses with");
+  py::gil_scoped_release released;
+  launch::ServerDirectory directory(*p, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)), e);
+  return directory.exchange(address.empty() ? "" : launch::advertised_address(*p, address, e));
+}
+
 }  // namespace
 }  // namespace rdmaps::python
 
@@ -246,6 +286,7 @@ PYBIND11_MODULE(_rdmaps, m) {
   m.doc() = "rdmaps: parameter server over one-sided RDMA (UCX). Use the rdmaps package, not this module.";
   m.attr("__version__") = RDMAPS_VERSION;
   m.attr("have_cuda") = static_cast<bool>(RDMAPS_HAVE_CUDA);
+  m.attr("have_pmix") = launch::have_pmix();
 
   g_error = PyErr_NewException("rdmaps.Error", PyExc_RuntimeError, nullptr);
   auto make = [&](const char* name, PyObject* builtin) {
@@ -275,6 +316,12 @@ PYBIND11_MODULE(_rdmaps, m) {
   m.def(
       "describe_config", [](const std::vector<std::string>& flags) { return describe(parse_flags(flags)); },
       py::arg("flags"), "The configuration these flags and RDMAPS_* variables give, one field per line.");
+
+  m.def("_detect_placement", &detect_placement, py::arg("env"), py::arg("num_servers"),
+        "Rank, size and role from the launcher variables in env (rdmaps.launcher.detect).");
+  m.def("_exchange_server_addresses", &exchange_server_addresses, py::arg("env"), py::arg("num_servers"),
+        py::arg("address"), py::arg("timeout"),
+        "Servers publish their bound address (others pass \"\"); returns every server's, in index order.");
 
   py::class_<Worker>(m, "Worker", "A worker's connection to the servers (see rdmaps.Worker).")
       .def(py::init<std::vector<std::string>, uint32_t, const std::vector<std::string>&, double>(), py::arg("servers"),

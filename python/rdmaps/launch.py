@@ -4,6 +4,7 @@ machine and for systems where torchrun itself does not run (Debian 12's torch
 1.13 torchrun fails on Python 3.11 in elastic's to_map).
 
     python3 -m rdmaps.launch --nproc 3 train.py --epochs 2
+    python3 -m rdmaps.launch --nproc 3 --no-python rdmaps-train --epochs 2
 
 Output lines carry a "[rank] " prefix. When a process fails the others are
 stopped, and the launcher exits with the first failure's status.
@@ -92,10 +93,14 @@ def main(argv=None):
     ap.add_argument("--nproc", "-n", type=int, required=True, help="processes to start")
     ap.add_argument("--master-port", type=int, default=None, help="rendezvous port (default: a free one)")
     ap.add_argument("--no-prefix", action="store_true", help="leave the processes' output as it is")
-    ap.add_argument("script", help="a Python script, or -m module")
+    ap.add_argument("--no-python", action="store_true",
+                    help="run the program itself (rdmaps-train, rdmaps-server), not a Python script")
+    ap.add_argument("script", help="a Python script, or -m module (with --no-python: a program)")
     ap.add_argument("args", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
-    if a.script == "-m":
+    if a.no_python:
+        command = [a.script] + a.args
+    elif a.script == "-m":
         if not a.args:
             ap.error("-m needs a module name")
         command = [sys.executable, "-m"] + a.args

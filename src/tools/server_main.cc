@@ -4,12 +4,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "src/capabilities.h"
+#include "src/launch/server_directory.h"
 
 namespace {
 
@@ -32,6 +35,11 @@ void usage() {
       "  --insecure              serve without a shared secret on a non-loopback address\n"
       "  --max-bytes N           largest parameter table a worker may declare (machine memory) [RDMAPS_MAX_BYTES]\n"
       "  --stall-warning SEC     log a worker holding the slowest clock this long (0 off; 60) [RDMAPS_STALL_WARNING]\n"
+      "  --launch-timeout SEC    under a launcher: bound on the address exchange (120)\n"
+      "\n"
+      "Under mpirun, srun or torchrun (several ranks, no --index) the rank is the index: the\n"
+      "first --servers ranks run rdmaps-server, the others are the job's workers, e.g.\n"
+      "  mpirun -x RDMAPS_SECRET -np 2 rdmaps-server --servers 2 : -np 8 python3 train.py\n"
       "%s",
       rdmaps::config_help());
 }
@@ -72,6 +80,8 @@ int main(int argc, char** argv) {
     env("RDMAPS_STATS_INTERVAL", [&](const std::string& v, const std::string& n) {
       options.stats_interval = std::chrono::seconds(number(n, v));
     });
+    bool index_given = false, servers_given = false, workers_given = false, listen_given = false;
+    double launch_timeout_s = 120;
     std::vector<std::string> args(argv + 1, argv + argc), rest;
     rdmaps::parse_config(options.config, args, &rest);
     for (size_t i = 0; i < rest.size(); ++i) {
@@ -86,12 +96,19 @@ int main(int argc, char** argv) {
         return 0;
       } else if (flag == "--listen") {
         options.listen = value();
+        listen_given = true;
       } else if (flag == "--index") {
         options.index = count(flag, value());
+        index_given = true;
       } else if (flag == "--servers") {
         options.servers = count(flag, value());
+        servers_given = true;
       } else if (flag == "--workers") {
         options.workers = count(flag, value());
+        workers_given = true;
+      } else if (flag == "--launch-timeout") {
+        launch_timeout_s = static_cast<double>(number(flag, value(), 86400));
+        if (launch_timeout_s == 0) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, flag + ": must be at least 1");
       } else if (flag == "--stats-interval") {
         options.stats_interval = std::chrono::seconds(number(flag, value()));
       } else if (flag == "--keep-running") {
@@ -110,12 +127,44 @@ int main(int argc, char** argv) {
         throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "unknown flag " + flag + " (see --help)");
       }
     }
+    // Started by a launcher as one of several ranks: the rank is the index.
+    namespace launch = rdmaps::launch;
+    const auto environment = launch::process_environment();
+    std::optional<launch::Placement> placement;
+    std::unique_ptr<launch::ServerDirectory> directory;
+    if (!index_given && launch::started_with_others(environment)) {
+      placement = launch::detect(environment, servers_given ? options.servers : 0);
+      if (!placement->is_server())
+        throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
+                            placement->describe() + ": rdmaps-server runs on the first " +
+                                std::to_string(placement->num_servers) +
+                                " rank(s) only; start the workers on the others (mpirun -np S rdmaps-server "
+                                "--servers S : -np W trainer)");
+      if (workers_given && options.workers != placement->num_workers())
+        throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--workers " + std::to_string(options.workers) +
+                                                                " differs from the " +
+                                                                std::to_string(placement->num_workers()) +
+                                                                " worker ranks of this launch; leave it out");
+      options.index = placement->server_index();
+      options.servers = placement->num_servers;
+      options.workers = placement->num_workers();
+      directory = std::make_unique<launch::ServerDirectory>(
+          *placement, std::chrono::milliseconds(static_cast<int64_t>(launch_timeout_s * 1000)), environment);
+      if (!listen_given) options.listen = directory->listen_address();
+    }
     rdmaps::Server server(options);
+    std::string address = server.address();
+    if (directory) {
+      address = launch::advertised_address(*placement, address, environment);
+      directory->exchange(address);
+      std::fprintf(stderr, "rdmaps-server %s; addresses through %s\n", placement->describe().c_str(),
+                   directory->method().c_str());
+    }
     g_server = &server;
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
     std::fprintf(stderr, "rdmaps-server %u/%u listening on %s for %u worker(s)\nconfig: %s\nmachine: %s\n",
-                 options.index, options.servers, server.address().c_str(), options.workers,
+                 options.index, options.servers, address.c_str(), options.workers,
                  rdmaps::describe(options.config).c_str(), rdmaps::summary(rdmaps::probe_capabilities()).c_str());
     server.run();
     auto s = server.stats();

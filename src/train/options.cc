@@ -65,8 +65,11 @@ void usage() {
       "  --seed N --train-limit N --test-limit N\n"
       "  --expect-accuracy X       exit with status 3 if the final test accuracy is below X\n"
       "  any parameter-server flag below reaches every process of the job:\n%s"
+      "  launched: under mpirun, srun or torchrun each rank takes its role from the launcher:\n"
+      "           ranks below --servers serve, the others train (--launch-timeout SEC, 120)\n"
       "  cluster: --role server --listen HOST:PORT --index I --servers S --workers W [...]\n"
-      "           --role worker --worker I --servers-list H:P,H:P --workers W [...]\n",
+      "           --role worker --worker I --servers-list H:P,H:P --workers W [...]\n"
+      "           --role driver: the local run even where launcher variables are set\n",
       kDefaultDataDir, config_help());
 }
 
@@ -78,7 +81,7 @@ void usage() {
 
 Options parse_options(int argc, char** argv) {
   Options o;
-  bool workers_given = false, delay_given = false;
+  bool delay_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string flag = argv[i];
     auto value = [&]() -> std::string {
@@ -88,11 +91,12 @@ Options parse_options(int argc, char** argv) {
     if (flag == "--help" || flag == "-h") {
       usage();
       std::exit(0);
-    } else if (flag == "--role")
+    } else if (flag == "--role") {
       o.role = value();
-    else if (flag == "--workers") {
+      o.role_given = true;
+    } else if (flag == "--workers") {
       o.workers = to_u32(flag, value());
-      workers_given = true;
+      o.workers_given = true;
     } else if (flag == "--virtual-workers") {
       uint64_t n = to_u64(flag, value());
       if (n == 0) bad_flag(flag, "needs at least 1 worker");
@@ -104,9 +108,13 @@ Options parse_options(int argc, char** argv) {
       o.delay = value();
       DelaySpec::parse(flag, o.delay);
       delay_given = true;
-    } else if (flag == "--servers")
+    } else if (flag == "--servers") {
       o.servers = to_u32(flag, value(), kMaxWorkers);
-    else if (flag == "--epochs")
+      o.servers_given = true;
+    } else if (flag == "--launch-timeout") {
+      o.launch_timeout_s = to_double(flag, value());
+      if (!(o.launch_timeout_s > 0)) bad_flag(flag, "must be more than 0 seconds");
+    } else if (flag == "--epochs")
       o.epochs = to_u32(flag, value());
     else if (flag == "--batch")
       o.batch = to_u32(flag, value());
@@ -187,7 +195,7 @@ Options parse_options(int argc, char** argv) {
   if (o.dc != "off" && o.dc != "constant" && o.dc != "adaptive")
     bad_flag("--dc", "'" + o.dc + "' is not off, constant or adaptive");
   if (o.virtual_workers) {
-    if (workers_given && o.workers != o.virtual_workers)
+    if (o.workers_given && o.workers != o.virtual_workers)
       bad_flag("--workers", std::to_string(o.workers) + " differs from --virtual-workers " +
                                 std::to_string(o.virtual_workers) + " (give one of them)");
     o.workers = o.virtual_workers;

@@ -13,6 +13,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "src/launch/server_directory.h"
 #include "src/train/driver.h"
 #include "src/train/options.h"
 #include "src/train/virtual_workers.h"
@@ -27,7 +28,10 @@ void write_fd(int fd, const std::string& line) {
   }
 }
 
-int run_server_role(const Options& o) {
+// `directory`: a launched job's, through which this server tells the others
+// where it listens.
+int run_server_role(const Options& o, launch::ServerDirectory* directory = nullptr,
+                    const launch::Placement* placement = nullptr) {
   ServerOptions so;
   so.listen = o.report_fd >= 0 ? "127.0.0.1:0" : o.listen;
   so.index = o.index;
@@ -37,8 +41,13 @@ int run_server_role(const Options& o) {
   if (o.report_fd < 0) so.stats_interval = std::chrono::seconds(10);
   so.log_connections = o.report_fd < 0;  // embedded: the driver's progress line speaks for the server
   Server server(so);
+  std::string address = server.address();
+  if (directory) {
+    address = launch::advertised_address(*placement, address);
+    directory->exchange(address);
+  }
   if (o.report_fd < 0)
-    std::fprintf(stderr, "rdmaps-train server %u/%u on %s: %s\n", o.index, o.servers, server.address().c_str(),
+    std::fprintf(stderr, "rdmaps-train server %u/%u on %s: %s\n", o.index, o.servers, address.c_str(),
                  describe(so.config).c_str());
   if (o.report_fd < 0) {
     server.run();
@@ -125,8 +134,54 @@ int run_worker_role(const Options& o) {
   if (o.worker >= o.workers)
     bad_flag("--worker", std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
   TrainTest data = load_dataset_dir(o.data);
-  run_worker(client_options(o), worker_options(o), data, reporter(o));
+  // The evaluating worker holds the job's result: --expect-accuracy is its to check.
+  double accuracy = -1;
+  Report report = reporter(o);
+  auto keep_accuracy = [&](const std::string& line) {
+    unsigned w = 0;
+    double epoch = 0, acc = 0;
+    if (std::sscanf(line.c_str(), "eval %u %lf %lf", &w, &epoch, &acc) == 3) accuracy = acc;
+    report(line);
+  };
+  run_worker(client_options(o), worker_options(o), data, keep_accuracy);
+  if (accuracy >= 0 && o.report_fd < 0)
+    std::fprintf(stderr, "rdmaps-train worker %u: final test accuracy %.4f after %u epochs\n", o.worker, accuracy,
+                 o.epochs);
+  if (accuracy >= 0 && o.expect_accuracy >= 0 && accuracy < o.expect_accuracy) {
+    std::fprintf(stderr, "rdmaps-train: final test accuracy %.4f is below --expect-accuracy %.4f\n", accuracy,
+                 o.expect_accuracy);
+    return 3;
+  }
   return 0;
+}
+
+// One rank of a job that mpirun, srun or torchrun started: the rank says the
+// role, the launcher's PMIx store or the rendezvous the addresses.
+int run_launched(Options o, const launch::Placement& p) {
+  if (o.workers_given && o.workers != p.num_workers())
+    bad_flag("--workers", std::to_string(o.workers) + " differs from the " + std::to_string(p.num_workers()) +
+                              " worker ranks of this launch (world size " + std::to_string(p.world_size) + " minus " +
+                              std::to_string(p.num_servers) + " server(s)); leave it out");
+  if (o.virtual_workers) bad_flag("--virtual-workers", "runs in one process, not under a launcher");
+  if (config_of(o).secret.empty())
+    throw Error(Errc::kInvalidArgument,
+                "a launched job serves on every address, so its ranks need a shared secret: export RDMAPS_SECRET=$("
+                "openssl rand -hex 32) and pass it to every rank (mpirun -x RDMAPS_SECRET; srun passes the "
+                "environment on), or give --secret-file FILE on a shared file system (docs/security.md)");
+  o.servers = p.num_servers;
+  o.workers = p.num_workers();
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.launch_timeout_s * 1000));
+  launch::ServerDirectory directory(p, timeout);
+  std::fprintf(stderr, "rdmaps-train %s; addresses through %s\n", p.describe().c_str(), directory.method().c_str());
+  if (p.is_server()) {
+    o.index = p.server_index();
+    o.listen = directory.listen_address();
+    return run_server_role(o, &directory, &p);
+  }
+  o.worker = p.worker_index();
+  o.servers_list.clear();
+  for (const std::string& s : directory.exchange("")) o.servers_list += (o.servers_list.empty() ? "" : ",") + s;
+  return run_worker_role(o);
 }
 
 int run_virtual_role(const Options& o) {
@@ -143,6 +198,9 @@ int main(int argc, char** argv) {
   using namespace rdmaps::train;
   try {
     Options o = parse_options(argc, argv);
+    const auto env = rdmaps::launch::process_environment();
+    if (!o.role_given && rdmaps::launch::started_with_others(env))
+      return run_launched(o, *rdmaps::launch::detect(env, o.servers_given ? o.servers : 0));
     if (o.role == "server") return run_server_role(o);
     if (o.role == "worker") return run_worker_role(o);
     if (o.role == "virtual") return run_virtual_role(o);

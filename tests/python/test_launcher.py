@@ -32,13 +32,14 @@ class LauncherTest(unittest.TestCase):
         self.assertEqual((p.source, p.role, p.worker_index), ("pmi", "worker", 0))
 
     def test_slurm_takes_the_launch_node_as_rendezvous(self):
-        p = detect({"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.7"})
+        p = detect({"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_STEP_ID": "0",
+                    "SLURM_LAUNCH_NODE_IPADDR": "10.0.0.7"})
         self.assertEqual((p.source, p.role, p.worker_index, p.master_addr, p.master_port),
                          ("slurm", "worker", 2, "10.0.0.7", 29500))
 
     def test_precedence(self):
         # torchrun inside an srun allocation: torchrun's variables describe the process.
-        env = dict(MASTER, RANK="1", WORLD_SIZE="2", SLURM_PROCID="0", SLURM_NTASKS="1")
+        env = dict(MASTER, RANK="1", WORLD_SIZE="2", SLURM_PROCID="0", SLURM_NTASKS="1", SLURM_STEP_ID="0")
         self.assertEqual(detect(env).source, "torchrun")
         env.update(RDMAPS_RANK="0", RDMAPS_WORLD_SIZE="2")
         self.assertEqual((detect(env).source, detect(env).role), ("rdmaps", "server"))

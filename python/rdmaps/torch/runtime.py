@@ -61,10 +61,13 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
     _options = dict(config or {}, **options)
     _timeout = float(timeout)
     if p.role == "server":
-        _serve(p, _timeout)
+        _serve(p, _timeout, env)
         sys.exit(0)
     if p.servers:
         _servers = list(p.servers)
+    elif p.pmix:
+        _servers = rdmaps._rdmaps._exchange_server_addresses(dict(os.environ if env is None else env), p.num_servers,
+                                                             "", _timeout)
     else:
         _store = _open_store(p, timeout)
         keys = [_store_key(i) for i in range(p.num_servers)]
@@ -75,13 +78,16 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
     return p
 
 
-def _serve(p, timeout):
+def _serve(p, timeout, env=None):
     listen_port = int(p.servers[p.rank].rpartition(":")[2]) if p.servers else 0
     server = rdmaps.Server(f"0.0.0.0:{listen_port}", index=p.rank, servers=p.num_servers, workers=p.num_workers,
                            rule_from_workers=True, **_options)
     port = server.address.rpartition(":")[2]
     store = None
-    if not p.servers:
+    if p.pmix and not p.servers:  # the launcher's store; rdmaps-server ranks publish the same way
+        rdmaps._rdmaps._exchange_server_addresses(dict(os.environ if env is None else env), p.num_servers,
+                                                  f"0.0.0.0:{port}", timeout)
+    elif not p.servers:
         store = _open_store(p, timeout)  # rank 0 hosts it for the whole job
         store.set(_store_key(p.rank), f"{_advertised_host(p)}:{port}")
     print(f"rdmaps.torch: rank {p.rank} serves on port {port} for {p.num_workers} worker(s)", file=sys.stderr,

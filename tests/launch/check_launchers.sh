@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# rdmaps-train, rdmaps-server and the PyTorch example under the real
+# launchers: Open MPI's mpirun (PMIx), a one-node Slurm's srun (with and
+# without PMIx) and python3 -m rdmaps.launch (the MASTER_ADDR rendezvous),
+# then launches that must fail with an error naming what is wrong.
+# A launcher that is not installed fails this test (scripts/install-deps.sh
+# installs them).
+#   check_launchers.sh BUILD_DIR SOURCE_DIR
+set -uo pipefail
+build=$(realpath "$1")
+source=$(realpath "$2")
+train=$build/src/rdmaps-train
+server=$build/src/rdmaps-server
+work=$(mktemp -d /tmp/rdmaps-launch.XXXXXX)
+slurm_dir=$(mktemp -d /tmp/rdmaps-slurm.XXXXXX)  # reachable by munged's user, unlike $work
+cleanup() {
+  "$source"/tests/launch/slurm_one_node.sh stop "$slurm_dir" >/dev/null 2>&1
+  rm -rf "$work" "$slurm_dir"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT  # through the EXIT trap: no daemon outlives the test
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+for p in mpirun srun; do
+  command -v $p >/dev/null || { echo "FAIL: $p is not installed (scripts/install-deps.sh installs it)"; exit 1; }
+done
+mpirun=(mpirun --oversubscribe)
+[ "$(id -u)" -ne 0 ] || mpirun+=(--allow-run-as-root)
+export RDMAPS_SECRET=$(openssl rand -hex 32)
+# meson test sets MALLOC_PERTURB_, under which Debian's mpirun 4.1.4 itself
+# crashes and spins while aborting a failed job (our programs are checked
+# with it everywhere else).
+unset MALLOC_PERTURB_
+export PYTHONPATH=$build/python UCX_NET_DEVICES=lo
+small=(--epochs 1 --train-limit 12000 --test-limit 2000 --expect-accuracy 0.65 --launch-timeout 60)
+
+# Runs a launch; it must exit 0 and its output must hold every given text.
+expect_ok() {
+  local name=$1 log=$work/$1.log
+  shift
+  local texts=()
+  while [ "$1" != "--" ]; do texts+=("$1"); shift; done
+  shift
+  timeout -k 10 180 "$@" >"$log" 2>&1
+  local status=$?
+  if [ $status -ne 0 ]; then
+    fail "$name: exit status $status"; grep -v '^progress' "$log" | tail -n 25
+    return
+  fi
+  for t in "${texts[@]}"; do
+    grep -qF -- "$t" "$log" || { fail "$name: no '$t' in its output"; grep -v '^progress' "$log" | tail -n 25; return; }
+  done
+  echo "ok: $name: $(grep -m1 -oE 'final test accuracy [0-9.]+|"test_accuracy": [0-9.]+' "$log")"
+}
+
+# Runs a launch that must fail, within its timeout, naming `text`.
+expect_error() {
+  local name=$1 text=$2 log=$work/$1.log
+  shift 2
+  timeout -k 10 120 "$@" >"$log" 2>&1
+  local status=$?
+  if [ $status -eq 0 ] || [ $status -eq 124 ]; then
+    fail "$name: exit status $status, expected an error"; tail -n 15 "$log"
+  elif ! grep -qF -- "$text" "$log"; then
+    fail "$name: the error does not say '$text'"; tail -n 15 "$log"
+  else
+    echo "ok: $name: $(grep -m1 -F -- "$text" "$log" | cut -c1-200)"
+  fi
+}
+
+echo "== mpirun (Open MPI $(mpirun --version 2>&1 | grep -oE '[0-9]+\.[0-9.]+' | head -1), PMIx)"
+expect_ok mpirun-train "addresses through PMIx" "server 0 of 1" "worker 2 of 3" "final test accuracy" -- \
+  "${mpirun[@]}" -x RDMAPS_SECRET -np 4 "$train" --servers 1 "${small[@]}"
+expect_ok mpirun-two-servers "server 1 of 2" "worker 1 of 2" -- \
+  "${mpirun[@]}" -x RDMAPS_SECRET -np 4 "$train" --servers 2 "${small[@]}"
+# One launch, two programs: rdmaps-server on rank 0, rdmaps-train workers after it.
+expect_ok mpirun-server-and-train "rdmaps-server rank 0 of 3" "final test accuracy" -- \
+  "${mpirun[@]}" -np 1 "$server" --servers 1 --rule-from-workers : -np 2 "$train" --servers 1 "${small[@]}"
+expect_ok mpirun-pytorch '"test_accuracy"' "rdmaps.torch: server 0 done" -- \
+  "${mpirun[@]}" -np 3 /usr/bin/python3 "$source"/examples/torch_fashion_mnist.py --epochs 0.5 --expect-accuracy 0.7
+expect_ok mpirun-server-and-pytorch '"test_accuracy"' "rdmaps-server: done" -- \
+  "${mpirun[@]}" -np 1 "$server" --servers 1 --rule-from-workers : \
+  -np 2 /usr/bin/python3 "$source"/examples/torch_fashion_mnist.py --epochs 0.5 --expect-accuracy 0.7
+
+echo "== srun (one-node Slurm $(dpkg-query -W -f='${Version}' slurm-wlm 2>/dev/null))"
+if eval "$("$source"/tests/launch/slurm_one_node.sh start "$slurm_dir")"; then
+  expect_ok srun-pmix "addresses through PMIx" "(SLURM_PROCID): worker 2 of 3" "final test accuracy" -- \
+    srun -n 4 --overcommit --mpi=pmix "$train" --servers 1 "${small[@]}"
+  port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  expect_ok srun-rendezvous "addresses through the rendezvous at 127.0.0.1:$port" "final test accuracy" -- \
+    env MASTER_PORT="$port" srun -n 4 --overcommit --mpi=none "$train" --servers 1 "${small[@]}"
+  expect_ok srun-pytorch '"test_accuracy"' -- \
+    srun -n 3 --overcommit --mpi=pmix /usr/bin/python3 "$source"/examples/torch_fashion_mnist.py --epochs 0.5 \
+    --expect-accuracy 0.7
+  "$source"/tests/launch/slurm_one_node.sh stop "$slurm_dir"
+else
+  fail "the one-node Slurm did not start"
+fi
+
+echo "== python3 -m rdmaps.launch (torchrun's variables, the MASTER_ADDR rendezvous)"
+expect_ok rdmaps-launch "addresses through the rendezvous at 127.0.0.1" "final test accuracy" -- \
+  /usr/bin/python3 -m rdmaps.launch -n 3 --no-python "$train" --servers 1 "${small[@]}"
+
+echo "== wrong launches"
+expect_error more-servers-than-ranks "world size 2 (openmpi) leaves no worker beside 2 server(s)" \
+  "${mpirun[@]}" -x RDMAPS_SECRET -np 2 "$train" --servers 2 "${small[@]}"
+expect_error no-secret "its ranks need a shared secret" \
+  env -u RDMAPS_SECRET "${mpirun[@]}" -np 3 "$train" "${small[@]}"
+expect_error server-on-a-worker-rank "rdmaps-server runs on the first 1 rank(s) only" \
+  "${mpirun[@]}" -x RDMAPS_SECRET -np 2 "$server" --servers 1
+expect_error workers-disagree "differs from the 2 worker ranks of this launch" \
+  "${mpirun[@]}" -x RDMAPS_SECRET -np 3 "$train" --workers 4 "${small[@]}"
+# A RANK exported by hand under mpirun: every process thinks it is rank 0.
+expect_error launchers-disagree "two launchers disagree about this process: PMIx says rank" \
+  "${mpirun[@]}" -x RDMAPS_SECRET -x RANK=0 -x WORLD_SIZE=3 -np 3 "$train" "${small[@]}"
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+expect_error unreachable-rendezvous "could not reach the rendezvous at 127.0.0.1:$port" \
+  env RDMAPS_RANK=1 RDMAPS_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port" "$train" --launch-timeout 2
+
+[ $failures -eq 0 ] && echo "all launches behaved" && exit 0
+echo "$failures launch check(s) failed"
+exit 1
