@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <string>
 
 #include "cuda/kernels.h"
@@ -79,6 +80,40 @@ __global__ void decompress_kernel(const uint16_t* __restrict__ in, float* __rest
     out[i] = from_bf16(in[i]);
 }
 
+// from_bf16 on the two codes of one 32-bit word (little endian: the low half
+// is the first element).
+__device__ __forceinline__ float2 widen_pair(uint32_t two) {
+  return make_float2(__uint_as_float(two << 16), __uint_as_float(two & 0xffff0000u));
+}
+
+__device__ __forceinline__ void widen_group(const uint4& codes, float4* out) {
+  const float2 a = widen_pair(codes.x), b = widen_pair(codes.y), c = widen_pair(codes.z), d = widen_pair(codes.w);
+  out[0] = make_float4(a.x, a.y, b.x, b.y);
+  out[1] = make_float4(c.x, c.y, d.x, d.y);
+}
+
+// Element by element, each thread moves 2 bytes in and 4 out per access: an
+// H200 reached 0.62 of its device-to-device copy (docs/benchmarks.md). Here a
+// thread takes groups of 8 codes, one 16-byte load and two 16-byte stores
+// each, and issues both loads of two groups before storing, so enough bytes
+// are in flight to fill the memory pipeline. Pointers must be 16-byte aligned
+// (the caller checks); the n % 8 codes past the last group go to block 0.
+__global__ void decompress_vec_kernel(const uint16_t* __restrict__ in, float* __restrict__ out, size_t n) {
+  const size_t groups = n / 8;
+  const uint4* in8 = reinterpret_cast<const uint4*>(in);
+  float4* out8 = reinterpret_cast<float4*>(out);
+  const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
+  size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
+  for (; i + stride < groups; i += 2 * stride) {
+    const uint4 first = in8[i], second = in8[i + stride];
+    widen_group(first, out8 + 2 * i);
+    widen_group(second, out8 + 2 * (i + stride));
+  }
+  if (i < groups) widen_group(in8[i], out8 + 2 * i);
+  const size_t tail = groups * 8 + threadIdx.x;
+  if (blockIdx.x == 0 && tail < n) out[tail] = from_bf16(in[tail]);
+}
+
 }  // namespace
 
 void update(const ps::UpdateParams& p, ps::Step s, float* w, const float* g, const float* bak, float* state, size_t n,
@@ -99,7 +134,12 @@ void compress_bf16(const float* g, float* residual, uint16_t* out, size_t n, voi
 
 void decompress_bf16(const uint16_t* in, float* out, size_t n, void* stream) {
   if (n == 0) return;
-  decompress_kernel<<<blocks_for(n), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(in, out, n);
+  auto s = static_cast<cudaStream_t>(stream);
+  const bool aligned = reinterpret_cast<uintptr_t>(in) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  if (aligned && n >= 8)
+    decompress_vec_kernel<<<blocks_for(n / 8), kThreads, 0, s>>>(in, out, n);
+  else
+    decompress_kernel<<<blocks_for(n), kThreads, 0, s>>>(in, out, n);
   check_launch("decompress_bf16");
 }
 

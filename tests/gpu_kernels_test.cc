@@ -101,6 +101,37 @@ TEST_F(GpuTest, Bf16CompressionMatchesTheCpuCodecBitForBit) {
   }
 }
 
+// Every one of the 65,536 codes (NaNs, infinities, subnormals), through the
+// vectorized path (16-byte aligned) and the element path (offset pointers), at
+// lengths around the 8-code groups and the two-groups-per-step loop.
+TEST_F(GpuTest, Bf16DecompressionIsBitIdenticalAtEveryAlignmentAndLength) {
+  constexpr size_t kCodes = 1u << 16, kPad = 8;
+  std::vector<uint16_t> codes(kCodes + kPad);
+  for (size_t i = 0; i < codes.size(); ++i) codes[i] = static_cast<uint16_t>(i * 40503u);  // odd: all codes once
+  cuda::DeviceBuffer in(codes.size() * 2), out((codes.size() + kPad) * 4);
+  in.upload(codes.data(), codes.size() * 2);
+  for (size_t in_offset : {0, 1, 8}) {
+    for (size_t out_offset : {0, 3, 4}) {
+      for (size_t n : {size_t{1}, size_t{7}, size_t{8}, size_t{9}, size_t{15}, size_t{17}, size_t{4103}, kCodes}) {
+        SCOPED_TRACE("in +" + std::to_string(in_offset) + ", out +" + std::to_string(out_offset) + ", n " +
+                     std::to_string(n));
+        out.fill_bytes(0xa5);  // poison: a code never written shows, and so does one written past n
+        const uint16_t* src = static_cast<const uint16_t*>(in.data()) + in_offset;
+        cuda::decompress_bf16(src, static_cast<float*>(out.data()) + out_offset, n);
+        cuda::synchronize();
+        std::vector<float> got(codes.size() + kPad), want(n);
+        out.download(got.data(), got.size() * 4);
+        decompress_bf16(codes.data() + in_offset, want.data(), n);
+        EXPECT_EQ(std::memcmp(got.data() + out_offset, want.data(), n * 4), 0);
+        uint32_t poison = 0, after = 0;
+        std::memset(&poison, 0xa5, 4);
+        std::memcpy(&after, got.data() + out_offset + n, 4);
+        EXPECT_EQ(after, poison) << "wrote past the end";
+      }
+    }
+  }
+}
+
 TEST_F(GpuTest, FusedBf16UpdateEqualsDecompressThenUpdate) {
   ps::UpdateParams p;
   p.rule = UpdateRule::kDcAsgdAdaptive;
