@@ -42,6 +42,7 @@ void* StagingRing::buffer(int) const { unsupported("StagingRing::buffer"); }
 void* StagingRing::stream() const { return nullptr; }
 void StagingRing::copy_from_device(int, const void*, size_t) { unsupported("StagingRing::copy_from_device"); }
 void StagingRing::wait(int) { unsupported("StagingRing::wait"); }
+bool StagingRing::ready(int) { unsupported("StagingRing::ready"); }
 void StagingRing::copy_to_device(void*, const void*, size_t) { unsupported("StagingRing::copy_to_device"); }
 
 }  // namespace rdmaps::cuda

@@ -51,6 +51,13 @@ void StagingRing::copy_from_device(int k, const void* device_src, size_t bytes) 
   check(cudaEventRecord(impl_->events.at(static_cast<size_t>(k)), impl_->stream), "event record");
 }
 
+bool StagingRing::ready(int k) {
+  const cudaError_t err = cudaEventQuery(impl_->events.at(static_cast<size_t>(k)));
+  if (err == cudaErrorNotReady) return false;
+  check(err, "staging query");
+  return true;
+}
+
 void StagingRing::wait(int k) { check(cudaEventSynchronize(impl_->events.at(static_cast<size_t>(k))), "staging wait"); }
 
 void StagingRing::copy_to_device(void* device_dst, const void* host_src, size_t bytes) {

@@ -25,6 +25,9 @@ class StagingRing {
   void copy_from_device(int k, const void* device_src, size_t bytes);
   /// Blocks until buffer k's copy finished.
   void wait(int k);
+  /// Whether buffer k's copy finished, without waiting (a sender polls it
+  /// while driving its network progress).
+  bool ready(int k);
   /// Copies host data to device memory and waits (write-back into GPU parameters).
   void copy_to_device(void* device_dst, const void* host_src, size_t bytes);
   /// The stream this ring copies on (a cudaStream_t), for kernels that feed it.

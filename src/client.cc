@@ -556,7 +556,9 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
     for (i = 0; i < pieces.size(); ++i) {
       if (i + depth - 1 < pieces.size()) stage(i + depth - 1);
       const int k = static_cast<int>(i % depth);
-      ring.wait(k);
+      // Not cudaEventSynchronize: over tcp the sends already posted move only
+      // while this thread drives the worker's progress.
+      while (!ring.ready(k)) context_->progress();
       const Piece& p = pieces[i];
       post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
       if (type == MsgType::kPush) ++p.link->posted;
@@ -574,7 +576,9 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
 }
 
 GpuTransfer& ClientImpl::gpu() {
-  if (!gpu_) gpu_ = std::make_unique<GpuTransfer>(config_.shard_floats * sizeof(float), partition_->total_floats());
+  if (!gpu_)
+    gpu_ = std::make_unique<GpuTransfer>(config_.shard_floats * sizeof(float), partition_->total_floats(),
+                                         config_.staging_depth);
   return *gpu_;
 }
 

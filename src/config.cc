@@ -245,6 +245,12 @@ const std::map<std::string, Setter>& setters() {
          if (n == 0 || n > 1024) bad(s, v, "a slot count in 1..1024");
          c.inbox_slots = static_cast<uint32_t>(n);
        }},
+      {"staging-depth",
+       [](Config& c, const std::string& v, const std::string& s) {
+         uint64_t n = to_u64(v, s);
+         if (n > 64) bad(s, v, "a chunk count in 0..64 (0: auto)");
+         c.staging_depth = static_cast<uint32_t>(n);
+       }},
       {"secret",
        [](Config& c, const std::string& v, const std::string& s) {
          if (s.rfind("--", 0) == 0)
@@ -390,6 +396,8 @@ const char* config_help() {
          "  --transport T           tcp, shm, auto (UCX_TLS)                        [RDMAPS_TRANSPORT]\n"
          "  --shard-floats N        floats per shard (262144)                       [RDMAPS_SHARD_FLOATS]\n"
          "  --inbox-slots N         slots per worker inbox (4)                      [RDMAPS_INBOX_SLOTS]\n"
+         "  --staging-depth N       worker: pinned chunks in flight from GPU memory (0: 8 MiB's worth)\n"
+         "                                                                          [RDMAPS_STAGING_DEPTH]\n"
          "  --secret-file FILE      shared secret (first line, file mode 600), proved at every connection\n"
          "                          (the secret itself may come in RDMAPS_SECRET)     [RDMAPS_SECRET_FILE]\n"
          "  --server-threads N|auto server threads, each owning part of the shards (auto: one per core)\n"

@@ -1,19 +1,25 @@
 #include "src/gpu_transfer.h"
 
+#include <algorithm>
+
 #include "cuda/kernels.h"
 #include "rdmaps/error.h"
 #include "transport/ucx/capabilities.h"
 
 namespace rdmaps::ps {
 
-namespace {
-constexpr int kStagingDepth = 3;  // two copies ahead of the send in progress
+int staging_depth_for(size_t chunk_bytes) {
+  constexpr size_t kInFlight = 8u << 20;
+  const size_t chunks = (kInFlight + chunk_bytes - 1) / std::max<size_t>(chunk_bytes, 1);
+  return static_cast<int>(std::clamp<size_t>(chunks, 3, 64));
 }
 
-GpuTransfer::GpuTransfer(size_t chunk_bytes, uint64_t total_floats) : total_floats_(total_floats) {
+GpuTransfer::GpuTransfer(size_t chunk_bytes, uint64_t total_floats, uint32_t staging_depth)
+    : total_floats_(total_floats) {
   path_ = choose_gpu_path(transport::ucx::query_capabilities(), 1, &reason_);
   // The ring also serves pulls into device memory on either path.
-  ring_ = std::make_unique<cuda::StagingRing>(chunk_bytes, kStagingDepth);
+  ring_ = std::make_unique<cuda::StagingRing>(
+      chunk_bytes, staging_depth ? static_cast<int>(staging_depth) : staging_depth_for(chunk_bytes));
 }
 
 const void* GpuTransfer::prepare(const float* src, uint64_t at, size_t n, bool bf16) {

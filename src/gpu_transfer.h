@@ -16,10 +16,19 @@
 
 namespace rdmaps::ps {
 
+/// Chunks the staged path keeps in flight when not told: enough for 8 MiB,
+/// at least 3. A send over tcp (or RC) completes locally only once its bytes
+/// left, so a ring of 3 x 1 MiB let the socket run dry between sends: the
+/// staged tcp push reached 0.73 of the pinned-host one on an H200 host, whose
+/// host path has every piece in flight (docs/benchmarks.md). shm completes at
+/// the copy and gains nothing past 3. `--staging-depth` overrides it.
+int staging_depth_for(size_t chunk_bytes);
+
 class GpuTransfer {
  public:
-  /// chunk_bytes: one piece (a shard) in float32; total_floats: the whole table.
-  GpuTransfer(size_t chunk_bytes, uint64_t total_floats);
+  /// chunk_bytes: one piece (a shard) in float32; total_floats: the whole
+  /// table; staging_depth: pinned chunks in the ring (0: staging_depth_for()).
+  GpuTransfer(size_t chunk_bytes, uint64_t total_floats, uint32_t staging_depth = 0);
 
   GpuPath path() const { return path_; }
   const std::string& reason() const { return reason_; }

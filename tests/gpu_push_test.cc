@@ -23,9 +23,11 @@ constexpr int kSteps = 5;
 
 // Trains kSteps of DC-ASGD-a on one server; gradients and parameters live on
 // the GPU when `device`. Returns the final parameters and the client's GPU path.
-std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, bool gpu_shard = false) {
+std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, bool gpu_shard = false,
+                                               uint32_t staging_depth = 0) {
   Config c;
   c.transport = "tcp";
+  c.staging_depth = staging_depth;
   c.rule = UpdateRule::kDcAsgdAdaptive;
   c.learning_rate = 0.05f;
   c.wire = wire;
@@ -82,6 +84,19 @@ TEST(GpuPush, DeviceGradientsTrainBitIdenticallyToHostOnes) {
     auto [from_device, device_path] = run(true, wire);
     EXPECT_EQ(host_path, "none");
     EXPECT_TRUE(device_path == "staged" || device_path == "direct") << device_path;
+    EXPECT_EQ(std::memcmp(from_host.data(), from_device.data(), kFloats * 4), 0);
+  }
+}
+
+// The staged pipeline at every depth: fewer chunks than pieces (the ring wraps
+// and each buffer is refilled only after its send completed), as many, more.
+TEST(GpuPush, StagedPushIsBitIdenticalAtEveryRingDepth) {
+  cuda::GpuInfo info = cuda::probe_gpus();
+  if (info.device_count() == 0) GTEST_SKIP() << "no CUDA device: " << info.reason;
+  auto [from_host, host_path] = run(false, WireFormat::kF32);
+  for (uint32_t depth : {1u, 2u, 4u, 9u}) {
+    SCOPED_TRACE("staging depth " + std::to_string(depth));
+    auto [from_device, device_path] = run(true, WireFormat::kF32, false, depth);
     EXPECT_EQ(std::memcmp(from_host.data(), from_device.data(), kFloats * 4), 0);
   }
 }

@@ -13,6 +13,7 @@
 #include "src/bf16.h"
 #include "src/capabilities.h"
 #include "src/flush_denormals.h"
+#include "src/gpu_transfer.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "src/update_element.h"
@@ -148,6 +149,15 @@ TEST(FlushDenormals, SubnormalsAreZeroWhileTheGuardLivesAndTheModeComesBack) {
   EXPECT_GT(subnormal * one, 0.0f) << "the thread's previous mode is restored";
 }
 
+// The staged path's default ring: 8 MiB in flight, never fewer than 3 chunks.
+TEST(Config, StagingDepthCoversEightMebibytes) {
+  EXPECT_EQ(ps::staging_depth_for(1u << 20), 8);
+  EXPECT_EQ(ps::staging_depth_for(3u << 20), 3);
+  EXPECT_EQ(ps::staging_depth_for(4u << 20), 3);
+  EXPECT_EQ(ps::staging_depth_for(256u << 10), 32);
+  EXPECT_EQ(ps::staging_depth_for(4096), 64);
+}
+
 TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
   Config c;
   std::vector<std::string> rest;
@@ -172,6 +182,9 @@ TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
     return std::string("accepted");
   };
   EXPECT_NE(message({"--rule", "adam"}).find("--rule"), std::string::npos);
+  EXPECT_NE(message({"--staging-depth", "65"}).find("--staging-depth"), std::string::npos);
+  parse_config(c, {"--staging-depth", "5"}, nullptr);
+  EXPECT_EQ(c.staging_depth, 5u);
   EXPECT_NE(message({"--staleness", "-1"}).find("--staleness"), std::string::npos);
   EXPECT_NE(message({"--lr", "fast"}).find("'fast'"), std::string::npos);
   EXPECT_NE(message({"--shard-floats", "0"}).find("--shard-floats"), std::string::npos);

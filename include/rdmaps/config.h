@@ -50,6 +50,9 @@ struct Config {
   std::string transport = "auto";      ///< tcp, shm or auto (UCX_TLS)
   uint32_t shard_floats = 256 * 1024;  ///< floats per shard (1 MiB)
   uint32_t inbox_slots = 4;            ///< slots per worker inbox ring
+  /// Worker: pinned chunks between GPU memory and the network where UCX
+  /// cannot read device memory (the staged path); 0: enough for 8 MiB in flight.
+  uint32_t staging_depth = 0;
   /// Server threads (lanes), each owning a contiguous part of the server's
   /// shards; 0: one per core the process may use, at most one per shard (one
   /// with gpu_shard).
