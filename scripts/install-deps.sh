@@ -7,6 +7,7 @@ packages=(
   libibverbs-dev librdmacm-dev    # HCA description (optional at build time)
   libeigen3-dev zlib1g-dev
   libssl-dev                      # HMAC-SHA-256 for the bootstrap handshake (libcrypto)
+  libcpp-httplib-dev              # GET /metrics (--metrics HOST:PORT)
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist gnuplot-nox   # the training job's data and plot
   clang-format bc

@@ -73,11 +73,19 @@ void require(bool ok, const char* what) {
   if (!ok) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, what);
 }
 
-rdmaps::Config parse_flags(const char* text) {
+// `metrics`: where "--metrics HOST:PORT" asks for the metrics endpoint. It is
+// the process's, not the job's configuration, so Config does not carry it.
+rdmaps::Config parse_flags(const char* text, std::string* metrics) {
   rdmaps::Config config;
   std::vector<std::string> args, rest;
   std::istringstream in(text ? text : "");
-  for (std::string word; in >> word;) args.push_back(word);
+  for (std::string word; in >> word;) {
+    if (word == "--metrics") {
+      if (!(in >> *metrics)) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics needs HOST:PORT");
+      continue;
+    }
+    args.push_back(word);
+  }
   rdmaps::parse_config(config, args, &rest);
   if (!rest.empty())
     throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "unknown configuration flag '" + rest[0] + "'");
@@ -122,7 +130,7 @@ rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_
       require(*env && !*end && worker >= 0, "RDMAPS_WORKER is not a non-negative integer");
     }
     o.worker = static_cast<uint32_t>(worker);
-    o.config = parse_flags(options ? options->config : nullptr);
+    o.config = parse_flags(options ? options->config : nullptr, &o.metrics);
     if (options && options->timeout_ms) o.timeout = std::chrono::milliseconds(options->timeout_ms);
     auto handle = std::make_unique<rdmaps_client>();
     handle->client = std::make_unique<rdmaps::Client>(o);
@@ -215,7 +223,7 @@ rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_
     o.index = options ? options->index : 0;
     o.servers = options && options->servers ? options->servers : 1;
     o.workers = options && options->workers ? options->workers : 1;
-    o.config = parse_flags(options ? options->config : nullptr);
+    o.config = parse_flags(options ? options->config : nullptr, &o.metrics);
     o.insecure = options && options->insecure;
     o.max_bytes = options ? options->max_bytes : 0;
     auto handle = std::make_unique<rdmaps_server>();

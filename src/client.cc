@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <unordered_map>
 
@@ -14,6 +15,8 @@
 #include "src/bf16.h"
 #include "src/gpu_transfer.h"
 #include "src/inbox.h"
+#include "src/metrics/http_endpoint.h"
+#include "src/metrics/render.h"
 #include "src/partition.h"
 #include "src/protocol.h"
 #include "src/write_back.h"
@@ -80,6 +83,14 @@ class ClientImpl {
  public:
   explicit ClientImpl(const ClientOptions& options) : options_(options), config_(options.config) {
     if (options.servers.empty()) throw Error(Errc::kInvalidArgument, "a client needs at least one server address");
+    if (!options.metrics.empty())
+      metrics_ = std::make_unique<metrics::HttpEndpoint>(options.metrics, "--metrics", [this] {
+        std::unique_lock<std::mutex> lock(published_mu_);
+        const ClientStats s = published_;
+        const uint64_t clock = published_clock_;
+        lock.unlock();
+        return metrics::render_worker_metrics(s, options_.worker, clock);
+      });
   }
   ~ClientImpl();
 
@@ -90,6 +101,16 @@ class ClientImpl {
   void clock(bool barrier);
   uint64_t clock_value() const { return clock_; }
   ClientStats stats() const { return stats_; }
+  std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
+  /// After each call: the copy a scrape reads, so that it never reads
+  /// stats_ while the caller's thread changes it. Assignment reuses the
+  /// copy's storage: no allocation once push_paths has its size.
+  void publish() {
+    if (!metrics_) return;
+    std::lock_guard<std::mutex> lock(published_mu_);
+    published_ = stats_;
+    published_clock_ = clock_;
+  }
   void set_learning_rate(float lr) {
     if (!(std::isfinite(lr) && lr >= 0))
       throw Error(Errc::kInvalidArgument, "learning rate " + std::to_string(lr) + ": needs a finite value >= 0");
@@ -175,6 +196,11 @@ class ClientImpl {
   std::vector<Range> ranges_;
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
+  Clock::time_point last_clock_call_{};
+  std::mutex published_mu_;
+  ClientStats published_;
+  uint64_t published_clock_ = 0;
+  std::unique_ptr<metrics::HttpEndpoint> metrics_;  // last: stopped before what it reads goes
 };
 
 void ClientImpl::declare(const std::string& name, size_t floats) {
@@ -672,6 +698,9 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
 
 void ClientImpl::clock(bool barrier) {
   require_connected("clock");
+  const auto now = Clock::now();
+  if (stats_.clocks) stats_.last_step_seconds = std::chrono::duration<double>(now - last_clock_call_).count();
+  last_clock_call_ = now;
   ++clock_;
   ++stats_.clocks;
   std::vector<transport::Request>& inflight = inflight_;
@@ -706,23 +735,49 @@ void ClientImpl::clock(bool barrier) {
   }
 }
 
+namespace {
+// Publishes the stats for the metrics endpoint when a call returns or throws.
+struct Published {
+  ClientImpl& impl;
+  ~Published() { impl.publish(); }
+};
+}  // namespace
+
 Client::Client(const ClientOptions& options) : impl_(std::make_unique<ClientImpl>(options)) {}
 Client::~Client() = default;
 void Client::declare(const std::string& name, size_t floats) { impl_->declare(name, floats); }
-void Client::connect() { impl_->connect(); }
-void Client::init(const std::string& name, std::span<const float> values) { impl_->send(name, values, MsgType::kInit); }
+void Client::connect() {
+  Published p{*impl_};
+  impl_->connect();
+}
+void Client::init(const std::string& name, std::span<const float> values) {
+  Published p{*impl_};
+  impl_->send(name, values, MsgType::kInit);
+}
 void Client::push(const std::string& name, std::span<const float> gradient) {
+  Published p{*impl_};
   impl_->send(name, gradient, MsgType::kPush);
 }
 void Client::pull(const std::string& name, std::span<float> out) {
+  Published p{*impl_};
   const PullTarget one{name, out};
   impl_->pull(std::span<const PullTarget>(&one, 1));
 }
-void Client::pull(std::span<const PullTarget> targets) { impl_->pull(targets); }
-void Client::clock() { impl_->clock(false); }
-void Client::barrier() { impl_->clock(true); }
+void Client::pull(std::span<const PullTarget> targets) {
+  Published p{*impl_};
+  impl_->pull(targets);
+}
+void Client::clock() {
+  Published p{*impl_};
+  impl_->clock(false);
+}
+void Client::barrier() {
+  Published p{*impl_};
+  impl_->clock(true);
+}
 void Client::set_learning_rate(float lr) { impl_->set_learning_rate(lr); }
 uint64_t Client::clock_value() const { return impl_->clock_value(); }
 ClientStats Client::stats() const { return impl_->stats(); }
+std::string Client::metrics_address() const { return impl_->metrics_address(); }
 
 }  // namespace rdmaps

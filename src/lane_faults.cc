@@ -11,9 +11,24 @@ namespace rdmaps::ps {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-void ServerLane::reject(Worker& w, const std::string& why) {
+const char* reject_reason_name(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::kSequence:
+      return "sequence";
+    case RejectReason::kHeader:
+      return "header";
+    case RejectReason::kNonFinite:
+      return "non-finite";
+    case RejectReason::kLanding:
+      return "landing";
+  }
+  return "unknown";
+}
+
+void ServerLane::reject(Worker& w, RejectReason reason, const std::string& why) {
   std::fprintf(stderr, "rdmaps-server: rejected a message from %s: %s\n", w.name.c_str(), why.c_str());
   LaneCounters::add(counters_.rejected);
+  LaneCounters::add(counters_.rejected_for[static_cast<size_t>(reason)]);
   LaneCounters::add(counters_.rejected_by[w.id]);
   ++w.mailbox.rejected;
 }

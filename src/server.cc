@@ -14,6 +14,8 @@
 #include "src/admission.h"
 #include "src/checkpointer.h"
 #include "src/gpu_shard.h"
+#include "src/metrics/http_endpoint.h"
+#include "src/metrics/render.h"
 #include "src/partition.h"
 #include "src/pending_peers.h"
 #include "src/protocol.h"
@@ -87,9 +89,14 @@ class ServerImpl {
     if (!options.config.checkpoint_dir.empty()) check_checkpoint_dir(options.config.checkpoint_dir);
     while (instance_ == 0) transport::random_bytes(&instance_, sizeof(instance_));
     if (options.config.resume) resume();
+    // Last: a refused metrics address leaves nothing half-started behind it.
+    if (!options.metrics.empty())
+      metrics_ = std::make_unique<metrics::HttpEndpoint>(
+          options.metrics, "--metrics", [this] { return metrics::render_server_metrics(stats(), options_); });
   }
 
   ~ServerImpl() {
+    metrics_.reset();      // no scrape reads the lanes while they go
     checkpointer_.wait();  // a write in progress reads the lanes' snapshots
     for (auto& lane : lanes_) lane->stop();
     lanes_.clear();
@@ -97,6 +104,7 @@ class ServerImpl {
   }
 
   std::string address() const { return listener_->address().to_string(); }
+  std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
   void stop() { stop_.store(true); }
   ServerStats stats() const;
   void run();
@@ -140,6 +148,8 @@ class ServerImpl {
   Clock::time_point last_report_ = Clock::now(), last_waiting_ = Clock::now();
   ServerStats last_stats_;
   std::atomic<bool> stop_{false};
+  std::string rule_;                                // the lanes' update rule, under lanes_mu_
+  std::unique_ptr<metrics::HttpEndpoint> metrics_;  // declared last: stopped before anything it reads goes
 };
 
 void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>& table, uint64_t staleness,
@@ -173,6 +183,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   for (auto& lane : made) lane->start();
   std::lock_guard<std::mutex> lock(lanes_mu_);
   lanes_ = std::move(made);
+  rule_ = rule_name(config.rule);
 }
 
 void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message) {
@@ -262,10 +273,15 @@ ServerStats ServerImpl::stats() const {
   ServerStats s;
   s.applied_per_worker.assign(options_.workers, 0);
   s.rejected_per_worker.assign(options_.workers, 0);
+  s.bytes_in_per_worker.assign(options_.workers, 0);
   std::lock_guard<std::mutex> lock(lanes_mu_);
   s.lanes = static_cast<uint32_t>(lanes_.size());
   s.staleness.assign(kStalenessBuckets, 0);
   s.min_clock = lanes_.empty() ? 0 : UINT64_MAX;
+  s.rule = rule_;
+  s.apply_latency.counts.assign(kDurationBuckets, 0);
+  s.write_back_latency.counts.assign(kDurationBuckets, 0);
+  std::vector<uint64_t> by_reason(kRejectReasons, 0);
   auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   for (const auto& lane : lanes_) {
     const LaneCounters& c = lane->counters();
@@ -284,9 +300,24 @@ ServerStats ServerImpl::stats() const {
     for (uint32_t w = 0; w < options_.workers; ++w) {
       s.applied_per_worker[w] += get(c.applied[w]);
       s.rejected_per_worker[w] += get(c.rejected_by[w]);
+      s.bytes_in_per_worker[w] += get(c.bytes_from[w]);
     }
     for (size_t t = 0; t < s.staleness.size(); ++t) s.staleness[t] += get(c.staleness[t]);
+    s.staleness_sum += get(c.staleness_sum);
+    s.max_clock = std::max(s.max_clock, get(c.max_clock));
+    for (size_t r = 0; r < kRejectReasons; ++r) by_reason[r] += get(c.rejected_for[r]);
+    for (size_t b = 0; b < kDurationBuckets; ++b) {
+      s.apply_latency.counts[b] += get(c.apply_latency[b]);
+      s.write_back_latency.counts[b] += get(c.write_back_latency[b]);
+    }
+    s.apply_latency.sum_ns += get(c.apply_ns);
+    s.write_back_latency.sum_ns += get(c.write_back_ns);
   }
+  // Every lane sees every connection: the first one speaks for the server.
+  if (!lanes_.empty())
+    for (uint32_t w = 0; w < options_.workers; ++w) s.workers_connected += lanes_[0]->live(w) ? 1 : 0;
+  for (size_t r = 0; r < kRejectReasons; ++r)
+    s.rejected_by_reason.emplace_back(reject_reason_name(static_cast<RejectReason>(r)), by_reason[r]);
   s.checkpoints = checkpointer_.written();
   s.checkpoint_failures = checkpointer_.failed();
   s.checkpoint_updates = checkpointer_.last_updates();
@@ -393,6 +424,7 @@ void ServerImpl::resume() {
 Server::Server(const ServerOptions& options) : impl_(std::make_unique<ServerImpl>(options)) {}
 Server::~Server() = default;
 std::string Server::address() const { return impl_->address(); }
+std::string Server::metrics_address() const { return impl_->metrics_address(); }
 void Server::run() { impl_->run(); }
 void Server::stop() { impl_->stop(); }
 ServerStats Server::stats() const { return impl_->stats(); }

@@ -32,7 +32,8 @@ bool finite_floats(const float* p, size_t n) {
 }
 }  // namespace
 
-LaneCounters::LaneCounters(uint32_t workers) : applied(workers), rejected_by(workers), staleness(kStalenessBuckets) {}
+LaneCounters::LaneCounters(uint32_t workers)
+    : applied(workers), rejected_by(workers), bytes_from(workers), staleness(kStalenessBuckets) {}
 
 ServerLane::ServerLane(const LaneSetup& setup)
     : setup_(setup),
@@ -187,8 +188,9 @@ bool ServerLane::poll_inbox(Worker& w) {
   auto m = w.inbox->peek();
   if (!m) return false;
   if (m->doorbell != w.inbox->expected())
-    reject(w, "doorbell " + std::to_string(m->doorbell) + " where sequence " + std::to_string(w.inbox->expected()) +
-                  " was due");
+    reject(w, RejectReason::kSequence,
+           "doorbell " + std::to_string(m->doorbell) + " where sequence " + std::to_string(w.inbox->expected()) +
+               " was due");
   else
     handle(w, m->header, m->payload);
   if (!w.live) return true;
@@ -207,7 +209,7 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
                         setup_.first_shard,
                         setup_.first_shard + setup_.shards,
                         versions_.data()};
-  if (std::string why = check_slot(h, rules); !why.empty()) return reject(w, why);
+  if (std::string why = check_slot(h, rules); !why.empty()) return reject(w, RejectReason::kHeader, why);
   const bool bf16 = h.flags & kFlagBf16;
   switch (static_cast<MsgType>(h.type)) {
     case MsgType::kPush:
@@ -221,7 +223,8 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
           values = widened.data();
         }
         if (!finite_floats(values, h.length))
-          return reject(w, "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
+          return reject(w, RejectReason::kNonFinite,
+                        "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
       }
       const size_t local = local_of(h.shard) + h.offset;
       preserve(h.shard - setup_.first_shard);
@@ -254,12 +257,20 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   float lr = h.learning_rate > 0 ? h.learning_rate : c.learning_rate;
   if (c.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
   const bool bf16 = (h.flags & kFlagBf16) != 0;
+  const auto t0 = Clock::now();
   store_->apply(update_, step_for(update_, lr, version + 1, tau), w.id, local, g, bf16, h.length);
+  const auto ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+  LaneCounters::add(counters_.apply_latency[duration_bucket(ns)]);
+  LaneCounters::add(counters_.apply_ns, ns);
   ++version;
   LaneCounters::add(counters_.pushes);
-  LaneCounters::add(counters_.bytes_in, h.length * (bf16 ? sizeof(uint16_t) : sizeof(float)));
+  const uint64_t bytes = h.length * (bf16 ? sizeof(uint16_t) : sizeof(float));
+  LaneCounters::add(counters_.bytes_in, bytes);
+  LaneCounters::add(counters_.bytes_from[w.id], bytes);
   LaneCounters::add(counters_.applied[w.id]);
   LaneCounters::add(counters_.staleness[std::min<uint64_t>(tau, kStalenessBuckets - 1)]);
+  LaneCounters::add(counters_.staleness_sum, tau);
 }
 
 // Copy fresh parameters into the worker's copy (what DC-ASGD compensates
@@ -270,6 +281,7 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   const size_t local = local_of(h.shard);
   const size_t floats =
       setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
+  const auto t0 = Clock::now();
   try {
     store_->snapshot(w.id, local, floats);
     const uint64_t server_local = lane_range_.begin - server_range_.begin + local;
@@ -281,6 +293,10 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
     // The worker died with a write-back in flight: drop it, keep serving the others.
     return drop(w, (std::string("write-back failed: ") + e.what() + "; dropped from the clock").c_str());
   }
+  const auto ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+  LaneCounters::add(counters_.write_back_latency[duration_bucket(ns)]);
+  LaneCounters::add(counters_.write_back_ns, ns);
   w.mailbox.pull_done = h.seq;
   w.mailbox.pull_stamp = min_clock_;
   LaneCounters::add(counters_.pulls);
@@ -298,10 +314,14 @@ void ServerLane::send_mailbox(Worker& w) {
 }
 
 void ServerLane::update_min_clock() {
-  uint64_t m = UINT64_MAX;
+  uint64_t m = UINT64_MAX, fastest = 0;
   for (const auto& w : workers_)
-    if (w.live || !w.connected_once) m = std::min(m, w.clock);  // not-yet-connected workers hold at 0
+    if (w.live || !w.connected_once) {
+      m = std::min(m, w.clock);  // not-yet-connected workers hold at 0
+      fastest = std::max(fastest, w.clock);
+    }
   if (m == UINT64_MAX) m = min_clock_;
+  counters_.max_clock.store(std::max(fastest, m), std::memory_order_relaxed);
   counters_.min_clock.store(m, std::memory_order_relaxed);
   if (m == min_clock_) return;
   min_clock_ = m;
@@ -319,13 +339,14 @@ void ServerLane::on_push_am(transport::AmMessage& m) {
   if (it == by_endpoint_.end()) return;  // unknown sender: dropped by the transport
   Worker& w = workers_[it->second];
   if (!w.live) return;
-  if (std::string why = w.inbox->land(*context_, m); !why.empty()) reject(w, why);
+  if (std::string why = w.inbox->land(*context_, m); !why.empty()) reject(w, RejectReason::kLanding, why);
 }
 
 bool ServerLane::complete_landings() {
   bool any = false;
   for (auto& w : workers_)
-    if (w.live && w.inbox->landing()) any |= w.inbox->complete([&](const std::string& why) { reject(w, why); });
+    if (w.live && w.inbox->landing())
+      any |= w.inbox->complete([&](const std::string& why) { reject(w, RejectReason::kLanding, why); });
   return any;
 }
 

@@ -8,7 +8,10 @@
 // (docs/architecture.md "Server threads").
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -50,6 +53,19 @@ struct LaneSetup {
 /// Staleness histogram buckets; the last counts tau >= kStalenessBuckets - 1.
 constexpr size_t kStalenessBuckets = 257;
 
+/// Latency buckets (ServerStats' DurationHistogram): at most 1, 2, 4 ...
+/// 2^20 microseconds (about a second), then longer.
+constexpr size_t kDurationBuckets = 22;
+inline size_t duration_bucket(uint64_t ns) {
+  const uint64_t us = (ns + 999) / 1000;
+  return us <= 1 ? 0 : std::min<size_t>(std::bit_width(us - 1), kDurationBuckets - 1);
+}
+
+/// Why a lane rejected a message, for the count by reason (metrics label).
+enum class RejectReason : uint8_t { kSequence, kHeader, kNonFinite, kLanding };
+constexpr size_t kRejectReasons = 4;
+const char* reject_reason_name(RejectReason reason);
+
 /// Counters a lane alone writes (load, add, store: no read-modify-write);
 /// the control thread reads them for Server::stats().
 struct LaneCounters {
@@ -58,7 +74,12 @@ struct LaneCounters {
   std::atomic<uint64_t> min_clock{0}, workers_left{0}, workers_lost{0};
   std::atomic<uint64_t> longest_setup_us{0};
   std::atomic<uint64_t> stall_warnings{0};  ///< longest the lane spent on connections instead of its inboxes
-  std::vector<std::atomic<uint64_t>> applied, rejected_by, staleness;
+  std::atomic<uint64_t> max_clock{0}, staleness_sum{0};
+  std::vector<std::atomic<uint64_t>> applied, rejected_by, bytes_from, staleness;
+  std::array<std::atomic<uint64_t>, kRejectReasons> rejected_for{};
+  // One timestamp pair per piece: an update's apply, a pull's copy and put.
+  std::array<std::atomic<uint64_t>, kDurationBuckets> apply_latency{}, write_back_latency{};
+  std::atomic<uint64_t> apply_ns{0}, write_back_ns{0};
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
@@ -137,7 +158,7 @@ class ServerLane {
   void on_push_am(transport::AmMessage& m);
   bool complete_landings();
   // Faults (lane_faults.cc).
-  void reject(Worker& w, const std::string& why);
+  void reject(Worker& w, RejectReason reason, const std::string& why);
   void drop(Worker& w, const char* why);
   void check_liveness();
   void warn_stalled();

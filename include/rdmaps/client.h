@@ -21,6 +21,10 @@ struct ClientOptions {
   uint32_t workers = 0;
   Config config;
   std::chrono::milliseconds timeout{60000};  ///< bound of every wait (connect, credits, clock, pull)
+  /// HOST:PORT to serve GET /metrics on in the Prometheus text format
+  /// (docs/observability.md); empty: off. A bad address or a port in use
+  /// fails the constructor.
+  std::string metrics;
 };
 
 struct ClientStats {
@@ -29,6 +33,7 @@ struct ClientStats {
   uint64_t pulls_skipped = 0, pull_bytes_saved = 0;  ///< SSP with skip_pulls: cached copy was fresh enough
   uint64_t clocks = 0;
   double clock_wait_seconds = 0;
+  double last_step_seconds = 0;         ///< between the two latest clock() calls: one iteration, its waits included
   std::vector<std::string> push_paths;  ///< per server: "put" or "am"
   std::string gpu_path = "none";        ///< last push from device memory: "direct" or "staged"
   /// Servers that restarted and were reconnected to (Config::reconnect_ms).
@@ -86,7 +91,11 @@ class Client {
   void set_learning_rate(float lr);
 
   uint64_t clock_value() const;
+  /// Like every call here, for the owning thread only (the metrics endpoint
+  /// reads a copy that each call publishes).
   ClientStats stats() const;
+  /// Where GET /metrics is served (the real port when asked for 0); "" when off.
+  std::string metrics_address() const;
 
  private:
   std::unique_ptr<ClientImpl> impl_;

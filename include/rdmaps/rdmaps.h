@@ -38,7 +38,8 @@ typedef struct rdmaps_server rdmaps_server;
 typedef struct {
   const char* servers; /**< "host:port,host:port" in server-index order */
   int32_t worker;      /**< worker id; -1 = from RDMAPS_WORKER */
-  const char* config;  /**< flags, e.g. "--staleness 3 --transport tcp" (see rdmaps-server --help) */
+  const char* config;  /**< flags, e.g. "--staleness 3 --transport tcp" (see rdmaps-server --help);
+                          "--metrics HOST:PORT" serves Prometheus metrics (docs/observability.md) */
   uint32_t timeout_ms; /**< bound of every wait; 0 = 60000 */
 } rdmaps_client_options;
 
@@ -68,7 +69,7 @@ void rdmaps_client_destroy(rdmaps_client* client);
 typedef struct {
   const char* listen;               /**< "host:port", port 0 = any; NULL = "0.0.0.0:13337" */
   uint32_t index, servers, workers; /**< 0 servers/workers = 1 */
-  const char* config;               /**< flags, as for the client ("--secret-file F", ...) */
+  const char* config;               /**< flags, as for the client ("--secret-file F", "--metrics HOST:PORT", ...) */
   uint32_t insecure;                /**< 1: serve off loopback without a shared secret (docs/security.md) */
   uint64_t max_bytes;               /**< largest table a worker may declare; 0 = the machine's memory */
 } rdmaps_server_options;

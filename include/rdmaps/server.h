@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rdmaps/config.h"
@@ -40,6 +41,17 @@ struct ServerOptions {
   /// Log a live worker that holds the slowest clock without advancing it for
   /// this long (once per stall; others wait for it under SSP); 0: off.
   std::chrono::milliseconds stall_warning{0};
+  /// HOST:PORT to serve GET /metrics on in the Prometheus text format
+  /// (docs/observability.md); empty: off. A bad address or a port in use
+  /// fails the constructor.
+  std::string metrics;
+};
+
+/// Durations in power-of-two buckets: counts[k] holds those of at most 2^k
+/// microseconds (k below the last), the last bucket the longer ones.
+struct DurationHistogram {
+  std::vector<uint64_t> counts;
+  uint64_t sum_ns = 0;
 };
 
 struct ServerStats {
@@ -51,8 +63,17 @@ struct ServerStats {
   uint64_t workers_lost = 0;                  ///< connections that closed or failed without one
   std::vector<uint64_t> applied_per_worker;   ///< pushes applied, by worker id
   std::vector<uint64_t> rejected_per_worker;  ///< rejections, by worker id
+  std::vector<uint64_t> bytes_in_per_worker;  ///< gradient bytes applied, by worker id
   std::vector<uint64_t> staleness;            ///< histogram of tau; last bucket counts tau >= size-1
-  uint32_t lanes = 0;                         ///< server threads serving the data path (0 before the first worker)
+  uint64_t staleness_sum = 0;                 ///< sum of tau over the applied pushes (exact, unlike the last bucket)
+  uint64_t max_clock = 0;                     ///< the fastest live worker's clock; max_clock - min_clock: SSP lag
+  uint32_t workers_connected = 0;             ///< workers connected now
+  /// Rejections by reason: "sequence", "header", "non-finite", "landing".
+  std::vector<std::pair<std::string, uint64_t>> rejected_by_reason;
+  DurationHistogram apply_latency;       ///< per piece: applying one update
+  DurationHistogram write_back_latency;  ///< per piece: copying and putting fresh parameters for a pull
+  std::string rule;                      ///< update rule the lanes apply ("" before the first worker)
+  uint32_t lanes = 0;                    ///< server threads serving the data path (0 before the first worker)
   /// Longest a server thread spent admitting connections instead of serving
   /// its inboxes (handshakes never wait on a peer, so this stays small).
   uint64_t longest_setup_pause_us = 0;
@@ -81,6 +102,8 @@ class Server {
 
   /// The bound listen address (the real port when asked for port 0).
   std::string address() const;
+  /// Where GET /metrics is served (the real port when asked for 0); "" when off.
+  std::string metrics_address() const;
   /// Serves until stop(), or until every worker left when exit_when_done.
   void run();
   /// Thread-safe; run() returns soon after.
