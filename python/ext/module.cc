@@ -126,8 +126,9 @@ py::dict server_stats_dict(const ServerStats& s) {
 class Worker {
  public:
   Worker(std::vector<std::string> servers, uint32_t worker, const std::vector<std::string>& flags,
-         double timeout_seconds) {
+         double timeout_seconds, const std::string& metrics) {
     ClientOptions o;
+    o.metrics = metrics;
     o.servers = std::move(servers);
     o.worker = worker;
     o.config = parse_flags(flags);
@@ -188,6 +189,7 @@ class Worker {
     client_.reset();
   }
   bool closed() const { return !client_; }
+  std::string metrics_address() const { return client_ ? client_->metrics_address() : ""; }
 
  private:
   std::unique_ptr<Client> client_;
@@ -203,6 +205,7 @@ class PyServer {
  public:
   explicit PyServer(const ServerOptions& options) : server_(std::make_unique<Server>(options)) {}
   std::string address() const { return server_->address(); }
+  std::string metrics_address() const { return server_->metrics_address(); }
   // Runs the server on a thread of its own so that Ctrl-C reaches Python.
   void serve() {
     std::exception_ptr error;
@@ -324,8 +327,10 @@ PYBIND11_MODULE(_rdmaps, m) {
         "Servers publish their bound address (others pass \"\"); returns every server's, in index order.");
 
   py::class_<Worker>(m, "Worker", "A worker's connection to the servers (see rdmaps.Worker).")
-      .def(py::init<std::vector<std::string>, uint32_t, const std::vector<std::string>&, double>(), py::arg("servers"),
-           py::arg("worker"), py::arg("flags") = std::vector<std::string>{}, py::arg("timeout") = 60.0)
+      .def(py::init<std::vector<std::string>, uint32_t, const std::vector<std::string>&, double, const std::string&>(),
+           py::arg("servers"), py::arg("worker"), py::arg("flags") = std::vector<std::string>{},
+           py::arg("timeout") = 60.0, py::arg("metrics") = "")
+      .def_property_readonly("metrics_address", &Worker::metrics_address, "host:port of GET /metrics (\"\" when off).")
       .def("declare", [](Worker& w, const std::string& name, size_t floats) { live(w).declare(name, floats); })
       .def("connect", [](Worker& w) { live(w).connect(); })
       .def("push",
@@ -388,8 +393,9 @@ PYBIND11_MODULE(_rdmaps, m) {
   py::class_<PyServer>(m, "Server", "A parameter server (see rdmaps.Server).")
       .def(py::init([](const std::string& listen, uint32_t index, uint32_t servers, uint32_t workers,
                        const std::vector<std::string>& flags, bool rule_from_workers, bool log_connections,
-                       double stats_interval, bool exit_when_done, bool insecure) {
+                       double stats_interval, bool exit_when_done, bool insecure, const std::string& metrics) {
              ServerOptions o;
+             o.metrics = metrics;
              o.listen = listen;
              o.index = index;
              o.servers = servers;
@@ -405,8 +411,10 @@ PYBIND11_MODULE(_rdmaps, m) {
            py::arg("listen") = "0.0.0.0:0", py::arg("index") = 0, py::arg("servers") = 1, py::arg("workers") = 1,
            py::arg("flags") = std::vector<std::string>{}, py::arg("rule_from_workers") = false,
            py::arg("log_connections") = true, py::arg("stats_interval") = 0.0, py::arg("exit_when_done") = true,
-           py::arg("insecure") = false)
+           py::arg("insecure") = false, py::arg("metrics") = "")
       .def_property_readonly("address", &PyServer::address)
+      .def_property_readonly("metrics_address", &PyServer::metrics_address,
+                             "host:port of GET /metrics (\"\" when off).")
       .def("serve", &PyServer::serve, "Serves until every worker left (or stop(), or Ctrl-C).")
       .def("stop", &PyServer::stop)
       .def("stats", &PyServer::stats);

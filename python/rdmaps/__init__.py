@@ -61,10 +61,13 @@ class Worker(_rdmaps.Worker):
     "host:port,host:port" or a list in server-index order; options as in
     config_flags. declare() every tensor, connect(), then push/pull/clock with
     float32 C-contiguous buffers (numpy arrays, array.array('f'), ...).
+    metrics="HOST:PORT" serves its counters for Prometheus at /metrics
+    (docs/observability.md; metrics_address is the bound one).
     """
 
-    def __init__(self, servers, worker, config=None, *, timeout=60.0, **options):
-        super().__init__(_server_list(servers), int(worker), config_flags(config, **options), float(timeout))
+    def __init__(self, servers, worker, config=None, *, timeout=60.0, metrics=None, **options):
+        super().__init__(_server_list(servers), int(worker), config_flags(config, **options), float(timeout),
+                         metrics or "")
 
     def __enter__(self):
         return self
@@ -79,11 +82,13 @@ class Server(_rdmaps.Server):
     serve() runs until every worker left (or stop(), or Ctrl-C); address is the
     bound host:port. rule_from_workers=True adopts the first worker's update rule.
     Off loopback it needs a shared secret (RDMAPS_SECRET or secret_file=...)
-    unless insecure=True (docs/security.md).
+    unless insecure=True (docs/security.md). metrics="HOST:PORT" serves Prometheus
+    metrics at /metrics (docs/observability.md; metrics_address is the bound one).
     """
 
     def __init__(self, listen="0.0.0.0:0", index=0, servers=1, workers=1, config=None, *, rule_from_workers=False,
-                 log_connections=True, stats_interval=0.0, exit_when_done=True, insecure=False, **options):
+                 log_connections=True, stats_interval=0.0, exit_when_done=True, insecure=False, metrics=None,
+                 **options):
         super().__init__(listen, int(index), int(servers), int(workers), config_flags(config, **options),
                          bool(rule_from_workers), bool(log_connections), float(stats_interval), bool(exit_when_done),
-                         bool(insecure))
+                         bool(insecure), metrics or "")

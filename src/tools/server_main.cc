@@ -36,6 +36,7 @@ void usage() {
       "  --max-bytes N           largest parameter table a worker may declare (machine memory) [RDMAPS_MAX_BYTES]\n"
       "  --stall-warning SEC     log a worker holding the slowest clock this long (0 off; 60) [RDMAPS_STALL_WARNING]\n"
       "  --launch-timeout SEC    under a launcher: bound on the address exchange (120)\n"
+      "  --metrics HOST:PORT     serve Prometheus metrics at http://HOST:PORT/metrics (off) [RDMAPS_METRICS]\n"
       "\n"
       "Under mpirun, srun or torchrun (several ranks, no --index) the rank is the index: the\n"
       "first --servers ranks run rdmaps-server, the others are the job's workers, e.g.\n"
@@ -76,6 +77,7 @@ int main(int argc, char** argv) {
     env("RDMAPS_STALL_WARNING", [&](const std::string& v, const std::string& n) {
       options.stall_warning = std::chrono::seconds(number(n, v, 86400));
     });
+    env("RDMAPS_METRICS", [&](const std::string& v, const std::string&) { options.metrics = v; });
     env("RDMAPS_MAX_BYTES", [&](const std::string& v, const std::string& n) { options.max_bytes = number(n, v); });
     env("RDMAPS_STATS_INTERVAL", [&](const std::string& v, const std::string& n) {
       options.stats_interval = std::chrono::seconds(number(n, v));
@@ -121,6 +123,8 @@ int main(int argc, char** argv) {
         options.insecure = true;
       } else if (flag == "--stall-warning") {
         options.stall_warning = std::chrono::seconds(number(flag, value(), 86400));
+      } else if (flag == "--metrics") {
+        options.metrics = value();
       } else if (flag == "--max-bytes") {
         options.max_bytes = number(flag, value());
       } else {
@@ -166,6 +170,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rdmaps-server %u/%u listening on %s for %u worker(s)\nconfig: %s\nmachine: %s\n",
                  options.index, options.servers, address.c_str(), options.workers,
                  rdmaps::describe(options.config).c_str(), rdmaps::summary(rdmaps::probe_capabilities()).c_str());
+    if (!server.metrics_address().empty())
+      std::fprintf(stderr, "rdmaps-server: metrics at http://%s/metrics\n", server.metrics_address().c_str());
     server.run();
     auto s = server.stats();
     std::fprintf(stderr,

@@ -136,6 +136,7 @@ RunResult run_local(const Options& o, bool progress) {
   for (uint32_t i = 0; i < o.servers; ++i) {
     auto args = passthrough(o);
     args.insert(args.end(), {"--role", "server", "--index", std::to_string(i)});
+    if (!o.metrics.empty()) args.insert(args.end(), {"--metrics", metrics_address_for(o, i)});
     servers.push_back(spawn(args, "server " + std::to_string(i)));
   }
   for (auto& s : servers) {
@@ -156,6 +157,7 @@ RunResult run_local(const Options& o, bool progress) {
     for (uint32_t w = 0; w < o.workers; ++w) {
       auto args = passthrough(o);
       args.insert(args.end(), {"--role", "worker", "--worker", std::to_string(w), "--servers-list", list});
+      if (!o.metrics.empty()) args.insert(args.end(), {"--metrics", metrics_address_for(o, o.servers + w)});
       if (o.straggler >= 0 || o.straggler_random)
         args.insert(args.end(),
                     {"--straggler", (o.straggler_random ? std::string("random") : std::to_string(o.straggler)) + ":" +
@@ -173,6 +175,11 @@ RunResult run_local(const Options& o, bool progress) {
         r.label.c_str(), o.servers, o.workers,
         o.virtual_workers ? (" in one process, schedule " + o.delay).c_str() : "", describe(config_of(o)).c_str(),
         o.epochs, o.batch, o.schedule.c_str(), o.data.c_str());
+  if (progress && !o.metrics.empty())
+    std::fprintf(stderr, "rdmaps-train: metrics at http://%s/metrics (server 0) to http://%s/metrics%s\n",
+                 metrics_address_for(o, 0).c_str(),
+                 metrics_address_for(o, o.servers + (o.virtual_workers ? 0 : o.workers) - 1).c_str(),
+                 o.virtual_workers ? " (servers only: virtual workers share one process)" : "");
   std::optional<Clock::time_point> start;
   std::vector<double> epoch(o.workers, 0), loss(o.workers, 0);
   std::vector<uint64_t> pushed(o.workers, 0), pulled(o.workers, 0);

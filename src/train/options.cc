@@ -64,6 +64,8 @@ void usage() {
       "                            (with --virtual-workers: the asynchronous ones)\n"
       "  --seed N --train-limit N --test-limit N\n"
       "  --expect-accuracy X       exit with status 3 if the final test accuracy is below X\n"
+      "  --metrics HOST:PORT       Prometheus metrics at http://HOST:PORT/metrics; a local run gives\n"
+      "                            server i PORT+i and worker j PORT+servers+j (docs/observability.md)\n"
       "  any parameter-server flag below reaches every process of the job:\n%s"
       "  launched: under mpirun, srun or torchrun each rank takes its role from the launcher:\n"
       "           ranks below --servers serve, the others train (--launch-timeout SEC, 120)\n"
@@ -166,6 +168,8 @@ Options parse_options(int argc, char** argv) {
       o.report_fd = static_cast<int>(to_u64(flag, value()));
     else if (flag == "--label")
       o.label = value();
+    else if (flag == "--metrics")
+      o.metrics = value();
     else if (flag == "--straggler") {
       std::string v = value();
       auto colon = v.find(':');
@@ -223,7 +227,23 @@ Options parse_options(int argc, char** argv) {
     bad_flag("--workers", "a local run starts a process per worker and server; " +
                               std::to_string(o.workers + o.servers) + " is more than " +
                               std::to_string(kMaxLocalProcesses) + " (use --virtual-workers, or run on a cluster)");
+  if (!o.metrics.empty() && o.role == "driver" && !o.role_given) {
+    // The local run's processes share the host: each needs its own port, known in advance.
+    const auto colon = o.metrics.rfind(':');
+    if (colon == std::string::npos) bad_flag("--metrics", "'" + o.metrics + "' is not HOST:PORT");
+    const uint64_t port = to_u64("--metrics", o.metrics.substr(colon + 1));
+    const uint64_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
+    if (port == 0 || port + processes - 1 > 65535)
+      bad_flag("--metrics", "a local run serves metrics on ports PORT to PORT+" + std::to_string(processes - 1) +
+                                " (one per server and worker process): give a port from 1 to " +
+                                std::to_string(65536 - processes));
+  }
   return o;
+}
+
+std::string metrics_address_for(const Options& o, uint32_t offset) {
+  const auto colon = o.metrics.rfind(':');
+  return o.metrics.substr(0, colon + 1) + std::to_string(std::stoul(o.metrics.substr(colon + 1)) + offset);
 }
 
 Config config_of(const Options& o) {

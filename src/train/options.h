@@ -41,6 +41,9 @@ struct Options {
   bool role_given = false, workers_given = false, servers_given = false;
   double launch_timeout_s = 120;  ///< bound on the address exchange of a launched job
   std::string label;
+  /// HOST:PORT for GET /metrics. A role serves there; the local run gives
+  /// server i PORT+i and worker j PORT+servers+j (virtual workers: none).
+  std::string metrics;
 };
 
 /// Throws Error(kInvalidArgument) naming the flag and what is wrong with it.
@@ -51,6 +54,8 @@ Options parse_options(int argc, char** argv);
 Config config_of(const Options& o);
 /// Flags that give a child process the same job.
 std::vector<std::string> passthrough(const Options& o);
+/// --metrics for the local run's process at `offset` (servers first, then workers): HOST:PORT+offset.
+std::string metrics_address_for(const Options& o, uint32_t offset);
 /// "async DC-a", "BSP", "SSP s=3", ... (with "virtual N" in front for that mode).
 std::string default_label(const Options& o);
 

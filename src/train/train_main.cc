@@ -38,6 +38,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
   so.servers = o.servers;
   so.workers = o.workers;
   so.config = config_of(o);
+  so.metrics = o.metrics;
   if (o.report_fd < 0) so.stats_interval = std::chrono::seconds(10);
   so.log_connections = o.report_fd < 0;  // embedded: the driver's progress line speaks for the server
   Server server(so);
@@ -47,8 +48,9 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
     directory->exchange(address);
   }
   if (o.report_fd < 0)
-    std::fprintf(stderr, "rdmaps-train server %u/%u on %s: %s\n", o.index, o.servers, address.c_str(),
-                 describe(so.config).c_str());
+    std::fprintf(stderr, "rdmaps-train server %u/%u on %s: %s%s\n", o.index, o.servers, address.c_str(),
+                 describe(so.config).c_str(),
+                 so.metrics.empty() ? "" : ("; metrics at http://" + server.metrics_address() + "/metrics").c_str());
   if (o.report_fd < 0) {
     server.run();
     auto s = server.stats();
@@ -101,6 +103,7 @@ ClientOptions client_options(const Options& o) {
   co.workers = o.workers;
   co.config = config_of(o);
   co.timeout = std::chrono::seconds(120);
+  co.metrics = o.metrics;
   return co;
 }
 
@@ -185,6 +188,8 @@ int run_launched(Options o, const launch::Placement& p) {
 }
 
 int run_virtual_role(const Options& o) {
+  if (!o.metrics.empty())
+    bad_flag("--metrics", "virtual workers share one process and so would share one port; give it to the servers");
   TrainTest data = load_dataset_dir(o.data);
   run_virtual_workers(client_options(o), worker_options(o), o.virtual_workers, DelaySpec::parse("--delay", o.delay),
                       data, reporter(o));
