@@ -13,6 +13,7 @@
 #include "cuda/gpu_probe.h"
 #include "cuda/kernels.h"
 #include "rdmaps/client.h"
+#include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "src/capabilities.h"
 
@@ -79,9 +80,10 @@ std::vector<Row> kernels(size_t n, int iters) {
 }
 
 // Push throughput from `data` (device or pinned host) to an in-process server.
-double push_gbps(const std::string& transport, size_t n, int iters, const float* data) {
+double push_gbps(const std::string& transport, size_t n, int iters, const float* data, uint32_t staging_depth) {
   Config c;
   c.transport = transport;
+  c.staging_depth = staging_depth;
   c.staleness = kInfiniteStaleness;
   ServerOptions so;
   so.listen = "127.0.0.1:0";
@@ -110,7 +112,8 @@ double push_gbps(const std::string& transport, size_t n, int iters, const float*
 }  // namespace
 
 int perf_gpu_main(int argc, char** argv, int first) {
-  Flags f(argc, argv, first, {"floats", "iters", "transport", "json", "help"}, {"json", "help"});
+  Flags f(argc, argv, first, {"floats", "push-floats", "iters", "transport", "staging-depth", "json", "help"},
+          {"json", "help"});
   if (f.has("help")) {
     std::printf(
         "rdmaps-perf gpu [flags]\n"
@@ -120,6 +123,8 @@ int perf_gpu_main(int argc, char** argv, int first) {
         "  --floats N      elements (64M)\n"
         "  --iters N       timed repetitions (20)\n"
         "  --transport T   for the push comparison: tcp, shm, auto (auto)\n"
+        "  --push-floats N elements per push in the push comparison (--floats, at most 16M)\n"
+        "  --staging-depth N  pinned chunks in flight on the staged path (0: the default, 8 MiB)\n"
         "  --json          one JSON object\n");
     return 0;
   }
@@ -132,14 +137,19 @@ int perf_gpu_main(int argc, char** argv, int first) {
   const int iters = static_cast<int>(f.u64("iters", 20));
   std::vector<Row> rows = kernels(n, iters);
 
-  const size_t push_floats = std::min<size_t>(n, 16u << 20);
+  const size_t push_floats =
+      f.has("push-floats") ? parse_size(f.str("push-floats", ""), "push-floats") : std::min<size_t>(n, 16u << 20);
+  if (push_floats == 0) throw Error(Errc::kInvalidArgument, "--push-floats: needs at least 1");
+  const uint64_t depth = f.u64("staging-depth", 0);
+  if (depth > 64) throw Error(Errc::kInvalidArgument, "--staging-depth: " + std::to_string(depth) + " is above 64");
   const std::string transport = f.str("transport", "auto");
   cuda::PinnedBuffer pinned(push_floats * 4);
   std::memset(pinned.data(), 0, push_floats * 4);
   cuda::DeviceBuffer device(push_floats * 4);
   device.fill_bytes(0);
-  double host = push_gbps(transport, push_floats, iters, static_cast<const float*>(pinned.data()));
-  double gpu = push_gbps(transport, push_floats, iters, static_cast<const float*>(device.data()));
+  double host = push_gbps(transport, push_floats, iters, static_cast<const float*>(pinned.data()), 0);
+  double gpu =
+      push_gbps(transport, push_floats, iters, static_cast<const float*>(device.data()), static_cast<uint32_t>(depth));
   rows.push_back({"push from device (" + transport + ")", gpu, host});
 
   std::string why;

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Everything this project measures on a GPU, in one command, for a machine
+# with a GPU (docs/benchmarks.md "GPU"): the GPU test suite, rdmaps-perf gpu
+# over shm and tcp (kernels against the device copy; pushes from device memory
+# against pinned host memory at 64 M and 1 M floats, with a sweep of the
+# staged path's ring depth), the GPU shard against the host server
+# (rdmaps-perf ps), and a short 4-worker rdmaps-train with and without
+# --gpu-shard. Writes OUT/gpu_check.json (every figure) and OUT/gpu_check.log.
+#
+#   bench/gpu_check.sh [--bin DIR] [--data DIR] [--out DIR] [--quick]
+#
+# --bin: where rdmaps-perf, rdmaps-train, rdmaps-info and gpu_tests are (a
+#   build tree, its bench/ src/ tests/ folders are searched; or one folder);
+#   default: the build/ next to this script, else PATH.
+# --data: Fashion-MNIST for rdmaps-train (default: its own default).
+# --quick: fewer repetitions (the CI check of this script uses it).
+# About 3 minutes on an H200 host. Exits non-zero if a test or a run failed;
+# the JSON then says which.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin="" data="" out="gpu-check-out" quick=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bin) bin=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$bin" ] || { [ -d "$here/../build" ] && bin=$here/../build; }
+
+find_tool() {  # $1: program name -> its path, or empty
+  local b
+  for b in "$bin" "$bin/bench" "$bin/src" "$bin/tests"; do
+    [ -n "$bin" ] && [ -x "$b/$1" ] && { echo "$b/$1"; return; }
+  done
+  command -v "$1" || true
+}
+perf=$(find_tool rdmaps-perf) train=$(find_tool rdmaps-train) info=$(find_tool rdmaps-info) tests=$(find_tool gpu_tests)
+for t in perf train info tests; do
+  [ -n "${!t}" ] || { echo "gpu_check.sh: cannot find the $t program under '${bin:-PATH}' (--bin DIR)" >&2; exit 2; }
+done
+mkdir -p "$out/runs"
+out=$(cd "$out" && pwd)
+log=$out/gpu_check.log
+: >"$log"
+iters=20 epochs=2
+[ $quick = 1 ] && iters=3 epochs=1
+data_flag=()
+[ -n "$data" ] && data_flag=(--data "$data")
+failed=()
+
+# run NAME TIMEOUT COMMAND...: stdout to runs/NAME.out, everything to the log.
+run() {
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name: $*" | tee -a "$log"
+  local start=$SECONDS
+  timeout -k 10 "$limit" "$@" >"$out/runs/$name.out" 2>>"$log"
+  local status=$?
+  cat "$out/runs/$name.out" >>"$log"
+  echo "== $name: exit $status after $((SECONDS - start)) s" | tee -a "$log"
+  [ $status -eq 0 ] || failed+=("$name (exit $status)")
+}
+
+run info 60 "$info" --json
+"$perf" gpu --floats 1K --push-floats 1K --iters 1 >/dev/null 2>>"$log"
+if [ $? -eq 77 ]; then
+  echo "gpu_check: no CUDA device on this machine (see $log): nothing to measure" | tee -a "$log"
+  exit 77
+fi
+run gpu_tests 300 "$tests" --gtest_output=json:"$out/runs/gpu_tests.json"
+for transport in shm tcp; do
+  run "perf_gpu_$transport" 300 "$perf" gpu --json --transport "$transport" --iters "$iters"
+done
+# The staged push over tcp: which ring depth keeps the socket busy, at the
+# issue's two sizes (64 M and 1 M floats).
+for floats in 64M 1M; do
+  for depth in 3 8 16; do
+    run "push_tcp_${floats}_depth$depth" 120 "$perf" gpu --json --transport tcp --floats 1M --push-floats "$floats" \
+      --staging-depth "$depth" --iters "$iters"
+  done
+done
+for shard in host gpu; do
+  flags=()
+  [ $shard = gpu ] && flags=(--gpu-shard)
+  run "perf_ps_$shard" 300 "$perf" ps --json --transport shm --rule dc-asgd-a --workers 4 --floats 16M \
+    --iters "$((iters / 4 + 2))" "${flags[@]}"
+  run "train_$shard" 300 "$train" --json --workers 4 --epochs "$epochs" --out "$out/runs/train_$shard" \
+    "${data_flag[@]}" "${flags[@]}"
+done
+
+# One JSON: each run's own JSON object (or its failure), the test results and the machine.
+python3 - "$out" "${failed[@]}" <<'PY'
+import json, os, sys
+out, failed = sys.argv[1], sys.argv[2:]
+runs = {}
+for name in sorted(os.listdir(os.path.join(out, "runs"))):
+    path = os.path.join(out, "runs", name)
+    if not name.endswith(".out"):
+        continue
+    text = open(path).read().strip()
+    try:
+        runs[name[:-4]] = json.loads(text.splitlines()[-1]) if text else None
+    except (ValueError, IndexError):
+        runs[name[:-4]] = {"unparsed": text[-2000:]}
+tests = os.path.join(out, "runs", "gpu_tests.json")
+if os.path.exists(tests):
+    t = json.load(open(tests))
+    runs["gpu_tests"] = {"tests": t.get("tests"), "failures": t.get("failures"), "disabled": t.get("disabled"),
+                         "skipped": sum(1 for s in t.get("testsuites", []) for c in s.get("testsuite", [])
+                                        if c.get("result") == "SKIPPED")}
+json.dump({"failed": failed, "runs": runs}, open(os.path.join(out, "gpu_check.json"), "w"), indent=1)
+print(f"gpu_check: {len(runs)} runs, {len(failed)} failed -> {out}/gpu_check.json, {out}/gpu_check.log")
+PY
+[ ${#failed[@]} -eq 0 ] || { printf 'gpu_check: failed: %s\n' "${failed[@]}"; exit 1; }
