@@ -1,5 +1,5 @@
 // Server-side update rules, each one streaming pass over the shard's memory
-// (DESIGN.md "Update rules"; DC-ASGD: Zheng et al., ICML 2017).
+// (docs/architecture.md "Update rules"; DC-ASGD: Zheng et al., ICML 2017).
 #pragma once
 
 #include <cstddef>

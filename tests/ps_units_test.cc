@@ -1,5 +1,5 @@
 // Pieces of the parameter server that need no process: update rules against
-// a float64 evaluation of DESIGN.md's formulas, configuration parsing, the
+// a float64 evaluation of docs/architecture.md's formulas, configuration parsing, the
 // table partition, wire-format decoding.
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// DESIGN.md's update rules in double precision: the reference that the CPU
+// The update rules of docs/architecture.md in double precision: the reference that the CPU
 // rules, the shared element function (the CUDA kernel's arithmetic), the GPU
 // kernel and the server end to end are all checked against.
 #pragma once

@@ -10,7 +10,7 @@
 
 namespace rdmaps {
 
-/// Server-side update rule (DESIGN.md "Update rules").
+/// Server-side update rule (docs/architecture.md "Update rules").
 enum class UpdateRule { kSgd, kMomentum, kDcAsgdConstant, kDcAsgdAdaptive };
 /// What to do with a stale gradient (tau = current version - base version).
 enum class StalenessPolicy { kNone, kScaleByTau, kDropAboveMax };
