@@ -145,7 +145,8 @@ RunResult run_local(const Options& o, bool progress) {
     std::optional<std::string> line;
     while (!(line = next_line(s)) && !s.eof && Clock::now() < deadline) pump(one, 100);
     if (!line || line->rfind("port ", 0) != 0)
-      throw Error(Errc::kIo, s.name + " did not report its port within 30 s (see its output above)");
+      throw Error(Errc::kIo, s.name + (s.eof ? " exited before it reported its port (its error is above)"
+                                             : " did not report its port within 30 s (see its output above)"));
     list += (list.empty() ? "" : ",") + ("127.0.0.1:" + line->substr(5));
   }
   if (o.virtual_workers) {

@@ -64,6 +64,7 @@ void usage() {
       "                            (with --virtual-workers: the asynchronous ones)\n"
       "  --seed N --train-limit N --test-limit N\n"
       "  --expect-accuracy X       exit with status 3 if the final test accuracy is below X\n"
+      "  --gpu-shard               servers keep parameters, state and backups on the GPU (fused kernel)\n"
       "  --metrics HOST:PORT       Prometheus metrics at http://HOST:PORT/metrics; a local run gives\n"
       "                            server i PORT+i and worker j PORT+servers+j (docs/observability.md)\n"
       "  any parameter-server flag below reaches every process of the job:\n%s"
@@ -148,6 +149,8 @@ Options parse_options(int argc, char** argv) {
       o.seed = to_u64(flag, value());
     else if (flag == "--json")
       o.json = true;
+    else if (flag == "--gpu-shard")
+      o.gpu_shard = true;
     else if (flag == "--compare")
       o.compare = true;
     else if (flag == "--expect-accuracy")
@@ -276,6 +279,7 @@ std::vector<std::string> passthrough(const Options& o) {
                                    "--seed",        std::to_string(o.seed),
                                    "--train-limit", std::to_string(o.train_limit),
                                    "--test-limit",  std::to_string(o.test_limit)};
+  if (o.gpu_shard) args.push_back("--gpu-shard");
   args.insert(args.end(), o.config_args.begin(), o.config_args.end());
   return args;
 }

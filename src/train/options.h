@@ -29,6 +29,7 @@ struct Options {
   double straggle_factor = 1.0;
   uint64_t seed = 42;
   bool json = false, compare = false;
+  bool gpu_shard = false;       ///< servers keep their range on the GPU (ServerOptions::gpu_shard)
   double expect_accuracy = -1;  ///< exit non-zero below this final accuracy
   size_t train_limit = 0, test_limit = 0;
   /// Any other parameter-server flag (parse_config's), passed to every process.

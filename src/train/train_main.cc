@@ -37,6 +37,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
   so.index = o.index;
   so.servers = o.servers;
   so.workers = o.workers;
+  so.gpu_shard = o.gpu_shard;
   so.config = config_of(o);
   so.metrics = o.metrics;
   if (o.report_fd < 0) so.stats_interval = std::chrono::seconds(10);

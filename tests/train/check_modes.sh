@@ -36,6 +36,14 @@ bounded=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --t
     --dc-bound 0.5 --out "$out" 2>&1)
 grep -q "dc-bound 0.5" <<<"$bounded" || { echo "FAILED: --dc-bound 0.5 not in effect: $bounded"; exit 1; }
 if "$train" --schedule sometimes --out "$out" 2>/dev/null; then echo "FAILED: --schedule sometimes accepted"; exit 1; fi
+# --gpu-shard reaches the servers: they train on the GPU, or refuse saying why.
+if gpu=$("$train" --workers 2 --epochs 1 --train-limit 2000 --test-limit 200 --transport shm --out "$out" \
+    --gpu-shard --json 2>"$out/gpu-shard.err"); then
+  check "$gpu" "r['final_test_accuracy'] > 0.3" "--gpu-shard trained nothing"
+else
+  grep -q "gpu-shard needs a CUDA device" "$out/gpu-shard.err" \
+    || { echo "FAILED: --gpu-shard failed without saying it needs a CUDA device:"; cat "$out/gpu-shard.err"; exit 1; }
+fi
 # Stragglers reach the workers: one fixed worker sleeps after each of its
 # steps; a random one makes every worker sleep after about 1 step in workers.
 fixed=$(run --staleness 3 --straggler 1:2)
