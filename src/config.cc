@@ -10,10 +10,11 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <map>
+#include <optional>
 #include <sstream>
 
 #include "rdmaps/error.h"
+#include "src/config_flags.h"
 #include "src/protocol.h"
 
 namespace rdmaps {
@@ -80,55 +81,8 @@ std::string read_secret_file(const std::string& path, const std::string& source)
   return checked_secret(secret, source + " ('" + path + "')");
 }
 
-[[noreturn]] void bad(const std::string& source, const std::string& value, const std::string& expected) {
-  throw Error(Errc::kInvalidArgument, source + ": '" + value + "' is not " + expected);
-}
-
-float to_float(const std::string& v, const std::string& source) {
-  char* end = nullptr;
-  float f = std::strtof(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !std::isfinite(f)) bad(source, v, "a number");
-  return f;
-}
-
-// A decay factor: 0 <= f < 1 (1 or more would never forget, or grow).
-float to_fraction(const std::string& v, const std::string& source) {
-  float f = to_float(v, source);
-  if (f < 0 || f >= 1) bad(source, v, "in [0, 1)");
-  return f;
-}
-
-// "off" is 0; anything else must exceed `min` (or equal it when `inclusive`).
-float to_float_or_off(const std::string& v, const std::string& source, float min, bool inclusive,
-                      const char* expected) {
-  if (v == "off") return 0;
-  const float f = to_float(v, source);
-  if (f < min || (!inclusive && f == min)) bad(source, v, expected);
-  return f;
-}
-
-bool to_switch(const std::string& v, const std::string& source) {
-  if (v == "1" || v == "on" || v == "true") return true;
-  if (v == "0" || v == "off" || v == "false") return false;
-  bad(source, v, "on or off");
-}
-
-// Switches may stand alone ("--check-nan" means on); their setters parse with to_switch.
-bool is_switch(const std::string& name) {
-  return name == "check-nan" || name == "ms-bias-correction" || name == "skip-pulls" || name == "resume";
-}
-
-uint64_t to_u64(const std::string& v, const std::string& source) {
-  char* end = nullptr;
-  if (v.empty() || v[0] == '-') bad(source, v, "a non-negative integer");
-  errno = 0;
-  uint64_t n = std::strtoull(v.c_str(), &end, 10);
-  if (*end != '\0' || errno == ERANGE) bad(source, v, "a non-negative integer below 2^64");
-  return n;
-}
-
-// Seconds, "2.5s" or "500ms", to milliseconds.
-uint64_t to_millis(const std::string& v, const std::string& source) {
+// Seconds, "2.5s" or "500ms", to milliseconds; nullopt if `v` is none of these.
+std::optional<uint64_t> to_millis(const std::string& v) {
   std::string number = v;
   double scale = 1000;
   if (number.size() > 2 && number.ends_with("ms")) {
@@ -137,166 +91,55 @@ uint64_t to_millis(const std::string& v, const std::string& source) {
   } else if (number.size() > 1 && number.back() == 's') {
     number.pop_back();
   }
-  char* end = nullptr;
-  const double d = std::strtod(number.c_str(), &end);
-  if (number.empty() || *end != '\0' || !(d >= 0) || d * scale > 1e12) bad(source, v, "a duration (SEC, SECs or MSms)");
+  double d = 0;
+  if (!CLI::detail::lexical_cast(number, d) || !(d >= 0) || d * scale > 1e12) return std::nullopt;
   return static_cast<uint64_t>(d * scale);
 }
 
-float to_positive(const std::string& v, const std::string& source) {
-  float f = to_float(v, source);
-  if (!(f > 0)) bad(source, v, "a positive number");
-  return f;
+CLI::Validator duration() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        return to_millis(v) ? "" : "'" + v + "' is not a duration (SEC, SECs or MSms)";
+      },
+      "SEC|SECs|MSms");
 }
 
-float to_non_negative(const std::string& v, const std::string& source) {
-  float f = to_float(v, source);
-  if (f < 0) bad(source, v, "a number of at least 0");
-  return f;
+// "N" or "Nu" counts applied updates; "Ns" / "Nms" is time.
+bool counts_updates(const std::string& v) {
+  return !v.empty() && (v.back() == 'u' || std::isdigit(static_cast<unsigned char>(v.back())));
 }
 
-const std::map<std::string, Setter>& setters() {
-  static const std::map<std::string, Setter> table = {
-      {"staleness",
-       [](Config& c, const std::string& v, const std::string& s) {
-         c.staleness = (v == "inf" || v == "async") ? kInfiniteStaleness : to_u64(v, s);
-       }},
-      {"rule",
-       [](Config& c, const std::string& v, const std::string& s) {
-         if (v == "sgd")
-           c.rule = UpdateRule::kSgd;
-         else if (v == "momentum")
-           c.rule = UpdateRule::kMomentum;
-         else if (v == "dc-asgd-c")
-           c.rule = UpdateRule::kDcAsgdConstant;
-         else if (v == "dc-asgd-a")
-           c.rule = UpdateRule::kDcAsgdAdaptive;
-         else
-           bad(s, v, "one of sgd, momentum, dc-asgd-c, dc-asgd-a");
-       }},
-      {"lr", [](Config& c, const std::string& v, const std::string& s) { c.learning_rate = to_positive(v, s); }},
-      {"momentum", [](Config& c, const std::string& v, const std::string& s) { c.momentum = to_fraction(v, s); }},
-      {"lambda", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda = to_non_negative(v, s); }},
-      {"lambda0", [](Config& c, const std::string& v, const std::string& s) { c.dc_lambda0 = to_non_negative(v, s); }},
-      {"ms-momentum", [](Config& c, const std::string& v, const std::string& s) { c.ms_momentum = to_fraction(v, s); }},
-      {"eps",
-       [](Config& c, const std::string& v, const std::string& s) {
-         c.eps = to_float(v, s);
-         if (c.eps <= 0) bad(s, v, "a positive number");
-       }},
-      {"staleness-policy",
-       [](Config& c, const std::string& v, const std::string& s) {
-         if (v == "none")
-           c.staleness_policy = StalenessPolicy::kNone;
-         else if (v == "eta-tau")
-           c.staleness_policy = StalenessPolicy::kScaleByTau;
-         else if (v == "drop")
-           c.staleness_policy = StalenessPolicy::kDropAboveMax;
-         else
-           bad(s, v, "one of none, eta-tau, drop");
-       }},
-      {"tau-max", [](Config& c, const std::string& v, const std::string& s) { c.tau_max = to_u64(v, s); }},
-      {"check-nan", [](Config& c, const std::string& v, const std::string& s) { c.check_nan = to_switch(v, s); }},
-      {"ms-bias-correction",
-       [](Config& c, const std::string& v, const std::string& s) { c.ms_bias_correction = to_switch(v, s); }},
-      {"dc-bound",
-       [](Config& c, const std::string& v, const std::string& s) {
-         c.dc_bound = to_float_or_off(v, s, 0, false, "a positive bound or off");
-       }},
-      {"dc-tau0",
-       [](Config& c, const std::string& v, const std::string& s) {
-         c.dc_tau0 = to_float_or_off(v, s, 1, true, "a staleness of at least 1 or off");
-       }},
-      {"skip-pulls", [](Config& c, const std::string& v, const std::string& s) { c.skip_pulls = to_switch(v, s); }},
-      {"push-path",
-       [](Config& c, const std::string& v, const std::string& s) {
-         if (v == "auto")
-           c.push_path = PushPath::kAuto;
-         else if (v == "put")
-           c.push_path = PushPath::kPut;
-         else if (v == "am")
-           c.push_path = PushPath::kAm;
-         else
-           bad(s, v, "one of put, am, auto");
-       }},
-      {"wire",
-       [](Config& c, const std::string& v, const std::string& s) {
-         if (v == "f32")
-           c.wire = WireFormat::kF32;
-         else if (v == "bf16")
-           c.wire = WireFormat::kBf16;
-         else
-           bad(s, v, "f32 or bf16");
-       }},
-      {"transport",
-       [](Config& c, const std::string& v, const std::string& s) {
-         if (v != "tcp" && v != "shm" && v != "auto") bad(s, v, "one of tcp, shm, auto");
-         c.transport = v;
-       }},
-      {"shard-floats",
-       [](Config& c, const std::string& v, const std::string& s) {
-         uint64_t n = to_u64(v, s);
-         if (n == 0 || n > (1u << 28)) bad(s, v, "a shard size in 1..268435456 floats");
-         c.shard_floats = static_cast<uint32_t>(n);
-       }},
-      {"inbox-slots",
-       [](Config& c, const std::string& v, const std::string& s) {
-         uint64_t n = to_u64(v, s);
-         if (n == 0 || n > 1024) bad(s, v, "a slot count in 1..1024");
-         c.inbox_slots = static_cast<uint32_t>(n);
-       }},
-      {"staging-depth",
-       [](Config& c, const std::string& v, const std::string& s) {
-         uint64_t n = to_u64(v, s);
-         if (n > 64) bad(s, v, "a chunk count in 0..64 (0: auto)");
-         c.staging_depth = static_cast<uint32_t>(n);
-       }},
-      {"secret",
-       [](Config& c, const std::string& v, const std::string& s) {
-         if (s.rfind("--", 0) == 0)
-           throw Error(Errc::kInvalidArgument,
-                       "--secret: a secret on the command line is visible to every user of the machine (ps, "
-                       "/proc); put it in a file (--secret-file FILE, mode 600) or in RDMAPS_SECRET");
-         c.secret = checked_secret(v, s);
-       }},
-      {"secret-file", [](Config& c, const std::string& v, const std::string& s) { c.secret = read_secret_file(v, s); }},
-      {"reconnect", [](Config& c, const std::string& v, const std::string& s) { c.reconnect_ms = to_millis(v, s); }},
-      {"checkpoint-dir",
-       [](Config& c, const std::string& v, const std::string& s) {
-         if (v.empty()) bad(s, v, "a directory");
-         c.checkpoint_dir = v;
-       }},
-      {"checkpoint-every",
-       [](Config& c, const std::string& v, const std::string& s) {
-         // "N" or "Nu" counts applied updates; "Ns" / "Nms" is time.
-         if (!v.empty() && (v.back() == 'u' || std::isdigit(static_cast<unsigned char>(v.back())))) {
-           const uint64_t n = to_u64(v.back() == 'u' ? v.substr(0, v.size() - 1) : v, s);
-           if (n == 0) bad(s, v, "a positive count of updates (N) or a time (Ns, Nms)");
-           c.checkpoint_every_updates = n;
-           c.checkpoint_every_ms = 0;
-         } else {
-           const uint64_t ms = to_millis(v, s);
-           if (ms == 0) bad(s, v, "a positive time (Ns, Nms) or count of updates (N)");
-           c.checkpoint_every_ms = ms;
-           c.checkpoint_every_updates = 0;
-         }
-       }},
-      {"checkpoint-keep",
-       [](Config& c, const std::string& v, const std::string& s) {
-         const uint64_t n = to_u64(v, s);
-         if (n == 0 || n > 1000) bad(s, v, "a count in 1..1000");
-         c.checkpoint_keep = static_cast<uint32_t>(n);
-       }},
-      {"resume", [](Config& c, const std::string& v, const std::string& s) { c.resume = to_switch(v, s); }},
-      {"server-threads",
-       [](Config& c, const std::string& v, const std::string& s) {
-         uint64_t n = v == "auto" ? 0 : to_u64(v, s);
-         if (n > 1024) bad(s, v, "a thread count in 1..1024 or auto");
-         c.server_threads = static_cast<uint32_t>(n);
-       }},
-  };
-  return table;
+// `word` (off, inf, auto) or a value `rest` accepts; the message names both.
+CLI::Validator word_or(const std::string& word, CLI::Validator rest, const std::string& expected) {
+  return CLI::Validator(
+      [=](std::string& v) mutable -> std::string {
+        if (v == word) return {};
+        std::string copy = v;
+        const std::string why = rest(copy);
+        if (why.empty()) return {};
+        return why.find("is not a number") != std::string::npos ? why : "'" + v + "' is not " + expected;
+      },
+      expected);
 }
+
+template <typename E>
+CLI::Option* add_enum(CLI::App& app, const std::string& name, E& target,
+                      const std::vector<std::pair<std::string, E>>& values, const std::string& help) {
+  std::vector<std::string> names;
+  for (const auto& [n, e] : values) names.push_back(n);
+  return app
+      .add_option_function<std::string>(
+          name,
+          [&target, values](const std::string& v) {
+            for (const auto& [n, e] : values)
+              if (n == v) target = e;
+          },
+          help)
+      ->check(cli::one_of(names))
+      ->type_name(CLI::detail::join(names, "|"));
+}
+
+const char* const kConfigGroup = "Parameter-server configuration (servers and workers)";
 
 std::string env_name(const std::string& flag) {
   std::string out = "RDMAPS_";
@@ -306,40 +149,162 @@ std::string env_name(const std::string& flag) {
 
 }  // namespace
 
-void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest) {
-  for (const auto& [name, set] : setters())
-    if (const char* v = std::getenv(env_name(name).c_str())) {
-      set(config, v, env_name(name));
-      config.rule_stated |= ps::RuleParams::is_flag(name);
-    }
-  for (size_t i = 0; i < args.size(); ++i) {
-    const std::string& arg = args[i];
-    std::string name = arg.rfind("--", 0) == 0 ? arg.substr(2) : "";
-    std::string value;
-    bool inline_value = false;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      inline_value = true;
-    }
-    auto it = setters().find(name);
-    if (it == setters().end()) {
-      if (rest) rest->push_back(arg);
-      continue;
-    }
-    if (!inline_value) {
-      if (is_switch(name) && (i + 1 >= args.size() || args[i + 1].rfind("--", 0) == 0)) {
-        value = "on";
-      } else {
-        if (i + 1 >= args.size()) throw Error(Errc::kInvalidArgument, "flag --" + name + " needs a value");
-        value = args[++i];
-      }
-    }
-    it->second(config, value, "--" + name);
-    config.rule_stated |= ps::RuleParams::is_flag(name);
+std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const ConfigFlagSelection& select) {
+  std::vector<CLI::Option*> added;
+  // Each flag is added only if selected; `add` returns the option or nullptr.
+  auto wanted = [&](const std::string& name) {
+    return (select.only.empty() || select.only.count(name)) && !select.except.count(name);
+  };
+  auto finish = [&](CLI::Option* o, const std::string& name) {
+    o->envname(env_name(name))->group(kConfigGroup);
+    if (ps::RuleParams::is_flag(name)) o->each([&config](const std::string&) { config.rule_stated = true; });
+    added.push_back(o);
+    return o;
+  };
+  auto option = [&](const std::string& name, auto& target, const std::string& help, CLI::Validator check) {
+    if (wanted(name))
+      finish(app.add_option("--" + name, target, help)->check(std::move(check))->capture_default_str(), name);
+  };
+  auto function = [&](const std::string& name, std::function<void(const std::string&)> set, const std::string& help,
+                      CLI::Validator check, const std::string& type) {
+    if (wanted(name))
+      finish(app.add_option_function<std::string>("--" + name, std::move(set), help)->check(check)->type_name(type),
+             name);
+  };
+  auto switch_ = [&](const std::string& name, bool& target, const std::string& help) {
+    if (wanted(name)) finish(cli::add_switch(app, "--" + name, target, help), name);
+  };
+  auto fraction = cli::number([](double d) { return d >= 0 && d < 1; }, "in [0, 1)");
+
+  function(
+      "staleness",
+      [&config](const std::string& v) {
+        config.staleness = v == "inf" || v == "async" ? kInfiniteStaleness : std::stoull(v);
+      },
+      "SSP bound (0 = BSP, inf or async = fully asynchronous)",
+      word_or("async", word_or("inf", cli::count(0), "a whole number, inf or async"), "a whole number, inf or async"),
+      "S|inf");
+  if (wanted("rule"))
+    finish(add_enum(app, "--rule", config.rule,
+                    {{"sgd", UpdateRule::kSgd},
+                     {"momentum", UpdateRule::kMomentum},
+                     {"dc-asgd-c", UpdateRule::kDcAsgdConstant},
+                     {"dc-asgd-a", UpdateRule::kDcAsgdAdaptive}},
+                    "update rule"),
+           "rule");
+  option("lr", config.learning_rate, "learning rate", cli::positive());
+  option("momentum", config.momentum, "momentum (rule momentum)", fraction);
+  option("lambda", config.dc_lambda, "DC-ASGD-c lambda", cli::non_negative());
+  option("lambda0", config.dc_lambda0, "DC-ASGD-a lambda0", cli::non_negative());
+  option("ms-momentum", config.ms_momentum, "DC-ASGD-a mean-square momentum", fraction);
+  option("eps", config.eps, "DC-ASGD-a epsilon", cli::positive());
+  switch_("ms-bias-correction", config.ms_bias_correction, "DC-ASGD-a: divide by ms / (1 - ms-momentum^t)");
+  function(
+      "dc-bound", [&config](const std::string& v) { config.dc_bound = v == "off" ? 0 : std::stof(v); },
+      "DC-ASGD-a: the compensation changes a gradient by at most X times itself",
+      word_or("off", cli::positive(), "a positive bound or off"), "X|off");
+  function(
+      "dc-tau0", [&config](const std::string& v) { config.dc_tau0 = v == "off" ? 0 : std::stof(v); },
+      "DC-ASGD-a: pushes tau > T stale step lr*T/tau",
+      word_or("off", cli::number([](double d) { return d >= 1; }, "at least 1"), "a staleness of at least 1 or off"),
+      "T|off");
+  if (wanted("staleness-policy"))
+    finish(add_enum(app, "--staleness-policy", config.staleness_policy,
+                    {{"none", StalenessPolicy::kNone},
+                     {"eta-tau", StalenessPolicy::kScaleByTau},
+                     {"drop", StalenessPolicy::kDropAboveMax}},
+                    "what to do with stale gradients"),
+           "staleness-policy");
+  option("tau-max", config.tau_max, "drop limit for --staleness-policy drop", cli::count(0));
+  switch_("check-nan", config.check_nan, "reject gradients with NaN/Inf");
+  if (wanted("push-path"))
+    finish(add_enum(app, "--push-path", config.push_path,
+                    {{"put", PushPath::kPut}, {"am", PushPath::kAm}, {"auto", PushPath::kAuto}},
+                    "how pushes travel (auto: put where RMA is native)"),
+           "push-path");
+  if (wanted("wire"))
+    finish(add_enum(app, "--wire", config.wire, {{"f32", WireFormat::kF32}, {"bf16", WireFormat::kBf16}},
+                    "gradients on the wire (bf16: half the bytes)"),
+           "wire");
+  option("transport", config.transport, "UCX transports (auto: UCX_TLS)", cli::one_of({"tcp", "shm", "auto"}));
+  option("shard-floats", config.shard_floats, "floats per shard", cli::count(1, 1u << 28));
+  option("inbox-slots", config.inbox_slots, "slots per worker inbox", cli::count(1, 1024));
+  option("staging-depth", config.staging_depth, "worker: pinned chunks in flight from GPU memory (0: 8 MiB's worth)",
+         cli::count(0, 64));
+  function(
+      "secret",
+      [](const std::string&) {
+        throw CLI::ValidationError(
+            "--secret: a secret on the command line is visible to every user of the machine (ps, /proc); put it in "
+            "a file (--secret-file FILE, mode 600) or in RDMAPS_SECRET");
+      },
+      "refused: use --secret-file or RDMAPS_SECRET", CLI::Validator(), "SECRET");
+  if (!added.empty() && added.back()->get_name() == "--secret") {
+    added.back()->envname("");  // RDMAPS_SECRET is read by the final callback, where a command line cannot put it
+    added.back()->group("");    // hidden: it only explains why not
   }
+  function(
+      "secret-file",
+      [&config](const std::string& v) {
+        try {
+          config.secret = read_secret_file(v, "--secret-file");
+        } catch (const Error& e) {
+          throw CLI::ValidationError(e.what());
+        }
+      },
+      "shared secret (first line, file mode 600), proved at every connection (or the secret itself in "
+      "RDMAPS_SECRET)",
+      CLI::Validator(), "FILE");
+  function(
+      "reconnect", [&config](const std::string& v) { config.reconnect_ms = *to_millis(v); },
+      "worker: keep reconnecting to a restarted server this long (0: fail at once)", duration(), "SEC");
+  option("checkpoint-dir", config.checkpoint_dir, "server: write checkpoints there",
+         CLI::Validator([](std::string& v) { return v.empty() ? std::string("'' is not a directory") : ""; }, "DIR"));
+  function(
+      "checkpoint-every",
+      [&config](const std::string& v) {
+        if (counts_updates(v)) {
+          config.checkpoint_every_updates = std::stoull(v.back() == 'u' ? v.substr(0, v.size() - 1) : v);
+          config.checkpoint_every_ms = 0;
+        } else {
+          config.checkpoint_every_ms = *to_millis(v);
+          config.checkpoint_every_updates = 0;
+        }
+      },
+      "server: a checkpoint every T (60s, 500ms) or N applied updates (N or Nu)",
+      CLI::Validator(
+          [](std::string& v) -> std::string {
+            std::string n = counts_updates(v) && v.back() == 'u' ? v.substr(0, v.size() - 1) : v;
+            if (counts_updates(v) ? cli::count(1)(n).empty() : to_millis(v).value_or(0) > 0) return {};
+            return "'" + v + "' is not a positive count of updates (N) or a time (Ns, Nms)";
+          },
+          "T|N"),
+      "T|N");
+  option("checkpoint-keep", config.checkpoint_keep, "server: newest checkpoints kept", cli::count(1, 1000));
+  switch_("resume", config.resume, "server: start from the newest valid checkpoint in --checkpoint-dir");
+  function(
+      "server-threads", [&config](const std::string& v) { config.server_threads = v == "auto" ? 0 : std::stoul(v); },
+      "server threads, each owning part of the shards (auto: one per core)",
+      word_or("auto", cli::count(0, 1024), "a thread count in 0..1024 or auto"), "N|auto");
+  switch_("skip-pulls", config.skip_pulls, "SSP: skip the pulls the bound allows (off: pull every clock)");
+  if (wanted("secret-file"))
+    app.final_callback([&app, &config] {
+      const char* secret = std::getenv("RDMAPS_SECRET");
+      if (secret && app.get_option("--secret-file")->count() == 0)
+        config.secret = checked_secret(secret, "RDMAPS_SECRET");
+    });
+  return added;
 }
 
+void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest) {
+  CLI::App app;
+  app.set_help_flag();  // a library call prints nothing; "--help" is an unknown flag, left in `rest`
+  app.allow_extras();   // left in `rest`, or ignored without it
+  cli::set_defaults(app);
+  add_config_flags(app, config);
+  cli::parse(app, args);
+  if (rest) *rest = app.remaining();
+}
 std::string describe(const Config& c) {
   std::ostringstream o;
   o << "staleness " << (c.staleness == kInfiniteStaleness ? std::string("inf") : std::to_string(c.staleness))
@@ -377,39 +342,17 @@ std::string describe(const Config& c) {
 }
 
 const char* config_help() {
-  return "  --staleness S|inf       SSP bound (0 = BSP, inf = fully asynchronous)   [RDMAPS_STALENESS]\n"
-         "  --rule R                sgd, momentum, dc-asgd-c, dc-asgd-a            [RDMAPS_RULE]\n"
-         "  --lr X                  learning rate                                   [RDMAPS_LR]\n"
-         "  --momentum X            momentum (rule momentum)                        [RDMAPS_MOMENTUM]\n"
-         "  --lambda X              DC-ASGD-c lambda                                [RDMAPS_LAMBDA]\n"
-         "  --lambda0 X             DC-ASGD-a lambda0 (32)                          [RDMAPS_LAMBDA0]\n"
-         "  --ms-momentum X         DC-ASGD-a mean-square momentum                  [RDMAPS_MS_MOMENTUM]\n"
-         "  --eps X                 DC-ASGD-a epsilon                               [RDMAPS_EPS]\n"
-         "  --ms-bias-correction [on|off]  DC-ASGD-a: ms / (1 - ms-momentum^t) (on)  [RDMAPS_MS_BIAS_CORRECTION]\n"
-         "  --dc-bound X|off        DC-ASGD-a: compensation at most X times the gradient (1) [RDMAPS_DC_BOUND]\n"
-         "  --dc-tau0 T|off         DC-ASGD-a: pushes tau > T stale step lr*T/tau (4) [RDMAPS_DC_TAU0]\n"
-         "  --staleness-policy P    none, eta-tau, drop                             [RDMAPS_STALENESS_POLICY]\n"
-         "  --tau-max N             drop limit for --staleness-policy drop          [RDMAPS_TAU_MAX]\n"
-         "  --check-nan [on|off]    reject gradients with NaN/Inf                   [RDMAPS_CHECK_NAN]\n"
-         "  --push-path P           put, am, auto (put where RMA is native)         [RDMAPS_PUSH_PATH]\n"
-         "  --wire W                gradients on the wire: f32, bf16 (half bytes)   [RDMAPS_WIRE]\n"
-         "  --transport T           tcp, shm, auto (UCX_TLS)                        [RDMAPS_TRANSPORT]\n"
-         "  --shard-floats N        floats per shard (262144)                       [RDMAPS_SHARD_FLOATS]\n"
-         "  --inbox-slots N         slots per worker inbox (4)                      [RDMAPS_INBOX_SLOTS]\n"
-         "  --staging-depth N       worker: pinned chunks in flight from GPU memory (0: 8 MiB's worth)\n"
-         "                                                                          [RDMAPS_STAGING_DEPTH]\n"
-         "  --secret-file FILE      shared secret (first line, file mode 600), proved at every connection\n"
-         "                          (the secret itself may come in RDMAPS_SECRET)     [RDMAPS_SECRET_FILE]\n"
-         "  --server-threads N|auto server threads, each owning part of the shards (auto: one per core)\n"
-         "                                                                          [RDMAPS_SERVER_THREADS]\n"
-         "  --skip-pulls [on|off]   SSP: skip pulls the bound allows (off: pull every clock) [RDMAPS_SKIP_PULLS]\n"
-         "  --reconnect SEC         worker: keep reconnecting to a restarted server this long (0: fail at once)\n"
-         "                                                                          [RDMAPS_RECONNECT]\n"
-         "  --checkpoint-dir DIR    server: write checkpoints there (none)           [RDMAPS_CHECKPOINT_DIR]\n"
-         "  --checkpoint-every T|N  server: every T (60s, 500ms) or N applied updates [RDMAPS_CHECKPOINT_EVERY]\n"
-         "  --checkpoint-keep N     server: newest checkpoints kept (2)              [RDMAPS_CHECKPOINT_KEEP]\n"
-         "  --resume [on|off]       server: start from the newest valid checkpoint in --checkpoint-dir\n"
-         "                                                                          [RDMAPS_RESUME]\n";
+  static const std::string help = [] {
+    CLI::App app;
+    app.set_help_flag();
+    cli::set_defaults(app);
+    Config defaults;
+    add_config_flags(app, defaults);
+    // The options section alone, for programs that print it under their own.
+    std::string text = app.help();
+    return text.substr(std::min(text.size(), text.find('\n', text.find(kConfigGroup)) + 1));
+  }();
+  return help.c_str();
 }
 
 }  // namespace rdmaps

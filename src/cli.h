@@ -1,0 +1,47 @@
+// Command lines of rdmaps' programs and of parse_config, over CLI11: checks
+// whose messages quote the value and say what is expected, and a parse that
+// turns CLI11's errors into Error(kInvalidArgument) naming the flag, or the
+// RDMAPS_* variable the bad value came from.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace rdmaps::cli {
+
+/// A whole number in [min, max]: a count too large for its field (4294967297
+/// for a 32-bit one) is an error, not the count modulo 2^32.
+CLI::Validator count(uint64_t min, uint64_t max = std::numeric_limits<uint64_t>::max());
+/// A finite number for which `ok` holds; `expected` completes "'v' is not ...".
+CLI::Validator number(std::function<bool(double)> ok, const std::string& expected);
+CLI::Validator positive();
+CLI::Validator non_negative();
+/// One of `names`.
+CLI::Validator one_of(const std::vector<std::string>& names);
+/// A switch: "--name" alone is on, "--name on|off" (or =on|off, true|false, 1|0) says which.
+CLI::Option* add_switch(CLI::App& app, const std::string& name, bool& target, const std::string& help);
+
+/// --help as CLI11 writes it, but a switch shows no "=on".
+class Formatter : public CLI::Formatter {
+ public:
+  std::string make_option_opts(const CLI::Option* opt) const override;
+};
+
+/// Every option of `app` takes its last value, as flags always did here; an
+/// App made this way also lists each option's RDMAPS_* variable in --help.
+void set_defaults(CLI::App& app);
+/// Parses `args` (without the program name). --help passes as CLI::CallForHelp
+/// (app.exit prints it); any other error becomes Error(kInvalidArgument).
+void parse(CLI::App& app, const std::vector<std::string>& args);
+void parse(CLI::App& app, int argc, char** argv, int first = 1);
+/// Whether `option` was given in `args` (not only by its environment variable).
+bool on_command_line(const CLI::Option* option, const std::vector<std::string>& args);
+/// "--name=value" for every option of `options` that was given, by flag or
+/// variable: the same settings for a child process.
+std::vector<std::string> given(const std::vector<CLI::Option*>& options);
+
+}  // namespace rdmaps::cli
