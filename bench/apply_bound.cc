@@ -15,14 +15,14 @@ namespace rdmaps::bench {
 double apply_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t shard_floats, uint32_t workers,
                            uint32_t threads) {
   using Clock = std::chrono::steady_clock;
-  ps::UpdateParams p;
+  math::UpdateParams p;
   p.rule = rule;
   p.ms_bias_correction = true;
   p.dc_bound = 1;
   const uint64_t pieces = (floats + shard_floats - 1) / shard_floats;
   threads = static_cast<uint32_t>(std::clamp<uint64_t>(threads, 1, pieces));
   // First touch by the thread that owns the part, as a lane allocates its own.
-  std::vector<float> params(floats), state(ps::needs_state(rule) ? floats : 0);
+  std::vector<float> params(floats), state(math::needs_state(rule) ? floats : 0);
   std::vector<std::vector<float>> backups(workers, std::vector<float>(floats));
   std::vector<double> best(threads, 1e30);
   std::barrier sync(threads);

@@ -24,10 +24,10 @@ void copy_device(void*, const void*, size_t, void*) { unsupported("copy_device")
 void copy_to_device(void*, const void*, size_t) { unsupported("copy_to_device"); }
 void copy_to_host(void*, const void*, size_t) { unsupported("copy_to_host"); }
 double elapsed_ms_between_events(void (*)(void*), void*, int) { unsupported("timing"); }
-void update(const ps::UpdateParams&, ps::Step, float*, const float*, const float*, float*, size_t, void*) {
+void update(const math::UpdateParams&, math::Step, float*, const float*, const float*, float*, size_t, void*) {
   unsupported("update");
 }
-void update_bf16(const ps::UpdateParams&, ps::Step, float*, const uint16_t*, const float*, float*, size_t, void*) {
+void update_bf16(const math::UpdateParams&, math::Step, float*, const uint16_t*, const float*, float*, size_t, void*) {
   unsupported("update_bf16");
 }
 void compress_bf16(const float*, float*, uint16_t*, size_t, void*) { unsupported("compress_bf16"); }

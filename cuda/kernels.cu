@@ -4,9 +4,9 @@
 #include <string>
 
 #include "cuda/kernels.h"
+#include "math/bf16.h"
+#include "math/update_element.h"
 #include "rdmaps/error.h"
-#include "src/bf16.h"
-#include "src/update_element.h"
 
 namespace rdmaps::cuda {
 namespace {
@@ -29,23 +29,23 @@ unsigned blocks_for(size_t n) {
 }
 
 __device__ __forceinline__ float load(const float* g, size_t i) { return g[i]; }
-__device__ __forceinline__ float load(const uint16_t* g, size_t i) { return from_bf16(g[i]); }
+__device__ __forceinline__ float load(const uint16_t* g, size_t i) { return math::from_bf16(g[i]); }
 
 // One pass per element; the rule is a template argument, not a branch per element.
 template <UpdateRule kRule, typename Grad>
-__global__ void update_kernel(ps::UpdateParams p, ps::Step s, float* __restrict__ w, const Grad* __restrict__ g,
+__global__ void update_kernel(math::UpdateParams p, math::Step s, float* __restrict__ w, const Grad* __restrict__ g,
                               const float* __restrict__ bak, float* __restrict__ state, size_t n) {
-  constexpr bool kState = ps::needs_state(kRule), kBackup = ps::needs_backup(kRule);
+  constexpr bool kState = math::needs_state(kRule), kBackup = math::needs_backup(kRule);
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     float st = kState ? state[i] : 0.0f;
-    w[i] = ps::update_element<kRule>(p, s, w[i], load(g, i), kBackup ? bak[i] : 0.0f, st);
+    w[i] = math::update_element<kRule>(p, s, w[i], load(g, i), kBackup ? bak[i] : 0.0f, st);
     if constexpr (kState) state[i] = st;
   }
 }
 
 template <typename Grad>
-void launch_update(const ps::UpdateParams& p, ps::Step st, float* w, const Grad* g, const float* bak, float* state,
+void launch_update(const math::UpdateParams& p, math::Step st, float* w, const Grad* g, const float* bak, float* state,
                    size_t n, void* stream) {
   if (n == 0) return;
   auto s = static_cast<cudaStream_t>(stream);
@@ -71,13 +71,13 @@ __global__ void compress_kernel(const float* __restrict__ g, float* __restrict__
                                 size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    out[i] = encode_with_feedback(g[i], residual[i]);
+    out[i] = math::encode_with_feedback(g[i], residual[i]);
 }
 
 __global__ void decompress_kernel(const uint16_t* __restrict__ in, float* __restrict__ out, size_t n) {
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x)
-    out[i] = from_bf16(in[i]);
+    out[i] = math::from_bf16(in[i]);
 }
 
 // from_bf16 on the two codes of one 32-bit word (little endian: the low half
@@ -111,17 +111,17 @@ __global__ void decompress_vec_kernel(const uint16_t* __restrict__ in, float* __
   }
   if (i < groups) widen_group(in8[i], out8 + 2 * i);
   const size_t tail = groups * 8 + threadIdx.x;
-  if (blockIdx.x == 0 && tail < n) out[tail] = from_bf16(in[tail]);
+  if (blockIdx.x == 0 && tail < n) out[tail] = math::from_bf16(in[tail]);
 }
 
 }  // namespace
 
-void update(const ps::UpdateParams& p, ps::Step s, float* w, const float* g, const float* bak, float* state, size_t n,
-            void* stream) {
+void update(const math::UpdateParams& p, math::Step s, float* w, const float* g, const float* bak, float* state,
+            size_t n, void* stream) {
   launch_update(p, s, w, g, bak, state, n, stream);
 }
 
-void update_bf16(const ps::UpdateParams& p, ps::Step s, float* w, const uint16_t* g, const float* bak, float* state,
+void update_bf16(const math::UpdateParams& p, math::Step s, float* w, const uint16_t* g, const float* bak, float* state,
                  size_t n, void* stream) {
   launch_update(p, s, w, g, bak, state, n, stream);
 }

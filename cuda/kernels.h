@@ -8,15 +8,15 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "src/update_rules.h"
+#include "math/update_params.h"
 
 namespace rdmaps::cuda {
 
 /// w -= lr * rule(g, w, bak, state): the formulas of src/update_element.h.
-void update(const ps::UpdateParams& p, ps::Step s, float* w, const float* g, const float* bak, float* state, size_t n,
-            void* stream = nullptr);
+void update(const math::UpdateParams& p, math::Step s, float* w, const float* g, const float* bak, float* state,
+            size_t n, void* stream = nullptr);
 /// update() with the gradient read as bf16 and widened in the same pass.
-void update_bf16(const ps::UpdateParams& p, ps::Step s, float* w, const uint16_t* g, const float* bak, float* state,
+void update_bf16(const math::UpdateParams& p, math::Step s, float* w, const uint16_t* g, const float* bak, float* state,
                  size_t n, void* stream = nullptr);
 /// out = bf16(g + residual); residual keeps what bf16 could not carry.
 void compress_bf16(const float* g, float* residual, uint16_t* out, size_t n, void* stream = nullptr);

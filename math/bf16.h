@@ -8,9 +8,9 @@
 #include <cstdint>
 #include <cstring>
 
-#include "src/host_device.h"
+#include "math/host_device.h"
 
-namespace rdmaps {
+namespace rdmaps::math {
 
 RDMAPS_HOST_DEVICE inline uint16_t to_bf16(float f) {
   uint32_t u;
@@ -45,4 +45,4 @@ inline void decompress_bf16(const uint16_t* in, float* out, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = from_bf16(in[i]);
 }
 
-}  // namespace rdmaps
+}  // namespace rdmaps::math

@@ -5,10 +5,10 @@
 
 #include <cmath>
 
-#include "src/host_device.h"
-#include "src/update_rules.h"
+#include "math/host_device.h"
+#include "math/update_params.h"
 
-namespace rdmaps::ps {
+namespace rdmaps::math {
 
 /// Returns the updated w; `state` (momentum or mean square) is updated in place.
 template <UpdateRule kRule>
@@ -31,4 +31,4 @@ RDMAPS_HOST_DEVICE inline float update_element(const UpdateParams& p, Step s, fl
   }
 }
 
-}  // namespace rdmaps::ps
+}  // namespace rdmaps::math

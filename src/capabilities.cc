@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 
@@ -46,7 +47,7 @@ const char* gpu_path_name(GpuPath path) {
   return "?";
 }
 
-GpuPath choose_gpu_path(const transport::ucx::UcxCapabilities& ucx, int gpus, std::string* reason) {
+GpuPath choose_gpu_path(const transport::MemorySupport& transport, int gpus, std::string* reason) {
   auto say = [&](const std::string& why) {
     if (reason) *reason = why;
   };
@@ -54,34 +55,29 @@ GpuPath choose_gpu_path(const transport::ucx::UcxCapabilities& ucx, int gpus, st
     say("no CUDA device");
     return GpuPath::kNone;
   }
-  if (!ucx.cuda) {
-    say("UCX " + ucx.version() + " handles host memory only (built without CUDA): staging through pinned host buffers");
+  if (!transport.device_memory) {
+    say(transport.device_note + ": staging through pinned host buffers");
     return GpuPath::kStaged;
   }
-  if (!ucx.at_least(kUcxGpuMajor, kUcxGpuMinor)) {
-    say("UCX " + ucx.version() +
-        " reports CUDA memory, but UCX before 1.16 crashes on put/get from GPU memory: staging");
-    return GpuPath::kStaged;
-  }
-  say("UCX " + ucx.version() + " handles CUDA memory: device pointers go to UCX");
+  say(transport.device_note + ": device pointers go to " + transport.backend);
   return GpuPath::kDirect;
 }
 
 Capabilities probe_capabilities() {
   Capabilities caps;
-  caps.ucx = transport::ucx::query_capabilities();
+  caps.transport = transport::probe_memory_support();
   caps.rdma = transport::probe_rdma_devices();
   caps.gpu = cuda::probe_gpus();
   caps.nvidia_peermem = module_loaded("nvidia_peermem") || module_loaded("nv_peer_mem");
-  caps.gpu_path = choose_gpu_path(caps.ucx, caps.gpu.device_count(), &caps.gpu_path_reason);
+  caps.gpu_path = choose_gpu_path(caps.transport, caps.gpu.device_count(), &caps.gpu_path_reason);
   return caps;
 }
 
 std::string describe(const Capabilities& c) {
   std::ostringstream o;
-  o << "UCX " << c.ucx.version() << ", memory types:";
-  for (const auto& m : c.ucx.memory_types) o << ' ' << m;
-  if (!c.ucx.error.empty()) o << " (query failed: " << c.ucx.error << ")";
+  o << c.transport.backend << " " << c.transport.version << ", memory types:";
+  for (const auto& m : c.transport.memory_types) o << ' ' << m;
+  if (!c.transport.error.empty()) o << " (query failed: " << c.transport.error << ")";
   o << "\nRDMA devices:";
   if (c.rdma.ports.empty()) o << " none (" << c.rdma.note << ")";
   for (const auto& p : c.rdma.ports) {
@@ -108,9 +104,12 @@ std::string describe(const Capabilities& c) {
 
 std::string to_json(const Capabilities& c) {
   std::ostringstream o;
-  o << "{\"ucx\":{\"version\":" << quoted(c.ucx.version()) << ",\"memory_types\":[";
-  for (size_t i = 0; i < c.ucx.memory_types.size(); ++i) o << (i ? "," : "") << quoted(c.ucx.memory_types[i]);
-  o << "],\"cuda\":" << (c.ucx.cuda ? "true" : "false") << ",\"error\":" << quoted(c.ucx.error) << "}";
+  o << "{\"ucx\":{\"version\":" << quoted(c.transport.version) << ",\"memory_types\":[";
+  for (size_t i = 0; i < c.transport.memory_types.size(); ++i)
+    o << (i ? "," : "") << quoted(c.transport.memory_types[i]);
+  const auto& types = c.transport.memory_types;
+  const bool cuda = std::find(types.begin(), types.end(), "cuda") != types.end();
+  o << "],\"cuda\":" << (cuda ? "true" : "false") << ",\"error\":" << quoted(c.transport.error) << "}";
   o << ",\"rdma\":{\"built_with_verbs\":" << (c.rdma.built_with_verbs ? "true" : "false")
     << ",\"dmabuf_api\":" << (c.rdma.dmabuf_api ? "true" : "false") << ",\"note\":" << quoted(c.rdma.note)
     << ",\"ports\":[";
@@ -137,8 +136,8 @@ std::string to_json(const Capabilities& c) {
 
 std::string summary(const Capabilities& c) {
   std::ostringstream o;
-  o << "UCX " << c.ucx.version() << " (";
-  for (size_t i = 0; i < c.ucx.memory_types.size(); ++i) o << (i ? "," : "") << c.ucx.memory_types[i];
+  o << c.transport.backend << " " << c.transport.version << " (";
+  for (size_t i = 0; i < c.transport.memory_types.size(); ++i) o << (i ? "," : "") << c.transport.memory_types[i];
   o << " memory), RDMA ports " << c.rdma.ports.size() << ", CUDA devices " << c.gpu.device_count() << ", GPU path "
     << gpu_path_name(c.gpu_path);
   return o.str();

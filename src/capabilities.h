@@ -6,8 +6,8 @@
 #include <string>
 
 #include "cuda/gpu_probe.h"
+#include "transport/context.h"
 #include "transport/rdma_devices.h"
-#include "transport/ucx/capabilities.h"
 
 namespace rdmaps {
 
@@ -20,7 +20,7 @@ enum class GpuPath {
 const char* gpu_path_name(GpuPath path);
 
 struct Capabilities {
-  transport::ucx::UcxCapabilities ucx;
+  transport::MemorySupport transport;  ///< what the default transport configuration moves
   transport::RdmaReport rdma;
   cuda::GpuInfo gpu;
   bool nvidia_peermem = false;  ///< nvidia_peermem (or nv_peer_mem) kernel module loaded
@@ -28,11 +28,8 @@ struct Capabilities {
   std::string gpu_path_reason;
 };
 
-/// UCX releases before this crash on put/get from GPU memory.
-constexpr unsigned kUcxGpuMajor = 1, kUcxGpuMinor = 16;
-
-/// The path for these facts: direct only when UCX handles CUDA memory and is new enough.
-GpuPath choose_gpu_path(const transport::ucx::UcxCapabilities& ucx, int gpus, std::string* reason);
+/// The path for these facts: direct only where the transport takes device pointers.
+GpuPath choose_gpu_path(const transport::MemorySupport& transport, int gpus, std::string* reason);
 
 Capabilities probe_capabilities();
 std::string describe(const Capabilities& caps);  ///< several lines, for people

@@ -10,9 +10,9 @@
 #include <thread>
 #include <unordered_map>
 
+#include "math/bf16.h"
 #include "rdmaps/error.h"
 #include "src/am_ids.h"
-#include "src/bf16.h"
 #include "src/gpu_transfer.h"
 #include "src/inbox.h"
 #include "src/metrics/http_endpoint.h"
@@ -494,7 +494,7 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   } else if (bf16) {
     if (residual_.empty()) residual_.assign(partition_->total_floats(), 0.0f);
     wire_.resize(std::max(wire_.size(), values.size()));
-    compress_bf16(values.data(), residual_.data() + t.begin, wire_.data(), values.size());
+    math::compress_bf16(values.data(), residual_.data() + t.begin, wire_.data(), values.size());
     source = wire_.data();
   }
   // One piece per shard the tensor touches, in server order.
@@ -603,8 +603,8 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
 
 GpuTransfer& ClientImpl::gpu() {
   if (!gpu_)
-    gpu_ = std::make_unique<GpuTransfer>(config_.shard_floats * sizeof(float), partition_->total_floats(),
-                                         config_.staging_depth);
+    gpu_ = std::make_unique<GpuTransfer>(context_->memory_support(), config_.shard_floats * sizeof(float),
+                                         partition_->total_floats(), config_.staging_depth);
   return *gpu_;
 }
 

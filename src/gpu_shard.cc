@@ -14,13 +14,13 @@ class GpuShardStore final : public ShardStore {
  public:
   GpuShardStore(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
       : floats_(floats),
-        dc_(needs_backup(rule)),
+        dc_(math::needs_backup(rule)),
         params_(floats * sizeof(float)),
         gradient_(shard_floats * sizeof(float)),
         backups_(workers),
         copies_(workers, nullptr) {
     params_.fill_bytes(0);
-    if (needs_state(rule)) {
+    if (math::needs_state(rule)) {
       state_ = std::make_unique<cuda::DeviceBuffer>(floats * sizeof(float));
       state_->fill_bytes(0);
     }
@@ -36,7 +36,7 @@ class GpuShardStore final : public ShardStore {
     if (backups_.at(worker)) backups_[worker]->fill_bytes(0);
   }
 
-  void apply(const UpdateParams& p, Step step, uint32_t worker, size_t local, const void* g, bool bf16,
+  void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,
              size_t n) override {
     cuda::copy_to_device(gradient_.data(), g, n * (bf16 ? sizeof(uint16_t) : sizeof(float)));
     float* w = static_cast<float*>(params_.data()) + local;

@@ -4,7 +4,6 @@
 
 #include "cuda/kernels.h"
 #include "rdmaps/error.h"
-#include "transport/ucx/capabilities.h"
 
 namespace rdmaps::ps {
 
@@ -14,9 +13,10 @@ int staging_depth_for(size_t chunk_bytes) {
   return static_cast<int>(std::clamp<size_t>(chunks, 3, 64));
 }
 
-GpuTransfer::GpuTransfer(size_t chunk_bytes, uint64_t total_floats, uint32_t staging_depth)
+GpuTransfer::GpuTransfer(const transport::MemorySupport& transport, size_t chunk_bytes, uint64_t total_floats,
+                         uint32_t staging_depth)
     : total_floats_(total_floats) {
-  path_ = choose_gpu_path(transport::ucx::query_capabilities(), 1, &reason_);
+  path_ = choose_gpu_path(transport, 1, &reason_);
   // The ring also serves pulls into device memory on either path.
   ring_ = std::make_unique<cuda::StagingRing>(
       chunk_bytes, staging_depth ? static_cast<int>(staging_depth) : staging_depth_for(chunk_bytes));

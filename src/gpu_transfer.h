@@ -26,9 +26,11 @@ int staging_depth_for(size_t chunk_bytes);
 
 class GpuTransfer {
  public:
-  /// chunk_bytes: one piece (a shard) in float32; total_floats: the whole
-  /// table; staging_depth: pinned chunks in the ring (0: staging_depth_for()).
-  GpuTransfer(size_t chunk_bytes, uint64_t total_floats, uint32_t staging_depth = 0);
+  /// transport: what the worker's live context moves; chunk_bytes: one piece
+  /// (a shard) in float32; total_floats: the whole table; staging_depth:
+  /// pinned chunks in the ring (0: staging_depth_for()).
+  GpuTransfer(const transport::MemorySupport& transport, size_t chunk_bytes, uint64_t total_floats,
+              uint32_t staging_depth = 0);
 
   GpuPath path() const { return path_; }
   const std::string& reason() const { return reason_; }

@@ -5,9 +5,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "math/bf16.h"
 #include "rdmaps/error.h"
 #include "src/am_ids.h"
-#include "src/bf16.h"
 #include "src/flush_denormals.h"
 #include "src/gpu_shard.h"
 #include "src/slot_check.h"
@@ -37,7 +37,7 @@ LaneCounters::LaneCounters(uint32_t workers)
 
 ServerLane::ServerLane(const LaneSetup& setup)
     : setup_(setup),
-      update_(UpdateParams::from(setup.config)),
+      update_(update_params(setup.config)),
       slot_layout_{setup.config.shard_floats * sizeof(float)},
       receive_layout_{setup.lanes, 0, 0},
       workers_(setup.server->workers),
@@ -219,7 +219,7 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
         const float* values = reinterpret_cast<const float*>(payload);
         if (bf16) {
           widened.resize(h.length);
-          decompress_bf16(reinterpret_cast<const uint16_t*>(payload), widened.data(), h.length);
+          math::decompress_bf16(reinterpret_cast<const uint16_t*>(payload), widened.data(), h.length);
           values = widened.data();
         }
         if (!finite_floats(values, h.length))

@@ -176,7 +176,7 @@ class ServerLane {
   size_t local_of(uint32_t shard) const;
 
   LaneSetup setup_;
-  UpdateParams update_;
+  math::UpdateParams update_;
   Range server_range_, lane_range_;
   SlotLayout slot_layout_;
   ReceiveLayout receive_layout_;

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <vector>
 
-#include "src/bf16.h"
+#include "math/bf16.h"
 
 namespace rdmaps::ps {
 namespace {
@@ -12,7 +12,7 @@ class HostShardStore final : public ShardStore {
  public:
   HostShardStore(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
       : params_(floats, 0.0f), copies_(workers, nullptr), floats_(floats) {
-    if (needs_state(rule)) state_.assign(floats, 0.0f);
+    if (math::needs_state(rule)) state_.assign(floats, 0.0f);
     scratch_.assign(shard_floats, 0.0f);
   }
 
@@ -25,11 +25,11 @@ class HostShardStore final : public ShardStore {
     std::memset(copy, 0, floats_ * sizeof(float));
   }
 
-  void apply(const UpdateParams& p, Step step, uint32_t worker, size_t local, const void* g, bool bf16,
+  void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,
              size_t n) override {
     const float* grad = static_cast<const float*>(g);
     if (bf16) {
-      decompress_bf16(static_cast<const uint16_t*>(g), scratch_.data(), n);
+      math::decompress_bf16(static_cast<const uint16_t*>(g), scratch_.data(), n);
       grad = scratch_.data();
     }
     apply_update(p, step, params_.data() + local, grad, copies_[worker] + local,

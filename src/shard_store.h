@@ -25,8 +25,8 @@ class ShardStore {
   virtual void attach(uint32_t worker, float* copy) = 0;
   /// w <- rule(w, g, backup, state) over [local, local+n); `g` is n floats, or
   /// n bfloat16 values when `bf16` (e.g. straight from an inbox slot).
-  virtual void apply(const UpdateParams& p, Step step, uint32_t worker, size_t local, const void* g, bool bf16,
-                     size_t n) = 0;
+  virtual void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g,
+                     bool bf16, size_t n) = 0;
   /// Copies [local, local+n) of the parameters into the worker's copy, which
   /// is then also its backup: one copy serves both and cannot change in flight.
   virtual void snapshot(uint32_t worker, size_t local, size_t n) = 0;

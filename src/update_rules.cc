@@ -8,8 +8,8 @@ namespace rdmaps::ps {
 using Array = Eigen::Map<Eigen::ArrayXf>;
 using ConstArray = Eigen::Map<const Eigen::ArrayXf>;
 
-UpdateParams UpdateParams::from(const Config& c) {
-  UpdateParams p;
+math::UpdateParams update_params(const Config& c) {
+  math::UpdateParams p;
   p.rule = c.rule;
   p.momentum = c.momentum;
   p.lambda = c.dc_lambda;
@@ -22,8 +22,8 @@ UpdateParams UpdateParams::from(const Config& c) {
   return p;
 }
 
-Step step_for(const UpdateParams& p, float lr, uint64_t t, uint64_t tau) {
-  Step s;
+math::Step step_for(const math::UpdateParams& p, float lr, uint64_t t, uint64_t tau) {
+  math::Step s;
   s.lr = lr;
   if (p.rule != UpdateRule::kDcAsgdAdaptive) return s;
   if (p.ms_bias_correction && p.ms_momentum < 1)
@@ -35,7 +35,7 @@ Step step_for(const UpdateParams& p, float lr, uint64_t t, uint64_t tau) {
   return s;
 }
 
-void apply_update(const UpdateParams& p, Step s, float* w_ptr, const float* g_ptr, const float* bak_ptr,
+void apply_update(const math::UpdateParams& p, math::Step s, float* w_ptr, const float* g_ptr, const float* bak_ptr,
                   float* state_ptr, size_t n) {
   const float lr = s.lr;
   const auto len = static_cast<Eigen::Index>(n);

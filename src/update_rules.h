@@ -5,49 +5,21 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "math/update_params.h"
 #include "rdmaps/config.h"
-#include "src/host_device.h"
 
 namespace rdmaps::ps {
 
-struct UpdateParams {
-  UpdateRule rule = UpdateRule::kSgd;
-  float momentum = 0.9f;
-  float lambda = 0.04f;
-  float lambda0 = 2.0f;
-  float ms_momentum = 0.95f;
-  float eps = 1e-7f;
-  bool ms_bias_correction = false;
-  float dc_bound = 0;  ///< DC-ASGD-a: compensation factor clamped to [-dc_bound, dc_bound]; 0: unbounded
-  float dc_tau0 = 0;   ///< DC-ASGD-a: pushes tau > dc_tau0 stale step lr * dc_tau0 / tau; 0: off
-  static UpdateParams from(const Config& config);
-};
-
-/// What changes from one push to the next.
-struct Step {
-  float lr = 0;
-  /// DC-ASGD-a reads the mean square as ms * ms_scale: 1, or with ms_bias_correction
-  /// 1 / (1 - ms_momentum^t) at the shard's t-th update (Adam's bias correction, Kingma &
-  /// Ba 2015). Uncorrected, the first updates divide by a mean square that starts at zero;
-  /// with 8 workers that made the compensation blow up within ten steps at lambda0 4 and 8.
-  float ms_scale = 1;
-};
+/// The rule's parameters as the job's configuration gives them.
+math::UpdateParams update_params(const Config& config);
 
 /// The step for a shard's `t`-th update (t >= 1) at learning rate `lr`, of a
 /// gradient `tau` updates stale.
-Step step_for(const UpdateParams& p, float lr, uint64_t t, uint64_t tau = 0);
-
-/// Whether the rule keeps per-element optimizer state (momentum, mean square).
-RDMAPS_HOST_DEVICE constexpr bool needs_state(UpdateRule rule) {
-  return rule == UpdateRule::kMomentum || rule == UpdateRule::kDcAsgdAdaptive;
-}
-/// Whether the rule reads the worker's backup copy w_bak.
-RDMAPS_HOST_DEVICE constexpr bool needs_backup(UpdateRule rule) {
-  return rule == UpdateRule::kDcAsgdConstant || rule == UpdateRule::kDcAsgdAdaptive;
-}
+math::Step step_for(const math::UpdateParams& p, float lr, uint64_t t, uint64_t tau = 0);
 
 /// w <- rule(w, g, w_bak, state) over n floats.
 /// `w_bak` is read only by DC rules, `state` only by momentum and DC-ASGD-a.
-void apply_update(const UpdateParams& p, Step s, float* w, const float* g, const float* w_bak, float* state, size_t n);
+void apply_update(const math::UpdateParams& p, math::Step s, float* w, const float* g, const float* w_bak, float* state,
+                  size_t n);
 
 }  // namespace rdmaps::ps

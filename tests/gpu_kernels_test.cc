@@ -10,8 +10,8 @@
 #include "cuda/device_memory.h"
 #include "cuda/gpu_probe.h"
 #include "cuda/kernels.h"
+#include "math/bf16.h"
 #include "rdmaps/error.h"
-#include "src/bf16.h"
 #include "tests/update_reference.h"
 
 namespace rdmaps::test {
@@ -49,12 +49,12 @@ TEST_F(GpuTest, FusedUpdateMatchesFloat64ReferenceForEveryRule) {
   for (UpdateRule rule :
        {UpdateRule::kSgd, UpdateRule::kMomentum, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
     SCOPED_TRACE(rule_name(rule));
-    ps::UpdateParams p;
+    math::UpdateParams p;
     p.rule = rule;
     p.lambda = 0.5f;
     p.lambda0 = 0.3f;
     p.ms_bias_correction = true;
-    const ps::Step step = ps::step_for(p, 0.05f, 7);  // a bias correction of 3.3 in play (DC-ASGD-a)
+    const math::Step step = ps::step_for(p, 0.05f, 7);  // a bias correction of 3.3 in play (DC-ASGD-a)
     auto w = random(kN, -1, 1), g = random(kN, -1, 1), bak = random(kN, -1, 1), st = random(kN, 0, 1);
     DeviceVector dw(w), dg(g), dbak(bak), dst(st);
     cuda::update(p, step, dw.ptr(), dg.ptr(), dbak.ptr(), dst.ptr(), kN);
@@ -86,8 +86,8 @@ TEST_F(GpuTest, Bf16CompressionMatchesTheCpuCodecBitForBit) {
   cuda::synchronize();
   std::vector<uint16_t> want(kN), got(kN);
   std::vector<float> cpu_residual = residual, want_back(kN), got_back(kN);
-  compress_bf16(g.data(), cpu_residual.data(), want.data(), kN);
-  decompress_bf16(want.data(), want_back.data(), kN);
+  math::compress_bf16(g.data(), cpu_residual.data(), want.data(), kN);
+  math::decompress_bf16(want.data(), want_back.data(), kN);
   out.download(got.data(), kN * 2);
   back.download(got_back.data(), kN * 4);
   auto got_residual = dres.get(kN);
@@ -97,7 +97,7 @@ TEST_F(GpuTest, Bf16CompressionMatchesTheCpuCodecBitForBit) {
   // And the codes are the float64 nearest bf16: relative error within 2^-9.
   for (size_t i = 0; i < kN; i += 997) {
     double v = double(g[i]) + double(residual[i]);
-    EXPECT_LE(std::fabs(double(from_bf16(got[i])) - v), std::ldexp(std::fabs(v), -8)) << i;
+    EXPECT_LE(std::fabs(double(math::from_bf16(got[i])) - v), std::ldexp(std::fabs(v), -8)) << i;
   }
 }
 
@@ -121,7 +121,7 @@ TEST_F(GpuTest, Bf16DecompressionIsBitIdenticalAtEveryAlignmentAndLength) {
         cuda::synchronize();
         std::vector<float> got(codes.size() + kPad), want(n);
         out.download(got.data(), got.size() * 4);
-        decompress_bf16(codes.data() + in_offset, want.data(), n);
+        math::decompress_bf16(codes.data() + in_offset, want.data(), n);
         EXPECT_EQ(std::memcmp(got.data() + out_offset, want.data(), n * 4), 0);
         uint32_t poison = 0, after = 0;
         std::memset(&poison, 0xa5, 4);
@@ -133,15 +133,15 @@ TEST_F(GpuTest, Bf16DecompressionIsBitIdenticalAtEveryAlignmentAndLength) {
 }
 
 TEST_F(GpuTest, FusedBf16UpdateEqualsDecompressThenUpdate) {
-  ps::UpdateParams p;
+  math::UpdateParams p;
   p.rule = UpdateRule::kDcAsgdAdaptive;
   p.lambda0 = 0.3f;
-  const ps::Step step = ps::step_for(p, 0.05f, 3);
+  const math::Step step = ps::step_for(p, 0.05f, 3);
   auto w = random(kN, -1, 1), g = random(kN, -1, 1), bak = random(kN, -1, 1), st = random(kN, 0, 1);
   std::vector<uint16_t> codes(kN);
   std::vector<float> zero(kN, 0.0f), widened(kN);
-  compress_bf16(g.data(), zero.data(), codes.data(), kN);
-  decompress_bf16(codes.data(), widened.data(), kN);
+  math::compress_bf16(g.data(), zero.data(), codes.data(), kN);
+  math::decompress_bf16(codes.data(), widened.data(), kN);
   DeviceVector w1(w), w2(w), s1(st), s2(st), dbak(bak), dwide(widened);
   cuda::DeviceBuffer dcodes(kN * 2);
   dcodes.upload(codes.data(), kN * 2);

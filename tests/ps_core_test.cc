@@ -4,7 +4,7 @@
 #include <cstring>
 #include <random>
 
-#include "src/bf16.h"
+#include "math/bf16.h"
 #include "src/update_rules.h"
 #include "tests/ps_fixture.h"
 #include "tests/transport_fixture.h"
@@ -148,9 +148,9 @@ RDMAPS_TEST_PEER(bf16_worker) {
     for (auto& x : g) x = noise(rng) * (1.0f + static_cast<float>(step));  // many exponents
     client.push("w", g);
     client.clock();
-    compress_bf16(g.data(), residual.data(), encoded.data(), kFloats);  // what the worker must have sent
+    math::compress_bf16(g.data(), residual.data(), encoded.data(), kFloats);  // what the worker must have sent
     for (size_t i = 0; i < kFloats; ++i) {
-      applied[i] = applied[i] - from_bf16(encoded[i]);  // the server's float32 SGD at lr 1
+      applied[i] = applied[i] - math::from_bf16(encoded[i]);  // the server's float32 SGD at lr 1
       truth[i] -= g[i];
       largest[i] = std::max(largest[i], std::fabs(static_cast<double>(g[i])));
     }
@@ -218,7 +218,7 @@ RDMAPS_TEST_PEER(dc_worker) {
   client.clock();
   client.pull("w", got);
   double worst = 0;
-  const ps::UpdateParams p = ps::UpdateParams::from(c);
+  const math::UpdateParams p = ps::update_params(c);
   for (size_t i = 0; i < kFloats; ++i) {
     double w = w0[i], ms = 0;
     for (uint64_t t = 1; t <= g.size(); ++t) {  // each shard's update count; tau = t - 1

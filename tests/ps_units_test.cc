@@ -8,22 +8,24 @@
 #include <cstring>
 #include <random>
 
+#include "math/bf16.h"
+#include "math/update_element.h"
 #include "rdmaps/config.h"
 #include "rdmaps/error.h"
-#include "src/bf16.h"
 #include "src/capabilities.h"
 #include "src/flush_denormals.h"
 #include "src/gpu_transfer.h"
 #include "src/partition.h"
 #include "src/protocol.h"
-#include "src/update_element.h"
 #include "src/update_rules.h"
 #include "tests/update_reference.h"
+#include "transport/context.h"
+#include "transport/ucx/capabilities.h"
 
 namespace rdmaps::ps {
 namespace {
 
-float element(const UpdateParams& p, Step s, float w, float g, float bak, float& state) {
+float element(const math::UpdateParams& p, math::Step s, float w, float g, float bak, float& state) {
   switch (p.rule) {
     case UpdateRule::kSgd:
       return update_element<UpdateRule::kSgd>(p, s, w, g, bak, state);
@@ -56,7 +58,7 @@ TEST(UpdateRules, EveryRuleMatchesItsFloat64FormulaOverManySteps) {
     const UpdateRule rule = c.rule;
     SCOPED_TRACE(std::string(rule_name(rule)) + (c.corrected ? " with ms bias correction" : "") +
                  (c.bound > 0 ? " bounded at " + std::to_string(c.bound) : ""));
-    UpdateParams p;
+    math::UpdateParams p;
     p.rule = rule;
     p.ms_bias_correction = c.corrected;
     p.dc_bound = c.bound;
@@ -69,7 +71,7 @@ TEST(UpdateRules, EveryRuleMatchesItsFloat64FormulaOverManySteps) {
     std::vector<double> w_ref(w.begin(), w.end()), state_ref(n, 0.0);
     for (uint64_t t = 1; t <= 10; ++t) {
       for (auto& x : g) x = u(rng);
-      const Step step = step_for(p, 0.05f, t);
+      const math::Step step = step_for(p, 0.05f, t);
       apply_update(p, step, w.data(), g.data(), bak.data(), state.data(), n);
       for (size_t i = 0; i < n; ++i) {
         w_el[i] = element(p, step, w_el[i], g[i], bak[i], state_el[i]);
@@ -91,7 +93,7 @@ TEST(UpdateRules, EveryRuleMatchesItsFloat64FormulaOverManySteps) {
 // DC-ASGD-a's staleness-aware step: full rate up to dc_tau0 updates stale,
 // lr * dc_tau0 / tau beyond; no other rule is touched.
 TEST(UpdateRules, DcAsgdAStepShrinksBeyondTau0) {
-  UpdateParams p;
+  math::UpdateParams p;
   p.rule = UpdateRule::kDcAsgdAdaptive;
   p.dc_tau0 = 4;
   EXPECT_FLOAT_EQ(step_for(p, 0.1f, 9, 0).lr, 0.1f);
@@ -108,7 +110,7 @@ TEST(UpdateRules, DcAsgdAStepShrinksBeyondTau0) {
 }
 
 TEST(UpdateRules, MeanSquareBiasCorrectionIsOneOverOneMinusBetaToTheT) {
-  UpdateParams p;
+  math::UpdateParams p;
   p.rule = UpdateRule::kDcAsgdAdaptive;
   p.ms_momentum = 0.95f;
   EXPECT_EQ(step_for(p, 0.1f, 1).ms_scale, 1.0f) << "off: the paper's formula";
@@ -131,7 +133,7 @@ TEST(FlushDenormals, SubnormalsAreZeroWhileTheGuardLivesAndTheModeComesBack) {
     // Every rule, fed gradients of 1e-20..1e-40, leaves no subnormal behind.
     for (UpdateRule rule :
          {UpdateRule::kSgd, UpdateRule::kMomentum, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-      UpdateParams p;
+      math::UpdateParams p;
       p.rule = rule;
       p.ms_bias_correction = true;
       p.dc_bound = 1;
@@ -293,12 +295,9 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
 namespace rdmaps::test {
 namespace {
 
-transport::ucx::UcxCapabilities ucx_of(unsigned major, unsigned minor, bool cuda) {
-  transport::ucx::UcxCapabilities u;
-  u.major = major;
-  u.minor = minor;
-  u.cuda = cuda;
-  return u;
+transport::MemorySupport ucx_of(unsigned major, unsigned minor, bool cuda) {
+  return transport::ucx::judge_memory_support(
+      major, minor, 0, cuda ? std::vector<std::string>{"host", "cuda"} : std::vector<std::string>{"host"});
 }
 
 // Independent bf16 reference: round x to 8 significant bits, ties to even, in double.
@@ -320,13 +319,13 @@ TEST(Bf16, RoundsToNearestEvenLikeAnIndependentReference) {
     float x;
     std::memcpy(&x, &u, 4);
     if (!std::isfinite(x) || std::fabs(x) > 3.0e38f || std::fabs(x) < 1e-37f) continue;  // normals only
-    ASSERT_EQ(static_cast<double>(from_bf16(to_bf16(x))), bf16_reference(x)) << "x = " << x;
+    ASSERT_EQ(static_cast<double>(math::from_bf16(math::to_bf16(x))), bf16_reference(x)) << "x = " << x;
     ++checked;
   }
   EXPECT_GT(checked, 100000);
-  EXPECT_TRUE(std::isnan(from_bf16(to_bf16(std::nanf("")))));
-  EXPECT_EQ(from_bf16(to_bf16(1.0f + 1.0f / 256)), 1.0f);              // tie: to even
-  EXPECT_EQ(from_bf16(to_bf16(1.0f + 3.0f / 256)), 1.0f + 1.0f / 64);  // tie: up to even
+  EXPECT_TRUE(std::isnan(math::from_bf16(math::to_bf16(std::nanf("")))));
+  EXPECT_EQ(math::from_bf16(math::to_bf16(1.0f + 1.0f / 256)), 1.0f);              // tie: to even
+  EXPECT_EQ(math::from_bf16(math::to_bf16(1.0f + 3.0f / 256)), 1.0f + 1.0f / 64);  // tie: up to even
 }
 
 TEST(Bf16, ErrorFeedbackKeepsTheSentSumWithinOneRoundingOfTheTrueSum) {
@@ -338,9 +337,9 @@ TEST(Bf16, ErrorFeedbackKeepsTheSentSumWithinOneRoundingOfTheTrueSum) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (int step = 0; step < 500; ++step) {
     for (auto& x : g) x = normal(rng) * 1e-3f + 1e-5f;  // a small bias plain rounding would lose
-    compress_bf16(g.data(), residual.data(), out.data(), n);
+    math::compress_bf16(g.data(), residual.data(), out.data(), n);
     for (size_t i = 0; i < n; ++i) {
-      sent[i] += from_bf16(out[i]);
+      sent[i] += math::from_bf16(out[i]);
       truth[i] += g[i];
     }
   }
@@ -357,14 +356,32 @@ TEST(Capabilities, GpuPathIsDirectOnlyWithCudaAwareUcxFrom116) {
   EXPECT_NE(why.find("before 1.16"), std::string::npos) << why;
   EXPECT_EQ(choose_gpu_path(ucx_of(1, 16, true), 1, &why), GpuPath::kDirect);
   EXPECT_EQ(choose_gpu_path(ucx_of(2, 0, true), 1, &why), GpuPath::kDirect);
+  EXPECT_NE(why.find("device pointers go to UCX"), std::string::npos) << why;
+}
+
+// The live context answers for its own configuration: shm and tcp contexts
+// here move host memory, as the probe of the same configuration says.
+TEST(Capabilities, LiveContextAnswersWhatItMoves) {
+  for (auto kind : {transport::TransportKind::kShm, transport::TransportKind::kTcp}) {
+    transport::ContextOptions o;
+    o.transport = kind;
+    auto context = transport::create_context(o);
+    const transport::MemorySupport live = context->memory_support(), probed = transport::probe_memory_support(o);
+    EXPECT_TRUE(live.error.empty()) << live.error;
+    EXPECT_EQ(live.memory_types, probed.memory_types) << transport::transport_name(kind);
+    EXPECT_EQ(live.device_memory, probed.device_memory);
+    EXPECT_EQ(live.backend, "UCX");
+    ASSERT_FALSE(live.memory_types.empty());
+    EXPECT_EQ(live.memory_types[0], "host");
+  }
 }
 
 TEST(Capabilities, ProbeOfThisMachineIsConsistent) {
   Capabilities caps = probe_capabilities();
-  EXPECT_TRUE(caps.ucx.error.empty()) << caps.ucx.error;
-  ASSERT_FALSE(caps.ucx.memory_types.empty());
-  EXPECT_EQ(caps.ucx.memory_types[0], "host");
-  EXPECT_EQ(caps.gpu_path, choose_gpu_path(caps.ucx, caps.gpu.device_count(), nullptr));
+  EXPECT_TRUE(caps.transport.error.empty()) << caps.transport.error;
+  ASSERT_FALSE(caps.transport.memory_types.empty());
+  EXPECT_EQ(caps.transport.memory_types[0], "host");
+  EXPECT_EQ(caps.gpu_path, choose_gpu_path(caps.transport, caps.gpu.device_count(), nullptr));
   EXPECT_NE(describe(caps).find("GPU path: "), std::string::npos);
   EXPECT_EQ(to_json(caps).front(), '{');
 }

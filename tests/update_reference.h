@@ -15,7 +15,7 @@ namespace rdmaps::test {
 inline double reference_ms_scale(double beta, uint64_t t) { return 1.0 / (1.0 - std::pow(beta, double(t))); }
 
 /// One element of one update; `state` (momentum or mean square) is updated in place.
-inline double reference_update(const ps::UpdateParams& p, double lr, double ms_scale, double w, double g, double bak,
+inline double reference_update(const math::UpdateParams& p, double lr, double ms_scale, double w, double g, double bak,
                                double& state) {
   switch (p.rule) {
     case UpdateRule::kSgd:

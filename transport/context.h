@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "transport/address.h"
 #include "transport/endpoint.h"
@@ -22,8 +23,17 @@ enum class TransportKind { kAuto, kTcp, kShm };
 const char* transport_name(TransportKind kind);
 /// "auto", "tcp", "shm"; throws Error(kInvalidArgument) on anything else.
 TransportKind parse_transport(std::string_view text);
-/// The UCX_TLS value a kind stands for (empty for kAuto).
-const char* transport_tls(TransportKind kind);
+
+/// What memory a backend moves, as the backend itself answers (NIXL's backends
+/// answer getSupportedMems() the same way): src/ chooses the GPU data path
+/// from this, never from the backend's name or version.
+struct MemorySupport {
+  std::string backend, version;           ///< "UCX", "1.13.1"
+  std::vector<std::string> memory_types;  ///< "host", "cuda", "cuda-managed", ...
+  bool device_memory = false;             ///< CUDA device pointers may be handed to it
+  std::string device_note;                ///< one line: why they may, or why not
+  std::string error;                      ///< the query failed
+};
 
 struct ContextOptions {
   TransportKind transport = TransportKind::kAuto;
@@ -114,8 +124,13 @@ class Context {
 
   /// UCX version and configuration, one line per item.
   virtual std::string describe() const = 0;
+  /// What memory this context, configured as it is, moves.
+  virtual MemorySupport memory_support() const = 0;
 };
 
 std::unique_ptr<Context> create_context(const ContextOptions& options);
+/// memory_support() of a context made with `options`, without making one
+/// (reports before any connection: rdmaps-info, benchmarks' banners).
+MemorySupport probe_memory_support(const ContextOptions& options = {});
 
 }  // namespace rdmaps::transport

@@ -1,23 +1,29 @@
-// What the UCX library in use can do: its version and the memory types its
-// transports handle (ucp_context_query), which decides whether GPU buffers may
-// go to UCX directly.
+// What UCX moves: its version and the memory types its transports handle
+// (ucp_context_query), and from those whether device pointers may go to it.
+// UCX's own facts (which releases handle GPU memory safely) live here, not in
+// the parameter server.
 #pragma once
+
+#include <ucp/api/ucp.h>
 
 #include <string>
 #include <vector>
 
+#include "transport/context.h"
+
 namespace rdmaps::transport::ucx {
 
-struct UcxCapabilities {
-  unsigned major = 0, minor = 0, release = 0;
-  std::vector<std::string> memory_types;  ///< "host", "cuda", "cuda-managed", ...
-  bool cuda = false;                      ///< a transport handles CUDA device memory
-  std::string error;                      ///< why the query failed, if it did
-  std::string version() const;
-  bool at_least(unsigned maj, unsigned min) const { return major > maj || (major == maj && minor >= min); }
-};
+/// UCX releases before this crash on put/get from GPU memory.
+constexpr unsigned kGpuSafeMajor = 1, kGpuSafeMinor = 16;
 
-/// Queries a short-lived UCX context made from the UCX_* environment.
-UcxCapabilities query_capabilities();
+/// What UCX `major.minor.release`, whose transports handle `memory_types`,
+/// does with CUDA device pointers.
+MemorySupport judge_memory_support(unsigned major, unsigned minor, unsigned release,
+                                   std::vector<std::string> memory_types);
+/// The answer of a live UCX context.
+MemorySupport query_memory_support(ucp_context_h context);
+/// The answer of a short-lived context made from the UCX_* environment, with
+/// UCX_TLS as `kind` selects.
+MemorySupport probe_memory_support(TransportKind kind);
 
 }  // namespace rdmaps::transport::ucx

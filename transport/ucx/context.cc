@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "transport/ucx/capabilities.h"
 #include "transport/ucx/endpoint.h"
 #include "transport/ucx/listener.h"
 #include "transport/ucx/region.h"
@@ -27,18 +28,6 @@ const char* transport_name(TransportKind kind) {
   return "?";
 }
 
-const char* transport_tls(TransportKind kind) {
-  switch (kind) {
-    case TransportKind::kTcp:
-      return "tcp";
-    case TransportKind::kShm:
-      return "posix,cma,self";
-    case TransportKind::kAuto:
-      break;
-  }
-  return "";
-}
-
 TransportKind parse_transport(std::string_view text) {
   if (text == "auto") return TransportKind::kAuto;
   if (text == "tcp") return TransportKind::kTcp;
@@ -51,9 +40,25 @@ std::unique_ptr<Context> create_context(const ContextOptions& options) {
   return std::make_unique<ucx::UcxContext>(options);
 }
 
+MemorySupport probe_memory_support(const ContextOptions& options) {
+  return ucx::probe_memory_support(options.transport);
+}
+
 }  // namespace rdmaps::transport
 
 namespace rdmaps::transport::ucx {
+
+const char* transport_tls(TransportKind kind) {
+  switch (kind) {
+    case TransportKind::kTcp:
+      return "tcp";
+    case TransportKind::kShm:
+      return "posix,cma,self";
+    case TransportKind::kAuto:
+      break;
+  }
+  return "";
+}
 
 UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   if (options.transport != TransportKind::kTcp) sweep_stale_shm_once();
@@ -333,6 +338,8 @@ const UcxEndpoint* UcxContext::find(ucp_ep_h ep) {
   auto it = endpoints_.find(ep);
   return it == endpoints_.end() ? nullptr : it->second;
 }
+
+MemorySupport UcxContext::memory_support() const { return query_memory_support(context_.get()); }
 
 std::string UcxContext::describe() const {
   unsigned major = 0, minor = 0, release = 0;

@@ -18,6 +18,9 @@
 
 namespace rdmaps::transport::ucx {
 
+/// The UCX_TLS value a kind stands for (empty for kAuto).
+const char* transport_tls(TransportKind kind);
+
 class UcxEndpoint;
 
 class UcxContext final : public Context, public RequestEngine {
@@ -26,6 +29,7 @@ class UcxContext final : public Context, public RequestEngine {
   ~UcxContext() override;
 
   std::unique_ptr<Listener> listen(const SockAddr& address) override;
+  MemorySupport memory_support() const override;
   std::unique_ptr<Endpoint> connect(const SockAddr& address, std::chrono::milliseconds timeout,
                                     const std::string& name = {}) override;
   std::unique_ptr<Region> allocate(size_t size, Access access) override;
