@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,7 +18,6 @@
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "src/capabilities.h"
-#include "src/update_rules.h"
 
 namespace rdmaps::bench {
 namespace {
@@ -30,11 +31,15 @@ struct Row {
 
 void print(const std::vector<Row>& rows, bool json, const std::string& device, const std::string& path) {
   if (json) {
-    std::printf("{\"device\":\"%s\",\"gpu_path\":\"%s\",\"rows\":[", device.c_str(), path.c_str());
-    for (size_t i = 0; i < rows.size(); ++i)
-      std::printf("%s{\"what\":\"%s\",\"GBps\":%.2f,\"bound_GBps\":%.2f,\"ratio\":%.3f}", i ? "," : "",
-                  rows[i].what.c_str(), rows[i].gbps, rows[i].bound_gbps, rows[i].gbps / rows[i].bound_gbps);
-    std::printf("]}\n");
+    // Rounded as the table is: the figures are measurements, not exact values.
+    auto rounded = [](double v, double scale) { return std::round(v * scale) / scale; };
+    nlohmann::ordered_json j = {{"device", device}, {"gpu_path", path}, {"rows", nlohmann::ordered_json::array()}};
+    for (const auto& r : rows)
+      j["rows"].push_back({{"what", r.what},
+                           {"GBps", rounded(r.gbps, 100)},
+                           {"bound_GBps", rounded(r.bound_gbps, 100)},
+                           {"ratio", rounded(r.gbps / r.bound_gbps, 1000)}});
+    std::printf("%s\n", j.dump().c_str());
     return;
   }
   std::printf(
@@ -63,9 +68,9 @@ std::vector<Row> kernels(size_t n, int iters) {
   for (const Case& c : {Case{"update sgd (w,g -> w)", UpdateRule::kSgd, 12},
                         Case{"update dc-asgd-c (w,g,bak -> w)", UpdateRule::kDcAsgdConstant, 16},
                         Case{"update dc-asgd-a (w,g,bak,ms -> w,ms)", UpdateRule::kDcAsgdAdaptive, 24}}) {
-    math::UpdateParams params;  // the defaults: momentum 0.9, lambda 0.04, lambda0 2, ms-momentum 0.95
+    ps::UpdateParams params;  // the defaults: momentum 0.9, lambda 0.04, lambda0 2, ms-momentum 0.95
     params.rule = c.rule;
-    const math::Step step = ps::step_for(params, 1e-3f, 1000);
+    const ps::Step step = ps::step_for(params, 1e-3f, 1000);
     auto run = [&] { cuda::update(params, step, f(w), f(g), f(bak), f(st), n); };
     run();
     cuda::synchronize();
@@ -113,51 +118,48 @@ double push_gbps(const std::string& transport, size_t n, int iters, const float*
 }  // namespace
 
 int perf_gpu_main(int argc, char** argv, int first) {
-  Flags f(argc, argv, first, {"floats", "push-floats", "iters", "transport", "staging-depth", "json", "help"},
-          {"json", "help"});
-  if (f.has("help")) {
-    std::printf(
-        "rdmaps-perf gpu [flags]\n"
-        "  GPU kernels (fused update, bf16 codec) against the device-to-device copy bandwidth\n"
-        "  of the same run, and pushes from device memory (GPU path: direct or staged) against\n"
-        "  the same pushes from pinned host memory. Exits 77 where no GPU is.\n\n"
-        "  --floats N      elements (64M)\n"
-        "  --iters N       timed repetitions (20)\n"
-        "  --transport T   for the push comparison: tcp, shm, auto (auto)\n"
-        "  --push-floats N elements per push in the push comparison (--floats, at most 16M)\n"
-        "  --staging-depth N  pinned chunks in flight on the staged path (0: the default, 8 MiB)\n"
-        "  --json          one JSON object\n");
-    return 0;
-  }
+  uint64_t n = 64u << 20, iters = 20, push_floats = 0, depth = 0;
+  std::string transport = "auto";
+  bool json = false;
+  CLI::App app(
+      "GPU kernels (fused update, bf16 codec) against the device-to-device copy bandwidth\n"
+      "of the same run, and pushes from device memory (GPU path: direct or staged) against\n"
+      "the same pushes from pinned host memory. Exits 77 where no GPU is.",
+      "rdmaps-perf gpu");
+  cli::set_defaults(app);
+  add_size(app, "--floats", n, 1, 1ull << 31, "elements");
+  add_size(app, "--iters", iters, 1, 1u << 20, "timed repetitions");
+  app.add_option("--transport", transport, "for the push comparison")
+      ->check(cli::one_of({"tcp", "shm", "auto"}))
+      ->capture_default_str();
+  add_size(app, "--push-floats", push_floats, 1, 1ull << 31, "elements per push in the push comparison")
+      ->default_str("--floats, at most 16M");
+  app.add_option("--staging-depth", depth, "pinned chunks in flight on the staged path (0: the default, 8 MiB)")
+      ->check(cli::count(0, 64))
+      ->capture_default_str();
+  app.add_flag("--json", json, "one JSON object");
+  if (!parse(app, argc, argv, first)) return 0;
   cuda::GpuInfo info = cuda::probe_gpus();
   if (info.device_count() == 0) {
     std::fprintf(stderr, "rdmaps-perf gpu: no CUDA device: %s\n", info.reason.c_str());
     return kSkip;
   }
-  const size_t n = f.u64("floats", 64u << 20);
-  const int iters = static_cast<int>(f.u64("iters", 20));
-  std::vector<Row> rows = kernels(n, iters);
-
-  const size_t push_floats =
-      f.has("push-floats") ? parse_size(f.str("push-floats", ""), "push-floats") : std::min<size_t>(n, 16u << 20);
-  if (push_floats == 0) throw Error(Errc::kInvalidArgument, "--push-floats: needs at least 1");
-  const uint64_t depth = f.u64("staging-depth", 0);
-  if (depth > 64) throw Error(Errc::kInvalidArgument, "--staging-depth: " + std::to_string(depth) + " is above 64");
-  const std::string transport = f.str("transport", "auto");
+  std::vector<Row> rows = kernels(n, static_cast<int>(iters));
+  if (push_floats == 0) push_floats = std::min<uint64_t>(n, 16u << 20);
   cuda::PinnedBuffer pinned(push_floats * 4);
   std::memset(pinned.data(), 0, push_floats * 4);
   cuda::DeviceBuffer device(push_floats * 4);
   device.fill_bytes(0);
-  double host = push_gbps(transport, push_floats, iters, static_cast<const float*>(pinned.data()), 0);
-  double gpu =
-      push_gbps(transport, push_floats, iters, static_cast<const float*>(device.data()), static_cast<uint32_t>(depth));
+  double host = push_gbps(transport, push_floats, static_cast<int>(iters), static_cast<const float*>(pinned.data()), 0);
+  double gpu = push_gbps(transport, push_floats, static_cast<int>(iters), static_cast<const float*>(device.data()),
+                         static_cast<uint32_t>(depth));
   rows.push_back({"push from device (" + transport + ")", gpu, host});
 
   std::string why;
   transport::ContextOptions probe;
   probe.transport = transport::parse_transport(transport);
   GpuPath path = choose_gpu_path(transport::probe_memory_support(probe), info.device_count(), &why);
-  print(rows, f.has("json"), info.devices[0].name, gpu_path_name(path));
+  print(rows, json, info.devices[0].name, gpu_path_name(path));
   return 0;
 }
 

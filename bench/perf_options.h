@@ -1,29 +1,24 @@
-// Command-line flags of rdmaps-perf: "--name value" or "--name=value";
-// unknown flags and bad values are errors that name the flag.
+// Command lines of rdmaps-perf's benchmarks, over CLI11 (src/cli.h): sizes
+// take a K, M or G suffix (powers of two), and every size and count has bounds,
+// so 0 or an absurd value is an error naming the flag.
 #pragma once
 
 #include <cstdint>
-#include <map>
-#include <set>
 #include <string>
 #include <vector>
 
+#include "src/cli.h"
+
 namespace rdmaps::bench {
 
-class Flags {
- public:
-  /// `known` lists accepted flag names; `switches` those that take no value.
-  Flags(int argc, char** argv, int first, const std::set<std::string>& known, const std::set<std::string>& switches);
-  bool has(const std::string& name) const { return values_.count(name) != 0; }
-  std::string str(const std::string& name, const std::string& fallback) const;
-  uint64_t u64(const std::string& name, uint64_t fallback) const;
-  /// Comma-separated sizes with optional K/M/G suffix (powers of two).
-  std::vector<size_t> sizes(const std::string& name, const std::vector<size_t>& fallback) const;
-
- private:
-  std::map<std::string, std::string> values_;
-};
-
-uint64_t parse_size(const std::string& text, const std::string& flag);
+/// --name SIZE in [min, max] (65536, 64K, 1M).
+CLI::Option* add_size(CLI::App& app, const std::string& name, uint64_t& target, uint64_t min, uint64_t max,
+                      const std::string& help);
+/// --name SIZE,SIZE,... each in [min, max].
+CLI::Option* add_sizes(CLI::App& app, const std::string& name, std::vector<uint64_t>& target, uint64_t min,
+                       uint64_t max, const std::string& help);
+/// Parses argv[first..] into `app` (made with cli::set_defaults before its
+/// options); false when it printed --help instead.
+bool parse(CLI::App& app, int argc, char** argv, int first);
 
 }  // namespace rdmaps::bench

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "src/config_flags.h"
 #include "src/tools/child_process.h"
 
 namespace rdmaps::bench {
@@ -32,30 +34,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-const std::set<std::string> kFlags = {"transport", "workers",      "servers",   "floats",         "rule",
-                                      "iters",     "json",         "push-path", "shard-floats",   "role",
-                                      "index",     "servers-list", "worker",    "report-fd",      "server-threads",
-                                      "values",    "gpu-shard",    "help",      "checkpoint-dir", "checkpoint-every"};
-
-// The servers checkpoint while serving (what that costs the hot path).
-void add_checkpoint_flags(const Flags& f, std::vector<std::string>& args) {
-  if (!f.has("checkpoint-dir")) return;
-  args.insert(args.end(),
-              {"--checkpoint-dir", f.str("checkpoint-dir", ""), "--checkpoint-every", f.str("checkpoint-every", "1s")});
-}
-
-Config ps_config(const Flags& f) {
-  Config c;
-  std::vector<std::string> args = {"--transport",      f.str("transport", "shm"),
-                                   "--rule",           f.str("rule", "dc-asgd-c"),
-                                   "--push-path",      f.str("push-path", "auto"),
-                                   "--shard-floats",   std::to_string(f.u64("shard-floats", 256 * 1024)),
-                                   "--staleness",      "0",
-                                   "--server-threads", f.str("server-threads", "auto")};
-  add_checkpoint_flags(f, args);
-  parse_config(c, args, nullptr);
-  return c;
-}
+struct Flags {
+  Config config;  // the parameter-server flags rdmaps-perf ps takes (add_config_flags)
+  std::vector<CLI::Option*> config_options;
+  std::string role = "driver", servers_list, values = "normal";
+  uint32_t workers = 1, servers = 1, index = 0, worker = 0;
+  uint64_t floats = 1u << 24, iters = 0;  // iters 0: as many as ~4 GiB of pushes, 3 to 50
+  int report_fd = -1;
+  bool json = false, gpu_shard = false;
+};
 
 // Seconds one thread takes to copy `floats` floats that are not in cache (best of three).
 double copy_seconds(uint64_t floats) {
@@ -72,15 +59,15 @@ double copy_seconds(uint64_t floats) {
 
 int run_server(const Flags& f) {
   ServerOptions o;
-  o.gpu_shard = f.has("gpu-shard");
+  o.gpu_shard = f.gpu_shard;
   o.listen = "127.0.0.1:0";
-  o.index = static_cast<uint32_t>(f.u64("index", 0));
-  o.servers = static_cast<uint32_t>(f.u64("servers", 1));
-  o.workers = static_cast<uint32_t>(f.u64("workers", 1));
-  o.config = ps_config(f);
+  o.index = f.index;
+  o.servers = f.servers;
+  o.workers = f.workers;
+  o.config = f.config;
   Server server(o);
   int port = std::stoi(server.address().substr(server.address().rfind(':') + 1));
-  int fd = static_cast<int>(f.u64("report-fd", 0));
+  int fd = f.report_fd;
   report(fd, &port, sizeof(port));
   close(fd);
   server.run();
@@ -96,16 +83,16 @@ std::vector<std::string> split_list(const std::string& s) {
 
 int run_worker(const Flags& f) {
   ClientOptions o;
-  o.servers = split_list(f.str("servers-list", ""));
-  o.worker = static_cast<uint32_t>(f.u64("worker", 0));
-  o.config = ps_config(f);
-  const uint64_t floats = f.u64("floats", 1u << 24);
-  const uint64_t iters = f.u64("iters", 5);
+  o.servers = split_list(f.servers_list);
+  o.worker = f.worker;
+  o.config = f.config;
+  const uint64_t floats = f.floats;
+  const uint64_t iters = f.iters ? f.iters : 5;
   Client client(o);
   client.declare("w", floats);
   client.connect();
   std::vector<float> w(floats, 0.0f), g(floats, 1e-3f);
-  if (f.str("values", "normal") == "tiny")  // 1e-20 .. 1e-40: squares, steps and mean squares go subnormal
+  if (f.values == "tiny")  // 1e-20 .. 1e-40: squares, steps and mean squares go subnormal
     for (uint64_t i = 0; i < floats; ++i)
       g[i] = (i & 1 ? -1.0f : 1.0f) * std::pow(10.0f, -20.0f - 20.0f * static_cast<float>(i % 1024) / 1024.0f);
   if (o.worker == 0) client.init("w", w);
@@ -126,26 +113,20 @@ int run_worker(const Flags& f) {
   out.precision(9);
   for (size_t i = 0; i < total.size(); ++i) out << total[i] << " " << push[i] << "\n";
   std::string text = out.str() + "path " + client.stats().push_paths.at(0) + "\n";
-  int fd = static_cast<int>(f.u64("report-fd", 0));
+  int fd = f.report_fd;
   report(fd, text.data(), text.size());
   close(fd);
   return 0;
 }
 
 int run_driver(const Flags& f) {
-  const std::string transport = f.str("transport", "shm");
-  const uint32_t workers = static_cast<uint32_t>(f.u64("workers", 1));
-  const uint32_t servers = static_cast<uint32_t>(f.u64("servers", 1));
-  const uint64_t floats = f.u64("floats", 1u << 24);
-  const Config config = ps_config(f);
-  const std::string values = f.str("values", "normal");
-  if (values != "normal" && values != "tiny")
-    throw Error(Errc::kInvalidArgument, "--values: '" + values + "' is not normal or tiny");
-  if (workers == 0 || servers == 0) throw Error(Errc::kInvalidArgument, "--workers and --servers must be at least 1");
-  if (floats == 0) throw Error(Errc::kInvalidArgument, "--floats must be at least 1");
-  if (floats == 0) throw Error(Errc::kInvalidArgument, "--floats must be at least 1");
-  const uint64_t iters = f.u64("iters", std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50));
-  const bool gpu_shard = f.has("gpu-shard");
+  const Config& config = f.config;
+  const std::string& transport = config.transport;
+  const uint32_t workers = f.workers, servers = f.servers;
+  const uint64_t floats = f.floats;
+  const std::string& values = f.values;
+  const uint64_t iters = f.iters ? f.iters : std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50);
+  const bool gpu_shard = f.gpu_shard;
 
   // Same-run reference for the bound: the transport at shard-sized messages
   // on the path pushes take.
@@ -157,22 +138,15 @@ int run_driver(const Flags& f) {
                                            std::to_string(config.shard_floats * 4ull), "--iters", "512", "--json"});
   std::string probe_out = read_all(probe);
   wait_child(probe);
-  auto at = probe_out.find("\"bw_MBps\":");
-  if (at == std::string::npos) throw Error(Errc::kInternal, "transport probe printed no bandwidth: " + probe_out);
-  double net = std::stod(probe_out.substr(at + 10)) / 1e3;
+  const auto row = nlohmann::json::parse(probe_out, nullptr, false);
+  if (row.is_discarded() || !row.contains("bw_MBps") || !row["bw_MBps"].is_number())
+    throw Error(Errc::kInternal, "transport probe printed no bandwidth: " + probe_out);
+  const double net = row["bw_MBps"].get<double>() / 1e3;
 
-  std::vector<std::string> common = {"--transport",      transport,
-                                     "--rule",           f.str("rule", "dc-asgd-c"),
-                                     "--push-path",      f.str("push-path", "auto"),
-                                     "--shard-floats",   std::to_string(config.shard_floats),
-                                     "--workers",        std::to_string(workers),
-                                     "--servers",        std::to_string(servers),
-                                     "--floats",         std::to_string(floats),
-                                     "--iters",          std::to_string(iters),
-                                     "--values",         values,
-                                     "--server-threads", f.str("server-threads", "auto")};
+  std::vector<std::string> common = cli::given(f.config_options);
+  common.insert(common.end(), {"--workers", std::to_string(workers), "--servers", std::to_string(servers), "--floats",
+                               std::to_string(floats), "--iters", std::to_string(iters), "--values", values});
   if (gpu_shard) common.push_back("--gpu-shard");
-  add_checkpoint_flags(f, common);
   std::vector<Child> server_children;
   std::string list;
   tools::share_secret_with_children(config);
@@ -226,19 +200,32 @@ int run_driver(const Flags& f) {
   double push_GBps = floats * 4.0 / push_p.p50 / 1e9;
   double intake_GBps = workers * floats * 4.0 / iter.p50 / 1e9;
 
-  std::ostringstream j;
-  j.precision(6);
-  j << "{\"bench\":\"ps\",\"transport\":\"" << transport << "\",\"push_path\":\"" << path << "\",\"rule\":\""
-    << rule_name(config.rule) << "\",\"values\":\"" << values << "\",\"gpu_shard\":" << (gpu_shard ? "true" : "false")
-    << ",\"server_threads\":" << threads << ",\"workers\":" << workers << ",\"servers\":" << servers
-    << ",\"floats\":" << floats << ",\"shard_floats\":" << config.shard_floats << ",\"iters\":" << total.size()
-    << ",\"iter_p50_s\":" << iter.p50 << ",\"iter_max_s\":" << iter.max << ",\"push_p50_s\":" << push_p.p50
-    << ",\"push_GBps\":" << push_GBps << ",\"intake_GBps\":" << intake_GBps << ",\"transport_GBps\":" << net
-    << ",\"bound_wire_s\":" << wire << ",\"bound_memory_s\":" << memory << ",\"bound_copy_out_s\":" << copy_out
-    << ",\"bound_s\":" << bound << ",\"ratio\":" << iter.p50 / bound << ",\"push_vs_transport\":" << push_GBps / net
-    << "}";
-  if (f.has("json")) {
-    std::printf("%s\n", j.str().c_str());
+  const nlohmann::ordered_json j = {{"bench", "ps"},
+                                    {"transport", transport},
+                                    {"push_path", path},
+                                    {"rule", rule_name(config.rule)},
+                                    {"values", values},
+                                    {"gpu_shard", gpu_shard},
+                                    {"server_threads", threads},
+                                    {"workers", workers},
+                                    {"servers", servers},
+                                    {"floats", floats},
+                                    {"shard_floats", config.shard_floats},
+                                    {"iters", total.size()},
+                                    {"iter_p50_s", iter.p50},
+                                    {"iter_max_s", iter.max},
+                                    {"push_p50_s", push_p.p50},
+                                    {"push_GBps", push_GBps},
+                                    {"intake_GBps", intake_GBps},
+                                    {"transport_GBps", net},
+                                    {"bound_wire_s", wire},
+                                    {"bound_memory_s", memory},
+                                    {"bound_copy_out_s", copy_out},
+                                    {"bound_s", bound},
+                                    {"ratio", iter.p50 / bound},
+                                    {"push_vs_transport", push_GBps / net}};
+  if (f.json) {
+    std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf(
         "# rdmaps-perf ps: %u worker(s), %u server(s) of %u thread(s), %llu floats, rule %s, transport %s, push "
@@ -261,28 +248,36 @@ int run_driver(const Flags& f) {
 }  // namespace
 
 int perf_ps_main(int argc, char** argv, int first) {
-  Flags f(argc, argv, first, kFlags, {"json", "help"});
-  if (f.has("help")) {
-    std::printf(
-        "rdmaps-perf ps [flags]\n"
-        "  Push + apply + write-back through real server and worker processes on this host.\n\n"
-        "  --transport tcp|shm      (shm)\n"
-        "  --workers N --servers S  (1, 1)\n"
-        "  --floats N               model size in floats (16M)\n"
-        "  --rule R                 sgd, momentum, dc-asgd-c, dc-asgd-a (dc-asgd-c)\n"
-        "  --push-path P            auto, put, am (auto)\n"
-        "  --shard-floats N         floats per piece (262144 = 1 MiB)\n"
-        "  --iters N                timed iterations (auto)\n"
-        "  --server-threads N|auto  threads per server, each owning part of the shards (auto: one per core)\n"
-        "  --checkpoint-dir D       the servers checkpoint there while serving (--checkpoint-every T|N, 1s)\n"
-        "  --gpu-shard              the servers keep their range on the GPU\n"
-        "  --values normal|tiny     gradients of 1e-3, or of 1e-20..1e-40 (subnormal squares) (normal)\n"
-        "  --json                   one JSON object\n");
-    return 0;
-  }
-  std::string role = f.str("role", "driver");
-  if (role == "server") return run_server(f);
-  if (role == "worker") return run_worker(f);
+  Flags f;
+  f.config.transport = "shm";
+  f.config.rule = UpdateRule::kDcAsgdConstant;
+  f.config.staleness = 0;
+  f.config.checkpoint_every_ms = 1000;  // with --checkpoint-dir: what checkpointing while serving costs
+  CLI::App app("Push + apply + write-back through real server and worker processes on this host.", "rdmaps-perf ps");
+  cli::set_defaults(app);
+  app.add_option("--workers", f.workers, "worker processes")->check(cli::count(1, 256))->capture_default_str();
+  app.add_option("--servers", f.servers, "server processes")->check(cli::count(1, 256))->capture_default_str();
+  add_size(app, "--floats", f.floats, 1, 1ull << 31, "model size in floats (16M)");
+  add_size(app, "--iters", f.iters, 1, 1u << 20, "timed iterations (default: ~4 GiB of pushes, 3 to 50)");
+  app.add_option("--values", f.values, "gradients of 1e-3, or of 1e-20..1e-40 (subnormal squares)")
+      ->check(cli::one_of({"normal", "tiny"}))
+      ->capture_default_str();
+  app.add_flag("--gpu-shard", f.gpu_shard, "the servers keep their range on the GPU");
+  app.add_flag("--json", f.json, "one JSON object");
+  // The roles of the processes the driver starts.
+  const std::string internal = "";
+  app.add_option("--role", f.role)->check(cli::one_of({"driver", "server", "worker"}))->group(internal);
+  app.add_option("--index", f.index)->check(cli::count(0, 255))->group(internal);
+  app.add_option("--worker", f.worker)->check(cli::count(0, 255))->group(internal);
+  app.add_option("--servers-list", f.servers_list)->group(internal);
+  app.add_option("--report-fd", f.report_fd)->check(cli::count(0, INT32_MAX))->group(internal);
+  f.config_options = add_config_flags(app, f.config,
+                                      {.only = {"transport", "rule", "push-path", "shard-floats", "server-threads",
+                                                "checkpoint-dir", "checkpoint-every"},
+                                       .except = {}});
+  if (!parse(app, argc, argv, first)) return 0;
+  if (f.role == "server") return run_server(f);
+  if (f.role == "worker") return run_worker(f);
   return run_driver(f);
 }
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <sstream>
+#include <nlohmann/json.hpp>
 
 namespace rdmaps::bench {
 
@@ -35,18 +35,17 @@ void print_transport_row(const TransportRow& r) {
 }
 
 std::string transport_row_json(const TransportRow& r) {
-  std::ostringstream o;
-  o.precision(6);
-  o << "{\"bench\":\"transport\",\"op\":\"" << r.op << "\",\"transport\":\"" << r.transport
-    << "\",\"rma_native\":" << (r.rma_native ? "true" : "false") << ",\"bytes\":" << r.bytes << ",\"iters\":" << r.iters
-    << ",\"window\":" << r.window << ",\"seconds\":" << r.seconds << ",\"bw_MBps\":" << r.bw_MBps()
-    << ",\"bw_MiBps\":" << r.bw_MiBps() << ",\"msg_per_s\":" << r.msg_per_s();
-  if (r.has_latency)
-    o << ",\"lat_p50_us\":" << r.lat_us.p50 << ",\"lat_p99_us\":" << r.lat_us.p99 << ",\"lat_max_us\":" << r.lat_us.max;
-  else
-    o << ",\"lat_p50_us\":null,\"lat_p99_us\":null,\"lat_max_us\":null";
-  o << ",\"wrong\":" << r.wrong << "}";
-  return o.str();
+  nlohmann::ordered_json j = {{"bench", "transport"},      {"op", r.op},
+                              {"transport", r.transport},  {"rma_native", r.rma_native},
+                              {"bytes", r.bytes},          {"iters", r.iters},
+                              {"window", r.window},        {"seconds", r.seconds},
+                              {"bw_MBps", r.bw_MBps()},    {"bw_MiBps", r.bw_MiBps()},
+                              {"msg_per_s", r.msg_per_s()}};
+  j["lat_p50_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.p50) : nullptr;
+  j["lat_p99_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.p99) : nullptr;
+  j["lat_max_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.max) : nullptr;
+  j["wrong"] = r.wrong;
+  return j.dump();
 }
 
 }  // namespace rdmaps::bench

@@ -89,19 +89,25 @@ void wait_byte(transport::Context& ctx, const volatile uint8_t* byte, uint8_t va
       ctx, [&] { return *byte == value; }, what);
 }
 
+struct Flags {
+  std::string transport = "auto", op = "put", wait = "event", peer_failure = "off", peer, role = "client",
+              listen = "0.0.0.0:13337";
+  std::vector<uint64_t> sizes = {8, 64, 512, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
+  uint64_t iters = 0;   // 0: auto, per size
+  uint64_t window = 0;  // 0: auto, per size
+  uint64_t lat_iters = 2000;
+  uint64_t seed = std::random_device{}();
+  int report_fd = -1;
+  bool json = false;
+};
+
 transport::ContextOptions context_options(const Flags& flags) {
   transport::ContextOptions o;
-  o.transport = transport::parse_transport(flags.str("transport", "auto"));
+  o.transport = transport::parse_transport(flags.transport);
   o.name = "rdmaps-perf";
-  std::string wait = flags.str("wait", "event");
-  if (wait != "event" && wait != "busy")
-    throw Error(Errc::kInvalidArgument,
-                "--wait " + wait + ": expected event (block on the UCX event fd when idle) or busy");
-  o.wakeup = wait == "event";
-  std::string pf = flags.str("peer-failure", "off");
-  if (pf != "on" && pf != "off") throw Error(Errc::kInvalidArgument, "--peer-failure " + pf + ": expected on or off");
-  o.peer_failure =
-      pf == "on" ? transport::ContextOptions::PeerFailure::kOn : transport::ContextOptions::PeerFailure::kOff;
+  o.wakeup = flags.wait == "event";
+  o.peer_failure = flags.peer_failure == "on" ? transport::ContextOptions::PeerFailure::kOn
+                                              : transport::ContextOptions::PeerFailure::kOff;
   return o;
 }
 
@@ -109,9 +115,9 @@ transport::ContextOptions context_options(const Flags& flags) {
 
 int run_server(const Flags& flags) {
   auto ctx = transport::create_context(context_options(flags));
-  auto listener = ctx->listen(transport::SockAddr::parse(flags.str("listen", "0.0.0.0:13337")));
-  if (flags.has("report-fd")) {
-    int fd = static_cast<int>(flags.u64("report-fd", 0));
+  auto listener = ctx->listen(transport::SockAddr::parse(flags.listen));
+  if (flags.report_fd >= 0) {
+    int fd = flags.report_fd;
     int port = listener->address().port();
     report(fd, &port, sizeof(port));
     close(fd);
@@ -209,28 +215,22 @@ uint64_t auto_window(size_t size) {
 }
 
 int run_client(const Flags& flags) {
-  const std::string op = flags.str("op", "put");
-  if (op != "put" && op != "get" && op != "am")
-    throw Error(Errc::kInvalidArgument, "--op " + op + ": expected put, get or am");
-  const std::vector<size_t> sizes =
-      flags.sizes("sizes", {8, 64, 512, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20});
-  const bool json = flags.has("json");
-  const uint64_t fixed_window = flags.u64("window", 0);  // 0: auto, per size
-  const uint64_t lat_samples = flags.u64("lat-iters", 2000);
-  if (flags.has("window") && fixed_window == 0)
-    throw Error(Errc::kInvalidArgument, "--window 0: expected at least 1 operation in flight");
-  const uint64_t seed = flags.u64("seed", std::random_device{}());
+  const std::string& op = flags.op;
+  const std::vector<uint64_t>& sizes = flags.sizes;
+  const bool json = flags.json;
+  const uint64_t fixed_window = flags.window;
+  const uint64_t lat_samples = flags.lat_iters;
+  const uint64_t seed = flags.seed;
   const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
   // Started by another benchmark: rows go back through its pipe.
-  const int report_fd = flags.has("report-fd") ? static_cast<int>(flags.u64("report-fd", 0)) : -1;
+  const int report_fd = flags.report_fd;
 
   Child child;
-  std::string peer = flags.str("peer", "");
+  std::string peer = flags.peer;
   if (peer.empty()) {
     // With no peer, the target runs as a child process with the same options.
     child = spawn_self("rdmaps-perf", {"transport", "--role", "server", "--listen", "127.0.0.1:0", "--transport",
-                                       flags.str("transport", "auto"), "--wait", flags.str("wait", "event"),
-                                       "--peer-failure", flags.str("peer-failure", "off")});
+                                       flags.transport, "--wait", flags.wait, "--peer-failure", flags.peer_failure});
     int port = 0;
     read_report(child, &port, sizeof(port), "transport server");
     peer = "127.0.0.1:" + std::to_string(port);
@@ -268,7 +268,7 @@ int run_client(const Flags& flags) {
     row.transport = transport::transport_name(context_options(flags).transport);
     row.rma_native = ep->rma_native();
     row.bytes = size;
-    row.iters = flags.u64("iters", auto_iters(size, op, ep->rma_native()));
+    row.iters = flags.iters ? flags.iters : auto_iters(size, op, ep->rma_native());
     row.window = fixed_window ? fixed_window : auto_window(size);
     const uint64_t window = row.window;
     const uint64_t warmup = std::max<uint64_t>(2, row.iters / 10);
@@ -369,40 +369,38 @@ int run_client(const Flags& flags) {
 
 }  // namespace
 
-void perf_transport_usage() {
-  std::printf(
-      "rdmaps-perf transport [flags]\n"
-      "  Measures one-sided put/get and active messages between two processes.\n"
-      "  With no --peer it starts the target side itself on this host.\n\n"
-      "  --transport tcp|shm|auto   UCX transports (auto: UCX_TLS from the environment)\n"
-      "  --op put|get|am            operation to measure (put)\n"
-      "  --sizes LIST               message sizes, e.g. 8,64K,1M (8 B .. 64 MiB)\n"
-      "  --iters N                  timed iterations per size (auto: ~256 MiB per size)\n"
-      "  --window N                 operations in flight in the bandwidth phase\n"
-      "                             (auto: ~1 MiB in flight, 4 to 64 operations)\n"
-      "  --lat-iters N              latency samples per size (2000, at most --iters; 0 skips the phase)\n"
-      "  --wait event|busy          idle waits block on the UCX event fd, or spin (event)\n"
-      "  --peer-failure on|off      UCX peer-failure handling (off; on costs tcp its RMA lanes)\n"
-      "  --json                     one JSON object per size instead of the table\n"
-      "  --peer HOST:PORT           connect to a target started with --role server\n"
-      "  --role server              run the target side\n"
-      "  --listen HOST:PORT         target's listen address (0.0.0.0:13337)\n"
-      "  --seed N                   data pattern seed (random)\n");
-}
-
 int perf_transport_main(int argc, char** argv, int first) {
-  Flags flags(argc, argv, first,
-              {"transport", "op", "sizes", "iters", "window", "lat-iters", "json", "peer", "role", "listen",
-               "report-fd", "seed", "wait", "peer-failure", "help"},
-              {"json", "help"});
-  if (flags.has("help")) {
-    perf_transport_usage();
-    return 0;
-  }
-  std::string role = flags.str("role", "client");
-  if (role == "server") return run_server(flags);
-  if (role != "client") throw Error(Errc::kInvalidArgument, "--role " + role + ": expected server or client");
-  return run_client(flags);
+  Flags f;
+  CLI::App app(
+      "Measures one-sided put/get and active messages between two processes.\n"
+      "With no --peer it starts the target side itself on this host.",
+      "rdmaps-perf transport");
+  cli::set_defaults(app);
+  auto capture = [](CLI::Option* o) { return o->capture_default_str(); };
+  capture(app.add_option("--transport", f.transport, "UCX transports (auto: UCX_TLS from the environment)")
+              ->check(cli::one_of({"tcp", "shm", "auto"})));
+  capture(app.add_option("--op", f.op, "operation to measure")->check(cli::one_of({"put", "get", "am"})));
+  add_sizes(app, "--sizes", f.sizes, 1, 1ull << 30, "message sizes, e.g. 8,64K,1M (default 8 B .. 64 MiB)");
+  add_size(app, "--iters", f.iters, 1, 1ull << 32, "timed iterations per size (default: ~256 MiB per size)");
+  add_size(app, "--window", f.window, 1, 1u << 16,
+           "operations in flight in the bandwidth phase (default: ~1 MiB in flight, 4 to 64 operations)");
+  add_size(app, "--lat-iters", f.lat_iters, 0, 1ull << 32,
+           "latency samples per size (at most --iters; 0 skips the phase)");
+  capture(app.add_option("--wait", f.wait, "idle waits block on the UCX event fd, or spin")
+              ->check(cli::one_of({"event", "busy"})));
+  capture(app.add_option("--peer-failure", f.peer_failure, "UCX peer-failure handling (on costs tcp its RMA lanes)")
+              ->check(cli::one_of({"on", "off"})));
+  app.add_flag("--json", f.json, "one JSON object per size instead of the table");
+  app.add_option("--peer", f.peer, "connect to a target started with --role server")->type_name("HOST:PORT");
+  capture(app.add_option("--role", f.role, "server: run the target side")->check(cli::one_of({"server", "client"})));
+  capture(app.add_option("--listen", f.listen, "target's listen address")->type_name("HOST:PORT"));
+  app.add_option("--report-fd", f.report_fd, "started by another benchmark: report there")
+      ->check(cli::count(0, INT32_MAX))
+      ->group("");
+  app.add_option("--seed", f.seed, "data pattern seed (default: random)")->check(cli::count(0));
+  if (!parse(app, argc, argv, first)) return 0;
+  if (f.role == "server") return run_server(f);
+  return run_client(f);
 }
 
 }  // namespace rdmaps::bench

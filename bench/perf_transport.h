@@ -5,6 +5,5 @@
 namespace rdmaps::bench {
 
 int perf_transport_main(int argc, char** argv, int first);
-void perf_transport_usage();
 
 }  // namespace rdmaps::bench

@@ -101,7 +101,7 @@ CLI::Validator duration() {
       [](std::string& v) -> std::string {
         return to_millis(v) ? "" : "'" + v + "' is not a duration (SEC, SECs or MSms)";
       },
-      "SEC|SECs|MSms");
+      "");
 }
 
 // "N" or "Nu" counts applied updates; "Ns" / "Nms" is time.
@@ -119,7 +119,7 @@ CLI::Validator word_or(const std::string& word, CLI::Validator rest, const std::
         if (why.empty()) return {};
         return why.find("is not a number") != std::string::npos ? why : "'" + v + "' is not " + expected;
       },
-      expected);
+      "");
 }
 
 template <typename E>
@@ -259,7 +259,7 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
       "reconnect", [&config](const std::string& v) { config.reconnect_ms = *to_millis(v); },
       "worker: keep reconnecting to a restarted server this long (0: fail at once)", duration(), "SEC");
   option("checkpoint-dir", config.checkpoint_dir, "server: write checkpoints there",
-         CLI::Validator([](std::string& v) { return v.empty() ? std::string("'' is not a directory") : ""; }, "DIR"));
+         CLI::Validator([](std::string& v) { return v.empty() ? std::string("'' is not a directory") : ""; }, ""));
   function(
       "checkpoint-every",
       [&config](const std::string& v) {
@@ -278,7 +278,7 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
             if (counts_updates(v) ? cli::count(1)(n).empty() : to_millis(v).value_or(0) > 0) return {};
             return "'" + v + "' is not a positive count of updates (N) or a time (Ns, Nms)";
           },
-          "T|N"),
+          ""),
       "T|N");
   option("checkpoint-keep", config.checkpoint_keep, "server: newest checkpoints kept", cli::count(1, 1000));
   switch_("resume", config.resume, "server: start from the newest valid checkpoint in --checkpoint-dir");

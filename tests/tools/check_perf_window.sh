@@ -37,5 +37,5 @@ PY
 err=$(mktemp)
 trap 'rm -f "$err"' EXIT
 if "$perf" transport --window 0 --sizes 8 2>"$err"; then fail "--window 0 was accepted"; fi
-grep -q -- "--window 0: expected at least 1" "$err" || fail "--window 0 message: $(cat "$err")"
+grep -q -- "--window: '0' is not a whole number from 1" "$err" || fail "--window 0 message: $(cat "$err")"
 echo "check_perf_window: ok"
