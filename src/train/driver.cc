@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -277,31 +278,44 @@ RunResult run_local(const Options& o, bool progress) {
   return r;
 }
 
-std::string json_histogram(const Histogram& h) {
-  std::string out = "{";
+// Keys are the staleness as text, in increasing order; taus never seen are left out.
+nlohmann::ordered_json json_histogram(const Histogram& h) {
+  nlohmann::ordered_json out = nlohmann::ordered_json::object();
   for (size_t tau = 0; tau < h.size(); ++tau)
-    if (h[tau]) out += (out.size() > 1 ? "," : "") + ("\"" + std::to_string(tau) + "\":" + std::to_string(h[tau]));
-  return out + "}";
+    if (h[tau]) out[std::to_string(tau)] = h[tau];
+  return out;
 }
 
-std::string json_of(const RunResult& r) {
-  std::ostringstream j;
-  j.precision(6);
-  j << "{\"run\":\"" << r.label << "\",\"final_test_accuracy\":" << r.final_accuracy << ",\"seconds\":" << r.seconds
-    << ",\"time_to_85_s\":";
-  if (r.time_to_85)
-    j << *r.time_to_85;
-  else
-    j << "null";
-  j << ",\"updates\":" << r.updates << ",\"bytes_pushed\":" << r.pushed << ",\"bytes_pulled\":" << r.pulled
-    << ",\"pulls\":" << r.pulls << ",\"pulls_skipped\":" << r.skipped << ",\"staleness_p50\":" << r.tau_p50
-    << ",\"staleness_max\":" << r.tau_max << ",\"straggled_steps\":" << r.straggled
-    << ",\"server_restarts_seen\":" << r.reconnects << ",\"pushes_lost\":" << r.pushes_lost
-    << ",\"staleness_histogram\":" << json_histogram(r.staleness) << ",\"virtual_workers\":" << r.virtual_workers;
-  if (r.virtual_workers)
-    j << ",\"delay\":\"" << r.delay << "\",\"schedule_staleness_histogram\":" << json_histogram(r.schedule_staleness);
-  j << "}";
-  return j.str();
+nlohmann::ordered_json json_value(const RunResult& r) {
+  nlohmann::ordered_json j = {{"run", r.label},
+                              {"final_test_accuracy", r.final_accuracy},
+                              {"seconds", r.seconds},
+                              {"time_to_85_s", r.time_to_85 ? nlohmann::ordered_json(*r.time_to_85) : nullptr},
+                              {"updates", r.updates},
+                              {"bytes_pushed", r.pushed},
+                              {"bytes_pulled", r.pulled},
+                              {"pulls", r.pulls},
+                              {"pulls_skipped", r.skipped},
+                              {"staleness_p50", r.tau_p50},
+                              {"staleness_max", r.tau_max},
+                              {"straggled_steps", r.straggled},
+                              {"server_restarts_seen", r.reconnects},
+                              {"pushes_lost", r.pushes_lost},
+                              {"staleness_histogram", json_histogram(r.staleness)},
+                              {"virtual_workers", r.virtual_workers}};
+  if (r.virtual_workers) {
+    j["delay"] = r.delay;
+    j["schedule_staleness_histogram"] = json_histogram(r.schedule_staleness);
+  }
+  return j;
+}
+
+// One run: its object; --compare: an array of them.
+std::string json_of(const std::vector<RunResult>& runs) {
+  if (runs.size() == 1) return json_value(runs[0]).dump();
+  nlohmann::ordered_json all = nlohmann::ordered_json::array();
+  for (const auto& r : runs) all.push_back(json_value(r));
+  return all.dump();
 }
 
 // Writes one output file; an unwritable --out is an error naming the path
@@ -342,14 +356,7 @@ void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, b
       csv << p.loss << "," << p.updates << "\n";
     }
   write_file(dir + "/metrics.csv", csv.str());
-  std::string summary;
-  if (runs.size() == 1) {
-    summary = json_of(runs[0]) + "\n";
-  } else {
-    summary = "[";
-    for (size_t i = 0; i < runs.size(); ++i) summary += (i ? "," : "") + json_of(runs[i]);
-    summary += "]\n";
-  }
+  const std::string summary = json_of(runs) + "\n";
   write_file(dir + "/summary.json", summary);
   // Plot with gnuplot when it is there; the CSV is the result either way.
   const std::string script = dir + "/accuracy.gp";
@@ -425,12 +432,7 @@ int run_driver(const Options& o) {
   } else {
     runs.push_back(run_local(o, !o.json));
   }
-  if (o.json) std::printf("%s\n", runs.size() == 1 ? json_of(runs[0]).c_str() : "");
-  if (o.json && runs.size() > 1) {
-    std::printf("[");
-    for (size_t i = 0; i < runs.size(); ++i) std::printf("%s%s", i ? "," : "", json_of(runs[i]).c_str());
-    std::printf("]\n");
-  }
+  if (o.json) std::printf("%s\n", json_of(runs).c_str());
   if (!o.json) print_table(runs);
   write_outputs(o.out, runs, o.json);
   for (const auto& r : runs)
