@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/peer_process.h"
+#include "tests/common/peer_process.h"
 #include "transport/context.h"
 
 namespace rdmaps::test {

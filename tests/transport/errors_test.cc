@@ -4,7 +4,7 @@
 #include <thread>
 #include <vector>
 
-#include "tests/transport_fixture.h"
+#include "tests/transport/fixture.h"
 #include "transport/tcp_socket.h"
 
 namespace rdmaps::test {

@@ -9,8 +9,8 @@
 #include <random>
 
 #include "src/protocol.h"
-#include "tests/ps_fixture.h"
-#include "tests/transport_fixture.h"
+#include "tests/ps/fixture.h"
+#include "tests/transport/fixture.h"
 #include "transport/tcp_socket.h"
 
 namespace rdmaps::test {

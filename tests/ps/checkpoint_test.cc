@@ -1,6 +1,8 @@
 // Checkpoints: the file (round trip, torn, corrupt and unfinished files
 // skipped with a message, pruning) and a real server process killed and
 // restarted from it while its worker goes on.
+#include "src/checkpoint.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -11,9 +13,8 @@
 #include <memory>
 #include <sstream>
 
-#include "src/checkpoint.h"
-#include "tests/ps_fixture.h"
-#include "tests/transport_fixture.h"
+#include "tests/ps/fixture.h"
+#include "tests/transport/fixture.h"
 #include "transport/tcp_socket.h"
 
 namespace rdmaps::test {

@@ -9,8 +9,8 @@
 #include <random>
 #include <tuple>
 
-#include "tests/ps_fixture.h"
-#include "tests/transport_fixture.h"
+#include "tests/ps/fixture.h"
+#include "tests/transport/fixture.h"
 
 namespace rdmaps::test {
 namespace {

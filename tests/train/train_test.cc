@@ -16,7 +16,7 @@
 #include "src/train/dataset.h"
 #include "src/train/mlp.h"
 #include "src/train/worker.h"
-#include "tests/ps_fixture.h"
+#include "tests/ps/fixture.h"
 
 namespace rdmaps::train {
 namespace {

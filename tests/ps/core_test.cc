@@ -6,9 +6,9 @@
 
 #include "math/bf16.h"
 #include "src/update_rules.h"
-#include "tests/ps_fixture.h"
-#include "tests/transport_fixture.h"
-#include "tests/update_reference.h"
+#include "tests/common/update_reference.h"
+#include "tests/ps/fixture.h"
+#include "tests/transport/fixture.h"
 
 namespace rdmaps::test {
 namespace {

@@ -12,7 +12,7 @@
 
 #include "rdmaps/client.h"
 #include "rdmaps/server.h"
-#include "tests/peer_process.h"
+#include "tests/common/peer_process.h"
 
 namespace rdmaps::test {
 

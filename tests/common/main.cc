@@ -3,7 +3,7 @@
 
 #include <cstdlib>
 
-#include "tests/peer_process.h"
+#include "tests/common/peer_process.h"
 #include "transport/auth.h"
 
 int main(int argc, char** argv) {

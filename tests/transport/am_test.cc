@@ -2,7 +2,7 @@
 // receiver picks, eager and rendezvous alike, with the sender identified.
 #include <vector>
 
-#include "tests/transport_fixture.h"
+#include "tests/transport/fixture.h"
 
 namespace rdmaps::test {
 namespace {

@@ -1,4 +1,4 @@
-#include "tests/peer_process.h"
+#include "tests/common/peer_process.h"
 
 #include <signal.h>
 #include <spawn.h>

@@ -12,7 +12,7 @@
 #include "cuda/kernels.h"
 #include "math/bf16.h"
 #include "rdmaps/error.h"
-#include "tests/update_reference.h"
+#include "tests/common/update_reference.h"
 
 namespace rdmaps::test {
 namespace {

@@ -3,7 +3,7 @@
 #include <atomic>
 #include <vector>
 
-#include "tests/transport_fixture.h"
+#include "tests/transport/fixture.h"
 
 namespace rdmaps::test {
 namespace {

@@ -10,8 +10,8 @@
 #include <random>
 
 #include "src/protocol.h"
-#include "tests/ps_fixture.h"
-#include "tests/transport_fixture.h"
+#include "tests/ps/fixture.h"
+#include "tests/transport/fixture.h"
 #include "transport/bootstrap.h"
 #include "transport/tcp_socket.h"
 

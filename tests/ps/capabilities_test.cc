@@ -1,0 +1,60 @@
+// The machine report and the GPU path chosen from what the transport moves.
+#include "src/capabilities.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "transport/context.h"
+#include "transport/ucx/capabilities.h"
+
+namespace rdmaps::test {
+namespace {
+
+transport::MemorySupport ucx_of(unsigned major, unsigned minor, bool cuda) {
+  return transport::ucx::judge_memory_support(
+      major, minor, 0, cuda ? std::vector<std::string>{"host", "cuda"} : std::vector<std::string>{"host"});
+}
+
+TEST(Capabilities, GpuPathIsDirectOnlyWithCudaAwareUcxFrom116) {
+  std::string why;
+  EXPECT_EQ(choose_gpu_path(ucx_of(1, 17, true), 0, &why), GpuPath::kNone);
+  EXPECT_EQ(choose_gpu_path(ucx_of(1, 13, false), 1, &why), GpuPath::kStaged);
+  EXPECT_NE(why.find("host memory only"), std::string::npos) << why;
+  EXPECT_EQ(choose_gpu_path(ucx_of(1, 15, true), 2, &why), GpuPath::kStaged);
+  EXPECT_NE(why.find("before 1.16"), std::string::npos) << why;
+  EXPECT_EQ(choose_gpu_path(ucx_of(1, 16, true), 1, &why), GpuPath::kDirect);
+  EXPECT_EQ(choose_gpu_path(ucx_of(2, 0, true), 1, &why), GpuPath::kDirect);
+  EXPECT_NE(why.find("device pointers go to UCX"), std::string::npos) << why;
+}
+
+// The live context answers for its own configuration: shm and tcp contexts
+// here move host memory, as the probe of the same configuration says.
+TEST(Capabilities, LiveContextAnswersWhatItMoves) {
+  for (auto kind : {transport::TransportKind::kShm, transport::TransportKind::kTcp}) {
+    transport::ContextOptions o;
+    o.transport = kind;
+    auto context = transport::create_context(o);
+    const transport::MemorySupport live = context->memory_support(), probed = transport::probe_memory_support(o);
+    EXPECT_TRUE(live.error.empty()) << live.error;
+    EXPECT_EQ(live.memory_types, probed.memory_types) << transport::transport_name(kind);
+    EXPECT_EQ(live.device_memory, probed.device_memory);
+    EXPECT_EQ(live.backend, "UCX");
+    ASSERT_FALSE(live.memory_types.empty());
+    EXPECT_EQ(live.memory_types[0], "host");
+  }
+}
+
+TEST(Capabilities, ProbeOfThisMachineIsConsistent) {
+  Capabilities caps = probe_capabilities();
+  EXPECT_TRUE(caps.transport.error.empty()) << caps.transport.error;
+  ASSERT_FALSE(caps.transport.memory_types.empty());
+  EXPECT_EQ(caps.transport.memory_types[0], "host");
+  EXPECT_EQ(caps.gpu_path, choose_gpu_path(caps.transport, caps.gpu.device_count(), nullptr));
+  EXPECT_NE(describe(caps).find("GPU path: "), std::string::npos);
+  EXPECT_EQ(to_json(caps).front(), '{');
+}
+
+}  // namespace
+}  // namespace rdmaps::test

@@ -1,0 +1,94 @@
+// Configuration: flags, RDMAPS_* variables, bad values naming their source.
+#include "rdmaps/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "rdmaps/error.h"
+#include "src/gpu_transfer.h"
+
+namespace rdmaps::ps {
+namespace {
+
+// The staged path's default ring: 8 MiB in flight, never fewer than 3 chunks.
+TEST(Config, StagingDepthCoversEightMebibytes) {
+  EXPECT_EQ(ps::staging_depth_for(1u << 20), 8);
+  EXPECT_EQ(ps::staging_depth_for(3u << 20), 3);
+  EXPECT_EQ(ps::staging_depth_for(4u << 20), 3);
+  EXPECT_EQ(ps::staging_depth_for(256u << 10), 32);
+  EXPECT_EQ(ps::staging_depth_for(4096), 64);
+}
+
+TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
+  Config c;
+  std::vector<std::string> rest;
+  parse_config(
+      c, {"--staleness", "inf", "--rule", "dc-asgd-a", "--lr=0.5", "--check-nan", "--push-path", "am", "--other", "x"},
+      &rest);
+  EXPECT_EQ(c.staleness, kInfiniteStaleness);
+  EXPECT_EQ(c.rule, UpdateRule::kDcAsgdAdaptive);
+  EXPECT_FLOAT_EQ(c.learning_rate, 0.5f);
+  EXPECT_TRUE(c.check_nan);
+  EXPECT_EQ(c.push_path, PushPath::kAm);
+  EXPECT_EQ(rest, (std::vector<std::string>{"--other", "x"}));
+
+  auto message = [](std::vector<std::string> args) {
+    Config cc;
+    try {
+      parse_config(cc, args, nullptr);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(message({"--rule", "adam"}).find("--rule"), std::string::npos);
+  EXPECT_NE(message({"--staging-depth", "65"}).find("--staging-depth"), std::string::npos);
+  parse_config(c, {"--staging-depth", "5"}, nullptr);
+  EXPECT_EQ(c.staging_depth, 5u);
+  EXPECT_NE(message({"--staleness", "-1"}).find("--staleness"), std::string::npos);
+  EXPECT_NE(message({"--lr", "fast"}).find("'fast'"), std::string::npos);
+  EXPECT_NE(message({"--shard-floats", "0"}).find("--shard-floats"), std::string::npos);
+  EXPECT_NE(message({"--lr"}).find("needs a value"), std::string::npos);
+  EXPECT_NE(message({"--ms-momentum", "1"}).find("--ms-momentum: '1' is not in [0, 1)"), std::string::npos);
+  EXPECT_NE(message({"--momentum", "-0.5"}).find("--momentum"), std::string::npos);
+  Config on;
+  parse_config(on, {"--ms-bias-correction", "--rule", "dc-asgd-a"}, nullptr);
+  EXPECT_TRUE(on.ms_bias_correction);
+  EXPECT_NE(describe(on).find("ms-bias-correction on"), std::string::npos);
+  EXPECT_NE(message({"--ms-bias-correction=maybe"}).find("--ms-bias-correction: 'maybe' is not on or off"),
+            std::string::npos);
+  EXPECT_NE(message({"--eps", "0"}).find("--eps: '0' is not a positive number"), std::string::npos);
+  // The robust DC-ASGD-a is the default; the paper's exact formula is two flags away.
+  Config defaults;
+  EXPECT_TRUE(defaults.ms_bias_correction);
+  EXPECT_FLOAT_EQ(defaults.dc_bound, 1.0f);
+  EXPECT_FLOAT_EQ(defaults.dc_tau0, 4.0f);
+  EXPECT_FLOAT_EQ(defaults.dc_lambda0, 32.0f);
+  EXPECT_FALSE(defaults.skip_pulls) << "SSP pulls every clock unless asked to skip";
+  Config paper;
+  parse_config(paper,
+               {"--rule", "dc-asgd-a", "--ms-bias-correction", "off", "--dc-bound", "off", "--dc-tau0", "off",
+                "--staleness", "3", "--skip-pulls"},
+               nullptr);
+  EXPECT_FALSE(paper.ms_bias_correction);
+  EXPECT_EQ(paper.dc_bound, 0.0f);
+  EXPECT_EQ(paper.dc_tau0, 0.0f);
+  EXPECT_NE(describe(paper).find("dc-tau0 off"), std::string::npos) << describe(paper);
+  EXPECT_NE(message({"--dc-tau0", "0.5"}).find("--dc-tau0: '0.5' is not a staleness of at least 1 or off"),
+            std::string::npos);
+  EXPECT_TRUE(paper.skip_pulls);
+  EXPECT_NE(describe(paper).find("dc-bound off"), std::string::npos) << describe(paper);
+  EXPECT_NE(describe(paper).find("skip-pulls on"), std::string::npos) << describe(paper);
+  EXPECT_NE(message({"--dc-bound", "0"}).find("--dc-bound: '0' is not a positive bound or off"), std::string::npos);
+  EXPECT_NE(message({"--dc-bound", "-1"}).find("--dc-bound"), std::string::npos);
+  setenv("RDMAPS_TAU_MAX", "many", 1);
+  EXPECT_NE(message({}).find("RDMAPS_TAU_MAX"), std::string::npos);
+  unsetenv("RDMAPS_TAU_MAX");
+}
+
+}  // namespace
+}  // namespace rdmaps::ps

@@ -1,0 +1,35 @@
+// The table across servers and shards.
+#include "rdmaps/error.h"
+#include "src/partition.h"
+
+#include <gtest/gtest.h>
+
+namespace rdmaps::ps {
+namespace {
+
+TEST(Partition, RangesAreBalancedContiguousAndCutIntoShards) {
+  Partition p({{"a", 1000}, {"b", 2001}}, 3, 300);
+  EXPECT_EQ(p.total_floats(), 3001u);
+  uint64_t next = 0;
+  for (uint32_t s = 0; s < 3; ++s) {
+    Range r = p.server_range(s);
+    EXPECT_EQ(r.begin, next);
+    EXPECT_LE(r.size() - 3001 / 3, 1u) << "servers differ by at most one float";
+    next = r.end;
+    uint64_t covered = r.begin;
+    for (uint32_t k = 0; k < p.shard_count(s); ++k) {
+      Range sh = p.shard(s, k);
+      EXPECT_EQ(sh.begin, covered);
+      EXPECT_LE(sh.size(), 300u);
+      covered = sh.end;
+    }
+    EXPECT_EQ(covered, r.end);
+  }
+  EXPECT_EQ(next, 3001u);
+  EXPECT_EQ(p.tensor("b").begin, 1000u);
+  EXPECT_THROW(p.tensor("c"), Error);
+  EXPECT_THROW(Partition({{"tiny", 1}}, 2, 10), Error);
+}
+
+}  // namespace
+}  // namespace rdmaps::ps
