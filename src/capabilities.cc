@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 namespace rdmaps {
@@ -12,23 +13,6 @@ namespace {
 bool module_loaded(const char* name) {
   struct stat st {};
   return stat((std::string("/sys/module/") + name).c_str(), &st) == 0;
-}
-
-std::string quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
 }
 
 const char* dmabuf_text(int v) { return v > 0 ? "yes" : v == 0 ? "no" : "unknown"; }
@@ -103,35 +87,41 @@ std::string describe(const Capabilities& c) {
 }
 
 std::string to_json(const Capabilities& c) {
-  std::ostringstream o;
-  o << "{\"ucx\":{\"version\":" << quoted(c.transport.version) << ",\"memory_types\":[";
-  for (size_t i = 0; i < c.transport.memory_types.size(); ++i)
-    o << (i ? "," : "") << quoted(c.transport.memory_types[i]);
+  using Json = nlohmann::ordered_json;
   const auto& types = c.transport.memory_types;
-  const bool cuda = std::find(types.begin(), types.end(), "cuda") != types.end();
-  o << "],\"cuda\":" << (cuda ? "true" : "false") << ",\"error\":" << quoted(c.transport.error) << "}";
-  o << ",\"rdma\":{\"built_with_verbs\":" << (c.rdma.built_with_verbs ? "true" : "false")
-    << ",\"dmabuf_api\":" << (c.rdma.dmabuf_api ? "true" : "false") << ",\"note\":" << quoted(c.rdma.note)
-    << ",\"ports\":[";
-  for (size_t i = 0; i < c.rdma.ports.size(); ++i) {
-    const auto& p = c.rdma.ports[i];
-    o << (i ? "," : "") << "{\"device\":" << quoted(p.device) << ",\"port\":" << p.port
-      << ",\"link_layer\":" << quoted(p.link_layer) << ",\"state\":" << quoted(p.state) << ",\"gbps\":" << p.gbps
-      << "}";
-  }
-  o << "]},\"cuda\":{\"built_with_cuda\":" << (c.gpu.built_with_cuda ? "true" : "false")
-    << ",\"runtime_version\":" << c.gpu.runtime_version << ",\"driver_version\":" << c.gpu.driver_version
-    << ",\"reason\":" << quoted(c.gpu.reason) << ",\"devices\":[";
-  for (size_t i = 0; i < c.gpu.devices.size(); ++i) {
-    const auto& d = c.gpu.devices[i];
-    o << (i ? "," : "") << "{\"index\":" << d.index << ",\"name\":" << quoted(d.name) << ",\"compute_capability\":\""
-      << d.major << "." << d.minor << "\",\"memory_bytes\":" << d.memory_bytes
-      << ",\"pci_bus_id\":" << quoted(d.pci_bus_id) << ",\"dmabuf\":" << quoted(dmabuf_text(d.dmabuf)) << "}";
-  }
-  o << "]},\"nvidia_peermem\":" << (c.nvidia_peermem ? "true" : "false")
-    << ",\"gpu_path\":" << quoted(gpu_path_name(c.gpu_path)) << ",\"gpu_path_reason\":" << quoted(c.gpu_path_reason)
-    << "}";
-  return o.str();
+  Json ports = Json::array();
+  for (const auto& p : c.rdma.ports)
+    ports.push_back(
+        {{"device", p.device}, {"port", p.port}, {"link_layer", p.link_layer}, {"state", p.state}, {"gbps", p.gbps}});
+  Json devices = Json::array();
+  for (const auto& d : c.gpu.devices)
+    devices.push_back({{"index", d.index},
+                       {"name", d.name},
+                       {"compute_capability", std::to_string(d.major) + "." + std::to_string(d.minor)},
+                       {"memory_bytes", d.memory_bytes},
+                       {"pci_bus_id", d.pci_bus_id},
+                       {"dmabuf", dmabuf_text(d.dmabuf)}});
+  // "ucx" and its fields are the names scripts already read.
+  Json out = {{"ucx",
+               {{"version", c.transport.version},
+                {"memory_types", types},
+                {"cuda", std::find(types.begin(), types.end(), "cuda") != types.end()},
+                {"error", c.transport.error}}},
+              {"rdma",
+               {{"built_with_verbs", c.rdma.built_with_verbs},
+                {"dmabuf_api", c.rdma.dmabuf_api},
+                {"note", c.rdma.note},
+                {"ports", ports}}},
+              {"cuda",
+               {{"built_with_cuda", c.gpu.built_with_cuda},
+                {"runtime_version", c.gpu.runtime_version},
+                {"driver_version", c.gpu.driver_version},
+                {"reason", c.gpu.reason},
+                {"devices", devices}}},
+              {"nvidia_peermem", c.nvidia_peermem},
+              {"gpu_path", gpu_path_name(c.gpu_path)},
+              {"gpu_path_reason", c.gpu_path_reason}};
+  return out.dump();
 }
 
 std::string summary(const Capabilities& c) {
