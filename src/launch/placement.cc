@@ -72,6 +72,16 @@ bool started_with_others(const Environment& env) {
   return false;
 }
 
+std::string port_plus(const std::string& host_port, uint32_t offset, const std::string& flag) {
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string::npos || colon + 1 == host_port.size())
+    fail(flag + ": '" + host_port + "' is not HOST:PORT");
+  const uint64_t port = integer(flag, host_port.substr(colon + 1), 1, 65535);
+  if (port + offset > 65535)
+    fail(flag + ": port " + std::to_string(port) + " plus rank " + std::to_string(offset) + " passes 65535");
+  return host_port.substr(0, colon + 1) + std::to_string(port + offset);
+}
+
 std::string Placement::describe() const {
   std::string role = is_server() ? "server " + std::to_string(server_index()) + " of " + std::to_string(num_servers)
                                  : "worker " + std::to_string(worker_index()) + " of " + std::to_string(num_workers());

@@ -52,4 +52,10 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers = 0
 /// alone (srun -n 1, a batch script) keeps its single-process behaviour.
 bool started_with_others(const Environment& env);
 
+/// HOST:PORT+offset: each rank of a launch serves its metrics on the port
+/// given plus its rank, so ranks sharing a host do not collide and a scrape
+/// config can list PORT..PORT+world-1. Throws Error(kInvalidArgument) naming
+/// `flag` when the text is not HOST:PORT or the port would pass 65535.
+std::string port_plus(const std::string& host_port, uint32_t offset, const std::string& flag);
+
 }  // namespace rdmaps::launch

@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
       directory =
           std::make_unique<launch::ServerDirectory>(*placement, std::chrono::seconds(launch_timeout_s), environment);
       if (!listen_given) options.listen = directory->listen_address();
+      if (!options.metrics.empty()) options.metrics = launch::port_plus(options.metrics, placement->rank, "--metrics");
     }
     rdmaps::Server server(options);
     std::string address = server.address();

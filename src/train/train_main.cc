@@ -174,6 +174,7 @@ int run_launched(Options o, const launch::Placement& p) {
                 "environment on), or give --secret-file FILE on a shared file system (docs/security.md)");
   o.servers = p.num_servers;
   o.workers = p.num_workers();
+  if (!o.metrics.empty()) o.metrics = launch::port_plus(o.metrics, p.rank, "--metrics");
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.launch_timeout_s * 1000));
   launch::ServerDirectory directory(p, timeout);
   std::fprintf(stderr, "rdmaps-train %s; addresses through %s\n", p.describe().c_str(), directory.method().c_str());

@@ -77,6 +77,10 @@ expect_ok mpirun-two-servers "server 1 of 2" "worker 1 of 2" -- \
 # One launch, two programs: rdmaps-server on rank 0, rdmaps-train workers after it.
 expect_ok mpirun-server-and-train "rdmaps-server rank 0 of 3" "final test accuracy" -- \
   "${mpirun[@]}" -np 1 "$server" --servers 1 --rule-from-workers : -np 2 "$train" --servers 1 "${small[@]}"
+# Every rank serves its metrics on the port given plus its rank: no two collide.
+mport=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+expect_ok mpirun-metrics "metrics at http://127.0.0.1:$mport/metrics" "final test accuracy" -- \
+  "${mpirun[@]}" -x RDMAPS_SECRET -np 3 "$train" --servers 1 --metrics "127.0.0.1:$mport" "${small[@]}"
 expect_ok mpirun-pytorch '"test_accuracy"' "rdmaps.torch: server 0 done" -- \
   "${mpirun[@]}" -np 3 /usr/bin/python3 "$source"/examples/torch_fashion_mnist.py --epochs 0.5 --expect-accuracy 0.7
 expect_ok mpirun-server-and-pytorch '"test_accuracy"' "rdmaps-server: done" -- \

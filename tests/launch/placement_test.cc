@@ -145,5 +145,20 @@ TEST(Placement, ErrorsNameTheVariable) {
             std::string::npos);
 }
 
+// Metrics ports of a launch: the port given plus the rank.
+TEST(Placement, MetricsPortPlusRank) {
+  EXPECT_EQ(port_plus("0.0.0.0:9464", 3, "--metrics"), "0.0.0.0:9467");
+  EXPECT_EQ(port_plus("[::1]:9464", 0, "--metrics"), "[::1]:9464");
+  for (const char* bad : {"nohost", "h:", "h:0", "h:x", "h:70000"}) {
+    try {
+      port_plus(bad, 1, "--metrics");
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--metrics"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(port_plus("h:65535", 1, "--metrics"), Error);
+}
+
 }  // namespace
 }  // namespace rdmaps::launch
