@@ -22,21 +22,23 @@ constexpr size_t kMaxName = 4096;
 constexpr size_t kMaxRegion = 64 * 1024;
 
 // The rule's float parameters, in wire order: one list for the Config copy,
-// the wire and the difference check.
+// the wire, the difference check and the update's parameters (the learning
+// rate travels per push, not among them).
 struct FloatField {
   const char* name;  // as the flag spells it
   float RuleParams::*wire;
   float Config::*config;
+  float math::UpdateParams::*update;  // null: not one of the update's parameters
 };
 constexpr FloatField kFloatFields[] = {
-    {"lr", &RuleParams::learning_rate, &Config::learning_rate},
-    {"momentum", &RuleParams::momentum, &Config::momentum},
-    {"lambda", &RuleParams::dc_lambda, &Config::dc_lambda},
-    {"lambda0", &RuleParams::dc_lambda0, &Config::dc_lambda0},
-    {"ms-momentum", &RuleParams::ms_momentum, &Config::ms_momentum},
-    {"eps", &RuleParams::eps, &Config::eps},
-    {"dc-bound", &RuleParams::dc_bound, &Config::dc_bound},
-    {"dc-tau0", &RuleParams::dc_tau0, &Config::dc_tau0},
+    {"lr", &RuleParams::learning_rate, &Config::learning_rate, nullptr},
+    {"momentum", &RuleParams::momentum, &Config::momentum, &math::UpdateParams::momentum},
+    {"lambda", &RuleParams::dc_lambda, &Config::dc_lambda, &math::UpdateParams::lambda},
+    {"lambda0", &RuleParams::dc_lambda0, &Config::dc_lambda0, &math::UpdateParams::lambda0},
+    {"ms-momentum", &RuleParams::ms_momentum, &Config::ms_momentum, &math::UpdateParams::ms_momentum},
+    {"eps", &RuleParams::eps, &Config::eps, &math::UpdateParams::eps},
+    {"dc-bound", &RuleParams::dc_bound, &Config::dc_bound, &math::UpdateParams::dc_bound},
+    {"dc-tau0", &RuleParams::dc_tau0, &Config::dc_tau0, &math::UpdateParams::dc_tau0},
 };
 }  // namespace
 
@@ -202,6 +204,15 @@ RuleParams RuleParams::from(const Config& c) {
   p.rule = static_cast<uint32_t>(c.rule);
   for (const FloatField& f : kFloatFields) p.*f.wire = c.*f.config;
   p.ms_bias_correction = c.ms_bias_correction ? 1u : 0u;
+  return p;
+}
+
+math::UpdateParams RuleParams::update_params() const {
+  math::UpdateParams p;
+  p.rule = static_cast<UpdateRule>(rule);
+  for (const FloatField& f : kFloatFields)
+    if (f.update) p.*f.update = this->*f.wire;
+  p.ms_bias_correction = ms_bias_correction != 0;
   return p;
 }
 

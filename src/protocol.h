@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "math/update_params.h"
 #include "rdmaps/config.h"
 
 namespace rdmaps::transport {
@@ -97,6 +98,8 @@ struct RuleParams {
 
   static RuleParams from(const Config& config);
   void apply_to(Config& config) const;
+  /// What the update rule itself is given (math/update_params.h).
+  math::UpdateParams update_params() const;
   /// Empty when equal, else the first differing field: "lr 0.5 vs 0.25" (this, other).
   std::string difference(const RuleParams& other) const;
   /// Whether `flag` (as spelled on a command line, without "--") sets the rule or one of its parameters.

@@ -3,24 +3,16 @@
 #include <Eigen/Core>
 #include <cmath>
 
+#include "src/protocol.h"
+
 namespace rdmaps::ps {
 
 using Array = Eigen::Map<Eigen::ArrayXf>;
 using ConstArray = Eigen::Map<const Eigen::ArrayXf>;
 
-math::UpdateParams update_params(const Config& c) {
-  math::UpdateParams p;
-  p.rule = c.rule;
-  p.momentum = c.momentum;
-  p.lambda = c.dc_lambda;
-  p.lambda0 = c.dc_lambda0;
-  p.ms_momentum = c.ms_momentum;
-  p.eps = c.eps;
-  p.ms_bias_correction = c.ms_bias_correction;
-  p.dc_bound = c.dc_bound;
-  p.dc_tau0 = c.dc_tau0;
-  return p;
-}
+// Through the protocol's one list of the rule's fields, so that a new
+// parameter is added in one place.
+math::UpdateParams update_params(const Config& c) { return RuleParams::from(c).update_params(); }
 
 math::Step step_for(const math::UpdateParams& p, float lr, uint64_t t, uint64_t tau) {
   math::Step s;
