@@ -9,6 +9,7 @@
 
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "rdmaps/rdmaps.h"
 #include "rdmaps/server.h"
 
@@ -105,6 +106,22 @@ std::vector<std::string> split(const std::string& s) {
 extern "C" {
 
 const char* rdmaps_last_error(void) { return g_last_error.c_str(); }
+
+void rdmaps_set_log_callback(rdmaps_log_callback callback, void* user) {
+  if (!callback) return rdmaps::set_log_sink(nullptr);
+  rdmaps::set_log_sink([callback, user](rdmaps::LogLevel level, const std::string& line) {
+    callback(static_cast<rdmaps_log_level>(level), line.c_str(), user);
+  });
+}
+
+rdmaps_status rdmaps_set_log_level(rdmaps_log_level level) {
+  if (level < RDMAPS_LOG_DEBUG || level > RDMAPS_LOG_OFF) {
+    g_last_error = "rdmaps_set_log_level: " + std::to_string(static_cast<int>(level)) + " is not a log level";
+    return RDMAPS_ERR_INVALID_ARGUMENT;
+  }
+  rdmaps::set_log_level(static_cast<rdmaps::LogLevel>(level));
+  return RDMAPS_OK;
+}
 
 const char* rdmaps_status_name(rdmaps_status status) {
   if (status == RDMAPS_OK) return "ok";

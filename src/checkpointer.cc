@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "src/server_lane.h"
 
 namespace rdmaps::ps {
@@ -90,15 +91,14 @@ void Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
     last_updates_.store(h.updates(), std::memory_order_relaxed);
     LaneCounters::add(written_);  // one writer at a time: finish() waits for the thread
     if (verbose_)
-      std::fprintf(stderr, "rdmaps-server: checkpoint %llu written to %s: %llu updates, %.1f ms\n",
-                   static_cast<unsigned long long>(sequence), path.c_str(),
-                   static_cast<unsigned long long>(h.updates()),
-                   std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+      logf(LogLevel::kInfo, "rdmaps-server: checkpoint %llu written to %s: %llu updates, %.1f ms",
+           static_cast<unsigned long long>(sequence), path.c_str(), static_cast<unsigned long long>(h.updates()),
+           std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   } catch (const std::exception& e) {
     // Serving goes on: a full disk must not stop training, only say so.
     LaneCounters::add(failed_);
-    std::fprintf(stderr, "rdmaps-server: checkpoint %llu failed: %s\n", static_cast<unsigned long long>(sequence),
-                 e.what());
+    logf(LogLevel::kError, "rdmaps-server: checkpoint %llu failed: %s", static_cast<unsigned long long>(sequence),
+         e.what());
   }
 }
 

@@ -12,6 +12,7 @@
 
 #include "math/bf16.h"
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "src/am_ids.h"
 #include "src/gpu_transfer.h"
 #include "src/inbox.h"
@@ -334,8 +335,8 @@ void ClientImpl::disconnect(ServerLink& link) {
 
 void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
   const auto start = Clock::now(), deadline = start + std::chrono::milliseconds(config_.reconnect_ms);
-  std::fprintf(stderr, "rdmaps worker %u: %s; reconnecting to %s for up to %.0f s\n", options_.worker, cause.what(),
-               link.address.c_str(), config_.reconnect_ms / 1000.0);
+  logf(LogLevel::kWarn, "rdmaps worker %u: %s; reconnecting to %s for up to %.0f s", options_.worker, cause.what(),
+       link.address.c_str(), config_.reconnect_ms / 1000.0);
   std::string last;
   Welcome welcome;
   for (auto pause = std::chrono::milliseconds(50);; pause = std::min(pause * 2, std::chrono::milliseconds(1000))) {
@@ -367,13 +368,13 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
   const bool restarted = welcome.instance != link.instance;
   link.instance = welcome.instance;
   const uint64_t lost = link.posted > welcome.pushes_held ? link.posted - welcome.pushes_held : 0;
-  std::fprintf(stderr,
-               "rdmaps worker %u: reconnected to %s after %.1f s; %s holding %llu of the %llu pushes this worker "
-               "sent it (%llu lost)\n",
-               options_.worker, link.address.c_str(), std::chrono::duration<double>(Clock::now() - start).count(),
-               restarted ? "it resumed from a checkpoint" : "the same server process, still",
-               static_cast<unsigned long long>(welcome.pushes_held), static_cast<unsigned long long>(link.posted),
-               static_cast<unsigned long long>(lost));
+  logf(LogLevel::kInfo,
+       "rdmaps worker %u: reconnected to %s after %.1f s; %s holding %llu of the %llu pushes this worker "
+       "sent it (%llu lost)",
+       options_.worker, link.address.c_str(), std::chrono::duration<double>(Clock::now() - start).count(),
+       restarted ? "it resumed from a checkpoint" : "the same server process, still",
+       static_cast<unsigned long long>(welcome.pushes_held), static_cast<unsigned long long>(link.posted),
+       static_cast<unsigned long long>(lost));
   stats_.pushes_lost += lost;
   link.posted = welcome.pushes_held;
   ++stats_.reconnects;

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "rdmaps/log.h"
 #include "src/server_lane.h"
 
 namespace rdmaps::ps {
@@ -26,7 +27,7 @@ const char* reject_reason_name(RejectReason reason) {
 }
 
 void ServerLane::reject(Worker& w, RejectReason reason, const std::string& why) {
-  std::fprintf(stderr, "rdmaps-server: rejected a message from %s: %s\n", w.name.c_str(), why.c_str());
+  logf(LogLevel::kWarn, "rdmaps-server: rejected a message from %s: %s", w.name.c_str(), why.c_str());
   LaneCounters::add(counters_.rejected);
   LaneCounters::add(counters_.rejected_for[static_cast<size_t>(reason)]);
   LaneCounters::add(counters_.rejected_by[w.id]);
@@ -38,7 +39,7 @@ void ServerLane::drop(Worker& w, const char* why) {
   if (!w.live && !w.ep) return;
   if (why && setup_.index == 0) {
     const bool left = std::strcmp(why, "left") == 0;
-    if (setup_.server->log_connections || !left) std::fprintf(stderr, "rdmaps-server: %s %s\n", w.name.c_str(), why);
+    if (setup_.server->log_connections || !left) logf(LogLevel::kInfo, "rdmaps-server: %s %s", w.name.c_str(), why);
     LaneCounters::add(left ? counters_.workers_left : counters_.workers_lost);
   }
   w.live = false;
@@ -76,11 +77,11 @@ void ServerLane::warn_stalled() {
     if (!w.live || w.stall_logged || w.clock != min_clock_ || now - w.clock_since < limit) continue;
     w.stall_logged = true;
     LaneCounters::add(counters_.stall_warnings);
-    std::fprintf(stderr,
-                 "rdmaps-server: %s has not advanced its clock for %.1f s (it is at clock %llu, the slowest; "
-                 "workers ahead of it by the staleness bound wait for it)\n",
-                 w.name.c_str(), std::chrono::duration<double>(now - w.clock_since).count(),
-                 static_cast<unsigned long long>(w.clock));
+    logf(LogLevel::kWarn,
+         "rdmaps-server: %s has not advanced its clock for %.1f s (it is at clock %llu, the slowest; "
+         "workers ahead of it by the staleness bound wait for it)",
+         w.name.c_str(), std::chrono::duration<double>(now - w.clock_since).count(),
+         static_cast<unsigned long long>(w.clock));
   }
 }
 

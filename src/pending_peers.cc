@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 
 namespace rdmaps::ps {
 
@@ -16,14 +17,14 @@ void PendingPeers::log(const std::string& line) {
   const auto now = Clock::now();
   if (now - log_window_ >= std::chrono::seconds(1)) {
     if (unlogged_)
-      std::fprintf(stderr, "%s: %llu more connections refused or closed in the last second (not logged one by one)\n",
-                   who_.c_str(), static_cast<unsigned long long>(unlogged_));
+      logf(LogLevel::kWarn, "%s: %llu more connections refused or closed in the last second (not logged one by one)",
+           who_.c_str(), static_cast<unsigned long long>(unlogged_));
     log_window_ = now;
     logged_ = 0;
     unlogged_ = 0;
   }
   if (logged_++ < kLinesPerSecond)
-    std::fprintf(stderr, "%s: %s\n", who_.c_str(), line.c_str());
+    logf(LogLevel::kWarn, "%s: %s", who_.c_str(), line.c_str());
   else
     ++unlogged_;
 }

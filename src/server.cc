@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "src/admission.h"
 #include "src/checkpointer.h"
 #include "src/gpu_shard.h"
@@ -193,7 +194,7 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, const std::vecto
   auto refuse = [&](const std::string& why) {
     welcome.accepted = 0;
     welcome.reason = why;
-    std::fprintf(stderr, "rdmaps-server: refused %s: %s\n", peer.c_str(), why.c_str());
+    logf(LogLevel::kWarn, "rdmaps-server: refused %s: %s", peer.c_str(), why.c_str());
     try {
       ep->send_control(encode(welcome), kAnswerTimeout);
     } catch (const Error&) {
@@ -248,8 +249,8 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   try {
     ep.send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {
-    std::fprintf(stderr, "rdmaps-server: worker %u (%s) left during the handshake: %s\n", hello.worker, peer.c_str(),
-                 e.what());
+    logf(LogLevel::kWarn, "rdmaps-server: worker %u (%s) left during the handshake: %s", hello.worker, peer.c_str(),
+         e.what());
   }
   admitted_once_[hello.worker] = true;
 }
@@ -332,20 +333,20 @@ void ServerImpl::report(Clock::time_point now) {
     for (uint32_t w = 0; w < options_.workers; ++w)
       if (!admitted_once_[w]) missing += (missing.empty() ? "" : ", ") + std::to_string(w);
     if (!missing.empty())
-      std::fprintf(stderr, "rdmaps-server: waiting for workers %s to connect to %s (the clock holds at %llu)\n",
-                   missing.c_str(), address().c_str(), static_cast<unsigned long long>(stats().min_clock));
+      logf(LogLevel::kInfo, "rdmaps-server: waiting for workers %s to connect to %s (the clock holds at %llu)",
+           missing.c_str(), address().c_str(), static_cast<unsigned long long>(stats().min_clock));
   }
   if (options_.stats_interval.count() == 0 || now - last_report_ < options_.stats_interval) return;
   ServerStats s = stats();
   const ServerStats& last = last_stats_;
   double dt = std::chrono::duration<double>(now - last_report_).count();
-  std::fprintf(stderr,
-               "rdmaps-server: %.0f pushes/s, in %.3f GB/s, out %.3f GB/s, staleness p50 %.0f p99 %.0f, "
-               "min clock %llu, dropped %llu, rejected %llu, %zu lanes, longest set-up pause %.1f ms\n",
-               (s.pushes - last.pushes) / dt, (s.bytes_in - last.bytes_in) / dt / 1e9,
-               (s.bytes_out - last.bytes_out) / dt / 1e9, s.staleness_quantile(0.5), s.staleness_quantile(0.99),
-               static_cast<unsigned long long>(s.min_clock), static_cast<unsigned long long>(s.dropped),
-               static_cast<unsigned long long>(s.rejected), lanes_.size(), s.longest_setup_pause_us / 1e3);
+  logf(LogLevel::kInfo,
+       "rdmaps-server: %.0f pushes/s, in %.3f GB/s, out %.3f GB/s, staleness p50 %.0f p99 %.0f, "
+       "min clock %llu, dropped %llu, rejected %llu, %zu lanes, longest set-up pause %.1f ms",
+       (s.pushes - last.pushes) / dt, (s.bytes_in - last.bytes_in) / dt / 1e9,
+       (s.bytes_out - last.bytes_out) / dt / 1e9, s.staleness_quantile(0.5), s.staleness_quantile(0.99),
+       static_cast<unsigned long long>(s.min_clock), static_cast<unsigned long long>(s.dropped),
+       static_cast<unsigned long long>(s.rejected), lanes_.size(), s.longest_setup_pause_us / 1e3);
   last_stats_ = s;
   last_report_ = now;
 }
@@ -375,7 +376,7 @@ void ServerImpl::resume() {
   const Config& config = options_.config;
   if (config.checkpoint_dir.empty())
     throw Error(Errc::kInvalidArgument, "--resume needs --checkpoint-dir: where should the checkpoint come from?");
-  auto log = [](const std::string& line) { std::fprintf(stderr, "rdmaps-server: %s\n", line.c_str()); };
+  auto log = [](const std::string& line) { rdmaps::log(LogLevel::kInfo, "rdmaps-server: " + line); };
   auto found = load_newest_checkpoint(config.checkpoint_dir, options_.index, table_limit_bytes(options_), log);
   if (!found) {
     log("no checkpoint of server " + std::to_string(options_.index) + " in " + config.checkpoint_dir +

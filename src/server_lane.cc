@@ -7,6 +7,7 @@
 
 #include "math/bf16.h"
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "src/am_ids.h"
 #include "src/flush_denormals.h"
 #include "src/gpu_shard.h"
@@ -77,7 +78,7 @@ void ServerLane::start() {
     try {
       run();
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "rdmaps-server: lane %u stopped: %s\n", setup_.index, e.what());
+      logf(LogLevel::kError, "rdmaps-server: lane %u stopped: %s", setup_.index, e.what());
     }
     finished_.store(true);
   });
@@ -109,7 +110,7 @@ void ServerLane::admit(std::unique_ptr<transport::Endpoint> ep, const std::vecto
 void ServerLane::refuse(transport::Endpoint& ep, const std::string& why) {
   LaneWelcome welcome;
   welcome.reason = why;
-  std::fprintf(stderr, "rdmaps-server: lane %u refused %s: %s\n", setup_.index, ep.peer_name().c_str(), why.c_str());
+  logf(LogLevel::kWarn, "rdmaps-server: lane %u refused %s: %s", setup_.index, ep.peer_name().c_str(), why.c_str());
   try {
     ep.send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error&) {
@@ -166,7 +167,7 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   try {
     ep->send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {
-    std::fprintf(stderr, "rdmaps-server: %s left during the handshake: %s\n", w.name.c_str(), e.what());
+    logf(LogLevel::kWarn, "rdmaps-server: %s left during the handshake: %s", w.name.c_str(), e.what());
     w.writer.reset();
     return;
   }
@@ -176,8 +177,8 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   w.connected_once = true;
   live_[w.id].store(true, std::memory_order_release);
   if (setup_.server->log_connections && setup_.index == 0)
-    std::fprintf(stderr, "rdmaps-server: %s connected, push path %s, lanes: %s\n", w.name.c_str(),
-                 use_am ? "am" : "put", w.ep->describe().c_str());
+    logf(LogLevel::kInfo, "rdmaps-server: %s connected, push path %s, lanes: %s", w.name.c_str(), use_am ? "am" : "put",
+         w.ep->describe().c_str());
   update_min_clock();
   return;
 }

@@ -87,6 +87,22 @@ void rdmaps_server_stop(rdmaps_server* server);
 rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server_stats* out);
 void rdmaps_server_destroy(rdmaps_server* server);
 
+/** The library's log (docs/observability.md "Logs"): stderr by default, at
+ * RDMAPS_LOG_LEVEL (debug, info, warn, error, off; info if unset). */
+typedef enum {
+  RDMAPS_LOG_DEBUG = 0,
+  RDMAPS_LOG_INFO,
+  RDMAPS_LOG_WARN,
+  RDMAPS_LOG_ERROR,
+  RDMAPS_LOG_OFF
+} rdmaps_log_level;
+/** Receives each line (no newline), from any library thread, one call at a time. */
+typedef void (*rdmaps_log_callback)(rdmaps_log_level level, const char* line, void* user);
+/** Sends the log to `callback` with `user`; NULL returns it to stderr. */
+void rdmaps_set_log_callback(rdmaps_log_callback callback, void* user);
+/** Drops lines below `level`. */
+rdmaps_status rdmaps_set_log_level(rdmaps_log_level level);
+
 #ifdef __cplusplus
 }
 #endif

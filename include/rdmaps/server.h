@@ -24,7 +24,7 @@ struct ServerOptions {
   Config config;
   std::chrono::milliseconds stats_interval{0};  ///< periodic one-line stats to stderr; 0 = off
   bool exit_when_done = true;                   ///< run() returns once every worker left
-  bool log_connections = true;                  ///< a stderr line per worker joining or leaving
+  bool log_connections = true;                  ///< a log line per worker joining or leaving (rdmaps/log.h)
   /// Take the update rule and its hyper-parameters from the first worker that
   /// connects (config's are ignored) and refuse workers whose rule differs.
   bool rule_from_workers = false;

@@ -17,6 +17,7 @@
 #include "rdmaps/client.h"
 #include "rdmaps/config.h"
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "rdmaps/server.h"
 #include "rdmaps_config.h"
 #include "src/capabilities.h"
@@ -320,6 +321,26 @@ PYBIND11_MODULE(_rdmaps, m) {
       "describe_config", [](const std::vector<std::string>& flags) { return describe(parse_flags(flags)); },
       py::arg("flags"), "The configuration these flags and RDMAPS_* variables give, one field per line.");
 
+  m.def(
+      "_set_log_level", [](const std::string& name) { set_log_level(parse_log_level(name, "rdmaps.set_log_level")); },
+      py::arg("level"));
+  // The sink runs on library threads: it takes the GIL for each line. Python
+  // removes it at exit (rdmaps.log_to_python), before the interpreter goes.
+  m.def(
+      "_set_log_handler",
+      [](py::object handler) {
+        if (handler.is_none()) return set_log_sink(nullptr);
+        auto held = std::make_shared<py::object>(std::move(handler));
+        set_log_sink([held](LogLevel level, const std::string& line) {
+          py::gil_scoped_acquire gil;
+          try {
+            (*held)(log_level_name(level), line);
+          } catch (py::error_already_set& e) {
+            e.discard_as_unraisable("rdmaps log handler");
+          }
+        });
+      },
+      py::arg("handler"));
   m.def("_detect_placement", &detect_placement, py::arg("env"), py::arg("num_servers"),
         "Rank, size and role from the launcher variables in env (rdmaps.launcher.detect).");
   m.def("_exchange_server_addresses", &exchange_server_addresses, py::arg("env"), py::arg("num_servers"),

@@ -5,14 +5,38 @@ Data crosses as float32 buffers without copies; waits release the GIL.
 For PyTorch, use rdmaps.torch.
 """
 
+import atexit
 import json
+import logging
 import math
 
 from . import _rdmaps
 from ._rdmaps import Error, InvalidArgument, PeerGone, Timeout, __version__, have_cuda
 
 __all__ = ["Error", "InvalidArgument", "PeerGone", "Timeout", "Worker", "Server", "config_flags", "describe_config",
-           "info"]
+           "info", "set_log_level", "log_to_python"]
+
+_PY_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
+def set_log_level(level):
+    """The library's log threshold: "debug", "info", "warn", "error" or "off"
+    (default: RDMAPS_LOG_LEVEL, else "info")."""
+    _rdmaps._set_log_level(level)
+
+
+def log_to_python(logger="rdmaps"):
+    """Sends the library's log lines (servers, workers, transport) to a Python
+    logger (a name or a logging.Logger) instead of stderr; None sends them back."""
+    if logger is None:
+        _rdmaps._set_log_handler(None)
+        return
+    target = logging.getLogger(logger) if isinstance(logger, str) else logger
+    _rdmaps._set_log_handler(lambda level, line: target.log(_PY_LEVELS.get(level, logging.INFO), line))
+
+
+# Library threads must not call into an interpreter that is shutting down.
+atexit.register(_rdmaps._set_log_handler, None)
 
 
 def config_flags(config=None, **options):

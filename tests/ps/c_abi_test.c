@@ -77,7 +77,20 @@ static void restart_from_checkpoint(void) {
   CHECK(system(rm) == 0, "removing %s", dir);
 }
 
+/* The library's log lines, taken by the trainer instead of stderr. */
+static char g_log[8192];
+static int g_log_lines, g_log_bad_level;
+static void take_log(rdmaps_log_level level, const char* line, void* user) {
+  if (level < RDMAPS_LOG_DEBUG || level > RDMAPS_LOG_ERROR || user != (void*)g_log) g_log_bad_level = 1;
+  ++g_log_lines;
+  strncat(g_log, line, sizeof(g_log) - strlen(g_log) - 2);
+  strcat(g_log, "\n");
+}
+
 int main(void) {
+  rdmaps_set_log_callback(take_log, g_log);
+  CHECK(rdmaps_set_log_level((rdmaps_log_level)7) == RDMAPS_ERR_INVALID_ARGUMENT, "log level 7 accepted");
+  CHECK(rdmaps_set_log_level(RDMAPS_LOG_INFO) == RDMAPS_OK, "log level: %s", rdmaps_last_error());
   unsetenv("RDMAPS_SECRET"); /* this test runs without a secret, on loopback */
   unsetenv("RDMAPS_SECRET_FILE");
   /* Off loopback, no secret: refused, naming the way out; with insecure set: serves. */
@@ -150,6 +163,11 @@ int main(void) {
   CHECK(ss.pushes == 2 && ss.clocks == 2 && ss.rejected == 0, "server stats: %llu pushes, %llu clocks, %llu rejected",
         (unsigned long long)ss.pushes, (unsigned long long)ss.clocks, (unsigned long long)ss.rejected);
   rdmaps_server_destroy(server);
+  /* Every library line came through the callback: the worker's joining and leaving among them. */
+  CHECK(g_log_lines > 0 && !g_log_bad_level, "log callback: %d lines, bad level %d", g_log_lines, g_log_bad_level);
+  CHECK(strstr(g_log, "connected, push path") != NULL && strstr(g_log, "left") != NULL,
+        "the log callback missed the worker's connection: %s", g_log);
+  rdmaps_set_log_callback(NULL, NULL);
   CHECK(strcmp(rdmaps_status_name(RDMAPS_ERR_TIMEOUT), "timeout") == 0, "status names");
   restart_from_checkpoint();
   printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);

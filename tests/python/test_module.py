@@ -18,9 +18,9 @@ TRANSPORT = os.environ.get("RDMAPS_TEST_TRANSPORT", "tcp")
 
 
 class ServerThread:
-    def __init__(self, workers=1, **options):
-        self.server = rdmaps.Server("127.0.0.1:0", workers=workers, transport=TRANSPORT, log_connections=False,
-                                    **options)
+    def __init__(self, workers=1, log_connections=False, **options):
+        self.server = rdmaps.Server("127.0.0.1:0", workers=workers, transport=TRANSPORT,
+                                    log_connections=log_connections, **options)
         self.thread = threading.Thread(target=self.server.serve, daemon=True)
         self.thread.start()
 
@@ -131,6 +131,23 @@ class ConfigurationTest(unittest.TestCase):
             server.stop()
         finally:
             os.environ.update(saved)
+
+    def test_library_log_lines_reach_python_logging(self):
+        rdmaps.log_to_python("rdmaps.test")
+        try:
+            with self.assertLogs("rdmaps.test", level="INFO") as logs:
+                served = ServerThread(log_connections=True)
+                worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, timeout=30)
+                worker.declare("w", 10)
+                worker.connect()
+                worker.close()
+                served.close()
+            self.assertTrue(any("connected, push path" in line for line in logs.output), logs.output)
+            with self.assertRaisesRegex(ValueError, "rdmaps.set_log_level: 'loud'"):
+                rdmaps.set_log_level("loud")
+        finally:
+            rdmaps.log_to_python(None)
+            rdmaps.set_log_level("info")
 
     def test_info_reports_this_machine(self):
         report = rdmaps.info()

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "rdmaps/log.h"
 #include "transport/ucx/capabilities.h"
 #include "transport/ucx/endpoint.h"
 #include "transport/ucx/listener.h"
@@ -127,13 +128,13 @@ UcxContext::~UcxContext() {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (has_orphans_.load() && std::chrono::steady_clock::now() < deadline) progress();
   if (!orphans_.empty())
-    std::fprintf(stderr, "rdmaps: warning: %zu released request(s) still in flight at shutdown (left to UCX)\n",
-                 orphans_.size());
+    logf(LogLevel::kWarn, "rdmaps: warning: %zu released request(s) still in flight at shutdown (left to UCX)",
+         orphans_.size());
   {
     std::lock_guard<std::mutex> lock(endpoints_mu_);
     if (!endpoints_.empty())
-      std::fprintf(stderr, "rdmaps: warning: transport context destroyed with %zu endpoint(s) still open\n",
-                   endpoints_.size());
+      logf(LogLevel::kWarn, "rdmaps: warning: transport context destroyed with %zu endpoint(s) still open",
+           endpoints_.size());
   }
   if (epoll_fd_ >= 0) close(epoll_fd_);
 }
@@ -193,7 +194,7 @@ ucs_status_t UcxContext::on_am(void* arg, const void* header, size_t header_leng
     slot->handler(message);
   } catch (const std::exception& e) {
     // Never unwind through UCX: report, drop the message, keep serving.
-    std::fprintf(stderr, "rdmaps: active-message handler failed (message dropped): %s\n", e.what());
+    logf(LogLevel::kError, "rdmaps: active-message handler failed (message dropped): %s", e.what());
   }
   if (message.rendezvous && !message.consumed) slot->context->discard(data, length);
   return UCS_OK;

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "rdmaps/log.h"
 #include "transport/bootstrap.h"
 #include "transport/ucx/context.h"
 #include "transport/ucx/region.h"
@@ -96,7 +97,7 @@ void UcxEndpoint::close() noexcept {
   bool done = context_.progress_until([&] { return ucp_request_check_status(sp) != UCS_INPROGRESS; },
                                       std::chrono::steady_clock::now() + limit);
   if (!done && !gone)
-    std::fprintf(stderr, "rdmaps: warning: closing the endpoint to %s: no acknowledgement within 2 s\n", peer_.c_str());
+    logf(LogLevel::kWarn, "rdmaps: warning: closing the endpoint to %s: no acknowledgement within 2 s", peer_.c_str());
   ucp_request_free(sp);
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "rdmaps/log.h"
 #include "transport/ucx/status.h"
 
 namespace rdmaps::transport::ucx {
@@ -64,7 +65,7 @@ UcxRegion::UcxRegion(ucp_context_h context, ucp_mem_h memh, void* data, size_t s
 UcxRegion::~UcxRegion() {
   ucs_status_t status = ucp_mem_unmap(context_, memh_);
   if (status != UCS_OK)
-    std::fprintf(stderr, "rdmaps: warning: unmapping %zu bytes failed: %s\n", size(), ucs_status_string(status));
+    logf(LogLevel::kWarn, "rdmaps: warning: unmapping %zu bytes failed: %s", size(), ucs_status_string(status));
 }
 
 RegionDescriptor UcxRegion::descriptor(Access rights) const {

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "rdmaps/log.h"
+
 namespace rdmaps::transport::ucx {
 
 namespace {
@@ -96,10 +98,10 @@ void sweep_stale_shm_once() {
     const std::string where = dir && *dir ? dir : "/dev/shm";
     const ShmSweep s = remove_stale_shm_files(where);
     if (s.files)
-      std::fprintf(stderr,
-                   "rdmaps: removed %llu shared-memory file(s) (%.1f MB) in %s that killed UCX processes left "
-                   "behind (UCX_POSIX_USE_PROC_LINK=n keeps them until freed)\n",
-                   static_cast<unsigned long long>(s.files), s.bytes / 1e6, where.c_str());
+      logf(LogLevel::kInfo,
+           "rdmaps: removed %llu shared-memory file(s) (%.1f MB) in %s that killed UCX processes left "
+           "behind (UCX_POSIX_USE_PROC_LINK=n keeps them until freed)",
+           static_cast<unsigned long long>(s.files), s.bytes / 1e6, where.c_str());
   });
 }
 
