@@ -1,12 +1,14 @@
 #include "src/train/options.h"
 
-#include <cerrno>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "src/cli.h"
+#include "src/config_flags.h"
 #include "src/train/virtual_workers.h"
 
 namespace rdmaps::train {
@@ -14,66 +16,76 @@ namespace {
 
 constexpr uint32_t kMaxLocalProcesses = 256;
 
-uint64_t to_u64(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  if (v.empty() || v[0] == '-') bad_flag(flag, "'" + v + "' is not a non-negative integer");
-  errno = 0;
-  uint64_t n = std::strtoull(v.c_str(), &end, 10);
-  if (*end || errno == ERANGE) bad_flag(flag, "'" + v + "' is not a non-negative integer below 2^64");
-  return n;
+// Workers a server accepts: more is refused saying so, not as a bare range.
+CLI::Validator worker_count(uint64_t min) {
+  return CLI::Validator(
+      [min](std::string& v) -> std::string {
+        std::string copy = v;
+        if (std::string why = cli::count(min)(copy); !why.empty()) return why;
+        if (std::stoull(v) > kMaxWorkers)
+          return v + " is more than the " + std::to_string(kMaxWorkers) + " workers a server accepts";
+        return {};
+      },
+      "");
 }
 
-// A count that must fit its field: 4294967297 is an error, not 1.
-uint32_t to_u32(const std::string& flag, const std::string& v, uint64_t max = UINT32_MAX) {
-  const uint64_t n = to_u64(flag, v);
-  if (n > max) bad_flag(flag, v + " is more than " + std::to_string(max));
-  return static_cast<uint32_t>(n);
+// A float the update rule can use: 1e-50 would reach the servers as 0.
+CLI::Validator float_at_least_zero(bool strictly) {
+  return cli::number(
+      [strictly](double d) {
+        const float f = static_cast<float>(d);
+        return std::isfinite(f) && (strictly ? f > 0 : f >= 0);
+      },
+      strictly ? "a positive number" : "a number of at least 0");
 }
 
-double to_double(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  double d = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || !std::isfinite(d)) bad_flag(flag, "'" + v + "' is not a number");
-  return d;
+// K:FACTOR or random:FACTOR, FACTOR at least 1.
+CLI::Validator straggler_spec() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        const auto colon = v.find(':');
+        if (colon == std::string::npos) return "'" + v + "' is not K:FACTOR or random:FACTOR (e.g. 0:4)";
+        std::string who = v.substr(0, colon), factor = v.substr(colon + 1);
+        if (who != "random" && !cli::count(0, kMaxWorkers - 1)(who).empty())
+          return "'" + v + "': '" + who + "' is neither a worker number nor random";
+        double f = 0;
+        if (!CLI::detail::lexical_cast(factor, f) || !std::isfinite(f)) return "'" + v + "': FACTOR is not a number";
+        if (f < 1.0) return "'" + v + "': FACTOR must be at least 1";
+        return {};
+      },
+      "");
 }
 
-void usage() {
-  std::printf(
-      "usage: rdmaps-train [flags]\n"
-      "  Trains a 784-256-128-10 MLP on Fashion-MNIST through rdmaps. With no role: one\n"
-      "  server and --workers workers as local processes, a live progress line, then a\n"
-      "  summary, OUT/metrics.csv, OUT/accuracy.png and OUT/summary.json.\n\n"
-      "  --workers N --servers N   (4, 1)\n"
-      "  --virtual-workers N       N workers in one process, stepping in a seeded schedule\n"
-      "                            (staleness as with N in parallel, runs repeat bit for bit)\n"
-      "  --delay round-robin|geometric:MEAN|uniform:MAX\n"
-      "                            the schedule: each step takes N ticks plus this delay, a tick\n"
-      "                            being one update slot; round-robin: every push N-1 stale\n"
-      "  --transport shm|tcp       (shm)\n"
-      "  --sync | --async | --staleness S   consistency: BSP, fully async (default), SSP\n"
-      "  --dc off|constant|adaptive         delay compensation: SGD, DC-ASGD-c, DC-ASGD-a (adaptive)\n"
-      "  --lr X --lambda X --lambda0 X      (0.1, 0.04, 32)\n"
-      "  --schedule constant|cosine         learning rate over the run; cosine decays lr to 5 %% (constant)\n"
-      "  --epochs E --batch B      (15, 64)\n"
-      "  --straggler K:FACTOR      worker K sleeps so that it runs FACTOR times slower\n"
-      "  --straggler random:FACTOR each step, each worker is that slow with chance 1/workers\n"
-      "  --data DIR                IDX files (%s)\n"
-      "  --out DIR                 where metrics.csv, accuracy.png, summary.json go (rdmaps-train-out)\n"
-      "  --json                    print the summary as one JSON object\n"
-      "  --compare                 sequential SGD, BSP, SSP(3), ASGD, DC-ASGD-c, DC-ASGD-a: one table, one plot\n"
-      "                            (with --virtual-workers: the asynchronous ones)\n"
-      "  --seed N --train-limit N --test-limit N\n"
-      "  --expect-accuracy X       exit with status 3 if the final test accuracy is below X\n"
-      "  --gpu-shard               servers keep parameters, state and backups on the GPU (fused kernel)\n"
-      "  --metrics HOST:PORT       Prometheus metrics at http://HOST:PORT/metrics; a local run gives\n"
-      "                            server i PORT+i and worker j PORT+servers+j (docs/observability.md)\n"
-      "  any parameter-server flag below reaches every process of the job:\n%s"
-      "  launched: under mpirun, srun or torchrun each rank takes its role from the launcher:\n"
-      "           ranks below --servers serve, the others train (--launch-timeout SEC, 120)\n"
-      "  cluster: --role server --listen HOST:PORT --index I --servers S --workers W [...]\n"
-      "           --role worker --worker I --servers-list H:P,H:P --workers W [...]\n"
-      "           --role driver: the local run even where launcher variables are set\n",
-      kDefaultDataDir, config_help());
+// The consistency flags set one thing; as with any repeated flag, the last one given counts.
+void add_consistency(CLI::App& app, Options& o, const std::string& group) {
+  app.add_flag_callback(
+         "--sync", [&o] { o.staleness = "0"; }, "bulk synchronous (BSP): staleness 0")
+      ->trigger_on_parse()
+      ->group(group);
+  app.add_flag_callback(
+         "--async", [&o] { o.staleness = "inf"; }, "fully asynchronous (the default)")
+      ->trigger_on_parse()
+      ->group(group);
+  app.add_option_function<std::string>(
+         "--staleness", [&o](const std::string& v) { o.staleness = v == "inf" ? v : std::to_string(std::stoull(v)); },
+         "stale synchronous (SSP): a worker runs at most S clocks ahead of the slowest")
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            if (v == "inf") return {};
+            std::string copy = v;
+            return cli::count(0)(copy).empty() ? "" : "'" + v + "' is not a whole number or inf";
+          },
+          ""))
+      ->type_name("S|inf")
+      ->trigger_on_parse()
+      ->group(group);
+}
+
+// "%.9g": a float's exact value, where std::to_string would turn 1e-7 into 0.000000.
+std::string exact(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(v));
+  return buf;
 }
 
 }  // namespace
@@ -84,123 +96,127 @@ void usage() {
 
 Options parse_options(int argc, char** argv) {
   Options o;
-  bool delay_given = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string flag = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) bad_flag(flag, "needs a value");
-      return argv[++i];
-    };
-    if (flag == "--help" || flag == "-h") {
-      usage();
-      std::exit(0);
-    } else if (flag == "--role") {
-      o.role = value();
-      o.role_given = true;
-    } else if (flag == "--workers") {
-      o.workers = to_u32(flag, value());
-      o.workers_given = true;
-    } else if (flag == "--virtual-workers") {
-      uint64_t n = to_u64(flag, value());
-      if (n == 0) bad_flag(flag, "needs at least 1 worker");
-      if (n > kMaxWorkers)
-        bad_flag(flag,
-                 std::to_string(n) + " is more than the " + std::to_string(kMaxWorkers) + " workers a server accepts");
-      o.virtual_workers = static_cast<uint32_t>(n);
-    } else if (flag == "--delay") {
-      o.delay = value();
-      DelaySpec::parse(flag, o.delay);
-      delay_given = true;
-    } else if (flag == "--servers") {
-      o.servers = to_u32(flag, value(), kMaxWorkers);
-      o.servers_given = true;
-    } else if (flag == "--launch-timeout") {
-      o.launch_timeout_s = to_double(flag, value());
-      if (!(o.launch_timeout_s > 0)) bad_flag(flag, "must be more than 0 seconds");
-    } else if (flag == "--epochs")
-      o.epochs = to_u32(flag, value());
-    else if (flag == "--batch")
-      o.batch = to_u32(flag, value());
-    else if (flag == "--transport")
-      o.transport = value();
-    else if (flag == "--data")
-      o.data = value();
-    else if (flag == "--out")
-      o.out = value();
-    else if (flag == "--sync")
-      o.staleness = "0";
-    else if (flag == "--async")
-      o.staleness = "inf";
-    else if (flag == "--staleness") {
-      std::string v = value();
-      o.staleness = v == "inf" ? v : std::to_string(to_u64(flag, v));
-    } else if (flag == "--dc")
-      o.dc = value();
-    else if (flag == "--lr") {
-      o.lr = static_cast<float>(to_double(flag, value()));
-      if (!(o.lr > 0)) bad_flag(flag, "the learning rate must be positive");
-    } else if (flag == "--schedule")
-      o.schedule = value();
-    else if (flag == "--lambda" || flag == "--lambda0") {
-      const float v = static_cast<float>(to_double(flag, value()));
-      if (v < 0) bad_flag(flag, "must be at least 0");
-      (flag == "--lambda" ? o.lambda : o.lambda0) = v;
-    } else if (flag == "--seed")
-      o.seed = to_u64(flag, value());
-    else if (flag == "--json")
-      o.json = true;
-    else if (flag == "--gpu-shard")
-      o.gpu_shard = true;
-    else if (flag == "--compare")
-      o.compare = true;
-    else if (flag == "--expect-accuracy")
-      o.expect_accuracy = to_double(flag, value());
-    else if (flag == "--train-limit")
-      o.train_limit = to_u64(flag, value());
-    else if (flag == "--test-limit")
-      o.test_limit = to_u64(flag, value());
-    else if (flag == "--listen")
-      o.listen = value();
-    else if (flag == "--index")
-      o.index = to_u32(flag, value());
-    else if (flag == "--worker")
-      o.worker = to_u32(flag, value());
-    else if (flag == "--servers-list")
-      o.servers_list = value();
-    else if (flag == "--report-fd")
-      o.report_fd = static_cast<int>(to_u64(flag, value()));
-    else if (flag == "--label")
-      o.label = value();
-    else if (flag == "--metrics")
-      o.metrics = value();
-    else if (flag == "--straggler") {
-      std::string v = value();
-      auto colon = v.find(':');
-      if (colon == std::string::npos) bad_flag(flag, "'" + v + "' is not K:FACTOR or random:FACTOR (e.g. 0:4)");
-      o.straggler_random = v.substr(0, colon) == "random";
-      o.straggler = o.straggler_random ? -1 : static_cast<int>(to_u64(flag, v.substr(0, colon)));
-      o.straggle_factor = to_double(flag, v.substr(colon + 1));
-      if (o.straggle_factor < 1.0) bad_flag(flag, "FACTOR must be at least 1");
-    } else if (flag.rfind("--", 0) == 0) {
-      // A parameter-server flag, checked by parse_config below: its value is
-      // the next argument unless it is a switch standing alone.
-      o.config_args.push_back(flag);
-      if (flag.find('=') == std::string::npos && i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0)
-        o.config_args.push_back(argv[++i]);
-    } else {
-      bad_flag(flag, "unexpected argument");
-    }
-  }
-  std::vector<std::string> unknown;
+  CLI::App app(
+      "Trains a 784-256-128-10 MLP on Fashion-MNIST through rdmaps. With no role: --servers servers and\n"
+      "--workers workers as local processes, a live progress line, then a summary, OUT/metrics.csv,\n"
+      "OUT/accuracy.png and OUT/summary.json.",
+      "rdmaps-train");
+  app.footer(
+      "Every parameter-server flag reaches every process of the job.\n"
+      "Launched: under mpirun, srun or torchrun each rank takes its role from the launcher: ranks\n"
+      "below --servers serve, the others train (--launch-timeout bounds the address exchange).\n"
+      "Cluster: --role server --listen HOST:PORT --index I --servers S --workers W [...]\n"
+      "         --role worker --worker I --servers-list H:P,H:P --workers W [...]\n"
+      "         --role driver: the local run even where launcher variables are set");
+  cli::set_defaults(app);
+  const std::string job = "Training", roles = "Cluster roles (docs/cluster.md)";
+  auto* workers = app.add_option("--workers", o.workers, "worker processes")->check(worker_count(1));
+  auto* servers = app.add_option("--servers", o.servers, "server processes")->check(cli::count(1, kMaxWorkers));
+  app.add_option("--virtual-workers", o.virtual_workers,
+                 "N workers in one process, stepping in a seeded schedule (staleness as with N in parallel, runs "
+                 "repeat bit for bit)")
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            std::string copy = v;
+            if (std::string why = worker_count(0)(copy); !why.empty()) return why;
+            return std::stoull(v) == 0 ? "needs at least 1 worker" : "";
+          },
+          ""));
+  auto* delay = app.add_option("--delay", o.delay,
+                               "the virtual schedule: each step takes N ticks plus this delay, a tick being one update "
+                               "slot; round-robin: every push N-1 stale")
+                    ->type_name("round-robin|geometric:MEAN|uniform:MAX");
+  app.add_option("--transport", o.transport, "UCX transports (auto: UCX_TLS)")
+      ->check(cli::one_of({"shm", "tcp", "auto"}))
+      ->type_name("shm|tcp|auto");
+  // The options added so far without a group go into `group`, with their defaults
+  // shown; a switch's default_str is its value when it stands alone, so it keeps it.
+  auto place = [&app](const std::string& group) {
+    for (CLI::Option* opt : app.get_options())
+      if (opt->get_group() == "Options" && opt->get_name() != "--help") {
+        opt->group(group);
+        if (opt->get_expected_min() != 0) opt->capture_default_str();
+      }
+  };
+  place(job);
+  add_consistency(app, o, job);
+  app.add_option("--dc", o.dc, "delay compensation: off (SGD), constant (DC-ASGD-c), adaptive (DC-ASGD-a)")
+      ->check(cli::one_of({"off", "constant", "adaptive"}))
+      ->type_name("off|constant|adaptive");
+  app.add_option("--lr", o.lr, "learning rate")->check(float_at_least_zero(true));
+  app.add_option("--lambda", o.lambda, "DC-ASGD-c lambda")->check(float_at_least_zero(false));
+  app.add_option("--lambda0", o.lambda0, "DC-ASGD-a lambda0")->check(float_at_least_zero(false));
+  app.add_option("--schedule", o.schedule, "learning rate over the run; cosine decays lr to 5 %")
+      ->check(cli::one_of({"constant", "cosine"}))
+      ->type_name("constant|cosine");
+  app.add_option("--epochs", o.epochs, "passes over the training set")->check(cli::count(1, UINT32_MAX));
+  app.add_option("--batch", o.batch, "examples per step")->check(cli::count(1, UINT32_MAX));
+  app.add_option_function<std::string>(
+         "--straggler",
+         [&o](const std::string& v) {
+           const auto colon = v.find(':');
+           o.straggler_random = v.substr(0, colon) == "random";
+           o.straggler = o.straggler_random ? -1 : std::stoi(v.substr(0, colon));
+           o.straggle_factor = std::stod(v.substr(colon + 1));
+         },
+         "worker K sleeps so that it runs FACTOR times slower; random: each step, each worker is that slow with "
+         "chance 1/workers")
+      ->check(straggler_spec())
+      ->type_name("K:FACTOR|random:FACTOR");
+  app.add_option("--data", o.data, "IDX files")->type_name("DIR");
+  app.add_option("--out", o.out, "where metrics.csv, accuracy.png and summary.json go")->type_name("DIR");
+  cli::add_switch(app, "--json", o.json, "print the summary as one JSON object");
+  cli::add_switch(app, "--compare", o.compare,
+                  "sequential SGD, BSP, SSP(3), ASGD, DC-ASGD-c, DC-ASGD-a: one table, one plot (with "
+                  "--virtual-workers: the asynchronous ones)");
+  app.add_option("--seed", o.seed, "seed of the data order and initial weights")->check(cli::count(0));
+  app.add_option("--train-limit", o.train_limit, "train on the first N examples (0: all)")->check(cli::count(0));
+  app.add_option("--test-limit", o.test_limit, "test on the first N examples (0: all)")->check(cli::count(0));
+  app.add_option("--expect-accuracy", o.expect_accuracy, "exit with status 3 if the final test accuracy is below X")
+      ->check(cli::number([](double) { return true; }, ""))
+      ->type_name("X");
+  cli::add_switch(app, "--gpu-shard", o.gpu_shard,
+                  "servers keep parameters, state and backups on the GPU (fused kernel)");
+  app.add_option("--metrics", o.metrics,
+                 "Prometheus metrics at http://HOST:PORT/metrics; a local run gives server i PORT+i and worker j "
+                 "PORT+servers+j (docs/observability.md)")
+      ->type_name("HOST:PORT");
+  app.add_option("--label", o.label, "the run's name in the summary (default: from the mode)");
+  app.add_option("--launch-timeout", o.launch_timeout_s, "under a launcher: bound on the address exchange (SEC)")
+      ->check(cli::number([](double d) { return d > 0 && d <= 86400; }, "a number of seconds above 0, at most 86400"));
+  place(job);
+  auto* role = app.add_option("--role", o.role, "run one process of a cluster job")
+                   ->check(cli::one_of({"driver", "server", "worker", "virtual"}))
+                   ->type_name("driver|server|worker|virtual");
+  app.add_option("--listen", o.listen, "server: address to serve on")->type_name("HOST:PORT");
+  app.add_option("--index", o.index, "server: its rank among --servers")->check(cli::count(0, UINT32_MAX));
+  app.add_option("--worker", o.worker, "worker: its rank among --workers")->check(cli::count(0, UINT32_MAX));
+  app.add_option("--servers-list", o.servers_list, "worker: the servers' addresses")->type_name("H:P,H:P");
+  app.add_option("--report-fd", o.report_fd, "a local run's child: report there")
+      ->check(cli::count(0, INT32_MAX))
+      ->group("");
+  place(roles);
+  // Staleness, learning rate, lambdas and transport are rdmaps-train's own
+  // flags above, with their own defaults; the rule comes from --dc unless
+  // --rule is given.
   Config scratch;
-  parse_config(scratch, o.config_args, &unknown);
-  if (!unknown.empty()) bad_flag(unknown.front(), "unknown flag");
-  if (o.transport != "shm" && o.transport != "tcp" && o.transport != "auto")
-    bad_flag("--transport", "'" + o.transport + "' is not shm, tcp or auto");
-  if (o.schedule != "constant" && o.schedule != "cosine")
-    bad_flag("--schedule", "'" + o.schedule + "' is not constant or cosine");
-  if (o.dc != "off" && o.dc != "constant" && o.dc != "adaptive")
-    bad_flag("--dc", "'" + o.dc + "' is not off, constant or adaptive");
+  const auto config_options =
+      add_config_flags(app, scratch, {.only = {}, .except = {"transport", "staleness", "lr", "lambda", "lambda0"}});
+  // --dc decides, as it always did, whatever the environment says.
+  app.get_option("--rule")->envname("")->description("update rule (default: the one --dc names)");
+
+  const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
+  try {
+    cli::parse(app, args);
+  } catch (const CLI::CallForHelp& e) {
+    std::exit(app.exit(e));
+  }
+  o.role_given = role->count() > 0;
+  o.workers_given = workers->count() > 0;
+  o.servers_given = servers->count() > 0;
+  o.config_args = cli::given(config_options);
+
+  if (delay->count() > 0) DelaySpec::parse("--delay", o.delay);
   if (o.virtual_workers) {
     if (o.workers_given && o.workers != o.virtual_workers)
       bad_flag("--workers", std::to_string(o.workers) + " differs from --virtual-workers " +
@@ -212,14 +228,9 @@ Options parse_options(int argc, char** argv) {
                "or --staleness");
     if (o.straggler >= 0 || o.straggler_random)
       bad_flag("--straggler", "virtual workers are delayed by --delay, not by sleeping");
-  } else if (delay_given) {
+  } else if (delay->count() > 0) {
     bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
   }
-  if (o.workers == 0 || o.servers == 0 || o.epochs == 0 || o.batch == 0)
-    bad_flag("--workers/--servers/--epochs/--batch", "must be at least 1");
-  if (o.workers > kMaxWorkers)
-    bad_flag("--workers", std::to_string(o.workers) + " is more than the " + std::to_string(kMaxWorkers) +
-                              " workers a server accepts");
   if (o.straggler >= static_cast<int>(o.workers))
     bad_flag("--straggler", "worker " + std::to_string(o.straggler) + " does not exist");
   if (o.role == "worker" && o.worker >= o.workers)
@@ -233,8 +244,10 @@ Options parse_options(int argc, char** argv) {
   if (!o.metrics.empty() && o.role == "driver" && !o.role_given) {
     // The local run's processes share the host: each needs its own port, known in advance.
     const auto colon = o.metrics.rfind(':');
-    if (colon == std::string::npos) bad_flag("--metrics", "'" + o.metrics + "' is not HOST:PORT");
-    const uint64_t port = to_u64("--metrics", o.metrics.substr(colon + 1));
+    std::string port_text = colon == std::string::npos ? "" : o.metrics.substr(colon + 1);
+    if (colon == std::string::npos || !cli::count(0)(port_text).empty())
+      bad_flag("--metrics", "'" + o.metrics + "' is not HOST:PORT");
+    const uint64_t port = std::stoull(port_text);
     const uint64_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
     if (port == 0 || port + processes - 1 > 65535)
       bad_flag("--metrics", "a local run serves metrics on ports PORT to PORT+" + std::to_string(processes - 1) +
@@ -252,12 +265,10 @@ std::string metrics_address_for(const Options& o, uint32_t offset) {
 Config config_of(const Options& o) {
   Config c;
   std::vector<std::string> args = {
-      "--transport", o.transport,
-      "--staleness", o.staleness,
-      "--lr",        std::to_string(o.lr),
-      "--lambda",    std::to_string(o.lambda),
-      "--lambda0",   std::to_string(o.lambda0),
-      "--rule",      o.dc == "off" ? "sgd" : o.dc == "constant" ? "dc-asgd-c" : "dc-asgd-a"};
+      "--transport",    o.transport,     "--staleness",
+      o.staleness,      "--lr",          exact(o.lr),
+      "--lambda",       exact(o.lambda), "--lambda0",
+      exact(o.lambda0), "--rule",        o.dc == "off" ? "sgd" : o.dc == "constant" ? "dc-asgd-c" : "dc-asgd-a"};
   args.insert(args.end(), o.config_args.begin(), o.config_args.end());
   parse_config(c, args, nullptr);
   return c;
@@ -272,10 +283,10 @@ std::vector<std::string> passthrough(const Options& o) {
                                    "--data",        o.data,
                                    "--staleness",   o.staleness,
                                    "--dc",          o.dc,
-                                   "--lr",          std::to_string(o.lr),
+                                   "--lr",          exact(o.lr),
                                    "--schedule",    o.schedule,
-                                   "--lambda",      std::to_string(o.lambda),
-                                   "--lambda0",     std::to_string(o.lambda0),
+                                   "--lambda",      exact(o.lambda),
+                                   "--lambda0",     exact(o.lambda0),
                                    "--seed",        std::to_string(o.seed),
                                    "--train-limit", std::to_string(o.train_limit),
                                    "--test-limit",  std::to_string(o.test_limit)};

@@ -32,7 +32,8 @@ struct Options {
   bool gpu_shard = false;       ///< servers keep their range on the GPU (ServerOptions::gpu_shard)
   double expect_accuracy = -1;  ///< exit non-zero below this final accuracy
   size_t train_limit = 0, test_limit = 0;
-  /// Any other parameter-server flag (parse_config's), passed to every process.
+  /// The parameter-server flags given, on the command line or by their
+  /// RDMAPS_* variables, as --name=value: every process of the job gets them.
   std::vector<std::string> config_args;
   // Cluster roles.
   std::string listen = "0.0.0.0:13337", servers_list;
@@ -47,7 +48,8 @@ struct Options {
   std::string metrics;
 };
 
-/// Throws Error(kInvalidArgument) naming the flag and what is wrong with it.
+/// Throws Error(kInvalidArgument) naming the flag (or variable) and what is
+/// wrong with it; --help prints the flags and exits.
 Options parse_options(int argc, char** argv);
 [[noreturn]] void bad_flag(const std::string& flag, const std::string& why);
 

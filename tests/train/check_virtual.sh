@@ -76,5 +76,5 @@ refused "--delay: sets the schedule of --virtual-workers" --delay round-robin
 refused "--virtual-workers: the schedule sets the staleness" --virtual-workers 4 --sync
 refused "--workers: 3 differs from --virtual-workers 2" --virtual-workers 2 --workers 3
 refused "--straggler: virtual workers are delayed by --delay" --virtual-workers 2 --straggler 1:4
-refused "--no-such-flag: unknown flag" --no-such-flag 3
+refused "unknown flag --no-such-flag" --no-such-flag 3
 echo "virtual workers: staleness exactly as scheduled (round-robin, geometric; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused"
