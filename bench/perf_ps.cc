@@ -273,7 +273,7 @@ int perf_ps_main(int argc, char** argv, int first) {
   app.add_option("--report-fd", f.report_fd)->check(cli::count(0, INT32_MAX))->group(internal);
   f.config_options = add_config_flags(app, f.config,
                                       {.only = {"transport", "rule", "push-path", "shard-floats", "server-threads",
-                                                "checkpoint-dir", "checkpoint-every"},
+                                                "checkpoint-dir", "checkpoint-every", "secret-file"},
                                        .except = {}});
   if (!parse(app, argc, argv, first)) return 0;
   if (f.role == "server") return run_server(f);
