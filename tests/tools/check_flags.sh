@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Every program parses its command line the same way (CLI11, src/cli.h): a
+# bad flag, a bad value or a bad RDMAPS_* variable ends it before it starts
+# anything, with a non-zero exit and a message naming the flag or the
+# variable; --help exits 0 and lists the variables.
+#   tests/tools/check_flags.sh RDMAPS_SERVER RDMAPS_TRAIN [RDMAPS_PERF]
+set -uo pipefail
+server=$1 train=$2 perf=${3:-}
+failures=0
+fail() { echo "FAILED: $*"; failures=$((failures + 1)); }
+
+# refused TEXT COMMAND...: COMMAND exits non-zero saying TEXT. A bad flag
+# taken for a good one would start a server or a training; the timeout ends it.
+refused() {
+  local want=$1; shift
+  local out status
+  out=$(timeout -k 5 30 "$@" 2>&1 </dev/null); status=$?
+  if [ $status -eq 0 ]; then fail "accepted: $*"; return; fi
+  case $status in
+    124 | 137) fail "still running after 30 s, so accepted: $*"; return ;;
+    126 | 127) fail "could not run (exit $status): $*: $out"; return ;;
+  esac
+  if ! grep -qF -- "$want" <<<"$out"; then fail "refused without naming '$want' (exit $status): $*: $out"; return; fi
+  echo "ok: $* -> $(grep -F -- "$want" <<<"$out" | head -1)"
+}
+
+# helps COMMAND... [-- TEXT]: COMMAND --help exits 0 and prints TEXT.
+helps() {
+  local want=Usage args=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do args+=("$1"); shift; done
+  [ $# -gt 1 ] && want=$2
+  local out status
+  out=$(timeout -k 5 30 "${args[@]}" --help 2>&1 </dev/null); status=$?
+  if [ $status -ne 0 ]; then fail "${args[*]} --help exited $status: $out"; return; fi
+  if ! grep -qF -- "$want" <<<"$out"; then fail "${args[*]} --help does not list $want"; return; fi
+  echo "ok: ${args[*]} --help lists $want"
+}
+
+echo "== rdmaps-server"
+s=("$server" --listen 127.0.0.1:0)
+refused "--workers: '4294967297'" "${s[@]}" --workers 4294967297
+refused "--workers: '0'" "${s[@]}" --workers 0
+refused "--servers: '0'" "${s[@]}" --servers 0
+refused "--stats-interval: '86401'" "${s[@]}" --stats-interval 86401
+refused "--lr: '-0.5'" "${s[@]}" --lr -0.5
+refused "--lambda: '-5'" "${s[@]}" --lambda -5
+refused "unknown flag --floats" "${s[@]}" --floats 0
+refused "unknown flag --no-such-flag" "${s[@]}" --no-such-flag
+refused "flag --lr needs a value" "${s[@]}" --lr
+refused "--rule: 'fast'" "${s[@]}" --rule=fast
+refused "--check-nan: 'maybe' is not on or off" "${s[@]}" --check-nan maybe
+refused "RDMAPS_WORKERS: '4294967297'" env RDMAPS_WORKERS=4294967297 "${s[@]}"
+refused "RDMAPS_LR: '-0.5'" env RDMAPS_LR=-0.5 "${s[@]}"
+helps "$server" -- "(Env:RDMAPS_WORKERS)"
+helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
+
+echo "== rdmaps-train"
+t=("$train" --data /nonexistent --out /nonexistent)
+refused "--workers: 4294967297" "${t[@]}" --workers 4294967297
+refused "--workers: '0'" "${t[@]}" --workers 0
+refused "--servers: '0'" "${t[@]}" --servers 0
+refused "--lr: '-0.5'" "${t[@]}" --lr -0.5
+refused "--lambda: '-5'" "${t[@]}" --lambda -5
+refused "--lambda0: '-1'" "${t[@]}" --lambda0=-1
+refused "--shard-floats: '0'" "${t[@]}" --shard-floats 0
+refused "unknown flag --floats" "${t[@]}" --floats 0
+refused "unknown flag --no-such-flag" "${t[@]}" --no-such-flag 3
+refused "flag --lr needs a value" "${t[@]}" --lr
+refused "--straggler: 'random'" "${t[@]}" --straggler random
+refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "${t[@]}"
+refused "RDMAPS_STALENESS_POLICY: 'never'" env RDMAPS_STALENESS_POLICY=never "${t[@]}"
+helps "$train" -- "(Env:RDMAPS_SHARD_FLOATS)"
+helps "$train" -- "--virtual-workers"
+
+if [ -n "$perf" ]; then
+  echo "== rdmaps-perf transport"
+  refused "--iters: '0'" "$perf" transport --iters 0
+  refused "--sizes: '0'" "$perf" transport --sizes 8,0
+  refused "--window: '4294967297'" "$perf" transport --window 4294967297
+  refused "unknown flag --floats" "$perf" transport --floats 0
+  refused "flag --sizes needs a value" "$perf" transport --sizes
+  helps "$perf" transport -- "--sizes"
+  echo "== rdmaps-perf ps"
+  refused "--workers: '4294967297'" "$perf" ps --workers 4294967297
+  refused "--floats: '0'" "$perf" ps --floats 0
+  refused "--floats: '1099511627776' is not a whole number from 1 to 2147483648" "$perf" ps --floats 1T
+  refused "unknown flag --lr" "$perf" ps --lr -0.5
+  refused "unknown flag --no-such-flag" "$perf" ps --no-such-flag
+  refused "flag --floats needs a value" "$perf" ps --floats
+  refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "$perf" ps
+  helps "$perf" ps -- "(Env:RDMAPS_SHARD_FLOATS)"
+  echo "== rdmaps-perf gpu"
+  refused "--floats: '0'" "$perf" gpu --floats 0
+  refused "--push-floats: '0'" "$perf" gpu --push-floats 0
+  refused "unknown flag --lambda" "$perf" gpu --lambda -5
+  refused "flag --iters needs a value" "$perf" gpu --iters
+  helps "$perf" gpu -- "--floats"
+fi
+
+[ $failures -eq 0 ] && echo "every bad flag and variable refused, naming it; every --help lists the flags" && exit 0
+echo "$failures flag check(s) failed"
+exit 1
