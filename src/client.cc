@@ -24,11 +24,10 @@
 #include "transport/context.h"
 #include "transport/idle_backoff.h"
 
-namespace rdmaps {
+namespace rdmaps::ps {
 
 using Clock = std::chrono::steady_clock;
 using transport::Access;
-using namespace ps;
 
 // One thread of a server (docs/architecture.md "Server threads"): its own
 // endpoint, this worker's inbox there, and the write-backs it sends.
@@ -735,6 +734,14 @@ void ClientImpl::clock(bool barrier) {
     }
   }
 }
+
+}  // namespace rdmaps::ps
+
+// The public Client forwards to its implementation.
+namespace rdmaps {
+
+using ps::ClientImpl;
+using ps::MsgType;
 
 namespace {
 // Publishes the stats for the metrics endpoint when a call returns or throws.

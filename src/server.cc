@@ -41,7 +41,6 @@ double ServerStats::staleness_quantile(double q) const {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-using namespace ps;
 
 namespace {
 constexpr auto kHelloTimeout = 5s;            // a connected peer's first message
@@ -60,6 +59,8 @@ uint32_t server_threads_for(const Config& config, uint64_t shards, bool gpu_shar
   const uint64_t want = config.server_threads ? config.server_threads : gpu_shard ? 1 : usable_cores();
   return static_cast<uint32_t>(std::clamp<uint64_t>(want, 1, std::max<uint64_t>(shards, 1)));
 }
+
+namespace ps {
 
 class ServerImpl {
  public:
@@ -421,6 +422,11 @@ void ServerImpl::resume() {
 }
 
 // ---- public face -------------------------------------------------------------
+
+}  // namespace ps
+
+// The public Server forwards to its implementation.
+using ps::ServerImpl;
 
 Server::Server(const ServerOptions& options) : impl_(std::make_unique<ServerImpl>(options)) {}
 Server::~Server() = default;

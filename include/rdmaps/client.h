@@ -50,7 +50,9 @@ struct PullTarget {
   std::span<float> out;
 };
 
+namespace ps {
 class ClientImpl;
+}
 
 class Client {
  public:
@@ -98,7 +100,7 @@ class Client {
   std::string metrics_address() const;
 
  private:
-  std::unique_ptr<ClientImpl> impl_;
+  std::unique_ptr<ps::ClientImpl> impl_;
 };
 
 }  // namespace rdmaps

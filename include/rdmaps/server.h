@@ -91,7 +91,9 @@ struct ServerStats {
 /// with a GPU shard), never more than one per shard.
 uint32_t server_threads_for(const Config& config, uint64_t shards, bool gpu_shard);
 
+namespace ps {
 class ServerImpl;
+}
 
 class Server {
  public:
@@ -112,7 +114,7 @@ class Server {
   ServerStats stats() const;
 
  private:
-  std::unique_ptr<ServerImpl> impl_;
+  std::unique_ptr<ps::ServerImpl> impl_;
 };
 
 }  // namespace rdmaps
