@@ -237,7 +237,7 @@ Options parse_options(int argc, char** argv) {
     bad_flag("--worker", "worker " + std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
   if (o.role == "server" && o.index >= o.servers)
     bad_flag("--index", "server " + std::to_string(o.index) + " is not below --servers " + std::to_string(o.servers));
-  if (o.role.empty() && !o.virtual_workers && o.workers + o.servers > kMaxLocalProcesses)
+  if (o.role == "driver" && !o.virtual_workers && o.workers + o.servers > kMaxLocalProcesses)
     bad_flag("--workers", "a local run starts a process per worker and server; " +
                               std::to_string(o.workers + o.servers) + " is more than " +
                               std::to_string(kMaxLocalProcesses) + " (use --virtual-workers, or run on a cluster)");

@@ -57,6 +57,7 @@ helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
 echo "== rdmaps-train"
 t=("$train" --data /nonexistent --out /nonexistent)
 refused "--workers: 4294967297" "${t[@]}" --workers 4294967297
+refused "301 is more than 256 (use --virtual-workers" "${t[@]}" --workers 300
 refused "--workers: '0'" "${t[@]}" --workers 0
 refused "--servers: '0'" "${t[@]}" --servers 0
 refused "--lr: '-0.5'" "${t[@]}" --lr -0.5
