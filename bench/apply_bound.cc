@@ -7,8 +7,8 @@
 #include <thread>
 #include <vector>
 
-#include "src/flush_denormals.h"
-#include "src/update_rules.h"
+#include "src/ps/flush_denormals.h"
+#include "src/ps/update_rules.h"
 
 namespace rdmaps::bench {
 

@@ -1,5 +1,5 @@
 // The CPU apply has two sources of its formulas: the Eigen pass the server
-// runs (src/update_rules.cc) and the per-element function the CUDA kernel runs
+// runs (src/ps/update_rules.cc) and the per-element function the CUDA kernel runs
 // (math/update_element.h). This measures both, built alike, on the same
 // inputs, so the choice to keep two is a measured one (docs/benchmarks.md).
 //   apply-formulas [FLOATS (16M)] [REPEATS (10)]
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "math/update_element.h"
-#include "src/update_rules.h"
+#include "src/ps/update_rules.h"
 
 namespace {
 

@@ -17,8 +17,8 @@
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
-#include "src/capabilities.h"
-#include "src/update_rules.h"
+#include "src/api/capabilities.h"
+#include "src/ps/update_rules.h"
 
 namespace rdmaps::bench {
 namespace {

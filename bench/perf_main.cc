@@ -6,7 +6,7 @@
 #include "bench/perf_ps.h"
 #include "bench/perf_transport.h"
 #include "rdmaps/error.h"
-#include "src/capabilities.h"
+#include "src/api/capabilities.h"
 
 namespace {
 void usage() {

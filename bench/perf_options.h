@@ -1,4 +1,4 @@
-// Command lines of rdmaps-perf's benchmarks, over CLI11 (src/cli.h): sizes
+// Command lines of rdmaps-perf's benchmarks, over CLI11 (src/api/cli.h): sizes
 // take a K, M or G suffix (powers of two), and every size and count has bounds,
 // so 0 or an absurd value is an error naming the flag.
 #pragma once
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "src/cli.h"
+#include "src/api/cli.h"
 
 namespace rdmaps::bench {
 

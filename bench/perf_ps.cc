@@ -19,7 +19,7 @@
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
-#include "src/config_flags.h"
+#include "src/api/config_flags.h"
 #include "src/tools/child_process.h"
 
 namespace rdmaps::bench {

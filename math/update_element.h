@@ -1,6 +1,6 @@
 // One element of each update rule, shared by the CUDA kernel and host code so
 // that the CPU tests check the kernel's arithmetic. The CPU server applies the
-// same formulas vectorised with Eigen (src/update_rules.cc): a loop over this
+// same formulas vectorised with Eigen (src/ps/update_rules.cc): a loop over this
 // function runs DC-ASGD-a 5x slower on the CPU (sqrtf and fminf keep GCC from
 // vectorizing it; bench/apply_formulas.cc, docs/benchmarks.md), so both stay,
 // each checked against one float64 reference.

@@ -20,7 +20,7 @@
 #include "rdmaps/log.h"
 #include "rdmaps/server.h"
 #include "rdmaps_config.h"
-#include "src/capabilities.h"
+#include "src/api/capabilities.h"
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/server_directory.h"
 

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "src/capabilities.h"
+#include "src/api/capabilities.h"
 
 int main(int argc, char** argv) {
   bool json = false;

@@ -10,9 +10,9 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
-#include "src/capabilities.h"
-#include "src/cli.h"
-#include "src/config_flags.h"
+#include "src/api/capabilities.h"
+#include "src/api/cli.h"
+#include "src/api/config_flags.h"
 #include "src/launch/server_directory.h"
 
 namespace {

@@ -7,8 +7,8 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
-#include "src/cli.h"
-#include "src/config_flags.h"
+#include "src/api/cli.h"
+#include "src/api/config_flags.h"
 #include "src/train/virtual_workers.h"
 
 namespace rdmaps::train {

@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "src/update_rules.h"
+#include "src/ps/update_rules.h"
 
 namespace rdmaps::test {
 

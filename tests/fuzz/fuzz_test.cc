@@ -20,9 +20,9 @@
 #include <map>
 #include <random>
 
-#include "src/partition.h"
-#include "src/protocol.h"
-#include "src/slot_check.h"
+#include "src/ps/partition.h"
+#include "src/ps/protocol.h"
+#include "src/ps/slot_check.h"
 #include "transport/bootstrap.h"
 #include "transport/region.h"
 

@@ -1,5 +1,5 @@
 // The machine report and the GPU path chosen from what the transport moves.
-#include "src/capabilities.h"
+#include "src/api/capabilities.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // Checkpoints: the file (round trip, torn, corrupt and unfinished files
 // skipped with a message, pruning) and a real server process killed and
 // restarted from it while its worker goes on.
-#include "src/checkpoint.h"
+#include "src/ps/checkpoint.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "rdmaps/error.h"
-#include "src/gpu_transfer.h"
+#include "src/ps/gpu_transfer.h"
 
 namespace rdmaps::ps {
 namespace {

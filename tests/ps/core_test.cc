@@ -5,7 +5,7 @@
 #include <random>
 
 #include "math/bf16.h"
-#include "src/update_rules.h"
+#include "src/ps/update_rules.h"
 #include "tests/common/update_reference.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
@@ -283,7 +283,7 @@ RDMAPS_TEST_PEER(stale_pusher) {
 
 // Subnormal floats would slow the server's pass by a microcode assist each:
 // the threads that apply read them as zero and flush results that would be
-// subnormal (src/flush_denormals.h). Seen from a worker: a subnormal gradient
+// subnormal (src/ps/flush_denormals.h). Seen from a worker: a subnormal gradient
 // changes nothing, nor does a normal one whose step would land below the
 // smallest normal float, while a normal step applies exactly.
 TEST_P(PsTest, SubnormalGradientsAndStepsAreFlushedToZero) {

@@ -8,7 +8,7 @@
 #include <limits>
 #include <random>
 
-#include "src/protocol.h"
+#include "src/ps/protocol.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
 #include "transport/tcp_socket.h"

@@ -1,5 +1,5 @@
 // The apply threads' float mode: subnormals read as zero while the guard lives.
-#include "src/flush_denormals.h"
+#include "src/ps/flush_denormals.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "rdmaps/config.h"
-#include "src/update_rules.h"
+#include "src/ps/update_rules.h"
 
 namespace rdmaps::ps {
 namespace {

@@ -1,8 +1,9 @@
 // The table across servers and shards.
-#include "rdmaps/error.h"
-#include "src/partition.h"
+#include "src/ps/partition.h"
 
 #include <gtest/gtest.h>
+
+#include "rdmaps/error.h"
 
 namespace rdmaps::ps {
 namespace {

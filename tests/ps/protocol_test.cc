@@ -1,5 +1,5 @@
 // Wire formats: malformed messages are rejected naming the peer.
-#include "src/protocol.h"
+#include "src/ps/protocol.h"
 
 #include <gtest/gtest.h>
 

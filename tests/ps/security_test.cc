@@ -9,7 +9,7 @@
 #include <atomic>
 #include <random>
 
-#include "src/protocol.h"
+#include "src/ps/protocol.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
 #include "transport/bootstrap.h"

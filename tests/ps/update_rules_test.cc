@@ -1,6 +1,6 @@
 // The update rules against a float64 evaluation of docs/architecture.md's
 // formulas: the Eigen CPU pass and the element function the CUDA kernel runs.
-#include "src/update_rules.h"
+#include "src/ps/update_rules.h"
 
 #include <gtest/gtest.h>
 

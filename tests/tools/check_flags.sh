@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every program parses its command line the same way (CLI11, src/cli.h): a
+# Every program parses its command line the same way (CLI11, src/api/cli.h): a
 # bad flag, a bad value or a bad RDMAPS_* variable ends it before it starts
 # anything, with a non-zero exit and a message naming the flag or the
 # variable; --help exits 0 and lists the variables.

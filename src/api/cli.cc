@@ -1,0 +1,143 @@
+#include "src/api/cli.h"
+
+#include <cmath>
+#include <cstdlib>
+
+#include "rdmaps/error.h"
+
+namespace rdmaps::cli {
+
+CLI::Validator count(uint64_t min, uint64_t max) {
+  const std::string range = max == std::numeric_limits<uint64_t>::max()
+                                ? "a whole number of at least " + std::to_string(min)
+                                : "a whole number from " + std::to_string(min) + " to " + std::to_string(max);
+  return CLI::Validator(
+      [=](std::string& v) -> std::string {
+        uint64_t n = 0;
+        // lexical_cast would take "-1" for 2^64-1 and a leading "+" or "0x"; counts are decimal.
+        const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+        if (!digits || !CLI::detail::lexical_cast(v, n) || n < min || n > max) return "'" + v + "' is not " + range;
+        return {};
+      },
+      "");
+}
+
+CLI::Validator number(std::function<bool(double)> ok, const std::string& expected) {
+  return CLI::Validator(
+      [ok = std::move(ok), expected](std::string& v) -> std::string {
+        double d = 0;
+        if (!CLI::detail::lexical_cast(v, d) || !std::isfinite(d)) return "'" + v + "' is not a number";
+        if (!ok(d)) return "'" + v + "' is not " + expected;
+        return {};
+      },
+      "");
+}
+
+CLI::Validator positive() {
+  return number([](double d) { return d > 0; }, "a positive number");
+}
+
+CLI::Validator non_negative() {
+  return number([](double d) { return d >= 0; }, "a number of at least 0");
+}
+
+CLI::Validator one_of(const std::vector<std::string>& names) {
+  std::string list;
+  for (size_t i = 0; i < names.size(); ++i)
+    list += (i == 0 ? "" : i + 1 == names.size() ? (names.size() == 2 ? " or " : ", or ") : ", ") + names[i];
+  return CLI::Validator(
+      [=](std::string& v) -> std::string {
+        for (const auto& n : names)
+          if (v == n) return {};
+        return "'" + v + "' is not " + (names.size() > 2 ? "one of " : "") + list;
+      },
+      "");
+}
+
+CLI::Option* add_switch(CLI::App& app, const std::string& name, bool& target, const std::string& help) {
+  return app.add_option(name, target, help)
+      ->expected(0, 1)
+      ->default_str("on")
+      ->type_name("[on|off]")
+      ->check(CLI::Validator(
+          [](std::string& v) -> std::string {
+            if (v == "on" || v == "off" || v == "true" || v == "false" || v == "1" || v == "0") return {};
+            return "'" + v + "' is not on or off";
+          },
+          ""));
+}
+
+std::string Formatter::make_option_opts(const CLI::Option* opt) const {
+  // A switch's default_str is its value when it stands alone, not its default.
+  if (opt->get_expected_min() != 0 || opt->get_expected_max() != 1) return CLI::Formatter::make_option_opts(opt);
+  return " " + opt->get_type_name() + (opt->get_envname().empty() ? "" : " (Env:" + opt->get_envname() + ")");
+}
+
+void set_defaults(CLI::App& app) {
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.formatter(std::make_shared<Formatter>());
+}
+
+namespace {
+
+bool on_command_line(const std::vector<std::string>& args, const std::string& name) {
+  for (const auto& a : args)
+    if (a == name || a.rfind(name + "=", 0) == 0) return true;
+  return false;
+}
+
+// CLI11 names the option even when its value came from the environment; a
+// user who never typed the flag needs the variable's name to find the value.
+std::string with_source(const CLI::App& app, const std::vector<std::string>& args, std::string message) {
+  for (const CLI::Option* o : app.get_options()) {
+    const std::string name = o->get_name();
+    if (name.empty() || message.rfind(name + ":", 0) != 0) continue;
+    const std::string& env = o->get_envname();
+    if (!env.empty() && !on_command_line(args, name) && std::getenv(env.c_str()))
+      return env + message.substr(name.size());
+    break;
+  }
+  return message;
+}
+
+}  // namespace
+
+bool on_command_line(const CLI::Option* option, const std::vector<std::string>& args) {
+  return on_command_line(args, option->get_name());
+}
+
+void parse(CLI::App& app, const std::vector<std::string>& args) {
+  std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them last first
+  const std::string see_help = app.get_help_ptr() ? " (see --help)" : "";
+  try {
+    app.parse(reversed);
+  } catch (const CLI::CallForHelp&) {
+    throw;
+  } catch (const CLI::ExtrasError&) {
+    const auto rest = app.remaining();
+    const std::string first = rest.empty() ? std::string("?") : rest.front();
+    throw Error(Errc::kInvalidArgument,
+                (first.rfind("-", 0) == 0 ? "unknown flag " : "unexpected argument ") + first + see_help);
+  } catch (const CLI::ArgumentMismatch& e) {
+    std::string message = e.what();
+    const auto colon = message.find(':');
+    if (message.ends_with(" missing") && colon != std::string::npos)
+      throw Error(Errc::kInvalidArgument, "flag " + message.substr(0, colon) + " needs a value" + see_help);
+    throw Error(Errc::kInvalidArgument, with_source(app, args, message) + see_help);
+  } catch (const CLI::ParseError& e) {
+    throw Error(Errc::kInvalidArgument, with_source(app, args, e.what()) + see_help);
+  }
+}
+
+void parse(CLI::App& app, int argc, char** argv, int first) {
+  parse(app, std::vector<std::string>(argv + std::min(first, argc), argv + argc));
+}
+
+std::vector<std::string> given(const std::vector<CLI::Option*>& options) {
+  std::vector<std::string> out;
+  for (const CLI::Option* o : options)
+    if (o->count() > 0) out.push_back(o->get_name() + "=" + o->results().back());
+  return out;
+}
+
+}  // namespace rdmaps::cli

@@ -1,0 +1,358 @@
+#include "rdmaps/config.h"
+
+#include <sys/stat.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <optional>
+#include <sstream>
+
+#include "rdmaps/error.h"
+#include "src/api/config_flags.h"
+#include "src/ps/protocol.h"
+
+namespace rdmaps {
+
+const char* rule_name(UpdateRule rule) {
+  switch (rule) {
+    case UpdateRule::kSgd:
+      return "sgd";
+    case UpdateRule::kMomentum:
+      return "momentum";
+    case UpdateRule::kDcAsgdConstant:
+      return "dc-asgd-c";
+    case UpdateRule::kDcAsgdAdaptive:
+      return "dc-asgd-a";
+  }
+  return "?";
+}
+
+const char* push_path_name(PushPath path) {
+  switch (path) {
+    case PushPath::kAuto:
+      return "auto";
+    case PushPath::kPut:
+      return "put";
+    case PushPath::kAm:
+      return "am";
+  }
+  return "?";
+}
+
+namespace {
+
+using Setter = std::function<void(Config&, const std::string& value, const std::string& source)>;
+
+constexpr size_t kMinSecret = 16;
+
+std::string checked_secret(const std::string& secret, const std::string& source) {
+  if (secret.size() < kMinSecret)
+    throw Error(Errc::kInvalidArgument, source + ": a shared secret of " + std::to_string(secret.size()) +
+                                            " bytes is too easy to guess; give at least " + std::to_string(kMinSecret) +
+                                            " (e.g. openssl rand -hex 32)");
+  return secret;
+}
+
+// The secret file must be the user's alone, like an ssh key; its first line is the secret.
+std::string read_secret_file(const std::string& path, const std::string& source) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error(Errc::kInvalidArgument,
+                source + ": cannot read the secret file '" + path + "': " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode))
+    throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' is not a regular file");
+  if (st.st_mode & 077) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' has mode " + mode +
+                                            ": other users may read or change it; chmod 600 '" + path + "'");
+  }
+  std::ifstream in(path);
+  std::string secret;
+  if (!in || !std::getline(in, secret))
+    throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' is empty or unreadable");
+  while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
+  return checked_secret(secret, source + " ('" + path + "')");
+}
+
+// Seconds, "2.5s" or "500ms", to milliseconds; nullopt if `v` is none of these.
+std::optional<uint64_t> to_millis(const std::string& v) {
+  std::string number = v;
+  double scale = 1000;
+  if (number.size() > 2 && number.ends_with("ms")) {
+    number.resize(number.size() - 2);
+    scale = 1;
+  } else if (number.size() > 1 && number.back() == 's') {
+    number.pop_back();
+  }
+  double d = 0;
+  if (!CLI::detail::lexical_cast(number, d) || !(d >= 0) || d * scale > 1e12) return std::nullopt;
+  return static_cast<uint64_t>(d * scale);
+}
+
+CLI::Validator duration() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        return to_millis(v) ? "" : "'" + v + "' is not a duration (SEC, SECs or MSms)";
+      },
+      "");
+}
+
+// "N" or "Nu" counts applied updates; "Ns" / "Nms" is time.
+bool counts_updates(const std::string& v) {
+  return !v.empty() && (v.back() == 'u' || std::isdigit(static_cast<unsigned char>(v.back())));
+}
+
+// `word` (off, inf, auto) or a value `rest` accepts; the message names both.
+CLI::Validator word_or(const std::string& word, CLI::Validator rest, const std::string& expected) {
+  return CLI::Validator(
+      [=](std::string& v) mutable -> std::string {
+        if (v == word) return {};
+        std::string copy = v;
+        const std::string why = rest(copy);
+        if (why.empty()) return {};
+        return why.find("is not a number") != std::string::npos ? why : "'" + v + "' is not " + expected;
+      },
+      "");
+}
+
+template <typename E>
+CLI::Option* add_enum(CLI::App& app, const std::string& name, E& target,
+                      const std::vector<std::pair<std::string, E>>& values, const std::string& help) {
+  std::vector<std::string> names;
+  for (const auto& [n, e] : values) names.push_back(n);
+  return app
+      .add_option_function<std::string>(
+          name,
+          [&target, values](const std::string& v) {
+            for (const auto& [n, e] : values)
+              if (n == v) target = e;
+          },
+          help)
+      ->check(cli::one_of(names))
+      ->type_name(CLI::detail::join(names, "|"));
+}
+
+const char* const kConfigGroup = "Parameter-server configuration (servers and workers)";
+
+std::string env_name(const std::string& flag) {
+  std::string out = "RDMAPS_";
+  for (char ch : flag) out += ch == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+}  // namespace
+
+std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const ConfigFlagSelection& select) {
+  std::vector<CLI::Option*> added;
+  // Each flag is added only if selected; `add` returns the option or nullptr.
+  auto wanted = [&](const std::string& name) {
+    return (select.only.empty() || select.only.count(name)) && !select.except.count(name);
+  };
+  auto finish = [&](CLI::Option* o, const std::string& name) {
+    o->envname(env_name(name))->group(kConfigGroup);
+    if (ps::RuleParams::is_flag(name)) o->each([&config](const std::string&) { config.rule_stated = true; });
+    added.push_back(o);
+    return o;
+  };
+  auto option = [&](const std::string& name, auto& target, const std::string& help, CLI::Validator check) {
+    if (wanted(name))
+      finish(app.add_option("--" + name, target, help)->check(std::move(check))->capture_default_str(), name);
+  };
+  auto function = [&](const std::string& name, std::function<void(const std::string&)> set, const std::string& help,
+                      CLI::Validator check, const std::string& type) {
+    if (wanted(name))
+      finish(app.add_option_function<std::string>("--" + name, std::move(set), help)->check(check)->type_name(type),
+             name);
+  };
+  auto switch_ = [&](const std::string& name, bool& target, const std::string& help) {
+    if (wanted(name)) finish(cli::add_switch(app, "--" + name, target, help), name);
+  };
+  auto fraction = cli::number([](double d) { return d >= 0 && d < 1; }, "in [0, 1)");
+
+  function(
+      "staleness",
+      [&config](const std::string& v) {
+        config.staleness = v == "inf" || v == "async" ? kInfiniteStaleness : std::stoull(v);
+      },
+      "SSP bound (0 = BSP, inf or async = fully asynchronous)",
+      word_or("async", word_or("inf", cli::count(0), "a whole number, inf or async"), "a whole number, inf or async"),
+      "S|inf");
+  if (wanted("rule"))
+    finish(add_enum(app, "--rule", config.rule,
+                    {{"sgd", UpdateRule::kSgd},
+                     {"momentum", UpdateRule::kMomentum},
+                     {"dc-asgd-c", UpdateRule::kDcAsgdConstant},
+                     {"dc-asgd-a", UpdateRule::kDcAsgdAdaptive}},
+                    "update rule"),
+           "rule");
+  option("lr", config.learning_rate, "learning rate", cli::positive());
+  option("momentum", config.momentum, "momentum (rule momentum)", fraction);
+  option("lambda", config.dc_lambda, "DC-ASGD-c lambda", cli::non_negative());
+  option("lambda0", config.dc_lambda0, "DC-ASGD-a lambda0", cli::non_negative());
+  option("ms-momentum", config.ms_momentum, "DC-ASGD-a mean-square momentum", fraction);
+  option("eps", config.eps, "DC-ASGD-a epsilon", cli::positive());
+  switch_("ms-bias-correction", config.ms_bias_correction, "DC-ASGD-a: divide by ms / (1 - ms-momentum^t)");
+  function(
+      "dc-bound", [&config](const std::string& v) { config.dc_bound = v == "off" ? 0 : std::stof(v); },
+      "DC-ASGD-a: the compensation changes a gradient by at most X times itself",
+      word_or("off", cli::positive(), "a positive bound or off"), "X|off");
+  function(
+      "dc-tau0", [&config](const std::string& v) { config.dc_tau0 = v == "off" ? 0 : std::stof(v); },
+      "DC-ASGD-a: pushes tau > T stale step lr*T/tau",
+      word_or("off", cli::number([](double d) { return d >= 1; }, "at least 1"), "a staleness of at least 1 or off"),
+      "T|off");
+  if (wanted("staleness-policy"))
+    finish(add_enum(app, "--staleness-policy", config.staleness_policy,
+                    {{"none", StalenessPolicy::kNone},
+                     {"eta-tau", StalenessPolicy::kScaleByTau},
+                     {"drop", StalenessPolicy::kDropAboveMax}},
+                    "what to do with stale gradients"),
+           "staleness-policy");
+  option("tau-max", config.tau_max, "drop limit for --staleness-policy drop", cli::count(0));
+  switch_("check-nan", config.check_nan, "reject gradients with NaN/Inf");
+  if (wanted("push-path"))
+    finish(add_enum(app, "--push-path", config.push_path,
+                    {{"put", PushPath::kPut}, {"am", PushPath::kAm}, {"auto", PushPath::kAuto}},
+                    "how pushes travel (auto: put where RMA is native)"),
+           "push-path");
+  if (wanted("wire"))
+    finish(add_enum(app, "--wire", config.wire, {{"f32", WireFormat::kF32}, {"bf16", WireFormat::kBf16}},
+                    "gradients on the wire (bf16: half the bytes)"),
+           "wire");
+  option("transport", config.transport, "UCX transports (auto: UCX_TLS)", cli::one_of({"tcp", "shm", "auto"}));
+  option("shard-floats", config.shard_floats, "floats per shard", cli::count(1, 1u << 28));
+  option("inbox-slots", config.inbox_slots, "slots per worker inbox", cli::count(1, 1024));
+  option("staging-depth", config.staging_depth, "worker: pinned chunks in flight from GPU memory (0: 8 MiB's worth)",
+         cli::count(0, 64));
+  function(
+      "secret",
+      [](const std::string&) {
+        throw CLI::ValidationError(
+            "--secret: a secret on the command line is visible to every user of the machine (ps, /proc); put it in "
+            "a file (--secret-file FILE, mode 600) or in RDMAPS_SECRET");
+      },
+      "refused: use --secret-file or RDMAPS_SECRET", CLI::Validator(), "SECRET");
+  if (!added.empty() && added.back()->get_name() == "--secret") {
+    added.back()->envname("");  // RDMAPS_SECRET is read by the final callback, where a command line cannot put it
+    added.back()->group("");    // hidden: it only explains why not
+  }
+  function(
+      "secret-file",
+      [&config](const std::string& v) {
+        try {
+          config.secret = read_secret_file(v, "--secret-file");
+        } catch (const Error& e) {
+          throw CLI::ValidationError(e.what());
+        }
+      },
+      "shared secret (first line, file mode 600), proved at every connection (or the secret itself in "
+      "RDMAPS_SECRET)",
+      CLI::Validator(), "FILE");
+  function(
+      "reconnect", [&config](const std::string& v) { config.reconnect_ms = *to_millis(v); },
+      "worker: keep reconnecting to a restarted server this long (0: fail at once)", duration(), "SEC");
+  option("checkpoint-dir", config.checkpoint_dir, "server: write checkpoints there",
+         CLI::Validator([](std::string& v) { return v.empty() ? std::string("'' is not a directory") : ""; }, ""));
+  function(
+      "checkpoint-every",
+      [&config](const std::string& v) {
+        if (counts_updates(v)) {
+          config.checkpoint_every_updates = std::stoull(v.back() == 'u' ? v.substr(0, v.size() - 1) : v);
+          config.checkpoint_every_ms = 0;
+        } else {
+          config.checkpoint_every_ms = *to_millis(v);
+          config.checkpoint_every_updates = 0;
+        }
+      },
+      "server: a checkpoint every T (60s, 500ms) or N applied updates (N or Nu)",
+      CLI::Validator(
+          [](std::string& v) -> std::string {
+            std::string n = counts_updates(v) && v.back() == 'u' ? v.substr(0, v.size() - 1) : v;
+            if (counts_updates(v) ? cli::count(1)(n).empty() : to_millis(v).value_or(0) > 0) return {};
+            return "'" + v + "' is not a positive count of updates (N) or a time (Ns, Nms)";
+          },
+          ""),
+      "T|N");
+  option("checkpoint-keep", config.checkpoint_keep, "server: newest checkpoints kept", cli::count(1, 1000));
+  switch_("resume", config.resume, "server: start from the newest valid checkpoint in --checkpoint-dir");
+  function(
+      "server-threads", [&config](const std::string& v) { config.server_threads = v == "auto" ? 0 : std::stoul(v); },
+      "server threads, each owning part of the shards (auto: one per core)",
+      word_or("auto", cli::count(0, 1024), "a thread count in 0..1024 or auto"), "N|auto");
+  switch_("skip-pulls", config.skip_pulls, "SSP: skip the pulls the bound allows (off: pull every clock)");
+  if (wanted("secret-file"))
+    app.final_callback([&app, &config] {
+      const char* secret = std::getenv("RDMAPS_SECRET");
+      if (secret && app.get_option("--secret-file")->count() == 0)
+        config.secret = checked_secret(secret, "RDMAPS_SECRET");
+    });
+  return added;
+}
+
+void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest) {
+  CLI::App app;
+  app.set_help_flag();  // a library call prints nothing; "--help" is an unknown flag, left in `rest`
+  app.allow_extras();   // left in `rest`, or ignored without it
+  cli::set_defaults(app);
+  add_config_flags(app, config);
+  cli::parse(app, args);
+  if (rest) *rest = app.remaining();
+}
+std::string describe(const Config& c) {
+  std::ostringstream o;
+  o << "staleness " << (c.staleness == kInfiniteStaleness ? std::string("inf") : std::to_string(c.staleness))
+    << ", rule " << rule_name(c.rule) << ", lr " << c.learning_rate;
+  if (c.rule == UpdateRule::kMomentum) o << ", momentum " << c.momentum;
+  if (c.rule == UpdateRule::kDcAsgdConstant) o << ", lambda " << c.dc_lambda;
+  if (c.rule == UpdateRule::kDcAsgdAdaptive) {
+    auto or_off = [](float v) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "%g", static_cast<double>(v));
+      return v > 0 ? std::string(buf) : std::string("off");
+    };
+    o << ", lambda0 " << c.dc_lambda0 << ", ms-momentum " << c.ms_momentum << ", eps " << c.eps
+      << ", ms-bias-correction " << (c.ms_bias_correction ? "on" : "off") << ", dc-bound " << or_off(c.dc_bound)
+      << ", dc-tau0 " << or_off(c.dc_tau0);
+  }
+  if (c.staleness != kInfiniteStaleness && c.staleness != 0) o << ", skip-pulls " << (c.skip_pulls ? "on" : "off");
+  o << ", staleness-policy "
+    << (c.staleness_policy == StalenessPolicy::kNone         ? "none"
+        : c.staleness_policy == StalenessPolicy::kScaleByTau ? "eta-tau"
+                                                             : "drop (tau-max " + std::to_string(c.tau_max) + ")")
+    << ", check-nan " << (c.check_nan ? "on" : "off") << ", push-path " << push_path_name(c.push_path) << ", wire "
+    << (c.wire == WireFormat::kBf16 ? "bf16" : "f32") << ", transport " << c.transport << ", shard " << c.shard_floats
+    << " floats, inbox " << c.inbox_slots << " slots, secret " << (c.secret.empty() ? "none" : "set");
+  if (c.reconnect_ms) o << ", reconnect " << c.reconnect_ms / 1000.0 << " s";
+  if (!c.checkpoint_dir.empty()) {
+    o << ", checkpoints in " << c.checkpoint_dir << " every ";
+    if (c.checkpoint_every_updates)
+      o << c.checkpoint_every_updates << " updates";
+    else
+      o << c.checkpoint_every_ms / 1000.0 << " s";
+    o << " (keep " << c.checkpoint_keep << ")" << (c.resume ? ", resume" : "");
+  }
+  return o.str();
+}
+
+const char* config_help() {
+  static const std::string help = [] {
+    CLI::App app;
+    app.set_help_flag();
+    cli::set_defaults(app);
+    Config defaults;
+    add_config_flags(app, defaults);
+    // The options section alone, for programs that print it under their own.
+    std::string text = app.help();
+    return text.substr(std::min(text.size(), text.find('\n', text.find(kConfigGroup)) + 1));
+  }();
+  return help.c_str();
+}
+
+}  // namespace rdmaps

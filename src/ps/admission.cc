@@ -1,0 +1,76 @@
+#include "src/ps/admission.h"
+
+#include <unistd.h>
+
+namespace rdmaps::ps {
+
+namespace {
+std::string bound(uint64_t staleness) {
+  return staleness == kInfiniteStaleness ? std::string("inf (async)") : std::to_string(staleness);
+}
+}  // namespace
+
+uint64_t table_limit_bytes(const ServerOptions& options) {
+  if (options.max_bytes) return options.max_bytes;
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : uint64_t{1} << 36;
+}
+
+std::string Admission::check(const Hello& hello) const {
+  if (hello.workers && hello.workers != options_.workers)
+    return "it was started for " + std::to_string(hello.workers) + " workers, this server for " +
+           std::to_string(options_.workers) + " (--workers must agree)";
+  if (has_table() && hello.staleness != staleness_)
+    return "its staleness bound is " + bound(hello.staleness) + ", the first worker's " + bound(staleness_) +
+           " (--staleness, --sync or --async must agree)";
+  if (hello.worker >= options_.workers)
+    return "worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(options_.workers) +
+           " workers this server expects (--workers)";
+  // The server applies one rule: a worker that asked for another would train
+  // with a rule it did not ask for.
+  if (!options_.rule_from_workers && hello.rule_stated)
+    if (std::string d = hello.rule.difference(RuleParams::from(config_)); !d.empty())
+      return "its update rule differs from this server's (" + d +
+             ", the worker's first): give both the same --rule and its parameters, or start the server with "
+             "--rule-from-workers";
+  if (options_.rule_from_workers && has_table())
+    if (std::string d = RuleParams::from(config_).difference(hello.rule); !d.empty())
+      return "its update rule differs from the one adopted from the first worker (" + d + ", adopted first)";
+  if (!has_table()) {
+    // Checked before anything is sized from the table (--max-bytes).
+    uint64_t floats = 0;
+    for (const auto& t : hello.tensors) floats += t.floats;  // decode bounds each below 2^40, count below 2^20
+    const uint64_t limit = table_limit_bytes(options_);
+    if (floats * sizeof(float) > limit)
+      return "its declared table of " + std::to_string(floats) + " floats (" + std::to_string(floats * sizeof(float)) +
+             " bytes) is over this server's limit of " + std::to_string(limit) + " bytes (--max-bytes)";
+    return {};
+  }
+  bool same = hello.tensors.size() == table_.size();
+  for (size_t i = 0; same && i < table_.size(); ++i)
+    same = hello.tensors[i].name == table_[i].name && hello.tensors[i].floats == table_[i].floats;
+  if (!same) return "its declared tensors differ from the other workers' (names, order or sizes)";
+  return {};
+}
+
+Config Admission::config_for(const Hello& hello) const {
+  Config c = config_;
+  if (options_.rule_from_workers && !has_table()) hello.rule.apply_to(c);
+  return c;
+}
+
+bool Admission::admit(const Hello& hello) {
+  if (has_table()) return false;
+  staleness_ = hello.staleness;
+  config_ = config_for(hello);
+  table_ = hello.tensors;
+  return true;
+}
+
+void Admission::restore(const std::vector<TensorDecl>& table, uint64_t staleness, const Config& config) {
+  table_ = table;
+  staleness_ = staleness;
+  config_ = config;
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,46 @@
+// The server's decision on a worker's Hello, taken on the control thread
+// before anything is registered for the worker (the transport already checked
+// the shared secret): worker count and id, staleness bound, update rule,
+// declared table and its size. The first admitted Hello fixes the table
+// (and, with rule_from_workers, the rule) and the staleness bound; a refused one fixes nothing.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "rdmaps/server.h"
+#include "src/ps/protocol.h"
+
+namespace rdmaps::ps {
+
+/// Largest table a server accepts: ServerOptions::max_bytes, or the machine's memory.
+uint64_t table_limit_bytes(const ServerOptions& options);
+
+class Admission {
+ public:
+  explicit Admission(const ServerOptions& options) : options_(options), config_(options.config) {}
+
+  /// Empty when `hello` may join, else why not (the reason goes to the worker).
+  std::string check(const Hello& hello) const;
+  /// The configuration the server runs with once `hello` is admitted (the
+  /// first one's rule under rule_from_workers).
+  Config config_for(const Hello& hello) const;
+  /// Records what an admitted Hello fixes; true the first time.
+  bool admit(const Hello& hello);
+  /// What a checkpoint fixed, as if its first worker had been admitted.
+  void restore(const std::vector<TensorDecl>& table, uint64_t staleness, const Config& config);
+
+  bool has_table() const { return !table_.empty(); }
+  const std::vector<TensorDecl>& table() const { return table_; }
+  /// The server's configuration, with the rule adopted from the first worker
+  /// when ServerOptions::rule_from_workers.
+  const Config& config() const { return config_; }
+
+ private:
+  const ServerOptions& options_;
+  Config config_;
+  std::vector<TensorDecl> table_;
+  uint64_t staleness_ = 0;  // the first admitted worker's; the others must agree
+};
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,276 @@
+#include "src/ps/checkpoint.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include "rdmaps/error.h"
+#include "transport/auth.h"
+#include "transport/wire.h"
+
+namespace rdmaps::ps {
+
+using transport::WireReader;
+using transport::WireWriter;
+
+namespace {
+constexpr char kMagic[8] = {'R', 'D', 'M', 'A', 'P', 'S', 'C', 'K'};
+constexpr uint32_t kFormatVersion = 1;
+constexpr size_t kDigestBytes = 32;
+constexpr size_t kMaxHeaderBytes = 64u << 20;  // a Hello's table (16 MiB) plus versions and workers
+
+[[noreturn]] void io_error(const std::string& what, const std::string& path) {
+  throw Error(Errc::kInvalidArgument, what + " '" + path + "': " + std::strerror(errno));
+}
+
+// Its own file descriptor, closed on every path out.
+class File {
+ public:
+  File(const std::string& path, int flags, mode_t mode = 0) : path_(path), fd_(::open(path.c_str(), flags, mode)) {
+    if (fd_ < 0) io_error("cannot open", path);
+  }
+  ~File() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  int fd() const { return fd_; }
+
+  void write_all(const void* data, size_t n) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    while (n > 0) {
+      const ssize_t k = ::write(fd_, p, std::min<size_t>(n, 1u << 30));
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) io_error("cannot write", path_);
+      p += k;
+      n -= static_cast<size_t>(k);
+    }
+  }
+  void read_all(void* data, size_t n) {
+    auto* p = static_cast<uint8_t*>(data);
+    while (n > 0) {
+      const ssize_t k = ::read(fd_, p, std::min<size_t>(n, 1u << 30));
+      if (k < 0 && errno == EINTR) continue;
+      if (k < 0) io_error("cannot read", path_);
+      if (k == 0) throw Error(Errc::kInvalidArgument, "'" + path_ + "' ended early (torn)");
+      p += k;
+      n -= static_cast<size_t>(k);
+    }
+  }
+  void sync() {
+    if (::fsync(fd_) != 0) io_error("cannot sync", path_);
+  }
+
+ private:
+  std::string path_;
+  int fd_;
+};
+
+std::string file_name(uint32_t index, uint64_t sequence) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "server-%u-%010llu.ckpt", index, static_cast<unsigned long long>(sequence));
+  return name;
+}
+
+// Files of server `index` in `dir`: (sequence, name), newest first; `temporary` picks *.ckpt.tmp.
+std::vector<std::pair<uint64_t, std::string>> list(const std::string& dir, uint32_t index, bool temporary) {
+  std::vector<std::pair<uint64_t, std::string>> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT) return out;
+    io_error("cannot list the checkpoint directory", dir);
+  }
+  const std::string prefix = "server-" + std::to_string(index) + "-";
+  const std::string suffix = temporary ? ".ckpt.tmp" : ".ckpt";
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) || !name.ends_with(suffix)) continue;
+    const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+    if (digits.empty() || digits.size() > 19 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
+    out.emplace_back(std::stoull(digits), name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  return out;
+}
+
+std::vector<uint8_t> encode_header(const CheckpointHeader& h, uint64_t floats, bool has_state) {
+  WireWriter w;
+  w.raw(kMagic, sizeof(kMagic));
+  w.u32(kFormatVersion);
+  w.u32(h.index);
+  w.u32(h.servers);
+  w.u32(h.shard_floats);
+  w.u64(h.staleness);
+  h.rule.encode(w);
+  w.u32(static_cast<uint32_t>(h.tensors.size()));
+  for (const auto& t : h.tensors) {
+    w.str(t.name);
+    w.u64(t.floats);
+  }
+  w.u64(h.sequence);
+  w.u64(static_cast<uint64_t>(h.unix_ms));
+  w.u32(static_cast<uint32_t>(h.versions.size()));
+  for (uint64_t v : h.versions) w.u64(v);
+  w.u32(static_cast<uint32_t>(h.workers.size()));
+  for (const auto& k : h.workers) {
+    w.u8(static_cast<uint8_t>(k.state));
+    w.u64(k.clock);
+    w.u64(k.pushes);
+  }
+  w.u64(floats);
+  w.u8(has_state ? 1 : 0);
+  return w.take();
+}
+}  // namespace
+
+uint64_t CheckpointHeader::updates() const {
+  uint64_t n = 0;
+  for (const auto& w : workers) n += w.pushes;
+  return n;
+}
+
+std::string write_checkpoint(const std::string& dir, const CheckpointHeader& header, const FloatRuns& arrays) {
+  uint64_t floats = 0;
+  for (const auto& run : arrays.params) floats += run.size();
+  const bool has_state = !arrays.state.empty();
+  const std::string path = dir + "/" + file_name(header.index, header.sequence), temporary = path + ".tmp";
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) io_error("cannot create the checkpoint directory", dir);
+  try {
+    File out(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    transport::Sha256 digest;
+    auto put = [&](const void* p, size_t n) {
+      digest.update(p, n);
+      out.write_all(p, n);
+    };
+    const std::vector<uint8_t> head = encode_header(header, floats, has_state);
+    put(head.data(), head.size());
+    for (const auto& run : arrays.params) put(run.data(), run.size_bytes());
+    for (const auto& run : arrays.state) put(run.data(), run.size_bytes());
+    const auto sum = digest.finish();
+    out.write_all(sum.data(), sum.size());
+    out.sync();
+  } catch (...) {
+    ::unlink(temporary.c_str());
+    throw;
+  }
+  // The rename is what makes the checkpoint exist; syncing the directory makes the rename survive a crash.
+  if (::rename(temporary.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(temporary.c_str());
+    errno = e;
+    io_error("cannot rename the checkpoint to", path);
+  }
+  File(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC).sync();
+  return path;
+}
+
+void check_checkpoint_dir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    io_error("cannot create the checkpoint directory (--checkpoint-dir)", dir);
+  const std::string probe = dir + "/.rdmaps-write-test";
+  { File(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600).write_all("rdmaps\n", 7); }
+  ::unlink(probe.c_str());
+}
+
+void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep) {
+  const auto done = list(dir, index, false);
+  for (size_t i = keep; i < done.size(); ++i) ::unlink((dir + "/" + done[i].second).c_str());
+  for (const auto& [sequence, name] : list(dir, index, true)) ::unlink((dir + "/" + name).c_str());
+}
+
+Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
+  File in(path, O_RDONLY | O_CLOEXEC);
+  struct stat st {};
+  if (::fstat(in.fd(), &st) != 0) io_error("cannot stat", path);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size < sizeof(kMagic) + 4 + kDigestBytes)
+    throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) + " bytes: torn");
+  if (size > 2 * max_bytes + kMaxHeaderBytes)
+    throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) +
+                                            " bytes, more than a table this server accepts could need (--max-bytes)");
+  std::vector<uint8_t> bytes(size);
+  in.read_all(bytes.data(), bytes.size());
+  const size_t body = bytes.size() - kDigestBytes;
+  transport::Sha256 digest;
+  digest.update(bytes.data(), body);
+  const auto sum = digest.finish();
+  if (std::memcmp(sum.data(), bytes.data() + body, kDigestBytes) != 0)
+    throw Error(Errc::kInvalidArgument, "'" + path + "' fails its SHA-256 check: corrupt or torn");
+  WireReader r(std::span<const uint8_t>(bytes.data(), body), "checkpoint '" + path + "'");
+  char magic[sizeof(kMagic)];
+  r.raw(magic, sizeof(magic));
+  if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) r.fail("not an rdmaps checkpoint");
+  if (uint32_t v = r.u32(); v != kFormatVersion)
+    r.fail("format version " + std::to_string(v) + ", this server reads " + std::to_string(kFormatVersion));
+  Checkpoint c;
+  c.path = path;
+  CheckpointHeader& h = c.header;
+  h.index = r.u32();
+  h.servers = r.u32();
+  h.shard_floats = r.u32();
+  h.staleness = r.u64();
+  h.rule = RuleParams::decode(r);
+  const uint32_t tensors = r.u32();
+  if (tensors == 0 || tensors > (1u << 20)) r.fail(std::to_string(tensors) + " tensors");
+  for (uint32_t i = 0; i < tensors; ++i) {
+    TensorDecl t;
+    t.name = r.str(4096);
+    t.floats = r.u64();
+    if (t.name.empty() || t.floats == 0 || t.floats > (1ull << 40)) r.fail("tensor " + std::to_string(i));
+    h.tensors.push_back(std::move(t));
+  }
+  h.sequence = r.u64();
+  h.unix_ms = static_cast<int64_t>(r.u64());
+  const uint32_t versions = r.u32();
+  if (uint64_t{versions} * 8 > body) r.fail(std::to_string(versions) + " shard versions");
+  h.versions.resize(versions);
+  for (auto& v : h.versions) v = r.u64();
+  const uint32_t workers = r.u32();
+  if (uint64_t{workers} * 17 > body) r.fail(std::to_string(workers) + " workers");
+  h.workers.resize(workers);
+  for (auto& w : h.workers) {
+    const uint8_t state = r.u8();
+    if (state > static_cast<uint8_t>(WorkerState::kGone)) r.fail("worker state " + std::to_string(state));
+    w.state = static_cast<WorkerState>(state);
+    w.clock = r.u64();
+    w.pushes = r.u64();
+  }
+  const uint64_t floats = r.u64();
+  const uint8_t has_state = r.u8();
+  if (has_state > 1) r.fail("state flag " + std::to_string(has_state));
+  const auto arrays = r.rest();
+  if (floats > arrays.size() || arrays.size() != floats * sizeof(float) * (has_state ? 2 : 1))
+    r.fail(std::to_string(arrays.size()) + " bytes of arrays for " + std::to_string(floats) + " floats");
+  c.params.resize(floats);
+  std::memcpy(c.params.data(), arrays.data(), floats * sizeof(float));
+  if (has_state) {
+    c.state.resize(floats);
+    std::memcpy(c.state.data(), arrays.data() + floats * sizeof(float), floats * sizeof(float));
+  }
+  return c;
+}
+
+std::optional<Checkpoint> load_newest_checkpoint(const std::string& dir, uint32_t index, uint64_t max_bytes,
+                                                 const std::function<void(const std::string&)>& log) {
+  for (const auto& [sequence, name] : list(dir, index, true))
+    log("ignoring " + dir + "/" + name + ": an unfinished write (the server stopped while writing it)");
+  for (const auto& [sequence, name] : list(dir, index, false)) {
+    try {
+      return read_checkpoint(dir + "/" + name, max_bytes);
+    } catch (const Error& e) {
+      log(std::string("skipping ") + e.what());
+    } catch (const std::bad_alloc&) {
+      log("skipping " + dir + "/" + name + ": out of memory while reading it");
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,73 @@
+// A server's checkpoint file: its range of the table (parameters, optimizer
+// state, shard versions), the workers' clocks and how many of each worker's
+// pushes it holds, the rule and the table it was written for. Written
+// atomically (temporary file, fsync, rename, fsync of the directory) with a
+// SHA-256 over every byte; read back only whole and intact
+// (docs/cluster.md "Checkpoints", docs/protocol.md "Checkpoint file").
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "src/ps/protocol.h"
+
+namespace rdmaps::ps {
+
+/// What a worker was to the server when the checkpoint was taken.
+enum class WorkerState : uint8_t {
+  kNever = 0,      ///< not connected yet: the clock waits for it
+  kConnected = 1,  ///< connected: expected back after a restart, the clock waits for it
+  kGone = 2,       ///< left or lost: the clock does not wait for it
+};
+
+struct CheckpointWorker {
+  WorkerState state = WorkerState::kNever;
+  uint64_t clock = 0;
+  uint64_t pushes = 0;  ///< of its pushes (pieces), how many the parameters hold (applied ones)
+};
+
+/// Everything but the arrays.
+struct CheckpointHeader {
+  uint32_t index = 0, servers = 1, shard_floats = 0;
+  uint64_t staleness = 0;
+  RuleParams rule;
+  std::vector<TensorDecl> tensors;
+  uint64_t sequence = 0;           ///< 1, 2, 3, ... per server, continued across restarts
+  int64_t unix_ms = 0;             ///< when it was taken
+  std::vector<uint64_t> versions;  ///< per shard of the server
+  std::vector<CheckpointWorker> workers;
+  uint64_t updates() const;  ///< pushes held, all workers
+};
+
+struct Checkpoint {
+  CheckpointHeader header;
+  std::vector<float> params, state;  ///< the server's range; state empty when the rule keeps none
+  std::string path;
+};
+
+/// One contiguous run of the server's range, in order (one per lane).
+struct FloatRuns {
+  std::vector<std::span<const float>> params, state;  ///< state: empty, or one per params run
+};
+
+/// Writes `dir`/server-I-SEQ.ckpt (through SEQ.ckpt.tmp) and returns its path;
+/// throws Error naming the file and errno on failure (the temporary file is removed).
+std::string write_checkpoint(const std::string& dir, const CheckpointHeader& header, const FloatRuns& arrays);
+/// Creates `dir` (mode 700) if missing and proves a file can be written
+/// there; throws Error naming the directory and errno. A server checks at
+/// start, not at its first checkpoint.
+void check_checkpoint_dir(const std::string& dir);
+/// Deletes all but the newest `keep` checkpoints of server `index`, and its leftover temporary files.
+void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep);
+/// Parses one checkpoint file; throws Error naming the file and what is wrong.
+Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes);
+/// The newest checkpoint of server `index` in `dir` that reads back intact;
+/// each one skipped (torn, corrupt, unfinished) is told to `log`. nullopt: none.
+std::optional<Checkpoint> load_newest_checkpoint(const std::string& dir, uint32_t index, uint64_t max_bytes,
+                                                 const std::function<void(const std::string&)>& log);
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,105 @@
+#include "src/ps/checkpointer.h"
+
+#include <cstdio>
+
+#include "rdmaps/error.h"
+#include "rdmaps/log.h"
+#include "src/ps/server_lane.h"
+
+namespace rdmaps::ps {
+
+using Clock = std::chrono::steady_clock;
+
+Checkpointer::Checkpointer(const Config& config, bool verbose)
+    : dir_(config.checkpoint_dir),
+      every_ms_(config.checkpoint_every_ms),
+      every_updates_(config.checkpoint_every_updates),
+      keep_(config.checkpoint_keep),
+      verbose_(verbose) {}
+
+Checkpointer::~Checkpointer() { wait(); }
+
+void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence) {
+  base_ = base;
+  sequence_ = last_sequence;
+  last_at_ = Clock::now();
+  started_ = true;
+}
+
+void Checkpointer::wait() {
+  if (writer_.joinable()) writer_.join();
+}
+
+void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates) {
+  if (!enabled() || !started_ || lanes.empty() || writing_.load(std::memory_order_acquire)) return;
+  wait();
+  if (pending_) {
+    for (const auto& lane : lanes)
+      if (!lane->snapshot_ready(pending_)) return;
+    writing_.store(true, std::memory_order_release);
+    writer_ = std::thread([this, &lanes, sequence = pending_] {
+      write(lanes, sequence);
+      writing_.store(false, std::memory_order_release);
+    });
+    pending_ = 0;
+    return;
+  }
+  const auto now = Clock::now();
+  const bool by_time = every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_);
+  const bool by_count = every_updates_ && updates - last_taken_updates_ >= every_updates_;
+  if (!by_time && !by_count) return;
+  last_at_ = now;
+  last_taken_updates_ = updates;
+  pending_ = ++sequence_;
+  for (const auto& lane : lanes) lane->request_snapshot(pending_);
+}
+
+void Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes) {
+  wait();
+  if (!enabled() || !started_ || lanes.empty()) return;
+  pending_ = 0;
+  const uint64_t sequence = ++sequence_;
+  for (const auto& lane : lanes) lane->snapshot_now(sequence);
+  write(lanes, sequence);
+}
+
+void Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence) {
+  const auto t0 = Clock::now();
+  CheckpointHeader h = base_;
+  h.sequence = sequence;
+  h.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+                  .count();
+  FloatRuns arrays;
+  for (const auto& lane : lanes) {
+    const LaneSnapshot& s = lane->snapshot();
+    arrays.params.emplace_back(s.params);
+    if (!s.state.empty()) arrays.state.emplace_back(s.state);
+    h.versions.insert(h.versions.end(), s.versions.begin(), s.versions.end());
+    if (h.workers.empty()) h.workers.assign(s.workers.size(), {WorkerState::kNever, UINT64_MAX, 0});
+    // A worker's clock as the slowest lane saw it; its pushes over all lanes.
+    for (size_t w = 0; w < s.workers.size(); ++w) {
+      CheckpointWorker& k = h.workers[w];
+      k.state = std::max(k.state, s.workers[w].state);
+      k.clock = std::min(k.clock, s.workers[w].clock);
+      k.pushes += s.workers[w].pushes;
+    }
+  }
+  if (!arrays.state.empty() && arrays.state.size() != arrays.params.size()) arrays.state.clear();
+  try {
+    const std::string path = write_checkpoint(dir_, h, arrays);
+    prune_checkpoints(dir_, h.index, keep_);
+    last_updates_.store(h.updates(), std::memory_order_relaxed);
+    LaneCounters::add(written_);  // one writer at a time: finish() waits for the thread
+    if (verbose_)
+      logf(LogLevel::kInfo, "rdmaps-server: checkpoint %llu written to %s: %llu updates, %.1f ms",
+           static_cast<unsigned long long>(sequence), path.c_str(), static_cast<unsigned long long>(h.updates()),
+           std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  } catch (const std::exception& e) {
+    // Serving goes on: a full disk must not stop training, only say so.
+    LaneCounters::add(failed_);
+    logf(LogLevel::kError, "rdmaps-server: checkpoint %llu failed: %s", static_cast<unsigned long long>(sequence),
+         e.what());
+  }
+}
+
+}  // namespace rdmaps::ps

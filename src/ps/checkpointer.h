@@ -1,0 +1,61 @@
+// When a server checkpoints, and the thread that writes: the control thread
+// asks every lane for a snapshot when one is due (by time or by updates),
+// and once all are complete hands them to a writer thread, so neither the
+// lanes nor admission wait for the disk (docs/cluster.md "Checkpoints").
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "src/ps/checkpoint.h"
+
+namespace rdmaps::ps {
+
+class ServerLane;
+
+class Checkpointer {
+ public:
+  Checkpointer(const Config& config, bool verbose);
+  ~Checkpointer();
+  Checkpointer(const Checkpointer&) = delete;
+  Checkpointer& operator=(const Checkpointer&) = delete;
+
+  bool enabled() const { return !dir_.empty(); }
+  /// The lanes serve the table `base` describes from now on (the header
+  /// fields that do not change); numbering goes on after `last_sequence` (a resumed one's).
+  void start(const CheckpointHeader& base, uint64_t last_sequence);
+  /// Control thread, every turn: `updates` is the pushes taken in so far.
+  void tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates);
+  /// After the lanes stopped: waits for a write in progress, then writes one last checkpoint.
+  void finish(const std::vector<std::unique_ptr<ServerLane>>& lanes);
+  /// Returns once no write is in progress.
+  void wait();
+
+  uint64_t written() const { return written_.load(std::memory_order_relaxed); }
+  uint64_t failed() const { return failed_.load(std::memory_order_relaxed); }
+  /// Pushes held by the newest checkpoint written.
+  uint64_t last_updates() const { return last_updates_.load(std::memory_order_relaxed); }
+
+ private:
+  void write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence);  // on any thread
+
+  std::string dir_;
+  uint64_t every_ms_, every_updates_;
+  uint32_t keep_;
+  bool verbose_;
+  bool started_ = false;
+  CheckpointHeader base_;
+  uint64_t sequence_ = 0, pending_ = 0;  // pending_: snapshot asked for, not yet handed to the writer
+  std::chrono::steady_clock::time_point last_at_;
+  uint64_t last_taken_updates_ = 0;
+  std::thread writer_;
+  std::atomic<bool> writing_{false};
+  std::atomic<uint64_t> written_{0}, failed_{0}, last_updates_{0};
+};
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,41 @@
+#include "src/ps/gpu_transfer.h"
+
+#include <algorithm>
+
+#include "cuda/kernels.h"
+#include "rdmaps/error.h"
+
+namespace rdmaps::ps {
+
+int staging_depth_for(size_t chunk_bytes) {
+  constexpr size_t kInFlight = 8u << 20;
+  const size_t chunks = (kInFlight + chunk_bytes - 1) / std::max<size_t>(chunk_bytes, 1);
+  return static_cast<int>(std::clamp<size_t>(chunks, 3, 64));
+}
+
+GpuTransfer::GpuTransfer(const transport::MemorySupport& transport, size_t chunk_bytes, uint64_t total_floats,
+                         uint32_t staging_depth)
+    : total_floats_(total_floats) {
+  path_ = choose_gpu_path(transport, 1, &reason_);
+  // The ring also serves pulls into device memory on either path.
+  ring_ = std::make_unique<cuda::StagingRing>(
+      chunk_bytes, staging_depth ? static_cast<int>(staging_depth) : staging_depth_for(chunk_bytes));
+}
+
+const void* GpuTransfer::prepare(const float* src, uint64_t at, size_t n, bool bf16) {
+  if (!bf16) return src;
+  if (!residual_) {
+    residual_ = std::make_unique<cuda::DeviceBuffer>(total_floats_ * sizeof(float));
+    residual_->fill_bytes(0);
+  }
+  if (!wire_ || wire_->size() < n * sizeof(uint16_t))
+    wire_ = std::make_unique<cuda::DeviceBuffer>(n * sizeof(uint16_t));
+  auto* wire = static_cast<uint16_t*>(wire_->data());
+  cuda::compress_bf16(src, static_cast<float*>(residual_->data()) + at, wire, n, ring_->stream());
+  if (path_ == GpuPath::kDirect) cuda::synchronize();  // UCX reads it right away
+  return wire;
+}
+
+void GpuTransfer::to_device(void* dst, const void* host, size_t bytes) { ring_->copy_to_device(dst, host, bytes); }
+
+}  // namespace rdmaps::ps

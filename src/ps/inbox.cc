@@ -1,0 +1,95 @@
+#include "src/ps/inbox.h"
+
+#include <atomic>
+#include <cstring>
+
+#include "src/ps/am_ids.h"
+
+namespace rdmaps::ps {
+
+namespace {
+// Per slot: the header and the doorbell word, staged in registered memory.
+constexpr size_t kStagingStride = 128;
+
+std::atomic<uint64_t>* doorbell(uint8_t* slot, const SlotLayout& layout) {
+  return reinterpret_cast<std::atomic<uint64_t>*>(slot + layout.doorbell_offset());
+}
+}  // namespace
+
+InboxWriter::InboxWriter(transport::Context& context, transport::Endpoint& ep,
+                         std::unique_ptr<transport::RemoteRegion> inbox, SlotLayout layout, uint32_t slots, bool use_am)
+    : ep_(ep),
+      inbox_(std::move(inbox)),
+      staging_(context.allocate(kStagingStride * slots, transport::Access::kNone)),
+      layout_(layout),
+      slots_(slots),
+      use_am_(use_am) {}
+
+uint64_t InboxWriter::post(SlotHeader h, const void* payload, size_t bytes, std::vector<transport::Request>& inflight) {
+  const uint64_t seq = next_seq_++;
+  h.seq = seq;
+  const uint64_t slot = (seq - 1) % slots_;
+  auto* staged = static_cast<uint8_t*>(staging_->data()) + slot * kStagingStride;
+  std::memcpy(staged, &h, sizeof(h));
+  if (use_am_) {
+    inflight.push_back(ep_.am_send(kAmPush, staged, sizeof(h), payload, bytes, nullptr));
+    return seq;
+  }
+  const uint64_t base = slot * layout_.slot_bytes();
+  if (bytes) inflight.push_back(ep_.put(payload, bytes, *inbox_, base + layout_.payload_offset()));
+  inflight.push_back(ep_.put(staged, sizeof(h), *inbox_, base, staging_.get()));
+  // The doorbell is ordered behind the header and payload: the lane never
+  // sees it before they are visible.
+  ep_.fence();
+  std::memcpy(staged + 64, &seq, 8);
+  inflight.push_back(ep_.put(staged + 64, 8, *inbox_, base + layout_.doorbell_offset(), staging_.get()));
+  return seq;
+}
+
+InboxReader::InboxReader(std::unique_ptr<transport::Region> inbox, SlotLayout layout, uint32_t slots)
+    : inbox_(std::move(inbox)), layout_(layout), slots_(slots) {
+  std::memset(inbox_->data(), 0, inbox_->size());
+}
+
+uint8_t* InboxReader::slot(uint64_t seq) const {
+  return static_cast<uint8_t*>(inbox_->data()) + ((seq - 1) % slots_) * layout_.slot_bytes();
+}
+
+void InboxReader::ring(uint64_t seq) { doorbell(slot(seq), layout_)->store(seq, std::memory_order_release); }
+
+std::optional<InboxReader::Message> InboxReader::peek() {
+  uint8_t* s = slot(expected_);
+  const uint64_t rung = doorbell(s, layout_)->load(std::memory_order_acquire);
+  if (rung == 0 || rung + slots_ == expected_) return std::nullopt;  // empty, or last lap's
+  Message m;
+  std::memcpy(&m.header, s, sizeof(m.header));
+  m.payload = s + layout_.payload_offset();
+  m.doorbell = rung;
+  return m;
+}
+
+uint64_t InboxReader::consume() {
+  doorbell(slot(expected_), layout_)->store(0, std::memory_order_relaxed);
+  return expected_++;
+}
+
+std::string InboxReader::land(transport::Context& context, transport::AmMessage& m) {
+  SlotHeader h;
+  if (m.header_length != sizeof(h)) return "active-message header of " + std::to_string(m.header_length) + " bytes";
+  std::memcpy(&h, m.header, sizeof(h));
+  if (h.seq < expected_ || h.seq >= expected_ + slots_)
+    return "active message with sequence " + std::to_string(h.seq) + " outside the credit window [" +
+           std::to_string(expected_) + ", +" + std::to_string(slots_) + ")";
+  if (m.length > layout_.payload_bytes)
+    return "active-message payload of " + std::to_string(m.length) + " bytes exceeds a slot";
+  uint8_t* s = slot(h.seq);
+  std::memcpy(s, &h, sizeof(h));
+  Landing landing{h.seq, transport::Request()};
+  if (m.length)
+    landing.request =
+        context.am_receive(m, *inbox_, (s - static_cast<uint8_t*>(inbox_->data())) + layout_.payload_offset());
+  landings_.push_back(std::move(landing));
+  return {};
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,71 @@
+// A lane's part of checkpoints: its snapshot, as of the moment it was asked
+// for, taken copy-on-write between pushes; and its restore from a checkpoint
+// before it starts.
+#include <algorithm>
+
+#include "src/ps/server_lane.h"
+
+namespace rdmaps::ps {
+
+bool ServerLane::snapshot_step() {
+  if (!snapshot_active_) {
+    const uint64_t wanted = snapshot_wanted_.load(std::memory_order_acquire);
+    if (wanted == snapshot_taken_.load(std::memory_order_relaxed)) return false;
+    // The moment the snapshot stands for: the workers' clocks and counts now,
+    // each shard as it is now (copied before anything changes it).
+    snapshot_.params.resize(lane_range_.size());
+    snapshot_.state.resize(store_->has_state() ? lane_range_.size() : 0);
+    snapshot_.versions.resize(setup_.shards);
+    snapshot_.workers.resize(workers_.size());
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      const Worker& w = workers_[i];
+      const WorkerState state = w.live              ? WorkerState::kConnected
+                                : !w.connected_once ? WorkerState::kNever
+                                                    : WorkerState::kGone;
+      snapshot_.workers[i] = {state, w.clock, w.pushes};
+    }
+    snapshot_copied_.assign(setup_.shards, false);
+    snapshot_left_ = setup_.shards;
+    snapshot_next_ = 0;
+    snapshot_active_ = true;
+    return true;
+  }
+  while (snapshot_next_ < setup_.shards && snapshot_copied_[snapshot_next_]) ++snapshot_next_;
+  if (snapshot_next_ < setup_.shards) copy_shard(snapshot_next_);
+  if (snapshot_left_ > 0) return true;
+  snapshot_active_ = false;
+  snapshot_taken_.store(snapshot_wanted_.load(std::memory_order_relaxed), std::memory_order_release);
+  return true;
+}
+
+void ServerLane::copy_shard(uint32_t k) {
+  const size_t local = local_of(setup_.first_shard + k);
+  const size_t n = setup_.partition->shard(setup_.server->index, setup_.first_shard + k).size();
+  store_->save(local, n, snapshot_.params.data() + local,
+               snapshot_.state.empty() ? nullptr : snapshot_.state.data() + local);
+  snapshot_.versions[k] = versions_[k];
+  snapshot_copied_[k] = true;
+  --snapshot_left_;
+}
+
+void ServerLane::snapshot_now(uint64_t sequence) {
+  request_snapshot(sequence);
+  while (!snapshot_ready(sequence)) snapshot_step();
+}
+
+void ServerLane::restore(const Checkpoint& c) {
+  const uint64_t at = lane_range_.begin - server_range_.begin;
+  store_->load(0, lane_range_.size(), c.params.data() + at, c.state.empty() ? nullptr : c.state.data() + at);
+  std::copy_n(c.header.versions.begin() + setup_.first_shard, setup_.shards, versions_.begin());
+  for (size_t i = 0; i < workers_.size(); ++i) {
+    const CheckpointWorker& k = c.header.workers[i];
+    Worker& w = workers_[i];
+    w.clock = k.clock;
+    // Connected ones are expected back: like workers not yet connected, they hold the clock until they are.
+    w.connected_once = k.state == WorkerState::kGone;
+    w.pushes = setup_.index == 0 ? k.pushes : 0;  // lane 0 carries the server's count
+  }
+  update_min_clock();
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,114 @@
+// A lane's fault handling: malformed messages, workers that leave, die or
+// stall, and the take-in of a closed worker's last messages.
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "rdmaps/log.h"
+#include "src/ps/server_lane.h"
+
+namespace rdmaps::ps {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+const char* reject_reason_name(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::kSequence:
+      return "sequence";
+    case RejectReason::kHeader:
+      return "header";
+    case RejectReason::kNonFinite:
+      return "non-finite";
+    case RejectReason::kLanding:
+      return "landing";
+  }
+  return "unknown";
+}
+
+void ServerLane::reject(Worker& w, RejectReason reason, const std::string& why) {
+  logf(LogLevel::kWarn, "rdmaps-server: rejected a message from %s: %s", w.name.c_str(), why.c_str());
+  LaneCounters::add(counters_.rejected);
+  LaneCounters::add(counters_.rejected_for[static_cast<size_t>(reason)]);
+  LaneCounters::add(counters_.rejected_by[w.id]);
+  ++w.mailbox.rejected;
+}
+
+// Every lane sees each leave and each death; lane 0 speaks and counts for the server.
+void ServerLane::drop(Worker& w, const char* why) {
+  if (!w.live && !w.ep) return;
+  if (why && setup_.index == 0) {
+    const bool left = std::strcmp(why, "left") == 0;
+    if (setup_.server->log_connections || !left) logf(LogLevel::kInfo, "rdmaps-server: %s %s", w.name.c_str(), why);
+    LaneCounters::add(left ? counters_.workers_left : counters_.workers_lost);
+  }
+  w.live = false;
+  live_[w.id].store(false, std::memory_order_release);
+  if (w.writer) w.writer->abandon();
+  w.writer.reset();
+  if (w.inbox) w.inbox->forget_landings();
+  if (w.ep) {
+    by_endpoint_.erase(w.ep.get());
+    // Close once the worker closed its side (or soon after): both closing at
+    // once leaves neither side to acknowledge the other.
+    closing_.push_back({std::move(w.ep), Clock::now()});
+  }
+  if (why) update_min_clock();
+}
+
+void ServerLane::check_liveness() {
+  for (auto& w : workers_) {
+    if (!w.live || !(w.ep->peer_closed() || w.ep->failed())) continue;
+    take_in_last_messages(w);  // a clean leave ends with a Bye there
+    if (w.live) drop(w, "died (connection closed); dropped from the clock");
+  }
+  auto now = Clock::now();
+  std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
+  warn_stalled();
+}
+
+// A worker at the slowest clock that does not advance it holds every other
+// worker back under SSP: say so once per stall (lane 0 speaks for the server).
+void ServerLane::warn_stalled() {
+  const auto limit = setup_.server->stall_warning;
+  if (limit.count() == 0 || setup_.index != 0) return;
+  const auto now = Clock::now();
+  for (auto& w : workers_) {
+    if (!w.live || w.stall_logged || w.clock != min_clock_ || now - w.clock_since < limit) continue;
+    w.stall_logged = true;
+    LaneCounters::add(counters_.stall_warnings);
+    logf(LogLevel::kWarn,
+         "rdmaps-server: %s has not advanced its clock for %.1f s (it is at clock %llu, the slowest; "
+         "workers ahead of it by the staleness bound wait for it)",
+         w.name.c_str(), std::chrono::duration<double>(now - w.clock_since).count(),
+         static_cast<unsigned long long>(w.clock));
+  }
+}
+
+// A worker's socket can close while its last messages (pushes, its clock, a
+// Bye) wait in its inbox or in UCX: the lane may have polled that inbox just
+// before they landed. Take them in before judging the worker dead, so nothing
+// it completed is lost and a clean leave is not reported as a death.
+// Quiet means 5 ms without anything from it, not a number of polls: over tcp
+// the bytes of its last active messages can still be on their way through
+// UCX's socket when the bootstrap socket's close is seen (seen once in 120
+// leaves with two lanes, polling 16 times).
+void ServerLane::take_in_last_messages(Worker& w) {
+  w.departed = true;
+  const auto start = Clock::now(), deadline = start + 100ms;
+  for (auto last = start; w.live;) {
+    const auto now = Clock::now();
+    if (now > deadline || now - last > 5ms) break;
+    context_->progress();
+    complete_landings();
+    if (poll_inbox(w) || w.inbox->landing()) last = now;
+  }
+}
+
+bool ServerLane::all_done() const {
+  for (const auto& w : workers_)
+    if (w.live || !w.connected_once) return false;
+  return closing_.empty();
+}
+
+}  // namespace rdmaps::ps

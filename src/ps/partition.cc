@@ -1,0 +1,45 @@
+#include "src/ps/partition.h"
+
+#include <algorithm>
+
+#include "rdmaps/error.h"
+
+namespace rdmaps::ps {
+
+Partition::Partition(std::vector<TensorDecl> tensors, uint32_t servers, uint32_t shard_floats)
+    : tensors_(std::move(tensors)), servers_(servers), shard_floats_(shard_floats) {
+  if (servers_ == 0) throw Error(Errc::kInvalidArgument, "a parameter table needs at least one server");
+  if (shard_floats_ == 0) throw Error(Errc::kInvalidArgument, "shard size must be at least one float");
+  for (const auto& t : tensors_) {
+    offsets_.push_back(total_);
+    total_ += t.floats;
+  }
+  if (total_ < servers_)
+    throw Error(Errc::kInvalidArgument, "table of " + std::to_string(total_) + " floats cannot be split across " +
+                                            std::to_string(servers_) + " servers");
+}
+
+Range Partition::tensor(const std::string& name) const {
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    if (tensors_[i].name == name) return {offsets_[i], offsets_[i] + tensors_[i].floats};
+  throw Error(Errc::kInvalidArgument, "tensor '" + name + "' was not declared");
+}
+
+Range Partition::server_range(uint32_t s) const {
+  // Equal byte shares; the first (total % servers) servers take one float more.
+  uint64_t base = total_ / servers_, extra = total_ % servers_;
+  uint64_t begin = s * base + std::min<uint64_t>(s, extra);
+  return {begin, begin + base + (s < extra ? 1 : 0)};
+}
+
+uint32_t Partition::shard_count(uint32_t s) const {
+  return static_cast<uint32_t>((server_range(s).size() + shard_floats_ - 1) / shard_floats_);
+}
+
+Range Partition::shard(uint32_t s, uint32_t k) const {
+  Range r = server_range(s);
+  uint64_t begin = r.begin + uint64_t{k} * shard_floats_;
+  return {begin, std::min(r.end, begin + shard_floats_)};
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,42 @@
+// How the parameter table (all declared tensors, concatenated) is split:
+// contiguous ranges across servers, balanced by bytes, each cut into shards.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "src/ps/protocol.h"
+
+namespace rdmaps::ps {
+
+struct Range {
+  uint64_t begin = 0, end = 0;
+  uint64_t size() const { return end - begin; }
+};
+
+class Partition {
+ public:
+  Partition(std::vector<TensorDecl> tensors, uint32_t servers, uint32_t shard_floats);
+
+  uint64_t total_floats() const { return total_; }
+  uint32_t servers() const { return servers_; }
+  uint32_t shard_floats() const { return shard_floats_; }
+  const std::vector<TensorDecl>& tensors() const { return tensors_; }
+  /// Global float range of a declared tensor; throws Error naming it if unknown.
+  Range tensor(const std::string& name) const;
+  /// Global float range server `s` owns.
+  Range server_range(uint32_t s) const;
+  /// Shards of server `s`: its range cut into shard_floats pieces.
+  uint32_t shard_count(uint32_t s) const;
+  Range shard(uint32_t s, uint32_t shard) const;  ///< global range
+
+ private:
+  std::vector<TensorDecl> tensors_;
+  std::vector<uint64_t> offsets_;
+  uint64_t total_ = 0;
+  uint32_t servers_;
+  uint32_t shard_floats_;
+};
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,75 @@
+#include "src/ps/pending_peers.h"
+
+#include <cstdio>
+
+#include "rdmaps/error.h"
+#include "rdmaps/log.h"
+
+namespace rdmaps::ps {
+
+using Clock = std::chrono::steady_clock;
+
+PendingPeers::PendingPeers(std::string who, std::chrono::milliseconds timeout, size_t max_message)
+    : who_(std::move(who)), timeout_(timeout), max_message_(max_message) {}
+
+void PendingPeers::log(const std::string& line) {
+  constexpr uint32_t kLinesPerSecond = 10;
+  const auto now = Clock::now();
+  if (now - log_window_ >= std::chrono::seconds(1)) {
+    if (unlogged_)
+      logf(LogLevel::kWarn, "%s: %llu more connections refused or closed in the last second (not logged one by one)",
+           who_.c_str(), static_cast<unsigned long long>(unlogged_));
+    log_window_ = now;
+    logged_ = 0;
+    unlogged_ = 0;
+  }
+  if (logged_++ < kLinesPerSecond)
+    logf(LogLevel::kWarn, "%s: %s", who_.c_str(), line.c_str());
+  else
+    ++unlogged_;
+}
+
+bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_message) {
+  bool any = false;
+  while (waiting_.size() < kMaxPendingPeers) {
+    std::unique_ptr<transport::Endpoint> ep;
+    try {
+      ep = listener.poll();
+    } catch (const std::exception& e) {  // that peer is gone; the others go on
+      log(std::string("refused a connection: ") + e.what());
+      any = true;
+      continue;
+    }
+    if (!ep) break;
+    waiting_.push_back({std::move(ep), Clock::now() + timeout_});
+    any = true;
+  }
+  const auto now = Clock::now();
+  for (size_t i = 0; i < waiting_.size();) {
+    Waiting& w = waiting_[i];
+    std::optional<std::vector<uint8_t>> message;
+    std::string why;
+    try {
+      message = w.ep->try_recv_control(max_message_);
+      if (!message && now >= w.deadline)
+        why = "sent no complete first message within " + std::to_string(timeout_.count()) + " ms";
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    if (!message && why.empty()) {
+      ++i;
+      continue;
+    }
+    std::unique_ptr<transport::Endpoint> ep = std::move(w.ep);
+    waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
+    any = true;
+    if (!why.empty()) {
+      log("closed the connection from " + ep->peer_name() + ": " + why);
+      continue;
+    }
+    on_message(std::move(ep), std::move(*message));
+  }
+  return any;
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,177 @@
+// Wire formats of the parameter server: inbox slot headers, the worker's
+// mailbox, and the set-up messages exchanged over the control channel.
+// Layouts are fixed-size and little-endian (x86-64, aarch64).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "math/update_params.h"
+#include "rdmaps/config.h"
+
+namespace rdmaps::transport {
+class WireReader;
+class WireWriter;
+}  // namespace rdmaps::transport
+
+namespace rdmaps::ps {
+
+constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
+constexpr uint32_t kProtocolVersion = 8;
+/// SlotHeader::flags: the push payload is `length` bfloat16 values.
+constexpr uint16_t kFlagBf16 = 1;
+
+enum class MsgType : uint16_t {
+  kPush = 1,   ///< gradient for [offset, offset+length) of a shard
+  kClock = 2,  ///< worker finished clock `clock - 1`, now at `clock`
+  kPull = 3,   ///< write fresh parameters of shards [shard, shard+count) back
+  kInit = 4,   ///< set parameters of a shard range (initial values)
+  kBye = 5,    ///< worker leaves cleanly
+};
+
+/// First 64 bytes of every inbox slot. The server trusts no field before
+/// check_slot() (src/ps/slot_check.h) accepted it.
+struct SlotHeader {
+  uint32_t magic;
+  uint16_t type;
+  uint16_t flags;  ///< kFlag* bits
+  uint32_t worker;
+  uint32_t shard;
+  uint64_t seq;           ///< per-worker message number, 1, 2, 3, ...
+  uint64_t base_version;  ///< push: shard version the gradient was computed on
+  uint64_t clock;         ///< worker clock at send (kClock: the new clock)
+  uint32_t offset;        ///< push/init: first float within the shard
+  uint32_t length;        ///< push/init: floats in the payload; pull: shard count
+  float learning_rate;    ///< push: the worker's rate (a scheduler's); 0 = the server's
+  uint32_t reserved0;
+  uint64_t reserved1;
+};
+static_assert(sizeof(SlotHeader) == 64);
+
+/// Inbox slot: header, payload, then the doorbell in its own cache line.
+struct SlotLayout {
+  size_t payload_bytes;
+  size_t payload_offset() const { return sizeof(SlotHeader); }
+  size_t doorbell_offset() const { return sizeof(SlotHeader) + round_up(payload_bytes); }
+  size_t slot_bytes() const { return doorbell_offset() + 64; }
+  static size_t round_up(size_t n) { return (n + 63) / 64 * 64; }
+};
+
+/// Written by each server lane into its slot of the worker's receive region;
+/// read by the worker.
+struct Mailbox {
+  uint64_t consumed_seq;  ///< every message up to this seq was consumed: credits
+  uint64_t pull_done;     ///< seq of the last pull whose parameters are in place
+  uint64_t min_clock;     ///< smallest clock over live workers, as this lane saw them (SSP)
+  uint64_t pull_stamp;    ///< min_clock when the last pull was copied
+  uint64_t rejected;      ///< this worker's messages the server rejected
+  uint64_t reserved[3];
+};
+static_assert(sizeof(Mailbox) == 64);
+
+/// Worker receive region per server: one mailbox per lane, shard versions, parameters.
+struct ReceiveLayout {
+  size_t lanes;
+  size_t shards;
+  size_t floats;
+  size_t mailbox_offset(size_t lane) const { return lane * sizeof(Mailbox); }
+  size_t versions_offset() const { return lanes * sizeof(Mailbox); }
+  size_t params_offset() const { return SlotLayout::round_up(versions_offset() + shards * 8); }
+  size_t bytes() const { return params_offset() + floats * sizeof(float); }
+};
+
+struct TensorDecl {
+  std::string name;
+  uint64_t floats;
+};
+
+/// The update rule a worker was configured with. A server started with
+/// rule_from_workers adopts the first worker's and refuses workers that differ.
+struct RuleParams {
+  uint32_t rule = 0;  ///< UpdateRule
+  float learning_rate = 0, momentum = 0, dc_lambda = 0, dc_lambda0 = 0, ms_momentum = 0, eps = 0, dc_bound = 0,
+        dc_tau0 = 0;
+  uint32_t ms_bias_correction = 0;
+
+  static RuleParams from(const Config& config);
+  void apply_to(Config& config) const;
+  /// What the update rule itself is given (math/update_params.h).
+  math::UpdateParams update_params() const;
+  /// Empty when equal, else the first differing field: "lr 0.5 vs 0.25" (this, other).
+  std::string difference(const RuleParams& other) const;
+  /// Whether `flag` (as spelled on a command line, without "--") sets the rule or one of its parameters.
+  static bool is_flag(std::string_view flag);
+  /// The wire form, shared by the Hello and the checkpoint file.
+  void encode(transport::WireWriter& w) const;
+  /// Throws Error(kProtocol) through `r` on an unknown rule or a non-finite parameter.
+  static RuleParams decode(transport::WireReader& r);
+};
+
+/// Worker -> server, first control message (to the server's listen address).
+struct Hello {
+  uint32_t version = kProtocolVersion;
+  uint32_t worker = 0;
+  uint32_t workers = 0;    ///< how many workers the worker was started for (0: not stated)
+  uint64_t staleness = 0;  ///< the worker's SSP bound: every worker's must agree
+  uint32_t push_path = 0;  ///< PushPath the worker asks for
+  RuleParams rule;
+  uint32_t rule_stated =
+      0;  ///< 1: the worker asked for `rule` (Config::rule_stated); a server applying another refuses it
+  std::vector<TensorDecl> tensors;
+};
+/// One thread of the server and the shards it owns: the worker connects to
+/// each lane at its port (on the server's host) and sends it a LaneHello.
+struct LaneInfo {
+  uint32_t port = 0;
+  uint32_t first_shard = 0, shards = 0;
+};
+/// Server -> worker answer.
+struct Welcome {
+  uint32_t accepted = 0;
+  std::string reason;                       ///< why not, when not accepted
+  uint64_t range_begin = 0, range_end = 0;  ///< global floats this server owns
+  uint32_t shard_floats = 0, inbox_slots = 0;
+  uint32_t push_path = 0;  ///< PushPath::kPut or kAm, decided by the server for every lane
+  uint64_t token = 0;      ///< proves to the lanes that this server admitted the worker
+  std::vector<LaneInfo> lanes;
+  /// 1: the server resumed from a checkpoint (docs/cluster.md "Checkpoints
+  /// and restarts") and holds the table and its parameters already.
+  uint32_t resumed = 0;
+  /// Random per server process: a worker reconnecting tells a restarted
+  /// server from the same one after a dropped connection.
+  uint64_t instance = 0;
+  /// Of this worker's pushes (pieces), how many the server's parameters hold
+  /// (its checkpoint's, if it resumed, plus those it applied since).
+  uint64_t pushes_held = 0;
+};
+/// Worker -> one lane, after a Welcome.
+struct LaneHello {
+  uint32_t worker = 0;
+  uint64_t token = 0;
+  /// The worker's clock: 0 when it starts, its own when it reconnects after
+  /// the server restarted (the lane takes the larger of it and its own choice).
+  uint64_t clock = 0;
+  std::vector<uint8_t> receive_region;  ///< serialized RegionDescriptor (write rights), the whole layout
+};
+/// Lane -> worker answer.
+struct LaneWelcome {
+  uint32_t accepted = 0;
+  std::string reason;
+  uint64_t start_clock = 0;
+  std::vector<uint8_t> inbox_region;  ///< serialized RegionDescriptor (write rights): this lane's inbox
+};
+
+std::vector<uint8_t> encode(const Hello& hello);
+std::vector<uint8_t> encode(const Welcome& welcome);
+std::vector<uint8_t> encode(const LaneHello& hello);
+std::vector<uint8_t> encode(const LaneWelcome& welcome);
+/// Throw Error(kProtocol) naming `peer` on malformed bytes.
+Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer);
+Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& peer);
+LaneHello decode_lane_hello(const std::vector<uint8_t>& bytes, const std::string& peer);
+LaneWelcome decode_lane_welcome(const std::vector<uint8_t>& bytes, const std::string& peer);
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,439 @@
+// The server's control thread: it listens at the server's address, admits
+// workers (admission.h), starts the lanes that serve the data path
+// (server_lane.h) once the first worker declared the table, and reports.
+#include "rdmaps/server.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <mutex>
+
+#include "rdmaps/error.h"
+#include "rdmaps/log.h"
+#include "src/metrics/http_endpoint.h"
+#include "src/metrics/render.h"
+#include "src/ps/admission.h"
+#include "src/ps/checkpointer.h"
+#include "src/ps/gpu_shard.h"
+#include "src/ps/partition.h"
+#include "src/ps/pending_peers.h"
+#include "src/ps/protocol.h"
+#include "src/ps/server_lane.h"
+#include "transport/auth.h"
+#include "transport/context.h"
+#include "transport/idle_backoff.h"
+
+namespace rdmaps {
+
+double ServerStats::staleness_quantile(double q) const {
+  uint64_t total = 0;
+  for (uint64_t c : staleness) total += c;
+  if (total == 0) return 0;
+  uint64_t target = static_cast<uint64_t>(std::ceil(q * total)), seen = 0;
+  for (size_t tau = 0; tau < staleness.size(); ++tau) {
+    seen += staleness[tau];
+    if (seen >= target) return static_cast<double>(tau);
+  }
+  return static_cast<double>(staleness.size() - 1);
+}
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+constexpr auto kHelloTimeout = 5s;            // a connected peer's first message
+constexpr auto kAnswerTimeout = 100ms;        // a Welcome: small, into an empty socket buffer
+constexpr size_t kMaxHelloBytes = 16u << 20;  // a table of about 100,000 tensors with long names
+
+// Cores this process may run on (its affinity mask, e.g. under srun or taskset).
+uint32_t usable_cores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
+  return 1;
+}
+}  // namespace
+
+uint32_t server_threads_for(const Config& config, uint64_t shards, bool gpu_shard) {
+  const uint64_t want = config.server_threads ? config.server_threads : gpu_shard ? 1 : usable_cores();
+  return static_cast<uint32_t>(std::clamp<uint64_t>(want, 1, std::max<uint64_t>(shards, 1)));
+}
+
+namespace ps {
+
+class ServerImpl {
+ public:
+  explicit ServerImpl(const ServerOptions& options)
+      : options_(options), admission_(options_), tickets_(std::make_unique<AdmissionTicket[]>(options.workers)) {
+    if (options.servers == 0 || options.index >= options.servers)
+      throw Error(Errc::kInvalidArgument, "server index " + std::to_string(options.index) + " is not below the " +
+                                              std::to_string(options.servers) + " servers");
+    if (options.workers == 0 || options.workers > kMaxWorkers)
+      throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
+                                              std::to_string(options.workers) + " (--workers)");
+    if (options.gpu_shard) require_gpu();  // refused now, clearly, without a device
+    const auto listen = transport::SockAddr::parse(options.listen);
+    if (options.config.secret.empty() && !options.insecure && !listen.is_loopback())
+      throw Error(Errc::kInvalidArgument,
+                  "refusing to serve on " + options.listen +
+                      " without a shared secret: anyone who reaches it could read and overwrite the model. Give "
+                      "--secret-file FILE (or RDMAPS_SECRET) to every server and worker, listen on 127.0.0.1, or "
+                      "pass --insecure (docs/security.md)");
+    transport::ContextOptions o;
+    o.transport = transport::parse_transport(options.config.transport);
+    o.name = "rdmaps-server";
+    o.secret = options.config.secret;
+    context_ = transport::create_context(o);
+    listener_ = context_->listen(listen);
+    admitted_once_.assign(options.workers, false);
+    restored_pushes_.assign(options.workers, 0);
+    if (!options.config.checkpoint_dir.empty()) check_checkpoint_dir(options.config.checkpoint_dir);
+    while (instance_ == 0) transport::random_bytes(&instance_, sizeof(instance_));
+    if (options.config.resume) resume();
+    // Last: a refused metrics address leaves nothing half-started behind it.
+    if (!options.metrics.empty())
+      metrics_ = std::make_unique<metrics::HttpEndpoint>(
+          options.metrics, "--metrics", [this] { return metrics::render_server_metrics(stats(), options_); });
+  }
+
+  ~ServerImpl() {
+    metrics_.reset();      // no scrape reads the lanes while they go
+    checkpointer_.wait();  // a write in progress reads the lanes' snapshots
+    for (auto& lane : lanes_) lane->stop();
+    lanes_.clear();
+    closing_.clear();
+  }
+
+  std::string address() const { return listener_->address().to_string(); }
+  std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
+  void stop() { stop_.store(true); }
+  ServerStats stats() const;
+  void run();
+
+ private:
+  /// Answers a Hello: admits the worker or refuses it, never throwing.
+  void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
+  /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
+  void admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome);
+  /// Splits this server's shards into lanes and starts them (restored from
+  /// `checkpoint` when given); throws Error on failure.
+  void start_lanes(const Config& config, const std::vector<TensorDecl>& table, uint64_t staleness,
+                   const Checkpoint* checkpoint = nullptr);
+  /// Config::resume: serves the newest valid checkpoint's state, if there is one.
+  void resume();
+  bool lanes_finished() const;
+  /// Pushes taken in (applied or dropped) by every lane, this process.
+  uint64_t updates_taken() const;
+  void report(Clock::time_point now);
+
+  ServerOptions options_;
+  Admission admission_;
+  std::unique_ptr<AdmissionTicket[]> tickets_;
+  std::unique_ptr<transport::Context> context_;  // destroyed after the endpoints below
+  std::unique_ptr<transport::Listener> listener_;
+  PendingPeers pending_{"rdmaps-server", kHelloTimeout, kMaxHelloBytes};
+  std::unique_ptr<Partition> partition_;
+  mutable std::mutex lanes_mu_;  // lanes_ is filled once, while stats() may read it
+  std::vector<std::unique_ptr<ServerLane>> lanes_;
+  std::vector<bool> admitted_once_;
+  Checkpointer checkpointer_{options_.config, options_.log_connections};
+  bool resumed_ = false;
+  uint64_t resumed_updates_ = 0;
+  std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
+  uint64_t instance_ = 0;                  // random: this server process, as its workers know it
+  struct Closing {
+    std::unique_ptr<transport::Endpoint> ep;
+    Clock::time_point since;
+  };
+  std::vector<Closing> closing_;  // control connections, closed once the worker closed its side
+  Clock::time_point last_report_ = Clock::now(), last_waiting_ = Clock::now();
+  ServerStats last_stats_;
+  std::atomic<bool> stop_{false};
+  std::string rule_;                                // the lanes' update rule, under lanes_mu_
+  std::unique_ptr<metrics::HttpEndpoint> metrics_;  // declared last: stopped before anything it reads goes
+};
+
+void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>& table, uint64_t staleness,
+                             const Checkpoint* checkpoint) {
+  auto partition = std::make_unique<Partition>(table, options_.servers, config.shard_floats);
+  const uint32_t shards = partition->shard_count(options_.index);
+  const uint32_t lanes = server_threads_for(config, shards, options_.gpu_shard);
+  std::vector<std::unique_ptr<ServerLane>> made;
+  for (uint32_t l = 0; l < lanes; ++l) {
+    LaneSetup s;
+    s.index = l;
+    s.lanes = lanes;
+    s.server = &options_;
+    s.config = config;
+    s.partition = partition.get();
+    s.first_shard = static_cast<uint32_t>(uint64_t{shards} * l / lanes);
+    s.shards = static_cast<uint32_t>(uint64_t{shards} * (l + 1) / lanes) - s.first_shard;
+    s.tickets = tickets_.get();
+    made.push_back(std::make_unique<ServerLane>(s));
+    if (checkpoint) made.back()->restore(*checkpoint);
+  }
+  CheckpointHeader base;
+  base.index = options_.index;
+  base.servers = options_.servers;
+  base.shard_floats = config.shard_floats;
+  base.staleness = staleness;
+  base.rule = RuleParams::from(config);
+  base.tensors = table;
+  checkpointer_.start(base, checkpoint ? checkpoint->header.sequence : 0);
+  partition_ = std::move(partition);
+  for (auto& lane : made) lane->start();
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  lanes_ = std::move(made);
+  rule_ = rule_name(config.rule);
+}
+
+void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message) {
+  const std::string peer = ep->peer_name();
+  Welcome welcome;
+  auto close_later = [&] { closing_.push_back({std::move(ep), Clock::now()}); };
+  auto refuse = [&](const std::string& why) {
+    welcome.accepted = 0;
+    welcome.reason = why;
+    logf(LogLevel::kWarn, "rdmaps-server: refused %s: %s", peer.c_str(), why.c_str());
+    try {
+      ep->send_control(encode(welcome), kAnswerTimeout);
+    } catch (const Error&) {
+    }
+    close_later();
+  };
+  // Nothing a refused Hello said survives it: the table and rule are fixed
+  // only by admission_.admit() below, after every check passed.
+  try {
+    admit_checked(*ep, decode_hello(message, peer), welcome);
+  } catch (const std::bad_alloc&) {
+    return refuse("out of memory while admitting it");
+  } catch (const std::exception& e) {
+    return refuse(e.what());
+  }
+  close_later();  // the worker goes on with the lanes
+}
+
+void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome) {
+  const std::string peer = ep.peer_name();
+  if (std::string why = admission_.check(hello); !why.empty()) throw Error(Errc::kPermissionDenied, why);
+  for (const auto& lane : lanes_)
+    if (lane->live(hello.worker))
+      throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is already connected");
+  if (!admission_.has_table()) start_lanes(admission_.config_for(hello), hello.tensors, hello.staleness);
+  admission_.admit(hello);
+  const PushPath wanted = static_cast<PushPath>(hello.push_path);
+  const bool use_am = wanted == PushPath::kAm || (wanted == PushPath::kAuto && !ep.rma_native());
+  uint64_t token = 0;
+  while (token == 0) transport::random_bytes(&token, sizeof(token));
+  AdmissionTicket& ticket = tickets_[hello.worker];
+  ticket.use_am.store(use_am ? 1 : 0, std::memory_order_relaxed);
+  uint64_t start_clock = 0;  // for a rejoin: the furthest any lane's slowest live worker got
+  for (const auto& lane : lanes_)
+    start_clock = std::max(start_clock, lane->counters().min_clock.load(std::memory_order_relaxed));
+  ticket.start_clock.store(start_clock, std::memory_order_relaxed);
+  ticket.token.store(token, std::memory_order_release);
+  const Range range = partition_->server_range(options_.index);
+  welcome.accepted = 1;
+  welcome.range_begin = range.begin;
+  welcome.range_end = range.end;
+  welcome.shard_floats = admission_.config().shard_floats;
+  welcome.inbox_slots = admission_.config().inbox_slots;
+  welcome.push_path = static_cast<uint32_t>(use_am ? PushPath::kAm : PushPath::kPut);
+  welcome.token = token;
+  for (const auto& lane : lanes_) welcome.lanes.push_back({lane->port(), lane->first_shard(), lane->shards()});
+  welcome.resumed = resumed_ ? 1 : 0;
+  welcome.instance = instance_;
+  welcome.pushes_held = restored_pushes_[hello.worker];
+  for (const auto& lane : lanes_)
+    welcome.pushes_held += lane->counters().applied[hello.worker].load(std::memory_order_relaxed);
+  try {
+    ep.send_control(encode(welcome), kAnswerTimeout);
+  } catch (const Error& e) {
+    logf(LogLevel::kWarn, "rdmaps-server: worker %u (%s) left during the handshake: %s", hello.worker, peer.c_str(),
+         e.what());
+  }
+  admitted_once_[hello.worker] = true;
+}
+
+bool ServerImpl::lanes_finished() const {
+  if (lanes_.empty()) return false;
+  for (const auto& lane : lanes_)
+    if (!lane->finished()) return false;
+  return true;
+}
+
+uint64_t ServerImpl::updates_taken() const {
+  uint64_t n = 0;
+  for (const auto& lane : lanes_)
+    n += lane->counters().pushes.load(std::memory_order_relaxed) +
+         lane->counters().dropped.load(std::memory_order_relaxed);
+  return n;
+}
+
+ServerStats ServerImpl::stats() const {
+  ServerStats s;
+  s.applied_per_worker.assign(options_.workers, 0);
+  s.rejected_per_worker.assign(options_.workers, 0);
+  s.bytes_in_per_worker.assign(options_.workers, 0);
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  s.lanes = static_cast<uint32_t>(lanes_.size());
+  s.staleness.assign(kStalenessBuckets, 0);
+  s.min_clock = lanes_.empty() ? 0 : UINT64_MAX;
+  s.rule = rule_;
+  s.apply_latency.counts.assign(kDurationBuckets, 0);
+  s.write_back_latency.counts.assign(kDurationBuckets, 0);
+  std::vector<uint64_t> by_reason(kRejectReasons, 0);
+  auto get = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
+  for (const auto& lane : lanes_) {
+    const LaneCounters& c = lane->counters();
+    s.pushes += get(c.pushes);
+    s.bytes_in += get(c.bytes_in);
+    s.bytes_out += get(c.bytes_out);
+    s.pulls += get(c.pulls);
+    s.clocks += get(c.clocks);
+    s.rejected += get(c.rejected);
+    s.dropped += get(c.dropped);
+    s.workers_left += get(c.workers_left);
+    s.workers_lost += get(c.workers_lost);
+    s.min_clock = std::min(s.min_clock, get(c.min_clock));
+    s.longest_setup_pause_us = std::max(s.longest_setup_pause_us, get(c.longest_setup_us));
+    s.stall_warnings += get(c.stall_warnings);
+    for (uint32_t w = 0; w < options_.workers; ++w) {
+      s.applied_per_worker[w] += get(c.applied[w]);
+      s.rejected_per_worker[w] += get(c.rejected_by[w]);
+      s.bytes_in_per_worker[w] += get(c.bytes_from[w]);
+    }
+    for (size_t t = 0; t < s.staleness.size(); ++t) s.staleness[t] += get(c.staleness[t]);
+    s.staleness_sum += get(c.staleness_sum);
+    s.max_clock = std::max(s.max_clock, get(c.max_clock));
+    for (size_t r = 0; r < kRejectReasons; ++r) by_reason[r] += get(c.rejected_for[r]);
+    for (size_t b = 0; b < kDurationBuckets; ++b) {
+      s.apply_latency.counts[b] += get(c.apply_latency[b]);
+      s.write_back_latency.counts[b] += get(c.write_back_latency[b]);
+    }
+    s.apply_latency.sum_ns += get(c.apply_ns);
+    s.write_back_latency.sum_ns += get(c.write_back_ns);
+  }
+  // Every lane sees every connection: the first one speaks for the server.
+  if (!lanes_.empty())
+    for (uint32_t w = 0; w < options_.workers; ++w) s.workers_connected += lanes_[0]->live(w) ? 1 : 0;
+  for (size_t r = 0; r < kRejectReasons; ++r)
+    s.rejected_by_reason.emplace_back(reject_reason_name(static_cast<RejectReason>(r)), by_reason[r]);
+  s.checkpoints = checkpointer_.written();
+  s.checkpoint_failures = checkpointer_.failed();
+  s.checkpoint_updates = checkpointer_.last_updates();
+  s.resumed_updates = resumed_updates_;
+  return s;
+}
+
+void ServerImpl::report(Clock::time_point now) {
+  if (now - last_waiting_ > 10s) {
+    last_waiting_ = now;
+    std::string missing;
+    for (uint32_t w = 0; w < options_.workers; ++w)
+      if (!admitted_once_[w]) missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+    if (!missing.empty())
+      logf(LogLevel::kInfo, "rdmaps-server: waiting for workers %s to connect to %s (the clock holds at %llu)",
+           missing.c_str(), address().c_str(), static_cast<unsigned long long>(stats().min_clock));
+  }
+  if (options_.stats_interval.count() == 0 || now - last_report_ < options_.stats_interval) return;
+  ServerStats s = stats();
+  const ServerStats& last = last_stats_;
+  double dt = std::chrono::duration<double>(now - last_report_).count();
+  logf(LogLevel::kInfo,
+       "rdmaps-server: %.0f pushes/s, in %.3f GB/s, out %.3f GB/s, staleness p50 %.0f p99 %.0f, "
+       "min clock %llu, dropped %llu, rejected %llu, %zu lanes, longest set-up pause %.1f ms",
+       (s.pushes - last.pushes) / dt, (s.bytes_in - last.bytes_in) / dt / 1e9,
+       (s.bytes_out - last.bytes_out) / dt / 1e9, s.staleness_quantile(0.5), s.staleness_quantile(0.99),
+       static_cast<unsigned long long>(s.min_clock), static_cast<unsigned long long>(s.dropped),
+       static_cast<unsigned long long>(s.rejected), lanes_.size(), s.longest_setup_pause_us / 1e3);
+  last_stats_ = s;
+  last_report_ = now;
+}
+
+void ServerImpl::run() {
+  // The control thread admits and reports; the lanes carry the data. Waiting
+  // here may sleep up to half a millisecond: it delays a connection, not a push.
+  transport::IdleBackoff idle;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    bool busy = context_->progress() != 0;
+    busy |= pending_.poll(*listener_, [this](std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message) {
+      admit(std::move(ep), message);
+    });
+    const auto now = Clock::now();
+    std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
+    report(now);
+    if (checkpointer_.enabled()) checkpointer_.tick(lanes_, updates_taken());
+    if (options_.exit_when_done && closing_.empty() && lanes_finished()) break;
+    idle.pause(busy);
+  }
+  for (auto& lane : lanes_) lane->stop();
+  for (auto& lane : lanes_) lane->join();
+  checkpointer_.finish(lanes_);  // the model as training left it
+}
+
+void ServerImpl::resume() {
+  const Config& config = options_.config;
+  if (config.checkpoint_dir.empty())
+    throw Error(Errc::kInvalidArgument, "--resume needs --checkpoint-dir: where should the checkpoint come from?");
+  auto log = [](const std::string& line) { rdmaps::log(LogLevel::kInfo, "rdmaps-server: " + line); };
+  auto found = load_newest_checkpoint(config.checkpoint_dir, options_.index, table_limit_bytes(options_), log);
+  if (!found) {
+    log("no checkpoint of server " + std::to_string(options_.index) + " in " + config.checkpoint_dir +
+        ": starting empty");
+    return;
+  }
+  const Checkpoint& c = *found;
+  const CheckpointHeader& h = c.header;
+  auto refuse = [&](const std::string& why) {
+    throw Error(Errc::kInvalidArgument, "cannot resume from '" + c.path + "': " + why);
+  };
+  if (h.index != options_.index || h.servers != options_.servers || h.workers.size() != options_.workers)
+    refuse("it was written by server " + std::to_string(h.index) + " of " + std::to_string(h.servers) + " for " +
+           std::to_string(h.workers.size()) + " workers; this is server " + std::to_string(options_.index) + " of " +
+           std::to_string(options_.servers) + " for " + std::to_string(options_.workers) +
+           " (--index, --servers, --workers must be the job's)");
+  if (h.shard_floats != config.shard_floats)
+    refuse("its shards are " + std::to_string(h.shard_floats) + " floats, this server's " +
+           std::to_string(config.shard_floats) + " (--shard-floats)");
+  const Partition partition(h.tensors, h.servers, h.shard_floats);
+  if (c.params.size() != partition.server_range(h.index).size() ||
+      h.versions.size() != partition.shard_count(h.index) || (!c.state.empty() && c.state.size() != c.params.size()))
+    refuse("its arrays do not match the table it declares");
+  Config restored = config;
+  if (options_.rule_from_workers) {
+    h.rule.apply_to(restored);
+  } else if (std::string d = RuleParams::from(config).difference(h.rule); !d.empty()) {
+    log("resuming with this server's update rule, not the checkpoint's (" + d + ", this server's first)");
+  }
+  admission_.restore(h.tensors, h.staleness, restored);
+  start_lanes(restored, h.tensors, h.staleness, &c);
+  resumed_ = true;
+  resumed_updates_ = h.updates();
+  uint64_t slowest = UINT64_MAX;
+  for (size_t w = 0; w < h.workers.size(); ++w) {
+    restored_pushes_[w] = h.workers[w].pushes;
+    if (h.workers[w].state != WorkerState::kGone) slowest = std::min(slowest, h.workers[w].clock);
+  }
+  log("resumed from " + c.path + " (checkpoint " + std::to_string(h.sequence) + ", " + std::to_string(h.updates()) +
+      " updates, slowest clock " + (slowest == UINT64_MAX ? std::string("-") : std::to_string(slowest)) +
+      "); updates applied after it were lost and its workers are expected back");
+}
+
+// ---- public face -------------------------------------------------------------
+
+}  // namespace ps
+
+// The public Server forwards to its implementation.
+using ps::ServerImpl;
+
+Server::Server(const ServerOptions& options) : impl_(std::make_unique<ServerImpl>(options)) {}
+Server::~Server() = default;
+std::string Server::address() const { return impl_->address(); }
+std::string Server::metrics_address() const { return impl_->metrics_address(); }
+void Server::run() { impl_->run(); }
+void Server::stop() { impl_->stop(); }
+ServerStats Server::stats() const { return impl_->stats(); }
+
+}  // namespace rdmaps

@@ -1,0 +1,382 @@
+#include "src/ps/server_lane.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+#include "math/bf16.h"
+#include "rdmaps/error.h"
+#include "rdmaps/log.h"
+#include "src/ps/am_ids.h"
+#include "src/ps/flush_denormals.h"
+#include "src/ps/gpu_shard.h"
+#include "src/ps/slot_check.h"
+#include "transport/idle_backoff.h"
+
+namespace rdmaps::ps {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using transport::Access;
+
+namespace {
+constexpr auto kHelloTimeout = 5s;      // a connected peer's LaneHello
+constexpr auto kAnswerTimeout = 100ms;  // a LaneWelcome: small, into an empty socket buffer
+constexpr size_t kMaxLaneHello = 256 * 1024;
+constexpr auto kIoTimeout = 30s;
+
+bool finite_floats(const float* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) return false;
+  return true;
+}
+}  // namespace
+
+LaneCounters::LaneCounters(uint32_t workers)
+    : applied(workers), rejected_by(workers), bytes_from(workers), staleness(kStalenessBuckets) {}
+
+ServerLane::ServerLane(const LaneSetup& setup)
+    : setup_(setup),
+      update_(update_params(setup.config)),
+      slot_layout_{setup.config.shard_floats * sizeof(float)},
+      receive_layout_{setup.lanes, 0, 0},
+      workers_(setup.server->workers),
+      live_(setup.server->workers),
+      pending_("rdmaps-server: lane " + std::to_string(setup.index), kHelloTimeout, kMaxLaneHello),
+      counters_(setup.server->workers) {
+  const ServerOptions& so = *setup.server;
+  const Partition& p = *setup.partition;
+  server_range_ = p.server_range(so.index);
+  lane_range_ = {p.shard(so.index, setup.first_shard).begin,
+                 p.shard(so.index, setup.first_shard + setup.shards - 1).end};
+  receive_layout_ = ReceiveLayout{setup.lanes, p.shard_count(so.index), server_range_.size()};
+  versions_.assign(setup.shards, 0);
+  for (uint32_t i = 0; i < workers_.size(); ++i) workers_[i].id = i;
+  transport::ContextOptions o;
+  o.transport = transport::parse_transport(setup.config.transport);
+  o.name = "rdmaps-server-lane-" + std::to_string(setup.index);
+  o.secret = setup.config.secret;
+  context_ = transport::create_context(o);
+  // Every lane on the server's host, at a port of its own.
+  listener_ = context_->listen(transport::SockAddr::parse(so.listen).with_port(0));
+  port_ = static_cast<uint16_t>(listener_->address().port());
+  context_->set_am_handler(kAmPush, [this](transport::AmMessage& m) { on_push_am(m); });
+  store_ = so.gpu_shard ? make_gpu_store(lane_range_.size(), setup.config.shard_floats, so.workers, setup.config.rule)
+                        : make_host_store(lane_range_.size(), setup.config.shard_floats, so.workers, setup.config.rule);
+}
+
+ServerLane::~ServerLane() {
+  stop();
+  join();
+  for (auto& w : workers_) drop(w, nullptr);
+  closing_.clear();
+}
+
+void ServerLane::start() {
+  thread_ = std::thread([this] {
+    try {
+      run();
+    } catch (const std::exception& e) {
+      logf(LogLevel::kError, "rdmaps-server: lane %u stopped: %s", setup_.index, e.what());
+    }
+    finished_.store(true);
+  });
+}
+
+void ServerLane::join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+size_t ServerLane::local_of(uint32_t shard) const {
+  return setup_.partition->shard(setup_.server->index, shard).begin - lane_range_.begin;
+}
+
+// ---- set-up ------------------------------------------------------------------
+
+// The worker was admitted by the control thread, which gave it a token; the
+// lane registers this worker's inbox and copy once, never per push.
+void ServerLane::admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message) {
+  const std::string peer = ep->peer_name();
+  try {
+    admit_checked(ep, decode_lane_hello(message, peer));
+  } catch (const std::bad_alloc&) {
+    if (ep) refuse(*ep, "out of memory while registering its memory");
+  } catch (const std::exception& e) {
+    if (ep) refuse(*ep, e.what());
+  }
+}
+
+void ServerLane::refuse(transport::Endpoint& ep, const std::string& why) {
+  LaneWelcome welcome;
+  welcome.reason = why;
+  logf(LogLevel::kWarn, "rdmaps-server: lane %u refused %s: %s", setup_.index, ep.peer_name().c_str(), why.c_str());
+  try {
+    ep.send_control(encode(welcome), kAnswerTimeout);
+  } catch (const Error&) {
+  }
+}
+
+void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello) {
+  const std::string peer = ep->peer_name();
+  LaneWelcome welcome;
+  if (hello.worker >= workers_.size())
+    throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is not below the " +
+                                             std::to_string(workers_.size()) +
+                                             " workers this server expects (--workers)");
+  const AdmissionTicket& ticket = setup_.tickets[hello.worker];
+  if (hello.token == 0 || hello.token != ticket.token.load(std::memory_order_acquire))
+    throw Error(Errc::kPermissionDenied, "worker " + std::to_string(hello.worker) +
+                                             " was not admitted by this server (connect to its listen address first)");
+  Worker& w = workers_[hello.worker];
+  if (w.live)
+    throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is already connected");
+  const bool use_am = ticket.use_am.load(std::memory_order_acquire) != 0;
+  auto receive = ep->import(transport::RegionDescriptor::parse(hello.receive_region, peer));
+  if (receive->size() < receive_layout_.bytes())
+    throw Error(Errc::kPermissionDenied, "receive region of " + std::to_string(receive->size()) + " bytes, needs " +
+                                             std::to_string(receive_layout_.bytes()));
+  try {
+    // Built aside and kept only once all of it worked: a refusal leaves the worker's slot as it was.
+    auto inbox = std::make_unique<InboxReader>(
+        context_->allocate(slot_layout_.slot_bytes() * setup_.config.inbox_slots, Access::kRemoteWrite), slot_layout_,
+        setup_.config.inbox_slots);
+    auto copy = context_->allocate(std::max<size_t>(lane_range_.size() * sizeof(float), 64), Access::kNone);
+    auto writer = std::make_unique<WriteBackSender>(
+        *context_, *ep, std::move(receive), receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am);
+    w.inbox = std::move(inbox);
+    w.copy = std::move(copy);
+    w.writer = std::move(writer);
+    store_->attach(w.id, static_cast<float*>(w.copy->data()));
+  } catch (const Error& e) {
+    throw Error(e.code(), std::string("server could not register memory: ") + e.what());
+  }
+  w.departed = false;
+  // A rejoining worker starts where the slowest live worker is, so it holds
+  // nobody back; the control thread chose that clock once for all lanes. One
+  // that reconnects after this server restarted goes on from its own clock.
+  w.clock = std::max(w.connected_once ? ticket.start_clock.load(std::memory_order_acquire) : w.clock, hello.clock);
+  w.clock_since = Clock::now();
+  w.stall_logged = false;
+  w.mailbox = Mailbox{};
+  w.mailbox.min_clock = min_clock_;
+  w.name = "worker " + std::to_string(w.id) + " (" + peer + ")";
+  welcome.accepted = 1;
+  welcome.start_clock = w.clock;
+  welcome.inbox_region = w.inbox->region().descriptor(Access::kRemoteWrite).serialize();
+  try {
+    ep->send_control(encode(welcome), kAnswerTimeout);
+  } catch (const Error& e) {
+    logf(LogLevel::kWarn, "rdmaps-server: %s left during the handshake: %s", w.name.c_str(), e.what());
+    w.writer.reset();
+    return;
+  }
+  by_endpoint_[ep.get()] = w.id;
+  w.ep = std::move(ep);
+  w.live = true;
+  w.connected_once = true;
+  live_[w.id].store(true, std::memory_order_release);
+  if (setup_.server->log_connections && setup_.index == 0)
+    logf(LogLevel::kInfo, "rdmaps-server: %s connected, push path %s, lanes: %s", w.name.c_str(), use_am ? "am" : "put",
+         w.ep->describe().c_str());
+  update_min_clock();
+  return;
+}
+
+// ---- data path ---------------------------------------------------------------
+
+bool ServerLane::poll_inbox(Worker& w) {
+  auto m = w.inbox->peek();
+  if (!m) return false;
+  if (m->doorbell != w.inbox->expected())
+    reject(w, RejectReason::kSequence,
+           "doorbell " + std::to_string(m->doorbell) + " where sequence " + std::to_string(w.inbox->expected()) +
+               " was due");
+  else
+    handle(w, m->header, m->payload);
+  if (!w.live) return true;
+  w.mailbox.consumed_seq = w.inbox->consume();
+  send_mailbox(w);
+  return true;
+}
+
+void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) {
+  // Nothing in the header is trusted before check_slot() accepted it.
+  const SlotRules rules{w.id,
+                        w.inbox->expected(),
+                        w.clock,
+                        setup_.partition,
+                        setup_.server->index,
+                        setup_.first_shard,
+                        setup_.first_shard + setup_.shards,
+                        versions_.data()};
+  if (std::string why = check_slot(h, rules); !why.empty()) return reject(w, RejectReason::kHeader, why);
+  const bool bf16 = h.flags & kFlagBf16;
+  switch (static_cast<MsgType>(h.type)) {
+    case MsgType::kPush:
+    case MsgType::kInit: {
+      if (setup_.config.check_nan) {
+        thread_local std::vector<float> widened;
+        const float* values = reinterpret_cast<const float*>(payload);
+        if (bf16) {
+          widened.resize(h.length);
+          math::decompress_bf16(reinterpret_cast<const uint16_t*>(payload), widened.data(), h.length);
+          values = widened.data();
+        }
+        if (!finite_floats(values, h.length))
+          return reject(w, RejectReason::kNonFinite,
+                        "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
+      }
+      const size_t local = local_of(h.shard) + h.offset;
+      preserve(h.shard - setup_.first_shard);
+      if (h.type == static_cast<uint16_t>(MsgType::kInit))
+        return store_->init(local, reinterpret_cast<const float*>(payload), h.length);
+      return apply_push(w, h, local, payload);
+    }
+    case MsgType::kPull:
+      return write_back(w, h);
+    case MsgType::kClock:
+      w.clock = h.clock;
+      w.clock_since = Clock::now();
+      w.stall_logged = false;
+      if (setup_.index == 0) LaneCounters::add(counters_.clocks);  // every lane gets each clock
+      return update_min_clock();
+    case MsgType::kBye:
+      return drop(w, "left");
+  }
+}
+
+void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g) {
+  uint64_t& version = versions_[h.shard - setup_.first_shard];
+  const uint64_t tau = version - h.base_version;
+  const Config& c = setup_.config;
+  if (c.staleness_policy == StalenessPolicy::kDropAboveMax && tau > c.tau_max) {
+    LaneCounters::add(counters_.dropped);
+    return;
+  }
+  ++w.pushes;
+  float lr = h.learning_rate > 0 ? h.learning_rate : c.learning_rate;
+  if (c.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
+  const bool bf16 = (h.flags & kFlagBf16) != 0;
+  const auto t0 = Clock::now();
+  store_->apply(update_, step_for(update_, lr, version + 1, tau), w.id, local, g, bf16, h.length);
+  const auto ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+  LaneCounters::add(counters_.apply_latency[duration_bucket(ns)]);
+  LaneCounters::add(counters_.apply_ns, ns);
+  ++version;
+  LaneCounters::add(counters_.pushes);
+  const uint64_t bytes = h.length * (bf16 ? sizeof(uint16_t) : sizeof(float));
+  LaneCounters::add(counters_.bytes_in, bytes);
+  LaneCounters::add(counters_.bytes_from[w.id], bytes);
+  LaneCounters::add(counters_.applied[w.id]);
+  LaneCounters::add(counters_.staleness[std::min<uint64_t>(tau, kStalenessBuckets - 1)]);
+  LaneCounters::add(counters_.staleness_sum, tau);
+}
+
+// Copy fresh parameters into the worker's copy (what DC-ASGD compensates
+// against), then put them from there: one copy serves both, and it does not
+// change while in flight. Data, then fence, then the mailbox.
+void ServerLane::write_back(Worker& w, const SlotHeader& h) {
+  if (w.departed) return;  // nobody left to read it
+  const size_t local = local_of(h.shard);
+  const size_t floats =
+      setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
+  const auto t0 = Clock::now();
+  try {
+    store_->snapshot(w.id, local, floats);
+    const uint64_t server_local = lane_range_.begin - server_range_.begin + local;
+    w.writer->send(static_cast<const float*>(w.copy->data()) + local, floats, *w.copy,
+                   receive_layout_.params_offset() + server_local * sizeof(float),
+                   versions_.data() + (h.shard - setup_.first_shard), h.length,
+                   receive_layout_.versions_offset() + h.shard * 8, kIoTimeout);
+  } catch (const Error& e) {
+    // The worker died with a write-back in flight: drop it, keep serving the others.
+    return drop(w, (std::string("write-back failed: ") + e.what() + "; dropped from the clock").c_str());
+  }
+  const auto ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
+  LaneCounters::add(counters_.write_back_latency[duration_bucket(ns)]);
+  LaneCounters::add(counters_.write_back_ns, ns);
+  w.mailbox.pull_done = h.seq;
+  w.mailbox.pull_stamp = min_clock_;
+  LaneCounters::add(counters_.pulls);
+  LaneCounters::add(counters_.bytes_out, floats * sizeof(float));
+  // The credit for this message goes out with the same mailbox (poll_inbox).
+}
+
+void ServerLane::send_mailbox(Worker& w) {
+  if (!w.live || w.departed) return;
+  try {
+    w.writer->send_mailbox(w.mailbox, kIoTimeout);
+  } catch (const Error& e) {
+    drop(w, e.what());
+  }
+}
+
+void ServerLane::update_min_clock() {
+  uint64_t m = UINT64_MAX, fastest = 0;
+  for (const auto& w : workers_)
+    if (w.live || !w.connected_once) {
+      m = std::min(m, w.clock);  // not-yet-connected workers hold at 0
+      fastest = std::max(fastest, w.clock);
+    }
+  if (m == UINT64_MAX) m = min_clock_;
+  counters_.max_clock.store(std::max(fastest, m), std::memory_order_relaxed);
+  counters_.min_clock.store(m, std::memory_order_relaxed);
+  if (m == min_clock_) return;
+  min_clock_ = m;
+  for (auto& w : workers_) {
+    if (!w.live) continue;
+    w.mailbox.min_clock = m;
+    send_mailbox(w);
+  }
+}
+
+// Active-message push path: land the payload in the same inbox slot a put
+// would have filled; the doorbell rings once the payload is complete.
+void ServerLane::on_push_am(transport::AmMessage& m) {
+  auto it = by_endpoint_.find(m.from);
+  if (it == by_endpoint_.end()) return;  // unknown sender: dropped by the transport
+  Worker& w = workers_[it->second];
+  if (!w.live) return;
+  if (std::string why = w.inbox->land(*context_, m); !why.empty()) reject(w, RejectReason::kLanding, why);
+}
+
+bool ServerLane::complete_landings() {
+  bool any = false;
+  for (auto& w : workers_)
+    if (w.live && w.inbox->landing())
+      any |= w.inbox->complete([&](const std::string& why) { reject(w, RejectReason::kLanding, why); });
+  return any;
+}
+
+void ServerLane::run() {
+  FlushDenormals flush;  // this thread applies updates: subnormals must not slow it
+  // Poll while busy; when idle, sleep in short steps: one-sided doorbells
+  // raise no event, so the wait must stay short (see docs/protocol.md).
+  transport::IdleBackoff idle({.spin = 50us, .yield = 0us, .sleep = 20us, .max_sleep = 20us});
+  uint32_t iteration = 0;
+  while (!stop_.load(std::memory_order_relaxed)) {
+    bool busy = snapshot_step();
+    busy |= context_->progress() != 0;
+    busy |= complete_landings();
+    for (auto& w : workers_)
+      if (w.live) busy |= poll_inbox(w);
+    if ((++iteration & 0xff) == 0 || !busy) {
+      const auto t0 = Clock::now();
+      pending_.poll(*listener_, [this](std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message) {
+        admit(std::move(ep), message);
+      });
+      check_liveness();
+      // How long connection set-up kept this lane from its inboxes (docs/security.md).
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+      if (static_cast<uint64_t>(us) > counters_.longest_setup_us.load(std::memory_order_relaxed))
+        counters_.longest_setup_us.store(static_cast<uint64_t>(us), std::memory_order_relaxed);
+      if (setup_.server->exit_when_done && all_done()) break;
+    }
+    idle.pause(busy);
+  }
+}
+
+}  // namespace rdmaps::ps

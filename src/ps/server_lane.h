@@ -1,0 +1,208 @@
+// One thread of a parameter server (a lane): it owns a contiguous run of the
+// server's shards and everything that touches them: their parameters,
+// optimizer state and DC backups (a ShardStore), every worker's inbox for
+// them, the write-backs from them, and its own UCX context, listener and
+// endpoints. Nothing on its data path is shared with another thread: no lock,
+// no atomic read-modify-write. The server's control thread admits workers and
+// hands each a token; a worker then connects to every lane
+// (docs/architecture.md "Server threads").
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "rdmaps/config.h"
+#include "rdmaps/server.h"
+#include "src/ps/checkpoint.h"
+#include "src/ps/inbox.h"
+#include "src/ps/partition.h"
+#include "src/ps/pending_peers.h"
+#include "src/ps/shard_store.h"
+#include "src/ps/update_rules.h"
+#include "src/ps/write_back.h"
+#include "transport/context.h"
+
+namespace rdmaps::ps {
+
+/// What the control thread decided for a worker id; written by it before the
+/// Welcome goes out, read by the lanes when the worker connects to them.
+struct AdmissionTicket {
+  std::atomic<uint64_t> token{0};        ///< 0: not admitted
+  std::atomic<uint32_t> use_am{0};       ///< push path: 1 active messages, 0 puts
+  std::atomic<uint64_t> start_clock{0};  ///< a rejoining worker's clock, the same on every lane
+};
+
+struct LaneSetup {
+  uint32_t index = 0, lanes = 1;
+  const ServerOptions* server = nullptr;  ///< index, servers, workers, listen host, logging
+  Config config;
+  const Partition* partition = nullptr;
+  uint32_t first_shard = 0, shards = 0;  ///< of this server's shards
+  AdmissionTicket* tickets = nullptr;    ///< one per worker id
+};
+
+/// Staleness histogram buckets; the last counts tau >= kStalenessBuckets - 1.
+constexpr size_t kStalenessBuckets = 257;
+
+/// Latency buckets (ServerStats' DurationHistogram): at most 1, 2, 4 ...
+/// 2^20 microseconds (about a second), then longer.
+constexpr size_t kDurationBuckets = 22;
+inline size_t duration_bucket(uint64_t ns) {
+  const uint64_t us = (ns + 999) / 1000;
+  return us <= 1 ? 0 : std::min<size_t>(std::bit_width(us - 1), kDurationBuckets - 1);
+}
+
+/// Why a lane rejected a message, for the count by reason (metrics label).
+enum class RejectReason : uint8_t { kSequence, kHeader, kNonFinite, kLanding };
+constexpr size_t kRejectReasons = 4;
+const char* reject_reason_name(RejectReason reason);
+
+/// Counters a lane alone writes (load, add, store: no read-modify-write);
+/// the control thread reads them for Server::stats().
+struct LaneCounters {
+  explicit LaneCounters(uint32_t workers);
+  std::atomic<uint64_t> pushes{0}, bytes_in{0}, bytes_out{0}, pulls{0}, clocks{0}, rejected{0}, dropped{0};
+  std::atomic<uint64_t> min_clock{0}, workers_left{0}, workers_lost{0};
+  std::atomic<uint64_t> longest_setup_us{0};
+  std::atomic<uint64_t> stall_warnings{0};  ///< longest the lane spent on connections instead of its inboxes
+  std::atomic<uint64_t> max_clock{0}, staleness_sum{0};
+  std::vector<std::atomic<uint64_t>> applied, rejected_by, bytes_from, staleness;
+  std::array<std::atomic<uint64_t>, kRejectReasons> rejected_for{};
+  // One timestamp pair per piece: an update's apply, a pull's copy and put.
+  std::array<std::atomic<uint64_t>, kDurationBuckets> apply_latency{}, write_back_latency{};
+  std::atomic<uint64_t> apply_ns{0}, write_back_ns{0};
+  static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+};
+
+/// A lane's part of a checkpoint, taken shard by shard between pushes.
+struct LaneSnapshot {
+  std::vector<float> params, state;  ///< the lane's range; state empty when the rule keeps none
+  std::vector<uint64_t> versions;    ///< of the lane's shards
+  std::vector<CheckpointWorker> workers;
+};
+
+class ServerLane {
+ public:
+  explicit ServerLane(const LaneSetup& setup);
+  ~ServerLane();
+  ServerLane(const ServerLane&) = delete;
+  ServerLane& operator=(const ServerLane&) = delete;
+
+  uint16_t port() const { return port_; }
+  uint32_t first_shard() const { return setup_.first_shard; }
+  uint32_t shards() const { return setup_.shards; }
+  /// Serves on its own thread until stop(), or until every worker left.
+  void start();
+  void stop() { stop_.store(true); }
+  void join();
+  bool finished() const { return finished_.load(); }
+  /// Whether `worker` is connected to this lane now.
+  bool live(uint32_t worker) const { return live_[worker].load(std::memory_order_acquire); }
+  const LaneCounters& counters() const { return counters_; }
+
+  // Checkpoints (lane_checkpoint.cc). The control thread asks for snapshot
+  // `sequence`; the lane takes it as of that moment, copy-on-write: one shard
+  // per turn of its loop, and a shard about to change first, so serving pauses
+  // no longer than one piece's apply. It publishes the snapshot whole.
+  void request_snapshot(uint64_t sequence) { snapshot_wanted_.store(sequence, std::memory_order_release); }
+  /// Whether snapshot `sequence` is complete; it is left alone until the next request.
+  bool snapshot_ready(uint64_t sequence) const { return snapshot_taken_.load(std::memory_order_acquire) == sequence; }
+  const LaneSnapshot& snapshot() const { return snapshot_; }
+  /// The whole snapshot at once, on the caller's thread: only while the lane's thread is not running.
+  void snapshot_now(uint64_t sequence);
+  /// Before start(): parameters, state, versions and workers from a checkpoint
+  /// of this server, already checked against its table and worker count.
+  void restore(const Checkpoint& checkpoint);
+
+ private:
+  struct Worker {
+    uint32_t id = 0;
+    bool connected_once = false, live = false;
+    bool departed = false;  // its connection closed: take in what it sent, send it nothing
+    std::unique_ptr<transport::Endpoint> ep;
+    std::unique_ptr<transport::Region> copy;  // parameters last sent: write-back source and DC backup
+    std::unique_ptr<InboxReader> inbox;
+    std::unique_ptr<WriteBackSender> writer;
+    uint64_t clock = 0;
+    std::chrono::steady_clock::time_point clock_since{};  // when `clock` last changed
+    bool stall_logged = false;
+    uint64_t pushes = 0;  // pushes (pieces) applied: what a checkpoint holds of it
+    Mailbox mailbox{};
+    std::string name;
+  };
+
+  void run();
+  // Set-up (server_lane.cc): answers a LaneHello, never throwing.
+  void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
+  /// Connects the worker (the endpoint moves in) or throws Error with the reason to refuse.
+  void admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello);
+  void refuse(transport::Endpoint& ep, const std::string& why);
+  // Data path (server_lane.cc).
+  bool poll_inbox(Worker& w);
+  void handle(Worker& w, const SlotHeader& h, const uint8_t* payload);
+  void apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g);
+  void write_back(Worker& w, const SlotHeader& h);
+  void send_mailbox(Worker& w);
+  void update_min_clock();
+  void on_push_am(transport::AmMessage& m);
+  bool complete_landings();
+  // Faults (lane_faults.cc).
+  void reject(Worker& w, RejectReason reason, const std::string& why);
+  void drop(Worker& w, const char* why);
+  void check_liveness();
+  void warn_stalled();
+  void take_in_last_messages(Worker& w);
+  bool all_done() const;
+  // Checkpoints (lane_checkpoint.cc): starts a requested snapshot, or copies its next shard.
+  bool snapshot_step();
+  /// Before shard `shard` (of the lane) changes: copies it into a snapshot in progress.
+  void preserve(uint32_t shard) {
+    if (snapshot_active_ && !snapshot_copied_[shard]) copy_shard(shard);
+  }
+  void copy_shard(uint32_t shard);
+
+  /// Lane-local float offset of shard `shard` (of the server) + `offset`.
+  size_t local_of(uint32_t shard) const;
+
+  LaneSetup setup_;
+  math::UpdateParams update_;
+  Range server_range_, lane_range_;
+  SlotLayout slot_layout_;
+  ReceiveLayout receive_layout_;
+  std::unique_ptr<transport::Context> context_;  // destroyed after the endpoints and regions below
+  std::unique_ptr<transport::Listener> listener_;
+  uint16_t port_ = 0;
+  std::unique_ptr<ShardStore> store_;
+  std::vector<Worker> workers_;
+  std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
+  std::vector<uint64_t> versions_;  // of this lane's shards
+  uint64_t min_clock_ = 0;
+  struct Closing {
+    std::unique_ptr<transport::Endpoint> ep;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<Closing> closing_;
+  std::vector<std::atomic<bool>> live_;
+  PendingPeers pending_;
+  LaneCounters counters_;
+  LaneSnapshot snapshot_;
+  std::atomic<uint64_t> snapshot_wanted_{0}, snapshot_taken_{0};
+  bool snapshot_active_ = false;
+  std::vector<bool> snapshot_copied_;  // by shard of the lane
+  uint32_t snapshot_next_ = 0, snapshot_left_ = 0;
+  std::atomic<bool> stop_{false}, finished_{false};
+  std::thread thread_;
+};
+
+}  // namespace rdmaps::ps

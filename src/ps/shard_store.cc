@@ -1,0 +1,68 @@
+#include "src/ps/shard_store.h"
+
+#include <cstring>
+#include <vector>
+
+#include "math/bf16.h"
+
+namespace rdmaps::ps {
+namespace {
+
+class HostShardStore final : public ShardStore {
+ public:
+  HostShardStore(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
+      : params_(floats, 0.0f), copies_(workers, nullptr), floats_(floats) {
+    if (math::needs_state(rule)) state_.assign(floats, 0.0f);
+    scratch_.assign(shard_floats, 0.0f);
+  }
+
+  void init(size_t local, const float* values, size_t n) override {
+    std::memcpy(params_.data() + local, values, n * sizeof(float));
+  }
+
+  void attach(uint32_t worker, float* copy) override {
+    copies_.at(worker) = copy;
+    std::memset(copy, 0, floats_ * sizeof(float));
+  }
+
+  void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,
+             size_t n) override {
+    const float* grad = static_cast<const float*>(g);
+    if (bf16) {
+      math::decompress_bf16(static_cast<const uint16_t*>(g), scratch_.data(), n);
+      grad = scratch_.data();
+    }
+    apply_update(p, step, params_.data() + local, grad, copies_[worker] + local,
+                 state_.empty() ? nullptr : state_.data() + local, n);
+  }
+
+  void snapshot(uint32_t worker, size_t local, size_t n) override {
+    std::memcpy(copies_[worker] + local, params_.data() + local, n * sizeof(float));
+  }
+
+  bool has_state() const override { return !state_.empty(); }
+
+  void save(size_t local, size_t n, float* params, float* state) override {
+    std::memcpy(params, params_.data() + local, n * sizeof(float));
+    if (state && !state_.empty()) std::memcpy(state, state_.data() + local, n * sizeof(float));
+  }
+
+  void load(size_t local, size_t n, const float* params, const float* state) override {
+    std::memcpy(params_.data() + local, params, n * sizeof(float));
+    if (state && !state_.empty()) std::memcpy(state_.data() + local, state, n * sizeof(float));
+  }
+
+ private:
+  std::vector<float> params_, state_;
+  std::vector<float*> copies_;  // registered write-back sources, one per worker
+  std::vector<float> scratch_;  // a bf16 piece widened
+  size_t floats_;
+};
+
+}  // namespace
+
+std::unique_ptr<ShardStore> make_host_store(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule) {
+  return std::make_unique<HostShardStore>(floats, shard_floats, workers, rule);
+}
+
+}  // namespace rdmaps::ps

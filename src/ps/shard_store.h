@@ -1,0 +1,46 @@
+// Where a lane's range of the table lives and how an update is applied to it:
+// parameters, optimizer state, and each worker's DC backup (the parameters
+// that worker was last sent). The host store keeps them in memory and applies
+// with the Eigen rules (update_rules.h); the GPU store (gpu_shard.h) keeps them
+// on the device and applies with the fused kernel. The data path does not
+// know which.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "src/ps/update_rules.h"
+
+namespace rdmaps::ps {
+
+class ShardStore {
+ public:
+  virtual ~ShardStore() = default;
+
+  /// Sets [local, local+n) to `values` (initial parameters).
+  virtual void init(size_t local, const float* values, size_t n) = 0;
+  /// A worker (re)joins. `copy` (the store's size in floats) is its registered
+  /// write-back source; it starts zeroed, as does the worker's backup.
+  virtual void attach(uint32_t worker, float* copy) = 0;
+  /// w <- rule(w, g, backup, state) over [local, local+n); `g` is n floats, or
+  /// n bfloat16 values when `bf16` (e.g. straight from an inbox slot).
+  virtual void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g,
+                     bool bf16, size_t n) = 0;
+  /// Copies [local, local+n) of the parameters into the worker's copy, which
+  /// is then also its backup: one copy serves both and cannot change in flight.
+  virtual void snapshot(uint32_t worker, size_t local, size_t n) = 0;
+
+  /// Whether the rule keeps optimizer state (momentum, mean square) here.
+  virtual bool has_state() const = 0;
+  /// Copies [local, local+n) of the parameters (and the state, when kept and
+  /// `state` is given) out, for a checkpoint.
+  virtual void save(size_t local, size_t n, float* params, float* state) = 0;
+  /// Sets [local, local+n) from a checkpoint; `state` may be null (state starts at zero).
+  virtual void load(size_t local, size_t n, const float* params, const float* state) = 0;
+};
+
+/// In host memory: `floats` parameters, shards of up to `shard_floats`.
+std::unique_ptr<ShardStore> make_host_store(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule);
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,46 @@
+#include "src/ps/slot_check.h"
+
+#include <cmath>
+
+namespace rdmaps::ps {
+
+std::string check_slot(const SlotHeader& h, const SlotRules& r) {
+  using std::to_string;
+  if (h.magic != kSlotMagic) return "bad magic";
+  if (h.worker != r.worker) return "header claims worker " + to_string(h.worker);
+  if (h.seq != r.expected_seq) return "sequence " + to_string(h.seq) + ", expected " + to_string(r.expected_seq);
+  if (h.flags & ~kFlagBf16) return "unknown header flags " + to_string(h.flags);
+  const bool bf16 = h.flags & kFlagBf16;
+  if (bf16 && h.type != static_cast<uint16_t>(MsgType::kPush)) return "a bf16 payload in a message other than a push";
+  const uint32_t first = r.first_shard, end = r.end_shard;
+  const std::string lane = "this lane's [" + to_string(first) + ", " + to_string(end) + ")";
+  switch (static_cast<MsgType>(h.type)) {
+    case MsgType::kPush:
+    case MsgType::kInit: {
+      if (h.shard < first || h.shard >= end) return "shard " + to_string(h.shard) + " is not one of " + lane;
+      const Range shard = r.partition->shard(r.server, h.shard);
+      if (h.length == 0 || h.offset > shard.size() || h.length > shard.size() - h.offset)
+        return "floats [" + to_string(h.offset) + ", +" + to_string(h.length) + ") outside shard " +
+               to_string(h.shard) + " of " + to_string(shard.size());
+      const uint64_t version = r.versions[h.shard - first];
+      if (h.type == static_cast<uint16_t>(MsgType::kPush) && h.base_version > version)
+        return "base version " + to_string(h.base_version) + " is ahead of shard " + to_string(h.shard) + " (" +
+               to_string(version) + ")";
+      if (!(std::isfinite(h.learning_rate) && h.learning_rate >= 0))
+        return "learning rate " + to_string(h.learning_rate) + " in a push";
+      return {};
+    }
+    case MsgType::kPull:
+      if (h.length == 0 || h.shard < first || h.shard >= end || h.length > end - h.shard)
+        return "pull of shards [" + to_string(h.shard) + ", +" + to_string(h.length) + ") outside " + lane;
+      return {};
+    case MsgType::kClock:
+      if (h.clock != r.worker_clock + 1) return "clock " + to_string(h.clock) + " after " + to_string(r.worker_clock);
+      return {};
+    case MsgType::kBye:
+      return {};
+  }
+  return "unknown message type " + to_string(h.type);
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,67 @@
+#include "src/ps/update_rules.h"
+
+#include <Eigen/Core>
+#include <cmath>
+
+#include "src/ps/protocol.h"
+
+namespace rdmaps::ps {
+
+using Array = Eigen::Map<Eigen::ArrayXf>;
+using ConstArray = Eigen::Map<const Eigen::ArrayXf>;
+
+// Through the protocol's one list of the rule's fields, so that a new
+// parameter is added in one place.
+math::UpdateParams update_params(const Config& c) { return RuleParams::from(c).update_params(); }
+
+math::Step step_for(const math::UpdateParams& p, float lr, uint64_t t, uint64_t tau) {
+  math::Step s;
+  s.lr = lr;
+  if (p.rule != UpdateRule::kDcAsgdAdaptive) return s;
+  if (p.ms_bias_correction && p.ms_momentum < 1)
+    s.ms_scale = static_cast<float>(1.0 / -std::expm1(static_cast<double>(t) * std::log(p.ms_momentum)));
+  // With a fixed delay tau, SGD stays stable only while lr shrinks like 1/tau;
+  // the compensation does not recover that (docs/architecture.md "Update rules").
+  if (p.dc_tau0 > 0 && static_cast<double>(tau) > p.dc_tau0)
+    s.lr = static_cast<float>(lr * (p.dc_tau0 / static_cast<double>(tau)));
+  return s;
+}
+
+void apply_update(const math::UpdateParams& p, math::Step s, float* w_ptr, const float* g_ptr, const float* bak_ptr,
+                  float* state_ptr, size_t n) {
+  const float lr = s.lr;
+  const auto len = static_cast<Eigen::Index>(n);
+  Array w(w_ptr, len);
+  ConstArray g(g_ptr, len);
+  switch (p.rule) {
+    case UpdateRule::kSgd:
+      w -= lr * g;
+      return;
+    case UpdateRule::kMomentum: {
+      Array v(state_ptr, len);
+      v = p.momentum * v + g;
+      w -= lr * v;
+      return;
+    }
+    case UpdateRule::kDcAsgdConstant: {
+      ConstArray bak(bak_ptr, len);
+      w -= lr * (g + p.lambda * g * g * (w - bak));
+      return;
+    }
+    case UpdateRule::kDcAsgdAdaptive: {
+      ConstArray bak(bak_ptr, len);
+      Array ms(state_ptr, len);
+      ms = p.ms_momentum * ms + (1.0f - p.ms_momentum) * g * g;
+      // The compensation scales each element's gradient by 1 + k (update_element.h);
+      // bounded, k stays in [-b, b].
+      const auto k = p.lambda0 * g * (w - bak) / (s.ms_scale * ms + p.eps).sqrt();
+      if (p.dc_bound > 0)
+        w -= lr * g * (1.0f + k.min(p.dc_bound).max(-p.dc_bound));
+      else
+        w -= lr * (g + k * g);
+      return;
+    }
+  }
+}
+
+}  // namespace rdmaps::ps

@@ -1,0 +1,77 @@
+#include "src/ps/write_back.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace rdmaps::ps {
+
+WriteBackSender::WriteBackSender(transport::Context& context, transport::Endpoint& ep,
+                                 std::unique_ptr<transport::RemoteRegion> receive, uint64_t mailbox_offset,
+                                 size_t shards, bool use_am)
+    : ep_(ep),
+      receive_(std::move(receive)),
+      outbox_(context.allocate(sizeof(Mailbox) + shards * 8 + 64, transport::Access::kNone)),
+      mailbox_offset_(mailbox_offset),
+      use_am_(use_am) {}
+
+void WriteBackSender::send(const float* params, size_t floats, const transport::Region& source, uint64_t params_offset,
+                           const uint64_t* versions, size_t count, uint64_t versions_offset,
+                           std::chrono::milliseconds timeout) {
+  for (auto& r : data_) r.wait_for(timeout);  // the versions' staging is reused below
+  data_.clear();
+  auto* staged = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(outbox_->data()) + sizeof(Mailbox));
+  std::memcpy(staged, versions, count * 8);
+  if (use_am_) {
+    data_headers_[0] = WriteBackHeader{params_offset, 0, 0, {}};
+    data_headers_[1] = WriteBackHeader{versions_offset, 0, 0, {}};
+    data_.push_back(
+        ep_.am_send(kAmWriteBack, &data_headers_[0], sizeof(WriteBackHeader), params, floats * sizeof(float), &source));
+    data_.push_back(
+        ep_.am_send(kAmWriteBack, &data_headers_[1], sizeof(WriteBackHeader), staged, count * 8, outbox_.get()));
+    return;  // active messages on one endpoint arrive in order
+  }
+  data_.push_back(ep_.put(params, floats * sizeof(float), *receive_, params_offset, &source));
+  data_.push_back(ep_.put(staged, count * 8, *receive_, versions_offset, outbox_.get()));
+  ep_.fence();
+}
+
+void WriteBackSender::send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout) {
+  mailbox_.wait_for(timeout);  // its staging area is reused below
+  if (use_am_) {
+    // Ordered after the earlier write-back messages: the worker publishes it
+    // once their payloads have landed.
+    mailbox_header_ = WriteBackHeader{mailbox_offset_, 1, 0, box};
+    mailbox_ = ep_.am_send(kAmWriteBack, &mailbox_header_, sizeof(WriteBackHeader), nullptr, 0);
+  } else {
+    std::memcpy(outbox_->data(), &box, sizeof(Mailbox));
+    mailbox_ = ep_.put(outbox_->data(), sizeof(Mailbox), *receive_, mailbox_offset_, outbox_.get());
+  }
+}
+
+void WriteBackSender::abandon() {
+  for (auto& r : data_) r = transport::Request();
+  data_.clear();
+  mailbox_ = transport::Request();
+}
+
+void WriteBackReceiver::on_message(transport::Context& context, transport::AmMessage& m, transport::Region& receive) {
+  if (m.header_length != sizeof(WriteBackHeader)) return;
+  WriteBackHeader h;
+  std::memcpy(&h, m.header, sizeof(h));
+  if (h.mailbox) {
+    if (h.offset + sizeof(Mailbox) <= receive.size()) pending_ = h;
+    return;
+  }
+  landings_.push_back(context.am_receive(m, receive, h.offset));
+}
+
+bool WriteBackReceiver::publish(transport::Region& receive) {
+  if (!pending_) return false;
+  std::erase_if(landings_, [](transport::Request& r) { return r.test(); });
+  if (!landings_.empty()) return false;
+  std::memcpy(static_cast<uint8_t*>(receive.data()) + pending_->offset, &pending_->box, sizeof(Mailbox));
+  pending_.reset();
+  return true;
+}
+
+}  // namespace rdmaps::ps

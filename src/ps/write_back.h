@@ -1,0 +1,71 @@
+// Fresh parameters, shard versions and the lane's mailbox, written by a
+// server lane into a worker's receive region (docs/protocol.md "Pull"). The
+// sender is the lane's side: data, then a fence, then the mailbox by put, or
+// the same bytes by active messages in order where UCX emulates RMA. The
+// receiver is the worker's side of the active-message path: it publishes a
+// mailbox only once every payload sent before it has landed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "src/ps/am_ids.h"
+#include "src/ps/protocol.h"
+#include "transport/context.h"
+
+namespace rdmaps::ps {
+
+class WriteBackSender {
+ public:
+  /// `receive`: the worker's receive region, imported on `ep`; `mailbox_offset`:
+  /// this lane's mailbox in it; `shards`: version words this lane may send.
+  WriteBackSender(transport::Context& context, transport::Endpoint& ep,
+                  std::unique_ptr<transport::RemoteRegion> receive, uint64_t mailbox_offset, size_t shards,
+                  bool use_am);
+
+  /// Puts `floats` parameters from `source` (registered, unchanged until the
+  /// next call) at `params_offset`, then `count` version words at
+  /// `versions_offset`, fenced before any later mailbox. Waits first for the
+  /// previous write-back, whose buffers this one reuses.
+  void send(const float* params, size_t floats, const transport::Region& source, uint64_t params_offset,
+            const uint64_t* versions, size_t count, uint64_t versions_offset, std::chrono::milliseconds timeout);
+  /// The lane's mailbox, after everything sent before it.
+  void send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout);
+  /// The worker is gone: release the requests without waiting.
+  void abandon();
+
+ private:
+  transport::Endpoint& ep_;
+  std::unique_ptr<transport::RemoteRegion> receive_;
+  std::unique_ptr<transport::Region> outbox_;  // mailbox + versions staged for puts
+  uint64_t mailbox_offset_;
+  bool use_am_;
+  std::vector<transport::Request> data_;
+  transport::Request mailbox_;
+  // Headers of in-flight active messages (UCX 1.13 reads them until completion).
+  WriteBackHeader data_headers_[2]{};
+  WriteBackHeader mailbox_header_{};
+};
+
+class WriteBackReceiver {
+ public:
+  /// A write-back active message from this lane: a payload lands in
+  /// `receive` at its offset; a mailbox waits for publish().
+  void on_message(transport::Context& context, transport::AmMessage& m, transport::Region& receive);
+  /// Copies a waiting mailbox into place once every earlier payload landed;
+  /// true if it did.
+  bool publish(transport::Region& receive);
+  void clear() {
+    landings_.clear();
+    pending_.reset();
+  }
+
+ private:
+  std::vector<transport::Request> landings_;
+  std::optional<WriteBackHeader> pending_;
+};
+
+}  // namespace rdmaps::ps
