@@ -8,7 +8,7 @@ packages=(
   libeigen3-dev zlib1g-dev
   libssl-dev                      # HMAC-SHA-256 for the bootstrap handshake (libcrypto)
   libcpp-httplib-dev              # GET /metrics (--metrics HOST:PORT)
-  libcli11-dev nlohmann-json3-dev # command lines (src/cli.h) and the JSON the tools print
+  libcli11-dev nlohmann-json3-dev # command lines (src/api/cli.h) and the JSON the tools print
   prometheus                      # the metrics test scrapes a training job with a real Prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist gnuplot-nox   # the training job's data and plot
