@@ -40,110 +40,158 @@ constexpr FloatField kFloatFields[] = {
     {"dc-bound", &RuleParams::dc_bound, &Config::dc_bound, &math::UpdateParams::dc_bound},
     {"dc-tau0", &RuleParams::dc_tau0, &Config::dc_tau0, &math::UpdateParams::dc_tau0},
 };
+
+// Each message's fields are listed once, in wire order, in a function that
+// both writes and reads them: Writer and Reader give the same calls their
+// two meanings. What a field may hold is checked after the read, in decode_*.
+class Writer {
+ public:
+  explicit Writer(uint32_t tag) { w_.u32(tag); }
+  void u32(uint32_t v) { w_.u32(v); }
+  void u64(uint64_t v) { w_.u64(v); }
+  void str(const std::string& s, size_t) { w_.str(s); }
+  void bytes(const std::vector<uint8_t>& b, size_t) { w_.bytes(b); }
+  void rule(const RuleParams& p) { p.encode(w_); }
+  template <class T, class Each>
+  void list(const std::vector<T>& items, const char*, Each&& each) {
+    w_.u32(static_cast<uint32_t>(items.size()));
+    for (const T& item : items) each(item);
+  }
+  std::vector<uint8_t> take() { return w_.take(); }
+
+ private:
+  WireWriter w_;
+};
+
+class Reader {
+ public:
+  Reader(const std::vector<uint8_t>& bytes, std::string what, uint32_t tag, const char* not_it)
+      : r_(bytes, std::move(what)) {
+    if (r_.u32() != tag) r_.fail(not_it);
+  }
+  void u32(uint32_t& v) { v = r_.u32(); }
+  void u64(uint64_t& v) { v = r_.u64(); }
+  void str(std::string& s, size_t limit) { s = r_.str(limit); }
+  void bytes(std::vector<uint8_t>& b, size_t limit) { b = r_.bytes(limit); }
+  void rule(RuleParams& p) { p = RuleParams::decode(r_); }
+  /// `noun` names the count in errors ("lanes"); limits are the caller's
+  /// list_limit() before any element is read, so a count sizes nothing.
+  template <class T, class Each>
+  void list(std::vector<T>& items, const char* noun, Each&& each) {
+    const uint32_t n = r_.u32();
+    if (n < min_ || n > max_) r_.fail(std::to_string(n) + " " + noun);
+    for (uint32_t i = 0; i < n; ++i) each(items.emplace_back());
+  }
+  void list_limit(uint32_t min, uint32_t max) { min_ = min, max_ = max; }
+  void version() {
+    if (uint32_t v = r_.u32(); v != kProtocolVersion)
+      r_.fail("protocol version " + std::to_string(v) + ", this server speaks " + std::to_string(kProtocolVersion));
+  }
+  [[noreturn]] void fail(const std::string& why) { r_.fail(why); }
+  void done() { r_.done(); }
+
+ private:
+  WireReader r_;
+  uint32_t min_ = 0, max_ = UINT32_MAX;
+};
+
+template <class Io, class H>
+void hello_fields(Io& io, H& h) {
+  io.u32(h.worker);
+  io.u32(h.workers);
+  io.u64(h.staleness);
+  io.u32(h.push_path);
+  io.rule(h.rule);
+  io.u32(h.rule_stated);
+  io.list(h.tensors, "tensors declared", [&](auto& t) {
+    io.str(t.name, kMaxName);
+    io.u64(t.floats);
+  });
+}
+
+template <class Io, class M>
+void welcome_fields(Io& io, M& m) {
+  io.u32(m.accepted);
+  io.str(m.reason, kMaxName);
+  io.u64(m.range_begin);
+  io.u64(m.range_end);
+  io.u32(m.shard_floats);
+  io.u32(m.inbox_slots);
+  io.u32(m.push_path);
+  io.u64(m.token);
+  io.list(m.lanes, "lanes", [&](auto& l) {
+    io.u32(l.port);
+    io.u32(l.first_shard);
+    io.u32(l.shards);
+  });
+  io.u32(m.resumed);
+  io.u64(m.instance);
+  io.u64(m.pushes_held);
+}
+
+template <class Io, class H>
+void lane_hello_fields(Io& io, H& h) {
+  io.u32(h.worker);
+  io.u64(h.token);
+  io.u64(h.clock);
+  io.bytes(h.receive_region, kMaxRegion);
+}
+
+template <class Io, class M>
+void lane_welcome_fields(Io& io, M& m) {
+  io.u32(m.accepted);
+  io.str(m.reason, kMaxName);
+  io.u64(m.start_clock);
+  io.bytes(m.inbox_region, kMaxRegion);
+}
+
 }  // namespace
 
 std::vector<uint8_t> encode(const Hello& h) {
-  WireWriter w;
-  w.u32(kHelloTag);
+  Writer w(kHelloTag);
   w.u32(h.version);
-  w.u32(h.worker);
-  w.u32(h.workers);
-  w.u64(h.staleness);
-  w.u32(h.push_path);
-  h.rule.encode(w);
-  w.u32(h.rule_stated);
-  w.u32(static_cast<uint32_t>(h.tensors.size()));
-  for (const auto& t : h.tensors) {
-    w.str(t.name);
-    w.u64(t.floats);
-  }
+  hello_fields(w, h);
   return w.take();
 }
 
 Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
-  WireReader r(bytes, "hello from " + peer);
-  if (r.u32() != kHelloTag) r.fail("not a hello message");
+  Reader r(bytes, "hello from " + peer, kHelloTag, "not a hello message");
+  r.version();
   Hello h;
-  h.version = r.u32();
-  if (h.version != kProtocolVersion)
-    r.fail("protocol version " + std::to_string(h.version) + ", this server speaks " +
-           std::to_string(kProtocolVersion));
-  h.worker = r.u32();
-  h.workers = r.u32();
-  h.staleness = r.u64();
-  h.push_path = r.u32();
+  r.list_limit(1, kMaxTensors);
+  hello_fields(r, h);
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
-  h.rule = RuleParams::decode(r);
-  h.rule_stated = r.u32();
   if (h.rule_stated > 1) r.fail("rule-stated code " + std::to_string(h.rule_stated));
-  uint32_t n = r.u32();
-  if (n == 0 || n > kMaxTensors) r.fail(std::to_string(n) + " tensors declared");
-  for (uint32_t i = 0; i < n; ++i) {
-    TensorDecl t;
-    t.name = r.str(kMaxName);
-    t.floats = r.u64();
+  for (size_t i = 0; i < h.tensors.size(); ++i) {
+    const TensorDecl& t = h.tensors[i];
     if (t.name.empty()) r.fail("tensor " + std::to_string(i) + " has no name");
     if (t.floats == 0 || t.floats > (1ull << 40))
       r.fail("tensor '" + t.name + "' of " + std::to_string(t.floats) + " floats");
-    h.tensors.push_back(std::move(t));
   }
   r.done();
   return h;
 }
 
 std::vector<uint8_t> encode(const Welcome& m) {
-  WireWriter w;
-  w.u32(kWelcomeTag);
-  w.u32(m.accepted);
-  w.str(m.reason);
-  w.u64(m.range_begin);
-  w.u64(m.range_end);
-  w.u32(m.shard_floats);
-  w.u32(m.inbox_slots);
-  w.u32(m.push_path);
-  w.u64(m.token);
-  w.u32(static_cast<uint32_t>(m.lanes.size()));
-  for (const LaneInfo& l : m.lanes) {
-    w.u32(l.port);
-    w.u32(l.first_shard);
-    w.u32(l.shards);
-  }
-  w.u32(m.resumed);
-  w.u64(m.instance);
-  w.u64(m.pushes_held);
+  Writer w(kWelcomeTag);
+  welcome_fields(w, m);
   return w.take();
 }
 
 Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& peer) {
-  WireReader r(bytes, "welcome from " + peer);
-  if (r.u32() != kWelcomeTag) r.fail("not a welcome message");
+  Reader r(bytes, "welcome from " + peer, kWelcomeTag, "not a welcome message");
   Welcome m;
-  m.accepted = r.u32();
-  m.reason = r.str(kMaxName);
-  m.range_begin = r.u64();
-  m.range_end = r.u64();
-  m.shard_floats = r.u32();
-  m.inbox_slots = r.u32();
-  m.push_path = r.u32();
-  m.token = r.u64();
-  const uint32_t lanes = r.u32();
-  if (lanes > kMaxLanes) r.fail(std::to_string(lanes) + " lanes");
+  r.list_limit(0, kMaxLanes);
+  welcome_fields(r, m);
   uint32_t next_shard = 0;
-  for (uint32_t i = 0; i < lanes; ++i) {
-    LaneInfo l;
-    l.port = r.u32();
-    l.first_shard = r.u32();
-    l.shards = r.u32();
+  for (size_t i = 0; i < m.lanes.size(); ++i) {
+    const LaneInfo& l = m.lanes[i];
     if (l.port == 0 || l.port > 65535 || l.first_shard != next_shard || l.shards == 0)
       r.fail("lane " + std::to_string(i) + " (port " + std::to_string(l.port) + ", shards " +
              std::to_string(l.first_shard) + "+" + std::to_string(l.shards) + ") does not follow the one before");
     next_shard += l.shards;
-    m.lanes.push_back(l);
   }
-  m.resumed = r.u32();
   if (m.resumed > 1) r.fail("resumed code " + std::to_string(m.resumed));
-  m.instance = r.u64();
-  m.pushes_held = r.u64();
   r.done();
   if (m.accepted &&
       (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0 || m.lanes.empty() ||
@@ -153,48 +201,31 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
 }
 
 std::vector<uint8_t> encode(const LaneHello& h) {
-  WireWriter w;
-  w.u32(kLaneHelloTag);
+  Writer w(kLaneHelloTag);
   w.u32(kProtocolVersion);
-  w.u32(h.worker);
-  w.u64(h.token);
-  w.u64(h.clock);
-  w.bytes(h.receive_region);
+  lane_hello_fields(w, h);
   return w.take();
 }
 
 LaneHello decode_lane_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
-  WireReader r(bytes, "lane hello from " + peer);
-  if (r.u32() != kLaneHelloTag) r.fail("not a lane hello");
-  if (uint32_t v = r.u32(); v != kProtocolVersion)
-    r.fail("protocol version " + std::to_string(v) + ", this server speaks " + std::to_string(kProtocolVersion));
+  Reader r(bytes, "lane hello from " + peer, kLaneHelloTag, "not a lane hello");
+  r.version();
   LaneHello h;
-  h.worker = r.u32();
-  h.token = r.u64();
-  h.clock = r.u64();
-  h.receive_region = r.bytes(kMaxRegion);
+  lane_hello_fields(r, h);
   r.done();
   return h;
 }
 
 std::vector<uint8_t> encode(const LaneWelcome& m) {
-  WireWriter w;
-  w.u32(kLaneWelcomeTag);
-  w.u32(m.accepted);
-  w.str(m.reason);
-  w.u64(m.start_clock);
-  w.bytes(m.inbox_region);
+  Writer w(kLaneWelcomeTag);
+  lane_welcome_fields(w, m);
   return w.take();
 }
 
 LaneWelcome decode_lane_welcome(const std::vector<uint8_t>& bytes, const std::string& peer) {
-  WireReader r(bytes, "lane welcome from " + peer);
-  if (r.u32() != kLaneWelcomeTag) r.fail("not a lane welcome");
+  Reader r(bytes, "lane welcome from " + peer, kLaneWelcomeTag, "not a lane welcome");
   LaneWelcome m;
-  m.accepted = r.u32();
-  m.reason = r.str(kMaxName);
-  m.start_clock = r.u64();
-  m.inbox_region = r.bytes(kMaxRegion);
+  lane_welcome_fields(r, m);
   r.done();
   return m;
 }
