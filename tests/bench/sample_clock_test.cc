@@ -1,10 +1,10 @@
 // The latency samples' clock agrees with steady_clock over the same interval.
+#include "bench/sample_clock.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <thread>
-
-#include "bench/sample_clock.h"
 
 namespace rdmaps::bench {
 namespace {

@@ -1,5 +1,7 @@
 // GPU kernels against float64 CPU references, on fresh random inputs with
 // outputs poisoned before each run. Skips, saying why, where no GPU is.
+#include "cuda/kernels.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 
 #include "cuda/device_memory.h"
 #include "cuda/gpu_probe.h"
-#include "cuda/kernels.h"
 #include "math/bf16.h"
 #include "rdmaps/error.h"
 #include "tests/common/update_reference.h"

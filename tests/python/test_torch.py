@@ -20,7 +20,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "..", "..", "examples", "torch_fashion_mnist.py")
 # Variables of every launcher, removed so that only the ones a test sets count.
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMPI_COMM_WORLD_RANK",
-               "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+               "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID",
+               "PMIX_RANK", "PMIX_NAMESPACE",
                "SLURM_LAUNCH_NODE_IPADDR", "RDMAPS_RANK", "RDMAPS_WORLD_SIZE", "RDMAPS_SERVERS", "RDMAPS_NUM_SERVERS",
                "RDMAPS_MASTER_ADDR", "RDMAPS_MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE")
 
@@ -33,9 +34,9 @@ def launcher_env(style, rank, size, port):
                 "MASTER_PORT": port}
     if style == "pmi":
         return {"PMI_RANK": rank, "PMI_SIZE": size, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-    if style == "slurm":  # srun: rank 0 runs on the launch node
-        return {"SLURM_PROCID": rank, "SLURM_NTASKS": size, "SLURM_LAUNCH_NODE_IPADDR": "127.0.0.1",
-                "RDMAPS_MASTER_PORT": port}
+    if style == "slurm":  # srun without PMIx: rank 0 runs on the launch node
+        return {"SLURM_PROCID": rank, "SLURM_NTASKS": size, "SLURM_STEP_ID": "0",
+                "SLURM_LAUNCH_NODE_IPADDR": "127.0.0.1", "RDMAPS_MASTER_PORT": port}
     raise ValueError(style)
 
 

@@ -1,10 +1,10 @@
 // The polling loops' back-off: spin first, back off only after the idle
 // time the policy names, and spin again as soon as work arrives.
+#include "transport/idle_backoff.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
-
-#include "transport/idle_backoff.h"
 
 namespace rdmaps::transport {
 namespace {
