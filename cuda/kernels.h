@@ -12,7 +12,7 @@
 
 namespace rdmaps::cuda {
 
-/// w -= lr * rule(g, w, bak, state): the formulas of src/update_element.h.
+/// w -= lr * rule(g, w, bak, state): the formulas of math/update_element.h.
 void update(const math::UpdateParams& p, math::Step s, float* w, const float* g, const float* bak, float* state,
             size_t n, void* stream = nullptr);
 /// update() with the gradient read as bf16 and widened in the same pass.
