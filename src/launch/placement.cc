@@ -78,8 +78,15 @@ std::string port_plus(const std::string& host_port, uint32_t offset, const std::
     fail(flag + ": '" + host_port + "' is not HOST:PORT");
   const uint64_t port = integer(flag, host_port.substr(colon + 1), 1, 65535);
   if (port + offset > 65535)
-    fail(flag + ": port " + std::to_string(port) + " plus rank " + std::to_string(offset) + " passes 65535");
+    fail(flag + ": port " + std::to_string(port) + " plus " + std::to_string(offset) + " passes 65535");
   return host_port.substr(0, colon + 1) + std::to_string(port + offset);
+}
+
+void Placement::check_workers(uint32_t given) const {
+  if (given != num_workers())
+    fail("--workers: " + std::to_string(given) + " differs from the " + std::to_string(num_workers()) +
+         " worker ranks of this launch (world size " + std::to_string(world_size) + " minus " +
+         std::to_string(num_servers) + " server(s)); leave it out");
 }
 
 std::string Placement::describe() const {

@@ -53,7 +53,7 @@ class Writer {
   void bytes(const std::vector<uint8_t>& b, size_t) { w_.bytes(b); }
   void rule(const RuleParams& p) { p.encode(w_); }
   template <class T, class Each>
-  void list(const std::vector<T>& items, const char*, Each&& each) {
+  void list(const std::vector<T>& items, uint32_t, uint32_t, const char*, Each&& each) {
     w_.u32(static_cast<uint32_t>(items.size()));
     for (const T& item : items) each(item);
   }
@@ -74,15 +74,14 @@ class Reader {
   void str(std::string& s, size_t limit) { s = r_.str(limit); }
   void bytes(std::vector<uint8_t>& b, size_t limit) { b = r_.bytes(limit); }
   void rule(RuleParams& p) { p = RuleParams::decode(r_); }
-  /// `noun` names the count in errors ("lanes"); limits are the caller's
-  /// list_limit() before any element is read, so a count sizes nothing.
+  /// The count is checked against [min, max] before any element is read, so
+  /// a count sizes nothing; `noun` names it in errors ("lanes").
   template <class T, class Each>
-  void list(std::vector<T>& items, const char* noun, Each&& each) {
+  void list(std::vector<T>& items, uint32_t min, uint32_t max, const char* noun, Each&& each) {
     const uint32_t n = r_.u32();
-    if (n < min_ || n > max_) r_.fail(std::to_string(n) + " " + noun);
+    if (n < min || n > max) r_.fail(std::to_string(n) + " " + noun);
     for (uint32_t i = 0; i < n; ++i) each(items.emplace_back());
   }
-  void list_limit(uint32_t min, uint32_t max) { min_ = min, max_ = max; }
   void version() {
     if (uint32_t v = r_.u32(); v != kProtocolVersion)
       r_.fail("protocol version " + std::to_string(v) + ", this server speaks " + std::to_string(kProtocolVersion));
@@ -92,7 +91,6 @@ class Reader {
 
  private:
   WireReader r_;
-  uint32_t min_ = 0, max_ = UINT32_MAX;
 };
 
 template <class Io, class H>
@@ -103,7 +101,7 @@ void hello_fields(Io& io, H& h) {
   io.u32(h.push_path);
   io.rule(h.rule);
   io.u32(h.rule_stated);
-  io.list(h.tensors, "tensors declared", [&](auto& t) {
+  io.list(h.tensors, 1, kMaxTensors, "tensors declared", [&](auto& t) {
     io.str(t.name, kMaxName);
     io.u64(t.floats);
   });
@@ -119,7 +117,7 @@ void welcome_fields(Io& io, M& m) {
   io.u32(m.inbox_slots);
   io.u32(m.push_path);
   io.u64(m.token);
-  io.list(m.lanes, "lanes", [&](auto& l) {
+  io.list(m.lanes, 0, kMaxLanes, "lanes", [&](auto& l) {
     io.u32(l.port);
     io.u32(l.first_shard);
     io.u32(l.shards);
@@ -158,7 +156,6 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   Reader r(bytes, "hello from " + peer, kHelloTag, "not a hello message");
   r.version();
   Hello h;
-  r.list_limit(1, kMaxTensors);
   hello_fields(r, h);
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
   if (h.rule_stated > 1) r.fail("rule-stated code " + std::to_string(h.rule_stated));
@@ -181,7 +178,6 @@ std::vector<uint8_t> encode(const Welcome& m) {
 Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& peer) {
   Reader r(bytes, "welcome from " + peer, kWelcomeTag, "not a welcome message");
   Welcome m;
-  r.list_limit(0, kMaxLanes);
   welcome_fields(r, m);
   uint32_t next_shard = 0;
   for (size_t i = 0; i < m.lanes.size(); ++i) {

@@ -95,11 +95,7 @@ int main(int argc, char** argv) {
                                 std::to_string(placement->num_servers) +
                                 " rank(s) only; start the workers on the others (mpirun -np S rdmaps-server "
                                 "--servers S : -np W trainer)");
-      if (workers_given && options.workers != placement->num_workers())
-        throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--workers " + std::to_string(options.workers) +
-                                                                " differs from the " +
-                                                                std::to_string(placement->num_workers()) +
-                                                                " worker ranks of this launch; leave it out");
+      if (workers_given) placement->check_workers(options.workers);
       options.index = placement->server_index();
       options.servers = placement->num_servers;
       options.workers = placement->num_workers();

@@ -9,6 +9,7 @@
 #include "rdmaps/server.h"
 #include "src/api/cli.h"
 #include "src/api/config_flags.h"
+#include "src/launch/placement.h"
 #include "src/train/virtual_workers.h"
 
 namespace rdmaps::train {
@@ -243,23 +244,20 @@ Options parse_options(int argc, char** argv) {
                               std::to_string(kMaxLocalProcesses) + " (use --virtual-workers, or run on a cluster)");
   if (!o.metrics.empty() && o.role == "driver" && !o.role_given) {
     // The local run's processes share the host: each needs its own port, known in advance.
-    const auto colon = o.metrics.rfind(':');
-    std::string port_text = colon == std::string::npos ? "" : o.metrics.substr(colon + 1);
-    if (colon == std::string::npos || !cli::count(0)(port_text).empty())
-      bad_flag("--metrics", "'" + o.metrics + "' is not HOST:PORT");
-    const uint64_t port = std::stoull(port_text);
-    const uint64_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
-    if (port == 0 || port + processes - 1 > 65535)
-      bad_flag("--metrics", "a local run serves metrics on ports PORT to PORT+" + std::to_string(processes - 1) +
-                                " (one per server and worker process): give a port from 1 to " +
-                                std::to_string(65536 - processes));
+    const uint32_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
+    try {
+      launch::port_plus(o.metrics, processes - 1, "--metrics");  // the last process's port must exist too
+    } catch (const Error& e) {
+      throw Error(Errc::kInvalidArgument, std::string(e.what()) +
+                                              "; a local run serves metrics on ports PORT to PORT+" +
+                                              std::to_string(processes - 1) + " (one per server and worker process)");
+    }
   }
   return o;
 }
 
 std::string metrics_address_for(const Options& o, uint32_t offset) {
-  const auto colon = o.metrics.rfind(':');
-  return o.metrics.substr(0, colon + 1) + std::to_string(std::stoul(o.metrics.substr(colon + 1)) + offset);
+  return launch::port_plus(o.metrics, offset, "--metrics");
 }
 
 Config config_of(const Options& o) {

@@ -162,10 +162,7 @@ int run_worker_role(const Options& o) {
 // One rank of a job that mpirun, srun or torchrun started: the rank says the
 // role, the launcher's PMIx store or the rendezvous the addresses.
 int run_launched(Options o, const launch::Placement& p) {
-  if (o.workers_given && o.workers != p.num_workers())
-    bad_flag("--workers", std::to_string(o.workers) + " differs from the " + std::to_string(p.num_workers()) +
-                              " worker ranks of this launch (world size " + std::to_string(p.world_size) + " minus " +
-                              std::to_string(p.num_servers) + " server(s)); leave it out");
+  if (o.workers_given) p.check_workers(o.workers);
   if (o.virtual_workers) bad_flag("--virtual-workers", "runs in one process, not under a launcher");
   if (config_of(o).secret.empty())
     throw Error(Errc::kInvalidArgument,
