@@ -46,6 +46,15 @@ namespace {
 constexpr auto kHelloTimeout = 5s;            // a connected peer's first message
 constexpr auto kAnswerTimeout = 100ms;        // a Welcome: small, into an empty socket buffer
 constexpr size_t kMaxHelloBytes = 16u << 20;  // a table of about 100,000 tensors with long names
+// A Hello for a worker id the lanes still hold waits this long for them to
+// see the earlier connection close: a worker restarted right after it died
+// (by a job script, or a launcher) comes back before they noticed.
+constexpr auto kPredecessorWait = 3s;
+
+// The worker id is connected on some lane: refused only once kPredecessorWait passed.
+struct StillConnected : Error {
+  using Error::Error;
+};
 
 // Cores this process may run on (its affinity mask, e.g. under srun or taskset).
 uint32_t usable_cores() {
@@ -112,8 +121,9 @@ class ServerImpl {
   void run();
 
  private:
-  /// Answers a Hello: admits the worker or refuses it, never throwing.
-  void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
+  /// Answers a Hello received at `since`: admits the worker, refuses it, or
+  /// holds it while its id's earlier connection may still be closing; never throws.
+  void admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since);
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
   void admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome);
   /// Splits this server's shards into lanes and starts them (restored from
@@ -147,6 +157,12 @@ class ServerImpl {
     Clock::time_point since;
   };
   std::vector<Closing> closing_;  // control connections, closed once the worker closed its side
+  struct Held {
+    std::unique_ptr<transport::Endpoint> ep;
+    std::vector<uint8_t> message;
+    Clock::time_point since;
+  };
+  std::vector<Held> held_;  // Hellos waiting for their id's earlier connection to be seen closed
   Clock::time_point last_report_ = Clock::now(), last_waiting_ = Clock::now();
   ServerStats last_stats_;
   std::atomic<bool> stop_{false};
@@ -188,7 +204,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   rule_ = rule_name(config.rule);
 }
 
-void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message) {
+void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since) {
   const std::string peer = ep->peer_name();
   Welcome welcome;
   auto close_later = [&] { closing_.push_back({std::move(ep), Clock::now()}); };
@@ -206,6 +222,11 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, const std::vecto
   // only by admission_.admit() below, after every check passed.
   try {
     admit_checked(*ep, decode_hello(message, peer), welcome);
+  } catch (const StillConnected& e) {
+    if (Clock::now() - since < kPredecessorWait && !ep->peer_closed())
+      return held_.push_back({std::move(ep), std::move(message), since});
+    return refuse(std::string(e.what()) + " (waited " + std::to_string(kPredecessorWait.count()) +
+                  " s for its earlier connection to close)");
   } catch (const std::bad_alloc&) {
     return refuse("out of memory while admitting it");
   } catch (const std::exception& e) {
@@ -219,7 +240,8 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   if (std::string why = admission_.check(hello); !why.empty()) throw Error(Errc::kPermissionDenied, why);
   for (const auto& lane : lanes_)
     if (lane->live(hello.worker))
-      throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is already connected");
+      throw StillConnected(Errc::kPermissionDenied,
+                           "worker id " + std::to_string(hello.worker) + " is already connected");
   if (!admission_.has_table()) start_lanes(admission_.config_for(hello), hello.tensors, hello.staleness);
   admission_.admit(hello);
   const PushPath wanted = static_cast<PushPath>(hello.push_path);
@@ -359,13 +381,18 @@ void ServerImpl::run() {
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = context_->progress() != 0;
     busy |= pending_.poll(*listener_, [this](std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message) {
-      admit(std::move(ep), message);
+      admit(std::move(ep), std::move(message), Clock::now());
     });
+    if (!held_.empty()) {
+      auto held = std::move(held_);
+      held_.clear();
+      for (auto& h : held) admit(std::move(h.ep), std::move(h.message), h.since);
+    }
     const auto now = Clock::now();
     std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
     report(now);
     if (checkpointer_.enabled()) checkpointer_.tick(lanes_, updates_taken());
-    if (options_.exit_when_done && closing_.empty() && lanes_finished()) break;
+    if (options_.exit_when_done && closing_.empty() && held_.empty() && lanes_finished()) break;
     idle.pause(busy);
   }
   for (auto& lane : lanes_) lane->stop();

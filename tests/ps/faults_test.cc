@@ -345,6 +345,35 @@ TEST_P(PsFaultTest, WorkersThatDisagreeOnWorkersStalenessOrRuleAreRefusedNamingB
   servers.stop();
 }
 
+// Two live workers with one id: the second is refused naming the id, once the
+// server waited for a first connection that might have been closing (a
+// restarted worker's predecessor: DeadWorkerIsDroppedFromTheClockAndMayRejoin).
+TEST_P(PsFaultTest, ASecondWorkerWithALiveIdIsRefusedNamingIt) {
+  Config c = config();
+  ServerGroup servers(1, 2, c);
+  auto join = [&] {
+    ClientOptions o;
+    o.servers = {servers.addresses()};
+    o.worker = 1;
+    o.workers = 2;
+    o.config = c;
+    o.config.secret = test_secret();
+    o.timeout = 20s;
+    auto client = std::make_unique<Client>(o);
+    client->declare("w", 1000);
+    client->connect();
+    return client;
+  };
+  auto first = join();
+  std::string what;
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(error_code_of([&] { join(); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("worker id 1 is already connected (waited 3 s"), std::string::npos) << what;
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 3s) << "refused before the earlier connection had time to close";
+  first.reset();
+  servers.stop();
+}
+
 // A server in its own process, on the port the test chose; it waits for 2
 // workers, so a lone worker's BSP clock blocks.
 RDMAPS_TEST_PEER(standalone_server) {
