@@ -12,27 +12,39 @@ WriteBackSender::WriteBackSender(transport::Context& context, transport::Endpoin
       receive_(std::move(receive)),
       outbox_(context.allocate(sizeof(Mailbox) + shards * 8 + 64, transport::Access::kNone)),
       mailbox_offset_(mailbox_offset),
-      use_am_(use_am) {}
+      use_am_(use_am),
+      data_headers_(use_am ? shards + 1 : 0) {
+  data_.reserve(shards + 1);
+}
 
-void WriteBackSender::send(const float* params, size_t floats, const transport::Region& source, uint64_t params_offset,
-                           const uint64_t* versions, size_t count, uint64_t versions_offset,
-                           std::chrono::milliseconds timeout) {
-  for (auto& r : data_) r.wait_for(timeout);  // the versions' staging is reused below
+void WriteBackSender::begin(std::chrono::milliseconds timeout) {
+  for (auto& r : data_) r.wait_for(timeout);
   data_.clear();
+}
+
+void WriteBackSender::send_params(const float* params, size_t floats, const transport::Region& source,
+                                  uint64_t offset) {
+  if (!use_am_) {
+    data_.push_back(ep_.put(params, floats * sizeof(float), *receive_, offset, &source));
+    return;
+  }
+  WriteBackHeader& h = data_headers_.at(data_.size());
+  h = WriteBackHeader{offset, 0, 0, {}};
+  data_.push_back(ep_.am_send(kAmWriteBack, &h, sizeof(WriteBackHeader), params, floats * sizeof(float), &source));
+}
+
+void WriteBackSender::send_versions(const uint64_t* versions, size_t count, uint64_t offset) {
   auto* staged = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(outbox_->data()) + sizeof(Mailbox));
   std::memcpy(staged, versions, count * 8);
-  if (use_am_) {
-    data_headers_[0] = WriteBackHeader{params_offset, 0, 0, {}};
-    data_headers_[1] = WriteBackHeader{versions_offset, 0, 0, {}};
-    data_.push_back(
-        ep_.am_send(kAmWriteBack, &data_headers_[0], sizeof(WriteBackHeader), params, floats * sizeof(float), &source));
-    data_.push_back(
-        ep_.am_send(kAmWriteBack, &data_headers_[1], sizeof(WriteBackHeader), staged, count * 8, outbox_.get()));
-    return;  // active messages on one endpoint arrive in order
+  if (!use_am_) {
+    data_.push_back(ep_.put(staged, count * 8, *receive_, offset, outbox_.get()));
+    ep_.fence();
+    return;
   }
-  data_.push_back(ep_.put(params, floats * sizeof(float), *receive_, params_offset, &source));
-  data_.push_back(ep_.put(staged, count * 8, *receive_, versions_offset, outbox_.get()));
-  ep_.fence();
+  WriteBackHeader& h = data_headers_.at(data_.size());
+  h = WriteBackHeader{offset, 0, 0, {}};
+  // Active messages on one endpoint arrive in order: no fence needed.
+  data_.push_back(ep_.am_send(kAmWriteBack, &h, sizeof(WriteBackHeader), staged, count * 8, outbox_.get()));
 }
 
 void WriteBackSender::send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout) {

@@ -21,19 +21,24 @@ namespace rdmaps::ps {
 class WriteBackSender {
  public:
   /// `receive`: the worker's receive region, imported on `ep`; `mailbox_offset`:
-  /// this lane's mailbox in it; `shards`: version words this lane may send.
+  /// this lane's mailbox in it; `shards`: version words this lane may send,
+  /// and at most that many send_params() per write-back.
   WriteBackSender(transport::Context& context, transport::Endpoint& ep,
                   std::unique_ptr<transport::RemoteRegion> receive, uint64_t mailbox_offset, size_t shards,
                   bool use_am);
 
-  /// Puts `floats` parameters from `source` (registered, unchanged until the
-  /// next call) at `params_offset`, then `count` version words at
-  /// `versions_offset`, fenced before any later mailbox. Waits first for the
-  /// previous write-back, whose buffers this one reuses.
-  void send(const float* params, size_t floats, const transport::Region& source, uint64_t params_offset,
-            const uint64_t* versions, size_t count, uint64_t versions_offset, std::chrono::milliseconds timeout);
+  /// Starts a write-back: waits for the previous one, whose buffers this one reuses.
+  void begin(std::chrono::milliseconds timeout);
+  /// Puts `floats` parameters from `params` (in `source`, registered, unchanged
+  /// until the next begin()) at `offset`. A write-back may send its range in
+  /// several calls, each starting while the ones before are in flight.
+  void send_params(const float* params, size_t floats, const transport::Region& source, uint64_t offset);
+  /// Ends it: `count` version words at `offset`, fenced before any later mailbox.
+  void send_versions(const uint64_t* versions, size_t count, uint64_t offset);
   /// The lane's mailbox, after everything sent before it.
   void send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout);
+  /// Whether it sends by active messages (tcp) rather than puts.
+  bool use_am() const { return use_am_; }
   /// The worker is gone: release the requests without waiting.
   void abandon();
 
@@ -45,8 +50,10 @@ class WriteBackSender {
   bool use_am_;
   std::vector<transport::Request> data_;
   transport::Request mailbox_;
-  // Headers of in-flight active messages (UCX 1.13 reads them until completion).
-  WriteBackHeader data_headers_[2]{};
+  // Headers of in-flight active messages (UCX 1.13 reads them until
+  // completion): sized once for one message per shard and the versions, never
+  // reallocated while any is in flight.
+  std::vector<WriteBackHeader> data_headers_;
   WriteBackHeader mailbox_header_{};
 };
 
