@@ -304,6 +304,22 @@ RDMAPS_TEST_PEER(clocking_worker) {
   return 0;
 }
 
+// A worker of the servers at `addresses`, connected with one tensor of 1000 floats.
+std::unique_ptr<Client> connect_worker(const std::string& addresses, const Config& c, uint32_t worker,
+                                       uint32_t workers) {
+  ClientOptions o;
+  o.servers = {addresses};
+  o.worker = worker;
+  o.workers = workers;
+  o.config = c;
+  o.config.secret = test_secret();
+  o.timeout = 20s;
+  auto client = std::make_unique<Client>(o);
+  client->declare("w", 1000);
+  client->connect();
+  return client;
+}
+
 // A worker started for another number of workers, with another staleness
 // bound than the first worker's, or asking for another update rule than the
 // server's, is refused at hello naming both values,
@@ -313,19 +329,10 @@ TEST_P(PsFaultTest, WorkersThatDisagreeOnWorkersStalenessOrRuleAreRefusedNamingB
   c.staleness = 3;
   ServerGroup servers(1, 2, c);
   auto join = [&](uint32_t worker, uint32_t workers, uint64_t staleness, std::vector<std::string> rule = {}) {
-    ClientOptions o;
-    o.servers = {servers.addresses()};
-    o.worker = worker;
-    o.workers = workers;
-    o.config = c;
-    parse_config(o.config, rule, nullptr);  // flags that state a rule
-    o.config.staleness = staleness;
-    o.config.secret = test_secret();
-    o.timeout = 20s;
-    auto client = std::make_unique<Client>(o);
-    client->declare("w", 1000);
-    client->connect();
-    return client;
+    Config asked = c;
+    parse_config(asked, rule, nullptr);  // flags that state a rule
+    asked.staleness = staleness;
+    return connect_worker(servers.addresses(), asked, worker, workers);
   };
   auto first = join(0, 2, 3);
   std::string what;
@@ -351,19 +358,7 @@ TEST_P(PsFaultTest, WorkersThatDisagreeOnWorkersStalenessOrRuleAreRefusedNamingB
 TEST_P(PsFaultTest, ASecondWorkerWithALiveIdIsRefusedNamingIt) {
   Config c = config();
   ServerGroup servers(1, 2, c);
-  auto join = [&] {
-    ClientOptions o;
-    o.servers = {servers.addresses()};
-    o.worker = 1;
-    o.workers = 2;
-    o.config = c;
-    o.config.secret = test_secret();
-    o.timeout = 20s;
-    auto client = std::make_unique<Client>(o);
-    client->declare("w", 1000);
-    client->connect();
-    return client;
-  };
+  auto join = [&] { return connect_worker(servers.addresses(), c, 1, 2); };
   auto first = join();
   std::string what;
   const auto start = std::chrono::steady_clock::now();
