@@ -279,8 +279,8 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
 // against), then put them from there: one copy serves both, and it does not
 // change while in flight. Data, then fence, then the mailbox.
 // Over active messages, in chunks of 4 shards: tcp moves one chunk while the
-// lane copies the next (the progress call drives it); 16 MiB write-backs ran
-// 6-12 % faster. A put over shared memory is itself a CPU copy, so it goes
+// lane copies the next (the progress call drives it); 64 MiB write-backs ran
+// 6-18 % faster. A put over shared memory is itself a CPU copy, so it goes
 // whole (chunks measured 13 % slower there; docs/benchmarks.md). Nothing is
 // applied in between, so the chunks make one consistent snapshot.
 void ServerLane::write_back(Worker& w, const SlotHeader& h) {
