@@ -12,8 +12,8 @@
 
 namespace rdmaps::bench {
 
-double apply_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t shard_floats, uint32_t workers,
-                           uint32_t threads) {
+double apply_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t shard_floats, uint32_t workers, uint32_t threads,
+                           bool backup_copy) {
   using Clock = std::chrono::steady_clock;
   math::UpdateParams p;
   p.rule = rule;
@@ -44,7 +44,7 @@ double apply_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t shard_floa
           ps::apply_update(p, ps::step_for(p, 0.01f, rep + 2), params.data() + at, gradient.data(),
                            backups[w].data() + at, state.empty() ? nullptr : state.data() + at,
                            std::min<uint64_t>(shard_floats, end - at));
-      for (uint32_t w = 0; w < workers; ++w)
+      for (uint32_t w = 0; w < workers && backup_copy; ++w)
         for (uint64_t at = begin; at < end; at += shard_floats)
           std::memcpy(backups[w].data() + at, params.data() + at,
                       std::min<uint64_t>(shard_floats, end - at) * sizeof(float));

@@ -1,8 +1,8 @@
 // The memory bound of a server's work, measured: the rule's update of every
 // worker's push from a piece-sized gradient buffer (the inbox slot), then the
-// copy of the parameters into every worker's backup that its pull makes, by
-// the same number of threads, each on its own contiguous part, as the lanes
-// own theirs.
+// copy of the parameters into every worker's backup that its pull makes
+// (where the lane makes one: see ServerLane::write_back), by the same number
+// of threads, each on its own contiguous part, as the lanes own theirs.
 #pragma once
 
 #include <cstdint>
@@ -12,8 +12,10 @@
 namespace rdmaps::bench {
 
 /// Seconds for `threads` threads to apply one push from each of `workers`
-/// workers to `floats` parameters in `shard_floats` pieces, then copy the
-/// parameters into each worker's backup (best of three passes).
-double apply_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t shard_floats, uint32_t workers, uint32_t threads);
+/// workers to `floats` parameters in `shard_floats` pieces, then, with
+/// `backup_copy`, copy the parameters into each worker's backup (best of three
+/// passes).
+double apply_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t shard_floats, uint32_t workers, uint32_t threads,
+                           bool backup_copy);
 
 }  // namespace rdmaps::bench

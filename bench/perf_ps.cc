@@ -16,6 +16,7 @@
 #include "bench/apply_bound.h"
 #include "bench/perf_options.h"
 #include "bench/perf_report.h"
+#include "math/update_params.h"
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
@@ -183,16 +184,18 @@ int run_driver(const Flags& f) {
 
   Percentiles iter = Percentiles::of(total), push_p = Percentiles::of(push);
   // Bound for one iteration: every worker's push and pull cross the transport,
-  // and each server's threads apply their share of every worker's push and
-  // copy it into that worker's backup: that pass is measured now, with the
-  // threads the servers run (servers run in parallel; so do transfers to
-  // different servers).
+  // and each server's threads apply their share of every worker's push and,
+  // where the write-back goes through a copy (a DC rule's backup, or active
+  // messages), copy it into that worker's copy: that pass is measured now,
+  // with the threads the servers run (servers run in parallel; so do
+  // transfers to different servers).
   const uint64_t per_server_floats = (floats + servers - 1) / servers;
   const uint64_t server_shards = (per_server_floats + config.shard_floats - 1) / config.shard_floats;
   const uint32_t threads = server_threads_for(config, server_shards, gpu_shard);
   double wire = workers * 2.0 * 4 * static_cast<double>(per_server_floats) / (net * 1e9);
-  double memory =
-      gpu_shard ? 0.0 : apply_bound_seconds(config.rule, per_server_floats, config.shard_floats, workers, threads);
+  double memory = gpu_shard ? 0.0
+                            : apply_bound_seconds(config.rule, per_server_floats, config.shard_floats, workers, threads,
+                                                  path == "am" || math::needs_backup(config.rule));
   // A pull ends with the worker copying the parameters out of its receive
   // region into the caller's buffer (workers do that in parallel).
   double copy_out = copy_seconds(floats);

@@ -64,7 +64,8 @@ ServerLane::ServerLane(const LaneSetup& setup)
   port_ = static_cast<uint16_t>(listener_->address().port());
   context_->set_am_handler(kAmPush, [this](transport::AmMessage& m) { on_push_am(m); });
   store_ = so.gpu_shard ? make_gpu_store(lane_range_.size(), setup.config.shard_floats, so.workers, setup.config.rule)
-                        : make_host_store(lane_range_.size(), setup.config.shard_floats, so.workers, setup.config.rule);
+                        : make_host_store(*context_, lane_range_.size(), setup.config.shard_floats, so.workers,
+                                          setup.config.rule);
 }
 
 ServerLane::~ServerLane() {
@@ -278,6 +279,10 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
 // Copy fresh parameters into the worker's copy (what DC-ASGD compensates
 // against), then put them from there: one copy serves both, and it does not
 // change while in flight. Data, then fence, then the mailbox.
+// A rule without a DC backup needs no copy where the write-back is a put: the
+// lane puts the parameters themselves and waits until the put has read them
+// before it applies anything else (over shared memory the put is the copy; on
+// a NIC its DMA outruns the copy it replaces).
 // Over active messages, in chunks of 4 shards: tcp moves one chunk while the
 // lane copies the next (the progress call drives it); 64 MiB write-backs ran
 // 6-18 % faster. A put over shared memory is itself a CPU copy, so it goes
@@ -288,22 +293,30 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   const size_t local = local_of(h.shard);
   const size_t floats =
       setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
+  const auto direct = w.writer->use_am() ? std::nullopt : store_->direct_source();
   const size_t chunk = w.writer->use_am() ? kWriteBackChunkShards * setup_.config.shard_floats : floats;
   const auto t0 = Clock::now();
   try {
     w.writer->begin(kIoTimeout);
     const uint64_t offset =
         receive_layout_.params_offset() + (lane_range_.begin - server_range_.begin + local) * sizeof(float);
-    const float* copy = static_cast<const float*>(w.copy->data()) + local;
-    for (size_t done = 0; done < floats;) {
-      const size_t n = std::min(chunk, floats - done);
-      store_->snapshot(w.id, local + done, n);
-      w.writer->send_params(copy + done, n, *w.copy, offset + done * sizeof(float));
-      done += n;
-      if (done < floats) context_->progress();
+    const uint64_t* versions = versions_.data() + (h.shard - setup_.first_shard);
+    const uint64_t versions_offset = receive_layout_.versions_offset() + h.shard * 8;
+    if (direct) {
+      w.writer->send_params(direct->params + local, floats, *direct->region, offset);
+      w.writer->send_versions(versions, h.length, versions_offset);
+      w.writer->wait_sent(kIoTimeout);
+    } else {
+      const float* copy = static_cast<const float*>(w.copy->data()) + local;
+      for (size_t done = 0; done < floats;) {
+        const size_t n = std::min(chunk, floats - done);
+        store_->snapshot(w.id, local + done, n);
+        w.writer->send_params(copy + done, n, *w.copy, offset + done * sizeof(float));
+        done += n;
+        if (done < floats) context_->progress();
+      }
+      w.writer->send_versions(versions, h.length, versions_offset);
     }
-    w.writer->send_versions(versions_.data() + (h.shard - setup_.first_shard), h.length,
-                            receive_layout_.versions_offset() + h.shard * 8);
   } catch (const Error& e) {
     // The worker died with a write-back in flight: drop it, keep serving the others.
     return drop(w, (std::string("write-back failed: ") + e.what() + "; dropped from the clock").c_str());

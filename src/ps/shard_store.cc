@@ -1,6 +1,8 @@
 #include "src/ps/shard_store.h"
 
+#include <algorithm>
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "math/bf16.h"
@@ -10,8 +12,13 @@ namespace {
 
 class HostShardStore final : public ShardStore {
  public:
-  HostShardStore(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
-      : params_(floats, 0.0f), copies_(workers, nullptr), floats_(floats) {
+  HostShardStore(transport::Context& context, size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
+      : region_(context.allocate(std::max<size_t>(floats * sizeof(float), 64), transport::Access::kNone)),
+        params_(static_cast<float*>(region_->data()), floats),
+        direct_(!math::needs_backup(rule)),
+        copies_(workers, nullptr),
+        floats_(floats) {
+    std::fill(params_.begin(), params_.end(), 0.0f);
     if (math::needs_state(rule)) state_.assign(floats, 0.0f);
     scratch_.assign(shard_floats, 0.0f);
   }
@@ -40,6 +47,11 @@ class HostShardStore final : public ShardStore {
     std::memcpy(copies_[worker] + local, params_.data() + local, n * sizeof(float));
   }
 
+  std::optional<DirectSource> direct_source() const override {
+    if (!direct_) return std::nullopt;
+    return DirectSource{region_.get(), params_.data()};
+  }
+
   bool has_state() const override { return !state_.empty(); }
 
   void save(size_t local, size_t n, float* params, float* state) override {
@@ -53,7 +65,10 @@ class HostShardStore final : public ShardStore {
   }
 
  private:
-  std::vector<float> params_, state_;
+  std::unique_ptr<transport::Region> region_;  // the parameters, registered
+  std::span<float> params_;
+  bool direct_;  // no DC backup: write-backs go from params_ itself
+  std::vector<float> state_;
   std::vector<float*> copies_;  // registered write-back sources, one per worker
   std::vector<float> scratch_;  // a bf16 piece widened
   size_t floats_;
@@ -61,8 +76,9 @@ class HostShardStore final : public ShardStore {
 
 }  // namespace
 
-std::unique_ptr<ShardStore> make_host_store(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule) {
-  return std::make_unique<HostShardStore>(floats, shard_floats, workers, rule);
+std::unique_ptr<ShardStore> make_host_store(transport::Context& context, size_t floats, size_t shard_floats,
+                                            uint32_t workers, UpdateRule rule) {
+  return std::make_unique<HostShardStore>(context, floats, shard_floats, workers, rule);
 }
 
 }  // namespace rdmaps::ps

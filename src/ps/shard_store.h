@@ -9,8 +9,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 
 #include "src/ps/update_rules.h"
+#include "transport/context.h"
 
 namespace rdmaps::ps {
 
@@ -31,6 +33,15 @@ class ShardStore {
   /// is then also its backup: one copy serves both and cannot change in flight.
   virtual void snapshot(uint32_t worker, size_t local, size_t n) = 0;
 
+  /// Parameters a write-back may be put from as they are: registered host
+  /// memory, under a rule that keeps no DC backup (so no copy is needed).
+  struct DirectSource {
+    const transport::Region* region;
+    const float* params;  ///< local 0
+  };
+  /// Empty where a write-back must go through snapshot().
+  virtual std::optional<DirectSource> direct_source() const { return std::nullopt; }
+
   /// Whether the rule keeps optimizer state (momentum, mean square) here.
   virtual bool has_state() const = 0;
   /// Copies [local, local+n) of the parameters (and the state, when kept and
@@ -40,7 +51,10 @@ class ShardStore {
   virtual void load(size_t local, size_t n, const float* params, const float* state) = 0;
 };
 
-/// In host memory: `floats` parameters, shards of up to `shard_floats`.
-std::unique_ptr<ShardStore> make_host_store(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule);
+/// In host memory: `floats` parameters, shards of up to `shard_floats`; the
+/// parameters are registered with `context`, so that write-backs may be put
+/// from them (direct_source()).
+std::unique_ptr<ShardStore> make_host_store(transport::Context& context, size_t floats, size_t shard_floats,
+                                            uint32_t workers, UpdateRule rule);
 
 }  // namespace rdmaps::ps

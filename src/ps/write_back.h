@@ -35,6 +35,8 @@ class WriteBackSender {
   void send_params(const float* params, size_t floats, const transport::Region& source, uint64_t offset);
   /// Ends it: `count` version words at `offset`, fenced before any later mailbox.
   void send_versions(const uint64_t* versions, size_t count, uint64_t offset);
+  /// Waits until every buffer of this write-back may change (local completion).
+  void wait_sent(std::chrono::milliseconds timeout);
   /// The lane's mailbox, after everything sent before it.
   void send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout);
   /// Whether it sends by active messages (tcp) rather than puts.
