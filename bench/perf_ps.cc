@@ -16,11 +16,11 @@
 #include "bench/apply_bound.h"
 #include "bench/perf_options.h"
 #include "bench/perf_report.h"
-#include "math/update_params.h"
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "src/api/config_flags.h"
+#include "src/ps/shard_store.h"
 #include "src/tools/child_process.h"
 
 namespace rdmaps::bench {
@@ -195,7 +195,7 @@ int run_driver(const Flags& f) {
   double wire = workers * 2.0 * 4 * static_cast<double>(per_server_floats) / (net * 1e9);
   double memory = gpu_shard ? 0.0
                             : apply_bound_seconds(config.rule, per_server_floats, config.shard_floats, workers, threads,
-                                                  path == "am" || math::needs_backup(config.rule));
+                                                  ps::write_back_copies(config.rule, path == "am"));
   // A pull ends with the worker copying the parameters out of its receive
   // region into the caller's buffer (workers do that in parallel).
   double copy_out = copy_seconds(floats);

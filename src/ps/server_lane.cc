@@ -293,11 +293,12 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   const size_t local = local_of(h.shard);
   const size_t floats =
       setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
-  const auto direct = w.writer->use_am() ? std::nullopt : store_->direct_source();
+  const auto direct =
+      write_back_copies(setup_.config.rule, w.writer->use_am()) ? std::nullopt : store_->direct_source();
   const size_t chunk = w.writer->use_am() ? kWriteBackChunkShards * setup_.config.shard_floats : floats;
   const auto t0 = Clock::now();
   try {
-    w.writer->begin(kIoTimeout);
+    w.writer->wait_sent(kIoTimeout);
     const uint64_t offset =
         receive_layout_.params_offset() + (lane_range_.begin - server_range_.begin + local) * sizeof(float);
     const uint64_t* versions = versions_.data() + (h.shard - setup_.first_shard);

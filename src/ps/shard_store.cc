@@ -15,9 +15,7 @@ class HostShardStore final : public ShardStore {
   HostShardStore(transport::Context& context, size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
       : region_(context.allocate(std::max<size_t>(floats * sizeof(float), 64), transport::Access::kNone)),
         params_(static_cast<float*>(region_->data()), floats),
-        direct_(!math::needs_backup(rule)),
-        copies_(workers, nullptr),
-        floats_(floats) {
+        copies_(workers, nullptr) {
     std::fill(params_.begin(), params_.end(), 0.0f);
     if (math::needs_state(rule)) state_.assign(floats, 0.0f);
     scratch_.assign(shard_floats, 0.0f);
@@ -29,7 +27,7 @@ class HostShardStore final : public ShardStore {
 
   void attach(uint32_t worker, float* copy) override {
     copies_.at(worker) = copy;
-    std::memset(copy, 0, floats_ * sizeof(float));
+    std::memset(copy, 0, params_.size() * sizeof(float));
   }
 
   void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,
@@ -47,10 +45,7 @@ class HostShardStore final : public ShardStore {
     std::memcpy(copies_[worker] + local, params_.data() + local, n * sizeof(float));
   }
 
-  std::optional<DirectSource> direct_source() const override {
-    if (!direct_) return std::nullopt;
-    return DirectSource{region_.get(), params_.data()};
-  }
+  std::optional<DirectSource> direct_source() const override { return DirectSource{region_.get(), params_.data()}; }
 
   bool has_state() const override { return !state_.empty(); }
 
@@ -67,11 +62,9 @@ class HostShardStore final : public ShardStore {
  private:
   std::unique_ptr<transport::Region> region_;  // the parameters, registered
   std::span<float> params_;
-  bool direct_;  // no DC backup: write-backs go from params_ itself
   std::vector<float> state_;
   std::vector<float*> copies_;  // registered write-back sources, one per worker
   std::vector<float> scratch_;  // a bf16 piece widened
-  size_t floats_;
 };
 
 }  // namespace

@@ -33,13 +33,13 @@ class ShardStore {
   /// is then also its backup: one copy serves both and cannot change in flight.
   virtual void snapshot(uint32_t worker, size_t local, size_t n) = 0;
 
-  /// Parameters a write-back may be put from as they are: registered host
-  /// memory, under a rule that keeps no DC backup (so no copy is needed).
+  /// The parameters as registered host memory, which a write-back may be put
+  /// from as they are where write_back_copies() says no copy is needed.
   struct DirectSource {
     const transport::Region* region;
     const float* params;  ///< local 0
   };
-  /// Empty where a write-back must go through snapshot().
+  /// Empty where a write-back must go through snapshot() (device memory).
   virtual std::optional<DirectSource> direct_source() const { return std::nullopt; }
 
   /// Whether the rule keeps optimizer state (momentum, mean square) here.
@@ -50,6 +50,12 @@ class ShardStore {
   /// Sets [local, local+n) from a checkpoint; `state` may be null (state starts at zero).
   virtual void load(size_t local, size_t n, const float* params, const float* state) = 0;
 };
+
+/// Whether a write-back goes through a copy of the parameters (snapshot()):
+/// for a rule's DC backup, or over active messages, whose sends the lane
+/// overlaps with further work. Otherwise it is put from direct_source(), where
+/// the store has one, and waited for.
+constexpr bool write_back_copies(UpdateRule rule, bool use_am) { return use_am || math::needs_backup(rule); }
 
 /// In host memory: `floats` parameters, shards of up to `shard_floats`; the
 /// parameters are registered with `context`, so that write-backs may be put

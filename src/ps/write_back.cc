@@ -17,8 +17,6 @@ WriteBackSender::WriteBackSender(transport::Context& context, transport::Endpoin
   data_.reserve(shards + 1);
 }
 
-void WriteBackSender::begin(std::chrono::milliseconds timeout) { wait_sent(timeout); }
-
 void WriteBackSender::wait_sent(std::chrono::milliseconds timeout) {
   for (auto& r : data_) r.wait_for(timeout);
   data_.clear();

@@ -27,15 +27,14 @@ class WriteBackSender {
                   std::unique_ptr<transport::RemoteRegion> receive, uint64_t mailbox_offset, size_t shards,
                   bool use_am);
 
-  /// Starts a write-back: waits for the previous one, whose buffers this one reuses.
-  void begin(std::chrono::milliseconds timeout);
   /// Puts `floats` parameters from `params` (in `source`, registered, unchanged
-  /// until the next begin()) at `offset`. A write-back may send its range in
+  /// until wait_sent()) at `offset`. A write-back may send its range in
   /// several calls, each starting while the ones before are in flight.
   void send_params(const float* params, size_t floats, const transport::Region& source, uint64_t offset);
   /// Ends it: `count` version words at `offset`, fenced before any later mailbox.
   void send_versions(const uint64_t* versions, size_t count, uint64_t offset);
-  /// Waits until every buffer of this write-back may change (local completion).
+  /// Waits until every buffer of the write-back sent may change (local
+  /// completion); due before the next one, which reuses them.
   void wait_sent(std::chrono::milliseconds timeout);
   /// The lane's mailbox, after everything sent before it.
   void send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout);
