@@ -27,6 +27,9 @@
 namespace rdmaps::ps {
 
 using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+// How long a leaving worker waits for its Byes to be acknowledged.
+constexpr std::chrono::milliseconds kLeaveTimeout = 5s;
 using transport::Access;
 
 // One thread of a server (docs/architecture.md "Server threads"): its own
@@ -404,20 +407,43 @@ void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, ui
   }
 }
 
+// Leaving: a Bye on every lane, then a wait until each lane acknowledged it
+// (its consumed sequence reached the Bye) before the endpoints close. Closing
+// first could reset a tcp connection while the lane still reads the last
+// pushes, and the reset discards them (docs/protocol.md "Leave").
 ClientImpl::~ClientImpl() {
   if (!partition_) return;
+  struct Bye {
+    ServerLink* link;
+    Lane* lane;
+    uint64_t seq;
+  };
+  std::vector<Bye> byes;
   for (auto& link : links_)
     for (auto& lane : link.lanes) {
       if (!lane.ep || lane.ep->peer_closed()) continue;
       try {
         std::vector<transport::Request> inflight;
-        post(link, lane, MsgType::kBye, 0, 0, 0, 0, nullptr, inflight);
+        const uint64_t seq = post(link, lane, MsgType::kBye, 0, 0, 0, 0, nullptr, inflight);
         for (auto& r : inflight) r.wait_for(options_.timeout);
-        lane.ep->flush().wait_for(options_.timeout);
+        byes.push_back({&link, &lane, seq});
       } catch (const Error&) {
         // The server may already be gone; leaving is best effort.
       }
     }
+  const auto deadline = Clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout);
+  transport::IdleBackoff idle;
+  try {
+    for (bool waiting = !byes.empty(); waiting && Clock::now() < deadline;) {
+      idle.pause(progress());
+      waiting = false;
+      for (const Bye& b : byes)
+        if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.lane->ep->peer_closed() &&
+            !b.lane->ep->failed())
+          waiting = true;
+    }
+  } catch (const Error&) {
+  }
   for (auto& link : links_)
     for (auto& lane : link.lanes) lane.write_back.clear();
 }

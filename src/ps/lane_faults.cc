@@ -35,13 +35,21 @@ void ServerLane::reject(Worker& w, RejectReason reason, const std::string& why) 
 }
 
 // Every lane sees each leave and each death; lane 0 speaks and counts for the server.
+void ServerLane::report_end(const Worker& w, const char* why) {
+  if (setup_.index != 0) return;
+  const bool left = std::strcmp(why, "left") == 0;
+  if (setup_.server->log_connections || !left) logf(LogLevel::kInfo, "rdmaps-server: %s %s", w.name.c_str(), why);
+  LaneCounters::add(left ? counters_.workers_left : counters_.workers_lost);
+}
+
 void ServerLane::drop(Worker& w, const char* why) {
   if (!w.live && !w.ep) return;
-  if (why && setup_.index == 0) {
-    const bool left = std::strcmp(why, "left") == 0;
-    if (setup_.server->log_connections || !left) logf(LogLevel::kInfo, "rdmaps-server: %s %s", w.name.c_str(), why);
-    LaneCounters::add(left ? counters_.workers_left : counters_.workers_lost);
-  }
+  if (why) report_end(w, why);
+  release(w);
+  if (why) update_min_clock();
+}
+
+void ServerLane::release(Worker& w) {
   w.live = false;
   live_[w.id].store(false, std::memory_order_release);
   if (w.writer) w.writer->abandon();
@@ -53,7 +61,24 @@ void ServerLane::drop(Worker& w, const char* why) {
     // once leaves neither side to acknowledge the other.
     closing_.push_back({std::move(w.ep), Clock::now()});
   }
-  if (why) update_min_clock();
+}
+
+// A clean leave: the worker waits for this lane to acknowledge its Bye before
+// it closes, so the lane has read everything it sent (a tcp socket closed with
+// unread data resets the connection, and the reset discards what the lane had
+// not read yet: its last pushes). Counted before the acknowledgment, so a
+// worker that returned from leaving finds its leave in the server's stats.
+void ServerLane::leave(Worker& w) {
+  w.mailbox.consumed_seq = w.inbox->consume();
+  report_end(w, "left");
+  try {
+    w.writer->send_mailbox(w.mailbox, kIoTimeout);
+    w.writer->wait_mailbox_sent(kIoTimeout);
+  } catch (const Error&) {
+    // It closed without waiting for the acknowledgment: it left all the same.
+  }
+  release(w);
+  update_min_clock();
 }
 
 void ServerLane::check_liveness() {

@@ -24,7 +24,6 @@ namespace {
 constexpr auto kHelloTimeout = 5s;      // a connected peer's LaneHello
 constexpr auto kAnswerTimeout = 100ms;  // a LaneWelcome: small, into an empty socket buffer
 constexpr size_t kMaxLaneHello = 256 * 1024;
-constexpr auto kIoTimeout = 30s;
 constexpr size_t kWriteBackChunkShards = 4;
 
 bool finite_floats(const float* p, size_t n) {
@@ -244,7 +243,7 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
       if (setup_.index == 0) LaneCounters::add(counters_.clocks);  // every lane gets each clock
       return update_min_clock();
     case MsgType::kBye:
-      return drop(w, "left");
+      return leave(w);
   }
 }
 

@@ -64,6 +64,8 @@ inline size_t duration_bucket(uint64_t ns) {
 /// Why a lane rejected a message, for the count by reason (metrics label).
 enum class RejectReason : uint8_t { kSequence, kHeader, kNonFinite, kLanding };
 constexpr size_t kRejectReasons = 4;
+/// The longest a lane waits on one send to a worker before judging it gone.
+constexpr std::chrono::seconds kIoTimeout{30};
 const char* reject_reason_name(RejectReason reason);
 
 /// Counters a lane alone writes (load, add, store: no read-modify-write);
@@ -163,6 +165,9 @@ class ServerLane {
   void check_liveness();
   void warn_stalled();
   void take_in_last_messages(Worker& w);
+  void leave(Worker& w);
+  void report_end(const Worker& w, const char* why);
+  void release(Worker& w);
   bool all_done() const;
   // Checkpoints (lane_checkpoint.cc): starts a requested snapshot, or copies its next shard.
   bool snapshot_step();

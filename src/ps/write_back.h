@@ -38,6 +38,8 @@ class WriteBackSender {
   void wait_sent(std::chrono::milliseconds timeout);
   /// The lane's mailbox, after everything sent before it.
   void send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout);
+  /// Waits until the last mailbox sent may change (local completion).
+  void wait_mailbox_sent(std::chrono::milliseconds timeout) { mailbox_.wait_for(timeout); }
   /// Whether it sends by active messages (tcp) rather than puts.
   bool use_am() const { return use_am_; }
   /// The worker is gone: release the requests without waiting.

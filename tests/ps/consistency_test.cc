@@ -183,6 +183,7 @@ TEST_P(PsConsistencyTest, NoGradientLostOrAppliedTwiceAndNoTornShard) {
       server_side += st.applied_per_worker[w];
     }
     EXPECT_EQ(st.rejected, 0u);
+    EXPECT_EQ(st.workers_lost, 0u) << "server " << s << " judged a worker that left cleanly dead";
   }
   EXPECT_EQ(server_side, client_side);
 
