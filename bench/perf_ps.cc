@@ -120,6 +120,21 @@ int run_worker(const Flags& f) {
   return 0;
 }
 
+// One `rdmaps-perf transport` run: `size`-byte messages walking `span` bytes
+// of source and `target_span` bytes of target; GB/s.
+double probe_transport_GBps(const std::string& transport, const std::string& op, uint64_t size, uint64_t span,
+                            uint64_t target_span) {
+  Child probe = spawn_self("rdmaps-perf", {"transport", "--transport", transport, "--op", op, "--sizes",
+                                           std::to_string(size), "--span", std::to_string(span), "--target-span",
+                                           std::to_string(target_span), "--lat-iters", "0", "--json"});
+  std::string out = read_all(probe);
+  wait_child(probe);
+  const auto row = nlohmann::json::parse(out, nullptr, false);
+  if (row.is_discarded() || !row.contains("bw_MBps") || !row["bw_MBps"].is_number())
+    throw Error(Errc::kInternal, "transport probe printed no bandwidth: " + out);
+  return row["bw_MBps"].get<double>() / 1e3;
+}
+
 int run_driver(const Flags& f) {
   const Config& config = f.config;
   const std::string& transport = config.transport;
@@ -129,20 +144,21 @@ int run_driver(const Flags& f) {
   const uint64_t iters = f.iters ? f.iters : std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50);
   const bool gpu_shard = f.gpu_shard;
 
-  // Same-run reference for the bound: the transport at shard-sized messages
-  // on the path pushes take.
+  // Same-run reference for the bound's wire term: the transport at
+  // shard-sized messages on the path pushes take, moving a server's share of
+  // the model from memory as the servers do: a push into a worker's inbox
+  // slots on each thread, a write-back into memory of the model's size.
   std::string op = config.push_path == PushPath::kPut  ? "put"
                    : config.push_path == PushPath::kAm ? "am"
                    : transport == "tcp"                ? "am"
                                                        : "put";
-  Child probe = spawn_self("rdmaps-perf", {"transport", "--transport", transport, "--op", op, "--sizes",
-                                           std::to_string(config.shard_floats * 4ull), "--iters", "512", "--json"});
-  std::string probe_out = read_all(probe);
-  wait_child(probe);
-  const auto row = nlohmann::json::parse(probe_out, nullptr, false);
-  if (row.is_discarded() || !row.contains("bw_MBps") || !row["bw_MBps"].is_number())
-    throw Error(Errc::kInternal, "transport probe printed no bandwidth: " + probe_out);
-  const double net = row["bw_MBps"].get<double>() / 1e3;
+  const uint64_t per_server_floats = (floats + servers - 1) / servers;
+  const uint64_t server_shards = (per_server_floats + config.shard_floats - 1) / config.shard_floats;
+  const uint32_t threads = server_threads_for(config, server_shards, gpu_shard);
+  const uint64_t shard_bytes = config.shard_floats * 4ull, share_bytes = per_server_floats * 4;
+  const uint64_t inbox_bytes = std::min(share_bytes, uint64_t{threads} * config.inbox_slots * shard_bytes);
+  const double push_net = probe_transport_GBps(transport, op, shard_bytes, share_bytes, inbox_bytes);
+  const double pull_net = probe_transport_GBps(transport, op, shard_bytes, share_bytes, share_bytes);
 
   std::vector<std::string> common = cli::given(f.config_options);
   common.insert(common.end(), {"--workers", std::to_string(workers), "--servers", std::to_string(servers), "--floats",
@@ -189,10 +205,7 @@ int run_driver(const Flags& f) {
   // messages), copy it into that worker's copy: that pass is measured now,
   // with the threads the servers run (servers run in parallel; so do
   // transfers to different servers).
-  const uint64_t per_server_floats = (floats + servers - 1) / servers;
-  const uint64_t server_shards = (per_server_floats + config.shard_floats - 1) / config.shard_floats;
-  const uint32_t threads = server_threads_for(config, server_shards, gpu_shard);
-  double wire = workers * 2.0 * 4 * static_cast<double>(per_server_floats) / (net * 1e9);
+  double wire = workers * (share_bytes / (push_net * 1e9) + share_bytes / (pull_net * 1e9));
   double memory = gpu_shard ? 0.0
                             : apply_bound_seconds(config.rule, per_server_floats, config.shard_floats, workers, threads,
                                                   ps::write_back_copies(config.rule, path == "am"));
@@ -220,13 +233,14 @@ int run_driver(const Flags& f) {
                                     {"push_p50_s", push_p.p50},
                                     {"push_GBps", push_GBps},
                                     {"intake_GBps", intake_GBps},
-                                    {"transport_GBps", net},
+                                    {"transport_push_GBps", push_net},
+                                    {"transport_pull_GBps", pull_net},
                                     {"bound_wire_s", wire},
                                     {"bound_memory_s", memory},
                                     {"bound_copy_out_s", copy_out},
                                     {"bound_s", bound},
                                     {"ratio", iter.p50 / bound},
-                                    {"push_vs_transport", push_GBps / net}};
+                                    {"push_vs_transport", push_GBps / push_net}};
   if (f.json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
@@ -236,10 +250,12 @@ int run_driver(const Flags& f) {
         workers, servers, threads, static_cast<unsigned long long>(floats), rule_name(config.rule), transport.c_str(),
         path.c_str(), gpu_shard ? ", range on the GPU" : "");
     std::printf(
-        "# bound = push+pull bytes / transport %.2f GB/s (%s at %u-float pieces, same run)\n"
+        "# bound = push bytes / transport %.2f GB/s + pull bytes / transport %.2f GB/s (%s at %u-float pieces "
+        "from a server's share of the model, into %llu inbox bytes and into the share's size; same run)\n"
         "#       + every worker's update and backup copy by %u thread(s), each on its own part (same run)%s\n"
         "#       + a worker's copy of the parameters out of its receive region (one thread, same run)\n",
-        net, op.c_str(), config.shard_floats, threads, gpu_shard ? ": not measured for the GPU" : "");
+        push_net, pull_net, op.c_str(), config.shard_floats, static_cast<unsigned long long>(inbox_bytes), threads,
+        gpu_shard ? ": not measured for the GPU" : "");
     std::printf("%8s %12s %12s %12s %12s %12s %12s %8s\n", "iters", "iter_p50_s", "push_GB/s", "intake_GB/s", "bound_s",
                 "wire_s", "memory_s", "ratio");
     std::printf("%8zu %12.4f %12.2f %12.2f %12.4f %12.4f %12.4f %8.2f\n", total.size(), iter.p50, push_GBps,

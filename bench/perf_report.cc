@@ -35,11 +35,18 @@ void print_transport_row(const TransportRow& r) {
 }
 
 std::string transport_row_json(const TransportRow& r) {
-  nlohmann::ordered_json j = {{"bench", "transport"},      {"op", r.op},
-                              {"transport", r.transport},  {"rma_native", r.rma_native},
-                              {"bytes", r.bytes},          {"iters", r.iters},
-                              {"window", r.window},        {"seconds", r.seconds},
-                              {"bw_MBps", r.bw_MBps()},    {"bw_MiBps", r.bw_MiBps()},
+  nlohmann::ordered_json j = {{"bench", "transport"},
+                              {"op", r.op},
+                              {"transport", r.transport},
+                              {"rma_native", r.rma_native},
+                              {"bytes", r.bytes},
+                              {"iters", r.iters},
+                              {"window", r.window},
+                              {"span", r.span},
+                              {"target_span", r.target_span},
+                              {"seconds", r.seconds},
+                              {"bw_MBps", r.bw_MBps()},
+                              {"bw_MiBps", r.bw_MiBps()},
                               {"msg_per_s", r.msg_per_s()}};
   j["lat_p50_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.p50) : nullptr;
   j["lat_p99_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.p99) : nullptr;

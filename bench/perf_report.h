@@ -19,11 +19,13 @@ struct TransportRow {
   bool rma_native = false;
   size_t bytes = 0;
   uint64_t iters = 0;
-  uint64_t window = 0;      // operations in flight in the bandwidth phase
-  double seconds = 0;       // bandwidth phase, timed alone
-  Percentiles lat_us;       // latency phase (half round trip for put/am ping-pong, full op for get)
-  bool has_latency = true;  // false when the run skipped the latency phase (--lat-iters 0)
-  uint64_t wrong = 0;       // bytes that did not arrive as sent
+  uint64_t window = 0;       // operations in flight in the bandwidth phase
+  uint64_t span = 0;         // source bytes the bandwidth phase walks through (its message size: one buffer)
+  uint64_t target_span = 0;  // target bytes it walks through
+  double seconds = 0;        // bandwidth phase, timed alone
+  Percentiles lat_us;        // latency phase (half round trip for put/am ping-pong, full op for get)
+  bool has_latency = true;   // false when the run skipped the latency phase (--lat-iters 0)
+  uint64_t wrong = 0;        // bytes that did not arrive as sent
   double bw_MBps() const { return bytes * iters / seconds / 1e6; }
   double bw_MiBps() const { return bytes * iters / seconds / (1024.0 * 1024.0); }
   double msg_per_s() const { return iters / seconds; }

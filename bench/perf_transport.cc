@@ -93,8 +93,10 @@ struct Flags {
   std::string transport = "auto", op = "put", wait = "event", peer_failure = "off", peer, role = "client",
               listen = "0.0.0.0:13337";
   std::vector<uint64_t> sizes = {8, 64, 512, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
-  uint64_t iters = 0;   // 0: auto, per size
-  uint64_t window = 0;  // 0: auto, per size
+  uint64_t iters = 0;        // 0: auto, per size
+  uint64_t window = 0;       // 0: auto, per size
+  uint64_t span = 0;         // 0: every message from the same buffer
+  uint64_t target_span = 0;  // 0: as span
   uint64_t lat_iters = 2000;
   uint64_t seed = std::random_device{}();
   int report_fd = -1;
@@ -132,10 +134,18 @@ int run_server(const Flags& flags) {
   ep->send_control(region->descriptor(Access::kRemoteReadWrite).serialize(), kSetupTimeout);
   auto pong_target = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), ep->peer_name()));
 
-  uint64_t am_received = 0;
+  uint64_t am_received = 0, overruns = 0;
   std::deque<transport::Request> am_landing;
   ctx->set_am_handler(kAmId, [&](transport::AmMessage& m) {
-    transport::Request landing = ctx->am_receive(m, *region, 0);
+    // A message of a --span run names its offset in its header.
+    uint64_t offset = 0;
+    if (m.header_length == sizeof(offset)) std::memcpy(&offset, m.header, sizeof(offset));
+    if (offset > region->size() || m.length > region->size() - offset) {
+      overruns += m.length;  // reported as wrong bytes at the check, not landed
+      ++am_received;
+      return;
+    }
+    transport::Request landing = ctx->am_receive(m, *region, offset);
     if (!landing.test()) am_landing.push_back(std::move(landing));  // eager data has already landed
     // Release landed requests as they finish (they finish in order), as
     // ucx_perftest does: holding every one of a run's requests until its end
@@ -179,7 +189,8 @@ int run_server(const Flags& flags) {
       case kCheck: {
         for (auto& r : am_landing) r.wait();
         am_landing.clear();
-        send_words(*ep, {count_wrong(mem, cmd.at(1), seed)});
+        send_words(*ep, {count_wrong(mem, cmd.at(1), seed) + overruns});
+        overruns = 0;
         break;
       }
       case kQuit:
@@ -222,6 +233,9 @@ int run_client(const Flags& flags) {
   const uint64_t lat_samples = flags.lat_iters;
   const uint64_t seed = flags.seed;
   const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
+  // Source and target regions: the largest message, or the span it walks through.
+  const size_t target_span = flags.target_span ? flags.target_span : flags.span;
+  const size_t region_bytes = std::max<size_t>({max_size, flags.span, target_span});
   // Started by another benchmark: rows go back through its pipe.
   const int report_fd = flags.report_fd;
 
@@ -238,11 +252,11 @@ int run_client(const Flags& flags) {
   auto ctx = transport::create_context(context_options(flags));
   auto ep = ctx->connect(transport::SockAddr::parse(peer), kSetupTimeout);
   send_words(*ep, {seed});
-  send_words(*ep, {max_size});
+  send_words(*ep, {region_bytes});
   auto remote = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), peer));
   auto pong = ctx->allocate(max_size, Access::kRemoteWrite);
   ep->send_control(pong->descriptor(Access::kRemoteWrite).serialize(), kSetupTimeout);
-  auto src = ctx->allocate(max_size, Access::kNone);
+  auto src = ctx->allocate(region_bytes, Access::kNone);
   auto* pong_mem = static_cast<uint8_t*>(pong->data());
   auto* buf = static_cast<uint8_t*>(src->data());
   uint64_t pongs = 0;
@@ -315,23 +329,39 @@ int run_client(const Flags& flags) {
     row.lat_us = Percentiles::of(std::move(samples));
 
     // Bandwidth phase: a window of operations in flight, flushed at the end.
-    fill_pattern(buf, size, seed);
+    // With --span, message i goes from offset (i * size) mod span (and to
+    // that offset mod --target-span), so a model of that size streams from
+    // memory instead of cycling through one cache-resident buffer; every
+    // piece carries the same bytes.
+    const uint64_t pieces = std::max<uint64_t>(1, flags.span / size);
+    const uint64_t target_pieces = std::max<uint64_t>(1, target_span / size);
+    row.span = pieces * size;
+    row.target_span = target_pieces * size;
+    for (uint64_t k = 0; k < pieces; ++k) fill_pattern(buf + k * size, size, seed);
     std::vector<transport::Request> ring(window);
+    std::vector<uint64_t> offsets(window);  // active-message headers, alive until their send completes
     auto post = [&](uint64_t i) {
       auto& slot = ring[i % window];
       slot.wait();
-      if (op == "put")
-        slot = ep->put(buf, size, *remote, 0, src.get());
-      else if (op == "get")
-        slot = ep->get(buf, size, *remote, 0, src.get());
-      else
-        slot = ep->am_send(kAmId, nullptr, 0, buf, size, src.get());
+      const uint64_t local = (i % pieces) * size, target = (i % target_pieces) * size;
+      if (op == "put") {
+        slot = ep->put(buf + local, size, *remote, target, src.get());
+      } else if (op == "get") {
+        slot = ep->get(buf + local, size, *remote, target, src.get());
+      } else if (target_pieces == 1) {
+        slot = ep->am_send(kAmId, nullptr, 0, buf + local, size, src.get());
+      } else {
+        offsets[i % window] = target;
+        slot = ep->am_send(kAmId, &offsets[i % window], sizeof(uint64_t), buf + local, size, src.get());
+      }
     };
-    for (uint64_t i = 0; i < warmup; ++i) post(i);
+    // The warm-up walks the whole span once: no first-touch page fault is timed.
+    const uint64_t warm = std::max({warmup, pieces, target_pieces});
+    for (uint64_t i = 0; i < warm; ++i) post(i);
     for (auto& r : ring) r.wait();
     ep->flush().wait_for(kPhaseTimeout);
     auto t0 = Clock::now();
-    for (uint64_t i = 0; i < row.iters; ++i) post(i);
+    for (uint64_t i = warm; i < warm + row.iters; ++i) post(i);
     for (auto& r : ring) r.wait();
     ep->flush().wait_for(kPhaseTimeout);
     row.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -384,6 +414,11 @@ int perf_transport_main(int argc, char** argv, int first) {
   add_size(app, "--iters", f.iters, 1, 1ull << 32, "timed iterations per size (default: ~256 MiB per size)");
   add_size(app, "--window", f.window, 1, 1u << 16,
            "operations in flight in the bandwidth phase (default: ~1 MiB in flight, 4 to 64 operations)");
+  add_size(app, "--span", f.span, 0, 1ull << 34,
+           "bandwidth phase: walk each size's messages through source and target buffers of this many bytes "
+           "(a model streaming from memory; default: one buffer, reused)");
+  add_size(app, "--target-span", f.target_span, 0, 1ull << 34,
+           "bandwidth phase: the target buffers' bytes, when they differ from --span (e.g. a few inbox slots)");
   add_size(app, "--lat-iters", f.lat_iters, 0, 1ull << 32,
            "latency samples per size (at most --iters; 0 skips the phase)");
   capture(app.add_option("--wait", f.wait, "idle waits block on the UCX event fd, or spin")

@@ -142,13 +142,16 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     auto inbox = std::make_unique<InboxReader>(
         context_->allocate(slot_layout_.slot_bytes() * setup_.config.inbox_slots, Access::kRemoteWrite), slot_layout_,
         setup_.config.inbox_slots);
-    auto copy = context_->allocate(std::max<size_t>(lane_range_.size() * sizeof(float), 64), Access::kNone);
+    // The worker's copy: its write-back source and DC backup, for the rules and paths that need one.
+    std::unique_ptr<transport::Region> copy;
+    if (write_back_copies(setup_.config.rule, use_am) || !store_->direct_source())
+      copy = context_->allocate(std::max<size_t>(lane_range_.size() * sizeof(float), 64), Access::kNone);
     auto writer = std::make_unique<WriteBackSender>(
         *context_, *ep, std::move(receive), receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am);
     w.inbox = std::move(inbox);
     w.copy = std::move(copy);
     w.writer = std::move(writer);
-    store_->attach(w.id, static_cast<float*>(w.copy->data()));
+    store_->attach(w.id, w.copy ? static_cast<float*>(w.copy->data()) : nullptr);
   } catch (const Error& e) {
     throw Error(e.code(), std::string("server could not register memory: ") + e.what());
   }

@@ -27,7 +27,7 @@ class HostShardStore final : public ShardStore {
 
   void attach(uint32_t worker, float* copy) override {
     copies_.at(worker) = copy;
-    std::memset(copy, 0, params_.size() * sizeof(float));
+    if (copy) std::memset(copy, 0, params_.size() * sizeof(float));
   }
 
   void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,
@@ -37,8 +37,8 @@ class HostShardStore final : public ShardStore {
       math::decompress_bf16(static_cast<const uint16_t*>(g), scratch_.data(), n);
       grad = scratch_.data();
     }
-    apply_update(p, step, params_.data() + local, grad, copies_[worker] + local,
-                 state_.empty() ? nullptr : state_.data() + local, n);
+    const float* backup = copies_[worker] ? copies_[worker] + local : nullptr;  // null: the rule keeps none
+    apply_update(p, step, params_.data() + local, grad, backup, state_.empty() ? nullptr : state_.data() + local, n);
   }
 
   void snapshot(uint32_t worker, size_t local, size_t n) override {

@@ -23,7 +23,9 @@ class ShardStore {
   /// Sets [local, local+n) to `values` (initial parameters).
   virtual void init(size_t local, const float* values, size_t n) = 0;
   /// A worker (re)joins. `copy` (the store's size in floats) is its registered
-  /// write-back source; it starts zeroed, as does the worker's backup.
+  /// write-back source; it starts zeroed, as does the worker's backup. Null
+  /// where its write-backs need no copy (write_back_copies() false and a
+  /// direct_source()): then snapshot() is never called for it.
   virtual void attach(uint32_t worker, float* copy) = 0;
   /// w <- rule(w, g, backup, state) over [local, local+n); `g` is n floats, or
   /// n bfloat16 values when `bf16` (e.g. straight from an inbox slot).

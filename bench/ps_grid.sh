@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The server's grid against its same-run bound: `rdmaps-perf ps --json` for
+# every rule x model size x workers x server threads, each cell REPEATS
+# launches (interleaved: one pass over the grid per repeat), then one
+# markdown row per cell with the median iteration and bound and their ratio.
+#   bench/ps_grid.sh BUILD_DIR OUT.jsonl
+# Environment (defaults in brackets): TRANSPORT [shm], RULES [sgd momentum
+# dc-asgd-c dc-asgd-a], FLOATS [16M 64M], WORKERS [1 2], THREADS [1 2],
+# REPEATS [1], EXTRA (more rdmaps-perf ps flags) [].
+set -euo pipefail
+build=${1:?build dir}
+out=${2:?output .jsonl}
+perf="$build/bench/rdmaps-perf"
+[[ -x "$perf" ]] || { echo "ps_grid.sh: $perf not found (build it first)" >&2; exit 2; }
+transport=${TRANSPORT:-shm}
+read -r -a rules <<<"${RULES:-sgd momentum dc-asgd-c dc-asgd-a}"
+read -r -a sizes <<<"${FLOATS:-16M 64M}"
+read -r -a workers <<<"${WORKERS:-1 2}"
+read -r -a threads <<<"${THREADS:-1 2}"
+repeats=${REPEATS:-1}
+read -r -a extra <<<"${EXTRA:-}"
+: >"$out"
+for ((r = 1; r <= repeats; r++)); do
+  for floats in "${sizes[@]}"; do
+    for rule in "${rules[@]}"; do
+      for w in "${workers[@]}"; do
+        for t in "${threads[@]}"; do
+          if ! "$perf" ps --transport "$transport" --rule "$rule" --floats "$floats" --workers "$w" \
+            --server-threads "$t" "${extra[@]}" --json >>"$out" 2>"$out.err"; then
+            echo "ps_grid.sh: failed: $rule $floats floats, $w workers, T=$t (see $out.err)" >&2
+            exit 1
+          fi
+        done
+      done
+    done
+  done
+done
+python3 - "$out" <<'EOF'
+import json, statistics, sys
+cells = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    key = (r["floats"], r["rule"], r["workers"], r["server_threads"])
+    cells.setdefault(key, []).append(r)
+print("| floats | rule | workers | T | iteration p50 ms | bound ms (wire + apply + copy-out) | ratio | intake GB/s | launches |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+for (floats, rule, w, t), rs in sorted(cells.items()):
+    med = lambda f: statistics.median(x[f] for x in rs)
+    print(f"| {floats / 2**20:g} M | {rule} | {w} | {t} | {med('iter_p50_s') * 1e3:.1f} | "
+          f"{med('bound_s') * 1e3:.1f} ({med('bound_wire_s') * 1e3:.1f} + {med('bound_memory_s') * 1e3:.1f} + "
+          f"{med('bound_copy_out_s') * 1e3:.1f}) | {statistics.median(x['ratio'] for x in rs):.2f} | "
+          f"{med('intake_GBps'):.2f} | {len(rs)} |")
+EOF
