@@ -6,11 +6,12 @@
 #   bench/ps_grid.sh BUILD_DIR OUT.jsonl
 # Environment (defaults in brackets): TRANSPORT [shm], RULES [sgd momentum
 # dc-asgd-c dc-asgd-a], FLOATS [16M 64M], WORKERS [1 2], THREADS [1 2],
-# REPEATS [1], EXTRA (more rdmaps-perf ps flags) [].
+# REPEATS [1], EXTRA (more rdmaps-perf ps flags) [], PERF (the program)
+# [BUILD_DIR/bench/rdmaps-perf].
 set -euo pipefail
 build=${1:?build dir}
 out=${2:?output .jsonl}
-perf="$build/bench/rdmaps-perf"
+perf=${PERF:-$build/bench/rdmaps-perf}
 [[ -x "$perf" ]] || { echo "ps_grid.sh: $perf not found (build it first)" >&2; exit 2; }
 transport=${TRANSPORT:-shm}
 read -r -a rules <<<"${RULES:-sgd momentum dc-asgd-c dc-asgd-a}"

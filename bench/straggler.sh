@@ -7,6 +7,8 @@
 #   bench/straggler.sh [BUILD_DIR] [STRAGGLER] [REPS] [extra rdmaps-train flags...]
 #   STRAGGLER: random:4 (default: each step, each worker 4x slower with chance
 #   1/4) or K:4 (worker K always 4x slower)
+#   Environment: OUT (default straggler-out), TRAIN (the program; default
+#   BUILD_DIR/src/rdmaps-train).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -14,7 +16,7 @@ straggler=${2:-random:4}
 reps=${3:-3}
 shift $(( $# < 3 ? $# : 3 )) || true
 extra=("$@")
-train="$build/src/rdmaps-train"
+train=${TRAIN:-$build/src/rdmaps-train}
 out=${OUT:-straggler-out}
 mkdir -p "$out"
 modes=("BSP:--sync --dc off" "SSP3-DC-a:--staleness 3 --dc adaptive" "async-DC-a:--async --dc adaptive")

@@ -410,7 +410,7 @@ void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, ui
 // Leaving: a Bye on every lane, then a wait until each lane acknowledged it
 // (its consumed sequence reached the Bye) before the endpoints close. Closing
 // first could reset a tcp connection while the lane still reads the last
-// pushes, and the reset discards them (docs/protocol.md "Leave").
+// pushes, and the reset discards them (docs/protocol.md "Dead and leaving workers").
 ClientImpl::~ClientImpl() {
   if (!partition_) return;
   struct Bye {
@@ -443,6 +443,7 @@ ClientImpl::~ClientImpl() {
           waiting = true;
     }
   } catch (const Error&) {
+    // A server failed while we left: nothing more to wait for there.
   }
   for (auto& link : links_)
     for (auto& lane : link.lanes) lane.write_back.clear();

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# The figures that need a machine with more cores than this project's 2-core
+# CI box, in one command (docs/benchmarks.md says which issue waits on each):
+#  - the server on the whole machine: bench/ps_grid.sh with 8 workers and
+#    T = 1, 2, 4, 8 server threads (sgd and dc-asgd-a, 16 M floats; dc-asgd-a
+#    also at 64 M), each cell against its same-run T-thread bound;
+#  - DC-ASGD-a at its defaults with 8 worker processes truly in parallel
+#    (seeds 1 and 2; ASGD once for the time it takes);
+#  - stragglers: bench/straggler.sh random:4 (BSP, SSP(3)+DC-ASGD-a, async).
+# Writes OUT/scale_check.md (the tables) and OUT/scale_check.log; each part's
+# raw JSON lines stay under OUT.
+#
+#   bench/scale_check.sh [--bin DIR] [--data DIR] [--out DIR] [--quick]
+#
+# --bin: where rdmaps-perf and rdmaps-train are (a build tree or one folder);
+#   default: the build/ next to this script, else PATH.
+# --data: Fashion-MNIST for rdmaps-train (default: its own default).
+# --quick: a small model, 2 workers, T = 1 and 2, 1 epoch on a data subset
+#   (the CI check of this script).
+# About 4 minutes on a 16-core machine. Exits non-zero if a run failed.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+bin="" data="" out="scale-check-out" quick=0
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bin) bin=$2; shift 2 ;;
+    --data) data=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    --quick) quick=1; shift ;;
+    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    *) echo "scale_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+[ -n "$bin" ] || { [ -d "$here/../build" ] && bin=$here/../build; }
+find_tool() {  # $1: program name -> its path, or empty
+  local b
+  for b in "$bin" "$bin/bench" "$bin/src"; do
+    [ -n "$bin" ] && [ -x "$b/$1" ] && { echo "$b/$1"; return; }
+  done
+  command -v "$1" || true
+}
+perf=$(find_tool rdmaps-perf) train=$(find_tool rdmaps-train)
+for t in perf train; do
+  [ -n "${!t}" ] || { echo "scale_check.sh: cannot find the $t program under '${bin:-PATH}' (--bin DIR)" >&2; exit 2; }
+done
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+log=$out/scale_check.log md=$out/scale_check.md
+: >"$log"
+: >"$md"
+data_flag=()
+[ -n "$data" ] && data_flag=(--data "$data")
+failed=()
+
+# part NAME COMMAND...: its stdout (a markdown table) to the report, the rest to the log.
+part() {
+  local name=$1 start=$SECONDS
+  shift
+  echo "== $name: $*" | tee -a "$log"
+  { echo "## $name"; echo; } >>"$md"
+  "$@" >>"$md" 2>>"$log"
+  local status=$?
+  echo >>"$md"
+  echo "== $name: exit $status after $((SECONDS - start)) s" | tee -a "$log"
+  [ $status -eq 0 ] || failed+=("$name (exit $status)")
+}
+
+# train_runs LABEL FLAGS...: one JSON line per seed in $out/train.jsonl.
+train_runs() {
+  local label=$1
+  shift
+  for seed in "${seeds[@]}"; do
+    local json
+    json=$("$train" --json --seed "$seed" --out "$out/train-$label-$seed" "${data_flag[@]}" "$@" 2>>"$log" | tail -1)
+    [ -n "$json" ] || json='{"failed":true}'
+    /usr/bin/env python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(run=sys.argv[2], seed=int(sys.argv[3])); print(json.dumps(r))' \
+      "$json" "$label" "$seed" >>"$out/train.jsonl" || return 1
+  done
+}
+train_table() {
+  /usr/bin/env python3 - "$out/train.jsonl" <<'PY'
+import json, sys
+print("| run | seed | final accuracy % | seconds | diverged |")
+print("|---|---:|---:|---:|---|")
+failed = 0
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    failed += bool(r.get("failed"))
+    acc = r.get("final_test_accuracy")
+    print(f"| {r['run']} | {r['seed']} | {'—' if acc is None else f'{100 * acc:.2f}'} | "
+          f"{r.get('seconds', float('nan')):.1f} | {bool(r.get('diverged') or r.get('failed'))} |")
+sys.exit(1 if failed else 0)  # a run that printed no summary (see the log)
+PY
+}
+: >"$out/train.jsonl"
+
+dc_quick() {
+  seeds=(1)
+  train_runs dc-a-w2 --workers 2 --async --dc adaptive --epochs 1 --train-limit 2000 --test-limit 500 && train_table
+}
+dc_at_scale() {
+  seeds=(1 2)
+  train_runs dc-a-w8 --workers 8 --async --dc adaptive || return 1
+  seeds=(1)
+  train_runs asgd-w8 --workers 8 --async --dc off && train_table
+}
+if [ $quick = 1 ]; then
+  part "server threads" env PERF="$perf" RULES=sgd FLOATS=1M WORKERS=2 THREADS="1 2" EXTRA="--iters 3" \
+    "$here/ps_grid.sh" . "$out/ps_grid.jsonl"
+  part "DC-ASGD-a, 2 workers, 1 epoch of a subset" dc_quick
+else
+  part "server threads, 16 M floats" env PERF="$perf" RULES="sgd dc-asgd-a" FLOATS=16M WORKERS=8 THREADS="1 2 4 8" \
+    EXTRA="--iters 10" "$here/ps_grid.sh" . "$out/ps_grid_16M.jsonl"
+  part "server threads, 64 M floats" env PERF="$perf" RULES=dc-asgd-a FLOATS=64M WORKERS=8 THREADS="1 2 4 8" \
+    EXTRA="--iters 5" "$here/ps_grid.sh" . "$out/ps_grid_64M.jsonl"
+  part "DC-ASGD-a at its defaults, 8 workers" dc_at_scale
+  part "stragglers (random:4)" env TRAIN="$train" OUT="$out/straggler" "$here/straggler.sh" . random:4 2 \
+    "${data_flag[@]}"
+fi
+echo "scale_check: $((${#failed[@]})) part(s) failed -> $md, $log"
+[ ${#failed[@]} -eq 0 ] || { printf 'scale_check: failed: %s\n' "${failed[@]}"; exit 1; }
