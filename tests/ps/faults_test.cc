@@ -76,9 +76,9 @@ struct RawWorker {
   RawWorker(const PeerArgs& args, uint32_t worker, uint64_t floats, uint32_t shards)
       : context(transport::create_context({.transport = args.transport, .secret = test_secret()})),
         address(split(args.extra.at(0), ',').at(0)),
-        ep(context->connect(transport::SockAddr::parse(address), kSetupTimeout)),
         layout{0, shards, floats},
-        slot{kFaultShard * sizeof(float)} {
+        slot{kFaultShard * sizeof(float)},
+        ep(context->connect(transport::SockAddr::parse(address), kSetupTimeout)) {
     ps::Hello hello;
     hello.worker = worker;
     hello.staleness = fault_config(args.transport).staleness;  // as the honest workers'
@@ -118,15 +118,17 @@ struct RawWorker {
   /// Lane 0's mailbox words: [0] consumed_seq, [4] rejected.
   const std::atomic<uint64_t>* mailbox() const { return static_cast<const std::atomic<uint64_t>*>(receive->data()); }
 
+  // Declared so that endpoints close before the regions the server writes
+  // into are freed (a put landing in freed memory crashes), and the context goes last.
   std::unique_ptr<transport::Context> context;
   std::string address;
-  std::unique_ptr<transport::Endpoint> ep;
-  std::vector<std::unique_ptr<transport::Endpoint>> lanes;  // lanes[0] moved into ep
   ps::ReceiveLayout layout;
   ps::SlotLayout slot;
   std::unique_ptr<transport::Region> receive, staging;
-  std::unique_ptr<transport::RemoteRegion> inbox;
   ps::Welcome welcome;
+  std::unique_ptr<transport::Endpoint> ep;
+  std::vector<std::unique_ptr<transport::Endpoint>> lanes;  // lanes[0] moved into ep
+  std::unique_ptr<transport::RemoteRegion> inbox;
 };
 
 RDMAPS_TEST_PEER(rogue_worker) {
@@ -137,9 +139,8 @@ RDMAPS_TEST_PEER(rogue_worker) {
   std::mt19937_64 rng(args.seed);
 
   uint64_t seq = 1;
-  auto write = [&](const SlotHeader& h, uint64_t doorbell, float fill, bool wait_credit = true) {
+  auto write = [&](const SlotHeader& h, uint64_t doorbell, float fill) {
     raw.write(h, seq, doorbell, fill);
-    if (!wait_credit) return;
     // The server consumes (and rejects) each message and returns the credit.
     auto deadline = std::chrono::steady_clock::now() + kSetupTimeout;
     while (mailbox[0].load() < seq && std::chrono::steady_clock::now() < deadline) raw.context->progress();
@@ -196,7 +197,7 @@ RDMAPS_TEST_PEER(rogue_worker) {
     return 11;
   }
   SlotHeader bye = header(MsgType::kBye);
-  write(bye, seq, 0, /*wait_credit=*/false);  // a leaving worker gets no credit back
+  write(bye, seq, 0);  // acknowledged like any message (docs/protocol.md "Dead and leaving workers")
   return 0;
 }
 
