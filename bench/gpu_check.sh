@@ -17,27 +17,8 @@
 # About 3 minutes on an H200 host. Exits non-zero if a test or a run failed;
 # the JSON then says which.
 set -uo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-bin="" data="" out="gpu-check-out" quick=0
-while [ $# -gt 0 ]; do
-  case $1 in
-    --bin) bin=$2; shift 2 ;;
-    --data) data=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --quick) quick=1; shift ;;
-    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
-    *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
-  esac
-done
-[ -n "$bin" ] || { [ -d "$here/../build" ] && bin=$here/../build; }
-
-find_tool() {  # $1: program name -> its path, or empty
-  local b
-  for b in "$bin" "$bin/bench" "$bin/src" "$bin/tests"; do
-    [ -n "$bin" ] && [ -x "$b/$1" ] && { echo "$b/$1"; return; }
-  done
-  command -v "$1" || true
-}
+out="gpu-check-out"
+source "$(dirname "$0")/check_args.sh"
 perf=$(find_tool rdmaps-perf) train=$(find_tool rdmaps-train) info=$(find_tool rdmaps-info) tests=$(find_tool gpu_tests)
 for t in perf train info tests; do
   [ -n "${!t}" ] || { echo "gpu_check.sh: cannot find the $t program under '${bin:-PATH}' (--bin DIR)" >&2; exit 2; }

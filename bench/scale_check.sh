@@ -19,26 +19,8 @@
 #   (the CI check of this script).
 # About 4 minutes on a 16-core machine. Exits non-zero if a run failed.
 set -uo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-bin="" data="" out="scale-check-out" quick=0
-while [ $# -gt 0 ]; do
-  case $1 in
-    --bin) bin=$2; shift 2 ;;
-    --data) data=$2; shift 2 ;;
-    --out) out=$2; shift 2 ;;
-    --quick) quick=1; shift ;;
-    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
-    *) echo "scale_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
-  esac
-done
-[ -n "$bin" ] || { [ -d "$here/../build" ] && bin=$here/../build; }
-find_tool() {  # $1: program name -> its path, or empty
-  local b
-  for b in "$bin" "$bin/bench" "$bin/src"; do
-    [ -n "$bin" ] && [ -x "$b/$1" ] && { echo "$b/$1"; return; }
-  done
-  command -v "$1" || true
-}
+out="scale-check-out"
+source "$(dirname "$0")/check_args.sh"
 perf=$(find_tool rdmaps-perf) train=$(find_tool rdmaps-train)
 for t in perf train; do
   [ -n "${!t}" ] || { echo "scale_check.sh: cannot find the $t program under '${bin:-PATH}' (--bin DIR)" >&2; exit 2; }
