@@ -57,7 +57,8 @@ class ClientImpl;
 class Client {
  public:
   explicit Client(const ClientOptions& options);
-  /// Tells the servers this worker leaves.
+  /// Tells the servers this worker leaves and returns once each took in
+  /// everything it sent (or 5 s passed): every push is applied by then.
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;

@@ -63,7 +63,8 @@ rdmaps_status rdmaps_client_barrier(rdmaps_client* client);
  * schedule on the worker); 0 returns to theirs. */
 rdmaps_status rdmaps_client_set_learning_rate(rdmaps_client* client, float lr);
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client_stats* out);
-/** Tells the servers this worker leaves; NULL is fine. */
+/** Tells the servers this worker leaves and returns once each took in
+ *  everything it sent (or 5 s passed); NULL is fine. */
 void rdmaps_client_destroy(rdmaps_client* client);
 
 typedef struct {
