@@ -58,7 +58,7 @@ class Client {
  public:
   explicit Client(const ClientOptions& options);
   /// Tells the servers this worker leaves and returns once each took in
-  /// everything it sent (or 5 s passed): every push is applied by then.
+  /// everything it sent (or 5 s passed).
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
