@@ -158,9 +158,9 @@ int run_server(const Flags& flags) {
     auto cmd = recv_words(*ep, kPhaseTimeout);
     switch (cmd.at(0)) {
       case kPrepare: {
-        size_t size = cmd.at(1);
-        fill_pattern(mem, size, seed ^ 1);  // what gets read back
-        if (cmd.at(2)) mem[size - 1] = 0;   // ping-pong tags are never 0
+        size_t size = cmd.at(1), span = cmd.at(3);
+        for (size_t at = 0; at < span; at += size) fill_pattern(mem + at, size, seed ^ 1);  // what gets read back
+        if (cmd.at(2)) mem[size - 1] = 0;  // ping-pong tags are never 0
         for (auto& r : am_landing) r.wait();
         am_landing.clear();
         am_received = 0;
@@ -189,7 +189,10 @@ int run_server(const Flags& flags) {
       case kCheck: {
         for (auto& r : am_landing) r.wait();
         am_landing.clear();
-        send_words(*ep, {count_wrong(mem, cmd.at(1), seed) + overruns});
+        // Every piece of the span the messages walked.
+        uint64_t wrong = overruns;
+        for (size_t at = 0; at < cmd.at(2); at += cmd.at(1)) wrong += count_wrong(mem + at, cmd.at(1), seed);
+        send_words(*ep, {wrong});
         overruns = 0;
         break;
       }
@@ -235,6 +238,11 @@ int run_client(const Flags& flags) {
   const size_t max_size = *std::max_element(sizes.begin(), sizes.end());
   // Source and target regions: the largest message, or the span it walks through.
   const size_t target_span = flags.target_span ? flags.target_span : flags.span;
+  // A get is checked on its first piece, which must come from the target's first piece.
+  if (op == "get" && target_span != flags.span)
+    throw Error(Errc::kInvalidArgument, "rdmaps-perf transport: --target-span " + std::to_string(target_span) +
+                                            " differs from --span " + std::to_string(flags.span) +
+                                            "; a get walks the same span on both sides");
   const size_t region_bytes = std::max<size_t>({max_size, flags.span, target_span});
   // Started by another benchmark: rows go back through its pipe.
   const int report_fd = flags.report_fd;
@@ -288,7 +296,15 @@ int run_client(const Flags& flags) {
     const uint64_t warmup = std::max<uint64_t>(2, row.iters / 10);
     const uint64_t lat_iters = std::min<uint64_t>(lat_samples, row.iters);
 
-    send_words(*ep, {kPrepare, size, op != "get"});
+    // With --span, message i goes from offset (i * size) mod span (and to
+    // that offset mod --target-span), so a model of that size streams from
+    // memory instead of cycling through one cache-resident buffer; every
+    // piece carries the same bytes, and every piece is checked.
+    const uint64_t pieces = std::max<uint64_t>(1, flags.span / size);
+    const uint64_t target_pieces = std::max<uint64_t>(1, target_span / size);
+    row.span = pieces * size;
+    row.target_span = target_pieces * size;
+    send_words(*ep, {kPrepare, size, op != "get", row.target_span});
     recv_words(*ep, kPhaseTimeout);
 
     // Latency phase (skipped with --lat-iters 0, so profiles see the bandwidth phase alone).
@@ -329,14 +345,6 @@ int run_client(const Flags& flags) {
     row.lat_us = Percentiles::of(std::move(samples));
 
     // Bandwidth phase: a window of operations in flight, flushed at the end.
-    // With --span, message i goes from offset (i * size) mod span (and to
-    // that offset mod --target-span), so a model of that size streams from
-    // memory instead of cycling through one cache-resident buffer; every
-    // piece carries the same bytes.
-    const uint64_t pieces = std::max<uint64_t>(1, flags.span / size);
-    const uint64_t target_pieces = std::max<uint64_t>(1, target_span / size);
-    row.span = pieces * size;
-    row.target_span = target_pieces * size;
     for (uint64_t k = 0; k < pieces; ++k) fill_pattern(buf + k * size, size, seed);
     std::vector<transport::Request> ring(window);
     std::vector<uint64_t> offsets(window);  // active-message headers, alive until their send completes
@@ -367,9 +375,10 @@ int run_client(const Flags& flags) {
     row.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
     if (op == "get") {
-      row.wrong = count_wrong(buf, size, seed ^ 1);
+      row.wrong = 0;
+      for (uint64_t k = 0; k < pieces; ++k) row.wrong += count_wrong(buf + k * size, size, seed ^ 1);
     } else {
-      send_words(*ep, {kCheck, size});
+      send_words(*ep, {kCheck, size, row.target_span});
       row.wrong = recv_words(*ep, kPhaseTimeout).at(0);
     }
     failures += row.wrong != 0;
