@@ -11,6 +11,7 @@ namespace rdmaps::ps {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+constexpr auto kLeaveAckTimeout = 1s;  // how long a lane waits to send a Bye's acknowledgment
 
 const char* reject_reason_name(RejectReason reason) {
   switch (reason) {
@@ -72,10 +73,12 @@ void ServerLane::leave(Worker& w) {
   w.mailbox.consumed_seq = w.inbox->consume();
   report_end(w, "left");
   try {
-    w.writer->send_mailbox(w.mailbox, kIoTimeout);
-    w.writer->wait_mailbox_sent(kIoTimeout);
+    // Briefly: a worker that stops progressing must not hold this lane for
+    // kIoTimeout (its other workers wait meanwhile).
+    w.writer->send_mailbox(w.mailbox, kLeaveAckTimeout);
+    w.writer->wait_mailbox_sent(kLeaveAckTimeout);
   } catch (const Error&) {
-    // It closed without waiting for the acknowledgment: it left all the same.
+    // It closed, or stalled, without waiting for the acknowledgment: it left all the same.
   }
   release(w);
   update_min_clock();
