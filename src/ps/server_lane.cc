@@ -295,8 +295,8 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   const size_t local = local_of(h.shard);
   const size_t floats =
       setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
-  const auto direct =
-      write_back_copies(setup_.config.rule, w.writer->use_am()) ? std::nullopt : store_->direct_source();
+  // Admission gave the worker a copy exactly where its write-backs need one.
+  const auto direct = w.copy ? std::nullopt : store_->direct_source();
   const size_t chunk = w.writer->use_am() ? kWriteBackChunkShards * setup_.config.shard_floats : floats;
   const auto t0 = Clock::now();
   try {
