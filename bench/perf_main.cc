@@ -6,6 +6,7 @@
 #include "bench/perf_ps.h"
 #include "bench/perf_transport.h"
 #include "rdmaps/error.h"
+#include "src/tools/child_process.h"
 #include "src/api/capabilities.h"
 
 namespace {
@@ -20,6 +21,7 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  rdmaps::tools::end_with_parent("rdmaps-perf");
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage();
     return argc < 2 ? 2 : 0;

@@ -1,9 +1,13 @@
 #include "src/tools/child_process.h"
 
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "rdmaps/error.h"
@@ -12,6 +16,20 @@
 extern char** environ;
 
 namespace rdmaps::tools {
+
+namespace {
+constexpr char kParentPid[] = "RDMAPS_PARENT_PID";
+
+// This process's environment plus RDMAPS_PARENT_PID=<this pid>, for a child.
+std::vector<std::string> child_environment() {
+  std::vector<std::string> env;
+  const std::string prefix = std::string(kParentPid) + "=";
+  for (char** e = environ; *e; ++e)
+    if (std::strncmp(*e, prefix.c_str(), prefix.size()) != 0) env.emplace_back(*e);
+  env.push_back(prefix + std::to_string(getpid()));
+  return env;
+}
+}  // namespace
 
 Child spawn_self(const std::string& program, std::vector<std::string> args) {
   int fds[2];
@@ -22,8 +40,12 @@ Child spawn_self(const std::string& program, std::vector<std::string> args) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env = child_environment();
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
   Child child;
-  int rc = posix_spawn(&child.pid, "/proc/self/exe", nullptr, nullptr, argv.data(), environ);
+  int rc = posix_spawn(&child.pid, "/proc/self/exe", nullptr, nullptr, argv.data(), envp.data());
   close(fds[1]);
   if (rc != 0) {
     close(fds[0]);
@@ -31,6 +53,22 @@ Child spawn_self(const std::string& program, std::vector<std::string> args) {
   }
   child.read_fd = fds[0];
   return child;
+}
+
+void end_with_parent(const char* program) {
+  const char* text = std::getenv(kParentPid);
+  if (!text) return;
+  const auto parent = static_cast<pid_t>(std::strtol(text, nullptr, 10));
+  unsetenv(kParentPid);  // not for this process's own children: spawn_self names itself
+  // SIGTERM's default action ends the process; shared-memory files do not
+  // outlive it (UCX unlinks them, or the next rdmaps process sweeps them).
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0)
+    std::fprintf(stderr, "%s: cannot ask to end with the parent process (%s)\n", program, std::strerror(errno));
+  // The parent may have died before the request: then nobody will signal us.
+  if (getppid() != parent) {
+    std::fprintf(stderr, "%s: the parent process %d is gone; exiting\n", program, static_cast<int>(parent));
+    std::_Exit(1);
+  }
 }
 
 void read_report(const Child& child, void* data, size_t n, const std::string& what) {

@@ -17,7 +17,13 @@ struct Child {
 };
 
 /// Runs this binary (named `program` in its argv[0]) with `args` plus "--report-fd N".
+/// Call it from a thread that lives as long as the child should: the child
+/// ends when that thread does (end_with_parent()).
 Child spawn_self(const std::string& program, std::vector<std::string> args);
+/// First thing in main(): a process started by spawn_self ends (SIGTERM) when
+/// its parent does, killed or not, instead of running on as an orphan; any
+/// other process returns at once. `program` names it in messages.
+void end_with_parent(const char* program);
 /// Reads exactly `n` bytes the child reported; throws Error naming `what` if it exits first.
 void read_report(const Child& child, void* data, size_t n, const std::string& what);
 /// Reads everything until the child closes its end.

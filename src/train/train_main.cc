@@ -14,6 +14,7 @@
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "src/launch/server_directory.h"
+#include "src/tools/child_process.h"
 #include "src/train/driver.h"
 #include "src/train/options.h"
 #include "src/train/virtual_workers.h"
@@ -200,6 +201,7 @@ int run_virtual_role(const Options& o) {
 
 int main(int argc, char** argv) {
   using namespace rdmaps::train;
+  rdmaps::tools::end_with_parent("rdmaps-train");
   try {
     Options o = parse_options(argc, argv);
     const auto env = rdmaps::launch::process_environment();

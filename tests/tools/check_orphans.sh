@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# A local run's child processes end with the process that started them: kill
+# rdmaps-train's driver or rdmaps-perf (SIGTERM or SIGKILL, which no handler
+# sees) and no server or worker keeps running, holding cores, ports and memory.
+#   tests/tools/check_orphans.sh RDMAPS_TRAIN RDMAPS_PERF OUT_DIR
+set -euo pipefail
+train=$1; perf=$2; out=$3
+mkdir -p "$out"
+groups=()
+cleanup() { for g in "${groups[@]}"; do kill -9 -- "-$g" 2>/dev/null || true; done; }
+trap cleanup EXIT
+fail() { echo "FAILED: $*"; ps -o pid,ppid,pgid,etimes,args -g "${groups[*]}" 2>/dev/null || true; exit 1; }
+
+descendants() {  # every process below pid $1
+  local kids
+  kids=$(pgrep -P "$1" || true)
+  for k in $kids; do echo "$k"; descendants "$k"; done
+}
+
+# CASE SIGNAL COMMAND...: start COMMAND in a process group of its own, wait
+# for its children, send SIGNAL to the top process only, then every child
+# must be gone within 10 s (a child that missed it would run for minutes).
+check() {
+  local name=$1 sig=$2
+  shift 2
+  setsid "$@" >"$out/$name.log" 2>&1 &
+  local top=$!
+  groups+=("$top")
+  local kids=""
+  for _ in $(seq 200); do
+    kids=$(descendants "$top")
+    [ "$(echo "$kids" | grep -c .)" -ge 2 ] && break
+    kill -0 "$top" 2>/dev/null || fail "$name: exited before it started its children: $(tail -3 "$out/$name.log")"
+    sleep 0.1
+  done
+  [ "$(echo "$kids" | grep -c .)" -ge 2 ] || fail "$name: fewer than 2 child processes after 20 s"
+  sleep 1  # past start-up: the children are connected and working
+  kill "-$sig" "$top"
+  wait "$top" 2>/dev/null || true
+  for _ in $(seq 100); do
+    local alive=""
+    for k in $kids; do kill -0 "$k" 2>/dev/null && [ "$(ps -o stat= -p "$k" | cut -c1)" != Z ] && alive+=" $k"; done
+    [ -z "$alive" ] && { echo "ok: $name: SIG$sig to the parent ended its $(echo $kids | wc -w) children"; return 0; }
+    sleep 0.1
+  done
+  fail "$name: children$alive still run 10 s after SIG$sig to their parent"
+}
+
+# Long enough that nothing ends by itself while the test watches.
+check train-term TERM "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport shm
+check train-kill KILL "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport tcp
+check perf-kill KILL "$perf" ps --transport shm --floats 1000000 --workers 2 --iters 1000000
+# A child that finds its parent already gone exits instead of starting.
+RDMAPS_PARENT_PID=1 "$train" --role virtual >"$out/orphan.log" 2>&1 && fail "a child whose parent is gone ran"
+grep -q "the parent process 1 is gone" "$out/orphan.log" || fail "no reason given: $(cat "$out/orphan.log")"
+echo "ok: a child whose parent is gone exits at once"
