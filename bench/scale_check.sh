@@ -5,7 +5,8 @@
 #    T = 1, 2, 4, 8 server threads (sgd and dc-asgd-a, 16 M floats; dc-asgd-a
 #    also at 64 M), each cell against its same-run T-thread bound;
 #  - DC-ASGD-a at its defaults with 8 worker processes truly in parallel
-#    (seeds 1 and 2; ASGD once for the time it takes);
+#    (seeds 1 and 2; once more with the model in 4 shards, so 4 server lanes;
+#    ASGD once for the time it takes);
 #  - stragglers: bench/straggler.sh random:4 (BSP, SSP(3)+DC-ASGD-a, async).
 # Writes OUT/scale_check.md (the tables) and OUT/scale_check.log; each part's
 # raw JSON lines stay under OUT.
@@ -17,7 +18,7 @@
 # --data: Fashion-MNIST for rdmaps-train (default: its own default).
 # --quick: a small model, 2 workers, T = 1 and 2, 1 epoch on a data subset
 #   (the CI check of this script).
-# About 4 minutes on a 16-core machine. Exits non-zero if a run failed.
+# About 5 minutes on a 16-core machine. Exits non-zero if a run failed.
 set -uo pipefail
 out="scale-check-out"
 source "$(dirname "$0")/check_args.sh"
@@ -84,6 +85,9 @@ dc_at_scale() {
   seeds=(1 2)
   train_runs dc-a-w8 --workers 8 --async --dc adaptive || return 1
   seeds=(1)
+  # The MLP is one 1 MiB shard, so one server lane applies all eight workers'
+  # pushes; in four shards, four lanes share them: is the one lane the 72 s?
+  train_runs dc-a-w8-4-lanes --workers 8 --async --dc adaptive --shard-floats 65536 || return 1
   train_runs asgd-w8 --workers 8 --async --dc off && train_table
 }
 if [ $quick = 1 ]; then
