@@ -7,7 +7,8 @@ machine and for systems where torchrun itself does not run (Debian 12's torch
     python3 -m rdmaps.launch --nproc 3 --no-python rdmaps-train --epochs 2
 
 Output lines carry a "[rank] " prefix. When a process fails the others are
-stopped, and the launcher exits with the first failure's status.
+stopped, and the launcher exits with the first failure's status. Ctrl-C
+(SIGINT) and SIGTERM to the launcher reach every process it started.
 """
 
 import argparse
@@ -33,6 +34,14 @@ def _relay(rank, stream, out):
         out.flush()
 
 
+class _Terminated(Exception):
+    """The launcher got SIGTERM (a job scheduler's stop, a kill)."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
 def launch(nproc, command, master_port=None, env=None, prefix=True):
     """Runs `command` (a list) nproc times; returns the exit status (0, or the first failure's)."""
     if nproc < 1:
@@ -44,40 +53,54 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
         # Every connection of the job proves this secret (docs/security.md); it lives only in their environment.
         base["RDMAPS_SECRET"] = secrets.token_hex(32)
     procs, relays = [], []
-    for rank in range(nproc):
-        e = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
-        p = subprocess.Popen(command, env=e, stdout=subprocess.PIPE if prefix else None,
-                             stderr=subprocess.STDOUT if prefix else None)
-        procs.append(p)
-        if prefix:
-            t = threading.Thread(target=_relay, args=(rank, p.stdout, sys.stdout.buffer), daemon=True)
-            t.start()
-            relays.append(t)
+    # A SIGTERM would end this process and leave the others running: pass it on
+    # (only the main thread may set a handler; elsewhere the caller decides).
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _run(nproc, command, base, prefix, procs, relays)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(procs, sig):
+    """Sends `sig` to the processes still running; kills those not gone within 10 s."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+    deadline = time.monotonic() + 10
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _run(nproc, command, base, prefix, procs, relays):
     status = 0
     try:
+        for rank in range(nproc):
+            e = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
+            p = subprocess.Popen(command, env=e, stdout=subprocess.PIPE if prefix else None,
+                                 stderr=subprocess.STDOUT if prefix else None)
+            procs.append(p)
+            if prefix:
+                t = threading.Thread(target=_relay, args=(rank, p.stdout, sys.stdout.buffer), daemon=True)
+                t.start()
+                relays.append(t)
         while [p.poll() for p in procs].count(None) > 0:  # poll every process: any() would stop early
             failed = [p for p in procs if p.returncode not in (None, 0)]
             if failed:
                 status = failed[0].returncode
-                for p in procs:
-                    if p.poll() is None:
-                        p.send_signal(signal.SIGTERM)
                 break
             time.sleep(0.05)
-        deadline = time.monotonic() + 10
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-    except KeyboardInterrupt:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
-        status = 130
+        _stop(procs, signal.SIGTERM)
+    except (KeyboardInterrupt, _Terminated) as e:
+        sig, status = (signal.SIGINT, 130) if isinstance(e, KeyboardInterrupt) else (signal.SIGTERM, 143)
+        _stop(procs, sig)
     for t in relays:
         t.join(timeout=5)
     if status == 0:

@@ -1,7 +1,11 @@
 """rdmaps.launcher: rank, size and role from each launcher's variables (no processes needed)."""
 
 import io
+import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from contextlib import redirect_stdout
@@ -108,6 +112,28 @@ class LaunchTest(unittest.TestCase):
             2, "import os, time, sys\nif os.environ['RANK'] == '1': sys.exit(7)\ntime.sleep(60)")
         self.assertEqual(status, 7)
         self.assertLess(time.monotonic() - start, 30, "the sleeping process was not stopped")
+
+    def test_sigterm_to_the_launcher_reaches_every_process(self):
+        with tempfile.TemporaryDirectory() as d:
+            code = f"import os, time\nopen(os.path.join({d!r}, os.environ['RANK']), 'w').write(str(os.getpid()))\n" \
+                   "time.sleep(60)"
+            launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
+                                         "--no-python", sys.executable, "-c", code])
+            try:
+                deadline = time.monotonic() + 30
+                while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.2)  # both pids written in full
+                pids = [int(open(os.path.join(d, f)).read()) for f in os.listdir(d)]
+                self.assertEqual(len(pids), 2, "the processes did not start")
+                launcher.send_signal(signal.SIGTERM)
+                self.assertEqual(launcher.wait(timeout=20), 128 + signal.SIGTERM)
+            finally:
+                if launcher.poll() is None:
+                    launcher.kill()
+            for pid in pids:
+                with self.assertRaises(ProcessLookupError, msg=f"process {pid} outlived its launcher"):
+                    os.kill(pid, 0)
 
 
 if __name__ == "__main__":
