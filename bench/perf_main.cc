@@ -6,8 +6,8 @@
 #include "bench/perf_ps.h"
 #include "bench/perf_transport.h"
 #include "rdmaps/error.h"
-#include "src/tools/child_process.h"
 #include "src/api/capabilities.h"
+#include "src/tools/child_process.h"
 
 namespace {
 void usage() {

@@ -1,0 +1,83 @@
+// A worker's connection to one server: Hello to its control thread, then
+// one endpoint per lane, each given the receive region and an inbox.
+#include <cstring>
+
+#include "src/ps/client_impl.h"
+
+namespace rdmaps::ps {
+
+using transport::Access;
+
+// The server's control thread admits this worker and names its lanes; the
+// worker then connects to each lane, handing it the receive region.
+Welcome ClientImpl::connect_one(uint32_t index) {
+  ServerLink& link = links_[index];
+  link.index = index;
+  link.address = options_.servers[index];
+  auto control = context_->connect(transport::SockAddr::parse(link.address), options_.timeout);
+  link.range = partition_->server_range(index);
+  link.shards = partition_->shard_count(index);
+  Hello hello;
+  hello.worker = options_.worker;
+  hello.workers = options_.workers;
+  hello.staleness = config_.staleness;
+  hello.push_path = static_cast<uint32_t>(config_.push_path);
+  hello.rule = RuleParams::from(config_);
+  hello.rule_stated = config_.rule_stated ? 1 : 0;
+  hello.tensors = declared_;
+  control->send_control(encode(hello), options_.timeout);
+  Welcome welcome = decode_welcome(control->recv_control(options_.timeout), link.address);
+  if (!welcome.accepted)
+    throw Error(Errc::kProtocol, "server " + link.address + " refused worker " + std::to_string(options_.worker) +
+                                     ": " + welcome.reason);
+  if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
+      welcome.shard_floats != config_.shard_floats ||
+      welcome.lanes.back().first_shard + welcome.lanes.back().shards != link.shards)
+    throw Error(Errc::kProtocol, "server " + link.address + " serves floats [" + std::to_string(welcome.range_begin) +
+                                     ", " + std::to_string(welcome.range_end) + ") with shards of " +
+                                     std::to_string(welcome.shard_floats) + ", this worker expected [" +
+                                     std::to_string(link.range.begin) + ", " + std::to_string(link.range.end) +
+                                     ") and " + std::to_string(config_.shard_floats) +
+                                     ": check --servers order and --shard-floats on both sides");
+  link.use_am = welcome.push_path == static_cast<uint32_t>(PushPath::kAm);
+  link.receive_layout = ReceiveLayout{welcome.lanes.size(), link.shards, link.range.size()};
+  // Registered once, remote-write for this server's lanes only.
+  link.receive = context_->allocate(link.receive_layout.bytes(), Access::kRemoteWrite);
+  std::memset(link.receive->data(), 0, link.receive->size());
+  LaneHello lane_hello;
+  lane_hello.worker = options_.worker;
+  lane_hello.token = welcome.token;
+  lane_hello.clock = clock_;
+  lane_hello.receive_region = link.receive->descriptor(Access::kRemoteWrite).serialize();
+  const auto host = transport::SockAddr::parse(link.address);
+  link.lanes.resize(welcome.lanes.size());
+  link.lane_of.assign(link.shards, 0);
+  for (uint32_t l = 0; l < welcome.lanes.size(); ++l) {
+    Lane& lane = link.lanes[l];
+    const LaneInfo& info = welcome.lanes[l];
+    lane.index = l;
+    lane.first_shard = info.first_shard;
+    lane.shards = info.shards;
+    const std::string where = link.address + " lane " + std::to_string(l);
+    const auto lane_address = host.with_port(static_cast<uint16_t>(info.port));
+    lane.ep = context_->connect(lane_address, options_.timeout, where + " (" + lane_address.to_string() + ")");
+    lane.ep->send_control(encode(lane_hello), options_.timeout);
+    LaneWelcome lw = decode_lane_welcome(lane.ep->recv_control(options_.timeout), where);
+    if (!lw.accepted)
+      throw Error(Errc::kProtocol,
+                  "server " + where + " refused worker " + std::to_string(options_.worker) + ": " + lw.reason);
+    auto inbox = lane.ep->import(transport::RegionDescriptor::parse(lw.inbox_region, where));
+    lane.inbox = std::make_unique<InboxWriter>(*context_, *lane.ep, std::move(inbox),
+                                               SlotLayout{config_.shard_floats * sizeof(float)}, welcome.inbox_slots,
+                                               link.use_am);
+    clock_ = std::max(clock_, lw.start_clock);
+    lane.clock_sent = clock_;
+    by_endpoint_[lane.ep.get()] = {index, l};
+    for (uint32_t k = 0; k < info.shards; ++k) link.lane_of[info.first_shard + k] = l;
+  }
+  link.shard_stamp.assign(link.shards, 0);
+  link.have_shard.assign(link.shards, false);
+  return welcome;
+}
+
+}  // namespace rdmaps::ps

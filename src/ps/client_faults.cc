@@ -1,0 +1,147 @@
+// A worker's side of faults: reconnecting to a server that restarted (or
+// dropped the connection), fetching what it holds, and leaving with a
+// handshake so that the last pushes are taken in.
+#include <algorithm>
+#include <thread>
+
+#include "rdmaps/log.h"
+#include "src/ps/client_impl.h"
+#include "transport/idle_backoff.h"
+
+namespace rdmaps::ps {
+
+using namespace std::chrono_literals;
+// How long a leaving worker waits for its Byes to be acknowledged.
+constexpr std::chrono::milliseconds kLeaveTimeout = 5s;
+
+void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& inflight) {
+  for (auto& r : inflight) {
+    try {
+      r.wait_for(options_.timeout);
+    } catch (const Error&) {
+      // Sent to a server that closed: what it took in is the checkpoint's business now.
+    }
+  }
+  inflight.clear();
+  bool any = false;
+  for (auto& link : links_) {
+    if (!link.down()) continue;
+    if (config_.reconnect_ms == 0) throw cause;
+    reconnect(link, cause);
+    any = true;
+  }
+  if (!any) throw cause;
+}
+
+void ClientImpl::disconnect(ServerLink& link) {
+  for (auto& lane : link.lanes) {
+    lane.write_back.clear();
+    by_endpoint_.erase(lane.ep.get());
+  }
+  link.lanes.clear();  // endpoints close before the region they wrote into goes
+  link.receive.reset();
+}
+
+void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
+  const auto start = Clock::now(), deadline = start + std::chrono::milliseconds(config_.reconnect_ms);
+  logf(LogLevel::kWarn, "rdmaps worker %u: %s; reconnecting to %s for up to %.0f s", options_.worker, cause.what(),
+       link.address.c_str(), config_.reconnect_ms / 1000.0);
+  std::string last;
+  Welcome welcome;
+  for (auto pause = std::chrono::milliseconds(50);; pause = std::min(pause * 2, std::chrono::milliseconds(1000))) {
+    disconnect(link);
+    welcome = Welcome{};
+    // The same server (a dropped connection), or a restarted one that resumed: go on.
+    auto holds_the_job = [&] { return welcome.instance == link.instance || welcome.resumed; };
+    try {
+      welcome = connect_one(link.index);
+      if (holds_the_job()) {
+        refetch(link);
+        break;
+      }
+    } catch (const Error& e) {
+      last = e.what();
+    }
+    if (welcome.accepted && !holds_the_job())
+      throw Error(Errc::kPeerGone, "server " + link.address +
+                                       " came back without this job's parameters (it did not resume from a "
+                                       "checkpoint: start it with --checkpoint-dir and --resume); worker " +
+                                       std::to_string(options_.worker) + " stops rather than train from nothing");
+    if (Clock::now() + pause > deadline)
+      throw Error(Errc::kPeerGone, "worker " + std::to_string(options_.worker) + ": server " + link.address +
+                                       " did not come back within " + std::to_string(config_.reconnect_ms / 1000) +
+                                       " s (--reconnect; last attempt: " + last + ")");
+    std::this_thread::sleep_for(pause);
+  }
+  ++link.generation;
+  const bool restarted = welcome.instance != link.instance;
+  link.instance = welcome.instance;
+  const uint64_t lost = link.posted > welcome.pushes_held ? link.posted - welcome.pushes_held : 0;
+  logf(LogLevel::kInfo,
+       "rdmaps worker %u: reconnected to %s after %.1f s; %s holding %llu of the %llu pushes this worker "
+       "sent it (%llu lost)",
+       options_.worker, link.address.c_str(), std::chrono::duration<double>(Clock::now() - start).count(),
+       restarted ? "it resumed from a checkpoint" : "the same server process, still",
+       static_cast<unsigned long long>(welcome.pushes_held), static_cast<unsigned long long>(link.posted),
+       static_cast<unsigned long long>(lost));
+  stats_.pushes_lost += lost;
+  link.posted = welcome.pushes_held;
+  ++stats_.reconnects;
+  stats_.push_paths[link.index] = link.use_am ? "am" : "put";
+}
+
+void ClientImpl::refetch(ServerLink& link) {
+  std::vector<transport::Request> inflight;
+  std::vector<uint64_t> seqs;
+  for (auto& lane : link.lanes)
+    seqs.push_back(post(link, lane, MsgType::kPull, lane.first_shard, 0, 0, lane.shards, nullptr, inflight));
+  for (auto& r : inflight) r.wait_for(options_.timeout);
+  for (size_t l = 0; l < link.lanes.size(); ++l) {
+    const Lane& lane = link.lanes[l];
+    await_pull(link, lane, seqs[l], lane.first_shard, lane.first_shard + lane.shards - 1, &link);
+  }
+}
+
+// Leaving: a Bye on every lane, then a wait until each lane acknowledged it
+// (its consumed sequence reached the Bye) before the endpoints close. Closing
+// first could reset a tcp connection while the lane still reads the last
+// pushes, and the reset discards them (docs/protocol.md "Dead and leaving workers").
+ClientImpl::~ClientImpl() {
+  if (!partition_) return;
+  struct Bye {
+    ServerLink* link;
+    Lane* lane;
+    uint64_t seq;
+  };
+  std::vector<Bye> byes;
+  for (auto& link : links_)
+    for (auto& lane : link.lanes) {
+      if (!lane.ep || lane.ep->peer_closed()) continue;
+      try {
+        std::vector<transport::Request> inflight;
+        const uint64_t seq = post(link, lane, MsgType::kBye, 0, 0, 0, 0, nullptr, inflight);
+        for (auto& r : inflight) r.wait_for(options_.timeout);
+        byes.push_back({&link, &lane, seq});
+      } catch (const Error&) {
+        // The server may already be gone; leaving is best effort.
+      }
+    }
+  const auto deadline = Clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout);
+  transport::IdleBackoff idle;
+  try {
+    for (bool waiting = !byes.empty(); waiting && Clock::now() < deadline;) {
+      idle.pause(progress());
+      waiting = false;
+      for (const Bye& b : byes)
+        if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.lane->ep->peer_closed() &&
+            !b.lane->ep->failed())
+          waiting = true;
+    }
+  } catch (const Error&) {
+    // A server failed while we left: nothing more to wait for there.
+  }
+  for (auto& link : links_)
+    for (auto& lane : link.lanes) lane.write_back.clear();
+}
+
+}  // namespace rdmaps::ps

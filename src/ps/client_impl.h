@@ -1,0 +1,205 @@
+// The worker side of the parameter server, behind rdmaps::Client: its
+// connections (one per server, a lane per server thread), the data path
+// (client.cc), connecting (client_connect.cc) and server restarts and leaving
+// (client_faults.cc).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "rdmaps/client.h"
+#include "rdmaps/error.h"
+#include "src/metrics/http_endpoint.h"
+#include "src/metrics/render.h"
+#include "src/ps/gpu_transfer.h"
+#include "src/ps/inbox.h"
+#include "src/ps/partition.h"
+#include "src/ps/protocol.h"
+#include "src/ps/write_back.h"
+#include "transport/context.h"
+
+namespace rdmaps::ps {
+
+using Clock = std::chrono::steady_clock;
+
+// One thread of a server (docs/architecture.md "Server threads"): its own
+// endpoint, this worker's inbox there, and the write-backs it sends.
+struct Lane {
+  uint32_t index = 0;
+  uint32_t first_shard = 0, shards = 0;
+  std::unique_ptr<transport::Endpoint> ep;
+  std::unique_ptr<InboxWriter> inbox;
+  WriteBackReceiver write_back;  // active-message path
+  uint64_t clock_sent = 0;       // the last clock this lane was told
+};
+
+struct ServerLink {
+  uint32_t index = 0;
+  std::string address;
+  std::unique_ptr<transport::Region> receive;  // lane mailboxes, versions, parameters: written by the server
+  Range range;
+  uint32_t shards = 0;
+  ReceiveLayout receive_layout{0, 0, 0};
+  bool use_am = false;
+  std::vector<Lane> lanes;
+  std::vector<uint32_t> lane_of;      // by shard
+  std::vector<uint64_t> shard_stamp;  // min clock when each shard was last pulled; 0 = never
+  std::vector<bool> have_shard;
+  uint32_t generation = 0;  // connections made after the first (the server restarted)
+  uint64_t instance = 0;    // the server process connected to (Welcome::instance)
+  uint64_t posted = 0;      // pushes (pieces) posted to it; a restart's checkpoint holds some of them
+
+  bool down() const {
+    if (lanes.empty()) return true;
+    for (const auto& lane : lanes)
+      if (!lane.ep || lane.ep->peer_closed() || lane.ep->failed()) return true;
+    return false;
+  }
+
+  const Mailbox& mailbox(const Lane& lane) const {
+    return *reinterpret_cast<const Mailbox*>(static_cast<const uint8_t*>(receive->data()) +
+                                             receive_layout.mailbox_offset(lane.index));
+  }
+  uint64_t load(const uint64_t& field) const {
+    return reinterpret_cast<const std::atomic<uint64_t>&>(field).load(std::memory_order_acquire);
+  }
+  const uint64_t* versions() const {
+    return reinterpret_cast<const uint64_t*>(static_cast<const uint8_t*>(receive->data()) +
+                                             receive_layout.versions_offset());
+  }
+};
+
+/// The part of `t` inside `r` (empty when begin >= end).
+class ClientImpl {
+ public:
+  explicit ClientImpl(const ClientOptions& options) : options_(options), config_(options.config) {
+    if (options.servers.empty()) throw Error(Errc::kInvalidArgument, "a client needs at least one server address");
+    if (!options.metrics.empty())
+      metrics_ = std::make_unique<metrics::HttpEndpoint>(options.metrics, "--metrics", [this] {
+        std::unique_lock<std::mutex> lock(published_mu_);
+        const ClientStats s = published_;
+        const uint64_t clock = published_clock_;
+        lock.unlock();
+        return metrics::render_worker_metrics(s, options_.worker, clock);
+      });
+  }
+  ~ClientImpl();
+
+  void declare(const std::string& name, size_t floats);
+  void connect();
+  void send(const std::string& name, std::span<const float> values, MsgType type);
+  void pull(std::span<const PullTarget> targets);
+  void clock(bool barrier);
+  uint64_t clock_value() const { return clock_; }
+  ClientStats stats() const { return stats_; }
+  std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
+  /// After each call: the copy a scrape reads, so that it never reads
+  /// stats_ while the caller's thread changes it. Assignment reuses the
+  /// copy's storage: no allocation once push_paths has its size.
+  void publish() {
+    if (!metrics_) return;
+    std::lock_guard<std::mutex> lock(published_mu_);
+    published_ = stats_;
+    published_clock_ = clock_;
+  }
+  void set_learning_rate(float lr) {
+    if (!(std::isfinite(lr) && lr >= 0))
+      throw Error(Errc::kInvalidArgument, "learning rate " + std::to_string(lr) + ": needs a finite value >= 0");
+    learning_rate_ = lr;
+  }
+
+ private:
+  struct Piece {
+    ServerLink* link;
+    Lane* lane;
+    uint32_t generation;  // link's, when cut: a piece for a server that restarted since is not sent
+    uint32_t shard;
+    uint64_t base_version;
+    uint32_t offset, length;
+    size_t source;  // byte offset of the piece in the data sent
+  };
+  /// Reorders pieces (grouped by lane, in shard order) so that consecutive
+  /// ones go to different lanes: the lanes apply in parallel only if each has
+  /// work, and a lane's credits run out after a few pieces.
+  void interleave_lanes(std::vector<Piece>& pieces);
+  void send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
+                   uint16_t flags);
+  GpuTransfer& gpu();
+  Welcome connect_one(uint32_t index);
+  void pull_once(std::span<const PullTarget> targets);
+  // Server restarts (Config::reconnect_ms, docs/cluster.md "Checkpoints").
+  /// After `cause` interrupted an operation: lets `inflight` finish or fail,
+  /// then reconnects every server that closed; rethrows `cause` if none did
+  /// or reconnecting is off, throws if a server does not come back in time.
+  void recover(const Error& cause, std::vector<transport::Request>& inflight);
+  void reconnect(ServerLink& link, const Error& cause);
+  void disconnect(ServerLink& link);
+  /// Pulls every shard of `link` into the receive region: the server's DC
+  /// backups of this worker start from what it holds now.
+  void refetch(ServerLink& link);
+  void on_write_back(transport::AmMessage& m);
+  bool progress();  // true if anything moved
+  /// Posts one message into this worker's inbox on `lane`, once it has a
+  /// credit; `inflight` gets the requests that keep its buffers busy.
+  uint64_t post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset,
+                uint32_t length, const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0);
+  /// Waits until `lane` wrote back the pull numbered `seq`, then marks shards
+  /// [first, last] of `link` as fetched (when and at which clock).
+  void await_pull(ServerLink& link, const Lane& lane, uint64_t seq, uint32_t first, uint32_t last,
+                  const ServerLink* only = nullptr);
+  /// Polls until done(); throws on timeout or when a server closed (only
+  /// `link`'s, when given).
+  template <typename Done>
+  void wait(Done&& done, const std::string& what, const ServerLink* link = nullptr);
+  void require_connected(const char* op) const {
+    if (!partition_) throw Error(Errc::kInvalidArgument, std::string(op) + " before connect()");
+  }
+  void check_size(const std::string& name, const Range& r, size_t given, const char* op) const {
+    if (given != r.size())
+      throw Error(Errc::kInvalidArgument, std::string(op) + " of '" + name + "': " + std::to_string(given) +
+                                              " floats given, the tensor was declared with " +
+                                              std::to_string(r.size()));
+  }
+
+  ClientOptions options_;
+  Config config_;
+  std::vector<TensorDecl> declared_;
+  std::unique_ptr<transport::Context> context_;
+  std::vector<ServerLink> links_;
+  std::unordered_map<const transport::Endpoint*, std::pair<uint32_t, uint32_t>> by_endpoint_;  // link, lane
+  std::unique_ptr<Partition> partition_;
+  uint64_t clock_ = 0;
+  float learning_rate_ = 0;                  // 0: the servers' own
+  std::vector<float> residual_;              // bf16 wire: rounding error not yet sent, by global float
+  std::vector<uint16_t> wire_;               // bf16 wire: the tensor being pushed, encoded
+  std::unique_ptr<GpuTransfer> gpu_;         // made at the first device pointer
+  std::vector<Piece> pieces_, interleaved_;  // send(): scratch kept across calls
+  std::vector<size_t> runs_;                 // send(): scratch kept across calls
+  // pull(): one request per lane, and the targets' ranges; scratch kept across calls.
+  struct Fetch {
+    ServerLink* link;
+    Lane* lane;
+    uint32_t first = UINT32_MAX, last = 0;
+    size_t bytes = 0;
+    uint64_t seq = 0;
+  };
+  std::vector<Fetch> fetch_;
+  std::vector<Range> ranges_;
+  std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
+  ClientStats stats_;
+  Clock::time_point last_clock_call_{};
+  std::mutex published_mu_;
+  ClientStats published_;
+  uint64_t published_clock_ = 0;
+  std::unique_ptr<metrics::HttpEndpoint> metrics_;  // last: stopped before what it reads goes
+};
+
+}  // namespace rdmaps::ps
