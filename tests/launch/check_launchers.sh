@@ -20,7 +20,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT  # through the EXIT trap: no daemon outlives the test
 failures=0
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$(dirname "$0")/../common/free_ports.py" "$@"; }  # [N]: the first of N in a row
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
 for p in mpirun srun; do
@@ -79,7 +79,7 @@ expect_ok mpirun-two-servers "server 1 of 2" "worker 1 of 2" -- \
 expect_ok mpirun-server-and-train "rdmaps-server rank 0 of 3" "final test accuracy" -- \
   "${mpirun[@]}" -np 1 "$server" --servers 1 --rule-from-workers : -np 2 "$train" --servers 1 "${small[@]}"
 # Every rank serves its metrics on the port given plus its rank: no two collide.
-mport=$(free_port)
+mport=$(free_port 3)  # ranks 0-2 listen on mport+rank
 expect_ok mpirun-metrics "metrics at http://127.0.0.1:$mport/metrics" "final test accuracy" -- \
   "${mpirun[@]}" -x RDMAPS_SECRET -np 3 "$train" --servers 1 --metrics "127.0.0.1:$mport" "${small[@]}"
 expect_ok mpirun-pytorch '"test_accuracy"' "rdmaps.torch: server 0 done" -- \

@@ -23,7 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$out"/*.log; do echo "== $f"; tail -n 8 "$f"; done; exit 1; }
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$(dirname "$0")/../common/free_ports.py" "$@"; }  # [N]: the first of N in a row
 until_ok() {  # until_ok SECONDS COMMAND...: retries every 0.2 s
   local deadline=$((SECONDS + $1)); shift
   until "$@"; do [ $SECONDS -lt $deadline ] || return 1; sleep 0.2; done

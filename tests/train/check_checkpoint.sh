@@ -18,7 +18,7 @@ cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$out"/*.log; do echo "== $f"; tail -n 8 "$f"; done; exit 1; }
 
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$(dirname "$0")/../common/free_ports.py" "$@"; }  # [N]: the first of N in a row
 server() {  # server LOG [extra flags]: starts it, sets $spid
   local log=$1; shift
   "$train" --role server --listen "127.0.0.1:$port" "${job[@]}" --checkpoint-dir "$out/ckpt" --checkpoint-every 100 \
