@@ -52,14 +52,13 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
     if not base.get("RDMAPS_SECRET") and not base.get("RDMAPS_SECRET_FILE"):
         # Every connection of the job proves this secret (docs/security.md); it lives only in their environment.
         base["RDMAPS_SECRET"] = secrets.token_hex(32)
-    procs, relays = [], []
     # A SIGTERM would end this process and leave the others running: pass it on
     # (only the main thread may set a handler; elsewhere the caller decides).
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
-        return _run(nproc, command, base, prefix, procs, relays)
+        return _run(nproc, command, base, prefix)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -79,7 +78,8 @@ def _stop(procs, sig):
             p.wait()
 
 
-def _run(nproc, command, base, prefix, procs, relays):
+def _run(nproc, command, base, prefix):
+    procs, relays = [], []
     status = 0
     try:
         for rank in range(nproc):
