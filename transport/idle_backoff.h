@@ -61,4 +61,33 @@ class IdleBackoff {
   std::chrono::steady_clock::time_point idle_since_{};
 };
 
+/// While it lives, the calling thread's wakeups never preempt a running
+/// thread (Linux SCHED_BATCH; its previous policy comes back after). For a
+/// poller that sleeps in short steps where threads outnumber cores: each wake
+/// that finds nothing would otherwise take the core from the thread doing the
+/// work (docs/benchmarks.md "Server threads"). The price: a wake that finds
+/// work may wait for a busy core up to a scheduler slice.
+class NoWakeupPreemption {
+ public:
+  explicit NoWakeupPreemption(bool on) {
+    if (!on) return;
+    saved_ = sched_getscheduler(0);
+    sched_param none{};
+    if (saved_ != SCHED_OTHER || sched_setscheduler(0, SCHED_BATCH, &none) != 0)
+      saved_ = -1;  // leave RT/odd policies alone
+  }
+  ~NoWakeupPreemption() {
+    if (saved_ < 0) return;
+    sched_param none{};
+    sched_setscheduler(0, saved_, &none);
+  }
+  NoWakeupPreemption(const NoWakeupPreemption&) = delete;
+  NoWakeupPreemption& operator=(const NoWakeupPreemption&) = delete;
+
+  bool active() const { return saved_ >= 0; }
+
+ private:
+  int saved_ = -1;
+};
+
 }  // namespace rdmaps::transport

@@ -1,5 +1,7 @@
 #include "src/ps/server_lane.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -76,6 +78,9 @@ ServerLane::~ServerLane() {
 
 void ServerLane::start() {
   thread_ = std::thread([this] {
+    char name[16];  // what top -H, perf and /proc show for this thread
+    std::snprintf(name, sizeof name, "rdmaps-lane%u", setup_.index);
+    pthread_setname_np(pthread_self(), name);
     try {
       run();
     } catch (const std::exception& e) {
@@ -386,6 +391,11 @@ void ServerLane::run() {
   // Poll while busy; when idle, sleep in short steps: one-sided doorbells
   // raise no event, so the wait must stay short (see docs/protocol.md).
   transport::IdleBackoff idle({.spin = 50us, .yield = 0us, .sleep = 20us, .max_sleep = 20us});
+  // Where lanes share cores with each other and with workers, a lane waking
+  // to find nothing must not preempt the one doing the work; a single lane is
+  // the server's bottleneck and takes its core back at once (measured in
+  // docs/benchmarks.md "Server threads").
+  transport::NoWakeupPreemption quiet(setup_.lanes > 1);
   uint32_t iteration = 0;
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = snapshot_step();

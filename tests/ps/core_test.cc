@@ -1,7 +1,11 @@
 // The parameter server end to end: exact SGD, DC-ASGD against a float64
 // reference, over tcp (active-message path) and shared memory (put path).
+#include <sched.h>
+
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "math/bf16.h"
@@ -314,6 +318,50 @@ RDMAPS_TEST_PEER(subnormal_pusher) {
       std::fprintf(stderr, "subnormal_pusher: w[%zu] = %g after a step of 0.5 x %g, expected %g\n", i, w[i], g[i],
                    want[i % 3]);
   return wrong ? 1 : 0;
+}
+
+// The scheduling policy of every lane thread of this process, by thread name.
+std::vector<int> lane_policies() {
+  std::vector<int> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(entry.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name.rfind("rdmaps-lane", 0) == 0) out.push_back(sched_getscheduler(std::stoi(entry.path().filename())));
+  }
+  return out;
+}
+
+// Lanes poll in short sleeps. Where a server has several, a lane waking to find
+// nothing must not preempt the threads doing the work (SCHED_BATCH); a single
+// lane keeps the normal policy, so it takes its core back the moment work lands.
+TEST(LaneScheduling, SeveralLanesNeverPreemptOnWakeupAOneLaneServerDoes) {
+  for (uint32_t threads : {2u, 1u}) {
+    Config c = core_config(transport::TransportKind::kShm);
+    c.server_threads = threads;  // kFloats in 3 shards: lanes of 2 and 1 shards at T = 2
+    ServerGroup servers(1, 1, c);
+    PeerProcess worker("idle_after_a_push", transport::TransportKind::kShm, 0, 1, {servers.addresses(), "0"});
+    for (int i = 0; i < 3000 && servers.server(0).stats().pushes == 0 && worker.running(); ++i)
+      std::this_thread::sleep_for(10ms);
+    ASSERT_GT(servers.server(0).stats().pushes, 0u) << "T = " << threads << ": the worker's push never arrived";
+    const std::vector<int> policies = lane_policies();
+    ASSERT_EQ(policies.size(), threads) << "threads named rdmaps-lane*";
+    for (int policy : policies) EXPECT_EQ(policy, threads > 1 ? SCHED_BATCH : SCHED_OTHER) << "T = " << threads;
+    worker.kill_now();
+  }
+}
+
+RDMAPS_TEST_PEER(idle_after_a_push) {
+  Config c = core_config(args.transport);
+  Client client(worker_options(args, c));
+  client.declare("w", kFloats);
+  client.connect();
+  std::vector<float> w(kFloats, 1.0f);
+  client.init("w", w);
+  client.push("w", w);
+  client.pull("w", w);
+  std::this_thread::sleep_for(120s);  // connected, idle: the test looks at the lanes, then kills this process
+  return 0;
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PsTest,

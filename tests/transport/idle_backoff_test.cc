@@ -52,5 +52,20 @@ TEST(IdleBackoff, SleepsOnceIdleLongerThanSpinAndYieldAndLongerTheLongerItWaits)
   EXPECT_GE(round(), 3ms) << "a long-idle loop should sleep longer steps";
 }
 
+TEST(NoWakeupPreemption, BatchPolicyWhileOnAndThePreviousPolicyBack) {
+  ASSERT_EQ(sched_getscheduler(0), SCHED_OTHER) << "the test thread starts in the normal policy";
+  {
+    NoWakeupPreemption off(false);
+    EXPECT_FALSE(off.active());
+    EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER);
+  }
+  {
+    NoWakeupPreemption on(true);
+    EXPECT_TRUE(on.active());
+    EXPECT_EQ(sched_getscheduler(0), SCHED_BATCH);
+  }
+  EXPECT_EQ(sched_getscheduler(0), SCHED_OTHER);
+}
+
 }  // namespace
 }  // namespace rdmaps::transport
