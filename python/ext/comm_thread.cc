@@ -43,16 +43,36 @@ void CommThread::wait(Ticket ticket) {
   if (ticket == 0 || ticket >= next_) throw Error(Errc::kInvalidArgument, "wait on an unknown ticket");
   done_cv_.wait(lock, [&] { return done_ >= ticket; });
   if (failed_at_ != 0 && ticket >= failed_at_) std::rethrow_exception(error_);
+  if (auto it = refused_.find(ticket); it != refused_.end()) {
+    const std::exception_ptr e = it->second;
+    refused_.erase(it);
+    std::rethrow_exception(e);
+  }
 }
 
 void CommThread::wait_all() {
-  Ticket last;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    last = next_ - 1;
+  std::unique_lock<std::mutex> lock(mu_);
+  const Ticket last = next_ - 1;
+  done_cv_.wait(lock, [&] { return done_ >= last; });
+  if (failed_at_ != 0) std::rethrow_exception(error_);
+  if (!refused_.empty()) {
+    const std::exception_ptr e = refused_.begin()->second;  // the earliest nobody waited for
+    refused_.erase(refused_.begin());
+    std::rethrow_exception(e);
   }
-  if (last > 0) wait(last);
 }
+
+namespace {
+bool bad_argument(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const Error& error) {
+    return error.code() == Errc::kInvalidArgument;
+  } catch (...) {
+    return false;
+  }
+}
+}  // namespace
 
 size_t CommThread::pending() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -77,7 +97,9 @@ void CommThread::loop() {
       }
     }
     lock.lock();
-    if (error && failed_at_ == 0) {
+    if (error && bad_argument(error)) {
+      refused_[op.ticket] = error;
+    } else if (error && failed_at_ == 0) {
       failed_at_ = op.ticket;
       error_ = error;
     }

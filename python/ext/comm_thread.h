@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -36,10 +37,13 @@ class CommThread {
   Ticket submit_pulls(std::vector<PullTarget> targets);
   /// Queues Client::set_learning_rate: pushes queued after it carry `lr`.
   Ticket submit_learning_rate(float lr);
-  /// Blocks until the operation finished; rethrows its error. After an error
-  /// every later operation fails with it too (the connection state is unknown).
+  /// Blocks until the operation finished; rethrows its error. A bad argument
+  /// (an undeclared name, a wrong size: kInvalidArgument, checked before
+  /// anything is sent) fails that operation alone; after any other error every
+  /// later operation fails with it too (the connection state is unknown).
   void wait(Ticket ticket);
-  /// Waits for everything submitted so far.
+  /// Waits for everything submitted so far; rethrows the first error not yet
+  /// reported by wait().
   void wait_all();
   /// Operations submitted and not finished yet.
   size_t pending() const;
@@ -63,8 +67,9 @@ class CommThread {
   std::condition_variable work_cv_, done_cv_;
   std::deque<Op> queue_;
   Ticket next_ = 1, done_ = 0;
-  Ticket failed_at_ = 0;  // first ticket that failed; 0 = none
+  Ticket failed_at_ = 0;  // first ticket that failed for good; 0 = none
   std::exception_ptr error_;
+  std::map<Ticket, std::exception_ptr> refused_;  // operations that failed alone, until reported
   bool closing_ = false;
   std::thread thread_;
 };

@@ -62,8 +62,14 @@ Config parse_flags(const std::vector<std::string>& flags) {
 // A float32 C-contiguous view of `buffer`, or a TypeError/ValueError naming
 // the operation and tensor.
 std::pair<float*, size_t> float_view(const py::buffer& buffer, bool writable, const char* op, const std::string& name) {
-  py::buffer_info info = buffer.request(writable);
   const std::string where = std::string(op) + "('" + name + "')";
+  py::buffer_info info;
+  try {
+    info = buffer.request(writable);
+  } catch (const py::error_already_set& e) {
+    if (!e.matches(PyExc_BufferError) && !e.matches(PyExc_ValueError)) throw;
+    throw py::value_error(where + ": " + (writable ? "the output buffer must be writable: " : "") + e.what());
+  }
   if (info.format != py::format_descriptor<float>::format() || info.itemsize != sizeof(float))
     throw py::type_error(where + ": needs float32 data, got buffer format '" + info.format + "' of " +
                          std::to_string(info.itemsize) + "-byte items");

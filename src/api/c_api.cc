@@ -1,5 +1,6 @@
 // The C ABI (include/rdmaps/rdmaps.h) over the C++ API: every exception
 // becomes a status code plus a per-thread message.
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -73,6 +74,7 @@ rdmaps_status guarded(const char* function, F&& f) {
 void require(bool ok, const char* what) {
   if (!ok) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, what);
 }
+void require(bool ok, const std::string& what) { require(ok, what.c_str()); }
 
 // `metrics`: where "--metrics HOST:PORT" asks for the metrics endpoint. It is
 // the process's, not the job's configuration, so Config does not carry it.
@@ -143,9 +145,13 @@ rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_
       const char* env = std::getenv("RDMAPS_WORKER");
       require(env != nullptr, "no worker id: set options.worker or RDMAPS_WORKER");
       char* end = nullptr;
-      worker = std::strtol(env, &end, 10);
-      require(*env && !*end && worker >= 0, "RDMAPS_WORKER is not a non-negative integer");
+      errno = 0;
+      worker = std::strtoll(env, &end, 10);
+      require(*env && !*end && errno == 0 && worker >= 0,
+              std::string("RDMAPS_WORKER='") + env + "' is not a non-negative integer");
     }
+    require(worker < rdmaps::kMaxWorkers, "worker id " + std::to_string(worker) + " is not below " +
+                                              std::to_string(rdmaps::kMaxWorkers) + ", the most a server serves");
     o.worker = static_cast<uint32_t>(worker);
     o.config = parse_flags(options ? options->config : nullptr, &o.metrics);
     if (options && options->timeout_ms) o.timeout = std::chrono::milliseconds(options->timeout_ms);

@@ -1,7 +1,9 @@
 #include "src/api/cli.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <system_error>
 
 #include "rdmaps/error.h"
 
@@ -13,10 +15,16 @@ CLI::Validator count(uint64_t min, uint64_t max) {
                                 : "a whole number from " + std::to_string(min) + " to " + std::to_string(max);
   return CLI::Validator(
       [=](std::string& v) -> std::string {
+        // Decimal digits only (no sign, "+" or "0x"), and a value past 2^64-1 is
+        // too large, not 2^64-1: lexical_cast saturates, and the setter's stoull throws.
         uint64_t n = 0;
-        // lexical_cast would take "-1" for 2^64-1 and a leading "+" or "0x"; counts are decimal.
+        const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
         const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
-        if (!digits || !CLI::detail::lexical_cast(v, n) || n < min || n > max) return "'" + v + "' is not " + range;
+        if (digits && ec == std::errc::result_out_of_range)
+          return "'" + v + "' is too large (" +
+                 (max == std::numeric_limits<uint64_t>::max() ? "at most " + std::to_string(max) : range) + ")";
+        if (!digits || ec != std::errc() || end != v.data() + v.size() || n < min || n > max)
+          return "'" + v + "' is not " + range;
         return {};
       },
       "");
@@ -27,6 +35,10 @@ CLI::Validator number(std::function<bool(double)> ok, const std::string& expecte
       [ok = std::move(ok), expected](std::string& v) -> std::string {
         double d = 0;
         if (!CLI::detail::lexical_cast(v, d) || !std::isfinite(d)) return "'" + v + "' is not a number";
+        // The settings these checks guard are floats: 1e39 would become inf, 1e-50 zero.
+        if (std::fabs(d) > std::numeric_limits<float>::max() ||
+            (d != 0 && std::fabs(d) < std::numeric_limits<float>::min()))
+          return "'" + v + "' is out of range (a float holds 1.2e-38 to 3.4e38)";
         if (!ok(d)) return "'" + v + "' is not " + expected;
         return {};
       },

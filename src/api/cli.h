@@ -16,7 +16,8 @@ namespace rdmaps::cli {
 /// A whole number in [min, max]: a count too large for its field (4294967297
 /// for a 32-bit one) is an error, not the count modulo 2^32.
 CLI::Validator count(uint64_t min, uint64_t max = std::numeric_limits<uint64_t>::max());
-/// A finite number for which `ok` holds; `expected` completes "'v' is not ...".
+/// A number a float holds (0, or 1.2e-38 to 3.4e38 either side) for which
+/// `ok` holds; `expected` completes "'v' is not ...".
 CLI::Validator number(std::function<bool(double)> ok, const std::string& expected);
 CLI::Validator positive();
 CLI::Validator non_negative();

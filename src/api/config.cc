@@ -117,7 +117,10 @@ CLI::Validator word_or(const std::string& word, CLI::Validator rest, const std::
         std::string copy = v;
         const std::string why = rest(copy);
         if (why.empty()) return {};
-        return why.find("is not a number") != std::string::npos ? why : "'" + v + "' is not " + expected;
+        const bool says_more = why.find("is not a number") != std::string::npos ||
+                               why.find("out of range") != std::string::npos ||
+                               why.find("too large") != std::string::npos;
+        return says_more ? why : "'" + v + "' is not " + expected;
       },
       "");
 }
@@ -200,11 +203,13 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   option("eps", config.eps, "DC-ASGD-a epsilon", cli::positive());
   switch_("ms-bias-correction", config.ms_bias_correction, "DC-ASGD-a: divide by ms / (1 - ms-momentum^t)");
   function(
-      "dc-bound", [&config](const std::string& v) { config.dc_bound = v == "off" ? 0 : std::stof(v); },
+      "dc-bound",
+      [&config](const std::string& v) { config.dc_bound = v == "off" ? 0 : static_cast<float>(std::stod(v)); },
       "DC-ASGD-a: the compensation changes a gradient by at most X times itself",
       word_or("off", cli::positive(), "a positive bound or off"), "X|off");
   function(
-      "dc-tau0", [&config](const std::string& v) { config.dc_tau0 = v == "off" ? 0 : std::stof(v); },
+      "dc-tau0",
+      [&config](const std::string& v) { config.dc_tau0 = v == "off" ? 0 : static_cast<float>(std::stod(v)); },
       "DC-ASGD-a: pushes tau > T stale step lr*T/tau",
       word_or("off", cli::number([](double d) { return d >= 1; }, "at least 1"), "a staleness of at least 1 or off"),
       "T|off");

@@ -34,11 +34,25 @@ void ClientImpl::connect() {
   context_ = transport::create_context(o);
   context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });
   links_.resize(options_.servers.size());
-  for (uint32_t i = 0; i < links_.size(); ++i) {
-    const Welcome w = connect_one(i);
-    links_[i].instance = w.instance;
-    stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
-    stats_.servers_resumed += w.resumed;
+  const uint64_t clock = clock_;
+  try {
+    for (uint32_t i = 0; i < links_.size(); ++i) {
+      const Welcome w = connect_one(i);
+      links_[i].instance = w.instance;
+      stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
+      stats_.servers_resumed += w.resumed;
+    }
+  } catch (...) {
+    // Not connected: a later connect() starts over (and is refused again if
+    // the reason stands) instead of finding a half-made connection.
+    by_endpoint_.clear();
+    links_.clear();
+    context_.reset();
+    partition_.reset();
+    stats_.push_paths.clear();
+    stats_.servers_resumed = 0;
+    clock_ = clock;
+    throw;
   }
 }
 

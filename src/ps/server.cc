@@ -71,16 +71,23 @@ uint32_t server_threads_for(const Config& config, uint64_t shards, bool gpu_shar
 
 namespace ps {
 
+// Checked before anything is sized by them: 4294967295 workers must be refused, not allocated for.
+const ServerOptions& checked(const ServerOptions& options) {
+  if (options.servers == 0 || options.index >= options.servers)
+    throw Error(Errc::kInvalidArgument, "server index " + std::to_string(options.index) + " is not below the " +
+                                            std::to_string(options.servers) + " servers");
+  if (options.workers == 0 || options.workers > kMaxWorkers)
+    throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
+                                            std::to_string(options.workers) + " (--workers)");
+  return options;
+}
+
 class ServerImpl {
  public:
   explicit ServerImpl(const ServerOptions& options)
-      : options_(options), admission_(options_), tickets_(std::make_unique<AdmissionTicket[]>(options.workers)) {
-    if (options.servers == 0 || options.index >= options.servers)
-      throw Error(Errc::kInvalidArgument, "server index " + std::to_string(options.index) + " is not below the " +
-                                              std::to_string(options.servers) + " servers");
-    if (options.workers == 0 || options.workers > kMaxWorkers)
-      throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
-                                              std::to_string(options.workers) + " (--workers)");
+      : options_(checked(options)),
+        admission_(options_),
+        tickets_(std::make_unique<AdmissionTicket[]>(options.workers)) {
     if (options.gpu_shard) require_gpu();  // refused now, clearly, without a device
     const auto listen = transport::SockAddr::parse(options.listen);
     if (options.config.secret.empty() && !options.insecure && !listen.is_loopback())

@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
                         ->check(rdmaps::cli::count(1, UINT32_MAX));
     auto* workers = app.add_option("--workers", options.workers, "workers the clock waits for")
                         ->envname("RDMAPS_WORKERS")
-                        ->check(rdmaps::cli::count(1, UINT32_MAX));
+                        ->check(rdmaps::cli::count(1, rdmaps::kMaxWorkers));
     app.add_option("--stats-interval", stats_s, "one stats line every SEC seconds (0: off)")
         ->envname("RDMAPS_STATS_INTERVAL")
         ->check(rdmaps::cli::count(0, 86400));

@@ -22,22 +22,13 @@ CLI::Validator worker_count(uint64_t min) {
   return CLI::Validator(
       [min](std::string& v) -> std::string {
         std::string copy = v;
-        if (std::string why = cli::count(min)(copy); !why.empty()) return why;
-        if (std::stoull(v) > kMaxWorkers)
-          return v + " is more than the " + std::to_string(kMaxWorkers) + " workers a server accepts";
-        return {};
+        if (cli::count(min, kMaxWorkers)(copy).empty()) return {};
+        copy = v;
+        const std::string why = cli::count(min)(copy);
+        if (!why.empty() && why.find("too large") == std::string::npos) return why;  // not a count at all
+        return v + " is more than the " + std::to_string(kMaxWorkers) + " workers a server accepts";
       },
       "");
-}
-
-// A float the update rule can use: 1e-50 would reach the servers as 0.
-CLI::Validator float_at_least_zero(bool strictly) {
-  return cli::number(
-      [strictly](double d) {
-        const float f = static_cast<float>(d);
-        return std::isfinite(f) && (strictly ? f > 0 : f >= 0);
-      },
-      strictly ? "a positive number" : "a number of at least 0");
 }
 
 // K:FACTOR or random:FACTOR, FACTOR at least 1.
@@ -120,7 +111,7 @@ Options parse_options(int argc, char** argv) {
           [](std::string& v) -> std::string {
             std::string copy = v;
             if (std::string why = worker_count(0)(copy); !why.empty()) return why;
-            return std::stoull(v) == 0 ? "needs at least 1 worker" : "";
+            return v.find_first_not_of('0') == std::string::npos ? "needs at least 1 worker" : "";
           },
           ""));
   auto* delay = app.add_option("--delay", o.delay,
@@ -144,9 +135,9 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--dc", o.dc, "delay compensation: off (SGD), constant (DC-ASGD-c), adaptive (DC-ASGD-a)")
       ->check(cli::one_of({"off", "constant", "adaptive"}))
       ->type_name("off|constant|adaptive");
-  app.add_option("--lr", o.lr, "learning rate")->check(float_at_least_zero(true));
-  app.add_option("--lambda", o.lambda, "DC-ASGD-c lambda")->check(float_at_least_zero(false));
-  app.add_option("--lambda0", o.lambda0, "DC-ASGD-a lambda0")->check(float_at_least_zero(false));
+  app.add_option("--lr", o.lr, "learning rate")->check(cli::positive());
+  app.add_option("--lambda", o.lambda, "DC-ASGD-c lambda")->check(cli::non_negative());
+  app.add_option("--lambda0", o.lambda0, "DC-ASGD-a lambda0")->check(cli::non_negative());
   app.add_option("--schedule", o.schedule, "learning rate over the run; cosine decays lr to 5 %")
       ->check(cli::one_of({"constant", "cosine"}))
       ->type_name("constant|cosine");

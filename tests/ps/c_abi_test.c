@@ -121,6 +121,16 @@ int main(void) {
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT, "bad config gave %s", rdmaps_status_name(st));
   CHECK(bad == NULL, "a failed create left a handle");
   CHECK(strstr(rdmaps_last_error(), "--staleness") != NULL, "message does not name the flag: %s", rdmaps_last_error());
+  /* A worker id from the environment past what a server serves is refused, not wrapped to worker 0. */
+  rdmaps_client_options from_env = {address, -1, "--transport shm", 0};
+  const char* ids[] = {"4294967296", "99999999999999999999", "-1", "7x"};
+  for (int i = 0; i < 4; ++i) {
+    setenv("RDMAPS_WORKER", ids[i], 1);
+    bad = (rdmaps_client*)1;
+    st = rdmaps_client_create(&from_env, &bad);
+    CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL, "RDMAPS_WORKER=%s gave %s", ids[i], rdmaps_status_name(st));
+  }
+  unsetenv("RDMAPS_WORKER");
 
   rdmaps_client_options co = {address, 0, "--transport shm", 0};
   rdmaps_client* client = NULL;

@@ -84,14 +84,32 @@ class ModuleTest(unittest.TestCase):
         self.assertIn("'b'", str(ctx.exception))
         self.assertIn("7", str(ctx.exception))
         self.assertEqual(ctx.exception.code, "invalid-argument")
+        # A bad argument fails that call alone: the worker goes on.
+        self.worker.init("b", np.ones(7, dtype=np.float32))
+        self.worker.push("b", np.ones(7, dtype=np.float32))
+        out = np.zeros(7, dtype=np.float32)
+        self.worker.pull("b", out)
+        np.testing.assert_array_equal(out, np.full(7, 0.5, dtype=np.float32))
+        self.worker.clock()
+        self.assertEqual(self.worker.stats()["clocks"], 1)
+
+    def test_a_bad_argument_nobody_waited_for_is_reported_by_wait_all(self):
+        good = np.ones(7, dtype=np.float32)
+        bad = np.zeros(8, dtype=np.float32)
+        self.worker._submit_push("b", bad.ctypes.data, bad.nbytes)
+        self.worker.wait(self.worker._submit_push("b", good.ctypes.data, good.nbytes))
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "'b'"):
+            self.worker.wait_all()
+        self.worker.wait_all()  # reported once
 
     def test_unknown_tensor_and_read_only_output(self):
         with self.assertRaisesRegex(rdmaps.InvalidArgument, "'nope'"):
             self.worker.push("nope", np.zeros(7, dtype=np.float32))
         frozen = np.zeros(7, dtype=np.float32)
         frozen.flags.writeable = False
-        with self.assertRaises((BufferError, ValueError)):
+        with self.assertRaisesRegex(ValueError, r"pull\('b'\): the output buffer must be writable"):
             self.worker.pull("b", frozen)
+        self.assertEqual(self.worker.stats()["pulls"], 0)  # the worker goes on
 
     def test_declare_after_connect(self):
         with self.assertRaisesRegex(rdmaps.InvalidArgument, "after connect"):
@@ -106,6 +124,26 @@ class ConfigurationTest(unittest.TestCase):
     def test_bad_value_names_the_flag(self):
         with self.assertRaisesRegex(rdmaps.InvalidArgument, "staleness"):
             rdmaps.Worker("127.0.0.1:1", 0, staleness="soon")
+
+    def test_numbers_beyond_their_field_name_the_flag(self):
+        for option, value, flag in (("staleness", 99999999999999999999, "staleness"),
+                                    ("dc_bound", 1e40, "dc-bound"), ("lr", 1e-50, "lr")):
+            with self.assertRaisesRegex(rdmaps.InvalidArgument, flag):
+                rdmaps.Worker("127.0.0.1:1", 0, **{option: value})
+
+    def test_a_refused_connect_is_refused_again(self):
+        served = ServerThread(rule="sgd")
+        try:
+            worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, rule="momentum", timeout=30)
+            worker.declare("w", 10)
+            for _ in range(2):  # not connected after the first refusal
+                with self.assertRaisesRegex(rdmaps.Error, "refused"):
+                    worker.connect()
+            with self.assertRaisesRegex(rdmaps.InvalidArgument, "connect"):
+                worker.push("w", np.zeros(10, dtype=np.float32))
+            worker.close()
+        finally:
+            served.close()
 
     def test_ctrl_c_stops_a_serving_server(self):
         code = ("import rdmaps; s = rdmaps.Server('127.0.0.1:0', transport='tcp', log_connections=False); "

@@ -51,6 +51,15 @@ refused "--rule: 'fast'" "${s[@]}" --rule=fast
 refused "--check-nan: 'maybe' is not on or off" "${s[@]}" --check-nan maybe
 refused "RDMAPS_WORKERS: '4294967297'" env RDMAPS_WORKERS=4294967297 "${s[@]}"
 refused "RDMAPS_LR: '-0.5'" env RDMAPS_LR=-0.5 "${s[@]}"
+# Numbers past their field: refused at once, not wrapped, saturated, thrown
+# from a later conversion (an abort) or allocated for.
+refused "--workers: '100000000' is not a whole number from 1 to 4096" "${s[@]}" --workers 100000000
+refused "--staleness: '99999999999999999999' is too large" "${s[@]}" --staleness 99999999999999999999
+refused "--max-bytes: '18446744073709551616' is too large" "${s[@]}" --max-bytes 18446744073709551616
+refused "--checkpoint-every: '99999999999999999999u'" "${s[@]}" --checkpoint-every 99999999999999999999u
+refused "--dc-bound: '1e39' is out of range" "${s[@]}" --dc-bound 1e39
+refused "--lr: '1e-50' is out of range" "${s[@]}" --lr 1e-50
+refused "RDMAPS_DC_TAU0: '1e40' is out of range" env RDMAPS_DC_TAU0=1e40 "${s[@]}"
 helps "$server" -- "(Env:RDMAPS_WORKERS)"
 helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
 
@@ -68,6 +77,10 @@ refused "unknown flag --floats" "${t[@]}" --floats 0
 refused "unknown flag --no-such-flag" "${t[@]}" --no-such-flag 3
 refused "flag --lr needs a value" "${t[@]}" --lr
 refused "--straggler: 'random'" "${t[@]}" --straggler random
+refused "--staleness: '99999999999999999999'" "${t[@]}" --staleness 99999999999999999999
+refused "--seed: '99999999999999999999' is too large" "${t[@]}" --seed 99999999999999999999
+refused "--virtual-workers: 99999999999999999999 is more than the 4096" "${t[@]}" --virtual-workers 99999999999999999999
+refused "--lr: '1e39' is out of range" "${t[@]}" --lr 1e39
 refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "${t[@]}"
 refused "RDMAPS_STALENESS_POLICY: 'never'" env RDMAPS_STALENESS_POLICY=never "${t[@]}"
 helps "$train" -- "(Env:RDMAPS_SHARD_FLOATS)"
@@ -89,6 +102,7 @@ if [ -n "$perf" ]; then
   refused "unknown flag --no-such-flag" "$perf" ps --no-such-flag
   refused "flag --floats needs a value" "$perf" ps --floats
   refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "$perf" ps
+  refused "--checkpoint-every: '99999999999999999999'" "$perf" ps --checkpoint-every 99999999999999999999
   helps "$perf" ps -- "(Env:RDMAPS_SHARD_FLOATS)"
   echo "== rdmaps-perf gpu"
   refused "--floats: '0'" "$perf" gpu --floats 0
