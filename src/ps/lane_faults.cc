@@ -50,6 +50,11 @@ void ServerLane::drop(Worker& w, const char* why) {
   if (why) update_min_clock();
 }
 
+void ServerLane::disconnect_all() {
+  for (auto& w : workers_) release(w);
+  closing_.clear();  // the server stops: no lane is left to wait for the workers' side of the close
+}
+
 void ServerLane::release(Worker& w) {
   w.live = false;
   live_[w.id].store(false, std::memory_order_release);

@@ -405,6 +405,9 @@ void ServerImpl::run() {
   for (auto& lane : lanes_) lane->stop();
   for (auto& lane : lanes_) lane->join();
   checkpointer_.finish(lanes_);  // the model as training left it
+  for (auto& lane : lanes_) lane->disconnect_all();
+  held_.clear();
+  closing_.clear();
 }
 
 void ServerImpl::resume() {

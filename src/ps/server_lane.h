@@ -108,6 +108,10 @@ class ServerLane {
   void start();
   void stop() { stop_.store(true); }
   void join();
+  /// Closes every worker's connection now, so that a worker of a stopped
+  /// server hears it at once instead of waiting out its timeout. Only after
+  /// join(); the counters stay for stats().
+  void disconnect_all();
   bool finished() const { return finished_.load(); }
   /// Whether `worker` is connected to this lane now.
   bool live(uint32_t worker) const { return live_[worker].load(std::memory_order_acquire); }
