@@ -139,7 +139,9 @@ class Worker {
     o.servers = std::move(servers);
     o.worker = worker;
     o.config = parse_flags(flags);
-    if (timeout_seconds <= 0) throw Error(Errc::kInvalidArgument, "timeout must be positive");
+    if (!(timeout_seconds > 0 && timeout_seconds <= 1e9))
+      throw Error(Errc::kInvalidArgument, "Worker: timeout=" + std::to_string(timeout_seconds) +
+                                              " is not a number of seconds above 0 (at most 1e9)");
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
     if (o.servers.empty()) throw Error(Errc::kInvalidArgument, "Worker: the server list is empty");
     client_ = std::make_unique<Client>(o);
@@ -225,18 +227,30 @@ class PyServer {
       }
       finished = true;
     });
-    for (;;) {
-      {
-        py::gil_scoped_release release;
-        for (int i = 0; i < 10 && !finished; ++i) std::this_thread::sleep_for(10ms);
+    // A daemon thread still in serve() at interpreter exit is ended when it
+    // takes the GIL back (CPython exits the thread, unwinding its stack). So
+    // the GIL is taken back in plain code, never in a destructor (unwinding
+    // out of one terminates the process), and the runner is stopped and joined
+    // on that path too.
+    struct JoinOnExit {
+      Server& server;
+      std::thread& runner;
+      ~JoinOnExit() {
+        if (!runner.joinable()) return;
+        server.stop();
+        runner.join();
       }
+    } join_on_exit{*server_, runner};
+    for (;;) {
+      PyThreadState* state = PyEval_SaveThread();
+      for (int i = 0; i < 10 && !finished; ++i) std::this_thread::sleep_for(10ms);
+      PyEval_RestoreThread(state);
       if (finished) break;
       if (PyErr_CheckSignals() != 0) {
         server_->stop();
-        {
-          py::gil_scoped_release release;
-          runner.join();
-        }
+        state = PyEval_SaveThread();
+        runner.join();
+        PyEval_RestoreThread(state);
         throw py::error_already_set();
       }
     }
@@ -421,6 +435,9 @@ PYBIND11_MODULE(_rdmaps, m) {
       .def(py::init([](const std::string& listen, uint32_t index, uint32_t servers, uint32_t workers,
                        const std::vector<std::string>& flags, bool rule_from_workers, bool log_connections,
                        double stats_interval, bool exit_when_done, bool insecure, const std::string& metrics) {
+             if (!(stats_interval >= 0 && stats_interval <= 86400))
+               throw Error(Errc::kInvalidArgument, "Server: stats_interval=" + std::to_string(stats_interval) +
+                                                       " is not a number of seconds from 0 (off) to 86400");
              ServerOptions o;
              o.metrics = metrics;
              o.listen = listen;

@@ -42,6 +42,9 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
+MAX_LOCAL_PROCESSES = 256  # as rdmaps-train's local runs: more is a cluster's job
+
+
 def launch(nproc, command, master_port=None, env=None, prefix=True):
     """Runs `command` (a list) nproc times; returns the exit status (0, or the first failure's)."""
     if nproc < 1:
@@ -121,6 +124,10 @@ def main(argv=None):
     ap.add_argument("script", help="a Python script, or -m module (with --no-python: a program)")
     ap.add_argument("args", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
+    if not 1 <= a.nproc <= MAX_LOCAL_PROCESSES:
+        ap.error(f"--nproc {a.nproc}: start 1 to {MAX_LOCAL_PROCESSES} processes on this machine")
+    if a.master_port is not None and not 1 <= a.master_port <= 65535:
+        ap.error(f"--master-port {a.master_port}: not a port (1 to 65535)")
     if a.no_python:
         command = [a.script] + a.args
     elif a.script == "-m":

@@ -52,6 +52,10 @@ class Placement:
 def detect(env=None, num_servers=None):
     """The Placement the environment `env` (default os.environ) describes."""
     env = dict(os.environ if env is None else env)
+    if num_servers is not None and (isinstance(num_servers, bool) or not isinstance(num_servers, int)
+                                    or num_servers < 1):
+        raise LaunchError(f"num_servers={num_servers!r} is not a whole number of at least 1 (None: from the "
+                          "environment)")
     try:
         fields = _rdmaps._detect_placement(env, num_servers or 0)
     except _rdmaps.InvalidArgument as e:

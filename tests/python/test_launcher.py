@@ -113,6 +113,16 @@ class LaunchTest(unittest.TestCase):
         self.assertEqual(status, 7)
         self.assertLess(time.monotonic() - start, 30, "the sleeping process was not stopped")
 
+    def test_bad_counts_and_ports_are_usage_errors(self):
+        for args, said in ((["--nproc", "0"], "--nproc 0"), (["-n", "-2"], "--nproc -2"),
+                           (["-n", "99999"], "--nproc 99999"), (["-n", "1", "--master-port", "99999"],
+                                                                "--master-port 99999")):
+            p = subprocess.run([sys.executable, "-m", "rdmaps.launch", *args, "--no-python", "true"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(said, p.stderr)
+            self.assertNotIn("Traceback", p.stderr)
+
     def test_sigterm_to_the_launcher_reaches_every_process(self):
         with tempfile.TemporaryDirectory() as d:
             code = f"import os, time\nopen(os.path.join({d!r}, os.environ['RANK']), 'w').write(str(os.getpid()))\n" \

@@ -130,6 +130,14 @@ class ConfigurationTest(unittest.TestCase):
                                     ("dc_bound", 1e40, "dc-bound"), ("lr", 1e-50, "lr")):
             with self.assertRaisesRegex(rdmaps.InvalidArgument, flag):
                 rdmaps.Worker("127.0.0.1:1", 0, **{option: value})
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "timeout=nan"):
+            rdmaps.Worker("127.0.0.1:1", 0, timeout=float("nan"))
+        for interval in (-1, float("nan")):
+            with self.assertRaisesRegex(rdmaps.InvalidArgument, "stats_interval"):
+                rdmaps.Server("127.0.0.1:0", transport="tcp", stats_interval=interval)
+        from rdmaps import launcher
+        with self.assertRaisesRegex(launcher.LaunchError, "num_servers=0"):
+            launcher.detect({"RDMAPS_RANK": "0", "RDMAPS_WORLD_SIZE": "2"}, 0)
 
     def test_a_refused_connect_is_refused_again(self):
         served = ServerThread(rule="sgd")
@@ -158,6 +166,21 @@ class ConfigurationTest(unittest.TestCase):
                 p.kill()
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("KeyboardInterrupt", err)
+
+    def test_exit_with_a_server_serving_in_a_daemon_thread(self):
+        # The interpreter ends the daemon thread while it finalizes; an object
+        # torn down then that gives the GIL away lets the thread run into it.
+        code = ("import threading, time, rdmaps\n"
+                "s = rdmaps.Server('127.0.0.1:0', transport='tcp', log_connections=False)\n"
+                "threading.Thread(target=s.serve, daemon=True).start()\n"
+                "time.sleep(0.2)\n"
+                "class SlowToGo:\n"
+                "    def __del__(self):\n"
+                "        time.sleep(0.1)\n"
+                "keep = SlowToGo()\n")
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("terminate", p.stderr)
 
     def test_a_server_off_loopback_needs_a_secret_or_insecure(self):
         saved = {k: os.environ.pop(k) for k in ("RDMAPS_SECRET", "RDMAPS_SECRET_FILE") if k in os.environ}
@@ -221,6 +244,19 @@ class ConfigurationTest(unittest.TestCase):
                 worker.push("w", np.ones(16, dtype=np.float32))
                 worker.clock()
         self.assertIn(address.rpartition(":")[2], str(ctx.exception))
+        worker.close()
+
+    def test_a_stopped_server_is_reported_at_once(self):
+        served = ServerThread(workers=2, rule="sgd")
+        worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, rule="sgd", staleness=0, timeout=60)
+        worker.declare("w", 10)
+        worker.connect()
+        worker.push("w", np.zeros(10, dtype=np.float32))
+        served.close()  # stop() while worker 1 never came: worker 0's clock would wait for it
+        start = time.monotonic()
+        with self.assertRaises(rdmaps.PeerGone):
+            worker.clock()
+        self.assertLess(time.monotonic() - start, 20, "the worker waited out its timeout instead")
         worker.close()
 
     def test_a_worker_reconnects_to_a_server_restarted_from_its_checkpoint(self):

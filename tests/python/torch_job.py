@@ -107,6 +107,14 @@ def accumulate():
     torch.manual_seed(1)
     model = mlp()
     lr, wd = 0.25, 0.01
+    # Refused constructions leave nothing behind: the corrected one below connects.
+    sgd = lambda: torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd)  # noqa: E731
+    expect_raises(ValueError, "staleness=2.7 is not a whole number",
+                  lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), staleness=2.7))
+    expect_raises(ValueError, "backward_passes_per_step=1.5 is not a whole number",
+                  lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), backward_passes_per_step=1.5))
+    expect_raises(ValueError, "--bogus",
+                  lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), bogus=1))
     opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd),
                                    model.named_parameters(), backward_passes_per_step=2)
     rps.broadcast_parameters(model.state_dict())

@@ -8,6 +8,13 @@ import rdmaps
 from . import runtime
 
 
+def _whole(x):
+    """An int, or a float with no fractional part (2.0, not 2.7 or True)."""
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, int) or (isinstance(x, float) and x.is_integer())
+
+
 def _check_tensor(what, name, t, numel):
     """The address and byte size of a tensor rdmaps may read or write, or a clear exception."""
     if t.dtype != torch.float32:
@@ -89,22 +96,30 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self.defaults = optimizer.defaults
         self.state = optimizer.state
         self._hook_for_profile()
-        if backward_passes_per_step < 1:
-            raise ValueError("backward_passes_per_step must be at least 1")
+        if not _whole(backward_passes_per_step) or backward_passes_per_step < 1:
+            raise ValueError(f"backward_passes_per_step={backward_passes_per_step!r} is not a whole number of at "
+                             "least 1")
+        if not (staleness is None or staleness == math.inf or (_whole(staleness) and staleness >= 0)):
+            raise ValueError(f"staleness={staleness!r} is not a whole number of at least 0, None or math.inf")
         self._passes_per_step = int(backward_passes_per_step)
         self._params = self._name_parameters(named_parameters)
         rule = _rule_options(optimizer, dc, lambda_)
         self._weight_decay = optimizer.param_groups[0]["weight_decay"]
         self._sent_lr = None  # the rate the pushes carry; follows param_groups (schedulers)
 
-        servers, worker_index, base, timeout = runtime._worker_connection(self)
+        servers, worker_index, base, timeout = runtime._worker_connection()
         base.update(dict(config or {}, **options))
         base.update(rule)
         base["staleness"] = math.inf if staleness is None or staleness == math.inf else int(staleness)
         self._worker = rdmaps.Worker(servers, worker_index, base, timeout=timeout)
-        for name, p in self._params:
-            self._worker.declare(name, p.numel())
-        self._worker.connect()
+        try:
+            for name, p in self._params:
+                self._worker.declare(name, p.numel())
+            self._worker.connect()
+        except BaseException:
+            self._worker.close()  # nothing half-made stays behind: a corrected retry may connect
+            raise
+        runtime._adopt(self)  # from here on, shutdown() closes it
         self._pull_targets = []  # (name, address, bytes), made by the first _load_parameters()
 
         self._pending = []  # (ticket, tensor kept alive until the push is done)

@@ -124,16 +124,20 @@ def _require_init(what):
         raise RuntimeError(f"rdmaps.torch.{what}: call rdmaps.torch.init() first")
 
 
-def _worker_connection(optimizer):
+def _worker_connection():
     """Hands the optimizer what it needs to connect (servers, worker index,
     configuration, timeout); one optimizer per process."""
-    global _optimizer
     _require_init("DistributedOptimizer")
     if _optimizer is not None:
         raise RuntimeError("rdmaps.torch: a DistributedOptimizer already exists in this process; the servers keep "
                            "one set of tensors per job")
-    _optimizer = optimizer
     return _servers, _placement.worker_index, dict(_options), _timeout
+
+
+def _adopt(optimizer):
+    """The optimizer connected: it is this process's, and shutdown() closes it."""
+    global _optimizer
+    _optimizer = optimizer
 
 
 def broadcast_parameters(state_dict, root_rank=0):
