@@ -435,14 +435,22 @@ int perf_transport_main(int argc, char** argv, int first) {
   capture(app.add_option("--peer-failure", f.peer_failure, "UCX peer-failure handling (on costs tcp its RMA lanes)")
               ->check(cli::one_of({"on", "off"})));
   app.add_flag("--json", f.json, "one JSON object per size instead of the table");
-  app.add_option("--peer", f.peer, "connect to a target started with --role server")->type_name("HOST:PORT");
+  auto* peer =
+      app.add_option("--peer", f.peer, "connect to a target started with --role server")->type_name("HOST:PORT");
   capture(app.add_option("--role", f.role, "server: run the target side")->check(cli::one_of({"server", "client"})));
-  capture(app.add_option("--listen", f.listen, "target's listen address")->type_name("HOST:PORT"));
+  auto* listen = app.add_option("--listen", f.listen, "target's listen address")->type_name("HOST:PORT");
+  capture(listen);
   app.add_option("--report-fd", f.report_fd, "started by another benchmark: report there")
       ->check(cli::count(0, INT32_MAX))
       ->group("");
   app.add_option("--seed", f.seed, "data pattern seed (default: random)")->check(cli::count(0));
   if (!parse(app, argc, argv, first)) return 0;
+  // The other side's flag would be ignored without a word.
+  if (f.role == "server" && peer->count() > 0)
+    throw Error(Errc::kInvalidArgument, "--peer: the target (--role server) connects to nobody; give it --listen");
+  if (f.role != "server" && listen->count() > 0)
+    throw Error(Errc::kInvalidArgument,
+                "--listen: only the target (--role server) listens; a client connects with --peer");
   if (f.role == "server") return run_server(f);
   return run_client(f);
 }

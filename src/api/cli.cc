@@ -103,7 +103,9 @@ bool on_command_line(const std::vector<std::string>& args, const std::string& na
 std::string with_source(const CLI::App& app, const std::vector<std::string>& args, std::string message) {
   for (const CLI::Option* o : app.get_options()) {
     const std::string name = o->get_name();
-    if (name.empty() || message.rfind(name + ":", 0) != 0) continue;
+    const bool leads = !name.empty() && message.rfind(name, 0) == 0 && message.size() > name.size() &&
+                       (message[name.size()] == ':' || message[name.size()] == ' ');
+    if (!leads) continue;
     const std::string& env = o->get_envname();
     if (!env.empty() && !on_command_line(args, name) && std::getenv(env.c_str()))
       return env + message.substr(name.size());

@@ -292,6 +292,10 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
       "server threads, each owning part of the shards (auto: one per core)",
       word_or("auto", cli::count(0, 1024), "a thread count in 0..1024 or auto"), "N|auto");
   switch_("skip-pulls", config.skip_pulls, "SSP: skip the pulls the bound allows (off: pull every clock)");
+  // Checkpoint settings without a directory would silently do nothing.
+  if (wanted("checkpoint-dir"))
+    for (const char* flag : {"--checkpoint-every", "--checkpoint-keep"})
+      if (CLI::Option* o = app.get_option_no_throw(flag)) o->needs(app.get_option("--checkpoint-dir"));
   if (wanted("secret-file"))
     app.final_callback([&app, &config] {
       const char* secret = std::getenv("RDMAPS_SECRET");

@@ -88,14 +88,21 @@ std::string read_all(const Child& child) {
   return out;
 }
 
-int wait_child(Child& child) {
+int wait_child(Child& child, std::string* how) {
   if (child.read_fd >= 0) close(child.read_fd);
   child.read_fd = -1;
   if (child.pid <= 0) return 0;
   int status = 0;
   waitpid(child.pid, &status, 0);
   child.pid = -1;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (WIFEXITED(status)) {
+    if (how) *how = "exited with status " + std::to_string(WEXITSTATUS(status)) + "; its error is above";
+    return WEXITSTATUS(status);
+  }
+  if (how)
+    *how = "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) +
+           (WTERMSIG(status) == SIGKILL ? "; by hand, or by the kernel out of memory: see dmesg" : "") + ")";
+  return 128 + WTERMSIG(status);
 }
 
 void report(int fd, const void* data, size_t n) {

@@ -28,8 +28,9 @@ void end_with_parent(const char* program);
 void read_report(const Child& child, void* data, size_t n, const std::string& what);
 /// Reads everything until the child closes its end.
 std::string read_all(const Child& child);
-/// Waits for the child; returns its exit status (128+signal when killed).
-int wait_child(Child& child);
+/// Waits for the child; returns its exit status (128+signal when killed) and,
+/// in `how`, says which ("exited with status 3; ...", "was killed by signal 9 ...").
+int wait_child(Child& child, std::string* how = nullptr);
 /// Writes to the fd named by --report-fd.
 void report(int fd, const void* data, size_t n);
 /// Local runs are authenticated too: unless the user gave a shared secret

@@ -235,10 +235,8 @@ RunResult run_local(const Options& o, bool progress) {
         }
       }
       if (c.eof && i >= servers.size() && c.fd() >= 0) {
-        int status = tools::wait_child(c.child);
-        if (status != 0)
-          throw Error(Errc::kInternal,
-                      c.name + " failed (exit status " + std::to_string(status) + "); its error is above");
+        std::string how;
+        if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kInternal, c.name + " failed: it " + how);
         ++children_done;
       }
     }
@@ -344,6 +342,26 @@ void check_writable(const std::string& dir) {
   std::remove(probe.c_str());
 }
 
+// One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
+  std::string out = "\"";
+  for (char c : v) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+// A gnuplot single-quoted string ('' is a quote), and a shell word.
+std::string gnuplot_quoted(const std::string& v) {
+  std::string out = "'";
+  for (char c : v) out += c == '\'' ? std::string("''") : std::string(1, c);
+  return out + "'";
+}
+std::string shell_quoted(const std::string& v) {
+  std::string out = "'";
+  for (char c : v) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
 void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, bool json) {
   make_out_dir(dir);
   std::ostringstream csv;
@@ -351,7 +369,7 @@ void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, b
   for (const auto& r : runs)
     for (const auto& p : r.curve) {
       csv.precision(6);
-      csv << r.label << "," << p.seconds << "," << p.epoch << "," << p.accuracy << ",";
+      csv << csv_field(r.label) << "," << p.seconds << "," << p.epoch << "," << p.accuracy << ",";
       csv.precision(17);  // as the worker measured it: deterministic runs compare bit for bit
       csv << p.loss << "," << p.updates << "\n";
     }
@@ -361,7 +379,8 @@ void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, b
   // Plot with gnuplot when it is there; the CSV is the result either way.
   const std::string script = dir + "/accuracy.gp";
   std::ostringstream gp;
-  gp << "set terminal pngcairo size 900,560\nset output '" << dir << "/accuracy.png'\nset datafile separator ','\n"
+  gp << "set terminal pngcairo size 900,560\nset output " << gnuplot_quoted(dir + "/accuracy.png")
+     << "\nset datafile separator ','\n"
      << "set key bottom right\nset grid\nset xlabel 'wall-clock seconds'\nset ylabel 'test accuracy'\nset yrange "
         "[0.5:0.95]\n"
      << "set title 'rdmaps-train: Fashion-MNIST MLP'\nplot ";
@@ -370,14 +389,15 @@ void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, b
     std::ostringstream c;
     for (const auto& p : runs[i].curve) c << p.seconds << "," << p.accuracy << "\n";
     write_file(file, c.str());
-    gp << (i ? ", " : "") << "'" << file << "' using 1:2 with linespoints title '" << runs[i].label << "'";
+    gp << (i ? ", " : "") << gnuplot_quoted(file) << " using 1:2 with linespoints title "
+       << gnuplot_quoted(runs[i].label);
   }
   gp << "\n";
   write_file(script, gp.str());
   std::string plot;
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
     plot = " (no plot: gnuplot is not installed; apt-get install gnuplot-nox)";
-  else if (std::system(("gnuplot '" + script + "' 2>" + dir + "/gnuplot.err").c_str()) != 0)
+  else if (std::system(("gnuplot " + shell_quoted(script) + " 2>" + shell_quoted(dir + "/gnuplot.err")).c_str()) != 0)
     plot = " (no plot: gnuplot failed, see " + dir + "/gnuplot.err)";
   else
     plot = ", " + dir + "/accuracy.png";

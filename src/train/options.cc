@@ -180,10 +180,13 @@ Options parse_options(int argc, char** argv) {
   auto* role = app.add_option("--role", o.role, "run one process of a cluster job")
                    ->check(cli::one_of({"driver", "server", "worker", "virtual"}))
                    ->type_name("driver|server|worker|virtual");
-  app.add_option("--listen", o.listen, "server: address to serve on")->type_name("HOST:PORT");
-  app.add_option("--index", o.index, "server: its rank among --servers")->check(cli::count(0, UINT32_MAX));
-  app.add_option("--worker", o.worker, "worker: its rank among --workers")->check(cli::count(0, UINT32_MAX));
-  app.add_option("--servers-list", o.servers_list, "worker: the servers' addresses")->type_name("H:P,H:P");
+  auto* listen = app.add_option("--listen", o.listen, "server: address to serve on")->type_name("HOST:PORT");
+  auto* index =
+      app.add_option("--index", o.index, "server: its rank among --servers")->check(cli::count(0, UINT32_MAX));
+  auto* worker =
+      app.add_option("--worker", o.worker, "worker: its rank among --workers")->check(cli::count(0, UINT32_MAX));
+  auto* servers_list =
+      app.add_option("--servers-list", o.servers_list, "worker: the servers' addresses")->type_name("H:P,H:P");
   app.add_option("--report-fd", o.report_fd, "a local run's child: report there")
       ->check(cli::count(0, INT32_MAX))
       ->group("");
@@ -208,6 +211,22 @@ Options parse_options(int argc, char** argv) {
   o.servers_given = servers->count() > 0;
   o.config_args = cli::given(config_options);
 
+  // A role's own flags elsewhere would be ignored without a word: a local run
+  // and a launched job choose addresses and ranks themselves.
+  const std::string explicit_role = o.role_given ? o.role : "";
+  for (auto [flag, its_role] : {std::pair{listen, "server"}, {index, "server"}, {worker, "worker"}})
+    if (flag->count() > 0 && explicit_role != its_role)
+      bad_flag(flag->get_name(), std::string("only --role ") + its_role +
+                                     " reads it (a local run and a launched job choose it themselves)");
+  if (servers_list->count() > 0 && explicit_role != "worker" && explicit_role != "virtual")
+    bad_flag("--servers-list",
+             "only --role worker or virtual reads it (a local run and a launched job choose it themselves)");
+  if (servers_list->count() > 0 && o.servers_given) {
+    const auto listed = static_cast<uint32_t>(std::count(o.servers_list.begin(), o.servers_list.end(), ',') + 1);
+    if (listed != o.servers)
+      bad_flag("--servers-list",
+               "names " + std::to_string(listed) + " servers, --servers says " + std::to_string(o.servers));
+  }
   if (delay->count() > 0) DelaySpec::parse("--delay", o.delay);
   if (o.virtual_workers) {
     if (o.workers_given && o.workers != o.virtual_workers)

@@ -60,6 +60,8 @@ refused "--checkpoint-every: '99999999999999999999u'" "${s[@]}" --checkpoint-eve
 refused "--dc-bound: '1e39' is out of range" "${s[@]}" --dc-bound 1e39
 refused "--lr: '1e-50' is out of range" "${s[@]}" --lr 1e-50
 refused "RDMAPS_DC_TAU0: '1e40' is out of range" env RDMAPS_DC_TAU0=1e40 "${s[@]}"
+refused "--checkpoint-every requires --checkpoint-dir" "${s[@]}" --checkpoint-every 10s
+refused "RDMAPS_CHECKPOINT_KEEP requires --checkpoint-dir" env RDMAPS_CHECKPOINT_KEEP=3 "${s[@]}"
 helps "$server" -- "(Env:RDMAPS_WORKERS)"
 helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
 
@@ -81,6 +83,11 @@ refused "--staleness: '99999999999999999999'" "${t[@]}" --staleness 999999999999
 refused "--seed: '99999999999999999999' is too large" "${t[@]}" --seed 99999999999999999999
 refused "--virtual-workers: 99999999999999999999 is more than the 4096" "${t[@]}" --virtual-workers 99999999999999999999
 refused "--lr: '1e39' is out of range" "${t[@]}" --lr 1e39
+# A role's own flags without that role would be ignored without a word.
+refused "--servers-list: only --role worker or virtual reads it" "${t[@]}" --servers-list 127.0.0.1:9
+refused "--listen: only --role server reads it" "${t[@]}" --listen 127.0.0.1:9
+refused "--worker: only --role worker reads it" "${t[@]}" --role server --worker 1
+refused "--servers-list: names 1 servers, --servers says 2" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9
 refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "${t[@]}"
 refused "RDMAPS_STALENESS_POLICY: 'never'" env RDMAPS_STALENESS_POLICY=never "${t[@]}"
 helps "$train" -- "(Env:RDMAPS_SHARD_FLOATS)"
@@ -93,6 +100,8 @@ if [ -n "$perf" ]; then
   refused "--window: '4294967297'" "$perf" transport --window 4294967297
   refused "unknown flag --floats" "$perf" transport --floats 0
   refused "flag --sizes needs a value" "$perf" transport --sizes
+  refused "--listen: only the target (--role server) listens" "$perf" transport --listen 127.0.0.1:9
+  refused "--peer: the target (--role server) connects to nobody" "$perf" transport --role server --peer 127.0.0.1:9
   helps "$perf" transport -- "--sizes"
   echo "== rdmaps-perf ps"
   refused "--workers: '4294967297'" "$perf" ps --workers 4294967297

@@ -50,6 +50,27 @@ check() {
 check train-term TERM "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport shm
 check train-kill KILL "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport tcp
 check perf-kill KILL "$perf" ps --transport shm --floats 1000000 --workers 2 --iters 1000000
+# The other way round: a worker killed under a running job is reported as
+# killed, naming the signal (it leaves no error of its own to point to).
+setsid "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport shm >"$out/worker-kill.log" 2>&1 &
+top=$!
+groups+=("$top")
+worker=""
+for _ in $(seq 200); do
+  worker=$(pgrep -P "$top" -f -- "--role worker" | head -1 || true)
+  [ -n "$worker" ] && break
+  sleep 0.1
+done
+[ -n "$worker" ] || fail "worker-kill: no worker process after 20 s"
+sleep 1
+kill -9 "$worker"
+status=0
+timeout 60 tail --pid="$top" -f /dev/null || fail "worker-kill: the driver still runs 60 s after its worker was killed"
+wait "$top" || status=$?
+[ "$status" -ne 0 ] || fail "worker-kill: the driver exited 0"
+grep -q "was killed by signal 9" "$out/worker-kill.log" || fail "worker-kill: not named: $(tail -3 "$out/worker-kill.log")"
+echo "ok: a killed worker is reported: $(grep -o 'worker [0-9]* failed: it was killed by signal 9[^)]*)' "$out/worker-kill.log" | head -1)"
+
 # A child that finds its parent already gone exits instead of starting.
 RDMAPS_PARENT_PID=1 "$train" --role virtual >"$out/orphan.log" 2>&1 && fail "a child whose parent is gone ran"
 grep -q "the parent process 1 is gone" "$out/orphan.log" || fail "no reason given: $(cat "$out/orphan.log")"

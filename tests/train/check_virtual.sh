@@ -37,7 +37,15 @@ cut -d, -f1,3- "$out/a-tcp/metrics.csv" | cmp -s - "$out/a.curve" || fail "tcp a
 
 # 2. A geometric delay gives staleness a tail, still exactly as scheduled, and
 #    a different seed a different schedule.
-g1=$("$train" --virtual-workers 8 --delay geometric:4 --seed 1 "${small[@]}" --out "$out/g1" 2>/dev/null)
+g1=$("$train" --virtual-workers 8 --delay geometric:4 --seed 1 "${small[@]}" --label "geo's, \"4\"" --out "$out/g1" 2>/dev/null)
+# A label with a comma and quotes is one field of metrics.csv (RFC 4180
+# quoting) and a title of the plot (gnuplot's quoting).
+py 'import csv,sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert rows and all(r["run"] == "geo\x27s, \"4\"" for r in rows), rows[:2]
+float(rows[-1]["test_accuracy"])' "$out/g1/metrics.csv" || fail "metrics.csv does not read back the label"
+if command -v gnuplot >/dev/null; then [ -s "$out/g1/accuracy.png" ] || fail "no plot: $(cat "$out/g1/gnuplot.err")"; fi
+
 g2=$("$train" --virtual-workers 8 --delay geometric:4 --seed 2 "${small[@]}" --out "$out/g2" 2>/dev/null)
 py 'import json,sys
 a, b = (json.loads(x) for x in sys.argv[1:])
