@@ -17,6 +17,10 @@ void ClientImpl::declare(const std::string& name, size_t floats) {
   if (partition_) throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
   if (name.empty() || floats == 0)
     throw Error(Errc::kInvalidArgument, "declare: a tensor needs a name and at least one float");
+  if (name.size() > kMaxTensorName)
+    throw Error(Errc::kInvalidArgument, "declare: a tensor name of " + std::to_string(name.size()) +
+                                            " bytes is longer than the " + std::to_string(kMaxTensorName) +
+                                            " the protocol carries");
   for (const auto& t : declared_)
     if (t.name == name) throw Error(Errc::kInvalidArgument, "tensor '" + name + "' declared twice");
   declared_.push_back({name, floats});

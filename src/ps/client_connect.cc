@@ -33,12 +33,13 @@ Welcome ClientImpl::connect_one(uint32_t index) {
   if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
       welcome.shard_floats != config_.shard_floats ||
       welcome.lanes.back().first_shard + welcome.lanes.back().shards != link.shards)
-    throw Error(Errc::kProtocol, "server " + link.address + " serves floats [" + std::to_string(welcome.range_begin) +
-                                     ", " + std::to_string(welcome.range_end) + ") with shards of " +
-                                     std::to_string(welcome.shard_floats) + ", this worker expected [" +
-                                     std::to_string(link.range.begin) + ", " + std::to_string(link.range.end) +
-                                     ") and " + std::to_string(config_.shard_floats) +
-                                     ": check --servers order and --shard-floats on both sides");
+    throw Error(
+        Errc::kProtocol,
+        "server " + link.address + " serves floats [" + std::to_string(welcome.range_begin) + ", " +
+            std::to_string(welcome.range_end) + ") with shards of " + std::to_string(welcome.shard_floats) +
+            ", this worker expected [" + std::to_string(link.range.begin) + ", " + std::to_string(link.range.end) +
+            ") and " + std::to_string(config_.shard_floats) +
+            ": check the server list (every server of the job, in index order) and --shard-floats on both sides");
   link.use_am = welcome.push_path == static_cast<uint32_t>(PushPath::kAm);
   link.receive_layout = ReceiveLayout{welcome.lanes.size(), link.shards, link.range.size()};
   // Registered once, remote-write for this server's lanes only.

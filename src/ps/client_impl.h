@@ -82,6 +82,12 @@ class ClientImpl {
  public:
   explicit ClientImpl(const ClientOptions& options) : options_(options), config_(options.config) {
     if (options.servers.empty()) throw Error(Errc::kInvalidArgument, "a client needs at least one server address");
+    for (size_t i = 0; i < options.servers.size(); ++i)
+      for (size_t j = 0; j < i; ++j)
+        if (options.servers[i] == options.servers[j])
+          throw Error(Errc::kInvalidArgument, "server " + options.servers[i] + " is listed twice (at " +
+                                                  std::to_string(j) + " and " + std::to_string(i) +
+                                                  "): every server of the job once, in index order");
     if (!options.metrics.empty())
       metrics_ = std::make_unique<metrics::HttpEndpoint>(options.metrics, "--metrics", [this] {
         std::unique_lock<std::mutex> lock(published_mu_);

@@ -18,7 +18,7 @@ constexpr uint32_t kLaneHelloTag = 0x484e414c;    // "LANH"
 constexpr uint32_t kLaneWelcomeTag = 0x574e414c;  // "LANW"
 constexpr size_t kMaxLanes = 4096;
 constexpr size_t kMaxTensors = 1u << 20;
-constexpr size_t kMaxName = 4096;
+constexpr size_t kMaxName = kMaxTensorName;  // and refusal reasons
 constexpr size_t kMaxRegion = 64 * 1024;
 
 // The rule's float parameters, in wire order: one list for the Config copy,

@@ -421,7 +421,7 @@ void ServerImpl::resume() {
         ": starting empty");
     return;
   }
-  const Checkpoint& c = *found;
+  Checkpoint& c = *found;
   const CheckpointHeader& h = c.header;
   auto refuse = [&](const std::string& why) {
     throw Error(Errc::kInvalidArgument, "cannot resume from '" + c.path + "': " + why);
@@ -443,6 +443,14 @@ void ServerImpl::resume() {
     h.rule.apply_to(restored);
   } else if (std::string d = RuleParams::from(config).difference(h.rule); !d.empty()) {
     log("resuming with this server's update rule, not the checkpoint's (" + d + ", this server's first)");
+  }
+  // Another rule's optimizer state means something else (a momentum buffer is
+  // no mean square): read as this rule's, it made the first step NaN.
+  if (static_cast<uint32_t>(restored.rule) != h.rule.rule && !c.state.empty()) {
+    log(std::string("the checkpoint's optimizer state belongs to rule ") +
+        rule_name(static_cast<UpdateRule>(h.rule.rule)) + ": " + rule_name(restored.rule) +
+        " starts with fresh state (the parameters are resumed)");
+    c.state.clear();
   }
   admission_.restore(h.tensors, h.staleness, restored);
   start_lanes(restored, h.tensors, h.staleness, &c);

@@ -1,5 +1,4 @@
 // rdmaps-server: one parameter-server process.
-#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -14,15 +13,7 @@
 #include "src/api/cli.h"
 #include "src/api/config_flags.h"
 #include "src/launch/server_directory.h"
-
-namespace {
-
-rdmaps::Server* g_server = nullptr;
-void on_signal(int) {
-  if (g_server) g_server->stop();
-}
-
-}  // namespace
+#include "src/tools/stop_on_signal.h"
 
 int main(int argc, char** argv) {
   try {
@@ -112,9 +103,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "rdmaps-server %s; addresses through %s\n", placement->describe().c_str(),
                    directory->method().c_str());
     }
-    g_server = &server;
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
+    rdmaps::tools::StopOnSignal stop_on_signal(server);
     std::fprintf(stderr, "rdmaps-server %u/%u listening on %s for %u worker(s)\nconfig: %s\nmachine: %s\n",
                  options.index, options.servers, address.c_str(), options.workers,
                  rdmaps::describe(options.config).c_str(), rdmaps::summary(rdmaps::probe_capabilities()).c_str());

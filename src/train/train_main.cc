@@ -15,6 +15,7 @@
 #include "rdmaps/server.h"
 #include "src/launch/server_directory.h"
 #include "src/tools/child_process.h"
+#include "src/tools/stop_on_signal.h"
 #include "src/train/driver.h"
 #include "src/train/options.h"
 #include "src/train/virtual_workers.h"
@@ -42,7 +43,8 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
   so.config = config_of(o);
   so.metrics = o.metrics;
   if (o.report_fd < 0) so.stats_interval = std::chrono::seconds(10);
-  so.log_connections = o.report_fd < 0;  // embedded: the driver's progress line speaks for the server
+  so.stall_warning = std::chrono::seconds(60);  // a stopped worker holds the job: say who
+  so.log_connections = o.report_fd < 0;         // embedded: the driver's progress line speaks for the server
   Server server(so);
   std::string address = server.address();
   if (directory) {
@@ -54,6 +56,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
                  describe(so.config).c_str(),
                  so.metrics.empty() ? "" : ("; metrics at http://" + server.metrics_address() + "/metrics").c_str());
   if (o.report_fd < 0) {
+    tools::StopOnSignal stop_on_signal(server);  // SIGTERM: the final checkpoint, then the done line
     server.run();
     auto s = server.stats();
     std::fprintf(stderr,

@@ -131,11 +131,24 @@ int main(void) {
     CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL, "RDMAPS_WORKER=%s gave %s", ids[i], rdmaps_status_name(st));
   }
   unsetenv("RDMAPS_WORKER");
+  /* The same server twice is refused at once, not by the server as a worker already connected. */
+  char twice[300];
+  snprintf(twice, sizeof(twice), "%s,%s", address, address);
+  rdmaps_client_options doubled = {twice, 0, "--transport shm", 0};
+  bad = (rdmaps_client*)1;
+  st = rdmaps_client_create(&doubled, &bad);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL && strstr(rdmaps_last_error(), "listed twice"),
+        "a server listed twice gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
 
   rdmaps_client_options co = {address, 0, "--transport shm", 0};
   rdmaps_client* client = NULL;
   st = rdmaps_client_create(&co, &client);
   CHECK(st == RDMAPS_OK, "client_create: %s", rdmaps_last_error());
+  static char long_name[5000];
+  memset(long_name, 'n', sizeof(long_name) - 1);
+  CHECK(rdmaps_client_declare(client, long_name, 10) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), "longer than the 4096"),
+        "a 4999-byte name: %s", rdmaps_last_error());
   CHECK(rdmaps_client_declare(client, "w", 1000) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
   CHECK(rdmaps_client_connect(client) == RDMAPS_OK, "connect: %s", rdmaps_last_error());
 

@@ -50,7 +50,8 @@ rm -rf "$out/ckpt" && mkdir -p "$out/ckpt"
 port=$(free_port)
 server "$out/server1.log"
 workers "$out/job"
-sleep 1.5
+# Kill in a write after the first: killed in the first, it leaves nothing to resume from.
+for _ in $(seq 600); do ls "$out/ckpt"/*.ckpt >/dev/null 2>&1 && break; sleep 0.05; done
 "$killer" "$out/ckpt" "$spid" 20 >"$out/kill.txt" || fail "the server was never caught writing a checkpoint"
 wait "$spid" 2>/dev/null || true
 ls "$out/ckpt"/*.ckpt.tmp >/dev/null 2>&1 || fail "no unfinished checkpoint left behind by the kill"
@@ -80,3 +81,30 @@ awk -v a="$final" -v r="$reference" 'BEGIN { d = a - r; if (d < 0) d = -d; exit 
   fail "accuracy $final after two restarts, $reference without"
 echo "ok: accuracy $final after two server restarts ($reference uninterrupted); $sent pushes sent, $lost lost" \
      "to the restarts, $held in the final model; $(cat "$out/kill.txt")"
+
+# SIGTERM (a scheduler ending the job) stops a server the way its end does:
+# the final checkpoint is written and the done line printed. Then resumed
+# under another rule: the momentum buffer is not read as DC-ASGD-a's mean
+# square (read so, the first push made the loss NaN).
+rm -rf "$out/ckpt" && mkdir -p "$out/ckpt"
+job=(--workers 2 --servers 1 --epochs 1 --train-limit 6000 --test-limit 1000 --transport tcp --seed 7 --lr 0.05
+     --data /usr/share/datasets/fashion-mnist)
+port=$(free_port)
+server "$out/m-server.log" --dc off --rule momentum --checkpoint-every 1000000
+for w in 0 1; do
+  "$train" --role worker --worker $w --servers-list "127.0.0.1:$port" "${job[@]}" --dc off --rule momentum \
+    --epochs 1000 >"$out/m-w$w.out" 2>"$out/m-w$w.log" &
+  pids+=($!)
+done
+sleep 4
+kill -TERM "$spid"
+wait "$spid" || fail "the server stopped by SIGTERM exited non-zero"
+grep -q "done: .* 1 checkpoints" "$out/m-server.log" || fail "SIGTERM: no final checkpoint written"
+port=$(free_port)
+server "$out/a-server.log" --dc adaptive --resume
+workers "$out/a"
+for p in "${wpids[@]}"; do wait "$p" || fail "a worker failed after resuming under another rule"; done
+wait "$spid" || fail "the server resumed under another rule failed"
+grep -q "belongs to rule momentum: dc-asgd-a starts with fresh state" "$out/a-server.log" ||
+  fail "resuming under another rule did not say the state starts fresh"
+echo "ok: SIGTERM wrote the final checkpoint; resumed under another rule, the optimizer state started fresh"
