@@ -98,6 +98,7 @@ class ServerImpl;
 class Server {
  public:
   explicit Server(const ServerOptions& options);
+  /// Stops a run() in progress on another thread and waits for it to return.
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -107,6 +108,8 @@ class Server {
   /// Where GET /metrics is served (the real port when asked for 0); "" when off.
   std::string metrics_address() const;
   /// Serves until stop(), or until every worker left when exit_when_done.
+  /// Once per Server, on one thread: a second call (while it runs, or after
+  /// it returned) throws Error(kInvalidArgument).
   void run();
   /// Thread-safe; run() returns soon after.
   void stop();

@@ -114,8 +114,10 @@ class ServerImpl {
   }
 
   ~ServerImpl() {
-    metrics_.reset();      // no scrape reads the lanes while they go
-    checkpointer_.wait();  // a write in progress reads the lanes' snapshots
+    stop();
+    std::lock_guard<std::mutex> running(run_mu_);  // a run() on another thread returns first
+    metrics_.reset();                              // no scrape reads the lanes while they go
+    checkpointer_.wait();                          // a write in progress reads the lanes' snapshots
     for (auto& lane : lanes_) lane->stop();
     lanes_.clear();
     closing_.clear();
@@ -173,6 +175,8 @@ class ServerImpl {
   Clock::time_point last_report_ = Clock::now(), last_waiting_ = Clock::now();
   ServerStats last_stats_;
   std::atomic<bool> stop_{false};
+  std::mutex run_mu_;                               // held by run(): the destructor waits for it
+  bool ran_ = false;                                // under run_mu_
   std::string rule_;                                // the lanes' update rule, under lanes_mu_
   std::unique_ptr<metrics::HttpEndpoint> metrics_;  // declared last: stopped before anything it reads goes
 };
@@ -382,6 +386,12 @@ void ServerImpl::report(Clock::time_point now) {
 }
 
 void ServerImpl::run() {
+  // One job per server, served by one thread: a second run() at once would
+  // drive the same UCX worker from two threads, a later one finds the job over.
+  std::unique_lock<std::mutex> running(run_mu_, std::try_to_lock);
+  if (!running.owns_lock()) throw Error(Errc::kInvalidArgument, "Server::run(): already running in another thread");
+  if (ran_) throw Error(Errc::kInvalidArgument, "Server::run(): this server's job is over; create another Server");
+  ran_ = true;
   // The control thread admits and reports; the lanes carry the data. Waiting
   // here may sleep up to half a millisecond: it delays a connection, not a push.
   transport::IdleBackoff idle;

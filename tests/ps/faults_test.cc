@@ -536,6 +536,44 @@ RDMAPS_TEST_PEER(rule_worker) {
   return 0;
 }
 
+// One job per server, run by one thread: a second run() is refused while the
+// first runs and after it returned, and a Server destroyed while run() runs on
+// another thread stops it and waits (it crashed in the listener's poll).
+TEST(ServerRun, ASecondRunIsRefusedAndDestroyingARunningServerStopsIt) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.config = fault_config(transport::TransportKind::kShm);
+  o.config.secret = test_secret();
+  o.exit_when_done = false;
+  auto server = std::make_unique<Server>(o);
+  Server* raw = server.get();
+  std::atomic<bool> returned{false};
+  std::thread runner([raw, &returned] {
+    raw->run();
+    returned = true;
+  });
+  std::this_thread::sleep_for(200ms);
+  try {
+    raw->run();
+    ADD_FAILURE() << "a second run() at once was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("already running"), std::string::npos) << e.what();
+  }
+  server.reset();  // while the runner is inside run(): stops it, waits for it, and does not crash
+  runner.join();
+  EXPECT_TRUE(returned.load());
+
+  Server once(o);
+  once.stop();
+  once.run();  // stopped before it ran: returns at once
+  try {
+    once.run();
+    ADD_FAILURE() << "run() after the job was over was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("job is over"), std::string::npos) << e.what();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, PsFaultTest,
                          testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
                          transport_param_name);

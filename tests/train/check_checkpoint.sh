@@ -107,4 +107,13 @@ for p in "${wpids[@]}"; do wait "$p" || fail "a worker failed after resuming und
 wait "$spid" || fail "the server resumed under another rule failed"
 grep -q "belongs to rule momentum: dc-asgd-a starts with fresh state" "$out/a-server.log" ||
   fail "resuming under another rule did not say the state starts fresh"
-echo "ok: SIGTERM wrote the final checkpoint; resumed under another rule, the optimizer state started fresh"
+# Resumed after that job ended (every worker left): a new run that waits for
+# the workers again, not a server that finds nothing to do and exits.
+port=$(free_port)
+server "$out/b-server.log" --dc adaptive --resume
+workers "$out/b"
+for p in "${wpids[@]}"; do wait "$p" || fail "a worker failed after resuming a job that had ended"; done
+wait "$spid" || fail "the server resumed after the job ended failed"
+grep -q "done: [1-9][0-9]* pushes" "$out/b-server.log" || fail "resumed after the job ended, the server took no push"
+echo "ok: SIGTERM wrote the final checkpoint; resumed under another rule, the optimizer state started fresh;" \
+     "resumed after the job ended, a new run"
