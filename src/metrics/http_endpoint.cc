@@ -46,7 +46,11 @@ HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, 
   // connection open cannot hold the only thread between scrapes.
   http_->new_task_queue = [] { return new httplib::ThreadPool(2); };
   http_->set_keep_alive_max_count(1);
-  http_->set_read_timeout(std::chrono::seconds(5));
+  // A scrape's request arrives whole in milliseconds: a sender slower than
+  // this holds one of the two threads, and a body (GET has none) is read
+  // into memory, so bodies past a few KiB are refused (413).
+  http_->set_read_timeout(std::chrono::seconds(2));
+  http_->set_payload_max_length(4096);
   http_->set_socket_options(reuse_address_only);
   http_->Get("/metrics", [render = std::move(render)](const httplib::Request&, httplib::Response& res) {
     try {
@@ -56,6 +60,15 @@ HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, 
       res.set_content(std::string("rdmaps: metrics unavailable: ") + e.what() + "\n", "text/plain");
     }
   });
+  const auto get_only = [](const httplib::Request& req, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "GET, HEAD");
+    res.set_content("rdmaps: " + req.method + " " + req.path + ": metrics are read with GET\n", "text/plain");
+  };
+  http_->Post("/metrics", get_only);
+  http_->Put("/metrics", get_only);
+  http_->Patch("/metrics", get_only);
+  http_->Delete("/metrics", get_only);
   http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404)
       res.set_content("rdmaps: no such path " + req.path + "; metrics are at /metrics\n", "text/plain");

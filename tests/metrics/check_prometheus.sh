@@ -56,6 +56,11 @@ fi
 grep -q -- "--metrics 127.0.0.1:$metrics_port: cannot listen there: the port is in use" "$out/in-use.log" ||
   fail "the error for a port in use does not say so: $(cat "$out/in-use.log")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$metrics_port/nope")" = 404 ] || fail "/nope is not 404"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "http://127.0.0.1:$metrics_port/metrics")" = 405 ] ||
+  fail "DELETE /metrics is not 405"
+head -c 1000000 /dev/zero >"$out/body"
+[ "$(curl -s -o /dev/null -w '%{http_code}' --data-binary @"$out/body" "http://127.0.0.1:$metrics_port/metrics")" = 413 ] ||
+  fail "a 1 MB body to /metrics is not refused with 413"
 type=$(curl -sf -o /dev/null -w '%{content_type}' "http://127.0.0.1:$metrics_port/metrics")
 [ "$type" = "text/plain; version=0.0.4; charset=utf-8" ] || fail "content type '$type'"
 
