@@ -81,6 +81,8 @@ struct ServerStats {
   uint64_t checkpoints = 0;          ///< checkpoints written (Config::checkpoint_dir)
   uint64_t checkpoint_failures = 0;  ///< checkpoints that could not be written (serving went on)
   uint64_t checkpoint_updates = 0;   ///< pushes held by the newest checkpoint written
+  /// The checkpoint written as run() returned (the trained model) failed: it is not saved.
+  bool final_checkpoint_failed = false;
   /// Pushes held by the checkpoint this server resumed from (Config::resume); 0: it started empty.
   uint64_t resumed_updates = 0;
   double staleness_quantile(double q) const;

@@ -121,6 +121,7 @@ py::dict server_stats_dict(const ServerStats& s) {
   d["longest_setup_pause_us"] = s.longest_setup_pause_us;
   d["checkpoints"] = s.checkpoints;
   d["checkpoint_updates"] = s.checkpoint_updates;
+  d["final_checkpoint_failed"] = s.final_checkpoint_failed;
   d["resumed_updates"] = s.resumed_updates;
   d["applied_per_worker"] = s.applied_per_worker;
   d["rejected_per_worker"] = s.rejected_per_worker;

@@ -54,13 +54,15 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
   for (const auto& lane : lanes) lane->request_snapshot(pending_);
 }
 
-void Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes) {
+bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes) {
   wait();
-  if (!enabled() || !started_ || lanes.empty()) return;
+  if (!enabled() || !started_ || lanes.empty()) return true;
   pending_ = 0;
   const uint64_t sequence = ++sequence_;
   for (const auto& lane : lanes) lane->snapshot_now(sequence);
+  const uint64_t failed_before = failed();
   write(lanes, sequence);
+  return failed() == failed_before;
 }
 
 void Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence) {

@@ -32,7 +32,8 @@ class Checkpointer {
   /// Control thread, every turn: `updates` is the pushes taken in so far.
   void tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates);
   /// After the lanes stopped: waits for a write in progress, then writes one last checkpoint.
-  void finish(const std::vector<std::unique_ptr<ServerLane>>& lanes);
+  /// Returns false when the last checkpoint could not be written.
+  bool finish(const std::vector<std::unique_ptr<ServerLane>>& lanes);
   /// Returns once no write is in progress.
   void wait();
 

@@ -175,8 +175,9 @@ class ServerImpl {
   Clock::time_point last_report_ = Clock::now(), last_waiting_ = Clock::now();
   ServerStats last_stats_;
   std::atomic<bool> stop_{false};
-  std::mutex run_mu_;                               // held by run(): the destructor waits for it
-  bool ran_ = false;                                // under run_mu_
+  std::mutex run_mu_;  // held by run(): the destructor waits for it
+  bool ran_ = false;   // under run_mu_
+  std::atomic<bool> final_checkpoint_failed_{false};
   std::string rule_;                                // the lanes' update rule, under lanes_mu_
   std::unique_ptr<metrics::HttpEndpoint> metrics_;  // declared last: stopped before anything it reads goes
 };
@@ -356,6 +357,7 @@ ServerStats ServerImpl::stats() const {
   s.checkpoints = checkpointer_.written();
   s.checkpoint_failures = checkpointer_.failed();
   s.checkpoint_updates = checkpointer_.last_updates();
+  s.final_checkpoint_failed = final_checkpoint_failed_.load();
   s.resumed_updates = resumed_updates_;
   return s;
 }
@@ -414,7 +416,7 @@ void ServerImpl::run() {
   }
   for (auto& lane : lanes_) lane->stop();
   for (auto& lane : lanes_) lane->join();
-  checkpointer_.finish(lanes_);  // the model as training left it
+  final_checkpoint_failed_ = !checkpointer_.finish(lanes_);  // the model as training left it
   for (auto& lane : lanes_) lane->disconnect_all();
   held_.clear();
   closing_.clear();

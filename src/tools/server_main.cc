@@ -120,6 +120,12 @@ int main(int argc, char** argv) {
                  static_cast<unsigned long long>(s.dropped), s.longest_setup_pause_us / 1e3,
                  static_cast<unsigned long long>(s.resumed_updates), static_cast<unsigned long long>(s.checkpoints),
                  static_cast<unsigned long long>(s.checkpoint_updates));
+    if (s.final_checkpoint_failed) {
+      std::fprintf(stderr,
+                   "rdmaps-server: error: the final checkpoint could not be written (see above): the trained "
+                   "model is not saved\n");
+      return 1;
+    }
     return 0;
   } catch (const rdmaps::Error& e) {
     std::fprintf(stderr, "rdmaps-server: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());

@@ -65,6 +65,13 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
                  o.index, static_cast<unsigned long long>(s.pushes), static_cast<unsigned long long>(s.rejected),
                  s.longest_setup_pause_us / 1e3, static_cast<unsigned long long>(s.resumed_updates),
                  static_cast<unsigned long long>(s.checkpoints), static_cast<unsigned long long>(s.checkpoint_updates));
+    if (s.final_checkpoint_failed) {
+      std::fprintf(stderr,
+                   "rdmaps-train server %u: error: the final checkpoint could not be written (see above): the "
+                   "trained model is not saved\n",
+                   o.index);
+      return 1;
+    }
     return 0;
   }
   write_fd(o.report_fd, "port " + server.address().substr(server.address().rfind(':') + 1));

@@ -117,3 +117,25 @@ wait "$spid" || fail "the server resumed after the job ended failed"
 grep -q "done: [1-9][0-9]* pushes" "$out/b-server.log" || fail "resumed after the job ended, the server took no push"
 echo "ok: SIGTERM wrote the final checkpoint; resumed under another rule, the optimizer state started fresh;" \
      "resumed after the job ended, a new run"
+
+# A final checkpoint that cannot be written (a full disk) is an error of the
+# run, not a log line under an exit status of 0: the trained model is not saved.
+full="$out/full"
+mkdir -p "$full"
+if mount -t tmpfs -o size=64k tmpfs "$full" 2>/dev/null; then
+  trap 'umount "$full" 2>/dev/null || true; cleanup' EXIT
+  port=$(free_port)
+  "$train" --role server --listen "127.0.0.1:$port" "${job[@]}" --checkpoint-dir "$full" 2>"$out/full-server.log" &
+  spid=$!
+  pids+=("$spid")
+  workers "$out/full"
+  for p in "${wpids[@]}"; do wait "$p" || fail "a worker failed beside a server with a full disk"; done
+  status=0
+  wait "$spid" || status=$?
+  umount "$full"
+  [ "$status" = 1 ] || fail "a server whose final checkpoint failed exited $status"
+  grep -q "the final checkpoint could not be written" "$out/full-server.log" || fail "the failed final checkpoint not named"
+  echo "ok: a final checkpoint that cannot be written fails the server's run (exit 1), naming it"
+else
+  echo "skipped the full-disk case: mounting a tmpfs needs root"
+fi
