@@ -71,6 +71,7 @@ uint32_t server_threads_for(const Config& config, uint64_t shards, bool gpu_shar
 
 namespace ps {
 
+namespace {
 // Checked before anything is sized by them: 4294967295 workers must be refused, not allocated for.
 const ServerOptions& checked(const ServerOptions& options) {
   if (options.servers == 0 || options.index >= options.servers)
@@ -81,6 +82,7 @@ const ServerOptions& checked(const ServerOptions& options) {
                                             std::to_string(options.workers) + " (--workers)");
   return options;
 }
+}  // namespace
 
 class ServerImpl {
  public:
