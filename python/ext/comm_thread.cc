@@ -43,11 +43,13 @@ void CommThread::wait(Ticket ticket) {
   if (ticket == 0 || ticket >= next_) throw Error(Errc::kInvalidArgument, "wait on an unknown ticket");
   done_cv_.wait(lock, [&] { return done_ >= ticket; });
   if (failed_at_ != 0 && ticket >= failed_at_) std::rethrow_exception(error_);
-  if (auto it = refused_.find(ticket); it != refused_.end()) {
-    const std::exception_ptr e = it->second;
-    refused_.erase(it);
-    std::rethrow_exception(e);
-  }
+  if (auto it = refused_.find(ticket); it != refused_.end()) report_refused(it);
+}
+
+void CommThread::report_refused(std::map<Ticket, std::exception_ptr>::iterator it) {
+  const std::exception_ptr e = it->second;
+  refused_.erase(it);  // reported once
+  std::rethrow_exception(e);
 }
 
 void CommThread::wait_all() {
@@ -55,24 +57,8 @@ void CommThread::wait_all() {
   const Ticket last = next_ - 1;
   done_cv_.wait(lock, [&] { return done_ >= last; });
   if (failed_at_ != 0) std::rethrow_exception(error_);
-  if (!refused_.empty()) {
-    const std::exception_ptr e = refused_.begin()->second;  // the earliest nobody waited for
-    refused_.erase(refused_.begin());
-    std::rethrow_exception(e);
-  }
+  if (!refused_.empty()) report_refused(refused_.begin());  // the earliest nobody waited for
 }
-
-namespace {
-bool bad_argument(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const Error& error) {
-    return error.code() == Errc::kInvalidArgument;
-  } catch (...) {
-    return false;
-  }
-}
-}  // namespace
 
 size_t CommThread::pending() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -89,15 +75,19 @@ void CommThread::loop() {
     const bool failed = failed_at_ != 0;
     lock.unlock();
     std::exception_ptr error;
+    bool alone = false;  // a bad argument, refused before anything was sent
     if (!failed) {
       try {
         execute(op);
+      } catch (const Error& e) {
+        error = std::current_exception();
+        alone = e.code() == Errc::kInvalidArgument;
       } catch (...) {
         error = std::current_exception();
       }
     }
     lock.lock();
-    if (error && bad_argument(error)) {
+    if (error && alone) {
       refused_[op.ticket] = error;
     } else if (error && failed_at_ == 0) {
       failed_at_ = op.ticket;

@@ -59,6 +59,8 @@ class CommThread {
     float learning_rate = 0;        // kSetLearningRate
   };
   Ticket enqueue(Op op);
+  /// Under mu_: forgets the refusal at `it` and throws it.
+  [[noreturn]] void report_refused(std::map<Ticket, std::exception_ptr>::iterator it);
   void loop();
   void execute(const Op& op);
 

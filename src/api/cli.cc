@@ -9,22 +9,27 @@
 
 namespace rdmaps::cli {
 
+Decimal parse_decimal(const std::string& v) {
+  Decimal d;
+  d.digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+  if (!d.digits) return d;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), d.value);
+  d.too_large = ec == std::errc::result_out_of_range;
+  return d;
+}
+
 CLI::Validator count(uint64_t min, uint64_t max) {
   const std::string range = max == std::numeric_limits<uint64_t>::max()
                                 ? "a whole number of at least " + std::to_string(min)
                                 : "a whole number from " + std::to_string(min) + " to " + std::to_string(max);
   return CLI::Validator(
       [=](std::string& v) -> std::string {
-        // Decimal digits only (no sign, "+" or "0x"), and a value past 2^64-1 is
-        // too large, not 2^64-1: lexical_cast saturates, and the setter's stoull throws.
-        uint64_t n = 0;
-        const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-        const bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
-        if (digits && ec == std::errc::result_out_of_range)
+        // Not lexical_cast: it saturates past 2^64-1, and the setter's stoull then throws.
+        const Decimal d = parse_decimal(v);
+        if (d.too_large)
           return "'" + v + "' is too large (" +
                  (max == std::numeric_limits<uint64_t>::max() ? "at most " + std::to_string(max) : range) + ")";
-        if (!digits || ec != std::errc() || end != v.data() + v.size() || n < min || n > max)
-          return "'" + v + "' is not " + range;
+        if (!d.digits || d.value < min || d.value > max) return "'" + v + "' is not " + range;
         return {};
       },
       "");

@@ -13,6 +13,13 @@
 
 namespace rdmaps::cli {
 
+/// `v` read as a decimal count: digits only (no sign, "+" or "0x"); a value
+/// past 2^64-1 is too_large, not 2^64-1.
+struct Decimal {
+  bool digits = false, too_large = false;
+  uint64_t value = 0;
+};
+Decimal parse_decimal(const std::string& v);
 /// A whole number in [min, max]: a count too large for its field (4294967297
 /// for a 32-bit one) is an error, not the count modulo 2^32.
 CLI::Validator count(uint64_t min, uint64_t max = std::numeric_limits<uint64_t>::max());

@@ -60,12 +60,10 @@ bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes)
   pending_ = 0;
   const uint64_t sequence = ++sequence_;
   for (const auto& lane : lanes) lane->snapshot_now(sequence);
-  const uint64_t failed_before = failed();
-  write(lanes, sequence);
-  return failed() == failed_before;
+  return write(lanes, sequence);
 }
 
-void Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence) {
+bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence) {
   const auto t0 = Clock::now();
   CheckpointHeader h = base_;
   h.sequence = sequence;
@@ -96,11 +94,13 @@ void Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
       logf(LogLevel::kInfo, "rdmaps-server: checkpoint %llu written to %s: %llu updates, %.1f ms",
            static_cast<unsigned long long>(sequence), path.c_str(), static_cast<unsigned long long>(h.updates()),
            std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    return true;
   } catch (const std::exception& e) {
     // Serving goes on: a full disk must not stop training, only say so.
     LaneCounters::add(failed_);
     logf(LogLevel::kError, "rdmaps-server: checkpoint %llu failed: %s", static_cast<unsigned long long>(sequence),
          e.what());
+    return false;
   }
 }
 

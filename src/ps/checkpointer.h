@@ -43,7 +43,7 @@ class Checkpointer {
   uint64_t last_updates() const { return last_updates_.load(std::memory_order_relaxed); }
 
  private:
-  void write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence);  // on any thread
+  bool write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence);  // on any thread; false: failed
 
   std::string dir_;
   uint64_t every_ms_, every_updates_;

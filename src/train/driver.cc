@@ -342,25 +342,18 @@ void check_writable(const std::string& dir) {
   std::remove(probe.c_str());
 }
 
+// `v` between `quote`s, each quote inside written as `escaped`.
+std::string enclosed(const std::string& v, char quote, const char* escaped) {
+  std::string out(1, quote);
+  for (char c : v) out += c == quote ? std::string(escaped) : std::string(1, c);
+  return out + quote;
+}
 // One CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break.
 std::string csv_field(const std::string& v) {
-  if (v.find_first_of(",\"\r\n") == std::string::npos) return v;
-  std::string out = "\"";
-  for (char c : v) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
+  return v.find_first_of(",\"\r\n") == std::string::npos ? v : enclosed(v, '"', "\"\"");
 }
-
-// A gnuplot single-quoted string ('' is a quote), and a shell word.
-std::string gnuplot_quoted(const std::string& v) {
-  std::string out = "'";
-  for (char c : v) out += c == '\'' ? std::string("''") : std::string(1, c);
-  return out + "'";
-}
-std::string shell_quoted(const std::string& v) {
-  std::string out = "'";
-  for (char c : v) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return out + "'";
-}
+std::string gnuplot_quoted(const std::string& v) { return enclosed(v, '\'', "''"); }
+std::string shell_quoted(const std::string& v) { return enclosed(v, '\'', "'\\''"); }
 
 void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, bool json) {
   make_out_dir(dir);

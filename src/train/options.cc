@@ -21,12 +21,11 @@ constexpr uint32_t kMaxLocalProcesses = 256;
 CLI::Validator worker_count(uint64_t min) {
   return CLI::Validator(
       [min](std::string& v) -> std::string {
+        const cli::Decimal d = cli::parse_decimal(v);
+        if (d.too_large || (d.digits && d.value > kMaxWorkers))
+          return v + " is more than the " + std::to_string(kMaxWorkers) + " workers a server accepts";
         std::string copy = v;
-        if (cli::count(min, kMaxWorkers)(copy).empty()) return {};
-        copy = v;
-        const std::string why = cli::count(min)(copy);
-        if (!why.empty() && why.find("too large") == std::string::npos) return why;  // not a count at all
-        return v + " is more than the " + std::to_string(kMaxWorkers) + " workers a server accepts";
+        return cli::count(min)(copy);
       },
       "");
 }
@@ -111,7 +110,7 @@ Options parse_options(int argc, char** argv) {
           [](std::string& v) -> std::string {
             std::string copy = v;
             if (std::string why = worker_count(0)(copy); !why.empty()) return why;
-            return v.find_first_not_of('0') == std::string::npos ? "needs at least 1 worker" : "";
+            return cli::parse_decimal(v).value == 0 ? "needs at least 1 worker" : "";
           },
           ""));
   auto* delay = app.add_option("--delay", o.delay,
