@@ -118,6 +118,9 @@ class Context {
   virtual unsigned progress() = 0;
   /// Blocks until an event arrives or `timeout` passes; true if woken by an event.
   virtual bool wait_event(std::chrono::milliseconds timeout) = 0;
+  /// Drives the closes begun by Endpoint::close_later() until every peer
+  /// acknowledged or `deadline` passed; those still open then are left to UCX.
+  virtual void finish_closes(std::chrono::steady_clock::time_point deadline) = 0;
   /// Worker-wide fence and flush (every endpoint of this context).
   virtual void fence() = 0;
   virtual Request flush() = 0;

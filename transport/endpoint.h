@@ -66,6 +66,12 @@ class Endpoint {
   /// Error(kPeerGone) when the peer closed.
   virtual std::optional<std::vector<uint8_t>> try_recv_control(size_t max_bytes) = 0;
 
+  /// Starts closing without waiting; the context drives the peer's
+  /// acknowledgement (Context::finish_closes), so leaving many peers costs one
+  /// wait, not one each. Destroying an open endpoint closes it and waits for
+  /// that peer alone (2 s at most). Nothing may be posted afterwards.
+  virtual void close_later() noexcept = 0;
+
  protected:
   Endpoint() = default;
 };

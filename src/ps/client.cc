@@ -91,7 +91,7 @@ bool ClientImpl::progress() {
 
 template <typename Done>
 void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* only) {
-  auto deadline = Clock::now() + options_.timeout;
+  const auto deadline = std::min(Clock::now() + options_.timeout, leave_by_);
   uint32_t spins = 0;
   transport::IdleBackoff idle;  // a long wait (the clock bound) must not take the core of the one it waits for
   while (!done()) {

@@ -106,8 +106,12 @@ void ClientImpl::refetch(ServerLink& link) {
 // (its consumed sequence reached the Bye) before the endpoints close. Closing
 // first could reset a tcp connection while the lane still reads the last
 // pushes, and the reset discards them (docs/protocol.md "Dead and leaving workers").
+// Every wait, the closes included, ends by one deadline: a server that stopped
+// answering costs it once, not once per lane and server.
 ClientImpl::~ClientImpl() {
   if (!partition_) return;
+  leave_by_ = Clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout);
+  auto left = [&] { return std::chrono::duration_cast<std::chrono::milliseconds>(leave_by_ - Clock::now()); };
   struct Bye {
     ServerLink* link;
     Lane* lane;
@@ -120,16 +124,15 @@ ClientImpl::~ClientImpl() {
       try {
         std::vector<transport::Request> inflight;
         const uint64_t seq = post(link, lane, MsgType::kBye, 0, 0, 0, 0, nullptr, inflight);
-        for (auto& r : inflight) r.wait_for(options_.timeout);
+        for (auto& r : inflight) r.wait_for(std::max(left(), 1ms));
         byes.push_back({&link, &lane, seq});
       } catch (const Error&) {
         // The server may already be gone; leaving is best effort.
       }
     }
-  const auto deadline = Clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout);
   transport::IdleBackoff idle;
   try {
-    for (bool waiting = !byes.empty(); waiting && Clock::now() < deadline;) {
+    for (bool waiting = !byes.empty(); waiting && Clock::now() < leave_by_;) {
       idle.pause(progress());
       waiting = false;
       for (const Bye& b : byes)
@@ -141,7 +144,12 @@ ClientImpl::~ClientImpl() {
     // A server failed while we left: nothing more to wait for there.
   }
   for (auto& link : links_)
-    for (auto& lane : link.lanes) lane.write_back.clear();
+    for (auto& lane : link.lanes) {
+      lane.write_back.clear();
+      if (lane.ep) lane.ep->close_later();
+    }
+  // A server that acknowledged its Byes also acknowledges the close at once.
+  context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
 }
 
 }  // namespace rdmaps::ps

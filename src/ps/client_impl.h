@@ -202,6 +202,7 @@ class ClientImpl {
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
   Clock::time_point last_clock_call_{};
+  Clock::time_point leave_by_ = Clock::time_point::max();  // every wait ends by then once leaving
   std::mutex published_mu_;
   ClientStats published_;
   uint64_t published_clock_ = 0;

@@ -52,7 +52,8 @@ void ServerLane::drop(Worker& w, const char* why) {
 
 void ServerLane::disconnect_all() {
   for (auto& w : workers_) release(w);
-  closing_.clear();  // the server stops: no lane is left to wait for the workers' side of the close
+  // The server stops: no lane is left to wait for the workers' side of the close.
+  closing_.close_all(*context_, Clock::now() + 2s);
 }
 
 void ServerLane::release(Worker& w) {
@@ -63,9 +64,7 @@ void ServerLane::release(Worker& w) {
   if (w.inbox) w.inbox->forget_landings();
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());
-    // Close once the worker closed its side (or soon after): both closing at
-    // once leaves neither side to acknowledge the other.
-    closing_.push_back({std::move(w.ep), Clock::now()});
+    closing_.add(std::move(w.ep));
   }
 }
 
@@ -95,8 +94,7 @@ void ServerLane::check_liveness() {
     take_in_last_messages(w);  // a clean leave ends with a Bye there
     if (w.live) drop(w, "died (connection closed); dropped from the clock");
   }
-  auto now = Clock::now();
-  std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
+  closing_.sweep();
   warn_stalled();
 }
 

@@ -122,7 +122,7 @@ class ServerImpl {
     checkpointer_.wait();                          // a write in progress reads the lanes' snapshots
     for (auto& lane : lanes_) lane->stop();
     lanes_.clear();
-    closing_.clear();
+    closing_.close_all(*context_, Clock::now() + 2s);
   }
 
   std::string address() const { return listener_->address().to_string(); }
@@ -163,11 +163,7 @@ class ServerImpl {
   uint64_t resumed_updates_ = 0;
   std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
   uint64_t instance_ = 0;                  // random: this server process, as its workers know it
-  struct Closing {
-    std::unique_ptr<transport::Endpoint> ep;
-    Clock::time_point since;
-  };
-  std::vector<Closing> closing_;  // control connections, closed once the worker closed its side
+  ClosingEndpoints closing_;               // control connections, closed once the worker closed its side
   struct Held {
     std::unique_ptr<transport::Endpoint> ep;
     std::vector<uint8_t> message;
@@ -221,7 +217,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
 void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since) {
   const std::string peer = ep->peer_name();
   Welcome welcome;
-  auto close_later = [&] { closing_.push_back({std::move(ep), Clock::now()}); };
+  auto close_later = [&] { closing_.add(std::move(ep)); };
   auto refuse = [&](const std::string& why) {
     welcome.accepted = 0;
     welcome.reason = why;
@@ -410,7 +406,7 @@ void ServerImpl::run() {
       for (auto& h : held) admit(std::move(h.ep), std::move(h.message), h.since);
     }
     const auto now = Clock::now();
-    std::erase_if(closing_, [&](Closing& c) { return c.ep->peer_closed() || c.ep->failed() || now - c.since > 5s; });
+    closing_.sweep();
     report(now);
     if (checkpointer_.enabled()) checkpointer_.tick(lanes_, updates_taken());
     if (options_.exit_when_done && closing_.empty() && held_.empty() && lanes_finished()) break;
@@ -421,7 +417,7 @@ void ServerImpl::run() {
   final_checkpoint_failed_ = !checkpointer_.finish(lanes_);  // the model as training left it
   for (auto& lane : lanes_) lane->disconnect_all();
   held_.clear();
-  closing_.clear();
+  closing_.close_all(*context_, Clock::now() + 2s);
 }
 
 void ServerImpl::resume() {

@@ -73,7 +73,7 @@ ServerLane::~ServerLane() {
   stop();
   join();
   for (auto& w : workers_) drop(w, nullptr);
-  closing_.clear();
+  closing_.close_all(*context_, Clock::now() + 2s);
 }
 
 void ServerLane::start() {

@@ -23,6 +23,7 @@
 #include "rdmaps/config.h"
 #include "rdmaps/server.h"
 #include "src/ps/checkpoint.h"
+#include "src/ps/closing_endpoints.h"
 #include "src/ps/inbox.h"
 #include "src/ps/partition.h"
 #include "src/ps/pending_peers.h"
@@ -197,11 +198,7 @@ class ServerLane {
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::vector<uint64_t> versions_;  // of this lane's shards
   uint64_t min_clock_ = 0;
-  struct Closing {
-    std::unique_ptr<transport::Endpoint> ep;
-    std::chrono::steady_clock::time_point since;
-  };
-  std::vector<Closing> closing_;
+  ClosingEndpoints closing_;
   std::vector<std::atomic<bool>> live_;
   PendingPeers pending_;
   LaneCounters counters_;

@@ -1,14 +1,18 @@
 // Faults: malformed inbox contents are rejected and counted with the peer
 // named while the other workers keep training; a dead worker is dropped from
 // the clock and may rejoin.
+#include <signal.h>
+
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <random>
 
 #include "src/ps/protocol.h"
+#include "tests/common/output_capture.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
 #include "transport/tcp_socket.h"
@@ -233,6 +237,10 @@ TEST_P(PsFaultTest, WorkersLeavingTogetherLoseNoPushAndAreNotReportedDead) {
   ServerOptions serve_on;
   serve_on.exit_when_done = false;  // every round's workers leave; the next rejoin
   ServerGroup servers(1, kWorkers, c, serve_on);
+  // What the servers and workers printed: a clean leave is no UCX error
+  // (closing the endpoint of a worker that left printed "UCX ERROR ... error
+  // during flush" some 30 times per run over tcp; transport/ucx/log_filter.h).
+  OutputCapture printed;
   for (int round = 0; round < kRounds; ++round) {
     std::vector<PeerProcess> workers;
     for (uint32_t w = 0; w < kWorkers; ++w)
@@ -241,6 +249,8 @@ TEST_P(PsFaultTest, WorkersLeavingTogetherLoseNoPushAndAreNotReportedDead) {
                                                     "0", "no-sleep"});
     for (auto& w : workers) ASSERT_EQ(w.wait(60s), 0) << "round " << round;
   }
+  const std::string output = printed.end();
+  EXPECT_EQ(output.find("UCX  ERROR"), std::string::npos) << "a clean leave printed UCX errors (above)";
   // A worker returns from leaving once the server acknowledged its goodbye:
   // by then every leave and every push is in the server's stats.
   const uint64_t expected_leaves = uint64_t{kWorkers} * kRounds;
@@ -413,6 +423,49 @@ RDMAPS_TEST_PEER(standalone_server) {
 // kill -9 of the server while its worker waits (at the clock, then in a
 // pull): the worker fails with "peer gone" naming the server, seconds after
 // the kill, not after its 60 s timeout (it used to block 121 s in a put).
+// A push after its server died: over tcp the push fails, over shared memory
+// it may return (a put lands in memory only the dead process mapped; a
+// one-sided write has no receipt) and the clock after it fails. Either way
+// the error is "peer gone" naming the server, at once: UCX's "Endpoint
+// timeout" for a dead peer used to come out as a timeout.
+TEST_P(PsFaultTest, APushToAKilledServerIsReportedAsPeerGoneByThePushOrTheClockAfterIt) {
+  const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
+  PeerProcess server("standalone_server", GetParam(), port, 1);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  ClientOptions o;
+  o.servers = {address};
+  o.config = fault_config(GetParam());
+  o.config.staleness = 0;
+  o.config.secret = test_secret();
+  o.timeout = 60s;
+  std::unique_ptr<Client> client = connect_when_up(o, "w", kFaultFloats);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  std::vector<float> w(kFaultFloats, 1.0f);
+  client->init("w", w);
+  client->push("w", w);
+  client->pull("w", w);
+  server.kill_now();
+  std::this_thread::sleep_for(300ms);  // its sockets have closed
+  std::string what;
+  const auto start = Clock::now();
+  std::optional<Errc> code;
+  for (auto step :
+       {+[](Client&c, std::vector<float>&v) { c.push("w", v); }, +[](Client&c, std::vector<float>&) { c.clock(); }}) {
+    try {
+      step(*client, w);
+    } catch (const Error& e) {
+      code = e.code();
+      what = e.what();
+      break;
+    }
+  }
+  ASSERT_TRUE(code) << "neither the push nor the clock after it failed";
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(*code, Errc::kPeerGone) << what;
+  EXPECT_NE(what.find(address), std::string::npos) << what;
+  EXPECT_LT(seconds, 30.0) << "detected only by the timeout";
+}
+
 TEST_P(PsFaultTest, AServerKilledMidRunIsReportedByItsWorkerNamingIt) {
   const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
   PeerProcess server("standalone_server", GetParam(), port, 1);
@@ -445,6 +498,51 @@ TEST_P(PsFaultTest, AServerKilledMidRunIsReportedByItsWorkerNamingIt) {
   // Every later wait on it fails the same way.
   EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
   EXPECT_NE(what.find(address), std::string::npos) << what;
+}
+
+// One of `servers` servers (extra[0]: its index, extra[1]: how many), 3 lanes.
+RDMAPS_TEST_PEER(lane_server) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  o.index = static_cast<uint32_t>(std::stoul(args.extra.at(0)));
+  o.servers = static_cast<uint32_t>(std::stoul(args.extra.at(1)));
+  o.config = fault_config(args.transport);
+  o.config.server_threads = 3;
+  o.config.secret = test_secret();
+  Server server(o);
+  server.run();
+  return 0;
+}
+
+// A worker leaving servers that stopped (SIGSTOP: alive, silent) returns
+// within the 5 s ~Client promises, not after a wait per lane and server
+// (it took 5 s plus 2 s for each of the 6 endpoints' close).
+TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
+  std::vector<PeerProcess> servers;
+  std::vector<std::string> addresses;
+  for (int i = 0; i < 2; ++i) {
+    const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
+    servers.emplace_back("lane_server", GetParam(), port, 1, std::vector<std::string>{std::to_string(i), "2"});
+    addresses.push_back("127.0.0.1:" + std::to_string(port));
+  }
+  ClientOptions o;
+  o.servers = addresses;
+  o.config = fault_config(GetParam());
+  o.config.secret = test_secret();
+  o.timeout = 60s;
+  std::unique_ptr<Client> client = connect_when_up(o, "w", 2 * kFaultFloats);
+  ASSERT_TRUE(client) << "the server processes did not come up";
+  std::vector<float> w(2 * kFaultFloats, 1.0f);
+  client->init("w", w);
+  client->push("w", w);
+  client->pull("w", w);
+  for (auto& s : servers) ASSERT_EQ(kill(s.pid(), SIGSTOP), 0);
+  const auto start = Clock::now();
+  client.reset();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  for (auto& s : servers) kill(s.pid(), SIGCONT);
+  std::printf("[ info     ] leaving two stopped servers of 3 lanes each took %.2f s\n", seconds);
+  EXPECT_LT(seconds, 7.0) << "~Client waited past its 5 s leave timeout";
 }
 
 // A worker that stops clocking while it holds the slowest clock is logged once

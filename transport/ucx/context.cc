@@ -11,6 +11,7 @@
 #include "transport/ucx/capabilities.h"
 #include "transport/ucx/endpoint.h"
 #include "transport/ucx/listener.h"
+#include "transport/ucx/log_filter.h"
 #include "transport/ucx/region.h"
 #include "transport/ucx/shm_leftovers.h"
 #include "transport/ucx/status.h"
@@ -62,6 +63,7 @@ const char* transport_tls(TransportKind kind) {
 }
 
 UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
+  install_log_filter_once();
   if (options.transport != TransportKind::kTcp) sweep_stale_shm_once();
   ucp_config_t* raw_config = nullptr;
   check(ucp_config_read(nullptr, nullptr, &raw_config), "reading the UCX configuration", "UCX_* environment");
@@ -322,6 +324,19 @@ void UcxContext::adopt_close(void* request) {
   std::lock_guard<std::mutex> lock(orphans_mu_);
   closes_.push_back(request);
   has_orphans_.store(true, std::memory_order_release);
+}
+
+void UcxContext::finish_closes(std::chrono::steady_clock::time_point deadline) {
+  progress_until(
+      [&] {
+        std::lock_guard<std::mutex> lock(orphans_mu_);
+        return closes_.empty();
+      },
+      deadline);
+  std::lock_guard<std::mutex> lock(orphans_mu_);
+  for (void* request : closes_) ucp_request_free(request);  // UCX completes them on its own
+  closes_.clear();
+  has_orphans_.store(!orphans_.empty(), std::memory_order_release);
 }
 
 void UcxContext::track(ucp_ep_h ep, UcxEndpoint* endpoint) {

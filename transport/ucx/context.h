@@ -65,6 +65,7 @@ class UcxContext final : public Context, public RequestEngine {
   /// for (2 s at most, all of them together) only when the context goes, so
   /// closing an endpoint never waits on its peer.
   void adopt_close(void* request);
+  void finish_closes(std::chrono::steady_clock::time_point deadline) override;
 
   void track(ucp_ep_h ep, UcxEndpoint* endpoint);
   void untrack(ucp_ep_h ep);

@@ -70,26 +70,10 @@ void UcxEndpoint::on_error(void* arg, ucp_ep_h, ucs_status_t status) {
   self->error_.store(status, std::memory_order_release);
 }
 
-UcxEndpoint::~UcxEndpoint() { close(); }
-
-void UcxEndpoint::close() noexcept {
-  if (!ep_) return;
-  context_.untrack(ep_);
-  ucp_request_param_t params{};
-  params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-  // A peer known to be gone cannot acknowledge a flush-close; FORCE is legal
-  // only with peer-failure handling on both sides.
-  bool gone = failed() || peer_closed_.load(std::memory_order_acquire);
-  params.flags = gone && peer_failure_handling_ ? UCP_EP_CLOSE_FLAG_FORCE : 0;
-  ucs_status_ptr_t sp = ucp_ep_close_nbx(ep_, &params);
-  ep_ = nullptr;
-  if (sp == nullptr || UCS_PTR_IS_ERR(sp)) return;
-  if (!used_) {
-    // Nothing was ever sent (a refused or silent peer): never wait on that
-    // peer here; the context finishes the close.
-    context_.adopt_close(sp);
-    return;
-  }
+UcxEndpoint::~UcxEndpoint() {
+  const bool gone = failed() || peer_closed_.load(std::memory_order_acquire);
+  void* sp = begin_close();
+  if (!sp) return;
   // A flush-close needs the peer to acknowledge; a dead or blocked peer
   // cannot, so wait a bounded time (briefly if its socket already closed)
   // and let UCX finish the rest.
@@ -99,6 +83,31 @@ void UcxEndpoint::close() noexcept {
   if (!done && !gone)
     logf(LogLevel::kWarn, "rdmaps: warning: closing the endpoint to %s: no acknowledgement within 2 s", peer_.c_str());
   ucp_request_free(sp);
+}
+
+void UcxEndpoint::close_later() noexcept {
+  if (void* sp = begin_close()) context_.adopt_close(sp);
+}
+
+void* UcxEndpoint::begin_close() noexcept {
+  if (!ep_) return nullptr;
+  context_.untrack(ep_);
+  ucp_request_param_t params{};
+  params.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  // A peer known to be gone cannot acknowledge a flush-close; FORCE is legal
+  // only with peer-failure handling on both sides.
+  bool gone = failed() || peer_closed_.load(std::memory_order_acquire);
+  params.flags = gone && peer_failure_handling_ ? UCP_EP_CLOSE_FLAG_FORCE : 0;
+  ucs_status_ptr_t sp = ucp_ep_close_nbx(ep_, &params);
+  ep_ = nullptr;
+  if (sp == nullptr || UCS_PTR_IS_ERR(sp)) return nullptr;
+  if (!used_) {
+    // Nothing was ever sent (a refused or silent peer): never wait on that
+    // peer here; the context finishes the close.
+    context_.adopt_close(sp);
+    return nullptr;
+  }
+  return sp;
 }
 
 // UCX 1.13 has no query for an endpoint's transports; its printed

@@ -47,12 +47,14 @@ class UcxEndpoint final : public Endpoint {
   void send_control(std::span<const uint8_t> message, std::chrono::milliseconds timeout) override;
   std::vector<uint8_t> recv_control(std::chrono::milliseconds timeout) override;
   std::optional<std::vector<uint8_t>> try_recv_control(size_t max_bytes) override;
+  void close_later() noexcept override;
 
  private:
   UcxEndpoint(UcxContext& context, std::string peer);
   static void on_error(void* arg, ucp_ep_h ep, ucs_status_t status);
   void detect_lanes();
-  void close() noexcept;
+  /// Starts the close; returns its request if the peer must acknowledge it.
+  void* begin_close() noexcept;
   const UcxRemoteRegion& checked(const RemoteRegion& region, uint64_t offset, size_t length, Access need,
                                  const char* op) const;
   void check_local(const void* ptr, size_t length, const Region* local, const char* op) const;

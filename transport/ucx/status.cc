@@ -10,7 +10,6 @@ Errc errc_from(ucs_status_t status) noexcept {
     case UCS_ERR_OUT_OF_RANGE:
       return Errc::kInvalidArgument;
     case UCS_ERR_TIMED_OUT:
-    case UCS_ERR_ENDPOINT_TIMEOUT:
       return Errc::kTimeout;
     case UCS_ERR_UNREACHABLE:
     case UCS_ERR_NO_DEVICE:
@@ -20,6 +19,7 @@ Errc errc_from(ucs_status_t status) noexcept {
     case UCS_ERR_CONNECTION_RESET:
     case UCS_ERR_NOT_CONNECTED:
     case UCS_ERR_CANCELED:
+    case UCS_ERR_ENDPOINT_TIMEOUT:  // the endpoint failed: its peer died or can no longer be reached
       return Errc::kPeerGone;
     case UCS_ERR_NO_MEMORY:
     case UCS_ERR_EXCEEDS_LIMIT:

@@ -1,0 +1,34 @@
+// Endpoints whose peer is leaving: each is closed once the peer closed its
+// side (both closing at once leaves neither to acknowledge the other), or 5 s
+// on. Closes never wait here: the context drives them all together
+// (transport::Context::finish_closes), so a stopped peer holds no thread.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "transport/context.h"
+
+namespace rdmaps::ps {
+
+class ClosingEndpoints {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  void add(std::unique_ptr<transport::Endpoint> ep) { closing_.push_back({std::move(ep), Clock::now()}); }
+  /// Closes those whose peer closed, failed, or had 5 s.
+  void sweep();
+  /// Closes every one now; the context waits for their peers until `deadline`.
+  void close_all(transport::Context& context, Clock::time_point deadline);
+  bool empty() const { return closing_.empty(); }
+
+ private:
+  struct Closing {
+    std::unique_ptr<transport::Endpoint> ep;
+    Clock::time_point since;
+  };
+  std::vector<Closing> closing_;
+};
+
+}  // namespace rdmaps::ps
