@@ -82,7 +82,9 @@ typedef struct {
 rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_server** out);
 /** The bound address, e.g. "127.0.0.1:41234", NUL-terminated into buf. */
 rdmaps_status rdmaps_server_address(const rdmaps_server* server, char* buf, size_t size);
-/** Serves until rdmaps_server_stop() or until every worker left. */
+/** Serves until rdmaps_server_stop() or until every worker left. With
+ *  "--checkpoint-dir", RDMAPS_ERR_IO if the final checkpoint could not be
+ *  written (the model is not saved). */
 rdmaps_status rdmaps_server_run(rdmaps_server* server);
 void rdmaps_server_stop(rdmaps_server* server);
 rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server_stats* out);

@@ -268,6 +268,11 @@ rdmaps_status rdmaps_server_run(rdmaps_server* s) {
   return guarded("rdmaps_server_run", [&] {
     require(s, "server is NULL");
     s->server->run();
+    // rdmaps-server exits 1 here too: a run that ends with its model unsaved failed.
+    if (s->server->stats().final_checkpoint_failed)
+      throw rdmaps::Error(rdmaps::Errc::kIo,
+                          "the final checkpoint could not be written (the log says why): the trained model is "
+                          "not saved");
   });
 }
 

@@ -77,6 +77,48 @@ static void restart_from_checkpoint(void) {
   CHECK(system(rm) == 0, "removing %s", dir);
 }
 
+static void* serve_status(void* server) {
+  static rdmaps_status status;
+  status = rdmaps_server_run((rdmaps_server*)server);
+  if (status != RDMAPS_OK) fprintf(stderr, "server (expected to fail): %s\n", rdmaps_last_error());
+  return &status;
+}
+
+/* A final checkpoint that cannot be written (its directory became a file)
+ * fails the run: the caller learns that the model is not saved. */
+static void final_checkpoint_failure(void) {
+  char dir[] = "/tmp/rdmaps-c-abi-final-XXXXXX";
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
+  char flags[256], address[128];
+  snprintf(flags, sizeof(flags), "--transport tcp --rule sgd --checkpoint-dir %s", dir);
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, flags, 0, 0};
+  rdmaps_server* server = NULL;
+  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
+  if (!server) return;
+  rdmaps_server_address(server, address, sizeof(address));
+  pthread_t thread;
+  pthread_create(&thread, NULL, serve_status, server);
+  rdmaps_client_options co = {address, 0, "--transport tcp --rule sgd", 0};
+  rdmaps_client* client = NULL;
+  CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
+  float w[100];
+  for (int i = 0; i < 100; ++i) w[i] = 1.0f;
+  CHECK(client && rdmaps_client_declare(client, "w", 100) == RDMAPS_OK && rdmaps_client_connect(client) == RDMAPS_OK &&
+            rdmaps_client_init(client, "w", w, 100) == RDMAPS_OK &&
+            rdmaps_client_push(client, "w", w, 100) == RDMAPS_OK,
+        "training: %s", rdmaps_last_error());
+  char swap[300];
+  snprintf(swap, sizeof(swap), "rm -rf '%s' && touch '%s'", dir, dir);
+  CHECK(system(swap) == 0, "replacing %s by a file", dir);
+  rdmaps_client_destroy(client); /* the worker leaves: run() ends with the final checkpoint */
+  void* result = NULL;
+  pthread_join(thread, &result);
+  CHECK(result && *(rdmaps_status*)result == RDMAPS_ERR_IO, "rdmaps_server_run returned %s, expected io",
+        result ? rdmaps_status_name(*(rdmaps_status*)result) : "nothing");
+  rdmaps_server_destroy(server);
+  remove(dir);
+}
+
 /* The library's log lines, taken by the trainer instead of stderr. */
 static char g_log[8192];
 static int g_log_lines, g_log_bad_level;
@@ -193,6 +235,7 @@ int main(void) {
   rdmaps_set_log_callback(NULL, NULL);
   CHECK(strcmp(rdmaps_status_name(RDMAPS_ERR_TIMEOUT), "timeout") == 0, "status names");
   restart_from_checkpoint();
+  final_checkpoint_failure();
   printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
   return failures ? 1 : 0;
 }
