@@ -5,7 +5,11 @@
 
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <vector>
 
 #include "rdmaps/error.h"
 #include "src/metrics/exposition.h"
@@ -22,6 +26,56 @@ void reuse_address_only(int sock) {
   int yes = 1;
   ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
 }
+
+// httplib's ThreadPool queues every accepted connection without limit, so
+// idle connections (a scanner, a misconfigured scraper) could take every file
+// descriptor of the server process, and with them its workers' connections.
+// Here the accept loop waits while `max_queued` wait for a thread: the
+// kernel's backlog holds the rest, and the process holds at most threads +
+// max_queued + 1 of them.
+class BoundedThreadPool final : public httplib::TaskQueue {
+ public:
+  BoundedThreadPool(size_t threads, size_t max_queued) : max_queued_(max_queued) {
+    for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { serve(); });
+  }
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    room_.wait(lock, [&] { return jobs_.size() < max_queued_; });
+    jobs_.push_back(std::move(fn));
+    work_.notify_one();
+  }
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      shutdown_ = true;
+    }
+    work_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  void serve() {
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        work_.wait(lock, [&] { return !jobs_.empty() || shutdown_; });
+        if (jobs_.empty()) return;  // shut down, nothing left
+        fn = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      room_.notify_one();
+      fn();
+    }
+  }
+
+  const size_t max_queued_;
+  std::mutex mu_;
+  std::condition_variable work_, room_;
+  std::deque<std::function<void()>> jobs_;
+  bool shutdown_ = false;
+  std::vector<std::thread> threads_;
+};
 
 std::string host_of(const std::string& bound) {
   std::string host = bound.substr(0, bound.rfind(':'));
@@ -44,7 +98,7 @@ HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, 
   // Scrapes are rare and small: two threads (httplib's default is one per
   // core), and one request per connection so a scraper that keeps its
   // connection open cannot hold the only thread between scrapes.
-  http_->new_task_queue = [] { return new httplib::ThreadPool(2); };
+  http_->new_task_queue = [] { return new BoundedThreadPool(2, kMaxQueued); };
   http_->set_keep_alive_max_count(1);
   // A scrape's request arrives whole in milliseconds: a sender slower than
   // this holds one of the two threads, and a body (GET has none) is read

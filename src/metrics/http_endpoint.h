@@ -26,6 +26,10 @@ class HttpEndpoint {
   HttpEndpoint(const HttpEndpoint&) = delete;
   HttpEndpoint& operator=(const HttpEndpoint&) = delete;
 
+  /// Connections accepted and waiting for a serving thread, at most; more
+  /// wait in the kernel's backlog.
+  static constexpr size_t kMaxQueued = 8;
+
   /// host:port as bound (the real port when asked for 0).
   std::string address() const { return address_; }
 

@@ -5,7 +5,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <filesystem>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "rdmaps/error.h"
 #include "src/metrics/exposition.h"
@@ -137,4 +141,45 @@ TEST(HttpEndpoint, PortInUseIsAnError) {
   // And a second endpoint on the first one's port.
   rdmaps::metrics::HttpEndpoint first("127.0.0.1:0", "--metrics", [] { return std::string(); });
   EXPECT_NE(error_of(first.address()).find("in use"), std::string::npos);
+}
+
+namespace {
+size_t open_fds() {
+  size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) n += entry.is_symlink() ? 1 : 0;
+  return n;
+}
+}  // namespace
+
+// Idle connections (a port scanner, a scraper that never sends) wait in the
+// kernel's backlog, not in the process: the endpoint accepts at most its two
+// threads' worth plus kMaxQueued, so it cannot take the file descriptors the
+// server's workers need. It used to accept all of them (250 of 250).
+TEST(HttpEndpoint, IdleConnectionsCannotTakeTheProcesssFileDescriptors) {
+  rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
+  const std::string address = endpoint.address();
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(address.rfind(':') + 1))));
+  const size_t before = open_fds();
+  constexpr size_t kIdle = 250;
+  std::vector<int> idle;
+  for (size_t i = 0; i < kIdle; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    ASSERT_GE(fd, 0);
+    ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));  // in progress or done: either is fine
+    idle.push_back(fd);
+  }
+  std::this_thread::sleep_for(
+      std::chrono::milliseconds(4000));  // SYNs refused by a full backlog are sent again after 1 and 3 s
+  const size_t accepted = open_fds() - before - kIdle;
+  for (int fd : idle) ::close(fd);
+  EXPECT_LE(accepted, 2 + rdmaps::metrics::HttpEndpoint::kMaxQueued + 1)
+      << accepted << " idle connections accepted into the process";
+  // And it serves once they are gone.
+  httplib::Client client("127.0.0.1", std::stoi(address.substr(address.rfind(':') + 1)));
+  auto ok = client.Get("/metrics");
+  ASSERT_TRUE(ok) << httplib::to_string(ok.error());
+  EXPECT_EQ(ok->status, 200);
 }
