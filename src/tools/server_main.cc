@@ -31,8 +31,10 @@ int main(int argc, char** argv) {
     auto* index = app.add_option("--index", options.index, "this server's rank among --servers")
                       ->envname("RDMAPS_SERVER_INDEX")
                       ->check(rdmaps::cli::count(0, UINT32_MAX));
+    // RDMAPS_SERVERS is the address list every other program reads (and a
+    // launch may export to every rank): the count has its own name.
     auto* servers = app.add_option("--servers", options.servers, "number of servers")
-                        ->envname("RDMAPS_SERVERS")
+                        ->envname("RDMAPS_NUM_SERVERS")
                         ->check(rdmaps::cli::count(1, UINT32_MAX));
     auto* workers = app.add_option("--workers", options.workers, "workers the clock waits for")
                         ->envname("RDMAPS_WORKERS")

@@ -62,6 +62,12 @@ refused "--lr: '1e-50' is out of range" "${s[@]}" --lr 1e-50
 refused "RDMAPS_DC_TAU0: '1e40' is out of range" env RDMAPS_DC_TAU0=1e40 "${s[@]}"
 refused "--checkpoint-every requires --checkpoint-dir" "${s[@]}" --checkpoint-every 10s
 refused "RDMAPS_CHECKPOINT_KEEP requires --checkpoint-dir" env RDMAPS_CHECKPOINT_KEEP=3 "${s[@]}"
+# RDMAPS_SERVERS is the address list (workers, launches exporting it to every
+# rank): rdmaps-server's count is RDMAPS_NUM_SERVERS, so the list reaches the
+# flag checked after it instead of failing as "not a whole number".
+refused "--workers: '0'" env RDMAPS_SERVERS=127.0.0.1:13400,127.0.0.1:13401 "${s[@]}" --workers 0
+refused "RDMAPS_NUM_SERVERS: 'two'" env RDMAPS_NUM_SERVERS=two "${s[@]}"
+helps "$server" -- "(Env:RDMAPS_NUM_SERVERS)"
 helps "$server" -- "(Env:RDMAPS_WORKERS)"
 helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
 
