@@ -107,6 +107,7 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, event_fd_, &ev) != 0)
       throw Error(Errc::kIo, std::string("epoll_ctl on the UCX event fd: ") + std::strerror(errno));
   }
+  guard_am_ids();
   if (options.progress_thread) progress_thread_ = std::thread([this] { progress_loop(); });
 }
 
@@ -169,15 +170,36 @@ std::unique_ptr<Region> UcxContext::register_memory(void* data, size_t size, Acc
   return UcxRegion::map(context_.get(), data, size, access, false);
 }
 
+// UCX 1.13 looks a received message's id up in its handler table without
+// checking that the entry was ever set: an id nobody registered (another
+// version's, a bug's) jumped through garbage and killed this process with
+// SIGSEGV (AmTest.MessagesForIdsNobodyHandlesAreDroppedAndTheReceiverGoesOn).
+// So every id gets a handler, one that drops the message; set_am_handler()
+// replaces it for the ids in use. 65536 entries: 1.5 MiB per context.
+void UcxContext::guard_am_ids() {
+  am_slots_.push_back(AmSlot{this, [this](AmMessage& m) {
+                               if (warned_stray_am_.exchange(true)) return;
+                               logf(LogLevel::kWarn,
+                                    "rdmaps: dropped an active message from %s for an id nothing here handles (a peer "
+                                    "of another rdmaps version?); later ones are dropped silently",
+                                    m.from ? m.from->peer_name().c_str() : "an unknown peer");
+                             }});
+  for (uint32_t id = UINT16_MAX + 1; id-- > 0;) bind_am_slot(static_cast<uint16_t>(id), &am_slots_.back());
+}
+
 void UcxContext::set_am_handler(uint16_t id, AmHandler handler) {
   am_slots_.push_back(AmSlot{this, std::move(handler)});
+  bind_am_slot(id, &am_slots_.back());
+}
+
+void UcxContext::bind_am_slot(uint16_t id, AmSlot* slot) {
   ucp_am_handler_param_t params{};
   params.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_FLAGS | UCP_AM_HANDLER_PARAM_FIELD_CB |
                       UCP_AM_HANDLER_PARAM_FIELD_ARG;
   params.id = id;
   params.flags = UCP_AM_FLAG_WHOLE_MSG;
   params.cb = &UcxContext::on_am;
-  params.arg = &am_slots_.back();
+  params.arg = slot;
   check(ucp_worker_set_am_recv_handler(worker_.get(), &params), "registering an active-message handler",
         "id " + std::to_string(id));
 }

@@ -78,6 +78,8 @@ class UcxContext final : public Context, public RequestEngine {
   static ucs_status_t on_am(void* arg, const void* header, size_t header_length, void* data, size_t length,
                             const ucp_am_recv_param_t* param);
   const UcxEndpoint* find(ucp_ep_h ep);
+  void guard_am_ids();
+  void bind_am_slot(uint16_t id, AmSlot* slot);
   void progress_loop();
 
   ContextOptions options_;
@@ -89,6 +91,7 @@ class UcxContext final : public Context, public RequestEngine {
   std::mutex endpoints_mu_;
   std::unordered_map<ucp_ep_h, UcxEndpoint*> endpoints_;
   std::deque<AmSlot> am_slots_;  // deque: UCX keeps pointers to the slots
+  std::atomic<bool> warned_stray_am_{false};
   // Requests released while still in flight: UCX 1.13 asserts if a
   // rendezvous request is freed before its acknowledgement arrives, so they
   // are freed here once complete.
