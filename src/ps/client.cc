@@ -31,15 +31,15 @@ void ClientImpl::connect() {
   if (declared_.empty()) throw Error(Errc::kInvalidArgument, "connect() with no tensor declared");
   partition_ =
       std::make_unique<Partition>(declared_, static_cast<uint32_t>(options_.servers.size()), config_.shard_floats);
-  transport::ContextOptions o;
-  o.transport = transport::parse_transport(config_.transport);
-  o.name = "rdmaps-worker-" + std::to_string(options_.worker);
-  o.secret = config_.secret;
-  context_ = transport::create_context(o);
-  context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });
-  links_.resize(options_.servers.size());
   const uint64_t clock = clock_;
   try {
+    transport::ContextOptions o;
+    o.transport = transport::parse_transport(config_.transport);
+    o.name = "rdmaps-worker-" + std::to_string(options_.worker);
+    o.secret = config_.secret;
+    context_ = transport::create_context(o);
+    context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });
+    links_.resize(options_.servers.size());
     for (uint32_t i = 0; i < links_.size(); ++i) {
       const Welcome w = connect_one(i);
       links_[i].instance = w.instance;

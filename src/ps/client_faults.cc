@@ -149,7 +149,7 @@ ClientImpl::~ClientImpl() {
       if (lane.ep) lane.ep->close_later();
     }
   // A server that acknowledged its Byes also acknowledges the close at once.
-  context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
+  if (context_) context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
 }
 
 }  // namespace rdmaps::ps

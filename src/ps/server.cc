@@ -23,6 +23,7 @@
 #include "src/ps/server_lane.h"
 #include "transport/auth.h"
 #include "transport/context.h"
+#include "transport/file_limit.h"
 #include "transport/idle_backoff.h"
 
 namespace rdmaps {
@@ -90,7 +91,8 @@ class ServerImpl {
       : options_(checked(options)),
         admission_(options_),
         tickets_(std::make_unique<AdmissionTicket[]>(options.workers)) {
-    if (options.gpu_shard) require_gpu();  // refused now, clearly, without a device
+    if (options.gpu_shard) require_gpu();              // refused now, clearly, without a device
+    file_limit_ = transport::raise_open_file_limit();  // a few files per worker and lane
     const auto listen = transport::SockAddr::parse(options.listen);
     if (options.config.secret.empty() && !options.insecure && !listen.is_loopback())
       throw Error(Errc::kInvalidArgument,
@@ -176,6 +178,7 @@ class ServerImpl {
   std::mutex run_mu_;  // held by run(): the destructor waits for it
   bool ran_ = false;   // under run_mu_
   std::atomic<bool> final_checkpoint_failed_{false};
+  transport::FileLimit file_limit_;
   std::string rule_;                                // the lanes' update rule, under lanes_mu_
   std::unique_ptr<metrics::HttpEndpoint> metrics_;  // declared last: stopped before anything it reads goes
 };
@@ -185,6 +188,8 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   auto partition = std::make_unique<Partition>(table, options_.servers, config.shard_floats);
   const uint32_t shards = partition->shard_count(options_.index);
   const uint32_t lanes = server_threads_for(config, shards, options_.gpu_shard);
+  if (auto warning = transport::file_limit_warning(options_.workers, lanes, file_limit_))
+    logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   std::vector<std::unique_ptr<ServerLane>> made;
   for (uint32_t l = 0; l < lanes; ++l) {
     LaneSetup s;

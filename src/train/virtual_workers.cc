@@ -1,12 +1,11 @@
 #include "src/train/virtual_workers.h"
 
-#include <sys/resource.h>
-
 #include <cmath>
 #include <cstdlib>
 #include <memory>
 
 #include "rdmaps/error.h"
+#include "transport/file_limit.h"
 
 namespace rdmaps::train {
 
@@ -78,18 +77,6 @@ void StepSchedule::stepped(bool more) {
   if (more) queue_.push({due.tick + workers_ + delay(), due.worker});
 }
 
-namespace {
-// Every client holds a few descriptors (its UCX context, sockets, shared
-// memory): take the hard limit rather than fail at the 250th worker.
-void raise_descriptor_limit() {
-  rlimit r{};
-  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
-    r.rlim_cur = r.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &r);
-  }
-}
-}  // namespace
-
 void run_virtual_workers(const ClientOptions& client, const WorkerOptions& options, uint32_t workers, DelaySpec delay,
                          const TrainTest& data, const Report& report) {
   if (workers == 0) throw Error(Errc::kInvalidArgument, "--virtual-workers: needs at least 1 worker");
@@ -97,7 +84,7 @@ void run_virtual_workers(const ClientOptions& client, const WorkerOptions& optio
     throw Error(Errc::kInvalidArgument,
                 "--virtual-workers: the schedule sets the staleness, so the servers must be fully asynchronous "
                 "(--async), not SSP/BSP");
-  raise_descriptor_limit();
+  transport::raise_open_file_limit();  // every client holds a few descriptors
   std::vector<std::unique_ptr<TrainingWorker>> all;
   for (uint32_t k = 0; k < workers; ++k) {
     ClientOptions co = client;

@@ -2,11 +2,13 @@
 // named while the other workers keep training; a dead worker is dropped from
 // the clock and may rejoin.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <optional>
 #include <random>
@@ -637,6 +639,68 @@ RDMAPS_TEST_PEER(rule_worker) {
 // One job per server, run by one thread: a second run() is refused while the
 // first runs and after it returned, and a Server destroyed while run() runs on
 // another thread stops it and waits (it crashed in the listener's poll).
+size_t open_files() {
+  size_t n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) n += entry.is_symlink() ? 1 : 0;
+  return n;
+}
+
+// A connect() whose transport cannot even be made (here: out of open files)
+// fails with an rdmaps::Error and leaves the client as it was, so a later
+// connect() works. It used to leave the client half-connected: the second
+// connect() returned at once and the next push dereferenced no transport.
+TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
+  ServerGroup servers(1, 1, sgd_config(transport::TransportKind::kTcp, 0.5f, 64));
+  ClientOptions o;
+  o.servers = {servers.addresses()};
+  o.config = sgd_config(transport::TransportKind::kTcp, 0.5f, 64);
+  o.config.secret = test_secret();
+  o.timeout = 30s;
+  Client client(o);
+  client.declare("w", 100);
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  rlimit tight = saved;
+  tight.rlim_cur = open_files() + 2;  // too few for a UCX context
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+  std::string what;
+  bool failed = false;
+  try {
+    client.connect();
+  } catch (const Error& e) {
+    failed = true;
+    what = e.what();
+  }
+  setrlimit(RLIMIT_NOFILE, &saved);
+  ASSERT_TRUE(failed) << "connect() with " << tight.rlim_cur << " open files allowed did not fail";
+  EXPECT_NE(what.find("open files"), std::string::npos) << "the error does not say it ran out of files: " << what;
+  std::printf("[ info     ] connect() out of open files: %s\n", what.c_str());
+  client.connect();
+  std::vector<float> w(100, 1.0f);
+  client.init("w", w);
+  client.push("w", w);
+  client.pull("w", w);
+  EXPECT_EQ(w[0], 0.5f);
+}
+
+// A server holds a few files per worker and lane: it takes the hard limit
+// instead of failing at the soft one (often 1024: about 20 workers at 16 lanes).
+TEST(ServerFiles, AServerTakesTheHardLimitOnOpenFiles) {
+  rlimit saved{};
+  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+  if (saved.rlim_max != RLIM_INFINITY && saved.rlim_max <= 512) GTEST_SKIP() << "hard limit too low to lower under";
+  rlimit low = saved;
+  low.rlim_cur = 512;
+  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  rlimit after{};
+  {
+    ServerGroup servers(1, 1, sgd_config(transport::TransportKind::kTcp, 0.5f, 64));
+    getrlimit(RLIMIT_NOFILE, &after);
+  }
+  setrlimit(RLIMIT_NOFILE, &saved);
+  EXPECT_EQ(after.rlim_cur, saved.rlim_max);
+}
+
 TEST(ServerRun, ASecondRunIsRefusedAndDestroyingARunningServerStopsIt) {
   ServerOptions o;
   o.listen = "127.0.0.1:0";

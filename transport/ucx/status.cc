@@ -1,5 +1,7 @@
 #include "transport/ucx/status.h"
 
+#include "transport/file_limit.h"
+
 namespace rdmaps::transport::ucx {
 
 Errc errc_from(ucs_status_t status) noexcept {
@@ -60,7 +62,7 @@ std::string explain(ucs_status_t status) {
 Error error_from(ucs_status_t status, std::string_view op, std::string_view where) {
   std::string msg(op);
   if (!where.empty()) msg += std::string(" (") + std::string(where) + ")";
-  return Error(errc_from(status), msg + ": " + explain(status));
+  return Error(errc_from(status), msg + ": " + explain(status) + open_files_hint());
 }
 
 }  // namespace rdmaps::transport::ucx
