@@ -26,20 +26,31 @@ static void* serve(void* server) {
   return NULL;
 }
 
+/* A 1-worker SGD server over tcp checkpointing into `dir` (`flags` added),
+ * listening at `listen` and running on *thread with `run`; its address into
+ * `address`. NULL if it could not be made. */
+static rdmaps_server* start_checkpointing_server(const char* dir, const char* flags, const char* listen,
+                                                 void* (*run)(void*), pthread_t* thread, char* address) {
+  char config[256];
+  snprintf(config, sizeof(config), "--transport tcp --rule sgd --lr 0.5 --checkpoint-dir %s %s", dir, flags);
+  rdmaps_server_options so = {listen, 0, 1, 1, config, 0, 0};
+  rdmaps_server* server = NULL;
+  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server at %s: %s", listen, rdmaps_last_error());
+  if (!server) return NULL;
+  rdmaps_server_address(server, address, 128);
+  pthread_create(thread, NULL, run, server);
+  return server;
+}
+
 /* A server stopped (it writes a last checkpoint) and started again with
  * --resume at the same address: a worker given --reconnect goes on from there. */
 static void restart_from_checkpoint(void) {
   char dir[] = "/tmp/rdmaps-c-abi-ckpt-XXXXXX";
   CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
-  char flags[256], address[128];
-  snprintf(flags, sizeof(flags), "--transport tcp --rule sgd --lr 0.5 --checkpoint-dir %s --resume", dir);
-  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, flags, 0, 0};
-  rdmaps_server* first = NULL;
-  CHECK(rdmaps_server_create(&so, &first) == RDMAPS_OK, "first server: %s", rdmaps_last_error());
-  if (!first) return;
-  rdmaps_server_address(first, address, sizeof(address));
+  char address[128];
   pthread_t thread;
-  pthread_create(&thread, NULL, serve, first);
+  rdmaps_server* first = start_checkpointing_server(dir, "--resume", "127.0.0.1:0", serve, &thread, address);
+  if (!first) return;
   rdmaps_client_options co = {address, 0, "--transport tcp --rule sgd --lr 0.5 --reconnect 20", 0};
   rdmaps_client* client = NULL;
   CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
@@ -54,11 +65,8 @@ static void restart_from_checkpoint(void) {
   rdmaps_server_stop(first);
   pthread_join(thread, NULL);
   rdmaps_server_destroy(first);
-  so.listen = address;
-  rdmaps_server* second = NULL;
-  CHECK(rdmaps_server_create(&so, &second) == RDMAPS_OK, "restarted server: %s", rdmaps_last_error());
+  rdmaps_server* second = start_checkpointing_server(dir, "--resume", address, serve, &thread, address);
   if (!second) return;
-  pthread_create(&thread, NULL, serve, second);
   w[0] = w[99] = -1.0f;
   CHECK(rdmaps_client_pull(client, "w", w, 100) == RDMAPS_OK, "pull after the restart: %s", rdmaps_last_error());
   CHECK(w[0] == 0.5f && w[99] == 0.5f, "the restarted server should hold 0.5, got %f", w[0]);
@@ -89,16 +97,11 @@ static void* serve_status(void* server) {
 static void final_checkpoint_failure(void) {
   char dir[] = "/tmp/rdmaps-c-abi-final-XXXXXX";
   CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
-  char flags[256], address[128];
-  snprintf(flags, sizeof(flags), "--transport tcp --rule sgd --checkpoint-dir %s", dir);
-  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, flags, 0, 0};
-  rdmaps_server* server = NULL;
-  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
-  if (!server) return;
-  rdmaps_server_address(server, address, sizeof(address));
+  char address[128];
   pthread_t thread;
-  pthread_create(&thread, NULL, serve_status, server);
-  rdmaps_client_options co = {address, 0, "--transport tcp --rule sgd", 0};
+  rdmaps_server* server = start_checkpointing_server(dir, "", "127.0.0.1:0", serve_status, &thread, address);
+  if (!server) return;
+  rdmaps_client_options co = {address, 0, "--transport tcp --rule sgd --lr 0.5", 0};
   rdmaps_client* client = NULL;
   CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
   float w[100];

@@ -2,7 +2,6 @@
 // named while the other workers keep training; a dead worker is dropped from
 // the clock and may rejoin.
 #include <signal.h>
-#include <sys/resource.h>
 
 #include <atomic>
 #include <cmath>
@@ -15,6 +14,7 @@
 
 #include "src/ps/protocol.h"
 #include "tests/common/output_capture.h"
+#include "tests/common/scoped_file_limit.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
 #include "transport/tcp_socket.h"
@@ -422,31 +422,42 @@ RDMAPS_TEST_PEER(standalone_server) {
   return 0;
 }
 
-// kill -9 of the server while its worker waits (at the clock, then in a
-// pull): the worker fails with "peer gone" naming the server, seconds after
-// the kill, not after its 60 s timeout (it used to block 121 s in a put).
+// A worker of a standalone server process (BSP, waiting for 2 workers) that
+// has trained one step: where the killed-server tests start.
+struct OneStepAgainstAServerProcess {
+  PeerProcess server;
+  std::string address;
+  std::unique_ptr<Client> client;
+  std::vector<float> w = std::vector<float>(kFaultFloats, 1.0f);
+};
+
+OneStepAgainstAServerProcess one_step_against_a_server_process(transport::TransportKind kind) {
+  const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
+  OneStepAgainstAServerProcess run{PeerProcess("standalone_server", kind, port, 1), "127.0.0.1:" + std::to_string(port),
+                                   nullptr};
+  ClientOptions o;
+  o.servers = {run.address};
+  o.config = fault_config(kind);
+  o.config.staleness = 0;
+  o.config.secret = test_secret();
+  o.timeout = 60s;
+  run.client = connect_when_up(o, "w", kFaultFloats);
+  if (!run.client) return run;
+  run.client->init("w", run.w);
+  run.client->push("w", run.w);
+  run.client->pull("w", run.w);
+  return run;
+}
+
 // A push after its server died: over tcp the push fails, over shared memory
 // it may return (a put lands in memory only the dead process mapped; a
 // one-sided write has no receipt) and the clock after it fails. Either way
 // the error is "peer gone" naming the server, at once: UCX's "Endpoint
 // timeout" for a dead peer used to come out as a timeout.
 TEST_P(PsFaultTest, APushToAKilledServerIsReportedAsPeerGoneByThePushOrTheClockAfterIt) {
-  const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
-  PeerProcess server("standalone_server", GetParam(), port, 1);
-  const std::string address = "127.0.0.1:" + std::to_string(port);
-  ClientOptions o;
-  o.servers = {address};
-  o.config = fault_config(GetParam());
-  o.config.staleness = 0;
-  o.config.secret = test_secret();
-  o.timeout = 60s;
-  std::unique_ptr<Client> client = connect_when_up(o, "w", kFaultFloats);
-  ASSERT_TRUE(client) << "the server process did not come up";
-  std::vector<float> w(kFaultFloats, 1.0f);
-  client->init("w", w);
-  client->push("w", w);
-  client->pull("w", w);
-  server.kill_now();
+  auto run = one_step_against_a_server_process(GetParam());
+  ASSERT_TRUE(run.client) << "the server process did not come up";
+  run.server.kill_now();
   std::this_thread::sleep_for(300ms);  // its sockets have closed
   std::string what;
   const auto start = Clock::now();
@@ -454,7 +465,7 @@ TEST_P(PsFaultTest, APushToAKilledServerIsReportedAsPeerGoneByThePushOrTheClockA
   for (auto step :
        {+[](Client&c, std::vector<float>&v) { c.push("w", v); }, +[](Client&c, std::vector<float>&) { c.clock(); }}) {
     try {
-      step(*client, w);
+      step(*run.client, run.w);
     } catch (const Error& e) {
       code = e.code();
       what = e.what();
@@ -464,26 +475,20 @@ TEST_P(PsFaultTest, APushToAKilledServerIsReportedAsPeerGoneByThePushOrTheClockA
   ASSERT_TRUE(code) << "neither the push nor the clock after it failed";
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   EXPECT_EQ(*code, Errc::kPeerGone) << what;
-  EXPECT_NE(what.find(address), std::string::npos) << what;
+  EXPECT_NE(what.find(run.address), std::string::npos) << what;
   EXPECT_LT(seconds, 30.0) << "detected only by the timeout";
 }
 
+// kill -9 of the server while its worker waits (at the clock, then in a
+// pull): the worker fails with "peer gone" naming the server, seconds after
+// the kill, not after its 60 s timeout (it used to block 121 s in a put).
 TEST_P(PsFaultTest, AServerKilledMidRunIsReportedByItsWorkerNamingIt) {
-  const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
-  PeerProcess server("standalone_server", GetParam(), port, 1);
-  const std::string address = "127.0.0.1:" + std::to_string(port);
-  ClientOptions o;
-  o.servers = {address};
-  o.config = fault_config(GetParam());
-  o.config.staleness = 0;
-  o.config.secret = test_secret();
-  o.timeout = 60s;
-  std::unique_ptr<Client> client = connect_when_up(o, "w", kFaultFloats);
-  ASSERT_TRUE(client) << "the server process did not come up";
-  std::vector<float> w(kFaultFloats, 1.0f);
-  client->init("w", w);
-  client->push("w", w);
-  client->pull("w", w);
+  auto run = one_step_against_a_server_process(GetParam());
+  ASSERT_TRUE(run.client) << "the server process did not come up";
+  auto& server = run.server;
+  auto& client = run.client;
+  auto& w = run.w;
+  const std::string& address = run.address;
   std::thread killer([&] {
     std::this_thread::sleep_for(300ms);  // the worker is waiting at its clock by then
     server.kill_now();
@@ -658,21 +663,18 @@ TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
   o.timeout = 30s;
   Client client(o);
   client.declare("w", 100);
-  rlimit saved{};
-  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
-  rlimit tight = saved;
-  tight.rlim_cur = open_files() + 2;  // too few for a UCX context
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
   std::string what;
   bool failed = false;
+  ScopedSoftFileLimit tight(open_files() + 2);  // too few for a UCX context
+  ASSERT_TRUE(tight.lowered());
   try {
     client.connect();
   } catch (const Error& e) {
     failed = true;
     what = e.what();
   }
-  setrlimit(RLIMIT_NOFILE, &saved);
-  ASSERT_TRUE(failed) << "connect() with " << tight.rlim_cur << " open files allowed did not fail";
+  tight.restore();
+  ASSERT_TRUE(failed) << "connect() with only 2 more open files allowed did not fail";
   EXPECT_NE(what.find("open files"), std::string::npos) << "the error does not say it ran out of files: " << what;
   std::printf("[ info     ] connect() out of open files: %s\n", what.c_str());
   client.connect();
@@ -686,19 +688,14 @@ TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
 // A server holds a few files per worker and lane: it takes the hard limit
 // instead of failing at the soft one (often 1024: about 20 workers at 16 lanes).
 TEST(ServerFiles, AServerTakesTheHardLimitOnOpenFiles) {
-  rlimit saved{};
-  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
-  if (saved.rlim_max != RLIM_INFINITY && saved.rlim_max <= 512) GTEST_SKIP() << "hard limit too low to lower under";
-  rlimit low = saved;
-  low.rlim_cur = 512;
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
-  rlimit after{};
+  ScopedSoftFileLimit low(512);
+  if (!low.lowered()) GTEST_SKIP() << "the hard limit is not above 512";
+  uint64_t during = 0;
   {
     ServerGroup servers(1, 1, sgd_config(transport::TransportKind::kTcp, 0.5f, 64));
-    getrlimit(RLIMIT_NOFILE, &after);
+    during = ScopedSoftFileLimit::soft_now();
   }
-  setrlimit(RLIMIT_NOFILE, &saved);
-  EXPECT_EQ(after.rlim_cur, saved.rlim_max);
+  EXPECT_EQ(during, low.saved().rlim_max);
 }
 
 TEST(ServerRun, ASecondRunIsRefusedAndDestroyingARunningServerStopsIt) {

@@ -1,29 +1,23 @@
 // Open files: the soft limit is raised to the hard one, and a server told
 // what it will need says so, with the numbers, before workers fail.
+#include "transport/file_limit.h"
+
 #include <gtest/gtest.h>
-#include <sys/resource.h>
 
 #include <string>
 
-#include "transport/file_limit.h"
+#include "tests/common/scoped_file_limit.h"
 
 namespace rdmaps::test {
 namespace {
 
 TEST(FileLimit, RaiseTakesTheHardLimit) {
-  rlimit saved{};
-  ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
-  if (saved.rlim_max != RLIM_INFINITY && saved.rlim_max <= 256) GTEST_SKIP() << "hard limit too low to lower under";
-  rlimit low = saved;
-  low.rlim_cur = 256;
-  ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &low), 0);
+  ScopedSoftFileLimit low(256);
+  if (!low.lowered()) GTEST_SKIP() << "the hard limit is not above 256";
   const transport::FileLimit now = transport::raise_open_file_limit();
-  rlimit after{};
-  getrlimit(RLIMIT_NOFILE, &after);
-  setrlimit(RLIMIT_NOFILE, &saved);
-  EXPECT_EQ(after.rlim_cur, saved.rlim_max);
-  EXPECT_EQ(now.soft, static_cast<uint64_t>(saved.rlim_max));
-  EXPECT_EQ(now.hard, static_cast<uint64_t>(saved.rlim_max));
+  EXPECT_EQ(ScopedSoftFileLimit::soft_now(), low.saved().rlim_max);
+  EXPECT_EQ(now.soft, static_cast<uint64_t>(low.saved().rlim_max));
+  EXPECT_EQ(now.hard, static_cast<uint64_t>(low.saved().rlim_max));
 }
 
 TEST(FileLimit, AServerThatWillRunOutSaysHowFarItGetsAndWhatToDo) {
