@@ -420,7 +420,9 @@ void ServerImpl::run() {
   for (auto& lane : lanes_) lane->stop();
   for (auto& lane : lanes_) lane->join();
   final_checkpoint_failed_ = !checkpointer_.finish(lanes_);  // the model as training left it
-  for (auto& lane : lanes_) lane->disconnect_all();
+  // One deadline for every lane's closes: stopped workers cost 2 s, not 2 s per lane.
+  const auto closes_by = Clock::now() + 2s;
+  for (auto& lane : lanes_) lane->disconnect_all(closes_by);
   held_.clear();
   closing_.close_all(*context_, Clock::now() + 2s);
 }

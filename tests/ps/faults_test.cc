@@ -521,6 +521,41 @@ RDMAPS_TEST_PEER(lane_server) {
   return 0;
 }
 
+// Trains one step on every lane, then idles (to be stopped by the test).
+RDMAPS_TEST_PEER(idle_worker) {
+  Client client(worker_options(args, fault_config(args.transport)));
+  client.declare("w", kFaultFloats);
+  client.connect();
+  std::vector<float> w(kFaultFloats, 1.0f);
+  client.init("w", w);
+  client.push("w", w);
+  client.pull("w", w);
+  std::this_thread::sleep_for(120s);
+  return 0;
+}
+
+// A server stopping while its worker is stopped (SIGSTOP) closes every lane's
+// connection at once and waits for the acknowledgements together: 2 s at
+// most, not 2 s per lane (6.2 s for 3 lanes over tcp before).
+TEST_P(PsFaultTest, AServerStoppingBesideAStoppedWorkerReturnsWithinOneCloseTimeout) {
+  Config c = fault_config(GetParam());
+  c.server_threads = 3;
+  ServerOptions keep;
+  keep.exit_when_done = false;
+  ServerGroup servers(1, 1, c, keep);
+  PeerProcess worker("idle_worker", GetParam(), 0, 1, {servers.addresses(), "0"});
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().pulls < 3 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_GE(servers.server(0).stats().pulls, 3u) << "the worker did not pull from every lane";
+  ASSERT_EQ(kill(worker.pid(), SIGSTOP), 0);
+  const auto start = Clock::now();
+  servers.stop();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  kill(worker.pid(), SIGCONT);
+  std::printf("[ info     ] stopping a 3-lane server beside a stopped worker took %.2f s\n", seconds);
+  EXPECT_LT(seconds, 4.0) << "the lanes' closes were waited for one after the other";
+}
+
 // A worker leaving servers that stopped (SIGSTOP: alive, silent) returns
 // within the 5 s ~Client promises, not after a wait per lane and server
 // (it took 5 s plus 2 s for each of the 6 endpoints' close).
