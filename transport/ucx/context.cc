@@ -175,7 +175,8 @@ std::unique_ptr<Region> UcxContext::register_memory(void* data, size_t size, Acc
 // version's, a bug's) jumped through garbage and killed this process with
 // SIGSEGV (AmTest.MessagesForIdsNobodyHandlesAreDroppedAndTheReceiverGoesOn).
 // So every id gets a handler, one that drops the message; set_am_handler()
-// replaces it for the ids in use. 65536 entries: 1.5 MiB per context.
+// replaces it for the ids in use. 65536 entries: 1.5 MiB and about 3 ms
+// (2.7-3.5 ms to 5.6-7.1 ms to make and destroy a tcp context, this VM) per context.
 void UcxContext::guard_am_ids() {
   am_slots_.push_back(AmSlot{this, [this](AmMessage& m) {
                                if (warned_stray_am_.exchange(true)) return;
