@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -36,7 +37,7 @@ uint64_t server_files_needed(uint64_t workers, uint64_t lanes) { return 3 * work
 std::optional<std::string> file_limit_warning(uint64_t workers, uint64_t lanes, FileLimit limit) {
   const uint64_t need = server_files_needed(workers, lanes);
   if (limit.soft == 0 || limit.soft == RLIM_INFINITY || need <= limit.soft) return std::nullopt;
-  const uint64_t fit = limit.soft > 64 ? (limit.soft - 64) / (3 * lanes) : 0;
+  const uint64_t fit = limit.soft > 64 ? (limit.soft - 64) / (3 * std::max<uint64_t>(lanes, 1)) : 0;
   return std::to_string(workers) + " workers on " + std::to_string(lanes) + " lanes need about " +
          std::to_string(need) + " open files, but this process may open " + std::to_string(limit.soft) +
          " (ulimit -n; its hard limit is " + std::to_string(limit.hard) + "): workers past about " +
