@@ -17,6 +17,7 @@
 #include "src/ps/admission.h"
 #include "src/ps/checkpointer.h"
 #include "src/ps/gpu_shard.h"
+#include "src/ps/memory_plan.h"
 #include "src/ps/partition.h"
 #include "src/ps/pending_peers.h"
 #include "src/ps/protocol.h"
@@ -189,6 +190,10 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   const uint32_t shards = partition->shard_count(options_.index);
   const uint32_t lanes = server_threads_for(config, shards, options_.gpu_shard);
   if (auto warning = transport::file_limit_warning(options_.workers, lanes, file_limit_))
+    logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
+  const MemoryPlan memory =
+      server_memory_plan(partition->server_range(options_.index).size(), lanes, config, options_.gpu_shard);
+  if (auto warning = memory_warning(memory, options_.workers, available_memory(), config.rule))
     logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   std::vector<std::unique_ptr<ServerLane>> made;
   for (uint32_t l = 0; l < lanes; ++l) {

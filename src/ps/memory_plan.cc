@@ -1,0 +1,59 @@
+#include "src/ps/memory_plan.h"
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "math/update_params.h"
+#include "src/ps/protocol.h"
+
+namespace rdmaps::ps {
+
+namespace {
+std::string gigabytes(uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f GB", bytes / 1e9);
+  return text;
+}
+}  // namespace
+
+MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& config, bool gpu_shard) {
+  MemoryPlan p;
+  const uint64_t range = floats * sizeof(float);
+  p.shared = range * (math::needs_state(config.rule) ? 2 : 1);
+  // The push path is chosen per worker; anything but shared memory may be tcp.
+  p.copies = math::needs_backup(config.rule) || gpu_shard || config.transport != "shm";
+  const uint64_t inbox = SlotLayout{config.shard_floats * sizeof(float)}.slot_bytes() * config.inbox_slots;
+  p.per_worker = uint64_t{lanes} * inbox + (p.copies ? range : 0);
+  return p;
+}
+
+uint64_t available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string key;
+    uint64_t kib = 0;
+    if (fields >> key >> kib && key == "MemAvailable:") return kib * 1024;
+  }
+  return 0;
+}
+
+std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t workers, uint64_t available,
+                                          UpdateRule rule) {
+  const uint64_t need = plan.total(workers);
+  if (available == 0 || need <= available) return std::nullopt;
+  const uint64_t fit = available > plan.shared && plan.per_worker ? (available - plan.shared) / plan.per_worker : 0;
+  std::string why;
+  if (plan.copies)
+    why = std::string("; ") + (math::needs_backup(rule) ? std::string(rule_name(rule)) : "the write-back path") +
+          " keeps a copy of this server's range for every worker";
+  return std::to_string(workers) + " workers need about " + gigabytes(need) + " of memory on this server (" +
+         gigabytes(plan.shared) + " for the parameters and their state, " + gigabytes(plan.per_worker) + " per worker" +
+         why + "), but " + gigabytes(available) + " is available: past about " + std::to_string(fit) +
+         " workers the kernel may kill this server mid-run. Spread the table over more servers (--servers), or "
+         "run fewer workers";
+}
+
+}  // namespace rdmaps::ps

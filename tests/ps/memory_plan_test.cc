@@ -1,0 +1,50 @@
+// How much host memory a server says it needs, and what it tells the user
+// when the machine has less.
+#include "src/ps/memory_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace rdmaps::test {
+namespace {
+
+Config rule_over(UpdateRule rule, const char* transport) {
+  Config c;
+  c.rule = rule;
+  c.transport = transport;
+  c.shard_floats = 1 << 18;  // 1 MiB slots
+  c.inbox_slots = 4;
+  return c;
+}
+
+TEST(MemoryPlan, DelayCompensationKeepsACopyPerWorkerPlainSgdOverSharedMemoryDoesNot) {
+  const uint64_t floats = uint64_t{1} << 28;  // a 1 GiB range
+  const ps::MemoryPlan dc = ps::server_memory_plan(floats, 2, rule_over(UpdateRule::kDcAsgdAdaptive, "shm"), false);
+  EXPECT_TRUE(dc.copies);
+  EXPECT_EQ(dc.shared, 2 * (uint64_t{1} << 30));  // parameters and mean square
+  EXPECT_GT(dc.per_worker, uint64_t{1} << 30);
+  EXPECT_LT(dc.per_worker, (uint64_t{1} << 30) + (uint64_t{16} << 20));  // and 2 lanes x 4 slots of 1 MiB
+  const ps::MemoryPlan sgd = ps::server_memory_plan(floats, 2, rule_over(UpdateRule::kSgd, "shm"), false);
+  EXPECT_FALSE(sgd.copies);
+  EXPECT_EQ(sgd.shared, uint64_t{1} << 30);
+  EXPECT_LT(sgd.per_worker, uint64_t{16} << 20);
+  // Over tcp the write-back path keeps a copy whatever the rule.
+  EXPECT_TRUE(ps::server_memory_plan(floats, 2, rule_over(UpdateRule::kSgd, "tcp"), false).copies);
+}
+
+TEST(MemoryPlan, AServerShortOfMemorySaysHowManyWorkersFitAndWhy) {
+  const ps::MemoryPlan dc =
+      ps::server_memory_plan(uint64_t{1} << 28, 2, rule_over(UpdateRule::kDcAsgdAdaptive, "shm"), false);
+  const auto warning = ps::memory_warning(dc, 64, uint64_t{24} << 30, UpdateRule::kDcAsgdAdaptive);
+  ASSERT_TRUE(warning);
+  for (const char* part : {"64 workers need about 71.", "dc-asgd-a keeps a copy", "25.8 GB is available",
+                           "past about 21 workers", "--servers"})
+    EXPECT_NE(warning->find(part), std::string::npos) << part << " missing from: " << *warning;
+  EXPECT_FALSE(ps::memory_warning(dc, 16, uint64_t{24} << 30, UpdateRule::kDcAsgdAdaptive));
+  EXPECT_FALSE(ps::memory_warning(dc, 64, 0, UpdateRule::kDcAsgdAdaptive)) << "unknown memory: nothing to say";
+  EXPECT_GT(ps::available_memory(), 0u) << "/proc/meminfo has MemAvailable on Linux";
+}
+
+}  // namespace
+}  // namespace rdmaps::test
