@@ -352,16 +352,8 @@ TEST(LaneScheduling, SeveralLanesNeverPreemptOnWakeupAOneLaneServerDoes) {
 }
 
 RDMAPS_TEST_PEER(idle_after_a_push) {
-  Config c = core_config(args.transport);
-  Client client(worker_options(args, c));
-  client.declare("w", kFloats);
-  client.connect();
-  std::vector<float> w(kFloats, 1.0f);
-  client.init("w", w);
-  client.push("w", w);
-  client.pull("w", w);
-  std::this_thread::sleep_for(120s);  // connected, idle: the test looks at the lanes, then kills this process
-  return 0;
+  // Connected, idle: the test looks at the lanes, then kills this process.
+  return train_one_step_then_idle(args, core_config(args.transport), kFloats);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PsTest,

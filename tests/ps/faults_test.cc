@@ -522,17 +522,7 @@ RDMAPS_TEST_PEER(lane_server) {
 }
 
 // Trains one step on every lane, then idles (to be stopped by the test).
-RDMAPS_TEST_PEER(idle_worker) {
-  Client client(worker_options(args, fault_config(args.transport)));
-  client.declare("w", kFaultFloats);
-  client.connect();
-  std::vector<float> w(kFaultFloats, 1.0f);
-  client.init("w", w);
-  client.push("w", w);
-  client.pull("w", w);
-  std::this_thread::sleep_for(120s);
-  return 0;
-}
+RDMAPS_TEST_PEER(idle_worker) { return train_one_step_then_idle(args, fault_config(args.transport), kFaultFloats); }
 
 // A server stopping while its worker is stopped (SIGSTOP) closes every lane's
 // connection at once and waits for the acknowledgements together: 2 s at

@@ -92,6 +92,21 @@ inline std::unique_ptr<Client> connect_when_up(const ClientOptions& o, const std
   return nullptr;
 }
 
+/// A worker peer's body: connects with `config`, trains one step on a tensor
+/// "w" of `floats`, then stays connected and idle until the test kills or
+/// stops it.
+inline int train_one_step_then_idle(const PeerArgs& args, const Config& config, size_t floats) {
+  Client client(worker_options(args, config));
+  client.declare("w", floats);
+  client.connect();
+  std::vector<float> w(floats, 1.0f);
+  client.init("w", w);
+  client.push("w", w);
+  client.pull("w", w);
+  std::this_thread::sleep_for(120s);
+  return 0;
+}
+
 /// SGD over `kind` with the given step and shard size; tests change the rest.
 inline Config sgd_config(transport::TransportKind kind, float lr, uint32_t shard_floats) {
   Config c;
