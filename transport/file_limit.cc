@@ -27,7 +27,12 @@ std::string open_files_hint() {
   for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec); !ec && it != std::filesystem::end(it);
        it.increment(ec))
     ++open;
-  if (ec || open + 16 < r.rlim_cur) return "";
+  // Listing them takes a file too: none left means every one is open.
+  if (ec == std::errc::too_many_files_open)
+    open = r.rlim_cur;
+  else if (ec)
+    return "";
+  if (open + 16 < r.rlim_cur) return "";
   return "; this process has " + std::to_string(open) + " of its " + std::to_string(r.rlim_cur) +
          " allowed open files open: raise the limit (ulimit -n; hard limit " + std::to_string(r.rlim_max) + ")";
 }

@@ -86,9 +86,10 @@ TcpSocket TcpSocket::try_accept(SockAddr* peer) const {
   socklen_t len = sizeof(ss);
   int fd = ::accept4(fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC | SOCK_NONBLOCK);
   if (fd < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return TcpSocket();
-    throw Error(Errc::kIo, "accept on " + local_address().to_string() + ": " + sys_error(errno) +
-                               (errno == EMFILE ? " (out of file descriptors: raise ulimit -n)" : ""));
+    const int err = errno;  // building the message below may change errno
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED) return TcpSocket();
+    throw Error(Errc::kIo, "accept on " + local_address().to_string() + ": " + sys_error(err) +
+                               (err == EMFILE || err == ENFILE ? " (out of file descriptors: raise ulimit -n)" : ""));
   }
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

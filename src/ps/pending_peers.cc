@@ -35,7 +35,15 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
     std::unique_ptr<transport::Endpoint> ep;
     try {
       ep = listener.poll();
-    } catch (const std::exception& e) {  // that peer is gone; the others go on
+    } catch (const Error& e) {
+      log(std::string("refused a connection: ") + e.what());
+      // An accept that fails (out of files) fails again at once: try again on
+      // the next round instead of spinning here. Any other failure is that
+      // peer's; the others go on.
+      if (e.code() == Errc::kIo) break;
+      any = true;
+      continue;
+    } catch (const std::exception& e) {
       log(std::string("refused a connection: ") + e.what());
       any = true;
       continue;
