@@ -98,21 +98,23 @@ int run_worker(const Flags& f) {
       g[i] = (i & 1 ? -1.0f : 1.0f) * std::pow(10.0f, -20.0f - 20.0f * static_cast<float>(i % 1024) / 1024.0f);
   if (o.worker == 0) client.init("w", w);
   client.pull("w", w);  // sets this worker's backup (DC-ASGD's w_bak)
-  std::vector<double> total, push;
+  std::vector<double> total, push, pull;
   for (uint64_t i = 0; i < iters + 1; ++i) {
     auto t0 = Clock::now();
     client.push("w", g);
     auto t1 = Clock::now();
     client.clock();
-    client.pull("w", w);
     auto t2 = Clock::now();
+    client.pull("w", w);
+    auto t3 = Clock::now();
     if (i == 0) continue;  // warm-up
     push.push_back(std::chrono::duration<double>(t1 - t0).count());
-    total.push_back(std::chrono::duration<double>(t2 - t0).count());
+    pull.push_back(std::chrono::duration<double>(t3 - t2).count());
+    total.push_back(std::chrono::duration<double>(t3 - t0).count());
   }
   std::ostringstream out;
   out.precision(9);
-  for (size_t i = 0; i < total.size(); ++i) out << total[i] << " " << push[i] << "\n";
+  for (size_t i = 0; i < total.size(); ++i) out << total[i] << " " << push[i] << " " << pull[i] << "\n";
   std::string text = out.str() + "path " + client.stats().push_paths.at(0) + "\n";
   int fd = f.report_fd;
   report(fd, text.data(), text.size());
@@ -181,7 +183,7 @@ int run_driver(const Flags& f) {
     args.insert(args.end(), common.begin(), common.end());
     worker_children.push_back(spawn_self("rdmaps-perf", args));
   }
-  std::vector<double> total, push;
+  std::vector<double> total, push, pull;
   std::string path;
   for (auto& child : worker_children) {
     std::istringstream in(read_all(child));
@@ -190,15 +192,18 @@ int run_driver(const Flags& f) {
         path = b;
         continue;
       }
+      std::string c;
+      in >> c;
       total.push_back(std::stod(a));
       push.push_back(std::stod(b));
+      pull.push_back(std::stod(c));
     }
     if (wait_child(child) != 0) throw Error(Errc::kInternal, "a worker process failed (see its output above)");
   }
   for (auto& child : server_children) wait_child(child);
   if (total.empty()) throw Error(Errc::kInternal, "no worker reported timings");
 
-  Percentiles iter = Percentiles::of(total), push_p = Percentiles::of(push);
+  Percentiles iter = Percentiles::of(total), push_p = Percentiles::of(push), pull_p = Percentiles::of(pull);
   // Bound for one iteration: every worker's push and pull cross the transport,
   // and each server's threads apply their share of every worker's push and,
   // where the write-back goes through a copy (a DC rule's backup, or active
@@ -214,6 +219,9 @@ int run_driver(const Flags& f) {
   double copy_out = copy_seconds(floats);
   double bound = wire + memory + copy_out;
   double push_GBps = floats * 4.0 / push_p.p50 / 1e9;
+  // A pull as the worker sees it: request, the servers' write-back, and its
+  // copy out of the receive region (one direction of the transport).
+  double pull_GBps = floats * 4.0 / pull_p.p50 / 1e9;
   double intake_GBps = workers * floats * 4.0 / iter.p50 / 1e9;
 
   const nlohmann::ordered_json j = {{"bench", "ps"},
@@ -232,6 +240,8 @@ int run_driver(const Flags& f) {
                                     {"iter_max_s", iter.max},
                                     {"push_p50_s", push_p.p50},
                                     {"push_GBps", push_GBps},
+                                    {"pull_p50_s", pull_p.p50},
+                                    {"pull_GBps", pull_GBps},
                                     {"intake_GBps", intake_GBps},
                                     {"transport_push_GBps", push_net},
                                     {"transport_pull_GBps", pull_net},
@@ -240,7 +250,8 @@ int run_driver(const Flags& f) {
                                     {"bound_copy_out_s", copy_out},
                                     {"bound_s", bound},
                                     {"ratio", iter.p50 / bound},
-                                    {"push_vs_transport", push_GBps / push_net}};
+                                    {"push_vs_transport", push_GBps / push_net},
+                                    {"pull_vs_transport", pull_GBps / pull_net}};
   if (f.json) {
     std::printf("%s\n", j.dump().c_str());
   } else {

@@ -26,7 +26,9 @@ namespace {
 constexpr auto kHelloTimeout = 5s;      // a connected peer's LaneHello
 constexpr auto kAnswerTimeout = 100ms;  // a LaneWelcome: small, into an empty socket buffer
 constexpr size_t kMaxLaneHello = 256 * 1024;
-constexpr size_t kWriteBackChunkShards = 4;
+// Active-message write-backs go in messages of about this size: UCX's
+// ucp_am_bw over tcp peaks at 1 MiB (docs/benchmarks.md).
+constexpr size_t kWriteBackChunkBytes = 1 << 20;
 
 bool finite_floats(const float* p, size_t n) {
   for (size_t i = 0; i < n; ++i)
@@ -290,11 +292,12 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
 // lane puts the parameters themselves and waits until the put has read them
 // before it applies anything else (over shared memory the put is the copy; on
 // a NIC its DMA outruns the copy it replaces).
-// Over active messages, in chunks of 4 shards: tcp moves one chunk while the
-// lane copies the next (the progress call drives it); 64 MiB write-backs ran
-// 6-18 % faster. A put over shared memory is itself a CPU copy, so it goes
-// whole (chunks measured 13 % slower there; docs/benchmarks.md). Nothing is
-// applied in between, so the chunks make one consistent snapshot.
+// Over active messages, in chunks of whole shards of about 1 MiB: tcp moves
+// one chunk while the lane copies the next (the progress call drives it);
+// write-backs ran about 30 % faster than in 4 MiB chunks. A put over shared
+// memory is itself a CPU copy, so it goes whole (chunks measured 13 % slower
+// there; docs/benchmarks.md). Nothing is applied in between, so the chunks
+// make one consistent snapshot.
 void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   if (w.departed) return;  // nobody left to read it
   const size_t local = local_of(h.shard);
@@ -302,7 +305,10 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
       setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
   // Admission gave the worker a copy exactly where its write-backs need one.
   const auto direct = w.copy ? std::nullopt : store_->direct_source();
-  const size_t chunk = w.writer->use_am() ? kWriteBackChunkShards * setup_.config.shard_floats : floats;
+  const size_t shard_floats = setup_.config.shard_floats;
+  const size_t chunk = w.writer->use_am()
+                           ? std::max<size_t>(1, kWriteBackChunkBytes / (shard_floats * sizeof(float))) * shard_floats
+                           : floats;
   const auto t0 = Clock::now();
   try {
     w.writer->wait_sent(kIoTimeout);

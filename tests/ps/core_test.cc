@@ -41,29 +41,53 @@ TEST_P(PsTest, OneWorkerSgdEqualsSequentialSgdBitForBit) {
   EXPECT_EQ(s.rejected, 0u);
 }
 
-RDMAPS_TEST_PEER(sgd_worker) {
-  Config c = core_config(args.transport);
+// Trains `floats` parameters with `steps` SGD steps against the servers and
+// sequential SGD beside them; 0 if every parameter matches bit for bit.
+int exact_sgd_worker(const PeerArgs& args, const Config& c, size_t floats, int steps) {
   Client client(worker_options(args, c));
-  client.declare("w", kFloats);
+  client.declare("w", floats);
   client.connect();
-  std::vector<float> w(kFloats), ref(kFloats), g(kFloats);
+  std::vector<float> w(floats), ref(floats), g(floats);
   std::mt19937 rng(static_cast<uint32_t>(args.seed));
   std::uniform_real_distribution<float> init(-1, 1);
   for (auto& x : ref) x = init(rng);
   client.init("w", ref);
-  for (int step = 0; step < kSteps; ++step) {
+  for (int step = 0; step < steps; ++step) {
     client.pull("w", w);
     gradient(w, step, args.seed, g);
     client.push("w", g);
     client.clock();
-    for (size_t i = 0; i < kFloats; ++i) ref[i] = ref[i] - c.learning_rate * g[i];  // sequential SGD
+    for (size_t i = 0; i < floats; ++i) ref[i] = ref[i] - c.learning_rate * g[i];  // sequential SGD
   }
   client.pull("w", w);
   size_t differ = 0;
-  for (size_t i = 0; i < kFloats; ++i) differ += std::memcmp(&w[i], &ref[i], 4) != 0;
-  if (differ) std::fprintf(stderr, "sgd_worker: %zu of %zu parameters differ\n", differ, kFloats);
+  for (size_t i = 0; i < floats; ++i) differ += std::memcmp(&w[i], &ref[i], 4) != 0;
+  if (differ) std::fprintf(stderr, "exact_sgd_worker: %zu of %zu parameters differ\n", differ, floats);
   return differ ? 1 : 0;
 }
+
+RDMAPS_TEST_PEER(sgd_worker) { return exact_sgd_worker(args, core_config(args.transport), kFloats, kSteps); }
+
+// Shards of the default 1 MiB, a lane range of several of them and a partial
+// last one: a write-back over active messages goes in several messages (about
+// 1 MiB each) and must land whole, each at its offset, lanes not starting at 0.
+constexpr size_t kBigFloats = 7 * (size_t{1} << 18) / 2;  // 3.5 MiB
+Config big_shard_config(transport::TransportKind kind) {
+  Config c = sgd_config(kind, 0.05f, 1u << 18);
+  c.server_threads = 2;  // lanes of 2 and 1.5 shards
+  return c;
+}
+
+TEST_P(PsTest, WriteBacksInSeveralMessagesLandWhole) {
+  Config c = big_shard_config(GetParam());
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker("big_shard_worker", GetParam(), 0, 11, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(120s), 0) << "worker found parameters that differ from sequential SGD";
+  servers.join();
+  EXPECT_EQ(servers.server(0).stats().rejected, 0u);
+}
+
+RDMAPS_TEST_PEER(big_shard_worker) { return exact_sgd_worker(args, big_shard_config(args.transport), kBigFloats, 8); }
 
 // A batched pull of tensors spread over two servers of two threads (lanes)
 // each: one request per lane, every value where it belongs.
