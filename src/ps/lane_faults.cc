@@ -88,8 +88,13 @@ void ServerLane::leave(Worker& w) {
   update_min_clock();
 }
 
+// A poll() per worker checked: a few per call, in turn, so that a lane of
+// hundreds of workers does not spend its idle rounds in system calls; each is
+// still checked every few milliseconds.
 void ServerLane::check_liveness() {
-  for (auto& w : workers_) {
+  const size_t n = std::min(workers_.size(), kLivenessChecksPerCall);
+  for (size_t i = 0; i < n; ++i) {
+    Worker& w = workers_[liveness_next_++ % workers_.size()];
     if (!w.live || !(w.ep->peer_closed() || w.ep->failed())) continue;
     take_in_last_messages(w);  // a clean leave ends with a Bye there
     if (w.live) drop(w, "died (connection closed); dropped from the clock");

@@ -26,6 +26,7 @@ namespace {
 constexpr auto kHelloTimeout = 5s;      // a connected peer's LaneHello
 constexpr auto kAnswerTimeout = 100ms;  // a LaneWelcome: small, into an empty socket buffer
 constexpr size_t kMaxLaneHello = 256 * 1024;
+constexpr auto kHousekeepingEvery = 1ms;
 // Active-message write-backs go in messages of about this size: UCX's
 // ucp_am_bw over tcp peaks at 1 MiB (docs/benchmarks.md).
 constexpr size_t kWriteBackChunkBytes = 1 << 20;
@@ -403,14 +404,19 @@ void ServerLane::run() {
   // docs/benchmarks.md "Server threads").
   transport::NoWakeupPreemption quiet(setup_.lanes > 1);
   uint32_t iteration = 0;
+  Clock::time_point last_housekeeping{};
   while (!stop_.load(std::memory_order_relaxed)) {
     bool busy = snapshot_step();
     busy |= context_->progress() != 0;
     busy |= complete_landings();
     for (auto& w : workers_)
       if (w.live) busy |= poll_inbox(w);
-    if ((++iteration & 0xff) == 0 || !busy) {
+    // Connection set-up and liveness (a system call per worker) at most every
+    // kHousekeepingEvery when idle: with hundreds of workers, doing them every
+    // idle round delayed the next push by a poll() per worker.
+    if ((++iteration & 0xff) == 0 || (!busy && Clock::now() - last_housekeeping >= kHousekeepingEvery)) {
       const auto t0 = Clock::now();
+      last_housekeeping = t0;
       pending_.poll(*listener_, [this](std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message) {
         admit(std::move(ep), message);
       });

@@ -67,6 +67,7 @@ enum class RejectReason : uint8_t { kSequence, kHeader, kNonFinite, kLanding };
 constexpr size_t kRejectReasons = 4;
 /// The longest a lane waits on one send to a worker before judging it gone.
 constexpr std::chrono::seconds kIoTimeout{30};
+constexpr size_t kLivenessChecksPerCall = 32;  // workers whose sockets one housekeeping round polls
 const char* reject_reason_name(RejectReason reason);
 
 /// Counters a lane alone writes (load, add, store: no read-modify-write);
@@ -199,6 +200,7 @@ class ServerLane {
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::vector<uint64_t> versions_;  // of this lane's shards
   uint64_t min_clock_ = 0;
+  size_t liveness_next_ = 0;  // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;
   std::vector<std::atomic<bool>> live_;
   PendingPeers pending_;

@@ -225,6 +225,26 @@ TEST_P(PsFaultTest, DeadWorkerIsDroppedFromTheClockAndMayRejoin) {
   EXPECT_EQ(survivor.wait(60s), 0) << "the surviving worker was blocked by the dead one";
 }
 
+// A lane polls a few workers' sockets per housekeeping round, in turn: a
+// death is found whichever id died, past the first round's.
+TEST_P(PsFaultTest, ADeadWorkerIsFoundWhateverItsIdAmongMany) {
+  Config c = config();
+  c.staleness = kInfiniteStaleness;
+  c.shard_floats = 1024;
+  constexpr uint32_t kWorkers = 3 * 32 + 5;  // a housekeeping round polls 32
+  ServerGroup servers(1, kWorkers, c);
+  {
+    PeerProcess victim("clocking_worker", GetParam(), 0, 2,
+                       {servers.addresses(), std::to_string(kWorkers - 1), "100000", "inf"});
+    for (auto until = Clock::now() + 30s; servers.server(0).stats().pushes == 0 && Clock::now() < until;)
+      std::this_thread::sleep_for(10ms);
+    victim.kill_now();
+  }
+  auto until = Clock::now() + 10s;
+  while (servers.server(0).stats().workers_lost == 0 && Clock::now() < until) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(servers.server(0).stats().workers_lost, 1u) << "worker " << kWorkers - 1 << " died unnoticed";
+}
+
 // Workers released by the same clock and leaving at once: their last pushes,
 // clocks and goodbyes can land just after the server polled their inboxes and
 // just before it sees their sockets close. Every push must still be applied
