@@ -30,15 +30,21 @@ void gradient(const std::vector<float>& w, int step, uint64_t seed, std::vector<
   for (size_t i = 0; i < w.size(); ++i) g[i] = 0.5f * w[i] + noise(rng);
 }
 
-TEST_P(PsTest, OneWorkerSgdEqualsSequentialSgdBitForBit) {
-  Config c = core_config(GetParam());
+// One server, one worker `peer` that checks its parameters against
+// sequential SGD; the server's stats once the worker left.
+ServerStats train_exact_sgd(const char* peer, transport::TransportKind kind, const Config& c, uint64_t seed) {
   ServerGroup servers(1, 1, c);
-  PeerProcess worker("sgd_worker", GetParam(), 0, 7, {servers.addresses(), "0"});
+  PeerProcess worker(peer, kind, 0, seed, {servers.addresses(), "0"});
   EXPECT_EQ(worker.wait(120s), 0) << "worker found parameters that differ from sequential SGD";
   servers.join();
-  auto s = servers.server(0).stats();
-  EXPECT_EQ(s.pushes, static_cast<uint64_t>(kSteps) * ((kFloats + kShard - 1) / kShard));
+  const ServerStats s = servers.server(0).stats();
   EXPECT_EQ(s.rejected, 0u);
+  return s;
+}
+
+TEST_P(PsTest, OneWorkerSgdEqualsSequentialSgdBitForBit) {
+  const ServerStats s = train_exact_sgd("sgd_worker", GetParam(), core_config(GetParam()), 7);
+  EXPECT_EQ(s.pushes, static_cast<uint64_t>(kSteps) * ((kFloats + kShard - 1) / kShard));
 }
 
 // Trains `floats` parameters with `steps` SGD steps against the servers and
@@ -79,12 +85,7 @@ Config big_shard_config(transport::TransportKind kind) {
 }
 
 TEST_P(PsTest, WriteBacksInSeveralMessagesLandWhole) {
-  Config c = big_shard_config(GetParam());
-  ServerGroup servers(1, 1, c);
-  PeerProcess worker("big_shard_worker", GetParam(), 0, 11, {servers.addresses(), "0"});
-  EXPECT_EQ(worker.wait(120s), 0) << "worker found parameters that differ from sequential SGD";
-  servers.join();
-  EXPECT_EQ(servers.server(0).stats().rejected, 0u);
+  train_exact_sgd("big_shard_worker", GetParam(), big_shard_config(GetParam()), 11);
 }
 
 RDMAPS_TEST_PEER(big_shard_worker) { return exact_sgd_worker(args, big_shard_config(args.transport), kBigFloats, 8); }
