@@ -2,7 +2,8 @@
 # The server's grid against its same-run bound: `rdmaps-perf ps --json` for
 # every rule x model size x workers x server threads, each cell REPEATS
 # launches (interleaved: one pass over the grid per repeat), then one
-# markdown row per cell with the median iteration and bound and their ratio.
+# markdown row per cell with the median iteration and bound and their ratio,
+# and each direction's rate against the same run's transport probe.
 #   bench/ps_grid.sh BUILD_DIR OUT.jsonl
 # Environment (defaults in brackets): TRANSPORT [shm], RULES [sgd momentum
 # dc-asgd-c dc-asgd-a], FLOATS [16M 64M], WORKERS [1 2], THREADS [1 2],
@@ -43,12 +44,13 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     key = (r["floats"], r["rule"], r["workers"], r["server_threads"])
     cells.setdefault(key, []).append(r)
-print("| floats | rule | workers | T | iteration p50 ms | bound ms (wire + apply + copy-out) | ratio | intake GB/s | launches |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| floats | rule | workers | T | iteration p50 ms | bound ms (wire + apply + copy-out) | ratio | intake GB/s | "
+      "push / probe | pull / probe | launches |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for (floats, rule, w, t), rs in sorted(cells.items()):
     med = lambda f: statistics.median(x[f] for x in rs)
     print(f"| {floats / 2**20:g} M | {rule} | {w} | {t} | {med('iter_p50_s') * 1e3:.1f} | "
           f"{med('bound_s') * 1e3:.1f} ({med('bound_wire_s') * 1e3:.1f} + {med('bound_memory_s') * 1e3:.1f} + "
           f"{med('bound_copy_out_s') * 1e3:.1f}) | {statistics.median(x['ratio'] for x in rs):.2f} | "
-          f"{med('intake_GBps'):.2f} | {len(rs)} |")
+          f"{med('intake_GBps'):.2f} | {med('push_vs_transport'):.2f} | {med('pull_vs_transport'):.2f} | {len(rs)} |")
 EOF

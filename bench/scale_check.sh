@@ -7,7 +7,10 @@
 #  - DC-ASGD-a at its defaults with 8 worker processes truly in parallel
 #    (seeds 1 and 2; once more with the model in 4 shards, so 4 server lanes;
 #    ASGD once for the time it takes);
-#  - stragglers: bench/straggler.sh random:4 (BSP, SSP(3)+DC-ASGD-a, async).
+#  - stragglers: bench/straggler.sh random:4 (BSP, SSP(3)+DC-ASGD-a, async);
+#  - tcp (active messages), 1 worker, sgd, 4 M and 16 M floats, T = 1 and 2,
+#    3 launches: push and pull against the same-run probe (on 2 cores the
+#    loopback's copies take both cores; here they have cores to spare).
 # Writes OUT/scale_check.md (the tables) and OUT/scale_check.log; each part's
 # raw JSON lines stay under OUT.
 #
@@ -18,7 +21,7 @@
 # --data: Fashion-MNIST for rdmaps-train (default: its own default).
 # --quick: a small model, 2 workers, T = 1 and 2, 1 epoch on a data subset
 #   (the CI check of this script).
-# About 5 minutes on a 16-core machine. Exits non-zero if a run failed.
+# About 6 minutes on a 16-core machine. Exits non-zero if a run failed.
 set -uo pipefail
 out="scale-check-out"
 source "$(dirname "$0")/check_args.sh"
@@ -94,12 +97,16 @@ if [ $quick = 1 ]; then
   part "server threads" env PERF="$perf" RULES=sgd FLOATS=1M WORKERS=2 THREADS="1 2" EXTRA="--iters 3" \
     "$here/ps_grid.sh" . "$out/ps_grid.jsonl"
   part "DC-ASGD-a, 2 workers, 1 epoch of a subset" dc_quick
+  part "tcp, 1 worker" env PERF="$perf" TRANSPORT=tcp RULES=sgd FLOATS=1M WORKERS=1 THREADS=1 EXTRA="--iters 3" \
+    "$here/ps_grid.sh" . "$out/ps_grid_tcp.jsonl"
 else
   part "server threads, 16 M floats" env PERF="$perf" RULES="sgd dc-asgd-a" FLOATS=16M WORKERS=8 THREADS="1 2 4 8" \
     EXTRA="--iters 10" "$here/ps_grid.sh" . "$out/ps_grid_16M.jsonl"
   part "server threads, 64 M floats" env PERF="$perf" RULES=dc-asgd-a FLOATS=64M WORKERS=8 THREADS="1 2 4 8" \
     EXTRA="--iters 5" "$here/ps_grid.sh" . "$out/ps_grid_64M.jsonl"
   part "DC-ASGD-a at its defaults, 8 workers" dc_at_scale
+  part "tcp, 1 worker, sgd" env PERF="$perf" TRANSPORT=tcp RULES=sgd FLOATS="4M 16M" WORKERS=1 THREADS="1 2" \
+    REPEATS=3 "$here/ps_grid.sh" . "$out/ps_grid_tcp.jsonl"
   part "stragglers (random:4)" env TRAIN="$train" OUT="$out/straggler" "$here/straggler.sh" . random:4 2 \
     "${data_flag[@]}"
 fi
