@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "bench/apply_bound.h"
+#include "bench/gpu_shard_bound.h"
 #include "bench/perf_options.h"
 #include "bench/perf_report.h"
 #include "rdmaps/client.h"
@@ -211,7 +212,7 @@ int run_driver(const Flags& f) {
   // with the threads the servers run (servers run in parallel; so do
   // transfers to different servers).
   double wire = workers * (share_bytes / (push_net * 1e9) + share_bytes / (pull_net * 1e9));
-  double memory = gpu_shard ? 0.0
+  double memory = gpu_shard ? gpu_shard_bound_seconds(config.rule, per_server_floats, workers)
                             : apply_bound_seconds(config.rule, per_server_floats, config.shard_floats, workers, threads,
                                                   ps::write_back_copies(config.rule, path == "am"));
   // A pull ends with the worker copying the parameters out of its receive
@@ -263,10 +264,13 @@ int run_driver(const Flags& f) {
     std::printf(
         "# bound = push bytes / transport %.2f GB/s + pull bytes / transport %.2f GB/s (%s at %u-float pieces "
         "from a server's share of the model, into %llu inbox bytes and into the share's size; same run)\n"
-        "#       + every worker's update and backup copy by %u thread(s), each on its own part (same run)%s\n"
+        "#       + %s (same run)\n"
         "#       + a worker's copy of the parameters out of its receive region (one thread, same run)\n",
-        push_net, pull_net, op.c_str(), config.shard_floats, static_cast<unsigned long long>(inbox_bytes), threads,
-        gpu_shard ? ": not measured for the GPU" : "");
+        push_net, pull_net, op.c_str(), config.shard_floats, static_cast<unsigned long long>(inbox_bytes),
+        gpu_shard ? "every worker's gradient to the GPU, update, parameters back to host memory and backup copy"
+                  : ("every worker's update and backup copy by " + std::to_string(threads) +
+                     " thread(s), each on its own part")
+                        .c_str());
     std::printf("%8s %12s %12s %12s %12s %12s %12s %8s\n", "iters", "iter_p50_s", "push_GB/s", "intake_GB/s", "bound_s",
                 "wire_s", "memory_s", "ratio");
     std::printf("%8zu %12.4f %12.2f %12.2f %12.4f %12.4f %12.4f %8.2f\n", total.size(), iter.p50, push_GBps,
