@@ -1,7 +1,5 @@
 #include "bench/gpu_shard_bound.h"
 
-#include <algorithm>
-#include <chrono>
 #include <vector>
 
 #include "cuda/device_memory.h"
@@ -11,7 +9,6 @@
 namespace rdmaps::bench {
 
 double gpu_shard_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t workers) {
-  using Clock = std::chrono::steady_clock;
   const size_t bytes = floats * sizeof(float);
   cuda::DeviceBuffer w(bytes), g(bytes), bak(bytes), state(bytes);
   for (auto* b : {&w, &g, &bak, &state}) b->fill_bytes(0);
@@ -22,21 +19,17 @@ double gpu_shard_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t worker
   params.rule = rule;
   const math::Step step = ps::step_for(params, 1e-3f, 1000);
   auto f = [](const cuda::DeviceBuffer& d) { return static_cast<float*>(d.data()); };
-  auto best_of_three = [](auto&& body) {
-    double best = 1e30;
-    for (int rep = 0; rep < 3; ++rep) {
-      const auto t0 = Clock::now();
-      body();
-      cuda::synchronize();
-      best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
-    }
-    return best;
+  // Seconds per run of `body`, once warm (CUDA events, as rdmaps-perf gpu times its rows).
+  auto seconds = [](auto&& body) {
+    body();
+    cuda::synchronize();
+    return cuda::time_ms(body, 3) * 1e-3 / 3;
   };
-  const double to_device = best_of_three([&] { cuda::copy_to_device(g.data(), host.data(), bytes); });
-  const double apply = best_of_three([&] { cuda::update(params, step, f(w), f(g), f(bak), f(state), floats); });
-  const double to_host = best_of_three([&] { cuda::copy_to_host(host.data(), w.data(), bytes); });
+  const double to_device = seconds([&] { cuda::copy_to_device(g.data(), host.data(), bytes); });
+  const double apply = seconds([&] { cuda::update(params, step, f(w), f(g), f(bak), f(state), floats); });
+  const double to_host = seconds([&] { cuda::copy_to_host(host.data(), w.data(), bytes); });
   const double backup =
-      math::needs_backup(rule) ? best_of_three([&] { cuda::copy_device(bak.data(), w.data(), bytes); }) : 0.0;
+      math::needs_backup(rule) ? seconds([&] { cuda::copy_device(bak.data(), w.data(), bytes); }) : 0.0;
   return workers * (to_device + apply + to_host + backup);
 }
 

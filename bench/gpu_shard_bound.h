@@ -12,8 +12,8 @@ namespace rdmaps::bench {
 /// Seconds for one push and one pull of each of `workers` workers over
 /// `floats` parameters on the GPU shard: the gradient from (pageable) host
 /// memory to the device, the fused update, the parameters back to host memory
-/// and, for a DC rule, into the worker's backup on the device (best of three
-/// timings each). Throws kUnsupported where no CUDA device is.
+/// and, for a DC rule, into the worker's backup on the device (each the mean
+/// of three runs after a warm one). Throws kUnsupported where no CUDA device is.
 double gpu_shard_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t workers);
 
 }  // namespace rdmaps::bench

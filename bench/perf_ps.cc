@@ -256,6 +256,10 @@ int run_driver(const Flags& f) {
   if (f.json) {
     std::printf("%s\n", j.dump().c_str());
   } else {
+    const std::string memory_work =
+        gpu_shard ? "every worker's gradient to the GPU, update, parameters back to host memory and backup copy"
+                  : "every worker's update and backup copy by " + std::to_string(threads) +
+                        " thread(s), each on its own part";
     std::printf(
         "# rdmaps-perf ps: %u worker(s), %u server(s) of %u thread(s), %llu floats, rule %s, transport %s, push "
         "path %s%s\n",
@@ -267,10 +271,7 @@ int run_driver(const Flags& f) {
         "#       + %s (same run)\n"
         "#       + a worker's copy of the parameters out of its receive region (one thread, same run)\n",
         push_net, pull_net, op.c_str(), config.shard_floats, static_cast<unsigned long long>(inbox_bytes),
-        gpu_shard ? "every worker's gradient to the GPU, update, parameters back to host memory and backup copy"
-                  : ("every worker's update and backup copy by " + std::to_string(threads) +
-                     " thread(s), each on its own part")
-                        .c_str());
+        memory_work.c_str());
     std::printf("%8s %12s %12s %12s %12s %12s %12s %8s\n", "iters", "iter_p50_s", "push_GB/s", "intake_GB/s", "bound_s",
                 "wire_s", "memory_s", "ratio");
     std::printf("%8zu %12.4f %12.2f %12.2f %12.4f %12.4f %12.4f %8.2f\n", total.size(), iter.p50, push_GBps,
