@@ -10,6 +10,9 @@
 #include <map>
 #include <random>
 #include <thread>
+#include <utility>
+
+#include "transport/tcp_socket.h"
 
 extern char** environ;
 
@@ -96,6 +99,26 @@ int PeerProcess::wait(std::chrono::milliseconds timeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return status_;
+}
+
+int free_listen_port() {
+  int low = 32768, high = 60999;  // Linux's default ip_local_port_range
+  if (std::FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d %d", &low, &high) != 2) low = 32768, high = 60999;
+    std::fclose(f);
+  }
+  const auto [first, last] = low > 11000 ? std::pair{10000, low - 1} : std::pair{high + 1, 65535};
+  std::mt19937 rng(std::random_device{}());
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int port = std::uniform_int_distribution<int>(first, last)(rng);
+    try {
+      transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)));
+      return port;
+    } catch (const std::exception&) {  // in use: another
+    }
+  }
+  throw std::runtime_error("free_listen_port: no free port in [" + std::to_string(first) + ", " + std::to_string(last) +
+                           "]");
 }
 
 uint64_t fresh_seed() {

@@ -56,6 +56,11 @@ class PeerProcess {
   int status_ = -1;  // exit status once reaped
 };
 
+/// A port on 127.0.0.1 that a peer process may listen on: free now, and
+/// below the kernel's ephemeral range, so no outgoing connection (the test's
+/// own, retrying while the peer starts) takes it as its source port first.
+int free_listen_port();
+
 /// Fresh random seed for this run (printed so a failure can be replayed).
 uint64_t fresh_seed();
 /// Deterministic bytes for (seed, stream): both peers derive the same data.

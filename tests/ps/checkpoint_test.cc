@@ -15,7 +15,6 @@
 
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
-#include "transport/tcp_socket.h"
 
 namespace rdmaps::test {
 namespace {
@@ -191,7 +190,7 @@ class PsCheckpointTest : public PsTest {};
 // server that comes back without its checkpoint is refused by the worker.
 TEST_P(PsCheckpointTest, AServerRestartedFromItsCheckpointTakesItsWorkerBackWithExactlyWhatItHeld) {
   const std::string dir = temp_dir();
-  const int port = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0")).local_address().port();
+  const int port = free_listen_port();
   auto server =
       std::make_unique<PeerProcess>("checkpoint_server", GetParam(), port, 1, std::vector<std::string>{dir, "fresh"});
   ClientOptions o;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -77,18 +78,22 @@ inline ClientOptions worker_options(const PeerArgs& args, const Config& config) 
 }
 
 /// A client of one tensor `name`, connected once the server (a process just
-/// started) listens; null if it never did within 20 s.
+/// started) listens; null if it never did within 20 s, after printing the
+/// last attempt's error (a refusal is not "not listening yet").
 inline std::unique_ptr<Client> connect_when_up(const ClientOptions& o, const std::string& name, size_t floats) {
+  std::string last_error;
   for (auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
     try {
       auto client = std::make_unique<Client>(o);
       client->declare(name, floats);
       client->connect();
       return client;
-    } catch (const Error&) {  // not listening yet
+    } catch (const Error& e) {  // not listening yet
+      last_error = e.what();
       std::this_thread::sleep_for(50ms);
     }
   }
+  std::fprintf(stderr, "connect_when_up: the last of the attempts failed with: %s\n", last_error.c_str());
   return nullptr;
 }
 
