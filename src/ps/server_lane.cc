@@ -248,6 +248,7 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
     case MsgType::kPull:
       return write_back(w, h);
     case MsgType::kClock:
+      ++w.step;
       w.clock = h.clock;
       w.clock_since = Clock::now();
       w.stall_logged = false;
@@ -259,8 +260,17 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
 }
 
 void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g) {
-  uint64_t& version = versions_[h.shard - setup_.first_shard];
-  const uint64_t tau = version - h.base_version;
+  const size_t k = h.shard - setup_.first_shard;
+  uint64_t& version = versions_[k];
+  // A shard's version counts workers' steps: the pieces of one step that touch
+  // different floats of it (several tensors) count once, and the worker's own
+  // earlier ones are nothing it has not seen. A piece over floats this step
+  // already pushed (the same tensor again) is a step of its own.
+  if (w.stepped.empty()) w.stepped.assign(setup_.shards, {});
+  Worker::Stepped& mine = w.stepped[k];
+  const uint32_t begin = h.offset, end = h.offset + h.length;
+  const bool same_step = mine.step == w.step && (end <= mine.begin || begin >= mine.end);
+  const uint64_t tau = version - (same_step ? 1 : 0) - h.base_version;
   const Config& c = setup_.config;
   if (c.staleness_policy == StalenessPolicy::kDropAboveMax && tau > c.tau_max) {
     LaneCounters::add(counters_.dropped);
@@ -271,12 +281,18 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   if (c.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
   const bool bf16 = (h.flags & kFlagBf16) != 0;
   const auto t0 = Clock::now();
-  store_->apply(update_, step_for(update_, lr, version + 1, tau), w.id, local, g, bf16, h.length);
+  store_->apply(update_, step_for(update_, lr, same_step ? version : version + 1, tau), w.id, local, g, bf16, h.length);
   const auto ns =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
   LaneCounters::add(counters_.apply_latency[duration_bucket(ns)]);
   LaneCounters::add(counters_.apply_ns, ns);
-  ++version;
+  if (same_step) {
+    mine.begin = std::min(mine.begin, begin);
+    mine.end = std::max(mine.end, end);
+  } else {
+    ++version;
+    mine = {w.step, begin, end};
+  }
   LaneCounters::add(counters_.pushes);
   const uint64_t bytes = h.length * (bf16 ? sizeof(uint16_t) : sizeof(float));
   LaneCounters::add(counters_.bytes_in, bytes);
@@ -301,6 +317,8 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
 // make one consistent snapshot.
 void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   if (w.departed) return;  // nobody left to read it
+  // The worker's next push to these shards is computed on what it gets now: a step of its own.
+  if (!w.stepped.empty()) std::fill_n(w.stepped.begin() + (h.shard - setup_.first_shard), h.length, Worker::Stepped{});
   const size_t local = local_of(h.shard);
   const size_t floats =
       setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;

@@ -147,6 +147,14 @@ class ServerLane {
     std::chrono::steady_clock::time_point clock_since{};  // when `clock` last changed
     bool stall_logged = false;
     uint64_t pushes = 0;  // pushes (pieces) applied: what a checkpoint holds of it
+    // What its pieces covered of each shard in its current step (docs/protocol.md
+    // "Versions and staleness"); sized at its first push.
+    struct Stepped {
+      uint64_t step = 0;  // the worker's step it belongs to; 0: none
+      uint32_t begin = 0, end = 0;
+    };
+    uint64_t step = 1;  // +1 per clock
+    std::vector<Stepped> stepped;
     Mailbox mailbox{};
     std::string name;
   };

@@ -262,6 +262,57 @@ RDMAPS_TEST_PEER(dc_worker) {
   return worst <= 1e-6 ? 0 : 1;
 }
 
+// Tensors that share a shard (a model's biases and norms, pushed one by one)
+// are stale by workers' steps, not by pieces: a shard's version counted every
+// piece, so the 8th tensor a lone worker pushed into a shard was 7 stale, and
+// a staleness policy dropped or shrank its own steps.
+TEST_P(PsTest, TensorsSharingAShardAreStaleByStepsNotPieces) {
+  constexpr int kTensors = 8;
+  constexpr size_t kEach = 64;  // all eight in one shard of 1024 floats
+  Config c = sgd_config(GetParam(), 0.05f, 1024);
+  c.staleness = kInfiniteStaleness;
+  ServerGroup servers(1, 2, c);
+  auto connect = [&](uint32_t id) {
+    ClientOptions o;
+    o.servers = {servers.addresses()};
+    o.worker = id;
+    o.config = c;
+    o.config.secret = test_secret();
+    auto client = std::make_unique<Client>(o);
+    for (int t = 0; t < kTensors; ++t) client->declare("t" + std::to_string(t), kEach);
+    client->connect();
+    return client;
+  };
+  std::unique_ptr<Client> a = connect(0), b = connect(1);
+  std::vector<float> v(kEach, 1.0f);
+  auto pull_all = [&](Client& w) {
+    for (int t = 0; t < kTensors; ++t) w.pull("t" + std::to_string(t), v);
+  };
+  auto push_all = [&](Client& w) {
+    for (int t = 0; t < kTensors; ++t) w.push("t" + std::to_string(t), v);
+  };
+  for (int t = 0; t < kTensors; ++t) a->init("t" + std::to_string(t), v);
+  pull_all(*a);
+  pull_all(*b);
+  // A pull returns once the lane took in everything its worker sent before
+  // it: the pulls order the two workers' pushes.
+  push_all(*a);  // tau 0: its own pieces do not count against each other
+  a->clock();
+  pull_all(*a);
+  push_all(*b);  // tau 1: one step of a's since b pulled
+  b->clock();
+  pull_all(*b);
+  a->push("t3", v);  // tau 1: b's step
+  a->push("t3", v);  // tau 2: the same floats again are a step of their own
+  a->clock();
+  pull_all(*a);
+  const ServerStats s = servers.server(0).stats();
+  EXPECT_EQ(s.staleness[0], uint64_t{kTensors});
+  EXPECT_EQ(s.staleness[1], uint64_t{kTensors} + 1);
+  EXPECT_EQ(s.staleness[2], 1u);
+  EXPECT_EQ(s.pushes, uint64_t{2 * kTensors + 2});
+}
+
 // One worker pulls once, then pushes five gradients on that copy: per shard,
 // tau runs 0, 1, 2, 3, 4.
 TEST(StalenessPolicy, DropAboveTauMaxAndScaleByTau) {
