@@ -58,25 +58,33 @@ def gradcheck():
     ref = copy.deepcopy(model)
     x, y = fashion_mnist(3 * 64)
     names = [n for n, _ in model.named_parameters()]
-    for step, lr in enumerate([0.5, 0.5, 0.125]):
-        for group in opt.param_groups:
-            group["lr"] = lr
+    # The rate as a scheduler sets it, as a resumed state_dict sets it, and 0
+    # (which a push would carry as "the servers' own").
+    steps = [(0.5, "groups"), (0.5, "groups"), (0.125, "groups"), (0.25, "state_dict"), (0.0, "groups")]
+    for step, (lr, how) in enumerate(steps):
+        if how == "state_dict":
+            sd = opt.state_dict()
+            sd["param_groups"][0]["lr"] = lr
+            opt.load_state_dict(sd)
+        else:
+            for group in opt.param_groups:
+                group["lr"] = lr
         xb, yb = x[64 * step:64 * (step + 1)], y[64 * step:64 * (step + 1)]
         ref.load_state_dict(model.state_dict())
         grads = torch.autograd.grad(F.cross_entropy(ref(xb), yb), list(ref.parameters()))
         expected = [p.detach() - lr * g for p, g in zip(ref.parameters(), grads)]
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
-        if len(opt._pending) != len(names):
+        if len(opt._pending) != (len(names) if lr else 0):
             fail(f"step {step}: {len(opt._pending)} pushes were under way when backward returned, expected one per "
-                 f"parameter ({len(names)}): the hooks did not push during backward")
+                 f"parameter ({len(names)}) at lr {lr}: the hooks did not push during backward")
         opt.step()
         for name, p, e in zip(names, model.parameters(), expected):
             if not torch.equal(p.detach(), e):
                 fail(f"step {step}: '{name}' differs from w - lr*g by up to {(p.detach() - e).abs().max().item():g}")
     stats = opt.stats()
-    if stats["pushes"] != 3 * len(names):
-        fail(f"{stats['pushes']} pushes, expected {3 * len(names)}")
+    if stats["pushes"] != 4 * len(names):
+        fail(f"{stats['pushes']} pushes, expected {4 * len(names)}")
 
     # Bad tensors are clear exceptions.
     sd = model.state_dict()
@@ -97,6 +105,11 @@ def gradcheck():
     expect_raises(RuntimeError, "already exists",
                   lambda: rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5),
                                                    model.named_parameters()))
+    # A parameter whose gradients no hook pushes is an error, not a silent no-op.
+    late = torch.nn.Parameter(torch.zeros(3))
+    opt.add_param_group({"params": [late]})
+    (late * 2).sum().backward()
+    expect_raises(RuntimeError, "have gradients the servers never get (a tensor of shape (3,))", opt.step)
     print("gradcheck ok", flush=True)
 
 

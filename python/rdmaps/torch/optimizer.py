@@ -90,11 +90,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, optimizer, named_parameters=None, staleness=0, dc=None, lambda_=None,
                  backward_passes_per_step=1, config=None, **options):
-        # Share, not copy, the wrapped optimizer's groups and state.
+        # Share, not copy, the wrapped optimizer's groups and state (properties
+        # below: its load_state_dict() replaces them).
         self.optimizer = optimizer
-        self.param_groups = optimizer.param_groups
         self.defaults = optimizer.defaults
-        self.state = optimizer.state
         self._hook_for_profile()
         if not _whole(backward_passes_per_step) or backward_passes_per_step < 1:
             raise ValueError(f"backward_passes_per_step={backward_passes_per_step!r} is not a whole number of at "
@@ -126,9 +125,26 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._passes = {}  # name -> backward passes seen this step
         self._extra = {}  # name -> first gradient count beyond backward_passes_per_step (step() raises)
         self._grad_nodes = []  # AccumulateGrad nodes; the hooks live as long as these
+        self._hooked = set()  # id() of the parameters whose gradients are pushed
         for name, p in self._params:
             if p.requires_grad:
                 self._hook(name, p)
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, groups):
+        self.optimizer.param_groups = groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @state.setter
+    def state(self, state):
+        self.optimizer.state = state
 
     # ---- set-up -----------------------------------------------------------------
 
@@ -168,6 +184,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         p.register_hook(before_accumulate)  # runs before AccumulateGrad adds into p.grad
         node.register_hook(pushed_after_accumulate)
         self._grad_nodes.append(node)
+        self._hooked.add(id(p))
 
     # ---- the data path ----------------------------------------------------------
 
@@ -187,6 +204,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if self._weight_decay:
             grad = torch.add(grad, p.detach(), alpha=self._weight_decay)
         lr = self.param_groups[0]["lr"]
+        if lr == 0:  # a push's rate of 0 means "the servers' own" (rdmaps::Client): send nothing to apply
+            return
         if lr != self._sent_lr:  # a scheduler changed it: the servers apply the worker's rate
             self._worker._submit_learning_rate(float(lr))
             self._sent_lr = lr
@@ -209,6 +228,14 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 loss = closure()
         self.synchronize()
         self._passes.clear()
+        unsent = [p for g in self.param_groups for p in g["params"] if p.grad is not None and id(p) not in self._hooked]
+        if unsent:
+            declared = {id(p): n for n, p in self._params}
+            what = ", ".join(f"'{declared[id(p)]}'" if id(p) in declared else f"a tensor of shape {tuple(p.shape)}"
+                             for p in unsent[:3])
+            raise RuntimeError(f"rdmaps.torch: {len(unsent)} parameter(s) have gradients the servers never get ({what}"
+                               f"{', ...' if len(unsent) > 3 else ''}): added with add_param_group() or unfrozen "
+                               "after the optimizer was made; make it after the model's parameters are final")
         if self._extra:
             extra, self._extra = self._extra, {}
             name, seen = next(iter(extra.items()))
