@@ -5,8 +5,10 @@
 #include <map>
 #include <memory>
 #include <sstream>
+#include <thread>
 
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "transport/address.h"
 
 namespace rdmaps::launch {
@@ -84,15 +86,27 @@ void RendezvousHost::serve() {
     return all;
   };
 
+  Clock::time_point last_warned{};
   while (!stop_) {
     std::vector<pollfd> fds{{listener_.fd(), POLLIN, 0}};
     for (auto& c : connections) fds.push_back({c->socket.fd(), POLLIN, 0});
     ::poll(fds.data(), fds.size(), 100);
     transport::SockAddr peer;
-    while (true) {
-      TcpSocket s = listener_.try_accept(&peer);
-      if (!s.valid()) break;
-      connections.push_back(std::make_unique<Connection>(Connection{std::move(s), peer.to_string(), {}}));
+    try {
+      while (true) {
+        TcpSocket s = listener_.try_accept(&peer);
+        if (!s.valid()) break;
+        connections.push_back(std::make_unique<Connection>(Connection{std::move(s), peer.to_string(), {}}));
+      }
+    } catch (const Error& e) {
+      // Out of files, most likely (ranks of a large launch at once): the
+      // connection waits in the backlog until an answered rank's closes. The
+      // listener stays readable meanwhile, so pause instead of spinning.
+      if (const auto now = Clock::now(); now - last_warned >= std::chrono::seconds(1)) {
+        last_warned = now;
+        log(LogLevel::kWarn, std::string("rendezvous: ") + e.what() + "; retrying");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     for (size_t i = 0; i < connections.size();) {
       Connection& c = *connections[i];

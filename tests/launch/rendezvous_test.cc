@@ -4,10 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <future>
+#include <thread>
 
 #include "rdmaps/error.h"
 #include "src/launch/server_directory.h"
+#include "tests/common/scoped_file_limit.h"
 #include "transport/address.h"
 #include "transport/tcp_socket.h"
 
@@ -120,6 +123,30 @@ TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
     EXPECT_THROW(s.recv_message(deadline, "host"), Error);
   }
   EXPECT_EQ(ask("rdmaps-rendezvous 1 2 1 0 h:9"), "ok h:9");
+}
+
+// Rank 0 of a large launch may run out of open files while ranks connect:
+// the host thread let the accept error escape and std::terminate ended the
+// process. It waits and serves on once files are free.
+TEST(Rendezvous, AHostOutOfOpenFilesServesOnOnceFilesAreFree) {
+  const uint16_t port = free_port();
+  RendezvousHost host(port, 2, 1);
+  const auto address = transport::SockAddr::parse("127.0.0.1:" + std::to_string(port));
+  std::vector<transport::TcpSocket> flood;
+  {
+    const auto open_now = static_cast<uint64_t>(
+        std::distance(std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator{}));
+    test::ScopedSoftFileLimit limit(open_now + 6);
+    ASSERT_TRUE(limit.lowered());
+    try {  // this process's connections and the host's accepts share the limit
+      for (int i = 0; i < 64; ++i)
+        flood.push_back(transport::TcpSocket::connect(address, std::chrono::steady_clock::now() + 2s));
+    } catch (const Error&) {  // out of files: the rest wait in the host's backlog
+    }
+    std::this_thread::sleep_for(300ms);  // the host's accepts fail meanwhile
+  }
+  flood.clear();
+  EXPECT_EQ(rendezvous(rank_of(0, 2, 1, port), "10.0.0.1:4000", 10s), (std::vector<std::string>{"10.0.0.1:4000"}));
 }
 
 TEST(Rendezvous, RankZeroCannotHostTwice) {
