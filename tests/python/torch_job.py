@@ -93,6 +93,8 @@ def gradcheck():
     expect_raises(ValueError, "'0.weight' has 3 elements", lambda: rps.broadcast_parameters(bad))
     bad["0.weight"] = torch.zeros(32, 784, dtype=torch.float64)
     expect_raises(TypeError, "torch.float64", lambda: rps.broadcast_parameters(bad))
+    renamed = {"copy." + k: v.clone() for k, v in sd.items()}  # neither the names nor the tensors match
+    expect_raises(ValueError, "no value for 4 parameter(s)", lambda: rps.broadcast_parameters(renamed))
     double = mlp().double()
     expect_raises(TypeError, "torch.float64",
                   lambda: rps.DistributedOptimizer(torch.optim.SGD(double.parameters(), lr=0.1),
@@ -153,6 +155,21 @@ def accumulate():
         F.cross_entropy(model(xb), yb).backward()
     expect_raises(RuntimeError, "got gradient 3 before step()", opt.step)
     opt.zero_grad()  # usable again after the error
+    for xb, yb in halves:
+        F.cross_entropy(model(xb), yb).backward()
+    opt.step()
+    # A rate no push can carry fails that step() and sends nothing; the next works.
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.param_groups[0]["lr"] = -1.0
+    opt.zero_grad()
+    for xb, yb in halves:
+        F.cross_entropy(model(xb), yb).backward()
+    expect_raises(ValueError, "learning rate -1.0 in param_groups", opt.step)
+    opt.load_latest()
+    if not all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before)):
+        fail("a step at learning rate -1 changed the parameters")
+    opt.param_groups[0]["lr"] = lr
+    opt.zero_grad()
     for xb, yb in halves:
         F.cross_entropy(model(xb), yb).backward()
     opt.step()

@@ -124,6 +124,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._pending = []  # (ticket, tensor kept alive until the push is done)
         self._passes = {}  # name -> backward passes seen this step
         self._extra = {}  # name -> first gradient count beyond backward_passes_per_step (step() raises)
+        self._bad_lr = None  # a learning rate no push could carry (step() raises)
         self._grad_nodes = []  # AccumulateGrad nodes; the hooks live as long as these
         self._hooked = set()  # id() of the parameters whose gradients are pushed
         for name, p in self._params:
@@ -204,6 +205,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if self._weight_decay:
             grad = torch.add(grad, p.detach(), alpha=self._weight_decay)
         lr = self.param_groups[0]["lr"]
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+            self._bad_lr = lr  # raised by step(): an exception inside backward hangs torch 1.13 at exit
+            return
         if lr == 0:  # a push's rate of 0 means "the servers' own" (rdmaps::Client): send nothing to apply
             return
         if lr != self._sent_lr:  # a scheduler changed it: the servers apply the worker's rate
@@ -226,8 +230,14 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self.synchronize()
-        self._passes.clear()
+        try:
+            self.synchronize()
+        finally:  # a failed step must not leave the next one counting its gradients
+            self._passes.clear()
+        if self._bad_lr is not None:
+            lr, self._bad_lr = self._bad_lr, None
+            raise ValueError(f"rdmaps.torch: learning rate {lr!r} in param_groups is not a finite number of at least "
+                             "0; this step's gradients were not sent")
         unsent = [p for g in self.param_groups for p in g["params"] if p.grad is not None and id(p) not in self._hooked]
         if unsent:
             declared = {id(p): n for n, p in self._params}
@@ -261,6 +271,15 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def _broadcast(self, state_dict, is_root):
         by_name = dict(self._params)
         by_address = {p.data_ptr(): n for n, p in self._params}
+        # Matched by name, else by the tensor itself; a parameter nothing matches
+        # would start from zeros on every worker.
+        matched = {key if key in by_name else by_address.get(value.data_ptr()) for key, value in state_dict.items()}
+        unmatched = [n for n, _ in self._params if n not in matched]
+        if unmatched:
+            raise ValueError(f"rdmaps.torch.broadcast_parameters: no value for {len(unmatched)} parameter(s) of the "
+                             f"optimizer ({', '.join(repr(n) for n in unmatched[:3])}{', ...' if len(unmatched) > 3 else ''}"
+                             "): pass the model's own state_dict(), or name the parameters as its keys "
+                             "(DistributedOptimizer(..., model.named_parameters()))")
         if is_root:
             tickets = []
             for key, value in state_dict.items():
