@@ -172,6 +172,7 @@ class ServerLane {
   void write_back(Worker& w, const SlotHeader& h);
   void send_mailbox(Worker& w);
   void update_min_clock();
+  void clock_advanced(uint64_t before, uint64_t now);
   void on_push_am(transport::AmMessage& m);
   bool complete_landings();
   // Faults (lane_faults.cc).
@@ -208,7 +209,8 @@ class ServerLane {
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::vector<uint64_t> versions_;  // of this lane's shards
   uint64_t min_clock_ = 0;
-  size_t liveness_next_ = 0;  // check_liveness() goes round the workers from here
+  uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
+  size_t liveness_next_ = 0;   // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;
   std::vector<std::atomic<bool>> live_;
   PendingPeers pending_;
