@@ -17,6 +17,14 @@ Partition::Partition(std::vector<TensorDecl> tensors, uint32_t servers, uint32_t
   if (total_ < servers_)
     throw Error(Errc::kInvalidArgument, "table of " + std::to_string(total_) + " floats cannot be split across " +
                                             std::to_string(servers_) + " servers");
+  // Shard indices are 32-bit on the wire; the first server holds the most.
+  const uint64_t shards = (server_range(0).size() + shard_floats_ - 1) / shard_floats_;
+  if (shards > kMaxShardsPerServer)
+    throw Error(Errc::kInvalidArgument, "a table of " + std::to_string(total_) + " floats on " +
+                                            std::to_string(servers_) + " server(s) in shards of " +
+                                            std::to_string(shard_floats_) + " floats makes " + std::to_string(shards) +
+                                            " shards per server, more than " + std::to_string(kMaxShardsPerServer) +
+                                            ": raise --shard-floats");
 }
 
 Range Partition::tensor(const std::string& name) const {

@@ -15,6 +15,10 @@ struct Range {
   uint64_t size() const { return end - begin; }
 };
 
+/// Shards one server may hold: their indices are 32-bit on the wire, and a
+/// version word of 8 bytes each must fit a worker's receive region.
+constexpr uint64_t kMaxShardsPerServer = uint64_t{1} << 28;
+
 class Partition {
  public:
   Partition(std::vector<TensorDecl> tensors, uint32_t servers, uint32_t shard_floats);

@@ -336,7 +336,7 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
     const uint64_t offset =
         receive_layout_.params_offset() + (lane_range_.begin - server_range_.begin + local) * sizeof(float);
     const uint64_t* versions = versions_.data() + (h.shard - setup_.first_shard);
-    const uint64_t versions_offset = receive_layout_.versions_offset() + h.shard * 8;
+    const uint64_t versions_offset = receive_layout_.versions_offset() + uint64_t{h.shard} * 8;
     if (direct) {
       w.writer->send_params(direct->params + local, floats, *direct->region, offset);
       w.writer->send_versions(versions, h.length, versions_offset);

@@ -8,6 +8,19 @@
 namespace rdmaps::ps {
 namespace {
 
+// Shard indices are 32-bit on the wire: a count past them was truncated
+// silently (a 16 GiB table in shards of 1 float).
+TEST(Partition, MoreShardsPerServerThanTheWireCountsAreRefusedNamingTheFlag) {
+  EXPECT_NO_THROW(Partition({{"w", kMaxShardsPerServer}}, 1, 1));
+  try {
+    Partition({{"w", uint64_t{1} << 32}}, 2, 1);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("2147483648 shards per server"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("raise --shard-floats"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Partition, RangesAreBalancedContiguousAndCutIntoShards) {
   Partition p({{"a", 1000}, {"b", 2001}}, 3, 300);
   EXPECT_EQ(p.total_floats(), 3001u);
