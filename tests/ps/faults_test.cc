@@ -542,6 +542,10 @@ RDMAPS_TEST_PEER(lane_server) {
   o.config = fault_config(args.transport);
   o.config.server_threads = 3;
   o.config.secret = test_secret();
+  // Serve on when the worker leaves: connect_when_up's attempt that reached
+  // this server while the other was still starting leaves cleanly, and a
+  // server that exits then refuses every later attempt (an ASan run's flake).
+  o.exit_when_done = false;
   Server server(o);
   server.run();
   return 0;
