@@ -205,7 +205,11 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if self._weight_decay:
             grad = torch.add(grad, p.detach(), alpha=self._weight_decay)
         lr = self.param_groups[0]["lr"]
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0):
+        try:
+            rate = float(lr)  # a number or a one-element tensor, as torch's SGD takes it
+        except (TypeError, ValueError):
+            rate = math.nan
+        if not (math.isfinite(rate) and rate >= 0):
             self._bad_lr = lr  # raised by step(): an exception inside backward hangs torch 1.13 at exit
             return
         if lr == 0:  # a push's rate of 0 means "the servers' own" (rdmaps::Client): send nothing to apply
