@@ -5,6 +5,7 @@ import copy
 import gzip
 import os
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -107,6 +108,28 @@ def gradcheck():
     expect_raises(RuntimeError, "already exists",
                   lambda: rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5),
                                                    model.named_parameters()))
+    # Whatever this torch's Optimizer.__init__ sets (step hooks, profiling), the wrapper has too.
+    missing = set(vars(torch.optim.SGD(mlp().parameters(), lr=0.1))) - set(vars(opt)) - {"param_groups", "state"}
+    if missing:
+        fail(f"DistributedOptimizer lacks what torch.optim.Optimizer.__init__ sets: {sorted(missing)}")
+    # A scheduler on the wrapper sees its step() (no "scheduler before optimizer" warning) and sets the rate.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        opt.param_groups[0]["lr"] = 0.5
+        scheduler.base_lrs = [0.5]
+        opt.zero_grad()
+        F.cross_entropy(model(x[:64]), y[:64]).backward()
+        opt.step()
+        scheduler.step()
+    if caught:
+        fail(f"a StepLR on the optimizer warned: {caught[0].message}")
+    if opt.param_groups[0]["lr"] != 0.25:
+        fail(f"StepLR set the rate to {opt.param_groups[0]['lr']}, expected 0.25")
+    opt.zero_grad(set_to_none=True)
+    if any(p.grad is not None for p in model.parameters()):
+        fail("zero_grad(set_to_none=True) left gradients")
+    expect_raises(TypeError, "cannot be pickled or copied", lambda: copy.deepcopy(opt))
     # A parameter whose gradients no hook pushes is an error, not a silent no-op.
     late = torch.nn.Parameter(torch.zeros(3))
     opt.add_param_group({"params": [late]})

@@ -93,8 +93,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # Share, not copy, the wrapped optimizer's groups and state (properties
         # below: its load_state_dict() replaces them).
         self.optimizer = optimizer
-        self.defaults = optimizer.defaults
-        self._hook_for_profile()
+        # What Optimizer.__init__ sets besides param_groups and state (the step
+        # hooks' dicts, the profiling wrapper of step()) differs between torch
+        # versions; __setstate__ is torch's own way to fill it in for every
+        # version, and it leaves param_groups and state alone.
+        torch.optim.Optimizer.__setstate__(self, {"defaults": optimizer.defaults})
+        self._warned_capturable_if_run_uncaptured = True  # the last thing __init__ sets
         if not _whole(backward_passes_per_step) or backward_passes_per_step < 1:
             raise ValueError(f"backward_passes_per_step={backward_passes_per_step!r} is not a whole number of at "
                              "least 1")
@@ -267,9 +271,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # One batched pull: at most one request per server for the whole model.
         self._worker.wait(self._worker._submit_pulls(self._pull_targets))
 
-    def zero_grad(self, set_to_none=False):
+    def zero_grad(self, *args, **kwargs):
         self.synchronize()  # a push in flight still reads the gradient
-        self.optimizer.zero_grad(set_to_none=set_to_none)
+        self.optimizer.zero_grad(*args, **kwargs)  # with this torch's default for set_to_none
 
     @torch.no_grad()
     def _broadcast(self, state_dict, is_root):
@@ -320,6 +324,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         self.optimizer.load_state_dict(state_dict)
+
+    def __getstate__(self):
+        # A copy would share the servers' connection with the original and
+        # lack the wrapped optimizer: refuse rather than make a broken object.
+        raise TypeError("rdmaps.torch.DistributedOptimizer cannot be pickled or copied: it holds this worker's "
+                        "connection to the servers; save state_dict() instead")
 
     def __repr__(self):
         return f"rdmaps.torch.DistributedOptimizer({self.optimizer!r})"
