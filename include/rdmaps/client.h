@@ -76,7 +76,7 @@ class Client {
   void push(const std::string& name, std::span<const float> gradient);
   /// Copies the parameters into `out` (host or device memory), fetched fresh
   /// (with Config::skip_pulls under SSP: only when the cached copy is staler
-  /// than the bound allows).
+  /// than the bound allows). A pull that throws may leave `out` part updated.
   void pull(const std::string& name, std::span<float> out);
   /// Pulls several tensors with at most one request per server (e.g. a whole
   /// model after each step); the staleness rule is pull()'s.

@@ -79,14 +79,42 @@ void ClientImpl::on_write_back(transport::AmMessage& m) {
   link.lanes[it->second.second].write_back.on_message(*context_, m, *link.receive);
 }
 
-// Progress, and publish a mailbox that arrived by active message once every
-// payload sent before it has landed.
+// Progress, hand each payload that landed to the running pull, and publish a
+// mailbox that arrived by active message once every payload sent before it has
+// landed.
 bool ClientImpl::progress() {
   bool moved = context_->progress() != 0;
   for (auto& link : links_)
     if (link.use_am)
-      for (auto& lane : link.lanes) moved |= lane.write_back.publish(*link.receive);
+      for (auto& lane : link.lanes)
+        moved |= lane.write_back.publish(*link.receive,
+                                         [&](uint64_t offset, uint64_t bytes) { deliver(link, offset, bytes); });
   return moved;
+}
+
+// Copying a 1 MiB message out while the next is on the wire, rather than the
+// whole model after its last byte, takes the copy off the pull's critical
+// path (docs/protocol.md "Pull"). Only whole shards count as delivered; the
+// pull copies whatever was not (puts, device targets, versions) at its end.
+void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes) {
+  const uint64_t params = link.receive_layout.params_offset();
+  if (pulling_.empty() || offset < params) return;
+  const Range landed{link.range.begin + (offset - params) / sizeof(float),
+                     link.range.begin + (offset - params + bytes) / sizeof(float)};
+  const auto* source = reinterpret_cast<const float*>(static_cast<const uint8_t*>(link.receive->data()) + params);
+  for (size_t i = 0; i < pulling_.size(); ++i) {
+    const Range part = overlap(ranges_[i], landed);
+    if (part.begin >= part.end || on_device_[i]) continue;
+    std::memcpy(pulling_[i].out.data() + (part.begin - ranges_[i].begin), source + (part.begin - link.range.begin),
+                part.size() * sizeof(float));
+  }
+  const auto shard_of = [&](uint64_t pos) {
+    return static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
+  };
+  for (uint32_t k = shard_of(landed.begin); landed.begin < landed.end && k <= shard_of(landed.end - 1); ++k) {
+    const Range extent = partition_->shard(link.index, k);
+    if (extent.begin >= landed.begin && extent.end <= landed.end) link.delivered[k] = 1;
+  }
 }
 
 template <typename Done>
@@ -272,10 +300,19 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
 void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   std::vector<Range>& ranges = ranges_;  // scratch kept across calls: no allocation per step
   ranges.clear();
+  on_device_.clear();
   for (const auto& t : targets) {
     ranges.push_back(partition_->tensor(t.name));
     check_size(t.name, ranges.back(), t.out.size(), "pull");
+    on_device_.push_back(cuda::is_device_pointer(t.out.data()));
   }
+  // From here each write-back that lands is copied to the targets (deliver()).
+  for (auto& link : links_) std::fill(link.delivered.begin(), link.delivered.end(), 0);
+  pulling_ = targets;
+  struct EndPull {
+    std::span<const PullTarget>& pulling;
+    ~EndPull() { pulling = {}; }
+  } end_pull{pulling_};
   // By default every pull fetches, as async does (ESSP's eager refresh: the
   // bound only holds the fastest back). With skip_pulls, SSP skips while the
   // cache holds every update from clocks <= c - s - 1, i.e. was copied when the
@@ -328,20 +365,31 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
     ++stats_.pulls;
     stats_.pull_bytes += f.bytes;
   }
+  // What deliver() did not copy yet, in runs of shards.
   for (size_t i = 0; i < targets.size(); ++i) {
     const Range& t = ranges[i];
-    const bool on_device = cuda::is_device_pointer(targets[i].out.data());
     for (auto& link : links_) {
       const Range held = overlap(t, link.range);
-      if (held.begin >= held.end) continue;
       const auto* params = reinterpret_cast<const float*>(static_cast<uint8_t*>(link.receive->data()) +
                                                           link.receive_layout.params_offset());
-      float* dst = targets[i].out.data() + (held.begin - t.begin);
-      const float* src = params + (held.begin - link.range.begin);
-      if (on_device)
-        gpu().to_device(dst, src, held.size() * sizeof(float));
-      else
-        std::memcpy(dst, src, held.size() * sizeof(float));
+      const auto copied = [&](uint64_t pos) {
+        return !on_device_[i] && link.delivered[(pos - link.range.begin) / config_.shard_floats];
+      };
+      for (uint64_t pos = held.begin; pos < held.end;) {
+        const bool skip = copied(pos);
+        uint64_t end = pos;
+        do {
+          const auto shard = static_cast<uint32_t>((end - link.range.begin) / config_.shard_floats);
+          end = std::min(held.end, partition_->shard(link.index, shard).end);
+        } while (end < held.end && copied(end) == skip);
+        float* dst = targets[i].out.data() + (pos - t.begin);
+        const float* src = params + (pos - link.range.begin);
+        if (!skip && on_device_[i])
+          gpu().to_device(dst, src, (end - pos) * sizeof(float));
+        else if (!skip)
+          std::memcpy(dst, src, (end - pos) * sizeof(float));
+        pos = end;
+      }
     }
   }
 }

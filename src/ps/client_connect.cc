@@ -78,6 +78,7 @@ Welcome ClientImpl::connect_one(uint32_t index) {
   }
   link.shard_stamp.assign(link.shards, 0);
   link.have_shard.assign(link.shards, false);
+  link.delivered.assign(link.shards, 0);
   return welcome;
 }
 

@@ -53,9 +53,10 @@ struct ServerLink {
   std::vector<uint32_t> lane_of;      // by shard
   std::vector<uint64_t> shard_stamp;  // min clock when each shard was last pulled; 0 = never
   std::vector<bool> have_shard;
-  uint32_t generation = 0;  // connections made after the first (the server restarted)
-  uint64_t instance = 0;    // the server process connected to (Welcome::instance)
-  uint64_t posted = 0;      // pushes (pieces) posted to it; a restart's checkpoint holds some of them
+  std::vector<uint8_t> delivered;  // by shard: copied to the running pull's targets as it landed
+  uint32_t generation = 0;         // connections made after the first (the server restarted)
+  uint64_t instance = 0;           // the server process connected to (Welcome::instance)
+  uint64_t posted = 0;             // pushes (pieces) posted to it; a restart's checkpoint holds some of them
 
   bool down() const {
     if (lanes.empty()) return true;
@@ -152,6 +153,9 @@ class ClientImpl {
   /// backups of this worker start from what it holds now.
   void refetch(ServerLink& link);
   void on_write_back(transport::AmMessage& m);
+  /// A write-back payload landed in `link`'s receive region: copies it to the
+  /// running pull's host targets now, while the rest is still on the wire.
+  void deliver(ServerLink& link, uint64_t offset, uint64_t bytes);
   bool progress();  // true if anything moved
   /// Posts one message into this worker's inbox on `lane`, once it has a
   /// credit; `inflight` gets the requests that keep its buffers busy.
@@ -199,6 +203,8 @@ class ClientImpl {
   };
   std::vector<Fetch> fetch_;
   std::vector<Range> ranges_;
+  std::span<const PullTarget> pulling_;       // the running pull's targets (ranges_), empty between pulls
+  std::vector<uint8_t> on_device_;            // by target of pulling_
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
   Clock::time_point last_clock_call_{};

@@ -74,13 +74,11 @@ void WriteBackReceiver::on_message(transport::Context& context, transport::AmMes
     if (h.offset + sizeof(Mailbox) <= receive.size()) pending_ = h;
     return;
   }
-  landings_.push_back(context.am_receive(m, receive, h.offset));
+  landings_.push_back({context.am_receive(m, receive, h.offset), h.offset, m.length});
 }
 
-bool WriteBackReceiver::publish(transport::Region& receive) {
-  if (!pending_) return false;
-  std::erase_if(landings_, [](transport::Request& r) { return r.test(); });
-  if (!landings_.empty()) return false;
+bool WriteBackReceiver::publish_mailbox(transport::Region& receive) {
+  if (!pending_ || !landings_.empty()) return false;
   std::memcpy(static_cast<uint8_t*>(receive.data()) + pending_->offset, &pending_->box, sizeof(Mailbox));
   pending_.reset();
   return true;

@@ -65,16 +65,32 @@ class WriteBackReceiver {
   /// A write-back active message from this lane: a payload lands in
   /// `receive` at its offset; a mailbox waits for publish().
   void on_message(transport::Context& context, transport::AmMessage& m, transport::Region& receive);
-  /// Copies a waiting mailbox into place once every earlier payload landed;
-  /// true if it did.
-  bool publish(transport::Region& receive);
+  /// Reports each payload that landed since the last call as
+  /// `landed(offset, bytes)`, then copies a waiting mailbox into place once
+  /// every earlier payload landed; true if either happened.
+  template <typename Landed>
+  bool publish(transport::Region& receive, Landed&& landed) {
+    const size_t before = landings_.size();
+    std::erase_if(landings_, [&](Landing& l) {
+      if (!l.request.test()) return false;
+      landed(l.offset, l.bytes);
+      return true;
+    });
+    return landings_.size() != before || publish_mailbox(receive);
+  }
   void clear() {
     landings_.clear();
     pending_.reset();
   }
 
  private:
-  std::vector<transport::Request> landings_;
+  struct Landing {
+    transport::Request request;  // done at once for an eager message
+    uint64_t offset, bytes;
+  };
+  bool publish_mailbox(transport::Region& receive);
+
+  std::vector<Landing> landings_;
   std::optional<WriteBackHeader> pending_;
 };
 

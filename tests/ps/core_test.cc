@@ -145,6 +145,59 @@ RDMAPS_TEST_PEER(batched_puller) {
   return 0;
 }
 
+// SSP with skip_pulls serves pulls from the receive region: every target gets
+// its values, also after an earlier pull copied the same shards to other
+// targets as they landed (docs/protocol.md "Pull").
+TEST_P(PsTest, PullsServedFromTheCacheFillEveryTarget) {
+  Config c = batched_config(GetParam());
+  c.staleness = 10;
+  c.skip_pulls = true;
+  ServerGroup servers(2, 1, c);
+  PeerProcess worker("cached_puller", GetParam(), 0, 5, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << "a pull served from the cache left a target without its values";
+}
+
+RDMAPS_TEST_PEER(cached_puller) {
+  Config c = batched_config(args.transport);
+  c.staleness = 10;
+  c.skip_pulls = true;
+  Client client(worker_options(args, c));
+  const std::vector<std::pair<std::string, size_t>> tensors = {{"a", 1500}, {"b", 700}, {"c", 2300}};
+  std::vector<std::vector<float>> want;
+  for (const auto& [name, n] : tensors) client.declare(name, n);
+  client.connect();
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    want.emplace_back(tensors[t].second);
+    for (size_t i = 0; i < want[t].size(); ++i) want[t][i] = static_cast<float>(t * 10000 + i);
+    client.init(tensors[t].first, want[t]);
+  }
+  uint64_t fetched = 0;
+  for (int round = 0; round < 2; ++round) {
+    if (round == 1) fetched = client.stats().pulls;
+    std::vector<std::vector<float>> got;
+    std::vector<PullTarget> targets;
+    for (const auto& [name, n] : tensors) got.emplace_back(n, std::nanf(""));
+    // Round 0 fetches every shard; round 1 pulls each tensor alone from the cache.
+    for (size_t t = 0; t < tensors.size(); ++t) targets.push_back({tensors[t].first, got[t]});
+    if (round == 0)
+      client.pull(targets);
+    else
+      for (const auto& target : targets) client.pull(std::span<const PullTarget>(&target, 1));
+    for (size_t t = 0; t < tensors.size(); ++t)
+      if (std::memcmp(got[t].data(), want[t].data(), want[t].size() * 4) != 0) {
+        std::fprintf(stderr, "cached_puller: round %d: tensor '%s' differs\n", round, tensors[t].first.c_str());
+        return 1;
+      }
+  }
+  if (client.stats().pulls != fetched || client.stats().pulls_skipped < 3) {
+    std::fprintf(stderr, "cached_puller: round 1 fetched %llu times and skipped %llu: the cache was not used\n",
+                 static_cast<unsigned long long>(client.stats().pulls - fetched),
+                 static_cast<unsigned long long>(client.stats().pulls_skipped));
+    return 2;
+  }
+  return 0;
+}
+
 // bf16 wire: the server applies exactly what the worker encoded (half the
 // bytes), and error feedback keeps the sum of applied gradients within one
 // bf16 rounding of the sum of true gradients.
