@@ -39,11 +39,17 @@ CommThread::Ticket CommThread::enqueue(Op op) {
 }
 
 void CommThread::wait(Ticket ticket) {
+  while (!wait_for(ticket, std::chrono::hours(1))) {
+  }
+}
+
+bool CommThread::wait_for(Ticket ticket, std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   if (ticket == 0 || ticket >= next_) throw Error(Errc::kInvalidArgument, "wait on an unknown ticket");
-  done_cv_.wait(lock, [&] { return done_ >= ticket; });
+  if (!done_cv_.wait_for(lock, timeout, [&] { return done_ >= ticket; })) return false;
   if (failed_at_ != 0 && ticket >= failed_at_) std::rethrow_exception(error_);
   if (auto it = refused_.find(ticket); it != refused_.end()) report_refused(it);
+  return true;
 }
 
 void CommThread::report_refused(std::map<Ticket, std::exception_ptr>::iterator it) {
@@ -53,11 +59,27 @@ void CommThread::report_refused(std::map<Ticket, std::exception_ptr>::iterator i
 }
 
 void CommThread::wait_all() {
+  const Ticket last = last_submitted();
+  while (!wait_all_for(last, std::chrono::hours(1))) {
+  }
+}
+
+bool CommThread::wait_all_for(Ticket last, std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
-  const Ticket last = next_ - 1;
-  done_cv_.wait(lock, [&] { return done_ >= last; });
+  if (!done_cv_.wait_for(lock, timeout, [&] { return done_ >= last; })) return false;
   if (failed_at_ != 0) std::rethrow_exception(error_);
   if (!refused_.empty()) report_refused(refused_.begin());  // the earliest nobody waited for
+  return true;
+}
+
+CommThread::Ticket CommThread::last_submitted() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_ - 1;
+}
+
+CommThread::Ticket CommThread::finished() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return done_;
 }
 
 size_t CommThread::pending() const {

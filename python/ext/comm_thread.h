@@ -4,6 +4,7 @@
 // thread-safe; only this thread touches it once started).
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -45,6 +46,16 @@ class CommThread {
   /// Waits for everything submitted so far; rethrows the first error not yet
   /// reported by wait().
   void wait_all();
+  /// As wait(ticket), but false if the operation is still running after
+  /// `timeout` (it goes on; wait again).
+  bool wait_for(Ticket ticket, std::chrono::milliseconds timeout);
+  /// As wait_all() for the operations up to `last` (last_submitted() when the
+  /// wait began), but false if some still run after `timeout`.
+  bool wait_all_for(Ticket last, std::chrono::milliseconds timeout);
+  /// The newest ticket handed out (0: none yet).
+  Ticket last_submitted() const;
+  /// Every operation up to this ticket has finished.
+  Ticket finished() const;
   /// Operations submitted and not finished yet.
   size_t pending() const;
 

@@ -170,18 +170,21 @@ class Worker {
                             size_t floats = 0) {
     return comm().submit(kind, name, data, floats);
   }
-  void wait(CommThread::Ticket t) {
+  /// Waits for the operation; a signal handler that raises (Ctrl-C) ends the
+  /// wait, not the operation: `buffer`, the memory it reads or writes, stays
+  /// referenced here until it finished.
+  void wait(CommThread::Ticket t, py::object buffer = {}) {
     CommThread& c = comm();
-    py::gil_scoped_release release;
-    c.wait(t);
+    interruptible(t, std::move(buffer), [&] { return c.wait_for(t, kSignalCheck); });
   }
-  void run(CommThread::Kind kind, const std::string& name = {}, void* data = nullptr, size_t floats = 0) {
-    wait(submit(kind, name, data, floats));
+  void run(CommThread::Kind kind, const std::string& name = {}, void* data = nullptr, size_t floats = 0,
+           py::object buffer = {}) {
+    wait(submit(kind, name, data, floats), std::move(buffer));
   }
   void wait_all() {
     if (!comm_) return;
-    py::gil_scoped_release release;
-    comm_->wait_all();
+    const CommThread::Ticket last = comm_->last_submitted();
+    interruptible(last, {}, [&] { return comm_->wait_all_for(last, kSignalCheck); });
   }
   size_t pending() const { return comm_ ? comm_->pending() : 0; }
   uint64_t clock_value() {
@@ -194,14 +197,40 @@ class Worker {
   }
   // Sends the goodbye; the worker is unusable afterwards.
   void close() {
-    py::gil_scoped_release release;
-    comm_.reset();
-    client_.reset();
+    {
+      py::gil_scoped_release release;
+      comm_.reset();
+      client_.reset();
+    }
+    in_flight_.clear();  // every operation finished: their buffers may go
   }
   bool closed() const { return !client_; }
   std::string metrics_address() const { return client_ ? client_->metrics_address() : ""; }
 
  private:
+  // How often a wait looks for a pending signal: Ctrl-C answers within this.
+  static constexpr std::chrono::milliseconds kSignalCheck{50};
+
+  template <typename WaitFor>
+  void interruptible(CommThread::Ticket ticket, py::object buffer, WaitFor&& wait_for) {
+    for (;;) {
+      {
+        py::gil_scoped_release release;
+        if (wait_for()) break;
+      }
+      if (PyErr_CheckSignals() != 0) {
+        if (buffer) in_flight_.emplace(ticket, std::move(buffer));
+        throw py::error_already_set();
+      }
+    }
+    // Buffers of operations whose wait was interrupted, now finished, may go.
+    const CommThread::Ticket finished = comm_->finished();
+    in_flight_.erase(in_flight_.begin(), in_flight_.upper_bound(finished));
+  }
+
+  // Buffers of interrupted waits, by ticket; declared first so that they go
+  // only after comm_ finished every operation.
+  std::multimap<CommThread::Ticket, py::object> in_flight_;
   std::unique_ptr<Client> client_;
   std::unique_ptr<CommThread> comm_;
 };
@@ -378,17 +407,17 @@ PYBIND11_MODULE(_rdmaps, m) {
       .def("push",
            [](Worker& w, const std::string& name, const py::buffer& b) {
              auto [p, n] = float_view(b, false, "push", name);
-             live(w).run(Kind::kPush, name, p, n);
+             live(w).run(Kind::kPush, name, p, n, b);
            })
       .def("init",
            [](Worker& w, const std::string& name, const py::buffer& b) {
              auto [p, n] = float_view(b, false, "init", name);
-             live(w).run(Kind::kInit, name, p, n);
+             live(w).run(Kind::kInit, name, p, n, b);
            })
       .def("pull",
            [](Worker& w, const std::string& name, const py::buffer& b) {
              auto [p, n] = float_view(b, true, "pull", name);
-             live(w).run(Kind::kPull, name, p, n);
+             live(w).run(Kind::kPull, name, p, n, b);
            })
       // Address-based forms for rdmaps.torch, which checks dtype, layout and
       // device first and keeps the tensor alive until the ticket is waited on.

@@ -167,6 +167,44 @@ class ConfigurationTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("KeyboardInterrupt", err)
 
+    def test_ctrl_c_ends_a_blocked_wait_and_the_buffer_stays_referenced_until_done(self):
+        served = ServerThread(workers=2, rule="sgd", lr=0.5, shard_floats=1000, staleness=0)
+        opts = dict(transport=TRANSPORT, rule="sgd", lr=0.5, shard_floats=1000, staleness=0, timeout=30)
+        workers = [rdmaps.Worker(served.server.address, i, **opts) for i in range(2)]
+        try:
+            for w in workers:
+                w.declare("w", 2500)
+                w.connect()
+            w0, w1 = workers
+            start = np.arange(2500, dtype=np.float32)
+            w0.init("w", start)
+
+            def interrupted(call):
+                timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+                timer.start()
+                try:
+                    with self.assertRaises(KeyboardInterrupt):
+                        call()  # would end in rdmaps.Timeout after 30 s if Ctrl-C waited for it
+                finally:
+                    timer.join()
+
+            # Bulk-synchronous: worker 0's clock waits for worker 1's, and its pull behind it.
+            interrupted(w0.clock)
+            out = np.full(2500, np.nan, dtype=np.float32)
+            references = sys.getrefcount(out)
+            interrupted(lambda: w0.pull("w", out))
+            self.assertEqual(sys.getrefcount(out), references + 1, "the worker let go of a buffer still being pulled into")
+            self.assertEqual(w0.pending, 2)
+            w1.clock()  # both operations of worker 0 go on and finish
+            w0.wait_all()
+            self.assertEqual(sys.getrefcount(out), references)
+            np.testing.assert_array_equal(out, start)
+            self.assertEqual(w0.clock_value, 1)
+        finally:
+            for w in workers:
+                w.close()
+            served.close()
+
     def test_exit_with_a_server_serving_in_a_daemon_thread(self):
         # The interpreter ends the daemon thread while it finalizes; an object
         # torn down then that gives the GIL away lets the thread run into it.

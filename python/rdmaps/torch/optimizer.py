@@ -228,9 +228,16 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     def synchronize(self):
         """Waits until every gradient pushed so far left this process."""
-        pending, self._pending = self._pending, []
-        for ticket, _ in pending:
-            self._worker.wait(ticket)
+        # Each gradient stays referenced until its push is done, also when a
+        # wait is interrupted (Ctrl-C): the push goes on reading it.
+        while self._pending:
+            ticket, _ = self._pending[0]
+            try:
+                self._worker.wait(ticket)
+            except rdmaps.Error:
+                del self._pending[0]  # done, if failed
+                raise
+            del self._pending[0]
 
     @torch.no_grad()
     def step(self, closure=None):
