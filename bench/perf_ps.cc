@@ -42,6 +42,7 @@ struct Flags {
   std::string role = "driver", servers_list, values = "normal";
   uint32_t workers = 1, servers = 1, index = 0, worker = 0;
   uint64_t floats = 1u << 24, iters = 0;  // iters 0: as many as ~4 GiB of pushes, 3 to 50
+  uint32_t tensors = 1;                   // the model cut into this many tensors, as a framework's layers
   int report_fd = -1;
   bool json = false, gpu_shard = false;
 };
@@ -91,22 +92,35 @@ int run_worker(const Flags& f) {
   const uint64_t floats = f.floats;
   const uint64_t iters = f.iters ? f.iters : 5;
   Client client(o);
-  client.declare("w", floats);
+  // Tensor k: floats [k * floats / tensors, (k + 1) * floats / tensors).
+  std::vector<std::string> names;
+  std::vector<uint64_t> begin;
+  for (uint32_t k = 0; k <= f.tensors; ++k) begin.push_back(floats * k / f.tensors);
+  for (uint32_t k = 0; k < f.tensors; ++k) {
+    names.push_back("w" + std::to_string(k));
+    client.declare(names[k], begin[k + 1] - begin[k]);
+  }
   client.connect();
   std::vector<float> w(floats, 0.0f), g(floats, 1e-3f);
   if (f.values == "tiny")  // 1e-20 .. 1e-40: squares, steps and mean squares go subnormal
     for (uint64_t i = 0; i < floats; ++i)
       g[i] = (i & 1 ? -1.0f : 1.0f) * std::pow(10.0f, -20.0f - 20.0f * static_cast<float>(i % 1024) / 1024.0f);
-  if (o.worker == 0) client.init("w", w);
-  client.pull("w", w);  // sets this worker's backup (DC-ASGD's w_bak)
+  const auto tensor = [&](std::vector<float>& v, uint32_t k) {
+    return std::span<float>(v.data() + begin[k], begin[k + 1] - begin[k]);
+  };
+  std::vector<PullTarget> targets;  // the whole model in one batched pull
+  for (uint32_t k = 0; k < f.tensors; ++k) targets.push_back({names[k], tensor(w, k)});
+  if (o.worker == 0)
+    for (uint32_t k = 0; k < f.tensors; ++k) client.init(names[k], tensor(w, k));
+  client.pull(targets);  // sets this worker's backup (DC-ASGD's w_bak)
   std::vector<double> total, push, pull;
   for (uint64_t i = 0; i < iters + 1; ++i) {
     auto t0 = Clock::now();
-    client.push("w", g);
+    for (uint32_t k = 0; k < f.tensors; ++k) client.push(names[k], tensor(g, k));
     auto t1 = Clock::now();
     client.clock();
     auto t2 = Clock::now();
-    client.pull("w", w);
+    client.pull(targets);
     auto t3 = Clock::now();
     if (i == 0) continue;  // warm-up
     push.push_back(std::chrono::duration<double>(t1 - t0).count());
@@ -165,7 +179,8 @@ int run_driver(const Flags& f) {
 
   std::vector<std::string> common = cli::given(f.config_options);
   common.insert(common.end(), {"--workers", std::to_string(workers), "--servers", std::to_string(servers), "--floats",
-                               std::to_string(floats), "--iters", std::to_string(iters), "--values", values});
+                               std::to_string(floats), "--iters", std::to_string(iters), "--values", values,
+                               "--tensors", std::to_string(f.tensors)});
   if (gpu_shard) common.push_back("--gpu-shard");
   std::vector<Child> server_children;
   std::string list;
@@ -235,6 +250,7 @@ int run_driver(const Flags& f) {
                                     {"workers", workers},
                                     {"servers", servers},
                                     {"floats", floats},
+                                    {"tensors", f.tensors},
                                     {"shard_floats", config.shard_floats},
                                     {"iters", total.size()},
                                     {"iter_p50_s", iter.p50},
@@ -297,6 +313,9 @@ int perf_ps_main(int argc, char** argv, int first) {
   app.add_option("--values", f.values, "gradients of 1e-3, or of 1e-20..1e-40 (subnormal squares)")
       ->check(cli::one_of({"normal", "tiny"}))
       ->capture_default_str();
+  app.add_option("--tensors", f.tensors, "the model as this many tensors, pushed one by one, pulled in one batch")
+      ->check(cli::count(1, 1u << 20))
+      ->capture_default_str();
   app.add_flag("--gpu-shard", f.gpu_shard, "the servers keep their range on the GPU");
   app.add_flag("--json", f.json, "one JSON object");
   // The roles of the processes the driver starts.
@@ -311,6 +330,9 @@ int perf_ps_main(int argc, char** argv, int first) {
                                                 "server-threads", "checkpoint-dir", "checkpoint-every", "secret-file"},
                                        .except = {}});
   if (!parse(app, argc, argv, first)) return 0;
+  if (f.tensors > f.floats)
+    throw Error(Errc::kInvalidArgument, "--tensors " + std::to_string(f.tensors) + " is more than --floats " +
+                                            std::to_string(f.floats) + ": every tensor needs at least one float");
   if (f.role == "server") return run_server(f);
   if (f.role == "worker") return run_worker(f);
   return run_driver(f);
