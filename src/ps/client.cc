@@ -21,8 +21,7 @@ void ClientImpl::declare(const std::string& name, size_t floats) {
     throw Error(Errc::kInvalidArgument, "declare: a tensor name of " + std::to_string(name.size()) +
                                             " bytes is longer than the " + std::to_string(kMaxTensorName) +
                                             " the protocol carries");
-  for (const auto& t : declared_)
-    if (t.name == name) throw Error(Errc::kInvalidArgument, "tensor '" + name + "' declared twice");
+  if (!declared_names_.insert(name).second) throw Error(Errc::kInvalidArgument, "tensor '" + name + "' declared twice");
   declared_.push_back({name, floats});
 }
 

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "rdmaps/client.h"
@@ -182,6 +183,7 @@ class ClientImpl {
   ClientOptions options_;
   Config config_;
   std::vector<TensorDecl> declared_;
+  std::unordered_set<std::string> declared_names_;  // declare() refuses a name twice without a scan
   std::unique_ptr<transport::Context> context_;
   std::vector<ServerLink> links_;
   std::unordered_map<const transport::Endpoint*, std::pair<uint32_t, uint32_t>> by_endpoint_;  // link, lane

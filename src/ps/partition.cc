@@ -10,9 +10,11 @@ Partition::Partition(std::vector<TensorDecl> tensors, uint32_t servers, uint32_t
     : tensors_(std::move(tensors)), servers_(servers), shard_floats_(shard_floats) {
   if (servers_ == 0) throw Error(Errc::kInvalidArgument, "a parameter table needs at least one server");
   if (shard_floats_ == 0) throw Error(Errc::kInvalidArgument, "shard size must be at least one float");
-  for (const auto& t : tensors_) {
+  by_name_.reserve(tensors_.size());
+  for (size_t i = 0; i < tensors_.size(); ++i) {
     offsets_.push_back(total_);
-    total_ += t.floats;
+    total_ += tensors_[i].floats;
+    by_name_.emplace(tensors_[i].name, static_cast<uint32_t>(i));  // the first of a name, as a scan found it
   }
   if (total_ < servers_)
     throw Error(Errc::kInvalidArgument, "table of " + std::to_string(total_) + " floats cannot be split across " +
@@ -28,9 +30,9 @@ Partition::Partition(std::vector<TensorDecl> tensors, uint32_t servers, uint32_t
 }
 
 Range Partition::tensor(const std::string& name) const {
-  for (size_t i = 0; i < tensors_.size(); ++i)
-    if (tensors_[i].name == name) return {offsets_[i], offsets_[i] + tensors_[i].floats};
-  throw Error(Errc::kInvalidArgument, "tensor '" + name + "' was not declared");
+  const auto it = by_name_.find(name);
+  if (it == by_name_.end()) throw Error(Errc::kInvalidArgument, "tensor '" + name + "' was not declared");
+  return {offsets_[it->second], offsets_[it->second] + tensors_[it->second].floats};
 }
 
 Range Partition::server_range(uint32_t s) const {

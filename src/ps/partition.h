@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "src/ps/protocol.h"
@@ -38,6 +39,9 @@ class Partition {
  private:
   std::vector<TensorDecl> tensors_;
   std::vector<uint64_t> offsets_;
+  // Every push and pull looks its tensors up: a model of thousands of tensors
+  // made a scan of them cost more than the data (docs/benchmarks.md, "Session 17").
+  std::unordered_map<std::string, uint32_t> by_name_;
   uint64_t total_ = 0;
   uint32_t servers_;
   uint32_t shard_floats_;

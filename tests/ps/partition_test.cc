@@ -45,5 +45,29 @@ TEST(Partition, RangesAreBalancedContiguousAndCutIntoShards) {
   EXPECT_THROW(Partition({{"tiny", 1}}, 2, 10), Error);
 }
 
+// Tensors are found by name wherever they sit in a table of many, each at the
+// offset the sizes before it give; the first of a repeated name (a table no
+// client sends: declare() refuses one) is the one found.
+TEST(Partition, EveryTensorOfALargeTableIsFoundAtItsOffset) {
+  std::vector<TensorDecl> table;
+  for (uint64_t i = 0; i < 20000; ++i) table.push_back({"layer" + std::to_string(i) + ".weight", i % 7 + 1});
+  table.push_back({"layer3.weight", 5});
+  Partition p(table, 3, 64);
+  uint64_t offset = 0;
+  for (size_t i = 0; i + 1 < table.size(); ++i) {
+    const Range r = p.tensor(table[i].name);
+    ASSERT_EQ(r.begin, offset) << table[i].name;
+    ASSERT_EQ(r.size(), table[i].floats) << table[i].name;
+    offset += table[i].floats;
+  }
+  EXPECT_EQ(p.tensor("layer3.weight").size(), 4u);
+  try {
+    p.tensor("layer20000.weight");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'layer20000.weight' was not declared"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace rdmaps::ps
