@@ -28,6 +28,20 @@ void ClientImpl::declare(const std::string& name, size_t floats) {
 void ClientImpl::connect() {
   if (partition_) return;
   if (declared_.empty()) throw Error(Errc::kInvalidArgument, "connect() with no tensor declared");
+  // Said here, naming the table: the server would drop an oversized Hello
+  // and the control channel refuse to send it, neither saying why.
+  Hello table;
+  table.tensors = declared_;
+  if (const size_t bytes = encode(table).size(); bytes > kMaxHelloBytes) {
+    size_t names = 0;
+    for (const auto& t : declared_) names += t.name.size();
+    throw Error(Errc::kInvalidArgument, "connect(): the " + std::to_string(declared_.size()) +
+                                            " declared tensors (names of " + std::to_string(names) +
+                                            " bytes in all) make a Hello of " + std::to_string(bytes) +
+                                            " bytes, over the " + std::to_string(kMaxHelloBytes) +
+                                            " a server reads: declare fewer tensors (one per layer, say) or "
+                                            "shorter names");
+  }
   partition_ =
       std::make_unique<Partition>(declared_, static_cast<uint32_t>(options_.servers.size()), config_.shard_floats);
   const uint64_t clock = clock_;

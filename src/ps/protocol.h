@@ -88,11 +88,13 @@ struct TensorDecl {
   uint64_t floats;
 };
 
-/// The update rule a worker was configured with. A server started with
-/// rule_from_workers adopts the first worker's and refuses workers that differ.
 /// Longest tensor name a Hello carries (declare() refuses longer ones).
 constexpr size_t kMaxTensorName = 4096;
+/// Largest Hello a server reads: a table of about 100,000 tensors with long names.
+constexpr size_t kMaxHelloBytes = 16u << 20;
 
+/// The update rule a worker was configured with. A server started with
+/// rule_from_workers adopts the first worker's and refuses workers that differ.
 struct RuleParams {
   uint32_t rule = 0;  ///< UpdateRule
   float learning_rate = 0, momentum = 0, dc_lambda = 0, dc_lambda0 = 0, ms_momentum = 0, eps = 0, dc_bound = 0,

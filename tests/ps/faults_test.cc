@@ -751,6 +751,23 @@ TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
   EXPECT_FLOAT_EQ(w[0], 0.95f);  // one SGD step of lr 0.05
 }
 
+// A table whose Hello is larger than a server reads is refused by connect(),
+// naming its tensors and the limit, before anything is connected (the control
+// channel used to refuse it saying only "control message ... exceeds the
+// 16777216-byte limit"). Nobody needs to listen: nothing is sent.
+TEST(ClientConnect, ATableTooLargeToAnnounceIsRefusedNamingItsTensors) {
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(free_listen_port())};
+  o.config = fault_config(transport::TransportKind::kTcp);
+  Client client(o);
+  const std::string prefix(240, 'p');
+  for (int i = 0; i < 70000; ++i) client.declare(prefix + std::to_string(i), 1);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("the 70000 declared tensors"), std::string::npos) << what;
+  EXPECT_NE(what.find("over the 16777216 a server reads"), std::string::npos) << what;
+}
+
 // A process at its limit on open files says so when UCX fails with a bare
 // I/O error (tested without UCX: it may abort when it runs out itself).
 TEST(ClientConnect, AnErrorAtTheOpenFilesLimitSaysSo) {
