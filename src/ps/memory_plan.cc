@@ -21,6 +21,8 @@ MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& con
   MemoryPlan p;
   const uint64_t range = floats * sizeof(float);
   p.shared = range * (math::needs_state(config.rule) ? 2 : 1);
+  // Each lane keeps the snapshot it copies for the writer (docs/cluster.md "Checkpoints").
+  if (!config.checkpoint_dir.empty()) p.checkpoint = p.shared;
   // The push path is chosen per worker; anything but shared memory may be tcp.
   p.copies = math::needs_backup(config.rule) || gpu_shard || config.transport != "shm";
   const uint64_t inbox = SlotLayout{config.shard_floats * sizeof(float)}.slot_bytes() * config.inbox_slots;
@@ -44,14 +46,16 @@ std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t worke
                                           UpdateRule rule) {
   const uint64_t need = plan.total(workers);
   if (available == 0 || need <= available) return std::nullopt;
-  const uint64_t fit = available > plan.shared && plan.per_worker ? (available - plan.shared) / plan.per_worker : 0;
+  const uint64_t fit = available > plan.fixed() && plan.per_worker ? (available - plan.fixed()) / plan.per_worker : 0;
   std::string why;
   if (plan.copies)
     why = std::string("; ") + (math::needs_backup(rule) ? std::string(rule_name(rule)) : "the write-back path") +
           " keeps a copy of this server's range for every worker";
   return std::to_string(workers) + " workers need about " + gigabytes(need) + " of memory on this server (" +
-         gigabytes(plan.shared) + " for the parameters and their state, " + gigabytes(plan.per_worker) + " per worker" +
-         why + "), but " + gigabytes(available) + " is available: past about " + std::to_string(fit) +
+         gigabytes(plan.shared) + " for the parameters and their state, " +
+         (plan.checkpoint ? gigabytes(plan.checkpoint) + " for the snapshot checkpoints are written from, " : "") +
+         gigabytes(plan.per_worker) + " per worker" + why + "), but " + gigabytes(available) +
+         " is available: past about " + std::to_string(fit) +
          " workers the kernel may kill this server mid-run. Spread the table over more servers (--servers), or "
          "run fewer workers";
 }
