@@ -6,6 +6,7 @@
 #include "rdmaps/log.h"
 #include "src/ps/am_ids.h"
 #include "src/ps/client_impl.h"
+#include "transport/file_limit.h"
 #include "transport/idle_backoff.h"
 
 namespace rdmaps::ps {
@@ -45,6 +46,9 @@ void ClientImpl::connect() {
   partition_ =
       std::make_unique<Partition>(declared_, static_cast<uint32_t>(options_.servers.size()), config_.shard_floats);
   const uint64_t clock = clock_;
+  // A worker holds a few files per server lane: 64 servers of 16 lanes pass
+  // the usual soft limit of 1024 (docs/cluster.md "Waits and failures").
+  transport::raise_open_file_limit();
   try {
     transport::ContextOptions o;
     o.transport = transport::parse_transport(config_.transport);

@@ -794,6 +794,23 @@ TEST(ServerFiles, AServerTakesTheHardLimitOnOpenFiles) {
   EXPECT_EQ(during, low.saved().rlim_max);
 }
 
+// So does a worker: it holds a few per server lane, and a job of many
+// servers of many threads passes the soft limit.
+TEST(ServerFiles, AWorkerTakesTheHardLimitOnOpenFiles) {
+  const int port = free_listen_port();
+  PeerProcess server("standalone_server", transport::TransportKind::kTcp, port, 1);  // its own process, own limit
+  ScopedSoftFileLimit low(512);
+  if (!low.lowered()) GTEST_SKIP() << "the hard limit is not above 512";
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = fault_config(transport::TransportKind::kTcp);
+  o.config.staleness = 0;
+  o.config.secret = test_secret();
+  const auto client = connect_when_up(o, "w", kFaultFloats);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  EXPECT_EQ(ScopedSoftFileLimit::soft_now(), low.saved().rlim_max);
+}
+
 TEST(ServerRun, ASecondRunIsRefusedAndDestroyingARunningServerStopsIt) {
   ServerOptions o;
   o.listen = "127.0.0.1:0";
