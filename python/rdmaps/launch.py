@@ -4,6 +4,7 @@ machine and for systems where torchrun itself does not run (Debian 12's torch
 1.13 torchrun fails on Python 3.11 in elastic's to_map).
 
     python3 -m rdmaps.launch --nproc 3 train.py --epochs 2
+    python3 -m rdmaps.launch --nproc 3 -m mypackage.train --epochs 2
     python3 -m rdmaps.launch --nproc 3 --no-python rdmaps-train --epochs 2
 
 Output lines carry a "[rank] " prefix. When a process fails the others are
@@ -121,19 +122,21 @@ def main(argv=None):
     ap.add_argument("--no-prefix", action="store_true", help="leave the processes' output as it is")
     ap.add_argument("--no-python", action="store_true",
                     help="run the program itself (rdmaps-train, rdmaps-server), not a Python script")
-    ap.add_argument("script", help="a Python script, or -m module (with --no-python: a program)")
+    ap.add_argument("-m", "--module", action="store_true",
+                    help="SCRIPT is a module, run as python3 -m runs it (as torchrun's -m)")
+    ap.add_argument("script", help="a Python script, a module with -m, or with --no-python a program")
     ap.add_argument("args", nargs=argparse.REMAINDER)
     a = ap.parse_args(argv)
     if not 1 <= a.nproc <= MAX_LOCAL_PROCESSES:
         ap.error(f"--nproc {a.nproc}: start 1 to {MAX_LOCAL_PROCESSES} processes on this machine")
     if a.master_port is not None and not 1 <= a.master_port <= 65535:
         ap.error(f"--master-port {a.master_port}: not a port (1 to 65535)")
+    if a.module and a.no_python:
+        ap.error("-m runs a Python module; --no-python runs a program: give one of them")
     if a.no_python:
         command = [a.script] + a.args
-    elif a.script == "-m":
-        if not a.args:
-            ap.error("-m needs a module name")
-        command = [sys.executable, "-m"] + a.args
+    elif a.module:
+        command = [sys.executable, "-m", a.script] + a.args
     else:
         if not os.path.isfile(a.script):
             ap.error(f"no such script: {a.script}")

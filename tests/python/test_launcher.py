@@ -113,6 +113,16 @@ class LaunchTest(unittest.TestCase):
         self.assertEqual(status, 7)
         self.assertLess(time.monotonic() - start, 30, "the sleeping process was not stopped")
 
+    def test_a_module_runs_as_python_m_runs_it(self):
+        p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "2", "--no-prefix", "-m", "json.tool",
+                            "--sort-keys", "--help"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.count("-m json.tool [-h] [--sort-keys]"), 2, p.stdout)  # the module's own --help
+        p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "1", "-m", "--no-python", "true"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("give one of them", p.stderr)
+
     def test_bad_counts_and_ports_are_usage_errors(self):
         for args, said in ((["--nproc", "0"], "--nproc 0"), (["-n", "-2"], "--nproc -2"),
                            (["-n", "99999"], "--nproc 99999"), (["-n", "1", "--master-port", "99999"],
