@@ -16,8 +16,8 @@ static Range overlap(const Range& t, const Range& r) { return {std::max(t.begin,
 
 void ClientImpl::declare(const std::string& name, size_t floats) {
   if (partition_) throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
-  if (name.empty() || floats == 0)
-    throw Error(Errc::kInvalidArgument, "declare: a tensor needs a name and at least one float");
+  if (name.empty()) throw Error(Errc::kInvalidArgument, "declare: a tensor needs a name");
+  if (floats == 0) throw Error(Errc::kInvalidArgument, "declare('" + name + "'): a tensor needs at least one float");
   if (name.size() > kMaxTensorName)
     throw Error(Errc::kInvalidArgument, "declare: a tensor name of " + std::to_string(name.size()) +
                                             " bytes is longer than the " + std::to_string(kMaxTensorName) +

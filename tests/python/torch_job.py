@@ -203,12 +203,14 @@ def roles():
     """Every rank reports what init() made of it; workers train one step."""
     p = rps.init(timeout=60)  # servers serve here and exit
     model = mlp()
+    empty = torch.nn.Parameter(torch.zeros(0, 5))  # nothing to train: not sent, and no error
+    model.register_parameter("empty", empty)
     opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters(),
                                    staleness=1, dc=True)
     rps.broadcast_parameters(model.state_dict())
     x, y = fashion_mnist(64)
     opt.zero_grad()
-    F.cross_entropy(model(x), y).backward()
+    (F.cross_entropy(model(x), y) + empty.sum()).backward()
     opt.step()
     opt.load_latest()
     print(f"role worker {rps.rank()} of {rps.size()} from {p.source}", flush=True)

@@ -171,7 +171,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         named = [(n, p) for n, p in named if id(p) in wanted]
         for n, p in named:
             _check_tensor("parameter", n, p.data, p.numel())
-        return named
+        return [(n, p) for n, p in named if p.numel()]  # an empty one has nothing to train
 
     def _hook(self, name, p):
         node = p.expand_as(p).grad_fn.next_functions[0][0]  # p's AccumulateGrad
@@ -253,7 +253,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
             lr, self._bad_lr = self._bad_lr, None
             raise ValueError(f"rdmaps.torch: learning rate {lr!r} in param_groups is not a finite number of at least "
                              "0; this step's gradients were not sent")
-        unsent = [p for g in self.param_groups for p in g["params"] if p.grad is not None and id(p) not in self._hooked]
+        unsent = [p for g in self.param_groups for p in g["params"]
+                  if p.grad is not None and p.numel() and id(p) not in self._hooked]
         if unsent:
             declared = {id(p): n for n, p in self._params}
             what = ", ".join(f"'{declared[id(p)]}'" if id(p) in declared else f"a tensor of shape {tuple(p.shape)}"
