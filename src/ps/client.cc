@@ -77,13 +77,17 @@ void ClientImpl::connect() {
   }
 }
 
-void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, uint32_t first, uint32_t last,
-                            const ServerLink* only) {
+void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Range fetched, const ServerLink* only) {
   const Mailbox& box = link.mailbox(lane);
   wait([&] { return link.load(box.pull_done) >= seq; },
        "waiting for parameters from server " + link.address + " lane " + std::to_string(lane.index), only);
   const uint64_t stamp = link.load(box.pull_stamp);
-  for (uint32_t k = first; k <= last; ++k) {
+  const auto shard_of = [&](uint64_t pos) {
+    return static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
+  };
+  for (uint32_t k = shard_of(fetched.begin); k <= shard_of(fetched.end - 1); ++k) {
+    const Range extent = partition_->shard(link.index, k);
+    if (extent.begin < fetched.begin || extent.end > fetched.end) continue;  // part of it: keeps its older stamp
     link.shard_stamp[k] = stamp;
     link.have_shard[k] = true;
   }
@@ -356,6 +360,7 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
         Fetch& f = fetch[base + lane.index];
         f.first = std::min(f.first, shard);
         f.last = std::max(f.last, static_cast<uint32_t>((end - 1 - link.range.begin) / config_.shard_floats));
+        f.floats = {std::min(f.floats.begin, pos), std::max(f.floats.end, end)};
         f.bytes += (end - pos) * sizeof(float);
         pos = end;
       }
@@ -371,14 +376,17 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
       ++stats_.pulls_skipped;
       stats_.pull_bytes_saved += f.bytes;
     } else {
-      f.seq = post(*f.link, *f.lane, MsgType::kPull, f.first, 0, 0, f.last - f.first + 1, nullptr, inflight);
+      // Only the floats asked for: a small tensor's pull does not write back its whole shard.
+      const uint64_t from = f.floats.begin - partition_->shard(f.link->index, f.first).begin;
+      f.seq = post(*f.link, *f.lane, MsgType::kPull, f.first, f.floats.size(), static_cast<uint32_t>(from),
+                   f.last - f.first + 1, nullptr, inflight);
     }
   }
   for (auto& r : inflight) r.wait_for(options_.timeout);
   inflight.clear();
   for (const Fetch& f : fetch) {
     if (f.seq == 0) continue;
-    await_pull(*f.link, *f.lane, f.seq, f.first, f.last);
+    await_pull(*f.link, *f.lane, f.seq, f.floats);
     ++stats_.pulls;
     stats_.pull_bytes += f.bytes;
   }

@@ -98,7 +98,9 @@ void ClientImpl::refetch(ServerLink& link) {
   for (auto& r : inflight) r.wait_for(options_.timeout);
   for (size_t l = 0; l < link.lanes.size(); ++l) {
     const Lane& lane = link.lanes[l];
-    await_pull(link, lane, seqs[l], lane.first_shard, lane.first_shard + lane.shards - 1, &link);
+    const Range whole{partition_->shard(link.index, lane.first_shard).begin,
+                      partition_->shard(link.index, lane.first_shard + lane.shards - 1).end};
+    await_pull(link, lane, seqs[l], whole, &link);
   }
 }
 

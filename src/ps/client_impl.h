@@ -162,10 +162,10 @@ class ClientImpl {
   /// credit; `inflight` gets the requests that keep its buffers busy.
   uint64_t post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset,
                 uint32_t length, const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0);
-  /// Waits until `lane` wrote back the pull numbered `seq`, then marks shards
-  /// [first, last] of `link` as fetched (when and at which clock).
-  void await_pull(ServerLink& link, const Lane& lane, uint64_t seq, uint32_t first, uint32_t last,
-                  const ServerLink* only = nullptr);
+  /// Waits until `lane` wrote back the pull numbered `seq`, then marks the
+  /// shards of `link` that `fetched` (global floats) covers whole as fetched
+  /// (when and at which clock).
+  void await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Range fetched, const ServerLink* only = nullptr);
   /// Polls until done(); throws on timeout or when a server closed (only
   /// `link`'s, when given).
   template <typename Done>
@@ -200,6 +200,7 @@ class ClientImpl {
     ServerLink* link;
     Lane* lane;
     uint32_t first = UINT32_MAX, last = 0;
+    Range floats{UINT64_MAX, 0};  // global: the hull of what the targets want from the lane
     size_t bytes = 0;
     uint64_t seq = 0;
   };

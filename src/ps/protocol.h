@@ -41,9 +41,9 @@ struct SlotHeader {
   uint32_t worker;
   uint32_t shard;
   uint64_t seq;           ///< per-worker message number, 1, 2, 3, ...
-  uint64_t base_version;  ///< push: shard version the gradient was computed on
+  uint64_t base_version;  ///< push: shard version the gradient was computed on; pull: floats asked for (0: all)
   uint64_t clock;         ///< worker clock at send (kClock: the new clock)
-  uint32_t offset;        ///< push/init: first float within the shard
+  uint32_t offset;        ///< push/init/pull: first float within the (first) shard
   uint32_t length;        ///< push/init: floats in the payload; pull: shard count
   float learning_rate;    ///< push: the worker's rate (a scheduler's); 0 = the server's
   uint32_t reserved0;

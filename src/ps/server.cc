@@ -45,8 +45,8 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-constexpr auto kHelloTimeout = 5s;            // a connected peer's first message
-constexpr auto kAnswerTimeout = 100ms;        // a Welcome: small, into an empty socket buffer
+constexpr auto kHelloTimeout = 5s;      // a connected peer's first message
+constexpr auto kAnswerTimeout = 100ms;  // a Welcome: small, into an empty socket buffer
 // A Hello for a worker id the lanes still hold waits this long for them to
 // see the earlier connection close: a worker restarted right after it died
 // (by a job script, or a launcher) comes back before they noticed.

@@ -321,9 +321,11 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   if (w.departed) return;  // nobody left to read it
   // The worker's next push to these shards is computed on what it gets now: a step of its own.
   if (!w.stepped.empty()) std::fill_n(w.stepped.begin() + (h.shard - setup_.first_shard), h.length, Worker::Stepped{});
-  const size_t local = local_of(h.shard);
-  const size_t floats =
-      setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
+  // The floats asked for: from `offset` in the first shard, `base_version`
+  // of them (0: to the end of the last shard; docs/protocol.md "Write-back").
+  const size_t local = local_of(h.shard) + h.offset;
+  size_t floats = setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
+  if (h.base_version) floats = std::min<uint64_t>(floats, h.base_version);
   // Admission gave the worker a copy exactly where its write-backs need one.
   const auto direct = w.copy ? std::nullopt : store_->direct_source();
   const size_t shard_floats = setup_.config.shard_floats;
@@ -344,7 +346,8 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
     } else {
       const float* copy = static_cast<const float*>(w.copy->data()) + local;
       for (size_t done = 0; done < floats;) {
-        const size_t n = std::min(chunk, floats - done);
+        // Chunks end on shard boundaries: the worker copies out whole shards as they land.
+        const size_t n = std::min(chunk - (local + done) % shard_floats, floats - done);
         store_->snapshot(w.id, local + done, n);
         w.writer->send_params(copy + done, n, *w.copy, offset + done * sizeof(float));
         done += n;

@@ -30,10 +30,17 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
         return "learning rate " + to_string(h.learning_rate) + " in a push";
       return {};
     }
-    case MsgType::kPull:
+    case MsgType::kPull: {
       if (h.length == 0 || h.shard < first || h.shard >= end || h.length > end - h.shard)
         return "pull of shards [" + to_string(h.shard) + ", +" + to_string(h.length) + ") outside " + lane;
+      // offset: first float in the first shard; base_version: how many (0: to the end).
+      const Range from = r.partition->shard(r.server, h.shard);
+      const uint64_t there = r.partition->shard(r.server, h.shard + h.length - 1).end - from.begin;
+      if (h.offset >= from.size() || h.base_version > there - h.offset)
+        return "pull of floats [" + to_string(h.offset) + ", +" + to_string(h.base_version) + ") outside shards [" +
+               to_string(h.shard) + ", +" + to_string(h.length) + ") of " + to_string(there) + " floats";
       return {};
+    }
     case MsgType::kClock:
       if (h.clock != r.worker_clock + 1) return "clock " + to_string(h.clock) + " after " + to_string(r.worker_clock);
       return {};

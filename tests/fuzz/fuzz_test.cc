@@ -341,6 +341,9 @@ TEST(Fuzz, InboxSlotHeaders) {
     } else if (type == ps::MsgType::kPull) {
       if (h.shard < r.first_shard || uint64_t{h.shard} + h.length > r.end_shard || h.length == 0)
         return "pull outside the lane";
+      const ps::Range from = partition.shard(1, h.shard);
+      const uint64_t there = partition.shard(1, h.shard + h.length - 1).end - from.begin;
+      if (h.offset >= from.size() || h.offset + h.base_version > there) return "pull of floats outside its shards";
     } else if (type != ps::MsgType::kClock && type != ps::MsgType::kBye) {
       return "unknown type accepted";
     }

@@ -172,14 +172,18 @@ RDMAPS_TEST_PEER(cached_puller) {
     client.init(tensors[t].first, want[t]);
   }
   uint64_t fetched = 0;
-  for (int round = 0; round < 2; ++round) {
-    if (round == 1) fetched = client.stats().pulls;
+  for (int round = 0; round < 3; ++round) {
+    if (round == 2) fetched = client.stats().pulls;
     std::vector<std::vector<float>> got;
     std::vector<PullTarget> targets;
     for (const auto& [name, n] : tensors) got.emplace_back(n, std::nanf(""));
-    // Round 0 fetches every shard; round 1 pulls each tensor alone from the cache.
     for (size_t t = 0; t < tensors.size(); ++t) targets.push_back({tensors[t].first, got[t]});
+    // Round 0: each tensor alone, b before c: b's pull fetches only part of
+    // the shard c starts in, which must not count as fetched. Round 1: the
+    // batch fetches every shard whole. Round 2: each alone, from the cache.
     if (round == 0)
+      for (size_t t : {1, 2, 0}) client.pull(std::span<const PullTarget>(&targets[t], 1));
+    else if (round == 1)
       client.pull(targets);
     else
       for (const auto& target : targets) client.pull(std::span<const PullTarget>(&target, 1));
@@ -190,10 +194,43 @@ RDMAPS_TEST_PEER(cached_puller) {
       }
   }
   if (client.stats().pulls != fetched || client.stats().pulls_skipped < 3) {
-    std::fprintf(stderr, "cached_puller: round 1 fetched %llu times and skipped %llu: the cache was not used\n",
+    std::fprintf(stderr, "cached_puller: round 2 fetched %llu times and skipped %llu: the cache was not used\n",
                  static_cast<unsigned long long>(client.stats().pulls - fetched),
                  static_cast<unsigned long long>(client.stats().pulls_skipped));
     return 2;
+  }
+  return 0;
+}
+
+// A pull writes back the floats its tensors cover, not their whole shards:
+// three tensors pulled one by one, sharing shards, move their own bytes once.
+TEST_P(PsTest, APullOfOneTensorMovesOnlyItsFloats) {
+  Config c = batched_config(GetParam());
+  c.server_threads = 1;
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker("single_puller", GetParam(), 0, 5, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << "a single tensor's pull returned wrong values";
+  servers.join();
+  EXPECT_EQ(servers.server(0).stats().bytes_out, (1500 + 700 + 2300) * 4u)
+      << "pulls of tensors in shards of 1000 floats wrote back whole shards";
+}
+
+RDMAPS_TEST_PEER(single_puller) {
+  Config c = batched_config(args.transport);
+  c.server_threads = 1;
+  Client client(worker_options(args, c));
+  const std::vector<std::pair<std::string, size_t>> tensors = {{"a", 1500}, {"b", 700}, {"c", 2300}};
+  for (const auto& [name, n] : tensors) client.declare(name, n);
+  client.connect();
+  for (size_t t : {1, 0, 2}) {
+    std::vector<float> want(tensors[t].second), got(tensors[t].second, std::nanf(""));
+    for (size_t i = 0; i < want.size(); ++i) want[i] = static_cast<float>(t * 10000 + i);
+    client.init(tensors[t].first, want);
+    client.pull(tensors[t].first, got);
+    if (std::memcmp(got.data(), want.data(), want.size() * 4) != 0) {
+      std::fprintf(stderr, "single_puller: tensor '%s' differs\n", tensors[t].first.c_str());
+      return 1;
+    }
   }
   return 0;
 }
