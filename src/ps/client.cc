@@ -82,10 +82,7 @@ void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Ra
   wait([&] { return link.load(box.pull_done) >= seq; },
        "waiting for parameters from server " + link.address + " lane " + std::to_string(lane.index), only);
   const uint64_t stamp = link.load(box.pull_stamp);
-  const auto shard_of = [&](uint64_t pos) {
-    return static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
-  };
-  for (uint32_t k = shard_of(fetched.begin); k <= shard_of(fetched.end - 1); ++k) {
+  for (uint32_t k = shard_of(link, fetched.begin); k <= shard_of(link, fetched.end - 1); ++k) {
     const Range extent = partition_->shard(link.index, k);
     if (extent.begin < fetched.begin || extent.end > fetched.end) continue;  // part of it: keeps its older stamp
     link.shard_stamp[k] = stamp;
@@ -129,10 +126,8 @@ void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes) {
     std::memcpy(pulling_[i].out.data() + (part.begin - ranges_[i].begin), source + (part.begin - link.range.begin),
                 part.size() * sizeof(float));
   }
-  const auto shard_of = [&](uint64_t pos) {
-    return static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
-  };
-  for (uint32_t k = shard_of(landed.begin); landed.begin < landed.end && k <= shard_of(landed.end - 1); ++k) {
+  for (uint32_t k = shard_of(link, landed.begin); landed.begin < landed.end && k <= shard_of(link, landed.end - 1);
+       ++k) {
     const Range extent = partition_->shard(link.index, k);
     if (extent.begin >= landed.begin && extent.end <= landed.end) link.delivered[k] = 1;
   }
@@ -202,7 +197,7 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   for (auto& link : links_) {
     const Range held = overlap(t, link.range);
     for (uint64_t pos = held.begin; pos < held.end;) {
-      uint32_t shard = static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
+      uint32_t shard = shard_of(link, pos);
       Range s = partition_->shard(link.index, shard);
       uint64_t piece_end = std::min(held.end, s.end);
       pieces.push_back({&link, &link.lanes[link.lane_of[shard]], link.generation, shard, link.versions()[shard],
@@ -353,13 +348,13 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
     for (const Range& t : ranges) {
       const Range held = overlap(t, link.range);
       for (uint64_t pos = held.begin; pos < held.end;) {  // lane by lane
-        const uint32_t shard = static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
+        const uint32_t shard = shard_of(link, pos);
         const Lane& lane = link.lanes[link.lane_of[shard]];
         const uint64_t lane_end = partition_->shard(link.index, lane.first_shard + lane.shards - 1).end;
         const uint64_t end = std::min(held.end, lane_end);
         Fetch& f = fetch[base + lane.index];
         f.first = std::min(f.first, shard);
-        f.last = std::max(f.last, static_cast<uint32_t>((end - 1 - link.range.begin) / config_.shard_floats));
+        f.last = std::max(f.last, shard_of(link, end - 1));
         f.floats = {std::min(f.floats.begin, pos), std::max(f.floats.end, end)};
         f.bytes += (end - pos) * sizeof(float);
         pos = end;
@@ -397,14 +392,12 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
       const Range held = overlap(t, link.range);
       const auto* params = reinterpret_cast<const float*>(static_cast<uint8_t*>(link.receive->data()) +
                                                           link.receive_layout.params_offset());
-      const auto copied = [&](uint64_t pos) {
-        return !on_device_[i] && link.delivered[(pos - link.range.begin) / config_.shard_floats];
-      };
+      const auto copied = [&](uint64_t pos) { return !on_device_[i] && link.delivered[shard_of(link, pos)]; };
       for (uint64_t pos = held.begin; pos < held.end;) {
         const bool skip = copied(pos);
         uint64_t end = pos;
         do {
-          const auto shard = static_cast<uint32_t>((end - link.range.begin) / config_.shard_floats);
+          const auto shard = shard_of(link, end);
           end = std::min(held.end, partition_->shard(link.index, shard).end);
         } while (end < held.end && copied(end) == skip);
         float* dst = targets[i].out.data() + (pos - t.begin);

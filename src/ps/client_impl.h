@@ -170,6 +170,10 @@ class ClientImpl {
   /// `link`'s, when given).
   template <typename Done>
   void wait(Done&& done, const std::string& what, const ServerLink* link = nullptr);
+  /// The shard of `link` that holds global float `pos`.
+  uint32_t shard_of(const ServerLink& link, uint64_t pos) const {
+    return static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);
+  }
   void require_connected(const char* op) const {
     if (!partition_) throw Error(Errc::kInvalidArgument, std::string(op) + " before connect()");
   }
