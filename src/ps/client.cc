@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 
 #include "math/bf16.h"
 #include "rdmaps/log.h"
@@ -208,7 +209,13 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   }
   interleave_lanes(pieces);
   const uint16_t flags = bf16 ? kFlagBf16 : 0;
+  // Host f32 pushes gather their pieces of part of a shard; anything else
+  // goes in order behind what was gathered.
+  const bool gathers = type == MsgType::kPush && !bf16 && !on_device;
+  if (!gathers) flush_gathered();
+  size_t posted = 0;
   if (on_device && gpu_->path() == GpuPath::kStaged) {
+    posted = pieces.size();
     send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags);
   } else {
     std::vector<transport::Request>& inflight = inflight_;
@@ -221,9 +228,15 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
         continue;
       }
       try {
-        post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length,
-             static_cast<const uint8_t*>(source) + p.source, inflight, flags);
-        if (type == MsgType::kPush) ++p.link->posted;
+        const uint8_t* payload = static_cast<const uint8_t*>(source) + p.source;
+        if (gathers && p.length < partition_->shard(p.link->index, p.shard).size() &&
+            (p.link->use_am || p.length * sizeof(float) < kGatherPutBytes)) {
+          gather(p, reinterpret_cast<const float*>(payload));
+        } else {
+          post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, payload, inflight, flags);
+          if (type == MsgType::kPush) ++p.link->posted;
+          ++posted;
+        }
         ++i;
       } catch (const Error& e) {
         recover(e, inflight);  // then this piece again, unless its server was the one that restarted
@@ -238,9 +251,69 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
     inflight.clear();  // release the requests now; the vector keeps its capacity
   }
   if (type == MsgType::kPush) {
-    stats_.pushes += pieces.size();
+    stats_.pushes += posted;  // messages; a gathered run counts when it goes
     stats_.push_bytes += values.size() * elem;
     if (on_device) stats_.gpu_path = gpu_path_name(gpu_->path());
+  }
+}
+
+void ClientImpl::gather(const Piece& p, const float* values) {
+  const uint32_t begin = p.offset, end = p.offset + p.length;
+  size_t run = kGatherRuns;
+  for (size_t r = 0; r < kGatherRuns && run == kGatherRuns; ++r)
+    if (gathered_[r].link == p.link && gathered_[r].shard == p.shard && gathered_[r].generation == p.generation)
+      run = r;
+  if (run == kGatherRuns) {  // a free run, else the one in use longest
+    for (size_t r = 0; r < kGatherRuns && run == kGatherRuns; ++r)
+      if (!gathered_[r].link) run = r;
+    if (run == kGatherRuns) run = next_run_++ % kGatherRuns;
+  }
+  Gathered& g = gathered_[run];
+  if (!(g.link == p.link && g.shard == p.shard && g.generation == p.generation && (end == g.begin || begin == g.end))) {
+    flush_run(run);  // not adjoining: a gap would push zeros, an overlap is a second step
+    if (!g.buffer) g.buffer = context_->allocate(config_.shard_floats * sizeof(float), transport::Access::kNone);
+    g.link = p.link;
+    g.lane = p.lane;
+    g.generation = p.generation;
+    g.shard = p.shard;
+    g.begin = g.end = begin;
+  }
+  std::memcpy(static_cast<float*>(g.buffer->data()) + begin, values, p.length * sizeof(float));
+  g.begin = std::min(g.begin, begin);
+  g.end = std::max(g.end, end);
+}
+
+void ClientImpl::flush_gathered() {
+  for (size_t r = 0; r < kGatherRuns; ++r) flush_run(r);
+}
+
+void ClientImpl::flush_run(size_t run) {
+  Gathered& g = gathered_[run];
+  if (!g.link) return;
+  ServerLink& link = *std::exchange(g.link, nullptr);
+  if (g.generation != link.generation) {  // its server restarted since
+    ++stats_.pushes_lost;
+    return;
+  }
+  std::vector<transport::Request>& inflight = gather_inflight_;
+  inflight.clear();
+  const float* payload = static_cast<const float*>(g.buffer->data()) + g.begin;
+  for (;;) {
+    try {
+      post(link, *g.lane, MsgType::kPush, g.shard, link.versions()[g.shard], g.begin, g.end - g.begin, payload,
+           inflight);
+      ++link.posted;
+      ++stats_.pushes;
+      for (auto& r : inflight) r.wait_for(options_.timeout);  // the buffer gathers the next run
+      inflight.clear();
+      return;
+    } catch (const Error& e) {
+      recover(e, inflight);
+      if (g.generation != link.generation) {
+        ++stats_.pushes_lost;
+        return;
+      }
+    }
   }
 }
 
@@ -314,6 +387,7 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
 }
 
 void ClientImpl::pull_once(std::span<const PullTarget> targets) {
+  flush_gathered();                      // a pull sees this worker's pushes
   std::vector<Range>& ranges = ranges_;  // scratch kept across calls: no allocation per step
   ranges.clear();
   on_device_.clear();
@@ -417,6 +491,7 @@ void ClientImpl::clock(bool barrier) {
   const auto now = Clock::now();
   if (stats_.clocks) stats_.last_step_seconds = std::chrono::duration<double>(now - last_clock_call_).count();
   last_clock_call_ = now;
+  flush_gathered();  // the clock goes behind every push of the step
   ++clock_;
   ++stats_.clocks;
   std::vector<transport::Request>& inflight = inflight_;

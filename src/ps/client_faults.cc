@@ -113,6 +113,12 @@ void ClientImpl::refetch(ServerLink& link) {
 ClientImpl::~ClientImpl() {
   if (!partition_) return;
   leave_by_ = Clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout);
+  try {
+    flush_gathered();  // pushes that returned are sent before the goodbye
+  } catch (const Error& e) {
+    logf(LogLevel::kWarn, "rdmaps: worker %u: leaving, its last gathered push was not sent: %s", options_.worker,
+         e.what());
+  }
   auto left = [&] { return std::chrono::duration_cast<std::chrono::milliseconds>(leave_by_ - Clock::now()); };
   struct Bye {
     ServerLink* link;

@@ -4,6 +4,7 @@
 // (client_faults.cc).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -138,6 +139,13 @@ class ClientImpl {
   /// ones go to different lanes: the lanes apply in parallel only if each has
   /// work, and a lane's credits run out after a few pieces.
   void interleave_lanes(std::vector<Piece>& pieces);
+  /// Adds a push's piece of part of a shard to its shard's gathered run,
+  /// sending the run first unless the piece adjoins it.
+  void gather(const Piece& p, const float* values);
+  /// Sends each gathered run as one push (before a clock, a pull, an init
+  /// or a device push, and leaving).
+  void flush_gathered();
+  void flush_run(size_t run);
   void send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
                    uint16_t flags);
   GpuTransfer& gpu();
@@ -198,7 +206,26 @@ class ClientImpl {
   std::vector<uint16_t> wire_;               // bf16 wire: the tensor being pushed, encoded
   std::unique_ptr<GpuTransfer> gpu_;         // made at the first device pointer
   std::vector<Piece> pieces_, interleaved_;  // send(): scratch kept across calls
-  std::vector<size_t> runs_;                 // send(): scratch kept across calls
+  // Pushes of small tensors, adjoining in one shard, go as one piece: each
+  // message over tcp waits for a credit, and a model of 1,000 small tensors
+  // spent 12x the time of one tensor on them (docs/protocol.md "Small tensors").
+  // A run per shard, for a few shards at once: a tensor's pieces in two
+  // shards, each joined by its neighbours, stay two runs.
+  struct Gathered {
+    ServerLink* link = nullptr;  // none: nothing gathered
+    Lane* lane = nullptr;
+    uint32_t generation = 0, shard = 0;
+    uint32_t begin = 0, end = 0;                // floats within the shard
+    std::unique_ptr<transport::Region> buffer;  // one shard, registered
+  };
+  static constexpr size_t kGatherRuns = 4;
+  // Over shared memory a put is itself a CPU copy: gathering pieces larger
+  // than this only doubled it (measured in docs/benchmarks.md, "Session 17").
+  static constexpr size_t kGatherPutBytes = 32 << 10;
+  std::array<Gathered, kGatherRuns> gathered_;
+  size_t next_run_ = 0;  // the run a new shard takes when all are in use
+  std::vector<transport::Request> gather_inflight_;
+  std::vector<size_t> runs_;  // send(): scratch kept across calls
   // pull(): one request per lane, and the targets' ranges; scratch kept across calls.
   struct Fetch {
     ServerLink* link;

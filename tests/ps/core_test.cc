@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 
 #include "math/bf16.h"
@@ -378,8 +379,10 @@ TEST_P(PsTest, TensorsSharingAShardAreStaleByStepsNotPieces) {
   auto pull_all = [&](Client& w) {
     for (int t = 0; t < kTensors; ++t) w.pull("t" + std::to_string(t), v);
   };
+  // Every other tensor: none adjoins another, so each goes as a piece of its
+  // own, and they rise through the shard (a lane keeps one range per step).
   auto push_all = [&](Client& w) {
-    for (int t = 0; t < kTensors; ++t) w.push("t" + std::to_string(t), v);
+    for (int t = 0; t < kTensors; t += 2) w.push("t" + std::to_string(t), v);
   };
   for (int t = 0; t < kTensors; ++t) a->init("t" + std::to_string(t), v);
   pull_all(*a);
@@ -397,10 +400,62 @@ TEST_P(PsTest, TensorsSharingAShardAreStaleByStepsNotPieces) {
   a->clock();
   pull_all(*a);
   const ServerStats s = servers.server(0).stats();
-  EXPECT_EQ(s.staleness[0], uint64_t{kTensors});
-  EXPECT_EQ(s.staleness[1], uint64_t{kTensors} + 1);
+  EXPECT_EQ(s.staleness[0], uint64_t{kTensors / 2});
+  EXPECT_EQ(s.staleness[1], uint64_t{kTensors / 2} + 1);
   EXPECT_EQ(s.staleness[2], 1u);
-  EXPECT_EQ(s.pushes, uint64_t{2 * kTensors + 2});
+  EXPECT_EQ(s.pushes, uint64_t{kTensors + 2});
+}
+
+// Pushes of small tensors that adjoin in a shard go as one message, in
+// either order (autograd's is the reverse of the declaration's), and the
+// parameters are sequential SGD's bit for bit; a push that does not adjoin
+// the gathered ones, a clock and a pull send what was gathered first.
+TEST_P(PsTest, AdjoiningSmallTensorsGoAsOnePush) {
+  Config c = sgd_config(GetParam(), 0.5f, 1024);
+  ServerGroup servers(1, 1, c);
+  ClientOptions o;
+  o.servers = {servers.addresses()};
+  o.config = c;
+  o.config.secret = test_secret();
+  Client client(o);
+  // Shard 0: s0..s7 (64 floats each) then big's first 512; shard 1: big's last 988, then tail.
+  for (int t = 0; t < 8; ++t) client.declare("s" + std::to_string(t), 64);
+  client.declare("big", 1500);
+  client.declare("tail", 10);
+  client.connect();
+  std::map<std::string, std::vector<float>> w, ref;
+  for (int t = 0; t < 8; ++t) w["s" + std::to_string(t)].assign(64, 0.0f);
+  w["big"].assign(1500, 0.0f);
+  w["tail"].assign(10, 0.0f);
+  for (auto& [name, values] : w) {
+    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(name.size() * 100 + i) / 64;
+    client.init(name, values);
+  }
+  ref = w;
+  const std::vector<std::vector<std::string>> orders = {
+      {"s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "big", "tail"},  // declaration order
+      {"tail", "big", "s7", "s6", "s5", "s4", "s3", "s2", "s1", "s0"},  // backward's
+  };
+  uint64_t messages = 0;
+  for (int step = 0; step < 4; ++step) {
+    for (const auto& name : orders[step % 2]) {
+      std::vector<float> g(w[name].size());
+      for (size_t i = 0; i < g.size(); ++i) g[i] = 0.25f * w[name][i] + static_cast<float>((i + step) % 5) / 8;
+      client.push(name, g);
+      for (size_t i = 0; i < g.size(); ++i) ref[name][i] -= c.learning_rate * g[i];
+    }
+    client.clock();
+    for (auto& [name, values] : w) client.pull(name, values);
+    for (const auto& [name, values] : w)
+      ASSERT_EQ(std::memcmp(values.data(), ref[name].data(), values.size() * 4), 0)
+          << "step " << step << ": '" << name << "' is not sequential SGD's";
+    // Shard 0 holds s0..s7 and big's first 512 floats, shard 1 (998 floats)
+    // big's other 988 and tail: one message per shard, in either order.
+    const uint64_t now = client.stats().pushes;
+    EXPECT_EQ(now - messages, 2u) << "step " << step;
+    messages = now;
+  }
+  EXPECT_EQ(servers.server(0).stats().pushes, messages);  // the last pull saw them all applied
 }
 
 // One worker pulls once, then pushes five gradients on that copy: per shard,
