@@ -28,7 +28,7 @@ struct ClientOptions {
 };
 
 struct ClientStats {
-  uint64_t pushes = 0, push_bytes = 0;
+  uint64_t pushes = 0, push_bytes = 0;  ///< pushes: messages sent (small tensors gathered count once)
   uint64_t pulls = 0, pull_bytes = 0;
   uint64_t pulls_skipped = 0, pull_bytes_saved = 0;  ///< SSP with skip_pulls: cached copy was fresh enough
   uint64_t clocks = 0;
@@ -70,7 +70,9 @@ class Client {
 
   /// Sets the servers' values of `name` (initial parameters; one worker does it).
   void init(const std::string& name, std::span<const float> values);
-  /// Sends a gradient; returns once `gradient` may be reused. Host or CUDA
+  /// Sends a gradient; returns once `gradient` may be reused (a small one is
+  /// copied and goes with the adjoining ones, or at the next clock or pull:
+  /// docs/protocol.md "Small tensors"). Host or CUDA
   /// device memory (ready: its stream synchronized); device data goes to UCX
   /// directly where UCX handles it, else through pinned buffers (stats().gpu_path).
   void push(const std::string& name, std::span<const float> gradient);
