@@ -113,7 +113,7 @@ bool ClientImpl::progress() {
 
 // Copying a 1 MiB message out while the next is on the wire, rather than the
 // whole model after its last byte, takes the copy off the pull's critical
-// path (docs/protocol.md "Pull"). Only whole shards count as delivered; the
+// path (docs/protocol.md "Write-back (pull)"). Only whole shards count as delivered; the
 // pull copies whatever was not (puts, device targets, versions) at its end.
 void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes) {
   const uint64_t params = link.receive_layout.params_offset();

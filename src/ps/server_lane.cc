@@ -322,7 +322,7 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   // The worker's next push to these shards is computed on what it gets now: a step of its own.
   if (!w.stepped.empty()) std::fill_n(w.stepped.begin() + (h.shard - setup_.first_shard), h.length, Worker::Stepped{});
   // The floats asked for: from `offset` in the first shard, `base_version`
-  // of them (0: to the end of the last shard; docs/protocol.md "Write-back").
+  // of them (0: to the end of the last shard; docs/protocol.md "Write-back (pull)").
   const size_t local = local_of(h.shard) + h.offset;
   size_t floats = setup_.partition->shard(setup_.server->index, h.shard + h.length - 1).end - lane_range_.begin - local;
   if (h.base_version) floats = std::min<uint64_t>(floats, h.base_version);
