@@ -326,10 +326,7 @@ TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLos
   base.exit_when_done = false;
   base.log_connections = false;
   ServerGroup servers(1, 1, c, base);
-  ClientOptions o;
-  o.servers = {servers.addresses()};
-  o.config = c;
-  o.config.secret = test_secret();
+  ClientOptions o = local_worker_options(servers.addresses(), c);
   o.config.reconnect_ms = 20000;
   o.timeout = 30s;
   Client client(o);

@@ -364,12 +364,7 @@ TEST_P(PsTest, TensorsSharingAShardAreStaleByStepsNotPieces) {
   c.staleness = kInfiniteStaleness;
   ServerGroup servers(1, 2, c);
   auto connect = [&](uint32_t id) {
-    ClientOptions o;
-    o.servers = {servers.addresses()};
-    o.worker = id;
-    o.config = c;
-    o.config.secret = test_secret();
-    auto client = std::make_unique<Client>(o);
+    auto client = std::make_unique<Client>(local_worker_options(servers.addresses(), c, id));
     for (int t = 0; t < kTensors; ++t) client->declare("t" + std::to_string(t), kEach);
     client->connect();
     return client;
@@ -413,11 +408,7 @@ TEST_P(PsTest, TensorsSharingAShardAreStaleByStepsNotPieces) {
 TEST_P(PsTest, AdjoiningSmallTensorsGoAsOnePush) {
   Config c = sgd_config(GetParam(), 0.5f, 1024);
   ServerGroup servers(1, 1, c);
-  ClientOptions o;
-  o.servers = {servers.addresses()};
-  o.config = c;
-  o.config.secret = test_secret();
-  Client client(o);
+  Client client(local_worker_options(servers.addresses(), c));
   // Shard 0: s0..s7 (64 floats each) then big's first 512; shard 1: big's last 988, then tail.
   for (int t = 0; t < 8; ++t) client.declare("s" + std::to_string(t), 64);
   client.declare("big", 1500);

@@ -301,11 +301,7 @@ TEST_P(PsFaultTest, ALeavingWorkerReturnsOnceTheServerTookInAllItSent) {
   c.shard_floats = kFloats / 4;
   ServerGroup servers(1, 1, c);
   {
-    ClientOptions o;
-    o.servers = {servers.addresses()};
-    o.config = c;
-    o.config.secret = test_secret();
-    Client client(o);
+    Client client(local_worker_options(servers.addresses(), c));
     client.declare("w", kFloats);
     client.connect();
     std::vector<float> g(kFloats, 0.5f);
@@ -617,11 +613,7 @@ TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
   Config c = config();
   ServerGroup servers(1, 1, c, base);
   {  // the worker leaves before the server stops
-    ClientOptions o;
-    o.servers = {servers.addresses()};
-    o.config = c;
-    o.config.secret = test_secret();
-    Client client(o);
+    Client client(local_worker_options(servers.addresses(), c));
     client.declare("w", 1000);
     client.connect();
     std::vector<float> w(1000, 1.0f);

@@ -77,6 +77,16 @@ inline ClientOptions worker_options(const PeerArgs& args, const Config& config) 
   return o;
 }
 
+/// A worker in the test process of the servers at `addresses` (ServerGroup::addresses()).
+inline ClientOptions local_worker_options(const std::string& addresses, const Config& config, uint32_t worker = 0) {
+  ClientOptions o;
+  o.servers = split(addresses, ',');
+  o.worker = worker;
+  o.config = config;
+  if (o.config.secret.empty()) o.config.secret = test_secret();
+  return o;
+}
+
 /// A client of one tensor `name`, connected once the server (a process just
 /// started) listens; null if it never did within 20 s, after printing the
 /// last attempt's error (a refusal is not "not listening yet").
