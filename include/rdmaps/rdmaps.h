@@ -57,6 +57,10 @@ rdmaps_status rdmaps_client_connect(rdmaps_client* client);
 rdmaps_status rdmaps_client_init(rdmaps_client* client, const char* name, const float* values, size_t floats);
 rdmaps_status rdmaps_client_push(rdmaps_client* client, const char* name, const float* gradient, size_t floats);
 rdmaps_status rdmaps_client_pull(rdmaps_client* client, const char* name, float* out, size_t floats);
+/** Pulls `count` tensors (names[i] into outs[i], floats[i] each) with at most
+ *  one request per server lane: a whole model after each step. */
+rdmaps_status rdmaps_client_pull_many(rdmaps_client* client, size_t count, const char* const* names, float* const* outs,
+                                      const size_t* floats);
 rdmaps_status rdmaps_client_clock(rdmaps_client* client);
 rdmaps_status rdmaps_client_barrier(rdmaps_client* client);
 /** Later pushes carry this learning rate, applied instead of the servers' (a

@@ -196,6 +196,20 @@ rdmaps_status rdmaps_client_pull(rdmaps_client* c, const char* name, float* out,
   });
 }
 
+rdmaps_status rdmaps_client_pull_many(rdmaps_client* c, size_t count, const char* const* names, float* const* outs,
+                                      const size_t* floats) {
+  return guarded("rdmaps_client_pull_many", [&] {
+    require(c && (count == 0 || (names && outs && floats)), "client, names, outs or floats is NULL");
+    std::vector<rdmaps::PullTarget> targets;
+    targets.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      require(names[i] && outs[i], "names[" + std::to_string(i) + "] or outs[" + std::to_string(i) + "] is NULL");
+      targets.push_back({names[i], {outs[i], floats[i]}});
+    }
+    c->client->pull(targets);
+  });
+}
+
 rdmaps_status rdmaps_client_clock(rdmaps_client* c) {
   return guarded("rdmaps_client_clock", [&] {
     require(c, "client is NULL");

@@ -195,6 +195,7 @@ int main(void) {
             strstr(rdmaps_last_error(), "longer than the 4096"),
         "a 4999-byte name: %s", rdmaps_last_error());
   CHECK(rdmaps_client_declare(client, "w", 1000) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_declare(client, "b", 10) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
   CHECK(rdmaps_client_connect(client) == RDMAPS_OK, "connect: %s", rdmaps_last_error());
 
   float w[1000], g[1000];
@@ -210,6 +211,21 @@ int main(void) {
   CHECK(rdmaps_client_clock(client) == RDMAPS_OK, "clock: %s", rdmaps_last_error());
   CHECK(rdmaps_client_pull(client, "w", w, 1000) == RDMAPS_OK, "pull: %s", rdmaps_last_error());
   CHECK(w[0] == 0.375f && w[999] == 0.375f, "a push at the worker's rate 0.125 should give 0.375, got %f", w[0]);
+  /* Both tensors in one batched pull. */
+  float b[10];
+  for (int i = 0; i < 10; ++i) b[i] = 2.0f;
+  CHECK(rdmaps_client_init(client, "b", b, 10) == RDMAPS_OK, "init: %s", rdmaps_last_error());
+  for (int i = 0; i < 10; ++i) b[i] = 0.0f, w[i] = 0.0f;
+  const char* names[] = {"w", "b"};
+  float* outs[] = {w, b};
+  const size_t sizes[] = {1000, 10};
+  CHECK(rdmaps_client_pull_many(client, 2, names, outs, sizes) == RDMAPS_OK, "pull_many: %s", rdmaps_last_error());
+  CHECK(w[0] == 0.375f && b[0] == 2.0f && b[9] == 2.0f, "pull_many gave w %f, b %f", w[0], b[0]);
+  const size_t wrong_sizes[] = {1000, 11};
+  st = rdmaps_client_pull_many(client, 2, names, outs, wrong_sizes);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "'b'"), "pull_many of a wrong size: %s",
+        rdmaps_last_error());
+  CHECK(rdmaps_client_pull_many(client, 2, NULL, outs, sizes) == RDMAPS_ERR_INVALID_ARGUMENT, "NULL names accepted");
 
   st = rdmaps_client_push(client, "w", g, 999);
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT, "wrong size gave %s", rdmaps_status_name(st));
@@ -221,7 +237,7 @@ int main(void) {
 
   rdmaps_client_stats cs;
   CHECK(rdmaps_client_get_stats(client, &cs) == RDMAPS_OK, "client stats: %s", rdmaps_last_error());
-  CHECK(cs.pushes == 2 && cs.clock == 2 && cs.pulls == 2, "client stats: %llu pushes, clock %llu, %llu pulls",
+  CHECK(cs.pushes == 2 && cs.clock == 2 && cs.pulls == 3, "client stats: %llu pushes, clock %llu, %llu pulls",
         (unsigned long long)cs.pushes, (unsigned long long)cs.clock, (unsigned long long)cs.pulls);
   rdmaps_client_destroy(client); /* says bye: the server's run() returns */
   pthread_join(thread, NULL);
