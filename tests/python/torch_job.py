@@ -100,6 +100,11 @@ def gradcheck():
     expect_raises(TypeError, "torch.float64",
                   lambda: rps.DistributedOptimizer(torch.optim.SGD(double.parameters(), lr=0.1),
                                                    double.named_parameters()))
+    whole = torch.zeros(8)
+    halves = [torch.nn.Parameter(whole[:5]), torch.nn.Parameter(whole[3:])]  # overlapping views
+    expect_raises(ValueError, "parameters 'h0' and 'h1' share memory",
+                  lambda: rps.DistributedOptimizer(torch.optim.SGD(halves, lr=0.1), [("h0", halves[0]),
+                                                                                   ("h1", halves[1])]))
     transposed = torch.nn.Parameter(torch.zeros(4, 3).t())
     expect_raises(ValueError, "not contiguous",
                   lambda: rps.DistributedOptimizer(torch.optim.SGD([transposed], lr=0.1), [("t", transposed)]))

@@ -31,6 +31,17 @@ def _check_tensor(what, name, t, numel):
     return t.data_ptr(), t.numel() * 4
 
 
+def _refuse_shared_memory(named):
+    """Two parameters over the same memory (views of one tensor) would be two
+    tensors on the servers, updated apart, each pull overwriting the other."""
+    spans = sorted((p.data_ptr(), p.data_ptr() + 4 * p.numel(), n) for n, p in named)
+    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+        if begin < end:
+            raise ValueError(f"rdmaps.torch.DistributedOptimizer: parameters '{first}' and '{second}' share memory; "
+                             "the servers would train them apart. Make one the other's parameter (tie them), or "
+                             "give each its own tensor")
+
+
 def _rule_options(optimizer, dc, lambda_):
     """The servers' update rule from the wrapped optimizer (the servers apply it)."""
     if not isinstance(optimizer, torch.optim.SGD):
@@ -171,7 +182,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         named = [(n, p) for n, p in named if id(p) in wanted]
         for n, p in named:
             _check_tensor("parameter", n, p.data, p.numel())
-        return [(n, p) for n, p in named if p.numel()]  # an empty one has nothing to train
+        named = [(n, p) for n, p in named if p.numel()]  # an empty one has nothing to train
+        _refuse_shared_memory(named)
+        return named
 
     def _hook(self, name, p):
         node = p.expand_as(p).grad_fn.next_functions[0][0]  # p's AccumulateGrad
