@@ -31,6 +31,9 @@ class GpuShardStore final : public ShardStore {
   }
 
   void attach(uint32_t worker, float* copy) override {
+    // The DC backup is allocated now: a device out of memory refuses this
+    // worker at admission instead of failing a push of it later.
+    if (dc_) backup(worker);
     copies_.at(worker) = copy;
     std::fill(copy, copy + floats_, 0.0f);
     if (backups_.at(worker)) backups_[worker]->fill_bytes(0);

@@ -156,10 +156,10 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
       copy = context_->allocate(std::max<size_t>(lane_range_.size() * sizeof(float), 64), Access::kNone);
     auto writer = std::make_unique<WriteBackSender>(
         *context_, *ep, std::move(receive), receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am);
+    store_->attach(w.id, copy ? static_cast<float*>(copy->data()) : nullptr);  // may fail (a GPU shard's memory)
     w.inbox = std::move(inbox);
     w.copy = std::move(copy);
     w.writer = std::move(writer);
-    store_->attach(w.id, w.copy ? static_cast<float*>(w.copy->data()) : nullptr);
   } catch (const Error& e) {
     throw Error(e.code(), std::string("server could not register memory: ") + e.what());
   }

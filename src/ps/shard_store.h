@@ -25,7 +25,9 @@ class ShardStore {
   /// A worker (re)joins. `copy` (the store's size in floats) is its registered
   /// write-back source; it starts zeroed, as does the worker's backup. Null
   /// where its write-backs need no copy (write_back_copies() false and a
-  /// direct_source()): then snapshot() is never called for it.
+  /// direct_source()): then snapshot() is never called for it. Throws when
+  /// memory for the worker cannot be had (a GPU shard's DC backup): the lane
+  /// refuses the worker, its slot as it was.
   virtual void attach(uint32_t worker, float* copy) = 0;
   /// w <- rule(w, g, backup, state) over [local, local+n); `g` is n floats, or
   /// n bfloat16 values when `bf16` (e.g. straight from an inbox slot).
