@@ -80,7 +80,6 @@ struct ServerLink {
   }
 };
 
-/// The part of `t` inside `r` (empty when begin >= end).
 class ClientImpl {
  public:
   explicit ClientImpl(const ClientOptions& options) : options_(options), config_(options.config) {

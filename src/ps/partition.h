@@ -16,6 +16,11 @@ struct Range {
   uint64_t size() const { return end - begin; }
 };
 
+/// The part of `t` inside `r` (empty when begin >= end).
+inline Range overlap(const Range& t, const Range& r) {
+  return {t.begin > r.begin ? t.begin : r.begin, t.end < r.end ? t.end : r.end};
+}
+
 /// Shards one server may hold: their indices are 32-bit on the wire, and a
 /// version word of 8 bytes each must fit a worker's receive region.
 constexpr uint64_t kMaxShardsPerServer = uint64_t{1} << 28;

@@ -1,0 +1,152 @@
+// The worker's pulls (docs/protocol.md "Write-back (pull)"): one request per
+// lane for the floats its tensors want, the cache skip_pulls serves from, and
+// the copy out to the caller's tensors as write-backs land.
+#include <algorithm>
+#include <cstring>
+
+#include "src/ps/client_impl.h"
+
+namespace rdmaps::ps {
+
+void ClientImpl::on_write_back(transport::AmMessage& m) {
+  auto it = by_endpoint_.find(m.from);
+  if (it == by_endpoint_.end()) return;
+  ServerLink& link = links_[it->second.first];
+  link.lanes[it->second.second].write_back.on_message(*context_, m, *link.receive);
+}
+
+// Copying a 1 MiB message out while the next is on the wire, rather than the
+// whole model after its last byte, takes the copy off the pull's critical
+// path (docs/protocol.md "Write-back (pull)"). Only whole shards count as delivered; the
+// pull copies whatever was not (puts, device targets, versions) at its end.
+void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes) {
+  const uint64_t params = link.receive_layout.params_offset();
+  if (pulling_.empty() || offset < params) return;
+  const Range landed{link.range.begin + (offset - params) / sizeof(float),
+                     link.range.begin + (offset - params + bytes) / sizeof(float)};
+  const auto* source = reinterpret_cast<const float*>(static_cast<const uint8_t*>(link.receive->data()) + params);
+  for (size_t i = 0; i < pulling_.size(); ++i) {
+    const Range part = overlap(ranges_[i], landed);
+    if (part.begin >= part.end || on_device_[i]) continue;
+    std::memcpy(pulling_[i].out.data() + (part.begin - ranges_[i].begin), source + (part.begin - link.range.begin),
+                part.size() * sizeof(float));
+  }
+  for (uint32_t k = shard_of(link, landed.begin); landed.begin < landed.end && k <= shard_of(link, landed.end - 1);
+       ++k) {
+    const Range extent = partition_->shard(link.index, k);
+    if (extent.begin >= landed.begin && extent.end <= landed.end) link.delivered[k] = 1;
+  }
+}
+
+void ClientImpl::pull(std::span<const PullTarget> targets) {
+  require_connected("pull");
+  for (;;) {
+    try {
+      return pull_once(targets);
+    } catch (const Error& e) {
+      recover(e, inflight_);  // then pull again: a pull is safe to repeat
+    }
+  }
+}
+
+void ClientImpl::pull_once(std::span<const PullTarget> targets) {
+  flush_gathered();                      // a pull sees this worker's pushes
+  std::vector<Range>& ranges = ranges_;  // scratch kept across calls: no allocation per step
+  ranges.clear();
+  on_device_.clear();
+  for (const auto& t : targets) {
+    ranges.push_back(partition_->tensor(t.name));
+    check_size(t.name, ranges.back(), t.out.size(), "pull");
+    on_device_.push_back(cuda::is_device_pointer(t.out.data()));
+  }
+  // From here each write-back that lands is copied to the targets (deliver()).
+  for (auto& link : links_) std::fill(link.delivered.begin(), link.delivered.end(), 0);
+  pulling_ = targets;
+  struct EndPull {
+    std::span<const PullTarget>& pulling;
+    ~EndPull() { pulling = {}; }
+  } end_pull{pulling_};
+  // By default every pull fetches, as async does (ESSP's eager refresh: the
+  // bound only holds the fastest back). With skip_pulls, SSP skips while the
+  // cache holds every update from clocks <= c - s - 1, i.e. was copied when the
+  // slowest worker had reached c - s.
+  const bool may_skip = config_.skip_pulls && config_.staleness != kInfiniteStaleness;
+  const uint64_t need = !may_skip || clock_ < config_.staleness ? 0 : clock_ - config_.staleness;
+  // One request per lane covers every shard of it the targets touch; all
+  // requests are posted before any is waited for.
+  std::vector<Fetch>& fetch = fetch_;
+  fetch.clear();
+  for (auto& link : links_)
+    for (auto& lane : link.lanes) fetch.push_back({&link, &lane});
+  size_t base = 0;
+  std::vector<transport::Request>& inflight = inflight_;
+  inflight.clear();
+  for (auto& link : links_) {
+    for (const Range& t : ranges) {
+      const Range held = overlap(t, link.range);
+      for (uint64_t pos = held.begin; pos < held.end;) {  // lane by lane
+        const uint32_t shard = shard_of(link, pos);
+        const Lane& lane = link.lanes[link.lane_of[shard]];
+        const uint64_t lane_end = partition_->shard(link.index, lane.first_shard + lane.shards - 1).end;
+        const uint64_t end = std::min(held.end, lane_end);
+        Fetch& f = fetch[base + lane.index];
+        f.first = std::min(f.first, shard);
+        f.last = std::max(f.last, shard_of(link, end - 1));
+        f.floats = {std::min(f.floats.begin, pos), std::max(f.floats.end, end)};
+        f.bytes += (end - pos) * sizeof(float);
+        pos = end;
+      }
+    }
+    base += link.lanes.size();
+  }
+  for (Fetch& f : fetch) {
+    if (f.bytes == 0) continue;
+    bool fresh = may_skip;
+    for (uint32_t k = f.first; fresh && k <= f.last; ++k)
+      fresh = f.link->have_shard[k] && f.link->shard_stamp[k] >= need;
+    if (fresh) {
+      ++stats_.pulls_skipped;
+      stats_.pull_bytes_saved += f.bytes;
+    } else {
+      // Only the floats asked for: a small tensor's pull does not write back its whole shard.
+      const uint64_t from = f.floats.begin - partition_->shard(f.link->index, f.first).begin;
+      f.seq = post(*f.link, *f.lane, MsgType::kPull, f.first, f.floats.size(), static_cast<uint32_t>(from),
+                   f.last - f.first + 1, nullptr, inflight);
+    }
+  }
+  for (auto& r : inflight) r.wait_for(options_.timeout);
+  inflight.clear();
+  for (const Fetch& f : fetch) {
+    if (f.seq == 0) continue;
+    await_pull(*f.link, *f.lane, f.seq, f.floats);
+    ++stats_.pulls;
+    stats_.pull_bytes += f.bytes;
+  }
+  // What deliver() did not copy yet, in runs of shards.
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const Range& t = ranges[i];
+    for (auto& link : links_) {
+      const Range held = overlap(t, link.range);
+      const auto* params = reinterpret_cast<const float*>(static_cast<uint8_t*>(link.receive->data()) +
+                                                          link.receive_layout.params_offset());
+      const auto copied = [&](uint64_t pos) { return !on_device_[i] && link.delivered[shard_of(link, pos)]; };
+      for (uint64_t pos = held.begin; pos < held.end;) {
+        const bool skip = copied(pos);
+        uint64_t end = pos;
+        do {
+          const auto shard = shard_of(link, end);
+          end = std::min(held.end, partition_->shard(link.index, shard).end);
+        } while (end < held.end && copied(end) == skip);
+        float* dst = targets[i].out.data() + (pos - t.begin);
+        const float* src = params + (pos - link.range.begin);
+        if (!skip && on_device_[i])
+          gpu().to_device(dst, src, (end - pos) * sizeof(float));
+        else if (!skip)
+          std::memcpy(dst, src, (end - pos) * sizeof(float));
+        pos = end;
+      }
+    }
+  }
+}
+
+}  // namespace rdmaps::ps

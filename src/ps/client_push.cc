@@ -1,0 +1,212 @@
+// The worker's pushes (docs/protocol.md "Inbox slot", "Small tensors"): a
+// tensor cut into pieces by shard, small ones gathered per shard, device
+// memory sent directly or staged.
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "math/bf16.h"
+#include "src/ps/client_impl.h"
+
+namespace rdmaps::ps {
+
+void ClientImpl::send(const std::string& name, std::span<const float> values, MsgType type) {
+  require_connected(type == MsgType::kPush ? "push" : "init");
+  Range t = partition_->tensor(name);
+  check_size(name, t, values.size(), type == MsgType::kPush ? "push" : "init");
+  const bool bf16 = type == MsgType::kPush && config_.wire == WireFormat::kBf16;
+  const bool on_device = cuda::is_device_pointer(values.data());
+  const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
+  const void* source = values.data();
+  if (on_device) {
+    source = gpu().prepare(values.data(), t.begin, values.size(), bf16);
+  } else if (bf16) {
+    if (residual_.empty()) residual_.assign(partition_->total_floats(), 0.0f);
+    wire_.resize(std::max(wire_.size(), values.size()));
+    math::compress_bf16(values.data(), residual_.data() + t.begin, wire_.data(), values.size());
+    source = wire_.data();
+  }
+  // One piece per shard the tensor touches, in server order.
+  std::vector<Piece>& pieces = pieces_;  // reused: no allocation per push
+  pieces.clear();
+  for (auto& link : links_) {
+    const Range held = overlap(t, link.range);
+    for (uint64_t pos = held.begin; pos < held.end;) {
+      uint32_t shard = shard_of(link, pos);
+      Range s = partition_->shard(link.index, shard);
+      uint64_t piece_end = std::min(held.end, s.end);
+      pieces.push_back({&link, &link.lanes[link.lane_of[shard]], link.generation, shard, link.versions()[shard],
+                        static_cast<uint32_t>(pos - s.begin), static_cast<uint32_t>(piece_end - pos),
+                        (pos - t.begin) * elem});
+      pos = piece_end;
+    }
+  }
+  interleave_lanes(pieces);
+  const uint16_t flags = bf16 ? kFlagBf16 : 0;
+  // Host f32 pushes gather their pieces of part of a shard; anything else
+  // goes in order behind what was gathered.
+  const bool gathers = type == MsgType::kPush && !bf16 && !on_device;
+  if (!gathers) flush_gathered();
+  size_t posted = 0;
+  if (on_device && gpu_->path() == GpuPath::kStaged) {
+    posted = pieces.size();
+    send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags);
+  } else {
+    std::vector<transport::Request>& inflight = inflight_;
+    inflight.clear();
+    for (size_t i = 0; i < pieces.size();) {
+      const Piece& p = pieces[i];
+      if (p.generation != p.link->generation) {  // its server restarted during this push
+        if (type == MsgType::kPush) ++stats_.pushes_lost;
+        ++i;
+        continue;
+      }
+      try {
+        const uint8_t* payload = static_cast<const uint8_t*>(source) + p.source;
+        if (gathers && p.length < partition_->shard(p.link->index, p.shard).size() &&
+            (p.link->use_am || p.length * sizeof(float) < kGatherPutBytes)) {
+          gather(p, reinterpret_cast<const float*>(payload));
+        } else {
+          post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, payload, inflight, flags);
+          if (type == MsgType::kPush) ++p.link->posted;
+          ++posted;
+        }
+        ++i;
+      } catch (const Error& e) {
+        recover(e, inflight);  // then this piece again, unless its server was the one that restarted
+      }
+    }
+    // Local completion: the caller's buffer may be reused after this returns.
+    try {
+      for (auto& r : inflight) r.wait_for(options_.timeout);
+    } catch (const Error& e) {
+      recover(e, inflight);
+    }
+    inflight.clear();  // release the requests now; the vector keeps its capacity
+  }
+  if (type == MsgType::kPush) {
+    stats_.pushes += posted;  // messages; a gathered run counts when it goes
+    stats_.push_bytes += values.size() * elem;
+    if (on_device) stats_.gpu_path = gpu_path_name(gpu_->path());
+  }
+}
+
+void ClientImpl::gather(const Piece& p, const float* values) {
+  const uint32_t begin = p.offset, end = p.offset + p.length;
+  size_t run = kGatherRuns;
+  for (size_t r = 0; r < kGatherRuns && run == kGatherRuns; ++r)
+    if (gathered_[r].link == p.link && gathered_[r].shard == p.shard && gathered_[r].generation == p.generation)
+      run = r;
+  if (run == kGatherRuns) {  // a free run, else the one in use longest
+    for (size_t r = 0; r < kGatherRuns && run == kGatherRuns; ++r)
+      if (!gathered_[r].link) run = r;
+    if (run == kGatherRuns) run = next_run_++ % kGatherRuns;
+  }
+  Gathered& g = gathered_[run];
+  if (!(g.link == p.link && g.shard == p.shard && g.generation == p.generation && (end == g.begin || begin == g.end))) {
+    flush_run(run);  // not adjoining: a gap would push zeros, an overlap is a second step
+    if (!g.buffer) g.buffer = context_->allocate(config_.shard_floats * sizeof(float), transport::Access::kNone);
+    g.link = p.link;
+    g.lane = p.lane;
+    g.generation = p.generation;
+    g.shard = p.shard;
+    g.begin = g.end = begin;
+  }
+  std::memcpy(static_cast<float*>(g.buffer->data()) + begin, values, p.length * sizeof(float));
+  g.begin = std::min(g.begin, begin);
+  g.end = std::max(g.end, end);
+}
+
+void ClientImpl::flush_gathered() {
+  for (size_t r = 0; r < kGatherRuns; ++r) flush_run(r);
+}
+
+void ClientImpl::flush_run(size_t run) {
+  Gathered& g = gathered_[run];
+  if (!g.link) return;
+  ServerLink& link = *std::exchange(g.link, nullptr);
+  if (g.generation != link.generation) {  // its server restarted since
+    ++stats_.pushes_lost;
+    return;
+  }
+  std::vector<transport::Request>& inflight = gather_inflight_;
+  inflight.clear();
+  const float* payload = static_cast<const float*>(g.buffer->data()) + g.begin;
+  for (;;) {
+    try {
+      post(link, *g.lane, MsgType::kPush, g.shard, link.versions()[g.shard], g.begin, g.end - g.begin, payload,
+           inflight);
+      ++link.posted;
+      ++stats_.pushes;
+      for (auto& r : inflight) r.wait_for(options_.timeout);  // the buffer gathers the next run
+      inflight.clear();
+      return;
+    } catch (const Error& e) {
+      recover(e, inflight);
+      if (g.generation != link.generation) {
+        ++stats_.pushes_lost;
+        return;
+      }
+    }
+  }
+}
+
+void ClientImpl::interleave_lanes(std::vector<Piece>& pieces) {
+  runs_.clear();
+  for (size_t i = 0; i < pieces.size(); ++i)
+    if (i == 0 || pieces[i].lane != pieces[i - 1].lane) runs_.push_back(i);
+  if (runs_.size() < 2) return;
+  runs_.push_back(pieces.size());
+  interleaved_.clear();
+  for (size_t k = 0; interleaved_.size() < pieces.size(); ++k)
+    for (size_t r = 0; r + 1 < runs_.size(); ++r)
+      if (runs_[r] + k < runs_[r + 1]) interleaved_.push_back(pieces[runs_[r] + k]);
+  pieces.swap(interleaved_);
+}
+
+// Device memory UCX cannot read: chunk k+1 and k+2 are copied to pinned
+// buffers while chunk k is sent; a buffer is refilled once its send completed.
+void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
+                             uint16_t flags) {
+  cuda::StagingRing& ring = gpu_->ring();
+  const int depth = ring.depth();
+  std::vector<std::vector<transport::Request>> busy(static_cast<size_t>(depth));
+  auto stage = [&](size_t i) {
+    auto& requests = busy[i % depth];
+    for (auto& r : requests) r.wait_for(options_.timeout);
+    requests.clear();
+    ring.copy_from_device(static_cast<int>(i % depth), device_source + pieces[i].source, pieces[i].length * elem);
+  };
+  size_t i = 0;
+  try {
+    for (; i + 1 < static_cast<size_t>(depth) && i < pieces.size(); ++i) stage(i);
+    for (i = 0; i < pieces.size(); ++i) {
+      if (i + depth - 1 < pieces.size()) stage(i + depth - 1);
+      const int k = static_cast<int>(i % depth);
+      // Not cudaEventSynchronize: over tcp the sends already posted move only
+      // while this thread drives the worker's progress.
+      while (!ring.ready(k)) context_->progress();
+      const Piece& p = pieces[i];
+      post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
+      if (type == MsgType::kPush) ++p.link->posted;
+    }
+    for (auto& requests : busy)
+      for (auto& r : requests) r.wait_for(options_.timeout);
+  } catch (const Error& e) {
+    // A server restarted: the pieces not yet sent of this gradient are dropped for every server.
+    std::vector<transport::Request> all;
+    for (auto& requests : busy)
+      for (auto& r : requests) all.push_back(std::move(r));
+    recover(e, all);
+    if (type == MsgType::kPush) stats_.pushes_lost += pieces.size() - std::min(i, pieces.size());
+  }
+}
+
+GpuTransfer& ClientImpl::gpu() {
+  if (!gpu_)
+    gpu_ = std::make_unique<GpuTransfer>(context_->memory_support(), config_.shard_floats * sizeof(float),
+                                         partition_->total_floats(), config_.staging_depth);
+  return *gpu_;
+}
+
+}  // namespace rdmaps::ps
