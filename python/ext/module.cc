@@ -419,6 +419,20 @@ PYBIND11_MODULE(_rdmaps, m) {
              auto [p, n] = float_view(b, true, "pull", name);
              live(w).run(Kind::kPull, name, p, n, b);
            })
+      .def(
+          "pull_many",
+          [](Worker& w, const std::vector<std::pair<std::string, py::buffer>>& tensors) {
+            std::vector<PullTarget> targets;
+            targets.reserve(tensors.size());
+            for (const auto& [name, b] : tensors) {
+              auto [p, n] = float_view(b, true, "pull_many", name);
+              targets.push_back({name, std::span<float>(p, n)});
+            }
+            Worker& live_worker = live(w);
+            live_worker.wait(live_worker.comm().submit_pulls(std::move(targets)), py::cast(tensors));
+          },
+          py::arg("tensors"),
+          "Pulls [(name, buffer), ...] with at most one request per server lane (a whole model after a step).")
       // Address-based forms for rdmaps.torch, which checks dtype, layout and
       // device first and keeps the tensor alive until the ticket is waited on.
       .def("_submit_push",

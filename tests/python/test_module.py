@@ -69,6 +69,24 @@ class ModuleTest(unittest.TestCase):
         ended = self.served.server.stats()
         self.assertEqual((ended["workers_left"], ended["workers_lost"]), (1, 0))
 
+    def test_pull_many_fills_every_buffer_with_one_request_per_lane(self):
+        w0 = np.arange(2500, dtype=np.float32)
+        b0 = np.full(7, 3.5, dtype=np.float32)
+        self.worker.init("w", w0)
+        self.worker.init("b", b0)
+        w, b = np.zeros(2500, np.float32), np.zeros(7, np.float32)
+        before = self.worker.stats()["pulls"]
+        self.worker.pull_many([("w", w), ("b", b)])
+        np.testing.assert_array_equal(w, w0)
+        np.testing.assert_array_equal(b, b0)
+        separately = self.worker.stats()["pulls"] - before
+        self.worker.pull("w", w)
+        self.worker.pull("b", b)
+        self.assertLess(separately, self.worker.stats()["pulls"] - before - separately,
+                        "a batched pull asked no fewer times than one pull per tensor")
+        with self.assertRaisesRegex(ValueError, "'b'"):
+            self.worker.pull_many([("w", w), ("b", np.zeros(8, np.float32))])
+
     def test_wrong_dtype_is_a_type_error_naming_the_tensor(self):
         with self.assertRaisesRegex(TypeError, r"push\('w'\): needs float32 data, got buffer format 'd'"):
             self.worker.push("w", np.zeros(2500))
