@@ -140,7 +140,9 @@ class ClientImpl {
   void interleave_lanes(std::vector<Piece>& pieces);
   /// Adds a push's piece of part of a shard to its shard's gathered run,
   /// sending the run first unless the piece adjoins it.
-  void gather(const Piece& p, const float* values);
+  void gather(const Piece& p, const uint8_t* payload);
+  /// Bytes per float on the wire of pushes from host memory (f32 or bf16).
+  size_t wire_elem() const { return config_.wire == WireFormat::kBf16 ? sizeof(uint16_t) : sizeof(float); }
   /// Sends each gathered run as one push (before a clock, a pull, an init
   /// or a device push, and leaving).
   void flush_gathered();

@@ -43,9 +43,9 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   }
   interleave_lanes(pieces);
   const uint16_t flags = bf16 ? kFlagBf16 : 0;
-  // Host f32 pushes gather their pieces of part of a shard; anything else
-  // goes in order behind what was gathered.
-  const bool gathers = type == MsgType::kPush && !bf16 && !on_device;
+  // Host pushes (f32 or bf16) gather their pieces of part of a shard;
+  // anything else goes in order behind what was gathered.
+  const bool gathers = type == MsgType::kPush && !on_device;
   if (!gathers) flush_gathered();
   size_t posted = 0;
   if (on_device && gpu_->path() == GpuPath::kStaged) {
@@ -58,14 +58,15 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
       const Piece& p = pieces[i];
       if (p.generation != p.link->generation) {  // its server restarted during this push
         if (type == MsgType::kPush) ++stats_.pushes_lost;
+        ++posted;  // counted as sent, and as lost: sent - lost = what the servers hold
         ++i;
         continue;
       }
       try {
         const uint8_t* payload = static_cast<const uint8_t*>(source) + p.source;
         if (gathers && p.length < partition_->shard(p.link->index, p.shard).size() &&
-            (p.link->use_am || p.length * sizeof(float) < kGatherPutBytes)) {
-          gather(p, reinterpret_cast<const float*>(payload));
+            (p.link->use_am || p.length * elem < kGatherPutBytes)) {
+          gather(p, payload);
         } else {
           post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, payload, inflight, flags);
           if (type == MsgType::kPush) ++p.link->posted;
@@ -91,7 +92,7 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   }
 }
 
-void ClientImpl::gather(const Piece& p, const float* values) {
+void ClientImpl::gather(const Piece& p, const uint8_t* payload) {
   const uint32_t begin = p.offset, end = p.offset + p.length;
   size_t run = kGatherRuns;
   for (size_t r = 0; r < kGatherRuns && run == kGatherRuns; ++r)
@@ -112,7 +113,8 @@ void ClientImpl::gather(const Piece& p, const float* values) {
     g.shard = p.shard;
     g.begin = g.end = begin;
   }
-  std::memcpy(static_cast<float*>(g.buffer->data()) + begin, values, p.length * sizeof(float));
+  const size_t elem = wire_elem();
+  std::memcpy(static_cast<uint8_t*>(g.buffer->data()) + begin * elem, payload, p.length * elem);
   g.begin = std::min(g.begin, begin);
   g.end = std::max(g.end, end);
 }
@@ -125,24 +127,33 @@ void ClientImpl::flush_run(size_t run) {
   Gathered& g = gathered_[run];
   if (!g.link) return;
   ServerLink& link = *std::exchange(g.link, nullptr);
+  // One push, sent or lost with its server; as in send(), a run posted before
+  // its server restarted is accounted by the reconnect (link.posted), one
+  // never posted here.
+  ++stats_.pushes;
   if (g.generation != link.generation) {  // its server restarted since
     ++stats_.pushes_lost;
     return;
   }
   std::vector<transport::Request>& inflight = gather_inflight_;
   inflight.clear();
-  const float* payload = static_cast<const float*>(g.buffer->data()) + g.begin;
+  const size_t elem = wire_elem();
+  const uint8_t* payload = static_cast<const uint8_t*>(g.buffer->data()) + g.begin * elem;
+  bool posted = false;
   for (;;) {
     try {
-      post(link, *g.lane, MsgType::kPush, g.shard, link.versions()[g.shard], g.begin, g.end - g.begin, payload,
-           inflight);
-      ++link.posted;
-      ++stats_.pushes;
+      if (!posted) {
+        post(link, *g.lane, MsgType::kPush, g.shard, link.versions()[g.shard], g.begin, g.end - g.begin, payload,
+             inflight, elem == sizeof(uint16_t) ? kFlagBf16 : 0);
+        posted = true;
+        ++link.posted;
+      }
       for (auto& r : inflight) r.wait_for(options_.timeout);  // the buffer gathers the next run
       inflight.clear();
       return;
     } catch (const Error& e) {
-      recover(e, inflight);
+      recover(e, inflight);  // lets the posted message finish or fail, reconnects
+      if (posted) return;    // never posted twice
       if (g.generation != link.generation) {
         ++stats_.pushes_lost;
         return;

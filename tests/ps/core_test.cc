@@ -406,47 +406,53 @@ TEST_P(PsTest, TensorsSharingAShardAreStaleByStepsNotPieces) {
 // parameters are sequential SGD's bit for bit; a push that does not adjoin
 // the gathered ones, a clock and a pull send what was gathered first.
 TEST_P(PsTest, AdjoiningSmallTensorsGoAsOnePush) {
-  Config c = sgd_config(GetParam(), 0.5f, 1024);
-  ServerGroup servers(1, 1, c);
-  Client client(local_worker_options(servers.addresses(), c));
-  // Shard 0: s0..s7 (64 floats each) then big's first 512; shard 1: big's last 988, then tail.
-  for (int t = 0; t < 8; ++t) client.declare("s" + std::to_string(t), 64);
-  client.declare("big", 1500);
-  client.declare("tail", 10);
-  client.connect();
-  std::map<std::string, std::vector<float>> w, ref;
-  for (int t = 0; t < 8; ++t) w["s" + std::to_string(t)].assign(64, 0.0f);
-  w["big"].assign(1500, 0.0f);
-  w["tail"].assign(10, 0.0f);
-  for (auto& [name, values] : w) {
-    for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(name.size() * 100 + i) / 64;
-    client.init(name, values);
-  }
-  ref = w;
-  const std::vector<std::vector<std::string>> orders = {
-      {"s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "big", "tail"},  // declaration order
-      {"tail", "big", "s7", "s6", "s5", "s4", "s3", "s2", "s1", "s0"},  // backward's
-  };
-  uint64_t messages = 0;
-  for (int step = 0; step < 4; ++step) {
-    for (const auto& name : orders[step % 2]) {
-      std::vector<float> g(w[name].size());
-      for (size_t i = 0; i < g.size(); ++i) g[i] = 0.25f * w[name][i] + static_cast<float>((i + step) % 5) / 8;
-      client.push(name, g);
-      for (size_t i = 0; i < g.size(); ++i) ref[name][i] -= c.learning_rate * g[i];
+  for (WireFormat wire : {WireFormat::kF32, WireFormat::kBf16}) {
+    SCOPED_TRACE(wire == WireFormat::kBf16 ? "bf16 wire" : "f32 wire");
+    Config c = sgd_config(GetParam(), 0.5f, 1024);
+    c.wire = wire;
+    ServerGroup servers(1, 1, c);
+    Client client(local_worker_options(servers.addresses(), c));
+    // Shard 0: s0..s7 (64 floats each) then big's first 512; shard 1: big's last 988, then tail.
+    for (int t = 0; t < 8; ++t) client.declare("s" + std::to_string(t), 64);
+    client.declare("big", 1500);
+    client.declare("tail", 10);
+    client.connect();
+    std::map<std::string, std::vector<float>> w, ref;
+    for (int t = 0; t < 8; ++t) w["s" + std::to_string(t)].assign(64, 0.0f);
+    w["big"].assign(1500, 0.0f);
+    w["tail"].assign(10, 0.0f);
+    for (auto& [name, values] : w) {
+      for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(name.size() * 100 + i) / 64;
+      client.init(name, values);
     }
-    client.clock();
-    for (auto& [name, values] : w) client.pull(name, values);
-    for (const auto& [name, values] : w)
-      ASSERT_EQ(std::memcmp(values.data(), ref[name].data(), values.size() * 4), 0)
-          << "step " << step << ": '" << name << "' is not sequential SGD's";
-    // Shard 0 holds s0..s7 and big's first 512 floats, shard 1 (998 floats)
-    // big's other 988 and tail: one message per shard, in either order.
-    const uint64_t now = client.stats().pushes;
-    EXPECT_EQ(now - messages, 2u) << "step " << step;
-    messages = now;
+    ref = w;
+    const std::vector<std::vector<std::string>> orders = {
+        {"s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "big", "tail"},  // declaration order
+        {"tail", "big", "s7", "s6", "s5", "s4", "s3", "s2", "s1", "s0"},  // backward's
+    };
+    uint64_t messages = 0;
+    for (int step = 0; step < 4; ++step) {
+      for (const auto& name : orders[step % 2]) {
+        std::vector<float> g(w[name].size());  // eighths: exact in bf16, so both wires apply them exactly
+        for (size_t i = 0; i < g.size(); ++i) g[i] = static_cast<float>((i + step + name.size()) % 5) / 8;
+        client.push(name, g);
+        for (size_t i = 0; i < g.size(); ++i) ref[name][i] -= c.learning_rate * g[i];
+      }
+      client.clock();
+      for (auto& [name, values] : w) client.pull(name, values);
+      for (const auto& [name, values] : w)
+        ASSERT_EQ(std::memcmp(values.data(), ref[name].data(), values.size() * 4), 0)
+            << "step " << step << ": '" << name << "' is not sequential SGD's";
+      // Shard 0 holds s0..s7 and big's first 512 floats, shard 1 (998 floats)
+      // big's other 988 and tail: one message per shard, in either order.
+      const uint64_t now = client.stats().pushes;
+      EXPECT_EQ(now - messages, 2u) << "step " << step;
+      messages = now;
+    }
+    const ServerStats s = servers.server(0).stats();  // the last pull saw them all applied
+    EXPECT_EQ(s.pushes, messages);
+    EXPECT_EQ(s.bytes_in, 4u * 2022 * (wire == WireFormat::kBf16 ? 2 : 4)) << "every float once per step";
   }
-  EXPECT_EQ(servers.server(0).stats().pushes, messages);  // the last pull saw them all applied
 }
 
 // One worker pulls once, then pushes five gradients on that copy: per shard,

@@ -77,7 +77,10 @@ held=$(sed -n 's/.*the newest holds \([0-9]*\) updates.*/\1/p' "$out/server3.log
   fail "pushes: $sent sent, $lost reported lost, but the final checkpoint holds ${held:-?}"
 [ "$lost" -gt 0 ] || fail "two restarts lost no push: the kills came after the job"
 final=$(accuracy "$out/job-w0.out")
-awk -v a="$final" -v r="$reference" 'BEGIN { d = a - r; if (d < 0) d = -d; exit !(d <= 0.005) }' ||
+# One-sided, 1.5 points: both runs are asynchronous, and the uninterrupted one
+# alone ranged 0.8413-0.8607 over 16 runs (docs/benchmarks.md); what a
+# restart loses exactly is checked above, by the push counts.
+awk -v a="$final" -v r="$reference" 'BEGIN { exit !(a >= r - 0.015) }' ||
   fail "accuracy $final after two restarts, $reference without"
 echo "ok: accuracy $final after two server restarts ($reference uninterrupted); $sent pushes sent, $lost lost" \
      "to the restarts, $held in the final model; $(cat "$out/kill.txt")"
