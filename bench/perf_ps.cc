@@ -326,7 +326,7 @@ int perf_ps_main(int argc, char** argv, int first) {
   app.add_option("--servers-list", f.servers_list)->group(internal);
   app.add_option("--report-fd", f.report_fd)->check(cli::count(0, INT32_MAX))->group(internal);
   f.config_options = add_config_flags(app, f.config,
-                                      {.only = {"transport", "rule", "push-path", "shard-floats", "inbox-slots",
+                                      {.only = {"transport", "rule", "push-path", "wire", "shard-floats", "inbox-slots",
                                                 "server-threads", "checkpoint-dir", "checkpoint-every", "secret-file"},
                                        .except = {}});
   if (!parse(app, argc, argv, first)) return 0;
