@@ -231,7 +231,6 @@ class ClientImpl {
   struct Fetch {
     ServerLink* link;
     Lane* lane;
-    uint32_t first = UINT32_MAX, last = 0;
     Range floats{UINT64_MAX, 0};  // global: the hull of what the targets want from the lane
     size_t bytes = 0;
     uint64_t seq = 0;

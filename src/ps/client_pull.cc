@@ -90,8 +90,6 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
         const uint64_t lane_end = partition_->shard(link.index, lane.first_shard + lane.shards - 1).end;
         const uint64_t end = std::min(held.end, lane_end);
         Fetch& f = fetch[base + lane.index];
-        f.first = std::min(f.first, shard);
-        f.last = std::max(f.last, shard_of(link, end - 1));
         f.floats = {std::min(f.floats.begin, pos), std::max(f.floats.end, end)};
         f.bytes += (end - pos) * sizeof(float);
         pos = end;
@@ -101,17 +99,17 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   }
   for (Fetch& f : fetch) {
     if (f.bytes == 0) continue;
+    const uint32_t first = shard_of(*f.link, f.floats.begin), last = shard_of(*f.link, f.floats.end - 1);
     bool fresh = may_skip;
-    for (uint32_t k = f.first; fresh && k <= f.last; ++k)
-      fresh = f.link->have_shard[k] && f.link->shard_stamp[k] >= need;
+    for (uint32_t k = first; fresh && k <= last; ++k) fresh = f.link->have_shard[k] && f.link->shard_stamp[k] >= need;
     if (fresh) {
       ++stats_.pulls_skipped;
       stats_.pull_bytes_saved += f.bytes;
     } else {
       // Only the floats asked for: a small tensor's pull does not write back its whole shard.
-      const uint64_t from = f.floats.begin - partition_->shard(f.link->index, f.first).begin;
-      f.seq = post(*f.link, *f.lane, MsgType::kPull, f.first, f.floats.size(), static_cast<uint32_t>(from),
-                   f.last - f.first + 1, nullptr, inflight);
+      const uint64_t from = f.floats.begin - partition_->shard(f.link->index, first).begin;
+      f.seq = post(*f.link, *f.lane, MsgType::kPull, first, f.floats.size(), static_cast<uint32_t>(from),
+                   last - first + 1, nullptr, inflight);
     }
   }
   for (auto& r : inflight) r.wait_for(options_.timeout);

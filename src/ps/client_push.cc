@@ -94,17 +94,19 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
 
 void ClientImpl::gather(const Piece& p, const uint8_t* payload) {
   const uint32_t begin = p.offset, end = p.offset + p.length;
+  const auto holds_shard = [&](const Gathered& g) {
+    return g.link == p.link && g.shard == p.shard && g.generation == p.generation;
+  };
   size_t run = kGatherRuns;
   for (size_t r = 0; r < kGatherRuns && run == kGatherRuns; ++r)
-    if (gathered_[r].link == p.link && gathered_[r].shard == p.shard && gathered_[r].generation == p.generation)
-      run = r;
+    if (holds_shard(gathered_[r])) run = r;
   if (run == kGatherRuns) {  // a free run, else the one in use longest
     for (size_t r = 0; r < kGatherRuns && run == kGatherRuns; ++r)
       if (!gathered_[r].link) run = r;
     if (run == kGatherRuns) run = next_run_++ % kGatherRuns;
   }
   Gathered& g = gathered_[run];
-  if (!(g.link == p.link && g.shard == p.shard && g.generation == p.generation && (end == g.begin || begin == g.end))) {
+  if (!(holds_shard(g) && (end == g.begin || begin == g.end))) {
     flush_run(run);  // not adjoining: a gap would push zeros, an overlap is a second step
     if (!g.buffer) g.buffer = context_->allocate(config_.shard_floats * sizeof(float), transport::Access::kNone);
     g.link = p.link;
