@@ -39,7 +39,7 @@ using Clock = std::chrono::steady_clock;
 struct Flags {
   Config config;  // the parameter-server flags rdmaps-perf ps takes (add_config_flags)
   std::vector<CLI::Option*> config_options;
-  std::string role = "driver", servers_list, values = "normal";
+  std::string role = "driver", servers_list, values = "normal", pull_memory = "registered";
   uint32_t workers = 1, servers = 1, index = 0, worker = 0;
   uint64_t floats = 1u << 24, iters = 0;  // iters 0: as many as ~4 GiB of pushes, 3 to 50
   uint32_t tensors = 1;                   // the model cut into this many tensors, as a framework's layers
@@ -91,6 +91,7 @@ int run_worker(const Flags& f) {
   o.config = f.config;
   const uint64_t floats = f.floats;
   const uint64_t iters = f.iters ? f.iters : 5;
+  std::vector<float> w(floats, 0.0f), g(floats, 1e-3f);  // before client: w may be registered with it
   Client client(o);
   // Tensor k: floats [k * floats / tensors, (k + 1) * floats / tensors).
   std::vector<std::string> names;
@@ -101,13 +102,13 @@ int run_worker(const Flags& f) {
     client.declare(names[k], begin[k + 1] - begin[k]);
   }
   client.connect();
-  std::vector<float> w(floats, 0.0f), g(floats, 1e-3f);
   if (f.values == "tiny")  // 1e-20 .. 1e-40: squares, steps and mean squares go subnormal
     for (uint64_t i = 0; i < floats; ++i)
       g[i] = (i & 1 ? -1.0f : 1.0f) * std::pow(10.0f, -20.0f - 20.0f * static_cast<float>(i % 1024) / 1024.0f);
   const auto tensor = [&](std::vector<float>& v, uint32_t k) {
     return std::span<float>(v.data() + begin[k], begin[k + 1] - begin[k]);
   };
+  if (f.pull_memory == "registered") client.register_memory(w);
   std::vector<PullTarget> targets;  // the whole model in one batched pull
   for (uint32_t k = 0; k < f.tensors; ++k) targets.push_back({names[k], tensor(w, k)});
   if (o.worker == 0)
@@ -180,7 +181,7 @@ int run_driver(const Flags& f) {
   std::vector<std::string> common = cli::given(f.config_options);
   common.insert(common.end(), {"--workers", std::to_string(workers), "--servers", std::to_string(servers), "--floats",
                                std::to_string(floats), "--iters", std::to_string(iters), "--values", values,
-                               "--tensors", std::to_string(f.tensors)});
+                               "--tensors", std::to_string(f.tensors), "--pull-memory", f.pull_memory});
   if (gpu_shard) common.push_back("--gpu-shard");
   std::vector<Child> server_children;
   std::string list;
@@ -245,6 +246,7 @@ int run_driver(const Flags& f) {
                                     {"push_path", path},
                                     {"rule", rule_name(config.rule)},
                                     {"values", values},
+                                    {"pull_memory", f.pull_memory},
                                     {"gpu_shard", gpu_shard},
                                     {"server_threads", threads},
                                     {"workers", workers},
@@ -315,6 +317,10 @@ int perf_ps_main(int argc, char** argv, int first) {
       ->capture_default_str();
   app.add_option("--tensors", f.tensors, "the model as this many tensors, pushed one by one, pulled in one batch")
       ->check(cli::count(1, 1u << 20))
+      ->capture_default_str();
+  app.add_option("--pull-memory", f.pull_memory,
+                 "pull into memory given to Client::register_memory() (lands in place over tcp) or not (copied out)")
+      ->check(cli::one_of({"registered", "plain"}))
       ->capture_default_str();
   app.add_flag("--gpu-shard", f.gpu_shard, "the servers keep their range on the GPU");
   app.add_flag("--json", f.json, "one JSON object");

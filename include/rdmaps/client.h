@@ -31,6 +31,7 @@ struct ClientStats {
   uint64_t pushes = 0, push_bytes = 0;  ///< pushes: messages sent (small tensors gathered count once)
   uint64_t pulls = 0, pull_bytes = 0;
   uint64_t pulls_skipped = 0, pull_bytes_saved = 0;  ///< SSP with skip_pulls: cached copy was fresh enough
+  uint64_t pull_bytes_in_place = 0;                  ///< landed straight in register_memory() memory
   uint64_t clocks = 0;
   double clock_wait_seconds = 0;
   double last_step_seconds = 0;         ///< between the two latest clock() calls: one iteration, its waits included
@@ -83,6 +84,12 @@ class Client {
   /// Pulls several tensors with at most one request per server (e.g. a whole
   /// model after each step); the staleness rule is pull()'s.
   void pull(std::span<const PullTarget> targets);
+  /// Host memory that stays valid until this Client is destroyed (a model's
+  /// parameters, say): pulls into it land in place where write-backs come by
+  /// message (tcp), saving a copy per float (docs/protocol.md "Write-back
+  /// (pull)"). The promise is what makes it safe: a receive that a failed pull
+  /// left posted there can still complete later.
+  void register_memory(std::span<float> memory);
   /// Ends this iteration; blocks while the slowest live worker is more than
   /// `staleness` clocks behind.
   void clock();

@@ -97,6 +97,7 @@ py::dict client_stats_dict(const ClientStats& s) {
   d["pull_bytes"] = s.pull_bytes;
   d["pulls_skipped"] = s.pulls_skipped;
   d["pull_bytes_saved"] = s.pull_bytes_saved;
+  d["pull_bytes_in_place"] = s.pull_bytes_in_place;
   d["clocks"] = s.clocks;
   d["clock_wait_seconds"] = s.clock_wait_seconds;
   d["push_paths"] = s.push_paths;
@@ -152,6 +153,14 @@ class Worker {
     if (comm_) throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
     client_->declare(name, floats);
   }
+  /// Client::register_memory(); `keep` (what owns the memory) is held until
+  /// the client is gone, which is the promise that call asks for. Before
+  /// connect(), like declare(): afterwards the client is the comm thread's.
+  void register_memory(float* data, size_t floats, py::object keep) {
+    if (comm_) throw Error(Errc::kInvalidArgument, "register_memory() after connect(): register before it");
+    client_->register_memory({data, floats});
+    registered_.push_back(std::move(keep));
+  }
   void connect() {
     if (comm_) return;
     {
@@ -203,6 +212,7 @@ class Worker {
       client_.reset();
     }
     in_flight_.clear();  // every operation finished: their buffers may go
+    registered_.clear();
   }
   bool closed() const { return !client_; }
   std::string metrics_address() const { return client_ ? client_->metrics_address() : ""; }
@@ -231,6 +241,7 @@ class Worker {
   // Buffers of interrupted waits, by ticket; declared first so that they go
   // only after comm_ finished every operation.
   std::multimap<CommThread::Ticket, py::object> in_flight_;
+  std::vector<py::object> registered_;  // register_memory()'s owners: also go after client_
   std::unique_ptr<Client> client_;
   std::unique_ptr<CommThread> comm_;
 };
@@ -403,6 +414,20 @@ PYBIND11_MODULE(_rdmaps, m) {
            py::arg("timeout") = 60.0, py::arg("metrics") = "")
       .def_property_readonly("metrics_address", &Worker::metrics_address, "host:port of GET /metrics (\"\" when off).")
       .def("declare", [](Worker& w, const std::string& name, size_t floats) { live(w).declare(name, floats); })
+      .def(
+          "register_memory",
+          [](Worker& w, const py::buffer& b) {
+            auto [p, n] = float_view(b, true, "register_memory", "buffer");
+            live(w).register_memory(p, n, b);
+          },
+          py::arg("buffer"),
+          "Float32 memory pulls may land in without a copy (over tcp); the worker holds the buffer until closed. "
+          "Before connect().")
+      .def("_register_memory",
+           [](Worker& w, uintptr_t address, uint64_t nbytes, py::object keep) {
+             live(w).register_memory(reinterpret_cast<float*>(address),
+                                     floats_of_bytes(nbytes, "register_memory", "tensor"), std::move(keep));
+           })
       .def("connect", [](Worker& w) { live(w).connect(); })
       .def("push",
            [](Worker& w, const std::string& name, const py::buffer& b) {

@@ -210,6 +210,13 @@ rdmaps_status rdmaps_client_pull_many(rdmaps_client* c, size_t count, const char
   });
 }
 
+rdmaps_status rdmaps_client_register_memory(rdmaps_client* c, float* data, size_t floats) {
+  return guarded("rdmaps_client_register_memory", [&] {
+    require(c && data, "client or data is NULL");
+    c->client->register_memory({data, floats});
+  });
+}
+
 rdmaps_status rdmaps_client_clock(rdmaps_client* c) {
   return guarded("rdmaps_client_clock", [&] {
     require(c, "client is NULL");

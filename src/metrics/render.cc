@@ -102,6 +102,9 @@ std::string render_worker_metrics(const ClientStats& s, uint32_t worker, uint64_
   counter("rdmaps_worker_pull_skips_total", "Pulls answered from the cached copy (SSP with --skip-pulls).",
           double(s.pulls_skipped));
   counter("rdmaps_worker_pull_bytes_saved_total", "Bytes the skipped pulls did not fetch.", double(s.pull_bytes_saved));
+  counter("rdmaps_worker_pull_bytes_in_place_total",
+          "Pulled bytes that landed straight in registered memory (Client::register_memory).",
+          double(s.pull_bytes_in_place));
   counter("rdmaps_worker_reconnects_total", "Servers that restarted and were reconnected to.", double(s.reconnects));
   counter("rdmaps_worker_pushes_lost_total", "Push pieces restarted servers lost.", double(s.pushes_lost));
   counter("rdmaps_worker_clocks_total", "clock() calls.", double(s.clocks));

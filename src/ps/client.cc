@@ -59,11 +59,13 @@ void ClientImpl::connect() {
       stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
       stats_.servers_resumed += w.resumed;
     }
+    register_with_transport();
   } catch (...) {
     // Not connected: a later connect() starts over (and is refused again if
     // the reason stands) instead of finding a half-made connection.
     by_endpoint_.clear();
     links_.clear();
+    for (Registered& r : registered_) r.region.reset();
     context_.reset();
     partition_.reset();
     stats_.push_paths.clear();
@@ -94,8 +96,9 @@ bool ClientImpl::progress() {
   for (auto& link : links_)
     if (link.use_am)
       for (auto& lane : link.lanes)
-        moved |= lane.write_back.publish(*link.receive,
-                                         [&](uint64_t offset, uint64_t bytes) { deliver(link, offset, bytes); });
+        moved |= lane.write_back.publish(*link.receive, [&](uint64_t offset, uint64_t bytes, bool in_place) {
+          deliver(link, offset, bytes, in_place);
+        });
   return moved;
 }
 
@@ -221,6 +224,7 @@ void Client::pull(std::span<const PullTarget> targets) {
   Published p{*impl_};
   impl_->pull(targets);
 }
+void Client::register_memory(std::span<float> memory) { impl_->register_memory(memory); }
 void Client::clock() {
   Published p{*impl_};
   impl_->clock(false);

@@ -105,6 +105,7 @@ class ClientImpl {
   void connect();
   void send(const std::string& name, std::span<const float> values, MsgType type);
   void pull(std::span<const PullTarget> targets);
+  void register_memory(std::span<float> memory);
   void clock(bool barrier);
   uint64_t clock_value() const { return clock_; }
   ClientStats stats() const { return stats_; }
@@ -165,7 +166,9 @@ class ClientImpl {
   void on_write_back(transport::AmMessage& m);
   /// A write-back payload landed in `link`'s receive region: copies it to the
   /// running pull's host targets now, while the rest is still on the wire.
-  void deliver(ServerLink& link, uint64_t offset, uint64_t bytes);
+  void deliver(ServerLink& link, uint64_t offset, uint64_t bytes, bool in_place);
+  void register_with_transport();
+  WriteBackReceiver::Destination in_place(const ServerLink& link, uint64_t offset, uint64_t bytes) const;
   bool progress();  // true if anything moved
   /// Posts one message into this worker's inbox on `lane`, once it has a
   /// credit; `inflight` gets the requests that keep its buffers busy.
@@ -198,6 +201,14 @@ class ClientImpl {
   std::vector<TensorDecl> declared_;
   std::unordered_set<std::string> declared_names_;  // declare() refuses a name twice without a scan
   std::unique_ptr<transport::Context> context_;
+  // register_memory(): memory pulls may land in, each registered with
+  // context_ while there is one (dropped before it goes).
+  struct Registered {
+    float* begin;
+    float* end;
+    std::unique_ptr<transport::Region> region;
+  };
+  std::vector<Registered> registered_;
   std::vector<ServerLink> links_;
   std::unordered_map<const transport::Endpoint*, std::pair<uint32_t, uint32_t>> by_endpoint_;  // link, lane
   std::unique_ptr<Partition> partition_;

@@ -12,22 +12,65 @@ void ClientImpl::on_write_back(transport::AmMessage& m) {
   auto it = by_endpoint_.find(m.from);
   if (it == by_endpoint_.end()) return;
   ServerLink& link = links_[it->second.first];
-  link.lanes[it->second.second].write_back.on_message(*context_, m, *link.receive);
+  link.lanes[it->second.second].write_back.on_message(
+      *context_, m, *link.receive, [&](uint64_t offset, uint64_t bytes) { return in_place(link, offset, bytes); });
+}
+
+void ClientImpl::register_memory(std::span<float> memory) {
+  if (memory.empty()) throw Error(Errc::kInvalidArgument, "register_memory: no memory given");
+  if (cuda::is_device_pointer(memory.data()))
+    throw Error(Errc::kInvalidArgument, "register_memory: " + std::to_string(memory.size()) +
+                                            " floats at a CUDA device address; only host memory lands in place");
+  registered_.push_back({memory.data(), memory.data() + memory.size(), nullptr});
+  if (context_) register_with_transport();
+}
+
+// Only the active-message path lands where the worker says; puts go to the
+// receive region the server was given.
+void ClientImpl::register_with_transport() {
+  const bool any_am = std::any_of(links_.begin(), links_.end(), [](const ServerLink& l) { return l.use_am; });
+  if (!any_am) return;
+  for (Registered& r : registered_)
+    if (!r.region)
+      r.region = context_->register_memory(r.begin, (r.end - r.begin) * sizeof(float), transport::Access::kNone);
+}
+
+// A payload lands straight in the running pull's target when one target
+// holds all of it and lies in registered memory: that memory outlives the
+// Client, so a receive that a failed pull leaves posted cannot write into
+// freed memory. The cache that skip_pulls serves from is the receive region,
+// so then everything lands there.
+WriteBackReceiver::Destination ClientImpl::in_place(const ServerLink& link, uint64_t offset, uint64_t bytes) const {
+  const uint64_t params = link.receive_layout.params_offset();
+  if (registered_.empty() || pulling_.empty() || config_.skip_pulls || offset < params || bytes == 0 ||
+      (offset - params) % sizeof(float) != 0 || bytes % sizeof(float) != 0)
+    return {};
+  const Range landed{link.range.begin + (offset - params) / sizeof(float),
+                     link.range.begin + (offset - params + bytes) / sizeof(float)};
+  for (size_t i = 0; i < pulling_.size(); ++i) {
+    if (on_device_[i] || landed.begin < ranges_[i].begin || landed.end > ranges_[i].end) continue;
+    const float* at = pulling_[i].out.data() + (landed.begin - ranges_[i].begin);
+    for (const Registered& r : registered_)
+      if (r.region && at >= r.begin && at + landed.size() <= r.end)
+        return {r.region.get(), static_cast<uint64_t>(at - r.begin) * sizeof(float)};
+  }
+  return {};
 }
 
 // Copying a 1 MiB message out while the next is on the wire, rather than the
 // whole model after its last byte, takes the copy off the pull's critical
 // path (docs/protocol.md "Write-back (pull)"). Only whole shards count as delivered; the
 // pull copies whatever was not (puts, device targets, versions) at its end.
-void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes) {
+void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes, bool in_place) {
   const uint64_t params = link.receive_layout.params_offset();
   if (pulling_.empty() || offset < params) return;
+  if (in_place) stats_.pull_bytes_in_place += bytes;
   const Range landed{link.range.begin + (offset - params) / sizeof(float),
                      link.range.begin + (offset - params + bytes) / sizeof(float)};
   const auto* source = reinterpret_cast<const float*>(static_cast<const uint8_t*>(link.receive->data()) + params);
   for (size_t i = 0; i < pulling_.size(); ++i) {
     const Range part = overlap(ranges_[i], landed);
-    if (part.begin >= part.end || on_device_[i]) continue;
+    if (in_place || part.begin >= part.end || on_device_[i]) continue;
     std::memcpy(pulling_[i].out.data() + (part.begin - ranges_[i].begin), source + (part.begin - link.range.begin),
                 part.size() * sizeof(float));
   }

@@ -66,15 +66,14 @@ void WriteBackSender::abandon() {
   mailbox_ = transport::Request();
 }
 
-void WriteBackReceiver::on_message(transport::Context& context, transport::AmMessage& m, transport::Region& receive) {
-  if (m.header_length != sizeof(WriteBackHeader)) return;
-  WriteBackHeader h;
+bool WriteBackReceiver::parse(const transport::AmMessage& m, const transport::Region& receive, WriteBackHeader& h) {
+  if (m.header_length != sizeof(WriteBackHeader)) return false;
   std::memcpy(&h, m.header, sizeof(h));
   if (h.mailbox) {
     if (h.offset + sizeof(Mailbox) <= receive.size()) pending_ = h;
-    return;
+    return false;
   }
-  landings_.push_back({context.am_receive(m, receive, h.offset), h.offset, m.length});
+  return true;
 }
 
 bool WriteBackReceiver::publish_mailbox(transport::Region& receive) {

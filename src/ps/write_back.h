@@ -62,18 +62,34 @@ class WriteBackSender {
 
 class WriteBackReceiver {
  public:
+  /// Where a payload lands instead of the receive region; none: `region` null.
+  struct Destination {
+    transport::Region* region = nullptr;
+    uint64_t offset = 0;
+  };
   /// A write-back active message from this lane: a payload lands in
-  /// `receive` at its offset; a mailbox waits for publish().
-  void on_message(transport::Context& context, transport::AmMessage& m, transport::Region& receive);
+  /// `receive` at its offset, or where `elsewhere(offset, bytes)` says; a
+  /// mailbox waits for publish().
+  template <typename Elsewhere>
+  void on_message(transport::Context& context, transport::AmMessage& m, transport::Region& receive,
+                  Elsewhere&& elsewhere) {
+    WriteBackHeader h;
+    if (!parse(m, receive, h)) return;
+    const Destination d = elsewhere(h.offset, uint64_t{m.length});
+    if (d.region)
+      landings_.push_back({context.am_receive(m, *d.region, d.offset), h.offset, m.length, true});
+    else
+      landings_.push_back({context.am_receive(m, receive, h.offset), h.offset, m.length, false});
+  }
   /// Reports each payload that landed since the last call as
-  /// `landed(offset, bytes)`, then copies a waiting mailbox into place once
+  /// `landed(offset, bytes, elsewhere)`, then copies a waiting mailbox into place once
   /// every earlier payload landed; true if either happened.
   template <typename Landed>
   bool publish(transport::Region& receive, Landed&& landed) {
     const size_t before = landings_.size();
     std::erase_if(landings_, [&](Landing& l) {
       if (!l.request.test()) return false;
-      landed(l.offset, l.bytes);
+      landed(l.offset, l.bytes, l.elsewhere);
       return true;
     });
     return landings_.size() != before || publish_mailbox(receive);
@@ -86,8 +102,12 @@ class WriteBackReceiver {
  private:
   struct Landing {
     transport::Request request;  // done at once for an eager message
-    uint64_t offset, bytes;
+    uint64_t offset, bytes;      // in the receive region, where it belongs
+    bool elsewhere;              // landed at a Destination instead
   };
+  /// Reads a write-back's header into `h`; false for a mailbox (kept for
+  /// publish()) or a malformed message (dropped).
+  bool parse(const transport::AmMessage& m, const transport::Region& receive, WriteBackHeader& h);
   bool publish_mailbox(transport::Region& receive);
 
   std::vector<Landing> landings_;

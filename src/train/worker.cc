@@ -18,8 +18,8 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
     : o_(o),
       data_(data),
       report_(std::move(report)),
-      client_(client),
       params_(Mlp::kParams),
+      client_(client),
       grad_(Mlp::kParams),
       x_(size_t{o.batch} * Mlp::kIn),
       y_(o.batch),
@@ -43,6 +43,7 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
   total_steps_ = uint64_t{o.epochs} * steps_per_epoch_;
   eval_every_ = std::max<size_t>(1, steps_per_epoch_ / std::max(1u, o.evals_per_epoch));
   client_.declare("mlp", Mlp::kParams);
+  client_.register_memory(params_);  // pulls land in place over tcp
 }
 
 TrainingWorker::~TrainingWorker() = default;

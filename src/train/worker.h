@@ -71,10 +71,11 @@ class TrainingWorker {
   WorkerOptions o_;
   const TrainTest& data_;
   Report report_;
+  std::vector<float> params_;  // registered with client_, so it outlives it
   Client client_;
   Mlp model_;
   std::vector<size_t> mine_;  // this worker's examples, reshuffled every epoch
-  std::vector<float> params_, grad_, x_;
+  std::vector<float> grad_, x_;
   std::vector<uint8_t> y_;
   std::mt19937_64 rng_, straggle_rng_;
   std::bernoulli_distribution straggles_;

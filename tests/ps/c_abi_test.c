@@ -106,10 +106,17 @@ static void final_checkpoint_failure(void) {
   CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
   float w[100];
   for (int i = 0; i < 100; ++i) w[i] = 1.0f;
-  CHECK(client && rdmaps_client_declare(client, "w", 100) == RDMAPS_OK && rdmaps_client_connect(client) == RDMAPS_OK &&
+  CHECK(rdmaps_client_register_memory(client, NULL, 100) == RDMAPS_ERR_INVALID_ARGUMENT, "NULL memory registered");
+  CHECK(rdmaps_client_register_memory(client, w, 0) == RDMAPS_ERR_INVALID_ARGUMENT, "no memory registered");
+  /* w outlives the client: pulls into it land in place over tcp */
+  CHECK(client && rdmaps_client_register_memory(client, w, 100) == RDMAPS_OK &&
+            rdmaps_client_declare(client, "w", 100) == RDMAPS_OK && rdmaps_client_connect(client) == RDMAPS_OK &&
             rdmaps_client_init(client, "w", w, 100) == RDMAPS_OK &&
             rdmaps_client_push(client, "w", w, 100) == RDMAPS_OK,
         "training: %s", rdmaps_last_error());
+  w[0] = w[99] = -7.0f;
+  CHECK(rdmaps_client_pull(client, "w", w, 100) == RDMAPS_OK && w[0] == 0.5f && w[99] == 0.5f,
+        "pull into registered memory: %s, w[0] %f", rdmaps_last_error(), w[0]);
   char swap[300];
   snprintf(swap, sizeof(swap), "rm -rf '%s' && touch '%s'", dir, dir);
   CHECK(system(swap) == 0, "replacing %s by a file", dir);

@@ -236,6 +236,80 @@ RDMAPS_TEST_PEER(single_puller) {
   return 0;
 }
 
+// Pulls into memory given to register_memory() land there with no copy out
+// of the receive region where write-backs come by message (tcp), and only
+// where one registered target holds a whole message; the values are exact
+// either way (docs/protocol.md "Write-back (pull)").
+constexpr size_t kRegShard = 262144;  // 1 MiB: one write-back message per shard
+
+TEST_P(PsTest, PullsIntoRegisteredMemoryLandInPlace) {
+  Config c = sgd_config(GetParam(), 1.0f, kRegShard);
+  c.staleness = kInfiniteStaleness;
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker("registered_puller", GetParam(), 0, 5, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << "a pull into registered memory returned wrong values or did not land in place";
+}
+
+RDMAPS_TEST_PEER(registered_puller) {
+  Config c = sgd_config(args.transport, 1.0f, kRegShard);
+  c.staleness = kInfiniteStaleness;
+  // Declared before the client: registered memory outlives it.
+  std::vector<float> model(2 * kRegShard, std::nanf(""));  // "a" and "c" in place; "b" beside them
+  std::vector<float> plain(kRegShard / 2, std::nanf(""));
+  Client client(worker_options(args, c));
+  client.declare("a", kRegShard);      // shard 0: one message, into registered memory
+  client.declare("b", kRegShard / 2);  // half of shard 1, into plain memory
+  client.declare("c", kRegShard / 2);  // the other half, registered, but its message is shared with "b"
+  try {
+    client.register_memory({});
+    std::fprintf(stderr, "registered_puller: registering no memory was accepted\n");
+    return 1;
+  } catch (const Error& e) {
+    if (e.code() != Errc::kInvalidArgument) return 1;
+  }
+  client.register_memory(model);
+  client.connect();
+  const std::span<float> a(model.data(), kRegShard), cc(model.data() + kRegShard, kRegShard / 2);
+  std::vector<float> want_a(kRegShard), want_b(kRegShard / 2), want_c(kRegShard / 2), g(kRegShard);
+  for (size_t i = 0; i < kRegShard; ++i) want_a[i] = static_cast<float>(i % 1013) * 0.5f;
+  for (size_t i = 0; i < kRegShard / 2; ++i)
+    want_b[i] = -static_cast<float>(i % 997), want_c[i] = float(i % 89) + 0.25f;
+  client.init("a", want_a);
+  client.init("b", want_b);
+  client.init("c", want_c);
+  const bool am = client.stats().push_paths.at(0) == "am";
+  constexpr int kRounds = 3;
+  for (int r = 0; r < kRounds; ++r) {
+    for (size_t i = 0; i < kRegShard; ++i) g[i] = static_cast<float>((i + r) % 7);
+    client.push("a", g);
+    client.push("c", std::span<const float>(g.data(), kRegShard / 2));
+    for (size_t i = 0; i < kRegShard; ++i) want_a[i] -= g[i];  // SGD at lr 1
+    for (size_t i = 0; i < kRegShard / 2; ++i) want_c[i] -= g[i];
+    const std::vector<PullTarget> targets = {{"a", a}, {"b", plain}, {"c", cc}};
+    client.pull(targets);
+    if (std::memcmp(a.data(), want_a.data(), kRegShard * 4) != 0 ||
+        std::memcmp(plain.data(), want_b.data(), kRegShard / 2 * 4) != 0 ||
+        std::memcmp(cc.data(), want_c.data(), kRegShard / 2 * 4) != 0) {
+      std::fprintf(stderr, "registered_puller: round %d: a pulled tensor differs\n", r);
+      return 1;
+    }
+  }
+  // Only "a"'s messages land in place: "c" shares its shard's message with "b".
+  const uint64_t in_place = client.stats().pull_bytes_in_place, want = am ? kRounds * kRegShard * 4 : 0;
+  if (in_place != want) {
+    std::fprintf(stderr, "registered_puller: %llu bytes landed in place over the %s path, expected %llu\n",
+                 static_cast<unsigned long long>(in_place), am ? "am" : "put", static_cast<unsigned long long>(want));
+    return 1;
+  }
+  std::vector<float> copy(kRegShard);  // the same tensor into plain memory: copied, as before
+  client.pull("a", copy);
+  if (std::memcmp(copy.data(), want_a.data(), kRegShard * 4) != 0 || client.stats().pull_bytes_in_place != want) {
+    std::fprintf(stderr, "registered_puller: a pull into plain memory differs or counted as in place\n");
+    return 1;
+  }
+  return 0;
+}
+
 // bf16 wire: the server applies exactly what the worker encoded (half the
 // bytes), and error feedback keeps the sum of applied gradients within one
 // bf16 rounding of the sum of true gradients.

@@ -69,6 +69,37 @@ class ModuleTest(unittest.TestCase):
         ended = self.served.server.stats()
         self.assertEqual((ended["workers_left"], ended["workers_lost"]), (1, 0))
 
+    def test_pulls_into_registered_memory_land_in_place_and_the_worker_holds_it(self):
+        served = ServerThread(rule="sgd", lr=0.5, shard_floats=1000)
+        worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, rule="sgd", lr=0.5, shard_floats=1000,
+                               timeout=30)
+        try:
+            worker.declare("w", 2500)
+            model = np.full(2500, np.nan, dtype=np.float32)
+            references = sys.getrefcount(model)
+            worker.register_memory(model)
+            self.assertEqual(sys.getrefcount(model), references + 1, "the worker does not hold registered memory")
+            with self.assertRaises(TypeError):
+                worker.register_memory(np.zeros(4, dtype=np.float64))
+            worker.connect()
+            with self.assertRaisesRegex(rdmaps.InvalidArgument, "after connect"):
+                worker.register_memory(np.zeros(4, dtype=np.float32))
+            w0 = np.arange(2500, dtype=np.float32)
+            worker.init("w", w0)
+            worker.pull("w", model)
+            np.testing.assert_array_equal(model, w0)
+            # Over tcp the write-backs land straight in it; over shared memory they are put and copied.
+            self.assertEqual(worker.stats()["pull_bytes_in_place"], 2500 * 4 if TRANSPORT == "tcp" else 0)
+            plain = np.zeros(2500, np.float32)
+            worker.pull("w", plain)
+            np.testing.assert_array_equal(plain, w0)
+            self.assertEqual(worker.stats()["pull_bytes_in_place"], 2500 * 4 if TRANSPORT == "tcp" else 0)
+            worker.close()
+            self.assertEqual(sys.getrefcount(model), references, "a closed worker still holds registered memory")
+        finally:
+            worker.close()
+            served.close()
+
     def test_pull_many_fills_every_buffer_with_one_request_per_lane(self):
         w0 = np.arange(2500, dtype=np.float32)
         b0 = np.full(7, 3.5, dtype=np.float32)

@@ -221,6 +221,29 @@ def roles():
     print(f"role worker {rps.rank()} of {rps.size()} from {p.source}", flush=True)
 
 
+def inplace():
+    """The optimizer registers the parameters: over tcp the pulls land straight
+    in them (whole write-back messages inside one 2 MiB weight), exactly."""
+    torch.manual_seed(2)
+    model = torch.nn.Linear(1024, 512, bias=False)
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5), model.named_parameters(), staleness=0)
+    rps.broadcast_parameters(model.state_dict())
+    x = torch.randn(8, 1024)
+    steps = 3
+    for step in range(steps):
+        before = model.weight.detach().clone()
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        expected = before - 0.5 * model.weight.grad
+        opt.step()
+        if not torch.equal(model.weight.detach(), expected):
+            fail(f"step {step}: the weight pulled in place differs from w - lr*g")
+    landed = opt.stats()["pull_bytes_in_place"]
+    if landed < steps * model.weight.numel() * 4:
+        fail(f"{landed} bytes landed in place in {steps} pulls of a {model.weight.numel() * 4}-byte weight over tcp")
+    print("inplace ok", flush=True)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
@@ -230,6 +253,9 @@ if __name__ == "__main__":
     elif mode == "accumulate":
         rps.init(timeout=60)
         accumulate()
+    elif mode == "inplace":
+        rps.init(timeout=60)
+        inplace()
     elif mode == "roles":
         roles()
     else:

@@ -129,6 +129,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         try:
             for name, p in self._params:
                 self._worker.declare(name, p.numel())
+                if p.device.type == "cpu":  # pulls land in place over tcp; the worker holds p.data until closed
+                    self._worker._register_memory(p.data_ptr(), p.numel() * 4, p.data)
             self._worker.connect()
         except BaseException:
             self._worker.close()  # nothing half-made stays behind: a corrected retry may connect
