@@ -75,6 +75,12 @@ class TorchTest(unittest.TestCase):
         self.assertIn("gradcheck ok", results[1][1])
         self.assertIn("rank 0 serves", results[0][1])
 
+    def test_layers_some_passes_or_steps_skip_train_as_torchs_sgd(self):
+        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "partial"],
+                          {"RDMAPS_TRANSPORT": "shm"})
+        self.assert_all_ok(results)
+        self.assertIn("partial ok", results[1][1])
+
     def test_pulls_land_in_the_parameters_over_tcp(self):
         results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "inplace"],
                           {"RDMAPS_TRANSPORT": "tcp"})

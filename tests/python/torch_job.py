@@ -221,6 +221,49 @@ def roles():
     print(f"role worker {rps.rank()} of {rps.size()} from {p.source}", flush=True)
 
 
+class Branchy(torch.nn.Module):
+    """A layer the forward pass uses only when asked: some micro-batches, some steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(6, 3)
+        self.b = torch.nn.Linear(6, 3)
+
+    def forward(self, x, use_b):
+        return self.a(x) + self.b(x) if use_b else self.a(x)
+
+
+def partial():
+    """As torch's SGD (momentum, weight decay, two backward passes per step): a
+    layer reached in one pass of two has its gradient sent at step(), one not
+    reached at all but holding zeros (zero_grad(set_to_none=False)) still
+    moves by momentum and weight decay."""
+    torch.manual_seed(3)
+    model = Branchy()
+    ref = copy.deepcopy(model)
+    lr, mu, wd = 0.1, 0.9, 0.01
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr, momentum=mu, weight_decay=wd),
+                                   model.named_parameters(), backward_passes_per_step=2)
+    rps.broadcast_parameters(model.state_dict())
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=lr, momentum=mu, weight_decay=wd)
+    x = torch.randn(4, 6)
+    for step, uses in enumerate([(True, False), (False, False), (False, True), (False, False)]):
+        for m, o in ((model, opt), (ref, ref_opt)):
+            o.zero_grad(set_to_none=False)
+            for use_b in uses:
+                m(x, use_b).square().mean().backward()
+        for p in ref.parameters():
+            if p.grad is not None:
+                p.grad /= 2  # the mean over the passes, as backward_passes_per_step sends it
+        ref_opt.step()
+        opt.step()
+        for (name, p), r in zip(model.named_parameters(), ref.parameters()):
+            if not torch.allclose(p.detach(), r.detach(), rtol=0, atol=1e-6):
+                fail(f"step {step} (b used in {uses}): '{name}' differs from torch's SGD by "
+                     f"{(p.detach() - r.detach()).abs().max().item():g}")
+    print("partial ok", flush=True)
+
+
 def inplace():
     """The optimizer registers the parameters: over tcp the pulls land straight
     in them (whole write-back messages inside one 2 MiB weight), exactly."""
@@ -253,6 +296,9 @@ if __name__ == "__main__":
     elif mode == "accumulate":
         rps.init(timeout=60)
         accumulate()
+    elif mode == "partial":
+        rps.init(timeout=60)
+        partial()
     elif mode == "inplace":
         rps.init(timeout=60)
         inplace()

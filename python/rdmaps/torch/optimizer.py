@@ -217,7 +217,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._extra.setdefault(name, seen)
             return
         if seen < self._passes_per_step or p.grad is None:
-            return
+            return  # step() sends what fewer passes than backward_passes_per_step left
+        self._send(name, p)
+
+    def _send(self, name, p):
         grad = p.grad
         if self._passes_per_step > 1:
             grad = grad / self._passes_per_step
@@ -241,6 +244,18 @@ class DistributedOptimizer(torch.optim.Optimizer):
             torch.cuda.current_stream(grad.device).synchronize()
         self._pending.append((self._worker._submit_push(name, address, nbytes), grad))
 
+    def _send_unreached(self):
+        # torch's SGD steps every parameter whose .grad is set. One that
+        # backward reached in fewer than backward_passes_per_step passes (used
+        # in some micro-batches only) would otherwise never be sent, and one it
+        # did not reach at all may hold zeros (zero_grad() of torch 1.13), with
+        # which momentum and weight decay still move it. Sent here, before the
+        # clock, as torch would apply them.
+        for name, p in self._params:
+            if (p.grad is not None and id(p) in self._hooked and name not in self._extra
+                    and self._passes.get(name, 0) < self._passes_per_step):
+                self._send(name, p)
+
     def synchronize(self):
         """Waits until every gradient pushed so far left this process."""
         # Each gradient stays referenced until its push is done, also when a
@@ -261,6 +276,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         try:
+            self._send_unreached()
             self.synchronize()
         finally:  # a failed step must not leave the next one counting its gradients
             self._passes.clear()
