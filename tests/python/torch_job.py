@@ -290,18 +290,10 @@ def inplace():
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
-    if mode == "gradcheck":
-        rps.init(timeout=60)
-        gradcheck()
-    elif mode == "accumulate":
-        rps.init(timeout=60)
-        accumulate()
-    elif mode == "partial":
-        rps.init(timeout=60)
-        partial()
-    elif mode == "inplace":
-        rps.init(timeout=60)
-        inplace()
+    trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "partial": partial, "inplace": inplace}
+    if mode in trainers:
+        rps.init(timeout=60)  # rank 0 serves here and exits; the others train
+        trainers[mode]()
     elif mode == "roles":
         roles()
     else:
