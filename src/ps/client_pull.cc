@@ -74,10 +74,14 @@ void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes, bool
     std::memcpy(pulling_[i].out.data() + (part.begin - ranges_[i].begin), source + (part.begin - link.range.begin),
                 part.size() * sizeof(float));
   }
+  // A message in place is in the target, not in the receive region: the copy
+  // at the pull's end must skip every shard it touched. Its first and last
+  // shard may be partial, and that is all of them the pull asked for: a
+  // lane's chunks start at the first float asked and end on shard boundaries.
   for (uint32_t k = shard_of(link, landed.begin); landed.begin < landed.end && k <= shard_of(link, landed.end - 1);
        ++k) {
     const Range extent = partition_->shard(link.index, k);
-    if (extent.begin >= landed.begin && extent.end <= landed.end) link.delivered[k] = 1;
+    if (in_place || (extent.begin >= landed.begin && extent.end <= landed.end)) link.delivered[k] = 1;
   }
 }
 

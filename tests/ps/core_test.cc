@@ -310,6 +310,49 @@ RDMAPS_TEST_PEER(registered_puller) {
   return 0;
 }
 
+// A tensor that starts inside a shard and ends inside the next: its two
+// messages land in place, and the copy at the pull's end (for what did not
+// come by message) leaves them alone.
+TEST_P(PsTest, ATensorAcrossShardsLandsInPlaceWhole) {
+  Config c = sgd_config(GetParam(), 1.0f, kRegShard);
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker("unaligned_puller", GetParam(), 0, 5, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << "a tensor across shards, pulled into registered memory, came back wrong";
+}
+
+RDMAPS_TEST_PEER(unaligned_puller) {
+  constexpr size_t kHead = 100, kFloats = kRegShard + 37'856;  // [100, 300100): shard 0's tail, shard 1's head
+  std::vector<float> y(kFloats, std::nanf(""));
+  Client client(worker_options(args, sgd_config(args.transport, 1.0f, kRegShard)));
+  client.declare("x", kHead);
+  client.declare("y", kFloats);
+  client.register_memory(y);
+  client.connect();
+  std::vector<float> want(kFloats);
+  for (size_t i = 0; i < kFloats; ++i) want[i] = static_cast<float>(i % 4099) - 7.5f;
+  client.init("y", want);
+  for (int r = 0; r < 2; ++r) {  // the second pull finds the receive region holding the first's values
+    if (r == 1) {
+      client.push("y", std::vector<float>(kFloats, 1.0f));
+      for (float& v : want) v -= 1.0f;
+    }
+    client.pull("y", y);
+    if (std::memcmp(y.data(), want.data(), kFloats * 4) != 0) {
+      size_t i = 0;
+      while (y[i] == want[i]) ++i;
+      std::fprintf(stderr, "unaligned_puller: pull %d: float %zu is %g, expected %g\n", r, i, y[i], want[i]);
+      return 1;
+    }
+  }
+  const bool am = client.stats().push_paths.at(0) == "am";
+  if (client.stats().pull_bytes_in_place != (am ? 2 * kFloats * 4 : 0)) {
+    std::fprintf(stderr, "unaligned_puller: %llu bytes landed in place\n",
+                 static_cast<unsigned long long>(client.stats().pull_bytes_in_place));
+    return 1;
+  }
+  return 0;
+}
+
 // bf16 wire: the server applies exactly what the worker encoded (half the
 // bytes), and error feedback keeps the sum of applied gradients within one
 // bf16 rounding of the sum of true gradients.
