@@ -47,13 +47,20 @@ WriteBackReceiver::Destination ClientImpl::in_place(const ServerLink& link, uint
     return {};
   const Range landed{link.range.begin + (offset - params) / sizeof(float),
                      link.range.begin + (offset - params + bytes) / sizeof(float)};
+  // The one target the message is for; a second one wanting any of it (the
+  // same tensor pulled twice in one call) gets its copy from the receive region.
+  size_t target = pulling_.size();
   for (size_t i = 0; i < pulling_.size(); ++i) {
-    if (on_device_[i] || landed.begin < ranges_[i].begin || landed.end > ranges_[i].end) continue;
-    const float* at = pulling_[i].out.data() + (landed.begin - ranges_[i].begin);
-    for (const Registered& r : registered_)
-      if (r.region && at >= r.begin && at + landed.size() <= r.end)
-        return {r.region.get(), static_cast<uint64_t>(at - r.begin) * sizeof(float)};
+    if (const Range part = overlap(ranges_[i], landed); part.begin >= part.end) continue;
+    if (target != pulling_.size() || on_device_[i] || landed.begin < ranges_[i].begin || landed.end > ranges_[i].end)
+      return {};
+    target = i;
   }
+  if (target == pulling_.size()) return {};
+  const float* at = pulling_[target].out.data() + (landed.begin - ranges_[target].begin);
+  for (const Registered& r : registered_)
+    if (r.region && at >= r.begin && at + landed.size() <= r.end)
+      return {r.region.get(), static_cast<uint64_t>(at - r.begin) * sizeof(float)};
   return {};
 }
 

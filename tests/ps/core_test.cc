@@ -307,6 +307,16 @@ RDMAPS_TEST_PEER(registered_puller) {
     std::fprintf(stderr, "registered_puller: a pull into plain memory differs or counted as in place\n");
     return 1;
   }
+  // The same tensor twice in one pull, registered first: both get it, by copy.
+  std::fill(copy.begin(), copy.end(), std::nanf(""));
+  std::fill(a.begin(), a.end(), std::nanf(""));
+  const std::vector<PullTarget> twice = {{"a", a}, {"a", copy}};
+  client.pull(twice);
+  if (std::memcmp(a.data(), want_a.data(), kRegShard * 4) != 0 ||
+      std::memcmp(copy.data(), want_a.data(), kRegShard * 4) != 0 || client.stats().pull_bytes_in_place != want) {
+    std::fprintf(stderr, "registered_puller: a tensor pulled twice in one call differs in one of its targets\n");
+    return 1;
+  }
   return 0;
 }
 
