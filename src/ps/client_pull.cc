@@ -66,8 +66,9 @@ WriteBackReceiver::Destination ClientImpl::in_place(const ServerLink& link, uint
 
 // Copying a 1 MiB message out while the next is on the wire, rather than the
 // whole model after its last byte, takes the copy off the pull's critical
-// path (docs/protocol.md "Write-back (pull)"). Only whole shards count as delivered; the
-// pull copies whatever was not (puts, device targets, versions) at its end.
+// path (docs/protocol.md "Write-back (pull)"). A copied message counts whole
+// shards as delivered, one in place every shard it touched; the pull copies
+// whatever was not (puts, device targets, partial shards copied) at its end.
 void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes, bool in_place) {
   const uint64_t params = link.receive_layout.params_offset();
   if (pulling_.empty() || offset < params) return;
