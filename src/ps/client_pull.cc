@@ -47,6 +47,7 @@ WriteBackReceiver::Destination ClientImpl::in_place(const ServerLink& link, uint
     return {};
   const Range landed{link.range.begin + (offset - params) / sizeof(float),
                      link.range.begin + (offset - params + bytes) / sizeof(float)};
+  if (landed.end > link.range.end) return {};  // past this server's range: the receive region refuses it
   // The one target the message is for; a second one wanting any of it (the
   // same tensor pulled twice in one call) gets its copy from the receive region.
   size_t target = pulling_.size();
