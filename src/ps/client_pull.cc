@@ -35,8 +35,8 @@ void ClientImpl::register_with_transport() {
       r.region = context_->register_memory(r.begin, (r.end - r.begin) * sizeof(float), transport::Access::kNone);
 }
 
-// A payload lands straight in the running pull's target when one target
-// holds all of it and lies in registered memory: that memory outlives the
+// A payload lands straight in the running pull's targets when they take all
+// of it and lie in registered memory: that memory outlives the
 // Client, so a receive that a failed pull leaves posted cannot write into
 // freed memory. The cache that skip_pulls serves from is the receive region,
 // so then everything lands there.
@@ -48,17 +48,23 @@ WriteBackReceiver::Destination ClientImpl::in_place(const ServerLink& link, uint
   const Range landed{link.range.begin + (offset - params) / sizeof(float),
                      link.range.begin + (offset - params + bytes) / sizeof(float)};
   if (landed.end > link.range.end) return {};  // past this server's range: the receive region refuses it
-  // The one target the message is for; a second one wanting any of it (the
-  // same tensor pulled twice in one call) gets its copy from the receive region.
-  size_t target = pulling_.size();
+  // The targets the message is for must take all of it, each float once, at
+  // the place the table gives it: one tensor, or several laid out in memory
+  // as in the table (views of one buffer). A float no target wants would
+  // land in memory that is not its own; a tensor pulled twice in one call
+  // gets its copies from the receive region.
+  uintptr_t origin = 0;  // the address global float 0 would have
+  uint64_t wanted = 0;
   for (size_t i = 0; i < pulling_.size(); ++i) {
-    if (const Range part = overlap(ranges_[i], landed); part.begin >= part.end) continue;
-    if (target != pulling_.size() || on_device_[i] || landed.begin < ranges_[i].begin || landed.end > ranges_[i].end)
-      return {};
-    target = i;
+    const Range part = overlap(ranges_[i], landed);
+    if (part.begin >= part.end) continue;
+    const uintptr_t o = reinterpret_cast<uintptr_t>(pulling_[i].out.data()) - ranges_[i].begin * sizeof(float);
+    if (on_device_[i] || (wanted && o != origin)) return {};
+    origin = o;
+    wanted += part.size();
   }
-  if (target == pulling_.size()) return {};
-  const float* at = pulling_[target].out.data() + (landed.begin - ranges_[target].begin);
+  if (wanted != landed.size()) return {};
+  const auto* at = reinterpret_cast<const float*>(origin + landed.begin * sizeof(float));
   for (const Registered& r : registered_)
     if (r.region && at >= r.begin && at + landed.size() <= r.end)
       return {r.region.get(), static_cast<uint64_t>(at - r.begin) * sizeof(float)};

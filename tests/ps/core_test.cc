@@ -363,6 +363,61 @@ RDMAPS_TEST_PEER(unaligned_puller) {
   return 0;
 }
 
+// Tensors that are views of one registered buffer, in table order, take a
+// message that spans them in place; a message with floats of a tensor the
+// pull does not want never lands there (it would write the user's memory
+// for that tensor).
+Config views_config(transport::TransportKind kind) {
+  Config c = sgd_config(kind, 1.0f, kRegShard);
+  c.server_threads = 1;  // one lane: a pull of "p" and "r" asks for the floats from p's first to r's last
+  return c;
+}
+
+TEST_P(PsTest, ViewsOfOneBufferLandInPlaceButNeverAnUnwantedTensor) {
+  ServerGroup servers(1, 1, views_config(GetParam()));
+  PeerProcess worker("views_puller", GetParam(), 0, 5, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << "views of one registered buffer came back wrong, or an unwanted tensor was written";
+}
+
+RDMAPS_TEST_PEER(views_puller) {
+  constexpr size_t kP = 100'000, kQ = 200'000, kR = 50'000,
+                   kAll = kP + kQ + kR;  // shards [0, 262144), [262144, 350000)
+  std::vector<float> flat(kAll, std::nanf(""));
+  Client client(worker_options(args, views_config(args.transport)));
+  client.declare("p", kP);
+  client.declare("q", kQ);
+  client.declare("r", kR);
+  client.register_memory(flat);
+  client.connect();
+  std::vector<float> want(kAll);
+  for (size_t i = 0; i < kAll; ++i) want[i] = static_cast<float>(i % 3001) * 0.25f;
+  const std::span<float> p(flat.data(), kP), q(flat.data() + kP, kQ), r(flat.data() + kP + kQ, kR);
+  client.init("p", std::span<const float>(want.data(), kP));
+  client.init("q", std::span<const float>(want.data() + kP, kQ));
+  client.init("r", std::span<const float>(want.data() + kP + kQ, kR));
+  const bool am = client.stats().push_paths.at(0) == "am";
+  client.pull(std::vector<PullTarget>{{"p", p}, {"q", q}, {"r", r}});
+  if (std::memcmp(flat.data(), want.data(), kAll * 4) != 0) {
+    std::fprintf(stderr, "views_puller: the three views differ after one pull\n");
+    return 1;
+  }
+  if (client.stats().pull_bytes_in_place != (am ? kAll * 4 : 0)) {
+    std::fprintf(stderr, "views_puller: %llu bytes landed in place, expected all of them over am\n",
+                 static_cast<unsigned long long>(client.stats().pull_bytes_in_place));
+    return 1;
+  }
+  // "p" and "r" only: the messages carry "q"'s floats too, so they are copied and "q" stays as it was.
+  std::fill(flat.begin(), flat.end(), std::nanf(""));
+  client.pull(std::vector<PullTarget>{{"p", p}, {"r", r}});
+  if (std::memcmp(p.data(), want.data(), kP * 4) != 0 || std::memcmp(r.data(), want.data() + kP + kQ, kR * 4) != 0 ||
+      !std::all_of(q.begin(), q.end(), [](float v) { return std::isnan(v); }) ||
+      client.stats().pull_bytes_in_place != (am ? kAll * 4 : 0)) {
+    std::fprintf(stderr, "views_puller: pulling 'p' and 'r' wrote 'q' or missed a value\n");
+    return 1;
+  }
+  return 0;
+}
+
 // bf16 wire: the server applies exactly what the worker encoded (half the
 // bytes), and error feedback keeps the sum of applied gradients within one
 // bf16 rounding of the sum of true gradients.
