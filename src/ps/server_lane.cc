@@ -269,9 +269,9 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   // earlier ones are nothing it has not seen. A piece over floats this step
   // already pushed (the same tensor again) is a step of its own.
   if (w.stepped.empty()) w.stepped.assign(setup_.shards, {});
-  Worker::Stepped& mine = w.stepped[k];
+  StepCover& mine = w.stepped[k];
   const uint32_t begin = h.offset, end = h.offset + h.length;
-  const bool same_step = mine.step == w.step && (end <= mine.begin || begin >= mine.end);
+  const bool same_step = mine.step() == w.step && !mine.covers_any(begin, end);
   const uint64_t tau = version - (same_step ? 1 : 0) - h.base_version;
   const Config& c = setup_.config;
   if (c.staleness_policy == StalenessPolicy::kDropAboveMax && tau > c.tau_max) {
@@ -289,11 +289,10 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   LaneCounters::add(counters_.apply_latency[duration_bucket(ns)]);
   LaneCounters::add(counters_.apply_ns, ns);
   if (same_step) {
-    mine.begin = std::min(mine.begin, begin);
-    mine.end = std::max(mine.end, end);
+    mine.add(begin, end);
   } else {
     ++version;
-    mine = {w.step, begin, end};
+    mine.start(w.step, begin, end);
   }
   LaneCounters::add(counters_.pushes);
   const uint64_t bytes = h.length * (bf16 ? sizeof(uint16_t) : sizeof(float));
@@ -320,7 +319,7 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
 void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   if (w.departed) return;  // nobody left to read it
   // The worker's next push to these shards is computed on what it gets now: a step of its own.
-  if (!w.stepped.empty()) std::fill_n(w.stepped.begin() + (h.shard - setup_.first_shard), h.length, Worker::Stepped{});
+  if (!w.stepped.empty()) std::fill_n(w.stepped.begin() + (h.shard - setup_.first_shard), h.length, StepCover{});
   // The floats asked for: from `offset` in the first shard, `base_version`
   // of them (0: to the end of the last shard; docs/protocol.md "Write-back (pull)").
   const size_t local = local_of(h.shard) + h.offset;

@@ -28,6 +28,7 @@
 #include "src/ps/partition.h"
 #include "src/ps/pending_peers.h"
 #include "src/ps/shard_store.h"
+#include "src/ps/step_cover.h"
 #include "src/ps/update_rules.h"
 #include "src/ps/write_back.h"
 #include "transport/context.h"
@@ -146,15 +147,9 @@ class ServerLane {
     uint64_t clock = 0;
     std::chrono::steady_clock::time_point clock_since{};  // when `clock` last changed
     bool stall_logged = false;
-    uint64_t pushes = 0;  // pushes (pieces) applied: what a checkpoint holds of it
-    // What its pieces covered of each shard in its current step (docs/protocol.md
-    // "Versions and staleness"); sized at its first push.
-    struct Stepped {
-      uint64_t step = 0;  // the worker's step it belongs to; 0: none
-      uint32_t begin = 0, end = 0;
-    };
-    uint64_t step = 1;  // +1 per clock
-    std::vector<Stepped> stepped;
+    uint64_t pushes = 0;             // pushes (pieces) applied: what a checkpoint holds of it
+    uint64_t step = 1;               // +1 per clock
+    std::vector<StepCover> stepped;  // by shard: what its current step covered; sized at its first push
     Mailbox mailbox{};
     std::string name;
   };
