@@ -182,6 +182,12 @@ class ClientImpl {
   /// `link`'s, when given).
   template <typename Done>
   void wait(Done&& done, const std::string& what, const ServerLink* link = nullptr);
+  /// The global floats a write-back payload of `bytes` at `offset` of
+  /// `link`'s receive region carries (offset at or past its parameters).
+  static Range floats_at(const ServerLink& link, uint64_t offset, uint64_t bytes) {
+    const uint64_t from = offset - link.receive_layout.params_offset();
+    return {link.range.begin + from / sizeof(float), link.range.begin + (from + bytes) / sizeof(float)};
+  }
   /// The shard of `link` that holds global float `pos`.
   uint32_t shard_of(const ServerLink& link, uint64_t pos) const {
     return static_cast<uint32_t>((pos - link.range.begin) / config_.shard_floats);

@@ -45,8 +45,7 @@ WriteBackReceiver::Destination ClientImpl::in_place(const ServerLink& link, uint
   if (registered_.empty() || pulling_.empty() || config_.skip_pulls || offset < params || bytes == 0 ||
       (offset - params) % sizeof(float) != 0 || bytes % sizeof(float) != 0)
     return {};
-  const Range landed{link.range.begin + (offset - params) / sizeof(float),
-                     link.range.begin + (offset - params + bytes) / sizeof(float)};
+  const Range landed = floats_at(link, offset, bytes);
   if (landed.end > link.range.end) return {};  // past this server's range: the receive region refuses it
   // The targets the message is for must take all of it, each float once, at
   // the place the table gives it: one tensor, or several laid out in memory
@@ -79,15 +78,17 @@ WriteBackReceiver::Destination ClientImpl::in_place(const ServerLink& link, uint
 void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes, bool in_place) {
   const uint64_t params = link.receive_layout.params_offset();
   if (pulling_.empty() || offset < params) return;
-  if (in_place) stats_.pull_bytes_in_place += bytes;
-  const Range landed{link.range.begin + (offset - params) / sizeof(float),
-                     link.range.begin + (offset - params + bytes) / sizeof(float)};
-  const auto* source = reinterpret_cast<const float*>(static_cast<const uint8_t*>(link.receive->data()) + params);
-  for (size_t i = 0; i < pulling_.size(); ++i) {
-    const Range part = overlap(ranges_[i], landed);
-    if (in_place || part.begin >= part.end || on_device_[i]) continue;
-    std::memcpy(pulling_[i].out.data() + (part.begin - ranges_[i].begin), source + (part.begin - link.range.begin),
-                part.size() * sizeof(float));
+  const Range landed = floats_at(link, offset, bytes);
+  if (in_place) {
+    stats_.pull_bytes_in_place += bytes;
+  } else {
+    const auto* source = reinterpret_cast<const float*>(static_cast<const uint8_t*>(link.receive->data()) + params);
+    for (size_t i = 0; i < pulling_.size(); ++i) {
+      const Range part = overlap(ranges_[i], landed);
+      if (part.begin >= part.end || on_device_[i]) continue;
+      std::memcpy(pulling_[i].out.data() + (part.begin - ranges_[i].begin), source + (part.begin - link.range.begin),
+                  part.size() * sizeof(float));
+    }
   }
   // A message in place is in the target, not in the receive region: the copy
   // at the pull's end must skip every shard it touched. Its first and last

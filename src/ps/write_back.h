@@ -76,10 +76,9 @@ class WriteBackReceiver {
     WriteBackHeader h;
     if (!parse(m, receive, h)) return;
     const Destination d = elsewhere(h.offset, uint64_t{m.length});
-    if (d.region)
-      landings_.push_back({context.am_receive(m, *d.region, d.offset), h.offset, m.length, true});
-    else
-      landings_.push_back({context.am_receive(m, receive, h.offset), h.offset, m.length, false});
+    transport::Region& into = d.region ? *d.region : receive;
+    landings_.push_back(
+        {context.am_receive(m, into, d.region ? d.offset : h.offset), h.offset, m.length, d.region != nullptr});
   }
   /// Reports each payload that landed since the last call as
   /// `landed(offset, bytes, elsewhere)`, then copies a waiting mailbox into place once
