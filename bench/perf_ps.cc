@@ -101,6 +101,8 @@ int run_worker(const Flags& f) {
     names.push_back("w" + std::to_string(k));
     client.declare(names[k], begin[k + 1] - begin[k]);
   }
+  // Before connect(): a put path's lanes are given the memory they may put pulls into.
+  if (f.pull_memory == "registered") client.register_memory(w);
   client.connect();
   if (f.values == "tiny")  // 1e-20 .. 1e-40: squares, steps and mean squares go subnormal
     for (uint64_t i = 0; i < floats; ++i)
@@ -108,7 +110,6 @@ int run_worker(const Flags& f) {
   const auto tensor = [&](std::vector<float>& v, uint32_t k) {
     return std::span<float>(v.data() + begin[k], begin[k + 1] - begin[k]);
   };
-  if (f.pull_memory == "registered") client.register_memory(w);
   std::vector<PullTarget> targets;  // the whole model in one batched pull
   for (uint32_t k = 0; k < f.tensors; ++k) targets.push_back({names[k], tensor(w, k)});
   if (o.worker == 0)
@@ -131,7 +132,9 @@ int run_worker(const Flags& f) {
   std::ostringstream out;
   out.precision(9);
   for (size_t i = 0; i < total.size(); ++i) out << total[i] << " " << push[i] << " " << pull[i] << "\n";
-  std::string text = out.str() + "path " + client.stats().push_paths.at(0) + "\n";
+  const ClientStats stats = client.stats();
+  std::string text = out.str() + "path " + stats.push_paths.at(0) + "\n" + "in_place " +
+                     std::to_string(stats.pull_bytes_in_place) + " " + std::to_string(stats.pull_bytes) + "\n";
   int fd = f.report_fd;
   report(fd, text.data(), text.size());
   close(fd);
@@ -202,11 +205,19 @@ int run_driver(const Flags& f) {
   }
   std::vector<double> total, push, pull;
   std::string path;
+  double in_place = 0, pulled = 0;  // bytes, all workers
   for (auto& child : worker_children) {
     std::istringstream in(read_all(child));
     for (std::string a, b; in >> a >> b;) {
       if (a == "path") {
         path = b;
+        continue;
+      }
+      if (a == "in_place") {
+        std::string all;
+        in >> all;
+        in_place += std::stod(b);
+        pulled += std::stod(all);
         continue;
       }
       std::string c;
@@ -232,8 +243,10 @@ int run_driver(const Flags& f) {
                             : apply_bound_seconds(config.rule, per_server_floats, config.shard_floats, workers, threads,
                                                   ps::write_back_copies(config.rule, path == "am"));
   // A pull ends with the worker copying the parameters out of its receive
-  // region into the caller's buffer (workers do that in parallel).
-  double copy_out = copy_seconds(floats);
+  // region into the caller's buffer (workers do that in parallel), all but
+  // what landed in place.
+  const double copied = pulled > 0 ? 1 - in_place / pulled : 1;
+  double copy_out = copied * copy_seconds(floats);
   double bound = wire + memory + copy_out;
   double push_GBps = floats * 4.0 / push_p.p50 / 1e9;
   // A pull as the worker sees it: request, the servers' write-back, and its
@@ -260,6 +273,7 @@ int run_driver(const Flags& f) {
                                     {"push_p50_s", push_p.p50},
                                     {"push_GBps", push_GBps},
                                     {"pull_p50_s", pull_p.p50},
+                                    {"pull_in_place", pulled > 0 ? in_place / pulled : 0.0},
                                     {"pull_GBps", pull_GBps},
                                     {"intake_GBps", intake_GBps},
                                     {"transport_push_GBps", push_net},
@@ -319,7 +333,8 @@ int perf_ps_main(int argc, char** argv, int first) {
       ->check(cli::count(1, 1u << 20))
       ->capture_default_str();
   app.add_option("--pull-memory", f.pull_memory,
-                 "pull into memory given to Client::register_memory() (lands in place over tcp) or not (copied out)")
+                 "pull into memory given to Client::register_memory() (lands in place over tcp, and by put where "
+                 "--put-landing allows) or not (copied out)")
       ->check(cli::one_of({"registered", "plain"}))
       ->capture_default_str();
   app.add_flag("--gpu-shard", f.gpu_shard, "the servers keep their range on the GPU");
@@ -331,10 +346,11 @@ int perf_ps_main(int argc, char** argv, int first) {
   app.add_option("--worker", f.worker)->check(cli::count(0, 255))->group(internal);
   app.add_option("--servers-list", f.servers_list)->group(internal);
   app.add_option("--report-fd", f.report_fd)->check(cli::count(0, INT32_MAX))->group(internal);
-  f.config_options = add_config_flags(app, f.config,
-                                      {.only = {"transport", "rule", "push-path", "wire", "shard-floats", "inbox-slots",
-                                                "server-threads", "checkpoint-dir", "checkpoint-every", "secret-file"},
-                                       .except = {}});
+  f.config_options =
+      add_config_flags(app, f.config,
+                       {.only = {"transport", "rule", "push-path", "put-landing", "wire", "shard-floats", "inbox-slots",
+                                 "server-threads", "checkpoint-dir", "checkpoint-every", "secret-file"},
+                        .except = {}});
   if (!parse(app, argc, argv, first)) return 0;
   if (f.tensors > f.floats)
     throw Error(Errc::kInvalidArgument, "--tensors " + std::to_string(f.tensors) + " is more than --floats " +

@@ -46,6 +46,10 @@ struct Config {
   uint64_t tau_max = 16;   ///< kDropAboveMax limit
   bool check_nan = false;  ///< reject pushes carrying NaN/Inf
   PushPath push_path = PushPath::kAuto;
+  /// Worker, put path: servers put pulls straight into memory given to
+  /// Client::register_memory() before connect(); off: into the receive
+  /// region, copied out (docs/protocol.md "Landing in place").
+  bool put_landing = true;
   WireFormat wire = WireFormat::kF32;  ///< bf16: half the bytes, rounding error fed back on the worker
   std::string transport = "auto";      ///< tcp, shm or auto (UCX_TLS)
   uint32_t shard_floats = 256 * 1024;  ///< floats per shard (1 MiB)

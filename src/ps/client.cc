@@ -52,6 +52,7 @@ void ClientImpl::connect() {
     o.secret = config_.secret;
     context_ = transport::create_context(o);
     context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });
+    register_with_transport();  // before the lanes are given its keys
     links_.resize(options_.servers.size());
     for (uint32_t i = 0; i < links_.size(); ++i) {
       const Welcome w = connect_one(i);
@@ -59,7 +60,6 @@ void ClientImpl::connect() {
       stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
       stats_.servers_resumed += w.resumed;
     }
-    register_with_transport();
   } catch (...) {
     // Not connected: a later connect() starts over (and is refused again if
     // the reason stands) instead of finding a half-made connection.
@@ -124,7 +124,8 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
 
 uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version,
                           uint32_t offset, uint32_t length, const void* payload,
-                          std::vector<transport::Request>& inflight, uint16_t flags) {
+                          std::vector<transport::Request>& inflight, uint16_t flags, uint32_t landing,
+                          uint64_t landing_offset) {
   // Credits: a slot is reused only after the lane consumed its last message.
   if (!lane.inbox->has_credit(link.load(link.mailbox(lane).consumed_seq)))
     wait([&] { return lane.inbox->has_credit(link.load(link.mailbox(lane).consumed_seq)); },
@@ -140,6 +141,8 @@ uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t s
   h.offset = offset;
   h.length = length;
   if (type == MsgType::kPush) h.learning_rate = learning_rate_;
+  h.landing = landing;
+  h.landing_offset = landing_offset;
   const size_t bytes = payload ? length * ((flags & kFlagBf16) ? sizeof(uint16_t) : sizeof(float)) : 0;
   return lane.inbox->post(h, payload, bytes, inflight);
 }

@@ -1,5 +1,6 @@
 // A worker's connection to one server: Hello to its control thread, then
 // one endpoint per lane, each given the receive region and an inbox.
+#include <algorithm>
 #include <cstring>
 
 #include "src/ps/client_impl.h"
@@ -10,6 +11,15 @@ using transport::Access;
 
 // The server's control thread admits this worker and names its lanes; the
 // worker then connects to each lane, handing it the receive region.
+// Puts land where the worker tells the server; over active messages the
+// worker decides alone.
+void ClientImpl::offer_landings(ServerLink& link, LaneHello& hello) {
+  link.landings = !link.use_am && config_.put_landing ? std::min(registered_.size(), kMaxLandingRegions) : 0;
+  hello.landing_regions.clear();
+  for (size_t i = 0; i < link.landings; ++i)
+    hello.landing_regions.push_back(registered_[i].region->descriptor(Access::kRemoteWrite).serialize());
+}
+
 Welcome ClientImpl::connect_one(uint32_t index) {
   ServerLink& link = links_[index];
   link.index = index;
@@ -50,6 +60,7 @@ Welcome ClientImpl::connect_one(uint32_t index) {
   lane_hello.token = welcome.token;
   lane_hello.clock = clock_;
   lane_hello.receive_region = link.receive->descriptor(Access::kRemoteWrite).serialize();
+  offer_landings(link, lane_hello);
   const auto host = transport::SockAddr::parse(link.address);
   link.lanes.resize(welcome.lanes.size());
   link.lane_of.assign(link.shards, 0);

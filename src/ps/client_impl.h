@@ -56,6 +56,7 @@ struct ServerLink {
   std::vector<uint64_t> shard_stamp;  // min clock when each shard was last pulled; 0 = never
   std::vector<bool> have_shard;
   std::vector<uint8_t> delivered;  // by shard: copied to the running pull's targets as it landed
+  size_t landings = 0;             // the first registered memories its lanes may put pulls into (LaneHello)
   uint32_t generation = 0;         // connections made after the first (the server restarted)
   uint64_t instance = 0;           // the server process connected to (Welcome::instance)
   uint64_t posted = 0;             // pushes (pieces) posted to it; a restart's checkpoint holds some of them
@@ -152,6 +153,8 @@ class ClientImpl {
                    uint16_t flags);
   GpuTransfer& gpu();
   Welcome connect_one(uint32_t index);
+  /// Gives `link`'s lanes (in `hello`) the registered memory they may put pulls into.
+  void offer_landings(ServerLink& link, LaneHello& hello);
   void pull_once(std::span<const PullTarget> targets);
   // Server restarts (Config::reconnect_ms, docs/cluster.md "Checkpoints").
   /// After `cause` interrupted an operation: lets `inflight` finish or fail,
@@ -169,11 +172,16 @@ class ClientImpl {
   void deliver(ServerLink& link, uint64_t offset, uint64_t bytes, bool in_place);
   void register_with_transport();
   WriteBackReceiver::Destination in_place(const ServerLink& link, uint64_t offset, uint64_t bytes) const;
+  /// Where in registered memory the running pull's global floats `landed`
+  /// belong, when its host targets that want any of them take all of them:
+  /// the index in registered_ and the byte in it; none: registered_.size().
+  std::pair<size_t, uint64_t> landing_of(Range landed) const;
   bool progress();  // true if anything moved
   /// Posts one message into this worker's inbox on `lane`, once it has a
   /// credit; `inflight` gets the requests that keep its buffers busy.
   uint64_t post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset,
-                uint32_t length, const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0);
+                uint32_t length, const void* payload, std::vector<transport::Request>& inflight, uint16_t flags = 0,
+                uint32_t landing = 0, uint64_t landing_offset = 0);
   /// Waits until `lane` wrote back the pull numbered `seq`, then marks the
   /// shards of `link` that `fetched` (global floats) covers whole as fetched
   /// (when and at which clock).
@@ -251,6 +259,7 @@ class ClientImpl {
     Range floats{UINT64_MAX, 0};  // global: the hull of what the targets want from the lane
     size_t bytes = 0;
     uint64_t seq = 0;
+    bool in_place = false;  // put straight into registered memory
   };
   std::vector<Fetch> fetch_;
   std::vector<Range> ranges_;

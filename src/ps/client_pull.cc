@@ -25,14 +25,11 @@ void ClientImpl::register_memory(std::span<float> memory) {
   if (context_) register_with_transport();
 }
 
-// Only the active-message path lands where the worker says; puts go to the
-// receive region the server was given.
+// Remote-write rights: the lanes of a put path are given its key (connect_one()).
 void ClientImpl::register_with_transport() {
-  const bool any_am = std::any_of(links_.begin(), links_.end(), [](const ServerLink& l) { return l.use_am; });
-  if (!any_am) return;
   for (Registered& r : registered_)
     if (!r.region)
-      r.region = context_->register_memory(r.begin, (r.end - r.begin) * sizeof(float), transport::Access::kNone);
+      r.region = context_->register_memory(r.begin, (r.end - r.begin) * sizeof(float), transport::Access::kRemoteWrite);
 }
 
 // A payload lands straight in the running pull's targets when they take all
@@ -42,13 +39,19 @@ void ClientImpl::register_with_transport() {
 // so then everything lands there.
 WriteBackReceiver::Destination ClientImpl::in_place(const ServerLink& link, uint64_t offset, uint64_t bytes) const {
   const uint64_t params = link.receive_layout.params_offset();
-  if (registered_.empty() || pulling_.empty() || config_.skip_pulls || offset < params || bytes == 0 ||
-      (offset - params) % sizeof(float) != 0 || bytes % sizeof(float) != 0)
-    return {};
+  if (offset < params || bytes == 0 || (offset - params) % sizeof(float) != 0 || bytes % sizeof(float) != 0) return {};
   const Range landed = floats_at(link, offset, bytes);
   if (landed.end > link.range.end) return {};  // past this server's range: the receive region refuses it
-  // The targets the message is for must take all of it, each float once, at
-  // the place the table gives it: one tensor, or several laid out in memory
+  const auto [index, at] = landing_of(landed);
+  if (index == registered_.size() || !registered_[index].region) return {};
+  return {registered_[index].region.get(), at};
+}
+
+std::pair<size_t, uint64_t> ClientImpl::landing_of(Range landed) const {
+  const std::pair<size_t, uint64_t> none{registered_.size(), 0};
+  if (registered_.empty() || pulling_.empty() || config_.skip_pulls) return none;
+  // The targets the floats are for must take all of them, each once, at
+  // the place the table gives them: one tensor, or several laid out in memory
   // as in the table (views of one buffer). A float no target wants would
   // land in memory that is not its own; a tensor pulled twice in one call
   // gets its copies from the receive region.
@@ -58,16 +61,16 @@ WriteBackReceiver::Destination ClientImpl::in_place(const ServerLink& link, uint
     const Range part = overlap(ranges_[i], landed);
     if (part.begin >= part.end) continue;
     const uintptr_t o = reinterpret_cast<uintptr_t>(pulling_[i].out.data()) - ranges_[i].begin * sizeof(float);
-    if (on_device_[i] || (wanted && o != origin)) return {};
+    if (on_device_[i] || (wanted && o != origin)) return none;
     origin = o;
     wanted += part.size();
   }
-  if (wanted != landed.size()) return {};
+  if (wanted != landed.size()) return none;
   const auto* at = reinterpret_cast<const float*>(origin + landed.begin * sizeof(float));
-  for (const Registered& r : registered_)
-    if (r.region && at >= r.begin && at + landed.size() <= r.end)
-      return {r.region.get(), static_cast<uint64_t>(at - r.begin) * sizeof(float)};
-  return {};
+  for (size_t r = 0; r < registered_.size(); ++r)
+    if (at >= registered_[r].begin && at + landed.size() <= registered_[r].end)
+      return {r, static_cast<uint64_t>(at - registered_[r].begin) * sizeof(float)};
+  return none;
 }
 
 // Copying a 1 MiB message out while the next is on the wire, rather than the
@@ -171,8 +174,12 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
     } else {
       // Only the floats asked for: a small tensor's pull does not write back its whole shard.
       const uint64_t from = f.floats.begin - partition_->shard(f.link->index, first).begin;
-      f.seq = post(*f.link, *f.lane, MsgType::kPull, first, f.floats.size(), static_cast<uint32_t>(from),
-                   last - first + 1, nullptr, inflight);
+      // A put path's lanes put them straight into registered memory that takes them all.
+      const auto [landing, at] = f.link->landings ? landing_of(f.floats) : std::pair{registered_.size(), 0ul};
+      f.in_place = landing < f.link->landings;
+      f.seq =
+          post(*f.link, *f.lane, MsgType::kPull, first, f.floats.size(), static_cast<uint32_t>(from), last - first + 1,
+               nullptr, inflight, 0, f.in_place ? static_cast<uint32_t>(landing + 1) : 0, f.in_place ? at : 0);
     }
   }
   for (auto& r : inflight) r.wait_for(options_.timeout);
@@ -180,6 +187,9 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   for (const Fetch& f : fetch) {
     if (f.seq == 0) continue;
     await_pull(*f.link, *f.lane, f.seq, f.floats);
+    if (f.in_place)
+      deliver(*f.link, f.link->receive_layout.params_offset() + (f.floats.begin - f.link->range.begin) * sizeof(float),
+              f.floats.size() * sizeof(float), true);
     ++stats_.pulls;
     stats_.pull_bytes += f.bytes;
   }

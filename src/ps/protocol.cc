@@ -133,6 +133,7 @@ void lane_hello_fields(Io& io, H& h) {
   io.u64(h.token);
   io.u64(h.clock);
   io.bytes(h.receive_region, kMaxRegion);
+  io.list(h.landing_regions, 0, kMaxLandingRegions, "landing regions", [&](auto& d) { io.bytes(d, kMaxRegion); });
 }
 
 template <class Io, class M>

@@ -20,7 +20,7 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 8;
+constexpr uint32_t kProtocolVersion = 9;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
 
@@ -46,8 +46,9 @@ struct SlotHeader {
   uint32_t offset;        ///< push/init/pull: first float within the (first) shard
   uint32_t length;        ///< push/init: floats in the payload; pull: shard count
   float learning_rate;    ///< push: the worker's rate (a scheduler's); 0 = the server's
-  uint32_t reserved0;
-  uint64_t reserved1;
+  uint32_t
+      landing;  ///< pull: 1 + which of the worker's landing regions (LaneHello) the floats go to; 0: its receive region
+  uint64_t landing_offset;  ///< pull: the byte of that region the first float asked goes to
 };
 static_assert(sizeof(SlotHeader) == 64);
 
@@ -92,6 +93,9 @@ struct TensorDecl {
 constexpr size_t kMaxTensorName = 4096;
 /// Largest Hello a server reads: a table of about 100,000 tensors with long names.
 constexpr size_t kMaxHelloBytes = 16u << 20;
+/// Most landing regions a LaneHello carries; memory registered beyond them
+/// takes the copy from the receive region.
+constexpr size_t kMaxLandingRegions = 1024;
 
 /// The update rule a worker was configured with. A server started with
 /// rule_from_workers adopts the first worker's and refuses workers that differ.
@@ -160,6 +164,10 @@ struct LaneHello {
   /// the server restarted (the lane takes the larger of it and its own choice).
   uint64_t clock = 0;
   std::vector<uint8_t> receive_region;  ///< serialized RegionDescriptor (write rights), the whole layout
+  /// Serialized RegionDescriptors (write rights) of memory the worker
+  /// registered (Client::register_memory) that a pull may ask to be put
+  /// straight into, on the put path (docs/protocol.md "Landing in place").
+  std::vector<std::vector<uint8_t>> landing_regions;
 };
 /// Lane -> worker answer.
 struct LaneWelcome {

@@ -23,9 +23,9 @@ using Clock = std::chrono::steady_clock;
 using transport::Access;
 
 namespace {
-constexpr auto kHelloTimeout = 5s;      // a connected peer's LaneHello
-constexpr auto kAnswerTimeout = 100ms;  // a LaneWelcome: small, into an empty socket buffer
-constexpr size_t kMaxLaneHello = 256 * 1024;
+constexpr auto kHelloTimeout = 5s;          // a connected peer's LaneHello
+constexpr auto kAnswerTimeout = 100ms;      // a LaneWelcome: small, into an empty socket buffer
+constexpr size_t kMaxLaneHello = 1u << 20;  // up to kMaxLandingRegions descriptors
 constexpr auto kHousekeepingEvery = 1ms;
 // Active-message write-backs go in messages of about this size: UCX's
 // ucp_am_bw over tcp peaks at 1 MiB (docs/benchmarks.md).
@@ -145,6 +145,16 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   if (receive->size() < receive_layout_.bytes())
     throw Error(Errc::kPermissionDenied, "receive region of " + std::to_string(receive->size()) + " bytes, needs " +
                                              std::to_string(receive_layout_.bytes()));
+  // Only puts land where the worker says; on the active-message path the worker chooses itself.
+  std::vector<std::unique_ptr<transport::RemoteRegion>> landings;
+  std::vector<uint64_t> landing_bytes;
+  for (size_t i = 0; !use_am && i < hello.landing_regions.size(); ++i) {
+    landings.push_back(ep->import(
+        transport::RegionDescriptor::parse(hello.landing_regions[i], peer + " landing region " + std::to_string(i))));
+    if (!transport::allows(landings.back()->access(), Access::kRemoteWrite))
+      throw Error(Errc::kPermissionDenied, "landing region " + std::to_string(i) + " grants no remote write");
+    landing_bytes.push_back(landings.back()->size());
+  }
   try {
     // Built aside and kept only once all of it worked: a refusal leaves the worker's slot as it was.
     auto inbox = std::make_unique<InboxReader>(
@@ -160,6 +170,8 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     w.inbox = std::move(inbox);
     w.copy = std::move(copy);
     w.writer = std::move(writer);
+    w.landings = std::move(landings);
+    w.landing_bytes = std::move(landing_bytes);
   } catch (const Error& e) {
     throw Error(e.code(), std::string("server could not register memory: ") + e.what());
   }
@@ -181,6 +193,8 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   } catch (const Error& e) {
     logf(LogLevel::kWarn, "rdmaps-server: %s left during the handshake: %s", w.name.c_str(), e.what());
     w.writer.reset();
+    w.landings.clear();
+    w.landing_bytes.clear();
     return;
   }
   by_endpoint_[ep.get()] = w.id;
@@ -221,7 +235,8 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
                         setup_.server->index,
                         setup_.first_shard,
                         setup_.first_shard + setup_.shards,
-                        versions_.data()};
+                        versions_.data(),
+                        w.landing_bytes};
   if (std::string why = check_slot(h, rules); !why.empty()) return reject(w, RejectReason::kHeader, why);
   const bool bf16 = h.flags & kFlagBf16;
   switch (static_cast<MsgType>(h.type)) {
@@ -334,13 +349,16 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   const auto t0 = Clock::now();
   try {
     w.writer->wait_sent(kIoTimeout);
+    // Into the worker's own memory where its pull asked for it (checked by check_slot()).
+    const transport::RemoteRegion* landing = h.landing ? w.landings[h.landing - 1].get() : nullptr;
     const uint64_t offset =
-        receive_layout_.params_offset() + (lane_range_.begin - server_range_.begin + local) * sizeof(float);
+        landing ? h.landing_offset
+                : receive_layout_.params_offset() + (lane_range_.begin - server_range_.begin + local) * sizeof(float);
     const uint64_t* versions = versions_.data() + (h.shard - setup_.first_shard);
     const uint64_t versions_offset = receive_layout_.versions_offset() + uint64_t{h.shard} * 8;
     if (direct) {
-      w.writer->send_params(direct->params + local, floats, *direct->region, offset);
-      w.writer->send_versions(versions, h.length, versions_offset);
+      w.writer->send_params(direct->params + local, floats, *direct->region, offset, landing);
+      w.writer->send_versions(versions, h.length, versions_offset, kIoTimeout);
       w.writer->wait_sent(kIoTimeout);
     } else {
       const float* copy = static_cast<const float*>(w.copy->data()) + local;
@@ -348,11 +366,11 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
         // Chunks end on shard boundaries: the worker copies out whole shards as they land.
         const size_t n = std::min(chunk - (local + done) % shard_floats, floats - done);
         store_->snapshot(w.id, local + done, n);
-        w.writer->send_params(copy + done, n, *w.copy, offset + done * sizeof(float));
+        w.writer->send_params(copy + done, n, *w.copy, offset + done * sizeof(float), landing);
         done += n;
         if (done < floats) context_->progress();
       }
-      w.writer->send_versions(versions, h.length, versions_offset);
+      w.writer->send_versions(versions, h.length, versions_offset, kIoTimeout);
     }
   } catch (const Error& e) {
     // The worker died with a write-back in flight: drop it, keep serving the others.

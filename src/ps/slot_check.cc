@@ -12,6 +12,8 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
   if (h.flags & ~kFlagBf16) return "unknown header flags " + to_string(h.flags);
   const bool bf16 = h.flags & kFlagBf16;
   if (bf16 && h.type != static_cast<uint16_t>(MsgType::kPush)) return "a bf16 payload in a message other than a push";
+  if ((h.landing || h.landing_offset) && h.type != static_cast<uint16_t>(MsgType::kPull))
+    return "a landing region in a message other than a pull";
   const uint32_t first = r.first_shard, end = r.end_shard;
   const std::string lane = "this lane's [" + to_string(first) + ", " + to_string(end) + ")";
   switch (static_cast<MsgType>(h.type)) {
@@ -39,6 +41,15 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
       if (h.offset >= from.size() || h.base_version > there - h.offset)
         return "pull of floats [" + to_string(h.offset) + ", +" + to_string(h.base_version) + ") outside shards [" +
                to_string(h.shard) + ", +" + to_string(h.length) + ") of " + to_string(there) + " floats";
+      if (h.landing == 0) return h.landing_offset ? "a landing offset without a landing region" : std::string();
+      if (h.landing > r.landing_bytes.size())
+        return "pull into landing region " + to_string(h.landing) + " of the worker's " +
+               to_string(r.landing_bytes.size());
+      const uint64_t bytes = (h.base_version ? h.base_version : there - h.offset) * sizeof(float);
+      const uint64_t size = r.landing_bytes[h.landing - 1];
+      if (h.landing_offset > size || bytes > size - h.landing_offset)
+        return "pull of " + to_string(bytes) + " bytes at byte " + to_string(h.landing_offset) + " of landing region " +
+               to_string(h.landing) + " of " + to_string(size) + " bytes";
       return {};
     }
     case MsgType::kClock:

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "src/ps/partition.h"
@@ -19,11 +20,13 @@ struct SlotRules {
   uint32_t server = 0;                      ///< this server's index
   uint32_t first_shard = 0, end_shard = 0;  ///< this lane's shards, [first, end) of the server's
   const uint64_t* versions = nullptr;       ///< of this lane's shards
+  std::span<const uint64_t> landing_bytes;  ///< sizes of the worker's landing regions (LaneHello)
 };
 
 /// Empty when the header may be acted on, else why not (goes to the worker's
 /// rejected count and the log). Accepted pushes and inits lie inside one of
-/// this lane's shards; accepted pulls name only this lane's shards.
+/// this lane's shards; accepted pulls name only this lane's shards, and a
+/// pull that lands in a landing region fits in it.
 std::string check_slot(const SlotHeader& h, const SlotRules& r);
 
 }  // namespace rdmaps::ps

@@ -22,10 +22,11 @@ void WriteBackSender::wait_sent(std::chrono::milliseconds timeout) {
   data_.clear();
 }
 
-void WriteBackSender::send_params(const float* params, size_t floats, const transport::Region& source,
-                                  uint64_t offset) {
+void WriteBackSender::send_params(const float* params, size_t floats, const transport::Region& source, uint64_t offset,
+                                  const transport::RemoteRegion* landing) {
   if (!use_am_) {
-    data_.push_back(ep_.put(params, floats * sizeof(float), *receive_, offset, &source));
+    data_.push_back(ep_.put(params, floats * sizeof(float), landing ? *landing : *receive_, offset, &source));
+    landed_ |= landing != nullptr;
     return;
   }
   WriteBackHeader& h = data_headers_.at(data_.size());
@@ -33,10 +34,15 @@ void WriteBackSender::send_params(const float* params, size_t floats, const tran
   data_.push_back(ep_.am_send(kAmWriteBack, &h, sizeof(WriteBackHeader), params, floats * sizeof(float), &source));
 }
 
-void WriteBackSender::send_versions(const uint64_t* versions, size_t count, uint64_t offset) {
+void WriteBackSender::send_versions(const uint64_t* versions, size_t count, uint64_t offset,
+                                    std::chrono::milliseconds timeout) {
   auto* staged = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(outbox_->data()) + sizeof(Mailbox));
   std::memcpy(staged, versions, count * 8);
   if (!use_am_) {
+    // A fence orders puts on one transport; emulated puts into a landing
+    // region (messages the worker applies) are behind the mailbox only once flushed.
+    if (landed_) ep_.flush().wait_for(timeout);
+    landed_ = false;
     data_.push_back(ep_.put(staged, count * 8, *receive_, offset, outbox_.get()));
     ep_.fence();
     return;

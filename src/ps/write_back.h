@@ -28,11 +28,15 @@ class WriteBackSender {
                   bool use_am);
 
   /// Puts `floats` parameters from `params` (in `source`, registered, unchanged
-  /// until wait_sent()) at `offset`. A write-back may send its range in
-  /// several calls, each starting while the ones before are in flight.
-  void send_params(const float* params, size_t floats, const transport::Region& source, uint64_t offset);
-  /// Ends it: `count` version words at `offset`, fenced before any later mailbox.
-  void send_versions(const uint64_t* versions, size_t count, uint64_t offset);
+  /// until wait_sent()) at `offset` of the receive region, or of `landing`
+  /// (put path only). A write-back may send its range in several calls, each
+  /// starting while the ones before are in flight.
+  void send_params(const float* params, size_t floats, const transport::Region& source, uint64_t offset,
+                   const transport::RemoteRegion* landing = nullptr);
+  /// Ends it: `count` version words at `offset`, fenced before any later
+  /// mailbox; after parameters put into a landing region, only once they
+  /// are in place there (a flush: the transport may emulate those puts).
+  void send_versions(const uint64_t* versions, size_t count, uint64_t offset, std::chrono::milliseconds timeout);
   /// Waits until every buffer of the write-back sent may change (local
   /// completion); due before the next one, which reuses them.
   void wait_sent(std::chrono::milliseconds timeout);
@@ -51,6 +55,7 @@ class WriteBackSender {
   std::unique_ptr<transport::Region> outbox_;  // mailbox + versions staged for puts
   uint64_t mailbox_offset_;
   bool use_am_;
+  bool landed_ = false;  // this write-back put parameters into a landing region
   std::vector<transport::Request> data_;
   transport::Request mailbox_;
   // Headers of in-flight active messages (UCX 1.13 reads them until

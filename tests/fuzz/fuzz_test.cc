@@ -116,14 +116,19 @@ std::map<std::string, std::vector<Bytes>> seeds() {
   w.lanes = {{41000, 0, 1}, {41001, 1, 1}};
   ps::Welcome no;
   no.reason = "its declared tensors differ";
-  ps::LaneHello lh{3, 0x1234567890abcdefull, 17, sample_region().serialize()};
+  ps::LaneHello lh{3,
+                   0x1234567890abcdefull,
+                   17,
+                   sample_region().serialize(),
+                   {sample_region().serialize(), sample_region().serialize()}};
   ps::LaneWelcome lw{1, "", 7, sample_region().serialize()};
   s["setup"] = {ps::encode(sample_hello()), ps::encode(w), ps::encode(no), ps::encode(lh), ps::encode(lw)};
   s["region"] = {sample_region().serialize()};
   ps::SlotHeader push{ps::kSlotMagic, 1, 0, 0, 1, 5, 2, 0, 100, 900, 0.1f, 0, 0};
   ps::SlotHeader pull{ps::kSlotMagic, 3, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0};
+  ps::SlotHeader landing_pull{ps::kSlotMagic, 3, 0, 0, 0, 5, 1000, 0, 24, 1, 0, 2, 4000};
   ps::SlotHeader clock{ps::kSlotMagic, 2, 0, 0, 0, 5, 0, 1, 0, 0, 0, 0, 0};
-  s["slot"] = {as_bytes(push), as_bytes(pull), as_bytes(clock)};
+  s["slot"] = {as_bytes(push), as_bytes(pull), as_bytes(clock), as_bytes(landing_pull)};
   return s;
 }
 
@@ -331,6 +336,8 @@ TEST(Fuzz, InboxSlotHeaders) {
     r.first_shard = b[64] % 2;  // a lane with one or all of the server's shards
     r.end_shard = shards;
     r.versions = versions;
+    const uint64_t landing_bytes[2] = {65536, 8000};
+    r.landing_bytes = landing_bytes;
     if (std::string why = ps::check_slot(h, r); !why.empty()) throw Error(Errc::kProtocol, why);
     const auto type = static_cast<ps::MsgType>(h.type);
     if (type == ps::MsgType::kPush || type == ps::MsgType::kInit) {
@@ -344,7 +351,16 @@ TEST(Fuzz, InboxSlotHeaders) {
       const ps::Range from = partition.shard(1, h.shard);
       const uint64_t there = partition.shard(1, h.shard + h.length - 1).end - from.begin;
       if (h.offset >= from.size() || h.offset + h.base_version > there) return "pull of floats outside its shards";
-    } else if (type != ps::MsgType::kClock && type != ps::MsgType::kBye) {
+      const uint64_t bytes = (h.base_version ? h.base_version : there - h.offset) * 4;
+      const uint64_t room = h.landing && h.landing <= 2 ? landing_bytes[h.landing - 1] : 0;
+      if (h.landing > 2 || (h.landing && (h.landing_offset > room || bytes > room - h.landing_offset)))
+        return "pull outside its landing region";
+      if (!h.landing && h.landing_offset) return "landing offset without a region";
+    } else if (h.landing || h.landing_offset) {
+      return "landing fields outside a pull";
+    }
+    if (type != ps::MsgType::kPush && type != ps::MsgType::kInit && type != ps::MsgType::kPull &&
+        type != ps::MsgType::kClock && type != ps::MsgType::kBye) {
       return "unknown type accepted";
     }
     return {};

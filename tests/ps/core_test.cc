@@ -237,14 +237,15 @@ RDMAPS_TEST_PEER(single_puller) {
 }
 
 // Pulls into memory given to register_memory() land there with no copy out
-// of the receive region where write-backs come by message (tcp), and only
-// where one registered target holds a whole message; the values are exact
-// either way (docs/protocol.md "Write-back (pull)").
+// of the receive region: by message (tcp) where one registered target holds a
+// whole message, by put (shm) where it holds all a lane writes back; the
+// values are exact either way (docs/protocol.md "Landing in place").
 constexpr size_t kRegShard = 262144;  // 1 MiB: one write-back message per shard
 
 TEST_P(PsTest, PullsIntoRegisteredMemoryLandInPlace) {
   Config c = sgd_config(GetParam(), 1.0f, kRegShard);
   c.staleness = kInfiniteStaleness;
+  c.server_threads = 2;  // a lane per shard: "a" alone in one, "b" and "c" in the other
   ServerGroup servers(1, 1, c);
   PeerProcess worker("registered_puller", GetParam(), 0, 5, {servers.addresses(), "0"});
   EXPECT_EQ(worker.wait(60s), 0) << "a pull into registered memory returned wrong values or did not land in place";
@@ -294,8 +295,8 @@ RDMAPS_TEST_PEER(registered_puller) {
       return 1;
     }
   }
-  // Only "a"'s messages land in place: "c" shares its shard's message with "b".
-  const uint64_t in_place = client.stats().pull_bytes_in_place, want = am ? kRounds * kRegShard * 4 : 0;
+  // Only "a" lands in place: "c" shares its shard's message (am) and its lane's write-back (put) with "b".
+  const uint64_t in_place = client.stats().pull_bytes_in_place, want = kRounds * kRegShard * 4;
   if (in_place != want) {
     std::fprintf(stderr, "registered_puller: %llu bytes landed in place over the %s path, expected %llu\n",
                  static_cast<unsigned long long>(in_place), am ? "am" : "put", static_cast<unsigned long long>(want));
@@ -354,8 +355,7 @@ RDMAPS_TEST_PEER(unaligned_puller) {
       return 1;
     }
   }
-  const bool am = client.stats().push_paths.at(0) == "am";
-  if (client.stats().pull_bytes_in_place != (am ? 2 * kFloats * 4 : 0)) {
+  if (client.stats().pull_bytes_in_place != 2 * kFloats * 4) {
     std::fprintf(stderr, "unaligned_puller: %llu bytes landed in place\n",
                  static_cast<unsigned long long>(client.stats().pull_bytes_in_place));
     return 1;
@@ -395,14 +395,13 @@ RDMAPS_TEST_PEER(views_puller) {
   client.init("p", std::span<const float>(want.data(), kP));
   client.init("q", std::span<const float>(want.data() + kP, kQ));
   client.init("r", std::span<const float>(want.data() + kP + kQ, kR));
-  const bool am = client.stats().push_paths.at(0) == "am";
   client.pull(std::vector<PullTarget>{{"p", p}, {"q", q}, {"r", r}});
   if (std::memcmp(flat.data(), want.data(), kAll * 4) != 0) {
     std::fprintf(stderr, "views_puller: the three views differ after one pull\n");
     return 1;
   }
-  if (client.stats().pull_bytes_in_place != (am ? kAll * 4 : 0)) {
-    std::fprintf(stderr, "views_puller: %llu bytes landed in place, expected all of them over am\n",
+  if (client.stats().pull_bytes_in_place != kAll * 4) {
+    std::fprintf(stderr, "views_puller: %llu bytes landed in place, expected all of them\n",
                  static_cast<unsigned long long>(client.stats().pull_bytes_in_place));
     return 1;
   }
@@ -411,7 +410,7 @@ RDMAPS_TEST_PEER(views_puller) {
   client.pull(std::vector<PullTarget>{{"p", p}, {"r", r}});
   if (std::memcmp(p.data(), want.data(), kP * 4) != 0 || std::memcmp(r.data(), want.data() + kP + kQ, kR * 4) != 0 ||
       !std::all_of(q.begin(), q.end(), [](float v) { return std::isnan(v); }) ||
-      client.stats().pull_bytes_in_place != (am ? kAll * 4 : 0)) {
+      client.stats().pull_bytes_in_place != kAll * 4) {
     std::fprintf(stderr, "views_puller: pulling 'p' and 'r' wrote 'q' or missed a value\n");
     return 1;
   }

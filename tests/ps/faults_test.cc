@@ -98,7 +98,7 @@ struct RawWorker {
     layout.lanes = welcome.lanes.size();
     receive = context->allocate(layout.bytes(), Access::kRemoteWrite);
     std::memset(receive->data(), 0, receive->size());
-    ps::LaneHello lane_hello{worker, welcome.token, 0, receive->descriptor(Access::kRemoteWrite).serialize()};
+    ps::LaneHello lane_hello{worker, welcome.token, 0, receive->descriptor(Access::kRemoteWrite).serialize(), {}};
     for (const auto& info : welcome.lanes) {
       lanes.push_back(context->connect(transport::SockAddr::parse(address).with_port(info.port), kSetupTimeout));
       lanes.back()->send_control(encode(lane_hello), kSetupTimeout);

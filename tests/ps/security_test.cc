@@ -297,8 +297,8 @@ TEST_P(PsSecurityTest, SilentAndHalfOpenConnectionsStallNobody) {
 }
 
 // Case 2, what can be checked outside UCX: an admitted peer's region
-// descriptor that is truncated, oversized or of the wrong kind is refused by
-// the lane, which goes on serving.
+// descriptor (receive or landing region) that is truncated, oversized or of
+// the wrong kind is refused by the lane, which goes on serving.
 TEST_P(PsSecurityTest, MalformedRegionDescriptorsAreRefusedByTheLane) {
   ServerGroup servers(1, 2, fault_config(GetParam()));
   const std::string address = servers.addresses();
@@ -314,10 +314,26 @@ TEST_P(PsSecurityTest, MalformedRegionDescriptorsAreRefusedByTheLane) {
       SockAddr::parse(address).with_port(static_cast<uint16_t>(welcome.lanes.at(0).port)).to_string();
   for (const Bytes& bad : {truncated, longer, wrong_kind, Bytes{}}) {
     SetupPeer lane(GetParam(), lane0);
-    lane.ep->send_control(ps::encode(ps::LaneHello{1, welcome.token, 0, bad}), kSetupTimeout);
+    lane.ep->send_control(ps::encode(ps::LaneHello{1, welcome.token, 0, bad, {}}), kSetupTimeout);
     ps::LaneWelcome w = ps::decode_lane_welcome(lane.ep->recv_control(kSetupTimeout), lane0);
     EXPECT_FALSE(w.accepted);
     EXPECT_NE(w.reason.find("region descriptor"), std::string::npos) << w.reason;
+  }
+  // On the put path the lane also reads landing regions: a malformed one, or
+  // one granting no write, is refused by name with a good receive region.
+  if (welcome.push_path == static_cast<uint32_t>(PushPath::kPut)) {
+    auto readable = peer.context->allocate(1 << 12, Access::kRemoteReadWrite);
+    const std::vector<std::pair<Bytes, std::string>> landings = {
+        {truncated, "landing region 1"},
+        {wrong_kind, "landing region 1"},
+        {readable->descriptor(Access::kRemoteRead).serialize(), "landing region 1 grants no remote write"}};
+    for (const auto& [bad, named] : landings) {
+      SetupPeer lane(GetParam(), lane0);
+      lane.ep->send_control(ps::encode(ps::LaneHello{1, welcome.token, 0, good, {good, bad}}), kSetupTimeout);
+      ps::LaneWelcome w = ps::decode_lane_welcome(lane.ep->recv_control(kSetupTimeout), lane0);
+      EXPECT_FALSE(w.accepted);
+      EXPECT_NE(w.reason.find(named), std::string::npos) << w.reason;
+    }
   }
   PeerProcess honest("steady_worker", GetParam(), 0, 5, {address, "0"});
   EXPECT_EQ(honest.wait(60s), 0);
