@@ -90,6 +90,7 @@ void wait_byte(transport::Context& ctx, const volatile uint8_t* byte, uint8_t va
 }
 
 struct Flags {
+  std::string target_memory = "allocated";  // or "registered": the caller's memory, as pulls land in place
   std::string transport = "auto", op = "put", wait = "event", peer_failure = "off", peer, role = "client",
               listen = "0.0.0.0:13337";
   std::vector<uint64_t> sizes = {8, 64, 512, 4096, 65536, 262144, 1 << 20, 4 << 20, 16 << 20, 64 << 20};
@@ -130,7 +131,11 @@ int run_server(const Flags& flags) {
   auto ep = listener->accept(kPhaseTimeout);
   const uint64_t seed = recv_words(*ep, kSetupTimeout).at(0);
   const uint64_t max_size = recv_words(*ep, kSetupTimeout).at(0);
-  auto region = ctx->allocate(max_size, Access::kRemoteReadWrite);
+  // Memory UCX allocated (mapped for shared memory), or the process's own
+  // memory registered with it (what a pull puts into in place).
+  std::vector<uint8_t> own(flags.target_memory == "registered" ? max_size : 0);
+  auto region = own.empty() ? ctx->allocate(max_size, Access::kRemoteReadWrite)
+                            : ctx->register_memory(own.data(), own.size(), Access::kRemoteReadWrite);
   ep->send_control(region->descriptor(Access::kRemoteReadWrite).serialize(), kSetupTimeout);
   auto pong_target = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), ep->peer_name()));
 
@@ -252,7 +257,8 @@ int run_client(const Flags& flags) {
   if (peer.empty()) {
     // With no peer, the target runs as a child process with the same options.
     child = spawn_self("rdmaps-perf", {"transport", "--role", "server", "--listen", "127.0.0.1:0", "--transport",
-                                       flags.transport, "--wait", flags.wait, "--peer-failure", flags.peer_failure});
+                                       flags.transport, "--wait", flags.wait, "--peer-failure", flags.peer_failure,
+                                       "--target-memory", flags.target_memory});
     int port = 0;
     read_report(child, &port, sizeof(port), "transport server");
     peer = "127.0.0.1:" + std::to_string(port);
@@ -430,6 +436,9 @@ int perf_transport_main(int argc, char** argv, int first) {
            "bandwidth phase: the target buffers' bytes, when they differ from --span (e.g. a few inbox slots)");
   add_size(app, "--lat-iters", f.lat_iters, 0, 1ull << 32,
            "latency samples per size (at most --iters; 0 skips the phase)");
+  capture(app.add_option("--target-memory", f.target_memory,
+                         "the target's memory: allocated by UCX, or the process's own registered with it")
+              ->check(cli::one_of({"allocated", "registered"})));
   capture(app.add_option("--wait", f.wait, "idle waits block on the UCX event fd, or spin")
               ->check(cli::one_of({"event", "busy"})));
   capture(app.add_option("--peer-failure", f.peer_failure, "UCX peer-failure handling (on costs tcp its RMA lanes)")

@@ -26,6 +26,10 @@ class Endpoint {
   /// Whether puts/gets run on a transport that does them natively (shared
   /// memory, verbs) rather than emulated in software over messages (tcp).
   virtual bool rma_native() const = 0;
+  /// Whether puts into memory the peer registered itself (rather than memory
+  /// the transport allocated) run natively: verbs do; UCX 1.13 emulates them
+  /// over shared-memory mappings and CMA, and over tcp.
+  virtual bool rma_to_registered() const = 0;
   /// Transports each lane uses, as UCX reports them ("rma: posix/memory ...").
   virtual std::string describe() const = 0;
   virtual bool failed() const = 0;

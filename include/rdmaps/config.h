@@ -17,6 +17,12 @@ enum class StalenessPolicy { kNone, kScaleByTau, kDropAboveMax };
 /// How a push reaches the inbox: one-sided put, active message, or chosen per
 /// endpoint (put where UCX's RMA is native, active message where emulated).
 enum class PushPath { kAuto, kPut, kAm };
+/// Whether servers put pulls straight into memory given to
+/// Client::register_memory() before connect(): where the transport writes
+/// such memory natively (verbs), everywhere (UCX 1.13 emulates it over shared
+/// memory, slower with more than one server thread), or never
+/// (docs/protocol.md "Landing in place").
+enum class PutLanding { kAuto, kOn, kOff };
 /// Element type of pushed gradients on the wire (parameters stay float32).
 enum class WireFormat { kF32, kBf16 };
 
@@ -46,14 +52,11 @@ struct Config {
   uint64_t tau_max = 16;   ///< kDropAboveMax limit
   bool check_nan = false;  ///< reject pushes carrying NaN/Inf
   PushPath push_path = PushPath::kAuto;
-  /// Worker, put path: servers put pulls straight into memory given to
-  /// Client::register_memory() before connect(); off: into the receive
-  /// region, copied out (docs/protocol.md "Landing in place").
-  bool put_landing = true;
-  WireFormat wire = WireFormat::kF32;  ///< bf16: half the bytes, rounding error fed back on the worker
-  std::string transport = "auto";      ///< tcp, shm or auto (UCX_TLS)
-  uint32_t shard_floats = 256 * 1024;  ///< floats per shard (1 MiB)
-  uint32_t inbox_slots = 4;            ///< slots per worker inbox ring
+  PutLanding put_landing = PutLanding::kAuto;  ///< worker, put path: pulls put into registered memory
+  WireFormat wire = WireFormat::kF32;          ///< bf16: half the bytes, rounding error fed back on the worker
+  std::string transport = "auto";              ///< tcp, shm or auto (UCX_TLS)
+  uint32_t shard_floats = 256 * 1024;          ///< floats per shard (1 MiB)
+  uint32_t inbox_slots = 4;                    ///< slots per worker inbox ring
   /// Worker: pinned chunks between GPU memory and the network where UCX
   /// cannot read device memory (the staged path); 0: enough for 8 MiB in flight.
   uint32_t staging_depth = 0;

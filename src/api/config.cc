@@ -227,7 +227,11 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
                     {{"put", PushPath::kPut}, {"am", PushPath::kAm}, {"auto", PushPath::kAuto}},
                     "how pushes travel (auto: put where RMA is native)"),
            "push-path");
-  switch_("put-landing", config.put_landing, "put pulls straight into registered memory (off: copied out)");
+  if (wanted("put-landing"))
+    finish(add_enum(app, "--put-landing", config.put_landing,
+                    {{"auto", PutLanding::kAuto}, {"on", PutLanding::kOn}, {"off", PutLanding::kOff}},
+                    "pulls put straight into registered memory (auto: where the transport writes it natively)"),
+           "put-landing");
   if (wanted("wire"))
     finish(add_enum(app, "--wire", config.wire, {{"f32", WireFormat::kF32}, {"bf16", WireFormat::kBf16}},
                     "gradients on the wire (bf16: half the bytes)"),
@@ -337,9 +341,12 @@ std::string describe(const Config& c) {
         : c.staleness_policy == StalenessPolicy::kScaleByTau ? "eta-tau"
                                                              : "drop (tau-max " + std::to_string(c.tau_max) + ")")
     << ", check-nan " << (c.check_nan ? "on" : "off") << ", push-path " << push_path_name(c.push_path)
-    << ", put-landing " << (c.put_landing ? "on" : "off") << ", wire " << (c.wire == WireFormat::kBf16 ? "bf16" : "f32")
-    << ", transport " << c.transport << ", shard " << c.shard_floats << " floats, inbox " << c.inbox_slots
-    << " slots, secret " << (c.secret.empty() ? "none" : "set");
+    << ", put-landing "
+    << (c.put_landing == PutLanding::kOn    ? "on"
+        : c.put_landing == PutLanding::kOff ? "off"
+                                            : "auto")
+    << ", wire " << (c.wire == WireFormat::kBf16 ? "bf16" : "f32") << ", transport " << c.transport << ", shard "
+    << c.shard_floats << " floats, inbox " << c.inbox_slots << " slots, secret " << (c.secret.empty() ? "none" : "set");
   if (c.reconnect_ms) o << ", reconnect " << c.reconnect_ms / 1000.0 << " s";
   if (!c.checkpoint_dir.empty()) {
     o << ", checkpoints in " << c.checkpoint_dir << " every ";

@@ -12,9 +12,15 @@ using transport::Access;
 // The server's control thread admits this worker and names its lanes; the
 // worker then connects to each lane, handing it the receive region.
 // Puts land where the worker tells the server; over active messages the
-// worker decides alone.
-void ClientImpl::offer_landings(ServerLink& link, LaneHello& hello) {
-  link.landings = !link.use_am && config_.put_landing ? std::min(registered_.size(), kMaxLandingRegions) : 0;
+// worker decides alone. Where the transport cannot write registered memory
+// natively (shared memory), UCX emulates those puts and the worker's UCX
+// applies every lane's alone: 0.8 of the copy's pull time with one server
+// thread, 1.2-1.45 of it with two (docs/benchmarks.md, "Session 19"), so
+// only PutLanding::kOn asks for them there.
+void ClientImpl::offer_landings(ServerLink& link, const transport::Endpoint& ep, LaneHello& hello) {
+  const bool offer = !link.use_am && (config_.put_landing == PutLanding::kOn ||
+                                      (config_.put_landing == PutLanding::kAuto && ep.rma_to_registered()));
+  link.landings = offer ? std::min(registered_.size(), kMaxLandingRegions) : 0;
   hello.landing_regions.clear();
   for (size_t i = 0; i < link.landings; ++i)
     hello.landing_regions.push_back(registered_[i].region->descriptor(Access::kRemoteWrite).serialize());
@@ -60,7 +66,6 @@ Welcome ClientImpl::connect_one(uint32_t index) {
   lane_hello.token = welcome.token;
   lane_hello.clock = clock_;
   lane_hello.receive_region = link.receive->descriptor(Access::kRemoteWrite).serialize();
-  offer_landings(link, lane_hello);
   const auto host = transport::SockAddr::parse(link.address);
   link.lanes.resize(welcome.lanes.size());
   link.lane_of.assign(link.shards, 0);
@@ -73,6 +78,7 @@ Welcome ClientImpl::connect_one(uint32_t index) {
     const std::string where = link.address + " lane " + std::to_string(l);
     const auto lane_address = host.with_port(static_cast<uint16_t>(info.port));
     lane.ep = context_->connect(lane_address, options_.timeout, where + " (" + lane_address.to_string() + ")");
+    if (l == 0) offer_landings(link, *lane.ep, lane_hello);  // every lane of a server reaches it the same way
     lane.ep->send_control(encode(lane_hello), options_.timeout);
     LaneWelcome lw = decode_lane_welcome(lane.ep->recv_control(options_.timeout), where);
     if (!lw.accepted)

@@ -154,7 +154,7 @@ class ClientImpl {
   GpuTransfer& gpu();
   Welcome connect_one(uint32_t index);
   /// Gives `link`'s lanes (in `hello`) the registered memory they may put pulls into.
-  void offer_landings(ServerLink& link, LaneHello& hello);
+  void offer_landings(ServerLink& link, const transport::Endpoint& ep, LaneHello& hello);
   void pull_once(std::span<const PullTarget> targets);
   // Server restarts (Config::reconnect_ms, docs/cluster.md "Checkpoints").
   /// After `cause` interrupted an operation: lets `inflight` finish or fail,

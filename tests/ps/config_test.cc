@@ -56,9 +56,9 @@ TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
   EXPECT_NE(message({"--ms-momentum", "1"}).find("--ms-momentum: '1' is not in [0, 1)"), std::string::npos);
   EXPECT_NE(message({"--momentum", "-0.5"}).find("--momentum"), std::string::npos);
   EXPECT_NE(message({"--put-landing", "maybe"}).find("--put-landing"), std::string::npos);
-  EXPECT_TRUE(Config{}.put_landing);
-  parse_config(c, {"--put-landing", "off"}, nullptr);
-  EXPECT_FALSE(c.put_landing);
+  EXPECT_EQ(Config{}.put_landing, PutLanding::kAuto);
+  parse_config(c, {"--put-landing", "on"}, nullptr);
+  EXPECT_EQ(c.put_landing, PutLanding::kOn);
   Config on;
   parse_config(on, {"--ms-bias-correction", "--rule", "dc-asgd-a"}, nullptr);
   EXPECT_TRUE(on.ms_bias_correction);

@@ -254,6 +254,7 @@ TEST_P(PsTest, PullsIntoRegisteredMemoryLandInPlace) {
 RDMAPS_TEST_PEER(registered_puller) {
   Config c = sgd_config(args.transport, 1.0f, kRegShard);
   c.staleness = kInfiniteStaleness;
+  c.put_landing = PutLanding::kOn;  // over shm too, where UCX 1.13 emulates such puts
   // Declared before the client: registered memory outlives it.
   std::vector<float> model(2 * kRegShard, std::nanf(""));  // "a" and "c" in place; "b" beside them
   std::vector<float> plain(kRegShard / 2, std::nanf(""));
@@ -334,7 +335,9 @@ TEST_P(PsTest, ATensorAcrossShardsLandsInPlaceWhole) {
 RDMAPS_TEST_PEER(unaligned_puller) {
   constexpr size_t kHead = 100, kFloats = kRegShard + 37'856;  // [100, 300100): shard 0's tail, shard 1's head
   std::vector<float> y(kFloats, std::nanf(""));
-  Client client(worker_options(args, sgd_config(args.transport, 1.0f, kRegShard)));
+  Config c = sgd_config(args.transport, 1.0f, kRegShard);
+  c.put_landing = PutLanding::kOn;
+  Client client(worker_options(args, c));
   client.declare("x", kHead);
   client.declare("y", kFloats);
   client.register_memory(y);
@@ -370,6 +373,7 @@ RDMAPS_TEST_PEER(unaligned_puller) {
 Config views_config(transport::TransportKind kind) {
   Config c = sgd_config(kind, 1.0f, kRegShard);
   c.server_threads = 1;  // one lane: a pull of "p" and "r" asks for the floats from p's first to r's last
+  c.put_landing = PutLanding::kOn;
   return c;
 }
 

@@ -110,6 +110,16 @@ void* UcxEndpoint::begin_close() noexcept {
   return sp;
 }
 
+namespace {
+// A lane's transport ("2:posix/memory.0 md[1] -> ...") that puts only into
+// memory it mapped itself, or emulates puts.
+bool maps_own_memory_only(const std::string& lane) {
+  for (const char* t : {"posix/", "sysv/", "self/", "tcp/", "cma/"})
+    if (lane.find(t) != std::string::npos) return true;
+  return false;
+}
+}  // namespace
+
 // UCX 1.13 has no query for an endpoint's transports; its printed
 // configuration lists each lane with its transport and role.
 void UcxEndpoint::detect_lanes() {
@@ -125,7 +135,7 @@ void UcxEndpoint::detect_lanes() {
 
   std::istringstream in(info);
   std::string line;
-  bool any_rma = false, any_emulated = false;
+  bool any_rma = false, any_emulated = false, any_to_registered = false;
   while (std::getline(in, line)) {
     if (line.find("lane[") == std::string::npos) continue;
     auto colon = line.find(':');
@@ -137,8 +147,12 @@ void UcxEndpoint::detect_lanes() {
       any_rma = true;
       if (line.find("tcp/") != std::string::npos) any_emulated = true;
     }
+    // UCX 1.13 puts on "rma#" lanes only (rma_bw serves rendezvous), and a
+    // shared-memory mapping reaches only memory its transport allocated.
+    if (line.find(" rma#") != std::string::npos && !maps_own_memory_only(body)) any_to_registered = true;
   }
   rma_native_ = any_rma && !any_emulated;
+  rma_to_registered_ = rma_native_ && any_to_registered;
 }
 
 bool UcxEndpoint::peer_closed() const {

@@ -30,6 +30,7 @@ class UcxEndpoint final : public Endpoint {
 
   const std::string& peer_name() const override { return peer_; }
   bool rma_native() const override { return rma_native_; }
+  bool rma_to_registered() const override { return rma_to_registered_; }
   std::string describe() const override { return lanes_; }
   bool failed() const override { return error_.load(std::memory_order_acquire) != UCS_OK; }
   bool peer_closed() const override;
@@ -69,6 +70,7 @@ class UcxEndpoint final : public Endpoint {
   std::atomic<ucs_status_t> error_{UCS_OK};
   mutable std::atomic<bool> peer_closed_{false};  // the bootstrap socket saw EOF
   bool rma_native_ = false;
+  bool rma_to_registered_ = false;
   bool used_ = false;  // any operation posted: closing then flushes it
   bool peer_failure_handling_ = true;
   std::string lanes_;
