@@ -9,14 +9,12 @@ namespace rdmaps::ps {
 
 using transport::Access;
 
-// The server's control thread admits this worker and names its lanes; the
-// worker then connects to each lane, handing it the receive region.
 // Puts land where the worker tells the server; over active messages the
 // worker decides alone. Where the transport cannot write registered memory
 // natively (shared memory), UCX emulates those puts and the worker's UCX
-// applies every lane's alone: 0.8 of the copy's pull time with one server
-// thread, 1.2-1.45 of it with two (docs/benchmarks.md, "Session 19"), so
-// only PutLanding::kOn asks for them there.
+// applies every lane's alone: pulls took 0.8 of the copy's time with one
+// server thread, iterations 1.2-1.45 of its time with two (docs/benchmarks.md,
+// "Session 19"), so only PutLanding::kOn asks for them there.
 void ClientImpl::offer_landings(ServerLink& link, const transport::Endpoint& ep, LaneHello& hello) {
   const bool offer = !link.use_am && (config_.put_landing == PutLanding::kOn ||
                                       (config_.put_landing == PutLanding::kAuto && ep.rma_to_registered()));
@@ -26,6 +24,8 @@ void ClientImpl::offer_landings(ServerLink& link, const transport::Endpoint& ep,
     hello.landing_regions.push_back(registered_[i].region->descriptor(Access::kRemoteWrite).serialize());
 }
 
+// The server's control thread admits this worker and names its lanes; the
+// worker then connects to each lane, handing it the receive region.
 Welcome ClientImpl::connect_one(uint32_t index) {
   ServerLink& link = links_[index];
   link.index = index;

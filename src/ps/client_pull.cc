@@ -175,7 +175,7 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
       // Only the floats asked for: a small tensor's pull does not write back its whole shard.
       const uint64_t from = f.floats.begin - partition_->shard(f.link->index, first).begin;
       // A put path's lanes put them straight into registered memory that takes them all.
-      const auto [landing, at] = f.link->landings ? landing_of(f.floats) : std::pair{registered_.size(), 0ul};
+      const auto [landing, at] = f.link->landings ? landing_of(f.floats) : std::pair{registered_.size(), uint64_t{0}};
       f.in_place = landing < f.link->landings;
       f.seq =
           post(*f.link, *f.lane, MsgType::kPull, first, f.floats.size(), static_cast<uint32_t>(from), last - first + 1,
