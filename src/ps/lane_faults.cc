@@ -61,8 +61,6 @@ void ServerLane::release(Worker& w) {
   live_[w.id].store(false, std::memory_order_release);
   if (w.writer) w.writer->abandon();
   w.writer.reset();
-  w.landings.clear();  // keys bound to the endpoint: released before it closes
-  w.landing_bytes.clear();
   if (w.inbox) w.inbox->forget_landings();
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());

@@ -147,13 +147,11 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
                                              std::to_string(receive_layout_.bytes()));
   // Only puts land where the worker says; on the active-message path the worker chooses itself.
   std::vector<std::unique_ptr<transport::RemoteRegion>> landings;
-  std::vector<uint64_t> landing_bytes;
   for (size_t i = 0; !use_am && i < hello.landing_regions.size(); ++i) {
     landings.push_back(ep->import(
         transport::RegionDescriptor::parse(hello.landing_regions[i], peer + " landing region " + std::to_string(i))));
     if (!transport::allows(landings.back()->access(), Access::kRemoteWrite))
       throw Error(Errc::kPermissionDenied, "landing region " + std::to_string(i) + " grants no remote write");
-    landing_bytes.push_back(landings.back()->size());
   }
   try {
     // Built aside and kept only once all of it worked: a refusal leaves the worker's slot as it was.
@@ -164,14 +162,13 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     std::unique_ptr<transport::Region> copy;
     if (write_back_copies(setup_.config.rule, use_am) || !store_->direct_source())
       copy = context_->allocate(std::max<size_t>(lane_range_.size() * sizeof(float), 64), Access::kNone);
-    auto writer = std::make_unique<WriteBackSender>(
-        *context_, *ep, std::move(receive), receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am);
+    auto writer = std::make_unique<WriteBackSender>(*context_, *ep, std::move(receive),
+                                                    receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am,
+                                                    std::move(landings));
     store_->attach(w.id, copy ? static_cast<float*>(copy->data()) : nullptr);  // may fail (a GPU shard's memory)
     w.inbox = std::move(inbox);
     w.copy = std::move(copy);
     w.writer = std::move(writer);
-    w.landings = std::move(landings);
-    w.landing_bytes = std::move(landing_bytes);
   } catch (const Error& e) {
     throw Error(e.code(), std::string("server could not register memory: ") + e.what());
   }
@@ -193,8 +190,6 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   } catch (const Error& e) {
     logf(LogLevel::kWarn, "rdmaps-server: %s left during the handshake: %s", w.name.c_str(), e.what());
     w.writer.reset();
-    w.landings.clear();
-    w.landing_bytes.clear();
     return;
   }
   by_endpoint_[ep.get()] = w.id;
@@ -236,7 +231,7 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
                         setup_.first_shard,
                         setup_.first_shard + setup_.shards,
                         versions_.data(),
-                        w.landing_bytes};
+                        w.writer->landing_bytes()};
   if (std::string why = check_slot(h, rules); !why.empty()) return reject(w, RejectReason::kHeader, why);
   const bool bf16 = h.flags & kFlagBf16;
   switch (static_cast<MsgType>(h.type)) {
@@ -350,14 +345,13 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   try {
     w.writer->wait_sent(kIoTimeout);
     // Into the worker's own memory where its pull asked for it (checked by check_slot()).
-    const transport::RemoteRegion* landing = h.landing ? w.landings[h.landing - 1].get() : nullptr;
     const uint64_t offset =
-        landing ? h.landing_offset
-                : receive_layout_.params_offset() + (lane_range_.begin - server_range_.begin + local) * sizeof(float);
+        h.landing ? h.landing_offset
+                  : receive_layout_.params_offset() + (lane_range_.begin - server_range_.begin + local) * sizeof(float);
     const uint64_t* versions = versions_.data() + (h.shard - setup_.first_shard);
     const uint64_t versions_offset = receive_layout_.versions_offset() + uint64_t{h.shard} * 8;
     if (direct) {
-      w.writer->send_params(direct->params + local, floats, *direct->region, offset, landing);
+      w.writer->send_params(direct->params + local, floats, *direct->region, offset, h.landing);
       w.writer->send_versions(versions, h.length, versions_offset, kIoTimeout);
       w.writer->wait_sent(kIoTimeout);
     } else {
@@ -366,7 +360,7 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
         // Chunks end on shard boundaries: the worker copies out whole shards as they land.
         const size_t n = std::min(chunk - (local + done) % shard_floats, floats - done);
         store_->snapshot(w.id, local + done, n);
-        w.writer->send_params(copy + done, n, *w.copy, offset + done * sizeof(float), landing);
+        w.writer->send_params(copy + done, n, *w.copy, offset + done * sizeof(float), h.landing);
         done += n;
         if (done < floats) context_->progress();
       }

@@ -144,9 +144,6 @@ class ServerLane {
     std::unique_ptr<transport::Region> copy;  // parameters last sent: write-back source and DC backup
     std::unique_ptr<InboxReader> inbox;
     std::unique_ptr<WriteBackSender> writer;
-    // Its registered memory that pulls may be put into (put path only), and their sizes.
-    std::vector<std::unique_ptr<transport::RemoteRegion>> landings;
-    std::vector<uint64_t> landing_bytes;
     uint64_t clock = 0;
     std::chrono::steady_clock::time_point clock_since{};  // when `clock` last changed
     bool stall_logged = false;

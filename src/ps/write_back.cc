@@ -7,14 +7,17 @@ namespace rdmaps::ps {
 
 WriteBackSender::WriteBackSender(transport::Context& context, transport::Endpoint& ep,
                                  std::unique_ptr<transport::RemoteRegion> receive, uint64_t mailbox_offset,
-                                 size_t shards, bool use_am)
+                                 size_t shards, bool use_am,
+                                 std::vector<std::unique_ptr<transport::RemoteRegion>> landings)
     : ep_(ep),
       receive_(std::move(receive)),
+      landings_(std::move(landings)),
       outbox_(context.allocate(sizeof(Mailbox) + shards * 8 + 64, transport::Access::kNone)),
       mailbox_offset_(mailbox_offset),
       use_am_(use_am),
       data_headers_(use_am ? shards + 1 : 0) {
   data_.reserve(shards + 1);
+  for (const auto& l : landings_) landing_bytes_.push_back(l->size());
 }
 
 void WriteBackSender::wait_sent(std::chrono::milliseconds timeout) {
@@ -23,10 +26,11 @@ void WriteBackSender::wait_sent(std::chrono::milliseconds timeout) {
 }
 
 void WriteBackSender::send_params(const float* params, size_t floats, const transport::Region& source, uint64_t offset,
-                                  const transport::RemoteRegion* landing) {
+                                  uint32_t landing) {
   if (!use_am_) {
-    data_.push_back(ep_.put(params, floats * sizeof(float), landing ? *landing : *receive_, offset, &source));
-    landed_ |= landing != nullptr;
+    const transport::RemoteRegion& into = landing ? *landings_.at(landing - 1) : *receive_;
+    data_.push_back(ep_.put(params, floats * sizeof(float), into, offset, &source));
+    landed_ |= landing != 0;
     return;
   }
   WriteBackHeader& h = data_headers_.at(data_.size());

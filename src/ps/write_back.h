@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "src/ps/am_ids.h"
@@ -22,17 +23,21 @@ class WriteBackSender {
  public:
   /// `receive`: the worker's receive region, imported on `ep`; `mailbox_offset`:
   /// this lane's mailbox in it; `shards`: version words this lane may send,
-  /// and at most that many send_params() per write-back.
+  /// and at most that many send_params() per write-back; `landings`: the
+  /// worker's memory pulls may be put into (put path only).
   WriteBackSender(transport::Context& context, transport::Endpoint& ep,
-                  std::unique_ptr<transport::RemoteRegion> receive, uint64_t mailbox_offset, size_t shards,
-                  bool use_am);
+                  std::unique_ptr<transport::RemoteRegion> receive, uint64_t mailbox_offset, size_t shards, bool use_am,
+                  std::vector<std::unique_ptr<transport::RemoteRegion>> landings = {});
+  /// Sizes of the landing regions, in order: what check_slot() holds a pull to.
+  std::span<const uint64_t> landing_bytes() const { return landing_bytes_; }
 
   /// Puts `floats` parameters from `params` (in `source`, registered, unchanged
-  /// until wait_sent()) at `offset` of the receive region, or of `landing`
-  /// (put path only). A write-back may send its range in several calls, each
-  /// starting while the ones before are in flight.
+  /// until wait_sent()) at `offset` of the receive region, or with `landing`
+  /// (SlotHeader::landing: 1 + index) of that landing region. A write-back
+  /// may send its range in several calls, each starting while the ones
+  /// before are in flight.
   void send_params(const float* params, size_t floats, const transport::Region& source, uint64_t offset,
-                   const transport::RemoteRegion* landing = nullptr);
+                   uint32_t landing = 0);
   /// Ends it: `count` version words at `offset`, fenced before any later
   /// mailbox; after parameters put into a landing region, only once they
   /// are in place there (a flush: the transport may emulate those puts).
@@ -52,6 +57,8 @@ class WriteBackSender {
  private:
   transport::Endpoint& ep_;
   std::unique_ptr<transport::RemoteRegion> receive_;
+  std::vector<std::unique_ptr<transport::RemoteRegion>> landings_;
+  std::vector<uint64_t> landing_bytes_;
   std::unique_ptr<transport::Region> outbox_;  // mailbox + versions staged for puts
   uint64_t mailbox_offset_;
   bool use_am_;
