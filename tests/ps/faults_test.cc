@@ -213,17 +213,25 @@ TEST_P(PsFaultTest, DeadWorkerIsDroppedFromTheClockAndMayRejoin) {
   Config c = config();
   c.staleness = 0;  // BSP: a dead worker not dropped would block the others forever
   c.shard_floats = 1024;
-  ServerGroup servers(1, 2, c);
+  // Once the survivor left, every worker has left or died: a server that
+  // exits when done would be gone before a slow-starting rejoin connects
+  // (seen once under load: the rejoining worker waited out its 60 s).
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;
+  ServerGroup servers(1, 2, c, serve_on);
   PeerProcess survivor("clocking_worker", GetParam(), 0, 1, {servers.addresses(), "0", "40", "0"});
   {
     PeerProcess victim("clocking_worker", GetParam(), 0, 2, {servers.addresses(), "1", "1000", "0"});
-    std::this_thread::sleep_for(300ms);
+    // Killed while it trains, not before it connected.
+    for (auto until = Clock::now() + 30s; servers.server(0).stats().applied_per_worker[1] == 0 && Clock::now() < until;)
+      std::this_thread::sleep_for(10ms);
     victim.kill_now();
   }
   // Same worker id again: admitted at the current clock, trains under BSP.
   PeerProcess rejoined("clocking_worker", GetParam(), 0, 3, {servers.addresses(), "1", "5", "0"});
   EXPECT_EQ(rejoined.wait(60s), 0) << "the rejoining worker could not train";
   EXPECT_EQ(survivor.wait(60s), 0) << "the surviving worker was blocked by the dead one";
+  EXPECT_EQ(servers.server(0).stats().workers_lost, 1u) << "the killed worker was not found dead";
 }
 
 // A lane polls a few workers' sockets per housekeeping round, in turn: a
