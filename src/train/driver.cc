@@ -19,6 +19,7 @@
 
 #include "rdmaps/error.h"
 #include "src/tools/child_process.h"
+#include "src/train/evaluator.h"
 
 namespace rdmaps::train {
 namespace {
@@ -210,11 +211,12 @@ RunResult run_local(const Options& o, bool progress) {
         if (kind == "progress") {
           uint64_t steps;
           in >> steps >> epoch[w] >> loss[w] >> pushed[w] >> pulled[w];
-        } else if (kind == "eval") {
-          Point p{};
-          in >> p.epoch >> p.accuracy >> p.loss >> p.updates;
-          if (!start) start = Clock::now();  // the first evaluation comes right after the start barrier
-          p.seconds = std::chrono::duration<double>(Clock::now() - *start).count();
+        } else if (auto e = parse_eval_line(*line)) {
+          // Dated when its snapshot was taken, not when the test pass ended (evaluator.h).
+          const auto taken =
+              Clock::now() - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(e->age_s));
+          if (!start) start = taken;  // the first snapshot is taken right after the start barrier
+          Point p{std::chrono::duration<double>(taken - *start).count(), e->epoch, e->accuracy, e->loss, e->step};
           accuracy = p.accuracy;
           if (!r.time_to_85 && p.accuracy >= 0.85) r.time_to_85 = p.seconds;
           r.curve.push_back(p);

@@ -163,6 +163,9 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--seed", o.seed, "seed of the data order and initial weights")->check(cli::count(0));
   app.add_option("--train-limit", o.train_limit, "train on the first N examples (0: all)")->check(cli::count(0));
   app.add_option("--test-limit", o.test_limit, "test on the first N examples (0: all)")->check(cli::count(0));
+  app.add_option("--evals-per-epoch", o.evals_per_epoch,
+                 "test passes per epoch, by worker 0 beside its steps (more: a finer time to 85 %)")
+      ->check(cli::count(1, 1000));
   app.add_option("--expect-accuracy", o.expect_accuracy, "exit with status 3 if the final test accuracy is below X")
       ->check(cli::number([](double) { return true; }, ""))
       ->type_name("X");
@@ -297,6 +300,7 @@ std::vector<std::string> passthrough(const Options& o) {
                                    "--seed",        std::to_string(o.seed),
                                    "--train-limit", std::to_string(o.train_limit),
                                    "--test-limit",  std::to_string(o.test_limit)};
+  args.insert(args.end(), {"--evals-per-epoch", std::to_string(o.evals_per_epoch)});
   if (o.gpu_shard) args.push_back("--gpu-shard");
   args.insert(args.end(), o.config_args.begin(), o.config_args.end());
   return args;

@@ -32,6 +32,7 @@ struct Options {
   bool gpu_shard = false;       ///< servers keep their range on the GPU (ServerOptions::gpu_shard)
   double expect_accuracy = -1;  ///< exit non-zero below this final accuracy
   size_t train_limit = 0, test_limit = 0;
+  uint32_t evals_per_epoch = 2;  ///< test passes per epoch (worker 0's)
   /// The parameter-server flags given, on the command line or by their
   /// RDMAPS_* variables, as --name=value: every process of the job gets them.
   std::vector<std::string> config_args;

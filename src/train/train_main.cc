@@ -127,6 +127,8 @@ WorkerOptions worker_options(const Options& o) {
   wo.batch = o.batch;
   wo.seed = o.seed;
   wo.evaluate = o.worker == 0;
+  wo.evaluate_aside = true;  // a test pass must not hold the others (evaluator.h)
+  wo.evals_per_epoch = o.evals_per_epoch;
   wo.straggle = o.straggler_random || static_cast<int>(o.worker) == o.straggler ? o.straggle_factor : 1.0;
   wo.straggle_chance = o.straggler_random ? 1.0 / o.workers : 1.0;
   wo.train_limit = o.train_limit;
@@ -153,9 +155,7 @@ int run_worker_role(const Options& o) {
   double accuracy = -1;
   Report report = reporter(o);
   auto keep_accuracy = [&](const std::string& line) {
-    unsigned w = 0;
-    double epoch = 0, acc = 0;
-    if (std::sscanf(line.c_str(), "eval %u %lf %lf", &w, &epoch, &acc) == 3) accuracy = acc;
+    if (auto e = parse_eval_line(line)) accuracy = e->accuracy;
     report(line);
   };
   run_worker(client_options(o), worker_options(o), data, keep_accuracy);

@@ -93,7 +93,8 @@ void run_virtual_workers(const ClientOptions& client, const WorkerOptions& optio
     wo.worker = k;
     wo.workers = workers;
     wo.evaluate = k == 0;
-    wo.straggle = 1.0;  // delays are the schedule's
+    wo.evaluate_aside = false;  // the schedule decides what it sees, not the clock
+    wo.straggle = 1.0;          // delays are the schedule's
     all.push_back(std::make_unique<TrainingWorker>(co, wo, data, report));
   }
   for (auto& w : all) w->connect();  // worker 0 first: it sets the initial weights

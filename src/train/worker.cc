@@ -17,7 +17,10 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
                                Report report)
     : o_(o),
       data_(data),
-      report_(std::move(report)),
+      report_([this, inner = std::move(report)](const std::string& line) {
+        std::lock_guard lock(report_mutex_);
+        inner(line);
+      }),
       params_(Mlp::kParams),
       client_(client),
       grad_(Mlp::kParams),
@@ -42,6 +45,7 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
                                             ": lower --workers or --batch, or raise --train-limit");
   total_steps_ = uint64_t{o.epochs} * steps_per_epoch_;
   eval_every_ = std::max<size_t>(1, steps_per_epoch_ / std::max(1u, o.evals_per_epoch));
+  if (o.evaluate) evaluator_ = std::make_unique<Evaluator>(o.worker, data.test, test_n_, o.evaluate_aside, report_);
   client_.declare("mlp", Mlp::kParams);
   client_.register_memory(params_);  // pulls land in place over tcp
 }
@@ -119,16 +123,11 @@ void TrainingWorker::step() {
 
 void TrainingWorker::evaluate(double epoch) {
   client_.pull("mlp", params_);
-  double loss = 0;
-  size_t correct = model_.evaluate(params_, data_.test.images.data(), data_.test.labels.data(), test_n_, &loss);
-  // Loss to 17 digits: two runs of a deterministic schedule compare bit for bit.
-  char line[192];
-  std::snprintf(line, sizeof(line), "eval %u %.4f %.6f %.17g %llu", o_.worker, epoch,
-                static_cast<double>(correct) / test_n_, loss, static_cast<unsigned long long>(step_));
-  report_(line);
+  evaluator_->submit(params_, epoch, step_);
 }
 
 void TrainingWorker::finish() {
+  if (evaluator_) evaluator_->drain();  // the last accuracy comes before "done"
   auto s = client_.stats();
   char line[256];
   std::snprintf(line, sizeof(line), "done %u %llu %llu %llu %llu %llu %.4f %llu %llu %llu %llu", o_.worker,

@@ -7,12 +7,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "rdmaps/client.h"
 #include "src/train/dataset.h"
+#include "src/train/evaluator.h"
 #include "src/train/mlp.h"
 
 namespace rdmaps::train {
@@ -25,6 +27,7 @@ struct WorkerOptions {
   double straggle = 1.0;         ///< sleep (straggle - 1) x compute time after each step
   double straggle_chance = 1.0;  ///< chance that a step is followed by that sleep (1: every step)
   bool evaluate = false;         ///< this worker measures test accuracy
+  bool evaluate_aside = false;   ///< on a thread of its own, while it steps on (evaluator.h)
   uint32_t evals_per_epoch = 2;
   size_t train_limit = 0, test_limit = 0;  ///< use only the first N examples (0 = all)
   float lr = 0.1f;                         ///< base learning rate (the servers' unless cosine)
@@ -81,7 +84,9 @@ class TrainingWorker {
   std::bernoulli_distribution straggles_;
   size_t test_n_ = 0, steps_per_epoch_ = 0, eval_every_ = 1;
   uint64_t step_ = 0, total_steps_ = 0, straggled_ = 0;
-  double loss_sum_ = 0, compute_s_ = 0;  // loss_sum_: this epoch's
+  double loss_sum_ = 0, compute_s_ = 0;   // loss_sum_: this epoch's
+  std::mutex report_mutex_;               // the evaluator reports from its thread
+  std::unique_ptr<Evaluator> evaluator_;  // the evaluating worker's
 };
 
 /// A worker process: connect, barrier, every step, done.

@@ -85,6 +85,7 @@ refused "unknown flag --floats" "${t[@]}" --floats 0
 refused "unknown flag --no-such-flag" "${t[@]}" --no-such-flag 3
 refused "flag --lr needs a value" "${t[@]}" --lr
 refused "--straggler: 'random'" "${t[@]}" --straggler random
+refused "--evals-per-epoch: '0'" "${t[@]}" --evals-per-epoch 0
 refused "--staleness: '99999999999999999999'" "${t[@]}" --staleness 99999999999999999999
 refused "--seed: '99999999999999999999' is too large" "${t[@]}" --seed 99999999999999999999
 refused "--virtual-workers: 99999999999999999999 is more than the 4096" "${t[@]}" --virtual-workers 99999999999999999999

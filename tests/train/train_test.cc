@@ -3,17 +3,20 @@
 #include <zlib.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <random>
 #include <sstream>
 #include <thread>
 
 #include "rdmaps/error.h"
 #include "src/train/dataset.h"
+#include "src/train/evaluator.h"
 #include "src/train/mlp.h"
 #include "src/train/worker.h"
 #include "tests/ps/fixture.h"
@@ -212,6 +215,90 @@ std::array<WorkerEnd, 2> run_two_workers(size_t train_images, uint32_t epochs,
     });
   for (auto& t : threads) t.join();
   return ends;
+}
+
+// A test set whose accuracy depends on the weights: random images, labels 0..9.
+Dataset random_test_set(size_t count) {
+  Dataset d;
+  d.count = count;
+  d.rows = d.cols = 28;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> pixel(0, 1);
+  d.images.resize(count * d.pixels());
+  for (float& x : d.images) x = pixel(rng);
+  for (size_t i = 0; i < count; ++i) d.labels.push_back(static_cast<uint8_t>(i % 10));
+  return d;
+}
+
+// "eval W EPOCH ACCURACY LOSS STEP" without the age, which is wall time.
+std::string without_age(const std::string& line) { return line.substr(0, line.rfind(' ')); }
+
+TEST(Evaluator, AsideReportsWhatInlineReportsInOrderFromCopies) {
+  const Dataset test = random_test_set(300);
+  std::vector<std::vector<float>> weights;
+  for (uint64_t seed : {1, 2, 3}) {
+    weights.emplace_back(Mlp::kParams);
+    Mlp::init(weights.back(), seed);
+  }
+  std::vector<std::string> inline_lines, aside_lines;
+  {
+    Evaluator e(0, test, test.count, false, [&](const std::string& l) { inline_lines.push_back(l); });
+    for (size_t k = 0; k < weights.size(); ++k) e.submit(weights[k], 0.5 * k, k);
+  }
+  std::vector<float> params(Mlp::kParams);
+  {
+    Evaluator e(0, test, test.count, true, [&](const std::string& l) { aside_lines.push_back(l); });
+    for (size_t k = 0; k < weights.size(); ++k) {
+      params = weights[k];
+      e.submit(params, 0.5 * k, k);
+      std::fill(params.begin(), params.end(), 0.0f);  // the worker steps on: the snapshot must be a copy
+    }
+    e.drain();
+    EXPECT_EQ(aside_lines.size(), weights.size()) << "drain() returned before every snapshot was reported";
+  }
+  ASSERT_EQ(inline_lines.size(), weights.size());
+  ASSERT_EQ(aside_lines.size(), weights.size());
+  for (size_t k = 0; k < weights.size(); ++k) {
+    EXPECT_EQ(without_age(aside_lines[k]), without_age(inline_lines[k])) << "snapshot " << k;
+    double age = -1;
+    ASSERT_EQ(std::sscanf(aside_lines[k].c_str() + aside_lines[k].rfind(' '), "%lf", &age), 1) << aside_lines[k];
+    EXPECT_GE(age, 0.0) << aside_lines[k];
+  }
+  EXPECT_NE(without_age(inline_lines[0]), without_age(inline_lines[1])) << "the weights did not change the result";
+}
+
+// The driver dates an accuracy at its snapshot (now − age) and the worker
+// process keeps the last one: both read what the evaluator wrote.
+TEST(Evaluator, EvalLinesReadBackAsWritten) {
+  const EvalLine e{3, 2.5, 0.8512, 0.41234567890123456, 1234567890123ull, 0.25};
+  const auto back = parse_eval_line(format_eval_line(e));
+  ASSERT_TRUE(back) << format_eval_line(e);
+  EXPECT_EQ(back->worker, 3u);
+  EXPECT_EQ(back->epoch, 2.5);
+  EXPECT_EQ(back->accuracy, 0.8512);
+  EXPECT_EQ(back->loss, e.loss) << "the loss must survive to the last bit";
+  EXPECT_EQ(back->step, e.step);
+  EXPECT_EQ(back->age_s, 0.25);
+  EXPECT_FALSE(parse_eval_line("progress 0 50 0.2 1.5 100 100"));
+  EXPECT_FALSE(parse_eval_line("eval 0 0.5 0.8 0.4 17")) << "a line without its age";
+}
+
+// A test pass on its own thread: the worker's submit() returns while the
+// evaluation is still running (here: its report cannot finish until then).
+TEST(Evaluator, SubmitAsideDoesNotWaitForTheTestPass) {
+  const Dataset test = random_test_set(50);
+  std::vector<float> params(Mlp::kParams);
+  Mlp::init(params, 1);
+  std::promise<void> submitted;
+  std::shared_future<void> go = submitted.get_future().share();
+  std::atomic<bool> waited_out{false};
+  Evaluator e(0, test, test.count, true, [&](const std::string&) {
+    waited_out = go.wait_for(std::chrono::seconds(30)) != std::future_status::ready;
+  });
+  e.submit(params, 0, 0);
+  submitted.set_value();
+  e.drain();
+  EXPECT_FALSE(waited_out) << "submit() returned only after the evaluation was reported";
 }
 
 TEST(Straggler, TheStragglingWorkerReallyRunsSlower) {

@@ -1,0 +1,92 @@
+#include "src/train/evaluator.h"
+
+#include <cstdio>
+
+namespace rdmaps::train {
+
+// Loss to 17 digits: two runs of a deterministic schedule compare bit for bit.
+std::string format_eval_line(const EvalLine& e) {
+  char line[224];
+  std::snprintf(line, sizeof(line), "eval %u %.4f %.6f %.17g %llu %.6f", e.worker, e.epoch, e.accuracy, e.loss,
+                static_cast<unsigned long long>(e.step), e.age_s);
+  return line;
+}
+
+std::optional<EvalLine> parse_eval_line(const std::string& line) {
+  EvalLine e;
+  unsigned long long step = 0;
+  if (std::sscanf(line.c_str(), "eval %u %lf %lf %lf %llu %lf", &e.worker, &e.epoch, &e.accuracy, &e.loss, &step,
+                  &e.age_s) != 6)
+    return std::nullopt;
+  e.step = step;
+  return e;
+}
+
+Evaluator::Evaluator(uint32_t worker, const Dataset& test, size_t count, bool background,
+                     std::function<void(const std::string&)> report)
+    : worker_(worker), test_(test), count_(count), report_(std::move(report)) {
+  if (background) thread_ = std::thread([this] { loop(); });
+}
+
+Evaluator::~Evaluator() {
+  if (!thread_.joinable()) return;
+  drain();
+  {
+    std::lock_guard lock(mutex_);
+    stop_ = true;
+  }
+  changed_.notify_all();
+  thread_.join();
+}
+
+void Evaluator::submit(std::span<const float> params, double epoch, uint64_t step) {
+  Snapshot s{{}, epoch, step, std::chrono::steady_clock::now()};
+  if (!thread_.joinable()) {
+    evaluate(Snapshot{{params.begin(), params.end()}, epoch, step, s.taken});
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (!spare_.empty()) {
+      s.params = std::move(spare_.back());
+      spare_.pop_back();
+    }
+  }
+  s.params.assign(params.begin(), params.end());
+  {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(s));
+  }
+  changed_.notify_all();
+}
+
+void Evaluator::drain() {
+  std::unique_lock lock(mutex_);
+  changed_.wait(lock, [&] { return queue_.empty(); });
+}
+
+void Evaluator::loop() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    if (queue_.empty()) return;          // stopping, nothing left
+    const Snapshot& s = queue_.front();  // only submit() appends: the front stays put
+    lock.unlock();
+    evaluate(s);
+    lock.lock();
+    spare_.push_back(std::move(queue_.front().params));
+    queue_.pop_front();
+    changed_.notify_all();
+  }
+}
+
+void Evaluator::evaluate(const Snapshot& s) {
+  double loss = 0;
+  const size_t correct = model_.evaluate(s.params, test_.images.data(), test_.labels.data(), count_, &loss);
+  const double age = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.taken).count();
+  const std::string line = format_eval_line(
+      {worker_, s.epoch, static_cast<double>(correct) / static_cast<double>(count_), loss, s.step, age});
+  report_(line);
+}
+
+}  // namespace rdmaps::train
