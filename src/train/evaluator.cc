@@ -41,10 +41,7 @@ Evaluator::~Evaluator() {
 
 void Evaluator::submit(std::span<const float> params, double epoch, uint64_t step) {
   Snapshot s{{}, epoch, step, std::chrono::steady_clock::now()};
-  if (!thread_.joinable()) {
-    evaluate(Snapshot{{params.begin(), params.end()}, epoch, step, s.taken});
-    return;
-  }
+  if (!thread_.joinable()) return evaluate(params, epoch, step, s.taken);
   {
     std::lock_guard lock(mutex_);
     if (!spare_.empty()) {
@@ -72,7 +69,7 @@ void Evaluator::loop() {
     if (queue_.empty()) return;          // stopping, nothing left
     const Snapshot& s = queue_.front();  // only submit() appends: the front stays put
     lock.unlock();
-    evaluate(s);
+    evaluate(s.params, s.epoch, s.step, s.taken);
     lock.lock();
     spare_.push_back(std::move(queue_.front().params));
     queue_.pop_front();
@@ -80,13 +77,13 @@ void Evaluator::loop() {
   }
 }
 
-void Evaluator::evaluate(const Snapshot& s) {
+void Evaluator::evaluate(std::span<const float> params, double epoch, uint64_t step,
+                         std::chrono::steady_clock::time_point taken) {
   double loss = 0;
-  const size_t correct = model_.evaluate(s.params, test_.images.data(), test_.labels.data(), count_, &loss);
-  const double age = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.taken).count();
-  const std::string line = format_eval_line(
-      {worker_, s.epoch, static_cast<double>(correct) / static_cast<double>(count_), loss, s.step, age});
-  report_(line);
+  const size_t correct = model_.evaluate(params, test_.images.data(), test_.labels.data(), count_, &loss);
+  const double age = std::chrono::duration<double>(std::chrono::steady_clock::now() - taken).count();
+  report_(
+      format_eval_line({worker_, epoch, static_cast<double>(correct) / static_cast<double>(count_), loss, step, age}));
 }
 
 }  // namespace rdmaps::train

@@ -57,7 +57,8 @@ class Evaluator {
     uint64_t step = 0;
     std::chrono::steady_clock::time_point taken;
   };
-  void evaluate(const Snapshot& s);
+  void evaluate(std::span<const float> params, double epoch, uint64_t step,
+                std::chrono::steady_clock::time_point taken);
   void loop();
 
   const uint32_t worker_;
