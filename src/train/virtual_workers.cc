@@ -108,6 +108,7 @@ void run_virtual_workers(const ClientOptions& client, const WorkerOptions& optio
     if (w.finished()) w.settle();
     schedule.stepped(!w.finished());
   }
+  all[0]->final_evaluation();  // every step's push is in: each waited for its pull, the last ones settled
   for (auto& w : all) w->finish();
   // A push reaches the servers as one piece per shard it covers; they count
   // staleness per piece.

@@ -115,10 +115,15 @@ void TrainingWorker::step() {
                   static_cast<unsigned long long>(stats.push_bytes), static_cast<unsigned long long>(stats.pull_bytes));
     report_(line);
   }
-  if (o_.evaluate && (done_in_epoch % eval_every_ == 0 || finished()))
+  if (finished()) return;  // the last evaluation is of the final model (final_evaluation())
+  if (o_.evaluate && done_in_epoch % eval_every_ == 0)
     evaluate(epoch_progress());  // pulls: the next step computes on what was evaluated
-  else if (!finished())
+  else
     client_.pull("mlp", params_);
+}
+
+void TrainingWorker::final_evaluation() {
+  if (o_.evaluate) evaluate(epoch_progress());
 }
 
 void TrainingWorker::evaluate(double epoch) {
@@ -130,12 +135,13 @@ void TrainingWorker::finish() {
   if (evaluator_) evaluator_->drain();  // the last accuracy comes before "done"
   auto s = client_.stats();
   char line[256];
-  std::snprintf(line, sizeof(line), "done %u %llu %llu %llu %llu %llu %.4f %llu %llu %llu %llu", o_.worker,
+  std::snprintf(line, sizeof(line), "done %u %llu %llu %llu %llu %llu %.4f %llu %llu %llu %llu %.4f", o_.worker,
                 static_cast<unsigned long long>(step_), static_cast<unsigned long long>(s.push_bytes),
                 static_cast<unsigned long long>(s.pull_bytes), static_cast<unsigned long long>(s.pulls),
                 static_cast<unsigned long long>(s.pulls_skipped), compute_s_,
                 static_cast<unsigned long long>(straggled_), static_cast<unsigned long long>(s.pushes),
-                static_cast<unsigned long long>(s.reconnects), static_cast<unsigned long long>(s.pushes_lost));
+                static_cast<unsigned long long>(s.reconnects), static_cast<unsigned long long>(s.pushes_lost),
+                s.clock_wait_seconds);
   report_(line);
 }
 
@@ -146,6 +152,10 @@ void run_worker(const ClientOptions& client, const WorkerOptions& options, const
   worker.barrier();  // everyone starts from worker 0's initial weights
   worker.begin();
   while (!worker.finished()) worker.step();
+  // Every worker's pushes are in once all reached this clock: the final
+  // accuracy is the final model's, whoever finished first.
+  worker.barrier();
+  worker.final_evaluation();
   worker.finish();
 }
 

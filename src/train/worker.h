@@ -47,19 +47,24 @@ class TrainingWorker {
   /// Connects to the servers; worker 0 also sets the initial weights and
   /// pulls them back, so they are in place before anyone's first pull.
   void connect();
-  /// Waits until every worker connected (real processes; a virtual schedule
-  /// has all its workers connected before any steps).
+  /// Waits until every worker reached this clock (real processes: all
+  /// connected at the start, all took their last step at the end; a virtual
+  /// schedule has all its workers connected before any steps).
   void barrier() { client_.barrier(); }
   /// Pulls the parameters of the first step; worker 0 evaluates them.
   void begin();
   bool finished() const { return step_ >= total_steps_; }
   /// One step: the gradient of the next minibatch at the parameters held,
-  /// push, clock, (straggle), then pull the next step's parameters. Throws
+  /// push, clock, (straggle), then pull the next step's parameters (none
+  /// after the last step). Throws
   /// Error when the loss is not finite (pushing it would ruin every worker).
   void step();
   /// Returns once the servers applied every push of this worker: a pull
   /// queued behind them (a step pulls after its push, except the last one).
   void settle();
+  /// Worker 0 tests the parameters the servers hold: called once every
+  /// worker's last push is in, it reports the final model's accuracy.
+  void final_evaluation();
   /// Reports the "done" line.
   void finish();
 

@@ -172,7 +172,7 @@ TEST(Mlp, GradientMatchesFiniteDifferences) {
 // What one worker of run_two_workers() reported at the end, and its wall time.
 struct WorkerEnd {
   uint64_t steps = 0, straggled = 0;
-  double compute_s = 0, wall_s = 0;
+  double compute_s = 0, wall_s = 0, clock_wait_s = 0;
 };
 
 // Two workers, fully asynchronous (neither waits for the other), on a small
@@ -209,7 +209,8 @@ std::array<WorkerEnd, 2> run_two_workers(size_t train_images, uint32_t epochs,
         if (line.rfind("done", 0) != 0) return;
         std::istringstream in(line.substr(5));
         uint64_t skip;
-        in >> skip >> ends[w].steps >> skip >> skip >> skip >> skip >> ends[w].compute_s >> ends[w].straggled;
+        in >> skip >> ends[w].steps >> skip >> skip >> skip >> skip >> ends[w].compute_s >> ends[w].straggled >> skip >>
+            skip >> skip >> ends[w].clock_wait_s;
       });
       ends[w].wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     });
@@ -283,6 +284,54 @@ TEST(Evaluator, EvalLinesReadBackAsWritten) {
   EXPECT_FALSE(parse_eval_line("eval 0 0.5 0.8 0.4 17")) << "a line without its age";
 }
 
+// The final accuracy is the final model's: worker 0 evaluates after every
+// worker's last push is in, even when it finishes long before the others
+// (here worker 1 runs 4x slower).
+TEST(TrainingJob, TheLastEvaluationIsOfTheFinalModel) {
+  TrainTest data;
+  data.train = random_test_set(1024);
+  data.test = random_test_set(200);
+  Config c;
+  c.transport = "shm";
+  c.staleness = kInfiniteStaleness;
+  c.secret = test::test_secret();
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;  // a third client reads the final model
+  test::ServerGroup servers(1, 2, c, serve_on);
+  ClientOptions co;
+  co.servers = {servers.addresses()};
+  co.config = c;
+  std::vector<EvalLine> evals;
+  std::vector<std::thread> threads;
+  for (uint32_t w = 0; w < 2; ++w)
+    threads.emplace_back([&, w, co]() mutable {
+      co.worker = w;
+      WorkerOptions wo;
+      wo.worker = w;
+      wo.workers = 2;
+      wo.epochs = 2;
+      wo.evaluate = w == 0;
+      wo.evaluate_aside = true;
+      wo.straggle = w == 1 ? 4.0 : 1.0;
+      run_worker(co, wo, data, [&](const std::string& line) {
+        if (auto e = parse_eval_line(line)) evals.push_back(*e);
+      });
+    });
+  for (auto& t : threads) t.join();
+  ASSERT_FALSE(evals.empty());
+  co.worker = 0;  // rejoins: its earlier self left
+  Client reader(co);
+  reader.declare("mlp", Mlp::kParams);
+  reader.connect();
+  std::vector<float> final_model(Mlp::kParams);
+  reader.pull("mlp", final_model);
+  Mlp model;
+  double loss = 0;
+  model.evaluate(final_model, data.test.images.data(), data.test.labels.data(), data.test.count, &loss);
+  EXPECT_EQ(evals.back().loss, loss) << "the last evaluation (epoch " << evals.back().epoch
+                                     << ") tested a model without the slower worker's last pushes";
+}
+
 // A test pass on its own thread: the worker's submit() returns while the
 // evaluation is still running (here: its report cannot finish until then).
 TEST(Evaluator, SubmitAsideDoesNotWaitForTheTestPass) {
@@ -305,8 +354,10 @@ TEST(Straggler, TheStragglingWorkerReallyRunsSlower) {
   // Enough steps that straggling, not start-up, dominates.
   auto ends = run_two_workers(4096, 2, [](uint32_t w, WorkerOptions& wo) { wo.straggle = w == 1 ? 4.0 : 1.0; });
   EXPECT_GE(ends[1].wall_s, 3.0 * ends[1].compute_s) << "a 4x straggler sleeps 3x its compute time after each step";
-  EXPECT_GE(ends[1].wall_s, 1.5 * ends[0].wall_s)
-      << "the straggler (" << ends[1].wall_s << " s) was not slower than the other worker (" << ends[0].wall_s << " s)";
+  // The other worker waits for it at the end (the last evaluation is of the final model): count its time without.
+  const double other_s = ends[0].wall_s - ends[0].clock_wait_s;
+  EXPECT_GE(ends[1].wall_s, 1.5 * other_s)
+      << "the straggler (" << ends[1].wall_s << " s) was not slower than the other worker (" << other_s << " s)";
 }
 
 // --straggler random:F: every worker straggles, each step with the given
