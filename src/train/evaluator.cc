@@ -40,19 +40,20 @@ Evaluator::~Evaluator() {
 }
 
 void Evaluator::submit(std::span<const float> params, double epoch, uint64_t step) {
-  Snapshot s{{}, epoch, step, std::chrono::steady_clock::now()};
-  if (!thread_.joinable()) return evaluate(params, epoch, step, s.taken);
+  const auto taken = std::chrono::steady_clock::now();
+  if (!thread_.joinable()) return evaluate(params, epoch, step, taken);
   {
     std::lock_guard lock(mutex_);
-    if (!spare_.empty()) {
-      s.params = std::move(spare_.back());
-      spare_.pop_back();
-    }
-  }
-  s.params.assign(params.begin(), params.end());
-  {
-    std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(s));
+    // One snapshot waits behind the one under test, at most; a newer one
+    // takes its place. Tests slower than steps (--evals-per-epoch 1000) must
+    // not pile up a copy of the model per step; the last, the final model,
+    // always gets its test.
+    if (queue_.size() < 2) queue_.push_back({std::move(spare_), 0, 0, {}});
+    Snapshot& s = queue_.back();
+    s.params.assign(params.begin(), params.end());  // under the lock: the evaluator may reach it any moment
+    s.epoch = epoch;
+    s.step = step;
+    s.taken = taken;
   }
   changed_.notify_all();
 }
@@ -71,7 +72,7 @@ void Evaluator::loop() {
     lock.unlock();
     evaluate(s.params, s.epoch, s.step, s.taken);
     lock.lock();
-    spare_.push_back(std::move(queue_.front().params));
+    spare_ = std::move(queue_.front().params);
     queue_.pop_front();
     changed_.notify_all();
   }

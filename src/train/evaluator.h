@@ -45,7 +45,8 @@ class Evaluator {
   Evaluator(const Evaluator&) = delete;
   Evaluator& operator=(const Evaluator&) = delete;
 
-  /// Takes a copy of `params` (the worker goes on changing its own).
+  /// Takes a copy of `params` (the worker goes on changing its own). On a
+  /// thread of its own at most one copy waits: a newer one replaces it.
   void submit(std::span<const float> params, double epoch, uint64_t step);
   /// Returns once every snapshot taken is reported.
   void drain();
@@ -68,8 +69,8 @@ class Evaluator {
   Mlp model_;  // its own scratch: the worker's model is busy with steps
   std::mutex mutex_;
   std::condition_variable changed_;
-  std::deque<Snapshot> queue_;             // taken, not yet reported; the front is being evaluated
-  std::vector<std::vector<float>> spare_;  // evaluated snapshots' buffers, reused
+  std::deque<Snapshot> queue_;  // taken, not yet reported (at most 2); the front is being evaluated
+  std::vector<float> spare_;    // an evaluated snapshot's buffer, reused
   bool stop_ = false;
   std::thread thread_;  // last: started once the rest is built
 };

@@ -253,9 +253,9 @@ TEST(Evaluator, AsideReportsWhatInlineReportsInOrderFromCopies) {
       params = weights[k];
       e.submit(params, 0.5 * k, k);
       std::fill(params.begin(), params.end(), 0.0f);  // the worker steps on: the snapshot must be a copy
+      e.drain();  // (a snapshot waiting behind another would give way to a newer one)
+      EXPECT_EQ(aside_lines.size(), k + 1) << "drain() returned before the snapshot was reported";
     }
-    e.drain();
-    EXPECT_EQ(aside_lines.size(), weights.size()) << "drain() returned before every snapshot was reported";
   }
   ASSERT_EQ(inline_lines.size(), weights.size());
   ASSERT_EQ(aside_lines.size(), weights.size());
@@ -330,6 +330,31 @@ TEST(TrainingJob, TheLastEvaluationIsOfTheFinalModel) {
   model.evaluate(final_model, data.test.images.data(), data.test.labels.data(), data.test.count, &loss);
   EXPECT_EQ(evals.back().loss, loss) << "the last evaluation (epoch " << evals.back().epoch
                                      << ") tested a model without the slower worker's last pushes";
+}
+
+// Tests slower than steps do not pile up copies: behind the one under test,
+// only the newest snapshot waits, and it (the final model, at the end) is
+// always tested.
+TEST(Evaluator, ASlowTestKeepsOnlyTheNewestSnapshotWaiting) {
+  const Dataset test = random_test_set(50);
+  std::vector<float> params(Mlp::kParams);
+  Mlp::init(params, 1);
+  std::promise<void> entered, release;
+  std::shared_future<void> go = release.get_future().share();
+  std::vector<uint64_t> steps;
+  Evaluator e(0, test, test.count, true, [&](const std::string& line) {
+    if (steps.empty()) {
+      entered.set_value();
+      go.wait();
+    }
+    steps.push_back(parse_eval_line(line)->step);
+  });
+  e.submit(params, 0, 0);
+  entered.get_future().wait();  // step 0 is under test and stays there
+  for (uint64_t k = 1; k <= 50; ++k) e.submit(params, 0, k);
+  release.set_value();
+  e.drain();
+  EXPECT_EQ(steps, (std::vector<uint64_t>{0, 50}));
 }
 
 // A test pass on its own thread: the worker's submit() returns while the
