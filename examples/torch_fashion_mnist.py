@@ -81,6 +81,8 @@ def main():
     ap.add_argument("--dc", choices=["none", "adaptive", "constant"], default="adaptive", help="delay compensation")
     ap.add_argument("--lambda", dest="lambda_", type=float, default=None, help="DC-ASGD lambda0 / lambda")
     ap.add_argument("--data", default=os.environ.get("RDMAPS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
+    ap.add_argument("--flat-parameters", choices=["on", "off"], default="on",
+                    help="rdmaps: the parameters in one buffer, so that pulls land in them with no copy")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--expect-accuracy", type=float, default=None,
@@ -106,7 +108,7 @@ def main():
         staleness = math.inf if args.staleness == "inf" else int(args.staleness)
         dc = None if args.dc == "none" else args.dc
         opt = rps.DistributedOptimizer(sgd, model.named_parameters(), staleness=staleness, dc=dc,
-                                       lambda_=args.lambda_)
+                                       lambda_=args.lambda_, flat_parameters=args.flat_parameters == "on")
         rps.broadcast_parameters(model.state_dict(), root_rank=0)
     elif args.backend == "gloo":
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -146,7 +148,8 @@ def main():
               "mean_loss": round(loss_sum / max(steps, 1), 4)}
     if args.backend == "rdmaps":
         opt.load_latest()  # the servers' parameters once every worker is done
-        result["stats"] = {k: v for k, v in opt.stats().items() if k in ("pushes", "pulls", "pulls_skipped")}
+        kept = ("pushes", "pulls", "pulls_skipped", "pull_bytes_in_place")
+        result["stats"] = {k: v for k, v in opt.stats().items() if k in kept}
     if rank == 0:
         xt, yt = load(args.data, "test")
         result["test_accuracy"] = round(accuracy(model, xt, yt), 4)

@@ -87,6 +87,16 @@ class TorchTest(unittest.TestCase):
         self.assert_all_ok(results)
         self.assertIn("inplace ok", results[1][1])
 
+    def test_a_model_of_several_tensors_lands_in_place_whole(self):
+        # Over tcp by message; over shared memory by put (put_landing on: UCX 1.13 emulates puts into
+        # registered memory there, so "auto" would copy), with a buffer the caller laid out.
+        for mode, env in (("flat", {"RDMAPS_TRANSPORT": "tcp"}),
+                          ("flat-own", {"RDMAPS_TRANSPORT": "shm", "RDMAPS_PUT_LANDING": "on"})):
+            with self.subTest(mode=mode, transport=env["RDMAPS_TRANSPORT"]):
+                results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), mode], env)
+                self.assert_all_ok(results)
+                self.assertIn("flat ok", results[1][1])
+
     def test_gradients_accumulate_over_backward_passes_with_weight_decay(self):
         results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "accumulate"],
                           {"RDMAPS_TRANSPORT": "shm"})

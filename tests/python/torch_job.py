@@ -265,11 +265,16 @@ def partial():
 
 
 def inplace():
-    """The optimizer registers the parameters: over tcp the pulls land straight
-    in them (whole write-back messages inside one 2 MiB weight), exactly."""
+    """With flat_parameters=False the optimizer registers each parameter and
+    leaves its storage alone: over tcp the pulls land straight in a 2 MiB
+    weight (whole write-back messages inside it), exactly."""
     torch.manual_seed(2)
     model = torch.nn.Linear(1024, 512, bias=False)
-    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5), model.named_parameters(), staleness=0)
+    storage = model.weight.data_ptr()
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5), model.named_parameters(), staleness=0,
+                                   flat_parameters=False)
+    if model.weight.data_ptr() != storage:
+        fail("flat_parameters=False moved the weight to other memory")
     rps.broadcast_parameters(model.state_dict())
     x = torch.randn(8, 1024)
     steps = 3
@@ -287,10 +292,55 @@ def inplace():
     print("inplace ok", flush=True)
 
 
+def flat(own_buffer):
+    """The parameters of a model of several tensors lie in one registered
+    buffer in table order, so every pull lands straight in them (over tcp by
+    message, on the put path by put), exactly. The optimizer makes that buffer
+    (values unchanged), or keeps the one the caller laid them out in."""
+    torch.manual_seed(3)
+    model = mlp()
+    params = list(model.parameters())
+    total = sum(p.numel() for p in params)
+    values = [p.detach().clone() for p in params]
+    if own_buffer:
+        mine = torch.empty(total)
+        at = 0
+        with torch.no_grad():
+            for p in params:
+                mine[at:at + p.numel()].view_as(p).copy_(p)
+                p.data = mine[at:at + p.numel()].view_as(p)
+                at += p.numel()
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5), model.named_parameters(), staleness=0)
+    if own_buffer and params[0].data_ptr() != mine.data_ptr():
+        fail("the optimizer replaced a buffer the parameters already lay in, in order")
+    for (name, p), a, b in zip(model.named_parameters(), params, params[1:]):
+        if b.data_ptr() != a.data_ptr() + 4 * a.numel():
+            fail(f"the parameter after '{name}' does not follow it in memory")
+    for (name, p), v in zip(model.named_parameters(), values):
+        if not torch.equal(p.detach(), v):
+            fail(f"laying the parameters out changed '{name}'")
+    rps.broadcast_parameters(model.state_dict())
+    x, y = fashion_mnist(64)
+    steps = 3
+    for step in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        expected = [p.detach() - 0.5 * p.grad for p in params]
+        opt.step()
+        for (name, p), e in zip(model.named_parameters(), expected):
+            if not torch.equal(p.detach(), e):
+                fail(f"step {step}: '{name}' pulled in place differs from w - lr*g")
+    landed = opt.stats()["pull_bytes_in_place"]
+    if landed != (steps + 1) * total * 4:  # the steps' pulls and broadcast_parameters' one
+        fail(f"{landed} bytes landed in place in {steps + 1} pulls of a {total * 4}-byte model of {len(params)} tensors")
+    print("flat ok", flush=True)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
-    trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "partial": partial, "inplace": inplace}
+    trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "partial": partial, "inplace": inplace,
+                "flat": lambda: flat(own_buffer=False), "flat-own": lambda: flat(own_buffer=True)}
     if mode in trainers:
         rps.init(timeout=60)  # rank 0 serves here and exits; the others train
         trainers[mode]()

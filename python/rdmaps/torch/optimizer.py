@@ -42,6 +42,35 @@ def _refuse_shared_memory(named):
                              "give each its own tensor")
 
 
+def _storage_address(t):
+    return (t.untyped_storage() if hasattr(t, "untyped_storage") else t.storage()).data_ptr()
+
+
+@torch.no_grad()
+def _one_buffer(params):
+    """A float32 tensor whose consecutive pieces are `params` (CPU, in table
+    order), each parameter's .data made a view of it where it was not one already.
+
+    A pull lands straight in the caller's memory only where the floats a lane
+    writes back lie in one registered region as they lie in the table
+    (docs/protocol.md "Landing in place"); separate allocations would leave
+    every lane whose share spans two parameters to the copy."""
+    total = sum(p.numel() for p in params)
+    first = params[0]
+    laid_out = all(_storage_address(a) == _storage_address(b) and b.data_ptr() == a.data_ptr() + 4 * a.numel()
+                   for a, b in zip(params, params[1:]))
+    if laid_out:  # the caller's own flat buffer: keep it
+        return torch.empty(0, dtype=torch.float32).set_(first.data.storage(), first.data.storage_offset(), (total,))
+    flat = torch.empty(total, dtype=torch.float32)
+    at = 0
+    for p in params:
+        view = flat[at:at + p.numel()].view_as(p)
+        view.copy_(p.data)
+        p.data = view
+        at += p.numel()
+    return flat
+
+
 def _rule_options(optimizer, dc, lambda_):
     """The servers' update rule from the wrapped optimizer (the servers apply it)."""
     if not isinstance(optimizer, torch.optim.SGD):
@@ -94,13 +123,19 @@ class DistributedOptimizer(torch.optim.Optimizer):
     dc: delay compensation: True/'adaptive' (DC-ASGD-a), 'constant' (DC-ASGD-c), None.
     lambda_: DC-ASGD lambda0 (adaptive) or lambda (constant).
     backward_passes_per_step: backward passes accumulated locally before a push.
+    flat_parameters: True (default) lays the CPU parameters out side by side
+    in one buffer, each a view of it (as FSDP's flat parameters), so that
+    pulls land straight in them with no copy; references to a parameter's old
+    storage (a tensor taken from p.data before) no longer follow it. False
+    leaves the storage alone (then only a lane's share inside one parameter
+    lands in place).
     config/options: further rdmaps configuration (transport, shard_floats, ...).
     Every push carries the optimizer's current learning rate, so learning-rate
     schedulers work as usual (all parameter groups must share one rate).
     """
 
     def __init__(self, optimizer, named_parameters=None, staleness=0, dc=None, lambda_=None,
-                 backward_passes_per_step=1, config=None, **options):
+                 backward_passes_per_step=1, flat_parameters=True, config=None, **options):
         # Share, not copy, the wrapped optimizer's groups and state (properties
         # below: its load_state_dict() replaces them).
         self.optimizer = optimizer
@@ -129,7 +164,14 @@ class DistributedOptimizer(torch.optim.Optimizer):
         try:
             for name, p in self._params:
                 self._worker.declare(name, p.numel())
-                if p.device.type == "cpu":  # pulls land in place over tcp; the worker holds p.data until closed
+            # Pulls land in registered memory (over tcp, and by put where put_landing allows); the worker
+            # holds what it registered until closed.
+            on_host = [p for _, p in self._params if p.device.type == "cpu"]
+            if flat_parameters and on_host:
+                flat = _one_buffer(on_host)
+                self._worker._register_memory(flat.data_ptr(), flat.numel() * 4, flat)
+            else:
+                for p in on_host:
                     self._worker._register_memory(p.data_ptr(), p.numel() * 4, p.data)
             self._worker.connect()
         except BaseException:
