@@ -367,7 +367,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if unmatched:
             raise ValueError(f"rdmaps.torch.broadcast_parameters: no value for {len(unmatched)} parameter(s) of the "
                              f"optimizer ({', '.join(repr(n) for n in unmatched[:3])}{', ...' if len(unmatched) > 3 else ''}"
-                             "): pass the model's own state_dict(), or name the parameters as its keys "
+                             "): pass the model's own state_dict(), taken after the optimizer was made (it moves the "
+                             "parameters into one buffer), or name the parameters as its keys "
                              "(DistributedOptimizer(..., model.named_parameters()))")
         if is_root:
             tickets = []
