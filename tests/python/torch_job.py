@@ -156,6 +156,8 @@ def accumulate():
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), staleness=2.7))
     expect_raises(ValueError, "backward_passes_per_step=1.5 is not a whole number",
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), backward_passes_per_step=1.5))
+    expect_raises(TypeError, "flat_parameters='no' is not True or False",
+                  lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), flat_parameters="no"))
     expect_raises(ValueError, "--bogus",
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), bogus=1))
     opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd),

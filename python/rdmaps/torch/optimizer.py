@@ -150,6 +150,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
                              "least 1")
         if not (staleness is None or staleness == math.inf or (_whole(staleness) and staleness >= 0)):
             raise ValueError(f"staleness={staleness!r} is not a whole number of at least 0, None or math.inf")
+        if not isinstance(flat_parameters, bool):
+            raise TypeError(f"flat_parameters={flat_parameters!r} is not True or False")
         self._passes_per_step = int(backward_passes_per_step)
         self._params = self._name_parameters(named_parameters)
         rule = _rule_options(optimizer, dc, lambda_)
