@@ -56,11 +56,10 @@ def _one_buffer(params):
     (docs/protocol.md "Landing in place"); separate allocations would leave
     every lane whose share spans two parameters to the copy."""
     total = sum(p.numel() for p in params)
-    first = params[0]
     laid_out = all(_storage_address(a) == _storage_address(b) and b.data_ptr() == a.data_ptr() + 4 * a.numel()
                    for a, b in zip(params, params[1:]))
     if laid_out:  # the caller's own flat buffer: keep it
-        return torch.empty(0, dtype=torch.float32).set_(first.data.storage(), first.data.storage_offset(), (total,))
+        return params[0].data.as_strided((total,), (1,), params[0].data.storage_offset())
     flat = torch.empty(total, dtype=torch.float32)
     at = 0
     for p in params:
