@@ -7,11 +7,16 @@ receive region). Run with rdmaps.launch -n 2: rank 0 serves, rank 1 pulls.
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
 
 import rdmaps.torch as rps
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+from torch_fashion_mnist import model_for  # noqa: E402 - the example's model, measured as it trains
 
 
 def main():
@@ -22,11 +27,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(1)
     rps.init()  # rank 0 serves here and exits
-    sizes = [784] + [int(h) for h in args.hidden.split(",") if h] + [10]
-    layers = []
-    for a, b in zip(sizes, sizes[1:]):
-        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
-    model = torch.nn.Sequential(*layers[:-1])
+    model = model_for([int(h) for h in args.hidden.split(",") if h])
     opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters(),
                                    staleness=0, flat_parameters=args.flat_parameters == "on")
     rps.broadcast_parameters(model.state_dict())
