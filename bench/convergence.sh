@@ -12,7 +12,8 @@
 #   SEEDS ["1 2 3"]   NS ["4 8 16 32"] (round-robin: every push N-1 stale)
 #   EXTRA_CELLS ["16:geometric:8"] (N:delay cells beside the round-robin ones)
 #   RULES ["off constant adaptive"] (--dc)   EPOCHS [15]   JOBS [2]
-#   OUT [convergence-out]: one JSON line per run in OUT/results.jsonl
+#   OUT [convergence-out]: one JSON line per run in OUT/results.jsonl, from
+#   which bench/convergence_table.py prints the table (run it alone to reprint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
@@ -72,32 +73,4 @@ while read -r n delay rule seed; do echo "$n $delay $rule $seed"; done <"$plan" 
   xargs -P "$jobs" -L 1 bash -c 'extra=($extra_flags); run_one "$@" >>"$out/results.jsonl"' _
 echo "convergence.sh: done in $(( $(date +%s) - start )) s" >&2
 
-/usr/bin/python3 - "$out/results.jsonl" <<'PY'
-import json, statistics, sys
-runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-seq = [r["final_test_accuracy"] for r in runs if r["n"] == 1 and not r.get("diverged")]
-def cell(rs):
-    ok = [100 * r["final_test_accuracy"] for r in rs if not r.get("diverged")]
-    div = len(rs) - len(ok)
-    if not ok:
-        return f"diverged {div}/{len(rs)}"
-    spread = f"{min(ok):.2f}–{max(ok):.2f}" if len(ok) > 1 else f"{ok[0]:.2f}"
-    text = f"{statistics.mean(ok):.2f} ({spread})"
-    return text + (f", diverged {div}/{len(rs)}" if div else "")
-rules = [("off", "ASGD"), ("constant", "DC-ASGD-c"), ("adaptive", "DC-ASGD-a")]
-print(f"sequential SGD (1 worker): {statistics.mean(seq) * 100:.2f} % mean over {len(seq)} seeds"
-      + (f" ({min(seq) * 100:.2f}–{max(seq) * 100:.2f})" if len(seq) > 1 else ""))
-print()
-print("| N | delay | staleness p50 / max | " + " | ".join(name for _, name in rules) + " | DC-a − seq | DC-a − ASGD | DC-a − DC-c |")
-print("|---:|---|---:|" + "---:|" * (len(rules) + 3))
-mean = lambda rs: statistics.mean(100 * r["final_test_accuracy"] for r in rs) if rs and not any(r.get("diverged") for r in rs) else None
-keys = sorted({(r["n"], r["delay"]) for r in runs if r["n"] > 1}, key=lambda k: (k[1] != "round-robin", k[0], k[1]))
-for n, delay in keys:
-    by = {rule: [r for r in runs if r["n"] == n and r["delay"] == delay and r["rule"] == rule] for rule, _ in rules}
-    ok = [r for rs in by.values() for r in rs if not r.get("diverged")]
-    tau = f"{statistics.median(r['staleness_p50'] for r in ok):.0f} / {max(r['staleness_max'] for r in ok)}" if ok else "—"
-    a, s, c = mean(by["adaptive"]), mean(by["off"]), mean(by["constant"])
-    d = lambda x, y: f"{x - y:+.2f}" if x is not None and y is not None else "—"
-    print(f"| {n} | {delay} | {tau} | " + " | ".join(cell(by[rule]) for rule, _ in rules)
-          + f" | {d(a, 100 * statistics.mean(seq) if seq else None)} | {d(a, s)} | {d(a, c)} |")
-PY
+/usr/bin/python3 bench/convergence_table.py "$out/results.jsonl"

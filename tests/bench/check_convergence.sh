@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# bench/convergence.sh end to end, small (2 seeds, 2 virtual workers, every rule,
+# 1 epoch of 2560 examples): every planned run lands in results.jsonl, and the
+# table's gap to sequential SGD is the mean ± standard error of the per-seed
+# differences in it. convergence_table.py refuses input that is not its runs.
+#   tests/bench/check_convergence.sh BUILD_DIR OUT_DIR
+set -euo pipefail
+build=$(cd "$1" && pwd)
+mkdir -p "$2"
+out=$(cd "$2" && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
+fail() { echo "FAILED: $*"; exit 1; }
+
+SEEDS="1 2" NS="2" EXTRA_CELLS=" " EPOCHS=1 JOBS=1 OUT="$out" "$root/bench/convergence.sh" "$build" \
+  --train-limit 2560 --test-limit 1000 >"$out/table.md" 2>"$out/convergence.err" \
+  || fail "convergence.sh: $(tail -5 "$out/convergence.err")"
+/usr/bin/python3 - "$out/results.jsonl" "$out/table.md" <<'PY' || fail "the table does not match the runs (above)"
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+table = open(sys.argv[2]).read()
+plan = {(1, "off", s) for s in (1, 2)} | {(2, r, s) for r in ("off", "constant", "adaptive") for s in (1, 2)}
+got = {(r["n"], r["rule"], r["seed"]) for r in runs}
+assert got == plan and len(runs) == len(plan), f"runs {sorted(got)}, planned {sorted(plan)}"
+acc = {(r["n"], r["rule"], r["seed"]): 100 * r["final_test_accuracy"] for r in runs if not r.get("diverged")}
+diffs = [acc[(2, "adaptive", s)] - acc[(1, "off", s)] for s in (1, 2)]
+want = f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs) / 2 ** 0.5:.2f}"
+row = [l for l in table.splitlines() if l.startswith("| 2 | round-robin |")]
+assert len(row) == 1, f"one row for N = 2 expected:\n{table}"
+cells = [c.strip() for c in row[0].strip("|").split("|")]
+assert cells[6] == want, f"DC-a − seq is {cells[6]!r}, the runs give {want!r}:\n{table}"
+adaptive = [acc[(2, "adaptive", s)] for s in (1, 2)]
+assert cells[5].startswith(f"{statistics.mean(adaptive):.2f} ("), f"DC-ASGD-a cell {cells[5]!r}, runs {adaptive}"
+assert cells[2] == "1 / 1", f"2 round-robin workers are 1 stale, the table says {cells[2]!r}"
+PY
+
+# Bad input names the file and line.
+printf '{"n": 1, "rule": "off"}\n' >"$out/bad.jsonl"
+if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/bad.jsonl" 2>&1); then fail "accepted $out/bad.jsonl"; fi
+[[ $msg == *"bad.jsonl:1: not a run of convergence.sh (no delay, seed)"* ]] || fail "bad input: $msg"
+if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/missing.jsonl" 2>&1); then fail "accepted a missing file"; fi
+[[ $msg == *"cannot read $out/missing.jsonl"* ]] || fail "missing file: $msg"
+echo "convergence.sh: 8 runs, the table matches them; bad input refused"
