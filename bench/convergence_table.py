@@ -18,19 +18,22 @@ RULES = [("off", "ASGD"), ("constant", "DC-ASGD-c"), ("adaptive", "DC-ASGD-a")]
 
 
 def load(path):
-    runs = []
     try:
-        lines = open(path).readlines()
+        with open(path) as f:
+            lines = f.readlines()
     except OSError as e:
         sys.exit(f"convergence_table: cannot read {path}: {e.strerror}")
+    runs = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             run = json.loads(line)
-            missing = [field for field in ("n", "delay", "rule", "seed") if field not in run]
         except ValueError as e:
             sys.exit(f"convergence_table: {path}:{number}: not JSON ({e})")
+        if not isinstance(run, dict):
+            sys.exit(f"convergence_table: {path}:{number}: not a run of convergence.sh (not an object)")
+        missing = [field for field in ("n", "delay", "rule", "seed") if field not in run]
         if missing or not (run.get("diverged") or "final_test_accuracy" in run):
             sys.exit(f"convergence_table: {path}:{number}: not a run of convergence.sh"
                      f" (no {', '.join(missing or ['final_test_accuracy'])})")

@@ -37,6 +37,9 @@ PY
 printf '{"n": 1, "rule": "off"}\n' >"$out/bad.jsonl"
 if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/bad.jsonl" 2>&1); then fail "accepted $out/bad.jsonl"; fi
 [[ $msg == *"bad.jsonl:1: not a run of convergence.sh (no delay, seed)"* ]] || fail "bad input: $msg"
+printf '{"n": 1, "delay": "round-robin", "rule": "off", "seed": 1, "final_test_accuracy": 0.8}\n[1]\n' >"$out/bad.jsonl"
+if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/bad.jsonl" 2>&1); then fail "accepted a list"; fi
+[[ $msg == *"bad.jsonl:2: not a run of convergence.sh (not an object)"* ]] || fail "a list: $msg"
 if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/missing.jsonl" 2>&1); then fail "accepted a missing file"; fi
 [[ $msg == *"cannot read $out/missing.jsonl"* ]] || fail "missing file: $msg"
 echo "convergence.sh: 8 runs, the table matches them; bad input refused"
