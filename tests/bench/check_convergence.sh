@@ -33,6 +33,16 @@ assert cells[5].startswith(f"{statistics.mean(adaptive):.2f} ("), f"DC-ASGD-a ce
 assert cells[2] == "1 / 1", f"2 round-robin workers are 1 stale, the table says {cells[2]!r}"
 PY
 
+# Rules left out of a run (RULES=adaptive) are empty cells, not "diverged 0/0".
+/usr/bin/python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    run = json.loads(line)
+    if run["n"] == 1 or run["rule"] == "adaptive":
+        print(line, end="")' "$out/results.jsonl" >"$out/adaptive.jsonl"
+row=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/adaptive.jsonl" | grep '^| 2 | round-robin |') \
+  || fail "no N = 2 row from the DC-ASGD-a runs alone"
+[[ $row == "| 2 | round-robin | 1 / 1 | — | — | "* ]] || fail "rules not run should be empty cells: $row"
+
 # Bad input names the file and line.
 printf '{"n": 1, "rule": "off"}\n' >"$out/bad.jsonl"
 if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/bad.jsonl" 2>&1); then fail "accepted $out/bad.jsonl"; fi
