@@ -12,7 +12,8 @@
 #   SEEDS ["1 2 3"]   NS ["4 8 16 32"] (round-robin: every push N-1 stale)
 #   EXTRA_CELLS ["16:geometric:8"] (N:delay cells beside the round-robin ones)
 #   RULES ["off constant adaptive"] (--dc)   EPOCHS [15]   JOBS [2]
-#   OUT [convergence-out]: one JSON line per run in OUT/results.jsonl, from
+#   OUT [convergence-out]: one JSON line per run in OUT/results.jsonl (in plan
+#   order; OUT/runs/*/result.json as each run ends), from
 #   which bench/convergence_table.py prints the table (run it alone to reprint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,7 +30,7 @@ epochs=${EPOCHS:-15}
 jobs=${JOBS:-2}
 out=${OUT:-convergence-out}
 mkdir -p "$out"
-: >"$out/results.jsonl"
+rm -f "$out/results.jsonl"
 
 # One line per run: N DELAY RULE SEED (N 1 with rule "off": sequential SGD).
 plan="$out/plan.txt"
@@ -45,11 +46,11 @@ for seed in $seeds; do
   done
 done
 
+run_dir() { echo "$out/runs/n$1-${2//:/_}-$3-s$4"; }  # N DELAY RULE SEED
 run_one() {  # N DELAY RULE SEED
   set -o pipefail
   local n=$1 delay=$2 rule=$3 seed=$4 dir log
-  dir="$out/runs/n$n-${delay//:/_}-$rule-s$seed"
-  mkdir -p "$dir"
+  dir=$(run_dir "$@")
   log="$dir/stderr.txt"
   local json
   if json=$("$train" --virtual-workers "$n" --delay "$delay" --dc "$rule" --seed "$seed" --epochs "$epochs" \
@@ -62,15 +63,18 @@ run_one() {  # N DELAY RULE SEED
   /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(n=int(sys.argv[2]), delay=sys.argv[3], rule=sys.argv[4], seed=int(sys.argv[5])); print(json.dumps(r))' \
     "$json" "$n" "$delay" "$rule" "$seed"
 }
-export -f run_one
+export -f run_dir run_one
 export out epochs train
 export extra_flags="${extra[*]:-}"
 
 echo "convergence.sh: $(wc -l <"$plan") runs of $epochs epochs, $jobs at a time, extra flags: ${extra[*]:-none}" >&2
 start=$(date +%s)
-# xargs runs JOBS at a time; each appends its line to results.jsonl as it ends.
+# xargs runs JOBS at a time, each into its own result.json: concurrent appends
+# to one file interleave where Python writes a line in two (PYTHONUNBUFFERED).
 while read -r n delay rule seed; do echo "$n $delay $rule $seed"; done <"$plan" |
-  xargs -P "$jobs" -L 1 bash -c 'extra=($extra_flags); run_one "$@" >>"$out/results.jsonl"' _
+  xargs -P "$jobs" -L 1 bash -c 'extra=($extra_flags); d=$(run_dir "$@"); mkdir -p "$d"; run_one "$@" >"$d/result.json"' _
+while read -r n delay rule seed; do cat "$(run_dir "$n" "$delay" "$rule" "$seed")/result.json"; done <"$plan" \
+  >"$out/results.jsonl"
 echo "convergence.sh: done in $(( $(date +%s) - start )) s" >&2
 
 /usr/bin/python3 bench/convergence_table.py "$out/results.jsonl"

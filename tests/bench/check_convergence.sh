@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/convergence.sh end to end, small (2 seeds, 2 virtual workers, every rule,
-# 1 epoch of 2560 examples): every planned run lands in results.jsonl, and the
+# 1 epoch of 2560 examples, 2 at a time): every planned run lands in
+# results.jsonl, in plan order, from its own result.json, and the
 # table's gap to sequential SGD is the mean ± standard error of the per-seed
 # differences in it. convergence_table.py refuses input that is not its runs.
 #   tests/bench/check_convergence.sh BUILD_DIR OUT_DIR
@@ -11,7 +12,7 @@ out=$(cd "$2" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 fail() { echo "FAILED: $*"; exit 1; }
 
-SEEDS="1 2" NS="2" EXTRA_CELLS=" " EPOCHS=1 JOBS=1 OUT="$out" "$root/bench/convergence.sh" "$build" \
+SEEDS="1 2" NS="2" EXTRA_CELLS=" " EPOCHS=1 JOBS=2 PYTHONUNBUFFERED=1 OUT="$out" "$root/bench/convergence.sh" "$build" \
   --train-limit 2560 --test-limit 1000 >"$out/table.md" 2>"$out/convergence.err" \
   || fail "convergence.sh: $(tail -5 "$out/convergence.err")"
 /usr/bin/python3 - "$out/results.jsonl" "$out/table.md" <<'PY' || fail "the table does not match the runs (above)"
@@ -21,6 +22,13 @@ table = open(sys.argv[2]).read()
 plan = {(1, "off", s) for s in (1, 2)} | {(2, r, s) for r in ("off", "constant", "adaptive") for s in (1, 2)}
 got = {(r["n"], r["rule"], r["seed"]) for r in runs}
 assert got == plan and len(runs) == len(plan), f"runs {sorted(got)}, planned {sorted(plan)}"
+# In plan order, each line its run's own result.json (no shared file written by concurrent runs).
+out = sys.argv[1].rsplit("/", 1)[0]
+for line, (n, delay, rule, seed) in zip(open(sys.argv[1]), (l.split() for l in open(out + "/plan.txt"))):
+    run = json.loads(line)
+    assert (run["n"], run["delay"], run["rule"], run["seed"]) == (int(n), delay, rule, int(seed)), f"{run} out of plan order"
+    own = open(f"{out}/runs/n{n}-{delay.replace(':', '_')}-{rule}-s{seed}/result.json").read()
+    assert own == line, f"results.jsonl has {line!r}, the run wrote {own!r}"
 acc = {(r["n"], r["rule"], r["seed"]): 100 * r["final_test_accuracy"] for r in runs if not r.get("diverged")}
 diffs = [acc[(2, "adaptive", s)] - acc[(1, "off", s)] for s in (1, 2)]
 want = f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs) / 2 ** 0.5:.2f}"
