@@ -47,10 +47,11 @@ for seed in $seeds; do
 done
 
 run_dir() { echo "$out/runs/n$1-${2//:/_}-$3-s$4"; }  # N DELAY RULE SEED
-run_one() {  # N DELAY RULE SEED
+run_one() {  # N DELAY RULE SEED: the run's one JSON line into its own result.json
   set -o pipefail
   local n=$1 delay=$2 rule=$3 seed=$4 dir log
   dir=$(run_dir "$@")
+  mkdir -p "$dir"
   log="$dir/stderr.txt"
   local json
   if json=$("$train" --virtual-workers "$n" --delay "$delay" --dc "$rule" --seed "$seed" --epochs "$epochs" \
@@ -61,7 +62,7 @@ run_one() {  # N DELAY RULE SEED
     json="{\"diverged\":true,\"why\":$(grep -m1 -o 'the loss is.*' "$log" | /usr/bin/python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}"
   fi
   /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(n=int(sys.argv[2]), delay=sys.argv[3], rule=sys.argv[4], seed=int(sys.argv[5])); print(json.dumps(r))' \
-    "$json" "$n" "$delay" "$rule" "$seed"
+    "$json" "$n" "$delay" "$rule" "$seed" >"$dir/result.json"
 }
 export -f run_dir run_one
 export out epochs train
@@ -72,7 +73,7 @@ start=$(date +%s)
 # xargs runs JOBS at a time, each into its own result.json: concurrent appends
 # to one file interleave where Python writes a line in two (PYTHONUNBUFFERED).
 while read -r n delay rule seed; do echo "$n $delay $rule $seed"; done <"$plan" |
-  xargs -P "$jobs" -L 1 bash -c 'extra=($extra_flags); d=$(run_dir "$@"); mkdir -p "$d"; run_one "$@" >"$d/result.json"' _
+  xargs -P "$jobs" -L 1 bash -c 'extra=($extra_flags); run_one "$@"' _
 while read -r n delay rule seed; do cat "$(run_dir "$n" "$delay" "$rule" "$seed")/result.json"; done <"$plan" \
   >"$out/results.jsonl"
 echo "convergence.sh: done in $(( $(date +%s) - start )) s" >&2
