@@ -86,10 +86,11 @@ class Client {
   void pull(std::span<const PullTarget> targets);
   /// Host memory that stays valid until this Client is destroyed (a model's
   /// parameters, say): pulls into it land in place where write-backs come by
-  /// message (tcp) and, for memory registered before connect(), where the
-  /// servers put them and Config::put_landing allows, saving a copy per float
-  /// (docs/protocol.md "Landing in place"). The promise is what makes it
-  /// safe: a receive that a failed pull left posted there can still complete later.
+  /// message (tcp) and where the servers put them and Config::put_landing
+  /// allows, saving a copy per float (docs/protocol.md "Landing in place");
+  /// after connect() it waits until every server thread took it. The promise
+  /// is what makes it safe: a receive that a failed pull left posted there
+  /// can still complete later.
   void register_memory(std::span<float> memory);
   /// Ends this iteration; blocks while the slowest live worker is more than
   /// `staleness` clocks behind.

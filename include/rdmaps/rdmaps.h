@@ -63,7 +63,7 @@ rdmaps_status rdmaps_client_pull_many(rdmaps_client* client, size_t count, const
                                       const size_t* floats);
 /** Host memory (`floats` floats at `data`) that stays valid until the client
  *  is destroyed: pulls into it land in place over tcp, and by put where
- *  --put-landing allows if registered before connecting, saving a copy; a
+ *  --put-landing allows, saving a copy; a
  *  pull that failed may still write there until then (docs/protocol.md
  *  "Landing in place"). */
 rdmaps_status rdmaps_client_register_memory(rdmaps_client* client, float* data, size_t floats);

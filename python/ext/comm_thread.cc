@@ -144,6 +144,9 @@ void CommThread::execute(const Op& op) {
     case Kind::kSetLearningRate:
       client_.set_learning_rate(op.learning_rate);
       return;
+    case Kind::kRegisterMemory:
+      client_.register_memory(std::span<float>(f, op.floats));
+      return;
   }
 }
 

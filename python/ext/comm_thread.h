@@ -22,7 +22,7 @@ namespace rdmaps::python {
 
 class CommThread {
  public:
-  enum class Kind { kPush, kPull, kInit, kClock, kBarrier, kPullMany, kSetLearningRate };
+  enum class Kind { kPush, kPull, kInit, kClock, kBarrier, kPullMany, kSetLearningRate, kRegisterMemory };
   using Ticket = uint64_t;
 
   explicit CommThread(Client& client);

@@ -154,12 +154,17 @@ class Worker {
     client_->declare(name, floats);
   }
   /// Client::register_memory(); `keep` (what owns the memory) is held until
-  /// the client is gone, which is the promise that call asks for. Before
-  /// connect(), like declare(): afterwards the client is the comm thread's.
+  /// the client is gone, which is the promise that call asks for. After
+  /// connect() the comm thread registers it, in turn with the operations
+  /// queued before; the client may hold it even if that failed.
   void register_memory(float* data, size_t floats, py::object keep) {
-    if (comm_) throw Error(Errc::kInvalidArgument, "register_memory() after connect(): register before it");
-    client_->register_memory({data, floats});
-    registered_.push_back(std::move(keep));
+    if (!comm_) {
+      client_->register_memory({data, floats});
+      registered_.push_back(std::move(keep));
+      return;
+    }
+    registered_.push_back(keep);
+    run(CommThread::Kind::kRegisterMemory, {}, data, floats, std::move(keep));
   }
   void connect() {
     if (comm_) return;
@@ -421,8 +426,9 @@ PYBIND11_MODULE(_rdmaps, m) {
             live(w).register_memory(p, n, b);
           },
           py::arg("buffer"),
-          "Float32 memory pulls may land in without a copy (over tcp); the worker holds the buffer until closed. "
-          "Before connect().")
+          "Float32 memory pulls may land in without a copy (by message over tcp, by put where put_landing "
+          "allows); the worker holds the buffer until closed. After connect() it returns once every server "
+          "thread took it.")
       .def("_register_memory",
            [](Worker& w, uintptr_t address, uint64_t nbytes, py::object keep) {
              live(w).register_memory(reinterpret_cast<float*>(address),

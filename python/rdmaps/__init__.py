@@ -85,8 +85,9 @@ class Worker(_rdmaps.Worker):
     "host:port,host:port" or a list in server-index order; options as in
     config_flags. declare() every tensor, connect(), then push/pull/clock with
     float32 C-contiguous buffers (numpy arrays, array.array('f'), ...).
-    register_memory(buffer) before connect() lets pulls into that buffer land
-    in place over tcp; the worker holds it until close().
+    register_memory(buffer) lets pulls into that buffer land in place (by
+    message over tcp, by put where put_landing allows), before or after
+    connect(); the worker holds it until close().
     metrics="HOST:PORT" serves its counters for Prometheus at /metrics
     (docs/observability.md; metrics_address is the bound one).
     """

@@ -1,8 +1,9 @@
 // The worker: declaring and connecting, waiting on its lanes (credits, clocks,
-// write-backs) and the SSP clock; rdmaps::Client forwards to it. Pushes are in
+// write-backs, landing regions offered late) and the SSP clock; rdmaps::Client forwards to it. Pushes are in
 // client_push.cc, pulls in client_pull.cc.
 #include <algorithm>
 
+#include "rdmaps/log.h"
 #include "src/ps/am_ids.h"
 #include "src/ps/client_impl.h"
 #include "transport/file_limit.h"
@@ -143,8 +144,66 @@ uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t s
   if (type == MsgType::kPush) h.learning_rate = learning_rate_;
   h.landing = landing;
   h.landing_offset = landing_offset;
-  const size_t bytes = payload ? length * ((flags & kFlagBf16) ? sizeof(uint16_t) : sizeof(float)) : 0;
+  const size_t elem = type == MsgType::kLanding ? 1 : (flags & kFlagBf16) ? sizeof(uint16_t) : sizeof(float);
+  const size_t bytes = payload ? length * elem : 0;
   return lane.inbox->post(h, payload, bytes, inflight);
+}
+
+// Each lane takes landing regions in order and counts them in its mailbox;
+// a refused one (its key did not unpack there) stops the offers to that lane,
+// whose pulls into it and later ones are then copied as before. A descriptor
+// larger than a slot (shards of a few floats) is not offered either.
+void ClientImpl::offer_late_landings() {
+  const size_t offerable = std::min(registered_.size(), kMaxLandingRegions);
+  std::vector<std::vector<uint8_t>> descriptors;  // the payloads, until their puts completed
+  std::vector<transport::Request>& inflight = inflight_;
+  for (;;) {
+    try {
+      inflight.clear();
+      descriptors.clear();
+      struct Asked {
+        ServerLink* link;
+        Lane* lane;
+        uint64_t rejected_before;
+      };
+      std::vector<Asked> asked;
+      for (auto& link : links_) {
+        if (!link.offers_landings) continue;
+        for (auto& lane : link.lanes) {
+          if (lane.landings != lane.landings_offered || lane.landings_offered >= offerable) continue;
+          asked.push_back({&link, &lane, link.load(link.mailbox(lane).rejected)});
+          for (; lane.landings_offered < offerable; ++lane.landings_offered) {
+            descriptors.push_back(
+                registered_[lane.landings_offered].region->descriptor(transport::Access::kRemoteWrite).serialize());
+            if (descriptors.back().size() > config_.shard_floats * sizeof(float)) break;
+            post(link, lane, MsgType::kLanding, 0, 0, 0, static_cast<uint32_t>(descriptors.back().size()),
+                 descriptors.back().data(), inflight, 0, static_cast<uint32_t>(lane.landings_offered + 1));
+          }
+        }
+      }
+      for (auto& r : inflight) r.wait_for(options_.timeout);
+      inflight.clear();
+      for (const Asked& a : asked) {
+        const Mailbox& box = a.link->mailbox(*a.lane);
+        wait(
+            [&] {
+              return a.link->load(box.landings) >= a.lane->landings_offered ||
+                     a.link->load(box.rejected) > a.rejected_before;
+            },
+            "waiting for server " + a.link->address + " lane " + std::to_string(a.lane->index) +
+                " to take landing region " + std::to_string(a.lane->landings_offered),
+            a.link);
+        a.lane->landings = std::min<size_t>(a.link->load(box.landings), a.lane->landings_offered);
+        if (a.lane->landings < a.lane->landings_offered)
+          logf(LogLevel::kWarn,
+               "rdmaps worker %u: server %s lane %u refused landing region %zu: pulls into it are copied",
+               options_.worker, a.link->address.c_str(), a.lane->index, a.lane->landings + 1);
+      }
+      return;
+    } catch (const Error& e) {
+      recover(e, inflight);  // a server that came back took every region in its LaneHello
+    }
+  }
 }
 
 void ClientImpl::clock(bool barrier) {

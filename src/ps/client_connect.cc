@@ -18,9 +18,9 @@ using transport::Access;
 void ClientImpl::offer_landings(ServerLink& link, const transport::Endpoint& ep, LaneHello& hello) {
   const bool offer = !link.use_am && (config_.put_landing == PutLanding::kOn ||
                                       (config_.put_landing == PutLanding::kAuto && ep.rma_to_registered()));
-  link.landings = offer ? std::min(registered_.size(), kMaxLandingRegions) : 0;
+  link.offers_landings = offer;
   hello.landing_regions.clear();
-  for (size_t i = 0; i < link.landings; ++i)
+  for (size_t i = 0; offer && i < std::min(registered_.size(), kMaxLandingRegions); ++i)
     hello.landing_regions.push_back(registered_[i].region->descriptor(Access::kRemoteWrite).serialize());
 }
 
@@ -84,6 +84,7 @@ Welcome ClientImpl::connect_one(uint32_t index) {
     if (!lw.accepted)
       throw Error(Errc::kProtocol,
                   "server " + where + " refused worker " + std::to_string(options_.worker) + ": " + lw.reason);
+    lane.landings = lane.landings_offered = lane_hello.landing_regions.size();
     auto inbox = lane.ep->import(transport::RegionDescriptor::parse(lw.inbox_region, where));
     lane.inbox = std::make_unique<InboxWriter>(*context_, *lane.ep, std::move(inbox),
                                                SlotLayout{config_.shard_floats * sizeof(float)}, welcome.inbox_slots,

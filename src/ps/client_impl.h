@@ -41,6 +41,9 @@ struct Lane {
   std::unique_ptr<InboxWriter> inbox;
   WriteBackReceiver write_back;  // active-message path
   uint64_t clock_sent = 0;       // the last clock this lane was told
+  // Put path: registered_[0, landings) the lane may put pulls into, as it
+  // confirmed; offered: as many told (more once one was refused).
+  size_t landings = 0, landings_offered = 0;
 };
 
 struct ServerLink {
@@ -56,7 +59,7 @@ struct ServerLink {
   std::vector<uint64_t> shard_stamp;  // min clock when each shard was last pulled; 0 = never
   std::vector<bool> have_shard;
   std::vector<uint8_t> delivered;  // by shard: copied to the running pull's targets as it landed
-  size_t landings = 0;             // the first registered memories its lanes may put pulls into (LaneHello)
+  bool offers_landings = false;    // its lanes may put pulls into registered memory
   uint32_t generation = 0;         // connections made after the first (the server restarted)
   uint64_t instance = 0;           // the server process connected to (Welcome::instance)
   uint64_t posted = 0;             // pushes (pieces) posted to it; a restart's checkpoint holds some of them
@@ -155,6 +158,9 @@ class ClientImpl {
   Welcome connect_one(uint32_t index);
   /// Gives `link`'s lanes (in `hello`) the registered memory they may put pulls into.
   void offer_landings(ServerLink& link, const transport::Endpoint& ep, LaneHello& hello);
+  /// Memory registered after connect(): offered to every lane of a put path,
+  /// each in sequence with its messages; returns once the lanes confirmed it.
+  void offer_late_landings();
   void pull_once(std::span<const PullTarget> targets);
   // Server restarts (Config::reconnect_ms, docs/cluster.md "Checkpoints").
   /// After `cause` interrupted an operation: lets `inflight` finish or fail,

@@ -22,7 +22,9 @@ void ClientImpl::register_memory(std::span<float> memory) {
     throw Error(Errc::kInvalidArgument, "register_memory: " + std::to_string(memory.size()) +
                                             " floats at a CUDA device address; only host memory lands in place");
   registered_.push_back({memory.data(), memory.data() + memory.size(), nullptr});
-  if (context_) register_with_transport();
+  if (!context_) return;
+  register_with_transport();
+  offer_late_landings();
 }
 
 // Remote-write rights: the lanes of a put path are given its key (connect_one()).
@@ -175,8 +177,8 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
       // Only the floats asked for: a small tensor's pull does not write back its whole shard.
       const uint64_t from = f.floats.begin - partition_->shard(f.link->index, first).begin;
       // A put path's lanes put them straight into registered memory that takes them all.
-      const auto [landing, at] = f.link->landings ? landing_of(f.floats) : std::pair{registered_.size(), uint64_t{0}};
-      f.in_place = landing < f.link->landings;
+      const auto [landing, at] = f.lane->landings ? landing_of(f.floats) : std::pair{registered_.size(), uint64_t{0}};
+      f.in_place = landing < f.lane->landings;
       f.seq =
           post(*f.link, *f.lane, MsgType::kPull, first, f.floats.size(), static_cast<uint32_t>(from), last - first + 1,
                nullptr, inflight, 0, f.in_place ? static_cast<uint32_t>(landing + 1) : 0, f.in_place ? at : 0);

@@ -20,7 +20,7 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 9;
+constexpr uint32_t kProtocolVersion = 10;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
 
@@ -30,6 +30,9 @@ enum class MsgType : uint16_t {
   kPull = 3,   ///< write fresh parameters of shards [shard, shard+count) back
   kInit = 4,   ///< set parameters of a shard range (initial values)
   kBye = 5,    ///< worker leaves cleanly
+  /// put path: memory registered after connecting, as landing region `landing`
+  /// (1 + index, the next one); payload: its descriptor, `length` bytes
+  kLanding = 6,
 };
 
 /// First 64 bytes of every inbox slot. The server trusts no field before
@@ -44,10 +47,10 @@ struct SlotHeader {
   uint64_t base_version;  ///< push: shard version the gradient was computed on; pull: floats asked for (0: all)
   uint64_t clock;         ///< worker clock at send (kClock: the new clock)
   uint32_t offset;        ///< push/init/pull: first float within the (first) shard
-  uint32_t length;        ///< push/init: floats in the payload; pull: shard count
+  uint32_t length;        ///< push/init: floats in the payload; pull: shard count; landing: bytes
   float learning_rate;    ///< push: the worker's rate (a scheduler's); 0 = the server's
-  uint32_t
-      landing;  ///< pull: 1 + which of the worker's landing regions (LaneHello) the floats go to; 0: its receive region
+  uint32_t landing;       ///< pull: 1 + which of the worker's landing regions the floats go to (0: its receive region);
+                          ///< landing: its number
   uint64_t landing_offset;  ///< pull: the byte of that region the first float asked goes to
 };
 static_assert(sizeof(SlotHeader) == 64);
@@ -69,7 +72,8 @@ struct Mailbox {
   uint64_t min_clock;     ///< smallest clock over live workers, as this lane saw them (SSP)
   uint64_t pull_stamp;    ///< min_clock when the last pull was copied
   uint64_t rejected;      ///< this worker's messages the server rejected
-  uint64_t reserved[3];
+  uint64_t landings;      ///< landing regions this lane holds for the worker (put path)
+  uint64_t reserved[2];
 };
 static_assert(sizeof(Mailbox) == 64);
 

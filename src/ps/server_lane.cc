@@ -181,6 +181,7 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   w.stall_logged = false;
   w.mailbox = Mailbox{};
   w.mailbox.min_clock = min_clock_;
+  w.mailbox.landings = w.writer->landing_bytes().size();
   w.name = "worker " + std::to_string(w.id) + " (" + peer + ")";
   welcome.accepted = 1;
   welcome.start_clock = w.clock;
@@ -231,7 +232,9 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
                         setup_.first_shard,
                         setup_.first_shard + setup_.shards,
                         versions_.data(),
-                        w.writer->landing_bytes()};
+                        w.writer->landing_bytes(),
+                        !w.writer->use_am(),
+                        slot_layout_.payload_bytes};
   if (std::string why = check_slot(h, rules); !why.empty()) return reject(w, RejectReason::kHeader, why);
   const bool bf16 = h.flags & kFlagBf16;
   switch (static_cast<MsgType>(h.type)) {
@@ -268,7 +271,25 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
     }
     case MsgType::kBye:
       return leave(w);
+    case MsgType::kLanding:
+      return add_landing(w, h, payload);
   }
+}
+
+// Memory the worker registered after connecting (docs/protocol.md "Landing in
+// place"): it comes in sequence with the pulls, so the worker names it in the
+// next one once the mailbox counts it.
+void ServerLane::add_landing(Worker& w, const SlotHeader& h, const uint8_t* payload) {
+  const std::string what = "landing region " + std::to_string(h.landing);
+  try {
+    auto region = w.ep->import(transport::RegionDescriptor::parse({payload, h.length}, w.name + " " + what));
+    if (!transport::allows(region->access(), Access::kRemoteWrite))
+      return reject(w, RejectReason::kHeader, what + " grants no remote write");
+    w.writer->add_landing(std::move(region));
+  } catch (const Error& e) {
+    return reject(w, RejectReason::kHeader, what + ": " + e.what());
+  }
+  w.mailbox.landings = w.writer->landing_bytes().size();
 }
 
 void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g) {

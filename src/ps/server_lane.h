@@ -165,6 +165,7 @@ class ServerLane {
   void handle(Worker& w, const SlotHeader& h, const uint8_t* payload);
   void apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g);
   void write_back(Worker& w, const SlotHeader& h);
+  void add_landing(Worker& w, const SlotHeader& h, const uint8_t* payload);
   void send_mailbox(Worker& w);
   void update_min_clock();
   void clock_advanced(uint64_t before, uint64_t now);

@@ -12,8 +12,9 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
   if (h.flags & ~kFlagBf16) return "unknown header flags " + to_string(h.flags);
   const bool bf16 = h.flags & kFlagBf16;
   if (bf16 && h.type != static_cast<uint16_t>(MsgType::kPush)) return "a bf16 payload in a message other than a push";
-  if ((h.landing || h.landing_offset) && h.type != static_cast<uint16_t>(MsgType::kPull))
-    return "a landing region in a message other than a pull";
+  const bool names_landing =
+      h.type == static_cast<uint16_t>(MsgType::kPull) || h.type == static_cast<uint16_t>(MsgType::kLanding);
+  if ((h.landing || h.landing_offset) && !names_landing) return "a landing region in a message other than a pull";
   const uint32_t first = r.first_shard, end = r.end_shard;
   const std::string lane = "this lane's [" + to_string(first) + ", " + to_string(end) + ")";
   switch (static_cast<MsgType>(h.type)) {
@@ -56,6 +57,19 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
       if (h.clock != r.worker_clock + 1) return "clock " + to_string(h.clock) + " after " + to_string(r.worker_clock);
       return {};
     case MsgType::kBye:
+      return {};
+    case MsgType::kLanding:
+      if (!r.puts) return "a landing region offered on the active-message path, where the worker places pulls itself";
+      if (h.shard || h.offset || h.base_version || h.landing_offset)
+        return "a landing region offer with shard, offset, version or landing offset set";
+      if (h.landing != r.landing_bytes.size() + 1)
+        return "landing region " + to_string(h.landing) + " offered, the worker's next is " +
+               to_string(r.landing_bytes.size() + 1);
+      if (r.landing_bytes.size() >= kMaxLandingRegions)
+        return "landing region " + to_string(h.landing) + " offered, at most " + to_string(kMaxLandingRegions);
+      if (h.length == 0 || h.length > r.payload_bytes)
+        return "landing region descriptor of " + to_string(h.length) + " bytes in a slot of " +
+               to_string(r.payload_bytes);
       return {};
   }
   return "unknown message type " + to_string(h.type);

@@ -30,6 +30,11 @@ class WriteBackSender {
                   std::vector<std::unique_ptr<transport::RemoteRegion>> landings = {});
   /// Sizes of the landing regions, in order: what check_slot() holds a pull to.
   std::span<const uint64_t> landing_bytes() const { return landing_bytes_; }
+  /// The next landing region (memory the worker registered after connecting).
+  void add_landing(std::unique_ptr<transport::RemoteRegion> landing) {
+    landing_bytes_.push_back(landing->size());
+    landings_.push_back(std::move(landing));
+  }
 
   /// Puts `floats` parameters from `params` (in `source`, registered, unchanged
   /// until wait_sent()) at `offset` of the receive region, or with `landing`

@@ -128,7 +128,10 @@ std::map<std::string, std::vector<Bytes>> seeds() {
   ps::SlotHeader pull{ps::kSlotMagic, 3, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0};
   ps::SlotHeader landing_pull{ps::kSlotMagic, 3, 0, 0, 0, 5, 1000, 0, 24, 1, 0, 2, 4000};
   ps::SlotHeader clock{ps::kSlotMagic, 2, 0, 0, 0, 5, 0, 1, 0, 0, 0, 0, 0};
-  s["slot"] = {as_bytes(push), as_bytes(pull), as_bytes(clock), as_bytes(landing_pull)};
+  ps::SlotHeader landing_offer{ps::kSlotMagic, 6, 0, 0, 0, 5, 0, 0, 0, 40, 0, 3, 0};
+  Bytes offer_on_puts = as_bytes(landing_offer);
+  offer_on_puts.insert(offer_on_puts.end(), {0, 1});  // bytes 64, 65: a lane of every shard, a put path
+  s["slot"] = {as_bytes(push), as_bytes(pull), as_bytes(clock), as_bytes(landing_pull), offer_on_puts};
   return s;
 }
 
@@ -338,6 +341,8 @@ TEST(Fuzz, InboxSlotHeaders) {
     r.versions = versions;
     const uint64_t landing_bytes[2] = {65536, 8000};
     r.landing_bytes = landing_bytes;
+    r.puts = b[65] % 2;  // a put path (landing regions may be offered) or not
+    r.payload_bytes = 64;
     if (std::string why = ps::check_slot(h, r); !why.empty()) throw Error(Errc::kProtocol, why);
     const auto type = static_cast<ps::MsgType>(h.type);
     if (type == ps::MsgType::kPush || type == ps::MsgType::kInit) {
@@ -356,11 +361,16 @@ TEST(Fuzz, InboxSlotHeaders) {
       if (h.landing > 2 || (h.landing && (h.landing_offset > room || bytes > room - h.landing_offset)))
         return "pull outside its landing region";
       if (!h.landing && h.landing_offset) return "landing offset without a region";
+    } else if (type == ps::MsgType::kLanding) {
+      if (!r.puts) return "landing region offered on the active-message path";
+      if (h.landing != 3) return "landing region offered out of turn";
+      if (h.length == 0 || h.length > r.payload_bytes) return "landing descriptor larger than the slot";
+      if (h.shard || h.offset || h.base_version || h.landing_offset) return "landing offer with other fields";
     } else if (h.landing || h.landing_offset) {
       return "landing fields outside a pull";
     }
     if (type != ps::MsgType::kPush && type != ps::MsgType::kInit && type != ps::MsgType::kPull &&
-        type != ps::MsgType::kClock && type != ps::MsgType::kBye) {
+        type != ps::MsgType::kClock && type != ps::MsgType::kBye && type != ps::MsgType::kLanding) {
       return "unknown type accepted";
     }
     return {};

@@ -322,6 +322,76 @@ RDMAPS_TEST_PEER(registered_puller) {
   return 0;
 }
 
+// Memory registered after connect() lands in place too: on the put path each
+// lane takes it by a message in sequence with the pulls, as the next landing
+// region; a region that ended up under the wrong number would receive another
+// tensor's floats (docs/protocol.md "Landing in place").
+TEST_P(PsTest, MemoryRegisteredAfterConnectLandsInPlace) {
+  Config c = sgd_config(GetParam(), 1.0f, kRegShard);
+  c.staleness = kInfiniteStaleness;
+  c.server_threads = 2;  // a lane per tensor: each lane is offered every region
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker("late_registrar", GetParam(), 0, 5, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << "memory registered after connect() did not land in place, or landed wrong";
+  servers.join();
+  EXPECT_EQ(servers.server(0).stats().rejected, 0u) << "a landing region offered after connect was refused";
+}
+
+RDMAPS_TEST_PEER(late_registrar) {
+  Config c = sgd_config(args.transport, 1.0f, kRegShard);
+  c.staleness = kInfiniteStaleness;
+  c.put_landing = PutLanding::kOn;  // over shm too, where UCX 1.13 emulates such puts
+  // Declared before the client: registered memory outlives it.
+  std::vector<float> early(kRegShard, std::nanf("")), late(kRegShard, std::nanf("")), spare(kRegShard, std::nanf("")),
+      again(kRegShard, std::nanf(""));
+  Client client(worker_options(args, c));
+  client.declare("a", kRegShard);  // shard 0, lane 0
+  client.declare("b", kRegShard);  // shard 1, lane 1
+  client.register_memory(early);   // landing region 1, offered when connecting
+  client.connect();
+  std::vector<float> want_a(kRegShard), want_b(kRegShard);
+  for (size_t i = 0; i < kRegShard; ++i)
+    want_a[i] = static_cast<float>(i % 1013) * 0.5f, want_b[i] = -static_cast<float>(i % 977) - 0.25f;
+  client.init("a", want_a);
+  client.init("b", want_b);
+  auto pull_both = [&](std::span<float> a, std::span<float> b, uint64_t in_place_after, const char* when) {
+    client.pull(std::vector<PullTarget>{{"a", a}, {"b", b}});
+    if (std::memcmp(a.data(), want_a.data(), kRegShard * 4) != 0 ||
+        std::memcmp(b.data(), want_b.data(), kRegShard * 4) != 0) {
+      std::fprintf(stderr, "late_registrar: %s: a pulled tensor differs\n", when);
+      return false;
+    }
+    if (client.stats().pull_bytes_in_place != in_place_after) {
+      std::fprintf(stderr, "late_registrar: %s: %llu bytes in place, expected %llu\n", when,
+                   static_cast<unsigned long long>(client.stats().pull_bytes_in_place),
+                   static_cast<unsigned long long>(in_place_after));
+      return false;
+    }
+    return true;
+  };
+  constexpr uint64_t kShardBytes = kRegShard * 4;
+  if (!pull_both(early, late, kShardBytes, "before registering 'late'")) return 1;  // "b" copied
+  client.register_memory(late);                                                     // landing region 2
+  client.register_memory(spare);                                                    // 3: never pulled into
+  client.register_memory(again);                                                    // 4
+  std::vector<float> g(kRegShard);
+  for (int r = 0; r < 2; ++r) {
+    for (size_t i = 0; i < kRegShard; ++i) g[i] = static_cast<float>((i + r) % 5);
+    client.push("a", g);
+    client.push("b", g);
+    for (size_t i = 0; i < kRegShard; ++i) want_a[i] -= g[i], want_b[i] -= g[i];  // SGD at lr 1
+    // Both lanes put into regions offered after connect(): "b" into 2, then "a" into 4 and "b" into 1.
+    const bool ok = r == 0 ? pull_both(early, late, 3 * kShardBytes, "after registering 'late'")
+                           : pull_both(again, early, 5 * kShardBytes, "into regions 4 and 1");
+    if (!ok) return 1;
+  }
+  if (!std::all_of(spare.begin(), spare.end(), [](float v) { return std::isnan(v); })) {
+    std::fprintf(stderr, "late_registrar: a pull wrote into memory no target named\n");
+    return 1;
+  }
+  return 0;
+}
+
 // A tensor that starts inside a shard and ends inside the next: its two
 // messages land in place, and the copy at the pull's end (for what did not
 // come by message) leaves them alone.

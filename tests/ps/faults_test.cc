@@ -38,6 +38,8 @@ enum Bad {
   kVersionAhead,
   kBadType,
   kBadRate,
+  kBadLanding,      // a landing region whose descriptor is not one
+  kLandingSkipped,  // landing region 3 offered when 1 is due
   kBadCount
 };
 
@@ -194,6 +196,16 @@ RDMAPS_TEST_PEER(rogue_worker) {
         break;
       case kBadRate:
         h.learning_rate = -std::numeric_limits<float>::infinity();
+        break;
+      case kBadLanding:
+        h.type = static_cast<uint16_t>(MsgType::kLanding);
+        h.landing = 1;
+        h.length = 64;  // bytes of 0.5f: no descriptor magic
+        break;
+      case kLandingSkipped:
+        h.type = static_cast<uint16_t>(MsgType::kLanding);
+        h.landing = 3;
+        h.length = 64;
         break;
     }
     write(h, seq, fill);
