@@ -1,6 +1,7 @@
 // The worker: declaring and connecting, waiting on its lanes (credits, clocks,
-// write-backs, landing regions offered late) and the SSP clock; rdmaps::Client forwards to it. Pushes are in
-// client_push.cc, pulls in client_pull.cc.
+// write-backs, landing regions offered late) and the SSP clock;
+// rdmaps::Client forwards to it. Pushes are in client_push.cc, pulls in
+// client_pull.cc.
 #include <algorithm>
 
 #include "rdmaps/log.h"
