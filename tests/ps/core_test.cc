@@ -392,6 +392,45 @@ RDMAPS_TEST_PEER(late_registrar) {
   return 0;
 }
 
+// A slot of a few floats cannot carry a region's descriptor: such memory is
+// not offered to the lanes after connect(), and pulls into it are copied,
+// exact, with nothing written past a slot.
+TEST_P(PsTest, ShardsSmallerThanADescriptorCopyMemoryRegisteredLater) {
+  Config c = sgd_config(GetParam(), 1.0f, 8);
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker("tiny_late_registrar", GetParam(), 0, 5, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << "memory registered late with tiny shards came back wrong";
+  servers.join();
+  EXPECT_EQ(servers.server(0).stats().rejected, 0u) << "a descriptor larger than a slot was sent";
+}
+
+RDMAPS_TEST_PEER(tiny_late_registrar) {
+  constexpr size_t kFloats = 64;  // 8 shards of 8 floats: 32-byte slot payloads
+  Config c = sgd_config(args.transport, 1.0f, 8);
+  c.put_landing = PutLanding::kOn;
+  std::vector<float> late(kFloats, std::nanf(""));
+  Client client(worker_options(args, c));
+  client.declare("t", kFloats);
+  client.connect();
+  client.register_memory(late);
+  std::vector<float> want(kFloats);
+  for (size_t i = 0; i < kFloats; ++i) want[i] = static_cast<float>(i) * 1.5f - 9.0f;
+  client.init("t", want);
+  client.pull("t", late);
+  if (std::memcmp(late.data(), want.data(), kFloats * 4) != 0) {
+    std::fprintf(stderr, "tiny_late_registrar: the pulled tensor differs\n");
+    return 1;
+  }
+  // By message (tcp) each shard's write-back lands in it; by put nothing was offered, so all is copied.
+  const bool am = client.stats().push_paths.at(0) == "am";
+  if (client.stats().pull_bytes_in_place != (am ? kFloats * 4 : 0)) {
+    std::fprintf(stderr, "tiny_late_registrar: %llu bytes in place over the %s path\n",
+                 static_cast<unsigned long long>(client.stats().pull_bytes_in_place), am ? "am" : "put");
+    return 1;
+  }
+  return 0;
+}
+
 // A tensor that starts inside a shard and ends inside the next: its two
 // messages land in place, and the copy at the pull's end (for what did not
 // come by message) leaves them alone.
