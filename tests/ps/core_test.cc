@@ -326,15 +326,21 @@ RDMAPS_TEST_PEER(registered_puller) {
 // lane takes it by a message in sequence with the pulls, as the next landing
 // region; a region that ended up under the wrong number would receive another
 // tensor's floats (docs/protocol.md "Landing in place").
+// Runs `peer` as the one worker of one server: it must exit 0, and the server reject nothing.
+void run_late_registrar(const Config& c, transport::TransportKind kind, const char* peer, const char* what) {
+  ServerGroup servers(1, 1, c);
+  PeerProcess worker(peer, kind, 0, 5, {servers.addresses(), "0"});
+  EXPECT_EQ(worker.wait(60s), 0) << what;
+  servers.join();
+  EXPECT_EQ(servers.server(0).stats().rejected, 0u) << "a landing region offered after connect was refused";
+}
+
 TEST_P(PsTest, MemoryRegisteredAfterConnectLandsInPlace) {
   Config c = sgd_config(GetParam(), 1.0f, kRegShard);
   c.staleness = kInfiniteStaleness;
   c.server_threads = 2;  // a lane per tensor: each lane is offered every region
-  ServerGroup servers(1, 1, c);
-  PeerProcess worker("late_registrar", GetParam(), 0, 5, {servers.addresses(), "0"});
-  EXPECT_EQ(worker.wait(60s), 0) << "memory registered after connect() did not land in place, or landed wrong";
-  servers.join();
-  EXPECT_EQ(servers.server(0).stats().rejected, 0u) << "a landing region offered after connect was refused";
+  run_late_registrar(c, GetParam(), "late_registrar",
+                     "memory registered after connect() did not land in place, or landed wrong");
 }
 
 RDMAPS_TEST_PEER(late_registrar) {
@@ -396,12 +402,8 @@ RDMAPS_TEST_PEER(late_registrar) {
 // not offered to the lanes after connect(), and pulls into it are copied,
 // exact, with nothing written past a slot.
 TEST_P(PsTest, ShardsSmallerThanADescriptorCopyMemoryRegisteredLater) {
-  Config c = sgd_config(GetParam(), 1.0f, 8);
-  ServerGroup servers(1, 1, c);
-  PeerProcess worker("tiny_late_registrar", GetParam(), 0, 5, {servers.addresses(), "0"});
-  EXPECT_EQ(worker.wait(60s), 0) << "memory registered late with tiny shards came back wrong";
-  servers.join();
-  EXPECT_EQ(servers.server(0).stats().rejected, 0u) << "a descriptor larger than a slot was sent";
+  run_late_registrar(sgd_config(GetParam(), 1.0f, 8), GetParam(), "tiny_late_registrar",
+                     "memory registered late with tiny shards came back wrong");
 }
 
 RDMAPS_TEST_PEER(tiny_late_registrar) {
