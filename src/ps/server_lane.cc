@@ -280,6 +280,7 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
 // place"): it comes in sequence with the pulls, so the worker names it in the
 // next one once the mailbox counts it.
 void ServerLane::add_landing(Worker& w, const SlotHeader& h, const uint8_t* payload) {
+  if (w.departed) return;  // no pull of its will be served
   const std::string what = "landing region " + std::to_string(h.landing);
   try {
     auto region = w.ep->import(transport::RegionDescriptor::parse({payload, h.length}, w.name + " " + what));

@@ -3,7 +3,8 @@
 # 1 epoch of 2560 examples, 2 at a time): every planned run lands in
 # results.jsonl, in plan order, from its own result.json, and the
 # table's gap to sequential SGD is the mean ± standard error of the per-seed
-# differences in it. convergence_table.py refuses input that is not its runs.
+# differences in it, as is convergence_by_epoch.py's final row (from each
+# run's metrics.csv). Both refuse input that is not their runs.
 #   tests/bench/check_convergence.sh BUILD_DIR OUT_DIR
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -60,4 +61,18 @@ if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/bad.jsonl" 2>
 [[ $msg == *"bad.jsonl:2: not a run of convergence.sh (not an object)"* ]] || fail "a list: $msg"
 if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/missing.jsonl" 2>&1); then fail "accepted a missing file"; fi
 [[ $msg == *"cannot read $out/missing.jsonl"* ]] || fail "missing file: $msg"
-echo "convergence.sh: 8 runs, the table matches them; bad input refused"
+# The gap by epoch ends, in its "final" row, with the table's gap: the same
+# runs read from their metrics.csv instead of results.jsonl.
+/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out" >"$out/by_epoch.md" 2>&1 \
+  || fail "convergence_by_epoch.py: $(cat "$out/by_epoch.md")"
+table_gap=$(grep '^| 2 | round-robin |' "$out/table.md" | cut -d'|' -f8 | xargs)
+final=$(grep '^| final |' "$out/by_epoch.md" | cut -d'|' -f3 | xargs)
+[[ -n $table_gap && $final == "$table_gap" ]] || fail "by epoch, final gap '$final'; the table's '$table_gap'"
+cp -r "$out/runs/n2-round-robin-adaptive-s1" "$out/runs/n2-round-robin-adaptive-s9"
+printf 'run,seconds,epoch,test_accuracy\nx,1,0.5,high\n' >"$out/runs/n2-round-robin-adaptive-s9/metrics.csv"
+if msg=$(/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out" 2>&1); then fail "accepted a bad metrics.csv"; fi
+[[ $msg == *"n2-round-robin-adaptive-s9/metrics.csv:2: no epoch and test_accuracy"* ]] || fail "bad metrics.csv: $msg"
+rm -r "$out/runs/n2-round-robin-adaptive-s9"
+if msg=$(/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out/missing" 2>&1); then fail "accepted a missing folder"; fi
+[[ $msg == *"cannot read $out/missing/runs"* ]] || fail "missing folder: $msg"
+echo "convergence.sh: 8 runs, the table and the gap by epoch match them; bad input refused"
