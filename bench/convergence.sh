@@ -14,7 +14,9 @@
 #   RULES ["off constant adaptive"] (--dc)   EPOCHS [15]   JOBS [2]
 #   OUT [convergence-out]: one JSON line per run in OUT/results.jsonl (in plan
 #   order; OUT/runs/*/result.json as each run ends), from
-#   which bench/convergence_table.py prints the table (run it alone to reprint).
+#   which bench/convergence_table.py prints the table (run it alone to reprint);
+#   bench/convergence_by_epoch.py OUT prints the gap at every epoch from the
+#   runs' metrics.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
