@@ -18,10 +18,10 @@ enum class StalenessPolicy { kNone, kScaleByTau, kDropAboveMax };
 /// endpoint (put where UCX's RMA is native, active message where emulated).
 enum class PushPath { kAuto, kPut, kAm };
 /// Whether servers put pulls straight into memory given to
-/// Client::register_memory(): where the transport writes
-/// such memory natively (verbs), everywhere (UCX 1.13 emulates it over shared
-/// memory, slower with more than one server thread), or never
-/// (docs/protocol.md "Landing in place").
+/// Client::register_memory(): where the transport writes such memory
+/// natively (verbs), everywhere (UCX 1.13 emulates it over shared memory,
+/// slower with more than one server thread), or never (docs/protocol.md
+/// "Landing in place").
 enum class PutLanding { kAuto, kOn, kOff };
 /// Element type of pushed gradients on the wire (parameters stay float32).
 enum class WireFormat { kF32, kBf16 };

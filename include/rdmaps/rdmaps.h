@@ -63,9 +63,9 @@ rdmaps_status rdmaps_client_pull_many(rdmaps_client* client, size_t count, const
                                       const size_t* floats);
 /** Host memory (`floats` floats at `data`) that stays valid until the client
  *  is destroyed: pulls into it land in place over tcp, and by put where
- *  --put-landing allows, saving a copy; a
- *  pull that failed may still write there until then (docs/protocol.md
- *  "Landing in place"). */
+ *  --put-landing allows, saving a copy (after connecting, once every server
+ *  thread took it); a pull that failed may still write there until then
+ *  (docs/protocol.md "Landing in place"). */
 rdmaps_status rdmaps_client_register_memory(rdmaps_client* client, float* data, size_t floats);
 rdmaps_status rdmaps_client_clock(rdmaps_client* client);
 rdmaps_status rdmaps_client_barrier(rdmaps_client* client);
