@@ -192,7 +192,7 @@ int main(void) {
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL && strstr(rdmaps_last_error(), "listed twice"),
         "a server listed twice gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
 
-  rdmaps_client_options co = {address, 0, "--transport shm", 0};
+  rdmaps_client_options co = {address, 0, "--transport shm --put-landing on", 0};
   rdmaps_client* client = NULL;
   st = rdmaps_client_create(&co, &client);
   CHECK(st == RDMAPS_OK, "client_create: %s", rdmaps_last_error());
@@ -228,6 +228,11 @@ int main(void) {
   const size_t sizes[] = {1000, 10};
   CHECK(rdmaps_client_pull_many(client, 2, names, outs, sizes) == RDMAPS_OK, "pull_many: %s", rdmaps_last_error());
   CHECK(w[0] == 0.375f && b[0] == 2.0f && b[9] == 2.0f, "pull_many gave w %f, b %f", w[0], b[0]);
+  /* Registered after connecting: the lanes take it in turn, and pulls are put into it. */
+  static float late[1000];
+  CHECK(rdmaps_client_register_memory(client, late, 1000) == RDMAPS_OK &&
+            rdmaps_client_pull(client, "w", late, 1000) == RDMAPS_OK && late[0] == 0.375f && late[999] == 0.375f,
+        "pull into memory registered after connecting: %s, late[0] %f", rdmaps_last_error(), late[0]);
   const size_t wrong_sizes[] = {1000, 11};
   st = rdmaps_client_pull_many(client, 2, names, outs, wrong_sizes);
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "'b'"), "pull_many of a wrong size: %s",
@@ -244,7 +249,7 @@ int main(void) {
 
   rdmaps_client_stats cs;
   CHECK(rdmaps_client_get_stats(client, &cs) == RDMAPS_OK, "client stats: %s", rdmaps_last_error());
-  CHECK(cs.pushes == 2 && cs.clock == 2 && cs.pulls == 3, "client stats: %llu pushes, clock %llu, %llu pulls",
+  CHECK(cs.pushes == 2 && cs.clock == 2 && cs.pulls == 4, "client stats: %llu pushes, clock %llu, %llu pulls",
         (unsigned long long)cs.pushes, (unsigned long long)cs.clock, (unsigned long long)cs.pulls);
   rdmaps_client_destroy(client); /* says bye: the server's run() returns */
   pthread_join(thread, NULL);
