@@ -11,10 +11,12 @@ settles worse (docs/benchmarks.md "Session 23: the gap over training").
 import csv
 import os
 import re
-import statistics
 import sys
 
-RUN_DIR = re.compile(r"^n(\d+)-(.+)-(off|constant|adaptive)-s(\d+)$")  # bench/convergence.sh's run_dir
+from convergence_table import RULES, mean_and_error
+
+RULE_NAMES = [rule for rule, _ in RULES]
+RUN_DIR = re.compile(rf"^n(\d+)-(.+)-({'|'.join(RULE_NAMES)})-s(\d+)$")  # bench/convergence.sh's run_dir
 
 
 def curve(path):
@@ -39,13 +41,6 @@ def at_epoch(points, epoch):
     """The evaluation nearest whole epoch `epoch` (virtual runs test every half epoch)."""
     e, acc = min(points[:-1] or points, key=lambda p: abs(p[0] - epoch))
     return acc if abs(e - epoch) <= 0.1 else None
-
-
-def gap(diffs):
-    if not diffs:
-        return "—"
-    text = f"{statistics.mean(diffs):+.2f}"
-    return text + (f" ± {statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}" if len(diffs) > 1 else "")
 
 
 def main(out, rule):
@@ -83,11 +78,11 @@ def main(out, rule):
                 theirs = seq[seed][-1][1] if epoch == "final" else at_epoch(seq[seed], epoch)
                 if mine is not None and theirs is not None:
                     diffs.append(mine - theirs)
-            row.append(gap(diffs))
+            row.append(mean_and_error(diffs))
         print(f"| {epoch} | " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in ("off", "constant", "adaptive")):
+    if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] not in RULE_NAMES):
         sys.exit("usage: bench/convergence_by_epoch.py OUT [off|constant|adaptive]")
     main(sys.argv[1], sys.argv[2] if len(sys.argv) == 3 else "adaptive")

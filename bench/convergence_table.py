@@ -69,7 +69,13 @@ def paired_gap(rs, seq_by_seed):
     """Mean of (run − sequential SGD of the same seed), ± its standard error."""
     if not rs or any(r.get("diverged") or r["seed"] not in seq_by_seed for r in rs):
         return "—"
-    diffs = [accuracy(r) - seq_by_seed[r["seed"]] for r in rs]
+    return mean_and_error([accuracy(r) - seq_by_seed[r["seed"]] for r in rs])
+
+
+def mean_and_error(diffs):
+    """'+m.mm ± s.ss': the mean of paired differences and its standard error ("—" for none)."""
+    if not diffs:
+        return "—"
     gap = f"{statistics.mean(diffs):+.2f}"
     return gap + (f" ± {statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}" if len(diffs) > 1 else "")
 
