@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <span>
 
 #include "math/bf16.h"
 #include "rdmaps/error.h"
@@ -30,6 +31,16 @@ constexpr auto kHousekeepingEvery = 1ms;
 // Active-message write-backs go in messages of about this size: UCX's
 // ucp_am_bw over tcp peaks at 1 MiB (docs/benchmarks.md).
 constexpr size_t kWriteBackChunkBytes = 1 << 20;
+
+// A region the worker offers for pulls to be put into, imported on its
+// endpoint; `what` names it in the errors.
+std::unique_ptr<transport::RemoteRegion> import_landing(transport::Endpoint& ep, std::span<const uint8_t> descriptor,
+                                                        const std::string& peer, const std::string& what) {
+  auto region = ep.import(transport::RegionDescriptor::parse(descriptor, peer + " " + what));
+  if (!transport::allows(region->access(), Access::kRemoteWrite))
+    throw Error(Errc::kPermissionDenied, what + " grants no remote write");
+  return region;
+}
 
 bool finite_floats(const float* p, size_t n) {
   for (size_t i = 0; i < n; ++i)
@@ -147,12 +158,8 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
                                              std::to_string(receive_layout_.bytes()));
   // Only puts land where the worker says; on the active-message path the worker chooses itself.
   std::vector<std::unique_ptr<transport::RemoteRegion>> landings;
-  for (size_t i = 0; !use_am && i < hello.landing_regions.size(); ++i) {
-    landings.push_back(ep->import(
-        transport::RegionDescriptor::parse(hello.landing_regions[i], peer + " landing region " + std::to_string(i))));
-    if (!transport::allows(landings.back()->access(), Access::kRemoteWrite))
-      throw Error(Errc::kPermissionDenied, "landing region " + std::to_string(i) + " grants no remote write");
-  }
+  for (size_t i = 0; !use_am && i < hello.landing_regions.size(); ++i)
+    landings.push_back(import_landing(*ep, hello.landing_regions[i], peer, "landing region " + std::to_string(i)));
   try {
     // Built aside and kept only once all of it worked: a refusal leaves the worker's slot as it was.
     auto inbox = std::make_unique<InboxReader>(
@@ -281,14 +288,11 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
 // next one once the mailbox counts it.
 void ServerLane::add_landing(Worker& w, const SlotHeader& h, const uint8_t* payload) {
   if (w.departed) return;  // no pull of its will be served
-  const std::string what = "landing region " + std::to_string(h.landing);
   try {
-    auto region = w.ep->import(transport::RegionDescriptor::parse({payload, h.length}, w.name + " " + what));
-    if (!transport::allows(region->access(), Access::kRemoteWrite))
-      return reject(w, RejectReason::kHeader, what + " grants no remote write");
-    w.writer->add_landing(std::move(region));
+    w.writer->add_landing(
+        import_landing(*w.ep, {payload, h.length}, w.name, "landing region " + std::to_string(h.landing)));
   } catch (const Error& e) {
-    return reject(w, RejectReason::kHeader, what + ": " + e.what());
+    return reject(w, RejectReason::kHeader, e.what());
   }
   w.mailbox.landings = w.writer->landing_bytes().size();
 }
