@@ -354,7 +354,19 @@ std::string enclosed(const std::string& v, char quote, const char* escaped) {
 std::string csv_field(const std::string& v) {
   return v.find_first_of(",\"\r\n") == std::string::npos ? v : enclosed(v, '"', "\"\"");
 }
-std::string gnuplot_quoted(const std::string& v) { return enclosed(v, '\'', "''"); }
+// Double quotes with backslash escapes: inside single quotes gnuplot 5.4 misreads
+// two quotes in a row (the label a''b was a syntax error), and a line break ends a command.
+std::string gnuplot_quoted(const std::string& v) {
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c == '\n' || c == '\r')
+      out += c == '\n' ? "\\n" : "\\r";
+    else
+      out += c;
+  }
+  return out + '"';
+}
 std::string shell_quoted(const std::string& v) { return enclosed(v, '\'', "'\\''"); }
 
 void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, bool json) {
@@ -385,16 +397,17 @@ void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, b
     for (const auto& p : runs[i].curve) c << p.seconds << "," << p.accuracy << "\n";
     write_file(file, c.str());
     gp << (i ? ", " : "") << gnuplot_quoted(file) << " using 1:2 with linespoints title "
-       << gnuplot_quoted(runs[i].label);
+       << gnuplot_quoted(runs[i].label) << " noenhanced";  // a label's _ and ^ are not sub- and superscripts
   }
   gp << "\n";
   write_file(script, gp.str());
   std::string plot;
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0)
     plot = " (no plot: gnuplot is not installed; apt-get install gnuplot-nox)";
-  else if (std::system(("gnuplot " + shell_quoted(script) + " 2>" + shell_quoted(dir + "/gnuplot.err")).c_str()) != 0)
+  else if (std::system(("gnuplot " + shell_quoted(script) + " 2>" + shell_quoted(dir + "/gnuplot.err")).c_str()) != 0) {
+    std::remove((dir + "/accuracy.png").c_str());  // gnuplot leaves an empty frame where its plot failed
     plot = " (no plot: gnuplot failed, see " + dir + "/gnuplot.err)";
-  else
+  } else
     plot = ", " + dir + "/accuracy.png";
   if (!json) std::printf("wrote %s/metrics.csv, %s/summary.json%s\n", dir.c_str(), dir.c_str(), plot.c_str());
 }

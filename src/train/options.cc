@@ -167,7 +167,7 @@ Options parse_options(int argc, char** argv) {
                  "test passes per epoch, by worker 0 beside its steps (more: a finer time to 85 %)")
       ->check(cli::count(1, 1000));
   app.add_option("--expect-accuracy", o.expect_accuracy, "exit with status 3 if the final test accuracy is below X")
-      ->check(cli::number([](double) { return true; }, ""))
+      ->check(cli::number([](double d) { return d >= 0 && d <= 1; }, "a fraction from 0 to 1 (88 % is 0.88)"))
       ->type_name("X");
   cli::add_switch(app, "--gpu-shard", o.gpu_shard,
                   "servers keep parameters, state and backups on the GPU (fused kernel)");

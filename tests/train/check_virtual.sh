@@ -7,6 +7,7 @@
 #   tests/train/check_virtual.sh RDMAPS_TRAIN OUT_DIR
 set -euo pipefail
 train=$1; out=$2
+rm -rf "$out"  # a plot left by an earlier run must not pass for this one
 mkdir -p "$out"
 small=(--epochs 1 --train-limit 12800 --test-limit 1000 --json)
 py() { /usr/bin/python3 -c "$@"; }
@@ -27,7 +28,7 @@ want["7"] = r["updates"] - 7
 assert h == want, f"round-robin with 8 workers should be 0..6 once each, then 7: {h}"
 assert r["virtual_workers"] == 8 and r["delay"] == "round-robin", r' "$a" || fail "round-robin over $transport: $a"
 done
-b=$("$train" --virtual-workers 8 --transport shm "${small[@]}" --out "$out/b-shm" 2>/dev/null)
+"$train" --virtual-workers 8 --transport shm "${small[@]}" --out "$out/b-shm" >/dev/null 2>&1
 cut -d, -f1,3- "$out/a-shm/metrics.csv" >"$out/a.curve"
 cut -d, -f1,3- "$out/b-shm/metrics.csv" >"$out/b.curve"
 cmp -s "$out/a.curve" "$out/b.curve" || fail "two runs with the same seed differ: $(diff "$out/a.curve" "$out/b.curve" | head -4)"
@@ -37,14 +38,16 @@ cut -d, -f1,3- "$out/a-tcp/metrics.csv" | cmp -s - "$out/a.curve" || fail "tcp a
 
 # 2. A geometric delay gives staleness a tail, still exactly as scheduled, and
 #    a different seed a different schedule.
-g1=$("$train" --virtual-workers 8 --delay geometric:4 --seed 1 "${small[@]}" --label "geo's, \"4\"" --out "$out/g1" 2>/dev/null)
-# A label with a comma and quotes is one field of metrics.csv (RFC 4180
-# quoting) and a title of the plot (gnuplot's quoting).
+g1=$("$train" --virtual-workers 8 --delay geometric:4 --seed 1 "${small[@]}" --label "geo''s, \"4\" \\_x" --out "$out/g1" 2>/dev/null)
+# A label with a comma, quotes (two in a row) and a backslash is one field of
+# metrics.csv (RFC 4180 quoting) and a title of the plot (gnuplot's quoting).
 py 'import csv,sys
 rows = list(csv.DictReader(open(sys.argv[1])))
-assert rows and all(r["run"] == "geo\x27s, \"4\"" for r in rows), rows[:2]
+assert rows and all(r["run"] == "geo\x27\x27s, \"4\" \\_x" for r in rows), rows[:2]
 float(rows[-1]["test_accuracy"])' "$out/g1/metrics.csv" || fail "metrics.csv does not read back the label"
-if command -v gnuplot >/dev/null; then [ -s "$out/g1/accuracy.png" ] || fail "no plot: $(cat "$out/g1/gnuplot.err")"; fi
+if command -v gnuplot >/dev/null; then
+  if [ ! -s "$out/g1/accuracy.png" ] || [ -s "$out/g1/gnuplot.err" ]; then fail "no plot: $(cat "$out/g1/gnuplot.err")"; fi
+fi
 
 g2=$("$train" --virtual-workers 8 --delay geometric:4 --seed 2 "${small[@]}" --out "$out/g2" 2>/dev/null)
 py 'import json,sys
@@ -78,6 +81,7 @@ refused "--virtual-workers: needs at least 1" --virtual-workers 0
 refused "--virtual-workers" --virtual-workers -3
 refused "more than the 4096 workers a server accepts" --virtual-workers 5000
 refused "--delay: 'geometric:-1'" --virtual-workers 4 --delay geometric:-1
+refused "--expect-accuracy: '88' is not a fraction from 0 to 1" --virtual-workers 4 --expect-accuracy 88
 refused "--delay: 'uniform:0'" --virtual-workers 4 --delay uniform:0
 refused "--delay: 'sometimes'" --virtual-workers 4 --delay sometimes
 refused "--delay: sets the schedule of --virtual-workers" --delay round-robin
