@@ -71,6 +71,7 @@ void pump(std::vector<ChildProcess*>& children, int timeout_ms) {
 struct Point {
   double seconds, epoch, accuracy, loss;
   uint64_t updates;
+  double virtual_time;  ///< virtual workers: on the schedule's clock, in step times; else -1
 };
 
 using Histogram = std::vector<uint64_t>;  // count by staleness
@@ -92,6 +93,10 @@ struct RunResult {
   std::string delay;
   double seconds = 0, final_accuracy = 0;
   std::optional<double> time_to_85;
+  /// Virtual workers: the schedule's clock at the end and at 85 %, in step
+  /// times (a worker's step at full speed), as a core per worker would take them.
+  double virtual_time = 0;
+  std::optional<double> virtual_time_to_85;
   uint64_t updates = 0, pushed = 0, pulled = 0, pulls = 0, skipped = 0;
   uint64_t straggled = 0;                    ///< steps after which a worker slept (--straggler)
   uint64_t reconnects = 0, pushes_lost = 0;  ///< servers that restarted (--reconnect) and what they lost
@@ -136,7 +141,7 @@ RunResult run_local(const Options& o, bool progress) {
   std::string list;
   tools::share_secret_with_children(config_of(o));
   for (uint32_t i = 0; i < o.servers; ++i) {
-    auto args = passthrough(o);
+    auto args = passthrough(o, true);
     args.insert(args.end(), {"--role", "server", "--index", std::to_string(i)});
     if (!o.metrics.empty()) args.insert(args.end(), {"--metrics", metrics_address_for(o, i)});
     servers.push_back(spawn(args, "server " + std::to_string(i)));
@@ -151,20 +156,24 @@ RunResult run_local(const Options& o, bool progress) {
                                              : " did not report its port within 30 s (see its output above)"));
     list += (list.empty() ? "" : ",") + ("127.0.0.1:" + line->substr(5));
   }
+  const auto add_straggler = [&o](std::vector<std::string>& args) {
+    if (o.straggler >= 0 || o.straggler_random)
+      args.insert(args.end(),
+                  {"--straggler", (o.straggler_random ? std::string("random") : std::to_string(o.straggler)) + ":" +
+                                      std::to_string(o.straggle_factor)});
+  };
   if (o.virtual_workers) {
     auto args = passthrough(o);
     args.insert(args.end(), {"--role", "virtual", "--virtual-workers", std::to_string(o.virtual_workers), "--delay",
                              o.delay, "--servers-list", list});
+    add_straggler(args);
     workers.push_back(spawn(args, "virtual workers"));
   } else {
     for (uint32_t w = 0; w < o.workers; ++w) {
       auto args = passthrough(o);
       args.insert(args.end(), {"--role", "worker", "--worker", std::to_string(w), "--servers-list", list});
       if (!o.metrics.empty()) args.insert(args.end(), {"--metrics", metrics_address_for(o, o.servers + w)});
-      if (o.straggler >= 0 || o.straggler_random)
-        args.insert(args.end(),
-                    {"--straggler", (o.straggler_random ? std::string("random") : std::to_string(o.straggler)) + ":" +
-                                        std::to_string(o.straggle_factor)});
+      add_straggler(args);
       workers.push_back(spawn(args, "worker " + std::to_string(w)));
     }
   }
@@ -207,6 +216,12 @@ RunResult run_local(const Options& o, bool progress) {
           add_histogram(in, r.schedule_staleness);
           continue;
         }
+        if (kind == "virtual-time") {
+          uint64_t straggled = 0;
+          in >> r.virtual_time >> straggled;
+          r.straggled += straggled;
+          continue;
+        }
         if (!(in >> w) || w >= o.workers) continue;  // not a worker's report
         if (kind == "progress") {
           uint64_t steps;
@@ -216,9 +231,15 @@ RunResult run_local(const Options& o, bool progress) {
           const auto taken =
               Clock::now() - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(e->age_s));
           if (!start) start = taken;  // the first snapshot is taken right after the start barrier
-          Point p{std::chrono::duration<double>(taken - *start).count(), e->epoch, e->accuracy, e->loss, e->step};
+          Point p{std::chrono::duration<double>(taken - *start).count(),
+                  e->epoch,
+                  e->accuracy,
+                  e->loss,
+                  e->step,
+                  e->virtual_time};
           accuracy = p.accuracy;
           if (!r.time_to_85 && p.accuracy >= 0.85) r.time_to_85 = p.seconds;
+          if (!r.virtual_time_to_85 && p.accuracy >= 0.85 && p.virtual_time >= 0) r.virtual_time_to_85 = p.virtual_time;
           r.curve.push_back(p);
         } else if (kind == "done") {
           uint64_t steps, bytes_in, bytes_out, pulls, skipped, straggled = 0, pieces = 0, reconnects = 0, lost = 0;
@@ -306,6 +327,8 @@ nlohmann::ordered_json json_value(const RunResult& r) {
   if (r.virtual_workers) {
     j["delay"] = r.delay;
     j["schedule_staleness_histogram"] = json_histogram(r.schedule_staleness);
+    j["virtual_time"] = r.virtual_time;
+    j["virtual_time_to_85"] = r.virtual_time_to_85 ? nlohmann::ordered_json(*r.virtual_time_to_85) : nullptr;
   }
   return j;
 }
@@ -385,16 +408,21 @@ void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, b
   write_file(dir + "/summary.json", summary);
   // Plot with gnuplot when it is there; the CSV is the result either way.
   const std::string script = dir + "/accuracy.gp";
+  // Virtual workers share this machine's cores in turns: their schedule's clock is the one to plot against.
+  const bool scheduled =
+      std::all_of(runs.begin(), runs.end(), [](const RunResult& r) { return r.virtual_workers > 0; });
   std::ostringstream gp;
   gp << "set terminal pngcairo size 900,560\nset output " << gnuplot_quoted(dir + "/accuracy.png")
      << "\nset datafile separator ','\n"
-     << "set key bottom right\nset grid\nset xlabel 'wall-clock seconds'\nset ylabel 'test accuracy'\nset yrange "
+     << "set key bottom right\nset grid\nset xlabel "
+     << (scheduled ? "'step times (the virtual schedule)'" : "'wall-clock seconds'")
+     << "\nset ylabel 'test accuracy'\nset yrange "
         "[0.5:0.95]\n"
      << "set title 'rdmaps-train: Fashion-MNIST MLP'\nplot ";
   for (size_t i = 0; i < runs.size(); ++i) {
     std::string file = dir + "/curve-" + std::to_string(i) + ".csv";
     std::ostringstream c;
-    for (const auto& p : runs[i].curve) c << p.seconds << "," << p.accuracy << "\n";
+    for (const auto& p : runs[i].curve) c << (scheduled ? p.virtual_time : p.seconds) << "," << p.accuracy << "\n";
     write_file(file, c.str());
     gp << (i ? ", " : "") << gnuplot_quoted(file) << " using 1:2 with linespoints title "
        << gnuplot_quoted(runs[i].label) << " noenhanced";  // a label's _ and ^ are not sub- and superscripts
@@ -417,7 +445,9 @@ void print_table(const std::vector<RunResult>& runs) {
               "staleness", "seconds");
   for (const auto& r : runs) {
     char t85[32];
-    if (r.time_to_85)
+    if (r.virtual_workers && r.virtual_time_to_85)  // the schedule's clock, not this machine's
+      std::snprintf(t85, sizeof(t85), "%.0f steps", *r.virtual_time_to_85);
+    else if (r.time_to_85)
       std::snprintf(t85, sizeof(t85), "%.1f s", *r.time_to_85);
     else
       std::snprintf(t85, sizeof(t85), "never");
@@ -444,14 +474,11 @@ int run_driver(const Options& o) {
         {"sequential SGD", 1, "0", "off"},           {"BSP", o.workers, "0", "off"},
         {"SSP s=3", o.workers, "3", "off"},          {"ASGD", o.workers, "inf", "off"},
         {"DC-ASGD-c", o.workers, "inf", "constant"}, {"DC-ASGD-a", o.workers, "inf", "adaptive"}};
-    // A virtual schedule is asynchronous: one virtual worker is sequential SGD.
-    if (o.virtual_workers)
-      std::erase_if(variants, [](const Variant& v) { return v.workers != 1 && std::string(v.staleness) != "inf"; });
     for (const auto& v : variants) {
       Options run = o;
       run.label = v.label;
       run.workers = v.workers;
-      run.staleness = o.virtual_workers ? "inf" : v.staleness;
+      run.staleness = v.staleness;
       run.dc = v.dc;
       if (run.virtual_workers) run.virtual_workers = v.workers;
       if (run.straggler >= static_cast<int>(run.workers)) run.straggler = -1;

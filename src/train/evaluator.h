@@ -30,6 +30,9 @@ struct EvalLine {
   double epoch = 0, accuracy = 0, loss = 0;
   uint64_t step = 0;
   double age_s = 0;  ///< from the snapshot to the line
+  /// Virtual workers: when the snapshot was taken on the schedule's clock, in
+  /// step times (virtual_workers.h); negative: not given (the line omits it).
+  double virtual_time = -1;
 };
 std::string format_eval_line(const EvalLine& e);
 /// nullopt unless `line` is an "eval" line.
@@ -47,7 +50,7 @@ class Evaluator {
 
   /// Takes a copy of `params` (the worker goes on changing its own). On a
   /// thread of its own at most one copy waits: a newer one replaces it.
-  void submit(std::span<const float> params, double epoch, uint64_t step);
+  void submit(std::span<const float> params, double epoch, uint64_t step, double virtual_time = -1);
   /// Returns once every snapshot taken is reported.
   void drain();
 
@@ -57,9 +60,9 @@ class Evaluator {
     double epoch = 0;
     uint64_t step = 0;
     std::chrono::steady_clock::time_point taken;
+    double virtual_time = -1;
   };
-  void evaluate(std::span<const float> params, double epoch, uint64_t step,
-                std::chrono::steady_clock::time_point taken);
+  void evaluate(const Snapshot& s, std::span<const float> params);
   void loop();
 
   const uint32_t worker_;

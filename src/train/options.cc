@@ -105,7 +105,7 @@ Options parse_options(int argc, char** argv) {
   auto* servers = app.add_option("--servers", o.servers, "server processes")->check(cli::count(1, kMaxWorkers));
   app.add_option("--virtual-workers", o.virtual_workers,
                  "N workers in one process, stepping in a seeded schedule (staleness as with N in parallel, runs "
-                 "repeat bit for bit)")
+                 "repeat bit for bit); the schedule also plays --straggler and the --staleness/--sync bound")
       ->check(CLI::Validator(
           [](std::string& v) -> std::string {
             std::string copy = v;
@@ -151,7 +151,7 @@ Options parse_options(int argc, char** argv) {
            o.straggle_factor = std::stod(v.substr(colon + 1));
          },
          "worker K sleeps so that it runs FACTOR times slower; random: each step, each worker is that slow with "
-         "chance 1/workers")
+         "chance 1/workers (virtual workers: the step takes FACTOR times its ticks)")
       ->check(straggler_spec())
       ->type_name("K:FACTOR|random:FACTOR");
   app.add_option("--data", o.data, "IDX files")->type_name("DIR");
@@ -159,7 +159,7 @@ Options parse_options(int argc, char** argv) {
   cli::add_switch(app, "--json", o.json, "print the summary as one JSON object");
   cli::add_switch(app, "--compare", o.compare,
                   "sequential SGD, BSP, SSP(3), ASGD, DC-ASGD-c, DC-ASGD-a: one table, one plot (with "
-                  "--virtual-workers: the asynchronous ones)");
+                  "--virtual-workers: time to 85 % on the schedule's clock, in step times)");
   app.add_option("--seed", o.seed, "seed of the data order and initial weights")->check(cli::count(0));
   app.add_option("--train-limit", o.train_limit, "train on the first N examples (0: all)")->check(cli::count(0));
   app.add_option("--test-limit", o.test_limit, "test on the first N examples (0: all)")->check(cli::count(0));
@@ -235,12 +235,6 @@ Options parse_options(int argc, char** argv) {
       bad_flag("--workers", std::to_string(o.workers) + " differs from --virtual-workers " +
                                 std::to_string(o.virtual_workers) + " (give one of them)");
     o.workers = o.virtual_workers;
-    if (o.staleness != "inf")
-      bad_flag("--virtual-workers",
-               "the schedule sets the staleness: it runs fully asynchronous, not with --sync "
-               "or --staleness");
-    if (o.straggler >= 0 || o.straggler_random)
-      bad_flag("--straggler", "virtual workers are delayed by --delay, not by sleeping");
   } else if (delay->count() > 0) {
     bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
   }
@@ -284,14 +278,14 @@ Config config_of(const Options& o) {
   return c;
 }
 
-std::vector<std::string> passthrough(const Options& o) {
+std::vector<std::string> passthrough(const Options& o, bool server) {
   std::vector<std::string> args = {"--workers",     std::to_string(o.workers),
                                    "--servers",     std::to_string(o.servers),
                                    "--epochs",      std::to_string(o.epochs),
                                    "--batch",       std::to_string(o.batch),
                                    "--transport",   o.transport,
                                    "--data",        o.data,
-                                   "--staleness",   o.staleness,
+                                   "--staleness",   server && o.virtual_workers ? "inf" : o.staleness,
                                    "--dc",          o.dc,
                                    "--lr",          exact(o.lr),
                                    "--schedule",    o.schedule,

@@ -56,8 +56,9 @@ Options parse_options(int argc, char** argv);
 
 /// The parameter-server configuration every process of the job uses.
 Config config_of(const Options& o);
-/// Flags that give a child process the same job.
-std::vector<std::string> passthrough(const Options& o);
+/// Flags that give a child process the same job. A virtual run's servers are
+/// fully asynchronous: its schedule applies the staleness bound.
+std::vector<std::string> passthrough(const Options& o, bool server = false);
 /// --metrics for the local run's process at `offset` (servers first, then workers): HOST:PORT+offset.
 std::string metrics_address_for(const Options& o, uint32_t offset);
 /// "async DC-a", "BSP", "SSP s=3", ... (with "virtual N" in front for that mode).

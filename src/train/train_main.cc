@@ -201,8 +201,9 @@ int run_virtual_role(const Options& o) {
   if (!o.metrics.empty())
     bad_flag("--metrics", "virtual workers share one process and so would share one port; give it to the servers");
   TrainTest data = load_dataset_dir(o.data);
+  const Straggler straggler{o.straggler, o.straggler_random, o.straggle_factor};
   run_virtual_workers(client_options(o), worker_options(o), o.virtual_workers, DelaySpec::parse("--delay", o.delay),
-                      data, reporter(o));
+                      straggler, data, reporter(o));
   return 0;
 }
 

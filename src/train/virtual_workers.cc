@@ -1,6 +1,8 @@
 #include "src/train/virtual_workers.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 
@@ -47,12 +49,18 @@ std::string DelaySpec::to_string() const {
   return "?";
 }
 
-StepSchedule::StepSchedule(uint32_t workers, DelaySpec delay, uint64_t seed)
-    : workers_(workers), spec_(delay), rng_(seed * 6364136223846793005ull + 1442695040888963407ull) {
+StepSchedule::StepSchedule(uint32_t workers, DelaySpec delay, uint64_t seed, uint64_t bound, Straggler straggler)
+    : workers_(workers),
+      spec_(delay),
+      bound_(bound),
+      straggler_(straggler),
+      rng_(seed * 6364136223846793005ull + 1442695040888963407ull) {
   pulled_at_.assign(workers, 0);
+  clock_.assign(workers, 0);
+  finished_.assign(workers, false);
   // Staggered by one tick each: round-robin then makes every push after the
   // first round exactly workers - 1 updates stale.
-  for (uint32_t w = 0; w < workers; ++w) queue_.push({w + this->delay(), w});
+  for (uint32_t w = 0; w < workers; ++w) queue_.push({w + duration(w) - workers, w});
 }
 
 uint64_t StepSchedule::delay() {
@@ -67,27 +75,71 @@ uint64_t StepSchedule::delay() {
   return 0;
 }
 
-void StepSchedule::stepped(bool more) {
+uint64_t StepSchedule::duration(uint32_t worker) {
+  uint64_t ticks = workers_;
+  const bool slow = straggler_.random ? std::bernoulli_distribution(1.0 / workers_)(rng_)
+                                      : static_cast<int64_t>(worker) == straggler_.worker;
+  if (slow && straggler_.factor > 1) {
+    ticks = static_cast<uint64_t>(std::llround(straggler_.factor * workers_));
+    ++straggled_;
+  }
+  return ticks + delay();
+}
+
+// As the client's clock() waits: after clock c, until every live worker
+// reached c - bound (a finished worker's clock is past anyone's).
+bool StepSchedule::held(uint32_t worker) const {
+  if (bound_ == UINT64_MAX || clock_[worker] <= bound_) return false;
+  uint64_t slowest = UINT64_MAX;
+  for (uint32_t w = 0; w < workers_; ++w)
+    if (!finished_[w]) slowest = std::min(slowest, clock_[w]);
+  return slowest < clock_[worker] - bound_;
+}
+
+void StepSchedule::start(uint32_t worker) {
+  pulled_at_[worker] = version_;
+  pulling_.push_back(worker);
+  queue_.push({now_ + duration(worker), worker});
+}
+
+std::span<const uint32_t> StepSchedule::stepped(bool more) {
   const Due due = queue_.top();
   queue_.pop();
+  now_ = due.tick;
   const uint64_t tau = version_ - pulled_at_[due.worker];
   if (staleness_.size() <= tau) staleness_.resize(tau + 1, 0);
   ++staleness_[tau];
-  pulled_at_[due.worker] = ++version_;
-  if (more) queue_.push({due.tick + workers_ + delay(), due.worker});
+  ++version_;
+  ++clock_[due.worker];
+  finished_[due.worker] = !more;
+  pulling_.clear();
+  if (more && !held(due.worker)) {
+    start(due.worker);
+  } else if (more) {
+    waiting_.insert(std::lower_bound(waiting_.begin(), waiting_.end(), due.worker), due.worker);
+  }
+  // Only the slowest worker's clock (or its finishing) lets anyone go.
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (*it == due.worker || held(*it)) {
+      ++it;
+      continue;
+    }
+    start(*it);
+    it = waiting_.erase(it);
+  }
+  return pulling_;
 }
 
 void run_virtual_workers(const ClientOptions& client, const WorkerOptions& options, uint32_t workers, DelaySpec delay,
-                         const TrainTest& data, const Report& report) {
+                         Straggler straggler, const TrainTest& data, const Report& report) {
   if (workers == 0) throw Error(Errc::kInvalidArgument, "--virtual-workers: needs at least 1 worker");
-  if (client.config.staleness != kInfiniteStaleness)
-    throw Error(Errc::kInvalidArgument,
-                "--virtual-workers: the schedule sets the staleness, so the servers must be fully asynchronous "
-                "(--async), not SSP/BSP");
   transport::raise_open_file_limit();  // every client holds a few descriptors
   std::vector<std::unique_ptr<TrainingWorker>> all;
   for (uint32_t k = 0; k < workers; ++k) {
     ClientOptions co = client;
+    // A client at the bound would wait in clock() for a worker only this
+    // thread can step: the schedule holds it instead, at the same point.
+    co.config.staleness = kInfiniteStaleness;
     co.worker = k;
     WorkerOptions wo = options;
     wo.worker = k;
@@ -98,16 +150,25 @@ void run_virtual_workers(const ClientOptions& client, const WorkerOptions& optio
     all.push_back(std::make_unique<TrainingWorker>(co, wo, data, report));
   }
   for (auto& w : all) w->connect();  // worker 0 first: it sets the initial weights
+  all[0]->set_virtual_time(0);
   for (auto& w : all) w->begin();
-  StepSchedule schedule(workers, delay, options.seed);
+  StepSchedule schedule(workers, delay, options.seed, client.config.staleness, straggler);
   while (!schedule.done()) {
-    TrainingWorker& w = *all[schedule.next()];
-    w.step();  // returns once its pull is back: the servers took in its push
-    // A worker's last step pulls nothing behind its push; without this wait
-    // the next worker's push could be applied first, off the schedule.
-    if (w.finished()) w.settle();
-    schedule.stepped(!w.finished());
+    const uint32_t k = schedule.next();
+    TrainingWorker& w = *all[k];
+    w.push_step();
+    const std::span<const uint32_t> pulling = schedule.stepped(!w.finished());
+    // A pull returns once the servers took in the pushes before it (one inbox,
+    // served in order). A worker that pulls nothing now (held, or done) waits
+    // for that all the same: else the next push could be applied first, off
+    // the schedule.
+    if (pulling.empty() || pulling.front() != k) w.settle();
+    for (uint32_t p : pulling) {
+      all[p]->set_virtual_time(schedule.time());
+      all[p]->pull_next();
+    }
   }
+  all[0]->set_virtual_time(schedule.time());
   all[0]->final_evaluation();  // every step's push is in: each waited for its pull, the last ones settled
   for (auto& w : all) w->finish();
   // A push reaches the servers as one piece per shard it covers; they count
@@ -118,6 +179,10 @@ void run_virtual_workers(const ClientOptions& client, const WorkerOptions& optio
     if (schedule.staleness()[tau])
       line += " " + std::to_string(tau) + ":" + std::to_string(schedule.staleness()[tau] * pieces);
   report(line);
+  char clock_line[96];
+  std::snprintf(clock_line, sizeof(clock_line), "virtual-time %.6f %llu", schedule.time(),
+                static_cast<unsigned long long>(schedule.straggled()));
+  report(clock_line);
 }
 
 }  // namespace rdmaps::train

@@ -2,13 +2,15 @@
 // client of the real servers (its own worker id, inbox and DC backup there),
 // but they step one at a time in a seeded schedule instead of racing for
 // cores, so a run with 32 workers on 2 cores has the staleness of 32 workers
-// in parallel, and two runs with the same seed are identical bit for bit
+// in parallel, and two runs with the same seed are identical bit for bit.
+// The schedule also plays stragglers and the SSP bound, on a clock of its own
 // (docs/architecture.md "Virtual workers").
 #pragma once
 
 #include <cstdint>
 #include <queue>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -29,21 +31,39 @@ struct DelaySpec {
   std::string to_string() const;
 };
 
-/// Which worker pushes next. Every worker pulls right after it pushes, so a
-/// push's staleness is the number of other pushes since its own last one;
-/// the schedule counts them, which is what the servers must measure too.
+/// Slow steps, as rdmaps-train --straggler gives worker processes: a slow
+/// step takes `factor` times as long.
+struct Straggler {
+  int worker = -1;      ///< always this worker's steps; -1: none
+  bool random = false;  ///< each step of each worker, with chance 1/workers
+  double factor = 1;
+};
+
+/// Which worker pushes next, and when each pulls. A worker pulls right after
+/// it pushes unless the SSP bound holds it, so a push's staleness is the
+/// number of other pushes since its own last pull; the schedule counts them,
+/// which is what the servers must measure too.
 class StepSchedule {
  public:
-  StepSchedule(uint32_t workers, DelaySpec delay, uint64_t seed);
+  /// `bound`: SSP's, as the client applies it (a worker that finished clock c
+  /// starts its next step once the slowest reached c - bound); UINT64_MAX: none.
+  StepSchedule(uint32_t workers, DelaySpec delay, uint64_t seed, uint64_t bound = UINT64_MAX, Straggler straggler = {});
 
   bool done() const { return queue_.empty(); }
-  /// The worker whose step comes next (ties go to the lower id).
+  /// The worker whose step ends next (ties go to the lower id).
   uint32_t next() const { return queue_.top().worker; }
-  /// next() stepped (pushed, then pulled); `more`: it has steps left.
-  void stepped(bool more);
+  /// next() pushed and clocked; `more`: it has steps left. Returns who pulls
+  /// now, in order: next(), unless the bound holds it, then the held workers
+  /// its clock lets go, by id.
+  std::span<const uint32_t> stepped(bool more);
 
   /// Pushes by staleness (index tau), as the schedule made them.
   const std::vector<uint64_t>& staleness() const { return staleness_; }
+  /// The schedule's clock at the last step, in step times: a step at full speed
+  /// takes one (a tick is 1/workers of it, one update slot).
+  double time() const { return static_cast<double>(now_) / workers_; }
+  /// Steps that were slow (Straggler).
+  uint64_t straggled() const { return straggled_; }
 
  private:
   struct Due {
@@ -52,20 +72,30 @@ class StepSchedule {
     bool operator>(const Due& o) const { return tick != o.tick ? tick > o.tick : worker > o.worker; }
   };
   uint64_t delay();
+  uint64_t duration(uint32_t worker);  // of its next step, in ticks
+  bool held(uint32_t worker) const;
+  void start(uint32_t worker);  // pulls now, pushes after its step
 
   uint32_t workers_;
   DelaySpec spec_;
+  uint64_t bound_;
+  Straggler straggler_;
   std::mt19937_64 rng_;
   std::priority_queue<Due, std::vector<Due>, std::greater<Due>> queue_;
-  uint64_t version_ = 0;             // pushes so far
-  std::vector<uint64_t> pulled_at_;  // version each worker last pulled
+  uint64_t now_ = 0, version_ = 0, straggled_ = 0;  // version_: pushes so far
+  std::vector<uint64_t> pulled_at_;                 // version each worker last pulled
+  std::vector<uint64_t> clock_;                     // steps each worker finished
+  std::vector<bool> finished_;
+  std::vector<uint32_t> waiting_;  // held at the bound, by id
+  std::vector<uint32_t> pulling_;  // what stepped() returns
   std::vector<uint64_t> staleness_;
 };
 
 /// Runs `workers` training workers in this process in `delay`'s schedule
-/// against the servers of `client` (fully asynchronous). Reports each worker's
+/// against the servers of `client`, which run fully asynchronous: the
+/// schedule applies `client.config.staleness` itself. Reports each worker's
 /// lines, then "schedule tau:count ..." (per push piece, as servers count).
 void run_virtual_workers(const ClientOptions& client, const WorkerOptions& options, uint32_t workers, DelaySpec delay,
-                         const TrainTest& data, const Report& report);
+                         Straggler straggler, const TrainTest& data, const Report& report);
 
 }  // namespace rdmaps::train

@@ -80,7 +80,7 @@ void TrainingWorker::load_batch() {
   }
 }
 
-void TrainingWorker::step() {
+void TrainingWorker::push_step() {
   load_batch();
   if (step_ % steps_per_epoch_ == 0) loss_sum_ = 0;
   if (o_.cosine) {  // this worker's progress through its own steps
@@ -115,7 +115,11 @@ void TrainingWorker::step() {
                   static_cast<unsigned long long>(stats.push_bytes), static_cast<unsigned long long>(stats.pull_bytes));
     report_(line);
   }
+}
+
+void TrainingWorker::pull_next() {
   if (finished()) return;  // the last evaluation is of the final model (final_evaluation())
+  const size_t done_in_epoch = (step_ - 1) % steps_per_epoch_ + 1;
   if (o_.evaluate && done_in_epoch % eval_every_ == 0)
     evaluate(epoch_progress());  // pulls: the next step computes on what was evaluated
   else
@@ -128,7 +132,7 @@ void TrainingWorker::final_evaluation() {
 
 void TrainingWorker::evaluate(double epoch) {
   client_.pull("mlp", params_);
-  evaluator_->submit(params_, epoch, step_);
+  evaluator_->submit(params_, epoch, step_, virtual_time_);
 }
 
 void TrainingWorker::finish() {

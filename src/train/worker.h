@@ -58,7 +58,19 @@ class TrainingWorker {
   /// push, clock, (straggle), then pull the next step's parameters (none
   /// after the last step). Throws
   /// Error when the loss is not finite (pushing it would ruin every worker).
-  void step();
+  void step() {
+    push_step();
+    pull_next();
+  }
+  /// step()'s first half: up to the clock. A virtual schedule that holds a
+  /// worker at its staleness bound calls pull_next() when it lets it go.
+  void push_step();
+  /// step()'s second half: the next step's parameters (worker 0 evaluates
+  /// them at its evaluation points); nothing after the last step.
+  void pull_next();
+  /// Virtual workers: the schedule's time, in step times, that the next
+  /// evaluation is dated at.
+  void set_virtual_time(double t) { virtual_time_ = t; }
   /// Returns once the servers applied every push of this worker: a pull
   /// queued behind them (a step pulls after its push, except the last one).
   void settle();
@@ -90,6 +102,7 @@ class TrainingWorker {
   size_t test_n_ = 0, steps_per_epoch_ = 0, eval_every_ = 1;
   uint64_t step_ = 0, total_steps_ = 0, straggled_ = 0;
   double loss_sum_ = 0, compute_s_ = 0;   // loss_sum_: this epoch's
+  double virtual_time_ = -1;              // negative: not a virtual worker
   std::mutex report_mutex_;               // the evaluator reports from its thread
   std::unique_ptr<Evaluator> evaluator_;  // the evaluating worker's
 };

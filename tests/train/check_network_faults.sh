@@ -43,7 +43,8 @@ for ns in "$srv" "$wrk"; do
 done
 ip link show "vs$tag" >/dev/null 2>&1 && fail "the veth pair is still in the host's namespace"
 
-export RDMAPS_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')  # off loopback: authenticated
+RDMAPS_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')  # off loopback: authenticated
+export RDMAPS_SECRET
 job=(--workers 2 --servers 1 --epochs "${EPOCHS:-3}" --train-limit 12000 --test-limit 2000 --transport tcp --seed 11
      --data /usr/share/datasets/fashion-mnist)
 port=$((20000 + RANDOM % 20000))
@@ -76,7 +77,7 @@ finish_job() {  # finish_job NAME: every process exits 0
   port=$((port + 1))
 }
 accuracy() { awk '$1 == "eval" { a = $4 } END { print a }' "$1"; }
-curve() { grep '^eval' "$1" | sed 's/ [^ ]*$//'; }  # the eval lines without their age (wall time)
+curve() { awk '$1 == "eval" { $7 = ""; print }' "$1"; }  # the eval lines without their age (wall time)
 drop_all() {  # drop_all -A|-D: a partition, both ways
   ip netns exec "$srv" iptables "$1" INPUT -i "vs$tag" -j DROP
   ip netns exec "$wrk" iptables "$1" INPUT -i "vw$tag" -j DROP

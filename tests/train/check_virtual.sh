@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Virtual workers (rdmaps-train --virtual-workers N): many real clients in one
-# process, stepping in a seeded schedule. The servers must measure exactly the
-# staleness the schedule made, two runs must be identical bit for bit, DC-ASGD-a
+# process, stepping in a seeded schedule (which also plays stragglers and the
+# SSP bound). The servers must measure exactly the staleness the schedule
+# made, two runs must be identical bit for bit, DC-ASGD-a
 # must not diverge at its defaults with 16 of them (the paper's formula does),
 # and bad flags must be refused naming the flag.
 #   tests/train/check_virtual.sh RDMAPS_TRAIN OUT_DIR
@@ -70,7 +71,55 @@ if "$train" --virtual-workers 16 "${small[@]}" --ms-bias-correction off --dc-bou
 fi
 grep -q "training diverged" "$out/paper16.err" || fail "paper formula failed otherwise: $(cat "$out/paper16.err")"
 
-# 4. Bad flags are refused, naming the flag.
+# 4. The schedule plays stragglers and the SSP bound on its own clock: the
+#    servers (fully asynchronous) measure exactly the staleness it made; BSP
+#    makes each round's pushes 0..3 stale; a 4x straggler makes the job last
+#    its 50 steps of 4 step times whatever the bound, and SSP(1) keeps its
+#    pushes 6 stale at most where async lets them reach 12.
+for mode in "--sync" "--staleness 1" "--async"; do
+  # shellcheck disable=SC2086  # the mode is two words or one
+  r=$("$train" --virtual-workers 4 $mode --straggler 1:4 --transport tcp "${small[@]}" --out "$out/ssp" 2>"$out/ssp.err") \
+    || fail "virtual workers with $mode and a straggler: $(cat "$out/ssp.err")"
+  py 'import json,sys
+r, mode = json.loads(sys.argv[1]), sys.argv[2]
+h, s = r["staleness_histogram"], r["schedule_staleness_histogram"]
+assert h == s, f"servers measured {h}, the schedule made {s}"
+steps = 12800 // 4 // 64
+assert r["virtual_time"] == (1 + 16 * steps - 4) / 4, r["virtual_time"]
+assert r["straggled_steps"] == steps, r["straggled_steps"]
+worst = max(int(t) for t in h)
+if mode == "--sync":
+    assert h == {str(t): steps for t in range(4)}, f"BSP: {h}"
+elif mode == "--staleness 1":
+    assert worst <= 6, f"SSP(1): pushes {worst} stale"
+else:
+    assert worst == 12, f"async with a 4x straggler: pushes at most {worst} stale, expected 12"
+t85 = r["virtual_time_to_85"]
+assert t85 is None or 0 < t85 <= r["virtual_time"], t85' "$r" "$mode" || fail "$mode with a straggler: $r"
+done
+# A random straggler and SSP(2) repeat bit for bit, evaluations dated on the schedule's clock.
+for run in c d; do
+  "$train" --virtual-workers 4 --staleness 2 --straggler random:4 "${small[@]}" --evals-per-epoch 4 --out "$out/$run" \
+    >"$out/$run.json" 2>"$out/$run.err" || fail "SSP(2) with random stragglers: $(cat "$out/$run.err")"
+done
+cmp -s <(cut -d, -f1,3- "$out/c/metrics.csv") <(cut -d, -f1,3- "$out/d/metrics.csv") || fail "SSP(2) with random stragglers did not repeat"
+py 'import json,sys
+r = json.load(open(sys.argv[1]))
+assert r["staleness_histogram"] == r["schedule_staleness_histogram"], r
+assert r["straggled_steps"] > 0 and r["virtual_time"] > 12800 // 4 // 64, r' "$out/c.json" || fail "SSP(2) random: $(cat "$out/c.json")"
+
+# --compare with virtual workers runs all six modes on the schedule, BSP and SSP included.
+cmp_json=$("$train" --virtual-workers 4 --compare --epochs 1 --train-limit 6400 --test-limit 500 --json --out "$out/cmp" 2>"$out/cmp.err") \
+  || fail "--compare with virtual workers: $(cat "$out/cmp.err")"
+py 'import json,sys
+runs = json.loads(sys.argv[1])
+assert [r["run"] for r in runs] == ["sequential SGD", "BSP", "SSP s=3", "ASGD", "DC-ASGD-c", "DC-ASGD-a"], runs
+assert [r["virtual_workers"] for r in runs] == [1, 4, 4, 4, 4, 4], runs
+for r in runs:
+    assert r["staleness_histogram"] == r["schedule_staleness_histogram"], r
+assert runs[1]["staleness_histogram"] == {str(t): 25 for t in range(4)}, runs[1]' "$cmp_json" || fail "--compare: $cmp_json"
+
+# 5. Bad flags are refused, naming the flag.
 refused() {  # expected-text args...
   local want=$1; shift
   local err
@@ -85,8 +134,7 @@ refused "--expect-accuracy: '88' is not a fraction from 0 to 1" --virtual-worker
 refused "--delay: 'uniform:0'" --virtual-workers 4 --delay uniform:0
 refused "--delay: 'sometimes'" --virtual-workers 4 --delay sometimes
 refused "--delay: sets the schedule of --virtual-workers" --delay round-robin
-refused "--virtual-workers: the schedule sets the staleness" --virtual-workers 4 --sync
 refused "--workers: 3 differs from --virtual-workers 2" --virtual-workers 2 --workers 3
-refused "--straggler: virtual workers are delayed by --delay" --virtual-workers 2 --straggler 1:4
+refused "--straggler: worker 4 does not exist" --virtual-workers 4 --straggler 4:2
 refused "unknown flag --no-such-flag" --no-such-flag 3
-echo "virtual workers: staleness exactly as scheduled (round-robin, geometric; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused"
+echo "virtual workers: staleness exactly as scheduled (round-robin, geometric, BSP, SSP, stragglers; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused"

@@ -1,4 +1,5 @@
-// The training job's pieces: IDX reading, the MLP's gradient, the straggler.
+// The training job's pieces: IDX reading, the MLP's gradient, the straggler,
+// the virtual workers' schedule.
 #include <gtest/gtest.h>
 #include <zlib.h>
 
@@ -18,6 +19,7 @@
 #include "src/train/dataset.h"
 #include "src/train/evaluator.h"
 #include "src/train/mlp.h"
+#include "src/train/virtual_workers.h"
 #include "src/train/worker.h"
 #include "tests/ps/fixture.h"
 
@@ -280,6 +282,13 @@ TEST(Evaluator, EvalLinesReadBackAsWritten) {
   EXPECT_EQ(back->loss, e.loss) << "the loss must survive to the last bit";
   EXPECT_EQ(back->step, e.step);
   EXPECT_EQ(back->age_s, 0.25);
+  EXPECT_LT(back->virtual_time, 0) << "a worker process's line has no virtual time";
+  EvalLine v = e;
+  v.virtual_time = 812.25;
+  const auto virtual_back = parse_eval_line(format_eval_line(v));
+  ASSERT_TRUE(virtual_back) << format_eval_line(v);
+  EXPECT_EQ(virtual_back->virtual_time, 812.25);
+  EXPECT_EQ(virtual_back->age_s, 0.25);
   EXPECT_FALSE(parse_eval_line("progress 0 50 0.2 1.5 100 100"));
   EXPECT_FALSE(parse_eval_line("eval 0 0.5 0.8 0.4 17")) << "a line without its age";
 }
@@ -397,6 +406,99 @@ TEST(Straggler, ARandomStragglerSlowsAboutTheGivenShareOfSteps) {
     // 64 draws at 1/4: 16 expected; 5..27 is more than 3.5 standard deviations either side.
     EXPECT_GE(ends[w].straggled, 5u) << "worker " << w << " hardly ever straggled";
     EXPECT_LE(ends[w].straggled, 27u) << "worker " << w << " straggled far more often than 1 step in 4";
+  }
+}
+
+// Plays a schedule to its end; after every step checks who pulled against
+// the client's SSP rule, written out here on its own: after clock c a worker
+// starts its next step once every worker still stepping reached c - bound,
+// and not before.
+struct Played {
+  std::vector<uint64_t> staleness;
+  double time = 0;
+  uint64_t straggled = 0, max_lead = 0;  // max_lead: clocks ahead of the slowest, at a pull
+};
+Played play(uint32_t workers, uint64_t steps, uint64_t bound, Straggler straggler, DelaySpec delay = {}) {
+  StepSchedule s(workers, delay, 7, bound, straggler);
+  std::vector<uint64_t> clock(workers, 0);
+  std::vector<bool> waiting(workers, false);
+  Played out;
+  const auto slowest = [&] {
+    uint64_t m = UINT64_MAX;
+    for (uint32_t w = 0; w < workers; ++w)
+      if (clock[w] < steps) m = std::min(m, clock[w]);
+    return m;
+  };
+  const auto may_go = [&](uint32_t w) {
+    return bound == UINT64_MAX || clock[w] <= bound || slowest() >= clock[w] - bound;
+  };
+  while (!s.done()) {
+    const uint32_t k = s.next();
+    ++clock[k];
+    const auto pulling = s.stepped(clock[k] < steps);
+    std::vector<bool> pulled(workers, false);
+    for (uint32_t p : pulling) {
+      EXPECT_TRUE(p == k || waiting[p]) << "worker " << p << " pulled twice";
+      EXPECT_TRUE(may_go(p)) << "worker " << p << " at clock " << clock[p] << " went on; the slowest is at "
+                             << slowest() << ", the bound " << bound;
+      pulled[p] = true;
+      waiting[p] = false;
+      if (slowest() != UINT64_MAX) out.max_lead = std::max(out.max_lead, clock[p] - slowest());
+    }
+    if (clock[k] < steps && !pulled[k]) waiting[k] = true;
+    for (uint32_t w = 0; w < workers; ++w) {
+      if (waiting[w]) {
+        EXPECT_FALSE(may_go(w)) << "worker " << w << " at clock " << clock[w] << " is held needlessly";
+      }
+    }
+  }
+  for (uint32_t w = 0; w < workers; ++w) EXPECT_EQ(clock[w], steps) << "worker " << w << " did not finish";
+  out.staleness = s.staleness();
+  out.time = s.time();
+  out.straggled = s.straggled();
+  return out;
+}
+
+// BSP (bound 0): every round all four push, then all pull, so the k-th
+// push of a round is k stale, in every round.
+TEST(StepSchedule, BspMakesEachRoundZeroToNMinusOneStale) {
+  const Played p = play(4, 50, 0, {});
+  EXPECT_EQ(p.staleness, (std::vector<uint64_t>{50, 50, 50, 50}));
+  EXPECT_EQ(p.max_lead, 0u);
+  EXPECT_DOUBLE_EQ(p.time, 49.75) << "a round takes one step time (the first: the stagger's 3 ticks)";
+}
+
+// SSP with a worker 4x slower: the others run at most `bound` clocks ahead
+// of it and wait there, so every push is at most 3 * (bound + 1) stale; fully
+// asynchronous the three do four steps each in every step of the
+// straggler's, which makes its pushes 12 stale. Either way the job ends when
+// the straggler does: 50 steps of 4 step times.
+TEST(StepSchedule, TheBoundHoldsTheFastWorkersAtAPersistentStraggler) {
+  for (uint64_t bound : {uint64_t{0}, uint64_t{1}, uint64_t{2}}) {
+    const Played p = play(4, 50, bound, {1, false, 4.0});
+    EXPECT_LE(p.staleness.size() - 1, 3 * (bound + 1)) << "bound " << bound;
+    EXPECT_LE(p.max_lead, bound) << "bound " << bound;
+    EXPECT_DOUBLE_EQ(p.time, (1 + 16 * 50 - 4) / 4.0) << "bound " << bound;
+    EXPECT_EQ(p.straggled, 50u);
+  }
+  const Played async = play(4, 50, UINT64_MAX, {1, false, 4.0});
+  EXPECT_EQ(async.staleness.size() - 1, 12u);
+  EXPECT_DOUBLE_EQ(async.time, (1 + 16 * 50 - 4) / 4.0);
+}
+
+// A random straggler (each step 4x slower with chance 1/4) and a geometric
+// delay: the rule holds at every step, and a looser bound never takes longer.
+TEST(StepSchedule, RandomStragglersKeepTheRuleAndALooserBoundIsNeverSlower) {
+  double before = 1e300;
+  for (uint64_t bound : {uint64_t{0}, uint64_t{1}, uint64_t{3}, uint64_t{8}, UINT64_MAX}) {
+    const Played p = play(8, 200, bound, {-1, true, 4.0}, {DelaySpec::Kind::kGeometric, 2});
+    if (bound != UINT64_MAX) {
+      EXPECT_LE(p.max_lead, bound);
+    }
+    EXPECT_GT(p.straggled, 8u * 200 / 8 / 2) << "about one step in 8 should be slow";
+    EXPECT_LT(p.straggled, 8u * 200 / 8 * 2);
+    EXPECT_LE(p.time, before) << "bound " << bound;
+    before = p.time;
   }
 }
 
