@@ -235,6 +235,8 @@ Options parse_options(int argc, char** argv) {
       bad_flag("--workers", std::to_string(o.workers) + " differs from --virtual-workers " +
                                 std::to_string(o.virtual_workers) + " (give one of them)");
     o.workers = o.virtual_workers;
+    // Its clients run without the bound (the schedule holds it), so they could not skip by it.
+    if (config_of(o).skip_pulls) bad_flag("--skip-pulls", "is not played by the --virtual-workers schedule");
   } else if (delay->count() > 0) {
     bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
   }

@@ -136,5 +136,6 @@ refused "--delay: 'sometimes'" --virtual-workers 4 --delay sometimes
 refused "--delay: sets the schedule of --virtual-workers" --delay round-robin
 refused "--workers: 3 differs from --virtual-workers 2" --virtual-workers 2 --workers 3
 refused "--straggler: worker 4 does not exist" --virtual-workers 4 --straggler 4:2
+refused "--skip-pulls: is not played by the --virtual-workers schedule" --virtual-workers 4 --staleness 2 --skip-pulls
 refused "unknown flag --no-such-flag" --no-such-flag 3
 echo "virtual workers: staleness exactly as scheduled (round-robin, geometric, BSP, SSP, stragglers; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused"
