@@ -86,14 +86,17 @@ uint64_t StepSchedule::duration(uint32_t worker) {
   return ticks + delay();
 }
 
-// As the client's clock() waits: after clock c, until every live worker
-// reached c - bound (a finished worker's clock is past anyone's).
-bool StepSchedule::held(uint32_t worker) const {
-  if (bound_ == UINT64_MAX || clock_[worker] <= bound_) return false;
-  uint64_t slowest = UINT64_MAX;
+// A finished worker's clock is past anyone's: only those still stepping count.
+uint64_t StepSchedule::slowest() const {
+  uint64_t m = UINT64_MAX;
   for (uint32_t w = 0; w < workers_; ++w)
-    if (!finished_[w]) slowest = std::min(slowest, clock_[w]);
-  return slowest < clock_[worker] - bound_;
+    if (!finished_[w]) m = std::min(m, clock_[w]);
+  return m;
+}
+
+// As the client's clock() waits: after clock c, until every live worker reached c - bound.
+bool StepSchedule::held(uint32_t worker, uint64_t slowest) const {
+  return bound_ != UINT64_MAX && clock_[worker] > bound_ && slowest < clock_[worker] - bound_;
 }
 
 void StepSchedule::start(uint32_t worker) {
@@ -113,14 +116,15 @@ std::span<const uint32_t> StepSchedule::stepped(bool more) {
   ++clock_[due.worker];
   finished_[due.worker] = !more;
   pulling_.clear();
-  if (more && !held(due.worker)) {
+  const uint64_t least = slowest();  // starting a step changes no clock
+  if (more && !held(due.worker, least)) {
     start(due.worker);
   } else if (more) {
     waiting_.insert(std::lower_bound(waiting_.begin(), waiting_.end(), due.worker), due.worker);
   }
   // Only the slowest worker's clock (or its finishing) lets anyone go.
   for (auto it = waiting_.begin(); it != waiting_.end();) {
-    if (*it == due.worker || held(*it)) {
+    if (*it == due.worker || held(*it, least)) {
       ++it;
       continue;
     }

@@ -73,7 +73,8 @@ class StepSchedule {
   };
   uint64_t delay();
   uint64_t duration(uint32_t worker);  // of its next step, in ticks
-  bool held(uint32_t worker) const;
+  uint64_t slowest() const;            // clock of the slowest worker still stepping
+  bool held(uint32_t worker, uint64_t slowest) const;
   void start(uint32_t worker);  // pulls now, pushes after its step
 
   uint32_t workers_;
