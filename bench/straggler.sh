@@ -48,13 +48,13 @@ runs = [json.loads(l) for l in open(sys.argv[1])]
 modes = ["BSP", "SSP3-DC-a", "async-DC-a"]
 virtual = sys.argv[3]
 # Virtual workers: the schedule's clock, in step times; processes: this machine's seconds.
-key, total, unit = ("virtual_time_to_85", "virtual_time", "steps") if virtual else ("time_to_85_s", "seconds", "s")
+time_key, total, unit = ("virtual_time_to_85", "virtual_time", "steps") if virtual else ("time_to_85_s", "seconds", "s")
 who = f"{virtual} virtual workers (rep R: seed R; time in step times)" if virtual else "4 worker processes"
 print(f"straggler {sys.argv[2]}, {who}, 15 epochs unless set otherwise")
 print("| rep | " + " | ".join(f"{m} to 85 % / final / {unit}" for m in modes) + " | SSP / BSP | SSP / async | async / BSP |")
 print("|---:|" + "---|" * len(modes) + "---:|---:|---:|")
 ratios = {"ssp_bsp": [], "ssp_async": [], "async_bsp": []}
-t = lambda r: r.get(key) if not r.get("diverged") else None
+t = lambda r: r.get(time_key) if not r.get("diverged") else None
 for rep in sorted({r["rep"] for r in runs}):
     by = {r["mode"]: r for r in runs if r["rep"] == rep}
     cells = []
