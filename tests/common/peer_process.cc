@@ -7,8 +7,12 @@
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
+#include <set>
+#include <sstream>
 #include <thread>
 #include <utility>
 
@@ -119,6 +123,51 @@ int free_listen_port() {
   }
   throw std::runtime_error("free_listen_port: no free port in [" + std::to_string(first) + ", " + std::to_string(last) +
                            "]");
+}
+
+namespace {
+// Whether process `pid` holds a socket listening on `port` (/proc: its fds'
+// socket inodes against the kernel's table of TCP sockets).
+bool listens_on(pid_t pid, int port) {
+  std::set<std::string> inodes;
+  std::error_code ec;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    const std::string target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (!ec && target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+      const auto colon = local.rfind(':');
+      if (state == "0A" && colon != std::string::npos && std::stoi(local.substr(colon + 1), nullptr, 16) == port &&
+          inodes.count(inode))
+        return true;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+PeerProcess listening_peer(const std::string& name, transport::TransportKind transport, uint64_t seed,
+                           const std::vector<std::string>& extra, int* port) {
+  for (int attempt = 0;; ++attempt) {
+    *port = free_listen_port();
+    PeerProcess peer(name, transport, *port, seed, extra);
+    for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+         std::chrono::steady_clock::now() < until;) {
+      if (!peer.running()) break;
+      if (listens_on(peer.pid(), *port)) return peer;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (peer.running() || attempt == 4) return peer;  // still starting, or failing for a reason of its own
+    std::fprintf(stderr, "[ retry    ] peer %s exited before it listened on port %d; another port\n", name.c_str(),
+                 *port);
+  }
 }
 
 uint64_t fresh_seed() {

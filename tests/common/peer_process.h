@@ -61,6 +61,14 @@ class PeerProcess {
 /// own, retrying while the peer starts) takes it as its source port first.
 int free_listen_port();
 
+/// A peer that listens on 127.0.0.1:*port, a free_listen_port() of its own:
+/// another process may take a port between the probe and the peer's bind (a
+/// server started beside a parallel test once failed so), so a peer that
+/// exits before it listens is started again on another port. Returns once
+/// it listens, or after 20 s with it still starting.
+PeerProcess listening_peer(const std::string& name, transport::TransportKind transport, uint64_t seed,
+                           const std::vector<std::string>& extra, int* port);
+
 /// Fresh random seed for this run (printed so a failure can be replayed).
 uint64_t fresh_seed();
 /// Deterministic bytes for (seed, stream): both peers derive the same data.

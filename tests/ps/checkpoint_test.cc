@@ -190,9 +190,9 @@ class PsCheckpointTest : public PsTest {};
 // server that comes back without its checkpoint is refused by the worker.
 TEST_P(PsCheckpointTest, AServerRestartedFromItsCheckpointTakesItsWorkerBackWithExactlyWhatItHeld) {
   const std::string dir = temp_dir();
-  const int port = free_listen_port();
+  int port = 0;
   auto server =
-      std::make_unique<PeerProcess>("checkpoint_server", GetParam(), port, 1, std::vector<std::string>{dir, "fresh"});
+      std::make_unique<PeerProcess>(listening_peer("checkpoint_server", GetParam(), 1, {dir, "fresh"}, &port));
   ClientOptions o;
   o.servers = {"127.0.0.1:" + std::to_string(port)};
   o.workers = 1;

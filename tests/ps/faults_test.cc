@@ -474,9 +474,9 @@ struct OneStepAgainstAServerProcess {
 };
 
 OneStepAgainstAServerProcess one_step_against_a_server_process(transport::TransportKind kind) {
-  const int port = free_listen_port();
-  OneStepAgainstAServerProcess run{PeerProcess("standalone_server", kind, port, 1), "127.0.0.1:" + std::to_string(port),
-                                   nullptr};
+  int port = 0;
+  PeerProcess server = listening_peer("standalone_server", kind, 1, {}, &port);
+  OneStepAgainstAServerProcess run{std::move(server), "127.0.0.1:" + std::to_string(port), nullptr};
   ClientOptions o;
   o.servers = {run.address};
   o.config = fault_config(kind);
@@ -599,8 +599,8 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
   std::vector<PeerProcess> servers;
   std::vector<std::string> addresses;
   for (int i = 0; i < 2; ++i) {
-    const int port = free_listen_port();
-    servers.emplace_back("lane_server", GetParam(), port, 1, std::vector<std::string>{std::to_string(i), "2"});
+    int port = 0;
+    servers.push_back(listening_peer("lane_server", GetParam(), 1, {std::to_string(i), "2"}, &port));
     addresses.push_back("127.0.0.1:" + std::to_string(port));
   }
   ClientOptions o;
@@ -725,8 +725,8 @@ size_t open_files() {
 // transport. (Running out of open files fails the same way, or, when UCX's
 // own async thread cannot start, aborts inside UCX 1.13: not a way to test.)
 TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
-  const int port = free_listen_port();
-  PeerProcess server("standalone_server", transport::TransportKind::kTcp, port, 1);
+  int port = 0;
+  PeerProcess server = listening_peer("standalone_server", transport::TransportKind::kTcp, 1, {}, &port);
   ClientOptions o;
   o.servers = {"127.0.0.1:" + std::to_string(port)};
   o.config = fault_config(transport::TransportKind::kTcp);
@@ -809,8 +809,8 @@ TEST(ServerFiles, AServerTakesTheHardLimitOnOpenFiles) {
 // So does a worker: it holds a few per server lane, and a job of many
 // servers of many threads passes the soft limit.
 TEST(ServerFiles, AWorkerTakesTheHardLimitOnOpenFiles) {
-  const int port = free_listen_port();
-  PeerProcess server("standalone_server", transport::TransportKind::kTcp, port, 1);  // its own process, own limit
+  int port = 0;  // the server: its own process, its own limit
+  PeerProcess server = listening_peer("standalone_server", transport::TransportKind::kTcp, 1, {}, &port);
   ScopedSoftFileLimit low(512);
   if (!low.lowered()) GTEST_SKIP() << "the hard limit is not above 512";
   ClientOptions o;
