@@ -156,24 +156,18 @@ RunResult run_local(const Options& o, bool progress) {
                                              : " did not report its port within 30 s (see its output above)"));
     list += (list.empty() ? "" : ",") + ("127.0.0.1:" + line->substr(5));
   }
-  const auto add_straggler = [&o](std::vector<std::string>& args) {
-    if (o.straggler >= 0 || o.straggler_random)
-      args.insert(args.end(),
-                  {"--straggler", (o.straggler_random ? std::string("random") : std::to_string(o.straggler)) + ":" +
-                                      std::to_string(o.straggle_factor)});
-  };
   if (o.virtual_workers) {
     auto args = passthrough(o);
     args.insert(args.end(), {"--role", "virtual", "--virtual-workers", std::to_string(o.virtual_workers), "--delay",
                              o.delay, "--servers-list", list});
-    add_straggler(args);
+    if (o.straggler.any()) args.insert(args.end(), {"--straggler", o.straggler.to_string()});
     workers.push_back(spawn(args, "virtual workers"));
   } else {
     for (uint32_t w = 0; w < o.workers; ++w) {
       auto args = passthrough(o);
       args.insert(args.end(), {"--role", "worker", "--worker", std::to_string(w), "--servers-list", list});
       if (!o.metrics.empty()) args.insert(args.end(), {"--metrics", metrics_address_for(o, o.servers + w)});
-      add_straggler(args);
+      if (o.straggler.any()) args.insert(args.end(), {"--straggler", o.straggler.to_string()});
       workers.push_back(spawn(args, "worker " + std::to_string(w)));
     }
   }
@@ -481,7 +475,7 @@ int run_driver(const Options& o) {
       run.staleness = v.staleness;
       run.dc = v.dc;
       if (run.virtual_workers) run.virtual_workers = v.workers;
-      if (run.straggler >= static_cast<int>(run.workers)) run.straggler = -1;
+      if (run.straggler.worker >= static_cast<int>(run.workers)) run.straggler.worker = -1;
       runs.push_back(run_local(run, !o.json));
     }
   } else {

@@ -146,9 +146,9 @@ Options parse_options(int argc, char** argv) {
          "--straggler",
          [&o](const std::string& v) {
            const auto colon = v.find(':');
-           o.straggler_random = v.substr(0, colon) == "random";
-           o.straggler = o.straggler_random ? -1 : std::stoi(v.substr(0, colon));
-           o.straggle_factor = std::stod(v.substr(colon + 1));
+           o.straggler.random = v.substr(0, colon) == "random";
+           o.straggler.worker = o.straggler.random ? -1 : std::stoi(v.substr(0, colon));
+           o.straggler.factor = std::stod(v.substr(colon + 1));
          },
          "worker K sleeps so that it runs FACTOR times slower; random: each step, each worker is that slow with "
          "chance 1/workers (virtual workers: the step takes FACTOR times its ticks)")
@@ -240,8 +240,8 @@ Options parse_options(int argc, char** argv) {
   } else if (delay->count() > 0) {
     bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
   }
-  if (o.straggler >= static_cast<int>(o.workers))
-    bad_flag("--straggler", "worker " + std::to_string(o.straggler) + " does not exist");
+  if (o.straggler.worker >= static_cast<int>(o.workers))
+    bad_flag("--straggler", "worker " + std::to_string(o.straggler.worker) + " does not exist");
   if (o.role == "worker" && o.worker >= o.workers)
     bad_flag("--worker", "worker " + std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
   if (o.role == "server" && o.index >= o.servers)

@@ -11,6 +11,20 @@
 
 namespace rdmaps::train {
 
+/// --straggler: slow steps, a worker process's by sleeping, a virtual
+/// worker's by its ticks (virtual_workers.h); a slow step takes `factor`
+/// times as long.
+struct Straggler {
+  int worker = -1;      ///< always this worker's steps; -1: none
+  bool random = false;  ///< each step of each worker, with chance 1/workers
+  double factor = 1;
+  bool any() const { return worker >= 0 || random; }
+  /// As --straggler takes it: "K:FACTOR" or "random:FACTOR".
+  std::string to_string() const {
+    return (random ? std::string("random") : std::to_string(worker)) + ":" + std::to_string(factor);
+  }
+};
+
 struct Options {
   std::string role = "driver";
   uint32_t workers = 4, servers = 1, epochs = 15, batch = 64;
@@ -24,9 +38,7 @@ struct Options {
   // Constant by default, as every table in docs/benchmarks.md was measured;
   // cosine lifts the default run by about 0.4 points (measured there too).
   std::string schedule = "constant";  ///< learning rate over the run: constant or cosine
-  int straggler = -1;
-  bool straggler_random = false;  ///< --straggler random:F: each step, each worker with chance 1/workers
-  double straggle_factor = 1.0;
+  Straggler straggler;
   uint64_t seed = 42;
   bool json = false, compare = false;
   bool gpu_shard = false;       ///< servers keep their range on the GPU (ServerOptions::gpu_shard)

@@ -129,8 +129,8 @@ WorkerOptions worker_options(const Options& o) {
   wo.evaluate = o.worker == 0;
   wo.evaluate_aside = true;  // a test pass must not hold the others (evaluator.h)
   wo.evals_per_epoch = o.evals_per_epoch;
-  wo.straggle = o.straggler_random || static_cast<int>(o.worker) == o.straggler ? o.straggle_factor : 1.0;
-  wo.straggle_chance = o.straggler_random ? 1.0 / o.workers : 1.0;
+  wo.straggle = o.straggler.random || static_cast<int>(o.worker) == o.straggler.worker ? o.straggler.factor : 1.0;
+  wo.straggle_chance = o.straggler.random ? 1.0 / o.workers : 1.0;
   wo.train_limit = o.train_limit;
   wo.test_limit = o.test_limit;
   wo.lr = o.lr;
@@ -201,9 +201,8 @@ int run_virtual_role(const Options& o) {
   if (!o.metrics.empty())
     bad_flag("--metrics", "virtual workers share one process and so would share one port; give it to the servers");
   TrainTest data = load_dataset_dir(o.data);
-  const Straggler straggler{o.straggler, o.straggler_random, o.straggle_factor};
   run_virtual_workers(client_options(o), worker_options(o), o.virtual_workers, DelaySpec::parse("--delay", o.delay),
-                      straggler, data, reporter(o));
+                      o.straggler, data, reporter(o));
   return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "src/train/options.h"
 #include "src/train/worker.h"
 
 namespace rdmaps::train {
@@ -29,14 +30,6 @@ struct DelaySpec {
   /// throws Error naming `flag` otherwise.
   static DelaySpec parse(const std::string& flag, const std::string& text);
   std::string to_string() const;
-};
-
-/// Slow steps, as rdmaps-train --straggler gives worker processes: a slow
-/// step takes `factor` times as long.
-struct Straggler {
-  int worker = -1;      ///< always this worker's steps; -1: none
-  bool random = false;  ///< each step of each worker, with chance 1/workers
-  double factor = 1;
 };
 
 /// Which worker pushes next, and when each pulls. A worker pulls right after

@@ -106,12 +106,12 @@ void TrainingWorker::push_step() {
     ++straggled_;
     std::this_thread::sleep_for(std::chrono::duration<double>((o_.straggle - 1.0) * dt));
   }
-  const size_t done_in_epoch = (step_ - 1) % steps_per_epoch_ + 1;
-  if (done_in_epoch % 50 == 0) {
+  const size_t done = done_in_epoch();
+  if (done % 50 == 0) {
     auto stats = client_.stats();
     char line[192];
     std::snprintf(line, sizeof(line), "progress %u %llu %.4f %.5f %llu %llu", o_.worker,
-                  static_cast<unsigned long long>(step_), epoch_progress(), loss_sum_ / done_in_epoch,
+                  static_cast<unsigned long long>(step_), epoch_progress(), loss_sum_ / done,
                   static_cast<unsigned long long>(stats.push_bytes), static_cast<unsigned long long>(stats.pull_bytes));
     report_(line);
   }
@@ -119,8 +119,7 @@ void TrainingWorker::push_step() {
 
 void TrainingWorker::pull_next() {
   if (finished()) return;  // the last evaluation is of the final model (final_evaluation())
-  const size_t done_in_epoch = (step_ - 1) % steps_per_epoch_ + 1;
-  if (o_.evaluate && done_in_epoch % eval_every_ == 0)
+  if (o_.evaluate && done_in_epoch() % eval_every_ == 0)
     evaluate(epoch_progress());  // pulls: the next step computes on what was evaluated
   else
     client_.pull("mlp", params_);

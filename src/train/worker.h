@@ -87,6 +87,7 @@ class TrainingWorker {
   void load_batch();
   void evaluate(double epoch);
   double epoch_progress() const;
+  size_t done_in_epoch() const { return (step_ - 1) % steps_per_epoch_ + 1; }  // steps, the last one included
 
   WorkerOptions o_;
   const TrainTest& data_;
