@@ -11,6 +11,9 @@
 # Environment (defaults in brackets):
 #   SEEDS ["1 2 3"]   NS ["4 8 16 32"] (round-robin: every push N-1 stale)
 #   EXTRA_CELLS ["16:geometric:8"] (N:delay cells beside the round-robin ones)
+#   MINIBATCH [""] (N:LR cells: N workers' synchronous minibatch SGD without
+#     staleness, one worker with N times the batch at learning rate LR, the
+#     reference of what N workers reach without asynchrony)
 #   RULES ["off constant adaptive"] (--dc)   EPOCHS [15]   JOBS [2]
 #   OUT [convergence-out]: one JSON line per run in OUT/results.jsonl (in plan
 #   order; OUT/runs/*/result.json as each run ends), from
@@ -29,12 +32,25 @@ ns=${NS:-"4 8 16 32"}
 cells=${EXTRA_CELLS:-"16:geometric:8"}
 rules=${RULES:-"off constant adaptive"}
 epochs=${EPOCHS:-15}
+minibatch=${MINIBATCH:-}
 jobs=${JOBS:-2}
 out=${OUT:-convergence-out}
+batch=64  # rdmaps-train's --batch, unless the extra flags name it
+for ((i = 0; i < ${#extra[@]}; i++)); do
+  case ${extra[i]} in
+    --batch) batch=${extra[i + 1]:-} ;;
+    --batch=*) batch=${extra[i]#--batch=} ;;
+  esac
+done
+[[ $batch =~ ^[1-9][0-9]*$ ]] || { echo "convergence.sh: --batch '$batch' is not a positive number" >&2; exit 1; }
+for cell in $minibatch; do
+  [[ $cell =~ ^[1-9][0-9]*:[0-9.]+$ ]] || { echo "convergence.sh: MINIBATCH cell '$cell' is not N:LR (e.g. 8:0.2)" >&2; exit 1; }
+done
 mkdir -p "$out"
 rm -f "$out/results.jsonl"
 
-# One line per run: N DELAY RULE SEED (N 1 with rule "off": sequential SGD).
+# One line per run: N DELAY RULE SEED (N 1 with rule "off": sequential SGD;
+# DELAY minibatch:LR: N workers' synchronous minibatch SGD, see MINIBATCH).
 plan="$out/plan.txt"
 : >"$plan"
 for seed in $seeds; do
@@ -46,6 +62,7 @@ for seed in $seeds; do
     n=${cell%%:*}
     for rule in $rules; do echo "$n ${cell#*:} $rule $seed" >>"$plan"; done
   done
+  for cell in $minibatch; do echo "${cell%%:*} minibatch:${cell#*:} off $seed" >>"$plan"; done
 done
 
 run_dir() { echo "$out/runs/n$1-${2//:/_}-$3-s$4"; }  # N DELAY RULE SEED
@@ -55,9 +72,16 @@ run_one() {  # N DELAY RULE SEED: the run's one JSON line into its own result.js
   dir=$(run_dir "$@")
   mkdir -p "$dir"
   log="$dir/stderr.txt"
-  local json
-  if json=$("$train" --virtual-workers "$n" --delay "$delay" --dc "$rule" --seed "$seed" --epochs "$epochs" \
-      --json --out "$dir" "${extra[@]}" 2>"$log" | tail -1); then
+  local json mode
+  if [[ $delay == minibatch:* ]]; then  # the mean of N batches, applied at once: N workers in lockstep
+    mode=(--virtual-workers 1 --batch $((n * batch)) --lr "${delay#minibatch:}" --dc off)
+  else
+    mode=(--virtual-workers "$n" --delay "$delay" --dc "$rule")
+  fi
+  # The mode's flags last: rdmaps-train takes the last of a repeated flag, and
+  # a minibatch cell's --batch is N times the one the extra flags name.
+  if json=$("$train" --seed "$seed" --epochs "$epochs" --json --out "$dir" "${extra[@]}" "${mode[@]}" \
+      2>"$log" | tail -1); then
     :
   else
     # A diverged run stops with the reason (the loss turned NaN); record it as such.
@@ -67,7 +91,7 @@ run_one() {  # N DELAY RULE SEED: the run's one JSON line into its own result.js
     "$json" "$n" "$delay" "$rule" "$seed" >"$dir/result.json"
 }
 export -f run_dir run_one
-export out epochs train
+export out epochs train batch
 export extra_flags="${extra[*]:-}"
 
 echo "convergence.sh: $(wc -l <"$plan") runs of $epochs epochs, $jobs at a time, extra flags: ${extra[*]:-none}" >&2

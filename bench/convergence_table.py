@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The table of bench/convergence.sh from its results.jsonl (one JSON line per
-run, with n, delay, rule, seed and final_test_accuracy or diverged).
+run, with n, delay, rule, seed and final_test_accuracy or diverged), and
+below it the MINIBATCH cells (delay minibatch:LR) where there are any.
 
 Cells are the mean final accuracy (min–max over the seeds). The gap to
 sequential SGD also carries ± the standard error of the per-seed differences
@@ -94,7 +95,8 @@ def main(path):
     print("| N | delay | staleness p50 / max | " + " | ".join(name for _, name in RULES)
           + " | DC-a − seq | DC-a − ASGD | DC-a − DC-c |")
     print("|---:|---|---:|" + "---:|" * (len(RULES) + 3))
-    keys = sorted({(r["n"], r["delay"]) for r in runs if r["n"] > 1}, key=lambda k: (k[1] != "round-robin", k[0], k[1]))
+    keys = sorted({(r["n"], r["delay"]) for r in runs if r["n"] > 1 and not is_minibatch(r)},
+                  key=lambda k: (k[1] != "round-robin", k[0], k[1]))
     for n, delay in keys:
         by = {rule: [r for r in runs if r["n"] == n and r["delay"] == delay and r["rule"] == rule] for rule, _ in RULES}
         ok = [r for rs in by.values() for r in rs if not r.get("diverged")]
@@ -102,6 +104,31 @@ def main(path):
         a, s, c = mean(by["adaptive"]), mean(by["off"]), mean(by["constant"])
         print(f"| {n} | {delay} | {tau} | " + " | ".join(cell(by[rule]) for rule, _ in RULES)
               + f" | {paired_gap(by['adaptive'], seq_by_seed)} | {difference(a, s)} | {difference(a, c)} |")
+    minibatch_table(runs, seq_by_seed)
+
+
+def is_minibatch(run):
+    return run["delay"].startswith("minibatch:")
+
+
+def minibatch_table(runs, seq_by_seed):
+    """N workers without staleness (MINIBATCH cells) beside DC-ASGD-a with N round-robin workers."""
+    cells = sorted({(r["n"], r["delay"]) for r in runs if is_minibatch(r)},
+                   key=lambda k: (k[0], float(k[1].split(":", 1)[1])))
+    if not cells:
+        return
+    print()
+    print("Synchronous minibatch SGD of N workers (one worker, N times the batch, at the learning rate named)"
+          " against sequential SGD and DC-ASGD-a with N round-robin workers, same seeds:")
+    print()
+    print("| N | lr | minibatch SGD | − seq | DC-a − minibatch |")
+    print("|---:|---:|---:|---:|---:|")
+    for n, delay in cells:
+        rs = [r for r in runs if r["n"] == n and r["delay"] == delay]
+        by_seed = {r["seed"]: accuracy(r) for r in rs if not r.get("diverged")}
+        adaptive = [r for r in runs if r["n"] == n and r["delay"] == "round-robin" and r["rule"] == "adaptive"]
+        print(f"| {n} | {delay.split(':', 1)[1]} | {cell(rs)} | {paired_gap(rs, seq_by_seed)}"
+              f" | {paired_gap(adaptive, by_seed)} |")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # bench/convergence.sh end to end, small (2 seeds, 2 virtual workers, every rule,
-# 1 epoch of 2560 examples, 2 at a time): every planned run lands in
+# a minibatch cell, 1 epoch of 2560 examples, 2 at a time): every planned run lands in
 # results.jsonl, in plan order, from its own result.json, and the
 # table's gap to sequential SGD is the mean ± standard error of the per-seed
 # differences in it, as is convergence_by_epoch.py's final row (from each
-# run's metrics.csv). Both refuse input that is not their runs.
+# run's metrics.csv); the minibatch cell takes twice the batch (half the
+# updates) and its row pairs it by seed. All three refuse bad input.
 #   tests/bench/check_convergence.sh BUILD_DIR OUT_DIR
 set -euo pipefail
 build=$(cd "$1" && pwd)
@@ -13,15 +14,17 @@ out=$(cd "$2" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 fail() { echo "FAILED: $*"; exit 1; }
 
-SEEDS="1 2" NS="2" EXTRA_CELLS=" " EPOCHS=1 JOBS=2 PYTHONUNBUFFERED=1 OUT="$out" "$root/bench/convergence.sh" "$build" \
-  --train-limit 2560 --test-limit 1000 >"$out/table.md" 2>"$out/convergence.err" \
+SEEDS="1 2" NS="2" EXTRA_CELLS=" " EPOCHS=1 JOBS=2 MINIBATCH="2:0.2" PYTHONUNBUFFERED=1 OUT="$out" \
+  "$root/bench/convergence.sh" "$build" --train-limit 2560 --test-limit 1000 >"$out/table.md" 2>"$out/convergence.err" \
   || fail "convergence.sh: $(tail -5 "$out/convergence.err")"
 /usr/bin/python3 - "$out/results.jsonl" "$out/table.md" <<'PY' || fail "the table does not match the runs (above)"
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 table = open(sys.argv[2]).read()
-plan = {(1, "off", s) for s in (1, 2)} | {(2, r, s) for r in ("off", "constant", "adaptive") for s in (1, 2)}
-got = {(r["n"], r["rule"], r["seed"]) for r in runs}
+rr, mb = "round-robin", "minibatch:0.2"
+plan = ({(1, rr, "off", s) for s in (1, 2)} | {(2, rr, r, s) for r in ("off", "constant", "adaptive") for s in (1, 2)}
+        | {(2, mb, "off", s) for s in (1, 2)})
+got = {(r["n"], r["delay"], r["rule"], r["seed"]) for r in runs}
 assert got == plan and len(runs) == len(plan), f"runs {sorted(got)}, planned {sorted(plan)}"
 # In plan order, each line its run's own result.json (no shared file written by concurrent runs).
 out = sys.argv[1].rsplit("/", 1)[0]
@@ -30,27 +33,52 @@ for line, (n, delay, rule, seed) in zip(open(sys.argv[1]), (l.split() for l in o
     assert (run["n"], run["delay"], run["rule"], run["seed"]) == (int(n), delay, rule, int(seed)), f"{run} out of plan order"
     own = open(f"{out}/runs/n{n}-{delay.replace(':', '_')}-{rule}-s{seed}/result.json").read()
     assert own == line, f"results.jsonl has {line!r}, the run wrote {own!r}"
-acc = {(r["n"], r["rule"], r["seed"]): 100 * r["final_test_accuracy"] for r in runs if not r.get("diverged")}
-diffs = [acc[(2, "adaptive", s)] - acc[(1, "off", s)] for s in (1, 2)]
-want = f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs) / 2 ** 0.5:.2f}"
+acc = {(r["n"], r["delay"], r["rule"], r["seed"]): 100 * r["final_test_accuracy"] for r in runs if not r.get("diverged")}
+def gap(a, b):
+    diffs = [acc[a + (s,)] - acc[b + (s,)] for s in (1, 2)]
+    return f"{statistics.mean(diffs):+.2f} ± {statistics.stdev(diffs) / 2 ** 0.5:.2f}"
+want = gap((2, rr, "adaptive"), (1, rr, "off"))
 row = [l for l in table.splitlines() if l.startswith("| 2 | round-robin |")]
 assert len(row) == 1, f"one row for N = 2 expected:\n{table}"
 cells = [c.strip() for c in row[0].strip("|").split("|")]
 assert cells[6] == want, f"DC-a − seq is {cells[6]!r}, the runs give {want!r}:\n{table}"
-adaptive = [acc[(2, "adaptive", s)] for s in (1, 2)]
+adaptive = [acc[(2, rr, "adaptive", s)] for s in (1, 2)]
 assert cells[5].startswith(f"{statistics.mean(adaptive):.2f} ("), f"DC-ASGD-a cell {cells[5]!r}, runs {adaptive}"
 assert cells[2] == "1 / 1", f"2 round-robin workers are 1 stale, the table says {cells[2]!r}"
+# The minibatch cell: one worker with twice the batch, so half the updates, and its own row.
+updates = {(r["n"], r["delay"], r["seed"]): r["updates"] for r in runs}
+for s in (1, 2):
+    assert 2 * updates[(2, mb, s)] == updates[(1, rr, s)], f"minibatch updates {updates}"
+    assert acc[(2, mb, "off", s)] != acc[(1, rr, "off", s)], "the minibatch run is sequential SGD again"
+row = [l for l in table.splitlines() if l.startswith("| 2 | 0.2 |")]
+assert len(row) == 1, f"one minibatch row expected:\n{table}"
+cells = [c.strip() for c in row[0].strip("|").split("|")]
+minibatch = [acc[(2, mb, "off", s)] for s in (1, 2)]
+assert cells[2].startswith(f"{statistics.mean(minibatch):.2f} ("), f"minibatch cell {cells[2]!r}, runs {minibatch}"
+assert cells[3] == gap((2, mb, "off"), (1, rr, "off")), f"minibatch − seq {cells[3]!r}:\n{table}"
+assert cells[4] == gap((2, rr, "adaptive"), (2, mb, "off")), f"DC-a − minibatch {cells[4]!r}:\n{table}"
 PY
 
 # Rules left out of a run (RULES=adaptive) are empty cells, not "diverged 0/0".
 /usr/bin/python3 -c 'import json, sys
 for line in open(sys.argv[1]):
     run = json.loads(line)
-    if run["n"] == 1 or run["rule"] == "adaptive":
+    if run["n"] == 1 or (run["rule"] == "adaptive" and run["delay"] == "round-robin"):
         print(line, end="")' "$out/results.jsonl" >"$out/adaptive.jsonl"
 row=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/adaptive.jsonl" | grep '^| 2 | round-robin |') \
   || fail "no N = 2 row from the DC-ASGD-a runs alone"
 [[ $row == "| 2 | round-robin | 1 / 1 | — | — | "* ]] || fail "rules not run should be empty cells: $row"
+
+# A MINIBATCH cell that is not N:LR, and a --batch that is not a number, are refused before any run.
+for bad in "MINIBATCH=8" "MINIBATCH=8:fast" "BATCH=--batch=x"; do
+  flags=(); env=()
+  if [[ $bad == BATCH=* ]]; then flags=("${bad#BATCH=}"); env=(MINIBATCH=8:0.2); else env=("$bad"); fi
+  if msg=$(env "${env[@]}" OUT="$out/refused" "$root/bench/convergence.sh" "$build" "${flags[@]}" 2>&1); then
+    fail "convergence.sh accepted $bad"
+  fi
+  [[ $msg == *"is not N:LR"* || $msg == *"--batch 'x' is not a positive number"* ]] || fail "$bad: $msg"
+  [ ! -e "$out/refused/plan.txt" ] || fail "$bad: planned runs before refusing"
+done
 
 # Bad input names the file and line.
 printf '{"n": 1, "rule": "off"}\n' >"$out/bad.jsonl"
@@ -75,4 +103,4 @@ if msg=$(/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out" 2>&1); th
 rm -r "$out/runs/n2-round-robin-adaptive-s9"
 if msg=$(/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out/missing" 2>&1); then fail "accepted a missing folder"; fi
 [[ $msg == *"cannot read $out/missing/runs"* ]] || fail "missing folder: $msg"
-echo "convergence.sh: 8 runs, the table and the gap by epoch match them; bad input refused"
+echo "convergence.sh: 10 runs, the table, its minibatch row and the gap by epoch match them; bad input refused"
