@@ -29,7 +29,7 @@ class IdleBackoff {
   void pause(bool found_work) {
     if (found_work) {
       idle_rounds_ = 0;
-      backing_off_ = false;
+      backing_off_ = sleeping_ = false;
       return;
     }
     if (idle_rounds_++ % 64 != 0 && !backing_off_) return;
@@ -47,6 +47,7 @@ class IdleBackoff {
     }
     // Waking costs a few microseconds of CPU: a long wait wakes less often,
     // adding at most 1/16 of the time already waited.
+    sleeping_ = true;
     const auto step = std::chrono::duration_cast<std::chrono::microseconds>(idle / 16);
     std::this_thread::sleep_for(std::clamp(step, policy_.sleep, std::max(policy_.sleep, policy_.max_sleep)));
   }
@@ -54,10 +55,19 @@ class IdleBackoff {
   /// True once the loop yields or sleeps between polls (for tests and stats).
   bool backing_off() const { return backing_off_; }
 
+  /// Whether a loop's deadline and liveness checks are due this round: every
+  /// 1024th round while work flows, the loop spins or yields (they cost a
+  /// clock read and a poll per peer), every round once it sleeps, so a
+  /// deadline is missed by one sleep at most rather than by 1024 of them
+  /// (half a second; seconds on a loaded machine).
+  bool check_due() { return (++rounds_ & 0x3ff) == 0 || sleeping_; }
+
  private:
   IdlePolicy policy_;
   uint64_t idle_rounds_ = 0;
+  uint32_t rounds_ = 0;
   bool backing_off_ = false;
+  bool sleeping_ = false;
   std::chrono::steady_clock::time_point idle_since_{};
 };
 

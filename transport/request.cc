@@ -46,11 +46,10 @@ void Request::wait() {
 
 void Request::wait_for(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  uint32_t spins = 0;
   IdleBackoff idle;
   while (!test()) {
     idle.pause(engine_->progress() != 0);
-    if ((++spins & 0x3ff) != 0) continue;
+    if (!idle.check_due()) continue;
     // A dead peer cannot complete this: its bootstrap socket says so at once,
     // on every transport, long before the timeout.
     if (peer_ && peer_->peer_closed())

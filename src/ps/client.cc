@@ -107,11 +107,10 @@ bool ClientImpl::progress() {
 template <typename Done>
 void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* only) {
   const auto deadline = std::min(Clock::now() + options_.timeout, leave_by_);
-  uint32_t spins = 0;
   transport::IdleBackoff idle;  // a long wait (the clock bound) must not take the core of the one it waits for
   while (!done()) {
     idle.pause(progress());
-    if ((++spins & 0x3ff) == 0) {
+    if (idle.check_due()) {
       if (Clock::now() > deadline)
         throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
                                         std::to_string(options_.timeout.count()) + " ms");

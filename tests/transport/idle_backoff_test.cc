@@ -52,6 +52,31 @@ TEST(IdleBackoff, SleepsOnceIdleLongerThanSpinAndYieldAndLongerTheLongerItWaits)
   EXPECT_GE(round(), 3ms) << "a long-idle loop should sleep longer steps";
 }
 
+// Deadline checks: one round in 1024 while work flows or the loop spins and
+// yields, every round once it sleeps (a deadline late by one sleep, not 1024).
+TEST(IdleBackoff, ChecksAreDueEveryRoundOnlyWhileItSleeps) {
+  IdleBackoff idle({.spin = 100us, .yield = 100us, .sleep = 20us, .max_sleep = 20us});
+  auto due_in = [&](int rounds, bool work) {
+    int due = 0;
+    for (int i = 0; i < rounds; ++i) {
+      idle.pause(work);
+      due += idle.check_due();
+    }
+    return due;
+  };
+  EXPECT_EQ(due_in(4096, true), 4) << "while work flows, one check in 1024 rounds";
+  const auto start = Clock::now();
+  int idle_rounds = 0, due = 0;
+  for (; Clock::now() - start < 150us; ++idle_rounds) {  // spinning, then yielding
+    idle.pause(false);
+    due += idle.check_due();
+  }
+  EXPECT_LE(due, idle_rounds / 1024 + 1) << "checks every round while it still spins or yields";
+  while (Clock::now() - start < 2ms) idle.pause(false);  // now sleeping
+  EXPECT_EQ(due_in(10, false), 10) << "a sleeping loop must check its deadline every round";
+  EXPECT_EQ(due_in(1024, true), 1) << "work arrived: back to one check in 1024 rounds";
+}
+
 TEST(NoWakeupPreemption, BatchPolicyWhileOnAndThePreviousPolicyBack) {
   ASSERT_EQ(sched_getscheduler(0), SCHED_OTHER) << "the test thread starts in the normal policy";
   {
