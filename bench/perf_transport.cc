@@ -439,7 +439,7 @@ int perf_transport_main(int argc, char** argv, int first) {
   capture(app.add_option("--target-memory", f.target_memory,
                          "the target's memory: allocated by UCX, or the process's own registered with it")
               ->check(cli::one_of({"allocated", "registered"})));
-  capture(app.add_option("--wait", f.wait, "idle waits block on the UCX event fd, or spin")
+  capture(app.add_option("--wait", f.wait, "idle waits block on the UCX event fd (event), or spin (busy)")
               ->check(cli::one_of({"event", "busy"})));
   capture(app.add_option("--peer-failure", f.peer_failure, "UCX peer-failure handling (on costs tcp its RMA lanes)")
               ->check(cli::one_of({"on", "off"})));

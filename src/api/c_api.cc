@@ -200,6 +200,8 @@ rdmaps_status rdmaps_client_pull_many(rdmaps_client* c, size_t count, const char
                                       const size_t* floats) {
   return guarded("rdmaps_client_pull_many", [&] {
     require(c && (count == 0 || (names && outs && floats)), "client, names, outs or floats is NULL");
+    // Arrays this long do not exist: a count that is (size_t)-1 or garbage, not a list to reserve for.
+    require(count <= (size_t{1} << 32), "count " + std::to_string(count) + " is not the length of the arrays");
     std::vector<rdmaps::PullTarget> targets;
     targets.reserve(count);
     for (size_t i = 0; i < count; ++i) {

@@ -16,6 +16,10 @@ void ClientImpl::declare(const std::string& name, size_t floats) {
   if (partition_) throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
   if (name.empty()) throw Error(Errc::kInvalidArgument, "declare: a tensor needs a name");
   if (floats == 0) throw Error(Errc::kInvalidArgument, "declare('" + name + "'): a tensor needs at least one float");
+  if (floats > kMaxTensorFloats)
+    throw Error(Errc::kInvalidArgument, "declare('" + name + "'): " + std::to_string(floats) +
+                                            " floats, over the protocol's " + std::to_string(kMaxTensorFloats) +
+                                            " per tensor");
   if (name.size() > kMaxTensorName)
     throw Error(Errc::kInvalidArgument, "declare: a tensor name of " + std::to_string(name.size()) +
                                             " bytes is longer than the " + std::to_string(kMaxTensorName) +
@@ -207,7 +211,7 @@ void ClientImpl::offer_late_landings() {
 }
 
 void ClientImpl::clock(bool barrier) {
-  require_connected("clock");
+  require_connected(barrier ? "barrier" : "clock");
   const auto now = Clock::now();
   if (stats_.clocks) stats_.last_step_seconds = std::chrono::duration<double>(now - last_clock_call_).count();
   last_clock_call_ = now;

@@ -163,8 +163,9 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   for (size_t i = 0; i < h.tensors.size(); ++i) {
     const TensorDecl& t = h.tensors[i];
     if (t.name.empty()) r.fail("tensor " + std::to_string(i) + " has no name");
-    if (t.floats == 0 || t.floats > (1ull << 40))
-      r.fail("tensor '" + t.name + "' of " + std::to_string(t.floats) + " floats");
+    if (t.floats == 0 || t.floats > kMaxTensorFloats)
+      r.fail("tensor '" + t.name + "' of " + std::to_string(t.floats) + " floats (1 to " +
+             std::to_string(kMaxTensorFloats) + ")");
   }
   r.done();
   return h;

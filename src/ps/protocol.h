@@ -95,6 +95,8 @@ struct TensorDecl {
 
 /// Longest tensor name a Hello carries (declare() refuses longer ones).
 constexpr size_t kMaxTensorName = 4096;
+/// The most floats one tensor may have (4 TiB): a Hello naming more is malformed.
+constexpr uint64_t kMaxTensorFloats = 1ull << 40;
 /// Largest Hello a server reads: a table of about 100,000 tensors with long names.
 constexpr size_t kMaxHelloBytes = 16u << 20;
 /// Most landing regions a LaneHello carries; memory registered beyond them

@@ -3,6 +3,7 @@
  * reconnects to a server restarted from its checkpoint. */
 #define _POSIX_C_SOURCE 200809L /* unsetenv */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,11 @@ int main(void) {
   CHECK(rdmaps_client_declare(client, long_name, 10) == RDMAPS_ERR_INVALID_ARGUMENT &&
             strstr(rdmaps_last_error(), "longer than the 4096"),
         "a 4999-byte name: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_declare(client, "huge", SIZE_MAX) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), "'huge'") && strstr(rdmaps_last_error(), "1099511627776 per tensor"),
+        "a tensor of SIZE_MAX floats: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_barrier(client) == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "barrier"),
+        "barrier before connect: %s", rdmaps_last_error());
   CHECK(rdmaps_client_declare(client, "w", 1000) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
   CHECK(rdmaps_client_declare(client, "b", 10) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
   CHECK(rdmaps_client_connect(client) == RDMAPS_OK, "connect: %s", rdmaps_last_error());
@@ -238,6 +244,10 @@ int main(void) {
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "'b'"), "pull_many of a wrong size: %s",
         rdmaps_last_error());
   CHECK(rdmaps_client_pull_many(client, 2, NULL, outs, sizes) == RDMAPS_ERR_INVALID_ARGUMENT, "NULL names accepted");
+  st = rdmaps_client_pull_many(client, SIZE_MAX, names, outs, sizes);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "rdmaps_client_pull_many") &&
+            strstr(rdmaps_last_error(), "count"),
+        "pull_many of SIZE_MAX tensors gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
 
   st = rdmaps_client_push(client, "w", g, 999);
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT, "wrong size gave %s", rdmaps_status_name(st));
