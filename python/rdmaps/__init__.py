@@ -6,9 +6,11 @@ For PyTorch, use rdmaps.torch.
 """
 
 import atexit
+import collections.abc
 import json
 import logging
 import math
+import operator
 
 from . import _rdmaps
 from ._rdmaps import Error, InvalidArgument, PeerGone, Timeout, __version__, have_cuda
@@ -31,12 +33,25 @@ def log_to_python(logger="rdmaps"):
     if logger is None:
         _rdmaps._set_log_handler(None)
         return
-    target = logging.getLogger(logger) if isinstance(logger, str) else logger
+    if isinstance(logger, str):
+        target = logging.getLogger(logger)
+    elif callable(getattr(logger, "log", None)):
+        target = logger
+    else:  # checked here: a bad target would lose every log line to a traceback in the library's threads
+        raise TypeError(f"rdmaps.log_to_python: {logger!r} is not a logger name, a logging.Logger or None")
     _rdmaps._set_log_handler(lambda level, line: target.log(_PY_LEVELS.get(level, logging.INFO), line))
 
 
 # Library threads must not call into an interpreter that is shutting down.
 atexit.register(_rdmaps._set_log_handler, None)
+
+
+def _options(config):
+    """config as a new dict, or a clear error (a flag string is a common slip)."""
+    if config is not None and not isinstance(config, collections.abc.Mapping):
+        raise TypeError(f"rdmaps: config={config!r} is not a dict of options such as {{'lr': 0.1}}; options "
+                        "may also be keywords (lr=0.1)")
+    return dict(config or {})
 
 
 def config_flags(config=None, **options):
@@ -45,7 +60,7 @@ def config_flags(config=None, **options):
     Keys are the flag names of `rdmaps-server --help` with "_" for "-" (a trailing
     "_" is dropped: lambda_); True/False become on/off, infinity "inf"; None is left out.
     """
-    merged = dict(config or {})
+    merged = _options(config)
     merged.update(options)
     flags = []
     for key, value in merged.items():
@@ -54,7 +69,7 @@ def config_flags(config=None, **options):
         if isinstance(value, bool):
             text = "on" if value else "off"
         elif isinstance(value, float) and math.isinf(value):
-            text = "inf"
+            text = "inf" if value > 0 else "-inf"  # the flag's own check refuses -inf, naming it
         else:
             text = str(value)
         flags += ["--" + key.rstrip("_").replace("_", "-"), text]
@@ -70,6 +85,23 @@ def info():
 def describe_config(config=None, **options):
     """The configuration these options and the RDMAPS_* variables give, one field per line."""
     return _rdmaps.describe_config(config_flags(config, **options))
+
+
+def _whole(where, name, value, most):
+    """value as an int in 0..most, or an error naming the argument (pybind11's
+    own would list every signature instead)."""
+    try:
+        number = operator.index(value)  # ints and numpy integers, not 2.5, "3" or True
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool) or not 0 <= number <= most:
+        raise (ValueError if isinstance(number, int) else TypeError)(
+            f"{where}: {name}={value!r} is not a whole number from 0 to {most}")
+    return number
+
+
+_U32 = 2**32 - 1
+_U64 = 2**64 - 1
 
 
 def _server_list(servers):
@@ -93,8 +125,14 @@ class Worker(_rdmaps.Worker):
     """
 
     def __init__(self, servers, worker, config=None, *, timeout=60.0, metrics=None, **options):
-        super().__init__(_server_list(servers), int(worker), config_flags(config, **options), float(timeout),
-                         metrics or "")
+        super().__init__(_server_list(servers), _whole("rdmaps.Worker", "worker", worker, _U32),
+                         config_flags(config, **options), float(timeout), metrics or "")
+
+    def declare(self, name, floats):
+        super().declare(name, _whole("rdmaps.Worker.declare", f"floats of '{name}'", floats, _U64))
+
+    def wait(self, ticket):
+        super().wait(_whole("rdmaps.Worker.wait", "ticket", ticket, _U64))
 
     def __enter__(self):
         return self
@@ -116,6 +154,8 @@ class Server(_rdmaps.Server):
     def __init__(self, listen="0.0.0.0:0", index=0, servers=1, workers=1, config=None, *, rule_from_workers=False,
                  log_connections=True, stats_interval=0.0, exit_when_done=True, insecure=False, metrics=None,
                  **options):
-        super().__init__(listen, int(index), int(servers), int(workers), config_flags(config, **options),
+        counts = [_whole("rdmaps.Server", name, value, _U32)
+                  for name, value in (("index", index), ("servers", servers), ("workers", workers))]
+        super().__init__(listen, *counts, config_flags(config, **options),
                          bool(rule_from_workers), bool(log_connections), float(stats_interval), bool(exit_when_done),
                          bool(insecure), metrics or "")

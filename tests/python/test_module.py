@@ -192,6 +192,15 @@ class ModuleTest(unittest.TestCase):
         with self.assertRaisesRegex(rdmaps.InvalidArgument, "after connect"):
             self.worker.declare("late", 3)
 
+    def test_counts_out_of_range_name_the_argument(self):
+        with self.assertRaisesRegex(ValueError, r"rdmaps.Worker.wait: ticket=-1 is not a whole number"):
+            self.worker.wait(-1)
+        with self.assertRaisesRegex(TypeError, r"rdmaps.Worker.wait: ticket='1' is not a whole number"):
+            self.worker.wait("1")
+        with self.assertRaisesRegex(ValueError, r"rdmaps.Worker.declare: floats of 'x'=-5 is not a whole number"):
+            self.worker.declare("x", -5)
+        self.worker.push("w", np.zeros(2500, dtype=np.float32))  # the worker is still usable
+
 
 class ConfigurationTest(unittest.TestCase):
     def test_unknown_option_names_the_flag(self):
@@ -201,6 +210,26 @@ class ConfigurationTest(unittest.TestCase):
     def test_bad_value_names_the_flag(self):
         with self.assertRaisesRegex(rdmaps.InvalidArgument, "staleness"):
             rdmaps.Worker("127.0.0.1:1", 0, staleness="soon")
+
+    def test_indices_and_counts_out_of_range_name_the_argument(self):
+        for make, text in ((lambda: rdmaps.Worker("127.0.0.1:1", -1), "rdmaps.Worker: worker=-1"),
+                           (lambda: rdmaps.Worker("127.0.0.1:1", 2**40), "rdmaps.Worker: worker=1099511627776"),
+                           (lambda: rdmaps.Server("127.0.0.1:0", index=-1), "rdmaps.Server: index=-1"),
+                           (lambda: rdmaps.Server("127.0.0.1:0", workers=-1), "rdmaps.Server: workers=-1")):
+            with self.assertRaisesRegex(ValueError, text + " is not a whole number from 0 to 4294967295"):
+                make()
+        with self.assertRaisesRegex(TypeError, r"rdmaps.Worker: worker=1.5 is not a whole number"):
+            rdmaps.Worker("127.0.0.1:1", 1.5)
+        worker = rdmaps.Worker("127.0.0.1:1", 0)
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, r"declare\('huge'\): 1099511627777 floats, over"):
+            worker.declare("huge", 2**40 + 1)
+        worker.close()
+
+    def test_config_that_is_not_a_dict_or_minus_infinity_is_refused(self):
+        with self.assertRaisesRegex(TypeError, "config='--lr 3' is not a dict of options"):
+            rdmaps.Worker("127.0.0.1:1", 0, config="--lr 3")
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "staleness.*-inf"):
+            rdmaps.describe_config(staleness=float("-inf"))
 
     def test_numbers_beyond_their_field_name_the_flag(self):
         for option, value, flag in (("staleness", 99999999999999999999, "staleness"),
@@ -321,6 +350,8 @@ class ConfigurationTest(unittest.TestCase):
             self.assertTrue(any("connected, push path" in line for line in logs.output), logs.output)
             with self.assertRaisesRegex(ValueError, "rdmaps.set_log_level: 'loud'"):
                 rdmaps.set_log_level("loud")
+            with self.assertRaisesRegex(TypeError, "rdmaps.log_to_python: 123 is not a logger name"):
+                rdmaps.log_to_python(123)
         finally:
             rdmaps.log_to_python(None)
             rdmaps.set_log_level("info")

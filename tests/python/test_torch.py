@@ -6,6 +6,7 @@ import re
 import secrets
 import subprocess
 import sys
+import tempfile
 import unittest
 
 try:
@@ -103,6 +104,27 @@ class TorchTest(unittest.TestCase):
         self.assert_all_ok(results)
         self.assertIn("accumulate ok", results[1][1])
         self.assertNotIn("Exception ignored", results[1][1])  # the refused constructions left nothing for atexit
+
+    def test_a_sparse_gradient_is_raised_by_every_step_not_inside_backward(self):
+        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "sparse"],
+                          {"RDMAPS_TRANSPORT": "shm"})
+        self.assert_all_ok(results)
+        self.assertIn("sparse ok", results[1][1])
+
+    def test_shutdown_after_the_server_died_reports_it_and_leaves(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for transport in ("tcp", "shm"):
+                with self.subTest(transport=transport):
+                    results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"),
+                                                      "server-killed"],
+                                      {"RDMAPS_TRANSPORT": transport,
+                                       "RDMAPS_TEST_PIDFILE": os.path.join(tmp, f"server-{transport}.pid")})
+                    self.assertEqual(results[0][0], -9, f"the server was not killed:\n{results[0][1]}")
+                    code, out = results[1]
+                    self.assertEqual(code, 0, out)
+                    self.assertIn("shutdown raised PeerGone", out)
+                    self.assertIn("server-killed ok", out)
+                    self.assertNotIn("Exception ignored", out)  # atexit did not close it again
 
     def test_init_places_ranks_from_each_launchers_variables(self):
         # Two servers, two workers, rendezvous through rank 0's store.

@@ -4,13 +4,16 @@ them with a launcher's variables. Exits non-zero with a message on any failure."
 import copy
 import gzip
 import os
+import signal
 import sys
+import time
 import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+import rdmaps
 import rdmaps.torch as rps
 
 DATA = os.environ.get("RDMAPS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
@@ -160,6 +163,15 @@ def accumulate():
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), flat_parameters="no"))
     expect_raises(ValueError, "--bogus",
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), bogus=1))
+    # What the wrapped SGD, dc= or staleness= decide is refused as an option, not silently overwritten.
+    expect_raises(ValueError, "lr=5.0 is set by the wrapped torch.optim.SGD's lr",
+                  lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), lr=5.0))
+    expect_raises(ValueError, "rule='momentum' is set by dc=",
+                  lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), rule="momentum"))
+    expect_raises(ValueError, "staleness=3 is set by staleness=",
+                  lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), config={"staleness": 3}))
+    expect_raises(TypeError, "config='--lr 3' is not a dict of options",
+                  lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), config="--lr 3"))
     opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd),
                                    model.named_parameters(), backward_passes_per_step=2)
     rps.broadcast_parameters(model.state_dict())
@@ -204,6 +216,53 @@ def accumulate():
         F.cross_entropy(model(xb), yb).backward()
     opt.step()
     print("accumulate ok", flush=True)
+
+
+def sparse():
+    """A gradient rdmaps cannot send (an Embedding(sparse=True)'s) is raised by
+    step(), not inside backward (torch 1.13 hangs at exit), at every step: a
+    later step names it again rather than an error it caused."""
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4, sparse=True), torch.nn.Flatten(), torch.nn.Linear(8, 3))
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters())
+    tokens = torch.tensor([[1, 2], [3, 4]])
+    for _ in range(2):
+        opt.zero_grad()
+        model(tokens).sum().backward()  # must not raise
+        expect_raises(TypeError, "gradient of '0.weight' has layout torch.sparse_coo", opt.step)
+    print("sparse ok", flush=True)
+
+
+def server_killed():
+    """A server killed under a worker: shutdown() reports the pushes it lost and
+    still leaves (the worker closed, nothing left for atexit to raise again)."""
+    pidfile = os.environ["RDMAPS_TEST_PIDFILE"]
+    if os.environ["RANK"] == "0":
+        with open(pidfile, "w") as f:
+            f.write(str(os.getpid()))
+    rps.init(timeout=20)  # rank 0 serves here until it is killed
+    # Gradients of 13 MB: more than the servers' inbox takes without returning credits,
+    # so the pushes after the kill wait for credits that never come.
+    model = torch.nn.Sequential(torch.nn.Linear(784, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 10))
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters())
+    x, y = fashion_mnist(64)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    with open(pidfile) as f:
+        os.kill(int(f.read()), signal.SIGKILL)
+    time.sleep(0.5)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()  # pushes to a dead server: reported by the wait, not here
+    try:
+        rps.shutdown()
+        fail("shutdown() did not report the pushes the dead server never took")
+    except rdmaps.PeerGone as e:
+        print(f"shutdown raised PeerGone: {e}", flush=True)
+    if not opt._worker.closed:
+        fail("shutdown() left the worker open")
+    if rps.runtime._optimizer is not None:
+        fail("shutdown() left the optimizer for atexit")
+    print("server-killed ok", flush=True)
 
 
 def roles():
@@ -341,12 +400,15 @@ def flat(own_buffer):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
-    trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "partial": partial, "inplace": inplace,
+    trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "sparse": sparse, "partial": partial,
+                "inplace": inplace,
                 "flat": lambda: flat(own_buffer=False), "flat-own": lambda: flat(own_buffer=True)}
     if mode in trainers:
         rps.init(timeout=60)  # rank 0 serves here and exits; the others train
         trainers[mode]()
     elif mode == "roles":
         roles()
+    elif mode == "server-killed":
+        server_killed()
     else:
         fail(f"unknown mode {mode}")

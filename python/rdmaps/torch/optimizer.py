@@ -128,7 +128,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
     storage (a tensor taken from p.data before) no longer follow it. False
     leaves the storage alone (then only a lane's share inside one parameter
     lands in place).
-    config/options: further rdmaps configuration (transport, shard_floats, ...).
+    config/options: further rdmaps configuration (transport, shard_floats, ...);
+    lr, momentum, rule, lambda and staleness come from the wrapped SGD and the
+    arguments above and are refused here. Gradients must be dense: an error a
+    backward hook meets (a sparse gradient, a dead server) is raised by step().
     Every push carries the optimizer's current learning rate, so learning-rate
     schedulers work as usual (all parameter groups must share one rate).
     """
@@ -158,7 +161,15 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._sent_lr = None  # the rate the pushes carry; follows param_groups (schedulers)
 
         servers, worker_index, base, timeout = runtime._worker_connection()
-        base.update(dict(config or {}, **options))
+        given = dict(rdmaps._options(config), **options)
+        decided = {"lr": "the wrapped torch.optim.SGD's lr", "momentum": "the wrapped torch.optim.SGD's momentum",
+                   "rule": "dc= and the wrapped optimizer's momentum", "lambda0": "lambda_=", "lambda": "lambda_=",
+                   "lambda_": "lambda_=", "staleness": "staleness="}
+        clash = [key for key in given if key in decided]
+        if clash:  # it would be overwritten below, silently
+            raise ValueError(f"rdmaps.torch.DistributedOptimizer: {clash[0]}={given[clash[0]]!r} is set by "
+                             f"{decided[clash[0]]}, not as an option")
+        base.update(given)
         base.update(rule)
         base["staleness"] = math.inf if staleness is None or staleness == math.inf else int(staleness)
         self._worker = rdmaps.Worker(servers, worker_index, base, timeout=timeout)
@@ -184,7 +195,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._pending = []  # (ticket, tensor kept alive until the push is done)
         self._passes = {}  # name -> backward passes seen this step
         self._extra = {}  # name -> first gradient count beyond backward_passes_per_step (step() raises)
-        self._bad_lr = None  # a learning rate no push could carry (step() raises)
+        # The first error a backward hook met: step() raises it, since an exception
+        # thrown inside backward leaves torch 1.13 an autograd graph that hangs the process at exit.
+        self._hook_error = None
         self._grad_nodes = []  # AccumulateGrad nodes; the hooks live as long as these
         self._hooked = set()  # id() of the parameters whose gradients are pushed
         for name, p in self._params:
@@ -235,13 +248,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
         node = p.expand_as(p).grad_fn.next_functions[0][0]  # p's AccumulateGrad
 
         def pushed_after_accumulate(*_):
-            self._on_gradient(name, p)
+            self._in_hook(self._on_gradient, name, p)
 
         def before_accumulate(grad):
             # A gradient beyond backward_passes_per_step would change p.grad under
             # a push still reading it: let that push finish first.
             if self._passes.get(name, 0) >= self._passes_per_step:
-                self.synchronize()
+                self._in_hook(self.synchronize)
             return grad
 
         p.register_hook(before_accumulate)  # runs before AccumulateGrad adds into p.grad
@@ -249,15 +262,20 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._grad_nodes.append(node)
         self._hooked.add(id(p))
 
+    def _in_hook(self, work, *args):
+        try:
+            work(*args)
+        except Exception as e:  # raised by step() (_hook_error); the first one is the cause
+            if self._hook_error is None:
+                self._hook_error = e
+
     # ---- the data path ----------------------------------------------------------
 
     def _on_gradient(self, name, p):
         seen = self._passes.get(name, 0) + 1
         self._passes[name] = seen
         if seen > self._passes_per_step:
-            # Raised by step(), not here: an exception thrown inside backward
-            # leaves torch 1.13 an autograd graph that hangs the process at exit.
-            self._extra.setdefault(name, seen)
+            self._extra.setdefault(name, seen)  # raised by step(), as _hook_error
             return
         if seen < self._passes_per_step or p.grad is None:
             return  # step() sends what fewer passes than backward_passes_per_step left
@@ -275,8 +293,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         except (TypeError, ValueError):
             rate = math.nan
         if not (math.isfinite(rate) and rate >= 0):
-            self._bad_lr = lr  # raised by step(): an exception inside backward hangs torch 1.13 at exit
-            return
+            raise ValueError(f"rdmaps.torch: learning rate {lr!r} in param_groups is not a finite number of at least "
+                             "0; this step's gradients were not sent")
         if lr == 0:  # a push's rate of 0 means "the servers' own" (rdmaps::Client): send nothing to apply
             return
         if lr != self._sent_lr:  # a scheduler changed it: the servers apply the worker's rate
@@ -321,12 +339,11 @@ class DistributedOptimizer(torch.optim.Optimizer):
         try:
             self._send_unreached()
             self.synchronize()
-        finally:  # a failed step must not leave the next one counting its gradients
+        finally:  # a failed step must not leave the next one counting its gradients, or its errors
             self._passes.clear()
-        if self._bad_lr is not None:
-            lr, self._bad_lr = self._bad_lr, None
-            raise ValueError(f"rdmaps.torch: learning rate {lr!r} in param_groups is not a finite number of at least "
-                             "0; this step's gradients were not sent")
+            error, self._hook_error = self._hook_error, None
+        if error is not None:
+            raise error
         unsent = [p for g in self.param_groups for p in g["params"]
                   if p.grad is not None and p.numel() and id(p) not in self._hooked]
         if unsent:
@@ -398,8 +415,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     def _close(self):
         if not self._worker.closed:
-            self.synchronize()
-            self._worker.close()
+            try:
+                self.synchronize()  # raises if a server died with pushes in flight: say so, but leave anyway
+            finally:
+                self._worker.close()
 
     # The servers own the optimizer state; these keep a scheduler or checkpoint code working.
     def state_dict(self):

@@ -154,8 +154,9 @@ def broadcast_parameters(state_dict, root_rank=0):
 
 
 def shutdown():
-    """Leaves the job: waits for this worker's outstanding operations and tells the servers."""
+    """Leaves the job: waits for this worker's outstanding operations and tells the servers.
+    Raises if a push could not be sent (a server died), after leaving all the same."""
     global _optimizer
     if _optimizer is not None:
-        _optimizer._close()
-        _optimizer = None
+        optimizer, _optimizer = _optimizer, None  # left even if closing raises: atexit must not try again
+        optimizer._close()
