@@ -151,8 +151,15 @@ void TcpSocket::send_message(std::span<const uint8_t> message, Deadline deadline
 
 namespace {
 Error too_long(const std::string& peer, uint32_t length, size_t max_bytes) {
-  return Error(Errc::kProtocol, "control message from " + peer + " claims " + std::to_string(length) +
-                                    " bytes, over the " + std::to_string(max_bytes) + "-byte limit");
+  // A length that reads as text ("HTTP", "SSH-") is another protocol's greeting: say so.
+  char text[sizeof(length)];
+  std::memcpy(text, &length, sizeof(length));
+  const bool printable = std::all_of(std::begin(text), std::end(text), [](char c) { return c >= 0x20 && c < 0x7f; });
+  return Error(
+      Errc::kProtocol,
+      "control message from " + peer + " claims " + std::to_string(length) + " bytes, over the " +
+          std::to_string(max_bytes) + "-byte limit" +
+          (printable ? " (its first bytes read '" + std::string(text, sizeof(text)) + "': not an rdmaps peer)" : ""));
 }
 }  // namespace
 

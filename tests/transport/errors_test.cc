@@ -49,6 +49,31 @@ TEST_P(ErrorsTest, ConnectingToASilentPeerTimesOut) {
   EXPECT_LT(elapsed, 2500ms);
 }
 
+TEST_P(ErrorsTest, APeerThatSpeaksAnotherProtocolIsNamedAsSuch) {
+  // A web server where an rdmaps server was expected answers with text.
+  auto web = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  std::thread answer([&] {
+    transport::TcpSocket peer;
+    for (auto until = Clock::now() + 5s; !peer.valid() && Clock::now() < until;) {
+      peer = web.try_accept(nullptr);
+      if (!peer.valid()) std::this_thread::sleep_for(1ms);
+    }
+    if (!peer.valid()) return;
+    const std::string reply = "HTTP/1.1 400 Bad Request\r\n\r\n";
+    peer.send_all(reply.data(), reply.size(), Clock::now() + 1s, "client");
+    peer.readable(3000);  // open until the client gave up
+  });
+  std::string what;
+  Errc code = error_code_of(
+      [&] {
+        context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(web.local_address().port())), 2000ms);
+      },
+      &what);
+  answer.join();
+  EXPECT_EQ(code, Errc::kProtocol) << what;
+  EXPECT_NE(what.find("'HTTP': not an rdmaps peer"), std::string::npos) << what;
+}
+
 TEST_P(ErrorsTest, AcceptWithoutClientTimesOutNamingTheAddress) {
   std::string what;
   EXPECT_EQ(error_code_of([&] { listener->accept(200ms); }, &what), Errc::kTimeout);
