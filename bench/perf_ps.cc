@@ -361,6 +361,9 @@ int perf_ps_main(int argc, char** argv, int first) {
   if (f.tensors > f.floats)
     throw Error(Errc::kInvalidArgument, "--tensors " + std::to_string(f.tensors) + " is more than --floats " +
                                             std::to_string(f.floats) + ": every tensor needs at least one float");
+  if (f.floats < f.servers)  // said before any server starts, not by the first worker after all of them did
+    throw Error(Errc::kInvalidArgument, "--servers " + std::to_string(f.servers) + " is more than --floats " +
+                                            std::to_string(f.floats) + ": every server needs at least one float");
   if (f.role == "server") return run_server(f);
   if (f.role == "worker") return run_worker(f);
   return run_driver(f);

@@ -117,6 +117,8 @@ if [ -n "$perf" ]; then
   refused "unknown flag --lr" "$perf" ps --lr -0.5
   refused "unknown flag --no-such-flag" "$perf" ps --no-such-flag
   refused "flag --floats needs a value" "$perf" ps --floats
+  refused "--tensors 20 is more than --floats 10" "$perf" ps --floats 10 --tensors 20
+  refused "--servers 20 is more than --floats 10: every server needs" "$perf" ps --floats 10 --servers 20
   refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "$perf" ps
   refused "--checkpoint-every: '99999999999999999999'" "$perf" ps --checkpoint-every 99999999999999999999
   helps "$perf" ps -- "(Env:RDMAPS_SHARD_FLOATS)"
