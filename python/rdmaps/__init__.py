@@ -107,7 +107,13 @@ _U64 = 2**64 - 1
 def _server_list(servers):
     if isinstance(servers, str):
         servers = [s for s in servers.split(",") if s]
-    return list(servers)
+    try:
+        listed = list(servers)
+    except TypeError:
+        listed = None
+    if listed is None or not all(isinstance(s, str) for s in listed):
+        raise TypeError(f"rdmaps.Worker: servers={servers!r} is not \"host:port,...\" or a list of them")
+    return listed
 
 
 class Worker(_rdmaps.Worker):

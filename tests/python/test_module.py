@@ -220,6 +220,8 @@ class ConfigurationTest(unittest.TestCase):
                 make()
         with self.assertRaisesRegex(TypeError, r"rdmaps.Worker: worker=1.5 is not a whole number"):
             rdmaps.Worker("127.0.0.1:1", 1.5)
+        with self.assertRaisesRegex(TypeError, r"rdmaps.Worker: servers=None is not"):
+            rdmaps.Worker(None, 0)
         worker = rdmaps.Worker("127.0.0.1:1", 0)
         with self.assertRaisesRegex(rdmaps.InvalidArgument, r"declare\('huge'\): 1099511627777 floats, over"):
             worker.declare("huge", 2**40 + 1)

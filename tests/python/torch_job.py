@@ -98,6 +98,8 @@ def gradcheck():
     bad["0.weight"] = torch.zeros(32, 784, dtype=torch.float64)
     expect_raises(TypeError, "torch.float64", lambda: rps.broadcast_parameters(bad))
     renamed = {"copy." + k: v.clone() for k, v in sd.items()}  # neither the names nor the tensors match
+    expect_raises(TypeError, "state_dict is NoneType, not a mapping", lambda: rps.broadcast_parameters(None))
+    expect_raises(ValueError, "root_rank '0' is not a worker rank", lambda: rps.broadcast_parameters(sd, root_rank="0"))
     expect_raises(ValueError, "no value for 4 parameter(s)", lambda: rps.broadcast_parameters(renamed))
     double = mlp().double()
     expect_raises(TypeError, "torch.float64",
@@ -172,6 +174,8 @@ def accumulate():
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), config={"staleness": 3}))
     expect_raises(TypeError, "config='--lr 3' is not a dict of options",
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), config="--lr 3"))
+    expect_raises(TypeError, "named_parameters=5 is not (name, parameter) pairs",
+                  lambda: rps.DistributedOptimizer(sgd(), 5))
     opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd),
                                    model.named_parameters(), backward_passes_per_step=2)
     rps.broadcast_parameters(model.state_dict())

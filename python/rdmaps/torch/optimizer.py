@@ -227,7 +227,11 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if named_parameters is None:
             named = [(f"param.{i}", p) for i, p in enumerate(in_optimizer)]
         else:
-            named = list(named_parameters)
+            try:
+                named = [(n, p) for n, p in named_parameters]
+            except (TypeError, ValueError):
+                raise TypeError(f"rdmaps.torch.DistributedOptimizer: named_parameters={named_parameters!r} is not "
+                                "(name, parameter) pairs (model.named_parameters())") from None
         names = [n for n, _ in named]
         if len(set(names)) != len(names):
             raise ValueError("rdmaps.torch.DistributedOptimizer: named_parameters has duplicate names")

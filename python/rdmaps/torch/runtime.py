@@ -1,6 +1,7 @@
 """init(), shutdown() and broadcast_parameters(): the process-wide side of rdmaps.torch."""
 
 import atexit
+import collections.abc
 import datetime
 import os
 import socket
@@ -148,8 +149,11 @@ def broadcast_parameters(state_dict, root_rank=0):
     if _optimizer is None:
         raise RuntimeError("rdmaps.torch.broadcast_parameters: create the DistributedOptimizer first (it declares "
                            "the tensors the servers keep)")
-    if not 0 <= root_rank < size():
-        raise ValueError(f"root_rank {root_rank} is not a worker rank (0..{size() - 1})")
+    if isinstance(root_rank, bool) or not isinstance(root_rank, int) or not 0 <= root_rank < size():
+        raise ValueError(f"root_rank {root_rank!r} is not a worker rank (0..{size() - 1})")
+    if not isinstance(state_dict, collections.abc.Mapping):
+        raise TypeError(f"rdmaps.torch.broadcast_parameters: state_dict is {type(state_dict).__name__}, not a "
+                        "mapping of names to tensors (model.state_dict())")
     _optimizer._broadcast(state_dict, rank() == root_rank)
 
 
