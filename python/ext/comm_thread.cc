@@ -72,6 +72,11 @@ bool CommThread::wait_all_for(Ticket last, std::chrono::milliseconds timeout) {
   return true;
 }
 
+bool CommThread::finished_for(Ticket last, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return done_cv_.wait_for(lock, timeout, [&] { return done_ >= last; });
+}
+
 CommThread::Ticket CommThread::last_submitted() const {
   std::lock_guard<std::mutex> lock(mu_);
   return next_ - 1;

@@ -52,6 +52,8 @@ class CommThread {
   /// As wait_all() for the operations up to `last` (last_submitted() when the
   /// wait began), but false if some still run after `timeout`.
   bool wait_all_for(Ticket last, std::chrono::milliseconds timeout);
+  /// As wait_all_for(), but never throws: errors stay for the waits that report them.
+  bool finished_for(Ticket last, std::chrono::milliseconds timeout);
   /// The newest ticket handed out (0: none yet).
   Ticket last_submitted() const;
   /// Every operation up to this ticket has finished.

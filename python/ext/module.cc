@@ -205,8 +205,13 @@ class Worker {
     wait_all();
     return client_->clock_value();
   }
+  // Waits for the queued operations (the counters are the comm thread's) but
+  // not on their errors: after a server died, pushes_lost is what one reads.
   py::dict stats() {
-    wait_all();
+    if (comm_) {
+      const CommThread::Ticket last = comm_->last_submitted();
+      interruptible(last, {}, [&] { return comm_->finished_for(last, kSignalCheck); });
+    }
     return client_stats_dict(client_->stats());
   }
   // Sends the goodbye; the worker is unusable afterwards.

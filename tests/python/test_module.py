@@ -387,11 +387,18 @@ class ConfigurationTest(unittest.TestCase):
         worker.connect()
         served.close()
         del served  # the server's endpoints and memory go with it
+        pushed = 0
         with self.assertRaises(rdmaps.Error) as ctx:
             for _ in range(50):  # the loss shows on the next operation that needs the server
+                pushed += 1
                 worker.push("w", np.ones(16, dtype=np.float32))
                 worker.clock()
         self.assertIn(address.rpartition(":")[2], str(ctx.exception))
+        # The counters stay readable after the failure (the next operation raises it again).
+        stats = worker.stats()
+        self.assertLessEqual(stats["pushes"] + stats["pushes_lost"], pushed, stats)
+        with self.assertRaises(rdmaps.Error):
+            worker.clock()
         worker.close()
 
     def test_a_stopped_server_is_reported_at_once(self):
