@@ -55,12 +55,19 @@ class IdleBackoff {
   /// True once the loop yields or sleeps between polls (for tests and stats).
   bool backing_off() const { return backing_off_; }
 
-  /// Whether a loop's deadline and liveness checks are due this round: every
-  /// 1024th round while work flows, the loop spins or yields (they cost a
-  /// clock read and a poll per peer), every round once it sleeps, so a
-  /// deadline is missed by one sleep at most rather than by 1024 of them
-  /// (half a second; seconds on a loaded machine).
-  bool check_due() { return (++rounds_ & 0x3ff) == 0 || sleeping_; }
+  /// Which of a polling loop's checks are due this round: liveness (a poll
+  /// per peer) every 1024th round; the deadline (a clock read) then too, and
+  /// every round once the loop sleeps, so a deadline is missed by one sleep
+  /// at most rather than by 1024 of them (half a second; seconds on a loaded
+  /// machine).
+  struct Checks {
+    bool deadline;
+    bool peers;
+  };
+  Checks checks_due() {
+    const bool periodic = (++rounds_ & 0x3ff) == 0;
+    return {periodic || sleeping_, periodic};
+  }
 
  private:
   IdlePolicy policy_;

@@ -49,14 +49,14 @@ void Request::wait_for(std::chrono::milliseconds timeout) {
   IdleBackoff idle;
   while (!test()) {
     idle.pause(engine_->progress() != 0);
-    if (!idle.check_due()) continue;
+    const auto due = idle.checks_due();
     // A dead peer cannot complete this: its bootstrap socket says so at once,
     // on every transport, long before the timeout.
-    if (peer_ && peer_->peer_closed())
+    if (due.peers && peer_ && peer_->peer_closed())
       throw Error(Errc::kPeerGone, std::string(op_) + " with peer " + peer_->peer_name() +
                                        " cannot complete: the peer closed its connection (its process exited or "
                                        "failed) while this waited");
-    if (std::chrono::steady_clock::now() > deadline) {
+    if (due.deadline && std::chrono::steady_clock::now() > deadline) {
       std::string who = peer_ ? " with peer " + peer_->peer_name() : "";
       throw Error(Errc::kTimeout, std::string(op_) + who + " not complete after " + std::to_string(timeout.count()) +
                                       " ms (is the peer still progressing?)");

@@ -114,10 +114,11 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
   transport::IdleBackoff idle;  // a long wait (the clock bound) must not take the core of the one it waits for
   while (!done()) {
     idle.pause(progress());
-    if (idle.check_due()) {
-      if (Clock::now() > deadline)
-        throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
-                                        std::to_string(options_.timeout.count()) + " ms");
+    const auto due = idle.checks_due();
+    if (due.deadline && Clock::now() > deadline)
+      throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
+                                      std::to_string(options_.timeout.count()) + " ms");
+    if (due.peers) {
       for (auto& link : links_)
         for (auto& lane : link.lanes)
           if ((!only || only == &link) && lane.ep->peer_closed())

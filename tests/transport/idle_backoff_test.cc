@@ -52,29 +52,39 @@ TEST(IdleBackoff, SleepsOnceIdleLongerThanSpinAndYieldAndLongerTheLongerItWaits)
   EXPECT_GE(round(), 3ms) << "a long-idle loop should sleep longer steps";
 }
 
-// Deadline checks: one round in 1024 while work flows or the loop spins and
-// yields, every round once it sleeps (a deadline late by one sleep, not 1024).
-TEST(IdleBackoff, ChecksAreDueEveryRoundOnlyWhileItSleeps) {
+// Checks: peers one round in 1024 always; the deadline then too, and every
+// round once the loop sleeps (late by one sleep, not by 1024 of them).
+TEST(IdleBackoff, DeadlineChecksAreDueEveryRoundOnlyWhileItSleeps) {
   IdleBackoff idle({.spin = 100us, .yield = 100us, .sleep = 20us, .max_sleep = 20us});
-  auto due_in = [&](int rounds, bool work) {
-    int due = 0;
+  struct Count {
+    int deadline = 0, peers = 0;
+  };
+  auto count = [&](int rounds, bool work) {
+    Count c;
     for (int i = 0; i < rounds; ++i) {
       idle.pause(work);
-      due += idle.check_due();
+      const auto due = idle.checks_due();
+      c.deadline += due.deadline;
+      c.peers += due.peers;
     }
-    return due;
+    return c;
   };
-  EXPECT_EQ(due_in(4096, true), 4) << "while work flows, one check in 1024 rounds";
+  Count busy = count(4096, true);
+  EXPECT_EQ(busy.deadline, 4) << "while work flows, one deadline check in 1024 rounds";
+  EXPECT_EQ(busy.peers, 4);
   const auto start = Clock::now();
   int idle_rounds = 0, due = 0;
   for (; Clock::now() - start < 150us; ++idle_rounds) {  // spinning, then yielding
     idle.pause(false);
-    due += idle.check_due();
+    due += idle.checks_due().deadline;
   }
   EXPECT_LE(due, idle_rounds / 1024 + 1) << "checks every round while it still spins or yields";
   while (Clock::now() - start < 2ms) idle.pause(false);  // now sleeping
-  EXPECT_EQ(due_in(10, false), 10) << "a sleeping loop must check its deadline every round";
-  EXPECT_EQ(due_in(1024, true), 1) << "work arrived: back to one check in 1024 rounds";
+  Count sleeping = count(10, false);
+  EXPECT_EQ(sleeping.deadline, 10) << "a sleeping loop must check its deadline every round";
+  EXPECT_LE(sleeping.peers, 1) << "peers (a poll each) stay at one round in 1024";
+  Count again = count(1024, true);
+  EXPECT_EQ(again.deadline, 1) << "work arrived: back to one deadline check in 1024 rounds";
 }
 
 TEST(NoWakeupPreemption, BatchPolicyWhileOnAndThePreviousPolicyBack) {
