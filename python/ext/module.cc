@@ -514,9 +514,13 @@ PYBIND11_MODULE(_rdmaps, m) {
   py::class_<PyServer>(m, "Server", "A parameter server (see rdmaps.Server).")
       .def(py::init([](const std::string& listen, uint32_t index, uint32_t servers, uint32_t workers,
                        const std::vector<std::string>& flags, bool rule_from_workers, bool log_connections,
-                       double stats_interval, bool exit_when_done, bool insecure, const std::string& metrics) {
+                       double stats_interval, bool exit_when_done, bool insecure, const std::string& metrics,
+                       uint64_t max_bytes, double stall_warning) {
              if (!(stats_interval >= 0 && stats_interval <= 86400))
                throw Error(Errc::kInvalidArgument, "Server: stats_interval=" + std::to_string(stats_interval) +
+                                                       " is not a number of seconds from 0 (off) to 86400");
+             if (!(stall_warning >= 0 && stall_warning <= 86400))
+               throw Error(Errc::kInvalidArgument, "Server: stall_warning=" + std::to_string(stall_warning) +
                                                        " is not a number of seconds from 0 (off) to 86400");
              ServerOptions o;
              o.metrics = metrics;
@@ -530,12 +534,15 @@ PYBIND11_MODULE(_rdmaps, m) {
              o.stats_interval = std::chrono::milliseconds(static_cast<int64_t>(stats_interval * 1000));
              o.exit_when_done = exit_when_done;
              o.insecure = insecure;
+             o.max_bytes = max_bytes;
+             o.stall_warning = std::chrono::milliseconds(static_cast<int64_t>(stall_warning * 1000));
              return std::make_unique<PyServer>(o);
            }),
            py::arg("listen") = "0.0.0.0:0", py::arg("index") = 0, py::arg("servers") = 1, py::arg("workers") = 1,
            py::arg("flags") = std::vector<std::string>{}, py::arg("rule_from_workers") = false,
            py::arg("log_connections") = true, py::arg("stats_interval") = 0.0, py::arg("exit_when_done") = true,
-           py::arg("insecure") = false, py::arg("metrics") = "")
+           py::arg("insecure") = false, py::arg("metrics") = "", py::arg("max_bytes") = 0,
+           py::arg("stall_warning") = 0.0)
       .def_property_readonly("address", &PyServer::address)
       .def_property_readonly("metrics_address", &PyServer::metrics_address,
                              "host:port of GET /metrics (\"\" when off).")

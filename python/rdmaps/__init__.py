@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import operator
+import os
 
 from . import _rdmaps
 from ._rdmaps import Error, InvalidArgument, PeerGone, Timeout, __version__, have_cuda
@@ -155,13 +156,26 @@ class Server(_rdmaps.Server):
     Off loopback it needs a shared secret (RDMAPS_SECRET or secret_file=...)
     unless insecure=True (docs/security.md). metrics="HOST:PORT" serves Prometheus
     metrics at /metrics (docs/observability.md; metrics_address is the bound one).
+    max_bytes caps the table a first worker may declare (0: the machine's memory;
+    default RDMAPS_MAX_BYTES), stall_warning logs a worker that holds the
+    slowest clock this many seconds (0: off), as rdmaps-server's flags of those names.
     """
 
     def __init__(self, listen="0.0.0.0:0", index=0, servers=1, workers=1, config=None, *, rule_from_workers=False,
                  log_connections=True, stats_interval=0.0, exit_when_done=True, insecure=False, metrics=None,
-                 **options):
+                 max_bytes=None, stall_warning=0.0, **options):
+        if max_bytes is None:
+            max_bytes = os.environ.get("RDMAPS_MAX_BYTES", "0")
+            where = "RDMAPS_MAX_BYTES"
+        else:
+            where = "max_bytes"
+        try:
+            max_bytes = int(max_bytes) if isinstance(max_bytes, str) else max_bytes
+        except ValueError:
+            raise ValueError(f"rdmaps.Server: {where}={max_bytes!r} is not a whole number of bytes") from None
         counts = [_whole("rdmaps.Server", name, value, _U32)
                   for name, value in (("index", index), ("servers", servers), ("workers", workers))]
         super().__init__(listen, *counts, config_flags(config, **options),
                          bool(rule_from_workers), bool(log_connections), float(stats_interval), bool(exit_when_done),
-                         bool(insecure), metrics or "")
+                         bool(insecure), metrics or "", _whole("rdmaps.Server", where, max_bytes, _U64),
+                         float(stall_warning))

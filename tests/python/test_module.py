@@ -227,6 +227,26 @@ class ConfigurationTest(unittest.TestCase):
             worker.declare("huge", 2**40 + 1)
         worker.close()
 
+    def test_a_table_over_max_bytes_is_refused_naming_the_limit(self):
+        served = ServerThread(max_bytes=1000)
+        try:
+            worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, timeout=30)
+            worker.declare("w", 300)  # 1200 bytes
+            with self.assertRaisesRegex(rdmaps.Error, "1200 bytes.* over this server's limit of 1000 bytes"):
+                worker.connect()
+            worker.close()
+        finally:
+            served.close()
+        for bad, text in (({"max_bytes": -1}, "max_bytes=-1"), ({"stall_warning": -1}, "stall_warning=-1")):
+            with self.assertRaisesRegex((ValueError, rdmaps.InvalidArgument), text):
+                rdmaps.Server("127.0.0.1:0", transport="tcp", **bad)
+        os.environ["RDMAPS_MAX_BYTES"] = "lots"  # as rdmaps-server, the variable is the default
+        try:
+            with self.assertRaisesRegex(ValueError, "RDMAPS_MAX_BYTES='lots' is not a whole number"):
+                rdmaps.Server("127.0.0.1:0", transport="tcp")
+        finally:
+            del os.environ["RDMAPS_MAX_BYTES"]
+
     def test_config_that_is_not_a_dict_or_minus_infinity_is_refused(self):
         with self.assertRaisesRegex(TypeError, "config='--lr 3' is not a dict of options"):
             rdmaps.Worker("127.0.0.1:1", 0, config="--lr 3")
