@@ -50,7 +50,9 @@ CLI::Validator straggler_spec() {
 // The consistency flags set one thing; as with any repeated flag, the last one given counts.
 void add_consistency(CLI::App& app, Options& o, const std::string& group) {
   app.add_flag_callback(
-         "--sync", [&o] { o.staleness = "0"; }, "bulk synchronous (BSP): staleness 0")
+         "--sync", [&o] { o.staleness = "0"; },
+         "bulk synchronous (BSP): staleness 0; every worker's gradient is applied at --lr, so a round moves "
+         "N x lr along their mean (8 workers at lr 0.1 do not learn: lower --lr as workers grow)")
       ->trigger_on_parse()
       ->group(group);
   app.add_flag_callback(
