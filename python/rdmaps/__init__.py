@@ -88,7 +88,7 @@ def describe_config(config=None, **options):
     return _rdmaps.describe_config(config_flags(config, **options))
 
 
-def _whole(where, name, value, most):
+def _checked_count(where, name, value, most):
     """value as an int in 0..most, or an error naming the argument (pybind11's
     own would list every signature instead)."""
     try:
@@ -132,14 +132,14 @@ class Worker(_rdmaps.Worker):
     """
 
     def __init__(self, servers, worker, config=None, *, timeout=60.0, metrics=None, **options):
-        super().__init__(_server_list(servers), _whole("rdmaps.Worker", "worker", worker, _U32),
+        super().__init__(_server_list(servers), _checked_count("rdmaps.Worker", "worker", worker, _U32),
                          config_flags(config, **options), float(timeout), metrics or "")
 
     def declare(self, name, floats):
-        super().declare(name, _whole("rdmaps.Worker.declare", f"floats of '{name}'", floats, _U64))
+        super().declare(name, _checked_count("rdmaps.Worker.declare", f"floats of '{name}'", floats, _U64))
 
     def wait(self, ticket):
-        super().wait(_whole("rdmaps.Worker.wait", "ticket", ticket, _U64))
+        super().wait(_checked_count("rdmaps.Worker.wait", "ticket", ticket, _U64))
 
     def __enter__(self):
         return self
@@ -164,18 +164,15 @@ class Server(_rdmaps.Server):
     def __init__(self, listen="0.0.0.0:0", index=0, servers=1, workers=1, config=None, *, rule_from_workers=False,
                  log_connections=True, stats_interval=0.0, exit_when_done=True, insecure=False, metrics=None,
                  max_bytes=None, stall_warning=0.0, **options):
-        if max_bytes is None:
-            max_bytes = os.environ.get("RDMAPS_MAX_BYTES", "0")
-            where = "RDMAPS_MAX_BYTES"
-        else:
-            where = "max_bytes"
-        try:
-            max_bytes = int(max_bytes) if isinstance(max_bytes, str) else max_bytes
-        except ValueError:
-            raise ValueError(f"rdmaps.Server: {where}={max_bytes!r} is not a whole number of bytes") from None
-        counts = [_whole("rdmaps.Server", name, value, _U32)
+        where = "max_bytes"
+        if max_bytes is None:  # as rdmaps-server: the variable is the default
+            where, text = "RDMAPS_MAX_BYTES", os.environ.get("RDMAPS_MAX_BYTES", "0")
+            if not text.isdigit():
+                raise ValueError(f"rdmaps.Server: RDMAPS_MAX_BYTES={text!r} is not a whole number of bytes")
+            max_bytes = int(text)
+        counts = [_checked_count("rdmaps.Server", name, value, _U32)
                   for name, value in (("index", index), ("servers", servers), ("workers", workers))]
         super().__init__(listen, *counts, config_flags(config, **options),
                          bool(rule_from_workers), bool(log_connections), float(stats_interval), bool(exit_when_done),
-                         bool(insecure), metrics or "", _whole("rdmaps.Server", where, max_bytes, _U64),
+                         bool(insecure), metrics or "", _checked_count("rdmaps.Server", where, max_bytes, _U64),
                          float(stall_warning))
