@@ -126,6 +126,22 @@ class TorchTest(unittest.TestCase):
                     self.assertIn("server-killed ok", out)
                     self.assertNotIn("Exception ignored", out)  # atexit did not close it again
 
+    def test_init_refuses_what_the_optimizer_decides(self):
+        # Servers adopt the first worker's rule and bound: init(staleness=3) would train BSP without a word.
+        import rdmaps.torch as rps
+        for options, text in (({"staleness": 3}, "staleness=3 is set by DistributedOptimizer(staleness=)"),
+                              ({"lr": 0.5}, "lr=0.5 is set by the wrapped torch.optim.SGD's lr"),
+                              ({"config": {"lambda0": 8}}, "lambda0=8 is set by DistributedOptimizer(lambda_=)"),
+                              ({"rule": "sgd"}, "rule='sgd' is set by DistributedOptimizer(dc=)")):
+            with self.subTest(options=options):
+                with self.assertRaises(ValueError) as caught:
+                    rps.init(env={"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                                  "MASTER_PORT": str(free_port())}, timeout=1, **options)
+                self.assertIn(f"rdmaps.torch.init: {text}", str(caught.exception))
+                self.assertFalse(rps.is_initialized())  # refused before anything: a corrected call may follow
+        with self.assertRaises(TypeError):
+            rps.init(config="--staleness 3")
+
     def test_init_places_ranks_from_each_launchers_variables(self):
         # Two servers, two workers, rendezvous through rank 0's store.
         for style in ("openmpi", "pmi", "slurm"):

@@ -168,9 +168,9 @@ def accumulate():
     # What the wrapped SGD, dc= or staleness= decide is refused as an option, not silently overwritten.
     expect_raises(ValueError, "lr=5.0 is set by the wrapped torch.optim.SGD's lr",
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), lr=5.0))
-    expect_raises(ValueError, "rule='momentum' is set by dc=",
+    expect_raises(ValueError, "rule='momentum' is set by DistributedOptimizer(dc=)",
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), rule="momentum"))
-    expect_raises(ValueError, "staleness=3 is set by staleness=",
+    expect_raises(ValueError, "staleness=3 is set by DistributedOptimizer(staleness=)",
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), config={"staleness": 3}))
     expect_raises(TypeError, "config='--lr 3' is not a dict of options",
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), config="--lr 3"))

@@ -162,13 +162,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
         servers, worker_index, base, timeout = runtime._worker_connection()
         given = dict(rdmaps._options(config), **options)
-        decided = {"lr": "the wrapped torch.optim.SGD's lr", "momentum": "the wrapped torch.optim.SGD's momentum",
-                   "rule": "dc= and the wrapped optimizer's momentum", "lambda0": "lambda_=", "lambda": "lambda_=",
-                   "lambda_": "lambda_=", "staleness": "staleness="}
-        clash = [key for key in given if key in decided]
-        if clash:  # it would be overwritten below, silently
-            raise ValueError(f"rdmaps.torch.DistributedOptimizer: {clash[0]}={given[clash[0]]!r} is set by "
-                             f"{decided[clash[0]]}, not as an option")
+        runtime.refuse_decided("rdmaps.torch.DistributedOptimizer", given)  # overwritten below otherwise
         base.update(given)
         base.update(rule)
         base["staleness"] = math.inf if staleness is None or staleness == math.inf else int(staleness)

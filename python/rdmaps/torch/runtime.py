@@ -19,6 +19,22 @@ _optimizer = None  # the DistributedOptimizer that owns this worker's connection
 _options = {}  # rdmaps configuration from init()
 _timeout = 300.0  # seconds, for the rendezvous and every network wait
 
+# Options the DistributedOptimizer decides: servers adopt the first worker's
+# rule and bound, so given anywhere else they would be dropped without a word.
+DECIDED_BY_OPTIMIZER = {
+    "lr": "the wrapped torch.optim.SGD's lr", "momentum": "the wrapped torch.optim.SGD's momentum",
+    "rule": "DistributedOptimizer(dc=) and the wrapped optimizer's momentum",
+    "lambda0": "DistributedOptimizer(lambda_=)", "lambda": "DistributedOptimizer(lambda_=)",
+    "lambda_": "DistributedOptimizer(lambda_=)", "staleness": "DistributedOptimizer(staleness=)"}
+
+
+def refuse_decided(where, options):
+    """A clear error for an option the DistributedOptimizer sets (it would be overwritten)."""
+    clash = [key for key in options if key in DECIDED_BY_OPTIMIZER]
+    if clash:
+        raise ValueError(f"{where}: {clash[0]}={options[clash[0]]!r} is set by {DECIDED_BY_OPTIMIZER[clash[0]]}, "
+                         "not as an option")
+
 
 def _store_key(index):
     return f"server/{index}"
@@ -52,14 +68,17 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
 
     num_servers: default RDMAPS_NUM_SERVERS, or the length of RDMAPS_SERVERS, or 1.
     config/options: rdmaps configuration (transport, shard_floats, ...; see
-    rdmaps.config_flags); the update rule comes from the DistributedOptimizer.
+    rdmaps.config_flags); the update rule (lr, momentum, rule, lambda) and the
+    staleness bound come from the DistributedOptimizer and are refused here.
     timeout: seconds to wait for the rendezvous and for every network wait.
     """
     global _placement, _servers, _store, _options, _timeout
     if _placement is not None:
         raise RuntimeError("rdmaps.torch.init() was already called")
+    given = dict(rdmaps._options(config), **options)
+    refuse_decided("rdmaps.torch.init", given)  # before any rank serves or waits
     p = launcher.detect(env, num_servers)
-    _options = dict(config or {}, **options)
+    _options = given
     _timeout = float(timeout)
     if p.role == "server":
         _serve(p, _timeout, env)
