@@ -7,7 +7,6 @@ packages=(
   libibverbs-dev librdmacm-dev    # HCA description (optional at build time)
   libeigen3-dev zlib1g-dev
   libssl-dev                      # HMAC-SHA-256 for the bootstrap handshake (libcrypto)
-  libcpp-httplib-dev              # GET /metrics (--metrics HOST:PORT)
   libcli11-dev nlohmann-json3-dev # command lines (src/api/cli.h) and the JSON the tools print
   prometheus                      # the metrics test scrapes a training job with a real Prometheus
   libgtest-dev libgmock-dev libbenchmark-dev

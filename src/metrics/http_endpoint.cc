@@ -1,80 +1,53 @@
 #include "src/metrics/http_endpoint.h"
 
-#include <httplib.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
-#include <mutex>
 #include <vector>
 
 #include "rdmaps/error.h"
-#include "src/metrics/exposition.h"
+#include "rdmaps/log.h"
+#include "src/metrics/http_reply.h"
 #include "transport/address.h"
 
+// One thread polls the listener and at most kMaxConnections connections, each
+// with a deadline for its whole request head and one for its reply, and keeps
+// no more than the head of a request: a body is never read, headers past
+// kMaxRequestHead end the request. So no client, however slow, large or many,
+// holds the endpoint's memory or other clients' scrapes beyond those
+// deadlines. (cpp-httplib, used before, read chunked bodies and any number of
+// header lines into memory, and two slow senders held both its threads.)
 namespace rdmaps::metrics {
 
 namespace {
 
-// httplib's default adds SO_REUSEPORT, which would let a second process bind
-// the same port silently and take half the scrapes: reuse of TIME_WAIT ports
-// is all we want.
-void reuse_address_only(int sock) {
-  int yes = 1;
-  ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-}
+using Clock = std::chrono::steady_clock;
 
-// httplib's ThreadPool queues every accepted connection without limit, so
-// idle connections (a scanner, a misconfigured scraper) could take every file
-// descriptor of the server process, and with them its workers' connections.
-// Here the accept loop waits while `max_queued` wait for a thread: the
-// kernel's backlog holds the rest, and the process holds at most threads +
-// max_queued + 1 of them.
-class BoundedThreadPool final : public httplib::TaskQueue {
- public:
-  BoundedThreadPool(size_t threads, size_t max_queued) : max_queued_(max_queued) {
-    for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { serve(); });
-  }
-  void enqueue(std::function<void()> fn) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    room_.wait(lock, [&] { return jobs_.size() < max_queued_; });
-    jobs_.push_back(std::move(fn));
-    work_.notify_one();
-  }
-  void shutdown() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      shutdown_ = true;
-    }
-    work_.notify_all();
-    for (auto& t : threads_) t.join();
-  }
+// A scrape's request arrives whole in milliseconds.
+constexpr auto kRequestTime = std::chrono::seconds(2);
+// A page is kilobytes; a reader this slow is not a scraper.
+constexpr auto kReplyTime = std::chrono::seconds(10);
+// After the reply, what the client still sends (a body we did not read) is
+// read and dropped for a moment, so that closing with unread bytes does not
+// reset the connection before the client has read the reply.
+constexpr auto kLingerTime = std::chrono::seconds(1);
+constexpr size_t kLingerBytes = 1u << 20;
+constexpr int kBacklog = 16;
 
- private:
-  void serve() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        work_.wait(lock, [&] { return !jobs_.empty() || shutdown_; });
-        if (jobs_.empty()) return;  // shut down, nothing left
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-      }
-      room_.notify_one();
-      fn();
-    }
-  }
-
-  const size_t max_queued_;
-  std::mutex mu_;
-  std::condition_variable work_, room_;
-  std::deque<std::function<void()>> jobs_;
-  bool shutdown_ = false;
-  std::vector<std::thread> threads_;
+struct Connection {
+  enum class Phase { kRequest, kReply, kLinger, kDone };
+  transport::TcpSocket socket;
+  Phase phase = Phase::kRequest;
+  std::string head;  // the request so far; never more than kMaxRequestHead + one read
+  std::string reply;
+  size_t sent = 0, dropped = 0;
+  Clock::time_point deadline;
 };
 
 std::string host_of(const std::string& bound) {
@@ -83,10 +56,81 @@ std::string host_of(const std::string& bound) {
   return host;
 }
 
+int ms_until(Clock::time_point t) {
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(t - Clock::now()).count();
+  return static_cast<int>(std::clamp<decltype(ms)>(ms, 0, 60'000));
+}
+
+bool would_block(ssize_t n) { return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR); }
+
+// Sends what the socket takes now; true once the reply is out.
+bool send_some(Connection& c) {
+  while (c.sent < c.reply.size()) {
+    const ssize_t n = ::send(c.socket.fd(), c.reply.data() + c.sent, c.reply.size() - c.sent, MSG_NOSIGNAL);
+    if (would_block(n)) return false;
+    if (n <= 0) {
+      c.phase = Connection::Phase::kDone;
+      return false;
+    }
+    c.sent += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Moves one connection on by what poll() reported.
+void step(Connection& c, short revents, const std::function<std::string()>& render) {
+  if (Clock::now() >= c.deadline) {
+    c.phase = Connection::Phase::kDone;  // a request, reply or linger past its time: nothing more is owed
+    return;
+  }
+  char buffer[16384];
+  if (c.phase == Connection::Phase::kRequest && revents) {
+    const ssize_t n = ::recv(c.socket.fd(), buffer, sizeof(buffer), 0);
+    if (would_block(n)) return;
+    if (n <= 0) {
+      c.phase = Connection::Phase::kDone;  // gone before its request was whole
+      return;
+    }
+    const size_t searched = c.head.size() >= 3 ? c.head.size() - 3 : 0;
+    c.head.append(buffer, static_cast<size_t>(n));
+    size_t end = c.head.find("\r\n\r\n", searched);
+    if (end == std::string::npos) end = c.head.find("\n\n", searched);
+    if (end != std::string::npos && end <= kMaxRequestHead) {
+      c.reply = reply_to(std::string_view(c.head).substr(0, end), render);
+    } else if (c.head.size() > kMaxRequestHead) {
+      c.reply = reply_to_oversized_head();
+    } else {
+      return;
+    }
+    c.head = std::string();
+    c.phase = Connection::Phase::kReply;
+    c.deadline = Clock::now() + kReplyTime;
+    revents = POLLOUT;  // try at once: the socket's buffer usually takes it all
+  }
+  if (c.phase == Connection::Phase::kReply && revents) {
+    if (!send_some(c)) return;
+    ::shutdown(c.socket.fd(), SHUT_WR);
+    c.phase = Connection::Phase::kLinger;
+    c.deadline = Clock::now() + kLingerTime;
+    return;
+  }
+  if (c.phase == Connection::Phase::kLinger && revents) {
+    const ssize_t n = ::recv(c.socket.fd(), buffer, sizeof(buffer), 0);
+    if (would_block(n)) return;
+    if (n <= 0 || (c.dropped += static_cast<size_t>(n)) > kLingerBytes) c.phase = Connection::Phase::kDone;
+  }
+}
+
 }  // namespace
 
+HttpEndpoint::WakeFd::WakeFd() : fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (fd < 0) throw Error(Errc::kIo, std::string("metrics endpoint: eventfd: ") + std::strerror(errno));
+}
+
+HttpEndpoint::WakeFd::~WakeFd() { ::close(fd); }
+
 HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, std::function<std::string()> render)
-    : http_(std::make_unique<httplib::Server>()) {
+    : render_(std::move(render)) {
   auto fail = [&](const std::string& why) { throw Error(Errc::kInvalidArgument, flag + " " + address + ": " + why); };
   transport::SockAddr parsed;
   try {
@@ -94,66 +138,65 @@ HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, 
   } catch (const Error& e) {
     fail(std::string(e.what()) + " (expected HOST:PORT, e.g. 127.0.0.1:9464)");
   }
-  const std::string host = host_of(parsed.to_string());
-  // Scrapes are rare and small: two threads (httplib's default is one per
-  // core), and one request per connection so a scraper that keeps its
-  // connection open cannot hold the only thread between scrapes.
-  http_->new_task_queue = [] { return new BoundedThreadPool(2, kMaxQueued); };
-  http_->set_keep_alive_max_count(1);
-  // A scrape's request arrives whole in milliseconds: a sender slower than
-  // this holds one of the two threads, and a body (GET has none) is read
-  // into memory, so bodies past a few KiB are refused (413).
-  http_->set_read_timeout(std::chrono::seconds(2));
-  http_->set_payload_max_length(4096);
-  http_->set_socket_options(reuse_address_only);
-  http_->Get("/metrics", [render = std::move(render)](const httplib::Request&, httplib::Response& res) {
-    try {
-      res.set_content(render(), kContentType);
-    } catch (const std::exception& e) {
-      res.status = 500;
-      res.set_content(std::string("rdmaps: metrics unavailable: ") + e.what() + "\n", "text/plain");
-    }
-  });
-  const auto get_only = [](const httplib::Request& req, httplib::Response& res) {
-    res.status = 405;
-    res.set_header("Allow", "GET, HEAD");
-    res.set_content("rdmaps: " + req.method + " " + req.path + ": metrics are read with GET\n", "text/plain");
-  };
-  http_->Post("/metrics", get_only);
-  http_->Put("/metrics", get_only);
-  http_->Patch("/metrics", get_only);
-  http_->Delete("/metrics", get_only);
-  http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (res.status == 404)
-      res.set_content("rdmaps: no such path " + req.path + "; metrics are at /metrics\n", "text/plain");
-  });
-  errno = 0;
-  int port = parsed.port();
-  bool bound = false;
-  if (port == 0) {
-    port = http_->bind_to_any_port(host);
-    bound = port > 0;
-  } else {
-    bound = http_->bind_to_port(host, port);
-  }
-  if (!bound)
-    fail(std::string("cannot listen there: ") +
-         (errno == EADDRINUSE ? "the port is in use"
-          : errno             ? std::strerror(errno)
-                              : "the port is in use or the host is not an address of this machine"));
-  address_ = parsed.with_port(static_cast<uint16_t>(port)).to_string();
-  thread_ = std::thread([this] {
-    http_->listen_after_bind();
-    ended_.store(true);
-  });
-  // stop() only takes effect once the loop runs: wait for it, so that the
-  // destructor never joins a thread that has yet to start listening.
-  while (!http_->is_running() && !ended_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  listener_ = transport::TcpSocket(::socket(parsed.get()->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!listener_.valid()) fail(std::string("cannot open a socket: ") + std::strerror(errno));
+  // SO_REUSEADDR (TIME_WAIT ports), not SO_REUSEPORT: a second process on the
+  // same port must fail here, not take half the scrapes.
+  int yes = 1;
+  ::setsockopt(listener_.fd(), SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  if (::bind(listener_.fd(), parsed.get(), parsed.length()) != 0)
+    fail("cannot listen there: " + std::string(errno == EADDRINUSE ? "the port is in use"
+                                               : errno == EADDRNOTAVAIL
+                                                   ? host_of(parsed.to_string()) + " is not an address of this machine"
+                                                   : std::strerror(errno)));
+  if (::listen(listener_.fd(), kBacklog) != 0) fail(std::string("cannot listen there: ") + std::strerror(errno));
+  address_ = listener_.local_address().to_string();
+  thread_ = std::thread([this] { serve(); });
 }
 
 HttpEndpoint::~HttpEndpoint() {
-  http_->stop();
+  const uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = ::write(wake_.fd, &one, sizeof(one));
   if (thread_.joinable()) thread_.join();
+}
+
+void HttpEndpoint::serve() {
+  std::vector<Connection> open;
+  std::vector<pollfd> polled;
+  open.reserve(kMaxConnections);
+  polled.reserve(kMaxConnections + 2);
+  Clock::time_point accept_after{};  // out of descriptors: try again later
+  for (;;) {
+    polled.clear();
+    polled.push_back({wake_.fd, POLLIN, 0});
+    const bool accepting = open.size() < kMaxConnections && Clock::now() >= accept_after;
+    polled.push_back({accepting ? listener_.fd() : -1, POLLIN, 0});  // poll skips a negative fd
+    Clock::time_point next = accepting ? Clock::time_point::max() : accept_after;
+    for (const Connection& c : open) {
+      polled.push_back({c.socket.fd(), static_cast<short>(c.phase == Connection::Phase::kReply ? POLLOUT : POLLIN), 0});
+      next = std::min(next, c.deadline);
+    }
+    const int timeout = next == Clock::time_point::max() ? -1 : ms_until(next);
+    if (::poll(polled.data(), polled.size(), timeout) < 0 && errno != EINTR) {
+      log(LogLevel::kWarn, std::string("metrics endpoint stopped: poll: ") + std::strerror(errno));
+      return;
+    }
+    if (polled[0].revents) return;
+    const size_t held = open.size();
+    for (size_t i = 0; i < held; ++i) step(open[i], polled[i + 2].revents, render_);
+    std::erase_if(open, [](const Connection& c) { return c.phase == Connection::Phase::kDone; });
+    while (polled[1].revents && open.size() < kMaxConnections) {
+      transport::TcpSocket s;
+      try {
+        s = listener_.try_accept(nullptr);
+      } catch (const Error& e) {  // out of descriptors: the backlog waits a while
+        log(LogLevel::kWarn, std::string("metrics endpoint: ") + e.what());
+        accept_after = Clock::now() + std::chrono::milliseconds(100);
+      }
+      if (!s.valid()) break;
+      open.push_back(Connection{std::move(s), Connection::Phase::kRequest, {}, {}, 0, 0, Clock::now() + kRequestTime});
+    }
+  }
 }
 
 }  // namespace rdmaps::metrics
