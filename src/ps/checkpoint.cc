@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -175,8 +176,45 @@ void check_checkpoint_dir(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     io_error("cannot create the checkpoint directory (--checkpoint-dir)", dir);
   const std::string probe = dir + "/.rdmaps-write-test";
-  { File(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600).write_all("rdmaps\n", 7); }
+  try {
+    File(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600).write_all("rdmaps\n", 7);
+  } catch (const Error&) {
+    io_error("cannot write files in the checkpoint directory (--checkpoint-dir)", dir);  // errno: the probe's
+  }
   ::unlink(probe.c_str());
+}
+
+CheckpointDirLock::CheckpointDirLock(const std::string& dir, uint32_t index) {
+  const std::string path = dir + "/server-" + std::to_string(index) + ".lock";
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) io_error("cannot open the checkpoint directory's lock", path);
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int e = errno;
+    char holder[32] = {};
+    [[maybe_unused]] const ssize_t n = ::pread(fd_, holder, sizeof(holder) - 1, 0);
+    ::close(fd_);
+    if (e != EWOULDBLOCK) {
+      errno = e;
+      io_error("cannot lock", path);
+    }
+    std::string pid(holder);
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    throw Error(Errc::kInvalidArgument, "another server " + std::to_string(index) +
+                                            (pid.empty() ? "" : " (pid " + pid + ")") + " writes checkpoints to '" +
+                                            dir +
+                                            "' (--checkpoint-dir): two would overwrite each other's; give each "
+                                            "job its own directory");
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) == 0) [[maybe_unused]]
+    const ssize_t n = ::pwrite(fd_, pid.data(), pid.size(), 0);
+}
+
+CheckpointDirLock::~CheckpointDirLock() { ::close(fd_); }  // the lock goes with the descriptor
+
+uint64_t newest_checkpoint_sequence(const std::string& dir, uint32_t index) {
+  const auto done = list(dir, index, false);
+  return done.empty() ? 0 : done.front().first;
 }
 
 void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep) {
@@ -186,9 +224,10 @@ void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep) {
 }
 
 Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
-  File in(path, O_RDONLY | O_CLOEXEC);
+  File in(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO by that name must not block the start
   struct stat st {};
   if (::fstat(in.fd(), &st) != 0) io_error("cannot stat", path);
+  if (!S_ISREG(st.st_mode)) throw Error(Errc::kInvalidArgument, "'" + path + "' is not a regular file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < sizeof(kMagic) + 4 + kDigestBytes)
     throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) + " bytes: torn");

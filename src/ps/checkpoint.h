@@ -63,6 +63,24 @@ std::string write_checkpoint(const std::string& dir, const CheckpointHeader& hea
 void check_checkpoint_dir(const std::string& dir);
 /// Deletes all but the newest `keep` checkpoints of server `index`, and its leftover temporary files.
 void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep);
+/// The highest sequence among server `index`'s checkpoint files in `dir`,
+/// readable or not (0: none). New ones are numbered after it, so that pruning,
+/// which keeps the highest, never deletes a newer one than it wrote.
+uint64_t newest_checkpoint_sequence(const std::string& dir, uint32_t index);
+
+/// Holds `dir`/server-I.lock (flock) while it lives: a second server of the
+/// same index writing to the same directory is refused, naming the first's
+/// pid. The lock goes with the process, however it ends.
+class CheckpointDirLock {
+ public:
+  CheckpointDirLock(const std::string& dir, uint32_t index);
+  ~CheckpointDirLock();
+  CheckpointDirLock(const CheckpointDirLock&) = delete;
+  CheckpointDirLock& operator=(const CheckpointDirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 /// Parses one checkpoint file; throws Error naming the file and what is wrong.
 Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes);
 /// The newest checkpoint of server `index` in `dir` that reads back intact;

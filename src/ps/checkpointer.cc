@@ -22,6 +22,18 @@ Checkpointer::~Checkpointer() { wait(); }
 void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence) {
   base_ = base;
   sequence_ = last_sequence;
+  // Files numbered past the one resumed from (unreadable ones, or an earlier
+  // job's in a run without --resume) would outrank this run's checkpoints:
+  // pruning keeps the highest numbers, and a write could replace them.
+  if (const uint64_t on_disk = enabled() ? newest_checkpoint_sequence(dir_, base.index) : 0; on_disk > sequence_) {
+    logf(LogLevel::kWarn,
+         "rdmaps-server: %s holds checkpoints of server %u up to %llu that this run %s; its checkpoints are "
+         "numbered from %llu and, once written, replace them (--checkpoint-keep %u)",
+         dir_.c_str(), base.index, static_cast<unsigned long long>(on_disk),
+         last_sequence ? "did not resume from (unreadable)" : "did not resume from (no --resume)",
+         static_cast<unsigned long long>(on_disk + 1), keep_);
+    sequence_ = on_disk;
+  }
   last_at_ = Clock::now();
   started_ = true;
 }

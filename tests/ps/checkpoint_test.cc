@@ -4,6 +4,7 @@
 #include "src/ps/checkpoint.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -123,6 +124,50 @@ TEST(Checkpoint, PruningKeepsTheNewestAndRemovesUnfinishedWrites) {
   fs::remove_all(dir);
 }
 
+// New checkpoints are numbered after every file of the server in the
+// directory, readable or not: pruning keeps the highest numbers.
+TEST(Checkpoint, TheNewestSequenceOnDiskCountsUnreadableFiles) {
+  const std::string dir = temp_dir();
+  EXPECT_EQ(ps::newest_checkpoint_sequence(dir, 1), 0u);
+  write_sample(dir, 2, 1.0f);
+  std::ofstream(dir + "/server-1-0000000007.ckpt") << "torn";
+  std::ofstream(dir + "/server-2-0000000009.ckpt") << "another server's";
+  EXPECT_EQ(ps::newest_checkpoint_sequence(dir, 1), 7u);
+  fs::remove_all(dir);
+}
+
+// A FIFO by a checkpoint's name is skipped, not waited on for ever.
+TEST(Checkpoint, AFileThatIsNotRegularIsSkippedWithoutWaiting) {
+  const std::string dir = temp_dir();
+  const std::string good = write_sample(dir, 1, 1.0f);
+  ASSERT_EQ(::mkfifo((dir + "/server-1-0000000002.ckpt").c_str(), 0600), 0);
+  std::vector<std::string> said;
+  auto c = ps::load_newest_checkpoint(dir, 1, 1 << 20, [&](const std::string& s) { said.push_back(s); });
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->path, good);
+  ASSERT_EQ(said.size(), 1u);
+  EXPECT_NE(said[0].find("0000000002.ckpt' is not a regular file"), std::string::npos) << said[0];
+  fs::remove_all(dir);
+}
+
+// Two servers of one index writing one directory would overwrite each
+// other's checkpoints: the second is refused, naming the first's pid.
+TEST(Checkpoint, OneServerOfAnIndexWritesADirectory) {
+  const std::string dir = temp_dir();
+  std::string what;
+  {
+    ps::CheckpointDirLock first(dir, 0);
+    EXPECT_EQ(error_code_of([&] { ps::CheckpointDirLock second(dir, 0); }, &what), Errc::kInvalidArgument);
+    EXPECT_NE(what.find("another server 0 (pid " + std::to_string(::getpid()) + ") writes checkpoints to '" + dir +
+                        "' (--checkpoint-dir)"),
+              std::string::npos)
+        << what;
+    ps::CheckpointDirLock other_index(dir, 1);
+  }
+  ps::CheckpointDirLock again(dir, 0);  // released with the first
+  fs::remove_all(dir);
+}
+
 TEST(Checkpoint, AFileTooLargeForTheServerIsRefusedBeforeReading) {
   const std::string dir = temp_dir();
   const std::string path = write_sample(dir, 1, 1.0f);
@@ -142,6 +187,16 @@ TEST(Checkpoint, AServerWhoseCheckpointDirectoryCannotBeWrittenRefusesToStart) {
   EXPECT_EQ(error_code_of([&] { Server server(o); }, &what), Errc::kInvalidArgument);
   EXPECT_NE(what.find("/proc/rdmaps-no-such-place/ckpt"), std::string::npos) << what;
   EXPECT_NE(what.find("--checkpoint-dir"), std::string::npos) << what;
+  // A file where the directory should be: named as the flag's value, not by a probe file inside it.
+  const std::string dir = temp_dir();
+  o.config.checkpoint_dir = dir + "/a-file";
+  std::ofstream(o.config.checkpoint_dir) << "x";
+  EXPECT_EQ(error_code_of([&] { Server server(o); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("cannot write files in the checkpoint directory (--checkpoint-dir) '" + o.config.checkpoint_dir +
+                      "': Not a directory"),
+            std::string::npos)
+      << what;
+  fs::remove_all(dir);
 }
 
 // ---- a server process restarted from its checkpoints --------------------------

@@ -121,6 +121,51 @@ grep -q "done: [1-9][0-9]* pushes" "$out/b-server.log" || fail "resumed after th
 echo "ok: SIGTERM wrote the final checkpoint; resumed under another rule, the optimizer state started fresh;" \
      "resumed after the job ended, a new run"
 
+# Checkpoints are numbered after every one of the server's files in the
+# directory, readable or not, since pruning keeps the highest numbers. A server
+# that resumed from #1 because #2 and #3 are torn writes #4, and pruning to one
+# leaves it (numbered from the one it resumed from, it wrote #2 and pruning
+# kept the torn #3: the model was lost). A job started without --resume in a
+# directory holding another job's checkpoint writes #5 and says so. A second
+# server of the same index on the same directory is refused.
+rm -rf "$out/ckpt" && mkdir -p "$out/ckpt"
+c="$out/ckpt/server-0-000000000"
+port=$(free_port)
+server "$out/n1-server.log" --checkpoint-every 1000000
+workers "$out/n1"
+for p in "${wpids[@]}"; do wait "$p" || fail "a worker of the numbering job failed"; done
+wait "$spid" || fail "the numbering job's server failed"
+[ -f "${c}1.ckpt" ] || fail "the numbering job wrote no checkpoint 1: $(ls "$out/ckpt")"
+head -c 100 "${c}1.ckpt" >"${c}2.ckpt"
+head -c 100 "${c}1.ckpt" >"${c}3.ckpt"
+port=$(free_port)
+server "$out/n2-server.log" --checkpoint-every 1000000 --resume --checkpoint-keep 1
+workers "$out/n2"
+for p in "${wpids[@]}"; do wait "$p" || fail "a worker failed after resuming past torn checkpoints"; done
+wait "$spid" || fail "the server resumed past torn checkpoints failed"
+grep -q "resumed from ${c}1.ckpt" "$out/n2-server.log" || fail "did not resume from the intact checkpoint 1"
+grep -q "holds checkpoints of server 0 up to 3 that this run did not resume from" "$out/n2-server.log" ||
+  fail "the torn checkpoints above the resumed one were not named"
+[ "$(cd "$out/ckpt" && echo *.ckpt)" = "server-0-0000000004.ckpt" ] ||
+  fail "after resuming from 1 past torn 2 and 3, keeping 1 left: $(ls "$out/ckpt")"
+port=$(free_port)
+server "$out/n3-server.log" --checkpoint-every 1000000 --checkpoint-keep 1
+first=$spid
+for _ in $(seq 200); do grep -q "rdmaps-train server 0/1 on" "$out/n3-server.log" && break; sleep 0.05; done
+second_port=$(free_port)
+"$train" --role server --listen "127.0.0.1:$second_port" "${job[@]}" --checkpoint-dir "$out/ckpt"   2>"$out/n3-second.log" && fail "a second server 0 on the same checkpoint directory started"
+grep -q "another server 0 (pid $first) writes checkpoints to '$out/ckpt' (--checkpoint-dir)" "$out/n3-second.log" ||
+  fail "the second server 0 was not refused naming the first: $(cat "$out/n3-second.log")"
+spid=$first
+workers "$out/n3"
+for p in "${wpids[@]}"; do wait "$p" || fail "a worker of the job without --resume failed"; done
+wait "$spid" || fail "the server without --resume failed"
+grep -q "up to 4 that this run did not resume from (no --resume); its checkpoints are numbered from 5" \
+  "$out/n3-server.log" || fail "the earlier job's checkpoint was not named"
+[ "$(cd "$out/ckpt" && echo *.ckpt)" = "server-0-0000000005.ckpt" ] ||
+  fail "a job without --resume beside another's checkpoint 4 left: $(ls "$out/ckpt")"
+echo "ok: checkpoints numbered after torn and earlier jobs' files; a second server on the directory refused"
+
 # A final checkpoint that cannot be written (a full disk) is an error of the
 # run, not a log line under an exit status of 0: the trained model is not saved.
 full="$out/full"
