@@ -15,6 +15,12 @@ A program that cannot be started is named with the reason; the ranks already
 started are stopped, and the launcher exits with 127 (not found) or 126 (not
 executable). Ctrl-C (SIGINT) and SIGTERM to the launcher reach every process
 it started (exit 130, 143).
+
+The processes do not inherit the variables by which an outer launcher
+(mpirun, srun, torchrun) placed the launcher itself: PMIX_RANK,
+PMIX_NAMESPACE, OMPI_COMM_WORLD_*, PMI_RANK, PMI_SIZE, SLURM_PROCID,
+SLURM_NTASKS, SLURM_STEP_ID, RDMAPS_RANK, RDMAPS_WORLD_SIZE and
+TORCHELASTIC_USE_AGENT_STORE. RANK and WORLD_SIZE describe them.
 """
 
 import argparse
@@ -51,6 +57,14 @@ def _raise_terminated(signum, frame):
 
 MAX_LOCAL_PROCESSES = 256  # as rdmaps-train's local runs: more is a cluster's job
 
+# Variables by which an outer launcher (mpirun, srun, torchrun) describes the
+# launcher itself. Passed on, they would tell every process the same rank, or
+# that a PMIx server knows it (src/launch/placement.h reads them before, or as
+# well as, RANK): the processes get RANK and WORLD_SIZE instead.
+OUTER_RANK_VARIABLES = ("RDMAPS_RANK", "RDMAPS_WORLD_SIZE", "PMIX_RANK", "PMIX_NAMESPACE", "PMI_RANK", "PMI_SIZE",
+                        "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID", "TORCHELASTIC_USE_AGENT_STORE")
+OUTER_RANK_PREFIXES = ("OMPI_COMM_WORLD_",)  # RANK, SIZE, LOCAL_RANK, LOCAL_SIZE, NODE_RANK
+
 
 def _say(message):
     sys.stdout.flush()
@@ -72,7 +86,8 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
     128+N for signal N), 126/127 when the command cannot be started, 130/143 after SIGINT/SIGTERM."""
     if nproc < 1:
         raise ValueError("--nproc must be at least 1")
-    base = dict(os.environ if env is None else env)
+    base = {k: v for k, v in (os.environ if env is None else env).items()
+            if k not in OUTER_RANK_VARIABLES and not k.startswith(OUTER_RANK_PREFIXES)}
     base.update(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=str(master_port or free_port()))
     if not base.get("RDMAPS_SECRET") and not base.get("RDMAPS_SECRET_FILE"):

@@ -198,6 +198,20 @@ sys.exit(3)
                     p.kill()
                     p.wait()
 
+    def test_an_outer_launchers_rank_variables_do_not_reach_the_processes(self):
+        # rdmaps.launch inside mpirun, srun or torchrun: RANK and WORLD_SIZE describe its processes.
+        outer = {"PMIX_RANK": "5", "PMIX_NAMESPACE": "outer", "OMPI_COMM_WORLD_RANK": "3",
+                 "OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_LOCAL_RANK": "3", "PMI_RANK": "3", "PMI_SIZE": "8",
+                 "SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_STEP_ID": "0", "RDMAPS_RANK": "3",
+                 "RDMAPS_WORLD_SIZE": "8", "TORCHELASTIC_USE_AGENT_STORE": "True",
+                 "OMPI_MCA_btl": "self", "SLURM_JOB_ID": "42"}  # settings, not ranks: kept
+        status, out = self.run_launch(2, "import os\nfrom rdmaps.launcher import detect\np = detect()\n"
+                                         f"print(p.source, p.rank, sorted(set({sorted(outer)!r}) & set(os.environ)))",
+                                      env=dict(os.environ, **outer))
+        self.assertEqual(status, 0, out)
+        self.assertEqual(sorted(out.splitlines()),
+                         [f"[{r}] torchrun {r} ['OMPI_MCA_btl', 'SLURM_JOB_ID']" for r in range(2)])
+
     def test_a_module_runs_as_python_m_runs_it(self):
         p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "2", "--no-prefix", "-m", "json.tool",
                             "--sort-keys", "--help"], capture_output=True, text=True, timeout=60)
