@@ -7,13 +7,25 @@ machine and for systems where torchrun itself does not run (Debian 12's torch
     python3 -m rdmaps.launch --nproc 3 -m mypackage.train --epochs 2
     python3 -m rdmaps.launch --nproc 3 --no-python rdmaps-train --epochs 2
 
-Output lines carry a "[rank] " prefix. When a process fails the others are
-stopped, and the launcher exits with the first failure's status. Ctrl-C
-(SIGINT) and SIGTERM to the launcher reach every process it started.
+Output lines carry a "[rank] " prefix. When a process fails (exits non-zero
+or is killed by a signal) the launcher says which rank and how on stderr,
+stops the others, and exits with that failure's status: the rank's exit
+status, or 128+N for signal N. With several failures the first to exit counts.
+A program that cannot be started is named with the reason; the ranks already
+started are stopped, and the launcher exits with 127 (not found) or 126 (not
+executable). Ctrl-C (SIGINT) and SIGTERM to the launcher reach every process
+it started (exit 130, 143).
+
+The processes do not inherit the variables by which an outer launcher
+(mpirun, srun, torchrun) placed the launcher itself: PMIX_RANK,
+PMIX_NAMESPACE, OMPI_COMM_WORLD_*, PMI_RANK, PMI_SIZE, SLURM_PROCID,
+SLURM_NTASKS, SLURM_STEP_ID, RDMAPS_RANK, RDMAPS_WORLD_SIZE and
+TORCHELASTIC_USE_AGENT_STORE. RANK and WORLD_SIZE describe them.
 """
 
 import argparse
 import os
+import queue
 import secrets
 import signal
 import socket
@@ -45,12 +57,37 @@ def _raise_terminated(signum, frame):
 
 MAX_LOCAL_PROCESSES = 256  # as rdmaps-train's local runs: more is a cluster's job
 
+# Variables by which an outer launcher (mpirun, srun, torchrun) describes the
+# launcher itself. Passed on, they would tell every process the same rank, or
+# that a PMIx server knows it (src/launch/placement.h reads them before, or as
+# well as, RANK): the processes get RANK and WORLD_SIZE instead.
+OUTER_RANK_VARIABLES = ("RDMAPS_RANK", "RDMAPS_WORLD_SIZE", "PMIX_RANK", "PMIX_NAMESPACE", "PMI_RANK", "PMI_SIZE",
+                        "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID", "TORCHELASTIC_USE_AGENT_STORE")
+OUTER_RANK_PREFIXES = ("OMPI_COMM_WORLD_",)  # RANK, SIZE, LOCAL_RANK, LOCAL_SIZE, NODE_RANK
+
+
+def _say(message):
+    sys.stdout.flush()
+    print(f"rdmaps.launch: {message}", file=sys.stderr, flush=True)
+
+
+def _how(returncode):
+    if returncode < 0:
+        try:
+            name = f" ({signal.Signals(-returncode).name})"
+        except ValueError:
+            name = ""
+        return f"was killed by signal {-returncode}{name}"
+    return f"exited with status {returncode}"
+
 
 def launch(nproc, command, master_port=None, env=None, prefix=True):
-    """Runs `command` (a list) nproc times; returns the exit status (0, or the first failure's)."""
+    """Runs `command` (a list) nproc times; returns the exit status: 0, the first failure's (its status, or
+    128+N for signal N), 126/127 when the command cannot be started, 130/143 after SIGINT/SIGTERM."""
     if nproc < 1:
         raise ValueError("--nproc must be at least 1")
-    base = dict(os.environ if env is None else env)
+    base = {k: v for k, v in (os.environ if env is None else env).items()
+            if k not in OUTER_RANK_VARIABLES and not k.startswith(OUTER_RANK_PREFIXES)}
     base.update(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=str(master_port or free_port()))
     if not base.get("RDMAPS_SECRET") and not base.get("RDMAPS_SECRET_FILE"):
@@ -82,33 +119,73 @@ def _stop(procs, sig):
             p.wait()
 
 
+def _start(command, env, prefix):
+    """Popen, or the exit status and the reason it could not start."""
+    try:
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE if prefix else None,
+                                stderr=subprocess.STDOUT if prefix else None), None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in an argument
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        if isinstance(e, FileNotFoundError) and os.sep not in command[0]:
+            reason += " (searched PATH)"
+        return None, (127 if isinstance(e, FileNotFoundError) else 126, f"cannot start {command[0]}: {reason}")
+
+
+def _watch(proc, rank, exits):
+    """Puts `rank` on `exits` when `proc` ends (so `exits` holds the ranks in the
+    order they ended, not in rank order), leaving it for the main thread to reap."""
+    if hasattr(os, "waitid"):
+        try:
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:  # already reaped
+            pass
+    else:  # macOS before Python 3.13: Popen's lock lets two threads wait
+        proc.wait()
+    exits.put(rank)
+
+
 def _run(nproc, command, base, prefix):
     procs, relays = [], []
+    exits = queue.Queue()
     status = 0
     try:
         for rank in range(nproc):
             e = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
-            p = subprocess.Popen(command, env=e, stdout=subprocess.PIPE if prefix else None,
-                                 stderr=subprocess.STDOUT if prefix else None)
+            p, failure = _start(command, e, prefix)
+            if p is None:
+                status, message = failure
+                _say(f"rank {rank}: {message}; stopping the others" if procs else message)
+                break
             procs.append(p)
+            threading.Thread(target=_watch, args=(p, rank, exits), daemon=True).start()
             if prefix:
                 t = threading.Thread(target=_relay, args=(rank, p.stdout, sys.stdout.buffer), daemon=True)
                 t.start()
                 relays.append(t)
-        while [p.poll() for p in procs].count(None) > 0:  # poll every process: any() would stop early
-            failed = [p for p in procs if p.returncode not in (None, 0)]
-            if failed:
-                status = failed[0].returncode
-                break
-            time.sleep(0.05)
+        else:
+            running = nproc
+            while running:
+                try:
+                    rank = exits.get(timeout=1)
+                except queue.Empty:
+                    continue
+                running -= 1
+                code = procs[rank].wait()
+                if code != 0:
+                    status = code
+                    if prefix:  # its last lines before the verdict
+                        relays[rank].join(timeout=1)
+                    _say(f"rank {rank} {_how(code)}" + ("; stopping the others" if running else ""))
+                    break
         _stop(procs, signal.SIGTERM)
     except (KeyboardInterrupt, _Terminated) as e:
         sig, status = (signal.SIGINT, 130) if isinstance(e, KeyboardInterrupt) else (signal.SIGTERM, 143)
         _stop(procs, sig)
+    except BaseException:
+        _stop(procs, signal.SIGKILL)
+        raise
     for t in relays:
         t.join(timeout=5)
-    if status == 0:
-        status = next((p.returncode for p in procs if p.returncode != 0), 0)
     if status < 0:  # killed by a signal
         status = 128 - status
     return status

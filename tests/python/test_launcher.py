@@ -8,7 +8,8 @@ import sys
 import tempfile
 import time
 import unittest
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
+from unittest import mock
 
 from rdmaps.launch import launch
 from rdmaps.launcher import LaunchError, detect
@@ -80,7 +81,7 @@ class LauncherTest(unittest.TestCase):
 class LaunchTest(unittest.TestCase):
     """rdmaps.launch starts real processes with torchrun's variables."""
 
-    def run_launch(self, nproc, code):
+    def run_launch(self, nproc, code, env=None, err=None):
         out = io.BytesIO()
 
         class Sink:  # launch() writes the prefixed lines to sys.stdout.buffer
@@ -92,9 +93,13 @@ class LaunchTest(unittest.TestCase):
             def flush(self):
                 pass
 
-        with redirect_stdout(Sink()):
-            status = launch(nproc, [sys.executable, "-c", code])
+        with redirect_stdout(Sink()), redirect_stderr(err or io.StringIO()):
+            status = launch(nproc, [sys.executable, "-c", code], env=env)
         return status, out.getvalue().decode()
+
+    def launch_cli(self, *args, timeout=60):
+        return subprocess.run([sys.executable, "-m", "rdmaps.launch", *args], capture_output=True, text=True,
+                              timeout=timeout)
 
     def test_every_process_gets_its_rank_and_the_rendezvous(self):
         status, out = self.run_launch(
@@ -112,6 +117,100 @@ class LaunchTest(unittest.TestCase):
             2, "import os, time, sys\nif os.environ['RANK'] == '1': sys.exit(7)\ntime.sleep(60)")
         self.assertEqual(status, 7)
         self.assertLess(time.monotonic() - start, 30, "the sleeping process was not stopped")
+
+    def test_a_failure_says_which_rank_and_how(self):
+        start = time.monotonic()
+        p = self.launch_cli("-n", "3", "--no-python", sys.executable, "-c",
+                            "import os, signal, time\nif os.environ['RANK'] == '2': os.kill(os.getpid(), "
+                            "signal.SIGKILL)\ntime.sleep(60)")
+        self.assertEqual(p.returncode, 128 + signal.SIGKILL, p.stderr)
+        self.assertIn("rdmaps.launch: rank 2 was killed by signal 9 (SIGKILL); stopping the others", p.stderr)
+        p = self.launch_cli("-n", "3", "--no-python", sys.executable, "-c",
+                            "import os, sys, time\nif os.environ['RANK'] == '1': sys.exit(7)\ntime.sleep(60)")
+        self.assertEqual(p.returncode, 7, p.stderr)
+        self.assertIn("rdmaps.launch: rank 1 exited with status 7; stopping the others", p.stderr)
+        self.assertLess(time.monotonic() - start, 40, "the sleeping processes were not stopped")
+
+    def test_the_first_failure_in_time_counts_not_the_lowest_rank(self):
+        if not os.path.exists("/proc/self/stat"):
+            self.skipTest("needs /proc to see a process end")
+        # Rank 1 exits 5; rank 0 exits 3 some 15 ms after it saw rank 1 end (a
+        # zombie, or reaped). The old 50 ms polling pass saw both at once and
+        # blamed rank 0, the lower rank (in 24 attempts of 24).
+        for attempt in range(4):
+            with tempfile.TemporaryDirectory() as d, self.subTest(attempt=attempt):
+                code = f"""import os, sys, time
+d = {d!r}
+if os.environ['RANK'] == '1':
+    open(os.path.join(d, 'p'), 'w').write(str(os.getpid()))
+    os.rename(os.path.join(d, 'p'), os.path.join(d, 'pid'))
+    sys.exit(5)
+while not os.path.exists(os.path.join(d, 'pid')):
+    time.sleep(0.001)
+pid = open(os.path.join(d, 'pid')).read()
+def state():
+    try:
+        return open(f'/proc/{{pid}}/stat').read().rsplit(')', 1)[1].split()[0]
+    except FileNotFoundError:
+        return 'gone'
+while state() not in ('Z', 'gone'):
+    time.sleep(0.001)
+time.sleep(0.015)
+sys.exit(3)
+"""
+                err = io.StringIO()
+                status, _ = self.run_launch(2, code, err=err)
+                self.assertEqual(status, 5, err.getvalue())
+                self.assertIn("rank 1 exited with status 5", err.getvalue())
+
+    def test_a_program_that_cannot_start_is_named_without_a_traceback(self):
+        with tempfile.TemporaryDirectory() as d:
+            plain = os.path.join(d, "not-executable")
+            open(plain, "w").close()
+            for prog, status, why in (("/nonexistent/prog", 127, "No such file or directory"),
+                                      (plain, 126, "Permission denied")):
+                with self.subTest(prog=prog):
+                    p = self.launch_cli("-n", "2", "--no-python", prog)
+                    self.assertEqual(p.returncode, status, p.stderr)
+                    self.assertEqual(p.stderr, f"rdmaps.launch: cannot start {prog}: {why}\n")
+
+    def test_ranks_started_before_a_start_failure_are_stopped(self):
+        real_popen, started = subprocess.Popen, []
+
+        def popen(command, env, **kwargs):  # rank 1 cannot start (as when the program vanished meanwhile)
+            if env["RANK"] == "1":
+                raise PermissionError(13, "Permission denied", command[0])
+            started.append(real_popen(command, env=env, **kwargs))
+            return started[-1]
+
+        err = io.StringIO()
+        try:
+            with mock.patch("subprocess.Popen", side_effect=popen):
+                status, _ = self.run_launch(3, "import time; time.sleep(60)", err=err)
+            self.assertEqual(status, 126)
+            self.assertIn(f"rank 1: cannot start {sys.executable}: Permission denied; stopping the others",
+                          err.getvalue())
+            self.assertEqual(len(started), 1)
+            self.assertIsNotNone(started[0].poll(), "rank 0 outlived its launcher")
+        finally:
+            for p in started:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+
+    def test_an_outer_launchers_rank_variables_do_not_reach_the_processes(self):
+        # rdmaps.launch inside mpirun, srun or torchrun: RANK and WORLD_SIZE describe its processes.
+        outer = {"PMIX_RANK": "5", "PMIX_NAMESPACE": "outer", "OMPI_COMM_WORLD_RANK": "3",
+                 "OMPI_COMM_WORLD_SIZE": "8", "OMPI_COMM_WORLD_LOCAL_RANK": "3", "PMI_RANK": "3", "PMI_SIZE": "8",
+                 "SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_STEP_ID": "0", "RDMAPS_RANK": "3",
+                 "RDMAPS_WORLD_SIZE": "8", "TORCHELASTIC_USE_AGENT_STORE": "True",
+                 "OMPI_MCA_btl": "self", "SLURM_JOB_ID": "42"}  # settings, not ranks: kept
+        status, out = self.run_launch(2, "import os\nfrom rdmaps.launcher import detect\np = detect()\n"
+                                         f"print(p.source, p.rank, sorted(set({sorted(outer)!r}) & set(os.environ)))",
+                                      env=dict(os.environ, **outer))
+        self.assertEqual(status, 0, out)
+        self.assertEqual(sorted(out.splitlines()),
+                         [f"[{r}] torchrun {r} ['OMPI_MCA_btl', 'SLURM_JOB_ID']" for r in range(2)])
 
     def test_a_module_runs_as_python_m_runs_it(self):
         p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "2", "--no-prefix", "-m", "json.tool",
