@@ -85,6 +85,10 @@ struct Config {
   /// when any of their flags is given), so a server applying another refuses
   /// this worker instead of training it with a rule it did not ask for.
   bool rule_stated = false;
+  /// Server: the staleness bound was given (`--staleness`, RDMAPS_STALENESS;
+  /// parse_config sets it), so workers with another bound are refused. Unset,
+  /// the first admitted worker's bound holds for all.
+  bool staleness_stated = false;
 };
 
 const char* rule_name(UpdateRule rule);

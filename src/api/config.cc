@@ -183,6 +183,7 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
       "staleness",
       [&config](const std::string& v) {
         config.staleness = v == "inf" || v == "async" ? kInfiniteStaleness : std::stoull(v);
+        config.staleness_stated = true;
       },
       "SSP bound (0 = BSP, inf or async = fully asynchronous)",
       word_or("async", word_or("inf", cli::count(0), "a whole number, inf or async"), "a whole number, inf or async"),

@@ -20,8 +20,11 @@ std::string Admission::check(const Hello& hello) const {
   if (hello.workers && hello.workers != options_.workers)
     return "it was started for " + std::to_string(hello.workers) + " workers, this server for " +
            std::to_string(options_.workers) + " (--workers must agree)";
+  if (config_.staleness_stated && hello.staleness != config_.staleness)
+    return "its staleness bound is " + bound(hello.staleness) + ", this server's " + bound(config_.staleness) +
+           " (--staleness, --sync or --async must agree)";
   if (has_table() && hello.staleness != staleness_)
-    return "its staleness bound is " + bound(hello.staleness) + ", the first worker's " + bound(staleness_) +
+    return "its staleness bound is " + bound(hello.staleness) + ", " + fixed_by_ + " " + bound(staleness_) +
            " (--staleness, --sync or --async must agree)";
   if (hello.worker >= options_.workers)
     return "worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(options_.workers) +
@@ -46,10 +49,14 @@ std::string Admission::check(const Hello& hello) const {
              " bytes) is over this server's limit of " + std::to_string(limit) + " bytes (--max-bytes)";
     return {};
   }
-  bool same = hello.tensors.size() == table_.size();
-  for (size_t i = 0; same && i < table_.size(); ++i)
-    same = hello.tensors[i].name == table_[i].name && hello.tensors[i].floats == table_[i].floats;
-  if (!same) return "its declared tensors differ from the other workers' (names, order or sizes)";
+  auto describe = [](const TensorDecl& t) { return "'" + t.name + "' of " + std::to_string(t.floats) + " floats"; };
+  const std::string whose = std::string("its declared tensors differ from ") + fixed_by_ + " table: ";
+  for (size_t i = 0; i < std::min(hello.tensors.size(), table_.size()); ++i)
+    if (hello.tensors[i].name != table_[i].name || hello.tensors[i].floats != table_[i].floats)
+      return whose + "tensor " + std::to_string(i) + " is " + describe(hello.tensors[i]) + ", there " +
+             describe(table_[i]);
+  if (hello.tensors.size() != table_.size())
+    return whose + std::to_string(hello.tensors.size()) + " tensors, there " + std::to_string(table_.size());
   return {};
 }
 
@@ -71,6 +78,7 @@ void Admission::restore(const std::vector<TensorDecl>& table, uint64_t staleness
   table_ = table;
   staleness_ = staleness;
   config_ = config;
+  fixed_by_ = "the resumed checkpoint's";
 }
 
 }  // namespace rdmaps::ps

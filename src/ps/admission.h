@@ -2,7 +2,8 @@
 // before anything is registered for the worker (the transport already checked
 // the shared secret): worker count and id, staleness bound, update rule,
 // declared table and its size. The first admitted Hello fixes the table
-// (and, with rule_from_workers, the rule) and the staleness bound; a refused one fixes nothing.
+// (and, with rule_from_workers, the rule) and the staleness bound, unless the
+// server was given one (Config::staleness_stated); a refused one fixes nothing.
 #pragma once
 
 #include <string>
@@ -40,7 +41,8 @@ class Admission {
   const ServerOptions& options_;
   Config config_;
   std::vector<TensorDecl> table_;
-  uint64_t staleness_ = 0;  // the first admitted worker's; the others must agree
+  uint64_t staleness_ = 0;                       // the first admitted worker's; the others must agree
+  const char* fixed_by_ = "the first worker's";  // or the resumed checkpoint's: named in refusals
 };
 
 }  // namespace rdmaps::ps

@@ -384,9 +384,9 @@ RDMAPS_TEST_PEER(clocking_worker) {
   return 0;
 }
 
-// A worker of the servers at `addresses`, connected with one tensor of 1000 floats.
-std::unique_ptr<Client> connect_worker(const std::string& addresses, const Config& c, uint32_t worker,
-                                       uint32_t workers) {
+// A worker of the servers at `addresses`, connected with one tensor of `floats`.
+std::unique_ptr<Client> connect_worker(const std::string& addresses, const Config& c, uint32_t worker, uint32_t workers,
+                                       uint64_t floats = 1000) {
   ClientOptions o;
   o.servers = {addresses};
   o.worker = worker;
@@ -395,7 +395,7 @@ std::unique_ptr<Client> connect_worker(const std::string& addresses, const Confi
   o.config.secret = test_secret();
   o.timeout = 20s;
   auto client = std::make_unique<Client>(o);
-  client->declare("w", 1000);
+  client->declare("w", floats);
   client->connect();
   return client;
 }
@@ -429,6 +429,29 @@ TEST_P(PsFaultTest, WorkersThatDisagreeOnWorkersStalenessOrRuleAreRefusedNamingB
   EXPECT_EQ(servers.server(0).stats().rejected, 0u);
   first.reset();
   second.reset();
+  servers.stop();
+}
+
+// A server given a staleness bound (--staleness) holds every worker to it,
+// the first one too: it used to adopt the first worker's bound whatever it was
+// given. A worker whose tensors differ is told which one.
+TEST_P(PsFaultTest, AServerGivenABoundHoldsTheFirstWorkerToItAndADifferingTensorIsNamed) {
+  Config c = config();
+  parse_config(c, {"--staleness", "3"}, nullptr);
+  ASSERT_TRUE(c.staleness_stated);
+  ServerGroup servers(1, 2, c);
+  Config asked = c;
+  asked.staleness = kInfiniteStaleness;
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { connect_worker(servers.addresses(), asked, 0, 2); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("staleness bound is inf (async), this server's 3"), std::string::npos) << what;
+  auto first = connect_worker(servers.addresses(), c, 0, 2);
+  EXPECT_EQ(error_code_of([&] { connect_worker(servers.addresses(), c, 1, 2, 999); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("its declared tensors differ from the first worker's table: tensor 0 is 'w' of 999 floats, "
+                      "there 'w' of 1000 floats"),
+            std::string::npos)
+      << what;
+  first.reset();
   servers.stop();
 }
 
