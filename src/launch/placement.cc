@@ -53,6 +53,8 @@ std::vector<std::string> split_list(const std::string& text) {
   return items;
 }
 
+bool pmix_family(const std::string& source) { return source == "openmpi" || source == "pmi" || source == "slurm"; }
+
 }  // namespace
 
 Environment process_environment() {
@@ -115,18 +117,38 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   }
   if (!found) return std::nullopt;
 
-  // The PMIx server that started this process knows its rank; a launcher
-  // variable that says otherwise was inherited from somewhere else.
+  // PMIx's rank is the rank of this process in the job of the launcher that
+  // runs the PMIx server (mpirun, srun --mpi=pmix); its job size is that
+  // launcher's size variable. RANK or RDMAPS_RANK with the same world size
+  // describe that job too, so they must agree with PMIx (a RANK exported by
+  // hand under mpirun does not). With another world size they are a launcher
+  // started inside it (rdmaps.launch or torchrun under mpirun -np 1): the
+  // innermost launcher describes the process, its ranks share the outer
+  // process's PMIx identity, and so the addresses go through the rendezvous.
   if (auto pmix_rank = env("PMIX_RANK"); pmix_rank && env("PMIX_NAMESPACE")) {
-    p.pmix = true;
-    if (p.source == "openmpi" || p.source == "pmi" || p.source == "slurm") {
-      const uint64_t r = integer("PMIX_RANK", *pmix_rank, 0, UINT32_MAX);
-      if (r != p.rank)
-        fail("two launchers disagree about this process: PMIX_RANK=" + *pmix_rank + " but " + p.rank_var + "=" +
-             std::to_string(p.rank) +
-             " (a variable inherited from an outer launch? unset it, or set RDMAPS_RANK "
-             "and RDMAPS_WORLD_SIZE)");
+    const uint64_t r = integer("PMIX_RANK", *pmix_rank, 0, UINT32_MAX);
+    std::string size_var;
+    std::optional<uint64_t> pmix_size;
+    for (const RankSource& s : kSources) {
+      if (!pmix_family(s.name) || (s.step_var && !env(s.step_var))) continue;
+      if (auto size = env(s.size_var)) {
+        size_var = s.size_var;
+        pmix_size = integer(s.size_var, *size, 1, UINT32_MAX);
+        break;
+      }
     }
+    const bool same_family = pmix_family(p.source);
+    const bool nested = !same_family && pmix_size && *pmix_size != p.world_size;
+    p.pmix = !nested;
+    if (!nested && r != p.rank)
+      fail("two launchers disagree about this process: PMIx says rank " + *pmix_rank +
+           (pmix_size ? " of " + std::to_string(*pmix_size) + " (PMIX_RANK, " + size_var + ")" : " (PMIX_RANK)") +
+           ", " + p.rank_var + " says rank " + std::to_string(p.rank) + " of " + std::to_string(p.world_size) +
+           " (exported by hand, or inherited from an outer launch? unset " + p.rank_var +
+           (same_family ? ""
+                        : "; a launcher started inside mpirun or srun describes its processes with a world "
+                          "size of its own") +
+           ")");
   }
 
   if (auto list = env("RDMAPS_SERVERS")) {

@@ -45,9 +45,14 @@ constexpr uint16_t kDefaultMasterPort = 29500;
 /// RDMAPS_SERVERS, else 1. Order, first pair wins: RDMAPS_RANK/
 /// RDMAPS_WORLD_SIZE, torchrun's RANK/WORLD_SIZE, Open MPI's
 /// OMPI_COMM_WORLD_RANK/SIZE, PMI_RANK/PMI_SIZE, Slurm's SLURM_PROCID/
-/// SLURM_NTASKS in a task srun started (SLURM_STEP_ID set). Throws Error(kInvalidArgument) naming the variable at
-/// fault: a half pair, a rank not below the size, no rank left for a worker, a PMIX_RANK that disagrees with the
-/// launcher's rank, no rendezvous address.
+/// SLURM_NTASKS in a task srun started (SLURM_STEP_ID set). PMIx (PMIX_RANK,
+/// PMIX_NAMESPACE) carries the addresses unless RANK/WORLD_SIZE or
+/// RDMAPS_RANK/RDMAPS_WORLD_SIZE give another world size than the launcher
+/// that runs PMIx (a launcher started inside it). Throws
+/// Error(kInvalidArgument) naming the variable at fault: a half pair, a rank
+/// not below the size, no rank left for a worker, a PMIX_RANK that disagrees
+/// with the rank of the same job, an RDMAPS_SERVERS entry that is not a
+/// server's host:port (empty, port 0, a duplicate, ...), no rendezvous address.
 std::optional<Placement> detect(const Environment& env, uint32_t num_servers = 0);
 
 /// Whether a launcher started this process as one of several: the first

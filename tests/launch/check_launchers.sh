@@ -107,6 +107,13 @@ echo "== python3 -m rdmaps.launch (torchrun's variables, the MASTER_ADDR rendezv
 expect_ok rdmaps-launch "addresses through the rendezvous at 127.0.0.1" "final test accuracy" -- \
   /usr/bin/python3 -m rdmaps.launch -n 3 --no-python "$train" --servers 1 "${small[@]}"
 
+# A launcher inside a PMIx launch: rdmaps.launch's RANK/WORLD_SIZE describe
+# the processes, which share mpirun's one PMIx rank, so the rendezvous carries
+# the addresses (this failed with "two launchers disagree" before).
+expect_ok mpirun-rdmaps-launch "addresses through the rendezvous at 127.0.0.1" "final test accuracy" -- \
+  "${mpirun[@]}" -x RDMAPS_SECRET -x PYTHONPATH -x UCX_NET_DEVICES -np 1 \
+  /usr/bin/python3 -m rdmaps.launch -n 3 --no-python "$train" --servers 1 "${small[@]}"
+
 echo "== wrong launches"
 expect_error more-servers-than-ranks "world size 2 (openmpi) leaves no worker beside 2 server(s)" \
   "${mpirun[@]}" -x RDMAPS_SECRET -np 2 "$train" --servers 2 "${small[@]}"

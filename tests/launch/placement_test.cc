@@ -134,7 +134,8 @@ TEST(Placement, ErrorsNameTheVariable) {
         {"PMIX_RANK", "2"},
         {"PMIX_NAMESPACE", "slurm.pmix.1.0"},
         {"MASTER_ADDR", "h"}},
-       "two launchers disagree about this process: PMIX_RANK=2 but SLURM_PROCID=0"},
+       "two launchers disagree about this process: PMIx says rank 2 of 4 (PMIX_RANK, SLURM_NTASKS), SLURM_PROCID "
+       "says rank 0 of 4"},
   };
   for (const auto& [vars, message] : cases) {
     const std::string what = error_of(vars);
@@ -143,6 +144,67 @@ TEST(Placement, ErrorsNameTheVariable) {
   // More servers than ranks: the count from the caller (--servers).
   EXPECT_NE(error_of(with_master({{"RANK", "0"}, {"WORLD_SIZE", "2"}}), 2).find("leaves no worker beside 2 server"),
             std::string::npos);
+}
+
+// rdmaps.launch or torchrun started under mpirun -np 1 (or srun --mpi=pmix):
+// the innermost launcher's RANK/WORLD_SIZE describe the process and PMIx,
+// which knows the outer job only, carries nothing: every rank of the inner
+// launch shares the outer process's PMIx rank. Before, pmix was set and the
+// exchange stopped with "PMIx says rank 0 of 1, RANK says rank 1 of 2".
+TEST(Placement, ALauncherInsideAPmixLaunchDescribesItsProcesses) {
+  Vars v = with_master({{"RANK", "1"},
+                        {"WORLD_SIZE", "2"},
+                        {"OMPI_COMM_WORLD_RANK", "0"},
+                        {"OMPI_COMM_WORLD_SIZE", "1"},
+                        {"PMIX_RANK", "0"},
+                        {"PMIX_NAMESPACE", "prterun-host-1@1"}});
+  auto p = detect(env_of(v));
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->source, "torchrun");
+  EXPECT_EQ(p->rank, 1u);
+  EXPECT_EQ(p->world_size, 2u);
+  EXPECT_FALSE(p->pmix);
+  EXPECT_EQ(p->master_addr, "node0");  // the rendezvous, whatever this build links
+  // torchrun with 4 processes in each of 2 srun --mpi=pmix tasks.
+  Vars slurm = with_master({{"RANK", "5"},
+                            {"WORLD_SIZE", "8"},
+                            {"SLURM_PROCID", "1"},
+                            {"SLURM_NTASKS", "2"},
+                            {"SLURM_STEP_ID", "0"},
+                            {"PMIX_RANK", "1"},
+                            {"PMIX_NAMESPACE", "slurm.pmix.7.0"}});
+  p = detect(env_of(slurm));
+  EXPECT_EQ(p->rank, 5u);
+  EXPECT_FALSE(p->pmix);
+  // RDMAPS_RANK/RDMAPS_WORLD_SIZE are read by the same rule.
+  v.erase("RANK");
+  v.erase("WORLD_SIZE");
+  v["RDMAPS_RANK"] = "1";
+  v["RDMAPS_WORLD_SIZE"] = "2";
+  EXPECT_FALSE(detect(env_of(v))->pmix);
+}
+
+// RANK with PMIx's world size describes PMIx's job: it must agree with PMIx
+// (a RANK exported by hand under mpirun -x RANK=0 does not), and then PMIx
+// carries the addresses.
+TEST(Placement, RankOfThePmixJobMustAgreeWithPmix) {
+  Vars v = {{"RANK", "0"},
+            {"WORLD_SIZE", "3"},
+            {"OMPI_COMM_WORLD_RANK", "1"},
+            {"OMPI_COMM_WORLD_SIZE", "3"},
+            {"PMIX_RANK", "1"},
+            {"PMIX_NAMESPACE", "prterun-host-1@1"},
+            {"MASTER_ADDR", "h"}};
+  const std::string what = error_of(v);
+  EXPECT_NE(what.find("two launchers disagree about this process: PMIx says rank 1 of 3 (PMIX_RANK, "
+                      "OMPI_COMM_WORLD_SIZE), RANK says rank 0 of 3"),
+            std::string::npos)
+      << what;
+  EXPECT_NE(what.find("unset RANK"), std::string::npos) << what;
+  v["RANK"] = "1";
+  auto p = detect(env_of(v));
+  EXPECT_EQ(p->source, "torchrun");
+  EXPECT_TRUE(p->pmix);
 }
 
 // Metrics ports of a launch: the port given plus the rank.
