@@ -207,6 +207,34 @@ TEST(Placement, RankOfThePmixJobMustAgreeWithPmix) {
   EXPECT_TRUE(p->pmix);
 }
 
+// Every RDMAPS_SERVERS entry is a server's own host:port, as typed: before,
+// port 0 and duplicates were taken, empty entries dropped (shifting the
+// indices), ',' read as no list at all and port 70000 or spaces failed later
+// without naming the variable.
+TEST(Placement, EveryServerListEntryIsChecked) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"a:0,b:2", "RDMAPS_SERVERS entry 1 'a:0' has port 0"},
+      {"a:1,b:70000", "RDMAPS_SERVERS entry 2 'b:70000' has port 70000, above 65535"},
+      {"a:1,b:2,a:1", "RDMAPS_SERVERS lists 'a:1' twice (entries 1 and 3)"},
+      {"a:1,,b:2", "RDMAPS_SERVERS='a:1,,b:2': entry 2 is empty"},
+      {"a:1,", "RDMAPS_SERVERS='a:1,': entry 2 is empty"},
+      {",", "RDMAPS_SERVERS=',': entry 1 is empty"},
+      {" a:1,b:2", "RDMAPS_SERVERS entry 1 ' a:1' has white space"},
+      {"a:1,b:2 ", "RDMAPS_SERVERS entry 2 'b:2 ' has white space"},
+      {"::1:5,b:2", "RDMAPS_SERVERS entry 1 '::1:5' is not host:port (an IPv6 address goes in brackets"},
+      {"[]:5,b:2", "RDMAPS_SERVERS entry 1 '[]:5' is not host:port"},
+  };
+  for (const auto& [list, message] : cases) {
+    const std::string what = error_of({{"RANK", "2"}, {"WORLD_SIZE", "3"}, {"RDMAPS_SERVERS", list}});
+    EXPECT_NE(what.find(message), std::string::npos) << list << ": expected '" << message << "' in: " << what;
+  }
+  auto p = detect(env_of({{"RANK", "2"}, {"WORLD_SIZE", "3"}, {"RDMAPS_SERVERS", "[::1]:7001,b:65535"}}));
+  EXPECT_EQ(p->servers, (std::vector<std::string>{"[::1]:7001", "b:65535"}));
+  // Set but empty is unset, like MASTER_ADDR.
+  EXPECT_EQ(detect(env_of(with_master({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"RDMAPS_SERVERS", ""}})))->master_addr,
+            "node0");
+}
+
 // Metrics ports of a launch: the port given plus the rank.
 TEST(Placement, MetricsPortPlusRank) {
   EXPECT_EQ(port_plus("0.0.0.0:9464", 3, "--metrics"), "0.0.0.0:9467");
