@@ -138,6 +138,9 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   if (!address.empty()) request += " " + address;
 
   std::string last_error, last_answer;
+  // Which came last: rank 0 answering, or failing to. Rank 0 that answered
+  // and then stopped (it died) is what to report, not its last answer.
+  bool error_after_answer = false;
   while (Clock::now() < deadline) {
     try {
       const auto addr = transport::SockAddr::parse(where);
@@ -146,6 +149,7 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
         s.send_message(bytes_of(request), deadline, where);
         auto reply = s.recv_message(deadline, where, 1 << 20);
         last_answer.assign(reply.begin(), reply.end());
+        error_after_answer = false;
         if (last_answer.rfind("ok ", 0) == 0) {
           std::vector<std::string> servers;
           std::istringstream list(last_answer.substr(3));
@@ -163,12 +167,21 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
     } catch (const Error& e) {
       if (e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol) throw;
       last_error = e.what();  // rank 0 not up yet, or it restarted: ask again
+      // (not an answer cut short by the deadline itself)
+      if (e.code() != Errc::kTimeout || Clock::now() < deadline) error_after_answer = !last_answer.empty();
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
-  if (last_answer.rfind("wait missing ", 0) == 0)
+  const std::string missing = last_answer.rfind("wait missing ", 0) == 0 ? last_answer.substr(13) : std::string();
+  if (error_after_answer)
+    throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": rank 0, which hosts the rendezvous at " + where +
+                                    " (MASTER_ADDR:MASTER_PORT), stopped answering" +
+                                    (missing.empty() ? "" : " while server rank(s) " + missing + " were missing") +
+                                    ", and did not answer again within " + seconds + ": " + last_error +
+                                    " (did rank 0 exit? its own error says why)");
+  if (!missing.empty())
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": the rendezvous at " + where +
-                                    " still lacks server rank(s) " + last_answer.substr(13) + " after " + seconds +
+                                    " still lacks server rank(s) " + missing + " after " + seconds +
                                     ": did every rank start, with the same --servers?");
   throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + " could not reach the rendezvous at " + where +
                                   " (MASTER_ADDR:MASTER_PORT; rank 0 hosts it) within " + seconds + ": " +

@@ -89,6 +89,25 @@ TEST(Rendezvous, UnreachableRendezvousIsNamedAfterTheTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
 }
 
+// Rank 0 that answered and then died: before, the waiting ranks reported its
+// last answer ("still lacks server rank(s) 0,1") as if it were alive.
+TEST(Rendezvous, RankZeroThatStopsAnsweringIsReportedAsSuch) {
+  const uint16_t port = free_port();
+  auto host = std::make_unique<RendezvousHost>(port, 3, 2);
+  auto worker =
+      std::async(std::launch::async, [=] { return error_of([&] { rendezvous(rank_of(2, 3, 2, port), "", 2s); }); });
+  std::this_thread::sleep_for(500ms);
+  host.reset();
+  const std::string what = worker.get();
+  EXPECT_NE(what.find("timeout"), std::string::npos) << what;
+  EXPECT_NE(what.find("rank 0, which hosts the rendezvous at 127.0.0.1:" + std::to_string(port) +
+                      " (MASTER_ADDR:MASTER_PORT), stopped answering while server rank(s) 0,1 were missing"),
+            std::string::npos)
+      << what;
+  EXPECT_NE(what.find("nobody listens there"), std::string::npos) << what;  // the connect error
+  EXPECT_EQ(what.find("still lacks"), std::string::npos) << what;
+}
+
 TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   const uint16_t port = free_port();
   RendezvousHost host(port, 3, 1);
