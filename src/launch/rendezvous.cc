@@ -33,10 +33,29 @@ struct Connection {
 
 }  // namespace
 
-RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers)
+std::string wildcard_for(const std::string& host, uint16_t port) {
+  const std::string any = "0.0.0.0:" + std::to_string(port);
+  if (host.empty()) return any;
+  const bool literal = host.find(':') != std::string::npos && host.front() != '[';
+  try {
+    const auto a = transport::SockAddr::parse((literal ? "[" + host + "]" : host) + ":" + std::to_string(port));
+    return a.get()->sa_family == AF_INET6 ? "[::]:" + std::to_string(port) : any;
+  } catch (const Error&) {
+    return any;
+  }
+}
+
+std::string rendezvous_address(const Placement& p) {
+  const bool literal_v6 = p.master_addr.find(':') != std::string::npos && p.master_addr[0] != '[';
+  return (literal_v6 ? "[" + p.master_addr + "]" : p.master_addr) + ":" + std::to_string(p.master_port);
+}
+
+RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr)
     : world_size_(world_size), num_servers_(num_servers) {
   try {
-    listener_ = TcpSocket::listen(transport::SockAddr::parse(":" + std::to_string(port)));
+    // The ranks connect to MASTER_ADDR as resolved: an IPv4 wildcard never
+    // answers MASTER_ADDR=::1.
+    listener_ = TcpSocket::listen(transport::SockAddr::parse(wildcard_for(master_addr, port)));
   } catch (const Error& e) {
     throw Error(e.code(), "rank 0 cannot host the job's rendezvous (MASTER_PORT " + std::to_string(port) +
                               "): " + e.what() +
@@ -131,7 +150,7 @@ void RendezvousHost::serve() {
 
 std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  const std::string where = p.master_addr + ":" + std::to_string(p.master_port);
+  const std::string where = rendezvous_address(p);
   const std::string seconds = std::to_string(timeout.count() / 1000.0).substr(0, 5) + " s";
   std::string request = std::string(kTag) + " " + std::to_string(kVersion) + " " + std::to_string(p.world_size) + " " +
                         std::to_string(p.num_servers) + " " + std::to_string(p.rank);

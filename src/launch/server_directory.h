@@ -25,7 +25,8 @@ class ServerDirectory {
   ServerDirectory& operator=(const ServerDirectory&) = delete;
 
   /// Where a server of this job listens: the port RDMAPS_SERVERS gives it,
-  /// else any free one, on every address.
+  /// else any free one, on every address of the family the workers use (that
+  /// of its RDMAPS_SERVERS entry or of MASTER_ADDR: "[::]:PORT" for IPv6).
   std::string listen_address() const;
   /// Servers pass the address the others reach them at, workers "". Returns
   /// every server's address in index order; throws Error naming the method

@@ -108,6 +108,22 @@ TEST(Rendezvous, RankZeroThatStopsAnsweringIsReportedAsSuch) {
   EXPECT_EQ(what.find("still lacks"), std::string::npos) << what;
 }
 
+// MASTER_ADDR=::1: rank 0 listened on the IPv4 wildcard, so no rank ever
+// reached it.
+TEST(Rendezvous, AnIpv6MasterAddrIsServed) {
+  const uint16_t port = free_port();
+  Placement p0 = rank_of(0, 2, 1, port), p1 = rank_of(1, 2, 1, port);
+  p0.master_addr = p1.master_addr = "::1";
+  ServerDirectory directory(p0, 5s);  // rank 0 hosts the rendezvous here
+  EXPECT_EQ(directory.method(), "the rendezvous at [::1]:" + std::to_string(port));
+  EXPECT_EQ(directory.listen_address(), "[::]:0");  // it advertises its address on the route to ::1
+  auto worker = std::async(std::launch::async, [=] { return rendezvous(p1, "", 3s); });
+  EXPECT_EQ(rendezvous(p0, "[::1]:4000", 3s), std::vector<std::string>{"[::1]:4000"});
+  EXPECT_EQ(worker.get(), std::vector<std::string>{"[::1]:4000"});
+  EXPECT_EQ(wildcard_for("127.0.0.1", 5), "0.0.0.0:5");
+  EXPECT_EQ(wildcard_for("[::1]", 5), "[::]:5");
+}
+
 TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   const uint16_t port = free_port();
   RendezvousHost host(port, 3, 1);
@@ -193,6 +209,23 @@ TEST(ServerDirectory, ListenAndAdvertise) {
   // A wildcard bind: the local end of the route toward the rendezvous host.
   p.master_addr = "127.0.0.1";
   EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", none), "127.0.0.1:4000");
+}
+
+// An IPv6 entry: the server listened on 0.0.0.0:PORT and workers connecting
+// to [::1]:PORT were refused.
+TEST(ServerDirectory, AServerListensOnTheFamilyOfItsEntry) {
+  Placement p = rank_of(0, 3, 2, 29500);
+  p.servers = {"[::1]:7001", "127.0.0.1:7002"};
+  EXPECT_EQ(ServerDirectory(p, 1s).listen_address(), "[::]:7001");
+  p.rank = 1;
+  EXPECT_EQ(ServerDirectory(p, 1s).listen_address(), "0.0.0.0:7002");
+  // And workers reach it there.
+  const uint16_t port = free_port();
+  p.rank = 0;
+  p.servers[0] = "[::1]:" + std::to_string(port);
+  auto listener = transport::TcpSocket::listen(transport::SockAddr::parse(ServerDirectory(p, 1s).listen_address()));
+  EXPECT_NO_THROW(
+      transport::TcpSocket::connect(transport::SockAddr::parse(p.servers[0]), std::chrono::steady_clock::now() + 2s));
 }
 
 TEST(ServerDirectory, UnderTorchrunTheAgentHoldsMasterPort) {
