@@ -91,6 +91,21 @@ std::string ServerDirectory::listen_address() const {
   return "0.0.0.0:0";
 }
 
+void ServerDirectory::check_listen(const std::string& listen, const std::string& flag) const {
+  if (method_ != Method::kList || !p_.is_server()) return;
+  const std::string& entry = p_.servers[p_.server_index()];
+  const std::string port = port_of(listen);
+  const bool same = listen.find(':') != std::string::npos && !port.empty() && port.size() <= 5 &&
+                    port.find_first_not_of("0123456789") == std::string::npos &&
+                    std::stoul(port) == std::stoul(port_of(entry));
+  if (!same)
+    throw Error(Errc::kInvalidArgument, flag + " " + listen +
+                                            " listens on another port than this server's RDMAPS_SERVERS entry " +
+                                            std::to_string(p_.server_index() + 1) + " '" + entry +
+                                            "', where the workers connect: give it port " + port_of(entry) +
+                                            ", or leave " + flag + " out (the entry's port, on every address)");
+}
+
 std::vector<std::string> ServerDirectory::exchange(const std::string& address) {
   switch (method_) {
     case Method::kList:

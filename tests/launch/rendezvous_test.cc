@@ -228,6 +228,22 @@ TEST(ServerDirectory, AServerListensOnTheFamilyOfItsEntry) {
       transport::TcpSocket::connect(transport::SockAddr::parse(p.servers[0]), std::chrono::steady_clock::now() + 2s));
 }
 
+// rdmaps-server --listen with another port than its RDMAPS_SERVERS entry
+// listened where no worker connects.
+TEST(ServerDirectory, AListenGivenByHandKeepsTheEntrysPort) {
+  Placement p = rank_of(1, 3, 2, 29500);
+  p.servers = {"a:7001", "b:7002"};
+  ServerDirectory d(p, 1s);
+  EXPECT_NO_THROW(d.check_listen("10.0.0.2:7002", "--listen"));
+  const std::string what = error_of([&] { d.check_listen("0.0.0.0:7003", "--listen"); });
+  EXPECT_NE(what.find("--listen 0.0.0.0:7003 listens on another port than this server's RDMAPS_SERVERS entry 2 "
+                      "'b:7002'"),
+            std::string::npos)
+      << what;
+  p.servers.clear();  // the rendezvous advertises what is bound
+  EXPECT_NO_THROW(ServerDirectory(p, 1s).check_listen("0.0.0.0:7003", "--listen"));
+}
+
 TEST(ServerDirectory, UnderTorchrunTheAgentHoldsMasterPort) {
   Placement p = rank_of(0, 2, 1, free_port());
   auto torchrun = [](const std::string& name) -> std::optional<std::string> {

@@ -71,6 +71,8 @@ refused "RDMAPS_NUM_SERVERS: 'two'" env RDMAPS_NUM_SERVERS=two "${s[@]}"
 # before, each of these served where no worker of the launch could find it.
 launched=(env RDMAPS_RANK=0 RDMAPS_WORLD_SIZE=2 RDMAPS_SECRET=0123456789abcdef0123456789abcdef)
 refused "RDMAPS_SERVERS entry 1 '127.0.0.1:0' has port 0" "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:0 "$server"
+refused "--listen 127.0.0.1:0 listens on another port than this server's RDMAPS_SERVERS entry 1 '127.0.0.1:13400'" \
+  "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:13400 "${s[@]}"
 helps "$server" -- "(Env:RDMAPS_NUM_SERVERS)"
 helps "$server" -- "(Env:RDMAPS_WORKERS)"
 helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
