@@ -30,14 +30,18 @@ constexpr RankSource kSources[] = {
 
 [[noreturn]] void fail(const std::string& why) { throw Error(Errc::kInvalidArgument, why); }
 
+// Digits only: strtoull alone takes " -1" for 2^64 - 1 and "1x" for 1.
 uint64_t integer(const std::string& name, const std::string& text, uint64_t minimum, uint64_t maximum) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || text[0] == '-' || text[0] == '+' || *end != '\0' || errno == ERANGE)
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) {
+    const size_t first = text.find_first_not_of(" \t");
+    if (first != std::string::npos && text[first] == '-' && text.find_first_of("0123456789") != std::string::npos)
+      fail(name + "='" + text + "' is negative");
     fail(name + "='" + text + "' is not an integer");
+  }
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), nullptr, 10);
+  if (errno == ERANGE || v > maximum) fail(name + "=" + text + " is above " + std::to_string(maximum));
   if (v < minimum) fail(name + "=" + text + " is below " + std::to_string(minimum));
-  if (v > maximum) fail(name + "=" + text + " is above " + std::to_string(maximum));
   return v;
 }
 
@@ -98,8 +102,18 @@ Environment process_environment() {
 bool started_with_others(const Environment& env) {
   for (const RankSource& s : kSources) {
     if (s.step_var && !env(s.step_var)) continue;
-    if (auto size = env(s.size_var)) return std::strtoull(size->c_str(), nullptr, 10) != 1;
-    if (env(s.rank_var)) return true;  // a half pair: detect() names what is missing
+    auto rank = env(s.rank_var), size = env(s.size_var);
+    if (!rank || !size) {
+      if (rank || size) return true;  // a half pair: detect() names what is missing
+      continue;
+    }
+    // A launch of one process runs alone, but only with a valid pair: a rank
+    // the size cannot hold, or a size that is not a number, is an error, not
+    // a reason to ignore the launcher.
+    const uint64_t n = integer(s.size_var, *size, 1, UINT32_MAX);
+    if (integer(s.rank_var, *rank, 0, UINT32_MAX) >= n)
+      fail(std::string(s.rank_var) + "=" + *rank + " is not below " + s.size_var + "=" + *size);
+    return n != 1;
   }
   return false;
 }
@@ -200,6 +214,7 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
     for (const char* var : {"RDMAPS_MASTER_ADDR", "MASTER_ADDR", "SLURM_LAUNCH_NODE_IPADDR"}) {
       if (auto v = env(var); v && !v->empty()) {
         p.master_addr = *v;
+        p.master_addr_var = var;
         break;
       }
     }

@@ -24,7 +24,8 @@ struct Placement {
   /// The launcher runs a PMIx server for this process (PMIX_NAMESPACE and
   /// PMIX_RANK are set): addresses go through its key-value store.
   bool pmix = false;
-  std::string master_addr;  ///< rendezvous host (rank 0's), when neither a list nor PMIx
+  std::string master_addr;                      ///< rendezvous host (rank 0's), when neither a list nor PMIx
+  std::string master_addr_var = "MASTER_ADDR";  ///< the variable it came from, for messages
   uint16_t master_port = 0;
 
   bool is_server() const { return rank < num_servers; }
@@ -58,6 +59,8 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers = 0
 /// Whether a launcher started this process as one of several: the first
 /// launcher's world size (in detect's order) is above 1. A tool started
 /// alone (srun -n 1, a batch script) keeps its single-process behaviour.
+/// Throws Error(kInvalidArgument) naming the variable when that launcher's
+/// pair is invalid (not a number, a rank not below the size).
 bool started_with_others(const Environment& env);
 
 /// HOST:PORT+offset: each rank of a launch serves its metrics on the port

@@ -156,13 +156,20 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
                         std::to_string(p.num_servers) + " " + std::to_string(p.rank);
   if (!address.empty()) request += " " + address;
 
+  transport::SockAddr addr;
+  try {
+    addr = transport::SockAddr::parse(where);
+  } catch (const Error& e) {
+    throw Error(Errc::kInvalidArgument,
+                p.master_addr_var + "=" + p.master_addr +
+                    " (rank 0's host, where the job's rendezvous is) does not resolve: " + e.what());
+  }
   std::string last_error, last_answer;
   // Which came last: rank 0 answering, or failing to. Rank 0 that answered
   // and then stopped (it died) is what to report, not its last answer.
   bool error_after_answer = false;
   while (Clock::now() < deadline) {
     try {
-      const auto addr = transport::SockAddr::parse(where);
       TcpSocket s = TcpSocket::connect(addr, std::min(deadline, Clock::now() + std::chrono::seconds(5)));
       while (Clock::now() < deadline) {
         s.send_message(bytes_of(request), deadline, where);

@@ -49,8 +49,11 @@ class RendezvousHost {
 /// Registers `address` (a server's; empty for a worker) with the rendezvous
 /// at p.master_addr:p.master_port and returns every server's address in
 /// index order, asking again until `timeout` ends. Throws Error(kTimeout)
-/// naming the rendezvous and the servers still missing, Error(kInvalidArgument)
-/// when the rendezvous refuses (another world size, a rank registered twice).
+/// naming the rendezvous and the servers still missing, or, when rank 0
+/// answered and then stopped, saying so with the connect error;
+/// Error(kInvalidArgument) when the rendezvous refuses (another world size, a
+/// rank registered twice) or p.master_addr does not resolve (naming its
+/// variable).
 std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout);
 
 }  // namespace rdmaps::launch

@@ -119,7 +119,7 @@ TEST(Placement, ErrorsNameTheVariable) {
       {{{"RANK", "1"}}, "RANK is set but WORLD_SIZE is not"},
       {{{"WORLD_SIZE", "2"}}, "WORLD_SIZE is set but RANK is not"},
       {with_master({{"RANK", "x"}, {"WORLD_SIZE", "2"}}), "RANK='x' is not an integer"},
-      {with_master({{"RANK", "-1"}, {"WORLD_SIZE", "2"}}), "RANK='-1' is not an integer"},
+      {with_master({{"RANK", "-1"}, {"WORLD_SIZE", "2"}}), "RANK='-1' is negative"},
       {with_master({{"RANK", "2"}, {"WORLD_SIZE", "2"}}), "RANK=2 is not below WORLD_SIZE=2"},
       {with_master({{"RANK", "0"}, {"WORLD_SIZE", "4294967297"}}), "WORLD_SIZE=4294967297 is above"},
       {with_master({{"RANK", "0"}, {"WORLD_SIZE", "1"}}), "leaves no worker"},
@@ -136,6 +136,10 @@ TEST(Placement, ErrorsNameTheVariable) {
         {"MASTER_ADDR", "h"}},
        "two launchers disagree about this process: PMIx says rank 2 of 4 (PMIX_RANK, SLURM_NTASKS), SLURM_PROCID "
        "says rank 0 of 4"},
+      {with_master({{"RDMAPS_RANK", " -1"}, {"RDMAPS_WORLD_SIZE", "2"}}), "RDMAPS_RANK=' -1' is negative"},
+      {with_master({{"RANK", "1"}, {"WORLD_SIZE", "2x"}}), "WORLD_SIZE='2x' is not an integer"},
+      {with_master({{"RANK", "1"}, {"WORLD_SIZE", "99999999999999999999"}}),
+       "WORLD_SIZE=99999999999999999999 is above 4294967295"},
   };
   for (const auto& [vars, message] : cases) {
     const std::string what = error_of(vars);
@@ -233,6 +237,27 @@ TEST(Placement, EveryServerListEntryIsChecked) {
   // Set but empty is unset, like MASTER_ADDR.
   EXPECT_EQ(detect(env_of(with_master({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"RDMAPS_SERVERS", ""}})))->master_addr,
             "node0");
+}
+
+// A launch of one process runs alone, but not on an invalid pair: before,
+// RDMAPS_RANK=5 RDMAPS_WORLD_SIZE=1 and WORLD_SIZE=1x were ignored without a
+// word (strtoull read "1x" as 1).
+TEST(Placement, StartedWithOthersRefusesAnInvalidPair) {
+  const std::pair<Vars, std::string> cases[] = {
+      {{{"RDMAPS_RANK", "5"}, {"RDMAPS_WORLD_SIZE", "1"}}, "RDMAPS_RANK=5 is not below RDMAPS_WORLD_SIZE=1"},
+      {{{"RANK", "0"}, {"WORLD_SIZE", "1x"}}, "WORLD_SIZE='1x' is not an integer"},
+      {{{"RANK", " -1"}, {"WORLD_SIZE", "1"}}, "RANK=' -1' is negative"},
+      {{{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "0"}}, "OMPI_COMM_WORLD_SIZE=0 is below 1"},
+  };
+  for (const auto& [vars, message] : cases) {
+    try {
+      const bool others = started_with_others(env_of(vars));
+      ADD_FAILURE() << "accepted (started_with_others " << others << "), expected '" << message << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_FALSE(started_with_others(env_of({{"RDMAPS_RANK", "0"}, {"RDMAPS_WORLD_SIZE", "1"}})));
 }
 
 // Metrics ports of a launch: the port given plus the rank.

@@ -124,6 +124,13 @@ TEST(Rendezvous, AnIpv6MasterAddrIsServed) {
   EXPECT_EQ(wildcard_for("[::1]", 5), "[::]:5");
 }
 
+TEST(Rendezvous, AnUnresolvableMasterAddrIsNamed) {
+  Placement p = rank_of(1, 2, 1, 29500);
+  p.master_addr = "no-such-host.invalid";
+  const std::string what = error_of([&] { rendezvous(p, "", 2s); });
+  EXPECT_NE(what.find("invalid-argument: MASTER_ADDR=no-such-host.invalid (rank 0's host"), std::string::npos) << what;
+}
+
 TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   const uint16_t port = free_port();
   RendezvousHost host(port, 3, 1);

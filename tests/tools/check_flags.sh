@@ -73,6 +73,7 @@ launched=(env RDMAPS_RANK=0 RDMAPS_WORLD_SIZE=2 RDMAPS_SECRET=0123456789abcdef01
 refused "RDMAPS_SERVERS entry 1 '127.0.0.1:0' has port 0" "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:0 "$server"
 refused "--listen 127.0.0.1:0 listens on another port than this server's RDMAPS_SERVERS entry 1 '127.0.0.1:13400'" \
   "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:13400 "${s[@]}"
+refused "RDMAPS_RANK=5 is not below RDMAPS_WORLD_SIZE=1" env RDMAPS_RANK=5 RDMAPS_WORLD_SIZE=1 "${s[@]}"
 helps "$server" -- "(Env:RDMAPS_NUM_SERVERS)"
 helps "$server" -- "(Env:RDMAPS_WORKERS)"
 helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
