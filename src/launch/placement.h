@@ -22,7 +22,9 @@ struct Placement {
   std::string rank_var;              ///< the variable the rank came from, for messages
   std::vector<std::string> servers;  ///< RDMAPS_SERVERS (host:port each): no exchange needed
   /// The launcher runs a PMIx server for this process (PMIX_NAMESPACE and
-  /// PMIX_RANK are set): addresses go through its key-value store.
+  /// PMIX_RANK are set) and the rank is of its job: addresses go through its
+  /// key-value store. False for a launcher started inside it (RANK with
+  /// another world size): its ranks share one PMIx identity.
   bool pmix = false;
   std::string master_addr;                      ///< rendezvous host (rank 0's), when neither a list nor PMIx
   std::string master_addr_var = "MASTER_ADDR";  ///< the variable it came from, for messages
