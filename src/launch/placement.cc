@@ -30,28 +30,64 @@ constexpr RankSource kSources[] = {
 
 [[noreturn]] void fail(const std::string& why) { throw Error(Errc::kInvalidArgument, why); }
 
+// Digits only: strtoull alone takes " -1" for 2^64 - 1 and "1x" for 1.
 uint64_t integer(const std::string& name, const std::string& text, uint64_t minimum, uint64_t maximum) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || text[0] == '-' || text[0] == '+' || *end != '\0' || errno == ERANGE)
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) {
+    const size_t first = text.find_first_not_of(" \t");
+    if (first != std::string::npos && text[first] == '-' && text.find_first_of("0123456789") != std::string::npos)
+      fail(name + "='" + text + "' is negative");
     fail(name + "='" + text + "' is not an integer");
+  }
+  errno = 0;
+  const unsigned long long v = std::strtoull(text.c_str(), nullptr, 10);
+  if (errno == ERANGE || v > maximum) fail(name + "=" + text + " is above " + std::to_string(maximum));
   if (v < minimum) fail(name + "=" + text + " is below " + std::to_string(minimum));
-  if (v > maximum) fail(name + "=" + text + " is above " + std::to_string(maximum));
   return v;
 }
 
-std::vector<std::string> split_list(const std::string& text) {
+// Every entry of RDMAPS_SERVERS as typed, each a server's own host:port that
+// workers connect to: an entry the servers would read otherwise than the
+// workers (a dropped empty one shifts the indices, port 0 is a port of the
+// server's choosing) is refused here, naming it.
+std::vector<std::string> server_list(const std::string& text) {
   std::vector<std::string> items;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t comma = text.find(',', start);
-    if (comma == std::string::npos) comma = text.size();
-    if (comma > start) items.push_back(text.substr(start, comma - start));
+  for (size_t start = 0;;) {
+    const size_t comma = text.find(',', start);
+    items.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
     start = comma + 1;
+  }
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string& s = items[i];
+    const std::string entry = "RDMAPS_SERVERS entry " + std::to_string(i + 1) + " '" + s + "'";
+    if (s.empty())
+      fail("RDMAPS_SERVERS='" + text + "': entry " + std::to_string(i + 1) +
+           " is empty (the list is host:port,host:port, one entry per server)");
+    if (s.find_first_of(" \t\r\n") != std::string::npos)
+      fail(entry + " has white space (the list is host:port,host:port without spaces)");
+    const size_t colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == s.size() ||
+        s.find_first_not_of("0123456789", colon + 1) != std::string::npos)
+      fail(entry + " is not host:port");
+    const std::string host = s.substr(0, colon);
+    const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+    if (bracketed ? host.size() == 2 : host.find_first_of(":[]") != std::string::npos)
+      fail(entry + " is not host:port (an IPv6 address goes in brackets: [::1]:13337)");
+    const std::string port = s.substr(colon + 1);
+    if (port.find_first_not_of('0') == std::string::npos)
+      fail(entry + " has port 0: server " + std::to_string(i) +
+           " would listen on a port of the system's choosing that the workers cannot know; give every server "
+           "its port");
+    if (port.size() > 5 || std::stoul(port) > 65535) fail(entry + " has port " + port + ", above 65535");
+    for (size_t j = 0; j < i; ++j)
+      if (items[j] == s)
+        fail("RDMAPS_SERVERS lists '" + s + "' twice (entries " + std::to_string(j + 1) + " and " +
+             std::to_string(i + 1) + "): every server needs an address of its own");
   }
   return items;
 }
+
+bool pmix_family(const std::string& source) { return source == "openmpi" || source == "pmi" || source == "slurm"; }
 
 }  // namespace
 
@@ -66,8 +102,18 @@ Environment process_environment() {
 bool started_with_others(const Environment& env) {
   for (const RankSource& s : kSources) {
     if (s.step_var && !env(s.step_var)) continue;
-    if (auto size = env(s.size_var)) return std::strtoull(size->c_str(), nullptr, 10) != 1;
-    if (env(s.rank_var)) return true;  // a half pair: detect() names what is missing
+    auto rank = env(s.rank_var), size = env(s.size_var);
+    if (!rank || !size) {
+      if (rank || size) return true;  // a half pair: detect() names what is missing
+      continue;
+    }
+    // A launch of one process runs alone, but only with a valid pair: a rank
+    // the size cannot hold, or a size that is not a number, is an error, not
+    // a reason to ignore the launcher.
+    const uint64_t n = integer(s.size_var, *size, 1, UINT32_MAX);
+    if (integer(s.rank_var, *rank, 0, UINT32_MAX) >= n)
+      fail(std::string(s.rank_var) + "=" + *rank + " is not below " + s.size_var + "=" + *size);
+    return n != 1;
   }
   return false;
 }
@@ -115,29 +161,41 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   }
   if (!found) return std::nullopt;
 
-  // The PMIx server that started this process knows its rank; a launcher
-  // variable that says otherwise was inherited from somewhere else.
+  // PMIx's rank is the rank of this process in the job of the launcher that
+  // runs the PMIx server (mpirun, srun --mpi=pmix); its job size is that
+  // launcher's size variable. RANK or RDMAPS_RANK with the same world size
+  // describe that job too, so they must agree with PMIx (a RANK exported by
+  // hand under mpirun does not). With another world size they are a launcher
+  // started inside it (rdmaps.launch or torchrun under mpirun -np 1): the
+  // innermost launcher describes the process, its ranks share the outer
+  // process's PMIx identity, and so the addresses go through the rendezvous.
   if (auto pmix_rank = env("PMIX_RANK"); pmix_rank && env("PMIX_NAMESPACE")) {
-    p.pmix = true;
-    if (p.source == "openmpi" || p.source == "pmi" || p.source == "slurm") {
-      const uint64_t r = integer("PMIX_RANK", *pmix_rank, 0, UINT32_MAX);
-      if (r != p.rank)
-        fail("two launchers disagree about this process: PMIX_RANK=" + *pmix_rank + " but " + p.rank_var + "=" +
-             std::to_string(p.rank) +
-             " (a variable inherited from an outer launch? unset it, or set RDMAPS_RANK "
-             "and RDMAPS_WORLD_SIZE)");
+    const uint64_t r = integer("PMIX_RANK", *pmix_rank, 0, UINT32_MAX);
+    std::string size_var;
+    std::optional<uint64_t> pmix_size;
+    for (const RankSource& s : kSources) {
+      if (!pmix_family(s.name) || (s.step_var && !env(s.step_var))) continue;
+      if (auto size = env(s.size_var)) {
+        size_var = s.size_var;
+        pmix_size = integer(s.size_var, *size, 1, UINT32_MAX);
+        break;
+      }
     }
+    const bool same_family = pmix_family(p.source);
+    const bool nested = !same_family && pmix_size && *pmix_size != p.world_size;
+    p.pmix = !nested;
+    if (!nested && r != p.rank)
+      fail("two launchers disagree about this process: PMIx says rank " + *pmix_rank +
+           (pmix_size ? " of " + std::to_string(*pmix_size) + " (PMIX_RANK, " + size_var + ")" : " (PMIX_RANK)") +
+           ", " + p.rank_var + " says rank " + std::to_string(p.rank) + " of " + std::to_string(p.world_size) +
+           " (exported by hand, or inherited from an outer launch? unset " + p.rank_var +
+           (same_family ? ""
+                        : "; a launcher started inside mpirun or srun describes its processes with a world "
+                          "size of its own") +
+           ")");
   }
 
-  if (auto list = env("RDMAPS_SERVERS")) {
-    p.servers = split_list(*list);
-    for (const std::string& s : p.servers) {
-      const size_t colon = s.rfind(':');
-      if (colon == std::string::npos || colon == 0 || colon + 1 == s.size() ||
-          s.find_first_not_of("0123456789", colon + 1) != std::string::npos)
-        fail("RDMAPS_SERVERS entry '" + s + "' is not host:port");
-    }
-  }
+  if (auto list = env("RDMAPS_SERVERS"); list && !list->empty()) p.servers = server_list(*list);
   if (num_servers == 0) {
     if (auto n = env("RDMAPS_NUM_SERVERS"))
       num_servers = static_cast<uint32_t>(integer("RDMAPS_NUM_SERVERS", *n, 1, UINT32_MAX));
@@ -156,6 +214,7 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
     for (const char* var : {"RDMAPS_MASTER_ADDR", "MASTER_ADDR", "SLURM_LAUNCH_NODE_IPADDR"}) {
       if (auto v = env(var); v && !v->empty()) {
         p.master_addr = *v;
+        p.master_addr_var = var;
         break;
       }
     }

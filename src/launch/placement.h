@@ -22,9 +22,12 @@ struct Placement {
   std::string rank_var;              ///< the variable the rank came from, for messages
   std::vector<std::string> servers;  ///< RDMAPS_SERVERS (host:port each): no exchange needed
   /// The launcher runs a PMIx server for this process (PMIX_NAMESPACE and
-  /// PMIX_RANK are set): addresses go through its key-value store.
+  /// PMIX_RANK are set) and the rank is of its job: addresses go through its
+  /// key-value store. False for a launcher started inside it (RANK with
+  /// another world size): its ranks share one PMIx identity.
   bool pmix = false;
-  std::string master_addr;  ///< rendezvous host (rank 0's), when neither a list nor PMIx
+  std::string master_addr;                      ///< rendezvous host (rank 0's), when neither a list nor PMIx
+  std::string master_addr_var = "MASTER_ADDR";  ///< the variable it came from, for messages
   uint16_t master_port = 0;
 
   bool is_server() const { return rank < num_servers; }
@@ -45,14 +48,21 @@ constexpr uint16_t kDefaultMasterPort = 29500;
 /// RDMAPS_SERVERS, else 1. Order, first pair wins: RDMAPS_RANK/
 /// RDMAPS_WORLD_SIZE, torchrun's RANK/WORLD_SIZE, Open MPI's
 /// OMPI_COMM_WORLD_RANK/SIZE, PMI_RANK/PMI_SIZE, Slurm's SLURM_PROCID/
-/// SLURM_NTASKS in a task srun started (SLURM_STEP_ID set). Throws Error(kInvalidArgument) naming the variable at
-/// fault: a half pair, a rank not below the size, no rank left for a worker, a PMIX_RANK that disagrees with the
-/// launcher's rank, no rendezvous address.
+/// SLURM_NTASKS in a task srun started (SLURM_STEP_ID set). PMIx (PMIX_RANK,
+/// PMIX_NAMESPACE) carries the addresses unless RANK/WORLD_SIZE or
+/// RDMAPS_RANK/RDMAPS_WORLD_SIZE give another world size than the launcher
+/// that runs PMIx (a launcher started inside it). Throws
+/// Error(kInvalidArgument) naming the variable at fault: a half pair, a rank
+/// not below the size, no rank left for a worker, a PMIX_RANK that disagrees
+/// with the rank of the same job, an RDMAPS_SERVERS entry that is not a
+/// server's host:port (empty, port 0, a duplicate, ...), no rendezvous address.
 std::optional<Placement> detect(const Environment& env, uint32_t num_servers = 0);
 
 /// Whether a launcher started this process as one of several: the first
 /// launcher's world size (in detect's order) is above 1. A tool started
 /// alone (srun -n 1, a batch script) keeps its single-process behaviour.
+/// Throws Error(kInvalidArgument) naming the variable when that launcher's
+/// pair is invalid (not a number, a rank not below the size).
 bool started_with_others(const Environment& env);
 
 /// HOST:PORT+offset: each rank of a launch serves its metrics on the port

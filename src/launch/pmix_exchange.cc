@@ -16,6 +16,9 @@ namespace rdmaps::launch {
 namespace {
 
 constexpr const char* kAddressKey = "rdmaps.server.address";
+// "WORLD SERVERS" from every rank: ranks started with another --servers would
+// otherwise read another set of addresses (the rendezvous compares the same).
+constexpr const char* kLaunchKey = "rdmaps.launch";
 
 void check(pmix_status_t status, const std::string& call) {
   if (status == PMIX_SUCCESS) return;
@@ -64,13 +67,16 @@ std::vector<std::string> pmix_exchange(const Placement& p, const std::string& ad
                     (size->type == PMIX_UINT32 ? std::to_string(size->data.uint32) : std::string("?")) + ", " +
                     p.rank_var + " says rank " + std::to_string(p.rank) + " of " + std::to_string(p.world_size));
 
-  if (!address.empty()) {
+  auto put = [](const char* key, const std::string& text) {
     pmix_value_t value;
-    check(PMIx_Value_load(&value, address.c_str(), PMIX_STRING), "PMIx_Value_load");
-    const pmix_status_t put = PMIx_Put(PMIX_GLOBAL, kAddressKey, &value);
+    check(PMIx_Value_load(&value, text.c_str(), PMIX_STRING), "PMIx_Value_load");
+    const pmix_status_t status = PMIx_Put(PMIX_GLOBAL, key, &value);
     PMIx_Value_destruct(&value);
-    check(put, "PMIx_Put");
-  }
+    check(status, std::string("PMIx_Put(") + key + ")");
+  };
+  const std::string launch = std::to_string(p.world_size) + " " + std::to_string(p.num_servers);
+  put(kLaunchKey, launch);
+  if (!address.empty()) put(kAddressKey, address);
   check(PMIx_Commit(), "PMIx_Commit");
 
   pmix_info_t info[2];
@@ -83,6 +89,24 @@ std::vector<std::string> pmix_exchange(const Placement& p, const std::string& ad
     throw Error(Errc::kTimeout, "PMIx: not every process of the job reached the address exchange within " +
                                     std::to_string(seconds) + " s (did every rank start rdmaps?)");
   check(fenced, "PMIx_Fence");
+
+  // Every rank compares itself with rank 0, as at the rendezvous: the one
+  // that differs says so, and its exit ends the launch.
+  if (me.rank != 0) {
+    pmix_proc_t first;
+    PMIX_LOAD_PROCID(&first, me.nspace, 0);
+    Value v = get(first, kLaunchKey, "how rank 0 was started");
+    const std::string theirs = v->type == PMIX_STRING && v->data.string ? v->data.string : "?";
+    if (theirs != launch) {
+      const size_t space = theirs.find(' ');
+      throw Error(Errc::kInvalidArgument,
+                  "PMIx: rank " + std::to_string(me.rank) + " was started with world size " +
+                      std::to_string(p.world_size) + " and " + std::to_string(p.num_servers) +
+                      " server(s), rank 0 with " + theirs.substr(0, space) + " and " +
+                      (space == std::string::npos ? "?" : theirs.substr(space + 1)) +
+                      ": one job, one launch (give every rank the same --servers or RDMAPS_NUM_SERVERS)");
+    }
+  }
 
   std::vector<std::string> servers;
   for (uint32_t i = 0; i < p.num_servers; ++i) {

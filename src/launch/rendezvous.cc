@@ -33,10 +33,29 @@ struct Connection {
 
 }  // namespace
 
-RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers)
+std::string wildcard_for(const std::string& host, uint16_t port) {
+  const std::string any = "0.0.0.0:" + std::to_string(port);
+  if (host.empty()) return any;
+  const bool literal = host.find(':') != std::string::npos && host.front() != '[';
+  try {
+    const auto a = transport::SockAddr::parse((literal ? "[" + host + "]" : host) + ":" + std::to_string(port));
+    return a.get()->sa_family == AF_INET6 ? "[::]:" + std::to_string(port) : any;
+  } catch (const Error&) {
+    return any;
+  }
+}
+
+std::string rendezvous_address(const Placement& p) {
+  const bool literal_v6 = p.master_addr.find(':') != std::string::npos && p.master_addr[0] != '[';
+  return (literal_v6 ? "[" + p.master_addr + "]" : p.master_addr) + ":" + std::to_string(p.master_port);
+}
+
+RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr)
     : world_size_(world_size), num_servers_(num_servers) {
   try {
-    listener_ = TcpSocket::listen(transport::SockAddr::parse(":" + std::to_string(port)));
+    // The ranks connect to MASTER_ADDR as resolved: an IPv4 wildcard never
+    // answers MASTER_ADDR=::1.
+    listener_ = TcpSocket::listen(transport::SockAddr::parse(wildcard_for(master_addr, port)));
   } catch (const Error& e) {
     throw Error(e.code(), "rank 0 cannot host the job's rendezvous (MASTER_PORT " + std::to_string(port) +
                               "): " + e.what() +
@@ -131,21 +150,32 @@ void RendezvousHost::serve() {
 
 std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout) {
   const auto deadline = Clock::now() + timeout;
-  const std::string where = p.master_addr + ":" + std::to_string(p.master_port);
+  const std::string where = rendezvous_address(p);
   const std::string seconds = std::to_string(timeout.count() / 1000.0).substr(0, 5) + " s";
   std::string request = std::string(kTag) + " " + std::to_string(kVersion) + " " + std::to_string(p.world_size) + " " +
                         std::to_string(p.num_servers) + " " + std::to_string(p.rank);
   if (!address.empty()) request += " " + address;
 
+  transport::SockAddr addr;
+  try {
+    addr = transport::SockAddr::parse(where);
+  } catch (const Error& e) {
+    throw Error(Errc::kInvalidArgument,
+                p.master_addr_var + "=" + p.master_addr +
+                    " (rank 0's host, where the job's rendezvous is) does not resolve: " + e.what());
+  }
   std::string last_error, last_answer;
+  // Which came last: rank 0 answering, or failing to. Rank 0 that answered
+  // and then stopped (it died) is what to report, not its last answer.
+  bool error_after_answer = false;
   while (Clock::now() < deadline) {
     try {
-      const auto addr = transport::SockAddr::parse(where);
       TcpSocket s = TcpSocket::connect(addr, std::min(deadline, Clock::now() + std::chrono::seconds(5)));
       while (Clock::now() < deadline) {
         s.send_message(bytes_of(request), deadline, where);
         auto reply = s.recv_message(deadline, where, 1 << 20);
         last_answer.assign(reply.begin(), reply.end());
+        error_after_answer = false;
         if (last_answer.rfind("ok ", 0) == 0) {
           std::vector<std::string> servers;
           std::istringstream list(last_answer.substr(3));
@@ -163,12 +193,21 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
     } catch (const Error& e) {
       if (e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol) throw;
       last_error = e.what();  // rank 0 not up yet, or it restarted: ask again
+      // (not an answer cut short by the deadline itself)
+      if (e.code() != Errc::kTimeout || Clock::now() < deadline) error_after_answer = !last_answer.empty();
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
   }
-  if (last_answer.rfind("wait missing ", 0) == 0)
+  const std::string missing = last_answer.rfind("wait missing ", 0) == 0 ? last_answer.substr(13) : std::string();
+  if (error_after_answer)
+    throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": rank 0, which hosts the rendezvous at " + where +
+                                    " (MASTER_ADDR:MASTER_PORT), stopped answering" +
+                                    (missing.empty() ? "" : " while server rank(s) " + missing + " were missing") +
+                                    ", and did not answer again within " + seconds + ": " + last_error +
+                                    " (did rank 0 exit? its own error says why)");
+  if (!missing.empty())
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": the rendezvous at " + where +
-                                    " still lacks server rank(s) " + last_answer.substr(13) + " after " + seconds +
+                                    " still lacks server rank(s) " + missing + " after " + seconds +
                                     ": did every rank start, with the same --servers?");
   throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + " could not reach the rendezvous at " + where +
                                   " (MASTER_ADDR:MASTER_PORT; rank 0 hosts it) within " + seconds + ": " +

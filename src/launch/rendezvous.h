@@ -18,11 +18,21 @@
 
 namespace rdmaps::launch {
 
-/// Answers the job's rendezvous on every address at `port`, on a thread of
-/// its own, until destroyed.
+/// The wildcard address of the family `host` resolves to, as a rank
+/// connecting to host:port resolves it: "[::]:PORT" for IPv6 (MASTER_ADDR=::1,
+/// an RDMAPS_SERVERS entry [fd00::5]:13337), else "0.0.0.0:PORT", also when
+/// `host` is empty or does not resolve (the ranks that connect report that).
+std::string wildcard_for(const std::string& host, uint16_t port);
+
+/// "HOST:PORT" of p's rendezvous, an IPv6 address in brackets ("[::1]:29500").
+std::string rendezvous_address(const Placement& p);
+
+/// Answers the job's rendezvous at `port` on every address of the family
+/// `master_addr` resolves to (IPv4 when empty), on a thread of its own, until
+/// destroyed.
 class RendezvousHost {
  public:
-  RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers);
+  RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr = "");
   ~RendezvousHost();
   RendezvousHost(const RendezvousHost&) = delete;
   RendezvousHost& operator=(const RendezvousHost&) = delete;
@@ -39,8 +49,11 @@ class RendezvousHost {
 /// Registers `address` (a server's; empty for a worker) with the rendezvous
 /// at p.master_addr:p.master_port and returns every server's address in
 /// index order, asking again until `timeout` ends. Throws Error(kTimeout)
-/// naming the rendezvous and the servers still missing, Error(kInvalidArgument)
-/// when the rendezvous refuses (another world size, a rank registered twice).
+/// naming the rendezvous and the servers still missing, or, when rank 0
+/// answered and then stopped, saying so with the connect error;
+/// Error(kInvalidArgument) when the rendezvous refuses (another world size, a
+/// rank registered twice) or p.master_addr does not resolve (naming its
+/// variable).
 std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout);
 
 }  // namespace rdmaps::launch

@@ -72,15 +72,38 @@ ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds t
       throw Error(Errc::kInvalidArgument,
                   "under torchrun the agent's store holds MASTER_PORT " + std::to_string(p.master_port) +
                       ": set RDMAPS_MASTER_PORT to another free port on rank 0's host for rdmaps' rendezvous");
-    if (p.rank == 0) host_ = std::make_unique<RendezvousHost>(p.master_port, p.world_size, p.num_servers);
+    if (p.rank == 0)
+      host_ = std::make_unique<RendezvousHost>(p.master_port, p.world_size, p.num_servers, p.master_addr);
   }
 }
 
 ServerDirectory::~ServerDirectory() = default;
 
+// The wildcard of the family the workers will use: that of this server's
+// RDMAPS_SERVERS entry, or of the rendezvous host, toward which the address
+// this server advertises is routed (an IPv4 wildcard refuses [::1]:PORT).
 std::string ServerDirectory::listen_address() const {
-  if (method_ == Method::kList && p_.is_server()) return "0.0.0.0:" + port_of(p_.servers[p_.server_index()]);
+  if (method_ == Method::kList && p_.is_server()) {
+    const std::string& entry = p_.servers[p_.server_index()];
+    return wildcard_for(host_of(entry), static_cast<uint16_t>(std::stoul(port_of(entry))));
+  }
+  if (method_ == Method::kRendezvous) return wildcard_for(p_.master_addr, 0);
   return "0.0.0.0:0";
+}
+
+void ServerDirectory::check_listen(const std::string& listen, const std::string& flag) const {
+  if (method_ != Method::kList || !p_.is_server()) return;
+  const std::string& entry = p_.servers[p_.server_index()];
+  const std::string port = port_of(listen);
+  const bool same = listen.find(':') != std::string::npos && !port.empty() && port.size() <= 5 &&
+                    port.find_first_not_of("0123456789") == std::string::npos &&
+                    std::stoul(port) == std::stoul(port_of(entry));
+  if (!same)
+    throw Error(Errc::kInvalidArgument, flag + " " + listen +
+                                            " listens on another port than this server's RDMAPS_SERVERS entry " +
+                                            std::to_string(p_.server_index() + 1) + " '" + entry +
+                                            "', where the workers connect: give it port " + port_of(entry) +
+                                            ", or leave " + flag + " out (the entry's port, on every address)");
 }
 
 std::vector<std::string> ServerDirectory::exchange(const std::string& address) {
@@ -102,7 +125,7 @@ std::string ServerDirectory::method() const {
     case Method::kPmix:
       return "PMIx";
     case Method::kRendezvous:
-      return "the rendezvous at " + p_.master_addr + ":" + std::to_string(p_.master_port);
+      return "the rendezvous at " + rendezvous_address(p_);
   }
   return "";
 }

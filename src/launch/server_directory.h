@@ -25,8 +25,14 @@ class ServerDirectory {
   ServerDirectory& operator=(const ServerDirectory&) = delete;
 
   /// Where a server of this job listens: the port RDMAPS_SERVERS gives it,
-  /// else any free one, on every address.
+  /// else any free one, on every address of the family the workers use (that
+  /// of its RDMAPS_SERVERS entry or of MASTER_ADDR: "[::]:PORT" for IPv6).
   std::string listen_address() const;
+  /// A listen address given by hand (`flag`: --listen) must keep the port of
+  /// this server's RDMAPS_SERVERS entry, where workers connect; throws
+  /// Error(kInvalidArgument) naming both. Other methods advertise what is
+  /// bound, so anything goes there.
+  void check_listen(const std::string& listen, const std::string& flag) const;
   /// Servers pass the address the others reach them at, workers "". Returns
   /// every server's address in index order; throws Error naming the method
   /// and what did not answer.

@@ -94,7 +94,10 @@ int main(int argc, char** argv) {
       options.workers = placement->num_workers();
       directory =
           std::make_unique<launch::ServerDirectory>(*placement, std::chrono::seconds(launch_timeout_s), environment);
-      if (!listen_given) options.listen = directory->listen_address();
+      if (listen_given)
+        directory->check_listen(options.listen, "--listen");
+      else
+        options.listen = directory->listen_address();
       if (!options.metrics.empty()) options.metrics = launch::port_plus(options.metrics, placement->rank, "--metrics");
     }
     rdmaps::Server server(options);

@@ -225,6 +225,19 @@ Options parse_options(int argc, char** argv) {
   if (servers_list->count() > 0 && explicit_role != "worker" && explicit_role != "virtual")
     bad_flag("--servers-list",
              "only --role worker or virtual reads it (a local run and a launched job choose it themselves)");
+  if (servers_list->count() > 0) {
+    // The worker splits it at commas: an empty entry would be a server
+    // address of its own ('a:1,' names 2 servers, one of them "").
+    size_t start = 0, entry = 1;
+    for (;; ++entry) {
+      const size_t comma = o.servers_list.find(',', start);
+      if ((comma == std::string::npos ? o.servers_list.size() : comma) == start)
+        bad_flag("--servers-list", "entry " + std::to_string(entry) + " of '" + o.servers_list +
+                                       "' is empty (the list is host:port,host:port, one entry per server)");
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
   if (servers_list->count() > 0 && o.servers_given) {
     const auto listed = static_cast<uint32_t>(std::count(o.servers_list.begin(), o.servers_list.end(), ',') + 1);
     if (listed != o.servers)

@@ -13,6 +13,7 @@ train=$build/src/rdmaps-train
 server=$build/src/rdmaps-server
 work=$(mktemp -d /tmp/rdmaps-launch.XXXXXX)
 slurm_dir=$(mktemp -d /tmp/rdmaps-slurm.XXXXXX)  # reachable by munged's user, unlike $work
+# shellcheck disable=SC2317  # run by the EXIT trap
 cleanup() {
   "$source"/tests/launch/slurm_one_node.sh stop "$slurm_dir" >/dev/null 2>&1
   rm -rf "$work" "$slurm_dir"
@@ -28,7 +29,8 @@ for p in mpirun srun; do
 done
 mpirun=(mpirun --oversubscribe)
 [ "$(id -u)" -ne 0 ] || mpirun+=(--allow-run-as-root)
-export RDMAPS_SECRET=$(openssl rand -hex 32)
+RDMAPS_SECRET=$(openssl rand -hex 32)
+export RDMAPS_SECRET
 # meson test sets MALLOC_PERTURB_, under which Debian's mpirun 4.1.4 itself
 # crashes and spins while aborting a failed job (our programs are checked
 # with it everywhere else).
@@ -107,6 +109,13 @@ echo "== python3 -m rdmaps.launch (torchrun's variables, the MASTER_ADDR rendezv
 expect_ok rdmaps-launch "addresses through the rendezvous at 127.0.0.1" "final test accuracy" -- \
   /usr/bin/python3 -m rdmaps.launch -n 3 --no-python "$train" --servers 1 "${small[@]}"
 
+# A launcher inside a PMIx launch: rdmaps.launch's RANK/WORLD_SIZE describe
+# the processes, which share mpirun's one PMIx rank, so the rendezvous carries
+# the addresses (this failed with "two launchers disagree" before).
+expect_ok mpirun-rdmaps-launch "addresses through the rendezvous at 127.0.0.1" "final test accuracy" -- \
+  "${mpirun[@]}" -x RDMAPS_SECRET -x PYTHONPATH -x UCX_NET_DEVICES -np 1 \
+  /usr/bin/python3 -m rdmaps.launch -n 3 --no-python "$train" --servers 1 "${small[@]}"
+
 echo "== wrong launches"
 expect_error more-servers-than-ranks "world size 2 (openmpi) leaves no worker beside 2 server(s)" \
   "${mpirun[@]}" -x RDMAPS_SECRET -np 2 "$train" --servers 2 "${small[@]}"
@@ -119,6 +128,10 @@ expect_error workers-disagree "differs from the 2 worker ranks of this launch" \
 # A RANK exported by hand under mpirun: every process thinks it is rank 0.
 expect_error launchers-disagree "two launchers disagree about this process: PMIx says rank" \
   "${mpirun[@]}" -x RDMAPS_SECRET -x RANK=0 -x WORLD_SIZE=3 -np 3 "$train" "${small[@]}"
+# Ranks started with different --servers in one PMIx launch (rank 0 with 1, the others with 2).
+expect_error pmix-servers-disagree "and 2 server(s), rank 0 with 3 and 1: one job, one launch" \
+  "${mpirun[@]}" -x RDMAPS_SECRET -np 1 "$train" --servers 1 "${small[@]}" : \
+  -x RDMAPS_SECRET -np 2 "$train" --servers 2 "${small[@]}"
 port=$(free_port)
 expect_error unreachable-rendezvous "could not reach the rendezvous at 127.0.0.1:$port" \
   env RDMAPS_RANK=1 RDMAPS_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port" "$train" --launch-timeout 2

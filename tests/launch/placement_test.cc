@@ -119,7 +119,7 @@ TEST(Placement, ErrorsNameTheVariable) {
       {{{"RANK", "1"}}, "RANK is set but WORLD_SIZE is not"},
       {{{"WORLD_SIZE", "2"}}, "WORLD_SIZE is set but RANK is not"},
       {with_master({{"RANK", "x"}, {"WORLD_SIZE", "2"}}), "RANK='x' is not an integer"},
-      {with_master({{"RANK", "-1"}, {"WORLD_SIZE", "2"}}), "RANK='-1' is not an integer"},
+      {with_master({{"RANK", "-1"}, {"WORLD_SIZE", "2"}}), "RANK='-1' is negative"},
       {with_master({{"RANK", "2"}, {"WORLD_SIZE", "2"}}), "RANK=2 is not below WORLD_SIZE=2"},
       {with_master({{"RANK", "0"}, {"WORLD_SIZE", "4294967297"}}), "WORLD_SIZE=4294967297 is above"},
       {with_master({{"RANK", "0"}, {"WORLD_SIZE", "1"}}), "leaves no worker"},
@@ -134,7 +134,12 @@ TEST(Placement, ErrorsNameTheVariable) {
         {"PMIX_RANK", "2"},
         {"PMIX_NAMESPACE", "slurm.pmix.1.0"},
         {"MASTER_ADDR", "h"}},
-       "two launchers disagree about this process: PMIX_RANK=2 but SLURM_PROCID=0"},
+       "two launchers disagree about this process: PMIx says rank 2 of 4 (PMIX_RANK, SLURM_NTASKS), SLURM_PROCID "
+       "says rank 0 of 4"},
+      {with_master({{"RDMAPS_RANK", " -1"}, {"RDMAPS_WORLD_SIZE", "2"}}), "RDMAPS_RANK=' -1' is negative"},
+      {with_master({{"RANK", "1"}, {"WORLD_SIZE", "2x"}}), "WORLD_SIZE='2x' is not an integer"},
+      {with_master({{"RANK", "1"}, {"WORLD_SIZE", "99999999999999999999"}}),
+       "WORLD_SIZE=99999999999999999999 is above 4294967295"},
   };
   for (const auto& [vars, message] : cases) {
     const std::string what = error_of(vars);
@@ -143,6 +148,116 @@ TEST(Placement, ErrorsNameTheVariable) {
   // More servers than ranks: the count from the caller (--servers).
   EXPECT_NE(error_of(with_master({{"RANK", "0"}, {"WORLD_SIZE", "2"}}), 2).find("leaves no worker beside 2 server"),
             std::string::npos);
+}
+
+// rdmaps.launch or torchrun started under mpirun -np 1 (or srun --mpi=pmix):
+// the innermost launcher's RANK/WORLD_SIZE describe the process and PMIx,
+// which knows the outer job only, carries nothing: every rank of the inner
+// launch shares the outer process's PMIx rank. Before, pmix was set and the
+// exchange stopped with "PMIx says rank 0 of 1, RANK says rank 1 of 2".
+TEST(Placement, ALauncherInsideAPmixLaunchDescribesItsProcesses) {
+  Vars v = with_master({{"RANK", "1"},
+                        {"WORLD_SIZE", "2"},
+                        {"OMPI_COMM_WORLD_RANK", "0"},
+                        {"OMPI_COMM_WORLD_SIZE", "1"},
+                        {"PMIX_RANK", "0"},
+                        {"PMIX_NAMESPACE", "prterun-host-1@1"}});
+  auto p = detect(env_of(v));
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->source, "torchrun");
+  EXPECT_EQ(p->rank, 1u);
+  EXPECT_EQ(p->world_size, 2u);
+  EXPECT_FALSE(p->pmix);
+  EXPECT_EQ(p->master_addr, "node0");  // the rendezvous, whatever this build links
+  // torchrun with 4 processes in each of 2 srun --mpi=pmix tasks.
+  Vars slurm = with_master({{"RANK", "5"},
+                            {"WORLD_SIZE", "8"},
+                            {"SLURM_PROCID", "1"},
+                            {"SLURM_NTASKS", "2"},
+                            {"SLURM_STEP_ID", "0"},
+                            {"PMIX_RANK", "1"},
+                            {"PMIX_NAMESPACE", "slurm.pmix.7.0"}});
+  p = detect(env_of(slurm));
+  EXPECT_EQ(p->rank, 5u);
+  EXPECT_FALSE(p->pmix);
+  // RDMAPS_RANK/RDMAPS_WORLD_SIZE are read by the same rule.
+  v.erase("RANK");
+  v.erase("WORLD_SIZE");
+  v["RDMAPS_RANK"] = "1";
+  v["RDMAPS_WORLD_SIZE"] = "2";
+  EXPECT_FALSE(detect(env_of(v))->pmix);
+}
+
+// RANK with PMIx's world size describes PMIx's job: it must agree with PMIx
+// (a RANK exported by hand under mpirun -x RANK=0 does not), and then PMIx
+// carries the addresses.
+TEST(Placement, RankOfThePmixJobMustAgreeWithPmix) {
+  Vars v = {{"RANK", "0"},
+            {"WORLD_SIZE", "3"},
+            {"OMPI_COMM_WORLD_RANK", "1"},
+            {"OMPI_COMM_WORLD_SIZE", "3"},
+            {"PMIX_RANK", "1"},
+            {"PMIX_NAMESPACE", "prterun-host-1@1"},
+            {"MASTER_ADDR", "h"}};
+  const std::string what = error_of(v);
+  EXPECT_NE(what.find("two launchers disagree about this process: PMIx says rank 1 of 3 (PMIX_RANK, "
+                      "OMPI_COMM_WORLD_SIZE), RANK says rank 0 of 3"),
+            std::string::npos)
+      << what;
+  EXPECT_NE(what.find("unset RANK"), std::string::npos) << what;
+  v["RANK"] = "1";
+  auto p = detect(env_of(v));
+  EXPECT_EQ(p->source, "torchrun");
+  EXPECT_TRUE(p->pmix);
+}
+
+// Every RDMAPS_SERVERS entry is a server's own host:port, as typed: before,
+// port 0 and duplicates were taken, empty entries dropped (shifting the
+// indices), ',' read as no list at all and port 70000 or spaces failed later
+// without naming the variable.
+TEST(Placement, EveryServerListEntryIsChecked) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"a:0,b:2", "RDMAPS_SERVERS entry 1 'a:0' has port 0"},
+      {"a:1,b:70000", "RDMAPS_SERVERS entry 2 'b:70000' has port 70000, above 65535"},
+      {"a:1,b:2,a:1", "RDMAPS_SERVERS lists 'a:1' twice (entries 1 and 3)"},
+      {"a:1,,b:2", "RDMAPS_SERVERS='a:1,,b:2': entry 2 is empty"},
+      {"a:1,", "RDMAPS_SERVERS='a:1,': entry 2 is empty"},
+      {",", "RDMAPS_SERVERS=',': entry 1 is empty"},
+      {" a:1,b:2", "RDMAPS_SERVERS entry 1 ' a:1' has white space"},
+      {"a:1,b:2 ", "RDMAPS_SERVERS entry 2 'b:2 ' has white space"},
+      {"::1:5,b:2", "RDMAPS_SERVERS entry 1 '::1:5' is not host:port (an IPv6 address goes in brackets"},
+      {"[]:5,b:2", "RDMAPS_SERVERS entry 1 '[]:5' is not host:port"},
+  };
+  for (const auto& [list, message] : cases) {
+    const std::string what = error_of({{"RANK", "2"}, {"WORLD_SIZE", "3"}, {"RDMAPS_SERVERS", list}});
+    EXPECT_NE(what.find(message), std::string::npos) << list << ": expected '" << message << "' in: " << what;
+  }
+  auto p = detect(env_of({{"RANK", "2"}, {"WORLD_SIZE", "3"}, {"RDMAPS_SERVERS", "[::1]:7001,b:65535"}}));
+  EXPECT_EQ(p->servers, (std::vector<std::string>{"[::1]:7001", "b:65535"}));
+  // Set but empty is unset, like MASTER_ADDR.
+  EXPECT_EQ(detect(env_of(with_master({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"RDMAPS_SERVERS", ""}})))->master_addr,
+            "node0");
+}
+
+// A launch of one process runs alone, but not on an invalid pair: before,
+// RDMAPS_RANK=5 RDMAPS_WORLD_SIZE=1 and WORLD_SIZE=1x were ignored without a
+// word (strtoull read "1x" as 1).
+TEST(Placement, StartedWithOthersRefusesAnInvalidPair) {
+  const std::pair<Vars, std::string> cases[] = {
+      {{{"RDMAPS_RANK", "5"}, {"RDMAPS_WORLD_SIZE", "1"}}, "RDMAPS_RANK=5 is not below RDMAPS_WORLD_SIZE=1"},
+      {{{"RANK", "0"}, {"WORLD_SIZE", "1x"}}, "WORLD_SIZE='1x' is not an integer"},
+      {{{"RANK", " -1"}, {"WORLD_SIZE", "1"}}, "RANK=' -1' is negative"},
+      {{{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "0"}}, "OMPI_COMM_WORLD_SIZE=0 is below 1"},
+  };
+  for (const auto& [vars, message] : cases) {
+    try {
+      const bool others = started_with_others(env_of(vars));
+      ADD_FAILURE() << "accepted (started_with_others " << others << "), expected '" << message << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_FALSE(started_with_others(env_of({{"RDMAPS_RANK", "0"}, {"RDMAPS_WORLD_SIZE", "1"}})));
 }
 
 // Metrics ports of a launch: the port given plus the rank.

@@ -89,6 +89,48 @@ TEST(Rendezvous, UnreachableRendezvousIsNamedAfterTheTimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
 }
 
+// Rank 0 that answered and then died: before, the waiting ranks reported its
+// last answer ("still lacks server rank(s) 0,1") as if it were alive.
+TEST(Rendezvous, RankZeroThatStopsAnsweringIsReportedAsSuch) {
+  const uint16_t port = free_port();
+  auto host = std::make_unique<RendezvousHost>(port, 3, 2);
+  auto worker =
+      std::async(std::launch::async, [=] { return error_of([&] { rendezvous(rank_of(2, 3, 2, port), "", 2s); }); });
+  std::this_thread::sleep_for(500ms);
+  host.reset();
+  const std::string what = worker.get();
+  EXPECT_NE(what.find("timeout"), std::string::npos) << what;
+  EXPECT_NE(what.find("rank 0, which hosts the rendezvous at 127.0.0.1:" + std::to_string(port) +
+                      " (MASTER_ADDR:MASTER_PORT), stopped answering while server rank(s) 0,1 were missing"),
+            std::string::npos)
+      << what;
+  EXPECT_NE(what.find("nobody listens there"), std::string::npos) << what;  // the connect error
+  EXPECT_EQ(what.find("still lacks"), std::string::npos) << what;
+}
+
+// MASTER_ADDR=::1: rank 0 listened on the IPv4 wildcard, so no rank ever
+// reached it.
+TEST(Rendezvous, AnIpv6MasterAddrIsServed) {
+  const uint16_t port = free_port();
+  Placement p0 = rank_of(0, 2, 1, port), p1 = rank_of(1, 2, 1, port);
+  p0.master_addr = p1.master_addr = "::1";
+  ServerDirectory directory(p0, 5s);  // rank 0 hosts the rendezvous here
+  EXPECT_EQ(directory.method(), "the rendezvous at [::1]:" + std::to_string(port));
+  EXPECT_EQ(directory.listen_address(), "[::]:0");  // it advertises its address on the route to ::1
+  auto worker = std::async(std::launch::async, [=] { return rendezvous(p1, "", 3s); });
+  EXPECT_EQ(rendezvous(p0, "[::1]:4000", 3s), std::vector<std::string>{"[::1]:4000"});
+  EXPECT_EQ(worker.get(), std::vector<std::string>{"[::1]:4000"});
+  EXPECT_EQ(wildcard_for("127.0.0.1", 5), "0.0.0.0:5");
+  EXPECT_EQ(wildcard_for("[::1]", 5), "[::]:5");
+}
+
+TEST(Rendezvous, AnUnresolvableMasterAddrIsNamed) {
+  Placement p = rank_of(1, 2, 1, 29500);
+  p.master_addr = "no-such-host.invalid";
+  const std::string what = error_of([&] { rendezvous(p, "", 2s); });
+  EXPECT_NE(what.find("invalid-argument: MASTER_ADDR=no-such-host.invalid (rank 0's host"), std::string::npos) << what;
+}
+
 TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   const uint16_t port = free_port();
   RendezvousHost host(port, 3, 1);
@@ -174,6 +216,39 @@ TEST(ServerDirectory, ListenAndAdvertise) {
   // A wildcard bind: the local end of the route toward the rendezvous host.
   p.master_addr = "127.0.0.1";
   EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", none), "127.0.0.1:4000");
+}
+
+// An IPv6 entry: the server listened on 0.0.0.0:PORT and workers connecting
+// to [::1]:PORT were refused.
+TEST(ServerDirectory, AServerListensOnTheFamilyOfItsEntry) {
+  Placement p = rank_of(0, 3, 2, 29500);
+  p.servers = {"[::1]:7001", "127.0.0.1:7002"};
+  EXPECT_EQ(ServerDirectory(p, 1s).listen_address(), "[::]:7001");
+  p.rank = 1;
+  EXPECT_EQ(ServerDirectory(p, 1s).listen_address(), "0.0.0.0:7002");
+  // And workers reach it there.
+  const uint16_t port = free_port();
+  p.rank = 0;
+  p.servers[0] = "[::1]:" + std::to_string(port);
+  auto listener = transport::TcpSocket::listen(transport::SockAddr::parse(ServerDirectory(p, 1s).listen_address()));
+  EXPECT_NO_THROW(
+      transport::TcpSocket::connect(transport::SockAddr::parse(p.servers[0]), std::chrono::steady_clock::now() + 2s));
+}
+
+// rdmaps-server --listen with another port than its RDMAPS_SERVERS entry
+// listened where no worker connects.
+TEST(ServerDirectory, AListenGivenByHandKeepsTheEntrysPort) {
+  Placement p = rank_of(1, 3, 2, 29500);
+  p.servers = {"a:7001", "b:7002"};
+  ServerDirectory d(p, 1s);
+  EXPECT_NO_THROW(d.check_listen("10.0.0.2:7002", "--listen"));
+  const std::string what = error_of([&] { d.check_listen("0.0.0.0:7003", "--listen"); });
+  EXPECT_NE(what.find("--listen 0.0.0.0:7003 listens on another port than this server's RDMAPS_SERVERS entry 2 "
+                      "'b:7002'"),
+            std::string::npos)
+      << what;
+  p.servers.clear();  // the rendezvous advertises what is bound
+  EXPECT_NO_THROW(ServerDirectory(p, 1s).check_listen("0.0.0.0:7003", "--listen"));
 }
 
 TEST(ServerDirectory, UnderTorchrunTheAgentHoldsMasterPort) {

@@ -67,6 +67,13 @@ refused "RDMAPS_CHECKPOINT_KEEP requires --checkpoint-dir" env RDMAPS_CHECKPOINT
 # flag checked after it instead of failing as "not a whole number".
 refused "--workers: '0'" env RDMAPS_SERVERS=127.0.0.1:13400,127.0.0.1:13401 "${s[@]}" --workers 0
 refused "RDMAPS_NUM_SERVERS: 'two'" env RDMAPS_NUM_SERVERS=two "${s[@]}"
+# A launched server (rank 0 of 2 here) checks its launch before it listens;
+# before, each of these served where no worker of the launch could find it.
+launched=(env RDMAPS_RANK=0 RDMAPS_WORLD_SIZE=2 RDMAPS_SECRET=0123456789abcdef0123456789abcdef)
+refused "RDMAPS_SERVERS entry 1 '127.0.0.1:0' has port 0" "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:0 "$server"
+refused "--listen 127.0.0.1:0 listens on another port than this server's RDMAPS_SERVERS entry 1 '127.0.0.1:13400'" \
+  "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:13400 "${s[@]}"
+refused "RDMAPS_RANK=5 is not below RDMAPS_WORLD_SIZE=1" env RDMAPS_RANK=5 RDMAPS_WORLD_SIZE=1 "${s[@]}"
 helps "$server" -- "(Env:RDMAPS_NUM_SERVERS)"
 helps "$server" -- "(Env:RDMAPS_WORKERS)"
 helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
@@ -95,6 +102,8 @@ refused "--servers-list: only --role worker or virtual reads it" "${t[@]}" --ser
 refused "--listen: only --role server reads it" "${t[@]}" --listen 127.0.0.1:9
 refused "--worker: only --role worker reads it" "${t[@]}" --role server --worker 1
 refused "--servers-list: names 1 servers, --servers says 2" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9
+# Split at commas, 'a:1,' was one server, yet it passed a comma count of 2.
+refused "--servers-list: entry 2 of '127.0.0.1:9,' is empty" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,
 refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "${t[@]}"
 refused "RDMAPS_STALENESS_POLICY: 'never'" env RDMAPS_STALENESS_POLICY=never "${t[@]}"
 helps "$train" -- "(Env:RDMAPS_SHARD_FLOATS)"
