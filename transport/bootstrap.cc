@@ -122,8 +122,9 @@ std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const u
   if (!required && have)
     throw Error(Errc::kPermissionDenied,
                 "the server at " + peer +
-                    " does not authenticate (it runs with --insecure) while this side has a "
-                    "secret: refusing to trust it (unset the secret on both, or set it on both)");
+                    " does not authenticate (it has no secret: started with --insecure, or listening on loopback "
+                    "without one) while this side has a secret: refusing to trust it (unset the secret on both, or "
+                    "set it on both)");
   Proven proven;
   if (have) proven.proof = prove(secret, kClientRole, mine.nonce, theirs.nonce, my_address, {});
   proven.address.assign(my_address.begin(), my_address.end());

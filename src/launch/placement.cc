@@ -122,7 +122,11 @@ std::string port_plus(const std::string& host_port, uint32_t offset, const std::
   const size_t colon = host_port.rfind(':');
   if (colon == std::string::npos || colon + 1 == host_port.size())
     fail(flag + ": '" + host_port + "' is not HOST:PORT");
-  const uint64_t port = integer(flag, host_port.substr(colon + 1), 1, 65535);
+  const uint64_t port = integer(flag, host_port.substr(colon + 1), 0, 65535);
+  if (port == 0)
+    fail(flag +
+         ": port 0 picks a free port for one process, but each process of this run serves on PORT plus "
+         "its offset: give PORT (at least 1)");
   if (port + offset > 65535)
     fail(flag + ": port " + std::to_string(port) + " plus " + std::to_string(offset) + " passes 65535");
   return host_port.substr(0, colon + 1) + std::to_string(port + offset);

@@ -77,7 +77,7 @@ namespace {
 const ServerOptions& checked(const ServerOptions& options) {
   if (options.servers == 0 || options.index >= options.servers)
     throw Error(Errc::kInvalidArgument, "server index " + std::to_string(options.index) + " is not below the " +
-                                            std::to_string(options.servers) + " servers");
+                                            std::to_string(options.servers) + " servers (--index, --servers)");
   if (options.workers == 0 || options.workers > kMaxWorkers)
     throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
                                             std::to_string(options.workers) + " (--workers)");

@@ -273,6 +273,15 @@ TEST(Placement, MetricsPortPlusRank) {
     }
   }
   EXPECT_THROW(port_plus("h:65535", 1, "--metrics"), Error);
+  try {  // it used to say "--metrics=0 is below 1" where the docs promise a free port for port 0
+    port_plus("127.0.0.1:0", 2, "--metrics");
+    ADD_FAILURE() << "port 0 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--metrics: port 0 picks a free port for one process, but each process of "
+                                         "this run serves on PORT plus its offset"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace
