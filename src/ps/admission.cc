@@ -4,11 +4,9 @@
 
 namespace rdmaps::ps {
 
-namespace {
-std::string bound(uint64_t staleness) {
+std::string bound_text(uint64_t staleness) {
   return staleness == kInfiniteStaleness ? std::string("inf (async)") : std::to_string(staleness);
 }
-}  // namespace
 
 uint64_t table_limit_bytes(const ServerOptions& options) {
   if (options.max_bytes) return options.max_bytes;
@@ -21,10 +19,10 @@ std::string Admission::check(const Hello& hello) const {
     return "it was started for " + std::to_string(hello.workers) + " workers, this server for " +
            std::to_string(options_.workers) + " (--workers must agree)";
   if (config_.staleness_stated && hello.staleness != config_.staleness)
-    return "its staleness bound is " + bound(hello.staleness) + ", this server's " + bound(config_.staleness) +
-           " (--staleness, --sync or --async must agree)";
+    return "its staleness bound is " + bound_text(hello.staleness) + ", this server's " +
+           bound_text(config_.staleness) + " (--staleness, --sync or --async must agree)";
   if (has_table() && hello.staleness != staleness_)
-    return "its staleness bound is " + bound(hello.staleness) + ", " + fixed_by_ + " " + bound(staleness_) +
+    return "its staleness bound is " + bound_text(hello.staleness) + ", " + fixed_by_ + " " + bound_text(staleness_) +
            " (--staleness, --sync or --async must agree)";
   if (hello.worker >= options_.workers)
     return "worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(options_.workers) +

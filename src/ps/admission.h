@@ -14,6 +14,9 @@
 
 namespace rdmaps::ps {
 
+/// A staleness bound as refusals name it: "3", or "inf (async)".
+std::string bound_text(uint64_t staleness);
+
 /// Largest table a server accepts: ServerOptions::max_bytes, or the machine's memory.
 uint64_t table_limit_bytes(const ServerOptions& options);
 

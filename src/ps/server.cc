@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <mutex>
+#include <optional>
 
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
@@ -459,10 +460,26 @@ void ServerImpl::resume() {
   if (h.shard_floats != config.shard_floats)
     refuse("its shards are " + std::to_string(h.shard_floats) + " floats, this server's " +
            std::to_string(config.shard_floats) + " (--shard-floats)");
-  const Partition partition(h.tensors, h.servers, h.shard_floats);
-  if (c.params.size() != partition.server_range(h.index).size() ||
-      h.versions.size() != partition.shard_count(h.index) || (!c.state.empty() && c.state.size() != c.params.size()))
-    refuse("its arrays do not match the table it declares");
+  if (config.staleness_stated && h.staleness != config.staleness)
+    refuse("it was written with staleness bound " + bound_text(h.staleness) + ", this server is given " +
+           bound_text(config.staleness) + " (--staleness; its workers would be refused)");
+  std::optional<Partition> laid_out;
+  try {
+    laid_out.emplace(h.tensors, h.servers, h.shard_floats);
+  } catch (const Error& e) {
+    refuse(std::string("its table cannot be laid out: ") + e.what());
+  }
+  const Partition& partition = *laid_out;
+  auto mismatch = [&](const char* what, uint64_t has, uint64_t table) {
+    refuse("it holds " + std::to_string(has) + " " + what + " where the table it declares needs " +
+           std::to_string(table));
+  };
+  if (c.params.size() != partition.server_range(h.index).size())
+    mismatch("parameters", c.params.size(), partition.server_range(h.index).size());
+  if (h.versions.size() != partition.shard_count(h.index))
+    mismatch("shard versions", h.versions.size(), partition.shard_count(h.index));
+  if (!c.state.empty() && c.state.size() != c.params.size())
+    mismatch("optimizer state floats", c.state.size(), c.params.size());
   Config restored = config;
   if (options_.rule_from_workers) {
     h.rule.apply_to(restored);

@@ -199,6 +199,51 @@ TEST(Checkpoint, AServerWhoseCheckpointDirectoryCannotBeWrittenRefusesToStart) {
   fs::remove_all(dir);
 }
 
+// A checkpoint the server could not serve from is refused at start, naming
+// the file and why: a bound other than the one the server is given (its
+// workers would all be refused), a table it cannot lay out (a crafted header;
+// it said only "raise --shard-floats"), arrays of the wrong size (which ones).
+TEST(Checkpoint, AResumeThatCouldNotServeNamesTheFileAndWhy) {
+  const std::string dir = temp_dir();
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.index = 1;
+  o.servers = 2;
+  o.workers = 2;
+  o.config.shard_floats = 4;
+  o.config.checkpoint_dir = dir;
+  o.config.resume = true;
+  o.log_connections = false;
+  const std::string path = write_sample(dir, 1, 1.0f);  // written with staleness 3
+  { Server resumed(o); }                                // no bound given: the checkpoint's holds
+  std::string what;
+  Config given = o.config;
+  parse_config(given, {"--staleness", "0"}, nullptr);
+  ServerOptions bound = o;
+  bound.config = given;
+  EXPECT_EQ(error_code_of([&] { Server s(bound); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("cannot resume from '" + path +
+                      "': it was written with staleness bound 3, this server is given 0 (--staleness"),
+            std::string::npos)
+      << what;
+  fs::remove(path);
+  std::vector<float> seven(7, 1.0f);
+  ps::FloatRuns runs;
+  runs.params = {seven};
+  const std::string short_one = ps::write_checkpoint(dir, sample_header(2), runs);
+  EXPECT_EQ(error_code_of([&] { Server s(o); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(
+      what.find("cannot resume from '" + short_one + "': it holds 7 parameters where the table it declares needs 8"),
+      std::string::npos)
+      << what;
+  ps::CheckpointHeader crafted = sample_header(3);
+  crafted.tensors = {{"a", uint64_t{1} << 39}};
+  const std::string huge = ps::write_checkpoint(dir, crafted, runs);
+  EXPECT_EQ(error_code_of([&] { Server s(o); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("cannot resume from '" + huge + "': its table cannot be laid out: "), std::string::npos) << what;
+  fs::remove_all(dir);
+}
+
 // ---- a server process restarted from its checkpoints --------------------------
 
 constexpr size_t kFloats = 1000;
