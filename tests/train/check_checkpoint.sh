@@ -11,14 +11,14 @@ set -euo pipefail
 train=$1 killer=$2 out=$3
 rm -rf "$out"
 mkdir -p "$out/ckpt"
-job=(--workers 2 --servers 1 --epochs ${EPOCHS:-6} --train-limit 30000 --test-limit 10000 --transport tcp --seed 7
+job=(--workers 2 --servers 1 --epochs "${EPOCHS:-6}" --train-limit 30000 --test-limit 10000 --transport tcp --seed 7
      --data /usr/share/datasets/fashion-mnist)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$out"/*.log; do echo "== $f"; tail -n 8 "$f"; done; exit 1; }
 
-free_port() { "$(dirname "$0")/../common/free_ports.py" "$@"; }  # [N]: the first of N in a row
+free_port() { "$(dirname "$0")/../common/free_ports.py"; }
 server() {  # server LOG [extra flags]: starts it, sets $spid
   local log=$1; shift
   "$train" --role server --listen "127.0.0.1:$port" "${job[@]}" --checkpoint-dir "$out/ckpt" --checkpoint-every 100 \
