@@ -55,11 +55,16 @@ namespace ps {
 class ClientImpl;
 }
 
+/// One worker. A client serves one thread at a time, in the process that
+/// made it: a call while another thread's is in progress, or from a forked
+/// child, is refused with Error(kInvalidArgument). interrupt() may come from
+/// any thread.
 class Client {
  public:
   explicit Client(const ClientOptions& options);
   /// Tells the servers this worker leaves and returns once each took in
-  /// everything it sent (or 5 s passed).
+  /// everything it sent (or 5 s passed). In a child forked after the client
+  /// was made it does nothing: the connections are the parent's.
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
@@ -103,6 +108,12 @@ class Client {
   /// Later pushes carry this learning rate and the servers apply it instead of
   /// their configured one (a worker-side schedule); 0 returns to theirs.
   void set_learning_rate(float lr);
+
+  /// The one call for any thread: a call of this client in progress on its
+  /// thread (waiting for a server: a clock, a pull, an inbox credit) ends
+  /// soon with Error(kCancelled), and so does every later one. Destroy the
+  /// client once that call returned; the destructor still says goodbye.
+  void interrupt();
 
   uint64_t clock_value() const;
   /// Like every call here, for the owning thread only (the metrics endpoint

@@ -20,6 +20,7 @@ enum class Errc {
   kUnsupported,       ///< the transport or build cannot do this
   kIo,                ///< a file or socket operation failed
   kInternal,          ///< anything else the transport reported
+  kCancelled,         ///< Client::interrupt() ended the call
 };
 
 /// Short stable name of an error kind ("timeout", "peer-gone", ...).

@@ -22,7 +22,8 @@ typedef enum {
   RDMAPS_ERR_NO_MEMORY,
   RDMAPS_ERR_UNSUPPORTED,
   RDMAPS_ERR_IO,
-  RDMAPS_ERR_INTERNAL
+  RDMAPS_ERR_INTERNAL,
+  RDMAPS_ERR_CANCELLED /* rdmaps_client_interrupt() ended the call */
 } rdmaps_status;
 
 /** Message of the last failed call on this thread ("" if none). */
@@ -73,8 +74,17 @@ rdmaps_status rdmaps_client_barrier(rdmaps_client* client);
  * schedule on the worker); 0 returns to theirs. */
 rdmaps_status rdmaps_client_set_learning_rate(rdmaps_client* client, float lr);
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client_stats* out);
+/** The one call for any thread (a client otherwise serves one thread at a
+ *  time, in the process that created it; a call from a second thread at once,
+ *  or from a forked child, fails with RDMAPS_ERR_INVALID_ARGUMENT): a call of
+ *  `client` in progress on another thread (a clock waiting for a straggler, a
+ *  pull) returns RDMAPS_ERR_CANCELLED soon, and so does every later one.
+ *  Destroy the client once that call returned. */
+rdmaps_status rdmaps_client_interrupt(rdmaps_client* client);
 /** Tells the servers this worker leaves and returns once each took in
- *  everything it sent (or 5 s passed); NULL is fine. */
+ *  everything it sent (or 5 s passed); NULL is fine. Not while a call of the
+ *  client is in progress on another thread: interrupt it first, and destroy
+ *  once it returned. In a forked child it frees nothing of the parent's. */
 void rdmaps_client_destroy(rdmaps_client* client);
 
 typedef struct {
@@ -98,6 +108,9 @@ rdmaps_status rdmaps_server_address(const rdmaps_server* server, char* buf, size
 rdmaps_status rdmaps_server_run(rdmaps_server* server);
 void rdmaps_server_stop(rdmaps_server* server);
 rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server_stats* out);
+/** Stops a run in progress on another thread and waits until its
+ *  rdmaps_server_run returned (it read the server after run() ended, which a
+ *  destroy beside it had freed); NULL is fine. */
 void rdmaps_server_destroy(rdmaps_server* server);
 
 /** The library's log (docs/observability.md "Logs"): stderr by default, at

@@ -3,6 +3,7 @@
 // the GIL is released while anything waits on the network.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -148,6 +149,18 @@ class Worker {
     if (o.servers.empty()) throw Error(Errc::kInvalidArgument, "Worker: the server list is empty");
     client_ = std::make_unique<Client>(o);
   }
+  ~Worker() {
+    // A forked child has no comm thread to join, and the connections are the
+    // parent's (Client's destructor leaves them alone there too).
+    if (owner_pid_ != ::getpid()) {
+      static_cast<void>(comm_.release());
+      static_cast<void>(client_.release());
+    } else if (abandoned_ && client_) {
+      client_->interrupt();  // what a signal abandoned ends now, not at the worker's timeout
+    }
+  }
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
 
   void declare(const std::string& name, size_t floats) {
     if (comm_) throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
@@ -168,16 +181,20 @@ class Worker {
   }
   void connect() {
     if (comm_) return;
+    check_process();
     {
+      Use use(*this);
       py::gil_scoped_release release;
       client_->connect();
     }
+    if (closing_) throw Error(Errc::kInvalidArgument, "the worker was closed while it connected");
     comm_ = std::make_unique<CommThread>(*client_);
   }
 
   /// The thread that runs this worker's operations; exists from connect() on.
   CommThread& comm() {
     if (!comm_) throw Error(Errc::kInvalidArgument, "call connect() first");
+    check_process();
     return *comm_;
   }
   CommThread::Ticket submit(CommThread::Kind kind, const std::string& name = {}, void* data = nullptr,
@@ -214,8 +231,19 @@ class Worker {
     }
     return client_stats_dict(client_->stats());
   }
-  // Sends the goodbye; the worker is unusable afterwards.
+  // Sends the goodbye; the worker is unusable afterwards. Calls in progress on
+  // other threads are interrupted (they raise rdmaps.Error, code 'cancelled')
+  // and waited for: freeing the client under them crashed the process. So are
+  // operations whose wait a signal ended (Ctrl-C): the process then exits at
+  // once instead of after the worker's timeout.
   void close() {
+    if (closing_) return;
+    closing_ = true;
+    if (client_ && (calls_ > 0 || abandoned_)) client_->interrupt();
+    while (calls_ > 0) {
+      py::gil_scoped_release release;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     {
       py::gil_scoped_release release;
       comm_.reset();
@@ -224,15 +252,36 @@ class Worker {
     in_flight_.clear();  // every operation finished: their buffers may go
     registered_.clear();
   }
-  bool closed() const { return !client_; }
+  bool closed() const { return !client_ || closing_; }
   std::string metrics_address() const { return client_ ? client_->metrics_address() : ""; }
 
  private:
   // How often a wait looks for a pending signal: Ctrl-C answers within this.
   static constexpr std::chrono::milliseconds kSignalCheck{50};
 
+  // Counts a call that releases the GIL while it uses client_ or comm_, so
+  // that close() on another thread waits for it (taken and dropped with the GIL held).
+  class Use {
+   public:
+    explicit Use(Worker& w) : w_(w) { ++w_.calls_; }
+    ~Use() { --w_.calls_; }
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+
+   private:
+    Worker& w_;
+  };
+
+  void check_process() const {
+    if (owner_pid_ != ::getpid())
+      throw Error(Errc::kInvalidArgument, "this worker belongs to process " + std::to_string(owner_pid_) +
+                                              ", not this forked child: a child makes its own rdmaps.Worker");
+  }
+
   template <typename WaitFor>
   void interruptible(CommThread::Ticket ticket, py::object buffer, WaitFor&& wait_for) {
+    check_process();
+    Use use(*this);
     for (;;) {
       {
         py::gil_scoped_release release;
@@ -240,6 +289,7 @@ class Worker {
       }
       if (PyErr_CheckSignals() != 0) {
         if (buffer) in_flight_.emplace(ticket, std::move(buffer));
+        abandoned_ = true;
         throw py::error_already_set();
       }
     }
@@ -254,6 +304,10 @@ class Worker {
   std::vector<py::object> registered_;  // register_memory()'s owners: also go after client_
   std::unique_ptr<Client> client_;
   std::unique_ptr<CommThread> comm_;
+  const pid_t owner_pid_ = ::getpid();
+  int calls_ = 0;           // Use: calls in progress, GIL held to change it
+  bool closing_ = false;    // close() began: no new call starts
+  bool abandoned_ = false;  // a signal ended a wait: its operation is left to close()
 };
 
 Worker& live(Worker& w) {

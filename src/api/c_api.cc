@@ -1,9 +1,11 @@
 // The C ABI (include/rdmaps/rdmaps.h) over the C++ API: every exception
 // becomes a status code plus a per-thread message.
 #include <cerrno>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -19,6 +21,11 @@ struct rdmaps_client {
 };
 struct rdmaps_server {
   std::unique_ptr<rdmaps::Server> server;
+  // rdmaps_server_run still reads the server after run() returned: destroy
+  // on another thread waits for that, not only for run() (~Server does that).
+  std::mutex mu;
+  std::condition_variable idle;
+  int running = 0;
 };
 
 namespace {
@@ -49,6 +56,8 @@ rdmaps_status status_of(rdmaps::Errc code) {
       return RDMAPS_ERR_IO;
     case rdmaps::Errc::kInternal:
       return RDMAPS_ERR_INTERNAL;
+    case rdmaps::Errc::kCancelled:
+      return RDMAPS_ERR_CANCELLED;
   }
   return RDMAPS_ERR_INTERNAL;
 }
@@ -127,7 +136,7 @@ rdmaps_status rdmaps_set_log_level(rdmaps_log_level level) {
 
 const char* rdmaps_status_name(rdmaps_status status) {
   if (status == RDMAPS_OK) return "ok";
-  if (status < RDMAPS_OK || status > RDMAPS_ERR_INTERNAL) return "unknown";
+  if (status < RDMAPS_OK || status > RDMAPS_ERR_CANCELLED) return "unknown";
   return rdmaps::errc_name(static_cast<rdmaps::Errc>(status - 1));
 }
 
@@ -258,6 +267,13 @@ rdmaps_status rdmaps_client_get_stats(const rdmaps_client* c, rdmaps_client_stat
   });
 }
 
+rdmaps_status rdmaps_client_interrupt(rdmaps_client* c) {
+  return guarded("rdmaps_client_interrupt", [&] {
+    require(c, "client is NULL");
+    c->client->interrupt();
+  });
+}
+
 void rdmaps_client_destroy(rdmaps_client* c) { delete c; }
 
 rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_server** out) {
@@ -290,6 +306,18 @@ rdmaps_status rdmaps_server_address(const rdmaps_server* s, char* buf, size_t si
 rdmaps_status rdmaps_server_run(rdmaps_server* s) {
   return guarded("rdmaps_server_run", [&] {
     require(s, "server is NULL");
+    struct Running {
+      rdmaps_server& s;
+      explicit Running(rdmaps_server& server) : s(server) {
+        std::lock_guard<std::mutex> lock(s.mu);
+        ++s.running;
+      }
+      ~Running() {
+        std::lock_guard<std::mutex> lock(s.mu);
+        --s.running;
+        s.idle.notify_all();
+      }
+    } running(*s);
     s->server->run();
     // rdmaps-server exits 1 here too: a run that ends with its model unsaved failed.
     if (s->server->stats().final_checkpoint_failed)
@@ -311,6 +339,14 @@ rdmaps_status rdmaps_server_get_stats(const rdmaps_server* s, rdmaps_server_stat
   });
 }
 
-void rdmaps_server_destroy(rdmaps_server* s) { delete s; }
+void rdmaps_server_destroy(rdmaps_server* s) {
+  if (!s) return;
+  s->server->stop();  // a run() on another thread returns soon
+  {
+    std::unique_lock<std::mutex> lock(s->mu);
+    s->idle.wait(lock, [&] { return s->running == 0; });
+  }
+  delete s;
+}
 
 }  // extern "C"

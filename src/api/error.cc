@@ -26,6 +26,8 @@ const char* errc_name(Errc code) noexcept {
       return "io";
     case Errc::kInternal:
       return "internal";
+    case Errc::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }

@@ -115,6 +115,9 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
   while (!done()) {
     idle.pause(progress());
     const auto due = idle.checks_due();
+    if (due.deadline && interrupted_.load(std::memory_order_relaxed))
+      throw Error(Errc::kCancelled,
+                  "worker " + std::to_string(options_.worker) + ": " + what + ": interrupted (Client::interrupt)");
     if (due.deadline && Clock::now() > deadline)
       throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
                                       std::to_string(options_.timeout.count()) + " ms");
@@ -260,47 +263,91 @@ using ps::ClientImpl;
 using ps::MsgType;
 
 namespace {
-// Publishes the stats for the metrics endpoint when a call returns or throws.
-struct Published {
-  ClientImpl& impl;
-  ~Published() { impl.publish(); }
+// Every call: one at a time (two threads inside one client tripped UCX's
+// own assertion, or corrupted it where that is compiled out), from the
+// process that made the client (a forked child's calls went out on the
+// parent's connections and broke its sequence), none after interrupt().
+// Publishes the stats for the metrics endpoint when the call returns or throws.
+class Call {
+ public:
+  Call(ClientImpl& impl, const char* what, bool publish = true) : impl_(impl), publish_(publish) {
+    if (impl.in_call_.exchange(true, std::memory_order_acquire))
+      throw Error(Errc::kInvalidArgument, std::string(what) +
+                                              ": another call of this client is in progress on another thread (a "
+                                              "client serves one thread at a time; interrupt() is the exception)");
+    if (impl.owner_pid_ != ::getpid()) {
+      impl.in_call_.store(false, std::memory_order_release);
+      throw Error(Errc::kInvalidArgument, std::string(what) + ": this client belongs to process " +
+                                              std::to_string(impl.owner_pid_) +
+                                              ", not this forked child: a child makes its own client");
+    }
+    if (impl.interrupted_.load(std::memory_order_relaxed)) {
+      impl.in_call_.store(false, std::memory_order_release);
+      throw Error(Errc::kCancelled, std::string(what) + ": the client was interrupted (Client::interrupt)");
+    }
+  }
+  ~Call() {
+    if (publish_) impl_.publish();
+    impl_.in_call_.store(false, std::memory_order_release);
+  }
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+ private:
+  ClientImpl& impl_;
+  bool publish_;
 };
 }  // namespace
 
 Client::Client(const ClientOptions& options) : impl_(std::make_unique<ClientImpl>(options)) {}
-Client::~Client() = default;
-void Client::declare(const std::string& name, size_t floats) { impl_->declare(name, floats); }
+Client::~Client() {
+  // In a forked child the connections, shared memory and UCX's file
+  // descriptors are the parent's: closing them here would say goodbye for the
+  // parent and tear down what it still uses. The child's exit frees the memory.
+  if (impl_ && impl_->owner_pid_ != ::getpid()) static_cast<void>(impl_.release());
+}
+void Client::declare(const std::string& name, size_t floats) {
+  Call c{*impl_, "declare", false};
+  impl_->declare(name, floats);
+}
 void Client::connect() {
-  Published p{*impl_};
+  Call c{*impl_, "connect"};
   impl_->connect();
 }
 void Client::init(const std::string& name, std::span<const float> values) {
-  Published p{*impl_};
+  Call c{*impl_, "init"};
   impl_->send(name, values, MsgType::kInit);
 }
 void Client::push(const std::string& name, std::span<const float> gradient) {
-  Published p{*impl_};
+  Call c{*impl_, "push"};
   impl_->send(name, gradient, MsgType::kPush);
 }
 void Client::pull(const std::string& name, std::span<float> out) {
-  Published p{*impl_};
+  Call c{*impl_, "pull"};
   const PullTarget one{name, out};
   impl_->pull(std::span<const PullTarget>(&one, 1));
 }
 void Client::pull(std::span<const PullTarget> targets) {
-  Published p{*impl_};
+  Call c{*impl_, "pull"};
   impl_->pull(targets);
 }
-void Client::register_memory(std::span<float> memory) { impl_->register_memory(memory); }
+void Client::register_memory(std::span<float> memory) {
+  Call c{*impl_, "register_memory", false};
+  impl_->register_memory(memory);
+}
 void Client::clock() {
-  Published p{*impl_};
+  Call c{*impl_, "clock"};
   impl_->clock(false);
 }
 void Client::barrier() {
-  Published p{*impl_};
+  Call c{*impl_, "barrier"};
   impl_->clock(true);
 }
-void Client::set_learning_rate(float lr) { impl_->set_learning_rate(lr); }
+void Client::interrupt() { impl_->interrupted_.store(true, std::memory_order_relaxed); }
+void Client::set_learning_rate(float lr) {
+  Call c{*impl_, "set_learning_rate", false};
+  impl_->set_learning_rate(lr);
+}
 uint64_t Client::clock_value() const { return impl_->clock_value(); }
 ClientStats Client::stats() const { return impl_->stats(); }
 std::string Client::metrics_address() const { return impl_->metrics_address(); }

@@ -112,6 +112,7 @@ void ClientImpl::refetch(ServerLink& link) {
 // answering costs it once, not once per lane and server.
 ClientImpl::~ClientImpl() {
   if (!partition_) return;
+  interrupted_.store(false);  // interrupt() ended the calls; the goodbye still goes
   leave_by_ = Clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout);
   try {
     flush_gathered();  // pushes that returned are sent before the goodbye

@@ -4,6 +4,8 @@
 // (client_faults.cc).
 #pragma once
 
+#include <unistd.h>
+
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -275,6 +277,15 @@ class ClientImpl {
   ClientStats stats_;
   Clock::time_point last_clock_call_{};
   Clock::time_point leave_by_ = Clock::time_point::max();  // every wait ends by then once leaving
+
+ public:
+  // Client's calls check these (client.cc, `Call`): one call at a time, from
+  // the process that made the client, none after interrupt().
+  std::atomic<bool> in_call_{false};
+  std::atomic<bool> interrupted_{false};
+  const pid_t owner_pid_ = ::getpid();
+
+ private:
   std::mutex published_mu_;
   ClientStats published_;
   uint64_t published_clock_ = 0;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "rdmaps/rdmaps.h"
 
@@ -140,6 +141,24 @@ static void take_log(rdmaps_log_level level, const char* line, void* user) {
   strcat(g_log, "\n");
 }
 
+/* Destroyed while it serves on another thread: the run returns and nothing
+ * is read after the destroy freed it (rdmaps_server_run read the server's
+ * stats after run() returned, racing the destroy). */
+static void destroy_while_running(void) {
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp", 0, 0};
+  rdmaps_server* server = NULL;
+  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
+  if (!server) return;
+  pthread_t thread;
+  pthread_create(&thread, NULL, serve_status, server);
+  const struct timespec fifth = {0, 200 * 1000 * 1000};
+  nanosleep(&fifth, NULL); /* serving */
+  rdmaps_server_destroy(server);
+  void* status = NULL;
+  pthread_join(thread, &status);
+  CHECK(status && *(rdmaps_status*)status == RDMAPS_OK, "a run ended by destroy failed");
+}
+
 int main(void) {
   rdmaps_set_log_callback(take_log, g_log);
   CHECK(rdmaps_set_log_level((rdmaps_log_level)7) == RDMAPS_ERR_INVALID_ARGUMENT, "log level 7 accepted");
@@ -261,6 +280,13 @@ int main(void) {
   CHECK(rdmaps_client_get_stats(client, &cs) == RDMAPS_OK, "client stats: %s", rdmaps_last_error());
   CHECK(cs.pushes == 2 && cs.clock == 2 && cs.pulls == 4, "client stats: %llu pushes, clock %llu, %llu pulls",
         (unsigned long long)cs.pushes, (unsigned long long)cs.clock, (unsigned long long)cs.pulls);
+  /* After an interrupt (from any thread) every call is cancelled; destroy still says bye. */
+  CHECK(rdmaps_client_interrupt(NULL) == RDMAPS_ERR_INVALID_ARGUMENT, "NULL client interrupted");
+  CHECK(rdmaps_client_interrupt(client) == RDMAPS_OK, "interrupt: %s", rdmaps_last_error());
+  st = rdmaps_client_clock(client);
+  CHECK(st == RDMAPS_ERR_CANCELLED && strcmp(rdmaps_status_name(st), "cancelled") == 0 &&
+            strstr(rdmaps_last_error(), "interrupt"),
+        "a clock after interrupt gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
   rdmaps_client_destroy(client); /* says bye: the server's run() returns */
   pthread_join(thread, NULL);
 
@@ -277,6 +303,7 @@ int main(void) {
   CHECK(strcmp(rdmaps_status_name(RDMAPS_ERR_TIMEOUT), "timeout") == 0, "status names");
   restart_from_checkpoint();
   final_checkpoint_failure();
+  destroy_while_running();
   printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
   return failures ? 1 : 0;
 }

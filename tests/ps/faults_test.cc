@@ -2,12 +2,15 @@
 // named while the other workers keep training; a dead worker is dropped from
 // the clock and may rejoin.
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <future>
 #include <limits>
 #include <optional>
 #include <random>
@@ -452,6 +455,80 @@ TEST_P(PsFaultTest, AServerGivenABoundHoldsTheFirstWorkerToItAndADifferingTensor
             std::string::npos)
       << what;
   first.reset();
+  servers.stop();
+}
+
+// A client serves one thread at a time: a second thread's call is refused
+// (two at once tripped UCX's own assertion); interrupt() from another thread
+// ends a clock that waits for a straggler, and every later call, and the
+// client still says goodbye. Before, nothing but the timeout ended the wait.
+TEST_P(PsFaultTest, ASecondThreadsCallIsRefusedAndInterruptEndsABlockedClock) {
+  Config c = config();
+  c.staleness = 0;
+  ServerGroup servers(1, 2, c);
+  auto client = connect_worker(servers.addresses(), c, 0, 2);
+  const std::vector<float> g(1000, 1.0f);
+  client->push("w", g);
+  auto blocked = std::async(std::launch::async, [&] { client->clock(); });  // worker 1 never comes
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(blocked.wait_for(0s), std::future_status::timeout) << "the clock did not wait for worker 1";
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client->push("w", g); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("push: another call of this client is in progress on another thread"), std::string::npos) << what;
+  client->interrupt();
+  ASSERT_EQ(blocked.wait_for(10s), std::future_status::ready) << "interrupt() did not end the clock";
+  EXPECT_EQ(error_code_of([&] { blocked.get(); }, &what), Errc::kCancelled);
+  EXPECT_NE(what.find("interrupted (Client::interrupt)"), std::string::npos) << what;
+  std::vector<float> w(1000);
+  EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kCancelled);
+  client.reset();  // says goodbye all the same
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       servers.server(0).stats().workers_left == 0 && std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(servers.server(0).stats().workers_left, 1u);
+  servers.stop();
+}
+
+// A forked child's calls on its parent's client are refused, and its
+// destructor leaves the parent's connections alone: the child's pushes broke
+// the parent's sequence (the server rejected the parent's next ones), and its
+// destructor said goodbye for the parent.
+TEST_P(PsFaultTest, AForkedChildNeitherUsesNorClosesItsParentsClient) {
+  Config c = config();
+  ServerGroup servers(1, 1, c);
+  auto client = connect_worker(servers.addresses(), c, 0, 1);
+  const std::vector<float> g(1000, 1.0f);
+  client->push("w", g);
+  client->clock();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int status = 0;
+    try {
+      client->push("w", g);
+      status = 2;  // accepted
+    } catch (const Error& e) {
+      status = e.code() == Errc::kInvalidArgument &&
+                       std::string(e.what()).find("this client belongs to process") != std::string::npos
+                   ? 0
+                   : 3;
+    }
+    client.reset();  // must not close the parent's connections
+    ::_exit(status);
+  }
+  int status = -1;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the child's push was accepted; 3: refused for another reason";
+  for (int i = 0; i < 3; ++i) {
+    client->push("w", g);
+    client->clock();
+  }
+  std::vector<float> w(1000);
+  client->pull("w", w);
+  EXPECT_EQ(servers.server(0).stats().rejected, 0u);
+  EXPECT_EQ(servers.server(0).stats().workers_left, 0u);
+  client.reset();
   servers.stop();
 }
 

@@ -201,6 +201,41 @@ class ModuleTest(unittest.TestCase):
             self.worker.declare("x", -5)
         self.worker.push("w", np.zeros(2500, dtype=np.float32))  # the worker is still usable
 
+    def test_a_forked_child_neither_uses_nor_closes_its_parents_worker(self):
+        g = np.ones(7, dtype=np.float32)
+        self.worker.push("b", g)
+        self.worker.clock()
+        pid = os.fork()
+        if pid == 0:  # the child: its calls went out on the parent's connections, its exit hung
+            code = 4
+            try:
+                try:
+                    self.worker.push("b", g)
+                    code = 2
+                except rdmaps.InvalidArgument as e:
+                    code = 0 if "belongs to process" in str(e) else 3
+                self.worker = None  # the destructor runs here: it must neither hang nor say goodbye
+            finally:
+                os._exit(code)
+        for _ in range(400):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            self.fail("the forked child hung")
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0,
+                         "2: the child's push was accepted; 3: refused for another reason")
+        for _ in range(3):
+            self.worker.push("b", g)
+            self.worker.clock()
+        out = np.zeros(7, dtype=np.float32)
+        self.worker.pull("b", out)
+        stats = self.served.server.stats()
+        self.assertEqual(stats["rejected"], 0)
+        self.assertEqual(stats["workers_left"], 0)
 
 class ConfigurationTest(unittest.TestCase):
     def test_unknown_option_names_the_flag(self):
@@ -331,6 +366,61 @@ class ConfigurationTest(unittest.TestCase):
         finally:
             for w in workers:
                 w.close()
+            served.close()
+
+    def bsp_worker(self, served):
+        w = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, rule="sgd", lr=0.5, shard_floats=1000,
+                          staleness=0, timeout=30)
+        w.declare("w", 2500)
+        w.connect()
+        return w
+
+    def test_close_from_another_thread_ends_its_blocked_call(self):
+        # close() while another thread waited in the worker freed the client under that thread (SIGSEGV).
+        served = ServerThread(workers=2, rule="sgd", lr=0.5, shard_floats=1000, staleness=0)
+        w0 = self.bsp_worker(served)
+        try:
+            raised = []
+
+            def blocked():
+                try:
+                    w0.clock()  # bulk-synchronous: waits for worker 1, which never comes
+                except rdmaps.Error as e:
+                    raised.append(e)
+
+            t = threading.Thread(target=blocked)
+            t.start()
+            time.sleep(0.3)
+            self.assertTrue(t.is_alive(), "the clock did not wait for worker 1")
+            start = time.monotonic()
+            w0.close()
+            t.join(timeout=20)
+            self.assertFalse(t.is_alive())
+            self.assertLess(time.monotonic() - start, 15, "close() waited out the blocked call's 30 s timeout")
+            self.assertEqual([e.code for e in raised], ["cancelled"])
+            with self.assertRaisesRegex(rdmaps.InvalidArgument, "the worker was closed"):
+                w0.clock()
+        finally:
+            w0.close()
+            served.close()
+
+    def test_close_after_ctrl_c_ends_the_abandoned_wait_at_once(self):
+        # The KeyboardInterrupt came at once, but closing (or exiting) waited out the clock's 30 s timeout.
+        served = ServerThread(workers=2, rule="sgd", lr=0.5, shard_floats=1000, staleness=0)
+        w0 = self.bsp_worker(served)
+        try:
+            timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            try:
+                with self.assertRaises(KeyboardInterrupt):
+                    w0.clock()
+            finally:
+                timer.join()
+            start = time.monotonic()
+            w0.close()
+            self.assertLess(time.monotonic() - start, 15, "close() waited out the abandoned clock's 30 s timeout")
+        finally:
+            w0.close()
             served.close()
 
     def test_exit_with_a_server_serving_in_a_daemon_thread(self):
