@@ -1,5 +1,6 @@
 #include "bench/perf_ps.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "bench/apply_bound.h"
@@ -157,6 +159,28 @@ double probe_transport_GBps(const std::string& transport, const std::string& op,
   return row["bw_MBps"].get<double>() / 1e3;
 }
 
+// Who failed, when worker `worker` did (`how`): a server that died first,
+// whose workers then fail with peer-gone, or else the worker. It used to say
+// "a worker process failed" when the server had crashed.
+std::string blame(std::vector<Child>& servers, uint32_t worker, const std::string& how) {
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+       std::chrono::steady_clock::now() < until;) {
+    for (size_t s = 0; s < servers.size(); ++s) {
+      int status = 0;
+      if (servers[s].pid <= 0 || ::waitpid(servers[s].pid, &status, WNOHANG) != servers[s].pid) continue;
+      servers[s].pid = -1;
+      if (WIFSIGNALED(status))
+        return "server " + std::to_string(s) + " was killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
+               strsignal(WTERMSIG(status)) + "), and worker " + std::to_string(worker) + " failed after it";
+      if (WEXITSTATUS(status) != 0)
+        return "server " + std::to_string(s) + " exited with status " + std::to_string(WEXITSTATUS(status)) +
+               ", and worker " + std::to_string(worker) + " failed after it";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return "worker " + std::to_string(worker) + " " + how;
+}
+
 int run_driver(const Flags& f) {
   const Config& config = f.config;
   const std::string& transport = config.transport;
@@ -212,7 +236,8 @@ int run_driver(const Flags& f) {
   std::vector<double> total, push, pull;
   std::string path;
   double in_place = 0, pulled = 0;  // bytes, all workers
-  for (auto& child : worker_children) {
+  for (uint32_t w = 0; w < workers; ++w) {
+    Child& child = worker_children[w];
     std::istringstream in(read_all(child));
     for (std::string a, b; in >> a >> b;) {
       if (a == "path") {
@@ -232,7 +257,8 @@ int run_driver(const Flags& f) {
       push.push_back(std::stod(b));
       pull.push_back(std::stod(c));
     }
-    if (wait_child(child) != 0) throw Error(Errc::kInternal, "a worker process failed (see its output above)");
+    if (std::string how; wait_child(child, &how) != 0)
+      throw Error(Errc::kInternal, blame(server_children, w, how) + " (see its output above)");
   }
   for (auto& child : server_children) wait_child(child);
   if (total.empty()) throw Error(Errc::kInternal, "no worker reported timings");

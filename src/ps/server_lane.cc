@@ -15,6 +15,7 @@
 #include "src/ps/flush_denormals.h"
 #include "src/ps/gpu_shard.h"
 #include "src/ps/slot_check.h"
+#include "transport/file_limit.h"
 #include "transport/idle_backoff.h"
 
 namespace rdmaps::ps {
@@ -152,6 +153,12 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   if (w.live)
     throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is already connected");
   const bool use_am = ticket.use_am.load(std::memory_order_acquire) != 0;
+  // UCX 1.13 crashes when unpacking a shared-memory key meets the open-files
+  // limit (it releases a half-made key): refuse the worker while there is
+  // room to say so, and keep serving the others.
+  if (const std::string hint = transport::open_files_hint(); !hint.empty())
+    throw Error(Errc::kNoMemory,
+                "worker " + std::to_string(hello.worker) + " refused: no open files left for it" + hint);
   auto receive = ep->import(transport::RegionDescriptor::parse(hello.receive_region, peer));
   if (receive->size() < receive_layout_.bytes())
     throw Error(Errc::kPermissionDenied, "receive region of " + std::to_string(receive->size()) + " bytes, needs " +

@@ -205,6 +205,7 @@ class ServerLane {
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::vector<uint64_t> versions_;  // of this lane's shards
   uint64_t min_clock_ = 0;
+  std::chrono::steady_clock::time_point all_joined_at_{};  // warn_stalled(): when every worker had connected once
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
   size_t liveness_next_ = 0;   // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;

@@ -752,6 +752,26 @@ TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
   servers.stop();
 }
 
+// While a worker has yet to connect it holds the clock, not the connected
+// ones: they are not logged as stalled (1024 virtual workers drew 206 such
+// warnings while the rest connected); once all came, a real stall is.
+TEST_P(PsFaultTest, WorkersWaitingForOneNotYetConnectedAreNotLoggedAsStalled) {
+  ServerOptions base;
+  base.stall_warning = 300ms;
+  base.exit_when_done = false;
+  Config c = config();
+  ServerGroup servers(1, 2, c, base);
+  {
+    auto first = connect_worker(servers.addresses(), c, 0, 2);
+    std::this_thread::sleep_for(1s);  // worker 1 not there yet
+    EXPECT_EQ(servers.server(0).stats().stall_warnings, 0u);
+    auto second = connect_worker(servers.addresses(), c, 1, 2);
+    std::this_thread::sleep_for(1500ms);  // both connected, neither clocks: a stall
+    EXPECT_GE(servers.server(0).stats().stall_warnings, 1u);
+  }
+  servers.stop();
+}
+
 TEST_P(PsFaultTest, ServerAdoptsTheFirstWorkersRuleAndRefusesADifferentOne) {
   Config c = config();  // SGD lr 0.01 here; the workers say otherwise
   c.staleness = kInfiniteStaleness;
@@ -878,6 +898,53 @@ TEST(ClientConnect, ATableTooLargeToAnnounceIsRefusedNamingItsTensors) {
   EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kInvalidArgument) << what;
   EXPECT_NE(what.find("the 70000 declared tensors"), std::string::npos) << what;
   EXPECT_NE(what.find("over the 16777216 a server reads"), std::string::npos) << what;
+}
+
+// A server whose soft limit on open files is extra.at(0) above what it has
+// open once it listens.
+RDMAPS_TEST_PEER(tight_files_server) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  o.workers = 2;
+  o.config = fault_config(args.transport);
+  o.config.staleness = kInfiniteStaleness;
+  o.config.secret = test_secret();
+  o.exit_when_done = false;
+  Server server(o);
+  rlimit r{};
+  getrlimit(RLIMIT_NOFILE, &r);
+  r.rlim_cur = open_files() + std::stoul(args.extra.at(0));
+  if (setrlimit(RLIMIT_NOFILE, &r) != 0) return 2;
+  server.run();
+  return 0;
+}
+
+// A server near its limit on open files refuses the worker it has no room
+// for, naming the limit, and serves on: UCX 1.13 crashed it (SIGSEGV
+// unpacking a shared-memory key, 64 workers under ulimit -n 200). Given room
+// again (prlimit from outside), it admits the next worker.
+TEST_P(PsFaultTest, AServerOutOfFilesRefusesTheWorkerItHasNoRoomForAndServesOn) {
+  int port = 0;
+  PeerProcess server = listening_peer("tight_files_server", GetParam(), 1, {"24"}, &port);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  Config c = fault_config(GetParam());
+  c.staleness = kInfiniteStaleness;
+  c.secret = test_secret();
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { connect_worker(address, c, 0, 2); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("refused: no open files left for it"), std::string::npos) << what;
+  EXPECT_NE(what.find("allowed open files open: raise the limit"), std::string::npos) << what;
+  ASSERT_TRUE(server.running()) << "the server died";
+  rlimit roomy{};
+  ASSERT_EQ(prlimit(server.pid(), RLIMIT_NOFILE, nullptr, &roomy), 0);
+  roomy.rlim_cur = roomy.rlim_max;
+  ASSERT_EQ(prlimit(server.pid(), RLIMIT_NOFILE, &roomy, nullptr), 0);
+  auto worker = connect_worker(address, c, 0, 2);
+  const std::vector<float> g(1000, 1.0f);
+  worker->push("w", g);
+  worker->clock();
+  worker.reset();
+  server.kill_now();
 }
 
 // A process at its limit on open files says so when UCX fails with a bare

@@ -75,3 +75,23 @@ echo "ok: a killed worker is reported: $(grep -o 'worker [0-9]* failed: it was k
 RDMAPS_PARENT_PID=1 "$train" --role virtual >"$out/orphan.log" 2>&1 && fail "a child whose parent is gone ran"
 grep -q "the parent process 1 is gone" "$out/orphan.log" || fail "no reason given: $(cat "$out/orphan.log")"
 echo "ok: a child whose parent is gone exits at once"
+
+# rdmaps-perf ps whose server dies: the server is named, not "a worker process
+# failed" (its workers then fail with peer-gone).
+setsid "$perf" ps --transport tcp --floats 1000000 --workers 2 --iters 1000000 >"$out/server-kill.log" 2>&1 &
+top=$!
+groups+=("$top")
+server=""
+for _ in $(seq 200); do
+  server=$(pgrep -P "$top" -f -- "--role server" | head -1 || true)
+  [ -n "$server" ] && break
+  sleep 0.1
+done
+[ -n "$server" ] || fail "server-kill: no server process after 20 s"
+sleep 1
+kill -SEGV "$server"
+timeout 60 tail --pid="$top" -f /dev/null || fail "server-kill: rdmaps-perf still runs 60 s after its server died"
+wait "$top" && fail "server-kill: rdmaps-perf exited 0"
+grep -q "server 0 was killed by signal 11" "$out/server-kill.log" ||
+  fail "server-kill: the server not named: $(tail -3 "$out/server-kill.log")"
+echo "ok: a server that died under rdmaps-perf ps is named"
