@@ -724,14 +724,19 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
   EXPECT_LT(seconds, 7.0) << "~Client waited past its 5 s leave timeout";
 }
 
+// Servers that log a stall after 300 ms and serve on once their workers left.
+ServerOptions watching_stalls() {
+  ServerOptions o;
+  o.stall_warning = 300ms;
+  o.exit_when_done = false;
+  return o;
+}
+
 // A worker that stops clocking while it holds the slowest clock is logged once
 // per stall (here after 300 ms), and again after it advanced and stalled anew.
 TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
-  ServerOptions base;
-  base.stall_warning = 300ms;
-  base.exit_when_done = false;
   Config c = config();
-  ServerGroup servers(1, 1, c, base);
+  ServerGroup servers(1, 1, c, watching_stalls());
   {  // the worker leaves before the server stops
     Client client(local_worker_options(servers.addresses(), c));
     client.declare("w", 1000);
@@ -756,11 +761,8 @@ TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
 // ones: they are not logged as stalled (1024 virtual workers drew 206 such
 // warnings while the rest connected); once all came, a real stall is.
 TEST_P(PsFaultTest, WorkersWaitingForOneNotYetConnectedAreNotLoggedAsStalled) {
-  ServerOptions base;
-  base.stall_warning = 300ms;
-  base.exit_when_done = false;
   Config c = config();
-  ServerGroup servers(1, 2, c, base);
+  ServerGroup servers(1, 2, c, watching_stalls());
   {
     auto first = connect_worker(servers.addresses(), c, 0, 2);
     std::this_thread::sleep_for(1s);  // worker 1 not there yet
