@@ -266,6 +266,12 @@ def server_killed():
         fail("shutdown() left the worker open")
     if rps.runtime._optimizer is not None:
         fail("shutdown() left the optimizer for atexit")
+    # After leaving, each way back says so (they said "was closed", "already called", or tried to connect).
+    expect_raises(RuntimeError, "step() after shutdown()", opt.step)
+    expect_raises(RuntimeError, "DistributedOptimizer after shutdown()",
+                  lambda: rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                                                   model.named_parameters()))
+    expect_raises(RuntimeError, "shutdown() left the job", rps.init)
     print("server-killed ok", flush=True)
 
 

@@ -330,6 +330,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        if self._worker.closed:  # else the worker's "was closed" names no cause
+            raise RuntimeError("rdmaps.torch: step() after shutdown(): this worker left the job")
         loss = None
         if closure is not None:
             with torch.enable_grad():

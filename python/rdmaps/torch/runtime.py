@@ -18,6 +18,7 @@ _store = None  # rendezvous store; rank 0 hosts it
 _optimizer = None  # the DistributedOptimizer that owns this worker's connection
 _options = {}  # rdmaps configuration from init()
 _timeout = 300.0  # seconds, for the rendezvous and every network wait
+_left = False  # shutdown() was called: this process left the job
 
 # Options the DistributedOptimizer decides: servers adopt the first worker's
 # rule and bound, so given anywhere else they would be dropped without a word.
@@ -74,7 +75,8 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
     """
     global _placement, _servers, _store, _options, _timeout
     if _placement is not None:
-        raise RuntimeError("rdmaps.torch.init() was already called")
+        raise RuntimeError("rdmaps.torch.init() was already called" +
+                           (", and shutdown() left the job: a process joins one job" if _left else ""))
     given = dict(rdmaps._options(config), **options)
     refuse_decided("rdmaps.torch.init", given)  # before any rank serves or waits
     p = launcher.detect(env, num_servers)
@@ -148,6 +150,9 @@ def _worker_connection():
     """Hands the optimizer what it needs to connect (servers, worker index,
     configuration, timeout); one optimizer per process."""
     _require_init("DistributedOptimizer")
+    if _left:
+        raise RuntimeError("rdmaps.torch.DistributedOptimizer after shutdown(): this process left the job (its "
+                           "servers end once every worker left)")
     if _optimizer is not None:
         raise RuntimeError("rdmaps.torch: a DistributedOptimizer already exists in this process; the servers keep "
                            "one set of tensors per job")
@@ -179,7 +184,8 @@ def broadcast_parameters(state_dict, root_rank=0):
 def shutdown():
     """Leaves the job: waits for this worker's outstanding operations and tells the servers.
     Raises if a push could not be sent (a server died), after leaving all the same."""
-    global _optimizer
+    global _optimizer, _left
+    _left = _placement is not None
     if _optimizer is not None:
         optimizer, _optimizer = _optimizer, None  # left even if closing raises: atexit must not try again
         optimizer._close()
