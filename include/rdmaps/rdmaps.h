@@ -109,8 +109,7 @@ rdmaps_status rdmaps_server_run(rdmaps_server* server);
 void rdmaps_server_stop(rdmaps_server* server);
 rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server_stats* out);
 /** Stops a run in progress on another thread and waits until its
- *  rdmaps_server_run returned (it read the server after run() ended, which a
- *  destroy beside it had freed); NULL is fine. */
+ *  rdmaps_server_run returned; NULL is fine. */
 void rdmaps_server_destroy(rdmaps_server* server);
 
 /** The library's log (docs/observability.md "Logs"): stderr by default, at
