@@ -11,6 +11,17 @@
 
 namespace rdmaps::transport {
 
+std::string host_of(std::string_view host_port) {
+  std::string_view host = host_port.substr(0, host_port.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return std::string(host);
+}
+
+std::string join_host_port(const std::string& host, uint16_t port) {
+  const bool v6_literal = host.find(':') != std::string::npos && host.front() != '[';
+  return (v6_literal ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
 SockAddr SockAddr::parse(std::string_view text) {
   auto colon = text.rfind(':');
   if (colon == std::string_view::npos)

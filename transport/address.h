@@ -31,4 +31,9 @@ class SockAddr {
   socklen_t length_ = 0;
 };
 
+/// The host of "host:port" or "[v6]:port", without brackets.
+std::string host_of(std::string_view host_port);
+/// "host:port", an IPv6 literal host in brackets ("[::1]:13337").
+std::string join_host_port(const std::string& host, uint16_t port);
+
 }  // namespace rdmaps::transport

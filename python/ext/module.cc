@@ -3,7 +3,6 @@
 // the GIL is released while anything waits on the network.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -24,6 +23,7 @@
 #include "src/api/capabilities.h"
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/server_directory.h"
+#include "transport/process_id.h"
 
 namespace py = pybind11;
 using namespace std::chrono_literals;
@@ -150,11 +150,10 @@ class Worker {
     client_ = std::make_unique<Client>(o);
   }
   ~Worker() {
-    // A forked child has no comm thread to join, and the connections are the
-    // parent's (Client's destructor leaves them alone there too).
-    if (owner_pid_ != ::getpid()) {
-      static_cast<void>(comm_.release());
-      static_cast<void>(client_.release());
+    // A forked child has no comm thread to join; the connections are the
+    // parent's, which Client's destructor leaves alone there.
+    if (owner_pid_ != transport::this_process_id()) {
+      static_cast<void>(comm_.release());  // Client's destructor leaves the connections alone there itself
     } else if (abandoned_ && client_) {
       client_->interrupt();  // what a signal abandoned ends now, not at the worker's timeout
     }
@@ -273,7 +272,7 @@ class Worker {
   };
 
   void check_process() const {
-    if (owner_pid_ != ::getpid())
+    if (owner_pid_ != transport::this_process_id())
       throw Error(Errc::kInvalidArgument, "this worker belongs to process " + std::to_string(owner_pid_) +
                                               ", not this forked child: a child makes its own rdmaps.Worker");
   }
@@ -304,7 +303,7 @@ class Worker {
   std::vector<py::object> registered_;  // register_memory()'s owners: also go after client_
   std::unique_ptr<Client> client_;
   std::unique_ptr<CommThread> comm_;
-  const pid_t owner_pid_ = ::getpid();
+  const pid_t owner_pid_ = transport::this_process_id();
   int calls_ = 0;           // Use: calls in progress, GIL held to change it
   bool closing_ = false;    // close() began: no new call starts
   bool abandoned_ = false;  // a signal ended a wait: its operation is left to close()

@@ -36,19 +36,15 @@ struct Connection {
 std::string wildcard_for(const std::string& host, uint16_t port) {
   const std::string any = "0.0.0.0:" + std::to_string(port);
   if (host.empty()) return any;
-  const bool literal = host.find(':') != std::string::npos && host.front() != '[';
   try {
-    const auto a = transport::SockAddr::parse((literal ? "[" + host + "]" : host) + ":" + std::to_string(port));
+    const auto a = transport::SockAddr::parse(transport::join_host_port(host, port));
     return a.get()->sa_family == AF_INET6 ? "[::]:" + std::to_string(port) : any;
   } catch (const Error&) {
     return any;
   }
 }
 
-std::string rendezvous_address(const Placement& p) {
-  const bool literal_v6 = p.master_addr.find(':') != std::string::npos && p.master_addr[0] != '[';
-  return (literal_v6 ? "[" + p.master_addr + "]" : p.master_addr) + ":" + std::to_string(p.master_port);
-}
+std::string rendezvous_address(const Placement& p) { return transport::join_host_port(p.master_addr, p.master_port); }
 
 RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr)
     : world_size_(world_size), num_servers_(num_servers) {

@@ -17,11 +17,7 @@ namespace {
 
 std::string port_of(const std::string& host_port) { return host_port.substr(host_port.rfind(':') + 1); }
 
-std::string host_of(const std::string& host_port) {
-  std::string host = host_port.substr(0, host_port.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  return host;
-}
+using transport::host_of;
 
 // The source address the kernel would use toward `host`: connecting a UDP
 // socket sends nothing.

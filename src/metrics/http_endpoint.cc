@@ -50,12 +50,6 @@ struct Connection {
   Clock::time_point deadline;
 };
 
-std::string host_of(const std::string& bound) {
-  std::string host = bound.substr(0, bound.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  return host;
-}
-
 int ms_until(Clock::time_point t) {
   const auto ms = std::chrono::ceil<std::chrono::milliseconds>(t - Clock::now()).count();
   return static_cast<int>(std::clamp<decltype(ms)>(ms, 0, 60'000));
@@ -145,10 +139,10 @@ HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, 
   int yes = 1;
   ::setsockopt(listener_.fd(), SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
   if (::bind(listener_.fd(), parsed.get(), parsed.length()) != 0)
-    fail("cannot listen there: " + std::string(errno == EADDRINUSE ? "the port is in use"
-                                               : errno == EADDRNOTAVAIL
-                                                   ? host_of(parsed.to_string()) + " is not an address of this machine"
-                                                   : std::strerror(errno)));
+    fail("cannot listen there: " + std::string(errno == EADDRINUSE      ? "the port is in use"
+                                               : errno == EADDRNOTAVAIL ? transport::host_of(parsed.to_string()) +
+                                                                              " is not an address of this machine"
+                                                                        : std::strerror(errno)));
   if (::listen(listener_.fd(), kBacklog) != 0) fail(std::string("cannot listen there: ") + std::strerror(errno));
   address_ = listener_.local_address().to_string();
   thread_ = std::thread([this] { serve(); });

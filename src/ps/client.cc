@@ -2,17 +2,14 @@
 // write-backs, landing regions offered late) and the SSP clock;
 // rdmaps::Client forwards to it. Pushes are in client_push.cc, pulls in
 // client_pull.cc.
-#include <pthread.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 
 #include "rdmaps/log.h"
 #include "src/ps/am_ids.h"
 #include "src/ps/client_impl.h"
 #include "transport/file_limit.h"
 #include "transport/idle_backoff.h"
+#include "transport/process_id.h"
 
 namespace rdmaps::ps {
 
@@ -267,16 +264,6 @@ using ps::ClientImpl;
 using ps::MsgType;
 
 namespace {
-// This process's pid without a system call per call (glibc does not cache
-// getpid(): a syscall on every push of 4096 small tensors cost 1.35x):
-// taken at start and again in every forked child.
-std::atomic<pid_t> g_pid{::getpid()};
-pid_t current_pid() {
-  static const bool watching =
-      ::pthread_atfork(nullptr, nullptr, [] { g_pid.store(::getpid(), std::memory_order_relaxed); }) == 0;
-  return watching ? g_pid.load(std::memory_order_relaxed) : ::getpid();
-}
-
 // Every call: one at a time (two threads inside one client tripped UCX's
 // own assertion, or corrupted it where that is compiled out), from the
 // process that made the client (a forked child's calls went out on the
@@ -289,7 +276,7 @@ class Call {
       throw Error(Errc::kInvalidArgument, std::string(what) +
                                               ": another call of this client is in progress on another thread (a "
                                               "client serves one thread at a time; interrupt() is the exception)");
-    if (impl.owner_pid_ != current_pid()) {
+    if (impl.owner_pid_ != transport::this_process_id()) {
       impl.in_call_.store(false, std::memory_order_release);
       throw Error(Errc::kInvalidArgument, std::string(what) + ": this client belongs to process " +
                                               std::to_string(impl.owner_pid_) +
@@ -313,14 +300,12 @@ class Call {
 };
 }  // namespace
 
-Client::Client(const ClientOptions& options) : impl_(std::make_unique<ClientImpl>(options)) {
-  current_pid();  // watches for forks from now on
-}
+Client::Client(const ClientOptions& options) : impl_(std::make_unique<ClientImpl>(options)) {}
 Client::~Client() {
   // In a forked child the connections, shared memory and UCX's file
   // descriptors are the parent's: closing them here would say goodbye for the
   // parent and tear down what it still uses. The child's exit frees the memory.
-  if (impl_ && impl_->owner_pid_ != ::getpid()) static_cast<void>(impl_.release());
+  if (impl_ && impl_->owner_pid_ != transport::this_process_id()) static_cast<void>(impl_.release());
 }
 void Client::declare(const std::string& name, size_t floats) {
   Call c{*impl_, "declare", false};

@@ -4,8 +4,6 @@
 // (client_faults.cc).
 #pragma once
 
-#include <unistd.h>
-
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -29,6 +27,7 @@
 #include "src/ps/protocol.h"
 #include "src/ps/write_back.h"
 #include "transport/context.h"
+#include "transport/process_id.h"
 
 namespace rdmaps::ps {
 
@@ -283,7 +282,7 @@ class ClientImpl {
   // the process that made the client, none after interrupt().
   std::atomic<bool> in_call_{false};
   std::atomic<bool> interrupted_{false};
-  const pid_t owner_pid_ = ::getpid();
+  const pid_t owner_pid_ = transport::this_process_id();  // from here on forks are watched
 
  private:
   std::mutex published_mu_;
