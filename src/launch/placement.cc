@@ -132,11 +132,11 @@ std::string port_plus(const std::string& host_port, uint32_t offset, const std::
   return host_port.substr(0, colon + 1) + std::to_string(port + offset);
 }
 
-void Placement::check_workers(uint32_t given) const {
+void Placement::check_workers(uint32_t given, const std::string& source) const {
   if (given != num_workers())
-    fail("--workers: " + std::to_string(given) + " differs from the " + std::to_string(num_workers()) +
+    fail(source + ": " + std::to_string(given) + " differs from the " + std::to_string(num_workers()) +
          " worker ranks of this launch (world size " + std::to_string(world_size) + " minus " +
-         std::to_string(num_servers) + " server(s)); leave it out");
+         std::to_string(num_servers) + " server(s)); " + (source.starts_with("--") ? "leave it out" : "unset it"));
 }
 
 std::string Placement::describe() const {

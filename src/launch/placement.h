@@ -36,9 +36,10 @@ struct Placement {
   uint32_t num_workers() const { return world_size - num_servers; }
   /// "rank 2 of 4 (OMPI_COMM_WORLD_RANK): worker 1 of 3"
   std::string describe() const;
-  /// A --workers given beside the launch must be its worker count; throws
+  /// A worker count given beside the launch (by `source`: --workers, or
+  /// RDMAPS_WORKERS exported to every rank) must be its worker count; throws
   /// Error(kInvalidArgument) saying both.
-  void check_workers(uint32_t given) const;
+  void check_workers(uint32_t given, const std::string& source = "--workers") const;
 };
 
 constexpr uint16_t kDefaultMasterPort = 29500;

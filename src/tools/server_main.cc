@@ -88,7 +88,11 @@ int main(int argc, char** argv) {
                                 std::to_string(placement->num_servers) +
                                 " rank(s) only; start the workers on the others (mpirun -np S rdmaps-server "
                                 "--servers S : -np W trainer)");
-      if (workers_given) placement->check_workers(options.workers);
+      // The launch decides; a count exported beside it that disagrees is a mistake, not a default.
+      if (workers_given)
+        placement->check_workers(options.workers);
+      else if (std::getenv("RDMAPS_WORKERS"))
+        placement->check_workers(options.workers, "RDMAPS_WORKERS");
       options.index = placement->server_index();
       options.servers = placement->num_servers;
       options.workers = placement->num_workers();

@@ -125,6 +125,10 @@ expect_error server-on-a-worker-rank "rdmaps-server runs on the first 1 rank(s) 
   "${mpirun[@]}" -x RDMAPS_SECRET -np 2 "$server" --servers 1
 expect_error workers-disagree "differs from the 2 worker ranks of this launch" \
   "${mpirun[@]}" -x RDMAPS_SECRET -np 3 "$train" --workers 4 "${small[@]}"
+# A worker count exported to every rank counts like the flag (it was ignored).
+expect_error workers-env-disagrees "RDMAPS_WORKERS: 5 differs from the 2 worker ranks of this launch" \
+  "${mpirun[@]}" -x RDMAPS_SECRET -x RDMAPS_WORKERS=5 -np 1 "$server" --servers 1 : -np 2 "$train" --servers 1 \
+  "${small[@]}"
 # A RANK exported by hand under mpirun: every process thinks it is rank 0.
 expect_error launchers-disagree "two launchers disagree about this process: PMIx says rank" \
   "${mpirun[@]}" -x RDMAPS_SECRET -x RANK=0 -x WORLD_SIZE=3 -np 3 "$train" "${small[@]}"
