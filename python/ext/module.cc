@@ -104,6 +104,9 @@ py::dict client_stats_dict(const ClientStats& s) {
   d["push_paths"] = s.push_paths;
   d["reconnects"] = s.reconnects;
   d["pushes_lost"] = s.pushes_lost;
+  d["last_step_seconds"] = s.last_step_seconds;
+  d["gpu_path"] = s.gpu_path;
+  d["servers_resumed"] = s.servers_resumed;
   return d;
 }
 
@@ -127,8 +130,19 @@ py::dict server_stats_dict(const ServerStats& s) {
   d["resumed_updates"] = s.resumed_updates;
   d["applied_per_worker"] = s.applied_per_worker;
   d["rejected_per_worker"] = s.rejected_per_worker;
+  d["bytes_in_per_worker"] = s.bytes_in_per_worker;
+  d["staleness"] = s.staleness;
+  d["staleness_sum"] = s.staleness_sum;
   d["staleness_p50"] = s.staleness_quantile(0.5);
   d["staleness_p99"] = s.staleness_quantile(0.99);
+  d["max_clock"] = s.max_clock;
+  d["workers_connected"] = s.workers_connected;
+  py::dict reasons;
+  for (const auto& [reason, count] : s.rejected_by_reason) reasons[py::str(reason)] = count;
+  d["rejected_by_reason"] = reasons;
+  d["rule"] = s.rule;
+  d["stall_warnings"] = s.stall_warnings;
+  d["checkpoint_failures"] = s.checkpoint_failures;
   return d;
 }
 

@@ -59,7 +59,16 @@ class ModuleTest(unittest.TestCase):
         stats = self.worker.stats()
         self.assertEqual(stats["pushes"], 3)  # one per shard
         self.assertEqual(self.worker.clock_value, 1)
-        self.assertEqual(self.served.server.stats()["pushes"], 3)
+        served = self.served.server.stats()
+        self.assertEqual(served["pushes"], 3)
+        # Every field of the C++ stats reaches Python (gpu_path was missing).
+        self.assertEqual((stats["gpu_path"], stats["servers_resumed"]), ("none", 0))
+        self.assertIsInstance(stats["last_step_seconds"], float)
+        self.assertEqual((served["rule"], served["workers_connected"], served["max_clock"]), ("sgd", 1, 1))
+        self.assertEqual((sum(served["staleness"]), served["staleness_sum"]), (3, 0))
+        self.assertEqual(served["bytes_in_per_worker"], [2500 * 4])
+        self.assertEqual(served["rejected_by_reason"], {"sequence": 0, "header": 0, "non-finite": 0, "landing": 0})
+        self.assertEqual((served["stall_warnings"], served["checkpoint_failures"]), (0, 0))
         # Closing says goodbye: the server counts a leave, not a loss.
         self.worker.close()
         for _ in range(500):
