@@ -1,21 +1,11 @@
 #include "src/ps/memory_plan.h"
 
-#include <cstdio>
-#include <fstream>
-#include <sstream>
-
 #include "math/update_params.h"
 #include "src/ps/protocol.h"
 
 namespace rdmaps::ps {
 
-namespace {
-std::string gigabytes(uint64_t bytes) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.1f GB", bytes / 1e9);
-  return text;
-}
-}  // namespace
+using transport::size_text;
 
 MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& config, bool gpu_shard) {
   MemoryPlan p;
@@ -30,20 +20,9 @@ MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& con
   return p;
 }
 
-uint64_t available_memory() {
-  std::ifstream in("/proc/meminfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string key;
-    uint64_t kib = 0;
-    if (fields >> key >> kib && key == "MemAvailable:") return kib * 1024;
-  }
-  return 0;
-}
-
-std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t workers, uint64_t available,
-                                          UpdateRule rule) {
+std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t workers,
+                                          const transport::AvailableMemory& memory, UpdateRule rule) {
+  const uint64_t available = memory.bytes;
   const uint64_t need = plan.total(workers);
   if (available == 0 || need <= available) return std::nullopt;
   const uint64_t fit = available > plan.fixed() && plan.per_worker ? (available - plan.fixed()) / plan.per_worker : 0;
@@ -51,11 +30,11 @@ std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t worke
   if (plan.copies)
     why = std::string("; ") + (math::needs_backup(rule) ? std::string(rule_name(rule)) : "the write-back path") +
           " keeps a copy of this server's range for every worker";
-  return std::to_string(workers) + " workers need about " + gigabytes(need) + " of memory on this server (" +
-         gigabytes(plan.shared) + " for the parameters and their state, " +
-         (plan.checkpoint ? gigabytes(plan.checkpoint) + " for the snapshot checkpoints are written from, " : "") +
-         gigabytes(plan.per_worker) + " per worker" + why + "), but " + gigabytes(available) +
-         " is available: past about " + std::to_string(fit) +
+  return std::to_string(workers) + " workers need about " + size_text(need) + " of memory on this server (" +
+         size_text(plan.shared) + " for the parameters and their state, " +
+         (plan.checkpoint ? size_text(plan.checkpoint) + " for the snapshot checkpoints are written from, " : "") +
+         size_text(plan.per_worker) + " per worker" + why + "), but " + size_text(available) + " is available (" +
+         memory.bound + "): past about " + std::to_string(fit) +
          " workers the kernel may kill this server mid-run. Spread the table over more servers (--servers), or "
          "run fewer workers";
 }

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "rdmaps/config.h"
+#include "transport/memory_limit.h"
 
 namespace rdmaps::ps {
 
@@ -27,12 +28,9 @@ struct MemoryPlan {
 /// For a server range of `floats` on `lanes` lanes under `config`.
 MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& config, bool gpu_shard);
 
-/// The kernel's MemAvailable, in bytes; 0 where it cannot be read.
-uint64_t available_memory();
-
-/// What to tell the user when `workers` workers need more than `available`
-/// bytes (0: unknown, say nothing), or nothing.
-std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t workers, uint64_t available,
-                                          UpdateRule rule);
+/// What to tell the user when `workers` workers need more than is available
+/// (0 bytes: unknown, say nothing), or nothing.
+std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t workers,
+                                          const transport::AvailableMemory& available, UpdateRule rule);
 
 }  // namespace rdmaps::ps

@@ -197,7 +197,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
     logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   const MemoryPlan memory =
       server_memory_plan(partition->server_range(options_.index).size(), lanes, config, options_.gpu_shard);
-  if (auto warning = memory_warning(memory, options_.workers, available_memory(), config.rule))
+  if (auto warning = memory_warning(memory, options_.workers, transport::available_memory(), config.rule))
     logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   std::vector<std::unique_ptr<ServerLane>> made;
   for (uint32_t l = 0; l < lanes; ++l) {

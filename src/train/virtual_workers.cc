@@ -8,6 +8,7 @@
 
 #include "rdmaps/error.h"
 #include "transport/file_limit.h"
+#include "transport/memory_limit.h"
 
 namespace rdmaps::train {
 
@@ -134,11 +135,47 @@ std::span<const uint32_t> StepSchedule::stepped(bool more) {
   return pulling_;
 }
 
+namespace {
+
+// Every virtual worker is a whole client (its UCX context and buffers, its
+// copies of the model): 1024 of them took 14.8 GB. Measured over the first
+// few, the rest must fit, or the kernel kills the run (or a neighbour) later.
+class MemoryProbe {
+ public:
+  explicit MemoryProbe(uint32_t workers) : workers_(workers) {}
+  void connected(uint32_t k) {
+    // The first worker also pays for the libraries and the evaluator.
+    if (k == 1) base_ = transport::resident_bytes();
+    if (k != 1 + kProbed || k >= workers_ || base_ == 0) return;
+    const uint64_t now = transport::resident_bytes();
+    const uint64_t each = now > base_ ? (now - base_) / kProbed : 0;
+    const uint64_t rest = workers_ - k, need = each * rest;
+    const transport::AvailableMemory available = transport::available_memory();
+    if (available.bytes == 0 || need <= available.bytes) return;
+    throw Error(Errc::kInvalidArgument,
+                "--virtual-workers " + std::to_string(workers_) + ": each worker takes about " +
+                    transport::size_text(each) + " of this process's memory (measured over workers 1 to " +
+                    std::to_string(kProbed) +
+                    ": its client's UCX context and buffers, its copies of the model), so the other " +
+                    std::to_string(rest) + " need about " + transport::size_text(need) + ", but " +
+                    transport::size_text(available.bytes) + " is available (" + available.bound +
+                    "): lower --virtual-workers, or run the workers as processes on more machines");
+  }
+
+ private:
+  static constexpr uint32_t kProbed = 8;
+  uint32_t workers_;
+  uint64_t base_ = 0;
+};
+
+}  // namespace
+
 void run_virtual_workers(const ClientOptions& client, const WorkerOptions& options, uint32_t workers, DelaySpec delay,
                          Straggler straggler, const TrainTest& data, const Report& report) {
   if (workers == 0) throw Error(Errc::kInvalidArgument, "--virtual-workers: needs at least 1 worker");
   transport::raise_open_file_limit();  // every client holds a few descriptors
   std::vector<std::unique_ptr<TrainingWorker>> all;
+  MemoryProbe memory(workers);
   for (uint32_t k = 0; k < workers; ++k) {
     ClientOptions co = client;
     // A client at the bound would wait in clock() for a worker only this
@@ -152,8 +189,9 @@ void run_virtual_workers(const ClientOptions& client, const WorkerOptions& optio
     wo.evaluate_aside = false;  // the schedule decides what it sees, not the clock
     wo.straggle = 1.0;          // delays are the schedule's
     all.push_back(std::make_unique<TrainingWorker>(co, wo, data, report));
+    all.back()->connect();  // worker 0 first: it sets the initial weights
+    memory.connected(k + 1);
   }
-  for (auto& w : all) w->connect();  // worker 0 first: it sets the initial weights
   all[0]->set_virtual_time(0);
   for (auto& w : all) w->begin();
   StepSchedule schedule(workers, delay, options.seed, client.config.staleness, straggler);

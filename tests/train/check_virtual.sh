@@ -138,4 +138,23 @@ refused "--workers: 3 differs from --virtual-workers 2" --virtual-workers 2 --wo
 refused "--straggler: worker 4 does not exist" --virtual-workers 4 --straggler 4:2
 refused "--skip-pulls: is not played by the --virtual-workers schedule" --virtual-workers 4 --staleness 2 --skip-pulls
 refused "unknown flag --no-such-flag" --no-such-flag 3
-echo "virtual workers: staleness exactly as scheduled (round-robin, geometric, BSP, SSP, stragglers; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused"
+# 6. Workers that cannot all fit are refused after the first few, naming the
+#    limit that binds: here a 600 MB memory cgroup (the dataset takes 220 MB,
+#    each worker about 7), as Slurm's ConstrainRAMSpace or a container sets.
+cgroup=/sys/fs/cgroup/memory/rdmaps-check-virtual-$$
+if mkdir "$cgroup" 2>/dev/null && echo $((600 << 20)) >"$cgroup/memory.limit_in_bytes" 2>/dev/null; then
+  if err=$(sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$cgroup" \
+    "$train" --virtual-workers 400 --epochs 1 --train-limit 51200 --test-limit 500 --out "$out/big" 2>&1); then
+    rmdir "$cgroup"; fail "400 virtual workers in 600 MB were not refused"
+  fi
+  rmdir "$cgroup" 2>/dev/null || true
+  for want in "--virtual-workers 400: each worker takes about" "the other 391 need about" \
+    "(the limit of memory cgroup /rdmaps-check-virtual-$$)"; do
+    grep -qF -- "$want" <<<"$err" || fail "400 virtual workers in 600 MB: no '$want' in: $err"
+  done
+else
+  rmdir "$cgroup" 2>/dev/null || true
+  echo "skipped: cannot make a cgroup v1 memory limit here (needs root), so the memory refusal is not checked"
+fi
+
+echo "virtual workers: staleness exactly as scheduled (round-robin, geometric, BSP, SSP, stragglers; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused, workers that do not fit refused"
