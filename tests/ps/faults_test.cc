@@ -671,9 +671,10 @@ RDMAPS_TEST_PEER(lane_server) {
 RDMAPS_TEST_PEER(idle_worker) { return train_one_step_then_idle(args, fault_config(args.transport), kFaultFloats); }
 
 // A server stopping while its worker is stopped (SIGSTOP) closes every lane's
-// connection at once and waits for the acknowledgements together: 2 s at
-// most, not 2 s per lane (6.2 s for 3 lanes over tcp before).
-TEST_P(PsFaultTest, AServerStoppingBesideAStoppedWorkerReturnsWithinOneCloseTimeout) {
+// connection at once and waits for none of the acknowledgements, which the
+// stopped worker cannot send: it took 2 s (the close deadline it had; 6.2 s
+// for 3 lanes over tcp before that was shared), ~0.01 s now.
+TEST_P(PsFaultTest, AServerStoppingBesideAStoppedWorkerWaitsForNoAcknowledgement) {
   Config c = fault_config(GetParam());
   c.server_threads = 3;
   ServerOptions keep;
@@ -689,7 +690,7 @@ TEST_P(PsFaultTest, AServerStoppingBesideAStoppedWorkerReturnsWithinOneCloseTime
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   kill(worker.pid(), SIGCONT);
   std::printf("[ info     ] stopping a 3-lane server beside a stopped worker took %.2f s\n", seconds);
-  EXPECT_LT(seconds, 4.0) << "the lanes' closes were waited for one after the other";
+  EXPECT_LT(seconds, 1.5) << "the server waited for the stopped worker to acknowledge its closes";
 }
 
 // A worker leaving servers that stopped (SIGSTOP: alive, silent) returns
