@@ -693,6 +693,38 @@ TEST_P(PsFaultTest, AServerStoppingBesideAStoppedWorkerWaitsForNoAcknowledgement
   EXPECT_LT(seconds, 1.5) << "the server waited for the stopped worker to acknowledge its closes";
 }
 
+// A worker of this process, idle while its server stops (as one waiting for
+// the server's thread to return is), drives no UCX to acknowledge the
+// server's closes, and the stopped server (its run() returned, the object
+// alive) drives none to acknowledge the worker's. Stopping took 2 s over tcp,
+// and the worker's leave then 5 s; neither waits on the other now. The worker
+// still hears that the server left, at its next call.
+TEST_P(PsFaultTest, AServerAndAnIdleWorkerOfOneProcessLeaveEachOtherWithoutWaiting) {
+  Config c = fault_config(GetParam());
+  ServerOptions keep;
+  keep.exit_when_done = false;
+  ServerGroup servers(1, 1, c, keep);
+  auto client = std::make_unique<Client>(local_worker_options(servers.addresses(), c));
+  std::vector<float> w(kFaultFloats, 1.0f);
+  client->declare("w", w.size());
+  client->connect();
+  client->init("w", w);
+  client->push("w", w);
+  client->clock();
+  auto start = Clock::now();
+  servers.stop();
+  const double stop_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
+  EXPECT_NE(what.find("server " + servers.server(0).address() + " closed the connection"), std::string::npos) << what;
+  start = Clock::now();
+  client.reset();
+  const double leave_seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf("[ info     ] the server stopped in %.2f s, the worker left it in %.2f s\n", stop_seconds, leave_seconds);
+  EXPECT_LT(stop_seconds, 1.5) << "the server waited for the idle worker to acknowledge its closes";
+  EXPECT_LT(leave_seconds, 2.5) << "the worker waited for the stopped server to acknowledge its closes";
+}
+
 // A worker leaving servers that stopped (SIGSTOP: alive, silent) returns
 // within the 5 s ~Client promises, not after a wait per lane and server
 // (it took 5 s plus 2 s for each of the 6 endpoints' close).

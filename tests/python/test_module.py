@@ -549,6 +549,23 @@ class ConfigurationTest(unittest.TestCase):
             worker.close()
             served.close()
 
+    # A server whose serve() returned drives no UCX either: a worker leaving it
+    # waited 5 s (its whole leave timeout) for the acknowledgement of its
+    # closes. It knows the server closed its side, and no longer waits (~0.01 s).
+    def test_a_worker_leaving_a_stopped_server_of_this_process_returns_at_once(self):
+        served = ServerThread()
+        worker = self._idle_worker_of(served)
+        try:
+            served.close()
+            with self.assertRaisesRegex(rdmaps.PeerGone, "server 127.0.0.1:[0-9]+ closed the connection"):
+                worker.clock()
+            start = time.monotonic()
+            worker.close()
+            self.assertLess(time.monotonic() - start, 2.5, "close() waited for the stopped server to acknowledge")
+        finally:
+            worker.close()
+            served.close()
+
     def test_a_worker_reconnects_to_a_server_restarted_from_its_checkpoint(self):
         import socket
         import tempfile
