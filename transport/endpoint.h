@@ -72,8 +72,9 @@ class Endpoint {
 
   /// Starts closing without waiting; the context drives the peer's
   /// acknowledgement (Context::finish_closes), so leaving many peers costs one
-  /// wait, not one each. Destroying an open endpoint closes it and waits for
-  /// that peer alone (2 s at most). Nothing may be posted afterwards.
+  /// wait, not one each. A peer that closed its side or failed is never waited
+  /// for. Destroying an open endpoint closes it and waits for that peer alone
+  /// (2 s at most). Nothing may be posted afterwards.
   virtual void close_later() noexcept = 0;
 
  protected:

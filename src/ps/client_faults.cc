@@ -109,7 +109,8 @@ void ClientImpl::refetch(ServerLink& link) {
 // first could reset a tcp connection while the lane still reads the last
 // pushes, and the reset discards them (docs/protocol.md "Dead and leaving workers").
 // Every wait, the closes included, ends by one deadline: a server that stopped
-// answering costs it once, not once per lane and server.
+// answering costs it once, not once per lane and server; one that closed its
+// side (whose run() returned) costs nothing (Endpoint::close_later).
 ClientImpl::~ClientImpl() {
   if (!partition_) return;
   interrupted_.store(false);  // interrupt() ended the calls; the goodbye still goes

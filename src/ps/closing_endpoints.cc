@@ -13,10 +13,18 @@ void ClosingEndpoints::sweep() {
   });
 }
 
-void ClosingEndpoints::close_all(transport::Context& context, Clock::time_point deadline) {
+// Each worker learns that the server left from its bootstrap socket closing
+// here. Its UCX acknowledges the close (over tcp: the server's last puts) only
+// when the worker drives it, which a worker with nothing to send does not: one
+// in the server's own process, waiting for serve() to return, never could, and
+// each stop waited out the 2 s deadline this once had. Nothing the server
+// sent matters to a worker once it left, so the closes get what progress UCX
+// can make now and the rest is left to UCX (the requests are released: its
+// worker may be destroyed under them).
+void ClosingEndpoints::close_all(transport::Context& context) {
   for (auto& c : closing_) c.ep->close_later();
   closing_.clear();
-  context.finish_closes(deadline);
+  context.finish_closes(Clock::now());
 }
 
 }  // namespace rdmaps::ps

@@ -19,8 +19,9 @@ class ClosingEndpoints {
   void add(std::unique_ptr<transport::Endpoint> ep) { closing_.push_back({std::move(ep), Clock::now()}); }
   /// Closes those whose peer closed, failed, or had 5 s.
   void sweep();
-  /// Closes every one now; the context waits for their peers until `deadline`.
-  void close_all(transport::Context& context, Clock::time_point deadline);
+  /// The server is leaving: closes every one now and waits for no peer's
+  /// acknowledgement (see the definition).
+  void close_all(transport::Context& context);
   bool empty() const { return closing_.empty(); }
 
  private:

@@ -50,10 +50,10 @@ void ServerLane::drop(Worker& w, const char* why) {
   if (why) update_min_clock();
 }
 
-void ServerLane::disconnect_all(Clock::time_point closes_by) {
+void ServerLane::disconnect_all() {
   for (auto& w : workers_) release(w);
   // The server stops: no lane is left to wait for the workers' side of the close.
-  closing_.close_all(*context_, closes_by);
+  closing_.close_all(*context_);
 }
 
 void ServerLane::release(Worker& w) {

@@ -88,7 +88,7 @@ ServerLane::~ServerLane() {
   stop();
   join();
   for (auto& w : workers_) drop(w, nullptr);
-  closing_.close_all(*context_, Clock::now() + 2s);
+  closing_.close_all(*context_);
 }
 
 void ServerLane::start() {

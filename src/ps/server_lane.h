@@ -113,9 +113,9 @@ class ServerLane {
   void join();
   /// Closes every worker's connection now, so that a worker of a stopped
   /// server hears it at once instead of waiting out its timeout; waits for
-  /// their acknowledgements until `closes_by`. Only after join(); the
+  /// none of them (ClosingEndpoints::close_all). Only after join(); the
   /// counters stay for stats().
-  void disconnect_all(std::chrono::steady_clock::time_point closes_by);
+  void disconnect_all();
   bool finished() const { return finished_.load(); }
   /// Whether `worker` is connected to this lane now.
   bool live(uint32_t worker) const { return live_[worker].load(std::memory_order_acquire); }

@@ -533,6 +533,48 @@ class ConfigurationTest(unittest.TestCase):
         self.assertLess(time.monotonic() - start, 20, "the worker waited out its timeout instead")
         worker.close()
 
+    def _idle_worker_of(self, served):
+        worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, timeout=30)
+        worker.declare("w", 16)
+        worker.connect()
+        worker.push("w", np.ones(16, dtype=np.float32))
+        worker.clock()
+        return worker
+
+    # A worker that makes no call while its server stops, as a trainer of this
+    # process waiting for serve() to return makes none, drives no UCX: nothing
+    # of it acknowledges the server's closes. serve() waited 2 s for that over
+    # tcp; now it returns at once (~0.01 s here), and the worker hears of it.
+    def test_stop_beside_an_idle_worker_of_this_process_returns_at_once(self):
+        served = ServerThread()
+        worker = self._idle_worker_of(served)
+        try:
+            served.server.stop()
+            served.thread.join(timeout=1.5)
+            self.assertFalse(served.thread.is_alive(), "serve() waited for the idle worker to acknowledge")
+            with self.assertRaisesRegex(rdmaps.PeerGone, "server 127.0.0.1:[0-9]+ closed the connection"):
+                worker.clock()
+        finally:
+            worker.close()
+            served.close()
+
+    # A server whose serve() returned drives no UCX either: a worker leaving it
+    # waited 5 s (its whole leave timeout) for the acknowledgement of its
+    # closes. It knows the server closed its side, and no longer waits (~0.01 s).
+    def test_a_worker_leaving_a_stopped_server_of_this_process_returns_at_once(self):
+        served = ServerThread()
+        worker = self._idle_worker_of(served)
+        try:
+            served.close()
+            with self.assertRaisesRegex(rdmaps.PeerGone, "server 127.0.0.1:[0-9]+ closed the connection"):
+                worker.clock()
+            start = time.monotonic()
+            worker.close()
+            self.assertLess(time.monotonic() - start, 2.5, "close() waited for the stopped server to acknowledge")
+        finally:
+            worker.close()
+            served.close()
+
     def test_a_worker_reconnects_to_a_server_restarted_from_its_checkpoint(self):
         import socket
         import tempfile

@@ -86,7 +86,18 @@ UcxEndpoint::~UcxEndpoint() {
 }
 
 void UcxEndpoint::close_later() noexcept {
-  if (void* sp = begin_close()) context_.adopt_close(sp);
+  const bool gone = failed() || peer_closed_.load(std::memory_order_acquire);
+  void* sp = begin_close();
+  if (!sp) return;
+  // A peer that closed its side acknowledges only while it still drives UCX,
+  // which a server whose run() returned no longer does (a worker leaving one
+  // waited out its whole 5 s). Released at once, the close is waited for by
+  // no one: UCX completes it, or ends it when the worker is destroyed (which
+  // a released close request allows; an unreleased one asserts in UCX 1.13).
+  if (gone)
+    ucp_request_free(sp);
+  else
+    context_.adopt_close(sp);
 }
 
 void* UcxEndpoint::begin_close() noexcept {
