@@ -52,14 +52,14 @@ TcpSocket::~TcpSocket() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-TcpSocket TcpSocket::listen(const SockAddr& address) {
+TcpSocket TcpSocket::listen(const SockAddr& address, const std::string& in_use_hint) {
   TcpSocket s(open_socket(address.get()->sa_family));
   int one = 1;
   setsockopt(s.fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (::bind(s.fd_, address.get(), address.length()) != 0)
     throw Error(errno == EADDRINUSE ? Errc::kInvalidArgument : Errc::kIo,
                 "cannot listen on " + address.to_string() + ": " + sys_error(errno) +
-                    (errno == EADDRINUSE ? " (pick another port, or 0 for any free one)" : ""));
+                    (errno == EADDRINUSE ? " (" + in_use_hint + ")" : ""));
   if (::listen(s.fd_, 128) != 0) throw Error(Errc::kIo, "listen on " + address.to_string() + ": " + sys_error(errno));
   return s;
 }

@@ -24,7 +24,10 @@ class TcpSocket {
   ~TcpSocket();
 
   /// Bound, listening socket; port 0 picks a free port (see local_address()).
-  static TcpSocket listen(const SockAddr& address);
+  /// A port in use is an invalid argument, its message ending with
+  /// `in_use_hint` (where the port was fixed by agreement, 0 is no advice).
+  static TcpSocket listen(const SockAddr& address,
+                          const std::string& in_use_hint = "pick another port, or 0 for any free one");
   /// Connects within the deadline; ECONNREFUSED etc. become Error(kUnreachable).
   static TcpSocket connect(const SockAddr& address, Deadline deadline);
   /// Never waits: the next incoming connection (non-blocking, TCP_NODELAY),

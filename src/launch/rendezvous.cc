@@ -51,7 +51,8 @@ RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_
   try {
     // The ranks connect to MASTER_ADDR as resolved: an IPv4 wildcard never
     // answers MASTER_ADDR=::1.
-    listener_ = TcpSocket::listen(transport::SockAddr::parse(wildcard_for(master_addr, port)));
+    listener_ = TcpSocket::listen(transport::SockAddr::parse(wildcard_for(master_addr, port)),
+                                  "every rank dials MASTER_PORT: give them all the same free one");
   } catch (const Error& e) {
     throw Error(e.code(), "rank 0 cannot host the job's rendezvous (MASTER_PORT " + std::to_string(port) +
                               "): " + e.what() +

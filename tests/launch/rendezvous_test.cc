@@ -197,6 +197,9 @@ TEST(Rendezvous, RankZeroCannotHostTwice) {
   const std::string what = error_of([&] { RendezvousHost second(port, 2, 1); });
   EXPECT_NE(what.find("rank 0 cannot host the job's rendezvous"), std::string::npos) << what;
   EXPECT_NE(what.find("also rank 0"), std::string::npos) << what;
+  // Port 0 is no advice for a port every rank must know.
+  EXPECT_EQ(what.find("0 for any free one"), std::string::npos) << what;
+  EXPECT_NE(what.find("give them all the same free one"), std::string::npos) << what;
 }
 
 TEST(ServerDirectory, ListenAndAdvertise) {
