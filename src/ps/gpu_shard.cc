@@ -34,8 +34,7 @@ class GpuShardStore final : public ShardStore {
     // The DC backup is allocated now: a device out of memory refuses this
     // worker at admission instead of failing a push of it later.
     if (dc_) backup(worker);
-    copies_.at(worker) = copy;
-    std::fill(copy, copy + floats_, 0.0f);
+    copies_.at(worker) = copy;  // arrives zeroed (ShardStore::attach)
     if (backups_.at(worker)) backups_[worker]->fill_bytes(0);
   }
 

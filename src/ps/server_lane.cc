@@ -82,6 +82,8 @@ ServerLane::ServerLane(const LaneSetup& setup)
   store_ = so.gpu_shard ? make_gpu_store(lane_range_.size(), setup.config.shard_floats, so.workers, setup.config.rule)
                         : make_host_store(*context_, lane_range_.size(), setup.config.shard_floats, so.workers,
                                           setup.config.rule);
+  direct_source_ = store_->direct_source().has_value();
+  copy_bytes_ = std::max<size_t>(lane_range_.size() * sizeof(float), 64);
 }
 
 ServerLane::~ServerLane() {
@@ -145,7 +147,7 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is not below the " +
                                              std::to_string(workers_.size()) +
                                              " workers this server expects (--workers)");
-  const AdmissionTicket& ticket = setup_.tickets[hello.worker];
+  AdmissionTicket& ticket = setup_.tickets[hello.worker];
   if (hello.token == 0 || hello.token != ticket.token.load(std::memory_order_acquire))
     throw Error(Errc::kPermissionDenied, "worker " + std::to_string(hello.worker) +
                                              " was not admitted by this server (connect to its listen address first)");
@@ -172,14 +174,23 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     auto inbox = std::make_unique<InboxReader>(
         context_->allocate(slot_layout_.slot_bytes() * setup_.config.inbox_slots, Access::kRemoteWrite), slot_layout_,
         setup_.config.inbox_slots);
-    // The worker's copy: its write-back source and DC backup, for the rules and paths that need one.
-    std::unique_ptr<transport::Region> copy;
-    if (write_back_copies(setup_.config.rule, use_am) || !store_->direct_source())
-      copy = context_->allocate(std::max<size_t>(lane_range_.size() * sizeof(float), 64), Access::kNone);
+    // The worker's copy: its write-back source and DC backup, for the rules
+    // and paths that need one. The control thread made its memory and faulted
+    // it in when it admitted the worker: doing that here held every other
+    // worker of this lane (0.43 s for a 128 MB range). The lane only registers it.
+    std::unique_ptr<WorkerCopy> copy;
+    if (needs_copy(use_am)) {
+      HostPages memory = ticket.copies.take(hello.token, setup_.index);
+      // None waiting for this ticket (its lane hello came twice, or the
+      // ticket was reissued meanwhile): mapped here rather than refused; its
+      // pages fault in as the worker's first write-backs touch them.
+      if (!memory) memory = HostPages(copy_bytes_);
+      copy = std::make_unique<WorkerCopy>(*context_, std::move(memory), copy_bytes_, *setup_.free_later);
+    }
     auto writer = std::make_unique<WriteBackSender>(*context_, *ep, std::move(receive),
                                                     receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am,
                                                     std::move(landings));
-    store_->attach(w.id, copy ? static_cast<float*>(copy->data()) : nullptr);  // may fail (a GPU shard's memory)
+    store_->attach(w.id, copy ? copy->floats() : nullptr);  // may fail (a GPU shard's memory)
     w.inbox = std::move(inbox);
     w.copy = std::move(copy);
     w.writer = std::move(writer);
@@ -388,12 +399,12 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
       w.writer->send_versions(versions, h.length, versions_offset, kIoTimeout);
       w.writer->wait_sent(kIoTimeout);
     } else {
-      const float* copy = static_cast<const float*>(w.copy->data()) + local;
+      const float* copy = w.copy->floats() + local;
       for (size_t done = 0; done < floats;) {
         // Chunks end on shard boundaries: the worker copies out whole shards as they land.
         const size_t n = std::min(chunk - (local + done) % shard_floats, floats - done);
         store_->snapshot(w.id, local + done, n);
-        w.writer->send_params(copy + done, n, *w.copy, offset + done * sizeof(float), h.landing);
+        w.writer->send_params(copy + done, n, w.copy->region(), offset + done * sizeof(float), h.landing);
         done += n;
         if (done < floats) context_->progress();
       }

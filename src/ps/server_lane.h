@@ -30,6 +30,7 @@
 #include "src/ps/shard_store.h"
 #include "src/ps/step_cover.h"
 #include "src/ps/update_rules.h"
+#include "src/ps/worker_copy.h"
 #include "src/ps/write_back.h"
 #include "transport/context.h"
 
@@ -41,6 +42,7 @@ struct AdmissionTicket {
   std::atomic<uint64_t> token{0};        ///< 0: not admitted
   std::atomic<uint32_t> use_am{0};       ///< push path: 1 active messages, 0 puts
   std::atomic<uint64_t> start_clock{0};  ///< a rejoining worker's clock, the same on every lane
+  CopyHandoff copies;                    ///< the worker's copy per lane, made and faulted in for this token
 };
 
 struct LaneSetup {
@@ -50,6 +52,7 @@ struct LaneSetup {
   const Partition* partition = nullptr;
   uint32_t first_shard = 0, shards = 0;  ///< of this server's shards
   AdmissionTicket* tickets = nullptr;    ///< one per worker id
+  MemoryToFree* free_later = nullptr;    ///< where the memory of copies the lane drops goes
 };
 
 /// Staleness histogram buckets; the last counts tau >= kStalenessBuckets - 1.
@@ -107,6 +110,11 @@ class ServerLane {
   uint16_t port() const { return port_; }
   uint32_t first_shard() const { return setup_.first_shard; }
   uint32_t shards() const { return setup_.shards; }
+  /// Whether a worker on push path `use_am` gets a copy of this lane's range
+  /// (write-back source, DC backup), and its size: what the control thread
+  /// makes for the lane when it admits the worker.
+  bool needs_copy(bool use_am) const { return write_back_copies(setup_.config.rule, use_am) || !direct_source_; }
+  size_t copy_bytes() const { return copy_bytes_; }
   /// Serves on its own thread until stop(), or until every worker left.
   void start();
   void stop() { stop_.store(true); }
@@ -141,7 +149,7 @@ class ServerLane {
     bool connected_once = false, live = false;
     bool departed = false;  // its connection closed: take in what it sent, send it nothing
     std::unique_ptr<transport::Endpoint> ep;
-    std::unique_ptr<transport::Region> copy;  // parameters last sent: write-back source and DC backup
+    std::unique_ptr<WorkerCopy> copy;  // parameters last sent: write-back source and DC backup
     std::unique_ptr<InboxReader> inbox;
     std::unique_ptr<WriteBackSender> writer;
     uint64_t clock = 0;
@@ -201,6 +209,8 @@ class ServerLane {
   std::unique_ptr<transport::Listener> listener_;
   uint16_t port_ = 0;
   std::unique_ptr<ShardStore> store_;
+  bool direct_source_ = false;  // store_->direct_source(), fixed at construction: read by the control thread too
+  size_t copy_bytes_ = 0;       // of a worker's copy of the lane's range
   std::vector<Worker> workers_;
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::vector<uint64_t> versions_;  // of this lane's shards

@@ -26,8 +26,9 @@ class HostShardStore final : public ShardStore {
   }
 
   void attach(uint32_t worker, float* copy) override {
+    // The copy is the worker's backup here, and arrives zeroed: clearing it
+    // again would be a pass over the whole range on the lane, for nothing.
     copies_.at(worker) = copy;
-    if (copy) std::memset(copy, 0, params_.size() * sizeof(float));
   }
 
   void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,

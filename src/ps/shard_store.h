@@ -23,7 +23,8 @@ class ShardStore {
   /// Sets [local, local+n) to `values` (initial parameters).
   virtual void init(size_t local, const float* values, size_t n) = 0;
   /// A worker (re)joins. `copy` (the store's size in floats) is its registered
-  /// write-back source; it starts zeroed, as does the worker's backup. Null
+  /// write-back source, and arrives zeroed (fresh pages, faulted in off the
+  /// lane: WorkerCopy); the worker's backup starts zeroed too. Null
   /// where its write-backs need no copy (write_back_copies() false and a
   /// direct_source()): then snapshot() is never called for it. Throws when
   /// memory for the worker cannot be had (a GPU shard's DC backup): the lane
