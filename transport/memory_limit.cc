@@ -118,12 +118,12 @@ uint64_t resident_bytes() {
   return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
-std::string size_text(uint64_t bytes) {
+std::string size_text(uint64_t bytes, int gb_digits) {
   char text[32];
   if (bytes < 1000000000)
     std::snprintf(text, sizeof(text), "%.1f MB", bytes / 1e6);
   else
-    std::snprintf(text, sizeof(text), "%.1f GB", bytes / 1e9);
+    std::snprintf(text, sizeof(text), "%.*f GB", gb_digits, bytes / 1e9);
   return text;
 }
 

@@ -29,7 +29,7 @@ AvailableMemory available_memory(const MemorySources& sources = {});
 /// This process's resident memory (/proc/self/statm), in bytes; 0 where it cannot be read.
 uint64_t resident_bytes();
 
-/// "8.0 GB", or "5.2 MB" below a gigabyte, for messages.
-std::string size_text(uint64_t bytes);
+/// "8.0 GB" (`gb_digits` after the point), or "5.2 MB" below a gigabyte, for messages and tables.
+std::string size_text(uint64_t bytes, int gb_digits = 1);
 
 }  // namespace rdmaps::transport

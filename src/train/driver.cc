@@ -20,6 +20,7 @@
 #include "rdmaps/error.h"
 #include "src/tools/child_process.h"
 #include "src/train/evaluator.h"
+#include "transport/memory_limit.h"
 
 namespace rdmaps::train {
 namespace {
@@ -106,15 +107,6 @@ struct RunResult {
   Histogram schedule_staleness;  ///< virtual workers: what the schedule made, per piece
   std::vector<Point> curve;
 };
-
-std::string human_bytes(double b) {
-  char buf[32];
-  if (b >= 1e9)
-    std::snprintf(buf, sizeof(buf), "%.2f GB", b / 1e9);
-  else
-    std::snprintf(buf, sizeof(buf), "%.1f MB", b / 1e6);
-  return buf;
-}
 
 // Reads one server line ("stats ..." or "histogram ...") into r.
 void take_server_line(const std::string& line, RunResult& r, uint64_t& pushes) {
@@ -270,8 +262,8 @@ RunResult run_local(const Options& o, bool progress) {
                    "\r[%s] epoch %5.2f/%u  loss %.3f  test acc %5.2f%%  %6.0f updates/s  staleness p50 %.0f max %llu"
                    "  pushed %s pulled %s  %5.1fs ",
                    r.label.c_str(), e, o.epochs, l, 100 * accuracy, rate, r.tau_p50,
-                   static_cast<unsigned long long>(r.tau_max), human_bytes(static_cast<double>(in)).c_str(),
-                   human_bytes(static_cast<double>(out)).c_str(), t);
+                   static_cast<unsigned long long>(r.tau_max), transport::size_text(in, 2).c_str(),
+                   transport::size_text(out, 2).c_str(), t);
       std::fflush(stderr);
     }
   }
@@ -446,8 +438,8 @@ void print_table(const std::vector<RunResult>& runs) {
     else
       std::snprintf(t85, sizeof(t85), "never");
     std::printf("%-22s %9.2f%% %12s %9llu %12s %10.0f %10.1f\n", r.label.c_str(), 100 * r.final_accuracy, t85,
-                static_cast<unsigned long long>(r.updates),
-                human_bytes(static_cast<double>(r.pushed + r.pulled)).c_str(), r.tau_p50, r.seconds);
+                static_cast<unsigned long long>(r.updates), transport::size_text(r.pushed + r.pulled, 2).c_str(),
+                r.tau_p50, r.seconds);
   }
 }
 
