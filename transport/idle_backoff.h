@@ -17,7 +17,10 @@ struct IdlePolicy {
   std::chrono::microseconds spin{50};        ///< idle this long: keep spinning (lowest latency)
   std::chrono::microseconds yield{950};      ///< then this long: sched_yield() between polls
   std::chrono::microseconds sleep{20};       ///< after that: sleep between polls, at least this long,
-  std::chrono::microseconds max_sleep{500};  ///< growing with the idle time (1/16 of it) up to this
+  std::chrono::microseconds max_sleep{500};  ///< growing with the idle time (1/`share` of it) up to this
+  /// Each sleep is at most 1/share of the time already idle, so work that
+  /// arrives after a wait W is noticed at most W/share (and max_sleep) late.
+  uint32_t share = 16;
 };
 
 /// Call `pause(found_work)` once per polling round. Busy rounds and the first
@@ -46,9 +49,9 @@ class IdleBackoff {
       return;
     }
     // Waking costs a few microseconds of CPU: a long wait wakes less often,
-    // adding at most 1/16 of the time already waited.
+    // adding at most 1/share of the time already waited.
     sleeping_ = true;
-    const auto step = std::chrono::duration_cast<std::chrono::microseconds>(idle / 16);
+    const auto step = std::chrono::duration_cast<std::chrono::microseconds>(idle / std::max(policy_.share, 1u));
     std::this_thread::sleep_for(std::clamp(step, policy_.sleep, std::max(policy_.sleep, policy_.max_sleep)));
   }
 
