@@ -9,9 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <tuple>
 
-#include "tests/common/sanitizers.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
 
@@ -191,13 +191,13 @@ TEST_P(PsConsistencyTest, AnIdleServerLeavesTheCpuToItsWorkers) {
   ASSERT_EQ(lanes, std::get<1>(GetParam()));
   const double cpu0 = lane_cpu_seconds();
   const auto wall0 = std::chrono::steady_clock::now();
-  std::this_thread::sleep_for(2s);
+  std::this_thread::sleep_for(2s);  // CPU time comes in 10 ms ticks: 2 s leaves room for 16 a lane
   const double cpu = lane_cpu_seconds() - cpu0;
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
   const double share = cpu / (wall * lanes);
   std::printf("[ info     ] %u idle lane(s) used %.1f %% of a core each\n", lanes, 100 * share);
-  // Measured: 1.5 % (1 % under the sanitizers' -O0); 17-22 % before they backed off.
-  EXPECT_LT(share, kUnderSanitizer ? 0.10 : 0.06) << "idle lanes keep polling at full rate";
+  // Measured: 1.5-4 % each (2.5-4 % under the sanitizers); 14.5-20.7 % before they backed off.
+  EXPECT_LT(share, 0.08) << "idle lanes keep polling at full rate";
   // And the lanes still answer: the next step's three pieces are applied.
   const uint64_t before = servers.server(0).stats().pushes;
   client.push("w", w);
