@@ -907,7 +907,8 @@ TEST_P(PsFaultTest, AWorkerJoiningAServerWithALargeRangeHoldsUpNoLane) {
   EXPECT_EQ(s.applied_per_worker[1], 2u);
   std::printf("lane's longest set-up pause %.1f ms, worker 0's longest step while worker 1 joined %.1f ms\n",
               s.longest_setup_pause_us / 1e3, longest_step_us.load() / 1e3);
-  EXPECT_LT(s.longest_setup_pause_us, 75'000u) << "a lane spent that long admitting a worker";
+  // 12-24 ms alone, 89 ms once beside the sanitizer build; 260-557 ms before joins left the lanes.
+  EXPECT_LT(s.longest_setup_pause_us, 150'000u) << "a lane spent that long admitting a worker";
   servers.stop();
 }
 
