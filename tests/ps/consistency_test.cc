@@ -6,10 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <filesystem>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <tuple>
 
 #include "tests/ps/fixture.h"
@@ -157,18 +154,9 @@ RDMAPS_TEST_PEER(held_worker) {
 // CPU time (seconds) the threads of this process named rdmaps-lane* have used.
 double lane_cpu_seconds() {
   double ticks = 0;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(task.path() / "comm");
-    std::string name;
-    if (!std::getline(comm, name) || name.rfind("rdmaps-lane", 0) != 0) continue;
-    std::ifstream stat(task.path() / "stat");
-    std::string line;
-    std::getline(stat, line);
-    std::istringstream fields(line.substr(line.rfind(')') + 2));  // after "pid (comm) "
-    std::string field;
-    for (int i = 3; i <= 15 && fields >> field; ++i)
-      if (i == 14 || i == 15) ticks += std::stod(field);  // utime, stime
-  }
+  for (const auto& t : process_threads())
+    if (t.name.rfind("rdmaps-lane", 0) == 0 && t.fields.size() > 12)
+      ticks += std::stod(t.fields[11]) + std::stod(t.fields[12]);  // utime, stime (fields 14, 15)
   return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 

@@ -842,12 +842,8 @@ RDMAPS_TEST_PEER(subnormal_pusher) {
 // The scheduling policy of every lane thread of this process, by thread name.
 std::vector<int> lane_policies() {
   std::vector<int> out;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(entry.path() / "comm");
-    std::string name;
-    std::getline(comm, name);
-    if (name.rfind("rdmaps-lane", 0) == 0) out.push_back(sched_getscheduler(std::stoi(entry.path().filename())));
-  }
+  for (const auto& t : process_threads())
+    if (t.name.rfind("rdmaps-lane", 0) == 0) out.push_back(sched_getscheduler(t.tid));
   return out;
 }
 

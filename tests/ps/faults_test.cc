@@ -812,20 +812,8 @@ TEST_P(PsFaultTest, WorkersWaitingForOneNotYetConnectedAreNotLoggedAsStalled) {
 // Minor page faults the thread of this process named `name` took so far
 // (/proc/self/task/*/stat, field 10); nullopt where no thread has that name.
 std::optional<uint64_t> thread_minor_faults(const std::string& name) {
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(task.path() / "comm");
-    std::string thread_name;
-    if (!std::getline(comm, thread_name) || thread_name != name) continue;
-    std::ifstream stat_file(task.path() / "stat");
-    std::string stat;
-    std::getline(stat_file, stat);
-    // After the ")" that ends the name: state ppid pgrp session tty_nr tpgid flags minflt.
-    std::istringstream fields(stat.substr(stat.rfind(')') + 1));
-    std::string skipped;
-    for (int i = 0; i < 7; ++i) fields >> skipped;
-    uint64_t minflt = 0;
-    if (fields >> minflt) return minflt;
-  }
+  for (const auto& t : process_threads())
+    if (t.name == name && t.fields.size() > 7) return std::stoull(t.fields[7]);
   return std::nullopt;
 }
 

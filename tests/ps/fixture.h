@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -57,6 +59,29 @@ class ServerGroup {
   std::vector<std::unique_ptr<Server>> servers_;
   std::vector<std::thread> threads_;
 };
+
+/// A thread of this process: its id, name and the fields of its
+/// /proc/self/task/TID/stat after "(name)": fields[N - 3] is proc(5)'s field N.
+struct ThreadStat {
+  int tid = 0;
+  std::string name;
+  std::vector<std::string> fields;
+};
+inline std::vector<ThreadStat> process_threads() {
+  std::vector<ThreadStat> out;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    ThreadStat t;
+    t.tid = std::stoi(task.path().filename());
+    std::ifstream comm(task.path() / "comm");
+    std::ifstream stat_file(task.path() / "stat");
+    std::string stat;
+    if (!std::getline(comm, t.name) || !std::getline(stat_file, stat)) continue;  // the thread ended
+    std::istringstream fields(stat.substr(stat.rfind(')') + 1));
+    for (std::string f; fields >> f;) t.fields.push_back(f);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
 
 inline std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
