@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -108,17 +109,32 @@ void TcpSocket::wait_ready(short events, Deadline deadline, const char* what, co
 }
 
 void TcpSocket::send_all(const void* data, size_t length, Deadline deadline, const std::string& peer) const {
-  auto* p = static_cast<const char*>(data);
-  while (length > 0) {
-    ssize_t n = ::send(fd_, p, length, MSG_NOSIGNAL);
-    if (n > 0) {
-      p += n;
-      length -= static_cast<size_t>(n);
-    } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+  iovec part{const_cast<void*>(data), length};
+  send_parts(std::span<iovec>(&part, 1), deadline, peer);
+}
+
+void TcpSocket::send_parts(std::span<iovec> parts, Deadline deadline, const std::string& peer) const {
+  for (;;) {
+    while (!parts.empty() && parts.front().iov_len == 0) parts = parts.subspan(1);
+    if (parts.empty()) return;
+    msghdr m{};
+    m.msg_iov = parts.data();
+    m.msg_iovlen = parts.size();
+    ssize_t n = ::sendmsg(fd_, &m, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
       wait_ready(POLLOUT, deadline, "sending to peer", peer);
-    } else {
+      continue;
+    }
+    if (n <= 0)
       throw Error(Errc::kPeerGone,
                   "sending to " + peer + ": " + sys_error(errno) + " (the peer closed the connection)");
+    for (auto sent = static_cast<size_t>(n); sent > 0;) {
+      iovec& front = parts.front();
+      const size_t step = std::min(sent, front.iov_len);
+      front.iov_base = static_cast<char*>(front.iov_base) + step;
+      front.iov_len -= step;
+      sent -= step;
+      if (front.iov_len == 0) parts = parts.subspan(1);
     }
   }
 }
@@ -144,9 +160,11 @@ void TcpSocket::send_message(std::span<const uint8_t> message, Deadline deadline
   if (message.size() > kMaxMessage)
     throw Error(Errc::kInvalidArgument, "control message of " + std::to_string(message.size()) + " bytes exceeds the " +
                                             std::to_string(kMaxMessage) + "-byte limit");
+  // Prefix and body leave in one segment: a peer that answers and closes at
+  // the first bytes it reads cannot reset the connection between the two.
   uint32_t length = static_cast<uint32_t>(message.size());
-  send_all(&length, sizeof(length), deadline, peer);
-  if (length) send_all(message.data(), length, deadline, peer);
+  iovec parts[2] = {{&length, sizeof(length)}, {const_cast<uint8_t*>(message.data()), message.size()}};
+  send_parts(std::span<iovec>(parts, length ? 2 : 1), deadline, peer);
 }
 
 namespace {

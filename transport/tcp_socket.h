@@ -2,6 +2,8 @@
 // addresses, versions) and set-up control messages, every wait bounded.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <chrono>
 #include <cstdint>
 #include <span>
@@ -49,6 +51,7 @@ class TcpSocket {
 
  private:
   void wait_ready(short events, Deadline deadline, const char* what, const std::string& peer) const;
+  void send_parts(std::span<iovec> parts, Deadline deadline, const std::string& peer) const;
   int fd_ = -1;
 };
 
