@@ -160,8 +160,9 @@ void TcpSocket::send_message(std::span<const uint8_t> message, Deadline deadline
   if (message.size() > kMaxMessage)
     throw Error(Errc::kInvalidArgument, "control message of " + std::to_string(message.size()) + " bytes exceeds the " +
                                             std::to_string(kMaxMessage) + "-byte limit");
-  // Prefix and body leave in one segment: a peer that answers and closes at
-  // the first bytes it reads cannot reset the connection between the two.
+  // Prefix and body in one call, so one segment where the message fits one:
+  // a peer that answers and closes at the first bytes it reads cannot reset
+  // the connection between the two.
   uint32_t length = static_cast<uint32_t>(message.size());
   iovec parts[2] = {{&length, sizeof(length)}, {const_cast<uint8_t*>(message.data()), message.size()}};
   send_parts(std::span<iovec>(parts, length ? 2 : 1), deadline, peer);
