@@ -1,6 +1,7 @@
 // Bad input and dead peers: clear errors, bounded waits, nothing sent.
 #include <sys/socket.h>
 
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -76,6 +77,23 @@ TEST_P(ErrorsTest, APeerThatSpeaksAnotherProtocolIsNamedAsSuch) {
   answer.join();
   EXPECT_EQ(code, Errc::kProtocol) << what;
   EXPECT_NE(what.find("'HTTP': not an rdmaps peer"), std::string::npos) << what;
+}
+
+// Why the test above can see the text: a message's prefix and body go in one
+// call. Over a record socket each call is one record, so a split would show.
+TEST(ControlMessages, PrefixAndBodyLeaveInOneCall) {
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET, 0, fds), 0);
+  transport::TcpSocket sender(fds[0]), receiver(fds[1]);
+  const std::vector<uint8_t> message = {'h', 'e', 'l', 'l', 'o'};
+  sender.send_message(message, Clock::now() + 1s, "receiver");
+  uint8_t record[64];
+  const ssize_t n = ::recv(receiver.fd(), record, sizeof(record), 0);
+  ASSERT_EQ(n, static_cast<ssize_t>(4 + message.size())) << "the message left in more than one call";
+  uint32_t length;
+  std::memcpy(&length, record, 4);
+  EXPECT_EQ(length, message.size());
+  EXPECT_EQ(std::vector<uint8_t>(record + 4, record + n), message);
 }
 
 TEST_P(ErrorsTest, AcceptWithoutClientTimesOutNamingTheAddress) {
