@@ -64,21 +64,22 @@ fi
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 rm -f "$asan"/meson-logs/asan-*.json "$asan"/asan-*.out
 asan_test() {  # NAME TEST [SHARD]: one test (one third of it with SHARD), its output kept in $asan/asan-NAME.out
-  local name=$1 test=$2
-  if [ $# -gt 2 ]; then export GTEST_TOTAL_SHARDS=3 GTEST_SHARD_INDEX=$3; fi
-  meson test -C "$asan" --no-rebuild --logbase "asan-$name" --print-errorlogs "$test" >"$asan/asan-$name.out" 2>&1
+  local name=$1 test=$2 shard=()
+  if [ $# -gt 2 ]; then shard=(GTEST_TOTAL_SHARDS=3 "GTEST_SHARD_INDEX=$3"); fi
+  env "${shard[@]}" meson test -C "$asan" --no-rebuild --logbase "asan-$name" --print-errorlogs "$test" \
+    >"$asan/asan-$name.out" 2>&1
 }
 (
   s=0
-  (asan_test ps-0 ps 0) || s=1
-  (asan_test ps-1 ps 1) || s=1
+  asan_test ps-0 ps 0 || s=1
+  asan_test ps-1 ps 1 || s=1
   asan_test transport transport || s=1
   exit $s
 ) &
 asan_one=$!
 (
   s=0
-  (asan_test ps-2 ps 2) || s=1
+  asan_test ps-2 ps 2 || s=1
   asan_test fuzz fuzz || s=1
   exit $s
 ) &
