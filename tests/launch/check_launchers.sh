@@ -45,8 +45,9 @@ expect_ok() {
   local texts=()
   while [ "$1" != "--" ]; do texts+=("$1"); shift; done
   shift
+  local started=$SECONDS
   timeout -k 10 180 "$@" >"$log" 2>&1
-  local status=$?
+  local status=$? took=$((SECONDS - started))
   if [ $status -ne 0 ]; then
     fail "$name: exit status $status"; grep -v '^progress' "$log" | tail -n 25
     return
@@ -54,21 +55,28 @@ expect_ok() {
   for t in "${texts[@]}"; do
     grep -qF -- "$t" "$log" || { fail "$name: no '$t' in its output"; grep -v '^progress' "$log" | tail -n 25; return; }
   done
-  echo "ok: $name: $(grep -m1 -oE 'final test accuracy [0-9.]+|"test_accuracy": [0-9.]+' "$log")"
+  echo "ok: $name: $(grep -m1 -oE 'final test accuracy [0-9.]+|"test_accuracy": [0-9.]+' "$log") (${took} s)"
+  # Each launch takes 3-8 s alone; one that took far longer passed, but what
+  # it waited on is worth seeing (a whole run once took 244 s against 113).
+  if [ "$took" -gt 30 ]; then
+    echo "   $name took ${took} s; the end of its output:"
+    grep -v '^progress' "$log" | tail -n 15 | sed 's/^/   | /'
+  fi
 }
 
 # Runs a launch that must fail, within its timeout, naming `text`.
 expect_error() {
   local name=$1 text=$2 log=$work/$1.log
   shift 2
+  local started=$SECONDS
   timeout -k 10 120 "$@" >"$log" 2>&1
-  local status=$?
+  local status=$? took=$((SECONDS - started))
   if [ $status -eq 0 ] || [ $status -eq 124 ]; then
     fail "$name: exit status $status, expected an error"; tail -n 15 "$log"
   elif ! grep -qF -- "$text" "$log"; then
     fail "$name: the error does not say '$text'"; tail -n 15 "$log"
   else
-    echo "ok: $name: $(grep -m1 -F -- "$text" "$log" | cut -c1-200)"
+    echo "ok: $name ($took s): $(grep -m1 -F -- "$text" "$log" | cut -c1-200)"
   fi
 }
 
