@@ -38,6 +38,38 @@ unset MALLOC_PERTURB_
 export PYTHONPATH=$build/python UCX_NET_DEVICES=lo
 small=(--epochs 1 --train-limit 12000 --test-limit 2000 --expect-accuracy 0.60 --launch-timeout 60)
 
+# Runs LOG LIMIT COMMAND...: the launch with its output in LOG, killed after
+# LIMIT s; sets `status` and `took`. Each launch takes 1-8 s alone; one still
+# running after 30 s has its processes listed in LOG.ps (a whole run once took
+# 244 s against 113, one case killed at its limit, with nothing to say which
+# process waited).
+run_launch() {
+  local log=$1 limit=$2
+  shift 2
+  local started=$SECONDS
+  timeout -k 10 "$limit" "$@" >"$log" 2>&1 &
+  local launch=$!
+  # shellcheck disable=SC2009  # the tree with each process's wait channel, which pgrep does not give
+  (sleep 30; ps -eo pid,ppid,stat,wchan:32,etime,args --forest | grep -E 'mpirun|orted|prte|srun|rdmaps|python3' \
+    | grep -v grep >"$log.ps") >/dev/null 2>&1 &
+  local watch=$!
+  wait "$launch"
+  status=$?
+  took=$((SECONDS - started))
+  kill "$watch" 2>/dev/null
+  wait "$watch" 2>/dev/null
+  return 0
+}
+
+# After a launch that passed: if it ran long, what it printed and which processes were still there at 30 s.
+show_slow() {
+  local name=$1 log=$2
+  [ "$took" -gt 30 ] || return 0
+  echo "   $name took ${took} s (exit status $status); the end of its output:"
+  grep -v '^progress' "$log" | tail -n 15 | sed 's/^/   | /'
+  if [ -s "$log.ps" ]; then echo "   its processes at 30 s:"; cut -c1-200 "$log.ps" | sed 's/^/   | /'; fi
+}
+
 # Runs a launch; it must exit 0 and its output must hold every given text.
 expect_ok() {
   local name=$1 log=$work/$1.log
@@ -45,9 +77,7 @@ expect_ok() {
   local texts=()
   while [ "$1" != "--" ]; do texts+=("$1"); shift; done
   shift
-  local started=$SECONDS
-  timeout -k 10 180 "$@" >"$log" 2>&1
-  local status=$? took=$((SECONDS - started))
+  run_launch "$log" 180 "$@"
   if [ $status -ne 0 ]; then
     fail "$name: exit status $status"; grep -v '^progress' "$log" | tail -n 25
     return
@@ -56,27 +86,21 @@ expect_ok() {
     grep -qF -- "$t" "$log" || { fail "$name: no '$t' in its output"; grep -v '^progress' "$log" | tail -n 25; return; }
   done
   echo "ok: $name: $(grep -m1 -oE 'final test accuracy [0-9.]+|"test_accuracy": [0-9.]+' "$log") (${took} s)"
-  # Each launch takes 3-8 s alone; one that took far longer passed, but what
-  # it waited on is worth seeing (a whole run once took 244 s against 113).
-  if [ "$took" -gt 30 ]; then
-    echo "   $name took ${took} s; the end of its output:"
-    grep -v '^progress' "$log" | tail -n 15 | sed 's/^/   | /'
-  fi
+  show_slow "$name" "$log"
 }
 
 # Runs a launch that must fail, within its timeout, naming `text`.
 expect_error() {
   local name=$1 text=$2 log=$work/$1.log
   shift 2
-  local started=$SECONDS
-  timeout -k 10 120 "$@" >"$log" 2>&1
-  local status=$? took=$((SECONDS - started))
+  run_launch "$log" 120 "$@"
   if [ $status -eq 0 ] || [ $status -eq 124 ]; then
     fail "$name: exit status $status, expected an error"; tail -n 15 "$log"
   elif ! grep -qF -- "$text" "$log"; then
     fail "$name: the error does not say '$text'"; tail -n 15 "$log"
   else
     echo "ok: $name ($took s): $(grep -m1 -F -- "$text" "$log" | cut -c1-200)"
+    show_slow "$name" "$log"
   fi
 }
 
