@@ -23,6 +23,11 @@ import rdmaps
 CHUNK = 1 << 26  # floats per pass when filling and checking: no temporary of the whole size
 
 
+def chunks(n):
+    for s in range(0, n, CHUNK):
+        yield s, min(n, s + CHUNK)
+
+
 def available_bytes():
     with open("/proc/meminfo") as f:
         for line in f:
@@ -57,8 +62,7 @@ def main():
     took["connect_s"] = time.perf_counter() - start
 
     g = np.empty(args.floats, dtype=np.float32)
-    for s in range(0, args.floats, CHUNK):  # 1..997 by position: a float landing elsewhere shows
-        e = min(args.floats, s + CHUNK)
+    for s, e in chunks(args.floats):  # 1..997 by position: a float landing elsewhere shows
         g[s:e] = (np.arange(s, e, dtype=np.int64) % 997 + 1).astype(np.float32)
     t = time.perf_counter()
     worker.push("head", np.ones(8, dtype=np.float32))
@@ -72,8 +76,7 @@ def main():
     took["pull_s"] = time.perf_counter() - t
 
     wrong, first = 0, None
-    for s in range(0, args.floats, CHUNK):
-        e = min(args.floats, s + CHUNK)
+    for s, e in chunks(args.floats):
         bad = np.flatnonzero(out[s:e] != np.float32(-lr) * g[s:e])
         if bad.size and first is None:
             first = int(s + bad[0])

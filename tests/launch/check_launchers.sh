@@ -40,9 +40,10 @@ small=(--epochs 1 --train-limit 12000 --test-limit 2000 --expect-accuracy 0.60 -
 
 # Runs LOG LIMIT COMMAND...: the launch with its output in LOG, killed after
 # LIMIT s; sets `status` and `took`. Each launch takes 1-8 s alone; one still
-# running after 30 s has its processes listed in LOG.ps (a whole run once took
+# running after $slow_after s has its processes listed in LOG.ps (a whole run once took
 # 244 s against 113, one case killed at its limit, with nothing to say which
 # process waited).
+slow_after=30
 run_launch() {
   local log=$1 limit=$2
   shift 2
@@ -50,7 +51,7 @@ run_launch() {
   timeout -k 10 "$limit" "$@" >"$log" 2>&1 &
   local launch=$!
   # shellcheck disable=SC2009  # the tree with each process's wait channel, which pgrep does not give
-  (sleep 30; ps -eo pid,ppid,stat,wchan:32,etime,args --forest | grep -E 'mpirun|orted|prte|srun|rdmaps|python3' \
+  (sleep "$slow_after"; ps -eo pid,ppid,stat,wchan:32,etime,args --forest | grep -E 'mpirun|orted|prte|srun|rdmaps|python3' \
     | grep -v grep >"$log.ps") >/dev/null 2>&1 &
   local watch=$!
   wait "$launch"
@@ -61,13 +62,13 @@ run_launch() {
   return 0
 }
 
-# After a launch that passed: if it ran long, what it printed and which processes were still there at 30 s.
+# After a launch that passed: if it ran long, what it printed and which processes were still running.
 show_slow() {
   local name=$1 log=$2
-  [ "$took" -gt 30 ] || return 0
+  [ "$took" -gt "$slow_after" ] || return 0
   echo "   $name took ${took} s (exit status $status); the end of its output:"
   grep -v '^progress' "$log" | tail -n 15 | sed 's/^/   | /'
-  if [ -s "$log.ps" ]; then echo "   its processes at 30 s:"; cut -c1-200 "$log.ps" | sed 's/^/   | /'; fi
+  if [ -s "$log.ps" ]; then echo "   its processes at $slow_after s:"; cut -c1-200 "$log.ps" | sed 's/^/   | /'; fi
 }
 
 # Runs a launch; it must exit 0 and its output must hold every given text.
@@ -85,7 +86,7 @@ expect_ok() {
   for t in "${texts[@]}"; do
     grep -qF -- "$t" "$log" || { fail "$name: no '$t' in its output"; grep -v '^progress' "$log" | tail -n 25; return; }
   done
-  echo "ok: $name: $(grep -m1 -oE 'final test accuracy [0-9.]+|"test_accuracy": [0-9.]+' "$log") (${took} s)"
+  echo "ok: $name ($took s): $(grep -m1 -oE 'final test accuracy [0-9.]+|"test_accuracy": [0-9.]+' "$log")"
   show_slow "$name" "$log"
 }
 
