@@ -45,7 +45,12 @@ void Request::wait() {
 }
 
 void Request::wait_for(std::chrono::milliseconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  wait_until(std::chrono::steady_clock::now() + timeout, timeout, nullptr);
+}
+
+void Request::wait_until(std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds bound,
+                         const std::atomic<bool>* cancel) {
+  auto who = [&] { return peer_ ? " with peer " + peer_->peer_name() : std::string(); };
   IdleBackoff idle;
   while (!test()) {
     idle.pause(engine_->progress() != 0);
@@ -53,14 +58,14 @@ void Request::wait_for(std::chrono::milliseconds timeout) {
     // A dead peer cannot complete this: its bootstrap socket says so at once,
     // on every transport, long before the timeout.
     if (due.peers && peer_ && peer_->peer_closed())
-      throw Error(Errc::kPeerGone, std::string(op_) + " with peer " + peer_->peer_name() +
+      throw Error(Errc::kPeerGone, std::string(op_) + who() +
                                        " cannot complete: the peer closed its connection (its process exited or "
                                        "failed) while this waited");
-    if (due.deadline && std::chrono::steady_clock::now() > deadline) {
-      std::string who = peer_ ? " with peer " + peer_->peer_name() : "";
-      throw Error(Errc::kTimeout, std::string(op_) + who + " not complete after " + std::to_string(timeout.count()) +
+    if (due.deadline && cancel && cancel->load(std::memory_order_relaxed))
+      throw Error(Errc::kCancelled, std::string(op_) + who() + " was still in flight when the wait was cancelled");
+    if (due.deadline && std::chrono::steady_clock::now() > deadline)
+      throw Error(Errc::kTimeout, std::string(op_) + who() + " not complete after " + std::to_string(bound.count()) +
                                       " ms (is the peer still progressing?)");
-    }
   }
 }
 

@@ -2,6 +2,7 @@
 // remote visibility is ordered by fence() or guaranteed by flush().
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <string>
 
@@ -48,6 +49,11 @@ class [[nodiscard]] Request {
   /// a timeout treat the endpoint as failed and close it; the operation stays
   /// queued in UCX, so its buffers must outlive the endpoint.
   void wait_for(std::chrono::milliseconds timeout);
+  /// As wait_for(), for one of several waits that share a deadline: the
+  /// timeout names `bound` (the whole wait's), and `*cancel` turning true
+  /// ends it with Error(kCancelled) (an interrupt from another thread).
+  void wait_until(std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds bound,
+                  const std::atomic<bool>* cancel);
   bool pending() const noexcept { return handle_ != nullptr; }
 
  private:

@@ -111,7 +111,7 @@ bool ClientImpl::progress() {
 
 template <typename Done>
 void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* only) {
-  const auto deadline = std::min(Clock::now() + options_.timeout, leave_by_);
+  const auto deadline = this->deadline();
   transport::IdleBackoff idle;  // a long wait (the clock bound) must not take the core of the one it waits for
   while (!done()) {
     idle.pause(progress());
@@ -130,6 +130,11 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
                                              std::to_string(options_.worker) + " was " + what);
     }
   }
+}
+
+void ClientImpl::complete(std::vector<transport::Request>& requests) {
+  const auto by = deadline();
+  for (auto& r : requests) r.wait_until(by, options_.timeout, &interrupted_);
 }
 
 uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version,
@@ -190,7 +195,7 @@ void ClientImpl::offer_late_landings() {
           }
         }
       }
-      for (auto& r : inflight) r.wait_for(options_.timeout);
+      complete(inflight);
       inflight.clear();
       for (const Asked& a : asked) {
         const Mailbox& box = a.link->mailbox(*a.lane);
@@ -235,7 +240,7 @@ void ClientImpl::clock(bool barrier) {
             post(link, lane, MsgType::kClock, 0, 0, 0, 0, nullptr, inflight);
             lane.clock_sent = clock_;
           }
-      for (auto& r : inflight) r.wait_for(options_.timeout);
+      complete(inflight);
       inflight.clear();
       const uint64_t s = barrier ? 0 : config_.staleness;
       if (s == kInfiniteStaleness || clock_ <= s) return;
@@ -285,6 +290,10 @@ class Call {
     if (impl.interrupted_.load(std::memory_order_relaxed)) {
       impl.in_call_.store(false, std::memory_order_release);
       throw Error(Errc::kCancelled, std::string(what) + ": the client was interrupted (Client::interrupt)");
+    }
+    if (const auto& broken = impl.broken()) {
+      impl.in_call_.store(false, std::memory_order_release);
+      throw Error(broken->code(), std::string(what) + ": this client cannot go on: " + broken->what());
     }
   }
   ~Call() {

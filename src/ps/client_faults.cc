@@ -2,6 +2,7 @@
 // dropped the connection), fetching what it holds, and leaving with a
 // handshake so that the last pushes are taken in.
 #include <algorithm>
+#include <cstdio>
 #include <thread>
 
 #include "rdmaps/log.h"
@@ -13,12 +14,27 @@ namespace rdmaps::ps {
 using namespace std::chrono_literals;
 // How long a leaving worker waits for its Byes to be acknowledged.
 constexpr std::chrono::milliseconds kLeaveTimeout = 5s;
+// How soon a reconnecting worker notices interrupt() between attempts.
+constexpr std::chrono::milliseconds kInterruptCheck = 20ms;
+
+namespace {
+std::string seconds(uint64_t ms) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g", static_cast<double>(ms) / 1000.0);
+  return text;
+}
+}  // namespace
 
 void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& inflight) {
+  // interrupt(): the call ends now, not after a reconnect; a server that did
+  // not come back (caught again by an outer piece of the same call): once.
+  if (cause.code() == Errc::kCancelled || broken_) throw cause;
+  const auto by = deadline();  // one bound for all of them, not one each
   for (auto& r : inflight) {
     try {
-      r.wait_for(options_.timeout);
-    } catch (const Error&) {
+      r.wait_until(by, options_.timeout, &interrupted_);
+    } catch (const Error& e) {
+      if (e.code() == Errc::kCancelled) throw;
       // Sent to a server that closed: what it took in is the checkpoint's business now.
     }
   }
@@ -34,6 +50,12 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
 }
 
 void ClientImpl::disconnect(ServerLink& link) {
+  for (Gathered& g : gathered_)
+    if (g.link == &link) {  // as flush_run() counts a run whose server restarted: one push, lost
+      g.link = nullptr;
+      ++stats_.pushes;
+      ++stats_.pushes_lost;
+    }
   for (auto& lane : link.lanes) {
     lane.write_back.clear();
     by_endpoint_.erase(lane.ep.get());
@@ -42,9 +64,17 @@ void ClientImpl::disconnect(ServerLink& link) {
   link.receive.reset();
 }
 
+void ClientImpl::give_up(ServerLink& link, const Error& why) {
+  disconnect(link);
+  broken_ = why;
+  throw why;
+}
+
 void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
-  const auto start = Clock::now(), deadline = start + std::chrono::milliseconds(config_.reconnect_ms);
-  logf(LogLevel::kWarn, "rdmaps worker %u: %s; reconnecting to %s for up to %.0f s", options_.worker, cause.what(),
+  // Leaving (the destructor's last pushes) waits no longer than leaving does.
+  const auto start = Clock::now(),
+             deadline = std::min(start + std::chrono::milliseconds(config_.reconnect_ms), leave_by_);
+  logf(LogLevel::kWarn, "rdmaps worker %u: %s; reconnecting to %s for up to %g s", options_.worker, cause.what(),
        link.address.c_str(), config_.reconnect_ms / 1000.0);
   std::string last;
   Welcome welcome;
@@ -63,15 +93,22 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
       last = e.what();
     }
     if (welcome.accepted && !holds_the_job())
-      throw Error(Errc::kPeerGone, "server " + link.address +
-                                       " came back without this job's parameters (it did not resume from a "
-                                       "checkpoint: start it with --checkpoint-dir and --resume); worker " +
-                                       std::to_string(options_.worker) + " stops rather than train from nothing");
+      give_up(link,
+              Error(Errc::kPeerGone, "server " + link.address +
+                                         " came back without this job's parameters (it did not resume from a "
+                                         "checkpoint: start it with --checkpoint-dir and --resume); worker " +
+                                         std::to_string(options_.worker) + " stops rather than train from nothing"));
     if (Clock::now() + pause > deadline)
-      throw Error(Errc::kPeerGone, "worker " + std::to_string(options_.worker) + ": server " + link.address +
-                                       " did not come back within " + std::to_string(config_.reconnect_ms / 1000) +
-                                       " s (--reconnect; last attempt: " + last + ")");
-    std::this_thread::sleep_for(pause);
+      give_up(link, Error(Errc::kPeerGone, "worker " + std::to_string(options_.worker) + ": server " + link.address +
+                                               " did not come back within " + seconds(config_.reconnect_ms) +
+                                               " s (--reconnect; last attempt: " + last + ")"));
+    // Slept in steps: interrupt() ends the call within one of them.
+    for (const auto until = Clock::now() + pause; Clock::now() < until;) {
+      if (interrupted_.load(std::memory_order_relaxed))
+        throw Error(Errc::kCancelled, "worker " + std::to_string(options_.worker) + ": reconnecting to server " +
+                                          link.address + ": interrupted (Client::interrupt)");
+      std::this_thread::sleep_for(std::min<Clock::duration>(kInterruptCheck, until - Clock::now()));
+    }
   }
   ++link.generation;
   const bool restarted = welcome.instance != link.instance;
@@ -95,7 +132,7 @@ void ClientImpl::refetch(ServerLink& link) {
   std::vector<uint64_t> seqs;
   for (auto& lane : link.lanes)
     seqs.push_back(post(link, lane, MsgType::kPull, lane.first_shard, 0, 0, lane.shards, nullptr, inflight));
-  for (auto& r : inflight) r.wait_for(options_.timeout);
+  complete(inflight);
   for (size_t l = 0; l < link.lanes.size(); ++l) {
     const Lane& lane = link.lanes[l];
     const Range whole{partition_->shard(link.index, lane.first_shard).begin,

@@ -4,6 +4,7 @@
 // (client_faults.cc).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -89,6 +91,11 @@ class ClientImpl {
  public:
   explicit ClientImpl(const ClientOptions& options) : options_(options), config_(options.config) {
     if (options.servers.empty()) throw Error(Errc::kInvalidArgument, "a client needs at least one server address");
+    if (options.timeout <= std::chrono::milliseconds(0))
+      throw Error(Errc::kInvalidArgument, "ClientOptions::timeout is " + std::to_string(options.timeout.count()) +
+                                              " ms: it bounds every wait of the client and needs at least 1 ms");
+    // Deadlines are now + timeout: milliseconds::max() would overflow the clock.
+    options_.timeout = std::min(options_.timeout, kLongestTimeout);
     for (size_t i = 0; i < options.servers.size(); ++i)
       for (size_t j = 0; j < i; ++j)
         if (options.servers[i] == options.servers[j])
@@ -114,6 +121,9 @@ class ClientImpl {
   void clock(bool barrier);
   uint64_t clock_value() const { return clock_; }
   ClientStats stats() const { return stats_; }
+  /// Set once a server did not come back (or came back without the job):
+  /// every later call fails with it instead of using a half-made connection.
+  const std::optional<Error>& broken() const { return broken_; }
   std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
   /// After each call: the copy a scrape reads, so that it never reads
   /// stats_ while the caller's thread changes it. Assignment reuses the
@@ -169,7 +179,14 @@ class ClientImpl {
   /// or reconnecting is off, throws if a server does not come back in time.
   void recover(const Error& cause, std::vector<transport::Request>& inflight);
   void reconnect(ServerLink& link, const Error& cause);
+  /// Leaves `link` closed and the client broken() by `why`, then throws it.
+  [[noreturn]] void give_up(ServerLink& link, const Error& why);
+  /// Closes `link`'s lanes; what was gathered for it is lost with them.
   void disconnect(ServerLink& link);
+  /// Waits for `requests` to complete by one deadline (the call's timeout, or
+  /// leaving's); interrupt() ends it with kCancelled.
+  void complete(std::vector<transport::Request>& requests);
+  Clock::time_point deadline() const { return std::min(Clock::now() + options_.timeout, leave_by_); }
   /// Pulls every shard of `link` into the receive region: the server's DC
   /// backups of this worker start from what it holds now.
   void refetch(ServerLink& link);
@@ -217,8 +234,10 @@ class ClientImpl {
                                               std::to_string(r.size()));
   }
 
+  static constexpr std::chrono::milliseconds kLongestTimeout{std::chrono::hours(24 * 365 * 100)};
   ClientOptions options_;
   Config config_;
+  std::optional<Error> broken_;
   std::vector<TensorDecl> declared_;
   std::unordered_set<std::string> declared_names_;  // declare() refuses a name twice without a scan
   std::unique_ptr<transport::Context> context_;

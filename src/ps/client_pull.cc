@@ -184,7 +184,7 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
                nullptr, inflight, 0, f.in_place ? static_cast<uint32_t>(landing + 1) : 0, f.in_place ? at : 0);
     }
   }
-  for (auto& r : inflight) r.wait_for(options_.timeout);
+  complete(inflight);
   inflight.clear();
   for (const Fetch& f : fetch) {
     if (f.seq == 0) continue;

@@ -79,7 +79,7 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
     }
     // Local completion: the caller's buffer may be reused after this returns.
     try {
-      for (auto& r : inflight) r.wait_for(options_.timeout);
+      complete(inflight);
     } catch (const Error& e) {
       recover(e, inflight);
     }
@@ -150,7 +150,7 @@ void ClientImpl::flush_run(size_t run) {
         posted = true;
         ++link.posted;
       }
-      for (auto& r : inflight) r.wait_for(options_.timeout);  // the buffer gathers the next run
+      complete(inflight);  // the buffer gathers the next run
       inflight.clear();
       return;
     } catch (const Error& e) {
@@ -186,7 +186,7 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
   std::vector<std::vector<transport::Request>> busy(static_cast<size_t>(depth));
   auto stage = [&](size_t i) {
     auto& requests = busy[i % depth];
-    for (auto& r : requests) r.wait_for(options_.timeout);
+    complete(requests);
     requests.clear();
     ring.copy_from_device(static_cast<int>(i % depth), device_source + pieces[i].source, pieces[i].length * elem);
   };
@@ -203,8 +203,7 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
       post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
       if (type == MsgType::kPush) ++p.link->posted;
     }
-    for (auto& requests : busy)
-      for (auto& r : requests) r.wait_for(options_.timeout);
+    for (auto& requests : busy) complete(requests);
   } catch (const Error& e) {
     // A server restarted: the pieces not yet sent of this gradient are dropped for every server.
     std::vector<transport::Request> all;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <limits>
 #include <optional>
@@ -758,6 +759,158 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
   for (auto& s : servers) kill(s.pid(), SIGCONT);
   std::printf("[ info     ] leaving two stopped servers of 3 lanes each took %.2f s\n", seconds);
   EXPECT_LT(seconds, 4.0) << "~Client waited past its 2 s leave timeout";
+}
+
+// A 3-lane server of 1 MiB shards: a push of a few MiB keeps requests in
+// flight (over tcp) while the server is stopped.
+constexpr uint32_t kWholeShard = 262144;
+RDMAPS_TEST_PEER(big_shard_server) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  o.config = fault_config(args.transport);
+  o.config.shard_floats = kWholeShard;
+  o.config.server_threads = 3;
+  o.config.secret = test_secret();
+  o.workers = 2;
+  o.exit_when_done = false;
+  o.log_connections = false;
+  Server server(o);
+  server.run();
+  return 0;
+}
+
+// A push to a stopped server (SIGSTOP) with requests in flight on every lane
+// ends by one timeout of the client, not one per request (each waited its
+// own: 10 s for a 2 s timeout), and interrupt() from another thread ends it
+// at once (it waited out those timeouts and then said "timeout").
+TEST_P(PsFaultTest, APushToAStoppedServerEndsByOneTimeoutAndInterruptEndsItAtOnce) {
+  int port = 0;
+  PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
+  constexpr size_t kFloats = 16 * kWholeShard;  // 16 pieces over 3 lanes of 4 inbox slots
+  auto connect = [&](uint32_t worker, std::chrono::milliseconds timeout) {
+    ClientOptions o;
+    o.servers = {"127.0.0.1:" + std::to_string(port)};
+    o.worker = worker;
+    o.config = fault_config(GetParam());
+    o.config.shard_floats = kWholeShard;
+    o.config.secret = test_secret();
+    o.timeout = timeout;
+    return connect_when_up(o, "w", kFloats);
+  };
+  auto timing_out = connect(0, 1s), interrupted = connect(1, 60s);
+  ASSERT_TRUE(timing_out && interrupted) << "the server process did not come up";
+  std::vector<float> g(kFloats, 0.0f);
+  timing_out->push("w", g);
+  interrupted->push("w", g);
+  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
+  auto push_then_clock = [&](Client& c) {
+    for (int i = 0; i < 8; ++i) {  // until the credits run out, whatever the transport buffers
+      c.push("w", g);
+      c.clock();
+    }
+  };
+  std::string what;
+  auto start = Clock::now();
+  EXPECT_EQ(error_code_of([&] { push_then_clock(*timing_out); }, &what), Errc::kTimeout) << what;
+  const double timed_out = std::chrono::duration<double>(Clock::now() - start).count();
+  std::thread interrupter([&] {
+    std::this_thread::sleep_for(500ms);
+    interrupted->interrupt();
+  });
+  start = Clock::now();
+  EXPECT_EQ(error_code_of([&] { push_then_clock(*interrupted); }, &what), Errc::kCancelled) << what;
+  const double cancelled = std::chrono::duration<double>(Clock::now() - start).count();
+  interrupter.join();
+  kill(server.pid(), SIGCONT);
+  std::printf(
+      "[ info     ] stopped server: the 1 s timeout ended the push after %.2f s, interrupt() at 0.5 s after "
+      "%.2f s\n",
+      timed_out, cancelled);
+  EXPECT_LT(timed_out, 3.5) << "more than the timeout of the wait and of the recovery after it (2 s)";
+  EXPECT_LT(cancelled, 3.0) << "interrupt() did not end the wait";
+  timing_out.reset();
+  interrupted.reset();
+  server.kill_now();
+}
+
+// A server that does not come back within --reconnect leaves its worker
+// broken: every later call fails with that error (a pull crashed on the lanes
+// the attempt had closed, a clock returned as if the server were there), and
+// the client goes without touching them (pushes gathered for it were sent
+// through freed lanes).
+TEST_P(PsFaultTest, AServerThatDoesNotComeBackLeavesEveryLaterCallFailingWithWhy) {
+  int port = 0;
+  PeerProcess server = listening_peer("lane_server", GetParam(), 1, {"0", "1"}, &port);
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = fault_config(GetParam());
+  o.config.secret = test_secret();
+  o.config.reconnect_ms = 500;
+  o.timeout = 10s;
+  constexpr size_t kTensors = 3;
+  std::unique_ptr<Client> client;
+  for (auto until = Clock::now() + 20s; !client && Clock::now() < until;) {
+    try {
+      client = std::make_unique<Client>(o);
+      for (size_t t = 0; t < kTensors; ++t) client->declare("t" + std::to_string(t), kFaultShard + 100);
+      client->connect();
+    } catch (const Error&) {
+      client.reset();
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  ASSERT_TRUE(client) << "the server process did not come up";
+  const std::vector<float> small(100, 0.5f);
+  std::vector<float> w(kFaultShard + 100);
+  client->pull("t0", w);
+  server.kill_now();
+  std::this_thread::sleep_for(300ms);
+  // Pushes of parts of shards are gathered, one run per shard, sent at the pull.
+  std::string what;
+  try {
+    for (size_t t = 0; t < kTensors; ++t) client->push("t" + std::to_string(t), w);
+    client->pull("t0", w);
+    ADD_FAILURE() << "the pull after the server died returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kPeerGone) << e.what();
+    EXPECT_NE(std::string(e.what()).find("did not come back within 0.5 s"), std::string::npos) << e.what();
+  }
+  const std::vector<std::pair<const char*, std::function<void()>>> later = {
+      {"pull", [&] { client->pull("t0", w); }},
+      {"push", [&] { client->push("t1", w); }},
+      {"clock", [&] { client->clock(); }},
+      {"barrier", [&] { client->barrier(); }},
+  };
+  for (const auto& [name, call] : later) {
+    EXPECT_EQ(error_code_of(call, &what), Errc::kPeerGone) << name << ": " << what;
+    EXPECT_NE(what.find(std::string(name) + ": this client cannot go on"), std::string::npos) << what;
+    EXPECT_NE(what.find("did not come back"), std::string::npos) << what;
+  }
+  const auto start = Clock::now();
+  client.reset();
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0) << "leaving a dead server waited";
+}
+
+// A client's timeout bounds every wait: none at all is refused, naming it,
+// and the longest one (a wait without a bound) is no instant timeout.
+TEST_P(PsFaultTest, AClientTimeoutOfNothingIsRefusedAndTheLongestOneWaits) {
+  Config c = fault_config(GetParam());
+  ServerGroup servers(1, 1, c);
+  ClientOptions o = local_worker_options(servers.addresses(), c);
+  for (auto bad : {0ms, -5ms}) {
+    o.timeout = bad;
+    std::string what;
+    EXPECT_EQ(error_code_of([&] { Client client(o); }, &what), Errc::kInvalidArgument) << what;
+    EXPECT_NE(what.find("ClientOptions::timeout is " + std::to_string(bad.count()) + " ms"), std::string::npos) << what;
+  }
+  o.timeout = std::chrono::milliseconds::max();
+  Client client(o);
+  client.declare("w", kFaultFloats);
+  client.connect();  // failed at once: "no handshake within 9223372036854775807 ms"
+  std::vector<float> w(kFaultFloats, 1.0f);
+  client.init("w", w);
+  client.pull("w", w);
+  EXPECT_EQ(w[0], 1.0f);
 }
 
 // Servers that log a stall after 300 ms and serve on once their workers left.
