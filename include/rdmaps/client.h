@@ -20,7 +20,10 @@ struct ClientOptions {
   /// differs. 0: not checked.
   uint32_t workers = 0;
   Config config;
-  std::chrono::milliseconds timeout{60000};  ///< bound of every wait (connect, credits, clock, pull)
+  /// Bound of every wait (connect, credits, clock, pull), at least 1 ms; a
+  /// call that fails over (Config::reconnect_ms) may take two: its own wait
+  /// and the requests it had in flight.
+  std::chrono::milliseconds timeout{60000};
   /// HOST:PORT to serve GET /metrics on in the Prometheus text format
   /// (docs/observability.md); empty: off. A bad address or a port in use
   /// fails the constructor.
@@ -110,8 +113,9 @@ class Client {
   void set_learning_rate(float lr);
 
   /// The one call for any thread: a call of this client in progress on its
-  /// thread (waiting for a server: a clock, a pull, an inbox credit) ends
-  /// soon with Error(kCancelled), and so does every later one. Destroy the
+  /// thread (waiting for a server: a clock, a pull, an inbox credit, a send
+  /// in flight, a reconnect) ends soon with Error(kCancelled), and so does
+  /// every later one. Destroy the
   /// client once that call returned; the destructor still says goodbye.
   void interrupt();
 
