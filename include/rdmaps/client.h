@@ -20,9 +20,9 @@ struct ClientOptions {
   /// differs. 0: not checked.
   uint32_t workers = 0;
   Config config;
-  /// Bound of every wait (connect, credits, clock, pull), at least 1 ms; a
-  /// call that fails over (Config::reconnect_ms) may take two: its own wait
-  /// and the requests it had in flight.
+  /// Bound of every wait (connect, credits, clock, pull), at least 1 ms. A
+  /// call whose wait failed takes up to one more for the sends it still had
+  /// in flight, then fails (or reconnects: Config::reconnect_ms).
   std::chrono::milliseconds timeout{60000};
   /// HOST:PORT to serve GET /metrics on in the Prometheus text format
   /// (docs/observability.md); empty: off. A bad address or a port in use
