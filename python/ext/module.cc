@@ -156,9 +156,9 @@ class Worker {
     o.servers = std::move(servers);
     o.worker = worker;
     o.config = parse_flags(flags);
-    if (!(timeout_seconds > 0 && timeout_seconds <= 1e9))
+    if (!(timeout_seconds >= 0.001 && timeout_seconds <= 1e9))
       throw Error(Errc::kInvalidArgument, "Worker: timeout=" + std::to_string(timeout_seconds) +
-                                              " is not a number of seconds above 0 (at most 1e9)");
+                                              " is not a number of seconds from 0.001 (a millisecond) to 1e9");
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
     if (o.servers.empty()) throw Error(Errc::kInvalidArgument, "Worker: the server list is empty");
     client_ = std::make_unique<Client>(o);
@@ -171,6 +171,11 @@ class Worker {
     } else if (abandoned_ && client_) {
       client_->interrupt();  // what a signal abandoned ends now, not at the worker's timeout
     }
+    // Joining the comm thread with the GIL held hung for good when it logged
+    // to Python meanwhile (its sink takes the GIL), as close() knows.
+    py::gil_scoped_release release;
+    comm_.reset();
+    client_.reset();
   }
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -462,21 +467,37 @@ PYBIND11_MODULE(_rdmaps, m) {
   m.def(
       "_set_log_level", [](const std::string& name) { set_log_level(parse_log_level(name, "rdmaps.set_log_level")); },
       py::arg("level"));
-  // The sink runs on library threads: it takes the GIL for each line. Python
-  // removes it at exit (rdmaps.log_to_python), before the interpreter goes.
+  // The sink runs on library threads: it takes the GIL for each line, inside
+  // the library's log lock. So the lock is never taken with the GIL held:
+  // the swap releases it (a thread holding the lock waited for the GIL while
+  // this thread, holding the GIL, waited for the lock), and the handler goes
+  // with the GIL retaken. Python removes it at exit (rdmaps.log_to_python),
+  // before the interpreter goes.
+  struct PythonHandler {
+    py::object call;
+    ~PythonHandler() {
+      py::gil_scoped_acquire gil;
+      call = py::object();
+    }
+  };
   m.def(
       "_set_log_handler",
       [](py::object handler) {
-        if (handler.is_none()) return set_log_sink(nullptr);
-        auto held = std::make_shared<py::object>(std::move(handler));
-        set_log_sink([held](LogLevel level, const std::string& line) {
-          py::gil_scoped_acquire gil;
-          try {
-            (*held)(log_level_name(level), line);
-          } catch (py::error_already_set& e) {
-            e.discard_as_unraisable("rdmaps log handler");
-          }
-        });
+        LogSink sink;
+        if (!handler.is_none()) {
+          auto held = std::make_shared<PythonHandler>();
+          held->call = std::move(handler);
+          sink = [held](LogLevel level, const std::string& line) {
+            py::gil_scoped_acquire gil;
+            try {
+              held->call(log_level_name(level), line);
+            } catch (py::error_already_set& e) {
+              e.discard_as_unraisable("rdmaps log handler");
+            }
+          };
+        }
+        py::gil_scoped_release release;
+        set_log_sink(std::move(sink));
       },
       py::arg("handler"));
   m.def("_detect_placement", &detect_placement, py::arg("env"), py::arg("num_servers"),

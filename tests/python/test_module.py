@@ -477,6 +477,55 @@ class ConfigurationTest(unittest.TestCase):
             rdmaps.log_to_python(None)
             rdmaps.set_log_level("info")
 
+    def test_a_worker_thread_logging_to_python_holds_up_neither_its_drop_nor_a_new_handler(self):
+        # The comm thread logs "reconnecting" (its server was killed) through
+        # the Python handler, which takes the GIL inside the library's log
+        # lock. "drop": the Worker dropped meanwhile joined that thread with
+        # the GIL held; "swap": a new handler set with the GIL held waited
+        # for the lock. Each hung for good.
+        server = ("import rdmaps; s = rdmaps.Server('127.0.0.1:0', transport=%r, log_connections=False); "
+                  "print(s.address, flush=True); s.serve()" % TRANSPORT)
+        worker = ("import array, logging, os, signal, sys, time, rdmaps\n"
+                  "logging.basicConfig(level=logging.INFO)\n"
+                  "rdmaps.log_to_python('rdmaps.test')\n"
+                  "w = rdmaps.Worker(sys.argv[1], 0, transport=%r, timeout=5, reconnect=2)\n"
+                  "w.declare('x', 1000)\n"
+                  "w.connect()\n"
+                  "buf = array.array('f', [0.0] * 1000)\n"
+                  "w.pull('x', buf)\n"
+                  "os.kill(int(sys.argv[2]), signal.SIGKILL)\n"
+                  "time.sleep(0.3)\n"
+                  "if sys.argv[3] == 'swap':\n"
+                  "    sys.setswitchinterval(5.0)  # this thread keeps the GIL while it runs\n"
+                  "    w._submit_pull('x', buf.buffer_info()[0], 4000)\n"
+                  "    until = time.time() + 0.5\n"
+                  "    while time.time() < until:  # the comm thread takes the log lock, then waits for the GIL\n"
+                  "        pass\n"
+                  "    rdmaps.log_to_python(None)\n"
+                  "    sys.setswitchinterval(0.005)\n"
+                  "else:\n"
+                  "    w._submit_pull('x', buf.buffer_info()[0], 4000)\n"
+                  "del w\n"
+                  "print('dropped', flush=True)\n" % TRANSPORT)
+        for mode in ("drop", "swap"):
+            served = subprocess.Popen([sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
+            try:
+                address = served.stdout.readline().strip()
+                self.assertRegex(address, r"127\.0\.0\.1:\d+")
+                try:
+                    p = subprocess.run([sys.executable, "-c", worker, address, str(served.pid), mode],
+                                       capture_output=True, text=True, timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.fail(mode + ": the worker process hung")
+            finally:
+                if served.poll() is None:
+                    served.kill()
+                served.wait()
+                served.stdout.close()
+            self.assertEqual(p.returncode, 0, mode + ": " + p.stderr)
+            self.assertIn("dropped", p.stdout, mode)
+            self.assertIn("WARNING:rdmaps.test:rdmaps worker 0:", p.stderr, mode)  # through the Python handler
+
     def test_info_reports_this_machine(self):
         report = rdmaps.info()
         self.assertIn("host", report["ucx"]["memory_types"])
