@@ -96,6 +96,11 @@ rdmaps::Config parse_flags(const char* text, std::string* metrics) {
       if (!(in >> *metrics)) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics needs HOST:PORT");
       continue;
     }
+    if (word.starts_with("--metrics=")) {  // as every other flag takes --flag=value
+      *metrics = word.substr(std::strlen("--metrics="));
+      if (metrics->empty()) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics= needs HOST:PORT");
+      continue;
+    }
     args.push_back(word);
   }
   rdmaps::parse_config(config, args, &rest);

@@ -212,6 +212,17 @@ int main(void) {
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL && strstr(rdmaps_last_error(), "listed twice"),
         "a server listed twice gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
 
+  /* --metrics=HOST:PORT as every other --flag=value (it was an unknown flag), and empty: named. */
+  rdmaps_client_options with_metrics = {address, 0, "--transport shm --metrics=127.0.0.1:0", 0};
+  rdmaps_client* metered = NULL;
+  CHECK(rdmaps_client_create(&with_metrics, &metered) == RDMAPS_OK, "--metrics=: %s", rdmaps_last_error());
+  rdmaps_client_destroy(metered);
+  rdmaps_client_options no_metrics = {address, 0, "--transport shm --metrics=", 0};
+  bad = (rdmaps_client*)1;
+  CHECK(rdmaps_client_create(&no_metrics, &bad) == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL &&
+            strstr(rdmaps_last_error(), "--metrics= needs HOST:PORT"),
+        "an empty --metrics=: %s", rdmaps_last_error());
+
   rdmaps_client_options co = {address, 0, "--transport shm --put-landing on", 0};
   rdmaps_client* client = NULL;
   st = rdmaps_client_create(&co, &client);

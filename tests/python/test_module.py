@@ -536,6 +536,13 @@ class ConfigurationTest(unittest.TestCase):
         self.assertEqual(rdmaps.config_flags({"lambda_": 2}, staleness=float("inf"), check_nan=True, eps=None),
                          ["--lambda", "2", "--staleness", "inf", "--check-nan", "on"])
 
+    def test_a_timeout_outside_a_millisecond_to_1e9_seconds_is_refused(self):
+        for bad in (0, -1, 0.0004, float("nan"), 2e9):
+            with self.assertRaisesRegex(rdmaps.InvalidArgument, "Worker: timeout=.* is not a number of seconds from "
+                                        r"0\.001 \(a millisecond\) to 1e9"):
+                rdmaps.Worker("127.0.0.1:9", 0, transport=TRANSPORT, timeout=bad)
+        rdmaps.Worker("127.0.0.1:9", 0, transport=TRANSPORT, timeout=0.001).close()
+
     def test_nobody_listening_is_a_connection_error(self):
         worker = rdmaps.Worker("127.0.0.1:9", 0, transport=TRANSPORT, timeout=5)
         worker.declare("w", 4)
