@@ -137,6 +137,12 @@ uint64_t CheckpointHeader::updates() const {
   return n;
 }
 
+bool CheckpointHeader::awaits(size_t w) const {
+  const bool job_ended = std::all_of(workers.begin(), workers.end(),
+                                     [](const CheckpointWorker& k) { return k.state == WorkerState::kGone; });
+  return workers[w].state != WorkerState::kGone || job_ended;
+}
+
 std::string write_checkpoint(const std::string& dir, const CheckpointHeader& header, const FloatRuns& arrays) {
   uint64_t floats = 0;
   for (const auto& run : arrays.params) floats += run.size();

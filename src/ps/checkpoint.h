@@ -41,6 +41,11 @@ struct CheckpointHeader {
   std::vector<uint64_t> versions;  ///< per shard of the server
   std::vector<CheckpointWorker> workers;
   uint64_t updates() const;  ///< pushes held, all workers
+  /// Whether a server resumed from this checkpoint holds the clock for worker
+  /// `w` until it connects, at its clock here: it was connected or not yet,
+  /// or every worker had left (the job resumes as a new run that waits for
+  /// all of them). One that had left a job still running is done.
+  bool awaits(size_t w) const;
 };
 
 struct Checkpoint {

@@ -57,17 +57,14 @@ void ServerLane::restore(const Checkpoint& c) {
   const uint64_t at = lane_range_.begin - server_range_.begin;
   store_->load(0, lane_range_.size(), c.params.data() + at, c.state.empty() ? nullptr : c.state.data() + at);
   std::copy_n(c.header.versions.begin() + setup_.first_shard, setup_.shards, versions_.begin());
-  // A job that had ended (every worker left) resumes as a new run that waits
-  // for all of them; before, such a server found nothing left to do and exited.
-  const bool job_ended = std::all_of(c.header.workers.begin(), c.header.workers.end(),
-                                     [](const CheckpointWorker& k) { return k.state == WorkerState::kGone; });
   for (size_t i = 0; i < workers_.size(); ++i) {
     const CheckpointWorker& k = c.header.workers[i];
     Worker& w = workers_[i];
     w.clock = k.clock;
-    // Connected ones are expected back: like workers not yet connected, they hold the clock until they are.
-    // One that had left, in a job still running, is done.
-    w.connected_once = k.state == WorkerState::kGone && !job_ended;
+    // Workers expected back hold the clock until they are, like workers not
+    // yet connected. A job that had ended resumes as a new run that waits for
+    // all of them; before, such a server found nothing left to do and exited.
+    w.connected_once = !c.header.awaits(i);
     w.pushes = setup_.index == 0 ? k.pushes : 0;  // lane 0 carries the server's count
   }
   update_min_clock();

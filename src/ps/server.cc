@@ -109,6 +109,7 @@ class ServerImpl {
     listener_ = context_->listen(listen);
     admitted_once_.assign(options.workers, false);
     restored_pushes_.assign(options.workers, 0);
+    resumed_clocks_.assign(options.workers, 0);
     if (!options.config.checkpoint_dir.empty()) {
       check_checkpoint_dir(options.config.checkpoint_dir);
       checkpoint_lock_ = std::make_unique<CheckpointDirLock>(options.config.checkpoint_dir, options.index);
@@ -170,6 +171,7 @@ class ServerImpl {
   bool resumed_ = false;
   uint64_t resumed_updates_ = 0;
   std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
+  std::vector<uint64_t> resumed_clocks_;   // by worker: the clock the resumed checkpoint expects it back at, or 0
   uint64_t instance_ = 0;                  // random: this server process, as its workers know it
   ClosingEndpoints closing_;               // control connections, closed once the worker closed its side
   struct Held {
@@ -293,7 +295,11 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   // Before the token: no lane hello can carry it before the Welcome anyway.
   // An earlier ticket's untaken copies are freed (at most one per lane waits).
   ticket.copies.offer(token, std::move(copies));
-  uint64_t start_clock = 0;  // for a rejoin: the furthest any lane's slowest live worker got
+  // One start clock for every lane (a lane choosing its own disagreed with
+  // the others where the worker had reached some of them before): the
+  // furthest any lane's slowest live worker got, so that a rejoining worker
+  // holds nobody back, and no earlier than the resumed checkpoint expects it.
+  uint64_t start_clock = resumed_clocks_[hello.worker];
   for (const auto& lane : lanes_)
     start_clock = std::max(start_clock, lane->counters().min_clock.load(std::memory_order_relaxed));
   ticket.start_clock.store(start_clock, std::memory_order_relaxed);
@@ -521,6 +527,7 @@ void ServerImpl::resume() {
   uint64_t slowest = UINT64_MAX;
   for (size_t w = 0; w < h.workers.size(); ++w) {
     restored_pushes_[w] = h.workers[w].pushes;
+    if (h.awaits(w)) resumed_clocks_[w] = h.workers[w].clock;
     if (h.workers[w].state != WorkerState::kGone) slowest = std::min(slowest, h.workers[w].clock);
   }
   log("resumed from " + c.path + " (checkpoint " + std::to_string(h.sequence) + ", " + std::to_string(h.updates()) +

@@ -198,18 +198,19 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     throw Error(e.code(), std::string("server could not register memory: ") + e.what());
   }
   w.departed = false;
-  // A rejoining worker starts where the slowest live worker is, so it holds
-  // nobody back; the control thread chose that clock once for all lanes. One
-  // that reconnects after this server restarted goes on from its own clock.
-  w.clock = std::max(w.connected_once ? ticket.start_clock.load(std::memory_order_acquire) : w.clock, hello.clock);
-  w.clock_since = Clock::now();
-  w.stall_logged = false;
+  // Every lane starts the worker at the clock the control thread chose for
+  // its ticket, or at the worker's own where that is further (it reconnects
+  // after this server restarted): clocks must go up by one on every lane, so
+  // the lanes must agree. Chosen here, a lane the worker had never reached
+  // (it died between lanes) started it at 0 and another lane further on,
+  // and the first then refused its every clock.
+  const uint64_t start_clock = std::max(ticket.start_clock.load(std::memory_order_acquire), hello.clock);
   w.mailbox = Mailbox{};
   w.mailbox.min_clock = min_clock_;
   w.mailbox.landings = w.writer->landing_bytes().size();
   w.name = "worker " + std::to_string(w.id) + " (" + peer + ")";
   welcome.accepted = 1;
-  welcome.start_clock = w.clock;
+  welcome.start_clock = start_clock;
   welcome.inbox_region = w.inbox->region().descriptor(Access::kRemoteWrite).serialize();
   try {
     ep->send_control(encode(welcome), kAnswerTimeout);
@@ -220,6 +221,10 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   }
   by_endpoint_[ep.get()] = w.id;
   w.ep = std::move(ep);
+  // Only now: a worker that left during the handshake holds the clock where it was.
+  w.clock = start_clock;
+  w.clock_since = Clock::now();
+  w.stall_logged = false;
   w.live = true;
   w.connected_once = true;
   live_[w.id].store(true, std::memory_order_release);

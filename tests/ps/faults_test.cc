@@ -406,6 +406,76 @@ std::unique_ptr<Client> connect_worker(const std::string& addresses, const Confi
   return client;
 }
 
+// Admits worker `worker` (a table of "w", `floats`) at the server at
+// `address` and connects it to lane 0 alone, then leaves without a word:
+// a worker killed between its lanes.
+void connect_to_lane_zero_only_and_die(transport::TransportKind kind, const std::string& address, uint32_t worker,
+                                       uint32_t workers, uint64_t staleness, uint64_t floats) {
+  auto context = transport::create_context({.transport = kind, .secret = test_secret()});
+  auto control = context->connect(transport::SockAddr::parse(address), kSetupTimeout);
+  ps::Hello hello;
+  hello.worker = worker;
+  hello.workers = workers;
+  hello.staleness = staleness;
+  hello.push_path = static_cast<uint32_t>(PushPath::kPut);
+  hello.tensors = {{"w", floats}};
+  control->send_control(encode(hello), kSetupTimeout);
+  const ps::Welcome welcome = ps::decode_welcome(control->recv_control(kSetupTimeout), address);
+  ASSERT_TRUE(welcome.accepted) << welcome.reason;
+  ASSERT_GE(welcome.lanes.size(), 2u) << "the server runs one lane: nothing to connect to but lane 0";
+  size_t shards = 0;
+  for (const auto& lane : welcome.lanes) shards += lane.shards;
+  const ps::ReceiveLayout layout{welcome.lanes.size(), shards, floats};
+  auto receive = context->allocate(layout.bytes(), Access::kRemoteWrite);
+  auto lane0 = context->connect(transport::SockAddr::parse(address).with_port(welcome.lanes[0].port), kSetupTimeout);
+  lane0->send_control(
+      encode(ps::LaneHello{worker, welcome.token, 0, receive->descriptor(Access::kRemoteWrite).serialize(), {}}),
+      kSetupTimeout);
+  const ps::LaneWelcome lw = ps::decode_lane_welcome(lane0->recv_control(kSetupTimeout), address);
+  ASSERT_TRUE(lw.accepted) << lw.reason;
+}
+
+// A worker id that reached lane 0 but died before lane 1 comes back while
+// another worker is at clock 2: both lanes must start it at the same clock.
+// Lane 1 started it at 0 and lane 0 at 2; the worker goes on from the larger,
+// so lane 1 refused its every clock ("clock 3 after 0") and, holding the
+// clock at 0 for it, stalled the job (docs/protocol.md "Connection").
+TEST_P(PsFaultTest, AWorkerThatDiedBetweenLanesRejoinsAtOneClockOnEveryLane) {
+  Config c = config();
+  c.staleness = 2;
+  c.shard_floats = 64;  // 256 floats: four shards, two lanes
+  c.server_threads = 2;
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;
+  serve_on.log_connections = false;
+  ServerGroup servers(1, 2, c, serve_on);
+  constexpr uint64_t kFloats = 256;
+  connect_to_lane_zero_only_and_die(GetParam(), servers.addresses(), 1, 2, c.staleness, kFloats);
+  if (HasFatalFailure()) return;
+  for (auto until = Clock::now() + 20s; servers.server(0).stats().workers_lost == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(servers.server(0).stats().workers_lost, 1u) << "lane 0 never saw the half-connected worker go";
+  auto first = connect_worker(servers.addresses(), c, 0, 2, kFloats);
+  std::vector<float> g(kFloats, 0.01f);
+  for (int i = 0; i < 2; ++i) {
+    first->push("w", g);
+    first->clock();
+  }
+  auto back = connect_worker(servers.addresses(), c, 1, 2, kFloats);
+  EXPECT_EQ(back->clock_value(), 2u) << "not started where the slowest live worker is";
+  try {
+    for (int i = 0; i < 3; ++i) {
+      back->push("w", g);
+      back->clock();
+      first->push("w", g);
+      first->clock();
+    }
+  } catch (const Error& e) {
+    ADD_FAILURE() << "the rejoined worker's clocks were not taken: " << e.what();
+  }
+  EXPECT_EQ(servers.server(0).stats().rejected_per_worker[1], 0u) << "a lane rejected the rejoined worker's clock";
+}
+
 // A worker started for another number of workers, with another staleness
 // bound than the first worker's, or asking for another update rule than the
 // server's, is refused at hello naming both values,
