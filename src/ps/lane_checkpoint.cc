@@ -27,6 +27,7 @@ bool ServerLane::snapshot_step() {
     snapshot_copied_.assign(setup_.shards, false);
     snapshot_left_ = setup_.shards;
     snapshot_next_ = 0;
+    snapshot_sequence_ = wanted;
     snapshot_active_ = true;
     return true;
   }
@@ -34,7 +35,9 @@ bool ServerLane::snapshot_step() {
   if (snapshot_next_ < setup_.shards) copy_shard(snapshot_next_);
   if (snapshot_left_ > 0) return true;
   snapshot_active_ = false;
-  snapshot_taken_.store(snapshot_wanted_.load(std::memory_order_relaxed), std::memory_order_release);
+  // Under the sequence it was started for: one asked for meanwhile stands
+  // for a later moment, and is taken afresh on the next turn.
+  snapshot_taken_.store(snapshot_sequence_, std::memory_order_release);
   return true;
 }
 
@@ -49,6 +52,10 @@ void ServerLane::copy_shard(uint32_t k) {
 }
 
 void ServerLane::snapshot_now(uint64_t sequence) {
+  // The final checkpoint is of the model as training left it: a periodic
+  // snapshot still in progress stands for the moment it was asked for, and
+  // finished and published as this one it lost every update since.
+  snapshot_active_ = false;
   request_snapshot(sequence);
   while (!snapshot_ready(sequence)) snapshot_step();
 }

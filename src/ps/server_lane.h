@@ -137,7 +137,8 @@ class ServerLane {
   /// Whether snapshot `sequence` is complete; it is left alone until the next request.
   bool snapshot_ready(uint64_t sequence) const { return snapshot_taken_.load(std::memory_order_acquire) == sequence; }
   const LaneSnapshot& snapshot() const { return snapshot_; }
-  /// The whole snapshot at once, on the caller's thread: only while the lane's thread is not running.
+  /// The whole snapshot at once, on the caller's thread: only while the lane's
+  /// thread is not running. A snapshot in progress is dropped: this one is of now.
   void snapshot_now(uint64_t sequence);
   /// Before start(): parameters, state, versions and workers from a checkpoint
   /// of this server, already checked against its table and worker count.
@@ -225,6 +226,7 @@ class ServerLane {
   LaneSnapshot snapshot_;
   std::atomic<uint64_t> snapshot_wanted_{0}, snapshot_taken_{0};
   bool snapshot_active_ = false;
+  uint64_t snapshot_sequence_ = 0;     // of the snapshot in progress: what it is published as
   std::vector<bool> snapshot_copied_;  // by shard of the lane
   uint32_t snapshot_next_ = 0, snapshot_left_ = 0;
   std::atomic<bool> stop_{false}, finished_{false};

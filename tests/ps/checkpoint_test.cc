@@ -467,6 +467,70 @@ TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLos
   EXPECT_EQ(servers.server(0).stats().workers_lost, 1u);
 }
 
+// The checkpoint a stopping server writes last holds every update it
+// applied, even when a periodic snapshot was half taken as it stopped: that
+// snapshot stands for the moment it was asked for, and was once finished and
+// published as the final one, losing the pushes since. A small tensor is
+// pushed beside a table of a million 16-float shards, which a lane copies
+// one per turn of its loop: a checkpoint after every update keeps a
+// snapshot in progress nearly all the time, and the server is stopped a few
+// pushes after a checkpoint was written, when the next one has just begun.
+TEST_P(PsCheckpointTest, TheFinalCheckpointHoldsEveryUpdateThoughASnapshotWasInProgress) {
+  const std::string dir = temp_dir();
+  Config c = sgd_config(GetParam(), kLr, 16);
+  c.staleness = kInfiniteStaleness;
+  c.server_threads = 1;
+  c.checkpoint_dir = dir;
+  c.checkpoint_every_updates = 1;
+  c.checkpoint_every_ms = 0;
+  ServerOptions base;
+  base.exit_when_done = false;
+  base.log_connections = false;
+  constexpr size_t kSmall = 16, kBig = size_t{16} << 20;
+  std::vector<float> before(kSmall), after(kSmall);
+  uint64_t pushes = 0;
+  {
+    ServerGroup servers(1, 1, c, base);
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("small", kSmall);
+    client.declare("big", kBig);
+    client.connect();
+    const std::vector<float> g(kSmall, 0.5f);
+    auto step = [&] {
+      client.push("small", g);
+      client.clock();
+    };
+    // The first checkpoint, taken while the lane has nothing else to do
+    // (under a stream of pushes it copies a shard per push: 16 s over tcp).
+    step();
+    for (auto until = Clock::now() + 60s; servers.server(0).stats().checkpoints == 0 && Clock::now() < until;)
+      std::this_thread::sleep_for(2ms);
+    ASSERT_EQ(servers.server(0).stats().checkpoints, 1u) << "no checkpoint written in 60 s";
+    // The next is asked for at once; these pushes land while it is taken.
+    for (auto until = Clock::now() + 100ms; Clock::now() < until;) step();
+    client.pull("small", before);  // every push taken in
+    servers.stop();
+    const ServerStats s = servers.server(0).stats();
+    pushes = s.pushes;
+    EXPECT_FALSE(s.final_checkpoint_failed);
+    EXPECT_EQ(s.checkpoint_updates, s.pushes) << "the final checkpoint lost updates applied before the stop";
+  }
+  ServerOptions resumed = base;
+  resumed.config = c;
+  resumed.config.resume = true;
+  ServerGroup servers(1, 1, resumed.config, resumed);
+  EXPECT_EQ(servers.server(0).stats().resumed_updates, pushes);
+  Client client(local_worker_options(servers.addresses(), c));
+  client.declare("small", kSmall);
+  client.declare("big", kBig);
+  client.connect();
+  client.pull("small", after);
+  EXPECT_EQ(std::memcmp(before.data(), after.data(), kSmall * 4), 0)
+      << "resumed from the final checkpoint, the parameters are not those pulled before the stop";
+  servers.stop();
+  fs::remove_all(dir);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, PsCheckpointTest,
                          testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
                          transport_param_name);
