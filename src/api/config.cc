@@ -177,7 +177,13 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   auto switch_ = [&](const std::string& name, bool& target, const std::string& help) {
     if (wanted(name)) finish(cli::add_switch(app, "--" + name, target, help), name);
   };
-  auto fraction = cli::number([](double d) { return d >= 0 && d < 1; }, "in [0, 1)");
+  // The update rule's parameters: the ranges a server checks a rule it
+  // adopts from a worker against (ps::rule_param_range), "off" where 0 is one.
+  auto rule_check = [](const std::string& name) {
+    const ps::RuleParamRange& range = ps::rule_param_range(name);
+    const CLI::Validator number = cli::number(range.ok, range.expected);
+    return range.off ? word_or("off", number, range.expected) : number;
+  };
 
   function(
       "staleness",
@@ -196,24 +202,21 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
                      {"dc-asgd-a", UpdateRule::kDcAsgdAdaptive}},
                     "update rule"),
            "rule");
-  option("lr", config.learning_rate, "learning rate", cli::positive());
-  option("momentum", config.momentum, "momentum (rule momentum)", fraction);
-  option("lambda", config.dc_lambda, "DC-ASGD-c lambda", cli::non_negative());
-  option("lambda0", config.dc_lambda0, "DC-ASGD-a lambda0", cli::non_negative());
-  option("ms-momentum", config.ms_momentum, "DC-ASGD-a mean-square momentum", fraction);
-  option("eps", config.eps, "DC-ASGD-a epsilon", cli::positive());
+  option("lr", config.learning_rate, "learning rate", rule_check("lr"));
+  option("momentum", config.momentum, "momentum (rule momentum)", rule_check("momentum"));
+  option("lambda", config.dc_lambda, "DC-ASGD-c lambda", rule_check("lambda"));
+  option("lambda0", config.dc_lambda0, "DC-ASGD-a lambda0", rule_check("lambda0"));
+  option("ms-momentum", config.ms_momentum, "DC-ASGD-a mean-square momentum", rule_check("ms-momentum"));
+  option("eps", config.eps, "DC-ASGD-a epsilon", rule_check("eps"));
   switch_("ms-bias-correction", config.ms_bias_correction, "DC-ASGD-a: divide by ms / (1 - ms-momentum^t)");
   function(
       "dc-bound",
       [&config](const std::string& v) { config.dc_bound = v == "off" ? 0 : static_cast<float>(std::stod(v)); },
-      "DC-ASGD-a: the compensation changes a gradient by at most X times itself",
-      word_or("off", cli::positive(), "a positive bound or off"), "X|off");
+      "DC-ASGD-a: the compensation changes a gradient by at most X times itself", rule_check("dc-bound"), "X|off");
   function(
       "dc-tau0",
       [&config](const std::string& v) { config.dc_tau0 = v == "off" ? 0 : static_cast<float>(std::stod(v)); },
-      "DC-ASGD-a: pushes tau > T stale step lr*T/tau",
-      word_or("off", cli::number([](double d) { return d >= 1; }, "at least 1"), "a staleness of at least 1 or off"),
-      "T|off");
+      "DC-ASGD-a: pushes tau > T stale step lr*T/tau", rule_check("dc-tau0"), "T|off");
   if (wanted("staleness-policy"))
     finish(add_enum(app, "--staleness-policy", config.staleness_policy,
                     {{"none", StalenessPolicy::kNone},

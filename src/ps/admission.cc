@@ -34,6 +34,10 @@ std::string Admission::check(const Hello& hello) const {
       return "its update rule differs from this server's (" + d +
              ", the worker's first): give both the same --rule and its parameters, or start the server with "
              "--rule-from-workers";
+  // The rule this server is to run with, refused as the command line would
+  // refuse it: an eps of 0 or a negative ms-momentum made the model NaN.
+  if (options_.rule_from_workers && !has_table())
+    if (std::string why = hello.rule.out_of_range(); !why.empty()) return "its update rule cannot be adopted: " + why;
   if (options_.rule_from_workers && has_table())
     if (std::string d = RuleParams::from(config_).difference(hello.rule); !d.empty())
       return "its update rule differs from the one adopted from the first worker (" + d + ", adopted first)";

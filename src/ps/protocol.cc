@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <utility>
 
+#include "rdmaps/error.h"
 #include "transport/wire.h"
 
 namespace rdmaps::ps {
@@ -21,25 +23,40 @@ constexpr size_t kMaxTensors = 1u << 20;
 constexpr size_t kMaxName = kMaxTensorName;  // and refusal reasons
 constexpr size_t kMaxRegion = 64 * 1024;
 
+// What the rule's parameters may hold. The messages are the command line's
+// (tests/ps/config_test.cc matches them).
+constexpr RuleParamRange kPositive{[](double d) { return d > 0; }, "a positive number"};
+constexpr RuleParamRange kAtLeastZero{[](double d) { return d >= 0; }, "a number of at least 0"};
+constexpr RuleParamRange kFraction{[](double d) { return d >= 0 && d < 1; }, "in [0, 1)"};
+constexpr RuleParamRange kBound{[](double d) { return d > 0; }, "a positive bound or off", true};
+constexpr RuleParamRange kTau0{[](double d) { return d >= 1; }, "a staleness of at least 1 or off", true};
+
 // The rule's float parameters, in wire order: one list for the Config copy,
-// the wire, the difference check and the update's parameters (the learning
-// rate travels per push, not among them).
+// the wire, the difference and range checks and the update's parameters
+// (the learning rate travels per push, not among them).
 struct FloatField {
   const char* name;  // as the flag spells it
   float RuleParams::*wire;
   float Config::*config;
   float math::UpdateParams::*update;  // null: not one of the update's parameters
+  RuleParamRange range;
 };
 constexpr FloatField kFloatFields[] = {
-    {"lr", &RuleParams::learning_rate, &Config::learning_rate, nullptr},
-    {"momentum", &RuleParams::momentum, &Config::momentum, &math::UpdateParams::momentum},
-    {"lambda", &RuleParams::dc_lambda, &Config::dc_lambda, &math::UpdateParams::lambda},
-    {"lambda0", &RuleParams::dc_lambda0, &Config::dc_lambda0, &math::UpdateParams::lambda0},
-    {"ms-momentum", &RuleParams::ms_momentum, &Config::ms_momentum, &math::UpdateParams::ms_momentum},
-    {"eps", &RuleParams::eps, &Config::eps, &math::UpdateParams::eps},
-    {"dc-bound", &RuleParams::dc_bound, &Config::dc_bound, &math::UpdateParams::dc_bound},
-    {"dc-tau0", &RuleParams::dc_tau0, &Config::dc_tau0, &math::UpdateParams::dc_tau0},
+    {"lr", &RuleParams::learning_rate, &Config::learning_rate, nullptr, kPositive},
+    {"momentum", &RuleParams::momentum, &Config::momentum, &math::UpdateParams::momentum, kFraction},
+    {"lambda", &RuleParams::dc_lambda, &Config::dc_lambda, &math::UpdateParams::lambda, kAtLeastZero},
+    {"lambda0", &RuleParams::dc_lambda0, &Config::dc_lambda0, &math::UpdateParams::lambda0, kAtLeastZero},
+    {"ms-momentum", &RuleParams::ms_momentum, &Config::ms_momentum, &math::UpdateParams::ms_momentum, kFraction},
+    {"eps", &RuleParams::eps, &Config::eps, &math::UpdateParams::eps, kPositive},
+    {"dc-bound", &RuleParams::dc_bound, &Config::dc_bound, &math::UpdateParams::dc_bound, kBound},
+    {"dc-tau0", &RuleParams::dc_tau0, &Config::dc_tau0, &math::UpdateParams::dc_tau0, kTau0},
 };
+
+std::string float_text(float f) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", static_cast<double>(f));
+  return buf;
+}
 
 // Each message's fields are listed once, in wire order, in a function that
 // both writes and reads them: Writer and Reader give the same calls their
@@ -228,6 +245,12 @@ LaneWelcome decode_lane_welcome(const std::vector<uint8_t>& bytes, const std::st
   return m;
 }
 
+const RuleParamRange& rule_param_range(std::string_view flag) {
+  for (const FloatField& f : kFloatFields)
+    if (flag == f.name) return f.range;
+  throw Error(Errc::kInvalidArgument, "rule_param_range(): --" + std::string(flag) + " sets no update-rule parameter");
+}
+
 RuleParams RuleParams::from(const Config& c) {
   RuleParams p;
   p.rule = static_cast<uint32_t>(c.rule);
@@ -281,16 +304,26 @@ std::string RuleParams::difference(const RuleParams& o) const {
   if (rule != o.rule)
     return std::string("rule ") + rule_name(static_cast<UpdateRule>(rule)) + " vs " +
            rule_name(static_cast<UpdateRule>(o.rule));
-  auto text = [](float f) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%g", static_cast<double>(f));
-    return std::string(buf);
-  };
   for (const FloatField& f : kFloatFields)
-    if (this->*f.wire != o.*f.wire) return std::string(f.name) + " " + text(this->*f.wire) + " vs " + text(o.*f.wire);
+    if (this->*f.wire != o.*f.wire)
+      return std::string(f.name) + " " + float_text(this->*f.wire) + " vs " + float_text(o.*f.wire);
   if (ms_bias_correction != o.ms_bias_correction)
     return std::string("ms-bias-correction ") + (ms_bias_correction ? "on" : "off") + " vs " +
            (o.ms_bias_correction ? "on" : "off");
+  return {};
+}
+
+std::string RuleParams::out_of_range() const {
+  for (const FloatField& f : kFloatFields) {
+    const float v = this->*f.wire;
+    const std::string what = std::string(f.name) + " " + float_text(v) + " is ";
+    const std::string flag = std::string(" (--") + f.name + ")";
+    // As the command line refuses them: the lanes flush subnormals to zero
+    // (flush_denormals.h), so an eps of 1e-40 would divide by zero there.
+    if (!std::isfinite(v) || (v != 0 && std::fabs(v) < std::numeric_limits<float>::min()))
+      return what + "out of range (a float holds 1.2e-38 to 3.4e38)" + flag;
+    if (!(f.range.off && v == 0) && !f.range.ok(v)) return what + "not " + f.range.expected + flag;
+  }
   return {};
 }
 

@@ -105,6 +105,18 @@ constexpr size_t kMaxLandingRegions = 1024;
 
 /// The update rule a worker was configured with. A server started with
 /// rule_from_workers adopts the first worker's and refuses workers that differ.
+/// What one of the update rule's float parameters may hold: one definition
+/// for the command line (src/api/config.cc) and for a rule a server adopts
+/// from its first worker or a checkpoint (ServerOptions::rule_from_workers).
+struct RuleParamRange {
+  bool (*ok)(double);    ///< whether a value is in range
+  const char* expected;  ///< what `ok` accepts, as refusals say it: "a positive number"
+  bool off = false;      ///< 0 is allowed too (the command line's "off")
+};
+/// The range of the float parameter that flag `flag` sets ("lr", "eps", ...);
+/// throws Error(kInvalidArgument) for a flag that sets none.
+const RuleParamRange& rule_param_range(std::string_view flag);
+
 struct RuleParams {
   uint32_t rule = 0;  ///< UpdateRule
   float learning_rate = 0, momentum = 0, dc_lambda = 0, dc_lambda0 = 0, ms_momentum = 0, eps = 0, dc_bound = 0,
@@ -117,6 +129,9 @@ struct RuleParams {
   math::UpdateParams update_params() const;
   /// Empty when equal, else the first differing field: "lr 0.5 vs 0.25" (this, other).
   std::string difference(const RuleParams& other) const;
+  /// Empty when every float parameter is in its range (rule_param_range),
+  /// else the first that is not: "eps 0 is not a positive number (--eps)".
+  std::string out_of_range() const;
   /// Whether `flag` (as spelled on a command line, without "--") sets the rule or one of its parameters.
   static bool is_flag(std::string_view flag);
   /// The wire form, shared by the Hello and the checkpoint file.

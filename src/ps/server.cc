@@ -508,6 +508,7 @@ void ServerImpl::resume() {
     mismatch("optimizer state floats", c.state.size(), c.params.size());
   Config restored = config;
   if (options_.rule_from_workers) {
+    if (std::string why = h.rule.out_of_range(); !why.empty()) refuse("its update rule cannot be adopted: " + why);
     h.rule.apply_to(restored);
   } else if (std::string d = RuleParams::from(config).difference(h.rule); !d.empty()) {
     log("resuming with this server's update rule, not the checkpoint's (" + d + ", this server's first)");

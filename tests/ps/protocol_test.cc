@@ -5,9 +5,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "rdmaps/error.h"
+#include "src/ps/admission.h"
 
 namespace rdmaps::ps {
 namespace {
@@ -47,6 +49,57 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   Hello odd = h;
   odd.rule.ms_bias_correction = 2;
   EXPECT_THROW(decode_hello(encode(odd), "peer-7"), Error);
+}
+
+// One definition of what the rule's parameters may hold, for the command
+// line and for a rule a server adopts from its first worker: out of range,
+// each is refused naming it, as the command line would refuse it (an eps of 0
+// or a negative ms-momentum from a worker made the model NaN).
+TEST(Protocol, ARuleOutOfRangeIsNotAdoptedNamingTheField) {
+  struct Case {
+    float RuleParams::*field;
+    float value;
+    const char* says;
+  };
+  const Case cases[] = {
+      {&RuleParams::learning_rate, 0, "lr 0 is not a positive number (--lr)"},
+      {&RuleParams::momentum, 1, "momentum 1 is not in [0, 1) (--momentum)"},
+      {&RuleParams::dc_lambda, -1, "lambda -1 is not a number of at least 0 (--lambda)"},
+      {&RuleParams::dc_lambda0, -0.5f, "lambda0 -0.5 is not a number of at least 0 (--lambda0)"},
+      {&RuleParams::ms_momentum, -0.25f, "ms-momentum -0.25 is not in [0, 1) (--ms-momentum)"},
+      {&RuleParams::eps, 0, "eps 0 is not a positive number (--eps)"},
+      {&RuleParams::eps, std::numeric_limits<float>::denorm_min(),
+       "eps 1.4013e-45 is out of range (a float holds 1.2e-38 to 3.4e38) (--eps)"},
+      {&RuleParams::dc_bound, -1, "dc-bound -1 is not a positive bound or off (--dc-bound)"},
+      {&RuleParams::dc_tau0, 0.5f, "dc-tau0 0.5 is not a staleness of at least 1 or off (--dc-tau0)"},
+  };
+  ServerOptions options;
+  options.rule_from_workers = true;
+  const Admission admission(options);
+  Hello valid;
+  valid.tensors = {{"w", 10}};
+  valid.rule = RuleParams::from(Config{});
+  EXPECT_EQ(valid.rule.out_of_range(), "");
+  EXPECT_EQ(admission.check(valid), "");
+  for (const Case& c : cases) {
+    Hello hello = valid;
+    hello.rule.*c.field = c.value;
+    EXPECT_EQ(hello.rule.out_of_range(), c.says);
+    EXPECT_EQ(admission.check(hello), std::string("its update rule cannot be adopted: ") + c.says);
+  }
+  // "off" is 0 where the command line has it.
+  Hello off = valid;
+  off.rule.dc_bound = 0;
+  off.rule.dc_tau0 = 0;
+  EXPECT_EQ(admission.check(off), "");
+  // A server with a rule of its own compares, it does not adopt.
+  Hello sgd = valid;
+  sgd.rule.eps = 0;
+  EXPECT_EQ(Admission(ServerOptions{}).check(sgd), "");
+  // The command line takes its ranges from the same place.
+  EXPECT_FALSE(rule_param_range("eps").ok(0));
+  EXPECT_TRUE(rule_param_range("dc-tau0").off);
+  EXPECT_THROW(rule_param_range("staleness"), Error);
 }
 
 }  // namespace
