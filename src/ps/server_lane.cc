@@ -262,6 +262,8 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
                         setup_.first_shard,
                         setup_.first_shard + setup_.shards,
                         versions_.data(),
+                        w.step,
+                        w.stepped,
                         w.writer->landing_bytes(),
                         !w.writer->use_am(),
                         slot_layout_.payload_bytes};
@@ -330,7 +332,7 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   if (w.stepped.empty()) w.stepped.assign(setup_.shards, {});
   StepCover& mine = w.stepped[k];
   const uint32_t begin = h.offset, end = h.offset + h.length;
-  const bool same_step = mine.step() == w.step && !mine.covers_any(begin, end);
+  const bool same_step = mine.continued_by(w.step, begin, end);
   const uint64_t tau = version - (same_step ? 1 : 0) - h.base_version;
   const Config& c = setup_.config;
   if (c.staleness_policy == StalenessPolicy::kDropAboveMax && tau > c.tau_max) {

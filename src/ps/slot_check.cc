@@ -29,6 +29,15 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
       if (h.type == static_cast<uint16_t>(MsgType::kPush) && h.base_version > version)
         return "base version " + to_string(h.base_version) + " is ahead of shard " + to_string(h.shard) + " (" +
                to_string(version) + ")";
+      // More of a step the shard's version counted already: its staleness is
+      // version - 1 - base, which a base the step itself reached would make
+      // negative (it wrapped to 2^64-1). A worker's gradient predates its
+      // step's pieces, since a pull of the shard ends the step.
+      const size_t k = h.shard - first;
+      if (h.type == static_cast<uint16_t>(MsgType::kPush) && k < r.stepped.size() &&
+          r.stepped[k].continued_by(r.worker_step, h.offset, h.offset + h.length) && h.base_version >= version)
+        return "base version " + to_string(h.base_version) + " of a piece continuing a step that itself moved shard " +
+               to_string(h.shard) + " to version " + to_string(version) + " (its gradient must predate the step)";
       if (!(std::isfinite(h.learning_rate) && h.learning_rate >= 0))
         return "learning rate " + to_string(h.learning_rate) + " in a push";
       return {};

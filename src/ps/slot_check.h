@@ -9,6 +9,7 @@
 
 #include "src/ps/partition.h"
 #include "src/ps/protocol.h"
+#include "src/ps/step_cover.h"
 
 namespace rdmaps::ps {
 
@@ -20,6 +21,8 @@ struct SlotRules {
   uint32_t server = 0;                      ///< this server's index
   uint32_t first_shard = 0, end_shard = 0;  ///< this lane's shards, [first, end) of the server's
   const uint64_t* versions = nullptr;       ///< of this lane's shards
+  uint64_t worker_step = 0;                 ///< that worker's step on this lane (+1 per clock)
+  std::span<const StepCover> stepped;  ///< what its step covered, by shard of the lane; empty before its first push
   std::span<const uint64_t> landing_bytes;  ///< sizes of the worker's landing regions, in order
   bool puts = false;                        ///< the worker's pulls come back by put: it may offer landing regions
   size_t payload_bytes = 0;                 ///< what a slot's payload holds
@@ -27,7 +30,8 @@ struct SlotRules {
 
 /// Empty when the header may be acted on, else why not (goes to the worker's
 /// rejected count and the log). Accepted pushes and inits lie inside one of
-/// this lane's shards; accepted pulls name only this lane's shards, and a
+/// this lane's shards, and a push's base version is behind the version its
+/// step left the shard at; accepted pulls name only this lane's shards, and a
 /// pull that lands in a landing region fits in it; a landing region offered
 /// after connecting is the next one, on the put path, its descriptor in the slot.
 std::string check_slot(const SlotHeader& h, const SlotRules& r);

@@ -19,6 +19,12 @@ class StepCover {
   uint64_t step() const { return step_; }
   /// Whether any float of [begin, end) is covered.
   bool covers_any(uint32_t begin, uint32_t end) const;
+  /// Whether a piece [begin, end) of the worker's step `step` is more of the
+  /// step these floats belong to (the shard's version counted it already)
+  /// rather than a step of its own.
+  bool continued_by(uint64_t step, uint32_t begin, uint32_t end) const {
+    return step_ == step && !covers_any(begin, end);
+  }
   /// A new step, its first piece [begin, end).
   void start(uint64_t step, uint32_t begin, uint32_t end);
   /// One more piece [begin, end) of the same step.

@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <span>
 
 #include "src/ps/partition.h"
 #include "src/ps/protocol.h"
@@ -339,6 +341,12 @@ TEST(Fuzz, InboxSlotHeaders) {
     r.first_shard = b[64] % 2;  // a lane with one or all of the server's shards
     r.end_shard = shards;
     r.versions = versions;
+    // The worker's step 2 covered floats [0, 100) of each of the lane's
+    // shards, or it pushed nothing yet.
+    std::array<ps::StepCover, 8> stepped;
+    for (auto& s : stepped) s.start(2, 0, 100);
+    r.worker_step = 2;
+    r.stepped = std::span<const ps::StepCover>(stepped).first(b[66] % 2 ? r.end_shard - r.first_shard : 0);
     const uint64_t landing_bytes[2] = {65536, 8000};
     r.landing_bytes = landing_bytes;
     r.puts = b[65] % 2;  // a put path (landing regions may be offered) or not
@@ -350,6 +358,11 @@ TEST(Fuzz, InboxSlotHeaders) {
       const ps::Range s = partition.shard(1, h.shard);
       if (h.length == 0 || uint64_t{h.offset} + h.length > s.size()) return "push outside its shard";
       if (!std::isfinite(h.learning_rate) || h.learning_rate < 0) return "bad learning rate";
+      // Its staleness, version - base, less one for more of a counted step, is not negative.
+      const uint64_t version = versions[h.shard - r.first_shard];
+      const size_t k = h.shard - r.first_shard;
+      const bool continued = k < r.stepped.size() && r.stepped[k].continued_by(2, h.offset, h.offset + h.length);
+      if (type == ps::MsgType::kPush && h.base_version + (continued ? 1 : 0) > version) return "negative staleness";
     } else if (type == ps::MsgType::kPull) {
       if (h.shard < r.first_shard || uint64_t{h.shard} + h.length > r.end_shard || h.length == 0)
         return "pull outside the lane";

@@ -227,6 +227,46 @@ RDMAPS_TEST_PEER(rogue_worker) {
   return 0;
 }
 
+// A piece that continues a step counts no new version: its staleness is
+// version - 1 - base. One whose base is the version its own step's earlier
+// piece made (only a crafted header: a pull ends the step) made that
+// negative, wrapped to 2^64-1, and was applied as if that stale; it is
+// rejected now, while an honest piece of the same step is taken at 0.
+TEST_P(PsFaultTest, APieceOfAStepBasedOnTheVersionItsStepMadeIsRejected) {
+  Config c = fault_config(GetParam());
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;
+  serve_on.log_connections = false;
+  ServerGroup servers(1, 1, c, serve_on);
+  RawWorker raw(PeerArgs{GetParam(), 0, 0, {servers.addresses()}}, 0, kFaultFloats, 3);
+  ASSERT_TRUE(raw.welcome.accepted) << raw.welcome.reason;
+  uint64_t seq = 1;
+  auto push = [&](uint32_t offset, uint64_t base_version) {
+    ps::SlotHeader h{};
+    h.magic = ps::kSlotMagic;
+    h.type = static_cast<uint16_t>(ps::MsgType::kPush);
+    h.seq = seq;
+    h.offset = offset;
+    h.length = 16;
+    h.base_version = base_version;
+    raw.write(h, seq, seq, 0.5f);
+    for (auto until = Clock::now() + kSetupTimeout; raw.mailbox()[0].load() < seq && Clock::now() < until;)
+      raw.context->progress();
+    ASSERT_EQ(raw.mailbox()[0].load(), seq) << "no credit back for message " << seq;
+    ++seq;
+  };
+  push(0, 0);   // shard 0 at version 1
+  push(16, 1);  // the same step, based on the version it made itself
+  push(32, 0);  // the same step, honestly: 0 stale
+  const ServerStats s = servers.server(0).stats();
+  EXPECT_EQ(s.rejected_per_worker[0], 1u);
+  EXPECT_EQ(raw.mailbox()[4].load(), 1u) << "the worker was not told";  // Mailbox::rejected
+  EXPECT_EQ(s.applied_per_worker[0], 2u);
+  ASSERT_FALSE(s.staleness.empty());
+  EXPECT_EQ(s.staleness[0], 2u);
+  EXPECT_EQ(s.staleness.back(), 0u) << "a push counted as stale as the histogram goes";
+}
+
 TEST_P(PsFaultTest, DeadWorkerIsDroppedFromTheClockAndMayRejoin) {
   Config c = config();
   c.staleness = 0;  // BSP: a dead worker not dropped would block the others forever
