@@ -152,7 +152,9 @@ uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t s
   h.worker = options_.worker;
   h.shard = shard;
   h.base_version = base_version;
-  h.clock = clock_;
+  // A clock message carries the next clock of its lane, which may be behind
+  // the worker's (see clock()).
+  h.clock = type == MsgType::kClock ? lane.clock_sent + 1 : clock_;
   h.offset = offset;
   h.length = length;
   if (type == MsgType::kPush) h.learning_rate = learning_rate_;
@@ -233,13 +235,14 @@ void ClientImpl::clock(bool barrier) {
     try {
       // Every lane gets the clock, behind this worker's pushes to it (a lane
       // reconnected after its server restarted was told it when connecting).
+      // A lane further behind gets each clock in between: a rejoining worker
+      // goes on from the furthest start clock its servers gave, and a lane
+      // takes only the clock after the last it saw.
       inflight.clear();
       for (auto& link : links_)
         for (auto& lane : link.lanes)
-          if (lane.clock_sent < clock_) {
+          for (; lane.clock_sent < clock_; ++lane.clock_sent)
             post(link, lane, MsgType::kClock, 0, 0, 0, 0, nullptr, inflight);
-            lane.clock_sent = clock_;
-          }
       complete(inflight);
       inflight.clear();
       const uint64_t s = barrier ? 0 : config_.staleness;

@@ -434,7 +434,7 @@ RDMAPS_TEST_PEER(clocking_worker) {
 std::unique_ptr<Client> connect_worker(const std::string& addresses, const Config& c, uint32_t worker, uint32_t workers,
                                        uint64_t floats = 1000) {
   ClientOptions o;
-  o.servers = {addresses};
+  o.servers = split(addresses, ',');
   o.worker = worker;
   o.workers = workers;
   o.config = c;
@@ -514,6 +514,49 @@ TEST_P(PsFaultTest, AWorkerThatDiedBetweenLanesRejoinsAtOneClockOnEveryLane) {
     ADD_FAILURE() << "the rejoined worker's clocks were not taken: " << e.what();
   }
   EXPECT_EQ(servers.server(0).stats().rejected_per_worker[1], 0u) << "a lane rejected the rejoined worker's clock";
+}
+
+// The same across servers: worker 1 reached server 1 (and died), so server 1
+// starts it where worker 0 is (clock 2) and server 0, which never saw it and
+// is connected first, at 0. The worker goes on from 2, and server 0's lanes,
+// which take only the clock after the last they saw, refused its every clock
+// ("clock 3 after 0") and held the job at 0 for it: each lane is now told the
+// clocks in between.
+TEST_P(PsFaultTest, AWorkerStartedAtDifferentClocksByTwoServersClocksOnBoth) {
+  Config c = config();
+  c.staleness = 2;
+  c.shard_floats = 64;  // 512 floats: four shards on each server, two lanes each
+  c.server_threads = 2;
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;
+  serve_on.log_connections = false;
+  ServerGroup servers(2, 2, c, serve_on);
+  constexpr uint64_t kFloats = 512;
+  connect_to_lane_zero_only_and_die(GetParam(), servers.server(1).address(), 1, 2, c.staleness, kFloats);
+  if (HasFatalFailure()) return;
+  for (auto until = Clock::now() + 20s; servers.server(1).stats().workers_lost == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(servers.server(1).stats().workers_lost, 1u) << "server 1 never saw the half-connected worker go";
+  auto first = connect_worker(servers.addresses(), c, 0, 2, kFloats);
+  std::vector<float> g(kFloats, 0.01f);
+  for (int i = 0; i < 2; ++i) {
+    first->push("w", g);
+    first->clock();
+  }
+  auto back = connect_worker(servers.addresses(), c, 1, 2, kFloats);
+  EXPECT_EQ(back->clock_value(), 2u) << "not started where server 1's slowest live worker is";
+  try {
+    for (int i = 0; i < 3; ++i) {
+      back->push("w", g);
+      back->clock();
+      first->push("w", g);
+      first->clock();
+    }
+  } catch (const Error& e) {
+    ADD_FAILURE() << "the clocks of a worker started at two clocks were not taken: " << e.what();
+  }
+  for (uint32_t s = 0; s < 2; ++s)
+    EXPECT_EQ(servers.server(s).stats().rejected_per_worker[1], 0u) << "server " << s << " rejected a clock";
 }
 
 // A worker started for another number of workers, with another staleness
