@@ -94,6 +94,8 @@ class ClientImpl {
     if (options.timeout <= std::chrono::milliseconds(0))
       throw Error(Errc::kInvalidArgument, "ClientOptions::timeout is " + std::to_string(options.timeout.count()) +
                                               " ms: it bounds every wait of the client and needs at least 1 ms");
+    if (std::string why = RuleParams::from(config_).out_of_range(); !why.empty())
+      throw Error(Errc::kInvalidArgument, "ClientOptions::config: " + why);  // a Config built in code
     // Deadlines are now + timeout: milliseconds::max() would overflow the clock.
     options_.timeout = std::min(options_.timeout, kLongestTimeout);
     for (size_t i = 0; i < options.servers.size(); ++i)

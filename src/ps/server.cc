@@ -82,6 +82,9 @@ const ServerOptions& checked(const ServerOptions& options) {
   if (options.workers == 0 || options.workers > kMaxWorkers)
     throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
                                             std::to_string(options.workers) + " (--workers)");
+  // As the command line refuses them; a Config built in code skips it.
+  if (std::string why = RuleParams::from(options.config).out_of_range(); !why.empty())
+    throw Error(Errc::kInvalidArgument, "ServerOptions::config: " + why);
   return options;
 }
 }  // namespace

@@ -1279,6 +1279,29 @@ size_t open_files() {
 // second connect() returned at once and the next push dereferenced no
 // transport. (Running out of open files fails the same way, or, when UCX's
 // own async thread cannot start, aborts inside UCX 1.13: not a way to test.)
+// A Config built in code is held to the command line's ranges: an eps of 0
+// or a negative ms-momentum made the model NaN at the first push.
+TEST(ConfigInCode, ARuleParameterOutOfRangeIsRefusedByServerAndClientNamingIt) {
+  Config c;
+  c.transport = "tcp";
+  c.secret = test_secret();
+  c.eps = 0;
+  ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.config = c;
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { Server server(so); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("ServerOptions::config: eps 0 is not a positive number (--eps)"), std::string::npos) << what;
+  c.eps = 1e-7f;
+  c.ms_momentum = -0.5f;
+  ClientOptions co;
+  co.servers = {"127.0.0.1:9"};
+  co.config = c;
+  EXPECT_EQ(error_code_of([&] { Client client(co); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("ClientOptions::config: ms-momentum -0.5 is not in [0, 1) (--ms-momentum)"), std::string::npos)
+      << what;
+}
+
 TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
   int port = 0;
   PeerProcess server = listening_peer("standalone_server", transport::TransportKind::kTcp, 1, {}, &port);
