@@ -475,33 +475,32 @@ void connect_to_lane_zero_only_and_die(transport::TransportKind kind, const std:
   ASSERT_TRUE(lw.accepted) << lw.reason;
 }
 
-// A worker id that reached lane 0 but died before lane 1 comes back while
-// another worker is at clock 2: both lanes must start it at the same clock.
-// Lane 1 started it at 0 and lane 0 at 2; the worker goes on from the larger,
-// so lane 1 refused its every clock ("clock 3 after 0") and, holding the
-// clock at 0 for it, stalled the job (docs/protocol.md "Connection").
-TEST_P(PsFaultTest, AWorkerThatDiedBetweenLanesRejoinsAtOneClockOnEveryLane) {
-  Config c = config();
+// Worker 1 reaches lane 0 of server `died_at` of `server_count` (two lanes
+// each) and dies; worker 0 clocks twice; worker 1 comes back and must start
+// at clock 2 and have its next clocks taken by every lane of every server.
+void rejoin_where_a_worker_died_half_connected(transport::TransportKind kind, uint32_t server_count, uint32_t died_at) {
+  Config c;
+  c.transport = transport::transport_name(kind);
   c.staleness = 2;
-  c.shard_floats = 64;  // 256 floats: four shards, two lanes
+  c.shard_floats = 64;  // 256 floats a server: four shards, two lanes
   c.server_threads = 2;
   ServerOptions serve_on;
   serve_on.exit_when_done = false;
   serve_on.log_connections = false;
-  ServerGroup servers(1, 2, c, serve_on);
-  constexpr uint64_t kFloats = 256;
-  connect_to_lane_zero_only_and_die(GetParam(), servers.addresses(), 1, 2, c.staleness, kFloats);
-  if (HasFatalFailure()) return;
-  for (auto until = Clock::now() + 20s; servers.server(0).stats().workers_lost == 0 && Clock::now() < until;)
+  ServerGroup servers(server_count, 2, c, serve_on);
+  const uint64_t floats = 256 * server_count;
+  connect_to_lane_zero_only_and_die(kind, servers.server(died_at).address(), 1, 2, c.staleness, floats);
+  if (testing::Test::HasFatalFailure()) return;
+  for (auto until = Clock::now() + 20s; servers.server(died_at).stats().workers_lost == 0 && Clock::now() < until;)
     std::this_thread::sleep_for(5ms);
-  ASSERT_EQ(servers.server(0).stats().workers_lost, 1u) << "lane 0 never saw the half-connected worker go";
-  auto first = connect_worker(servers.addresses(), c, 0, 2, kFloats);
-  std::vector<float> g(kFloats, 0.01f);
+  ASSERT_EQ(servers.server(died_at).stats().workers_lost, 1u) << "lane 0 never saw the half-connected worker go";
+  auto first = connect_worker(servers.addresses(), c, 0, 2, floats);
+  std::vector<float> g(floats, 0.01f);
   for (int i = 0; i < 2; ++i) {
     first->push("w", g);
     first->clock();
   }
-  auto back = connect_worker(servers.addresses(), c, 1, 2, kFloats);
+  auto back = connect_worker(servers.addresses(), c, 1, 2, floats);
   EXPECT_EQ(back->clock_value(), 2u) << "not started where the slowest live worker is";
   try {
     for (int i = 0; i < 3; ++i) {
@@ -513,50 +512,26 @@ TEST_P(PsFaultTest, AWorkerThatDiedBetweenLanesRejoinsAtOneClockOnEveryLane) {
   } catch (const Error& e) {
     ADD_FAILURE() << "the rejoined worker's clocks were not taken: " << e.what();
   }
-  EXPECT_EQ(servers.server(0).stats().rejected_per_worker[1], 0u) << "a lane rejected the rejoined worker's clock";
+  for (uint32_t s = 0; s < server_count; ++s)
+    EXPECT_EQ(servers.server(s).stats().rejected_per_worker[1], 0u) << "server " << s << " rejected a clock";
 }
 
-// The same across servers: worker 1 reached server 1 (and died), so server 1
-// starts it where worker 0 is (clock 2) and server 0, which never saw it and
-// is connected first, at 0. The worker goes on from 2, and server 0's lanes,
+// Both lanes of one server must start such a worker at the same clock.
+// Lane 1 started it at 0 and lane 0 at 2; the worker goes on from the larger,
+// so lane 1 refused its every clock ("clock 3 after 0") and, holding the
+// clock at 0 for it, stalled the job (docs/protocol.md "Connection").
+TEST_P(PsFaultTest, AWorkerThatDiedBetweenLanesRejoinsAtOneClockOnEveryLane) {
+  rejoin_where_a_worker_died_half_connected(GetParam(), 1, 0);
+}
+
+// The same across servers: worker 1 reached server 1, so server 1 starts it
+// where worker 0 is (clock 2) and server 0, which never saw it and is
+// connected first, at 0. The worker goes on from 2, and server 0's lanes,
 // which take only the clock after the last they saw, refused its every clock
 // ("clock 3 after 0") and held the job at 0 for it: each lane is now told the
 // clocks in between.
 TEST_P(PsFaultTest, AWorkerStartedAtDifferentClocksByTwoServersClocksOnBoth) {
-  Config c = config();
-  c.staleness = 2;
-  c.shard_floats = 64;  // 512 floats: four shards on each server, two lanes each
-  c.server_threads = 2;
-  ServerOptions serve_on;
-  serve_on.exit_when_done = false;
-  serve_on.log_connections = false;
-  ServerGroup servers(2, 2, c, serve_on);
-  constexpr uint64_t kFloats = 512;
-  connect_to_lane_zero_only_and_die(GetParam(), servers.server(1).address(), 1, 2, c.staleness, kFloats);
-  if (HasFatalFailure()) return;
-  for (auto until = Clock::now() + 20s; servers.server(1).stats().workers_lost == 0 && Clock::now() < until;)
-    std::this_thread::sleep_for(5ms);
-  ASSERT_EQ(servers.server(1).stats().workers_lost, 1u) << "server 1 never saw the half-connected worker go";
-  auto first = connect_worker(servers.addresses(), c, 0, 2, kFloats);
-  std::vector<float> g(kFloats, 0.01f);
-  for (int i = 0; i < 2; ++i) {
-    first->push("w", g);
-    first->clock();
-  }
-  auto back = connect_worker(servers.addresses(), c, 1, 2, kFloats);
-  EXPECT_EQ(back->clock_value(), 2u) << "not started where server 1's slowest live worker is";
-  try {
-    for (int i = 0; i < 3; ++i) {
-      back->push("w", g);
-      back->clock();
-      first->push("w", g);
-      first->clock();
-    }
-  } catch (const Error& e) {
-    ADD_FAILURE() << "the clocks of a worker started at two clocks were not taken: " << e.what();
-  }
-  for (uint32_t s = 0; s < 2; ++s)
-    EXPECT_EQ(servers.server(s).stats().rejected_per_worker[1], 0u) << "server " << s << " rejected a clock";
+  rejoin_where_a_worker_died_half_connected(GetParam(), 2, 1);
 }
 
 // A worker started for another number of workers, with another staleness
