@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstring>
 
 #include "rdmaps/error.h"
@@ -21,7 +22,8 @@ std::string sys_error(int err) { return std::strerror(err); }
 
 int remaining_ms(TcpSocket::Deadline deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-  return left.count() < 0 ? 0 : static_cast<int>(left.count());
+  // poll() takes an int: a deadline 25 days off wrapped to a short or endless wait.
+  return static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT_MAX));
 }
 
 Error unreachable(const std::string& peer, int err) {
@@ -72,7 +74,10 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline) {
     throw unreachable(peer, errno);
   }
   pollfd p{s.fd_, POLLOUT, 0};
-  int n = ::poll(&p, 1, remaining_ms(deadline));
+  int n;
+  do {  // a signal (a handler of Python's, a profiler's) is not the peer's answer
+    n = ::poll(&p, 1, remaining_ms(deadline));
+  } while (n < 0 && errno == EINTR);
   if (n == 0)
     throw Error(Errc::kTimeout, "connecting to " + peer + ": no answer in time (is the host up and the port open?)");
   int err = 0;

@@ -13,10 +13,16 @@ using Clock = std::chrono::steady_clock;
 UcxListener::UcxListener(UcxContext& context, const SockAddr& address)
     : context_(context), socket_(TcpSocket::listen(address)), address_(socket_.local_address()) {}
 
-void UcxListener::take_in_connections() {
+std::optional<Error> UcxListener::take_in_connections() {
   const ContextOptions& o = context_.options();
   SockAddr peer;
-  for (TcpSocket s; (s = socket_.try_accept(&peer)).valid();) {
+  for (TcpSocket s;;) {
+    try {
+      s = socket_.try_accept(&peer);
+    } catch (const Error& e) {
+      return e;
+    }
+    if (!s.valid()) return std::nullopt;
     pending_.emplace_back(std::move(s), peer.to_string(), o.secret, Clock::now() + o.handshake_timeout);
     if (pending_.size() > o.max_pending_handshakes) {
       // Full: the oldest makes room, so a flood of silent connections delays
@@ -31,36 +37,43 @@ void UcxListener::take_in_connections() {
 }
 
 std::unique_ptr<Endpoint> UcxListener::poll() {
-  take_in_connections();
-  if (pending_.empty()) return nullptr;
+  // Out of files, the handshakes still advance and expire: thrown first, the
+  // accept's failure stopped them for good, and their descriptors with them.
+  const std::optional<Error> accept_failed = take_in_connections();
   std::vector<pollfd> fds(pending_.size());
   for (size_t i = 0; i < pending_.size(); ++i) fds[i] = {pending_[i].fd(), POLLIN, 0};
-  ::poll(fds.data(), fds.size(), 0);
+  if (!fds.empty()) ::poll(fds.data(), fds.size(), 0);
   const auto now = Clock::now();
   for (size_t i = 0; i < pending_.size(); ++i) {
     bootstrap::ServerHandshake& h = pending_[i];
     const bool due = fds[i].revents || h.ready();
-    if (!due && now < h.deadline()) continue;
+    // Late whether or not bytes came: a peer sending one byte per poll held
+    // its slot for as long as its largest message took.
+    const bool late = now >= h.deadline();
+    if (!due && !late) continue;
     const auto drop = [&] { pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i)); };
-    if (!due) {
+    bool ready = false;
+    if (due) {
+      try {
+        ready = h.advance();
+      } catch (...) {  // that peer is gone; the others stay
+        drop();
+        throw;
+      }
+    }
+    if (!ready) {
+      if (!late) continue;
       const std::string peer = h.peer();
       drop();
       throw Error(Errc::kTimeout, "peer " + peer + " did not complete the handshake within " +
                                       std::to_string(context_.options().handshake_timeout.count()) +
                                       " ms (connection closed)");
     }
-    bool ready;
-    try {
-      ready = h.advance();
-    } catch (...) {  // that peer is gone; the others stay
-      drop();
-      throw;
-    }
-    if (!ready) continue;
     bootstrap::ServerHandshake done = std::move(h);
     drop();
     return finish(done);
   }
+  if (accept_failed) throw *accept_failed;
   return nullptr;
 }
 

@@ -3,6 +3,7 @@
 // only from an authenticated peer's address.
 #pragma once
 
+#include <optional>
 #include <vector>
 
 #include "transport/bootstrap.h"
@@ -21,7 +22,9 @@ class UcxListener final : public Listener {
   std::unique_ptr<Endpoint> accept(std::chrono::milliseconds timeout) override;
 
  private:
-  void take_in_connections();
+  /// Accepts what the kernel queued; an accept that failed (out of files) is
+  /// returned, for poll() to throw once the pending handshakes had their turn.
+  std::optional<Error> take_in_connections();
   std::unique_ptr<Endpoint> finish(bootstrap::ServerHandshake& handshake);
 
   UcxContext& context_;

@@ -1,0 +1,196 @@
+// The bootstrap socket at its limits: out of files, a peer that sends one byte
+// at a time, a signal during a connect, a deadline weeks away.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <climits>
+#include <thread>
+#include <vector>
+
+#include "tests/common/scoped_file_limit.h"
+#include "tests/transport/fixture.h"
+#include "transport/bootstrap.h"
+#include "transport/tcp_socket.h"
+
+namespace rdmaps::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using transport::TcpSocket;
+
+constexpr auto kHandshake = 300ms;
+const std::string kSecret = "a secret for this test only, long enough";
+
+std::unique_ptr<transport::Context> tcp_context() {
+  return transport::create_context(
+      {.transport = transport::TransportKind::kTcp, .secret = kSecret, .handshake_timeout = kHandshake});
+}
+
+// Whether the other end closed `s` (reset or end of stream).
+bool closed_by_peer(const TcpSocket& s) {
+  char b;
+  const ssize_t n = ::recv(s.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+// Polls `listener` for `span`, counting its errors by kind.
+struct Polled {
+  int io = 0, timeouts = 0;
+};
+Polled poll_for(transport::Listener& listener, std::chrono::milliseconds span) {
+  Polled p;
+  for (const auto until = Clock::now() + span; Clock::now() < until; std::this_thread::sleep_for(5ms)) {
+    try {
+      static_cast<void>(listener.poll());
+    } catch (const Error& e) {
+      (e.code() == Errc::kIo ? p.io : p.timeouts) += 1;
+    }
+  }
+  return p;
+}
+
+// Out of files with connections still queued, every poll threw the accept's
+// failure before the pending handshakes had their turn: none was answered or
+// expired, and their descriptors kept the shortage going.
+TEST(BootstrapLimits, HandshakesStillExpireWhileAcceptIsOutOfFiles) {
+  auto server = tcp_context();
+  auto listener = server->listen(transport::SockAddr::parse("127.0.0.1:0"));
+  std::vector<TcpSocket> peers;
+  for (int i = 0; i < 6; ++i) peers.push_back(TcpSocket::connect(listener->address(), Clock::now() + 2s));
+  int open = 0;
+  for (int fd = 0; fd < 4096; ++fd) open += fcntl(fd, F_GETFD) != -1;
+  {
+    ScopedSoftFileLimit limit(static_cast<uint64_t>(open) + 16);  // room for a few, not for all 6 and UCX's
+    if (!limit.lowered()) GTEST_SKIP() << "cannot lower the open-files limit here";
+    // Use up what is left, so that the accept fails with connections queued.
+    std::vector<int> spent;
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) spent.push_back(fd);
+    for (int i = 0; i < 2 && !spent.empty(); ++i) {  // two accepts succeed, then EMFILE
+      ::close(spent.back());
+      spent.pop_back();
+    }
+    const Polled p = poll_for(*listener, 3 * kHandshake);
+    for (int fd : spent) ::close(fd);
+    EXPECT_GT(p.io, 0) << "the accept never ran out of files: the test did not reach its case";
+    EXPECT_GE(p.timeouts, 2) << "the handshakes accepted before the shortage never expired";
+  }
+  // With files again, the queued peers are taken in and expire too.
+  const Polled after = poll_for(*listener, 3 * kHandshake);
+  EXPECT_EQ(after.io, 0);
+  int closed = 0;
+  for (const auto& s : peers) closed += closed_by_peer(s);
+  EXPECT_EQ(closed, 6) << "silent peers still held after their deadline";
+}
+
+// A peer that keeps one byte arriving between polls (a valid Open, then a
+// Proven of the largest size allowed, a byte at a time) is dropped at the
+// handshake deadline like a silent one; it was held for as long as its
+// message took (64 KiB at one byte per poll).
+TEST(BootstrapLimits, APeerSendingOneByteAtATimeIsDroppedAtTheHandshakeDeadline) {
+  auto server = tcp_context();
+  auto listener = server->listen(transport::SockAddr::parse("127.0.0.1:0"));
+  auto trickler = TcpSocket::connect(listener->address(), Clock::now() + 5s);
+  const transport::bootstrap::Open open{transport::bootstrap::kHasSecret, {}};
+  trickler.send_message(transport::bootstrap::encode(open), Clock::now() + 1s, "listener");
+  const uint32_t length = 32 + 64 * 1024;
+  trickler.send_all(&length, sizeof(length), Clock::now() + 1s, "listener");
+  std::atomic<bool> stop{false};
+  std::thread drip([&] {
+    for (uint8_t b = 0; !stop; std::this_thread::sleep_for(1ms)) {  // bytes at every poll below
+      try {
+        trickler.send_all(&b, 1, Clock::now() + 1s, "listener");
+      } catch (const Error&) {
+        return;
+      }
+    }
+  });
+  const auto start = Clock::now();
+  std::string dropped;  // the listener's word for it (the peer has the server's Open unread: no peek tells)
+  while (dropped.empty() && Clock::now() - start < 10 * kHandshake) {
+    try {
+      static_cast<void>(listener->poll());
+    } catch (const Error& e) {
+      if (e.code() == Errc::kTimeout) dropped = e.what();
+    }
+    std::this_thread::sleep_for(25ms);
+  }
+  const auto held = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+  stop = true;
+  drip.join();
+  EXPECT_NE(dropped.find("did not complete the handshake within 300 ms"), std::string::npos)
+      << "still held after " << held.count() << " ms";
+  EXPECT_LT(held, 3 * kHandshake);
+}
+
+// A signal with a handler while a connect waits for the peer's answer: the
+// connect goes on to its deadline (it failed at once with "Interrupted
+// system call", as unreachable).
+TEST(BootstrapLimits, ASignalDuringAConnectDoesNotEndIt) {
+  struct sigaction on_alarm {
+  }, saved{};
+  on_alarm.sa_handler = [](int) {};
+  on_alarm.sa_flags = SA_RESTART;  // poll() is not restarted even so
+  ASSERT_EQ(sigaction(SIGALRM, &on_alarm, &saved), 0);
+  // A listener whose accept queue is full: the kernel drops further SYNs, and
+  // a connect waits (the SYN is sent again after 1 s) until one is accepted.
+  auto listening = TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  ASSERT_EQ(::listen(listening.fd(), 0), 0);
+  const auto address = listening.local_address();
+  std::vector<TcpSocket> queued;
+  for (int i = 0; i < 2; ++i) {
+    try {
+      queued.push_back(TcpSocket::connect(address, Clock::now() + 300ms));
+    } catch (const Error&) {
+    }
+  }
+  std::thread drain([&] {
+    std::this_thread::sleep_for(600ms);
+    for (int i = 0; i < 3; ++i) {
+      sockaddr_storage peer{};
+      socklen_t length = sizeof(peer);
+      const int fd = ::accept(listening.fd(), reinterpret_cast<sockaddr*>(&peer), &length);
+      if (fd >= 0) ::close(fd);
+    }
+  });
+  ualarm(100000, 0);
+  std::string what;
+  try {
+    TcpSocket::connect(address, Clock::now() + 10s);
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  drain.join();
+  sigaction(SIGALRM, &saved, nullptr);
+  EXPECT_EQ(what, "") << "the connect failed: " << what;
+}
+
+// A deadline 2^32 ms + 200 ms away is not 200 ms away (poll() takes an int:
+// the wait timed out at once or never).
+TEST(BootstrapLimits, AWaitWithADeadlineWeeksAwayWaitsForThePeer) {
+  auto listening = TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  auto a = TcpSocket::connect(listening.local_address(), Clock::now() + 1s);
+  sockaddr_storage peer{};
+  socklen_t length = sizeof(peer);
+  TcpSocket b(::accept4(listening.fd(), reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK));
+  std::thread late([&] {
+    std::this_thread::sleep_for(600ms);
+    const uint8_t x = 7;
+    a.send_all(&x, 1, Clock::now() + 1s, "peer");
+  });
+  uint8_t got = 0;
+  std::string what;
+  try {
+    b.recv_all(&got, 1, Clock::now() + std::chrono::milliseconds((int64_t{1} << 32) + 200), "peer");
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  late.join();
+  EXPECT_EQ(what, "");
+  EXPECT_EQ(got, 7);
+}
+
+}  // namespace
+}  // namespace rdmaps::test
