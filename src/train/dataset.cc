@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "rdmaps/error.h"
+#include "src/train/mlp.h"
 
 namespace rdmaps::train {
 
@@ -138,6 +139,11 @@ TrainTest load_dataset_dir(const std::string& dir) {
     throw Error(Errc::kProtocol, dir + ": train images are " + std::to_string(t.train.rows) + "x" +
                                      std::to_string(t.train.cols) + ", test images " + std::to_string(t.test.rows) +
                                      "x" + std::to_string(t.test.cols));
+  // The model reads 784 pixels an image: smaller ones read past the end.
+  if (t.train.pixels() != Mlp::kIn)
+    throw Error(Errc::kProtocol, path("train-images-idx3-ubyte") + ": images are " + std::to_string(t.train.rows) +
+                                     "x" + std::to_string(t.train.cols) + "; the model takes 28x28 (" +
+                                     std::to_string(Mlp::kIn) + " pixels, Fashion-MNIST's or MNIST's)");
   return t;
 }
 

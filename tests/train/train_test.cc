@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -48,6 +49,30 @@ std::string error_of(const std::string& images, const std::string& labels) {
     return e.what();
   }
   return "accepted";
+}
+
+// A well-formed dataset of 14x14 images: the model reads 784 pixels an
+// image, so a worker read past the end of them (killed by SIGSEGV).
+TEST(Idx, ADatasetOfImagesOtherThan28x28IsRefusedNamingTheirSize) {
+  const std::string dir = temp_path("idx14");
+  std::filesystem::create_directories(dir);
+  for (const char* set : {"train", "t10k"}) {
+    auto images = be32({0x803, 2, 14, 14});
+    images.resize(images.size() + 2 * 14 * 14, 7);
+    auto labels = be32({0x801, 2});
+    labels.insert(labels.end(), {1, 2});
+    write_gz(dir + "/" + set + "-images-idx3-ubyte.gz", images);
+    write_gz(dir + "/" + set + "-labels-idx1-ubyte.gz", labels);
+  }
+  std::string what = "accepted";
+  try {
+    load_dataset_dir(dir);
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("train-images-idx3-ubyte.gz: images are 14x14; the model takes 28x28"), std::string::npos)
+      << what;
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Idx, ReadsGoodFilesAndRejectsCorruptOnesNamingTheFile) {
