@@ -83,23 +83,30 @@ run_one() {  # N DELAY RULE SEED: the run's one JSON line into its own result.js
   if json=$("$train" --seed "$seed" --epochs "$epochs" --json --out "$dir" "${extra[@]}" "${mode[@]}" \
       2>"$log" | tail -1); then
     :
-  else
+  elif grep -q 'the loss is' "$log"; then
     # A diverged run stops with the reason (the loss turned NaN); record it as such.
     json="{\"diverged\":true,\"why\":$(grep -m1 -o 'the loss is.*' "$log" | /usr/bin/python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}"
+  else  # a bad flag, missing data, a kill: not a data point, and the table must not call it divergence
+    echo "convergence.sh: run n=$n delay=$delay rule=$rule seed=$seed failed (see $log):" >&2
+    tail -n 3 "$log" >&2
+    return 1
   fi
   /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(n=int(sys.argv[2]), delay=sys.argv[3], rule=sys.argv[4], seed=int(sys.argv[5])); print(json.dumps(r))' \
     "$json" "$n" "$delay" "$rule" "$seed" >"$dir/result.json"
 }
 export -f run_dir run_one
 export out epochs train batch
-export extra_flags="${extra[*]:-}"
+# The extra flags as they were given (a path with a space is one word), for the runs xargs starts.
+: >"$out/extra_flags"
+[ ${#extra[@]} -eq 0 ] || printf '%s\0' "${extra[@]}" >"$out/extra_flags"
 
 echo "convergence.sh: $(wc -l <"$plan") runs of $epochs epochs, $jobs at a time, extra flags: ${extra[*]:-none}" >&2
 start=$(date +%s)
 # xargs runs JOBS at a time, each into its own result.json: concurrent appends
 # to one file interleave where Python writes a line in two (PYTHONUNBUFFERED).
+# shellcheck disable=SC2016  # the bash that xargs starts expands them
 while read -r n delay rule seed; do echo "$n $delay $rule $seed"; done <"$plan" |
-  xargs -P "$jobs" -L 1 bash -c 'extra=($extra_flags); run_one "$@"' _
+  xargs -P "$jobs" -L 1 bash -c 'mapfile -d "" -t extra <"$out/extra_flags"; run_one "$@"' _
 while read -r n delay rule seed; do cat "$(run_dir "$n" "$delay" "$rule" "$seed")/result.json"; done <"$plan" \
   >"$out/results.jsonl"
 echo "convergence.sh: done in $(( $(date +%s) - start )) s" >&2

@@ -35,8 +35,16 @@ for rep in $(seq 1 "$reps"); do
     read -r -a flags <<<"${m#*:}"
     seed=()
     [ -z "$virtual" ] || seed=(--seed "$rep")
-    json=$("$train" "${flags[@]}" --straggler "$straggler" "${seed[@]}" --json --out "$out/$name-$rep" "${extra[@]}" \
-      2>"$out/$name-$rep.err" | tail -1) || json='{"diverged":true}'
+    if ! json=$("$train" "${flags[@]}" --straggler "$straggler" "${seed[@]}" --json --out "$out/$name-$rep" \
+      "${extra[@]}" 2>"$out/$name-$rep.err" | tail -1); then
+      # Only a run the loss stopped diverged; any other failure ends the benchmark saying why.
+      grep -q 'the loss is' "$out/$name-$rep.err" || {
+        echo "straggler.sh: $name rep $rep failed (see $out/$name-$rep.err):" >&2
+        tail -n 3 "$out/$name-$rep.err" >&2
+        exit 1
+      }
+      json='{"diverged":true}'
+    fi
     /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(mode=sys.argv[2], rep=int(sys.argv[3])); print(json.dumps(r))' \
       "$json" "$name" "$rep" | tee -a "$out/runs.jsonl" >/dev/null
     echo "rep $rep $name: $(tail -1 "$out/runs.jsonl" | cut -c1-160)" >&2

@@ -80,6 +80,20 @@ for bad in "MINIBATCH=8" "MINIBATCH=8:fast" "BATCH=--batch=x"; do
   [ ! -e "$out/refused/plan.txt" ] || fail "$bad: planned runs before refusing"
 done
 
+# Extra flags reach each run as given: a data path with a space is one word
+# (it was split in two, and every run "diverged").
+ln -sfn /usr/share/datasets/fashion-mnist "$out/fashion mnist"
+SEEDS=1 NS=2 RULES=off EXTRA_CELLS=" " EPOCHS=1 JOBS=2 OUT="$out/spaced" "$root/bench/convergence.sh" "$build" \
+  --train-limit 1000 --test-limit 500 --data "$out/fashion mnist" >"$out/spaced.md" 2>"$out/spaced.err" \
+  || fail "a data path with a space: $(tail -3 "$out/spaced.err")"
+! grep -q diverged "$out/spaced/results.jsonl" || fail "a data path with a space: $(cat "$out/spaced/results.jsonl")"
+# A run that fails for another reason than its loss is not "diverged": the benchmark stops naming it.
+if msg=$(SEEDS=1 NS=2 RULES=off EXTRA_CELLS=" " EPOCHS=1 OUT="$out/bogus" "$root/bench/convergence.sh" "$build" \
+  --bogus 2>&1); then
+  fail "a run with a bad flag passed"
+fi
+[[ $msg == *"failed (see "*"--bogus"* ]] || fail "a bad flag: $msg"
+
 # Bad input names the file and line.
 printf '{"n": 1, "rule": "off"}\n' >"$out/bad.jsonl"
 if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/bad.jsonl" 2>&1); then fail "accepted $out/bad.jsonl"; fi
@@ -103,4 +117,4 @@ if msg=$(/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out" 2>&1); th
 rm -r "$out/runs/n2-round-robin-adaptive-s9"
 if msg=$(/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out/missing" 2>&1); then fail "accepted a missing folder"; fi
 [[ $msg == *"cannot read $out/missing/runs"* ]] || fail "missing folder: $msg"
-echo "convergence.sh: 10 runs, the table, its minibatch row and the gap by epoch match them; bad input refused"
+echo "convergence.sh: 10 runs, the table, its minibatch row and the gap by epoch match them; flags with spaces pass whole; a failed run is not a divergence; bad input refused"
