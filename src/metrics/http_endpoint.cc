@@ -163,9 +163,11 @@ void HttpEndpoint::serve() {
   for (;;) {
     polled.clear();
     polled.push_back({wake_.fd, POLLIN, 0});
-    const bool accepting = open.size() < kMaxConnections && Clock::now() >= accept_after;
-    polled.push_back({accepting ? listener_.fd() : -1, POLLIN, 0});  // poll skips a negative fd
-    Clock::time_point next = accepting ? Clock::time_point::max() : accept_after;
+    const bool full = open.size() >= kMaxConnections;
+    const bool backing_off = Clock::now() < accept_after;
+    polled.push_back({full || backing_off ? -1 : listener_.fd(), POLLIN, 0});  // poll skips a negative fd
+    // Full, only a connection's end frees a slot: accept_after (maybe long past) would make poll spin.
+    Clock::time_point next = !full && backing_off ? accept_after : Clock::time_point::max();
     for (const Connection& c : open) {
       polled.push_back({c.socket.fd(), static_cast<short>(c.phase == Connection::Phase::kReply ? POLLOUT : POLLIN), 0});
       next = std::min(next, c.deadline);

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -346,4 +347,28 @@ TEST(HttpEndpoint, IdleConnectionsCannotTakeTheProcesssFileDescriptors) {
       << accepted << " idle connections accepted into the process";
   // And it serves once they are gone.
   EXPECT_EQ(body_of(exchange(port_of(endpoint), "GET /metrics HTTP/1.1\r\n\r\n")), "up 1\n");
+}
+
+namespace {
+double process_cpu_seconds() {
+  timespec t{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+}  // namespace
+
+// With every slot held by an idle client the endpoint waits for their
+// deadlines; it used to poll with a timeout of 0 (the back-off's wake-up, long
+// past) and spin a core until one was dropped.
+TEST(HttpEndpoint, FullSlotsOfIdleClientsCostNoCpu) {
+  rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
+  const int port = port_of(endpoint);
+  std::vector<int> idle;
+  for (size_t i = 0; i < rdmaps::metrics::HttpEndpoint::kMaxConnections; ++i) idle.push_back(connect_to(port));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // all accepted; each is dropped after 2 s
+  const double cpu_before = process_cpu_seconds();
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // only the endpoint's thread runs
+  const double busy = process_cpu_seconds() - cpu_before;
+  for (int fd : idle) ::close(fd);
+  EXPECT_LT(busy, 0.2) << "the endpoint used " << busy << " s of CPU in 1 s holding only idle connections";
 }
