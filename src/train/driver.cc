@@ -124,6 +124,19 @@ void take_server_line(const std::string& line, RunResult& r, uint64_t& pushes) {
   }
 }
 
+// Waits for a server at the run's end; one that fails (its final checkpoint
+// could not be written) fails the run, as the trained model is not saved.
+void finish_server(ChildProcess& c, RunResult& r, uint64_t& pushes) {
+  std::vector<ChildProcess*> one = {&c};
+  while (!c.eof) {
+    pump(one, 200);
+    while (auto line = next_line(c)) take_server_line(*line, r, pushes);
+  }
+  std::string how;
+  if (tools::wait_child(c.child, &how) != 0)
+    throw Error(Errc::kInternal, c.name + " failed at the end of the run: it " + how);
+}
+
 RunResult run_local(const Options& o, bool progress) {
   RunResult r;
   r.label = o.label.empty() ? default_label(o) : o.label;
@@ -270,15 +283,7 @@ RunResult run_local(const Options& o, bool progress) {
   if (finished != o.workers)
     throw Error(Errc::kInternal, std::to_string(finished) + " of " + std::to_string(o.workers) +
                                      " workers reported their end; the others' errors are above");
-  for (size_t i = 0; i < servers.size(); ++i) {
-    ChildProcess& c = servers[i];
-    std::vector<ChildProcess*> one = {&c};
-    while (!c.eof) {
-      pump(one, 200);
-      while (auto line = next_line(c)) take_server_line(*line, r, server_pushes[i]);
-    }
-    tools::wait_child(c.child);
-  }
+  for (size_t i = 0; i < servers.size(); ++i) finish_server(servers[i], r, server_pushes[i]);
   if (progress) std::fprintf(stderr, "\n");
   r.seconds = start ? std::chrono::duration<double>(Clock::now() - *start).count() : 0;
   r.final_accuracy = r.curve.empty() ? 0 : r.curve.back().accuracy;

@@ -30,6 +30,17 @@ void write_fd(int fd, const std::string& line) {
   }
 }
 
+// The run's exit status: a final checkpoint that failed loses the trained
+// model, so the run has failed, whoever started this server (docs/cluster.md).
+int exit_status(const ServerStats& s, uint32_t index) {
+  if (!s.final_checkpoint_failed) return 0;
+  std::fprintf(stderr,
+               "rdmaps-train server %u: error: the final checkpoint could not be written (see above): the trained "
+               "model is not saved\n",
+               index);
+  return 1;
+}
+
 // `directory`: a launched job's, through which this server tells the others
 // where it listens.
 int run_server_role(const Options& o, launch::ServerDirectory* directory = nullptr,
@@ -65,14 +76,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
                  o.index, static_cast<unsigned long long>(s.pushes), static_cast<unsigned long long>(s.rejected),
                  s.longest_setup_pause_us / 1e3, static_cast<unsigned long long>(s.resumed_updates),
                  static_cast<unsigned long long>(s.checkpoints), static_cast<unsigned long long>(s.checkpoint_updates));
-    if (s.final_checkpoint_failed) {
-      std::fprintf(stderr,
-                   "rdmaps-train server %u: error: the final checkpoint could not be written (see above): the "
-                   "trained model is not saved\n",
-                   o.index);
-      return 1;
-    }
-    return 0;
+    return exit_status(s, o.index);
   }
   write_fd(o.report_fd, "port " + server.address().substr(server.address().rfind(':') + 1));
   // Staleness and traffic for the driver's progress line.
@@ -103,7 +107,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
   for (size_t tau = 0; tau < s.staleness.size(); ++tau)
     if (s.staleness[tau]) histogram += " " + std::to_string(tau) + ":" + std::to_string(s.staleness[tau]);
   write_fd(o.report_fd, histogram);
-  return 0;
+  return exit_status(s, o.index);  // the driver names this server when it exits 1
 }
 
 ClientOptions client_options(const Options& o) {

@@ -187,3 +187,27 @@ if mount -t tmpfs -o size=64k tmpfs "$full" 2>/dev/null; then
 else
   echo "skipped the full-disk case: mounting a tmpfs needs root"
 fi
+
+# The same in a local run, where the servers are the driver's children: a
+# final checkpoint that cannot be written fails the run, naming the server
+# (the driver ignored its servers' exit status: the summary, and exit 0). The
+# directory, accepted at the start, is replaced by a file (root writes
+# through a read-only mode) once training runs; the run lasts seconds more.
+local_dir="$out/local-ckpt"
+mkdir -p "$local_dir"
+"$train" --workers 2 --servers 1 --epochs 4 --train-limit 20000 --test-limit 500 --transport tcp \
+  --data /usr/share/datasets/fashion-mnist --checkpoint-dir "$local_dir" --out "$out/local-out" \
+  >"$out/local.out" 2>"$out/local.log" &
+driver=$!
+pids+=("$driver")
+for _ in $(seq 600); do grep -q "updates/s" "$out/local.log" && break; sleep 0.05; done
+rm -rf "$local_dir" && touch "$local_dir"
+kill -0 "$driver" 2>/dev/null || fail "the local run ended before its checkpoint directory was replaced"
+status=0
+wait "$driver" || status=$?
+[ "$status" != 0 ] || fail "a local run whose final checkpoint failed exited 0"
+grep -q "server 0: error: the final checkpoint could not be written .*: the trained model is not saved" \
+  "$out/local.log" || fail "the local run did not say the trained model is not saved"
+grep -q "server 0 failed at the end of the run: it exited with status 1" "$out/local.log" ||
+  fail "the local run's driver did not name the failed server"
+echo "ok: a local run whose final checkpoint cannot be written exits $status, naming server 0"
