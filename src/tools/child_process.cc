@@ -88,13 +88,9 @@ std::string read_all(const Child& child) {
   return out;
 }
 
-int wait_child(Child& child, std::string* how) {
-  if (child.read_fd >= 0) close(child.read_fd);
-  child.read_fd = -1;
-  if (child.pid <= 0) return 0;
-  int status = 0;
-  waitpid(child.pid, &status, 0);
-  child.pid = -1;
+namespace {
+// A status from waitpid() as wait_child() returns and words it.
+int exit_code(int status, std::string* how) {
   if (WIFEXITED(status)) {
     if (how) *how = "exited with status " + std::to_string(WEXITSTATUS(status)) + "; its error is above";
     return WEXITSTATUS(status);
@@ -103,6 +99,25 @@ int wait_child(Child& child, std::string* how) {
     *how = "was killed by signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) +
            (WTERMSIG(status) == SIGKILL ? "; by hand, or by the kernel out of memory: see dmesg" : "") + ")";
   return 128 + WTERMSIG(status);
+}
+}  // namespace
+
+int wait_child(Child& child, std::string* how) {
+  if (child.read_fd >= 0) close(child.read_fd);
+  child.read_fd = -1;
+  if (child.pid <= 0) return 0;
+  int status = 0;
+  waitpid(child.pid, &status, 0);
+  child.pid = -1;
+  return exit_code(status, how);
+}
+
+std::optional<int> try_wait_child(Child& child, std::string* how) {
+  if (child.pid <= 0) return std::nullopt;
+  int status = 0;
+  if (waitpid(child.pid, &status, WNOHANG) != child.pid) return std::nullopt;
+  child.pid = -1;
+  return exit_code(status, how);
 }
 
 void report(int fd, const void* data, size_t n) {

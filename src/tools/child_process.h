@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,6 +32,9 @@ std::string read_all(const Child& child);
 /// Waits for the child; returns its exit status (128+signal when killed) and,
 /// in `how`, says which ("exited with status 3; ...", "was killed by signal 9 ...").
 int wait_child(Child& child, std::string* how = nullptr);
+/// As wait_child, but at once: nullopt while the child runs. Leaves read_fd
+/// open, as what the child wrote before it ended may still be unread.
+std::optional<int> try_wait_child(Child& child, std::string* how = nullptr);
 /// Writes to the fd named by --report-fd.
 void report(int fd, const void* data, size_t n);
 /// Local runs are authenticated too: unless the user gave a shared secret

@@ -15,6 +15,7 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "rdmaps/error.h"
@@ -122,6 +123,20 @@ void take_server_line(const std::string& line, RunResult& r, uint64_t& pushes) {
   } else if (kind == "histogram") {
     add_histogram(in, r.staleness);
   }
+}
+
+// Why worker `worker` failed (`how`): a server that died before it, if any
+// did within a second (its workers then fail with "peer gone"), else the worker.
+std::string blame(std::vector<ChildProcess>& servers, const std::string& worker, const std::string& how) {
+  for (auto until = Clock::now() + std::chrono::seconds(1); Clock::now() < until;) {
+    for (auto& s : servers) {
+      std::string server_how;
+      if (auto status = tools::try_wait_child(s.child, &server_how); status && *status != 0)
+        return s.name + " " + server_how + ", and " + worker + " failed after it";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return worker + " failed: it " + how;
 }
 
 // Waits for a server at the run's end; one that fails (its final checkpoint
@@ -258,7 +273,7 @@ RunResult run_local(const Options& o, bool progress) {
       }
       if (c.eof && i >= servers.size() && c.fd() >= 0) {
         std::string how;
-        if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kInternal, c.name + " failed: it " + how);
+        if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kInternal, blame(servers, c.name, how));
         ++children_done;
       }
     }

@@ -71,6 +71,29 @@ wait "$top" || status=$?
 grep -q "was killed by signal 9" "$out/worker-kill.log" || fail "worker-kill: not named: $(tail -3 "$out/worker-kill.log")"
 echo "ok: a killed worker is reported: $(grep -o 'worker [0-9]* failed: it was killed by signal 9[^)]*)' "$out/worker-kill.log" | head -1)"
 
+# A server killed under a running job is named with the signal, not only the
+# worker that failed after it with a connection error (the driver watched
+# its workers alone).
+setsid "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport tcp \
+  >"$out/train-server-kill.log" 2>&1 &
+top=$!
+groups+=("$top")
+server=""
+for _ in $(seq 200); do
+  server=$(pgrep -P "$top" -f -- "--role server" | head -1 || true)
+  [ -n "$server" ] && break
+  sleep 0.1
+done
+[ -n "$server" ] || fail "train-server-kill: no server process after 20 s"
+sleep 1
+kill -9 "$server"
+timeout 60 tail --pid="$top" -f /dev/null || fail "train-server-kill: the driver still runs 60 s after its server died"
+wait "$top" && fail "train-server-kill: the driver exited 0"
+grep -q "server 0 was killed by signal 9" "$out/train-server-kill.log" ||
+  fail "train-server-kill: the server not named: $(tail -3 "$out/train-server-kill.log")"
+echo "ok: a server killed under rdmaps-train is named: $(grep -o 'server 0 was killed by signal 9[^)]*)' \
+  "$out/train-server-kill.log" | head -1)"
+
 # A child that finds its parent already gone exits instead of starting.
 RDMAPS_PARENT_PID=1 "$train" --role virtual >"$out/orphan.log" 2>&1 && fail "a child whose parent is gone ran"
 grep -q "the parent process 1 is gone" "$out/orphan.log" || fail "no reason given: $(cat "$out/orphan.log")"
