@@ -110,14 +110,14 @@ struct RunResult {
 };
 
 // Reads one server line ("stats ..." or "histogram ...") into r.
-void take_server_line(const std::string& line, RunResult& r, uint64_t& pushes) {
+void take_server_line(const std::string& line, RunResult& r) {
   std::istringstream in(line);
   std::string kind;
   in >> kind;
   if (kind == "stats") {
-    uint64_t tau_max = 0;
+    uint64_t pieces = 0, tau_max = 0;  // pieces: a push counts once per shard it covers
     double p50 = 0;
-    in >> pushes >> p50 >> tau_max >> r.dropped;
+    in >> pieces >> p50 >> tau_max >> r.dropped;
     r.tau_p50 = p50;
     r.tau_max = std::max(r.tau_max, tau_max);
   } else if (kind == "histogram") {
@@ -141,11 +141,11 @@ std::string blame(std::vector<ChildProcess>& servers, const std::string& worker,
 
 // Waits for a server at the run's end; one that fails (its final checkpoint
 // could not be written) fails the run, as the trained model is not saved.
-void finish_server(ChildProcess& c, RunResult& r, uint64_t& pushes) {
+void finish_server(ChildProcess& c, RunResult& r) {
   std::vector<ChildProcess*> one = {&c};
   while (!c.eof) {
     pump(one, 200);
-    while (auto line = next_line(c)) take_server_line(*line, r, pushes);
+    while (auto line = next_line(c)) take_server_line(*line, r);
   }
   std::string how;
   if (tools::wait_child(c.child, &how) != 0)
@@ -208,8 +208,7 @@ RunResult run_local(const Options& o, bool progress) {
                  o.virtual_workers ? " (servers only: virtual workers share one process)" : "");
   std::optional<Clock::time_point> start;
   std::vector<double> epoch(o.workers, 0), loss(o.workers, 0);
-  std::vector<uint64_t> pushed(o.workers, 0), pulled(o.workers, 0);
-  std::vector<uint64_t> server_pushes(o.servers, 0);
+  std::vector<uint64_t> stepped(o.workers, 0), pushed(o.workers, 0), pulled(o.workers, 0);
   double accuracy = 0;
   auto last_print = Clock::now();
   size_t finished = 0, children_done = 0;
@@ -219,7 +218,7 @@ RunResult run_local(const Options& o, bool progress) {
       ChildProcess& c = *all[i];
       while (auto line = next_line(c)) {
         if (i < servers.size()) {
-          take_server_line(*line, r, server_pushes[i]);
+          take_server_line(*line, r);
           continue;
         }
         std::istringstream in(*line);
@@ -238,8 +237,7 @@ RunResult run_local(const Options& o, bool progress) {
         }
         if (!(in >> w) || w >= o.workers) continue;  // not a worker's report
         if (kind == "progress") {
-          uint64_t steps;
-          in >> steps >> epoch[w] >> loss[w] >> pushed[w] >> pulled[w];
+          in >> stepped[w] >> epoch[w] >> loss[w] >> pushed[w] >> pulled[w];
         } else if (auto e = parse_eval_line(*line)) {
           // Dated when its snapshot was taken, not when the test pass ended (evaluator.h).
           const auto taken =
@@ -283,9 +281,9 @@ RunResult run_local(const Options& o, bool progress) {
       double e = 0, l = 0;
       for (uint32_t w = 0; w < o.workers; ++w) e += epoch[w] / o.workers, l += loss[w] / o.workers;
       uint64_t updates = 0, in = 0, out = 0;
-      for (auto p : server_pushes) updates += p;
-      for (uint32_t w = 0; w < o.workers; ++w) in += pushed[w], out += pulled[w];
-      double rate = t > 0.5 ? updates / o.servers / t : 0;  // per server: every piece counts once
+      // A worker's step is one update, as in the summary, whatever the pieces its push is cut into.
+      for (uint32_t w = 0; w < o.workers; ++w) updates += stepped[w], in += pushed[w], out += pulled[w];
+      double rate = t > 0.5 ? updates / t : 0;
       std::fprintf(stderr,
                    "\r[%s] epoch %5.2f/%u  loss %.3f  test acc %5.2f%%  %6.0f updates/s  staleness p50 %.0f max %llu"
                    "  pushed %s pulled %s  %5.1fs ",
@@ -298,7 +296,7 @@ RunResult run_local(const Options& o, bool progress) {
   if (finished != o.workers)
     throw Error(Errc::kInternal, std::to_string(finished) + " of " + std::to_string(o.workers) +
                                      " workers reported their end; the others' errors are above");
-  for (size_t i = 0; i < servers.size(); ++i) finish_server(servers[i], r, server_pushes[i]);
+  for (auto& c : servers) finish_server(c, r);
   if (progress) std::fprintf(stderr, "\n");
   r.seconds = start ? std::chrono::duration<double>(Clock::now() - *start).count() : 0;
   r.final_accuracy = r.curve.empty() ? 0 : r.curve.back().accuracy;
