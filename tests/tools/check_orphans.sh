@@ -40,7 +40,7 @@ check() {
   for _ in $(seq 100); do
     local alive=""
     for k in $kids; do kill -0 "$k" 2>/dev/null && [ "$(ps -o stat= -p "$k" | cut -c1)" != Z ] && alive+=" $k"; done
-    [ -z "$alive" ] && { echo "ok: $name: SIG$sig to the parent ended its $(echo $kids | wc -w) children"; return 0; }
+    [ -z "$alive" ] && { echo "ok: $name: SIG$sig to the parent ended its $(echo "$kids" | wc -w) children"; return 0; }
     sleep 0.1
   done
   fail "$name: children$alive still run 10 s after SIG$sig to their parent"
@@ -50,71 +50,47 @@ check() {
 check train-term TERM "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport shm
 check train-kill KILL "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport tcp
 check perf-kill KILL "$perf" ps --transport shm --floats 1000000 --workers 2 --iters 1000000
+# CASE ROLE SIGNAL TEXT COMMAND...: start COMMAND in a process group of its
+# own, send SIGNAL to its first child of --role ROLE once it works; COMMAND
+# must then end, failing, with TEXT (naming the child and how) in its output.
+kill_child() {
+  local name=$1 role=$2 sig=$3 text=$4
+  shift 4
+  local log="$out/$name.log" top child="" status=0
+  setsid "$@" >"$log" 2>&1 &
+  top=$!
+  groups+=("$top")
+  for _ in $(seq 200); do
+    child=$(pgrep -P "$top" -f -- "--role $role" | head -1 || true)
+    [ -n "$child" ] && break
+    sleep 0.1
+  done
+  [ -n "$child" ] || fail "$name: no $role process after 20 s"
+  sleep 1
+  kill "-$sig" "$child"
+  timeout 60 tail --pid="$top" -f /dev/null || fail "$name: still runs 60 s after its $role died"
+  wait "$top" || status=$?
+  [ "$status" -ne 0 ] || fail "$name: exited 0"
+  grep -q "$text" "$log" || fail "$name: not named: $(tail -3 "$log")"
+  echo "ok: $name: $(grep -o "${text}[^)]*)" "$log" | head -1)"
+}
+
 # The other way round: a worker killed under a running job is reported as
 # killed, naming the signal (it leaves no error of its own to point to).
-setsid "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport shm >"$out/worker-kill.log" 2>&1 &
-top=$!
-groups+=("$top")
-worker=""
-for _ in $(seq 200); do
-  worker=$(pgrep -P "$top" -f -- "--role worker" | head -1 || true)
-  [ -n "$worker" ] && break
-  sleep 0.1
-done
-[ -n "$worker" ] || fail "worker-kill: no worker process after 20 s"
-sleep 1
-kill -9 "$worker"
-status=0
-timeout 60 tail --pid="$top" -f /dev/null || fail "worker-kill: the driver still runs 60 s after its worker was killed"
-wait "$top" || status=$?
-[ "$status" -ne 0 ] || fail "worker-kill: the driver exited 0"
-grep -q "was killed by signal 9" "$out/worker-kill.log" || fail "worker-kill: not named: $(tail -3 "$out/worker-kill.log")"
-echo "ok: a killed worker is reported: $(grep -o 'worker [0-9]* failed: it was killed by signal 9[^)]*)' "$out/worker-kill.log" | head -1)"
-
+kill_child worker-kill worker KILL "was killed by signal 9" \
+  "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport shm
 # A server killed under a running job is named with the signal, not only the
 # worker that failed after it with a connection error (the driver watched
 # its workers alone).
-setsid "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport tcp \
-  >"$out/train-server-kill.log" 2>&1 &
-top=$!
-groups+=("$top")
-server=""
-for _ in $(seq 200); do
-  server=$(pgrep -P "$top" -f -- "--role server" | head -1 || true)
-  [ -n "$server" ] && break
-  sleep 0.1
-done
-[ -n "$server" ] || fail "train-server-kill: no server process after 20 s"
-sleep 1
-kill -9 "$server"
-timeout 60 tail --pid="$top" -f /dev/null || fail "train-server-kill: the driver still runs 60 s after its server died"
-wait "$top" && fail "train-server-kill: the driver exited 0"
-grep -q "server 0 was killed by signal 9" "$out/train-server-kill.log" ||
-  fail "train-server-kill: the server not named: $(tail -3 "$out/train-server-kill.log")"
-echo "ok: a server killed under rdmaps-train is named: $(grep -o 'server 0 was killed by signal 9[^)]*)' \
-  "$out/train-server-kill.log" | head -1)"
+kill_child train-server-kill server KILL "server 0 was killed by signal 9" \
+  "$train" --workers 2 --epochs 1000 --train-limit 6000 --test-limit 500 --transport tcp
+# rdmaps-perf ps whose server dies: the server is named, not "a worker process
+# failed" (its workers then fail with peer-gone).
+kill_child server-kill server SEGV "server 0 was killed by signal 11" \
+  "$perf" ps --transport tcp --floats 1000000 --workers 2 --iters 1000000
 
 # A child that finds its parent already gone exits instead of starting.
 RDMAPS_PARENT_PID=1 "$train" --role virtual >"$out/orphan.log" 2>&1 && fail "a child whose parent is gone ran"
 grep -q "the parent process 1 is gone" "$out/orphan.log" || fail "no reason given: $(cat "$out/orphan.log")"
 echo "ok: a child whose parent is gone exits at once"
 
-# rdmaps-perf ps whose server dies: the server is named, not "a worker process
-# failed" (its workers then fail with peer-gone).
-setsid "$perf" ps --transport tcp --floats 1000000 --workers 2 --iters 1000000 >"$out/server-kill.log" 2>&1 &
-top=$!
-groups+=("$top")
-server=""
-for _ in $(seq 200); do
-  server=$(pgrep -P "$top" -f -- "--role server" | head -1 || true)
-  [ -n "$server" ] && break
-  sleep 0.1
-done
-[ -n "$server" ] || fail "server-kill: no server process after 20 s"
-sleep 1
-kill -SEGV "$server"
-timeout 60 tail --pid="$top" -f /dev/null || fail "server-kill: rdmaps-perf still runs 60 s after its server died"
-wait "$top" && fail "server-kill: rdmaps-perf exited 0"
-grep -q "server 0 was killed by signal 11" "$out/server-kill.log" ||
-  fail "server-kill: the server not named: $(tail -3 "$out/server-kill.log")"
-echo "ok: a server that died under rdmaps-perf ps is named"
