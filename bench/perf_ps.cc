@@ -1,6 +1,5 @@
 #include "bench/perf_ps.h"
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,7 +11,6 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "bench/apply_bound.h"
@@ -163,21 +161,12 @@ double probe_transport_GBps(const std::string& transport, const std::string& op,
 // whose workers then fail with peer-gone, or else the worker. It used to say
 // "a worker process failed" when the server had crashed.
 std::string blame(std::vector<Child>& servers, uint32_t worker, const std::string& how) {
-  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-       std::chrono::steady_clock::now() < until;) {
-    for (size_t s = 0; s < servers.size(); ++s) {
-      int status = 0;
-      if (servers[s].pid <= 0 || ::waitpid(servers[s].pid, &status, WNOHANG) != servers[s].pid) continue;
-      servers[s].pid = -1;
-      if (WIFSIGNALED(status))
-        return "server " + std::to_string(s) + " was killed by signal " + std::to_string(WTERMSIG(status)) + " (" +
-               strsignal(WTERMSIG(status)) + "), and worker " + std::to_string(worker) + " failed after it";
-      if (WEXITSTATUS(status) != 0)
-        return "server " + std::to_string(s) + " exited with status " + std::to_string(WEXITSTATUS(status)) +
-               ", and worker " + std::to_string(worker) + " failed after it";
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  std::vector<Child*> children;
+  for (auto& s : servers) children.push_back(&s);
+  std::string server_how;
+  if (auto s = tools::first_failed(children, std::chrono::seconds(1), &server_how))
+    return "server " + std::to_string(*s) + " " + server_how + ", and worker " + std::to_string(worker) +
+           " failed after it";
   return "worker " + std::to_string(worker) + " " + how;
 }
 

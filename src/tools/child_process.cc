@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "rdmaps/error.h"
 #include "transport/auth.h"
@@ -112,12 +113,19 @@ int wait_child(Child& child, std::string* how) {
   return exit_code(status, how);
 }
 
-std::optional<int> try_wait_child(Child& child, std::string* how) {
-  if (child.pid <= 0) return std::nullopt;
-  int status = 0;
-  if (waitpid(child.pid, &status, WNOHANG) != child.pid) return std::nullopt;
-  child.pid = -1;
-  return exit_code(status, how);
+std::optional<size_t> first_failed(const std::vector<Child*>& children, std::chrono::milliseconds within,
+                                   std::string* how) {
+  for (auto until = std::chrono::steady_clock::now() + within;;) {
+    for (size_t i = 0; i < children.size(); ++i) {
+      Child& child = *children[i];
+      int status = 0;
+      if (child.pid <= 0 || waitpid(child.pid, &status, WNOHANG) != child.pid) continue;
+      child.pid = -1;
+      if (exit_code(status, how) != 0) return i;
+    }
+    if (std::chrono::steady_clock::now() >= until) return std::nullopt;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 void report(int fd, const void* data, size_t n) {

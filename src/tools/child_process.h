@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,9 +33,12 @@ std::string read_all(const Child& child);
 /// Waits for the child; returns its exit status (128+signal when killed) and,
 /// in `how`, says which ("exited with status 3; ...", "was killed by signal 9 ...").
 int wait_child(Child& child, std::string* how = nullptr);
-/// As wait_child, but at once: nullopt while the child runs. Leaves read_fd
-/// open, as what the child wrote before it ended may still be unread.
-std::optional<int> try_wait_child(Child& child, std::string* how = nullptr);
+/// Waits up to `within` for one of `children` to end in failure: its index,
+/// and in `how` what wait_child() says of it; nullopt if none did. A worker
+/// that failed after its server died (with "peer gone") blames the server.
+/// Leaves read_fd open: what a child wrote before it ended may be unread.
+std::optional<size_t> first_failed(const std::vector<Child*>& children, std::chrono::milliseconds within,
+                                   std::string* how);
 /// Writes to the fd named by --report-fd.
 void report(int fd, const void* data, size_t n);
 /// Local runs are authenticated too: unless the user gave a shared secret

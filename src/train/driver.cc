@@ -15,7 +15,6 @@
 #include <optional>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "rdmaps/error.h"
@@ -128,14 +127,11 @@ void take_server_line(const std::string& line, RunResult& r) {
 // Why worker `worker` failed (`how`): a server that died before it, if any
 // did within a second (its workers then fail with "peer gone"), else the worker.
 std::string blame(std::vector<ChildProcess>& servers, const std::string& worker, const std::string& how) {
-  for (auto until = Clock::now() + std::chrono::seconds(1); Clock::now() < until;) {
-    for (auto& s : servers) {
-      std::string server_how;
-      if (auto status = tools::try_wait_child(s.child, &server_how); status && *status != 0)
-        return s.name + " " + server_how + ", and " + worker + " failed after it";
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  std::vector<tools::Child*> children;
+  for (auto& s : servers) children.push_back(&s.child);
+  std::string server_how;
+  if (auto s = tools::first_failed(children, std::chrono::seconds(1), &server_how))
+    return servers[*s].name + " " + server_how + ", and " + worker + " failed after it";
   return worker + " failed: it " + how;
 }
 
