@@ -131,6 +131,14 @@ struct RawWorker {
         .wait_for(kSetupTimeout);
     ep->flush().wait_for(kSetupTimeout);
   }
+  // UCX 1.13 aborts when an endpoint is closed with a wireup reply still
+  // queued on it (an over-strict assertion, openucx/ucx#8175, seen once with
+  // the server in this process): what the server's lanes sent is answered first.
+  ~RawWorker() {
+    for (auto until = Clock::now() + 200ms; Clock::now() < until;) context->progress();
+  }
+  RawWorker(const RawWorker&) = delete;
+  RawWorker& operator=(const RawWorker&) = delete;
   /// Lane 0's mailbox words: [0] consumed_seq, [4] rejected.
   const std::atomic<uint64_t>* mailbox() const { return static_cast<const std::atomic<uint64_t>*>(receive->data()); }
 
@@ -988,13 +996,13 @@ TEST_P(PsFaultTest, AServerThatDoesNotComeBackLeavesEveryLaterCallFailingWithWhy
     }
   }
   ASSERT_TRUE(client) << "the server process did not come up";
-  const std::vector<float> small(100, 0.5f);
   std::vector<float> w(kFaultShard + 100);
   client->pull("t0", w);
   server.kill_now();
   std::this_thread::sleep_for(300ms);
   // Pushes of parts of shards are gathered, one run per shard, sent at the pull.
   std::string what;
+  OutputCapture log;
   try {
     for (size_t t = 0; t < kTensors; ++t) client->push("t" + std::to_string(t), w);
     client->pull("t0", w);
@@ -1003,6 +1011,11 @@ TEST_P(PsFaultTest, AServerThatDoesNotComeBackLeavesEveryLaterCallFailingWithWhy
     EXPECT_EQ(e.code(), Errc::kPeerGone) << e.what();
     EXPECT_NE(std::string(e.what()).find("did not come back within 0.5 s"), std::string::npos) << e.what();
   }
+  // Once: the give-up, caught again by the piece that called it, tried anew.
+  const std::string said = log.end();
+  size_t attempts = 0;
+  for (size_t at = 0; (at = said.find("; reconnecting to", at)) != std::string::npos; ++at) ++attempts;
+  EXPECT_EQ(attempts, 1u) << said;
   const std::vector<std::pair<const char*, std::function<void()>>> later = {
       {"pull", [&] { client->pull("t0", w); }},
       {"push", [&] { client->push("t1", w); }},
@@ -1017,6 +1030,35 @@ TEST_P(PsFaultTest, AServerThatDoesNotComeBackLeavesEveryLaterCallFailingWithWhy
   const auto start = Clock::now();
   client.reset();
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0) << "leaving a dead server waited";
+}
+
+// A worker reconnecting to a dead server (--reconnect 20 s) ends at once on
+// interrupt(): it slept between attempts to the end of its 20 s.
+TEST_P(PsFaultTest, InterruptEndsAReconnect) {
+  int port = 0;
+  PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = fault_config(GetParam());
+  o.config.shard_floats = kWholeShard;
+  o.config.secret = test_secret();
+  o.config.reconnect_ms = 20000;
+  o.timeout = 2s;
+  auto client = connect_when_up(o, "w", 100);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  std::vector<float> w(100, 0.5f);
+  client->pull("w", w);
+  server.kill_now();
+  std::this_thread::sleep_for(300ms);
+  auto pulling = std::async(std::launch::async, [&] { client->pull("w", w); });
+  std::this_thread::sleep_for(500ms);
+  const auto start = Clock::now();
+  client->interrupt();
+  ASSERT_EQ(pulling.wait_for(10s), std::future_status::ready) << "interrupt() did not end the reconnect";
+  const double interrupted = std::chrono::duration<double>(Clock::now() - start).count();
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { pulling.get(); }, &what), Errc::kCancelled) << what;
+  EXPECT_LT(interrupted, 2.0) << "the reconnect went on " << interrupted << " s after interrupt()";
 }
 
 // A client's timeout bounds every wait: none at all is refused, naming it,
