@@ -16,9 +16,11 @@ const char* log_level_name(LogLevel level);
 LogLevel parse_log_level(const std::string& text, const std::string& source);
 
 /// Receives each line that passes the threshold, from any library thread,
-/// one call at a time.
+/// one call at a time. It may call set_log_sink(); what it logs itself goes
+/// to stderr.
 using LogSink = std::function<void(LogLevel level, const std::string& line)>;
-/// Replaces where lines go; an empty sink restores stderr.
+/// Replaces where lines go; an empty sink restores stderr. On return the old
+/// sink is no longer being called (unless this is called from inside it).
 void set_log_sink(LogSink sink);
 void set_log_level(LogLevel level);
 LogLevel log_level();

@@ -121,9 +121,11 @@ typedef enum {
   RDMAPS_LOG_ERROR,
   RDMAPS_LOG_OFF
 } rdmaps_log_level;
-/** Receives each line (no newline), from any library thread, one call at a time. */
+/** Receives each line (no newline), from any library thread, one call at a
+ * time. It may call rdmaps_set_log_callback; lines it logs go to stderr. */
 typedef void (*rdmaps_log_callback)(rdmaps_log_level level, const char* line, void* user);
-/** Sends the log to `callback` with `user`; NULL returns it to stderr. */
+/** Sends the log to `callback` with `user`; NULL returns it to stderr. On
+ * return the old callback is no longer running (unless called from it). */
 void rdmaps_set_log_callback(rdmaps_log_callback callback, void* user);
 /** Drops lines below `level`. */
 rdmaps_status rdmaps_set_log_level(rdmaps_log_level level);

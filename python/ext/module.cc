@@ -21,6 +21,7 @@
 #include "rdmaps/server.h"
 #include "rdmaps_config.h"
 #include "src/api/capabilities.h"
+#include "src/api/log_sink.h"
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/server_directory.h"
 #include "transport/process_id.h"
@@ -467,12 +468,12 @@ PYBIND11_MODULE(_rdmaps, m) {
   m.def(
       "_set_log_level", [](const std::string& name) { set_log_level(parse_log_level(name, "rdmaps.set_log_level")); },
       py::arg("level"));
-  // The sink runs on library threads: it takes the GIL for each line, inside
-  // the library's log lock. So the lock is never taken with the GIL held:
-  // the swap releases it (a thread holding the lock waited for the GIL while
-  // this thread, holding the GIL, waited for the lock), and the handler goes
-  // with the GIL retaken. Python removes it at exit (rdmaps.log_to_python),
-  // before the interpreter goes.
+  // The sink runs on library threads and takes the GIL for each line, so it
+  // is a concurrent sink (the GIL serializes it): a thread that holds the GIL
+  // and logs (a Server constructor resuming) never waits for a library lock
+  // held by a thread that waits for the GIL. The handler goes with the GIL
+  // retaken. Python removes it at exit (rdmaps.log_to_python), before the
+  // interpreter goes.
   struct PythonHandler {
     py::object call;
     ~PythonHandler() {
@@ -496,8 +497,8 @@ PYBIND11_MODULE(_rdmaps, m) {
             }
           };
         }
-        py::gil_scoped_release release;
-        set_log_sink(std::move(sink));
+        py::gil_scoped_release release;  // the old handler may be mid-line on another thread
+        set_concurrent_log_sink(std::move(sink));
       },
       py::arg("handler"));
   m.def("_detect_placement", &detect_placement, py::arg("env"), py::arg("num_servers"),

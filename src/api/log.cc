@@ -4,9 +4,12 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
+#include <utility>
 
 #include "rdmaps/error.h"
+#include "src/api/log_sink.h"
 
 namespace rdmaps {
 namespace {
@@ -29,13 +32,68 @@ std::atomic<int>& threshold() {
   return level;
 }
 
+// The installed sink is called outside `swap`, so a sink may replace itself
+// and a sink that takes a lock of its own (Python's GIL) cannot deadlock with
+// a thread that holds that lock and logs. `calls` keeps the header's "one call
+// at a time" for the sinks that are promised it.
+struct Installed {
+  LogSink call;
+  bool serialized;
+};
 struct Sink {
-  std::mutex mutex;  // one line at a time, whoever the sink is
-  LogSink sink;
+  std::mutex swap;
+  std::shared_ptr<const Installed> current;
+  std::mutex calls;
 };
 Sink& sink() {
   static Sink s;
   return s;
+}
+// A sink that logs gets its own lines on stderr instead of waiting for itself.
+thread_local bool in_sink = false;
+
+void install(LogSink call, bool serialized) {
+  auto next = call ? std::make_shared<const Installed>(Installed{std::move(call), serialized}) : nullptr;
+  Sink& s = sink();
+  std::shared_ptr<const Installed> old;
+  {
+    std::lock_guard<std::mutex> lock(s.swap);
+    old = std::exchange(s.current, std::move(next));
+  }
+  // What the caller frees after this returns (a C callback's user data) is
+  // no longer in use: a serialized call of the old sink has ended. A sink that
+  // replaces itself is that call.
+  if (!in_sink) {
+    std::lock_guard<std::mutex> wait(s.calls);
+  }
+}
+
+std::shared_ptr<const Installed> installed() {
+  std::lock_guard<std::mutex> lock(sink().swap);
+  return sink().current;
+}
+
+// False where the line is for stderr: no sink, or one that threw (a sink
+// must not take a server thread down).
+bool to_sink(LogLevel level, const std::string& line) noexcept {
+  try {
+    for (;;) {
+      auto to = installed();
+      if (!to) return false;
+      if (!to->serialized) {
+        to->call(level, line);
+        return true;
+      }
+      std::lock_guard<std::mutex> one_at_a_time(sink().calls);
+      // A sink replaced while this thread waited is not called: install()
+      // returned once the calls that began before it ended.
+      if (installed() != to) continue;
+      to->call(level, line);
+      return true;
+    }
+  } catch (...) {
+    return false;
+  }
 }
 
 }  // namespace
@@ -62,10 +120,9 @@ LogLevel parse_log_level(const std::string& text, const std::string& source) {
   throw Error(Errc::kInvalidArgument, source + ": '" + text + "' is not debug, info, warn, error or off");
 }
 
-void set_log_sink(LogSink s) {
-  std::lock_guard<std::mutex> lock(sink().mutex);
-  sink().sink = std::move(s);
-}
+void set_log_sink(LogSink s) { install(std::move(s), true); }
+
+void set_concurrent_log_sink(LogSink s) { install(std::move(s), false); }
 
 void set_log_level(LogLevel level) { threshold().store(static_cast<int>(level), std::memory_order_relaxed); }
 
@@ -77,15 +134,11 @@ bool log_enabled(LogLevel level) {
 
 void log(LogLevel level, const std::string& line) {
   if (!log_enabled(level)) return;
-  Sink& s = sink();
-  std::lock_guard<std::mutex> lock(s.mutex);
-  if (s.sink) {
-    try {
-      s.sink(level, line);
-      return;
-    } catch (...) {
-      // A sink that throws must not take a server thread down; the line goes to stderr.
-    }
+  if (!in_sink) {
+    in_sink = true;
+    const bool taken = to_sink(level, line);
+    in_sink = false;
+    if (taken) return;
   }
   std::fprintf(stderr, "%s\n", line.c_str());
 }

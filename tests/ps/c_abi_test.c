@@ -159,6 +159,35 @@ static void destroy_while_running(void) {
   CHECK(status && *(rdmaps_status*)status == RDMAPS_OK, "a run ended by destroy failed");
 }
 
+/* A one-shot callback that removes itself (it used to wait for the lock its
+ * own call held, for good). */
+static int g_once_calls;
+static void log_once(rdmaps_log_level level, const char* line, void* user) {
+  (void)level, (void)line, (void)user;
+  ++g_once_calls;
+  rdmaps_set_log_callback(NULL, NULL);
+}
+static void callback_that_removes_itself(void) {
+  rdmaps_set_log_callback(log_once, NULL);
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp", 0, 0};
+  rdmaps_server* server = NULL;
+  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
+  if (!server) return;
+  char address[64];
+  CHECK(rdmaps_server_address(server, address, sizeof(address)) == RDMAPS_OK, "address: %s", rdmaps_last_error());
+  pthread_t thread;
+  pthread_create(&thread, NULL, serve, server);
+  rdmaps_client_options co = {address, 0, "--transport tcp", 10000};
+  rdmaps_client* client = NULL;
+  CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_declare(client, "w", 4) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_connect(client) == RDMAPS_OK, "connect: %s", rdmaps_last_error());
+  rdmaps_client_destroy(client); /* the server logs "left" and its run returns */
+  pthread_join(thread, NULL);
+  rdmaps_server_destroy(server);
+  CHECK(g_once_calls == 1, "the one-shot log callback ran %d times", g_once_calls);
+}
+
 int main(void) {
   rdmaps_set_log_callback(take_log, g_log);
   CHECK(rdmaps_set_log_level((rdmaps_log_level)7) == RDMAPS_ERR_INVALID_ARGUMENT, "log level 7 accepted");
@@ -315,6 +344,7 @@ int main(void) {
   restart_from_checkpoint();
   final_checkpoint_failure();
   destroy_while_running();
+  callback_that_removes_itself();
   printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
   return failures ? 1 : 0;
 }

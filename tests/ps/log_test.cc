@@ -4,6 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -12,6 +16,7 @@
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "src/api/log_sink.h"
 
 namespace rdmaps {
 namespace {
@@ -99,6 +104,78 @@ TEST_F(LogTest, AServersLinesReachTheSink) {
   serving.join();
   EXPECT_TRUE(captured_.has("connected, push path"));
   EXPECT_TRUE(captured_.has("left"));
+}
+
+// Runs `body` on a thread; false if it has not returned within 10 s (a
+// deadlock: the thread is left behind, blocked).
+bool returns(std::function<void()> body) {
+  std::packaged_task<void()> task(std::move(body));
+  auto done = task.get_future();
+  std::thread(std::move(task)).detach();
+  return done.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+}
+
+// A one-shot sink that removes itself, and a sink that logs: both used to wait
+// for the lock their own call held.
+TEST_F(LogTest, ASinkMayReplaceItselfAndWhatItLogsGoesToStderr) {
+  std::atomic<int> calls{0};
+  set_log_sink([&](LogLevel, const std::string&) {
+    ++calls;
+    log(LogLevel::kError, "from inside the sink");
+    set_log_sink(nullptr);
+  });
+  ASSERT_TRUE(returns([] { log(LogLevel::kError, "first"); })) << "a sink that logs or replaces itself deadlocked";
+  log(LogLevel::kError, "second goes to stderr");
+  EXPECT_EQ(calls.load(), 1);
+}
+
+// Python's handler takes the GIL, which a thread may hold while it logs (a
+// Server constructor resuming). With the library's lock held around the
+// sink, that thread waited for the lock while the lock's holder waited for
+// the GIL.
+TEST_F(LogTest, AConcurrentSinkDeadlocksWithNoThreadThatHoldsItsLockAndLogs) {
+  std::recursive_mutex gil;
+  std::atomic<bool> inside{false};
+  std::atomic<int> lines{0};
+  set_concurrent_log_sink([&](LogLevel, const std::string&) {
+    inside = true;
+    std::lock_guard<std::recursive_mutex> lock(gil);
+    ++lines;
+  });
+  bool ok = returns([&] {
+    std::unique_lock<std::recursive_mutex> holder(gil);
+    std::thread lane([] { log(LogLevel::kError, "from a lane"); });
+    while (!inside) std::this_thread::yield();  // the lane is in the sink, waiting for the "GIL"
+    log(LogLevel::kError, "from the thread that holds it");
+    holder.unlock();
+    lane.join();
+  });
+  ASSERT_TRUE(ok) << "a thread holding the sink's own lock deadlocked when it logged";
+  EXPECT_EQ(lines.load(), 2);
+  set_concurrent_log_sink(nullptr);
+}
+
+// Once set_log_sink() returns, the old sink is not running: a C caller frees
+// the callback's user data then.
+TEST_F(LogTest, ReplacingASinkWaitsForTheLineItIsWriting) {
+  std::promise<void> entered;
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::atomic<bool> old_done{false};
+  set_log_sink([&](LogLevel, const std::string&) {
+    entered.set_value();
+    released.wait();
+    old_done = true;
+  });
+  std::thread writer([] { log(LogLevel::kError, "slow line"); });
+  entered.get_future().wait();
+  auto replaced = std::async(std::launch::async, [] { set_log_sink(nullptr); });
+  EXPECT_EQ(replaced.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+      << "set_log_sink returned while the old sink was still writing";
+  release.set_value();
+  replaced.get();
+  EXPECT_TRUE(old_done.load());
+  writer.join();
 }
 
 }  // namespace

@@ -526,6 +526,39 @@ class ConfigurationTest(unittest.TestCase):
             self.assertIn("dropped", p.stdout, mode)
             self.assertIn("WARNING:rdmaps.test:rdmaps worker 0:", p.stderr, mode)  # through the Python handler
 
+    def test_a_thread_that_holds_the_gil_and_logs_waits_for_no_lane_logging_to_python(self):
+        # A Server resuming logs from its constructor, with the GIL held;
+        # lanes logging "connected" and "left" meanwhile took the library's
+        # log lock, then waited for the GIL inside the Python handler: each
+        # waited for the other for good, within some 20 servers.
+        script = ("import logging, sys, tempfile, threading, time, rdmaps\n"
+                  "logging.getLogger('rdmaps.test').addHandler(logging.NullHandler())\n"
+                  "logging.getLogger('rdmaps.test').propagate = False\n"
+                  "rdmaps.log_to_python('rdmaps.test')\n"
+                  "s = rdmaps.Server('127.0.0.1:0', transport=%r, exit_when_done=False)\n"
+                  "serving = threading.Thread(target=s.serve)\n"
+                  "serving.start()\n"
+                  "done = threading.Event()\n"
+                  "def churn():\n"
+                  "    while not done.is_set():\n"
+                  "        w = rdmaps.Worker(s.address, 0, transport=%r, timeout=5)\n"
+                  "        w.declare('a', 4); w.connect(); w.close()\n"
+                  "churning = threading.Thread(target=churn)\n"
+                  "churning.start()\n"
+                  "d = tempfile.mkdtemp()\n"
+                  "for made in range(1, 41):\n"
+                  "    rdmaps.Server('127.0.0.1:0', transport=%r, checkpoint_dir=d, resume=True)\n"
+                  "done.set(); churning.join()\n"
+                  "s.stop(); serving.join()\n"
+                  "rdmaps.log_to_python(None)\n"
+                  "print('made', made, flush=True)\n" % (TRANSPORT, TRANSPORT, TRANSPORT))
+        try:
+            p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            self.fail("a thread holding the GIL and a lane logging to Python waited for each other")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("made 40", p.stdout)
+
     def test_info_reports_this_machine(self):
         report = rdmaps.info()
         self.assertIn("host", report["ucx"]["memory_types"])
