@@ -3,6 +3,7 @@
 // rdmaps::Client forwards to it. Pushes are in client_push.cc, pulls in
 // client_pull.cc.
 #include <algorithm>
+#include <optional>
 
 #include "rdmaps/log.h"
 #include "src/ps/am_ids.h"
@@ -272,36 +273,45 @@ using ps::ClientImpl;
 using ps::MsgType;
 
 namespace {
-// Every call: one at a time (two threads inside one client tripped UCX's
-// own assertion, or corrupted it where that is compiled out), from the
-// process that made the client (a forked child's calls went out on the
-// parent's connections and broke its sequence), none after interrupt().
-// Publishes the stats for the metrics endpoint when the call returns or throws.
-class Call {
+// One call at a time: two threads inside one client tripped UCX's own
+// assertion, or corrupted it where that is compiled out; a read of the
+// counters raced the call that changes them.
+class Turn {
  public:
-  Call(ClientImpl& impl, const char* what, bool publish = true) : impl_(impl), publish_(publish) {
+  Turn(ClientImpl& impl, const char* what) : impl_(impl) {
     if (impl.in_call_.exchange(true, std::memory_order_acquire))
       throw Error(Errc::kInvalidArgument, std::string(what) +
                                               ": another call of this client is in progress on another thread (a "
                                               "client serves one thread at a time; interrupt() is the exception)");
-    if (impl.owner_pid_ != transport::this_process_id()) {
-      impl.in_call_.store(false, std::memory_order_release);
+  }
+  ~Turn() { impl_.in_call_.store(false, std::memory_order_release); }
+  Turn(const Turn&) = delete;
+  Turn& operator=(const Turn&) = delete;
+
+ private:
+  ClientImpl& impl_;
+};
+
+// Every call: its turn, from the process that made the client (a forked
+// child's calls went out on the parent's connections and broke its
+// sequence; the child is told so even where the fork caught another thread
+// in a call), none after interrupt(). Publishes the stats for the metrics
+// endpoint when the call returns or throws.
+class Call {
+ public:
+  Call(ClientImpl& impl, const char* what, bool publish = true) : impl_(impl), publish_(publish) {
+    if (impl.owner_pid_ != transport::this_process_id())
       throw Error(Errc::kInvalidArgument, std::string(what) + ": this client belongs to process " +
                                               std::to_string(impl.owner_pid_) +
                                               ", not this forked child: a child makes its own client");
-    }
-    if (impl.interrupted_.load(std::memory_order_relaxed)) {
-      impl.in_call_.store(false, std::memory_order_release);
+    turn_.emplace(impl, what);
+    if (impl.interrupted_.load(std::memory_order_relaxed))
       throw Error(Errc::kCancelled, std::string(what) + ": the client was interrupted (Client::interrupt)");
-    }
-    if (const auto& broken = impl.broken()) {
-      impl.in_call_.store(false, std::memory_order_release);
+    if (const auto& broken = impl.broken())
       throw Error(broken->code(), std::string(what) + ": this client cannot go on: " + broken->what());
-    }
   }
   ~Call() {
     if (publish_) impl_.publish();
-    impl_.in_call_.store(false, std::memory_order_release);
   }
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;
@@ -309,6 +319,7 @@ class Call {
  private:
   ClientImpl& impl_;
   bool publish_;
+  std::optional<Turn> turn_;  // released last, after the publish
 };
 }  // namespace
 
@@ -361,8 +372,14 @@ void Client::set_learning_rate(float lr) {
   Call c{*impl_, "set_learning_rate", false};
   impl_->set_learning_rate(lr);
 }
-uint64_t Client::clock_value() const { return impl_->clock_value(); }
-ClientStats Client::stats() const { return impl_->stats(); }
+uint64_t Client::clock_value() const {
+  Turn t{*impl_, "clock_value"};
+  return impl_->clock_value();
+}
+ClientStats Client::stats() const {
+  Turn t{*impl_, "stats"};
+  return impl_->stats();
+}
 std::string Client::metrics_address() const { return impl_->metrics_address(); }
 
 }  // namespace rdmaps

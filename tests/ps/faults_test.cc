@@ -614,13 +614,37 @@ TEST_P(PsFaultTest, ASecondThreadsCallIsRefusedAndInterruptEndsABlockedClock) {
   std::string what;
   EXPECT_EQ(error_code_of([&] { client->push("w", g); }, &what), Errc::kInvalidArgument);
   EXPECT_NE(what.find("push: another call of this client is in progress on another thread"), std::string::npos) << what;
+  // Reading the counters raced the call that changes them.
+  EXPECT_EQ(error_code_of([&] { client->stats(); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("stats: another call of this client is in progress"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { client->clock_value(); }, &what), Errc::kInvalidArgument);
+  // A child forked while a call is in progress is told the client is not
+  // its own (it was told another call was in progress).
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int status = 3;
+    try {
+      client->push("w", g);
+      status = 2;
+    } catch (const Error& e) {
+      if (std::string(e.what()).find("this client belongs to process") != std::string::npos) status = 0;
+    }
+    client.reset();  // must not close the parent's connections
+    ::_exit(status);
+  }
+  int status = -1;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the child's push was accepted; 3: refused for another reason";
   client->interrupt();
   ASSERT_EQ(blocked.wait_for(10s), std::future_status::ready) << "interrupt() did not end the clock";
   EXPECT_EQ(error_code_of([&] { blocked.get(); }, &what), Errc::kCancelled);
   EXPECT_NE(what.find("interrupted (Client::interrupt)"), std::string::npos) << what;
   std::vector<float> w(1000);
   EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kCancelled);
-  client.reset();  // says goodbye all the same
+  EXPECT_GE(client->stats().pushes, 1u);  // the counters stay readable after interrupt()
+  client.reset();                         // says goodbye all the same
   for (auto until = std::chrono::steady_clock::now() + 10s;
        servers.server(0).stats().workers_left == 0 && std::chrono::steady_clock::now() < until;)
     std::this_thread::sleep_for(10ms);
