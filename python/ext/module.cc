@@ -84,6 +84,16 @@ std::pair<float*, size_t> float_view(const py::buffer& buffer, bool writable, co
   return {static_cast<float*>(info.ptr), static_cast<size_t>(info.size)};
 }
 
+// A buffer export of `buffer`, held while rdmaps may read or write its
+// memory: array.array, bytearray and numpy refuse to resize or free memory
+// with one outstanding (BufferError), where a reference to the object alone
+// let them move it under a registration or an operation.
+py::object pinned(const py::buffer& buffer) {
+  PyObject* view = PyMemoryView_FromObject(buffer.ptr());
+  if (view == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::object>(view);
+}
+
 size_t floats_of_bytes(uint64_t nbytes, const char* op, const std::string& name) {
   if (nbytes % sizeof(float) != 0)
     throw Error(Errc::kInvalidArgument,
@@ -185,8 +195,9 @@ class Worker {
     if (comm_) throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
     client_->declare(name, floats);
   }
-  /// Client::register_memory(); `keep` (what owns the memory) is held until
-  /// the client is gone, which is the promise that call asks for. After
+  /// Client::register_memory(); `keep` (what owns the memory, or an export
+  /// of it: pinned()) is held until the client is gone, which is the promise
+  /// that call asks for. After
   /// connect() the comm thread registers it, in turn with the operations
   /// queued before; the client may hold it even if that failed.
   void register_memory(float* data, size_t floats, py::object keep) {
@@ -221,8 +232,8 @@ class Worker {
     return comm().submit(kind, name, data, floats);
   }
   /// Waits for the operation; a signal handler that raises (Ctrl-C) ends the
-  /// wait, not the operation: `buffer`, the memory it reads or writes, stays
-  /// referenced here until it finished.
+  /// wait, not the operation: `buffer`, the memory it reads or writes (an
+  /// export of it: pinned()), stays referenced here until it finished.
   void wait(CommThread::Ticket t, py::object buffer = {}) {
     CommThread& c = comm();
     interruptible(t, std::move(buffer), [&] { return c.wait_for(t, kSignalCheck); });
@@ -517,7 +528,7 @@ PYBIND11_MODULE(_rdmaps, m) {
           "register_memory",
           [](Worker& w, const py::buffer& b) {
             auto [p, n] = float_view(b, true, "register_memory", "buffer");
-            live(w).register_memory(p, n, b);
+            live(w).register_memory(p, n, pinned(b));
           },
           py::arg("buffer"),
           "Float32 memory pulls may land in without a copy (by message over tcp, by put where put_landing "
@@ -532,29 +543,31 @@ PYBIND11_MODULE(_rdmaps, m) {
       .def("push",
            [](Worker& w, const std::string& name, const py::buffer& b) {
              auto [p, n] = float_view(b, false, "push", name);
-             live(w).run(Kind::kPush, name, p, n, b);
+             live(w).run(Kind::kPush, name, p, n, pinned(b));
            })
       .def("init",
            [](Worker& w, const std::string& name, const py::buffer& b) {
              auto [p, n] = float_view(b, false, "init", name);
-             live(w).run(Kind::kInit, name, p, n, b);
+             live(w).run(Kind::kInit, name, p, n, pinned(b));
            })
       .def("pull",
            [](Worker& w, const std::string& name, const py::buffer& b) {
              auto [p, n] = float_view(b, true, "pull", name);
-             live(w).run(Kind::kPull, name, p, n, b);
+             live(w).run(Kind::kPull, name, p, n, pinned(b));
            })
       .def(
           "pull_many",
           [](Worker& w, const std::vector<std::pair<std::string, py::buffer>>& tensors) {
             std::vector<PullTarget> targets;
             targets.reserve(tensors.size());
+            py::list exports;
             for (const auto& [name, b] : tensors) {
               auto [p, n] = float_view(b, true, "pull_many", name);
               targets.push_back({name, std::span<float>(p, n)});
+              exports.append(pinned(b));
             }
             Worker& live_worker = live(w);
-            live_worker.wait(live_worker.comm().submit_pulls(std::move(targets)), py::cast(tensors));
+            live_worker.wait(live_worker.comm().submit_pulls(std::move(targets)), std::move(exports));
           },
           py::arg("tensors"),
           "Pulls [(name, buffer), ...] with at most one request per server lane (a whole model after a step).")

@@ -2,6 +2,7 @@
 RDMAPS_TRANSPORT, default tcp): zero-copy numpy push/pull, and clear
 exceptions for bad buffers, sizes, options and peers."""
 
+import array
 import os
 import signal
 import subprocess
@@ -109,6 +110,23 @@ class ModuleTest(unittest.TestCase):
         finally:
             worker.close()
             served.close()
+
+    def test_registered_memory_cannot_be_resized_while_the_worker_holds_it(self):
+        # The worker held the object but no buffer export of it, so array.array.extend() moved (and freed)
+        # the memory pulls land in.
+        early = array.array("f", bytes(4 * 7))
+        unconnected = rdmaps.Worker("127.0.0.1:1", 0)
+        unconnected.declare("b", 7)
+        unconnected.register_memory(early)  # before connect(): Client::register_memory() itself
+        late = array.array("f", bytes(4 * 7))
+        self.worker.register_memory(late)  # after connect(): through the comm thread
+        for registered in (early, late):
+            with self.assertRaises(BufferError):
+                registered.extend([0.0] * (1 << 20))
+        unconnected.close()
+        self.worker.close()
+        for registered in (early, late):  # let go with the worker
+            registered.extend([0.0] * (1 << 20))
 
     def test_put_landing_on_puts_pulls_into_registered_memory(self):
         served = ServerThread(rule="sgd", lr=0.5, shard_floats=1000)
@@ -375,6 +393,28 @@ class ConfigurationTest(unittest.TestCase):
         finally:
             for w in workers:
                 w.close()
+            served.close()
+
+    def test_a_buffer_an_interrupted_wait_left_in_flight_cannot_be_resized(self):
+        # The worker kept the object but no buffer export of it: extend() moved the memory the pull writes.
+        served = ServerThread(workers=2, rule="sgd", lr=0.5, shard_floats=1000, staleness=0)
+        w0 = self.bsp_worker(served)
+        try:
+            out = array.array("f", bytes(4 * 2500))
+            for call in (w0.clock, lambda: w0.pull("w", out)):  # the pull waits behind the clock
+                timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+                timer.start()
+                try:
+                    with self.assertRaises(KeyboardInterrupt):
+                        call()
+                finally:
+                    timer.join()
+            with self.assertRaises(BufferError):
+                out.extend([0.0] * (1 << 20))
+            w0.close()  # ends the abandoned operations
+            out.extend([0.0] * (1 << 20))
+        finally:
+            w0.close()
             served.close()
 
     def bsp_worker(self, served):
