@@ -4,12 +4,14 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -61,6 +63,15 @@ Config parse_flags(const std::vector<std::string>& flags) {
   return config;
 }
 
+// Whether a buffer format is float32 in this machine's byte order, in any
+// of struct's spellings: numpy and array.array give 'f', ctypes '<f' (it
+// names the byte order even where it is the machine's).
+bool native_float(const std::string& format) {
+  if (format == "f") return true;
+  constexpr char own = std::endian::native == std::endian::little ? '<' : '>';
+  return format.size() == 2 && format[1] == 'f' && (format[0] == '@' || format[0] == '=' || format[0] == own);
+}
+
 // A float32 C-contiguous view of `buffer`, or a TypeError/ValueError naming
 // the operation and tensor.
 std::pair<float*, size_t> float_view(const py::buffer& buffer, bool writable, const char* op, const std::string& name) {
@@ -72,7 +83,13 @@ std::pair<float*, size_t> float_view(const py::buffer& buffer, bool writable, co
     if (!e.matches(PyExc_BufferError) && !e.matches(PyExc_ValueError)) throw;
     throw py::value_error(where + ": " + (writable ? "the output buffer must be writable: " : "") + e.what());
   }
-  if (info.format != py::format_descriptor<float>::format() || info.itemsize != sizeof(float))
+  const bool other_order = info.format.size() == 2 && info.format[1] == 'f' &&
+                           std::string_view("<>!").find(info.format[0]) != std::string_view::npos;
+  if (other_order && !native_float(info.format))
+    throw py::type_error(where + ": needs float32 data in this machine's byte order (" +
+                         (std::endian::native == std::endian::little ? "little" : "big") +
+                         "-endian), got buffer format '" + info.format + "'; convert it first");
+  if (!native_float(info.format) || info.itemsize != sizeof(float))
     throw py::type_error(where + ": needs float32 data, got buffer format '" + info.format + "' of " +
                          std::to_string(info.itemsize) + "-byte items");
   py::ssize_t expected = info.itemsize;

@@ -3,6 +3,7 @@ RDMAPS_TRANSPORT, default tcp): zero-copy numpy push/pull, and clear
 exceptions for bad buffers, sizes, options and peers."""
 
 import array
+import ctypes
 import os
 import signal
 import subprocess
@@ -176,6 +177,23 @@ class ModuleTest(unittest.TestCase):
     def test_wrong_dtype_is_a_type_error_naming_the_tensor(self):
         with self.assertRaisesRegex(TypeError, r"push\('w'\): needs float32 data, got buffer format 'd'"):
             self.worker.push("w", np.zeros(2500))
+
+    def test_native_float32_in_any_spelling_is_taken_and_big_endian_refused(self):
+        # ctypes exports float32 as '<f' (an explicit byte order, this machine's), which was refused.
+        native = (ctypes.c_float * 7)()
+        self.assertEqual(memoryview(native).format, "<f")
+        self.worker.init("b", np.arange(7, dtype=np.float32))
+        self.worker.pull("b", native)
+        self.assertEqual(list(native), list(range(7)))
+        spelled = memoryview(bytearray(28)).cast("@f")
+        self.worker.pull("b", spelled)
+        self.assertEqual(spelled.tolist(), list(range(7)))
+        big = (ctypes.c_float.__ctype_be__ * 7)()
+        with self.assertRaisesRegex(TypeError, r"pull\('b'\): needs float32 data in this machine's byte order "
+                                               r"\(little-endian\), got buffer format '>f'"):
+            self.worker.pull("b", big)
+        with self.assertRaisesRegex(TypeError, r"push\('b'\): .* got buffer format '>f'"):
+            self.worker.push("b", np.zeros(7, dtype=">f4"))
 
     def test_non_contiguous_is_a_value_error(self):
         strided = np.zeros(5000, dtype=np.float32)[::2]
