@@ -132,7 +132,10 @@ class Worker(_rdmaps.Worker):
     """
 
     def __init__(self, servers, worker, config=None, *, timeout=60.0, metrics=None, **options):
-        super().__init__(_server_list(servers), _checked_count("rdmaps.Worker", "worker", worker, _U32),
+        # Ids below kMaxWorkers (rdmaps/server.h), as the C API checks: a server refuses a larger one only at
+        # connect(), as a protocol error.
+        super().__init__(_server_list(servers), _checked_count("rdmaps.Worker", "worker", worker,
+                                                               _rdmaps._max_workers - 1),
                          config_flags(config, **options), float(timeout), metrics or "")
 
     def declare(self, name, floats):
