@@ -105,6 +105,12 @@ class TorchTest(unittest.TestCase):
         self.assertIn("accumulate ok", results[1][1])
         self.assertNotIn("Exception ignored", results[1][1])  # the refused constructions left nothing for atexit
 
+    def test_broadcast_leaves_out_state_dict_entries_that_are_no_tensors(self):
+        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "extra-state"],
+                          {"RDMAPS_TRANSPORT": "tcp"})
+        self.assert_all_ok(results)
+        self.assertIn("extra-state ok", results[1][1])
+
     def test_a_sparse_gradient_is_raised_by_every_step_not_inside_backward(self):
         results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "sparse"],
                           {"RDMAPS_TRANSPORT": "shm"})

@@ -222,6 +222,43 @@ def accumulate():
     print("accumulate ok", flush=True)
 
 
+def extra_state():
+    """A module with get_extra_state() puts a value that is no tensor in its
+    state_dict: broadcast_parameters() leaves it out, as any entry that is no
+    parameter (it raised AttributeError on its data_ptr())."""
+
+    class Versioned(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l = torch.nn.Linear(3, 2)
+
+        def get_extra_state(self):
+            return {"version": 2}
+
+        def set_extra_state(self, state):
+            pass
+
+        def forward(self, x):
+            return self.l(x)
+
+    torch.manual_seed(4)
+    model = Versioned()
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5), model.named_parameters())
+    state = model.state_dict()
+    if not isinstance(state.get("_extra_state"), dict):
+        fail(f"the state_dict has no extra state to test with: {list(state)}")
+    rps.broadcast_parameters(state)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.zero_grad()
+    model(torch.ones(4, 3)).sum().backward()
+    expected = [b - 0.5 * p.grad for b, p in zip(before, model.parameters())]
+    opt.step()
+    for (name, p), e in zip(model.named_parameters(), expected):
+        if not torch.equal(p.detach(), e):
+            fail(f"'{name}' differs from w - lr*g after a broadcast with extra state")
+    print("extra-state ok", flush=True)
+
+
 def sparse():
     """A gradient rdmaps cannot send (an Embedding(sparse=True)'s) is raised by
     step(), not inside backward (torch 1.13 hangs at exit), at every step: a
@@ -411,7 +448,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
     trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "sparse": sparse, "partial": partial,
-                "inplace": inplace,
+                "inplace": inplace, "extra-state": extra_state,
                 "flat": lambda: flat(own_buffer=False), "flat-own": lambda: flat(own_buffer=True)}
     if mode in trainers:
         rps.init(timeout=60)  # rank 0 serves here and exits; the others train

@@ -378,9 +378,15 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def _broadcast(self, state_dict, is_root):
         by_name = dict(self._params)
         by_address = {p.data_ptr(): n for n, p in self._params}
+
+        def parameter(key, value):
+            if not isinstance(value, torch.Tensor):  # a module's get_extra_state(): no parameter
+                return None
+            return key if key in by_name else by_address.get(value.data_ptr())
+
         # Matched by name, else by the tensor itself; a parameter nothing matches
         # would start from zeros on every worker.
-        matched = {key if key in by_name else by_address.get(value.data_ptr()) for key, value in state_dict.items()}
+        matched = {parameter(key, value) for key, value in state_dict.items()}
         unmatched = [n for n, _ in self._params if n not in matched]
         if unmatched:
             raise ValueError(f"rdmaps.torch.broadcast_parameters: no value for {len(unmatched)} parameter(s) of the "
@@ -391,7 +397,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if is_root:
             tickets = []
             for key, value in state_dict.items():
-                name = key if key in by_name else by_address.get(value.data_ptr())
+                name = parameter(key, value)
                 if name is None:
                     continue
                 value = value.detach()
