@@ -111,6 +111,12 @@ class TorchTest(unittest.TestCase):
         self.assert_all_ok(results)
         self.assertIn("extra-state ok", results[1][1])
 
+    def test_weight_decay_follows_param_groups_at_each_step(self):
+        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "weight-decay"],
+                          {"RDMAPS_TRANSPORT": "tcp"})
+        self.assert_all_ok(results)
+        self.assertIn("weight-decay ok", results[1][1])
+
     def test_a_sparse_gradient_is_raised_by_every_step_not_inside_backward(self):
         results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "sparse"],
                           {"RDMAPS_TRANSPORT": "shm"})

@@ -259,6 +259,49 @@ def extra_state():
     print("extra-state ok", flush=True)
 
 
+def two_groups(**sgd):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    groups = [{"params": list(model[0].parameters())}, {"params": list(model[1].parameters())}]
+    return model, groups, torch.optim.SGD(groups, **sgd)
+
+
+def weight_decay():
+    """weight_decay is read at each step, as torch's SGD reads it: set in
+    param_groups after the optimizer was made, or by load_state_dict(), it
+    applies from that step on (the one at construction applied for good).
+    Groups that disagree are refused at step(), as at construction."""
+    torch.manual_seed(6)
+    model, _, sgd = two_groups(lr=0.1)
+    ref = copy.deepcopy(model)
+    ref_opt = torch.optim.SGD([{"params": list(ref[0].parameters())}, {"params": list(ref[1].parameters())}], lr=0.1)
+    opt = rps.DistributedOptimizer(sgd, model.named_parameters())
+    rps.broadcast_parameters(model.state_dict())
+    x = torch.randn(4, 3)
+    for step, (wd, how) in enumerate([(0.5, "groups"), (0.25, "state_dict"), (0.0, "groups")]):
+        for o in (opt, ref_opt):
+            if how == "state_dict":
+                state = o.state_dict()
+                for group in state["param_groups"]:
+                    group["weight_decay"] = wd
+                o.load_state_dict(state)
+            else:
+                for group in o.param_groups:
+                    group["weight_decay"] = wd
+        for m, o in ((model, opt), (ref, ref_opt)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+        for (name, p), r in zip(model.named_parameters(), ref.parameters()):
+            if not torch.allclose(p.detach(), r.detach(), rtol=0, atol=1e-6):
+                fail(f"step {step} (weight_decay {wd} set by {how}): '{name}' differs from torch's SGD by "
+                     f"{(p.detach() - r.detach()).abs().max().item():g}")
+    opt.param_groups[1]["weight_decay"] = 0.5
+    opt.zero_grad()
+    model(x).square().mean().backward()
+    expect_raises(ValueError, "parameter groups with different weight_decay (group 0: 0.0, group 1: 0.5)", opt.step)
+    print("weight-decay ok", flush=True)
+
+
 def sparse():
     """A gradient rdmaps cannot send (an Embedding(sparse=True)'s) is raised by
     step(), not inside backward (torch 1.13 hangs at exit), at every step: a
@@ -448,7 +491,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
     trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "sparse": sparse, "partial": partial,
-                "inplace": inplace, "extra-state": extra_state,
+                "inplace": inplace, "extra-state": extra_state, "weight-decay": weight_decay,
                 "flat": lambda: flat(own_buffer=False), "flat-own": lambda: flat(own_buffer=True)}
     if mode in trainers:
         rps.init(timeout=60)  # rank 0 serves here and exits; the others train

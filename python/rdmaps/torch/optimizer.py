@@ -70,6 +70,17 @@ def _one_buffer(params):
     return flat
 
 
+def _one_value(groups, key, convert, why):
+    """`key` as every parameter group has it now (read at each step, as
+    torch's SGD reads it), or a ValueError naming each group's."""
+    values = [convert(g[key]) for g in groups]
+    if any(v != values[0] for v in values[1:]):
+        listed = ", ".join(f"group {i}: {g[key]!r}" for i, g in enumerate(groups))
+        raise ValueError(f"rdmaps.torch: parameter groups with different {key} ({listed}) are not supported ({why}); "
+                         f"set the same {key} in every group. This step's gradients were not sent")
+    return values[0]
+
+
 def _rule_options(optimizer, dc, lambda_):
     """The servers' update rule from the wrapped optimizer (the servers apply it)."""
     if not isinstance(optimizer, torch.optim.SGD):
@@ -157,7 +168,6 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._passes_per_step = int(backward_passes_per_step)
         self._params = self._name_parameters(named_parameters)
         rule = _rule_options(optimizer, dc, lambda_)
-        self._weight_decay = optimizer.param_groups[0]["weight_decay"]
         self._sent_lr = None  # the rate the pushes carry; follows param_groups (schedulers)
 
         servers, worker_index, base, timeout = runtime._worker_connection()
@@ -283,8 +293,11 @@ class DistributedOptimizer(torch.optim.Optimizer):
         grad = p.grad
         if self._passes_per_step > 1:
             grad = grad / self._passes_per_step
-        if self._weight_decay:
-            grad = torch.add(grad, p.detach(), alpha=self._weight_decay)
+        # As param_groups hold it now (set by hand, load_state_dict()), as torch's SGD reads it.
+        weight_decay = _one_value(self.param_groups, "weight_decay", float,
+                                  "DistributedOptimizer refuses them when it is made too")
+        if weight_decay:
+            grad = torch.add(grad, p.detach(), alpha=weight_decay)
         lr = self.param_groups[0]["lr"]
         try:
             rate = float(lr)  # a number or a one-element tensor, as torch's SGD takes it
