@@ -111,6 +111,12 @@ class TorchTest(unittest.TestCase):
         self.assert_all_ok(results)
         self.assertIn("extra-state ok", results[1][1])
 
+    def test_groups_whose_lr_was_set_apart_are_refused_at_step(self):
+        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "group-lr"],
+                          {"RDMAPS_TRANSPORT": "tcp"})
+        self.assert_all_ok(results)
+        self.assertIn("group-lr ok", results[1][1])
+
     def test_weight_decay_follows_param_groups_at_each_step(self):
         results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "weight-decay"],
                           {"RDMAPS_TRANSPORT": "tcp"})

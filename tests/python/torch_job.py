@@ -265,6 +265,45 @@ def two_groups(**sgd):
     return model, groups, torch.optim.SGD(groups, **sgd)
 
 
+def group_lr():
+    """A push carries one rate for every parameter: groups whose lr was set
+    apart after the optimizer was made (construction refuses them) make
+    step() raise naming each group's rate, and nothing is sent. They trained
+    every group at group 0's rate, silently."""
+    torch.manual_seed(5)
+    model, _, sgd = two_groups(lr=0.1)
+    opt = rps.DistributedOptimizer(sgd, model.named_parameters())
+    rps.broadcast_parameters(model.state_dict())
+    x = torch.ones(4, 3)
+
+    def step():
+        opt.zero_grad()
+        model(x).sum().backward()
+        opt.step()
+
+    for rates in ((0.1, 0.0), (0.0, 0.1)):  # group 1 frozen by its rate, or group 0
+        for group, rate in zip(opt.param_groups, rates):
+            group["lr"] = rate
+        before = [p.detach().clone() for p in model.parameters()]
+        sent = opt.stats()["pushes"]
+        expect_raises(ValueError, f"parameter groups with different lr (group 0: {rates[0]}, group 1: {rates[1]})",
+                      step)
+        opt.load_latest()
+        if opt.stats()["pushes"] != sent:
+            fail(f"a step with group rates {rates} sent {opt.stats()['pushes'] - sent} pushes")
+        if not all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before)):
+            fail(f"a step with group rates {rates} changed the parameters")
+    for group in opt.param_groups:
+        group["lr"] = 0.1
+    opt.zero_grad()
+    model(x).sum().backward()
+    expected = [p.detach() - 0.1 * p.grad for p in model.parameters()]
+    opt.step()
+    if not all(torch.equal(p.detach(), e) for p, e in zip(model.parameters(), expected)):
+        fail("a step at one rate again differs from w - lr*g")
+    print("group-lr ok", flush=True)
+
+
 def weight_decay():
     """weight_decay is read at each step, as torch's SGD reads it: set in
     param_groups after the optimizer was made, or by load_state_dict(), it
@@ -491,7 +530,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
     trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "sparse": sparse, "partial": partial,
-                "inplace": inplace, "extra-state": extra_state, "weight-decay": weight_decay,
+                "inplace": inplace, "extra-state": extra_state, "group-lr": group_lr, "weight-decay": weight_decay,
                 "flat": lambda: flat(own_buffer=False), "flat-own": lambda: flat(own_buffer=True)}
     if mode in trainers:
         rps.init(timeout=60)  # rank 0 serves here and exits; the others train

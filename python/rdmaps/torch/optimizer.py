@@ -81,6 +81,17 @@ def _one_value(groups, key, convert, why):
     return values[0]
 
 
+def _rate(lr):
+    try:
+        rate = float(lr)  # a number or a one-element tensor, as torch's SGD takes it
+    except (TypeError, ValueError):
+        rate = math.nan
+    if not (math.isfinite(rate) and rate >= 0):
+        raise ValueError(f"rdmaps.torch: learning rate {lr!r} in param_groups is not a finite number of at least "
+                         "0; this step's gradients were not sent")
+    return rate
+
+
 def _rule_options(optimizer, dc, lambda_):
     """The servers' update rule from the wrapped optimizer (the servers apply it)."""
     if not isinstance(optimizer, torch.optim.SGD):
@@ -293,24 +304,17 @@ class DistributedOptimizer(torch.optim.Optimizer):
         grad = p.grad
         if self._passes_per_step > 1:
             grad = grad / self._passes_per_step
-        # As param_groups hold it now (set by hand, load_state_dict()), as torch's SGD reads it.
+        # As param_groups hold them now (set by hand, a scheduler, load_state_dict()), as torch's SGD reads them.
         weight_decay = _one_value(self.param_groups, "weight_decay", float,
                                   "DistributedOptimizer refuses them when it is made too")
+        rate = _one_value(self.param_groups, "lr", _rate, "the servers apply one rate per push")
         if weight_decay:
             grad = torch.add(grad, p.detach(), alpha=weight_decay)
-        lr = self.param_groups[0]["lr"]
-        try:
-            rate = float(lr)  # a number or a one-element tensor, as torch's SGD takes it
-        except (TypeError, ValueError):
-            rate = math.nan
-        if not (math.isfinite(rate) and rate >= 0):
-            raise ValueError(f"rdmaps.torch: learning rate {lr!r} in param_groups is not a finite number of at least "
-                             "0; this step's gradients were not sent")
-        if lr == 0:  # a push's rate of 0 means "the servers' own" (rdmaps::Client): send nothing to apply
+        if rate == 0:  # a push's rate of 0 means "the servers' own" (rdmaps::Client): send nothing to apply
             return
-        if lr != self._sent_lr:  # a scheduler changed it: the servers apply the worker's rate
-            self._worker._submit_learning_rate(float(lr))
-            self._sent_lr = lr
+        if rate != self._sent_lr:  # a scheduler changed it: the servers apply the worker's rate
+            self._worker._submit_learning_rate(rate)
+            self._sent_lr = rate
         address, nbytes = _check_tensor("gradient", name, grad, p.numel())
         if grad.is_cuda:  # autograd wrote it on the current stream; rdmaps reads it on its own
             torch.cuda.current_stream(grad.device).synchronize()
