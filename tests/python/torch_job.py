@@ -338,6 +338,14 @@ def weight_decay():
     opt.zero_grad()
     model(x).square().mean().backward()
     expect_raises(ValueError, "parameter groups with different weight_decay (group 0: 0.0, group 1: 0.5)", opt.step)
+    # Momentum is the servers' rule: a change after construction is refused,
+    # not ignored (it was ignored: the servers kept plain SGD).
+    opt.param_groups[1]["weight_decay"] = 0.0
+    for group in opt.param_groups:
+        group["momentum"] = 0.9
+    opt.zero_grad()
+    model(x).square().mean().backward()
+    expect_raises(ValueError, "momentum is 0.9 in param_groups, 0.0 when the DistributedOptimizer was made", opt.step)
     print("weight-decay ok", flush=True)
 
 

@@ -179,6 +179,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._passes_per_step = int(backward_passes_per_step)
         self._params = self._name_parameters(named_parameters)
         rule = _rule_options(optimizer, dc, lambda_)
+        # The servers' rule, fixed when they admitted this worker.
+        g = optimizer.param_groups[0]
+        self._rule_settings = {"momentum": float(g["momentum"]), "dampening": float(g["dampening"]),
+                               "nesterov": bool(g["nesterov"])}
         self._sent_lr = None  # the rate the pushes carry; follows param_groups (schedulers)
 
         servers, worker_index, base, timeout = runtime._worker_connection()
@@ -308,6 +312,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
         weight_decay = _one_value(self.param_groups, "weight_decay", float,
                                   "DistributedOptimizer refuses them when it is made too")
         rate = _one_value(self.param_groups, "lr", _rate, "the servers apply one rate per push")
+        for key, fixed in self._rule_settings.items():
+            now = _one_value(self.param_groups, key, type(fixed), "the servers apply one rule")
+            if now != fixed:
+                raise ValueError(f"rdmaps.torch: {key} is {now!r} in param_groups, {fixed!r} when the "
+                                 f"DistributedOptimizer was made: it is the servers' update rule, fixed when they "
+                                 f"admitted this worker; make a new DistributedOptimizer to change it. This step's "
+                                 f"gradients were not sent")
         if weight_decay:
             grad = torch.add(grad, p.detach(), alpha=weight_decay)
         if rate == 0:  # a push's rate of 0 means "the servers' own" (rdmaps::Client): send nothing to apply
