@@ -1,12 +1,16 @@
 #include "src/tools/stop_on_signal.h"
 
+#include <atomic>
 #include <csignal>
 
 namespace rdmaps::tools {
 namespace {
-Server* g_server = nullptr;  // one per process: the signal has no other way to reach it
+// One per process: the signal has no other way to reach it. Atomic: the
+// handler runs on whichever thread the signal lands on.
+std::atomic<Server*> g_server{nullptr};
+static_assert(std::atomic<Server*>::is_always_lock_free);
 void on_signal(int) {
-  if (g_server) g_server->stop();  // only sets a flag: safe in a handler
+  if (Server* server = g_server.load()) server->stop();  // only sets a flag: safe in a handler
 }
 }  // namespace
 
