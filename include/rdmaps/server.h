@@ -101,6 +101,8 @@ class Server {
  public:
   explicit Server(const ServerOptions& options);
   /// Stops a run() in progress on another thread and waits for it to return.
+  /// A run() must have begun before (as with any object, no call may start
+  /// during or after the destructor).
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
