@@ -1,5 +1,7 @@
 #include "bench/perf_options.h"
 
+#include <algorithm>
+
 namespace rdmaps::bench {
 
 CLI::Option* add_size(CLI::App& app, const std::string& name, uint64_t& target, uint64_t min, uint64_t max,
@@ -11,13 +13,40 @@ CLI::Option* add_size(CLI::App& app, const std::string& name, uint64_t& target, 
       ->capture_default_str();
 }
 
+// Split here, not by CLI11's delimiter, which drops an empty entry: "8,,64"
+// ran 8 and 64 without a word.
 CLI::Option* add_sizes(CLI::App& app, const std::string& name, std::vector<uint64_t>& target, uint64_t min,
                        uint64_t max, const std::string& help) {
-  return app.add_option(name, target, help)
-      ->delimiter(',')
+  return app
+      .add_option_function<std::vector<std::string>>(
+          name,
+          [&target, name, min, max](const std::vector<std::string>& lists) {
+            target.clear();
+            const CLI::Validator as_size = CLI::AsSizeValue(false), in_range = cli::count(min, max);
+            for (const std::string& list : lists) {
+              size_t from = 0;
+              for (;;) {
+                const size_t comma = std::min(list.find(',', from), list.size());
+                std::string size = list.substr(from, comma - from);
+                if (size.empty()) throw CLI::ValidationError(name, "'" + list + "' has an empty entry");
+                const std::string entry = size;
+                std::string why;
+                try {
+                  why = as_size(size);
+                } catch (const CLI::Error& e) {  // an unknown unit throws
+                  why = e.what();
+                }
+                if (!why.empty()) throw CLI::ValidationError(name, "'" + entry + "': " + why);
+                why = in_range(size);  // names the value
+                if (!why.empty()) throw CLI::ValidationError(name, why);
+                target.push_back(std::stoull(size));
+                if (comma == list.size()) break;
+                from = comma + 1;
+              }
+            }
+          },
+          help)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-      ->transform(CLI::AsSizeValue(false).description(""))
-      ->check(cli::count(min, max))
       ->type_name("SIZE,...");
 }
 

@@ -135,12 +135,14 @@ TrainTest load_dataset_dir(const std::string& dir) {
   TrainTest t;
   t.train = load_idx(path("train-images-idx3-ubyte"), path("train-labels-idx1-ubyte"));
   t.test = load_idx(path("t10k-images-idx3-ubyte"), path("t10k-labels-idx1-ubyte"));
-  if (t.train.pixels() != t.test.pixels())
+  if (t.train.rows != t.test.rows || t.train.cols != t.test.cols)
     throw Error(Errc::kProtocol, dir + ": train images are " + std::to_string(t.train.rows) + "x" +
                                      std::to_string(t.train.cols) + ", test images " + std::to_string(t.test.rows) +
                                      "x" + std::to_string(t.test.cols));
-  // The model reads 784 pixels an image: smaller ones read past the end.
-  if (t.train.pixels() != Mlp::kIn)
+  // The model reads 784 pixels an image (smaller ones read past the end),
+  // as 28 rows of 28: 14x56 has the pixels but not the images.
+  static_assert(Mlp::kIn == 28 * 28);
+  if (t.train.rows != 28 || t.train.cols != 28)
     throw Error(Errc::kProtocol, path("train-images-idx3-ubyte") + ": images are " + std::to_string(t.train.rows) +
                                      "x" + std::to_string(t.train.cols) + "; the model takes 28x28 (" +
                                      std::to_string(Mlp::kIn) + " pixels, Fashion-MNIST's or MNIST's)");

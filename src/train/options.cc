@@ -30,7 +30,10 @@ CLI::Validator worker_count(uint64_t min) {
       "");
 }
 
-// K:FACTOR or random:FACTOR, FACTOR at least 1.
+// K:FACTOR or random:FACTOR, FACTOR from 1 to kMaxStraggle: a step slowed
+// far more would sleep past what a duration holds (1e12 hung the run, 1e300
+// slowed nothing).
+constexpr double kMaxStraggle = 1000;
 CLI::Validator straggler_spec() {
   return CLI::Validator(
       [](std::string& v) -> std::string {
@@ -41,7 +44,7 @@ CLI::Validator straggler_spec() {
           return "'" + v + "': '" + who + "' is neither a worker number nor random";
         double f = 0;
         if (!CLI::detail::lexical_cast(factor, f) || !std::isfinite(f)) return "'" + v + "': FACTOR is not a number";
-        if (f < 1.0) return "'" + v + "': FACTOR must be at least 1";
+        if (f < 1.0 || f > kMaxStraggle) return "'" + v + "': FACTOR must be from 1 to 1000";
         return {};
       },
       "");

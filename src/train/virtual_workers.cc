@@ -25,7 +25,8 @@ DelaySpec DelaySpec::parse(const std::string& flag, const std::string& text) {
   const double v = std::strtod(value.c_str(), &end);
   if (value.empty() || *end || !std::isfinite(v)) return bad("has no number after the colon");
   if (kind == "geometric") {
-    if (v <= 0) return bad("needs a mean delay above 0");
+    // Past 1e9 ticks the draw's chance 1/(1+MEAN) is lost in rounding (1e18 gave less delay than 4).
+    if (v <= 0 || v > 1e9) return bad("needs a mean delay above 0 and at most 1e9");
     return {Kind::kGeometric, v};
   }
   if (kind == "uniform") {

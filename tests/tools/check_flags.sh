@@ -92,6 +92,11 @@ refused "unknown flag --floats" "${t[@]}" --floats 0
 refused "unknown flag --no-such-flag" "${t[@]}" --no-such-flag 3
 refused "flag --lr needs a value" "${t[@]}" --lr
 refused "--straggler: 'random'" "${t[@]}" --straggler random
+# A factor past a duration's range hung the run (1e12) or slowed nothing (1e300).
+refused "--straggler: '0:1e12': FACTOR must be from 1 to 1000" "${t[@]}" --straggler 0:1e12
+refused "--straggler: 'random:1e300': FACTOR must be from 1 to 1000" "${t[@]}" --straggler random:1e300
+# A mean past 1e9 ticks was lost in rounding: less delay than geometric:4.
+refused "--delay: 'geometric:1e18' needs a mean delay above 0 and at most 1e9" "${t[@]}" --virtual-workers 2 --delay geometric:1e18
 refused "--evals-per-epoch: '0'" "${t[@]}" --evals-per-epoch 0
 refused "--staleness: '99999999999999999999'" "${t[@]}" --staleness 99999999999999999999
 refused "--seed: '99999999999999999999' is too large" "${t[@]}" --seed 99999999999999999999
@@ -113,6 +118,8 @@ if [ -n "$perf" ]; then
   echo "== rdmaps-perf transport"
   refused "--iters: '0'" "$perf" transport --iters 0
   refused "--sizes: '0'" "$perf" transport --sizes 8,0
+  refused "--sizes: '8,,64' has an empty entry" "$perf" transport --sizes 8,,64
+  refused "--sizes: '1x': x unit not recognized" "$perf" transport --sizes 8,1x
   refused "--window: '4294967297'" "$perf" transport --window 4294967297
   refused "unknown flag --floats" "$perf" transport --floats 0
   refused "flag --sizes needs a value" "$perf" transport --sizes

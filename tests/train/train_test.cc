@@ -75,6 +75,35 @@ TEST(Idx, ADatasetOfImagesOtherThan28x28IsRefusedNamingTheirSize) {
   std::filesystem::remove_all(dir);
 }
 
+// 784 pixels but not 28x28 (the test set's header rewritten to 14x56, or
+// both sets'): the count matched, so both were taken.
+TEST(Idx, ImagesOfTheRightPixelCountButAnotherShapeAreRefused) {
+  const std::string dir = temp_path("idx14x56");
+  std::filesystem::create_directories(dir);
+  auto write = [&](const char* set, uint32_t rows, uint32_t cols) {
+    auto images = be32({0x803, 2, rows, cols});
+    images.resize(images.size() + 2 * 784, 7);
+    auto labels = be32({0x801, 2});
+    labels.insert(labels.end(), {1, 2});
+    write_gz(dir + "/" + set + "-images-idx3-ubyte.gz", images);
+    write_gz(dir + "/" + set + "-labels-idx1-ubyte.gz", labels);
+  };
+  auto what = [&] {
+    try {
+      load_dataset_dir(dir);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  write("train", 28, 28);
+  write("t10k", 14, 56);
+  EXPECT_NE(what().find("train images are 28x28, test images 14x56"), std::string::npos) << what();
+  write("train", 14, 56);
+  EXPECT_NE(what().find("images are 14x56; the model takes 28x28"), std::string::npos) << what();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Idx, ReadsGoodFilesAndRejectsCorruptOnesNamingTheFile) {
   auto images = be32({0x803, 3, 2, 2});
   for (uint8_t v : {0, 255, 51, 102, 1, 2, 3, 4, 5, 6, 7, 8}) images.push_back(v);
