@@ -223,9 +223,18 @@ uint64_t newest_checkpoint_sequence(const std::string& dir, uint32_t index) {
   return done.empty() ? 0 : done.front().first;
 }
 
-void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep) {
-  const auto done = list(dir, index, false);
-  for (size_t i = keep; i < done.size(); ++i) ::unlink((dir + "/" + done[i].second).c_str());
+void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, const std::vector<uint64_t>& good) {
+  const auto done = list(dir, index, false);  // newest first
+  uint32_t kept = 0;
+  uint64_t oldest_kept = 0;
+  for (const auto& [sequence, name] : done)
+    if (kept < keep && std::find(good.begin(), good.end(), sequence) != good.end()) {
+      ++kept;
+      oldest_kept = sequence;
+    }
+  if (kept == keep)
+    for (const auto& [sequence, name] : done)
+      if (sequence < oldest_kept) ::unlink((dir + "/" + name).c_str());
   for (const auto& [sequence, name] : list(dir, index, true)) ::unlink((dir + "/" + name).c_str());
 }
 
@@ -306,15 +315,26 @@ std::optional<Checkpoint> load_newest_checkpoint(const std::string& dir, uint32_
                                                  const std::function<void(const std::string&)>& log) {
   for (const auto& [sequence, name] : list(dir, index, true))
     log("ignoring " + dir + "/" + name + ": an unfinished write (the server stopped while writing it)");
-  for (const auto& [sequence, name] : list(dir, index, false)) {
+  const auto done = list(dir, index, false);
+  std::string newest_why;
+  for (const auto& [sequence, name] : done) {
+    std::string why;
     try {
       return read_checkpoint(dir + "/" + name, max_bytes);
     } catch (const Error& e) {
-      log(std::string("skipping ") + e.what());
+      why = e.what();
     } catch (const std::bad_alloc&) {
-      log("skipping " + dir + "/" + name + ": out of memory while reading it");
+      why = dir + "/" + name + ": out of memory while reading it";
     }
+    log("skipping " + why);
+    if (newest_why.empty()) newest_why = why;
   }
+  // Starting empty would train from nothing, say success, and prune the
+  // files later: the caller asked for this server's model, which is there.
+  if (!done.empty())
+    throw Error(Errc::kInvalidArgument, "none of the " + std::to_string(done.size()) + " checkpoints of server " +
+                                            std::to_string(index) + " in " + dir + " reads back whole (the newest: " +
+                                            newest_why + "); restore one, or move them away to start empty");
   return std::nullopt;
 }
 

@@ -66,8 +66,13 @@ std::string write_checkpoint(const std::string& dir, const CheckpointHeader& hea
 /// there; throws Error naming the directory and errno. A server checks at
 /// start, not at its first checkpoint.
 void check_checkpoint_dir(const std::string& dir);
-/// Deletes all but the newest `keep` checkpoints of server `index`, and its leftover temporary files.
-void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep);
+/// Deletes server `index`'s checkpoints older than the newest `keep` of
+/// those in `good` (known to read back whole: written or resumed from by this
+/// server), once `keep` of them are on disk, and its leftover temporary
+/// files. Files it cannot vouch for (torn, not regular, an earlier job's)
+/// never count toward `keep`: a torn file newer than the one resumed from
+/// outranked it, and the only older intact checkpoint was deleted.
+void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, const std::vector<uint64_t>& good);
 /// The highest sequence among server `index`'s checkpoint files in `dir`,
 /// readable or not (0: none). New ones are numbered after it, so that pruning,
 /// which keeps the highest, never deletes a newer one than it wrote.
@@ -89,7 +94,9 @@ class CheckpointDirLock {
 /// Parses one checkpoint file; throws Error naming the file and what is wrong.
 Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes);
 /// The newest checkpoint of server `index` in `dir` that reads back intact;
-/// each one skipped (torn, corrupt, unfinished) is told to `log`. nullopt: none.
+/// each one skipped (torn, corrupt, unfinished) is told to `log`. nullopt:
+/// the server has none there; throws Error(kInvalidArgument) if it has some
+/// and none reads back.
 std::optional<Checkpoint> load_newest_checkpoint(const std::string& dir, uint32_t index, uint64_t max_bytes,
                                                  const std::function<void(const std::string&)>& log);
 

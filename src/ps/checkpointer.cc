@@ -22,6 +22,7 @@ Checkpointer::~Checkpointer() { wait(); }
 void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence) {
   base_ = base;
   sequence_ = last_sequence;
+  if (last_sequence) good_.push_back(last_sequence);
   // Files numbered past the one resumed from (unreadable ones, or an earlier
   // job's in a run without --resume) would outrank this run's checkpoints:
   // pruning keeps the highest numbers, and a write could replace them.
@@ -99,7 +100,9 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
   if (!arrays.state.empty() && arrays.state.size() != arrays.params.size()) arrays.state.clear();
   try {
     const std::string path = write_checkpoint(dir_, h, arrays);
-    prune_checkpoints(dir_, h.index, keep_);
+    good_.push_back(sequence);
+    prune_checkpoints(dir_, h.index, keep_, good_);
+    if (good_.size() > keep_) good_.erase(good_.begin(), good_.end() - keep_);
     last_updates_.store(h.updates(), std::memory_order_relaxed);
     LaneCounters::add(written_);  // one writer at a time: finish() waits for the thread
     if (verbose_)

@@ -64,6 +64,13 @@ void flip_byte(const std::string& path, off_t at) {
   ::close(fd);
 }
 
+std::vector<std::string> names_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
 TEST(Checkpoint, WhatIsWrittenIsReadBackWhole) {
   const std::string dir = temp_dir();
   const std::string path = write_sample(dir, 3, 1.0f);
@@ -115,12 +122,55 @@ TEST(Checkpoint, PruningKeepsTheNewestAndRemovesUnfinishedWrites) {
   for (uint64_t s = 1; s <= 4; ++s) write_sample(dir, s, 1.0f);
   std::ofstream(dir + "/server-1-0000000009.ckpt.tmp") << "half";
   std::ofstream(dir + "/server-0-0000000001.ckpt") << "another server's";
-  ps::prune_checkpoints(dir, 1, 2);
-  std::vector<std::string> left;
-  for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename());
-  std::sort(left.begin(), left.end());
-  EXPECT_EQ(left, (std::vector<std::string>{"server-0-0000000001.ckpt", "server-1-0000000003.ckpt",
-                                            "server-1-0000000004.ckpt"}));
+  ps::prune_checkpoints(dir, 1, 2, {1, 2, 3, 4});
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{"server-0-0000000001.ckpt", "server-1-0000000003.ckpt",
+                                                     "server-1-0000000004.ckpt"}));
+  fs::remove_all(dir);
+}
+
+// Files the server cannot vouch for never count toward --checkpoint-keep: a
+// server resumed from #1 past a torn #7, a FIFO #8 and a directory #9 wrote
+// #10, and pruning (keep 2) kept #10 and the directory and deleted #1, the
+// only other intact checkpoint.
+TEST(Checkpoint, PruningKeepsTheNewestIntactOnesWhateverLiesBetween) {
+  const std::string dir = temp_dir();
+  write_sample(dir, 1, 1.0f);
+  std::ofstream(dir + "/server-1-0000000007.ckpt") << "torn";
+  ASSERT_EQ(::mkfifo((dir + "/server-1-0000000008.ckpt").c_str(), 0600), 0);
+  fs::create_directory(dir + "/server-1-0000000009.ckpt");
+  write_sample(dir, 10, 10.0f);
+  ps::prune_checkpoints(dir, 1, 2, {1, 10});
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{"server-1-0000000001.ckpt", "server-1-0000000007.ckpt",
+                                                     "server-1-0000000008.ckpt", "server-1-0000000009.ckpt",
+                                                     "server-1-0000000010.ckpt"}));
+  write_sample(dir, 11, 11.0f);
+  ps::prune_checkpoints(dir, 1, 2, {10, 11});
+  // What lies below the two newest intact ones goes (a directory cannot be unlinked: it stays, harmless).
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{"server-1-0000000009.ckpt", "server-1-0000000010.ckpt",
+                                                     "server-1-0000000011.ckpt"}));
+  fs::remove_all(dir);
+}
+
+// A server asked to resume whose every checkpoint is damaged refuses to start:
+// it trained from nothing, exited 0, and its pruning deleted them later.
+TEST(Checkpoint, ResumingWhereNoCheckpointReadsBackIsRefusedNamingThem) {
+  const std::string dir = temp_dir();
+  const std::string corrupt = write_sample(dir, 1, 1.0f);
+  const std::string torn = write_sample(dir, 2, 2.0f);
+  flip_byte(corrupt, static_cast<off_t>(fs::file_size(corrupt) / 2));
+  fs::resize_file(torn, fs::file_size(torn) - 40);
+  std::vector<std::string> said;
+  std::string what;
+  EXPECT_EQ(error_code_of(
+                [&] { ps::load_newest_checkpoint(dir, 1, 1 << 20, [&](const std::string& s) { said.push_back(s); }); },
+                &what),
+            Errc::kInvalidArgument);
+  EXPECT_NE(what.find("none of the 2 checkpoints of server 1 in " + dir + " reads back whole (the newest: '" + torn),
+            std::string::npos)
+      << what;
+  EXPECT_NE(what.find("restore one, or move them away to start empty"), std::string::npos) << what;
+  EXPECT_EQ(said.size(), 2u);
+  EXPECT_TRUE(fs::exists(corrupt) && fs::exists(torn));
   fs::remove_all(dir);
 }
 

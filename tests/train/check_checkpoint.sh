@@ -164,7 +164,17 @@ grep -q "up to 4 that this run did not resume from (no --resume); its checkpoint
   "$out/n3-server.log" || fail "the earlier job's checkpoint was not named"
 [ "$(cd "$out/ckpt" && echo *.ckpt)" = "server-0-0000000005.ckpt" ] ||
   fail "a job without --resume beside another's checkpoint 4 left: $(ls "$out/ckpt")"
-echo "ok: checkpoints numbered after torn and earlier jobs' files; a second server on the directory refused"
+# A server asked to resume whose every checkpoint is damaged refuses to start
+# and deletes nothing (it trained from nothing, exited 0, and pruned them).
+head -c 100 "${c}5.ckpt" >"$out/torn5" && mv "$out/torn5" "${c}5.ckpt"
+port=$(free_port)
+timeout 60 "$train" --role server --listen "127.0.0.1:$port" "${job[@]}" --checkpoint-dir "$out/ckpt" --resume \
+  2>"$out/n4-server.log" && fail "a server resumed from nothing but a torn checkpoint"
+grep -q "none of the 1 checkpoints of server 0 in $out/ckpt reads back whole" "$out/n4-server.log" ||
+  fail "resuming from only a torn checkpoint was not refused naming it: $(cat "$out/n4-server.log")"
+[ -f "${c}5.ckpt" ] || fail "the torn checkpoint was deleted"
+echo "ok: checkpoints numbered after torn and earlier jobs' files; a second server on the directory refused;" \
+     "resuming from only torn checkpoints refused"
 
 # A final checkpoint that cannot be written (a full disk) is an error of the
 # run, not a log line under an exit status of 0: the trained model is not saved.
