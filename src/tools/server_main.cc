@@ -23,7 +23,10 @@ int main(int argc, char** argv) {
     app.footer(
         "Under mpirun, srun or torchrun (several ranks, no --index) the rank is the index: the\n"
         "first --servers ranks run rdmaps-server, the others are the job's workers, e.g.\n"
-        "  mpirun -x RDMAPS_SECRET -np 2 rdmaps-server --servers 2 : -np 8 python3 train.py");
+        "  mpirun -x RDMAPS_SECRET -np 2 rdmaps-server --servers 2 --rule-from-workers : \\\n"
+        "         -x RDMAPS_SECRET -x RDMAPS_NUM_SERVERS=2 -np 8 python3 train.py\n"
+        "(--rule-from-workers: the servers take the update rule the workers' optimizer asks for;\n"
+        "without it they keep --rule and refuse workers asking for another)");
     rdmaps::cli::set_defaults(app);
     const std::string group = "Server";
     auto* listen =

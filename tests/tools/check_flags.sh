@@ -77,6 +77,9 @@ refused "RDMAPS_RANK=5 is not below RDMAPS_WORLD_SIZE=1" env RDMAPS_RANK=5 RDMAP
 helps "$server" -- "(Env:RDMAPS_NUM_SERVERS)"
 helps "$server" -- "(Env:RDMAPS_WORKERS)"
 helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
+# The footer's launch with PyTorch workers: their optimizer sets the rule, which
+# a server refuses unless it adopts the workers' (docs/cluster.md, docs/pytorch.md).
+helps "$server" -- "rdmaps-server --servers 2 --rule-from-workers :"
 
 echo "== rdmaps-train"
 t=("$train" --data /nonexistent --out /nonexistent)
