@@ -138,7 +138,7 @@ int perf_gpu_main(int argc, char** argv, int first) {
   app.add_option("--staging-depth", depth, "pinned chunks in flight on the staged path (0: the default, 8 MiB)")
       ->check(cli::count(0, 64))
       ->capture_default_str();
-  app.add_flag("--json", json, "one JSON object");
+  cli::add_switch(app, "--json", json, "one JSON object");
   if (!parse(app, argc, argv, first)) return 0;
   cuda::GpuInfo info = cuda::probe_gpus();
   if (info.device_count() == 0) {

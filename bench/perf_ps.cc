@@ -358,8 +358,8 @@ int perf_ps_main(int argc, char** argv, int first) {
                  "--put-landing allows) or not (copied out)")
       ->check(cli::one_of({"registered", "plain"}))
       ->capture_default_str();
-  app.add_flag("--gpu-shard", f.gpu_shard, "the servers keep their range on the GPU");
-  app.add_flag("--json", f.json, "one JSON object");
+  cli::add_switch(app, "--gpu-shard", f.gpu_shard, "the servers keep their range on the GPU");
+  cli::add_switch(app, "--json", f.json, "one JSON object");
   // The roles of the processes the driver starts.
   const std::string internal = "";
   app.add_option("--role", f.role)->check(cli::one_of({"driver", "server", "worker"}))->group(internal);

@@ -443,7 +443,7 @@ int perf_transport_main(int argc, char** argv, int first) {
               ->check(cli::one_of({"event", "busy"})));
   capture(app.add_option("--peer-failure", f.peer_failure, "UCX peer-failure handling (on costs tcp its RMA lanes)")
               ->check(cli::one_of({"on", "off"})));
-  app.add_flag("--json", f.json, "one JSON object per size instead of the table");
+  cli::add_switch(app, "--json", f.json, "one JSON object per size instead of the table");
   auto* peer =
       app.add_option("--peer", f.peer, "connect to a target started with --role server")->type_name("HOST:PORT");
   capture(app.add_option("--role", f.role, "server: run the target side")->check(cli::one_of({"server", "client"})));

@@ -45,12 +45,14 @@ int main(int argc, char** argv) {
     app.add_option("--stats-interval", stats_s, "one stats line every SEC seconds (0: off)")
         ->envname("RDMAPS_STATS_INTERVAL")
         ->check(rdmaps::cli::count(0, 86400));
-    app.add_flag_callback(
-        "--keep-running", [&] { options.exit_when_done = false; }, "keep serving after every worker left");
-    app.add_flag("--rule-from-workers", options.rule_from_workers,
-                 "adopt the first worker's update rule, refuse others");
-    app.add_flag("--gpu-shard", options.gpu_shard, "keep the range in GPU memory, update with the CUDA kernel");
-    app.add_flag("--insecure", options.insecure, "serve without a shared secret on a non-loopback address");
+    bool keep_running = !options.exit_when_done;
+    rdmaps::cli::add_switch(app, "--keep-running", keep_running, "keep serving after every worker left");
+    rdmaps::cli::add_switch(app, "--rule-from-workers", options.rule_from_workers,
+                            "adopt the first worker's update rule, refuse others");
+    rdmaps::cli::add_switch(app, "--gpu-shard", options.gpu_shard,
+                            "keep the range in GPU memory, update with the CUDA kernel");
+    rdmaps::cli::add_switch(app, "--insecure", options.insecure,
+                            "serve without a shared secret on a non-loopback address");
     app.add_option("--max-bytes", options.max_bytes,
                    "largest parameter table a worker may declare (0: the machine's memory)")
         ->envname("RDMAPS_MAX_BYTES")
@@ -62,8 +64,12 @@ int main(int argc, char** argv) {
         ->check(rdmaps::cli::count(1, 86400));
     app.add_option("--metrics", options.metrics, "serve Prometheus metrics at http://HOST:PORT/metrics (off)")
         ->envname("RDMAPS_METRICS");
+    // A switch's default_str is its value when it stands alone, so it keeps it.
     for (CLI::Option* o : app.get_options())
-      if (o->get_name() != "--help") o->group(group)->capture_default_str();
+      if (o->get_name() != "--help") {
+        o->group(group);
+        if (o->get_expected_min() != 0) o->capture_default_str();
+      }
     rdmaps::add_config_flags(app, options.config);
     const std::vector<std::string> args(argv + 1, argv + argc);
     try {
@@ -71,6 +77,7 @@ int main(int argc, char** argv) {
     } catch (const CLI::CallForHelp& e) {
       return app.exit(e);
     }
+    options.exit_when_done = !keep_running;
     options.stats_interval = std::chrono::seconds(stats_s);
     options.stall_warning = std::chrono::seconds(stall_s);
     // A launch decides what the command line did not (the environment may set these for all ranks).

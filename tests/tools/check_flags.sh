@@ -74,6 +74,13 @@ refused "RDMAPS_SERVERS entry 1 '127.0.0.1:0' has port 0" "${launched[@]}" RDMAP
 refused "--listen 127.0.0.1:0 listens on another port than this server's RDMAPS_SERVERS entry 1 '127.0.0.1:13400'" \
   "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:13400 "${s[@]}"
 refused "RDMAPS_RANK=5 is not below RDMAPS_WORLD_SIZE=1" env RDMAPS_RANK=5 RDMAPS_WORLD_SIZE=1 "${s[@]}"
+# Switches take on|off as every switch does (docs/cluster.md "Flags and
+# variables"): the value is parsed, so the run reaches the index check after
+# it; "unexpected argument off" was the error before.
+for switch in "--keep-running off" "--rule-from-workers off" "--gpu-shard off" "--insecure on" "--insecure=off"; do
+  # shellcheck disable=SC2086  # the switch and its value are two words
+  refused "server index 3 is not below the 2 servers" "${s[@]}" --index 3 --servers 2 $switch
+done
 helps "$server" -- "(Env:RDMAPS_NUM_SERVERS)"
 helps "$server" -- "(Env:RDMAPS_WORKERS)"
 helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
@@ -128,6 +135,7 @@ if [ -n "$perf" ]; then
   refused "flag --sizes needs a value" "$perf" transport --sizes
   refused "--listen: only the target (--role server) listens" "$perf" transport --listen 127.0.0.1:9
   refused "--peer: the target (--role server) connects to nobody" "$perf" transport --role server --peer 127.0.0.1:9
+  refused "--listen: only the target (--role server) listens" "$perf" transport --json off --listen 127.0.0.1:9
   helps "$perf" transport -- "--sizes"
   echo "== rdmaps-perf ps"
   refused "--workers: '4294967297'" "$perf" ps --workers 4294967297
@@ -137,6 +145,7 @@ if [ -n "$perf" ]; then
   refused "unknown flag --no-such-flag" "$perf" ps --no-such-flag
   refused "flag --floats needs a value" "$perf" ps --floats
   refused "--tensors 20 is more than --floats 10" "$perf" ps --floats 10 --tensors 20
+  refused "--tensors 20 is more than --floats 10" "$perf" ps --json off --gpu-shard off --floats 10 --tensors 20
   refused "--servers 20 is more than --floats 10: every server needs" "$perf" ps --floats 10 --servers 20
   refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "$perf" ps
   refused "--checkpoint-every: '99999999999999999999'" "$perf" ps --checkpoint-every 99999999999999999999
