@@ -6,11 +6,14 @@ namespace rdmaps::bench {
 
 CLI::Option* add_size(CLI::App& app, const std::string& name, uint64_t& target, uint64_t min, uint64_t max,
                       const std::string& help) {
-  return app.add_option(name, target, help)
-      ->transform(CLI::AsSizeValue(false).description(""))
-      ->check(cli::count(min, max))
-      ->type_name("SIZE")
-      ->capture_default_str();
+  CLI::Option* o = app.add_option(name, target, help)
+                       ->transform(CLI::AsSizeValue(false).description(""))
+                       ->check(cli::count(min, max))
+                       ->type_name("SIZE")
+                       ->capture_default_str();
+  // A 0 that the range refuses is no value but "computed" (the help says how).
+  if (target == 0 && min > 0) o->default_str("auto");
+  return o;
 }
 
 // Split here, not by CLI11's delimiter, which drops an empty entry: "8,,64"

@@ -76,6 +76,8 @@ CLI::Option* add_switch(CLI::App& app, const std::string& name, bool& target, co
       ->expected(0, 1)
       ->default_str("on")
       ->type_name("[on|off]")
+      // default_str is taken (the value alone); --help shows the default from here.
+      ->option_text(std::string("[on|off]=") + (target ? "on" : "off"))
       ->check(CLI::Validator(
           [](std::string& v) -> std::string {
             if (v == "on" || v == "off" || v == "true" || v == "false" || v == "1" || v == "0") return {};
@@ -85,9 +87,11 @@ CLI::Option* add_switch(CLI::App& app, const std::string& name, bool& target, co
 }
 
 std::string Formatter::make_option_opts(const CLI::Option* opt) const {
-  // A switch's default_str is its value when it stands alone, not its default.
+  // A switch's default_str is its value when it stands alone, not its default:
+  // add_switch wrote the default into its option_text.
   if (opt->get_expected_min() != 0 || opt->get_expected_max() != 1) return CLI::Formatter::make_option_opts(opt);
-  return " " + opt->get_type_name() + (opt->get_envname().empty() ? "" : " (Env:" + opt->get_envname() + ")");
+  const std::string& opts = opt->get_option_text().empty() ? opt->get_type_name() : opt->get_option_text();
+  return " " + opts + (opt->get_envname().empty() ? "" : " (Env:" + opt->get_envname() + ")");
 }
 
 void set_defaults(CLI::App& app) {

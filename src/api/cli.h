@@ -31,9 +31,10 @@ CLI::Validator non_negative();
 /// One of `names`.
 CLI::Validator one_of(const std::vector<std::string>& names);
 /// A switch: "--name" alone is on, "--name on|off" (or =on|off, true|false, 1|0) says which.
+/// --help shows `target`'s value now as its default.
 CLI::Option* add_switch(CLI::App& app, const std::string& name, bool& target, const std::string& help);
 
-/// --help as CLI11 writes it, but a switch shows no "=on".
+/// --help as CLI11 writes it, but a switch shows its default, not the "on" it takes alone.
 class Formatter : public CLI::Formatter {
  public:
   std::string make_option_opts(const CLI::Option* opt) const override;

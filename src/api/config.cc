@@ -104,6 +104,18 @@ CLI::Validator duration() {
       "");
 }
 
+// Milliseconds as --reconnect and --checkpoint-every read them back.
+std::string duration_text(uint64_t ms) {
+  return ms % 1000 == 0 ? std::to_string(ms / 1000) + "s" : std::to_string(ms) + "ms";
+}
+
+// A DC-ASGD-a limit as its flag reads it: 0 is "off".
+std::string or_off(float v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", static_cast<double>(v));
+  return v > 0 ? std::string(buf) : std::string("off");
+}
+
 // "N" or "Nu" counts applied updates; "Ns" / "Nms" is time.
 bool counts_updates(const std::string& v) {
   return !v.empty() && (v.back() == 'u' || std::isdigit(static_cast<unsigned char>(v.back())));
@@ -129,7 +141,11 @@ template <typename E>
 CLI::Option* add_enum(CLI::App& app, const std::string& name, E& target,
                       const std::vector<std::pair<std::string, E>>& values, const std::string& help) {
   std::vector<std::string> names;
-  for (const auto& [n, e] : values) names.push_back(n);
+  std::string default_name;  // --help shows the value `target` has now
+  for (const auto& [n, e] : values) {
+    names.push_back(n);
+    if (e == target) default_name = n;
+  }
   return app
       .add_option_function<std::string>(
           name,
@@ -139,7 +155,8 @@ CLI::Option* add_enum(CLI::App& app, const std::string& name, E& target,
           },
           help)
       ->check(cli::one_of(names))
-      ->type_name(CLI::detail::join(names, "|"));
+      ->type_name(CLI::detail::join(names, "|"))
+      ->default_str(default_name);
 }
 
 const char* const kConfigGroup = "Parameter-server configuration (servers and workers)";
@@ -168,10 +185,15 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
     if (wanted(name))
       finish(app.add_option("--" + name, target, help)->check(std::move(check))->capture_default_str(), name);
   };
+  // `shown`: the default as the flag would spell it, from `config` as it is now
+  // (CLI11 cannot capture it: the setter, not a variable, takes the value).
   auto function = [&](const std::string& name, std::function<void(const std::string&)> set, const std::string& help,
-                      CLI::Validator check, const std::string& type) {
+                      CLI::Validator check, const std::string& type, const std::string& shown) {
     if (wanted(name))
-      finish(app.add_option_function<std::string>("--" + name, std::move(set), help)->check(check)->type_name(type),
+      finish(app.add_option_function<std::string>("--" + name, std::move(set), help)
+                 ->check(check)
+                 ->type_name(type)
+                 ->default_str(shown),
              name);
   };
   auto switch_ = [&](const std::string& name, bool& target, const std::string& help) {
@@ -193,7 +215,7 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
       },
       "SSP bound (0 = BSP, inf or async = fully asynchronous)",
       word_or("async", word_or("inf", cli::count(0), "a whole number, inf or async"), "a whole number, inf or async"),
-      "S|inf");
+      "S|inf", config.staleness == kInfiniteStaleness ? "inf" : std::to_string(config.staleness));
   if (wanted("rule"))
     finish(add_enum(app, "--rule", config.rule,
                     {{"sgd", UpdateRule::kSgd},
@@ -212,11 +234,12 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   function(
       "dc-bound",
       [&config](const std::string& v) { config.dc_bound = v == "off" ? 0 : static_cast<float>(std::stod(v)); },
-      "DC-ASGD-a: the compensation changes a gradient by at most X times itself", rule_check("dc-bound"), "X|off");
+      "DC-ASGD-a: the compensation changes a gradient by at most X times itself", rule_check("dc-bound"), "X|off",
+      or_off(config.dc_bound));
   function(
       "dc-tau0",
       [&config](const std::string& v) { config.dc_tau0 = v == "off" ? 0 : static_cast<float>(std::stod(v)); },
-      "DC-ASGD-a: pushes tau > T stale step lr*T/tau", rule_check("dc-tau0"), "T|off");
+      "DC-ASGD-a: pushes tau > T stale step lr*T/tau", rule_check("dc-tau0"), "T|off", or_off(config.dc_tau0));
   if (wanted("staleness-policy"))
     finish(add_enum(app, "--staleness-policy", config.staleness_policy,
                     {{"none", StalenessPolicy::kNone},
@@ -252,7 +275,7 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
             "--secret: a secret on the command line is visible to every user of the machine (ps, /proc); put it in "
             "a file (--secret-file FILE, mode 600) or in RDMAPS_SECRET");
       },
-      "refused: use --secret-file or RDMAPS_SECRET", CLI::Validator(), "SECRET");
+      "refused: use --secret-file or RDMAPS_SECRET", CLI::Validator(), "SECRET", "");
   if (!added.empty() && added.back()->get_name() == "--secret") {
     added.back()->envname("");  // RDMAPS_SECRET is read by the final callback, where a command line cannot put it
     added.back()->group("");    // hidden: it only explains why not
@@ -268,10 +291,11 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
       },
       "shared secret (first line, file mode 600), proved at every connection (or the secret itself in "
       "RDMAPS_SECRET)",
-      CLI::Validator(), "FILE");
+      CLI::Validator(), "FILE", "");  // none: the secret, if any, is in RDMAPS_SECRET
   function(
       "reconnect", [&config](const std::string& v) { config.reconnect_ms = *to_millis(v); },
-      "worker: keep reconnecting to a restarted server this long (0: fail at once)", duration(), "SEC");
+      "worker: keep reconnecting to a restarted server this long (0: fail at once)", duration(), "SEC",
+      duration_text(config.reconnect_ms));
   option("checkpoint-dir", config.checkpoint_dir, "server: write checkpoints there",
          CLI::Validator([](std::string& v) { return v.empty() ? std::string("'' is not a directory") : ""; }, ""));
   function(
@@ -293,13 +317,16 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
             return "'" + v + "' is not a positive count of updates (N) or a time (Ns, Nms)";
           },
           ""),
-      "T|N");
+      "T|N",
+      config.checkpoint_every_updates && !config.checkpoint_every_ms ? std::to_string(config.checkpoint_every_updates)
+                                                                     : duration_text(config.checkpoint_every_ms));
   option("checkpoint-keep", config.checkpoint_keep, "server: newest checkpoints kept", cli::count(1, 1000));
   switch_("resume", config.resume, "server: start from the newest valid checkpoint in --checkpoint-dir");
   function(
       "server-threads", [&config](const std::string& v) { config.server_threads = v == "auto" ? 0 : std::stoul(v); },
       "server threads, each owning part of the shards (auto: one per core)",
-      word_or("auto", cli::count(0, 1024), "a thread count in 0..1024 or auto"), "N|auto");
+      word_or("auto", cli::count(0, 1024), "a thread count in 0..1024 or auto"), "N|auto",
+      config.server_threads ? std::to_string(config.server_threads) : "auto");
   switch_("skip-pulls", config.skip_pulls, "SSP: skip the pulls the bound allows (off: pull every clock)");
   // Checkpoint settings without a directory would silently do nothing.
   if (wanted("checkpoint-dir"))
@@ -330,11 +357,6 @@ std::string describe(const Config& c) {
   if (c.rule == UpdateRule::kMomentum) o << ", momentum " << c.momentum;
   if (c.rule == UpdateRule::kDcAsgdConstant) o << ", lambda " << c.dc_lambda;
   if (c.rule == UpdateRule::kDcAsgdAdaptive) {
-    auto or_off = [](float v) {
-      char buf[32];
-      std::snprintf(buf, sizeof(buf), "%g", static_cast<double>(v));
-      return v > 0 ? std::string(buf) : std::string("off");
-    };
     o << ", lambda0 " << c.dc_lambda0 << ", ms-momentum " << c.ms_momentum << ", eps " << c.eps
       << ", ms-bias-correction " << (c.ms_bias_correction ? "on" : "off") << ", dc-bound " << or_off(c.dc_bound)
       << ", dc-tau0 " << or_off(c.dc_tau0);

@@ -73,8 +73,14 @@ void add_consistency(CLI::App& app, Options& o, const std::string& group) {
           },
           ""))
       ->type_name("S|inf")
+      ->default_str(o.staleness)
       ->trigger_on_parse()
       ->group(group);
+}
+
+// The update rule --dc names.
+const char* rule_of_dc(const std::string& dc) {
+  return dc == "off" ? "sgd" : dc == "constant" ? "dc-asgd-c" : "dc-asgd-a";
 }
 
 // "%.9g": a float's exact value, where std::to_string would turn 1e-7 into 0.000000.
@@ -205,7 +211,10 @@ Options parse_options(int argc, char** argv) {
   const auto config_options =
       add_config_flags(app, scratch, {.only = {}, .except = {"transport", "staleness", "lr", "lambda", "lambda0"}});
   // --dc decides, as it always did, whatever the environment says.
-  app.get_option("--rule")->envname("")->description("update rule (default: the one --dc names)");
+  app.get_option("--rule")
+      ->envname("")
+      ->description("update rule (default: the one --dc names)")
+      ->default_str(rule_of_dc(o.dc));
 
   const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
   try {
@@ -288,11 +297,9 @@ std::string metrics_address_for(const Options& o, uint32_t offset) {
 
 Config config_of(const Options& o) {
   Config c;
-  std::vector<std::string> args = {
-      "--transport",    o.transport,     "--staleness",
-      o.staleness,      "--lr",          exact(o.lr),
-      "--lambda",       exact(o.lambda), "--lambda0",
-      exact(o.lambda0), "--rule",        o.dc == "off" ? "sgd" : o.dc == "constant" ? "dc-asgd-c" : "dc-asgd-a"};
+  std::vector<std::string> args = {"--transport", o.transport,      "--staleness", o.staleness,
+                                   "--lr",        exact(o.lr),      "--lambda",    exact(o.lambda),
+                                   "--lambda0",   exact(o.lambda0), "--rule",      rule_of_dc(o.dc)};
   args.insert(args.end(), o.config_args.begin(), o.config_args.end());
   parse_config(c, args, nullptr);
   return c;

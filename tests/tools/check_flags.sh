@@ -36,6 +36,23 @@ helps() {
   echo "ok: ${args[*]} --help lists $want"
 }
 
+# defaults GROUP COMMAND...: every flag that takes a value in GROUP of
+# COMMAND --help shows its default (TYPE=DEFAULT; a switch [on|off]=off), as
+# docs/cluster.md says; only those whose default is no value at all have none.
+no_default=" --secret-file --checkpoint-dir --metrics --straggler --label "
+defaults() {
+  local group=$1; shift
+  local out missing
+  out=$(timeout -k 5 30 "$@" --help 2>&1 </dev/null)
+  missing=$(awk -v group="$group" -v skip="$no_default" '
+    /^[^ ]/ { in_group = index($0, group) == 1 }
+    in_group && /^  --[a-z0-9-]+ [^ ]/ && $2 !~ /=/ && index(skip, " " $1 " ") == 0 { print $1 }' <<<"$out")
+  if ! grep -qF -- "$group" <<<"$out"; then fail "$* --help has no group $group"; return; fi
+  if [ -n "$missing" ]; then fail "$* --help shows no default for" $missing; return; fi
+  echo "ok: $* --help shows the default of every flag of $group"
+}
+config_group="Parameter-server configuration"
+
 echo "== rdmaps-server"
 s=("$server" --listen 127.0.0.1:0)
 refused "--workers: '4294967297'" "${s[@]}" --workers 4294967297
@@ -82,6 +99,8 @@ for switch in "--keep-running off" "--rule-from-workers off" "--gpu-shard off" "
   refused "server index 3 is not below the 2 servers" "${s[@]}" --index 3 --servers 2 $switch
 done
 helps "$server" -- "(Env:RDMAPS_NUM_SERVERS)"
+defaults "$config_group" "$server"
+defaults "Server:" "$server"
 helps "$server" -- "(Env:RDMAPS_WORKERS)"
 helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
 # The footer's launch with PyTorch workers: their optimizer sets the rule, which
@@ -123,6 +142,10 @@ refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "${t[@]}"
 refused "RDMAPS_STALENESS_POLICY: 'never'" env RDMAPS_STALENESS_POLICY=never "${t[@]}"
 helps "$train" -- "(Env:RDMAPS_SHARD_FLOATS)"
 helps "$train" -- "--virtual-workers"
+defaults "$config_group" "$train"
+defaults "Training:" "$train"
+# Its rule comes from --dc (adaptive), not from Config's sgd.
+helps "$train" -- "--rule sgd|momentum|dc-asgd-c|dc-asgd-a=dc-asgd-a"
 
 if [ -n "$perf" ]; then
   echo "== rdmaps-perf transport"
@@ -137,6 +160,9 @@ if [ -n "$perf" ]; then
   refused "--peer: the target (--role server) connects to nobody" "$perf" transport --role server --peer 127.0.0.1:9
   refused "--listen: only the target (--role server) listens" "$perf" transport --json off --listen 127.0.0.1:9
   helps "$perf" transport -- "--sizes"
+  # 0 is refused: as a default it stands for the computed count the help describes.
+  helps "$perf" transport -- "--iters SIZE=auto"
+  helps "$perf" transport -- "--window SIZE=auto"
   echo "== rdmaps-perf ps"
   refused "--workers: '4294967297'" "$perf" ps --workers 4294967297
   refused "--floats: '0'" "$perf" ps --floats 0
@@ -150,6 +176,8 @@ if [ -n "$perf" ]; then
   refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "$perf" ps
   refused "--checkpoint-every: '99999999999999999999'" "$perf" ps --checkpoint-every 99999999999999999999
   helps "$perf" ps -- "(Env:RDMAPS_SHARD_FLOATS)"
+  helps "$perf" ps -- "--iters SIZE=auto"
+  defaults "$config_group" "$perf" ps
   echo "== rdmaps-perf gpu"
   refused "--floats: '0'" "$perf" gpu --floats 0
   refused "--push-floats: '0'" "$perf" gpu --push-floats 0
