@@ -118,6 +118,14 @@ bool started_with_others(const Environment& env) {
   return false;
 }
 
+void require_secret(bool has_secret) {
+  if (!has_secret)
+    throw Error(Errc::kInvalidArgument,
+                "a launched job serves on every address, so its ranks need a shared secret: export RDMAPS_SECRET=$("
+                "openssl rand -hex 32) and pass it to every rank (mpirun -x RDMAPS_SECRET; srun passes the "
+                "environment on), or give --secret-file FILE on a shared file system (docs/security.md)");
+}
+
 std::string port_plus(const std::string& host_port, uint32_t offset, const std::string& flag) {
   const size_t colon = host_port.rfind(':');
   if (colon == std::string::npos || colon + 1 == host_port.size())

@@ -66,6 +66,12 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers = 0
 /// pair is invalid (not a number, a rank not below the size).
 bool started_with_others(const Environment& env);
 
+/// A launched job's servers listen on every address, so its ranks need a
+/// shared secret: throws Error(kInvalidArgument) saying how to pass one to
+/// every rank when `has_secret` is false. rdmaps-train and rdmaps-server ask
+/// alike, before anything listens.
+void require_secret(bool has_secret);
+
 /// HOST:PORT+offset: each rank of a launch serves its metrics on the port
 /// given plus its rank, so ranks sharing a host do not collide and a scrape
 /// config can list PORT..PORT+world-1. Throws Error(kInvalidArgument) naming

@@ -98,6 +98,9 @@ int main(int argc, char** argv) {
                                 std::to_string(placement->num_servers) +
                                 " rank(s) only; start the workers on the others (mpirun -np S rdmaps-server "
                                 "--servers S : -np W trainer)");
+      // As rdmaps-train's ranks: the advice for a server alone (listen on
+      // 127.0.0.1) fits no launched job. --insecure still says "none, knowingly".
+      if (!options.insecure) launch::require_secret(!options.config.secret.empty());
       // The launch decides; a count exported beside it that disagrees is a mistake, not a default.
       if (workers_given)
         placement->check_workers(options.workers);

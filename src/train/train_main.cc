@@ -179,11 +179,7 @@ int run_worker_role(const Options& o) {
 int run_launched(Options o, const launch::Placement& p) {
   if (o.workers_given) p.check_workers(o.workers);
   if (o.virtual_workers) bad_flag("--virtual-workers", "runs in one process, not under a launcher");
-  if (config_of(o).secret.empty())
-    throw Error(Errc::kInvalidArgument,
-                "a launched job serves on every address, so its ranks need a shared secret: export RDMAPS_SECRET=$("
-                "openssl rand -hex 32) and pass it to every rank (mpirun -x RDMAPS_SECRET; srun passes the "
-                "environment on), or give --secret-file FILE on a shared file system (docs/security.md)");
+  launch::require_secret(!config_of(o).secret.empty());
   o.servers = p.num_servers;
   o.workers = p.num_workers();
   if (!o.metrics.empty()) o.metrics = launch::port_plus(o.metrics, p.rank, "--metrics");

@@ -91,6 +91,12 @@ refused "RDMAPS_SERVERS entry 1 '127.0.0.1:0' has port 0" "${launched[@]}" RDMAP
 refused "--listen 127.0.0.1:0 listens on another port than this server's RDMAPS_SERVERS entry 1 '127.0.0.1:13400'" \
   "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:13400 "${s[@]}"
 refused "RDMAPS_RANK=5 is not below RDMAPS_WORLD_SIZE=1" env RDMAPS_RANK=5 RDMAPS_WORLD_SIZE=1 "${s[@]}"
+# A launched server without a secret gives rdmaps-train's advice for a launch
+# (docs/cluster.md), not a lone server's "listen on 127.0.0.1".
+no_secret=(env -u RDMAPS_SECRET -u RDMAPS_SECRET_FILE RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517)
+launched_needs="a launched job serves on every address, so its ranks need a shared secret: export RDMAPS_SECRET"
+refused "$launched_needs" "${no_secret[@]}" "$server"
+refused "$launched_needs" "${no_secret[@]}" "$train" --data /nonexistent --out /nonexistent
 # Switches take on|off as every switch does (docs/cluster.md "Flags and
 # variables"): the value is parsed, so the run reaches the index check after
 # it; "unexpected argument off" was the error before.
