@@ -197,7 +197,8 @@ RunResult run_local(const Options& o, bool progress) {
         r.label.c_str(), o.servers, o.workers,
         o.virtual_workers ? (" in one process, schedule " + o.delay).c_str() : "", describe(config_of(o)).c_str(),
         o.epochs, o.batch, o.schedule.c_str(), o.data.c_str());
-  if (progress && !o.metrics.empty())
+  // On stderr, like the progress line, but with --json too: stdout keeps the JSON alone.
+  if (!o.metrics.empty())
     std::fprintf(stderr, "rdmaps-train: metrics at http://%s/metrics (server 0) to http://%s/metrics%s\n",
                  metrics_address_for(o, 0).c_str(),
                  metrics_address_for(o, o.servers + (o.virtual_workers ? 0 : o.workers) - 1).c_str(),

@@ -36,6 +36,14 @@ bounded=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --t
     --dc-bound 0.5 --out "$out" 2>&1)
 grep -q "dc-bound 0.5" <<<"$bounded" || { echo "FAILED: --dc-bound 0.5 not in effect: $bounded"; exit 1; }
 if "$train" --schedule sometimes --out "$out" 2>/dev/null; then echo "FAILED: --schedule sometimes accepted"; exit 1; fi
+# --metrics with --json: the ports are printed at the start (docs/observability.md),
+# on stderr, so stdout is still the JSON summary alone.
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+metered=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --transport shm --out "$out" --json \
+    --metrics "127.0.0.1:$port" 2>"$out/metrics.err")
+check "$metered" "'final_test_accuracy' in r" "--json --metrics: stdout is not the summary"
+grep -qF "metrics at http://127.0.0.1:$port/metrics" "$out/metrics.err" ||
+  { echo "FAILED: --json --metrics did not say where the metrics are: $(cat "$out/metrics.err")"; exit 1; }
 # --gpu-shard reaches the servers: they train on the GPU, or refuse saying why.
 if gpu=$("$train" --workers 2 --epochs 1 --train-limit 2000 --test-limit 200 --transport shm --out "$out" \
     --gpu-shard --json 2>"$out/gpu-shard.err"); then
