@@ -29,6 +29,8 @@ class IdxFile {
     if (stat(path.c_str(), &st) != 0)
       throw Error(Errc::kIo, "cannot open " + path + ": " + std::strerror(errno) +
                                  " (install dataset-fashion-mnist, or pass --data DIR with the four IDX files)");
+    // A directory read as a file gave "corrupt compressed data ... reinstall"; a FIFO would block.
+    if (!S_ISREG(st.st_mode)) throw Error(Errc::kIo, "cannot read " + path + ": it is not a regular file");
     file_.reset(gzopen(path.c_str(), "rb"));
     if (!file_) throw Error(Errc::kIo, "cannot open " + path + ": " + std::strerror(errno));
   }
@@ -127,6 +129,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
 }
 
 TrainTest load_dataset_dir(const std::string& dir) {
+  if (dir.empty()) throw Error(Errc::kInvalidArgument, "the dataset directory is empty (--data '')");
   auto path = [&](const char* name) {
     std::string gz = dir + "/" + name + ".gz", plain = dir + "/" + name;
     struct stat st {};

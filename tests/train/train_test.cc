@@ -75,6 +75,30 @@ TEST(Idx, ADatasetOfImagesOtherThan28x28IsRefusedNamingTheirSize) {
   std::filesystem::remove_all(dir);
 }
 
+// A directory where a file should be was read as corrupt data ("reinstall"),
+// and an empty --data named "/train-images-idx3-ubyte".
+TEST(Idx, ADirectoryForAFileAndAnEmptyDirectoryNameAreNamedAsSuch) {
+  const std::string dir = temp_path("idxdir");
+  std::filesystem::create_directories(dir + "/train-images-idx3-ubyte.gz");
+  std::string what = "accepted";
+  try {
+    load_dataset_dir(dir);
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("cannot read " + dir + "/train-images-idx3-ubyte.gz: it is not a regular file"),
+            std::string::npos)
+      << what;
+  what = "accepted";
+  try {
+    load_dataset_dir("");
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("the dataset directory is empty (--data '')"), std::string::npos) << what;
+  std::filesystem::remove_all(dir);
+}
+
 // 784 pixels but not 28x28 (the test set's header rewritten to 14x56, or
 // both sets'): the count matched, so both were taken.
 TEST(Idx, ImagesOfTheRightPixelCountButAnotherShapeAreRefused) {
