@@ -597,6 +597,30 @@ TEST_P(PsFaultTest, AServerGivenABoundHoldsTheFirstWorkerToItAndADifferingTensor
   servers.stop();
 }
 
+// A forked child pushes on its parent's client: refused as another
+// process's, and its destructor leaves the parent's connections alone.
+void expect_a_forked_childs_push_refused(std::unique_ptr<Client>& client, const std::vector<float>& g) {
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int status = 3;
+    try {
+      client->push("w", g);
+      status = 2;
+    } catch (const Error& e) {
+      if (e.code() == Errc::kInvalidArgument &&
+          std::string(e.what()).find("this client belongs to process") != std::string::npos)
+        status = 0;
+    }
+    client.reset();  // must not close the parent's connections
+    ::_exit(status);
+  }
+  int status = -1;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the child's push was accepted; 3: refused for another reason";
+}
+
 // A client serves one thread at a time: a second thread's call is refused
 // (two at once tripped UCX's own assertion); interrupt() from another thread
 // ends a clock that waits for a straggler, and every later call, and the
@@ -620,23 +644,7 @@ TEST_P(PsFaultTest, ASecondThreadsCallIsRefusedAndInterruptEndsABlockedClock) {
   EXPECT_EQ(error_code_of([&] { client->clock_value(); }, &what), Errc::kInvalidArgument);
   // A child forked while a call is in progress is told the client is not
   // its own (it was told another call was in progress).
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    int status = 3;
-    try {
-      client->push("w", g);
-      status = 2;
-    } catch (const Error& e) {
-      if (std::string(e.what()).find("this client belongs to process") != std::string::npos) status = 0;
-    }
-    client.reset();  // must not close the parent's connections
-    ::_exit(status);
-  }
-  int status = -1;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << status;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the child's push was accepted; 3: refused for another reason";
+  expect_a_forked_childs_push_refused(client, g);
   client->interrupt();
   ASSERT_EQ(blocked.wait_for(10s), std::future_status::ready) << "interrupt() did not end the clock";
   EXPECT_EQ(error_code_of([&] { blocked.get(); }, &what), Errc::kCancelled);
@@ -663,26 +671,7 @@ TEST_P(PsFaultTest, AForkedChildNeitherUsesNorClosesItsParentsClient) {
   const std::vector<float> g(1000, 1.0f);
   client->push("w", g);
   client->clock();
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    int status = 0;
-    try {
-      client->push("w", g);
-      status = 2;  // accepted
-    } catch (const Error& e) {
-      status = e.code() == Errc::kInvalidArgument &&
-                       std::string(e.what()).find("this client belongs to process") != std::string::npos
-                   ? 0
-                   : 3;
-    }
-    client.reset();  // must not close the parent's connections
-    ::_exit(status);
-  }
-  int status = -1;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << status;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: the child's push was accepted; 3: refused for another reason";
+  expect_a_forked_childs_push_refused(client, g);
   for (int i = 0; i < 3; ++i) {
     client->push("w", g);
     client->clock();
