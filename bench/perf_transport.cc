@@ -444,10 +444,12 @@ int perf_transport_main(int argc, char** argv, int first) {
   capture(app.add_option("--peer-failure", f.peer_failure, "UCX peer-failure handling (on costs tcp its RMA lanes)")
               ->check(cli::one_of({"on", "off"})));
   cli::add_switch(app, "--json", f.json, "one JSON object per size instead of the table");
-  auto* peer =
-      app.add_option("--peer", f.peer, "connect to a target started with --role server")->type_name("HOST:PORT");
+  auto* peer = app.add_option("--peer", f.peer, "connect to a target started with --role server")
+                   ->type_name("HOST:PORT")
+                   ->check(cli::address());
   capture(app.add_option("--role", f.role, "server: run the target side")->check(cli::one_of({"server", "client"})));
-  auto* listen = app.add_option("--listen", f.listen, "target's listen address")->type_name("HOST:PORT");
+  auto* listen =
+      app.add_option("--listen", f.listen, "target's listen address")->type_name("HOST:PORT")->check(cli::address());
   capture(listen);
   app.add_option("--report-fd", f.report_fd, "started by another benchmark: report there")
       ->check(cli::count(0, INT32_MAX))

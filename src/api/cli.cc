@@ -6,6 +6,7 @@
 #include <system_error>
 
 #include "rdmaps/error.h"
+#include "transport/address.h"
 
 namespace rdmaps::cli {
 
@@ -67,6 +68,21 @@ CLI::Validator one_of(const std::vector<std::string>& names) {
         for (const auto& n : names)
           if (v == n) return {};
         return "'" + v + "' is not " + (names.size() > 2 ? "one of " : "") + list;
+      },
+      "");
+}
+
+CLI::Validator address() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        if (v.empty()) return "'' is not an address (HOST:PORT)";
+        // Here the flag or variable it came from is known; where it is used, not.
+        try {
+          transport::SockAddr::parse(v);
+        } catch (const Error& e) {
+          return e.what();
+        }
+        return {};
       },
       "");
 }

@@ -30,6 +30,8 @@ CLI::Validator positive();
 CLI::Validator non_negative();
 /// One of `names`.
 CLI::Validator one_of(const std::vector<std::string>& names);
+/// A HOST:PORT that SockAddr::parse takes (a name resolves now); not empty.
+CLI::Validator address();
 /// A switch: "--name" alone is on, "--name on|off" (or =on|off, true|false, 1|0) says which.
 /// --help shows `target`'s value now as its default.
 CLI::Option* add_switch(CLI::App& app, const std::string& name, bool& target, const std::string& help);

@@ -29,8 +29,10 @@ int main(int argc, char** argv) {
         "without it they keep --rule and refuse workers asking for another)");
     rdmaps::cli::set_defaults(app);
     const std::string group = "Server";
-    auto* listen =
-        app.add_option("--listen", options.listen, "address to serve on")->envname("RDMAPS_LISTEN")->group(group);
+    auto* listen = app.add_option("--listen", options.listen, "address to serve on")
+                       ->envname("RDMAPS_LISTEN")
+                       ->check(rdmaps::cli::address())
+                       ->group(group);
     auto* index = app.add_option("--index", options.index, "this server's rank among --servers")
                       ->envname("RDMAPS_SERVER_INDEX")
                       ->check(rdmaps::cli::count(0, UINT32_MAX));
@@ -63,7 +65,8 @@ int main(int argc, char** argv) {
     app.add_option("--launch-timeout", launch_timeout_s, "under a launcher: bound on the address exchange (SEC)")
         ->check(rdmaps::cli::count(1, 86400));
     app.add_option("--metrics", options.metrics, "serve Prometheus metrics at http://HOST:PORT/metrics (off)")
-        ->envname("RDMAPS_METRICS");
+        ->envname("RDMAPS_METRICS")
+        ->check(rdmaps::cli::address());
     // A switch's default_str is its value when it stands alone, so it keeps it.
     for (CLI::Option* o : app.get_options())
       if (o->get_name() != "--help") {

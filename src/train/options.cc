@@ -185,7 +185,8 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--metrics", o.metrics,
                  "Prometheus metrics at http://HOST:PORT/metrics; a local run gives server i PORT+i and worker j "
                  "PORT+servers+j (docs/observability.md)")
-      ->type_name("HOST:PORT");
+      ->type_name("HOST:PORT")
+      ->check(cli::address());
   app.add_option("--label", o.label, "the run's name in the summary (default: from the mode)");
   app.add_option("--launch-timeout", o.launch_timeout_s, "under a launcher: bound on the address exchange (SEC)")
       ->check(cli::number([](double d) { return d > 0 && d <= 86400; }, "a number of seconds above 0, at most 86400"));
@@ -193,7 +194,9 @@ Options parse_options(int argc, char** argv) {
   auto* role = app.add_option("--role", o.role, "run one process of a cluster job")
                    ->check(cli::one_of({"driver", "server", "worker", "virtual"}))
                    ->type_name("driver|server|worker|virtual");
-  auto* listen = app.add_option("--listen", o.listen, "server: address to serve on")->type_name("HOST:PORT");
+  auto* listen = app.add_option("--listen", o.listen, "server: address to serve on")
+                     ->type_name("HOST:PORT")
+                     ->check(cli::address());
   auto* index =
       app.add_option("--index", o.index, "server: its rank among --servers")->check(cli::count(0, UINT32_MAX));
   auto* worker =

@@ -66,6 +66,12 @@ refused "unknown flag --no-such-flag" "${s[@]}" --no-such-flag
 refused "flag --lr needs a value" "${s[@]}" --lr
 refused "--rule: 'fast'" "${s[@]}" --rule=fast
 refused "--check-nan: 'maybe' is not on or off" "${s[@]}" --check-nan maybe
+# An address is checked where it is read, so the message names the flag or
+# the variable it came from (it named neither, or --metrics for RDMAPS_METRICS).
+refused "RDMAPS_LISTEN: address '127.0.0.1:70000': port '70000' is not a number" env RDMAPS_LISTEN=127.0.0.1:70000 "$server"
+refused "--listen: address 'badaddr' has no port" "$server" --listen badaddr
+refused "RDMAPS_METRICS: address '127.0.0.1:99999'" env RDMAPS_METRICS=127.0.0.1:99999 "${s[@]}"
+refused "--metrics: '' is not an address" "${s[@]}" --metrics ""
 refused "RDMAPS_WORKERS: '4294967297'" env RDMAPS_WORKERS=4294967297 "${s[@]}"
 refused "RDMAPS_LR: '-0.5'" env RDMAPS_LR=-0.5 "${s[@]}"
 # Numbers past their field: refused at once, not wrapped, saturated, thrown
@@ -132,6 +138,8 @@ refused "--straggler: '0:1e12': FACTOR must be from 1 to 1000" "${t[@]}" --strag
 refused "--straggler: 'random:1e300': FACTOR must be from 1 to 1000" "${t[@]}" --straggler random:1e300
 # A mean past 1e9 ticks was lost in rounding: less delay than geometric:4.
 refused "--delay: 'geometric:1e18' needs a mean delay above 0 and at most 1e9" "${t[@]}" --virtual-workers 2 --delay geometric:1e18
+refused "--metrics: '' is not an address" "${t[@]}" --metrics ""
+refused "--listen: address '127.0.0.1:70000': port '70000'" "${t[@]}" --role server --index 0 --listen 127.0.0.1:70000
 refused "--evals-per-epoch: '0'" "${t[@]}" --evals-per-epoch 0
 refused "--staleness: '99999999999999999999'" "${t[@]}" --staleness 99999999999999999999
 refused "--seed: '99999999999999999999' is too large" "${t[@]}" --seed 99999999999999999999
@@ -165,6 +173,9 @@ if [ -n "$perf" ]; then
   refused "--listen: only the target (--role server) listens" "$perf" transport --listen 127.0.0.1:9
   refused "--peer: the target (--role server) connects to nobody" "$perf" transport --role server --peer 127.0.0.1:9
   refused "--listen: only the target (--role server) listens" "$perf" transport --json off --listen 127.0.0.1:9
+  refused "--peer: address 'foo' has no port" "$perf" transport --peer foo
+  refused "--peer: '' is not an address" "$perf" transport --peer ""
+  refused "--listen: address 'foo' has no port" "$perf" transport --role server --listen foo
   helps "$perf" transport -- "--sizes"
   # 0 is refused: as a default it stands for the computed count the help describes.
   helps "$perf" transport -- "--iters SIZE=auto"
