@@ -148,6 +148,15 @@ bool on_command_line(const CLI::Option* option, const std::vector<std::string>& 
 void parse(CLI::App& app, const std::vector<std::string>& args) {
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them last first
   const std::string see_help = app.get_help_ptr() ? " (see --help)" : "";
+  // CLI11 takes "--switch ''" and "--switch=" for the switch alone, or leaves
+  // it as it was: a value typed empty (an unset shell variable) passed unseen.
+  for (size_t i = 0; i < args.size(); ++i)
+    for (const CLI::Option* o : app.get_options()) {
+      if (o->get_expected_min() != 0 || o->get_expected_max() != 1) continue;
+      const std::string name = o->get_name();
+      if (args[i] == name + "=" || (args[i] == name && i + 1 < args.size() && args[i + 1].empty()))
+        throw Error(Errc::kInvalidArgument, name + ": '' is not on or off (the flag alone is on)" + see_help);
+    }
   try {
     app.parse(reversed);
   } catch (const CLI::CallForHelp&) {

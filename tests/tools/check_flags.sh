@@ -66,6 +66,11 @@ refused "unknown flag --no-such-flag" "${s[@]}" --no-such-flag
 refused "flag --lr needs a value" "${s[@]}" --lr
 refused "--rule: 'fast'" "${s[@]}" --rule=fast
 refused "--check-nan: 'maybe' is not on or off" "${s[@]}" --check-nan maybe
+# An empty value (an unset shell variable) was taken for the switch alone or
+# ignored: --resume "" served a fresh model without asking for --checkpoint-dir.
+refused "--check-nan: '' is not on or off" "${s[@]}" --check-nan ""
+refused "--resume: '' is not on or off" "${s[@]}" --resume ""
+refused "--resume: '' is not on or off" "${s[@]}" --resume=
 # An address is checked where it is read, so the message names the flag or
 # the variable it came from (it named neither, or --metrics for RDMAPS_METRICS).
 refused "RDMAPS_LISTEN: address '127.0.0.1:70000': port '70000' is not a number" env RDMAPS_LISTEN=127.0.0.1:70000 "$server"
@@ -138,6 +143,8 @@ refused "--straggler: '0:1e12': FACTOR must be from 1 to 1000" "${t[@]}" --strag
 refused "--straggler: 'random:1e300': FACTOR must be from 1 to 1000" "${t[@]}" --straggler random:1e300
 # A mean past 1e9 ticks was lost in rounding: less delay than geometric:4.
 refused "--delay: 'geometric:1e18' needs a mean delay above 0 and at most 1e9" "${t[@]}" --virtual-workers 2 --delay geometric:1e18
+refused "--json: '' is not on or off" "${t[@]}" --json ""
+refused "--ms-bias-correction: '' is not on or off" "${t[@]}" --ms-bias-correction ""
 refused "--metrics: '' is not an address" "${t[@]}" --metrics ""
 refused "--listen: address '127.0.0.1:70000': port '70000'" "${t[@]}" --role server --index 0 --listen 127.0.0.1:70000
 refused "--evals-per-epoch: '0'" "${t[@]}" --evals-per-epoch 0
