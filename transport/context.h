@@ -62,6 +62,13 @@ struct ContextOptions {
   /// kernel's backlog.
   std::chrono::milliseconds handshake_timeout{5000};
   uint32_t max_pending_handshakes = 256;
+  /// connect() waits at most this (and at most its own timeout) for a peer
+  /// that took the TCP connection to complete the handshake, a few small
+  /// messages a running rdmaps listener answers at once: a timeout sized for
+  /// a run's waits (rdmaps-train's 120 s) kept a worker silent that long
+  /// before a peer that accepts and never answers. (A server still resuming a
+  /// checkpoint has bound its port but answers once it runs.)
+  std::chrono::milliseconds connect_handshake_timeout{10000};
 };
 
 /// An arriving active message, valid only inside the handler.

@@ -50,6 +50,22 @@ TEST_P(ErrorsTest, ConnectingToASilentPeerTimesOut) {
   EXPECT_LT(elapsed, 2500ms);
 }
 
+// A worker's timeout bounds the waits of a run (60 s by default, 120 s in rdmaps-train); a
+// peer that took the connection and says nothing is given up on long before.
+TEST(Connect, APeerThatAcceptsAndNeverAnswersIsGivenUpOnAfterTheHandshakeBoundNotTheTimeout) {
+  auto context = transport::create_context({.transport = TransportKind::kTcp});
+  auto silent = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  const std::string address = "127.0.0.1:" + std::to_string(silent.local_address().port());
+  auto start = Clock::now();
+  std::string what;
+  Errc code = error_code_of([&] { context->connect(transport::SockAddr::parse(address), 60s); }, &what);
+  auto elapsed = Clock::now() - start;
+  EXPECT_EQ(code, Errc::kTimeout) << what;
+  EXPECT_NE(what.find(address + ": no handshake within 10000 ms"), std::string::npos) << what;
+  EXPECT_GE(elapsed, 9s);
+  EXPECT_LT(elapsed, 20s);
+}
+
 TEST_P(ErrorsTest, APeerThatSpeaksAnotherProtocolIsNamedAsSuch) {
   // A web server where an rdmaps server was expected answers with text.
   auto web = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));

@@ -51,16 +51,20 @@ std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const Soc
   auto deadline = std::chrono::steady_clock::now() + timeout;
   const std::string peer = name.empty() ? address.to_string() : name;
   TcpSocket socket = TcpSocket::connect(address, deadline);
+  const auto answer_within = std::min(timeout, context.options().connect_handshake_timeout);
   try {
     std::vector<uint8_t> remote =
-        bootstrap::client_handshake(socket, context.worker_address(), context.options().secret, deadline, peer);
+        bootstrap::client_handshake(socket, context.worker_address(), context.options().secret,
+                                    std::min(deadline, std::chrono::steady_clock::now() + answer_within), peer);
     auto ep = create(context, peer, remote);
     ep->adopt_socket(std::move(socket));
     return ep;
   } catch (const Error& e) {
     if (e.code() == Errc::kTimeout)
-      throw Error(Errc::kTimeout, "connecting to " + address.to_string() + ": no handshake within " + ms(timeout) +
-                                      " (is an rdmaps process listening there?)");
+      throw Error(Errc::kTimeout, "connecting to " + address.to_string() + ": no handshake within " +
+                                      ms(answer_within) +
+                                      " (it took the connection and never answered: is an rdmaps process listening "
+                                      "there, and not stopped?)");
     throw;
   }
 }
