@@ -107,12 +107,17 @@ Answer parse_answer(std::span<const uint8_t> bytes, const std::string& peer) {
 }
 
 std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const uint8_t> my_address,
-                                      std::string_view secret, Deadline deadline, const std::string& peer) {
+                                      std::string_view secret, Deadline deadline, const std::string& peer,
+                                      const QuietPeer& quiet) {
   const bool have = !secret.empty();
   Open mine;
   mine.flags = have ? kHasSecret : 0;
   mine.nonce = random_nonce();
   socket.send_message(encode(mine), deadline, peer);
+  if (quiet.say && quiet.at < deadline) {
+    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(quiet.at - std::chrono::steady_clock::now());
+    if (!socket.readable(static_cast<int>(std::max<int64_t>(0, wait.count())))) quiet.say();
+  }
   const Open theirs = parse_open(socket.recv_message(deadline, peer, kOpenBytes), peer);
   const bool required = theirs.flags & kHasSecret;
   if (required && !have)

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -55,11 +56,19 @@ Open parse_open(std::span<const uint8_t> bytes, const std::string& peer);
 Proven parse_proven(std::span<const uint8_t> bytes, const std::string& peer);
 Answer parse_answer(std::span<const uint8_t> bytes, const std::string& peer);
 
+/// A peer that has not begun to answer by `at` is told to `say` (once); the
+/// handshake still waits for its deadline.
+struct QuietPeer {
+  Deadline at = Deadline::max();
+  std::function<void()> say;
+};
+
 /// Client side, blocking until `deadline`: returns the server's worker address
 /// once the server proved the secret. Throws Error(kPermissionDenied) when the
 /// two sides disagree on the secret, kProtocol on a peer that is not rdmaps.
 std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const uint8_t> my_address,
-                                      std::string_view secret, Deadline deadline, const std::string& peer);
+                                      std::string_view secret, Deadline deadline, const std::string& peer,
+                                      const QuietPeer& quiet = {});
 
 /// Server side of one handshake, advanced as bytes arrive, never waiting.
 class ServerHandshake {

@@ -62,13 +62,12 @@ struct ContextOptions {
   /// kernel's backlog.
   std::chrono::milliseconds handshake_timeout{5000};
   uint32_t max_pending_handshakes = 256;
-  /// connect() waits at most this (and at most its own timeout) for a peer
-  /// that took the TCP connection to complete the handshake, a few small
-  /// messages a running rdmaps listener answers at once: a timeout sized for
-  /// a run's waits (rdmaps-train's 120 s) kept a worker silent that long
-  /// before a peer that accepts and never answers. (A server still resuming a
-  /// checkpoint has bound its port but answers once it runs.)
-  std::chrono::milliseconds connect_handshake_timeout{10000};
+  /// connect() warns, naming the peer, when a peer that took the TCP
+  /// connection has not begun the handshake after this long (a worker of
+  /// rdmaps-train waited its 120 s in silence before one that never would),
+  /// and waits for its whole timeout all the same: a server answers once it
+  /// runs (after resuming a checkpoint) and between admissions of workers.
+  std::chrono::milliseconds connect_quiet_warning{10000};
 };
 
 /// An arriving active message, valid only inside the handler.

@@ -51,18 +51,23 @@ std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const Soc
   auto deadline = std::chrono::steady_clock::now() + timeout;
   const std::string peer = name.empty() ? address.to_string() : name;
   TcpSocket socket = TcpSocket::connect(address, deadline);
-  const auto answer_within = std::min(timeout, context.options().connect_handshake_timeout);
+  const auto quiet_for = context.options().connect_quiet_warning;
+  const bootstrap::QuietPeer quiet{std::chrono::steady_clock::now() + quiet_for, [&] {
+                                     logf(LogLevel::kWarn,
+                                          "rdmaps: connecting to %s: it took the connection and has not answered for "
+                                          "%s; waiting up to %s in all (a server answers once it runs, after resuming "
+                                          "a checkpoint)",
+                                          address.to_string().c_str(), ms(quiet_for).c_str(), ms(timeout).c_str());
+                                   }};
   try {
     std::vector<uint8_t> remote =
-        bootstrap::client_handshake(socket, context.worker_address(), context.options().secret,
-                                    std::min(deadline, std::chrono::steady_clock::now() + answer_within), peer);
+        bootstrap::client_handshake(socket, context.worker_address(), context.options().secret, deadline, peer, quiet);
     auto ep = create(context, peer, remote);
     ep->adopt_socket(std::move(socket));
     return ep;
   } catch (const Error& e) {
     if (e.code() == Errc::kTimeout)
-      throw Error(Errc::kTimeout, "connecting to " + address.to_string() + ": no handshake within " +
-                                      ms(answer_within) +
+      throw Error(Errc::kTimeout, "connecting to " + address.to_string() + ": no handshake within " + ms(timeout) +
                                       " (it took the connection and never answered: is an rdmaps process listening "
                                       "there, and not stopped?)");
     throw;
