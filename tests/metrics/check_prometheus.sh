@@ -39,7 +39,7 @@ sum_of() { awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $2 } END { pri
 
 # Bad input first: each names the flag and the address.
 if "$server_bin" --listen 127.0.0.1:0 --metrics nohost >"$out/bad.log" 2>&1; then fail "--metrics nohost was accepted"; fi
-grep -q -- "--metrics nohost" "$out/bad.log" || fail "the error for --metrics nohost does not name it: $(cat "$out/bad.log")"
+grep -q -- "--metrics: address 'nohost' has no port" "$out/bad.log" || fail "the error for --metrics nohost does not name it: $(cat "$out/bad.log")"
 
 metrics_port=$(free_port) prom_port=$(free_port) w0_port=$(free_port) w1_port=$(free_port)
 "$server_bin" --listen 127.0.0.1:0 --metrics "127.0.0.1:$metrics_port" --workers 2 --keep-running --rule-from-workers \
