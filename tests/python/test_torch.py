@@ -69,24 +69,23 @@ class TorchTest(unittest.TestCase):
         for rank, (code, out) in enumerate(results):
             self.assertEqual(code, 0, f"rank {rank} exited with {code}:\n{out}")
 
-    def test_server_applies_exactly_torchs_autograd_gradients(self):
-        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "gradcheck"],
-                          {"RDMAPS_TRANSPORT": "tcp"})
+    def run_mode(self, mode, transport):
+        """torch_job.py MODE under torchrun, 2 ranks: every rank ends well and rank 1 says 'MODE ok'."""
+        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), mode],
+                          {"RDMAPS_TRANSPORT": transport})
         self.assert_all_ok(results)
-        self.assertIn("gradcheck ok", results[1][1])
+        self.assertIn(mode + " ok", results[1][1])
+        return results
+
+    def test_server_applies_exactly_torchs_autograd_gradients(self):
+        results = self.run_mode("gradcheck", "tcp")
         self.assertIn("rank 0 serves", results[0][1])
 
     def test_layers_some_passes_or_steps_skip_train_as_torchs_sgd(self):
-        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "partial"],
-                          {"RDMAPS_TRANSPORT": "shm"})
-        self.assert_all_ok(results)
-        self.assertIn("partial ok", results[1][1])
+        self.run_mode("partial", "shm")
 
     def test_pulls_land_in_the_parameters_over_tcp(self):
-        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "inplace"],
-                          {"RDMAPS_TRANSPORT": "tcp"})
-        self.assert_all_ok(results)
-        self.assertIn("inplace ok", results[1][1])
+        self.run_mode("inplace", "tcp")
 
     def test_a_model_of_several_tensors_lands_in_place_whole(self):
         # Over tcp by message; over shared memory by put (put_landing on: UCX 1.13 emulates puts into
@@ -99,35 +98,20 @@ class TorchTest(unittest.TestCase):
                 self.assertIn("flat ok", results[1][1])
 
     def test_gradients_accumulate_over_backward_passes_with_weight_decay(self):
-        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "accumulate"],
-                          {"RDMAPS_TRANSPORT": "shm"})
-        self.assert_all_ok(results)
-        self.assertIn("accumulate ok", results[1][1])
+        results = self.run_mode("accumulate", "shm")
         self.assertNotIn("Exception ignored", results[1][1])  # the refused constructions left nothing for atexit
 
     def test_broadcast_leaves_out_state_dict_entries_that_are_no_tensors(self):
-        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "extra-state"],
-                          {"RDMAPS_TRANSPORT": "tcp"})
-        self.assert_all_ok(results)
-        self.assertIn("extra-state ok", results[1][1])
+        self.run_mode("extra-state", "tcp")
 
     def test_groups_whose_lr_was_set_apart_are_refused_at_step(self):
-        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "group-lr"],
-                          {"RDMAPS_TRANSPORT": "tcp"})
-        self.assert_all_ok(results)
-        self.assertIn("group-lr ok", results[1][1])
+        self.run_mode("group-lr", "tcp")
 
     def test_weight_decay_follows_param_groups_at_each_step(self):
-        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "weight-decay"],
-                          {"RDMAPS_TRANSPORT": "tcp"})
-        self.assert_all_ok(results)
-        self.assertIn("weight-decay ok", results[1][1])
+        self.run_mode("weight-decay", "tcp")
 
     def test_a_sparse_gradient_is_raised_by_every_step_not_inside_backward(self):
-        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), "sparse"],
-                          {"RDMAPS_TRANSPORT": "shm"})
-        self.assert_all_ok(results)
-        self.assertIn("sparse ok", results[1][1])
+        self.run_mode("sparse", "shm")
 
     def test_shutdown_after_the_server_died_reports_it_and_leaves(self):
         with tempfile.TemporaryDirectory() as tmp:
