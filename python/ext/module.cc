@@ -11,7 +11,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -83,9 +82,8 @@ std::pair<float*, size_t> float_view(const py::buffer& buffer, bool writable, co
     if (!e.matches(PyExc_BufferError) && !e.matches(PyExc_ValueError)) throw;
     throw py::value_error(where + ": " + (writable ? "the output buffer must be writable: " : "") + e.what());
   }
-  const bool other_order = info.format.size() == 2 && info.format[1] == 'f' &&
-                           std::string_view("<>!").find(info.format[0]) != std::string_view::npos;
-  if (other_order && !native_float(info.format))
+  // "Xf" that is not native is float32 in the other byte order ('>', '!' or '<').
+  if (info.format.size() == 2 && info.format[1] == 'f' && !native_float(info.format))
     throw py::type_error(where + ": needs float32 data in this machine's byte order (" +
                          (std::endian::native == std::endian::little ? "little" : "big") +
                          "-endian), got buffer format '" + info.format + "'; convert it first");

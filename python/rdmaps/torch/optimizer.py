@@ -213,6 +213,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
         self._pending = []  # (ticket, tensor kept alive until the push is done)
         self._passes = {}  # name -> backward passes seen this step
+        self._settings = None  # this step's (weight_decay, lr): _step_settings()
         self._extra = {}  # name -> first gradient count beyond backward_passes_per_step (step() raises)
         # The first error a backward hook met: step() raises it, since an exception
         # thrown inside backward leaves torch 1.13 an autograd graph that hangs the process at exit.
@@ -304,21 +305,28 @@ class DistributedOptimizer(torch.optim.Optimizer):
             return  # step() sends what fewer passes than backward_passes_per_step left
         self._send(name, p)
 
+    def _step_settings(self):
+        """(weight_decay, lr) as param_groups hold them now (set by hand, a scheduler, load_state_dict()), as
+        torch's SGD reads them, once a step (not once a parameter); the rule's settings checked unchanged."""
+        if self._settings is None:
+            weight_decay = _one_value(self.param_groups, "weight_decay", float,
+                                      "DistributedOptimizer refuses them when it is made too")
+            rate = _one_value(self.param_groups, "lr", _rate, "the servers apply one rate per push")
+            for key, fixed in self._rule_settings.items():
+                now = _one_value(self.param_groups, key, type(fixed), "the servers apply one rule")
+                if now != fixed:
+                    raise ValueError(f"rdmaps.torch: {key} is {now!r} in param_groups, {fixed!r} when the "
+                                     f"DistributedOptimizer was made: it is the servers' update rule, fixed when "
+                                     f"they admitted this worker; make a new DistributedOptimizer to change it. "
+                                     f"This step's gradients were not sent")
+            self._settings = (weight_decay, rate)
+        return self._settings
+
     def _send(self, name, p):
         grad = p.grad
         if self._passes_per_step > 1:
             grad = grad / self._passes_per_step
-        # As param_groups hold them now (set by hand, a scheduler, load_state_dict()), as torch's SGD reads them.
-        weight_decay = _one_value(self.param_groups, "weight_decay", float,
-                                  "DistributedOptimizer refuses them when it is made too")
-        rate = _one_value(self.param_groups, "lr", _rate, "the servers apply one rate per push")
-        for key, fixed in self._rule_settings.items():
-            now = _one_value(self.param_groups, key, type(fixed), "the servers apply one rule")
-            if now != fixed:
-                raise ValueError(f"rdmaps.torch: {key} is {now!r} in param_groups, {fixed!r} when the "
-                                 f"DistributedOptimizer was made: it is the servers' update rule, fixed when they "
-                                 f"admitted this worker; make a new DistributedOptimizer to change it. This step's "
-                                 f"gradients were not sent")
+        weight_decay, rate = self._step_settings()
         if weight_decay:
             grad = torch.add(grad, p.detach(), alpha=weight_decay)
         if rate == 0:  # a push's rate of 0 means "the servers' own" (rdmaps::Client): send nothing to apply
@@ -369,6 +377,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self.synchronize()
         finally:  # a failed step must not leave the next one counting its gradients, or its errors
             self._passes.clear()
+            self._settings = None
             error, self._hook_error = self._hook_error, None
         if error is not None:
             raise error
