@@ -21,6 +21,7 @@
 
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
+#include "rdmaps/server.h"
 #include "src/metrics/http_endpoint.h"
 #include "src/metrics/render.h"
 #include "src/ps/gpu_transfer.h"
@@ -91,6 +92,10 @@ class ClientImpl {
  public:
   explicit ClientImpl(const ClientOptions& options) : options_(options), config_(options.config) {
     if (options.servers.empty()) throw Error(Errc::kInvalidArgument, "a client needs at least one server address");
+    // Every binding checks here: a server refused a larger id only at connect(), as a protocol error.
+    if (options.worker >= kMaxWorkers)
+      throw Error(Errc::kInvalidArgument, "ClientOptions::worker " + std::to_string(options.worker) + " is not below " +
+                                              std::to_string(kMaxWorkers) + ", the most a server serves");
     if (options.timeout <= std::chrono::milliseconds(0))
       throw Error(Errc::kInvalidArgument, "ClientOptions::timeout is " + std::to_string(options.timeout.count()) +
                                               " ms: it bounds every wait of the client and needs at least 1 ms");

@@ -1332,6 +1332,10 @@ TEST(ConfigInCode, ARuleParameterOutOfRangeIsRefusedByServerAndClientNamingIt) {
   EXPECT_EQ(error_code_of([&] { Client client(co); }, &what), Errc::kInvalidArgument) << what;
   EXPECT_NE(what.find("ClientOptions::config: ms-momentum -0.5 is not in [0, 1) (--ms-momentum)"), std::string::npos)
       << what;
+  co.config.ms_momentum = 0.95f;
+  co.worker = kMaxWorkers;  // a server refused it only at connect(), as a protocol error
+  EXPECT_EQ(error_code_of([&] { Client client(co); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("ClientOptions::worker 4096 is not below 4096"), std::string::npos) << what;
 }
 
 TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
