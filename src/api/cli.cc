@@ -123,9 +123,15 @@ bool on_command_line(const std::vector<std::string>& args, const std::string& na
   return false;
 }
 
+}  // namespace
+
+bool on_command_line(const CLI::Option* option, const std::vector<std::string>& args) {
+  return on_command_line(args, option->get_name());
+}
+
 // CLI11 names the option even when its value came from the environment; a
 // user who never typed the flag needs the variable's name to find the value.
-std::string with_source(const CLI::App& app, const std::vector<std::string>& args, std::string message) {
+std::string name_source(const CLI::App& app, const std::vector<std::string>& args, std::string message) {
   for (const CLI::Option* o : app.get_options()) {
     const std::string name = o->get_name();
     const bool leads = !name.empty() && message.rfind(name, 0) == 0 && message.size() > name.size() &&
@@ -137,12 +143,6 @@ std::string with_source(const CLI::App& app, const std::vector<std::string>& arg
     break;
   }
   return message;
-}
-
-}  // namespace
-
-bool on_command_line(const CLI::Option* option, const std::vector<std::string>& args) {
-  return on_command_line(args, option->get_name());
 }
 
 void parse(CLI::App& app, const std::vector<std::string>& args) {
@@ -171,9 +171,9 @@ void parse(CLI::App& app, const std::vector<std::string>& args) {
     const auto colon = message.find(':');
     if (message.ends_with(" missing") && colon != std::string::npos)
       throw Error(Errc::kInvalidArgument, "flag " + message.substr(0, colon) + " needs a value" + see_help);
-    throw Error(Errc::kInvalidArgument, with_source(app, args, message) + see_help);
+    throw Error(Errc::kInvalidArgument, name_source(app, args, message) + see_help);
   } catch (const CLI::ParseError& e) {
-    throw Error(Errc::kInvalidArgument, with_source(app, args, e.what()) + see_help);
+    throw Error(Errc::kInvalidArgument, name_source(app, args, e.what()) + see_help);
   }
 }
 

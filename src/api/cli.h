@@ -53,6 +53,9 @@ void parse(CLI::App& app, const std::vector<std::string>& args);
 void parse(CLI::App& app, int argc, char** argv, int first = 1);
 /// Whether `option` was given in `args` (not only by its environment variable).
 bool on_command_line(const CLI::Option* option, const std::vector<std::string>& args);
+/// `message` with a leading option name ("--metrics ...") replaced by its
+/// variable where the value came from the environment, not from `args`.
+std::string name_source(const CLI::App& app, const std::vector<std::string>& args, std::string message);
 /// "--name=value" for every option of `options` that was given, by flag or
 /// variable: the same settings for a child process.
 std::vector<std::string> given(const std::vector<CLI::Option*>& options);

@@ -16,10 +16,11 @@
 #include "src/tools/stop_on_signal.h"
 
 int main(int argc, char** argv) {
+  CLI::App app("One parameter-server process.", "rdmaps-server");
+  const std::vector<std::string> args(argv + 1, argv + argc);
   try {
     rdmaps::ServerOptions options;
     uint64_t stats_s = 10, stall_s = 60, launch_timeout_s = 120;
-    CLI::App app("One parameter-server process.", "rdmaps-server");
     app.footer(
         "Under mpirun, srun or torchrun (several ranks, no --index) the rank is the index: the\n"
         "first --servers ranks run rdmaps-server, the others are the job's workers, e.g.\n"
@@ -74,7 +75,6 @@ int main(int argc, char** argv) {
         if (o->get_expected_min() != 0) o->capture_default_str();
       }
     rdmaps::add_config_flags(app, options.config);
-    const std::vector<std::string> args(argv + 1, argv + argc);
     try {
       rdmaps::cli::parse(app, args);
     } catch (const CLI::CallForHelp& e) {
@@ -153,7 +153,9 @@ int main(int argc, char** argv) {
     }
     return 0;
   } catch (const rdmaps::Error& e) {
-    std::fprintf(stderr, "rdmaps-server: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());
+    // The server names a flag it was given (the metrics port is in use); the user may have set its variable.
+    std::fprintf(stderr, "rdmaps-server: error (%s): %s\n", rdmaps::errc_name(e.code()),
+                 rdmaps::cli::name_source(app, args, e.what()).c_str());
     return 1;
   }
 }

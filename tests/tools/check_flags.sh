@@ -77,6 +77,15 @@ refused "RDMAPS_LISTEN: address '127.0.0.1:70000': port '70000' is not a number"
 refused "--listen: address 'badaddr' has no port" "$server" --listen badaddr
 refused "RDMAPS_METRICS: address '127.0.0.1:99999'" env RDMAPS_METRICS=127.0.0.1:99999 "${s[@]}"
 refused "--metrics: '' is not an address" "${s[@]}" --metrics ""
+# A metrics port found in use when the server binds it: named as it was given.
+coproc busy { exec python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(120)'; }
+read -r busy_port <&"${busy[0]}"
+refused "RDMAPS_METRICS 127.0.0.1:$busy_port: cannot listen there: the port is in use" \
+  env RDMAPS_METRICS="127.0.0.1:$busy_port" "${s[@]}"
+refused "--metrics 127.0.0.1:$busy_port: cannot listen there" "${s[@]}" --metrics "127.0.0.1:$busy_port"
+# shellcheck disable=SC2154  # coproc sets busy_PID
+kill "$busy_PID" 2>/dev/null
 refused "RDMAPS_WORKERS: '4294967297'" env RDMAPS_WORKERS=4294967297 "${s[@]}"
 refused "RDMAPS_LR: '-0.5'" env RDMAPS_LR=-0.5 "${s[@]}"
 # Numbers past their field: refused at once, not wrapped, saturated, thrown

@@ -162,8 +162,8 @@ TEST(Idx, ReadsGoodFilesAndRejectsCorruptOnesNamingTheFile) {
   why = error_of(img, bad);
   EXPECT_NE(why.find("2 labels for 3 images"), std::string::npos) << why;
 
-  auto big = labels;
-  big.back() = 12;
+  auto big = be32({0x801, 3});
+  big.insert(big.end(), {7, 0, 12});
   write_gz(bad, big);
   EXPECT_NE(error_of(img, bad).find("label 12"), std::string::npos);
 
