@@ -702,6 +702,36 @@ TEST_P(PsTest, TensorsSharingAShardAreStaleByStepsNotPieces) {
   EXPECT_EQ(s.pushes, uint64_t{kTensors + 5});
 }
 
+// A tensor that starts inside a shard, pulled alone, under every rule: the
+// DC rules write back from the worker's copy, in chunks that end on shard
+// boundaries over tcp and whole over a put; a put from inside a shard made a
+// chunk of 0 floats, and the lane looped there for good, growing its memory.
+TEST_P(PsTest, APullOfATensorThatStartsInsideAShardReturnsUnderEveryRule) {
+  for (UpdateRule rule :
+       {UpdateRule::kSgd, UpdateRule::kMomentum, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(rule_name(rule));
+    Config c = sgd_config(GetParam(), 0.5f, 1024);
+    c.rule = rule;
+    c.staleness = kInfiniteStaleness;
+    ServerGroup servers(1, 1, c);
+    ClientOptions o = local_worker_options(servers.addresses(), c, 0);
+    o.timeout = std::chrono::seconds(20);
+    Client client(o);
+    client.declare("a", 100);   // [0, 100) of shard 0
+    client.declare("b", 200);   // [100, 300): inside shard 0
+    client.declare("c", 1500);  // [300, 1800): across shards 0 and 1
+    client.connect();
+    for (const auto& [name, n] : {std::pair<const char*, size_t>{"a", 100}, {"b", 200}, {"c", 1500}}) {
+      std::vector<float> v(n);
+      for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>(i) + 0.5f;
+      client.init(name, v);
+      std::vector<float> got(n, -1.0f);
+      client.pull(name, got);
+      EXPECT_EQ(got, v) << name;
+    }
+  }
+}
+
 // Pushes of small tensors that adjoin in a shard go as one message, in
 // either order (autograd's is the reverse of the declaration's), and the
 // parameters are sequential SGD's bit for bit; a push that does not adjoin
