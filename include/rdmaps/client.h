@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -109,8 +110,10 @@ class Client {
   void barrier();
 
   /// Later pushes carry this learning rate and the servers apply it instead of
-  /// their configured one (a worker-side schedule); 0 returns to theirs.
-  void set_learning_rate(float lr);
+  /// their configured one (a worker-side schedule); std::nullopt returns to
+  /// theirs. At 0 a push changes no parameter but is still a step: momentum
+  /// and the mean square take its gradient, as torch's SGD does at rate 0.
+  void set_learning_rate(std::optional<float> lr);
 
   /// The one call for any thread: a call of this client in progress on its
   /// thread (waiting for a server: a clock, a pull, an inbox credit, a send

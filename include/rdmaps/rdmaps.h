@@ -70,9 +70,12 @@ rdmaps_status rdmaps_client_pull_many(rdmaps_client* client, size_t count, const
 rdmaps_status rdmaps_client_register_memory(rdmaps_client* client, float* data, size_t floats);
 rdmaps_status rdmaps_client_clock(rdmaps_client* client);
 rdmaps_status rdmaps_client_barrier(rdmaps_client* client);
-/** Later pushes carry this learning rate, applied instead of the servers' (a
- * schedule on the worker); 0 returns to theirs. */
+/** Later pushes carry this learning rate (finite, >= 0), applied instead of
+ *  the servers' (a schedule on the worker). At 0 a push changes no parameter
+ *  but is still a step: momentum and the mean square take its gradient. */
 rdmaps_status rdmaps_client_set_learning_rate(rdmaps_client* client, float lr);
+/** Later pushes take the servers' configured learning rate again. */
+rdmaps_status rdmaps_client_use_server_learning_rate(rdmaps_client* client);
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client_stats* out);
 /** The one call for any thread (a client otherwise serves one thread at a
  *  time, in the process that created it; a call from a second thread at once,

@@ -25,7 +25,7 @@ CommThread::Ticket CommThread::submit_pulls(std::vector<PullTarget> targets) {
   return enqueue({0, Kind::kPullMany, {}, nullptr, 0, std::move(targets)});
 }
 
-CommThread::Ticket CommThread::submit_learning_rate(float lr) {
+CommThread::Ticket CommThread::submit_learning_rate(std::optional<float> lr) {
   return enqueue({0, Kind::kSetLearningRate, {}, nullptr, 0, {}, lr});
 }
 

@@ -12,6 +12,7 @@
 #include <exception>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,8 +37,8 @@ class CommThread {
   Ticket submit(Kind kind, std::string name = {}, void* data = nullptr, size_t floats = 0);
   /// Queues one batched pull (Client::pull of several tensors).
   Ticket submit_pulls(std::vector<PullTarget> targets);
-  /// Queues Client::set_learning_rate: pushes queued after it carry `lr`.
-  Ticket submit_learning_rate(float lr);
+  /// Queues Client::set_learning_rate: pushes queued after it carry `lr` (none: the servers').
+  Ticket submit_learning_rate(std::optional<float> lr);
   /// Blocks until the operation finished; rethrows its error. A bad argument
   /// (an undeclared name, a wrong size: kInvalidArgument, checked before
   /// anything is sent) fails that operation alone; after any other error every
@@ -68,8 +69,8 @@ class CommThread {
     std::string name;
     void* data;
     size_t floats;
-    std::vector<PullTarget> pulls;  // kPullMany
-    float learning_rate = 0;        // kSetLearningRate
+    std::vector<PullTarget> pulls;                      // kPullMany
+    std::optional<float> learning_rate = std::nullopt;  // kSetLearningRate
   };
   Ticket enqueue(Op op);
   /// Under mu_: forgets the refusal at `it` and throws it.

@@ -614,10 +614,14 @@ PYBIND11_MODULE(_rdmaps, m) {
              return live(w).comm().submit_pulls(std::move(targets));
            })
       .def("_submit_clock", [](Worker& w) { return live(w).submit(Kind::kClock); })
-      .def("_submit_learning_rate", [](Worker& w, float lr) { return live(w).comm().submit_learning_rate(lr); })
+      .def("_submit_learning_rate",
+           [](Worker& w, std::optional<float> lr) { return live(w).comm().submit_learning_rate(lr); })
       .def(
-          "set_learning_rate", [](Worker& w, float lr) { live(w).wait(live(w).comm().submit_learning_rate(lr)); },
-          py::arg("lr"), "Later pushes carry this rate; the servers apply it instead of theirs (0: theirs).")
+          "set_learning_rate",
+          [](Worker& w, std::optional<float> lr) { live(w).wait(live(w).comm().submit_learning_rate(lr)); },
+          py::arg("lr"),
+          "Later pushes carry this rate; the servers apply it instead of theirs (None: theirs again). At 0 a push "
+          "changes no parameter but is still a step: momentum and the mean square take its gradient.")
       .def(
           "wait", [](Worker& w, uint64_t ticket) { live(w).wait(ticket); }, py::arg("ticket"))
       .def("wait_all", [](Worker& w) { live(w).wait_all(); })

@@ -254,6 +254,13 @@ rdmaps_status rdmaps_client_set_learning_rate(rdmaps_client* c, float lr) {
   });
 }
 
+rdmaps_status rdmaps_client_use_server_learning_rate(rdmaps_client* c) {
+  return guarded("rdmaps_client_use_server_learning_rate", [&] {
+    require(c, "client is NULL");
+    c->client->set_learning_rate(std::nullopt);
+  });
+}
+
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* c, rdmaps_client_stats* out) {
   return guarded("rdmaps_client_get_stats", [&] {
     require(c && out, "client or out is NULL");

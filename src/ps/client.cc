@@ -158,7 +158,10 @@ uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t s
   h.clock = type == MsgType::kClock ? lane.clock_sent + 1 : clock_;
   h.offset = offset;
   h.length = length;
-  if (type == MsgType::kPush) h.learning_rate = learning_rate_;
+  if (type == MsgType::kPush && learning_rate_) {
+    h.learning_rate = *learning_rate_;
+    h.flags |= kFlagWorkerRate;
+  }
   h.landing = landing;
   h.landing_offset = landing_offset;
   const size_t elem = type == MsgType::kLanding ? 1 : (flags & kFlagBf16) ? sizeof(uint16_t) : sizeof(float);
@@ -368,7 +371,7 @@ void Client::barrier() {
   impl_->clock(true);
 }
 void Client::interrupt() { impl_->interrupted_.store(true, std::memory_order_relaxed); }
-void Client::set_learning_rate(float lr) {
+void Client::set_learning_rate(std::optional<float> lr) {
   Call c{*impl_, "set_learning_rate", false};
   impl_->set_learning_rate(lr);
 }

@@ -141,9 +141,9 @@ class ClientImpl {
     published_ = stats_;
     published_clock_ = clock_;
   }
-  void set_learning_rate(float lr) {
-    if (!(std::isfinite(lr) && lr >= 0))
-      throw Error(Errc::kInvalidArgument, "learning rate " + std::to_string(lr) + ": needs a finite value >= 0");
+  void set_learning_rate(std::optional<float> lr) {
+    if (lr && !(std::isfinite(*lr) && *lr >= 0))
+      throw Error(Errc::kInvalidArgument, "learning rate " + std::to_string(*lr) + ": needs a finite value >= 0");
     learning_rate_ = lr;
   }
 
@@ -260,7 +260,7 @@ class ClientImpl {
   std::unordered_map<const transport::Endpoint*, std::pair<uint32_t, uint32_t>> by_endpoint_;  // link, lane
   std::unique_ptr<Partition> partition_;
   uint64_t clock_ = 0;
-  float learning_rate_ = 0;                  // 0: the servers' own
+  std::optional<float> learning_rate_;       // none: the servers' own
   std::vector<float> residual_;              // bf16 wire: rounding error not yet sent, by global float
   std::vector<uint16_t> wire_;               // bf16 wire: the tensor being pushed, encoded
   std::unique_ptr<GpuTransfer> gpu_;         // made at the first device pointer

@@ -20,9 +20,12 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 10;
+constexpr uint32_t kProtocolVersion = 11;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
+/// SlotHeader::flags: the push carries the worker's learning rate, 0 included
+/// (a schedule's); without it the server applies its own.
+constexpr uint16_t kFlagWorkerRate = 2;
 
 enum class MsgType : uint16_t {
   kPush = 1,   ///< gradient for [offset, offset+length) of a shard
@@ -48,7 +51,7 @@ struct SlotHeader {
   uint64_t clock;         ///< worker clock at send (kClock: the new clock)
   uint32_t offset;        ///< push/init/pull: first float within the (first) shard
   uint32_t length;        ///< push/init: floats in the payload; pull: shard count; landing: bytes
-  float learning_rate;    ///< push: the worker's rate (a scheduler's); 0 = the server's
+  float learning_rate;    ///< push with kFlagWorkerRate: the worker's rate (a scheduler's); otherwise 0
   uint32_t landing;       ///< pull: 1 + which of the worker's landing regions the floats go to (0: its receive region);
                           ///< landing: its number
   uint64_t landing_offset;  ///< pull: the byte of that region the first float asked goes to

@@ -340,7 +340,8 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
     return;
   }
   ++w.pushes;
-  float lr = h.learning_rate > 0 ? h.learning_rate : c.learning_rate;
+  // A worker's rate of 0 still counts the step and updates momentum or the mean square, as torch's SGD does.
+  float lr = (h.flags & kFlagWorkerRate) ? h.learning_rate : c.learning_rate;
   if (c.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
   const bool bf16 = (h.flags & kFlagBf16) != 0;
   const auto t0 = Clock::now();

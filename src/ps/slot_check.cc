@@ -9,9 +9,11 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
   if (h.magic != kSlotMagic) return "bad magic";
   if (h.worker != r.worker) return "header claims worker " + to_string(h.worker);
   if (h.seq != r.expected_seq) return "sequence " + to_string(h.seq) + ", expected " + to_string(r.expected_seq);
-  if (h.flags & ~kFlagBf16) return "unknown header flags " + to_string(h.flags);
-  const bool bf16 = h.flags & kFlagBf16;
+  if (h.flags & ~(kFlagBf16 | kFlagWorkerRate)) return "unknown header flags " + to_string(h.flags);
+  const bool bf16 = h.flags & kFlagBf16, rate = h.flags & kFlagWorkerRate;
   if (bf16 && h.type != static_cast<uint16_t>(MsgType::kPush)) return "a bf16 payload in a message other than a push";
+  if ((rate || h.learning_rate != 0) && h.type != static_cast<uint16_t>(MsgType::kPush))
+    return "a learning rate in a message other than a push";
   const bool names_landing =
       h.type == static_cast<uint16_t>(MsgType::kPull) || h.type == static_cast<uint16_t>(MsgType::kLanding);
   if ((h.landing || h.landing_offset) && !names_landing) return "a landing region in a message other than a pull";
@@ -40,6 +42,8 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
                to_string(h.shard) + " to version " + to_string(version) + " (its gradient must predate the step)";
       if (!(std::isfinite(h.learning_rate) && h.learning_rate >= 0))
         return "learning rate " + to_string(h.learning_rate) + " in a push";
+      if (!rate && h.learning_rate != 0)
+        return "learning rate " + to_string(h.learning_rate) + " in a push that does not flag a worker's rate";
       return {};
     }
     case MsgType::kPull: {

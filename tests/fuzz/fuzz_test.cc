@@ -353,6 +353,10 @@ TEST(Fuzz, InboxSlotHeaders) {
     r.payload_bytes = 64;
     if (std::string why = ps::check_slot(h, r); !why.empty()) throw Error(Errc::kProtocol, why);
     const auto type = static_cast<ps::MsgType>(h.type);
+    // A rate only in a push, and there only with the flag that says it is the worker's.
+    const bool rate_flag = h.flags & ps::kFlagWorkerRate;
+    if (type != ps::MsgType::kPush && (rate_flag || h.learning_rate != 0)) return "learning rate outside a push";
+    if (!rate_flag && h.learning_rate != 0) return "a rate without its flag";
     if (type == ps::MsgType::kPush || type == ps::MsgType::kInit) {
       if (h.shard < r.first_shard || h.shard >= r.end_shard) return "push outside the lane";
       const ps::Range s = partition.shard(1, h.shard);

@@ -283,6 +283,20 @@ int main(void) {
   CHECK(rdmaps_client_clock(client) == RDMAPS_OK, "clock: %s", rdmaps_last_error());
   CHECK(rdmaps_client_pull(client, "w", w, 1000) == RDMAPS_OK, "pull: %s", rdmaps_last_error());
   CHECK(w[0] == 0.375f && w[999] == 0.375f, "a push at the worker's rate 0.125 should give 0.375, got %f", w[0]);
+  /* A rate of 0 moves nothing; then the servers' 0.5 again (one push, and one back). */
+  CHECK(rdmaps_client_set_learning_rate(client, 0.0f) == RDMAPS_OK, "set rate 0: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_push(client, "w", g, 1000) == RDMAPS_OK && rdmaps_client_clock(client) == RDMAPS_OK &&
+            rdmaps_client_pull(client, "w", w, 1000) == RDMAPS_OK && w[0] == 0.375f && w[999] == 0.375f,
+        "a push at rate 0 should leave 0.375, got %f (%s)", w[0], rdmaps_last_error());
+  CHECK(rdmaps_client_use_server_learning_rate(client) == RDMAPS_OK, "servers' rate: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_push(client, "w", g, 1000) == RDMAPS_OK && rdmaps_client_clock(client) == RDMAPS_OK &&
+            rdmaps_client_pull(client, "w", w, 1000) == RDMAPS_OK && w[0] == -0.125f && w[999] == -0.125f,
+        "a push at the servers' 0.5 should give -0.125, got %f (%s)", w[0], rdmaps_last_error());
+  for (int i = 0; i < 1000; ++i) g[i] = -1.0f;
+  CHECK(rdmaps_client_push(client, "w", g, 1000) == RDMAPS_OK && rdmaps_client_clock(client) == RDMAPS_OK &&
+            rdmaps_client_pull(client, "w", w, 1000) == RDMAPS_OK && w[0] == 0.375f,
+        "back to 0.375: %f (%s)", w[0], rdmaps_last_error());
+  CHECK(rdmaps_client_use_server_learning_rate(NULL) == RDMAPS_ERR_INVALID_ARGUMENT, "NULL client accepted");
   /* Both tensors in one batched pull. */
   float b[10];
   for (int i = 0; i < 10; ++i) b[i] = 2.0f;
@@ -318,7 +332,7 @@ int main(void) {
 
   rdmaps_client_stats cs;
   CHECK(rdmaps_client_get_stats(client, &cs) == RDMAPS_OK, "client stats: %s", rdmaps_last_error());
-  CHECK(cs.pushes == 2 && cs.clock == 2 && cs.pulls == 4, "client stats: %llu pushes, clock %llu, %llu pulls",
+  CHECK(cs.pushes == 5 && cs.clock == 5 && cs.pulls == 7, "client stats: %llu pushes, clock %llu, %llu pulls",
         (unsigned long long)cs.pushes, (unsigned long long)cs.clock, (unsigned long long)cs.pulls);
   /* After an interrupt (from any thread) every call is cancelled; destroy still says bye. */
   CHECK(rdmaps_client_interrupt(NULL) == RDMAPS_ERR_INVALID_ARGUMENT, "NULL client interrupted");
@@ -332,7 +346,7 @@ int main(void) {
 
   rdmaps_server_stats ss;
   CHECK(rdmaps_server_get_stats(server, &ss) == RDMAPS_OK, "server stats: %s", rdmaps_last_error());
-  CHECK(ss.pushes == 2 && ss.clocks == 2 && ss.rejected == 0, "server stats: %llu pushes, %llu clocks, %llu rejected",
+  CHECK(ss.pushes == 5 && ss.clocks == 5 && ss.rejected == 0, "server stats: %llu pushes, %llu clocks, %llu rejected",
         (unsigned long long)ss.pushes, (unsigned long long)ss.clocks, (unsigned long long)ss.rejected);
   rdmaps_server_destroy(server);
   /* Every library line came through the callback: the worker's joining and leaving among them. */

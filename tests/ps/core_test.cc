@@ -732,6 +732,35 @@ TEST_P(PsTest, APullOfATensorThatStartsInsideAShardReturnsUnderEveryRule) {
   }
 }
 
+// A worker's schedule may ask for a rate of 0 (a warm-up's first step): no
+// parameter moves, but the step feeds the momentum buffer as torch's SGD does.
+// Before protocol 11 a rate of 0 meant the server's own.
+TEST_P(PsTest, AWorkersRateOfZeroMovesNoParameterAndFeedsMomentum) {
+  Config c = sgd_config(GetParam(), 0.25f, 1024);
+  c.rule = UpdateRule::kMomentum;
+  c.momentum = 0.5f;
+  c.staleness = kInfiniteStaleness;
+  ServerGroup servers(1, 1, c);
+  Client client(local_worker_options(servers.addresses(), c, 0));
+  client.declare("w", 64);
+  client.connect();
+  std::vector<float> w(64, 1.0f);
+  const std::vector<float> ones(64, 1.0f);
+  client.init("w", w);
+  auto step = [&](std::optional<float> lr) {
+    client.set_learning_rate(lr);
+    client.push("w", ones);
+    client.clock();
+    client.pull("w", w);  // returns once the lane took in the push
+    return w;
+  };
+  EXPECT_EQ(step(0.0f), std::vector<float>(64, 1.0f));              // v = 1
+  EXPECT_EQ(step(0.5f), std::vector<float>(64, 0.25f));             // v = 0.5 + 1: 1 - 0.5 * 1.5
+  EXPECT_EQ(step(std::nullopt), std::vector<float>(64, -0.1875f));  // v = 0.75 + 1, the server's 0.25
+  EXPECT_EQ(servers.server(0).stats().pushes, 3u);
+  EXPECT_THROW(client.set_learning_rate(-1.0f), Error);
+}
+
 // Pushes of small tensors that adjoin in a shard go as one message, in
 // either order (autograd's is the reverse of the declaration's), and the
 // parameters are sequential SGD's bit for bit; a push that does not adjoin

@@ -1279,7 +1279,7 @@ RDMAPS_TEST_PEER(rule_worker) {
   // A worker-side rate wins over the adopted one for the pushes that carry it.
   client.set_learning_rate(0.125f);
   client.push("w", ones);
-  client.set_learning_rate(0);
+  client.set_learning_rate(std::nullopt);
   client.push("w", std::vector<float>(300, -0.5f));  // at the adopted lr 0.5: +0.25
   // Async pulls return the cache; wait until the write-back carries the push.
   const float want = std::stof(expect);

@@ -84,6 +84,9 @@ class TorchTest(unittest.TestCase):
     def test_layers_some_passes_or_steps_skip_train_as_torchs_sgd(self):
         self.run_mode("partial", "shm")
 
+    def test_a_rate_of_zero_moves_nothing_and_feeds_momentum_as_torchs_sgd(self):
+        self.run_mode("warmup", "shm")
+
     def test_pulls_land_in_the_parameters_over_tcp(self):
         self.run_mode("inplace", "tcp")
 

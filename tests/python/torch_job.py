@@ -63,7 +63,7 @@ def gradcheck():
     x, y = fashion_mnist(3 * 64)
     names = [n for n, _ in model.named_parameters()]
     # The rate as a scheduler sets it, as a resumed state_dict sets it, and 0
-    # (which a push would carry as "the servers' own").
+    # (a push at rate 0 moves nothing: before protocol 11 it meant "the servers' own").
     steps = [(0.5, "groups"), (0.5, "groups"), (0.125, "groups"), (0.25, "state_dict"), (0.0, "groups")]
     for step, (lr, how) in enumerate(steps):
         if how == "state_dict":
@@ -79,13 +79,13 @@ def gradcheck():
         expected = [p.detach() - lr * g for p, g in zip(ref.parameters(), grads)]
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
-        if len(opt._pending) != (len(names) if lr else 0):
+        if len(opt._pending) != len(names):
             fail(f"step {step}: {len(opt._pending)} pushes were under way when backward returned, expected one per "
                  f"parameter ({len(names)}) at lr {lr}: the hooks did not push during backward")
         sent = opt.stats()["pushes"]
         opt.step()
-        if (opt.stats()["pushes"] > sent) != (lr != 0):
-            fail(f"step {step} at lr {lr}: {opt.stats()['pushes'] - sent} messages sent")
+        if opt.stats()["pushes"] == sent:
+            fail(f"step {step} at lr {lr}: nothing sent")
         for name, p, e in zip(names, model.parameters(), expected):
             if not torch.equal(p.detach(), e):
                 fail(f"step {step}: '{name}' differs from w - lr*g by up to {(p.detach() - e).abs().max().item():g}")
@@ -462,6 +462,36 @@ def partial():
     print("partial ok", flush=True)
 
 
+def warmup():
+    """A schedule whose rate is 0 at some steps (a warm-up from 0, a decay to 0)
+    trains as torch's SGD with momentum and weight decay: at rate 0 the
+    parameters stay and the momentum buffer still takes the gradient."""
+    torch.manual_seed(4)
+    model = mlp()
+    ref = copy.deepcopy(model)
+    mu, wd = 0.9, 0.01
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1, momentum=mu, weight_decay=wd),
+                                   model.named_parameters(), staleness=0)
+    rps.broadcast_parameters(model.state_dict())
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=mu, weight_decay=wd)
+    x, y = fashion_mnist(5 * 64)
+    for step, lr in enumerate([0.0, 0.05, 0.1, 0.0, 0.1]):
+        before = [p.detach().clone() for p in model.parameters()]
+        for m, o in ((model, opt), (ref, ref_opt)):
+            for group in o.param_groups:
+                group["lr"] = lr
+            o.zero_grad()
+            F.cross_entropy(m(x[64 * step:64 * (step + 1)]), y[64 * step:64 * (step + 1)]).backward()
+            o.step()
+        for (name, p), r, b in zip(model.named_parameters(), ref.parameters(), before):
+            if lr == 0 and not torch.equal(p.detach(), b):
+                fail(f"step {step} at rate 0 moved '{name}'")
+            if not torch.allclose(p.detach(), r.detach(), rtol=0, atol=1e-6):
+                fail(f"step {step} at rate {lr}: '{name}' differs from torch's SGD by "
+                     f"{(p.detach() - r.detach()).abs().max().item():g}")
+    print("warmup ok", flush=True)
+
+
 def inplace():
     """With flat_parameters=False the optimizer registers each parameter and
     leaves its storage alone: over tcp the pulls land straight in a 2 MiB
@@ -538,7 +568,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
     trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "sparse": sparse, "partial": partial,
-                "inplace": inplace, "extra-state": extra_state, "group-lr": group_lr, "weight-decay": weight_decay,
+                "inplace": inplace, "warmup": warmup, "extra-state": extra_state, "group-lr": group_lr, "weight-decay": weight_decay,
                 "flat": lambda: flat(own_buffer=False), "flat-own": lambda: flat(own_buffer=True)}
     if mode in trainers:
         rps.init(timeout=60)  # rank 0 serves here and exits; the others train

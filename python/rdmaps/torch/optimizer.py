@@ -329,8 +329,6 @@ class DistributedOptimizer(torch.optim.Optimizer):
         weight_decay, rate = self._step_settings()
         if weight_decay:
             grad = torch.add(grad, p.detach(), alpha=weight_decay)
-        if rate == 0:  # a push's rate of 0 means "the servers' own" (rdmaps::Client): send nothing to apply
-            return
         if rate != self._sent_lr:  # a scheduler changed it: the servers apply the worker's rate
             self._worker._submit_learning_rate(rate)
             self._sent_lr = rate
