@@ -69,6 +69,7 @@ ServerLane::ServerLane(const LaneSetup& setup)
                  p.shard(so.index, setup.first_shard + setup.shards - 1).end};
   receive_layout_ = ReceiveLayout{setup.lanes, p.shard_count(so.index), server_range_.size()};
   versions_.assign(setup.shards, 0);
+  state_since_.assign(setup.shards, 0);
   for (uint32_t i = 0; i < workers_.size(); ++i) workers_[i].id = i;
   transport::ContextOptions o;
   o.transport = transport::parse_transport(setup.config.transport);
@@ -345,7 +346,8 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   if (c.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);
   const bool bf16 = (h.flags & kFlagBf16) != 0;
   const auto t0 = Clock::now();
-  store_->apply(update_, step_for(update_, lr, same_step ? version : version + 1, tau), w.id, local, g, bf16, h.length);
+  const uint64_t t = (same_step ? version : version + 1) - state_since_[k];
+  store_->apply(update_, step_for(update_, lr, t, tau), w.id, local, g, bf16, h.length);
   const auto ns =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
   LaneCounters::add(counters_.apply_latency[duration_bucket(ns)]);

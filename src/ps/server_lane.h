@@ -215,6 +215,9 @@ class ServerLane {
   std::vector<Worker> workers_;
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::vector<uint64_t> versions_;  // of this lane's shards
+  // The version each shard's optimizer state started at (0, or where a resume
+  // began it empty): DC-ASGD-a's bias correction counts updates from there.
+  std::vector<uint64_t> state_since_;
   uint64_t min_clock_ = 0;
   std::chrono::steady_clock::time_point all_joined_at_{};  // warn_stalled(): when every worker had connected once
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
