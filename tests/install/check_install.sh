@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the build into a scratch prefix and builds tests/install/consumer.cc
 # against it twice, with pkg-config alone and with CMake's find_package, and
-# runs both.
+# runs both; the installed programs and Python package run from there too.
 set -euo pipefail
 build=$(cd "$1" && pwd); src=$(cd "$2" && pwd)
 prefix=$(mktemp -d)
@@ -15,6 +15,26 @@ cflags=$(pkg-config --define-variable=prefix="$root" --cflags rdmaps)
 libs=$(pkg-config --define-variable=prefix="$root" --libs rdmaps)
 c++ -std=c++20 $cflags "$src/tests/install/consumer.cc" -o "$prefix/consumer" $libs -pthread
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/consumer"
+# The .pc asks only for what a consumer may need (eigen3, libibverbs, pmix
+# were listed, so --cflags failed without their development files).
+requires=$(pkg-config --print-requires-private rdmaps | tr '\n' ' ')
+case " $requires" in
+  *eigen3* | *libibverbs* | *pmix*) echo "FAILED: rdmaps.pc requires $requires"; exit 1 ;;
+esac
+# Installed programs and the Python package find librdmaps by their own run
+# path, in any prefix (this one is a DESTDIR copy), with no LD_LIBRARY_PATH.
+for program in rdmaps-server rdmaps-info rdmaps-train; do
+  [ -x "$root/bin/$program" ] || continue
+  if ! out=$(env -u LD_LIBRARY_PATH "$root/bin/$program" --help 2>&1); then
+    echo "FAILED: the installed $program does not run: $out"; exit 1
+  fi
+done
+ext=$(find "$root" -name '_rdmaps*.so' | head -1)
+if [ -n "$ext" ]; then
+  if ! out=$(cd / && env -u LD_LIBRARY_PATH PYTHONPATH="$(dirname "$(dirname "$ext")")" /usr/bin/python3 -c 'import rdmaps' 2>&1); then
+    echo "FAILED: the installed Python package does not import: $out"; exit 1
+  fi
+fi
 # The same consumer through CMake: find_package(rdmaps CONFIG) and rdmaps::rdmaps.
 cmake -S "$src/tests/install/cmake" -B "$prefix/cmake-build" -DCMAKE_PREFIX_PATH="$root" >/dev/null
 cmake --build "$prefix/cmake-build" >/dev/null
