@@ -32,7 +32,10 @@ RDMAPS_HOST_DEVICE inline float from_bf16(uint16_t b) {
 RDMAPS_HOST_DEVICE inline uint16_t encode_with_feedback(float g, float& residual) {
   float v = g + residual;
   uint16_t b = to_bf16(v);
-  residual = v - from_bf16(b);
+  const float r = v - from_bf16(b);
+  // A NaN, or a value that rounds to +-Inf, goes as it is and is not carried:
+  // a non-finite residual would spoil every later push of the element.
+  residual = r - r == 0.0f ? r : 0.0f;
   return b;
 }
 

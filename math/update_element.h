@@ -23,7 +23,7 @@ RDMAPS_HOST_DEVICE inline float update_element(const UpdateParams& p, Step s, fl
     state = p.momentum * state + g;
     return w - s.lr * state;
   } else if constexpr (kRule == UpdateRule::kDcAsgdConstant) {
-    return w - s.lr * (g + p.lambda * g * g * (w - bak));
+    return w - s.lr * (g + p.lambda * g * (g * (w - bak)));  // g * g alone may overflow where w - bak is 0
   } else {
     // The paper's g + lambda0 / sqrt(ms) * g * g * (w - bak), as g * (1 + k);
     // dc_bound keeps k in [-dc_bound, dc_bound].

@@ -45,7 +45,7 @@ void apply_update(const math::UpdateParams& p, math::Step s, float* w_ptr, const
     }
     case UpdateRule::kDcAsgdConstant: {
       ConstArray bak(bak_ptr, len);
-      w -= lr * (g + p.lambda * g * g * (w - bak));
+      w -= lr * (g + p.lambda * g * (g * (w - bak)));  // g * g alone may overflow where w - bak is 0
       return;
     }
     case UpdateRule::kDcAsgdAdaptive: {

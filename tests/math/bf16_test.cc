@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -56,6 +57,29 @@ TEST(Bf16, ErrorFeedbackKeepsTheSentSumWithinOneRoundingOfTheTrueSum) {
   }
   for (size_t i = 0; i < n; ++i)
     ASSERT_NEAR(sent[i] + residual[i], truth[i], 1e-6) << "mass lost at " << i;  // nothing lost, only delayed
+}
+
+// A non-finite gradient (or one past bf16's range) is sent as it is, and the
+// element's later pushes are what they would have been without it.
+TEST(Bf16, ANonFiniteOrOverflowingValueIsSentOnceAndNotCarriedIntoLaterPushes) {
+  const float bad[] = {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                       std::numeric_limits<float>::quiet_NaN(), 3.4e38f, -3.4e38f};
+  for (float b : bad) {
+    float residual = 0.25f;  // what earlier pushes left
+    const uint16_t sent = math::encode_with_feedback(b, residual);
+    const float as_sent = math::from_bf16(sent);
+    if (std::isnan(b))
+      EXPECT_TRUE(std::isnan(as_sent));
+    else
+      EXPECT_EQ(as_sent, std::copysign(std::numeric_limits<float>::infinity(), b)) << b;
+    EXPECT_EQ(residual, 0.0f) << b;
+    for (int step = 0; step < 3; ++step) EXPECT_EQ(math::from_bf16(math::encode_with_feedback(0.5f, residual)), 0.5f);
+    EXPECT_EQ(residual, 0.0f);
+  }
+  // The largest finite float bf16 holds stays finite, its residual too.
+  float residual = 0;
+  EXPECT_TRUE(std::isfinite(math::from_bf16(math::encode_with_feedback(3.38e38f, residual))));
+  EXPECT_TRUE(std::isfinite(residual));
 }
 
 }  // namespace

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -112,6 +114,38 @@ TEST(UpdateRules, MeanSquareBiasCorrectionIsOneOverOneMinusBetaToTheT) {
   EXPECT_FLOAT_EQ(step_for(p, 0.1f, 1).lr, 0.1f);
   p.rule = UpdateRule::kSgd;
   EXPECT_EQ(step_for(p, 0.1f, 1).ms_scale, 1.0f) << "only DC-ASGD-a reads the mean square";
+}
+
+// A gradient whose square overflows is the formula's, not NaN: DC-ASGD-c
+// where w = bak (0 * Inf), and DC-ASGD-a whose mean square became +Inf (its
+// sqrt is +Inf, so k is 0: Eigen's fast sqrt gave NaN there, and the element
+// stayed NaN for good). The CPU pass and the kernel's element function agree.
+TEST(UpdateRules, AGradientWhoseSquareOverflowsLeavesNoNaN) {
+  const float inf = std::numeric_limits<float>::infinity();
+  for (UpdateRule rule : {UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
+    SCOPED_TRACE(rule_name(rule));
+    math::UpdateParams p;
+    p.rule = rule;
+    p.ms_bias_correction = true;
+    const size_t n = 9;  // a vector's width and a tail
+    std::vector<float> w(n, 1.0f), bak(n, 1.0f), g(n, 1e20f), state(n, 0.0f);
+    const math::Step step = step_for(p, 0.1f, 1);
+    apply_update(p, step, w.data(), g.data(), bak.data(), state.data(), n);
+    for (size_t i = 0; i < n; ++i) EXPECT_FLOAT_EQ(w[i], 1.0f - 1e19f) << i;
+    // Then ordinary gradients, on a copy that moved: finite, and as the element function has them.
+    std::fill(g.begin(), g.end(), 0.5f);
+    std::fill(bak.begin(), bak.end(), 0.0f);
+    std::vector<float> w_el = w, state_el = state;
+    apply_update(p, step_for(p, 0.1f, 2), w.data(), g.data(), bak.data(), state.data(), n);
+    for (size_t i = 0; i < n; ++i) {
+      w_el[i] = element(p, step_for(p, 0.1f, 2), w_el[i], g[i], bak[i], state_el[i]);
+      EXPECT_TRUE(std::isfinite(w[i])) << i << ": " << w[i];
+      EXPECT_EQ(w[i], w_el[i]) << i;
+    }
+    if (rule == UpdateRule::kDcAsgdAdaptive) {
+      EXPECT_EQ(state[0], inf) << "the mean square overflowed, as set up";
+    }
+  }
 }
 
 }  // namespace
