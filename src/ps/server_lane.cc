@@ -414,8 +414,8 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
         // Chunks end on shard boundaries: the worker copies out whole shards as
         // they land. A put goes whole (a pull from inside a shard made a chunk
         // of 0 floats there, and the lane looped for good).
-        const size_t n = w.writer->use_am() ? std::min(chunk - (local + done) % shard_floats, floats - done)
-                                            : floats - done;
+        const size_t n =
+            w.writer->use_am() ? std::min(chunk - (local + done) % shard_floats, floats - done) : floats - done;
         store_->snapshot(w.id, local + done, n);
         w.writer->send_params(copy + done, n, w.copy->region(), offset + done * sizeof(float), h.landing);
         done += n;
