@@ -65,13 +65,10 @@ void ServerLane::restore(const Checkpoint& c) {
   store_->load(0, lane_range_.size(), c.params.data() + at, c.state.empty() ? nullptr : c.state.data() + at);
   std::copy_n(c.header.versions.begin() + setup_.first_shard, setup_.shards, versions_.begin());
   // A checkpoint without state (another rule's, or a stateless one) starts it
-  // afresh here; one with state is assumed to hold it since version 0 (the
-  // file keeps no origin: off only by a bias correction for updates resumed
-  // within ~3/(1-ms_momentum) of an earlier such start).
-  if (c.state.empty())
-    state_since_ = versions_;
-  else
-    std::fill(state_since_.begin(), state_since_.end(), 0);
+  // afresh here; one with state keeps the new lane's 0: the file holds no
+  // origin (off only by a bias correction for updates resumed within
+  // ~3/(1-ms_momentum) of an earlier such start).
+  if (c.state.empty()) state_since_ = versions_;
   for (size_t i = 0; i < workers_.size(); ++i) {
     const CheckpointWorker& k = c.header.workers[i];
     Worker& w = workers_[i];
