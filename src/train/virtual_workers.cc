@@ -1,10 +1,13 @@
 #include "src/train/virtual_workers.h"
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 
 #include "rdmaps/error.h"
 #include "transport/file_limit.h"
@@ -139,34 +142,68 @@ std::span<const uint32_t> StepSchedule::stepped(bool more) {
 namespace {
 
 // Every virtual worker is a whole client (its UCX context and buffers, its
-// copies of the model): 1024 of them took 14.8 GB. Measured over the first
-// few, the rest must fit, or the kernel kills the run (or a neighbour) later.
-class MemoryProbe {
+// copies of the model, a connection to every server lane): 1024 of them took
+// 14.8 GB. Measured over the first few, the rest must fit in memory, or the
+// kernel kills the run (or a neighbour) later, and in open files, or UCX
+// aborts the process in ucp_ep_create (it cannot return that as an error).
+class FootprintProbe {
  public:
-  explicit MemoryProbe(uint32_t workers) : workers_(workers) {}
+  FootprintProbe(uint32_t workers, transport::FileLimit files) : workers_(workers), files_(files) {}
+
   void connected(uint32_t k) {
     // The first worker also pays for the libraries and the evaluator.
-    if (k == 1) base_ = transport::resident_bytes();
-    if (k != 1 + kProbed || k >= workers_ || base_ == 0) return;
+    if (k == 1) {
+      base_memory_ = transport::resident_bytes();
+      base_files_ = transport::open_file_count();
+    }
+    if (k >= workers_) return;
+    // Every worker opens the same connections: one is measure enough to stop
+    // before the limit, and the probe of memory refines it.
+    if (k == 2 || k == 1 + kProbed) check_files(k);
+    if (k == 1 + kProbed) check_memory(k);
+  }
+
+ private:
+  void check_files(uint32_t k) const {
+    const std::optional<uint64_t> now = transport::open_file_count();
+    if (!base_files_ || !now || files_.soft == 0 || files_.soft == RLIM_INFINITY) return;
+    const uint64_t each = *now > *base_files_ ? (*now - *base_files_ + k - 2) / (k - 1) : 0;
+    // UCX opens a few more as the workers run (a peer's connection back over tcp).
+    const uint64_t rest = workers_ - k, need = each * rest + each * rest / 8 + kSpareFiles;
+    if (*now + need <= files_.soft) return;
+    throw Error(Errc::kInvalidArgument,
+                "--virtual-workers " + std::to_string(workers_) + ": each worker holds about " + std::to_string(each) +
+                    " open files (measured over workers 1 to " + std::to_string(k - 1) +
+                    ": its connections to every server lane), so the other " + std::to_string(rest) + " need about " +
+                    std::to_string(need) + " more, but this process may open " + std::to_string(files_.soft) +
+                    " (ulimit -n, raised to its hard limit) and has " + std::to_string(*now) +
+                    " open: lower --virtual-workers, --servers or --server-threads, or " +
+                    transport::kRaiseHardFileLimit);
+  }
+
+  void check_memory(uint32_t k) const {
     const uint64_t now = transport::resident_bytes();
-    const uint64_t each = now > base_ ? (now - base_) / kProbed : 0;
+    if (base_memory_ == 0) return;
+    const uint64_t each = now > base_memory_ ? (now - base_memory_) / (k - 1) : 0;
     const uint64_t rest = workers_ - k, need = each * rest;
     const transport::AvailableMemory available = transport::available_memory();
     if (available.bytes == 0 || need <= available.bytes) return;
     throw Error(Errc::kInvalidArgument,
                 "--virtual-workers " + std::to_string(workers_) + ": each worker takes about " +
                     transport::size_text(each) + " of this process's memory (measured over workers 1 to " +
-                    std::to_string(kProbed) +
+                    std::to_string(k - 1) +
                     ": its client's UCX context and buffers, its copies of the model), so the other " +
                     std::to_string(rest) + " need about " + transport::size_text(need) + ", but " +
                     transport::size_text(available.bytes) + " is available (" + available.bound +
                     "): lower --virtual-workers, or run the workers as processes on more machines");
   }
 
- private:
   static constexpr uint32_t kProbed = 8;
+  static constexpr uint64_t kSpareFiles = 64;  // the evaluator, logs, the servers' pipes
   uint32_t workers_;
-  uint64_t base_ = 0;
+  transport::FileLimit files_;
+  uint64_t base_memory_ = 0;
+  std::optional<uint64_t> base_files_;
 };
 
 }  // namespace
@@ -174,9 +211,8 @@ class MemoryProbe {
 void run_virtual_workers(const ClientOptions& client, const WorkerOptions& options, uint32_t workers, DelaySpec delay,
                          Straggler straggler, const TrainTest& data, const Report& report) {
   if (workers == 0) throw Error(Errc::kInvalidArgument, "--virtual-workers: needs at least 1 worker");
-  transport::raise_open_file_limit();  // every client holds a few descriptors
   std::vector<std::unique_ptr<TrainingWorker>> all;
-  MemoryProbe memory(workers);
+  FootprintProbe footprint(workers, transport::raise_open_file_limit());
   for (uint32_t k = 0; k < workers; ++k) {
     ClientOptions co = client;
     // A client at the bound would wait in clock() for a worker only this
@@ -191,7 +227,7 @@ void run_virtual_workers(const ClientOptions& client, const WorkerOptions& optio
     wo.straggle = 1.0;          // delays are the schedule's
     all.push_back(std::make_unique<TrainingWorker>(co, wo, data, report));
     all.back()->connect();  // worker 0 first: it sets the initial weights
-    memory.connected(k + 1);
+    footprint.connected(k + 1);
   }
   all[0]->set_virtual_time(0);
   for (auto& w : all) w->begin();

@@ -4,7 +4,8 @@
 # SSP bound). The servers must measure exactly the staleness the schedule
 # made, two runs must be identical bit for bit, DC-ASGD-a
 # must not diverge at its defaults with 16 of them (the paper's formula does),
-# and bad flags must be refused naming the flag.
+# and bad flags (and workers past the memory or open files this process may
+# have) must be refused naming the flag.
 #   tests/train/check_virtual.sh RDMAPS_TRAIN OUT_DIR
 set -euo pipefail
 train=$1; out=$2
@@ -156,5 +157,14 @@ else
   rmdir "$cgroup" 2>/dev/null || true
   echo "skipped: cannot make a cgroup v1 memory limit here (needs root), so the memory refusal is not checked"
 fi
+# ... and so are workers past the open files this process may have: UCX
+# aborts the process when an endpoint finds none left.
+if err=$(ulimit -n 256 && "$train" --virtual-workers 64 --servers 2 --server-threads 2 --transport tcp \
+  --epochs 1 --train-limit 6400 --test-limit 500 --out "$out/fds" 2>&1); then
+  fail "64 virtual workers on 2 servers of 2 lanes each were not refused with 256 open files"
+fi
+for want in "--virtual-workers 64: each worker holds about" "but this process may open 256 (ulimit -n"; do
+  grep -qF -- "$want" <<<"$err" || fail "64 virtual workers with 256 open files: no '$want' in: $err"
+done
 
-echo "virtual workers: staleness exactly as scheduled (round-robin, geometric, BSP, SSP, stragglers; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused, workers that do not fit refused"
+echo "virtual workers: staleness exactly as scheduled (round-robin, geometric, BSP, SSP, stragglers; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused, workers that do not fit in memory or open files refused"
