@@ -14,6 +14,15 @@ uint64_t table_limit_bytes(const ServerOptions& options) {
   return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : uint64_t{1} << 36;
 }
 
+std::string table_over_limit(const std::vector<TensorDecl>& tensors, const ServerOptions& options) {
+  uint64_t floats = 0;
+  for (const auto& t : tensors) floats += t.floats;
+  const uint64_t limit = table_limit_bytes(options);
+  if (floats * sizeof(float) <= limit) return {};
+  return "its declared table of " + std::to_string(floats) + " floats (" + std::to_string(floats * sizeof(float)) +
+         " bytes) is over this server's limit of " + std::to_string(limit) + " bytes (--max-bytes)";
+}
+
 std::string Admission::check(const Hello& hello) const {
   if (hello.workers && hello.workers != options_.workers)
     return "it was started for " + std::to_string(hello.workers) + " workers, this server for " +
@@ -42,14 +51,9 @@ std::string Admission::check(const Hello& hello) const {
     if (std::string d = RuleParams::from(config_).difference(hello.rule); !d.empty())
       return "its update rule differs from the one adopted from the first worker (" + d + ", adopted first)";
   if (!has_table()) {
-    // Checked before anything is sized from the table (--max-bytes).
-    uint64_t floats = 0;
-    for (const auto& t : hello.tensors) floats += t.floats;  // decode bounds each below 2^40, count below 2^20
-    const uint64_t limit = table_limit_bytes(options_);
-    if (floats * sizeof(float) > limit)
-      return "its declared table of " + std::to_string(floats) + " floats (" + std::to_string(floats * sizeof(float)) +
-             " bytes) is over this server's limit of " + std::to_string(limit) + " bytes (--max-bytes)";
-    return {};
+    // Checked before anything is sized from the table. Decode bounds each
+    // tensor below 2^40 floats and their count below 2^20.
+    return table_over_limit(hello.tensors, options_);
   }
   auto describe = [](const TensorDecl& t) { return "'" + t.name + "' of " + std::to_string(t.floats) + " floats"; };
   const std::string whose = std::string("its declared tensors differ from ") + fixed_by_ + " table: ";

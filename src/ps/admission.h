@@ -20,6 +20,11 @@ std::string bound_text(uint64_t staleness);
 /// Largest table a server accepts: ServerOptions::max_bytes, or the machine's memory.
 uint64_t table_limit_bytes(const ServerOptions& options);
 
+/// Why a table of `tensors` is over that limit ("its declared table of ...
+/// (--max-bytes)"), or "" when it fits: for a first worker and a resumed
+/// checkpoint alike.
+std::string table_over_limit(const std::vector<TensorDecl>& tensors, const ServerOptions& options);
+
 class Admission {
  public:
   explicit Admission(const ServerOptions& options) : options_(options), config_(options.config) {}

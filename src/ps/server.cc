@@ -499,6 +499,9 @@ void ServerImpl::resume() {
     refuse(std::string("its table cannot be laid out: ") + e.what());
   }
   const Partition& partition = *laid_out;
+  // The file's size bounded what was read (parameters and state); the table
+  // is what a first worker could not have declared.
+  if (std::string why = table_over_limit(h.tensors, options_); !why.empty()) refuse(why);
   auto mismatch = [&](const char* what, uint64_t has, uint64_t table) {
     refuse("it holds " + std::to_string(has) + " " + what + " where the table it declares needs " +
            std::to_string(table));

@@ -257,7 +257,8 @@ TEST(Checkpoint, AServerWhoseCheckpointDirectoryCannotBeWrittenRefusesToStart) {
 // A checkpoint the server could not serve from is refused at start, naming
 // the file and why: a bound other than the one the server is given (its
 // workers would all be refused), a table it cannot lay out (a crafted header;
-// it said only "raise --shard-floats"), arrays of the wrong size (which ones).
+// it said only "raise --shard-floats"), arrays of the wrong size (which ones),
+// a table over --max-bytes.
 TEST(Checkpoint, AResumeThatCouldNotServeNamesTheFileAndWhy) {
   const std::string dir = temp_dir();
   ServerOptions o;
@@ -296,6 +297,19 @@ TEST(Checkpoint, AResumeThatCouldNotServeNamesTheFileAndWhy) {
   const std::string huge = ps::write_checkpoint(dir, crafted, runs);
   EXPECT_EQ(error_code_of([&] { Server s(o); }, &what), Errc::kInvalidArgument);
   EXPECT_NE(what.find("cannot resume from '" + huge + "': its table cannot be laid out: "), std::string::npos) << what;
+  // A table over --max-bytes, which a first worker could not have declared.
+  fs::remove(short_one);
+  fs::remove(huge);
+  runs.params = {std::vector<float>(8, 1.0f)};
+  const std::string big = ps::write_checkpoint(dir, sample_header(4), runs);
+  ServerOptions capped = o;
+  capped.max_bytes = 20;
+  EXPECT_EQ(error_code_of([&] { Server s(capped); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("cannot resume from '" + big +
+                      "': its declared table of 16 floats (64 bytes) is over this server's limit of 20 bytes "
+                      "(--max-bytes)"),
+            std::string::npos)
+      << what;
   fs::remove_all(dir);
 }
 
