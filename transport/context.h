@@ -68,6 +68,11 @@ struct ContextOptions {
   /// and waits for its whole timeout all the same: a server answers once it
   /// runs (after resuming a checkpoint) and between admissions of workers.
   std::chrono::milliseconds connect_quiet_warning{10000};
+  /// Over tcp, a connection silent this long (its peer's host gone, or the
+  /// network between cut) is dead: UCX's TCP keepalives are set to that,
+  /// unless UCX_TCP_KEEPIDLE/KEEPINTVL/KEEPCNT are set. 0: UCX's own (about
+  /// 20 s in UCX 1.13, which ended jobs at a 20 s partition).
+  std::chrono::milliseconds peer_silence{0};
 };
 
 /// An arriving active message, valid only inside the handler.

@@ -73,6 +73,10 @@ struct Config {
   /// Worker: how long to keep reconnecting to a server that closed its
   /// connection (it restarts and resumes from a checkpoint); 0: fail at once.
   uint64_t reconnect_ms = 0;
+  /// Over tcp, a peer silent this long (its host gone, or the network
+  /// between cut) is dead; a partition shorter than this stalls the job and
+  /// heals. 0: UCX's own keepalive (about 20 s).
+  uint64_t peer_timeout_ms = 120000;
   /// Server: where it writes checkpoints (docs/cluster.md "Checkpoints"); empty: none.
   std::string checkpoint_dir;
   /// Server: a checkpoint this often and/or after this many applied updates

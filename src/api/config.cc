@@ -296,6 +296,11 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
       "reconnect", [&config](const std::string& v) { config.reconnect_ms = *to_millis(v); },
       "worker: keep reconnecting to a restarted server this long (0: fail at once)", duration(), "SEC",
       duration_text(config.reconnect_ms));
+  function(
+      "peer-timeout", [&config](const std::string& v) { config.peer_timeout_ms = *to_millis(v); },
+      "over tcp, a peer silent this long (host gone, network cut) is dead; shorter partitions heal (0: UCX's "
+      "keepalive, about 20 s)",
+      duration(), "SEC", duration_text(config.peer_timeout_ms));
   option("checkpoint-dir", config.checkpoint_dir, "server: write checkpoints there",
          CLI::Validator([](std::string& v) { return v.empty() ? std::string("'' is not a directory") : ""; }, ""));
   function(

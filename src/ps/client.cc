@@ -8,6 +8,7 @@
 #include "rdmaps/log.h"
 #include "src/ps/am_ids.h"
 #include "src/ps/client_impl.h"
+#include "src/ps/context_options.h"
 #include "transport/file_limit.h"
 #include "transport/idle_backoff.h"
 #include "transport/process_id.h"
@@ -54,11 +55,7 @@ void ClientImpl::connect() {
   // the usual soft limit of 1024 (docs/cluster.md "Waits and failures").
   transport::raise_open_file_limit();
   try {
-    transport::ContextOptions o;
-    o.transport = transport::parse_transport(config_.transport);
-    o.name = "rdmaps-worker-" + std::to_string(options_.worker);
-    o.secret = config_.secret;
-    context_ = transport::create_context(o);
+    context_ = transport::create_context(context_options(config_, "rdmaps-worker-" + std::to_string(options_.worker)));
     context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });
     register_with_transport();  // before the lanes are given its keys
     links_.resize(options_.servers.size());

@@ -190,6 +190,17 @@ ClientImpl::~ClientImpl() {
   } catch (const Error&) {
     // A server failed while we left: nothing more to wait for there.
   }
+  // Unread by a live lane (stopped, or cut off): the reset of closing may
+  // discard this worker's last pushes there, so say so rather than return as
+  // if they were in.
+  for (const Bye& b : byes)
+    if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.lane->ep->peer_closed() &&
+        !b.lane->ep->failed())
+      logf(LogLevel::kWarn,
+           "rdmaps: worker %u: server %s lane %u did not acknowledge this worker's leave within %.1f s: its last "
+           "pushes there may not be applied",
+           options_.worker, b.link->address.c_str(), b.lane->index,
+           std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout).count() / 1000.0);
   for (auto& link : links_)
     for (auto& lane : link.lanes) {
       lane.write_back.clear();

@@ -17,6 +17,7 @@
 #include "src/metrics/render.h"
 #include "src/ps/admission.h"
 #include "src/ps/checkpointer.h"
+#include "src/ps/context_options.h"
 #include "src/ps/gpu_shard.h"
 #include "src/ps/memory_plan.h"
 #include "src/ps/partition.h"
@@ -104,11 +105,7 @@ class ServerImpl {
                       " without a shared secret: anyone who reaches it could read and overwrite the model. Give "
                       "--secret-file FILE (or RDMAPS_SECRET) to every server and worker, listen on 127.0.0.1, or "
                       "pass --insecure (docs/security.md)");
-    transport::ContextOptions o;
-    o.transport = transport::parse_transport(options.config.transport);
-    o.name = "rdmaps-server";
-    o.secret = options.config.secret;
-    context_ = transport::create_context(o);
+    context_ = transport::create_context(context_options(options.config, "rdmaps-server"));
     listener_ = context_->listen(listen);
     admitted_once_.assign(options.workers, false);
     restored_pushes_.assign(options.workers, 0);

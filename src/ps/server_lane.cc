@@ -12,6 +12,7 @@
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
 #include "src/ps/am_ids.h"
+#include "src/ps/context_options.h"
 #include "src/ps/flush_denormals.h"
 #include "src/ps/gpu_shard.h"
 #include "src/ps/slot_check.h"
@@ -71,11 +72,8 @@ ServerLane::ServerLane(const LaneSetup& setup)
   versions_.assign(setup.shards, 0);
   state_since_.assign(setup.shards, 0);
   for (uint32_t i = 0; i < workers_.size(); ++i) workers_[i].id = i;
-  transport::ContextOptions o;
-  o.transport = transport::parse_transport(setup.config.transport);
-  o.name = "rdmaps-server-lane-" + std::to_string(setup.index);
-  o.secret = setup.config.secret;
-  context_ = transport::create_context(o);
+  context_ =
+      transport::create_context(context_options(setup.config, "rdmaps-server-lane-" + std::to_string(setup.index)));
   // Every lane on the server's host, at a port of its own.
   listener_ = context_->listen(transport::SockAddr::parse(so.listen).with_port(0));
   port_ = static_cast<uint16_t>(listener_->address().port());

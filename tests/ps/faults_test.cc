@@ -16,6 +16,7 @@
 #include <limits>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "src/ps/protocol.h"
@@ -903,11 +904,20 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
   client->pull("w", w);
   for (auto& s : servers) ASSERT_EQ(kill(s.pid(), SIGSTOP), 0);
   const auto start = Clock::now();
+  OutputCapture log;
   client.reset();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const std::string said = log.end();
   for (auto& s : servers) kill(s.pid(), SIGCONT);
   std::printf("[ info     ] leaving two stopped servers of 3 lanes each took %.2f s\n", seconds);
   EXPECT_LT(seconds, 4.0) << "~Client waited past its 2 s leave timeout";
+  // Its last pushes may be lost there: said, not returned from as if they were in.
+  for (const std::string& a : addresses)
+    EXPECT_NE(said.find("server " + a +
+                        " lane 0 did not acknowledge this worker's leave within 2.0 s: its last "
+                        "pushes there may not be applied"),
+              std::string::npos)
+        << said;
 }
 
 // A 3-lane server of 1 MiB shards: a push of a few MiB keeps requests in
@@ -1516,6 +1526,60 @@ TEST(ServerRun, ASecondRunIsRefusedAndDestroyingARunningServerStopsIt) {
     ADD_FAILURE() << "run() after the job was over was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("job is over"), std::string::npos) << e.what();
+  }
+}
+
+// Seconds until the kernel's next keepalive probe on each established tcp
+// socket of this process that has one armed (/proc/net/tcp: timer 2).
+std::vector<double> keepalive_timers() {
+  std::set<std::string> ours;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && target.starts_with("socket:[")) ours.insert(target.substr(8, target.size() - 9));
+  }
+  std::vector<double> timers;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the column names
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, probes, inode;
+      f >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> probes >> inode;
+      if (state != "01" || !timer.starts_with("02:") || !ours.count(inode)) continue;
+      timers.push_back(static_cast<double>(std::stoul(timer.substr(3), nullptr, 16)) / ::sysconf(_SC_CLK_TCK));
+    }
+  }
+  return timers;
+}
+
+// UCX's own TCP keepalive ends a connection after about 20 s of silence (idle
+// 10 s): a 40 s partition ended a job whose waits allowed 90 s, and
+// --reconnect could not save it. The job's --peer-timeout (default 120 s:
+// first probe after 60 s) reaches the kernel; 0 leaves UCX's.
+TEST(TcpKeepalive, ASilentConnectionLivesAsLongAsThePeerTimeoutSays) {
+  for (const uint64_t peer_timeout_ms : {uint64_t{120000}, uint64_t{0}}) {
+    Config c = fault_config(transport::TransportKind::kTcp);
+    c.peer_timeout_ms = peer_timeout_ms;
+    ServerGroup servers(1, 1, c);
+    Client client(local_worker_options(servers.addresses(), c));
+    std::vector<float> w(kFaultFloats, 1.0f);
+    client.declare("w", w.size());
+    client.connect();
+    client.push("w", w);
+    client.pull("w", w);
+    // A socket shows one timer: while a segment awaits its acknowledgment, the retransmission's.
+    std::vector<double> timers = keepalive_timers();
+    for (auto until = Clock::now() + 5s; timers.empty() && Clock::now() < until; timers = keepalive_timers())
+      std::this_thread::sleep_for(20ms);
+    ASSERT_FALSE(timers.empty()) << "UCX armed no keepalive on its connections";
+    const double longest = *std::max_element(timers.begin(), timers.end());
+    if (peer_timeout_ms)
+      EXPECT_GT(longest, 40.0) << "the first keepalive probe comes " << longest << " s from now; --peer-timeout 120 "
+                               << "puts it 60 s after the last traffic (UCX's own: 10 s)";
+    else
+      EXPECT_LE(longest, 10.5) << "--peer-timeout 0 should leave UCX's keepalive (first probe after 10 s)";
   }
 }
 

@@ -4,8 +4,12 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
 
 #include "rdmaps/log.h"
 #include "transport/ucx/capabilities.h"
@@ -62,6 +66,33 @@ const char* transport_tls(TransportKind kind) {
   return "";
 }
 
+namespace {
+
+// UCX's TCP keepalive (idle 10 s, then probes 2 s apart) declares a
+// connection dead within about 20 s of silence: a network blip that long ended
+// a job whose waits allow minutes. Probes start at half the bound and four
+// more, an eighth apart, end it; a variable the user set is theirs.
+void set_keepalive(ucp_config_t* config, std::chrono::milliseconds silence) {
+  if (silence.count() <= 0) return;
+  const long long interval = std::max<long long>(silence.count() / 8, 1000);
+  const long long idle = std::max<long long>(silence.count() - 4 * interval, 1000);
+  // By their names in UCX's tcp table: ucp_config_modify() keeps a name it
+  // does not know and hands it to every transport's table, where
+  // "TCP_KEEPIDLE" matched nothing (measured: keepalive still at 10 s).
+  const std::pair<const char*, std::string> values[] = {
+      {"KEEPIDLE", std::to_string(idle) + "ms"},
+      {"KEEPINTVL", std::to_string(interval) + "ms"},
+      {"KEEPCNT", "4"},
+  };
+  for (const auto& [name, value] : values) {
+    const std::string variable = "UCX_TCP_" + std::string(name);
+    if (!std::getenv(variable.c_str()))
+      check(ucp_config_modify(config, name, value.c_str()), "setting UCX's TCP keepalive", variable + "=" + value);
+  }
+}
+
+}  // namespace
+
 UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   install_log_filter_once();
   if (options.transport != TransportKind::kTcp) sweep_stale_shm_once();
@@ -71,6 +102,7 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   if (options.transport != TransportKind::kAuto)
     check(ucp_config_modify(config.get(), "TLS", transport_tls(options.transport)), "selecting UCX transports",
           std::string("UCX_TLS=") + transport_tls(options.transport));
+  if (options.transport != TransportKind::kShm) set_keepalive(config.get(), options.peer_silence);
 
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME;
