@@ -40,6 +40,7 @@ Welcome ClientImpl::connect_one(uint32_t index) {
   hello.push_path = static_cast<uint32_t>(config_.push_path);
   hello.rule = RuleParams::from(config_);
   hello.rule_stated = config_.rule_stated ? 1 : 0;
+  hello.reconnect_ms = config_.reconnect_ms;
   hello.tensors = declared_;
   control->send_control(encode(hello), options_.timeout);
   Welcome welcome = decode_welcome(control->recv_control(options_.timeout), link.address);

@@ -97,7 +97,10 @@ void ServerLane::check_liveness() {
     Worker& w = workers_[liveness_next_++ % workers_.size()];
     if (!w.live || !(w.ep->peer_closed() || w.ep->failed())) continue;
     take_in_last_messages(w);  // a clean leave ends with a Bye there
-    if (w.live) drop(w, "died (connection closed); dropped from the clock");
+    if (!w.live) continue;
+    drop(w, "died (connection closed); dropped from the clock");
+    w.back_by = std::chrono::steady_clock::now() +
+                std::chrono::milliseconds(setup_.tickets[w.id].reconnect_ms.load(std::memory_order_relaxed));
   }
   closing_.sweep();
   warn_stalled();
@@ -152,8 +155,9 @@ void ServerLane::take_in_last_messages(Worker& w) {
 }
 
 bool ServerLane::all_done() const {
+  const auto now = std::chrono::steady_clock::now();
   for (const auto& w : workers_)
-    if (w.live || !w.connected_once) return false;
+    if (w.live || !w.connected_once || now < w.back_by) return false;
   return closing_.empty();
 }
 

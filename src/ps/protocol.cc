@@ -118,6 +118,7 @@ void hello_fields(Io& io, H& h) {
   io.u32(h.push_path);
   io.rule(h.rule);
   io.u32(h.rule_stated);
+  io.u64(h.reconnect_ms);
   io.list(h.tensors, 1, kMaxTensors, "tensors declared", [&](auto& t) {
     io.str(t.name, kMaxName);
     io.u64(t.floats);
@@ -177,6 +178,9 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   hello_fields(r, h);
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
   if (h.rule_stated > 1) r.fail("rule-stated code " + std::to_string(h.rule_stated));
+  if (h.reconnect_ms > kMaxReconnectMs)
+    r.fail("reconnect window of " + std::to_string(h.reconnect_ms) + " ms (at most " + std::to_string(kMaxReconnectMs) +
+           ")");
   for (size_t i = 0; i < h.tensors.size(); ++i) {
     const TensorDecl& t = h.tensors[i];
     if (t.name.empty()) r.fail("tensor " + std::to_string(i) + " has no name");

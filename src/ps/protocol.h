@@ -20,7 +20,9 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 11;
+constexpr uint32_t kProtocolVersion = 12;
+/// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
+constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
 /// SlotHeader::flags: the push carries the worker's learning rate, 0 included
@@ -153,6 +155,10 @@ struct Hello {
   RuleParams rule;
   uint32_t rule_stated =
       0;  ///< 1: the worker asked for `rule` (Config::rule_stated); a server applying another refuses it
+  /// How long the worker keeps reconnecting when its connections drop
+  /// (Config::reconnect_ms): a server whose workers all died waits that long
+  /// for them before it counts its job done.
+  uint64_t reconnect_ms = 0;
   std::vector<TensorDecl> tensors;
 };
 /// One thread of the server and the shards it owns: the worker connects to

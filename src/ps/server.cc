@@ -303,6 +303,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   for (const auto& lane : lanes_)
     start_clock = std::max(start_clock, lane->counters().min_clock.load(std::memory_order_relaxed));
   ticket.start_clock.store(start_clock, std::memory_order_relaxed);
+  ticket.reconnect_ms.store(hello.reconnect_ms, std::memory_order_relaxed);
   ticket.token.store(token, std::memory_order_release);
   const Range range = partition_->server_range(options_.index);
   welcome.accepted = 1;

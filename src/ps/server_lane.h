@@ -39,10 +39,11 @@ namespace rdmaps::ps {
 /// What the control thread decided for a worker id; written by it before the
 /// Welcome goes out, read by the lanes when the worker connects to them.
 struct AdmissionTicket {
-  std::atomic<uint64_t> token{0};        ///< 0: not admitted
-  std::atomic<uint32_t> use_am{0};       ///< push path: 1 active messages, 0 puts
-  std::atomic<uint64_t> start_clock{0};  ///< a rejoining worker's clock, the same on every lane
-  CopyHandoff copies;                    ///< the worker's copy per lane, made and faulted in for this token
+  std::atomic<uint64_t> token{0};         ///< 0: not admitted
+  std::atomic<uint32_t> use_am{0};        ///< push path: 1 active messages, 0 puts
+  std::atomic<uint64_t> start_clock{0};   ///< a rejoining worker's clock, the same on every lane
+  std::atomic<uint64_t> reconnect_ms{0};  ///< how long it tries to come back when its connection drops (Hello)
+  CopyHandoff copies;                     ///< the worker's copy per lane, made and faulted in for this token
 };
 
 struct LaneSetup {
@@ -149,6 +150,8 @@ class ServerLane {
     uint32_t id = 0;
     bool connected_once = false, live = false;
     bool departed = false;  // its connection closed: take in what it sent, send it nothing
+    // It died (not left) and keeps reconnecting until then (--reconnect): the job is not done before.
+    std::chrono::steady_clock::time_point back_by{};
     std::unique_ptr<transport::Endpoint> ep;
     std::unique_ptr<WorkerCopy> copy;  // parameters last sent: write-back source and DC backup
     std::unique_ptr<InboxReader> inbox;

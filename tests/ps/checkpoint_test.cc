@@ -490,14 +490,16 @@ int abort_tcp_connections() {
 // and goes on. That push, sent into the dead connection before the worker
 // noticed, may be lost; every shard must hold exactly the parameters with or
 // without it, and the shards without it must be as many as the pieces the
-// worker was told were lost. The server counts the old connection as lost.
+// worker was told were lost. The server counts the old connection as lost,
+// and, exiting when its job is done as rdmaps-server does, waits for the
+// worker's reconnect window instead of taking its only worker's death for
+// the job's end (it exited, and the worker found nobody to reconnect to).
 TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLosingOnlyWhatWasInFlight) {
   if (std::system("ss -V >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs ss (iproute2) to abort connections";
   Config c = sgd_config(GetParam(), kLr, kShard);
   c.staleness = 0;
   c.server_threads = 2;
   ServerOptions base;
-  base.exit_when_done = false;
   base.log_connections = false;
   ServerGroup servers(1, 1, c, base);
   ClientOptions o = local_worker_options(servers.addresses(), c);

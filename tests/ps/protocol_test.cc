@@ -49,6 +49,18 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   Hello odd = h;
   odd.rule.ms_bias_correction = 2;
   EXPECT_THROW(decode_hello(encode(odd), "peer-7"), Error);
+  // The reconnect window the server waits for a dead worker: read back, and bounded.
+  Hello returning = h;
+  returning.reconnect_ms = 20000;
+  EXPECT_EQ(decode_hello(encode(returning), "peer-7").reconnect_ms, 20000u);
+  returning.reconnect_ms = kMaxReconnectMs + 1;
+  try {
+    decode_hello(encode(returning), "peer-7");
+    ADD_FAILURE() << "a reconnect window past its bound was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kProtocol);
+    EXPECT_NE(std::string(e.what()).find("reconnect window of 1000000000001 ms"), std::string::npos) << e.what();
+  }
 }
 
 // One definition of what the rule's parameters may hold, for the command
