@@ -48,6 +48,7 @@ struct Connection {
   std::string reply;
   size_t sent = 0, dropped = 0;
   Clock::time_point deadline;
+  uint64_t round = 0;  // the poll round that accepted it
 };
 
 int ms_until(Clock::time_point t) {
@@ -160,10 +161,22 @@ void HttpEndpoint::serve() {
   open.reserve(kMaxConnections);
   polled.reserve(kMaxConnections + 2);
   Clock::time_point accept_after{};  // out of descriptors: try again later
-  for (;;) {
+  for (uint64_t round = 1;; ++round) {
     polled.clear();
     polled.push_back({wake_.fd, POLLIN, 0});
-    const bool full = open.size() >= kMaxConnections;
+    // Full slots of requests still arriving make room for a newcomer: the
+    // oldest goes, once it had a poll round to send its request (a scrape's
+    // arrives in one). Else clients that connect and send nothing held each
+    // slot 2 s, and 40 of them delayed every scrape by 15 s.
+    auto evictable = [&] {
+      auto oldest = open.end();
+      for (auto c = open.begin(); c != open.end(); ++c)
+        if (c->phase == Connection::Phase::kRequest && c->round < round &&
+            (oldest == open.end() || c->deadline < oldest->deadline))
+          oldest = c;
+      return oldest;
+    };
+    const bool full = open.size() >= kMaxConnections && evictable() == open.end();
     const bool backing_off = Clock::now() < accept_after;
     polled.push_back({full || backing_off ? -1 : listener_.fd(), POLLIN, 0});  // poll skips a negative fd
     // Full, only a connection's end frees a slot: accept_after (maybe long past) would make poll spin.
@@ -181,7 +194,9 @@ void HttpEndpoint::serve() {
     const size_t held = open.size();
     for (size_t i = 0; i < held; ++i) step(open[i], polled[i + 2].revents, render_);
     std::erase_if(open, [](const Connection& c) { return c.phase == Connection::Phase::kDone; });
-    while (polled[1].revents && open.size() < kMaxConnections) {
+    while (polled[1].revents) {
+      const bool making_room = open.size() >= kMaxConnections;
+      if (making_room && evictable() == open.end()) break;
       transport::TcpSocket s;
       try {
         s = listener_.try_accept(nullptr);
@@ -190,7 +205,9 @@ void HttpEndpoint::serve() {
         accept_after = Clock::now() + std::chrono::milliseconds(100);
       }
       if (!s.valid()) break;
-      open.push_back(Connection{std::move(s), Connection::Phase::kRequest, {}, {}, 0, 0, Clock::now() + kRequestTime});
+      if (making_room) open.erase(evictable());  // only for one that came
+      open.push_back(
+          Connection{std::move(s), Connection::Phase::kRequest, {}, {}, 0, 0, Clock::now() + kRequestTime, round});
     }
   }
 }

@@ -280,6 +280,26 @@ TEST(HttpEndpoint, SlowSendersHoldUpNoScrape) {
   for (int fd : slow) ::close(fd);
 }
 
+// More clients that connect and send nothing than there are slots (a
+// slowloris that keeps reconnecting looks the same): each held its slot for
+// its whole 2 s, so a scrape queued behind them waited for their deadlines
+// (4 s behind 25 of them; 15 s behind 40 that reconnect). Full slots now make
+// room for a newcomer, the oldest request going first: the scrape is answered
+// without waiting for any deadline.
+TEST(HttpEndpoint, ClientsThatNeverSendARequestDelayNoScrape) {
+  rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
+  const int port = port_of(endpoint);
+  std::vector<int> idle;  // the slots, and most of the kernel's backlog of 16
+  for (size_t i = 0; i < rdmaps::metrics::HttpEndpoint::kMaxConnections + 15; ++i) idle.push_back(connect_to(port));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(body_of(exchange(port, "GET /metrics HTTP/1.1\r\n\r\n")), "up 1\n");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("[ info     ] the scrape took %.3f s\n", seconds);
+  EXPECT_LT(seconds, 1.5) << "the scrape waited " << seconds << " s: for idle clients' 2 s deadlines";
+  for (int fd : idle) ::close(fd);
+}
+
 TEST(HttpEndpoint, BadAddressesNameTheFlagAndAddress) {
   const std::string no_port = error_of("nohost");
   EXPECT_NE(no_port.find("--metrics nohost"), std::string::npos) << no_port;
