@@ -47,7 +47,11 @@ void ServerLane::drop(Worker& w, const char* why) {
   if (!w.live && !w.ep) return;
   if (why) report_end(w, why);
   release(w);
-  if (why) update_min_clock();
+  if (!why) return;  // the server stops
+  update_min_clock();
+  // Not a leave: the worker may be reconnecting (--reconnect, in its Hello).
+  w.back_by = std::chrono::steady_clock::now() +
+              std::chrono::milliseconds(setup_.tickets[w.id].reconnect_ms.load(std::memory_order_relaxed));
 }
 
 void ServerLane::disconnect_all() {
@@ -97,10 +101,7 @@ void ServerLane::check_liveness() {
     Worker& w = workers_[liveness_next_++ % workers_.size()];
     if (!w.live || !(w.ep->peer_closed() || w.ep->failed())) continue;
     take_in_last_messages(w);  // a clean leave ends with a Bye there
-    if (!w.live) continue;
-    drop(w, "died (connection closed); dropped from the clock");
-    w.back_by = std::chrono::steady_clock::now() +
-                std::chrono::milliseconds(setup_.tickets[w.id].reconnect_ms.load(std::memory_order_relaxed));
+    if (w.live) drop(w, "died (connection closed); dropped from the clock");
   }
   closing_.sweep();
   warn_stalled();

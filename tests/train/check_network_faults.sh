@@ -9,6 +9,9 @@
 #      finishes or fails with an error naming its peer; none hangs.
 # Needs root (ip netns, iptables); says why and skips (77) without.
 # usage: check_network_faults.sh RDMAPS_TRAIN OUT_DIR
+# By hand, PARTITION=40 makes the partition 40 s (longer than UCX's own
+# keepalive, about 20 s) and PEER_TIMEOUT=SEC gives every process
+# --peer-timeout SEC (0: UCX's keepalive).
 set -euo pipefail
 train=$1 out=$2
 if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! command -v iptables >/dev/null; then
@@ -46,7 +49,8 @@ ip link show "vs$tag" >/dev/null 2>&1 && fail "the veth pair is still in the hos
 RDMAPS_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')  # off loopback: authenticated
 export RDMAPS_SECRET
 job=(--workers 2 --servers 1 --epochs "${EPOCHS:-3}" --train-limit 12000 --test-limit 2000 --transport tcp --seed 11
-     --data /usr/share/datasets/fashion-mnist)
+     --data /usr/share/datasets/fashion-mnist ${PEER_TIMEOUT:+--peer-timeout "$PEER_TIMEOUT"})
+partition=${PARTITION:-5}
 port=$((20000 + RANDOM % 20000))
 start_server() {  # start_server NAME: sets $spid
   ip netns exec "$srv" env UCX_NET_DEVICES="vs$tag" "$train" --role server --listen "$net.1:$port" "${job[@]}" \
@@ -120,7 +124,7 @@ start=$(now)
 run_job partition
 sleep 2
 drop_all -A
-sleep 5
+sleep "$partition"
 drop_all -D
 healed=$(date +%s)
 deadline=$((healed + 60))  # the job's own length plus TCP's retransmission back-off: generous, but bounded
@@ -141,4 +145,4 @@ for w in 0 1; do
 done
 wait "$spid" && outcome+="the server finished" || outcome+="the server failed"
 echo "ok: clean link $clean in $clean_s s; $delay: $lossy, every test loss bit for bit the same, in $lossy_s s" \
-     "(${dropped:-?} packets dropped at the server); 5 s partition: $outcome, all done $(seconds_since "$start") s after the start"
+     "(${dropped:-?} packets dropped at the server); $partition s partition: $outcome, all done $(seconds_since "$start") s after the start"
