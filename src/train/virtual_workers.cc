@@ -157,7 +157,7 @@ class FootprintProbe {
       base_files_ = transport::open_file_count();
     }
     if (k >= workers_) return;
-    // Every worker opens the same connections: one is measure enough to stop
+    // Every worker opens the same connections: one measured is enough to stop
     // before the limit, and the probe of memory refines it.
     if (k == 2 || k == 1 + kProbed) check_files(k);
     if (k == 1 + kProbed) check_memory(k);
