@@ -165,6 +165,17 @@ ClientImpl::~ClientImpl() {
     uint64_t seq;
   };
   std::vector<Bye> byes;
+  // Unread by a live lane (stopped, or cut off), or not even sent to it: the
+  // reset of closing may discard this worker's last pushes there, so say so
+  // rather than return as if they were in.
+  auto unacknowledged = [&](const ServerLink& link, const Lane& lane) {
+    if (lane.ep->peer_closed() || lane.ep->failed()) return;  // a death already reported
+    logf(LogLevel::kWarn,
+         "rdmaps: worker %u: server %s lane %u did not acknowledge this worker's leave within %.1f s: its last "
+         "pushes there may not be applied",
+         options_.worker, link.address.c_str(), lane.index,
+         std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout).count() / 1000.0);
+  };
   for (auto& link : links_)
     for (auto& lane : link.lanes) {
       if (!lane.ep || lane.ep->peer_closed()) continue;
@@ -174,7 +185,7 @@ ClientImpl::~ClientImpl() {
         for (auto& r : inflight) r.wait_for(std::max(left(), 1ms));
         byes.push_back({&link, &lane, seq});
       } catch (const Error&) {
-        // The server may already be gone; leaving is best effort.
+        unacknowledged(link, lane);  // gone (said before), or stopped: leaving is best effort
       }
     }
   transport::IdleBackoff idle;
@@ -190,17 +201,8 @@ ClientImpl::~ClientImpl() {
   } catch (const Error&) {
     // A server failed while we left: nothing more to wait for there.
   }
-  // Unread by a live lane (stopped, or cut off): the reset of closing may
-  // discard this worker's last pushes there, so say so rather than return as
-  // if they were in.
   for (const Bye& b : byes)
-    if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.lane->ep->peer_closed() &&
-        !b.lane->ep->failed())
-      logf(LogLevel::kWarn,
-           "rdmaps: worker %u: server %s lane %u did not acknowledge this worker's leave within %.1f s: its last "
-           "pushes there may not be applied",
-           options_.worker, b.link->address.c_str(), b.lane->index,
-           std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout).count() / 1000.0);
+    if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq) unacknowledged(*b.link, *b.lane);
   for (auto& link : links_)
     for (auto& lane : link.lanes) {
       lane.write_back.clear();

@@ -300,7 +300,8 @@ TEST(Checkpoint, AResumeThatCouldNotServeNamesTheFileAndWhy) {
   // A table over --max-bytes, which a first worker could not have declared.
   fs::remove(short_one);
   fs::remove(huge);
-  runs.params = {std::vector<float>(8, 1.0f)};
+  const std::vector<float> eight(8, 1.0f);  // FloatRuns only points at it
+  runs.params = {eight};
   const std::string big = ps::write_checkpoint(dir, sample_header(4), runs);
   ServerOptions capped = o;
   capped.max_bytes = 20;
