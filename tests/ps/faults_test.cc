@@ -878,6 +878,18 @@ TEST_P(PsFaultTest, AServerAndAnIdleWorkerOfOneProcessLeaveEachOtherWithoutWaiti
   EXPECT_LT(leave_seconds, 2.5) << "the worker waited for the stopped server to acknowledge its closes";
 }
 
+// Whether `pid` is stopped (/proc/PID/stat state T) within 5 s.
+bool wait_until_stopped(pid_t pid) {
+  for (auto until = Clock::now() + 5s; Clock::now() < until; std::this_thread::sleep_for(1ms)) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    const auto paren = line.rfind(')');
+    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T') return true;
+  }
+  return false;
+}
+
 // A worker leaving servers that stopped (SIGSTOP: alive, silent) returns
 // within its leave timeout (the shorter of 5 s and its wait bound; 2 s here,
 // which keeps the test short), not after a wait per lane and server (it took
@@ -903,6 +915,8 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
   client->push("w", w);
   client->pull("w", w);
   for (auto& s : servers) ASSERT_EQ(kill(s.pid(), SIGSTOP), 0);
+  // kill() returns before the stop lands: a lane still running then read the Bye (seen under ASan).
+  for (auto& s : servers) ASSERT_TRUE(wait_until_stopped(s.pid())) << "server " << s.pid() << " did not stop";
   const auto start = Clock::now();
   OutputCapture log;
   client.reset();
