@@ -196,7 +196,8 @@ void HttpEndpoint::serve() {
     std::erase_if(open, [](const Connection& c) { return c.phase == Connection::Phase::kDone; });
     while (polled[1].revents) {
       const bool making_room = open.size() >= kMaxConnections;
-      if (making_room && evictable() == open.end()) break;
+      const auto oldest = making_room ? evictable() : open.end();
+      if (making_room && oldest == open.end()) break;
       transport::TcpSocket s;
       try {
         s = listener_.try_accept(nullptr);
@@ -205,7 +206,7 @@ void HttpEndpoint::serve() {
         accept_after = Clock::now() + std::chrono::milliseconds(100);
       }
       if (!s.valid()) break;
-      if (making_room) open.erase(evictable());  // only for one that came
+      if (making_room) open.erase(oldest);  // only for one that came
       open.push_back(
           Connection{std::move(s), Connection::Phase::kRequest, {}, {}, 0, 0, Clock::now() + kRequestTime, round});
     }
