@@ -29,6 +29,17 @@ CommThread::Ticket CommThread::submit_learning_rate(std::optional<float> lr) {
   return enqueue({0, Kind::kSetLearningRate, {}, nullptr, 0, {}, lr});
 }
 
+CommThread::Ticket CommThread::submit_snapshot() { return enqueue({0, Kind::kSnapshot, {}, nullptr, 0, {}}); }
+
+CommThread::Snapshot CommThread::take_snapshot(Ticket ticket) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = snapshots_.find(ticket);
+  if (it == snapshots_.end()) throw Error(Errc::kInvalidArgument, "no snapshot taken for this ticket");
+  Snapshot s = std::move(it->second);
+  snapshots_.erase(it);
+  return s;
+}
+
 CommThread::Ticket CommThread::enqueue(Op op) {
   std::lock_guard<std::mutex> lock(mu_);
   if (closing_) throw Error(Errc::kInvalidArgument, "operation submitted to a worker that is shutting down");
@@ -103,6 +114,14 @@ void CommThread::loop() {
     lock.unlock();
     std::exception_ptr error;
     bool alone = false;  // a bad argument, refused before anything was sent
+    if (op.kind == Kind::kSnapshot) {
+      Snapshot s{client_.stats(), client_.clock_value()};
+      lock.lock();
+      snapshots_.emplace(op.ticket, std::move(s));
+      done_ = op.ticket;
+      done_cv_.notify_all();
+      continue;
+    }
     if (!failed) {
       try {
         execute(op);
@@ -151,6 +170,8 @@ void CommThread::execute(const Op& op) {
       return;
     case Kind::kRegisterMemory:
       client_.register_memory(std::span<float>(f, op.floats));
+      return;
+    case Kind::kSnapshot:  // loop() takes it
       return;
   }
 }

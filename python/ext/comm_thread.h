@@ -23,7 +23,7 @@ namespace rdmaps::python {
 
 class CommThread {
  public:
-  enum class Kind { kPush, kPull, kInit, kClock, kBarrier, kPullMany, kSetLearningRate, kRegisterMemory };
+  enum class Kind { kPush, kPull, kInit, kClock, kBarrier, kPullMany, kSetLearningRate, kRegisterMemory, kSnapshot };
   using Ticket = uint64_t;
 
   explicit CommThread(Client& client);
@@ -37,6 +37,17 @@ class CommThread {
   Ticket submit(Kind kind, std::string name = {}, void* data = nullptr, size_t floats = 0);
   /// Queues one batched pull (Client::pull of several tensors).
   Ticket submit_pulls(std::vector<PullTarget> targets);
+  /// What stats() and clock_value() read; taken on this thread, since the
+  /// Client refuses a call from another one while an operation runs.
+  struct Snapshot {
+    ClientStats stats;
+    uint64_t clock = 0;
+  };
+  /// Queues a Snapshot of the client after the operations queued before it;
+  /// it is taken even after an error (what a dead server lost is read then).
+  Ticket submit_snapshot();
+  /// The snapshot of a finished submit_snapshot() ticket, handed out once.
+  Snapshot take_snapshot(Ticket ticket);
   /// Queues Client::set_learning_rate: pushes queued after it carry `lr` (none: the servers').
   Ticket submit_learning_rate(std::optional<float> lr);
   /// Blocks until the operation finished; rethrows its error. A bad argument
@@ -86,6 +97,7 @@ class CommThread {
   Ticket failed_at_ = 0;  // first ticket that failed for good; 0 = none
   std::exception_ptr error_;
   std::map<Ticket, std::exception_ptr> refused_;  // operations that failed alone, until reported
+  std::map<Ticket, Snapshot> snapshots_;          // taken, until handed out
   bool closing_ = false;
   std::thread thread_;
 };

@@ -190,11 +190,11 @@ class Worker {
     client_ = std::make_unique<Client>(o);
   }
   ~Worker() {
-    // A forked child has no comm thread to join; the connections are the
-    // parent's, which Client's destructor leaves alone there.
-    if (owner_pid_ != transport::this_process_id()) {
-      static_cast<void>(comm_.release());  // Client's destructor leaves the connections alone there itself
-    } else if (abandoned_ && client_) {
+    if (in_forked_child()) {
+      let_go_of_the_parents();
+      return;
+    }
+    if (abandoned_ && client_) {
       client_->interrupt();  // what a signal abandoned ends now, not at the worker's timeout
     }
     // Joining the comm thread with the GIL held hung for good when it logged
@@ -265,17 +265,11 @@ class Worker {
   size_t pending() const { return comm_ ? comm_->pending() : 0; }
   uint64_t clock_value() {
     wait_all();
-    return client_->clock_value();
+    return snapshot().clock;
   }
-  // Waits for the queued operations (the counters are the comm thread's) but
-  // not on their errors: after a server died, pushes_lost is what one reads.
-  py::dict stats() {
-    if (comm_) {
-      const CommThread::Ticket last = comm_->last_submitted();
-      interruptible(last, {}, [&] { return comm_->finished_for(last, kSignalCheck); });
-    }
-    return client_stats_dict(client_->stats());
-  }
+  // Waits for the queued operations but not on their errors: after a server
+  // died, pushes_lost is what one reads.
+  py::dict stats() { return client_stats_dict(snapshot().stats); }
   // Sends the goodbye; the worker is unusable afterwards. Calls in progress on
   // other threads are interrupted (they raise rdmaps.Error, code 'cancelled')
   // and waited for: freeing the client under them crashed the process. So are
@@ -284,6 +278,7 @@ class Worker {
   void close() {
     if (closing_) return;
     closing_ = true;
+    if (in_forked_child()) return let_go_of_the_parents();
     if (client_ && (calls_ > 0 || abandoned_)) client_->interrupt();
     while (calls_ > 0) {
       py::gil_scoped_release release;
@@ -316,6 +311,28 @@ class Worker {
    private:
     Worker& w_;
   };
+
+  // The comm thread's counters, taken by it after the operations queued so
+  // far: read from this thread, the Client would refuse the call while the
+  // comm thread runs one (a monitoring thread made a trainer's push fail).
+  CommThread::Snapshot snapshot() {
+    if (!comm_) {
+      check_process();
+      return {client_->stats(), client_->clock_value()};
+    }
+    const CommThread::Ticket t = comm().submit_snapshot();
+    interruptible(t, {}, [&] { return comm_->finished_for(t, kSignalCheck); });
+    return comm_->take_snapshot(t);
+  }
+
+  bool in_forked_child() const { return owner_pid_ != transport::this_process_id(); }
+  // A forked child has no comm thread to join (joining it, or destroying its
+  // condition variables, hung for good); the connections are the parent's,
+  // which Client's destructor leaves alone there.
+  void let_go_of_the_parents() {
+    static_cast<void>(comm_.release());
+    client_.reset();
+  }
 
   void check_process() const {
     if (owner_pid_ != transport::this_process_id())

@@ -259,7 +259,8 @@ class ModuleTest(unittest.TestCase):
                     code = 2
                 except rdmaps.InvalidArgument as e:
                     code = 0 if "belongs to process" in str(e) else 3
-                self.worker = None  # the destructor runs here: it must neither hang nor say goodbye
+                self.worker.close()  # neither hangs (it joined a thread the child lacks) nor says goodbye
+                self.worker = None  # nor does the destructor
             finally:
                 os._exit(code)
         for _ in range(400):
@@ -281,6 +282,39 @@ class ModuleTest(unittest.TestCase):
         stats = self.served.server.stats()
         self.assertEqual(stats["rejected"], 0)
         self.assertEqual(stats["workers_left"], 0)
+
+    def test_reading_stats_from_another_thread_never_fails_the_trainers_calls(self):
+        # A monitoring thread's stats() and clock_value ran on the Client beside
+        # the comm thread's operation, which refused one or the other.
+        g = np.zeros(2500, dtype=np.float32)
+        errors, reads, stop = [], [0], threading.Event()
+
+        def monitor():
+            while not stop.is_set():
+                try:
+                    self.worker.stats()
+                    self.worker.clock_value
+                    reads[0] += 1
+                except rdmaps.Error as e:
+                    errors.append("monitor: " + str(e))
+
+        thread = threading.Thread(target=monitor)
+        thread.start()
+        try:
+            for _ in range(300):
+                try:
+                    self.worker.push("w", g)
+                    self.worker.clock()
+                    self.worker.pull("w", g)
+                except rdmaps.Error as e:
+                    errors.append("trainer: " + str(e))
+        finally:
+            stop.set()
+            thread.join()
+        self.assertEqual(errors, [])
+        self.assertGreater(reads[0], 0)
+        self.assertEqual((self.worker.clock_value, self.worker.stats()["pushes"]), (300, 900))
+
 
 class ConfigurationTest(unittest.TestCase):
     def test_unknown_option_names_the_flag(self):

@@ -304,6 +304,27 @@ def group_lr():
     print("group-lr ok", flush=True)
 
 
+def child_exits_without_touching_the_parents_worker(opt, step):
+    """A forked child that exits normally runs init()'s atexit shutdown():
+    it hung for good joining a comm thread the child lacks. It must return at
+    once and leave the parent's worker training."""
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(0)
+    for _ in range(600):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        fail("a forked child that exited normally hung in rdmaps.torch.shutdown()")
+    if os.waitstatus_to_exitcode(status) != 0:
+        fail(f"the forked child exited with {os.waitstatus_to_exitcode(status)}")
+    opt.zero_grad()
+    step()  # the parent's worker did not leave
+
+
 def weight_decay():
     """weight_decay is read at each step, as torch's SGD reads it: set in
     param_groups after the optimizer was made, or by load_state_dict(), it
@@ -334,6 +355,7 @@ def weight_decay():
             if not torch.allclose(p.detach(), r.detach(), rtol=0, atol=1e-6):
                 fail(f"step {step} (weight_decay {wd} set by {how}): '{name}' differs from torch's SGD by "
                      f"{(p.detach() - r.detach()).abs().max().item():g}")
+    child_exits_without_touching_the_parents_worker(opt, lambda: (model(x).square().mean().backward(), opt.step()))
     opt.param_groups[1]["weight_decay"] = 0.5
     opt.zero_grad()
     model(x).square().mean().backward()

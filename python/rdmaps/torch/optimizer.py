@@ -1,6 +1,7 @@
 """DistributedOptimizer: pushes gradients from autograd hooks, pulls parameters in step()."""
 
 import math
+import os
 
 import torch
 
@@ -192,6 +193,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         base.update(rule)
         base["staleness"] = math.inf if staleness is None or staleness == math.inf else int(staleness)
         self._worker = rdmaps.Worker(servers, worker_index, base, timeout=timeout)
+        self._pid = os.getpid()
         try:
             for name, p in self._params:
                 self._worker.declare(name, p.numel())
@@ -455,7 +457,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         return self._worker.stats()
 
     def _close(self):
-        if not self._worker.closed:
+        if os.getpid() != self._pid:  # a forked child: the connections are the parent's, nothing to wait for
+            self._worker.close()
+        elif not self._worker.closed:
             try:
                 self.synchronize()  # raises if a server died with pushes in flight: say so, but leave anyway
             finally:
