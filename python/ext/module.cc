@@ -452,20 +452,42 @@ py::object detect_placement(const std::map<std::string, std::string>& env, uint3
   d["pmix"] = p->pmix;
   d["master_addr"] = p->master_addr;
   d["master_port"] = p->master_port;
+  d["launch_id"] = p->launch_id;
   return d;
 }
 
-// The C++ tools' exchange (PMIx here), so a Python rank and rdmaps-server
-// can share one launch: mpirun -np 1 rdmaps-server : -np 4 python3 train.py.
-std::vector<std::string> exchange_server_addresses(const std::map<std::string, std::string>& env, uint32_t num_servers,
-                                                   const std::string& address, double timeout_s) {
-  auto e = environment_of(env);
-  auto p = launch::detect(e, num_servers);
-  if (!p) throw Error(Errc::kInvalidArgument, "no launcher variables: nothing to exchange addresses with");
-  py::gil_scoped_release released;
-  launch::ServerDirectory directory(*p, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)), e);
-  return directory.exchange(address.empty() ? "" : launch::advertised_address(*p, address, e));
-}
+// The C++ tools' exchange (RDMAPS_SERVERS, PMIx or the rendezvous), so that
+// Python ranks and rdmaps-server share one launch (mpirun -np 1 rdmaps-server
+// : -np 4 python3 train.py) and one rendezvous protocol. Rank 0 hosts the
+// rendezvous for as long as this object lives.
+class PyServerDirectory {
+ public:
+  PyServerDirectory(const std::map<std::string, std::string>& env, uint32_t num_servers, double timeout_s)
+      : env_(environment_of(env)), placement_(placement_of(env_, num_servers)) {
+    py::gil_scoped_release released;
+    directory_ = std::make_unique<launch::ServerDirectory>(
+        placement_, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)), env_);
+  }
+  std::string listen_address() const { return directory_->listen_address(); }
+  /// A server passes the address it bound, a worker ""; every server's, in index order.
+  std::vector<std::string> exchange(const std::string& bound) {
+    const std::string address = bound.empty() ? "" : launch::advertised_address(placement_, bound, env_);
+    py::gil_scoped_release released;
+    return directory_->exchange(address);
+  }
+  std::string method() const { return directory_->method(); }
+
+ private:
+  static launch::Placement placement_of(const launch::Environment& env, uint32_t num_servers) {
+    auto p = launch::detect(env, num_servers);
+    if (!p) throw Error(Errc::kInvalidArgument, "no launcher variables: nothing to exchange addresses with");
+    return *p;
+  }
+
+  launch::Environment env_;
+  launch::Placement placement_;
+  std::unique_ptr<launch::ServerDirectory> directory_;
+};
 
 }  // namespace
 }  // namespace rdmaps::python
@@ -547,9 +569,24 @@ PYBIND11_MODULE(_rdmaps, m) {
       py::arg("handler"));
   m.def("_detect_placement", &detect_placement, py::arg("env"), py::arg("num_servers"),
         "Rank, size and role from the launcher variables in env (rdmaps.launcher.detect).");
-  m.def("_exchange_server_addresses", &exchange_server_addresses, py::arg("env"), py::arg("num_servers"),
-        py::arg("address"), py::arg("timeout"),
-        "Servers publish their bound address (others pass \"\"); returns every server's, in index order.");
+  py::class_<PyServerDirectory>(
+      m, "_ServerDirectory", "How the ranks of a launch learn the servers' addresses (src/launch/server_directory.h).")
+      .def(py::init<const std::map<std::string, std::string>&, uint32_t, double>(), py::arg("env"),
+           py::arg("num_servers"), py::arg("timeout"))
+      .def("listen_address", &PyServerDirectory::listen_address)
+      .def("exchange", &PyServerDirectory::exchange, py::arg("bound"),
+           "Servers pass the address they bound (others \"\"); returns every server's, in index order.")
+      .def("method", &PyServerDirectory::method);
+  m.def(
+      "_advertised_address",
+      [](const std::map<std::string, std::string>& env, uint32_t num_servers, const std::string& bound) {
+        auto e = environment_of(env);
+        auto p = launch::detect(e, num_servers);
+        if (!p) throw Error(Errc::kInvalidArgument, "no launcher variables: no address to advertise");
+        return launch::advertised_address(*p, bound, e);
+      },
+      py::arg("env"), py::arg("num_servers"), py::arg("bound"),
+      "The address other hosts reach a server bound to `bound` at (src/launch/server_directory.h).");
 
   py::class_<Worker>(m, "Worker", "A worker's connection to the servers (see rdmaps.Worker).")
       .def(py::init<std::vector<std::string>, uint32_t, const std::vector<std::string>&, double, const std::string&>(),

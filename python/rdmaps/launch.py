@@ -20,7 +20,10 @@ The processes do not inherit the variables by which an outer launcher
 (mpirun, srun, torchrun) placed the launcher itself: PMIX_RANK,
 PMIX_NAMESPACE, OMPI_COMM_WORLD_*, PMI_RANK, PMI_SIZE, SLURM_PROCID,
 SLURM_NTASKS, SLURM_STEP_ID, RDMAPS_RANK, RDMAPS_WORLD_SIZE and
-TORCHELASTIC_USE_AGENT_STORE. RANK and WORLD_SIZE describe them.
+TORCHELASTIC_USE_AGENT_STORE. RANK and WORLD_SIZE describe them. Nor do
+RDMAPS_MASTER_ADDR and RDMAPS_MASTER_PORT: the launch has a rendezvous of its
+own at MASTER_ADDR and MASTER_PORT, and a fresh RDMAPS_JOB_ID that keeps
+another job's ranks out of it.
 """
 
 import argparse
@@ -64,6 +67,9 @@ MAX_LOCAL_PROCESSES = 256  # as rdmaps-train's local runs: more is a cluster's j
 OUTER_RANK_VARIABLES = ("RDMAPS_RANK", "RDMAPS_WORLD_SIZE", "PMIX_RANK", "PMIX_NAMESPACE", "PMI_RANK", "PMI_SIZE",
                         "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID", "TORCHELASTIC_USE_AGENT_STORE")
 OUTER_RANK_PREFIXES = ("OMPI_COMM_WORLD_",)  # RANK, SIZE, LOCAL_RANK, LOCAL_SIZE, NODE_RANK
+# An outer job's rendezvous, which src/launch/placement.h prefers to MASTER_*:
+# this launch has its own (MASTER_ADDR, MASTER_PORT and a fresh RDMAPS_JOB_ID).
+OUTER_RENDEZVOUS_VARIABLES = ("RDMAPS_MASTER_ADDR", "RDMAPS_MASTER_PORT")
 
 
 def _say(message):
@@ -87,9 +93,10 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
     if nproc < 1:
         raise ValueError("--nproc must be at least 1")
     base = {k: v for k, v in (os.environ if env is None else env).items()
-            if k not in OUTER_RANK_VARIABLES and not k.startswith(OUTER_RANK_PREFIXES)}
+            if k not in OUTER_RANK_VARIABLES + OUTER_RENDEZVOUS_VARIABLES and not k.startswith(OUTER_RANK_PREFIXES)}
+    # The launch id keeps another job's ranks out of this one's rendezvous (and these out of theirs).
     base.update(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(master_port or free_port()))
+                MASTER_PORT=str(master_port or free_port()), RDMAPS_JOB_ID=f"rdmaps.launch:{secrets.token_hex(8)}")
     if not base.get("RDMAPS_SECRET") and not base.get("RDMAPS_SECRET_FILE"):
         # Every connection of the job proves this secret (docs/security.md); it lives only in their environment.
         base["RDMAPS_SECRET"] = secrets.token_hex(32)

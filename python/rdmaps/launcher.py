@@ -31,6 +31,7 @@ class Placement:
     master_addr: str = ""  # rendezvous host (rank 0), when neither a list nor PMIx
     master_port: int = 0
     pmix: bool = False  # the launcher's PMIx store carries the servers' addresses
+    launch_id: str = ""  # tells this launch from another at the same rendezvous (RDMAPS_JOB_ID, Slurm's job.step)
 
     @property
     def role(self):

@@ -89,6 +89,26 @@ std::vector<std::string> server_list(const std::string& text) {
 
 bool pmix_family(const std::string& source) { return source == "openmpi" || source == "pmi" || source == "slurm"; }
 
+std::string launch_id_of(const Environment& env) {
+  if (auto id = env("RDMAPS_JOB_ID")) {
+    const size_t first = id->find_first_not_of(" \t\r\n"), last = id->find_last_not_of(" \t\r\n");
+    if (first != std::string::npos) return id->substr(first, last - first + 1);  // the rendezvous trims it too
+  }
+  auto job = env("SLURM_JOB_ID"), step = env("SLURM_STEP_ID");
+  if (job && step) return "slurm:" + *job + "." + *step;
+  // torchrun says "none" unless given --rdzv-id (or --standalone, a fresh id).
+  if (auto run = env("TORCHELASTIC_RUN_ID"); run && !run->empty() && *run != "none") return "torchrun:" + *run;
+  return "";
+}
+
+// A port of the step's own (FNV-1a of its ids): steps sharing a node that
+// rely on the default would otherwise share one rendezvous.
+uint16_t slurm_step_port(const std::string& launch_id) {
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : launch_id) h = (h ^ c) * 1099511628211ull;
+  return static_cast<uint16_t>(kDefaultMasterPort + h % 1000);
+}
+
 }  // namespace
 
 Environment process_environment() {
@@ -181,6 +201,7 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   // started inside it (rdmaps.launch or torchrun under mpirun -np 1): the
   // innermost launcher describes the process, its ranks share the outer
   // process's PMIx identity, and so the addresses go through the rendezvous.
+  std::string nested_note;  // why PMIx is not used, for the error that follows from it
   if (auto pmix_rank = env("PMIX_RANK"); pmix_rank && env("PMIX_NAMESPACE")) {
     const uint64_t r = integer("PMIX_RANK", *pmix_rank, 0, UINT32_MAX);
     std::string size_var;
@@ -196,6 +217,12 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
     const bool same_family = pmix_family(p.source);
     const bool nested = !same_family && pmix_size && *pmix_size != p.world_size;
     p.pmix = !nested;
+    if (nested)
+      nested_note = "; " + p.rank_var + " gives world size " + std::to_string(p.world_size) + ", PMIx's launcher " +
+                    std::to_string(*pmix_size) + " (" + size_var +
+                    "), so this is taken for a launcher started inside it, whose ranks meet at MASTER_ADDR; "
+                    "exported by hand or left from another launch? unset " +
+                    p.rank_var + " and its world size";
     if (!nested && r != p.rank)
       fail("two launchers disagree about this process: PMIx says rank " + *pmix_rank +
            (pmix_size ? " of " + std::to_string(*pmix_size) + " (PMIX_RANK, " + size_var + ")" : " (PMIX_RANK)") +
@@ -207,6 +234,7 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
            ")");
   }
 
+  p.launch_id = launch_id_of(env);
   if (auto list = env("RDMAPS_SERVERS"); list && !list->empty()) p.servers = server_list(*list);
   if (num_servers == 0) {
     if (auto n = env("RDMAPS_NUM_SERVERS"))
@@ -233,8 +261,10 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
     if (p.master_addr.empty())
       fail(
           "no rendezvous address: set MASTER_ADDR (rank 0's host) and MASTER_PORT, list the servers in "
-          "RDMAPS_SERVERS, or start under a launcher with PMIx (mpirun, srun --mpi=pmix)");
-    p.master_port = kDefaultMasterPort;
+          "RDMAPS_SERVERS, or start under a launcher with PMIx (mpirun, srun --mpi=pmix)" +
+          nested_note);
+    p.master_port =
+        p.source == "slurm" && p.launch_id.rfind("slurm:", 0) == 0 ? slurm_step_port(p.launch_id) : kDefaultMasterPort;
     for (const char* var : {"RDMAPS_MASTER_PORT", "MASTER_PORT"}) {
       if (auto v = env(var); v && !v->empty()) {
         p.master_port = static_cast<uint16_t>(integer(var, *v, 1, 65535));

@@ -29,6 +29,11 @@ struct Placement {
   std::string master_addr;                      ///< rendezvous host (rank 0's), when neither a list nor PMIx
   std::string master_addr_var = "MASTER_ADDR";  ///< the variable it came from, for messages
   uint16_t master_port = 0;
+  /// Tells this launch from another that shares its hosts and MASTER_PORT
+  /// (and its secret): RDMAPS_JOB_ID, else Slurm's SLURM_JOB_ID.SLURM_STEP_ID,
+  /// else torchrun's TORCHELASTIC_RUN_ID; "" when no launcher says. The
+  /// rendezvous refuses a rank of another launch.
+  std::string launch_id;
 
   bool is_server() const { return rank < num_servers; }
   uint32_t server_index() const { return rank; }
@@ -42,6 +47,9 @@ struct Placement {
   void check_workers(uint32_t given, const std::string& source = "--workers") const;
 };
 
+/// MASTER_PORT when none is given; a Slurm step without one takes a port of
+/// its own from its job and step ids, 29500 to 30499, so that two steps on a
+/// node do not meet at one rendezvous.
 constexpr uint16_t kDefaultMasterPort = 29500;
 
 /// The placement the environment describes, or nullopt when no launcher

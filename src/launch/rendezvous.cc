@@ -17,13 +17,16 @@ namespace {
 using transport::TcpSocket;
 using Clock = std::chrono::steady_clock;
 
-// Requests: "rdmaps-rendezvous 1 WORLD SERVERS RANK [ADDRESS]". Answers:
+// Requests: "rdmaps-rendezvous 2 WORLD SERVERS RANK ADDRESS|- LAUNCH_ID"
+// (the launch id is the rest of the line, perhaps empty). Answers:
 // "ok A0,A1,...", "wait N missing R,R,..." or "error WHY".
 constexpr const char* kTag = "rdmaps-rendezvous";
-constexpr int kVersion = 1;
+constexpr int kVersion = 2;
 constexpr size_t kMaxRequest = 4096;  // an address is a host:port
 
 std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+
+std::string shown(const std::string& launch_id) { return launch_id.empty() ? "no launch id" : "'" + launch_id + "'"; }
 
 struct Connection {
   TcpSocket socket;
@@ -46,8 +49,9 @@ std::string wildcard_for(const std::string& host, uint16_t port) {
 
 std::string rendezvous_address(const Placement& p) { return transport::join_host_port(p.master_addr, p.master_port); }
 
-RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr)
-    : world_size_(world_size), num_servers_(num_servers) {
+RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr,
+                               std::string launch_id)
+    : world_size_(world_size), num_servers_(num_servers), launch_id_(std::move(launch_id)) {
   try {
     // The ranks connect to MASTER_ADDR as resolved: an IPv4 wildcard never
     // answers MASTER_ADDR=::1.
@@ -56,7 +60,8 @@ RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_
   } catch (const Error& e) {
     throw Error(e.code(), "rank 0 cannot host the job's rendezvous (MASTER_PORT " + std::to_string(port) +
                               "): " + e.what() +
-                              "; is another process of this job also rank 0, or an earlier job still running?");
+                              "; is another process of this job also rank 0, or another job on this host using "
+                              "the same MASTER_PORT (an earlier one still running)?");
   }
   thread_ = std::thread([this] { serve(); });
 }
@@ -77,12 +82,18 @@ void RendezvousHost::serve() {
     if (!(in >> tag >> version >> world >> servers >> rank) || tag != kTag) return "error not a rendezvous request";
     if (version != kVersion)
       return "error version " + std::to_string(version) + " (this host speaks " + std::to_string(kVersion) + ")";
+    if (!(in >> address)) return "error not a rendezvous request";
+    std::string launch;
+    std::getline(in >> std::ws, launch);
+    if (launch != launch_id_)
+      return "error rank " + std::to_string(rank) + " is of another launch (" + shown(launch) + ") than rank 0 (" +
+             shown(launch_id_) + "): two jobs share this MASTER_ADDR:MASTER_PORT; give each job its own MASTER_PORT";
     if (world != world_size_ || servers != num_servers_)
       return "error rank " + std::to_string(rank) + " was started with world size " + std::to_string(world) + " and " +
              std::to_string(servers) + " server(s), rank 0 with " + std::to_string(world_size_) + " and " +
              std::to_string(num_servers_) + ": one job, one launch";
     if (rank >= world) return "error rank " + std::to_string(rank) + " is not below the world size";
-    if (in >> address) {
+    if (address != "-") {
       if (rank >= num_servers_)
         return "error rank " + std::to_string(rank) + " registers an address but only ranks below " +
                std::to_string(num_servers_) + " serve";
@@ -149,9 +160,9 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   const auto deadline = Clock::now() + timeout;
   const std::string where = rendezvous_address(p);
   const std::string seconds = std::to_string(timeout.count() / 1000.0).substr(0, 5) + " s";
-  std::string request = std::string(kTag) + " " + std::to_string(kVersion) + " " + std::to_string(p.world_size) + " " +
-                        std::to_string(p.num_servers) + " " + std::to_string(p.rank);
-  if (!address.empty()) request += " " + address;
+  const std::string request = std::string(kTag) + " " + std::to_string(kVersion) + " " + std::to_string(p.world_size) +
+                              " " + std::to_string(p.num_servers) + " " + std::to_string(p.rank) + " " +
+                              (address.empty() ? "-" : address) + " " + p.launch_id;
 
   transport::SockAddr addr;
   try {
@@ -165,9 +176,11 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   // Which came last: rank 0 answering, or failing to. Rank 0 that answered
   // and then stopped (it died) is what to report, not its last answer.
   bool error_after_answer = false;
+  bool reached = false;  // something accepted the connection
   while (Clock::now() < deadline) {
     try {
       TcpSocket s = TcpSocket::connect(addr, std::min(deadline, Clock::now() + std::chrono::seconds(5)));
+      reached = true;
       while (Clock::now() < deadline) {
         s.send_message(bytes_of(request), deadline, where);
         auto reply = s.recv_message(deadline, where, 1 << 20);
@@ -206,6 +219,13 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": the rendezvous at " + where +
                                     " still lacks server rank(s) " + missing + " after " + seconds +
                                     ": did every rank start, with the same --servers?");
+  if (reached && last_answer.empty())
+    throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": something at " + where +
+                                    " (MASTER_ADDR:MASTER_PORT) accepted the connection but never answered as rdmaps' "
+                                    "rendezvous within " +
+                                    seconds + ": " + last_error +
+                                    " (another program on that port? then rank 0 could not host it and its own "
+                                    "error says so; give the job another MASTER_PORT)");
   throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + " could not reach the rendezvous at " + where +
                                   " (MASTER_ADDR:MASTER_PORT; rank 0 hosts it) within " + seconds + ": " +
                                   (last_error.empty() ? "no answer" : last_error));

@@ -29,10 +29,12 @@ std::string rendezvous_address(const Placement& p);
 
 /// Answers the job's rendezvous at `port` on every address of the family
 /// `master_addr` resolves to (IPv4 when empty), on a thread of its own, until
-/// destroyed.
+/// destroyed; ranks of another world size, server count or launch id
+/// (Placement::launch_id) are refused.
 class RendezvousHost {
  public:
-  RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr = "");
+  RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr = "",
+                 std::string launch_id = "");
   ~RendezvousHost();
   RendezvousHost(const RendezvousHost&) = delete;
   RendezvousHost& operator=(const RendezvousHost&) = delete;
@@ -41,6 +43,7 @@ class RendezvousHost {
   void serve();
 
   uint32_t world_size_, num_servers_;
+  std::string launch_id_;
   transport::TcpSocket listener_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -51,8 +54,8 @@ class RendezvousHost {
 /// index order, asking again until `timeout` ends. Throws Error(kTimeout)
 /// naming the rendezvous and the servers still missing, or, when rank 0
 /// answered and then stopped, saying so with the connect error;
-/// Error(kInvalidArgument) when the rendezvous refuses (another world size, a
-/// rank registered twice) or p.master_addr does not resolve (naming its
+/// Error(kInvalidArgument) when the rendezvous refuses (another world size or
+/// launch, a rank registered twice) or p.master_addr does not resolve (naming its
 /// variable).
 std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout);
 

@@ -53,6 +53,23 @@ std::string first_interface_address() {
   return found;
 }
 
+bool is_loopback(const std::string& host) {
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  return ::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+// MASTER_ADDR given as a loopback address or "localhost" puts every rank on
+// this host. A name, even one this host maps to 127.0.1.1 (Debian's
+// installer writes that for the host's own name), is reached from other
+// hosts at a real address.
+bool every_rank_is_local(const std::string& master_addr) {
+  std::string bare = master_addr;
+  if (bare.size() > 2 && bare.front() == '[' && bare.back() == ']') bare = bare.substr(1, bare.size() - 2);
+  return bare == "localhost" || is_loopback(bare);
+}
+
 }  // namespace
 
 ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds timeout, const Environment& env)
@@ -69,7 +86,7 @@ ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds t
                   "under torchrun the agent's store holds MASTER_PORT " + std::to_string(p.master_port) +
                       ": set RDMAPS_MASTER_PORT to another free port on rank 0's host for rdmaps' rendezvous");
     if (p.rank == 0)
-      host_ = std::make_unique<RendezvousHost>(p.master_port, p.world_size, p.num_servers, p.master_addr);
+      host_ = std::make_unique<RendezvousHost>(p.master_port, p.world_size, p.num_servers, p.master_addr, p.launch_id);
   }
 }
 
@@ -132,6 +149,8 @@ std::string advertised_address(const Placement& p, const std::string& bound, con
   std::string host = host_of(bound);
   if (host != "0.0.0.0" && host != "::" && !host.empty()) return bound;
   if (!p.master_addr.empty()) host = route_toward(p.master_addr, p.master_port);
+  // Rank 0's route to itself is loopback: no address for ranks elsewhere.
+  if (is_loopback(host) && !every_rank_is_local(p.master_addr)) host = "";
   if (host.empty() || host == "0.0.0.0") host = first_interface_address();
   if (host.empty()) host = "127.0.0.1";
   return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;

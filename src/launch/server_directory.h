@@ -50,8 +50,10 @@ class ServerDirectory {
 
 /// The address others reach a server at that is bound to `bound`
 /// (host:port): RDMAPS_ADVERTISE_ADDR, else the bound host unless it is a
-/// wildcard, else the local end of the route to the rendezvous host, else the
-/// first IPv4 interface that is up and not loopback, else 127.0.0.1.
+/// wildcard, else the local end of the route to the rendezvous host (unless
+/// that is loopback and MASTER_ADDR is not: a name of this host that it maps
+/// to 127.0.1.1), else the first IPv4 interface that is up and not loopback,
+/// else 127.0.0.1.
 std::string advertised_address(const Placement& p, const std::string& bound,
                                const Environment& env = process_environment());
 

@@ -133,6 +133,13 @@ if eval "$("$source"/tests/launch/slurm_one_node.sh start "$slurm_dir")"; then
   expect_ok srun-pytorch '"test_accuracy"' -- \
     srun -n 3 --overcommit --mpi=pmix /usr/bin/python3 "$source"/examples/torch_fashion_mnist.py --epochs 0.5 \
     --expect-accuracy 0.7
+  # rdmaps-server and PyTorch workers without PMIx: both take the rendezvous at
+  # MASTER_PORT (the workers spoke torch's TCPStore there and waited 300 s).
+  port=$(free_port)
+  printf '0 %s --servers 1 --rule-from-workers\n1-2 /usr/bin/python3 %s --epochs 0.5 --expect-accuracy 0.7\n' \
+    "$server" "$source"/examples/torch_fashion_mnist.py > "$slurm_dir/multi-prog.conf"
+  expect_ok srun-server-and-pytorch-rendezvous '"test_accuracy"' "rdmaps-server: done" -- \
+    env MASTER_PORT="$port" srun -n 3 --overcommit --mpi=none --multi-prog "$slurm_dir/multi-prog.conf"
   "$source"/tests/launch/slurm_one_node.sh stop "$slurm_dir"
 else
   fail "the one-node Slurm did not start"

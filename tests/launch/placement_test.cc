@@ -89,6 +89,35 @@ TEST(Placement, SlurmCountsOnlyInATaskSrunStarted) {
   EXPECT_TRUE(started_with_others(env_of(batch)));
 }
 
+TEST(Placement, TheLaunchIdTellsJobsApartAndSlurmStepsGetPortsOfTheirOwn) {
+  Vars step = {{"SLURM_PROCID", "1"},
+               {"SLURM_NTASKS", "3"},
+               {"SLURM_STEP_ID", "0"},
+               {"SLURM_JOB_ID", "41"},
+               {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7"}};
+  auto a = detect(env_of(step));
+  EXPECT_EQ(a->launch_id, "slurm:41.0");
+  step["SLURM_STEP_ID"] = "1";
+  auto b = detect(env_of(step));
+  EXPECT_EQ(b->launch_id, "slurm:41.1");
+  for (const auto& p : {a, b}) {
+    EXPECT_GE(p->master_port, kDefaultMasterPort);
+    EXPECT_LT(p->master_port, kDefaultMasterPort + 1000);
+  }
+  EXPECT_NE(a->master_port, b->master_port);
+  EXPECT_EQ(detect(env_of(step))->master_port, b->master_port);  // every rank of a step computes the same
+  step["MASTER_PORT"] = "29700";
+  EXPECT_EQ(detect(env_of(step))->master_port, 29700);  // given: it wins
+  step["RDMAPS_JOB_ID"] = "  run 7 ";
+  EXPECT_EQ(detect(env_of(step))->launch_id, "run 7");
+  // torchrun's "none" (no --rdzv-id) tells nothing; nor does a launch without any id.
+  Vars torchrun = with_master({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"TORCHELASTIC_RUN_ID", "none"}});
+  EXPECT_EQ(detect(env_of(torchrun))->launch_id, "");
+  torchrun["TORCHELASTIC_RUN_ID"] = "a1b2";
+  EXPECT_EQ(detect(env_of(torchrun))->launch_id, "torchrun:a1b2");
+  EXPECT_EQ(detect(env_of(torchrun))->master_port, 29600);  // only a Slurm step's default moves
+}
+
 TEST(Placement, OneProcessAloneIsNotALaunchedJob) {
   EXPECT_FALSE(started_with_others(env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "1"}})));
   EXPECT_TRUE(started_with_others(env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}})));
@@ -136,6 +165,17 @@ TEST(Placement, ErrorsNameTheVariable) {
         {"MASTER_ADDR", "h"}},
        "two launchers disagree about this process: PMIx says rank 2 of 4 (PMIX_RANK, SLURM_NTASKS), SLURM_PROCID "
        "says rank 0 of 4"},
+      // RANK=0 WORLD_SIZE=4 left in the shell under mpirun -np 3: the error blamed the missing MASTER_ADDR only.
+      {{{"RANK", "0"},
+        {"WORLD_SIZE", "4"},
+        {"OMPI_COMM_WORLD_RANK", "1"},
+        {"OMPI_COMM_WORLD_SIZE", "3"},
+        {"PMIX_RANK", "1"},
+        {"PMIX_NAMESPACE", "prterun-host-1@1"}},
+       "no rendezvous address: set MASTER_ADDR (rank 0's host) and MASTER_PORT, list the servers in RDMAPS_SERVERS, "
+       "or start under a launcher with PMIx (mpirun, srun --mpi=pmix); RANK gives world size 4, PMIx's launcher 3 "
+       "(OMPI_COMM_WORLD_SIZE), so this is taken for a launcher started inside it, whose ranks meet at MASTER_ADDR; "
+       "exported by hand or left from another launch? unset RANK and its world size"},
       {with_master({{"RDMAPS_RANK", " -1"}, {"RDMAPS_WORLD_SIZE", "2"}}), "RDMAPS_RANK=' -1' is negative"},
       {with_master({{"RANK", "1"}, {"WORLD_SIZE", "2x"}}), "WORLD_SIZE='2x' is not an integer"},
       {with_master({{"RANK", "1"}, {"WORLD_SIZE", "99999999999999999999"}}),

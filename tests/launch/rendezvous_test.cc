@@ -3,6 +3,9 @@
 #include "src/launch/rendezvous.h"
 
 #include <gtest/gtest.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <future>
@@ -91,6 +94,17 @@ TEST(Rendezvous, UnreachableRendezvousIsNamedAfterTheTimeout) {
 
 // Rank 0 that answered and then died: before, the waiting ranks reported its
 // last answer ("still lacks server rank(s) 0,1") as if it were alive.
+// Another program on MASTER_PORT that accepts and never answers: the ranks
+// said they "could not reach" it.
+TEST(Rendezvous, ASilentProgramOnThePortIsNamedAsSuch) {
+  auto silent = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));  // the kernel accepts
+  const auto port = static_cast<uint16_t>(silent.local_address().port());
+  const std::string what = error_of([&] { rendezvous(rank_of(1, 2, 1, port), "", 1500ms); });
+  EXPECT_NE(what.find("timeout"), std::string::npos) << what;
+  EXPECT_NE(what.find("accepted the connection but never answered as rdmaps' rendezvous"), std::string::npos) << what;
+  EXPECT_EQ(what.find("could not reach"), std::string::npos) << what;
+}
+
 TEST(Rendezvous, RankZeroThatStopsAnsweringIsReportedAsSuch) {
   const uint16_t port = free_port();
   auto host = std::make_unique<RendezvousHost>(port, 3, 2);
@@ -144,6 +158,27 @@ TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   EXPECT_NE(what.find("server rank 0 registered twice (h:1 and other:2)"), std::string::npos) << what;
 }
 
+// Two jobs on one host with the same MASTER_PORT and secret (two srun steps):
+// the second's rank 0 could not host, and its workers trained on the first
+// job's server, which then ended when they left.
+TEST(Rendezvous, RefusesARankOfAnotherLaunchIdOfTheSameShape) {
+  const uint16_t port = free_port();
+  RendezvousHost host(port, 3, 1, "127.0.0.1", "slurm:41.0");
+  Placement other = rank_of(2, 3, 1, port);
+  other.launch_id = "slurm:42.0";
+  std::string what = error_of([&] { rendezvous(other, "", 5s); });
+  EXPECT_NE(what.find("invalid-argument"), std::string::npos) << what;
+  EXPECT_NE(what.find("rank 2 is of another launch ('slurm:42.0') than rank 0 ('slurm:41.0')"), std::string::npos)
+      << what;
+  EXPECT_NE(what.find("give each job its own MASTER_PORT"), std::string::npos) << what;
+  other.launch_id = "";
+  what = error_of([&] { rendezvous(other, "", 5s); });
+  EXPECT_NE(what.find("(no launch id) than rank 0 ('slurm:41.0')"), std::string::npos) << what;
+  Placement server = rank_of(0, 3, 1, port);
+  server.launch_id = "slurm:41.0";
+  EXPECT_EQ(rendezvous(server, "h:1", 5s), std::vector<std::string>{"h:1"});
+}
+
 TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
   const uint16_t port = free_port();
   RendezvousHost host(port, 2, 1);
@@ -155,8 +190,9 @@ TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
     return std::string(reply.begin(), reply.end());
   };
   EXPECT_EQ(ask("GET / HTTP/1.0"), "error not a rendezvous request");
-  EXPECT_EQ(ask("rdmaps-rendezvous 9 2 1 0"), "error version 9 (this host speaks 1)");
-  EXPECT_EQ(ask("rdmaps-rendezvous 1 2 1 7"), "error rank 7 is not below the world size");
+  EXPECT_EQ(ask("rdmaps-rendezvous 9 2 1 0"), "error version 9 (this host speaks 2)");
+  EXPECT_EQ(ask("rdmaps-rendezvous 2 2 1 7 - "), "error rank 7 is not below the world size");
+  EXPECT_EQ(ask("rdmaps-rendezvous 2 2 1 0"), "error not a rendezvous request");
   // A message longer than any request closes that connection only.
   {
     auto s = transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)), deadline);
@@ -164,7 +200,7 @@ TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
     s.send_message(std::vector<uint8_t>(big.begin(), big.end()), deadline, "host");
     EXPECT_THROW(s.recv_message(deadline, "host"), Error);
   }
-  EXPECT_EQ(ask("rdmaps-rendezvous 1 2 1 0 h:9"), "ok h:9");
+  EXPECT_EQ(ask("rdmaps-rendezvous 2 2 1 0 h:9 "), "ok h:9");
 }
 
 // Rank 0 of a large launch may run out of open files while ranks connect:
@@ -219,6 +255,32 @@ TEST(ServerDirectory, ListenAndAdvertise) {
   // A wildcard bind: the local end of the route toward the rendezvous host.
   p.master_addr = "127.0.0.1";
   EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", none), "127.0.0.1:4000");
+}
+
+// MASTER_ADDR=node0 where node0's /etc/hosts maps its own name to 127.0.1.1
+// (Debian's installer does; this host's name may map to 127.0.0.1): rank 0
+// advertised its route to itself, loopback, and workers elsewhere were refused.
+TEST(ServerDirectory, RankZeroNamedByItsHostNameAdvertisesNoLoopback) {
+  char name[256] = {};
+  ASSERT_EQ(::gethostname(name, sizeof(name) - 1), 0);
+  Placement p = rank_of(0, 3, 1, 29500);
+  p.master_addr = name;
+  auto none = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
+  ifaddrs* list = nullptr;
+  ASSERT_EQ(::getifaddrs(&list), 0);
+  bool interface = false;  // up, IPv4, not loopback
+  for (ifaddrs* i = list; i; i = i->ifa_next)
+    interface |=
+        i->ifa_addr && i->ifa_addr->sa_family == AF_INET && (i->ifa_flags & IFF_UP) && !(i->ifa_flags & IFF_LOOPBACK);
+  ::freeifaddrs(list);
+  if (!interface) GTEST_SKIP() << "no network interface but loopback: nothing else to advertise";
+  const std::string advertised = advertised_address(p, "0.0.0.0:4000", none);
+  EXPECT_NE(advertised.rfind("127.", 0), 0u) << "MASTER_ADDR=" << name << " advertised " << advertised;
+  // Named as loopback, every rank is on this host: loopback it is.
+  for (const char* local : {"127.0.0.1", "localhost"}) {
+    p.master_addr = local;
+    EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", none), "127.0.0.1:4000") << local;
+  }
 }
 
 // An IPv6 entry: the server listened on 0.0.0.0:PORT and workers connecting

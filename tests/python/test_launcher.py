@@ -11,7 +11,7 @@ import unittest
 from contextlib import redirect_stderr, redirect_stdout
 from unittest import mock
 
-from rdmaps.launch import launch
+from rdmaps.launch import free_port, launch
 from rdmaps.launcher import LaunchError, detect
 
 MASTER = {"MASTER_ADDR": "node0", "MASTER_PORT": "29600"}
@@ -213,6 +213,26 @@ sys.exit(3)
         self.assertEqual(status, 0, out)
         self.assertEqual(sorted(out.splitlines()),
                          [f"[{r}] torchrun {r} ['OMPI_MCA_btl', 'SLURM_JOB_ID']" for r in range(2)])
+
+    def test_the_launchers_own_rendezvous_and_launch_id_reach_the_processes(self):
+        # RDMAPS_MASTER_* left in the shell (docs/cluster.md has torchrun users set them) overrode
+        # --master-port and MASTER_ADDR=127.0.0.1: two local launches met at one port, or waited on another host.
+        code = ("import os\nfrom rdmaps.launcher import detect\np = detect()\n"
+                "print(p.master_addr, p.master_port, p.launch_id)")
+        ids = []
+        for port in (free_port(), free_port()):
+            with mock.patch("rdmaps.launch.free_port", return_value=port):
+                status, out = self.run_launch(2, code, env=dict(os.environ, RDMAPS_MASTER_ADDR="192.0.2.77",
+                                                                RDMAPS_MASTER_PORT="29701",
+                                                                RDMAPS_JOB_ID="the outer job"))
+            self.assertEqual(status, 0, out)
+            lines = {line.split("] ", 1)[1] for line in out.splitlines()}
+            self.assertEqual(len(lines), 1, out)  # every process of a launch: one rendezvous, one launch id
+            addr, got_port, launch_id = lines.pop().split(" ", 2)
+            self.assertEqual((addr, int(got_port)), ("127.0.0.1", port))
+            self.assertNotEqual(launch_id, "the outer job")
+            ids.append(launch_id)
+        self.assertNotEqual(ids[0], ids[1])  # a launch of its own each time
 
     def test_a_module_runs_as_python_m_runs_it(self):
         p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "2", "--no-prefix", "-m", "json.tool",

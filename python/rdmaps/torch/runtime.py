@@ -4,7 +4,6 @@ import atexit
 import collections.abc
 import datetime
 import os
-import socket
 import sys
 
 import torch
@@ -41,23 +40,15 @@ def _store_key(index):
     return f"server/{index}"
 
 
-def _advertised_host(p):
-    """The address other hosts reach this one at: RDMAPS_ADVERTISE_ADDR, else the
-    local address of the route to the rendezvous host."""
-    if os.environ.get("RDMAPS_ADVERTISE_ADDR"):
-        return os.environ["RDMAPS_ADVERTISE_ADDR"]
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect((p.master_addr, p.master_port))  # no packet is sent
-            return s.getsockname()[0]
-        except OSError:
-            return socket.gethostbyname(socket.gethostname())
+def _uses_agent_store(env):
+    """Under torchrun whose agent serves its own store at MASTER_PORT (and no
+    RDMAPS_MASTER_PORT moves rdmaps' rendezvous elsewhere), that store carries
+    the addresses; every other launch uses the C++ tools' exchange."""
+    return env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and not env.get("RDMAPS_MASTER_PORT")
 
 
-def _open_store(p, timeout):
-    # Under torchrun the agent already hosts a store at MASTER_PORT; rank 0 hosts one otherwise.
-    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = torch.distributed.TCPStore(p.master_addr, p.master_port, p.world_size, p.rank == 0 and not agent_store,
+def _open_agent_store(p, timeout):
+    store = torch.distributed.TCPStore(p.master_addr, p.master_port, p.world_size, False,
                                        datetime.timedelta(seconds=timeout), wait_for_workers=False)
     # A restarted torchrun job must not read the previous run's addresses.
     return torch.distributed.PrefixStore(f"rdmaps/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
@@ -85,40 +76,39 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
     if p.role == "server":
         _serve(p, _timeout, env)
         sys.exit(0)
-    if p.servers:
-        _servers = list(p.servers)
-    elif p.pmix:
-        _servers = rdmaps._rdmaps._exchange_server_addresses(dict(os.environ if env is None else env), p.num_servers,
-                                                             "", _timeout)
-    else:
-        _store = _open_store(p, timeout)
+    environment = dict(os.environ if env is None else env)
+    if _uses_agent_store(environment) and not p.servers and not p.pmix:
+        _store = _open_agent_store(p, timeout)
         keys = [_store_key(i) for i in range(p.num_servers)]
         _store.wait(keys)
         _servers = [_store.get(k).decode() for k in keys]
+    else:
+        _servers = rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, _timeout).exchange("")
     _placement = p
     atexit.register(shutdown)
     return p
 
 
 def _serve(p, timeout, env=None):
-    listen_port = int(p.servers[p.rank].rpartition(":")[2]) if p.servers else 0
-    server = rdmaps.Server(f"0.0.0.0:{listen_port}", index=p.rank, servers=p.num_servers, workers=p.num_workers,
-                           rule_from_workers=True, **_options)
+    environment = dict(os.environ if env is None else env)
+    agent_store = _uses_agent_store(environment) and not p.servers and not p.pmix
+    directory = None if agent_store else rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, timeout)
+    server = rdmaps.Server(directory.listen_address() if directory else "0.0.0.0:0", index=p.rank,
+                           servers=p.num_servers, workers=p.num_workers, rule_from_workers=True, **_options)
     port = server.address.rpartition(":")[2]
     store = None
-    if p.pmix and not p.servers:  # the launcher's store; rdmaps-server ranks publish the same way
-        rdmaps._rdmaps._exchange_server_addresses(dict(os.environ if env is None else env), p.num_servers,
-                                                  f"0.0.0.0:{port}", timeout)
-    elif not p.servers:
-        store = _open_store(p, timeout)  # rank 0 hosts it for the whole job
-        store.set(_store_key(p.rank), f"{_advertised_host(p)}:{port}")
+    if directory:  # rank 0 hosts the rendezvous (if the launch uses one) until the server is done
+        directory.exchange(server.address)
+    else:
+        store = _open_agent_store(p, timeout)
+        store.set(_store_key(p.rank), rdmaps._rdmaps._advertised_address(environment, p.num_servers, server.address))
     print(f"rdmaps.torch: rank {p.rank} serves on port {port} for {p.num_workers} worker(s)", file=sys.stderr,
           flush=True)
     server.serve()
     s = server.stats()
     print(f"rdmaps.torch: server {p.rank} done: {s['pushes']} pushes, {s['pulls']} pulls, {s['clocks']} clocks, "
           f"{s['rejected']} rejected", file=sys.stderr, flush=True)
-    del store
+    del store, directory
 
 
 def is_initialized():
