@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "rdmaps/error.h"
+#include "transport/cancel.h"
 #include "transport/wire.h"
 
 namespace rdmaps::transport::bootstrap {
@@ -115,8 +116,15 @@ std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const u
   mine.nonce = random_nonce();
   socket.send_message(encode(mine), deadline, peer);
   if (quiet.say && quiet.at < deadline) {
-    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(quiet.at - std::chrono::steady_clock::now());
-    if (!socket.readable(static_cast<int>(std::max<int64_t>(0, wait.count())))) quiet.say();
+    for (;;) {
+      const auto wait = std::chrono::ceil<std::chrono::milliseconds>(quiet.at - std::chrono::steady_clock::now());
+      const int left = static_cast<int>(std::max<int64_t>(0, wait.count()));
+      if (socket.readable(cancellable_wait_ms(left, "waiting for the handshake", peer))) break;
+      if (left == 0) {
+        quiet.say();
+        break;
+      }
+    }
   }
   const Open theirs = parse_open(socket.recv_message(deadline, peer, kOpenBytes), peer);
   const bool required = theirs.flags & kHasSecret;

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "rdmaps/error.h"
+#include "transport/cancel.h"
 
 namespace rdmaps::transport {
 
@@ -75,9 +76,12 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline) {
   }
   pollfd p{s.fd_, POLLOUT, 0};
   int n;
-  do {  // a signal (a handler of Python's, a profiler's) is not the peer's answer
-    n = ::poll(&p, 1, remaining_ms(deadline));
-  } while (n < 0 && errno == EINTR);
+  for (;;) {
+    const int left = remaining_ms(deadline);
+    n = ::poll(&p, 1, cancellable_wait_ms(left, "connecting", peer));
+    if (n < 0 && errno == EINTR) continue;  // a signal (Python's handler, a profiler's) is not the peer's answer
+    if (n != 0 || left == 0) break;
+  }
   if (n == 0)
     throw Error(Errc::kTimeout, "connecting to " + peer + ": no answer in time (is the host up and the port open?)");
   int err = 0;
@@ -106,8 +110,10 @@ TcpSocket TcpSocket::try_accept(SockAddr* peer) const {
 void TcpSocket::wait_ready(short events, Deadline deadline, const char* what, const std::string& peer) const {
   pollfd p{fd_, events, 0};
   for (;;) {
-    int n = ::poll(&p, 1, remaining_ms(deadline));
+    const int left = remaining_ms(deadline);
+    int n = ::poll(&p, 1, cancellable_wait_ms(left, what, peer));
     if (n > 0) return;
+    if (n == 0 && left > 0) continue;  // a look at the cancel flag
     if (n == 0) throw Error(Errc::kTimeout, std::string(what) + " (" + peer + "): timed out");
     if (errno != EINTR) throw Error(Errc::kIo, std::string(what) + " (" + peer + "): " + sys_error(errno));
   }

@@ -99,7 +99,8 @@ class Client {
   /// allows, saving a copy per float (docs/protocol.md "Landing in place");
   /// after connect() it waits until every server thread took it. The promise
   /// is what makes it safe: a receive that a failed pull left posted there
-  /// can still complete later.
+  /// can still complete later. Memory the transport refuses (or a size past
+  /// the address space) throws and is forgotten: the client goes on as before.
   void register_memory(std::span<float> memory);
   /// Ends this iteration; blocks while the slowest live worker is more than
   /// `staleness` clocks behind.

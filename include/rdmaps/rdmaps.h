@@ -26,7 +26,8 @@ typedef enum {
   RDMAPS_ERR_CANCELLED /* rdmaps_client_interrupt() ended the call */
 } rdmaps_status;
 
-/** Message of the last failed call on this thread ("" if none). */
+/** Message of the last failed call on this thread ("" if none); valid until
+ *  the next failed call on this thread: copy it to keep it. */
 const char* rdmaps_last_error(void);
 /** Short stable name of a status ("timeout", ...). */
 const char* rdmaps_status_name(rdmaps_status status);

@@ -7,6 +7,7 @@
 #include <bit>
 #include <chrono>
 #include <cstdint>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -228,9 +229,26 @@ class Worker {
     if (comm_) return;
     check_process();
     {
+      // On a thread of its own, so that a signal handler that raises
+      // (Ctrl-C) runs while it waits: it interrupts the connect, which ends
+      // soon (Client::interrupt), and raises here. close() interrupts it too.
       Use use(*this);
-      py::gil_scoped_release release;
-      client_->connect();
+      auto connecting = std::async(std::launch::async, [this] { client_->connect(); });
+      for (;;) {
+        {
+          py::gil_scoped_release release;
+          if (connecting.wait_for(kSignalCheck) == std::future_status::ready) break;
+        }
+        if (PyErr_CheckSignals() != 0) {
+          client_->interrupt();
+          {
+            py::gil_scoped_release release;
+            connecting.wait();
+          }
+          throw py::error_already_set();
+        }
+      }
+      connecting.get();
     }
     if (closing_) throw Error(Errc::kInvalidArgument, "the worker was closed while it connected");
     comm_ = std::make_unique<CommThread>(*client_);

@@ -9,6 +9,7 @@
 #include "src/ps/am_ids.h"
 #include "src/ps/client_impl.h"
 #include "src/ps/context_options.h"
+#include "transport/cancel.h"
 #include "transport/file_limit.h"
 #include "transport/idle_backoff.h"
 #include "transport/process_id.h"
@@ -54,6 +55,7 @@ void ClientImpl::connect() {
   // A worker holds a few files per server lane: 64 servers of 16 lanes pass
   // the usual soft limit of 1024 (docs/cluster.md "Waits and failures").
   transport::raise_open_file_limit();
+  const transport::CancelScope cancel(&interrupted_);  // interrupt() reaches a wait on a silent server
   try {
     context_ = transport::create_context(context_options(config_, "rdmaps-worker-" + std::to_string(options_.worker)));
     context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });

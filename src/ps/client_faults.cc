@@ -7,6 +7,7 @@
 
 #include "rdmaps/log.h"
 #include "src/ps/client_impl.h"
+#include "transport/cancel.h"
 #include "transport/idle_backoff.h"
 
 namespace rdmaps::ps {
@@ -78,6 +79,7 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
        link.address.c_str(), config_.reconnect_ms / 1000.0);
   std::string last;
   Welcome welcome;
+  const transport::CancelScope cancel(&interrupted_);  // a silent server's connect ends at interrupt() too
   for (auto pause = std::chrono::milliseconds(50);; pause = std::min(pause * 2, std::chrono::milliseconds(1000))) {
     disconnect(link);
     welcome = Welcome{};

@@ -21,17 +21,32 @@ void ClientImpl::register_memory(std::span<float> memory) {
   if (cuda::is_device_pointer(memory.data()))
     throw Error(Errc::kInvalidArgument, "register_memory: " + std::to_string(memory.size()) +
                                             " floats at a CUDA device address; only host memory lands in place");
+  // A size past the address space wrapped to 0 bytes, and that entry failed
+  // every later connect() and register_memory().
+  const auto start = reinterpret_cast<uintptr_t>(memory.data());
+  if (memory.size() > (UINTPTR_MAX - start) / sizeof(float))
+    throw Error(Errc::kInvalidArgument, "register_memory: " + std::to_string(memory.size()) +
+                                            " floats from that address pass the end of the address space");
   registered_.push_back({memory.data(), memory.data() + memory.size(), nullptr});
   if (!context_) return;
-  register_with_transport();
+  register_with_transport();  // refused: forgotten, the client goes on as before the call
   offer_late_landings();
 }
 
 // Remote-write rights: the lanes of a put path are given its key (connect_one()).
+// A region the transport refuses is forgotten, so that the error is the
+// caller's to act on once, not every later connect()'s.
 void ClientImpl::register_with_transport() {
-  for (Registered& r : registered_)
-    if (!r.region)
-      r.region = context_->register_memory(r.begin, (r.end - r.begin) * sizeof(float), transport::Access::kRemoteWrite);
+  for (auto it = registered_.begin(); it != registered_.end(); ++it) {
+    if (it->region) continue;
+    try {
+      it->region =
+          context_->register_memory(it->begin, (it->end - it->begin) * sizeof(float), transport::Access::kRemoteWrite);
+    } catch (const Error& e) {
+      registered_.erase(it);
+      throw Error(e.code(), std::string("register_memory: ") + e.what());
+    }
+  }
 }
 
 // A payload lands straight in the running pull's targets when they take all

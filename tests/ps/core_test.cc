@@ -269,6 +269,18 @@ RDMAPS_TEST_PEER(registered_puller) {
   } catch (const Error& e) {
     if (e.code() != Errc::kInvalidArgument) return 1;
   }
+  // 2^62 floats are 2^64 bytes: that wrapped to a 0-byte region, kept, which
+  // then failed connect() for good.
+  try {
+    client.register_memory(std::span<float>(model.data(), size_t{1} << 62));
+    std::fprintf(stderr, "registered_puller: 2^62 floats were accepted\n");
+    return 1;
+  } catch (const Error& e) {
+    if (e.code() != Errc::kInvalidArgument || std::string(e.what()).find("address space") == std::string::npos) {
+      std::fprintf(stderr, "registered_puller: 2^62 floats: %s\n", e.what());
+      return 1;
+    }
+  }
   client.register_memory(model);
   client.connect();
   const std::span<float> a(model.data(), kRegShard), cc(model.data() + kRegShard, kRegShard / 2);

@@ -661,6 +661,28 @@ TEST_P(PsFaultTest, ASecondThreadsCallIsRefusedAndInterruptEndsABlockedClock) {
   servers.stop();
 }
 
+// connect() to something that took the connection and never answers (a
+// server still resuming a checkpoint, a stopped one): interrupt() ends it.
+// Before, it ran to its whole timeout (60 s by default, 300 s in
+// rdmaps.torch), and Ctrl-C in Python waited as long.
+TEST_P(PsFaultTest, InterruptEndsAConnectThatWaitsOnASilentServer) {
+  auto silent = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));  // the kernel accepts
+  ClientOptions o;
+  o.servers = {silent.local_address().to_string()};
+  o.config = config();
+  o.config.secret = test_secret();
+  o.timeout = 20s;
+  Client client(o);
+  client.declare("w", 10);
+  auto connecting = std::async(std::launch::async, [&] { client.connect(); });
+  ASSERT_EQ(connecting.wait_for(300ms), std::future_status::timeout) << "connect() did not wait";
+  client.interrupt();
+  ASSERT_EQ(connecting.wait_for(10s), std::future_status::ready) << "interrupt() did not end the connect";
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { connecting.get(); }, &what), Errc::kCancelled) << what;
+  EXPECT_NE(what.find("cancelled (Client::interrupt)"), std::string::npos) << what;
+}
+
 // A forked child's calls on its parent's client are refused, and its
 // destructor leaves the parent's connections alone: the child's pushes broke
 // the parent's sequence (the server rejected the parent's next ones), and its

@@ -452,6 +452,34 @@ class ConfigurationTest(unittest.TestCase):
                 w.close()
             served.close()
 
+    def test_ctrl_c_and_close_end_a_connect_to_a_silent_server(self):
+        # Something that took the connection and never answers (a server resuming a checkpoint, a stopped one):
+        # connect() waited out its whole timeout before Ctrl-C or close() from another thread counted.
+        import socket
+        with socket.socket() as silent:
+            silent.bind(("127.0.0.1", 0))
+            silent.listen()
+            address = "127.0.0.1:%d" % silent.getsockname()[1]
+            w = rdmaps.Worker(address, 0, transport=TRANSPORT, timeout=20)
+            w.declare("w", 10)
+            timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            try:
+                with self.assertRaises(KeyboardInterrupt):
+                    w.connect()  # raised rdmaps.Timeout after 20 s before
+            finally:
+                timer.join()
+            w.close()
+            w = rdmaps.Worker(address, 0, transport=TRANSPORT, timeout=20)
+            w.declare("w", 10)
+            closer = threading.Timer(0.3, w.close)
+            closer.start()
+            try:
+                with self.assertRaisesRegex(rdmaps.Error, "cancelled"):
+                    w.connect()
+            finally:
+                closer.join()
+
     def test_a_buffer_an_interrupted_wait_left_in_flight_cannot_be_resized(self):
         # The worker kept the object but no buffer export of it: extend() moved the memory the pull writes.
         served = ServerThread(workers=2, rule="sgd", lr=0.5, shard_floats=1000, staleness=0)

@@ -10,6 +10,7 @@
 
 #include "rdmaps/log.h"
 #include "transport/bootstrap.h"
+#include "transport/cancel.h"
 #include "transport/ucx/context.h"
 #include "transport/ucx/region.h"
 #include "transport/ucx/status.h"
@@ -210,7 +211,8 @@ std::vector<uint8_t> UcxEndpoint::recv_control(std::chrono::milliseconds timeout
     if (now - last_activity < context_.options().spin_before_block) continue;
     // Idle: sleep until the socket or UCX has something.
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count();
-    context_.wait_fd_or_event(socket_.fd(), static_cast<int>(std::min<int64_t>(left + 1, 1000)));
+    context_.wait_fd_or_event(socket_.fd(), cancellable_wait_ms(static_cast<int>(std::min<int64_t>(left + 1, 1000)),
+                                                                "waiting for a control message", peer_));
     last_activity = std::chrono::steady_clock::now();
   }
   try {
