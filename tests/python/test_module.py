@@ -16,6 +16,8 @@ import numpy as np
 
 import rdmaps
 
+import forked
+
 TRANSPORT = os.environ.get("RDMAPS_TEST_TRANSPORT", "tcp")
 
 
@@ -263,17 +265,9 @@ class ModuleTest(unittest.TestCase):
                 self.worker = None  # nor does the destructor
             finally:
                 os._exit(code)
-        for _ in range(400):
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            self.fail("the forked child hung")
-        self.assertEqual(os.waitstatus_to_exitcode(status), 0,
-                         "2: the child's push was accepted; 3: refused for another reason")
+        code = forked.wait_or_kill(pid, 20)
+        self.assertIsNotNone(code, "the forked child hung")
+        self.assertEqual(code, 0, "2: the child's push was accepted; 3: refused for another reason")
         for _ in range(3):
             self.worker.push("b", g)
             self.worker.clock()

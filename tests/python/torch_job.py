@@ -16,6 +16,8 @@ import torch.nn.functional as F
 import rdmaps
 import rdmaps.torch as rps
 
+import forked
+
 DATA = os.environ.get("RDMAPS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist")
 
 
@@ -311,16 +313,11 @@ def child_exits_without_touching_the_parents_worker(opt, step):
     pid = os.fork()
     if pid == 0:
         sys.exit(0)
-    for _ in range(600):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
+    code = forked.wait_or_kill(pid, 30)
+    if code is None:
         fail("a forked child that exited normally hung in rdmaps.torch.shutdown()")
-    if os.waitstatus_to_exitcode(status) != 0:
-        fail(f"the forked child exited with {os.waitstatus_to_exitcode(status)}")
+    if code != 0:
+        fail(f"the forked child exited with {code}")
     opt.zero_grad()
     step()  # the parent's worker did not leave
 
