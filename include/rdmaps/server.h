@@ -66,6 +66,7 @@ struct ServerStats {
   std::vector<uint64_t> bytes_in_per_worker;  ///< gradient bytes applied, by worker id
   std::vector<uint64_t> staleness;            ///< histogram of tau; last bucket counts tau >= size-1
   uint64_t staleness_sum = 0;                 ///< sum of tau over the applied pushes (exact, unlike the last bucket)
+  uint64_t staleness_max = 0;                 ///< largest tau of an applied push (exact, unlike the last bucket)
   uint64_t max_clock = 0;                     ///< the fastest live worker's clock; max_clock - min_clock: SSP lag
   uint32_t workers_connected = 0;             ///< workers connected now
   /// Rejections by reason: "sequence", "header", "non-finite", "landing".
@@ -85,7 +86,11 @@ struct ServerStats {
   bool final_checkpoint_failed = false;
   /// Pushes held by the checkpoint this server resumed from (Config::resume); 0: it started empty.
   uint64_t resumed_updates = 0;
+  /// The q-quantile of tau; where it falls in the last bucket, that bucket's
+  /// lower bound (size-1): the true value is at least that.
   double staleness_quantile(double q) const;
+  /// The same as text: "7", or ">=4096" where it falls in the last bucket.
+  std::string staleness_quantile_text(double q) const;
 };
 
 /// Threads (lanes) a server runs for `shards` shards of its range:

@@ -25,7 +25,8 @@ void durations(Exposition& e, const std::string& name, const std::string& help, 
 }  // namespace
 
 const std::vector<double>& staleness_bounds() {
-  // Fine where staleness usually is, coarse beyond; 255 is the largest tau the server counts exactly.
+  // Fine where staleness usually is, coarse beyond; larger taus (the server
+  // counts them exactly to 4095, then together) all go to +Inf.
   static const std::vector<double> bounds = {0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 255};
   return bounds;
 }

@@ -31,16 +31,28 @@
 
 namespace rdmaps {
 
-double ServerStats::staleness_quantile(double q) const {
+namespace {
+// The bucket of `h` the q-quantile falls in (0 when `h` counts nothing).
+size_t quantile_bucket(const std::vector<uint64_t>& h, double q) {
   uint64_t total = 0;
-  for (uint64_t c : staleness) total += c;
+  for (uint64_t c : h) total += c;
   if (total == 0) return 0;
   uint64_t target = static_cast<uint64_t>(std::ceil(q * total)), seen = 0;
-  for (size_t tau = 0; tau < staleness.size(); ++tau) {
-    seen += staleness[tau];
-    if (seen >= target) return static_cast<double>(tau);
+  for (size_t tau = 0; tau < h.size(); ++tau) {
+    seen += h[tau];
+    if (seen >= target) return tau;
   }
-  return static_cast<double>(staleness.size() - 1);
+  return h.size() - 1;
+}
+}  // namespace
+
+double ServerStats::staleness_quantile(double q) const { return static_cast<double>(quantile_bucket(staleness, q)); }
+
+std::string ServerStats::staleness_quantile_text(double q) const {
+  const size_t bucket = quantile_bucket(staleness, q);
+  // The last bucket holds every tau from its index on: only a lower bound is known.
+  const bool overflow = !staleness.empty() && bucket == staleness.size() - 1 && staleness.back() > 0;
+  return (overflow ? ">=" : "") + std::to_string(bucket);
 }
 
 using namespace std::chrono_literals;
@@ -378,6 +390,7 @@ ServerStats ServerImpl::stats() const {
     }
     for (size_t t = 0; t < s.staleness.size(); ++t) s.staleness[t] += get(c.staleness[t]);
     s.staleness_sum += get(c.staleness_sum);
+    s.staleness_max = std::max(s.staleness_max, get(c.staleness_max));
     s.max_clock = std::max(s.max_clock, get(c.max_clock));
     for (size_t r = 0; r < kRejectReasons; ++r) by_reason[r] += get(c.rejected_for[r]);
     for (size_t b = 0; b < kDurationBuckets; ++b) {
@@ -415,10 +428,11 @@ void ServerImpl::report(Clock::time_point now) {
   const ServerStats& last = last_stats_;
   double dt = std::chrono::duration<double>(now - last_report_).count();
   logf(LogLevel::kInfo,
-       "rdmaps-server: %.0f pushes/s, in %.3f GB/s, out %.3f GB/s, staleness p50 %.0f p99 %.0f, "
+       "rdmaps-server: %.0f pushes/s, in %.3f GB/s, out %.3f GB/s, staleness p50 %s p99 %s max %llu, "
        "min clock %llu, dropped %llu, rejected %llu, %zu lanes, longest set-up pause %.1f ms",
        (s.pushes - last.pushes) / dt, (s.bytes_in - last.bytes_in) / dt / 1e9,
-       (s.bytes_out - last.bytes_out) / dt / 1e9, s.staleness_quantile(0.5), s.staleness_quantile(0.99),
+       (s.bytes_out - last.bytes_out) / dt / 1e9, s.staleness_quantile_text(0.5).c_str(),
+       s.staleness_quantile_text(0.99).c_str(), static_cast<unsigned long long>(s.staleness_max),
        static_cast<unsigned long long>(s.min_clock), static_cast<unsigned long long>(s.dropped),
        static_cast<unsigned long long>(s.rejected), lanes_.size(), s.longest_setup_pause_us / 1e3);
   last_stats_ = s;

@@ -363,6 +363,7 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   LaneCounters::add(counters_.applied[w.id]);
   LaneCounters::add(counters_.staleness[std::min<uint64_t>(tau, kStalenessBuckets - 1)]);
   LaneCounters::add(counters_.staleness_sum, tau);
+  LaneCounters::raise(counters_.staleness_max, tau);
 }
 
 // Copy fresh parameters into the worker's copy (what DC-ASGD compensates

@@ -57,7 +57,9 @@ struct LaneSetup {
 };
 
 /// Staleness histogram buckets; the last counts tau >= kStalenessBuckets - 1.
-constexpr size_t kStalenessBuckets = 257;
+/// Round-robin workers make pushes workers - 1 stale: kMaxWorkers of them
+/// are still counted exactly (the overflow needs stragglers or long delays).
+constexpr size_t kStalenessBuckets = kMaxWorkers + 1;
 
 /// Latency buckets (ServerStats' DurationHistogram): at most 1, 2, 4 ...
 /// 2^20 microseconds (about a second), then longer.
@@ -84,6 +86,7 @@ struct LaneCounters {
   std::atomic<uint64_t> longest_setup_us{0};
   std::atomic<uint64_t> stall_warnings{0};  ///< longest the lane spent on connections instead of its inboxes
   std::atomic<uint64_t> max_clock{0}, staleness_sum{0};
+  std::atomic<uint64_t> staleness_max{0};  ///< exact, where the histogram's last bucket is not
   std::vector<std::atomic<uint64_t>> applied, rejected_by, bytes_from, staleness;
   std::array<std::atomic<uint64_t>, kRejectReasons> rejected_for{};
   // One timestamp pair per piece: an update's apply, a pull's copy and put.
@@ -91,6 +94,9 @@ struct LaneCounters {
   std::atomic<uint64_t> apply_ns{0}, write_back_ns{0};
   static void add(std::atomic<uint64_t>& c, uint64_t n = 1) {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  static void raise(std::atomic<uint64_t>& c, uint64_t v) {
+    if (v > c.load(std::memory_order_relaxed)) c.store(v, std::memory_order_relaxed);
   }
 };
 

@@ -711,7 +711,24 @@ TEST_P(PsTest, TensorsSharingAShardAreStaleByStepsNotPieces) {
   EXPECT_EQ(s.staleness[0], uint64_t{kTensors / 2} + 3);
   EXPECT_EQ(s.staleness[1], uint64_t{kTensors / 2} + 1);
   EXPECT_EQ(s.staleness[2], 1u);
+  EXPECT_EQ(s.staleness_max, 2u);
   EXPECT_EQ(s.pushes, uint64_t{kTensors + 5});
+}
+
+// The histogram's last bucket holds every tau from its index on: a quantile
+// there is only known to be at least that, and says so; the max stays exact.
+TEST(ServerStatsTest, AQuantileInTheLastBucketIsALowerBound) {
+  ServerStats s;
+  s.staleness.assign(5, 0);  // taus 0..3, then 4 or more
+  s.staleness[3] = 2;
+  s.staleness[4] = 3;
+  s.staleness_max = 300;
+  EXPECT_EQ(s.staleness_quantile_text(0.4), "3");
+  EXPECT_EQ(s.staleness_quantile_text(0.5), ">=4");
+  EXPECT_EQ(s.staleness_quantile(0.5), 4.0);
+  s.staleness[4] = 0;
+  EXPECT_EQ(s.staleness_quantile_text(1.0), "3");
+  EXPECT_EQ(ServerStats{}.staleness_quantile_text(0.5), "0");
 }
 
 // A tensor that starts inside a shard, pulled alone, under every rule: the
