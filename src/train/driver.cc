@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -75,18 +76,48 @@ struct Point {
   double virtual_time;  ///< virtual workers: on the schedule's clock, in step times; else -1
 };
 
-using Histogram = std::vector<uint64_t>;  // count by staleness
+// Count by staleness. A server counts taus from its histogram's last bucket
+// on together (">=4096" on its line): `beyond` holds those, `from` that bound.
+struct Histogram {
+  std::vector<uint64_t> exact;
+  uint64_t beyond = 0, from = 0;
+};
 
-// "tau:count tau:count ..." after a line's first word, added into `into`.
+// "tau:count tau:count ... >=N:count" after a line's first word, added into `into`.
 void add_histogram(std::istringstream& in, Histogram& into) {
   for (std::string item; in >> item;) {
     auto colon = item.find(':');
     if (colon == std::string::npos) continue;
-    size_t tau = std::stoull(item.substr(0, colon));
-    if (into.size() <= tau) into.resize(tau + 1, 0);
-    into[tau] += std::stoull(item.substr(colon + 1));
+    const bool at_least = item.rfind(">=", 0) == 0;
+    const size_t tau = std::stoull(item.substr(at_least ? 2 : 0, colon));
+    const uint64_t count = std::stoull(item.substr(colon + 1));
+    if (at_least) {
+      into.beyond += count;
+      into.from = tau;
+      continue;
+    }
+    if (into.exact.size() <= tau) into.exact.resize(tau + 1, 0);
+    into.exact[tau] += count;
   }
 }
+
+// The q-quantile as text: "7", or ">=4096" where it falls among the taus counted together.
+std::string quantile_text(const Histogram& h, double q) {
+  uint64_t total = h.beyond;
+  for (uint64_t c : h.exact) total += c;
+  if (total == 0) return "0";
+  const auto target = static_cast<uint64_t>(std::ceil(q * static_cast<double>(total)));
+  uint64_t seen = 0;
+  for (size_t tau = 0; tau < h.exact.size(); ++tau)
+    if ((seen += h.exact[tau]) >= target) return std::to_string(tau);
+  return ">=" + std::to_string(h.from);
+}
+
+// What a server's latest "stats" line said; each line holds its totals so far.
+struct ServerFigures {
+  uint64_t applied = 0, dropped = 0, tau_max = 0;  // applied, dropped: pieces (one per shard a push covers)
+  std::string tau_p50 = "0";
+};
 
 struct RunResult {
   std::string label;
@@ -98,27 +129,29 @@ struct RunResult {
   /// times (a worker's step at full speed), as a core per worker would take them.
   double virtual_time = 0;
   std::optional<double> virtual_time_to_85;
-  uint64_t updates = 0, pushed = 0, pulled = 0, pulls = 0, skipped = 0;
+  uint64_t steps = 0;                 ///< every worker's steps
+  uint64_t updates = 0, dropped = 0;  ///< steps the servers applied, and dropped (--staleness-policy drop)
+  uint64_t pushed = 0, pulled = 0, pulls = 0, skipped = 0;
   uint64_t straggled = 0;                    ///< steps after which a worker slept (--straggler)
   uint64_t reconnects = 0, pushes_lost = 0;  ///< servers that restarted (--reconnect) and what they lost
-  double tau_p50 = 0;
-  uint64_t tau_max = 0, dropped = 0;
+  std::string tau_p50 = "0";                 ///< ">=N" where it falls in the servers' last bucket
+  uint64_t tau_max = 0;                      ///< exact
+  std::vector<ServerFigures> servers;
   Histogram staleness;           ///< per push piece, summed over servers
   Histogram schedule_staleness;  ///< virtual workers: what the schedule made, per piece
   std::vector<Point> curve;
 };
 
-// Reads one server line ("stats ..." or "histogram ...") into r.
-void take_server_line(const std::string& line, RunResult& r) {
+// Reads one line of server `index` ("stats ..." or "histogram ...") into r.
+void take_server_line(const std::string& line, size_t index, RunResult& r) {
   std::istringstream in(line);
   std::string kind;
   in >> kind;
   if (kind == "stats") {
-    uint64_t pieces = 0, tau_max = 0;  // pieces: a push counts once per shard it covers
-    double p50 = 0;
-    in >> pieces >> p50 >> tau_max >> r.dropped;
-    r.tau_p50 = p50;
-    r.tau_max = std::max(r.tau_max, tau_max);
+    ServerFigures& f = r.servers.at(index);
+    in >> f.applied >> f.tau_p50 >> f.tau_max >> f.dropped;
+    r.tau_p50 = f.tau_p50;  // the progress line's; the summary's comes from the histograms (finish_servers)
+    r.tau_max = std::max(r.tau_max, f.tau_max);
   } else if (kind == "histogram") {
     add_histogram(in, r.staleness);
   }
@@ -137,20 +170,35 @@ std::string blame(std::vector<ChildProcess>& servers, const std::string& worker,
 
 // Waits for a server at the run's end; one that fails (its final checkpoint
 // could not be written) fails the run, as the trained model is not saved.
-void finish_server(ChildProcess& c, RunResult& r) {
+void finish_server(ChildProcess& c, size_t index, RunResult& r) {
   std::vector<ChildProcess*> one = {&c};
   while (!c.eof) {
     pump(one, 200);
-    while (auto line = next_line(c)) take_server_line(*line, r);
+    while (auto line = next_line(c)) take_server_line(*line, index, r);
   }
   std::string how;
   if (tools::wait_child(c.child, &how) != 0)
     throw Error(Errc::kInternal, c.name + " failed at the end of the run: it " + how);
 }
 
+// The summary's figures from every server's last word: the p50 of all their
+// pushes, and the steps applied. A server drops pieces, one per shard a push
+// covers; the pieces of one step seeing the same staleness are dropped
+// together, so the steps dropped are the pieces dropped over pieces per step.
+void finish_servers(std::vector<ChildProcess>& servers, RunResult& r) {
+  for (size_t i = 0; i < servers.size(); ++i) finish_server(servers[i], i, r);
+  r.tau_p50 = quantile_text(r.staleness, 0.5);
+  uint64_t applied = 0, dropped = 0;
+  for (const auto& f : r.servers) applied += f.applied, dropped += f.dropped;
+  const double pieces = static_cast<double>(applied + dropped);
+  r.dropped = pieces > 0 ? static_cast<uint64_t>(std::llround(r.steps * (dropped / pieces))) : 0;
+  r.updates = r.steps - std::min(r.dropped, r.steps);
+}
+
 RunResult run_local(const Options& o, bool progress) {
   RunResult r;
   r.label = o.label.empty() ? default_label(o) : o.label;
+  r.servers.resize(o.servers);
   r.virtual_workers = o.virtual_workers;
   if (o.virtual_workers) r.delay = o.delay;
   std::vector<ChildProcess> servers, workers;
@@ -208,6 +256,22 @@ RunResult run_local(const Options& o, bool progress) {
   std::vector<uint64_t> stepped(o.workers, 0), pushed(o.workers, 0), pulled(o.workers, 0);
   double accuracy = 0;
   auto last_print = Clock::now();
+  auto draw_progress = [&] {
+    const double t = std::chrono::duration<double>(Clock::now() - *start).count();
+    double e = 0, l = 0;
+    for (uint32_t w = 0; w < o.workers; ++w) e += epoch[w] / o.workers, l += loss[w] / o.workers;
+    uint64_t updates = 0, in = 0, out = 0;
+    // A worker's step is one update, as in the summary, whatever the pieces its push is cut into.
+    for (uint32_t w = 0; w < o.workers; ++w) updates += stepped[w], in += pushed[w], out += pulled[w];
+    double rate = t > 0.5 ? updates / t : 0;
+    std::fprintf(stderr,
+                 "\r[%s] epoch %5.2f/%u  loss %.3f  test acc %5.2f%%  %6.0f updates/s  staleness p50 %s max %llu"
+                 "  pushed %s pulled %s  %5.1fs ",
+                 r.label.c_str(), e, o.epochs, l, 100 * accuracy, rate, r.tau_p50.c_str(),
+                 static_cast<unsigned long long>(r.tau_max), transport::size_text(in, 2).c_str(),
+                 transport::size_text(out, 2).c_str(), t);
+    std::fflush(stderr);
+  };
   size_t finished = 0, children_done = 0;
   while (children_done < workers.size()) {
     pump(all, 200);
@@ -215,7 +279,7 @@ RunResult run_local(const Options& o, bool progress) {
       ChildProcess& c = *all[i];
       while (auto line = next_line(c)) {
         if (i < servers.size()) {
-          take_server_line(*line, r);
+          take_server_line(*line, i, r);
           continue;
         }
         std::istringstream in(*line);
@@ -257,7 +321,9 @@ RunResult run_local(const Options& o, bool progress) {
               lost;
           r.reconnects += reconnects;
           r.pushes_lost += lost;
-          r.updates += steps;
+          r.steps += steps;
+          // The final figures for the progress line's last redraw.
+          stepped[w] = steps, epoch[w] = o.epochs, pushed[w] = bytes_in, pulled[w] = bytes_out;
           r.pushed += bytes_in;
           r.pulled += bytes_out;
           r.pulls += pulls;
@@ -274,38 +340,34 @@ RunResult run_local(const Options& o, bool progress) {
     }
     if (progress && start && Clock::now() - last_print > std::chrono::milliseconds(250)) {
       last_print = Clock::now();
-      double t = std::chrono::duration<double>(last_print - *start).count();
-      double e = 0, l = 0;
-      for (uint32_t w = 0; w < o.workers; ++w) e += epoch[w] / o.workers, l += loss[w] / o.workers;
-      uint64_t updates = 0, in = 0, out = 0;
-      // A worker's step is one update, as in the summary, whatever the pieces its push is cut into.
-      for (uint32_t w = 0; w < o.workers; ++w) updates += stepped[w], in += pushed[w], out += pulled[w];
-      double rate = t > 0.5 ? updates / t : 0;
-      std::fprintf(stderr,
-                   "\r[%s] epoch %5.2f/%u  loss %.3f  test acc %5.2f%%  %6.0f updates/s  staleness p50 %.0f max %llu"
-                   "  pushed %s pulled %s  %5.1fs ",
-                   r.label.c_str(), e, o.epochs, l, 100 * accuracy, rate, r.tau_p50,
-                   static_cast<unsigned long long>(r.tau_max), transport::size_text(in, 2).c_str(),
-                   transport::size_text(out, 2).c_str(), t);
-      std::fflush(stderr);
+      draw_progress();
     }
   }
   if (finished != o.workers)
     throw Error(Errc::kInternal, std::to_string(finished) + " of " + std::to_string(o.workers) +
                                      " workers reported their end; the others' errors are above");
-  for (auto& c : servers) finish_server(c, r);
+  finish_servers(servers, r);
+  if (progress && start) draw_progress();  // once more with the final figures, which the summary repeats
   if (progress) std::fprintf(stderr, "\n");
   r.seconds = start ? std::chrono::duration<double>(Clock::now() - *start).count() : 0;
   r.final_accuracy = r.curve.empty() ? 0 : r.curve.back().accuracy;
   return r;
 }
 
-// Keys are the staleness as text, in increasing order; taus never seen are left out.
+// Keys are the staleness as text, in increasing order, the servers' last
+// bucket as ">=N"; taus never seen are left out.
 nlohmann::ordered_json json_histogram(const Histogram& h) {
   nlohmann::ordered_json out = nlohmann::ordered_json::object();
-  for (size_t tau = 0; tau < h.size(); ++tau)
-    if (h[tau]) out[std::to_string(tau)] = h[tau];
+  for (size_t tau = 0; tau < h.exact.size(); ++tau)
+    if (h.exact[tau]) out[std::to_string(tau)] = h.exact[tau];
+  if (h.beyond) out[">=" + std::to_string(h.from)] = h.beyond;
   return out;
+}
+
+// A number where it is one, else the text (">=4096").
+nlohmann::ordered_json json_number_or_text(const std::string& v) {
+  if (v.rfind(">=", 0) == 0) return v;
+  return std::stod(v);
 }
 
 nlohmann::ordered_json json_value(const RunResult& r) {
@@ -313,12 +375,14 @@ nlohmann::ordered_json json_value(const RunResult& r) {
                               {"final_test_accuracy", r.final_accuracy},
                               {"seconds", r.seconds},
                               {"time_to_85_s", r.time_to_85 ? nlohmann::ordered_json(*r.time_to_85) : nullptr},
+                              {"steps", r.steps},
                               {"updates", r.updates},
+                              {"updates_dropped", r.dropped},
                               {"bytes_pushed", r.pushed},
                               {"bytes_pulled", r.pulled},
                               {"pulls", r.pulls},
                               {"pulls_skipped", r.skipped},
-                              {"staleness_p50", r.tau_p50},
+                              {"staleness_p50", json_number_or_text(r.tau_p50)},
                               {"staleness_max", r.tau_max},
                               {"straggled_steps", r.straggled},
                               {"server_restarts_seen", r.reconnects},
@@ -442,8 +506,8 @@ void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, b
 }
 
 void print_table(const std::vector<RunResult>& runs) {
-  std::printf("%-22s %10s %12s %9s %12s %10s %10s\n", "run", "final acc", "time to 85%", "updates", "bytes moved",
-              "staleness", "seconds");
+  std::printf("%-22s %10s %12s %9s %9s %12s %10s %10s\n", "run", "final acc", "time to 85%", "updates", "dropped",
+              "bytes moved", "staleness", "seconds");
   for (const auto& r : runs) {
     char t85[32];
     if (r.virtual_workers && r.virtual_time_to_85)  // the schedule's clock, not this machine's
@@ -452,9 +516,9 @@ void print_table(const std::vector<RunResult>& runs) {
       std::snprintf(t85, sizeof(t85), "%.1f s", *r.time_to_85);
     else
       std::snprintf(t85, sizeof(t85), "never");
-    std::printf("%-22s %9.2f%% %12s %9llu %12s %10.0f %10.1f\n", r.label.c_str(), 100 * r.final_accuracy, t85,
-                static_cast<unsigned long long>(r.updates), transport::size_text(r.pushed + r.pulled, 2).c_str(),
-                r.tau_p50, r.seconds);
+    std::printf("%-22s %9.2f%% %12s %9llu %9llu %12s %10s %10.1f\n", r.label.c_str(), 100 * r.final_accuracy, t85,
+                static_cast<unsigned long long>(r.updates), static_cast<unsigned long long>(r.dropped),
+                transport::size_text(r.pushed + r.pulled, 2).c_str(), r.tau_p50.c_str(), r.seconds);
   }
 }
 

@@ -79,15 +79,13 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
     return exit_status(s, o.index);
   }
   write_fd(o.report_fd, "port " + server.address().substr(server.address().rfind(':') + 1));
-  // Staleness and traffic for the driver's progress line.
+  // Staleness and traffic for the driver's progress line; the p50 is text
+  // (">=4096" in the histogram's last bucket), the max exact.
   auto send_stats = [&] {
     auto s = server.stats();
-    uint64_t max_tau = 0;
-    for (size_t t = 0; t < s.staleness.size(); ++t)
-      if (s.staleness[t]) max_tau = t;
     char line[160];
-    std::snprintf(line, sizeof(line), "stats %llu %.0f %llu %llu", static_cast<unsigned long long>(s.pushes),
-                  s.staleness_quantile(0.5), static_cast<unsigned long long>(max_tau),
+    std::snprintf(line, sizeof(line), "stats %llu %s %llu %llu", static_cast<unsigned long long>(s.pushes),
+                  s.staleness_quantile_text(0.5).c_str(), static_cast<unsigned long long>(s.staleness_max),
                   static_cast<unsigned long long>(s.dropped));
     write_fd(o.report_fd, line);
   };
@@ -104,8 +102,11 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
   send_stats();
   auto s = server.stats();
   std::string histogram = "histogram";
-  for (size_t tau = 0; tau < s.staleness.size(); ++tau)
-    if (s.staleness[tau]) histogram += " " + std::to_string(tau) + ":" + std::to_string(s.staleness[tau]);
+  for (size_t tau = 0; tau < s.staleness.size(); ++tau) {
+    if (!s.staleness[tau]) continue;
+    const bool overflow = tau + 1 == s.staleness.size();  // every tau from here on
+    histogram += " " + std::string(overflow ? ">=" : "") + std::to_string(tau) + ":" + std::to_string(s.staleness[tau]);
+  }
   write_fd(o.report_fd, histogram);
   return exit_status(s, o.index);  // the driver names this server when it exits 1
 }
