@@ -145,10 +145,14 @@ WorkerOptions worker_options(const Options& o) {
 
 Report reporter(const Options& o) {
   return [fd = o.report_fd](const std::string& line) {
-    if (fd >= 0)
+    if (fd >= 0) {
       write_fd(fd, line);
-    else
+    } else {
+      // Each line as it comes: stdout is a pipe or file under srun and mpirun,
+      // where it would otherwise be held back until the process exits.
       std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+    }
   };
 }
 

@@ -45,6 +45,9 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
                                             ": lower --workers or --batch, or raise --train-limit");
   total_steps_ = uint64_t{o.epochs} * steps_per_epoch_;
   eval_every_ = std::max<size_t>(1, steps_per_epoch_ / std::max(1u, o.evals_per_epoch));
+  // Every 50 steps, but at least 4 times an epoch: with many workers each
+  // takes fewer than 50 steps an epoch, and the driver's progress line saw none.
+  progress_every_ = std::clamp<size_t>(steps_per_epoch_ / 4, 1, 50);
   if (o.evaluate) evaluator_ = std::make_unique<Evaluator>(o.worker, data.test, test_n_, o.evaluate_aside, report_);
   client_.declare("mlp", Mlp::kParams);
   client_.register_memory(params_);  // pulls land in place over tcp
@@ -107,7 +110,7 @@ void TrainingWorker::push_step() {
     std::this_thread::sleep_for(std::chrono::duration<double>((o_.straggle - 1.0) * dt));
   }
   const size_t done = done_in_epoch();
-  if (done % 50 == 0) {
+  if (done % progress_every_ == 0) {
     auto stats = client_.stats();
     char line[192];
     std::snprintf(line, sizeof(line), "progress %u %llu %.4f %.5f %llu %llu", o_.worker,
