@@ -460,7 +460,9 @@ std::string shell_quoted(const std::string& v) { return enclosed(v, '\'', "'\\''
 void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, bool json) {
   make_out_dir(dir);
   std::ostringstream csv;
-  csv << "run,seconds,epoch,test_accuracy,test_loss,updates\n";
+  // worker0_steps: the evaluating worker's own steps at its snapshot, not the
+  // job's updates (about workers times as many); docs/observability.md.
+  csv << "run,seconds,epoch,test_accuracy,test_loss,worker0_steps\n";
   for (const auto& r : runs)
     for (const auto& p : r.curve) {
       csv.precision(6);
