@@ -288,7 +288,8 @@ int run_driver(const Flags& f) {
                                     {"floats", floats},
                                     {"tensors", f.tensors},
                                     {"shard_floats", config.shard_floats},
-                                    {"iters", total.size()},
+                                    {"iters", iters},
+                                    {"samples", total.size()},  // iterations of all workers: the percentiles' base
                                     {"iter_p50_s", iter.p50},
                                     {"iter_max_s", iter.max},
                                     {"push_p50_s", push_p.p50},
@@ -325,10 +326,10 @@ int run_driver(const Flags& f) {
         "#       + a worker's copy of the parameters out of its receive region (one thread, same run)\n",
         push_net, pull_net, op.c_str(), config.shard_floats, static_cast<unsigned long long>(inbox_bytes),
         memory_work.c_str());
-    std::printf("%8s %12s %12s %12s %12s %12s %12s %8s\n", "iters", "iter_p50_s", "push_GB/s", "intake_GB/s", "bound_s",
-                "wire_s", "memory_s", "ratio");
-    std::printf("%8zu %12.4f %12.2f %12.2f %12.4f %12.4f %12.4f %8.2f\n", total.size(), iter.p50, push_GBps,
-                intake_GBps, bound, wire, memory, iter.p50 / bound);
+    std::printf("%8s %8s %12s %12s %12s %12s %12s %12s %8s\n", "iters", "samples", "iter_p50_s", "push_GB/s",
+                "intake_GB/s", "bound_s", "wire_s", "memory_s", "ratio");
+    std::printf("%8llu %8zu %12.4f %12.2f %12.2f %12.4f %12.4f %12.4f %8.2f\n", static_cast<unsigned long long>(iters),
+                total.size(), iter.p50, push_GBps, intake_GBps, bound, wire, memory, iter.p50 / bound);
   }
   return 0;
 }
