@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The figures rdmaps-train reports must be true (docs/observability.md
+# "rdmaps-train's figures"); one case a run, each a few seconds:
+#   staleness-exact   pushes more than 255 stale: max and histogram as scheduled
+#   dropped           --staleness-policy drop: updates are the applied steps, the dropped shown
+#   csv-columns       metrics.csv's columns are the documented ones, worker0_steps what it says
+#   progress-final    the progress line is redrawn with the final figures before its newline
+#   worker-progress   a worker with fewer than 50 steps an epoch still reports progress
+#   worker-flush      a worker's lines reach a pipe or file as they happen, not at its exit
+#   tests/train/check_reports.sh RDMAPS_TRAIN OUT_DIR CASE SOURCE_ROOT
+set -euo pipefail
+train=$1; out=$2; case=$3; root=$4
+rm -rf "$out"
+mkdir -p "$out"
+py() { /usr/bin/python3 -c "$@"; }
+fail() { echo "FAILED ($case): $*"; exit 1; }
+free_port() { py 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# A server and one worker, by hand (docs/cluster.md), over tcp; the worker's
+# stdout goes to $out/worker.out. Sets server_pid and worker_pid.
+start_by_hand() {  # worker flags...
+  export RDMAPS_SECRET=rdmaps-check-reports-secret
+  local port
+  port=$(free_port)
+  "$train" --role server --listen "127.0.0.1:$port" --workers 1 --transport tcp >"$out/server.out" 2>"$out/server.err" &
+  server_pid=$!
+  "$train" --role worker --worker 0 --workers 1 --servers-list "127.0.0.1:$port" --transport tcp \
+    --test-limit 200 "$@" >"$out/worker.out" 2>"$out/worker.err" &
+  worker_pid=$!
+}
+stop_by_hand() {
+  kill -KILL "$worker_pid" 2>/dev/null || true
+  wait "$worker_pid" 2>/dev/null || true
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+}
+
+case $case in
+staleness-exact)
+  # Worker 1 takes 400 times as long a step: its first push comes after all
+  # 300 of worker 0's, 300 updates stale (the servers' histogram counted
+  # exactly up to 255 only, and the summary said 256).
+  r=$("$train" --virtual-workers 2 --straggler 1:400 --epochs 1 --train-limit 38400 --test-limit 200 --json \
+    --out "$out/run" 2>"$out/run.err") || fail "$(cat "$out/run.err")"
+  py 'import json,sys
+r = json.loads(sys.argv[1])
+h, s = r["staleness_histogram"], r["schedule_staleness_histogram"]
+assert h == s, f"servers measured {h}, the schedule made {s}"
+worst = max(int(t) for t in s)
+assert worst == 300, f"the schedule should make one push 300 stale: {s}"
+assert r["staleness_max"] == worst, f"staleness_max {r['\''staleness_max'\'']}, the schedule made {worst}"' "$r" ||
+    fail "$r"
+  ;;
+dropped)
+  # Four round-robin workers make pushes 3 stale; --tau-max 1 drops them.
+  "$train" --virtual-workers 4 --staleness-policy drop --tau-max 1 --epochs 1 --train-limit 6400 --test-limit 200 \
+    --out "$out/run" >"$out/table" 2>"$out/run.err" || fail "$(cat "$out/run.err")"
+  py 'import json,sys
+r = json.load(open(sys.argv[1]))
+steps = 4 * (6400 // 4 // 64)
+assert r["steps"] == steps, r
+assert r["updates_dropped"] >= steps // 4, f"round-robin pushes 3 stale with --tau-max 1 were not dropped: {r}"
+assert r["updates"] + r["updates_dropped"] == steps, r
+# Every applied push is in the histogram: its pieces over pieces per step are the updates.
+pieces = sum(r["schedule_staleness_histogram"].values()) // steps
+assert sum(r["staleness_histogram"].values()) == pieces * r["updates"], r
+lines = open(sys.argv[2]).read().splitlines()
+head = lines[0].split()
+assert "dropped" in head, f"the table shows no dropped column: {lines[0]}"
+row = lines[1].split()
+# ... updates, dropped, bytes moved ("1.2 MB"), staleness, seconds
+assert row[-5] == str(r["updates_dropped"]) and row[-6] == str(r["updates"]), lines[:2]' \
+    "$out/run/summary.json" "$out/table" || fail "$(cat "$out/run/summary.json" "$out/table")"
+  ;;
+csv-columns)
+  "$train" --workers 2 --epochs 1 --train-limit 6400 --test-limit 200 --evals-per-epoch 2 --out "$out/run" \
+    >/dev/null 2>"$out/run.err" || fail "$(cat "$out/run.err")"
+  header=$(head -1 "$out/run/metrics.csv")
+  [ "$header" = "run,seconds,epoch,test_accuracy,test_loss,worker0_steps" ] || fail "metrics.csv header: $header"
+  for column in ${header//,/ }; do
+    grep -q "| \`$column\` |" "$root/docs/observability.md" || fail "docs/observability.md does not describe $column"
+  done
+  # Worker 0 takes 6400 / 2 / 64 = 50 steps; the summary counts both workers'.
+  py 'import csv,json,sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert [r["worker0_steps"] for r in rows] == ["0", "25", "50"], rows
+assert json.load(open(sys.argv[2]))["updates"] == 100' "$out/run/metrics.csv" "$out/run/summary.json" ||
+    fail "$(cat "$out/run/metrics.csv")"
+  ;;
+progress-final)
+  # 30 steps a worker: the last line drawn must be the end's, epoch 1 of 1.
+  "$train" --workers 2 --epochs 1 --train-limit 3840 --test-limit 200 --out "$out/run" >"$out/table" \
+    2>"$out/run.err" || fail "$(cat "$out/run.err")"
+  last=$(tr '\r' '\n' <"$out/run.err" | grep '^\[' | tail -1) || true
+  [[ $last == *"epoch  1.00/1 "* ]] || fail "the progress line ended as: '$last'"
+  ;;
+worker-progress)
+  # 20 steps an epoch (1280 examples, batch 64): at least 4 progress lines each.
+  start_by_hand --epochs 2 --train-limit 1280
+  wait "$worker_pid" || { stop_by_hand; fail "the worker failed: $(cat "$out/worker.err")"; }
+  stop_by_hand
+  n=$(grep -c '^progress 0 ' "$out/worker.out") || true
+  [ "$n" -ge 8 ] || fail "$n progress lines in 2 epochs of 20 steps: $(cat "$out/worker.out")"
+  ;;
+worker-flush)
+  # Worker 0's first eval line comes right after it starts; it must be in the
+  # file while the worker still trains, before its done line. Its whole
+  # output (2 epochs of 937 steps: about 45 lines) fits a stdio buffer, so
+  # held back it all comes at the exit, done line included.
+  start_by_hand --epochs 2 --train-limit 60000 --evals-per-epoch 1
+  seen=0
+  while kill -0 "$worker_pid" 2>/dev/null; do
+    if grep -q '^eval 0 ' "$out/worker.out"; then
+      grep -q '^done ' "$out/worker.out" || seen=1
+      break
+    fi
+    sleep 0.05
+  done
+  stop_by_hand
+  [ "$seen" = 1 ] || fail "no eval line reached the file before the worker's end: $(head -3 "$out/worker.out")"
+  ;;
+*)
+  fail "no such case"
+  ;;
+esac
+echo "$case: ok"
