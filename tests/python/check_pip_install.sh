@@ -85,7 +85,7 @@ PY
 
 # From a folder of its own: neither the source tree nor a build tree is on sys.path.
 mkdir "$work/run"
-cp "$src/tests/python/test_module.py" "$work/run/"
+cp "$src/tests/python/test_module.py" "$src/tests/python/forked.py" "$work/run/"
 cd "$work/run"
 "$venv_python" - "$work/venv" <<'PY' || fail "import rdmaps, rdmaps.torch from the venv failed (above)"
 import os, sys
