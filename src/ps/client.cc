@@ -60,6 +60,10 @@ void ClientImpl::connect() {
     context_ = transport::create_context(context_options(config_, "rdmaps-worker-" + std::to_string(options_.worker)));
     context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });
     register_with_transport();  // before the lanes are given its keys
+    // Every server asked first: a refusal or an unreachable server found
+    // after joining others had ended (a job of one worker) or fixed their job.
+    if (options_.servers.size() > 1)
+      for (uint32_t i = 0; i < options_.servers.size(); ++i) probe(i);
     links_.resize(options_.servers.size());
     for (uint32_t i = 0; i < links_.size(); ++i) {
       const Welcome w = connect_one(i);

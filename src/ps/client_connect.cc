@@ -24,6 +24,38 @@ void ClientImpl::offer_landings(ServerLink& link, const transport::Endpoint& ep,
     hello.landing_regions.push_back(registered_[i].region->descriptor(Access::kRemoteWrite).serialize());
 }
 
+Hello ClientImpl::hello() const {
+  Hello h;
+  h.worker = options_.worker;
+  h.workers = options_.workers;
+  h.staleness = config_.staleness;
+  h.push_path = static_cast<uint32_t>(config_.push_path);
+  h.rule = RuleParams::from(config_);
+  h.rule_stated = config_.rule_stated ? 1 : 0;
+  h.reconnect_ms = config_.reconnect_ms;
+  h.tensors = declared_;
+  return h;
+}
+
+Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const std::string& address) const {
+  control.send_control(encode(hello), options_.timeout);
+  Welcome welcome = decode_welcome(control.recv_control(options_.timeout), address);
+  if (!welcome.accepted)
+    throw Error(Errc::kProtocol,
+                "server " + address + " refused worker " + std::to_string(options_.worker) + ": " + welcome.reason);
+  return welcome;
+}
+
+void ClientImpl::probe(uint32_t index) {
+  const std::string& address = options_.servers[index];
+  auto control = context_->connect(transport::SockAddr::parse(address), options_.timeout);
+  Hello h = hello();
+  h.probe = 1;
+  if (ask(*control, h, address).accepted != kWouldAdmit)
+    throw Error(Errc::kProtocol, "server " + address + " admitted a probe of worker " +
+                                     std::to_string(options_.worker) + " instead of answering it");
+}
+
 // The server's control thread admits this worker and names its lanes; the
 // worker then connects to each lane, handing it the receive region.
 Welcome ClientImpl::connect_one(uint32_t index) {
@@ -33,20 +65,9 @@ Welcome ClientImpl::connect_one(uint32_t index) {
   auto control = context_->connect(transport::SockAddr::parse(link.address), options_.timeout);
   link.range = partition_->server_range(index);
   link.shards = partition_->shard_count(index);
-  Hello hello;
-  hello.worker = options_.worker;
-  hello.workers = options_.workers;
-  hello.staleness = config_.staleness;
-  hello.push_path = static_cast<uint32_t>(config_.push_path);
-  hello.rule = RuleParams::from(config_);
-  hello.rule_stated = config_.rule_stated ? 1 : 0;
-  hello.reconnect_ms = config_.reconnect_ms;
-  hello.tensors = declared_;
-  control->send_control(encode(hello), options_.timeout);
-  Welcome welcome = decode_welcome(control->recv_control(options_.timeout), link.address);
-  if (!welcome.accepted)
-    throw Error(Errc::kProtocol, "server " + link.address + " refused worker " + std::to_string(options_.worker) +
-                                     ": " + welcome.reason);
+  Welcome welcome = ask(*control, hello(), link.address);
+  if (welcome.accepted != 1)
+    throw Error(Errc::kProtocol, "server " + link.address + " answered a Hello as if it were a probe");
   if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
       welcome.shard_floats != config_.shard_floats ||
       welcome.lanes.back().first_shard + welcome.lanes.back().shards != link.shards)

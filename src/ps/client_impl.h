@@ -174,6 +174,12 @@ class ClientImpl {
                    uint16_t flags);
   GpuTransfer& gpu();
   Welcome connect_one(uint32_t index);
+  /// Asks server `index` whether it would admit this worker (Hello::probe);
+  /// throws its refusal, or why it could not be asked.
+  void probe(uint32_t index);
+  Hello hello() const;
+  /// Sends `hello` on `control` and returns the answer; throws a refusal.
+  Welcome ask(transport::Endpoint& control, const Hello& hello, const std::string& address) const;
   /// Gives `link`'s lanes (in `hello`) the registered memory they may put pulls into.
   void offer_landings(ServerLink& link, const transport::Endpoint& ep, LaneHello& hello);
   /// Memory registered after connect(): offered to every lane of a put path,

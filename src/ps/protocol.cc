@@ -123,6 +123,7 @@ void hello_fields(Io& io, H& h) {
     io.str(t.name, kMaxName);
     io.u64(t.floats);
   });
+  io.u32(h.probe);
 }
 
 template <class Io, class M>
@@ -178,6 +179,7 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   hello_fields(r, h);
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
   if (h.rule_stated > 1) r.fail("rule-stated code " + std::to_string(h.rule_stated));
+  if (h.probe > 1) r.fail("probe code " + std::to_string(h.probe));
   if (h.reconnect_ms > kMaxReconnectMs)
     r.fail("reconnect window of " + std::to_string(h.reconnect_ms) + " ms (at most " + std::to_string(kMaxReconnectMs) +
            ")");
@@ -211,8 +213,9 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
     next_shard += l.shards;
   }
   if (m.resumed > 1) r.fail("resumed code " + std::to_string(m.resumed));
+  if (m.accepted > kWouldAdmit) r.fail("accepted code " + std::to_string(m.accepted));
   r.done();
-  if (m.accepted &&
+  if (m.accepted == 1 &&
       (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0 || m.lanes.empty() ||
        (m.push_path != static_cast<uint32_t>(PushPath::kPut) && m.push_path != static_cast<uint32_t>(PushPath::kAm))))
     r.fail("inconsistent range, shard size, lanes or push path");

@@ -20,7 +20,7 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 12;
+constexpr uint32_t kProtocolVersion = 13;
 /// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
 constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
@@ -160,6 +160,10 @@ struct Hello {
   /// for them before it counts its job done.
   uint64_t reconnect_ms = 0;
   std::vector<TensorDecl> tensors;
+  /// 1: only asks whether this Hello would be admitted, fixing nothing. A
+  /// worker of several servers asks each before it joins any: one that
+  /// joined some and then failed at another had ended or fixed their job.
+  uint32_t probe = 0;
 };
 /// One thread of the server and the shards it owns: the worker connects to
 /// each lane at its port (on the server's host) and sends it a LaneHello.
@@ -168,8 +172,10 @@ struct LaneInfo {
   uint32_t first_shard = 0, shards = 0;
 };
 /// Server -> worker answer.
+/// Welcome::accepted of the answer to a probe Hello that would be admitted.
+constexpr uint32_t kWouldAdmit = 2;
 struct Welcome {
-  uint32_t accepted = 0;
+  uint32_t accepted = 0;                    ///< 0: refused, 1: admitted, kWouldAdmit: a probe's yes
   std::string reason;                       ///< why not, when not accepted
   uint64_t range_begin = 0, range_end = 0;  ///< global floats this server owns
   uint32_t shard_floats = 0, inbox_slots = 0;

@@ -261,7 +261,14 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
   // Nothing a refused Hello said survives it: the table and rule are fixed
   // only by admission_.admit() below, after every check passed.
   try {
-    admit_checked(*ep, decode_hello(message, peer), welcome);
+    const Hello hello = decode_hello(message, peer);
+    if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
+      if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
+      welcome.accepted = kWouldAdmit;
+      ep->send_control(encode(welcome), kAnswerTimeout);
+      return close_later();
+    }
+    admit_checked(*ep, hello, welcome);
   } catch (const StillConnected& e) {
     if (Clock::now() - since < kPredecessorWait && !ep->peer_closed())
       return held_.push_back({std::move(ep), std::move(message), since});

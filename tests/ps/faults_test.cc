@@ -661,6 +661,63 @@ TEST_P(PsFaultTest, ASecondThreadsCallIsRefusedAndInterruptEndsABlockedClock) {
   servers.stop();
 }
 
+// A worker of two servers refused by the second (its --max-bytes): the first
+// had already admitted it, so it had fixed the job's table to the refused
+// one (the corrected retry was refused there) and, the job's only worker
+// gone, ended. Every server is now asked before any is joined.
+TEST_P(PsFaultTest, AConnectRefusedByOneServerFixesNothingAtTheOthers) {
+  Config c = config();
+  c.secret = test_secret();
+  std::vector<std::unique_ptr<Server>> servers;
+  for (uint32_t i = 0; i < 2; ++i) {
+    ServerOptions o;
+    o.listen = "127.0.0.1:0";
+    o.index = i;
+    o.servers = 2;
+    o.workers = 1;
+    o.config = c;
+    if (i == 1) o.max_bytes = 4000;  // 1000 floats
+    servers.push_back(std::make_unique<Server>(o));
+  }
+  std::vector<std::thread> running;
+  for (auto& s : servers) running.emplace_back([&s] { s->run(); });
+  struct StopOnFailure {  // a failed expectation below must not leave threads running
+    std::vector<std::unique_ptr<Server>>& servers;
+    std::vector<std::thread>& running;
+    ~StopOnFailure() {
+      for (auto& s : servers) s->stop();
+      for (auto& t : running)
+        if (t.joinable()) t.join();
+    }
+  } stop_on_failure{servers, running};
+  auto worker = [&](uint64_t floats) {
+    ClientOptions o;
+    o.servers = {servers[0]->address(), servers[1]->address()};
+    o.workers = 1;
+    o.config = c;
+    o.timeout = 20s;
+    auto client = std::make_unique<Client>(o);
+    client->declare("w", floats);
+    client->connect();
+    return client;
+  };
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { worker(2000); }, &what), Errc::kProtocol) << what;
+  EXPECT_NE(what.find("server " + servers[1]->address() + " refused worker 0"), std::string::npos) << what;
+  EXPECT_NE(what.find("--max-bytes"), std::string::npos) << what;
+  std::this_thread::sleep_for(200ms);  // what the first server made of it, had it admitted the worker
+  auto corrected = worker(500);        // refused there: "its declared tensors differ", or nobody listening
+  const std::vector<float> g(500, 1.0f);
+  corrected->push("w", g);
+  corrected->clock();
+  std::vector<float> w(500);
+  corrected->pull("w", w);
+  EXPECT_EQ(w, std::vector<float>(500, -c.learning_rate));
+  corrected.reset();
+  for (auto& t : running) t.join();  // the job's one worker left: both servers end
+  for (auto& s : servers) EXPECT_EQ(s->stats().workers_left, 1u);
+}
+
 // connect() to something that took the connection and never answers (a
 // server still resuming a checkpoint, a stopped one): interrupt() ends it.
 // Before, it ran to its whole timeout (60 s by default, 300 s in

@@ -61,6 +61,17 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
     EXPECT_EQ(e.code(), Errc::kProtocol);
     EXPECT_NE(std::string(e.what()).find("reconnect window of 1000000000001 ms"), std::string::npos) << e.what();
   }
+  // A probe (would this Hello be admitted?) and its answer: read back, and only these codes.
+  Hello probe = h;
+  probe.probe = 1;
+  EXPECT_EQ(decode_hello(encode(probe), "peer-7").probe, 1u);
+  probe.probe = 2;
+  EXPECT_THROW(decode_hello(encode(probe), "peer-7"), Error);
+  Welcome yes;
+  yes.accepted = kWouldAdmit;
+  EXPECT_EQ(decode_welcome(encode(yes), "peer-7").accepted, kWouldAdmit);  // no lanes: nothing was made
+  yes.accepted = kWouldAdmit + 1;
+  EXPECT_THROW(decode_welcome(encode(yes), "peer-7"), Error);
 }
 
 // One definition of what the rule's parameters may hold, for the command
