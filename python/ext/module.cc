@@ -493,7 +493,6 @@ class PyServerDirectory {
     py::gil_scoped_release released;
     return directory_->exchange(address);
   }
-  std::string method() const { return directory_->method(); }
 
  private:
   static launch::Placement placement_of(const launch::Environment& env, uint32_t num_servers) {
@@ -593,8 +592,7 @@ PYBIND11_MODULE(_rdmaps, m) {
            py::arg("num_servers"), py::arg("timeout"))
       .def("listen_address", &PyServerDirectory::listen_address)
       .def("exchange", &PyServerDirectory::exchange, py::arg("bound"),
-           "Servers pass the address they bound (others \"\"); returns every server's, in index order.")
-      .def("method", &PyServerDirectory::method);
+           "Servers pass the address they bound (others \"\"); returns every server's, in index order.");
   m.def(
       "_advertised_address",
       [](const std::map<std::string, std::string>& env, uint32_t num_servers, const std::string& bound) {

@@ -66,7 +66,7 @@ Welcome ClientImpl::connect_one(uint32_t index) {
   link.range = partition_->server_range(index);
   link.shards = partition_->shard_count(index);
   Welcome welcome = ask(*control, hello(), link.address);
-  if (welcome.accepted != 1)
+  if (welcome.accepted != kAdmitted)
     throw Error(Errc::kProtocol, "server " + link.address + " answered a Hello as if it were a probe");
   if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
       welcome.shard_floats != config_.shard_floats ||

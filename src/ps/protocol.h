@@ -171,11 +171,11 @@ struct LaneInfo {
   uint32_t port = 0;
   uint32_t first_shard = 0, shards = 0;
 };
+/// Welcome::accepted: the worker joined, or (to a probe Hello) it would.
+constexpr uint32_t kAdmitted = 1, kWouldAdmit = 2;
 /// Server -> worker answer.
-/// Welcome::accepted of the answer to a probe Hello that would be admitted.
-constexpr uint32_t kWouldAdmit = 2;
 struct Welcome {
-  uint32_t accepted = 0;                    ///< 0: refused, 1: admitted, kWouldAdmit: a probe's yes
+  uint32_t accepted = 0;                    ///< 0: refused, kAdmitted, or kWouldAdmit: a probe's yes
   std::string reason;                       ///< why not, when not accepted
   uint64_t range_begin = 0, range_end = 0;  ///< global floats this server owns
   uint32_t shard_floats = 0, inbox_slots = 0;

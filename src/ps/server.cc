@@ -6,7 +6,6 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <mutex>
 #include <optional>
@@ -23,6 +22,7 @@
 #include "src/ps/partition.h"
 #include "src/ps/pending_peers.h"
 #include "src/ps/protocol.h"
+#include "src/ps/quantile.h"
 #include "src/ps/server_lane.h"
 #include "transport/auth.h"
 #include "transport/context.h"
@@ -32,17 +32,10 @@
 namespace rdmaps {
 
 namespace {
-// The bucket of `h` the q-quantile falls in (0 when `h` counts nothing).
+// The bucket of `h` the q-quantile falls in; the last one counts every tau
+// from its index on (0 when `h` counts nothing).
 size_t quantile_bucket(const std::vector<uint64_t>& h, double q) {
-  uint64_t total = 0;
-  for (uint64_t c : h) total += c;
-  if (total == 0) return 0;
-  uint64_t target = static_cast<uint64_t>(std::ceil(q * total)), seen = 0;
-  for (size_t tau = 0; tau < h.size(); ++tau) {
-    seen += h[tau];
-    if (seen >= target) return tau;
-  }
-  return h.size() - 1;
+  return h.empty() ? 0 : std::min(ps::quantile_index(h, q), h.size() - 1);
 }
 }  // namespace
 
@@ -325,7 +318,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   ticket.reconnect_ms.store(hello.reconnect_ms, std::memory_order_relaxed);
   ticket.token.store(token, std::memory_order_release);
   const Range range = partition_->server_range(options_.index);
-  welcome.accepted = 1;
+  welcome.accepted = kAdmitted;
   welcome.range_begin = range.begin;
   welcome.range_end = range.end;
   welcome.shard_floats = admission_.config().shard_floats;

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "rdmaps/error.h"
+#include "src/ps/quantile.h"
 #include "src/tools/child_process.h"
 #include "src/train/evaluator.h"
 #include "transport/memory_limit.h"
@@ -103,14 +104,8 @@ void add_histogram(std::istringstream& in, Histogram& into) {
 
 // The q-quantile as text: "7", or ">=4096" where it falls among the taus counted together.
 std::string quantile_text(const Histogram& h, double q) {
-  uint64_t total = h.beyond;
-  for (uint64_t c : h.exact) total += c;
-  if (total == 0) return "0";
-  const auto target = static_cast<uint64_t>(std::ceil(q * static_cast<double>(total)));
-  uint64_t seen = 0;
-  for (size_t tau = 0; tau < h.exact.size(); ++tau)
-    if ((seen += h.exact[tau]) >= target) return std::to_string(tau);
-  return ">=" + std::to_string(h.from);
+  const size_t tau = ps::quantile_index(h.exact, q, h.beyond);
+  return h.beyond && tau == h.exact.size() ? ">=" + std::to_string(h.from) : std::to_string(tau);
 }
 
 // What a server's latest "stats" line said; each line holds its totals so far.

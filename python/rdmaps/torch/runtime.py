@@ -40,11 +40,13 @@ def _store_key(index):
     return f"server/{index}"
 
 
-def _uses_agent_store(env):
+def _uses_agent_store(p, env):
     """Under torchrun whose agent serves its own store at MASTER_PORT (and no
     RDMAPS_MASTER_PORT moves rdmaps' rendezvous elsewhere), that store carries
-    the addresses; every other launch uses the C++ tools' exchange."""
-    return env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and not env.get("RDMAPS_MASTER_PORT")
+    the addresses where the launch has a rendezvous at all; every other launch
+    uses the C++ tools' exchange."""
+    return (env.get("TORCHELASTIC_USE_AGENT_STORE") == "True" and not env.get("RDMAPS_MASTER_PORT")
+            and not p.servers and not p.pmix)
 
 
 def _open_agent_store(p, timeout):
@@ -73,11 +75,11 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
     p = launcher.detect(env, num_servers)
     _options = given
     _timeout = float(timeout)
-    if p.role == "server":
-        _serve(p, _timeout, env)
-        sys.exit(0)
     environment = dict(os.environ if env is None else env)
-    if _uses_agent_store(environment) and not p.servers and not p.pmix:
+    if p.role == "server":
+        _serve(p, _timeout, environment)
+        sys.exit(0)
+    if _uses_agent_store(p, environment):
         _store = _open_agent_store(p, timeout)
         keys = [_store_key(i) for i in range(p.num_servers)]
         _store.wait(keys)
@@ -89,10 +91,9 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
     return p
 
 
-def _serve(p, timeout, env=None):
-    environment = dict(os.environ if env is None else env)
-    agent_store = _uses_agent_store(environment) and not p.servers and not p.pmix
-    directory = None if agent_store else rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, timeout)
+def _serve(p, timeout, environment):
+    directory = (None if _uses_agent_store(p, environment)
+                 else rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, timeout))
     server = rdmaps.Server(directory.listen_address() if directory else "0.0.0.0:0", index=p.rank,
                            servers=p.num_servers, workers=p.num_workers, rule_from_workers=True, **_options)
     port = server.address.rpartition(":")[2]
