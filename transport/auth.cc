@@ -39,17 +39,37 @@ Nonce random_nonce() {
 std::string random_secret() {
   uint8_t raw[32];
   random_bytes(raw, sizeof(raw));
+  return to_hex(raw);
+}
+
+std::string to_hex(std::span<const uint8_t> bytes) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  for (uint8_t b : raw) {
+  out.reserve(2 * bytes.size());
+  for (uint8_t b : bytes) {
     out += kHex[b >> 4];
     out += kHex[b & 15];
   }
   return out;
 }
 
-Proof prove(std::string_view secret, std::string_view role, const Nonce& client, const Nonce& server,
-            std::span<const uint8_t> sender_address, std::span<const uint8_t> other_address) {
+bool from_hex(std::string_view hex, std::span<uint8_t> out) {
+  if (hex.size() != 2 * out.size()) return false;
+  auto digit = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < out.size(); ++i) {
+    const int hi = digit(hex[2 * i]), lo = digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return true;
+}
+
+Proof mac(std::string_view secret, std::initializer_list<std::span<const uint8_t>> parts) {
   std::unique_ptr<EVP_MAC, MacDeleter> mac(EVP_MAC_fetch(nullptr, "HMAC", nullptr));
   if (!mac) fail("fetching HMAC");
   std::unique_ptr<EVP_MAC_CTX, MacDeleter> ctx(EVP_MAC_CTX_new(mac.get()));
@@ -65,16 +85,18 @@ Proof prove(std::string_view secret, std::string_view role, const Nonce& client,
         EVP_MAC_update(ctx.get(), static_cast<const unsigned char*>(data), length) != 1)
       fail("computing HMAC-SHA-256");
   };
-  feed(role.data(), role.size());
-  feed(client.data(), client.size());
-  feed(server.data(), server.size());
-  feed(sender_address.data(), sender_address.size());
-  feed(other_address.data(), other_address.size());
+  for (const auto& part : parts) feed(part.data(), part.size());
   Proof out{};
   size_t written = 0;
   if (EVP_MAC_final(ctx.get(), out.data(), &written, out.size()) != 1 || written != out.size())
     fail("finishing HMAC-SHA-256");
   return out;
+}
+
+Proof prove(std::string_view secret, std::string_view role, const Nonce& client, const Nonce& server,
+            std::span<const uint8_t> sender_address, std::span<const uint8_t> other_address) {
+  const std::span<const uint8_t> role_bytes(reinterpret_cast<const uint8_t*>(role.data()), role.size());
+  return mac(secret, {role_bytes, client, server, sender_address, other_address});
 }
 
 bool same_proof(const Proof& a, const Proof& b) { return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0; }

@@ -7,6 +7,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
@@ -23,11 +24,19 @@ Nonce random_nonce();
 /// A fresh 256-bit secret as 64 hex digits: what local launches pass to their children.
 std::string random_secret();
 
+/// HMAC-SHA-256 keyed with `secret` over `parts`, each preceded by its length
+/// (no two different lists of parts feed the same bytes).
+Proof mac(std::string_view secret, std::initializer_list<std::span<const uint8_t>> parts);
 /// HMAC-SHA-256 keyed with `secret` over the role tag, both nonces and the two addresses.
 Proof prove(std::string_view secret, std::string_view role, const Nonce& client, const Nonce& server,
             std::span<const uint8_t> sender_address, std::span<const uint8_t> other_address);
 /// Constant-time comparison.
 bool same_proof(const Proof& a, const Proof& b);
+
+/// Lower-case hex digits of `bytes`.
+std::string to_hex(std::span<const uint8_t> bytes);
+/// Fills `out` from exactly 2 * out.size() hex digits; false when `hex` is not that.
+bool from_hex(std::string_view hex, std::span<uint8_t> out);
 
 /// Streaming SHA-256 (libcrypto): checkpoint files carry one over their bytes.
 class Sha256 {

@@ -167,10 +167,16 @@ void TcpSocket::recv_all(void* data, size_t length, Deadline deadline, const std
   }
 }
 
+namespace {
+void check_message_size(size_t bytes) {
+  if (bytes > TcpSocket::kMaxMessage)
+    throw Error(Errc::kInvalidArgument, "control message of " + std::to_string(bytes) + " bytes exceeds the " +
+                                            std::to_string(TcpSocket::kMaxMessage) + "-byte limit");
+}
+}  // namespace
+
 void TcpSocket::send_message(std::span<const uint8_t> message, Deadline deadline, const std::string& peer) const {
-  if (message.size() > kMaxMessage)
-    throw Error(Errc::kInvalidArgument, "control message of " + std::to_string(message.size()) + " bytes exceeds the " +
-                                            std::to_string(kMaxMessage) + "-byte limit");
+  check_message_size(message.size());
   // Prefix and body in one call, so one segment where the message fits one:
   // a peer that answers and closes at the first bytes it reads cannot reset
   // the connection between the two.
@@ -240,6 +246,30 @@ std::vector<uint8_t> MessageReader::take() {
   std::vector<uint8_t> out = std::move(body_);
   *this = MessageReader();
   return out;
+}
+
+void MessageWriter::queue(std::span<const uint8_t> message) {
+  check_message_size(message.size());
+  if (empty()) {
+    bytes_.clear();
+    sent_ = 0;
+  }
+  const auto length = static_cast<uint32_t>(message.size());
+  const auto* head = reinterpret_cast<const uint8_t*>(&length);
+  bytes_.insert(bytes_.end(), head, head + sizeof(length));
+  bytes_.insert(bytes_.end(), message.begin(), message.end());
+}
+
+bool MessageWriter::flush(const TcpSocket& socket, const std::string& peer) {
+  while (!empty()) {
+    const ssize_t n = ::send(socket.fd(), bytes_.data() + sent_, bytes_.size() - sent_, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return false;
+    if (n <= 0)
+      throw Error(Errc::kPeerGone,
+                  "sending to " + peer + ": " + sys_error(errno) + " (the peer closed the connection)");
+    sent_ += static_cast<size_t>(n);
+  }
+  return true;
 }
 
 bool TcpSocket::readable(int timeout_ms) const {

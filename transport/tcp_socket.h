@@ -75,4 +75,21 @@ class MessageReader {
   size_t body_want_ = 0;
 };
 
+/// Sends length-prefixed messages without ever waiting: what the socket does
+/// not take now waits here for the next flush(), so a peer that never reads
+/// holds up nobody who serves others on the same thread.
+class MessageWriter {
+ public:
+  /// Adds one message (at most TcpSocket::kMaxMessage bytes) behind what is still unsent.
+  void queue(std::span<const uint8_t> message);
+  /// Sends what the socket takes now; true once nothing is left. Throws
+  /// Error(kPeerGone) when the peer is gone.
+  bool flush(const TcpSocket& socket, const std::string& peer);
+  bool empty() const { return sent_ == bytes_.size(); }
+
+ private:
+  std::vector<uint8_t> bytes_;
+  size_t sent_ = 0;
+};
+
 }  // namespace rdmaps::transport

@@ -480,11 +480,14 @@ py::object detect_placement(const std::map<std::string, std::string>& env, uint3
 // rendezvous for as long as this object lives.
 class PyServerDirectory {
  public:
-  PyServerDirectory(const std::map<std::string, std::string>& env, uint32_t num_servers, double timeout_s)
+  /// `flags`: the job's configuration (rdmaps.config_flags), for its secret.
+  PyServerDirectory(const std::map<std::string, std::string>& env, uint32_t num_servers, double timeout_s,
+                    const std::vector<std::string>& flags)
       : env_(environment_of(env)), placement_(placement_of(env_, num_servers)) {
+    std::string secret = parse_flags(flags).secret;
     py::gil_scoped_release released;
     directory_ = std::make_unique<launch::ServerDirectory>(
-        placement_, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)), env_);
+        placement_, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)), std::move(secret), env_);
   }
   std::string listen_address() const { return directory_->listen_address(); }
   /// A server passes the address it bound, a worker ""; every server's, in index order.
@@ -588,8 +591,8 @@ PYBIND11_MODULE(_rdmaps, m) {
         "Rank, size and role from the launcher variables in env (rdmaps.launcher.detect).");
   py::class_<PyServerDirectory>(
       m, "_ServerDirectory", "How the ranks of a launch learn the servers' addresses (src/launch/server_directory.h).")
-      .def(py::init<const std::map<std::string, std::string>&, uint32_t, double>(), py::arg("env"),
-           py::arg("num_servers"), py::arg("timeout"))
+      .def(py::init<const std::map<std::string, std::string>&, uint32_t, double, const std::vector<std::string>&>(),
+           py::arg("env"), py::arg("num_servers"), py::arg("timeout"), py::arg("flags"))
       .def("listen_address", &PyServerDirectory::listen_address)
       .def("exchange", &PyServerDirectory::exchange, py::arg("bound"),
            "Servers pass the address they bound (others \"\"); returns every server's, in index order.");

@@ -2,6 +2,7 @@
 
 #include <poll.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -10,6 +11,7 @@
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
 #include "transport/address.h"
+#include "transport/auth.h"
 
 namespace rdmaps::launch {
 namespace {
@@ -17,21 +19,53 @@ namespace {
 using transport::TcpSocket;
 using Clock = std::chrono::steady_clock;
 
-// Requests: "rdmaps-rendezvous 2 WORLD SERVERS RANK ADDRESS|- LAUNCH_ID"
-// (the launch id is the rest of the line, perhaps empty). Answers:
-// "ok A0,A1,...", "wait N missing R,R,..." or "error WHY".
+// Requests: "rdmaps-rendezvous 3 NONCE PROOF WORLD SERVERS RANK ADDRESS|- LAUNCH_ID"
+// (the launch id is the rest of the line, perhaps empty; PROOF is "-" without a
+// secret). Answers: "PROOF TEXT", TEXT "ok A0,A1,...", "wait missing R,R,..."
+// or "error WHY"; PROOF covers the request's fresh nonce, so an answer cannot
+// be replayed to another request. A request of another version gets a bare
+// "error WHY", as every version has answered it.
 constexpr const char* kTag = "rdmaps-rendezvous";
-constexpr int kVersion = 2;
-constexpr size_t kMaxRequest = 4096;  // an address is a host:port
+constexpr int kVersion = 3;
+constexpr size_t kMaxRequest = 4096;                        // an address is a host:port
+constexpr auto kProveWithin = std::chrono::seconds(5);      // a connection's first proven request
+constexpr auto kIdleAfterProof = std::chrono::seconds(10);  // ranks ask every 100 ms until "ok"
 
-std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+std::vector<uint8_t> bytes_of(std::string_view s) { return {s.begin(), s.end()}; }
+std::span<const uint8_t> span_of(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
 
 std::string shown(const std::string& launch_id) { return launch_id.empty() ? "no launch id" : "'" + launch_id + "'"; }
+
+// "-" without a secret, else the hex HMAC of the role, the nonce and the text.
+std::string proof_of(const std::string& secret, std::string_view role, const transport::Nonce& nonce,
+                     std::string_view text) {
+  if (secret.empty()) return "-";
+  return transport::to_hex(transport::mac(secret, {span_of(role), nonce, span_of(text)}));
+}
+
+bool proves(const std::string& secret, std::string_view role, const transport::Nonce& nonce, std::string_view text,
+            std::string_view proof) {
+  transport::Proof given;
+  return transport::from_hex(proof, given) &&
+         transport::same_proof(given, transport::mac(secret, {span_of(role), nonce, span_of(text)}));
+}
+
+// The next space-separated field of `rest`, which moves past it and one space.
+std::string_view next_field(std::string_view& rest) {
+  const size_t end = std::min(rest.find(' '), rest.size());
+  const std::string_view field = rest.substr(0, end);
+  rest.remove_prefix(std::min(end + 1, rest.size()));
+  return field;
+}
 
 struct Connection {
   TcpSocket socket;
   std::string peer;
   transport::MessageReader reader;
+  transport::MessageWriter writer;
+  Clock::time_point deadline;  // to prove a request, or to ask again
+  int64_t rank = -1;           // the rank its last proven request came from
+  bool closing = false;        // closes once its answer is sent
 };
 
 }  // namespace
@@ -49,16 +83,15 @@ std::string wildcard_for(const std::string& host, uint16_t port) {
 
 std::string rendezvous_address(const Placement& p) { return transport::join_host_port(p.master_addr, p.master_port); }
 
-RendezvousHost::RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr,
-                               std::string launch_id)
-    : world_size_(world_size), num_servers_(num_servers), launch_id_(std::move(launch_id)) {
+RendezvousHost::RendezvousHost(const Placement& p, std::string secret)
+    : world_size_(p.world_size), num_servers_(p.num_servers), launch_id_(p.launch_id), secret_(std::move(secret)) {
   try {
     // The ranks connect to MASTER_ADDR as resolved: an IPv4 wildcard never
     // answers MASTER_ADDR=::1.
-    listener_ = TcpSocket::listen(transport::SockAddr::parse(wildcard_for(master_addr, port)),
+    listener_ = TcpSocket::listen(transport::SockAddr::parse(wildcard_for(p.master_addr, p.master_port)),
                                   "every rank dials MASTER_PORT: give them all the same free one");
   } catch (const Error& e) {
-    throw Error(e.code(), "rank 0 cannot host the job's rendezvous (MASTER_PORT " + std::to_string(port) +
+    throw Error(e.code(), "rank 0 cannot host the job's rendezvous (MASTER_PORT " + std::to_string(p.master_port) +
                               "): " + e.what() +
                               "; is another process of this job also rank 0, or another job on this host using "
                               "the same MASTER_PORT (an earlier one still running)?");
@@ -73,16 +106,13 @@ RendezvousHost::~RendezvousHost() {
 
 void RendezvousHost::serve() {
   std::vector<std::string> addresses(num_servers_);
-  std::vector<std::unique_ptr<Connection>> connections;
-  auto answer = [&](const std::string& request) -> std::string {
-    std::istringstream in(request);
-    std::string tag, address;
-    int version = 0;
+  std::vector<std::unique_ptr<Connection>> connections;  // in the order they came
+  // What the proven request of a rank says back (no proof of its own yet).
+  auto answer = [&](std::string_view body, uint64_t* rank_out) -> std::string {
+    std::istringstream in{std::string(body)};
+    std::string address;
     uint64_t world = 0, servers = 0, rank = 0;
-    if (!(in >> tag >> version >> world >> servers >> rank) || tag != kTag) return "error not a rendezvous request";
-    if (version != kVersion)
-      return "error version " + std::to_string(version) + " (this host speaks " + std::to_string(kVersion) + ")";
-    if (!(in >> address)) return "error not a rendezvous request";
+    if (!(in >> world >> servers >> rank >> address)) return "error not a rendezvous request";
     std::string launch;
     std::getline(in >> std::ws, launch);
     if (launch != launch_id_)
@@ -93,6 +123,7 @@ void RendezvousHost::serve() {
              std::to_string(servers) + " server(s), rank 0 with " + std::to_string(world_size_) + " and " +
              std::to_string(num_servers_) + ": one job, one launch";
     if (rank >= world) return "error rank " + std::to_string(rank) + " is not below the world size";
+    *rank_out = rank;
     if (address != "-") {
       if (rank >= num_servers_)
         return "error rank " + std::to_string(rank) + " registers an address but only ranks below " +
@@ -112,18 +143,86 @@ void RendezvousHost::serve() {
     for (uint32_t i = 0; i < num_servers_; ++i) all += (i ? "," : "") + addresses[i];
     return all;
   };
+  // The refused rank ends; rank 0 says why too, or the job waits on a rank
+  // that never comes. A flood gets a line a second.
+  Clock::time_point last_logged{};
+  auto log_refusal = [&](LogLevel level, const std::string& peer, const std::string& error) {
+    if (const auto now = Clock::now(); now - last_logged >= std::chrono::seconds(1)) {
+      last_logged = now;
+      log(level, "rendezvous: refused " + peer + ": " + error.substr(6, 512));
+    }
+  };
+  // Answers one request on c; a request that proves nothing is answered
+  // with nothing about this job, and its connection closes.
+  auto take = [&](Connection& c, std::string_view request) {
+    std::string_view rest = request;
+    const std::string_view tag = next_field(rest), version = next_field(rest);
+    if (tag != kTag) {
+      c.writer.queue(bytes_of("error not a rendezvous request"));
+      c.closing = true;
+      return;
+    }
+    if (version != std::to_string(kVersion)) {
+      c.writer.queue(bytes_of("error this rank speaks rendezvous version " + std::string(version.substr(0, 8)) +
+                              ", rank 0 speaks " + std::to_string(kVersion) +
+                              ": every rank of a job must run the same rdmaps"));
+      c.closing = true;
+      return;
+    }
+    transport::Nonce nonce;
+    const bool has_nonce = transport::from_hex(next_field(rest), nonce);
+    const std::string_view proof = next_field(rest), body = rest;
+    std::string refusal;
+    if (!has_nonce)
+      refusal = "error not a rendezvous request";
+    else if (!secret_.empty() && proof == "-")
+      refusal =
+          "error the request proves no secret, and rank 0 has one: give every rank the same RDMAPS_SECRET "
+          "(or --secret-file)";
+    else if (!secret_.empty() && !proves(secret_, "rendezvous request", nonce, body, proof))
+      refusal =
+          "error the request does not prove rank 0's secret: give every rank the same RDMAPS_SECRET "
+          "(or --secret-file)";
+    if (!refusal.empty()) {
+      log_refusal(LogLevel::kWarn, c.peer, refusal);
+      c.writer.queue(bytes_of("- " + refusal));
+      c.closing = true;
+      return;
+    }
+    uint64_t rank = UINT64_MAX;
+    const std::string text = answer(body, &rank);
+    c.writer.queue(bytes_of(proof_of(secret_, "rendezvous answer", nonce, text) + " " + text));
+    if (text.rfind("error ", 0) == 0) {  // the refused rank ends, and so may its connection
+      log_refusal(LogLevel::kError, c.peer, text);
+      c.closing = true;
+      return;
+    }
+    c.deadline = Clock::now() + kIdleAfterProof;
+    if (rank == UINT64_MAX || static_cast<int64_t>(rank) == c.rank) return;
+    // One connection per rank: a rank that connected again left the other.
+    for (auto& other : connections)
+      if (other.get() != &c && other->rank == static_cast<int64_t>(rank)) other->closing = true;
+    c.rank = static_cast<int64_t>(rank);
+  };
 
   Clock::time_point last_warned{};
   while (!stop_) {
     std::vector<pollfd> fds{{listener_.fd(), POLLIN, 0}};
-    for (auto& c : connections) fds.push_back({c->socket.fd(), POLLIN, 0});
+    for (auto& c : connections)
+      fds.push_back({c->socket.fd(), static_cast<short>(c->writer.empty() ? POLLIN : POLLOUT), 0});
     ::poll(fds.data(), fds.size(), 100);
     transport::SockAddr peer;
     try {
       while (true) {
         TcpSocket s = listener_.try_accept(&peer);
         if (!s.valid()) break;
-        connections.push_back(std::make_unique<Connection>(Connection{std::move(s), peer.to_string(), {}}));
+        // A full house makes room by dropping the oldest connection that proved nothing yet.
+        if (std::count_if(connections.begin(), connections.end(), [](const auto& c) { return c->rank < 0; }) >=
+            static_cast<std::ptrdiff_t>(kMaxPending))
+          connections.erase(
+              std::find_if(connections.begin(), connections.end(), [](const auto& c) { return c->rank < 0; }));
+        connections.push_back(std::make_unique<Connection>(
+            Connection{std::move(s), peer.to_string(), {}, {}, Clock::now() + kProveWithin}));
       }
     } catch (const Error& e) {
       // Out of files, most likely (ranks of a large launch at once): the
@@ -135,34 +234,59 @@ void RendezvousHost::serve() {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    for (size_t i = 0; i < connections.size();) {
-      Connection& c = *connections[i];
-      bool keep = true;
+    const auto now = Clock::now();
+    std::erase_if(connections, [&](const std::unique_ptr<Connection>& owned) {
+      Connection& c = *owned;
       try {
+        // One answer at a time: the next request is read once the last answer is sent.
+        if (!c.writer.flush(c.socket, c.peer)) return now > c.deadline;
+        if (c.closing) return true;
         if (c.reader.poll(c.socket, c.peer, kMaxRequest)) {
-          auto request = c.reader.take();
-          c.socket.send_message(bytes_of(answer(std::string(request.begin(), request.end()))),
-                                Clock::now() + std::chrono::seconds(5), c.peer);
+          const auto request = c.reader.take();
+          take(c, std::string_view(reinterpret_cast<const char*>(request.data()), request.size()));
+          if (c.writer.flush(c.socket, c.peer) && c.closing) return true;
         }
+        return now > c.deadline;
       } catch (const Error&) {
-        keep = false;  // gone, or sent something no rank sends: its own rank reports its failure
+        return true;  // gone, or sent something no rank sends: its own rank reports its failure
       }
-      if (keep) {
-        ++i;
-      } else {
-        connections.erase(connections.begin() + static_cast<std::ptrdiff_t>(i));
-      }
-    }
+    });
   }
 }
 
-std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout) {
+std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout,
+                                    const std::string& secret) {
   const auto deadline = Clock::now() + timeout;
   const std::string where = rendezvous_address(p);
   const std::string seconds = std::to_string(timeout.count() / 1000.0).substr(0, 5) + " s";
-  const std::string request = std::string(kTag) + " " + std::to_string(kVersion) + " " + std::to_string(p.world_size) +
-                              " " + std::to_string(p.num_servers) + " " + std::to_string(p.rank) + " " +
-                              (address.empty() ? "-" : address) + " " + p.launch_id;
+  const std::string body = std::to_string(p.world_size) + " " + std::to_string(p.num_servers) + " " +
+                           std::to_string(p.rank) + " " + (address.empty() ? "-" : address) + " " + p.launch_id;
+  // Each request a fresh nonce, which the answer's proof covers.
+  auto request_with = [&](const transport::Nonce& nonce) {
+    return std::string(kTag) + " " + std::to_string(kVersion) + " " + transport::to_hex(nonce) + " " +
+           proof_of(secret, "rendezvous request", nonce, body) + " " + body;
+  };
+  // The answer's text once its proof holds (or both sides have no secret).
+  auto proven_text = [&](const std::string& reply, const transport::Nonce& nonce) -> std::string {
+    std::string_view rest = reply;
+    const std::string_view proof = next_field(rest);
+    if (proof == "error") return reply;  // a refusal before any proof: another version, not a rendezvous request
+    if (proof == "-" && secret.empty()) return std::string(rest);
+    if (proof == "-" && rest.rfind("error ", 0) == 0) return std::string(rest);  // our proof failed there
+    if (proof == "-")
+      throw Error(Errc::kInvalidArgument, "the rendezvous at " + where + " answered rank " + std::to_string(p.rank) +
+                                              " without a secret, and this rank has one: give every rank the same "
+                                              "RDMAPS_SECRET (or --secret-file), rank 0 included");
+    if (secret.empty())
+      throw Error(Errc::kInvalidArgument, "the rendezvous at " + where + " proves a secret, and rank " +
+                                              std::to_string(p.rank) +
+                                              " has none: give every rank the same RDMAPS_SECRET (or --secret-file)");
+    if (!proves(secret, "rendezvous answer", nonce, rest, proof))
+      throw Error(Errc::kInvalidArgument, "the answer from the rendezvous at " + where +
+                                              " does not prove this rank's secret: is that rank 0 of this job, with "
+                                              "the same RDMAPS_SECRET?");
+    return std::string(rest);
+  };
 
   transport::SockAddr addr;
   try {
@@ -182,9 +306,10 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
       TcpSocket s = TcpSocket::connect(addr, std::min(deadline, Clock::now() + std::chrono::seconds(5)));
       reached = true;
       while (Clock::now() < deadline) {
-        s.send_message(bytes_of(request), deadline, where);
+        const auto nonce = transport::random_nonce();
+        s.send_message(bytes_of(request_with(nonce)), deadline, where);
         auto reply = s.recv_message(deadline, where, 1 << 20);
-        last_answer.assign(reply.begin(), reply.end());
+        last_answer = proven_text(std::string(reply.begin(), reply.end()), nonce);
         error_after_answer = false;
         if (last_answer.rfind("ok ", 0) == 0) {
           std::vector<std::string> servers;

@@ -2,8 +2,9 @@
 // (torchrun-style launches, srun without PMIx): rank 0 hosts it at
 // MASTER_ADDR:MASTER_PORT, each server registers its address there, and every
 // rank asks until all servers are known (docs/cluster.md "Launchers").
-// It carries addresses only: whoever connects still proves the job's secret
-// in the bootstrap handshake (docs/security.md).
+// Requests and answers prove the job's secret (docs/security.md), so a peer
+// without it learns nothing and registers nothing; whoever connects to a
+// server still proves the secret again in the bootstrap handshake.
 #pragma once
 
 #include <atomic>
@@ -27,23 +28,27 @@ std::string wildcard_for(const std::string& host, uint16_t port);
 /// "HOST:PORT" of p's rendezvous, an IPv6 address in brackets ("[::1]:29500").
 std::string rendezvous_address(const Placement& p);
 
-/// Answers the job's rendezvous at `port` on every address of the family
-/// `master_addr` resolves to (IPv4 when empty), on a thread of its own, until
-/// destroyed; ranks of another world size, server count or launch id
-/// (Placement::launch_id) are refused.
+/// Answers the job's rendezvous at p.master_port on every address of the
+/// family p.master_addr resolves to (IPv4 when empty), on a thread of its own,
+/// until destroyed. With a `secret`, only requests that prove it are answered
+/// beyond "not proven", and every answer proves it back; ranks of another
+/// world size, server count or launch id (Placement::launch_id) are refused.
+/// It never waits on a peer and holds at most one connection per rank plus
+/// kMaxPending that have not yet proven anything, each for a few seconds.
 class RendezvousHost {
  public:
-  RendezvousHost(uint16_t port, uint32_t world_size, uint32_t num_servers, const std::string& master_addr = "",
-                 std::string launch_id = "");
+  explicit RendezvousHost(const Placement& p, std::string secret = "");
   ~RendezvousHost();
   RendezvousHost(const RendezvousHost&) = delete;
   RendezvousHost& operator=(const RendezvousHost&) = delete;
+
+  static constexpr size_t kMaxPending = 256;
 
  private:
   void serve();
 
   uint32_t world_size_, num_servers_;
-  std::string launch_id_;
+  std::string launch_id_, secret_;
   transport::TcpSocket listener_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
@@ -51,12 +56,14 @@ class RendezvousHost {
 
 /// Registers `address` (a server's; empty for a worker) with the rendezvous
 /// at p.master_addr:p.master_port and returns every server's address in
-/// index order, asking again until `timeout` ends. Throws Error(kTimeout)
+/// index order, asking again until `timeout` ends. Requests prove `secret`
+/// (when not empty) and so must the answers. Throws Error(kTimeout)
 /// naming the rendezvous and the servers still missing, or, when rank 0
 /// answered and then stopped, saying so with the connect error;
 /// Error(kInvalidArgument) when the rendezvous refuses (another world size or
-/// launch, a rank registered twice) or p.master_addr does not resolve (naming its
-/// variable).
-std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout);
+/// launch, a rank registered twice, another secret or none) or p.master_addr
+/// does not resolve (naming its variable).
+std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout,
+                                    const std::string& secret = "");
 
 }  // namespace rdmaps::launch

@@ -72,8 +72,9 @@ bool every_rank_is_local(const std::string& master_addr) {
 
 }  // namespace
 
-ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds timeout, const Environment& env)
-    : p_(p), timeout_(timeout) {
+ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds timeout, std::string secret,
+                                 const Environment& env)
+    : p_(p), timeout_(timeout), secret_(std::move(secret)) {
   if (!p.servers.empty()) {
     method_ = Method::kList;
   } else if (p.pmix && have_pmix()) {
@@ -85,8 +86,7 @@ ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds t
       throw Error(Errc::kInvalidArgument,
                   "under torchrun the agent's store holds MASTER_PORT " + std::to_string(p.master_port) +
                       ": set RDMAPS_MASTER_PORT to another free port on rank 0's host for rdmaps' rendezvous");
-    if (p.rank == 0)
-      host_ = std::make_unique<RendezvousHost>(p.master_port, p.world_size, p.num_servers, p.master_addr, p.launch_id);
+    if (p.rank == 0) host_ = std::make_unique<RendezvousHost>(p, secret_);
   }
 }
 
@@ -126,7 +126,7 @@ std::vector<std::string> ServerDirectory::exchange(const std::string& address) {
     case Method::kPmix:
       return pmix_exchange(p_, address, timeout_);
     case Method::kRendezvous:
-      return rendezvous(p_, address, timeout_);
+      return rendezvous(p_, address, timeout_, secret_);
   }
   return {};
 }

@@ -17,8 +17,9 @@ class RendezvousHost;
 class ServerDirectory {
  public:
   /// Rank 0 starts hosting the rendezvous here when the job uses one, so it
-  /// is up before anybody asks. Every wait is bounded by `timeout`.
-  ServerDirectory(const Placement& p, std::chrono::milliseconds timeout,
+  /// is up before anybody asks. Every wait is bounded by `timeout`; the
+  /// rendezvous proves `secret` (the job's, empty for none) both ways.
+  ServerDirectory(const Placement& p, std::chrono::milliseconds timeout, std::string secret,
                   const Environment& env = process_environment());
   ~ServerDirectory();
   ServerDirectory(const ServerDirectory&) = delete;
@@ -44,6 +45,7 @@ class ServerDirectory {
   enum class Method { kList, kPmix, kRendezvous };
   Placement p_;
   std::chrono::milliseconds timeout_;
+  std::string secret_;
   Method method_;
   std::unique_ptr<RendezvousHost> host_;
 };

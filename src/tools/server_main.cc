@@ -112,8 +112,8 @@ int main(int argc, char** argv) {
       options.index = placement->server_index();
       options.servers = placement->num_servers;
       options.workers = placement->num_workers();
-      directory =
-          std::make_unique<launch::ServerDirectory>(*placement, std::chrono::seconds(launch_timeout_s), environment);
+      directory = std::make_unique<launch::ServerDirectory>(*placement, std::chrono::seconds(launch_timeout_s),
+                                                            options.config.secret, environment);
       if (listen_given)
         directory->check_listen(options.listen, "--listen");
       else

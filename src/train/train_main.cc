@@ -189,7 +189,7 @@ int run_launched(Options o, const launch::Placement& p) {
   o.workers = p.num_workers();
   if (!o.metrics.empty()) o.metrics = launch::port_plus(o.metrics, p.rank, "--metrics");
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.launch_timeout_s * 1000));
-  launch::ServerDirectory directory(p, timeout);
+  launch::ServerDirectory directory(p, timeout, config_of(o).secret);
   std::fprintf(stderr, "rdmaps-train %s; addresses through %s\n", p.describe().c_str(), directory.method().c_str());
   if (p.is_server()) {
     o.index = p.server_index();

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -50,7 +51,7 @@ std::string error_of(const std::function<void()>& f) {
 
 TEST(Rendezvous, EveryRankLearnsEveryServerInIndexOrder) {
   const uint16_t port = free_port();
-  RendezvousHost host(port, 5, 2);
+  RendezvousHost host(rank_of(0, 5, 2, port));
   std::vector<std::future<std::vector<std::string>>> ranks;
   // Workers ask before the servers registered: they wait for them.
   for (uint32_t r : {4u, 2u, 3u})
@@ -67,14 +68,14 @@ TEST(Rendezvous, RanksThatStartBeforeRankZeroWaitForIt) {
   const uint16_t port = free_port();
   auto worker = std::async(std::launch::async, [=] { return rendezvous(rank_of(1, 2, 1, port), "", 10s); });
   std::this_thread::sleep_for(500ms);
-  RendezvousHost host(port, 2, 1);
+  RendezvousHost host(rank_of(0, 2, 1, port));
   EXPECT_EQ(rendezvous(rank_of(0, 2, 1, port), "127.0.0.1:5000", 10s), std::vector<std::string>{"127.0.0.1:5000"});
   EXPECT_EQ(worker.get(), std::vector<std::string>{"127.0.0.1:5000"});
 }
 
 TEST(Rendezvous, TimeoutNamesTheServersThatNeverCame) {
   const uint16_t port = free_port();
-  RendezvousHost host(port, 4, 3);
+  RendezvousHost host(rank_of(0, 4, 3, port));
   auto s0 = std::async(std::launch::async, [=] { return rendezvous(rank_of(0, 4, 3, port), "h:1", 2s); });
   const std::string what = error_of([&] { rendezvous(rank_of(3, 4, 3, port), "", 1s); });
   EXPECT_NE(what.find("timeout"), std::string::npos) << what;
@@ -107,7 +108,7 @@ TEST(Rendezvous, ASilentProgramOnThePortIsNamedAsSuch) {
 
 TEST(Rendezvous, RankZeroThatStopsAnsweringIsReportedAsSuch) {
   const uint16_t port = free_port();
-  auto host = std::make_unique<RendezvousHost>(port, 3, 2);
+  auto host = std::make_unique<RendezvousHost>(rank_of(0, 3, 2, port));
   auto worker =
       std::async(std::launch::async, [=] { return error_of([&] { rendezvous(rank_of(2, 3, 2, port), "", 2s); }); });
   std::this_thread::sleep_for(500ms);
@@ -128,7 +129,7 @@ TEST(Rendezvous, AnIpv6MasterAddrIsServed) {
   const uint16_t port = free_port();
   Placement p0 = rank_of(0, 2, 1, port), p1 = rank_of(1, 2, 1, port);
   p0.master_addr = p1.master_addr = "::1";
-  ServerDirectory directory(p0, 5s);  // rank 0 hosts the rendezvous here
+  ServerDirectory directory(p0, 5s, "");  // rank 0 hosts the rendezvous here
   EXPECT_EQ(directory.method(), "the rendezvous at [::1]:" + std::to_string(port));
   EXPECT_EQ(directory.listen_address(), "[::]:0");  // it advertises its address on the route to ::1
   auto worker = std::async(std::launch::async, [=] { return rendezvous(p1, "", 3s); });
@@ -147,7 +148,7 @@ TEST(Rendezvous, AnUnresolvableMasterAddrIsNamed) {
 
 TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   const uint16_t port = free_port();
-  RendezvousHost host(port, 3, 1);
+  RendezvousHost host(rank_of(0, 3, 1, port));
   std::string what = error_of([&] { rendezvous(rank_of(2, 4, 1, port), "", 5s); });
   EXPECT_NE(what.find("invalid-argument"), std::string::npos) << what;
   EXPECT_NE(what.find("was started with world size 4 and 1 server(s), rank 0 with 3 and 1"), std::string::npos) << what;
@@ -163,7 +164,9 @@ TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
 // job's server, which then ended when they left.
 TEST(Rendezvous, RefusesARankOfAnotherLaunchIdOfTheSameShape) {
   const uint16_t port = free_port();
-  RendezvousHost host(port, 3, 1, "127.0.0.1", "slurm:41.0");
+  Placement host_rank = rank_of(0, 3, 1, port);
+  host_rank.launch_id = "slurm:41.0";
+  RendezvousHost host(host_rank);
   Placement other = rank_of(2, 3, 1, port);
   other.launch_id = "slurm:42.0";
   std::string what = error_of([&] { rendezvous(other, "", 5s); });
@@ -179,28 +182,117 @@ TEST(Rendezvous, RefusesARankOfAnotherLaunchIdOfTheSameShape) {
   EXPECT_EQ(rendezvous(server, "h:1", 5s), std::vector<std::string>{"h:1"});
 }
 
+// A request as a rank of another build or no rank at all would send it.
+std::string ask(uint16_t port, const std::string& text) {
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  auto s = transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)), deadline);
+  s.send_message(std::vector<uint8_t>(text.begin(), text.end()), deadline, "host");
+  auto reply = s.recv_message(deadline, "host");
+  return std::string(reply.begin(), reply.end());
+}
+
+const std::string kNonce(64, 'a');
+
 TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
   const uint16_t port = free_port();
-  RendezvousHost host(port, 2, 1);
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  auto ask = [&](const std::string& text) {
-    auto s = transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)), deadline);
-    s.send_message(std::vector<uint8_t>(text.begin(), text.end()), deadline, "host");
-    auto reply = s.recv_message(deadline, "host");
-    return std::string(reply.begin(), reply.end());
-  };
-  EXPECT_EQ(ask("GET / HTTP/1.0"), "error not a rendezvous request");
-  EXPECT_EQ(ask("rdmaps-rendezvous 9 2 1 0"), "error version 9 (this host speaks 2)");
-  EXPECT_EQ(ask("rdmaps-rendezvous 2 2 1 7 - "), "error rank 7 is not below the world size");
-  EXPECT_EQ(ask("rdmaps-rendezvous 2 2 1 0"), "error not a rendezvous request");
+  RendezvousHost host(rank_of(0, 2, 1, port));
+  EXPECT_EQ(ask(port, "GET / HTTP/1.0"), "error not a rendezvous request");
+  // A rank of another rdmaps (version 2 had no nonce) is told so, in the form every version reads.
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 2 2 1 0 - "),
+            "error this rank speaks rendezvous version 2, rank 0 speaks 3: every rank of a job must run the same "
+            "rdmaps");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 xyz - 2 1 0 - "), "- error not a rendezvous request");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 " + kNonce + " - 2 1 7 - "), "- error rank 7 is not below the world size");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 " + kNonce + " - 2 1 0"), "- error not a rendezvous request");
   // A message longer than any request closes that connection only.
   {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
     auto s = transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)), deadline);
     std::string big(8192, 'x');
     s.send_message(std::vector<uint8_t>(big.begin(), big.end()), deadline, "host");
     EXPECT_THROW(s.recv_message(deadline, "host"), Error);
   }
-  EXPECT_EQ(ask("rdmaps-rendezvous 2 2 1 0 h:9 "), "ok h:9");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 " + kNonce + " - 2 1 0 h:9 "), "- ok h:9");
+}
+
+// The rendezvous answered anyone: a peer without the secret learned rank 0's
+// launch id, then the world size, then every server's address, and could
+// register a forged one before the real server rank.
+TEST(Rendezvous, ProvesTheSecretBothWaysAndTellsAPeerWithoutItNothing) {
+  const uint16_t port = free_port();
+  const std::string secret = "0123456789abcdef-the-job";
+  Placement host_rank = rank_of(0, 3, 1, port);
+  host_rank.launch_id = "slurm:41.0";
+  RendezvousHost host(host_rank, secret);
+  Placement worker = rank_of(2, 3, 1, port);
+  worker.launch_id = "slurm:41.0";
+  for (const std::string& text :
+       {"rdmaps-rendezvous 3 " + kNonce + " - 9 9 0 evil:1 guess",
+        "rdmaps-rendezvous 3 " + kNonce + " " + std::string(64, '0') + " 3 1 0 evil:1 slurm:41.0"}) {
+    const std::string reply = ask(port, text);
+    EXPECT_EQ(reply.rfind("- error the request ", 0), 0u) << reply;
+    for (const char* secretive : {"41.0", "3 and 1", "evil", "h:1"})
+      EXPECT_EQ(reply.find(secretive), std::string::npos) << reply;
+  }
+  std::string what = error_of([&] { rendezvous(worker, "", 3s); });
+  EXPECT_NE(what.find("the request proves no secret, and rank 0 has one"), std::string::npos) << what;
+  what = error_of([&] { rendezvous(worker, "", 3s, "another-secret-0123456789"); });
+  EXPECT_NE(what.find("does not prove rank 0's secret"), std::string::npos) << what;
+  EXPECT_EQ(rendezvous(host_rank, "h:1", 3s, secret), std::vector<std::string>{"h:1"});  // nothing forged got in
+  EXPECT_EQ(rendezvous(worker, "", 3s, secret), std::vector<std::string>{"h:1"});
+  // A rank with a secret refuses a rendezvous that proves none.
+  const uint16_t open_port = free_port();
+  RendezvousHost open_host(rank_of(0, 2, 1, open_port));
+  what = error_of([&] { rendezvous(rank_of(1, 2, 1, open_port), "", 3s, secret); });
+  EXPECT_NE(what.find("without a secret, and this rank has one"), std::string::npos) << what;
+}
+
+// Every connection to the rendezvous was kept for the job's life: silent
+// ones took rank 0's descriptors until its server accepted no worker.
+TEST(Rendezvous, ConnectionsThatProveNothingAreBounded) {
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 2, 1, port), "0123456789abcdef-the-job");
+  auto open_files = [] {
+    return std::distance(std::filesystem::directory_iterator("/proc/self/fd"), std::filesystem::directory_iterator{});
+  };
+  const auto before = open_files();
+  constexpr long kFlood = 400;
+  test::ScopedSoftFileLimit limit(static_cast<uint64_t>(before + 3 * kFlood));
+  const auto address = transport::SockAddr::parse("127.0.0.1:" + std::to_string(port));
+  std::vector<transport::TcpSocket> flood;
+  for (long i = 0; i < kFlood; ++i)
+    flood.push_back(transport::TcpSocket::connect(address, std::chrono::steady_clock::now() + 5s));
+  std::this_thread::sleep_for(500ms);  // the host accepts them all meanwhile
+  // This process holds the flood's ends; the host at most kMaxPending of the others.
+  EXPECT_LE(open_files() - before, kFlood + static_cast<long>(RendezvousHost::kMaxPending) + 8);
+  EXPECT_EQ(rendezvous(rank_of(0, 2, 1, port), "h:1", 5s, "0123456789abcdef-the-job"), std::vector<std::string>{"h:1"});
+}
+
+// One peer that asked without reading held the host's only thread 5 s per
+// answer, and every rank with it.
+TEST(Rendezvous, APeerThatNeverReadsHoldsUpNoRank) {
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 2, 1, port));
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  auto hog = transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)), deadline);
+  const int small = 1024;
+  ::setsockopt(hog.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  // Rank 0 registering a 3000-byte address: each answer carries it back.
+  const std::string address(3000, 'a');
+  const std::string request = "rdmaps-rendezvous 3 " + kNonce + " - 2 1 0 " + address + " ";
+  std::thread asker([&] {
+    try {
+      for (int i = 0; i < 2000; ++i)
+        hog.send_message(std::vector<uint8_t>(request.begin(), request.end()), deadline, "host");
+    } catch (const Error&) {  // the host stopped reading it: what it should do
+    }
+  });
+  std::this_thread::sleep_for(500ms);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(rendezvous(rank_of(1, 2, 1, port), "", 10s), std::vector<std::string>{address});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 3s) << "a rank waited on a peer that does not read";
+  ::shutdown(hog.fd(), SHUT_RDWR);
+  asker.join();
 }
 
 // Rank 0 of a large launch may run out of open files while ranks connect:
@@ -208,7 +300,7 @@ TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
 // process. It waits and serves on once files are free.
 TEST(Rendezvous, AHostOutOfOpenFilesServesOnOnceFilesAreFree) {
   const uint16_t port = free_port();
-  RendezvousHost host(port, 2, 1);
+  RendezvousHost host(rank_of(0, 2, 1, port));
   const auto address = transport::SockAddr::parse("127.0.0.1:" + std::to_string(port));
   std::vector<transport::TcpSocket> flood;
   {
@@ -229,8 +321,8 @@ TEST(Rendezvous, AHostOutOfOpenFilesServesOnOnceFilesAreFree) {
 
 TEST(Rendezvous, RankZeroCannotHostTwice) {
   const uint16_t port = free_port();
-  RendezvousHost host(port, 2, 1);
-  const std::string what = error_of([&] { RendezvousHost second(port, 2, 1); });
+  RendezvousHost host(rank_of(0, 2, 1, port));
+  const std::string what = error_of([&] { RendezvousHost second(rank_of(0, 2, 1, port)); });
   EXPECT_NE(what.find("rank 0 cannot host the job's rendezvous"), std::string::npos) << what;
   EXPECT_NE(what.find("also rank 0"), std::string::npos) << what;
   // Port 0 is no advice for a port every rank must know.
@@ -241,7 +333,7 @@ TEST(Rendezvous, RankZeroCannotHostTwice) {
 TEST(ServerDirectory, ListenAndAdvertise) {
   Placement p = rank_of(1, 3, 2, 29500);
   p.servers = {"a:7001", "b:7002"};
-  ServerDirectory listed(p, 1s);
+  ServerDirectory listed(p, 1s, "");
   EXPECT_EQ(listed.method(), "RDMAPS_SERVERS");
   EXPECT_EQ(listed.listen_address(), "0.0.0.0:7002");
   EXPECT_EQ(listed.exchange("ignored"), p.servers);
@@ -288,14 +380,14 @@ TEST(ServerDirectory, RankZeroNamedByItsHostNameAdvertisesNoLoopback) {
 TEST(ServerDirectory, AServerListensOnTheFamilyOfItsEntry) {
   Placement p = rank_of(0, 3, 2, 29500);
   p.servers = {"[::1]:7001", "127.0.0.1:7002"};
-  EXPECT_EQ(ServerDirectory(p, 1s).listen_address(), "[::]:7001");
+  EXPECT_EQ(ServerDirectory(p, 1s, "").listen_address(), "[::]:7001");
   p.rank = 1;
-  EXPECT_EQ(ServerDirectory(p, 1s).listen_address(), "0.0.0.0:7002");
+  EXPECT_EQ(ServerDirectory(p, 1s, "").listen_address(), "0.0.0.0:7002");
   // And workers reach it there.
   const uint16_t port = free_port();
   p.rank = 0;
   p.servers[0] = "[::1]:" + std::to_string(port);
-  auto listener = transport::TcpSocket::listen(transport::SockAddr::parse(ServerDirectory(p, 1s).listen_address()));
+  auto listener = transport::TcpSocket::listen(transport::SockAddr::parse(ServerDirectory(p, 1s, "").listen_address()));
   EXPECT_NO_THROW(
       transport::TcpSocket::connect(transport::SockAddr::parse(p.servers[0]), std::chrono::steady_clock::now() + 2s));
 }
@@ -305,7 +397,7 @@ TEST(ServerDirectory, AServerListensOnTheFamilyOfItsEntry) {
 TEST(ServerDirectory, AListenGivenByHandKeepsTheEntrysPort) {
   Placement p = rank_of(1, 3, 2, 29500);
   p.servers = {"a:7001", "b:7002"};
-  ServerDirectory d(p, 1s);
+  ServerDirectory d(p, 1s, "");
   EXPECT_NO_THROW(d.check_listen("10.0.0.2:7002", "--listen"));
   const std::string what = error_of([&] { d.check_listen("0.0.0.0:7003", "--listen"); });
   EXPECT_NE(what.find("--listen 0.0.0.0:7003 listens on another port than this server's RDMAPS_SERVERS entry 2 "
@@ -313,7 +405,7 @@ TEST(ServerDirectory, AListenGivenByHandKeepsTheEntrysPort) {
             std::string::npos)
       << what;
   p.servers.clear();  // the rendezvous advertises what is bound
-  EXPECT_NO_THROW(ServerDirectory(p, 1s).check_listen("0.0.0.0:7003", "--listen"));
+  EXPECT_NO_THROW(ServerDirectory(p, 1s, "").check_listen("0.0.0.0:7003", "--listen"));
 }
 
 TEST(ServerDirectory, UnderTorchrunTheAgentHoldsMasterPort) {
@@ -322,7 +414,7 @@ TEST(ServerDirectory, UnderTorchrunTheAgentHoldsMasterPort) {
     if (name == "TORCHELASTIC_USE_AGENT_STORE") return "True";
     return std::nullopt;
   };
-  const std::string what = error_of([&] { ServerDirectory d(p, 1s, torchrun); });
+  const std::string what = error_of([&] { ServerDirectory d(p, 1s, "", torchrun); });
   EXPECT_NE(what.find("set RDMAPS_MASTER_PORT"), std::string::npos) << what;
 }
 

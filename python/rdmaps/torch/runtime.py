@@ -85,7 +85,8 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
         _store.wait(keys)
         _servers = [_store.get(k).decode() for k in keys]
     else:
-        _servers = rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, _timeout).exchange("")
+        _servers = rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, _timeout,
+                                                   rdmaps.config_flags(given)).exchange("")
     _placement = p
     atexit.register(shutdown)
     return p
@@ -93,7 +94,8 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
 
 def _serve(p, timeout, environment):
     directory = (None if _uses_agent_store(p, environment)
-                 else rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, timeout))
+                 else rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, timeout,
+                                                      rdmaps.config_flags(_options)))
     server = rdmaps.Server(directory.listen_address() if directory else "0.0.0.0:0", index=p.rank,
                            servers=p.num_servers, workers=p.num_workers, rule_from_workers=True, **_options)
     port = server.address.rpartition(":")[2]
