@@ -7,6 +7,7 @@
 #include <bit>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <future>
 #include <map>
 #include <memory>
@@ -14,6 +15,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#ifdef __GLIBCXX__
+#include <cxxabi.h>
+#endif
 
 #include "python/ext/comm_thread.h"
 #include "rdmaps/client.h"
@@ -173,6 +178,46 @@ py::dict server_stats_dict(const ServerStats& s) {
   return d;
 }
 
+bool interpreter_finalizing() {
+#if PY_VERSION_HEX >= 0x030D0000
+  return Py_IsFinalizing() != 0;
+#else
+  return _Py_IsFinalizing() != 0;
+#endif
+}
+
+// Runs `f` with the GIL released and takes the GIL back in plain code, never
+// in a destructor (pybind11's gil_scoped_release). CPython ends a thread
+// other than the finalizing one that asks for the GIL while the interpreter
+// finalizes (a daemon thread still in a call at exit) with pthread_exit,
+// which unwinds its stack: out of that noexcept destructor the process
+// aborted ("terminate called without an active exception"), and the unwind
+// would drop the Python objects our frames hold without the GIL. So such a
+// thread sleeps until the process ends instead, as CPython 3.14 does with
+// its own (pybind11's advice, disarm() after _Py_IsFinalizing(), leaves a
+// race with finalization starting after that check). An exception of `f`
+// is raised once the GIL is back.
+template <typename F>
+void without_gil(F&& f) {
+  PyThreadState* state = PyEval_SaveThread();
+  std::exception_ptr error;
+  try {
+    f();
+  } catch (...) {
+    error = std::current_exception();
+  }
+#ifdef __GLIBCXX__
+  try {
+    PyEval_RestoreThread(state);
+  } catch (abi::__forced_unwind&) {
+    for (;;) std::this_thread::sleep_for(24h);  // leaving this handler but by a rethrow aborts
+  }
+#else
+  PyEval_RestoreThread(state);
+#endif
+  if (error) std::rethrow_exception(error);
+}
+
 // A Client plus the thread that runs its operations.
 class Worker {
  public:
@@ -200,9 +245,10 @@ class Worker {
     }
     // Joining the comm thread with the GIL held hung for good when it logged
     // to Python meanwhile (its sink takes the GIL), as close() knows.
-    py::gil_scoped_release release;
-    comm_.reset();
-    client_.reset();
+    without_gil([this] {
+      comm_.reset();
+      client_.reset();
+    });
   }
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -235,16 +281,12 @@ class Worker {
       Use use(*this);
       auto connecting = std::async(std::launch::async, [this] { client_->connect(); });
       for (;;) {
-        {
-          py::gil_scoped_release release;
-          if (connecting.wait_for(kSignalCheck) == std::future_status::ready) break;
-        }
+        bool ready = false;
+        without_gil([&] { ready = connecting.wait_for(kSignalCheck) == std::future_status::ready; });
+        if (ready) break;
         if (PyErr_CheckSignals() != 0) {
           client_->interrupt();
-          {
-            py::gil_scoped_release release;
-            connecting.wait();
-          }
+          without_gil([&] { connecting.wait(); });
           throw py::error_already_set();
         }
       }
@@ -299,14 +341,15 @@ class Worker {
     if (in_forked_child()) return let_go_of_the_parents();
     if (client_ && (calls_ > 0 || abandoned_)) client_->interrupt();
     while (calls_ > 0) {
-      py::gil_scoped_release release;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      // A call on a thread that finalization ends never returns (without_gil):
+      // the client stays, as it may be in use until that thread stops.
+      if (interpreter_finalizing()) return;
+      without_gil([] { std::this_thread::sleep_for(std::chrono::milliseconds(1)); });
     }
-    {
-      py::gil_scoped_release release;
+    without_gil([this] {
       comm_.reset();
       client_.reset();
-    }
+    });
     in_flight_.clear();  // every operation finished: their buffers may go
     registered_.clear();
   }
@@ -363,10 +406,9 @@ class Worker {
     check_process();
     Use use(*this);
     for (;;) {
-      {
-        py::gil_scoped_release release;
-        if (wait_for()) break;
-      }
+      bool done = false;
+      without_gil([&] { done = wait_for(); });
+      if (done) break;
       if (PyErr_CheckSignals() != 0) {
         if (buffer) in_flight_.emplace(ticket, std::move(buffer));
         abandoned_ = true;

@@ -12,6 +12,7 @@ import logging
 import math
 import operator
 import os
+import weakref
 
 from . import _rdmaps
 from ._rdmaps import Error, InvalidArgument, PeerGone, Timeout, __version__, have_cuda
@@ -45,6 +46,21 @@ def log_to_python(logger="rdmaps"):
 
 # Library threads must not call into an interpreter that is shutting down.
 atexit.register(_rdmaps._set_log_handler, None)
+
+# Workers not closed yet, closed at exit before the interpreter finalizes (and
+# before the log handler goes: atexit runs the last registered first). A
+# daemon thread still in a call (a clock held by a straggler, a stats() loop)
+# then gets 'cancelled' and the goodbye goes out; left to finalization, such
+# a worker stayed referenced by that thread and the servers logged it as died.
+_open_workers = weakref.WeakSet()
+
+
+def _close_open_workers():
+    for worker in list(_open_workers):
+        worker.close()
+
+
+atexit.register(_close_open_workers)
 
 
 def _options(config):
@@ -137,6 +153,7 @@ class Worker(_rdmaps.Worker):
         super().__init__(_server_list(servers), _checked_count("rdmaps.Worker", "worker", worker,
                                                                _rdmaps._max_workers - 1),
                          config_flags(config, **options), float(timeout), metrics or "")
+        _open_workers.add(self)
 
     def declare(self, name, floats):
         super().declare(name, _checked_count("rdmaps.Worker.declare", f"floats of '{name}'", floats, _U64))

@@ -566,6 +566,50 @@ class ConfigurationTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertNotIn("terminate", p.stderr)
 
+    def test_exit_with_a_daemon_thread_inside_a_worker_call(self):
+        # CPython ends a daemon thread that takes the GIL back while the interpreter finalizes (pthread_exit, which
+        # unwinds its stack); the worker took it back in a destructor, so the process aborted ("terminate called
+        # without an active exception", rc 134) and the servers logged the worker as died, not left.
+        code = ("import sys, threading, time, numpy as np, rdmaps\n"
+                "address, transport, call, left_open = sys.argv[1:]\n"
+                "class SlowToGo:  # finalization lasts past the thread's next look at the GIL (50 ms)\n"
+                "    def __del__(self):\n"
+                "        time.sleep(0.1)\n"
+                "keep = SlowToGo()\n"
+                "n = 2 if call == 'clock' else 1\n"
+                "workers = [rdmaps.Worker(address, i, transport=transport, rule='sgd', staleness=0, timeout=30)\n"
+                "           for i in range(n)]\n"
+                "for w in workers:\n"
+                "    w.declare('w', 1000); w.connect()\n"
+                "if left_open == '1':\n"
+                "    rdmaps._open_workers.clear()  # the library's own exit path, without the package's close()\n"
+                "def call_in_a_thread():\n"
+                "    try:\n"
+                "        if call == 'clock':\n"
+                "            workers[0].clock()  # bulk-synchronous: waits for worker 1, which never clocks\n"
+                "        while True:\n"
+                "            workers[0].stats()\n"
+                "    except rdmaps.Error as e:\n"
+                "        print('raised', e, flush=True)\n"
+                "threading.Thread(target=call_in_a_thread, daemon=True).start()\n"
+                "g = np.zeros(1000, np.float32)\n"
+                "for _ in range(100 if call == 'stats' else 0):\n"
+                "    workers[0].push('w', g); workers[0].clock(); workers[0].pull('w', g)\n")
+        for call, workers in (("clock", 2), ("stats", 1)):
+            for left_open in ("0", "1"):
+                with self.subTest(call=call, left_open=left_open):
+                    served = ServerThread(workers=workers, rule="sgd", staleness=0)
+                    try:
+                        p = subprocess.run([sys.executable, "-c", code, served.server.address, TRANSPORT, call,
+                                            left_open], capture_output=True, text=True, timeout=60)
+                        self.assertEqual(p.returncode, 0, p.stderr)
+                        self.assertNotIn("terminate called", p.stderr)
+                        if left_open == "0":  # closed at exit: each said goodbye
+                            served.thread.join(timeout=10)
+                            self.assertEqual(served.server.stats()["workers_left"], workers, p.stderr)
+                    finally:
+                        served.close()
+
     def test_a_server_off_loopback_needs_a_secret_or_insecure(self):
         saved = {k: os.environ.pop(k) for k in ("RDMAPS_SECRET", "RDMAPS_SECRET_FILE") if k in os.environ}
         try:
