@@ -610,6 +610,21 @@ class ConfigurationTest(unittest.TestCase):
                     finally:
                         served.close()
 
+    def test_auto_transport_sets_no_tcp_option_where_ucx_tls_has_no_tcp(self):
+        # The tcp keepalive was set for the auto transport whatever UCX_TLS held, and UCX printed "UCX WARN invalid
+        # configurations: KEEPIDLE=...,KEEPINTVL=...,KEEPCNT=4" in every process whose UCX_TLS had no tcp.
+        code = ("import threading, numpy as np, rdmaps\n"
+                "s = rdmaps.Server('127.0.0.1:0', transport='auto', log_connections=False)\n"
+                "t = threading.Thread(target=s.serve)\n"
+                "t.start()\n"
+                "with rdmaps.Worker(s.address, 0, transport='auto', timeout=30) as w:\n"
+                "    w.declare('w', 10); w.connect(); w.push('w', np.ones(10, np.float32))\n"
+                "t.join()\n")
+        p = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, UCX_TLS="posix,cma,self"),
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("invalid configurations", p.stdout + p.stderr)  # UCX logs to stdout
+
     def test_a_server_off_loopback_needs_a_secret_or_insecure(self):
         saved = {k: os.environ.pop(k) for k in ("RDMAPS_SECRET", "RDMAPS_SECRET_FILE") if k in os.environ}
         try:

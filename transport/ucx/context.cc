@@ -8,7 +8,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "rdmaps/log.h"
@@ -91,6 +93,39 @@ void set_keepalive(ucp_config_t* config, std::chrono::milliseconds silence) {
   }
 }
 
+// The text of `rest` up to `separator`, taken off `rest`.
+std::string_view take(std::string_view& rest, char separator) {
+  const std::string_view item = rest.substr(0, rest.find(separator));
+  rest.remove_prefix(std::min(rest.size(), item.size() + 1));
+  return item;
+}
+
+// Whether UCX may pick tcp under `config`'s UCX_TLS (from the environment or
+// ucx.conf): "all", a list that names tcp, or an exclusion ("^...") that does
+// not. UCX has no getter for one field, so it is read from the printed
+// configuration.
+bool tls_may_use_tcp(const ucp_config_t* config) {
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* stream = open_memstream(&text, &size);
+  if (stream == nullptr) return true;
+  ucp_config_print(config, stream, nullptr, UCS_CONFIG_PRINT_CONFIG);
+  std::fclose(stream);
+  const std::unique_ptr<char, decltype(&std::free)> owned(text, &std::free);
+  constexpr std::string_view kKey = "UCX_TLS=";
+  std::string_view tls = "all";
+  for (std::string_view lines(text, size); !lines.empty();)
+    if (const std::string_view line = take(lines, '\n'); line.starts_with(kKey)) tls = line.substr(kKey.size());
+  const bool excluding = tls.starts_with('^');
+  if (excluding) tls.remove_prefix(1);
+  bool named = false;
+  while (!tls.empty()) {
+    const std::string_view item = take(tls, ',');
+    named = named || item == "tcp" || (!excluding && item == "all");
+  }
+  return excluding != named;
+}
+
 }  // namespace
 
 UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
@@ -102,7 +137,10 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   if (options.transport != TransportKind::kAuto)
     check(ucp_config_modify(config.get(), "TLS", transport_tls(options.transport)), "selecting UCX transports",
           std::string("UCX_TLS=") + transport_tls(options.transport));
-  if (options.transport != TransportKind::kShm) set_keepalive(config.get(), options.peer_silence);
+  // Only where tcp can be in use (the transport's UCX_TLS, or the user's for
+  // auto): UCX warns of the keepalive variables as "invalid configurations"
+  // in every process whose UCX_TLS has no tcp.
+  if (tls_may_use_tcp(config.get())) set_keepalive(config.get(), options.peer_silence);
 
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME;
