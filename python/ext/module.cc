@@ -527,16 +527,18 @@ class PyServerDirectory {
                     const std::vector<std::string>& flags)
       : env_(environment_of(env)), placement_(placement_of(env_, num_servers)) {
     std::string secret = parse_flags(flags).secret;
-    py::gil_scoped_release released;
-    directory_ = std::make_unique<launch::ServerDirectory>(
-        placement_, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)), std::move(secret), env_);
+    without_gil([&] {
+      directory_ = std::make_unique<launch::ServerDirectory>(
+          placement_, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)), std::move(secret), env_);
+    });
   }
   std::string listen_address() const { return directory_->listen_address(); }
   /// A server passes the address it bound, a worker ""; every server's, in index order.
   std::vector<std::string> exchange(const std::string& bound) {
     const std::string address = bound.empty() ? "" : launch::advertised_address(placement_, bound, env_);
-    py::gil_scoped_release released;
-    return directory_->exchange(address);
+    std::vector<std::string> servers;
+    without_gil([&] { servers = directory_->exchange(address); });
+    return servers;
   }
 
  private:
@@ -625,8 +627,8 @@ PYBIND11_MODULE(_rdmaps, m) {
             }
           };
         }
-        py::gil_scoped_release release;  // the old handler may be mid-line on another thread
-        set_concurrent_log_sink(std::move(sink));
+        // The old handler may be mid-line on another thread.
+        without_gil([&] { set_concurrent_log_sink(std::move(sink)); });
       },
       py::arg("handler"));
   m.def("_detect_placement", &detect_placement, py::arg("env"), py::arg("num_servers"),
