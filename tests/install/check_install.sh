@@ -15,6 +15,12 @@ cflags=$(pkg-config --define-variable=prefix="$root" --cflags rdmaps)
 libs=$(pkg-config --define-variable=prefix="$root" --libs rdmaps)
 c++ -std=c++20 $cflags "$src/tests/install/consumer.cc" -o "$prefix/consumer" $libs -pthread
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/consumer"
+# The library installed under its ABI's soname (rdmaps/version.h), which the consumer asks for.
+abi=$(sed -n 's/^#define RDMAPS_ABI_VERSION \([0-9]*\)$/\1/p' "$root/include/rdmaps/version.h")
+[ -e "$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")/librdmaps.so.$abi" ] ||
+  { echo "FAILED: no librdmaps.so.$abi (RDMAPS_ABI_VERSION) installed"; exit 1; }
+readelf -d "$prefix/consumer" | grep -qF "[librdmaps.so.$abi]" ||
+  { echo "FAILED: the consumer does not ask for librdmaps.so.$abi: $(readelf -d "$prefix/consumer" | grep NEEDED)"; exit 1; }
 # The .pc asks only for what a consumer may need (eigen3, libibverbs, pmix
 # were listed, so --cflags failed without their development files).
 requires=$(pkg-config --print-requires-private rdmaps | tr '\n' ' ')

@@ -2,12 +2,19 @@
 // and library are enough to start a server and a worker.
 #include <rdmaps/client.h>
 #include <rdmaps/server.h>
+#include <rdmaps/version.h>
 
 #include <cstdio>
+#include <string>
 #include <thread>
 #include <vector>
 
 int main() {
+  // The installed headers and library agree (rdmaps/version.h).
+  if (const std::string mismatch = rdmaps::abi_mismatch(); !mismatch.empty()) {
+    std::fprintf(stderr, "consumer: %s\n", mismatch.c_str());
+    return 1;
+  }
   rdmaps::ServerOptions so;
   so.listen = "127.0.0.1:0";
   so.config.transport = "shm";
@@ -34,6 +41,6 @@ int main() {
     std::fprintf(stderr, "consumer: expected 0.5 after one step, got %f\n", last);
     return 1;
   }
-  std::printf("consumer: ok\n");
+  std::printf("consumer: ok (rdmaps %s, ABI %d)\n", rdmaps_build_version(), rdmaps_abi_version());
   return 0;
 }
