@@ -56,7 +56,7 @@ CLI::Option* add_sizes(CLI::App& app, const std::string& name, std::vector<uint6
 bool parse(CLI::App& app, int argc, char** argv, int first) {
   try {
     cli::parse(app, argc, argv, first);
-  } catch (const CLI::CallForHelp& e) {
+  } catch (const CLI::Success& e) {  // --help, --version
     app.exit(e);
     return false;
   }

@@ -26,6 +26,7 @@
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
 #include "rdmaps/server.h"
+#include "rdmaps/version.h"
 #include "rdmaps_config.h"
 #include "src/api/capabilities.h"
 #include "src/api/log_sink.h"
@@ -561,7 +562,11 @@ PYBIND11_MODULE(_rdmaps, m) {
   using namespace rdmaps::python;
   using Kind = CommThread::Kind;
   m.doc() = "rdmaps: parameter server over one-sided RDMA (UCX). Use the rdmaps package, not this module.";
-  m.attr("__version__") = RDMAPS_VERSION;
+  // Another build's librdmaps (LD_LIBRARY_PATH set by a module system
+  // overrides this extension's run path) would crash on its first struct.
+  if (const std::string mismatch = abi_mismatch(); !mismatch.empty()) throw py::import_error("rdmaps: " + mismatch);
+  // The build's version (PEP 440): "0.1.0+g1a2b3c4d5e6f" from a git checkout.
+  m.attr("__version__") = rdmaps_build_version();
   m.attr("have_cuda") = static_cast<bool>(RDMAPS_HAVE_CUDA);
   m.attr("have_pmix") = launch::have_pmix();
   m.attr("_max_workers") = kMaxWorkers;  // worker ids are below it (rdmaps.Worker checks)

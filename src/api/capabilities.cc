@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "rdmaps/version.h"
+
 namespace rdmaps {
 namespace {
 
@@ -121,6 +123,9 @@ std::string to_json(const Capabilities& c) {
               {"nvidia_peermem", c.nvidia_peermem},
               {"gpu_path", gpu_path_name(c.gpu_path)},
               {"gpu_path_reason", c.gpu_path_reason}};
+  // Which build answered: builds of one release differ in their commit.
+  out["rdmaps"] = {
+      {"version", rdmaps_build_version()}, {"abi", rdmaps_abi_version()}, {"library", rdmaps_library_path()}};
   return out.dump();
 }
 

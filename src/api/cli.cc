@@ -6,6 +6,7 @@
 #include <system_error>
 
 #include "rdmaps/error.h"
+#include "rdmaps/version.h"
 #include "transport/address.h"
 
 namespace rdmaps::cli {
@@ -113,6 +114,9 @@ std::string Formatter::make_option_opts(const CLI::Option* opt) const {
 void set_defaults(CLI::App& app) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.formatter(std::make_shared<Formatter>());
+  // Programs' apps only: parse_config (a library call) has no --help either.
+  if (app.get_help_ptr() != nullptr)
+    app.set_version_flag("--version", rdmaps_build_version(), "print this build's version and exit");
 }
 
 namespace {
@@ -159,7 +163,7 @@ void parse(CLI::App& app, const std::vector<std::string>& args) {
     }
   try {
     app.parse(reversed);
-  } catch (const CLI::CallForHelp&) {
+  } catch (const CLI::Success&) {  // --help, --version
     throw;
   } catch (const CLI::ExtrasError&) {
     const auto rest = app.remaining();

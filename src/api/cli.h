@@ -43,11 +43,12 @@ class Formatter : public CLI::Formatter {
 };
 
 /// Every option of `app` takes its last value, as flags always did here; an
-/// App made this way also lists each option's RDMAPS_* variable in --help.
+/// App made this way also lists each option's RDMAPS_* variable in --help,
+/// and --version prints the build's version (rdmaps_build_version()).
 void set_defaults(CLI::App& app);
 /// Parses `args` (without the program name); a switch given an empty value
 /// ("--name ''", "--name=") is an error, not the switch alone. --help passes
-/// as CLI::CallForHelp (app.exit prints it); any other error becomes
+/// and --version pass as CLI::Success (app.exit prints them); any other error becomes
 /// Error(kInvalidArgument).
 void parse(CLI::App& app, const std::vector<std::string>& args);
 void parse(CLI::App& app, int argc, char** argv, int first = 1);

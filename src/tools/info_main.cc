@@ -2,17 +2,27 @@
 // CUDA devices, GPUDirect prerequisites) and the GPU path that follows.
 #include <cstdio>
 #include <cstring>
+#include <string>
 
+#include "rdmaps/version.h"
 #include "src/api/capabilities.h"
 
 int main(int argc, char** argv) {
+  // Another build's librdmaps (LD_LIBRARY_PATH) would crash this program later.
+  if (const std::string m = rdmaps::abi_mismatch(); !m.empty()) {
+    std::fprintf(stderr, "rdmaps-info: %s\n", m.c_str());
+    return 1;
+  }
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0) {
       json = true;
+    } else if (std::strcmp(argv[i], "--version") == 0) {
+      std::printf("%s\n", rdmaps_build_version());
+      return 0;
     } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::printf(
-          "usage: rdmaps-info [--json]\n\n"
+          "usage: rdmaps-info [--json] [--version]\n\n"
           "  Reports the UCX version and the memory types its transports handle, RDMA\n"
           "  devices and ports (libibverbs), CUDA devices, whether nvidia_peermem is loaded\n"
           "  and dma-buf is supported, and the GPU path rdmaps will use (direct, staged).\n");
@@ -23,6 +33,11 @@ int main(int argc, char** argv) {
     }
   }
   rdmaps::Capabilities caps = rdmaps::probe_capabilities();
-  std::printf("%s\n", json ? rdmaps::to_json(caps).c_str() : rdmaps::describe(caps).c_str());
+  if (json) {
+    std::printf("%s\n", rdmaps::to_json(caps).c_str());
+  } else {
+    std::printf("rdmaps %s (librdmaps ABI %d, %s)\n%s\n", rdmaps_build_version(), rdmaps_abi_version(),
+                rdmaps_library_path(), rdmaps::describe(caps).c_str());
+  }
   return 0;
 }

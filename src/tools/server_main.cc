@@ -9,6 +9,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "rdmaps/version.h"
 #include "src/api/capabilities.h"
 #include "src/api/cli.h"
 #include "src/api/config_flags.h"
@@ -16,6 +17,11 @@
 #include "src/tools/stop_on_signal.h"
 
 int main(int argc, char** argv) {
+  // Another build's librdmaps (LD_LIBRARY_PATH) would crash this program later.
+  if (const std::string m = rdmaps::abi_mismatch(); !m.empty()) {
+    std::fprintf(stderr, "rdmaps-server: %s\n", m.c_str());
+    return 1;
+  }
   CLI::App app("One parameter-server process.", "rdmaps-server");
   const std::vector<std::string> args(argv + 1, argv + argc);
   try {
@@ -77,7 +83,7 @@ int main(int argc, char** argv) {
     rdmaps::add_config_flags(app, options.config);
     try {
       rdmaps::cli::parse(app, args);
-    } catch (const CLI::CallForHelp& e) {
+    } catch (const CLI::Success& e) {  // --help, --version
       return app.exit(e);
     }
     options.exit_when_done = !keep_running;

@@ -222,7 +222,7 @@ Options parse_options(int argc, char** argv) {
   const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
   try {
     cli::parse(app, args);
-  } catch (const CLI::CallForHelp& e) {
+  } catch (const CLI::Success& e) {  // --help, --version
     std::exit(app.exit(e));
   }
   o.role_given = role->count() > 0;

@@ -13,6 +13,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "rdmaps/version.h"
 #include "src/launch/server_directory.h"
 #include "src/tools/child_process.h"
 #include "src/tools/stop_on_signal.h"
@@ -215,6 +216,11 @@ int run_virtual_role(const Options& o) {
 }  // namespace rdmaps::train
 
 int main(int argc, char** argv) {
+  // Another build's librdmaps (LD_LIBRARY_PATH) would crash this program later.
+  if (const std::string m = rdmaps::abi_mismatch(); !m.empty()) {
+    std::fprintf(stderr, "rdmaps-train: %s\n", m.c_str());
+    return 1;
+  }
   using namespace rdmaps::train;
   rdmaps::tools::end_with_parent("rdmaps-train");
   try {
