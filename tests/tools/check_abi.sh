@@ -5,7 +5,7 @@
 # rdmaps-info and rdmaps.__version__ tell builds apart.
 #   tests/tools/check_abi.sh BUILD_ROOT SOURCE_ROOT OTHER_LAYOUT.so OTHER_ABI.so [PYTHON]
 set -uo pipefail
-build=$1 src=$2 other_layout=$3 other_abi=$4 python=${5:-}
+build=$(realpath "$1") src=$(realpath "$2") other_layout=$(realpath "$3") other_abi=$(realpath "$4") python=${5:-}
 server=$build/src/rdmaps-server info=$build/src/rdmaps-info
 failed=0
 fail() { echo "check_abi: FAIL: $*" >&2; failed=1; }
@@ -39,11 +39,13 @@ refused() {
 for fake in "$other_layout" "$other_abi"; do
   for program in "$server" "$info"; do
     out=$(LD_PRELOAD=$fake "$program" --help 2>&1)
-    refused "$(basename "$program") with $(basename "$fake")" "$out" $?
+    status=$?
+    refused "$(basename "$program") with $(basename "$fake")" "$out" $status
   done
   if [ -n "$python" ]; then
     out=$(cd / && LD_PRELOAD=$fake PYTHONPATH="$build/python" "$python" -c 'import rdmaps' 2>&1)
-    refused "import rdmaps with $(basename "$fake")" "$out" $?
+    status=$?
+    refused "import rdmaps with $(basename "$fake")" "$out" $status
     grep -q "^ImportError: rdmaps: " <<<"$out" || fail "import rdmaps with $(basename "$fake"): no ImportError: $out"
   fi
 done
