@@ -7,9 +7,9 @@
 #include "bench/perf_ps.h"
 #include "bench/perf_transport.h"
 #include "rdmaps/error.h"
-#include "rdmaps/version.h"
 #include "src/api/capabilities.h"
 #include "src/tools/child_process.h"
+#include "src/tools/own_library.h"
 
 namespace {
 void usage() {
@@ -23,11 +23,7 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // Another build's librdmaps (LD_LIBRARY_PATH) would crash this program later.
-  if (const std::string m = rdmaps::abi_mismatch(); !m.empty()) {
-    std::fprintf(stderr, "rdmaps-perf: %s\n", m.c_str());
-    return 1;
-  }
+  if (!rdmaps::tools::on_its_own_library("rdmaps-perf")) return 1;
   rdmaps::tools::end_with_parent("rdmaps-perf");
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage();

@@ -4,15 +4,11 @@
 #include <cstring>
 #include <string>
 
-#include "rdmaps/version.h"
 #include "src/api/capabilities.h"
+#include "src/tools/own_library.h"
 
 int main(int argc, char** argv) {
-  // Another build's librdmaps (LD_LIBRARY_PATH) would crash this program later.
-  if (const std::string m = rdmaps::abi_mismatch(); !m.empty()) {
-    std::fprintf(stderr, "rdmaps-info: %s\n", m.c_str());
-    return 1;
-  }
+  if (!rdmaps::tools::on_its_own_library("rdmaps-info")) return 1;
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0) {

@@ -9,19 +9,15 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
-#include "rdmaps/version.h"
 #include "src/api/capabilities.h"
 #include "src/api/cli.h"
 #include "src/api/config_flags.h"
 #include "src/launch/server_directory.h"
+#include "src/tools/own_library.h"
 #include "src/tools/stop_on_signal.h"
 
 int main(int argc, char** argv) {
-  // Another build's librdmaps (LD_LIBRARY_PATH) would crash this program later.
-  if (const std::string m = rdmaps::abi_mismatch(); !m.empty()) {
-    std::fprintf(stderr, "rdmaps-server: %s\n", m.c_str());
-    return 1;
-  }
+  if (!rdmaps::tools::on_its_own_library("rdmaps-server")) return 1;
   CLI::App app("One parameter-server process.", "rdmaps-server");
   const std::vector<std::string> args(argv + 1, argv + argc);
   try {

@@ -13,9 +13,9 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
-#include "rdmaps/version.h"
 #include "src/launch/server_directory.h"
 #include "src/tools/child_process.h"
+#include "src/tools/own_library.h"
 #include "src/tools/stop_on_signal.h"
 #include "src/train/driver.h"
 #include "src/train/options.h"
@@ -216,11 +216,7 @@ int run_virtual_role(const Options& o) {
 }  // namespace rdmaps::train
 
 int main(int argc, char** argv) {
-  // Another build's librdmaps (LD_LIBRARY_PATH) would crash this program later.
-  if (const std::string m = rdmaps::abi_mismatch(); !m.empty()) {
-    std::fprintf(stderr, "rdmaps-train: %s\n", m.c_str());
-    return 1;
-  }
+  if (!rdmaps::tools::on_its_own_library("rdmaps-train")) return 1;
   using namespace rdmaps::train;
   rdmaps::tools::end_with_parent("rdmaps-train");
   try {
