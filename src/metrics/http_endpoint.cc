@@ -23,6 +23,16 @@
 // holds the endpoint's memory or other clients' scrapes beyond those
 // deadlines. (cpp-httplib, used before, read chunked bodies and any number of
 // header lines into memory, and two slow senders held both its threads.)
+//
+// With every slot held, a newcomer makes room: the endpoint keeps accepting
+// and closes one that had its turn, in any phase: a reply that is out first,
+// then the connection that has gone longest without progress. Were full
+// slots to stop accepting, the kernel's backlog would fill and a scraper's
+// SYN be dropped, to wait out TCP's retransmission back-off: clients that
+// sent a request and never read its reply held their slots for 1 s (linger)
+// or 10 s (reply), and the backlog behind them, and a scrape took 19 s. A
+// reply its reader does not take while others wait is worth less than the
+// next scrape; without newcomers no one is closed before its deadline.
 namespace rdmaps::metrics {
 
 namespace {
@@ -48,7 +58,9 @@ struct Connection {
   std::string reply;
   size_t sent = 0, dropped = 0;
   Clock::time_point deadline;
-  uint64_t round = 0;  // the poll round that accepted it
+  // The poll round of its last progress: accepted, or its reader took some of
+  // the reply. Only one that had a round since may be closed to make room.
+  uint64_t round = 0;
 };
 
 int ms_until(Clock::time_point t) {
@@ -59,7 +71,7 @@ int ms_until(Clock::time_point t) {
 bool would_block(ssize_t n) { return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR); }
 
 // Sends what the socket takes now; true once the reply is out.
-bool send_some(Connection& c) {
+bool send_some(Connection& c, uint64_t round) {
   while (c.sent < c.reply.size()) {
     const ssize_t n = ::send(c.socket.fd(), c.reply.data() + c.sent, c.reply.size() - c.sent, MSG_NOSIGNAL);
     if (would_block(n)) return false;
@@ -68,12 +80,13 @@ bool send_some(Connection& c) {
       return false;
     }
     c.sent += static_cast<size_t>(n);
+    c.round = round;
   }
   return true;
 }
 
 // Moves one connection on by what poll() reported.
-void step(Connection& c, short revents, const std::function<std::string()>& render) {
+void step(Connection& c, short revents, uint64_t round, const std::function<std::string()>& render) {
   if (Clock::now() >= c.deadline) {
     c.phase = Connection::Phase::kDone;  // a request, reply or linger past its time: nothing more is owed
     return;
@@ -103,7 +116,7 @@ void step(Connection& c, short revents, const std::function<std::string()>& rend
     revents = POLLOUT;  // try at once: the socket's buffer usually takes it all
   }
   if (c.phase == Connection::Phase::kReply && revents) {
-    if (!send_some(c)) return;
+    if (!send_some(c, round)) return;
     ::shutdown(c.socket.fd(), SHUT_WR);
     c.phase = Connection::Phase::kLinger;
     c.deadline = Clock::now() + kLingerTime;
@@ -158,29 +171,36 @@ HttpEndpoint::~HttpEndpoint() {
 void HttpEndpoint::serve() {
   std::vector<Connection> open;
   std::vector<pollfd> polled;
-  open.reserve(kMaxConnections);
+  open.reserve(kMaxConnections + 1);  // a newcomer is accepted before the one it replaces goes
   polled.reserve(kMaxConnections + 2);
   Clock::time_point accept_after{};  // out of descriptors: try again later
   for (uint64_t round = 1;; ++round) {
     polled.clear();
     polled.push_back({wake_.fd, POLLIN, 0});
-    // Full slots of requests still arriving make room for a newcomer: the
-    // oldest goes, once it had a poll round to send its request (a scrape's
-    // arrives in one). Else clients that connect and send nothing held each
-    // slot 2 s, and 40 of them delayed every scrape by 15 s.
+    // Full slots make room for a newcomer, whatever their phase: a reply that
+    // is out (lingering) goes first, as nothing more is owed to it; then the
+    // request or reply whose last progress is oldest, once it had a poll round
+    // since (a scrape's request arrives in one, and a reader that takes its
+    // reply makes progress in each). Else clients that connect and send
+    // nothing held each slot 2 s (40 of them delayed every scrape by 15 s),
+    // and clients that send a request and never read held theirs and the
+    // backlog behind them (a scrape behind 12 such took 19 s).
     auto evictable = [&] {
       auto oldest = open.end();
+      auto before = [](const Connection& a, const Connection& b) {
+        const bool a_out = a.phase == Connection::Phase::kLinger, b_out = b.phase == Connection::Phase::kLinger;
+        return a_out != b_out ? a_out : a.round < b.round;
+      };
       for (auto c = open.begin(); c != open.end(); ++c)
-        if (c->phase == Connection::Phase::kRequest && c->round < round &&
-            (oldest == open.end() || c->deadline < oldest->deadline))
-          oldest = c;
+        if (c->round < round && (oldest == open.end() || before(*c, *oldest))) oldest = c;
       return oldest;
     };
-    const bool full = open.size() >= kMaxConnections && evictable() == open.end();
+    // Every connection had a round by now (the last round's are evictable), so
+    // full slots never stop accepting: the backlog drains and a scraper's SYN
+    // is not dropped. Poll still sleeps: the listener wakes it only for a newcomer.
     const bool backing_off = Clock::now() < accept_after;
-    polled.push_back({full || backing_off ? -1 : listener_.fd(), POLLIN, 0});  // poll skips a negative fd
-    // Full, only a connection's end frees a slot: accept_after (maybe long past) would make poll spin.
-    Clock::time_point next = !full && backing_off ? accept_after : Clock::time_point::max();
+    polled.push_back({backing_off ? -1 : listener_.fd(), POLLIN, 0});  // poll skips a negative fd
+    Clock::time_point next = backing_off ? accept_after : Clock::time_point::max();
     for (const Connection& c : open) {
       polled.push_back({c.socket.fd(), static_cast<short>(c.phase == Connection::Phase::kReply ? POLLOUT : POLLIN), 0});
       next = std::min(next, c.deadline);
@@ -192,7 +212,7 @@ void HttpEndpoint::serve() {
     }
     if (polled[0].revents) return;
     const size_t held = open.size();
-    for (size_t i = 0; i < held; ++i) step(open[i], polled[i + 2].revents, render_);
+    for (size_t i = 0; i < held; ++i) step(open[i], polled[i + 2].revents, round, render_);
     std::erase_if(open, [](const Connection& c) { return c.phase == Connection::Phase::kDone; });
     while (polled[1].revents) {
       const bool making_room = open.size() >= kMaxConnections;

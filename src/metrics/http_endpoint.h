@@ -23,7 +23,8 @@ class HttpEndpoint {
   HttpEndpoint(const HttpEndpoint&) = delete;
   HttpEndpoint& operator=(const HttpEndpoint&) = delete;
 
-  /// Connections held at once, at most; more wait in the kernel's backlog.
+  /// Connections held at once, at most (one more for the moment a newcomer
+  /// replaces one that had its turn: see http_endpoint.cc).
   static constexpr size_t kMaxConnections = 10;
 
   /// host:port as bound (the real port when asked for 0).

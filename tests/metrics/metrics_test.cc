@@ -8,8 +8,11 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -340,9 +343,9 @@ size_t open_fds() {
 }  // namespace
 
 // Idle connections (a port scanner, a scraper that never sends) wait in the
-// kernel's backlog, not in the process: the endpoint holds at most
-// kMaxConnections, so it cannot take the file descriptors the server's
-// workers need. It used to accept all of them (250 of 250).
+// kernel's backlog or replace one another, not pile up in the process: the
+// endpoint holds at most kMaxConnections, so it cannot take the file
+// descriptors the server's workers need. It used to accept all of them (250 of 250).
 TEST(HttpEndpoint, IdleConnectionsCannotTakeTheProcesssFileDescriptors) {
   rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
   const std::string address = endpoint.address();
@@ -391,4 +394,156 @@ TEST(HttpEndpoint, FullSlotsOfIdleClientsCostNoCpu) {
   const double busy = process_cpu_seconds() - cpu_before;
   for (int fd : idle) ::close(fd);
   EXPECT_LT(busy, 0.2) << "the endpoint used " << busy << " s of CPU in 1 s holding only idle connections";
+}
+
+namespace {
+// A non-blocking connect to `port` on loopback that waits at most `wait` for
+// the handshake: -1 if the kernel's backlog dropped the SYN meanwhile.
+int connect_within(int port, std::chrono::milliseconds wait) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0) return fd;
+  pollfd p{fd, POLLOUT, 0};
+  int error = errno;
+  socklen_t len = sizeof(error);
+  if (error == EINPROGRESS && ::poll(&p, 1, static_cast<int>(wait.count())) == 1 &&
+      ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0)
+    return fd;
+  ::close(fd);
+  return -1;
+}
+
+// The page of a GET /metrics that connects, sends and reads within `limit`;
+// what it got so far otherwise.
+std::string scrape_within(int port, std::chrono::seconds limit) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  const auto left = [&] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+  };
+  const int fd = connect_within(port, std::chrono::duration_cast<std::chrono::milliseconds>(limit));
+  if (fd < 0) return "no connection within the limit";
+  const std::string request = "GET /metrics HTTP/1.1\r\n\r\n";
+  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string reply;
+  char buffer[4096];
+  for (pollfd p{fd, POLLIN, 0}; left().count() > 0 && ::poll(&p, 1, static_cast<int>(left().count())) == 1;) {
+    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN)) break;
+    if (n > 0) reply.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return body_of(reply);
+}
+
+// The connections an endpoint on `port` holds: sockets of this process on
+// that local port but the listener's (a socket in the backlog, or one closed
+// and still in FIN_WAIT, has no inode). Read from one table, not fd by fd,
+// whose numbers are reused while they are read.
+size_t connections_on(int port) {
+  std::ifstream table("/proc/self/net/tcp");
+  std::string line;
+  std::getline(table, line);  // the column names
+  size_t n = 0;
+  char port_hex[8];
+  std::snprintf(port_hex, sizeof(port_hex), ":%04X", port);
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+    fields >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+    if (local.ends_with(port_hex) && state != "0A" && inode != "0") ++n;  // 0A: LISTEN
+  }
+  return n;
+}
+}  // namespace
+
+// Clients that send a whole GET /metrics and never read nor close: each held
+// its slot in its reply or linger phase, full slots stopped accepting, and
+// the attackers kept the kernel's backlog full, so a scraper's SYN was dropped
+// and it waited out TCP's back-off (19 s behind 12 such clients). Full slots
+// now make room for a newcomer in any phase, so the backlog drains and the
+// scrape is answered, while the endpoint still holds at most kMaxConnections.
+TEST(HttpEndpoint, ClientsThatNeverReadTheirReplyDelayNoScrape) {
+  rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
+  const int port = port_of(endpoint);
+  const size_t fds_before = open_fds();
+  std::atomic<bool> pause{false}, stop{false};
+  std::atomic<size_t> requests{0}, most_fds{0};
+  std::vector<std::thread> attackers;
+  for (int t = 0; t < 4; ++t)
+    attackers.emplace_back([&] {  // each keeps its last 20 connections open
+      std::vector<int> held;
+      const std::string request = "GET /metrics HTTP/1.1\r\n\r\n";
+      while (!stop) {
+        const int fd = pause ? -1 : connect_within(port, std::chrono::milliseconds(100));
+        if (fd >= 0 && ::send(fd, request.data(), request.size(), MSG_NOSIGNAL) > 0) ++requests;
+        if (fd >= 0) held.push_back(fd);
+        if (held.size() > 20) {
+          ::close(held.front());
+          held.erase(held.begin());
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+      for (int fd : held) ::close(fd);
+    });
+  std::thread watch([&] {  // one readdir: a snapshot, though descriptors come and go
+    while (!stop) {
+      most_fds = std::max(most_fds.load(), open_fds() - fds_before);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // the slots and the backlog are the attackers'
+  const auto start = std::chrono::steady_clock::now();
+  const std::string page = scrape_within(port, std::chrono::seconds(10));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // The endpoint's own connections, counted once they stop coming and going
+  // (a table read while they churn counts some twice); the attackers still
+  // hold theirs, unread.
+  pause = true;
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  const size_t held = connections_on(port);
+  stop = true;
+  for (auto& t : attackers) t.join();
+  watch.join();
+  std::printf("[ info     ] the scrape took %.3f s behind %zu requests never read; the endpoint held %zu connections\n",
+              seconds, requests.load(), held);
+  EXPECT_EQ(page, "up 1\n");
+  EXPECT_LT(seconds, 3.0) << "the scrape waited " << seconds << " s behind clients that never read";
+  // Every slot but the one the scraper took and left.
+  EXPECT_LE(held, rdmaps::metrics::HttpEndpoint::kMaxConnections);
+  EXPECT_GE(held, rdmaps::metrics::HttpEndpoint::kMaxConnections - 1) << "the attackers did not fill the slots";
+  // The attackers' own sockets (4 x 21), the endpoint's (one more while a
+  // newcomer replaces one), the scraper's.
+  EXPECT_LE(most_fds.load(), 4 * 21 + rdmaps::metrics::HttpEndpoint::kMaxConnections + 2)
+      << "the process's descriptors grew by " << most_fds.load();
+}
+
+// Making room is for newcomers only: without them a reader that takes a large
+// page slowly gets it whole, even with every other slot held by a client that
+// never reads its reply.
+TEST(HttpEndpoint, ASlowReaderGetsALargePageWhenNoOneWaits) {
+  const std::string large(4u << 20, 'x');
+  rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [&] { return large; });
+  const int port = port_of(endpoint);
+  const std::string request = "GET /metrics HTTP/1.1\r\n\r\n";
+  std::vector<int> never_read;
+  for (size_t i = 0; i + 1 < rdmaps::metrics::HttpEndpoint::kMaxConnections; ++i) {
+    never_read.push_back(connect_to(port));
+    ::send(never_read.back(), request.data(), request.size(), MSG_NOSIGNAL);
+  }
+  const int fd = connect_to(port);
+  ASSERT_GE(fd, 0);
+  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string reply;
+  char buffer[65536];
+  for (ssize_t n; (n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0;) {
+    reply.append(buffer, static_cast<size_t>(n));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // 64 reads at most: a second or so
+  }
+  ::close(fd);
+  for (int c : never_read) ::close(c);
+  EXPECT_EQ(body_of(reply).size(), large.size()) << status_line(reply);
 }
