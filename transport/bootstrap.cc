@@ -131,7 +131,8 @@ std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const u
   if (required && !have)
     throw Error(Errc::kPermissionDenied, "the server at " + peer +
                                              " requires a shared secret: set RDMAPS_SECRET or --secret-file to the "
-                                             "server's (see docs/security.md)");
+                                             "server's (C++: Config::secret, which rdmaps::parse_config fills from "
+                                             "them; see docs/security.md)");
   if (!required && have)
     throw Error(Errc::kPermissionDenied,
                 "the server at " + peer +
