@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -19,14 +20,18 @@ namespace {
 using transport::TcpSocket;
 using Clock = std::chrono::steady_clock;
 
-// Requests: "rdmaps-rendezvous 3 NONCE PROOF WORLD SERVERS RANK ADDRESS|- LAUNCH_ID"
-// (the launch id is the rest of the line, perhaps empty; PROOF is "-" without a
-// secret). Answers: "PROOF TEXT", TEXT "ok A0,A1,...", "wait missing R,R,..."
-// or "error WHY"; PROOF covers the request's fresh nonce, so an answer cannot
-// be replayed to another request. A request of another version gets a bare
-// "error WHY", as every version has answered it.
+// A connection opens with "rdmaps-rendezvous 4 challenge", answered by
+// "- challenge HOST_NONCE", fresh for that connection. Requests then read
+// "rdmaps-rendezvous 4 NONCE PROOF WORLD SERVERS RANK ADDRESS|- LAUNCH_ID"
+// (the launch id is the rest of the line, perhaps empty; PROOF is "-" without
+// a secret) and are answered "PROOF TEXT", TEXT "ok A0,A1,...", "wait missing
+// R,R,..." or "error WHY". Each proof covers both nonces: a request recorded
+// on one connection proves nothing on another (another job's rendezvous with
+// the same secret and launch id included), and an answer belongs to one
+// request. A message of another version gets a bare "error WHY", as every
+// version has answered it.
 constexpr const char* kTag = "rdmaps-rendezvous";
-constexpr int kVersion = 3;
+constexpr int kVersion = 4;
 constexpr size_t kMaxRequest = 4096;                        // an address is a host:port
 constexpr auto kProveWithin = std::chrono::seconds(5);      // a connection's first proven request
 constexpr auto kIdleAfterProof = std::chrono::seconds(10);  // ranks ask every 100 ms until "ok"
@@ -36,18 +41,18 @@ std::span<const uint8_t> span_of(std::string_view s) { return {reinterpret_cast<
 
 std::string shown(const std::string& launch_id) { return launch_id.empty() ? "no launch id" : "'" + launch_id + "'"; }
 
-// "-" without a secret, else the hex HMAC of the role, the nonce and the text.
-std::string proof_of(const std::string& secret, std::string_view role, const transport::Nonce& nonce,
-                     std::string_view text) {
+// "-" without a secret, else the hex HMAC of the role, both nonces and the text.
+std::string proof_of(const std::string& secret, std::string_view role, const transport::Nonce& host_nonce,
+                     const transport::Nonce& nonce, std::string_view text) {
   if (secret.empty()) return "-";
-  return transport::to_hex(transport::mac(secret, {span_of(role), nonce, span_of(text)}));
+  return transport::to_hex(transport::mac(secret, {span_of(role), host_nonce, nonce, span_of(text)}));
 }
 
-bool proves(const std::string& secret, std::string_view role, const transport::Nonce& nonce, std::string_view text,
-            std::string_view proof) {
+bool proves(const std::string& secret, std::string_view role, const transport::Nonce& host_nonce,
+            const transport::Nonce& nonce, std::string_view text, std::string_view proof) {
   transport::Proof given;
   return transport::from_hex(proof, given) &&
-         transport::same_proof(given, transport::mac(secret, {span_of(role), nonce, span_of(text)}));
+         transport::same_proof(given, transport::mac(secret, {span_of(role), host_nonce, nonce, span_of(text)}));
 }
 
 // The next space-separated field of `rest`, which moves past it and one space.
@@ -63,9 +68,10 @@ struct Connection {
   std::string peer;
   transport::MessageReader reader;
   transport::MessageWriter writer;
-  Clock::time_point deadline;  // to prove a request, or to ask again
-  int64_t rank = -1;           // the rank its last proven request came from
-  bool closing = false;        // closes once its answer is sent
+  Clock::time_point deadline;                 // to prove a request, or to ask again
+  std::optional<transport::Nonce> challenge;  // sent once the peer asks for it
+  int64_t rank = -1;                          // the rank its last proven request came from
+  bool closing = false;                       // closes once its answer is sent
 };
 
 }  // namespace
@@ -169,20 +175,28 @@ void RendezvousHost::serve() {
       c.closing = true;
       return;
     }
+    if (rest == "challenge") {
+      if (!c.challenge) c.challenge = transport::random_nonce();
+      c.writer.queue(bytes_of("- challenge " + transport::to_hex(*c.challenge)));
+      return;
+    }
     transport::Nonce nonce;
     const bool has_nonce = transport::from_hex(next_field(rest), nonce);
     const std::string_view proof = next_field(rest), body = rest;
     std::string refusal;
     if (!has_nonce)
       refusal = "error not a rendezvous request";
+    else if (!c.challenge)
+      refusal = "error a request before its connection's challenge";
     else if (!secret_.empty() && proof == "-")
       refusal =
           "error the request proves no secret, and rank 0 has one: give every rank the same RDMAPS_SECRET "
           "(or --secret-file)";
-    else if (!secret_.empty() && !proves(secret_, "rendezvous request", nonce, body, proof))
+    else if (!secret_.empty() && !proves(secret_, "rendezvous request", *c.challenge, nonce, body, proof))
       refusal =
           "error the request does not prove rank 0's secret: give every rank the same RDMAPS_SECRET "
-          "(or --secret-file)";
+          "(or --secret-file); or another job with another secret uses this MASTER_ADDR:MASTER_PORT (give each "
+          "job its own MASTER_PORT)";
     if (!refusal.empty()) {
       log_refusal(LogLevel::kWarn, c.peer, refusal);
       c.writer.queue(bytes_of("- " + refusal));
@@ -191,7 +205,7 @@ void RendezvousHost::serve() {
     }
     uint64_t rank = UINT64_MAX;
     const std::string text = answer(body, &rank);
-    c.writer.queue(bytes_of(proof_of(secret_, "rendezvous answer", nonce, text) + " " + text));
+    c.writer.queue(bytes_of(proof_of(secret_, "rendezvous answer", *c.challenge, nonce, text) + " " + text));
     if (text.rfind("error ", 0) == 0) {  // the refused rank ends, and so may its connection
       log_refusal(LogLevel::kError, c.peer, text);
       c.closing = true;
@@ -222,7 +236,7 @@ void RendezvousHost::serve() {
           connections.erase(
               std::find_if(connections.begin(), connections.end(), [](const auto& c) { return c->rank < 0; }));
         connections.push_back(std::make_unique<Connection>(
-            Connection{std::move(s), peer.to_string(), {}, {}, Clock::now() + kProveWithin}));
+            Connection{std::move(s), peer.to_string(), {}, {}, Clock::now() + kProveWithin, {}}));
       }
     } catch (const Error& e) {
       // Out of files, most likely (ranks of a large launch at once): the
@@ -261,13 +275,33 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   const std::string seconds = std::to_string(timeout.count() / 1000.0).substr(0, 5) + " s";
   const std::string body = std::to_string(p.world_size) + " " + std::to_string(p.num_servers) + " " +
                            std::to_string(p.rank) + " " + (address.empty() ? "-" : address) + " " + p.launch_id;
-  // Each request a fresh nonce, which the answer's proof covers.
-  auto request_with = [&](const transport::Nonce& nonce) {
-    return std::string(kTag) + " " + std::to_string(kVersion) + " " + transport::to_hex(nonce) + " " +
-           proof_of(secret, "rendezvous request", nonce, body) + " " + body;
+  const std::string head = std::string(kTag) + " " + std::to_string(kVersion) + " ";
+  if (head.size() + 2 * transport::kNonceBytes + 66 + body.size() > kMaxRequest)
+    throw Error(Errc::kInvalidArgument,
+                "rank " + std::to_string(p.rank) + "'s rendezvous request would be longer than the " +
+                    std::to_string(kMaxRequest) + " bytes rank 0 reads: its launch id (" +
+                    std::to_string(p.launch_id.size()) + " bytes, from RDMAPS_JOB_ID, SLURM_JOB_ID.SLURM_STEP_ID or " +
+                    "TORCHELASTIC_RUN_ID) or its server address (" + std::to_string(address.size()) +
+                    " bytes) is too long");
+  // Each request a fresh nonce; both proofs cover it and the connection's challenge.
+  auto request_with = [&](const transport::Nonce& host_nonce, const transport::Nonce& nonce) {
+    return head + transport::to_hex(nonce) + " " + proof_of(secret, "rendezvous request", host_nonce, nonce, body) +
+           " " + body;
+  };
+  // The connection's challenge, or the refusal of a rank 0 of another version.
+  auto challenge_in = [&](const std::string& reply) {
+    transport::Nonce host_nonce;
+    if (reply.rfind("- challenge ", 0) == 0 && transport::from_hex(std::string_view(reply).substr(12), host_nonce))
+      return host_nonce;
+    if (reply.rfind("error ", 0) == 0)
+      throw Error(Errc::kInvalidArgument,
+                  "the rendezvous at " + where + " refused rank " + std::to_string(p.rank) + ": " + reply.substr(6));
+    throw Error(Errc::kProtocol, "the rendezvous at " + where + " answered rank " + std::to_string(p.rank) +
+                                     "'s challenge request with something else: '" + reply.substr(0, 80) + "'");
   };
   // The answer's text once its proof holds (or both sides have no secret).
-  auto proven_text = [&](const std::string& reply, const transport::Nonce& nonce) -> std::string {
+  auto proven_text = [&](const std::string& reply, const transport::Nonce& host_nonce,
+                         const transport::Nonce& nonce) -> std::string {
     std::string_view rest = reply;
     const std::string_view proof = next_field(rest);
     if (proof == "error") return reply;  // a refusal before any proof: another version, not a rendezvous request
@@ -281,7 +315,7 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
       throw Error(Errc::kInvalidArgument, "the rendezvous at " + where + " proves a secret, and rank " +
                                               std::to_string(p.rank) +
                                               " has none: give every rank the same RDMAPS_SECRET (or --secret-file)");
-    if (!proves(secret, "rendezvous answer", nonce, rest, proof))
+    if (!proves(secret, "rendezvous answer", host_nonce, nonce, rest, proof))
       throw Error(Errc::kInvalidArgument, "the answer from the rendezvous at " + where +
                                               " does not prove this rank's secret: is that rank 0 of this job, with "
                                               "the same RDMAPS_SECRET?");
@@ -305,11 +339,14 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
     try {
       TcpSocket s = TcpSocket::connect(addr, std::min(deadline, Clock::now() + std::chrono::seconds(5)));
       reached = true;
+      s.send_message(bytes_of(head + "challenge"), deadline, where);
+      const auto challenge = s.recv_message(deadline, where, kMaxRequest);
+      const transport::Nonce host_nonce = challenge_in(std::string(challenge.begin(), challenge.end()));
       while (Clock::now() < deadline) {
         const auto nonce = transport::random_nonce();
-        s.send_message(bytes_of(request_with(nonce)), deadline, where);
+        s.send_message(bytes_of(request_with(host_nonce, nonce)), deadline, where);
         auto reply = s.recv_message(deadline, where, 1 << 20);
-        last_answer = proven_text(std::string(reply.begin(), reply.end()), nonce);
+        last_answer = proven_text(std::string(reply.begin(), reply.end()), host_nonce, nonce);
         error_after_answer = false;
         if (last_answer.rfind("ok ", 0) == 0) {
           std::vector<std::string> servers;

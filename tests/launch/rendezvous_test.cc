@@ -182,13 +182,31 @@ TEST(Rendezvous, RefusesARankOfAnotherLaunchIdOfTheSameShape) {
   EXPECT_EQ(rendezvous(server, "h:1", 5s), std::vector<std::string>{"h:1"});
 }
 
-// A request as a rank of another build or no rank at all would send it.
+// One connection to the rendezvous, as a rank of another build or no rank at all would use it.
+class Peer {
+ public:
+  explicit Peer(uint16_t port)
+      : socket_(transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)),
+                                              std::chrono::steady_clock::now() + 5s)) {}
+  std::string say(const std::string& text) {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    socket_.send_message(std::vector<uint8_t>(text.begin(), text.end()), deadline, "host");
+    auto reply = socket_.recv_message(deadline, "host");
+    return std::string(reply.begin(), reply.end());
+  }
+  transport::TcpSocket& socket() { return socket_; }
+
+ private:
+  transport::TcpSocket socket_;
+};
+
+// `text` on a fresh connection, after the challenge a version 4 request needs.
 std::string ask(uint16_t port, const std::string& text) {
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  auto s = transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)), deadline);
-  s.send_message(std::vector<uint8_t>(text.begin(), text.end()), deadline, "host");
-  auto reply = s.recv_message(deadline, "host");
-  return std::string(reply.begin(), reply.end());
+  Peer peer(port);
+  if (text.rfind("rdmaps-rendezvous 4 ", 0) == 0) {
+    EXPECT_EQ(peer.say("rdmaps-rendezvous 4 challenge").rfind("- challenge ", 0), 0u);
+  }
+  return peer.say(text);
 }
 
 const std::string kNonce(64, 'a');
@@ -199,11 +217,16 @@ TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
   EXPECT_EQ(ask(port, "GET / HTTP/1.0"), "error not a rendezvous request");
   // A rank of another rdmaps (version 2 had no nonce) is told so, in the form every version reads.
   EXPECT_EQ(ask(port, "rdmaps-rendezvous 2 2 1 0 - "),
-            "error this rank speaks rendezvous version 2, rank 0 speaks 3: every rank of a job must run the same "
+            "error this rank speaks rendezvous version 2, rank 0 speaks 4: every rank of a job must run the same "
             "rdmaps");
-  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 xyz - 2 1 0 - "), "- error not a rendezvous request");
-  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 " + kNonce + " - 2 1 7 - "), "- error rank 7 is not below the world size");
-  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 " + kNonce + " - 2 1 0"), "- error not a rendezvous request");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 " + kNonce + " - 2 1 0 - "),
+            "error this rank speaks rendezvous version 3, rank 0 speaks 4: every rank of a job must run the same "
+            "rdmaps");
+  EXPECT_EQ(Peer(port).say("rdmaps-rendezvous 4 " + kNonce + " - 2 1 0 h:9 "),
+            "- error a request before its connection's challenge");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 4 xyz - 2 1 0 - "), "- error not a rendezvous request");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 4 " + kNonce + " - 2 1 7 - "), "- error rank 7 is not below the world size");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 4 " + kNonce + " - 2 1 0"), "- error not a rendezvous request");
   // A message longer than any request closes that connection only.
   {
     const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -212,7 +235,7 @@ TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
     s.send_message(std::vector<uint8_t>(big.begin(), big.end()), deadline, "host");
     EXPECT_THROW(s.recv_message(deadline, "host"), Error);
   }
-  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 " + kNonce + " - 2 1 0 h:9 "), "- ok h:9");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 4 " + kNonce + " - 2 1 0 h:9 "), "- ok h:9");
 }
 
 // The rendezvous answered anyone: a peer without the secret learned rank 0's
@@ -227,8 +250,8 @@ TEST(Rendezvous, ProvesTheSecretBothWaysAndTellsAPeerWithoutItNothing) {
   Placement worker = rank_of(2, 3, 1, port);
   worker.launch_id = "slurm:41.0";
   for (const std::string& text :
-       {"rdmaps-rendezvous 3 " + kNonce + " - 9 9 0 evil:1 guess",
-        "rdmaps-rendezvous 3 " + kNonce + " " + std::string(64, '0') + " 3 1 0 evil:1 slurm:41.0"}) {
+       {"rdmaps-rendezvous 4 " + kNonce + " - 9 9 0 evil:1 guess",
+        "rdmaps-rendezvous 4 " + kNonce + " " + std::string(64, '0') + " 3 1 0 evil:1 slurm:41.0"}) {
     const std::string reply = ask(port, text);
     EXPECT_EQ(reply.rfind("- error the request ", 0), 0u) << reply;
     for (const char* secretive : {"41.0", "3 and 1", "evil", "h:1"})
@@ -245,6 +268,60 @@ TEST(Rendezvous, ProvesTheSecretBothWaysAndTellsAPeerWithoutItNothing) {
   RendezvousHost open_host(rank_of(0, 2, 1, open_port));
   what = error_of([&] { rendezvous(rank_of(1, 2, 1, open_port), "", 3s, secret); });
   EXPECT_NE(what.find("without a secret, and this rank has one"), std::string::npos) << what;
+}
+
+// A request proved only its own nonce: one recorded at an earlier job's
+// rendezvous (same secret, same launch id) registered that job's stale server
+// address at the next one, whose real server rank was then refused.
+TEST(Rendezvous, ARequestRecordedOnOneConnectionProvesNothingOnAnother) {
+  const std::string secret = "0123456789abcdef-the-job";
+  // Where the recording happens: a listener that answers challenges and keeps the rest.
+  auto recorder = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  const auto recorder_port = static_cast<uint16_t>(recorder.local_address().port());
+  std::vector<std::string> recorded;
+  std::thread listen([&] {
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    transport::TcpSocket s;
+    while (!s.valid() && std::chrono::steady_clock::now() < deadline) {
+      s = recorder.try_accept(nullptr);
+      std::this_thread::sleep_for(10ms);
+    }
+    while (true) {
+      auto message = s.recv_message(deadline, "rank");
+      recorded.emplace_back(message.begin(), message.end());
+      if (!recorded.back().ends_with(" challenge")) return;  // a request: recorded
+      const std::string challenge = "- challenge " + std::string(64, 'b');
+      s.send_message(std::vector<uint8_t>(challenge.begin(), challenge.end()), deadline, "rank");
+    }
+  });
+  Placement old_server = rank_of(0, 2, 1, recorder_port);
+  old_server.launch_id = "job-7";
+  error_of([&] { rendezvous(old_server, "old:1", 1s, secret); });
+  listen.join();
+  ASSERT_FALSE(recorded.empty());
+
+  const uint16_t port = free_port();
+  Placement server = rank_of(0, 2, 1, port);
+  server.launch_id = "job-7";
+  RendezvousHost host(server, secret);
+  Peer replay(port);
+  std::string reply;
+  for (const auto& message : recorded) reply = replay.say(message);
+  EXPECT_EQ(reply.rfind("- error the request does not prove rank 0's secret", 0), 0u) << reply;
+  EXPECT_EQ(rendezvous(server, "new:2", 3s, secret), std::vector<std::string>{"new:2"});
+}
+
+// A launch id near 4 KB made a request rank 0 drops unanswered: the rank
+// waited out its timeout with "never answered as rdmaps' rendezvous".
+TEST(Rendezvous, ARequestTooLongForRankZeroIsNamedBeforeItIsSent) {
+  const uint16_t port = free_port();
+  Placement p = rank_of(1, 2, 1, port);
+  p.launch_id = std::string(5000, 'j');
+  const auto start = std::chrono::steady_clock::now();
+  const std::string what = error_of([&] { rendezvous(p, "", 10s); });
+  EXPECT_NE(what.find("invalid-argument"), std::string::npos) << what;
+  EXPECT_NE(what.find("its launch id (5000 bytes, from RDMAPS_JOB_ID"), std::string::npos) << what;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s) << "it waited for an answer";
 }
 
 // Every connection to the rendezvous was kept for the job's life: silent
@@ -279,7 +356,10 @@ TEST(Rendezvous, APeerThatNeverReadsHoldsUpNoRank) {
   ::setsockopt(hog.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
   // Rank 0 registering a 3000-byte address: each answer carries it back.
   const std::string address(3000, 'a');
-  const std::string request = "rdmaps-rendezvous 3 " + kNonce + " - 2 1 0 " + address + " ";
+  const std::string request = "rdmaps-rendezvous 4 " + kNonce + " - 2 1 0 " + address + " ";
+  const std::string challenge = "rdmaps-rendezvous 4 challenge";
+  hog.send_message(std::vector<uint8_t>(challenge.begin(), challenge.end()), deadline, "host");
+  hog.recv_message(deadline, "host");
   std::thread asker([&] {
     try {
       for (int i = 0; i < 2000; ++i)
