@@ -101,6 +101,22 @@ std::vector<std::pair<uint64_t, std::string>> list(const std::string& dir, uint3
   return out;
 }
 
+// The format version a checkpoint file says it has; 0 for anything else
+// (no such regular file, too short, not an rdmaps checkpoint).
+uint32_t format_of(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return 0;
+  struct stat st {};
+  char head[sizeof(kMagic) + 4] = {};
+  const bool whole = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                     ::pread(fd, head, sizeof(head), 0) == static_cast<ssize_t>(sizeof(head));
+  ::close(fd);
+  if (!whole || std::memcmp(head, kMagic, sizeof(kMagic)) != 0) return 0;
+  uint32_t version = 0;
+  std::memcpy(&version, head + sizeof(kMagic), sizeof(version));
+  return version;
+}
+
 std::vector<uint8_t> encode_header(const CheckpointHeader& h, uint64_t floats, bool has_state) {
   WireWriter w;
   w.raw(kMagic, sizeof(kMagic));
@@ -232,9 +248,10 @@ void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, co
       ++kept;
       oldest_kept = sequence;
     }
+  // A newer release's checkpoint is that release's to prune, never this one's.
   if (kept == keep)
     for (const auto& [sequence, name] : done)
-      if (sequence < oldest_kept) ::unlink((dir + "/" + name).c_str());
+      if (sequence < oldest_kept && format_of(dir + "/" + name) <= kFormatVersion) ::unlink((dir + "/" + name).c_str());
   for (const auto& [sequence, name] : list(dir, index, true)) ::unlink((dir + "/" + name).c_str());
 }
 
@@ -318,6 +335,14 @@ std::optional<Checkpoint> load_newest_checkpoint(const std::string& dir, uint32_
   const auto done = list(dir, index, false);
   std::string newest_why;
   for (const auto& [sequence, name] : done) {
+    // Resuming from an older checkpoint past a newer release's would lose
+    // what that release trained, and later pruning would delete it.
+    if (const uint32_t format = format_of(dir + "/" + name); format > kFormatVersion)
+      throw Error(Errc::kInvalidArgument,
+                  "'" + dir + "/" + name + "' is a checkpoint of format version " + std::to_string(format) +
+                      ", written by a newer rdmaps; this server reads version " + std::to_string(kFormatVersion) +
+                      " and will not resume from an older checkpoint past it: resume with the release that wrote "
+                      "it, or move it away");
     std::string why;
     try {
       return read_checkpoint(dir + "/" + name, max_bytes);

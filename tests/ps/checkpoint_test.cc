@@ -179,6 +179,33 @@ TEST(Checkpoint, ResumingWhereNoCheckpointReadsBackIsRefusedNamingThem) {
   fs::remove_all(dir);
 }
 
+// A checkpoint of a newer release's format was skipped like a torn one: the
+// server resumed from an older checkpoint, and once it had written
+// --checkpoint-keep of its own, pruning deleted the newer model.
+TEST(Checkpoint, ANewerFormatIsRefusedByAResumeAndNeverPruned) {
+  const std::string dir = temp_dir();
+  write_sample(dir, 1, 1.0f);
+  const std::string newer = write_sample(dir, 2, 2.0f);
+  const uint32_t format = 2;  // after the 8-byte magic
+  {
+    std::fstream f(newer, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(8);
+    f.write(reinterpret_cast<const char*>(&format), sizeof(format));
+  }
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { ps::load_newest_checkpoint(dir, 1, 1 << 20, [](const std::string&) {}); }, &what),
+            Errc::kInvalidArgument);
+  EXPECT_NE(what.find("'" + newer + "' is a checkpoint of format version 2, written by a newer rdmaps"),
+            std::string::npos)
+      << what;
+  write_sample(dir, 3, 3.0f);
+  write_sample(dir, 4, 4.0f);
+  ps::prune_checkpoints(dir, 1, 2, {3, 4});
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{"server-1-0000000002.ckpt", "server-1-0000000003.ckpt",
+                                                     "server-1-0000000004.ckpt"}));
+  fs::remove_all(dir);
+}
+
 // New checkpoints are numbered after every file of the server in the
 // directory, readable or not: pruning keeps the highest numbers.
 TEST(Checkpoint, TheNewestSequenceOnDiskCountsUnreadableFiles) {
