@@ -40,9 +40,9 @@ Hello ClientImpl::hello() const {
 Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const std::string& address) const {
   control.send_control(encode(hello), options_.timeout);
   Welcome welcome = decode_welcome(control.recv_control(options_.timeout), address);
-  if (!welcome.accepted)
-    throw Error(Errc::kProtocol,
-                "server " + address + " refused worker " + std::to_string(options_.worker) + ": " + welcome.reason);
+  if (welcome.accepted == kRefused || welcome.accepted == kRefusedForNow)
+    throw Refusal("server " + address + " refused worker " + std::to_string(options_.worker) + ": " + welcome.reason,
+                  welcome.accepted == kRefused);
   return welcome;
 }
 

@@ -24,6 +24,13 @@ std::string seconds(uint64_t ms) {
   std::snprintf(text, sizeof(text), "%g", static_cast<double>(ms) / 1000.0);
   return text;
 }
+
+Error refused_for_good(const ServerLink& link, const Error& e) {
+  return Error(Errc::kPeerGone, "server " + link.address +
+                                    " came back and refuses this worker in a way no retry can pass, so the "
+                                    "reconnect stops (was it restarted with another configuration or secret?): " +
+                                    e.what());
+}
 }  // namespace
 
 void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& inflight) {
@@ -91,10 +98,15 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
         refetch(link);
         break;
       }
+    } catch (const Refusal& e) {
+      if (e.for_good) give_up(link, refused_for_good(link, e));
+      last = e.what();
     } catch (const Error& e) {
+      // Another secret, or none where one is needed: the handshake refuses every retry alike.
+      if (e.code() == Errc::kPermissionDenied) give_up(link, refused_for_good(link, e));
       last = e.what();
     }
-    if (welcome.accepted && !holds_the_job())
+    if (welcome.accepted == kAdmitted && !holds_the_job())
       give_up(link,
               Error(Errc::kPeerGone, "server " + link.address +
                                          " came back without this job's parameters (it did not resume from a "

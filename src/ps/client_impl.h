@@ -36,6 +36,12 @@ namespace rdmaps::ps {
 
 using Clock = std::chrono::steady_clock;
 
+// A server's refusal of a Hello; `for_good`: no retry passes it (Welcome kRefused).
+struct Refusal : Error {
+  Refusal(const std::string& what, bool for_good) : Error(Errc::kProtocol, what), for_good(for_good) {}
+  bool for_good;
+};
+
 // One thread of a server (docs/architecture.md "Server threads"): its own
 // endpoint, this worker's inbox there, and the write-backs it sends.
 struct Lane {

@@ -213,7 +213,7 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
     next_shard += l.shards;
   }
   if (m.resumed > 1) r.fail("resumed code " + std::to_string(m.resumed));
-  if (m.accepted > kWouldAdmit) r.fail("accepted code " + std::to_string(m.accepted));
+  if (m.accepted > kRefusedForNow) r.fail("accepted code " + std::to_string(m.accepted));
   r.done();
   if (m.accepted == kAdmitted &&
       (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0 || m.lanes.empty() ||

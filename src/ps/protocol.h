@@ -20,7 +20,7 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 13;
+constexpr uint32_t kProtocolVersion = 14;
 /// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
 constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
@@ -171,11 +171,15 @@ struct LaneInfo {
   uint32_t port = 0;
   uint32_t first_shard = 0, shards = 0;
 };
-/// Welcome::accepted: the worker joined, or (to a probe Hello) it would.
-constexpr uint32_t kAdmitted = 1, kWouldAdmit = 2;
+/// Welcome::accepted: refused for good (kRefused: the server's configuration,
+/// the worker's request or its protocol version; an older server's every
+/// refusal), the worker joined, (to a probe Hello) it would, or refused for
+/// now (kRefusedForNow: its earlier connection is still held, no memory):
+/// a reconnecting worker retries only the last.
+constexpr uint32_t kRefused = 0, kAdmitted = 1, kWouldAdmit = 2, kRefusedForNow = 3;
 /// Server -> worker answer.
 struct Welcome {
-  uint32_t accepted = 0;                    ///< 0: refused, kAdmitted, or kWouldAdmit: a probe's yes
+  uint32_t accepted = kRefused;             ///< kRefused, kAdmitted, kWouldAdmit or kRefusedForNow
   std::string reason;                       ///< why not, when not accepted
   uint64_t range_begin = 0, range_end = 0;  ///< global floats this server owns
   uint32_t shard_floats = 0, inbox_slots = 0;

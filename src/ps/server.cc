@@ -241,8 +241,8 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
   const std::string peer = ep->peer_name();
   Welcome welcome;
   auto close_later = [&] { closing_.add(std::move(ep)); };
-  auto refuse = [&](const std::string& why) {
-    welcome.accepted = 0;
+  auto refuse = [&](const std::string& why, uint32_t code = kRefused) {
+    welcome.accepted = code;
     welcome.reason = why;
     logf(LogLevel::kWarn, "rdmaps-server: refused %s: %s", peer.c_str(), why.c_str());
     try {
@@ -266,11 +266,17 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     if (Clock::now() - since < kPredecessorWait && !ep->peer_closed())
       return held_.push_back({std::move(ep), std::move(message), since});
     return refuse(std::string(e.what()) + " (waited " + std::to_string(kPredecessorWait.count()) +
-                  " s for its earlier connection to close)");
+                      " s for its earlier connection to close)",
+                  kRefusedForNow);
   } catch (const std::bad_alloc&) {
-    return refuse("out of memory while admitting it");
+    return refuse("out of memory while admitting it", kRefusedForNow);
+  } catch (const Error& e) {
+    // What the worker asked for, or how it asked, stays refused; a resource may free up.
+    const bool for_good =
+        e.code() == Errc::kPermissionDenied || e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol;
+    return refuse(e.what(), for_good ? kRefused : kRefusedForNow);
   } catch (const std::exception& e) {
-    return refuse(e.what());
+    return refuse(e.what(), kRefusedForNow);
   }
   close_later();  // the worker goes on with the lanes
 }

@@ -1148,6 +1148,54 @@ TEST_P(PsFaultTest, AServerThatDoesNotComeBackLeavesEveryLaterCallFailingWithWhy
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0) << "leaving a dead server waited";
 }
 
+// standalone_server restarted another way: "workers" (3, not 2) or "secret" (another one).
+RDMAPS_TEST_PEER(changed_server) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  o.workers = args.extra.at(0) == "workers" ? 3 : 2;
+  o.config = fault_config(args.transport);
+  o.config.staleness = 0;
+  o.config.secret = args.extra.at(0) == "secret" ? test_secret() + "-another" : test_secret();
+  o.exit_when_done = false;
+  Server server(o);
+  server.run();
+  return 0;
+}
+
+// A server restarted with another configuration or secret refuses the
+// reconnecting worker at every attempt: the worker retried for the whole of
+// --reconnect (a minute here) before it said so.
+TEST_P(PsFaultTest, AReconnectStopsAtARefusalThatNoRetryCanPass) {
+  for (const std::string change : {"workers", "secret"}) {
+    SCOPED_TRACE(change);
+    int port = 0;
+    PeerProcess server = listening_peer("standalone_server", GetParam(), 1, {}, &port);
+    ClientOptions o;
+    o.servers = {"127.0.0.1:" + std::to_string(port)};
+    o.workers = 2;
+    o.config = fault_config(GetParam());
+    o.config.staleness = 0;
+    o.config.secret = test_secret();
+    o.config.reconnect_ms = 60000;
+    o.timeout = 10s;
+    auto client = connect_when_up(o, "w", kFaultFloats);
+    ASSERT_TRUE(client) << "the server process did not come up";
+    std::vector<float> w(kFaultFloats, 1.0f);
+    client->init("w", w);
+    server.kill_now();
+    PeerProcess changed("changed_server", GetParam(), port, 2, {change});
+    const auto start = Clock::now();
+    std::string what;
+    EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
+    EXPECT_NE(what.find("refuses this worker in a way no retry can pass"), std::string::npos) << what;
+    EXPECT_NE(what.find(change == "workers" ? "it was started for 2 workers, this server for 3" : "secret"),
+              std::string::npos)
+        << what;
+    EXPECT_LT(Clock::now() - start, 30s) << "the worker retried a refusal for good";
+    client.reset();
+  }
+}
+
 // A worker reconnecting to a dead server (--reconnect 20 s) ends at once on
 // interrupt(): it slept between attempts to the end of its 20 s.
 TEST_P(PsFaultTest, InterruptEndsAReconnect) {

@@ -70,7 +70,16 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   Welcome yes;
   yes.accepted = kWouldAdmit;
   EXPECT_EQ(decode_welcome(encode(yes), "peer-7").accepted, kWouldAdmit);  // no lanes: nothing was made
-  yes.accepted = kWouldAdmit + 1;
+  // A refusal says whether a retry may pass (an older server's, code 0, never does).
+  Welcome no;
+  no.reason = "worker id 0 is already connected";
+  for (uint32_t code : {kRefused, kRefusedForNow}) {
+    no.accepted = code;
+    const Welcome refused = decode_welcome(encode(no), "peer-7");
+    EXPECT_EQ(refused.accepted, code);
+    EXPECT_EQ(refused.reason, no.reason);
+  }
+  yes.accepted = kRefusedForNow + 1;
   EXPECT_THROW(decode_welcome(encode(yes), "peer-7"), Error);
 }
 
