@@ -276,7 +276,8 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   const std::string body = std::to_string(p.world_size) + " " + std::to_string(p.num_servers) + " " +
                            std::to_string(p.rank) + " " + (address.empty() ? "-" : address) + " " + p.launch_id;
   const std::string head = std::string(kTag) + " " + std::to_string(kVersion) + " ";
-  if (head.size() + 2 * transport::kNonceBytes + 66 + body.size() > kMaxRequest)
+  const size_t proof_chars = secret.empty() ? 1 : 2 * sizeof(transport::Proof);
+  if (head.size() + 2 * transport::kNonceBytes + 1 + proof_chars + 1 + body.size() > kMaxRequest)
     throw Error(Errc::kInvalidArgument,
                 "rank " + std::to_string(p.rank) + "'s rendezvous request would be longer than the " +
                     std::to_string(kMaxRequest) + " bytes rank 0 reads: its launch id (" +

@@ -101,20 +101,38 @@ std::vector<std::pair<uint64_t, std::string>> list(const std::string& dir, uint3
   return out;
 }
 
-// The format version a checkpoint file says it has; 0 for anything else
-// (no such regular file, too short, not an rdmaps checkpoint).
-uint32_t format_of(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return 0;
+// The format version of `path` where it is a whole checkpoint of a newer
+// format than this release reads (its header says so and its SHA-256 holds:
+// a damaged version field is damage, not a newer release), else 0. Only a
+// regular file is opened, never through a symbolic link: pruning must not
+// open a device that carries a checkpoint's name.
+uint32_t newer_format(const std::string& path) {
   struct stat st {};
-  char head[sizeof(kMagic) + 4] = {};
-  const bool whole = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-                     ::pread(fd, head, sizeof(head), 0) == static_cast<ssize_t>(sizeof(head));
-  ::close(fd);
-  if (!whole || std::memcmp(head, kMagic, sizeof(kMagic)) != 0) return 0;
-  uint32_t version = 0;
-  std::memcpy(&version, head + sizeof(kMagic), sizeof(version));
-  return version;
+  char head[sizeof(kMagic) + 4];
+  if (::lstat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+      static_cast<uint64_t>(st.st_size) < sizeof(head) + kDigestBytes)
+    return 0;
+  try {
+    File in(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    in.read_all(head, sizeof(head));
+    uint32_t version = 0;
+    std::memcpy(&version, head + sizeof(kMagic), sizeof(version));
+    if (std::memcmp(head, kMagic, sizeof(kMagic)) != 0 || version <= kFormatVersion) return 0;
+    transport::Sha256 digest;
+    digest.update(head, sizeof(head));
+    std::vector<uint8_t> chunk(1 << 20);
+    for (uint64_t left = static_cast<uint64_t>(st.st_size) - sizeof(head) - kDigestBytes; left > 0;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk.size(), left));
+      in.read_all(chunk.data(), n);
+      digest.update(chunk.data(), n);
+      left -= n;
+    }
+    uint8_t stored[kDigestBytes];
+    in.read_all(stored, sizeof(stored));
+    return std::memcmp(digest.finish().data(), stored, sizeof(stored)) == 0 ? version : 0;
+  } catch (const Error&) {
+    return 0;  // unreadable: not a checkpoint anyone can vouch for
+  }
 }
 
 std::vector<uint8_t> encode_header(const CheckpointHeader& h, uint64_t floats, bool has_state) {
@@ -251,7 +269,7 @@ void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, co
   // A newer release's checkpoint is that release's to prune, never this one's.
   if (kept == keep)
     for (const auto& [sequence, name] : done)
-      if (sequence < oldest_kept && format_of(dir + "/" + name) <= kFormatVersion) ::unlink((dir + "/" + name).c_str());
+      if (sequence < oldest_kept && newer_format(dir + "/" + name) == 0) ::unlink((dir + "/" + name).c_str());
   for (const auto& [sequence, name] : list(dir, index, true)) ::unlink((dir + "/" + name).c_str());
 }
 
@@ -337,7 +355,7 @@ std::optional<Checkpoint> load_newest_checkpoint(const std::string& dir, uint32_
   for (const auto& [sequence, name] : done) {
     // Resuming from an older checkpoint past a newer release's would lose
     // what that release trained, and later pruning would delete it.
-    if (const uint32_t format = format_of(dir + "/" + name); format > kFormatVersion)
+    if (const uint32_t format = newer_format(dir + "/" + name))
       throw Error(Errc::kInvalidArgument,
                   "'" + dir + "/" + name + "' is a checkpoint of format version " + std::to_string(format) +
                       ", written by a newer rdmaps; this server reads version " + std::to_string(kFormatVersion) +

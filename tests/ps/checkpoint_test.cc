@@ -21,6 +21,7 @@
 #include "tests/common/update_reference.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
+#include "transport/auth.h"
 
 namespace rdmaps::test {
 namespace {
@@ -185,24 +186,44 @@ TEST(Checkpoint, ResumingWhereNoCheckpointReadsBackIsRefusedNamingThem) {
 TEST(Checkpoint, ANewerFormatIsRefusedByAResumeAndNeverPruned) {
   const std::string dir = temp_dir();
   write_sample(dir, 1, 1.0f);
-  const std::string newer = write_sample(dir, 2, 2.0f);
-  const uint32_t format = 2;  // after the 8-byte magic
-  {
-    std::fstream f(newer, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekp(8);
-    f.write(reinterpret_cast<const char*>(&format), sizeof(format));
-  }
+  // The same bytes under format version 2 (after the 8-byte magic): with its
+  // SHA-256 made anew, a newer release's file; with the old one, damage.
+  auto as_format_2 = [](const std::string& path, bool digest_too) {
+    std::vector<char> bytes(fs::file_size(path));
+    std::ifstream(path, std::ios::binary).read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    const uint32_t format = 2;
+    std::memcpy(bytes.data() + 8, &format, sizeof(format));
+    if (digest_too) {
+      transport::Sha256 digest;
+      digest.update(bytes.data(), bytes.size() - 32);
+      const auto sum = digest.finish();
+      std::memcpy(bytes.data() + bytes.size() - 32, sum.data(), sum.size());
+    }
+    std::ofstream(path, std::ios::binary | std::ios::trunc)
+        .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  };
+  const std::string damaged = write_sample(dir, 2, 2.0f);
+  as_format_2(damaged, false);
+  std::vector<std::string> said;
+  auto c = ps::load_newest_checkpoint(dir, 1, 1 << 20, [&](const std::string& s) { said.push_back(s); });
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->header.sequence, 1u) << "a damaged version field is skipped as damage";
+  ASSERT_EQ(said.size(), 1u);
+  EXPECT_NE(said[0].find("SHA-256"), std::string::npos) << said[0];
+
+  const std::string newer = write_sample(dir, 3, 3.0f);
+  as_format_2(newer, true);
   std::string what;
   EXPECT_EQ(error_code_of([&] { ps::load_newest_checkpoint(dir, 1, 1 << 20, [](const std::string&) {}); }, &what),
             Errc::kInvalidArgument);
   EXPECT_NE(what.find("'" + newer + "' is a checkpoint of format version 2, written by a newer rdmaps"),
             std::string::npos)
       << what;
-  write_sample(dir, 3, 3.0f);
   write_sample(dir, 4, 4.0f);
-  ps::prune_checkpoints(dir, 1, 2, {3, 4});
-  EXPECT_EQ(names_in(dir), (std::vector<std::string>{"server-1-0000000002.ckpt", "server-1-0000000003.ckpt",
-                                                     "server-1-0000000004.ckpt"}));
+  write_sample(dir, 5, 5.0f);
+  ps::prune_checkpoints(dir, 1, 2, {4, 5});
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{"server-1-0000000003.ckpt", "server-1-0000000004.ckpt",
+                                                     "server-1-0000000005.ckpt"}));
   fs::remove_all(dir);
 }
 

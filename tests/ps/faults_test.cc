@@ -1188,8 +1188,9 @@ TEST_P(PsFaultTest, AReconnectStopsAtARefusalThatNoRetryCanPass) {
     std::string what;
     EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
     EXPECT_NE(what.find("refuses this worker in a way no retry can pass"), std::string::npos) << what;
-    EXPECT_NE(what.find(change == "workers" ? "it was started for 2 workers, this server for 3" : "secret"),
-              std::string::npos)
+    EXPECT_NE(
+        what.find(change == "workers" ? "it was started for 2 workers, this server for 3" : "wrong shared secret"),
+        std::string::npos)
         << what;
     EXPECT_LT(Clock::now() - start, 30s) << "the worker retried a refusal for good";
     client.reset();
