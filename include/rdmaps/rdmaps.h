@@ -80,7 +80,8 @@ rdmaps_status rdmaps_client_use_server_learning_rate(rdmaps_client* client);
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client_stats* out);
 /** The one call for any thread (a client otherwise serves one thread at a
  *  time, in the process that created it; a call from a second thread at once,
- *  or from a forked child, fails with RDMAPS_ERR_INVALID_ARGUMENT): a call of
+ *  or from a forked child, fails with RDMAPS_ERR_INVALID_ARGUMENT, but
+ *  rdmaps_client_get_stats, which only reads this process's copy): a call of
  *  `client` in progress on another thread (a clock waiting for a straggler, a
  *  pull) returns RDMAPS_ERR_CANCELLED soon, and so does every later one.
  *  Destroy the client once that call returned. */
@@ -113,7 +114,10 @@ rdmaps_status rdmaps_server_run(rdmaps_server* server);
 void rdmaps_server_stop(rdmaps_server* server);
 rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server_stats* out);
 /** Stops a run in progress on another thread and waits until its
- *  rdmaps_server_run returned; NULL is fine. */
+ *  rdmaps_server_run returned; NULL is fine. A run not yet begun is not
+ *  waited for: where a thread may still be about to call rdmaps_server_run,
+ *  call rdmaps_server_stop (a run after it returns at once), join that
+ *  thread, then destroy. */
 void rdmaps_server_destroy(rdmaps_server* server);
 
 /** The library's log (docs/observability.md "Logs"): stderr by default, at

@@ -62,20 +62,33 @@ rdmaps_status status_of(rdmaps::Errc code) {
   return RDMAPS_ERR_INTERNAL;
 }
 
+// The thread's last error; where even that string cannot be made (out of
+// memory), an empty one: nothing may escape into a C caller.
+void set_last_error(const char* function, const char* what) noexcept {
+  try {
+    g_last_error = std::string(function) + ": " + what;
+  } catch (...) {
+    g_last_error.clear();
+  }
+}
+
 // Runs f; turns what it throws into a status and the thread's last error.
 template <typename F>
-rdmaps_status guarded(const char* function, F&& f) {
+rdmaps_status guarded(const char* function, F&& f) noexcept {
   try {
     f();
     return RDMAPS_OK;
   } catch (const rdmaps::Error& e) {
-    g_last_error = std::string(function) + ": " + e.what();
+    set_last_error(function, e.what());
     return status_of(e.code());
   } catch (const std::bad_alloc&) {
-    g_last_error = std::string(function) + ": out of memory";
+    set_last_error(function, "out of memory");
     return RDMAPS_ERR_NO_MEMORY;
   } catch (const std::exception& e) {
-    g_last_error = std::string(function) + ": " + e.what();
+    set_last_error(function, e.what());
+    return RDMAPS_ERR_INTERNAL;
+  } catch (...) {
+    set_last_error(function, "an unknown exception");
     return RDMAPS_ERR_INTERNAL;
   }
 }
@@ -124,19 +137,22 @@ extern "C" {
 const char* rdmaps_last_error(void) { return g_last_error.c_str(); }
 
 void rdmaps_set_log_callback(rdmaps_log_callback callback, void* user) {
-  if (!callback) return rdmaps::set_log_sink(nullptr);
-  rdmaps::set_log_sink([callback, user](rdmaps::LogLevel level, const std::string& line) {
-    callback(static_cast<rdmaps_log_level>(level), line.c_str(), user);
+  // Out of memory keeps the sink there was (the function returns no status).
+  guarded("rdmaps_set_log_callback", [&] {
+    if (!callback) return rdmaps::set_log_sink(nullptr);
+    rdmaps::set_log_sink([callback, user](rdmaps::LogLevel level, const std::string& line) {
+      callback(static_cast<rdmaps_log_level>(level), line.c_str(), user);
+    });
   });
 }
 
 rdmaps_status rdmaps_set_log_level(rdmaps_log_level level) {
-  if (level < RDMAPS_LOG_DEBUG || level > RDMAPS_LOG_OFF) {
-    g_last_error = "rdmaps_set_log_level: " + std::to_string(static_cast<int>(level)) + " is not a log level";
-    return RDMAPS_ERR_INVALID_ARGUMENT;
-  }
-  rdmaps::set_log_level(static_cast<rdmaps::LogLevel>(level));
-  return RDMAPS_OK;
+  return guarded("rdmaps_set_log_level", [&] {
+    if (level < RDMAPS_LOG_DEBUG || level > RDMAPS_LOG_OFF)
+      throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
+                          std::to_string(static_cast<int>(level)) + " is not a log level");
+    rdmaps::set_log_level(static_cast<rdmaps::LogLevel>(level));
+  });
 }
 
 const char* rdmaps_status_name(rdmaps_status status) {

@@ -166,9 +166,10 @@ ClientImpl::~ClientImpl() {
   if (!partition_) return;
   interrupted_.store(false);  // interrupt() ended the calls; the goodbye still goes
   leave_by_ = Clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout);
+  // Nothing leaves a destructor: out of memory included, leaving is best effort.
   try {
     flush_gathered();  // pushes that returned are sent before the goodbye
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {
     logf(LogLevel::kWarn, "rdmaps: worker %u: leaving, its last gathered push was not sent: %s", options_.worker,
          e.what());
   }
@@ -198,7 +199,7 @@ ClientImpl::~ClientImpl() {
         const uint64_t seq = post(link, lane, MsgType::kBye, 0, 0, 0, 0, nullptr, inflight);
         for (auto& r : inflight) r.wait_for(std::max(left(), 1ms));
         byes.push_back({&link, &lane, seq});
-      } catch (const Error&) {
+      } catch (const std::exception&) {
         unacknowledged(link, lane);  // gone (said before), or stopped: leaving is best effort
       }
     }
@@ -212,7 +213,7 @@ ClientImpl::~ClientImpl() {
             !b.lane->ep->failed())
           waiting = true;
     }
-  } catch (const Error&) {
+  } catch (const std::exception&) {
     // A server failed while we left: nothing more to wait for there.
   }
   for (const Bye& b : byes)

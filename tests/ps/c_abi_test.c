@@ -191,6 +191,8 @@ static void callback_that_removes_itself(void) {
 int main(void) {
   rdmaps_set_log_callback(take_log, g_log);
   CHECK(rdmaps_set_log_level((rdmaps_log_level)7) == RDMAPS_ERR_INVALID_ARGUMENT, "log level 7 accepted");
+  CHECK(strstr(rdmaps_last_error(), "rdmaps_set_log_level: 7 is not a log level") != NULL, "log level 7: %s",
+        rdmaps_last_error());
   CHECK(rdmaps_set_log_level(RDMAPS_LOG_INFO) == RDMAPS_OK, "log level: %s", rdmaps_last_error());
   unsetenv("RDMAPS_SECRET"); /* this test runs without a secret, on loopback */
   unsetenv("RDMAPS_SECRET_FILE");
