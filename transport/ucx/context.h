@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ucp/api/ucp.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -86,8 +87,17 @@ class UcxContext final : public Context, public RequestEngine {
   ContextPtr context_;
   WorkerPtr worker_;
   std::vector<uint8_t> worker_address_;
-  int event_fd_ = -1;
-  int epoll_fd_ = -1;
+  int event_fd_ = -1;  // UCX's
+  // Ours: closed with the context, also when its constructor throws.
+  struct OwnedFd {
+    int fd = -1;
+    OwnedFd() = default;
+    OwnedFd(const OwnedFd&) = delete;
+    OwnedFd& operator=(const OwnedFd&) = delete;
+    ~OwnedFd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } epoll_;
   std::mutex endpoints_mu_;
   std::unordered_map<ucp_ep_h, UcxEndpoint*> endpoints_;
   std::deque<AmSlot> am_slots_;  // deque: UCX keeps pointers to the slots

@@ -53,9 +53,17 @@ std::unique_ptr<UcxRegion> UcxRegion::map(ucp_context_h context, void* data, siz
     ucp_mem_unmap(context, memh);
     throw error_from(status, "packing a remote key", std::to_string(size) + " bytes");
   }
-  std::vector<uint8_t> packed(static_cast<uint8_t*>(key), static_cast<uint8_t*>(key) + key_size);
-  ucp_rkey_buffer_release(key);
-  return std::unique_ptr<UcxRegion>(new UcxRegion(context, memh, attr.address, size, access, std::move(packed)));
+  // Out of memory below releases what UCX handed out.
+  try {
+    std::vector<uint8_t> packed(static_cast<uint8_t*>(key), static_cast<uint8_t*>(key) + key_size);
+    ucp_rkey_buffer_release(key);
+    key = nullptr;
+    return std::unique_ptr<UcxRegion>(new UcxRegion(context, memh, attr.address, size, access, std::move(packed)));
+  } catch (...) {
+    if (key) ucp_rkey_buffer_release(key);
+    ucp_mem_unmap(context, memh);
+    throw;
+  }
 }
 
 UcxRegion::UcxRegion(ucp_context_h context, ucp_mem_h memh, void* data, size_t size, Access access,
