@@ -131,14 +131,9 @@ void step(Connection& c, short revents, uint64_t round, const std::function<std:
 
 }  // namespace
 
-HttpEndpoint::WakeFd::WakeFd() : fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-  if (fd < 0) throw Error(Errc::kIo, std::string("metrics endpoint: eventfd: ") + std::strerror(errno));
-}
-
-HttpEndpoint::WakeFd::~WakeFd() { ::close(fd); }
-
 HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, std::function<std::string()> render)
-    : render_(std::move(render)) {
+    : render_(std::move(render)), wake_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  if (!wake_.valid()) throw Error(Errc::kIo, std::string("metrics endpoint: eventfd: ") + std::strerror(errno));
   auto fail = [&](const std::string& why) { throw Error(Errc::kInvalidArgument, flag + " " + address + ": " + why); };
   transport::SockAddr parsed;
   try {
@@ -164,7 +159,7 @@ HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, 
 
 HttpEndpoint::~HttpEndpoint() {
   const uint64_t one = 1;
-  [[maybe_unused]] const ssize_t n = ::write(wake_.fd, &one, sizeof(one));
+  [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof(one));
   if (thread_.joinable()) thread_.join();
 }
 
@@ -176,7 +171,7 @@ void HttpEndpoint::serve() {
   Clock::time_point accept_after{};  // out of descriptors: try again later
   for (uint64_t round = 1;; ++round) {
     polled.clear();
-    polled.push_back({wake_.fd, POLLIN, 0});
+    polled.push_back({wake_.get(), POLLIN, 0});
     // Full slots make room for a newcomer, whatever their phase: a reply that
     // is out (lingering) goes first, as nothing more is owed to it; then the
     // request or reply whose last progress is oldest, once it had a poll round

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "transport/tcp_socket.h"
+#include "transport/unique_fd.h"
 
 namespace rdmaps::metrics {
 
@@ -32,19 +33,11 @@ class HttpEndpoint {
 
  private:
   // The eventfd that tells the loop to stop, closed with the endpoint.
-  struct WakeFd {
-    WakeFd();
-    ~WakeFd();
-    WakeFd(const WakeFd&) = delete;
-    WakeFd& operator=(const WakeFd&) = delete;
-    int fd;
-  };
-
   void serve();
 
   std::function<std::string()> render_;
   transport::TcpSocket listener_;
-  WakeFd wake_;
+  transport::UniqueFd wake_;  // an eventfd: written to stop serve()
   std::string address_;
   std::thread thread_;
 };

@@ -170,11 +170,11 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
 
   if (options.wakeup) {
     check(ucp_worker_get_efd(worker_.get(), &event_fd_), "getting the UCX worker event fd", "");
-    epoll_.fd = epoll_create1(EPOLL_CLOEXEC);
-    if (epoll_.fd < 0) throw Error(Errc::kIo, std::string("epoll_create1: ") + std::strerror(errno));
+    epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_.valid()) throw Error(Errc::kIo, std::string("epoll_create1: ") + std::strerror(errno));
     epoll_event ev{};
     ev.events = EPOLLIN;
-    if (epoll_ctl(epoll_.fd, EPOLL_CTL_ADD, event_fd_, &ev) != 0)
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, event_fd_, &ev) != 0)
       throw Error(Errc::kIo, std::string("epoll_ctl on the UCX event fd: ") + std::strerror(errno));
   }
   guard_am_ids();
@@ -336,7 +336,7 @@ unsigned UcxContext::progress() {
 }
 
 bool UcxContext::wait_event(std::chrono::milliseconds timeout) {
-  if (epoll_.fd < 0) {
+  if (!epoll_.valid()) {
     std::this_thread::yield();
     return false;
   }
@@ -344,7 +344,7 @@ bool UcxContext::wait_event(std::chrono::milliseconds timeout) {
   if (status == UCS_ERR_BUSY) return true;  // events already pending: progress them
   check(status, "arming the UCX worker for wake-up", "");
   epoll_event ev{};
-  int n = epoll_wait(epoll_.fd, &ev, 1, static_cast<int>(timeout.count()));
+  int n = epoll_wait(epoll_.get(), &ev, 1, static_cast<int>(timeout.count()));
   return n > 0;
 }
 

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <ucp/api/ucp.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -16,6 +15,7 @@
 
 #include "transport/context.h"
 #include "transport/ucx/handles.h"
+#include "transport/unique_fd.h"
 
 namespace rdmaps::transport::ucx {
 
@@ -88,16 +88,7 @@ class UcxContext final : public Context, public RequestEngine {
   WorkerPtr worker_;
   std::vector<uint8_t> worker_address_;
   int event_fd_ = -1;  // UCX's
-  // Ours: closed with the context, also when its constructor throws.
-  struct OwnedFd {
-    int fd = -1;
-    OwnedFd() = default;
-    OwnedFd(const OwnedFd&) = delete;
-    OwnedFd& operator=(const OwnedFd&) = delete;
-    ~OwnedFd() {
-      if (fd >= 0) ::close(fd);
-    }
-  } epoll_;
+  UniqueFd epoll_;
   std::mutex endpoints_mu_;
   std::unordered_map<ucp_ep_h, UcxEndpoint*> endpoints_;
   std::deque<AmSlot> am_slots_;  // deque: UCX keeps pointers to the slots
