@@ -351,15 +351,14 @@ TEST(Rendezvous, APeerThatNeverReadsHoldsUpNoRank) {
   const uint16_t port = free_port();
   RendezvousHost host(rank_of(0, 2, 1, port));
   const auto deadline = std::chrono::steady_clock::now() + 5s;
-  auto hog = transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)), deadline);
+  Peer peer(port);
+  transport::TcpSocket& hog = peer.socket();
   const int small = 1024;
   ::setsockopt(hog.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+  ASSERT_EQ(peer.say("rdmaps-rendezvous 4 challenge").rfind("- challenge ", 0), 0u);
   // Rank 0 registering a 3000-byte address: each answer carries it back.
   const std::string address(3000, 'a');
   const std::string request = "rdmaps-rendezvous 4 " + kNonce + " - 2 1 0 " + address + " ";
-  const std::string challenge = "rdmaps-rendezvous 4 challenge";
-  hog.send_message(std::vector<uint8_t>(challenge.begin(), challenge.end()), deadline, "host");
-  hog.recv_message(deadline, "host");
   std::thread asker([&] {
     try {
       for (int i = 0; i < 2000; ++i)

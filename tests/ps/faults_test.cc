@@ -783,13 +783,15 @@ TEST_P(PsFaultTest, ASecondWorkerWithALiveIdIsRefusedNamingIt) {
 
 // A server in its own process, on the port the test chose; it waits for 2
 // workers, so a lone worker's BSP clock blocks.
+// Extra "workers" or "secret": restarted another way (3 workers, another secret).
 RDMAPS_TEST_PEER(standalone_server) {
+  const std::string change = args.extra.empty() ? "" : args.extra[0];
   ServerOptions o;
   o.listen = "127.0.0.1:" + std::to_string(args.port);
-  o.workers = 2;
+  o.workers = change == "workers" ? 3 : 2;
   o.config = fault_config(args.transport);
   o.config.staleness = 0;
-  o.config.secret = test_secret();
+  o.config.secret = change == "secret" ? test_secret() + "-another" : test_secret();
   o.exit_when_done = false;
   Server server(o);
   server.run();
@@ -1148,20 +1150,6 @@ TEST_P(PsFaultTest, AServerThatDoesNotComeBackLeavesEveryLaterCallFailingWithWhy
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0) << "leaving a dead server waited";
 }
 
-// standalone_server restarted another way: "workers" (3, not 2) or "secret" (another one).
-RDMAPS_TEST_PEER(changed_server) {
-  ServerOptions o;
-  o.listen = "127.0.0.1:" + std::to_string(args.port);
-  o.workers = args.extra.at(0) == "workers" ? 3 : 2;
-  o.config = fault_config(args.transport);
-  o.config.staleness = 0;
-  o.config.secret = args.extra.at(0) == "secret" ? test_secret() + "-another" : test_secret();
-  o.exit_when_done = false;
-  Server server(o);
-  server.run();
-  return 0;
-}
-
 // A server restarted with another configuration or secret refuses the
 // reconnecting worker at every attempt: the worker retried for the whole of
 // --reconnect (a minute here) before it said so.
@@ -1183,7 +1171,7 @@ TEST_P(PsFaultTest, AReconnectStopsAtARefusalThatNoRetryCanPass) {
     std::vector<float> w(kFaultFloats, 1.0f);
     client->init("w", w);
     server.kill_now();
-    PeerProcess changed("changed_server", GetParam(), port, 2, {change});
+    PeerProcess changed("standalone_server", GetParam(), port, 2, {change});
     const auto start = Clock::now();
     std::string what;
     EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
