@@ -65,8 +65,8 @@ Open parse_open(std::span<const uint8_t> bytes, const std::string& peer) {
   WireReader r(bytes, "opening from " + peer);
   if (bytes.size() < 8 || r.u32() != kMagic) throw bad(peer, "no rdmaps magic");
   if (const uint32_t version = r.u32(); version != kVersion)
-    throw Error(Errc::kProtocol, "peer " + peer + " speaks transport version " + std::to_string(version) +
-                                     ", this side " + std::to_string(kVersion) + " (rebuild both from one release)");
+    throw Error(Errc::kUnsupported, "peer " + peer + " speaks transport version " + std::to_string(version) +
+                                        ", this side " + std::to_string(kVersion) + " (rebuild both from one release)");
   if (bytes.size() != kOpenBytes) throw bad(peer, "an opening of " + std::to_string(bytes.size()) + " bytes");
   Open m;
   m.flags = r.u32();
@@ -160,14 +160,22 @@ bool ServerHandshake::advance() {
   if (stage_ == Stage::kReady) return true;
   if (!reader_.poll(socket_, peer_, stage_ == Stage::kOpen ? kOpenBytes : sizeof(Proof) + kMaxAddress)) return false;
   if (stage_ == Stage::kOpen) {
-    const Open theirs = parse_open(reader_.take(), peer_);
-    client_nonce_ = theirs.nonce;
     Open mine;
     mine.flags = secret_.empty() ? 0 : kHasSecret;
     mine.nonce = random_nonce();
     server_nonce_ = mine.nonce;
-    // The opening always goes out, so the client can say clearly what is missing.
-    socket_.send_message(encode(mine), send_deadline(deadline_), peer_);
+    // The opening always goes out, so the client can say clearly what is
+    // missing, or which version this side speaks.
+    const auto send_mine = [&] { socket_.send_message(encode(mine), send_deadline(deadline_), peer_); };
+    Open theirs;
+    try {
+      theirs = parse_open(reader_.take(), peer_);
+    } catch (const Error& e) {
+      if (e.code() == Errc::kUnsupported) send_mine();
+      throw;
+    }
+    client_nonce_ = theirs.nonce;
+    send_mine();
     if (!secret_.empty() && !(theirs.flags & kHasSecret))
       throw Error(Errc::kPermissionDenied, "peer " + peer_ + " has no shared secret and this side requires one");
     stage_ = Stage::kProven;

@@ -51,7 +51,9 @@ struct Answer {
 std::vector<uint8_t> encode(const Open& m);
 std::vector<uint8_t> encode(const Proven& m);
 std::vector<uint8_t> encode(const Answer& m);
-/// Each throws Error(kProtocol) naming `peer` on bytes that are not that message.
+/// Each throws Error(kProtocol) naming `peer` on bytes that are not that
+/// message; parse_open throws kUnsupported on an opening of another version
+/// (no retry passes that: a reconnecting worker stops at it).
 Open parse_open(std::span<const uint8_t> bytes, const std::string& peer);
 Proven parse_proven(std::span<const uint8_t> bytes, const std::string& peer);
 Answer parse_answer(std::span<const uint8_t> bytes, const std::string& peer);
@@ -65,7 +67,8 @@ struct QuietPeer {
 
 /// Client side, blocking until `deadline`: returns the server's worker address
 /// once the server proved the secret. Throws Error(kPermissionDenied) when the
-/// two sides disagree on the secret, kProtocol on a peer that is not rdmaps.
+/// two sides disagree on the secret, kUnsupported on a peer of another
+/// transport version, kProtocol on a peer that is not rdmaps.
 std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const uint8_t> my_address,
                                       std::string_view secret, Deadline deadline, const std::string& peer,
                                       const QuietPeer& quiet = {});

@@ -26,10 +26,11 @@ std::string seconds(uint64_t ms) {
 }
 
 Error refused_for_good(const ServerLink& link, const Error& e) {
-  return Error(Errc::kPeerGone, "server " + link.address +
-                                    " came back and refuses this worker in a way no retry can pass, so the "
-                                    "reconnect stops (was it restarted with another configuration or secret?): " +
-                                    e.what());
+  return Error(Errc::kPeerGone,
+               "server " + link.address +
+                   " came back and refuses this worker in a way no retry can pass, so the "
+                   "reconnect stops (was it restarted with another configuration, secret or build?): " +
+                   e.what());
 }
 }  // namespace
 
@@ -102,8 +103,10 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
       if (e.for_good) give_up(link, refused_for_good(link, e));
       last = e.what();
     } catch (const Error& e) {
-      // Another secret, or none where one is needed: the handshake refuses every retry alike.
-      if (e.code() == Errc::kPermissionDenied) give_up(link, refused_for_good(link, e));
+      // Another secret, none where one is needed, or another transport
+      // version: the handshake refuses every retry alike.
+      if (e.code() == Errc::kPermissionDenied || e.code() == Errc::kUnsupported)
+        give_up(link, refused_for_good(link, e));
       last = e.what();
     }
     if (welcome.accepted == kAdmitted && !holds_the_job())

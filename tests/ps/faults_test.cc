@@ -14,10 +14,12 @@
 #include <functional>
 #include <future>
 #include <limits>
+#include <map>
 #include <optional>
 #include <random>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "src/ps/protocol.h"
 #include "tests/common/output_capture.h"
@@ -25,6 +27,7 @@
 #include "tests/common/scoped_file_limit.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
+#include "transport/bootstrap.h"
 #include "transport/file_limit.h"
 #include "transport/tcp_socket.h"
 
@@ -33,6 +36,7 @@ namespace {
 
 class PsFaultTest : public PsTest {};
 using Clock = std::chrono::steady_clock;
+namespace bootstrap = transport::bootstrap;
 
 // The malformed messages a rogue worker writes, each with a correct doorbell.
 enum Bad {
@@ -781,11 +785,37 @@ TEST_P(PsFaultTest, ASecondWorkerWithALiveIdIsRefusedNamingIt) {
   servers.stop();
 }
 
+// Answers every opening with one of the next transport version, as a server
+// of a later release would; never returns.
+[[noreturn]] void serve_another_transport_version(int port) {
+  const auto listener = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)));
+  bootstrap::Open later{0, transport::random_nonce()};
+  std::vector<uint8_t> opening = bootstrap::encode(later);
+  const uint32_t version = bootstrap::kVersion + 1;
+  std::memcpy(opening.data() + 4, &version, sizeof(version));  // after the magic
+  for (;;) {
+    transport::SockAddr peer;
+    const transport::TcpSocket s = listener.try_accept(&peer);
+    if (!s.valid()) {
+      std::this_thread::sleep_for(5ms);
+      continue;
+    }
+    try {
+      static_cast<void>(s.recv_message(Clock::now() + 2s, "worker"));
+      s.send_message(opening, Clock::now() + 2s, "worker");
+      static_cast<void>(s.readable(2000));  // until the worker hangs up
+    } catch (const Error&) {
+    }
+  }
+}
+
 // A server in its own process, on the port the test chose; it waits for 2
 // workers, so a lone worker's BSP clock blocks.
-// Extra "workers" or "secret": restarted another way (3 workers, another secret).
+// Extra "workers", "secret" or "transport-version": restarted another way (3
+// workers, another secret, a later release's transport).
 RDMAPS_TEST_PEER(standalone_server) {
   const std::string change = args.extra.empty() ? "" : args.extra[0];
+  if (change == "transport-version") serve_another_transport_version(args.port);
   ServerOptions o;
   o.listen = "127.0.0.1:" + std::to_string(args.port);
   o.workers = change == "workers" ? 3 : 2;
@@ -1150,11 +1180,17 @@ TEST_P(PsFaultTest, AServerThatDoesNotComeBackLeavesEveryLaterCallFailingWithWhy
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0) << "leaving a dead server waited";
 }
 
-// A server restarted with another configuration or secret refuses the
-// reconnecting worker at every attempt: the worker retried for the whole of
-// --reconnect (a minute here) before it said so.
+// A server restarted with another configuration, secret or transport
+// version refuses the reconnecting worker at every attempt: the worker
+// retried for the whole of --reconnect (a minute here) before it said so.
 TEST_P(PsFaultTest, AReconnectStopsAtARefusalThatNoRetryCanPass) {
-  for (const std::string change : {"workers", "secret"}) {
+  const std::map<std::string, std::string> said = {
+      {"workers", "it was started for 2 workers, this server for 3"},
+      {"secret", "wrong shared secret"},
+      {"transport-version", "speaks transport version " + std::to_string(bootstrap::kVersion + 1) + ", this side " +
+                                std::to_string(bootstrap::kVersion)},
+  };
+  for (const auto& [change, why] : said) {
     SCOPED_TRACE(change);
     int port = 0;
     PeerProcess server = listening_peer("standalone_server", GetParam(), 1, {}, &port);
@@ -1176,10 +1212,7 @@ TEST_P(PsFaultTest, AReconnectStopsAtARefusalThatNoRetryCanPass) {
     std::string what;
     EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
     EXPECT_NE(what.find("refuses this worker in a way no retry can pass"), std::string::npos) << what;
-    EXPECT_NE(
-        what.find(change == "workers" ? "it was started for 2 workers, this server for 3" : "wrong shared secret"),
-        std::string::npos)
-        << what;
+    EXPECT_NE(what.find(why), std::string::npos) << what;
     EXPECT_LT(Clock::now() - start, 30s) << "the worker retried a refusal for good";
     client.reset();
   }

@@ -9,12 +9,14 @@
 
 #include "rdmaps/log.h"
 #include "tests/transport/fixture.h"
+#include "transport/bootstrap.h"
 #include "transport/tcp_socket.h"
 
 namespace rdmaps::test {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+namespace bootstrap = transport::bootstrap;
 
 int unused_port() {
   auto s = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
@@ -122,6 +124,60 @@ TEST_P(ErrorsTest, APeerThatSpeaksAnotherProtocolIsNamedAsSuch) {
   answer.join();
   EXPECT_EQ(code, Errc::kProtocol) << what;
   EXPECT_NE(what.find("'HTTP': not an rdmaps peer"), std::string::npos) << what;
+}
+
+// A peer of another transport version (a later release) is named with both
+// versions on both sides, and as kUnsupported, which no retry passes: a
+// server dropped such a client without its opening, so the client saw only
+// a closed connection.
+TEST_P(ErrorsTest, APeerOfAnotherTransportVersionIsNamedOnBothSides) {
+  const uint32_t later = bootstrap::kVersion + 1;
+  std::vector<uint8_t> opening = bootstrap::encode(bootstrap::Open{0, transport::random_nonce()});
+  std::memcpy(opening.data() + 4, &later, sizeof(later));  // after the magic
+  const std::string versions =
+      "speaks transport version " + std::to_string(later) + ", this side " + std::to_string(bootstrap::kVersion);
+  {  // a client of the later release, at this side's listener
+    auto client = transport::TcpSocket::connect(listener->address(), Clock::now() + 2s);
+    client.send_message(opening, Clock::now() + 2s, "server");
+    std::string what;
+    Errc code{};
+    for (auto until = Clock::now() + 5s; what.empty() && Clock::now() < until; std::this_thread::sleep_for(1ms))
+      code = error_code_of([&] { static_cast<void>(listener->poll()); }, &what);
+    EXPECT_EQ(code, Errc::kUnsupported) << what;
+    EXPECT_NE(what.find(versions), std::string::npos) << what;
+    const std::vector<uint8_t> theirs = client.recv_message(Clock::now() + 2s, "server");
+    ASSERT_GE(theirs.size(), 8u) << "the listener sent no opening to the client of another version";
+    uint32_t head[2];
+    std::memcpy(head, theirs.data(), sizeof(head));
+    EXPECT_EQ(head[0], bootstrap::kMagic);
+    EXPECT_EQ(head[1], bootstrap::kVersion) << "the client cannot name the version this side speaks";
+  }
+  // A server of the later release, reached by this side's connect.
+  auto server = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  std::thread answer([&] {
+    transport::TcpSocket peer;
+    for (auto until = Clock::now() + 5s; !peer.valid() && Clock::now() < until;) {
+      peer = server.try_accept(nullptr);
+      if (!peer.valid()) std::this_thread::sleep_for(1ms);
+    }
+    if (!peer.valid()) return;
+    try {
+      static_cast<void>(peer.recv_message(Clock::now() + 2s, "client"));
+      peer.send_message(opening, Clock::now() + 2s, "client");
+      static_cast<void>(peer.readable(3000));  // open until the client gave up
+    } catch (const Error&) {
+    }
+  });
+  std::string what;
+  const Errc code = error_code_of(
+      [&] {
+        context->connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(server.local_address().port())),
+                         2000ms);
+      },
+      &what);
+  answer.join();
+  EXPECT_EQ(code, Errc::kUnsupported) << what;
+  EXPECT_NE(what.find(versions), std::string::npos) << what;
 }
 
 // Why the test above can see the text: a message's prefix and body go in one
