@@ -25,6 +25,16 @@ int unused_port() {
 
 class ErrorsTest : public TransportTest {};
 
+// The first connection to `listening` within 5 s; none: an empty socket.
+transport::TcpSocket first_connection(const transport::TcpSocket& listening) {
+  transport::TcpSocket peer;
+  for (auto until = Clock::now() + 5s; !peer.valid() && Clock::now() < until;) {
+    peer = listening.try_accept(nullptr);
+    if (!peer.valid()) std::this_thread::sleep_for(1ms);
+  }
+  return peer;
+}
+
 TEST_P(ErrorsTest, ConnectingWhereNobodyListensFailsClearlyWithinTheTimeout) {
   auto start = Clock::now();
   std::string what;
@@ -101,11 +111,7 @@ TEST_P(ErrorsTest, APeerThatSpeaksAnotherProtocolIsNamedAsSuch) {
   // A web server where an rdmaps server was expected answers with text.
   auto web = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
   std::thread answer([&] {
-    transport::TcpSocket peer;
-    for (auto until = Clock::now() + 5s; !peer.valid() && Clock::now() < until;) {
-      peer = web.try_accept(nullptr);
-      if (!peer.valid()) std::this_thread::sleep_for(1ms);
-    }
+    const transport::TcpSocket peer = first_connection(web);
     if (!peer.valid()) return;
     const std::string reply = "HTTP/1.1 400 Bad Request\r\n\r\n";
     peer.send_all(reply.data(), reply.size(), Clock::now() + 1s, "client");
@@ -155,11 +161,7 @@ TEST_P(ErrorsTest, APeerOfAnotherTransportVersionIsNamedOnBothSides) {
   // A server of the later release, reached by this side's connect.
   auto server = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
   std::thread answer([&] {
-    transport::TcpSocket peer;
-    for (auto until = Clock::now() + 5s; !peer.valid() && Clock::now() < until;) {
-      peer = server.try_accept(nullptr);
-      if (!peer.valid()) std::this_thread::sleep_for(1ms);
-    }
+    const transport::TcpSocket peer = first_connection(server);
     if (!peer.valid()) return;
     try {
       static_cast<void>(peer.recv_message(Clock::now() + 2s, "client"));
