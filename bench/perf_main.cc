@@ -9,7 +9,7 @@
 #include "rdmaps/error.h"
 #include "src/api/capabilities.h"
 #include "src/tools/child_process.h"
-#include "src/tools/own_library.h"
+#include "src/tools/program_start.h"
 
 namespace {
 void usage() {
@@ -23,7 +23,7 @@ void usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (!rdmaps::tools::on_its_own_library("rdmaps-perf")) return 1;
+  if (!rdmaps::tools::program_start("rdmaps-perf")) return 1;
   rdmaps::tools::end_with_parent("rdmaps-perf");
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage();

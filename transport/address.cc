@@ -28,7 +28,14 @@ SockAddr SockAddr::parse(std::string_view text) {
     throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "' has no port: expected host:port");
   std::string host(text.substr(0, colon));
   std::string_view port_text = text.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  // An IPv6 host holds colons itself: only [HOST]:PORT says where the port is
+  // ("::1:5000" was taken as [::1]:5000, "[::1]" as port "1]").
+  const bool bracketed = !text.empty() && text.front() == '[';
+  if (bracketed ? host.size() < 2 || host.back() != ']' : host.find(':') != std::string::npos)
+    throw Error(Errc::kInvalidArgument, "address '" + std::string(text) +
+                                            "': an IPv6 host goes in brackets with the port after them, "
+                                            "[HOST]:PORT (e.g. [::1]:5000)");
+  if (bracketed) host = host.substr(1, host.size() - 2);
   int port = -1;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 0 || port > 65535)

@@ -20,6 +20,13 @@ Decimal parse_decimal(const std::string& v) {
   return d;
 }
 
+bool parse_real(const std::string& v, double& d) {
+  if (v.empty() || v.find_first_not_of("0123456789+-.eE") != std::string::npos) return false;
+  char* end = nullptr;
+  d = std::strtod(v.c_str(), &end);
+  return end == v.c_str() + v.size();
+}
+
 CLI::Validator count(uint64_t min, uint64_t max) {
   const std::string range = max == std::numeric_limits<uint64_t>::max()
                                 ? "a whole number of at least " + std::to_string(min)
@@ -41,7 +48,7 @@ CLI::Validator number(std::function<bool(double)> ok, const std::string& expecte
   return CLI::Validator(
       [ok = std::move(ok), expected](std::string& v) -> std::string {
         double d = 0;
-        if (!CLI::detail::lexical_cast(v, d) || !std::isfinite(d)) return "'" + v + "' is not a number";
+        if (!parse_real(v, d) || !std::isfinite(d)) return "'" + v + "' is not a number";
         // The settings these checks guard are floats: 1e39 would become inf, 1e-50 zero.
         if (std::fabs(d) > std::numeric_limits<float>::max() ||
             (d != 0 && std::fabs(d) < std::numeric_limits<float>::min()))
@@ -161,6 +168,15 @@ void parse(CLI::App& app, const std::vector<std::string>& args) {
       if (args[i] == name + "=" || (args[i] == name && i + 1 < args.size() && args[i + 1].empty()))
         throw Error(Errc::kInvalidArgument, name + ": '' is not on or off (the flag alone is on)" + see_help);
     }
+  // CLI11 takes a variable set to "" for one not set: RDMAPS_LISTEN= served
+  // on the default address, RDMAPS_METRICS= turned metrics off.
+  for (const CLI::Option* o : app.get_options()) {
+    const std::string& variable = o->get_envname();
+    if (variable.empty() || on_command_line(o, args)) continue;
+    if (const char* value = std::getenv(variable.c_str()); value && !*value)
+      throw Error(Errc::kInvalidArgument,
+                  variable + " is set but empty: give it a value for " + o->get_name() + ", or unset it" + see_help);
+  }
   try {
     app.parse(reversed);
   } catch (const CLI::Success&) {  // --help, --version

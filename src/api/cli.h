@@ -20,6 +20,10 @@ struct Decimal {
   uint64_t value = 0;
 };
 Decimal parse_decimal(const std::string& v);
+/// `v` read as a plain decimal number ("0.1", "-2", "1e-3") into `d`: false
+/// for anything else, hex ("0x10", which strtod reads as 16), spaces, inf
+/// and nan included.
+bool parse_real(const std::string& v, double& d);
 /// A whole number in [min, max]: a count too large for its field (4294967297
 /// for a 32-bit one) is an error, not the count modulo 2^32.
 CLI::Validator count(uint64_t min, uint64_t max = std::numeric_limits<uint64_t>::max());

@@ -74,8 +74,11 @@ std::string read_secret_file(const std::string& path, const std::string& source)
                                             ": other users may read or change it; chmod 600 '" + path + "'");
   }
   std::ifstream in(path);
+  if (!in)
+    throw Error(Errc::kInvalidArgument,
+                source + ": cannot read the secret file '" + path + "': " + std::strerror(errno));
   std::string secret;
-  if (!in || !std::getline(in, secret))
+  if (!std::getline(in, secret))
     throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' is empty or unreadable");
   while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
   return checked_secret(secret, source + " ('" + path + "')");
@@ -92,7 +95,7 @@ std::optional<uint64_t> to_millis(const std::string& v) {
     number.pop_back();
   }
   double d = 0;
-  if (!CLI::detail::lexical_cast(number, d) || !(d >= 0) || d * scale > 1e12) return std::nullopt;
+  if (!cli::parse_real(number, d) || !(d >= 0) || d * scale > 1e12) return std::nullopt;
   return static_cast<uint64_t>(d * scale);
 }
 

@@ -23,7 +23,7 @@ using transport::host_of;
 // socket sends nothing.
 std::string route_toward(const std::string& host, uint16_t port) {
   try {
-    const auto to = transport::SockAddr::parse(host + ":" + std::to_string(port));
+    const auto to = transport::SockAddr::parse(transport::join_host_port(host, port));
     const int fd = ::socket(to.get()->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return "";
     sockaddr_storage local{};
@@ -145,7 +145,11 @@ std::string ServerDirectory::method() const {
 
 std::string advertised_address(const Placement& p, const std::string& bound, const Environment& env) {
   const std::string port = port_of(bound);
-  if (auto a = env("RDMAPS_ADVERTISE_ADDR"); a && !a->empty()) return *a + ":" + port;
+  // An IPv6 host in brackets: "::1:5000" is no address (SockAddr::parse).
+  auto with_port = [&](const std::string& host) {
+    return (host.find(':') != std::string::npos && host.front() != '[' ? "[" + host + "]" : host) + ":" + port;
+  };
+  if (auto a = env("RDMAPS_ADVERTISE_ADDR"); a && !a->empty()) return with_port(*a);
   std::string host = host_of(bound);
   if (host != "0.0.0.0" && host != "::" && !host.empty()) return bound;
   if (!p.master_addr.empty()) host = route_toward(p.master_addr, p.master_port);
@@ -153,7 +157,7 @@ std::string advertised_address(const Placement& p, const std::string& bound, con
   if (is_loopback(host) && !every_rank_is_local(p.master_addr)) host = "";
   if (host.empty() || host == "0.0.0.0") host = first_interface_address();
   if (host.empty()) host = "127.0.0.1";
-  return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + port;
+  return with_port(host);
 }
 
 }  // namespace rdmaps::launch

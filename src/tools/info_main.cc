@@ -5,10 +5,10 @@
 #include <string>
 
 #include "src/api/capabilities.h"
-#include "src/tools/own_library.h"
+#include "src/tools/program_start.h"
 
 int main(int argc, char** argv) {
-  if (!rdmaps::tools::on_its_own_library("rdmaps-info")) return 1;
+  if (!rdmaps::tools::program_start("rdmaps-info")) return 1;
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0) {

@@ -13,11 +13,11 @@
 #include "src/api/cli.h"
 #include "src/api/config_flags.h"
 #include "src/launch/server_directory.h"
-#include "src/tools/own_library.h"
+#include "src/tools/program_start.h"
 #include "src/tools/stop_on_signal.h"
 
 int main(int argc, char** argv) {
-  if (!rdmaps::tools::on_its_own_library("rdmaps-server")) return 1;
+  if (!rdmaps::tools::program_start("rdmaps-server")) return 1;
   CLI::App app("One parameter-server process.", "rdmaps-server");
   const std::vector<std::string> args(argv + 1, argv + argc);
   try {

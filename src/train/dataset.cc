@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -39,7 +40,9 @@ class IdxFile {
     read(b, 4, what);
     return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | b[3];
   }
-  void read(void* out, size_t n, const char* what) {
+  /// `n` bytes of `what`; a short file is named with `before` bytes of it
+  /// read already and `whole` expected in all (default: n).
+  void read(void* out, size_t n, const char* what, uint64_t before = 0, uint64_t whole = 0) {
     auto* p = static_cast<unsigned char*>(out);
     size_t got = 0;
     while (got < n) {
@@ -49,11 +52,28 @@ class IdxFile {
         int err = 0;
         const char* msg = gzerror(file_.get(), &err);
         if (err != Z_OK && err != Z_STREAM_END) throw corrupt(msg, what);
-        throw Error(Errc::kIo, path_ + ": truncated in " + what + ": expected " + std::to_string(n) + " bytes, got " +
-                                   std::to_string(got));
+        throw Error(Errc::kIo, path_ + ": truncated in " + what + ": expected " + std::to_string(whole ? whole : n) +
+                                   " bytes, got " + std::to_string(before + got));
       }
       got += static_cast<size_t>(r);
     }
+  }
+  /// `n` bytes, the buffer grown as they arrive: a header that declares more
+  /// than the file holds costs the bytes it holds, not what it declares.
+  std::vector<uint8_t> read_declared(uint64_t n, const char* what) {
+    constexpr uint64_t kChunk = 16 << 20;
+    std::vector<uint8_t> out;
+    try {
+      while (out.size() < n) {
+        const size_t have = out.size();
+        out.resize(have + std::min(kChunk, n - have));
+        read(out.data() + have, out.size() - have, what, have, n);
+      }
+    } catch (const std::bad_alloc&) {
+      throw Error(Errc::kNoMemory, path_ + ": not enough memory for the " + std::to_string(n) + " bytes of " + what +
+                                       " its header declares");
+    }
+    return out;
   }
   /// Reads on to the end, so zlib checks the gzip trailer (CRC-32 and length)
   /// of a compressed file, and refuses bytes after the declared data.
@@ -100,14 +120,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
   const uint64_t bytes = uint64_t{d.count} * d.pixels();
   if (bytes > (uint64_t{1} << 32))
     images.fail("its header declares " + std::to_string(bytes) + " bytes of pixels, more than the 4 GiB this reads");
-  std::vector<uint8_t> raw;
-  try {
-    raw.resize(bytes);
-  } catch (const std::bad_alloc&) {
-    throw Error(Errc::kNoMemory, images_path + ": not enough memory for the " + std::to_string(bytes) +
-                                     " bytes of pixels its header declares");
-  }
-  images.read(raw.data(), raw.size(), "the pixel data");
+  const std::vector<uint8_t> raw = images.read_declared(bytes, "the pixel data");
   images.expect_end();
   d.images.resize(raw.size());
   for (size_t i = 0; i < raw.size(); ++i) d.images[i] = raw[i] * (1.0f / 255.0f);
@@ -119,8 +132,7 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
   uint32_t n = labels.be32("the header");
   if (n != d.count)
     labels.fail(std::to_string(n) + " labels for " + std::to_string(d.count) + " images in " + images_path);
-  d.labels.resize(n);
-  labels.read(d.labels.data(), n, "the labels");
+  d.labels = labels.read_declared(n, "the labels");
   labels.expect_end();
   for (size_t i = 0; i < n; ++i)
     if (d.labels[i] > 9)

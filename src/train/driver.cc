@@ -417,7 +417,7 @@ void write_file(const std::string& path, const std::string& text) {
 
 void make_out_dir(const std::string& dir) {
   if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
-    throw Error(Errc::kIo, "cannot create the output directory " + dir + " (--out): " + std::strerror(errno));
+    throw Error(Errc::kIo, "cannot create the output directory '" + dir + "' (--out): " + std::strerror(errno));
 }
 
 void check_writable(const std::string& dir) {

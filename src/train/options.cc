@@ -43,7 +43,7 @@ CLI::Validator straggler_spec() {
         if (who != "random" && !cli::count(0, kMaxWorkers - 1)(who).empty())
           return "'" + v + "': '" + who + "' is neither a worker number nor random";
         double f = 0;
-        if (!CLI::detail::lexical_cast(factor, f) || !std::isfinite(f)) return "'" + v + "': FACTOR is not a number";
+        if (!cli::parse_real(factor, f) || !std::isfinite(f)) return "'" + v + "': FACTOR is not a number";
         if (f < 1.0 || f > kMaxStraggle) return "'" + v + "': FACTOR must be from 1 to 1000";
         return {};
       },
@@ -82,12 +82,29 @@ void add_consistency(CLI::App& app, Options& o, const std::string& group) {
 const char* rule_of_dc(const std::string& dc) {
   return dc == "off" ? "sgd" : dc == "constant" ? "dc-asgd-c" : "dc-asgd-a";
 }
+// The --dc a rule agrees with: off for a rule without delay compensation.
+const char* dc_of_rule(const std::string& rule) {
+  return rule == "dc-asgd-c" ? "constant" : rule == "dc-asgd-a" ? "adaptive" : "off";
+}
 
 // "%.9g": a float's exact value, where std::to_string would turn 1e-7 into 0.000000.
 std::string exact(float v) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(v));
   return buf;
+}
+
+// Where `text` stops being UTF-8 (the summary's JSON holds only UTF-8), or npos.
+size_t utf8_error_at(const std::string& text) {
+  for (size_t i = 0; i < text.size();) {
+    const auto b = static_cast<unsigned char>(text[i]);
+    const size_t n = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xe ? 3 : (b >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > text.size()) return i;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return i;
+    i += n;
+  }
+  return std::string::npos;
 }
 
 }  // namespace
@@ -142,9 +159,9 @@ Options parse_options(int argc, char** argv) {
   };
   place(job);
   add_consistency(app, o, job);
-  app.add_option("--dc", o.dc, "delay compensation: off (SGD), constant (DC-ASGD-c), adaptive (DC-ASGD-a)")
-      ->check(cli::one_of({"off", "constant", "adaptive"}))
-      ->type_name("off|constant|adaptive");
+  auto* dc = app.add_option("--dc", o.dc, "delay compensation: off (SGD), constant (DC-ASGD-c), adaptive (DC-ASGD-a)")
+                 ->check(cli::one_of({"off", "constant", "adaptive"}))
+                 ->type_name("off|constant|adaptive");
   app.add_option("--lr", o.lr, "learning rate")->check(cli::positive());
   app.add_option("--lambda", o.lambda, "DC-ASGD-c lambda")->check(cli::non_negative());
   app.add_option("--lambda0", o.lambda0, "DC-ASGD-a lambda0")->check(cli::non_negative());
@@ -187,9 +204,18 @@ Options parse_options(int argc, char** argv) {
                  "PORT+servers+j (docs/observability.md)")
       ->type_name("HOST:PORT")
       ->check(cli::address());
-  app.add_option("--label", o.label, "the run's name in the summary (default: from the mode)");
+  app.add_option("--label", o.label, "the run's name in the summary (default: from the mode)")
+      ->check(
+          [](const std::string& v) {
+            const size_t at = utf8_error_at(v);
+            return at == std::string::npos
+                       ? std::string()
+                       : "the label is not UTF-8 at byte " + std::to_string(at) + " (the summary is JSON)";
+          },
+          "UTF-8 text");
   app.add_option("--launch-timeout", o.launch_timeout_s, "under a launcher: bound on the address exchange (SEC)")
-      ->check(cli::number([](double d) { return d > 0 && d <= 86400; }, "a number of seconds above 0, at most 86400"));
+      ->check(
+          cli::number([](double d) { return d >= 0.001 && d <= 86400; }, "a number of seconds from 0.001 to 86400"));
   place(job);
   auto* role = app.add_option("--role", o.role, "run one process of a cluster job")
                    ->check(cli::one_of({"driver", "server", "worker", "virtual"}))
@@ -197,6 +223,8 @@ Options parse_options(int argc, char** argv) {
   auto* listen = app.add_option("--listen", o.listen, "server: address to serve on")
                      ->type_name("HOST:PORT")
                      ->check(cli::address());
+  auto* insecure =
+      cli::add_switch(app, "--insecure", o.insecure, "server: serve on a non-loopback address without a shared secret");
   auto* index =
       app.add_option("--index", o.index, "server: its rank among --servers")->check(cli::count(0, UINT32_MAX));
   auto* worker =
@@ -229,11 +257,14 @@ Options parse_options(int argc, char** argv) {
   o.workers_given = workers->count() > 0;
   o.servers_given = servers->count() > 0;
   o.config_args = cli::given(config_options);
+  for (const char* flag : {"--out", "--json", "--label", "--compare"})
+    if (app.get_option(flag)->count() > 0) o.summary_flags.push_back(flag);
 
   // A role's own flags elsewhere would be ignored without a word: a local run
   // and a launched job choose addresses and ranks themselves.
   const std::string explicit_role = o.role_given ? o.role : "";
-  for (auto [flag, its_role] : {std::pair{listen, "server"}, {index, "server"}, {worker, "worker"}})
+  for (auto [flag, its_role] :
+       {std::pair{listen, "server"}, {insecure, "server"}, {index, "server"}, {worker, "worker"}})
     if (flag->count() > 0 && explicit_role != its_role)
       bad_flag(flag->get_name(), std::string("only --role ") + its_role +
                                      " reads it (a local run and a launched job choose it themselves)");
@@ -246,9 +277,13 @@ Options parse_options(int argc, char** argv) {
     size_t start = 0, entry = 1;
     for (;; ++entry) {
       const size_t comma = o.servers_list.find(',', start);
-      if ((comma == std::string::npos ? o.servers_list.size() : comma) == start)
+      std::string address = o.servers_list.substr(start, comma == std::string::npos ? comma : comma - start);
+      if (address.empty())
         bad_flag("--servers-list", "entry " + std::to_string(entry) + " of '" + o.servers_list +
                                        "' is empty (the list is host:port,host:port, one entry per server)");
+      // Each now, named: the worker found a bad one only when it dialled it, after the others.
+      if (std::string why = cli::address()(address); !why.empty())
+        bad_flag("--servers-list", "entry " + std::to_string(entry) + ": " + why);
       if (comma == std::string::npos) break;
       start = comma + 1;
     }
@@ -258,6 +293,19 @@ Options parse_options(int argc, char** argv) {
     if (listed != o.servers)
       bad_flag("--servers-list",
                "names " + std::to_string(listed) + " servers, --servers says " + std::to_string(o.servers));
+  }
+  // A run is labelled by its rule: one that disagrees with --dc, or that
+  // --compare would put under its own variants' names, is refused.
+  if (app.get_option("--rule")->count() > 0) {
+    const std::string rule = rule_name(config_of(o).rule);
+    if (o.compare)
+      bad_flag("--rule",
+               "--compare runs its own rules (sgd for sequential SGD, BSP, SSP and ASGD, then dc-asgd-c "
+               "and dc-asgd-a): drop --rule " +
+                   rule);
+    if (dc->count() > 0 && o.dc != dc_of_rule(rule))
+      bad_flag("--rule", rule + " disagrees with --dc " + o.dc + " (rule " + rule_of_dc(o.dc) + "): give one of them");
+    o.dc = dc_of_rule(rule);  // what a local run's processes are told
   }
   if (delay->count() > 0) DelaySpec::parse("--delay", o.delay);
   if (o.virtual_workers) {
@@ -291,6 +339,10 @@ Options parse_options(int argc, char** argv) {
                                               std::to_string(processes - 1) + " (one per server and worker process)");
     }
   }
+  // Last: a role's own flags are checked first, whatever else came with them.
+  if (!o.summary_flags.empty() && o.role_given && o.role != "driver")
+    bad_flag(o.summary_flags.front(), "only a local run writes a summary; --role " + o.role +
+                                          " reads no such flag (the evaluating worker prints its accuracy)");
   return o;
 }
 
@@ -332,7 +384,8 @@ std::vector<std::string> passthrough(const Options& o, bool server) {
 
 std::string default_label(const Options& o) {
   std::string mode = o.staleness == "0" ? "BSP" : o.staleness == "inf" ? "async" : "SSP s=" + o.staleness;
-  std::string dc = o.dc == "off" ? "" : o.dc == "constant" ? " DC-c" : " DC-a";
+  const std::string rule = rule_name(config_of(o).rule);  // --dc's, or --rule's
+  std::string dc = rule == "sgd" ? "" : rule == "dc-asgd-c" ? " DC-c" : rule == "dc-asgd-a" ? " DC-a" : " " + rule;
   return (o.virtual_workers ? "virtual " + std::to_string(o.virtual_workers) + " " : "") + mode + dc;
 }
 

@@ -42,12 +42,14 @@ struct Options {
   uint64_t seed = 42;
   bool json = false, compare = false;
   bool gpu_shard = false;       ///< servers keep their range on the GPU (ServerOptions::gpu_shard)
+  bool insecure = false;        ///< --role server: serve off loopback without a secret (ServerOptions::insecure)
   double expect_accuracy = -1;  ///< exit non-zero below this final accuracy
   size_t train_limit = 0, test_limit = 0;
   uint32_t evals_per_epoch = 2;  ///< test passes per epoch (worker 0's)
   /// The parameter-server flags given, on the command line or by their
   /// RDMAPS_* variables, as --name=value: every process of the job gets them.
   std::vector<std::string> config_args;
+  std::vector<std::string> summary_flags;  ///< given flags only a local run reads (--out, --json, --label, --compare)
   // Cluster roles.
   std::string listen = "0.0.0.0:13337", servers_list;
   uint32_t index = 0, worker = 0;

@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <exception>
+#include <new>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -15,7 +17,7 @@
 #include "rdmaps/server.h"
 #include "src/launch/server_directory.h"
 #include "src/tools/child_process.h"
-#include "src/tools/own_library.h"
+#include "src/tools/program_start.h"
 #include "src/tools/stop_on_signal.h"
 #include "src/train/driver.h"
 #include "src/train/options.h"
@@ -52,6 +54,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
   so.servers = o.servers;
   so.workers = o.workers;
   so.gpu_shard = o.gpu_shard;
+  so.insecure = o.insecure;
   so.config = config_of(o);
   so.metrics = o.metrics;
   if (o.report_fd < 0) so.stats_interval = std::chrono::seconds(10);
@@ -186,6 +189,10 @@ int run_launched(Options o, const launch::Placement& p) {
   if (o.workers_given) p.check_workers(o.workers);
   if (o.virtual_workers) bad_flag("--virtual-workers", "runs in one process, not under a launcher");
   launch::require_secret(!config_of(o).secret.empty());
+  if (!o.summary_flags.empty())
+    bad_flag(o.summary_flags.front(),
+             "only a local run writes a summary; a launched job's ranks read no such flag "
+             "(the evaluating worker prints its accuracy)");
   o.servers = p.num_servers;
   o.workers = p.num_workers();
   if (!o.metrics.empty()) o.metrics = launch::port_plus(o.metrics, p.rank, "--metrics");
@@ -216,7 +223,7 @@ int run_virtual_role(const Options& o) {
 }  // namespace rdmaps::train
 
 int main(int argc, char** argv) {
-  if (!rdmaps::tools::on_its_own_library("rdmaps-train")) return 1;
+  if (!rdmaps::tools::program_start("rdmaps-train")) return 1;
   using namespace rdmaps::train;
   rdmaps::tools::end_with_parent("rdmaps-train");
   try {
@@ -231,6 +238,12 @@ int main(int argc, char** argv) {
     return run_driver(o);
   } catch (const rdmaps::Error& e) {
     std::fprintf(stderr, "rdmaps-train: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "rdmaps-train: error: out of memory (a smaller --batch, --workers or model?)\n");
+    return 1;
+  } catch (const std::exception& e) {  // a library's own error: said, not an abort
+    std::fprintf(stderr, "rdmaps-train: error: %s\n", e.what());
     return 1;
   }
 }

@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "rdmaps/error.h"
+#include "src/api/cli.h"
 #include "transport/file_limit.h"
 #include "transport/memory_limit.h"
 
@@ -24,16 +25,15 @@ DelaySpec DelaySpec::parse(const std::string& flag, const std::string& text) {
   const auto colon = text.find(':');
   if (colon == std::string::npos) return bad("is not a delay schedule");
   const std::string kind = text.substr(0, colon), value = text.substr(colon + 1);
-  char* end = nullptr;
-  const double v = std::strtod(value.c_str(), &end);
-  if (value.empty() || *end || !std::isfinite(v)) return bad("has no number after the colon");
+  double v = 0;
+  if (!cli::parse_real(value, v) || !std::isfinite(v)) return bad("has no number after the colon");
   if (kind == "geometric") {
     // Past 1e9 ticks the draw's chance 1/(1+MEAN) is lost in rounding (1e18 gave less delay than 4).
     if (v <= 0 || v > 1e9) return bad("needs a mean delay above 0 and at most 1e9");
     return {Kind::kGeometric, v};
   }
   if (kind == "uniform") {
-    if (v < 1 || v != std::floor(v) || v > 1e9) return bad("needs a whole largest delay of at least 1");
+    if (v < 1 || v != std::floor(v) || v > 1e9) return bad("needs a whole largest delay from 1 to 1e9");
     return {Kind::kUniform, v};
   }
   return bad("names no known schedule");

@@ -24,8 +24,6 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
       params_(Mlp::kParams),
       client_(client),
       grad_(Mlp::kParams),
-      x_(size_t{o.batch} * Mlp::kIn),
-      y_(o.batch),
       rng_(o.seed * 7919 + o.worker),
       // Its own stream, so straggling does not change which examples a worker sees.
       straggle_rng_(o.seed * 104729 + o.worker),
@@ -43,6 +41,9 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
     throw Error(Errc::kInvalidArgument, "worker " + std::to_string(o.worker) + " gets " + std::to_string(mine_.size()) +
                                             " training examples, less than one batch of " + std::to_string(o.batch) +
                                             ": lower --workers or --batch, or raise --train-limit");
+  // Sized once a batch is known to fit: --batch 4294967295 asked for 13 TB.
+  x_.resize(size_t{o.batch} * Mlp::kIn);
+  y_.resize(o.batch);
   total_steps_ = uint64_t{o.epochs} * steps_per_epoch_;
   eval_every_ = std::max<size_t>(1, steps_per_epoch_ / std::max(1u, o.evals_per_epoch));
   // Every 50 steps, but at least 4 times an epoch: with many workers each

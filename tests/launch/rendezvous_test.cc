@@ -422,6 +422,12 @@ TEST(ServerDirectory, ListenAndAdvertise) {
   };
   auto none = [](const std::string&) -> std::optional<std::string> { return std::nullopt; };
   EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", env), "node7:4000");
+  // An IPv6 host is advertised in brackets, the one form an address takes it in.
+  auto v6 = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "RDMAPS_ADVERTISE_ADDR") return "::1";
+    return std::nullopt;
+  };
+  EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", v6), "[::1]:4000");
   EXPECT_EQ(advertised_address(p, "10.1.2.3:4000", none), "10.1.2.3:4000");
   // A wildcard bind: the local end of the route toward the rendezvous host.
   p.master_addr = "127.0.0.1";

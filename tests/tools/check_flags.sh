@@ -24,6 +24,16 @@ refused() {
   echo "ok: $* -> $(grep -F -- "$want" <<<"$out" | head -1)"
 }
 
+# serves TEXT COMMAND...: COMMAND is still running after 5 s, having said TEXT.
+serves() {
+  local want=$1; shift
+  local out status
+  out=$(timeout -k 5 5 "$@" 2>&1 </dev/null); status=$?
+  if [ $status -ne 124 ]; then fail "did not keep serving (exit $status): $*: $out"; return; fi
+  if ! grep -qF -- "$want" <<<"$out"; then fail "served without saying '$want': $*: $out"; return; fi
+  echo "ok: $* -> serves"
+}
+
 # helps COMMAND... [-- TEXT]: COMMAND --help exits 0 and prints TEXT.
 helps() {
   local want=Usage args=()
@@ -87,6 +97,15 @@ refused "--metrics 127.0.0.1:$busy_port: cannot listen there" "${s[@]}" --metric
 # shellcheck disable=SC2154  # coproc sets busy_PID
 kill "$busy_PID" 2>/dev/null
 refused "RDMAPS_WORKERS: '4294967297'" env RDMAPS_WORKERS=4294967297 "${s[@]}"
+# A variable set to "" was taken for one not set: RDMAPS_LISTEN= served on
+# 0.0.0.0:13337, RDMAPS_METRICS= turned metrics off.
+refused "RDMAPS_LISTEN is set but empty: give it a value for --listen, or unset it" env RDMAPS_LISTEN= "$server"
+refused "RDMAPS_METRICS is set but empty" env RDMAPS_METRICS= "${s[@]}"
+# strtod's hex floats and leading spaces: --lr 0x10 served with lr 16.
+refused "--lr: '0x10' is not a number" "${s[@]}" --lr 0x10
+refused "RDMAPS_LR: '0x10' is not a number" env RDMAPS_LR=0x10 "${s[@]}"
+refused "--lr: ' 0.1' is not a number" "${s[@]}" --lr " 0.1"
+refused "--reconnect: '0x10' is not a duration" "${s[@]}" --reconnect 0x10
 refused "RDMAPS_LR: '-0.5'" env RDMAPS_LR=-0.5 "${s[@]}"
 # Numbers past their field: refused at once, not wrapped, saturated, thrown
 # from a later conversion (an abort) or allocated for.
@@ -170,6 +189,36 @@ refused "--servers-list: names 1 servers, --servers says 2" "${t[@]}" --role wor
 refused "--servers-list: entry 2 of '127.0.0.1:9,' is empty" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,
 refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "${t[@]}"
 refused "RDMAPS_STALENESS_POLICY: 'never'" env RDMAPS_STALENESS_POLICY=never "${t[@]}"
+# Each entry is an address, checked with the flags: a bad second one was
+# never reported (the worker dialled the first), a bad first one unnamed.
+refused "--servers-list: entry 2: address 'nohost' has no port" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,nohost
+refused "--straggler: '0:0x10': FACTOR is not a number" "${t[@]}" --straggler 0:0x10
+refused "--delay: 'uniform:0x10' has no number after the colon" "${t[@]}" --virtual-workers 2 --delay uniform:0x10
+refused "--delay: 'uniform:2e9' needs a whole largest delay from 1 to 1e9" "${t[@]}" --virtual-workers 2 --delay uniform:2e9
+# A bad log level is said at the start (it was said with the first line
+# logged, so a local run that logs nothing never said it); the run goes on.
+refused "RDMAPS_LOG_LEVEL: 'loud' is not debug, info, warn, error or off; logging at info" \
+  env RDMAPS_LOG_LEVEL=loud "${t[@]}"
+# A run is named by its rule: these ran momentum or sgd labelled DC-ASGD.
+refused "--rule: --compare runs its own rules" "${t[@]}" --compare --rule momentum
+refused "--rule: sgd disagrees with --dc constant (rule dc-asgd-c)" "${t[@]}" --rule sgd --dc constant
+# The summary is JSON: a label that is not UTF-8 aborted the run after training, losing it.
+refused "--label: the label is not UTF-8 at byte 3" "${t[@]}" --label $'bad\xffname'
+# A local run's summary flags, where no summary is written: ignored without a word.
+refused "--label: only a local run writes a summary; --role server reads no such flag" \
+  "$train" --role server --index 0 --listen 127.0.0.1:0 --label mine
+refused "--compare: only a local run writes a summary; a launched job's ranks read no such flag" \
+  env RDMAPS_RANK=1 RDMAPS_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29518 \
+  RDMAPS_SECRET=0123456789abcdef0123456789abcdef "$train" --compare
+# The server role's advice names --insecure, so it has one; other roles do not.
+refused "--insecure: only --role server reads it" "${t[@]}" --insecure
+refused "refusing to serve on 0.0.0.0:0 without a shared secret" env -u RDMAPS_SECRET -u RDMAPS_SECRET_FILE \
+  "$train" --role server --index 0 --listen 0.0.0.0:0 --insecure off
+serves "rdmaps-train server 0/1 on 0.0.0.0:" env -u RDMAPS_SECRET -u RDMAPS_SECRET_FILE \
+  "$train" --role server --index 0 --listen 0.0.0.0:0 --insecure
+# A batch larger than a worker's share of the data is refused before
+# anything is sized from it (--batch 4294967295 aborted on bad_alloc). Real data.
+refused "less than one batch of 4294967295" "$train" --out "$(mktemp -d)" --workers 1 --batch 4294967295
 helps "$train" -- "(Env:RDMAPS_SHARD_FLOATS)"
 helps "$train" -- "--virtual-workers"
 defaults "$config_group" "$train"

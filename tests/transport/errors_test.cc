@@ -444,6 +444,14 @@ TEST(SockAddr, BadAddressesAreRejectedNamingTheText) {
   EXPECT_EQ(error_code_of([] { transport::SockAddr::parse("127.0.0.1:http"); }, &what), Errc::kInvalidArgument);
   EXPECT_EQ(error_code_of([] { transport::SockAddr::parse("127.0.0.1:70000"); }, &what), Errc::kInvalidArgument);
   EXPECT_EQ(transport::SockAddr::parse("127.0.0.1:4242").to_string(), "127.0.0.1:4242");
+  // IPv6: only [HOST]:PORT says where the port is ("::1:5000" was [::1]:5000,
+  // "[::1]" port "1]", "::1" a host ':' that did not resolve).
+  for (const char* bad : {"::1:5000", "[::1]", "::1", "[::1:5000"}) {
+    EXPECT_EQ(error_code_of([&] { transport::SockAddr::parse(bad); }, &what), Errc::kInvalidArgument) << bad;
+    EXPECT_NE(what.find(std::string("address '") + bad + "': an IPv6 host goes in brackets"), std::string::npos)
+        << what;
+  }
+  EXPECT_EQ(transport::SockAddr::parse("[::1]:5000").to_string(), "[::1]:5000");
   EXPECT_EQ(error_code_of([] { transport::parse_transport("infiniband"); }, &what), Errc::kInvalidArgument);
 }
 
