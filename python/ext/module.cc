@@ -4,9 +4,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <bit>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <future>
 #include <map>
@@ -32,6 +34,7 @@
 #include "src/api/log_sink.h"
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/server_directory.h"
+#include "transport/cancel.h"
 #include "transport/process_id.h"
 
 namespace py = pybind11;
@@ -78,6 +81,32 @@ bool native_float(const std::string& format) {
   return format.size() == 2 && format[1] == 'f' && (format[0] == '@' || format[0] == '=' || format[0] == own);
 }
 
+// `seconds` as a bound on waits, or an error naming `who`: a cast of inf, nan
+// or 1e30 to milliseconds is undefined (it gave "within -9223 s").
+std::chrono::milliseconds checked_timeout(const char* who, double seconds) {
+  if (!(seconds >= 0.001 && seconds <= 1e9))
+    throw Error(Errc::kInvalidArgument, std::string(who) + ": timeout=" + std::to_string(seconds) +
+                                            " is not a number of seconds from 0.001 (a millisecond) to 1e9");
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+// The arguments of push/pull/init/declare, taken as objects and checked here:
+// pybind11's own refusal lists every signature and names no argument.
+std::string name_arg(const py::handle& name, const char* op) {
+  if (!py::isinstance<py::str>(name))
+    throw py::type_error(std::string(op) + ": name=" + py::repr(name).cast<std::string>() + " is not a str");
+  return name.cast<std::string>();
+}
+py::buffer buffer_arg(const py::handle& value, const char* op, const std::string& name) {
+  if (py::isinstance<py::buffer>(value)) return py::reinterpret_borrow<py::buffer>(value);
+  const auto type = py::type::of(value);
+  const std::string module = py::str(type.attr("__module__")), what = py::str(type.attr("__name__"));
+  throw py::type_error(
+      std::string(op) + "('" + name + "'): a " + what +
+      " is not a float32 buffer (a numpy array, array.array('f'), ...)" +
+      (module.rfind("torch", 0) == 0 ? "; a torch tensor: pass tensor.numpy(), or train with rdmaps.torch" : ""));
+}
+
 // A float32 C-contiguous view of `buffer`, or a TypeError/ValueError naming
 // the operation and tensor.
 std::pair<float*, size_t> float_view(const py::buffer& buffer, bool writable, const char* op, const std::string& name) {
@@ -90,7 +119,8 @@ std::pair<float*, size_t> float_view(const py::buffer& buffer, bool writable, co
     throw py::value_error(where + ": " + (writable ? "the output buffer must be writable: " : "") + e.what());
   }
   // "Xf" that is not native is float32 in the other byte order ('>', '!' or '<').
-  if (info.format.size() == 2 && info.format[1] == 'f' && !native_float(info.format))
+  if (info.format.size() == 2 && info.format[1] == 'f' && std::strchr("<>!=", info.format[0]) &&
+      !native_float(info.format))
     throw py::type_error(where + ": needs float32 data in this machine's byte order (" +
                          (std::endian::native == std::endian::little ? "little" : "big") +
                          "-endian), got buffer format '" + info.format + "'; convert it first");
@@ -219,6 +249,9 @@ void without_gil(F&& f) {
   if (error) std::rethrow_exception(error);
 }
 
+// How often a wait looks for a pending signal: Ctrl-C answers within this.
+constexpr std::chrono::milliseconds kSignalCheck{50};
+
 // A Client plus the thread that runs its operations.
 class Worker {
  public:
@@ -229,10 +262,7 @@ class Worker {
     o.servers = std::move(servers);
     o.worker = worker;
     o.config = parse_flags(flags);
-    if (!(timeout_seconds >= 0.001 && timeout_seconds <= 1e9))
-      throw Error(Errc::kInvalidArgument, "Worker: timeout=" + std::to_string(timeout_seconds) +
-                                              " is not a number of seconds from 0.001 (a millisecond) to 1e9");
-    o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
+    o.timeout = checked_timeout("Worker", timeout_seconds);
     if (o.servers.empty()) throw Error(Errc::kInvalidArgument, "Worker: the server list is empty");
     client_ = std::make_unique<Client>(o);
   }
@@ -358,9 +388,6 @@ class Worker {
   std::string metrics_address() const { return client_ ? client_->metrics_address() : ""; }
 
  private:
-  // How often a wait looks for a pending signal: Ctrl-C answers within this.
-  static constexpr std::chrono::milliseconds kSignalCheck{50};
-
   // Counts a call that releases the GIL while it uses client_ or comm_, so
   // that close() on another thread waits for it (taken and dropped with the GIL held).
   class Use {
@@ -527,19 +554,33 @@ class PyServerDirectory {
   PyServerDirectory(const std::map<std::string, std::string>& env, uint32_t num_servers, double timeout_s,
                     const std::vector<std::string>& flags)
       : env_(environment_of(env)), placement_(placement_of(env_, num_servers)) {
+    const auto timeout = checked_timeout("rdmaps.torch.init", timeout_s);
     std::string secret = parse_flags(flags).secret;
-    without_gil([&] {
-      directory_ = std::make_unique<launch::ServerDirectory>(
-          placement_, std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000)), std::move(secret), env_);
-    });
+    without_gil(
+        [&] { directory_ = std::make_unique<launch::ServerDirectory>(placement_, timeout, std::move(secret), env_); });
   }
   std::string listen_address() const { return directory_->listen_address(); }
   /// A server passes the address it bound, a worker ""; every server's, in index order.
   std::vector<std::string> exchange(const std::string& bound) {
     const std::string address = bound.empty() ? "" : launch::advertised_address(placement_, bound, env_);
-    std::vector<std::string> servers;
-    without_gil([&] { servers = directory_->exchange(address); });
-    return servers;
+    // On a thread of its own, as Worker::connect: Ctrl-C ends the rendezvous's
+    // waits (transport::CancelScope) and raises here; it was taken only after
+    // the whole timeout (300 s) when rank 0 never came.
+    std::atomic<bool> cancel{false};
+    auto exchanging = std::async(std::launch::async, [&] {
+      const transport::CancelScope scope(&cancel);
+      return directory_->exchange(address);
+    });
+    for (;;) {
+      bool ready = false;
+      without_gil([&] { ready = exchanging.wait_for(kSignalCheck) == std::future_status::ready; });
+      if (ready) return exchanging.get();
+      if (PyErr_CheckSignals() != 0) {
+        cancel = true;
+        without_gil([&] { exchanging.wait(); });
+        throw py::error_already_set();
+      }
+    }
   }
 
  private:
@@ -661,10 +702,14 @@ PYBIND11_MODULE(_rdmaps, m) {
            py::arg("servers"), py::arg("worker"), py::arg("flags") = std::vector<std::string>{},
            py::arg("timeout") = 60.0, py::arg("metrics") = "")
       .def_property_readonly("metrics_address", &Worker::metrics_address, "host:port of GET /metrics (\"\" when off).")
-      .def("declare", [](Worker& w, const std::string& name, size_t floats) { live(w).declare(name, floats); })
+      .def(
+          "declare",
+          [](Worker& w, const py::object& name, size_t floats) { live(w).declare(name_arg(name, "declare"), floats); },
+          py::arg("name"), py::arg("floats"))
       .def(
           "register_memory",
-          [](Worker& w, const py::buffer& b) {
+          [](Worker& w, const py::object& buffer) {
+            const py::buffer b = buffer_arg(buffer, "register_memory", "buffer");
             auto [p, n] = float_view(b, true, "register_memory", "buffer");
             live(w).register_memory(p, n, pinned(b));
           },
@@ -678,28 +723,48 @@ PYBIND11_MODULE(_rdmaps, m) {
                                      floats_of_bytes(nbytes, "register_memory", "tensor"), std::move(keep));
            })
       .def("connect", [](Worker& w) { live(w).connect(); })
-      .def("push",
-           [](Worker& w, const std::string& name, const py::buffer& b) {
-             auto [p, n] = float_view(b, false, "push", name);
-             live(w).run(Kind::kPush, name, p, n, pinned(b));
-           })
-      .def("init",
-           [](Worker& w, const std::string& name, const py::buffer& b) {
-             auto [p, n] = float_view(b, false, "init", name);
-             live(w).run(Kind::kInit, name, p, n, pinned(b));
-           })
-      .def("pull",
-           [](Worker& w, const std::string& name, const py::buffer& b) {
-             auto [p, n] = float_view(b, true, "pull", name);
-             live(w).run(Kind::kPull, name, p, n, pinned(b));
-           })
+      .def(
+          "push",
+          [](Worker& w, const py::object& name_object, const py::object& values) {
+            const std::string name = name_arg(name_object, "push");
+            const py::buffer b = buffer_arg(values, "push", name);
+            auto [p, n] = float_view(b, false, "push", name);
+            live(w).run(Kind::kPush, name, p, n, pinned(b));
+          },
+          py::arg("name"), py::arg("values"))
+      .def(
+          "init",
+          [](Worker& w, const py::object& name_object, const py::object& values) {
+            const std::string name = name_arg(name_object, "init");
+            const py::buffer b = buffer_arg(values, "init", name);
+            auto [p, n] = float_view(b, false, "init", name);
+            live(w).run(Kind::kInit, name, p, n, pinned(b));
+          },
+          py::arg("name"), py::arg("values"))
+      .def(
+          "pull",
+          [](Worker& w, const py::object& name_object, const py::object& values) {
+            const std::string name = name_arg(name_object, "pull");
+            const py::buffer b = buffer_arg(values, "pull", name);
+            auto [p, n] = float_view(b, true, "pull", name);
+            live(w).run(Kind::kPull, name, p, n, pinned(b));
+          },
+          py::arg("name"), py::arg("values"))
       .def(
           "pull_many",
-          [](Worker& w, const std::vector<std::pair<std::string, py::buffer>>& tensors) {
+          [](Worker& w, const py::object& tensors) {
+            if (!py::isinstance<py::iterable>(tensors))
+              throw py::type_error("pull_many: tensors=" + py::repr(tensors).cast<std::string>() +
+                                   " is not a list of (name, buffer) pairs");
             std::vector<PullTarget> targets;
-            targets.reserve(tensors.size());
             py::list exports;
-            for (const auto& [name, b] : tensors) {
+            for (const py::handle item : py::reinterpret_borrow<py::iterable>(tensors)) {
+              if (!py::isinstance<py::tuple>(item) || py::len(item) != 2)
+                throw py::type_error("pull_many: " + py::repr(item).cast<std::string>() +
+                                     " is not a (name, buffer) pair");
+              const auto pair = py::reinterpret_borrow<py::tuple>(item);
+              const std::string name = name_arg(pair[0], "pull_many");
+              const py::buffer b = buffer_arg(pair[1], "pull_many", name);
               auto [p, n] = float_view(b, true, "pull_many", name);
               targets.push_back({name, std::span<float>(p, n)});
               exports.append(pinned(b));

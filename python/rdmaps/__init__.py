@@ -117,6 +117,24 @@ def _checked_count(where, name, value, most):
     return number
 
 
+def _checked_bool(where, name, value):
+    """value if it is True or False: bool("off") is True, and insecure="off"
+    served off loopback without a secret."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{where}: {name}={value!r} is not True or False")
+    return value
+
+
+def _checked_seconds(where, name, value):
+    """value as a float, or an error naming the argument (float()'s own names none)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{where}: {name}={value!r} is not a number of seconds")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: {name}={value!r} is not a number of seconds") from None
+
+
 _U32 = 2**32 - 1
 _U64 = 2**64 - 1
 
@@ -152,7 +170,8 @@ class Worker(_rdmaps.Worker):
         # connect(), as a protocol error.
         super().__init__(_server_list(servers), _checked_count("rdmaps.Worker", "worker", worker,
                                                                _rdmaps._max_workers - 1),
-                         config_flags(config, **options), float(timeout), metrics or "")
+                         config_flags(config, **options), _checked_seconds("rdmaps.Worker", "timeout", timeout),
+                         metrics or "")
         _open_workers.add(self)
 
     def declare(self, name, floats):
@@ -192,7 +211,11 @@ class Server(_rdmaps.Server):
             max_bytes = int(text)
         counts = [_checked_count("rdmaps.Server", name, value, _U32)
                   for name, value in (("index", index), ("servers", servers), ("workers", workers))]
-        super().__init__(listen, *counts, config_flags(config, **options),
-                         bool(rule_from_workers), bool(log_connections), float(stats_interval), bool(exit_when_done),
-                         bool(insecure), metrics or "", _checked_count("rdmaps.Server", where, max_bytes, _U64),
-                         float(stall_warning))
+        switches = [_checked_bool("rdmaps.Server", name, value)
+                    for name, value in (("rule_from_workers", rule_from_workers), ("log_connections", log_connections),
+                                        ("exit_when_done", exit_when_done), ("insecure", insecure))]
+        seconds = [_checked_seconds("rdmaps.Server", name, value)
+                   for name, value in (("stats_interval", stats_interval), ("stall_warning", stall_warning))]
+        super().__init__(listen, *counts, config_flags(config, **options), switches[0], switches[1], seconds[0],
+                         switches[2], switches[3], metrics or "", _checked_count("rdmaps.Server", where, max_bytes, _U64),
+                         seconds[1])

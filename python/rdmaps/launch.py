@@ -222,7 +222,8 @@ def main(argv=None):
     elif a.module:
         command = [sys.executable, "-m", a.script] + a.args
     else:
-        if not os.path.isfile(a.script):
+        # python runs a directory or zip with a __main__.py too
+        if not os.path.exists(a.script):
             ap.error(f"no such script: {a.script}")
         command = [sys.executable, a.script] + a.args
     return launch(a.nproc, command, a.master_port, prefix=not a.no_prefix)

@@ -364,7 +364,8 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     } catch (const Error& e) {
-      if (e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol) throw;
+      // Cancelled (Ctrl-C in a Python rank, transport::CancelScope): now, not at the deadline.
+      if (e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol || e.code() == Errc::kCancelled) throw;
       last_error = e.what();  // rank 0 not up yet, or it restarted: ask again
       // (not an answer cut short by the deadline itself)
       if (e.code() != Errc::kTimeout || Clock::now() < deadline) error_after_answer = !last_answer.empty();

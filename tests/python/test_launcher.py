@@ -244,6 +244,18 @@ sys.exit(3)
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("give one of them", p.stderr)
 
+    def test_a_directory_with_a_main_runs_as_python_runs_it(self):
+        # python runs a directory holding __main__.py (and a zipapp); the launcher refused it as "no such script".
+        with tempfile.TemporaryDirectory() as app:
+            with open(os.path.join(app, "__main__.py"), "w") as f:
+                f.write("import os; print('app rank', os.environ['RANK'])\n")
+            p = self.launch_cli("-n", "2", "--no-prefix", app)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(sorted(p.stdout.split("\n")[:2]), ["app rank 0", "app rank 1"], p.stdout)
+        p = self.launch_cli("-n", "1", os.path.join(tempfile.gettempdir(), "no-such-rdmaps-script.py"))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("no such script", p.stderr)
+
     def test_bad_counts_and_ports_are_usage_errors(self):
         for args, said in ((["--nproc", "0"], "--nproc 0"), (["-n", "-2"], "--nproc -2"),
                            (["-n", "99999"], "--nproc 99999"), (["-n", "1", "--master-port", "99999"],

@@ -196,6 +196,23 @@ class ModuleTest(unittest.TestCase):
             self.worker.pull("b", big)
         with self.assertRaisesRegex(TypeError, r"push\('b'\): .* got buffer format '>f'"):
             self.worker.push("b", np.zeros(7, dtype=">f4"))
+        # Complex float32 ('Zf') is no byte-order matter: it was named as one.
+        with self.assertRaisesRegex(TypeError, r"push\('b'\): needs float32 data, got buffer format 'Zf' of 8-byte"):
+            self.worker.push("b", np.zeros(7, dtype=np.complex64))
+
+    def test_arguments_of_the_wrong_type_are_named(self):
+        # pybind11's own refusal listed every signature ("incompatible function arguments") and named none.
+        values = np.zeros(7, dtype=np.float32)
+        for call, said in ((lambda: self.worker.push(None, values), r"push: name=None is not a str"),
+                           (lambda: self.worker.pull("b", None), r"pull\('b'\): a NoneType is not a float32 buffer"),
+                           (lambda: self.worker.init("b", [0.0] * 7), r"init\('b'\): a list is not a float32 buffer"),
+                           (lambda: self.worker.declare(None, 3), r"declare: name=None is not a str"),
+                           (lambda: self.worker.register_memory(None), r"register_memory\('buffer'\): a NoneType"),
+                           (lambda: self.worker.pull_many(5), r"pull_many: tensors=5 is not a list of \(name, buffer\)"),
+                           (lambda: self.worker.pull_many([("b",)]), r"pull_many: \('b',\) is not a \(name, buffer\) pair")):
+            with self.subTest(said=said):
+                with self.assertRaisesRegex(TypeError, said):
+                    call()
 
     def test_non_contiguous_is_a_value_error(self):
         strided = np.zeros(5000, dtype=np.float32)[::2]
@@ -633,6 +650,12 @@ class ConfigurationTest(unittest.TestCase):
             server = rdmaps.Server("0.0.0.0:0", transport="tcp", insecure=True)
             self.assertRegex(server.address, r":\d+$")
             server.stop()
+            # bool("off") is True: these served off loopback without a secret.
+            for said in ("off", "no", 0, None):
+                with self.assertRaisesRegex(TypeError, r"rdmaps.Server: insecure=.* is not True or False"):
+                    rdmaps.Server("0.0.0.0:0", transport="tcp", insecure=said)
+            with self.assertRaisesRegex(TypeError, r"rdmaps.Server: stall_warning='soon' is not a number of seconds"):
+                rdmaps.Server("127.0.0.1:0", transport="tcp", stall_warning="soon")
         finally:
             os.environ.update(saved)
 

@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 try:
@@ -131,6 +132,54 @@ class TorchTest(unittest.TestCase):
                     self.assertIn("server-killed ok", out)
                     self.assertNotIn("Exception ignored", out)  # atexit did not close it again
 
+    def test_exit_after_ctrl_c_in_a_step_and_more_backward_passes_is_at_once(self):
+        # A notebook's pattern: Ctrl-C a step blocked on the clock, then run the cell again. The new backward
+        # pass queued its pushes behind the abandoned clock, and exit waited for them: the whole timeout.
+        code = ("import os, signal, sys, threading, torch, rdmaps, rdmaps.torch as rps\n"
+                "s = rdmaps.Server('127.0.0.1:0', workers=2, transport='tcp', log_connections=False,\n"
+                "                  rule_from_workers=True)\n"
+                "threading.Thread(target=s.serve, daemon=True).start()\n"
+                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='3', RDMAPS_SERVERS=s.address,\n"
+                "                  RDMAPS_TRANSPORT='tcp')\n"
+                "rps.init(timeout=40)\n"
+                "m = torch.nn.Linear(3, 2)\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters(),\n"
+                "                               staleness=0)\n"
+                "x = torch.randn(5, 3)\n"
+                "m(x).sum().backward()\n"
+                "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+                "try:\n"
+                "    opt.step()  # worker 1 never comes: the clock waits\n"
+                "except KeyboardInterrupt:\n"
+                "    print('interrupted', flush=True)\n"
+                "opt.zero_grad()\n"
+                "m(x).sum().backward()\n"
+                "print('exiting', flush=True)\n")
+        start = time.monotonic()
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - start
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("interrupted\nexiting", p.stdout, p.stderr)
+        self.assertNotIn("Exception ignored", p.stderr)
+        self.assertLess(took, 25, f"exit waited {took:.0f} s for pushes queued behind the abandoned clock")
+
+    def test_ctrl_c_ends_init_waiting_for_a_rank_0_that_never_comes(self):
+        # The rendezvous waited without looking for signals: Ctrl-C was taken after the whole timeout (300 s).
+        code = ("import os, signal, threading, time, rdmaps.torch as rps\n"
+                "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+                "start = time.monotonic()\n"
+                "try:\n"
+                "    rps.init(timeout=60)\n"
+                "except KeyboardInterrupt:\n"
+                "    print(f'interrupted after {time.monotonic() - start:.1f} s', flush=True)\n")
+        env = dict(os.environ, RDMAPS_RANK="1", RDMAPS_WORLD_SIZE="3", MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(free_port()), RDMAPS_SECRET=secrets.token_hex(32))
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        said = re.search(r"interrupted after ([0-9.]+) s", p.stdout)
+        self.assertIsNotNone(said, p.stdout + p.stderr)
+        self.assertLess(float(said.group(1)), 10, "init() took Ctrl-C only at its timeout")
+
     def test_init_refuses_what_the_optimizer_decides(self):
         # Servers adopt the first worker's rule and bound: init(staleness=3) would train BSP without a word.
         import rdmaps.torch as rps
@@ -146,6 +195,15 @@ class TorchTest(unittest.TestCase):
                 self.assertFalse(rps.is_initialized())  # refused before anything: a corrected call may follow
         with self.assertRaises(TypeError):
             rps.init(config="--staleness 3")
+        # A timeout no wait can take: refused before init() is spent (it was found by the optimizer's Worker,
+        # after init() had locked in, or made -9223 s of inf).
+        env = {"RANK": "1", "WORLD_SIZE": "2", "RDMAPS_SERVERS": "127.0.0.1:9"}
+        for timeout, error in ((-1, ValueError), (0, ValueError), (float("inf"), ValueError), (float("nan"), ValueError),
+                               (None, TypeError), ("long", TypeError)):
+            with self.subTest(timeout=timeout):
+                with self.assertRaisesRegex(error, r"rdmaps.torch.init: timeout=.* is not a number of seconds"):
+                    rps.init(env=env, timeout=timeout)
+                self.assertFalse(rps.is_initialized())
 
     def test_init_places_ranks_from_each_launchers_variables(self):
         # Two servers, two workers, rendezvous through rank 0's store.

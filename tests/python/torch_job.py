@@ -221,6 +221,21 @@ def accumulate():
     for xb, yb in halves:
         F.cross_entropy(model(xb), yb).backward()
     opt.step()
+
+    # A closure that raises after its backward passes: the next step counts its own passes (it raised "got
+    # gradient 3 before step()" and dropped its gradient).
+    def closure(fails):
+        opt.zero_grad()
+        for xb, yb in halves:
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+        if fails:
+            raise ArithmeticError("the loss went bad")
+        return loss
+
+    expect_raises(ArithmeticError, "the loss went bad", lambda: opt.step(lambda: closure(True)))
+    if not torch.is_tensor(opt.step(lambda: closure(False))):
+        fail("step(closure) did not return the closure's loss")
     print("accumulate ok", flush=True)
 
 
@@ -536,6 +551,10 @@ def inplace():
     landed = opt.stats()["pull_bytes_in_place"]
     if landed < steps * model.weight.numel() * 4:
         fail(f"{landed} bytes landed in place in {steps} pulls of a {model.weight.numel() * 4}-byte weight over tcp")
+    # A weight resized since the optimizer declared it is named against what was declared (the message
+    # compared it with its own new size, the wrong way round, or not at all).
+    model.weight.data = torch.zeros(512, 2048)
+    expect_raises(ValueError, "parameter of 'weight' has 1048576 elements, 524288 were declared", opt.load_latest)
     print("inplace ok", flush=True)
 
 

@@ -179,6 +179,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
             raise TypeError(f"flat_parameters={flat_parameters!r} is not True or False")
         self._passes_per_step = int(backward_passes_per_step)
         self._params = self._name_parameters(named_parameters)
+        # As declared to the servers: a parameter resized since (p.data = ...) is named against this.
+        self._declared = {name: p.numel() for name, p in self._params}
         rule = _rule_options(optimizer, dc, lambda_)
         # The servers' rule, fixed when they admitted this worker.
         g = optimizer.param_groups[0]
@@ -196,7 +198,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._pid = os.getpid()
         try:
             for name, p in self._params:
-                self._worker.declare(name, p.numel())
+                self._worker.declare(name, self._declared[name])
             # Pulls land in registered memory (over tcp, and by put where put_landing allows); the worker
             # holds what it registered until closed.
             on_host = [p for _, p in self._params if p.device.type == "cpu"]
@@ -210,6 +212,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         except BaseException:
             self._worker.close()  # nothing half-made stays behind: a corrected retry may connect
             raise
+        self._interrupted = False  # a Ctrl-C ended a wait and no step() finished since
         runtime._adopt(self)  # from here on, shutdown() closes it
         self._pull_targets = []  # (name, address, bytes), made by the first _load_parameters()
 
@@ -334,7 +337,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if rate != self._sent_lr:  # a scheduler changed it: the servers apply the worker's rate
             self._worker._submit_learning_rate(rate)
             self._sent_lr = rate
-        address, nbytes = _check_tensor("gradient", name, grad, p.numel())
+        address, nbytes = _check_tensor("gradient", name, grad, self._declared[name])
         if grad.is_cuda:  # autograd wrote it on the current stream; rdmaps reads it on its own
             torch.cuda.current_stream(grad.device).synchronize()
         self._pending.append((self._worker._submit_push(name, address, nbytes), grad))
@@ -362,6 +365,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
             except rdmaps.Error:
                 del self._pending[0]  # done, if failed
                 raise
+            except KeyboardInterrupt:
+                self._interrupted = True
+                raise
             del self._pending[0]
 
     @torch.no_grad()
@@ -369,10 +375,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if self._worker.closed:  # else the worker's "was closed" names no cause
             raise RuntimeError("rdmaps.torch: step() after shutdown(): this worker left the job")
         loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
         try:
+            # Inside: a closure that raises after its backward passes must not
+            # leave them counted against the next step's (what they pushed is sent).
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
             self._send_unreached()
             self.synchronize()
         finally:  # a failed step must not leave the next one counting its gradients, or its errors
@@ -398,14 +406,19 @@ class DistributedOptimizer(torch.optim.Optimizer):
                                "(backward_passes_per_step)")
         self._worker._submit_clock()
         self._load_parameters()  # waits for the clock too: operations run in order
+        self._interrupted = False  # whatever a Ctrl-C abandoned is done: this step came after it
         return loss
 
     def _load_parameters(self):
         # A parameter whose storage was replaced (p.data = ...) is checked again.
         if [p.data_ptr() for _, p in self._params] != [address for _, address, _ in self._pull_targets]:
-            self._pull_targets = [(n,) + _check_tensor("parameter", n, p.data, p.numel()) for n, p in self._params]
+            self._pull_targets = [(n,) + _check_tensor("parameter", n, p.data, self._declared[n]) for n, p in self._params]
         # One batched pull: at most one request per server for the whole model.
-        self._worker.wait(self._worker._submit_pulls(self._pull_targets))
+        try:
+            self._worker.wait(self._worker._submit_pulls(self._pull_targets))
+        except KeyboardInterrupt:
+            self._interrupted = True
+            raise
 
     def zero_grad(self, *args, **kwargs):
         self.synchronize()  # a push in flight still reads the gradient
@@ -438,7 +451,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 if name is None:
                     continue
                 value = value.detach()
-                address, nbytes = _check_tensor("state_dict entry", key, value, by_name[name].numel())
+                address, nbytes = _check_tensor("state_dict entry", key, value, self._declared[name])
                 tickets.append((self._worker._submit_init(name, address, nbytes), value))
             for t, _ in tickets:
                 self._worker.wait(t)
@@ -461,7 +474,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._worker.close()
         elif not self._worker.closed:
             try:
-                self.synchronize()  # raises if a server died with pushes in flight: say so, but leave anyway
+                # After a Ctrl-C that no step has finished since, later pushes queue behind the abandoned
+                # clock or pull: waiting for them waited out the timeout (300 s) at exit. close() ends them.
+                if not self._interrupted:
+                    self.synchronize()  # raises if a server died with pushes in flight: say so, but leave anyway
             finally:
                 self._worker.close()
 

@@ -70,17 +70,21 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
     if _placement is not None:
         raise RuntimeError("rdmaps.torch.init() was already called" +
                            (", and shutdown() left the job: a process joins one job" if _left else ""))
+    # Checked first: a bad one was found only by the optimizer's Worker, with init() already spent.
+    seconds = rdmaps._checked_seconds("rdmaps.torch.init", "timeout", timeout)
+    if not 0.001 <= seconds <= 1e9:
+        raise ValueError(f"rdmaps.torch.init: timeout={timeout!r} is not a number of seconds from 0.001 to 1e9")
     given = dict(rdmaps._options(config), **options)
     refuse_decided("rdmaps.torch.init", given)  # before any rank serves or waits
     p = launcher.detect(env, num_servers)
     _options = given
-    _timeout = float(timeout)
+    _timeout = seconds
     environment = dict(os.environ if env is None else env)
     if p.role == "server":
         _serve(p, _timeout, environment)
         sys.exit(0)
     if _uses_agent_store(p, environment):
-        _store = _open_agent_store(p, timeout)
+        _store = _open_agent_store(p, _timeout)
         keys = [_store_key(i) for i in range(p.num_servers)]
         _store.wait(keys)
         _servers = [_store.get(k).decode() for k in keys]
