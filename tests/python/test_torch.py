@@ -163,6 +163,33 @@ class TorchTest(unittest.TestCase):
         self.assertNotIn("Exception ignored", p.stderr)
         self.assertLess(took, 25, f"exit waited {took:.0f} s for pushes queued behind the abandoned clock")
 
+    def test_a_step_before_any_broadcast_is_warned_of(self):
+        # Its pull replaced the model's initial values with the servers' zeros without a word.
+        code = ("import os, sys, threading, torch, rdmaps, rdmaps.torch as rps\n"
+                "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
+                "                  rule_from_workers=True)\n"
+                "threading.Thread(target=s.serve, daemon=True).start()\n"
+                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_SERVERS=s.address,\n"
+                "                  RDMAPS_TRANSPORT='tcp')\n"
+                "rps.init(timeout=30)\n"
+                "m = torch.nn.Linear(3, 2)\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters())\n"
+                "if sys.argv[1] == 'broadcast':\n"
+                "    rps.broadcast_parameters(m.state_dict())\n"
+                "for _ in range(2):\n"
+                "    opt.zero_grad()\n"
+                "    m(torch.randn(5, 3)).sum().backward()\n"
+                "    opt.step()\n"
+                "print('stepped', flush=True)\n")
+        warning = "RuntimeWarning: rdmaps.torch: step() before broadcast_parameters()"
+        for broadcast in (False, True):
+            with self.subTest(broadcast=broadcast):
+                p = subprocess.run([sys.executable, "-c", code, "broadcast" if broadcast else "none"],
+                                   capture_output=True, text=True, timeout=120)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertIn("stepped", p.stdout)
+                self.assertEqual(p.stderr.count(warning), 0 if broadcast else 1, p.stderr)
+
     def test_ctrl_c_ends_init_waiting_for_a_rank_0_that_never_comes(self):
         # The rendezvous waited without looking for signals: Ctrl-C was taken after the whole timeout (300 s).
         code = ("import os, signal, threading, time, rdmaps.torch as rps\n"

@@ -2,6 +2,7 @@
 
 import math
 import os
+import warnings
 
 import torch
 
@@ -213,6 +214,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._worker.close()  # nothing half-made stays behind: a corrected retry may connect
             raise
         self._interrupted = False  # a Ctrl-C ended a wait and no step() finished since
+        self._started = False  # broadcast_parameters() or a step() came: the first step checks its start
         runtime._adopt(self)  # from here on, shutdown() closes it
         self._pull_targets = []  # (name, address, bytes), made by the first _load_parameters()
 
@@ -404,6 +406,15 @@ class DistributedOptimizer(torch.optim.Optimizer):
             raise RuntimeError(f"rdmaps.torch: '{name}' (and {len(extra) - 1} more) got gradient {seen} before step(); "
                                f"it was not sent: call step() after every {self._passes_per_step} backward pass(es) "
                                "(backward_passes_per_step)")
+        if not self._started:
+            self._started = True
+            # Its pull would overwrite the model's initial values with the servers' zeros, without a word.
+            if not self._worker.stats()["servers_resumed"]:
+                warnings.warn("rdmaps.torch: step() before broadcast_parameters(): unless this worker joined a "
+                              "job already training, the servers' parameters start from zeros and this pull "
+                              "replaces the model's initial values; call "
+                              "rdmaps.torch.broadcast_parameters(model.state_dict()) after making the optimizer",
+                              RuntimeWarning, stacklevel=3)  # the caller of step(), past no_grad
         self._worker._submit_clock()
         self._load_parameters()  # waits for the clock too: operations run in order
         self._interrupted = False  # whatever a Ctrl-C abandoned is done: this step came after it
@@ -426,6 +437,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def _broadcast(self, state_dict, is_root):
+        self._started = True
         by_name = dict(self._params)
         by_address = {p.data_ptr(): n for n, p in self._params}
 
