@@ -196,6 +196,7 @@ py::dict server_stats_dict(const ServerStats& s) {
   d["bytes_in_per_worker"] = s.bytes_in_per_worker;
   d["staleness"] = s.staleness;
   d["staleness_sum"] = s.staleness_sum;
+  d["staleness_max"] = s.staleness_max;
   d["staleness_p50"] = s.staleness_quantile(0.5);
   d["staleness_p99"] = s.staleness_quantile(0.99);
   d["max_clock"] = s.max_clock;

@@ -70,6 +70,7 @@ class ModuleTest(unittest.TestCase):
         self.assertIsInstance(stats["last_step_seconds"], float)
         self.assertEqual((served["rule"], served["workers_connected"], served["max_clock"]), ("sgd", 1, 1))
         self.assertEqual((sum(served["staleness"]), served["staleness_sum"]), (3, 0))
+        self.assertEqual(served["staleness_max"], 0)  # every ServerStats field but the latency histograms
         self.assertEqual(served["bytes_in_per_worker"], [2500 * 4])
         self.assertEqual(served["rejected_by_reason"], {"sequence": 0, "header": 0, "non-finite": 0, "landing": 0})
         self.assertEqual((served["stall_warnings"], served["checkpoint_failures"]), (0, 0))
