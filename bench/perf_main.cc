@@ -1,6 +1,8 @@
 // rdmaps-perf: microbenchmarks of the transport and the parameter server.
 #include <cstdio>
 #include <cstring>
+#include <exception>
+#include <new>
 #include <string>
 
 #include "bench/perf_gpu.h"
@@ -45,6 +47,12 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const rdmaps::Error& e) {
     std::fprintf(stderr, "rdmaps-perf: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "rdmaps-perf: error: out of memory (fewer --iters, --lat-iters or --floats?)\n");
+    return 1;
+  } catch (const std::exception& e) {  // a library's own error: said, not an abort
+    std::fprintf(stderr, "rdmaps-perf: error: %s\n", e.what());
     return 1;
   }
 }

@@ -150,7 +150,10 @@ double probe_transport_GBps(const std::string& transport, const std::string& op,
                                  "--span", std::to_string(span), "--target-span", std::to_string(target_span),
                                  "--target-memory", target_memory, "--lat-iters", "0", "--json"});
   std::string out = read_all(probe);
-  wait_child(probe);
+  // A probe that failed (or moved wrong bytes) is no reference for a bound.
+  if (std::string how; wait_child(probe, &how) != 0)
+    throw Error(Errc::kInternal,
+                "the transport probe (" + op + " of " + std::to_string(size) + "-byte messages) " + how + ": " + out);
   const auto row = nlohmann::json::parse(out, nullptr, false);
   if (row.is_discarded() || !row.contains("bw_MBps") || !row["bw_MBps"].is_number())
     throw Error(Errc::kInternal, "transport probe printed no bandwidth: " + out);
@@ -179,26 +182,11 @@ int run_driver(const Flags& f) {
   const uint64_t iters = f.iters ? f.iters : std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50);
   const bool gpu_shard = f.gpu_shard;
 
-  // Same-run reference for the bound's wire term: the transport at
-  // shard-sized messages on the path pushes take, moving a server's share of
-  // the model from memory as the servers do: a push into a worker's inbox
-  // slots on each thread, a write-back into memory of the model's size.
-  std::string op = config.push_path == PushPath::kPut  ? "put"
-                   : config.push_path == PushPath::kAm ? "am"
-                   : transport == "tcp"                ? "am"
-                                                       : "put";
   const uint64_t per_server_floats = (floats + servers - 1) / servers;
   const uint64_t server_shards = (per_server_floats + config.shard_floats - 1) / config.shard_floats;
   const uint32_t threads = server_threads_for(config, server_shards, gpu_shard);
   const uint64_t shard_bytes = config.shard_floats * 4ull, share_bytes = per_server_floats * 4;
   const uint64_t inbox_bytes = std::min(share_bytes, uint64_t{threads} * config.inbox_slots * shard_bytes);
-  const double push_net = probe_transport_GBps(transport, op, shard_bytes, share_bytes, inbox_bytes);
-  // Pulls the servers put into registered memory are measured into such memory
-  // (UCX 1.13 emulates puts there over shared memory; natively, as on verbs,
-  // the two memories take the same puts).
-  const bool landing = op == "put" && f.pull_memory == "registered" && config.put_landing == PutLanding::kOn;
-  const double pull_net =
-      probe_transport_GBps(transport, op, shard_bytes, share_bytes, share_bytes, landing ? "registered" : "allocated");
 
   std::vector<std::string> common = cli::given(f.config_options);
   common.insert(common.end(), {"--workers", std::to_string(workers), "--servers", std::to_string(servers), "--floats",
@@ -252,6 +240,32 @@ int run_driver(const Flags& f) {
   for (auto& child : server_children) wait_child(child);
   if (total.empty()) throw Error(Errc::kInternal, "no worker reported timings");
 
+  // Same-run reference for the bound's wire term: the transport on the path
+  // the pushes took (as the workers report it: with --transport auto the
+  // server picks it, and a put probe where UCX emulated RMA made the ratio
+  // 5x too good), at the messages they were cut into, moving a server's
+  // share of the model from memory as the servers do: a push into a
+  // worker's inbox slots on each thread, a write-back into memory of the
+  // model's size.
+  const std::string op = path == "am" || path == "put" ? path : config.push_path == PushPath::kAm ? "am" : "put";
+  const uint64_t message_bytes = std::min(shard_bytes, share_bytes);
+  const double push_net = probe_transport_GBps(transport, op, message_bytes, share_bytes, inbox_bytes);
+  // Pulls the servers put into registered memory are measured into such memory
+  // (UCX 1.13 emulates puts there over shared memory; natively, as on verbs,
+  // the two memories take the same puts).
+  const bool landing = op == "put" && f.pull_memory == "registered" && config.put_landing == PutLanding::kOn;
+  const double pull_net = probe_transport_GBps(transport, op, message_bytes, share_bytes, share_bytes,
+                                               landing ? "registered" : "allocated");
+  // Where the bound leaves out a cost that counts, no ratio is given: it
+  // has no latency term (below one shard a server's share is one small
+  // message a round trip, the ratio was 750 at 1000 floats), and no term
+  // for the worker's bf16 encoding.
+  const std::string unbounded = share_bytes < shard_bytes ? "a server's share is less than one shard: the bound has "
+                                                            "no latency term"
+                                : config.wire == WireFormat::kBf16 ? "the bound has no term for the worker's bf16 "
+                                                                     "encoding"
+                                                                   : "";
+
   Percentiles iter = Percentiles::of(total), push_p = Percentiles::of(push), pull_p = Percentiles::of(pull);
   // Bound for one iteration: every worker's push and pull cross the transport,
   // and each server's threads apply their share of every worker's push and,
@@ -304,7 +318,10 @@ int run_driver(const Flags& f) {
                                     {"bound_memory_s", memory},
                                     {"bound_copy_out_s", copy_out},
                                     {"bound_s", bound},
-                                    {"ratio", iter.p50 / bound},
+                                    {"wire", config.wire == WireFormat::kBf16 ? "bf16" : "f32"},
+                                    {"probe_op", op},
+                                    {"ratio", unbounded.empty() ? nlohmann::ordered_json(iter.p50 / bound) : nullptr},
+                                    {"no_ratio_because", unbounded},
                                     {"push_vs_transport", push_GBps / push_net},
                                     {"pull_vs_transport", pull_GBps / pull_net}};
   if (f.json) {
@@ -316,20 +333,23 @@ int run_driver(const Flags& f) {
                         " thread(s), each on its own part";
     std::printf(
         "# rdmaps-perf ps: %u worker(s), %u server(s) of %u thread(s), %llu floats, rule %s, transport %s, push "
-        "path %s%s\n",
+        "path %s, %s pushes%s\n",
         workers, servers, threads, static_cast<unsigned long long>(floats), rule_name(config.rule), transport.c_str(),
-        path.c_str(), gpu_shard ? ", range on the GPU" : "");
+        path.c_str(), config.wire == WireFormat::kBf16 ? "bf16" : "f32", gpu_shard ? ", range on the GPU" : "");
     std::printf(
-        "# bound = push bytes / transport %.2f GB/s + pull bytes / transport %.2f GB/s (%s at %u-float pieces "
+        "# bound = push bytes / transport %.2f GB/s + pull bytes / transport %.2f GB/s (%s at %llu-byte pieces "
         "from a server's share of the model, into %llu inbox bytes and into the share's size; same run)\n"
         "#       + %s (same run)\n"
         "#       + a worker's copy of the parameters out of its receive region (one thread, same run)\n",
-        push_net, pull_net, op.c_str(), config.shard_floats, static_cast<unsigned long long>(inbox_bytes),
-        memory_work.c_str());
+        push_net, pull_net, op.c_str(), static_cast<unsigned long long>(message_bytes),
+        static_cast<unsigned long long>(inbox_bytes), memory_work.c_str());
     std::printf("%8s %8s %12s %12s %12s %12s %12s %12s %8s\n", "iters", "samples", "iter_p50_s", "push_GB/s",
                 "intake_GB/s", "bound_s", "wire_s", "memory_s", "ratio");
-    std::printf("%8llu %8zu %12.4f %12.2f %12.2f %12.4f %12.4f %12.4f %8.2f\n", static_cast<unsigned long long>(iters),
-                total.size(), iter.p50, push_GBps, intake_GBps, bound, wire, memory, iter.p50 / bound);
+    char ratio[32] = "n/a";
+    if (unbounded.empty()) std::snprintf(ratio, sizeof(ratio), "%.2f", iter.p50 / bound);
+    std::printf("%8llu %8zu %12.4f %12.2f %12.2f %12.4f %12.4f %12.4f %8s\n", static_cast<unsigned long long>(iters),
+                total.size(), iter.p50, push_GBps, intake_GBps, bound, wire, memory, ratio);
+    if (!unbounded.empty()) std::printf("# no ratio: %s\n", unbounded.c_str());
   }
   return 0;
 }

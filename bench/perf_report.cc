@@ -1,6 +1,7 @@
 #include "bench/perf_report.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -10,7 +11,11 @@ Percentiles Percentiles::of(std::vector<double> samples) {
   Percentiles p;
   if (samples.empty()) return p;
   std::sort(samples.begin(), samples.end());
-  auto at = [&](double q) { return samples[std::min(samples.size() - 1, static_cast<size_t>(q * samples.size()))]; };
+  // Nearest rank, the ceil(q*n)-th smallest: floor(q*n) made p99 of 100 samples their maximum.
+  auto at = [&](double q) {
+    const auto rank = static_cast<size_t>(std::ceil(q * static_cast<double>(samples.size()) - 1e-9));
+    return samples[std::clamp<size_t>(rank, 1, samples.size()) - 1];
+  };
   p.p50 = at(0.50);
   p.p99 = at(0.99);
   p.max = samples.back();

@@ -8,6 +8,7 @@
 
 namespace rdmaps::bench {
 
+/// Nearest-rank percentiles: p50 and p99 are the ceil(q*n)-th smallest sample.
 struct Percentiles {
   double p50 = 0, p99 = 0, max = 0;
   static Percentiles of(std::vector<double> samples);

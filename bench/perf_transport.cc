@@ -71,22 +71,29 @@ std::vector<uint64_t> recv_words(transport::Endpoint& ep, std::chrono::milliseco
   return words;
 }
 
-// Progresses until done() holds; the clock is read only every 64 Ki spins,
-// so it stays off the latency path.
+// Progresses until done() holds; the clock and `peer` are looked at only
+// every 64 Ki spins, so they stay off the latency path. A peer that died
+// ends the wait: over shared memory nothing else says so, and it spun for
+// the whole phase timeout.
 template <typename Done>
-void progress_until(transport::Context& ctx, Done done, const char* what) {
+void progress_until(transport::Context& ctx, const transport::Endpoint& peer, Done done, const char* what) {
   auto deadline = Clock::now() + kPhaseTimeout;
   for (uint64_t spins = 0; !done();) {
     ctx.progress();
-    if ((++spins & 0xffff) == 0 && Clock::now() > deadline)
+    if ((++spins & 0xffff) != 0) continue;
+    if (peer.peer_closed())
+      throw Error(Errc::kPeerGone, std::string("waiting for ") + what + ": the peer " + peer.peer_name() +
+                                       " closed its connection (its process exited or failed)");
+    if (Clock::now() > deadline)
       throw Error(Errc::kTimeout, std::string("waiting for ") + what + ": no data within 600 s");
   }
 }
 
 // Spins on a byte another process writes; progresses for emulated transports.
-void wait_byte(transport::Context& ctx, const volatile uint8_t* byte, uint8_t value, const char* what) {
+void wait_byte(transport::Context& ctx, const transport::Endpoint& peer, const volatile uint8_t* byte, uint8_t value,
+               const char* what) {
   progress_until(
-      ctx, [&] { return *byte == value; }, what);
+      ctx, peer, [&] { return *byte == value; }, what);
 }
 
 struct Flags {
@@ -175,7 +182,7 @@ int run_server(const Flags& flags) {
       case kPutPingPong: {
         size_t size = cmd.at(1);
         for (uint64_t i = 1; i <= cmd.at(2); ++i) {
-          wait_byte(*ctx, mem + size - 1, tag(i), "a ping put");
+          wait_byte(*ctx, *ep, mem + size - 1, tag(i), "a ping put");
           ep->put(mem, size, *pong_target, 0, region.get()).wait();
         }
         send_words(*ep, {0});
@@ -185,7 +192,7 @@ int run_server(const Flags& flags) {
         size_t size = cmd.at(1);
         for (uint64_t i = 1; i <= cmd.at(2); ++i) {
           progress_until(
-              *ctx, [&] { return am_received >= i; }, "a ping active message");
+              *ctx, *ep, [&] { return am_received >= i; }, "a ping active message");
           ep->am_send(kAmId, nullptr, 0, mem, size, region.get()).wait();
         }
         send_words(*ep, {0});
@@ -329,13 +336,13 @@ int run_client(const Flags& flags) {
       if (op == "put") {
         buf[size - 1] = tag(i);
         ep->put(buf, size, *remote, 0, src.get()).wait();
-        wait_byte(*ctx, pong_mem + size - 1, tag(i), "a pong put");
+        wait_byte(*ctx, *ep, pong_mem + size - 1, tag(i), "a pong put");
       } else if (op == "get") {
         ep->get(buf, size, *remote, 0, src.get()).wait();
       } else {
         ep->am_send(kAmId, nullptr, 0, buf, size, src.get()).wait();
         progress_until(
-            *ctx, [&] { return pongs >= i; }, "a pong active message");
+            *ctx, *ep, [&] { return pongs >= i; }, "a pong active message");
         for (auto& r : pong_landing) r.wait();
         pong_landing.clear();
       }
@@ -434,7 +441,8 @@ int perf_transport_main(int argc, char** argv, int first) {
            "(a model streaming from memory; default: one buffer, reused)");
   add_size(app, "--target-span", f.target_span, 0, 1ull << 34,
            "bandwidth phase: the target buffers' bytes, when they differ from --span (e.g. a few inbox slots)");
-  add_size(app, "--lat-iters", f.lat_iters, 0, 1ull << 32,
+  // Each sample is kept for the percentiles: 16 Mi of them take 128 MiB (4 Gi aborted on out of memory).
+  add_size(app, "--lat-iters", f.lat_iters, 0, 1ull << 24,
            "latency samples per size (at most --iters; 0 skips the phase)");
   capture(app.add_option("--target-memory", f.target_memory,
                          "the target's memory: allocated by UCX, or the process's own registered with it")
@@ -462,6 +470,16 @@ int perf_transport_main(int argc, char** argv, int first) {
   if (f.role != "server" && listen->count() > 0)
     throw Error(Errc::kInvalidArgument,
                 "--listen: only the target (--role server) listens; a client connects with --peer");
+  // The target follows the client's commands; the client, a target's memory.
+  for (const char* flag :
+       {"--op", "--sizes", "--iters", "--window", "--span", "--target-span", "--lat-iters", "--json"})
+    if (f.role == "server" && app.get_option(flag)->count() > 0)
+      throw Error(Errc::kInvalidArgument, std::string(flag) +
+                                              ": the target (--role server) does as its client says; give it to the "
+                                              "client (--peer)");
+  if (peer->count() > 0 && app.get_option("--target-memory")->count() > 0)
+    throw Error(Errc::kInvalidArgument,
+                "--target-memory: the target (--role server) chooses its memory; give it there, not to the client");
   if (f.role == "server") return run_server(f);
   return run_client(f);
 }

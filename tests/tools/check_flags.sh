@@ -240,6 +240,12 @@ if [ -n "$perf" ]; then
   refused "--listen: only the target (--role server) listens" "$perf" transport --json off --listen 127.0.0.1:9
   refused "--peer: address 'foo' has no port" "$perf" transport --peer foo
   refused "--peer: '' is not an address" "$perf" transport --peer ""
+  # Every latency sample is kept: 4 Gi of them aborted on out of memory.
+  refused "--lat-iters: '4294967296' is not a whole number from 0 to 16777216" "$perf" transport --lat-iters 4G
+  # The target does as its client says; the client's own flags there were ignored without a word.
+  refused "--op: the target (--role server) does as its client says" "$perf" transport --role server --op get
+  refused "--target-memory: the target (--role server) chooses its memory" \
+    "$perf" transport --peer 127.0.0.1:9 --target-memory registered
   refused "--listen: address 'foo' has no port" "$perf" transport --role server --listen foo
   helps "$perf" transport -- "--sizes"
   # 0 is refused: as a default it stands for the computed count the help describes.

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# What rdmaps-perf reports holds where a review found it did not:
+#  - ps measures its bound's transport on the path the pushes took: with
+#    --transport auto over tcp the pushes go by active message, and a put
+#    probe (RMA emulated) made the ratio 5x too good;
+#  - ps gives no ratio where its bound leaves out a cost that counts (a
+#    model share under one shard: latency; bf16 pushes: the encoding), and
+#    says so; the JSON names the wire format;
+#  - transport ends at once, naming it, when its peer dies over shared
+#    memory (it spun for the whole 600 s phase timeout).
+set -uo pipefail
+perf=${1:?rdmaps-perf path}
+fail() { echo "check_perf_reports: FAIL: $*" >&2; exit 1; }
+json() { timeout -k 5 120 "$perf" ps --iters 3 --server-threads 1 --rule sgd --json "$@" 2>/dev/null | tail -1; }
+
+row=$(UCX_TLS=tcp,self UCX_NET_DEVICES=lo json --transport auto --floats 1M)
+/usr/bin/python3 - "$row" <<'PY' || fail "auto over tcp: $row"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["push_path"] == "am" and r["probe_op"] == "am", r
+assert isinstance(r["ratio"], float) and r["no_ratio_because"] == "", r
+PY
+echo "ok: --transport auto over tcp: probed on the pushes' path (am)"
+
+row=$(json --transport shm --floats 1000)
+/usr/bin/python3 - "$row" <<'PY' || fail "a model under one shard: $row"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["ratio"] is None and "no latency term" in r["no_ratio_because"], r
+PY
+echo "ok: a model under one shard: no ratio, and why"
+
+row=$(json --transport shm --floats 1M --wire bf16)
+/usr/bin/python3 - "$row" <<'PY' || fail "bf16 pushes: $row"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["wire"] == "bf16" and r["ratio"] is None and "bf16 encoding" in r["no_ratio_because"], r
+PY
+echo "ok: bf16 pushes: named, no ratio, and why"
+
+# The client's target process killed in the middle of the latency phase.
+err=$(mktemp)
+"$perf" transport --transport shm --op am --sizes 8 --iters 100M --lat-iters 16M --json >/dev/null 2>"$err" &
+client=$!
+child=""
+for _ in $(seq 100); do
+  child=$(pgrep -P "$client" | head -1)
+  [ -n "$child" ] && break
+  sleep 0.1
+done
+[ -n "$child" ] || { kill -9 "$client"; fail "the client started no target"; }
+sleep 1
+kill -9 "$child"
+for _ in $(seq 200); do kill -0 "$client" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$client" 2>/dev/null; then
+  kill -9 "$client"
+  fail "the client still ran 20 s after its target died"
+fi
+wait "$client"
+status=$?
+[ $status -ne 0 ] || fail "the client exited 0 after its target died"
+grep -q "closed its connection" "$err" || fail "the client did not say its peer died: $(cat "$err")"
+rm -f "$err"
+echo "ok: transport over shm ends at once when its peer dies (exit $status)"
