@@ -1,8 +1,6 @@
 // rdmaps-perf: microbenchmarks of the transport and the parameter server.
 #include <cstdio>
 #include <cstring>
-#include <exception>
-#include <new>
 #include <string>
 
 #include "bench/perf_gpu.h"
@@ -45,14 +43,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rdmaps-perf: unknown benchmark '%s'\n", argv[1]);
     usage();
     return 2;
-  } catch (const rdmaps::Error& e) {
-    std::fprintf(stderr, "rdmaps-perf: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());
-    return 1;
-  } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "rdmaps-perf: error: out of memory (fewer --iters, --lat-iters or --floats?)\n");
-    return 1;
-  } catch (const std::exception& e) {  // a library's own error: said, not an abort
-    std::fprintf(stderr, "rdmaps-perf: error: %s\n", e.what());
-    return 1;
+  } catch (...) {
+    return rdmaps::tools::report_error("rdmaps-perf", "fewer --iters, --lat-iters or --floats?");
   }
 }

@@ -466,6 +466,15 @@ Worker& live(Worker& w) {
   return w;
 }
 
+// push, init or pull (`op`) of `values` as tensor `name`, both checked first.
+void run_on_buffer(Worker& w, CommThread::Kind kind, const char* op, const py::object& name_object,
+                   const py::object& values) {
+  const std::string name = name_arg(name_object, op);
+  const py::buffer b = buffer_arg(values, op, name);
+  auto [p, n] = float_view(b, kind == CommThread::Kind::kPull, op, name);
+  live(w).run(kind, name, p, n, pinned(b));
+}
+
 class PyServer {
  public:
   explicit PyServer(const ServerOptions& options) : server_(std::make_unique<Server>(options)) {}
@@ -726,29 +735,20 @@ PYBIND11_MODULE(_rdmaps, m) {
       .def("connect", [](Worker& w) { live(w).connect(); })
       .def(
           "push",
-          [](Worker& w, const py::object& name_object, const py::object& values) {
-            const std::string name = name_arg(name_object, "push");
-            const py::buffer b = buffer_arg(values, "push", name);
-            auto [p, n] = float_view(b, false, "push", name);
-            live(w).run(Kind::kPush, name, p, n, pinned(b));
+          [](Worker& w, const py::object& name, const py::object& values) {
+            run_on_buffer(w, Kind::kPush, "push", name, values);
           },
           py::arg("name"), py::arg("values"))
       .def(
           "init",
-          [](Worker& w, const py::object& name_object, const py::object& values) {
-            const std::string name = name_arg(name_object, "init");
-            const py::buffer b = buffer_arg(values, "init", name);
-            auto [p, n] = float_view(b, false, "init", name);
-            live(w).run(Kind::kInit, name, p, n, pinned(b));
+          [](Worker& w, const py::object& name, const py::object& values) {
+            run_on_buffer(w, Kind::kInit, "init", name, values);
           },
           py::arg("name"), py::arg("values"))
       .def(
           "pull",
-          [](Worker& w, const py::object& name_object, const py::object& values) {
-            const std::string name = name_arg(name_object, "pull");
-            const py::buffer b = buffer_arg(values, "pull", name);
-            auto [p, n] = float_view(b, true, "pull", name);
-            live(w).run(Kind::kPull, name, p, n, pinned(b));
+          [](Worker& w, const py::object& name, const py::object& values) {
+            run_on_buffer(w, Kind::kPull, "pull", name, values);
           },
           py::arg("name"), py::arg("values"))
       .def(

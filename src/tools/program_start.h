@@ -1,12 +1,16 @@
 // The programs' first step: refuse another build's librdmaps (one that
 // LD_LIBRARY_PATH put first) before it crashes them on its first struct, and
 // read RDMAPS_LOG_LEVEL, so that a bad value is said at the start of a run
-// that logs nothing (it was said only with the first line logged).
+// that logs nothing (it was said only with the first line logged). And their
+// last: an error said, whatever its type, never an abort.
 #pragma once
 
 #include <cstdio>
+#include <exception>
+#include <new>
 #include <string>
 
+#include "rdmaps/error.h"
 #include "rdmaps/log.h"
 #include "rdmaps/version.h"
 
@@ -22,6 +26,22 @@ inline bool program_start(const char* program) {
   }
   static_cast<void>(log_level());
   return true;
+}
+
+/// In a program's catch (...): says the exception in flight as `program`'s
+/// error (a library's own, or out of memory with `memory_hint`, were aborts
+/// with "terminate called"); returns the exit status, 1.
+inline int report_error(const char* program, const char* memory_hint) {
+  try {
+    throw;
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: error (%s): %s\n", program, errc_name(e.code()), e.what());
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%s: error: out of memory (%s)\n", program, memory_hint);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+  }
+  return 1;
 }
 
 }  // namespace rdmaps::tools

@@ -7,8 +7,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <exception>
-#include <new>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -236,14 +234,7 @@ int main(int argc, char** argv) {
     if (o.role == "virtual") return run_virtual_role(o);
     if (o.role != "driver") bad_flag("--role", "'" + o.role + "' is not server, worker, virtual or driver");
     return run_driver(o);
-  } catch (const rdmaps::Error& e) {
-    std::fprintf(stderr, "rdmaps-train: error (%s): %s\n", rdmaps::errc_name(e.code()), e.what());
-    return 1;
-  } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "rdmaps-train: error: out of memory (a smaller --batch, --workers or model?)\n");
-    return 1;
-  } catch (const std::exception& e) {  // a library's own error: said, not an abort
-    std::fprintf(stderr, "rdmaps-train: error: %s\n", e.what());
-    return 1;
+  } catch (...) {
+    return rdmaps::tools::report_error("rdmaps-train", "a smaller --batch or fewer --workers?");
   }
 }
