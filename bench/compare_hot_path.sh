@@ -17,8 +17,8 @@ for rep in $(seq "$repeats"); do
   done
 done
 awk '{ match($0, /"iter_p50_s":[0-9.e-]+/); p = substr($0, RSTART + 13, RLENGTH - 13)
-       match($0, /"ratio":[0-9.e-]+/); r = substr($0, RSTART + 8, RLENGTH - 8)
+       r = match($0, /"ratio":[0-9.e-]+/) ? substr($0, RSTART + 8, RLENGTH - 8) : "n/a"
        k = $3 " " $4 " " $2; n[k]++; ps[k, n[k]] = p; rs[k, n[k]] = r }
      END { for (k in n) { printf "%s: iteration p50", k; for (i = 1; i <= n[k]; i++) printf " %.1f ms", ps[k, i] * 1000
-                          printf ", ratio to bound"; for (i = 1; i <= n[k]; i++) printf " %.2f", rs[k, i]; print "" } }' "$out" | sort
+                          printf ", ratio to bound"; for (i = 1; i <= n[k]; i++) printf (rs[k, i] == "n/a" ? " %s" : " %.2f"), rs[k, i]; print "" } }' "$out" | sort
 rm -f "$out"

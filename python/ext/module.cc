@@ -760,10 +760,11 @@ PYBIND11_MODULE(_rdmaps, m) {
             std::vector<PullTarget> targets;
             py::list exports;
             for (const py::handle item : py::reinterpret_borrow<py::iterable>(tensors)) {
-              if (!py::isinstance<py::tuple>(item) || py::len(item) != 2)
+              // Any pair: a tuple, or a list as pybind11's own conversion took.
+              if (!py::isinstance<py::sequence>(item) || py::isinstance<py::str>(item) || py::len(item) != 2)
                 throw py::type_error("pull_many: " + py::repr(item).cast<std::string>() +
                                      " is not a (name, buffer) pair");
-              const auto pair = py::reinterpret_borrow<py::tuple>(item);
+              const auto pair = py::reinterpret_borrow<py::sequence>(item);
               const std::string name = name_arg(pair[0], "pull_many");
               const py::buffer b = buffer_arg(pair[1], "pull_many", name);
               auto [p, n] = float_view(b, true, "pull_many", name);

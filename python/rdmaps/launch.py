@@ -97,6 +97,10 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
     # The launch id keeps another job's ranks out of this one's rendezvous (and these out of theirs).
     base.update(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=str(master_port or free_port()), RDMAPS_JOB_ID=f"rdmaps.launch:{secrets.token_hex(8)}")
+    # Set but empty is unset here: every rank refuses an empty RDMAPS_* variable.
+    for name in ("RDMAPS_SECRET", "RDMAPS_SECRET_FILE"):
+        if base.get(name) == "":
+            del base[name]
     if not base.get("RDMAPS_SECRET") and not base.get("RDMAPS_SECRET_FILE"):
         # Every connection of the job proves this secret (docs/security.md); it lives only in their environment.
         base["RDMAPS_SECRET"] = secrets.token_hex(32)

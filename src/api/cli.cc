@@ -1,5 +1,6 @@
 #include "src/api/cli.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -170,9 +171,11 @@ void parse(CLI::App& app, const std::vector<std::string>& args) {
     }
   // CLI11 takes a variable set to "" for one not set: RDMAPS_LISTEN= served
   // on the default address, RDMAPS_METRICS= turned metrics off.
+  const bool help = std::any_of(args.begin(), args.end(),
+                                [](const std::string& a) { return a == "--help" || a == "-h" || a == "--version"; });
   for (const CLI::Option* o : app.get_options()) {
     const std::string& variable = o->get_envname();
-    if (variable.empty() || on_command_line(o, args)) continue;
+    if (help || variable.empty() || on_command_line(o, args)) continue;
     if (const char* value = std::getenv(variable.c_str()); value && !*value)
       throw Error(Errc::kInvalidArgument,
                   variable + " is set but empty: give it a value for " + o->get_name() + ", or unset it" + see_help);

@@ -13,6 +13,7 @@
 #include "rdmaps/log.h"
 #include "transport/address.h"
 #include "transport/auth.h"
+#include "transport/cancel.h"
 
 namespace rdmaps::launch {
 namespace {
@@ -369,7 +370,12 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
       last_error = e.what();  // rank 0 not up yet, or it restarted: ask again
       // (not an answer cut short by the deadline itself)
       if (e.code() != Errc::kTimeout || Clock::now() < deadline) error_after_answer = !last_answer.empty();
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      // Cancellable too: a connect that fails at once (no route yet) never reaches a cancellable wait.
+      for (const auto until = Clock::now() + std::chrono::milliseconds(200); Clock::now() < until;) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+        std::this_thread::sleep_for(std::chrono::milliseconds(
+            transport::cancellable_wait_ms(static_cast<int>(left.count()), "waiting for the rendezvous", where)));
+      }
     }
   }
   const std::string missing = last_answer.rfind("wait missing ", 0) == 0 ? last_answer.substr(13) : std::string();

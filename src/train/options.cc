@@ -94,14 +94,26 @@ std::string exact(float v) {
   return buf;
 }
 
-// Where `text` stops being UTF-8 (the summary's JSON holds only UTF-8), or npos.
+// Where `text` stops being UTF-8 as the summary's JSON writer takes it
+// (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF), or npos.
 size_t utf8_error_at(const std::string& text) {
+  auto at = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
   for (size_t i = 0; i < text.size();) {
-    const auto b = static_cast<unsigned char>(text[i]);
-    const size_t n = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xe ? 3 : (b >> 3) == 0x1e ? 4 : 0;
+    const unsigned b = at(i);
+    size_t n = 0;
+    unsigned low = 0x80, high = 0xbf;  // the second byte's range
+    if (b < 0x80)
+      n = 1;
+    else if (b >= 0xc2 && b <= 0xdf)
+      n = 2;
+    else if (b >= 0xe0 && b <= 0xef)
+      n = 3, low = b == 0xe0 ? 0xa0 : 0x80, high = b == 0xed ? 0x9f : 0xbf;
+    else if (b >= 0xf0 && b <= 0xf4)
+      n = 4, low = b == 0xf0 ? 0x90 : 0x80, high = b == 0xf4 ? 0x8f : 0xbf;
     if (n == 0 || i + n > text.size()) return i;
-    for (size_t k = 1; k < n; ++k)
-      if ((static_cast<unsigned char>(text[i + k]) >> 6) != 0x2) return i;
+    if (n > 1 && (at(i + 1) < low || at(i + 1) > high)) return i;
+    for (size_t k = 2; k < n; ++k)
+      if ((at(i + k) >> 6) != 0x2) return i;
     i += n;
   }
   return std::string::npos;
@@ -257,8 +269,10 @@ Options parse_options(int argc, char** argv) {
   o.workers_given = workers->count() > 0;
   o.servers_given = servers->count() > 0;
   o.config_args = cli::given(config_options);
-  for (const char* flag : {"--out", "--json", "--label", "--compare"})
+  for (const char* flag : {"--out", "--label"})
     if (app.get_option(flag)->count() > 0) o.summary_flags.push_back(flag);
+  if (o.json) o.summary_flags.push_back("--json");  // "--json off" asks for nothing
+  if (o.compare) o.summary_flags.push_back("--compare");
 
   // A role's own flags elsewhere would be ignored without a word: a local run
   // and a launched job choose addresses and ranks themselves.

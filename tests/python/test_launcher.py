@@ -256,6 +256,19 @@ sys.exit(3)
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("no such script", p.stderr)
 
+    def test_an_empty_secret_variable_counts_as_unset(self):
+        # Every rank refuses an empty RDMAPS_* variable: the launcher passed RDMAPS_SECRET_FILE="" on beside the
+        # secret it made, and each rank failed.
+        with tempfile.TemporaryDirectory() as tmp:
+            script = os.path.join(tmp, "rank.py")
+            with open(script, "w") as f:
+                f.write("import os\nprint('RDMAPS_SECRET_FILE' in os.environ, len(os.environ['RDMAPS_SECRET']))\n")
+            env = dict(os.environ, RDMAPS_SECRET_FILE="", RDMAPS_SECRET="")
+            p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "1", "--no-prefix", script], env=env,
+                               capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.split(), ["False", "64"], p.stdout + p.stderr)
+
     def test_bad_counts_and_ports_are_usage_errors(self):
         for args, said in ((["--nproc", "0"], "--nproc 0"), (["-n", "-2"], "--nproc -2"),
                            (["-n", "99999"], "--nproc 99999"), (["-n", "1", "--master-port", "99999"],

@@ -170,6 +170,8 @@ class ModuleTest(unittest.TestCase):
         np.testing.assert_array_equal(w, w0)
         np.testing.assert_array_equal(b, b0)
         separately = self.worker.stats()["pulls"] - before
+        self.worker.pull_many([["b", b]])  # a list is a pair too
+        np.testing.assert_array_equal(b, b0)
         self.worker.pull("w", w)
         self.worker.pull("b", b)
         self.assertLess(separately, self.worker.stats()["pulls"] - before - separately,

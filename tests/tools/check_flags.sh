@@ -101,6 +101,7 @@ refused "RDMAPS_WORKERS: '4294967297'" env RDMAPS_WORKERS=4294967297 "${s[@]}"
 # 0.0.0.0:13337, RDMAPS_METRICS= turned metrics off.
 refused "RDMAPS_LISTEN is set but empty: give it a value for --listen, or unset it" env RDMAPS_LISTEN= "$server"
 refused "RDMAPS_METRICS is set but empty" env RDMAPS_METRICS= "${s[@]}"
+helps env RDMAPS_METRICS= "$server"  # --help still helps
 # strtod's hex floats and leading spaces: --lr 0x10 served with lr 16.
 refused "--lr: '0x10' is not a number" "${s[@]}" --lr 0x10
 refused "RDMAPS_LR: '0x10' is not a number" env RDMAPS_LR=0x10 "${s[@]}"
@@ -204,6 +205,11 @@ refused "--rule: --compare runs its own rules" "${t[@]}" --compare --rule moment
 refused "--rule: sgd disagrees with --dc constant (rule dc-asgd-c)" "${t[@]}" --rule sgd --dc constant
 # The summary is JSON: a label that is not UTF-8 aborted the run after training, losing it.
 refused "--label: the label is not UTF-8 at byte 3" "${t[@]}" --label $'bad\xffname'
+# Overlong and surrogate forms, which the JSON writer refuses too.
+refused "--label: the label is not UTF-8 at byte 1" "${t[@]}" --label $'x\xc0\xaf'
+refused "--label: the label is not UTF-8 at byte 0" "${t[@]}" --label $'\xed\xa0\x80'
+# "--json off" asks for no summary: a role takes it.
+serves "rdmaps-train server 0/1 on 127.0.0.1:" "$train" --role server --index 0 --listen 127.0.0.1:0 --json off
 # A local run's summary flags, where no summary is written: ignored without a word.
 refused "--label: only a local run writes a summary; --role server reads no such flag" \
   "$train" --role server --index 0 --listen 127.0.0.1:0 --label mine

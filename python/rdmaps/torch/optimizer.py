@@ -2,6 +2,7 @@
 
 import math
 import os
+import sys
 import warnings
 
 import torch
@@ -15,6 +16,16 @@ def _whole(x):
     if isinstance(x, bool):
         return False
     return isinstance(x, int) or (isinstance(x, float) and x.is_integer())
+
+
+def _user_stacklevel():
+    """warnings.warn's stacklevel for the first frame outside rdmaps.torch and torch: torch wraps step() in its
+    own hooks (no_grad, the profiler's), so a fixed level named torch's file, not the user's line."""
+    ours = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (__file__, torch.__file__))
+    frame, level = sys._getframe(1), 1  # the caller of warnings.warn, as stacklevel=1 is
+    while frame is not None and frame.f_code.co_filename.startswith(ours):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_tensor(what, name, t, numel):
@@ -414,7 +425,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                               "job already training, the servers' parameters start from zeros and this pull "
                               "replaces the model's initial values; call "
                               "rdmaps.torch.broadcast_parameters(model.state_dict()) after making the optimizer",
-                              RuntimeWarning, stacklevel=3)  # the caller of step(), past no_grad
+                              RuntimeWarning, stacklevel=_user_stacklevel())
         self._worker._submit_clock()
         self._load_parameters()  # waits for the clock too: operations run in order
         self._interrupted = False  # whatever a Ctrl-C abandoned is done: this step came after it
