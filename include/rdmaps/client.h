@@ -103,7 +103,11 @@ class Client {
   /// the address space) throws and is forgotten: the client goes on as before.
   void register_memory(std::span<float> memory);
   /// Ends this iteration; blocks while the slowest live worker is more than
-  /// `staleness` clocks behind.
+  /// `staleness` clocks behind. The iteration ends before the wait: a
+  /// clock() that throws (a timeout waiting for a straggler) has already
+  /// advanced clock_value() and told the servers, and a retry ends another
+  /// iteration, whose wait is one clock further. Give ClientOptions::timeout
+  /// the longest straggler wait you accept.
   void clock();
 
   /// Advances the clock and waits until every live worker reached it,

@@ -101,6 +101,11 @@ const char* push_path_name(PushPath path);
 /// `config` (flags win). Unknown flags are left in `rest`; bad values throw
 /// Error(kInvalidArgument) naming the flag or variable.
 void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest);
+/// Why `config` is outside what its flags take (a field set in code: an enum
+/// value that names nothing, a count or duration past its flag's range, a
+/// secret under 16 bytes), naming the field; "" when it is within. Server
+/// and Client refuse such a Config with it.
+std::string config_error(const Config& config);
 /// One line per field, for start-up banners.
 std::string describe(const Config& config);
 /// Flags parse_config understands, with a line of help each.

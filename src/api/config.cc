@@ -407,4 +407,35 @@ const char* config_help() {
   return help.c_str();
 }
 
+std::string config_error(const Config& c) {
+  auto outside = [](const char* field, uint64_t value, uint64_t low, uint64_t high) -> std::string {
+    if (value >= low && value <= high) return "";
+    return std::string("Config::") + field + " is " + std::to_string(value) + ", outside " + std::to_string(low) +
+           ".." + std::to_string(high) + " (what its flag takes)";
+  };
+  // An enum from an int (a binding, a cast) may name no value: the server
+  // silently applied nothing for rule 7.
+  auto named = [](const char* field, int value, int count) -> std::string {
+    if (value >= 0 && value < count) return "";
+    return std::string("Config::") + field + " is " + std::to_string(value) + ", which names no value (0.." +
+           std::to_string(count - 1) + ")";
+  };
+  // Durations past 1e12 ms (31 years) wrapped to negative ones downstream.
+  constexpr uint64_t kLongest = 1'000'000'000'000ull;
+  for (std::string why :
+       {named("rule", static_cast<int>(c.rule), 4), named("staleness_policy", static_cast<int>(c.staleness_policy), 3),
+        named("push_path", static_cast<int>(c.push_path), 3), named("put_landing", static_cast<int>(c.put_landing), 3),
+        named("wire", static_cast<int>(c.wire), 2), outside("shard_floats", c.shard_floats, 1, 1u << 28),
+        outside("inbox_slots", c.inbox_slots, 1, 1024), outside("staging_depth", c.staging_depth, 0, 64),
+        outside("server_threads", c.server_threads, 0, 1024), outside("checkpoint_keep", c.checkpoint_keep, 1, 1000),
+        outside("reconnect_ms", c.reconnect_ms, 0, kLongest),
+        outside("peer_timeout_ms", c.peer_timeout_ms, 0, kLongest),
+        outside("checkpoint_every_ms", c.checkpoint_every_ms, 0, kLongest)})
+    if (!why.empty()) return why;
+  if (!c.secret.empty() && c.secret.size() < kMinSecret)
+    return "Config::secret has " + std::to_string(c.secret.size()) + " bytes, too easy to guess; give at least " +
+           std::to_string(kMinSecret);
+  return "";
+}
+
 }  // namespace rdmaps

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -105,8 +106,8 @@ class ClientImpl {
     if (options.timeout <= std::chrono::milliseconds(0))
       throw Error(Errc::kInvalidArgument, "ClientOptions::timeout is " + std::to_string(options.timeout.count()) +
                                               " ms: it bounds every wait of the client and needs at least 1 ms");
-    if (std::string why = RuleParams::from(config_).out_of_range(); !why.empty())
-      throw Error(Errc::kInvalidArgument, "ClientOptions::config: " + why);  // a Config built in code
+    for (const std::string& why : {RuleParams::from(config_).out_of_range(), config_error(config_)})
+      if (!why.empty()) throw Error(Errc::kInvalidArgument, "ClientOptions::config: " + why);  // a Config built in code
     // Deadlines are now + timeout: milliseconds::max() would overflow the clock.
     options_.timeout = std::min(options_.timeout, kLongestTimeout);
     for (size_t i = 0; i < options.servers.size(); ++i)
@@ -148,8 +149,11 @@ class ClientImpl {
     published_clock_ = clock_;
   }
   void set_learning_rate(std::optional<float> lr) {
-    if (lr && !(std::isfinite(*lr) && *lr >= 0))
-      throw Error(Errc::kInvalidArgument, "learning rate " + std::to_string(*lr) + ": needs a finite value >= 0");
+    if (lr && !(std::isfinite(*lr) && *lr >= 0)) {
+      char text[32];  // %g: to_string said -1e-10 was "-0.000000"
+      std::snprintf(text, sizeof(text), "%g", static_cast<double>(*lr));
+      throw Error(Errc::kInvalidArgument, std::string("learning rate ") + text + ": needs a finite value >= 0");
+    }
     learning_rate_ = lr;
   }
 

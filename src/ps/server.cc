@@ -89,8 +89,14 @@ const ServerOptions& checked(const ServerOptions& options) {
     throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
                                             std::to_string(options.workers) + " (--workers)");
   // As the command line refuses them; a Config built in code skips it.
-  if (std::string why = RuleParams::from(options.config).out_of_range(); !why.empty())
-    throw Error(Errc::kInvalidArgument, "ServerOptions::config: " + why);
+  for (const std::string& why : {RuleParams::from(options.config).out_of_range(), config_error(options.config)})
+    if (!why.empty()) throw Error(Errc::kInvalidArgument, "ServerOptions::config: " + why);
+  // Negative: a log line every poll (-1 ms), a stall said at once.
+  for (const auto& [field, value] :
+       {std::pair{"stats_interval", options.stats_interval}, std::pair{"stall_warning", options.stall_warning}})
+    if (value < std::chrono::milliseconds(0) || value > std::chrono::hours(24))
+      throw Error(Errc::kInvalidArgument, std::string("ServerOptions::") + field + " is " +
+                                              std::to_string(value.count()) + " ms: 0 (off) to 86400 s");
   return options;
 }
 }  // namespace

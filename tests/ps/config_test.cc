@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "rdmaps/client.h"
 #include "rdmaps/error.h"
+#include "rdmaps/server.h"
 #include "src/ps/gpu_transfer.h"
 
 namespace rdmaps::ps {
@@ -20,6 +23,58 @@ TEST(Config, StagingDepthCoversEightMebibytes) {
   EXPECT_EQ(ps::staging_depth_for(4u << 20), 3);
   EXPECT_EQ(ps::staging_depth_for(256u << 10), 32);
   EXPECT_EQ(ps::staging_depth_for(4096), 64);
+}
+
+// A Config built in code skipped every range its flags check: rule 7
+// applied nothing without a word, inbox_slots 100000 sized 105 GB of inboxes
+// for one worker, checkpoint_every_ms UINT64_MAX wrote 560 checkpoints a
+// second, a 1-byte secret served off loopback. Server and Client refuse
+// them, naming the field; the defaults pass.
+TEST(Config, FieldsSetInCodePastTheirFlagsRangeAreRefusedByServerAndClient) {
+  EXPECT_EQ(config_error(Config{}), "");
+  const std::vector<std::pair<std::function<void(Config&)>, std::string>> cases = {
+      {[](Config& c) { c.rule = static_cast<UpdateRule>(7); }, "Config::rule is 7, which names no value (0..3)"},
+      {[](Config& c) { c.wire = static_cast<WireFormat>(-1); }, "Config::wire is -1"},
+      {[](Config& c) { c.inbox_slots = 100000; }, "Config::inbox_slots is 100000, outside 1..1024"},
+      {[](Config& c) { c.inbox_slots = 0; }, "Config::inbox_slots is 0"},
+      {[](Config& c) { c.shard_floats = 0; }, "Config::shard_floats is 0, outside 1..268435456"},
+      {[](Config& c) { c.checkpoint_keep = 0; }, "Config::checkpoint_keep is 0"},
+      {[](Config& c) { c.checkpoint_every_ms = UINT64_MAX; }, "Config::checkpoint_every_ms is 18446744073709551615"},
+      {[](Config& c) { c.secret = "x"; }, "Config::secret has 1 bytes, too easy to guess"},
+  };
+  for (const auto& [set, said] : cases) {
+    SCOPED_TRACE(said);
+    ServerOptions so;
+    so.listen = "127.0.0.1:0";
+    set(so.config);
+    std::string what;
+    try {
+      Server server(so);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+      what = e.what();
+    }
+    EXPECT_NE(what.find("ServerOptions::config: " + said), std::string::npos) << what;
+    ClientOptions co;
+    co.servers = {"127.0.0.1:9"};
+    set(co.config);
+    what.clear();
+    try {
+      Client client(co);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    EXPECT_NE(what.find("ClientOptions::config: " + said), std::string::npos) << what;
+  }
+  ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.stats_interval = std::chrono::milliseconds(-1);  // a line every poll
+  try {
+    Server server(so);
+    ADD_FAILURE() << "a negative stats_interval was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ServerOptions::stats_interval is -1 ms"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
