@@ -24,11 +24,12 @@ refused() {
   echo "ok: $* -> $(grep -F -- "$want" <<<"$out" | head -1)"
 }
 
-# serves TEXT COMMAND...: COMMAND is still running after 5 s, having said TEXT.
+# serves TEXT COMMAND...: COMMAND is still running after 3 s, having said TEXT
+# (a server says where it serves within milliseconds of starting).
 serves() {
   local want=$1; shift
   local out status
-  out=$(timeout -k 5 5 "$@" 2>&1 </dev/null); status=$?
+  out=$(timeout -k 5 3 "$@" 2>&1 </dev/null); status=$?
   if [ $status -ne 124 ]; then fail "did not keep serving (exit $status): $*: $out"; return; fi
   if ! grep -qF -- "$want" <<<"$out"; then fail "served without saying '$want': $*: $out"; return; fi
   echo "ok: $* -> serves"
