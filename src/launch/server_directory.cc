@@ -144,11 +144,9 @@ std::string ServerDirectory::method() const {
 }
 
 std::string advertised_address(const Placement& p, const std::string& bound, const Environment& env) {
-  const std::string port = port_of(bound);
-  // An IPv6 host in brackets: "::1:5000" is no address (SockAddr::parse).
-  auto with_port = [&](const std::string& host) {
-    return (host.find(':') != std::string::npos && host.front() != '[' ? "[" + host + "]" : host) + ":" + port;
-  };
+  // The bound address's port, joined to the host advertised (an IPv6 one in brackets).
+  const auto port = static_cast<uint16_t>(std::stoul(port_of(bound)));
+  auto with_port = [port](const std::string& host) { return transport::join_host_port(host, port); };
   if (auto a = env("RDMAPS_ADVERTISE_ADDR"); a && !a->empty()) return with_port(*a);
   std::string host = host_of(bound);
   if (host != "0.0.0.0" && host != "::" && !host.empty()) return bound;
