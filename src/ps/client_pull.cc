@@ -138,7 +138,7 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   ranges.clear();
   on_device_.clear();
   for (const auto& t : targets) {
-    ranges.push_back(partition_->tensor(t.name));
+    ranges.push_back(partition_->tensor(t.name, "pull"));
     check_size(t.name, ranges.back(), t.out.size(), "pull");
     on_device_.push_back(cuda::is_device_pointer(t.out.data()));
   }

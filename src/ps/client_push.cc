@@ -12,8 +12,9 @@ namespace rdmaps::ps {
 
 void ClientImpl::send(const std::string& name, std::span<const float> values, MsgType type) {
   require_connected(type == MsgType::kPush ? "push" : "init");
-  Range t = partition_->tensor(name);
-  check_size(name, t, values.size(), type == MsgType::kPush ? "push" : "init");
+  const char* op = type == MsgType::kPush ? "push" : "init";
+  Range t = partition_->tensor(name, op);
+  check_size(name, t, values.size(), op);
   const bool bf16 = type == MsgType::kPush && config_.wire == WireFormat::kBf16;
   const bool on_device = cuda::is_device_pointer(values.data());
   const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);

@@ -29,9 +29,16 @@ Partition::Partition(std::vector<TensorDecl> tensors, uint32_t servers, uint32_t
                                             ": raise --shard-floats");
 }
 
-Range Partition::tensor(const std::string& name) const {
+Range Partition::tensor(const std::string& name, const char* op) const {
   const auto it = by_name_.find(name);
-  if (it == by_name_.end()) throw Error(Errc::kInvalidArgument, "tensor '" + name + "' was not declared");
+  if (it == by_name_.end()) {
+    // The call and a few declared names: a typo or a prefix ("module.") shows at a glance.
+    std::string known;
+    for (size_t i = 0; i < tensors_.size() && i < 4; ++i) known += (i ? ", '" : "'") + tensors_[i].name + "'";
+    if (tensors_.size() > 4) known += ", ... (" + std::to_string(tensors_.size()) + " in all)";
+    throw Error(Errc::kInvalidArgument,
+                std::string(op) + " of '" + name + "': no tensor of that name was declared; declared: " + known);
+  }
   return {offsets_[it->second], offsets_[it->second] + tensors_[it->second].floats};
 }
 

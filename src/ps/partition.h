@@ -33,8 +33,9 @@ class Partition {
   uint32_t servers() const { return servers_; }
   uint32_t shard_floats() const { return shard_floats_; }
   const std::vector<TensorDecl>& tensors() const { return tensors_; }
-  /// Global float range of a declared tensor; throws Error naming it if unknown.
-  Range tensor(const std::string& name) const;
+  /// Global float range of a declared tensor; throws Error naming it and the
+  /// call `op` ("push", "pull", ...) if unknown.
+  Range tensor(const std::string& name, const char* op) const;
   /// Global float range server `s` owns.
   Range server_range(uint32_t s) const;
   /// Shards of server `s`: its range cut into shard_floats pieces.

@@ -40,8 +40,8 @@ TEST(Partition, RangesAreBalancedContiguousAndCutIntoShards) {
     EXPECT_EQ(covered, r.end);
   }
   EXPECT_EQ(next, 3001u);
-  EXPECT_EQ(p.tensor("b").begin, 1000u);
-  EXPECT_THROW(p.tensor("c"), Error);
+  EXPECT_EQ(p.tensor("b", "pull").begin, 1000u);
+  EXPECT_THROW(p.tensor("c", "pull"), Error);
   EXPECT_THROW(Partition({{"tiny", 1}}, 2, 10), Error);
 }
 
@@ -55,17 +55,24 @@ TEST(Partition, EveryTensorOfALargeTableIsFoundAtItsOffset) {
   Partition p(table, 3, 64);
   uint64_t offset = 0;
   for (size_t i = 0; i + 1 < table.size(); ++i) {
-    const Range r = p.tensor(table[i].name);
+    const Range r = p.tensor(table[i].name, "pull");
     ASSERT_EQ(r.begin, offset) << table[i].name;
     ASSERT_EQ(r.size(), table[i].floats) << table[i].name;
     offset += table[i].floats;
   }
-  EXPECT_EQ(p.tensor("layer3.weight").size(), 4u);
+  EXPECT_EQ(p.tensor("layer3.weight", "pull").size(), 4u);
   try {
-    p.tensor("layer20000.weight");
+    p.tensor("layer20000.weight", "push");
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'layer20000.weight' was not declared"), std::string::npos) << e.what();
+    // The call, the name, and what was declared instead.
+    EXPECT_NE(
+        std::string(e.what()).find("push of 'layer20000.weight': no tensor of that name was declared; declared: '" +
+                                   table[0].name + "', '" + table[1].name + "'"),
+        std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("(" + std::to_string(table.size()) + " in all)"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -247,8 +247,12 @@ class ModuleTest(unittest.TestCase):
         self.worker.wait_all()  # reported once
 
     def test_unknown_tensor_and_read_only_output(self):
-        with self.assertRaisesRegex(rdmaps.InvalidArgument, "'nope'"):
+        # The call, the name and what was declared instead.
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "push of 'nope': no tensor of that name was declared; "
+                                    "declared: '.*'b'"):
             self.worker.push("nope", np.zeros(7, dtype=np.float32))
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "pull of 'nope': no tensor"):
+            self.worker.pull("nope", np.zeros(7, dtype=np.float32))
         frozen = np.zeros(7, dtype=np.float32)
         frozen.flags.writeable = False
         with self.assertRaisesRegex(ValueError, r"pull\('b'\): the output buffer must be writable"):

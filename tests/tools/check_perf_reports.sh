@@ -62,3 +62,14 @@ status=$?
 grep -q "closed its connection" "$err" || fail "the client did not say its peer died: $(cat "$err")"
 rm -f "$err"
 echo "ok: transport over shm ends at once when its peer dies (exit $status)"
+
+# --gpu-shard where no GPU is: skipped (77) with the reason, as `rdmaps-perf gpu`
+# is, before any server starts (it exited 1 after its server failed).
+if "$perf" gpu --floats 1024 --iters 1 >/dev/null 2>&1; [ $? -eq 77 ]; then
+  err=$("$perf" ps --gpu-shard --floats 1000 --iters 1 2>&1)
+  status=$?
+  [ $status -eq 77 ] || fail "ps --gpu-shard without a GPU exited $status, not 77: $err"
+  grep -q "ps: --gpu-shard needs a CUDA device" <<<"$err" || fail "ps --gpu-shard without a GPU said: $err"
+  if grep -q "server process" <<<"$err"; then fail "ps --gpu-shard without a GPU started a server: $err"; fi
+  echo "ok: ps --gpu-shard without a GPU is a skip (77) naming why"
+fi
