@@ -3,11 +3,15 @@
 # check. Prints "N passed, N failed" last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)
+phase() { echo "test.sh: $1 at ${2:-$SECONDS} s"; }  # where the time went (CI's limit is 20 minutes)
 scripts/install-deps.sh
+phase "dependencies checked"
 build=build-test
 # -g1: line tables, enough for a backtrace; full debug info (-g) made the
 # compile take 1.4x as long (the build is half of this script's time here).
 scripts/build.sh "$build" -Dwerror=true -Dbuildtype=debugoptimized -Dcpp_args=-g1 -Dc_args=-g1
+phase "built"
 
 # The transport and server/client tests and the fuzzers once more under
 # AddressSanitizer and UndefinedBehaviorSanitizer (UCX's own allocations are
@@ -48,10 +52,13 @@ if ! clang-format --dry-run --Werror "${sources[@]}" 2>/tmp/rdmaps-format.log; t
 fi
 
 meson test -C "$build" --print-errorlogs || status=1
+phase "tests done"
 
 asan_built=0
 wait "$asan_build" || asan_built=$?
 trap - EXIT
+asan_done=$(($(stat -c %Y "$asan/.ninja_log" 2>/dev/null || date +%s) - started))  # its last step's time
+phase "sanitizer build done" $((asan_done < 0 ? 0 : asan_done))
 if [ "$asan_built" -ne 0 ]; then
   tail -n 40 "$asan_log"
   echo "the sanitizer build failed (above; whole log: $asan_log)"
@@ -88,6 +95,7 @@ asan_two=$!
 wait "$asan_one" || status=1
 wait "$asan_two" || status=1
 cat "$asan"/asan-*.out
+phase "sanitizer tests done"
 
 /usr/bin/python3 - "$build/meson-logs/testlog.json" "$asan"/meson-logs/asan-*.json <<'PY'
 import json, sys
