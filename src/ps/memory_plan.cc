@@ -20,23 +20,40 @@ MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& con
   return p;
 }
 
+namespace {
+
+// "(1.1 GB for the parameters and their state, ..., 9.4 MB per worker; dc-asgd-a keeps ...)"
+std::string breakdown(const MemoryPlan& plan, UpdateRule rule) {
+  std::string why;
+  if (plan.copies)
+    why = std::string("; ") + (math::needs_backup(rule) ? std::string(rule_name(rule)) : "the write-back path") +
+          " keeps a copy of this server's range for every worker";
+  return "(" + size_text(plan.shared) + " for the parameters and their state, " +
+         (plan.checkpoint ? size_text(plan.checkpoint) + " for the snapshot checkpoints are written from, " : "") +
+         size_text(plan.per_worker) + " per worker" + why + ")";
+}
+
+}  // namespace
+
 std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t workers,
                                           const transport::AvailableMemory& memory, UpdateRule rule) {
   const uint64_t available = memory.bytes;
   const uint64_t need = plan.total(workers);
   if (available == 0 || need <= available) return std::nullopt;
   const uint64_t fit = available > plan.fixed() && plan.per_worker ? (available - plan.fixed()) / plan.per_worker : 0;
-  std::string why;
-  if (plan.copies)
-    why = std::string("; ") + (math::needs_backup(rule) ? std::string(rule_name(rule)) : "the write-back path") +
-          " keeps a copy of this server's range for every worker";
-  return std::to_string(workers) + " workers need about " + size_text(need) + " of memory on this server (" +
-         size_text(plan.shared) + " for the parameters and their state, " +
-         (plan.checkpoint ? size_text(plan.checkpoint) + " for the snapshot checkpoints are written from, " : "") +
-         size_text(plan.per_worker) + " per worker" + why + "), but " + size_text(available) + " is available (" +
-         memory.bound + "): past about " + std::to_string(fit) +
+  return std::to_string(workers) + " workers need about " + size_text(need) + " of memory on this server " +
+         breakdown(plan, rule) + ", but " + size_text(available) + " is available (" + memory.bound + "): past about " +
+         std::to_string(fit) +
          " workers the kernel may kill this server mid-run. Spread the table over more servers (--servers), or "
          "run fewer workers";
+}
+
+std::optional<std::string> memory_refusal(const MemoryPlan& plan, const transport::AvailableMemory& memory,
+                                          UpdateRule rule) {
+  if (memory.bytes == 0 || plan.total(1) <= memory.bytes) return std::nullopt;
+  return "this server's range and one worker need about " + size_text(plan.total(1)) + " of memory " +
+         breakdown(plan, rule) + ", but " + size_text(memory.bytes) + " is available (" + memory.bound +
+         "): not one worker fits. Spread the table over more servers (--servers)";
 }
 
 }  // namespace rdmaps::ps

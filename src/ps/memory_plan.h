@@ -33,4 +33,9 @@ MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& con
 std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t workers,
                                           const transport::AvailableMemory& available, UpdateRule rule);
 
+/// Why this server cannot serve even one worker in the memory available, or
+/// nothing: such a server is refused before it allocates anything.
+std::optional<std::string> memory_refusal(const MemoryPlan& plan, const transport::AvailableMemory& available,
+                                          UpdateRule rule);
+
 }  // namespace rdmaps::ps

@@ -211,7 +211,10 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
     logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   const MemoryPlan memory =
       server_memory_plan(partition->server_range(options_.index).size(), lanes, config, options_.gpu_shard);
-  if (auto warning = memory_warning(memory, options_.workers, transport::available_memory(), config.rule))
+  const transport::AvailableMemory available = transport::available_memory();
+  // Before any lane allocates: a server killed by the kernel mid-run says nothing.
+  if (auto refusal = memory_refusal(memory, available, config.rule)) throw Error(Errc::kNoMemory, *refusal);
+  if (auto warning = memory_warning(memory, options_.workers, available, config.rule))
     logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   std::vector<std::unique_ptr<ServerLane>> made;
   for (uint32_t l = 0; l < lanes; ++l) {
@@ -264,6 +267,7 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
       if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
       welcome.accepted = kWouldAdmit;
+      welcome.instance = instance_;  // a worker given one server twice (two spellings) sees it
       ep->send_control(encode(welcome), kAnswerTimeout);
       return close_later();
     }

@@ -58,5 +58,22 @@ TEST(MemoryPlan, AServerShortOfMemorySaysHowManyWorkersFitAndWhy) {
   EXPECT_FALSE(ps::memory_warning(dc, 64, {}, UpdateRule::kDcAsgdAdaptive)) << "unknown memory: nothing to say";
 }
 
+// Where not even one worker fits, the server is refused (memory_refusal), not warned.
+TEST(MemoryPlan, AServerWithNoRoomForOneWorkerIsRefusedNamingWhatItNeeds) {
+  const ps::MemoryPlan dc =
+      ps::server_memory_plan(uint64_t{1} << 28, 2, rule_over(UpdateRule::kDcAsgdAdaptive, "shm"), false);
+  const transport::AvailableMemory small{uint64_t{3} << 30, "the limit of memory cgroup /slurm/job_7"};
+  const auto refusal = ps::memory_refusal(dc, small, UpdateRule::kDcAsgdAdaptive);
+  ASSERT_TRUE(refusal);
+  for (const char* part :
+       {"this server's range and one worker need about 3.2 GB", "dc-asgd-a keeps a copy",
+        "3.2 GB is available (the limit of memory cgroup /slurm/job_7)", "not one worker fits", "--servers"})
+    EXPECT_NE(refusal->find(part), std::string::npos) << part << " missing from: " << *refusal;
+  // Exactly one worker's worth is enough; the warning speaks of the rest.
+  EXPECT_FALSE(ps::memory_refusal(dc, {dc.total(1), "MemAvailable"}, UpdateRule::kDcAsgdAdaptive));
+  EXPECT_TRUE(ps::memory_refusal(dc, {dc.total(1) - 1, "MemAvailable"}, UpdateRule::kDcAsgdAdaptive));
+  EXPECT_FALSE(ps::memory_refusal(dc, {}, UpdateRule::kDcAsgdAdaptive)) << "unknown memory: nothing to say";
+}
+
 }  // namespace
 }  // namespace rdmaps::test

@@ -418,6 +418,49 @@ class ConfigurationTest(unittest.TestCase):
         finally:
             served.close()
 
+    def test_a_server_with_memory_for_no_worker_refuses_the_first_at_once(self):
+        # A server in a 256 MiB memory cgroup (as Slurm's ConstrainRAMSpace or a
+        # container sets) asked for a 160 MB range under DC-ASGD-a (parameters,
+        # mean square and the worker's backup: 480 MB): the worker hears why
+        # before anything is allocated, not a server the kernel killed mid-run.
+        group = None
+        for root, limit in (("/sys/fs/cgroup/memory", "memory.limit_in_bytes"), ("/sys/fs/cgroup", "memory.max")):
+            if os.path.exists(os.path.join(root, limit if root.endswith("memory") else "cgroup.controllers")):
+                group = os.path.join(root, f"rdmaps-test-module-{os.getpid()}")
+                break
+        try:
+            os.mkdir(group)
+            with open(os.path.join(group, limit), "w") as f:
+                f.write(str(256 << 20))
+        except (TypeError, OSError) as e:
+            if group and os.path.isdir(group):
+                os.rmdir(group)
+            self.skipTest(f"cannot make a memory cgroup here (needs root and a writable cgroup mount): {e}")
+        code = ("import os, sys, rdmaps\n"
+                "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+                "s = rdmaps.Server('127.0.0.1:0', transport=sys.argv[2], rule='dc-asgd-a', log_connections=False)\n"
+                "print(s.address, flush=True)\n"
+                "s.serve()\n")
+        p = subprocess.Popen([sys.executable, "-c", code, os.path.join(group, "cgroup.procs"), TRANSPORT],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            address = p.stdout.readline().strip()
+            self.assertRegex(address, r"127\.0\.0\.1:\d+")
+            worker = rdmaps.Worker(address, 0, transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
+            worker.declare("w", 40 << 20)
+            started = time.monotonic()
+            with self.assertRaisesRegex(rdmaps.Error, r"refused worker 0: this server's range and one worker need "
+                                        r"about .* but .* is available \(the limit of memory cgroup .*"
+                                        r"rdmaps-test-module-.*\): not one worker fits"):
+                worker.connect()
+            self.assertLess(time.monotonic() - started, 20)
+            worker.close()
+            self.assertIsNone(p.poll(), "the server died instead of refusing")
+        finally:
+            p.kill()
+            p.communicate()
+            os.rmdir(group)
+
     def test_ctrl_c_stops_a_serving_server(self):
         code = ("import rdmaps; s = rdmaps.Server('127.0.0.1:0', transport='tcp', log_connections=False); "
                 "print(s.address, flush=True); s.serve()")
