@@ -62,8 +62,7 @@ void ClientImpl::connect() {
     register_with_transport();  // before the lanes are given its keys
     // Every server asked first: a refusal or an unreachable server found
     // after joining others had ended (a job of one worker) or fixed their job.
-    if (options_.servers.size() > 1)
-      for (uint32_t i = 0; i < options_.servers.size(); ++i) probe(i);
+    if (options_.servers.size() > 1) probe_all();
     links_.resize(options_.servers.size());
     for (uint32_t i = 0; i < links_.size(); ++i) {
       const Welcome w = connect_one(i);

@@ -46,14 +46,30 @@ Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const 
   return welcome;
 }
 
-void ClientImpl::probe(uint32_t index) {
+uint64_t ClientImpl::probe(uint32_t index) {
   const std::string& address = options_.servers[index];
   auto control = context_->connect(transport::SockAddr::parse(address), options_.timeout);
   Hello h = hello();
   h.probe = 1;
-  if (ask(*control, h, address).accepted != kWouldAdmit)
+  const Welcome answer = ask(*control, h, address);
+  if (answer.accepted != kWouldAdmit)
     throw Error(Errc::kProtocol, "server " + address + " admitted a probe of worker " +
                                      std::to_string(options_.worker) + " instead of answering it");
+  return answer.instance;
+}
+
+void ClientImpl::probe_all() {
+  std::vector<uint64_t> instances;
+  for (uint32_t i = 0; i < options_.servers.size(); ++i) {
+    instances.push_back(probe(i));
+    // One server listed twice (an address and a name of it) would take this
+    // worker once and refuse it the second time as "already connected".
+    for (uint32_t j = 0; j < i; ++j)
+      if (instances[i] != 0 && instances[i] == instances[j])
+        throw Error(Errc::kInvalidArgument, "servers " + std::to_string(j) + " (" + options_.servers[j] + ") and " +
+                                                std::to_string(i) + " (" + options_.servers[i] +
+                                                ") of the list are one server: list each server once");
+  }
 }
 
 // The server's control thread admits this worker and names its lanes; the

@@ -185,8 +185,10 @@ class ClientImpl {
   GpuTransfer& gpu();
   Welcome connect_one(uint32_t index);
   /// Asks server `index` whether it would admit this worker (Hello::probe);
-  /// throws its refusal, or why it could not be asked.
-  void probe(uint32_t index);
+  /// returns its instance, or throws its refusal or why it could not be asked.
+  uint64_t probe(uint32_t index);
+  /// Probes every server; throws if one is listed twice.
+  void probe_all();
   Hello hello() const;
   /// Sends `hello` on `control` and returns the answer; throws a refusal.
   Welcome ask(transport::Endpoint& control, const Hello& hello, const std::string& address) const;

@@ -785,6 +785,40 @@ TEST_P(PsFaultTest, ASecondWorkerWithALiveIdIsRefusedNamingIt) {
   servers.stop();
 }
 
+// One server under two spellings in a worker's list: its probe answers carry
+// one instance, so connect() names both entries before any Hello (it was
+// refused as "worker id 0 is already connected" after a 3 s wait), and the
+// server holds nothing for the worker.
+TEST_P(PsFaultTest, OneServerListedTwiceIsNamedBeforeAnyHello) {
+  Config c = config();
+  ServerGroup servers(2, 1, c);
+  const std::string a = servers.server(0).address();
+  const std::string b = "localhost:" + a.substr(a.rfind(':') + 1);
+  ClientOptions o = local_worker_options(a + "," + b, c);
+  o.timeout = 20s;
+  std::string what;
+  EXPECT_EQ(error_code_of(
+                [&] {
+                  Client twice(o);
+                  twice.declare("w", 100);
+                  twice.connect();
+                },
+                &what),
+            Errc::kInvalidArgument)
+      << what;
+  EXPECT_NE(what.find("servers 0 (" + a + ") and 1 (" + b + ") of the list are one server: list each server once"),
+            std::string::npos)
+      << what;
+  EXPECT_EQ(servers.server(0).stats().workers_connected, 0u);
+  // The list as it should be: the job runs.
+  auto worker = connect_worker(servers.addresses(), c, 0, 1, 100);
+  const std::vector<float> g(100, 1.0f);
+  worker->push("w", g);
+  worker->clock();
+  worker.reset();
+  servers.join();
+}
+
 // Answers every opening with one of the next transport version, as a server
 // of a later release would; never returns.
 [[noreturn]] void serve_another_transport_version(int port) {
