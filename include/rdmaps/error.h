@@ -15,7 +15,7 @@ enum class Errc {
   kTimeout,           ///< a bounded wait ran out
   kUnreachable,       ///< no transport reaches the peer, or nobody listens there
   kPeerGone,          ///< the peer failed or closed; recreate the connection
-  kProtocol,          ///< a peer sent something malformed
+  kProtocol,          ///< a peer sent something malformed, or a server refused this worker (the message says why)
   kNoMemory,          ///< allocation or registration failed
   kUnsupported,       ///< the transport or build cannot do this
   kIo,                ///< a file or socket operation failed

@@ -18,7 +18,7 @@ typedef enum {
   RDMAPS_ERR_TIMEOUT,
   RDMAPS_ERR_UNREACHABLE,
   RDMAPS_ERR_PEER_GONE,
-  RDMAPS_ERR_PROTOCOL,
+  RDMAPS_ERR_PROTOCOL, /* a peer sent something malformed, or a server refused this worker (why: the message) */
   RDMAPS_ERR_NO_MEMORY,
   RDMAPS_ERR_UNSUPPORTED,
   RDMAPS_ERR_IO,
@@ -35,13 +35,16 @@ const char* rdmaps_status_name(rdmaps_status status);
 typedef struct rdmaps_client rdmaps_client;
 typedef struct rdmaps_server rdmaps_server;
 
-/** Worker options. NULL strings fall back to RDMAPS_SERVERS, RDMAPS_WORKER
- * and the RDMAPS_* configuration variables. */
+/** Worker options. NULL servers and worker -1 fall back to RDMAPS_SERVERS and
+ * RDMAPS_WORKER. The RDMAPS_* configuration variables apply whatever `config`
+ * holds, as they do for the programs: a flag in `config` overrides its
+ * variable, and a set but empty or bad variable fails the create, naming it. */
 typedef struct {
   const char* servers; /**< "host:port,host:port" in server-index order */
   int32_t worker;      /**< worker id; -1 = from RDMAPS_WORKER */
   const char* config;  /**< flags, e.g. "--staleness 3 --transport tcp" (see rdmaps-server --help);
-                          "--metrics HOST:PORT" serves Prometheus metrics (docs/observability.md) */
+                          "--metrics HOST:PORT" serves Prometheus metrics (docs/observability.md); words are
+                          split as a shell would: "--checkpoint-dir '/data/my run'" */
   uint32_t timeout_ms; /**< bound of every wait; 0 = 60000 */
 } rdmaps_client_options;
 
@@ -55,6 +58,8 @@ typedef struct {
 
 rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_client** out);
 rdmaps_status rdmaps_client_declare(rdmaps_client* client, const char* name, size_t floats);
+/** Connects to every server. Again after it succeeded: nothing to do, or
+ *  RDMAPS_ERR_PEER_GONE where a server was lost since (it does not reconnect). */
 rdmaps_status rdmaps_client_connect(rdmaps_client* client);
 rdmaps_status rdmaps_client_init(rdmaps_client* client, const char* name, const float* values, size_t floats);
 rdmaps_status rdmaps_client_push(rdmaps_client* client, const char* name, const float* gradient, size_t floats);
@@ -80,8 +85,9 @@ rdmaps_status rdmaps_client_use_server_learning_rate(rdmaps_client* client);
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client_stats* out);
 /** The one call for any thread (a client otherwise serves one thread at a
  *  time, in the process that created it; a call from a second thread at once,
- *  or from a forked child, fails with RDMAPS_ERR_INVALID_ARGUMENT, but
- *  rdmaps_client_get_stats, which only reads this process's copy): a call of
+ *  or from a forked child, fails with RDMAPS_ERR_INVALID_ARGUMENT, and so
+ *  does rdmaps_client_get_stats; the "--metrics" endpoint serves the counters
+ *  to any reader): a call of
  *  `client` in progress on another thread (a clock waiting for a straggler, a
  *  pull) returns RDMAPS_ERR_CANCELLED soon, and so does every later one.
  *  Destroy the client once that call returned. */

@@ -15,12 +15,14 @@ namespace rdmaps {
 
 /// Most workers one server serves (each holds an inbox and a DC backup there).
 constexpr uint32_t kMaxWorkers = 4096;
+/// Most servers one job has (a worker holds connections to each one's lanes).
+constexpr uint32_t kMaxServers = 4096;
 
 struct ServerOptions {
   std::string listen = "0.0.0.0:13337";  ///< host:port; port 0 picks a free one
   uint32_t index = 0;                    ///< this server's rank among `servers`
-  uint32_t servers = 1;
-  uint32_t workers = 1;  ///< workers the SSP clock waits for, connected or not; at most kMaxWorkers
+  uint32_t servers = 1;                  ///< at most kMaxServers
+  uint32_t workers = 1;                  ///< workers the SSP clock waits for, connected or not; at most kMaxWorkers
   Config config;
   std::chrono::milliseconds stats_interval{0};  ///< periodic one-line stats to stderr; 0 = off
   bool exit_when_done = true;                   ///< run() returns once every worker left

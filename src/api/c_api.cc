@@ -98,15 +98,64 @@ void require(bool ok, const char* what) {
 }
 void require(bool ok, const std::string& what) { require(ok, what.c_str()); }
 
+// The words of a config string, split at blanks as a shell would: in single
+// quotes every character is taken as it is; elsewhere, double quotes
+// included, a backslash takes the next one as it is
+// ("--checkpoint-dir '/data/my run'").
+std::vector<std::string> config_words(const std::string& text) {
+  auto bad = [](const std::string& why) { return rdmaps::Error(rdmaps::Errc::kInvalidArgument, "config: " + why); };
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  char quote = 0;  // ' or " while inside quotes
+  size_t opened = 0;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char ch = text[i];
+    if (quote == '\'') {
+      if (ch == '\'')
+        quote = 0;
+      else
+        word.push_back(ch);
+      continue;
+    }
+    if (ch == '\\') {
+      if (++i == text.size()) throw bad("it ends in a '\\' that escapes nothing");
+      word.push_back(text[i]);
+      in_word = true;
+    } else if (quote == '"') {
+      if (ch == '"')
+        quote = 0;
+      else
+        word.push_back(ch);
+    } else if (ch == '\'' || ch == '"') {
+      quote = ch;
+      opened = i;
+      in_word = true;
+    } else if (ch == ' ' || ch == '\t' || ch == '\n') {
+      if (in_word) words.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+    } else {
+      word.push_back(ch);
+      in_word = true;
+    }
+  }
+  if (quote) throw bad(std::string("the ") + quote + " at offset " + std::to_string(opened) + " is never closed");
+  if (in_word) words.push_back(std::move(word));
+  return words;
+}
+
 // `metrics`: where "--metrics HOST:PORT" asks for the metrics endpoint. It is
 // the process's, not the job's configuration, so Config does not carry it.
 rdmaps::Config parse_flags(const char* text, std::string* metrics) {
   rdmaps::Config config;
   std::vector<std::string> args, rest;
-  std::istringstream in(text ? text : "");
-  for (std::string word; in >> word;) {
+  const std::vector<std::string> words = config_words(text ? text : "");
+  for (size_t i = 0; i < words.size(); ++i) {
+    const std::string& word = words[i];
     if (word == "--metrics") {
-      if (!(in >> *metrics)) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics needs HOST:PORT");
+      if (i + 1 == words.size()) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics needs HOST:PORT");
+      *metrics = words[++i];
       continue;
     }
     if (word.starts_with("--metrics=")) {  // as every other flag takes --flag=value
@@ -230,8 +279,9 @@ rdmaps_status rdmaps_client_pull_many(rdmaps_client* c, size_t count, const char
                                       const size_t* floats) {
   return guarded("rdmaps_client_pull_many", [&] {
     require(c && (count == 0 || (names && outs && floats)), "client, names, outs or floats is NULL");
-    // Arrays this long do not exist: a count that is (size_t)-1 or garbage, not a list to reserve for.
-    require(count <= (size_t{1} << 32), "count " + std::to_string(count) + " is not the length of the arrays");
+    // No table has this many tensors (a Hello of at most 16 MiB declares under 2^21): a count
+    // that is (size_t)-1 or garbage, not a list to reserve for (2^31 ran out of memory).
+    require(count <= (size_t{1} << 24), "count " + std::to_string(count) + " is not the length of the arrays");
     std::vector<rdmaps::PullTarget> targets;
     targets.reserve(count);
     for (size_t i = 0; i < count; ++i) {
@@ -314,6 +364,8 @@ rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_
     o.servers = options && options->servers ? options->servers : 1;
     o.workers = options && options->workers ? options->workers : 1;
     o.config = parse_flags(options ? options->config : nullptr, &o.metrics);
+    require(!options || options->insecure <= 1,
+            "options.insecure is " + std::to_string(options ? options->insecure : 0) + ": 0 or 1");
     o.insecure = options && options->insecure;
     o.max_bytes = options ? options->max_bytes : 0;
     auto handle = std::make_unique<rdmaps_server>();
@@ -326,7 +378,8 @@ rdmaps_status rdmaps_server_address(const rdmaps_server* s, char* buf, size_t si
   return guarded("rdmaps_server_address", [&] {
     require(s && buf, "server or buf is NULL");
     std::string a = s->server->address();
-    require(size > a.size(), "buffer too small for the address");
+    require(size > a.size(), "a buffer of " + std::to_string(size) + " bytes is too small for the address " + a + " (" +
+                                 std::to_string(a.size() + 1) + " bytes with its NUL)");
     std::memcpy(buf, a.c_str(), a.size() + 1);
   });
 }

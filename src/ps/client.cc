@@ -33,7 +33,16 @@ void ClientImpl::declare(const std::string& name, size_t floats) {
 }
 
 void ClientImpl::connect() {
-  if (partition_) return;
+  if (partition_) {
+    // Connected once: again is nothing to do, unless a server was lost since,
+    // where "ok" would read as a reconnect that did not happen.
+    for (const auto& link : links_)
+      if (link.down())
+        throw Error(Errc::kPeerGone, "connect(): server " + link.address +
+                                         " was lost after this client connected; connect() does not connect "
+                                         "again (--reconnect SEC does; else make a new client)");
+    return;
+  }
   if (declared_.empty()) throw Error(Errc::kInvalidArgument, "connect() with no tensor declared");
   // Said here, naming the table: the server would drop an oversized Hello
   // and the control channel refuse to send it, neither saying why.

@@ -99,6 +99,10 @@ class ClientImpl {
  public:
   explicit ClientImpl(const ClientOptions& options) : options_(options), config_(options.config) {
     if (options.servers.empty()) throw Error(Errc::kInvalidArgument, "a client needs at least one server address");
+    if (options.servers.size() > kMaxServers)
+      throw Error(Errc::kInvalidArgument, "ClientOptions::servers lists " + std::to_string(options.servers.size()) +
+                                              " servers, more than the " + std::to_string(kMaxServers) +
+                                              " a job may have");
     // Every binding checks here: a server refused a larger id only at connect(), as a protocol error.
     if (options.worker >= kMaxWorkers)
       throw Error(Errc::kInvalidArgument, "ClientOptions::worker " + std::to_string(options.worker) + " is not below " +

@@ -82,7 +82,10 @@ namespace ps {
 namespace {
 // Checked before anything is sized by them: 4294967295 workers must be refused, not allocated for.
 const ServerOptions& checked(const ServerOptions& options) {
-  if (options.servers == 0 || options.index >= options.servers)
+  if (options.servers == 0 || options.servers > kMaxServers)
+    throw Error(Errc::kInvalidArgument, "a job has 1 to " + std::to_string(kMaxServers) + " servers, not " +
+                                            std::to_string(options.servers) + " (--servers)");
+  if (options.index >= options.servers)
     throw Error(Errc::kInvalidArgument, "server index " + std::to_string(options.index) + " is not below the " +
                                             std::to_string(options.servers) + " servers (--index, --servers)");
   if (options.workers == 0 || options.workers > kMaxWorkers)

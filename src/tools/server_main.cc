@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     // launch may export to every rank): the count has its own name.
     auto* servers = app.add_option("--servers", options.servers, "number of servers")
                         ->envname("RDMAPS_NUM_SERVERS")
-                        ->check(rdmaps::cli::count(1, UINT32_MAX));
+                        ->check(rdmaps::cli::count(1, rdmaps::kMaxServers));
     auto* workers = app.add_option("--workers", options.workers, "workers the clock waits for")
                         ->envname("RDMAPS_WORKERS")
                         ->check(rdmaps::cli::count(1, rdmaps::kMaxWorkers));

@@ -142,7 +142,7 @@ Options parse_options(int argc, char** argv) {
   cli::set_defaults(app);
   const std::string job = "Training", roles = "Cluster roles (docs/cluster.md)";
   auto* workers = app.add_option("--workers", o.workers, "worker processes")->check(worker_count(1));
-  auto* servers = app.add_option("--servers", o.servers, "server processes")->check(cli::count(1, kMaxWorkers));
+  auto* servers = app.add_option("--servers", o.servers, "server processes")->check(cli::count(1, kMaxServers));
   app.add_option("--virtual-workers", o.virtual_workers,
                  "N workers in one process, stepping in a seeded schedule (staleness as with N in parallel, runs "
                  "repeat bit for bit); the schedule also plays --straggler and the --staleness/--sync bound")

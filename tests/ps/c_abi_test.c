@@ -34,7 +34,8 @@ static void* serve(void* server) {
 static rdmaps_server* start_checkpointing_server(const char* dir, const char* flags, const char* listen,
                                                  void* (*run)(void*), pthread_t* thread, char* address) {
   char config[256];
-  snprintf(config, sizeof(config), "--transport tcp --rule sgd --lr 0.5 --checkpoint-dir %s %s", dir, flags);
+  /* The directory's name has a blank: quoted, it is one word of the config. */
+  snprintf(config, sizeof(config), "--transport tcp --rule sgd --lr 0.5 --checkpoint-dir '%s' %s", dir, flags);
   rdmaps_server_options so = {listen, 0, 1, 1, config, 0, 0};
   rdmaps_server* server = NULL;
   CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server at %s: %s", listen, rdmaps_last_error());
@@ -47,7 +48,7 @@ static rdmaps_server* start_checkpointing_server(const char* dir, const char* fl
 /* A server stopped (it writes a last checkpoint) and started again with
  * --resume at the same address: a worker given --reconnect goes on from there. */
 static void restart_from_checkpoint(void) {
-  char dir[] = "/tmp/rdmaps-c-abi-ckpt-XXXXXX";
+  char dir[] = "/tmp/rdmaps c abi ckpt XXXXXX";
   CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
   char address[128];
   pthread_t thread;
@@ -97,7 +98,7 @@ static void* serve_status(void* server) {
 /* A final checkpoint that cannot be written (its directory became a file)
  * fails the run: the caller learns that the model is not saved. */
 static void final_checkpoint_failure(void) {
-  char dir[] = "/tmp/rdmaps-c-abi-final-XXXXXX";
+  char dir[] = "/tmp/rdmaps c abi final XXXXXX";
   CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
   char address[128];
   pthread_t thread;
@@ -186,6 +187,59 @@ static void callback_that_removes_itself(void) {
   pthread_join(thread, NULL);
   rdmaps_server_destroy(server);
   CHECK(g_once_calls == 1, "the one-shot log callback ran %d times", g_once_calls);
+}
+
+/* Options past their range, a quote never closed, a buffer too small, a
+ * connect() after the server was lost: each named, nothing made. */
+static void edges(void) {
+  rdmaps_server* none = NULL;
+  rdmaps_server_options insecure2 = {"127.0.0.1:0", 0, 1, 1, "--transport tcp", 2, 0};
+  CHECK(rdmaps_server_create(&insecure2, &none) == RDMAPS_ERR_INVALID_ARGUMENT && !none &&
+            strstr(rdmaps_last_error(), "options.insecure is 2: 0 or 1"),
+        "insecure 2: %s", rdmaps_last_error());
+  rdmaps_server_options many = {"127.0.0.1:0", 0, 0xFFFFFFFFu, 1, "--transport tcp", 0, 0};
+  CHECK(rdmaps_server_create(&many, &none) == RDMAPS_ERR_INVALID_ARGUMENT && !none &&
+            strstr(rdmaps_last_error(), "a job has 1 to 4096 servers, not 4294967295"),
+        "4294967295 servers: %s", rdmaps_last_error());
+  rdmaps_server_options open_quote = {"127.0.0.1:0", 0, 1, 1, "--transport tcp --checkpoint-dir '/tmp/a b", 0, 0};
+  CHECK(rdmaps_server_create(&open_quote, &none) == RDMAPS_ERR_INVALID_ARGUMENT && !none &&
+            strstr(rdmaps_last_error(), "config: the ' at offset 33 is never closed"),
+        "a quote never closed: %s", rdmaps_last_error());
+
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp --lr 0.5", 0, 0};
+  rdmaps_server* server = NULL;
+  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
+  if (!server) return;
+  char small[5], address[128];
+  CHECK(rdmaps_server_address(server, small, sizeof(small)) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), "a buffer of 5 bytes is too small") &&
+            strstr(rdmaps_last_error(), "bytes with its NUL"),
+        "address into 5 bytes: %s", rdmaps_last_error());
+  rdmaps_server_address(server, address, sizeof(address));
+  pthread_t thread;
+  pthread_create(&thread, NULL, serve, server);
+  rdmaps_client_options co = {address, 0, "--transport tcp", 5000};
+  rdmaps_client* client = NULL;
+  CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
+  float w[10] = {0};
+  CHECK(client && rdmaps_client_declare(client, "w", 10) == RDMAPS_OK && rdmaps_client_connect(client) == RDMAPS_OK &&
+            rdmaps_client_connect(client) == RDMAPS_OK,
+        "connect, twice: %s", rdmaps_last_error());
+  if (!client) return;
+  const char* names[] = {"w"};
+  float* outs[] = {w};
+  const size_t sizes[] = {10};
+  CHECK(rdmaps_client_pull_many(client, (size_t)1 << 31, names, outs, sizes) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), "count 2147483648 is not the length of the arrays"),
+        "pull_many of 2^31 tensors: %s", rdmaps_last_error());
+  rdmaps_server_stop(server);
+  pthread_join(thread, NULL);
+  rdmaps_server_destroy(server);
+  CHECK(rdmaps_client_pull(client, "w", w, 10) != RDMAPS_OK, "a pull from a destroyed server succeeded");
+  rdmaps_status st = rdmaps_client_connect(client);
+  CHECK(st == RDMAPS_ERR_PEER_GONE && strstr(rdmaps_last_error(), "was lost after this client connected"),
+        "connect after the server was lost gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
+  rdmaps_client_destroy(client);
 }
 
 int main(void) {
@@ -361,6 +415,7 @@ int main(void) {
   final_checkpoint_failure();
   destroy_while_running();
   callback_that_removes_itself();
+  edges();
   printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
   return failures ? 1 : 0;
 }

@@ -69,6 +69,7 @@ s=("$server" --listen 127.0.0.1:0)
 refused "--workers: '4294967297'" "${s[@]}" --workers 4294967297
 refused "--workers: '0'" "${s[@]}" --workers 0
 refused "--servers: '0'" "${s[@]}" --servers 0
+refused "--servers: '4097' is not a whole number from 1 to 4096" "${s[@]}" --servers 4097  # kMaxServers
 refused "--stats-interval: '86401'" "${s[@]}" --stats-interval 86401
 refused "--lr: '-0.5'" "${s[@]}" --lr -0.5
 refused "--lambda: '-5'" "${s[@]}" --lambda -5
