@@ -10,9 +10,10 @@ using transport::size_text;
 MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& config, bool gpu_shard) {
   MemoryPlan p;
   const uint64_t range = floats * sizeof(float);
-  p.shared = range * (math::needs_state(config.rule) ? 2 : 1);
+  const uint64_t table = range * (math::needs_state(config.rule) ? 2 : 1);
+  p.shared = gpu_shard ? 0 : table;  // a GPU shard keeps parameters, state and DC backups in device memory
   // Each lane keeps the snapshot it copies for the writer (docs/cluster.md "Checkpoints").
-  if (!config.checkpoint_dir.empty()) p.checkpoint = p.shared;
+  if (!config.checkpoint_dir.empty()) p.checkpoint = table;
   // The push path is chosen per worker; anything but shared memory may be tcp.
   p.copies = math::needs_backup(config.rule) || gpu_shard || config.transport != "shm";
   const uint64_t inbox = SlotLayout{config.shard_floats * sizeof(float)}.slot_bytes() * config.inbox_slots;
@@ -28,7 +29,7 @@ std::string breakdown(const MemoryPlan& plan, UpdateRule rule) {
   if (plan.copies)
     why = std::string("; ") + (math::needs_backup(rule) ? std::string(rule_name(rule)) : "the write-back path") +
           " keeps a copy of this server's range for every worker";
-  return "(" + size_text(plan.shared) + " for the parameters and their state, " +
+  return "(" + (plan.shared ? size_text(plan.shared) + " for the parameters and their state, " : "") +
          (plan.checkpoint ? size_text(plan.checkpoint) + " for the snapshot checkpoints are written from, " : "") +
          size_text(plan.per_worker) + " per worker" + why + ")";
 }

@@ -25,6 +25,11 @@ TEST(MemoryPlan, DelayCompensationKeepsACopyPerWorkerPlainSgdOverSharedMemoryDoe
   EXPECT_EQ(dc.shared, 2 * (uint64_t{1} << 30));  // parameters and mean square
   EXPECT_GT(dc.per_worker, uint64_t{1} << 30);
   EXPECT_LT(dc.per_worker, (uint64_t{1} << 30) + (uint64_t{16} << 20));  // and 2 lanes x 4 slots of 1 MiB
+  // On a GPU shard parameters, state and backups are device memory; the host
+  // keeps each worker's write-back copy (a plan counting them refused such a server).
+  const ps::MemoryPlan gpu = ps::server_memory_plan(floats, 2, rule_over(UpdateRule::kDcAsgdAdaptive, "shm"), true);
+  EXPECT_EQ(gpu.shared, 0u);
+  EXPECT_EQ(gpu.per_worker, dc.per_worker);
   const ps::MemoryPlan sgd = ps::server_memory_plan(floats, 2, rule_over(UpdateRule::kSgd, "shm"), false);
   EXPECT_FALSE(sgd.copies);
   EXPECT_EQ(sgd.shared, uint64_t{1} << 30);
