@@ -317,7 +317,7 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
           config.checkpoint_every_updates = 0;
         }
       },
-      "server: a checkpoint every T (60s, 500ms) or N applied updates (N or Nu)",
+      "server: a checkpoint every T (60s, 500ms) or N applied updates (N or Nu; one per shard a push touches)",
       CLI::Validator(
           [](std::string& v) -> std::string {
             std::string n = counts_updates(v) && v.back() == 'u' ? v.substr(0, v.size() - 1) : v;

@@ -257,7 +257,8 @@ uint64_t newest_checkpoint_sequence(const std::string& dir, uint32_t index) {
   return done.empty() ? 0 : done.front().first;
 }
 
-void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, const std::vector<uint64_t>& good) {
+void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, const std::vector<uint64_t>& good,
+                       uint64_t earlier_job) {
   const auto done = list(dir, index, false);  // newest first
   uint32_t kept = 0;
   uint64_t oldest_kept = 0;
@@ -269,7 +270,8 @@ void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, co
   // A newer release's checkpoint is that release's to prune, never this one's.
   if (kept == keep)
     for (const auto& [sequence, name] : done)
-      if (sequence < oldest_kept && newer_format(dir + "/" + name) == 0) ::unlink((dir + "/" + name).c_str());
+      if (sequence < oldest_kept && sequence > earlier_job && newer_format(dir + "/" + name) == 0)
+        ::unlink((dir + "/" + name).c_str());
   for (const auto& [sequence, name] : list(dir, index, true)) ::unlink((dir + "/" + name).c_str());
 }
 

@@ -71,8 +71,12 @@ void check_checkpoint_dir(const std::string& dir);
 /// server), once `keep` of them are on disk, and its leftover temporary
 /// files. Files it cannot vouch for (torn, not regular, an earlier job's)
 /// never count toward `keep`: a torn file newer than the one resumed from
-/// outranked it, and the only older intact checkpoint was deleted.
-void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, const std::vector<uint64_t>& good);
+/// outranked it, and the only older intact checkpoint was deleted. Files
+/// numbered up to `earlier_job` (an earlier job's, in a run without
+/// --resume) are never deleted: a restart that left out --resume deleted the
+/// trained model as it wrote its own.
+void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, const std::vector<uint64_t>& good,
+                       uint64_t earlier_job = 0);
 /// The highest sequence among server `index`'s checkpoint files in `dir`,
 /// readable or not (0: none). New ones are numbered after it, so that pruning,
 /// which keeps the highest, never deletes a newer one than it wrote.

@@ -27,12 +27,21 @@ void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence) {
   // job's in a run without --resume) would outrank this run's checkpoints:
   // pruning keeps the highest numbers, and a write could replace them.
   if (const uint64_t on_disk = enabled() ? newest_checkpoint_sequence(dir_, base.index) : 0; on_disk > sequence_) {
-    logf(LogLevel::kWarn,
-         "rdmaps-server: %s holds checkpoints of server %u up to %llu that this run %s; its checkpoints are "
-         "numbered from %llu and, once written, replace them (--checkpoint-keep %u)",
-         dir_.c_str(), base.index, static_cast<unsigned long long>(on_disk),
-         last_sequence ? "did not resume from (unreadable)" : "did not resume from (no --resume)",
-         static_cast<unsigned long long>(on_disk + 1), keep_);
+    if (last_sequence)
+      logf(LogLevel::kWarn,
+           "rdmaps-server: %s holds checkpoints of server %u up to %llu that this run did not resume from "
+           "(unreadable); its checkpoints are numbered from %llu and, once written, replace them (--checkpoint-keep "
+           "%u)",
+           dir_.c_str(), base.index, static_cast<unsigned long long>(on_disk),
+           static_cast<unsigned long long>(on_disk + 1), keep_);
+    else  // an earlier job's model, most likely a restart that left out --resume: kept
+      logf(LogLevel::kWarn,
+           "rdmaps-server: %s holds checkpoints of server %u up to %llu that this run did not resume from (no "
+           "--resume); its checkpoints are numbered from %llu, and it keeps those (restart with --resume to go on "
+           "from them, or move them away)",
+           dir_.c_str(), base.index, static_cast<unsigned long long>(on_disk),
+           static_cast<unsigned long long>(on_disk + 1));
+    if (!last_sequence) earlier_job_ = on_disk;
     sequence_ = on_disk;
   }
   last_at_ = Clock::now();
@@ -101,7 +110,7 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
   try {
     const std::string path = write_checkpoint(dir_, h, arrays);
     good_.push_back(sequence);
-    prune_checkpoints(dir_, h.index, keep_, good_);
+    prune_checkpoints(dir_, h.index, keep_, good_, earlier_job_);
     if (good_.size() > keep_) good_.erase(good_.begin(), good_.end() - keep_);
     last_updates_.store(h.updates(), std::memory_order_relaxed);
     LaneCounters::add(written_);  // one writer at a time: finish() waits for the thread

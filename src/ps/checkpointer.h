@@ -52,6 +52,7 @@ class Checkpointer {
   bool started_ = false;
   CheckpointHeader base_;
   uint64_t sequence_ = 0, pending_ = 0;  // pending_: snapshot asked for, not yet handed to the writer
+  uint64_t earlier_job_ = 0;             // files up to it are an earlier job's (no --resume): never pruned
   std::vector<uint64_t> good_;           // sequences known intact: resumed from, written (the writer's, one at a time)
   std::chrono::steady_clock::time_point last_at_;
   uint64_t last_taken_updates_ = 0;

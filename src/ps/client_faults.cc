@@ -132,8 +132,8 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
   link.instance = welcome.instance;
   const uint64_t lost = link.posted > welcome.pushes_held ? link.posted - welcome.pushes_held : 0;
   logf(LogLevel::kInfo,
-       "rdmaps worker %u: reconnected to %s after %.1f s; %s holding %llu of the %llu pushes this worker "
-       "sent it (%llu lost)",
+       "rdmaps worker %u: reconnected to %s after %.1f s; %s holding %llu of the %llu pushes (one per shard a "
+       "push() touches) this worker sent it (%llu lost)",
        options_.worker, link.address.c_str(), std::chrono::duration<double>(Clock::now() - start).count(),
        restarted ? "it resumed from a checkpoint" : "the same server process, still",
        static_cast<unsigned long long>(welcome.pushes_held), static_cast<unsigned long long>(link.posted),

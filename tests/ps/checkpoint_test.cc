@@ -157,6 +157,19 @@ TEST(Checkpoint, PruningKeepsTheNewestIntactOnesWhateverLiesBetween) {
   fs::remove_all(dir);
 }
 
+// Run without --resume beside an earlier job's checkpoints #1 to #3, a server
+// writes #4 on; pruning to one keeps its newest and every file of the
+// earlier job (they were deleted as it wrote its own: a restart that left out
+// --resume lost the trained model).
+TEST(Checkpoint, PruningNeverDeletesAnEarlierJobsCheckpoints) {
+  const std::string dir = temp_dir();
+  for (uint64_t s = 1; s <= 5; ++s) write_sample(dir, s, 1.0f);
+  ps::prune_checkpoints(dir, 1, 1, {4, 5}, 3);
+  EXPECT_EQ(names_in(dir), (std::vector<std::string>{"server-1-0000000001.ckpt", "server-1-0000000002.ckpt",
+                                                     "server-1-0000000003.ckpt", "server-1-0000000005.ckpt"}));
+  fs::remove_all(dir);
+}
+
 // A server asked to resume whose every checkpoint is damaged refuses to start:
 // it trained from nothing, exited 0, and its pruning deleted them later.
 TEST(Checkpoint, ResumingWhereNoCheckpointReadsBackIsRefusedNamingThem) {
@@ -647,6 +660,49 @@ TEST_P(PsCheckpointTest, TheFinalCheckpointHoldsEveryUpdateThoughASnapshotWasInP
   client.pull("small", after);
   EXPECT_EQ(std::memcmp(before.data(), after.data(), kSmall * 4), 0)
       << "resumed from the final checkpoint, the parameters are not those pulled before the stop";
+  servers.stop();
+  fs::remove_all(dir);
+}
+
+// Two servers resumed, one of them without its checkpoints (deleted, on
+// another node's disk): the worker refuses to go on. rdmaps-train's first
+// worker kept "the trained weights" wherever any server resumed, so the empty
+// server's half stayed zeros and the run ended at chance accuracy, exit 0.
+TEST_P(PsCheckpointTest, AJobWhereOnlySomeServersResumedIsRefusedNamingThem) {
+  const std::string dir = temp_dir();
+  Config c = sgd_config(GetParam(), kLr, 16);
+  c.checkpoint_dir = dir;
+  c.checkpoint_every_updates = 1;
+  c.checkpoint_every_ms = 0;
+  ServerOptions base;
+  base.exit_when_done = false;
+  base.log_connections = false;
+  {
+    ServerGroup servers(2, 1, c, base);
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", 64);
+    client.connect();
+    client.push("w", std::vector<float>(64, 1.0f));
+    client.clock();
+    std::vector<float> w(64);
+    client.pull("w", w);
+    servers.stop();  // each writes its final checkpoint
+  }
+  size_t removed = 0;
+  for (const auto& f : fs::directory_iterator(dir))
+    if (f.path().filename().string().starts_with("server-1-")) removed += fs::remove(f.path());
+  ASSERT_GT(removed, 0u) << "server 1 wrote no checkpoint in " << dir;
+  Config resume = c;
+  resume.resume = true;
+  ServerGroup servers(2, 1, resume, base);
+  Client client(local_worker_options(servers.addresses(), resume));
+  client.declare("w", 64);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("server(s) " + servers.server(0).address() + " resumed from a checkpoint but " +
+                      servers.server(1).address() + " started empty: the model would be part trained, part zeros"),
+            std::string::npos)
+      << what;
   servers.stop();
   fs::remove_all(dir);
 }

@@ -126,7 +126,8 @@ echo "ok: SIGTERM wrote the final checkpoint; resumed under another rule, the op
 # that resumed from #1 because #2 and #3 are torn writes #4, and pruning to one
 # leaves it (numbered from the one it resumed from, it wrote #2 and pruning
 # kept the torn #3: the model was lost). A job started without --resume in a
-# directory holding another job's checkpoint writes #5 and says so. A second
+# directory holding another job's checkpoint writes #5, says so, and keeps
+# the other's #4 (a restart that left out --resume deleted it). A second
 # server of the same index on the same directory is refused.
 rm -rf "$out/ckpt" && mkdir -p "$out/ckpt"
 c="$out/ckpt/server-0-000000000"
@@ -160,10 +161,11 @@ spid=$first
 workers "$out/n3"
 for p in "${wpids[@]}"; do wait "$p" || fail "a worker of the job without --resume failed"; done
 wait "$spid" || fail "the server without --resume failed"
-grep -q "up to 4 that this run did not resume from (no --resume); its checkpoints are numbered from 5" \
+grep -q "up to 4 that this run did not resume from (no --resume); its checkpoints are numbered from 5, and it keeps those" \
   "$out/n3-server.log" || fail "the earlier job's checkpoint was not named"
-[ "$(cd "$out/ckpt" && echo *.ckpt)" = "server-0-0000000005.ckpt" ] ||
-  fail "a job without --resume beside another's checkpoint 4 left: $(ls "$out/ckpt")"
+[ "$(cd "$out/ckpt" && echo *.ckpt)" = "server-0-0000000004.ckpt server-0-0000000005.ckpt" ] ||
+  fail "a job without --resume (keeping 1) beside another's checkpoint 4 left: $(ls "$out/ckpt")"
+rm "${c}4.ckpt"
 # A server asked to resume whose every checkpoint is damaged refuses to start
 # and deletes nothing (it trained from nothing, exited 0, and pruned them).
 head -c 100 "${c}5.ckpt" >"$out/torn5" && mv "$out/torn5" "${c}5.ckpt"
