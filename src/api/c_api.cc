@@ -1,5 +1,6 @@
 // The C ABI (include/rdmaps/rdmaps.h) over the C++ API: every exception
 // becomes a status code plus a per-thread message.
+#include <cctype>
 #include <cerrno>
 #include <condition_variable>
 #include <cstdlib>
@@ -99,8 +100,8 @@ void require(bool ok, const char* what) {
 void require(bool ok, const std::string& what) { require(ok, what.c_str()); }
 
 // The words of a config string, split at blanks as a shell would: in single
-// quotes every character is taken as it is; elsewhere, double quotes
-// included, a backslash takes the next one as it is
+// quotes every character is taken as it is; in double quotes a backslash
+// takes a following " or \ as it is; unquoted, it takes any next character
 // ("--checkpoint-dir '/data/my run'").
 std::vector<std::string> config_words(const std::string& text) {
   auto bad = [](const std::string& why) { return rdmaps::Error(rdmaps::Errc::kInvalidArgument, "config: " + why); };
@@ -118,7 +119,7 @@ std::vector<std::string> config_words(const std::string& text) {
         word.push_back(ch);
       continue;
     }
-    if (ch == '\\') {
+    if (ch == '\\' && (quote == 0 || (i + 1 < text.size() && (text[i + 1] == '"' || text[i + 1] == '\\')))) {
       if (++i == text.size()) throw bad("it ends in a '\\' that escapes nothing");
       word.push_back(text[i]);
       in_word = true;
@@ -131,7 +132,7 @@ std::vector<std::string> config_words(const std::string& text) {
       quote = ch;
       opened = i;
       in_word = true;
-    } else if (ch == ' ' || ch == '\t' || ch == '\n') {
+    } else if (std::isspace(static_cast<unsigned char>(ch))) {
       if (in_word) words.push_back(std::move(word));
       word.clear();
       in_word = false;
@@ -154,7 +155,8 @@ rdmaps::Config parse_flags(const char* text, std::string* metrics) {
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& word = words[i];
     if (word == "--metrics") {
-      if (i + 1 == words.size()) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics needs HOST:PORT");
+      if (i + 1 == words.size() || words[i + 1].empty())
+        throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics needs HOST:PORT");
       *metrics = words[++i];
       continue;
     }

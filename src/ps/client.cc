@@ -73,23 +73,12 @@ void ClientImpl::connect() {
     // after joining others had ended (a job of one worker) or fixed their job.
     if (options_.servers.size() > 1) probe_all();
     links_.resize(options_.servers.size());
-    std::string resumed, empty;  // addresses
     for (uint32_t i = 0; i < links_.size(); ++i) {
       const Welcome w = connect_one(i);
       links_[i].instance = w.instance;
       stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
       stats_.servers_resumed += w.resumed;
-      std::string& list = w.resumed ? resumed : empty;
-      list += (list.empty() ? "" : ", ") + links_[i].address;
     }
-    // Part of the table trained, part zeros: a worker that initialises only
-    // where nothing resumed is no answer (a rank that finds every server
-    // resumed keeps the weights), so neither goes on.
-    if (!resumed.empty() && !empty.empty())
-      throw Error(Errc::kInvalidArgument,
-                  "server(s) " + resumed + " resumed from a checkpoint but " + empty +
-                      " started empty: the model would be part trained, part zeros. Give every server its "
-                      "checkpoints (each index has its own in --checkpoint-dir), or start them all without --resume");
   } catch (...) {
     // Not connected: a later connect() starts over (and is refused again if
     // the reason stands) instead of finding a half-made connection.

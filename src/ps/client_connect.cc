@@ -46,7 +46,7 @@ Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const 
   return welcome;
 }
 
-uint64_t ClientImpl::probe(uint32_t index) {
+Welcome ClientImpl::probe(uint32_t index) {
   const std::string& address = options_.servers[index];
   auto control = context_->connect(transport::SockAddr::parse(address), options_.timeout);
   Hello h = hello();
@@ -55,13 +55,15 @@ uint64_t ClientImpl::probe(uint32_t index) {
   if (answer.accepted != kWouldAdmit)
     throw Error(Errc::kProtocol, "server " + address + " admitted a probe of worker " +
                                      std::to_string(options_.worker) + " instead of answering it");
-  return answer.instance;
+  return answer;
 }
 
 void ClientImpl::probe_all() {
   std::vector<uint64_t> instances;
+  std::string holding, empty;  // addresses of servers with a job's parameters, and without
   for (uint32_t i = 0; i < options_.servers.size(); ++i) {
-    instances.push_back(probe(i));
+    const Welcome answer = probe(i);
+    instances.push_back(answer.instance);
     // One server listed twice (an address and a name of it) would take this
     // worker once and refuse it the second time as "already connected".
     for (uint32_t j = 0; j < i; ++j)
@@ -69,7 +71,20 @@ void ClientImpl::probe_all() {
         throw Error(Errc::kInvalidArgument, "servers " + std::to_string(j) + " (" + options_.servers[j] + ") and " +
                                                 std::to_string(i) + " (" + options_.servers[i] +
                                                 ") of the list are one server: list each server once");
+    if (answer.resumed == kProbeStarted) continue;  // a job starting: its first workers are joining
+    std::string& list = answer.resumed == kProbeHolding ? holding : empty;
+    list += (list.empty() ? "" : ", ") + options_.servers[i];
   }
+  // Part of the table trained, part zeros (a server whose checkpoints were
+  // not there, or restarted without --resume): refused before any Hello, so
+  // that no server fixes its table or writes a checkpoint of zeros for it.
+  // rdmaps-train's first worker kept the resumed weights: chance accuracy, exit 0.
+  if (!holding.empty() && !empty.empty())
+    throw Error(Errc::kInvalidArgument,
+                "server(s) " + holding + " hold a job's parameters (resumed from a checkpoint, or updated) but " +
+                    empty +
+                    " started empty: the model would be part trained, part zeros. Give every server its "
+                    "checkpoints (each index has its own in --checkpoint-dir) and --resume, or start them all afresh");
 }
 
 // The server's control thread admits this worker and names its lanes; the

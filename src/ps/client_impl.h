@@ -189,9 +189,10 @@ class ClientImpl {
   GpuTransfer& gpu();
   Welcome connect_one(uint32_t index);
   /// Asks server `index` whether it would admit this worker (Hello::probe);
-  /// returns its instance, or throws its refusal or why it could not be asked.
-  uint64_t probe(uint32_t index);
-  /// Probes every server; throws if one is listed twice.
+  /// returns its answer, or throws its refusal or why it could not be asked.
+  Welcome probe(uint32_t index);
+  /// Probes every server; throws if one is listed twice, or if some hold a
+  /// job's parameters and others none.
   void probe_all();
   Hello hello() const;
   /// Sends `hello` on `control` and returns the answer; throws a refusal.

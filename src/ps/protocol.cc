@@ -212,7 +212,7 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
              std::to_string(l.first_shard) + "+" + std::to_string(l.shards) + ") does not follow the one before");
     next_shard += l.shards;
   }
-  if (m.resumed > 1) r.fail("resumed code " + std::to_string(m.resumed));
+  if (m.resumed > kProbeStarted) r.fail("resumed code " + std::to_string(m.resumed));
   if (m.accepted > kRefusedForNow) r.fail("accepted code " + std::to_string(m.accepted));
   r.done();
   if (m.accepted == kAdmitted &&

@@ -20,7 +20,7 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 14;
+constexpr uint32_t kProtocolVersion = 15;
 /// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
 constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
@@ -177,6 +177,9 @@ struct LaneInfo {
 /// now (kRefusedForNow: its earlier connection is still held, no memory):
 /// a reconnecting worker retries only the last.
 constexpr uint32_t kRefused = 0, kAdmitted = 1, kWouldAdmit = 2, kRefusedForNow = 3;
+/// Welcome::resumed answering a probe: no table yet and nothing resumed; a
+/// job's parameters (resumed, or updates applied); a table but no update yet.
+constexpr uint32_t kProbeFresh = 0, kProbeHolding = 1, kProbeStarted = 2;
 /// Server -> worker answer.
 struct Welcome {
   uint32_t accepted = kRefused;             ///< kRefused, kAdmitted, kWouldAdmit or kRefusedForNow
@@ -187,7 +190,8 @@ struct Welcome {
   uint64_t token = 0;      ///< proves to the lanes that this server admitted the worker
   std::vector<LaneInfo> lanes;
   /// 1: the server resumed from a checkpoint (docs/cluster.md "Checkpoints
-  /// and restarts") and holds the table and its parameters already.
+  /// and restarts") and holds the table and its parameters already. In an
+  /// answer to a probe, what it holds: kProbeFresh, kProbeHolding, kProbeStarted.
   uint32_t resumed = 0;
   /// Random per server process: a worker reconnecting tells a restarted
   /// server from the same one after a dropped connection.

@@ -150,6 +150,7 @@ class ServerImpl {
   std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
   void stop() { stop_.store(true); }
   ServerStats stats() const;
+  bool applied_any() const;  ///< whether a lane applied any push: it holds a job's parameters
   void run();
 
  private:
@@ -271,6 +272,10 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
       if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
       welcome.accepted = kWouldAdmit;
       welcome.instance = instance_;  // a worker given one server twice (two spellings) sees it
+      // ... and a job where some servers hold parameters and others none.
+      welcome.resumed = resumed_ || applied_any() ? kProbeHolding
+                        : admission_.has_table()  ? kProbeStarted
+                                                  : kProbeFresh;
       ep->send_control(encode(welcome), kAnswerTimeout);
       return close_later();
     }
@@ -372,6 +377,13 @@ uint64_t ServerImpl::updates_taken() const {
     n += lane->counters().pushes.load(std::memory_order_relaxed) +
          lane->counters().dropped.load(std::memory_order_relaxed);
   return n;
+}
+
+bool ServerImpl::applied_any() const {
+  std::lock_guard<std::mutex> lock(lanes_mu_);
+  for (const auto& lane : lanes_)
+    if (lane->counters().pushes.load(std::memory_order_relaxed)) return true;
+  return false;
 }
 
 ServerStats ServerImpl::stats() const {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "rdmaps/rdmaps.h"
@@ -205,6 +206,26 @@ static void edges(void) {
   CHECK(rdmaps_server_create(&open_quote, &none) == RDMAPS_ERR_INVALID_ARGUMENT && !none &&
             strstr(rdmaps_last_error(), "config: the ' at offset 33 is never closed"),
         "a quote never closed: %s", rdmaps_last_error());
+
+  rdmaps_server_options empty_metrics = {"127.0.0.1:0", 0, 1, 1, "--transport tcp --metrics ''", 0, 0};
+  CHECK(rdmaps_server_create(&empty_metrics, &none) == RDMAPS_ERR_INVALID_ARGUMENT && !none &&
+            strstr(rdmaps_last_error(), "--metrics needs HOST:PORT"),
+        "--metrics '': %s", rdmaps_last_error());
+  /* In double quotes a backslash takes a quote or a backslash, and stays before anything else, as in a shell. */
+  char parent[] = "/tmp/rdmaps c abi quotes XXXXXX";
+  CHECK(mkdtemp(parent) != NULL, "mkdtemp failed");
+  char quoted[512], made[512];
+  snprintf(quoted, sizeof(quoted), "--transport tcp --checkpoint-dir \"%s/a \\\"b\\\" \\c\"", parent);
+  snprintf(made, sizeof(made), "%s/a \"b\" \\c", parent);
+  rdmaps_server_options in_quotes = {"127.0.0.1:0", 0, 1, 1, quoted, 0, 0};
+  CHECK(rdmaps_server_create(&in_quotes, &none) == RDMAPS_OK, "%s: %s", quoted, rdmaps_last_error());
+  rdmaps_server_destroy(none);
+  none = NULL;
+  struct stat made_stat;
+  CHECK(stat(made, &made_stat) == 0 && S_ISDIR(made_stat.st_mode), "%s did not make the directory '%s'", quoted, made);
+  char rm[1200];
+  snprintf(rm, sizeof(rm), "rm -rf '%s'", parent);
+  CHECK(system(rm) == 0, "removing %s", parent);
 
   rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp --lr 0.5", 0, 0};
   rdmaps_server* server = NULL;

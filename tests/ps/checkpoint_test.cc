@@ -665,9 +665,10 @@ TEST_P(PsCheckpointTest, TheFinalCheckpointHoldsEveryUpdateThoughASnapshotWasInP
 }
 
 // Two servers resumed, one of them without its checkpoints (deleted, on
-// another node's disk): the worker refuses to go on. rdmaps-train's first
-// worker kept "the trained weights" wherever any server resumed, so the empty
-// server's half stayed zeros and the run ended at chance accuracy, exit 0.
+// another node's disk): the worker refuses to go on, before joining either.
+// rdmaps-train's first worker kept "the trained weights" wherever any server
+// resumed, so the empty server's half stayed zeros and the run ended at
+// chance accuracy, exit 0.
 TEST_P(PsCheckpointTest, AJobWhereOnlySomeServersResumedIsRefusedNamingThem) {
   const std::string dir = temp_dir();
   Config c = sgd_config(GetParam(), kLr, 16);
@@ -699,11 +700,17 @@ TEST_P(PsCheckpointTest, AJobWhereOnlySomeServersResumedIsRefusedNamingThem) {
   client.declare("w", 64);
   std::string what;
   EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kInvalidArgument) << what;
-  EXPECT_NE(what.find("server(s) " + servers.server(0).address() + " resumed from a checkpoint but " +
+  EXPECT_NE(what.find("server(s) " + servers.server(0).address() +
+                      " hold a job's parameters (resumed from a checkpoint, or updated) but " +
                       servers.server(1).address() + " started empty: the model would be part trained, part zeros"),
             std::string::npos)
       << what;
+  // Refused before any Hello: the empty server fixed no table, so it writes no checkpoint of zeros
+  // that a second try would resume from (the refusal came after joining both, and the next start passed).
+  EXPECT_EQ(servers.server(1).stats().workers_connected, 0u);
   servers.stop();
+  for (const auto& f : fs::directory_iterator(dir))
+    EXPECT_FALSE(f.path().filename().string().starts_with("server-1-")) << f.path() << " written by the empty server";
   fs::remove_all(dir);
 }
 
