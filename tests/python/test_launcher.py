@@ -248,7 +248,9 @@ sys.exit(3)
         # python runs a directory holding __main__.py (and a zipapp); the launcher refused it as "no such script".
         with tempfile.TemporaryDirectory() as app:
             with open(os.path.join(app, "__main__.py"), "w") as f:
-                f.write("import os; print('app rank', os.environ['RANK'])\n")
+                # One write per line: the ranks share the pipe, and print()'s pieces of two
+                # unbuffered ranks interleaved ("app rankapp rank 0", " 1").
+                f.write("import os, sys; sys.stdout.write('app rank %s\\n' % os.environ['RANK'])\n")
             p = self.launch_cli("-n", "2", "--no-prefix", app)
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertEqual(sorted(p.stdout.split("\n")[:2]), ["app rank 0", "app rank 1"], p.stdout)
