@@ -411,6 +411,23 @@ std::vector<float> gradient(int step) {
   return g;
 }
 
+// SGD in shards of 16 floats, a checkpoint after every update into `dir`.
+Config checkpoint_each_update(transport::TransportKind kind, const std::string& dir) {
+  Config c = sgd_config(kind, kLr, 16);
+  c.checkpoint_dir = dir;
+  c.checkpoint_every_updates = 1;
+  c.checkpoint_every_ms = 0;
+  return c;
+}
+
+// Servers that stay up when their workers leave, and log no connections.
+ServerOptions kept_running() {
+  ServerOptions o;
+  o.exit_when_done = false;
+  o.log_connections = false;
+  return o;
+}
+
 class PsCheckpointTest : public PsTest {};
 
 // A one-worker SGD job whose server is killed twice and restarted with
@@ -610,15 +627,10 @@ TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLos
 // pushes after a checkpoint was written, when the next one has just begun.
 TEST_P(PsCheckpointTest, TheFinalCheckpointHoldsEveryUpdateThoughASnapshotWasInProgress) {
   const std::string dir = temp_dir();
-  Config c = sgd_config(GetParam(), kLr, 16);
+  Config c = checkpoint_each_update(GetParam(), dir);
   c.staleness = kInfiniteStaleness;
   c.server_threads = 1;
-  c.checkpoint_dir = dir;
-  c.checkpoint_every_updates = 1;
-  c.checkpoint_every_ms = 0;
-  ServerOptions base;
-  base.exit_when_done = false;
-  base.log_connections = false;
+  const ServerOptions base = kept_running();
   constexpr size_t kSmall = 16, kBig = size_t{16} << 20;
   std::vector<float> before(kSmall), after(kSmall);
   uint64_t pushes = 0;
@@ -671,13 +683,8 @@ TEST_P(PsCheckpointTest, TheFinalCheckpointHoldsEveryUpdateThoughASnapshotWasInP
 // chance accuracy, exit 0.
 TEST_P(PsCheckpointTest, AJobWhereOnlySomeServersResumedIsRefusedNamingThem) {
   const std::string dir = temp_dir();
-  Config c = sgd_config(GetParam(), kLr, 16);
-  c.checkpoint_dir = dir;
-  c.checkpoint_every_updates = 1;
-  c.checkpoint_every_ms = 0;
-  ServerOptions base;
-  base.exit_when_done = false;
-  base.log_connections = false;
+  const Config c = checkpoint_each_update(GetParam(), dir);
+  const ServerOptions base = kept_running();
   {
     ServerGroup servers(2, 1, c, base);
     Client client(local_worker_options(servers.addresses(), c));
