@@ -23,8 +23,6 @@
 namespace rdmaps::bench {
 namespace {
 
-constexpr int kSkip = 77;
-
 struct Row {
   std::string what;
   double gbps, bound_gbps;
@@ -120,6 +118,12 @@ double push_gbps(const std::string& transport, size_t n, int iters, const float*
 
 }  // namespace
 
+bool no_gpu(const cuda::GpuInfo& gpus, const char* prefix, const char* needs) {
+  if (gpus.device_count() > 0) return false;
+  std::fprintf(stderr, "%s: %s needs a CUDA device: %s\n", prefix, needs, gpus.reason.c_str());
+  return true;
+}
+
 int perf_gpu_main(int argc, char** argv, int first) {
   uint64_t n = 64u << 20, iters = 20, push_floats = 0, depth = 0;
   std::string transport = "auto";
@@ -142,11 +146,8 @@ int perf_gpu_main(int argc, char** argv, int first) {
       ->capture_default_str();
   cli::add_switch(app, "--json", json, "one JSON object");
   if (!parse(app, argc, argv, first)) return 0;
-  cuda::GpuInfo info = cuda::probe_gpus();
-  if (info.device_count() == 0) {
-    std::fprintf(stderr, "rdmaps-perf gpu: no CUDA device: %s\n", info.reason.c_str());
-    return kSkip;
-  }
+  const cuda::GpuInfo info = cuda::probe_gpus();
+  if (no_gpu(info, "rdmaps-perf gpu", "this benchmark")) return kSkipExit;
   std::vector<Row> rows = kernels(n, static_cast<int>(iters));
   if (push_floats == 0) push_floats = std::min<uint64_t>(n, 16u << 20);
   cuda::PinnedBuffer pinned(push_floats * 4);

@@ -15,9 +15,9 @@
 
 #include "bench/apply_bound.h"
 #include "bench/gpu_shard_bound.h"
+#include "bench/perf_gpu.h"
 #include "bench/perf_options.h"
 #include "bench/perf_report.h"
-#include "cuda/gpu_probe.h"
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
@@ -182,14 +182,8 @@ int run_driver(const Flags& f) {
   const std::string& values = f.values;
   const uint64_t iters = f.iters ? f.iters : std::clamp<uint64_t>((4ull << 30) / (floats * 4), 3, 50);
   const bool gpu_shard = f.gpu_shard;
-  if (gpu_shard) {
-    // Skipped, as `rdmaps-perf gpu` is, where no GPU is (bench/gpu_check.sh and CI read 77 as a skip).
-    cuda::GpuInfo gpus = cuda::probe_gpus();
-    if (gpus.device_count() == 0) {
-      std::fprintf(stderr, "rdmaps-perf ps: --gpu-shard needs a CUDA device: %s\n", gpus.reason.c_str());
-      return 77;
-    }
-  }
+  if (gpu_shard && no_gpu(cuda::probe_gpus(), "rdmaps-perf ps", "--gpu-shard"))
+    return kSkipExit;  // as `rdmaps-perf gpu` skips
 
   const uint64_t per_server_floats = (floats + servers - 1) / servers;
   const uint64_t server_shards = (per_server_floats + config.shard_floats - 1) / config.shard_floats;

@@ -27,20 +27,16 @@ void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence) {
   // job's in a run without --resume) would outrank this run's checkpoints:
   // pruning keeps the highest numbers, and a write could replace them.
   if (const uint64_t on_disk = enabled() ? newest_checkpoint_sequence(dir_, base.index) : 0; on_disk > sequence_) {
-    if (last_sequence)
-      logf(LogLevel::kWarn,
-           "rdmaps-server: %s holds checkpoints of server %u up to %llu that this run did not resume from "
-           "(unreadable); its checkpoints are numbered from %llu and, once written, replace them (--checkpoint-keep "
-           "%u)",
-           dir_.c_str(), base.index, static_cast<unsigned long long>(on_disk),
-           static_cast<unsigned long long>(on_disk + 1), keep_);
-    else  // an earlier job's model, most likely a restart that left out --resume: kept
-      logf(LogLevel::kWarn,
-           "rdmaps-server: %s holds checkpoints of server %u up to %llu that this run did not resume from (no "
-           "--resume); its checkpoints are numbered from %llu, and it keeps those (restart with --resume to go on "
-           "from them, or move them away)",
-           dir_.c_str(), base.index, static_cast<unsigned long long>(on_disk),
-           static_cast<unsigned long long>(on_disk + 1));
+    // Unreadable ones are replaced; without --resume they are an earlier
+    // job's model (most likely a restart that left the flag out): kept.
+    const std::string then = last_sequence
+                                 ? " and, once written, replace them (--checkpoint-keep " + std::to_string(keep_) + ")"
+                                 : ", and it keeps those (restart with --resume to go on from them, or move them away)";
+    logf(LogLevel::kWarn,
+         "rdmaps-server: %s holds checkpoints of server %u up to %llu that this run did not resume from (%s); its "
+         "checkpoints are numbered from %llu%s",
+         dir_.c_str(), base.index, static_cast<unsigned long long>(on_disk),
+         last_sequence ? "unreadable" : "no --resume", static_cast<unsigned long long>(on_disk + 1), then.c_str());
     if (!last_sequence) earlier_job_ = on_disk;
     sequence_ = on_disk;
   }
