@@ -1543,6 +1543,12 @@ TEST(ConfigInCode, ARuleParameterOutOfRangeIsRefusedByServerAndClientNamingIt) {
   co.worker = kMaxWorkers;  // a server refused it only at connect(), as a protocol error
   EXPECT_EQ(error_code_of([&] { Client client(co); }, &what), Errc::kInvalidArgument) << what;
   EXPECT_NE(what.find("ClientOptions::worker 4096 is not below 4096"), std::string::npos) << what;
+  co.worker = 0;
+  co.servers.assign(kMaxServers + 1, "127.0.0.1:9");  // more servers than a job may have (kMaxServers)
+  EXPECT_EQ(error_code_of([&] { Client client(co); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("ClientOptions::servers lists 4097 servers, more than the 4096 a job may have"),
+            std::string::npos)
+      << what;
 }
 
 TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
