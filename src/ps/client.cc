@@ -38,9 +38,11 @@ void ClientImpl::connect() {
     // where "ok" would read as a reconnect that did not happen.
     for (const auto& link : links_)
       if (link.down())
-        throw Error(Errc::kPeerGone, "connect(): server " + link.address +
-                                         " was lost after this client connected; connect() does not connect "
-                                         "again (--reconnect SEC does; else make a new client)");
+        throw Error(Errc::kPeerGone,
+                    "connect(): server " + link.address + " was lost after this client connected; connect() does " +
+                        (config_.reconnect_ms == 0
+                             ? "not connect again (--reconnect SEC does; else make a new client)"
+                             : "not connect again; the next call that needs it reconnects (--reconnect)"));
     return;
   }
   if (declared_.empty()) throw Error(Errc::kInvalidArgument, "connect() with no tensor declared");

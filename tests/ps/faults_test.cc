@@ -1182,8 +1182,11 @@ TEST_P(PsFaultTest, AServerThatDoesNotComeBackLeavesEveryLaterCallFailingWithWhy
   client->pull("t0", w);
   server.kill_now();
   std::this_thread::sleep_for(300ms);
-  // Pushes of parts of shards are gathered, one run per shard, sent at the pull.
   std::string what;
+  // Not the remedy it names without --reconnect: the next call reconnects.
+  EXPECT_EQ(error_code_of([&] { client->connect(); }, &what), Errc::kPeerGone) << what;
+  EXPECT_NE(what.find("the next call that needs it reconnects (--reconnect)"), std::string::npos) << what;
+  // Pushes of parts of shards are gathered, one run per shard, sent at the pull.
   OutputCapture log;
   try {
     for (size_t t = 0; t < kTensors; ++t) client->push("t" + std::to_string(t), w);
@@ -1209,6 +1212,10 @@ TEST_P(PsFaultTest, AServerThatDoesNotComeBackLeavesEveryLaterCallFailingWithWhy
     EXPECT_NE(what.find(std::string(name) + ": this client cannot go on"), std::string::npos) << what;
     EXPECT_NE(what.find("did not come back"), std::string::npos) << what;
   }
+  // connect() again names the give-up, not --reconnect as a remedy (it was set).
+  EXPECT_EQ(error_code_of([&] { client->connect(); }, &what), Errc::kPeerGone) << what;
+  EXPECT_NE(what.find("did not come back within 0.5 s"), std::string::npos) << what;
+  EXPECT_EQ(what.find("--reconnect SEC does"), std::string::npos) << what;
   const auto start = Clock::now();
   client.reset();
   EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 5.0) << "leaving a dead server waited";
