@@ -165,6 +165,7 @@ std::string blame(std::vector<ChildProcess>& servers, const std::string& worker,
 
 // Waits for a server at the run's end; one that fails (its final checkpoint
 // could not be written) fails the run, as the trained model is not saved.
+// A child that failed is a peer gone (its own error is above), not ours.
 void finish_server(ChildProcess& c, size_t index, RunResult& r) {
   std::vector<ChildProcess*> one = {&c};
   while (!c.eof) {
@@ -173,7 +174,7 @@ void finish_server(ChildProcess& c, size_t index, RunResult& r) {
   }
   std::string how;
   if (tools::wait_child(c.child, &how) != 0)
-    throw Error(Errc::kInternal, c.name + " failed at the end of the run: it " + how);
+    throw Error(Errc::kPeerGone, c.name + " failed at the end of the run: it " + how);
 }
 
 // The summary's figures from every server's last word: the p50 of all their
@@ -329,7 +330,7 @@ RunResult run_local(const Options& o, bool progress) {
       }
       if (c.eof && i >= servers.size() && c.fd() >= 0) {
         std::string how;
-        if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kInternal, blame(servers, c.name, how));
+        if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kPeerGone, blame(servers, c.name, how));
         ++children_done;
       }
     }
@@ -339,7 +340,7 @@ RunResult run_local(const Options& o, bool progress) {
     }
   }
   if (finished != o.workers)
-    throw Error(Errc::kInternal, std::to_string(finished) + " of " + std::to_string(o.workers) +
+    throw Error(Errc::kPeerGone, std::to_string(finished) + " of " + std::to_string(o.workers) +
                                      " workers reported their end; the others' errors are above");
   finish_servers(servers, r);
   if (progress && start) draw_progress();  // once more with the final figures, which the summary repeats

@@ -220,6 +220,6 @@ wait "$driver" || status=$?
 [ "$status" != 0 ] || fail "a local run whose final checkpoint failed exited 0"
 grep -q "server 0: error: the final checkpoint could not be written .*: the trained model is not saved" \
   "$out/local.log" || fail "the local run did not say the trained model is not saved"
-grep -q "server 0 failed at the end of the run: it exited with status 1" "$out/local.log" ||
+grep -q "error (peer-gone): server 0 failed at the end of the run: it exited with status 1" "$out/local.log" ||
   fail "the local run's driver did not name the failed server"
 echo "ok: a local run whose final checkpoint cannot be written exits $status, naming server 0"
