@@ -224,15 +224,17 @@ void check_checkpoint_dir(const std::string& dir) {
   ::unlink(probe.c_str());
 }
 
-CheckpointDirLock::CheckpointDirLock(const std::string& dir, uint32_t index) {
-  const std::string path = dir + "/server-" + std::to_string(index) + ".lock";
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0) io_error("cannot open the checkpoint directory's lock", path);
-  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+namespace {
+// Opens and locks `path`, writing this process's pid into it; throws naming
+// the holder when another process has it.
+int take_lock(const std::string& path, const std::string& dir, uint32_t index) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) io_error("cannot open the checkpoint directory's lock", path);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int e = errno;
     char holder[32] = {};
-    [[maybe_unused]] const ssize_t n = ::pread(fd_, holder, sizeof(holder) - 1, 0);
-    ::close(fd_);
+    [[maybe_unused]] const ssize_t n = ::pread(fd, holder, sizeof(holder) - 1, 0);
+    ::close(fd);
     if (e != EWOULDBLOCK) {
       errno = e;
       io_error("cannot lock", path);
@@ -246,11 +248,34 @@ CheckpointDirLock::CheckpointDirLock(const std::string& dir, uint32_t index) {
                                             "job its own directory");
   }
   const std::string pid = std::to_string(::getpid()) + "\n";
-  if (::ftruncate(fd_, 0) == 0) [[maybe_unused]]
-    const ssize_t n = ::pwrite(fd_, pid.data(), pid.size(), 0);
+  if (::ftruncate(fd, 0) == 0) [[maybe_unused]]
+    const ssize_t n = ::pwrite(fd, pid.data(), pid.size(), 0);
+  return fd;
+}
+}  // namespace
+
+CheckpointDirLock::CheckpointDirLock(const std::string& dir, uint32_t index)
+    : dir_(dir), path_(dir + "/server-" + std::to_string(index) + ".lock"), index_(index) {
+  fd_ = take_lock(path_, dir_, index_);
 }
 
 CheckpointDirLock::~CheckpointDirLock() { ::close(fd_); }  // the lock goes with the descriptor
+
+bool CheckpointDirLock::retake_if_replaced() {
+  struct stat held {
+  }, named{};
+  if (::fstat(fd_, &held) == 0 && ::stat(path_.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+      held.st_ino == named.st_ino)
+    return false;
+  // Deleted (with its directory, say) or replaced: the lock held guards a
+  // file no other server finds, so take the one they would.
+  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
+    io_error("cannot create the checkpoint directory again", dir_);
+  const int fd = take_lock(path_, dir_, index_);
+  ::close(fd_);
+  fd_ = fd;
+  return true;
+}
 
 uint64_t newest_checkpoint_sequence(const std::string& dir, uint32_t index) {
   const auto done = list(dir, index, false);

@@ -92,7 +92,14 @@ class CheckpointDirLock {
   CheckpointDirLock(const CheckpointDirLock&) = delete;
   CheckpointDirLock& operator=(const CheckpointDirLock&) = delete;
 
+  /// Takes the lock again, making the directory, when its file is gone or
+  /// replaced (the directory deleted under the server): true when it did.
+  /// Throws as the constructor does when another server took it meanwhile.
+  bool retake_if_replaced();
+
  private:
+  std::string dir_, path_;
+  uint32_t index_;
   int fd_ = -1;
 };
 /// Parses one checkpoint file; throws Error naming the file and what is wrong.

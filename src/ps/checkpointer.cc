@@ -19,6 +19,11 @@ Checkpointer::Checkpointer(const Config& config, bool verbose)
 
 Checkpointer::~Checkpointer() { wait(); }
 
+void Checkpointer::claim(uint32_t index) {
+  check_checkpoint_dir(dir_);
+  lock_ = std::make_unique<CheckpointDirLock>(dir_, index);
+}
+
 void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence) {
   base_ = base;
   sequence_ = last_sequence;
@@ -104,6 +109,11 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
   }
   if (!arrays.state.empty() && arrays.state.size() != arrays.params.size()) arrays.state.clear();
   try {
+    if (lock_ && lock_->retake_if_replaced())
+      logf(LogLevel::kWarn,
+           "rdmaps-server: the checkpoint directory %s was deleted or replaced while server %u ran; it is made "
+           "again and locked for this server",
+           dir_.c_str(), h.index);
     const std::string path = write_checkpoint(dir_, h, arrays);
     good_.push_back(sequence);
     prune_checkpoints(dir_, h.index, keep_, good_, earlier_job_);

@@ -26,6 +26,9 @@ class Checkpointer {
   Checkpointer& operator=(const Checkpointer&) = delete;
 
   bool enabled() const { return !dir_.empty(); }
+  /// Makes the directory and takes server `index`'s lock on it, held while
+  /// this lives (CheckpointDirLock); throws naming --checkpoint-dir.
+  void claim(uint32_t index);
   /// The lanes serve the table `base` describes from now on (the header
   /// fields that do not change); numbering goes on after `last_sequence` (a resumed one's).
   void start(const CheckpointHeader& base, uint64_t last_sequence);
@@ -46,6 +49,7 @@ class Checkpointer {
   bool write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence);  // on any thread; false: failed
 
   std::string dir_;
+  std::unique_ptr<CheckpointDirLock> lock_;
   uint64_t every_ms_, every_updates_;
   uint32_t keep_;
   bool verbose_;

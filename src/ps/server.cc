@@ -124,10 +124,7 @@ class ServerImpl {
     admitted_once_.assign(options.workers, false);
     restored_pushes_.assign(options.workers, 0);
     resumed_clocks_.assign(options.workers, 0);
-    if (!options.config.checkpoint_dir.empty()) {
-      check_checkpoint_dir(options.config.checkpoint_dir);
-      checkpoint_lock_ = std::make_unique<CheckpointDirLock>(options.config.checkpoint_dir, options.index);
-    }
+    if (checkpointer_.enabled()) checkpointer_.claim(options.index);
     while (instance_ == 0) transport::random_bytes(&instance_, sizeof(instance_));
     if (options.config.resume) resume();
     // Last: a refused metrics address leaves nothing half-started behind it.
@@ -181,7 +178,6 @@ class ServerImpl {
   mutable std::mutex lanes_mu_;  // lanes_ is filled once, while stats() may read it
   std::vector<std::unique_ptr<ServerLane>> lanes_;
   std::vector<bool> admitted_once_;
-  std::unique_ptr<CheckpointDirLock> checkpoint_lock_;  // before the checkpointer: held while it writes
   Checkpointer checkpointer_{options_.config, options_.log_connections};
   bool resumed_ = false;
   uint64_t resumed_updates_ = 0;

@@ -284,6 +284,33 @@ TEST(Checkpoint, OneServerOfAnIndexWritesADirectory) {
   fs::remove_all(dir);
 }
 
+// A directory deleted under a running server and made anew (by its next
+// checkpoint) would hold no lock: a second server could take it. The lock
+// is taken again before the write, and one taken meanwhile is named.
+TEST(Checkpoint, ADirectoryDeletedUnderItsServerIsLockedAgain) {
+  const std::string dir = temp_dir();
+  std::string what;
+  ps::CheckpointDirLock first(dir, 0);
+  EXPECT_FALSE(first.retake_if_replaced());  // nothing changed
+  fs::remove_all(dir);
+  EXPECT_TRUE(first.retake_if_replaced());
+  EXPECT_TRUE(fs::exists(dir + "/server-0.lock"));
+  EXPECT_EQ(error_code_of([&] { ps::CheckpointDirLock second(dir, 0); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_FALSE(first.retake_if_replaced());
+  // Replaced, and another server holds the new one: named, not overwritten.
+  fs::remove_all(dir);
+  fs::create_directory(dir);
+  {
+    ps::CheckpointDirLock other(dir, 0);
+    EXPECT_EQ(error_code_of([&] { first.retake_if_replaced(); }, &what), Errc::kInvalidArgument);
+    EXPECT_NE(what.find("another server 0 (pid " + std::to_string(::getpid()) + ") writes checkpoints to '" + dir),
+              std::string::npos)
+        << what;
+  }
+  EXPECT_TRUE(first.retake_if_replaced());  // the other went: it is this one's again
+  fs::remove_all(dir);
+}
+
 TEST(Checkpoint, AFileTooLargeForTheServerIsRefusedBeforeReading) {
   const std::string dir = temp_dir();
   const std::string path = write_sample(dir, 1, 1.0f);
