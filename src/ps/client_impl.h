@@ -48,9 +48,11 @@ struct Refusal : Error {
 struct Lane {
   uint32_t index = 0;
   uint32_t first_shard = 0, shards = 0;
-  std::unique_ptr<transport::Endpoint> ep;
   std::unique_ptr<InboxWriter> inbox;
   WriteBackReceiver write_back;  // active-message path
+  // Declared after what its requests use: a lane that goes closes it first
+  // (flushing what it still sends), then frees their buffers.
+  std::unique_ptr<transport::Endpoint> ep;
   uint64_t clock_sent = 0;       // the last clock this lane was told
   // Put path: registered_[0, landings) the lane may put pulls into, as it
   // confirmed; offered: as many told (more once one was refused).
