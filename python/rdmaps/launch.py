@@ -19,7 +19,7 @@ it started (exit 130, 143).
 The processes do not inherit the variables by which an outer launcher
 (mpirun, srun, torchrun) placed the launcher itself: PMIX_RANK,
 PMIX_NAMESPACE, OMPI_COMM_WORLD_*, PMI_RANK, PMI_SIZE, SLURM_PROCID,
-SLURM_NTASKS, SLURM_STEP_ID, RDMAPS_RANK, RDMAPS_WORLD_SIZE and
+SLURM_NTASKS, SLURM_STEP_NUM_TASKS, SLURM_STEP_ID, RDMAPS_RANK, RDMAPS_WORLD_SIZE and
 TORCHELASTIC_USE_AGENT_STORE. RANK and WORLD_SIZE describe them. Nor do
 RDMAPS_MASTER_ADDR and RDMAPS_MASTER_PORT: the launch has a rendezvous of its
 own at MASTER_ADDR and MASTER_PORT, and a fresh RDMAPS_JOB_ID that keeps
@@ -65,7 +65,8 @@ MAX_LOCAL_PROCESSES = 256  # as rdmaps-train's local runs: more is a cluster's j
 # that a PMIx server knows it (src/launch/placement.h reads them before, or as
 # well as, RANK): the processes get RANK and WORLD_SIZE instead.
 OUTER_RANK_VARIABLES = ("RDMAPS_RANK", "RDMAPS_WORLD_SIZE", "PMIX_RANK", "PMIX_NAMESPACE", "PMI_RANK", "PMI_SIZE",
-                        "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID", "TORCHELASTIC_USE_AGENT_STORE")
+                        "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_NUM_TASKS", "SLURM_STEP_ID",
+                        "TORCHELASTIC_USE_AGENT_STORE")
 OUTER_RANK_PREFIXES = ("OMPI_COMM_WORLD_",)  # RANK, SIZE, LOCAL_RANK, LOCAL_SIZE, NODE_RANK
 # An outer job's rendezvous, which src/launch/placement.h prefers to MASTER_*:
 # this launch has its own (MASTER_ADDR, MASTER_PORT and a fresh RDMAPS_JOB_ID).

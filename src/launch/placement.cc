@@ -1,7 +1,9 @@
 #include "src/launch/placement.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <utility>
 
 #include "rdmaps/error.h"
 #include "rdmaps_config.h"
@@ -13,7 +15,8 @@ struct RankSource {
   const char* name;
   const char* rank_var;
   const char* size_var;
-  const char* step_var;  ///< set only where the launcher started this process itself, or null
+  const char* step_var;                 ///< set only where the launcher started this process itself, or null
+  const char* step_size_var = nullptr;  ///< the size of this step alone, preferred where set
 };
 
 // Innermost launcher first: torchrun under srun describes the process by its
@@ -24,9 +27,18 @@ constexpr RankSource kSources[] = {
     {"openmpi", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", nullptr},
     {"pmi", "PMI_RANK", "PMI_SIZE", nullptr},  // MPICH, Intel MPI, srun --mpi=pmi2
     // A batch script has SLURM_PROCID=0 and the job's SLURM_NTASKS too; only
-    // a task that srun started has a step.
-    {"slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID"},
+    // a task that srun started has a step. SLURM_NTASKS is the job's under
+    // srun --export/-E (Slurm rewrites it only for a fresh environment); the
+    // step's own count is SLURM_STEP_NUM_TASKS.
+    {"slurm", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID", "SLURM_STEP_NUM_TASKS"},
 };
+
+// The variable that gives s's world size here (its step's where set), and its value.
+std::pair<const char*, std::optional<std::string>> size_of(const Environment& env, const RankSource& s) {
+  if (s.step_size_var)
+    if (auto v = env(s.step_size_var)) return {s.step_size_var, v};
+  return {s.size_var, env(s.size_var)};
+}
 
 [[noreturn]] void fail(const std::string& why) { throw Error(Errc::kInvalidArgument, why); }
 
@@ -74,6 +86,9 @@ std::vector<std::string> server_list(const std::string& text) {
     if (bracketed ? host.size() == 2 : host.find_first_of(":[]") != std::string::npos)
       fail(entry + " is not host:port (an IPv6 address goes in brackets: [::1]:13337)");
     const std::string port = s.substr(colon + 1);
+    if (port.size() > 1 && port[0] == '0' && port.find_first_not_of('0') != std::string::npos)
+      fail(entry + " has port " + port + " with a leading zero: give it as " +
+           port.substr(port.find_first_not_of('0')) + " (one server, one spelling)");
     if (port.find_first_not_of('0') == std::string::npos)
       fail(entry + " has port 0: server " + std::to_string(i) +
            " would listen on a port of the system's choosing that the workers cannot know; give every server "
@@ -85,6 +100,25 @@ std::vector<std::string> server_list(const std::string& text) {
              std::to_string(i + 1) + "): every server needs an address of its own");
   }
   return items;
+}
+
+// The first host of a Slurm host list: "node[3-4,7],gpu1" -> "node3",
+// "rack[1-2]-n[01-04]" -> "rack1-n01" (zero padding kept).
+std::string first_host(const std::string& list) {
+  std::string host;
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (list[i] == ',') break;
+    if (list[i] != '[') {
+      host += list[i];
+      continue;
+    }
+    const size_t close = list.find(']', i);
+    if (close == std::string::npos) return list;  // not a host list: let the connect name it
+    const size_t end = list.find_first_of(",-", i + 1);
+    host += list.substr(i + 1, std::min(end, close) - i - 1);
+    i = close;
+  }
+  return host;
 }
 
 bool pmix_family(const std::string& source) { return source == "openmpi" || source == "pmi" || source == "slurm"; }
@@ -122,7 +156,8 @@ Environment process_environment() {
 bool started_with_others(const Environment& env) {
   for (const RankSource& s : kSources) {
     if (s.step_var && !env(s.step_var)) continue;
-    auto rank = env(s.rank_var), size = env(s.size_var);
+    auto rank = env(s.rank_var);
+    const auto [size_var, size] = size_of(env, s);
     if (!rank || !size) {
       if (rank || size) return true;  // a half pair: detect() names what is missing
       continue;
@@ -130,9 +165,9 @@ bool started_with_others(const Environment& env) {
     // A launch of one process runs alone, but only with a valid pair: a rank
     // the size cannot hold, or a size that is not a number, is an error, not
     // a reason to ignore the launcher.
-    const uint64_t n = integer(s.size_var, *size, 1, UINT32_MAX);
+    const uint64_t n = integer(size_var, *size, 1, UINT32_MAX);
     if (integer(s.rank_var, *rank, 0, UINT32_MAX) >= n)
-      fail(std::string(s.rank_var) + "=" + *rank + " is not below " + s.size_var + "=" + *size);
+      fail(std::string(s.rank_var) + "=" + *rank + " is not below " + size_var + "=" + *size);
     return n != 1;
   }
   return false;
@@ -178,14 +213,14 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   bool found = false;
   for (const RankSource& s : kSources) {
     if (s.step_var && !env(s.step_var)) continue;
-    auto rank = env(s.rank_var), size = env(s.size_var);
+    auto rank = env(s.rank_var);
+    const auto [size_var, size] = size_of(env, s);
     if (!rank && !size) continue;
     if (!rank || !size)
-      fail(std::string(rank ? s.rank_var : s.size_var) + " is set but " + (rank ? s.size_var : s.rank_var) + " is not");
-    p.world_size = static_cast<uint32_t>(integer(s.size_var, *size, 1, UINT32_MAX));
+      fail(std::string(rank ? s.rank_var : size_var) + " is set but " + (rank ? size_var : s.rank_var) + " is not");
+    p.world_size = static_cast<uint32_t>(integer(size_var, *size, 1, UINT32_MAX));
     p.rank = static_cast<uint32_t>(integer(s.rank_var, *rank, 0, UINT32_MAX));
-    if (p.rank >= p.world_size)
-      fail(std::string(s.rank_var) + "=" + *rank + " is not below " + s.size_var + "=" + *size);
+    if (p.rank >= p.world_size) fail(std::string(s.rank_var) + "=" + *rank + " is not below " + size_var + "=" + *size);
     p.source = s.name;
     p.rank_var = s.rank_var;
     found = true;
@@ -208,21 +243,31 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
     std::optional<uint64_t> pmix_size;
     for (const RankSource& s : kSources) {
       if (!pmix_family(s.name) || (s.step_var && !env(s.step_var))) continue;
-      if (auto size = env(s.size_var)) {
-        size_var = s.size_var;
-        pmix_size = integer(s.size_var, *size, 1, UINT32_MAX);
+      if (const auto [var, size] = size_of(env, s); size) {
+        size_var = var;
+        pmix_size = integer(var, *size, 1, UINT32_MAX);
         break;
       }
     }
     const bool same_family = pmix_family(p.source);
-    const bool nested = !same_family && pmix_size && *pmix_size != p.world_size;
+    // torchrun numbers its ranks in its own rendezvous, whatever the sizes.
+    const bool torchrun = p.source == "torchrun" && env("TORCHELASTIC_RUN_ID");
+    const bool nested = !same_family && (torchrun || (pmix_size && *pmix_size != p.world_size));
     p.pmix = !nested;
-    if (nested)
+    if (nested && torchrun)
+      nested_note =
+          "; RANK comes from torchrun (TORCHELASTIC_RUN_ID is set), started inside PMIx's launcher, so "
+          "its ranks meet at MASTER_ADDR";
+    else if (nested)
       nested_note = "; " + p.rank_var + " gives world size " + std::to_string(p.world_size) + ", PMIx's launcher " +
                     std::to_string(*pmix_size) + " (" + size_var +
                     "), so this is taken for a launcher started inside it, whose ranks meet at MASTER_ADDR; "
                     "exported by hand or left from another launch? unset " +
                     p.rank_var + " and its world size";
+    else if (!RDMAPS_HAVE_PMIX)
+      nested_note =
+          "; PMIx's launcher started this process, but this build of rdmaps has no PMIx (install "
+          "libpmix-dev and build again with meson setup -Dpmix=enabled)";
     if (!nested && r != p.rank)
       fail("two launchers disagree about this process: PMIx says rank " + *pmix_rank +
            (pmix_size ? " of " + std::to_string(*pmix_size) + " (PMIX_RANK, " + size_var + ")" : " (PMIX_RANK)") +
@@ -251,9 +296,12 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
          std::to_string(num_servers) + " server(s): start more processes or fewer servers");
 
   if (p.servers.empty() && !(p.pmix && RDMAPS_HAVE_PMIX)) {
-    for (const char* var : {"RDMAPS_MASTER_ADDR", "MASTER_ADDR", "SLURM_LAUNCH_NODE_IPADDR"}) {
+    // Under srun, task 0 runs on the step's first node (block and cyclic
+    // layouts); the launch node (SLURM_LAUNCH_NODE_IPADDR) may be a login
+    // node outside the allocation, so it comes last.
+    for (const char* var : {"RDMAPS_MASTER_ADDR", "MASTER_ADDR", "SLURM_STEP_NODELIST", "SLURM_LAUNCH_NODE_IPADDR"}) {
       if (auto v = env(var); v && !v->empty()) {
-        p.master_addr = *v;
+        p.master_addr = std::string(var) == "SLURM_STEP_NODELIST" ? first_host(*v) : *v;
         p.master_addr_var = var;
         break;
       }
@@ -263,8 +311,8 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
           "no rendezvous address: set MASTER_ADDR (rank 0's host) and MASTER_PORT, list the servers in "
           "RDMAPS_SERVERS, or start under a launcher with PMIx (mpirun, srun --mpi=pmix)" +
           nested_note);
-    p.master_port =
-        p.source == "slurm" && p.launch_id.rfind("slurm:", 0) == 0 ? slurm_step_port(p.launch_id) : kDefaultMasterPort;
+    // Whatever gave the rank (srun --mpi=pmi2 gives PMI_RANK too).
+    p.master_port = p.launch_id.rfind("slurm:", 0) == 0 ? slurm_step_port(p.launch_id) : kDefaultMasterPort;
     for (const char* var : {"RDMAPS_MASTER_PORT", "MASTER_PORT"}) {
       if (auto v = env(var); v && !v->empty()) {
         p.master_port = static_cast<uint16_t>(integer(var, *v, 1, 65535));

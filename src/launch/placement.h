@@ -26,7 +26,9 @@ struct Placement {
   /// key-value store. False for a launcher started inside it (RANK with
   /// another world size): its ranks share one PMIx identity.
   bool pmix = false;
-  std::string master_addr;                      ///< rendezvous host (rank 0's), when neither a list nor PMIx
+  /// Rendezvous host (rank 0's), when neither a list nor PMIx: RDMAPS_MASTER_ADDR,
+  /// MASTER_ADDR, the first host of SLURM_STEP_NODELIST, SLURM_LAUNCH_NODE_IPADDR.
+  std::string master_addr;
   std::string master_addr_var = "MASTER_ADDR";  ///< the variable it came from, for messages
   uint16_t master_port = 0;
   /// Tells this launch from another that shares its hosts and MASTER_PORT
@@ -57,7 +59,8 @@ constexpr uint16_t kDefaultMasterPort = 29500;
 /// RDMAPS_SERVERS, else 1. Order, first pair wins: RDMAPS_RANK/
 /// RDMAPS_WORLD_SIZE, torchrun's RANK/WORLD_SIZE, Open MPI's
 /// OMPI_COMM_WORLD_RANK/SIZE, PMI_RANK/PMI_SIZE, Slurm's SLURM_PROCID/
-/// SLURM_NTASKS in a task srun started (SLURM_STEP_ID set). PMIx (PMIX_RANK,
+/// SLURM_NTASKS in a task srun started (SLURM_STEP_ID set; the step's own
+/// SLURM_STEP_NUM_TASKS where set). PMIx (PMIX_RANK,
 /// PMIX_NAMESPACE) carries the addresses unless RANK/WORLD_SIZE or
 /// RDMAPS_RANK/RDMAPS_WORLD_SIZE give another world size than the launcher
 /// that runs PMIx (a launcher started inside it). Throws

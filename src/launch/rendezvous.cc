@@ -273,6 +273,7 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
                                     const std::string& secret) {
   const auto deadline = Clock::now() + timeout;
   const std::string where = rendezvous_address(p);
+  const std::string from = p.master_addr_var + " and MASTER_PORT";  // the variables that gave `where`
   const std::string seconds = std::to_string(timeout.count() / 1000.0).substr(0, 5) + " s";
   const std::string body = std::to_string(p.world_size) + " " + std::to_string(p.num_servers) + " " +
                            std::to_string(p.rank) + " " + (address.empty() ? "-" : address) + " " + p.launch_id;
@@ -381,7 +382,7 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   const std::string missing = last_answer.rfind("wait missing ", 0) == 0 ? last_answer.substr(13) : std::string();
   if (error_after_answer)
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": rank 0, which hosts the rendezvous at " + where +
-                                    " (MASTER_ADDR:MASTER_PORT), stopped answering" +
+                                    " (" + from + "), stopped answering" +
                                     (missing.empty() ? "" : " while server rank(s) " + missing + " were missing") +
                                     ", and did not answer again within " + seconds + ": " + last_error +
                                     " (did rank 0 exit? its own error says why)");
@@ -390,14 +391,14 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
                                     " still lacks server rank(s) " + missing + " after " + seconds +
                                     ": did every rank start, with the same --servers?");
   if (reached && last_answer.empty())
-    throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": something at " + where +
-                                    " (MASTER_ADDR:MASTER_PORT) accepted the connection but never answered as rdmaps' "
+    throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": something at " + where + " (" + from +
+                                    ") accepted the connection but never answered as rdmaps' "
                                     "rendezvous within " +
                                     seconds + ": " + last_error +
                                     " (another program on that port? then rank 0 could not host it and its own "
                                     "error says so; give the job another MASTER_PORT)");
-  throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + " could not reach the rendezvous at " + where +
-                                  " (MASTER_ADDR:MASTER_PORT; rank 0 hosts it) within " + seconds + ": " +
+  throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + " could not reach the rendezvous at " + where + " (" +
+                                  from + "; rank 0 hosts it) within " + seconds + ": " +
                                   (last_error.empty() ? "no answer" : last_error));
 }
 

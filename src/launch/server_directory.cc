@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 #include "rdmaps/error.h"
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/rendezvous.h"
@@ -70,6 +72,21 @@ bool every_rank_is_local(const std::string& master_addr) {
   return bare == "localhost" || is_loopback(bare);
 }
 
+// Whether `host` is an address of this machine: binding to it succeeds only
+// then. A name that does not resolve counts as local here; the connect names it.
+bool names_this_host(const std::string& host) {
+  try {
+    const auto at = transport::SockAddr::parse(transport::join_host_port(host, 0));
+    const int fd = ::socket(at.get()->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return true;
+    const bool bound = ::bind(fd, at.get(), at.length()) == 0 || errno != EADDRNOTAVAIL;
+    ::close(fd);
+    return bound;
+  } catch (const Error&) {
+    return true;
+  }
+}
+
 }  // namespace
 
 ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds timeout, std::string secret,
@@ -86,6 +103,15 @@ ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds t
       throw Error(Errc::kInvalidArgument,
                   "under torchrun the agent's store holds MASTER_PORT " + std::to_string(p.master_port) +
                       ": set RDMAPS_MASTER_PORT to another free port on rank 0's host for rdmaps' rendezvous");
+    // Every rank looks for the rendezvous at that address: rank 0 elsewhere
+    // (srun's launch node, a layout that put task 0 on another node) would
+    // leave them all waiting out their timeout.
+    if (p.rank == 0 && !names_this_host(p.master_addr))
+      throw Error(Errc::kInvalidArgument,
+                  "rank 0 hosts the job's rendezvous where every rank looks for it, " + p.master_addr_var + " (" +
+                      p.master_addr +
+                      "), but that is not an address of this host: set MASTER_ADDR to rank 0's host (or "
+                      "RDMAPS_SERVERS)");
     if (p.rank == 0) host_ = std::make_unique<RendezvousHost>(p, secret_);
   }
 }

@@ -128,7 +128,8 @@ if eval "$("$source"/tests/launch/slurm_one_node.sh start "$slurm_dir")"; then
   expect_ok srun-pmix "addresses through PMIx" "(SLURM_PROCID): worker 2 of 3" "final test accuracy" -- \
     srun -n 4 --overcommit --mpi=pmix "$train" --servers 1 "${small[@]}"
   port=$(free_port)
-  expect_ok srun-rendezvous "addresses through the rendezvous at 127.0.0.1:$port" "final test accuracy" -- \
+  # At the step's first node (SLURM_STEP_NODELIST), where task 0 runs.
+  expect_ok srun-rendezvous "addresses through the rendezvous at $(hostname -s):$port" "final test accuracy" -- \
     env MASTER_PORT="$port" srun -n 4 --overcommit --mpi=none "$train" --servers 1 "${small[@]}"
   expect_ok srun-pytorch '"test_accuracy"' -- \
     srun -n 3 --overcommit --mpi=pmix /usr/bin/python3 "$source"/examples/torch_fashion_mnist.py --epochs 0.5 \

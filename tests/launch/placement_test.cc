@@ -89,6 +89,44 @@ TEST(Placement, SlurmCountsOnlyInATaskSrunStarted) {
   EXPECT_TRUE(started_with_others(env_of(batch)));
 }
 
+// Task 0 runs on the step's first node; srun's launch node may be a login
+// node outside the allocation (every rank waited there until its timeout).
+TEST(Placement, UnderSrunTheRendezvousIsOnTheStepsFirstNode) {
+  Vars step = {{"SLURM_PROCID", "1"},
+               {"SLURM_NTASKS", "3"},
+               {"SLURM_STEP_ID", "0"},
+               {"SLURM_JOB_ID", "41"},
+               {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7"}};
+  for (const auto& [list, first] : std::vector<std::pair<std::string, std::string>>{{"node[3-4]", "node3"},
+                                                                                    {"node[07,9-12],gpu1", "node07"},
+                                                                                    {"rack[2-3]-n[01-04]", "rack2-n01"},
+                                                                                    {"login5,c1", "login5"},
+                                                                                    {"c1", "c1"}}) {
+    step["SLURM_STEP_NODELIST"] = list;
+    auto p = detect(env_of(step));
+    EXPECT_EQ(p->master_addr, first) << list;
+    EXPECT_EQ(p->master_addr_var, "SLURM_STEP_NODELIST");
+  }
+  step["MASTER_ADDR"] = "head";
+  EXPECT_EQ(detect(env_of(step))->master_addr, "head");  // given: it wins
+}
+
+// srun -E keeps the job's SLURM_NTASKS in a step of fewer tasks: the server
+// waited for workers that did not exist.
+TEST(Placement, ASlurmStepCountsItsOwnTasks) {
+  Vars step = {{"SLURM_PROCID", "3"},
+               {"SLURM_NTASKS", "8"},
+               {"SLURM_STEP_NUM_TASKS", "4"},
+               {"SLURM_STEP_ID", "0"},
+               {"SLURM_LAUNCH_NODE_IPADDR", "h"}};
+  auto p = detect(env_of(step));
+  EXPECT_EQ(p->world_size, 4u);
+  step["SLURM_PROCID"] = "5";
+  EXPECT_NE(error_of(step).find("SLURM_PROCID=5 is not below SLURM_STEP_NUM_TASKS=4"), std::string::npos)
+      << error_of(step);
+  EXPECT_THROW(started_with_others(env_of(step)), Error);
+}
+
 TEST(Placement, TheLaunchIdTellsJobsApartAndSlurmStepsGetPortsOfTheirOwn) {
   Vars step = {{"SLURM_PROCID", "1"},
                {"SLURM_NTASKS", "3"},
@@ -116,6 +154,18 @@ TEST(Placement, TheLaunchIdTellsJobsApartAndSlurmStepsGetPortsOfTheirOwn) {
   torchrun["TORCHELASTIC_RUN_ID"] = "a1b2";
   EXPECT_EQ(detect(env_of(torchrun))->launch_id, "torchrun:a1b2");
   EXPECT_EQ(detect(env_of(torchrun))->master_port, 29600);  // only a Slurm step's default moves
+  // srun --mpi=pmi2 gives PMI_RANK too, which wins over SLURM_PROCID: the step's port all the same.
+  Vars pmi2 = {{"PMI_RANK", "1"},
+               {"PMI_SIZE", "3"},
+               {"SLURM_PROCID", "1"},
+               {"SLURM_NTASKS", "3"},
+               {"SLURM_STEP_ID", "0"},
+               {"SLURM_JOB_ID", "41"},
+               {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7"}};
+  EXPECT_EQ(detect(env_of(pmi2))->source, "pmi");
+  EXPECT_EQ(detect(env_of(pmi2))->master_port, a->master_port);
+  pmi2["SLURM_STEP_ID"] = "1";
+  EXPECT_EQ(detect(env_of(pmi2))->master_port, b->master_port);
 }
 
 TEST(Placement, OneProcessAloneIsNotALaunchedJob) {
@@ -226,6 +276,21 @@ TEST(Placement, ALauncherInsideAPmixLaunchDescribesItsProcesses) {
   v["RDMAPS_RANK"] = "1";
   v["RDMAPS_WORLD_SIZE"] = "2";
   EXPECT_FALSE(detect(env_of(v))->pmix);
+  // torchrun with one process per srun task: the same world size, but torchrun
+  // numbers its ranks itself (it was refused as two launchers disagreeing,
+  // with the advice to unset RANK).
+  Vars one_each = with_master({{"RANK", "2"},
+                               {"WORLD_SIZE", "4"},
+                               {"SLURM_PROCID", "1"},
+                               {"SLURM_NTASKS", "4"},
+                               {"SLURM_STEP_ID", "0"},
+                               {"PMIX_RANK", "1"},
+                               {"PMIX_NAMESPACE", "slurm.pmix.7.0"}});
+  EXPECT_NE(error_of(one_each).find("two launchers disagree"), std::string::npos);  // without torchrun's mark
+  one_each["TORCHELASTIC_RUN_ID"] = "none";
+  p = detect(env_of(one_each));
+  EXPECT_EQ(p->rank, 2u);
+  EXPECT_FALSE(p->pmix);
 }
 
 // RANK with PMIx's world size describes PMIx's job: it must agree with PMIx
@@ -267,6 +332,9 @@ TEST(Placement, EveryServerListEntryIsChecked) {
       {"a:1,b:2 ", "RDMAPS_SERVERS entry 2 'b:2 ' has white space"},
       {"::1:5,b:2", "RDMAPS_SERVERS entry 1 '::1:5' is not host:port (an IPv6 address goes in brackets"},
       {"[]:5,b:2", "RDMAPS_SERVERS entry 1 '[]:5' is not host:port"},
+      // One server in two spellings passed as two ("above 65535" for a port in range).
+      {"a:013337,b:2", "RDMAPS_SERVERS entry 1 'a:013337' has port 013337 with a leading zero: give it as 13337"},
+      {"a:80,a:080", "RDMAPS_SERVERS entry 2 'a:080' has port 080 with a leading zero"},
   };
   for (const auto& [list, message] : cases) {
     const std::string what = error_of({{"RANK", "2"}, {"WORLD_SIZE", "3"}, {"RDMAPS_SERVERS", list}});

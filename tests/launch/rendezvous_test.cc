@@ -86,10 +86,12 @@ TEST(Rendezvous, TimeoutNamesTheServersThatNeverCame) {
 TEST(Rendezvous, UnreachableRendezvousIsNamedAfterTheTimeout) {
   const uint16_t port = free_port();  // nobody listens
   const auto start = std::chrono::steady_clock::now();
-  const std::string what = error_of([&] { rendezvous(rank_of(1, 2, 1, port), "", 1s); });
+  Placement p = rank_of(1, 2, 1, port);
+  p.master_addr_var = "SLURM_STEP_NODELIST";  // named as where the address came from, not MASTER_ADDR
+  const std::string what = error_of([&] { rendezvous(p, "", 1s); });
   EXPECT_NE(what.find("could not reach the rendezvous at 127.0.0.1:" + std::to_string(port)), std::string::npos)
       << what;
-  EXPECT_NE(what.find("MASTER_ADDR:MASTER_PORT"), std::string::npos) << what;
+  EXPECT_NE(what.find("(SLURM_STEP_NODELIST and MASTER_PORT; rank 0 hosts it)"), std::string::npos) << what;
   EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
 }
 
@@ -116,7 +118,7 @@ TEST(Rendezvous, RankZeroThatStopsAnsweringIsReportedAsSuch) {
   const std::string what = worker.get();
   EXPECT_NE(what.find("timeout"), std::string::npos) << what;
   EXPECT_NE(what.find("rank 0, which hosts the rendezvous at 127.0.0.1:" + std::to_string(port) +
-                      " (MASTER_ADDR:MASTER_PORT), stopped answering while server rank(s) 0,1 were missing"),
+                      " (MASTER_ADDR and MASTER_PORT), stopped answering while server rank(s) 0,1 were missing"),
             std::string::npos)
       << what;
   EXPECT_NE(what.find("nobody listens there"), std::string::npos) << what;  // the connect error
@@ -491,6 +493,25 @@ TEST(ServerDirectory, AListenGivenByHandKeepsTheEntrysPort) {
       << what;
   p.servers.clear();  // the rendezvous advertises what is bound
   EXPECT_NO_THROW(ServerDirectory(p, 1s, "").check_listen("0.0.0.0:7003", "--listen"));
+}
+
+// Rank 0 where MASTER_ADDR is another host (srun's launch node, say): every
+// rank waited there until its timeout; rank 0 says so at once.
+TEST(ServerDirectory, RankZeroRefusesARendezvousAddressNotItsOwn) {
+  Placement p = rank_of(0, 2, 1, free_port());
+  p.master_addr = "192.0.2.1";  // TEST-NET-1: never an address of this host
+  p.master_addr_var = "SLURM_LAUNCH_NODE_IPADDR";
+  const std::string what = error_of([&] { ServerDirectory d(p, 1s, ""); });
+  EXPECT_NE(what.find("SLURM_LAUNCH_NODE_IPADDR (192.0.2.1), but that is not an address of this host"),
+            std::string::npos)
+      << what;
+  for (const char* local : {"127.0.0.1", "localhost", "127.0.1.1"}) {
+    p.master_addr = local;
+    EXPECT_NO_THROW(ServerDirectory(p, 1s, "")) << local;
+  }
+  p.rank = 1;  // another rank only connects there
+  p.master_addr = "192.0.2.1";
+  EXPECT_NO_THROW(ServerDirectory(p, 1s, ""));
 }
 
 TEST(ServerDirectory, UnderTorchrunTheAgentHoldsMasterPort) {
