@@ -48,6 +48,8 @@ std::string first_interface_address() {
   for (ifaddrs* i = list; i && found.empty(); i = i->ifa_next) {
     if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
     if (!(i->ifa_flags & IFF_UP) || (i->ifa_flags & IFF_LOOPBACK)) continue;
+    // Link-local (169.254/16): another host reaches it only on the same link, if at all.
+    if ((ntohl(reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr) >> 16) == 0xA9FE) continue;
     char text[INET_ADDRSTRLEN] = {};
     if (::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof(text))) found = text;
   }
@@ -173,7 +175,17 @@ std::string advertised_address(const Placement& p, const std::string& bound, con
   // The bound address's port, joined to the host advertised (an IPv6 one in brackets).
   const auto port = static_cast<uint16_t>(std::stoul(port_of(bound)));
   auto with_port = [port](const std::string& host) { return transport::join_host_port(host, port); };
-  if (auto a = env("RDMAPS_ADVERTISE_ADDR"); a && !a->empty()) return with_port(*a);
+  if (auto a = env("RDMAPS_ADVERTISE_ADDR"); a && !a->empty()) {
+    // A host alone: the port is the one bound. "node1:5000" became "[node1:5000]:4000".
+    in6_addr v6{};
+    const bool ipv6 = ::inet_pton(AF_INET6, a->c_str(), &v6) == 1;
+    if (a->find_first_of(" \t\r\n[]") != std::string::npos || (!ipv6 && a->find(':') != std::string::npos))
+      throw Error(Errc::kInvalidArgument, "RDMAPS_ADVERTISE_ADDR='" + *a +
+                                              "' is not a host name or address: give the host alone (this "
+                                              "server's port, " +
+                                              std::to_string(port) + ", is added; an IPv6 address without brackets)");
+    return with_port(*a);
+  }
   std::string host = host_of(bound);
   if (host != "0.0.0.0" && host != "::" && !host.empty()) return bound;
   if (!p.master_addr.empty()) host = route_toward(p.master_addr, p.master_port);

@@ -54,8 +54,9 @@ class ServerDirectory {
 /// (host:port): RDMAPS_ADVERTISE_ADDR, else the bound host unless it is a
 /// wildcard, else the local end of the route to the rendezvous host (unless
 /// that is loopback and MASTER_ADDR is not: a name of this host that it maps
-/// to 127.0.1.1), else the first IPv4 interface that is up and not loopback,
-/// else 127.0.0.1.
+/// to 127.0.1.1), else the first IPv4 interface that is up and neither
+/// loopback nor link-local, else 127.0.0.1. Throws Error(kInvalidArgument)
+/// when RDMAPS_ADVERTISE_ADDR is not a host alone (a port, blanks, brackets).
 std::string advertised_address(const Placement& p, const std::string& bound,
                                const Environment& env = process_environment());
 

@@ -430,6 +430,17 @@ TEST(ServerDirectory, ListenAndAdvertise) {
     return std::nullopt;
   };
   EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", v6), "[::1]:4000");
+  // Not a host: named, not advertised as "[node1:5000]:4000" or " node1:4000".
+  for (const char* bad : {"node1:5000", " node1", "[::1]", "node 1"}) {
+    auto given = [bad](const std::string& name) -> std::optional<std::string> {
+      if (name == "RDMAPS_ADVERTISE_ADDR") return bad;
+      return std::nullopt;
+    };
+    const std::string what = error_of([&] { advertised_address(p, "0.0.0.0:4000", given); });
+    EXPECT_NE(what.find("RDMAPS_ADVERTISE_ADDR='" + std::string(bad) + "' is not a host name or address"),
+              std::string::npos)
+        << what;
+  }
   EXPECT_EQ(advertised_address(p, "10.1.2.3:4000", none), "10.1.2.3:4000");
   // A wildcard bind: the local end of the route toward the rendezvous host.
   p.master_addr = "127.0.0.1";
