@@ -10,6 +10,7 @@
 #include <cerrno>
 
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/rendezvous.h"
 #include "transport/address.h"
@@ -96,6 +97,17 @@ ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds t
     : p_(p), timeout_(timeout), secret_(std::move(secret)) {
   if (!p.servers.empty()) {
     method_ = Method::kList;
+    // Workers look for this server at its entry: a launcher that placed the
+    // ranks otherwise sends them to another host. A warning, not a refusal:
+    // a NAT or a container may publish the entry elsewhere.
+    if (p.is_server()) {
+      const std::string& entry = p.servers[p.server_index()];
+      if (!names_this_host(host_of(entry)))
+        logf(LogLevel::kWarn,
+             "rdmaps: warning: %s serves RDMAPS_SERVERS entry %u '%s', but '%s' is not an address of this host: "
+             "its workers connect there (did the launcher place the ranks otherwise than the list?)",
+             p.describe().c_str(), p.server_index() + 1, entry.c_str(), host_of(entry).c_str());
+    }
   } else if (p.pmix && have_pmix()) {
     method_ = Method::kPmix;
   } else {

@@ -14,6 +14,7 @@
 
 #include "rdmaps/error.h"
 #include "src/launch/server_directory.h"
+#include "tests/common/output_capture.h"
 #include "tests/common/scoped_file_limit.h"
 #include "transport/address.h"
 #include "transport/tcp_socket.h"
@@ -523,6 +524,23 @@ TEST(ServerDirectory, RankZeroRefusesARendezvousAddressNotItsOwn) {
   p.rank = 1;  // another rank only connects there
   p.master_addr = "192.0.2.1";
   EXPECT_NO_THROW(ServerDirectory(p, 1s, ""));
+}
+
+// A server whose RDMAPS_SERVERS entry names another host: its workers connect
+// there; it printed this host's address and said nothing.
+TEST(ServerDirectory, AServerWhoseEntryIsAnotherHostSaysSo) {
+  Placement p = rank_of(1, 3, 2, 29500);
+  p.servers = {"127.0.0.1:7001", "192.0.2.1:7002"};
+  test::OutputCapture log;
+  { ServerDirectory d(p, 1s, ""); }
+  p.rank = 0;
+  { ServerDirectory d(p, 1s, ""); }  // its own entry is local: nothing said
+  const std::string said = log.end();
+  EXPECT_NE(said.find("serves RDMAPS_SERVERS entry 2 '192.0.2.1:7002', but '192.0.2.1' is not an address of this "
+                      "host"),
+            std::string::npos)
+      << said;
+  EXPECT_EQ(said.find("entry 1"), std::string::npos) << said;
 }
 
 TEST(ServerDirectory, UnderTorchrunTheAgentHoldsMasterPort) {
