@@ -1,9 +1,12 @@
 #include "src/launch/pmix_exchange.h"
 
+#include <atomic>
 #include <memory>
+#include <thread>
 
 #include "rdmaps/error.h"
 #include "rdmaps_config.h"
+#include "transport/cancel.h"
 
 #if RDMAPS_HAVE_PMIX
 #include <pmix.h>
@@ -50,6 +53,45 @@ Value get(const pmix_proc_t& proc, const char* key, const std::string& what) {
   return Value(v);
 }
 
+// A fence in flight: PMIx reads its arguments and calls back into it until
+// it completes, so they live on the heap, beyond a wait that was cancelled.
+struct Fence {
+  pmix_proc_t job;
+  pmix_info_t info[2];
+  std::atomic<bool> done{false};
+  std::atomic<pmix_status_t> status{PMIX_SUCCESS};
+};
+
+void fence_done(pmix_status_t status, void* data) {
+  auto* f = static_cast<Fence*>(data);
+  f->status.store(status, std::memory_order_relaxed);
+  f->done.store(true, std::memory_order_release);
+}
+
+// Every rank's puts collected, or `seconds` passed. Non-blocking, waited in
+// slices: Ctrl-C in a Python rank (transport::CancelScope) ends the wait at
+// once; PMIx_Fence held it until the timeout (300 s by default).
+pmix_status_t fence(const pmix_proc_t& job, int seconds) {
+  auto f = std::make_unique<Fence>();
+  f->job = job;
+  bool collect = true;
+  PMIx_Info_load(&f->info[0], PMIX_COLLECT_DATA, &collect, PMIX_BOOL);
+  PMIx_Info_load(&f->info[1], PMIX_TIMEOUT, &seconds, PMIX_INT);
+  const pmix_status_t started = PMIx_Fence_nb(&f->job, 1, f->info, 2, fence_done, f.get());
+  if (started == PMIX_OPERATION_SUCCEEDED) return PMIX_SUCCESS;  // done at once; no callback comes
+  if (started != PMIX_SUCCESS) return started;
+  while (!f->done.load(std::memory_order_acquire)) {
+    try {
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(transport::cancellable_wait_ms(20, "the PMIx address exchange", "PMIx_Fence_nb")));
+    } catch (...) {
+      f.release();  // NOLINT: PMIx may still call back into it; a few bytes, once per cancelled launch
+      throw;
+    }
+  }
+  return f->status.load(std::memory_order_relaxed);
+}
+
 }  // namespace
 
 bool have_pmix() { return true; }
@@ -79,12 +121,8 @@ std::vector<std::string> pmix_exchange(const Placement& p, const std::string& ad
   if (!address.empty()) put(kAddressKey, address);
   check(PMIx_Commit(), "PMIx_Commit");
 
-  pmix_info_t info[2];
-  bool collect = true;
-  int seconds = static_cast<int>((timeout.count() + 999) / 1000);
-  PMIx_Info_load(&info[0], PMIX_COLLECT_DATA, &collect, PMIX_BOOL);
-  PMIx_Info_load(&info[1], PMIX_TIMEOUT, &seconds, PMIX_INT);
-  const pmix_status_t fenced = PMIx_Fence(&job, 1, info, 2);
+  const int seconds = static_cast<int>((timeout.count() + 999) / 1000);
+  const pmix_status_t fenced = fence(job, seconds);
   if (fenced == PMIX_ERR_TIMEOUT)
     throw Error(Errc::kTimeout, "PMIx: not every process of the job reached the address exchange within " +
                                     std::to_string(seconds) + " s (did every rank start rdmaps?)");

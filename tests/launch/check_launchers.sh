@@ -177,6 +177,27 @@ expect_error launchers-disagree "two launchers disagree about this process: PMIx
 expect_error pmix-servers-disagree "and 2 server(s), rank 0 with 3 and 1: one job, one launch" \
   "${mpirun[@]}" -x RDMAPS_SECRET -np 1 "$train" --servers 1 "${small[@]}" : \
   -x RDMAPS_SECRET -np 2 "$train" --servers 2 "${small[@]}"
+# Ctrl-C in a Python rank while the PMIx exchange waits for a rank that never
+# comes: PMIx_Fence held it until its timeout (60 s here, 300 s by default).
+cat >"$work/interrupted_fence.py" <<'PY'
+import os, signal, sys, threading, time
+from rdmaps import _rdmaps
+if os.environ["OMPI_COMM_WORLD_RANK"] != "0":
+    time.sleep(90)  # never reaches the exchange
+    sys.exit(0)
+directory = _rdmaps._ServerDirectory(dict(os.environ), 1, 60.0, [])
+threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+start = time.monotonic()
+try:
+    directory.exchange("127.0.0.1:4000")
+except KeyboardInterrupt:
+    took = time.monotonic() - start
+    print(("Ctrl-C ended the PMIx exchange" if took < 10 else "Ctrl-C waited for the PMIx exchange") +
+          f" after {took:.1f} s", flush=True)
+    sys.exit(1)
+PY
+expect_error interrupted-pmix-exchange "Ctrl-C ended the PMIx exchange" \
+  "${mpirun[@]}" -x PYTHONPATH -np 2 /usr/bin/python3 "$work/interrupted_fence.py"
 port=$(free_port)
 expect_error unreachable-rendezvous "could not reach the rendezvous at 127.0.0.1:$port" \
   env RDMAPS_RANK=1 RDMAPS_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port" "$train" --launch-timeout 2
