@@ -136,6 +136,7 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
     if (due.deadline && Clock::now() > deadline)
       throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
                                       std::to_string(options_.timeout.count()) + " ms");
+    if (due.deadline && Clock::now() - last_publish_ > kPublishEvery) publish();
     if (due.peers) {
       for (auto& link : links_)
         for (auto& lane : link.lanes)
@@ -266,15 +267,16 @@ void ClientImpl::clock(bool barrier) {
       if (s == kInfiniteStaleness || clock_ <= s) return;
       // SSP: iteration c+1 begins only once every live worker reached c - s, as every lane saw it.
       const uint64_t need = clock_ - s;
-      auto start = Clock::now();
+      clock_wait_since_ = Clock::now();
       for (auto& link : links_)
         for (auto& lane : link.lanes)
           wait([&] { return link.load(link.mailbox(lane).min_clock) >= need; },
                "at clock " + std::to_string(clock_) + " waiting for the slowest worker to reach clock " +
                    std::to_string(need) + " (server " + link.address + " lane " + std::to_string(lane.index) + ")");
-      stats_.clock_wait_seconds += std::chrono::duration<double>(Clock::now() - start).count();
+      end_clock_wait();
       return;
     } catch (const Error& e) {
+      end_clock_wait();  // a wait that ended in an error (a timeout, a server lost) was waited all the same
       recover(e, inflight);
     }
   }

@@ -53,7 +53,7 @@ struct Lane {
   // Declared after what its requests use: a lane that goes closes it first
   // (flushing what it still sends), then frees their buffers.
   std::unique_ptr<transport::Endpoint> ep;
-  uint64_t clock_sent = 0;       // the last clock this lane was told
+  uint64_t clock_sent = 0;  // the last clock this lane was told
   // Put path: registered_[0, landings) the lane may put pulls into, as it
   // confirmed; offered: as many told (more once one was refused).
   size_t landings = 0, landings_offered = 0;
@@ -148,11 +148,22 @@ class ClientImpl {
   /// After each call: the copy a scrape reads, so that it never reads
   /// stats_ while the caller's thread changes it. Assignment reuses the
   /// copy's storage: no allocation once push_paths has its size.
+  /// Also during a long wait (at most every kPublishEvery), so that a worker
+  /// held by a straggler shows its clock wait growing, not frozen at its last step.
   void publish() {
     if (!metrics_) return;
+    const auto now = Clock::now();
     std::lock_guard<std::mutex> lock(published_mu_);
     published_ = stats_;
+    if (clock_wait_since_)
+      published_.clock_wait_seconds += std::chrono::duration<double>(now - *clock_wait_since_).count();
     published_clock_ = clock_;
+    last_publish_ = now;
+  }
+  void end_clock_wait() {
+    if (!clock_wait_since_) return;
+    stats_.clock_wait_seconds += std::chrono::duration<double>(Clock::now() - *clock_wait_since_).count();
+    clock_wait_since_.reset();
   }
   void set_learning_rate(std::optional<float> lr) {
     if (lr && !(std::isfinite(*lr) && *lr >= 0)) {
@@ -336,6 +347,9 @@ class ClientImpl {
   const pid_t owner_pid_ = transport::this_process_id();  // from here on forks are watched
 
  private:
+  static constexpr std::chrono::seconds kPublishEvery{1};
+  std::optional<Clock::time_point> clock_wait_since_;  // clock() waits for the slowest worker since then
+  Clock::time_point last_publish_{};
   std::mutex published_mu_;
   ClientStats published_;
   uint64_t published_clock_ = 0;

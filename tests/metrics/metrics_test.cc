@@ -22,8 +22,12 @@
 #include "src/metrics/http_endpoint.h"
 #include "src/metrics/http_reply.h"
 #include "src/metrics/render.h"
+#include "tests/common/http_get.h"
 
 using rdmaps::metrics::Exposition;
+using rdmaps::test::connect_to;
+using rdmaps::test::exchange;
+using rdmaps::test::read_reply;
 
 namespace {
 
@@ -34,40 +38,6 @@ std::string error_of(const std::string& address) {
     return e.what();
   }
   return "";
-}
-
-// A blocking client socket connected to `port` on loopback; replies wait at most 5 s.
-int connect_to(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return -1;
-  timeval five{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &five, sizeof(five));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &five, sizeof(five));
-  return fd;
-}
-
-// Everything the endpoint sends until it closes (or 5 s pass).
-std::string read_reply(int fd) {
-  std::string reply;
-  char buffer[4096];
-  for (;;) {
-    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
-    if (n <= 0) return reply;
-    reply.append(buffer, static_cast<size_t>(n));
-  }
-}
-
-std::string exchange(int port, const std::string& request) {
-  const int fd = connect_to(port);
-  if (fd < 0) return "connect failed";
-  ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
-  std::string reply = read_reply(fd);
-  ::close(fd);
-  return reply;
 }
 
 int port_of(const rdmaps::metrics::HttpEndpoint& endpoint) {

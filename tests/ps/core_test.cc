@@ -6,11 +6,13 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <random>
 
 #include "math/bf16.h"
 #include "src/ps/update_rules.h"
+#include "tests/common/http_get.h"
 #include "tests/common/update_reference.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
@@ -794,6 +796,43 @@ TEST_P(PsTest, AWorkersRateOfZeroMovesNoParameterAndFeedsMomentum) {
 // either order (autograd's is the reverse of the declaration's), and the
 // parameters are sequential SGD's bit for bit; a push that does not adjoin
 // the gathered ones, a clock and a pull send what was gathered first.
+// A worker held by a straggler (SSP bound 0) shows its clock wait growing on
+// its metrics endpoint while it waits: the copy a scrape reads was published
+// only when a call returned, so a stuck worker read as idle and healthy.
+TEST_P(PsTest, AWorkerHeldByAStragglerShowsItsClockWaitGrowing) {
+  Config c = sgd_config(GetParam(), 0.1f, 1024);
+  c.staleness = 0;
+  ServerGroup servers(1, 2, c);
+  ClientOptions held_options = local_worker_options(servers.addresses(), c, 0);
+  held_options.metrics = "127.0.0.1:0";
+  Client held(held_options), straggler(local_worker_options(servers.addresses(), c, 1));
+  for (Client* client : {&held, &straggler}) {
+    client->declare("w", 100);
+    client->connect();
+  }
+  auto clock_wait = [&] {
+    const std::string page = scrape(held.metrics_address());
+    const std::string name = "\nrdmaps_worker_clock_wait_seconds_total{worker=\"0\"} ";
+    const size_t at = page.find(name);
+    return at == std::string::npos ? -1.0 : std::stod(page.substr(at + name.size()));
+  };
+  std::vector<float> g(100, 0.01f);
+  held.push("w", g);
+  auto waiting = std::async(std::launch::async, [&] { held.clock(); });  // waits for the straggler's clock 1
+  std::this_thread::sleep_for(1500ms);
+  const double first = clock_wait();
+  std::this_thread::sleep_for(1500ms);
+  const double second = clock_wait();
+  EXPECT_GE(first, 0.4) << "the wait under way is not in the metrics";
+  EXPECT_GE(second - first, 0.8) << "the clock wait did not grow while the worker waited: " << first << " then "
+                                 << second;
+  straggler.push("w", g);
+  straggler.clock();
+  ASSERT_EQ(waiting.wait_for(10s), std::future_status::ready);
+  waiting.get();
+  EXPECT_GE(held.stats().clock_wait_seconds, second);  // counted once it ended, as the metrics said meanwhile
+}
+
 TEST_P(PsTest, AdjoiningSmallTensorsGoAsOnePush) {
   for (WireFormat wire : {WireFormat::kF32, WireFormat::kBf16}) {
     SCOPED_TRACE(wire == WireFormat::kBf16 ? "bf16 wire" : "f32 wire");
