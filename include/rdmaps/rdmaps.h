@@ -92,6 +92,9 @@ rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client
  *  pull) returns RDMAPS_ERR_CANCELLED soon, and so does every later one.
  *  Destroy the client once that call returned. */
 rdmaps_status rdmaps_client_interrupt(rdmaps_client* client);
+/** Where "--metrics" serves GET /metrics (the real port when it gave 0), or
+ *  "" without it; NUL-terminated into buf. */
+rdmaps_status rdmaps_client_metrics_address(const rdmaps_client* client, char* buf, size_t size);
 /** Tells the servers this worker leaves and returns once each took in
  *  everything it sent (or 5 s passed); NULL is fine. Not while a call of the
  *  client is in progress on another thread: interrupt it first, and destroy
@@ -113,6 +116,9 @@ typedef struct {
 rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_server** out);
 /** The bound address, e.g. "127.0.0.1:41234", NUL-terminated into buf. */
 rdmaps_status rdmaps_server_address(const rdmaps_server* server, char* buf, size_t size);
+/** Where "--metrics" serves GET /metrics (the real port when it gave 0), or
+ *  "" without it; NUL-terminated into buf. */
+rdmaps_status rdmaps_server_metrics_address(const rdmaps_server* server, char* buf, size_t size);
 /** Serves until rdmaps_server_stop() or until every worker left. With
  *  "--checkpoint-dir", RDMAPS_ERR_IO if the final checkpoint could not be
  *  written (the model is not saved). */

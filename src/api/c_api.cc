@@ -99,6 +99,13 @@ void require(bool ok, const char* what) {
 }
 void require(bool ok, const std::string& what) { require(ok, what.c_str()); }
 
+// `text` NUL-terminated into buf, or an error naming the size it needs.
+void copy_out(const std::string& text, const char* what, char* buf, size_t size) {
+  require(size > text.size(), "a buffer of " + std::to_string(size) + " bytes is too small for the " + what + " " +
+                                  text + " (" + std::to_string(text.size() + 1) + " bytes with its NUL)");
+  std::memcpy(buf, text.c_str(), text.size() + 1);
+}
+
 // The words of a config string, split at blanks as a shell would: in single
 // quotes every character is taken as it is; in double quotes a backslash
 // takes a following " or \ as it is; unquoted, it takes any next character
@@ -379,10 +386,21 @@ rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_
 rdmaps_status rdmaps_server_address(const rdmaps_server* s, char* buf, size_t size) {
   return guarded("rdmaps_server_address", [&] {
     require(s && buf, "server or buf is NULL");
-    std::string a = s->server->address();
-    require(size > a.size(), "a buffer of " + std::to_string(size) + " bytes is too small for the address " + a + " (" +
-                                 std::to_string(a.size() + 1) + " bytes with its NUL)");
-    std::memcpy(buf, a.c_str(), a.size() + 1);
+    copy_out(s->server->address(), "address", buf, size);
+  });
+}
+
+rdmaps_status rdmaps_server_metrics_address(const rdmaps_server* s, char* buf, size_t size) {
+  return guarded("rdmaps_server_metrics_address", [&] {
+    require(s && buf, "server or buf is NULL");
+    copy_out(s->server->metrics_address(), "metrics address", buf, size);
+  });
+}
+
+rdmaps_status rdmaps_client_metrics_address(const rdmaps_client* c, char* buf, size_t size) {
+  return guarded("rdmaps_client_metrics_address", [&] {
+    require(c && buf, "client or buf is NULL");
+    copy_out(c->client->metrics_address(), "metrics address", buf, size);
   });
 }
 

@@ -142,6 +142,7 @@ WorkerOptions worker_options(const Options& o) {
   wo.test_limit = o.test_limit;
   wo.lr = o.lr;
   wo.cosine = o.schedule == "cosine";
+  wo.say_metrics = o.report_fd < 0;
   return wo;
 }
 

@@ -58,6 +58,10 @@ TrainingWorker::~TrainingWorker() = default;
 
 void TrainingWorker::connect() {
   client_.connect();
+  // The real port where --metrics gave 0.
+  if (o_.say_metrics && !client_.metrics_address().empty())
+    std::fprintf(stderr, "rdmaps-train worker %u: metrics at http://%s/metrics\n", o_.worker,
+                 client_.metrics_address().c_str());
   // Servers that resumed from a checkpoint hold trained weights: keep them.
   if (o_.worker != 0 || client_.stats().servers_resumed > 0) return;
   Mlp::init(params_, o_.seed);

@@ -32,6 +32,7 @@ struct WorkerOptions {
   size_t train_limit = 0, test_limit = 0;  ///< use only the first N examples (0 = all)
   float lr = 0.1f;                         ///< base learning rate (the servers' unless cosine)
   bool cosine = false;                     ///< decay lr to 5 % over the run; pushes carry the rate
+  bool say_metrics = false;                ///< print where its metrics are served (no driver does)
 };
 
 /// Lines for the driver, each naming the worker: "progress W ...", "eval W ...", "done W ...".

@@ -95,6 +95,12 @@ done
 start=$SECONDS
 for p in "${wpids[@]}"; do wait "$p" || fail "a worker failed"; done
 echo "the workers trained for $((SECONDS - start)) s"
+# Each says where its metrics are (a worker given port 0 had no way to learn it).
+for w in 0 1; do
+  port_var=w${w}_port
+  grep -q "rdmaps-train worker $w: metrics at http://127.0.0.1:${!port_var}/metrics" "$out/w$w.log" ||
+    fail "worker $w did not say where its metrics are"
+done
 # While they trained, Prometheus scraped them too (their endpoints went with them).
 [ "$(query 'count(max_over_time(rdmaps_worker_pushes_total[5m]) > 0)')" = 2 ] ||
   fail "Prometheus has no rdmaps_worker_pushes_total of both workers: $(curl -s --get "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=max_over_time(up[5m])")"

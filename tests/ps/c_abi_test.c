@@ -211,6 +211,14 @@ static void edges(void) {
   CHECK(rdmaps_server_create(&empty_metrics, &none) == RDMAPS_ERR_INVALID_ARGUMENT && !none &&
             strstr(rdmaps_last_error(), "--metrics needs HOST:PORT"),
         "--metrics '': %s", rdmaps_last_error());
+  rdmaps_server_options metered_server = {"127.0.0.1:0", 0, 1, 1, "--transport tcp --metrics 127.0.0.1:0", 0, 0};
+  rdmaps_server* metered = NULL;
+  char metrics_at[128];
+  CHECK(rdmaps_server_create(&metered_server, &metered) == RDMAPS_OK &&
+            rdmaps_server_metrics_address(metered, metrics_at, sizeof(metrics_at)) == RDMAPS_OK &&
+            strncmp(metrics_at, "127.0.0.1:", 10) == 0 && atoi(metrics_at + 10) > 0,
+        "server metrics address: '%s' %s", metrics_at, rdmaps_last_error());
+  rdmaps_server_destroy(metered);
   /* In double quotes a backslash takes a quote or a backslash, and stays before anything else, as in a shell. */
   char parent[] = "/tmp/rdmaps c abi quotes XXXXXX";
   CHECK(mkdtemp(parent) != NULL, "mkdtemp failed");
@@ -322,6 +330,19 @@ int main(void) {
   rdmaps_client_options with_metrics = {address, 0, "--transport shm --metrics=127.0.0.1:0", 0};
   rdmaps_client* metered = NULL;
   CHECK(rdmaps_client_create(&with_metrics, &metered) == RDMAPS_OK, "--metrics=: %s", rdmaps_last_error());
+  /* Port 0: the real one, which a C caller had no way to learn. */
+  char served[128], tiny[4];
+  CHECK(rdmaps_client_metrics_address(metered, served, sizeof(served)) == RDMAPS_OK &&
+            strncmp(served, "127.0.0.1:", 10) == 0 && atoi(served + 10) > 0,
+        "client metrics address: '%s' %s", served, rdmaps_last_error());
+  CHECK(rdmaps_client_metrics_address(metered, tiny, sizeof(tiny)) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), "too small for the metrics address"),
+        "a small buffer: %s", rdmaps_last_error());
+  rdmaps_client_destroy(metered);
+  rdmaps_client_options unmetered = {address, 0, "--transport shm", 0};
+  CHECK(rdmaps_client_create(&unmetered, &metered) == RDMAPS_OK, "%s", rdmaps_last_error());
+  CHECK(rdmaps_client_metrics_address(metered, served, sizeof(served)) == RDMAPS_OK && served[0] == '\0',
+        "no --metrics: '%s'", served);
   rdmaps_client_destroy(metered);
   rdmaps_client_options no_metrics = {address, 0, "--transport shm --metrics=", 0};
   bad = (rdmaps_client*)1;
