@@ -24,6 +24,7 @@
 #include "src/ps/protocol.h"
 #include "src/ps/quantile.h"
 #include "src/ps/server_lane.h"
+#include "src/ps/server_report.h"
 #include "transport/auth.h"
 #include "transport/context.h"
 #include "transport/file_limit.h"
@@ -452,16 +453,9 @@ void ServerImpl::report(Clock::time_point now) {
   }
   if (options_.stats_interval.count() == 0 || now - last_report_ < options_.stats_interval) return;
   ServerStats s = stats();
-  const ServerStats& last = last_stats_;
-  double dt = std::chrono::duration<double>(now - last_report_).count();
-  logf(LogLevel::kInfo,
-       "rdmaps-server: %.0f pushes/s, in %.3f GB/s, out %.3f GB/s, staleness p50 %s p99 %s max %llu, "
-       "min clock %llu, dropped %llu, rejected %llu, %zu lanes, longest set-up pause %.1f ms",
-       (s.pushes - last.pushes) / dt, (s.bytes_in - last.bytes_in) / dt / 1e9,
-       (s.bytes_out - last.bytes_out) / dt / 1e9, s.staleness_quantile_text(0.5).c_str(),
-       s.staleness_quantile_text(0.99).c_str(), static_cast<unsigned long long>(s.staleness_max),
-       static_cast<unsigned long long>(s.min_clock), static_cast<unsigned long long>(s.dropped),
-       static_cast<unsigned long long>(s.rejected), lanes_.size(), s.longest_setup_pause_us / 1e3);
+  logf(LogLevel::kInfo, "%s",
+       interval_report(s, last_stats_, std::chrono::duration<double>(now - last_report_).count(), lanes_.size())
+           .c_str());
   last_stats_ = s;
   last_report_ = now;
 }

@@ -11,6 +11,7 @@
 #include <random>
 
 #include "math/bf16.h"
+#include "src/ps/server_report.h"
 #include "src/ps/update_rules.h"
 #include "tests/common/http_get.h"
 #include "tests/common/update_reference.h"
@@ -731,6 +732,27 @@ TEST(ServerStatsTest, AQuantileInTheLastBucketIsALowerBound) {
   s.staleness[4] = 0;
   EXPECT_EQ(s.staleness_quantile_text(1.0), "3");
   EXPECT_EQ(ServerStats{}.staleness_quantile_text(0.5), "0");
+}
+
+// The periodic line gives the interval's staleness, drops and rejections: a
+// straggler that appears late in a run barely moved the p99 since the start.
+TEST(ServerStatsTest, TheIntervalReportTellsTheIntervalFromTheWholeRun) {
+  ServerStats last, now;
+  last.staleness.assign(10, 0);
+  last.staleness[0] = 10000;  // a long run without staleness
+  last.pushes = 10000;
+  last.dropped = 5;
+  now = last;
+  now.staleness[7] += 20;  // then a straggler: 20 pushes 7 stale
+  now.pushes += 20;
+  now.dropped += 2;
+  now.staleness_max = 7;
+  now.bytes_in = 2'000'000'000;
+  const std::string line = ps::interval_report(now, last, 2.0, 4);
+  EXPECT_NE(line.find("10 pushes/s, in 1.000 GB/s"), std::string::npos) << line;
+  EXPECT_NE(line.find("staleness p50 7 p99 7, dropped 2, rejected 0 in the last 2.0 s"), std::string::npos) << line;
+  EXPECT_NE(line.find("since the start: staleness max 7"), std::string::npos) << line;
+  EXPECT_EQ(now.staleness_quantile_text(0.99), "0");  // what the line said before
 }
 
 // A tensor that starts inside a shard, pulled alone, under every rule: the
