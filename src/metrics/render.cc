@@ -34,7 +34,10 @@ const std::vector<double>& staleness_bounds() {
 std::string render_server_metrics(const ServerStats& s, const ServerOptions& o) {
   Exposition e;
   e.family("rdmaps_server_info", "This server: its index among the servers and the update rule it applies.", "gauge",
-           {{{{"index", std::to_string(o.index)}, {"servers", std::to_string(o.servers)}, {"rule", s.rule}}, 1}});
+           {{{{"index", std::to_string(o.index)},
+              {"servers", std::to_string(o.servers)},
+              {"rule", s.rule.empty() ? "none" : s.rule}},
+             1}});
   e.family("rdmaps_pushes_total", "Pushes (pieces of a gradient, one per shard) applied, by worker.", "counter",
            by_worker(s.applied_per_worker));
   e.family("rdmaps_push_bytes_total", "Gradient bytes applied, by worker (bf16 pushes count 2 bytes a value).",
@@ -56,7 +59,8 @@ std::string render_server_metrics(const ServerStats& s, const ServerOptions& o) 
   }
   e.histogram("rdmaps_staleness", "Staleness (tau: updates applied since the worker's copy) of each applied push.",
               bounds, counts, double(s.staleness_sum));
-  e.gauge("rdmaps_ssp_clock_min", "Slowest live worker's clock (SSP).", double(s.min_clock));
+  e.gauge("rdmaps_ssp_clock_min", "Slowest worker's clock (SSP): a live one, or one not connected yet (0).",
+          double(s.min_clock));
   e.gauge("rdmaps_ssp_clock_max", "Fastest live worker's clock (SSP).", double(s.max_clock));
   e.gauge("rdmaps_ssp_clock_lag", "Fastest minus slowest live worker's clock: how far SSP lets them drift.",
           double(s.max_clock >= s.min_clock ? s.max_clock - s.min_clock : 0));
@@ -96,9 +100,11 @@ std::string render_worker_metrics(const ClientStats& s, uint32_t worker, uint64_
   auto gauge = [&](const char* name, const char* help, double v) { e.family(name, help, "gauge", {{w, v}}); };
   e.family("rdmaps_worker_info", "This worker and its GPU path (none, direct or staged).", "gauge",
            {{{{"worker", std::to_string(worker)}, {"gpu_path", s.gpu_path}}, 1}});
-  counter("rdmaps_worker_pushes_total", "Push pieces sent (one per shard of each push).", double(s.pushes));
+  counter("rdmaps_worker_pushes_total",
+          "Push messages sent (one per shard a push touches; adjoining small tensors gathered into one count once).",
+          double(s.pushes));
   counter("rdmaps_worker_push_bytes_total", "Gradient bytes pushed.", double(s.push_bytes));
-  counter("rdmaps_worker_pulls_total", "Pulls fetched from the servers.", double(s.pulls));
+  counter("rdmaps_worker_pulls_total", "Pull requests sent (one per server thread a pull() asks).", double(s.pulls));
   counter("rdmaps_worker_pull_bytes_total", "Parameter bytes pulled.", double(s.pull_bytes));
   counter("rdmaps_worker_pull_skips_total", "Pulls answered from the cached copy (SSP with --skip-pulls).",
           double(s.pulls_skipped));
@@ -106,7 +112,8 @@ std::string render_worker_metrics(const ClientStats& s, uint32_t worker, uint64_
   counter("rdmaps_worker_pull_bytes_in_place_total",
           "Pulled bytes that landed straight in registered memory (Client::register_memory).",
           double(s.pull_bytes_in_place));
-  counter("rdmaps_worker_reconnects_total", "Servers that restarted and were reconnected to.", double(s.reconnects));
+  counter("rdmaps_worker_reconnects_total",
+          "Reconnections to a server (--reconnect): it restarted, or the connection dropped.", double(s.reconnects));
   counter("rdmaps_worker_pushes_lost_total", "Push pieces restarted servers lost.", double(s.pushes_lost));
   counter("rdmaps_worker_clocks_total", "clock() calls.", double(s.clocks));
   gauge("rdmaps_worker_clock", "This worker's SSP clock.", double(clock));

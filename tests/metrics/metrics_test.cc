@@ -118,6 +118,14 @@ TEST(Exposition, ServerStalenessFoldsIntoCumulativeBuckets) {
   EXPECT_NE(text.find("# TYPE rdmaps_staleness histogram\n"), std::string::npos);
 }
 
+// Before the first worker there is no rule yet: one spelling for it in both
+// families (the info said rule="", the counter rule="none").
+TEST(Exposition, NoRuleYetIsSpelledOneWay) {
+  const std::string text = rdmaps::metrics::render_server_metrics(rdmaps::ServerStats{}, rdmaps::ServerOptions{});
+  EXPECT_NE(text.find("rdmaps_server_info{index=\"0\",servers=\"1\",rule=\"none\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("rdmaps_updates_applied_total{rule=\"none\"} 0\n"), std::string::npos) << text;
+}
+
 TEST(HttpEndpoint, ServesMetricsAndNotFound) {
   rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
   const int port = port_of(endpoint);
