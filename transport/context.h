@@ -132,6 +132,15 @@ class Context {
   /// Drives the closes begun by Endpoint::close_later() until every peer
   /// acknowledged or `deadline` passed; those still open then are left to UCX.
   virtual void finish_closes(std::chrono::steady_clock::time_point deadline) = 0;
+  /// Keeps `buffers` alive until every one of `requests` (taken, left empty)
+  /// completed. A send given up on (its peer left, died or stopped) may still
+  /// read its buffers after its Request went and its endpoint closed: UCX
+  /// 1.13 reads an active message's header when the send leaves its queue and
+  /// a rendezvous payload when the peer asks for it. When the context goes,
+  /// those still in flight after a second's grace lose theirs: UCX 1.13 lets
+  /// no registered memory outlive its context (a peer stopped mid-send then
+  /// gets an error, or nothing).
+  virtual void retire(std::vector<Request>& requests, std::shared_ptr<void> buffers) = 0;
   /// Worker-wide fence and flush (every endpoint of this context).
   virtual void fence() = 0;
   virtual Request flush() = 0;

@@ -55,6 +55,13 @@ class [[nodiscard]] Request {
   void wait_until(std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds bound,
                   const std::atomic<bool>* cancel);
   bool pending() const noexcept { return handle_ != nullptr; }
+  /// The backend's handle, now the caller's (Context::retire takes it over);
+  /// null when already complete.
+  void* detach() noexcept {
+    void* handle = handle_;
+    handle_ = nullptr;
+    return handle;
+  }
 
  private:
   void reset() noexcept;

@@ -47,6 +47,8 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
       // Sent to a server that closed: what it took in is the checkpoint's business now.
     }
   }
+  for (auto& r : inflight)
+    if (r.pending()) abandoned_.push_back(std::move(r));  // timed out: it may still read its buffers
   inflight.clear();
   bool any = false;
   for (auto& link : links_) {
@@ -65,12 +67,24 @@ void ClientImpl::disconnect(ServerLink& link) {
       ++stats_.pushes;
       ++stats_.pushes_lost;
     }
+  // What the lanes' sends read (inbox staging and headers) and their
+  // receives write (the receive region) goes once those end, not with the
+  // lanes: UCX may touch it after an endpoint closed (Context::retire).
+  struct Buffers {
+    std::vector<std::unique_ptr<InboxWriter>> inboxes;
+    std::unique_ptr<transport::Region> receive;
+  };
+  auto buffers = std::make_shared<Buffers>();
+  std::vector<transport::Request> reading = std::move(abandoned_);
+  abandoned_.clear();
   for (auto& lane : link.lanes) {
-    lane.write_back.clear();
+    lane.write_back.abandon(reading);
     by_endpoint_.erase(lane.ep.get());
+    buffers->inboxes.push_back(std::move(lane.inbox));
   }
-  link.lanes.clear();  // endpoints close before the region they wrote into goes
-  link.receive.reset();
+  link.lanes.clear();  // the endpoints close
+  buffers->receive = std::move(link.receive);
+  if (context_) context_->retire(reading, std::move(buffers));
 }
 
 void ClientImpl::give_up(ServerLink& link, const Error& why) {
@@ -221,13 +235,19 @@ ClientImpl::~ClientImpl() {
   }
   for (const Bye& b : byes)
     if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq) unacknowledged(*b.link, *b.lane);
+  std::vector<transport::Request> reading = std::move(abandoned_);
+  for (auto* calls : {&inflight_, &gather_inflight_})
+    for (auto& r : *calls) reading.push_back(std::move(r));
   for (auto& link : links_)
     for (auto& lane : link.lanes) {
-      lane.write_back.clear();
+      lane.write_back.abandon(reading);
       if (lane.ep) lane.ep->close_later();
     }
   // A server that acknowledged its Byes also acknowledges the close at once.
-  if (context_) context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
+  if (!context_) return;
+  context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
+  // What is still in flight reads (or writes) the links' buffers: they go when it ends.
+  context_->retire(reading, std::make_shared<std::vector<ServerLink>>(std::move(links_)));
 }
 
 }  // namespace rdmaps::ps

@@ -320,6 +320,9 @@ class ClientImpl {
   std::array<Gathered, kGatherRuns> gathered_;
   size_t next_run_ = 0;  // the run a new shard takes when all are in use
   std::vector<transport::Request> gather_inflight_;
+  // Sends a recovery stopped waiting for: they read this worker's buffers
+  // until they end, so a link's buffers go with them (Context::retire).
+  std::vector<transport::Request> abandoned_;
   std::vector<size_t> runs_;  // send(): scratch kept across calls
   // pull(): one request per lane, and the targets' ranges; scratch kept across calls.
   struct Fetch {

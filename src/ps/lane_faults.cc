@@ -63,8 +63,12 @@ void ServerLane::disconnect_all() {
 void ServerLane::release(Worker& w) {
   w.live = false;
   live_[w.id].store(false, std::memory_order_release);
-  if (w.writer) w.writer->abandon();
-  w.writer.reset();
+  if (w.writer) {
+    // Sends to a worker that left or stalled read the writer's staging and
+    // headers until they end, long after its endpoint closed.
+    std::vector<transport::Request> sending = w.writer->abandon();
+    context_->retire(sending, std::shared_ptr<WriteBackSender>(std::move(w.writer)));
+  }
   if (w.inbox) w.inbox->forget_landings();
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());

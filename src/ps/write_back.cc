@@ -70,10 +70,11 @@ void WriteBackSender::send_mailbox(const Mailbox& box, std::chrono::milliseconds
   }
 }
 
-void WriteBackSender::abandon() {
-  for (auto& r : data_) r = transport::Request();
+std::vector<transport::Request> WriteBackSender::abandon() {
+  std::vector<transport::Request> sending = std::move(data_);
   data_.clear();
-  mailbox_ = transport::Request();
+  sending.push_back(std::move(mailbox_));
+  return sending;
 }
 
 bool WriteBackReceiver::parse(const transport::AmMessage& m, const transport::Region& receive, WriteBackHeader& h) {

@@ -56,8 +56,9 @@ class WriteBackSender {
   void wait_mailbox_sent(std::chrono::milliseconds timeout) { mailbox_.wait_for(timeout); }
   /// Whether it sends by active messages (tcp) rather than puts.
   bool use_am() const { return use_am_; }
-  /// The worker is gone: release the requests without waiting.
-  void abandon();
+  /// The worker is gone: its sends, not waited for. They read this sender's
+  /// buffers until they end (Context::retire keeps it that long).
+  std::vector<transport::Request> abandon();
 
  private:
   transport::Endpoint& ep_;
@@ -110,7 +111,10 @@ class WriteBackReceiver {
     });
     return landings_.size() != before || publish_mailbox(receive);
   }
-  void clear() {
+  /// The lane is gone: its payloads still landing, not waited for, go to
+  /// `reading` (they write into their regions until they end).
+  void abandon(std::vector<transport::Request>& reading) {
+    for (auto& l : landings_) reading.push_back(std::move(l.request));
     landings_.clear();
     pending_.reset();
   }

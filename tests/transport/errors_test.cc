@@ -283,6 +283,39 @@ TEST(StalledPeer, WaitForTimesOutNamingThePeer) {
   EXPECT_EQ(peer.wait(30s), 0);
 }
 
+// A send given up on (its peer stopped, its Request gone, its endpoint
+// closing) still reads its buffers when the peer comes back: retired, they
+// live until the send completes, and then go.
+TEST(StalledPeer, RetiredBuffersLiveUntilTheSendThatReadsThemCompletes) {
+  auto payload = std::make_shared<std::vector<uint8_t>>(4 << 20, 7);  // rendezvous: read when the peer asks
+  const std::weak_ptr<std::vector<uint8_t>> alive = payload;
+  auto context = transport::create_context({.transport = TransportKind::kShm});
+  auto listener = context->listen(transport::SockAddr::parse("127.0.0.1:0"));
+  PeerProcess peer("sleeping_receiver", TransportKind::kShm, listener->address().port(), 1);
+  auto ep = listener->accept(kSetupTimeout);
+  EXPECT_EQ(recv_words(*ep).at(0), 1u);  // the peer is about to sleep
+  std::vector<transport::Request> sends;
+  sends.push_back(ep->am_send(9, nullptr, 0, payload->data(), payload->size()));
+  context->retire(sends, std::move(payload));
+  EXPECT_TRUE(sends.empty());
+  for (auto until = std::chrono::steady_clock::now() + 200ms; std::chrono::steady_clock::now() < until;)
+    context->progress();
+  EXPECT_FALSE(alive.expired()) << "the buffers went while the send that reads them was in flight";
+  EXPECT_EQ(recv_words(*ep).at(0), 2u);  // awake again: it took the message
+  for (auto until = std::chrono::steady_clock::now() + 10s;
+       !alive.expired() && std::chrono::steady_clock::now() < until;)
+    context->progress();
+  EXPECT_TRUE(alive.expired()) << "the buffers outlived the send";
+  send_words(*ep, {3});
+  EXPECT_EQ(peer.wait(30s), 0);
+  // Nothing in flight: dropped at once.
+  auto idle = std::make_shared<int>(0);
+  const std::weak_ptr<int> gone = idle;
+  std::vector<transport::Request> none(1);
+  context->retire(none, std::move(idle));
+  EXPECT_TRUE(gone.expired());
+}
+
 RDMAPS_TEST_PEER(sleeping_receiver) {
   PeerSession s(args);
   uint64_t dropped = 0;

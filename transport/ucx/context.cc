@@ -200,6 +200,7 @@ UcxContext::~UcxContext() {
   // Give released in-flight requests a moment to finish; never free them early.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (has_orphans_.load() && std::chrono::steady_clock::now() < deadline) progress();
+  drop_retired();
   if (!orphans_.empty())
     logf(LogLevel::kWarn, "rdmaps: warning: %zu released request(s) still in flight at shutdown (left to UCX)",
          orphans_.size());
@@ -401,6 +402,7 @@ void UcxContext::release(void* handle) noexcept {
 }
 
 void UcxContext::sweep_orphans() {
+  std::vector<std::shared_ptr<void>> unused;  // dropped after the lock: a region's unmapping takes time
   std::lock_guard<std::mutex> lock(orphans_mu_);
   auto done = [](void* handle) {
     if (ucp_request_check_status(handle) == UCS_INPROGRESS) return false;
@@ -409,7 +411,48 @@ void UcxContext::sweep_orphans() {
   };
   std::erase_if(orphans_, done);
   std::erase_if(closes_, done);
-  has_orphans_.store(!orphans_.empty() || !closes_.empty(), std::memory_order_release);
+  std::erase_if(retired_, [&](Retired& r) {
+    std::erase_if(r.requests, done);
+    if (!r.requests.empty()) return false;
+    unused.push_back(std::move(r.buffers));
+    return true;
+  });
+  has_orphans_.store(!orphans_.empty() || !closes_.empty() || !retired_.empty(), std::memory_order_release);
+}
+
+void UcxContext::retire(std::vector<Request>& requests, std::shared_ptr<void> buffers) {
+  Retired r;
+  for (auto& request : requests)
+    if (void* handle = request.detach()) {
+      if (ucp_request_check_status(handle) == UCS_INPROGRESS)
+        r.requests.push_back(handle);
+      else
+        ucp_request_free(handle);
+    }
+  requests.clear();
+  if (r.requests.empty()) return;  // nothing reads the buffers any more: they go now
+  r.buffers = std::move(buffers);
+  std::lock_guard<std::mutex> lock(orphans_mu_);
+  retired_.push_back(std::move(r));
+  has_orphans_.store(true, std::memory_order_release);
+}
+
+void UcxContext::drop_retired() {
+  std::vector<std::shared_ptr<void>> unused;  // dropped after the lock
+  std::lock_guard<std::mutex> lock(orphans_mu_);
+  if (retired_.empty()) return;
+  // Registered memory cannot outlive the UCX context (its cleanup asserts),
+  // nor a remote key the worker: after the grace above they go, and their
+  // sends are left to UCX like any released request.
+  logf(LogLevel::kWarn,
+       "rdmaps: warning: %zu abandoned send(s) still in flight after a second at shutdown: their buffers are "
+       "freed (left to UCX)",
+       retired_.size());
+  for (auto& r : retired_) {
+    orphans_.insert(orphans_.end(), r.requests.begin(), r.requests.end());
+    unused.push_back(std::move(r.buffers));
+  }
+  retired_.clear();
 }
 
 void UcxContext::adopt_close(void* request) {
@@ -428,7 +471,7 @@ void UcxContext::finish_closes(std::chrono::steady_clock::time_point deadline) {
   std::lock_guard<std::mutex> lock(orphans_mu_);
   for (void* request : closes_) ucp_request_free(request);  // UCX completes them on its own
   closes_.clear();
-  has_orphans_.store(!orphans_.empty(), std::memory_order_release);
+  has_orphans_.store(!orphans_.empty() || !retired_.empty(), std::memory_order_release);
 }
 
 void UcxContext::track(ucp_ep_h ep, UcxEndpoint* endpoint) {

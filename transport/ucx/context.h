@@ -46,6 +46,7 @@ class UcxContext final : public Context, public RequestEngine {
   // RequestEngine
   State test(void* handle, Errc* code, std::string* reason) override;
   void release(void* handle) noexcept override;
+  void retire(std::vector<Request>& requests, std::shared_ptr<void> buffers) override;
 
   /// Blocks until `fd` is readable, a UCX event arrives, or the timeout passes.
   void wait_fd_or_event(int fd, int timeout_ms);
@@ -99,8 +100,14 @@ class UcxContext final : public Context, public RequestEngine {
   std::mutex orphans_mu_;
   std::vector<void*> orphans_;
   std::vector<void*> closes_;  // adopt_close(): freed once complete, or at destruction
+  struct Retired {
+    std::vector<void*> requests;    // freed as each completes
+    std::shared_ptr<void> buffers;  // what they read: dropped with the last of them
+  };
+  std::vector<Retired> retired_;  // retire()
   std::atomic<bool> has_orphans_{false};
   void sweep_orphans();
+  void drop_retired();
   /// Receives an unconsumed rendezvous message into a scratch buffer.
   void discard(void* data_desc, size_t length);
   std::vector<std::unique_ptr<uint8_t[]>> discard_buffers_;  // grow-only: in-flight receives point into them
