@@ -88,6 +88,9 @@ class TorchTest(unittest.TestCase):
     def test_a_rate_of_zero_moves_nothing_and_feeds_momentum_as_torchs_sgd(self):
         self.run_mode("warmup", "shm")
 
+    def test_clipping_after_backward_changes_nothing_sent_and_a_skipped_step_is_no_error(self):
+        self.run_mode("clip", "tcp")
+
     def test_pulls_land_in_the_parameters_over_tcp(self):
         self.run_mode("inplace", "tcp")
 

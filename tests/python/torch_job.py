@@ -81,9 +81,10 @@ def gradcheck():
         expected = [p.detach() - lr * g for p, g in zip(ref.parameters(), grads)]
         opt.zero_grad()
         F.cross_entropy(model(xb), yb).backward()
-        if len(opt._pending) != len(names):
-            fail(f"step {step}: {len(opt._pending)} pushes were under way when backward returned, expected one per "
-                 f"parameter ({len(names)}) at lr {lr}: the hooks did not push during backward")
+        if len(opt._sent) != len(names) or opt._pending:
+            fail(f"step {step}: {len(opt._sent)} pushes made during backward, expected one per parameter "
+                 f"({len(names)}) at lr {lr}, and {len(opt._pending)} still under way when it returned, expected "
+                 "none (clipping p.grad after backward must change nothing sent)")
         sent = opt.stats()["pushes"]
         opt.step()
         if opt.stats()["pushes"] == sent:
@@ -192,8 +193,8 @@ def accumulate():
     opt.zero_grad()
     for xb, yb in halves:
         F.cross_entropy(model(xb), yb).backward()
-    if len(opt._pending) != len(expected):
-        fail(f"{len(opt._pending)} pushes for two backward passes, expected one per parameter")
+    if len(opt._sent) != len(expected):
+        fail(f"{len(opt._sent)} pushes for two backward passes, expected one per parameter")
     opt.step()
     for (name, p), e in zip(model.named_parameters(), expected):
         if not torch.allclose(p.detach(), e, rtol=0, atol=1e-6):
@@ -526,6 +527,37 @@ def warmup():
     print("warmup ok", flush=True)
 
 
+def clip():
+    """What backward made is what the servers get: clipping p.grad in place
+    between backward() and step() changes nothing sent (the push read p.grad
+    while the clip wrote it, and the servers got a mix of the two). A step
+    skipped after a backward keeps what it pushed, and the next backward
+    counts from zero (it raised as a pass too many and was not sent). Made
+    under torch.no_grad(), the optimizer hooks all the same (it failed, and a
+    retry was refused)."""
+    p = torch.nn.Parameter(torch.zeros(8 << 20))  # 32 MB: a push takes long enough to be caught mid-way
+    with torch.no_grad():
+        opt = rps.DistributedOptimizer(torch.optim.SGD([p], lr=0.1), [("p", p)], staleness=0)
+    rps.broadcast_parameters({"p": p})
+    for step in range(3):
+        opt.zero_grad()
+        (p * 1.0).sum().backward()  # every gradient 1
+        p.grad.mul_(0)  # clip_grad_norm_ to nothing, in place
+        opt.step()
+        unclipped = int((p.detach() - (-0.1 * (step + 1))).abs().lt(1e-5).sum())
+        if unclipped != p.numel():
+            fail(f"step {step}: {p.numel() - unclipped} of {p.numel()} elements moved by something else than the "
+                 "gradient backward made")
+    opt.zero_grad()
+    (p * 1.0).sum().backward()
+    opt.zero_grad()  # the step skipped: its gradient was pushed
+    (p * 1.0).sum().backward()
+    opt.step()
+    if not torch.allclose(p.detach(), torch.full_like(p, -0.5), rtol=0, atol=1e-5):
+        fail(f"after a skipped step: {p.detach()[:3].tolist()}, expected -0.5 (both gradients applied)")
+    print("clip ok", flush=True)
+
+
 def inplace():
     """With flat_parameters=False the optimizer registers each parameter and
     leaves its storage alone: over tcp the pulls land straight in a 2 MiB
@@ -606,7 +638,7 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
     trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "sparse": sparse, "partial": partial,
-                "inplace": inplace, "warmup": warmup, "extra-state": extra_state, "group-lr": group_lr, "weight-decay": weight_decay,
+                "inplace": inplace, "warmup": warmup, "clip": clip, "extra-state": extra_state, "group-lr": group_lr, "weight-decay": weight_decay,
                 "flat": lambda: flat(own_buffer=False), "flat-own": lambda: flat(own_buffer=True)}
     if mode in trainers:
         rps.init(timeout=60)  # rank 0 serves here and exits; the others train

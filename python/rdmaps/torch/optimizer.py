@@ -226,7 +226,6 @@ class DistributedOptimizer(torch.optim.Optimizer):
             raise
         self._interrupted = False  # a Ctrl-C ended a wait and no step() finished since
         self._started = False  # broadcast_parameters() or a step() came: the first step checks its start
-        runtime._adopt(self)  # from here on, shutdown() closes it
         self._pull_targets = []  # (name, address, bytes), made by the first _load_parameters()
 
         self._pending = []  # (ticket, tensor kept alive until the push is done)
@@ -238,9 +237,16 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._hook_error = None
         self._grad_nodes = []  # AccumulateGrad nodes; the hooks live as long as these
         self._hooked = set()  # id() of the parameters whose gradients are pushed
-        for name, p in self._params:
-            if p.requires_grad:
-                self._hook(name, p)
+        self._sync_queued = False  # this backward ends by waiting for its pushes (_end_of_backward)
+        self._sent = []  # names pushed since the last step(), in order
+        try:
+            for name, p in self._params:
+                if p.requires_grad:
+                    self._hook(name, p)
+        except BaseException:
+            self._worker.close()  # as above: a retry may connect
+            raise
+        runtime._adopt(self)  # from here on, shutdown() closes it
 
     @property
     def param_groups(self):
@@ -287,10 +293,17 @@ class DistributedOptimizer(torch.optim.Optimizer):
         return named
 
     def _hook(self, name, p):
-        node = p.expand_as(p).grad_fn.next_functions[0][0]  # p's AccumulateGrad
+        with torch.enable_grad():  # under torch.no_grad() expand_as has no grad_fn
+            node = p.expand_as(p).grad_fn.next_functions[0][0]  # p's AccumulateGrad
 
         def pushed_after_accumulate(*_):
             self._in_hook(self._on_gradient, name, p)
+            if not self._sync_queued:
+                # backward() returns once its pushes are sent: clipping or
+                # unscaling p.grad after it then changes nothing sent (it read
+                # p.grad while the push was still reading it: the servers got a mix).
+                self._sync_queued = True
+                torch.autograd.Variable._execution_engine.queue_callback(self._end_of_backward)
 
         def before_accumulate(grad):
             # A gradient beyond backward_passes_per_step would change p.grad under
@@ -303,6 +316,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
         node.register_hook(pushed_after_accumulate)
         self._grad_nodes.append(node)
         self._hooked.add(id(p))
+
+    def _end_of_backward(self):
+        self._sync_queued = False
+        # After a Ctrl-C that no step has finished since, the pushes queue behind
+        # the abandoned clock or pull: waiting here would wait out the timeout.
+        if not self._interrupted:
+            self._in_hook(self.synchronize)
 
     def _in_hook(self, work, *args):
         try:
@@ -341,6 +361,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         return self._settings
 
     def _send(self, name, p):
+        self._sent.append(name)
         grad = p.grad
         if self._passes_per_step > 1:
             grad = grad / self._passes_per_step
@@ -398,7 +419,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self.synchronize()
         finally:  # a failed step must not leave the next one counting its gradients, or its errors
             self._passes.clear()
+            self._sent.clear()
             self._settings = None
+            self._sync_queued = False  # a backward that raised never ran its callback
             error, self._hook_error = self._hook_error, None
         if error is not None:
             raise error
@@ -444,6 +467,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     def zero_grad(self, *args, **kwargs):
         self.synchronize()  # a push in flight still reads the gradient
+        # A step skipped after a backward (a bad batch, GradScaler finding
+        # infs): its gradients were pushed and stay applied; the next backward
+        # counts from zero (it was taken for a pass too many and not sent).
+        self._passes.clear()
+        self._extra.clear()
+        self._settings = None
         self.optimizer.zero_grad(*args, **kwargs)  # with this torch's default for set_to_none
 
     @torch.no_grad()
@@ -501,6 +530,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 # clock or pull: waiting for them waited out the timeout (300 s) at exit. close() ends them.
                 if not self._interrupted:
                     self.synchronize()  # raises if a server died with pushes in flight: say so, but leave anyway
+                # ... or a backward's own wait for its pushes met that (_end_of_backward)
+                error, self._hook_error = self._hook_error, None
+                if error is not None and isinstance(error, rdmaps.Error):
+                    raise error
             finally:
                 self._worker.close()
 
