@@ -120,6 +120,8 @@ class Client {
   /// their configured one (a worker-side schedule); std::nullopt returns to
   /// theirs. At 0 a push changes no parameter but is still a step: momentum
   /// and the mean square take its gradient, as torch's SGD does at rate 0.
+  /// Pushes made before keep the rate they were made at (small ones held back
+  /// to go with their neighbours are sent first).
   void set_learning_rate(std::optional<float> lr);
 
   /// The one call for any thread: a call of this client in progress on its

@@ -171,6 +171,9 @@ class ClientImpl {
       std::snprintf(text, sizeof(text), "%g", static_cast<double>(*lr));
       throw Error(Errc::kInvalidArgument, std::string("learning rate ") + text + ": needs a finite value >= 0");
     }
+    // Small pushes held back to go with their neighbours carry the rate they
+    // were pushed at, not the new one (read when they are sent).
+    if (lr != learning_rate_ && partition_) flush_gathered();
     learning_rate_ = lr;
   }
 

@@ -814,6 +814,24 @@ TEST_P(PsTest, AWorkersRateOfZeroMovesNoParameterAndFeedsMomentum) {
   EXPECT_THROW(client.set_learning_rate(-1.0f), Error);
 }
 
+// A small push held back to go with its neighbours carries the rate it was
+// pushed at: a rate set before it left applied to it (and 0 lost the step).
+TEST_P(PsTest, ASmallPushHeldBackKeepsTheRateItWasPushedAt) {
+  Config c = sgd_config(GetParam(), 0.5f, 1000);
+  ServerGroup servers(1, 1, c);
+  Client client(local_worker_options(servers.addresses(), c, 0));
+  client.declare("a", 500);
+  client.declare("b", 7);  // adjoins a: held back
+  client.connect();
+  std::vector<float> b(7, 0.0f);
+  client.init("b", b);
+  client.push("b", std::vector<float>(7, 1.0f));  // at the servers' 0.5
+  client.set_learning_rate(0.0f);
+  client.clock();
+  client.pull("b", b);
+  EXPECT_EQ(b, std::vector<float>(7, -0.5f));
+}
+
 // Pushes of small tensors that adjoin in a shard go as one message, in
 // either order (autograd's is the reverse of the declaration's), and the
 // parameters are sequential SGD's bit for bit; a push that does not adjoin
