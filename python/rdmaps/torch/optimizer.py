@@ -94,14 +94,17 @@ def _one_value(groups, key, convert, why):
     return values[0]
 
 
-def _rate(lr):
+_FLOAT32_MAX = 3.4028234663852886e38  # pushes carry the rate as a float32
+
+
+def _rate(lr, when="; this step's gradients were not sent"):
     try:
         rate = float(lr)  # a number or a one-element tensor, as torch's SGD takes it
     except (TypeError, ValueError):
         rate = math.nan
-    if not (math.isfinite(rate) and rate >= 0):
+    if not (math.isfinite(rate) and 0 <= rate <= _FLOAT32_MAX):
         raise ValueError(f"rdmaps.torch: learning rate {lr!r} in param_groups is not a finite number of at least "
-                         "0; this step's gradients were not sent")
+                         f"0 within float32's range{when}")
     return rate
 
 
@@ -111,8 +114,10 @@ def _rule_options(optimizer, dc, lambda_):
         raise TypeError(f"rdmaps.torch.DistributedOptimizer: the servers apply the update, and they implement SGD, "
                         f"momentum and DC-ASGD; wrap a torch.optim.SGD, not {type(optimizer).__name__}")
     groups = optimizer.param_groups
-    for key in ("lr", "momentum", "dampening", "nesterov", "weight_decay"):
-        if len({g[key] for g in groups}) > 1:
+    # Compared as values: a tensor lr (torch 2) is one. Weight decay may differ: the worker adds it.
+    made = {"lr": lambda v: _rate(v, when=""), "momentum": float, "dampening": float, "nesterov": bool}
+    for key, value in made.items():
+        if len({value(g[key]) for g in groups}) > 1:
             raise ValueError(f"rdmaps.torch.DistributedOptimizer: parameter groups with different {key} are not "
                              "supported (the servers apply one rule)")
     g = groups[0]
@@ -120,7 +125,7 @@ def _rule_options(optimizer, dc, lambda_):
         raise ValueError("rdmaps.torch.DistributedOptimizer: nesterov and dampening are not supported")
     if g.get("maximize"):
         raise ValueError("rdmaps.torch.DistributedOptimizer: maximize=True is not supported")
-    options = {"lr": g["lr"]}
+    options = {"lr": _rate(g["lr"], when="")}
     if dc in (None, False):
         if g["momentum"]:
             options.update(rule="momentum", momentum=g["momentum"])
@@ -347,15 +352,17 @@ class DistributedOptimizer(torch.optim.Optimizer):
         """(weight_decay, lr) as param_groups hold them now (set by hand, a scheduler, load_state_dict()), as
         torch's SGD reads them, once a step (not once a parameter); the rule's settings checked unchanged."""
         if self._settings is None:
-            weight_decay = _one_value(self.param_groups, "weight_decay", float,
-                                      "DistributedOptimizer refuses them when it is made too")
+            # Each group's own: the worker adds it to the gradient ("no decay for biases" groups).
+            weight_decay = {id(p): float(g["weight_decay"]) for g in self.param_groups for p in g["params"]}
             rate = _one_value(self.param_groups, "lr", _rate, "the servers apply one rate per push")
             for key, fixed in self._rule_settings.items():
                 now = _one_value(self.param_groups, key, type(fixed), "the servers apply one rule")
                 if now != fixed:
+                    cycled = (" (a scheduler that cycles momentum, as OneCycleLR and CyclicLR do unless given "
+                              "cycle_momentum=False?)" if key == "momentum" else "")
                     raise ValueError(f"rdmaps.torch: {key} is {now!r} in param_groups, {fixed!r} when the "
-                                     f"DistributedOptimizer was made: it is the servers' update rule, fixed when "
-                                     f"they admitted this worker; make a new DistributedOptimizer to change it. "
+                                     f"DistributedOptimizer was made{cycled}: it is the servers' update rule, fixed "
+                                     f"when they admitted this worker; make a new DistributedOptimizer to change it. "
                                      f"This step's gradients were not sent")
             self._settings = (weight_decay, rate)
         return self._settings
@@ -365,11 +372,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
         grad = p.grad
         if self._passes_per_step > 1:
             grad = grad / self._passes_per_step
-        weight_decay, rate = self._step_settings()
+        decay, rate = self._step_settings()
+        weight_decay = decay.get(id(p), 0.0)
         if weight_decay:
             grad = torch.add(grad, p.detach(), alpha=weight_decay)
         if rate != self._sent_lr:  # a scheduler changed it: the servers apply the worker's rate
-            self._worker._submit_learning_rate(rate)
+            # Waited for with the pushes: a rate the worker refuses is raised by step(), not ignored.
+            self._pending.append((self._worker._submit_learning_rate(rate), None))
             self._sent_lr = rate
         address, nbytes = _check_tensor("gradient", name, grad, self._declared[name])
         if grad.is_cuda:  # autograd wrote it on the current stream; rdmaps reads it on its own
