@@ -359,6 +359,16 @@ def weight_decay():
     opt = rps.DistributedOptimizer(sgd, model.named_parameters())
     rps.broadcast_parameters(model.state_dict())
     x = torch.randn(4, 3)
+
+    def step_both_and_compare(what):
+        for m, o in ((model, opt), (ref, ref_opt)):
+            o.zero_grad()
+            m(x).square().mean().backward()
+            o.step()
+        for (name, p), r in zip(model.named_parameters(), ref.parameters()):
+            if not torch.allclose(p.detach(), r.detach(), rtol=0, atol=1e-6):
+                fail(f"{what}: '{name}' differs from torch's SGD by {(p.detach() - r.detach()).abs().max().item():g}")
+
     for step, (wd, how) in enumerate([(0.5, "groups"), (0.25, "state_dict"), (0.0, "groups")]):
         for o in (opt, ref_opt):
             if how == "state_dict":
@@ -369,28 +379,14 @@ def weight_decay():
             else:
                 for group in o.param_groups:
                     group["weight_decay"] = wd
-        for m, o in ((model, opt), (ref, ref_opt)):
-            o.zero_grad()
-            m(x).square().mean().backward()
-            o.step()
-        for (name, p), r in zip(model.named_parameters(), ref.parameters()):
-            if not torch.allclose(p.detach(), r.detach(), rtol=0, atol=1e-6):
-                fail(f"step {step} (weight_decay {wd} set by {how}): '{name}' differs from torch's SGD by "
-                     f"{(p.detach() - r.detach()).abs().max().item():g}")
+        step_both_and_compare(f"step {step} (weight_decay {wd} set by {how})")
     child_exits_without_touching_the_parents_worker(opt, lambda: (model(x).square().mean().backward(), opt.step()))
     # Groups may differ in weight decay ("no decay for biases"): the worker adds
     # each group's own (they were refused, though the servers never see it).
     ref.load_state_dict(model.state_dict())  # the child's check stepped the model alone
     for o in (opt, ref_opt):
         o.param_groups[1]["weight_decay"] = 0.5
-    for m, o in ((model, opt), (ref, ref_opt)):
-        o.zero_grad()
-        m(x).square().mean().backward()
-        o.step()
-    for (name, p), r in zip(model.named_parameters(), ref.parameters()):
-        if not torch.allclose(p.detach(), r.detach(), rtol=0, atol=1e-6):
-            fail(f"groups with weight decay 0 and 0.5: '{name}' differs from torch's SGD by "
-                 f"{(p.detach() - r.detach()).abs().max().item():g}")
+    step_both_and_compare("groups with weight decay 0 and 0.5")
     # Momentum is the servers' rule: a change after construction is refused,
     # not ignored (it was ignored: the servers kept plain SGD).
     opt.param_groups[1]["weight_decay"] = 0.0
