@@ -246,6 +246,9 @@ ClientImpl::~ClientImpl() {
   // A server that acknowledged its Byes also acknowledges the close at once.
   if (!context_) return;
   context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
+  // The context, destroyed after this client's members, still progresses: a
+  // write-back arriving then must not reach them (it is dropped).
+  context_->set_am_handler(kAmWriteBack, [](transport::AmMessage&) {});
   // What is still in flight reads (or writes) the links' buffers: they go when it ends.
   context_->retire(reading, std::make_shared<std::vector<ServerLink>>(std::move(links_)));
 }

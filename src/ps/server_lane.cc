@@ -90,6 +90,9 @@ ServerLane::~ServerLane() {
   join();
   for (auto& w : workers_) drop(w, nullptr);
   closing_.close_all(*context_);
+  // The context, destroyed after this lane's members, still progresses: a
+  // push arriving then must not reach them.
+  context_->set_am_handler(kAmPush, [](transport::AmMessage&) {});
 }
 
 void ServerLane::start() {
