@@ -54,6 +54,11 @@ struct ContextOptions {
   /// Request::wait_for bounds every wait that needs the peer.
   enum class PeerFailure { kAuto, kOn, kOff } peer_failure = PeerFailure::kAuto;
   std::string name = "rdmaps";
+  /// Every peer is on this host (a listen or server address on loopback):
+  /// UCX's own listeners, one per network device it uses, which take
+  /// connections without rdmaps' handshake, stay on loopback too
+  /// (UCX_NET_DEVICES=lo unless the environment sets it).
+  bool loopback_only = false;
   /// Shared secret both sides of every connection must prove before anything
   /// else is exchanged (docs/security.md); empty: no authentication (--insecure).
   std::string secret{};

@@ -68,7 +68,16 @@ void ClientImpl::connect() {
   transport::raise_open_file_limit();
   const transport::CancelScope cancel(&interrupted_);  // interrupt() reaches a wait on a silent server
   try {
-    context_ = transport::create_context(context_options(config_, "rdmaps-worker-" + std::to_string(options_.worker)));
+    // Every server on loopback: UCX stays there too (ContextOptions::loopback_only).
+    const bool loopback_only = std::all_of(options_.servers.begin(), options_.servers.end(), [](const std::string& s) {
+      try {
+        return transport::SockAddr::parse(s).is_loopback();
+      } catch (const Error&) {
+        return false;  // the connect names it
+      }
+    });
+    context_ = transport::create_context(
+        context_options(config_, "rdmaps-worker-" + std::to_string(options_.worker), loopback_only));
     context_->set_am_handler(kAmWriteBack, [this](transport::AmMessage& m) { on_write_back(m); });
     register_with_transport();  // before the lanes are given its keys
     // Every server asked first: a refusal or an unreachable server found

@@ -11,10 +11,12 @@
 
 namespace rdmaps::ps {
 
-inline transport::ContextOptions context_options(const Config& config, std::string name) {
+/// `loopback_only`: every peer is on this host (ContextOptions::loopback_only).
+inline transport::ContextOptions context_options(const Config& config, std::string name, bool loopback_only = false) {
   transport::ContextOptions o;
   o.transport = transport::parse_transport(config.transport);
   o.name = std::move(name);
+  o.loopback_only = loopback_only;
   o.secret = config.secret;
   o.peer_silence = std::chrono::milliseconds(config.peer_timeout_ms);
   return o;

@@ -72,8 +72,8 @@ ServerLane::ServerLane(const LaneSetup& setup)
   versions_.assign(setup.shards, 0);
   state_since_.assign(setup.shards, 0);
   for (uint32_t i = 0; i < workers_.size(); ++i) workers_[i].id = i;
-  context_ =
-      transport::create_context(context_options(setup.config, "rdmaps-server-lane-" + std::to_string(setup.index)));
+  context_ = transport::create_context(
+      context_options(setup.config, "rdmaps-server-lane-" + std::to_string(setup.index), setup.loopback_only));
   // Every lane on the server's host, at a port of its own.
   listener_ = context_->listen(transport::SockAddr::parse(so.listen).with_port(0));
   port_ = static_cast<uint16_t>(listener_->address().port());

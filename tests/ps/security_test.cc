@@ -7,7 +7,11 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <random>
+#include <set>
+#include <sstream>
 
 #include "src/ps/protocol.h"
 #include "tests/ps/fixture.h"
@@ -145,6 +149,57 @@ TEST_P(PsSecurityTest, PeersWithoutTheSecretReachNothingWhileAWorkerTrainsExactl
 
 // A proof is bound to both sides' fresh nonces: one made for an earlier
 // connection, with the right secret, is refused on the next.
+// The local addresses this process listens on over TCP (/proc/net/tcp{,6}
+// entries in state LISTEN whose socket is one of this process's files).
+std::vector<std::string> own_listening_addresses() {
+  std::set<std::string> mine;
+  for (const auto& fd : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (!ec && target.rfind("socket:[", 0) == 0) mine.insert(target.substr(8, target.size() - 9));
+  }
+  std::vector<std::string> out;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string slot, local, remote, state, queues, timer, retransmits, uid, timeout, inode;
+      f >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> timeout >> inode;
+      if (state == "0A" && mine.count(inode)) out.push_back(local);
+    }
+  }
+  return out;
+}
+
+// Hex of /proc/net/tcp: 0100007F is 127.0.0.1; ::1 is 15 zero words then 01000000.
+bool is_loopback_hex(const std::string& local) {
+  const std::string host = local.substr(0, local.find(':'));
+  if (host.size() == 8) return host.substr(6, 2) == "7F";
+  return host == "00000000000000000000000001000000";
+}
+
+// UCX's tcp transport listens on every device it uses and takes connections
+// without rdmaps' handshake: a server on loopback, and its workers, listened
+// on every interface of the host as well.
+TEST(PsSecurity, AJobOnLoopbackListensOnLoopbackOnly) {
+  const char* devices = std::getenv("UCX_NET_DEVICES");  // the tests' own (lo) would hide it
+  const std::string saved = devices ? devices : "";
+  unsetenv("UCX_NET_DEVICES");
+  {
+    Config c = sgd_config(transport::TransportKind::kTcp, 0.1f, 1024);
+    ServerGroup servers(1, 1, c);
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", 100);
+    client.connect();
+    const auto listening = own_listening_addresses();
+    EXPECT_FALSE(listening.empty());
+    for (const auto& local : listening) EXPECT_TRUE(is_loopback_hex(local)) << "listening on " << local;
+  }
+  if (devices) setenv("UCX_NET_DEVICES", saved.c_str(), 1);
+}
+
 TEST(PsSecurity, AProofFromAnEarlierConnectionIsRefused) {
   Config c = fault_config(transport::TransportKind::kTcp);
   ServerGroup servers(1, 1, c);

@@ -137,6 +137,10 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   if (options.transport != TransportKind::kAuto)
     check(ucp_config_modify(config.get(), "TLS", transport_tls(options.transport)), "selecting UCX transports",
           std::string("UCX_TLS=") + transport_tls(options.transport));
+  // UCX's tcp transport listens on every device it uses and takes any
+  // connection there, unauthenticated: a job on loopback keeps it on loopback.
+  if (options.loopback_only && !std::getenv("UCX_NET_DEVICES"))
+    check(ucp_config_modify(config.get(), "NET_DEVICES", "lo"), "keeping UCX on loopback", "UCX_NET_DEVICES=lo");
   // Only where tcp can be in use (the transport's UCX_TLS, or the user's for
   // auto): UCX warns of the keepalive variables as "invalid configurations"
   // in every process whose UCX_TLS has no tcp.
