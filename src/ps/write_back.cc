@@ -81,7 +81,8 @@ bool WriteBackReceiver::parse(const transport::AmMessage& m, const transport::Re
   if (m.header_length != sizeof(WriteBackHeader)) return false;
   std::memcpy(&h, m.header, sizeof(h));
   if (h.mailbox) {
-    if (h.offset + sizeof(Mailbox) <= receive.size()) pending_ = h;
+    // Subtracted, not added: an offset near 2^64 from a faulty server wrapped past the check.
+    if (receive.size() >= sizeof(Mailbox) && h.offset <= receive.size() - sizeof(Mailbox)) pending_ = h;
     return false;
   }
   return true;

@@ -10,9 +10,39 @@
 
 #include "rdmaps/error.h"
 #include "src/ps/admission.h"
+#include "src/ps/write_back.h"
+#include "transport/context.h"
 
 namespace rdmaps::ps {
 namespace {
+
+// A write-back mailbox whose offset wraps past the receive region's end (a
+// faulty server's, near 2^64) is dropped: offset + size wrapped past the check
+// and the mailbox was copied far outside the region.
+TEST(WriteBackReceiver, AMailboxOffsetThatWrapsIsDropped) {
+  auto context = transport::create_context({.transport = transport::TransportKind::kShm});
+  auto receive = context->allocate(4096, transport::Access::kRemoteWrite);
+  for (uint64_t offset : {~uint64_t{0} - 8, uint64_t{4096}, uint64_t{4096} - sizeof(Mailbox) + 1}) {
+    WriteBackReceiver receiver;
+    WriteBackHeader h{offset, 1, 0, {}};
+    transport::AmMessage m;
+    m.header = &h;
+    m.header_length = sizeof(h);
+    receiver.on_message(*context, m, *receive, [](uint64_t, uint64_t) { return WriteBackReceiver::Destination{}; });
+    EXPECT_FALSE(receiver.publish(*receive, [](uint64_t, uint64_t, bool) {})) << "offset " << offset;
+  }
+  WriteBackReceiver receiver;  // the last mailbox that fits is taken
+  WriteBackHeader h{4096 - sizeof(Mailbox), 1, 0, {}};
+  h.box.consumed_seq = 7;
+  transport::AmMessage m;
+  m.header = &h;
+  m.header_length = sizeof(h);
+  receiver.on_message(*context, m, *receive, [](uint64_t, uint64_t) { return WriteBackReceiver::Destination{}; });
+  EXPECT_TRUE(receiver.publish(*receive, [](uint64_t, uint64_t, bool) {}));
+  Mailbox got;
+  std::memcpy(&got, static_cast<const uint8_t*>(receive->data()) + 4096 - sizeof(Mailbox), sizeof(got));
+  EXPECT_EQ(got.consumed_seq, 7u);
+}
 
 TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   Hello h;
