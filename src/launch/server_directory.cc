@@ -120,12 +120,15 @@ ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds t
     // Every rank looks for the rendezvous at that address: rank 0 elsewhere
     // (srun's launch node, a layout that put task 0 on another node) would
     // leave them all waiting out their timeout.
-    if (p.rank == 0 && !names_this_host(p.master_addr))
-      throw Error(Errc::kInvalidArgument,
-                  "rank 0 hosts the job's rendezvous where every rank looks for it, " + p.master_addr_var + " (" +
-                      p.master_addr +
-                      "), but that is not an address of this host: set MASTER_ADDR to rank 0's host (or "
-                      "RDMAPS_SERVERS)");
+    // Refused where Slurm's variables chose it; a MASTER_ADDR given by hand
+    // may be published here by a NAT or a virtual IP: warned of.
+    if (p.rank == 0 && !names_this_host(p.master_addr)) {
+      const std::string why = "rank 0 hosts the job's rendezvous where every rank looks for it, " + p.master_addr_var +
+                              " (" + p.master_addr + "), but that is not an address of this host";
+      if (p.master_addr_var.rfind("SLURM_", 0) == 0)
+        throw Error(Errc::kInvalidArgument, why + ": set MASTER_ADDR to rank 0's host (or RDMAPS_SERVERS)");
+      logf(LogLevel::kWarn, "rdmaps: warning: %s (a NAT or a virtual IP that forwards here?)", why.c_str());
+    }
     if (p.rank == 0) host_ = std::make_unique<RendezvousHost>(p, secret_);
   }
 }
@@ -189,14 +192,16 @@ std::string advertised_address(const Placement& p, const std::string& bound, con
   auto with_port = [port](const std::string& host) { return transport::join_host_port(host, port); };
   if (auto a = env("RDMAPS_ADVERTISE_ADDR"); a && !a->empty()) {
     // A host alone: the port is the one bound. "node1:5000" became "[node1:5000]:4000".
-    in6_addr v6{};
-    const bool ipv6 = ::inet_pton(AF_INET6, a->c_str(), &v6) == 1;
-    if (a->find_first_of(" \t\r\n[]") != std::string::npos || (!ipv6 && a->find(':') != std::string::npos))
+    std::string host = *a;
+    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    in6_addr v6{};  // a scoped one (fe80::1%eth0) is an IPv6 address too
+    const bool ipv6 = ::inet_pton(AF_INET6, host.substr(0, host.find('%')).c_str(), &v6) == 1;
+    if (host.find_first_of(" \t\r\n[]") != std::string::npos || (!ipv6 && host.find(':') != std::string::npos))
       throw Error(Errc::kInvalidArgument, "RDMAPS_ADVERTISE_ADDR='" + *a +
                                               "' is not a host name or address: give the host alone (this "
                                               "server's port, " +
-                                              std::to_string(port) + ", is added; an IPv6 address without brackets)");
-    return with_port(*a);
+                                              std::to_string(port) + ", is added)");
+    return with_port(host);
   }
   std::string host = host_of(bound);
   if (host != "0.0.0.0" && host != "::" && !host.empty()) return bound;

@@ -173,7 +173,14 @@ class ClientImpl {
     }
     // Small pushes held back to go with their neighbours carry the rate they
     // were pushed at, not the new one (read when they are sent).
-    if (lr != learning_rate_ && partition_) flush_gathered();
+    if (lr != learning_rate_ && partition_) {
+      try {
+        flush_gathered();
+      } catch (...) {
+        learning_rate_ = lr;  // asked for all the same: later pushes carry it (Python sent it once)
+        throw;
+      }
+    }
     learning_rate_ = lr;
   }
 

@@ -431,8 +431,22 @@ TEST(ServerDirectory, ListenAndAdvertise) {
     return std::nullopt;
   };
   EXPECT_EQ(advertised_address(p, "0.0.0.0:4000", v6), "[::1]:4000");
+  // In brackets, or scoped, an IPv6 address is one too.
+  for (const char* given : {"[2001:db8::1]", "fe80::1%eth0"}) {
+    auto env6 = [given](const std::string& name) -> std::optional<std::string> {
+      if (name == "RDMAPS_ADVERTISE_ADDR") return given;
+      return std::nullopt;
+    };
+    EXPECT_NO_THROW(advertised_address(p, "0.0.0.0:4000", env6)) << given;
+  }
+  EXPECT_EQ(advertised_address(p, "0.0.0.0:4000",
+                               [](const std::string& name) -> std::optional<std::string> {
+                                 if (name == "RDMAPS_ADVERTISE_ADDR") return "[2001:db8::1]";
+                                 return std::nullopt;
+                               }),
+            "[2001:db8::1]:4000");
   // Not a host: named, not advertised as "[node1:5000]:4000" or " node1:4000".
-  for (const char* bad : {"node1:5000", " node1", "[::1]", "node 1"}) {
+  for (const char* bad : {"node1:5000", " node1", "[node1:5000]", "node 1"}) {
     auto given = [bad](const std::string& name) -> std::optional<std::string> {
       if (name == "RDMAPS_ADVERTISE_ADDR") return bad;
       return std::nullopt;
@@ -517,6 +531,14 @@ TEST(ServerDirectory, RankZeroRefusesARendezvousAddressNotItsOwn) {
   EXPECT_NE(what.find("SLURM_LAUNCH_NODE_IPADDR (192.0.2.1), but that is not an address of this host"),
             std::string::npos)
       << what;
+  // Given by hand, it may be a NAT's or a virtual IP forwarding here: warned of, not refused.
+  p.master_addr_var = "MASTER_ADDR";
+  {
+    test::OutputCapture log;
+    EXPECT_NO_THROW(ServerDirectory(p, 1s, ""));
+    const std::string said = log.end();
+    EXPECT_NE(said.find("MASTER_ADDR (192.0.2.1), but that is not an address of this host"), std::string::npos) << said;
+  }
   for (const char* local : {"127.0.0.1", "localhost", "127.0.1.1"}) {
     p.master_addr = local;
     EXPECT_NO_THROW(ServerDirectory(p, 1s, "")) << local;

@@ -482,6 +482,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._passes.clear()
         self._extra.clear()
         self._settings = None
+        self._sync_queued = False  # a backward that raised (out of memory) never ran its callback
         self.optimizer.zero_grad(*args, **kwargs)  # with this torch's default for set_to_none
 
     @torch.no_grad()
