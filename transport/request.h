@@ -55,6 +55,8 @@ class [[nodiscard]] Request {
   void wait_until(std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds bound,
                   const std::atomic<bool>* cancel);
   bool pending() const noexcept { return handle_ != nullptr; }
+  /// The endpoint it was posted on (null for a context-wide one).
+  const Endpoint* peer() const noexcept { return peer_; }
   /// The backend's handle, now the caller's (Context::retire takes it over);
   /// null when already complete.
   void* detach() noexcept {

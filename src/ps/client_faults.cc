@@ -75,8 +75,14 @@ void ClientImpl::disconnect(ServerLink& link) {
     std::unique_ptr<transport::Region> receive;
   };
   auto buffers = std::make_shared<Buffers>();
-  std::vector<transport::Request> reading = std::move(abandoned_);
-  abandoned_.clear();
+  // This server's own abandoned sends: another server's read its buffers, which go with its own disconnect.
+  std::vector<transport::Request> reading;
+  std::erase_if(abandoned_, [&](transport::Request& r) {
+    const bool ours = std::any_of(link.lanes.begin(), link.lanes.end(),
+                                  [&](const Lane& lane) { return lane.ep && lane.ep.get() == r.peer(); });
+    if (ours) reading.push_back(std::move(r));
+    return ours;
+  });
   for (auto& lane : link.lanes) {
     lane.write_back.abandon(reading);
     by_endpoint_.erase(lane.ep.get());
@@ -211,13 +217,19 @@ ClientImpl::~ClientImpl() {
   for (auto& link : links_)
     for (auto& lane : link.lanes) {
       if (!lane.ep || lane.ep->peer_closed()) continue;
+      std::vector<transport::Request> inflight;
       try {
-        std::vector<transport::Request> inflight;
         const uint64_t seq = post(link, lane, MsgType::kBye, 0, 0, 0, 0, nullptr, inflight);
         for (auto& r : inflight) r.wait_for(std::max(left(), 1ms));
         byes.push_back({&link, &lane, seq});
       } catch (const std::exception&) {
         unacknowledged(link, lane);  // gone (said before), or stopped: leaving is best effort
+      }
+      try {
+        for (auto& r : inflight)
+          if (r.pending()) abandoned_.push_back(std::move(r));  // it still reads the inbox staging
+      } catch (const std::exception&) {
+        // Out of memory: released instead, as before retire() existed.
       }
     }
   transport::IdleBackoff idle;
@@ -235,22 +247,39 @@ ClientImpl::~ClientImpl() {
   }
   for (const Bye& b : byes)
     if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq) unacknowledged(*b.link, *b.lane);
-  std::vector<transport::Request> reading = std::move(abandoned_);
-  for (auto* calls : {&inflight_, &gather_inflight_})
-    for (auto& r : *calls) reading.push_back(std::move(r));
+  std::vector<transport::Request> reading;
+  try {
+    reading = std::move(abandoned_);
+    for (auto* calls : {&inflight_, &gather_inflight_})
+      for (auto& r : *calls) reading.push_back(std::move(r));
+    for (auto& link : links_)
+      for (auto& lane : link.lanes) lane.write_back.abandon(reading);
+  } catch (const std::exception&) {
+    // Out of memory: released instead, as before retire() existed.
+  }
   for (auto& link : links_)
-    for (auto& lane : link.lanes) {
-      lane.write_back.abandon(reading);
+    for (auto& lane : link.lanes)
       if (lane.ep) lane.ep->close_later();
-    }
   // A server that acknowledged its Byes also acknowledges the close at once.
   if (!context_) return;
   context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
-  // The context, destroyed after this client's members, still progresses: a
-  // write-back arriving then must not reach them (it is dropped).
-  context_->set_am_handler(kAmWriteBack, [](transport::AmMessage&) {});
-  // What is still in flight reads (or writes) the links' buffers: they go when it ends.
-  context_->retire(reading, std::make_shared<std::vector<ServerLink>>(std::move(links_)));
+  // What is still in flight reads (or writes) the links' buffers, the
+  // gathered pushes' and the encoded ones': they go when it ends.
+  struct Left {
+    std::vector<ServerLink> links;
+    std::array<Gathered, kGatherRuns> gathered;
+    std::vector<uint16_t> wire;
+    std::unique_ptr<GpuTransfer> gpu;
+  };
+  try {
+    // The context, destroyed after this client's members, still progresses: a
+    // write-back arriving then must not reach them (it is dropped).
+    context_->set_am_handler(kAmWriteBack, [](transport::AmMessage&) {});
+    context_->retire(reading, std::make_shared<Left>(
+                                  Left{std::move(links_), std::move(gathered_), std::move(wire_), std::move(gpu_)}));
+  } catch (const std::exception&) {
+    // Out of memory: the buffers go with the members, as before retire() existed.
+  }
 }
 
 }  // namespace rdmaps::ps

@@ -68,7 +68,12 @@ class InboxReader {
   template <typename Failed>
   bool complete(Failed&& failed);
   bool landing() const { return !landings_.empty(); }
-  void forget_landings() { landings_.clear(); }
+  /// The worker is gone: its payloads still landing, not waited for, go to
+  /// `writing` (they write into this inbox until they end).
+  void abandon_landings(std::vector<transport::Request>& writing) {
+    for (auto& l : landings_) writing.push_back(std::move(l.request));
+    landings_.clear();
+  }
 
  private:
   uint8_t* slot(uint64_t seq) const;

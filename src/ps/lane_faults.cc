@@ -63,13 +63,20 @@ void ServerLane::disconnect_all() {
 void ServerLane::release(Worker& w) {
   w.live = false;
   live_[w.id].store(false, std::memory_order_release);
-  if (w.writer) {
-    // Sends to a worker that left or stalled read the writer's staging and
-    // headers until they end, long after its endpoint closed.
-    std::vector<transport::Request> sending = w.writer->abandon();
-    context_->retire(sending, std::shared_ptr<WriteBackSender>(std::move(w.writer)));
-  }
-  if (w.inbox) w.inbox->forget_landings();
+  // Sends to a worker that left or stalled read the writer's staging and
+  // headers and the worker's copy (their source), and its pushes still
+  // landing write its inbox, until they end, long after its endpoint closed:
+  // all of it goes then, not now nor at its rejoin (Context::retire).
+  struct Departed {
+    std::unique_ptr<WriteBackSender> writer;
+    std::unique_ptr<WorkerCopy> copy;
+    std::unique_ptr<InboxReader> inbox;
+  };
+  std::vector<transport::Request> in_flight;
+  if (w.writer) in_flight = w.writer->abandon();
+  if (w.inbox) w.inbox->abandon_landings(in_flight);
+  context_->retire(in_flight,
+                   std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox)}));
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());
     closing_.add(std::move(w.ep));

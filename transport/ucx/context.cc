@@ -426,6 +426,7 @@ void UcxContext::sweep_orphans() {
 
 void UcxContext::retire(std::vector<Request>& requests, std::shared_ptr<void> buffers) {
   Retired r;
+  r.requests.reserve(requests.size());  // out of memory here, before a handle was taken
   for (auto& request : requests)
     if (void* handle = request.detach()) {
       if (ucp_request_check_status(handle) == UCS_INPROGRESS)
