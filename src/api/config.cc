@@ -1,6 +1,8 @@
 #include "rdmaps/config.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <cerrno>
@@ -8,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <optional>
 #include <sstream>
@@ -59,27 +60,43 @@ std::string checked_secret(const std::string& secret, const std::string& source)
   return secret;
 }
 
-// The secret file must be the user's alone, like an ssh key; its first line is the secret.
+// The secret file must be the user's alone, like an ssh key; its first line
+// is the secret. Checked on the file opened (fstat), not on its name first and
+// opened after: a file swapped in between passed the check.
 std::string read_secret_file(const std::string& path, const std::string& source) {
+  auto refused = [&](const std::string& why) {
+    return Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' " + why);
+  };
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO by that name must not block
+  if (fd < 0) throw refused(std::string("cannot be read: ") + std::strerror(errno));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    throw Error(Errc::kInvalidArgument,
-                source + ": cannot read the secret file '" + path + "': " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode))
-    throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' is not a regular file");
+  if (::fstat(fd, &st) != 0) throw refused(std::string("cannot be read: ") + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw refused("is not a regular file");
+  if (st.st_uid != ::geteuid())
+    throw refused("belongs to uid " + std::to_string(st.st_uid) + ", not to this user (uid " +
+                  std::to_string(::geteuid()) + "), who could read or change it; use a file of your own, mode 600");
   if (st.st_mode & 077) {
     char mode[8];
     std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' has mode " + mode +
-                                            ": other users may read or change it; chmod 600 '" + path + "'");
+    throw refused(std::string("has mode ") + mode + ": other users may read or change it; chmod 600 '" + path + "'");
   }
-  std::ifstream in(path);
-  if (!in)
-    throw Error(Errc::kInvalidArgument,
-                source + ": cannot read the secret file '" + path + "': " + std::strerror(errno));
-  std::string secret;
-  if (!std::getline(in, secret))
-    throw Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' is empty or unreadable");
+  std::string text(4096, '\0');  // the first line: a secret is far shorter
+  ssize_t got = 0;
+  for (ssize_t n; got < static_cast<ssize_t>(text.size()) &&
+                  (n = ::read(fd, text.data() + got, text.size() - static_cast<size_t>(got))) != 0;) {
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw refused(std::string("cannot be read: ") + std::strerror(errno));
+    }
+    got += n;
+  }
+  text.resize(static_cast<size_t>(got));
+  std::string secret = text.substr(0, text.find('\n'));
+  if (secret.empty()) throw refused("is empty or unreadable");
   while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
   return checked_secret(secret, source + " ('" + path + "')");
 }

@@ -2,8 +2,12 @@
 #include "rdmaps/config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -17,6 +21,51 @@ namespace rdmaps::ps {
 namespace {
 
 // The staged path's default ring: 8 MiB in flight, never fewer than 3 chunks.
+// --secret-file: the user's alone, like an ssh key, checked on the file it
+// reads (it was checked by name, then opened again); one of another user's
+// (who could read or change it) is refused as one others may read is.
+TEST(Config, ASecretFileMustBeTheUsersAloneAndNamesWhatIsWrong) {
+  const std::string dir = std::filesystem::temp_directory_path() / ("rdmaps-secret-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string file = dir + "/secret";
+  std::ofstream(file) << "0123456789abcdef0123456789abcdef\r\nsecond line\n";
+  auto read = [&](const std::string& path) {
+    Config c;
+    std::vector<std::string> rest;
+    parse_config(c, {"--secret-file", path}, &rest);
+    return c.secret;
+  };
+  auto refusal = [&](const std::string& path) {
+    try {
+      read(path);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  ASSERT_EQ(::chmod(file.c_str(), 0600), 0);
+  EXPECT_EQ(read(file), "0123456789abcdef0123456789abcdef");
+  ASSERT_EQ(::chmod(file.c_str(), 0644), 0);
+  EXPECT_NE(refusal(file).find("the secret file '" + file + "' has mode 0644: other users may read or change it"),
+            std::string::npos)
+      << refusal(file);
+  ASSERT_EQ(::chmod(file.c_str(), 0600), 0);
+  if (::geteuid() == 0) {  // only root can give a file away
+    ASSERT_EQ(::chown(file.c_str(), 65534, 65534), 0);
+    EXPECT_NE(refusal(file).find("belongs to uid 65534, not to this user (uid 0)"), std::string::npos) << refusal(file);
+    ASSERT_EQ(::chown(file.c_str(), 0, 0), 0);
+  }
+  EXPECT_NE(refusal(dir).find("is not a regular file"), std::string::npos) << refusal(dir);
+  ASSERT_EQ(::mkfifo((dir + "/fifo").c_str(), 0600), 0);
+  EXPECT_NE(refusal(dir + "/fifo").find("is not a regular file"), std::string::npos);  // and returns at once
+  EXPECT_NE(refusal(dir + "/none").find("cannot be read: No such file or directory"), std::string::npos);
+  std::ofstream(dir + "/empty").flush();
+  ASSERT_EQ(::chmod((dir + "/empty").c_str(), 0600), 0);
+  EXPECT_NE(refusal(dir + "/empty").find("is empty or unreadable"), std::string::npos);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(Config, StagingDepthCoversEightMebibytes) {
   EXPECT_EQ(ps::staging_depth_for(1u << 20), 8);
   EXPECT_EQ(ps::staging_depth_for(3u << 20), 3);
