@@ -184,7 +184,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointHeader& hea
   const std::string path = dir + "/" + file_name(header.index, header.sequence), temporary = path + ".tmp";
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) io_error("cannot create the checkpoint directory", dir);
   try {
-    File out(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    File out(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     transport::Sha256 digest;
     auto put = [&](const void* p, size_t n) {
       digest.update(p, n);
@@ -215,9 +215,21 @@ std::string write_checkpoint(const std::string& dir, const CheckpointHeader& hea
 void check_checkpoint_dir(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     io_error("cannot create the checkpoint directory (--checkpoint-dir)", dir);
+  // Whoever else may write in it can plant checkpoints a --resume loads, or
+  // links where the server writes (the files are opened O_NOFOLLOW too).
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && (st.st_uid != ::geteuid() || (st.st_mode & S_IWOTH))) {
+    char mode[8];
+    std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    throw Error(Errc::kInvalidArgument,
+                "the checkpoint directory '" + dir + "' (--checkpoint-dir) " +
+                    (st.st_uid != ::geteuid() ? "belongs to uid " + std::to_string(st.st_uid) + ", not to this user"
+                                              : std::string("has mode ") + mode + ": any user may write in it") +
+                    ", who could plant checkpoints a --resume loads; use a directory of your own (mode 700)");
+  }
   const std::string probe = dir + "/.rdmaps-write-test";
   try {
-    File(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600).write_all("rdmaps\n", 7);
+    File(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600).write_all("rdmaps\n", 7);
   } catch (const Error&) {
     io_error("cannot write files in the checkpoint directory (--checkpoint-dir)", dir);  // errno: the probe's
   }
@@ -228,7 +240,7 @@ namespace {
 // Opens and locks `path`, writing this process's pid into it; throws naming
 // the holder when another process has it.
 int take_lock(const std::string& path, const std::string& dir, uint32_t index) {
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) io_error("cannot open the checkpoint directory's lock", path);
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int e = errno;

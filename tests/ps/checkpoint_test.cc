@@ -347,6 +347,42 @@ TEST(Checkpoint, AServerWhoseCheckpointDirectoryCannotBeWrittenRefusesToStart) {
 // workers would all be refused), a table it cannot lay out (a crafted header;
 // it said only "raise --shard-floats"), arrays of the wrong size (which ones),
 // a table over --max-bytes.
+// A directory others may write in: refused (they could plant checkpoints, or
+// links where the server writes: a link by the probe's or the lock's name
+// made the server overwrite its target). A link planted in one's own
+// directory is not followed.
+TEST(Checkpoint, ADirectoryOthersMayWriteInOrLinksInItAreRefused) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  const std::string dir = temp_dir(), victim = dir + "/victim";
+  std::ofstream(victim) << "keep";
+  o.config.checkpoint_dir = dir + "/ckpt";
+  fs::create_directory(o.config.checkpoint_dir);
+  ASSERT_EQ(::chmod(o.config.checkpoint_dir.c_str(), 0777), 0);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { Server server(o); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("'" + o.config.checkpoint_dir + "' (--checkpoint-dir) has mode 0777: any user may write in it"),
+            std::string::npos)
+      << what;
+  ASSERT_EQ(::chmod(o.config.checkpoint_dir.c_str(), 0700), 0);
+  for (const char* name : {".rdmaps-write-test", "server-0.lock"}) {
+    const std::string link = o.config.checkpoint_dir + "/" + name;
+    fs::create_symlink(victim, link);
+    EXPECT_THROW(Server server(o), Error) << name;
+    std::ifstream in(victim);
+    std::string kept;
+    std::getline(in, kept);
+    EXPECT_EQ(kept, "keep") << "the server wrote through the link " << name;
+    fs::remove(link);
+  }
+  if (::geteuid() == 0) {  // only root can give a directory away
+    ASSERT_EQ(::chown(o.config.checkpoint_dir.c_str(), 65534, 65534), 0);
+    EXPECT_EQ(error_code_of([&] { Server server(o); }, &what), Errc::kInvalidArgument);
+    EXPECT_NE(what.find("belongs to uid 65534, not to this user"), std::string::npos) << what;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(Checkpoint, AResumeThatCouldNotServeNamesTheFileAndWhy) {
   const std::string dir = temp_dir();
   ServerOptions o;

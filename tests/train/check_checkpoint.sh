@@ -182,7 +182,7 @@ echo "ok: checkpoints numbered after torn and earlier jobs' files; a second serv
 # run, not a log line under an exit status of 0: the trained model is not saved.
 full="$out/full"
 mkdir -p "$full"
-if mount -t tmpfs -o size=64k tmpfs "$full" 2>/dev/null; then
+if mount -t tmpfs -o size=64k,mode=700 tmpfs "$full" 2>/dev/null; then
   trap 'umount "$full" 2>/dev/null || true; cleanup' EXIT
   port=$(free_port)
   "$train" --role server --listen "127.0.0.1:$port" "${job[@]}" --checkpoint-dir "$full" 2>"$out/full-server.log" &
