@@ -146,6 +146,11 @@ class Context {
   /// no registered memory outlive its context (a peer stopped mid-send then
   /// gets an error, or nothing).
   virtual void retire(std::vector<Request>& requests, std::shared_ptr<void> buffers) = 0;
+  /// Drives released and retired requests (not closes) until every one
+  /// ended or `deadline` passed: an owner calls it before the buffers it did not
+  /// retire go (the context's own end gives them the same grace, too late
+  /// for members destroyed before it).
+  virtual void drain(std::chrono::steady_clock::time_point deadline) = 0;
   /// Worker-wide fence and flush (every endpoint of this context).
   virtual void fence() = 0;
   virtual Request flush() = 0;

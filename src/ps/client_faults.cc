@@ -270,13 +270,14 @@ ClientImpl::~ClientImpl() {
     std::array<Gathered, kGatherRuns> gathered;
     std::vector<uint16_t> wire;
     std::unique_ptr<GpuTransfer> gpu;
+    std::vector<Registered> registered;  // where write-backs land in place
   };
   try {
     // The context, destroyed after this client's members, still progresses: a
     // write-back arriving then must not reach them (it is dropped).
     context_->set_am_handler(kAmWriteBack, [](transport::AmMessage&) {});
-    context_->retire(reading, std::make_shared<Left>(
-                                  Left{std::move(links_), std::move(gathered_), std::move(wire_), std::move(gpu_)}));
+    context_->retire(reading, std::make_shared<Left>(Left{std::move(links_), std::move(gathered_), std::move(wire_),
+                                                          std::move(gpu_), std::move(registered_)}));
   } catch (const std::exception&) {
     // Out of memory: the buffers go with the members, as before retire() existed.
   }

@@ -90,6 +90,9 @@ ServerLane::~ServerLane() {
   join();
   for (auto& w : workers_) drop(w, nullptr);
   closing_.close_all(*context_);
+  // Sends given up on may read the store's parameters (the direct source of
+  // a write-back), which go with this lane's members, before the context.
+  context_->drain(std::chrono::steady_clock::now() + std::chrono::seconds(1));
   // The context, destroyed after this lane's members, still progresses: a
   // push arriving then must not reach them.
   context_->set_am_handler(kAmPush, [](transport::AmMessage&) {});

@@ -442,6 +442,16 @@ void UcxContext::retire(std::vector<Request>& requests, std::shared_ptr<void> bu
   has_orphans_.store(true, std::memory_order_release);
 }
 
+void UcxContext::drain(std::chrono::steady_clock::time_point deadline) {
+  // Not the closes: a peer that never drives UCX again acknowledges none.
+  progress_until(
+      [&] {
+        std::lock_guard<std::mutex> lock(orphans_mu_);
+        return orphans_.empty() && retired_.empty();
+      },
+      deadline);
+}
+
 void UcxContext::drop_retired() {
   std::vector<std::shared_ptr<void>> unused;  // dropped after the lock
   std::lock_guard<std::mutex> lock(orphans_mu_);

@@ -47,6 +47,7 @@ class UcxContext final : public Context, public RequestEngine {
   State test(void* handle, Errc* code, std::string* reason) override;
   void release(void* handle) noexcept override;
   void retire(std::vector<Request>& requests, std::shared_ptr<void> buffers) override;
+  void drain(std::chrono::steady_clock::time_point deadline) override;
 
   /// Blocks until `fd` is readable, a UCX event arrives, or the timeout passes.
   void wait_fd_or_event(int fd, int timeout_ms);
