@@ -88,6 +88,8 @@ class ServerHandshake {
   void refuse(Errc code, const std::string& reason);
 
   bool ready() const { return stage_ == Stage::kReady; }
+  /// The client's opening arrived and was answered: it is under way.
+  bool opened() const { return stage_ != Stage::kOpen; }
   int fd() const { return socket_.fd(); }
   Deadline deadline() const { return deadline_; }
   const std::string& peer() const { return peer_; }

@@ -147,8 +147,6 @@ TEST_P(PsSecurityTest, PeersWithoutTheSecretReachNothingWhileAWorkerTrainsExactl
   EXPECT_EQ(s.rejected, 0u);
 }
 
-// A proof is bound to both sides' fresh nonces: one made for an earlier
-// connection, with the right secret, is refused on the next.
 // The local addresses this process listens on over TCP (/proc/net/tcp{,6}
 // entries in state LISTEN whose socket is one of this process's files).
 std::vector<std::string> own_listening_addresses() {
@@ -200,6 +198,8 @@ TEST(PsSecurity, AJobOnLoopbackListensOnLoopbackOnly) {
   if (devices) setenv("UCX_NET_DEVICES", saved.c_str(), 1);
 }
 
+// A proof is bound to both sides' fresh nonces: one made for an earlier
+// connection, with the right secret, is refused on the next.
 TEST(PsSecurity, AProofFromAnEarlierConnectionIsRefused) {
   Config c = fault_config(transport::TransportKind::kTcp);
   ServerGroup servers(1, 1, c);

@@ -432,6 +432,51 @@ TEST(Listener, SilentConnectionsDoNotKeepAnHonestPeerOut) {
   EXPECT_GE(dropped, 12u) << "silent connections beyond the bound were not dropped";
 }
 
+// A handshake under way (its opening answered) is not the one a flood of
+// silent connections drops when the listener is full: the oldest made room,
+// and an honest peer mid-handshake was dropped once 4 (here) came behind it.
+TEST(Listener, AFloodOfSilentConnectionsDropsNoHandshakeUnderWay) {
+  namespace bootstrap = transport::bootstrap;
+  transport::ContextOptions o{.transport = TransportKind::kTcp,
+                              .secret = "a secret for this test only, long enough",
+                              .handshake_timeout = std::chrono::seconds(20),
+                              .max_pending_handshakes = 4};
+  auto server = transport::create_context(o);
+  auto listener = server->listen(transport::SockAddr::parse("127.0.0.1:0"));
+  auto poll_a_while = [&] {
+    for (int i = 0; i < 20; ++i) {
+      try {
+        (void)listener->poll();
+      } catch (const Error&) {  // drops and refusals: said, the listener goes on
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+  };
+  const auto deadline = Clock::now() + 10s;
+  auto honest = transport::TcpSocket::connect(listener->address(), deadline);
+  honest.send_message(bootstrap::encode(bootstrap::Open{bootstrap::kHasSecret, transport::random_nonce()}), deadline,
+                      "server");
+  poll_a_while();
+  (void)bootstrap::parse_open(honest.recv_message(deadline, "server", 64), "server");  // answered: under way
+  std::vector<transport::TcpSocket> silent;
+  for (int i = 0; i < 16; ++i) {
+    silent.push_back(transport::TcpSocket::connect(listener->address(), deadline));
+    poll_a_while();
+  }
+  // Still pending: its (wrong) proof is answered, not met by a closed connection.
+  honest.send_message(bootstrap::encode(bootstrap::Proven{{}, {1, 2, 3}}), deadline, "server");
+  poll_a_while();
+  std::string what;
+  try {
+    const auto answer = bootstrap::parse_answer(honest.recv_message(deadline, "server", 4096), "server");
+    EXPECT_FALSE(answer.ok);
+    what = answer.reason;
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("wrong shared secret"), std::string::npos) << what;
+}
+
 TEST(RegionDescriptor, MalformedBytesAreRejectedNamingTheSource) {
   transport::RegionDescriptor d;
   d.base = 0x1000;

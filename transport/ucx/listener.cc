@@ -2,6 +2,8 @@
 
 #include <poll.h>
 
+#include <algorithm>
+
 #include "rdmaps/error.h"
 #include "transport/ucx/context.h"
 #include "transport/ucx/endpoint.h"
@@ -16,24 +18,32 @@ UcxListener::UcxListener(UcxContext& context, const SockAddr& address)
 std::optional<Error> UcxListener::take_in_connections() {
   const ContextOptions& o = context_.options();
   SockAddr peer;
-  for (TcpSocket s;;) {
+  std::optional<Error> said;
+  // A table's worth per call at most: a flood as fast as accept() drains
+  // kept every pending handshake from advancing.
+  for (size_t taken = 0; taken < o.max_pending_handshakes; ++taken) {
+    TcpSocket s;
     try {
       s = socket_.try_accept(&peer);
     } catch (const Error& e) {
       return e;
     }
-    if (!s.valid()) return std::nullopt;
+    if (!s.valid()) break;
     pending_.emplace_back(std::move(s), peer.to_string(), o.secret, Clock::now() + o.handshake_timeout);
     if (pending_.size() > o.max_pending_handshakes) {
-      // Full: the oldest makes room, so a flood of silent connections delays
-      // an honest peer by one turn, not until the flood's deadlines pass.
-      const std::string oldest = pending_.front().peer();
-      pending_.erase(pending_.begin());
-      throw Error(Errc::kTimeout, "peer " + oldest + " was dropped before it completed the handshake: " +
-                                      std::to_string(o.max_pending_handshakes) +
-                                      " handshakes were pending, the oldest makes room");
+      // Full: the oldest that has not even opened its handshake makes room,
+      // else the oldest, so that a flood of silent connections does not
+      // drop an honest peer mid-handshake (it did once 256 came behind it).
+      auto victim = std::find_if(pending_.begin(), pending_.end(),
+                                 [](const bootstrap::ServerHandshake& h) { return !h.opened(); });
+      if (victim == pending_.end()) victim = pending_.begin();
+      said = Error(Errc::kTimeout, "peer " + victim->peer() + " was dropped before it completed the handshake: " +
+                                       std::to_string(o.max_pending_handshakes) +
+                                       " handshakes were pending, one that had not begun makes room");
+      pending_.erase(victim);
     }
   }
+  return said;
 }
 
 std::unique_ptr<Endpoint> UcxListener::poll() {
