@@ -394,14 +394,19 @@ RDMAPS_TEST_PEER(peer_failure_on) {
   return 0;
 }
 
+// A listener of 4 pending handshakes, each given 20 s: what silent connections fill.
+transport::ContextOptions small_listener_options() {
+  return {.transport = TransportKind::kTcp,
+          .secret = "a secret for this test only, long enough",
+          .handshake_timeout = std::chrono::seconds(20),
+          .max_pending_handshakes = 4};
+}
+
 // A listener full of connections that never speak (the bound is 4 here) lets
 // an honest peer in at once: the oldest pending handshake makes room, long
 // before the silent ones' 20 s deadline.
 TEST(Listener, SilentConnectionsDoNotKeepAnHonestPeerOut) {
-  transport::ContextOptions o{.transport = TransportKind::kTcp,
-                              .secret = "a secret for this test only, long enough",
-                              .handshake_timeout = std::chrono::seconds(20),
-                              .max_pending_handshakes = 4};
+  const transport::ContextOptions o = small_listener_options();
   auto server = transport::create_context(o);
   auto listener = server->listen(transport::SockAddr::parse("127.0.0.1:0"));
   std::vector<transport::TcpSocket> silent;
@@ -437,10 +442,7 @@ TEST(Listener, SilentConnectionsDoNotKeepAnHonestPeerOut) {
 // and an honest peer mid-handshake was dropped once 4 (here) came behind it.
 TEST(Listener, AFloodOfSilentConnectionsDropsNoHandshakeUnderWay) {
   namespace bootstrap = transport::bootstrap;
-  transport::ContextOptions o{.transport = TransportKind::kTcp,
-                              .secret = "a secret for this test only, long enough",
-                              .handshake_timeout = std::chrono::seconds(20),
-                              .max_pending_handshakes = 4};
+  const transport::ContextOptions o = small_listener_options();
   auto server = transport::create_context(o);
   auto listener = server->listen(transport::SockAddr::parse("127.0.0.1:0"));
   auto poll_a_while = [&] {
