@@ -481,6 +481,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # counts from zero (it was taken for a pass too many and not sent).
         self._passes.clear()
         self._extra.clear()
+        self._sent.clear()  # a loop of backward passes without step() must not grow it
         self._settings = None
         self._sync_queued = False  # a backward that raised (out of memory) never ran its callback
         self.optimizer.zero_grad(*args, **kwargs)  # with this torch's default for set_to_none
