@@ -17,6 +17,7 @@
 #include "rdmaps/error.h"
 #include "src/api/config_flags.h"
 #include "src/ps/protocol.h"
+#include "transport/unique_fd.h"
 
 namespace rdmaps {
 
@@ -67,12 +68,9 @@ std::string read_secret_file(const std::string& path, const std::string& source)
   auto refused = [&](const std::string& why) {
     return Error(Errc::kInvalidArgument, source + ": the secret file '" + path + "' " + why);
   };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO by that name must not block
-  if (fd < 0) throw refused(std::string("cannot be read: ") + std::strerror(errno));
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
+  const transport::UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));  // a FIFO must not block
+  if (!file.valid()) throw refused(std::string("cannot be read: ") + std::strerror(errno));
+  const int fd = file.get();
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw refused(std::string("cannot be read: ") + std::strerror(errno));
   if (!S_ISREG(st.st_mode)) throw refused("is not a regular file");
