@@ -142,10 +142,13 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
     if (due.deadline && interrupted_.load(std::memory_order_relaxed))
       throw Error(Errc::kCancelled,
                   "worker " + std::to_string(options_.worker) + ": " + what + ": interrupted (Client::interrupt)");
-    if (due.deadline && Clock::now() > deadline)
-      throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
-                                      std::to_string(options_.timeout.count()) + " ms");
-    if (due.deadline && Clock::now() - last_publish_ > kPublishEvery) publish();
+    if (due.deadline) {
+      const auto now = Clock::now();
+      if (now > deadline)
+        throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
+                                        std::to_string(options_.timeout.count()) + " ms");
+      if (now - last_publish_ > kPublishEvery) publish();
+    }
     if (due.peers) {
       for (auto& link : links_)
         for (auto& lane : link.lanes)
