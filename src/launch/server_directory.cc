@@ -14,6 +14,7 @@
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/rendezvous.h"
 #include "transport/address.h"
+#include "transport/unique_fd.h"
 
 namespace rdmaps::launch {
 namespace {
@@ -22,19 +23,24 @@ std::string port_of(const std::string& host_port) { return host_port.substr(host
 
 using transport::host_of;
 
+// "[v6]" without its brackets; anything else as it is.
+std::string unbracketed(std::string host) {
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  return host;
+}
+
 // The source address the kernel would use toward `host`: connecting a UDP
 // socket sends nothing.
 std::string route_toward(const std::string& host, uint16_t port) {
   try {
     const auto to = transport::SockAddr::parse(transport::join_host_port(host, port));
-    const int fd = ::socket(to.get()->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return "";
+    const transport::UniqueFd fd(::socket(to.get()->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return "";
     sockaddr_storage local{};
     socklen_t length = sizeof(local);
-    const bool ok = ::connect(fd, to.get(), to.length()) == 0 &&
-                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length) == 0;
-    ::close(fd);
-    if (!ok) return "";
+    if (::connect(fd.get(), to.get(), to.length()) != 0 ||
+        ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&local), &length) != 0)
+      return "";
     std::string text = transport::SockAddr::from(reinterpret_cast<sockaddr*>(&local), length).to_string();
     return host_of(text);
   } catch (const Error&) {
@@ -70,8 +76,7 @@ bool is_loopback(const std::string& host) {
 // installer writes that for the host's own name), is reached from other
 // hosts at a real address.
 bool every_rank_is_local(const std::string& master_addr) {
-  std::string bare = master_addr;
-  if (bare.size() > 2 && bare.front() == '[' && bare.back() == ']') bare = bare.substr(1, bare.size() - 2);
+  const std::string bare = unbracketed(master_addr);
   return bare == "localhost" || is_loopback(bare);
 }
 
@@ -80,11 +85,8 @@ bool every_rank_is_local(const std::string& master_addr) {
 bool names_this_host(const std::string& host) {
   try {
     const auto at = transport::SockAddr::parse(transport::join_host_port(host, 0));
-    const int fd = ::socket(at.get()->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return true;
-    const bool bound = ::bind(fd, at.get(), at.length()) == 0 || errno != EADDRNOTAVAIL;
-    ::close(fd);
-    return bound;
+    const transport::UniqueFd fd(::socket(at.get()->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    return !fd.valid() || ::bind(fd.get(), at.get(), at.length()) == 0 || errno != EADDRNOTAVAIL;
   } catch (const Error&) {
     return true;
   }
@@ -192,8 +194,7 @@ std::string advertised_address(const Placement& p, const std::string& bound, con
   auto with_port = [port](const std::string& host) { return transport::join_host_port(host, port); };
   if (auto a = env("RDMAPS_ADVERTISE_ADDR"); a && !a->empty()) {
     // A host alone: the port is the one bound. "node1:5000" became "[node1:5000]:4000".
-    std::string host = *a;
-    if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    const std::string host = unbracketed(*a);
     in6_addr v6{};  // a scoped one (fe80::1%eth0) is an IPv6 address too
     const bool ipv6 = ::inet_pton(AF_INET6, host.substr(0, host.find('%')).c_str(), &v6) == 1;
     if (host.find_first_of(" \t\r\n[]") != std::string::npos || (!ipv6 && host.find(':') != std::string::npos))

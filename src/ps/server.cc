@@ -114,14 +114,14 @@ class ServerImpl {
     if (options.gpu_shard) require_gpu();              // refused now, clearly, without a device
     file_limit_ = transport::raise_open_file_limit();  // a few files per worker and lane
     const auto listen = transport::SockAddr::parse(options.listen);
-    if (options.config.secret.empty() && !options.insecure && !listen.is_loopback())
+    const bool loopback = listen.is_loopback();  // UCX stays there too (ContextOptions::loopback_only)
+    if (options.config.secret.empty() && !options.insecure && !loopback)
       throw Error(Errc::kInvalidArgument,
                   "refusing to serve on " + options.listen +
                       " without a shared secret: anyone who reaches it could read and overwrite the model. Give "
                       "--secret-file FILE (or RDMAPS_SECRET) to every server and worker, listen on 127.0.0.1, or "
                       "pass --insecure (docs/security.md)");
-    loopback_only_ = listen.is_loopback();
-    context_ = transport::create_context(context_options(options.config, "rdmaps-server", loopback_only_));
+    context_ = transport::create_context(context_options(options.config, "rdmaps-server", loopback));
     listener_ = context_->listen(listen);
     admitted_once_.assign(options.workers, false);
     restored_pushes_.assign(options.workers, 0);
@@ -186,7 +186,6 @@ class ServerImpl {
   std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
   std::vector<uint64_t> resumed_clocks_;   // by worker: the clock the resumed checkpoint expects it back at, or 0
   uint64_t instance_ = 0;                  // random: this server process, as its workers know it
-  bool loopback_only_ = false;             // listening on loopback: UCX stays there too
   ClosingEndpoints closing_;               // control connections, closed once the worker closed its side
   struct Held {
     std::unique_ptr<transport::Endpoint> ep;
@@ -231,7 +230,6 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
     s.shards = static_cast<uint32_t>(uint64_t{shards} * (l + 1) / lanes) - s.first_shard;
     s.tickets = tickets_.get();
     s.free_later = &free_later_;
-    s.loopback_only = loopback_only_;
     made.push_back(std::make_unique<ServerLane>(s));
     if (checkpoint) made.back()->restore(*checkpoint);
   }

@@ -72,10 +72,11 @@ ServerLane::ServerLane(const LaneSetup& setup)
   versions_.assign(setup.shards, 0);
   state_since_.assign(setup.shards, 0);
   for (uint32_t i = 0; i < workers_.size(); ++i) workers_[i].id = i;
+  const auto listen = transport::SockAddr::parse(so.listen);
   context_ = transport::create_context(
-      context_options(setup.config, "rdmaps-server-lane-" + std::to_string(setup.index), setup.loopback_only));
+      context_options(setup.config, "rdmaps-server-lane-" + std::to_string(setup.index), listen.is_loopback()));
   // Every lane on the server's host, at a port of its own.
-  listener_ = context_->listen(transport::SockAddr::parse(so.listen).with_port(0));
+  listener_ = context_->listen(listen.with_port(0));
   port_ = static_cast<uint16_t>(listener_->address().port());
   context_->set_am_handler(kAmPush, [this](transport::AmMessage& m) { on_push_am(m); });
   store_ = so.gpu_shard ? make_gpu_store(lane_range_.size(), setup.config.shard_floats, so.workers, setup.config.rule)

@@ -54,7 +54,6 @@ struct LaneSetup {
   uint32_t first_shard = 0, shards = 0;  ///< of this server's shards
   AdmissionTicket* tickets = nullptr;    ///< one per worker id
   MemoryToFree* free_later = nullptr;    ///< where the memory of copies the lane drops goes
-  bool loopback_only = false;            ///< the server listens on loopback (ContextOptions::loopback_only)
 };
 
 /// Staleness histogram buckets; the last counts tau >= kStalenessBuckets - 1.

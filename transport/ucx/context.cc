@@ -395,11 +395,17 @@ RequestEngine::State UcxContext::test(void* handle, Errc* code, std::string* rea
   return State::kFailed;
 }
 
+namespace {
+// Frees a request that ended; false while it is still in flight.
+bool free_if_complete(void* handle) {
+  if (ucp_request_check_status(handle) == UCS_INPROGRESS) return false;
+  ucp_request_free(handle);
+  return true;
+}
+}  // namespace
+
 void UcxContext::release(void* handle) noexcept {
-  if (ucp_request_check_status(handle) != UCS_INPROGRESS) {
-    ucp_request_free(handle);
-    return;
-  }
+  if (free_if_complete(handle)) return;
   std::lock_guard<std::mutex> lock(orphans_mu_);
   orphans_.push_back(handle);
   has_orphans_.store(true, std::memory_order_release);
@@ -408,15 +414,10 @@ void UcxContext::release(void* handle) noexcept {
 void UcxContext::sweep_orphans() {
   std::vector<std::shared_ptr<void>> unused;  // dropped after the lock: a region's unmapping takes time
   std::lock_guard<std::mutex> lock(orphans_mu_);
-  auto done = [](void* handle) {
-    if (ucp_request_check_status(handle) == UCS_INPROGRESS) return false;
-    ucp_request_free(handle);
-    return true;
-  };
-  std::erase_if(orphans_, done);
-  std::erase_if(closes_, done);
+  std::erase_if(orphans_, free_if_complete);
+  std::erase_if(closes_, free_if_complete);
   std::erase_if(retired_, [&](Retired& r) {
-    std::erase_if(r.requests, done);
+    std::erase_if(r.requests, free_if_complete);
     if (!r.requests.empty()) return false;
     unused.push_back(std::move(r.buffers));
     return true;
@@ -428,12 +429,7 @@ void UcxContext::retire(std::vector<Request>& requests, std::shared_ptr<void> bu
   Retired r;
   r.requests.reserve(requests.size());  // out of memory here, before a handle was taken
   for (auto& request : requests)
-    if (void* handle = request.detach()) {
-      if (ucp_request_check_status(handle) == UCS_INPROGRESS)
-        r.requests.push_back(handle);
-      else
-        ucp_request_free(handle);
-    }
+    if (void* handle = request.detach(); handle && !free_if_complete(handle)) r.requests.push_back(handle);
   requests.clear();
   if (r.requests.empty()) return;  // nothing reads the buffers any more: they go now
   r.buffers = std::move(buffers);

@@ -322,6 +322,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._grad_nodes.append(node)
         self._hooked.add(id(p))
 
+    def _count_afresh(self):
+        """The next backward starts a step: after step(), or zero_grad() after a skipped one."""
+        self._passes.clear()
+        self._sent.clear()  # a loop of backward passes without step() must not grow it
+        self._settings = None
+        self._sync_queued = False  # a backward that raised (out of memory) never ran its callback
+
     def _end_of_backward(self):
         self._sync_queued = False
         # After a Ctrl-C that no step has finished since, the pushes queue behind
@@ -353,7 +360,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         torch's SGD reads them, once a step (not once a parameter); the rule's settings checked unchanged."""
         if self._settings is None:
             # Each group's own: the worker adds it to the gradient ("no decay for biases" groups).
-            weight_decay = {id(p): float(g["weight_decay"]) for g in self.param_groups for p in g["params"]}
+            weight_decay = {id(p): decay for g in self.param_groups if (decay := float(g["weight_decay"]))
+                            for p in g["params"]}
             rate = _one_value(self.param_groups, "lr", _rate, "the servers apply one rate per push")
             for key, fixed in self._rule_settings.items():
                 now = _one_value(self.param_groups, key, type(fixed), "the servers apply one rule")
@@ -427,10 +435,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._send_unreached()
             self.synchronize()
         finally:  # a failed step must not leave the next one counting its gradients, or its errors
-            self._passes.clear()
-            self._sent.clear()
-            self._settings = None
-            self._sync_queued = False  # a backward that raised never ran its callback
+            self._count_afresh()
             error, self._hook_error = self._hook_error, None
         if error is not None:
             raise error
@@ -479,11 +484,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # A step skipped after a backward (a bad batch, GradScaler finding
         # infs): its gradients were pushed and stay applied; the next backward
         # counts from zero (it was taken for a pass too many and not sent).
-        self._passes.clear()
+        self._count_afresh()
         self._extra.clear()
-        self._sent.clear()  # a loop of backward passes without step() must not grow it
-        self._settings = None
-        self._sync_queued = False  # a backward that raised (out of memory) never ran its callback
         self.optimizer.zero_grad(*args, **kwargs)  # with this torch's default for set_to_none
 
     @torch.no_grad()
