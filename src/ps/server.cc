@@ -156,6 +156,12 @@ class ServerImpl {
   /// Answers a Hello received at `since`: admits the worker, refuses it, or
   /// holds it while its id's earlier connection may still be closing; never throws.
   void admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since);
+  /// Answers a Welcome that refuses, with its reason, and closes once the peer read it.
+  void refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code);
+  /// Keeps a Hello whose id is still connected, to be tried again; an older
+  /// one held for that id is refused (its worker restarted once more).
+  void hold(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
+            uint32_t worker);
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
   void admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome);
   /// Splits this server's shards into lanes and starts them (restored from
@@ -191,8 +197,11 @@ class ServerImpl {
     std::unique_ptr<transport::Endpoint> ep;
     std::vector<uint8_t> message;
     Clock::time_point since;
+    uint32_t worker;
   };
-  std::vector<Held> held_;  // Hellos waiting for their id's earlier connection to be seen closed
+  // Hellos waiting for their id's earlier connection to be seen closed: at
+  // most one per id, so that they are bounded by the job's size.
+  std::vector<Held> held_;
   Clock::time_point last_report_ = Clock::now(), last_waiting_ = Clock::now();
   ServerStats last_stats_;
   std::atomic<bool> stop_{false};
@@ -252,20 +261,13 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
   const std::string peer = ep->peer_name();
   Welcome welcome;
   auto close_later = [&] { closing_.add(std::move(ep)); };
-  auto refuse = [&](const std::string& why, uint32_t code = kRefused) {
-    welcome.accepted = code;
-    welcome.reason = why;
-    logf(LogLevel::kWarn, "rdmaps-server: refused %s: %s", peer.c_str(), why.c_str());
-    try {
-      ep->send_control(encode(welcome), kAnswerTimeout);
-    } catch (const Error&) {
-    }
-    close_later();
-  };
+  auto refuse = [&](const std::string& why, uint32_t code = kRefused) { refuse_peer(std::move(ep), why, code); };
   // Nothing a refused Hello said survives it: the table and rule are fixed
   // only by admission_.admit() below, after every check passed.
+  uint32_t worker = 0;
   try {
     const Hello hello = decode_hello(message, peer);
+    worker = hello.worker;
     if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
       if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
       welcome.accepted = kWouldAdmit;
@@ -280,7 +282,7 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     admit_checked(*ep, hello, welcome);
   } catch (const StillConnected& e) {
     if (Clock::now() - since < kPredecessorWait && !ep->peer_closed())
-      return held_.push_back({std::move(ep), std::move(message), since});
+      return hold(std::move(ep), std::move(message), since, worker);
     return refuse(std::string(e.what()) + " (waited " + std::to_string(kPredecessorWait.count()) +
                       " s for its earlier connection to close)",
                   kRefusedForNow);
@@ -295,6 +297,32 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     return refuse(e.what(), kRefusedForNow);
   }
   close_later();  // the worker goes on with the lanes
+}
+
+void ServerImpl::refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code) {
+  logf(LogLevel::kWarn, "rdmaps-server: refused %s: %s", ep->peer_name().c_str(), why.c_str());
+  Welcome welcome;
+  welcome.accepted = code;
+  welcome.reason = why;
+  try {
+    ep->send_control(encode(welcome), kAnswerTimeout);
+  } catch (const Error&) {
+  }
+  closing_.add(std::move(ep));
+}
+
+void ServerImpl::hold(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
+                      uint32_t worker) {
+  for (Held& h : held_) {
+    if (h.worker != worker) continue;
+    refuse_peer(std::move(h.ep),
+                "worker id " + std::to_string(worker) + " connected again from " + ep->peer_name() +
+                    " while this connection waited for an earlier one to close",
+                kRefusedForNow);
+    h = {std::move(ep), std::move(message), since, worker};
+    return;
+  }
+  held_.push_back({std::move(ep), std::move(message), since, worker});
 }
 
 void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome) {

@@ -785,6 +785,26 @@ TEST_P(PsFaultTest, ASecondWorkerWithALiveIdIsRefusedNamingIt) {
   servers.stop();
 }
 
+// Two more connections for a live id: the server holds one Hello per id, so
+// the earlier waiting one is refused at once, naming the newer (held Hellos
+// were unbounded: each connection for a live id kept its endpoint for 3 s).
+TEST_P(PsFaultTest, ANewerHelloForAHeldIdRefusesTheHeldOne) {
+  Config c = config();
+  ServerGroup servers(1, 2, c);
+  auto join = [&] { return connect_worker(servers.addresses(), c, 1, 2); };
+  auto first = join();
+  std::string older, newer;
+  auto waiting = std::async(std::launch::async, [&] { return error_code_of([&] { join(); }, &older); });
+  std::this_thread::sleep_for(1s);  // the older Hello is held by now
+  EXPECT_EQ(error_code_of([&] { join(); }, &newer), Errc::kProtocol);
+  ASSERT_EQ(waiting.wait_for(0s), std::future_status::ready) << "the older Hello was still held";
+  EXPECT_EQ(waiting.get(), Errc::kProtocol);
+  EXPECT_NE(older.find("worker id 1 connected again from"), std::string::npos) << older;
+  EXPECT_NE(newer.find("worker id 1 is already connected (waited 3 s"), std::string::npos) << newer;
+  first.reset();
+  servers.stop();
+}
+
 // One server under two spellings in a worker's list: its probe answers carry
 // one instance, so connect() names both entries before any Hello (it was
 // refused as "worker id 0 is already connected" after a 3 s wait), and the
