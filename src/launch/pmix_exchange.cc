@@ -80,8 +80,15 @@ pmix_status_t fence(const pmix_proc_t& job, int seconds) {
   const pmix_status_t started = PMIx_Fence_nb(&f->job, 1, f->info, 2, fence_done, f.get());
   if (started == PMIX_OPERATION_SUCCEEDED) return PMIX_SUCCESS;  // done at once; no callback comes
   if (started != PMIX_SUCCESS) return started;
+  // PMIX_TIMEOUT is a request a PMIx server may not honour: past it and a
+  // grace the wait ends here too, as a timeout.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(seconds) + std::chrono::seconds(5);
   while (!f->done.load(std::memory_order_acquire)) {
     try {
+      if (std::chrono::steady_clock::now() >= give_up) {
+        f.release();  // NOLINT: as below, PMIx may still call back into it
+        return PMIX_ERR_TIMEOUT;
+      }
       std::this_thread::sleep_for(
           std::chrono::milliseconds(transport::cancellable_wait_ms(20, "the PMIx address exchange", "PMIx_Fence_nb")));
     } catch (...) {
