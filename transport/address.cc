@@ -22,7 +22,7 @@ std::string join_host_port(const std::string& host, uint16_t port) {
   return (v6_literal ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
-SockAddr SockAddr::parse(std::string_view text) {
+HostPort split_host_port(std::string_view text) {
   auto colon = text.rfind(':');
   if (colon == std::string_view::npos)
     throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "' has no port: expected host:port");
@@ -36,11 +36,19 @@ SockAddr SockAddr::parse(std::string_view text) {
                                             "': an IPv6 host goes in brackets with the port after them, "
                                             "[HOST]:PORT (e.g. [::1]:5000)");
   if (bracketed) host = host.substr(1, host.size() - 2);
+  // "a:1, b:2" split at the comma: the blank would reach the resolver.
+  if (host.find_first_of(" \t\r\n") != std::string::npos)
+    throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "': the host holds a blank");
   int port = -1;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 0 || port > 65535)
     throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "': port '" + std::string(port_text) +
                                             "' is not a number in 0..65535");
+  return {std::move(host), static_cast<uint16_t>(port)};
+}
+
+SockAddr SockAddr::parse(std::string_view text) {
+  const auto [host, port] = split_host_port(text);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;

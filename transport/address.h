@@ -31,6 +31,15 @@ class SockAddr {
   socklen_t length_ = 0;
 };
 
+/// "host:port", "[v6]:port" or ":port" checked without resolving the host:
+/// the host without brackets and the port. Throws Error(kInvalidArgument)
+/// naming the text when the form is wrong (a blank, an unbracketed IPv6
+/// host, a port outside 0..65535).
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+HostPort split_host_port(std::string_view text);
 /// The host of "host:port" or "[v6]:port", without brackets.
 std::string host_of(std::string_view host_port);
 /// "host:port", an IPv6 literal host in brackets ("[::1]:13337").

@@ -42,7 +42,8 @@ typedef struct rdmaps_server rdmaps_server;
 typedef struct {
   const char* servers; /**< "host:port,host:port" in server-index order */
   int32_t worker;      /**< worker id; -1 = from RDMAPS_WORKER */
-  const char* config;  /**< flags, e.g. "--staleness 3 --transport tcp" (see rdmaps-server --help);
+  const char* config;  /**< flags of rdmaps-server --help's "Parameter-server configuration" and
+                          --metrics, e.g. "--staleness 3 --transport tcp" (its other flags are fields here);
                           "--metrics HOST:PORT" serves Prometheus metrics (docs/observability.md); words are
                           split as a shell would: "--checkpoint-dir '/data/my run'" */
   uint32_t timeout_ms; /**< bound of every wait; 0 = 60000 */

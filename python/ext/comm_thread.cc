@@ -33,6 +33,11 @@ CommThread::Ticket CommThread::submit_snapshot() { return enqueue({0, Kind::kSna
 
 CommThread::Snapshot CommThread::take_snapshot(Ticket ticket) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto failed = refused_.find(ticket); failed != refused_.end()) {
+    const std::exception_ptr error = failed->second;
+    refused_.erase(failed);
+    std::rethrow_exception(error);
+  }
   auto it = snapshots_.find(ticket);
   if (it == snapshots_.end()) throw Error(Errc::kInvalidArgument, "no snapshot taken for this ticket");
   Snapshot s = std::move(it->second);
@@ -115,9 +120,17 @@ void CommThread::loop() {
     std::exception_ptr error;
     bool alone = false;  // a bad argument, refused before anything was sent
     if (op.kind == Kind::kSnapshot) {
-      Snapshot s{client_.stats(), client_.clock_value()};
+      Snapshot s;
+      try {
+        s = {client_.stats(), client_.clock_value()};
+      } catch (...) {  // out of memory for its strings: that read fails, not the thread
+        error = std::current_exception();
+      }
       lock.lock();
-      snapshots_.emplace(op.ticket, std::move(s));
+      if (error)
+        refused_[op.ticket] = error;
+      else
+        snapshots_.emplace(op.ticket, std::move(s));
       done_ = op.ticket;
       done_cv_.notify_all();
       continue;

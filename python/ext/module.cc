@@ -13,6 +13,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -311,7 +312,10 @@ class Worker {
       // (Ctrl-C) runs while it waits: it interrupts the connect, which ends
       // soon (Client::interrupt), and raises here. close() interrupts it too.
       Use use(*this);
-      auto connecting = std::async(std::launch::async, [this] { client_->connect(); });
+      auto connecting = std::async(std::launch::async, [this] {
+        const std::lock_guard<std::mutex> lock(connect_mu_);
+        client_->connect();
+      });
       for (;;) {
         bool ready = false;
         without_gil([&] { ready = connecting.wait_for(kSignalCheck) == std::future_status::ready; });
@@ -407,8 +411,14 @@ class Worker {
   // comm thread runs one (a monitoring thread made a trainer's push fail).
   CommThread::Snapshot snapshot() {
     if (!comm_) {
+      // Before the comm thread exists, a connect() on another thread may be
+      // using the client: a monitor's stats() made the trainer's connect fail.
       check_process();
-      return {client_->stats(), client_->clock_value()};
+      Use use(*this);
+      std::unique_lock<std::mutex> connecting(connect_mu_, std::defer_lock);
+      without_gil([&] { connecting.lock(); });
+      if (closing_ || !client_) throw Error(Errc::kInvalidArgument, "the worker was closed");
+      if (!comm_) return {client_->stats(), client_->clock_value()};
     }
     const CommThread::Ticket t = comm().submit_snapshot();
     interruptible(t, {}, [&] { return comm_->finished_for(t, kSignalCheck); });
@@ -456,6 +466,7 @@ class Worker {
   std::unique_ptr<Client> client_;
   std::unique_ptr<CommThread> comm_;
   const pid_t owner_pid_ = transport::this_process_id();
+  std::mutex connect_mu_;   // held by connect()'s thread while it uses the client
   int calls_ = 0;           // Use: calls in progress, GIL held to change it
   bool closing_ = false;    // close() began: no new call starts
   bool abandoned_ = false;  // a signal ended a wait: its operation is left to close()
@@ -847,7 +858,11 @@ PYBIND11_MODULE(_rdmaps, m) {
              o.insecure = insecure;
              o.max_bytes = max_bytes;
              o.stall_warning = std::chrono::milliseconds(static_cast<int64_t>(stall_warning * 1000));
-             return std::make_unique<PyServer>(o);
+             // Without the GIL: resuming reads and checks a checkpoint of the
+             // whole range (the log sink takes the GIL itself).
+             std::unique_ptr<PyServer> server;
+             without_gil([&] { server = std::make_unique<PyServer>(o); });
+             return server;
            }),
            py::arg("listen") = "0.0.0.0:0", py::arg("index") = 0, py::arg("servers") = 1, py::arg("workers") = 1,
            py::arg("flags") = std::vector<std::string>{}, py::arg("rule_from_workers") = false,

@@ -10,6 +10,7 @@ import collections.abc
 import json
 import logging
 import math
+import numbers
 import operator
 import os
 import weakref
@@ -179,6 +180,11 @@ class Worker(_rdmaps.Worker):
 
     def wait(self, ticket):
         super().wait(_checked_count("rdmaps.Worker.wait", "ticket", ticket, _U64))
+
+    def set_learning_rate(self, lr):
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real)):
+            raise TypeError(f"rdmaps.Worker.set_learning_rate: lr={lr!r} is not a number or None")
+        super().set_learning_rate(None if lr is None else float(lr))
 
     def __enter__(self):
         return self

@@ -229,6 +229,7 @@ rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_
     o.servers = split(servers);
     require(!o.servers.empty(), "the server list is empty");
     int64_t worker = options ? options->worker : -1;
+    require(worker >= -1, "options.worker is " + std::to_string(worker) + ": a worker id, or -1 for RDMAPS_WORKER");
     if (worker < 0) {
       const char* env = std::getenv("RDMAPS_WORKER");
       require(env != nullptr, "no worker id: set options.worker or RDMAPS_WORKER");

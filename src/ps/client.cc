@@ -140,8 +140,8 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
     idle.pause(progress());
     const auto due = idle.checks_due();
     if (due.deadline && interrupted_.load(std::memory_order_relaxed))
-      throw Error(Errc::kCancelled,
-                  "worker " + std::to_string(options_.worker) + ": " + what + ": interrupted (Client::interrupt)");
+      throw Error(Errc::kCancelled, "worker " + std::to_string(options_.worker) + ": " + what +
+                                        ": interrupted (the client was interrupted; it takes no more calls)");
     if (due.deadline) {
       const auto now = Clock::now();
       if (now > deadline)
@@ -303,6 +303,13 @@ using ps::ClientImpl;
 using ps::MsgType;
 
 namespace {
+void check_owner(const ClientImpl& impl, const char* what) {
+  if (impl.owner_pid_ != transport::this_process_id())
+    throw Error(Errc::kInvalidArgument, std::string(what) + ": this client belongs to process " +
+                                            std::to_string(impl.owner_pid_) +
+                                            ", not this forked child: a child makes its own client");
+}
+
 // One call at a time: two threads inside one client tripped UCX's own
 // assertion, or corrupted it where that is compiled out; a read of the
 // counters raced the call that changes them.
@@ -310,9 +317,10 @@ class Turn {
  public:
   Turn(ClientImpl& impl, const char* what) : impl_(impl) {
     if (impl.in_call_.exchange(true, std::memory_order_acquire))
-      throw Error(Errc::kInvalidArgument, std::string(what) +
-                                              ": another call of this client is in progress on another thread (a "
-                                              "client serves one thread at a time; interrupt() is the exception)");
+      throw Error(Errc::kInvalidArgument,
+                  std::string(what) +
+                      ": another call of this client is in progress on another thread (a "
+                      "client serves one thread at a time; only an interrupt may come from another)");
   }
   ~Turn() { impl_.in_call_.store(false, std::memory_order_release); }
   Turn(const Turn&) = delete;
@@ -330,13 +338,11 @@ class Turn {
 class Call {
  public:
   Call(ClientImpl& impl, const char* what, bool publish = true) : impl_(impl), publish_(publish) {
-    if (impl.owner_pid_ != transport::this_process_id())
-      throw Error(Errc::kInvalidArgument, std::string(what) + ": this client belongs to process " +
-                                              std::to_string(impl.owner_pid_) +
-                                              ", not this forked child: a child makes its own client");
+    check_owner(impl, what);
     turn_.emplace(impl, what);
     if (impl.interrupted_.load(std::memory_order_relaxed))
-      throw Error(Errc::kCancelled, std::string(what) + ": the client was interrupted (Client::interrupt)");
+      throw Error(Errc::kCancelled,
+                  std::string(what) + ": the client was interrupted and takes no more calls: make another one");
     if (const auto& broken = impl.broken())
       throw Error(broken->code(), std::string(what) + ": this client cannot go on: " + broken->what());
   }
@@ -403,10 +409,12 @@ void Client::set_learning_rate(std::optional<float> lr) {
   impl_->set_learning_rate(lr);
 }
 uint64_t Client::clock_value() const {
+  check_owner(*impl_, "clock_value");
   Turn t{*impl_, "clock_value"};
   return impl_->clock_value();
 }
 ClientStats Client::stats() const {
+  check_owner(*impl_, "stats");  // its counters are the parent's
   Turn t{*impl_, "stats"};
   return impl_->stats();
 }

@@ -143,7 +143,7 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
     for (const auto until = Clock::now() + pause; Clock::now() < until;) {
       if (interrupted_.load(std::memory_order_relaxed))
         throw Error(Errc::kCancelled, "worker " + std::to_string(options_.worker) + ": reconnecting to server " +
-                                          link.address + ": interrupted (Client::interrupt)");
+                                          link.address + ": interrupted (the client was interrupted)");
       std::this_thread::sleep_for(std::min<Clock::duration>(kInterruptCheck, until - Clock::now()));
     }
   }

@@ -85,13 +85,14 @@ namespace {
 const ServerOptions& checked(const ServerOptions& options) {
   if (options.servers == 0 || options.servers > kMaxServers)
     throw Error(Errc::kInvalidArgument, "a job has 1 to " + std::to_string(kMaxServers) + " servers, not " +
-                                            std::to_string(options.servers) + " (--servers)");
+                                            std::to_string(options.servers) + " (the servers option, --servers)");
   if (options.index >= options.servers)
     throw Error(Errc::kInvalidArgument, "server index " + std::to_string(options.index) + " is not below the " +
-                                            std::to_string(options.servers) + " servers (--index, --servers)");
+                                            std::to_string(options.servers) +
+                                            " servers (the index and servers options, --index and --servers)");
   if (options.workers == 0 || options.workers > kMaxWorkers)
     throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
-                                            std::to_string(options.workers) + " (--workers)");
+                                            std::to_string(options.workers) + " (the workers option, --workers)");
   // As the command line refuses them; a Config built in code skips it.
   for (const std::string& why : {RuleParams::from(options.config).out_of_range(), config_error(options.config)})
     if (!why.empty()) throw Error(Errc::kInvalidArgument, "ServerOptions::config: " + why);
@@ -119,8 +120,8 @@ class ServerImpl {
       throw Error(Errc::kInvalidArgument,
                   "refusing to serve on " + options.listen +
                       " without a shared secret: anyone who reaches it could read and overwrite the model. Give "
-                      "--secret-file FILE (or RDMAPS_SECRET) to every server and worker, listen on 127.0.0.1, or "
-                      "pass --insecure (docs/security.md)");
+                      "--secret-file FILE (or RDMAPS_SECRET) to every server and worker, listen on 127.0.0.1, or set "
+                      "the insecure option (--insecure) (docs/security.md)");
     context_ = transport::create_context(context_options(options.config, "rdmaps-server", loopback));
     listener_ = context_->listen(listen);
     admitted_once_.assign(options.workers, false);
@@ -493,8 +494,8 @@ void ServerImpl::run() {
   // One job per server, served by one thread: a second run() at once would
   // drive the same UCX worker from two threads, a later one finds the job over.
   std::unique_lock<std::mutex> running(run_mu_, std::try_to_lock);
-  if (!running.owns_lock()) throw Error(Errc::kInvalidArgument, "Server::run(): already running in another thread");
-  if (ran_) throw Error(Errc::kInvalidArgument, "Server::run(): this server's job is over; create another Server");
+  if (!running.owns_lock()) throw Error(Errc::kInvalidArgument, "run: this server already runs on another thread");
+  if (ran_) throw Error(Errc::kInvalidArgument, "run: this server's job is over; make another server");
   ran_ = true;
   // The control thread admits and reports; the lanes carry the data. Waiting
   // here may sleep up to half a millisecond: it delays a connection, not a push.
@@ -547,7 +548,7 @@ void ServerImpl::resume() {
     refuse("it was written by server " + std::to_string(h.index) + " of " + std::to_string(h.servers) + " for " +
            std::to_string(h.workers.size()) + " workers; this is server " + std::to_string(options_.index) + " of " +
            std::to_string(options_.servers) + " for " + std::to_string(options_.workers) +
-           " (--index, --servers, --workers must be the job's)");
+           " (the index, servers and workers options, --index, --servers and --workers, must be the job's)");
   if (h.shard_floats != config.shard_floats)
     refuse("its shards are " + std::to_string(h.shard_floats) + " floats, this server's " +
            std::to_string(config.shard_floats) + " (--shard-floats)");

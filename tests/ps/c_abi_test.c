@@ -285,7 +285,8 @@ int main(void) {
   rdmaps_status st0 = rdmaps_server_create(&open_to_all, &refused);
   CHECK(st0 == RDMAPS_ERR_INVALID_ARGUMENT && refused == NULL, "a server without a secret on 0.0.0.0 gave %s",
         rdmaps_status_name(st0));
-  CHECK(strstr(rdmaps_last_error(), "--insecure") != NULL, "message does not name --insecure: %s", rdmaps_last_error());
+  CHECK(strstr(rdmaps_last_error(), "the insecure option") != NULL, "message does not name the insecure option: %s",
+        rdmaps_last_error());
   open_to_all.insecure = 1;
   CHECK(rdmaps_server_create(&open_to_all, &refused) == RDMAPS_OK, "insecure server: %s", rdmaps_last_error());
   rdmaps_server_destroy(refused);
@@ -317,6 +318,21 @@ int main(void) {
     CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL, "RDMAPS_WORKER=%s gave %s", ids[i], rdmaps_status_name(st));
   }
   unsetenv("RDMAPS_WORKER");
+  /* A negative id other than -1 is named, not taken as "from RDMAPS_WORKER". */
+  rdmaps_client_options minus_two = {address, -2, "--transport shm", 0};
+  bad = (rdmaps_client*)1;
+  st = rdmaps_client_create(&minus_two, &bad);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL && strstr(rdmaps_last_error(), "options.worker is -2"),
+        "worker -2 gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
+  /* Malformed entries are refused at create, naming the entry (they failed only at connect). */
+  const char* lists[] = {"127.0.0.1:1 ", "127.0.0.1:1, 127.0.0.1:2", "127.0.0.1:99999", "127.0.0.1", "127.0.0.1:0"};
+  for (int i = 0; i < 5; ++i) {
+    rdmaps_client_options malformed = {lists[i], 0, "--transport shm", 0};
+    bad = (rdmaps_client*)1;
+    st = rdmaps_client_create(&malformed, &bad);
+    CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL && strstr(rdmaps_last_error(), "server list entry"),
+          "servers '%s' gave %s: %s", lists[i], rdmaps_status_name(st), rdmaps_last_error());
+  }
   /* The same server twice is refused at once, not by the server as a worker already connected. */
   char twice[300];
   snprintf(twice, sizeof(twice), "%s,%s", address, address);
