@@ -2,7 +2,10 @@
 // for, taken copy-on-write between pushes; and its restore from a checkpoint
 // before it starts.
 #include <algorithm>
+#include <new>
+#include <string>
 
+#include "rdmaps/error.h"
 #include "src/ps/server_lane.h"
 
 namespace rdmaps::ps {
@@ -13,8 +16,14 @@ bool ServerLane::snapshot_step() {
     if (wanted == snapshot_taken_.load(std::memory_order_relaxed)) return false;
     // The moment the snapshot stands for: the workers' clocks and counts now,
     // each shard as it is now (copied before anything changes it).
-    snapshot_.params.resize(lane_range_.size());
-    snapshot_.state.resize(store_->has_state() ? lane_range_.size() : 0);
+    try {
+      snapshot_.params.resize(lane_range_.size());
+      snapshot_.state.resize(store_->has_state() ? lane_range_.size() : 0);
+    } catch (const std::bad_alloc&) {
+      throw Error(Errc::kNoMemory, "no memory for the snapshot a checkpoint copies of its " +
+                                       std::to_string(lane_range_.size() * sizeof(float) >> 20) + " MiB of parameters" +
+                                       (store_->has_state() ? " and their state" : ""));
+    }
     snapshot_.versions.resize(setup_.shards);
     snapshot_.workers.resize(workers_.size());
     for (size_t i = 0; i < workers_.size(); ++i) {

@@ -172,6 +172,8 @@ class ServerImpl {
   /// Config::resume: serves the newest valid checkpoint's state, if there is one.
   void resume();
   bool lanes_finished() const;
+  /// A lane whose thread stopped on an error, if any: the server stops.
+  const ServerLane* failed_lane() const;
   /// Pushes taken in (applied or dropped) by every lane, this process.
   uint64_t updates_taken() const;
   void report(Clock::time_point now);
@@ -391,6 +393,12 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   admitted_once_[hello.worker] = true;
 }
 
+const ServerLane* ServerImpl::failed_lane() const {
+  for (const auto& lane : lanes_)
+    if (lane->failed()) return lane.get();
+  return nullptr;
+}
+
 bool ServerImpl::lanes_finished() const {
   if (lanes_.empty()) return false;
   for (const auto& lane : lanes_)
@@ -516,16 +524,28 @@ void ServerImpl::run() {
     report(now);
     if (checkpointer_.enabled()) checkpointer_.tick(lanes_, updates_taken());
     if (options_.exit_when_done && closing_.empty() && held_.empty() && lanes_finished()) break;
+    if (failed_lane()) break;
     idle.pause(busy);
   }
   for (auto& lane : lanes_) lane->stop();
   for (auto& lane : lanes_) lane->join();
-  final_checkpoint_failed_ = !checkpointer_.finish(lanes_);  // the model as training left it
+  const ServerLane* failed = failed_lane();
+  // A failed lane's shards may hold a half-applied update: the newest
+  // periodic checkpoint stays the one to resume from.
+  if (failed && checkpointer_.enabled()) {
+    logf(LogLevel::kError, "rdmaps-server: no final checkpoint: a lane failed");
+    final_checkpoint_failed_ = true;
+  } else {
+    final_checkpoint_failed_ = !checkpointer_.finish(lanes_);  // the model as training left it
+  }
   // Workers hear of it from their connections closing; none is waited for,
   // idle or stopped (that cost 2 s: ClosingEndpoints::close_all).
   for (auto& lane : lanes_) lane->disconnect_all();
   held_.clear();
   closing_.close_all(*context_);
+  if (failed)
+    throw Error(Errc::kInternal, "server " + std::to_string(options_.index) + " stopped: its lane " +
+                                     std::to_string(failed->index()) + " failed: " + failed->failure());
 }
 
 void ServerImpl::resume() {

@@ -106,11 +106,32 @@ void ServerLane::start() {
     pthread_setname_np(pthread_self(), name);
     try {
       run();
-    } catch (const std::exception& e) {
-      logf(LogLevel::kError, "rdmaps-server: lane %u stopped: %s", setup_.index, e.what());
+    } catch (...) {
+      failed(std::current_exception());
     }
     finished_.store(true);
   });
+}
+
+void ServerLane::failed(std::exception_ptr error) noexcept {
+  try {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      failure_ = e.what();
+    } catch (...) {
+      failure_ = "an exception that is not a std::exception";
+    }
+  } catch (...) {  // no memory for the text
+  }
+  failed_.store(true, std::memory_order_release);
+  logf(LogLevel::kError, "rdmaps-server: lane %u stopped: %s", setup_.index, failure().c_str());
+  // Its workers hear of it now instead of at their timeout, and the server
+  // stops (ServerImpl::run): no push to this lane's shards could be applied.
+  try {
+    disconnect_all();
+  } catch (...) {
+  }
 }
 
 void ServerLane::join() {

@@ -132,6 +132,10 @@ class ServerLane {
   /// counters stay for stats().
   void disconnect_all();
   bool finished() const { return finished_.load(); }
+  uint32_t index() const { return setup_.index; }
+  /// Whether this lane's thread stopped on an error, and why (failure(), read once failed()).
+  bool failed() const { return failed_.load(std::memory_order_acquire); }
+  std::string failure() const { return failure_.empty() ? "out of memory" : failure_; }
   /// Whether `worker` is connected to this lane now.
   bool live(uint32_t worker) const { return live_[worker].load(std::memory_order_acquire); }
   const LaneCounters& counters() const { return counters_; }
@@ -173,6 +177,8 @@ class ServerLane {
   };
 
   void run();
+  /// The lane's thread ends on `error`: says so, and lets its workers go.
+  void failed(std::exception_ptr error) noexcept;
   // Set-up (server_lane.cc): answers a LaneHello, never throwing.
   void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
   /// Connects the worker (the endpoint moves in) or throws Error with the reason to refuse.
@@ -241,7 +247,8 @@ class ServerLane {
   uint64_t snapshot_sequence_ = 0;     // of the snapshot in progress: what it is published as
   std::vector<bool> snapshot_copied_;  // by shard of the lane
   uint32_t snapshot_next_ = 0, snapshot_left_ = 0;
-  std::atomic<bool> stop_{false}, finished_{false};
+  std::atomic<bool> stop_{false}, finished_{false}, failed_{false};
+  std::string failure_;  // written by the lane's thread before failed_
   std::thread thread_;
 };
 

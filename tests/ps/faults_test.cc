@@ -2,6 +2,7 @@
 // named while the other workers keep training; a dead worker is dropped from
 // the clock and may rejoin.
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -973,6 +974,84 @@ TEST_P(PsFaultTest, AServerKilledMidRunIsReportedByItsWorkerNamingIt) {
   // Every later wait on it fails the same way.
   EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
   EXPECT_NE(what.find(address), std::string::npos) << what;
+}
+
+// A server of one lane whose address space is capped, once it applied its
+// first update, at what it maps then and 64 MiB more: the snapshot of its
+// 256 MiB range (extra[0]: the checkpoint directory), asked for at the
+// third push, cannot be made. 7: run() failed naming the lane; 0: it ended well.
+constexpr size_t kCappedFloats = size_t{64} << 20;
+RDMAPS_TEST_PEER(capped_server) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  o.config = fault_config(args.transport);
+  o.config.shard_floats = 1u << 20;
+  o.config.server_threads = 1;
+  o.config.secret = test_secret();
+  o.config.checkpoint_dir = args.extra.at(0);
+  o.config.checkpoint_every_updates = 3 * (kCappedFloats / o.config.shard_floats);
+  Server server(o);
+  std::atomic<bool> over{false};
+  std::thread capper([&] {
+    while (!over.load() && server.stats().pushes == 0) std::this_thread::sleep_for(5ms);
+    std::ifstream status("/proc/self/status");
+    uint64_t kib = 0;
+    for (std::string key; status >> key;)
+      if (key == "VmSize:" && status >> kib) break;
+    const rlimit cap{(kib << 10) + (64u << 20), (kib << 10) + (64u << 20)};
+    ::setrlimit(RLIMIT_AS, &cap);
+  });
+  int rc = 0;
+  try {
+    server.run();
+  } catch (const Error& e) {
+    std::fprintf(stderr, "capped_server: run() failed: %s\n", e.what());
+    rc = std::string(e.what()).find("its lane 0 failed") != std::string::npos ? 7 : 8;
+  }
+  over = true;
+  capper.join();
+  return rc;
+}
+
+// A lane whose thread fails (here: no memory for a checkpoint's snapshot)
+// stops the server, which says why, and its worker hears of it at once, as
+// peer gone: the lane only logged it, its workers waited out their timeout
+// for credits, and the server served on, never to exit.
+TEST_P(PsFaultTest, ALaneThatFailsStopsTheServerAndItsWorkersHearOfItAtOnce) {
+  if (kUnderSanitizer) GTEST_SKIP() << "a sanitizer's shadow memory does not fit an address-space cap";
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("rdmaps-capped-" + std::to_string(::getpid()))).string();
+  std::filesystem::create_directories(dir);
+  int port = 0;
+  PeerProcess server = listening_peer("capped_server", GetParam(), 1, {dir}, &port);
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = fault_config(GetParam());
+  o.config.shard_floats = 1u << 20;
+  o.config.secret = test_secret();
+  o.timeout = 60s;
+  auto client = connect_when_up(o, "w", kCappedFloats);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  const std::vector<float> g(kCappedFloats, 0.0f);
+  client->push("w", g);
+  client->clock();
+  std::this_thread::sleep_for(500ms);  // the server capped its memory by then
+  std::string what;
+  const auto start = Clock::now();
+  const auto code = error_code_of(
+      [&] {
+        for (int i = 0; i < 20; ++i) {
+          client->push("w", g);
+          client->clock();
+        }
+      },
+      &what);
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(code, Errc::kPeerGone) << what;
+  EXPECT_LT(seconds, 30.0) << "heard of only by the timeout";
+  EXPECT_EQ(server.wait(30s), 7) << "the server did not stop with an error naming the lane";
+  client.reset();
+  std::filesystem::remove_all(dir);
 }
 
 // One of `servers` servers (extra[0]: its index, extra[1]: how many), 3 lanes.
