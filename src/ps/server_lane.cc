@@ -225,13 +225,16 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     throw Error(e.code(), std::string("server could not register memory: ") + e.what());
   }
   w.departed = false;
-  // Every lane starts the worker at the clock the control thread chose for
-  // its ticket, or at the worker's own where that is further (it reconnects
-  // after this server restarted): clocks must go up by one on every lane, so
-  // the lanes must agree. Chosen here, a lane the worker had never reached
-  // (it died between lanes) started it at 0 and another lane further on,
-  // and the first then refused its every clock.
-  const uint64_t start_clock = std::max(ticket.start_clock.load(std::memory_order_acquire), hello.clock);
+  // The worker starts at the clock the control thread chose for its ticket,
+  // at its own where that is further (it reconnects after this server
+  // restarted), and never below this lane's slowest live worker, who may
+  // have clocked on since the ticket: the minimum went back, and workers
+  // already s clocks ahead of the rejoiner stayed ahead. Lanes may so differ
+  // by a few clocks: the worker goes on from the furthest and sends each
+  // lane the clocks in between (ClientImpl::clock), one by one as the lane
+  // checks them (a lane the worker had never reached, started at 0, refused
+  // its every clock when it was sent only the furthest).
+  const uint64_t start_clock = std::max({ticket.start_clock.load(std::memory_order_acquire), hello.clock, min_clock_});
   w.mailbox = Mailbox{};
   w.mailbox.min_clock = min_clock_;
   w.mailbox.landings = w.writer->landing_bytes().size();
@@ -501,9 +504,11 @@ void ServerLane::update_min_clock() {
   counters_.min_clock.store(m, std::memory_order_relaxed);
   if (m == min_clock_) return;
   min_clock_ = m;
+  // min_clock_, not m: a send that fails drops its worker, which may move
+  // the minimum again (and send it to all); the rest must not get the older one.
   for (auto& w : workers_) {
     if (!w.live) continue;
-    w.mailbox.min_clock = m;
+    w.mailbox.min_clock = min_clock_;
     send_mailbox(w);
   }
 }

@@ -548,6 +548,64 @@ TEST_P(PsFaultTest, AWorkerStartedAtDifferentClocksByTwoServersClocksOnBoth) {
   rejoin_where_a_worker_died_half_connected(GetParam(), 2, 1);
 }
 
+// A worker that rejoins starts no lower than the lane's slowest live worker
+// at the moment it reaches the lane, not at the moment it was admitted:
+// worker 0 clocked on in between, and the lane started worker 1 at the
+// admitted clock, so the minimum went back from 4 to 2 and worker 0 was
+// more than the bound ahead of it.
+TEST_P(PsFaultTest, ARejoiningWorkerStartsWhereTheSlowestIsWhenItReachesTheLane) {
+  Config c = config();
+  c.staleness = 2;
+  c.server_threads = 1;
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;
+  ServerGroup servers(1, 2, c, serve_on);
+  const std::string address = servers.server(0).address();
+  std::vector<float> g(1000, 0.01f);
+  auto first = connect_worker(servers.addresses(), c, 0, 2);
+  {
+    auto second = connect_worker(servers.addresses(), c, 1, 2);
+    for (int i = 0; i < 2; ++i)
+      for (Client* w : {first.get(), second.get()}) {
+        w->push("w", g);
+        w->clock();
+      }
+  }  // worker 1 leaves at clock 2
+  auto context = transport::create_context({.transport = GetParam(), .secret = test_secret()});
+  auto control = context->connect(transport::SockAddr::parse(address), kSetupTimeout);
+  ps::Hello hello;
+  hello.worker = 1;
+  hello.workers = 2;
+  hello.staleness = c.staleness;
+  hello.push_path = static_cast<uint32_t>(PushPath::kPut);
+  hello.tensors = {{"w", 1000}};
+  control->send_control(encode(hello), kSetupTimeout);
+  const ps::Welcome welcome = ps::decode_welcome(control->recv_control(kSetupTimeout), address);
+  ASSERT_TRUE(welcome.accepted) << welcome.reason;
+  ASSERT_EQ(welcome.lanes.size(), 1u);
+  for (int i = 0; i < 2; ++i) {  // admitted, not yet on its lane: worker 0 goes on alone
+    first->push("w", g);
+    first->clock();
+  }
+  for (auto until = Clock::now() + 20s; servers.server(0).stats().min_clock < 4 && Clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(servers.server(0).stats().min_clock, 4u);
+  auto receive = context->allocate(ps::ReceiveLayout{1, welcome.lanes[0].shards, 1000}.bytes(), Access::kRemoteWrite);
+  auto lane = context->connect(transport::SockAddr::parse(address).with_port(welcome.lanes[0].port), kSetupTimeout);
+  lane->send_control(
+      encode(ps::LaneHello{1, welcome.token, 0, receive->descriptor(Access::kRemoteWrite).serialize(), {}}),
+      kSetupTimeout);
+  const ps::LaneWelcome lw = ps::decode_lane_welcome(lane->recv_control(kSetupTimeout), address);
+  ASSERT_TRUE(lw.accepted) << lw.reason;
+  EXPECT_EQ(lw.start_clock, 4u) << "started below the slowest live worker";
+  std::this_thread::sleep_for(200ms);  // the lane has taken the worker into its minimum
+  EXPECT_EQ(servers.server(0).stats().min_clock, 4u) << "the minimum clock went back";
+  lane.reset();
+  control.reset();
+  first.reset();
+  servers.stop();
+}
+
 // A worker started for another number of workers, with another staleness
 // bound than the first worker's, or asking for another update rule than the
 // server's, is refused at hello naming both values,
