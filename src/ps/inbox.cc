@@ -70,6 +70,9 @@ std::optional<InboxReader::Message> InboxReader::peek() {
 
 uint64_t InboxReader::consume() {
   doorbell(slot(expected_), layout_)->store(0, std::memory_order_relaxed);
+  // Before the credit that lets the worker ring this slot again is written
+  // (weakly ordered CPUs): a late 0 would wipe its next doorbell.
+  std::atomic_thread_fence(std::memory_order_release);
   return expected_++;
 }
 

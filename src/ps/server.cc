@@ -125,6 +125,7 @@ class ServerImpl {
     context_ = transport::create_context(context_options(options.config, "rdmaps-server", loopback));
     listener_ = context_->listen(listen);
     admitted_once_.assign(options.workers, false);
+    admitted_at_.assign(options.workers, Clock::time_point{});
     restored_pushes_.assign(options.workers, 0);
     resumed_clocks_.assign(options.workers, 0);
     if (checkpointer_.enabled()) checkpointer_.claim(options.index);
@@ -189,6 +190,7 @@ class ServerImpl {
   mutable std::mutex lanes_mu_;  // lanes_ is filled once, while stats() may read it
   std::vector<std::unique_ptr<ServerLane>> lanes_;
   std::vector<bool> admitted_once_;
+  std::vector<Clock::time_point> admitted_at_;  // by worker: its latest admission
   Checkpointer checkpointer_{options_.config, options_.log_connections};
   bool resumed_ = false;
   uint64_t resumed_updates_ = 0;
@@ -391,6 +393,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
          e.what());
   }
   admitted_once_[hello.worker] = true;
+  admitted_at_[hello.worker] = Clock::now();
 }
 
 const ServerLane* ServerImpl::failed_lane() const {
@@ -488,6 +491,19 @@ void ServerImpl::report(Clock::time_point now) {
     if (!missing.empty())
       logf(LogLevel::kInfo, "rdmaps-server: waiting for workers %s to connect to %s (the clock holds at %llu)",
            missing.c_str(), address().c_str(), static_cast<unsigned long long>(stats().min_clock));
+    // Admitted, then gone before it reached every lane (killed while it
+    // connected): the lanes it never reached hold their clock for it.
+    for (uint32_t w = 0; w < options_.workers; ++w) {
+      if (!admitted_once_[w] || now - admitted_at_[w] < 5s) continue;  // one connecting now
+      std::string lanes;
+      for (const auto& lane : lanes_)
+        if (!lane->reached(w)) lanes += (lanes.empty() ? "" : ", ") + std::to_string(lane->index());
+      if (!lanes.empty())
+        logf(LogLevel::kWarn,
+             "rdmaps-server: worker %u was admitted but never reached lane(s) %s, whose clock holds for it: it "
+             "stopped while it connected? Start it again with the same id",
+             w, lanes.c_str());
+    }
   }
   if (options_.stats_interval.count() == 0 || now - last_report_ < options_.stats_interval) return;
   ServerStats s = stats();

@@ -61,6 +61,7 @@ ServerLane::ServerLane(const LaneSetup& setup)
       receive_layout_{setup.lanes, 0, 0},
       workers_(setup.server->workers),
       live_(setup.server->workers),
+      reached_(setup.server->workers),
       pending_("rdmaps-server: lane " + std::to_string(setup.index), kHelloTimeout, kMaxLaneHello),
       counters_(setup.server->workers) {
   const ServerOptions& so = *setup.server;
@@ -258,6 +259,7 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   w.live = true;
   w.connected_once = true;
   live_[w.id].store(true, std::memory_order_release);
+  reached_[w.id].store(true, std::memory_order_relaxed);
   if (setup_.server->log_connections && setup_.index == 0)
     logf(LogLevel::kInfo, "rdmaps-server: %s connected, push path %s, lanes: %s", w.name.c_str(), use_am ? "am" : "put",
          w.ep->describe().c_str());

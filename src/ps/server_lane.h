@@ -138,6 +138,8 @@ class ServerLane {
   std::string failure() const { return failure_.empty() ? "out of memory" : failure_; }
   /// Whether `worker` is connected to this lane now.
   bool live(uint32_t worker) const { return live_[worker].load(std::memory_order_acquire); }
+  /// Whether `worker` ever connected to this lane (one admitted that never did holds its clock).
+  bool reached(uint32_t worker) const { return reached_[worker].load(std::memory_order_relaxed); }
   const LaneCounters& counters() const { return counters_; }
 
   // Checkpoints (lane_checkpoint.cc). The control thread asks for snapshot
@@ -238,7 +240,7 @@ class ServerLane {
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
   size_t liveness_next_ = 0;   // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;
-  std::vector<std::atomic<bool>> live_;
+  std::vector<std::atomic<bool>> live_, reached_;
   PendingPeers pending_;
   LaneCounters counters_;
   LaneSnapshot snapshot_;

@@ -538,6 +538,30 @@ TEST_P(PsFaultTest, AWorkerThatDiedBetweenLanesRejoinsAtOneClockOnEveryLane) {
   rejoin_where_a_worker_died_half_connected(GetParam(), 1, 0);
 }
 
+// A worker admitted that died before it reached every lane holds those
+// lanes' clock until it comes back: the server names it and the lanes in its
+// 10 s report (it named only workers never admitted, so nobody knew).
+TEST_P(PsFaultTest, AWorkerAdmittedThatNeverReachedALaneIsNamed) {
+  if (GetParam() != transport::TransportKind::kTcp) GTEST_SKIP() << "the report is the control thread's: one transport";
+  Config c = config();
+  c.staleness = 2;
+  c.shard_floats = 64;  // 256 floats: four shards, two lanes
+  c.server_threads = 2;
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;
+  serve_on.log_connections = false;
+  OutputCapture log;
+  ServerGroup servers(1, 2, c, serve_on);
+  connect_to_lane_zero_only_and_die(GetParam(), servers.server(0).address(), 1, 2, c.staleness, 256);
+  if (HasFatalFailure()) return;
+  std::this_thread::sleep_for(11s);  // the first report comes 10 s after the server started
+  const std::string text = log.end();
+  EXPECT_NE(text.find("worker 1 was admitted but never reached lane(s) 1, whose clock holds for it"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("waiting for workers 0 to connect"), std::string::npos) << text;
+  servers.stop();
+}
+
 // The same across servers: worker 1 reached server 1, so server 1 starts it
 // where worker 0 is (clock 2) and server 0, which never saw it and is
 // connected first, at 0. The worker goes on from 2, and server 0's lanes,
