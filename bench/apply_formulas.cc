@@ -4,8 +4,10 @@
 // inputs, so the choice to keep two is a measured one (docs/benchmarks.md).
 //   apply-formulas [FLOATS (16M)] [REPEATS (10)]
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -45,13 +47,26 @@ void apply_elements(const math::UpdateParams& p, math::Step s, float* w, const f
 
 }  // namespace
 
+// A whole decimal number in [1, max], or 0 ("16M" read as 16 ran a cache-sized pass and said nothing).
+uint64_t count_arg(const char* text, uint64_t max) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long v = std::strtoull(text, &end, 10);
+  if (!*text || *end || errno || text[0] == '-' || v < 1 || v > max) return 0;
+  return v;
+}
+
 int main(int argc, char** argv) {
-  const size_t n = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : (16u << 20);
-  const int repeats = argc > 2 ? std::atoi(argv[2]) : 10;
-  if (n == 0 || repeats < 1) {
-    std::fprintf(stderr, "usage: apply-formulas [FLOATS >= 1] [REPEATS >= 1]\n");
+  const uint64_t n = argc > 1 ? count_arg(argv[1], uint64_t{1} << 32) : (16u << 20);
+  const uint64_t repeats = argc > 2 ? count_arg(argv[2], 1000000) : 10;
+  if (n == 0 || repeats == 0 || argc > 3) {
+    std::fprintf(stderr,
+                 "apply-formulas: usage: apply-formulas [FLOATS] [REPEATS]: FLOATS a whole number of floats, 1 to "
+                 "2^32 (16777216, not 16M), REPEATS 1 to 10^6\n");
     return 2;
   }
+  std::printf("# %llu floats, best of %llu passes per formula\n", static_cast<unsigned long long>(n),
+              static_cast<unsigned long long>(repeats));
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> d(-1, 1);
   std::vector<float> w0(n), g(n), bak(n), st0(n);
@@ -74,7 +89,7 @@ int main(int argc, char** argv) {
     const double bytes = 4.0 * n * (3 + (math::needs_backup(rule) ? 1 : 0) + (math::needs_state(rule) ? 2 : 0));
     std::vector<float> w_e = w0, st_e = st0, w_l = w0, st_l = st0;
     double best_e = 1e30, best_l = 1e30;
-    for (int r = 0; r < repeats; ++r) {  // interleaved, so drift hits both alike
+    for (uint64_t r = 0; r < repeats; ++r) {  // interleaved, so drift hits both alike
       auto t0 = Clock::now();
       ps::apply_update(p, s, w_e.data(), g.data(), bak.data(), st_e.data(), n);
       auto t1 = Clock::now();

@@ -82,7 +82,7 @@ std::vector<Row> kernels(size_t n, int iters) {
   auto decompress = [&] { cuda::decompress_bf16(static_cast<const uint16_t*>(code.data()), f(w), n); };
   decompress();  // warm-up, as every row: the kernel's first launch (its lazy loading) was timed
   cuda::synchronize();
-  rows.push_back({"decompress bf16 (code -> g)", gbps(6.0 * n, cuda::time_ms(decompress, iters)), copy});
+  rows.push_back({"decompress bf16 (code -> w)", gbps(6.0 * n, cuda::time_ms(decompress, iters)), copy});
   return rows;
 }
 

@@ -56,6 +56,7 @@ std::string transport_row_json(const TransportRow& r) {
   j["lat_p50_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.p50) : nullptr;
   j["lat_p99_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.p99) : nullptr;
   j["lat_max_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.max) : nullptr;
+  j["lat_samples"] = r.lat_samples;
   j["wrong"] = r.wrong;
   return j.dump();
 }

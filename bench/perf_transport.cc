@@ -111,8 +111,12 @@ struct Flags {
   bool json = false;
 };
 
-transport::ContextOptions context_options(const Flags& flags) {
+// `loopback`: the peer or listen address is this host's loopback, where the
+// library keeps UCX too (ContextOptions::loopback_only): the probe takes the
+// path rdmaps' own connections take (tcp over lo alone, not lo and eth0).
+transport::ContextOptions context_options(const Flags& flags, bool loopback) {
   transport::ContextOptions o;
+  o.loopback_only = loopback;
   o.transport = transport::parse_transport(flags.transport);
   o.name = "rdmaps-perf";
   o.wakeup = flags.wait == "event";
@@ -124,8 +128,9 @@ transport::ContextOptions context_options(const Flags& flags) {
 // ---- target side ---------------------------------------------------------
 
 int run_server(const Flags& flags) {
-  auto ctx = transport::create_context(context_options(flags));
-  auto listener = ctx->listen(transport::SockAddr::parse(flags.listen));
+  const auto listen = transport::SockAddr::parse(flags.listen);
+  auto ctx = transport::create_context(context_options(flags, listen.is_loopback()));
+  auto listener = ctx->listen(listen);
   if (flags.report_fd >= 0) {
     int fd = flags.report_fd;
     int port = listener->address().port();
@@ -270,8 +275,9 @@ int run_client(const Flags& flags) {
     read_report(child, &port, sizeof(port), "transport server");
     peer = "127.0.0.1:" + std::to_string(port);
   }
-  auto ctx = transport::create_context(context_options(flags));
-  auto ep = ctx->connect(transport::SockAddr::parse(peer), kSetupTimeout);
+  const auto peer_address = transport::SockAddr::parse(peer);
+  auto ctx = transport::create_context(context_options(flags, peer_address.is_loopback()));
+  auto ep = ctx->connect(peer_address, kSetupTimeout);
   send_words(*ep, {seed});
   send_words(*ep, {region_bytes});
   auto remote = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), peer));
@@ -300,7 +306,7 @@ int run_client(const Flags& flags) {
   for (size_t size : sizes) {
     TransportRow row;
     row.op = op;
-    row.transport = transport::transport_name(context_options(flags).transport);
+    row.transport = transport::transport_name(transport::parse_transport(flags.transport));
     row.rma_native = ep->rma_native();
     row.bytes = size;
     row.iters = flags.iters ? flags.iters : auto_iters(size, op, ep->rma_native());
@@ -322,6 +328,7 @@ int run_client(const Flags& flags) {
 
     // Latency phase (skipped with --lat-iters 0, so profiles see the bandwidth phase alone).
     row.has_latency = lat_iters > 0;
+    row.lat_samples = lat_iters;
     std::vector<double> samples;
     samples.reserve(lat_iters);
     pong_mem[size - 1] = 0;
@@ -433,7 +440,8 @@ int perf_transport_main(int argc, char** argv, int first) {
               ->check(cli::one_of({"tcp", "shm", "auto"})));
   capture(app.add_option("--op", f.op, "operation to measure")->check(cli::one_of({"put", "get", "am"})));
   add_sizes(app, "--sizes", f.sizes, 1, 1ull << 30, "message sizes, e.g. 8,64K,1M (default 8 B .. 64 MiB)");
-  add_size(app, "--iters", f.iters, 1, 1ull << 32, "timed iterations per size (default: ~256 MiB per size)");
+  add_size(app, "--iters", f.iters, 1, 1ull << 32,
+           "timed iterations per size (default: ~256 MiB per size, 64 MiB where RMA is emulated; 8 to 20000)");
   add_size(app, "--window", f.window, 1, 1u << 16,
            "operations in flight in the bandwidth phase (default: ~1 MiB in flight, 4 to 64 operations)");
   add_size(app, "--span", f.span, 0, 1ull << 34,
@@ -443,7 +451,7 @@ int perf_transport_main(int argc, char** argv, int first) {
            "bandwidth phase: the target buffers' bytes, when they differ from --span (e.g. a few inbox slots)");
   // Each sample is kept for the percentiles: 16 Mi of them take 128 MiB (4 Gi aborted on out of memory).
   add_size(app, "--lat-iters", f.lat_iters, 0, 1ull << 24,
-           "latency samples per size (at most --iters; 0 skips the phase)");
+           "latency samples per size (at most --iters: lat_samples says how many; 0 skips the phase)");
   capture(app.add_option("--target-memory", f.target_memory,
                          "the target's memory: allocated by UCX, or the process's own registered with it")
               ->check(cli::one_of({"allocated", "registered"})));
@@ -472,7 +480,7 @@ int perf_transport_main(int argc, char** argv, int first) {
                 "--listen: only the target (--role server) listens; a client connects with --peer");
   // The target follows the client's commands; the client, a target's memory.
   for (const char* flag :
-       {"--op", "--sizes", "--iters", "--window", "--span", "--target-span", "--lat-iters", "--json"})
+       {"--op", "--sizes", "--iters", "--window", "--span", "--target-span", "--lat-iters", "--json", "--seed"})
     if (f.role == "server" && app.get_option(flag)->count() > 0)
       throw Error(Errc::kInvalidArgument, std::string(flag) +
                                               ": the target (--role server) does as its client says; give it to the "

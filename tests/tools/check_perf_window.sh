@@ -33,7 +33,14 @@ rows=$(run --sizes 64K --lat-iters 5)
 /usr/bin/python3 - "$rows" <<'PY' || fail "row with 5 latency samples: $rows"
 import json, sys
 r = json.loads(sys.argv[1])
-assert r["lat_p50_us"] > 0 and r["wrong"] == 0, r
+assert r["lat_p50_us"] > 0 and r["wrong"] == 0 and r["lat_samples"] == 5, r
+PY
+# Capped at the iterations, and the row says so (p99 of 20 samples is their maximum).
+rows=$(run --sizes 64K --iters 20 --lat-iters 500)
+/usr/bin/python3 - "$rows" <<'PY' || fail "latency samples capped at --iters: $rows"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["lat_samples"] == 20 and r["iters"] == 20, r
 PY
 for op in am put get; do
   target=256K
