@@ -24,7 +24,14 @@ secret=$(mktemp)
 chmod 600 "$secret"
 /usr/bin/python3 -c 'import secrets; print(secrets.token_hex(32))' >"$secret"
 export RDMAPS_SECRET_FILE=$secret
-trap 'rm -f "$secret"' EXIT
+# What this script started and has not reaped yet: stopped however it ends.
+server=""; attacker=""; pids=()
+cleanup() {
+  for p in "${pids[@]}" $attacker $server; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" $attacker $server; do wait "$p" 2>/dev/null || true; done
+  rm -f "$secret"
+}
+trap cleanup EXIT
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 echo "| rep | mode | seconds | final acc | longest set-up pause (ms) |"
 echo "|---:|---|---:|---:|---:|"
@@ -51,10 +58,16 @@ for rep in $(seq 1 "$reps"); do
         >"$log.worker$w" 2>&1 &
       pids+=($!)
     done
-    for p in "${pids[@]}"; do wait "$p"; done
+    for w in "${!pids[@]}"; do
+      p=${pids[w]}; unset 'pids[w]'
+      wait "$p" || { echo "attack.sh: worker $w failed (exit $?), $mode rep $rep (see $log.worker$w):" >&2
+                     tail -n 3 "$log.worker$w" >&2; exit 1; }
+    done
     end=$(date +%s.%N)
-    [ -z "$attacker" ] || { kill "$attacker"; wait "$attacker" || true; }
-    wait "$server"
+    [ -z "$attacker" ] || { kill "$attacker"; wait "$attacker" || true; attacker=""; }
+    p=$server; server=""
+    wait "$p" || { echo "attack.sh: server failed (exit $?), $mode rep $rep (see $log.server):" >&2
+                   tail -n 3 "$log.server" >&2; exit 1; }
     seconds=$(echo "$end - $start" | bc)
     acc=$(grep -o 'eval 0 [^ ]* [^ ]*' "$log.worker0" | tail -1 | awk '{print $4}')
     pause=$(grep -o 'longest set-up pause [0-9.]*' "$log.server" | tail -1 | awk '{print $4}')

@@ -3,9 +3,14 @@
 # with checkpoints to tmpfs and to disk every 500 ms, interleaved.
 # usage: bench/checkpoint_cost.sh RDMAPS_PERF [REPEATS] [DISK_DIR]
 set -euo pipefail
-perf=$1 repeats=${2:-3} disk=${3:-/var/tmp}/rdmaps-checkpoint-cost
+perf=${1:?usage: bench/checkpoint_cost.sh RDMAPS_PERF [REPEATS] [DISK_DIR]} repeats=${2:-3}
+disk=${3:-/var/tmp}/rdmaps-checkpoint-cost
+[[ -x $perf ]] || { echo "checkpoint_cost.sh: $perf not found (build it first)" >&2; exit 1; }
 export UCX_NET_DEVICES=lo
 tmpfs=/dev/shm/rdmaps-checkpoint-cost
+log=$(mktemp)  # each run's stderr: its checkpoint lines, or why it failed
+# The checkpoints are 128 MB each: gone however the script ends.
+trap 'rm -rf "$tmpfs" "$disk" "$log"' EXIT
 for rep in $(seq "$repeats"); do
   for mode in none tmpfs disk; do
     extra=()
@@ -13,13 +18,11 @@ for rep in $(seq "$repeats"); do
       tmpfs) rm -rf "$tmpfs"; extra=(--checkpoint-dir "$tmpfs" --checkpoint-every 500ms) ;;
       disk) rm -rf "$disk"; extra=(--checkpoint-dir "$disk" --checkpoint-every 500ms) ;;
     esac
-    log=$(mktemp)
     j=$("$perf" ps --transport shm --floats 16000000 --rule dc-asgd-a --server-threads 1 --iters 60 --json \
-         "${extra[@]}" 2>"$log" | tail -1)
+         "${extra[@]}" 2>"$log" | tail -1) ||
+      { echo "checkpoint_cost.sh: rdmaps-perf ps failed (checkpoints: $mode, repeat $rep):" >&2; tail -n 5 "$log" >&2; exit 1; }
     written=$(grep -c "checkpoint .* written" "$log" || true)
     took=$(sed -n 's/.*updates, \([0-9.]*\) ms$/\1/p' "$log" | tr '\n' ' ')
     echo "$rep $mode checkpoints=$written write_ms=[${took% }] $j"
-    rm -f "$log"
   done
 done
-rm -rf "$tmpfs" "$disk"

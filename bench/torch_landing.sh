@@ -4,7 +4,8 @@
 # in one buffer (it lands in them) or each in its own (copied out of the
 # receive region), over tcp and over shm with puts into the parameters,
 # interleaved; bound: the same round's one-message latency of that many bytes
-# (rdmaps-perf transport --op am, p50).
+# (rdmaps-perf transport, p50: --op am, or --op put for the shm-put row, whose
+# pulls land by put).
 #   bench/torch_landing.sh BUILD_DIR [REPS] [PULLS]
 set -euo pipefail
 build=${1:?build dir}; reps=${2:-3}; pulls=${3:-2000}
@@ -20,7 +21,9 @@ printf "%4s %-8s %12s %22s %22s %10s %12s\n" rep transport "bound p50" "flat off
 for ((r = 1; r <= reps; r++)); do
   for transport in tcp shm-put; do
     tls=${transport%-put}
-    bound=$("$build/bench/rdmaps-perf" transport --transport "$tls" --op am --sizes "$bytes" --lat-iters 500 --json |
+    op=am; [[ $transport == shm-put ]] && op=put
+    # --iters too: the latency samples stop at --iters (auto: 285 at this size).
+    bound=$("$build/bench/rdmaps-perf" transport --transport "$tls" --op "$op" --sizes "$bytes" --iters 500 --lat-iters 500 --json |
       tail -1 | "$py" -c "import json, sys; print(round(json.load(sys.stdin)['lat_p50_us'], 1))")
     declare -A p50 spread landed
     for flat in off on; do

@@ -1,6 +1,8 @@
 #include "src/train/mlp.h"
 
 #include <cmath>
+#include <cstddef>
+#include <mutex>
 #include <random>
 
 namespace rdmaps::train {
@@ -16,6 +18,15 @@ constexpr size_t kW1 = 0, kB1 = kW1 + size_t{Mlp::kH1} * Mlp::kIn, kW2 = kB1 + M
                  kB2 = kW2 + size_t{Mlp::kH2} * Mlp::kH1, kW3 = kB2 + Mlp::kH2,
                  kB3 = kW3 + size_t{Mlp::kOut} * Mlp::kH2;
 }  // namespace
+
+void pin_eigen_blocking() {
+  Eigen::setCpuCacheSizes(std::ptrdiff_t{48} << 10, std::ptrdiff_t{2} << 20, std::ptrdiff_t{260} << 20);
+}
+
+Mlp::Mlp() {
+  static std::once_flag pinned;
+  std::call_once(pinned, pin_eigen_blocking);
+}
 
 void Mlp::init(std::span<float> params, uint64_t seed) {
   std::mt19937_64 rng(seed);

@@ -125,6 +125,12 @@ size_t utf8_error_at(const std::string& text) {
   throw Error(Errc::kInvalidArgument, flag + ": " + why + " (see --help)");
 }
 
+void check_straggler(const Options& o) {
+  if (o.straggler.worker >= static_cast<int>(o.workers))
+    bad_flag("--straggler", "worker " + std::to_string(o.straggler.worker) + " does not exist (the job has " +
+                                std::to_string(o.workers) + " workers)");
+}
+
 Options parse_options(int argc, char** argv) {
   Options o;
   CLI::App app(
@@ -332,8 +338,6 @@ Options parse_options(int argc, char** argv) {
   } else if (delay->count() > 0) {
     bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
   }
-  if (o.straggler.worker >= static_cast<int>(o.workers))
-    bad_flag("--straggler", "worker " + std::to_string(o.straggler.worker) + " does not exist");
   if (o.role == "worker" && o.worker >= o.workers)
     bad_flag("--worker", "worker " + std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
   if (o.role == "server" && o.index >= o.servers)

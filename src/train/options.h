@@ -67,6 +67,9 @@ struct Options {
 /// wrong with it; --help prints the flags and exits.
 Options parse_options(int argc, char** argv);
 [[noreturn]] void bad_flag(const std::string& flag, const std::string& why);
+/// --straggler K names a worker of the job: checked once the worker count is
+/// final (under a launcher, the launch's, not --workers' default).
+void check_straggler(const Options& o);
 
 /// The parameter-server configuration every process of the job uses.
 Config config_of(const Options& o);

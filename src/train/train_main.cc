@@ -194,6 +194,7 @@ int run_launched(Options o, const launch::Placement& p) {
              "(the evaluating worker prints its accuracy)");
   o.servers = p.num_servers;
   o.workers = p.num_workers();
+  check_straggler(o);
   if (!o.metrics.empty()) o.metrics = launch::port_plus(o.metrics, p.rank, "--metrics");
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.launch_timeout_s * 1000));
   launch::ServerDirectory directory(p, timeout, config_of(o).secret);
@@ -230,6 +231,7 @@ int main(int argc, char** argv) {
     const auto env = rdmaps::launch::process_environment();
     if (!o.role_given && rdmaps::launch::started_with_others(env))
       return run_launched(o, *rdmaps::launch::detect(env, o.servers_given ? o.servers : 0));
+    check_straggler(o);
     if (o.role == "server") return run_server_role(o);
     if (o.role == "worker") return run_worker_role(o);
     if (o.role == "virtual") return run_virtual_role(o);

@@ -138,6 +138,14 @@ refused "--delay: sets the schedule of --virtual-workers" --delay round-robin
 refused "--workers: 3 differs from --virtual-workers 2" --virtual-workers 2 --workers 3
 refused "--straggler: worker 4 does not exist" --virtual-workers 4 --straggler 4:2
 refused "--skip-pulls: is not played by the --virtual-workers schedule" --virtual-workers 4 --staleness 2 --skip-pulls
+# Under a launcher the launch's workers decide, not --workers' default of 4:
+# worker 3 of a world of 3 (one server, two workers) was taken and never
+# straggled, and worker 5 of a world of 10 was refused.
+launched() { env RDMAPS_SECRET=0123456789abcdef0123 MASTER_ADDR=127.0.0.1 MASTER_PORT=9 RDMAPS_RANK=1 RDMAPS_WORLD_SIZE="$1" "$train" "${@:2}" 2>&1; }
+err=$(launched 3 --straggler 3:2 --launch-timeout 1) && fail "a launched --straggler 3:2 of 2 workers was accepted"
+grep -q -- "--straggler: worker 3 does not exist (the job has 2 workers)" <<<"$err" || fail "launched --straggler 3:2: $err"
+err=$(launched 10 --straggler 5:2 --launch-timeout 1) || true
+if grep -q -- "--straggler" <<<"$err"; then fail "launched --straggler 5:2 of 9 workers refused: $err"; fi
 refused "unknown flag --no-such-flag" --no-such-flag 3
 # 6. Workers that cannot all fit are refused after the first few, naming the
 #    limit that binds: here a 600 MB memory cgroup (the dataset takes 220 MB,
