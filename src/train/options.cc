@@ -340,6 +340,8 @@ Options parse_options(int argc, char** argv) {
   }
   if (o.role == "worker" && o.worker >= o.workers)
     bad_flag("--worker", "worker " + std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
+  if (o.role == "server" && o.expect_accuracy >= 0)
+    bad_flag("--expect-accuracy", "a server evaluates nothing; give it to the evaluating worker (--worker 0)");
   if (o.role == "server" && o.index >= o.servers)
     bad_flag("--index", "server " + std::to_string(o.index) + " is not below --servers " + std::to_string(o.servers));
   if (o.role == "driver" && !o.virtual_workers && o.workers + o.servers > kMaxLocalProcesses)

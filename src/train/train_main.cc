@@ -159,27 +159,44 @@ Report reporter(const Options& o) {
   };
 }
 
+// Passes each line on and keeps the last evaluation's accuracy: the job's
+// result, which --expect-accuracy checks (exit 3 below it).
+class AccuracyKeeper {
+ public:
+  AccuracyKeeper(const Options& o, std::string who) : o_(o), who_(std::move(who)), report_(reporter(o)) {}
+  Report report() {
+    return [this](const std::string& line) {
+      if (auto e = parse_eval_line(line)) accuracy_ = e->accuracy;
+      report_(line);
+    };
+  }
+  int exit_status() const {
+    if (accuracy_ >= 0 && o_.report_fd < 0)
+      std::fprintf(stderr, "rdmaps-train %s: final test accuracy %.4f after %u epochs\n", who_.c_str(), accuracy_,
+                   o_.epochs);
+    if (accuracy_ >= 0 && o_.expect_accuracy >= 0 && accuracy_ < o_.expect_accuracy) {
+      std::fprintf(stderr, "rdmaps-train: final test accuracy %.4f is below --expect-accuracy %.4f\n", accuracy_,
+                   o_.expect_accuracy);
+      return 3;
+    }
+    return 0;
+  }
+
+ private:
+  const Options& o_;
+  std::string who_;
+  Report report_;
+  double accuracy_ = -1;
+};
+
 int run_worker_role(const Options& o) {
   if (o.worker >= o.workers)
     bad_flag("--worker", std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
   TrainTest data = load_dataset_dir(o.data);
   // The evaluating worker holds the job's result: --expect-accuracy is its to check.
-  double accuracy = -1;
-  Report report = reporter(o);
-  auto keep_accuracy = [&](const std::string& line) {
-    if (auto e = parse_eval_line(line)) accuracy = e->accuracy;
-    report(line);
-  };
-  run_worker(client_options(o), worker_options(o), data, keep_accuracy);
-  if (accuracy >= 0 && o.report_fd < 0)
-    std::fprintf(stderr, "rdmaps-train worker %u: final test accuracy %.4f after %u epochs\n", o.worker, accuracy,
-                 o.epochs);
-  if (accuracy >= 0 && o.expect_accuracy >= 0 && accuracy < o.expect_accuracy) {
-    std::fprintf(stderr, "rdmaps-train: final test accuracy %.4f is below --expect-accuracy %.4f\n", accuracy,
-                 o.expect_accuracy);
-    return 3;
-  }
-  return 0;
+  AccuracyKeeper keeper(o, "worker " + std::to_string(o.worker));
+  run_worker(client_options(o), worker_options(o), data, keeper.report());
+  return keeper.exit_status();
 }
 
 // One rank of a job that mpirun, srun or torchrun started: the rank says the
@@ -214,9 +231,10 @@ int run_virtual_role(const Options& o) {
   if (!o.metrics.empty())
     bad_flag("--metrics", "virtual workers share one process and so would share one port; give it to the servers");
   TrainTest data = load_dataset_dir(o.data);
+  AccuracyKeeper keeper(o, "virtual workers");
   run_virtual_workers(client_options(o), worker_options(o), o.virtual_workers, DelaySpec::parse("--delay", o.delay),
-                      o.straggler, data, reporter(o));
-  return 0;
+                      o.straggler, data, keeper.report());
+  return keeper.exit_status();
 }
 
 }  // namespace

@@ -175,4 +175,17 @@ for want in "--virtual-workers 64: each worker holds about" "but this process ma
   grep -qF -- "$want" <<<"$err" || fail "64 virtual workers with 256 open files: no '$want' in: $err"
 done
 
+# --role virtual (virtual workers against servers of their own) checks
+# --expect-accuracy as --role worker does: it exited 0 whatever it reached.
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+small=(--workers 2 --epochs 1 --train-limit 640 --test-limit 100 --transport tcp)
+"$train" --role server --listen "127.0.0.1:$port" "${small[@]}" 2>"$out/expect-server.log" &
+spid=$!
+status=0
+"$train" --role virtual --virtual-workers 2 --servers-list "127.0.0.1:$port" "${small[@]}" --expect-accuracy 0.99 \
+  >"$out/expect.out" 2>"$out/expect.err" || status=$?
+wait "$spid" || fail "the server of --role virtual failed: $(cat "$out/expect-server.log")"
+[ "$status" = 3 ] || fail "--role virtual --expect-accuracy 0.99 exited $status, not 3: $(tail -3 "$out/expect.err")"
+grep -q "is below --expect-accuracy 0.99" "$out/expect.err" || fail "--role virtual: no accuracy line: $(cat "$out/expect.err")"
+
 echo "virtual workers: staleness exactly as scheduled (round-robin, geometric, BSP, SSP, stragglers; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused, workers that do not fit in memory or open files refused"
