@@ -314,6 +314,13 @@ Options parse_options(int argc, char** argv) {
       bad_flag("--servers-list",
                "names " + std::to_string(listed) + " servers, --servers says " + std::to_string(o.servers));
   }
+  // --compare runs its own six variants, each with its own name, bound and rule.
+  if (o.compare)
+    for (const char* flag : {"--label", "--dc", "--sync", "--async", "--staleness"})
+      if (app.get_option(flag)->count() > 0)
+        bad_flag(flag,
+                 "--compare runs its own variants (sequential SGD, BSP, SSP s=3, ASGD, DC-ASGD-c, DC-ASGD-a) and "
+                 "sets this itself: drop it");
   // A run is labelled by its rule: one that disagrees with --dc, or that
   // --compare would put under its own variants' names, is refused.
   if (app.get_option("--rule")->count() > 0) {

@@ -45,7 +45,6 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
   x_.resize(size_t{o.batch} * Mlp::kIn);
   y_.resize(o.batch);
   total_steps_ = uint64_t{o.epochs} * steps_per_epoch_;
-  eval_every_ = std::max<size_t>(1, steps_per_epoch_ / std::max(1u, o.evals_per_epoch));
   // Every 50 steps, but at least 4 times an epoch: with many workers each
   // takes fewer than 50 steps an epoch, and the driver's progress line saw none.
   progress_every_ = std::clamp<size_t>(steps_per_epoch_ / 4, 1, 50);
@@ -127,10 +126,18 @@ void TrainingWorker::push_step() {
 
 void TrainingWorker::pull_next() {
   if (finished()) return;  // the last evaluation is of the final model (final_evaluation())
-  if (o_.evaluate && done_in_epoch() % eval_every_ == 0)
+  if (o_.evaluate && evaluation_due())
     evaluate(epoch_progress());  // pulls: the next step computes on what was evaluated
   else
     client_.pull("mlp", params_);
+}
+
+// The k-th of an epoch's N evaluations after its step ceil(k * steps / N):
+// N of them, the last at the epoch's end (every steps / N steps gave five
+// for four at 10 steps an epoch, and none at its end).
+bool TrainingWorker::evaluation_due() const {
+  const uint64_t n = std::max(1u, o_.evals_per_epoch), done = done_in_epoch();
+  return done * n / steps_per_epoch_ != (done - 1) * n / steps_per_epoch_;
 }
 
 void TrainingWorker::final_evaluation() {

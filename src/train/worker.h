@@ -89,6 +89,7 @@ class TrainingWorker {
   void evaluate(double epoch);
   double epoch_progress() const;
   size_t done_in_epoch() const { return (step_ - 1) % steps_per_epoch_ + 1; }  // steps, the last one included
+  bool evaluation_due() const;
 
   WorkerOptions o_;
   const TrainTest& data_;
@@ -101,7 +102,7 @@ class TrainingWorker {
   std::vector<uint8_t> y_;
   std::mt19937_64 rng_, straggle_rng_;
   std::bernoulli_distribution straggles_;
-  size_t test_n_ = 0, steps_per_epoch_ = 0, eval_every_ = 1;
+  size_t test_n_ = 0, steps_per_epoch_ = 0;
   size_t progress_every_ = 50;  ///< steps between `progress` lines
   uint64_t step_ = 0, total_steps_ = 0, straggled_ = 0;
   double loss_sum_ = 0, compute_s_ = 0;   // loss_sum_: this epoch's

@@ -204,6 +204,10 @@ refused "RDMAPS_LOG_LEVEL: 'loud' is not debug, info, warn, error or off; loggin
   env RDMAPS_LOG_LEVEL=loud "${t[@]}"
 # A run is named by its rule: these ran momentum or sgd labelled DC-ASGD.
 refused "--rule: --compare runs its own rules" "${t[@]}" --compare --rule momentum
+# ... and its own names and bounds: these were overridden without a word.
+refused "--dc: --compare runs its own variants" "${t[@]}" --compare --dc constant
+refused "--sync: --compare runs its own variants" "${t[@]}" --compare --sync
+refused "--label: --compare runs its own variants" "${t[@]}" --compare --label mine
 refused "--rule: sgd disagrees with --dc constant (rule dc-asgd-c)" "${t[@]}" --rule sgd --dc constant
 # The summary is JSON: a label that is not UTF-8 aborted the run after training, losing it.
 refused "--label: the label is not UTF-8 at byte 3" "${t[@]}" --label $'bad\xffname'

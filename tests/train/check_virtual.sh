@@ -175,6 +175,13 @@ for want in "--virtual-workers 64: each worker holds about" "but this process ma
   grep -qF -- "$want" <<<"$err" || fail "64 virtual workers with 256 open files: no '$want' in: $err"
 done
 
+# --evals-per-epoch N: N evaluations an epoch, the last at its end (every
+# 10 / 4 = 2 steps made five, at steps 2, 4, 6, 8, 10).
+"$train" --virtual-workers 1 --train-limit 640 --test-limit 100 --epochs 2 --evals-per-epoch 4 --out "$out/evals" \
+  >/dev/null 2>&1 || fail "--evals-per-epoch 4 run failed"
+steps=$(cut -d, -f6 "$out/evals/metrics.csv" | tail -n +2 | tr '\n' ' ')
+[ "$steps" = "0 3 5 8 10 13 15 18 20 " ] || fail "--evals-per-epoch 4 at 10 steps an epoch evaluated after steps: $steps"
+
 # --role virtual (virtual workers against servers of their own) checks
 # --expect-accuracy as --role worker does: it exited 0 whatever it reached.
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
