@@ -523,8 +523,16 @@ void print_table(const std::vector<RunResult>& runs) {
 }  // namespace
 
 int run_driver(const Options& o) {
-  load_dataset_dir(o.data);  // fail here, clearly, before starting any process
-  check_writable(o.out);     // and here, not after the training
+  const TrainTest data = load_dataset_dir(o.data);  // fail here, clearly, before starting any process
+  check_writable(o.out);                            // and here, not after the training
+  // Every worker gets a batch, checked before any process starts: each
+  // worker said so once it ran, and --compare's sequential run was thrown away.
+  const size_t train_n = o.train_limit ? std::min(o.train_limit, data.train.count) : data.train.count;
+  if (const uint32_t workers = o.virtual_workers ? o.virtual_workers : o.workers; train_n / workers < o.batch)
+    bad_flag(o.virtual_workers ? "--virtual-workers" : "--workers",
+             std::to_string(workers) + " workers of " + std::to_string(train_n) + " training examples get " +
+                 std::to_string(train_n / workers) + " each, less than one batch of " + std::to_string(o.batch) +
+                 ": fewer workers, a smaller --batch, or a larger --train-limit");
   std::vector<RunResult> runs;
   if (o.compare) {
     struct Variant {

@@ -231,6 +231,9 @@ serves "rdmaps-train server 0/1 on 0.0.0.0:" env -u RDMAPS_SECRET -u RDMAPS_SECR
 # A batch larger than a worker's share of the data is refused before
 # anything is sized from it (--batch 4294967295 aborted on bad_alloc). Real data.
 refused "less than one batch of 4294967295" "$train" --out "$(mktemp -d)" --workers 1 --batch 4294967295
+# ... and before any process starts: --compare trained its sequential run first, then threw it away.
+refused "--workers: 4 workers of 200 training examples get 50 each, less than one batch of 64" \
+  "$train" --out "$(mktemp -d)" --compare --workers 4 --train-limit 200 --epochs 1
 helps "$train" -- "(Env:RDMAPS_SHARD_FLOATS)"
 helps "$train" -- "--virtual-workers"
 defaults "$config_group" "$train"
