@@ -206,15 +206,20 @@ Options parse_options(int argc, char** argv) {
   cli::add_switch(app, "--compare", o.compare,
                   "sequential SGD, BSP, SSP(3), ASGD, DC-ASGD-c, DC-ASGD-a: one table, one plot (with "
                   "--virtual-workers: time to 85 % on the schedule's clock, in step times)");
-  app.add_option("--seed", o.seed, "seed of the data order and initial weights")->check(cli::count(0));
+  app.add_option(
+         "--seed", o.seed,
+         "seed of the data order, the initial weights, the --virtual-workers schedule and the --straggler draws")
+      ->check(cli::count(0));
   app.add_option("--train-limit", o.train_limit, "train on the first N examples (0: all)")->check(cli::count(0));
   app.add_option("--test-limit", o.test_limit, "test on the first N examples (0: all)")->check(cli::count(0));
   app.add_option("--evals-per-epoch", o.evals_per_epoch,
                  "test passes per epoch, by worker 0 beside its steps (more: a finer time to 85 %)")
       ->check(cli::count(1, 1000));
-  app.add_option("--expect-accuracy", o.expect_accuracy, "exit with status 3 if the final test accuracy is below X")
+  app.add_option("--expect-accuracy", o.expect_accuracy,
+                 "exit with status 3 if the final test accuracy is below X (default: no check)")
       ->check(cli::number([](double d) { return d >= 0 && d <= 1; }, "a fraction from 0 to 1 (88 % is 0.88)"))
-      ->type_name("X");
+      ->type_name("X")
+      ->option_text("X");  // no "=-1": -1 is no value it takes
   cli::add_switch(app, "--gpu-shard", o.gpu_shard,
                   "servers keep parameters, state and backups on the GPU (fused kernel)");
   app.add_option("--metrics", o.metrics,
