@@ -57,7 +57,9 @@ for transport in shm tcp; do
   run "perf_gpu_$transport" 300 "$perf" gpu --json --transport "$transport" --iters "$iters"
 done
 # The staged push over tcp: which ring depth keeps the socket busy, at the
-# issue's two sizes (64 M and 1 M floats).
+# issue's two sizes (64 M and 1 M floats). Only these runs' push rows count:
+# their kernel rows use --floats 1M (4 MiB, inside an H200's L2), so they are
+# no kernel figure; the 64 M kernel rows are perf_gpu_*'s.
 for floats in 64M 1M; do
   for depth in 3 8 16; do
     run "push_tcp_${floats}_depth$depth" 120 "$perf" gpu --json --transport tcp --floats 1M --push-floats "$floats" \
