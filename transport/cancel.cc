@@ -16,7 +16,7 @@ CancelScope::~CancelScope() { t_cancel = previous_; }
 int cancellable_wait_ms(int timeout_ms, const char* what, const std::string& peer) {
   if (!t_cancel) return timeout_ms;
   if (t_cancel->load(std::memory_order_relaxed))
-    throw Error(Errc::kCancelled, std::string(what) + " (" + peer + "): cancelled (the client was interrupted)");
+    throw Error(Errc::kCancelled, std::string(what) + " (" + peer + "): cancelled (interrupted)");
   return std::min(timeout_ms, static_cast<int>(kCancelCheck.count()));
 }
 

@@ -122,7 +122,8 @@ rdmaps_status rdmaps_server_address(const rdmaps_server* server, char* buf, size
 rdmaps_status rdmaps_server_metrics_address(const rdmaps_server* server, char* buf, size_t size);
 /** Serves until rdmaps_server_stop() or until every worker left. With
  *  "--checkpoint-dir", RDMAPS_ERR_IO if the final checkpoint could not be
- *  written (the model is not saved). */
+ *  written (the model is not saved). A server thread that fails (out of
+ *  memory, a GPU error) stops the server with that thread's error. */
 rdmaps_status rdmaps_server_run(rdmaps_server* server);
 void rdmaps_server_stop(rdmaps_server* server);
 rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server_stats* out);

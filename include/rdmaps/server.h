@@ -120,7 +120,9 @@ class Server {
   std::string metrics_address() const;
   /// Serves until stop(), or until every worker left when exit_when_done.
   /// Once per Server, on one thread: a second call (while it runs, or after
-  /// it returned) throws Error(kInvalidArgument).
+  /// it returned) throws Error(kInvalidArgument). A server thread that fails
+  /// (out of memory, a GPU error) stops the server: its workers are let go
+  /// and run() throws its error, naming the thread.
   void run();
   /// Thread-safe; run() returns soon after.
   void stop();

@@ -33,15 +33,11 @@ CommThread::Ticket CommThread::submit_snapshot() { return enqueue({0, Kind::kSna
 
 CommThread::Snapshot CommThread::take_snapshot(Ticket ticket) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto failed = refused_.find(ticket); failed != refused_.end()) {
-    const std::exception_ptr error = failed->second;
-    refused_.erase(failed);
-    std::rethrow_exception(error);
-  }
   auto it = snapshots_.find(ticket);
-  if (it == snapshots_.end()) throw Error(Errc::kInvalidArgument, "no snapshot taken for this ticket");
+  if (it == snapshots_.end()) throw Error(Errc::kNoMemory, "the worker's counters could not be read (out of memory)");
   Snapshot s = std::move(it->second);
   snapshots_.erase(it);
+  if (s.error) std::rethrow_exception(s.error);
   return s;
 }
 
@@ -122,15 +118,16 @@ void CommThread::loop() {
     if (op.kind == Kind::kSnapshot) {
       Snapshot s;
       try {
-        s = {client_.stats(), client_.clock_value()};
+        s.stats = client_.stats();
+        s.clock = client_.clock_value();
       } catch (...) {  // out of memory for its strings: that read fails, not the thread
-        error = std::current_exception();
+        s.error = std::current_exception();
       }
       lock.lock();
-      if (error)
-        refused_[op.ticket] = error;
-      else
+      try {
         snapshots_.emplace(op.ticket, std::move(s));
+      } catch (...) {  // no memory for the entry: take_snapshot says so
+      }
       done_ = op.ticket;
       done_cv_.notify_all();
       continue;

@@ -42,6 +42,7 @@ class CommThread {
   struct Snapshot {
     ClientStats stats;
     uint64_t clock = 0;
+    std::exception_ptr error;  // the read failed (out of memory): its taker's, not wait_all()'s
   };
   /// Queues a Snapshot of the client after the operations queued before it;
   /// it is taken even after an error (what a dead server lost is read then).

@@ -418,7 +418,7 @@ class Worker {
       std::unique_lock<std::mutex> connecting(connect_mu_, std::defer_lock);
       without_gil([&] { connecting.lock(); });
       if (closing_ || !client_) throw Error(Errc::kInvalidArgument, "the worker was closed");
-      if (!comm_) return {client_->stats(), client_->clock_value()};
+      if (!comm_) return {client_->stats(), client_->clock_value(), nullptr};
     }
     const CommThread::Ticket t = comm().submit_snapshot();
     interruptible(t, {}, [&] { return comm_->finished_for(t, kSignalCheck); });
@@ -872,7 +872,8 @@ PYBIND11_MODULE(_rdmaps, m) {
       .def_property_readonly("address", &PyServer::address)
       .def_property_readonly("metrics_address", &PyServer::metrics_address,
                              "host:port of GET /metrics (\"\" when off).")
-      .def("serve", &PyServer::serve, "Serves until every worker left (or stop(), or Ctrl-C).")
+      .def("serve", &PyServer::serve,
+           "Serves until every worker left (or stop(), or Ctrl-C); raises the error of a server thread that failed.")
       .def("stop", &PyServer::stop)
       .def("stats", &PyServer::stats);
 }

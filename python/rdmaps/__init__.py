@@ -10,7 +10,6 @@ import collections.abc
 import json
 import logging
 import math
-import numbers
 import operator
 import os
 import weakref
@@ -182,9 +181,15 @@ class Worker(_rdmaps.Worker):
         super().wait(_checked_count("rdmaps.Worker.wait", "ticket", ticket, _U64))
 
     def set_learning_rate(self, lr):
-        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, numbers.Real)):
-            raise TypeError(f"rdmaps.Worker.set_learning_rate: lr={lr!r} is not a number or None")
-        super().set_learning_rate(None if lr is None else float(lr))
+        # Anything float() takes (a 0-d tensor or array too), but not a bool or a string.
+        if lr is not None:
+            try:
+                if isinstance(lr, (bool, str, bytes)):
+                    raise TypeError
+                lr = float(lr)
+            except (TypeError, ValueError):
+                raise TypeError(f"rdmaps.Worker.set_learning_rate: lr={lr!r} is not a number or None") from None
+        super().set_learning_rate(lr)
 
     def __enter__(self):
         return self

@@ -76,6 +76,21 @@ uint64_t InboxReader::consume() {
   return expected_++;
 }
 
+void InboxReader::fail(uint64_t seq, std::string why) {
+  failed_.emplace_back(seq, std::move(why));
+  ring(seq);
+}
+
+std::optional<std::string> InboxReader::take_failure() {
+  for (auto it = failed_.begin(); it != failed_.end(); ++it)
+    if (it->first == expected_) {
+      std::string why = std::move(it->second);
+      failed_.erase(it);
+      return why;
+    }
+  return std::nullopt;
+}
+
 std::string InboxReader::land(transport::Context& context, transport::AmMessage& m) {
   SlotHeader h;
   if (m.header_length != sizeof(h)) return "active-message header of " + std::to_string(m.header_length) + " bytes";
@@ -83,10 +98,12 @@ std::string InboxReader::land(transport::Context& context, transport::AmMessage&
   if (h.seq < expected_ || h.seq >= expected_ + slots_)
     return "active message with sequence " + std::to_string(h.seq) + " outside the credit window [" +
            std::to_string(expected_) + ", +" + std::to_string(slots_) + ")";
-  if (m.length > layout_.payload_bytes)
-    return "active-message payload of " + std::to_string(m.length) + " bytes exceeds a slot";
   uint8_t* s = slot(h.seq);
   std::memcpy(s, &h, sizeof(h));
+  if (m.length > layout_.payload_bytes) {
+    fail(h.seq, "active-message payload of " + std::to_string(m.length) + " bytes exceeds a slot");
+    return {};
+  }
   Landing landing{h.seq, transport::Request()};
   if (m.length)
     landing.request =

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "src/ps/protocol.h"
@@ -61,12 +62,19 @@ class InboxReader {
 
   /// Active-message path: lands `m` (a SlotHeader, then the payload) in its
   /// slot; its doorbell rings in complete() once the payload is in. Returns
-  /// why it was refused (sequence outside the credit window, oversize), or "".
+  /// why it was refused where it has no slot (a sequence outside the credit
+  /// window), or "". One in the window that cannot land (oversize, or its
+  /// payload failed) rings its slot all the same, marked failed(): it is
+  /// rejected and consumed in its turn, its credit returned (the lane waited
+  /// for that sequence for good).
   std::string land(transport::Context& context, transport::AmMessage& m);
-  /// Rings the doorbells of landings that completed; a failed landing is
-  /// dropped and reported through `failed`. True if any completed.
-  template <typename Failed>
-  bool complete(Failed&& failed);
+  /// Rings the doorbells of landings that completed or failed; true if any did.
+  bool complete();
+  /// Why the message due next could not land, if it could not (taken once).
+  std::optional<std::string> failed() {
+    if (failed_.empty()) return std::nullopt;
+    return take_failure();
+  }
   bool landing() const { return !landings_.empty(); }
   /// The worker is gone: its payloads still landing, not waited for, go to
   /// `writing` (they write into this inbox until they end).
@@ -78,6 +86,8 @@ class InboxReader {
  private:
   uint8_t* slot(uint64_t seq) const;
   void ring(uint64_t seq);
+  void fail(uint64_t seq, std::string why);
+  std::optional<std::string> take_failure();
 
   struct Landing {
     uint64_t seq;
@@ -88,19 +98,18 @@ class InboxReader {
   uint32_t slots_;
   uint64_t expected_ = 1;
   std::vector<Landing> landings_;
+  std::vector<std::pair<uint64_t, std::string>> failed_;  // rung, not landed: by sequence
 };
 
-template <typename Failed>
-bool InboxReader::complete(Failed&& failed) {
+inline bool InboxReader::complete() {
   bool any = false;
   std::erase_if(landings_, [&](Landing& l) {
     try {
       if (!l.request.test()) return false;
+      ring(l.seq);
     } catch (const Error& e) {
-      failed(std::string("payload did not arrive: ") + e.what());
-      return true;
+      fail(l.seq, std::string("payload did not arrive: ") + e.what());
     }
-    ring(l.seq);
     any = true;
     return true;
   });

@@ -560,8 +560,8 @@ void ServerImpl::run() {
   held_.clear();
   closing_.close_all(*context_);
   if (failed)
-    throw Error(Errc::kInternal, "server " + std::to_string(options_.index) + " stopped: its lane " +
-                                     std::to_string(failed->index()) + " failed: " + failed->failure());
+    throw Error(failed->failure_code(), "server " + std::to_string(options_.index) + " stopped: its lane " +
+                                            std::to_string(failed->index()) + " failed: " + failed->failure());
 }
 
 void ServerImpl::resume() {

@@ -118,6 +118,11 @@ void ServerLane::failed(std::exception_ptr error) noexcept {
   try {
     try {
       std::rethrow_exception(error);
+    } catch (const Error& e) {
+      failure_code_ = e.code();
+      failure_ = e.what();
+    } catch (const std::bad_alloc&) {
+      failure_code_ = Errc::kNoMemory;
     } catch (const std::exception& e) {
       failure_ = e.what();
     } catch (...) {
@@ -126,7 +131,10 @@ void ServerLane::failed(std::exception_ptr error) noexcept {
   } catch (...) {  // no memory for the text
   }
   failed_.store(true, std::memory_order_release);
-  logf(LogLevel::kError, "rdmaps-server: lane %u stopped: %s", setup_.index, failure().c_str());
+  try {  // out of memory is one way a lane fails: its line must not end the process
+    logf(LogLevel::kError, "rdmaps-server: lane %u stopped: %s", setup_.index, failure().c_str());
+  } catch (...) {
+  }
   // Its workers hear of it now instead of at their timeout, and the server
   // stops (ServerImpl::run): no push to this lane's shards could be applied.
   try {
@@ -276,6 +284,8 @@ bool ServerLane::poll_inbox(Worker& w) {
     reject(w, RejectReason::kSequence,
            "doorbell " + std::to_string(m->doorbell) + " where sequence " + std::to_string(w.inbox->expected()) +
                " was due");
+  else if (auto why = w.inbox->failed())
+    reject(w, RejectReason::kLanding, *why);
   else
     handle(w, m->header, m->payload);
   if (!w.live) return true;
@@ -528,8 +538,7 @@ void ServerLane::on_push_am(transport::AmMessage& m) {
 bool ServerLane::complete_landings() {
   bool any = false;
   for (auto& w : workers_)
-    if (w.live && w.inbox->landing())
-      any |= w.inbox->complete([&](const std::string& why) { reject(w, RejectReason::kLanding, why); });
+    if (w.live && w.inbox->landing()) any |= w.inbox->complete();
   return any;
 }
 

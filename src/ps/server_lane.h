@@ -136,6 +136,7 @@ class ServerLane {
   /// Whether this lane's thread stopped on an error, and why (failure(), read once failed()).
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   std::string failure() const { return failure_.empty() ? "out of memory" : failure_; }
+  Errc failure_code() const { return failure_code_; }
   /// Whether `worker` is connected to this lane now.
   bool live(uint32_t worker) const { return live_[worker].load(std::memory_order_acquire); }
   /// Whether `worker` ever connected to this lane (one admitted that never did holds its clock).
@@ -251,6 +252,7 @@ class ServerLane {
   uint32_t snapshot_next_ = 0, snapshot_left_ = 0;
   std::atomic<bool> stop_{false}, finished_{false}, failed_{false};
   std::string failure_;  // written by the lane's thread before failed_
+  Errc failure_code_ = Errc::kInternal;
   std::thread thread_;
 };
 

@@ -523,11 +523,11 @@ void print_table(const std::vector<RunResult>& runs) {
 }  // namespace
 
 int run_driver(const Options& o) {
-  const TrainTest data = load_dataset_dir(o.data);  // fail here, clearly, before starting any process
-  check_writable(o.out);                            // and here, not after the training
+  const size_t examples = load_dataset_dir(o.data).train.count;  // fail here, clearly, before any process starts
+  check_writable(o.out);                                         // and here, not after the training
   // Every worker gets a batch, checked before any process starts: each
   // worker said so once it ran, and --compare's sequential run was thrown away.
-  const size_t train_n = o.train_limit ? std::min(o.train_limit, data.train.count) : data.train.count;
+  const size_t train_n = o.train_limit ? std::min(o.train_limit, examples) : examples;
   if (const uint32_t workers = o.virtual_workers ? o.virtual_workers : o.workers; train_n / workers < o.batch)
     bad_flag(o.virtual_workers ? "--virtual-workers" : "--workers",
              std::to_string(workers) + " workers of " + std::to_string(train_n) + " training examples get " +

@@ -134,7 +134,7 @@ void TrainingWorker::pull_next() {
 
 // The k-th of an epoch's N evaluations after its step ceil(k * steps / N):
 // N of them, the last at the epoch's end (every steps / N steps gave five
-// for four at 10 steps an epoch, and none at its end).
+// for four at 10 steps an epoch, and none at the end of a 117-step epoch for two).
 bool TrainingWorker::evaluation_due() const {
   const uint64_t n = std::max(1u, o_.evals_per_epoch), done = done_in_epoch();
   return done * n / steps_per_epoch_ != (done - 1) * n / steps_per_epoch_;

@@ -339,7 +339,7 @@ class ModuleTest(unittest.TestCase):
     def test_reading_stats_while_another_thread_connects_fails_neither(self):
         # Before the comm thread exists the monitor's stats() ran on the Client
         # beside connect()'s thread: either call was refused (2 in 150 connects failed).
-        for _ in range(15):
+        for _ in range(60):
             served = ServerThread(rule="sgd", lr=0.5)
             worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, rule="sgd", lr=0.5, timeout=30)
             worker.declare("w", 8)

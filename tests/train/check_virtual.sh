@@ -184,14 +184,18 @@ steps=$(cut -d, -f6 "$out/evals/metrics.csv" | tail -n +2 | tr '\n' ' ')
 
 # --role virtual (virtual workers against servers of their own) checks
 # --expect-accuracy as --role worker does: it exited 0 whatever it reached.
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$("$(dirname "$0")/../common/free_ports.py")
 small=(--workers 2 --epochs 1 --train-limit 640 --test-limit 100 --transport tcp)
-"$train" --role server --listen "127.0.0.1:$port" "${small[@]}" 2>"$out/expect-server.log" &
+# Bounded: a server whose workers never come would wait for them for good.
+timeout 120 "$train" --role server --listen "127.0.0.1:$port" "${small[@]}" 2>"$out/expect-server.log" &
 spid=$!
+trap 'kill "$spid" 2>/dev/null || true' EXIT
 status=0
-"$train" --role virtual --virtual-workers 2 --servers-list "127.0.0.1:$port" "${small[@]}" --expect-accuracy 0.99 \
-  >"$out/expect.out" 2>"$out/expect.err" || status=$?
+timeout 120 "$train" --role virtual --virtual-workers 2 --servers-list "127.0.0.1:$port" "${small[@]}" \
+  --expect-accuracy 0.99 >"$out/expect.out" 2>"$out/expect.err" || status=$?
+[ "$status" = 3 ] || kill "$spid" 2>/dev/null || true
 wait "$spid" || fail "the server of --role virtual failed: $(cat "$out/expect-server.log")"
+trap - EXIT
 [ "$status" = 3 ] || fail "--role virtual --expect-accuracy 0.99 exited $status, not 3: $(tail -3 "$out/expect.err")"
 grep -q "is below --expect-accuracy 0.99" "$out/expect.err" || fail "--role virtual: no accuracy line: $(cat "$out/expect.err")"
 
