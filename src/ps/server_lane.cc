@@ -262,6 +262,11 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   w.ep = std::move(ep);
   // Only now: a worker that left during the handshake holds the clock where it was.
   w.clock = start_clock;
+  // A new process under this id begins a step of its own: its first pieces,
+  // pushed before any pull (which ends a step), were taken as more of its
+  // predecessor's unfinished step (staleness one too low, the shard's
+  // version not counted).
+  w.stepped.clear();
   w.clock_since = Clock::now();
   w.stall_logged = false;
   w.live = true;

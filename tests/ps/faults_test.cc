@@ -540,6 +540,43 @@ TEST_P(PsFaultTest, AWorkerThatDiedBetweenLanesRejoinsAtOneClockOnEveryLane) {
   rejoin_where_a_worker_died_half_connected(GetParam(), 1, 0);
 }
 
+// A worker that left in the middle of a step (pushed one tensor of a shard,
+// no clock) and came back: its new process's first push, of another tensor
+// of that shard, computed on nothing it pulled (version 0), is 1 stale. It
+// was taken as more of the old process's step (staleness 0, and the shard's
+// version not counted); a pull first would have ended that step.
+TEST_P(PsFaultTest, AWorkerBackAfterLeavingMidStepStartsAStepOfItsOwn) {
+  Config c = fault_config(GetParam());
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;  // its one worker leaves and comes back
+  ServerGroup servers(1, 1, c, serve_on);
+  auto join = [&] {
+    ClientOptions o;
+    o.servers = {servers.server(0).address()};
+    o.worker = 0;
+    o.config = c;
+    o.config.secret = test_secret();
+    o.timeout = 20s;
+    auto client = std::make_unique<Client>(o);
+    client->declare("a", 500);  // one shard (2048 floats) holds both
+    client->declare("b", 500);
+    client->connect();
+    return client;
+  };
+  std::vector<float> g(500, 0.01f), w(500);
+  join()->push("a", g);  // and leaves without a clock
+  for (auto until = Clock::now() + 10s; servers.server(0).stats().workers_left == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
+  auto back = join();
+  back->push("b", g);
+  back->pull("b", w);  // after the push was taken
+  const ServerStats s = servers.server(0).stats();
+  EXPECT_EQ(s.applied_per_worker[0], 2u);
+  EXPECT_EQ(s.staleness_sum, 1u) << "the new process's push was taken as part of its predecessor's step";
+  back.reset();
+  servers.stop();
+}
+
 // An active message in the credit window that cannot land (a payload larger
 // than a slot) is rejected in its turn and its slot consumed, its credit
 // returned: it was dropped, and the lane waited for its sequence for good
