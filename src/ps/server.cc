@@ -518,7 +518,8 @@ void ServerImpl::run() {
   // One job per server, served by one thread: a second run() at once would
   // drive the same UCX worker from two threads, a later one finds the job over.
   std::unique_lock<std::mutex> running(run_mu_, std::try_to_lock);
-  if (!running.owns_lock()) throw Error(Errc::kInvalidArgument, "run: this server already runs on another thread");
+  if (!running.owns_lock())
+    throw Error(Errc::kInvalidArgument, "run: this server is already running on another thread");
   if (ran_) throw Error(Errc::kInvalidArgument, "run: this server's job is over; make another server");
   ran_ = true;
   // The control thread admits and reports; the lanes carry the data. Waiting

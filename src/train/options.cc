@@ -216,10 +216,17 @@ Options parse_options(int argc, char** argv) {
                  "test passes per epoch, by worker 0 beside its steps (more: a finer time to 85 %)")
       ->check(cli::count(1, 1000));
   app.add_option("--expect-accuracy", o.expect_accuracy,
-                 "exit with status 3 if the final test accuracy is below X (default: no check)")
-      ->check(cli::number([](double d) { return d >= 0 && d <= 1; }, "a fraction from 0 to 1 (88 % is 0.88)"))
+                 "exit with status 3 if the final test accuracy is below X (off: no check)")
+      ->transform(CLI::Validator(
+          [](std::string& v) {
+            if (v == "off") v = "-1";  // what the help shows as its default
+            return std::string();
+          },
+          ""))
+      ->check(cli::number([](double d) { return d == -1 || (d >= 0 && d <= 1); },
+                          "a fraction from 0 to 1 (88 % is 0.88), or off"))
       ->type_name("X")
-      ->option_text("X");  // no "=-1": -1 is no value it takes
+      ->option_text("X|off=off");  // not "=-1", the value that stands for off
   cli::add_switch(app, "--gpu-shard", o.gpu_shard,
                   "servers keep parameters, state and backups on the GPU (fused kernel)");
   app.add_option("--metrics", o.metrics,
