@@ -231,6 +231,12 @@ serves "rdmaps-train server 0/1 on 0.0.0.0:" env -u RDMAPS_SECRET -u RDMAPS_SECR
 # A batch larger than a worker's share of the data is refused before
 # anything is sized from it (--batch 4294967295 aborted on bad_alloc). Real data.
 refused "less than one batch of 4294967295" "$train" --out "$(mktemp -d)" --workers 1 --batch 4294967295
+# Worker processes that cannot all hold the dataset (220 MB each) are refused
+# before any starts (the kernel killed them one by one, mid-run), where this
+# machine has less memory than 250 of them need; a larger one skips the check.
+if [ "$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)" -lt $((250 * 225 * 1024)) ]; then
+  refused "--workers: 250 worker processes each load the dataset" "$train" --out "$(mktemp -d)" --workers 250
+fi
 # ... and before any process starts: --compare trained its sequential run first, then threw it away.
 refused "--workers: 4 workers of 200 training examples get 50 each, less than one batch of 64" \
   "$train" --out "$(mktemp -d)" --compare --workers 4 --train-limit 200 --epochs 1
