@@ -521,8 +521,8 @@ void print_table(const std::vector<RunResult>& runs) {
 }
 
 // Each worker process loads the whole dataset as floats (220 MB for
-// Fashion-MNIST): 200 of them on a 24 GB machine would be killed by the
-// kernel one by one, mid-run.
+// Fashion-MNIST): 200 of them need 44 GB, and were all started on a 24 GB
+// machine, to run out of memory mid-run.
 void check_worker_processes_fit(const Options& o, uint64_t dataset_bytes) {
   if (o.virtual_workers) return;  // one process, one copy
   const uint64_t need = uint64_t{o.workers} * dataset_bytes;
