@@ -31,7 +31,7 @@ void print_transport_header(const std::string& config_lines) {
 void print_transport_row(const TransportRow& r) {
   std::printf("%12zu %10llu %7llu %12.1f %12.1f %12.0f ", r.bytes, static_cast<unsigned long long>(r.iters),
               static_cast<unsigned long long>(r.window), r.bw_MBps(), r.bw_MiBps(), r.msg_per_s());
-  if (r.has_latency)
+  if (r.has_latency())
     std::printf("%10.3f %10.3f %10.3f", r.lat_us.p50, r.lat_us.p99, r.lat_us.max);
   else
     std::printf("%10s %10s %10s", "-", "-", "-");
@@ -53,9 +53,9 @@ std::string transport_row_json(const TransportRow& r) {
                               {"bw_MBps", r.bw_MBps()},
                               {"bw_MiBps", r.bw_MiBps()},
                               {"msg_per_s", r.msg_per_s()}};
-  j["lat_p50_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.p50) : nullptr;
-  j["lat_p99_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.p99) : nullptr;
-  j["lat_max_us"] = r.has_latency ? nlohmann::ordered_json(r.lat_us.max) : nullptr;
+  j["lat_p50_us"] = r.has_latency() ? nlohmann::ordered_json(r.lat_us.p50) : nullptr;
+  j["lat_p99_us"] = r.has_latency() ? nlohmann::ordered_json(r.lat_us.p99) : nullptr;
+  j["lat_max_us"] = r.has_latency() ? nlohmann::ordered_json(r.lat_us.max) : nullptr;
   j["lat_samples"] = r.lat_samples;
   j["wrong"] = r.wrong;
   return j.dump();

@@ -25,12 +25,12 @@ struct TransportRow {
   uint64_t target_span = 0;  // target bytes it walks through
   double seconds = 0;        // bandwidth phase, timed alone
   Percentiles lat_us;        // latency phase (half round trip for put/am ping-pong, full op for get)
-  bool has_latency = true;   // false when the run skipped the latency phase (--lat-iters 0)
   uint64_t lat_samples = 0;  // behind lat_us: --lat-iters, at most iters (p99 of 8 samples is their maximum)
   uint64_t wrong = 0;        // bytes that did not arrive as sent
   double bw_MBps() const { return bytes * iters / seconds / 1e6; }
   double bw_MiBps() const { return bytes * iters / seconds / (1024.0 * 1024.0); }
   double msg_per_s() const { return iters / seconds; }
+  bool has_latency() const { return lat_samples > 0; }  // false where the run skipped it (--lat-iters 0)
 };
 
 void print_transport_header(const std::string& config_lines);

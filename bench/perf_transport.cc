@@ -327,13 +327,12 @@ int run_client(const Flags& flags) {
     recv_words(*ep, kPhaseTimeout);
 
     // Latency phase (skipped with --lat-iters 0, so profiles see the bandwidth phase alone).
-    row.has_latency = lat_iters > 0;
     row.lat_samples = lat_iters;
     std::vector<double> samples;
     samples.reserve(lat_iters);
     pong_mem[size - 1] = 0;
     pongs = 0;
-    const uint64_t pings = row.has_latency ? warmup + lat_iters : 0;
+    const uint64_t pings = row.has_latency() ? warmup + lat_iters : 0;
     if (op == "put" && pings) send_words(*ep, {kPutPingPong, size, pings});
     if (op == "am" && pings) send_words(*ep, {kAmPingPong, size, pings});
     // One clock read per iteration, each sample running from the previous read

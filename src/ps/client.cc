@@ -303,19 +303,18 @@ using ps::ClientImpl;
 using ps::MsgType;
 
 namespace {
-void check_owner(const ClientImpl& impl, const char* what) {
-  if (impl.owner_pid_ != transport::this_process_id())
-    throw Error(Errc::kInvalidArgument, std::string(what) + ": this client belongs to process " +
-                                            std::to_string(impl.owner_pid_) +
-                                            ", not this forked child: a child makes its own client");
-}
-
-// One call at a time: two threads inside one client tripped UCX's own
-// assertion, or corrupted it where that is compiled out; a read of the
-// counters raced the call that changes them.
+// One call at a time, from the process that made the client: two threads
+// inside one client tripped UCX's own assertion, or corrupted it where that
+// is compiled out; a read of the counters raced the call that changes them;
+// a forked child's calls went out on the parent's connections (its counters
+// are the parent's too).
 class Turn {
  public:
   Turn(ClientImpl& impl, const char* what) : impl_(impl) {
+    if (impl.owner_pid_ != transport::this_process_id())
+      throw Error(Errc::kInvalidArgument, std::string(what) + ": this client belongs to process " +
+                                              std::to_string(impl.owner_pid_) +
+                                              ", not this forked child: a child makes its own client");
     if (impl.in_call_.exchange(true, std::memory_order_acquire))
       throw Error(Errc::kInvalidArgument,
                   std::string(what) +
@@ -338,7 +337,6 @@ class Turn {
 class Call {
  public:
   Call(ClientImpl& impl, const char* what, bool publish = true) : impl_(impl), publish_(publish) {
-    check_owner(impl, what);
     turn_.emplace(impl, what);
     if (impl.interrupted_.load(std::memory_order_relaxed))
       throw Error(Errc::kCancelled,
@@ -409,12 +407,10 @@ void Client::set_learning_rate(std::optional<float> lr) {
   impl_->set_learning_rate(lr);
 }
 uint64_t Client::clock_value() const {
-  check_owner(*impl_, "clock_value");
   Turn t{*impl_, "clock_value"};
   return impl_->clock_value();
 }
 ClientStats Client::stats() const {
-  check_owner(*impl_, "stats");  // its counters are the parent's
   Turn t{*impl_, "stats"};
   return impl_->stats();
 }

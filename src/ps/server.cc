@@ -124,8 +124,7 @@ class ServerImpl {
                       "the insecure option (--insecure) (docs/security.md)");
     context_ = transport::create_context(context_options(options.config, "rdmaps-server", loopback));
     listener_ = context_->listen(listen);
-    admitted_once_.assign(options.workers, false);
-    admitted_at_.assign(options.workers, Clock::time_point{});
+    admitted_at_.assign(options.workers, std::nullopt);
     restored_pushes_.assign(options.workers, 0);
     resumed_clocks_.assign(options.workers, 0);
     if (checkpointer_.enabled()) checkpointer_.claim(options.index);
@@ -189,8 +188,7 @@ class ServerImpl {
   std::unique_ptr<Partition> partition_;
   mutable std::mutex lanes_mu_;  // lanes_ is filled once, while stats() may read it
   std::vector<std::unique_ptr<ServerLane>> lanes_;
-  std::vector<bool> admitted_once_;
-  std::vector<Clock::time_point> admitted_at_;  // by worker: its latest admission
+  std::vector<std::optional<Clock::time_point>> admitted_at_;  // by worker: its latest admission, if any
   Checkpointer checkpointer_{options_.config, options_.log_connections};
   bool resumed_ = false;
   uint64_t resumed_updates_ = 0;
@@ -392,7 +390,6 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     logf(LogLevel::kWarn, "rdmaps-server: worker %u (%s) left during the handshake: %s", hello.worker, peer.c_str(),
          e.what());
   }
-  admitted_once_[hello.worker] = true;
   admitted_at_[hello.worker] = Clock::now();
 }
 
@@ -487,14 +484,14 @@ void ServerImpl::report(Clock::time_point now) {
     last_waiting_ = now;
     std::string missing;
     for (uint32_t w = 0; w < options_.workers; ++w)
-      if (!admitted_once_[w]) missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+      if (!admitted_at_[w]) missing += (missing.empty() ? "" : ", ") + std::to_string(w);
     if (!missing.empty())
       logf(LogLevel::kInfo, "rdmaps-server: waiting for workers %s to connect to %s (the clock holds at %llu)",
            missing.c_str(), address().c_str(), static_cast<unsigned long long>(stats().min_clock));
     // Admitted, then gone before it reached every lane (killed while it
     // connected): the lanes it never reached hold their clock for it.
     for (uint32_t w = 0; w < options_.workers; ++w) {
-      if (!admitted_once_[w] || now - admitted_at_[w] < 5s) continue;  // one connecting now
+      if (!admitted_at_[w] || now - *admitted_at_[w] < 5s) continue;  // one connecting now
       std::string lanes;
       for (const auto& lane : lanes_)
         if (!lane->reached(w)) lanes += (lanes.empty() ? "" : ", ") + std::to_string(lane->index());

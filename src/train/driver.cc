@@ -22,6 +22,7 @@
 #include "src/ps/quantile.h"
 #include "src/tools/child_process.h"
 #include "src/train/evaluator.h"
+#include "src/train/worker.h"
 #include "transport/memory_limit.h"
 
 namespace rdmaps::train {
@@ -548,7 +549,7 @@ int run_driver(const Options& o) {
   check_writable(o.out);  // and here, not after the training
   // Every worker gets a batch, checked before any process starts: each
   // worker said so once it ran, and --compare's sequential run was thrown away.
-  const size_t train_n = o.train_limit ? std::min(o.train_limit, examples) : examples;
+  const size_t train_n = examples_used(o.train_limit, examples);
   if (const uint32_t workers = o.virtual_workers ? o.virtual_workers : o.workers; train_n / workers < o.batch)
     bad_flag(o.virtual_workers ? "--virtual-workers" : "--workers",
              std::to_string(workers) + " workers of " + std::to_string(train_n) + " training examples get " +

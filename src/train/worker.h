@@ -4,6 +4,8 @@
 // process, stepping them in a schedule (virtual_workers.h).
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -18,6 +20,9 @@
 #include "src/train/mlp.h"
 
 namespace rdmaps::train {
+
+/// Examples a run uses of the `count` a set holds: the first `limit` (0: all).
+inline size_t examples_used(size_t limit, size_t count) { return limit ? std::min(limit, count) : count; }
 
 struct WorkerOptions {
   uint32_t worker = 0, workers = 1;
