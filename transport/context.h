@@ -14,6 +14,7 @@
 #include "transport/endpoint.h"
 #include "transport/region.h"
 #include "transport/request.h"
+#include "transport/tcp_socket.h"
 
 namespace rdmaps::transport {
 
@@ -113,9 +114,10 @@ class Context {
 
   virtual std::unique_ptr<Listener> listen(const SockAddr& address) = 0;
   /// Connects and handshakes; throws Error(kUnreachable/kTimeout) with a hint.
-  /// `name` is how errors name the peer (default: its address).
+  /// `name` is how errors name the peer (default: its address); `if_refused`
+  /// whether a port nobody listens on yet is tried again within the timeout.
   virtual std::unique_ptr<Endpoint> connect(const SockAddr& address, std::chrono::milliseconds timeout,
-                                            const std::string& name = {}) = 0;
+                                            const std::string& name = {}, IfRefused if_refused = IfRefused::kFail) = 0;
 
   /// Memory allocated by the transport (shared-memory backed where it can be,
   /// so peers on the same host map it directly).

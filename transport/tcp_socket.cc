@@ -12,8 +12,10 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <thread>
 
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "transport/cancel.h"
 
 namespace rdmaps::transport {
@@ -68,13 +70,16 @@ TcpSocket TcpSocket::listen(const SockAddr& address, const std::string& in_use_h
   return s;
 }
 
-TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline) {
-  const std::string peer = address.to_string();
+namespace {
+// One attempt within the deadline: the connected socket, or an empty one
+// where nobody listens (ECONNREFUSED).
+TcpSocket attempt(const SockAddr& address, TcpSocket::Deadline deadline, const std::string& peer) {
   TcpSocket s(open_socket(address.get()->sa_family));
-  if (::connect(s.fd_, address.get(), address.length()) != 0 && errno != EINPROGRESS) {
+  if (::connect(s.fd(), address.get(), address.length()) != 0 && errno != EINPROGRESS) {
+    if (errno == ECONNREFUSED) return TcpSocket();
     throw unreachable(peer, errno);
   }
-  pollfd p{s.fd_, POLLOUT, 0};
+  pollfd p{s.fd(), POLLOUT, 0};
   int n;
   for (;;) {
     const int left = remaining_ms(deadline);
@@ -84,11 +89,42 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline) {
   }
   if (n == 0)
     throw Error(Errc::kTimeout, "connecting to " + peer + ": no answer in time (is the host up and the port open?)");
+  if (n < 0) throw unreachable(peer, errno);
   int err = 0;
   socklen_t len = sizeof(err);
-  getsockopt(s.fd_, SOL_SOCKET, SO_ERROR, &err, &len);
-  if (n < 0 || err != 0) throw unreachable(peer, n < 0 ? errno : err);
-  return s;
+  getsockopt(s.fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err == 0) return s;
+  if (err == ECONNREFUSED) return TcpSocket();
+  throw unreachable(peer, err);
+}
+}  // namespace
+
+TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline, IfRefused if_refused) {
+  using std::chrono::steady_clock;
+  const std::string peer = address.to_string();
+  const auto start = steady_clock::now();
+  std::chrono::milliseconds pause{10};
+  bool warned = false;
+  for (;;) {
+    TcpSocket s = attempt(address, deadline, peer);
+    if (s.valid()) return s;
+    if (if_refused == IfRefused::kFail) throw unreachable(peer, ECONNREFUSED);
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - start);
+    if (steady_clock::now() >= deadline)
+      throw Error(Errc::kUnreachable, "connecting to " + peer + ": nobody listened there within " +
+                                          std::to_string(waited.count()) +
+                                          " ms (is the server running, on that port?)");
+    if (!warned && waited >= std::chrono::seconds(3)) {
+      warned = true;
+      logf(LogLevel::kWarn, "rdmaps: connecting to %s: nobody listens there yet; trying again for up to %lld ms more",
+           peer.c_str(), static_cast<long long>(remaining_ms(deadline)));
+    }
+    // Slept in cancellable steps: interrupt() and Ctrl-C end the wait.
+    for (const auto until = std::min(deadline, steady_clock::now() + pause); steady_clock::now() < until;)
+      std::this_thread::sleep_for(
+          std::chrono::milliseconds(cancellable_wait_ms(remaining_ms(until), "connecting", peer)));
+    pause = std::min(pause * 2, std::chrono::milliseconds(500));
+  }
 }
 
 TcpSocket TcpSocket::try_accept(SockAddr* peer) const {

@@ -14,6 +14,10 @@
 
 namespace rdmaps::transport {
 
+/// What a connect does where nobody listens (ECONNREFUSED): fail at once, or
+/// try again until its deadline (a worker started before its server).
+enum class IfRefused { kFail, kRetry };
+
 class TcpSocket {
  public:
   using Deadline = std::chrono::steady_clock::time_point;
@@ -31,7 +35,9 @@ class TcpSocket {
   static TcpSocket listen(const SockAddr& address,
                           const std::string& in_use_hint = "pick another port, or 0 for any free one");
   /// Connects within the deadline; ECONNREFUSED etc. become Error(kUnreachable).
-  static TcpSocket connect(const SockAddr& address, Deadline deadline);
+  /// With IfRefused::kRetry a refused connection is tried again, backing off
+  /// to 0.5 s, until the deadline (a warning after 3 s says so).
+  static TcpSocket connect(const SockAddr& address, Deadline deadline, IfRefused if_refused = IfRefused::kFail);
   /// Never waits: the next incoming connection (non-blocking, TCP_NODELAY),
   /// or an empty socket when none is waiting.
   TcpSocket try_accept(SockAddr* peer) const;

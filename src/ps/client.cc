@@ -85,7 +85,7 @@ void ClientImpl::connect() {
     if (options_.servers.size() > 1) probe_all();
     links_.resize(options_.servers.size());
     for (uint32_t i = 0; i < links_.size(); ++i) {
-      const Welcome w = connect_one(i);
+      const Welcome w = connect_one(i, transport::IfRefused::kRetry);
       links_[i].instance = w.instance;
       stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
       stats_.servers_resumed += w.resumed;

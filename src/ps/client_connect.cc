@@ -48,7 +48,8 @@ Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const 
 
 Welcome ClientImpl::probe(uint32_t index) {
   const std::string& address = options_.servers[index];
-  auto control = context_->connect(transport::SockAddr::parse(address), options_.timeout);
+  auto control =
+      context_->connect(transport::SockAddr::parse(address), options_.timeout, {}, transport::IfRefused::kRetry);
   Hello h = hello();
   h.probe = 1;
   const Welcome answer = ask(*control, h, address);
@@ -89,11 +90,11 @@ void ClientImpl::probe_all() {
 
 // The server's control thread admits this worker and names its lanes; the
 // worker then connects to each lane, handing it the receive region.
-Welcome ClientImpl::connect_one(uint32_t index) {
+Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused) {
   ServerLink& link = links_[index];
   link.index = index;
   link.address = options_.servers[index];
-  auto control = context_->connect(transport::SockAddr::parse(link.address), options_.timeout);
+  auto control = context_->connect(transport::SockAddr::parse(link.address), options_.timeout, {}, if_refused);
   link.range = partition_->server_range(index);
   link.shards = partition_->shard_count(index);
   Welcome welcome = ask(*control, hello(), link.address);

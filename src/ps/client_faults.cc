@@ -114,7 +114,7 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
     // The same server (a dropped connection), or a restarted one that resumed: go on.
     auto holds_the_job = [&] { return welcome.instance == link.instance || welcome.resumed; };
     try {
-      welcome = connect_one(link.index);
+      welcome = connect_one(link.index, transport::IfRefused::kFail);
       if (holds_the_job()) {
         refetch(link);
         break;

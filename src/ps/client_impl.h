@@ -219,9 +219,13 @@ class ClientImpl {
   void send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
                    uint16_t flags);
   GpuTransfer& gpu();
-  Welcome connect_one(uint32_t index);
+  /// Joins server `index`: admission, then its lanes. The first connect waits
+  /// for a server not listening yet (IfRefused::kRetry; workers may start
+  /// before their servers), a reconnect's own loop tries again instead.
+  Welcome connect_one(uint32_t index, transport::IfRefused if_refused);
   /// Asks server `index` whether it would admit this worker (Hello::probe);
   /// returns its answer, or throws its refusal or why it could not be asked.
+  /// Waits for a server not listening yet, as connect_one does.
   Welcome probe(uint32_t index);
   /// Probes every server; throws if one is listed twice, or if some hold a
   /// job's parameters and others none.

@@ -1882,6 +1882,59 @@ TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
   EXPECT_FLOAT_EQ(w[0], 0.95f);  // one SGD step of lr 0.05
 }
 
+// A worker started before its server (a job script starting both at once):
+// connect() waits for the server to listen, within its timeout; it failed at
+// the first refused connection ("nobody listens there").
+TEST_P(PsFaultTest, AWorkerStartedBeforeItsServerWaitsForItToListen) {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    const int port = free_listen_port();
+    ClientOptions o;
+    o.servers = {"127.0.0.1:" + std::to_string(port)};
+    o.config = fault_config(GetParam());
+    o.config.staleness = 0;
+    o.config.secret = test_secret();
+    o.timeout = 30s;
+    Client client(o);
+    client.declare("w", kFaultFloats);
+    auto connected = std::async(std::launch::async, [&] { client.connect(); });
+    std::this_thread::sleep_for(1500ms);  // refused all this while
+    ASSERT_EQ(connected.wait_for(0s), std::future_status::timeout) << "connect() ended before any server listened";
+    PeerProcess server("standalone_server", GetParam(), port, 1);
+    while (connected.wait_for(50ms) == std::future_status::timeout && server.running()) {
+    }
+    if (connected.wait_for(0s) == std::future_status::timeout) {  // the server exited: another process took the port
+      client.interrupt();
+      EXPECT_EQ(error_code_of([&] { connected.get(); }), Errc::kCancelled);
+      continue;
+    }
+    connected.get();
+    std::vector<float> w(kFaultFloats, 1.0f);
+    client.init("w", w);
+    client.push("w", w);
+    client.pull("w", w);
+    EXPECT_FLOAT_EQ(w[0], 0.95f);  // one SGD step of lr 0.05
+    return;
+  }
+  FAIL() << "the server process could not listen on a free port in 3 tries";
+}
+
+// Where nobody ever listens, connect() fails at its timeout naming the address.
+TEST(ClientConnect, NobodyListeningFailsAtTheTimeoutNamingTheAddress) {
+  const std::string address = "127.0.0.1:" + std::to_string(free_listen_port());
+  ClientOptions o;
+  o.servers = {address};
+  o.config = fault_config(transport::TransportKind::kTcp);
+  o.timeout = 1500ms;
+  Client client(o);
+  client.declare("w", kFaultFloats);
+  const auto start = Clock::now();
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kUnreachable) << what;
+  EXPECT_GE(Clock::now() - start, 1500ms);
+  EXPECT_LT(Clock::now() - start, 10s);
+  EXPECT_NE(what.find("connecting to " + address + ": nobody listened there within"), std::string::npos) << what;
+}
+
 // A table whose Hello is larger than a server reads is refused by connect(),
 // naming its tensors and the limit, before anything is connected (the control
 // channel used to refuse it saying only "control message ... exceeds the

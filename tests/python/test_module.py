@@ -860,7 +860,7 @@ class ConfigurationTest(unittest.TestCase):
         rdmaps.Worker("127.0.0.1:9", 0, transport=TRANSPORT, timeout=0.001).close()
 
     def test_nobody_listening_is_a_connection_error(self):
-        worker = rdmaps.Worker("127.0.0.1:9", 0, transport=TRANSPORT, timeout=5)
+        worker = rdmaps.Worker("127.0.0.1:9", 0, transport=TRANSPORT, timeout=1)
         worker.declare("w", 4)
         with self.assertRaises(ConnectionError) as ctx:
             worker.connect()

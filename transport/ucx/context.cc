@@ -231,8 +231,8 @@ std::unique_ptr<Listener> UcxContext::listen(const SockAddr& address) {
 }
 
 std::unique_ptr<Endpoint> UcxContext::connect(const SockAddr& address, std::chrono::milliseconds timeout,
-                                              const std::string& name) {
-  return UcxEndpoint::connect(*this, address, timeout, name);
+                                              const std::string& name, IfRefused if_refused) {
+  return UcxEndpoint::connect(*this, address, timeout, name, if_refused);
 }
 
 std::unique_ptr<Region> UcxContext::allocate(size_t size, Access access) {

@@ -32,7 +32,7 @@ class UcxContext final : public Context, public RequestEngine {
   std::unique_ptr<Listener> listen(const SockAddr& address) override;
   MemorySupport memory_support() const override;
   std::unique_ptr<Endpoint> connect(const SockAddr& address, std::chrono::milliseconds timeout,
-                                    const std::string& name = {}) override;
+                                    const std::string& name = {}, IfRefused if_refused = IfRefused::kFail) override;
   std::unique_ptr<Region> allocate(size_t size, Access access) override;
   std::unique_ptr<Region> register_memory(void* data, size_t size, Access access) override;
   void set_am_handler(uint16_t id, AmHandler handler) override;

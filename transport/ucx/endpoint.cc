@@ -48,10 +48,11 @@ std::unique_ptr<UcxEndpoint> UcxEndpoint::create(UcxContext& context, std::strin
 }
 
 std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const SockAddr& address,
-                                                  std::chrono::milliseconds timeout, const std::string& name) {
+                                                  std::chrono::milliseconds timeout, const std::string& name,
+                                                  IfRefused if_refused) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   const std::string peer = name.empty() ? address.to_string() : name;
-  TcpSocket socket = TcpSocket::connect(address, deadline);
+  TcpSocket socket = TcpSocket::connect(address, deadline, if_refused);
   const auto quiet_for = context.options().connect_quiet_warning;
   const bootstrap::QuietPeer quiet{std::chrono::steady_clock::now() + quiet_for, [&] {
                                      logf(LogLevel::kWarn,

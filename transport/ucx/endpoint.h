@@ -24,7 +24,8 @@ class UcxEndpoint final : public Endpoint {
                                              std::span<const uint8_t> remote_worker);
   /// Connects, runs the client side of the bootstrap handshake, creates the endpoint.
   static std::unique_ptr<UcxEndpoint> connect(UcxContext& context, const SockAddr& address,
-                                              std::chrono::milliseconds timeout, const std::string& name);
+                                              std::chrono::milliseconds timeout, const std::string& name,
+                                              IfRefused if_refused);
   void adopt_socket(TcpSocket socket) { socket_ = std::move(socket); }
   ~UcxEndpoint() override;
 
