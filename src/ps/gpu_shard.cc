@@ -6,6 +6,7 @@
 #include "cuda/gpu_probe.h"
 #include "cuda/kernels.h"
 #include "rdmaps/error.h"
+#include "src/ps/backup_cover.h"
 
 namespace rdmaps::ps {
 namespace {
@@ -18,7 +19,8 @@ class GpuShardStore final : public ShardStore {
         params_(floats * sizeof(float)),
         gradient_(shard_floats * sizeof(float)),
         backups_(workers),
-        copies_(workers, nullptr) {
+        copies_(workers, nullptr),
+        cover_(workers, floats, shard_floats) {
     params_.fill_bytes(0);
     if (math::needs_state(rule)) {
       state_ = std::make_unique<cuda::DeviceBuffer>(floats * sizeof(float));
@@ -35,14 +37,16 @@ class GpuShardStore final : public ShardStore {
     // worker at admission instead of failing a push of it later.
     if (dc_) backup(worker);
     copies_.at(worker) = copy;  // arrives zeroed (ShardStore::attach)
-    if (backups_.at(worker)) backups_[worker]->fill_bytes(0);
+    cover_.clear(worker);
   }
 
   void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,
              size_t n) override {
     cuda::copy_to_device(gradient_.data(), g, n * (bf16 ? sizeof(uint16_t) : sizeof(float)));
     float* w = static_cast<float*>(params_.data()) + local;
-    const float* bak = dc_ ? backup(worker) + local : nullptr;
+    float* bak = dc_ ? backup(worker) + local : nullptr;
+    // Nothing sent yet: the backup is the parameters themselves (no delay).
+    if (dc_ && !cover_.holds(worker, local)) cuda::copy_device(bak, w, n * sizeof(float));
     float* state = state_ ? static_cast<float*>(state_->data()) + local : nullptr;
     if (bf16)
       cuda::update_bf16(p, step, w, static_cast<const uint16_t*>(gradient_.data()), bak, state, n);
@@ -54,7 +58,13 @@ class GpuShardStore final : public ShardStore {
   void snapshot(uint32_t worker, size_t local, size_t n) override {
     const float* w = static_cast<const float*>(params_.data()) + local;
     cuda::copy_to_host(copies_[worker] + local, w, n * sizeof(float));
-    if (dc_) cuda::copy_device(backup(worker) + local, w, n * sizeof(float));
+    if (!dc_) return;
+    float* bak = backup(worker);
+    const float* params = static_cast<const float*>(params_.data());
+    cover_.sent(worker, local, n, floats_, [&](size_t begin, size_t floats) {
+      cuda::copy_device(bak + begin, params + begin, floats * sizeof(float));
+    });
+    cuda::copy_device(bak + local, w, n * sizeof(float));
   }
 
   bool has_state() const override { return state_ != nullptr; }
@@ -87,6 +97,7 @@ class GpuShardStore final : public ShardStore {
   cuda::DeviceBuffer gradient_;  // one piece, f32 or bf16
   std::vector<std::unique_ptr<cuda::DeviceBuffer>> backups_;
   std::vector<float*> copies_;
+  BackupCover cover_;
 };
 
 }  // namespace

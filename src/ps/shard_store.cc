@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "math/bf16.h"
+#include "src/ps/backup_cover.h"
 
 namespace rdmaps::ps {
 namespace {
@@ -15,7 +16,9 @@ class HostShardStore final : public ShardStore {
   HostShardStore(transport::Context& context, size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
       : region_(context.allocate(std::max<size_t>(floats * sizeof(float), 64), transport::Access::kNone)),
         params_(static_cast<float*>(region_->data()), floats),
-        copies_(workers, nullptr) {
+        dc_(math::needs_backup(rule)),
+        copies_(workers, nullptr),
+        cover_(workers, floats, shard_floats) {
     std::fill(params_.begin(), params_.end(), 0.0f);
     if (math::needs_state(rule)) state_.assign(floats, 0.0f);
     scratch_.assign(shard_floats, 0.0f);
@@ -26,9 +29,11 @@ class HostShardStore final : public ShardStore {
   }
 
   void attach(uint32_t worker, float* copy) override {
-    // The copy is the worker's backup here, and arrives zeroed: clearing it
-    // again would be a pass over the whole range on the lane, for nothing.
+    // The copy is the worker's backup here, and arrives zeroed; what it holds
+    // counts only once sent (cover_): clearing it again would be a pass over
+    // the whole range on the lane, for nothing.
     copies_.at(worker) = copy;
+    cover_.clear(worker);
   }
 
   void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,
@@ -38,12 +43,19 @@ class HostShardStore final : public ShardStore {
       math::decompress_bf16(static_cast<const uint16_t*>(g), scratch_.data(), n);
       grad = scratch_.data();
     }
-    const float* backup = copies_[worker] ? copies_[worker] + local : nullptr;  // null: the rule keeps none
+    float* backup = dc_ ? copies_[worker] + local : nullptr;
+    // Nothing sent yet: the backup is the parameters themselves (no delay).
+    if (dc_ && !cover_.holds(worker, local)) std::memcpy(backup, params_.data() + local, n * sizeof(float));
     apply_update(p, step, params_.data() + local, grad, backup, state_.empty() ? nullptr : state_.data() + local, n);
   }
 
   void snapshot(uint32_t worker, size_t local, size_t n) override {
-    std::memcpy(copies_[worker] + local, params_.data() + local, n * sizeof(float));
+    float* copy = copies_[worker];
+    if (dc_)
+      cover_.sent(worker, local, n, params_.size(), [&](size_t begin, size_t floats) {
+        std::memcpy(copy + begin, params_.data() + begin, floats * sizeof(float));
+      });
+    std::memcpy(copy + local, params_.data() + local, n * sizeof(float));
   }
 
   std::optional<DirectSource> direct_source() const override { return DirectSource{region_.get(), params_.data()}; }
@@ -63,8 +75,10 @@ class HostShardStore final : public ShardStore {
  private:
   std::unique_ptr<transport::Region> region_;  // the parameters, registered
   std::span<float> params_;
+  bool dc_;
   std::vector<float> state_;
-  std::vector<float*> copies_;  // registered write-back sources, one per worker
+  std::vector<float*> copies_;  // registered write-back sources, one per worker: DC backups too
+  BackupCover cover_;
   std::vector<float> scratch_;  // a bf16 piece widened
 };
 

@@ -24,7 +24,9 @@ class ShardStore {
   virtual void init(size_t local, const float* values, size_t n) = 0;
   /// A worker (re)joins. `copy` (the store's size in floats) is its registered
   /// write-back source, and arrives zeroed (fresh pages, faulted in off the
-  /// lane: WorkerCopy); the worker's backup starts zeroed too. Null
+  /// lane: WorkerCopy); the worker's backup holds nothing it was sent, so its
+  /// pushes to a shard before that shard's first snapshot() are applied
+  /// uncompensated (BackupCover). Null
   /// where its write-backs need no copy (write_back_copies() false and a
   /// direct_source()): then snapshot() is never called for it. Throws when
   /// memory for the worker cannot be had (a GPU shard's DC backup): the lane

@@ -664,6 +664,59 @@ RDMAPS_TEST_PEER(dc_worker) {
   return worst <= 1e-6 ? 0 : 1;
 }
 
+// A worker's DC backup holds only what it was sent: a push before the
+// worker's first pull of a shard is applied uncompensated (its backup was
+// zeros, and w - 0 was compensated as if it were a delay), and a pull of one
+// tensor of a shard makes the backup of the rest of it the parameters of then.
+TEST_P(PsTest, DcAsgdCompensatesOnlyAgainstWhatTheWorkerWasSent) {
+  constexpr size_t kEach = 64;  // "a" and "b" in one shard
+  for (const char* variant : {"dc-asgd-c", "dc-asgd-a"}) {
+    SCOPED_TRACE(variant);
+    Config c = dc_config(GetParam(), variant);
+    c.shard_floats = 1024;
+    c.staleness = kInfiniteStaleness;
+    ServerGroup servers(1, 2, c);
+    auto connect = [&](uint32_t id) {
+      auto client = std::make_unique<Client>(local_worker_options(servers.addresses(), c, id));
+      client->declare("a", kEach);
+      client->declare("b", kEach);
+      client->connect();
+      return client;
+    };
+    std::unique_ptr<Client> w0 = connect(0), w1 = connect(1);
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> u(-1, 1);
+    auto random = [&] {
+      std::vector<float> v(kEach);
+      for (auto& x : v) x = u(rng);
+      return v;
+    };
+    const std::vector<float> a0 = random(), b0 = random(), ga = random(), g0 = random(), gb = random();
+    std::vector<float> got(kEach);
+    w0->init("a", a0);
+    w0->init("b", b0);
+    w1->push("a", ga);   // worker 1 was sent nothing yet
+    w1->pull("a", got);  // its backup of the shard: a as pushed, b as initialised
+    w0->push("b", g0);   // worker 0 was sent nothing yet either
+    w0->pull("a", got);  // the pull orders worker 0's push before worker 1's next
+    w1->push("b", gb);   // compensated against b0, which it holds since its pull of "a"
+    std::vector<float> a(kEach), b(kEach);
+    w1->pull("a", a);
+    w1->pull("b", b);
+    const math::UpdateParams p = ps::update_params(c);
+    double worst = 0;
+    for (size_t i = 0; i < kEach; ++i) {
+      double ms_a = 0, ms_b = 0;
+      const double ra = reference_update(p, c.learning_rate, 1.0, a0[i], ga[i], a0[i], ms_a);
+      double rb = reference_update(p, c.learning_rate, 1.0, b0[i], g0[i], b0[i], ms_b);
+      rb = reference_update(p, c.learning_rate, 1.0, rb, gb[i], b0[i], ms_b);
+      worst = std::max({worst, std::abs(a[i] - ra) / std::max(1.0, std::abs(ra)),
+                        std::abs(b[i] - rb) / std::max(1.0, std::abs(rb))});
+    }
+    EXPECT_LE(worst, 1e-6) << "the worst relative error against the float64 reference";
+  }
+}
+
 // Tensors that share a shard (a model's biases and norms, pushed one by one)
 // are stale by workers' steps, not by pieces: a shard's version counted every
 // piece, so the 8th tensor a lone worker pushed into a shard was 7 stale, and
