@@ -21,8 +21,9 @@ namespace {
 constexpr size_t kFloats = 3 * 262144 + 1000;  // four pieces: staging wraps around its ring
 constexpr int kSteps = 5;
 
-// Trains kSteps of DC-ASGD-a on one server; gradients and parameters live on
-// the GPU when `device`. Returns the final parameters and the client's GPU path.
+// Trains kSteps of DC-ASGD-a on one server, pulling after every other step
+// (the compensation acts once a worker was sent parameters: BackupCover);
+// gradients and parameters live on the GPU when `device`. Returns the final parameters and the client's GPU path.
 std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, bool gpu_shard = false,
                                                uint32_t staging_depth = 0) {
   Config c;
@@ -41,7 +42,7 @@ std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, boo
   ClientOptions co;
   co.servers = {server.address()};
   co.config = c;
-  std::vector<float> host(kFloats), g(kFloats);
+  std::vector<float> host(kFloats), g(kFloats), pulled(kFloats);
   std::string path;
   {
     Client client(co);
@@ -61,6 +62,7 @@ std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, boo
         client.push("w", g);
       }
       client.clock();
+      if (step % 2 == 0) client.pull("w", pulled);
     }
     if (device) {
       dw.fill_bytes(0xff);  // poison
