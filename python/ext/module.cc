@@ -313,7 +313,7 @@ class Worker {
       // soon (Client::interrupt), and raises here. close() interrupts it too.
       Use use(*this);
       auto connecting = std::async(std::launch::async, [this] {
-        const std::lock_guard<std::mutex> lock(connect_mu_);
+        const std::lock_guard<std::timed_mutex> lock(connect_mu_);
         client_->connect();
       });
       for (;;) {
@@ -415,8 +415,13 @@ class Worker {
       // using the client: a monitor's stats() made the trainer's connect fail.
       check_process();
       Use use(*this);
-      std::unique_lock<std::mutex> connecting(connect_mu_, std::defer_lock);
-      without_gil([&] { connecting.lock(); });
+      // Waited for in steps: Ctrl-C reaches a stats() behind a connect that
+      // waits for its server (up to the timeout).
+      std::unique_lock<std::timed_mutex> connecting(connect_mu_, std::defer_lock);
+      for (bool locked = false; !locked;) {
+        without_gil([&] { locked = connecting.try_lock_for(kSignalCheck); });
+        if (!locked && PyErr_CheckSignals() != 0) throw py::error_already_set();
+      }
       if (closing_ || !client_) throw Error(Errc::kInvalidArgument, "the worker was closed");
       if (!comm_) return {client_->stats(), client_->clock_value(), nullptr};
     }
@@ -466,10 +471,10 @@ class Worker {
   std::unique_ptr<Client> client_;
   std::unique_ptr<CommThread> comm_;
   const pid_t owner_pid_ = transport::this_process_id();
-  std::mutex connect_mu_;   // held by connect()'s thread while it uses the client
-  int calls_ = 0;           // Use: calls in progress, GIL held to change it
-  bool closing_ = false;    // close() began: no new call starts
-  bool abandoned_ = false;  // a signal ended a wait: its operation is left to close()
+  std::timed_mutex connect_mu_;  // held by connect()'s thread while it uses the client
+  int calls_ = 0;                // Use: calls in progress, GIL held to change it
+  bool closing_ = false;         // close() began: no new call starts
+  bool abandoned_ = false;       // a signal ended a wait: its operation is left to close()
 };
 
 Worker& live(Worker& w) {

@@ -545,6 +545,51 @@ class ConfigurationTest(unittest.TestCase):
                 w.close()
             served.close()
 
+    def test_ctrl_c_reaches_a_connect_waiting_for_its_server_and_a_stats_behind_it(self):
+        # connect() waits for a server not listening yet; a stats() from the main thread behind another
+        # thread's connect waited for all of it, Ctrl-C or not.
+        import socket
+        held = socket.socket()  # bound, never listening: connections to it are refused
+        held.bind(("127.0.0.1", 0))
+        self.addCleanup(held.close)
+        port = held.getsockname()[1]
+        w = rdmaps.Worker("127.0.0.1:%d" % port, 0, transport=TRANSPORT, timeout=20)
+        w.declare("w", 10)
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            with self.assertRaises(KeyboardInterrupt):
+                w.connect()  # nobody listens there: it waits, then raises ConnectionError after 20 s
+        finally:
+            timer.join()
+        w.close()
+        w = rdmaps.Worker("127.0.0.1:%d" % port, 0, transport=TRANSPORT, timeout=20)
+        w.declare("w", 10)
+        failed = []
+
+        def connect():
+            try:
+                w.connect()
+            except rdmaps.Error as e:
+                failed.append(e)
+
+        connecting = threading.Thread(target=connect)
+        connecting.start()
+        time.sleep(0.2)  # the connect holds the worker
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        started = time.monotonic()
+        try:
+            with self.assertRaises(KeyboardInterrupt):
+                w.stats()
+        finally:
+            timer.join()
+        self.assertLess(time.monotonic() - started, 10)
+        w.close()  # ends the connect (cancelled)
+        connecting.join()
+        self.assertEqual(len(failed), 1)
+        self.assertIn("cancelled", str(failed[0]))
+
     def test_ctrl_c_and_close_end_a_connect_to_a_silent_server(self):
         # Something that took the connection and never answers (a server resuming a checkpoint, a stopped one):
         # connect() waited out its whole timeout before Ctrl-C or close() from another thread counted.
