@@ -93,7 +93,7 @@ class Client {
   /// (with Config::skip_pulls under SSP: only when the cached copy is staler
   /// than the bound allows). A pull that throws may leave `out` part updated.
   void pull(const std::string& name, std::span<float> out);
-  /// Pulls several tensors with at most one request per server (e.g. a whole
+  /// Pulls several tensors with at most one request per server lane (e.g. a whole
   /// model after each step); the staleness rule is pull()'s.
   void pull(std::span<const PullTarget> targets);
   /// Host memory that stays valid until this Client is destroyed (a model's

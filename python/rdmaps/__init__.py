@@ -154,7 +154,7 @@ def _server_list(servers):
 class Worker(_rdmaps.Worker):
     """A worker's connection to the servers.
 
-    Worker(servers, worker, config=None, timeout=60, **options): servers is
+    Worker(servers, worker, config=None, *, timeout=60, metrics=None, **options): servers is
     "host:port,host:port" or a list in server-index order; options as in
     config_flags. declare() every tensor, connect(), then push/pull/clock with
     float32 C-contiguous buffers (numpy arrays, array.array('f'), ...).

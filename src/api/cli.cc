@@ -28,6 +28,21 @@ bool parse_real(const std::string& v, double& d) {
   return end == v.c_str() + v.size();
 }
 
+CLI::Validator word_or(const std::string& word, CLI::Validator rest, const std::string& expected) {
+  return CLI::Validator(
+      [=](std::string& v) mutable -> std::string {
+        if (v == word) return {};
+        std::string copy = v;
+        const std::string why = rest(copy);
+        if (why.empty()) return {};
+        const bool says_more = why.find("is not a number") != std::string::npos ||
+                               why.find("out of range") != std::string::npos ||
+                               why.find("too large") != std::string::npos;
+        return says_more ? why : "'" + v + "' is not " + expected;
+      },
+      "");
+}
+
 CLI::Validator count(uint64_t min, uint64_t max) {
   const std::string range = max == std::numeric_limits<uint64_t>::max()
                                 ? "a whole number of at least " + std::to_string(min)

@@ -27,6 +27,9 @@ bool parse_real(const std::string& v, double& d);
 /// A whole number in [min, max]: a count too large for its field (4294967297
 /// for a 32-bit one) is an error, not the count modulo 2^32.
 CLI::Validator count(uint64_t min, uint64_t max = std::numeric_limits<uint64_t>::max());
+/// `word` (off, inf, auto) or a value `rest` accepts; where `rest` refuses
+/// it, says why ("too large") or "'v' is not `expected`".
+CLI::Validator word_or(const std::string& word, CLI::Validator rest, const std::string& expected);
 /// A number a float holds (0, or 1.2e-38 to 3.4e38 either side) for which
 /// `ok` holds; `expected` completes "'v' is not ...".
 CLI::Validator number(std::function<bool(double)> ok, const std::string& expected);

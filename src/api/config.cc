@@ -139,22 +139,6 @@ bool counts_updates(const std::string& v) {
   return !v.empty() && (v.back() == 'u' || std::isdigit(static_cast<unsigned char>(v.back())));
 }
 
-// `word` (off, inf, auto) or a value `rest` accepts; the message names both.
-CLI::Validator word_or(const std::string& word, CLI::Validator rest, const std::string& expected) {
-  return CLI::Validator(
-      [=](std::string& v) mutable -> std::string {
-        if (v == word) return {};
-        std::string copy = v;
-        const std::string why = rest(copy);
-        if (why.empty()) return {};
-        const bool says_more = why.find("is not a number") != std::string::npos ||
-                               why.find("out of range") != std::string::npos ||
-                               why.find("too large") != std::string::npos;
-        return says_more ? why : "'" + v + "' is not " + expected;
-      },
-      "");
-}
-
 template <typename E>
 CLI::Option* add_enum(CLI::App& app, const std::string& name, E& target,
                       const std::vector<std::pair<std::string, E>>& values, const std::string& help) {
@@ -222,7 +206,7 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   auto rule_check = [](const std::string& name) {
     const ps::RuleParamRange& range = ps::rule_param_range(name);
     const CLI::Validator number = cli::number(range.ok, range.expected);
-    return range.off ? word_or("off", number, range.expected) : number;
+    return range.off ? cli::word_or("off", number, range.expected) : number;
   };
 
   function(
@@ -232,7 +216,8 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
         config.staleness_stated = true;
       },
       "SSP bound (0 = BSP, inf or async = fully asynchronous)",
-      word_or("async", word_or("inf", cli::count(0), "a whole number, inf or async"), "a whole number, inf or async"),
+      cli::word_or("async", cli::word_or("inf", cli::count(0), "a whole number, inf or async"),
+                   "a whole number, inf or async"),
       "S|inf", config.staleness == kInfiniteStaleness ? "inf" : std::to_string(config.staleness));
   if (wanted("rule"))
     finish(add_enum(app, "--rule", config.rule,
@@ -348,7 +333,7 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   function(
       "server-threads", [&config](const std::string& v) { config.server_threads = v == "auto" ? 0 : std::stoul(v); },
       "server threads, each owning part of the shards (auto: one per core)",
-      word_or("auto", cli::count(0, 1024), "a thread count in 0..1024 or auto"), "N|auto",
+      cli::word_or("auto", cli::count(0, 1024), "a thread count in 0..1024 or auto"), "N|auto",
       config.server_threads ? std::to_string(config.server_threads) : "auto");
   switch_("skip-pulls", config.skip_pulls, "SSP: skip the pulls the bound allows (off: pull every clock)");
   // Checkpoint settings without a directory would silently do nothing.

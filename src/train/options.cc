@@ -63,15 +63,14 @@ void add_consistency(CLI::App& app, Options& o, const std::string& group) {
       ->trigger_on_parse()
       ->group(group);
   app.add_option_function<std::string>(
-         "--staleness", [&o](const std::string& v) { o.staleness = v == "inf" ? v : std::to_string(std::stoull(v)); },
-         "stale synchronous (SSP): a worker runs at most S clocks ahead of the slowest")
-      ->check(CLI::Validator(
-          [](std::string& v) -> std::string {
-            if (v == "inf") return {};
-            std::string copy = v;
-            return cli::count(0)(copy).empty() ? "" : "'" + v + "' is not a whole number or inf";
-          },
-          ""))
+         "--staleness",
+         [&o](const std::string& v) {
+           o.staleness = v == "inf" || v == "async" ? "inf" : std::to_string(std::stoull(v));
+         },
+         "stale synchronous (SSP): a worker runs at most S clocks ahead of the slowest (inf or async: none)")
+      // As rdmaps-server reads it (src/api/config.cc): one flag, one reading.
+      ->check(cli::word_or("async", cli::word_or("inf", cli::count(0), "a whole number, inf or async"),
+                           "a whole number, inf or async"))
       ->type_name("S|inf")
       ->default_str(o.staleness)
       ->trigger_on_parse()

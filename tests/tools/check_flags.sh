@@ -179,7 +179,9 @@ refused "--ms-bias-correction: '' is not on or off" "${t[@]}" --ms-bias-correcti
 refused "--metrics: '' is not an address" "${t[@]}" --metrics ""
 refused "--listen: address '127.0.0.1:70000': port '70000'" "${t[@]}" --role server --index 0 --listen 127.0.0.1:70000
 refused "--evals-per-epoch: '0'" "${t[@]}" --evals-per-epoch 0
-refused "--staleness: '99999999999999999999'" "${t[@]}" --staleness 99999999999999999999
+# Read as rdmaps-server reads it: the same messages, and async for inf.
+refused "--staleness: '99999999999999999999' is too large" "${t[@]}" --staleness 99999999999999999999
+refused "--staleness: 'x' is not a whole number, inf or async" "${t[@]}" --staleness x
 refused "--seed: '99999999999999999999' is too large" "${t[@]}" --seed 99999999999999999999
 refused "--virtual-workers: 99999999999999999999 is more than the 4096" "${t[@]}" --virtual-workers 99999999999999999999
 refused "--lr: '1e39' is out of range" "${t[@]}" --lr 1e39
