@@ -27,6 +27,7 @@ void Checkpointer::claim(uint32_t index) {
 void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence) {
   base_ = base;
   sequence_ = last_sequence;
+  resumed_ = last_sequence != 0;
   if (last_sequence) good_.push_back(last_sequence);
   // Files numbered past the one resumed from (unreadable ones, or an earlier
   // job's in a run without --resume) would outrank this run's checkpoints:
@@ -67,6 +68,7 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
     pending_ = 0;
     return;
   }
+  if (!resumed_ && updates == 0) return;  // nothing of this run's to keep yet
   const auto now = Clock::now();
   const bool by_time = every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_);
   const bool by_count = every_updates_ && updates - last_taken_updates_ >= every_updates_;
@@ -77,9 +79,17 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
   for (const auto& lane : lanes) lane->request_snapshot(pending_);
 }
 
-bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes) {
+bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates) {
   wait();
   if (!enabled() || !started_ || lanes.empty()) return true;
+  if (!resumed_ && updates == 0) {
+    if (verbose_)
+      logf(LogLevel::kInfo,
+           "rdmaps-server: no final checkpoint: this run did not resume and applied no update (%s keeps what it "
+           "held)",
+           dir_.c_str());
+    return true;
+  }
   pending_ = 0;
   const uint64_t sequence = ++sequence_;
   for (const auto& lane : lanes) lane->snapshot_now(sequence);

@@ -33,10 +33,14 @@ class Checkpointer {
   /// fields that do not change); numbering goes on after `last_sequence` (a resumed one's).
   void start(const CheckpointHeader& base, uint64_t last_sequence);
   /// Control thread, every turn: `updates` is the pushes taken in so far.
+  /// A run that did not resume writes nothing before its first update: its
+  /// table of zeros would outrank the directory's checkpoints at the next
+  /// --resume, and its writes would prune them.
   void tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates);
-  /// After the lanes stopped: waits for a write in progress, then writes one last checkpoint.
-  /// Returns false when the last checkpoint could not be written.
-  bool finish(const std::vector<std::unique_ptr<ServerLane>>& lanes);
+  /// After the lanes stopped: waits for a write in progress, then writes one
+  /// last checkpoint (none where tick() would not have). Returns false when
+  /// the last checkpoint could not be written.
+  bool finish(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates);
   /// Returns once no write is in progress.
   void wait();
 
@@ -53,7 +57,7 @@ class Checkpointer {
   uint64_t every_ms_, every_updates_;
   uint32_t keep_;
   bool verbose_;
-  bool started_ = false;
+  bool started_ = false, resumed_ = false;
   CheckpointHeader base_;
   uint64_t sequence_ = 0, pending_ = 0;  // pending_: snapshot asked for, not yet handed to the writer
   uint64_t earlier_job_ = 0;             // files up to it are an earlier job's (no --resume): never pruned

@@ -550,7 +550,7 @@ void ServerImpl::run() {
     logf(LogLevel::kError, "rdmaps-server: no final checkpoint: a lane failed");
     final_checkpoint_failed_ = true;
   } else {
-    final_checkpoint_failed_ = !checkpointer_.finish(lanes_);  // the model as training left it
+    final_checkpoint_failed_ = !checkpointer_.finish(lanes_, updates_taken());  // the model as training left it
   }
   // Workers hear of it from their connections closing; none is waited for,
   // idle or stopped (that cost 2 s: ClosingEndpoints::close_all).

@@ -739,6 +739,58 @@ TEST_P(PsCheckpointTest, TheFinalCheckpointHoldsEveryUpdateThoughASnapshotWasInP
   fs::remove_all(dir);
 }
 
+// A server restarted without --resume (a supervisor that left the flag out)
+// that a worker joined and no push reached: it wrote checkpoints of its
+// zeros, numbered after the trained ones, so the next --resume served zeros
+// and its writes pruned the trained model. It writes none before an update.
+TEST_P(PsCheckpointTest, ARunWithoutResumeThatAppliedNothingLeavesTheCheckpointsAsTheyWere) {
+  const std::string dir = temp_dir();
+  Config c = checkpoint_each_update(GetParam(), dir);
+  c.staleness = kInfiniteStaleness;
+  const ServerOptions base = kept_running();
+  constexpr size_t kSmall = 64;
+  std::vector<float> before(kSmall), after(kSmall);
+  uint64_t pushes = 0;
+  {
+    ServerGroup servers(1, 1, c, base);
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", kSmall);
+    client.connect();
+    for (int i = 0; i < 3; ++i) {
+      client.push("w", std::vector<float>(kSmall, 0.5f + static_cast<float>(i)));
+      client.clock();
+    }
+    client.pull("w", before);
+    servers.stop();
+    pushes = servers.server(0).stats().pushes;
+    ASSERT_GT(pushes, 0u);
+  }
+  {
+    Config fresh = c;
+    fresh.checkpoint_every_ms = 10;  // time-based checkpoints were due too
+    ServerGroup servers(1, 1, fresh, base);
+    {
+      Client client(local_worker_options(servers.addresses(), fresh));
+      client.declare("w", kSmall);
+      client.connect();  // fixes the table and starts the lanes; nothing is pushed
+    }
+    std::this_thread::sleep_for(300ms);
+    servers.stop();
+    EXPECT_EQ(servers.server(0).stats().checkpoints, 0u) << "a run that applied nothing wrote checkpoints";
+  }
+  Config resumed = c;
+  resumed.resume = true;
+  ServerGroup servers(1, 1, resumed, base);
+  EXPECT_EQ(servers.server(0).stats().resumed_updates, pushes) << "the resume did not take the trained checkpoint";
+  Client client(local_worker_options(servers.addresses(), c));
+  client.declare("w", kSmall);
+  client.connect();
+  client.pull("w", after);
+  EXPECT_EQ(std::memcmp(before.data(), after.data(), kSmall * 4), 0);
+  servers.stop();
+  fs::remove_all(dir);
+}
+
 // Two servers resumed, one of them without its checkpoints (deleted, on
 // another node's disk): the worker refuses to go on, before joining either.
 // rdmaps-train's first worker kept "the trained weights" wherever any server
