@@ -26,15 +26,18 @@ constexpr uint32_t kFormatVersion = 1;
 constexpr size_t kDigestBytes = 32;
 constexpr size_t kMaxHeaderBytes = 64u << 20;  // a Hello's table (16 MiB) plus versions and workers
 
-[[noreturn]] void io_error(const std::string& what, const std::string& path) {
-  throw Error(Errc::kInvalidArgument, what + " '" + path + "': " + std::strerror(errno));
+// kInvalidArgument: a directory a server cannot use is its configuration's
+// fault; kIo where a checkpoint could not be read (nothing says it is damaged).
+[[noreturn]] void io_error(const std::string& what, const std::string& path, Errc code = Errc::kInvalidArgument) {
+  throw Error(code, what + " '" + path + "': " + std::strerror(errno));
 }
 
 // Its own file descriptor, closed on every path out.
 class File {
  public:
-  File(const std::string& path, int flags, mode_t mode = 0) : path_(path), fd_(::open(path.c_str(), flags, mode)) {
-    if (fd_ < 0) io_error("cannot open", path);
+  File(const std::string& path, int flags, mode_t mode = 0, Errc code = Errc::kInvalidArgument)
+      : path_(path), fd_(::open(path.c_str(), flags, mode)), code_(code) {
+    if (fd_ < 0) io_error("cannot open", path, code_);
   }
   ~File() {
     if (fd_ >= 0) ::close(fd_);
@@ -48,7 +51,7 @@ class File {
     while (n > 0) {
       const ssize_t k = ::write(fd_, p, std::min<size_t>(n, 1u << 30));
       if (k < 0 && errno == EINTR) continue;
-      if (k <= 0) io_error("cannot write", path_);
+      if (k <= 0) io_error("cannot write", path_, code_);
       p += k;
       n -= static_cast<size_t>(k);
     }
@@ -58,19 +61,20 @@ class File {
     while (n > 0) {
       const ssize_t k = ::read(fd_, p, std::min<size_t>(n, 1u << 30));
       if (k < 0 && errno == EINTR) continue;
-      if (k < 0) io_error("cannot read", path_);
+      if (k < 0) io_error("cannot read", path_, code_);
       if (k == 0) throw Error(Errc::kInvalidArgument, "'" + path_ + "' ended early (torn)");
       p += k;
       n -= static_cast<size_t>(k);
     }
   }
   void sync() {
-    if (::fsync(fd_) != 0) io_error("cannot sync", path_);
+    if (::fsync(fd_) != 0) io_error("cannot sync", path_, code_);
   }
 
  private:
   std::string path_;
   int fd_;
+  Errc code_;
 };
 
 std::string file_name(uint32_t index, uint64_t sequence) {
@@ -313,9 +317,9 @@ void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, co
 }
 
 Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
-  File in(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // a FIFO by that name must not block the start
+  File in(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0, Errc::kIo);  // a FIFO by that name must not block the start
   struct stat st {};
-  if (::fstat(in.fd(), &st) != 0) io_error("cannot stat", path);
+  if (::fstat(in.fd(), &st) != 0) io_error("cannot stat", path, Errc::kIo);
   if (!S_ISREG(st.st_mode)) throw Error(Errc::kInvalidArgument, "'" + path + "' is not a regular file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < sizeof(kMagic) + 4 + kDigestBytes)
@@ -400,13 +404,22 @@ std::optional<Checkpoint> load_newest_checkpoint(const std::string& dir, uint32_
                       ", written by a newer rdmaps; this server reads version " + std::to_string(kFormatVersion) +
                       " and will not resume from an older checkpoint past it: resume with the release that wrote "
                       "it, or move it away");
+    // Only a file that is damaged is passed over: one that could not be read
+    // (permissions, an I/O error of a network file system, no memory) may be
+    // the model, and an older one resumed past it would be pruned.
+    const auto stop = [&](Errc code, const std::string& why) {
+      return Error(code, why +
+                             "; resuming stops here rather than go back to an older checkpoint past it: make it "
+                             "readable, or move it away");
+    };
     std::string why;
     try {
       return read_checkpoint(dir + "/" + name, max_bytes);
     } catch (const Error& e) {
+      if (e.code() == Errc::kIo) throw stop(Errc::kIo, e.what());
       why = e.what();
     } catch (const std::bad_alloc&) {
-      why = dir + "/" + name + ": out of memory while reading it";
+      throw stop(Errc::kNoMemory, "out of memory reading '" + dir + "/" + name + "'");
     }
     log("skipping " + why);
     if (newest_why.empty()) newest_why = why;

@@ -193,6 +193,33 @@ TEST(Checkpoint, ResumingWhereNoCheckpointReadsBackIsRefusedNamingThem) {
   fs::remove_all(dir);
 }
 
+// A checkpoint that could not be read (no permission here; an I/O error of a
+// network file system, no memory) was skipped like a torn one: the server
+// resumed from an older one, and its writes pruned the newer model later.
+// Read by a process that is not root: root reads any file.
+RDMAPS_TEST_PEER(resume_unprivileged) {
+  if (::getuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) return 2;
+  std::string what;
+  const Errc code = error_code_of(
+      [&] { ps::load_newest_checkpoint(args.extra.at(0), 1, 1 << 20, [](const std::string&) {}); }, &what);
+  std::fprintf(stderr, "resume_unprivileged: %s: %s\n", errc_name(code), what.c_str());
+  return code == Errc::kIo && what.find(args.extra.at(1)) != std::string::npos &&
+                 what.find("resuming stops here rather than go back to an older checkpoint") != std::string::npos
+             ? 0
+             : 1;
+}
+
+TEST(Checkpoint, AFileThatCannotBeReadStopsTheResumeNamingIt) {
+  const std::string dir = temp_dir();
+  const std::string older = write_sample(dir, 1, 1.0f), newest = write_sample(dir, 2, 2.0f);
+  ASSERT_EQ(::chmod(dir.c_str(), 0755) | ::chmod(older.c_str(), 0644) | ::chmod(newest.c_str(), 0), 0);
+  PeerProcess reader("resume_unprivileged", transport::TransportKind::kTcp, 0, 1, {dir, newest});
+  EXPECT_EQ(reader.wait(30s), 0) << "the resume passed over the unreadable newest checkpoint (or the peer could not "
+                                    "drop root: exit 2)";
+  EXPECT_TRUE(fs::exists(newest));
+  fs::remove_all(dir);
+}
+
 // A checkpoint of a newer release's format was skipped like a torn one: the
 // server resumed from an older checkpoint, and once it had written
 // --checkpoint-keep of its own, pruning deleted the newer model.
