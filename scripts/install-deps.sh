@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist gnuplot-nox   # the training job's data and plot
   clang-format bc
+  locales                         # localedef: the metrics test formats numbers under a comma locale
   iproute2 iptables               # network-fault tests: namespaces, veth, packet loss
   libpmix-dev                     # server addresses through the launcher's PMIx store
   openmpi-bin slurm-wlm munge     # the launcher tests: mpirun, and srun on a one-node Slurm

@@ -1,8 +1,7 @@
 #include "src/metrics/exposition.h"
 
+#include <charconv>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 
 namespace rdmaps::metrics {
 
@@ -41,17 +40,16 @@ std::string escape_help(const std::string& help) {
 std::string format_value(double value) {
   if (std::isnan(value)) return "NaN";
   if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
-  char buf[32];
+  // to_chars ignores the process locale: printf under LC_NUMERIC=de_DE wrote
+  // 0,5, and Prometheus refused the whole scrape (a trainer's setlocale).
+  char buf[64];
+  std::to_chars_result end{};
   // Counters are integers: print them exactly (up to 2^53) rather than as 1.2e+07.
   if (value == std::floor(value) && std::fabs(value) < 9007199254740992.0)
-    std::snprintf(buf, sizeof(buf), "%.0f", value);
+    end = std::to_chars(buf, buf + sizeof(buf), value, std::chars_format::fixed);
   else
-    // The shortest form that reads back as the same double: 1e-06, not 9.9999999999999995e-07.
-    for (int precision = 1; precision <= 17; ++precision) {
-      std::snprintf(buf, sizeof(buf), "%.*g", precision, value);
-      if (std::strtod(buf, nullptr) == value) break;
-    }
-  return buf;
+    end = std::to_chars(buf, buf + sizeof(buf), value);  // the shortest form that reads back as the same double
+  return std::string(buf, end.ptr);
 }
 
 void Exposition::header(const std::string& name, const std::string& help, const char* type) {

@@ -8,7 +8,9 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <clocale>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -80,6 +82,31 @@ TEST(Exposition, ValuesReadBackExactly) {
   EXPECT_EQ(rdmaps::metrics::format_value(1e-6), "1e-06");
   EXPECT_EQ(rdmaps::metrics::format_value(0.1), "0.1");
   EXPECT_EQ(rdmaps::metrics::format_value(1.0 / 0.0), "+Inf");
+}
+
+// A trainer that calls setlocale (Python's locale.setlocale(LC_ALL, "")
+// under de_DE) made every fraction print as 0,5, which Prometheus refuses.
+// The locale is compiled into a temporary directory (localedef, Debian's
+// locales) and found there through LOCPATH.
+TEST(Exposition, ValuesIgnoreTheProcessLocale) {
+  std::string dir = (std::filesystem::temp_directory_path() / "rdmaps-locale-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+  const std::string make = "localedef -i de_DE -f UTF-8 " + dir + "/de_DE.UTF-8 >/dev/null 2>&1";
+  ASSERT_EQ(std::system(make.c_str()), 0) << make << " failed: is Debian's locales package installed?";
+  setenv("LOCPATH", dir.c_str(), 1);
+  ASSERT_NE(std::setlocale(LC_NUMERIC, "de_DE.UTF-8"), nullptr);
+  char printed[16];
+  std::snprintf(printed, sizeof(printed), "%g", 0.5);
+  const std::string expected_comma = printed;  // the locale took effect
+  const std::string half = rdmaps::metrics::format_value(0.5), small = rdmaps::metrics::format_value(1.5e-6),
+                    whole = rdmaps::metrics::format_value(12000000);
+  std::setlocale(LC_NUMERIC, "C");
+  unsetenv("LOCPATH");
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(expected_comma, "0,5");
+  EXPECT_EQ(half, "0.5");
+  EXPECT_EQ(small, "1.5e-06");
+  EXPECT_EQ(whole, "12000000");
 }
 
 TEST(Exposition, HistogramBucketsAreCumulative) {
