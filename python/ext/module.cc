@@ -494,6 +494,12 @@ void run_on_buffer(Worker& w, CommThread::Kind kind, const char* op, const py::o
 class PyServer {
  public:
   explicit PyServer(const ServerOptions& options) : server_(std::make_unique<Server>(options)) {}
+  // Destroyed without the GIL: its threads (the metrics endpoint's, UCX's)
+  // may be logging to Python (rdmaps.log_to_python), which takes the GIL,
+  // while this joins them.
+  ~PyServer() {
+    without_gil([this] { server_.reset(); });
+  }
   std::string address() const { return server_->address(); }
   std::string metrics_address() const { return server_->metrics_address(); }
   // Runs the server on a thread of its own so that Ctrl-C reaches Python.

@@ -169,6 +169,8 @@ void HttpEndpoint::serve() {
   open.reserve(kMaxConnections + 1);  // a newcomer is accepted before the one it replaces goes
   polled.reserve(kMaxConnections + 2);
   Clock::time_point accept_after{};  // out of descriptors: try again later
+  Clock::time_point accept_warned = Clock::now() - std::chrono::hours(1);
+  uint64_t accept_unsaid = 0;  // accept failures not logged since accept_warned
   for (uint64_t round = 1;; ++round) {
     polled.clear();
     polled.push_back({wake_.get(), POLLIN, 0});
@@ -217,8 +219,19 @@ void HttpEndpoint::serve() {
       try {
         s = listener_.try_accept(nullptr);
       } catch (const Error& e) {  // out of descriptors: the backlog waits a while
-        log(LogLevel::kWarn, std::string("metrics endpoint: ") + e.what());
-        accept_after = Clock::now() + std::chrono::milliseconds(100);
+        // Said once per 10 s with the count between: every 100 ms flooded the log.
+        const auto now = Clock::now();
+        if (now - accept_warned >= std::chrono::seconds(10)) {
+          log(LogLevel::kWarn,
+              std::string("metrics endpoint: ") + e.what() +
+                  (accept_unsaid ? " (and " + std::to_string(accept_unsaid) + " times since the last line)"
+                                 : std::string()));
+          accept_warned = now;
+          accept_unsaid = 0;
+        } else {
+          ++accept_unsaid;
+        }
+        accept_after = now + std::chrono::milliseconds(100);
       }
       if (!s.valid()) break;
       if (making_room) open.erase(oldest);  // only for one that came

@@ -1,4 +1,5 @@
 // The Prometheus text writer and the /metrics HTTP endpoint, on their own.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -11,20 +12,24 @@
 #include <clocale>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "src/metrics/exposition.h"
 #include "src/metrics/http_endpoint.h"
 #include "src/metrics/http_reply.h"
 #include "src/metrics/render.h"
 #include "tests/common/http_get.h"
+#include "tests/common/scoped_file_limit.h"
 
 using rdmaps::metrics::Exposition;
 using rdmaps::test::connect_to;
@@ -163,6 +168,44 @@ TEST(HttpEndpoint, ServesMetricsAndNotFound) {
   EXPECT_NE(ok.find("\r\nContent-Length: 5\r\n"), std::string::npos) << ok;
   EXPECT_EQ(body_of(ok), "up 1\n");
   EXPECT_EQ(status_line(exchange(port, "GET /nope HTTP/1.1\r\n\r\n")), "HTTP/1.1 404 Not Found");
+}
+
+// Out of file descriptors, the endpoint's accept fails and it tries again
+// every 100 ms: it logged every try (10 lines a second, each a wait for the
+// GIL where Python takes the lines); now once per 10 s, with the count.
+TEST(HttpEndpoint, AnAcceptOutOfDescriptorsIsLoggedOnceNotEveryTry) {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  rdmaps::set_log_sink([&](rdmaps::LogLevel, const std::string& line) {
+    const std::lock_guard<std::mutex> lock(mu);
+    if (line.find("metrics endpoint") != std::string::npos) lines.push_back(line);
+  });
+  {
+    rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
+    // Its descriptor made first, connected once there are no more: the
+    // connection then waits in the backlog and every accept fails.
+    const int waiting = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(waiting, 0);
+    size_t open_now = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++open_now;
+    rdmaps::test::ScopedSoftFileLimit limit(open_now + 8);
+    ASSERT_TRUE(limit.lowered());
+    std::vector<int> held;
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<uint16_t>(port_of(endpoint)));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    const int connected = ::connect(waiting, reinterpret_cast<const sockaddr*>(&to), sizeof(to));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // about 15 tries
+    for (int fd : held) ::close(fd);
+    limit.restore();
+    ::close(waiting);
+    ASSERT_EQ(connected, 0) << std::strerror(errno);
+  }
+  rdmaps::set_log_sink(nullptr);
+  ASSERT_EQ(lines.size(), 1u) << (lines.empty() ? "no line" : lines.back());
+  EXPECT_NE(lines[0].find("out of file descriptors"), std::string::npos) << lines[0];
 }
 
 // What each request head gets, from the reply function the endpoint uses.
