@@ -225,7 +225,21 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
     logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   const MemoryPlan memory =
       server_memory_plan(partition->server_range(options_.index).size(), lanes, config, options_.gpu_shard);
-  const transport::AvailableMemory available = transport::available_memory();
+  transport::AvailableMemory available = transport::available_memory();
+  // A resume's checkpoint, read into memory, is freed once the lanes restored
+  // it, before a snapshot or a worker's copy is made: counted against the
+  // plan, it refused a resume the run before had room for.
+  // Both are held at once while the lanes restore it, though.
+  if (const uint64_t read = checkpoint ? (checkpoint->params.size() + checkpoint->state.size()) * sizeof(float) : 0;
+      read && available.bytes) {
+    if (memory.shared + read > available.bytes)
+      throw Error(Errc::kNoMemory, "resuming needs the checkpoint read (" + std::to_string(read >> 20) +
+                                       " MiB) and the table restored from it (" + std::to_string(memory.shared >> 20) +
+                                       " MiB) in memory at once; " + available.bound + " allows " +
+                                       std::to_string(available.bytes >> 20) + " MiB");
+    available.bytes += read;
+    available.bound += " and the checkpoint being resumed, freed once restored";
+  }
   // Before any lane allocates: a server killed by the kernel mid-run says nothing.
   if (auto refusal = memory_refusal(memory, available, config.rule)) throw Error(Errc::kNoMemory, *refusal);
   if (auto warning = memory_warning(memory, options_.workers, available, config.rule))
