@@ -105,8 +105,8 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
   FloatRuns arrays;
   for (const auto& lane : lanes) {
     const LaneSnapshot& s = lane->snapshot();
-    arrays.params.emplace_back(s.params);
-    if (!s.state.empty()) arrays.state.emplace_back(s.state);
+    arrays.params.emplace_back(s.params.get(), s.floats);
+    if (s.state) arrays.state.emplace_back(s.state.get(), s.floats);
     h.versions.insert(h.versions.end(), s.versions.begin(), s.versions.end());
     if (h.workers.empty()) h.workers.assign(s.workers.size(), {WorkerState::kNever, UINT64_MAX, 0});
     // A worker's clock as the slowest lane saw it; its pushes over all lanes.

@@ -17,8 +17,11 @@ bool ServerLane::snapshot_step() {
     // The moment the snapshot stands for: the workers' clocks and counts now,
     // each shard as it is now (copied before anything changes it).
     try {
-      snapshot_.params.resize(lane_range_.size());
-      snapshot_.state.resize(store_->has_state() ? lane_range_.size() : 0);
+      if (!snapshot_.params) {
+        snapshot_.floats = lane_range_.size();
+        snapshot_.params = std::make_unique_for_overwrite<float[]>(snapshot_.floats);
+        if (store_->has_state()) snapshot_.state = std::make_unique_for_overwrite<float[]>(snapshot_.floats);
+      }
     } catch (const std::bad_alloc&) {
       throw Error(Errc::kNoMemory, "no memory for the snapshot a checkpoint copies of its " +
                                        std::to_string(lane_range_.size() * sizeof(float) >> 20) + " MiB of parameters" +
@@ -53,8 +56,7 @@ bool ServerLane::snapshot_step() {
 void ServerLane::copy_shard(uint32_t k) {
   const size_t local = local_of(setup_.first_shard + k);
   const size_t n = setup_.partition->shard(setup_.server->index, setup_.first_shard + k).size();
-  store_->save(local, n, snapshot_.params.data() + local,
-               snapshot_.state.empty() ? nullptr : snapshot_.state.data() + local);
+  store_->save(local, n, snapshot_.params.get() + local, snapshot_.state ? snapshot_.state.get() + local : nullptr);
   snapshot_.versions[k] = versions_[k];
   snapshot_copied_[k] = true;
   --snapshot_left_;

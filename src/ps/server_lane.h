@@ -102,8 +102,12 @@ struct LaneCounters {
 
 /// A lane's part of a checkpoint, taken shard by shard between pushes.
 struct LaneSnapshot {
-  std::vector<float> params, state;  ///< the lane's range; state empty when the rule keeps none
-  std::vector<uint64_t> versions;    ///< of the lane's shards
+  /// The lane's range, `floats` of each; state null when the rule keeps none.
+  /// Not zeroed when made: written shard by shard as they are copied (zeroing
+  /// the range held the lane at its first checkpoint, every worker of it).
+  std::unique_ptr<float[]> params, state;
+  size_t floats = 0;
+  std::vector<uint64_t> versions;  ///< of the lane's shards
   std::vector<CheckpointWorker> workers;
 };
 
