@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include "rdmaps/error.h"
 #include "transport/auth.h"
@@ -30,6 +31,23 @@ constexpr size_t kMaxHeaderBytes = 64u << 20;  // a Hello's table (16 MiB) plus 
 // fault; kIo where a checkpoint could not be read (nothing says it is damaged).
 [[noreturn]] void io_error(const std::string& what, const std::string& path, Errc code = Errc::kInvalidArgument) {
   throw Error(code, what + " '" + path + "': " + std::strerror(errno));
+}
+
+// Makes `dir` (mode 700) where it is missing, its entry synced into its
+// parent: a checkpoint synced into a directory that a crash then loses is
+// lost with it. The parent's sync is best effort (a parent this user may
+// search but not read cannot be opened).
+void make_dir(const std::string& dir, const std::string& what) {
+  if (::mkdir(dir.c_str(), 0700) != 0) {
+    if (errno != EEXIST) io_error(what, dir);
+    return;
+  }
+  std::string parent = std::filesystem::path(dir).parent_path().string();
+  if (parent.empty()) parent = ".";
+  if (const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
 }
 
 // Its own file descriptor, closed on every path out.
@@ -186,7 +204,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointHeader& hea
   for (const auto& run : arrays.params) floats += run.size();
   const bool has_state = !arrays.state.empty();
   const std::string path = dir + "/" + file_name(header.index, header.sequence), temporary = path + ".tmp";
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) io_error("cannot create the checkpoint directory", dir);
+  make_dir(dir, "cannot create the checkpoint directory");
   try {
     File out(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     transport::Sha256 digest;
@@ -217,8 +235,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointHeader& hea
 }
 
 void check_checkpoint_dir(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    io_error("cannot create the checkpoint directory (--checkpoint-dir)", dir);
+  make_dir(dir, "cannot create the checkpoint directory (--checkpoint-dir)");
   // Whoever else may write in it can plant checkpoints a --resume loads, or
   // links where the server writes (the files are opened O_NOFOLLOW too).
   struct stat st {};
@@ -285,8 +302,7 @@ bool CheckpointDirLock::retake_if_replaced() {
     return false;
   // Deleted (with its directory, say) or replaced: the lock held guards a
   // file no other server finds, so take the one they would.
-  if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST)
-    io_error("cannot create the checkpoint directory again", dir_);
+  make_dir(dir_, "cannot create the checkpoint directory again");
   const int fd = take_lock(path_, dir_, index_);
   ::close(fd_);
   fd_ = fd;
@@ -324,7 +340,8 @@ Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < sizeof(kMagic) + 4 + kDigestBytes)
     throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) + " bytes: torn");
-  if (size > 2 * max_bytes + kMaxHeaderBytes)
+  // max_bytes may be near 2^64 (--max-bytes): 2 * max_bytes wrapped.
+  if (max_bytes < (UINT64_MAX - kMaxHeaderBytes) / 2 && size > 2 * max_bytes + kMaxHeaderBytes)
     throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) +
                                             " bytes, more than a table this server accepts could need (--max-bytes)");
   std::vector<uint8_t> bytes(size);
@@ -414,7 +431,12 @@ std::optional<Checkpoint> load_newest_checkpoint(const std::string& dir, uint32_
     };
     std::string why;
     try {
-      return read_checkpoint(dir + "/" + name, max_bytes);
+      Checkpoint c = read_checkpoint(dir + "/" + name, max_bytes);
+      // Numbered by its name, as pruning and the next numbers go: one copied
+      // over a newer name to restore it kept its old number, and the newer
+      // name, counted as not this run's, was pruned.
+      c.header.sequence = sequence;
+      return c;
     } catch (const Error& e) {
       if (e.code() == Errc::kIo) throw stop(Errc::kIo, e.what());
       why = e.what();

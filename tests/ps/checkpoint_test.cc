@@ -193,6 +193,21 @@ TEST(Checkpoint, ResumingWhereNoCheckpointReadsBackIsRefusedNamingThem) {
   fs::remove_all(dir);
 }
 
+// A checkpoint restored by copying it over a newer name (the advice of a
+// resume that found none intact) is numbered by its name: it kept the number
+// inside it, the server numbered its own after that, and the restored file,
+// counted as no checkpoint of this run, was pruned.
+TEST(Checkpoint, ACheckpointCopiedToAnotherNameIsNumberedByItsName) {
+  const std::string dir = temp_dir();
+  const std::string first = write_sample(dir, 1, 1.0f);
+  fs::copy_file(first, dir + "/server-1-0000000005.ckpt");
+  const auto c = ps::load_newest_checkpoint(dir, 1, 1 << 20, [](const std::string&) {});
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->path, dir + "/server-1-0000000005.ckpt");
+  EXPECT_EQ(c->header.sequence, 5u);
+  fs::remove_all(dir);
+}
+
 // A checkpoint that could not be read (no permission here; an I/O error of a
 // network file system, no memory) was skipped like a torn one: the server
 // resumed from an older one, and its writes pruned the newer model later.
