@@ -1,6 +1,8 @@
 #include "src/metrics/http_endpoint.h"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #include "rdmaps/error.h"
@@ -38,6 +41,44 @@ namespace rdmaps::metrics {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Every endpoint's listening socket, let go of in a child made by fork(): a
+// trainer's DataLoader workers held the port after the trainer closed its
+// endpoint, so scrapes connected and hung, and a new endpoint found the port
+// in use. The child's copy is replaced by /dev/null rather than closed, so
+// that the number stays taken until the child's endpoint, if it is ever
+// destroyed, closes it.
+class ForkedListeners {
+ public:
+  static ForkedListeners& get() {
+    static ForkedListeners* const listeners = new ForkedListeners;  // never destroyed: fork may come at exit
+    return *listeners;
+  }
+  void add(int fd) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    fds_.push_back(fd);
+  }
+  void remove(int fd) {
+    const std::lock_guard<std::mutex> lock(mu_);
+    std::erase(fds_, fd);
+  }
+
+ private:
+  ForkedListeners() {
+    fds_.reserve(8);
+    ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
+                     [] {
+                       ForkedListeners& self = get();
+                       if (const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC); null >= 0) {
+                         for (const int fd : self.fds_) ::dup2(null, fd);
+                         ::close(null);
+                       }
+                       self.mu_.unlock();
+                     });
+  }
+  std::mutex mu_;  // held across fork(): the child finds the list whole
+  std::vector<int> fds_;
+};
 
 // A scrape's request arrives whole in milliseconds.
 constexpr auto kRequestTime = std::chrono::seconds(2);
@@ -155,12 +196,14 @@ HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, 
   if (::listen(listener_.fd(), kBacklog) != 0) fail(std::string("cannot listen there: ") + std::strerror(errno));
   address_ = listener_.local_address().to_string();
   thread_ = std::thread([this] { serve(); });
+  ForkedListeners::get().add(listener_.fd());  // last: a constructor that throws leaves no number behind
 }
 
 HttpEndpoint::~HttpEndpoint() {
   const uint64_t one = 1;
   [[maybe_unused]] const ssize_t n = ::write(wake_.get(), &one, sizeof(one));
   if (thread_.joinable()) thread_.join();
+  ForkedListeners::get().remove(listener_.fd());
 }
 
 void HttpEndpoint::serve() {

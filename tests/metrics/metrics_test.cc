@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -206,6 +208,41 @@ TEST(HttpEndpoint, AnAcceptOutOfDescriptorsIsLoggedOnceNotEveryTry) {
   rdmaps::set_log_sink(nullptr);
   ASSERT_EQ(lines.size(), 1u) << (lines.empty() ? "no line" : lines.back());
   EXPECT_NE(lines[0].find("out of file descriptors"), std::string::npos) << lines[0];
+}
+
+// A child made by fork() (a trainer's DataLoader workers) held the listening
+// socket: once the parent closed its endpoint, scrapes connected and hung,
+// and a new endpoint on the port was refused as "the port is in use".
+TEST(HttpEndpoint, AForkedChildDoesNotHoldThePort) {
+  std::string address;
+  pid_t child = -1;
+  {
+    rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
+    address = endpoint.address();
+    int started[2];
+    ASSERT_EQ(::pipe(started), 0);
+    child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      [[maybe_unused]] const ssize_t n = ::write(started[1], "x", 1);  // past fork's handlers
+      ::sleep(20);                                                     // killed by the test
+      ::_exit(0);
+    }
+    char byte;
+    EXPECT_EQ(::read(started[0], &byte, 1), 1);
+    ::close(started[0]);
+    ::close(started[1]);
+  }
+  std::string what;
+  try {
+    rdmaps::metrics::HttpEndpoint again(address, "--metrics", [] { return std::string("up 1\n"); });
+    EXPECT_EQ(status_line(exchange(port_of(again), "GET /metrics HTTP/1.1\r\n\r\n")), "HTTP/1.1 200 OK");
+  } catch (const rdmaps::Error& e) {
+    what = e.what();
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_EQ(what, "") << "a new endpoint on the parent's port, with the child alive";
 }
 
 // What each request head gets, from the reply function the endpoint uses.
