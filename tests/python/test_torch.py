@@ -212,6 +212,12 @@ class TorchTest(unittest.TestCase):
         self.assertIsNotNone(said, p.stdout + p.stderr)
         self.assertLess(float(said.group(1)), 10, "init() took Ctrl-C only at its timeout")
 
+    def test_every_rank_serves_metrics_given_to_init(self):
+        # metrics= was a server-only option: given to init() it started the servers' endpoint, then
+        # every worker refused it ("unknown configuration option '--metrics'").
+        results = self.run_mode("metrics", "tcp")
+        self.assertRegex(results[0][1], r"rank 0 serves on port [0-9]+ for 1 worker\(s\), metrics at 127\.0\.0\.1:[0-9]+")
+
     def test_init_refuses_what_the_optimizer_decides(self):
         # Servers adopt the first worker's rule and bound: init(staleness=3) would train BSP without a word.
         import rdmaps.torch as rps

@@ -649,6 +649,28 @@ def flat(own_buffer):
     print("flat ok", flush=True)
 
 
+def metrics():
+    """init(metrics=) on every rank: the server says where it serves them, and this worker's
+    DistributedOptimizer serves its own counters there (a server-only option before, refused on workers)."""
+    import urllib.request
+    torch.manual_seed(0)
+    model = mlp()
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters())
+    rps.broadcast_parameters(model.state_dict())
+    x, y = fashion_mnist(32)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    address = opt.metrics_address
+    if not address.startswith("127.0.0.1:") or address.endswith(":0"):
+        fail(f"metrics_address is {address!r}")
+    page = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
+    pushed = [line for line in page.splitlines() if line.startswith("rdmaps_worker_push_bytes_total")]
+    if not pushed or float(pushed[0].split()[-1]) <= 0:
+        fail(f"no pushed bytes on {address}/metrics: {pushed}")
+    print("metrics ok", flush=True)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
@@ -658,6 +680,9 @@ if __name__ == "__main__":
     if mode in trainers:
         rps.init(timeout=60)  # rank 0 serves here and exits; the others train
         trainers[mode]()
+    elif mode == "metrics":
+        rps.init(timeout=60, metrics="127.0.0.1:0")
+        metrics()
     elif mode == "roles":
         roles()
     elif mode == "server-killed":

@@ -205,13 +205,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
                                "nesterov": bool(g["nesterov"])}
         self._sent_lr = None  # the rate the pushes carry; follows param_groups (schedulers)
 
-        servers, worker_index, base, timeout = runtime._worker_connection()
+        servers, worker_index, base, timeout, metrics = runtime._worker_connection()
         given = dict(rdmaps._options(config), **options)
         runtime.refuse_decided("rdmaps.torch.DistributedOptimizer", given)  # overwritten below otherwise
         base.update(given)
         base.update(rule)
         base["staleness"] = math.inf if staleness is None or staleness == math.inf else int(staleness)
-        self._worker = rdmaps.Worker(servers, worker_index, base, timeout=timeout)
+        self._worker = rdmaps.Worker(servers, worker_index, base, timeout=timeout, metrics=metrics)
         self._pid = os.getpid()
         try:
             for name, p in self._params:
@@ -252,6 +252,11 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._worker.close()  # as above: a retry may connect
             raise
         runtime._adopt(self)  # from here on, shutdown() closes it
+
+    @property
+    def metrics_address(self):
+        """host:port of this worker's GET /metrics (rdmaps.torch.init(metrics=)); "" when off."""
+        return self._worker.metrics_address
 
     @property
     def param_groups(self):

@@ -16,6 +16,7 @@ _servers = None  # host:port of every server, in index order (workers)
 _store = None  # rendezvous store; rank 0 hosts it
 _optimizer = None  # the DistributedOptimizer that owns this worker's connection
 _options = {}  # rdmaps configuration from init()
+_metrics = None  # "HOST:PORT" every rank serves GET /metrics at, from init()
 _timeout = 300.0  # seconds, for the rendezvous and every network wait
 _left = False  # shutdown() was called: this process left the job
 
@@ -56,7 +57,7 @@ def _open_agent_store(p, timeout):
     return torch.distributed.PrefixStore(f"rdmaps/{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
-def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
+def init(num_servers=None, *, config=None, timeout=300.0, env=None, metrics=None, **options):
     """Joins the job. Server ranks serve until every worker left, then exit the
     process (sys.exit(0)); worker ranks return and train.
 
@@ -65,8 +66,11 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
     rdmaps.config_flags); the update rule (lr, momentum, rule, lambda) and the
     staleness bound come from the DistributedOptimizer and are refused here.
     timeout: seconds to wait for the rendezvous and for every network wait.
+    metrics: "HOST:PORT" where each rank serves Prometheus metrics (a server's
+    rdmaps.Server, a worker's DistributedOptimizer); port 0 picks a free one,
+    printed. Ranks sharing a host need ports of their own (LOCAL_RANK).
     """
-    global _placement, _servers, _store, _options, _timeout
+    global _placement, _servers, _store, _options, _timeout, _metrics
     if _placement is not None:
         raise RuntimeError("rdmaps.torch.init() was already called" +
                            (", and shutdown() left the job: a process joins one job" if _left else ""))
@@ -76,9 +80,15 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, **options):
         raise ValueError(f"rdmaps.torch.init: timeout={timeout!r} is not a number of seconds from 0.001 to 1e9")
     given = dict(rdmaps._options(config), **options)
     refuse_decided("rdmaps.torch.init", given)  # before any rank serves or waits
+    if "metrics" in given:  # from config=: a rank's own endpoint, not a configuration flag
+        from_config = given.pop("metrics")
+        metrics = from_config if metrics is None else metrics
+    if metrics is not None and not isinstance(metrics, str):
+        raise TypeError(f"rdmaps.torch.init: metrics={metrics!r} is not a \"HOST:PORT\" string or None")
     p = launcher.detect(env, num_servers)
     _options = given
     _timeout = seconds
+    _metrics = metrics or None
     environment = dict(os.environ if env is None else env)
     if p.role == "server":
         _serve(p, _timeout, environment)
@@ -101,7 +111,8 @@ def _serve(p, timeout, environment):
                  else rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, timeout,
                                                       rdmaps.config_flags(_options)))
     server = rdmaps.Server(directory.listen_address() if directory else "0.0.0.0:0", index=p.rank,
-                           servers=p.num_servers, workers=p.num_workers, rule_from_workers=True, **_options)
+                           servers=p.num_servers, workers=p.num_workers, rule_from_workers=True, metrics=_metrics,
+                           **_options)
     port = server.address.rpartition(":")[2]
     store = None
     if directory:  # rank 0 hosts the rendezvous (if the launch uses one) until the server is done
@@ -109,8 +120,8 @@ def _serve(p, timeout, environment):
     else:
         store = _open_agent_store(p, timeout)
         store.set(_store_key(p.rank), rdmaps._rdmaps._advertised_address(environment, p.num_servers, server.address))
-    print(f"rdmaps.torch: rank {p.rank} serves on port {port} for {p.num_workers} worker(s)", file=sys.stderr,
-          flush=True)
+    print(f"rdmaps.torch: rank {p.rank} serves on port {port} for {p.num_workers} worker(s)" +
+          (f", metrics at {server.metrics_address}" if _metrics else ""), file=sys.stderr, flush=True)
     server.serve()
     s = server.stats()
     print(f"rdmaps.torch: server {p.rank} done: {s['pushes']} pushes, {s['pulls']} pulls, {s['clocks']} clocks, "
@@ -153,7 +164,7 @@ def _worker_connection():
     if _optimizer is not None:
         raise RuntimeError("rdmaps.torch: a DistributedOptimizer already exists in this process; the servers keep "
                            "one set of tensors per job")
-    return _servers, _placement.worker_index, dict(_options), _timeout
+    return _servers, _placement.worker_index, dict(_options), _timeout, _metrics
 
 
 def _adopt(optimizer):
