@@ -233,6 +233,9 @@ class TorchTest(unittest.TestCase):
                 self.assertFalse(rps.is_initialized())  # refused before anything: a corrected call may follow
         with self.assertRaises(TypeError):
             rps.init(config="--staleness 3")
+        with self.assertRaisesRegex(TypeError, "rdmaps.torch.init: metrics=9464 is not a \"HOST:PORT\" string"):
+            rps.init(metrics=9464)
+        self.assertFalse(rps.is_initialized())
         # A timeout no wait can take: refused before init() is spent (it was found by the optimizer's Worker,
         # after init() had locked in, or made -9223 s of inf).
         env = {"RANK": "1", "WORLD_SIZE": "2", "RDMAPS_SERVERS": "127.0.0.1:9"}

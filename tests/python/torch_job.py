@@ -655,6 +655,9 @@ def metrics():
     import urllib.request
     torch.manual_seed(0)
     model = mlp()
+    expect_raises(ValueError, "metrics= is given to rdmaps.torch.init(metrics=)",
+                  lambda: rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
+                                                   model.named_parameters(), metrics="127.0.0.1:0"))
     opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1), model.named_parameters())
     rps.broadcast_parameters(model.state_dict())
     x, y = fashion_mnist(32)

@@ -208,6 +208,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         servers, worker_index, base, timeout, metrics = runtime._worker_connection()
         given = dict(rdmaps._options(config), **options)
         runtime.refuse_decided("rdmaps.torch.DistributedOptimizer", given)  # overwritten below otherwise
+        if "metrics" in given:  # else "unknown configuration option '--metrics'"
+            raise ValueError("rdmaps.torch.DistributedOptimizer: metrics= is given to rdmaps.torch.init(metrics=), "
+                             "which every rank serves")
         base.update(given)
         base.update(rule)
         base["staleness"] = math.inf if staleness is None or staleness == math.inf else int(staleness)
