@@ -93,9 +93,12 @@ TcpSocket attempt(const SockAddr& address, TcpSocket::Deadline deadline, const s
   int err = 0;
   socklen_t len = sizeof(err);
   getsockopt(s.fd(), SOL_SOCKET, SO_ERROR, &err, &len);
-  if (err == 0) return s;
   if (err == ECONNREFUSED) return TcpSocket();
-  throw unreachable(peer, err);
+  if (err != 0) throw unreachable(peer, err);
+  // Tried again and again at a free local port, a socket may connect to
+  // itself (TCP's simultaneous open): nobody listens there either.
+  if (s.local_address().to_string() == peer) return TcpSocket();
+  return s;
 }
 }  // namespace
 
@@ -109,11 +112,13 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline, IfRefus
     TcpSocket s = attempt(address, deadline, peer);
     if (s.valid()) return s;
     if (if_refused == IfRefused::kFail) throw unreachable(peer, ECONNREFUSED);
-    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - start);
-    if (steady_clock::now() >= deadline)
-      throw Error(Errc::kUnreachable, "connecting to " + peer + ": nobody listened there within " +
-                                          std::to_string(waited.count()) +
-                                          " ms (is the server running, on that port?)");
+    auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - start);
+    const auto nobody = [&] {
+      return Error(Errc::kUnreachable, "connecting to " + peer + ": nobody listened there within " +
+                                           std::to_string(waited.count()) +
+                                           " ms (is the server running, on that port?)");
+    };
+    if (steady_clock::now() >= deadline) throw nobody();
     if (!warned && waited >= std::chrono::seconds(3)) {
       warned = true;
       logf(LogLevel::kWarn, "rdmaps: connecting to %s: nobody listens there yet; trying again for up to %lld ms more",
@@ -123,6 +128,10 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline, IfRefus
     for (const auto until = std::min(deadline, steady_clock::now() + pause); steady_clock::now() < until;)
       std::this_thread::sleep_for(
           std::chrono::milliseconds(cancellable_wait_ms(remaining_ms(until), "connecting", peer)));
+    // No attempt with no time left: a refusal from another host takes a
+    // round trip, and that attempt would end as a timeout, not as this.
+    waited = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - start);
+    if (steady_clock::now() >= deadline) throw nobody();
     pause = std::min(pause * 2, std::chrono::milliseconds(500));
   }
 }

@@ -46,8 +46,8 @@ using Clock = std::chrono::steady_clock;
 // trainer's DataLoader workers held the port after the trainer closed its
 // endpoint, so scrapes connected and hung, and a new endpoint found the port
 // in use. The child's copy is replaced by /dev/null rather than closed, so
-// that the number stays taken until the child's endpoint, if it is ever
-// destroyed, closes it.
+// that the number stays taken: a child that destroys its copy of the
+// endpoint (it should not: its thread is the parent's) closes that.
 class ForkedListeners {
  public:
   static ForkedListeners& get() {
@@ -70,7 +70,7 @@ class ForkedListeners {
                      [] {
                        ForkedListeners& self = get();
                        if (const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC); null >= 0) {
-                         for (const int fd : self.fds_) ::dup2(null, fd);
+                         for (const int fd : self.fds_) ::dup3(null, fd, O_CLOEXEC);  // as the socket was
                          ::close(null);
                        }
                        self.mu_.unlock();

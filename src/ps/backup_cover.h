@@ -2,8 +2,9 @@
 // worker was sent. Before its first write-back of a shard the backup is
 // zeros, and compensating against them (w - 0) is no delay at all: a push to
 // such a shard is applied uncompensated, as ASGD (docs/architecture.md
-// "Update rules"). Both shard stores keep one; set-up and the first pull of a
-// shard only, a byte per worker and shard.
+// "Update rules"). Both shard stores keep one for the DC rules; a bit per
+// shard of each worker, made when the worker joins (a 32nd of a shard's
+// floats, beside its copy of the range), read per push.
 #pragma once
 
 #include <algorithm>
@@ -16,13 +17,13 @@ namespace rdmaps::ps {
 class BackupCover {
  public:
   BackupCover(uint32_t workers, size_t floats, size_t shard_floats)
-      : shard_floats_(shard_floats), shards_((floats + shard_floats - 1) / shard_floats), held_(workers * shards_, 0) {}
+      : shard_floats_(shard_floats), shards_((floats + shard_floats - 1) / shard_floats), held_(workers) {}
 
   /// A worker (re)joins: its backup holds nothing it was sent.
-  void clear(uint32_t worker) { std::fill_n(held_.begin() + worker * shards_, shards_, 0); }
+  void clear(uint32_t worker) { held_.at(worker).assign(shards_, false); }
 
   /// Whether the backup holds what `worker` was sent for the shard of float `local`.
-  bool holds(uint32_t worker, size_t local) const { return held_[worker * shards_ + local / shard_floats_] != 0; }
+  bool holds(uint32_t worker, size_t local) const { return held_[worker][local / shard_floats_]; }
 
   /// A write-back of [local, local+n) to `worker`: each shard it touches for
   /// the first time is passed to `fill(begin, floats)` whole, so that the
@@ -30,18 +31,18 @@ class BackupCover {
   /// parameters of now rather than zeros.
   template <typename Fill>
   void sent(uint32_t worker, size_t local, size_t n, size_t floats, Fill&& fill) {
+    std::vector<bool>& held = held_[worker];
     for (size_t s = local / shard_floats_; s * shard_floats_ < local + n; ++s) {
-      uint8_t& held = held_[worker * shards_ + s];
-      if (held) continue;
+      if (held[s]) continue;
       const size_t begin = s * shard_floats_;
       fill(begin, std::min(shard_floats_, floats - begin));
-      held = 1;
+      held[s] = true;
     }
   }
 
  private:
   size_t shard_floats_, shards_;
-  std::vector<uint8_t> held_;
+  std::vector<std::vector<bool>> held_;  // by worker: empty until it joins
 };
 
 }  // namespace rdmaps::ps

@@ -155,8 +155,22 @@ void ClientImpl::flush_run(size_t run) {
       inflight.clear();
       return;
     } catch (const Error& e) {
-      recover(e, inflight);  // lets the posted message finish or fail, reconnects
-      if (posted) return;    // never posted twice
+      try {
+        recover(e, inflight);  // lets the posted message finish or fail, reconnects
+      } catch (...) {
+        // Not posted (no credit in time, interrupt(), its server gone): the
+        // push() that gathered it returned, so it is not dropped unsaid. It
+        // stays gathered for the next flush (a call tried again, leaving), or
+        // is lost with a server that is gone for good.
+        if (!posted && !link.down()) {
+          g.link = &link;
+          --stats_.pushes;
+        } else if (!posted) {
+          ++stats_.pushes_lost;
+        }
+        throw;
+      }
+      if (posted) return;  // never posted twice
       if (g.generation != link.generation) {
         ++stats_.pushes_lost;
         return;

@@ -37,7 +37,7 @@ class GpuShardStore final : public ShardStore {
     // worker at admission instead of failing a push of it later.
     if (dc_) backup(worker);
     copies_.at(worker) = copy;  // arrives zeroed (ShardStore::attach)
-    cover_.clear(worker);
+    if (dc_) cover_.clear(worker);
   }
 
   void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,

@@ -229,13 +229,14 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   // A resume's checkpoint, read into memory, is freed once the lanes restored
   // it, before a snapshot or a worker's copy is made: counted against the
   // plan, it refused a resume the run before had room for.
-  // Both are held at once while the lanes restore it, though.
+  // Both are held at once while the lanes restore it, though: what is
+  // available now (the checkpoint already read) must hold the table.
   if (const uint64_t read = checkpoint ? (checkpoint->params.size() + checkpoint->state.size()) * sizeof(float) : 0;
       read && available.bytes) {
-    if (memory.shared + read > available.bytes)
-      throw Error(Errc::kNoMemory, "resuming needs the checkpoint read (" + std::to_string(read >> 20) +
-                                       " MiB) and the table restored from it (" + std::to_string(memory.shared >> 20) +
-                                       " MiB) in memory at once; " + available.bound + " allows " +
+    if (memory.shared > available.bytes)
+      throw Error(Errc::kNoMemory, "resuming needs the table restored from the checkpoint (" +
+                                       std::to_string(memory.shared >> 20) + " MiB) beside the checkpoint read (" +
+                                       std::to_string(read >> 20) + " MiB); " + available.bound + " leaves " +
                                        std::to_string(available.bytes >> 20) + " MiB");
     available.bytes += read;
     available.bound += " and the checkpoint being resumed, freed once restored";

@@ -33,7 +33,7 @@ class HostShardStore final : public ShardStore {
     // counts only once sent (cover_): clearing it again would be a pass over
     // the whole range on the lane, for nothing.
     copies_.at(worker) = copy;
-    cover_.clear(worker);
+    if (dc_) cover_.clear(worker);
   }
 
   void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,

@@ -1436,6 +1436,46 @@ TEST_P(PsFaultTest, APushToAStoppedServerEndsByOneTimeoutAndInterruptEndsItAtOnc
   server.kill_now();
 }
 
+// A small tensor's push is gathered and sent by the next flush. When that
+// flush found no credit in time (a stalled server), the push that had
+// returned was dropped without a word: not sent, not counted lost. It stays
+// gathered, and the next call sends it.
+TEST_P(PsFaultTest, AGatheredPushSurvivesAFlushThatTimedOut) {
+  int port = 0;
+  PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = fault_config(GetParam());
+  o.config.shard_floats = kWholeShard;
+  o.config.secret = test_secret();
+  o.timeout = 1s;
+  auto client = std::make_unique<Client>(o);
+  client->declare("a", 100);  // with "b", part of a shard: gathered
+  client->declare("b", 100);
+  client->connect();
+  std::vector<float> a(100, 0.0f);
+  client->init("a", a);
+  client->pull("a", a);
+  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
+  std::this_thread::sleep_for(100ms);  // stopped on every core
+  const std::vector<float> g(100, 1.0f);
+  int returned = 0;
+  std::string what;
+  const Errc code = error_code_of(
+      [&] {
+        for (; returned < 100000; ++returned) client->push("a", g);  // each flushes the one before
+      },
+      &what);
+  kill(server.pid(), SIGCONT);
+  ASSERT_EQ(code, Errc::kTimeout) << what;
+  client->pull("a", a);  // sends what is still gathered first
+  EXPECT_NEAR(a[0], -0.05f * static_cast<float>(returned), 1e-4f)
+      << returned << " pushes returned; the server applied " << -a[0] / 0.05f;
+  EXPECT_EQ(client->stats().pushes_lost, 0u);
+  client.reset();
+  server.kill_now();
+}
+
 // A server that does not come back within --reconnect leaves its worker
 // broken: every later call fails with that error (a pull crashed on the lanes
 // the attempt had closed, a clock returned as if the server were there), and
