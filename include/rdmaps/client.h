@@ -77,8 +77,8 @@ class Client {
   void declare(const std::string& name, size_t floats);
   /// Connects to every server and registers this worker's memory once. A
   /// server not listening yet is waited for, up to ClientOptions::timeout
-  /// (workers may start before their servers). Again after it succeeded: nothing to do, or Errc::kPeerGone where a
-  /// server was lost since (it does not reconnect; Config::reconnect_ms does).
+  /// for each server (workers may start before their servers). Again after it succeeded: nothing to do, or
+  /// Errc::kPeerGone where a server was lost since (it does not reconnect; Config::reconnect_ms does).
   void connect();
 
   /// Sets the servers' values of `name` (initial parameters; one worker does it).

@@ -59,8 +59,8 @@ typedef struct {
 
 rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_client** out);
 rdmaps_status rdmaps_client_declare(rdmaps_client* client, const char* name, size_t floats);
-/** Connects to every server, waiting up to the options' timeout for one not
- *  listening yet (workers may start before their servers). Again after it succeeded: nothing to do, or
+/** Connects to every server, waiting up to the options' timeout for each one
+ *  not listening yet (workers may start before their servers). Again after it succeeded: nothing to do, or
  *  RDMAPS_ERR_PEER_GONE where a server was lost since (it does not reconnect). */
 rdmaps_status rdmaps_client_connect(rdmaps_client* client);
 rdmaps_status rdmaps_client_init(rdmaps_client* client, const char* name, const float* values, size_t floats);

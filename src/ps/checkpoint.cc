@@ -42,7 +42,9 @@ void make_dir(const std::string& dir, const std::string& what) {
     if (errno != EEXIST) io_error(what, dir);
     return;
   }
-  std::string parent = std::filesystem::path(dir).parent_path().string();
+  std::string trimmed = dir;  // "ckpt/": its parent is ".", not "ckpt"
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  std::string parent = std::filesystem::path(trimmed).parent_path().string();
   if (parent.empty()) parent = ".";
   if (const int fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); fd >= 0) {
     ::fsync(fd);

@@ -67,8 +67,9 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, metrics=None
     staleness bound come from the DistributedOptimizer and are refused here.
     timeout: seconds to wait for the rendezvous and for every network wait.
     metrics: "HOST:PORT" where each rank serves Prometheus metrics (a server's
-    rdmaps.Server, a worker's DistributedOptimizer); port 0 picks a free one,
-    printed. Ranks sharing a host need ports of their own (LOCAL_RANK).
+    rdmaps.Server, a worker's DistributedOptimizer); port 0 picks a free one
+    (a server rank prints it, a worker's is opt.metrics_address). Ranks sharing
+    a host need ports of their own (LOCAL_RANK).
     """
     global _placement, _servers, _store, _options, _timeout, _metrics
     if _placement is not None:
