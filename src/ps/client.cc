@@ -170,8 +170,10 @@ uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t s
                           uint64_t landing_offset) {
   // Credits: a slot is reused only after the lane consumed its last message.
   if (!lane.inbox->has_credit(link.load(link.mailbox(lane).consumed_seq)))
+    // Only this server's closing ends it: a credit comes from it alone, and
+    // leaving, another server's closing kept the Bye from a live one.
     wait([&] { return lane.inbox->has_credit(link.load(link.mailbox(lane).consumed_seq)); },
-         "waiting for an inbox credit from server " + link.address + " lane " + std::to_string(lane.index));
+         "waiting for an inbox credit from server " + link.address + " lane " + std::to_string(lane.index), &link);
   SlotHeader h{};
   h.magic = kSlotMagic;
   h.type = static_cast<uint16_t>(type);

@@ -190,11 +190,15 @@ ClientImpl::~ClientImpl() {
   interrupted_.store(false);  // interrupt() ended the calls; the goodbye still goes
   leave_by_ = Clock::now() + std::min<std::chrono::milliseconds>(options_.timeout, kLeaveTimeout);
   // Nothing leaves a destructor: out of memory included, leaving is best effort.
-  try {
-    flush_gathered();  // pushes that returned are sent before the goodbye
-  } catch (const std::exception& e) {
-    logf(LogLevel::kWarn, "rdmaps: worker %u: leaving, its last gathered push was not sent: %s", options_.worker,
-         e.what());
+  // Pushes that returned are sent before the goodbye, each run on its own: a
+  // server gone kept the runs of the others after it from theirs.
+  for (size_t r = 0; r < kGatherRuns; ++r) {
+    try {
+      flush_run(r);
+    } catch (const std::exception& e) {
+      logf(LogLevel::kWarn, "rdmaps: worker %u: leaving, a gathered push was not sent: %s", options_.worker,
+           e.what());
+    }
   }
   auto left = [&] { return std::chrono::duration_cast<std::chrono::milliseconds>(leave_by_ - Clock::now()); };
   struct Bye {

@@ -1476,6 +1476,56 @@ TEST_P(PsFaultTest, AGatheredPushSurvivesAFlushThatTimedOut) {
   server.kill_now();
 }
 
+// Leaving with one server gone: the flush of the gathered runs stopped at the
+// first that failed (a stalled, then killed, server's, waiting for a credit),
+// so the others' last pushes were never sent.
+TEST_P(PsFaultTest, LeavingWithOneServerGoneStillSendsTheOthersTheirLastPushes) {
+  int port = 0;
+  PeerProcess gone = listening_peer("lane_server", GetParam(), 1, {"0", "2"}, &port);
+  ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.index = 1;
+  so.servers = 2;
+  so.config = fault_config(GetParam());
+  so.config.secret = test_secret();
+  so.exit_when_done = false;
+  so.log_connections = false;
+  Server kept(so);
+  std::thread serving([&] { kept.run(); });
+  {
+    ClientOptions o;
+    o.servers = {"127.0.0.1:" + std::to_string(port), kept.address()};
+    o.config = fault_config(GetParam());
+    o.config.secret = test_secret();
+    o.timeout = 1s;
+    Client client(o);
+    client.declare("a", 50);   // server 0's [0, 100): part of its shard, gathered
+    client.declare("b", 100);  // [50, 150)
+    client.declare("c", 50);   // server 1's [100, 200): gathered
+    client.connect();
+    const std::vector<float> g(50, 1.0f);
+    std::vector<float> out(50);
+    client.push("a", g);
+    client.pull("a", out);  // both servers up and serving
+    ASSERT_EQ(kill(gone.pid(), SIGSTOP), 0);
+    ASSERT_TRUE(wait_until_stopped(gone.pid()));
+    // Until server 0's credits run out: the last run stays gathered for it.
+    EXPECT_EQ(error_code_of([&] {
+                for (int i = 0; i < 100000; ++i) client.push("a", g);
+              }),
+              Errc::kTimeout);
+    client.push("c", g);  // gathered for server 1
+    gone.kill_now();
+    std::this_thread::sleep_for(300ms);  // its connections closed
+  }
+  uint64_t applied = 0;
+  for (auto until = Clock::now() + 10s; (applied = kept.stats().pushes) == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(applied, 1u) << "server 1 did not get the push gathered for it";
+  kept.stop();
+  serving.join();
+}
+
 // A server that does not come back within --reconnect leaves its worker
 // broken: every later call fails with that error (a pull crashed on the lanes
 // the attempt had closed, a clock returned as if the server were there), and
