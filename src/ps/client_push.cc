@@ -27,6 +27,12 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
     math::compress_bf16(values.data(), residual_.data() + t.begin, wire_.data(), values.size());
     source = wire_.data();
   }
+  // Host pushes (f32 or bf16) gather their pieces of part of a shard;
+  // anything else goes in order behind what was gathered, flushed before its
+  // pieces are cut: a flush that reconnects a restarted server made them
+  // older than their server, and they were skipped (an init, unsaid).
+  const bool gathers = type == MsgType::kPush && !on_device;
+  if (!gathers) flush_gathered();
   // One piece per shard the tensor touches, in server order.
   std::vector<Piece>& pieces = pieces_;  // reused: no allocation per push
   pieces.clear();
@@ -44,10 +50,6 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   }
   interleave_lanes(pieces);
   const uint16_t flags = bf16 ? kFlagBf16 : 0;
-  // Host pushes (f32 or bf16) gather their pieces of part of a shard;
-  // anything else goes in order behind what was gathered.
-  const bool gathers = type == MsgType::kPush && !on_device;
-  if (!gathers) flush_gathered();
   size_t posted = 0;
   if (on_device && gpu_->path() == GpuPath::kStaged) {
     posted = pieces.size();
