@@ -1,9 +1,13 @@
 // Active messages land their payload straight into a registered region the
 // receiver picks, eager and rendezvous alike, with the sender identified.
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "tests/transport/fixture.h"
+#include "transport/memory_limit.h"
 
 namespace rdmaps::test {
 namespace {
@@ -125,6 +129,47 @@ RDMAPS_TEST_PEER(stray_sender) {
   const uint64_t word = 42;
   s.endpoint->am_send(kAmId, nullptr, 0, &word, sizeof(word)).wait_for(kSetupTimeout);
   recv_words(*s.endpoint);
+  return 0;
+}
+
+// A large message nobody takes was received into a buffer of its length, made
+// for it: any peer could make the receiver spend what it chose (and, out of
+// memory, abort inside UCX's callback). It is received into nothing now.
+TEST_P(AmTest, ALargeMessageNobodyTakesCostsTheReceiverNoMemoryOfItsSize) {
+  auto region = context->allocate(64, Access::kNone);
+  int handled = 0;
+  std::vector<transport::Request> receives;
+  context->set_am_handler(kAmId, [&](transport::AmMessage& m) {
+    ++handled;
+    receives.push_back(context->am_receive(m, *region, 0));
+  });
+  const uint64_t before = transport::resident_bytes();
+  PeerProcess peer("huge_stray_sender", GetParam(), port(), seed);
+  auto ep = accept();
+  for (auto until = std::chrono::steady_clock::now() + 60s; handled == 0 && std::chrono::steady_clock::now() < until;)
+    context->progress();
+  ASSERT_EQ(handled, 1);
+  for (auto& r : receives) r.wait_for(kSetupTimeout);
+  const uint64_t grew = transport::resident_bytes() - std::min(before, transport::resident_bytes());
+  EXPECT_LT(grew, uint64_t{64} << 20) << "the receiver grew by " << (grew >> 20) << " MiB for a 256 MiB message";
+  uint64_t word = 0;
+  std::memcpy(&word, region->data(), sizeof(word));
+  EXPECT_EQ(word, 42u);
+  send_words(*ep, {1});
+  EXPECT_EQ(peer.wait(60s), 0);
+}
+
+RDMAPS_TEST_PEER(huge_stray_sender) {
+  PeerSession s(args);
+  constexpr size_t kHuge = size_t{256} << 20;
+  // Never written: its pages are the zero page, the sender spends no memory either.
+  void* huge = ::mmap(nullptr, kHuge, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (huge == MAP_FAILED) return 2;
+  s.endpoint->am_send(kAmId + 1, nullptr, 0, huge, kHuge).wait_for(60s);
+  const uint64_t word = 42;
+  s.endpoint->am_send(kAmId, nullptr, 0, &word, sizeof(word)).wait_for(kSetupTimeout);
+  recv_words(*s.endpoint);
+  ::munmap(huge, kHuge);
   return 0;
 }
 

@@ -299,16 +299,43 @@ ucs_status_t UcxContext::on_am(void* arg, const void* header, size_t header_leng
   return UCS_OK;
 }
 
-void UcxContext::discard(void* data_desc, size_t length) {
+namespace {
+// A datatype whose unpacking keeps nothing: rendezvous data nobody takes was
+// received into a buffer of the sender's length, memory any peer could make
+// this process spend (out of memory, an abort inside UCX's callback). Its
+// state is the byte count itself, so that nothing is allocated per message.
+ucp_datatype_t discarding_datatype() {
+  static const ucp_datatype_t type = [] {
+    static const ucp_generic_dt_ops_t ops = {
+        .start_pack = [](void*, const void*, size_t) -> void* { return nullptr; },
+        .start_unpack = [](void*, void*, size_t count) -> void* {
+          return reinterpret_cast<void*>(static_cast<uintptr_t>(count) + 1);  // never null
+        },
+        .packed_size = [](void* state) -> size_t { return reinterpret_cast<uintptr_t>(state) - 1; },
+        .pack = [](void*, size_t, void*, size_t) -> size_t { return 0; },
+        .unpack = [](void*, size_t, const void*, size_t) -> ucs_status_t { return UCS_OK; },
+        .finish = [](void*) {},
+    };
+    ucp_datatype_t t = 0;
+    check(ucp_dt_create_generic(&ops, nullptr, &t), "creating the discarding datatype", "UCX");
+    return t;
+  }();
+  return type;
+}
+}  // namespace
+
+void UcxContext::discard(void* data_desc, size_t length) noexcept {
   // UCX 1.13: ucp_am_data_release on rendezvous data trips an assertion at the
-  // sender when its acknowledgement arrives; receiving into scratch is safe.
-  if (length > discard_capacity_) {
-    discard_buffers_.push_back(std::make_unique<uint8_t[]>(length));
-    discard_capacity_ = length;
+  // sender when its acknowledgement arrives; receiving it, into nothing, is safe.
+  try {
+    ucp_request_param_t params{};
+    params.op_attr_mask = UCP_OP_ATTR_FIELD_DATATYPE;
+    params.datatype = discarding_datatype();
+    ucs_status_ptr_t sp = ucp_am_recv_data_nbx(worker_.get(), data_desc, nullptr, length, &params);
+    if (UCS_PTR_IS_PTR(sp)) release(sp);
+  } catch (const std::exception& e) {
+    logf(LogLevel::kError, "rdmaps: an active message nobody takes could not be dropped: %s", e.what());
   }
-  ucp_request_param_t params{};
-  ucs_status_ptr_t sp = ucp_am_recv_data_nbx(worker_.get(), data_desc, discard_buffers_.back().get(), length, &params);
-  if (UCS_PTR_IS_PTR(sp)) release(sp);
 }
 
 Request UcxContext::am_receive(AmMessage& message, Region& region, uint64_t offset) {

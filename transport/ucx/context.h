@@ -109,10 +109,8 @@ class UcxContext final : public Context, public RequestEngine {
   std::atomic<bool> has_orphans_{false};
   void sweep_orphans();
   void drop_retired();
-  /// Receives an unconsumed rendezvous message into a scratch buffer.
-  void discard(void* data_desc, size_t length);
-  std::vector<std::unique_ptr<uint8_t[]>> discard_buffers_;  // grow-only: in-flight receives point into them
-  size_t discard_capacity_ = 0;
+  /// Receives an unconsumed rendezvous message into nothing.
+  void discard(void* data_desc, size_t length) noexcept;
   std::atomic<bool> stop_{false};
   std::thread progress_thread_;
 };
