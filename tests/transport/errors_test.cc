@@ -1,4 +1,5 @@
 // Bad input and dead peers: clear errors, bounded waits, nothing sent.
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cstring>
@@ -435,6 +436,45 @@ TEST(Listener, SilentConnectionsDoNotKeepAnHonestPeerOut) {
   ASSERT_TRUE(mine) << "the honest peer waited behind silent connections";
   EXPECT_TRUE(theirs);
   EXPECT_GE(dropped, 12u) << "silent connections beyond the bound were not dropped";
+}
+
+// Openings need no secret: a peer that opened every pending handshake of a
+// full listener and went silent turned each honest peer away on arrival (the
+// newcomer, not yet opened, was the one to make room) for as long as it kept
+// the table full. The oldest makes room instead.
+TEST(Listener, OpeningsThatGoSilentDoNotKeepAnHonestPeerOut) {
+  namespace bootstrap = transport::bootstrap;
+  const transport::ContextOptions o = small_listener_options();
+  auto server = transport::create_context(o);
+  auto listener = server->listen(transport::SockAddr::parse("127.0.0.1:0"));
+  const auto deadline = Clock::now() + 10s;
+  std::vector<transport::TcpSocket> opened;
+  for (size_t i = 0; i < o.max_pending_handshakes; ++i) {
+    opened.push_back(transport::TcpSocket::connect(listener->address(), deadline));
+    opened.back().send_message(bootstrap::encode(bootstrap::Open{bootstrap::kHasSecret, transport::random_nonce()}),
+                               deadline, "server");
+    for (pollfd answered{opened.back().fd(), POLLIN, 0}; ::poll(&answered, 1, 1) == 0 && Clock::now() < deadline;)
+      (void)listener->poll();  // until the listener answered the opening
+    (void)bootstrap::parse_open(opened.back().recv_message(deadline, "server", 64), "server");
+  }
+  auto client = transport::create_context(o);
+  std::unique_ptr<transport::Endpoint> theirs;
+  std::thread connecting([&] {
+    try {
+      theirs = client->connect(listener->address(), 10s);
+    } catch (const Error&) {  // dropped: mine stays empty
+    }
+  });
+  std::unique_ptr<transport::Endpoint> mine;
+  while (!mine && Clock::now() < deadline) {
+    try {
+      mine = listener->accept(100ms);
+    } catch (const Error&) {  // the drops, said
+    }
+  }
+  connecting.join();
+  ASSERT_TRUE(mine) << "an honest peer was turned away by openings that went silent";
+  EXPECT_TRUE(theirs);
 }
 
 // A handshake under way (its opening answered) is not the one a flood of

@@ -31,15 +31,20 @@ std::optional<Error> UcxListener::take_in_connections() {
     if (!s.valid()) break;
     pending_.emplace_back(std::move(s), peer.to_string(), o.secret, Clock::now() + o.handshake_timeout);
     if (pending_.size() > o.max_pending_handshakes) {
-      // Full: the oldest that has not even opened its handshake makes room,
-      // else the oldest, so that a flood of silent connections does not
-      // drop an honest peer mid-handshake (it did once 256 came behind it).
-      auto victim = std::find_if(pending_.begin(), pending_.end(),
-                                 [](const bootstrap::ServerHandshake& h) { return !h.opened(); });
-      if (victim == pending_.end()) victim = pending_.begin();
+      // Full: of those before the newcomer, the oldest that has not even
+      // opened its handshake makes room, so that a flood of silent
+      // connections does not drop an honest peer mid-handshake (it did once
+      // 256 came behind it); else the oldest. Never the newcomer itself: it
+      // cannot have opened yet, and a table of openings that went silent (an
+      // opening needs no secret) turned every honest peer away on arrival.
+      const auto newcomer = std::prev(pending_.end());
+      auto victim =
+          std::find_if(pending_.begin(), newcomer, [](const bootstrap::ServerHandshake& h) { return !h.opened(); });
+      const bool silent = victim != newcomer;
+      if (!silent) victim = pending_.begin();
       said = Error(Errc::kTimeout, "peer " + victim->peer() + " was dropped before it completed the handshake: " +
-                                       std::to_string(o.max_pending_handshakes) +
-                                       " handshakes were pending, one that had not begun makes room");
+                                       std::to_string(o.max_pending_handshakes) + " handshakes were pending, " +
+                                       (silent ? "one that had not begun" : "the oldest") + " makes room");
       pending_.erase(victim);
     }
   }
