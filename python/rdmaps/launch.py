@@ -14,7 +14,13 @@ status, or 128+N for signal N. With several failures the first to exit counts.
 A program that cannot be started is named with the reason; the ranks already
 started are stopped, and the launcher exits with 127 (not found) or 126 (not
 executable). Ctrl-C (SIGINT) and SIGTERM to the launcher reach every process
-it started (exit 130, 143).
+it started and the processes they started (each rank runs in a session of
+its own; exit 130, 143); asked again while stopping them, it kills them.
+
+As torchrun does, several processes get OMP_NUM_THREADS=1 unless it is set
+(a thread pool per process oversubscribed the cores), and Python's output is
+unbuffered where it is prefixed (PYTHONUNBUFFERED=1 unless set): a rank's
+lines came in 8 KiB blocks, and those of a rank stopped were lost.
 
 The processes do not inherit the variables by which an outer launcher
 (mpirun, srun, torchrun) placed the launcher itself: PMIX_RANK,
@@ -45,9 +51,15 @@ def free_port():
 
 
 def _relay(rank, stream, out):
+    writing = True
     for line in iter(stream.readline, b""):
-        out.write(f"[{rank}] ".encode() + line)
-        out.flush()
+        if not writing:
+            continue  # drained: a rank blocked on a full pipe would hang the job
+        try:
+            out.write(f"[{rank}] ".encode() + line)
+            out.flush()
+        except (OSError, ValueError):  # the launcher's output closed (| head)
+            writing = False
 
 
 class _Terminated(Exception):
@@ -102,6 +114,10 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
     for name in ("RDMAPS_SECRET", "RDMAPS_SECRET_FILE"):
         if base.get(name) == "":
             del base[name]
+    if nproc > 1 and "OMP_NUM_THREADS" not in base:
+        base["OMP_NUM_THREADS"] = "1"
+    if prefix:
+        base.setdefault("PYTHONUNBUFFERED", "1")
     if not base.get("RDMAPS_SECRET") and not base.get("RDMAPS_SECRET_FILE"):
         # Every connection of the job proves this secret (docs/security.md); it lives only in their environment.
         base["RDMAPS_SECRET"] = secrets.token_hex(32)
@@ -117,25 +133,41 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
             signal.signal(signal.SIGTERM, previous)
 
 
-def _stop(procs, sig):
-    """Sends `sig` to the processes still running; kills those not gone within 10 s."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(sig)
-    deadline = time.monotonic() + 10
-    for p in procs:
+def _signal(p, sig):
+    """To the rank and what it started (its session's group), while it runs."""
+    if p.poll() is None:
         try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _stop(procs, sig):
+    """Sends `sig` to the processes still running; kills those not gone within 10 s. A second Ctrl-C or
+    SIGTERM meanwhile kills them at once (it escaped here, and left them running)."""
+    while True:
+        try:
+            for p in procs:
+                _signal(p, sig)
+            deadline = time.monotonic() + 10
+            for p in procs:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    _signal(p, signal.SIGKILL)
+                    p.wait()
+            return
+        except (KeyboardInterrupt, _Terminated):
+            sig = signal.SIGKILL
 
 
 def _start(command, env, prefix):
     """Popen, or the exit status and the reason it could not start."""
     try:
+        # A session of its own: stopping a rank reaches what it started (a shell's children), and Ctrl-C
+        # at a terminal reaches it once, through the launcher.
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE if prefix else None,
-                                stderr=subprocess.STDOUT if prefix else None), None
+                                stderr=subprocess.STDOUT if prefix else None, start_new_session=True), None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in an argument
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         if isinstance(e, FileNotFoundError) and os.sep not in command[0]:

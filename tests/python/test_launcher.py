@@ -14,6 +14,15 @@ from unittest import mock
 from rdmaps.launch import free_port, launch
 from rdmaps.launcher import LaunchError, detect
 
+
+def alive(pid):
+    """Running, or stopped: not gone, nor a zombie waiting for a parent that does not reap (a container's init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
 MASTER = {"MASTER_ADDR": "node0", "MASTER_PORT": "29600"}
 
 
@@ -302,6 +311,90 @@ sys.exit(3)
             for pid in pids:
                 with self.assertRaises(ProcessLookupError, msg=f"process {pid} outlived its launcher"):
                     os.kill(pid, 0)
+
+
+    def test_a_stopped_ranks_last_lines_are_not_lost(self):
+        # Block-buffered into the launcher's pipe, a rank's prints came 8 KiB at a time, and those of a rank
+        # stopped by another's failure were lost with it (Python's SIGTERM does not flush).
+        code = ("import os, sys, time\nprint('started', os.environ['RANK'])\n"
+                "if os.environ['RANK'] == '1':\n    time.sleep(1)\n    sys.exit(3)\ntime.sleep(60)")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        status, out = self.run_launch(2, code, env=env)
+        self.assertEqual(status, 3, out)
+        self.assertIn("[0] started 0", out)
+
+    def test_several_processes_get_one_thread_each_unless_told(self):
+        code = "import os\nprint('threads', os.environ.get('OMP_NUM_THREADS'))"
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+        status, out = self.run_launch(2, code, env=env)
+        self.assertEqual(status, 0, out)
+        self.assertEqual(out.count("threads 1"), 2, out)
+        status, out = self.run_launch(2, code, env=dict(env, OMP_NUM_THREADS="4"))
+        self.assertEqual(out.count("threads 4"), 2, out)
+
+    def test_a_second_ctrl_c_while_stopping_kills_every_process(self):
+        # A second SIGINT during the 10 s the ranks are given escaped the handler with a traceback, and
+        # ranks that ignore SIGINT and SIGTERM outlived the launcher.
+        with tempfile.TemporaryDirectory() as d:
+            code = (f"import os, signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                    f"signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                    f"open(os.path.join({d!r}, os.environ['RANK']), 'w').write(str(os.getpid()))\ntime.sleep(120)")
+            launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
+                                         "--no-python", sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+            pids = []
+            try:
+                deadline = time.monotonic() + 30
+                while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.2)
+                pids = [int(open(os.path.join(d, f)).read()) for f in os.listdir(d)]
+                launcher.send_signal(signal.SIGINT)
+                time.sleep(1)
+                launcher.send_signal(signal.SIGINT)
+                _, err = launcher.communicate(timeout=20)
+                self.assertEqual(launcher.returncode, 130, err)
+                self.assertNotIn("Traceback", err)
+            finally:
+                if launcher.poll() is None:
+                    launcher.kill()
+                for pid in pids:
+                    if alive(pid):
+                        os.kill(pid, signal.SIGKILL)
+                        self.fail(f"process {pid} outlived its launcher")
+
+    def test_what_a_rank_started_is_stopped_with_it(self):
+        # Only the rank itself got the signal: a shell's children outlived the launch.
+        with tempfile.TemporaryDirectory() as d:
+            child = os.path.join(d, "child")
+            code = (f"import os, subprocess, sys, time\n"
+                    f"if os.environ['RANK'] == '1':\n    time.sleep(1)\n    sys.exit(3)\n"
+                    f"p = subprocess.Popen(['sleep', '120'])\nopen({child!r}, 'w').write(str(p.pid))\n"
+                    f"time.sleep(120)")
+            status, out = self.run_launch(2, code)
+            self.assertEqual(status, 3, out)
+            with open(child) as f:
+                pid = int(f.read())
+            deadline = time.monotonic() + 5
+            while alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+                self.fail(f"process {pid}, started by rank 0, outlived the launch")
+
+    def test_a_closed_output_does_not_hang_the_job(self):
+        # The relay thread died on the broken pipe (| head), the ranks blocked on theirs, the launcher waited.
+        launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-python",
+                                     sys.executable, "-c", "for i in range(200000): print(i)"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            launcher.stdout.readline()
+            launcher.stdout.close()
+            self.assertEqual(launcher.wait(timeout=60), 0)
+        finally:
+            if launcher.poll() is None:
+                launcher.kill()
+                launcher.wait()
+
 
 
 if __name__ == "__main__":
