@@ -212,6 +212,9 @@ class TorchTest(unittest.TestCase):
         self.assertIsNotNone(said, p.stdout + p.stderr)
         self.assertLess(float(said.group(1)), 10, "init() took Ctrl-C only at its timeout")
 
+    def test_a_rate_set_between_backward_and_step_is_said_to_apply_from_the_next_step(self):
+        self.run_mode("late-lr", "tcp")
+
     def test_every_rank_serves_metrics_given_to_init(self):
         # metrics= was a server-only option: given to init() it started the servers' endpoint, then
         # every worker refused it ("unknown configuration option '--metrics'").

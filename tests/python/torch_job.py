@@ -674,12 +674,38 @@ def metrics():
     print("metrics ok", flush=True)
 
 
+def late_lr():
+    """A rate set between backward() and step() is said to apply from the next step (the pushes went during
+    backward); set before backward(), it applies to that step's gradients."""
+    torch.manual_seed(0)
+    model = mlp()
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5), model.named_parameters(), staleness=0)
+    rps.broadcast_parameters(model.state_dict())
+    x, y = fashion_mnist(16)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.param_groups[0]["lr"] = 0.1
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        opt.step()
+    if not any("changed between backward() and step()" in str(w.message) for w in said):
+        fail(f"no warning for a rate set between backward() and step(): {[str(w.message) for w in said]}")
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    expected = [p.detach() - 0.1 * p.grad for p in model.parameters()]
+    opt.step()
+    for p, e in zip(model.parameters(), expected):
+        if not torch.allclose(p.detach(), e, atol=1e-6):
+            fail("the rate set before backward() was not this step's")
+    print("late-lr ok", flush=True)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     mode = sys.argv[1]
     trainers = {"gradcheck": gradcheck, "accumulate": accumulate, "sparse": sparse, "partial": partial,
                 "inplace": inplace, "warmup": warmup, "clip": clip, "extra-state": extra_state, "group-lr": group_lr, "weight-decay": weight_decay,
-                "flat": lambda: flat(own_buffer=False), "flat-own": lambda: flat(own_buffer=True)}
+                "flat": lambda: flat(own_buffer=False), "flat-own": lambda: flat(own_buffer=True), "late-lr": late_lr}
     if mode in trainers:
         rps.init(timeout=60)  # rank 0 serves here and exits; the others train
         trainers[mode]()

@@ -239,6 +239,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._pending = []  # (ticket, tensor kept alive until the push is done)
         self._passes = {}  # name -> backward passes seen this step
         self._settings = None  # this step's (weight_decay, lr): _step_settings()
+        self._warned_late_settings = False  # said once: lr or weight_decay changed between backward() and step()
         self._extra = {}  # name -> first gradient count beyond backward_passes_per_step (step() raises)
         # The first error a backward hook met: step() raises it, since an exception
         # thrown inside backward leaves torch 1.13 an autograd graph that hangs the process at exit.
@@ -363,14 +364,18 @@ class DistributedOptimizer(torch.optim.Optimizer):
             return  # step() sends what fewer passes than backward_passes_per_step left
         self._send(name, p)
 
+    def _read_settings(self):
+        """(weight_decay by parameter, lr) as param_groups hold them now."""
+        # Each group's own: the worker adds it to the gradient ("no decay for biases" groups).
+        weight_decay = {id(p): decay for g in self.param_groups if (decay := float(g["weight_decay"]))
+                        for p in g["params"]}
+        return weight_decay, _one_value(self.param_groups, "lr", _rate, "the servers apply one rate per push")
+
     def _step_settings(self):
         """(weight_decay, lr) as param_groups hold them now (set by hand, a scheduler, load_state_dict()), as
         torch's SGD reads them, once a step (not once a parameter); the rule's settings checked unchanged."""
         if self._settings is None:
-            # Each group's own: the worker adds it to the gradient ("no decay for biases" groups).
-            weight_decay = {id(p): decay for g in self.param_groups if (decay := float(g["weight_decay"]))
-                            for p in g["params"]}
-            rate = _one_value(self.param_groups, "lr", _rate, "the servers apply one rate per push")
+            weight_decay, rate = self._read_settings()
             for key, fixed in self._rule_settings.items():
                 now = _one_value(self.param_groups, key, type(fixed), "the servers apply one rule")
                 if now != fixed:
@@ -378,7 +383,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                               "cycle_momentum=False?)" if key == "momentum" else "")
                     raise ValueError(f"rdmaps.torch: {key} is {now!r} in param_groups, {fixed!r} when the "
                                      f"DistributedOptimizer was made{cycled}: it is the servers' update rule, fixed "
-                                     f"when they admitted this worker; make a new DistributedOptimizer to change it. "
+                                     f"when they admitted this worker; restart the job (servers and workers) to change it. "
                                      f"This step's gradients were not sent")
             self._settings = (weight_decay, rate)
         return self._settings
@@ -442,11 +447,19 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     loss = closure()
             self._send_unreached()
             self.synchronize()
+            used = self._settings
         finally:  # a failed step must not leave the next one counting its gradients, or its errors
             self._count_afresh()
             error, self._hook_error = self._hook_error, None
         if error is not None:
             raise error
+        # Sent during backward(), with what param_groups held then: torch's SGD reads them in step().
+        if used is not None and not self._warned_late_settings and self._read_settings() != used:
+            self._warned_late_settings = True
+            warnings.warn("rdmaps.torch: lr or weight_decay changed between backward() and step(): this step's "
+                          "gradients were sent during backward() with the values before; the new ones apply from "
+                          "the next step. Change them before backward() (a scheduler stepped after step() does)",
+                          stacklevel=2)
         unsent = [p for g in self.param_groups for p in g["params"]
                   if p.grad is not None and p.numel() and id(p) not in self._hooked]
         if unsent:
@@ -480,6 +493,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # A parameter whose storage was replaced (p.data = ...) is checked again.
         if [p.data_ptr() for _, p in self._params] != [address for _, address, _ in self._pull_targets]:
             self._pull_targets = [(n,) + _check_tensor("parameter", n, p.data, self._declared[n]) for n, p in self._params]
+        # Kernels queued on torch's stream may still read the parameters (an evaluation's forward) that the
+        # pull, on rdmaps' own stream, overwrites.
+        for device in {p.device for _, p in self._params if p.is_cuda}:
+            torch.cuda.current_stream(device).synchronize()
         # One batched pull: at most one request per server for the whole model.
         try:
             self._worker.wait(self._worker._submit_pulls(self._pull_targets))
@@ -525,6 +542,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     continue
                 value = value.detach()
                 address, nbytes = _check_tensor("state_dict entry", key, value, self._declared[name])
+                if value.is_cuda:  # written on torch's stream (a load_state_dict()); rdmaps reads it on its own
+                    torch.cuda.current_stream(value.device).synchronize()
                 tickets.append((self._worker._submit_init(name, address, nbytes), value))
             for t, _ in tickets:
                 self._worker.wait(t)
