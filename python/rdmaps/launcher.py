@@ -9,6 +9,7 @@ others train. The rules live in the C++ library (src/launch/placement.h), so
 rdmaps-train, rdmaps-server and this package read a launch the same way.
 """
 
+import operator
 import os
 from dataclasses import dataclass
 
@@ -53,10 +54,12 @@ class Placement:
 def detect(env=None, num_servers=None):
     """The Placement the environment `env` (default os.environ) describes."""
     env = dict(os.environ if env is None else env)
-    if num_servers is not None and (isinstance(num_servers, bool) or not isinstance(num_servers, int)
-                                    or num_servers < 1):
+    if num_servers is not None and (isinstance(num_servers, bool) or not hasattr(num_servers, "__index__")
+                                    or operator.index(num_servers) < 1):
         raise LaunchError(f"num_servers={num_servers!r} is not a whole number of at least 1 (None: from the "
                           "environment)")
+    if num_servers is not None:
+        num_servers = operator.index(num_servers)  # numpy's integers too
     try:
         fields = _rdmaps._detect_placement(env, num_servers or 0)
     except _rdmaps.InvalidArgument as e:

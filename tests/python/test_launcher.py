@@ -67,6 +67,14 @@ class LauncherTest(unittest.TestCase):
         p = detect(dict(MASTER, RANK="1", WORLD_SIZE="4", RDMAPS_NUM_SERVERS="2"))
         self.assertEqual(p.role, "server")
 
+    def test_num_servers_may_be_a_numpy_integer(self):
+        # As rdmaps.Worker and rdmaps.Server take counts; it was refused as "not a whole number".
+        import numpy as np
+        p = detect(dict(MASTER, RANK="1", WORLD_SIZE="4"), num_servers=np.int64(2))
+        self.assertEqual((p.num_servers, p.role), (2, "server"))
+        with self.assertRaises(LaunchError):
+            detect(dict(MASTER, RANK="1", WORLD_SIZE="4"), num_servers=np.float64(2.5))
+
     def test_errors_name_the_variable(self):
         cases = [
             ({}, "no rank found"),

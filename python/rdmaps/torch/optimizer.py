@@ -12,10 +12,10 @@ from . import runtime
 
 
 def _whole(x):
-    """An int, or a float with no fractional part (2.0, not 2.7 or True)."""
+    """An int (numpy's too), or a float with no fractional part (2.0, not 2.7 or True)."""
     if isinstance(x, bool):
         return False
-    return isinstance(x, int) or (isinstance(x, float) and x.is_integer())
+    return hasattr(x, "__index__") or (isinstance(x, float) and x.is_integer())
 
 
 def _user_stacklevel():

@@ -3,6 +3,7 @@
 import atexit
 import collections.abc
 import datetime
+import operator
 import os
 import sys
 
@@ -182,7 +183,7 @@ def broadcast_parameters(state_dict, root_rank=0):
     if _optimizer is None:
         raise RuntimeError("rdmaps.torch.broadcast_parameters: create the DistributedOptimizer first (it declares "
                            "the tensors the servers keep)")
-    if isinstance(root_rank, bool) or not isinstance(root_rank, int) or not 0 <= root_rank < size():
+    if isinstance(root_rank, bool) or not hasattr(root_rank, "__index__") or not 0 <= operator.index(root_rank) < size():
         raise ValueError(f"root_rank {root_rank!r} is not a worker rank (0..{size() - 1})")
     if not isinstance(state_dict, collections.abc.Mapping):
         raise TypeError(f"rdmaps.torch.broadcast_parameters: state_dict is {type(state_dict).__name__}, not a "
