@@ -13,7 +13,7 @@ stops the others, and exits with that failure's status: the rank's exit
 status, or 128+N for signal N. With several failures the first to exit counts.
 A program that cannot be started is named with the reason; the ranks already
 started are stopped, and the launcher exits with 127 (not found) or 126 (not
-executable). Ctrl-C (SIGINT) and SIGTERM to the launcher reach every process
+executable). Ctrl-C (SIGINT), SIGTERM and SIGHUP to the launcher reach every process
 it started and the processes they started (each rank runs in a session of
 its own; exit 130, 143); asked again while stopping them, it kills them.
 
@@ -123,23 +123,24 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
         base["RDMAPS_SECRET"] = secrets.token_hex(32)
     # A SIGTERM would end this process and leave the others running: pass it on
     # (only the main thread may set a handler; elsewhere the caller decides).
-    previous = None
+    # SIGHUP too: the ranks, in sessions of their own, do not get the terminal's hang-up.
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return _run(nproc, command, base, prefix)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _signal(p, sig):
-    """To the rank and what it started (its session's group), while it runs."""
-    if p.poll() is None:
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            pass
+    """To the rank and what it started (its session's group), its leader gone or not: a shell that died on
+    SIGTERM left a child that ignores it running. A group keeps its id while any member lives."""
+    try:
+        os.killpg(p.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _stop(procs, sig):
@@ -156,6 +157,8 @@ def _stop(procs, sig):
                 except subprocess.TimeoutExpired:
                     _signal(p, signal.SIGKILL)
                     p.wait()
+            for p in procs:  # what outlived its rank
+                _signal(p, signal.SIGKILL)
             return
         except (KeyboardInterrupt, _Terminated):
             sig = signal.SIGKILL

@@ -54,12 +54,15 @@ class Placement:
 def detect(env=None, num_servers=None):
     """The Placement the environment `env` (default os.environ) describes."""
     env = dict(os.environ if env is None else env)
-    if num_servers is not None and (isinstance(num_servers, bool) or not hasattr(num_servers, "__index__")
-                                    or operator.index(num_servers) < 1):
-        raise LaunchError(f"num_servers={num_servers!r} is not a whole number of at least 1 (None: from the "
-                          "environment)")
     if num_servers is not None:
-        num_servers = operator.index(num_servers)  # numpy's integers too
+        try:
+            count = None if isinstance(num_servers, bool) else operator.index(num_servers)  # numpy's integers too
+        except TypeError:
+            count = None
+        if count is None or count < 1:
+            raise LaunchError(f"num_servers={num_servers!r} is not a whole number of at least 1 (None: from the "
+                              "environment)")
+        num_servers = count
     try:
         fields = _rdmaps._detect_placement(env, num_servers or 0)
     except _rdmaps.InvalidArgument as e:

@@ -89,6 +89,7 @@ void ClientImpl::disconnect(ServerLink& link) {
     buffers->inboxes.push_back(std::move(lane.inbox));
   }
   link.lanes.clear();  // the endpoints close
+  ++link.connection;
   buffers->receive = std::move(link.receive);
   if (context_) context_->retire(reading, std::move(buffers));
 }
@@ -196,8 +197,7 @@ ClientImpl::~ClientImpl() {
     try {
       flush_run(r);
     } catch (const std::exception& e) {
-      logf(LogLevel::kWarn, "rdmaps: worker %u: leaving, a gathered push was not sent: %s", options_.worker,
-           e.what());
+      logf(LogLevel::kWarn, "rdmaps: worker %u: leaving, a gathered push was not sent: %s", options_.worker, e.what());
     }
   }
   auto left = [&] { return std::chrono::duration_cast<std::chrono::milliseconds>(leave_by_ - Clock::now()); };

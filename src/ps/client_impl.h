@@ -77,6 +77,7 @@ struct ServerLink {
   uint32_t generation = 0;         // connections made after the first (the server restarted)
   uint64_t instance = 0;           // the server process connected to (Welcome::instance)
   uint64_t posted = 0;             // pushes (pieces) posted to it; a restart's checkpoint holds some of them
+  uint64_t connection = 0;         // +1 each time disconnect() closes its lanes
 
   bool down() const {
     if (lanes.empty()) return true;
@@ -334,6 +335,7 @@ class ClientImpl {
     Lane* lane = nullptr;
     uint32_t generation = 0, shard = 0;
     uint32_t begin = 0, end = 0;                // floats within the shard
+    std::optional<float> learning_rate;         // the worker's rate when its first piece was gathered
     std::unique_ptr<transport::Region> buffer;  // one shard, registered
   };
   static constexpr size_t kGatherRuns = 4;

@@ -115,6 +115,7 @@ void ClientImpl::gather(const Piece& p, const uint8_t* payload) {
     g.link = p.link;
     g.lane = p.lane;
     g.generation = p.generation;
+    g.learning_rate = learning_rate_;
     g.shard = p.shard;
     g.begin = g.end = begin;
   }
@@ -132,14 +133,34 @@ void ClientImpl::flush_run(size_t run) {
   Gathered& g = gathered_[run];
   if (!g.link) return;
   ServerLink& link = *std::exchange(g.link, nullptr);
-  // One push, sent or lost with its server; as in send(), a run posted before
-  // its server restarted is accounted by the reconnect (link.posted), one
-  // never posted here.
-  ++stats_.pushes;
-  if (g.generation != link.generation) {  // its server restarted since
+  // One push, sent or lost with its server, counted when it is either (a run
+  // kept for the next flush was published as sent, then taken back: a
+  // counter going backwards); as in send(), a run posted before its server
+  // restarted is accounted by the reconnect (link.posted), one never posted here.
+  const auto lost = [&] {
+    ++stats_.pushes;
     ++stats_.pushes_lost;
-    return;
-  }
+  };
+  if (g.generation != link.generation) return lost();  // its server restarted since
+  const uint64_t connection = link.connection;
+  // At the rate it was pushed at (set_learning_rate() flushes first, and keeps a run that failed).
+  const auto current = std::exchange(learning_rate_, g.learning_rate);
+  struct Rate {
+    std::optional<float>& now;
+    std::optional<float> after;
+    ~Rate() { now = after; }
+  } restore{learning_rate_, current};
+  // Not posted (no credit in time, interrupt(), out of memory): the push()
+  // that gathered it returned, so it is not dropped unsaid. It stays gathered
+  // for the next flush (a call tried again, leaving), or is lost with a
+  // connection that went (its server gone for good, or reconnected meanwhile:
+  // its lane is no more).
+  const auto keep_or_lose = [&] {
+    if (!link.down() && link.connection == connection)
+      g.link = &link;
+    else
+      lost();
+  };
   std::vector<transport::Request>& inflight = gather_inflight_;
   inflight.clear();
   const size_t elem = wire_elem();
@@ -152,6 +173,7 @@ void ClientImpl::flush_run(size_t run) {
              inflight, elem == sizeof(uint16_t) ? kFlagBf16 : 0);
         posted = true;
         ++link.posted;
+        ++stats_.pushes;
       }
       complete(inflight);  // the buffer gathers the next run
       inflight.clear();
@@ -160,23 +182,14 @@ void ClientImpl::flush_run(size_t run) {
       try {
         recover(e, inflight);  // lets the posted message finish or fail, reconnects
       } catch (...) {
-        // Not posted (no credit in time, interrupt(), its server gone): the
-        // push() that gathered it returned, so it is not dropped unsaid. It
-        // stays gathered for the next flush (a call tried again, leaving), or
-        // is lost with a server that is gone for good.
-        if (!posted && !link.down()) {
-          g.link = &link;
-          --stats_.pushes;
-        } else if (!posted) {
-          ++stats_.pushes_lost;
-        }
+        if (!posted) keep_or_lose();
         throw;
       }
       if (posted) return;  // never posted twice
-      if (g.generation != link.generation) {
-        ++stats_.pushes_lost;
-        return;
-      }
+      if (g.generation != link.generation) return lost();
+    } catch (...) {
+      if (!posted) keep_or_lose();
+      throw;
     }
   }
 }

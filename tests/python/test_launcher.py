@@ -324,10 +324,13 @@ sys.exit(3)
     def test_a_stopped_ranks_last_lines_are_not_lost(self):
         # Block-buffered into the launcher's pipe, a rank's prints came 8 KiB at a time, and those of a rank
         # stopped by another's failure were lost with it (Python's SIGTERM does not flush).
-        code = ("import os, sys, time\nprint('started', os.environ['RANK'])\n"
-                "if os.environ['RANK'] == '1':\n    time.sleep(1)\n    sys.exit(3)\ntime.sleep(60)")
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-        status, out = self.run_launch(2, code, env=env)
+        with tempfile.TemporaryDirectory() as d:
+            marker = os.path.join(d, "printed")
+            code = (f"import os, sys, time\nif os.environ['RANK'] == '1':\n"
+                    f"    while not os.path.exists({marker!r}): time.sleep(0.05)\n    sys.exit(3)\n"
+                    f"print('started', os.environ['RANK'])\nopen({marker!r}, 'w').close()\ntime.sleep(60)")
+            env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+            status, out = self.run_launch(2, code, env=env)
         self.assertEqual(status, 3, out)
         self.assertIn("[0] started 0", out)
 
@@ -359,9 +362,11 @@ sys.exit(3)
                 launcher.send_signal(signal.SIGINT)
                 time.sleep(1)
                 launcher.send_signal(signal.SIGINT)
+                again = time.monotonic()
                 _, err = launcher.communicate(timeout=20)
                 self.assertEqual(launcher.returncode, 130, err)
                 self.assertNotIn("Traceback", err)
+                self.assertLess(time.monotonic() - again, 5, "the second Ctrl-C waited out the 10 s given to the ranks")
             finally:
                 if launcher.poll() is None:
                     launcher.kill()
@@ -375,7 +380,8 @@ sys.exit(3)
         with tempfile.TemporaryDirectory() as d:
             child = os.path.join(d, "child")
             code = (f"import os, subprocess, sys, time\n"
-                    f"if os.environ['RANK'] == '1':\n    time.sleep(1)\n    sys.exit(3)\n"
+                    f"if os.environ['RANK'] == '1':\n"
+                    f"    while not os.path.exists({child!r}): time.sleep(0.05)\n    time.sleep(0.2)\n    sys.exit(3)\n"
                     f"p = subprocess.Popen(['sleep', '120'])\nopen({child!r}, 'w').write(str(p.pid))\n"
                     f"time.sleep(120)")
             status, out = self.run_launch(2, code)

@@ -1,6 +1,7 @@
 """DistributedOptimizer: pushes gradients from autograd hooks, pulls parameters in step()."""
 
 import math
+import operator
 import os
 import sys
 import warnings
@@ -15,7 +16,13 @@ def _whole(x):
     """An int (numpy's too), or a float with no fractional part (2.0, not 2.7 or True)."""
     if isinstance(x, bool):
         return False
-    return hasattr(x, "__index__") or (isinstance(x, float) and x.is_integer())
+    if isinstance(x, float):
+        return x.is_integer()
+    try:
+        operator.index(x)  # not a tensor of 2.5, which int() would make 2
+        return True
+    except TypeError:
+        return False
 
 
 def _user_stacklevel():
@@ -371,6 +378,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
                         for p in g["params"]}
         return weight_decay, _one_value(self.param_groups, "lr", _rate, "the servers apply one rate per push")
 
+    def _settings_changed(self, used):
+        try:
+            return self._read_settings() != used
+        except (TypeError, ValueError):  # refused, with its reason, by the next step's first push
+            return True
+
     def _step_settings(self):
         """(weight_decay, lr) as param_groups hold them now (set by hand, a scheduler, load_state_dict()), as
         torch's SGD reads them, once a step (not once a parameter); the rule's settings checked unchanged."""
@@ -454,12 +467,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if error is not None:
             raise error
         # Sent during backward(), with what param_groups held then: torch's SGD reads them in step().
-        if used is not None and not self._warned_late_settings and self._read_settings() != used:
+        if used is not None and not self._warned_late_settings and self._settings_changed(used):
             self._warned_late_settings = True
             warnings.warn("rdmaps.torch: lr or weight_decay changed between backward() and step(): this step's "
                           "gradients were sent during backward() with the values before; the new ones apply from "
                           "the next step. Change them before backward() (a scheduler stepped after step() does)",
-                          stacklevel=2)
+                          stacklevel=_user_stacklevel())
         unsent = [p for g in self.param_groups for p in g["params"]
                   if p.grad is not None and p.numel() and id(p) not in self._hooked]
         if unsent:

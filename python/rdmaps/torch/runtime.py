@@ -183,12 +183,16 @@ def broadcast_parameters(state_dict, root_rank=0):
     if _optimizer is None:
         raise RuntimeError("rdmaps.torch.broadcast_parameters: create the DistributedOptimizer first (it declares "
                            "the tensors the servers keep)")
-    if isinstance(root_rank, bool) or not hasattr(root_rank, "__index__") or not 0 <= operator.index(root_rank) < size():
+    try:
+        index = None if isinstance(root_rank, bool) else operator.index(root_rank)  # numpy's integers too
+    except TypeError:
+        index = None
+    if index is None or not 0 <= index < size():
         raise ValueError(f"root_rank {root_rank!r} is not a worker rank (0..{size() - 1})")
     if not isinstance(state_dict, collections.abc.Mapping):
         raise TypeError(f"rdmaps.torch.broadcast_parameters: state_dict is {type(state_dict).__name__}, not a "
                         "mapping of names to tensors (model.state_dict())")
-    _optimizer._broadcast(state_dict, rank() == root_rank)
+    _optimizer._broadcast(state_dict, rank() == index)
 
 
 def shutdown():
