@@ -1436,6 +1436,24 @@ TEST_P(PsFaultTest, APushToAStoppedServerEndsByOneTimeoutAndInterruptEndsItAtOnc
   server.kill_now();
 }
 
+// Stops `server` (SIGSTOP), then pushes gradients of ones to `name`
+// (`floats`, each push flushing the one before it) until one times out
+// waiting for a credit; returns how many pushes returned before it.
+int push_until_a_stopped_server_takes_no_more(Client& client, pid_t server, const std::string& name, size_t floats) {
+  EXPECT_EQ(kill(server, SIGSTOP), 0);
+  EXPECT_TRUE(wait_until_stopped(server));
+  const std::vector<float> g(floats, 1.0f);
+  int returned = 0;
+  std::string what;
+  const Errc code = error_code_of(
+      [&] {
+        for (; returned < 100000; ++returned) client.push(name, g);
+      },
+      &what);
+  EXPECT_EQ(code, Errc::kTimeout) << what;
+  return returned;
+}
+
 // A small tensor's push is gathered and sent by the next flush. When that
 // flush found no credit in time (a stalled server), the push that had
 // returned was dropped without a word: not sent, not counted lost. It stays
@@ -1456,18 +1474,8 @@ TEST_P(PsFaultTest, AGatheredPushSurvivesAFlushThatTimedOut) {
   std::vector<float> a(100, 0.0f);
   client->init("a", a);
   client->pull("a", a);
-  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
-  std::this_thread::sleep_for(100ms);  // stopped on every core
-  const std::vector<float> g(100, 1.0f);
-  int returned = 0;
-  std::string what;
-  const Errc code = error_code_of(
-      [&] {
-        for (; returned < 100000; ++returned) client->push("a", g);  // each flushes the one before
-      },
-      &what);
+  const int returned = push_until_a_stopped_server_takes_no_more(*client, server.pid(), "a", 100);
   kill(server.pid(), SIGCONT);
-  ASSERT_EQ(code, Errc::kTimeout) << what;
   client->pull("a", a);  // sends what is still gathered first
   EXPECT_NEAR(a[0], -0.05f * static_cast<float>(returned), 1e-4f)
       << returned << " pushes returned; the server applied " << -a[0] / 0.05f;
@@ -1507,13 +1515,8 @@ TEST_P(PsFaultTest, LeavingWithOneServerGoneStillSendsTheOthersTheirLastPushes) 
     std::vector<float> out(50);
     client.push("a", g);
     client.pull("a", out);  // both servers up and serving
-    ASSERT_EQ(kill(gone.pid(), SIGSTOP), 0);
-    ASSERT_TRUE(wait_until_stopped(gone.pid()));
     // Until server 0's credits run out: the last run stays gathered for it.
-    EXPECT_EQ(error_code_of([&] {
-                for (int i = 0; i < 100000; ++i) client.push("a", g);
-              }),
-              Errc::kTimeout);
+    push_until_a_stopped_server_takes_no_more(client, gone.pid(), "a", 50);
     client.push("c", g);  // gathered for server 1
     gone.kill_now();
     std::this_thread::sleep_for(300ms);  // its connections closed
