@@ -13,6 +13,9 @@ namespace {
 constexpr std::string_view kClientRole = "rdmaps bootstrap client";
 constexpr std::string_view kServerRole = "rdmaps bootstrap server";
 constexpr size_t kOpenBytes = 12 + kNonceBytes;
+// What is read of an opening: a later version's may be longer, and read whole
+// its version is named on both sides (at 44 bytes it was "over the limit").
+constexpr size_t kMaxOpenBytes = 256;
 constexpr size_t kMaxAnswer = 4 + sizeof(Proof) + kMaxAddress;
 
 Error bad(const std::string& peer, const std::string& what) {
@@ -126,7 +129,7 @@ std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const u
       }
     }
   }
-  const Open theirs = parse_open(socket.recv_message(deadline, peer, kOpenBytes), peer);
+  const Open theirs = parse_open(socket.recv_message(deadline, peer, kMaxOpenBytes), peer);
   const bool required = theirs.flags & kHasSecret;
   if (required && !have)
     throw Error(Errc::kPermissionDenied, "the server at " + peer +
@@ -158,7 +161,7 @@ ServerHandshake::ServerHandshake(TcpSocket socket, std::string peer, std::string
 
 bool ServerHandshake::advance() {
   if (stage_ == Stage::kReady) return true;
-  if (!reader_.poll(socket_, peer_, stage_ == Stage::kOpen ? kOpenBytes : sizeof(Proof) + kMaxAddress)) return false;
+  if (!reader_.poll(socket_, peer_, stage_ == Stage::kOpen ? kMaxOpenBytes : sizeof(Proof) + kMaxAddress)) return false;
   if (stage_ == Stage::kOpen) {
     Open mine;
     mine.flags = secret_.empty() ? 0 : kHasSecret;
