@@ -371,6 +371,10 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   uint64_t token = 0;
   while (token == 0) transport::random_bytes(&token, sizeof(token));
   AdmissionTicket& ticket = tickets_[hello.worker];
+  // No token while the fields change: a lane reading them for the ticket
+  // before sees it go and refuses (AdmissionTicket::read).
+  ticket.token.store(0, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
   ticket.use_am.store(use_am ? 1 : 0, std::memory_order_relaxed);
   // Before the token: no lane hello can carry it before the Welcome anyway.
   // An earlier ticket's untaken copies are freed (at most one per lane waits).

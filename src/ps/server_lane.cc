@@ -184,13 +184,15 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
                                              std::to_string(workers_.size()) +
                                              " workers this server expects (--workers)");
   AdmissionTicket& ticket = setup_.tickets[hello.worker];
-  if (hello.token == 0 || hello.token != ticket.token.load(std::memory_order_acquire))
+  const std::optional<AdmissionTicket::Fields> admitted = ticket.read(hello.token);
+  if (!admitted)
     throw Error(Errc::kPermissionDenied, "worker " + std::to_string(hello.worker) +
-                                             " was not admitted by this server (connect to its listen address first)");
+                                             " was not admitted by this server (connect to its listen address first; "
+                                             "or a newer Hello of this id was admitted since)");
   Worker& w = workers_[hello.worker];
   if (w.live)
     throw Error(Errc::kPermissionDenied, "worker id " + std::to_string(hello.worker) + " is already connected");
-  const bool use_am = ticket.use_am.load(std::memory_order_acquire) != 0;
+  const bool use_am = admitted->use_am;
   // UCX 1.13 crashes when unpacking a shared-memory key meets the open-files
   // limit (it releases a half-made key): refuse the worker while there is
   // room to say so, and keep serving the others.
@@ -243,7 +245,7 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   // lane the clocks in between (ClientImpl::clock), one by one as the lane
   // checks them (a lane the worker had never reached, started at 0, refused
   // its every clock when it was sent only the furthest).
-  const uint64_t start_clock = std::max({ticket.start_clock.load(std::memory_order_acquire), hello.clock, min_clock_});
+  const uint64_t start_clock = std::max({admitted->start_clock, hello.clock, min_clock_});
   w.mailbox = Mailbox{};
   w.mailbox.min_clock = min_clock_;
   w.mailbox.landings = w.writer->landing_bytes().size();

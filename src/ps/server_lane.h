@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -44,6 +45,22 @@ struct AdmissionTicket {
   std::atomic<uint64_t> start_clock{0};   ///< a rejoining worker's clock, the same on every lane
   std::atomic<uint64_t> reconnect_ms{0};  ///< how long it tries to come back when its connection drops (Hello)
   CopyHandoff copies;                     ///< the worker's copy per lane, made and faulted in for this token
+
+  /// The fields as a unit, for ticket `token`; empty when that is not the
+  /// ticket now (never admitted, or a newer Hello of the id re-admitted it
+  /// while they were read: its fields went with another token). The control
+  /// thread clears the token, changes the fields, then publishes the new one.
+  struct Fields {
+    bool use_am;
+    uint64_t start_clock;
+  };
+  std::optional<Fields> read(uint64_t wanted) const {
+    if (wanted == 0 || token.load(std::memory_order_acquire) != wanted) return std::nullopt;
+    const Fields f{use_am.load(std::memory_order_relaxed) != 0, start_clock.load(std::memory_order_relaxed)};
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (token.load(std::memory_order_relaxed) != wanted) return std::nullopt;
+    return f;
+  }
 };
 
 struct LaneSetup {
