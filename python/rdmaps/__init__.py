@@ -104,14 +104,22 @@ def describe_config(config=None, **options):
     return _rdmaps.describe_config(config_flags(config, **options))
 
 
+def _as_int(value):
+    """value as an int where it is a whole number's type (numpy's integers too), else None: not True, 2.5, "3",
+    nor a tensor of 2.5, which int() would make 2."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
 def _checked_count(where, name, value, most):
     """value as an int in 0..most, or an error naming the argument (pybind11's
     own would list every signature instead)."""
-    try:
-        number = operator.index(value)  # ints and numpy integers, not 2.5, "3" or True
-    except TypeError:
-        number = None
-    if number is None or isinstance(value, bool) or not 0 <= number <= most:
+    number = _as_int(value)
+    if number is None or not 0 <= number <= most:
         raise (ValueError if isinstance(number, int) else TypeError)(
             f"{where}: {name}={value!r} is not a whole number from 0 to {most}")
     return number

@@ -9,11 +9,10 @@ others train. The rules live in the C++ library (src/launch/placement.h), so
 rdmaps-train, rdmaps-server and this package read a launch the same way.
 """
 
-import operator
 import os
 from dataclasses import dataclass
 
-from . import _rdmaps
+from . import _as_int, _rdmaps
 
 DEFAULT_MASTER_PORT = 29500
 
@@ -55,10 +54,7 @@ def detect(env=None, num_servers=None):
     """The Placement the environment `env` (default os.environ) describes."""
     env = dict(os.environ if env is None else env)
     if num_servers is not None:
-        try:
-            count = None if isinstance(num_servers, bool) else operator.index(num_servers)  # numpy's integers too
-        except TypeError:
-            count = None
+        count = _as_int(num_servers)
         if count is None or count < 1:
             raise LaunchError(f"num_servers={num_servers!r} is not a whole number of at least 1 (None: from the "
                               "environment)")

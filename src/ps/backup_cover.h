@@ -17,7 +17,10 @@ namespace rdmaps::ps {
 class BackupCover {
  public:
   BackupCover(uint32_t workers, size_t floats, size_t shard_floats)
-      : shard_floats_(shard_floats), shards_((floats + shard_floats - 1) / shard_floats), held_(workers) {}
+      : floats_(floats),
+        shard_floats_(shard_floats),
+        shards_((floats + shard_floats - 1) / shard_floats),
+        held_(workers) {}
 
   /// A worker (re)joins: its backup holds nothing it was sent.
   void clear(uint32_t worker) { held_.at(worker).assign(shards_, false); }
@@ -30,18 +33,18 @@ class BackupCover {
   /// floats of it the worker did not pull are compensated against the
   /// parameters of now rather than zeros.
   template <typename Fill>
-  void sent(uint32_t worker, size_t local, size_t n, size_t floats, Fill&& fill) {
+  void sent(uint32_t worker, size_t local, size_t n, Fill&& fill) {
     std::vector<bool>& held = held_[worker];
     for (size_t s = local / shard_floats_; s * shard_floats_ < local + n; ++s) {
       if (held[s]) continue;
       const size_t begin = s * shard_floats_;
-      fill(begin, std::min(shard_floats_, floats - begin));
+      fill(begin, std::min(shard_floats_, floats_ - begin));
       held[s] = true;
     }
   }
 
  private:
-  size_t shard_floats_, shards_;
+  size_t floats_, shard_floats_, shards_;
   std::vector<std::vector<bool>> held_;  // by worker: empty until it joins
 };
 

@@ -68,7 +68,7 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
     pending_ = 0;
     return;
   }
-  if (!resumed_ && updates == 0) return;  // nothing of this run's to keep yet
+  if (nothing_to_keep(updates)) return;
   const auto now = Clock::now();
   const bool by_time = every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_);
   const bool by_count = every_updates_ && updates - last_taken_updates_ >= every_updates_;
@@ -82,7 +82,7 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
 bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates) {
   wait();
   if (!enabled() || !started_ || lanes.empty()) return true;
-  if (!resumed_ && updates == 0) {
+  if (nothing_to_keep(updates)) {
     if (verbose_)
       logf(LogLevel::kInfo,
            "rdmaps-server: no final checkpoint: this run did not resume and applied no update (%s keeps what it "

@@ -51,6 +51,8 @@ class Checkpointer {
 
  private:
   bool write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence);  // on any thread; false: failed
+  /// A run that did not resume and applied no update: its table is not the job's.
+  bool nothing_to_keep(uint64_t updates) const { return !resumed_ && updates == 0; }
 
   std::string dir_;
   std::unique_ptr<CheckpointDirLock> lock_;

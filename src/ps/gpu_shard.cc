@@ -61,7 +61,7 @@ class GpuShardStore final : public ShardStore {
     if (!dc_) return;
     float* bak = backup(worker);
     const float* params = static_cast<const float*>(params_.data());
-    cover_.sent(worker, local, n, floats_, [&](size_t begin, size_t floats) {
+    cover_.sent(worker, local, n, [&](size_t begin, size_t floats) {
       cuda::copy_device(bak + begin, params + begin, floats * sizeof(float));
     });
     cuda::copy_device(bak + local, w, n * sizeof(float));

@@ -52,7 +52,7 @@ class HostShardStore final : public ShardStore {
   void snapshot(uint32_t worker, size_t local, size_t n) override {
     float* copy = copies_[worker];
     if (dc_)
-      cover_.sent(worker, local, n, params_.size(), [&](size_t begin, size_t floats) {
+      cover_.sent(worker, local, n, [&](size_t begin, size_t floats) {
         std::memcpy(copy + begin, params_.data() + begin, floats * sizeof(float));
       });
     std::memcpy(copy + local, params_.data() + local, n * sizeof(float));

@@ -1,7 +1,6 @@
 """DistributedOptimizer: pushes gradients from autograd hooks, pulls parameters in step()."""
 
 import math
-import operator
 import os
 import sys
 import warnings
@@ -14,15 +13,7 @@ from . import runtime
 
 def _whole(x):
     """An int (numpy's too), or a float with no fractional part (2.0, not 2.7 or True)."""
-    if isinstance(x, bool):
-        return False
-    if isinstance(x, float):
-        return x.is_integer()
-    try:
-        operator.index(x)  # not a tensor of 2.5, which int() would make 2
-        return True
-    except TypeError:
-        return False
+    return x.is_integer() if isinstance(x, float) else rdmaps._as_int(x) is not None
 
 
 def _user_stacklevel():

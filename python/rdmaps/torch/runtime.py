@@ -3,7 +3,6 @@
 import atexit
 import collections.abc
 import datetime
-import operator
 import os
 import sys
 
@@ -183,10 +182,7 @@ def broadcast_parameters(state_dict, root_rank=0):
     if _optimizer is None:
         raise RuntimeError("rdmaps.torch.broadcast_parameters: create the DistributedOptimizer first (it declares "
                            "the tensors the servers keep)")
-    try:
-        index = None if isinstance(root_rank, bool) else operator.index(root_rank)  # numpy's integers too
-    except TypeError:
-        index = None
+    index = rdmaps._as_int(root_rank)
     if index is None or not 0 <= index < size():
         raise ValueError(f"root_rank {root_rank!r} is not a worker rank (0..{size() - 1})")
     if not isinstance(state_dict, collections.abc.Mapping):
