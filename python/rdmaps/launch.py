@@ -33,6 +33,7 @@ another job's ranks out of it.
 """
 
 import argparse
+import contextlib
 import os
 import queue
 import secrets
@@ -178,6 +179,27 @@ def _start(command, env, prefix):
         return None, (127 if isinstance(e, FileNotFoundError) else 126, f"cannot start {command[0]}: {reason}")
 
 
+@contextlib.contextmanager
+def _signals_held():
+    """Ctrl-C, SIGTERM and SIGHUP wait until the block ends: raised between Popen and the list of ranks,
+    they left that rank running after the launcher had stopped the others."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {s: h for s, h in previous.items() if h is not None}  # None: a handler not set from Python
+    for s in previous:
+        signal.signal(s, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        for s in dict.fromkeys(held):
+            signal.raise_signal(s)  # now, to the handler it was meant for
+
+
 def _watch(proc, rank, exits):
     """Puts `rank` on `exits` when `proc` ends (so `exits` holds the ranks in the
     order they ended, not in rank order), leaving it for the main thread to reap."""
@@ -198,17 +220,19 @@ def _run(nproc, command, base, prefix):
     try:
         for rank in range(nproc):
             e = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
-            p, failure = _start(command, e, prefix)
+            with _signals_held():
+                p, failure = _start(command, e, prefix)
+                if p is not None:
+                    procs.append(p)
+                    threading.Thread(target=_watch, args=(p, rank, exits), daemon=True).start()
+                    if prefix:
+                        t = threading.Thread(target=_relay, args=(rank, p.stdout, sys.stdout.buffer), daemon=True)
+                        t.start()
+                        relays.append(t)
             if p is None:
                 status, message = failure
                 _say(f"rank {rank}: {message}; stopping the others" if procs else message)
                 break
-            procs.append(p)
-            threading.Thread(target=_watch, args=(p, rank, exits), daemon=True).start()
-            if prefix:
-                t = threading.Thread(target=_relay, args=(rank, p.stdout, sys.stdout.buffer), daemon=True)
-                t.start()
-                relays.append(t)
         else:
             running = nproc
             while running:

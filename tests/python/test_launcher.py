@@ -217,6 +217,28 @@ sys.exit(3)
                     p.kill()
                     p.wait()
 
+    def test_a_ctrl_c_as_a_rank_starts_stops_that_rank_too(self):
+        # Raised between Popen and the list of ranks, the KeyboardInterrupt stopped the ranks listed and left
+        # the one just started running.
+        real_popen, started = subprocess.Popen, []
+
+        def popen(command, env, **kwargs):
+            started.append(real_popen(command, env=env, **kwargs))
+            os.kill(os.getpid(), signal.SIGINT)  # lands as Popen returns
+            return started[-1]
+
+        try:
+            with mock.patch("subprocess.Popen", side_effect=popen):
+                status, _ = self.run_launch(2, "import time; time.sleep(60)")
+            self.assertEqual(status, 130)
+            self.assertEqual(len(started), 1, "a rank was started after the Ctrl-C")
+            self.assertIsNotNone(started[0].poll(), "the rank started as Ctrl-C came outlived its launcher")
+        finally:
+            for p in started:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+
     def test_an_outer_launchers_rank_variables_do_not_reach_the_processes(self):
         # rdmaps.launch inside mpirun, srun or torchrun: RANK and WORLD_SIZE describe its processes.
         outer = {"PMIX_RANK": "5", "PMIX_NAMESPACE": "outer", "OMPI_COMM_WORLD_RANK": "3",
