@@ -521,6 +521,62 @@ TEST(Listener, AFloodOfSilentConnectionsDropsNoHandshakeUnderWay) {
   EXPECT_NE(what.find("wrong shared secret"), std::string::npos) << what;
 }
 
+// A connection to `to` from the loopback address `from` (127.0.0.2: another host, as the listener sees it).
+transport::TcpSocket connect_from(const char* from, const transport::SockAddr& to) {
+  transport::TcpSocket s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  const auto source = transport::SockAddr::parse(std::string(from) + ":0");
+  if (!s.valid() || ::bind(s.fd(), source.get(), source.length()) != 0 || ::connect(s.fd(), to.get(), to.length()) != 0)
+    ADD_FAILURE() << "cannot connect from " << from << ": " << std::strerror(errno);
+  return s;
+}
+
+// Valid openings need no secret: a flood of them from one host that went
+// silent pushed out the oldest pending handshake, an honest peer of another
+// host mid-handshake. The host holding the most pending handshakes makes room.
+TEST(Listener, AFloodFromOneHostDropsNoHandshakeOfAnother) {
+  const transport::ContextOptions o = small_listener_options();
+  auto server = transport::create_context(o);
+  auto listener = server->listen(transport::SockAddr::parse("127.0.0.1:0"));
+  const auto deadline = Clock::now() + 10s;
+  auto open = [&](const transport::TcpSocket& s) {
+    s.send_message(bootstrap::encode(bootstrap::Open{bootstrap::kHasSecret, transport::random_nonce()}), deadline,
+                   "server");
+    for (pollfd answered{s.fd(), POLLIN, 0}; ::poll(&answered, 1, 1) == 0 && Clock::now() < deadline;) {
+      try {
+        (void)listener->poll();
+      } catch (const Error&) {  // the drops, said
+      }
+    }
+    (void)bootstrap::parse_open(s.recv_message(deadline, "server", 64), "server");
+  };
+  auto honest = transport::TcpSocket::connect(listener->address(), deadline);
+  open(honest);
+  std::vector<transport::TcpSocket> flood;
+  for (size_t i = 0; i < 4 * o.max_pending_handshakes; ++i) {
+    flood.push_back(connect_from("127.0.0.2", listener->address()));
+    if (!flood.back().valid()) return;
+    open(flood.back());
+  }
+  // Still pending: its (wrong) proof is answered, not met by a closed connection.
+  honest.send_message(bootstrap::encode(bootstrap::Proven{{}, {1, 2, 3}}), deadline, "server");
+  std::string what;
+  for (pollfd answered{honest.fd(), POLLIN, 0}; ::poll(&answered, 1, 1) == 0 && Clock::now() < deadline;) {
+    try {
+      (void)listener->poll();
+    } catch (const Error& e) {
+      what += std::string(e.what()) + "\n";
+    }
+  }
+  try {
+    const auto answer = bootstrap::parse_answer(honest.recv_message(deadline, "server", 4096), "server");
+    EXPECT_FALSE(answer.ok);
+    what = answer.reason;
+  } catch (const Error& e) {
+    what += e.what();
+  }
+  EXPECT_NE(what.find("wrong shared secret"), std::string::npos) << what;
+}
+
 TEST(RegionDescriptor, MalformedBytesAreRejectedNamingTheSource) {
   transport::RegionDescriptor d;
   d.base = 0x1000;

@@ -3,6 +3,8 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <string_view>
+#include <unordered_map>
 
 #include "rdmaps/error.h"
 #include "transport/ucx/context.h"
@@ -31,20 +33,31 @@ std::optional<Error> UcxListener::take_in_connections() {
     if (!s.valid()) break;
     pending_.emplace_back(std::move(s), peer.to_string(), o.secret, Clock::now() + o.handshake_timeout);
     if (pending_.size() > o.max_pending_handshakes) {
-      // Full: of those before the newcomer, the oldest that has not even
-      // opened its handshake makes room, so that a flood of silent
-      // connections does not drop an honest peer mid-handshake (it did once
-      // 256 came behind it); else the oldest. Never the newcomer itself: it
-      // cannot have opened yet, and a table of openings that went silent (an
+      // Full: the host holding the most pending handshakes makes room, so a
+      // flood from one host costs that host, not another's honest peer (a
+      // flood of valid openings pushed one out mid-handshake). Of its
+      // handshakes before the newcomer, the oldest that has not even opened
+      // makes room, so that a flood of silent connections does not drop an
+      // honest peer of the same host mid-handshake (it did once 256 came
+      // behind it); else the oldest. Never the newcomer itself: it cannot
+      // have opened yet, and a table of openings that went silent (an
       // opening needs no secret) turned every honest peer away on arrival.
       const auto newcomer = std::prev(pending_.end());
-      auto victim =
-          std::find_if(pending_.begin(), newcomer, [](const bootstrap::ServerHandshake& h) { return !h.opened(); });
+      const auto host_of = [](const bootstrap::ServerHandshake& h) {
+        return std::string_view(h.peer()).substr(0, h.peer().rfind(':'));
+      };
+      std::unordered_map<std::string_view, size_t> held;
+      size_t most = 0;
+      for (const auto& h : pending_) most = std::max(most, ++held[host_of(h)]);
+      const auto of_the_most = [&](const bootstrap::ServerHandshake& h) { return held[host_of(h)] == most; };
+      auto victim = std::find_if(pending_.begin(), newcomer,
+                                 [&](const bootstrap::ServerHandshake& h) { return of_the_most(h) && !h.opened(); });
       const bool silent = victim != newcomer;
-      if (!silent) victim = pending_.begin();
+      if (!silent) victim = std::find_if(pending_.begin(), newcomer, of_the_most);
       said = Error(Errc::kTimeout, "peer " + victim->peer() + " was dropped before it completed the handshake: " +
                                        std::to_string(o.max_pending_handshakes) + " handshakes were pending, " +
-                                       (silent ? "one that had not begun" : "the oldest") + " makes room");
+                                       std::to_string(most) + " of them from " + std::string(host_of(*victim)) +
+                                       ", whose " + (silent ? "oldest that had not begun" : "oldest") + " makes room");
       pending_.erase(victim);
     }
   }
