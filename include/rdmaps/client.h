@@ -76,8 +76,10 @@ class Client {
   /// Declares a float32 tensor; all declarations come before connect().
   void declare(const std::string& name, size_t floats);
   /// Connects to every server and registers this worker's memory once. A
-  /// server not listening yet is waited for, up to ClientOptions::timeout
-  /// for each server (workers may start before their servers). Again after it succeeded: nothing to do, or
+  /// server not listening yet, or one that closed the handshake unanswered
+  /// (a listener full of pending handshakes), is tried again up to
+  /// ClientOptions::timeout for each server (workers may start before their
+  /// servers). Again after it succeeded: nothing to do, or
   /// Errc::kPeerGone where a server was lost since (it does not reconnect; Config::reconnect_ms does).
   void connect();
 

@@ -2,6 +2,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -519,6 +520,42 @@ TEST(Listener, AFloodOfSilentConnectionsDropsNoHandshakeUnderWay) {
     what = e.what();
   }
   EXPECT_NE(what.find("wrong shared secret"), std::string::npos) << what;
+}
+
+// A first connect, which waits for its server to listen (IfRefused::kRetry),
+// tries again when the listener closes its handshake unanswered (a full table
+// drops one, docs/security.md; a server stopping): it failed with "closed the
+// connection" while a retry would have found the server.
+TEST(Listener, AFirstConnectWhoseHandshakeWasDroppedTriesAgain) {
+  const transport::ContextOptions o = small_listener_options();
+  const auto address = transport::SockAddr::parse("127.0.0.1:" + std::to_string(unused_port()));
+  auto hangs_up = transport::TcpSocket::listen(address);  // takes the opening and closes
+  auto client = transport::create_context(o);
+  std::unique_ptr<transport::Endpoint> theirs;
+  std::string error;
+  std::atomic<bool> failed{false};
+  std::thread connecting([&] {
+    try {
+      theirs = client->connect(address, 10s, {}, transport::IfRefused::kRetry);
+    } catch (const Error& e) {
+      error = e.what();
+      failed = true;
+    }
+  });
+  {
+    transport::TcpSocket dropped = first_connection(hangs_up);
+    ASSERT_TRUE(dropped.valid());
+    (void)dropped.recv_message(Clock::now() + 5s, "client", 64);
+  }
+  hangs_up = transport::TcpSocket();
+  auto server = transport::create_context(o);
+  auto listener = server->listen(address);
+  std::unique_ptr<transport::Endpoint> mine;
+  for (const auto deadline = Clock::now() + 10s; !mine && !failed && Clock::now() < deadline;)
+    mine = listener->accept(100ms);
+  connecting.join();
+  EXPECT_TRUE(mine);
+  EXPECT_TRUE(theirs) << error;
 }
 
 // A connection to `to` from the loopback address `from` (127.0.0.2: another host, as the listener sees it).

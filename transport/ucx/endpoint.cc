@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <sstream>
+#include <thread>
 
 #include "rdmaps/log.h"
 #include "transport/bootstrap.h"
@@ -50,29 +51,51 @@ std::unique_ptr<UcxEndpoint> UcxEndpoint::create(UcxContext& context, std::strin
 std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const SockAddr& address,
                                                   std::chrono::milliseconds timeout, const std::string& name,
                                                   IfRefused if_refused) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
+  using std::chrono::steady_clock;
+  const auto deadline = steady_clock::now() + timeout;
   const std::string peer = name.empty() ? address.to_string() : name;
-  TcpSocket socket = TcpSocket::connect(address, deadline, if_refused);
   const auto quiet_for = context.options().connect_quiet_warning;
-  const bootstrap::QuietPeer quiet{std::chrono::steady_clock::now() + quiet_for, [&] {
-                                     logf(LogLevel::kWarn,
-                                          "rdmaps: connecting to %s: it took the connection and has not answered for "
-                                          "%s; waiting up to %s in all (a server answers once it runs, after resuming "
-                                          "a checkpoint)",
-                                          address.to_string().c_str(), ms(quiet_for).c_str(), ms(timeout).c_str());
-                                   }};
-  try {
-    std::vector<uint8_t> remote =
-        bootstrap::client_handshake(socket, context.worker_address(), context.options().secret, deadline, peer, quiet);
+  std::chrono::milliseconds pause{100};
+  for (bool warned = false;;) {
+    TcpSocket socket = TcpSocket::connect(address, deadline, if_refused);
+    const bootstrap::QuietPeer quiet{steady_clock::now() + quiet_for, [&] {
+                                       logf(LogLevel::kWarn,
+                                            "rdmaps: connecting to %s: it took the connection and has not answered "
+                                            "for %s; waiting up to %s in all (a server answers once it runs, after "
+                                            "resuming a checkpoint)",
+                                            address.to_string().c_str(), ms(quiet_for).c_str(), ms(timeout).c_str());
+                                     }};
+    std::vector<uint8_t> remote;
+    try {
+      remote = bootstrap::client_handshake(socket, context.worker_address(), context.options().secret, deadline, peer,
+                                           quiet);
+    } catch (const Error& e) {
+      if (e.code() == Errc::kTimeout)
+        throw Error(Errc::kTimeout, "connecting to " + address.to_string() + ": no handshake within " + ms(timeout) +
+                                        " (it took the connection and never answered: is an rdmaps process "
+                                        "listening there, and not stopped?)");
+      // Closed without an answer: a listener full of pending handshakes drops
+      // one (docs/security.md), a server stopping closes them. A connect that
+      // waits for its server to listen tries again.
+      if (if_refused != IfRefused::kRetry || e.code() != Errc::kPeerGone || steady_clock::now() + pause >= deadline)
+        throw;
+      if (!warned) {
+        warned = true;
+        logf(LogLevel::kWarn, "rdmaps: connecting to %s: %s during the handshake; trying again for up to %s more",
+             address.to_string().c_str(), e.what(),
+             ms(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady_clock::now())).c_str());
+      }
+      for (const auto until = steady_clock::now() + pause; steady_clock::now() < until;) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - steady_clock::now()).count();
+        std::this_thread::sleep_for(std::chrono::milliseconds(
+            cancellable_wait_ms(static_cast<int>(std::max<int64_t>(0, left)), "connecting", peer)));
+      }
+      pause = std::min(pause * 2, std::chrono::milliseconds(500));
+      continue;
+    }
     auto ep = create(context, peer, remote);
     ep->adopt_socket(std::move(socket));
     return ep;
-  } catch (const Error& e) {
-    if (e.code() == Errc::kTimeout)
-      throw Error(Errc::kTimeout, "connecting to " + address.to_string() + ": no handshake within " + ms(timeout) +
-                                      " (it took the connection and never answered: is an rdmaps process listening "
-                                      "there, and not stopped?)");
-    throw;
   }
 }
 
