@@ -312,10 +312,14 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
           "RDMAPS_SERVERS, or start under a launcher with PMIx (mpirun, srun --mpi=pmix)" +
           nested_note);
     // Whatever gave the rank (srun --mpi=pmi2 gives PMI_RANK too).
-    p.master_port = p.launch_id.rfind("slurm:", 0) == 0 ? slurm_step_port(p.launch_id) : kDefaultMasterPort;
+    const bool slurm = p.launch_id.rfind("slurm:", 0) == 0;
+    p.master_port = slurm ? slurm_step_port(p.launch_id) : kDefaultMasterPort;
+    p.master_port_var =
+        slurm ? "the port of the Slurm job and step (MASTER_PORT unset)" : "the default port (MASTER_PORT unset)";
     for (const char* var : {"RDMAPS_MASTER_PORT", "MASTER_PORT"}) {
       if (auto v = env(var); v && !v->empty()) {
         p.master_port = static_cast<uint16_t>(integer(var, *v, 1, 65535));
+        p.master_port_var = var;
         break;
       }
     }

@@ -31,6 +31,9 @@ struct Placement {
   std::string master_addr;
   std::string master_addr_var = "MASTER_ADDR";  ///< the variable it came from, for messages
   uint16_t master_port = 0;
+  /// Where it came from, for messages: RDMAPS_MASTER_PORT, MASTER_PORT, or
+  /// words for Slurm's step hash or the default (users fix the variable named).
+  std::string master_port_var = "MASTER_PORT";
   /// Tells this launch from another that shares its hosts and MASTER_PORT
   /// (and its secret): RDMAPS_JOB_ID, else Slurm's SLURM_JOB_ID.SLURM_STEP_ID,
   /// else torchrun's TORCHELASTIC_RUN_ID; "" when no launcher says. The

@@ -3,6 +3,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <optional>
@@ -75,6 +76,13 @@ struct Connection {
   bool closing = false;                       // closes once its answer is sent
 };
 
+// "0.3 s", "86400 s", "1000000000 s" (five characters of to_string showed 1e9 s as "10000 s").
+std::string seconds_text(std::chrono::milliseconds t) {
+  char text[48];
+  std::snprintf(text, sizeof(text), "%.10g s", static_cast<double>(t.count()) / 1000.0);
+  return text;
+}
+
 }  // namespace
 
 std::string wildcard_for(const std::string& host, uint16_t port) {
@@ -98,8 +106,8 @@ RendezvousHost::RendezvousHost(const Placement& p, std::string secret)
     listener_ = TcpSocket::listen(transport::SockAddr::parse(wildcard_for(p.master_addr, p.master_port)),
                                   "every rank dials MASTER_PORT: give them all the same free one");
   } catch (const Error& e) {
-    throw Error(e.code(), "rank 0 cannot host the job's rendezvous (MASTER_PORT " + std::to_string(p.master_port) +
-                              "): " + e.what() +
+    throw Error(e.code(), "rank 0 cannot host the job's rendezvous (port " + std::to_string(p.master_port) + ", from " +
+                              p.master_port_var + "): " + e.what() +
                               "; is another process of this job also rank 0, or another job on this host using "
                               "the same MASTER_PORT (an earlier one still running)?");
   }
@@ -132,6 +140,8 @@ void RendezvousHost::serve() {
     if (rank >= world) return "error rank " + std::to_string(rank) + " is not below the world size";
     *rank_out = rank;
     if (address != "-") {
+      if (address.find(',') != std::string::npos)  // the answer lists the servers comma-separated
+        return "error server rank " + std::to_string(rank) + " registers '" + address + "', which is not one host:port";
       if (rank >= num_servers_)
         return "error rank " + std::to_string(rank) + " registers an address but only ranks below " +
                std::to_string(num_servers_) + " serve";
@@ -273,8 +283,8 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
                                     const std::string& secret) {
   const auto deadline = Clock::now() + timeout;
   const std::string where = rendezvous_address(p);
-  const std::string from = p.master_addr_var + " and MASTER_PORT";  // the variables that gave `where`
-  const std::string seconds = std::to_string(timeout.count() / 1000.0).substr(0, 5) + " s";
+  const std::string from = p.master_addr_var + " and " + p.master_port_var;  // what gave `where`
+  const std::string seconds = seconds_text(timeout);
   const std::string body = std::to_string(p.world_size) + " " + std::to_string(p.num_servers) + " " +
                            std::to_string(p.rank) + " " + (address.empty() ? "-" : address) + " " + p.launch_id;
   const std::string head = std::string(kTag) + " " + std::to_string(kVersion) + " ";

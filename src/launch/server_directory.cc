@@ -115,7 +115,8 @@ ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds t
   } else {
     method_ = Method::kRendezvous;
     // torchrun's agent already serves its own store on MASTER_PORT.
-    if (env("TORCHELASTIC_USE_AGENT_STORE") == std::optional<std::string>("True") && !env("RDMAPS_MASTER_PORT"))
+    if (env("TORCHELASTIC_USE_AGENT_STORE") == std::optional<std::string>("True") &&
+        p.master_port_var != "RDMAPS_MASTER_PORT")
       throw Error(Errc::kInvalidArgument,
                   "under torchrun the agent's store holds MASTER_PORT " + std::to_string(p.master_port) +
                       ": set RDMAPS_MASTER_PORT to another free port on rank 0's host for rdmaps' rendezvous");
@@ -197,7 +198,8 @@ std::string advertised_address(const Placement& p, const std::string& bound, con
     const std::string host = unbracketed(*a);
     in6_addr v6{};  // a scoped one (fe80::1%eth0) is an IPv6 address too
     const bool ipv6 = ::inet_pton(AF_INET6, host.substr(0, host.find('%')).c_str(), &v6) == 1;
-    if (host.find_first_of(" \t\r\n[]") != std::string::npos || (!ipv6 && host.find(':') != std::string::npos))
+    // A comma would split the job's list of servers (the rendezvous answers them comma-separated).
+    if (host.find_first_of(" \t\r\n[],") != std::string::npos || (!ipv6 && host.find(':') != std::string::npos))
       throw Error(Errc::kInvalidArgument, "RDMAPS_ADVERTISE_ADDR='" + *a +
                                               "' is not a host name or address: give the host alone (this "
                                               "server's port, " +

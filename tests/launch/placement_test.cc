@@ -62,8 +62,13 @@ TEST(Placement, TorchrunTakesTheRendezvousFromMaster) {
   EXPECT_EQ(p->master_addr, "node0");
   EXPECT_EQ(p->master_port, 29600);
   EXPECT_FALSE(p->pmix);
+  EXPECT_EQ(p->master_port_var, "MASTER_PORT");
   p = detect(env_of({{"RANK", "2"}, {"WORLD_SIZE", "3"}, {"MASTER_ADDR", "node0"}}));
   EXPECT_EQ(p->master_port, kDefaultMasterPort);
+  EXPECT_EQ(p->master_port_var, "the default port (MASTER_PORT unset)");  // messages name what chose it
+  p = detect(env_of(with_master({{"RANK", "2"}, {"WORLD_SIZE", "3"}, {"RDMAPS_MASTER_PORT", "29700"}})));
+  EXPECT_EQ(p->master_port, 29700);
+  EXPECT_EQ(p->master_port_var, "RDMAPS_MASTER_PORT");
 }
 
 TEST(Placement, InnermostLauncherWins) {
@@ -143,6 +148,7 @@ TEST(Placement, TheLaunchIdTellsJobsApartAndSlurmStepsGetPortsOfTheirOwn) {
     EXPECT_LT(p->master_port, kDefaultMasterPort + 1000);
   }
   EXPECT_NE(a->master_port, b->master_port);
+  EXPECT_EQ(a->master_port_var, "the port of the Slurm job and step (MASTER_PORT unset)");
   EXPECT_EQ(detect(env_of(step))->master_port, b->master_port);  // every rank of a step computes the same
   step["MASTER_PORT"] = "29700";
   EXPECT_EQ(detect(env_of(step))->master_port, 29700);  // given: it wins

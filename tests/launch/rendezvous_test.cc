@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "rdmaps/error.h"
@@ -446,7 +447,8 @@ TEST(ServerDirectory, ListenAndAdvertise) {
                                }),
             "[2001:db8::1]:4000");
   // Not a host: named, not advertised as "[node1:5000]:4000" or " node1:4000".
-  for (const char* bad : {"node1:5000", " node1", "[node1:5000]", "node 1"}) {
+  // A comma split the job's list of servers: every rank failed with "2 server addresses for 1 servers".
+  for (const char* bad : {"node1:5000", " node1", "[node1:5000]", "node 1", "node1,node2"}) {
     auto given = [bad](const std::string& name) -> std::optional<std::string> {
       if (name == "RDMAPS_ADVERTISE_ADDR") return bad;
       return std::nullopt;
@@ -573,6 +575,38 @@ TEST(ServerDirectory, UnderTorchrunTheAgentHoldsMasterPort) {
   };
   const std::string what = error_of([&] { ServerDirectory d(p, 1s, "", torchrun); });
   EXPECT_NE(what.find("set RDMAPS_MASTER_PORT"), std::string::npos) << what;
+  // Set but empty is unset, as everywhere else: rank 0 tried to host on the agent's port.
+  const std::string agent_port = std::to_string(free_port()), ours = std::to_string(free_port());
+  std::map<std::string, std::string> vars = {{"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                                             {"RANK", "0"},
+                                             {"WORLD_SIZE", "2"},
+                                             {"MASTER_ADDR", "127.0.0.1"},
+                                             {"MASTER_PORT", agent_port},
+                                             {"RDMAPS_MASTER_PORT", ""}};
+  const auto env = [&vars](const std::string& name) -> std::optional<std::string> {
+    const auto it = vars.find(name);
+    return it == vars.end() ? std::nullopt : std::optional(it->second);
+  };
+  const std::string empty = error_of([&] { ServerDirectory d(*detect(env, 1), 1s, "", env); });
+  EXPECT_NE(empty.find("set RDMAPS_MASTER_PORT"), std::string::npos) << empty;
+  vars["RDMAPS_MASTER_PORT"] = ours;
+  EXPECT_EQ(error_of([&] { ServerDirectory d(*detect(env, 1), 1s, "", env); }), "no error");
+}
+
+// A rendezvous whose port came from RDMAPS_MASTER_PORT (torchrun's MASTER_PORT
+// is its agent's) is named by that variable: users were told to fix MASTER_PORT.
+TEST(Rendezvous, ErrorsNameTheVariableThatGaveThePort) {
+  Placement p = rank_of(0, 2, 1, free_port());
+  p.master_port_var = "RDMAPS_MASTER_PORT";
+  RendezvousHost host(p);
+  const std::string twice = error_of([&] { RendezvousHost second(p); });
+  EXPECT_NE(twice.find("(port " + std::to_string(p.master_port) + ", from RDMAPS_MASTER_PORT)"), std::string::npos)
+      << twice;
+  Placement lonely = rank_of(1, 2, 1, free_port());  // nobody hosts there
+  lonely.master_port_var = "RDMAPS_MASTER_PORT";
+  const std::string timeout = error_of([&] { rendezvous(lonely, "", 300ms); });
+  EXPECT_NE(timeout.find("MASTER_ADDR and RDMAPS_MASTER_PORT"), std::string::npos) << timeout;
+  EXPECT_NE(timeout.find("0.3 s"), std::string::npos) << timeout;
 }
 
 }  // namespace
