@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "rdmaps/error.h"
 #include "src/ps/am_ids.h"
 
 namespace rdmaps::ps {
@@ -104,10 +105,25 @@ std::string InboxReader::land(transport::Context& context, transport::AmMessage&
     fail(h.seq, "active-message payload of " + std::to_string(m.length) + " bytes exceeds a slot");
     return {};
   }
+  // A push or an init is applied from `length` floats of the slot: a shorter
+  // payload left the rest of an earlier lap's message there, applied as its own.
+  if (h.type == static_cast<uint16_t>(MsgType::kPush) || h.type == static_cast<uint16_t>(MsgType::kInit)) {
+    const uint64_t want = uint64_t{h.length} * (h.flags & kFlagBf16 ? sizeof(uint16_t) : sizeof(float));
+    if (m.length != want) {
+      fail(h.seq, "active-message payload of " + std::to_string(m.length) + " bytes where its header's " +
+                      std::to_string(h.length) + " floats take " + std::to_string(want));
+      return {};
+    }
+  }
   Landing landing{h.seq, transport::Request()};
-  if (m.length)
-    landing.request =
-        context.am_receive(m, *inbox_, (s - static_cast<uint8_t*>(inbox_->data())) + layout_.payload_offset());
+  try {
+    if (m.length)
+      landing.request =
+          context.am_receive(m, *inbox_, (s - static_cast<uint8_t*>(inbox_->data())) + layout_.payload_offset());
+  } catch (const Error& e) {  // its sequence waited for good (the handler's caller only logs)
+    fail(h.seq, e.what());
+    return {};
+  }
   landings_.push_back(std::move(landing));
   return {};
 }

@@ -580,7 +580,9 @@ TEST_P(PsFaultTest, AWorkerBackAfterLeavingMidStepStartsAStepOfItsOwn) {
 // An active message in the credit window that cannot land (a payload larger
 // than a slot) is rejected in its turn and its slot consumed, its credit
 // returned: it was dropped, and the lane waited for its sequence for good
-// (the worker held the clock for everyone until its timeout).
+// (the worker held the clock for everyone until its timeout). A payload
+// shorter than its header says is refused too: it was applied, the rest of
+// its floats whatever the slot held from an earlier message.
 TEST_P(PsFaultTest, AnActiveMessageThatCannotLandIsRejectedInItsTurnAndTheNextTaken) {
   if (GetParam() != transport::TransportKind::kTcp) GTEST_SKIP() << "pushes travel by active message over tcp";
   Config c = fault_config(GetParam());
@@ -613,11 +615,14 @@ TEST_P(PsFaultTest, AnActiveMessageThatCannotLandIsRejectedInItsTurnAndTheNextTa
   EXPECT_EQ(mailbox[0].load(), 1u) << "the message that could not land was never consumed";
   send(2, 64);  // 16 floats: taken in turn
   EXPECT_EQ(mailbox[0].load(), 2u) << "the next message was not taken";
-  EXPECT_GE(servers.server(0).stats().rejected, 1u);
+  send(3, 4);  // its header says 16 floats
+  EXPECT_EQ(mailbox[0].load(), 3u);
+  const ServerStats s = servers.server(0).stats();
+  EXPECT_EQ(s.applied_per_worker[1], 1u) << "a payload shorter than its header was applied";
+  EXPECT_GE(s.rejected, 2u);
   bool named = false;
-  for (const auto& [reason, count] : servers.server(0).stats().rejected_by_reason)
-    named |= reason == "landing" && count == 1;
-  EXPECT_TRUE(named) << "not counted as a landing rejection";
+  for (const auto& [reason, count] : s.rejected_by_reason) named |= reason == "landing" && count == 2;
+  EXPECT_TRUE(named) << "not counted as landing rejections";
 }
 
 // A worker admitted that died before it reached every lane holds those
