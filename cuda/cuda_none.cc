@@ -12,6 +12,8 @@ namespace {
 }  // namespace
 
 bool is_device_pointer(const void*) { return false; }
+int device_of(const void*) { return -1; }
+void use_device(int) { unsupported("use_device"); }
 DeviceBuffer::DeviceBuffer(size_t) { unsupported("DeviceBuffer"); }
 DeviceBuffer::~DeviceBuffer() = default;
 void DeviceBuffer::upload(const void*, size_t) { unsupported("upload"); }
@@ -20,6 +22,7 @@ void DeviceBuffer::fill_bytes(int) { unsupported("fill_bytes"); }
 PinnedBuffer::PinnedBuffer(size_t) { unsupported("PinnedBuffer"); }
 PinnedBuffer::~PinnedBuffer() = default;
 void synchronize() {}
+void synchronize(void*) {}
 void copy_device(void*, const void*, size_t, void*) { unsupported("copy_device"); }
 void copy_to_device(void*, const void*, size_t) { unsupported("copy_to_device"); }
 void copy_to_host(void*, const void*, size_t) { unsupported("copy_to_host"); }

@@ -23,6 +23,21 @@ bool is_device_pointer(const void* p) {
   return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
 }
 
+int device_of(const void* p) {
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+    cudaGetLastError();
+    return -1;
+  }
+  return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
+}
+
+void use_device(int device) {
+  int current = -1;
+  check(cudaGetDevice(&current), "current device");
+  if (current != device) check(cudaSetDevice(device), "set device " + std::to_string(device));
+}
+
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
   cudaError_t err = cudaMalloc(&ptr_, bytes ? bytes : 1);
   if (err != cudaSuccess)
@@ -53,6 +68,10 @@ PinnedBuffer::PinnedBuffer(size_t bytes) {
 PinnedBuffer::~PinnedBuffer() { cudaFreeHost(ptr_); }
 
 void synchronize() { check(cudaDeviceSynchronize(), "synchronize"); }
+
+void synchronize(void* stream) {
+  check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "stream synchronize");
+}
 
 void copy_to_device(void* dst, const void* host_src, size_t bytes) {
   check(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), "copy to the device");

@@ -10,6 +10,11 @@ namespace rdmaps::cuda {
 
 /// True when `p` points into CUDA device (or managed) memory.
 bool is_device_pointer(const void* p);
+/// The GPU that holds device (or managed) memory at `p`; -1 for host memory.
+int device_of(const void* p);
+/// Makes `device` this thread's current GPU, where the next allocations,
+/// streams and kernels go (a new thread's is GPU 0, whatever its tensors').
+void use_device(int device);
 
 /// A device allocation, freed on destruction.
 class DeviceBuffer {
@@ -45,6 +50,8 @@ class PinnedBuffer {
 
 /// Waits for all queued device work; throws with the CUDA error.
 void synchronize();
+/// Waits for the work queued on `stream` only.
+void synchronize(void* stream);
 /// Synchronous copies between host and device memory.
 void copy_to_device(void* dst, const void* host_src, size_t bytes);
 void copy_to_host(void* host_dst, const void* src, size_t bytes);

@@ -53,7 +53,12 @@ void StagingRing::copy_from_device(int k, const void* device_src, size_t bytes) 
 
 bool StagingRing::ready(int k) {
   const cudaError_t err = cudaEventQuery(impl_->events.at(static_cast<size_t>(k)));
-  if (err == cudaErrorNotReady) return false;
+  if (err == cudaErrorNotReady) {
+    // The runtime keeps it as this thread's last error, which the next kernel
+    // launch's check then reported as its own failure ("device not ready").
+    (void)cudaGetLastError();
+    return false;
+  }
   check(err, "staging query");
   return true;
 }

@@ -219,7 +219,9 @@ class ClientImpl {
   void flush_run(size_t run);
   void send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
                    uint16_t flags);
-  GpuTransfer& gpu();
+  /// The transfer of device tensors on GPU `device` (the first one's makes it;
+  /// another GPU's is refused: one worker, one GPU).
+  GpuTransfer& gpu(int device, const std::string& tensor);
   /// Joins server `index`: admission, then its lanes. The first connect waits
   /// for a server not listening yet (IfRefused::kRetry; workers may start
   /// before their servers), a reconnect's own loop tries again instead.
@@ -361,7 +363,7 @@ class ClientImpl {
   std::vector<Fetch> fetch_;
   std::vector<Range> ranges_;
   std::span<const PullTarget> pulling_;       // the running pull's targets (ranges_), empty between pulls
-  std::vector<uint8_t> on_device_;            // by target of pulling_
+  std::vector<int> device_;                   // by target of pulling_: its GPU, -1 for host memory
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
   Clock::time_point last_clock_call_{};

@@ -78,7 +78,7 @@ std::pair<size_t, uint64_t> ClientImpl::landing_of(Range landed) const {
     const Range part = overlap(ranges_[i], landed);
     if (part.begin >= part.end) continue;
     const uintptr_t o = reinterpret_cast<uintptr_t>(pulling_[i].out.data()) - ranges_[i].begin * sizeof(float);
-    if (on_device_[i] || (wanted && o != origin)) return none;
+    if (device_[i] >= 0 || (wanted && o != origin)) return none;
     origin = o;
     wanted += part.size();
   }
@@ -105,7 +105,7 @@ void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes, bool
     const auto* source = reinterpret_cast<const float*>(static_cast<const uint8_t*>(link.receive->data()) + params);
     for (size_t i = 0; i < pulling_.size(); ++i) {
       const Range part = overlap(ranges_[i], landed);
-      if (part.begin >= part.end || on_device_[i]) continue;
+      if (part.begin >= part.end || device_[i] >= 0) continue;
       std::memcpy(pulling_[i].out.data() + (part.begin - ranges_[i].begin), source + (part.begin - link.range.begin),
                   part.size() * sizeof(float));
     }
@@ -136,11 +136,11 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   flush_gathered();                      // a pull sees this worker's pushes
   std::vector<Range>& ranges = ranges_;  // scratch kept across calls: no allocation per step
   ranges.clear();
-  on_device_.clear();
+  device_.clear();
   for (const auto& t : targets) {
     ranges.push_back(partition_->tensor(t.name, "pull"));
     check_size(t.name, ranges.back(), t.out.size(), "pull");
-    on_device_.push_back(cuda::is_device_pointer(t.out.data()));
+    device_.push_back(cuda::device_of(t.out.data()));
   }
   // From here each write-back that lands is copied to the targets (deliver()).
   for (auto& link : links_) std::fill(link.delivered.begin(), link.delivered.end(), 0);
@@ -217,7 +217,7 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
       const Range held = overlap(t, link.range);
       const auto* params = reinterpret_cast<const float*>(static_cast<uint8_t*>(link.receive->data()) +
                                                           link.receive_layout.params_offset());
-      const auto copied = [&](uint64_t pos) { return !on_device_[i] && link.delivered[shard_of(link, pos)]; };
+      const auto copied = [&](uint64_t pos) { return device_[i] < 0 && link.delivered[shard_of(link, pos)]; };
       for (uint64_t pos = held.begin; pos < held.end;) {
         const bool skip = copied(pos);
         uint64_t end = pos;
@@ -227,8 +227,8 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
         } while (end < held.end && copied(end) == skip);
         float* dst = targets[i].out.data() + (pos - t.begin);
         const float* src = params + (pos - link.range.begin);
-        if (!skip && on_device_[i])
-          gpu().to_device(dst, src, (end - pos) * sizeof(float));
+        if (!skip && device_[i] >= 0)
+          gpu(device_[i], targets[i].name).to_device(dst, src, (end - pos) * sizeof(float));
         else if (!skip)
           std::memcpy(dst, src, (end - pos) * sizeof(float));
         pos = end;

@@ -16,11 +16,12 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   Range t = partition_->tensor(name, op);
   check_size(name, t, values.size(), op);
   const bool bf16 = type == MsgType::kPush && config_.wire == WireFormat::kBf16;
-  const bool on_device = cuda::is_device_pointer(values.data());
+  const int device = cuda::device_of(values.data());
+  const bool on_device = device >= 0;
   const size_t elem = bf16 ? sizeof(uint16_t) : sizeof(float);
   const void* source = values.data();
   if (on_device) {
-    source = gpu().prepare(values.data(), t.begin, values.size(), bf16);
+    source = gpu(device, name).prepare(values.data(), t.begin, values.size(), bf16);
   } else if (bf16) {
     if (residual_.empty()) residual_.assign(partition_->total_floats(), 0.0f);
     wire_.resize(std::max(wire_.size(), values.size()));
@@ -244,10 +245,14 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
   }
 }
 
-GpuTransfer& ClientImpl::gpu() {
+GpuTransfer& ClientImpl::gpu(int device, const std::string& tensor) {
   if (!gpu_)
-    gpu_ = std::make_unique<GpuTransfer>(context_->memory_support(), config_.shard_floats * sizeof(float),
+    gpu_ = std::make_unique<GpuTransfer>(device, context_->memory_support(), config_.shard_floats * sizeof(float),
                                          partition_->total_floats(), config_.staging_depth);
+  if (gpu_->device() != device)
+    throw Error(Errc::kInvalidArgument, "tensor '" + tensor + "' is on GPU " + std::to_string(device) +
+                                            " while this worker's device tensors are on GPU " +
+                                            std::to_string(gpu_->device()) + ": one worker uses one GPU");
   return *gpu_;
 }
 

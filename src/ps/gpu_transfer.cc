@@ -13,16 +13,18 @@ int staging_depth_for(size_t chunk_bytes) {
   return static_cast<int>(std::clamp<size_t>(chunks, 3, 64));
 }
 
-GpuTransfer::GpuTransfer(const transport::MemorySupport& transport, size_t chunk_bytes, uint64_t total_floats,
-                         uint32_t staging_depth)
-    : total_floats_(total_floats) {
+GpuTransfer::GpuTransfer(int device, const transport::MemorySupport& transport, size_t chunk_bytes,
+                         uint64_t total_floats, uint32_t staging_depth)
+    : device_(device), total_floats_(total_floats) {
   path_ = choose_gpu_path(transport, 1, &reason_);
+  cuda::use_device(device_);
   // The ring also serves pulls into device memory on either path.
   ring_ = std::make_unique<cuda::StagingRing>(
       chunk_bytes, staging_depth ? static_cast<int>(staging_depth) : staging_depth_for(chunk_bytes));
 }
 
 const void* GpuTransfer::prepare(const float* src, uint64_t at, size_t n, bool bf16) {
+  cuda::use_device(device_);
   if (!bf16) return src;
   if (!residual_) {
     residual_ = std::make_unique<cuda::DeviceBuffer>(total_floats_ * sizeof(float));
@@ -32,10 +34,14 @@ const void* GpuTransfer::prepare(const float* src, uint64_t at, size_t n, bool b
     wire_ = std::make_unique<cuda::DeviceBuffer>(n * sizeof(uint16_t));
   auto* wire = static_cast<uint16_t*>(wire_->data());
   cuda::compress_bf16(src, static_cast<float*>(residual_->data()) + at, wire, n, ring_->stream());
-  if (path_ == GpuPath::kDirect) cuda::synchronize();  // UCX reads it right away
+  // UCX reads it right away; the device's other work (the rest of the backward) need not end first.
+  if (path_ == GpuPath::kDirect) cuda::synchronize(ring_->stream());
   return wire;
 }
 
-void GpuTransfer::to_device(void* dst, const void* host, size_t bytes) { ring_->copy_to_device(dst, host, bytes); }
+void GpuTransfer::to_device(void* dst, const void* host, size_t bytes) {
+  cuda::use_device(device_);
+  ring_->copy_to_device(dst, host, bytes);
+}
 
 }  // namespace rdmaps::ps

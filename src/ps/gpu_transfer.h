@@ -26,24 +26,30 @@ int staging_depth_for(size_t chunk_bytes);
 
 class GpuTransfer {
  public:
-  /// transport: what the worker's live context moves; chunk_bytes: one piece
-  /// (a shard) in float32; total_floats: the whole table; staging_depth:
-  /// pinned chunks in the ring (0: staging_depth_for()).
-  GpuTransfer(const transport::MemorySupport& transport, size_t chunk_bytes, uint64_t total_floats,
+  /// device: the GPU of the worker's tensors, where the ring's stream, the
+  /// residual and the bf16 buffer live and the calls' work goes, whichever
+  /// GPU is current on the calling thread (rdmaps.torch's communication
+  /// thread starts on GPU 0); transport: what the worker's live context
+  /// moves; chunk_bytes: one piece (a shard) in float32; total_floats: the
+  /// whole table; staging_depth: pinned chunks in the ring (0: staging_depth_for()).
+  GpuTransfer(int device, const transport::MemorySupport& transport, size_t chunk_bytes, uint64_t total_floats,
               uint32_t staging_depth = 0);
 
+  int device() const { return device_; }
   GpuPath path() const { return path_; }
   const std::string& reason() const { return reason_; }
 
   /// The device bytes to send for `n` floats at `src` (table offset `at`):
   /// src itself, or its bf16 encoding (residual updated). Ready when this returns
   /// on the direct path; queued ahead of the ring's copies on the staged path.
+  /// Makes the transfer's GPU current on this thread for the ring's calls after it.
   const void* prepare(const float* src, uint64_t at, size_t n, bool bf16);
   cuda::StagingRing& ring() { return *ring_; }
   /// Host to device, waiting (write-back into GPU parameters).
   void to_device(void* dst, const void* host, size_t bytes);
 
  private:
+  int device_;
   GpuPath path_;
   std::string reason_;
   uint64_t total_floats_;

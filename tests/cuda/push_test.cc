@@ -23,9 +23,10 @@ constexpr int kSteps = 5;
 
 // Trains kSteps of DC-ASGD-a on one server, pulling after every other step
 // (the compensation acts once a worker was sent parameters: BackupCover);
-// gradients and parameters live on the GPU when `device`. Returns the final parameters and the client's GPU path.
+// gradients and parameters live on the GPU when `device` (GPU `gpu`, while
+// the client's thread has GPU 0 current). Returns the final parameters and the client's GPU path.
 std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, bool gpu_shard = false,
-                                               uint32_t staging_depth = 0) {
+                                               uint32_t staging_depth = 0, int gpu = 0) {
   Config c;
   c.transport = "tcp";
   c.staging_depth = staging_depth;
@@ -52,7 +53,9 @@ std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, boo
     std::uniform_real_distribution<float> d(-1, 1);
     for (auto& x : host) x = d(rng);
     client.init("w", host);
-    cuda::DeviceBuffer dg(kFloats * 4), dw(kFloats * 4);
+    if (device) cuda::use_device(gpu);
+    cuda::DeviceBuffer dg(device ? kFloats * 4 : 0), dw(device ? kFloats * 4 : 0);
+    if (device) cuda::use_device(0);
     for (int step = 0; step < kSteps; ++step) {
       for (auto& x : g) x = d(rng);
       if (device) {
@@ -95,10 +98,31 @@ TEST(GpuPush, DeviceGradientsTrainBitIdenticallyToHostOnes) {
 TEST(GpuPush, StagedPushIsBitIdenticalAtEveryRingDepth) {
   cuda::GpuInfo info = cuda::probe_gpus();
   if (info.device_count() == 0) GTEST_SKIP() << "no CUDA device: " << info.reason;
-  auto [from_host, host_path] = run(false, WireFormat::kF32);
-  for (uint32_t depth : {1u, 2u, 4u, 9u}) {
-    SCOPED_TRACE("staging depth " + std::to_string(depth));
-    auto [from_device, device_path] = run(true, WireFormat::kF32, false, depth);
+  // bf16 too: a copy polled before it ended left "not ready" as the thread's
+  // last CUDA error, and the next push's encoding kernel failed on it.
+  for (WireFormat wire : {WireFormat::kF32, WireFormat::kBf16}) {
+    auto [from_host, host_path] = run(false, wire);
+    for (uint32_t depth : {1u, 2u, 4u, 9u}) {
+      SCOPED_TRACE(std::string(wire == WireFormat::kBf16 ? "bf16" : "f32") + ", staging depth " +
+                   std::to_string(depth));
+      auto [from_device, device_path] = run(true, wire, false, depth);
+      EXPECT_EQ(std::memcmp(from_host.data(), from_device.data(), kFloats * 4), 0);
+    }
+  }
+}
+
+// Tensors on GPU 1 pushed and pulled by a thread whose current GPU is 0 (as
+// rdmaps.torch's communication thread): the ring's stream, the residual and
+// the bf16 encoding went to GPU 0, which cannot read GPU 1's memory.
+TEST(GpuPush, TensorsOnAnotherGpuThanTheThreadsTrainAsOnTheHost) {
+  cuda::GpuInfo info = cuda::probe_gpus();
+  if (info.device_count() < 2) GTEST_SKIP() << "needs two CUDA devices: " << info.device_count() << " here";
+  for (WireFormat wire : {WireFormat::kF32, WireFormat::kBf16}) {
+    SCOPED_TRACE(wire == WireFormat::kBf16 ? "bf16" : "f32");
+    auto from_host = run(false, wire).first;
+    std::vector<float> from_device;
+    std::thread other([&] { from_device = run(true, wire, false, 0, 1).first; });
+    other.join();
     EXPECT_EQ(std::memcmp(from_host.data(), from_device.data(), kFloats * 4), 0);
   }
 }
