@@ -50,8 +50,7 @@ void ServerLane::drop(Worker& w, const char* why) {
   if (!why) return;  // the server stops
   update_min_clock();
   // Not a leave: the worker may be reconnecting (--reconnect, in its Hello).
-  w.back_by = std::chrono::steady_clock::now() +
-              std::chrono::milliseconds(setup_.tickets[w.id].reconnect_ms.load(std::memory_order_relaxed));
+  w.back_by = std::chrono::steady_clock::now() + std::chrono::milliseconds(w.reconnect_ms);
 }
 
 void ServerLane::disconnect_all() {

@@ -346,34 +346,50 @@ void ServerImpl::hold(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8
 void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome) {
   const std::string peer = ep.peer_name();
   if (std::string why = admission_.check(hello); !why.empty()) throw Error(Errc::kPermissionDenied, why);
-  for (const auto& lane : lanes_)
-    if (lane->live(hello.worker))
-      throw StillConnected(Errc::kPermissionDenied,
-                           "worker id " + std::to_string(hello.worker) + " is already connected");
-  if (!admission_.has_table()) start_lanes(admission_.config_for(hello), hello.tensors, hello.staleness);
-  admission_.admit(hello);
-  const PushPath wanted = static_cast<PushPath>(hello.push_path);
-  const bool use_am = wanted == PushPath::kAm || (wanted == PushPath::kAuto && !ep.rma_native());
-  // The worker's copy of each lane's range, where the lane keeps one, made
-  // and faulted in here, so that the lane only registers it: a lane faulting
-  // it in held every other worker on it (0.43 s for a 128 MB range). This
-  // thread serves no push; the worker waits for it as it waited for the
-  // lanes, and on as many cores as they had.
-  std::vector<HostPages> copies(lanes_.size());
+  const auto still_connected = [&] {
+    for (const auto& lane : lanes_)
+      if (lane->live_or_admitting(hello.worker))
+        throw StillConnected(Errc::kPermissionDenied,
+                             "worker id " + std::to_string(hello.worker) + " is already connected");
+  };
+  still_connected();
+  // The earlier ticket goes before the lanes are looked at again: a lane
+  // that read it before is seen admitting or live, one after reads it gone
+  // (AdmissionTicket::read). Taken only once the copies below were made, it
+  // let a lane admit the earlier connection meanwhile (0.4 s for 128 MB)
+  // and refuse the newer one as already connected: neither trained.
+  AdmissionTicket& ticket = tickets_[hello.worker];
+  const uint64_t earlier = ticket.token.exchange(0, std::memory_order_seq_cst);
+  bool use_am = false;
+  std::vector<HostPages> copies;
   try {
-    for (size_t l = 0; l < lanes_.size(); ++l)
-      if (lanes_[l]->needs_copy(use_am)) copies[l] = HostPages(lanes_[l]->copy_bytes());
-    fault_in(copies, std::min<uint32_t>(usable_cores(), static_cast<uint32_t>(lanes_.size())));
-  } catch (const Error& e) {
-    // Refused with its ticket as it was (a reconnecting worker's, too).
-    throw Error(e.code(), std::string("server has no memory for this worker's copy of its range: ") + e.what());
+    still_connected();
+    if (!admission_.has_table()) start_lanes(admission_.config_for(hello), hello.tensors, hello.staleness);
+    copies.resize(lanes_.size());
+    admission_.admit(hello);
+    const PushPath wanted = static_cast<PushPath>(hello.push_path);
+    use_am = wanted == PushPath::kAm || (wanted == PushPath::kAuto && !ep.rma_native());
+    // The worker's copy of each lane's range, where the lane keeps one, made
+    // and faulted in here, so that the lane only registers it: a lane faulting
+    // it in held every other worker on it (0.43 s for a 128 MB range). This
+    // thread serves no push; the worker waits for it as it waited for the
+    // lanes, and on as many cores as they had.
+    try {
+      for (size_t l = 0; l < lanes_.size(); ++l)
+        if (lanes_[l]->needs_copy(use_am)) copies[l] = HostPages(lanes_[l]->copy_bytes());
+      fault_in(copies, std::min<uint32_t>(usable_cores(), static_cast<uint32_t>(lanes_.size())));
+    } catch (const Error& e) {
+      throw Error(e.code(), std::string("server has no memory for this worker's copy of its range: ") + e.what());
+    }
+  } catch (...) {
+    ticket.token.store(earlier,
+                       std::memory_order_seq_cst);  // refused: the earlier ticket stands (a reconnecting worker's)
+    throw;
   }
   uint64_t token = 0;
   while (token == 0) transport::random_bytes(&token, sizeof(token));
-  AdmissionTicket& ticket = tickets_[hello.worker];
-  // No token while the fields change: a lane reading them for the ticket
-  // before sees it go and refuses (AdmissionTicket::read).
-  ticket.token.store(0, std::memory_order_relaxed);
+  // No token while the fields change (cleared above): a lane reading them
+  // for the ticket before sees it go and refuses (AdmissionTicket::read).
   std::atomic_thread_fence(std::memory_order_release);
   ticket.use_am.store(use_am ? 1 : 0, std::memory_order_relaxed);
   // Before the token: no lane hello can carry it before the Welcome anyway.

@@ -62,6 +62,7 @@ ServerLane::ServerLane(const LaneSetup& setup)
       workers_(setup.server->workers),
       live_(setup.server->workers),
       reached_(setup.server->workers),
+      admitting_(setup.server->workers),
       pending_("rdmaps-server: lane " + std::to_string(setup.index), kHelloTimeout, kMaxLaneHello),
       counters_(setup.server->workers) {
   const ServerOptions& so = *setup.server;
@@ -184,6 +185,15 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
                                              std::to_string(workers_.size()) +
                                              " workers this server expects (--workers)");
   AdmissionTicket& ticket = setup_.tickets[hello.worker];
+  // Flagged before the ticket is read, cleared after live is set: a control
+  // thread replacing the ticket meanwhile sees one or the other, or this
+  // lane reads the ticket gone (a lane admitted the older connection while
+  // the newer one's copies were made, and refused the newer: neither trained).
+  struct Admitting {
+    std::atomic<bool>& flag;
+    explicit Admitting(std::atomic<bool>& f) : flag(f) { flag.store(true, std::memory_order_seq_cst); }
+    ~Admitting() { flag.store(false, std::memory_order_seq_cst); }
+  } admitting(admitting_[hello.worker]);
   const std::optional<AdmissionTicket::Fields> admitted = ticket.read(hello.token);
   if (!admitted)
     throw Error(Errc::kPermissionDenied, "worker " + std::to_string(hello.worker) +
@@ -273,7 +283,8 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   w.stall_logged = false;
   w.live = true;
   w.connected_once = true;
-  live_[w.id].store(true, std::memory_order_release);
+  w.reconnect_ms = admitted->reconnect_ms;
+  live_[w.id].store(true, std::memory_order_seq_cst);
   reached_[w.id].store(true, std::memory_order_relaxed);
   if (setup_.server->log_connections && setup_.index == 0)
     logf(LogLevel::kInfo, "rdmaps-server: %s connected, push path %s, lanes: %s", w.name.c_str(), use_am ? "am" : "put",

@@ -50,13 +50,17 @@ struct AdmissionTicket {
   /// ticket now (never admitted, or a newer Hello of the id re-admitted it
   /// while they were read: its fields went with another token). The control
   /// thread clears the token, changes the fields, then publishes the new one.
+  /// A lane reads it only while flagged admitting (ServerLane::live_or_admitting),
+  /// the first load sequentially consistent with the control thread's clear.
   struct Fields {
     bool use_am;
     uint64_t start_clock;
+    uint64_t reconnect_ms;
   };
   std::optional<Fields> read(uint64_t wanted) const {
-    if (wanted == 0 || token.load(std::memory_order_acquire) != wanted) return std::nullopt;
-    const Fields f{use_am.load(std::memory_order_relaxed) != 0, start_clock.load(std::memory_order_relaxed)};
+    if (wanted == 0 || token.load(std::memory_order_seq_cst) != wanted) return std::nullopt;
+    const Fields f{use_am.load(std::memory_order_relaxed) != 0, start_clock.load(std::memory_order_relaxed),
+                   reconnect_ms.load(std::memory_order_relaxed)};
     std::atomic_thread_fence(std::memory_order_acquire);
     if (token.load(std::memory_order_relaxed) != wanted) return std::nullopt;
     return f;
@@ -160,6 +164,12 @@ class ServerLane {
   Errc failure_code() const { return failure_code_; }
   /// Whether `worker` is connected to this lane now.
   bool live(uint32_t worker) const { return live_[worker].load(std::memory_order_acquire); }
+  /// ... or being admitted by it under a ticket it read: the control thread,
+  /// replacing the ticket, holds the newer Hello as for a live worker. Read
+  /// in this order (a lane sets live before it clears admitting).
+  bool live_or_admitting(uint32_t worker) const {
+    return admitting_[worker].load(std::memory_order_seq_cst) || live_[worker].load(std::memory_order_seq_cst);
+  }
   /// Whether `worker` ever connected to this lane (one admitted that never did holds its clock).
   bool reached(uint32_t worker) const { return reached_[worker].load(std::memory_order_relaxed); }
   const LaneCounters& counters() const { return counters_; }
@@ -186,6 +196,7 @@ class ServerLane {
     bool departed = false;  // its connection closed: take in what it sent, send it nothing
     // It died (not left) and keeps reconnecting until then (--reconnect): the job is not done before.
     std::chrono::steady_clock::time_point back_by{};
+    uint64_t reconnect_ms = 0;  // its ticket's, read when it connected (a newer ticket is another process's)
     std::unique_ptr<transport::Endpoint> ep;
     std::unique_ptr<WorkerCopy> copy;  // parameters last sent: write-back source and DC backup
     std::unique_ptr<InboxReader> inbox;
@@ -262,7 +273,7 @@ class ServerLane {
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
   size_t liveness_next_ = 0;   // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;
-  std::vector<std::atomic<bool>> live_, reached_;
+  std::vector<std::atomic<bool>> live_, reached_, admitting_;
   PendingPeers pending_;
   LaneCounters counters_;
   LaneSnapshot snapshot_;

@@ -995,6 +995,80 @@ TEST_P(PsFaultTest, ANewerHelloForAHeldIdRefusesTheHeldOne) {
   servers.stop();
 }
 
+// This process's resident memory (/proc/self/statm), 0 where it cannot be read.
+uint64_t resident_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// A newer Hello of an id replaces the ticket of an older connection that has
+// not reached its lanes yet: the ticket went only once the newer one's copy of
+// the range was made (here 128 MB, DC-ASGD's backup), and a lane admitted
+// the older connection meanwhile, then refused the newer as already
+// connected: neither trained. The older one's lane hello is refused now.
+TEST_P(PsFaultTest, ALaneRefusesATicketReplacedWhileTheNewerCopyIsMade) {
+  constexpr uint64_t kBigFloats = uint64_t{32} << 20;
+  Config c = config();
+  c.rule = UpdateRule::kDcAsgdAdaptive;
+  c.server_threads = 1;
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;
+  ServerGroup servers(1, 2, c, serve_on);
+  const std::string address = servers.server(0).address();
+  auto context = transport::create_context({.transport = GetParam(), .secret = test_secret()});
+  // One lane; a shard's version word each (the default 1 MiB shards).
+  auto receive =
+      context->allocate(ps::ReceiveLayout{1, kBigFloats / 262144 + 1, kBigFloats}.bytes(), Access::kRemoteWrite);
+  auto hello_from = [&](transport::Endpoint& control) {
+    ps::Hello hello;
+    hello.worker = 1;
+    hello.workers = 2;
+    hello.staleness = c.staleness;
+    hello.rule = ps::RuleParams::from(c);
+    hello.tensors = {{"w", kBigFloats}};
+    control.send_control(encode(hello), kSetupTimeout);
+  };
+  auto lane_of = [&](const ps::Welcome& w) {
+    return context->connect(transport::SockAddr::parse(address).with_port(w.lanes.at(0).port), kSetupTimeout);
+  };
+  auto lane_hello = [&](transport::Endpoint& lane, const ps::Welcome& w) {
+    lane.send_control(encode(ps::LaneHello{1, w.token, 0, receive->descriptor(Access::kRemoteWrite).serialize(), {}}),
+                      kSetupTimeout);
+    return ps::decode_lane_welcome(lane.recv_control(kSetupTimeout), address);
+  };
+  auto older_control = context->connect(transport::SockAddr::parse(address), kSetupTimeout);
+  hello_from(*older_control);
+  const ps::Welcome older = ps::decode_welcome(older_control->recv_control(kSetupTimeout), "the older Hello");
+  ASSERT_EQ(older.accepted, ps::kAdmitted) << older.reason;
+  auto older_lane = lane_of(older);  // connected, its LaneHello not sent yet
+  // The newer Hello from another context; the older's LaneHello goes once
+  // the server is making the newer one's copy (this process grew by 32 MB).
+  auto newer_context = transport::create_context({.transport = GetParam(), .secret = test_secret()});
+  auto newer_control = newer_context->connect(transport::SockAddr::parse(address), kSetupTimeout);
+  const uint64_t before = resident_bytes();
+  hello_from(*newer_control);
+  for (auto until = Clock::now() + 5s; resident_bytes() < before + (32u << 20) && Clock::now() < until;)
+    std::this_thread::sleep_for(100us);
+  const ps::LaneWelcome older_answer = lane_hello(*older_lane, older);
+  EXPECT_FALSE(older_answer.accepted) << "a lane admitted the older connection under a ticket being replaced";
+  const ps::Welcome newer = ps::decode_welcome(newer_control->recv_control(kSetupTimeout), "the newer Hello");
+  ASSERT_EQ(newer.accepted, ps::kAdmitted) << newer.reason;
+  auto newer_lane = lane_of(newer);
+  const ps::LaneWelcome newer_answer = lane_hello(*newer_lane, newer);
+  EXPECT_TRUE(newer_answer.accepted) << newer_answer.reason;
+  for (auto until = Clock::now() + 200ms; Clock::now() < until;) {  // as ~RawWorker
+    context->progress();
+    newer_context->progress();
+  }
+  older_lane.reset();
+  newer_lane.reset();
+  older_control.reset();
+  newer_control.reset();
+  servers.stop();
+}
+
 // One server under two spellings in a worker's list: its probe answers carry
 // one instance, so connect() names both entries before any Hello (it was
 // refused as "worker id 0 is already connected" after a 3 s wait), and the
