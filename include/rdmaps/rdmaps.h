@@ -132,7 +132,8 @@ rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server
  *  rdmaps_server_run returned; NULL is fine. A run not yet begun is not
  *  waited for: where a thread may still be about to call rdmaps_server_run,
  *  call rdmaps_server_stop (a run after it returns at once), join that
- *  thread, then destroy. */
+ *  thread, then destroy. In a forked child it frees nothing of the parent's
+ *  (rdmaps_server_run there fails with RDMAPS_ERR_INVALID_ARGUMENT). */
 void rdmaps_server_destroy(rdmaps_server* server);
 
 /** The library's log (docs/observability.md "Logs"): stderr by default, at

@@ -109,7 +109,9 @@ class Server {
   explicit Server(const ServerOptions& options);
   /// Stops a run() in progress on another thread and waits for it to return.
   /// A run() must have begun before (as with any object, no call may start
-  /// during or after the destructor).
+  /// during or after the destructor). In a child forked after the server was
+  /// made it does nothing (the server is the parent's); there run() throws
+  /// Error(kInvalidArgument) and stop() does nothing.
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -497,14 +497,8 @@ class PyServer {
   // Destroyed without the GIL: its threads (the metrics endpoint's, UCX's)
   // may be logging to Python (rdmaps.log_to_python), which takes the GIL,
   // while this joins them.
+  // (A forked child's copy is left to the child's exit by ~Server.)
   ~PyServer() {
-    // A forked child's copy is the parent's: destroying it would stop the
-    // parent's metrics (their wake-up descriptor is shared) and join threads
-    // the child does not have. Left to the child's exit.
-    if (transport::this_process_id() != owner_pid_) {
-      static_cast<void>(server_.release());
-      return;
-    }
     without_gil([this] { server_.reset(); });
   }
   std::string address() const { return server_->address(); }
@@ -556,7 +550,6 @@ class PyServer {
 
  private:
   std::unique_ptr<Server> server_;
-  const pid_t owner_pid_ = transport::this_process_id();
 };
 
 launch::Environment environment_of(const std::map<std::string, std::string>& env) {

@@ -16,6 +16,8 @@
 #include "rdmaps/log.h"
 #include "rdmaps/rdmaps.h"
 #include "rdmaps/server.h"
+#include "transport/address.h"
+#include "transport/process_id.h"
 
 struct rdmaps_client {
   std::unique_ptr<rdmaps::Client> client;
@@ -27,6 +29,8 @@ struct rdmaps_server {
   std::mutex mu;
   std::condition_variable idle;
   int running = 0;
+  // A forked child's copy: its run is the parent's thread's, never to end there.
+  const pid_t owner = rdmaps::transport::this_process_id();
 };
 
 namespace {
@@ -180,12 +184,25 @@ rdmaps::Config parse_flags(const char* text, std::string* metrics) {
   return config;
 }
 
-std::vector<std::string> split(const std::string& s) {
+// The entries as typed: an empty one ("a:1,,b:2") was dropped, and the list
+// named other servers than the job's, found only at connect.
+std::vector<std::string> server_entries(const std::string& list, const char* source) {
   std::vector<std::string> out;
-  std::stringstream in(s);
-  for (std::string item; std::getline(in, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
+  for (size_t start = 0;;) {
+    const size_t comma = list.find(',', start);
+    out.push_back(list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    const std::string where = std::string(source) + "='" + list + "': entry " + std::to_string(out.size());
+    if (out.back().empty())
+      throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
+                          where + " is empty (the list is host:port,host:port, one entry per server)");
+    try {
+      (void)rdmaps::transport::split_host_port(out.back());
+    } catch (const rdmaps::Error& e) {
+      throw rdmaps::Error(e.code(), where + ": " + e.what());
+    }
+    if (comma == std::string::npos) return out;
+    start = comma + 1;
+  }
 }
 
 }  // namespace
@@ -224,10 +241,13 @@ rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_
     require(out != nullptr, "out is NULL");
     *out = nullptr;
     rdmaps::ClientOptions o;
-    const char* servers = options && options->servers ? options->servers : std::getenv("RDMAPS_SERVERS");
-    require(servers != nullptr, "no servers: set options.servers or RDMAPS_SERVERS (host:port,host:port)");
-    o.servers = split(servers);
-    require(!o.servers.empty(), "the server list is empty");
+    const bool given = options && options->servers;
+    const char* servers = given ? options->servers : std::getenv("RDMAPS_SERVERS");
+    // Set but empty is unset, as every RDMAPS_ variable.
+    require(servers != nullptr && (given || *servers),
+            "no servers: set options.servers or RDMAPS_SERVERS (host:port,host:port)");
+    const char* source = given ? "options.servers" : "RDMAPS_SERVERS";
+    o.servers = server_entries(servers, source);
     int64_t worker = options ? options->worker : -1;
     require(worker >= -1, "options.worker is " + std::to_string(worker) + ": a worker id, or -1 for RDMAPS_WORKER");
     if (worker < 0) {
@@ -442,8 +462,8 @@ rdmaps_status rdmaps_server_get_stats(const rdmaps_server* s, rdmaps_server_stat
 }
 
 void rdmaps_server_destroy(rdmaps_server* s) {
-  if (!s) return;
-  s->server->stop();  // a run() on another thread returns soon
+  if (!s || s->owner != rdmaps::transport::this_process_id()) return;  // a forked child's: left to its exit
+  s->server->stop();                                                   // a run() on another thread returns soon
   {
     std::unique_lock<std::mutex> lock(s->mu);
     s->idle.wait(lock, [&] { return s->running == 0; });

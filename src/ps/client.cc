@@ -347,7 +347,10 @@ class Call {
       throw Error(broken->code(), std::string(what) + ": this client cannot go on: " + broken->what());
   }
   ~Call() {
-    if (publish_) impl_.publish();
+    try {
+      if (publish_) impl_.publish();
+    } catch (...) {  // out of memory for the scrape's copy: it stays as it was; thrown here, it aborted the process
+    }
   }
   Call(const Call&) = delete;
   Call& operator=(const Call&) = delete;

@@ -29,6 +29,7 @@
 #include "transport/context.h"
 #include "transport/file_limit.h"
 #include "transport/idle_backoff.h"
+#include "transport/process_id.h"
 
 namespace rdmaps {
 
@@ -148,6 +149,9 @@ class ServerImpl {
 
   std::string address() const { return listener_->address().to_string(); }
   std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
+  /// A copy made by fork(): its threads, endpoints and listening socket are the parent's.
+  bool in_forked_child() const { return owner_pid_ != transport::this_process_id(); }
+  pid_t owner_pid() const { return owner_pid_; }
   void stop() { stop_.store(true); }
   ServerStats stats() const;
   bool applied_any() const;  ///< whether a lane applied any push: it holds a job's parameters
@@ -179,6 +183,7 @@ class ServerImpl {
   void report(Clock::time_point now);
 
   ServerOptions options_;
+  const pid_t owner_pid_ = transport::this_process_id();
   Admission admission_;
   MemoryToFree free_later_;  // before the tickets and lanes, whose copies end up here
   std::unique_ptr<AdmissionTicket[]> tickets_;
@@ -682,11 +687,23 @@ void ServerImpl::resume() {
 using ps::ServerImpl;
 
 Server::Server(const ServerOptions& options) : impl_(std::make_unique<ServerImpl>(options)) {}
-Server::~Server() = default;
+Server::~Server() {
+  // In a forked child: stopping and joining threads the child does not have
+  // hung it, and closing the parent's endpoints and socket would end the
+  // parent's serving. The child's exit frees the memory.
+  if (impl_ && impl_->in_forked_child()) static_cast<void>(impl_.release());
+}
 std::string Server::address() const { return impl_->address(); }
 std::string Server::metrics_address() const { return impl_->metrics_address(); }
-void Server::run() { impl_->run(); }
-void Server::stop() { impl_->stop(); }
+void Server::run() {
+  if (impl_->in_forked_child())
+    throw Error(Errc::kInvalidArgument, "run: this server belongs to process " + std::to_string(impl_->owner_pid()) +
+                                            ", not this forked child: a child makes its own server");
+  impl_->run();
+}
+void Server::stop() {
+  if (!impl_->in_forked_child()) impl_->stop();
+}
 ServerStats Server::stats() const { return impl_->stats(); }
 
 }  // namespace rdmaps

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rdmaps/rdmaps.h"
 
@@ -139,7 +141,9 @@ static int g_log_lines, g_log_bad_level;
 static void take_log(rdmaps_log_level level, const char* line, void* user) {
   if (level < RDMAPS_LOG_DEBUG || level > RDMAPS_LOG_ERROR || user != (void*)g_log) g_log_bad_level = 1;
   ++g_log_lines;
-  strncat(g_log, line, sizeof(g_log) - strlen(g_log) - 2);
+  const size_t room = sizeof(g_log) - strlen(g_log); /* a full log keeps its first lines */
+  if (room < 3) return;
+  strncat(g_log, line, room - 2);
   strcat(g_log, "\n");
 }
 
@@ -159,6 +163,46 @@ static void destroy_while_running(void) {
   void* status = NULL;
   pthread_join(thread, &status);
   CHECK(status && *(rdmaps_status*)status == RDMAPS_OK, "a run ended by destroy failed");
+}
+
+/* A child forked while the server runs on another thread: destroying its copy
+ * waited for that run, which the child does not have, for good; the parent's
+ * server serves on. */
+static void forked_child_leaves_the_server_alone(void) {
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp", 0, 0};
+  rdmaps_server* server = NULL;
+  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
+  if (!server) return;
+  char address[64];
+  CHECK(rdmaps_server_address(server, address, sizeof(address)) == RDMAPS_OK, "address: %s", rdmaps_last_error());
+  pthread_t thread;
+  pthread_create(&thread, NULL, serve, server);
+  const struct timespec tenth = {0, 100 * 1000 * 1000};
+  nanosleep(&tenth, NULL); /* serving */
+  const pid_t child = fork();
+  if (child == 0) {
+    alarm(10); /* a hang ends as SIGALRM */
+    const int refused =
+        rdmaps_server_run(server) == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "forked child") != NULL;
+    rdmaps_server_stop(server);
+    rdmaps_server_destroy(server);
+    _exit(refused ? 0 : 3);
+  }
+  int status = 0;
+  CHECK(child > 0 && waitpid(child, &status, 0) == child, "fork or waitpid failed");
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the forked child %s %d",
+        WIFEXITED(status) ? "exited with" : "was killed by signal",
+        WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+  rdmaps_client_options co = {address, 0, "--transport tcp", 10000};
+  rdmaps_client* client = NULL;
+  CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_declare(client, "w", 4) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_connect(client) == RDMAPS_OK, "connect after the child: %s", rdmaps_last_error());
+  const float g[4] = {1, 2, 3, 4};
+  CHECK(rdmaps_client_push(client, "w", g, 4) == RDMAPS_OK, "push after the child: %s", rdmaps_last_error());
+  rdmaps_client_destroy(client); /* the run returns */
+  pthread_join(thread, NULL);
+  rdmaps_server_destroy(server);
 }
 
 /* A one-shot callback that removes itself (it used to wait for the lock its
@@ -330,9 +374,33 @@ int main(void) {
     rdmaps_client_options malformed = {lists[i], 0, "--transport shm", 0};
     bad = (rdmaps_client*)1;
     st = rdmaps_client_create(&malformed, &bad);
-    CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL && strstr(rdmaps_last_error(), "server list entry"),
+    CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL && strstr(rdmaps_last_error(), "entry "),
           "servers '%s' gave %s: %s", lists[i], rdmaps_status_name(st), rdmaps_last_error());
   }
+  /* An empty entry is named, not dropped (the list named other servers than the job's), and an error
+   * names where the list came from. */
+  const char* holes[] = {"127.0.0.1:5000,,127.0.0.1:5001", "127.0.0.1:5000,", ","};
+  const char* empty_entry[] = {"entry 2 is empty", "entry 2 is empty", "entry 1 is empty"};
+  for (int i = 0; i < 3; ++i) {
+    rdmaps_client_options holed = {holes[i], 0, "--transport shm", 0};
+    bad = (rdmaps_client*)1;
+    st = rdmaps_client_create(&holed, &bad);
+    CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL && strstr(rdmaps_last_error(), empty_entry[i]) &&
+              strstr(rdmaps_last_error(), "options.servers="),
+          "servers '%s' gave %s: %s", holes[i], rdmaps_status_name(st), rdmaps_last_error());
+  }
+  rdmaps_client_options from_servers_env = {NULL, 0, "--transport shm", 0};
+  setenv("RDMAPS_SERVERS", "127.0.0.1:99999", 1);
+  bad = (rdmaps_client*)1;
+  st = rdmaps_client_create(&from_servers_env, &bad);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL &&
+            strstr(rdmaps_last_error(), "RDMAPS_SERVERS='127.0.0.1:99999'"),
+        "RDMAPS_SERVERS=127.0.0.1:99999 gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
+  setenv("RDMAPS_SERVERS", "", 1); /* set but empty is unset */
+  st = rdmaps_client_create(&from_servers_env, &bad);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "no servers"), "RDMAPS_SERVERS='' gave %s: %s",
+        rdmaps_status_name(st), rdmaps_last_error());
+  unsetenv("RDMAPS_SERVERS");
   /* The same server twice is refused at once, not by the server as a worker already connected. */
   char twice[300];
   snprintf(twice, sizeof(twice), "%s,%s", address, address);
@@ -473,6 +541,7 @@ int main(void) {
   final_checkpoint_failure();
   destroy_while_running();
   callback_that_removes_itself();
+  forked_child_leaves_the_server_alone();
   edges();
   printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
   return failures ? 1 : 0;
