@@ -329,6 +329,9 @@ class Worker {
       connecting.get();
     }
     if (closing_) throw Error(Errc::kInvalidArgument, "the worker was closed while it connected");
+    // Another thread's connect() that waited meanwhile made it: a second
+    // replaced the first's under the calls already queued on it.
+    if (comm_) return;
     comm_ = std::make_unique<CommThread>(*client_);
   }
 
@@ -591,6 +594,11 @@ class PyServerDirectory {
     std::string secret = parse_flags(flags).secret;
     without_gil(
         [&] { directory_ = std::make_unique<launch::ServerDirectory>(placement_, timeout, std::move(secret), env_); });
+  }
+  // Without the GIL: rank 0's rendezvous thread, joined here, may be logging
+  // to Python (rdmaps.log_to_python) a rank it refuses, which takes the GIL.
+  ~PyServerDirectory() {
+    without_gil([this] { directory_.reset(); });
   }
   std::string listen_address() const { return directory_->listen_address(); }
   /// A server passes the address it bound, a worker ""; every server's, in index order.

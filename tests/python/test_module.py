@@ -786,6 +786,38 @@ class ConfigurationTest(unittest.TestCase):
         finally:
             os.environ.update(saved)
 
+    def test_a_rendezvous_logging_to_python_as_it_is_destroyed_does_not_hang(self):
+        # Rank 0's rendezvous thread was joined with the GIL held while it logged a refused rank to Python,
+        # which needs the GIL: the server rank hung at exit (del of the directory in rdmaps.torch.init).
+        code = ("import logging, socket, sys, threading, time, rdmaps\n"
+                "with socket.socket() as s:\n"
+                "    s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]\n"
+                "logging_now = threading.Event()\n"
+                "class Slow(logging.Handler):\n"
+                "    def emit(self, record):\n"
+                "        if 'rendezvous: refused' in record.getMessage():\n"
+                "            logging_now.set(); time.sleep(1)\n"
+                "log = logging.getLogger('rdmaps.test'); log.addHandler(Slow()); rdmaps.log_to_python(log)\n"
+                "e0 = dict(RDMAPS_RANK='0', RDMAPS_WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))\n"
+                "d = rdmaps._rdmaps._ServerDirectory(e0, 1, 30.0, [])\n"
+                "def wrong_world():\n"
+                "    try:\n"
+                "        rdmaps._rdmaps._ServerDirectory(dict(e0, RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='3'), 1, 5.0, [])"
+                ".exchange('')\n"
+                "    except Exception:\n"
+                "        pass\n"
+                "threading.Thread(target=wrong_world, daemon=True).start()\n"
+                "assert logging_now.wait(20), 'no refusal logged'\n"
+                "del d\n"
+                "print('destroyed', flush=True)\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("RDMAPS_SECRET", "RDMAPS_SECRET_FILE")}
+        try:
+            p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
+        except subprocess.TimeoutExpired:
+            self.fail("destroying the rendezvous while it logged to Python hung")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("destroyed", p.stdout)
+
     def test_library_log_lines_reach_python_logging(self):
         rdmaps.log_to_python("rdmaps.test")
         try:

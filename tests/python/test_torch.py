@@ -166,6 +166,34 @@ class TorchTest(unittest.TestCase):
         self.assertNotIn("Exception ignored", p.stderr)
         self.assertLess(took, 25, f"exit waited {took:.0f} s for pushes queued behind the abandoned clock")
 
+    def test_a_refused_broadcast_sends_nothing(self):
+        # Each entry was checked as it was sent: a refused bias left the weight set on the servers (the other
+        # workers trained from that), and a transposed weight, as many elements, went through scrambled.
+        code = ("import os, threading, torch, rdmaps, rdmaps.torch as rps\n"
+                "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
+                "                  rule_from_workers=True)\n"
+                "threading.Thread(target=s.serve, daemon=True).start()\n"
+                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_SERVERS=s.address,\n"
+                "                  RDMAPS_TRANSPORT='tcp')\n"
+                "rps.init(timeout=40)\n"
+                "m = torch.nn.Linear(3, 2)\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters())\n"
+                "half = dict(m.state_dict(), bias=m.bias.detach().half())\n"
+                "transposed = dict(m.state_dict(), weight=m.weight.detach().t().contiguous())\n"
+                "for bad, error in ((half, TypeError), (transposed, ValueError)):\n"
+                "    try:\n"
+                "        rps.broadcast_parameters(bad)\n"
+                "    except error as e:\n"
+                "        print('refused:', e, flush=True)\n"
+                "opt.load_latest()\n"
+                "print('nonzero', int(torch.count_nonzero(m.weight)) + int(torch.count_nonzero(m.bias)), flush=True)\n"
+                "rps.shutdown()\n")
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.count("refused:"), 2, p.stdout + p.stderr)
+        self.assertIn("has shape (3, 2), parameter 'weight' (2, 3)", p.stdout)
+        self.assertIn("nonzero 0", p.stdout, "a refused broadcast set parameters on the servers")
+
     def test_a_step_before_any_broadcast_is_warned_of(self):
         # Its pull replaced the model's initial values with the servers' zeros without a word.
         code = ("import os, sys, threading, torch, rdmaps, rdmaps.torch as rps\n"

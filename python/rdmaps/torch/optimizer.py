@@ -539,18 +539,26 @@ class DistributedOptimizer(torch.optim.Optimizer):
                              "parameters into one buffer), or name the parameters as its keys "
                              "(DistributedOptimizer(..., model.named_parameters()))")
         if is_root:
-            tickets = []
+            # Every entry checked before any is sent: one refused after the others
+            # left the servers half set, and the other workers trained from that.
+            entries = []
             for key, value in state_dict.items():
                 name = parameter(key, value)
                 if name is None:
                     continue
                 value = value.detach()
                 address, nbytes = _check_tensor("state_dict entry", key, value, self._declared[name])
+                if value.shape != by_name[name].shape:  # a transposed weight has as many elements
+                    raise ValueError(f"rdmaps.torch.broadcast_parameters: state_dict entry '{key}' has shape "
+                                     f"{tuple(value.shape)}, parameter '{name}' {tuple(by_name[name].shape)}")
+                entries.append((name, address, nbytes, value))
+            for name, address, nbytes, value in entries:
                 if value.is_cuda:  # written on torch's stream (a load_state_dict()); rdmaps reads it on its own
                     torch.cuda.current_stream(value.device).synchronize()
-                tickets.append((self._worker._submit_init(name, address, nbytes), value))
-            for t, _ in tickets:
-                self._worker.wait(t)
+                # Kept with the pushes' tickets: a Ctrl-C during the waits left the
+                # init reading a state_dict the caller may have dropped.
+                self._pending.append((self._worker._submit_init(name, address, nbytes), value))
+            self.synchronize()
         self._worker.barrier()
         self._load_parameters()
 
