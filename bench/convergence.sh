@@ -36,11 +36,26 @@ minibatch=${MINIBATCH:-}
 jobs=${JOBS:-2}
 out=${OUT:-convergence-out}
 batch=64  # rdmaps-train's --batch, unless the extra flags name it
+# What the plan sets per run is not an extra flag: rdmaps-train takes the last
+# of a repeated flag, so an extra --seed ran every "seed" as that one (a
+# spread of 0 across seeds), an --out put every run in one folder.
+per_run() {
+  case $1 in
+    --seed | --epochs) echo "SEEDS and EPOCHS" ;;
+    --out | --json) echo "OUT" ;;
+    --virtual-workers | --delay | --dc) echo "NS, EXTRA_CELLS, MINIBATCH and RULES" ;;
+    *) return 1 ;;
+  esac
+}
 for ((i = 0; i < ${#extra[@]}; i++)); do
   case ${extra[i]} in
     --batch) batch=${extra[i + 1]:-} ;;
     --batch=*) batch=${extra[i]#--batch=} ;;
   esac
+  if by=$(per_run "${extra[i]%%=*}"); then
+    echo "convergence.sh: ${extra[i]%%=*} is set for each run by the plan ($by), not as an extra flag" >&2
+    exit 1
+  fi
 done
 [[ $batch =~ ^[1-9][0-9]*$ ]] || { echo "convergence.sh: --batch '$batch' is not a positive number" >&2; exit 1; }
 for cell in $minibatch; do

@@ -575,6 +575,10 @@ int run_driver(const Options& o) {
       run.dc = v.dc;
       if (run.virtual_workers) run.virtual_workers = v.workers;
       if (run.straggler.worker >= static_cast<int>(run.workers)) run.straggler.worker = -1;
+      // Sequential SGD is the reference without parallel workers: its one
+      // worker slowed (0:F, or random:F at chance 1/1) made every step F times
+      // longer, while 1:F left it alone.
+      if (v.workers == 1) run.straggler = Straggler{};
       runs.push_back(run_local(run, !o.json));
     }
   } else {

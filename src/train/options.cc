@@ -347,6 +347,8 @@ Options parse_options(int argc, char** argv) {
   }
   if (delay->count() > 0) DelaySpec::parse("--delay", o.delay);
   if (o.virtual_workers) {
+    if (o.role == "worker")
+      bad_flag("--virtual-workers", "--role worker runs one worker of a job; --role virtual runs N in a schedule");
     if (o.workers_given && o.workers != o.virtual_workers)
       bad_flag("--workers", std::to_string(o.workers) + " differs from --virtual-workers " +
                                 std::to_string(o.virtual_workers) + " (give one of them)");
@@ -360,6 +362,9 @@ Options parse_options(int argc, char** argv) {
     bad_flag("--worker", "worker " + std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
   if (o.role == "server" && o.expect_accuracy >= 0)
     bad_flag("--expect-accuracy", "a server evaluates nothing; give it to the evaluating worker (--worker 0)");
+  if (o.role == "worker" && o.worker != 0 && o.expect_accuracy >= 0)
+    bad_flag("--expect-accuracy",
+             "worker " + std::to_string(o.worker) + " evaluates nothing (it was never checked); give it to worker 0");
   if (o.role == "server" && o.index >= o.servers)
     bad_flag("--index", "server " + std::to_string(o.index) + " is not below --servers " + std::to_string(o.servers));
   if (o.role == "driver" && !o.virtual_workers && o.workers + o.servers > kMaxLocalProcesses)

@@ -54,6 +54,10 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
   so.gpu_shard = o.gpu_shard;
   so.insecure = o.insecure;
   so.config = config_of(o);
+  // The virtual workers' schedule holds their bound and their clients run
+  // without one (as a local run's servers are told): a server started by
+  // hand with --sync refused each of them.
+  if (o.virtual_workers) so.config.staleness = kInfiniteStaleness;
   so.metrics = o.metrics;
   if (o.report_fd < 0) so.stats_interval = std::chrono::seconds(10);
   so.stall_warning = std::chrono::seconds(60);  // a stopped worker holds the job: say who

@@ -69,14 +69,17 @@ row=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/adaptive.jsonl" 
   || fail "no N = 2 row from the DC-ASGD-a runs alone"
 [[ $row == "| 2 | round-robin | 1 / 1 | — | — | "* ]] || fail "rules not run should be empty cells: $row"
 
-# A MINIBATCH cell that is not N:LR, and a --batch that is not a number, are refused before any run.
-for bad in "MINIBATCH=8" "MINIBATCH=8:fast" "BATCH=--batch=x"; do
+# A MINIBATCH cell that is not N:LR, a --batch that is not a number, and a
+# flag the plan sets per run (an extra --seed ran every seed as that one)
+# are refused before any run.
+for bad in "MINIBATCH=8" "MINIBATCH=8:fast" "FLAG=--batch=x" "FLAG=--seed" "FLAG=--epochs=3" "FLAG=--out"; do
   flags=(); env=()
-  if [[ $bad == BATCH=* ]]; then flags=("${bad#BATCH=}"); env=(MINIBATCH=8:0.2); else env=("$bad"); fi
+  if [[ $bad == FLAG=* ]]; then flags=("${bad#FLAG=}" 9); env=(MINIBATCH=8:0.2); else env=("$bad"); fi
   if msg=$(env "${env[@]}" OUT="$out/refused" "$root/bench/convergence.sh" "$build" "${flags[@]}" 2>&1); then
     fail "convergence.sh accepted $bad"
   fi
-  [[ $msg == *"is not N:LR"* || $msg == *"--batch 'x' is not a positive number"* ]] || fail "$bad: $msg"
+  [[ $msg == *"is not N:LR"* || $msg == *"--batch 'x' is not a positive number"* ||
+    $msg == *"${flags[0]%%=*} is set for each run by the plan"* ]] || fail "$bad: $msg"
   [ ! -e "$out/refused/plan.txt" ] || fail "$bad: planned runs before refusing"
 done
 

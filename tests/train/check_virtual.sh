@@ -119,6 +119,14 @@ assert [r["virtual_workers"] for r in runs] == [1, 4, 4, 4, 4, 4], runs
 for r in runs:
     assert r["staleness_histogram"] == r["schedule_staleness_histogram"], r
 assert runs[1]["staleness_histogram"] == {str(t): 25 for t in range(4)}, runs[1]' "$cmp_json" || fail "--compare: $cmp_json"
+# Sequential SGD, the reference, has no straggler: with 0:4 its one worker was
+# slowed (every step 4 times the ticks), with 1:4 not.
+cmp_json=$("$train" --virtual-workers 2 --compare --straggler 0:4 --epochs 1 --train-limit 1280 --test-limit 100 --json \
+  --out "$out/cmp-straggler" 2>"$out/cmp-straggler.err") || fail "--compare --straggler 0:4: $(cat "$out/cmp-straggler.err")"
+py 'import json,sys
+runs = json.loads(sys.argv[1])
+assert runs[0]["straggled_steps"] == 0 and runs[1]["straggled_steps"] > 0, [(r["run"], r["straggled_steps"]) for r in runs]' \
+  "$cmp_json" || fail "--compare --straggler 0:4: $cmp_json"
 
 # 5. Bad flags are refused, naming the flag.
 refused() {  # expected-text args...
@@ -138,6 +146,11 @@ refused "--delay: sets the schedule of --virtual-workers" --delay round-robin
 refused "--workers: 3 differs from --virtual-workers 2" --virtual-workers 2 --workers 3
 refused "--straggler: worker 4 does not exist" --virtual-workers 4 --straggler 4:2
 refused "--skip-pulls: is not played by the --virtual-workers schedule" --virtual-workers 4 --staleness 2 --skip-pulls
+# Accepted and then ignored: one worker of a 2-worker job, without its schedule; an accuracy never checked.
+refused "--virtual-workers: --role worker runs one worker" --role worker --worker 0 --servers-list 127.0.0.1:1 \
+  --virtual-workers 2
+refused "--expect-accuracy: worker 1 evaluates nothing" --role worker --worker 1 --workers 2 \
+  --servers-list 127.0.0.1:1 --expect-accuracy 0.5
 # Under a launcher the launch's workers decide, not --workers' default of 4:
 # worker 3 of a world of 3 (one server, two workers) was taken and never
 # straggled, and worker 5 of a world of 10 was refused.
@@ -198,5 +211,16 @@ wait "$spid" || fail "the server of --role virtual failed: $(cat "$out/expect-se
 trap - EXIT
 [ "$status" = 3 ] || fail "--role virtual --expect-accuracy 0.99 exited $status, not 3: $(tail -3 "$out/expect.err")"
 grep -q "is below --expect-accuracy 0.99" "$out/expect.err" || fail "--role virtual: no accuracy line: $(cat "$out/expect.err")"
+# The same flags on both sides, --sync included: the server started by hand
+# kept its bound 0 and refused each virtual worker, whose clients run without one.
+port=$("$(dirname "$0")/../common/free_ports.py")
+timeout 120 "$train" --role server --listen "127.0.0.1:$port" --virtual-workers 2 --sync "${small[@]:2}" \
+  2>"$out/sync-server.log" &
+spid=$!
+trap 'kill "$spid" 2>/dev/null || true' EXIT
+timeout 120 "$train" --role virtual --virtual-workers 2 --sync --servers-list "127.0.0.1:$port" "${small[@]:2}" \
+  >"$out/sync.out" 2>"$out/sync.err" || { kill "$spid" 2>/dev/null; fail "--sync virtual workers against a server given --sync: $(tail -3 "$out/sync.err")"; }
+wait "$spid" || fail "the --sync server of --role virtual failed: $(cat "$out/sync-server.log")"
+trap - EXIT
 
 echo "virtual workers: staleness exactly as scheduled (round-robin, geometric, BSP, SSP, stragglers; shm and tcp), runs repeat bit for bit, DC-ASGD-a holds at its defaults where the paper's formula diverges, bad flags refused, workers that do not fit in memory or open files refused"
