@@ -21,10 +21,6 @@ inline Range overlap(const Range& t, const Range& r) {
   return {t.begin > r.begin ? t.begin : r.begin, t.end < r.end ? t.end : r.end};
 }
 
-/// Shards one server may hold: their indices are 32-bit on the wire, and a
-/// version word of 8 bytes each must fit a worker's receive region.
-constexpr uint64_t kMaxShardsPerServer = uint64_t{1} << 28;
-
 class Partition {
  public:
   Partition(std::vector<TensorDecl> tensors, uint32_t servers, uint32_t shard_floats);

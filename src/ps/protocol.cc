@@ -194,9 +194,20 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   return h;
 }
 
+namespace {
+// A refusal's reason cut to what the reader takes: one quoting two long
+// tensor names was refused whole, and the worker never learned why.
+template <class M>
+M with_reason_cut(M m) {
+  if (m.reason.size() > kMaxName) m.reason.resize(kMaxName);
+  return m;
+}
+}  // namespace
+
 std::vector<uint8_t> encode(const Welcome& m) {
   Writer w(kWelcomeTag);
-  welcome_fields(w, m);
+  const Welcome cut = with_reason_cut(m);
+  welcome_fields(w, cut);
   return w.take();
 }
 
@@ -204,10 +215,13 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
   Reader r(bytes, "welcome from " + peer, kWelcomeTag, "not a welcome message");
   Welcome m;
   welcome_fields(r, m);
-  uint32_t next_shard = 0;
+  // Summed in 64 bits: in 32 a lane of 2^32 - 1 shards wrapped the next
+  // one's start back into range, and the worker indexed its shards past the end.
+  uint64_t next_shard = 0;
   for (size_t i = 0; i < m.lanes.size(); ++i) {
     const LaneInfo& l = m.lanes[i];
-    if (l.port == 0 || l.port > 65535 || l.first_shard != next_shard || l.shards == 0)
+    if (l.port == 0 || l.port > 65535 || l.first_shard != next_shard || l.shards == 0 ||
+        next_shard + l.shards > kMaxShardsPerServer)
       r.fail("lane " + std::to_string(i) + " (port " + std::to_string(l.port) + ", shards " +
              std::to_string(l.first_shard) + "+" + std::to_string(l.shards) + ") does not follow the one before");
     next_shard += l.shards;
@@ -216,7 +230,8 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
   if (m.accepted > kRefusedForNow) r.fail("accepted code " + std::to_string(m.accepted));
   r.done();
   if (m.accepted == kAdmitted &&
-      (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0 || m.lanes.empty() ||
+      (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0 || m.inbox_slots > kMaxInboxSlots ||
+       m.lanes.empty() ||
        (m.push_path != static_cast<uint32_t>(PushPath::kPut) && m.push_path != static_cast<uint32_t>(PushPath::kAm))))
     r.fail("inconsistent range, shard size, lanes or push path");
   return m;
@@ -240,7 +255,8 @@ LaneHello decode_lane_hello(const std::vector<uint8_t>& bytes, const std::string
 
 std::vector<uint8_t> encode(const LaneWelcome& m) {
   Writer w(kLaneWelcomeTag);
-  lane_welcome_fields(w, m);
+  const LaneWelcome cut = with_reason_cut(m);
+  lane_welcome_fields(w, cut);
   return w.take();
 }
 
@@ -249,6 +265,7 @@ LaneWelcome decode_lane_welcome(const std::vector<uint8_t>& bytes, const std::st
   LaneWelcome m;
   lane_welcome_fields(r, m);
   r.done();
+  if (m.accepted > 1) r.fail("accepted code " + std::to_string(m.accepted));  // 7 was taken for accepted
   return m;
 }
 

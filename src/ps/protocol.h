@@ -107,6 +107,11 @@ constexpr size_t kMaxHelloBytes = 16u << 20;
 /// Most landing regions a LaneHello carries; memory registered beyond them
 /// takes the copy from the receive region.
 constexpr size_t kMaxLandingRegions = 1024;
+/// Shards one server may hold: their indices are 32-bit on the wire, and a
+/// version word of 8 bytes each must fit a worker's receive region.
+constexpr uint64_t kMaxShardsPerServer = uint64_t{1} << 28;
+/// Most slots a worker's inbox has (--inbox-slots): a Welcome saying more is refused.
+constexpr uint32_t kMaxInboxSlots = 1024;
 
 /// The update rule a worker was configured with. A server started with
 /// rule_from_workers adopts the first worker's and refuses workers that differ.

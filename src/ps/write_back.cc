@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+
+#include "rdmaps/log.h"
 
 namespace rdmaps::ps {
 
@@ -78,14 +81,30 @@ std::vector<transport::Request> WriteBackSender::abandon() {
 }
 
 bool WriteBackReceiver::parse(const transport::AmMessage& m, const transport::Region& receive, WriteBackHeader& h) {
-  if (m.header_length != sizeof(WriteBackHeader)) return false;
+  if (m.header_length != sizeof(WriteBackHeader))
+    return dropped(
+        m, "a header of " + std::to_string(m.header_length) + " bytes, not " + std::to_string(sizeof(WriteBackHeader)));
   std::memcpy(&h, m.header, sizeof(h));
+  if (h.mailbox > 1) return dropped(m, "mailbox flag " + std::to_string(h.mailbox));
   if (h.mailbox) {
     // Subtracted, not added: an offset near 2^64 from a faulty server wrapped past the check.
-    if (receive.size() >= sizeof(Mailbox) && h.offset <= receive.size() - sizeof(Mailbox)) pending_ = h;
-    return false;
+    if (receive.size() >= sizeof(Mailbox) && h.offset <= receive.size() - sizeof(Mailbox)) {
+      pending_ = h;
+      return false;
+    }
+    return dropped(m, "a mailbox at byte " + std::to_string(h.offset) + " of a " + std::to_string(receive.size()) +
+                          "-byte receive region");
   }
   return true;
+}
+
+bool WriteBackReceiver::dropped(const transport::AmMessage& m, const std::string& why) {
+  // Once per lane: the worker's wait for what never comes names it then.
+  if (!said_)
+    logf(LogLevel::kWarn, "rdmaps: a write-back from %s was dropped: %s (a server of another version, or faulty?)",
+         m.from ? m.from->peer_name().c_str() : "an unknown peer", why.c_str());
+  said_ = true;
+  return false;
 }
 
 bool WriteBackReceiver::publish_mailbox(transport::Region& receive) {

@@ -128,10 +128,13 @@ class WriteBackReceiver {
   /// Reads a write-back's header into `h`; false for a mailbox (kept for
   /// publish()) or a malformed message (dropped).
   bool parse(const transport::AmMessage& m, const transport::Region& receive, WriteBackHeader& h);
+  /// Says why (the first time), then false.
+  bool dropped(const transport::AmMessage& m, const std::string& why);
   bool publish_mailbox(transport::Region& receive);
 
   std::vector<Landing> landings_;
   std::optional<WriteBackHeader> pending_;
+  bool said_ = false;
 };
 
 }  // namespace rdmaps::ps

@@ -124,7 +124,10 @@ std::map<std::string, std::vector<Bytes>> seeds() {
                    sample_region().serialize(),
                    {sample_region().serialize(), sample_region().serialize()}};
   ps::LaneWelcome lw{1, "", 7, sample_region().serialize()};
-  s["setup"] = {ps::encode(sample_hello()), ps::encode(w), ps::encode(no), ps::encode(lh), ps::encode(lw)};
+  ps::Welcome wraps = w;  // lane shard counts that wrap 32 bits back to 2 (refused)
+  wraps.lanes = {{41000, 0, 0xFFFFFFFFu}, {41001, 0xFFFFFFFFu, 3}};
+  s["setup"] = {ps::encode(sample_hello()), ps::encode(w), ps::encode(no), ps::encode(lh), ps::encode(lw),
+                ps::encode(wraps)};
   s["region"] = {sample_region().serialize()};
   ps::SlotHeader push{ps::kSlotMagic, 1, 0, 0, 1, 5, 2, 0, 100, 900, 0.1f, 0, 0};
   ps::SlotHeader pull{ps::kSlotMagic, 3, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0};
@@ -307,6 +310,22 @@ TEST(Fuzz, SetupMessages) {
     attempt(ps::decode_welcome);
     attempt(ps::decode_lane_hello);
     attempt(ps::decode_lane_welcome);
+    // What a worker sizes and indexes from an accepted Welcome is bounded (its
+    // lanes' shards summed in 32 bits wrapped, and it wrote past its shard table).
+    try {
+      const ps::Welcome w = ps::decode_welcome(b, "fuzz");
+      uint64_t shards = 0;
+      for (const ps::LaneInfo& l : w.lanes) shards += l.shards;
+      if (w.accepted == ps::kAdmitted &&
+          (shards > ps::kMaxShardsPerServer || w.lanes.back().first_shard + uint64_t{w.lanes.back().shards} != shards ||
+           w.inbox_slots > ps::kMaxInboxSlots))
+        wrong = "a Welcome past the bounds a worker sizes from";
+    } catch (const Error&) {
+    }
+    try {
+      if (ps::decode_lane_welcome(b, "fuzz").accepted > 1) wrong = "a lane welcome code other than 0 and 1";
+    } catch (const Error&) {
+    }
     if (!parsed) throw Error(Errc::kProtocol, "no message kind accepted it");
     return wrong;
   });

@@ -11,6 +11,7 @@
 #include "rdmaps/error.h"
 #include "src/ps/admission.h"
 #include "src/ps/write_back.h"
+#include "tests/common/output_capture.h"
 #include "transport/context.h"
 
 namespace rdmaps::ps {
@@ -28,8 +29,30 @@ TEST(WriteBackReceiver, AMailboxOffsetThatWrapsIsDropped) {
     transport::AmMessage m;
     m.header = &h;
     m.header_length = sizeof(h);
+    test::OutputCapture log;
+    receiver.on_message(*context, m, *receive, [](uint64_t, uint64_t) { return WriteBackReceiver::Destination{}; });
     receiver.on_message(*context, m, *receive, [](uint64_t, uint64_t) { return WriteBackReceiver::Destination{}; });
     EXPECT_FALSE(receiver.publish(*receive, [](uint64_t, uint64_t, bool) {})) << "offset " << offset;
+    // Said once (it was dropped in silence, and the worker's wait named nothing).
+    const std::string said = log.end();
+    EXPECT_NE(said.find("a write-back from an unknown peer was dropped: a mailbox at byte " + std::to_string(offset) +
+                        " of a 4096-byte receive region"),
+              std::string::npos)
+        << said;
+    EXPECT_EQ(said.find("dropped"), said.rfind("dropped")) << said;
+  }
+  // A header of another size, and a mailbox flag other than 0 or 1.
+  for (const char* why : {"a header of 8 bytes, not 80", "mailbox flag 2"}) {
+    WriteBackReceiver receiver;
+    WriteBackHeader h{0, 2, 0, {}};
+    transport::AmMessage m;
+    m.header = &h;
+    m.header_length = std::string(why).find("header") != std::string::npos ? 8 : sizeof(h);
+    test::OutputCapture log;
+    receiver.on_message(*context, m, *receive, [](uint64_t, uint64_t) { return WriteBackReceiver::Destination{}; });
+    EXPECT_FALSE(receiver.publish(*receive, [](uint64_t, uint64_t, bool) {}));
+    const std::string said = log.end();
+    EXPECT_NE(said.find(why), std::string::npos) << said;
   }
   WriteBackReceiver receiver;  // the last mailbox that fits is taken
   WriteBackHeader h{4096 - sizeof(Mailbox), 1, 0, {}};
@@ -111,6 +134,52 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   }
   yes.accepted = kRefusedForNow + 1;
   EXPECT_THROW(decode_welcome(encode(yes), "peer-7"), Error);
+}
+
+// What a worker sizes and indexes from a server's Welcome is bounded: lane
+// shard counts summed in 32 bits wrapped (a lane of 2^32 - 1 shards, then one
+// starting there, added up to 2), and the worker wrote its shard table past
+// the end; an inbox of 2^32 - 1 slots was allocated per lane; a lane welcome's
+// code 7 was taken for accepted. A refusal longer than the reader takes is
+// cut, not refused whole (the worker never learned why).
+TEST(Protocol, AWelcomeIsBoundedBeforeTheWorkerSizesAnythingFromIt) {
+  Welcome w;
+  w.accepted = kAdmitted;
+  w.range_end = 1000;
+  w.shard_floats = 256;
+  w.inbox_slots = 4;
+  w.push_path = static_cast<uint32_t>(PushPath::kPut);
+  w.lanes = {{1, 0, 2}, {2, 2, 2}};
+  EXPECT_EQ(decode_welcome(encode(w), "peer-7").lanes.size(), 2u);
+  const auto protocol_error = [](auto&& decode) -> std::string {
+    try {
+      decode();
+    } catch (const Error& e) {
+      return e.code() == Errc::kProtocol ? e.what() : "another error: " + std::string(e.what());
+    }
+    return "accepted";
+  };
+  const auto refused = [&](const Welcome& bad, const char* says) {
+    const std::string what = protocol_error([&] { decode_welcome(encode(bad), "peer-7"); });
+    EXPECT_NE(what.find(says), std::string::npos) << what;
+  };
+  Welcome wraps = w;
+  wraps.lanes = {{1, 0, 0xFFFFFFFFu}, {2, 0xFFFFFFFFu, 3}};
+  refused(wraps, "lane 0 (port 1, shards 0+4294967295)");
+  Welcome slots = w;
+  slots.inbox_slots = kMaxInboxSlots + 1;
+  refused(slots, "inconsistent range, shard size, lanes or push path");
+  LaneWelcome lane;
+  lane.accepted = 7;
+  const std::string what = protocol_error([&] { decode_lane_welcome(encode(lane), "peer-7"); });
+  EXPECT_NE(what.find("accepted code 7"), std::string::npos) << what;
+  Welcome long_no;
+  long_no.accepted = kRefused;
+  long_no.reason = std::string(5000, 'x');
+  EXPECT_EQ(decode_welcome(encode(long_no), "peer-7").reason, std::string(kMaxTensorName, 'x'));
+  LaneWelcome long_lane_no;
+  long_lane_no.reason = std::string(5000, 'y');
+  EXPECT_EQ(decode_lane_welcome(encode(long_lane_no), "peer-7").reason, std::string(kMaxTensorName, 'y'));
 }
 
 // One definition of what the rule's parameters may hold, for the command
