@@ -12,6 +12,8 @@
 #   bench/attack.sh [BUILD_DIR] [REPS] [WORKERS] [extra rdmaps-train flags...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Seconds on the monotonic clock: the wall clock's steps (NTP) moved a run's length.
+monotonic() { /usr/bin/python3 -c 'import time; print(time.monotonic())'; }
 build=${1:-build}
 reps=${2:-3}
 workers=${3:-2}
@@ -51,7 +53,7 @@ for rep in $(seq 1 "$reps"); do
       attacker=$!
       sleep 1
     fi
-    start=$(date +%s.%N)
+    start=$(monotonic)
     pids=()
     for w in $(seq 0 $((workers - 1))); do
       "$train" --role worker --worker "$w" --workers "$workers" --servers-list "127.0.0.1:$port" "${extra[@]}" \
@@ -63,7 +65,7 @@ for rep in $(seq 1 "$reps"); do
       wait "$p" || { echo "attack.sh: worker $w failed (exit $?), $mode rep $rep (see $log.worker$w):" >&2
                      tail -n 3 "$log.worker$w" >&2; exit 1; }
     done
-    end=$(date +%s.%N)
+    end=$(monotonic)
     [ -z "$attacker" ] || { kill "$attacker"; wait "$attacker" || true; attacker=""; }
     p=$server; server=""
     wait "$p" || { echo "attack.sh: server failed (exit $?), $mode rep $rep (see $log.server):" >&2

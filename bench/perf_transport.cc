@@ -327,7 +327,7 @@ int run_client(const Flags& flags) {
     recv_words(*ep, kPhaseTimeout);
 
     // Latency phase (skipped with --lat-iters 0, so profiles see the bandwidth phase alone).
-    row.lat_samples = lat_iters;
+    row.lat_samples = lat_iters;  // asked for (has_latency()); what was taken, below
     std::vector<double> samples;
     samples.reserve(lat_iters);
     pong_mem[size - 1] = 0;
@@ -361,6 +361,7 @@ int run_client(const Flags& flags) {
       previous = now;
     }
     if (op != "get" && pings) recv_words(*ep, kPhaseTimeout);
+    if (pings) row.lat_samples = samples.size();  // a sample the counter lost is not one the percentiles saw
     row.lat_us = Percentiles::of(std::move(samples));
 
     // Bandwidth phase: a window of operations in flight, flushed at the end.
