@@ -1,5 +1,6 @@
 #include "rdmaps/log.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdarg>
 #include <cstdio>
@@ -132,8 +133,17 @@ bool log_enabled(LogLevel level) {
   return level != LogLevel::kOff && static_cast<int>(level) >= threshold().load(std::memory_order_relaxed);
 }
 
-void log(LogLevel level, const std::string& line) {
+void log(LogLevel level, const std::string& text) {
   if (!log_enabled(level)) return;
+  // One line per call, whatever a peer put in it: a tensor name with a NUL
+  // cut the line short, a newline or an escape forged a line of its own.
+  const auto control = [](char c) { return (c >= 0 && c < 0x20) || c == 0x7f; };
+  std::string cleaned;
+  if (std::any_of(text.begin(), text.end(), control)) {
+    cleaned = text;
+    std::replace_if(cleaned.begin(), cleaned.end(), control, '?');
+  }
+  const std::string& line = cleaned.empty() ? text : cleaned;
   if (!in_sink) {
     in_sink = true;
     const bool taken = to_sink(level, line);

@@ -323,7 +323,8 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
 }
 
 void ServerImpl::refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code) {
-  logf(LogLevel::kWarn, "rdmaps-server: refused %s: %s", ep->peer_name().c_str(), why.c_str());
+  log(LogLevel::kWarn,
+      "rdmaps-server: refused " + ep->peer_name() + ": " + why);  // whole: `why` may quote a peer's NUL
   Welcome welcome;
   welcome.accepted = code;
   welcome.reason = why;

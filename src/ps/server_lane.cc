@@ -170,7 +170,8 @@ void ServerLane::admit(std::unique_ptr<transport::Endpoint> ep, const std::vecto
 void ServerLane::refuse(transport::Endpoint& ep, const std::string& why) {
   LaneWelcome welcome;
   welcome.reason = why;
-  logf(LogLevel::kWarn, "rdmaps-server: lane %u refused %s: %s", setup_.index, ep.peer_name().c_str(), why.c_str());
+  log(LogLevel::kWarn,
+      "rdmaps-server: lane " + std::to_string(setup_.index) + " refused " + ep.peer_name() + ": " + why);
   try {
     ep.send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error&) {

@@ -73,6 +73,14 @@ TEST_F(LogTest, LongLinesAndThrowingSinksLoseNothing) {
   EXPECT_NO_THROW(log(LogLevel::kError, "goes to stderr instead"));
 }
 
+// A peer's text in a line (a tensor name in a refusal) stays in that one
+// line: a NUL cut it short, a newline or an escape forged lines of its own.
+TEST_F(LogTest, ControlCharactersInALineAreShownNotObeyed) {
+  log(LogLevel::kWarn, std::string("refused: tensor 'a\0b\n[fake] rdmaps-server: ok\x1b[2J' differs", 58));
+  ASSERT_EQ(captured_.lines.size(), 1u);
+  EXPECT_EQ(captured_.lines[0].second, "refused: tensor 'a?b?[fake] rdmaps-server: ok?[2J' differs");
+}
+
 TEST_F(LogTest, LevelNamesParseAndBadOnesNameTheirSource) {
   for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError, LogLevel::kOff})
     EXPECT_EQ(parse_log_level(log_level_name(l), "x"), l);
