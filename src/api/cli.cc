@@ -55,6 +55,9 @@ CLI::Validator count(uint64_t min, uint64_t max) {
           return "'" + v + "' is too large (" +
                  (max == std::numeric_limits<uint64_t>::max() ? "at most " + std::to_string(max) : range) + ")";
         if (!d.digits || d.value < min || d.value > max) return "'" + v + "' is not " + range;
+        // Handed on in decimal: CLI11 converts with base 0, and --workers 010
+        // was 8 workers (08 "could not convert"), while --staleness 010 was 10.
+        v = std::to_string(d.value);
         return {};
       },
       "");

@@ -25,7 +25,8 @@ Decimal parse_decimal(const std::string& v);
 /// and nan included.
 bool parse_real(const std::string& v, double& d);
 /// A whole number in [min, max]: a count too large for its field (4294967297
-/// for a 32-bit one) is an error, not the count modulo 2^32.
+/// for a 32-bit one) is an error, not the count modulo 2^32. Register it with
+/// ->transform(): it hands the value on in decimal (CLI11 reads "010" as 8).
 CLI::Validator count(uint64_t min, uint64_t max = std::numeric_limits<uint64_t>::max());
 /// `word` (off, inf, auto) or a value `rest` accepts; where `rest` refuses
 /// it, says why ("too large") or "'v' is not `expected`".

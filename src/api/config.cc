@@ -184,8 +184,9 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
     return o;
   };
   auto option = [&](const std::string& name, auto& target, const std::string& help, CLI::Validator check) {
+    // transform, not check: cli::count() hands its value on in decimal (CLI11 read 010 as octal).
     if (wanted(name))
-      finish(app.add_option("--" + name, target, help)->check(std::move(check))->capture_default_str(), name);
+      finish(app.add_option("--" + name, target, help)->transform(std::move(check))->capture_default_str(), name);
   };
   // `shown`: the default as the flag would spell it, from `config` as it is now
   // (CLI11 cannot capture it: the setter, not a variable, takes the value).

@@ -38,18 +38,18 @@ int main(int argc, char** argv) {
                        ->group(group);
     auto* index = app.add_option("--index", options.index, "this server's rank among --servers")
                       ->envname("RDMAPS_SERVER_INDEX")
-                      ->check(rdmaps::cli::count(0, UINT32_MAX));
+                      ->transform(rdmaps::cli::count(0, UINT32_MAX));
     // RDMAPS_SERVERS is the address list every other program reads (and a
     // launch may export to every rank): the count has its own name.
     auto* servers = app.add_option("--servers", options.servers, "number of servers")
                         ->envname("RDMAPS_NUM_SERVERS")
-                        ->check(rdmaps::cli::count(1, rdmaps::kMaxServers));
+                        ->transform(rdmaps::cli::count(1, rdmaps::kMaxServers));
     auto* workers = app.add_option("--workers", options.workers, "workers the clock waits for")
                         ->envname("RDMAPS_WORKERS")
-                        ->check(rdmaps::cli::count(1, rdmaps::kMaxWorkers));
+                        ->transform(rdmaps::cli::count(1, rdmaps::kMaxWorkers));
     app.add_option("--stats-interval", stats_s, "one stats line every SEC seconds (0: off)")
         ->envname("RDMAPS_STATS_INTERVAL")
-        ->check(rdmaps::cli::count(0, 86400));
+        ->transform(rdmaps::cli::count(0, 86400));
     bool keep_running = !options.exit_when_done;
     rdmaps::cli::add_switch(app, "--keep-running", keep_running, "keep serving after every worker left");
     rdmaps::cli::add_switch(app, "--rule-from-workers", options.rule_from_workers,
@@ -61,12 +61,12 @@ int main(int argc, char** argv) {
     app.add_option("--max-bytes", options.max_bytes,
                    "largest parameter table a worker may declare (0: the machine's memory)")
         ->envname("RDMAPS_MAX_BYTES")
-        ->check(rdmaps::cli::count(0));
+        ->transform(rdmaps::cli::count(0));
     app.add_option("--stall-warning", stall_s, "log a worker holding the slowest clock this long (SEC; 0: off)")
         ->envname("RDMAPS_STALL_WARNING")
-        ->check(rdmaps::cli::count(0, 86400));
+        ->transform(rdmaps::cli::count(0, 86400));
     app.add_option("--launch-timeout", launch_timeout_s, "under a launcher: bound on the address exchange (SEC)")
-        ->check(rdmaps::cli::count(1, 86400));
+        ->transform(rdmaps::cli::count(1, 86400));
     app.add_option("--metrics", options.metrics, "serve Prometheus metrics at http://HOST:PORT/metrics (off)")
         ->envname("RDMAPS_METRICS")
         ->check(rdmaps::cli::address());

@@ -147,7 +147,7 @@ Options parse_options(int argc, char** argv) {
   cli::set_defaults(app);
   const std::string job = "Training", roles = "Cluster roles (docs/cluster.md)";
   auto* workers = app.add_option("--workers", o.workers, "worker processes")->check(worker_count(1));
-  auto* servers = app.add_option("--servers", o.servers, "server processes")->check(cli::count(1, kMaxServers));
+  auto* servers = app.add_option("--servers", o.servers, "server processes")->transform(cli::count(1, kMaxServers));
   app.add_option("--virtual-workers", o.virtual_workers,
                  "N workers in one process, stepping in a seeded schedule (staleness as with N in parallel, runs "
                  "repeat bit for bit); the schedule also plays --straggler and the --staleness/--sync bound")
@@ -185,8 +185,8 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--schedule", o.schedule, "learning rate over the run; cosine decays lr to 5 %")
       ->check(cli::one_of({"constant", "cosine"}))
       ->type_name("constant|cosine");
-  app.add_option("--epochs", o.epochs, "passes over the training set")->check(cli::count(1, UINT32_MAX));
-  app.add_option("--batch", o.batch, "examples per step")->check(cli::count(1, UINT32_MAX));
+  app.add_option("--epochs", o.epochs, "passes over the training set")->transform(cli::count(1, UINT32_MAX));
+  app.add_option("--batch", o.batch, "examples per step")->transform(cli::count(1, UINT32_MAX));
   app.add_option_function<std::string>(
          "--straggler",
          [&o](const std::string& v) {
@@ -208,12 +208,12 @@ Options parse_options(int argc, char** argv) {
   app.add_option(
          "--seed", o.seed,
          "seed of the data order, the initial weights, the --virtual-workers schedule and the --straggler draws")
-      ->check(cli::count(0));
-  app.add_option("--train-limit", o.train_limit, "train on the first N examples (0: all)")->check(cli::count(0));
-  app.add_option("--test-limit", o.test_limit, "test on the first N examples (0: all)")->check(cli::count(0));
+      ->transform(cli::count(0));
+  app.add_option("--train-limit", o.train_limit, "train on the first N examples (0: all)")->transform(cli::count(0));
+  app.add_option("--test-limit", o.test_limit, "test on the first N examples (0: all)")->transform(cli::count(0));
   app.add_option("--evals-per-epoch", o.evals_per_epoch,
                  "test passes per epoch, by worker 0 beside its steps (more: a finer time to 85 %)")
-      ->check(cli::count(1, 1000));
+      ->transform(cli::count(1, 1000));
   app.add_option("--expect-accuracy", o.expect_accuracy,
                  "exit with status 3 if the final test accuracy is below X (off: no check)")
       ->transform(CLI::Validator(
@@ -255,13 +255,13 @@ Options parse_options(int argc, char** argv) {
   auto* insecure =
       cli::add_switch(app, "--insecure", o.insecure, "server: serve on a non-loopback address without a shared secret");
   auto* index =
-      app.add_option("--index", o.index, "server: its rank among --servers")->check(cli::count(0, UINT32_MAX));
+      app.add_option("--index", o.index, "server: its rank among --servers")->transform(cli::count(0, UINT32_MAX));
   auto* worker =
-      app.add_option("--worker", o.worker, "worker: its rank among --workers")->check(cli::count(0, UINT32_MAX));
+      app.add_option("--worker", o.worker, "worker: its rank among --workers")->transform(cli::count(0, UINT32_MAX));
   auto* servers_list =
       app.add_option("--servers-list", o.servers_list, "worker: the servers' addresses")->type_name("H:P,H:P");
   app.add_option("--report-fd", o.report_fd, "a local run's child: report there")
-      ->check(cli::count(0, INT32_MAX))
+      ->transform(cli::count(0, INT32_MAX))
       ->group("");
   place(roles);
   // Staleness, learning rate, lambdas and transport are rdmaps-train's own

@@ -153,6 +153,10 @@ TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
   EXPECT_NE(message({"--staging-depth", "65"}).find("--staging-depth"), std::string::npos);
   parse_config(c, {"--staging-depth", "5"}, nullptr);
   EXPECT_EQ(c.staging_depth, 5u);
+  // A leading zero is decimal as everywhere else (CLI11 read 010 as octal 8, and 08 could not convert).
+  parse_config(c, {"--inbox-slots", "010", "--staging-depth", "08"}, nullptr);
+  EXPECT_EQ(c.inbox_slots, 10u);
+  EXPECT_EQ(c.staging_depth, 8u);
   EXPECT_NE(message({"--staleness", "-1"}).find("--staleness"), std::string::npos);
   EXPECT_NE(message({"--lr", "fast"}).find("'fast'"), std::string::npos);
   EXPECT_NE(message({"--shard-floats", "0"}).find("--shard-floats"), std::string::npos);

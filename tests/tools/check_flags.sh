@@ -216,6 +216,10 @@ refused "--label: the label is not UTF-8 at byte 3" "${t[@]}" --label $'bad\xffn
 # Overlong and surrogate forms, which the JSON writer refuses too.
 refused "--label: the label is not UTF-8 at byte 1" "${t[@]}" --label $'x\xc0\xaf'
 refused "--label: the label is not UTF-8 at byte 0" "${t[@]}" --label $'\xed\xa0\x80'
+# A leading zero is decimal, in a flag and in its variable: CLI11 read 010 as octal 8 (--index 9 of 8
+# servers is refused) and 08 "could not convert".
+serves "rdmaps-server 9/10 listening on 127.0.0.1:" "$server" --servers 010 --index 9 --listen 127.0.0.1:0
+serves "for 8 worker(s)" env RDMAPS_WORKERS=08 "$server" --listen 127.0.0.1:0
 # "--json off" asks for no summary: a role takes it.
 serves "rdmaps-train server 0/1 on 127.0.0.1:" "$train" --role server --index 0 --listen 127.0.0.1:0 --json off
 # A local run's summary flags, where no summary is written: ignored without a word.
