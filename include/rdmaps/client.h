@@ -90,6 +90,9 @@ class Client {
   /// docs/protocol.md "Small tensors"). Host or CUDA
   /// device memory (ready: its stream synchronized); device data goes to UCX
   /// directly where UCX handles it, else through pinned buffers (stats().gpu_path).
+  /// A worker's device tensors are on one GPU, which a push or pull of one
+  /// makes the calling thread's current GPU (setting the previous one back
+  /// would make a context on a GPU the thread never used).
   void push(const std::string& name, std::span<const float> gradient);
   /// Copies the parameters into `out` (host or device memory), fetched fresh
   /// (with Config::skip_pulls under SSP: only when the cached copy is staler

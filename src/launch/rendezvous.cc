@@ -83,6 +83,12 @@ std::string seconds_text(std::chrono::milliseconds t) {
   return text;
 }
 
+// The variable that moves a job's rendezvous port: RDMAPS_MASTER_PORT where
+// it gave the port (under torchrun, MASTER_PORT is the agent's), else MASTER_PORT.
+std::string port_name(const Placement& p) {
+  return p.master_port_var == "RDMAPS_MASTER_PORT" ? "RDMAPS_MASTER_PORT" : "MASTER_PORT";
+}
+
 }  // namespace
 
 std::string wildcard_for(const std::string& host, uint16_t port) {
@@ -99,17 +105,22 @@ std::string wildcard_for(const std::string& host, uint16_t port) {
 std::string rendezvous_address(const Placement& p) { return transport::join_host_port(p.master_addr, p.master_port); }
 
 RendezvousHost::RendezvousHost(const Placement& p, std::string secret)
-    : world_size_(p.world_size), num_servers_(p.num_servers), launch_id_(p.launch_id), secret_(std::move(secret)) {
+    : world_size_(p.world_size),
+      num_servers_(p.num_servers),
+      launch_id_(p.launch_id),
+      secret_(std::move(secret)),
+      port_name_(port_name(p)) {
   try {
     // The ranks connect to MASTER_ADDR as resolved: an IPv4 wildcard never
     // answers MASTER_ADDR=::1.
     listener_ = TcpSocket::listen(transport::SockAddr::parse(wildcard_for(p.master_addr, p.master_port)),
-                                  "every rank dials MASTER_PORT: give them all the same free one");
+                                  "every rank dials " + port_name_ + ": give them all the same free one");
   } catch (const Error& e) {
     throw Error(e.code(), "rank 0 cannot host the job's rendezvous (port " + std::to_string(p.master_port) + ", from " +
                               p.master_port_var + "): " + e.what() +
                               "; is another process of this job also rank 0, or another job on this host using "
-                              "the same MASTER_PORT (an earlier one still running)?");
+                              "the same " +
+                              port_name_ + " (an earlier one still running)?");
   }
   thread_ = std::thread([this] { serve(); });
 }
@@ -132,7 +143,8 @@ void RendezvousHost::serve() {
     std::getline(in >> std::ws, launch);
     if (launch != launch_id_)
       return "error rank " + std::to_string(rank) + " is of another launch (" + shown(launch) + ") than rank 0 (" +
-             shown(launch_id_) + "): two jobs share this MASTER_ADDR:MASTER_PORT; give each job its own MASTER_PORT";
+             shown(launch_id_) + "): two jobs share this MASTER_ADDR:" + port_name_ + "; give each job its own " +
+             port_name_;
     if (world != world_size_ || servers != num_servers_)
       return "error rank " + std::to_string(rank) + " was started with world size " + std::to_string(world) + " and " +
              std::to_string(servers) + " server(s), rank 0 with " + std::to_string(world_size_) + " and " +
@@ -206,8 +218,8 @@ void RendezvousHost::serve() {
     else if (!secret_.empty() && !proves(secret_, "rendezvous request", *c.challenge, nonce, body, proof))
       refusal =
           "error the request does not prove rank 0's secret: give every rank the same RDMAPS_SECRET "
-          "(or --secret-file); or another job with another secret uses this MASTER_ADDR:MASTER_PORT (give each "
-          "job its own MASTER_PORT)";
+          "(or --secret-file); or another job with another secret uses this MASTER_ADDR:" +
+          port_name_ + " (give each job its own " + port_name_ + ")";
     if (!refusal.empty()) {
       log_refusal(LogLevel::kWarn, c.peer, refusal);
       c.writer.queue(bytes_of("- " + refusal));
@@ -406,7 +418,8 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
                                     "rendezvous within " +
                                     seconds + ": " + last_error +
                                     " (another program on that port? then rank 0 could not host it and its own "
-                                    "error says so; give the job another MASTER_PORT)");
+                                    "error says so; give the job another " +
+                                    port_name(p) + ")");
   throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + " could not reach the rendezvous at " + where + " (" +
                                   from + "; rank 0 hosts it) within " + seconds + ": " +
                                   (last_error.empty() ? "no answer" : last_error));

@@ -49,6 +49,7 @@ class RendezvousHost {
 
   uint32_t world_size_, num_servers_;
   std::string launch_id_, secret_;
+  std::string port_name_;  // the variable that moves this job's port (port_name())
   transport::TcpSocket listener_;
   std::atomic<bool> stop_{false};
   std::thread thread_;

@@ -141,6 +141,9 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
     ranges.push_back(partition_->tensor(t.name, "pull"));
     check_size(t.name, ranges.back(), t.out.size(), "pull");
     device_.push_back(cuda::device_of(t.out.data()));
+    // One worker, one GPU: refused here, before anything is fetched (found in
+    // the copy out, the targets before it had been overwritten).
+    if (device_.back() >= 0) gpu(device_.back(), t.name);
   }
   // From here each write-back that lands is copied to the targets (deliver()).
   for (auto& link : links_) std::fill(link.delivered.begin(), link.delivered.end(), 0);

@@ -199,7 +199,11 @@ namespace {
 // tensor names was refused whole, and the worker never learned why.
 template <class M>
 M with_reason_cut(M m) {
-  if (m.reason.size() > kMaxName) m.reason.resize(kMaxName);
+  if (m.reason.size() <= kMaxName) return m;
+  // At a character's start: half a UTF-8 character made Python's error for it a UnicodeDecodeError.
+  size_t n = kMaxName;
+  while (n > 0 && (static_cast<unsigned char>(m.reason[n]) & 0xC0) == 0x80) --n;
+  m.reason.resize(n);
   return m;
 }
 }  // namespace

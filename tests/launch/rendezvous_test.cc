@@ -607,6 +607,12 @@ TEST(Rendezvous, ErrorsNameTheVariableThatGaveThePort) {
   const std::string timeout = error_of([&] { rendezvous(lonely, "", 300ms); });
   EXPECT_NE(timeout.find("MASTER_ADDR and RDMAPS_MASTER_PORT"), std::string::npos) << timeout;
   EXPECT_NE(timeout.find("0.3 s"), std::string::npos) << timeout;
+  // A job of another launch id at this host's port is told to move the variable that set it.
+  Placement other = rank_of(1, 2, 1, p.master_port);
+  other.launch_id = "another job";
+  other.master_port_var = "RDMAPS_MASTER_PORT";
+  const std::string refused = error_of([&] { rendezvous(other, "", 5s); });
+  EXPECT_NE(refused.find("give each job its own RDMAPS_MASTER_PORT"), std::string::npos) << refused;
 }
 
 }  // namespace

@@ -177,6 +177,8 @@ TEST(Protocol, AWelcomeIsBoundedBeforeTheWorkerSizesAnythingFromIt) {
   long_no.accepted = kRefused;
   long_no.reason = std::string(5000, 'x');
   EXPECT_EQ(decode_welcome(encode(long_no), "peer-7").reason, std::string(kMaxTensorName, 'x'));
+  long_no.reason = std::string(kMaxTensorName - 1, 'x') + "\xc3\xa9";  // an é across the cut goes whole
+  EXPECT_EQ(decode_welcome(encode(long_no), "peer-7").reason, std::string(kMaxTensorName - 1, 'x'));
   LaneWelcome long_lane_no;
   long_lane_no.reason = std::string(5000, 'y');
   EXPECT_EQ(decode_lane_welcome(encode(long_lane_no), "peer-7").reason, std::string(kMaxTensorName, 'y'));
