@@ -159,5 +159,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "rdmaps-server: error (%s): %s\n", rdmaps::errc_name(e.code()),
                  rdmaps::cli::name_source(app, args, e.what()).c_str());
     return 1;
+  } catch (...) {  // a thread that could not start, no memory: said, not an abort
+    return rdmaps::tools::report_error("rdmaps-server", "a smaller model or fewer --workers?");
   }
 }

@@ -301,6 +301,22 @@ if [ -n "$perf" ]; then
   helps "$perf" gpu -- "--floats"
 fi
 
+# Short of memory for a thread (ulimit -v), rdmaps-server says so and exits 1:
+# it caught rdmaps::Error alone, and a std::system_error from a thread that
+# could not start ended in "terminate called" and an abort. From a limit too
+# small to load the program up to one that serves, none ends so (UCX's own
+# thread, refused, asserts in UCX 1.13: not ours to catch).
+echo "== rdmaps-server short of memory"
+for kib in $(seq 20000 5000 120000); do
+  out=$( (ulimit -v "$kib"; timeout -k 5 2 "$server" --listen 127.0.0.1:0 --metrics 127.0.0.1:0) 2>&1 </dev/null)
+  status=$?
+  if grep -q "terminate called" <<<"$out"; then
+    fail "rdmaps-server under ulimit -v $kib aborted (exit $status): $out"
+    break
+  fi
+  [ $status -eq 124 ] && { echo "ok: serves from ulimit -v $kib on, no abort below"; break; }
+done
+
 [ $failures -eq 0 ] && echo "every bad flag and variable refused, naming it; every --help lists the flags" && exit 0
 echo "$failures flag check(s) failed"
 exit 1
