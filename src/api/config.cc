@@ -111,13 +111,15 @@ std::optional<uint64_t> to_millis(const std::string& v) {
   }
   double d = 0;
   if (!cli::parse_real(number, d) || !(d >= 0) || d * scale > 1e12) return std::nullopt;
+  // Under a millisecond is not 0, which means off (--peer-timeout 0.5ms was UCX's 20 s).
+  if (d > 0 && d * scale < 1) return std::nullopt;
   return static_cast<uint64_t>(d * scale);
 }
 
 CLI::Validator duration() {
   return CLI::Validator(
       [](std::string& v) -> std::string {
-        return to_millis(v) ? "" : "'" + v + "' is not a duration (SEC, SECs or MSms)";
+        return to_millis(v) ? "" : "'" + v + "' is not a duration (SEC, SECs or MSms; 0, or at least 1 ms)";
       },
       "");
 }

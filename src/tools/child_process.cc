@@ -5,10 +5,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 #include "rdmaps/error.h"
@@ -58,8 +60,19 @@ Child spawn_self(const std::string& program, std::vector<std::string> args) {
 
 void end_with_parent(const char* program) {
   const char* text = std::getenv(kParentPid);
-  if (!text) return;
-  const auto parent = static_cast<pid_t>(std::strtol(text, nullptr, 10));
+  if (!text || !*text) return;  // set but empty is unset, as every RDMAPS_ variable
+  char* end = nullptr;
+  errno = 0;
+  const long parsed = std::strtol(text, &end, 10);
+  // Unchecked, "abc" was parent 0, "gone", and the program exited naming no variable.
+  if (*end || errno || parsed <= 0 || parsed > std::numeric_limits<pid_t>::max()) {
+    std::fprintf(stderr,
+                 "%s: error: RDMAPS_PARENT_PID='%s' is not a process id (the variable is the program's own, "
+                 "set for the processes it starts: unset it)\n",
+                 program, text);
+    std::_Exit(1);
+  }
+  const auto parent = static_cast<pid_t>(parsed);
   unsetenv(kParentPid);  // not for this process's own children: spawn_self names itself
   // SIGTERM's default action ends the process; shared-memory files do not
   // outlive it (UCX unlinks them, or the next rdmaps process sweeps them).

@@ -109,6 +109,9 @@ refused "--lr: '0x10' is not a number" "${s[@]}" --lr 0x10
 refused "RDMAPS_LR: '0x10' is not a number" env RDMAPS_LR=0x10 "${s[@]}"
 refused "--lr: ' 0.1' is not a number" "${s[@]}" --lr " 0.1"
 refused "--reconnect: '0x10' is not a duration" "${s[@]}" --reconnect 0x10
+# Under a millisecond was 0, which means off (UCX's own 20 s for --peer-timeout, no reconnect).
+refused "--peer-timeout: '0.5ms' is not a duration (SEC, SECs or MSms; 0, or at least 1 ms)" "${s[@]}" --peer-timeout 0.5ms
+refused "--reconnect: '0.0004' is not a duration" "${s[@]}" --reconnect 0.0004
 refused "RDMAPS_LR: '-0.5'" env RDMAPS_LR=-0.5 "${s[@]}"
 # Numbers past their field: refused at once, not wrapped, saturated, thrown
 # from a later conversion (an abort) or allocated for.

@@ -93,4 +93,9 @@ kill_child server-kill server SEGV "server 0 was killed by signal 11" \
 RDMAPS_PARENT_PID=1 "$train" --role virtual >"$out/orphan.log" 2>&1 && fail "a child whose parent is gone ran"
 grep -q "the parent process 1 is gone" "$out/orphan.log" || fail "no reason given: $(cat "$out/orphan.log")"
 echo "ok: a child whose parent is gone exits at once"
+# Empty is unset, as every RDMAPS_ variable; garbage is named (both were "the parent process 0 is gone").
+RDMAPS_PARENT_PID= "$train" --help >/dev/null 2>&1 || fail "RDMAPS_PARENT_PID= (empty) stopped rdmaps-train"
+RDMAPS_PARENT_PID=abc "$train" --help >"$out/garbage.log" 2>&1 && fail "RDMAPS_PARENT_PID=abc was taken"
+grep -q "RDMAPS_PARENT_PID='abc' is not a process id" "$out/garbage.log" || fail "not named: $(cat "$out/garbage.log")"
+echo "ok: an empty RDMAPS_PARENT_PID is unset, a bad one named"
 
