@@ -196,8 +196,10 @@ def _signals_held():
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-        for s in dict.fromkeys(held):
-            signal.raise_signal(s)  # now, to the handler it was meant for
+        # Now, to the handler it was meant for; the first to raise ends the loop,
+        # so a SIGTERM or SIGHUP goes before a Ctrl-C (it stops the ranks alike, exits 143).
+        for s in sorted(dict.fromkeys(held), key=lambda s: s == signal.SIGINT):
+            signal.raise_signal(s)
 
 
 def _watch(proc, rank, exits):

@@ -239,6 +239,27 @@ sys.exit(3)
                     p.kill()
                     p.wait()
 
+    def test_a_ctrl_c_and_a_sigterm_as_a_rank_starts_end_as_sigterm(self):
+        # Only the first held signal was passed on: the Ctrl-C's 130, the SIGTERM lost.
+        real_popen, started = subprocess.Popen, []
+
+        def popen(command, env, **kwargs):
+            started.append(real_popen(command, env=env, **kwargs))
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return started[-1]
+
+        try:
+            with mock.patch("subprocess.Popen", side_effect=popen):
+                status, _ = self.run_launch(2, "import time; time.sleep(60)")
+            self.assertEqual(status, 143)
+            self.assertIsNotNone(started[0].poll(), "the rank started as the signals came outlived its launcher")
+        finally:
+            for p in started:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+
     def test_an_outer_launchers_rank_variables_do_not_reach_the_processes(self):
         # rdmaps.launch inside mpirun, srun or torchrun: RANK and WORLD_SIZE describe its processes.
         outer = {"PMIX_RANK": "5", "PMIX_NAMESPACE": "outer", "OMPI_COMM_WORLD_RANK": "3",
