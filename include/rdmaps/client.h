@@ -23,7 +23,10 @@ struct ClientOptions {
   Config config;
   /// Bound of every wait (connect, credits, clock, pull), at least 1 ms. A
   /// call whose wait failed takes up to one more for the sends it still had
-  /// in flight, then fails (or reconnects: Config::reconnect_ms).
+  /// in flight, then fails (or reconnects: Config::reconnect_ms). Where a
+  /// send is still under way then (a stopped server), the client takes no
+  /// more calls, and that send reads the call's memory until the client is
+  /// destroyed: destroy it before freeing that memory.
   std::chrono::milliseconds timeout{60000};
   /// HOST:PORT to serve GET /metrics on in the Prometheus text format
   /// (docs/observability.md); empty: off. A bad address or a port in use

@@ -1515,6 +1515,48 @@ TEST_P(PsFaultTest, APushToAStoppedServerEndsByOneTimeoutAndInterruptEndsItAtOnc
   server.kill_now();
 }
 
+// A push that timed out against a stopped server with its sends still under
+// way (tcp: the server takes each piece when it wakes) left them reading the
+// client's bf16 encoding, which the next push refilled: the woken server
+// applied the second push's bytes as the first's. After such a timeout the
+// client takes no more calls, saying why.
+TEST_P(PsFaultTest, APushThatTimedOutWithSendsUnderWayEndsTheClientsCalls) {
+  if (GetParam() != transport::TransportKind::kTcp) GTEST_SKIP() << "over shm a put is done when it is posted";
+  int port = 0;
+  PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
+  constexpr size_t kFloats = 16 * kWholeShard;  // 16 pieces over 3 lanes of 4 inbox slots: some wait for credit
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = fault_config(GetParam());
+  o.config.shard_floats = kWholeShard;
+  o.config.secret = test_secret();
+  o.config.wire = WireFormat::kBf16;
+  o.timeout = 1s;
+  auto client = connect_when_up(o, "w", kFloats);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
+  ASSERT_TRUE(wait_until_stopped(server.pid()));
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client->push("w", std::vector<float>(kFloats, 1.0f)); }, &what), Errc::kTimeout);
+  EXPECT_NE(what.find("is still under way"), std::string::npos) << what;
+  std::string next;
+  EXPECT_EQ(error_code_of([&] { client->push("w", std::vector<float>(kFloats, 1000.0f)); }, &next), Errc::kTimeout);
+  EXPECT_NE(next.find("this client cannot go on"), std::string::npos) << next;
+  kill(server.pid(), SIGCONT);
+  client.reset();  // its sends end as it closes
+  o.worker = 1;
+  o.timeout = 10s;
+  auto reader = connect_when_up(o, "w", kFloats);
+  ASSERT_TRUE(reader);
+  std::vector<float> w(kFloats);
+  reader->pull("w", w);
+  float moved = 0;
+  for (float x : w) moved = std::max(moved, std::fabs(x));
+  EXPECT_LE(moved, 0.05f + 1e-6f) << "the server applied the refused push's gradient (lr 0.05 x 1000) as the first's";
+  reader.reset();
+  server.kill_now();
+}
+
 // Stops `server` (SIGSTOP), then pushes gradients of ones to `name`
 // (`floats`, each push flushing the one before it) until one times out
 // waiting for a credit; returns how many pushes returned before it.
