@@ -159,9 +159,13 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
                                                " s (--reconnect; last attempt: " + last + ")"));
     // Slept in steps: interrupt() ends the call within one of them.
     for (const auto until = Clock::now() + pause; Clock::now() < until;) {
-      if (interrupted_.load(std::memory_order_relaxed))
+      if (interrupted_.load(std::memory_order_relaxed)) {
+        // No half-made lanes left behind (an attempt that failed after some):
+        // leaving posted on their null endpoints.
+        disconnect(link);
         throw Error(Errc::kCancelled, "worker " + std::to_string(options_.worker) + ": reconnecting to server " +
                                           link.address + ": interrupted (the client was interrupted)");
+      }
       std::this_thread::sleep_for(std::min<Clock::duration>(kInterruptCheck, until - Clock::now()));
     }
   }
