@@ -31,6 +31,18 @@ static void* serve(void* server) {
   return NULL;
 }
 
+/* A 1-worker server over tcp on loopback, serving on *thread; its address
+ * into `address` (64 bytes). NULL if it could not be made. */
+static rdmaps_server* start_tcp_server(pthread_t* thread, char* address) {
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp", 0, 0};
+  rdmaps_server* server = NULL;
+  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
+  if (!server) return NULL;
+  CHECK(rdmaps_server_address(server, address, 64) == RDMAPS_OK, "address: %s", rdmaps_last_error());
+  pthread_create(thread, NULL, serve, server);
+  return server;
+}
+
 /* A 1-worker SGD server over tcp checkpointing into `dir` (`flags` added),
  * listening at `listen` and running on *thread with `run`; its address into
  * `address`. NULL if it could not be made. */
@@ -169,14 +181,10 @@ static void destroy_while_running(void) {
  * waited for that run, which the child does not have, for good; the parent's
  * server serves on. */
 static void forked_child_leaves_the_server_alone(void) {
-  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp", 0, 0};
-  rdmaps_server* server = NULL;
-  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
-  if (!server) return;
-  char address[64];
-  CHECK(rdmaps_server_address(server, address, sizeof(address)) == RDMAPS_OK, "address: %s", rdmaps_last_error());
   pthread_t thread;
-  pthread_create(&thread, NULL, serve, server);
+  char address[64];
+  rdmaps_server* server = start_tcp_server(&thread, address);
+  if (!server) return;
   const struct timespec tenth = {0, 100 * 1000 * 1000};
   nanosleep(&tenth, NULL); /* serving */
   const pid_t child = fork();
@@ -215,14 +223,10 @@ static void log_once(rdmaps_log_level level, const char* line, void* user) {
 }
 static void callback_that_removes_itself(void) {
   rdmaps_set_log_callback(log_once, NULL);
-  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp", 0, 0};
-  rdmaps_server* server = NULL;
-  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
-  if (!server) return;
-  char address[64];
-  CHECK(rdmaps_server_address(server, address, sizeof(address)) == RDMAPS_OK, "address: %s", rdmaps_last_error());
   pthread_t thread;
-  pthread_create(&thread, NULL, serve, server);
+  char address[64];
+  rdmaps_server* server = start_tcp_server(&thread, address);
+  if (!server) return;
   rdmaps_client_options co = {address, 0, "--transport tcp", 10000};
   rdmaps_client* client = NULL;
   CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
