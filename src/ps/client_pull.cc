@@ -3,6 +3,7 @@
 // the copy out to the caller's tensors as write-backs land.
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 #include "src/ps/client_impl.h"
 
@@ -123,11 +124,21 @@ void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes, bool
 
 void ClientImpl::pull(std::span<const PullTarget> targets) {
   require_connected("pull");
+  // A pull repeated after a reconnect counts once: the lanes the failed
+  // attempt had finished were counted again by the next.
+  // (The counters alone, not the whole stats: its strings would be copied per pull.)
+  const auto counters = [this] {
+    return std::tie(stats_.pulls, stats_.pull_bytes, stats_.pulls_skipped, stats_.pull_bytes_saved,
+                    stats_.pull_bytes_in_place);
+  };
+  const auto before = std::tuple{stats_.pulls, stats_.pull_bytes, stats_.pulls_skipped, stats_.pull_bytes_saved,
+                                 stats_.pull_bytes_in_place};
   for (;;) {
     try {
       return pull_once(targets);
     } catch (const Error& e) {
       recover(e, inflight_);  // then pull again: a pull is safe to repeat
+      counters() = before;
     }
   }
 }
