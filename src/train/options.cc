@@ -410,7 +410,7 @@ std::vector<std::string> passthrough(const Options& o, bool server) {
                                    "--batch",       std::to_string(o.batch),
                                    "--transport",   o.transport,
                                    "--data",        o.data,
-                                   "--staleness",   server && o.virtual_workers ? "inf" : o.staleness,
+                                   "--staleness",   o.staleness,
                                    "--dc",          o.dc,
                                    "--lr",          exact(o.lr),
                                    "--schedule",    o.schedule,
@@ -420,6 +420,8 @@ std::vector<std::string> passthrough(const Options& o, bool server) {
                                    "--train-limit", std::to_string(o.train_limit),
                                    "--test-limit",  std::to_string(o.test_limit)};
   args.insert(args.end(), {"--evals-per-epoch", std::to_string(o.evals_per_epoch)});
+  // A local run's servers for virtual workers: the server role runs them without the bound.
+  if (server && o.virtual_workers) args.insert(args.end(), {"--virtual-workers", std::to_string(o.virtual_workers)});
   if (o.gpu_shard) args.push_back("--gpu-shard");
   args.insert(args.end(), o.config_args.begin(), o.config_args.end());
   return args;

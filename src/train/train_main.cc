@@ -55,8 +55,8 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
   so.insecure = o.insecure;
   so.config = config_of(o);
   // The virtual workers' schedule holds their bound and their clients run
-  // without one (as a local run's servers are told): a server started by
-  // hand with --sync refused each of them.
+  // without one: a server given --sync refused each of them (a local run's
+  // servers are given --virtual-workers too).
   if (o.virtual_workers) so.config.staleness = kInfiniteStaleness;
   so.metrics = o.metrics;
   if (o.report_fd < 0) so.stats_interval = std::chrono::seconds(10);
