@@ -35,6 +35,7 @@
 #include "src/api/log_sink.h"
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/server_directory.h"
+#include "src/launch/server_list.h"
 #include "transport/cancel.h"
 #include "transport/process_id.h"
 
@@ -718,6 +719,8 @@ PYBIND11_MODULE(_rdmaps, m) {
         without_gil([&] { set_concurrent_log_sink(std::move(sink)); });
       },
       py::arg("handler"));
+  m.def("_server_list", &launch::server_list, py::arg("text"), py::arg("source"),
+        "The entries of \"host:port,host:port\", each checked (src/launch/server_list.h).");
   m.def("_detect_placement", &detect_placement, py::arg("env"), py::arg("num_servers"),
         "Rank, size and role from the launcher variables in env (rdmaps.launcher.detect).");
   py::class_<PyServerDirectory>(

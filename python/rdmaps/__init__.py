@@ -148,15 +148,21 @@ _U64 = 2**64 - 1
 
 
 def _server_list(servers):
+    # Each entry as typed, checked as RDMAPS_SERVERS and the C API check theirs: an empty one was dropped
+    # ("a:1,,b:2" named b as server 1), a malformed one found only at connect().
     if isinstance(servers, str):
-        servers = [s for s in servers.split(",") if s]
+        return _rdmaps._server_list(servers, "rdmaps.Worker: servers")
     try:
         listed = list(servers)
     except TypeError:
         listed = None
     if listed is None or not all(isinstance(s, str) for s in listed):
         raise TypeError(f"rdmaps.Worker: servers={servers!r} is not \"host:port,...\" or a list of them")
-    return listed
+    for i, s in enumerate(listed):
+        if "," in s:
+            raise ValueError(f"rdmaps.Worker: servers entry {i + 1} {s!r} holds a comma: give one host:port "
+                             "per entry, or the whole list as one string")
+    return _rdmaps._server_list(",".join(listed), "rdmaps.Worker: servers") if listed else listed
 
 
 class Worker(_rdmaps.Worker):

@@ -16,7 +16,7 @@
 #include "rdmaps/log.h"
 #include "rdmaps/rdmaps.h"
 #include "rdmaps/server.h"
-#include "transport/address.h"
+#include "src/launch/server_list.h"
 #include "transport/process_id.h"
 
 struct rdmaps_client {
@@ -184,27 +184,6 @@ rdmaps::Config parse_flags(const char* text, std::string* metrics) {
   return config;
 }
 
-// The entries as typed: an empty one ("a:1,,b:2") was dropped, and the list
-// named other servers than the job's, found only at connect.
-std::vector<std::string> server_entries(const std::string& list, const char* source) {
-  std::vector<std::string> out;
-  for (size_t start = 0;;) {
-    const size_t comma = list.find(',', start);
-    out.push_back(list.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    const std::string where = std::string(source) + "='" + list + "': entry " + std::to_string(out.size());
-    if (out.back().empty())
-      throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
-                          where + " is empty (the list is host:port,host:port, one entry per server)");
-    try {
-      (void)rdmaps::transport::split_host_port(out.back());
-    } catch (const rdmaps::Error& e) {
-      throw rdmaps::Error(e.code(), where + ": " + e.what());
-    }
-    if (comma == std::string::npos) return out;
-    start = comma + 1;
-  }
-}
-
 }  // namespace
 
 extern "C" {
@@ -247,7 +226,7 @@ rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_
     require(servers != nullptr && (given || *servers),
             "no servers: set options.servers or RDMAPS_SERVERS (host:port,host:port)");
     const char* source = given ? "options.servers" : "RDMAPS_SERVERS";
-    o.servers = server_entries(servers, source);
+    o.servers = rdmaps::launch::server_list(servers, source);
     int64_t worker = options ? options->worker : -1;
     require(worker >= -1, "options.worker is " + std::to_string(worker) + ": a worker id, or -1 for RDMAPS_WORKER");
     if (worker < 0) {

@@ -7,6 +7,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps_config.h"
+#include "src/launch/server_list.h"
 
 namespace rdmaps::launch {
 namespace {
@@ -55,51 +56,6 @@ uint64_t integer(const std::string& name, const std::string& text, uint64_t mini
   if (errno == ERANGE || v > maximum) fail(name + "=" + text + " is above " + std::to_string(maximum));
   if (v < minimum) fail(name + "=" + text + " is below " + std::to_string(minimum));
   return v;
-}
-
-// Every entry of RDMAPS_SERVERS as typed, each a server's own host:port that
-// workers connect to: an entry the servers would read otherwise than the
-// workers (a dropped empty one shifts the indices, port 0 is a port of the
-// server's choosing) is refused here, naming it.
-std::vector<std::string> server_list(const std::string& text) {
-  std::vector<std::string> items;
-  for (size_t start = 0;;) {
-    const size_t comma = text.find(',', start);
-    items.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  for (size_t i = 0; i < items.size(); ++i) {
-    const std::string& s = items[i];
-    const std::string entry = "RDMAPS_SERVERS entry " + std::to_string(i + 1) + " '" + s + "'";
-    if (s.empty())
-      fail("RDMAPS_SERVERS='" + text + "': entry " + std::to_string(i + 1) +
-           " is empty (the list is host:port,host:port, one entry per server)");
-    if (s.find_first_of(" \t\r\n") != std::string::npos)
-      fail(entry + " has white space (the list is host:port,host:port without spaces)");
-    const size_t colon = s.rfind(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == s.size() ||
-        s.find_first_not_of("0123456789", colon + 1) != std::string::npos)
-      fail(entry + " is not host:port");
-    const std::string host = s.substr(0, colon);
-    const bool bracketed = host.size() >= 2 && host.front() == '[' && host.back() == ']';
-    if (bracketed ? host.size() == 2 : host.find_first_of(":[]") != std::string::npos)
-      fail(entry + " is not host:port (an IPv6 address goes in brackets: [::1]:13337)");
-    const std::string port = s.substr(colon + 1);
-    if (port.size() > 1 && port[0] == '0' && port.find_first_not_of('0') != std::string::npos)
-      fail(entry + " has port " + port + " with a leading zero: give it as " +
-           port.substr(port.find_first_not_of('0')) + " (one server, one spelling)");
-    if (port.find_first_not_of('0') == std::string::npos)
-      fail(entry + " has port 0: server " + std::to_string(i) +
-           " would listen on a port of the system's choosing that the workers cannot know; give every server "
-           "its port");
-    if (port.size() > 5 || std::stoul(port) > 65535) fail(entry + " has port " + port + ", above 65535");
-    for (size_t j = 0; j < i; ++j)
-      if (items[j] == s)
-        fail("RDMAPS_SERVERS lists '" + s + "' twice (entries " + std::to_string(j + 1) + " and " +
-             std::to_string(i + 1) + "): every server needs an address of its own");
-  }
-  return items;
 }
 
 // The first host of a Slurm host list: "node[3-4,7],gpu1" -> "node3",
@@ -280,7 +236,7 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   }
 
   p.launch_id = launch_id_of(env);
-  if (auto list = env("RDMAPS_SERVERS"); list && !list->empty()) p.servers = server_list(*list);
+  if (auto list = env("RDMAPS_SERVERS"); list && !list->empty()) p.servers = server_list(*list, "RDMAPS_SERVERS");
   if (num_servers == 0) {
     if (auto n = env("RDMAPS_NUM_SERVERS"))
       num_servers = static_cast<uint32_t>(integer("RDMAPS_NUM_SERVERS", *n, 1, UINT32_MAX));

@@ -10,6 +10,7 @@
 #include "src/api/cli.h"
 #include "src/api/config_flags.h"
 #include "src/launch/placement.h"
+#include "src/launch/server_list.h"
 #include "src/train/virtual_workers.h"
 
 namespace rdmaps::train {
@@ -303,27 +304,16 @@ Options parse_options(int argc, char** argv) {
     bad_flag("--servers-list",
              "only --role worker or virtual reads it (a local run and a launched job choose it themselves)");
   if (servers_list->count() > 0) {
-    // The worker splits it at commas: an empty entry would be a server
-    // address of its own ('a:1,' names 2 servers, one of them "").
-    size_t start = 0, entry = 1;
-    for (;; ++entry) {
-      const size_t comma = o.servers_list.find(',', start);
-      std::string address = o.servers_list.substr(start, comma == std::string::npos ? comma : comma - start);
-      if (address.empty())
-        bad_flag("--servers-list", "entry " + std::to_string(entry) + " of '" + o.servers_list +
-                                       "' is empty (the list is host:port,host:port, one entry per server)");
-      // Each now, named: the worker found a bad one only when it dialled it, after the others.
-      if (std::string why = cli::address()(address); !why.empty())
-        bad_flag("--servers-list", "entry " + std::to_string(entry) + ": " + why);
-      if (comma == std::string::npos) break;
-      start = comma + 1;
+    // Each entry now, named: the worker found a bad one only when it dialled it, after the others.
+    std::vector<std::string> listed;
+    try {
+      listed = launch::server_list(o.servers_list, "--servers-list");
+    } catch (const Error& e) {
+      throw Error(e.code(), std::string(e.what()) + " (see --help)");
     }
-  }
-  if (servers_list->count() > 0 && o.servers_given) {
-    const auto listed = static_cast<uint32_t>(std::count(o.servers_list.begin(), o.servers_list.end(), ',') + 1);
-    if (listed != o.servers)
+    if (o.servers_given && listed.size() != o.servers)
       bad_flag("--servers-list",
-               "names " + std::to_string(listed) + " servers, --servers says " + std::to_string(o.servers));
+               "names " + std::to_string(listed.size()) + " servers, --servers says " + std::to_string(o.servers));
   }
   // --compare runs its own six variants, each with its own name, bound and rule.
   if (o.compare)

@@ -7,13 +7,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <sstream>
 #include <string>
 #include <thread>
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "src/launch/server_directory.h"
+#include "src/launch/server_list.h"
 #include "src/tools/child_process.h"
 #include "src/tools/program_start.h"
 #include "src/tools/stop_on_signal.h"
@@ -119,9 +119,8 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
 
 ClientOptions client_options(const Options& o) {
   ClientOptions co;
-  std::stringstream list(o.servers_list);
-  for (std::string item; std::getline(list, item, ',');) co.servers.push_back(item);
-  if (co.servers.empty()) bad_flag("--servers-list", "a worker needs the servers' addresses");
+  if (o.servers_list.empty()) bad_flag("--servers-list", "a worker needs the servers' addresses");
+  co.servers = launch::server_list(o.servers_list, "--servers-list");
   co.worker = o.worker;
   co.workers = o.workers;
   co.config = config_of(o);

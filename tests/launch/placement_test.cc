@@ -330,7 +330,7 @@ TEST(Placement, EveryServerListEntryIsChecked) {
   const std::pair<std::string, std::string> cases[] = {
       {"a:0,b:2", "RDMAPS_SERVERS entry 1 'a:0' has port 0"},
       {"a:1,b:70000", "RDMAPS_SERVERS entry 2 'b:70000' has port 70000, above 65535"},
-      {"a:1,b:2,a:1", "RDMAPS_SERVERS lists 'a:1' twice (entries 1 and 3)"},
+      {"a:1,b:2,a:1", "RDMAPS_SERVERS: 'a:1' is listed twice (entries 1 and 3)"},
       {"a:1,,b:2", "RDMAPS_SERVERS='a:1,,b:2': entry 2 is empty"},
       {"a:1,", "RDMAPS_SERVERS='a:1,': entry 2 is empty"},
       {",", "RDMAPS_SERVERS=',': entry 1 is empty"},

@@ -373,8 +373,9 @@ int main(void) {
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL && strstr(rdmaps_last_error(), "options.worker is -2"),
         "worker -2 gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
   /* Malformed entries are refused at create, naming the entry (they failed only at connect). */
-  const char* lists[] = {"127.0.0.1:1 ", "127.0.0.1:1, 127.0.0.1:2", "127.0.0.1:99999", "127.0.0.1", "127.0.0.1:0"};
-  for (int i = 0; i < 5; ++i) {
+  const char* lists[] = {"127.0.0.1:1 ", "127.0.0.1:1, 127.0.0.1:2", "127.0.0.1:99999", "127.0.0.1",
+                         "127.0.0.1:0",  "127.0.0.1:1,127.0.0.1:01"};
+  for (int i = 0; i < 6; ++i) {
     rdmaps_client_options malformed = {lists[i], 0, "--transport shm", 0};
     bad = (rdmaps_client*)1;
     st = rdmaps_client_create(&malformed, &bad);
@@ -398,7 +399,7 @@ int main(void) {
   bad = (rdmaps_client*)1;
   st = rdmaps_client_create(&from_servers_env, &bad);
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL &&
-            strstr(rdmaps_last_error(), "RDMAPS_SERVERS='127.0.0.1:99999'"),
+            strstr(rdmaps_last_error(), "RDMAPS_SERVERS entry 1 '127.0.0.1:99999'"),
         "RDMAPS_SERVERS=127.0.0.1:99999 gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
   setenv("RDMAPS_SERVERS", "", 1); /* set but empty is unset */
   st = rdmaps_client_create(&from_servers_env, &bad);

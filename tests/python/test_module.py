@@ -5,6 +5,7 @@ exceptions for bad buffers, sizes, options and peers."""
 import array
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -391,6 +392,17 @@ class ConfigurationTest(unittest.TestCase):
             rdmaps.Worker("127.0.0.1:1", 1.5)
         with self.assertRaisesRegex(TypeError, r"rdmaps.Worker: servers=None is not"):
             rdmaps.Worker(None, 0)
+        # Each entry as typed and checked, as RDMAPS_SERVERS and the C API's: an empty one was dropped, so
+        # "a,,b" named b as server 1; a duplicate or port 0 was found only at connect().
+        for servers, said in (("127.0.0.1:1,,127.0.0.1:2", "='127.0.0.1:1,,127.0.0.1:2': entry 2 is empty"),
+                              ("127.0.0.1:1,", "entry 2 is empty"),
+                              (["127.0.0.1:1", ""], "entry 2 is empty"),
+                              (["127.0.0.1:1", "127.0.0.1:1"], "'127.0.0.1:1' is listed twice"),
+                              ("127.0.0.1:0", "entry 1 '127.0.0.1:0' has port 0"),
+                              (["127.0.0.1:1,127.0.0.1:2"], "entry 1 '127.0.0.1:1,127.0.0.1:2' holds a comma")):
+            with self.assertRaisesRegex(ValueError, r"rdmaps\.Worker: servers.*" + re.escape(said)):
+                rdmaps.Worker(servers, 0)
+        rdmaps.Worker(["127.0.0.1:1", "127.0.0.1:2"], 0).close()
         worker = rdmaps.Worker("127.0.0.1:1", 0)
         with self.assertRaisesRegex(rdmaps.InvalidArgument, r"declare\('huge'\): 1099511627777 floats, over"):
             worker.declare("huge", 2**40 + 1)

@@ -194,12 +194,15 @@ refused "--listen: only --role server reads it" "${t[@]}" --listen 127.0.0.1:9
 refused "--worker: only --role worker reads it" "${t[@]}" --role server --worker 1
 refused "--servers-list: names 1 servers, --servers says 2" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9
 # Split at commas, 'a:1,' was one server, yet it passed a comma count of 2.
-refused "--servers-list: entry 2 of '127.0.0.1:9,' is empty" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,
+refused "--servers-list='127.0.0.1:9,': entry 2 is empty" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,
 refused "RDMAPS_SHARD_FLOATS: '0'" env RDMAPS_SHARD_FLOATS=0 "${t[@]}"
 refused "RDMAPS_STALENESS_POLICY: 'never'" env RDMAPS_STALENESS_POLICY=never "${t[@]}"
 # Each entry is an address, checked with the flags: a bad second one was
 # never reported (the worker dialled the first), a bad first one unnamed.
-refused "--servers-list: entry 2: address 'nohost' has no port" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,nohost
+refused "--servers-list entry 2 'nohost' is not host:port" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,nohost
+# The same reader as RDMAPS_SERVERS and the C ABI's: one server named twice, or a port no server listens on.
+refused "--servers-list: '127.0.0.1:9' is listed twice (entries 1 and 2)" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,127.0.0.1:9
+refused "--servers-list entry 1 '127.0.0.1:0' has port 0" "${t[@]}" --role worker --servers-list 127.0.0.1:0
 refused "--straggler: '0:0x10': FACTOR is not a number" "${t[@]}" --straggler 0:0x10
 refused "--delay: 'uniform:0x10' has no number after the colon" "${t[@]}" --virtual-workers 2 --delay uniform:0x10
 refused "--delay: 'uniform:2e9' needs a whole largest delay from 1 to 1e9" "${t[@]}" --virtual-workers 2 --delay uniform:2e9
