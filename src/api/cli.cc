@@ -175,6 +175,30 @@ std::string name_source(const CLI::App& app, const std::vector<std::string>& arg
   return message;
 }
 
+namespace {
+
+// CLI11 checks the environment's values before it answers --help: a bad
+// RDMAPS_ value failed the very page its error pointed to. Asked for help or
+// the version, a program gives them whatever else is wrong.
+void parse_or_answer(CLI::App& app, std::vector<std::string>& reversed, const std::vector<std::string>& args) {
+  const auto asked = [&](std::initializer_list<std::string_view> names) {
+    return std::any_of(args.begin(), args.end(),
+                       [&](const std::string& a) { return std::find(names.begin(), names.end(), a) != names.end(); });
+  };
+  try {
+    app.parse(reversed);
+  } catch (const CLI::Success&) {
+    throw;
+  } catch (const CLI::ParseError&) {
+    if (app.get_help_ptr() == nullptr) throw;
+    if (asked({"--help", "-h"})) throw CLI::CallForHelp();
+    if (asked({"--version"})) throw CLI::CallForVersion(rdmaps_build_version(), 0);
+    throw;
+  }
+}
+
+}  // namespace
+
 void parse(CLI::App& app, const std::vector<std::string>& args) {
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them last first
   const std::string see_help = app.get_help_ptr() ? " (see --help)" : "";
@@ -199,7 +223,7 @@ void parse(CLI::App& app, const std::vector<std::string>& args) {
                   variable + " is set but empty: give it a value for " + o->get_name() + ", or unset it" + see_help);
   }
   try {
-    app.parse(reversed);
+    parse_or_answer(app, reversed, args);
   } catch (const CLI::Success&) {  // --help, --version
     throw;
   } catch (const CLI::ExtrasError&) {

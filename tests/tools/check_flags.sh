@@ -104,6 +104,14 @@ refused "RDMAPS_WORKERS: '4294967297'" env RDMAPS_WORKERS=4294967297 "${s[@]}"
 refused "RDMAPS_LISTEN is set but empty: give it a value for --listen, or unset it" env RDMAPS_LISTEN= "$server"
 refused "RDMAPS_METRICS is set but empty" env RDMAPS_METRICS= "${s[@]}"
 helps env RDMAPS_METRICS= "$server"  # --help still helps
+# A bad value's error says "see --help", which failed on that value too.
+helps env RDMAPS_SHARD_FLOATS=0 RDMAPS_LR=x "$server"
+helps env RDMAPS_SHARD_FLOATS=0 RDMAPS_WORKERS=-1 "$train"
+if out=$(env RDMAPS_SHARD_FLOATS=0 "$server" --version 2>&1) && grep -qE '^[0-9]+\.[0-9]+' <<<"$out"; then
+  echo "ok: --version with a bad variable prints $out"
+else
+  fail "--version with RDMAPS_SHARD_FLOATS=0 gave: $out"
+fi
 # strtod's hex floats and leading spaces: --lr 0x10 served with lr 16.
 refused "--lr: '0x10' is not a number" "${s[@]}" --lr 0x10
 refused "RDMAPS_LR: '0x10' is not a number" env RDMAPS_LR=0x10 "${s[@]}"
