@@ -78,6 +78,15 @@ CLI::Validator number(std::function<bool(double)> ok, const std::string& expecte
       "");
 }
 
+CLI::Validator seconds(bool zero_is_off) {
+  return number([=](double d) { return (zero_is_off && d == 0) || (d >= 0.001 && d <= 86400); },
+                std::string(zero_is_off ? "0 (off) or " : "") + "a number of seconds from 0.001 to 86400");
+}
+
+std::chrono::milliseconds milliseconds_of(double seconds) {
+  return std::chrono::milliseconds(std::llround(seconds * 1000));
+}
+
 CLI::Validator positive() {
   return number([](double d) { return d > 0; }, "a positive number");
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -34,6 +35,11 @@ CLI::Validator word_or(const std::string& word, CLI::Validator rest, const std::
 /// A number a float holds (0, or 1.2e-38 to 3.4e38 either side) for which
 /// `ok` holds; `expected` completes "'v' is not ...".
 CLI::Validator number(std::function<bool(double)> ok, const std::string& expected);
+/// Seconds, fractions allowed, from a millisecond (what a duration here
+/// holds: less would be 0) to a day; with `zero_is_off`, 0 too.
+CLI::Validator seconds(bool zero_is_off = false);
+/// A value seconds() accepted, as the milliseconds the options hold.
+std::chrono::milliseconds milliseconds_of(double seconds);
 CLI::Validator positive();
 CLI::Validator non_negative();
 /// One of `names`.

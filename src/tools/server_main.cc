@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
   try {
     rdmaps::ServerOptions options;
-    uint64_t stats_s = 10, stall_s = 60, launch_timeout_s = 120;
+    double stats_s = 10, stall_s = 60, launch_timeout_s = 120;
     app.footer(
         "Under mpirun, srun or torchrun (several ranks, no --index) the rank is the index: the\n"
         "first --servers ranks run rdmaps-server, the others are the job's workers, e.g.\n"
@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
                         ->transform(rdmaps::cli::count(1, rdmaps::kMaxWorkers));
     app.add_option("--stats-interval", stats_s, "one stats line every SEC seconds (0: off)")
         ->envname("RDMAPS_STATS_INTERVAL")
-        ->transform(rdmaps::cli::count(0, 86400));
+        ->check(rdmaps::cli::seconds(true));
     bool keep_running = !options.exit_when_done;
     rdmaps::cli::add_switch(app, "--keep-running", keep_running, "keep serving after every worker left");
     rdmaps::cli::add_switch(app, "--rule-from-workers", options.rule_from_workers,
@@ -64,9 +64,9 @@ int main(int argc, char** argv) {
         ->transform(rdmaps::cli::count(0));
     app.add_option("--stall-warning", stall_s, "log a worker holding the slowest clock this long (SEC; 0: off)")
         ->envname("RDMAPS_STALL_WARNING")
-        ->transform(rdmaps::cli::count(0, 86400));
+        ->check(rdmaps::cli::seconds(true));
     app.add_option("--launch-timeout", launch_timeout_s, "under a launcher: bound on the address exchange (SEC)")
-        ->transform(rdmaps::cli::count(1, 86400));
+        ->check(rdmaps::cli::seconds());
     app.add_option("--metrics", options.metrics, "serve Prometheus metrics at http://HOST:PORT/metrics (off)")
         ->envname("RDMAPS_METRICS")
         ->check(rdmaps::cli::address());
@@ -83,8 +83,8 @@ int main(int argc, char** argv) {
       return app.exit(e);
     }
     options.exit_when_done = !keep_running;
-    options.stats_interval = std::chrono::seconds(stats_s);
-    options.stall_warning = std::chrono::seconds(stall_s);
+    options.stats_interval = rdmaps::cli::milliseconds_of(stats_s);
+    options.stall_warning = rdmaps::cli::milliseconds_of(stall_s);
     // A launch decides what the command line did not (the environment may set these for all ranks).
     const bool index_given = rdmaps::cli::on_command_line(index, args),
                servers_given = rdmaps::cli::on_command_line(servers, args),
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
       options.index = placement->server_index();
       options.servers = placement->num_servers;
       options.workers = placement->num_workers();
-      directory = std::make_unique<launch::ServerDirectory>(*placement, std::chrono::seconds(launch_timeout_s),
+      directory = std::make_unique<launch::ServerDirectory>(*placement, rdmaps::cli::milliseconds_of(launch_timeout_s),
                                                             options.config.secret, environment);
       if (listen_given)
         directory->check_listen(options.listen, "--listen");

@@ -244,8 +244,7 @@ Options parse_options(int argc, char** argv) {
           },
           "UTF-8 text");
   app.add_option("--launch-timeout", o.launch_timeout_s, "under a launcher: bound on the address exchange (SEC)")
-      ->check(
-          cli::number([](double d) { return d >= 0.001 && d <= 86400; }, "a number of seconds from 0.001 to 86400"));
+      ->check(cli::seconds());
   place(job);
   auto* role = app.add_option("--role", o.role, "run one process of a cluster job")
                    ->check(cli::one_of({"driver", "server", "worker", "virtual"}))

@@ -12,6 +12,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "src/api/cli.h"
 #include "src/launch/server_directory.h"
 #include "src/launch/server_list.h"
 #include "src/tools/child_process.h"
@@ -216,7 +217,7 @@ int run_launched(Options o, const launch::Placement& p) {
   o.workers = p.num_workers();
   check_straggler(o);
   if (!o.metrics.empty()) o.metrics = launch::port_plus(o.metrics, p.rank, "--metrics");
-  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(o.launch_timeout_s * 1000));
+  const auto timeout = cli::milliseconds_of(o.launch_timeout_s);
   launch::ServerDirectory directory(p, timeout, config_of(o).secret);
   std::fprintf(stderr, "rdmaps-train %s; addresses through %s\n", p.describe().c_str(), directory.method().c_str());
   if (p.is_server()) {

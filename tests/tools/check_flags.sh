@@ -71,6 +71,10 @@ refused "--workers: '0'" "${s[@]}" --workers 0
 refused "--servers: '0'" "${s[@]}" --servers 0
 refused "--servers: '4097' is not a whole number from 1 to 4096" "${s[@]}" --servers 4097  # kMaxServers
 refused "--stats-interval: '86401'" "${s[@]}" --stats-interval 86401
+# Seconds take fractions as everywhere else (they were whole here only); under a millisecond is refused, not 0 (off).
+serves "in the last 0.5 s" "${s[@]}" --stats-interval 0.5 --stall-warning 2.5
+refused "--stall-warning: '0.0001' is not 0 (off) or a number of seconds from 0.001 to 86400" "${s[@]}" --stall-warning 0.0001
+refused "--launch-timeout: '0' is not a number of seconds from 0.001 to 86400" "${s[@]}" --launch-timeout 0
 refused "--lr: '-0.5'" "${s[@]}" --lr -0.5
 refused "--lambda: '-5'" "${s[@]}" --lambda -5
 refused "unknown flag --floats" "${s[@]}" --floats 0
