@@ -95,6 +95,10 @@ bool WriteBackReceiver::parse(const transport::AmMessage& m, const transport::Re
     return dropped(m, "a mailbox at byte " + std::to_string(h.offset) + " of a " + std::to_string(receive.size()) +
                           "-byte receive region");
   }
+  // Refused by the receive too, but as a handler's error, logged for every such message.
+  if (h.offset > receive.size() || m.length > receive.size() - h.offset)
+    return dropped(m, std::to_string(m.length) + " bytes at byte " + std::to_string(h.offset) + " of a " +
+                          std::to_string(receive.size()) + "-byte receive region");
   return true;
 }
 

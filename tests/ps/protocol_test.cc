@@ -54,6 +54,31 @@ TEST(WriteBackReceiver, AMailboxOffsetThatWrapsIsDropped) {
     const std::string said = log.end();
     EXPECT_NE(said.find(why), std::string::npos) << said;
   }
+  // Parameters that would pass the receive region's end, its offset wrapping or not: dropped, said once
+  // (the receive refused them as a handler's error, logged for every message).
+  for (uint64_t offset : {uint64_t{4090}, ~uint64_t{0} - 4, uint64_t{4097}}) {
+    WriteBackReceiver receiver;
+    WriteBackHeader h{offset, 0, 0, {}};
+    float payload[4] = {1, 2, 3, 4};
+    transport::AmMessage m;
+    m.header = &h;
+    m.header_length = sizeof(h);
+    m.payload = payload;
+    m.length = sizeof(payload);
+    test::OutputCapture log;
+    for (int i = 0; i < 2; ++i) {
+      transport::AmMessage again = m;
+      EXPECT_NO_THROW(receiver.on_message(*context, again, *receive,
+                                          [](uint64_t, uint64_t) { return WriteBackReceiver::Destination{}; }));
+    }
+    EXPECT_FALSE(receiver.publish(*receive, [](uint64_t, uint64_t, bool) { ADD_FAILURE() << "landed"; }));
+    const std::string said = log.end();
+    EXPECT_NE(said.find("a write-back from an unknown peer was dropped: 16 bytes at byte " + std::to_string(offset) +
+                        " of a 4096-byte receive region"),
+              std::string::npos)
+        << said;
+    EXPECT_EQ(said.find("dropped"), said.rfind("dropped")) << said;
+  }
   WriteBackReceiver receiver;  // the last mailbox that fits is taken
   WriteBackHeader h{4096 - sizeof(Mailbox), 1, 0, {}};
   h.box.consumed_seq = 7;
