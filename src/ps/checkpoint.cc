@@ -159,7 +159,9 @@ uint32_t newer_format(const std::string& path) {
   }
 }
 
-std::vector<uint8_t> encode_header(const CheckpointHeader& h, uint64_t floats, bool has_state) {
+}  // namespace
+
+std::vector<uint8_t> encode_checkpoint_header(const CheckpointHeader& h, uint64_t floats, bool has_state) {
   WireWriter w;
   w.raw(kMagic, sizeof(kMagic));
   w.u32(kFormatVersion);
@@ -187,7 +189,6 @@ std::vector<uint8_t> encode_header(const CheckpointHeader& h, uint64_t floats, b
   w.u8(has_state ? 1 : 0);
   return w.take();
 }
-}  // namespace
 
 uint64_t CheckpointHeader::updates() const {
   uint64_t n = 0;
@@ -214,7 +215,7 @@ std::string write_checkpoint(const std::string& dir, const CheckpointHeader& hea
       digest.update(p, n);
       out.write_all(p, n);
     };
-    const std::vector<uint8_t> head = encode_header(header, floats, has_state);
+    const std::vector<uint8_t> head = encode_checkpoint_header(header, floats, has_state);
     put(head.data(), head.size());
     for (const auto& run : arrays.params) put(run.data(), run.size_bytes());
     for (const auto& run : arrays.state) put(run.data(), run.size_bytes());
@@ -348,6 +349,12 @@ Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
                                             " bytes, more than a table this server accepts could need (--max-bytes)");
   std::vector<uint8_t> bytes(size);
   in.read_all(bytes.data(), bytes.size());
+  return parse_checkpoint(bytes, path);
+}
+
+Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& path) {
+  if (bytes.size() < sizeof(kMagic) + 4 + kDigestBytes)
+    throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(bytes.size()) + " bytes: torn");
   const size_t body = bytes.size() - kDigestBytes;
   transport::Sha256 digest;
   digest.update(bytes.data(), body);

@@ -104,6 +104,11 @@ class CheckpointDirLock {
 };
 /// Parses one checkpoint file; throws Error naming the file and what is wrong.
 Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes);
+/// Parses a checkpoint file's bytes (`path` names it in errors): read_checkpoint() once it read them.
+Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& path);
+/// What a checkpoint file holds before its arrays (`floats` each of
+/// parameters and, with `has_state`, optimizer state) and its SHA-256.
+std::vector<uint8_t> encode_checkpoint_header(const CheckpointHeader& header, uint64_t floats, bool has_state);
 /// The newest checkpoint of server `index` in `dir` that reads back intact;
 /// each one skipped (torn, corrupt, unfinished) is told to `log`. nullopt:
 /// the server has none there; throws Error(kInvalidArgument) if it has some

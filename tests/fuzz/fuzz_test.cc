@@ -1,6 +1,7 @@
-// Fuzzing of every parser that reads bytes from the network before anything
-// is trusted: the bootstrap handshake (messages and the server's state
-// machine), the set-up messages, region descriptors and inbox slot headers.
+// Fuzzing of every parser that reads bytes from the network or a disk before
+// anything is trusted: the bootstrap handshake (messages and the server's
+// state machine), the set-up messages, region descriptors, inbox slot
+// headers and checkpoint files.
 // A seeded mutation loop over the seed corpora in tests/fuzz/corpus: each
 // input must be accepted or refused with rdmaps::Error, never anything else
 // (a crash, std::bad_alloc, std::length_error); accepted inputs must satisfy
@@ -11,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdlib>
@@ -22,9 +24,11 @@
 #include <random>
 #include <span>
 
+#include "src/ps/checkpoint.h"
 #include "src/ps/partition.h"
 #include "src/ps/protocol.h"
 #include "src/ps/slot_check.h"
+#include "transport/auth.h"
 #include "transport/bootstrap.h"
 #include "transport/region.h"
 
@@ -137,6 +141,28 @@ std::map<std::string, std::vector<Bytes>> seeds() {
   Bytes offer_on_puts = as_bytes(landing_offer);
   offer_on_puts.insert(offer_on_puts.end(), {0, 1});  // bytes 64, 65: a lane of every shard, a put path
   s["slot"] = {as_bytes(push), as_bytes(pull), as_bytes(clock), as_bytes(landing_pull), offer_on_puts};
+  // A checkpoint file's bytes before its SHA-256 (the target appends one, so that mutations reach the parser).
+  ps::CheckpointHeader ck;
+  ck.index = 1;
+  ck.servers = 2;
+  ck.shard_floats = 1024;
+  ck.staleness = 3;
+  ck.rule = sample_hello().rule;
+  ck.tensors = sample_hello().tensors;
+  ck.sequence = 7;
+  ck.unix_ms = 1764900000000;
+  ck.versions = {4, 0, 9};
+  ck.workers = {{ps::WorkerState::kConnected, 5, 40}, {ps::WorkerState::kGone, 2, 11}, {}};
+  const std::vector<float> params = {0.5f, -1, 2, 1e-30f, 3, 4}, state = {1, 1, 0, 0, 2, 2};
+  for (const bool with_state : {true, false}) {
+    Bytes file = ps::encode_checkpoint_header(ck, params.size(), with_state);
+    for (const auto* array : {&params, &state}) {
+      if (array == &state && !with_state) break;
+      const auto* p = reinterpret_cast<const uint8_t*>(array->data());
+      file.insert(file.end(), p, p + array->size() * sizeof(float));
+    }
+    s["checkpoint"].push_back(std::move(file));
+  }
   return s;
 }
 
@@ -410,6 +436,32 @@ TEST(Fuzz, InboxSlotHeaders) {
       return "unknown type accepted";
     }
     return {};
+  });
+}
+
+// A checkpoint file whose SHA-256 holds (a disk's bit flip is caught by it;
+// this is what a file written by another release, or by hand, reaches).
+// Accepted ones encode back to the same bytes.
+TEST(Fuzz, CheckpointFiles) {
+  fuzz("checkpoint", [](const Bytes& body) -> std::string {
+    Bytes file = body;
+    transport::Sha256 digest;
+    digest.update(body.data(), body.size());
+    const auto sum = digest.finish();
+    file.insert(file.end(), sum.begin(), sum.end());
+    const ps::Checkpoint c = ps::parse_checkpoint(file, "fuzz");
+    if (!c.state.empty() && c.state.size() != c.params.size()) return "state of another size than the parameters";
+    // A range of no floats reads back without state either way (the writer flags state for a rule that keeps
+    // it, floats or not): its flag, the last byte, is the one thing not in the Checkpoint.
+    const bool has_state = !c.state.empty() || (c.params.empty() && body.back() == 1);
+    Bytes again = ps::encode_checkpoint_header(c.header, c.params.size(), has_state);
+    for (const auto* array : {&c.params, &c.state}) {
+      const auto* p = reinterpret_cast<const uint8_t*>(array->data());
+      again.insert(again.end(), p, p + array->size() * sizeof(float));
+    }
+    if (again == body) return {};
+    const auto at = std::mismatch(again.begin(), again.end(), body.begin(), body.end()).first - again.begin();
+    return "no round trip: byte " + std::to_string(at) + " of " + std::to_string(body.size()) + " differs";
   });
 }
 
