@@ -1,7 +1,7 @@
 // Fuzzing of every parser that reads bytes from the network or a disk before
 // anything is trusted: the bootstrap handshake (messages and the server's
 // state machine), the set-up messages, region descriptors, inbox slot
-// headers and checkpoint files.
+// headers, checkpoint files and the metrics endpoint's request heads.
 // A seeded mutation loop over the seed corpora in tests/fuzz/corpus: each
 // input must be accepted or refused with rdmaps::Error, never anything else
 // (a crash, std::bad_alloc, std::length_error); accepted inputs must satisfy
@@ -24,6 +24,7 @@
 #include <random>
 #include <span>
 
+#include "src/metrics/http_reply.h"
 #include "src/ps/checkpoint.h"
 #include "src/ps/partition.h"
 #include "src/ps/protocol.h"
@@ -163,6 +164,10 @@ std::map<std::string, std::vector<Bytes>> seeds() {
     }
     s["checkpoint"].push_back(std::move(file));
   }
+  for (const char* head : {"GET /metrics HTTP/1.1\r\nHost: node7:9100\r\nAccept: text/plain;version=0.0.4",
+                           "HEAD /metrics?x=1 HTTP/1.0", "POST /metrics HTTP/1.1\r\nContent-Length: 10",
+                           "GET http://node7/metrics HTTP/1.1\r\nTransfer-Encoding: chunked", "GET / HTTP/2.0"})
+    s["http"].push_back(Bytes(head, head + std::strlen(head)));
   return s;
 }
 
@@ -462,6 +467,37 @@ TEST(Fuzz, CheckpointFiles) {
     if (again == body) return {};
     const auto at = std::mismatch(again.begin(), again.end(), body.begin(), body.end()).first - again.begin();
     return "no round trip: byte " + std::to_string(at) + " of " + std::to_string(body.size()) + " differs";
+  });
+}
+
+// Whatever a scraper (or anyone who reaches the port) sends, the reply is
+// well formed: a status line, printable header lines (nothing of the request
+// echoed into them), a Content-Length that is the body's, and the page only
+// with 200.
+TEST(Fuzz, MetricsRequestHeads) {
+  const std::string page = "rdmaps_up 1\n";
+  fuzz("http", [&](const Bytes& b) -> std::string {
+    const std::string reply =
+        metrics::reply_to(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()), [&] { return page; });
+    const size_t end = reply.find("\r\n\r\n");
+    if (reply.compare(0, 9, "HTTP/1.1 ") != 0 || end == std::string::npos) return "no status line or no head";
+    const int status = std::atoi(reply.c_str() + 9);
+    if (status < 200 || status > 599) return "status " + std::to_string(status);
+    const std::string head = reply.substr(0, end + 2), body = reply.substr(end + 4);
+    size_t length = SIZE_MAX;
+    for (size_t at = 0; at < head.size();) {
+      const size_t eol = head.find("\r\n", at);
+      const std::string line = head.substr(at, eol - at);
+      for (char c : line)
+        if (c < 0x20 || c >= 0x7f) return "a control or non-ASCII byte in the reply's head";
+      if (line.rfind("Content-Length: ", 0) == 0) length = std::strtoull(line.c_str() + 16, nullptr, 10);
+      at = eol + 2;
+    }
+    if (length == SIZE_MAX) return "no Content-Length";
+    if (!body.empty() && body.size() != length) return "a body of another length than its Content-Length";
+    if ((status == 200) != (body == page || (body.empty() && length == page.size())))
+      return "the page with status " + std::to_string(status);
+    return {};
   });
 }
 
