@@ -12,6 +12,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
+#include "src/launch/server_list.h"
 #include "transport/address.h"
 #include "transport/auth.h"
 #include "transport/cancel.h"
@@ -154,6 +155,12 @@ void RendezvousHost::serve() {
     if (address != "-") {
       if (address.find(',') != std::string::npos)  // the answer lists the servers comma-separated
         return "error server rank " + std::to_string(rank) + " registers '" + address + "', which is not one host:port";
+      // Checked as a list typed by hand is: a bad one was found by the workers as they dialled it.
+      try {
+        (void)server_list(address, "server rank " + std::to_string(rank) + "'s address");
+      } catch (const Error& e) {
+        return std::string("error ") + e.what();
+      }
       if (rank >= num_servers_)
         return "error rank " + std::to_string(rank) + " registers an address but only ranks below " +
                std::to_string(num_servers_) + " serve";

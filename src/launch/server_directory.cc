@@ -13,6 +13,7 @@
 #include "rdmaps/log.h"
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/rendezvous.h"
+#include "src/launch/server_list.h"
 #include "transport/address.h"
 #include "transport/unique_fd.h"
 
@@ -166,15 +167,24 @@ void ServerDirectory::check_listen(const std::string& listen, const std::string&
 }
 
 std::vector<std::string> ServerDirectory::exchange(const std::string& address) {
+  std::vector<std::string> servers;
   switch (method_) {
     case Method::kList:
-      return p_.servers;
+      return p_.servers;  // checked by detect()
     case Method::kPmix:
-      return pmix_exchange(p_, address, timeout_);
+      servers = pmix_exchange(p_, address, timeout_);
+      break;
     case Method::kRendezvous:
-      return rendezvous(p_, address, timeout_, secret_);
+      servers = rendezvous(p_, address, timeout_, secret_);
+      break;
   }
-  return {};
+  // What other ranks registered, checked as a list typed by hand is, naming
+  // where it came from (a worker's error named --servers-list, which nobody gave).
+  std::string joined;
+  for (const std::string& s : servers) joined += (joined.empty() ? "" : ",") + s;
+  if (server_list(joined, "the servers' addresses through " + method()).size() != servers.size())
+    throw Error(Errc::kProtocol, "the servers' addresses through " + method() + " hold a comma: '" + joined + "'");
+  return servers;
 }
 
 std::string ServerDirectory::method() const {

@@ -158,6 +158,15 @@ TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   EXPECT_NE(what.find("was started with world size 4 and 1 server(s), rank 0 with 3 and 1"), std::string::npos) << what;
   what = error_of([&] { rendezvous(rank_of(1, 3, 1, port), "h:1", 5s); });
   EXPECT_NE(what.find("registers an address but only ranks below 1 serve"), std::string::npos) << what;
+  // A server's address as workers will dial it: one the list would refuse is refused at registration
+  // (the workers found it as they dialled it, naming --servers-list).
+  for (const auto& [address, said] : {std::pair{"h:0", "server rank 0's address entry 1 'h:0' has port 0"},
+                                      {"h", "server rank 0's address entry 1 'h' is not host:port"},
+                                      {"::1:5", "is not host:port (an IPv6 address goes in brackets"},
+                                      {"h:1,h:2", "server rank 0 registers 'h:1,h:2', which is not one host:port"}}) {
+    what = error_of([&] { rendezvous(rank_of(0, 3, 1, port), address, 5s); });
+    EXPECT_NE(what.find(said), std::string::npos) << address << ": " << what;
+  }
   EXPECT_EQ(rendezvous(rank_of(0, 3, 1, port), "h:1", 5s), std::vector<std::string>{"h:1"});
   what = error_of([&] { rendezvous(rank_of(0, 3, 1, port), "other:2", 5s); });
   EXPECT_NE(what.find("server rank 0 registered twice (h:1 and other:2)"), std::string::npos) << what;
