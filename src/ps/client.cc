@@ -249,6 +249,14 @@ void ClientImpl::offer_late_landings() {
       }
       return;
     } catch (const Error& e) {
+      // A send recover() gives up on may still read its descriptor: kept (a
+      // moved vector keeps its bytes where they are).
+      try {
+        for (auto& d : descriptors) abandoned_payloads_.push_back(std::move(d));
+      } catch (const std::bad_alloc&) {
+        abandon_pending(inflight);
+        throw;
+      }
       recover(e, inflight);  // a server that came back took every region in its LaneHello
     }
   }

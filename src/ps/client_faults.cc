@@ -34,28 +34,44 @@ Error refused_for_good(const ServerLink& link, const Error& e) {
 }
 }  // namespace
 
+void ClientImpl::abandon_pending(std::vector<transport::Request>& requests) noexcept {
+  for (auto& r : requests) {
+    if (!r.pending()) continue;
+    try {
+      abandoned_.push_back(std::move(r));
+    } catch (const std::bad_alloc&) {
+    }
+  }
+  requests.clear();
+}
+
 void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& inflight) {
   // interrupt(): the call ends now, not after a reconnect; a server that did
   // not come back (caught again by an outer piece of the same call): once.
-  if (cause.code() == Errc::kCancelled || broken_) throw cause;
+  // Either way the sends under way are kept, not released with `inflight`.
+  if (cause.code() == Errc::kCancelled || broken_) {
+    abandon_pending(inflight);
+    throw cause;
+  }
   const auto by = deadline();  // one bound for all of them, not one each
   for (auto& r : inflight) {
     try {
       r.wait_until(by, options_.timeout, &interrupted_);
     } catch (const Error& e) {
-      if (e.code() == Errc::kCancelled) throw;
+      if (e.code() == Errc::kCancelled) {
+        abandon_pending(inflight);
+        throw;
+      }
       // Sent to a server that closed: what it took in is the checkpoint's business now.
     }
   }
   const std::string* stranded = nullptr;  // the server of a send still under way
   for (auto& r : inflight)
-    if (r.pending()) {
+    if (r.pending())
       for (const auto& link : links_)
         for (const auto& lane : link.lanes)
           if (lane.ep && lane.ep.get() == r.peer()) stranded = &link.address;
-      abandoned_.push_back(std::move(r));  // timed out: it may still read its buffers
-    }
-  inflight.clear();
+  abandon_pending(inflight);  // timed out: they may still read their buffers
   bool any = false;
   for (auto& link : links_) {
     if (!link.down()) continue;
@@ -189,9 +205,14 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
 void ClientImpl::refetch(ServerLink& link) {
   std::vector<transport::Request> inflight;
   std::vector<uint64_t> seqs;
-  for (auto& lane : link.lanes)
-    seqs.push_back(post(link, lane, MsgType::kPull, lane.first_shard, 0, 0, lane.shards, nullptr, inflight));
-  complete(inflight);
+  try {
+    for (auto& lane : link.lanes)
+      seqs.push_back(post(link, lane, MsgType::kPull, lane.first_shard, 0, 0, lane.shards, nullptr, inflight));
+    complete(inflight);
+  } catch (...) {
+    abandon_pending(inflight);  // they read the lanes' inbox staging, retired with the lanes by disconnect()
+    throw;
+  }
   for (size_t l = 0; l < link.lanes.size(); ++l) {
     const Lane& lane = link.lanes[l];
     const Range whole{partition_->shard(link.index, lane.first_shard).begin,
@@ -296,13 +317,15 @@ ClientImpl::~ClientImpl() {
     std::vector<uint16_t> wire;
     std::unique_ptr<GpuTransfer> gpu;
     std::vector<Registered> registered;  // where write-backs land in place
+    std::vector<std::vector<uint8_t>> payloads;
   };
   try {
     // The context, destroyed after this client's members, still progresses: a
     // write-back arriving then must not reach them (it is dropped).
     context_->set_am_handler(kAmWriteBack, [](transport::AmMessage&) {});
-    context_->retire(reading, std::make_shared<Left>(Left{std::move(links_), std::move(gathered_), std::move(wire_),
-                                                          std::move(gpu_), std::move(registered_)}));
+    context_->retire(
+        reading, std::make_shared<Left>(Left{std::move(links_), std::move(gathered_), std::move(wire_), std::move(gpu_),
+                                             std::move(registered_), std::move(abandoned_payloads_)}));
   } catch (const std::exception&) {
     // Out of memory: the buffers go with the members, as before retire() existed.
   }

@@ -247,6 +247,10 @@ class ClientImpl {
   /// then reconnects every server that closed; rethrows `cause` if none did
   /// or reconnecting is off, throws if a server does not come back in time.
   void recover(const Error& cause, std::vector<transport::Request>& inflight);
+  /// Moves the sends of `requests` that have not ended to abandoned_ (they
+  /// may still read their buffers: released, those could be freed under
+  /// them) and empties it. Out of memory: released, as before retire() existed.
+  void abandon_pending(std::vector<transport::Request>& requests) noexcept;
   void reconnect(ServerLink& link, const Error& cause);
   /// Leaves `link` closed and the client broken() by `why`, then throws it.
   [[noreturn]] void give_up(ServerLink& link, const Error& why);
@@ -350,6 +354,9 @@ class ClientImpl {
   // Sends a recovery stopped waiting for: they read this worker's buffers
   // until they end, so a link's buffers go with them (Context::retire).
   std::vector<transport::Request> abandoned_;
+  // Payloads an abandoned send may read that no link owns (landing offers'
+  // descriptors): kept until the client's buffers are retired.
+  std::vector<std::vector<uint8_t>> abandoned_payloads_;
   std::vector<size_t> runs_;  // send(): scratch kept across calls
   // pull(): one request per lane, and the targets' ranges; scratch kept across calls.
   struct Fetch {

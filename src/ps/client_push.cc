@@ -51,18 +51,22 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   }
   interleave_lanes(pieces);
   const uint16_t flags = bf16 ? kFlagBf16 : 0;
-  size_t posted = 0;
+  // Pushes (messages) count as each is posted, or dropped as lost: a call
+  // that failed mid-way left its posted ones uncounted while the reconnect
+  // counted them lost, and more were lost than pushed.
+  const auto count_push = [&] {
+    if (type == MsgType::kPush) ++stats_.pushes;
+  };
   if (on_device && gpu_->path() == GpuPath::kStaged) {
-    posted = pieces.size();
     send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags);
   } else {
     std::vector<transport::Request>& inflight = inflight_;
-    inflight.clear();
+    abandon_pending(inflight);  // none, unless a call ended by something else than an Error left some
     for (size_t i = 0; i < pieces.size();) {
       const Piece& p = pieces[i];
       if (p.generation != p.link->generation) {  // its server restarted during this push
         if (type == MsgType::kPush) ++stats_.pushes_lost;
-        ++posted;  // counted as sent, and as lost: sent - lost = what the servers hold
+        count_push();  // counted as sent, and as lost: sent - lost = what the servers hold
         ++i;
         continue;
       }
@@ -74,7 +78,7 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
         } else {
           post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, payload, inflight, flags);
           if (type == MsgType::kPush) ++p.link->posted;
-          ++posted;
+          count_push();
         }
         ++i;
       } catch (const Error& e) {
@@ -90,7 +94,6 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
     inflight.clear();  // release the requests now; the vector keeps its capacity
   }
   if (type == MsgType::kPush) {
-    stats_.pushes += posted;  // messages; a gathered run counts when it goes
     stats_.push_bytes += values.size() * elem;
     if (on_device) stats_.gpu_path = gpu_path_name(gpu_->path());
   }
@@ -163,7 +166,7 @@ void ClientImpl::flush_run(size_t run) {
       lost();
   };
   std::vector<transport::Request>& inflight = gather_inflight_;
-  inflight.clear();
+  abandon_pending(inflight);  // none, unless a flush ended by something else than an Error left some
   const size_t elem = wire_elem();
   const uint8_t* payload = static_cast<const uint8_t*>(g.buffer->data()) + g.begin * elem;
   bool posted = false;
@@ -232,16 +235,24 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
       while (!ring.ready(k)) context_->progress();
       const Piece& p = pieces[i];
       post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
-      if (type == MsgType::kPush) ++p.link->posted;
+      if (type == MsgType::kPush) {
+        ++p.link->posted;
+        ++stats_.pushes;
+      }
     }
     for (auto& requests : busy) complete(requests);
   } catch (const Error& e) {
-    // A server restarted: the pieces not yet sent of this gradient are dropped for every server.
     std::vector<transport::Request> all;
     for (auto& requests : busy)
       for (auto& r : requests) all.push_back(std::move(r));
     recover(e, all);
-    if (type == MsgType::kPush) stats_.pushes_lost += pieces.size() - std::min(i, pieces.size());
+    // A server restarted: the pieces not yet sent of this gradient are dropped
+    // for every server, counted as sent and lost (as send() counts them).
+    if (type == MsgType::kPush) {
+      const size_t unsent = pieces.size() - std::min(i, pieces.size());
+      stats_.pushes += unsent;
+      stats_.pushes_lost += unsent;
+    }
   }
 }
 

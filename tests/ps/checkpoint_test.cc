@@ -626,6 +626,7 @@ TEST_P(PsCheckpointTest, AServerRestartedFromItsCheckpointTakesItsWorkerBackWith
     // A lane's snapshot is of one moment, which may fall between the pieces of one push.
     EXPECT_LE(std::max(at[0], at[1]) - std::min(at[0], at[1]), 1u) << "lane 0's shards are of different moments";
     EXPECT_LE(std::max(at[2], at[3]) - std::min(at[2], at[3]), 1u) << "lane 1's shards are of different moments";
+    EXPECT_EQ(s.pushes, 4 * static_cast<uint64_t>(step)) << "pushes (messages) counted";
     EXPECT_EQ(held, 4 * static_cast<uint64_t>(step) - s.pushes_lost)
         << "the shards hold " << held << " pieces; the worker sent " << 4 * step << " and was told " << s.pushes_lost
         << " were lost";
