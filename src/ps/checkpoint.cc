@@ -233,7 +233,11 @@ std::string write_checkpoint(const std::string& dir, const CheckpointHeader& hea
     errno = e;
     io_error("cannot rename the checkpoint to", path);
   }
-  File(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC).sync();
+  // A file system that cannot sync a directory (EINVAL: some FUSE and network
+  // ones) keeps the rename as it keeps any: failing here counted every
+  // checkpoint there failed, though each was in place, and none was pruned.
+  File directory(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (::fsync(directory.fd()) != 0 && errno != EINVAL && errno != ENOTSUP) io_error("cannot sync", dir);
   return path;
 }
 
@@ -343,8 +347,11 @@ Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < sizeof(kMagic) + 4 + kDigestBytes)
     throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) + " bytes: torn");
-  // max_bytes may be near 2^64 (--max-bytes): 2 * max_bytes wrapped.
-  if (max_bytes < (UINT64_MAX - kMaxHeaderBytes) / 2 && size > 2 * max_bytes + kMaxHeaderBytes)
+  // A table of max_bytes at most: its parameters and state, and a version
+  // word per shard (8 bytes a float at --shard-floats 1: twice the table; an
+  // allowance of 2 * max_bytes refused a server's own checkpoints there).
+  // max_bytes may be near 2^64 (--max-bytes): 4 * max_bytes wrapped.
+  if (max_bytes < (UINT64_MAX - kMaxHeaderBytes) / 4 && size > 4 * max_bytes + kMaxHeaderBytes)
     throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) +
                                             " bytes, more than a table this server accepts could need (--max-bytes)");
   std::vector<uint8_t> bytes(size);

@@ -378,6 +378,30 @@ TEST(Checkpoint, AFileTooLargeForTheServerIsRefusedBeforeReading) {
   fs::remove_all(dir);
 }
 
+// A shard per float (--shard-floats 1) makes the version words twice the
+// table: a checkpoint a server wrote for a table its --max-bytes accepts was
+// refused as "more than a table this server accepts could need".
+TEST(Checkpoint, ACheckpointOfOneFloatPerShardReadsBack) {
+  const std::string dir = temp_dir();
+  constexpr size_t kFloats = 9u << 20;  // 144 MiB with state and versions: above 2 x the table + 64 MiB
+  ps::CheckpointHeader h = sample_header(1);
+  h.index = 0;
+  h.servers = 1;
+  h.shard_floats = 1;
+  h.tensors = {{"w", kFloats}};
+  h.versions.assign(kFloats, 3);
+  std::vector<float> params(kFloats, 0.5f), state(kFloats, 0.25f);
+  ps::FloatRuns runs;
+  runs.params = {params};
+  runs.state = {state};
+  const std::string path = ps::write_checkpoint(dir, h, runs);
+  const ps::Checkpoint c = ps::read_checkpoint(path, kFloats * sizeof(float));
+  EXPECT_EQ(c.params.size(), kFloats);
+  EXPECT_EQ(c.header.versions.size(), kFloats);
+  EXPECT_EQ(c.state.back(), 0.25f);
+  fs::remove_all(dir);
+}
+
 TEST(Checkpoint, AServerWhoseCheckpointDirectoryCannotBeWrittenRefusesToStart) {
   ServerOptions o;
   o.listen = "127.0.0.1:0";
