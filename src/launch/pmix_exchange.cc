@@ -47,9 +47,13 @@ struct ValueDeleter {
 };
 using Value = std::unique_ptr<pmix_value_t, ValueDeleter>;
 
-Value get(const pmix_proc_t& proc, const char* key, const std::string& what) {
+// Bounded by `seconds` where given: a key the fence did not bring (a rank
+// that never put it) is asked of the PMIx server, which may wait for it for good.
+Value get(const pmix_proc_t& proc, const char* key, const std::string& what, int seconds = 0) {
   pmix_value_t* v = nullptr;
-  check(PMIx_Get(&proc, key, nullptr, 0, &v), "PMIx_Get(" + what + ")");
+  pmix_info_t timeout;
+  if (seconds > 0) PMIx_Info_load(&timeout, PMIX_TIMEOUT, &seconds, PMIX_INT);
+  check(PMIx_Get(&proc, key, seconds > 0 ? &timeout : nullptr, seconds > 0 ? 1 : 0, &v), "PMIx_Get(" + what + ")");
   return Value(v);
 }
 
@@ -140,7 +144,7 @@ std::vector<std::string> pmix_exchange(const Placement& p, const std::string& ad
   if (me.rank != 0) {
     pmix_proc_t first;
     PMIX_LOAD_PROCID(&first, me.nspace, 0);
-    Value v = get(first, kLaunchKey, "how rank 0 was started");
+    Value v = get(first, kLaunchKey, "how rank 0 was started", seconds);
     const std::string theirs = v->type == PMIX_STRING && v->data.string ? v->data.string : "?";
     if (theirs != launch) {
       const size_t space = theirs.find(' ');
@@ -157,7 +161,7 @@ std::vector<std::string> pmix_exchange(const Placement& p, const std::string& ad
   for (uint32_t i = 0; i < p.num_servers; ++i) {
     pmix_proc_t server;
     PMIX_LOAD_PROCID(&server, me.nspace, i);
-    Value v = get(server, kAddressKey, "the address of server rank " + std::to_string(i));
+    Value v = get(server, kAddressKey, "the address of server rank " + std::to_string(i), seconds);
     if (v->type != PMIX_STRING || !v->data.string)
       throw Error(Errc::kProtocol, "PMIx: server rank " + std::to_string(i) + "'s address is not a string");
     servers.emplace_back(v->data.string);
