@@ -103,13 +103,6 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
   h.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
                   .count();
   FloatRuns arrays;
-  for (const auto& lane : lanes)
-    if (const std::string& why = lane->snapshot().failure; !why.empty()) {
-      LaneCounters::add(failed_);
-      logf(LogLevel::kError, "rdmaps-server: checkpoint %llu failed: %s", static_cast<unsigned long long>(sequence),
-           why.c_str());
-      return false;
-    }
   for (const auto& lane : lanes) {
     const LaneSnapshot& s = lane->snapshot();
     arrays.params.emplace_back(s.params.get(), s.floats);

@@ -23,19 +23,10 @@ bool ServerLane::snapshot_step() {
         if (store_->has_state()) snapshot_.state = std::make_unique_for_overwrite<float[]>(snapshot_.floats);
       }
     } catch (const std::bad_alloc&) {
-      // This checkpoint fails, saying why, and serving goes on, as with a full
-      // disk (the lane failed, and the server stopped without its final
-      // checkpoint); the next one tries again.
-      snapshot_.params.reset();
-      snapshot_.state.reset();
-      snapshot_.floats = 0;
-      snapshot_.failure = "no memory for the snapshot a checkpoint copies of lane " + std::to_string(setup_.index) +
-                          "'s " + std::to_string(lane_range_.size() * sizeof(float) >> 20) + " MiB of parameters" +
-                          (store_->has_state() ? " and their state" : "");
-      snapshot_taken_.store(wanted, std::memory_order_release);
-      return true;
+      throw Error(Errc::kNoMemory, "no memory for the snapshot a checkpoint copies of its " +
+                                       std::to_string(lane_range_.size() * sizeof(float) >> 20) + " MiB of parameters" +
+                                       (store_->has_state() ? " and their state" : ""));
     }
-    snapshot_.failure.clear();
     snapshot_.versions.resize(setup_.shards);
     snapshot_.workers.resize(workers_.size());
     for (size_t i = 0; i < workers_.size(); ++i) {

@@ -130,8 +130,6 @@ struct LaneSnapshot {
   size_t floats = 0;
   std::vector<uint64_t> versions;  ///< of the lane's shards
   std::vector<CheckpointWorker> workers;
-  /// Why this snapshot could not be taken (its checkpoint fails, serving goes on); empty when it was.
-  std::string failure;
 };
 
 class ServerLane {
