@@ -57,8 +57,9 @@ class Endpoint {
   /// Completes when every operation posted before it is visible at the peer.
   virtual Request flush() = 0;
 
-  /// Active message `id`: header (small, copied) plus payload that the
-  /// receiver may land directly in a registered region.
+  /// Active message `id`: header (small) plus payload that the receiver may
+  /// land directly in a registered region. Both are read until the Request
+  /// completes (UCX 1.13 copies neither).
   virtual Request am_send(uint16_t id, const void* header, size_t header_length, const void* payload, size_t length,
                           const Region* local = nullptr) = 0;
 
@@ -74,8 +75,11 @@ class Endpoint {
   /// acknowledgement (Context::finish_closes), so leaving many peers costs one
   /// wait, not one each. A peer that closed its side or failed is never waited
   /// for. Destroying an open endpoint closes it and waits for that peer alone
-  /// (2 s at most). Nothing may be posted afterwards.
-  virtual void close_later() noexcept = 0;
+  /// (2 s at most). Nothing may be posted afterwards. `keep` lives until the
+  /// close completes (or the context goes): memory the peer may still write
+  /// by put until then, where the transport emulates puts (tcp: the data
+  /// arrives as messages this process writes to the address they name).
+  virtual void close_later(std::shared_ptr<void> keep = nullptr) noexcept = 0;
 
  protected:
   Endpoint() = default;

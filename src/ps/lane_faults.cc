@@ -74,11 +74,13 @@ void ServerLane::release(Worker& w) {
   std::vector<transport::Request> in_flight;
   if (w.writer) in_flight = w.writer->abandon();
   if (w.inbox) w.inbox->abandon_landings(in_flight);
-  context_->retire(in_flight,
-                   std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox)}));
+  // Its inbox too until its endpoint closed: where puts are emulated (tcp)
+  // this process writes the worker's pushes into it until then.
+  auto departed = std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox)});
+  context_->retire(in_flight, departed);
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());
-    closing_.add(std::move(w.ep));
+    closing_.add(std::move(w.ep), std::move(departed));
   }
 }
 

@@ -199,12 +199,12 @@ UcxContext::~UcxContext() {
     std::lock_guard<std::mutex> lock(orphans_mu_);
     if (closes_.empty()) break;
   }
-  for (void* request : closes_) ucp_request_free(request);
-  closes_.clear();
+  give_up_closes();
   // Give released in-flight requests a moment to finish; never free them early.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
   while (has_orphans_.load() && std::chrono::steady_clock::now() < deadline) progress();
   drop_retired();
+  lingering_.clear();  // no progress from here on: no emulated put lands any more
   if (!orphans_.empty())
     logf(LogLevel::kWarn, "rdmaps: warning: %zu released request(s) still in flight at shutdown (left to UCX)",
          orphans_.size());
@@ -434,7 +434,11 @@ bool free_if_complete(void* handle) {
 void UcxContext::release(void* handle) noexcept {
   if (free_if_complete(handle)) return;
   std::lock_guard<std::mutex> lock(orphans_mu_);
-  orphans_.push_back(handle);
+  try {
+    orphans_.push_back(handle);
+  } catch (const std::bad_alloc&) {
+    return;  // out of memory: left to UCX unfreed (freed in flight, a rendezvous request asserts)
+  }
   has_orphans_.store(true, std::memory_order_release);
 }
 
@@ -442,7 +446,11 @@ void UcxContext::sweep_orphans() {
   std::vector<std::shared_ptr<void>> unused;  // dropped after the lock: a region's unmapping takes time
   std::lock_guard<std::mutex> lock(orphans_mu_);
   std::erase_if(orphans_, free_if_complete);
-  std::erase_if(closes_, free_if_complete);
+  std::erase_if(closes_, [&](Close& c) {
+    if (!free_if_complete(c.request)) return false;
+    if (c.keep) unused.push_back(std::move(c.keep));
+    return true;
+  });
   std::erase_if(retired_, [&](Retired& r) {
     std::erase_if(r.requests, free_if_complete);
     if (!r.requests.empty()) return false;
@@ -493,10 +501,28 @@ void UcxContext::drop_retired() {
   retired_.clear();
 }
 
-void UcxContext::adopt_close(void* request) {
+void UcxContext::adopt_close(void* request, std::shared_ptr<void> keep) noexcept {
   std::lock_guard<std::mutex> lock(orphans_mu_);
-  closes_.push_back(request);
+  try {
+    closes_.push_back({request, std::move(keep)});
+  } catch (const std::bad_alloc&) {
+    ucp_request_free(request);  // UCX completes it on its own
+    return;
+  }
   has_orphans_.store(true, std::memory_order_release);
+}
+
+void UcxContext::give_up_closes() noexcept {
+  std::lock_guard<std::mutex> lock(orphans_mu_);
+  for (Close& c : closes_) {
+    ucp_request_free(c.request);  // UCX completes it on its own
+    // Until then the peer's emulated puts may still land in it.
+    if (c.keep) try {
+        lingering_.push_back(std::move(c.keep));
+      } catch (const std::bad_alloc&) {
+      }
+  }
+  closes_.clear();
 }
 
 void UcxContext::finish_closes(std::chrono::steady_clock::time_point deadline) {
@@ -506,9 +532,8 @@ void UcxContext::finish_closes(std::chrono::steady_clock::time_point deadline) {
         return closes_.empty();
       },
       deadline);
+  give_up_closes();
   std::lock_guard<std::mutex> lock(orphans_mu_);
-  for (void* request : closes_) ucp_request_free(request);  // UCX completes them on its own
-  closes_.clear();
   has_orphans_.store(!orphans_.empty() || !retired_.empty(), std::memory_order_release);
 }
 

@@ -119,22 +119,23 @@ UcxEndpoint::~UcxEndpoint() {
   ucp_request_free(sp);
 }
 
-void UcxEndpoint::close_later() noexcept {
+void UcxEndpoint::close_later(std::shared_ptr<void> keep) noexcept {
   const bool gone = failed() || peer_closed_.load(std::memory_order_acquire);
-  void* sp = begin_close();
+  void* sp = begin_close(&keep);
   if (!sp) return;
   // A peer that closed its side acknowledges only while it still drives UCX,
   // which a server whose run() returned no longer does (a worker leaving one
   // waited out its whole 5 s). Released at once, the close is waited for by
   // no one: UCX completes it, or ends it when the worker is destroyed (which
   // a released close request allows; an unreleased one asserts in UCX 1.13).
+  // (Its connection is closed already: nothing more arrives on it.)
   if (gone)
     ucp_request_free(sp);
   else
-    context_.adopt_close(sp);
+    context_.adopt_close(sp, std::move(keep));
 }
 
-void* UcxEndpoint::begin_close() noexcept {
+void* UcxEndpoint::begin_close(std::shared_ptr<void>* keep) noexcept {
   if (!ep_) return nullptr;
   context_.untrack(ep_);
   ucp_request_param_t params{};
@@ -149,7 +150,7 @@ void* UcxEndpoint::begin_close() noexcept {
   if (!used_) {
     // Nothing was ever sent (a refused or silent peer): never wait on that
     // peer here; the context finishes the close.
-    context_.adopt_close(sp);
+    context_.adopt_close(sp, keep ? std::move(*keep) : nullptr);
     return nullptr;
   }
   return sp;

@@ -49,14 +49,16 @@ class UcxEndpoint final : public Endpoint {
   void send_control(std::span<const uint8_t> message, std::chrono::milliseconds timeout) override;
   std::vector<uint8_t> recv_control(std::chrono::milliseconds timeout) override;
   std::optional<std::vector<uint8_t>> try_recv_control(size_t max_bytes) override;
-  void close_later() noexcept override;
+  void close_later(std::shared_ptr<void> keep = nullptr) noexcept override;
 
  private:
   UcxEndpoint(UcxContext& context, std::string peer);
   static void on_error(void* arg, ucp_ep_h ep, ucs_status_t status);
   void detect_lanes();
   /// Starts the close; returns its request if the peer must acknowledge it.
-  void* begin_close() noexcept;
+  /// The close begun; null when there is nothing to wait for (an unused
+  /// endpoint's close, with `keep`, goes to the context).
+  void* begin_close(std::shared_ptr<void>* keep = nullptr) noexcept;
   const UcxRemoteRegion& checked(const RemoteRegion& region, uint64_t offset, size_t length, Access need,
                                  const char* op) const;
   void check_local(const void* ptr, size_t length, const Region* local, const char* op) const;
