@@ -65,12 +65,14 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
       // Sent to a server that closed: what it took in is the checkpoint's business now.
     }
   }
-  const std::string* stranded = nullptr;  // the server of a send still under way
+  // The server of a send still under way on a connection that stays (one
+  // that closed ends its sends as it goes).
+  const std::string* stranded = nullptr;
   for (auto& r : inflight)
     if (r.pending())
       for (const auto& link : links_)
         for (const auto& lane : link.lanes)
-          if (lane.ep && lane.ep.get() == r.peer()) stranded = &link.address;
+          if (lane.ep && lane.ep.get() == r.peer() && !link.down()) stranded = &link.address;
   abandon_pending(inflight);  // timed out: they may still read their buffers
   bool any = false;
   for (auto& link : links_) {
@@ -79,17 +81,18 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
     reconnect(link, cause);
     any = true;
   }
-  if (any) return;
   // A send still under way to a server that is up but answers nothing (stopped)
   // reads its buffers whenever that server wakes: the caller's gradient, the
   // bf16 encoding, a gathered run. The next call refilled them, and the server
-  // applied one push's bytes as another's. No more calls, then.
-  if (stranded && cause.code() == Errc::kTimeout) {
+  // applied one push's bytes as another's. No more calls, then; also when
+  // another server was reconnected meanwhile (the call went on and returned).
+  if (stranded && (cause.code() == Errc::kTimeout || any)) {
     broken_ = Error(Errc::kTimeout, std::string(cause.what()) + "; a send to server " + *stranded +
                                         " is still under way and reads this call's memory until the client is "
                                         "destroyed (destroy it before freeing that memory)");
     throw *broken_;
   }
+  if (any) return;
   throw cause;
 }
 

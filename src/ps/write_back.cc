@@ -112,7 +112,7 @@ bool WriteBackReceiver::dropped(const transport::AmMessage& m, const std::string
 }
 
 bool WriteBackReceiver::publish_mailbox(transport::Region& receive) {
-  if (!pending_ || !landings_.empty()) return false;
+  if (!pending_ || !landings_.empty() || broken_) return false;
   std::memcpy(static_cast<uint8_t*>(receive.data()) + pending_->offset, &pending_->box, sizeof(Mailbox));
   pending_.reset();
   return true;

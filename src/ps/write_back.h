@@ -101,14 +101,29 @@ class WriteBackReceiver {
   /// Reports each payload that landed since the last call as
   /// `landed(offset, bytes, elsewhere)`, then copies a waiting mailbox into place once
   /// every earlier payload landed; true if either happened.
+  /// A receive that failed is thrown once the others were reported, and no
+  /// mailbox is published after it (its pull's data never came).
   template <typename Landed>
   bool publish(transport::Region& receive, Landed&& landed) {
     const size_t before = landings_.size();
+    std::optional<Error> failed;
+    // Caught in the scan: thrown out of it, the list kept moved-from entries,
+    // reported as landed on the next call.
     std::erase_if(landings_, [&](Landing& l) {
-      if (!l.request.test()) return false;
+      try {
+        if (!l.request.test()) return false;
+      } catch (const Error& e) {
+        if (!failed) failed = e;
+        return true;
+      }
       landed(l.offset, l.bytes, l.elsewhere);
       return true;
     });
+    if (failed) {
+      pending_.reset();
+      broken_ = true;
+      throw *failed;
+    }
     return landings_.size() != before || publish_mailbox(receive);
   }
   /// The lane is gone: its payloads still landing, not waited for, go to
@@ -135,6 +150,7 @@ class WriteBackReceiver {
   std::vector<Landing> landings_;
   std::optional<WriteBackHeader> pending_;
   bool said_ = false;
+  bool broken_ = false;  // a payload failed to land: no mailbox is published any more
 };
 
 }  // namespace rdmaps::ps
