@@ -125,10 +125,17 @@ bool ClientImpl::progress() {
   bool moved = context_->progress() != 0;
   for (auto& link : links_)
     if (link.use_am)
-      for (auto& lane : link.lanes)
-        moved |= lane.write_back.publish(*link.receive, [&](uint64_t offset, uint64_t bytes, bool in_place) {
-          deliver(link, offset, bytes, in_place);
-        });
+      for (auto& lane : link.lanes) try {
+          moved |= lane.write_back.publish(*link.receive, [&](uint64_t offset, uint64_t bytes, bool in_place) {
+            deliver(link, offset, bytes, in_place);
+          });
+        } catch (const Error& e) {
+          // Its lane publishes no mailbox any more: every later pull would wait out its timeout.
+          broken_ =
+              Error(e.code(), "worker " + std::to_string(options_.worker) + ": a write-back from server " +
+                                  link.address + " lane " + std::to_string(lane.index) + " did not land: " + e.what());
+          throw *broken_;
+        }
   return moved;
 }
 
@@ -207,7 +214,7 @@ void ClientImpl::offer_late_landings() {
   std::vector<transport::Request>& inflight = inflight_;
   for (;;) {
     try {
-      inflight.clear();
+      abandon_pending(inflight);  // none, unless a call ended by something else than an Error left some
       descriptors.clear();
       struct Asked {
         ServerLink* link;
@@ -278,7 +285,7 @@ void ClientImpl::clock(bool barrier) {
       // A lane further behind gets each clock in between: a rejoining worker
       // goes on from the furthest start clock its servers gave, and a lane
       // takes only the clock after the last it saw.
-      inflight.clear();
+      abandon_pending(inflight);
       for (auto& link : links_)
         for (auto& lane : link.lanes)
           for (; lane.clock_sent < clock_; ++lane.clock_sent)

@@ -75,18 +75,18 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
           if (lane.ep && lane.ep.get() == r.peer() && !link.down()) stranded = &link.address;
   abandon_pending(inflight);  // timed out: they may still read their buffers
   bool any = false;
-  for (auto& link : links_) {
-    if (!link.down()) continue;
-    if (config_.reconnect_ms == 0) throw cause;
-    reconnect(link, cause);
-    any = true;
-  }
+  if (config_.reconnect_ms != 0)
+    for (auto& link : links_) {
+      if (!link.down()) continue;
+      reconnect(link, cause);
+      any = true;
+    }
   // A send still under way to a server that is up but answers nothing (stopped)
   // reads its buffers whenever that server wakes: the caller's gradient, the
   // bf16 encoding, a gathered run. The next call refilled them, and the server
-  // applied one push's bytes as another's. No more calls, then; also when
-  // another server was reconnected meanwhile (the call went on and returned).
-  if (stranded && (cause.code() == Errc::kTimeout || any)) {
+  // applied one push's bytes as another's. No more calls, then, whatever
+  // ended this one (another server's restart too, reconnected or not).
+  if (stranded) {
     broken_ = Error(Errc::kTimeout, std::string(cause.what()) + "; a send to server " + *stranded +
                                         " is still under way and reads this call's memory until the client is "
                                         "destroyed (destroy it before freeing that memory)");

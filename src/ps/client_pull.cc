@@ -177,7 +177,7 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
     for (auto& lane : link.lanes) fetch.push_back({&link, &lane});
   size_t base = 0;
   std::vector<transport::Request>& inflight = inflight_;
-  inflight.clear();
+  abandon_pending(inflight);  // none, unless a call ended by something else than an Error left some
   for (auto& link : links_) {
     for (const Range& t : ranges) {
       const Range held = overlap(t, link.range);

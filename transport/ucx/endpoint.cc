@@ -128,8 +128,10 @@ void UcxEndpoint::close_later(std::shared_ptr<void> keep) noexcept {
   // waited out its whole 5 s). Released at once, the close is waited for by
   // no one: UCX completes it, or ends it when the worker is destroyed (which
   // a released close request allows; an unreleased one asserts in UCX 1.13).
-  // (Its connection is closed already: nothing more arrives on it.)
-  if (gone)
+  // What is kept waits for the close all the same: a peer seen gone (its
+  // bootstrap socket closed, or an error) may still have bytes on their way
+  // through UCX's connection, emulated puts among them.
+  if (gone && !keep)
     ucp_request_free(sp);
   else
     context_.adopt_close(sp, std::move(keep));
