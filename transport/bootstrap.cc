@@ -110,9 +110,8 @@ Answer parse_answer(std::span<const uint8_t> bytes, const std::string& peer) {
   return m;
 }
 
-std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const uint8_t> my_address,
-                                      std::string_view secret, Deadline deadline, const std::string& peer,
-                                      const QuietPeer& quiet) {
+Established client_handshake(const TcpSocket& socket, std::span<const uint8_t> my_address, std::string_view secret,
+                             Deadline deadline, const std::string& peer, const QuietPeer& quiet) {
   const bool have = !secret.empty();
   Open mine;
   mine.flags = have ? kHasSecret : 0;
@@ -153,7 +152,9 @@ std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const u
     throw Error(Errc::kPermissionDenied, "the server at " + peer +
                                              " could not prove the shared secret: it is not the server you meant, or "
                                              "its secret differs from this side's");
-  return answer.address;
+  Established out{answer.address, std::nullopt};
+  if (have) out.seal.emplace(secret, mine.nonce, theirs.nonce, ControlSeal::Side::kClient);
+  return out;
 }
 
 ServerHandshake::ServerHandshake(TcpSocket socket, std::string peer, std::string_view secret, Deadline deadline)
@@ -204,6 +205,11 @@ TcpSocket ServerHandshake::accept(std::span<const uint8_t> my_address) {
   answer.address.assign(my_address.begin(), my_address.end());
   socket_.send_message(encode(answer), send_deadline(deadline_), peer_);
   return std::move(socket_);
+}
+
+std::optional<ControlSeal> ServerHandshake::seal() const {
+  if (secret_.empty()) return std::nullopt;
+  return ControlSeal(secret_, client_nonce_, server_nonce_, ControlSeal::Side::kServer);
 }
 
 void ServerHandshake::refuse(Errc code, const std::string& reason) {

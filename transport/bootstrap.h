@@ -7,11 +7,13 @@
 //   server -> client  Answer  ok: HMAC("server", nonces, server address, client address),
 //                             server address; refused: the reason
 // Without a secret on either side (--insecure) the proofs are zero and unchecked.
+// With one, the control messages that follow are sealed (ControlSeal).
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -19,6 +21,7 @@
 
 #include "rdmaps/error.h"
 #include "transport/auth.h"
+#include "transport/control_seal.h"
 #include "transport/tcp_socket.h"
 
 namespace rdmaps::transport::bootstrap {
@@ -26,7 +29,7 @@ namespace rdmaps::transport::bootstrap {
 using Deadline = std::chrono::steady_clock::time_point;
 
 constexpr uint32_t kMagic = 0x52444d54;  // "RDMT"
-constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersion = 3;         // 3: control messages sealed
 constexpr uint32_t kHasSecret = 1;
 /// Largest worker address accepted (UCX's are hundreds of bytes to a few KiB).
 constexpr size_t kMaxAddress = 64 * 1024;
@@ -65,13 +68,19 @@ struct QuietPeer {
   std::function<void()> say;
 };
 
-/// Client side, blocking until `deadline`: returns the server's worker address
-/// once the server proved the secret. Throws Error(kPermissionDenied) when the
-/// two sides disagree on the secret, kUnsupported on a peer of another
-/// transport version, kProtocol on a peer that is not rdmaps.
-std::vector<uint8_t> client_handshake(const TcpSocket& socket, std::span<const uint8_t> my_address,
-                                      std::string_view secret, Deadline deadline, const std::string& peer,
-                                      const QuietPeer& quiet = {});
+/// A handshake's outcome for the client: the server's worker address, and
+/// the seal of the control messages that follow (none without a secret).
+struct Established {
+  std::vector<uint8_t> address;
+  std::optional<ControlSeal> seal;
+};
+
+/// Client side, blocking until `deadline`: returns once the server proved the
+/// secret. Throws Error(kPermissionDenied) when the two sides disagree on the
+/// secret, kUnsupported on a peer of another transport version, kProtocol on
+/// a peer that is not rdmaps.
+Established client_handshake(const TcpSocket& socket, std::span<const uint8_t> my_address, std::string_view secret,
+                             Deadline deadline, const std::string& peer, const QuietPeer& quiet = {});
 
 /// Server side of one handshake, advanced as bytes arrive, never waiting.
 class ServerHandshake {
@@ -84,6 +93,8 @@ class ServerHandshake {
   std::span<const uint8_t> client_address() const { return client_address_; }
   /// Sends this side's address and proof; the socket then belongs to the caller.
   TcpSocket accept(std::span<const uint8_t> my_address);
+  /// The seal of the control messages after an accepted handshake (none without a secret).
+  std::optional<ControlSeal> seal() const;
   /// Tells the client why (best effort); the connection is then closed.
   void refuse(Errc code, const std::string& reason);
 

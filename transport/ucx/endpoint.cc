@@ -65,7 +65,7 @@ std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const Soc
                                             "resuming a checkpoint)",
                                             address.to_string().c_str(), ms(quiet_for).c_str(), ms(timeout).c_str());
                                      }};
-    std::vector<uint8_t> remote;
+    bootstrap::Established remote;
     try {
       remote = bootstrap::client_handshake(socket, context.worker_address(), context.options().secret, deadline, peer,
                                            quiet);
@@ -93,8 +93,8 @@ std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const Soc
       pause = std::min(pause * 2, std::chrono::milliseconds(500));
       continue;
     }
-    auto ep = create(context, peer, remote);
-    ep->adopt_socket(std::move(socket));
+    auto ep = create(context, peer, remote.address);
+    ep->adopt_socket(std::move(socket), std::move(remote.seal));
     return ep;
   }
 }
@@ -217,7 +217,12 @@ bool UcxEndpoint::peer_closed() const {
 }
 
 void UcxEndpoint::send_control(std::span<const uint8_t> message, std::chrono::milliseconds timeout) {
-  socket_.send_message(message, std::chrono::steady_clock::now() + timeout, peer_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (!seal_) return socket_.send_message(message, deadline, peer_);
+  if (message.size() > TcpSocket::kMaxMessage - ControlSeal::kTagBytes)
+    throw Error(Errc::kInvalidArgument, "a control message of " + std::to_string(message.size()) + " bytes to " +
+                                            peer_ + " is over the limit with its seal");
+  socket_.send_message(seal_->seal(message), deadline, peer_);
 }
 
 std::vector<uint8_t> UcxEndpoint::recv_control(std::chrono::milliseconds timeout) {
@@ -243,7 +248,8 @@ std::vector<uint8_t> UcxEndpoint::recv_control(std::chrono::milliseconds timeout
     last_activity = std::chrono::steady_clock::now();
   }
   try {
-    return socket_.recv_message(deadline, peer_);
+    auto message = socket_.recv_message(deadline, peer_);
+    return seal_ ? seal_->open(std::move(message), peer_) : message;
   } catch (const Error& e) {
     if (e.code() == Errc::kPeerGone) peer_closed_.store(true, std::memory_order_release);
     if (e.code() != Errc::kTimeout) throw;
@@ -253,12 +259,12 @@ std::vector<uint8_t> UcxEndpoint::recv_control(std::chrono::milliseconds timeout
 
 std::optional<std::vector<uint8_t>> UcxEndpoint::try_recv_control(size_t max_bytes) {
   try {
-    if (!control_reader_.poll(socket_, peer_, max_bytes)) return std::nullopt;
+    if (!control_reader_.poll(socket_, peer_, max_bytes + (seal_ ? ControlSeal::kTagBytes : 0))) return std::nullopt;
   } catch (const Error& e) {
     if (e.code() == Errc::kPeerGone) peer_closed_.store(true, std::memory_order_release);
     throw;
   }
-  return control_reader_.take();
+  return seal_ ? seal_->open(control_reader_.take(), peer_) : control_reader_.take();
 }
 
 std::unique_ptr<RemoteRegion> UcxEndpoint::import(const RegionDescriptor& descriptor) {

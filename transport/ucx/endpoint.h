@@ -5,8 +5,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 
 #include "transport/address.h"
+#include "transport/control_seal.h"
 #include "transport/endpoint.h"
 #include "transport/tcp_socket.h"
 
@@ -26,7 +28,11 @@ class UcxEndpoint final : public Endpoint {
   static std::unique_ptr<UcxEndpoint> connect(UcxContext& context, const SockAddr& address,
                                               std::chrono::milliseconds timeout, const std::string& name,
                                               IfRefused if_refused);
-  void adopt_socket(TcpSocket socket) { socket_ = std::move(socket); }
+  /// `seal`: the handshake's, which every control message then carries.
+  void adopt_socket(TcpSocket socket, std::optional<ControlSeal> seal) {
+    socket_ = std::move(socket);
+    seal_ = std::move(seal);
+  }
   ~UcxEndpoint() override;
 
   const std::string& peer_name() const override { return peer_; }
@@ -68,6 +74,7 @@ class UcxEndpoint final : public Endpoint {
   UcxContext& context_;
   TcpSocket socket_;
   MessageReader control_reader_;  // try_recv_control's partial message
+  std::optional<ControlSeal> seal_;
   ucp_ep_h ep_ = nullptr;
   std::string peer_;
   std::atomic<ucs_status_t> error_{UCS_OK};

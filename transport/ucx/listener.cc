@@ -114,7 +114,8 @@ std::unique_ptr<Endpoint> UcxListener::finish(bootstrap::ServerHandshake& handsh
     handshake.refuse(e.code(), e.what());
     throw;
   }
-  ep->adopt_socket(handshake.accept(context_.worker_address()));
+  TcpSocket socket = handshake.accept(context_.worker_address());
+  ep->adopt_socket(std::move(socket), handshake.seal());
   return ep;
 }
 
