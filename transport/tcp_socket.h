@@ -73,6 +73,8 @@ class MessageReader {
   bool poll(const TcpSocket& socket, const std::string& peer, size_t max_bytes);
   /// The complete message; the reader starts over.
   std::vector<uint8_t> take();
+  /// Memory it holds for the message so far: what arrived, not what was announced.
+  size_t held_bytes() const { return body_.capacity(); }
 
  private:
   uint8_t head_[4] = {};

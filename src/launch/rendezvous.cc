@@ -113,8 +113,16 @@ RendezvousHost::RendezvousHost(const Placement& p, std::string secret)
       port_name_(port_name(p)) {
   try {
     // The ranks connect to MASTER_ADDR as resolved: an IPv4 wildcard never
-    // answers MASTER_ADDR=::1.
-    listener_ = TcpSocket::listen(transport::SockAddr::parse(wildcard_for(p.master_addr, p.master_port)),
+    // answers MASTER_ADDR=::1. A loopback one is served there alone: every
+    // rank is on this host, and the wildcard offered a launch without a
+    // secret (--insecure) to the network.
+    std::string where = wildcard_for(p.master_addr, p.master_port);
+    try {
+      if (const auto a = transport::SockAddr::parse(rendezvous_address(p)); a.is_loopback()) where = a.to_string();
+    } catch (const Error&) {
+      // a name that does not resolve: the ranks that dial it say so
+    }
+    listener_ = TcpSocket::listen(transport::SockAddr::parse(where),
                                   "every rank dials " + port_name_ + ": give them all the same free one");
   } catch (const Error& e) {
     throw Error(e.code(), "rank 0 cannot host the job's rendezvous (port " + std::to_string(p.master_port) + ", from " +
@@ -257,7 +265,9 @@ void RendezvousHost::serve() {
     ::poll(fds.data(), fds.size(), 100);
     transport::SockAddr peer;
     try {
-      while (true) {
+      // A table's worth a turn: a flood as fast as accept() drains kept the
+      // answers from ever being sent.
+      for (size_t taken = 0; taken < kMaxPending; ++taken) {
         TcpSocket s = listener_.try_accept(&peer);
         if (!s.valid()) break;
         // A full house makes room by dropping the oldest connection that proved nothing yet.

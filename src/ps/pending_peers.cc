@@ -31,7 +31,10 @@ void PendingPeers::log(const std::string& line) {
 
 bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_message) {
   bool any = false;
-  while (waiting_.size() < kMaxPendingPeers) {
+  // A bounded number of tries a round: each failed one (a handshake dropped,
+  // room made in a full listener) is tried again at once, and a flood of
+  // connections that fail kept the caller (a lane) here for as long as it lasted.
+  for (size_t tries = 0; waiting_.size() < kMaxPendingPeers && tries < 2 * kMaxPendingPeers; ++tries) {
     std::unique_ptr<transport::Endpoint> ep;
     try {
       ep = listener.poll();

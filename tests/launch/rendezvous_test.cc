@@ -150,6 +150,20 @@ TEST(Rendezvous, AnUnresolvableMasterAddrIsNamed) {
   EXPECT_NE(what.find("invalid-argument: MASTER_ADDR=no-such-host.invalid (rank 0's host"), std::string::npos) << what;
 }
 
+// MASTER_ADDR on loopback: the rendezvous is served there alone (on every
+// address it offered a launch without a secret to the network).
+TEST(Rendezvous, ALoopbackMasterAddrIsServedOnLoopbackOnly) {
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 2, 1, port));  // MASTER_ADDR=127.0.0.1
+  EXPECT_EQ(rendezvous(rank_of(0, 2, 1, port), "h:1", 5s), std::vector<std::string>{"h:1"});
+  // 127.0.0.2 is this host too, but not the address the ranks dial.
+  const std::string what = error_of([&] {
+    transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.2:" + std::to_string(port)),
+                                  std::chrono::steady_clock::now() + 2s);
+  });
+  EXPECT_NE(what.find("unreachable"), std::string::npos) << what;
+}
+
 TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   const uint16_t port = free_port();
   RendezvousHost host(rank_of(0, 3, 1, port));

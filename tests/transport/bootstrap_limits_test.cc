@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <climits>
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -50,6 +51,33 @@ Polled poll_for(transport::Listener& listener, std::chrono::milliseconds span) {
     }
   }
   return p;
+}
+
+// A peer needs no secret to send an opening's length prefix: one that
+// announced 64 KiB and sent 44 bytes made the reader hold 64 KiB, per
+// connection (a listener holds 256 pending, per lane).
+TEST(BootstrapLimits, AMessageReaderHoldsWhatArrivedNotWhatWasAnnounced) {
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+  TcpSocket reading(fds[0]), sending(fds[1]);
+  const uint32_t announced = 65568;
+  std::vector<uint8_t> part(4 + 44, 0x2a);
+  std::memcpy(part.data(), &announced, 4);
+  ASSERT_EQ(::send(sending.fd(), part.data(), part.size(), 0), static_cast<ssize_t>(part.size()));
+  transport::MessageReader reader;
+  EXPECT_FALSE(reader.poll(reading, "peer", 1 << 20));
+  EXPECT_LE(reader.held_bytes(), 4096u) << "held for 44 bytes that arrived";
+  std::vector<uint8_t> rest(announced - 44, 0x2b);
+  std::thread send_rest([&] { sending.send_all(rest.data(), rest.size(), Clock::now() + 5s, "reader"); });
+  bool whole = false;
+  for (auto until = Clock::now() + 5s; !whole && Clock::now() < until;) whole = reader.poll(reading, "peer", 1 << 20);
+  send_rest.join();
+  ASSERT_TRUE(whole);
+  const std::vector<uint8_t> message = reader.take();
+  ASSERT_EQ(message.size(), announced);
+  EXPECT_EQ(message[43], 0x2a);
+  EXPECT_EQ(message[44], 0x2b);
+  EXPECT_EQ(message.back(), 0x2b);
 }
 
 // Out of files with connections still queued, every poll threw the accept's
