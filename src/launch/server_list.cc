@@ -7,22 +7,15 @@ namespace {
 
 [[noreturn]] void fail(const std::string& why) { throw Error(Errc::kInvalidArgument, why); }
 
-}  // namespace
-
-std::vector<std::string> server_list(const std::string& text, const std::string& source) {
-  std::vector<std::string> items;
-  for (size_t start = 0;;) {
-    const size_t comma = text.find(',', start);
-    items.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
+// `text`: the list as typed, named in an empty entry's error; null for entries given one by one.
+void check(const std::vector<std::string>& items, const std::string& source, const std::string* text) {
   for (size_t i = 0; i < items.size(); ++i) {
     const std::string& s = items[i];
     const std::string entry = source + " entry " + std::to_string(i + 1) + " '" + s + "'";
     if (s.empty())
-      fail(source + "='" + text + "': entry " + std::to_string(i + 1) +
+      fail((text ? source + "='" + *text + "': entry " : source + " entry ") + std::to_string(i + 1) +
            " is empty (the list is host:port,host:port, one entry per server)");
+    if (!text && s.find(',') != std::string::npos) fail(entry + " holds a comma: one host:port per entry");
     if (s.find_first_of(" \t\r\n") != std::string::npos)
       fail(entry + " has white space (the list is host:port,host:port without spaces)");
     const size_t colon = s.rfind(':');
@@ -47,7 +40,24 @@ std::vector<std::string> server_list(const std::string& text, const std::string&
         fail(source + ": '" + s + "' is listed twice (entries " + std::to_string(j + 1) + " and " +
              std::to_string(i + 1) + "): every server needs an address of its own");
   }
+}
+
+}  // namespace
+
+std::vector<std::string> server_list(const std::string& text, const std::string& source) {
+  std::vector<std::string> items;
+  for (size_t start = 0;;) {
+    const size_t comma = text.find(',', start);
+    items.push_back(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  check(items, source, &text);
   return items;
+}
+
+void check_server_list(const std::vector<std::string>& entries, const std::string& source) {
+  check(entries, source, nullptr);
 }
 
 }  // namespace rdmaps::launch

@@ -15,5 +15,8 @@ namespace rdmaps::launch {
 /// server twice) is refused. Throws Error(kInvalidArgument) naming `source`
 /// (the variable or flag the list came from) and the entry.
 std::vector<std::string> server_list(const std::string& text, const std::string& source);
+/// The same checks for entries given one by one (ClientOptions::servers);
+/// an entry holding a comma is refused too.
+void check_server_list(const std::vector<std::string>& entries, const std::string& source);
 
 }  // namespace rdmaps::launch

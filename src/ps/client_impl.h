@@ -23,6 +23,7 @@
 #include "rdmaps/client.h"
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
+#include "src/launch/server_list.h"
 #include "src/metrics/http_endpoint.h"
 #include "src/metrics/render.h"
 #include "src/ps/gpu_transfer.h"
@@ -118,20 +119,8 @@ class ClientImpl {
       if (!why.empty()) throw Error(Errc::kInvalidArgument, "ClientOptions::config: " + why);  // a Config built in code
     // Deadlines are now + timeout: milliseconds::max() would overflow the clock.
     options_.timeout = std::min(options_.timeout, kLongestTimeout);
-    for (size_t i = 0; i < options.servers.size(); ++i) {
-      // The form, not the name: a host that does not resolve yet may by connect().
-      try {
-        if (transport::split_host_port(options.servers[i]).port == 0)
-          throw Error(Errc::kInvalidArgument, "address '" + options.servers[i] + "': port 0 is no server's port");
-      } catch (const Error& e) {
-        throw Error(Errc::kInvalidArgument, "server list entry " + std::to_string(i) + ": " + e.what());
-      }
-      for (size_t j = 0; j < i; ++j)
-        if (options.servers[i] == options.servers[j])
-          throw Error(Errc::kInvalidArgument, "server " + options.servers[i] + " is listed twice (at " +
-                                                  std::to_string(j) + " and " + std::to_string(i) +
-                                                  "): every server of the job once, in index order");
-    }
+    // The form, not the name: a host that does not resolve yet may by connect().
+    launch::check_server_list(options.servers, "ClientOptions::servers");
     if (!options.metrics.empty())
       metrics_ = std::make_unique<metrics::HttpEndpoint>(options.metrics, "--metrics", [this] {
         std::unique_lock<std::mutex> lock(published_mu_);

@@ -2055,6 +2055,19 @@ TEST(ConfigInCode, ARuleParameterOutOfRangeIsRefusedByServerAndClientNamingIt) {
   EXPECT_NE(what.find("ClientOptions::servers lists 4097 servers, more than the 4096 a job may have"),
             std::string::npos)
       << what;
+  // Each entry as every other list of servers is read (src/launch/server_list.h): a second
+  // spelling of one port named one server twice, a comma two servers in one entry.
+  for (const auto& [servers, said] :
+       {std::pair{std::vector<std::string>{"127.0.0.1:9", "127.0.0.1:09"},
+                  "ClientOptions::servers entry 2 '127.0.0.1:09' has port 09 with a leading zero"},
+        {std::vector<std::string>{"127.0.0.1:0"}, "ClientOptions::servers entry 1 '127.0.0.1:0' has port 0"},
+        {std::vector<std::string>{"127.0.0.1:9,127.0.0.1:10"}, "entry 1 '127.0.0.1:9,127.0.0.1:10' holds a comma"},
+        {std::vector<std::string>{"127.0.0.1:9", ""}, "ClientOptions::servers entry 2 is empty"},
+        {std::vector<std::string>{"127.0.0.1:9", "127.0.0.1:9"}, "'127.0.0.1:9' is listed twice (entries 1 and 2)"}}) {
+    co.servers = servers;
+    EXPECT_EQ(error_code_of([&] { Client client(co); }, &what), Errc::kInvalidArgument) << what;
+    EXPECT_NE(what.find(said), std::string::npos) << what;
+  }
 }
 
 TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
