@@ -1,5 +1,7 @@
 #include "src/launch/placement.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -156,6 +158,16 @@ void Placement::check_workers(uint32_t given, const std::string& source) const {
     fail(source + ": " + std::to_string(given) + " differs from the " + std::to_string(num_workers()) +
          " worker ranks of this launch (world size " + std::to_string(world_size) + " minus " +
          std::to_string(num_servers) + " server(s)); " + (source.starts_with("--") ? "leave it out" : "unset it"));
+}
+
+bool Placement::every_rank_is_local() const {
+  std::string host = master_addr;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return IN6_IS_ADDR_LOOPBACK(&v6);
+  return host == "localhost";
 }
 
 std::string Placement::describe() const {

@@ -46,6 +46,11 @@ struct Placement {
   uint32_t num_workers() const { return world_size - num_servers; }
   /// "rank 2 of 4 (OMPI_COMM_WORLD_RANK): worker 1 of 3"
   std::string describe() const;
+  /// master_addr given as a loopback address or "localhost" puts every rank
+  /// on this host. A name, even one this host maps to 127.0.1.1 (Debian's
+  /// installer writes that for the host's own name), is reached from other
+  /// hosts at a real address.
+  bool every_rank_is_local() const;
   /// A worker count given beside the launch (by `source`: --workers, or
   /// RDMAPS_WORKERS exported to every rank) must be its worker count; throws
   /// Error(kInvalidArgument) saying both.

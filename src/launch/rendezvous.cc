@@ -113,15 +113,12 @@ RendezvousHost::RendezvousHost(const Placement& p, std::string secret)
       port_name_(port_name(p)) {
   try {
     // The ranks connect to MASTER_ADDR as resolved: an IPv4 wildcard never
-    // answers MASTER_ADDR=::1. A loopback one is served there alone: every
-    // rank is on this host, and the wildcard offered a launch without a
-    // secret (--insecure) to the network.
+    // answers MASTER_ADDR=::1. A loopback one (not a name that resolves to
+    // 127.0.1.1: other hosts reach that at a real address) is served there
+    // alone: every rank is on this host, and the wildcard offered a launch
+    // without a secret (--insecure) to the network.
     std::string where = wildcard_for(p.master_addr, p.master_port);
-    try {
-      if (const auto a = transport::SockAddr::parse(rendezvous_address(p)); a.is_loopback()) where = a.to_string();
-    } catch (const Error&) {
-      // a name that does not resolve: the ranks that dial it say so
-    }
+    if (p.every_rank_is_local()) where = transport::SockAddr::parse(rendezvous_address(p)).to_string();
     listener_ = TcpSocket::listen(transport::SockAddr::parse(where),
                                   "every rank dials " + port_name_ + ": give them all the same free one");
   } catch (const Error& e) {

@@ -72,15 +72,6 @@ bool is_loopback(const std::string& host) {
   return ::inet_pton(AF_INET6, host.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
-// MASTER_ADDR given as a loopback address or "localhost" puts every rank on
-// this host. A name, even one this host maps to 127.0.1.1 (Debian's
-// installer writes that for the host's own name), is reached from other
-// hosts at a real address.
-bool every_rank_is_local(const std::string& master_addr) {
-  const std::string bare = unbracketed(master_addr);
-  return bare == "localhost" || is_loopback(bare);
-}
-
 // Whether `host` is an address of this machine: binding to it succeeds only
 // then. A name that does not resolve counts as local here; the connect names it.
 bool names_this_host(const std::string& host) {
@@ -220,7 +211,7 @@ std::string advertised_address(const Placement& p, const std::string& bound, con
   if (host != "0.0.0.0" && host != "::" && !host.empty()) return bound;
   if (!p.master_addr.empty()) host = route_toward(p.master_addr, p.master_port);
   // Rank 0's route to itself is loopback: no address for ranks elsewhere.
-  if (is_loopback(host) && !every_rank_is_local(p.master_addr)) host = "";
+  if (is_loopback(host) && !p.every_rank_is_local()) host = "";
   if (host.empty() || host == "0.0.0.0") host = first_interface_address();
   if (host.empty()) host = "127.0.0.1";
   return with_port(host);

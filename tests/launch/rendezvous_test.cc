@@ -164,6 +164,24 @@ TEST(Rendezvous, ALoopbackMasterAddrIsServedOnLoopbackOnly) {
   EXPECT_NE(what.find("unreachable"), std::string::npos) << what;
 }
 
+// Rank 0 named by its host name, which this host may map to a loopback
+// address (Debian's 127.0.1.1; 127.0.0.1 here): other hosts reach that name at
+// a real address, so the rendezvous is served on every address.
+TEST(Rendezvous, RankZeroNamedByItsHostNameIsServedOnEveryAddress) {
+  char name[256] = {};
+  ASSERT_EQ(::gethostname(name, sizeof(name) - 1), 0);
+  const uint16_t port = free_port();
+  Placement p = rank_of(0, 2, 1, port);
+  p.master_addr = name;
+  RendezvousHost host(p);
+  EXPECT_EQ(error_of([&] {
+              transport::TcpSocket::connect(transport::SockAddr::parse("127.0.0.2:" + std::to_string(port)),
+                                            std::chrono::steady_clock::now() + 2s);
+            }),
+            "no error")
+      << "MASTER_ADDR=" << name;
+}
+
 TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   const uint16_t port = free_port();
   RendezvousHost host(rank_of(0, 3, 1, port));
