@@ -130,11 +130,13 @@ bool ClientImpl::progress() {
             deliver(link, offset, bytes, in_place);
           });
         } catch (const Error& e) {
-          // Its lane publishes no mailbox any more: every later pull would wait out its timeout.
-          broken_ =
-              Error(e.code(), "worker " + std::to_string(options_.worker) + ": a write-back from server " +
-                                  link.address + " lane " + std::to_string(lane.index) + " did not land: " + e.what());
-          throw *broken_;
+          // Its lane publishes no mailbox any more (every later pull waited out
+          // its timeout): the connection is down, for the call's recovery to
+          // reconnect (its server died, most likely) or to say why.
+          link.write_back_failed = true;
+          throw Error(e.code(), "worker " + std::to_string(options_.worker) + ": a write-back from server " +
+                                    link.address + " lane " + std::to_string(lane.index) +
+                                    " did not land: " + e.what());
         }
   return moved;
 }

@@ -126,6 +126,7 @@ void ClientImpl::disconnect(ServerLink& link) {
   }
   link.lanes.clear();  // the endpoints close
   ++link.connection;
+  link.write_back_failed = false;  // of the lanes just closed
   buffers->receive = std::move(link.receive);
   if (context_) context_->retire(reading, std::move(buffers));
 }

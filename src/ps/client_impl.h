@@ -79,9 +79,12 @@ struct ServerLink {
   uint64_t instance = 0;           // the server process connected to (Welcome::instance)
   uint64_t posted = 0;             // pushes (pieces) posted to it; a restart's checkpoint holds some of them
   uint64_t connection = 0;         // +1 each time disconnect() closes its lanes
+  // A write-back of this connection failed to land: its lane publishes nothing
+  // more, so the connection counts as down (a reconnect makes new lanes).
+  bool write_back_failed = false;
 
   bool down() const {
-    if (lanes.empty()) return true;
+    if (lanes.empty() || write_back_failed) return true;
     for (const auto& lane : lanes)
       if (!lane.ep || lane.ep->peer_closed() || lane.ep->failed()) return true;
     return false;
