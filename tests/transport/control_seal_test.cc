@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -89,9 +90,18 @@ Pair through(int tamper, std::unique_ptr<Relay>& relay) {
   p.client = transport::create_context(o);
   p.listener = p.server->listen(transport::SockAddr::parse("127.0.0.1:0"));
   relay = std::make_unique<Relay>(p.listener->address(), tamper);
-  std::thread connecting([&] { p.connected = p.client->connect(relay->address(), 10s); });
-  p.accepted = p.listener->accept(10s);
-  connecting.join();
+  // A failure on either side fails the test, not the process (a thread's exception terminates it).
+  auto connecting = std::async(std::launch::async, [&] { return p.client->connect(relay->address(), 10s); });
+  try {
+    p.accepted = p.listener->accept(10s);
+  } catch (const Error& e) {
+    ADD_FAILURE() << "accept: " << e.what();
+  }
+  try {
+    p.connected = connecting.get();
+  } catch (const Error& e) {
+    ADD_FAILURE() << "connect: " << e.what();
+  }
   return p;
 }
 
@@ -126,6 +136,21 @@ TEST(ControlSeal, AControlMessageChangedOnTheWayIsRefused) {
     EXPECT_NE(std::string(e.what()).find("control message 1 from"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("fails its seal"), std::string::npos) << e.what();
   }
+  // The same for the read a server's first message takes (try_recv_control), here the second one.
+  std::unique_ptr<Relay> second_relay;
+  Pair q = through(3, second_relay);
+  ASSERT_TRUE(q.connected && q.accepted);
+  q.connected->send_control(bytes("hello"), 5s);
+  q.connected->send_control(bytes("lane hello"), 5s);
+  EXPECT_EQ(q.accepted->recv_control(5s), bytes("hello"));
+  std::string what = "taken";
+  try {
+    for (auto until = Clock::now() + 5s; Clock::now() < until;)
+      if (q.accepted->try_recv_control(1024)) break;
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("control message 2 from"), std::string::npos) << what;
 }
 
 // Each side's seal is of its direction and number: a message reflected back,
