@@ -413,6 +413,7 @@ Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& p
   const auto arrays = r.rest();
   if (floats > arrays.size() || arrays.size() != floats * sizeof(float) * (has_state ? 2 : 1))
     r.fail(std::to_string(arrays.size()) + " bytes of arrays for " + std::to_string(floats) + " floats");
+  if (floats == 0) return c;  // a range of none (an empty vector's data() is null: no memcpy from or to it)
   c.params.resize(floats);
   std::memcpy(c.params.data(), arrays.data(), floats * sizeof(float));
   if (has_state) {
