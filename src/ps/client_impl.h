@@ -16,6 +16,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -157,8 +158,10 @@ class ClientImpl {
     const auto now = Clock::now();
     std::lock_guard<std::mutex> lock(published_mu_);
     published_ = stats_;
-    if (clock_wait_since_)
-      published_.clock_wait_seconds += std::chrono::duration<double>(now - *clock_wait_since_).count();
+    if (pull_counters_before_)  // a pull under way: its counts may yet be taken back (pull())
+      std::tie(published_.pulls, published_.pull_bytes, published_.pulls_skipped, published_.pull_bytes_saved,
+               published_.pull_bytes_in_place) = *pull_counters_before_;
+    published_.clock_wait_seconds += std::chrono::duration<double>(now - *clock_wait_since_).count();
     published_clock_ = clock_;
     last_publish_ = now;
   }
@@ -365,6 +368,8 @@ class ClientImpl {
   std::vector<int> device_;                   // by target of pulling_: its GPU, -1 for host memory
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
+  // A pull under way: its counters as they were before it (what publish() shows meanwhile).
+  std::optional<std::tuple<uint64_t, uint64_t, uint64_t, uint64_t, uint64_t>> pull_counters_before_;
   Clock::time_point last_clock_call_{};
   Clock::time_point leave_by_ = Clock::time_point::max();  // every wait ends by then once leaving
 

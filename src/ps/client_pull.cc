@@ -133,6 +133,14 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
   };
   const auto before = std::tuple{stats_.pulls, stats_.pull_bytes, stats_.pulls_skipped, stats_.pull_bytes_saved,
                                  stats_.pull_bytes_in_place};
+  // Published meanwhile (a long wait publishes), the counts of lanes that had
+  // answered went down again at the retry: a counter reset to Prometheus,
+  // whose rate() then counted every earlier pull again.
+  pull_counters_before_ = before;
+  struct Done {
+    std::optional<std::tuple<uint64_t, uint64_t, uint64_t, uint64_t, uint64_t>>& before;
+    ~Done() { before.reset(); }
+  } done{pull_counters_before_};
   for (;;) {
     try {
       return pull_once(targets);

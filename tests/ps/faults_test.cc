@@ -25,6 +25,7 @@
 #include "src/ps/am_ids.h"
 #include "src/ps/protocol.h"
 #include "src/ps/write_back.h"
+#include "tests/common/http_get.h"
 #include "tests/common/output_capture.h"
 #include "tests/common/sanitizers.h"
 #include "tests/common/scoped_file_limit.h"
@@ -1607,6 +1608,58 @@ TEST_P(PsFaultTest, AGatheredPushSurvivesAFlushThatTimedOut) {
 
 // Leaving with one server gone: the flush of the gathered runs stopped at the
 // first that failed (a stalled, then killed, server's, waiting for a credit),
+// A pull's counters reach the metrics page once it returned: published during
+// it (a long wait publishes every second), the lanes that had answered were
+// counted, then taken back when a reconnect made the pull start again, and
+// rdmaps_worker_pulls_total went down (a counter reset to Prometheus).
+TEST_P(PsFaultTest, AScrapeDuringAPullShowsItsCountsFromBeforeIt) {
+  ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.index = 0;
+  so.servers = 2;
+  so.config = fault_config(GetParam());
+  so.config.secret = test_secret();
+  so.exit_when_done = false;
+  so.log_connections = false;
+  Server answering(so);
+  std::thread serving([&] { answering.run(); });
+  int port = 0;
+  PeerProcess stopped = listening_peer("lane_server", GetParam(), 1, {"1", "2"}, &port);
+  {
+    ClientOptions o;
+    o.servers = {answering.address(), "127.0.0.1:" + std::to_string(port)};
+    o.config = fault_config(GetParam());
+    o.config.secret = test_secret();
+    o.metrics = "127.0.0.1:0";
+    o.timeout = 10s;
+    std::unique_ptr<Client> client = connect_when_up(o, "w", 2 * kFaultFloats);
+    ASSERT_TRUE(client) << "the server process did not come up";
+    std::vector<float> w(2 * kFaultFloats);
+    client->pull("w", w);
+    const uint64_t before = client->stats().pulls;
+    ASSERT_GT(before, 0u);
+    auto pulls_on_the_page = [&] {
+      const std::string page = scrape(client->metrics_address());
+      const std::string name = "\nrdmaps_worker_pulls_total{worker=\"0\"} ";
+      const size_t at = page.find(name);
+      return at == std::string::npos ? -1.0 : std::stod(page.substr(at + name.size()));
+    };
+    ASSERT_EQ(kill(stopped.pid(), SIGSTOP), 0);
+    ASSERT_TRUE(wait_until_stopped(stopped.pid()));
+    // Server 0's lanes answer at once; server 1's are awaited while the page is read.
+    auto pulling = std::async(std::launch::async, [&] { client->pull("w", w); });
+    std::this_thread::sleep_for(2500ms);
+    EXPECT_EQ(pulls_on_the_page(), static_cast<double>(before)) << "a pull under way published its counts";
+    kill(stopped.pid(), SIGCONT);
+    ASSERT_EQ(pulling.wait_for(20s), std::future_status::ready);
+    pulling.get();
+    EXPECT_GT(pulls_on_the_page(), static_cast<double>(before)) << "the pull's counts, once it returned";
+  }
+  answering.stop();
+  serving.join();
+  stopped.kill_now();
+}
+
 // so the others' last pushes were never sent.
 TEST_P(PsFaultTest, LeavingWithOneServerGoneStillSendsTheOthersTheirLastPushes) {
   int port = 0;
