@@ -46,9 +46,12 @@ std::string render_server_metrics(const ServerStats& s, const ServerOptions& o) 
            {{{{"rule", s.rule.empty() ? "none" : s.rule}}, double(s.pushes)}});
   e.counter("rdmaps_pushes_dropped_total", "Pushes dropped by the staleness policy (--staleness-policy drop).",
             double(s.dropped));
-  e.counter("rdmaps_pulls_total", "Pulls served (pieces written back to a worker).", double(s.pulls));
+  e.counter(
+      "rdmaps_pulls_total",
+      "Pull requests served (one per server thread a worker's pull asks, its refetch after a reconnect included).",
+      double(s.pulls));
   e.counter("rdmaps_pull_bytes_total", "Parameter bytes written back to workers.", double(s.bytes_out));
-  e.counter("rdmaps_clocks_total", "Clock messages received from workers.", double(s.clocks));
+  e.counter("rdmaps_clocks_total", "Clock steps of the workers (one per clock() call of each).", double(s.clocks));
   // Per-tau counts folded into the coarser buckets.
   const auto& bounds = staleness_bounds();
   std::vector<uint64_t> counts(bounds.size() + 1, 0);
@@ -101,7 +104,8 @@ std::string render_worker_metrics(const ClientStats& s, uint32_t worker, uint64_
   e.family("rdmaps_worker_info", "This worker and its GPU path (none, direct or staged).", "gauge",
            {{{{"worker", std::to_string(worker)}, {"gpu_path", s.gpu_path}}, 1}});
   counter("rdmaps_worker_pushes_total",
-          "Push messages sent (one per shard a push touches; adjoining small tensors gathered into one count once).",
+          "Push messages sent or lost (one per shard a push touches; adjoining small tensors gathered into one count "
+          "once; minus rdmaps_worker_pushes_lost_total: what the servers hold).",
           double(s.pushes));
   counter("rdmaps_worker_push_bytes_total", "Gradient bytes pushed.", double(s.push_bytes));
   counter("rdmaps_worker_pulls_total", "Pull requests sent (one per server thread a pull() asks).", double(s.pulls));
