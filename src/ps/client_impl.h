@@ -161,7 +161,8 @@ class ClientImpl {
     if (pull_counters_before_)  // a pull under way: its counts may yet be taken back (pull())
       std::tie(published_.pulls, published_.pull_bytes, published_.pulls_skipped, published_.pull_bytes_saved,
                published_.pull_bytes_in_place) = *pull_counters_before_;
-    published_.clock_wait_seconds += std::chrono::duration<double>(now - *clock_wait_since_).count();
+    if (clock_wait_since_)
+      published_.clock_wait_seconds += std::chrono::duration<double>(now - *clock_wait_since_).count();
     published_clock_ = clock_;
     last_publish_ = now;
   }

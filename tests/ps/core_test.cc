@@ -911,6 +911,8 @@ TEST_P(PsTest, AWorkerHeldByAStragglerShowsItsClockWaitGrowing) {
   };
   std::vector<float> g(100, 0.01f);
   held.push("w", g);
+  // Not waiting: the page says what the stats say (a wait's start was read when there was none).
+  EXPECT_EQ(clock_wait(), held.stats().clock_wait_seconds);
   auto waiting = std::async(std::launch::async, [&] { held.clock(); });  // waits for the straggler's clock 1
   std::this_thread::sleep_for(1500ms);
   const double first = clock_wait();
@@ -919,6 +921,7 @@ TEST_P(PsTest, AWorkerHeldByAStragglerShowsItsClockWaitGrowing) {
   EXPECT_GE(first, 0.4) << "the wait under way is not in the metrics";
   EXPECT_GE(second - first, 0.8) << "the clock wait did not grow while the worker waited: " << first << " then "
                                  << second;
+  EXPECT_LT(second, 60.0) << "the wait under way is 3 s old";
   straggler.push("w", g);
   straggler.clock();
   ASSERT_EQ(waiting.wait_for(10s), std::future_status::ready);
