@@ -62,6 +62,13 @@ struct Lane {
   size_t landings = 0, landings_offered = 0;
 };
 
+// The counters of a pull, as one value that pull() saves and restores and
+// publish() holds back while a pull is under way.
+using PullCounters = std::tuple<uint64_t, uint64_t, uint64_t, uint64_t, uint64_t>;
+inline auto pull_counters(ClientStats& s) {
+  return std::tie(s.pulls, s.pull_bytes, s.pulls_skipped, s.pull_bytes_saved, s.pull_bytes_in_place);
+}
+
 struct ServerLink {
   uint32_t index = 0;
   std::string address;
@@ -158,9 +165,7 @@ class ClientImpl {
     const auto now = Clock::now();
     std::lock_guard<std::mutex> lock(published_mu_);
     published_ = stats_;
-    if (pull_counters_before_)  // a pull under way: its counts may yet be taken back (pull())
-      std::tie(published_.pulls, published_.pull_bytes, published_.pulls_skipped, published_.pull_bytes_saved,
-               published_.pull_bytes_in_place) = *pull_counters_before_;
+    if (pull_counters_before_) pull_counters(published_) = *pull_counters_before_;  // may yet be taken back (pull())
     if (clock_wait_since_)
       published_.clock_wait_seconds += std::chrono::duration<double>(now - *clock_wait_since_).count();
     published_clock_ = clock_;
@@ -370,7 +375,7 @@ class ClientImpl {
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
   // A pull under way: its counters as they were before it (what publish() shows meanwhile).
-  std::optional<std::tuple<uint64_t, uint64_t, uint64_t, uint64_t, uint64_t>> pull_counters_before_;
+  std::optional<PullCounters> pull_counters_before_;
   Clock::time_point last_clock_call_{};
   Clock::time_point leave_by_ = Clock::time_point::max();  // every wait ends by then once leaving
 

@@ -3,7 +3,6 @@
 // the copy out to the caller's tensors as write-backs land.
 #include <algorithm>
 #include <cstring>
-#include <tuple>
 
 #include "src/ps/client_impl.h"
 
@@ -127,18 +126,13 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
   // A pull repeated after a reconnect counts once: the lanes the failed
   // attempt had finished were counted again by the next.
   // (The counters alone, not the whole stats: its strings would be copied per pull.)
-  const auto counters = [this] {
-    return std::tie(stats_.pulls, stats_.pull_bytes, stats_.pulls_skipped, stats_.pull_bytes_saved,
-                    stats_.pull_bytes_in_place);
-  };
-  const auto before = std::tuple{stats_.pulls, stats_.pull_bytes, stats_.pulls_skipped, stats_.pull_bytes_saved,
-                                 stats_.pull_bytes_in_place};
+  const PullCounters before = pull_counters(stats_);
   // Published meanwhile (a long wait publishes), the counts of lanes that had
   // answered went down again at the retry: a counter reset to Prometheus,
   // whose rate() then counted every earlier pull again.
   pull_counters_before_ = before;
   struct Done {
-    std::optional<std::tuple<uint64_t, uint64_t, uint64_t, uint64_t, uint64_t>>& before;
+    std::optional<PullCounters>& before;
     ~Done() { before.reset(); }
   } done{pull_counters_before_};
   for (;;) {
@@ -146,7 +140,7 @@ void ClientImpl::pull(std::span<const PullTarget> targets) {
       return pull_once(targets);
     } catch (const Error& e) {
       recover(e, inflight_);  // then pull again: a pull is safe to repeat
-      counters() = before;
+      pull_counters(stats_) = before;
     }
   }
 }
