@@ -721,6 +721,8 @@ PYBIND11_MODULE(_rdmaps, m) {
       py::arg("handler"));
   m.def("_server_list", &launch::server_list, py::arg("text"), py::arg("source"),
         "The entries of \"host:port,host:port\", each checked (src/launch/server_list.h).");
+  m.def("_check_server_list", &launch::check_server_list, py::arg("entries"), py::arg("source"),
+        "The same checks for entries given one by one.");
   m.def("_detect_placement", &detect_placement, py::arg("env"), py::arg("num_servers"),
         "Rank, size and role from the launcher variables in env (rdmaps.launcher.detect).");
   py::class_<PyServerDirectory>(

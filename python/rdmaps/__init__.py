@@ -158,11 +158,8 @@ def _server_list(servers):
         listed = None
     if listed is None or not all(isinstance(s, str) for s in listed):
         raise TypeError(f"rdmaps.Worker: servers={servers!r} is not \"host:port,...\" or a list of them")
-    for i, s in enumerate(listed):
-        if "," in s:
-            raise ValueError(f"rdmaps.Worker: servers entry {i + 1} {s!r} holds a comma: give one host:port "
-                             "per entry, or the whole list as one string")
-    return _rdmaps._server_list(",".join(listed), "rdmaps.Worker: servers") if listed else listed
+    _rdmaps._check_server_list(listed, "rdmaps.Worker: servers")
+    return listed
 
 
 class Worker(_rdmaps.Worker):

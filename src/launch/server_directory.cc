@@ -171,10 +171,7 @@ std::vector<std::string> ServerDirectory::exchange(const std::string& address) {
   }
   // What other ranks registered, checked as a list typed by hand is, naming
   // where it came from (a worker's error named --servers-list, which nobody gave).
-  std::string joined;
-  for (const std::string& s : servers) joined += (joined.empty() ? "" : ",") + s;
-  if (server_list(joined, "the servers' addresses through " + method()).size() != servers.size())
-    throw Error(Errc::kProtocol, "the servers' addresses through " + method() + " hold a comma: '" + joined + "'");
+  check_server_list(servers, "the servers' addresses through " + method());
   return servers;
 }
 

@@ -345,8 +345,6 @@ Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
   if (::fstat(in.fd(), &st) != 0) io_error("cannot stat", path, Errc::kIo);
   if (!S_ISREG(st.st_mode)) throw Error(Errc::kInvalidArgument, "'" + path + "' is not a regular file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size < sizeof(kMagic) + 4 + kDigestBytes)
-    throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) + " bytes: torn");
   // A table of max_bytes at most: its parameters and state, and a version
   // word per shard (8 bytes a float at --shard-floats 1: twice the table; an
   // allowance of 2 * max_bytes refused a server's own checkpoints there).
