@@ -62,6 +62,7 @@ void ClientImpl::connect() {
   }
   partition_ =
       std::make_unique<Partition>(declared_, static_cast<uint32_t>(options_.servers.size()), config_.shard_floats);
+  copy_versions_.assign(partition_->segments(), 0);
   const uint64_t clock = clock_;
   // A worker holds a few files per server lane: 64 servers of 16 lanes pass
   // the usual soft limit of 1024 (docs/cluster.md "Waits and failures").

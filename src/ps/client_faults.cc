@@ -223,6 +223,16 @@ void ClientImpl::refetch(ServerLink& link) {
                       partition_->shard(link.index, lane.first_shard + lane.shards - 1).end};
     await_pull(link, lane, seqs[l], whole, &link);
   }
+  // The worker's copy is as old as it was; a server that resumed from a
+  // checkpoint may have gone back to versions below it (the base version of
+  // a push must not be ahead of its shard's).
+  for (uint32_t i = 0; i < partition_->tensors().size(); ++i) {
+    const Range held = overlap(partition_->tensor(i), link.range);
+    for (uint64_t pos = held.begin; pos < held.end; pos = partition_->shard(link.index, shard_of(link, pos)).end) {
+      uint64_t& version = copy_versions_[partition_->segment(i, link.index, shard_of(link, pos))];
+      version = std::min(version, link.versions()[shard_of(link, pos)]);
+    }
+  }
 }
 
 // Leaving: a Bye on every lane, then a wait until each lane acknowledged it

@@ -342,6 +342,7 @@ class ClientImpl {
     Lane* lane = nullptr;
     uint32_t generation = 0, shard = 0;
     uint32_t begin = 0, end = 0;                // floats within the shard
+    uint64_t base_version = 0;                  // of the copy its pieces were computed on
     std::optional<float> learning_rate;         // the worker's rate when its first piece was gathered
     std::unique_ptr<transport::Region> buffer;  // one shard, registered
   };
@@ -359,17 +360,27 @@ class ClientImpl {
   // descriptors): kept until the client's buffers are retired.
   std::vector<std::vector<uint8_t>> abandoned_payloads_;
   std::vector<size_t> runs_;  // send(): scratch kept across calls
-  // pull(): one request per lane, and the targets' ranges; scratch kept across calls.
+  // By segment (Partition::segment()): the shard version the worker's copy of
+  // it was pulled at, which its pushes carry. Not the shard's version word: a
+  // pull of one tensor of a shard moves that for all of them.
+  std::vector<uint64_t> copy_versions_;
+  // pull(): one request per run of adjoining targets and lane; scratch kept across calls.
   struct Fetch {
     ServerLink* link;
     Lane* lane;
-    Range floats{UINT64_MAX, 0};  // global: the hull of what the targets want from the lane
-    size_t bytes = 0;
+    Range floats;         // global
+    size_t first_target;  // in pull_order_: the first target that overlaps it
+    uint32_t wave = 0;    // posted after the requests of earlier waves were answered
+    bool shares_shard;    // with another request of this pull
     uint64_t seq = 0;
     bool in_place = false;  // put straight into registered memory
   };
   std::vector<Fetch> fetch_;
   std::vector<Range> ranges_;
+  std::vector<uint32_t> indices_;   // by target of pulling_: its tensor's index
+  std::vector<size_t> pull_order_;  // targets by first float
+  void plan_fetches();              // fetch_ for the targets of ranges_
+  void note_copy_versions(const Fetch& f);
   std::span<const PullTarget> pulling_;       // the running pull's targets (ranges_), empty between pulls
   std::vector<int> device_;                   // by target of pulling_: its GPU, -1 for host memory
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls

@@ -150,8 +150,10 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   std::vector<Range>& ranges = ranges_;  // scratch kept across calls: no allocation per step
   ranges.clear();
   device_.clear();
+  indices_.clear();
   for (const auto& t : targets) {
-    ranges.push_back(partition_->tensor(t.name, "pull"));
+    indices_.push_back(partition_->index(t.name, "pull"));
+    ranges.push_back(partition_->tensor(indices_.back()));
     check_size(t.name, ranges.back(), t.out.size(), "pull");
     device_.push_back(cuda::device_of(t.out.data()));
     // One worker, one GPU: refused here, before anything is fetched (found in
@@ -171,60 +173,49 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   // slowest worker had reached c - s.
   const bool may_skip = config_.skip_pulls && config_.staleness != kInfiniteStaleness;
   const uint64_t need = !may_skip || clock_ < config_.staleness ? 0 : clock_ - config_.staleness;
-  // One request per lane covers every shard of it the targets touch; all
-  // requests are posted before any is waited for.
+  plan_fetches();
   std::vector<Fetch>& fetch = fetch_;
-  fetch.clear();
-  for (auto& link : links_)
-    for (auto& lane : link.lanes) fetch.push_back({&link, &lane});
-  size_t base = 0;
   std::vector<transport::Request>& inflight = inflight_;
   abandon_pending(inflight);  // none, unless a call ended by something else than an Error left some
-  for (auto& link : links_) {
-    for (const Range& t : ranges) {
-      const Range held = overlap(t, link.range);
-      for (uint64_t pos = held.begin; pos < held.end;) {  // lane by lane
-        const uint32_t shard = shard_of(link, pos);
-        const Lane& lane = link.lanes[link.lane_of[shard]];
-        const uint64_t lane_end = partition_->shard(link.index, lane.first_shard + lane.shards - 1).end;
-        const uint64_t end = std::min(held.end, lane_end);
-        Fetch& f = fetch[base + lane.index];
-        f.floats = {std::min(f.floats.begin, pos), std::max(f.floats.end, end)};
-        f.bytes += (end - pos) * sizeof(float);
-        pos = end;
+  // The requests of a wave are all posted before any is waited for.
+  for (uint32_t wave = 0;; ++wave) {
+    bool any = false;
+    for (Fetch& f : fetch) {
+      if (f.wave != wave) continue;
+      any = true;
+      const uint32_t first = shard_of(*f.link, f.floats.begin), last = shard_of(*f.link, f.floats.end - 1);
+      bool fresh = may_skip;
+      for (uint32_t k = first; fresh && k <= last; ++k) fresh = f.link->have_shard[k] && f.link->shard_stamp[k] >= need;
+      if (fresh) {
+        ++stats_.pulls_skipped;
+        stats_.pull_bytes_saved += f.floats.size() * sizeof(float);
+        continue;
       }
-    }
-    base += link.lanes.size();
-  }
-  for (Fetch& f : fetch) {
-    if (f.bytes == 0) continue;
-    const uint32_t first = shard_of(*f.link, f.floats.begin), last = shard_of(*f.link, f.floats.end - 1);
-    bool fresh = may_skip;
-    for (uint32_t k = first; fresh && k <= last; ++k) fresh = f.link->have_shard[k] && f.link->shard_stamp[k] >= need;
-    if (fresh) {
-      ++stats_.pulls_skipped;
-      stats_.pull_bytes_saved += f.bytes;
-    } else {
-      // Only the floats asked for: a small tensor's pull does not write back its whole shard.
       const uint64_t from = f.floats.begin - partition_->shard(f.link->index, first).begin;
-      // A put path's lanes put them straight into registered memory that takes them all.
-      const auto [landing, at] = f.lane->landings ? landing_of(f.floats) : std::pair{registered_.size(), uint64_t{0}};
+      // A put path's lanes put them straight into registered memory that takes
+      // them all, unless another request puts floats of the same shard
+      // elsewhere: the copy at the end skips a shard that landed in place.
+      const auto [landing, at] =
+          f.lane->landings && !f.shares_shard ? landing_of(f.floats) : std::pair{registered_.size(), uint64_t{0}};
       f.in_place = landing < f.lane->landings;
       f.seq =
           post(*f.link, *f.lane, MsgType::kPull, first, f.floats.size(), static_cast<uint32_t>(from), last - first + 1,
                nullptr, inflight, 0, f.in_place ? static_cast<uint32_t>(landing + 1) : 0, f.in_place ? at : 0);
     }
-  }
-  complete(inflight);
-  inflight.clear();
-  for (const Fetch& f : fetch) {
-    if (f.seq == 0) continue;
-    await_pull(*f.link, *f.lane, f.seq, f.floats);
-    if (f.in_place)
-      deliver(*f.link, f.link->receive_layout.params_offset() + (f.floats.begin - f.link->range.begin) * sizeof(float),
-              f.floats.size() * sizeof(float), true);
-    ++stats_.pulls;
-    stats_.pull_bytes += f.bytes;
+    if (!any) break;
+    complete(inflight);
+    inflight.clear();
+    for (const Fetch& f : fetch) {
+      if (f.wave != wave || f.seq == 0) continue;
+      await_pull(*f.link, *f.lane, f.seq, f.floats);
+      note_copy_versions(f);
+      if (f.in_place)
+        deliver(*f.link,
+                f.link->receive_layout.params_offset() + (f.floats.begin - f.link->range.begin) * sizeof(float),
+                f.floats.size() * sizeof(float), true);
+      ++stats_.pulls;
+      stats_.pull_bytes += f.floats.size() * sizeof(float);
+    }
   }
   // What deliver() did not copy yet, in runs of shards.
   for (size_t i = 0; i < targets.size(); ++i) {
@@ -250,6 +241,59 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
         pos = end;
       }
     }
+  }
+}
+
+// One request per run of adjoining targets and lane, for exactly their
+// floats: a request spanning a gap between targets made the server refresh
+// its DC backup of floats this worker's copy did not get. Two requests that
+// share a shard (targets with a gap inside it) go one after the other: each
+// write-back sets the shard's version word, and the first one's version must
+// be read before the second overwrites it.
+void ClientImpl::plan_fetches() {
+  std::vector<size_t>& order = pull_order_;
+  order.resize(ranges_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  const auto by_begin = [&](size_t a, size_t b) { return ranges_[a].begin < ranges_[b].begin; };
+  if (!std::is_sorted(order.begin(), order.end(), by_begin)) std::sort(order.begin(), order.end(), by_begin);
+  fetch_.clear();
+  for (auto& link : links_) {
+    const size_t link_first = fetch_.size();
+    for (size_t i = 0; i < order.size();) {
+      // A run: this target and those that adjoin or overlap it (a tensor asked twice).
+      size_t first_target = i;
+      Range run = ranges_[order[i]];
+      while (++i < order.size() && ranges_[order[i]].begin <= run.end)
+        run.end = std::max(run.end, ranges_[order[i]].end);
+      const Range held = overlap(run, link.range);
+      for (uint64_t pos = held.begin; pos < held.end;) {                 // lane by lane
+        while (ranges_[order[first_target]].end <= pos) ++first_target;  // ends ascend as begins do
+        Lane& lane = link.lanes[link.lane_of[shard_of(link, pos)]];
+        const uint64_t end = std::min(held.end, partition_->shard(link.index, lane.first_shard + lane.shards - 1).end);
+        Fetch f{&link, &lane, {pos, end}, first_target, 0, false};
+        // In float order, a request sharing a shard with an earlier one shares it with the one just before.
+        if (fetch_.size() > link_first && shard_of(link, fetch_.back().floats.end - 1) == shard_of(link, pos)) {
+          f.wave = fetch_.back().wave + 1;
+          f.shares_shard = fetch_.back().shares_shard = true;
+        }
+        fetch_.push_back(f);
+        pos = end;
+      }
+    }
+  }
+}
+
+// The versions the targets' copies now have, read as soon as their request
+// was answered (a later wave may overwrite the shard's version word).
+void ClientImpl::note_copy_versions(const Fetch& f) {
+  const ServerLink& link = *f.link;
+  for (size_t o = f.first_target; o < pull_order_.size(); ++o) {
+    const size_t i = pull_order_[o];
+    if (ranges_[i].begin >= f.floats.end) break;
+    const Range part = overlap(ranges_[i], f.floats);
+    if (part.begin >= part.end) continue;
+    for (uint32_t k = shard_of(link, part.begin); k <= shard_of(link, part.end - 1); ++k)
+      copy_versions_[partition_->segment(indices_[i], link.index, k)] = link.versions()[k];
   }
 }
 

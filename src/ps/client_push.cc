@@ -13,7 +13,8 @@ namespace rdmaps::ps {
 void ClientImpl::send(const std::string& name, std::span<const float> values, MsgType type) {
   require_connected(type == MsgType::kPush ? "push" : "init");
   const char* op = type == MsgType::kPush ? "push" : "init";
-  Range t = partition_->tensor(name, op);
+  const uint32_t index = partition_->index(name, op);
+  const Range t = partition_->tensor(index);
   check_size(name, t, values.size(), op);
   const bool bf16 = type == MsgType::kPush && config_.wire == WireFormat::kBf16;
   const int device = cuda::device_of(values.data());
@@ -43,7 +44,8 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
       uint32_t shard = shard_of(link, pos);
       Range s = partition_->shard(link.index, shard);
       uint64_t piece_end = std::min(held.end, s.end);
-      pieces.push_back({&link, &link.lanes[link.lane_of[shard]], link.generation, shard, link.versions()[shard],
+      pieces.push_back({&link, &link.lanes[link.lane_of[shard]], link.generation, shard,
+                        copy_versions_[partition_->segment(index, link.index, shard)],
                         static_cast<uint32_t>(pos - s.begin), static_cast<uint32_t>(piece_end - pos),
                         (pos - t.begin) * elem});
       pos = piece_end;
@@ -113,8 +115,10 @@ void ClientImpl::gather(const Piece& p, const uint8_t* payload) {
     if (run == kGatherRuns) run = next_run_++ % kGatherRuns;
   }
   Gathered& g = gathered_[run];
-  if (!(holds_shard(g) && (end == g.begin || begin == g.end))) {
-    flush_run(run);  // not adjoining: a gap would push zeros, an overlap is a second step
+  // Not adjoining: a gap would push zeros, an overlap is a second step; a copy
+  // of another version: one message carries one base version.
+  if (!(holds_shard(g) && (end == g.begin || begin == g.end) && g.base_version == p.base_version)) {
+    flush_run(run);
     if (!g.buffer) g.buffer = context_->allocate(config_.shard_floats * sizeof(float), transport::Access::kNone);
     g.link = p.link;
     g.lane = p.lane;
@@ -122,6 +126,7 @@ void ClientImpl::gather(const Piece& p, const uint8_t* payload) {
     g.learning_rate = learning_rate_;
     g.shard = p.shard;
     g.begin = g.end = begin;
+    g.base_version = p.base_version;
   }
   const size_t elem = wire_elem();
   std::memcpy(static_cast<uint8_t*>(g.buffer->data()) + begin * elem, payload, p.length * elem);
@@ -173,8 +178,8 @@ void ClientImpl::flush_run(size_t run) {
   for (;;) {
     try {
       if (!posted) {
-        post(link, *g.lane, MsgType::kPush, g.shard, link.versions()[g.shard], g.begin, g.end - g.begin, payload,
-             inflight, elem == sizeof(uint16_t) ? kFlagBf16 : 0);
+        post(link, *g.lane, MsgType::kPush, g.shard, g.base_version, g.begin, g.end - g.begin, payload, inflight,
+             elem == sizeof(uint16_t) ? kFlagBf16 : 0);
         posted = true;
         ++link.posted;
         ++stats_.pushes;

@@ -27,9 +27,30 @@ Partition::Partition(std::vector<TensorDecl> tensors, uint32_t servers, uint32_t
                                             std::to_string(shard_floats_) + " floats makes " + std::to_string(shards) +
                                             " shards per server, more than " + std::to_string(kMaxShardsPerServer) +
                                             ": raise --shard-floats");
+  uint64_t before = 0;
+  for (uint32_t s = 0; s < servers_; ++s) {
+    shards_before_.push_back(before);
+    before += shard_count(s);
+  }
+  // A float's shard, numbered across the table: its server's, after the shards of the servers before it.
+  const uint64_t base = total_ / servers_, extra = total_ % servers_;
+  const auto table_shard = [&](uint64_t pos) {
+    const uint64_t s = pos < extra * (base + 1) ? pos / (base + 1) : extra + (pos - extra * (base + 1)) / base;
+    return shards_before_[s] + (pos - server_range(static_cast<uint32_t>(s)).begin) / shard_floats_;
+  };
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const Range t = tensor(static_cast<uint32_t>(i));
+    if (t.size() == 0) {  // declare() refuses one; no segment to number
+      segment_base_.push_back(0);
+      continue;
+    }
+    const uint64_t first = table_shard(t.begin);
+    segment_base_.push_back(segments_ - first);  // wraps below zero; segment() wraps it back
+    segments_ += table_shard(t.end - 1) - first + 1;
+  }
 }
 
-Range Partition::tensor(const std::string& name, const char* op) const {
+uint32_t Partition::index(const std::string& name, const char* op) const {
   const auto it = by_name_.find(name);
   if (it == by_name_.end()) {
     // The call and a few declared names: a typo or a prefix ("module.") shows at a glance.
@@ -39,7 +60,7 @@ Range Partition::tensor(const std::string& name, const char* op) const {
     throw Error(Errc::kInvalidArgument,
                 std::string(op) + " of '" + name + "': no tensor of that name was declared; declared: " + known);
   }
-  return {offsets_[it->second], offsets_[it->second] + tensors_[it->second].floats};
+  return it->second;
 }
 
 Range Partition::server_range(uint32_t s) const {

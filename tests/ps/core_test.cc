@@ -493,12 +493,11 @@ RDMAPS_TEST_PEER(unaligned_puller) {
 }
 
 // Tensors that are views of one registered buffer, in table order, take a
-// message that spans them in place; a message with floats of a tensor the
-// pull does not want never lands there (it would write the user's memory
-// for that tensor).
+// message that spans them in place; a tensor the pull does not want is never
+// written (it would be the user's memory for that tensor).
 Config views_config(transport::TransportKind kind) {
   Config c = sgd_config(kind, 1.0f, kRegShard);
-  c.server_threads = 1;  // one lane: a pull of "p" and "r" asks for the floats from p's first to r's last
+  c.server_threads = 1;  // one lane: the pull of "p" and "r" asks it twice
   c.put_landing = PutLanding::kOn;
   return c;
 }
@@ -535,12 +534,13 @@ RDMAPS_TEST_PEER(views_puller) {
                  static_cast<unsigned long long>(client.stats().pull_bytes_in_place));
     return 1;
   }
-  // "p" and "r" only: the messages carry "q"'s floats too, so they are copied and "q" stays as it was.
+  // "p" and "r" only: a request each, for their floats alone (in different
+  // shards), so they land in place again and "q" stays as it was.
   std::fill(flat.begin(), flat.end(), std::nanf(""));
   client.pull(std::vector<PullTarget>{{"p", p}, {"r", r}});
   if (std::memcmp(p.data(), want.data(), kP * 4) != 0 || std::memcmp(r.data(), want.data() + kP + kQ, kR * 4) != 0 ||
       !std::all_of(q.begin(), q.end(), [](float v) { return std::isnan(v); }) ||
-      client.stats().pull_bytes_in_place != kAll * 4) {
+      client.stats().pull_bytes_in_place != (kAll + kP + kR) * 4) {
     std::fprintf(stderr, "views_puller: pulling 'p' and 'r' wrote 'q' or missed a value\n");
     return 1;
   }
@@ -1025,6 +1025,70 @@ RDMAPS_TEST_PEER(stale_pusher) {
   for (size_t i = 0; i < kFloats; ++i) worst = std::max(worst, static_cast<double>(std::abs(w[i] - ref[i])));
   if (worst > 1e-6) std::fprintf(stderr, "stale_pusher: worst difference %g\n", worst);
   return worst <= 1e-6 ? 0 : 1;
+}
+
+// A push carries the version of the worker's copy of what it pushes, not its
+// shard's: tensors a, b and c share one shard, and a pull of some of them
+// (alone, or around a gap) leaves the copy of the others as old as it was.
+// Under the drop policy with tau_max 0 a push one update stale is dropped.
+// The pull around a gap asks for the targets' floats alone: the server writes
+// back (and refreshes its backup of) nothing else.
+TEST_P(PsTest, APushCarriesTheVersionOfItsOwnCopyNotOfItsShard) {
+  Config c = core_config(GetParam());
+  c.staleness = kInfiniteStaleness;
+  c.staleness_policy = StalenessPolicy::kDropAboveMax;
+  c.tau_max = 0;
+  c.put_landing = PutLanding::kOn;
+  ServerGroup servers(1, 2, c);
+  constexpr size_t n = 100;  // a, b and c: 300 floats, all in shard 0
+  Client x(local_worker_options(servers.addresses(), c, 0)), y(local_worker_options(servers.addresses(), c, 1));
+  for (Client* w : {&x, &y})
+    for (const char* name : {"a", "b", "c"}) w->declare(name, n);
+  x.connect();
+  y.connect();
+  // x's copy: one registered buffer in the table's layout, so that a pull may land in place.
+  std::vector<float> table(3 * n, 1.0f), mine(3 * n), grad(n, 0.5f);
+  x.register_memory(table);
+  const std::span<float> a(table.data(), n), b(table.data() + n, n);
+  const auto all = [](std::span<float> memory) {
+    return std::vector<PullTarget>{
+        {"a", memory.subspan(0, n)}, {"b", memory.subspan(n, n)}, {"c", memory.subspan(2 * n, n)}};
+  };
+  for (const char* name : {"a", "b", "c"}) x.init(name, a);
+  x.pull(all(table));
+  const auto y_pushes = [&](const char* name) {
+    y.pull(all(mine));
+    y.push(name, grad);  // a copy just pulled: tau 0, applied
+    y.pull(all(mine));   // once this is answered
+  };
+  const auto dropped = [&] { return servers.server(0).stats().dropped; };
+
+  y_pushes("b");
+  x.pull("b", b);     // the shard's version word moves on; x's copy of a does not
+  x.push("a", grad);  // on the copy of before y's push: tau 1
+  x.pull("b", b);     // the push was taken (or dropped) before this pull was answered
+  EXPECT_EQ(dropped(), 1u) << "a push of a stale copy of a counted the version of the b pulled since";
+  EXPECT_FLOAT_EQ(b[0], 1.0f - c.learning_rate * 0.5f);
+
+  for (const char* name : {"a", "c", "b"}) y_pushes(name);
+  const uint64_t out_before = servers.server(0).stats().bytes_out;
+  // a in registered memory, c not, in one shard: c is copied, whichever way a lands.
+  std::vector<float> c_apart(n, std::nanf(""));
+  const std::vector<PullTarget> around_b{{"a", a}, {"c", c_apart}};
+  x.pull(around_b);
+  EXPECT_EQ(servers.server(0).stats().bytes_out - out_before, 2 * n * sizeof(float)) << "b was written back too";
+  const float once = 1.0f - c.learning_rate * 0.5f, twice = once - c.learning_rate * 0.5f;
+  EXPECT_FLOAT_EQ(a[0], once);
+  EXPECT_FLOAT_EQ(c_apart[n - 1], once);
+  // Over tcp a lands in place; a put path puts both requests' floats in the receive region.
+  EXPECT_EQ(x.stats().pull_bytes_in_place, (GetParam() == transport::TransportKind::kTcp ? 6 : 5) * n * sizeof(float));
+  EXPECT_FLOAT_EQ(b[0], once) << "x's copy of b changed though not pulled";
+  x.push("b", grad);  // on a copy three updates old
+  x.push("a", grad);  // on a copy just pulled
+  x.pull(all(table));
+  EXPECT_EQ(dropped(), 2u) << "a push of a stale copy of b counted the versions of the a and c pulled around it";
+  EXPECT_FLOAT_EQ(a[0], twice) << "the push of a fresh copy was not applied";
+  EXPECT_FLOAT_EQ(b[0], twice);
 }
 
 // Subnormal floats would slow the server's pass by a microcode assist each:

@@ -76,5 +76,40 @@ TEST(Partition, EveryTensorOfALargeTableIsFoundAtItsOffset) {
   }
 }
 
+// Every piece of a tensor inside one shard has its own segment number, in
+// table order without gaps, on tables whose servers differ by a float and
+// whose tensors end inside shards, on shard and server boundaries, or span
+// several servers.
+TEST(Partition, EachPieceOfATensorInAShardIsOneSegmentNumberedInTableOrder) {
+  for (const std::vector<TensorDecl>& table :
+       {std::vector<TensorDecl>{{"a", 1000}, {"b", 2001}}, std::vector<TensorDecl>{{"w", 7}},
+        std::vector<TensorDecl>{{"a", 3}, {"b", 300}, {"c", 1}, {"d", 1}, {"e", 1699}, {"f", 997}},
+        std::vector<TensorDecl>{{"x", 600}, {"y", 600}, {"z", 1}}}) {
+    for (uint32_t servers : {1u, 2u, 3u}) {
+      for (uint32_t shard_floats : {1u, 7u, 300u, 5000u}) {
+        uint64_t total = 0;
+        for (const auto& t : table) total += t.floats;
+        if (total < servers) continue;
+        Partition p(table, servers, shard_floats);
+        uint64_t next = 0;
+        for (uint32_t i = 0; i < table.size(); ++i) {
+          const Range t = p.tensor(i);
+          for (uint32_t s = 0; s < servers; ++s) {
+            const Range held = overlap(t, p.server_range(s));
+            for (uint64_t pos = held.begin; pos < held.end;) {
+              const auto k = static_cast<uint32_t>((pos - p.server_range(s).begin) / shard_floats);
+              ASSERT_EQ(p.segment(i, s, k), next++)
+                  << "tensor " << table[i].name << ", server " << s << " of " << servers << ", shard " << k << " of "
+                  << shard_floats << " floats";
+              pos = std::min(held.end, p.shard(s, k).end);
+            }
+          }
+        }
+        EXPECT_EQ(p.segments(), next);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace rdmaps::ps
