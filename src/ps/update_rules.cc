@@ -53,10 +53,13 @@ void apply_update(const math::UpdateParams& p, math::Step s, float* w_ptr, const
       Array ms(state_ptr, len);
       ms = p.ms_momentum * ms + (1.0f - p.ms_momentum) * g * g;
       // The compensation scales each element's gradient by 1 + k (update_element.h);
-      // bounded, k stays in [-b, b].
+      // bounded, k stays in [-b, b]. A NaN k (Inf / Inf) becomes -b, as the
+      // kernel's fmaxf has it: Eigen's max returns its left operand where one
+      // is NaN, as std::max does (k.max(-b) kept the NaN), at no cost; its
+      // NaN policies cost about 5 % of this pass here (UpdateRules.ABoundedCompensation...).
       const auto k = p.lambda0 * g * (w - bak) / (s.ms_scale * ms + p.eps).sqrt();
       if (p.dc_bound > 0)
-        w -= lr * g * (1.0f + k.min(p.dc_bound).max(-p.dc_bound));
+        w -= lr * g * (1.0f + Eigen::ArrayXf::Constant(len, -p.dc_bound).max(k).min(p.dc_bound));
       else
         w -= lr * (g + k * g);
       return;

@@ -148,5 +148,26 @@ TEST(UpdateRules, AGradientWhoseSquareOverflowsLeavesNoNaN) {
   }
 }
 
+// A compensation of Inf / Inf (a gradient and a drift whose product
+// overflows, over a mean square that did) is NaN. Bounded, the kernel's
+// fmaxf/fminf clamp it into [-b, b] (to -b); the CPU pass clamps it alike
+// (Eigen's max let the NaN through, and the element became NaN for good).
+TEST(UpdateRules, ABoundedCompensationOfInfOverInfIsClampedAsTheKernelDoes) {
+  const float inf = std::numeric_limits<float>::infinity();
+  math::UpdateParams p;
+  p.rule = UpdateRule::kDcAsgdAdaptive;
+  p.dc_bound = 1.0f;
+  const size_t n = 9;  // a vector's width and a tail
+  std::vector<float> w(n, 1e19f), bak(n, 0.0f), g(n, 1e20f), state(n, inf);
+  std::vector<float> w_el = w, state_el = state;
+  const math::Step step = step_for(p, 0.1f, 1);
+  apply_update(p, step, w.data(), g.data(), bak.data(), state.data(), n);
+  for (size_t i = 0; i < n; ++i) {
+    w_el[i] = element(p, step, w_el[i], g[i], bak[i], state_el[i]);
+    EXPECT_EQ(w_el[i], 1e19f) << i << ": the kernel's clamp took k to -1, a factor of 0";
+    EXPECT_EQ(w[i], w_el[i]) << i;
+  }
+}
+
 }  // namespace
 }  // namespace rdmaps::ps
