@@ -158,11 +158,10 @@ void RendezvousHost::serve() {
     if (rank >= world) return "error rank " + std::to_string(rank) + " is not below the world size";
     *rank_out = rank;
     if (address != "-") {
-      if (address.find(',') != std::string::npos)  // the answer lists the servers comma-separated
-        return "error server rank " + std::to_string(rank) + " registers '" + address + "', which is not one host:port";
-      // Checked as a list typed by hand is: a bad one was found by the workers as they dialled it.
+      // Checked as an entry of a list typed by hand is (a bad one was found by
+      // the workers as they dialled it), a comma too: the answer lists the servers comma-separated.
       try {
-        (void)server_list(address, "server rank " + std::to_string(rank) + "'s address");
+        check_server_list({address}, "server rank " + std::to_string(rank) + "'s address");
       } catch (const Error& e) {
         return std::string("error ") + e.what();
       }

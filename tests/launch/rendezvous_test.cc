@@ -192,10 +192,11 @@ TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   EXPECT_NE(what.find("registers an address but only ranks below 1 serve"), std::string::npos) << what;
   // A server's address as workers will dial it: one the list would refuse is refused at registration
   // (the workers found it as they dialled it, naming --servers-list).
-  for (const auto& [address, said] : {std::pair{"h:0", "server rank 0's address entry 1 'h:0' has port 0"},
-                                      {"h", "server rank 0's address entry 1 'h' is not host:port"},
-                                      {"::1:5", "is not host:port (an IPv6 address goes in brackets"},
-                                      {"h:1,h:2", "server rank 0 registers 'h:1,h:2', which is not one host:port"}}) {
+  for (const auto& [address, said] :
+       {std::pair{"h:0", "server rank 0's address entry 1 'h:0' has port 0"},
+        {"h", "server rank 0's address entry 1 'h' is not host:port"},
+        {"::1:5", "is not host:port (an IPv6 address goes in brackets"},
+        {"h:1,h:2", "server rank 0's address entry 1 'h:1,h:2' holds a comma: one host:port per entry"}}) {
     what = error_of([&] { rendezvous(rank_of(0, 3, 1, port), address, 5s); });
     EXPECT_NE(what.find(said), std::string::npos) << address << ": " << what;
   }
