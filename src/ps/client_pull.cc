@@ -112,8 +112,9 @@ void ClientImpl::deliver(ServerLink& link, uint64_t offset, uint64_t bytes, bool
   }
   // A message in place is in the target, not in the receive region: the copy
   // at the pull's end must skip every shard it touched. Its first and last
-  // shard may be partial, and that is all of them the pull asked for: a
-  // lane's chunks start at the first float asked and end on shard boundaries.
+  // shard may be partial; what else the pull asked of them came in messages
+  // of its own, copied here as they landed (active messages), or by puts
+  // that never land in place (plan_fetches()).
   for (uint32_t k = shard_of(link, landed.begin); landed.begin < landed.end && k <= shard_of(link, landed.end - 1);
        ++k) {
     const Range extent = partition_->shard(link.index, k);
