@@ -49,7 +49,7 @@ std::string Admission::check(const Hello& hello) const {
     if (std::string why = hello.rule.out_of_range(); !why.empty()) return "its update rule cannot be adopted: " + why;
   if (options_.rule_from_workers && has_table())
     if (std::string d = RuleParams::from(config_).difference(hello.rule); !d.empty())
-      return "its update rule differs from the one adopted from the first worker (" + d + ", adopted first)";
+      return std::string("its update rule differs from ") + fixed_by_ + " (" + d + ", that one first)";
   if (!has_table()) {
     // Checked before anything is sized from the table. Decode bounds each
     // tensor below 2^40 floats and their count below 2^20.

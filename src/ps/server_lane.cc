@@ -268,7 +268,10 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     ep->send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {
     logf(LogLevel::kWarn, "rdmaps-server: %s left during the handshake: %s", w.name.c_str(), e.what());
-    w.writer.reset();
+    // Its inbox and copy too (a copy of the lane's range under DC), kept
+    // until the endpoint closed: the worker may have read the welcome.
+    w.ep = std::move(ep);
+    release(w);
     return;
   }
   by_endpoint_[ep.get()] = w.id;

@@ -254,6 +254,21 @@ TEST(Protocol, ARuleOutOfRangeIsNotAdoptedNamingTheField) {
   Hello sgd = valid;
   sgd.rule.eps = 0;
   EXPECT_EQ(Admission(ServerOptions{}).check(sgd), "");
+  // Then the others must agree with what was adopted, and are told where it
+  // came from: the first worker, or the checkpoint the server resumed from.
+  Hello other_lr = valid;
+  other_lr.rule.learning_rate = 0.5f;
+  for (const bool resumed : {false, true}) {
+    Admission fixed(options);
+    if (resumed)
+      fixed.restore(valid.tensors, valid.staleness, fixed.config_for(valid));
+    else
+      ASSERT_TRUE(fixed.admit(valid));
+    const std::string why = fixed.check(other_lr);
+    EXPECT_NE(why.find(resumed ? "differs from the resumed checkpoint's (" : "differs from the first worker's ("),
+              std::string::npos)
+        << why;
+  }
   // The command line takes its ranges from the same place.
   EXPECT_FALSE(rule_param_range("eps").ok(0));
   EXPECT_TRUE(rule_param_range("dc-tau0").off);
