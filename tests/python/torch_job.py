@@ -179,6 +179,13 @@ def accumulate():
                   lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), config="--lr 3"))
     expect_raises(TypeError, "named_parameters=5 is not (name, parameter) pairs",
                   lambda: rps.DistributedOptimizer(sgd(), 5))
+    # Settings that would be dropped without a word: a lambda without delay compensation, a group that maximizes.
+    expect_raises(ValueError, "lambda_=0.5 is delay compensation's",
+                  lambda: rps.DistributedOptimizer(sgd(), model.named_parameters(), lambda_=0.5))
+    expect_raises(ValueError, "maximize=True is not supported",
+                  lambda: rps.DistributedOptimizer(torch.optim.SGD([{"params": [model[0].weight]},
+                                                                    {"params": [model[0].bias], "maximize": True}],
+                                                                   lr=lr), model.named_parameters()))
     opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=lr, weight_decay=wd),
                                    model.named_parameters(), backward_passes_per_step=2)
     rps.broadcast_parameters(model.state_dict())
@@ -261,7 +268,21 @@ def extra_state():
 
     torch.manual_seed(4)
     model = Versioned()
-    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5), model.named_parameters())
+    # One parameter under two names (the lists of two models that tie it): trained once, under the first.
+    named = list(model.named_parameters()) + [("alias.weight", model.l.weight)]
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.5), named)
+    if [n for n, _ in opt._params] != ["l.weight", "l.bias"]:
+        fail(f"a parameter under two names was declared as {[n for n, _ in opt._params]}")
+    # A refused broadcast is none: the first step still warns that the servers start from zeros.
+    expect_raises(TypeError, "is torch.float16",
+                  lambda: rps.broadcast_parameters({"l.weight": model.l.weight.detach().half(), "l.bias": model.l.bias}))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        opt.zero_grad()
+        model(torch.ones(4, 3)).sum().backward()
+        opt.step()
+    if not any("before broadcast_parameters()" in str(w.message) for w in said):
+        fail(f"no warning for a step after a refused broadcast: {[str(w.message) for w in said]}")
     state = model.state_dict()
     if not isinstance(state.get("_extra_state"), dict):
         fail(f"the state_dict has no extra state to test with: {list(state)}")
@@ -449,6 +470,11 @@ def server_killed():
                   lambda: rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
                                                    model.named_parameters()))
     expect_raises(RuntimeError, "shutdown() left the job", rps.init)
+    # The hooks left with the worker: a backward now pushes nothing (each push met "the worker was closed").
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    if opt._hook_error is not None or opt._sent:
+        fail(f"a backward after shutdown() ran the hooks: {opt._hook_error!r}, sent {opt._sent}")
     print("server-killed ok", flush=True)
 
 

@@ -121,10 +121,13 @@ def _rule_options(optimizer, dc, lambda_):
     g = groups[0]
     if g["nesterov"] or g["dampening"]:
         raise ValueError("rdmaps.torch.DistributedOptimizer: nesterov and dampening are not supported")
-    if g.get("maximize"):
+    if any(group.get("maximize") for group in groups):  # a group of its own trained by descent
         raise ValueError("rdmaps.torch.DistributedOptimizer: maximize=True is not supported")
     options = {"lr": _rate(g["lr"], when="")}
     if dc in (None, False):
+        if lambda_ is not None:  # else dropped without a word
+            raise ValueError(f"rdmaps.torch.DistributedOptimizer: lambda_={lambda_!r} is delay compensation's; "
+                             "give dc=True or dc='constant' with it, or leave it out")
         if g["momentum"]:
             options.update(rule="momentum", momentum=g["momentum"])
         else:
@@ -201,6 +204,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         g = optimizer.param_groups[0]
         self._rule_settings = {"momentum": float(g["momentum"]), "dampening": float(g["dampening"]),
                                "nesterov": bool(g["nesterov"])}
+        if "maximize" in g:  # torch >= 1.11; set later in param_groups, it trained by descent
+            self._rule_settings["maximize"] = False
         self._sent_lr = None  # the rate the pushes carry; follows param_groups (schedulers)
 
         servers, worker_index, base, timeout, metrics = runtime._worker_connection()
@@ -243,6 +248,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # thrown inside backward leaves torch 1.13 an autograd graph that hangs the process at exit.
         self._hook_error = None
         self._grad_nodes = []  # AccumulateGrad nodes; the hooks live as long as these
+        self._hook_handles = []  # removed when the worker leaves: later backward passes push nothing
         self._hooked = set()  # id() of the parameters whose gradients are pushed
         self._sync_queued = False  # this backward ends by waiting for its pushes (_end_of_backward)
         self._sent = []  # names pushed since the last step(), in order
@@ -297,7 +303,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
             raise ValueError(f"rdmaps.torch.DistributedOptimizer: {len(missing)} of the optimizer's parameters are "
                              "not in named_parameters (pass model.named_parameters() of the same model)")
         wanted = {id(p) for p in in_optimizer}
-        named = [(n, p) for n, p in named if id(p) in wanted]
+        # One parameter under two names (tied, in lists of two models): the
+        # first name, as model.named_parameters() gives a tied one once.
+        first = {}
+        for n, p in named:
+            first.setdefault(id(p), n)
+        named = [(n, p) for n, p in named if id(p) in wanted and first[id(p)] == n]
         for n, p in named:
             _check_tensor("parameter", n, p.data, p.numel())
         named = [(n, p) for n, p in named if p.numel()]  # an empty one has nothing to train
@@ -324,8 +335,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 self._in_hook(self.synchronize)
             return grad
 
-        p.register_hook(before_accumulate)  # runs before AccumulateGrad adds into p.grad
-        node.register_hook(pushed_after_accumulate)
+        self._hook_handles.append(p.register_hook(before_accumulate))  # runs before AccumulateGrad adds into p.grad
+        self._hook_handles.append(node.register_hook(pushed_after_accumulate))
         self._grad_nodes.append(node)
         self._hooked.add(id(p))
 
@@ -452,6 +463,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._send_unreached()
             self.synchronize()
             used = self._settings
+        except Exception:
+            # What a hook met first is what step() raises (a wait that failed
+            # after it, a dead server, shows as its context): it was lost.
+            first, self._hook_error = self._hook_error, None
+            if first is None:
+                raise
+            raise first  # noqa: B904 - the failure above is this one's context, not its cause
         finally:  # a failed step must not leave the next one counting its gradients, or its errors
             self._count_afresh()
             error, self._hook_error = self._hook_error, None
@@ -501,7 +519,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # pull, on rdmaps' own stream, overwrites.
         for device in {p.device for _, p in self._params if p.is_cuda}:
             torch.cuda.current_stream(device).synchronize()
-        # One batched pull: at most one request per server for the whole model.
+        # One batched pull: one request per server lane for the whole model.
         try:
             self._worker.wait(self._worker._submit_pulls(self._pull_targets))
         except KeyboardInterrupt:
@@ -519,7 +537,6 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def _broadcast(self, state_dict, is_root):
-        self._started = True
         by_name = dict(self._params)
         by_address = {p.data_ptr(): n for n, p in self._params}
 
@@ -559,6 +576,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 # init reading a state_dict the caller may have dropped.
                 self._pending.append((self._worker._submit_init(name, address, nbytes), value))
             self.synchronize()
+        self._started = True  # not before: a refused broadcast leaves step()'s warning in place
         self._worker.barrier()
         self._load_parameters()
 
@@ -574,6 +592,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         return self._worker.stats()
 
     def _close(self):
+        for handle in self._hook_handles:  # they held this optimizer and its buffers for the model's life
+            handle.remove()
+        self._hook_handles.clear()
         if os.getpid() != self._pid:  # a forked child: the connections are the parent's, nothing to wait for
             self._worker.close()
         elif not self._worker.closed:
