@@ -99,11 +99,16 @@ class Client {
   void push(const std::string& name, std::span<const float> gradient);
   /// Copies the parameters into `out` (host or device memory), fetched fresh
   /// (with Config::skip_pulls under SSP: only when the cached copy is staler
-  /// than the bound allows). A pull that throws may leave `out` part updated.
+  /// than the bound allows, and always after barrier() or expire_cache()).
+  /// A pull that throws may leave `out` part updated.
   void pull(const std::string& name, std::span<float> out);
-  /// Pulls several tensors with at most one request per server lane (e.g. a whole
-  /// model after each step); the staleness rule is pull()'s.
+  /// Pulls several tensors with one request per run of tensors adjoining in
+  /// the table and server lane (a whole model after each step: one per lane);
+  /// the staleness rule is pull()'s.
   void pull(std::span<const PullTarget> targets);
+  /// The copy Config::skip_pulls serves pulls from expires: the next pull
+  /// fetches (the final model, say, where no barrier() can be had).
+  void expire_cache();
   /// Host memory that stays valid until this Client is destroyed (a model's
   /// parameters, say): pulls into it land in place where write-backs come by
   /// message (tcp) and where the servers put them and Config::put_landing
@@ -122,7 +127,8 @@ class Client {
   void clock();
 
   /// Advances the clock and waits until every live worker reached it,
-  /// whatever the staleness bound (e.g. after one worker's init()).
+  /// whatever the staleness bound (e.g. after one worker's init()); the next
+  /// pull fetches, and sees every push made before the barrier.
   void barrier();
 
   /// Later pushes carry this learning rate and the servers apply it instead of

@@ -88,6 +88,9 @@ void ClientImpl::connect() {
     for (uint32_t i = 0; i < links_.size(); ++i) {
       const Welcome w = connect_one(i, transport::IfRefused::kRetry);
       links_[i].instance = w.instance;
+      // What the server holds of this id (a predecessor's pushes, a resumed
+      // checkpoint's): a later reconnect counts as lost what it no longer holds.
+      links_[i].posted = w.pushes_held;
       stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
       stats_.servers_resumed += w.resumed;
     }
@@ -295,6 +298,8 @@ void ClientImpl::clock(bool barrier) {
             post(link, lane, MsgType::kClock, 0, 0, 0, 0, nullptr, inflight);
       complete(inflight);
       inflight.clear();
+      // Past a barrier the cache is as old as it was, the bound now 0: the next pull fetches.
+      if (barrier) expire_cache();
       const uint64_t s = barrier ? 0 : config_.staleness;
       if (s == kInfiniteStaleness || clock_ <= s) return;
       // SSP: iteration c+1 begins only once every live worker reached c - s, as every lane saw it.
@@ -423,6 +428,10 @@ void Client::clock() {
 void Client::barrier() {
   Call c{*impl_, "barrier"};
   impl_->clock(true);
+}
+void Client::expire_cache() {
+  Turn t{*impl_, "expire_cache"};
+  impl_->expire_cache();
 }
 void Client::interrupt() { impl_->interrupted_.store(true, std::memory_order_relaxed); }
 void Client::set_learning_rate(std::optional<float> lr) {

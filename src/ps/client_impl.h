@@ -149,6 +149,9 @@ class ClientImpl {
   void pull(std::span<const PullTarget> targets);
   void register_memory(std::span<float> memory);
   void clock(bool barrier);
+  void expire_cache() {
+    for (auto& link : links_) link.have_shard.assign(link.have_shard.size(), false);
+  }
   uint64_t clock_value() const { return clock_; }
   ClientStats stats() const { return stats_; }
   /// Set once a server did not come back (or came back without the job):

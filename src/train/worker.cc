@@ -141,6 +141,9 @@ bool TrainingWorker::evaluation_due() const {
 }
 
 void TrainingWorker::final_evaluation() {
+  // With --skip-pulls its copy may be within the bound yet lack the last
+  // pushes (its own too): the virtual schedule has no barrier to expire it.
+  client_.expire_cache();
   if (o_.evaluate) evaluate(epoch_progress());
 }
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <map>
 #include <random>
@@ -1089,6 +1090,38 @@ TEST_P(PsTest, APushCarriesTheVersionOfItsOwnCopyNotOfItsShard) {
   EXPECT_EQ(dropped(), 2u) << "a push of a stale copy of b counted the versions of the a and c pulled around it";
   EXPECT_FLOAT_EQ(a[0], twice) << "the push of a fresh copy was not applied";
   EXPECT_FLOAT_EQ(b[0], twice);
+}
+
+// Under SSP with skip_pulls, a pull after barrier() fetches: the cached copy
+// is within the bound (3) yet lacks the pushes before the barrier, which a
+// barrier promises (Python's load_latest(), a final evaluation).
+TEST_P(PsTest, APullAfterABarrierSeesEveryPushBeforeItWithSkipPulls) {
+  Config c = core_config(GetParam());
+  c.staleness = 3;
+  c.skip_pulls = true;
+  ServerGroup servers(1, 2, c);
+  Client x(local_worker_options(servers.addresses(), c, 0)), y(local_worker_options(servers.addresses(), c, 1));
+  for (Client* w : {&x, &y}) {
+    w->declare("w", kFloats);
+    w->connect();
+  }
+  std::vector<float> w(kFloats, 1.0f), g(kFloats, 0.5f);
+  x.init("w", w);
+  const auto both = [&](const std::function<void(Client&)>& then_y) {
+    std::thread other([&] {
+      then_y(y);
+      y.barrier();
+    });
+    x.barrier();
+    other.join();
+  };
+  both([](Client&) {});
+  x.pull("w", w);  // fetched: the cache now holds the initial values
+  both([&](Client& other) { other.push("w", g); });
+  x.pull("w", w);
+  EXPECT_FLOAT_EQ(w[0], 1.0f - c.learning_rate * 0.5f) << "served the cache from before the barrier";
+  EXPECT_FLOAT_EQ(w[kFloats - 1], 1.0f - c.learning_rate * 0.5f);
+  EXPECT_EQ(x.stats().pulls_skipped, 0u);
 }
 
 // Subnormal floats would slow the server's pass by a microcode assist each:

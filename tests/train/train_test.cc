@@ -436,50 +436,61 @@ TEST(Evaluator, EvalLinesReadBackAsWritten) {
 
 // The final accuracy is the final model's: worker 0 evaluates after every
 // worker's last push is in, even when it finishes long before the others
-// (here worker 1 runs 4x slower).
+// (worker 1 runs 4x slower), and under SSP with --skip-pulls when it is the
+// slow one: its last pull was copied while it was the slowest, and its final
+// one, within the bound, served that copy without its own last push.
 TEST(TrainingJob, TheLastEvaluationIsOfTheFinalModel) {
-  TrainTest data;
-  data.train = random_test_set(1024);
-  data.test = random_test_set(200);
-  Config c;
-  c.transport = "shm";
-  c.staleness = kInfiniteStaleness;
-  c.secret = test::test_secret();
-  ServerOptions serve_on;
-  serve_on.exit_when_done = false;  // a third client reads the final model
-  test::ServerGroup servers(1, 2, c, serve_on);
-  ClientOptions co;
-  co.servers = {servers.addresses()};
-  co.config = c;
-  std::vector<EvalLine> evals;
-  std::vector<std::thread> threads;
-  for (uint32_t w = 0; w < 2; ++w)
-    threads.emplace_back([&, w, co]() mutable {
-      co.worker = w;
-      WorkerOptions wo;
-      wo.worker = w;
-      wo.workers = 2;
-      wo.epochs = 2;
-      wo.evaluate = w == 0;
-      wo.evaluate_aside = true;
-      wo.straggle = w == 1 ? 4.0 : 1.0;
-      run_worker(co, wo, data, [&](const std::string& line) {
-        if (auto e = parse_eval_line(line)) evals.push_back(*e);
+  struct Case {
+    uint64_t staleness;
+    bool skip_pulls;
+    uint32_t slow;
+  };
+  for (const Case k : {Case{kInfiniteStaleness, false, 1}, Case{3, true, 0}}) {
+    SCOPED_TRACE(k.skip_pulls ? "SSP(3) skipping pulls, worker 0 slow" : "async, worker 1 slow");
+    TrainTest data;
+    data.train = random_test_set(1024);
+    data.test = random_test_set(200);
+    Config c;
+    c.transport = "shm";
+    c.staleness = k.staleness;
+    c.skip_pulls = k.skip_pulls;
+    c.secret = test::test_secret();
+    ServerOptions serve_on;
+    serve_on.exit_when_done = false;  // a third client reads the final model
+    test::ServerGroup servers(1, 2, c, serve_on);
+    ClientOptions co;
+    co.servers = {servers.addresses()};
+    co.config = c;
+    std::vector<EvalLine> evals;
+    std::vector<std::thread> threads;
+    for (uint32_t w = 0; w < 2; ++w)
+      threads.emplace_back([&, w, co]() mutable {
+        co.worker = w;
+        WorkerOptions wo;
+        wo.worker = w;
+        wo.workers = 2;
+        wo.epochs = 2;
+        wo.evaluate = w == 0;
+        wo.evaluate_aside = true;
+        wo.straggle = w == k.slow ? 4.0 : 1.0;
+        run_worker(co, wo, data, [&](const std::string& line) {
+          if (auto e = parse_eval_line(line)) evals.push_back(*e);
+        });
       });
-    });
-  for (auto& t : threads) t.join();
-  ASSERT_FALSE(evals.empty());
-  co.worker = 0;  // rejoins: its earlier self left
-  Client reader(co);
-  reader.declare("mlp", Mlp::kParams);
-  reader.connect();
-  std::vector<float> final_model(Mlp::kParams);
-  reader.pull("mlp", final_model);
-  Mlp model;
-  double loss = 0;
-  model.evaluate(final_model, data.test.images.data(), data.test.labels.data(), data.test.count, &loss);
-  EXPECT_EQ(evals.back().loss, loss) << "the last evaluation (epoch " << evals.back().epoch
-                                     << ") tested a model without the slower worker's last pushes";
+    for (auto& t : threads) t.join();
+    ASSERT_FALSE(evals.empty());
+    co.worker = 0;  // rejoins: its earlier self left
+    Client reader(co);
+    reader.declare("mlp", Mlp::kParams);
+    reader.connect();
+    std::vector<float> final_model(Mlp::kParams);
+    reader.pull("mlp", final_model);  // a first pull fetches
+    Mlp model;
+    double loss = 0;
+    model.evaluate(final_model, data.test.images.data(), data.test.labels.data(), data.test.count, &loss);
+    EXPECT_EQ(evals.back().loss, loss) << "the last evaluation (epoch " << evals.back().epoch
+                                       << ") tested a model without the last pushes";
+  }
 }
 
 // Tests slower than steps do not pile up copies: behind the one under test,
@@ -533,6 +544,17 @@ TEST(Straggler, TheStragglingWorkerReallyRunsSlower) {
   const double other_s = ends[0].wall_s - ends[0].clock_wait_s;
   EXPECT_GE(ends[1].wall_s, 1.5 * other_s)
       << "the straggler (" << ends[1].wall_s << " s) was not slower than the other worker (" << other_s << " s)";
+}
+
+// The driver hands --straggler to each worker process as text: the factor
+// went with 6 decimals (1.0000004 arrived as 1, and nothing straggled).
+TEST(Straggler, ItsFactorReachesTheWorkerProcessesExactly) {
+  for (const double factor : {1.0000004, 4.0, 1.5, 999.999999999}) {
+    const std::string text = Straggler{1, false, factor}.to_string();
+    EXPECT_EQ(text.substr(0, 2), "1:");
+    EXPECT_EQ(std::stod(text.substr(2)), factor) << text;
+  }
+  EXPECT_EQ((Straggler{-1, true, 2.0}).to_string(), "random:2");
 }
 
 // --straggler random:F: every worker straggles, each step with the given
