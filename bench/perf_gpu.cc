@@ -142,7 +142,7 @@ int perf_gpu_main(int argc, char** argv, int first) {
   add_size(app, "--push-floats", push_floats, 1, 1ull << 31, "elements per push in the push comparison")
       ->default_str("--floats, at most 16M");
   app.add_option("--staging-depth", depth, "pinned chunks in flight on the staged path (0: the default, 8 MiB)")
-      ->check(cli::count(0, 64))
+      ->transform(cli::count(0, 64))  // in decimal: CLI11 reads 010 as octal 8
       ->capture_default_str();
   cli::add_switch(app, "--json", json, "one JSON object");
   if (!parse(app, argc, argv, first)) return 0;

@@ -25,8 +25,7 @@ CLI::Validator worker_count(uint64_t min) {
         const cli::Decimal d = cli::parse_decimal(v);
         if (d.too_large || (d.digits && d.value > kMaxWorkers))
           return v + " is more than the " + std::to_string(kMaxWorkers) + " workers a server accepts";
-        std::string copy = v;
-        return cli::count(min)(copy);
+        return cli::count(min)(v);  // in decimal: a transform, or CLI11 reads 010 as octal 8
       },
       "");
 }
@@ -147,15 +146,14 @@ Options parse_options(int argc, char** argv) {
       "         --role driver: the local run even where launcher variables are set");
   cli::set_defaults(app);
   const std::string job = "Training", roles = "Cluster roles (docs/cluster.md)";
-  auto* workers = app.add_option("--workers", o.workers, "worker processes")->check(worker_count(1));
+  auto* workers = app.add_option("--workers", o.workers, "worker processes")->transform(worker_count(1));
   auto* servers = app.add_option("--servers", o.servers, "server processes")->transform(cli::count(1, kMaxServers));
   app.add_option("--virtual-workers", o.virtual_workers,
                  "N workers in one process, stepping in a seeded schedule (staleness as with N in parallel, runs "
                  "repeat bit for bit); the schedule also plays --straggler and the --staleness/--sync bound")
-      ->check(CLI::Validator(
+      ->transform(CLI::Validator(
           [](std::string& v) -> std::string {
-            std::string copy = v;
-            if (std::string why = worker_count(0)(copy); !why.empty()) return why;
+            if (std::string why = worker_count(0)(v); !why.empty()) return why;
             return cli::parse_decimal(v).value == 0 ? "needs at least 1 worker" : "";
           },
           ""));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -19,9 +20,12 @@ struct Straggler {
   bool random = false;  ///< each step of each worker, with chance 1/workers
   double factor = 1;
   bool any() const { return worker >= 0 || random; }
-  /// As --straggler takes it: "K:FACTOR" or "random:FACTOR".
+  /// As --straggler takes it: "K:FACTOR" or "random:FACTOR", the factor
+  /// exactly (std::to_string's 6 decimals sent 1.0000004 as 1.000000).
   std::string to_string() const {
-    return (random ? std::string("random") : std::to_string(worker)) + ":" + std::to_string(factor);
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.17g", factor);
+    return (random ? std::string("random") : std::to_string(worker)) + ":" + text;
   }
 };
 

@@ -238,6 +238,9 @@ refused "--label: the label is not UTF-8 at byte 0" "${t[@]}" --label $'\xed\xa0
 # servers is refused) and 08 "could not convert".
 serves "rdmaps-server 9/10 listening on 127.0.0.1:" "$server" --servers 010 --index 9 --listen 127.0.0.1:0
 serves "for 8 worker(s)" env RDMAPS_WORKERS=08 "$server" --listen 127.0.0.1:0
+refused "--straggler: worker 10 does not exist (the job has 10 workers)" "${t[@]}" --workers 010 --straggler 10:2
+refused "--straggler: worker 10 does not exist (the job has 10 workers)" "${t[@]}" --virtual-workers 010 \
+  --straggler 10:2
 # "--json off" asks for no summary: a role takes it.
 serves "rdmaps-train server 0/1 on 127.0.0.1:" "$train" --role server --index 0 --listen 127.0.0.1:0 --json off
 # A local run's summary flags, where no summary is written: ignored without a word.
