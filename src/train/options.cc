@@ -195,7 +195,8 @@ Options parse_options(int argc, char** argv) {
            o.straggler.factor = std::stod(v.substr(colon + 1));
          },
          "worker K sleeps so that it runs FACTOR times slower; random: each step, each worker is that slow with "
-         "chance 1/workers (virtual workers: the step takes FACTOR times its ticks)")
+         "chance 1/workers (virtual workers: the step takes FACTOR times N ticks, to the nearest tick, "
+         "plus its --delay)")
       ->check(straggler_spec())
       ->type_name("K:FACTOR|random:FACTOR");
   app.add_option("--data", o.data, "IDX files")->type_name("DIR");

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <string>
 #include <thread>
 
@@ -96,9 +97,16 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
                   static_cast<unsigned long long>(s.dropped));
     write_fd(o.report_fd, line);
   };
+  // SIGTERM or Ctrl-C (the whole job's): the final checkpoint, then the histogram, as a standalone server.
+  tools::StopOnSignal stop_on_signal(server);
   std::atomic<bool> done{false};
+  std::exception_ptr failed;
   std::thread serving([&] {
-    server.run();  // returns once every worker left
+    try {
+      server.run();  // returns once every worker left
+    } catch (...) {  // a lane that failed: said by main below (escaping the thread, it aborted the process)
+      failed = std::current_exception();
+    }
     done = true;
   });
   while (!done) {
@@ -106,6 +114,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
     send_stats();
   }
   serving.join();
+  if (failed) std::rethrow_exception(failed);
   send_stats();
   auto s = server.stats();
   std::string histogram = "histogram";

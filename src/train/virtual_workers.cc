@@ -84,10 +84,10 @@ uint64_t StepSchedule::duration(uint32_t worker) {
   uint64_t ticks = workers_;
   const bool slow = straggler_.random ? std::bernoulli_distribution(1.0 / workers_)(rng_)
                                       : static_cast<int64_t>(worker) == straggler_.worker;
-  if (slow && straggler_.factor > 1) {
-    ticks = static_cast<uint64_t>(std::llround(straggler_.factor * workers_));
-    ++straggled_;
-  }
+  // FACTOR times the N ticks of a step, to the nearest tick; one that rounds
+  // to N is no slower, and not counted as straggled (4 workers at 1.1 were).
+  if (slow && straggler_.factor > 1) ticks = static_cast<uint64_t>(std::llround(straggler_.factor * workers_));
+  if (ticks > workers_) ++straggled_;
   return ticks + delay();
 }
 

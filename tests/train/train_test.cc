@@ -647,6 +647,10 @@ TEST(StepSchedule, TheBoundHoldsTheFastWorkersAtAPersistentStraggler) {
   const Played async = play(4, 50, UINT64_MAX, {1, false, 4.0});
   EXPECT_EQ(async.staleness.size() - 1, 12u);
   EXPECT_DOUBLE_EQ(async.time, (1 + 16 * 50 - 4) / 4.0);
+  // A factor that rounds to the step's own 4 ticks slows nothing, and no step counts as straggled.
+  const Played rounded = play(4, 50, UINT64_MAX, {1, false, 1.1});
+  EXPECT_EQ(rounded.straggled, 0u);
+  EXPECT_DOUBLE_EQ(rounded.time, play(4, 50, UINT64_MAX, {}).time);
 }
 
 // A random straggler (each step 4x slower with chance 1/4) and a geometric
