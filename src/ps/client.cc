@@ -90,7 +90,7 @@ void ClientImpl::connect() {
       links_[i].instance = w.instance;
       // What the server holds of this id (a predecessor's pushes, a resumed
       // checkpoint's): a later reconnect counts as lost what it no longer holds.
-      links_[i].posted = w.pushes_held;
+      links_[i].posted = links_[i].held_at_connect = w.pushes_held;
       stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
       stats_.servers_resumed += w.resumed;
     }
@@ -109,10 +109,14 @@ void ClientImpl::connect() {
   }
 }
 
-void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Range fetched, const ServerLink* only) {
+void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Range fetched, const ServerLink* only,
+                            bool stamp_shards) {
   const Mailbox& box = link.mailbox(lane);
   wait([&] { return link.load(box.pull_done) >= seq; },
        "waiting for parameters from server " + link.address + " lane " + std::to_string(lane.index), only);
+  // Too new a stamp would let skip_pulls serve a copy older than the bound; an
+  // older one (the shard's last) only fetches sooner.
+  if (!stamp_shards) return;
   const uint64_t stamp = link.load(box.pull_stamp);
   for (uint32_t k = shard_of(link, fetched.begin); k <= shard_of(link, fetched.end - 1); ++k) {
     const Range extent = partition_->shard(link.index, k);

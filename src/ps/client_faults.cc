@@ -192,7 +192,10 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
   ++link.generation;
   const bool restarted = welcome.instance != link.instance;
   link.instance = welcome.instance;
-  const uint64_t lost = link.posted > welcome.pushes_held ? link.posted - welcome.pushes_held : 0;
+  // Lost of this client's: a predecessor's that the checkpoint lacks were not.
+  const uint64_t lost = link.posted > welcome.pushes_held
+                            ? std::min(link.posted - welcome.pushes_held, link.posted - link.held_at_connect)
+                            : 0;
   logf(LogLevel::kInfo,
        "rdmaps worker %u: reconnected to %s after %.1f s; %s holding %llu of the %llu pushes (one per shard a "
        "push() touches) this worker sent it (%llu lost)",
@@ -201,7 +204,7 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
        static_cast<unsigned long long>(welcome.pushes_held), static_cast<unsigned long long>(link.posted),
        static_cast<unsigned long long>(lost));
   stats_.pushes_lost += lost;
-  link.posted = welcome.pushes_held;
+  link.posted = link.held_at_connect = welcome.pushes_held;
   ++stats_.reconnects;
   stats_.push_paths[link.index] = link.use_am ? "am" : "put";
 }

@@ -60,6 +60,7 @@ struct Lane {
   // Put path: registered_[0, landings) the lane may put pulls into, as it
   // confirmed; offered: as many told (more once one was refused).
   size_t landings = 0, landings_offered = 0;
+  uint64_t last_pull = 0;  // the last pull request posted in the running wave of a pull
 };
 
 // The counters of a pull, as one value that pull() saves and restores and
@@ -86,6 +87,7 @@ struct ServerLink {
   uint32_t generation = 0;         // connections made after the first (the server restarted)
   uint64_t instance = 0;           // the server process connected to (Welcome::instance)
   uint64_t posted = 0;             // pushes (pieces) posted to it; a restart's checkpoint holds some of them
+  uint64_t held_at_connect = 0;    // of them, what it held of this id when this client last connected
   uint64_t connection = 0;         // +1 each time disconnect() closes its lanes
   // A write-back of this connection failed to land: its lane publishes nothing
   // more, so the connection counts as down (a reconnect makes new lanes).
@@ -285,8 +287,10 @@ class ClientImpl {
                 uint32_t landing = 0, uint64_t landing_offset = 0);
   /// Waits until `lane` wrote back the pull numbered `seq`, then marks the
   /// shards of `link` that `fetched` (global floats) covers whole as fetched
-  /// (when and at which clock).
-  void await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Range fetched, const ServerLink* only = nullptr);
+  /// (when and at which clock), unless `!stamp`: the lane's mailbox may
+  /// already tell a later request's clock.
+  void await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Range fetched, const ServerLink* only = nullptr,
+                  bool stamp = true);
   /// Polls until done(); throws on timeout or when a server closed (only
   /// `link`'s, when given).
   template <typename Done>
@@ -367,6 +371,7 @@ class ClientImpl {
   // it was pulled at, which its pushes carry. Not the shard's version word: a
   // pull of one tensor of a shard moves that for all of them.
   std::vector<uint64_t> copy_versions_;
+  std::vector<std::pair<uint64_t, uint64_t>> noted_versions_;  // pull(): (segment, version) once its copy lands
   // pull(): one request per run of adjoining targets and lane; scratch kept across calls.
   struct Fetch {
     ServerLink* link;

@@ -175,6 +175,7 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   const bool may_skip = config_.skip_pulls && config_.staleness != kInfiniteStaleness;
   const uint64_t need = !may_skip || clock_ < config_.staleness ? 0 : clock_ - config_.staleness;
   plan_fetches();
+  noted_versions_.clear();
   std::vector<Fetch>& fetch = fetch_;
   std::vector<transport::Request>& inflight = inflight_;
   abandon_pending(inflight);  // none, unless a call ended by something else than an Error left some
@@ -202,13 +203,16 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
       f.seq =
           post(*f.link, *f.lane, MsgType::kPull, first, f.floats.size(), static_cast<uint32_t>(from), last - first + 1,
                nullptr, inflight, 0, f.in_place ? static_cast<uint32_t>(landing + 1) : 0, f.in_place ? at : 0);
+      f.lane->last_pull = f.seq;
     }
     if (!any) break;
     complete(inflight);
     inflight.clear();
     for (const Fetch& f : fetch) {
       if (f.wave != wave || f.seq == 0) continue;
-      await_pull(*f.link, *f.lane, f.seq, f.floats);
+      // One stamp a lane: a request before another of the same lane and wave
+      // may read the later one's (targets with gaps across its shards).
+      await_pull(*f.link, *f.lane, f.seq, f.floats, nullptr, f.seq == f.lane->last_pull);
       note_copy_versions(f);
       if (f.in_place)
         deliver(*f.link,
@@ -243,6 +247,9 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
       }
     }
   }
+  // Only now is every target's copy of that version (a pull that fails before
+  // leaves the versions as old as the copies it may have left).
+  for (const auto& [segment, version] : noted_versions_) copy_versions_[segment] = version;
 }
 
 // One request per run of adjoining targets and lane, for exactly their
@@ -284,8 +291,9 @@ void ClientImpl::plan_fetches() {
   }
 }
 
-// The versions the targets' copies now have, read as soon as their request
-// was answered (a later wave may overwrite the shard's version word).
+// The versions the targets' copies get, read as soon as their request was
+// answered (a later wave may overwrite the shard's version word), kept until
+// the copies hold them.
 void ClientImpl::note_copy_versions(const Fetch& f) {
   const ServerLink& link = *f.link;
   for (size_t o = f.first_target; o < pull_order_.size(); ++o) {
@@ -294,7 +302,7 @@ void ClientImpl::note_copy_versions(const Fetch& f) {
     const Range part = overlap(ranges_[i], f.floats);
     if (part.begin >= part.end) continue;
     for (uint32_t k = shard_of(link, part.begin); k <= shard_of(link, part.end - 1); ++k)
-      copy_versions_[partition_->segment(indices_[i], link.index, k)] = link.versions()[k];
+      noted_versions_.emplace_back(partition_->segment(indices_[i], link.index, k), link.versions()[k]);
   }
 }
 

@@ -460,16 +460,17 @@ class DistributedOptimizer(torch.optim.Optimizer):
             if closure is not None:
                 with torch.enable_grad():
                     loss = closure()
-            self._send_unreached()
-            self.synchronize()
+            try:
+                self._send_unreached()
+                self.synchronize()
+            except Exception:
+                # What a hook met first is what step() raises (a wait that failed
+                # after it, a dead server, shows as its context): it was lost.
+                first, self._hook_error = self._hook_error, None
+                if first is None:
+                    raise
+                raise first  # noqa: B904 - the failure above is this one's context, not its cause
             used = self._settings
-        except Exception:
-            # What a hook met first is what step() raises (a wait that failed
-            # after it, a dead server, shows as its context): it was lost.
-            first, self._hook_error = self._hook_error, None
-            if first is None:
-                raise
-            raise first  # noqa: B904 - the failure above is this one's context, not its cause
         finally:  # a failed step must not leave the next one counting its gradients, or its errors
             self._count_afresh()
             error, self._hook_error = self._hook_error, None
