@@ -3,6 +3,7 @@
 // the copy out to the caller's tensors as write-backs land.
 #include <algorithm>
 #include <cstring>
+#include <span>
 
 #include "src/ps/client_impl.h"
 
@@ -180,11 +181,9 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
   std::vector<transport::Request>& inflight = inflight_;
   abandon_pending(inflight);  // none, unless a call ended by something else than an Error left some
   // The requests of a wave are all posted before any is waited for.
-  for (uint32_t wave = 0;; ++wave) {
-    bool any = false;
-    for (Fetch& f : fetch) {
-      if (f.wave != wave) continue;
-      any = true;
+  for (size_t begin = 0, end = 0; begin < fetch.size(); begin = end) {  // fetch_ is in wave order
+    while (end < fetch.size() && fetch[end].wave == fetch[begin].wave) ++end;
+    for (Fetch& f : std::span(fetch).subspan(begin, end - begin)) {
       const uint32_t first = shard_of(*f.link, f.floats.begin), last = shard_of(*f.link, f.floats.end - 1);
       bool fresh = may_skip;
       for (uint32_t k = first; fresh && k <= last; ++k) fresh = f.link->have_shard[k] && f.link->shard_stamp[k] >= need;
@@ -205,11 +204,10 @@ void ClientImpl::pull_once(std::span<const PullTarget> targets) {
                nullptr, inflight, 0, f.in_place ? static_cast<uint32_t>(landing + 1) : 0, f.in_place ? at : 0);
       f.lane->last_pull = f.seq;
     }
-    if (!any) break;
     complete(inflight);
     inflight.clear();
-    for (const Fetch& f : fetch) {
-      if (f.wave != wave || f.seq == 0) continue;
+    for (const Fetch& f : std::span(fetch).subspan(begin, end - begin)) {
+      if (f.seq == 0) continue;
       // One stamp a lane: a request before another of the same lane and wave
       // may read the later one's (targets with gaps across its shards).
       await_pull(*f.link, *f.lane, f.seq, f.floats, nullptr, f.seq == f.lane->last_pull);
@@ -289,6 +287,10 @@ void ClientImpl::plan_fetches() {
       }
     }
   }
+  // In wave order, so that a pull goes through them once (a scan of all of
+  // them per wave made a pull of every other tensor of a shard quadratic).
+  const auto by_wave = [](const Fetch& a, const Fetch& b) { return a.wave < b.wave; };
+  if (!std::is_sorted(fetch_.begin(), fetch_.end(), by_wave)) std::stable_sort(fetch_.begin(), fetch_.end(), by_wave);
 }
 
 // The versions the targets' copies get, read as soon as their request was
