@@ -3,7 +3,8 @@
 // the shared secret): worker count and id, staleness bound, update rule,
 // declared table and its size. The first admitted Hello fixes the table
 // (and, with rule_from_workers, the rule) and the staleness bound, unless the
-// server was given one (Config::staleness_stated); a refused one fixes nothing.
+// server was given one (Config::staleness_stated); one that check() refuses
+// fixes nothing (docs/security.md: a first one refused for memory later does).
 #pragma once
 
 #include <string>
