@@ -7,6 +7,7 @@
 
 #include "math/bf16.h"
 #include "src/ps/client_impl.h"
+#include "src/ps/staged_pipeline.h"
 
 namespace rdmaps::ps {
 
@@ -216,35 +217,38 @@ void ClientImpl::interleave_lanes(std::vector<Piece>& pieces) {
   pieces.swap(interleaved_);
 }
 
-// Device memory UCX cannot read: chunk k+1 and k+2 are copied to pinned
-// buffers while chunk k is sent; a buffer is refilled once its send completed.
+// Device memory UCX cannot read: the next chunks are copied to pinned buffers
+// while the ones before are sent (run_staged); a buffer is refilled once its
+// send completed.
 void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
                              uint16_t flags) {
   cuda::StagingRing& ring = gpu_->ring();
   const int depth = ring.depth();
   std::vector<std::vector<transport::Request>> busy(static_cast<size_t>(depth));
-  auto stage = [&](size_t i) {
-    auto& requests = busy[i % depth];
-    complete(requests);
-    requests.clear();
-    ring.copy_from_device(static_cast<int>(i % depth), device_source + pieces[i].source, pieces[i].length * elem);
-  };
-  size_t i = 0;
+  size_t i = 0;  // pieces posted
   try {
-    for (; i + 1 < static_cast<size_t>(depth) && i < pieces.size(); ++i) stage(i);
-    for (i = 0; i < pieces.size(); ++i) {
-      if (i + depth - 1 < pieces.size()) stage(i + depth - 1);
-      const int k = static_cast<int>(i % depth);
-      // Not cudaEventSynchronize: over tcp the sends already posted move only
-      // while this thread drives the worker's progress.
-      while (!ring.ready(k)) context_->progress();
-      const Piece& p = pieces[i];
-      post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(k), busy[k], flags);
-      if (type == MsgType::kPush) {
-        ++p.link->posted;
-        ++stats_.pushes;
-      }
-    }
+    run_staged(
+        pieces.size(), depth,
+        [&](size_t b) {
+          complete(busy[b]);
+          busy[b].clear();
+        },
+        [&](size_t k) {
+          ring.copy_from_device(static_cast<int>(k % depth), device_source + pieces[k].source, pieces[k].length * elem);
+        },
+        [&](size_t k) {
+          const int b = static_cast<int>(k % depth);
+          // Not cudaEventSynchronize: over tcp the sends already posted move only
+          // while this thread drives the worker's progress.
+          while (!ring.ready(b)) context_->progress();
+          const Piece& p = pieces[k];
+          post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(b), busy[b], flags);
+          if (type == MsgType::kPush) {
+            ++p.link->posted;
+            ++stats_.pushes;
+          }
+        },
+        i);
     for (auto& requests : busy) complete(requests);
   } catch (const Error& e) {
     std::vector<transport::Request> all;

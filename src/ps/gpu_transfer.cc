@@ -29,6 +29,9 @@ const void* GpuTransfer::prepare(const float* src, uint64_t at, size_t n, bool b
   if (!residual_) {
     residual_ = std::make_unique<cuda::DeviceBuffer>(total_floats_ * sizeof(float));
     residual_->fill_bytes(0);
+    // The memset runs on the legacy stream, which the ring's non-blocking one
+    // does not wait for: the first encoding read what the allocation held.
+    cuda::synchronize();
   }
   if (!wire_ || wire_->size() < n * sizeof(uint16_t))
     wire_ = std::make_unique<cuda::DeviceBuffer>(n * sizeof(uint16_t));

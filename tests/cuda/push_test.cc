@@ -60,6 +60,7 @@ std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, boo
       for (auto& x : g) x = d(rng);
       if (device) {
         dg.upload(g.data(), kFloats * 4);
+        cuda::synchronize();  // on the legacy stream; the push reads it on a stream of its own
         client.push("w", std::span<const float>(static_cast<const float*>(dg.data()), kFloats));
       } else {
         client.push("w", g);
@@ -69,6 +70,7 @@ std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, boo
     }
     if (device) {
       dw.fill_bytes(0xff);  // poison
+      cuda::synchronize();  // before the pull's own stream writes it
       client.pull("w", std::span<float>(static_cast<float*>(dw.data()), kFloats));
       dw.download(host.data(), kFloats * 4);
     } else {
