@@ -1,11 +1,15 @@
 # Sourced by bench/gpu_check.sh and bench/scale_check.sh: their shared flags
-# (--bin DIR, --data DIR, --out DIR, --quick, --help) and how they find the
-# programs they run. The caller sets `out` (its default folder) first.
+# (--bin DIR, --data DIR, --out DIR, --budget SECONDS, --quick, --help) and
+# how they find the programs they run. The caller sets `out` (its default
+# folder) and `budget` (its default seconds in all) first; `deadline` is when
+# that budget is spent (bash's SECONDS): a lent machine's session is short, and
+# one hung run must not take the rest of it.
 here=$(cd "$(dirname "$0")" && pwd)
 bin="" data="" quick=0
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) bin=$2; shift 2 ;;
+    --budget) budget=$2; shift 2 ;;
     --data) data=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --quick) quick=1; shift ;;
@@ -14,6 +18,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$bin" ] || { [ -d "$here/../build" ] && bin=$here/../build; }
+[[ $budget =~ ^[1-9][0-9]*$ ]] || { echo "$(basename "$0"): --budget '$budget' is not a whole number of seconds" >&2; exit 2; }
+deadline=$((SECONDS + budget))
+
+time_left() {  # $1: a run's own limit in seconds -> the smaller of it and what the budget leaves (0: spent)
+  local left=$((deadline - SECONDS))
+  [ $left -gt 10 ] || { echo 0; return; }
+  echo $(($1 < left ? $1 : left))
+}
 
 find_tool() {  # $1: program name -> its path under --bin (a build tree or one folder), else PATH, else empty
   local b

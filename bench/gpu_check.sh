@@ -7,17 +7,20 @@
 # (rdmaps-perf ps), and a short 4-worker rdmaps-train with and without
 # --gpu-shard. Writes OUT/gpu_check.json (every figure) and OUT/gpu_check.log.
 #
-#   bench/gpu_check.sh [--bin DIR] [--data DIR] [--out DIR] [--quick]
+#   bench/gpu_check.sh [--bin DIR] [--data DIR] [--out DIR] [--budget S] [--quick]
 #
 # --bin: where rdmaps-perf, rdmaps-train, rdmaps-info and gpu_tests are (a
 #   build tree, its bench/ src/ tests/ folders are searched; or one folder);
 #   default: the build/ next to this script, else PATH.
 # --data: Fashion-MNIST for rdmaps-train (default: its own default).
+# --budget: seconds for everything (default 540, inside one 600 s device
+#   call); each run's limit is cut to what is left, and runs past it are
+#   reported as not run.
 # --quick: fewer repetitions (the CI check of this script uses it).
-# About 3 minutes on an H200 host. Exits non-zero if a test or a run failed;
-# the JSON then says which.
+# About 3 minutes on an H200 host. Exits non-zero if a test or a run failed
+# or was not run; the JSON then says which.
 set -uo pipefail
-out="gpu-check-out"
+out="gpu-check-out" budget=540
 source "$(dirname "$0")/check_args.sh"
 perf=$(find_tool rdmaps-perf) train=$(find_tool rdmaps-train) info=$(find_tool rdmaps-info) tests=$(find_tool gpu_tests)
 for t in perf train info tests; do
@@ -35,8 +38,14 @@ failed=()
 
 # run NAME TIMEOUT COMMAND...: stdout to runs/NAME.out, everything to the log.
 run() {
-  local name=$1 limit=$2
+  local name=$1 limit
+  limit=$(time_left "$2")
   shift 2
+  if [ "$limit" -eq 0 ]; then
+    echo "== $name: not run: the --budget of $budget s is spent" | tee -a "$log"
+    failed+=("$name (not run: --budget spent)")
+    return
+  fi
   echo "== $name: $*" | tee -a "$log"
   local start=$SECONDS
   timeout -k 10 "$limit" "$@" >"$out/runs/$name.out" 2>>"$log"
@@ -47,11 +56,13 @@ run() {
 }
 
 run info 60 "$info" --json
-"$perf" gpu --floats 1K --push-floats 1K --iters 1 >/dev/null 2>>"$log"
-if [ $? -eq 77 ]; then
+timeout -k 10 60 "$perf" gpu --floats 1K --push-floats 1K --iters 1 >/dev/null 2>>"$log"
+probe=$?
+if [ $probe -eq 77 ]; then
   echo "gpu_check: no CUDA device on this machine (see $log): nothing to measure" | tee -a "$log"
   exit 77
 fi
+[ $probe -eq 0 ] || failed+=("probe: rdmaps-perf gpu on 1K floats (exit $probe)")
 run gpu_tests 300 "$tests" --gtest_output=json:"$out/runs/gpu_tests.json"
 for transport in shm tcp; do
   run "perf_gpu_$transport" 300 "$perf" gpu --json --transport "$transport" --iters "$iters"

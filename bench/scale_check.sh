@@ -14,16 +14,18 @@
 # Writes OUT/scale_check.md (the tables) and OUT/scale_check.log; each part's
 # raw JSON lines stay under OUT.
 #
-#   bench/scale_check.sh [--bin DIR] [--data DIR] [--out DIR] [--quick]
+#   bench/scale_check.sh [--bin DIR] [--data DIR] [--out DIR] [--budget S] [--quick]
 #
 # --bin: where rdmaps-perf and rdmaps-train are (a build tree or one folder);
 #   default: the build/ next to this script, else PATH.
 # --data: Fashion-MNIST for rdmaps-train (default: its own default).
 # --quick: a small model, 2 workers, T = 1 and 2, 1 epoch on a data subset
 #   (the CI check of this script).
+# --budget: seconds for everything (default 540, inside one 600 s device
+#   call); a part still running when it is spent is stopped and reported.
 # About 6 minutes on a 16-core machine. Exits non-zero if a run failed.
 set -uo pipefail
-out="scale-check-out"
+out="scale-check-out" budget=540
 source "$(dirname "$0")/check_args.sh"
 perf=$(find_tool rdmaps-perf) train=$(find_tool rdmaps-train)
 for t in perf train; do
@@ -40,11 +42,21 @@ failed=()
 
 # part NAME COMMAND...: its stdout (a markdown table) to the report, the rest to the log.
 part() {
-  local name=$1 start=$SECONDS
+  local name=$1 start=$SECONDS limit
   shift
+  limit=$(time_left "$budget")
+  if [ "$limit" -eq 0 ]; then
+    echo "== $name: not run: the --budget of $budget s is spent" | tee -a "$log"
+    failed+=("$name (not run: --budget spent)")
+    return
+  fi
   echo "== $name: $*" | tee -a "$log"
   { echo "## $name"; echo; } >>"$md"
-  "$@" >>"$md" 2>>"$log"
+  if declare -F "$1" >/dev/null; then
+    "$@" >>"$md" 2>>"$log"  # a function of this script: its runs are cut to the budget themselves
+  else
+    timeout -k 10 "$limit" "$@" >>"$md" 2>>"$log"
+  fi
   local status=$?
   echo >>"$md"
   echo "== $name: exit $status after $((SECONDS - start)) s" | tee -a "$log"
@@ -56,8 +68,11 @@ train_runs() {
   local label=$1
   shift
   for seed in "${seeds[@]}"; do
-    local json
-    json=$("$train" --json --seed "$seed" --out "$out/train-$label-$seed" "${data_flag[@]}" "$@" 2>>"$log" | tail -1)
+    local json limit
+    limit=$(time_left 600)
+    [ "$limit" -gt 0 ] || limit=1  # spent: the run fails at once (timeout 0 would never end it)
+    json=$(timeout -k 10 "$limit" "$train" --json --seed "$seed" --out "$out/train-$label-$seed" \
+      "${data_flag[@]}" "$@" 2>>"$log" | tail -1)
     [ -n "$json" ] || json='{"failed":true}'
     /usr/bin/env python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(run=sys.argv[2], seed=int(sys.argv[3])); print(json.dumps(r))' \
       "$json" "$label" "$seed" >>"$out/train.jsonl" || return 1
