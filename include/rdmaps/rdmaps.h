@@ -43,7 +43,8 @@ typedef struct {
   const char* servers; /**< "host:port,host:port" in server-index order */
   int32_t worker;      /**< worker id; -1 = from RDMAPS_WORKER */
   const char* config;  /**< flags of rdmaps-server --help's "Parameter-server configuration" and
-                          --metrics, e.g. "--staleness 3 --transport tcp" (its other flags are fields here);
+                          --metrics (else RDMAPS_METRICS), e.g. "--staleness 3 --transport tcp" (a worker's
+                          own flags are the fields here);
                           "--metrics HOST:PORT" serves Prometheus metrics (docs/observability.md); words are
                           split as a shell would: "--checkpoint-dir '/data/my run'" */
   uint32_t timeout_ms; /**< bound of every wait; 0 = 60000 */
@@ -86,10 +87,11 @@ rdmaps_status rdmaps_client_set_learning_rate(rdmaps_client* client, float lr);
 rdmaps_status rdmaps_client_use_server_learning_rate(rdmaps_client* client);
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client_stats* out);
 /** The one call for any thread (a client otherwise serves one thread at a
- *  time, in the process that created it; a call from a second thread at once,
- *  or from a forked child, fails with RDMAPS_ERR_INVALID_ARGUMENT, and so
- *  does rdmaps_client_get_stats; the "--metrics" endpoint serves the counters
- *  to any reader): a call of
+ *  time, in the process that created it; of two calls at once from two
+ *  threads the later fails with RDMAPS_ERR_INVALID_ARGUMENT, whichever thread
+ *  made it, the training thread's too, and so does any call from a forked
+ *  child; rdmaps_client_get_stats is such a call: poll the counters from
+ *  another thread through the "--metrics" endpoint instead): a call of
  *  `client` in progress on another thread (a clock waiting for a straggler, a
  *  pull) returns RDMAPS_ERR_CANCELLED soon, and so does every later one.
  *  Destroy the client once that call returned. */
@@ -106,7 +108,9 @@ void rdmaps_client_destroy(rdmaps_client* client);
 typedef struct {
   const char* listen;               /**< "host:port", port 0 = any; NULL = "0.0.0.0:13337" */
   uint32_t index, servers, workers; /**< 0 servers/workers = 1 */
-  const char* config;               /**< flags, as for the client ("--secret-file F", "--metrics HOST:PORT", ...) */
+  const char* config;               /**< flags, as for the client ("--secret-file F", "--metrics HOST:PORT", ...),
+                                         and "--rule-from-workers"; rdmaps-server's other own flags (--gpu-shard,
+                                         --keep-running, --stats-interval, --stall-warning) are not taken here */
   uint32_t insecure;                /**< 1: serve off loopback without a shared secret (docs/security.md) */
   uint64_t max_bytes;               /**< largest table a worker may declare; 0 = the machine's memory */
 } rdmaps_server_options;

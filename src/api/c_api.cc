@@ -157,14 +157,23 @@ std::vector<std::string> config_words(const std::string& text) {
   return words;
 }
 
-// `metrics`: where "--metrics HOST:PORT" asks for the metrics endpoint. It is
-// the process's, not the job's configuration, so Config does not carry it.
-rdmaps::Config parse_flags(const char* text, std::string* metrics) {
+// `metrics`: where "--metrics HOST:PORT" (else RDMAPS_METRICS, as the programs
+// read it) asks for the metrics endpoint. It is the process's, not the job's
+// configuration, so Config does not carry it. `rule_from_workers`: a server's
+// switch (null for a worker, which refuses it).
+rdmaps::Config parse_flags(const char* text, std::string* metrics, bool* rule_from_workers = nullptr) {
   rdmaps::Config config;
   std::vector<std::string> args, rest;
   const std::vector<std::string> words = config_words(text ? text : "");
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& word = words[i];
+    if (word == "--rule-from-workers") {
+      if (!rule_from_workers)
+        throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
+                            "--rule-from-workers is a server's flag (rdmaps_server_options.config), not a worker's");
+      *rule_from_workers = true;
+      continue;
+    }
     if (word == "--metrics") {
       if (i + 1 == words.size() || words[i + 1].empty())
         throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics needs HOST:PORT");
@@ -181,6 +190,12 @@ rdmaps::Config parse_flags(const char* text, std::string* metrics) {
   rdmaps::parse_config(config, args, &rest);
   if (!rest.empty())
     throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "unknown configuration flag '" + rest[0] + "'");
+  if (const char* env = std::getenv("RDMAPS_METRICS"); metrics->empty() && env) {
+    if (!*env)
+      throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
+                          "RDMAPS_METRICS is set but empty: give HOST:PORT, or unset it for no metrics endpoint");
+    *metrics = env;
+  }
   return config;
 }
 
@@ -372,7 +387,7 @@ rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_
     o.index = options ? options->index : 0;
     o.servers = options && options->servers ? options->servers : 1;
     o.workers = options && options->workers ? options->workers : 1;
-    o.config = parse_flags(options ? options->config : nullptr, &o.metrics);
+    o.config = parse_flags(options ? options->config : nullptr, &o.metrics, &o.rule_from_workers);
     require(!options || options->insecure <= 1,
             "options.insecure is " + std::to_string(options ? options->insecure : 0) + ": 0 or 1");
     o.insecure = options && options->insecure;

@@ -339,6 +339,29 @@ int main(void) {
   CHECK(rdmaps_server_create(&open_to_all, &refused) == RDMAPS_OK, "insecure server: %s", rdmaps_last_error());
   rdmaps_server_destroy(refused);
 
+  /* RDMAPS_METRICS serves metrics as it does for the programs (set but empty: refused, naming it);
+   * --rule-from-workers is a server's flag, refused to a worker. */
+  setenv("RDMAPS_METRICS", "127.0.0.1:0", 1);
+  rdmaps_server_options adopting = {"127.0.0.1:0", 0, 1, 1, "--transport tcp --rule-from-workers", 0, 0};
+  rdmaps_server* adopter = NULL;
+  CHECK(rdmaps_server_create(&adopting, &adopter) == RDMAPS_OK, "--rule-from-workers: %s", rdmaps_last_error());
+  char metrics_at[128] = "";
+  CHECK(adopter && rdmaps_server_metrics_address(adopter, metrics_at, sizeof(metrics_at)) == RDMAPS_OK &&
+            strncmp(metrics_at, "127.0.0.1:", 10) == 0,
+        "RDMAPS_METRICS gave no metrics endpoint: '%s'", metrics_at);
+  rdmaps_server_destroy(adopter);
+  setenv("RDMAPS_METRICS", "", 1);
+  adopter = NULL;
+  CHECK(rdmaps_server_create(&adopting, &adopter) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), "RDMAPS_METRICS is set but empty") != NULL,
+        "an empty RDMAPS_METRICS: %s", rdmaps_last_error());
+  unsetenv("RDMAPS_METRICS");
+  rdmaps_client_options adopting_worker = {"127.0.0.1:1", 0, "--rule-from-workers", 0};
+  rdmaps_client* refused_worker = NULL;
+  CHECK(rdmaps_client_create(&adopting_worker, &refused_worker) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), "--rule-from-workers is a server's flag") != NULL,
+        "a worker's --rule-from-workers: %s", rdmaps_last_error());
+
   rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport shm --lr 0.5", 0, 0};
   rdmaps_server* server = NULL;
   rdmaps_status st = rdmaps_server_create(&so, &server);
