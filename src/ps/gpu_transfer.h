@@ -16,12 +16,11 @@
 
 namespace rdmaps::ps {
 
-/// Chunks the staged path keeps in flight when not told: enough for 8 MiB,
-/// at least 3. A send over tcp (or RC) completes locally only once its bytes
-/// left, so a ring of 3 x 1 MiB let the socket run dry between sends: the
-/// staged tcp push reached 0.73 of the pinned-host one on an H200 host, whose
-/// host path has every piece in flight (docs/benchmarks.md). shm completes at
-/// the copy and gains nothing past 3. `--staging-depth` overrides it.
+/// Chunks in the staged path's ring when not told: enough for 8 MiB, at
+/// least 3 (a quarter copied ahead, the rest sends in flight: staged_pipeline.h). A send over tcp (or RC) completes
+/// locally only once its bytes left, so a ring of 3 x 1 MiB let the socket run dry between sends: the staged tcp push
+/// reached 0.73 of the pinned-host one on an H200 host, whose host path has every piece in flight (docs/benchmarks.md).
+/// shm completes at the copy and gains nothing past 3. `--staging-depth` overrides it.
 int staging_depth_for(size_t chunk_bytes);
 
 class GpuTransfer {

@@ -1,4 +1,4 @@
-// The order of a staged push (docs/protocol.md "Pushes from GPU memory"):
+// The order of a staged push (docs/cluster.md, the GPU paths' table):
 // pieces copied from the device into a ring of pinned buffers and sent from
 // there, copies and sends overlapping.
 #pragma once
