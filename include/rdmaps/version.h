@@ -44,6 +44,7 @@ const char* rdmaps_library_path(void);
 #ifdef __cplusplus
 }
 
+#include <cstddef>
 #include <initializer_list>
 #include <string>
 
@@ -54,16 +55,41 @@ const char* rdmaps_library_path(void);
 
 namespace rdmaps {
 
-/// The sizes and alignments of the public types, folded into one number
-/// (FNV-1a): it differs where a field was added to or removed from one of
-/// them, as these headers were compiled.
+/// The sizes and alignments of the public types, and where the C option
+/// structs' fields lie, folded into one number (FNV-1a): it differs where a
+/// field was added to or removed from one of them, as these headers were
+/// compiled; in a C struct also one added into padding, which keeps its size
+/// (a caller built before would pass the padding's garbage as the field).
 constexpr uint64_t abi_layout() {
   uint64_t h = 14695981039346656037ull;
-  for (uint64_t v :
-       {sizeof(Config), alignof(Config), sizeof(ServerOptions), sizeof(DurationHistogram), sizeof(ServerStats),
-        alignof(ServerStats), sizeof(Server), sizeof(ClientOptions), sizeof(ClientStats), sizeof(PullTarget),
-        sizeof(Client), sizeof(Error), sizeof(Errc), sizeof(rdmaps_client_options), sizeof(rdmaps_client_stats),
-        sizeof(rdmaps_server_options), sizeof(rdmaps_server_stats)}) {
+  for (uint64_t v : {sizeof(Config),
+                     alignof(Config),
+                     sizeof(ServerOptions),
+                     sizeof(DurationHistogram),
+                     sizeof(ServerStats),
+                     alignof(ServerStats),
+                     sizeof(Server),
+                     sizeof(ClientOptions),
+                     sizeof(ClientStats),
+                     sizeof(PullTarget),
+                     sizeof(Client),
+                     sizeof(Error),
+                     sizeof(Errc),
+                     sizeof(rdmaps_client_options),
+                     sizeof(rdmaps_client_stats),
+                     sizeof(rdmaps_server_options),
+                     sizeof(rdmaps_server_stats),
+                     offsetof(rdmaps_client_options, servers),
+                     offsetof(rdmaps_client_options, worker),
+                     offsetof(rdmaps_client_options, config),
+                     offsetof(rdmaps_client_options, timeout_ms),
+                     offsetof(rdmaps_server_options, listen),
+                     offsetof(rdmaps_server_options, index),
+                     offsetof(rdmaps_server_options, servers),
+                     offsetof(rdmaps_server_options, workers),
+                     offsetof(rdmaps_server_options, config),
+                     offsetof(rdmaps_server_options, insecure),
+                     offsetof(rdmaps_server_options, max_bytes)}) {
     h = (h ^ v) * 1099511628211ull;
   }
   return h;
