@@ -31,7 +31,7 @@ asan_log=$build/asan-build.log
     meson setup "$asan" -Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=plain -Dcpp_args=-O0 \
       -Dc_args=-O0 -Dunity=on -Dcuda=disabled -Dpython=disabled -Dbenchmarks=false
   fi
-  exec chrt --idle 0 ninja -C "$asan" tests/transport_tests tests/ps_tests tests/fuzz_tests
+  exec chrt --idle 0 ninja -C "$asan" tests/transport_tests tests/ps_tests tests/fuzz_tests tests/c_abi_test
 ) >"$asan_log" 2>&1 &
 asan_build=$!
 trap 'kill "$asan_build" 2>/dev/null || true' EXIT
@@ -90,6 +90,7 @@ asan_one=$!
   asan_test ps-2 ps 2 || s=1
   asan_test fuzz fuzz || s=1
   asan_test transport transport || s=1
+  asan_test c-abi c-abi || s=1  # destroy while running, fork, callbacks: the use-after-free it guards shows here
   exit $s
 ) &
 asan_two=$!

@@ -91,8 +91,8 @@ static void restart_from_checkpoint(void) {
   CHECK(rdmaps_client_push(client, "w", g, 100) == RDMAPS_OK && rdmaps_client_pull(client, "w", w, 100) == RDMAPS_OK,
         "training after the restart: %s", rdmaps_last_error());
   CHECK(w[0] == 0.0f, "a step after the restart should give 0, got %f", w[0]);
-  rdmaps_client_stats cs;
-  rdmaps_client_get_stats(client, &cs);
+  rdmaps_client_stats cs = {0};
+  CHECK(rdmaps_client_get_stats(client, &cs) == RDMAPS_OK, "stats: %s", rdmaps_last_error());
   CHECK(cs.reconnects == 1 && cs.pushes_lost == 0, "%llu reconnects, %llu pushes lost",
         (unsigned long long)cs.reconnects, (unsigned long long)cs.pushes_lost);
   rdmaps_client_destroy(client);
@@ -124,8 +124,9 @@ static void final_checkpoint_failure(void) {
   CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
   float w[100];
   for (int i = 0; i < 100; ++i) w[i] = 1.0f;
-  CHECK(rdmaps_client_register_memory(client, NULL, 100) == RDMAPS_ERR_INVALID_ARGUMENT, "NULL memory registered");
-  CHECK(rdmaps_client_register_memory(client, w, 0) == RDMAPS_ERR_INVALID_ARGUMENT, "no memory registered");
+  CHECK(client && rdmaps_client_register_memory(client, NULL, 100) == RDMAPS_ERR_INVALID_ARGUMENT,
+        "NULL memory registered");
+  CHECK(client && rdmaps_client_register_memory(client, w, 0) == RDMAPS_ERR_INVALID_ARGUMENT, "no memory registered");
   /* w outlives the client: pulls into it land in place over tcp */
   CHECK(client && rdmaps_client_register_memory(client, w, 100) == RDMAPS_OK &&
             rdmaps_client_declare(client, "w", 100) == RDMAPS_OK && rdmaps_client_connect(client) == RDMAPS_OK &&
