@@ -108,6 +108,8 @@ TEST(GpuPush, StagedPushIsBitIdenticalAtEveryRingDepth) {
       SCOPED_TRACE(std::string(wire == WireFormat::kBf16 ? "bf16" : "f32") + ", staging depth " +
                    std::to_string(depth));
       auto [from_device, device_path] = run(true, wire, false, depth);
+      // A UCX that reads GPU memory sends it directly: then no ring was tested.
+      if (device_path != "staged") GTEST_SKIP() << "the push took the " << device_path << " path: nothing staged";
       EXPECT_EQ(std::memcmp(from_host.data(), from_device.data(), kFloats * 4), 0);
     }
   }
