@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the build into a scratch prefix and builds tests/install/consumer.cc
-# against it twice, with pkg-config alone and with CMake's find_package, and
-# runs both; the installed programs and Python package run from there too.
+# (C++) and consumer.c (C) against it, each with pkg-config alone and with
+# CMake's find_package, and runs them; the installed programs and Python package run from there too.
 set -euo pipefail
 build=$(cd "$1" && pwd); src=$(cd "$2" && pwd)
 prefix=$(mktemp -d)
@@ -45,3 +45,9 @@ fi
 cmake -S "$src/tests/install/cmake" -B "$prefix/cmake-build" -DCMAKE_PREFIX_PATH="$root" >/dev/null
 cmake --build "$prefix/cmake-build" >/dev/null
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/cmake-build/consumer"
+# A trainer in C: the C API with a C compiler, through pkg-config and through a CMake project without C++.
+cc -std=c11 $cflags "$src/tests/install/consumer.c" -o "$prefix/consumer_c" $libs
+LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/consumer_c"
+cmake -S "$src/tests/install/cmake_c" -B "$prefix/cmake-c-build" -DCMAKE_PREFIX_PATH="$root" >/dev/null
+cmake --build "$prefix/cmake-c-build" >/dev/null
+LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/cmake-c-build/consumer_c"
