@@ -284,6 +284,7 @@ Options parse_options(int argc, char** argv) {
   o.role_given = role->count() > 0;
   o.workers_given = workers->count() > 0;
   o.servers_given = servers->count() > 0;
+  o.evals_per_epoch_given = app.get_option("--evals-per-epoch")->count() > 0;
   o.config_args = cli::given(config_options);
   for (const char* flag : {"--out", "--label"})
     if (app.get_option(flag)->count() > 0) o.summary_flags.push_back(flag);
@@ -407,7 +408,8 @@ std::vector<std::string> passthrough(const Options& o, bool server) {
                                    "--seed",        std::to_string(o.seed),
                                    "--train-limit", std::to_string(o.train_limit),
                                    "--test-limit",  std::to_string(o.test_limit)};
-  args.insert(args.end(), {"--evals-per-epoch", std::to_string(o.evals_per_epoch)});
+  // Only as given: the default is capped at an epoch's steps, a number asked for is checked against them.
+  if (o.evals_per_epoch_given) args.insert(args.end(), {"--evals-per-epoch", std::to_string(o.evals_per_epoch)});
   // A local run's servers for virtual workers: the server role runs them without the bound.
   if (server && o.virtual_workers) args.insert(args.end(), {"--virtual-workers", std::to_string(o.virtual_workers)});
   if (o.gpu_shard) args.push_back("--gpu-shard");

@@ -49,7 +49,8 @@ struct Options {
   bool insecure = false;        ///< --role server: serve off loopback without a secret (ServerOptions::insecure)
   double expect_accuracy = -1;  ///< exit non-zero below this final accuracy
   size_t train_limit = 0, test_limit = 0;
-  uint32_t evals_per_epoch = 2;  ///< test passes per epoch (worker 0's)
+  uint32_t evals_per_epoch = 2;        ///< test passes per epoch (worker 0's)
+  bool evals_per_epoch_given = false;  ///< asked for: more than an epoch's steps is refused, not capped
   /// The parameter-server flags given, on the command line or by their
   /// RDMAPS_* variables, as --name=value: every process of the job gets them.
   std::vector<std::string> config_args;

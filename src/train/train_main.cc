@@ -149,6 +149,7 @@ WorkerOptions worker_options(const Options& o) {
   wo.evaluate = o.worker == 0;
   wo.evaluate_aside = true;  // a test pass must not hold the others (evaluator.h)
   wo.evals_per_epoch = o.evals_per_epoch;
+  wo.evals_per_epoch_given = o.evals_per_epoch_given;
   wo.straggle = o.straggler.random || static_cast<int>(o.worker) == o.straggler.worker ? o.straggler.factor : 1.0;
   wo.straggle_chance = o.straggler.random ? 1.0 / o.workers : 1.0;
   wo.train_limit = o.train_limit;

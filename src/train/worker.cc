@@ -41,6 +41,13 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
     throw Error(Errc::kInvalidArgument, "worker " + std::to_string(o.worker) + " gets " + std::to_string(mine_.size()) +
                                             " training examples, less than one batch of " + std::to_string(o.batch) +
                                             ": lower --workers or --batch, or raise --train-limit");
+  // It tests after a step: more asked for than steps gave fewer, without a word.
+  if (o.evaluate && o.evals_per_epoch_given && o.evals_per_epoch > steps_per_epoch_)
+    throw Error(Errc::kInvalidArgument,
+                "--evals-per-epoch " + std::to_string(o.evals_per_epoch) + ": worker " + std::to_string(o.worker) +
+                    " takes " + std::to_string(steps_per_epoch_) + " steps an epoch (" + std::to_string(mine_.size()) +
+                    " training examples in batches of " + std::to_string(o.batch) +
+                    ") and tests after a step: give at most " + std::to_string(steps_per_epoch_));
   // Sized once a batch is known to fit: --batch 4294967295 asked for 13 TB.
   x_.resize(size_t{o.batch} * Mlp::kIn);
   y_.resize(o.batch);

@@ -34,6 +34,7 @@ struct WorkerOptions {
   bool evaluate = false;         ///< this worker measures test accuracy
   bool evaluate_aside = false;   ///< on a thread of its own, while it steps on (evaluator.h)
   uint32_t evals_per_epoch = 2;
+  bool evals_per_epoch_given = false;      ///< asked for: more than an epoch's steps is refused
   size_t train_limit = 0, test_limit = 0;  ///< use only the first N examples (0 = all)
   float lr = 0.1f;                         ///< base learning rate (the servers' unless cosine)
   bool cosine = false;                     ///< decay lr to 5 % over the run; pushes carry the rate

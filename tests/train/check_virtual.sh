@@ -194,6 +194,14 @@ done
   >/dev/null 2>&1 || fail "--evals-per-epoch 4 run failed"
 steps=$(cut -d, -f6 "$out/evals/metrics.csv" | tail -n +2 | tr '\n' ' ')
 [ "$steps" = "0 3 5 8 10 13 15 18 20 " ] || fail "--evals-per-epoch 4 at 10 steps an epoch evaluated after steps: $steps"
+# More than the steps of an epoch, asked for: refused (it tested after each step, 10 where 20 were asked;
+# the default, 2, stays capped: 64 workers above take a step an epoch each).
+if "$train" --virtual-workers 1 --train-limit 640 --test-limit 100 --epochs 1 --evals-per-epoch 20 \
+  --out "$out/evals20" >"$out/evals20.log" 2>&1; then
+  fail "--evals-per-epoch 20 at 10 steps an epoch was taken"
+fi
+grep -q -- "--evals-per-epoch 20: worker 0 takes 10 steps an epoch (640 training examples in batches of 64)" \
+  "$out/evals20.log" || fail "--evals-per-epoch 20 at 10 steps an epoch: $(tail -3 "$out/evals20.log")"
 
 # --role virtual (virtual workers against servers of their own) checks
 # --expect-accuracy as --role worker does: it exited 0 whatever it reached.
