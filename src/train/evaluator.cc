@@ -48,7 +48,7 @@ void Evaluator::submit(std::span<const float> params, double epoch, uint64_t ste
   {
     std::lock_guard lock(mutex_);
     // One snapshot waits behind the one under test, at most; a newer one
-    // takes its place. Tests slower than steps (--evals-per-epoch 1000) must
+    // takes its place. Tests slower than steps (an evaluation every step) must
     // not pile up a copy of the model per step; the last, the final model,
     // always gets its test.
     if (queue_.size() < 2) queue_.push_back({std::move(spare_), 0, 0, {}, -1});
