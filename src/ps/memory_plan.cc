@@ -14,8 +14,11 @@ MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& con
   p.shared = gpu_shard ? 0 : table;  // a GPU shard keeps parameters, state and DC backups in device memory
   // Each lane keeps the snapshot it copies for the writer (docs/cluster.md "Checkpoints").
   if (!config.checkpoint_dir.empty()) p.checkpoint = table;
-  // The push path is chosen per worker; anything but shared memory may be tcp.
-  p.copies = math::needs_backup(config.rule) || gpu_shard || config.transport != "shm";
+  // The push path is chosen per worker; anything but shared memory may be
+  // tcp, and a worker may ask for active messages (the server told so plans
+  // for it; ServerImpl warns of one it did not plan for).
+  p.copies =
+      math::needs_backup(config.rule) || gpu_shard || config.transport != "shm" || config.push_path == PushPath::kAm;
   const uint64_t inbox = SlotLayout{config.shard_floats * sizeof(float)}.slot_bytes() * config.inbox_slots;
   p.per_worker = uint64_t{lanes} * inbox + (p.copies ? range : 0);
   return p;

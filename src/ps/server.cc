@@ -200,7 +200,9 @@ class ServerImpl {
   std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
   std::vector<uint64_t> resumed_clocks_;   // by worker: the clock the resumed checkpoint expects it back at, or 0
   uint64_t instance_ = 0;                  // random: this server process, as its workers know it
-  ClosingEndpoints closing_;               // control connections, closed once the worker closed its side
+  bool planned_copies_ = false;            // the memory plan counted a copy of the range per worker
+  bool said_unplanned_copy_ = false;
+  ClosingEndpoints closing_;  // control connections, closed once the worker closed its side
   struct Held {
     std::unique_ptr<transport::Endpoint> ep;
     std::vector<uint8_t> message;
@@ -248,6 +250,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   }
   // Before any lane allocates: a server killed by the kernel mid-run says nothing.
   if (auto refusal = memory_refusal(memory, available, config.rule)) throw Error(Errc::kNoMemory, *refusal);
+  planned_copies_ = memory.copies;
   if (auto warning = memory_warning(memory, options_.workers, available, config.rule))
     logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   std::vector<std::unique_ptr<ServerLane>> made;
@@ -383,6 +386,15 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     try {
       for (size_t l = 0; l < lanes_.size(); ++l)
         if (lanes_[l]->needs_copy(use_am)) copies[l] = HostPages(lanes_[l]->copy_bytes());
+      if (use_am && !planned_copies_ && !said_unplanned_copy_ && !copies.empty() && copies.front()) {
+        said_unplanned_copy_ = true;
+        logf(LogLevel::kWarn,
+             "rdmaps-server: warning: worker %u asked for the active-message push path: each such worker takes a "
+             "copy of this server's range (%s) that the memory plan did not count (give the server --push-path am "
+             "to plan for it)",
+             hello.worker,
+             transport::size_text(partition_->server_range(options_.index).size() * sizeof(float)).c_str());
+      }
       fault_in(copies, std::min<uint32_t>(usable_cores(), static_cast<uint32_t>(lanes_.size())));
     } catch (const Error& e) {
       throw Error(e.code(), std::string("server has no memory for this worker's copy of its range: ") + e.what());

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -17,6 +18,7 @@
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "src/api/log_sink.h"
+#include "tests/ps/fixture.h"
 
 namespace rdmaps {
 namespace {
@@ -61,6 +63,29 @@ TEST_F(LogTest, TheThresholdDropsLowerLevelsAndOffDropsAll) {
   EXPECT_EQ(captured_.lines[1].first, LogLevel::kError);
   EXPECT_FALSE(captured_.has("quiet"));
   EXPECT_FALSE(captured_.has("silenced"));
+}
+
+// An SGD server over shared memory plans no copy of its range per worker; a
+// worker asking for active messages gets one all the same: said once, with
+// the way to plan for it, and not for workers on the put path.
+TEST_F(LogTest, AWorkerTakingACopyTheMemoryPlanDidNotCountIsSaidOnce) {
+  set_log_level(LogLevel::kInfo);
+  Config c = test::sgd_config(transport::TransportKind::kShm, 0.1f, 1024);
+  test::ServerGroup servers(1, 3, c);
+  Config am = c;
+  am.push_path = PushPath::kAm;
+  std::vector<std::unique_ptr<Client>> workers;
+  for (uint32_t w = 0; w < 3; ++w) {
+    workers.push_back(std::make_unique<Client>(test::local_worker_options(servers.addresses(), w == 0 ? c : am, w)));
+    workers.back()->declare("w", 4096);
+    workers.back()->connect();
+  }
+  EXPECT_FALSE(captured_.has("worker 0 asked for the active-message push path")) << "a put-path worker";
+  EXPECT_TRUE(
+      captured_.has("worker 1 asked for the active-message push path: each such worker takes a copy of "
+                    "this server's range ("));
+  EXPECT_TRUE(captured_.has("that the memory plan did not count (give the server --push-path am to plan for it)"));
+  EXPECT_FALSE(captured_.has("worker 2 asked")) << "said once";
 }
 
 TEST_F(LogTest, LongLinesAndThrowingSinksLoseNothing) {

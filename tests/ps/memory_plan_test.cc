@@ -34,8 +34,12 @@ TEST(MemoryPlan, DelayCompensationKeepsACopyPerWorkerPlainSgdOverSharedMemoryDoe
   EXPECT_FALSE(sgd.copies);
   EXPECT_EQ(sgd.shared, uint64_t{1} << 30);
   EXPECT_LT(sgd.per_worker, uint64_t{16} << 20);
-  // Over tcp the write-back path keeps a copy whatever the rule.
+  // Over tcp the write-back path keeps a copy whatever the rule, and so does
+  // the active-message path over shared memory, where the server is told it.
   EXPECT_TRUE(ps::server_memory_plan(floats, 2, rule_over(UpdateRule::kSgd, "tcp"), false).copies);
+  Config am = rule_over(UpdateRule::kSgd, "shm");
+  am.push_path = PushPath::kAm;
+  EXPECT_TRUE(ps::server_memory_plan(floats, 2, am, false).copies);
 }
 
 TEST(MemoryPlan, AServerShortOfMemorySaysHowManyWorkersFitAndWhy) {
