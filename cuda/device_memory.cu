@@ -90,12 +90,13 @@ double elapsed_ms_between_events(void (*body)(void*), void* arg, int iters) {
   cudaEvent_t start, stop;
   check(cudaEventCreate(&start), "event");
   check(cudaEventCreate(&stop), "event");
-  cudaEventRecord(start);
+  // Every step checked: a failed one gave 0 ms, and the benchmark reported infinite GB/s.
+  check(cudaEventRecord(start), "timing: record the start");
   for (int i = 0; i < iters; ++i) body(arg);
-  cudaEventRecord(stop);
+  check(cudaEventRecord(stop), "timing: record the end");
   check(cudaEventSynchronize(stop), "timing");
   float ms = 0;
-  cudaEventElapsedTime(&ms, start, stop);
+  check(cudaEventElapsedTime(&ms, start, stop), "timing: elapsed time");
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   return ms;

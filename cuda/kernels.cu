@@ -21,8 +21,13 @@ void check_launch(const char* what) {
 
 unsigned blocks_for(size_t n) {
   int device = 0, sms = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  // Failures said here: left as the thread's last error, the next launch's
+  // check named the kernel for them.
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess)
+    throw Error(Errc::kInternal,
+                std::string("CUDA: the multiprocessor count of the current device: ") + cudaGetErrorString(err));
   size_t wanted = (n + kThreads - 1) / kThreads;
   size_t cap = static_cast<size_t>(sms > 0 ? sms : 80) * 8;  // enough blocks in flight to saturate memory
   return static_cast<unsigned>(wanted < cap ? (wanted ? wanted : 1) : cap);
