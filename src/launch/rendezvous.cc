@@ -138,7 +138,8 @@ RendezvousHost::~RendezvousHost() {
 
 void RendezvousHost::serve() {
   std::vector<std::string> addresses(num_servers_);
-  std::vector<std::unique_ptr<Connection>> connections;  // in the order they came
+  std::vector<std::unique_ptr<Connection>> connections;        // in the order they came
+  std::vector<std::pair<int64_t, const Connection*>> claimed;  // this pass: ranks a connection claimed, and it
   // What the proven request of a rank says back (no proof of its own yet).
   auto answer = [&](std::string_view body, uint64_t* rank_out) -> std::string {
     std::istringstream in{std::string(body)};
@@ -247,10 +248,8 @@ void RendezvousHost::serve() {
     }
     c.deadline = Clock::now() + kIdleAfterProof;
     if (rank == UINT64_MAX || static_cast<int64_t>(rank) == c.rank) return;
-    // One connection per rank: a rank that connected again left the other.
-    for (auto& other : connections)
-      if (other.get() != &c && other->rank == static_cast<int64_t>(rank)) other->closing = true;
     c.rank = static_cast<int64_t>(rank);
+    claimed.emplace_back(c.rank, &c);  // the others of its rank close after this pass
   };
 
   Clock::time_point last_warned{};
@@ -285,6 +284,11 @@ void RendezvousHost::serve() {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     const auto now = Clock::now();
+    // take() runs inside erase_if, whose moved-from slots hold null: the
+    // connection an earlier one of its rank left is closed after the pass
+    // (looked for during it, a rank's first request met a null slot and the
+    // host crashed: a launch's srun-rendezvous run, session 46).
+    claimed.clear();
     std::erase_if(connections, [&](const std::unique_ptr<Connection>& owned) {
       Connection& c = *owned;
       try {
@@ -301,6 +305,10 @@ void RendezvousHost::serve() {
         return true;  // gone, or sent something no rank sends: its own rank reports its failure
       }
     });
+    // One connection per rank: a rank that connected again left the other.
+    for (const auto& [rank, owner] : claimed)
+      for (auto& other : connections)
+        if (other.get() != owner && other->rank == rank) other->closing = true;
   }
 }
 
