@@ -27,6 +27,12 @@ time_left() {  # $1: a run's own limit in seconds -> the smaller of it and what 
   echo $(($1 < left ? $1 : left))
 }
 
+spent() {  # NAME LIMIT: true (and NAME logged and recorded in `failed` as not run) when LIMIT is 0
+  [ "$2" -eq 0 ] || return 1
+  echo "== $1: not run: the --budget of $budget s is spent" | tee -a "$log"
+  failed+=("$1 (not run: --budget spent)")
+}
+
 find_tool() {  # $1: program name -> its path under --bin (a build tree or one folder), else PATH, else empty
   local b
   for b in "$bin" "$bin/bench" "$bin/src" "$bin/tests"; do

@@ -41,11 +41,7 @@ run() {
   local name=$1 limit
   limit=$(time_left "$2")
   shift 2
-  if [ "$limit" -eq 0 ]; then
-    echo "== $name: not run: the --budget of $budget s is spent" | tee -a "$log"
-    failed+=("$name (not run: --budget spent)")
-    return
-  fi
+  spent "$name" "$limit" && return
   echo "== $name: $*" | tee -a "$log"
   local start=$SECONDS
   timeout -k 10 "$limit" "$@" >"$out/runs/$name.out" 2>>"$log"

@@ -45,11 +45,7 @@ part() {
   local name=$1 start=$SECONDS limit
   shift
   limit=$(time_left "$budget")
-  if [ "$limit" -eq 0 ]; then
-    echo "== $name: not run: the --budget of $budget s is spent" | tee -a "$log"
-    failed+=("$name (not run: --budget spent)")
-    return
-  fi
+  spent "$name" "$limit" && return
   echo "== $name: $*" | tee -a "$log"
   { echo "## $name"; echo; } >>"$md"
   if declare -F "$1" >/dev/null; then

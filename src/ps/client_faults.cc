@@ -231,9 +231,11 @@ void ClientImpl::refetch(ServerLink& link) {
   // a push must not be ahead of its shard's).
   for (uint32_t i = 0; i < partition_->tensors().size(); ++i) {
     const Range held = overlap(partition_->tensor(i), link.range);
-    for (uint64_t pos = held.begin; pos < held.end; pos = partition_->shard(link.index, shard_of(link, pos)).end) {
-      uint64_t& version = copy_versions_[partition_->segment(i, link.index, shard_of(link, pos))];
-      version = std::min(version, link.versions()[shard_of(link, pos)]);
+    for (uint64_t pos = held.begin; pos < held.end;) {
+      const uint32_t k = shard_of(link, pos);
+      uint64_t& version = copy_versions_[partition_->segment(i, link.index, k)];
+      version = std::min(version, link.versions()[k]);
+      pos = partition_->shard(link.index, k).end;
     }
   }
 }
