@@ -52,6 +52,10 @@ class TcpSocket {
 
   /// Whether data (or EOF) is waiting, within `timeout_ms` (0: just look).
   bool readable(int timeout_ms) const;
+  /// Kernel keepalive probes after `silence` less four probes of an eighth of
+  /// it (at least 1 s each), so a peer whose host vanished, which sends no
+  /// FIN, shows as closed about `silence` after the last traffic; 0: off.
+  void keep_alive(std::chrono::milliseconds silence) const;
   SockAddr local_address() const;
   int fd() const { return fd_; }
 

@@ -2411,6 +2411,34 @@ TEST(TcpKeepalive, ASilentConnectionLivesAsLongAsThePeerTimeoutSays) {
   }
 }
 
+// Every transport learns of a dead peer from its bootstrap socket closing;
+// one whose host vanished sends no FIN, so without keepalive a lane waiting
+// on it over shm or verbs (no UCX tcp connection to probe) waited for good.
+TEST(TcpKeepalive, TheBootstrapConnectionIsProbedOnEveryTransport) {
+  for (const uint64_t peer_timeout_ms : {uint64_t{120000}, uint64_t{0}}) {
+    Config c = fault_config(transport::TransportKind::kShm);
+    c.peer_timeout_ms = peer_timeout_ms;
+    ServerGroup servers(1, 1, c);
+    Client client(local_worker_options(servers.addresses(), c));
+    std::vector<float> w(kFaultFloats, 1.0f);
+    client.declare("w", w.size());
+    client.connect();
+    client.push("w", w);
+    client.pull("w", w);
+    // Over shared memory the only tcp connections are the bootstrap ones,
+    // the worker's to the server and the lanes', both ends in this process.
+    const std::vector<double> timers = keepalive_timers();
+    if (!peer_timeout_ms) {
+      EXPECT_TRUE(timers.empty()) << "--peer-timeout 0 armed " << timers.size() << " keepalive timer(s)";
+      continue;
+    }
+    ASSERT_GE(timers.size(), 2u) << "both ends of a bootstrap connection should be kept alive";
+    for (double t : timers)
+      EXPECT_GT(t, 40.0) << "a keepalive probe comes " << t << " s from now; --peer-timeout 120 puts the "
+                         << "first 60 s after the last traffic";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, PsFaultTest,
                          testing::Values(transport::TransportKind::kTcp, transport::TransportKind::kShm),
                          transport_param_name);

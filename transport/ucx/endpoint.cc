@@ -99,6 +99,12 @@ std::unique_ptr<UcxEndpoint> UcxEndpoint::connect(UcxContext& context, const Soc
   }
 }
 
+void UcxEndpoint::adopt_socket(TcpSocket socket, std::optional<ControlSeal> seal) {
+  socket.keep_alive(context_.options().peer_silence);
+  socket_ = std::move(socket);
+  seal_ = std::move(seal);
+}
+
 void UcxEndpoint::on_error(void* arg, ucp_ep_h, ucs_status_t status) {
   auto* self = static_cast<UcxEndpoint*>(arg);
   self->error_.store(status, std::memory_order_release);

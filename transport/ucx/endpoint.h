@@ -29,10 +29,10 @@ class UcxEndpoint final : public Endpoint {
                                               std::chrono::milliseconds timeout, const std::string& name,
                                               IfRefused if_refused);
   /// `seal`: the handshake's, which every control message then carries.
-  void adopt_socket(TcpSocket socket, std::optional<ControlSeal> seal) {
-    socket_ = std::move(socket);
-    seal_ = std::move(seal);
-  }
+  /// The socket is kept alive as ContextOptions::peer_silence says: it is how
+  /// every transport learns of a dead peer, and one whose host vanished sends
+  /// no FIN (a lane waiting on it waited for good).
+  void adopt_socket(TcpSocket socket, std::optional<ControlSeal> seal);
   ~UcxEndpoint() override;
 
   const std::string& peer_name() const override { return peer_; }
