@@ -11,6 +11,7 @@
 
 #include "rdmaps/error.h"
 #include "src/api/log_sink.h"
+#include "src/api/utf8.h"
 
 namespace rdmaps {
 namespace {
@@ -136,12 +137,22 @@ bool log_enabled(LogLevel level) {
 void log(LogLevel level, const std::string& text) {
   if (!log_enabled(level)) return;
   // One line per call, whatever a peer put in it: a tensor name with a NUL
-  // cut the line short, a newline or an escape forged a line of its own.
+  // cut the line short, a newline or an escape forged a line of its own, and
+  // bytes that are not UTF-8 made Python's sink drop the line.
   const auto control = [](char c) { return (c >= 0 && c < 0x20) || c == 0x7f; };
   std::string cleaned;
-  if (std::any_of(text.begin(), text.end(), control)) {
-    cleaned = text;
-    std::replace_if(cleaned.begin(), cleaned.end(), control, '?');
+  if (std::any_of(text.begin(), text.end(), control) || utf8_error_at(text) != std::string_view::npos) {
+    cleaned.reserve(text.size());
+    for (size_t i = 0; i < text.size();) {
+      const size_t n = utf8_char_length(text, i);
+      if (n == 0 || (n == 1 && control(text[i]))) {
+        cleaned += '?';
+        ++i;
+      } else {
+        cleaned.append(text, i, n);
+        i += n;
+      }
+    }
   }
   const std::string& line = cleaned.empty() ? text : cleaned;
   if (!in_sink) {

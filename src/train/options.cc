@@ -9,6 +9,7 @@
 #include "rdmaps/server.h"
 #include "src/api/cli.h"
 #include "src/api/config_flags.h"
+#include "src/api/utf8.h"
 #include "src/launch/placement.h"
 #include "src/launch/server_list.h"
 #include "src/train/virtual_workers.h"
@@ -91,31 +92,6 @@ std::string exact(float v) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(v));
   return buf;
-}
-
-// Where `text` stops being UTF-8 as the summary's JSON writer takes it
-// (RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF), or npos.
-size_t utf8_error_at(const std::string& text) {
-  auto at = [&](size_t i) { return static_cast<unsigned char>(text[i]); };
-  for (size_t i = 0; i < text.size();) {
-    const unsigned b = at(i);
-    size_t n = 0;
-    unsigned low = 0x80, high = 0xbf;  // the second byte's range
-    if (b < 0x80)
-      n = 1;
-    else if (b >= 0xc2 && b <= 0xdf)
-      n = 2;
-    else if (b >= 0xe0 && b <= 0xef)
-      n = 3, low = b == 0xe0 ? 0xa0 : 0x80, high = b == 0xed ? 0x9f : 0xbf;
-    else if (b >= 0xf0 && b <= 0xf4)
-      n = 4, low = b == 0xf0 ? 0x90 : 0x80, high = b == 0xf4 ? 0x8f : 0xbf;
-    if (n == 0 || i + n > text.size()) return i;
-    if (n > 1 && (at(i + 1) < low || at(i + 1) > high)) return i;
-    for (size_t k = 2; k < n; ++k)
-      if ((at(i + k) >> 6) != 0x2) return i;
-    i += n;
-  }
-  return std::string::npos;
 }
 
 }  // namespace

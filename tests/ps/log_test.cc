@@ -106,6 +106,16 @@ TEST_F(LogTest, ControlCharactersInALineAreShownNotObeyed) {
   EXPECT_EQ(captured_.lines[0].second, "refused: tensor 'a?b?[fake] rdmaps-server: ok?[2J' differs");
 }
 
+// A peer's bytes that are not UTF-8 (a tensor name 'w\xff'): Python's sink
+// decodes a line strictly, and dropped it with a UnicodeDecodeError of its
+// own. Valid characters of any length stay as they are.
+TEST_F(LogTest, BytesThatAreNotUtf8AreShownNotPassedOn) {
+  log(LogLevel::kWarn,
+      "tensor 'w\xff\xfe', '\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80', cut '\xe2\x82', overlong '\xc0\xaf'");
+  ASSERT_EQ(captured_.lines.size(), 1u);
+  EXPECT_EQ(captured_.lines[0].second, "tensor 'w?\?', '\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80', cut '?\?', overlong '?\?'");
+}
+
 TEST_F(LogTest, LevelNamesParseAndBadOnesNameTheirSource) {
   for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarn, LogLevel::kError, LogLevel::kOff})
     EXPECT_EQ(parse_log_level(log_level_name(l), "x"), l);
