@@ -64,20 +64,22 @@ class ForkedListeners {
   }
 
  private:
-  ForkedListeners() {
+  // /dev/null is opened here, once: a child forked at the descriptor limit
+  // could not open it and kept the port.
+  ForkedListeners() : null_(::open("/dev/null", O_RDONLY | O_CLOEXEC)) {
     fds_.reserve(8);
     ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
                      [] {
                        ForkedListeners& self = get();
-                       if (const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC); null >= 0) {
-                         for (const int fd : self.fds_) ::dup3(null, fd, O_CLOEXEC);  // as the socket was
-                         ::close(null);
-                       }
+                       for (const int fd : self.fds_)
+                         if (self.null_ < 0 || ::dup3(self.null_, fd, O_CLOEXEC) < 0)
+                           ::close(fd);  // else the number stays taken
                        self.mu_.unlock();
                      });
   }
   std::mutex mu_;  // held across fork(): the child finds the list whole
   std::vector<int> fds_;
+  const int null_;
 };
 
 // A scrape's request arrives whole in milliseconds.
@@ -125,6 +127,11 @@ bool send_some(Connection& c, uint64_t round) {
   }
   return true;
 }
+
+// Ends the connection for the client whoever else holds the socket: a close
+// alone sends no FIN while a forked child (a DataLoader worker) has a copy,
+// and the client waited for its own timeout.
+void hang_up(const Connection& c) { ::shutdown(c.socket.fd(), SHUT_RDWR); }
 
 // Moves one connection on by what poll() reported.
 void step(Connection& c, short revents, uint64_t round, const std::function<std::string()>& render) {
@@ -250,10 +257,17 @@ void HttpEndpoint::serve() {
       log(LogLevel::kWarn, std::string("metrics endpoint stopped: poll: ") + std::strerror(errno));
       return;
     }
-    if (polled[0].revents) return;
+    if (polled[0].revents) {
+      for (const Connection& c : open) hang_up(c);
+      return;
+    }
     const size_t held = open.size();
     for (size_t i = 0; i < held; ++i) step(open[i], polled[i + 2].revents, round, render_);
-    std::erase_if(open, [](const Connection& c) { return c.phase == Connection::Phase::kDone; });
+    std::erase_if(open, [](const Connection& c) {
+      if (c.phase != Connection::Phase::kDone) return false;
+      hang_up(c);
+      return true;
+    });
     while (polled[1].revents) {
       const bool making_room = open.size() >= kMaxConnections;
       const auto oldest = making_room ? evictable() : open.end();
@@ -277,7 +291,10 @@ void HttpEndpoint::serve() {
         accept_after = now + std::chrono::milliseconds(100);
       }
       if (!s.valid()) break;
-      if (making_room) open.erase(oldest);  // only for one that came
+      if (making_room) {  // only for one that came
+        hang_up(*oldest);
+        open.erase(oldest);
+      }
       open.push_back(
           Connection{std::move(s), Connection::Phase::kRequest, {}, {}, 0, 0, Clock::now() + kRequestTime, round});
     }

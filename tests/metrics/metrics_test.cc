@@ -248,6 +248,85 @@ TEST(HttpEndpoint, AForkedChildDoesNotHoldThePort) {
   EXPECT_EQ(what, "") << "a new endpoint on the parent's port, with the child alive";
 }
 
+// The same with the process at its descriptor limit when it forks: the
+// child could not open /dev/null to put in the listener's place, kept the
+// listening socket, and a new endpoint on the port was refused as in use.
+TEST(HttpEndpoint, AChildForkedAtTheDescriptorLimitDoesNotHoldThePort) {
+  std::string address;
+  pid_t child = -1;
+  {
+    rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
+    address = endpoint.address();
+    int started[2];
+    ASSERT_EQ(::pipe(started), 0);
+    size_t open_now = 0;
+    for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++open_now;
+    rdmaps::test::ScopedSoftFileLimit limit(open_now + 8);
+    ASSERT_TRUE(limit.lowered());
+    std::vector<int> held;
+    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+    child = ::fork();
+    if (child == 0) {
+      [[maybe_unused]] const ssize_t n = ::write(started[1], "x", 1);
+      ::sleep(20);  // killed by the test
+      ::_exit(0);
+    }
+    for (int fd : held) ::close(fd);
+    limit.restore();
+    ASSERT_GE(child, 0);
+    char byte;
+    EXPECT_EQ(::read(started[0], &byte, 1), 1);
+    ::close(started[0]);
+    ::close(started[1]);
+  }
+  std::string what;
+  try {
+    rdmaps::metrics::HttpEndpoint again(address, "--metrics", [] { return std::string("up 1\n"); });
+  } catch (const rdmaps::Error& e) {
+    what = e.what();
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_EQ(what, "") << "a new endpoint on the parent's port, with the child alive";
+}
+
+// A connection the endpoint gives up on (its request not whole in 2 s) ends
+// for the client though a forked child holds a copy of the socket: a close
+// alone sent no FIN, and the client waited out its own timeout.
+TEST(HttpEndpoint, AForkedChildDoesNotHoldItsConnections) {
+  rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port_of(endpoint)));
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // accepted by now
+  int started[2];
+  ASSERT_EQ(::pipe(started), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    [[maybe_unused]] const ssize_t n = ::write(started[1], "x", 1);
+    ::sleep(20);  // killed by the test
+    ::_exit(0);
+  }
+  char byte;
+  EXPECT_EQ(::read(started[0], &byte, 1), 1);
+  ::close(started[0]);
+  ::close(started[1]);
+  pollfd p{fd, POLLIN, 0};
+  const int ready = ::poll(&p, 1, 6000);  // the request's 2 s, and room
+  ssize_t got = -2;
+  if (ready == 1) got = ::recv(fd, &byte, 1, MSG_DONTWAIT);
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ::close(fd);
+  EXPECT_EQ(ready, 1) << "no end of the connection within 6 s while the child lived";
+  EXPECT_TRUE(got == 0 || (got < 0 && errno == ECONNRESET)) << "recv gave " << got;
+}
+
 // What each request head gets, from the reply function the endpoint uses.
 TEST(HttpReply, EachRequestGetsItsStatus) {
   const auto page = [] { return std::string("up 1\n"); };
