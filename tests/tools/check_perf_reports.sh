@@ -6,6 +6,11 @@
 #  - ps gives no ratio where its bound leaves out a cost that counts (a
 #    model share under one shard: latency; bf16 pushes: the encoding), and
 #    says so; the JSON names the wire format;
+#  - push_vs_transport and pull_vs_transport compare with a second-long
+#    probe, not the short one that only sizes it (it ran colder than the
+#    workload: ratios 15-25 % too good); no ratio for a model of several
+#    tensors (pieces smaller than the probe's messages) or several servers
+#    on one host (the bound is one server's);
 #  - transport ends at once, naming it, when its peer dies over shared
 #    memory (it spun for the whole 600 s phase timeout).
 set -uo pipefail
@@ -21,6 +26,33 @@ assert r["push_path"] == "am" and r["probe_op"] == "am", r
 assert isinstance(r["ratio"], float) and r["no_ratio_because"] == "", r
 PY
 echo "ok: --transport auto over tcp: probed on the pushes' path (am)"
+
+row=$(json --transport shm --floats 1M --workers 1)
+/usr/bin/python3 - "$row" <<'PY' || fail "one worker's ratios to the probe: $row"
+import json, sys
+r = json.loads(sys.argv[1])
+for way in ("push", "pull"):
+    # With one worker the second-long probe is the bound's own.
+    assert r[f"transport_{way}_GBps"] == r[f"transport_{way}_all_GBps"], (way, r)
+    assert abs(r[f"{way}_vs_transport"] - r[f"{way}_GBps"] / r[f"transport_{way}_all_GBps"]) < 1e-9, (way, r)
+PY
+echo "ok: push and pull against the second-long probe"
+
+row=$(json --transport shm --floats 1M --tensors 100)
+/usr/bin/python3 - "$row" <<'PY' || fail "a model of 100 tensors: $row"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["ratio"] is None and "100 tensors" in r["no_ratio_because"], r
+PY
+echo "ok: a model of several tensors: no ratio, and why"
+
+row=$(json --transport shm --floats 1M --servers 2)
+/usr/bin/python3 - "$row" <<'PY' || fail "two servers on one host: $row"
+import json, sys
+r = json.loads(sys.argv[1])
+assert r["servers"] == 2 and r["ratio"] is None and "2 servers share" in r["no_ratio_because"], r
+PY
+echo "ok: two servers on one host: no ratio, and why"
 
 row=$(json --transport shm --floats 1000)
 /usr/bin/python3 - "$row" <<'PY' || fail "a model under one shard: $row"
