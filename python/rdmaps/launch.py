@@ -125,9 +125,11 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
     # A SIGTERM would end this process and leave the others running: pass it on
     # (only the main thread may set a handler; elsewhere the caller decides).
     # SIGHUP too: the ranks, in sessions of their own, do not get the terminal's hang-up.
+    # One the caller ignores stays ignored: under nohup a hang-up stopped every rank at logout.
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)
+                    if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         return _run(nproc, command, base, prefix)
     finally:

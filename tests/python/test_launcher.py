@@ -364,6 +364,24 @@ sys.exit(3)
                     os.kill(pid, 0)
 
 
+    def test_a_hang_up_the_caller_ignores_stops_nothing(self):
+        # Under nohup (SIGHUP ignored) the launcher set its own handler, and a logout stopped every rank.
+        with tempfile.TemporaryDirectory() as d:
+            code = f"import os, time\nopen(os.path.join({d!r}, os.environ['RANK']), 'w').close()\ntime.sleep(3)"
+            launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
+                                         "--no-python", sys.executable, "-c", code],
+                                        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+            try:
+                deadline = time.monotonic() + 30
+                while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertEqual(len(os.listdir(d)), 2, "the processes did not start")
+                launcher.send_signal(signal.SIGHUP)
+                self.assertEqual(launcher.wait(timeout=30), 0)
+            finally:
+                if launcher.poll() is None:
+                    launcher.kill()
+
     def test_a_stopped_ranks_last_lines_are_not_lost(self):
         # Block-buffered into the launcher's pipe, a rank's prints came 8 KiB at a time, and those of a rank
         # stopped by another's failure were lost with it (Python's SIGTERM does not flush).
