@@ -85,11 +85,19 @@ int main(int argc, char** argv) {
     options.exit_when_done = !keep_running;
     options.stats_interval = rdmaps::cli::milliseconds_of(stats_s);
     options.stall_warning = rdmaps::cli::milliseconds_of(stall_s);
-    // A launch decides what the command line did not (the environment may set these for all ranks).
-    const bool index_given = rdmaps::cli::on_command_line(index, args),
+    // A launch decides what the command line did not: the environment may set
+    // the counts for all ranks. An index or listen address from its variable is
+    // the user's as a flag is (a job script's RDMAPS_SERVER_INDEX=$SLURM_PROCID
+    // was taken for a launch of servers alone, and refused as one without workers).
+    const auto from_variable = [](const CLI::Option* o) {
+      const char* v = std::getenv(o->get_envname().c_str());
+      return v && *v;
+    };
+    const bool index_given = rdmaps::cli::on_command_line(index, args) || from_variable(index),
                servers_given = rdmaps::cli::on_command_line(servers, args),
                workers_given = rdmaps::cli::on_command_line(workers, args),
-               listen_given = rdmaps::cli::on_command_line(listen, args);
+               listen_on_command_line = rdmaps::cli::on_command_line(listen, args),
+               listen_given = listen_on_command_line || from_variable(listen);
     // Started by a launcher as one of several ranks: the rank is the index.
     namespace launch = rdmaps::launch;
     const auto environment = launch::process_environment();
@@ -117,7 +125,7 @@ int main(int argc, char** argv) {
       directory = std::make_unique<launch::ServerDirectory>(*placement, rdmaps::cli::milliseconds_of(launch_timeout_s),
                                                             options.config.secret, environment);
       if (listen_given)
-        directory->check_listen(options.listen, "--listen");
+        directory->check_listen(options.listen, listen_on_command_line ? "--listen" : "RDMAPS_LISTEN");
       else
         options.listen = directory->listen_address();
       if (!options.metrics.empty()) options.metrics = launch::port_plus(options.metrics, placement->rank, "--metrics");

@@ -148,6 +148,13 @@ refused "RDMAPS_SERVERS entry 1 '127.0.0.1:0' has port 0" "${launched[@]}" RDMAP
 refused "--listen 127.0.0.1:0 listens on another port than this server's RDMAPS_SERVERS entry 1 '127.0.0.1:13400'" \
   "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:13400 "${s[@]}"
 refused "RDMAPS_RANK=5 is not below RDMAPS_WORLD_SIZE=1" env RDMAPS_RANK=5 RDMAPS_WORLD_SIZE=1 "${s[@]}"
+# An index or address from its variable is the user's as the flag is: a job
+# script's RDMAPS_SERVER_INDEX=$SLURM_PROCID over a step of servers alone was
+# taken for a launch (and refused as one without workers), and an exported
+# RDMAPS_LISTEN was replaced by the launch's address without a word.
+serves "rdmaps-server 1/2 listening on 127.0.0.1:" "${launched[@]}" RDMAPS_SERVER_INDEX=1 "${s[@]}" --servers 2 --workers 1
+refused "RDMAPS_LISTEN 127.0.0.1:0 listens on another port than this server's RDMAPS_SERVERS entry 1 '127.0.0.1:13400'" \
+  "${launched[@]}" RDMAPS_SERVERS=127.0.0.1:13400 RDMAPS_LISTEN=127.0.0.1:0 "$server"
 # A launched server without a secret gives rdmaps-train's advice for a launch
 # (docs/cluster.md), not a lone server's "listen on 127.0.0.1".
 no_secret=(env -u RDMAPS_SECRET -u RDMAPS_SECRET_FILE RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517)
