@@ -374,6 +374,19 @@ TEST_P(PsSecurityTest, MalformedRegionDescriptorsAreRefusedByTheLane) {
     EXPECT_FALSE(w.accepted);
     EXPECT_NE(w.reason.find("region descriptor"), std::string::npos) << w.reason;
   }
+  // Well framed, but its packed key's memory-domain map names every domain
+  // and holds none of their keys: UCX's unpack takes no length, and read up
+  // to 16 KiB past the 9 bytes.
+  {
+    transport::RegionDescriptor hollow = transport::RegionDescriptor::parse(good, "the test");
+    hollow.packed_key.assign(9, 0);
+    std::fill_n(hollow.packed_key.begin(), 8, 0xff);
+    SetupPeer lane(GetParam(), lane0);
+    lane.ep->send_control(ps::encode(ps::LaneHello{1, welcome.token, 0, hollow.serialize(), {}}), kSetupTimeout);
+    ps::LaneWelcome w = ps::decode_lane_welcome(lane.ep->recv_control(kSetupTimeout), lane0);
+    EXPECT_FALSE(w.accepted);
+    EXPECT_NE(w.reason.find("key"), std::string::npos) << w.reason;
+  }
   // On the put path the lane also reads landing regions: a malformed one, or
   // one granting no write, is refused by name with a good receive region.
   if (welcome.push_path == static_cast<uint32_t>(PushPath::kPut)) {

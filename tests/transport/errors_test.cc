@@ -14,6 +14,7 @@
 #include "tests/transport/fixture.h"
 #include "transport/bootstrap.h"
 #include "transport/tcp_socket.h"
+#include "transport/ucx/region.h"
 
 namespace rdmaps::test {
 namespace {
@@ -681,6 +682,32 @@ TEST(Region, HandingOutMoreRightsThanRegisteredIsRefused) {
   EXPECT_EQ(error_code_of([&] { region->descriptor(Access::kRemoteWrite); }), Errc::kPermissionDenied);
   EXPECT_EQ(error_code_of([&] { context->allocate(0, Access::kRemoteRead); }), Errc::kInvalidArgument);
   EXPECT_EQ(error_code_of([&] { context->register_memory(nullptr, 64, Access::kRemoteRead); }), Errc::kInvalidArgument);
+}
+
+// ucp_ep_rkey_unpack() takes no length, so a key is checked against UCX's
+// layout before it: keys this UCX packs pass (a UCX that packs another way
+// fails here, not in a job), and keys that end inside a domain's part do not.
+TEST(Region, PackedKeysAreCheckedAgainstTheLayoutUcxPacks) {
+  using transport::ucx::check_packed_key;
+  for (const auto kind : {transport::TransportKind::kShm, transport::TransportKind::kTcp}) {
+    auto context = transport::create_context({.transport = kind});
+    auto region = context->allocate(4096, Access::kRemoteReadWrite);
+    const std::vector<uint8_t> key = region->descriptor(Access::kRemoteWrite).packed_key;
+    EXPECT_NO_THROW(check_packed_key(key, "this process")) << transport_name(kind);
+    ASSERT_GT(key.size(), 9u);
+    for (const size_t cut : {size_t{0}, size_t{8}, size_t{9}})
+      EXPECT_EQ(error_code_of([&] { check_packed_key(std::span(key).first(cut), "a peer"); }), Errc::kProtocol)
+          << cut << " bytes of " << key.size();
+  }
+  std::vector<uint8_t> hollow(9, 0);
+  std::fill_n(hollow.begin(), 8, 0xff);  // every domain, none of their keys
+  try {
+    check_packed_key(hollow, "peer 10.0.0.1:5");
+    ADD_FAILURE() << "a 9-byte key naming 64 domains was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("peer 10.0.0.1:5 sent a packed key of 9 bytes"), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

@@ -274,6 +274,7 @@ std::optional<std::vector<uint8_t>> UcxEndpoint::try_recv_control(size_t max_byt
 }
 
 std::unique_ptr<RemoteRegion> UcxEndpoint::import(const RegionDescriptor& descriptor) {
+  check_packed_key(descriptor.packed_key, peer_);
   ucp_rkey_h rkey = nullptr;
   check(ucp_ep_rkey_unpack(ep_, descriptor.packed_key.data(), &rkey), "unpacking a remote key", "peer " + peer_);
   return std::make_unique<UcxRemoteRegion>(this, descriptor, RkeyPtr(rkey));

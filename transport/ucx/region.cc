@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "rdmaps/log.h"
 #include "transport/ucx/status.h"
@@ -86,6 +87,24 @@ RegionDescriptor UcxRegion::descriptor(Access rights) const {
   d.access = rights;
   d.packed_key = packed_key_;
   return d;
+}
+
+void check_packed_key(std::span<const uint8_t> key, const std::string& peer) {
+  constexpr size_t kHead = sizeof(uint64_t) + 1;
+  auto bad = [&](const std::string& why) {
+    return Error(Errc::kProtocol, "peer " + peer + " sent a packed key of " + std::to_string(key.size()) +
+                                      " bytes that UCX could not have packed: " + why);
+  };
+  if (key.size() < kHead) throw bad("shorter than its memory-domain map and memory type");
+  uint64_t domains = 0;
+  std::memcpy(&domains, key.data(), sizeof(domains));
+  size_t at = kHead;
+  for (int d = 0; d < 64; ++d) {
+    if (!(domains >> d & 1)) continue;
+    if (at >= key.size() || at + 1 + key[at] > key.size())
+      throw bad("its map names memory domain " + std::to_string(d) + ", whose key it does not hold");
+    at += 1 + key[at];
+  }
 }
 
 }  // namespace rdmaps::transport::ucx

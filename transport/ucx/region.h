@@ -4,6 +4,8 @@
 #include <ucp/api/ucp.h>
 
 #include <memory>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "transport/region.h"
@@ -28,6 +30,13 @@ class UcxRegion final : public Region {
   ucp_mem_h memh_;
   std::vector<uint8_t> packed_key_;
 };
+
+/// Throws Error(kProtocol) naming `peer` where `key` is not laid out as UCX
+/// packs a remote key: a map of memory domains (8 bytes), the memory type (1),
+/// then per domain in the map a length byte and that many bytes (what may
+/// follow, device distances, is UCX's to read). ucp_ep_rkey_unpack() takes no
+/// length: a 9-byte key naming every domain was read past and crashed the lane.
+void check_packed_key(std::span<const uint8_t> key, const std::string& peer);
 
 class UcxRemoteRegion final : public RemoteRegion {
  public:
