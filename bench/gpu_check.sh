@@ -26,6 +26,9 @@ perf=$(find_tool rdmaps-perf) train=$(find_tool rdmaps-train) info=$(find_tool r
 for t in perf train info tests; do
   [ -n "${!t}" ] || { echo "gpu_check.sh: cannot find the $t program under '${bin:-PATH}' (--bin DIR)" >&2; exit 2; }
 done
+# This run's figures only: a run skipped or crashed left an earlier run's file
+# there, which the JSON below took as this run's.
+rm -rf "$out/runs" "$out/gpu_check.json"
 mkdir -p "$out/runs"
 out=$(cd "$out" && pwd)
 log=$out/gpu_check.log
@@ -105,4 +108,5 @@ if os.path.exists(tests):
 json.dump({"failed": failed, "runs": runs}, open(os.path.join(out, "gpu_check.json"), "w"), indent=1)
 print(f"gpu_check: {len(runs)} runs, {len(failed)} failed -> {out}/gpu_check.json, {out}/gpu_check.log")
 PY
+[ $? -eq 0 ] || failed+=("collecting the figures into gpu_check.json")
 [ ${#failed[@]} -eq 0 ] || { printf 'gpu_check: failed: %s\n' "${failed[@]}"; exit 1; }

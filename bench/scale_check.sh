@@ -67,9 +67,17 @@ train_runs() {
     local json limit
     limit=$(time_left 600)
     [ "$limit" -gt 0 ] || limit=1  # spent: the run fails at once (timeout 0 would never end it)
+    local err=$out/train-$label-$seed.err status
     json=$(timeout -k 10 "$limit" "$train" --json --seed "$seed" --out "$out/train-$label-$seed" \
-      "${data_flag[@]}" "$@" 2>>"$log" | tail -1)
-    [ -n "$json" ] || json='{"failed":true}'
+      "${data_flag[@]}" "$@" 2>"$err" | tail -1)
+    status=$?
+    cat "$err" >>"$log"
+    # Its summary comes before its outputs are written and before
+    # --expect-accuracy's exit 3: a run that printed one may still have failed.
+    # Only a run the loss stopped diverged (convergence.sh's rule).
+    if [ $status -ne 0 ]; then
+      if grep -q 'the loss is' "$err"; then json='{"diverged":true}'; else json="{\"failed\":true,\"exit\":$status}"; fi
+    fi
     /usr/bin/env python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(run=sys.argv[2], seed=int(sys.argv[3])); print(json.dumps(r))' \
       "$json" "$label" "$seed" >>"$out/train.jsonl" || return 1
   done
@@ -84,9 +92,10 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     failed += bool(r.get("failed"))
     acc = r.get("final_test_accuracy")
+    verdict = f"failed (exit {r.get('exit')}, see the log)" if r.get("failed") else str(bool(r.get("diverged")))
     print(f"| {r['run']} | {r['seed']} | {'—' if acc is None else f'{100 * acc:.2f}'} | "
-          f"{r.get('seconds', float('nan')):.1f} | {bool(r.get('diverged') or r.get('failed'))} |")
-sys.exit(1 if failed else 0)  # a run that printed no summary (see the log)
+          f"{r.get('seconds', float('nan')):.1f} | {verdict} |")
+sys.exit(1 if failed else 0)  # a run that failed other than by diverging (see the log)
 PY
 }
 : >"$out/train.jsonl"
