@@ -2,21 +2,22 @@
 """How the gap of bench/convergence.sh develops over training: for each cell
 of one rule, the mean over seeds of (its test accuracy − sequential SGD's of
 the same seed) at every whole epoch and at the end, ± the standard error,
-from the runs' metrics.csv (OUT/runs/<cell>/metrics.csv). A gap that shrinks
+from the metrics.csv (OUT/runs/<cell>/metrics.csv) of the runs the table
+has (OUT/results.jsonl, diverged runs left out: an earlier invocation's
+curves in the same OUT are not this one's). A gap that shrinks
 epoch by epoch is a run that trains slower; one that stays is a run that
 settles worse (docs/benchmarks.md "Session 23: the gap over training").
 
     bench/convergence_by_epoch.py OUT [RULE]   (RULE: off, constant, adaptive [adaptive])
 """
 import csv
+import json
 import os
-import re
 import sys
 
 from convergence_table import RULES, mean_and_error
 
 RULE_NAMES = [rule for rule, _ in RULES]
-RUN_DIR = re.compile(rf"^n(\d+)-(.+)-({'|'.join(RULE_NAMES)})-s(\d+)$")  # bench/convergence.sh's run_dir
 
 
 def curve(path):
@@ -45,17 +46,21 @@ def at_epoch(points, epoch):
 
 def main(out, rule):
     runs_dir = os.path.join(out, "runs")
+    results = os.path.join(out, "results.jsonl")
     try:
-        names = sorted(os.listdir(runs_dir))
+        with open(results) as f:
+            runs = [json.loads(line) for line in f if line.strip()]
     except OSError as e:
-        sys.exit(f"convergence_by_epoch: cannot read {runs_dir}: {e.strerror}")
+        sys.exit(f"convergence_by_epoch: cannot read {results}: {e.strerror}")
+    except ValueError as e:
+        sys.exit(f"convergence_by_epoch: {results}: not one JSON object per line ({e})")
     curves = {}  # (n, delay, rule) -> {seed: points}
-    for name in names:
-        m = RUN_DIR.match(name)
-        metrics = os.path.join(runs_dir, name, "metrics.csv")
-        if m and os.path.exists(metrics):  # a diverged run may have none
-            n, delay, r, seed = int(m[1]), m[2].replace("_", ":"), m[3], int(m[4])
-            curves.setdefault((n, delay, r), {})[seed] = curve(metrics)
+    for r in runs:
+        if r.get("diverged"):  # its metrics.csv, if any, is an earlier invocation's
+            continue
+        n, delay, r_rule, seed = r["n"], r["delay"], r["rule"], r["seed"]
+        name = f"n{n}-{delay.replace(':', '_')}-{r_rule}-s{seed}"  # bench/convergence.sh's run_dir
+        curves.setdefault((n, delay, r_rule), {})[seed] = curve(os.path.join(runs_dir, name, "metrics.csv"))
     seq = curves.get((1, "round-robin", "off"))
     if not seq:
         sys.exit(f"convergence_by_epoch: no sequential SGD run (n1-round-robin-off-s*) in {runs_dir}")

@@ -113,11 +113,19 @@ if msg=$(/usr/bin/python3 "$root/bench/convergence_table.py" "$out/missing.jsonl
 table_gap=$(grep '^| 2 | round-robin |' "$out/table.md" | cut -d'|' -f8 | xargs)
 final=$(grep '^| final |' "$out/by_epoch.md" | cut -d'|' -f3 | xargs)
 [[ -n $table_gap && $final == "$table_gap" ]] || fail "by epoch, final gap '$final'; the table's '$table_gap'"
+# A run folder an earlier invocation left in OUT (another seed) is not one of
+# this table's runs: the final row still matches it (it was averaged in).
 cp -r "$out/runs/n2-round-robin-adaptive-s1" "$out/runs/n2-round-robin-adaptive-s9"
-printf 'run,seconds,epoch,test_accuracy\nx,1,0.5,high\n' >"$out/runs/n2-round-robin-adaptive-s9/metrics.csv"
+cp -r "$out/runs/n1-round-robin-off-s1" "$out/runs/n1-round-robin-off-s9"
+printf 'run,seconds,epoch,test_accuracy\nx,1,1.0,0.01\n' >"$out/runs/n2-round-robin-adaptive-s9/metrics.csv"
+final=$(/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out" 2>&1 | grep '^| final |' | cut -d'|' -f3 | xargs)
+[[ $final == "$table_gap" ]] || fail "an earlier invocation's run was read: final gap '$final', the table's '$table_gap'"
+rm -r "$out/runs/n2-round-robin-adaptive-s9" "$out/runs/n1-round-robin-off-s9"
+cp "$out/runs/n2-round-robin-adaptive-s1/metrics.csv" "$out/metrics.saved"
+printf 'run,seconds,epoch,test_accuracy\nx,1,0.5,high\n' >"$out/runs/n2-round-robin-adaptive-s1/metrics.csv"
 if msg=$(/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out" 2>&1); then fail "accepted a bad metrics.csv"; fi
-[[ $msg == *"n2-round-robin-adaptive-s9/metrics.csv:2: no epoch and test_accuracy"* ]] || fail "bad metrics.csv: $msg"
-rm -r "$out/runs/n2-round-robin-adaptive-s9"
+[[ $msg == *"n2-round-robin-adaptive-s1/metrics.csv:2: no epoch and test_accuracy"* ]] || fail "bad metrics.csv: $msg"
+mv "$out/metrics.saved" "$out/runs/n2-round-robin-adaptive-s1/metrics.csv"
 if msg=$(/usr/bin/python3 "$root/bench/convergence_by_epoch.py" "$out/missing" 2>&1); then fail "accepted a missing folder"; fi
-[[ $msg == *"cannot read $out/missing/runs"* ]] || fail "missing folder: $msg"
+[[ $msg == *"cannot read $out/missing/results.jsonl"* ]] || fail "missing folder: $msg"
 echo "convergence.sh: 10 runs, the table, its minibatch row and the gap by epoch match them; flags with spaces pass whole; a failed run is not a divergence; bad input refused"
