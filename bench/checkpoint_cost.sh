@@ -10,7 +10,7 @@ export UCX_NET_DEVICES=lo
 tmpfs=/dev/shm/rdmaps-checkpoint-cost
 log=$(mktemp)  # each run's stderr: its checkpoint lines, or why it failed
 # The checkpoints are 128 MB each: gone however the script ends.
-trap 'rm -rf "$tmpfs" "$disk" "$log"' EXIT
+trap 'rm -rf "$tmpfs" "$disk" "$log" "$log.rows"' EXIT
 for rep in $(seq "$repeats"); do
   for mode in none tmpfs disk; do
     extra=()
@@ -23,6 +23,19 @@ for rep in $(seq "$repeats"); do
       { echo "checkpoint_cost.sh: rdmaps-perf ps failed (checkpoints: $mode, repeat $rep):" >&2; tail -n 5 "$log" >&2; exit 1; }
     written=$(grep -c "checkpoint .* written" "$log" || true)
     took=$(sed -n 's/.*updates, \([0-9.]*\) ms$/\1/p' "$log" | tr '\n' ' ')
-    echo "$rep $mode checkpoints=$written write_ms=[${took% }] $j"
+    echo "$rep $mode checkpoints=$written write_ms=[${took% }] $j" | tee -a "$log.rows"
   done
 done
+# The ratio docs/benchmarks.md quotes: per mode, the median over repeats of its
+# iteration p50 over the "none" run's of the same repeat (min and max beside).
+/usr/bin/python3 - "$log.rows" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    rep, mode = line.split()[:2]
+    rows[(rep, mode)] = json.loads(line[line.index("{"):])["iter_p50_s"]
+for mode in ("tmpfs", "disk"):
+    ratios = [p / rows[(rep, "none")] for (rep, m), p in sorted(rows.items()) if m == mode]
+    print(f"{mode}: iteration p50 / none's of the same repeat: median {statistics.median(ratios):.2f} "
+          f"(min {min(ratios):.2f}, max {max(ratios):.2f}, {len(ratios)} repeats)")
+PY
