@@ -196,10 +196,18 @@ uint64_t CheckpointHeader::updates() const {
   return n;
 }
 
-bool CheckpointHeader::awaits(size_t w) const {
-  const bool job_ended = std::all_of(workers.begin(), workers.end(),
-                                     [](const CheckpointWorker& k) { return k.state == WorkerState::kGone; });
-  return workers[w].state != WorkerState::kGone || job_ended;
+bool CheckpointHeader::job_ended() const {
+  return std::all_of(workers.begin(), workers.end(),
+                     [](const CheckpointWorker& k) { return k.state == WorkerState::kGone; });
+}
+
+bool CheckpointHeader::awaits(size_t w) const { return workers[w].state != WorkerState::kGone || job_ended(); }
+
+uint64_t CheckpointHeader::resumed_clock(size_t w) const {
+  if (!job_ended()) return workers[w].clock;
+  uint64_t furthest = 0;
+  for (const auto& k : workers) furthest = std::max(furthest, k.clock);
+  return furthest;
 }
 
 std::string write_checkpoint(const std::string& dir, const CheckpointHeader& header, const FloatRuns& arrays) {

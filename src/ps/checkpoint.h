@@ -20,7 +20,7 @@ namespace rdmaps::ps {
 /// What a worker was to the server when the checkpoint was taken.
 enum class WorkerState : uint8_t {
   kNever = 0,      ///< not connected yet: the clock waits for it
-  kConnected = 1,  ///< connected: expected back after a restart, the clock waits for it
+  kConnected = 1,  ///< connected, or within its reconnect window: expected back, the clock waits for it
   kGone = 2,       ///< left or lost: the clock does not wait for it
 };
 
@@ -42,10 +42,17 @@ struct CheckpointHeader {
   std::vector<CheckpointWorker> workers;
   uint64_t updates() const;  ///< pushes held, all workers
   /// Whether a server resumed from this checkpoint holds the clock for worker
-  /// `w` until it connects, at its clock here: it was connected or not yet,
-  /// or every worker had left (the job resumes as a new run that waits for
-  /// all of them). One that had left a job still running is done.
+  /// `w` until it connects, at resumed_clock(w): it was connected (or was
+  /// reconnecting) or not yet, or every worker had left (the job resumes as
+  /// a new run that waits for all of them). One that had left a job still
+  /// running is done.
   bool awaits(size_t w) const;
+  /// Where worker `w` comes back: its clock here, or, where every worker had
+  /// left, the furthest any got, for all alike (a worker that died early
+  /// held the others back until it had stepped alone to where they were).
+  uint64_t resumed_clock(size_t w) const;
+  /// Every worker had left: resuming starts a new run.
+  bool job_ended() const;
 };
 
 struct Checkpoint {

@@ -2,6 +2,7 @@
 // for, taken copy-on-write between pushes; and its restore from a checkpoint
 // before it starts.
 #include <algorithm>
+#include <chrono>
 #include <new>
 #include <string>
 
@@ -29,11 +30,15 @@ bool ServerLane::snapshot_step() {
     }
     snapshot_.versions.resize(setup_.shards);
     snapshot_.workers.resize(workers_.size());
+    // A worker lost within its reconnect window is expected back, as a
+    // connected one is: saved as gone, a resumed server ended the job
+    // without it, or waited for good for one that had left.
+    const auto now = std::chrono::steady_clock::now();
     for (size_t i = 0; i < workers_.size(); ++i) {
       const Worker& w = workers_[i];
-      const WorkerState state = w.live              ? WorkerState::kConnected
-                                : !w.connected_once ? WorkerState::kNever
-                                                    : WorkerState::kGone;
+      const WorkerState state = w.live || (w.connected_once && now < w.back_by) ? WorkerState::kConnected
+                                : !w.connected_once                             ? WorkerState::kNever
+                                                                                : WorkerState::kGone;
       snapshot_.workers[i] = {state, w.clock, w.pushes};
     }
     snapshot_copied_.assign(setup_.shards, false);
@@ -83,7 +88,7 @@ void ServerLane::restore(const Checkpoint& c) {
   for (size_t i = 0; i < workers_.size(); ++i) {
     const CheckpointWorker& k = c.header.workers[i];
     Worker& w = workers_[i];
-    w.clock = k.clock;
+    w.clock = c.header.resumed_clock(i);
     // Workers expected back hold the clock until they are, like workers not
     // yet connected. A job that had ended resumes as a new run that waits for
     // all of them; before, such a server found nothing left to do and exited.

@@ -684,7 +684,7 @@ void ServerImpl::resume() {
   uint64_t slowest = UINT64_MAX;
   for (size_t w = 0; w < h.workers.size(); ++w) {
     restored_pushes_[w] = h.workers[w].pushes;
-    if (h.awaits(w)) resumed_clocks_[w] = h.workers[w].clock;
+    if (h.awaits(w)) resumed_clocks_[w] = h.resumed_clock(w);
     if (h.workers[w].state != WorkerState::kGone) slowest = std::min(slowest, h.workers[w].clock);
   }
   log("resumed from " + c.path + " (checkpoint " + std::to_string(h.sequence) + ", " + std::to_string(h.updates()) +

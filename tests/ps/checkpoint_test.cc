@@ -872,6 +872,88 @@ TEST_P(PsCheckpointTest, ARunWithoutResumeThatAppliedNothingLeavesTheCheckpoints
   fs::remove_all(dir);
 }
 
+// A worker lost within its --reconnect window is saved as expected back, not
+// as gone: a resumed server took it for one that had left, and ended the job
+// without it (it found nobody to reconnect to), or, its other worker having
+// left, took the job for ended and waited for good for that one.
+RDMAPS_TEST_PEER(reconnecting_worker) {
+  Config c = checkpoint_each_update(args.transport, args.extra.at(1));
+  c.staleness = kInfiniteStaleness;  // as the test's
+  ClientOptions o = local_worker_options(args.extra.at(0), c, 1);
+  o.workers = 2;
+  o.config.reconnect_ms = 60000;
+  Client client(o);
+  client.declare("w", kFloats);
+  client.connect();
+  client.push("w", gradient(1));
+  client.clock();
+  std::this_thread::sleep_for(60s);  // killed by the test
+  return 0;
+}
+
+TEST_P(PsCheckpointTest, AWorkerWithinItsReconnectWindowIsSavedAsExpectedBack) {
+  const std::string dir = temp_dir();
+  Config c = checkpoint_each_update(GetParam(), dir);
+  c.staleness = kInfiniteStaleness;  // worker 0 steps alone
+  ServerGroup servers(1, 2, c, kept_running());
+  {
+    ClientOptions o = local_worker_options(servers.addresses(), c, 0);
+    o.workers = 2;
+    Client left(o);
+    left.declare("w", kFloats);
+    left.connect();
+    left.push("w", gradient(0));
+    left.clock();
+  }  // it leaves
+  PeerProcess lost("reconnecting_worker", GetParam(), 0, 1, {servers.addresses(), dir});
+  auto until = Clock::now() + 30s;
+  while (servers.server(0).stats().applied_per_worker.at(1) == 0 && Clock::now() < until)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_GT(servers.server(0).stats().applied_per_worker.at(1), 0u) << "worker 1 pushed nothing";
+  lost.kill_now();
+  while (servers.server(0).stats().workers_lost == 0 && Clock::now() < until) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(servers.server(0).stats().workers_lost, 1u) << "the server did not see worker 1 die";
+  servers.stop();  // the final checkpoint
+  const auto k = ps::load_newest_checkpoint(dir, 0, 1 << 30, [](const std::string&) {});
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(k->header.workers.at(0).state, ps::WorkerState::kGone) << "worker 0 left";
+  EXPECT_EQ(k->header.workers.at(1).state, ps::WorkerState::kConnected) << "worker 1 was within its window";
+  EXPECT_FALSE(k->header.job_ended());
+  EXPECT_TRUE(k->header.awaits(1));
+  EXPECT_FALSE(k->header.awaits(0));
+  fs::remove_all(dir);
+}
+
+// Resuming a job that had ended (every worker gone) starts every worker at
+// the furthest clock any got: each at its own, one that died at clock 5 held
+// the others, at 100, under BSP until it had stepped 95 times alone.
+TEST_P(PsCheckpointTest, AnEndedJobResumesWithEveryWorkerAtTheFurthestClock) {
+  const std::string dir = temp_dir();
+  Config c = restart_config(GetParam(), dir);
+  ps::CheckpointHeader h;
+  h.index = 0;
+  h.servers = 1;
+  h.shard_floats = kShard;
+  h.staleness = c.staleness;
+  h.rule = ps::RuleParams::from(c);
+  h.tensors = {{"w", kFloats}};
+  h.sequence = 1;
+  h.versions.assign((kFloats + kShard - 1) / kShard, 7);
+  h.workers = {{ps::WorkerState::kGone, 100, 4}, {ps::WorkerState::kGone, 5, 3}};
+  const std::vector<float> params(kFloats, 0.5f);
+  ps::FloatRuns runs;
+  runs.params = {params};
+  ps::write_checkpoint(dir, h, runs);
+  EXPECT_EQ(h.resumed_clock(0), 100u);
+  EXPECT_EQ(h.resumed_clock(1), 100u);
+  c.resume = true;
+  ServerOptions o = kept_running();
+  ServerGroup servers(1, 2, c, o);
+  EXPECT_EQ(servers.server(0).stats().min_clock, 100u) << "the workers are awaited at different clocks";
+  servers.stop();
+  fs::remove_all(dir);
+}
+
 // Two servers resumed, one of them without its checkpoints (deleted, on
 // another node's disk): the worker refuses to go on, before joining either.
 // rdmaps-train's first worker kept "the trained weights" wherever any server
