@@ -39,7 +39,11 @@ bool ServerLane::snapshot_step() {
       const WorkerState state = w.live || (w.connected_once && now < w.back_by) ? WorkerState::kConnected
                                 : !w.connected_once                             ? WorkerState::kNever
                                                                                 : WorkerState::kGone;
-      snapshot_.workers[i] = {state, w.clock, w.pushes};
+      // One reconnecting comes back no earlier than the slowest live worker
+      // (its ticket's start clock): saved at its old clock, it held a resumed
+      // server's others back until it had stepped alone to them.
+      const uint64_t clock = !w.live && state == WorkerState::kConnected ? std::max(w.clock, min_clock_) : w.clock;
+      snapshot_.workers[i] = {state, clock, w.pushes};
     }
     snapshot_copied_.assign(setup_.shards, false);
     snapshot_left_ = setup_.shards;

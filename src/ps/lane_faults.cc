@@ -92,6 +92,7 @@ void ServerLane::release(Worker& w) {
 void ServerLane::leave(Worker& w) {
   w.mailbox.consumed_seq = w.inbox->consume();
   report_end(w, "left");
+  w.back_by = {};  // left: not expected back (an earlier death's window kept the job going, and was saved)
   try {
     // Briefly: a worker that stops progressing must not hold this lane for
     // kIoTimeout (its other workers wait meanwhile).

@@ -287,6 +287,7 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   w.stall_logged = false;
   w.live = true;
   w.connected_once = true;
+  w.back_by = {};  // back: an earlier death's window is over
   w.reconnect_ms = admitted->reconnect_ms;
   live_[w.id].store(true, std::memory_order_seq_cst);
   reached_[w.id].store(true, std::memory_order_relaxed);

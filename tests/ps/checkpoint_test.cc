@@ -891,6 +891,24 @@ RDMAPS_TEST_PEER(reconnecting_worker) {
   return 0;
 }
 
+// Worker 0 joins; worker 1 (a process, --reconnect 60 s) pushes and is killed.
+// Returns once the server saw it die.
+void lose_worker_one(ServerGroup& servers, const std::string& dir, Client& zero) {
+  zero.declare("w", kFloats);
+  zero.connect();
+  PeerProcess lost("reconnecting_worker", testing::TestWithParam<transport::TransportKind>::GetParam(), 0, 1,
+                   {servers.addresses(), dir});
+  auto until = Clock::now() + 30s;
+  while (servers.server(0).stats().applied_per_worker.at(1) == 0 && Clock::now() < until)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_GT(servers.server(0).stats().applied_per_worker.at(1), 0u) << "worker 1 pushed nothing";
+  lost.kill_now();
+  while (servers.server(0).stats().workers_lost == 0 && Clock::now() < until) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(servers.server(0).stats().workers_lost, 1u) << "the server did not see worker 1 die";
+}
+
+// Saved at its old clock, it held a resumed server's other workers back
+// until it had stepped alone to them; it comes back no earlier than they are.
 TEST_P(PsCheckpointTest, AWorkerWithinItsReconnectWindowIsSavedAsExpectedBack) {
   const std::string dir = temp_dir();
   Config c = checkpoint_each_update(GetParam(), dir);
@@ -899,20 +917,13 @@ TEST_P(PsCheckpointTest, AWorkerWithinItsReconnectWindowIsSavedAsExpectedBack) {
   {
     ClientOptions o = local_worker_options(servers.addresses(), c, 0);
     o.workers = 2;
-    Client left(o);
-    left.declare("w", kFloats);
-    left.connect();
-    left.push("w", gradient(0));
-    left.clock();
-  }  // it leaves
-  PeerProcess lost("reconnecting_worker", GetParam(), 0, 1, {servers.addresses(), dir});
-  auto until = Clock::now() + 30s;
-  while (servers.server(0).stats().applied_per_worker.at(1) == 0 && Clock::now() < until)
-    std::this_thread::sleep_for(5ms);
-  ASSERT_GT(servers.server(0).stats().applied_per_worker.at(1), 0u) << "worker 1 pushed nothing";
-  lost.kill_now();
-  while (servers.server(0).stats().workers_lost == 0 && Clock::now() < until) std::this_thread::sleep_for(5ms);
-  ASSERT_EQ(servers.server(0).stats().workers_lost, 1u) << "the server did not see worker 1 die";
+    Client zero(o);
+    lose_worker_one(servers, dir, zero);
+    for (int step = 0; step < 10; ++step) {
+      zero.push("w", gradient(step));
+      zero.clock();
+    }
+  }                // worker 0 leaves
   servers.stop();  // the final checkpoint
   const auto k = ps::load_newest_checkpoint(dir, 0, 1 << 30, [](const std::string&) {});
   ASSERT_TRUE(k.has_value());
@@ -921,6 +932,40 @@ TEST_P(PsCheckpointTest, AWorkerWithinItsReconnectWindowIsSavedAsExpectedBack) {
   EXPECT_FALSE(k->header.job_ended());
   EXPECT_TRUE(k->header.awaits(1));
   EXPECT_FALSE(k->header.awaits(0));
+  EXPECT_EQ(k->header.workers.at(0).clock, 10u);
+  EXPECT_EQ(k->header.workers.at(1).clock, 10u) << "worker 1 comes back where the others are, not at clock 1";
+  fs::remove_all(dir);
+}
+
+// A worker that died, came back and then left is done: the window of its
+// death, still open, kept the server running after its last worker left, and
+// had it saved as expected back.
+TEST_P(PsCheckpointTest, AWorkerThatCameBackAndLeftIsSavedAsGone) {
+  const std::string dir = temp_dir();
+  Config c = checkpoint_each_update(GetParam(), dir);
+  c.staleness = kInfiniteStaleness;
+  ServerGroup servers(1, 2, c);  // it exits when every worker is done
+  {
+    ClientOptions o = local_worker_options(servers.addresses(), c, 0);
+    o.workers = 2;
+    Client zero(o);
+    lose_worker_one(servers, dir, zero);
+    ClientOptions again = local_worker_options(servers.addresses(), c, 1);
+    again.workers = 2;
+    again.config.reconnect_ms = 60000;
+    Client one(again);
+    one.declare("w", kFloats);
+    one.connect();
+    one.push("w", gradient(2));
+    one.clock();
+  }  // both leave
+  const auto left = Clock::now();
+  servers.join();  // its final checkpoint written
+  EXPECT_LT(Clock::now() - left, 20s) << "the server ran on for worker 1's old reconnect window";
+  const auto k = ps::load_newest_checkpoint(dir, 0, 1 << 30, [](const std::string&) {});
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(k->header.workers.at(1).state, ps::WorkerState::kGone) << "worker 1 left after it came back";
+  EXPECT_TRUE(k->header.job_ended());
   fs::remove_all(dir);
 }
 
