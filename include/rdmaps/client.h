@@ -70,7 +70,7 @@ class Client {
  public:
   explicit Client(const ClientOptions& options);
   /// Tells the servers this worker leaves and returns once each took in
-  /// everything it sent (or 5 s passed). In a child forked after the client
+  /// everything it sent (or ClientOptions::timeout, at most 5 s, passed). In a child forked after the client
   /// was made it does nothing: the connections are the parent's.
   ~Client();
   Client(const Client&) = delete;

@@ -58,7 +58,8 @@ struct Config {
   uint32_t shard_floats = 256 * 1024;          ///< floats per shard (1 MiB)
   uint32_t inbox_slots = 4;                    ///< slots per worker inbox ring
   /// Worker: pinned chunks between GPU memory and the network where UCX
-  /// cannot read device memory (the staged path); 0: enough for 8 MiB in flight.
+  /// cannot read device memory (the staged path), a quarter copied ahead and
+  /// the rest sends in flight; 0: 8 MiB's worth (6 MiB in flight).
   uint32_t staging_depth = 0;
   /// Server threads (lanes), each owning a contiguous part of the server's
   /// shards; 0: one per core the process may use, at most one per shard (one
@@ -73,9 +74,11 @@ struct Config {
   /// Worker: how long to keep reconnecting to a server that closed its
   /// connection (it restarts and resumes from a checkpoint); 0: fail at once.
   uint64_t reconnect_ms = 0;
-  /// Over tcp, a peer silent this long (its host gone, or the network
-  /// between cut) is dead; a partition shorter than this stalls the job and
-  /// heals. 0: UCX's own keepalive (about 20 s).
+  /// A peer silent this long (its host gone, or the network between cut) is
+  /// dead, on every transport: the kernel probes each control connection,
+  /// and over tcp UCX's connections too, from half of it on. A partition
+  /// shorter than this stalls the job and heals. 0: no probe of the control
+  /// connections, and UCX's own keepalive on its tcp ones (about 20 s).
   uint64_t peer_timeout_ms = 120000;
   /// Server: where it writes checkpoints (docs/cluster.md "Checkpoints"); empty: none.
   std::string checkpoint_dir;

@@ -26,7 +26,8 @@ void set_log_level(LogLevel level);
 LogLevel log_level();
 
 /// Writes `line` if `level` passes the threshold (what the library calls),
-/// its control characters (a peer's NUL, newline or escape) as '?'.
+/// its control characters (a peer's NUL, newline or escape) and bytes that
+/// are not UTF-8 as '?'.
 void log(LogLevel level, const std::string& line);
 /// log() with a printf format (no trailing newline).
 void logf(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));

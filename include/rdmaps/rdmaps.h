@@ -100,7 +100,7 @@ rdmaps_status rdmaps_client_interrupt(rdmaps_client* client);
  *  "" without it; NUL-terminated into buf. */
 rdmaps_status rdmaps_client_metrics_address(const rdmaps_client* client, char* buf, size_t size);
 /** Tells the servers this worker leaves and returns once each took in
- *  everything it sent (or 5 s passed); NULL is fine. Not while a call of the
+ *  everything it sent (or its timeout, at most 5 s, passed); NULL is fine. Not while a call of the
  *  client is in progress on another thread: interrupt it first, and destroy
  *  once it returned. In a forked child it frees nothing of the parent's. */
 void rdmaps_client_destroy(rdmaps_client* client);

@@ -258,7 +258,8 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   if (wanted("push-path"))
     finish(add_enum(app, "--push-path", config.push_path,
                     {{"put", PushPath::kPut}, {"am", PushPath::kAm}, {"auto", PushPath::kAuto}},
-                    "how pushes travel (auto: put where RMA is native)"),
+                    "how pushes travel (a worker's ask; auto: put where RMA is native; a server's only plans "
+                    "memory for it)"),
            "push-path");
   if (wanted("put-landing"))
     finish(add_enum(app, "--put-landing", config.put_landing,
@@ -272,7 +273,8 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   option("transport", config.transport, "UCX transports (auto: UCX_TLS)", cli::one_of({"tcp", "shm", "auto"}));
   option("shard-floats", config.shard_floats, "floats per shard", cli::count(1, 1u << 28));
   option("inbox-slots", config.inbox_slots, "slots per worker inbox", cli::count(1, 1024));
-  option("staging-depth", config.staging_depth, "worker: pinned chunks in flight from GPU memory (0: 8 MiB's worth)",
+  option("staging-depth", config.staging_depth,
+         "worker: pinned chunks between GPU memory and the network, a quarter copied ahead (0: 8 MiB's worth)",
          cli::count(0, 64));
   function(
       "secret",
@@ -304,8 +306,8 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
       duration_text(config.reconnect_ms));
   function(
       "peer-timeout", [&config](const std::string& v) { config.peer_timeout_ms = *to_millis(v); },
-      "over tcp, a peer silent this long (host gone, network cut) is dead; shorter partitions heal (0: UCX's "
-      "keepalive, about 20 s)",
+      "a peer silent this long (host gone, network cut) is dead, on every transport; shorter partitions heal "
+      "(0: no probe of the control connections, UCX's keepalive on its tcp ones, about 20 s)",
       duration(), "SEC", duration_text(config.peer_timeout_ms));
   option("checkpoint-dir", config.checkpoint_dir, "server: write checkpoints there",
          CLI::Validator([](std::string& v) { return v.empty() ? std::string("'' is not a directory") : ""; }, ""));

@@ -191,7 +191,7 @@ struct Welcome {
   std::string reason;                       ///< why not, when not accepted
   uint64_t range_begin = 0, range_end = 0;  ///< global floats this server owns
   uint32_t shard_floats = 0, inbox_slots = 0;
-  uint32_t push_path = 0;  ///< PushPath::kPut or kAm, decided by the server for every lane
+  uint32_t push_path = 0;  ///< PushPath::kPut or kAm for every lane: the server's answer to the worker's ask
   uint64_t token = 0;      ///< proves to the lanes that this server admitted the worker
   std::vector<LaneInfo> lanes;
   /// 1: the server resumed from a checkpoint (docs/cluster.md "Checkpoints
