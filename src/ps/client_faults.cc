@@ -3,6 +3,8 @@
 // handshake so that the last pushes are taken in.
 #include <algorithm>
 #include <cstdio>
+#include <iterator>
+#include <optional>
 #include <thread>
 
 #include "rdmaps/log.h"
@@ -46,34 +48,53 @@ void ClientImpl::abandon_pending(std::vector<transport::Request>& requests) noex
 }
 
 void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& inflight) {
+  // Every send under way, the failed call's and those of the call it ran in:
+  // a push whose gathered run failed to flush had pieces of its own under way
+  // (send()'s inflight_), and the reconnect below closed the endpoints they
+  // referred to (their wait then read freed memory). Each list is waited for
+  // and then emptied: what is still under way goes to abandoned_, which a
+  // disconnect retires with its endpoints.
+  std::vector<transport::Request>* lists[] = {&inflight, &inflight_, &gather_inflight_};
+  const auto each = [&](auto&& f) {
+    for (size_t i = 0; i < std::size(lists); ++i)
+      if (std::find(lists, lists + i, lists[i]) == lists + i) f(*lists[i]);
+  };
+  const auto abandon_all = [&] { each([&](std::vector<transport::Request>& l) { abandon_pending(l); }); };
   // interrupt(): the call ends now, not after a reconnect; a server that did
   // not come back (caught again by an outer piece of the same call): once.
   // Either way the sends under way are kept, not released with `inflight`.
   if (cause.code() == Errc::kCancelled || broken_) {
-    abandon_pending(inflight);
+    abandon_all();
     throw cause;
   }
   const auto by = deadline();  // one bound for all of them, not one each
-  for (auto& r : inflight) {
-    try {
-      r.wait_until(by, options_.timeout, &interrupted_);
-    } catch (const Error& e) {
-      if (e.code() == Errc::kCancelled) {
-        abandon_pending(inflight);
-        throw;
+  std::optional<Error> cancelled;
+  each([&](std::vector<transport::Request>& list) {
+    for (auto& r : list) {
+      if (cancelled) break;
+      try {
+        r.wait_until(by, options_.timeout, &interrupted_);
+      } catch (const Error& e) {
+        if (e.code() == Errc::kCancelled) cancelled = e;
+        // Else sent to a server that closed: what it took in is the checkpoint's business now.
       }
-      // Sent to a server that closed: what it took in is the checkpoint's business now.
     }
+  });
+  if (cancelled) {
+    abandon_all();
+    throw *cancelled;
   }
   // The server of a send still under way on a connection that stays (one
   // that closed ends its sends as it goes).
   const std::string* stranded = nullptr;
-  for (auto& r : inflight)
-    if (r.pending())
-      for (const auto& link : links_)
-        for (const auto& lane : link.lanes)
-          if (lane.ep && lane.ep.get() == r.peer() && !link.down()) stranded = &link.address;
-  abandon_pending(inflight);  // timed out: they may still read their buffers
+  each([&](std::vector<transport::Request>& list) {
+    for (auto& r : list)
+      if (r.pending())
+        for (const auto& link : links_)
+          for (const auto& lane : link.lanes)
+            if (lane.ep && lane.ep.get() == r.peer() && !link.down()) stranded = &link.address;
+  });
+  abandon_all();  // timed out: they may still read their buffers
   bool any = false;
   if (config_.reconnect_ms != 0)
     for (auto& link : links_) {
@@ -93,6 +114,16 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
     throw *broken_;
   }
   if (any) return;
+  // Without --reconnect a server that went stays gone: later calls went on
+  // (over shared memory a put into its memory completes, and a clock needs
+  // nobody below the bound), and counted pushes it never applied as sent.
+  if (config_.reconnect_ms == 0)
+    for (const auto& link : links_)
+      if (link.down()) {
+        broken_ = Error(cause.code(), "server " + link.address + " is gone and --reconnect is off (" +
+                                          std::string(cause.what()) + ")");
+        break;
+      }
   throw cause;
 }
 

@@ -761,6 +761,101 @@ TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLos
   EXPECT_EQ(servers.server(0).stats().workers_lost, 1u);
 }
 
+// SGD over tcp in shards of 256 KiB (rendezvous: a send stays under way until
+// its receiver fetches it), a checkpoint after every update, one lane.
+constexpr uint32_t kBigShard = 65536;
+Config big_shard_config(const std::string& dir) {
+  Config c = sgd_config(transport::TransportKind::kTcp, kLr, kBigShard);
+  c.checkpoint_dir = dir;
+  c.checkpoint_every_updates = 1;
+  c.checkpoint_every_ms = 0;
+  c.staleness = kInfiniteStaleness;
+  c.server_threads = 1;  // a push's pieces go in shard order
+  c.secret = test_secret();
+  return c;
+}
+
+// extra: checkpoint directory, "resume" or "fresh".
+RDMAPS_TEST_PEER(big_shard_server) {
+  ServerOptions o = kept_running();
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  o.workers = 1;
+  o.config = big_shard_config(args.extra.at(0));
+  o.config.resume = args.extra.at(1) == "resume";
+  Server server(o);
+  server.run();
+  return 0;
+}
+
+// A push whose whole-shard pieces are under way to a stopped server, and one
+// of whose small pieces flushes a gathered run to it: the server is killed
+// and restarted meanwhile, the run's failure reconnects it, and the reconnect
+// closed the endpoints the push's pieces were still under way on (their wait
+// then read freed memory: the sanitizer build shows it). They are waited for,
+// or given up with the old connection, before it closes now; the push
+// returns and the job goes on against the resumed server.
+TEST(CheckpointReconnect, APushWhoseGatheredRunReconnectsItsServerLeavesNoSendOnTheOldEndpoints) {
+  const std::string dir = temp_dir();
+  int port = 0;
+  auto server = std::make_unique<PeerProcess>(
+      listening_peer("big_shard_server", transport::TransportKind::kTcp, 1, {dir, "fresh"}, &port));
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = big_shard_config(dir);
+  o.config.reconnect_ms = 20000;
+  o.timeout = 30s;
+  // big: shards 0 and 1 whole, the start of shard 2; then a gap; c inside shard 2.
+  // c's run is large enough to go by rendezvous too: its flush waits on the stopped server.
+  const size_t big = 2 * kBigShard + 100, gap = 100, small = 40000, tail = kBigShard - 40200;
+  std::unique_ptr<Client> client;
+  for (auto until = Clock::now() + 20s; !client && Clock::now() < until;) {
+    try {
+      client = std::make_unique<Client>(o);
+      client->declare("big", big);
+      client->declare("gap", gap);
+      client->declare("c", small);
+      client->declare("tail", tail);
+      client->connect();
+    } catch (const Error&) {
+      client.reset();
+      std::this_thread::sleep_for(50ms);
+    }
+  }
+  ASSERT_TRUE(client) << "the server process did not come up";
+  client->push("big", std::vector<float>(big, 0.5f));
+  client->clock();
+  std::vector<float> w(big);
+  client->pull("big", w);  // applied
+  const auto checkpointed = [&] {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (e.path().extension() == ".ckpt") return true;
+    return false;
+  };
+  for (auto until = Clock::now() + 20s; !checkpointed() && Clock::now() < until;) std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(checkpointed()) << "the server wrote no checkpoint";
+  client->push("c", std::vector<float>(small, 0.25f));  // gathered, not sent
+  ASSERT_EQ(::kill(server->pid(), SIGSTOP), 0);
+  std::thread restarter([&] {
+    std::this_thread::sleep_for(500ms);  // the push below waits on the stopped server by then
+    server->kill_now();
+    server = std::make_unique<PeerProcess>("big_shard_server", transport::TransportKind::kTcp, port, 2,
+                                           std::vector<std::string>{dir, "resume"});
+  });
+  // Shards 0 and 1 posted to the stopped server, then big's piece of shard 2
+  // flushes c's run, which does not adjoin it: that flush reconnects.
+  EXPECT_NO_THROW(client->push("big", std::vector<float>(big, 0.5f)));
+  restarter.join();
+  EXPECT_NO_THROW(client->clock());
+  EXPECT_NO_THROW(client->pull("big", w));
+  EXPECT_EQ(client->stats().reconnects, 1u);
+  // Every float is what one or two of big's pushes made it.
+  for (size_t i = 0; i < big; i += 4096)
+    EXPECT_TRUE(w[i] == -kLr * 0.5f || w[i] == -2 * kLr * 0.5f) << "float " << i << " is " << w[i];
+  client.reset();
+  server->kill_now();
+  fs::remove_all(dir);
+}
+
 // The checkpoint a stopping server writes last holds every update it
 // applied, even when a periodic snapshot was half taken as it stopped: that
 // snapshot stands for the moment it was asked for, and was once finished and

@@ -1202,6 +1202,14 @@ TEST_P(PsFaultTest, APushToAKilledServerIsReportedAsPeerGoneByThePushOrTheClockA
   EXPECT_EQ(*code, Errc::kPeerGone) << what;
   EXPECT_NE(what.find(run.address), std::string::npos) << what;
   EXPECT_LT(seconds, 30.0) << "detected only by the timeout";
+  // Without --reconnect it stays gone: later calls fail too (over shared
+  // memory pushes went on "completing" into the dead process's memory, and
+  // were counted as sent, not lost).
+  const uint64_t pushes = run.client->stats().pushes;
+  EXPECT_EQ(error_code_of([&] { run.client->push("w", run.w); }, &what), Errc::kPeerGone) << what;
+  EXPECT_NE(what.find("--reconnect is off"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { run.client->clock(); }, &what), Errc::kPeerGone) << what;
+  EXPECT_EQ(run.client->stats().pushes, pushes) << "a push to a server known to be gone was counted as sent";
 }
 
 // kill -9 of the server while its worker waits (at the clock, then in a
