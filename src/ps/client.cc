@@ -86,7 +86,7 @@ void ClientImpl::connect() {
     if (options_.servers.size() > 1) probe_all();
     links_.resize(options_.servers.size());
     for (uint32_t i = 0; i < links_.size(); ++i) {
-      const Welcome w = connect_one(i, transport::IfRefused::kRetry);
+      const Welcome w = connect_one(i, transport::IfRefused::kRetry, options_.timeout);
       links_[i].instance = w.instance;
       // What the server holds of this id (a predecessor's pushes, a resumed
       // checkpoint's): a later reconnect counts as lost what it no longer holds.

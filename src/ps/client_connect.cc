@@ -37,9 +37,10 @@ Hello ClientImpl::hello() const {
   return h;
 }
 
-Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const std::string& address) const {
-  control.send_control(encode(hello), options_.timeout);
-  Welcome welcome = decode_welcome(control.recv_control(options_.timeout), address);
+Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const std::string& address,
+                        std::chrono::milliseconds timeout) const {
+  control.send_control(encode(hello), timeout);
+  Welcome welcome = decode_welcome(control.recv_control(timeout), address);
   if (welcome.accepted == kRefused || welcome.accepted == kRefusedForNow)
     throw Refusal("server " + address + " refused worker " + std::to_string(options_.worker) + ": " + welcome.reason,
                   welcome.accepted == kRefused);
@@ -52,7 +53,7 @@ Welcome ClientImpl::probe(uint32_t index) {
       context_->connect(transport::SockAddr::parse(address), options_.timeout, {}, transport::IfRefused::kRetry);
   Hello h = hello();
   h.probe = 1;
-  const Welcome answer = ask(*control, h, address);
+  const Welcome answer = ask(*control, h, address, options_.timeout);
   if (answer.accepted != kWouldAdmit)
     throw Error(Errc::kProtocol, "server " + address + " admitted a probe of worker " +
                                      std::to_string(options_.worker) + " instead of answering it");
@@ -90,14 +91,14 @@ void ClientImpl::probe_all() {
 
 // The server's control thread admits this worker and names its lanes; the
 // worker then connects to each lane, handing it the receive region.
-Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused) {
+Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout) {
   ServerLink& link = links_[index];
   link.index = index;
   link.address = options_.servers[index];
-  auto control = context_->connect(transport::SockAddr::parse(link.address), options_.timeout, {}, if_refused);
+  auto control = context_->connect(transport::SockAddr::parse(link.address), timeout, {}, if_refused);
   link.range = partition_->server_range(index);
   link.shards = partition_->shard_count(index);
-  Welcome welcome = ask(*control, hello(), link.address);
+  Welcome welcome = ask(*control, hello(), link.address, timeout);
   if (welcome.accepted != kAdmitted)
     throw Error(Errc::kProtocol, "server " + link.address + " answered a Hello as if it were a probe");
   if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
@@ -131,10 +132,10 @@ Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused)
     lane.shards = info.shards;
     const std::string where = link.address + " lane " + std::to_string(l);
     const auto lane_address = host.with_port(static_cast<uint16_t>(info.port));
-    lane.ep = context_->connect(lane_address, options_.timeout, where + " (" + lane_address.to_string() + ")");
+    lane.ep = context_->connect(lane_address, timeout, where + " (" + lane_address.to_string() + ")");
     if (l == 0) offer_landings(link, *lane.ep, lane_hello);  // every lane of a server reaches it the same way
-    lane.ep->send_control(encode(lane_hello), options_.timeout);
-    LaneWelcome lw = decode_lane_welcome(lane.ep->recv_control(options_.timeout), where);
+    lane.ep->send_control(encode(lane_hello), timeout);
+    LaneWelcome lw = decode_lane_welcome(lane.ep->recv_control(timeout), where);
     if (!lw.accepted)
       throw Error(Errc::kProtocol,
                   "server " + where + " refused worker " + std::to_string(options_.worker) + ": " + lw.reason);

@@ -183,7 +183,12 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
     // The same server (a dropped connection), or a restarted one that resumed: go on.
     auto holds_the_job = [&] { return welcome.instance == link.instance || welcome.resumed; };
     try {
-      welcome = connect_one(link.index, transport::IfRefused::kFail);
+      // No attempt outlasts the window (a server that took the connection and
+      // said nothing while it loaded its checkpoint held each one for the
+      // whole timeout, and a leaving client past its 5 s).
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      welcome = connect_one(link.index, transport::IfRefused::kFail,
+                            std::min(options_.timeout, std::max(left, std::chrono::milliseconds(100))));
       if (holds_the_job()) {
         refetch(link);
         break;

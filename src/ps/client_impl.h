@@ -231,7 +231,8 @@ class ClientImpl {
   /// Joins server `index`: admission, then its lanes. The first connect waits
   /// for a server not listening yet (IfRefused::kRetry; workers may start
   /// before their servers), a reconnect's own loop tries again instead.
-  Welcome connect_one(uint32_t index, transport::IfRefused if_refused);
+  /// `timeout` bounds each wait on the server (a reconnect's: what its window leaves).
+  Welcome connect_one(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout);
   /// Asks server `index` whether it would admit this worker (Hello::probe);
   /// returns its answer, or throws its refusal or why it could not be asked.
   /// Waits for a server not listening yet, as connect_one does.
@@ -241,7 +242,8 @@ class ClientImpl {
   void probe_all();
   Hello hello() const;
   /// Sends `hello` on `control` and returns the answer; throws a refusal.
-  Welcome ask(transport::Endpoint& control, const Hello& hello, const std::string& address) const;
+  Welcome ask(transport::Endpoint& control, const Hello& hello, const std::string& address,
+              std::chrono::milliseconds timeout) const;
   /// Gives `link`'s lanes (in `hello`) the registered memory they may put pulls into.
   void offer_landings(ServerLink& link, const transport::Endpoint& ep, LaneHello& hello);
   /// Memory registered after connect(): offered to every lane of a put path,

@@ -826,10 +826,15 @@ TEST(CheckpointReconnect, APushWhoseGatheredRunReconnectsItsServerLeavesNoSendOn
   client->clock();
   std::vector<float> w(big);
   client->pull("big", w);  // applied
+  // Its three updates (shards 0 and 1, then the gathered piece of shard 2 at
+  // the clock) in a checkpoint.
   const auto checkpointed = [&] {
-    for (const auto& e : fs::directory_iterator(dir))
-      if (e.path().extension() == ".ckpt") return true;
-    return false;
+    try {
+      const auto k = ps::load_newest_checkpoint(dir, 0, 1 << 30, [](const std::string&) {});
+      return k && k->header.updates() >= 3;
+    } catch (const Error&) {
+      return false;  // written meanwhile
+    }
   };
   for (auto until = Clock::now() + 20s; !checkpointed() && Clock::now() < until;) std::this_thread::sleep_for(5ms);
   ASSERT_TRUE(checkpointed()) << "the server wrote no checkpoint";

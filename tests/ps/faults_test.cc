@@ -923,6 +923,35 @@ TEST_P(PsFaultTest, InterruptEndsAConnectThatWaitsOnASilentServer) {
   EXPECT_NE(what.find("cancelled (interrupted)"), std::string::npos) << what;
 }
 
+// A server killed and something at its port that takes connections and says
+// nothing (a restarted server listens before it has loaded its checkpoint):
+// each reconnect attempt waited out the whole timeout (20 s here) though
+// --reconnect allowed 1 s, and a leaving client past its 5 s.
+TEST_P(PsFaultTest, AReconnectEndsWithItsWindowThoughTheServerTakesTheConnectionSilently) {
+  int port = 0;
+  PeerProcess server = listening_peer("standalone_server", GetParam(), 1, {}, &port);
+  const std::string address = "127.0.0.1:" + std::to_string(port);
+  ClientOptions o;
+  o.servers = {address};
+  o.config = fault_config(GetParam());
+  o.config.secret = test_secret();
+  o.config.reconnect_ms = 1000;
+  o.timeout = 20s;
+  auto client = connect_when_up(o, "w", kFaultFloats);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  std::vector<float> w(kFaultFloats, 1.0f);
+  client->init("w", w);
+  client->pull("w", w);
+  server.kill_now();
+  auto silent = transport::TcpSocket::listen(transport::SockAddr::parse(address));  // the kernel accepts
+  std::string what;
+  const auto start = Clock::now();
+  EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_NE(what.find("did not come back within 1 s"), std::string::npos) << what;
+  EXPECT_LT(seconds, 5.0) << "a reconnect of 1 s took " << seconds << " s: " << what;
+}
+
 // A forked child's calls on its parent's client are refused, and its
 // destructor leaves the parent's connections alone: the child's pushes broke
 // the parent's sequence (the server rejected the parent's next ones), and its
