@@ -120,7 +120,9 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
   if (config_.reconnect_ms == 0)
     for (const auto& link : links_)
       if (link.down()) {
-        broken_ = Error(cause.code(), "server " + link.address + " is gone and --reconnect is off (" +
+        broken_ = Error(cause.code(), "server " + link.address +
+                                          " was lost after this client connected and --reconnect is off: make a "
+                                          "new client (" +
                                           std::string(cause.what()) + ")");
         break;
       }

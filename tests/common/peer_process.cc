@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -31,7 +32,12 @@ constexpr const char* kFlag = "--rdmaps-peer=";
 }  // namespace
 
 bool register_peer(const std::string& name, PeerMain main) {
-  registry()[name] = std::move(main);
+  // Two files' peers of one name: one silently ran as the other (with the
+  // other's arguments), and the tests of that file failed far from the cause.
+  if (!registry().emplace(name, std::move(main)).second) {
+    std::fprintf(stderr, "peer '%s' is defined twice (RDMAPS_TEST_PEER): give one another name\n", name.c_str());
+    std::abort();
+  }
   return true;
 }
 

@@ -776,7 +776,7 @@ Config big_shard_config(const std::string& dir) {
 }
 
 // extra: checkpoint directory, "resume" or "fresh".
-RDMAPS_TEST_PEER(big_shard_server) {
+RDMAPS_TEST_PEER(resumable_big_shard_server) {
   ServerOptions o = kept_running();
   o.listen = "127.0.0.1:" + std::to_string(args.port);
   o.workers = 1;
@@ -798,7 +798,7 @@ TEST(CheckpointReconnect, APushWhoseGatheredRunReconnectsItsServerLeavesNoSendOn
   const std::string dir = temp_dir();
   int port = 0;
   auto server = std::make_unique<PeerProcess>(
-      listening_peer("big_shard_server", transport::TransportKind::kTcp, 1, {dir, "fresh"}, &port));
+      listening_peer("resumable_big_shard_server", transport::TransportKind::kTcp, 1, {dir, "fresh"}, &port));
   ClientOptions o;
   o.servers = {"127.0.0.1:" + std::to_string(port)};
   o.config = big_shard_config(dir);
@@ -843,7 +843,7 @@ TEST(CheckpointReconnect, APushWhoseGatheredRunReconnectsItsServerLeavesNoSendOn
   std::thread restarter([&] {
     std::this_thread::sleep_for(500ms);  // the push below waits on the stopped server by then
     server->kill_now();
-    server = std::make_unique<PeerProcess>("big_shard_server", transport::TransportKind::kTcp, port, 2,
+    server = std::make_unique<PeerProcess>("resumable_big_shard_server", transport::TransportKind::kTcp, port, 2,
                                            std::vector<std::string>{dir, "resume"});
   });
   // Shards 0 and 1 posted to the stopped server, then big's piece of shard 2
