@@ -280,7 +280,9 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
           "RDMAPS_SERVERS, or start under a launcher with PMIx (mpirun, srun --mpi=pmix)" +
           nested_note);
     // Whatever gave the rank (srun --mpi=pmi2 gives PMI_RANK too).
-    const bool slurm = p.launch_id.rfind("slurm:", 0) == 0;
+    // Under srun whatever names the launch (RDMAPS_JOB_ID too: two steps told
+    // apart by it shared the default port, and the second's rank 0 could not host).
+    const bool slurm = p.launch_id.rfind("slurm:", 0) == 0 || (env("SLURM_JOB_ID") && env("SLURM_STEP_ID"));
     p.master_port = slurm ? slurm_step_port(p.launch_id) : kDefaultMasterPort;
     p.master_port_var =
         slurm ? "the port of the Slurm job and step (MASTER_PORT unset)" : "the default port (MASTER_PORT unset)";

@@ -89,6 +89,7 @@ bool names_this_host(const std::string& host) {
 ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds timeout, std::string secret,
                                  const Environment& env)
     : p_(p), timeout_(timeout), secret_(std::move(secret)) {
+  if (auto a = env("RDMAPS_ADVERTISE_ADDR")) advertise_ = unbracketed(*a);
   if (!p.servers.empty()) {
     method_ = Method::kList;
     // Workers look for this server at its entry: a launcher that placed the
@@ -131,13 +132,18 @@ ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds t
 ServerDirectory::~ServerDirectory() = default;
 
 // The wildcard of the family the workers will use: that of this server's
-// RDMAPS_SERVERS entry, or of the rendezvous host, toward which the address
-// this server advertises is routed (an IPv4 wildcard refuses [::1]:PORT).
+// RDMAPS_SERVERS entry, of the address it is told to advertise
+// (RDMAPS_ADVERTISE_ADDR: an IPv6 one was advertised while the server listened
+// on IPv4 alone, and every worker was refused), or of the rendezvous host,
+// toward which the address it advertises is routed (an IPv4 wildcard refuses
+// [::1]:PORT). The IPv6 wildcard takes IPv4 too.
 std::string ServerDirectory::listen_address() const {
   if (method_ == Method::kList && p_.is_server()) {
     const std::string& entry = p_.servers[p_.server_index()];
     return wildcard_for(host_of(entry), static_cast<uint16_t>(std::stoul(port_of(entry))));
   }
+  in6_addr v6{};  // a literal only: a host name is not looked up here
+  if (::inet_pton(AF_INET6, advertise_.substr(0, advertise_.find('%')).c_str(), &v6) == 1) return "[::]:0";
   if (method_ == Method::kRendezvous) return wildcard_for(p_.master_addr, 0);
   return "0.0.0.0:0";
 }

@@ -47,6 +47,7 @@ class ServerDirectory {
   std::chrono::milliseconds timeout_;
   std::string secret_;
   Method method_;
+  std::string advertise_;  // RDMAPS_ADVERTISE_ADDR, if given: its family is the one to listen on
   std::unique_ptr<RendezvousHost> host_;
 };
 

@@ -154,6 +154,14 @@ TEST(Placement, TheLaunchIdTellsJobsApartAndSlurmStepsGetPortsOfTheirOwn) {
   EXPECT_EQ(detect(env_of(step))->master_port, 29700);  // given: it wins
   step["RDMAPS_JOB_ID"] = "  run 7 ";
   EXPECT_EQ(detect(env_of(step))->launch_id, "run 7");
+  // Launches of one step told apart by RDMAPS_JOB_ID get ports of their own too
+  // (they shared the default, and the second's rank 0 could not host).
+  step.erase("MASTER_PORT");
+  const uint16_t run7 = detect(env_of(step))->master_port;
+  step["RDMAPS_JOB_ID"] = "run 8";
+  EXPECT_NE(run7, kDefaultMasterPort);
+  EXPECT_NE(detect(env_of(step))->master_port, run7);
+  step["RDMAPS_JOB_ID"] = "  run 7 ";
   // torchrun's "none" (no --rdzv-id) tells nothing; nor does a launch without any id.
   Vars torchrun = with_master({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"TORCHELASTIC_RUN_ID", "none"}});
   EXPECT_EQ(detect(env_of(torchrun))->launch_id, "");

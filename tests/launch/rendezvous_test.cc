@@ -488,6 +488,13 @@ TEST(ServerDirectory, ListenAndAdvertise) {
                                  return std::nullopt;
                                }),
             "[2001:db8::1]:4000");
+  // Listened for on the advertised address's family: an IPv6 one was
+  // advertised while the server listened on IPv4 alone (every worker refused).
+  Placement r = rank_of(1, 3, 2, 29500);
+  r.master_addr = "127.0.0.1";
+  EXPECT_EQ(ServerDirectory(r, 1s, "", v6).listen_address(), "[::]:0");
+  EXPECT_EQ(ServerDirectory(r, 1s, "", env).listen_address(), "0.0.0.0:0") << "a host name keeps the rendezvous's";
+  EXPECT_EQ(ServerDirectory(r, 1s, "", none).listen_address(), "0.0.0.0:0");
   // Not a host: named, not advertised as "[node1:5000]:4000" or " node1:4000".
   // A comma split the job's list of servers: every rank failed with "2 server addresses for 1 servers".
   for (const char* bad : {"node1:5000", " node1", "[node1:5000]", "node 1", "node1,node2"}) {
