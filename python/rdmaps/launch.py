@@ -37,6 +37,7 @@ import contextlib
 import os
 import queue
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -167,12 +168,23 @@ def _stop(procs, sig):
             sig = signal.SIGKILL
 
 
+def _ending_with_launcher(command, env):
+    """`command` run so that it gets SIGTERM when the launcher dies, SIGKILL included (Linux: util-linux's
+    setpriv --pdeathsig, which then execs it): the ranks, in sessions of their own, trained on after a
+    launcher killed by a CI timeout or the OOM killer. As it was where setpriv is missing, or where the
+    command is not found (Popen then says so, as before)."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if not setpriv or shutil.which(command[0], path=env.get("PATH", os.defpath)) is None:
+        return command
+    return [setpriv, "--pdeathsig", "TERM", "--", *command]
+
+
 def _start(command, env, prefix):
     """Popen, or the exit status and the reason it could not start."""
     try:
         # A session of its own: stopping a rank reaches what it started (a shell's children), and Ctrl-C
         # at a terminal reaches it once, through the launcher.
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE if prefix else None,
+        return subprocess.Popen(_ending_with_launcher(command, env), env=env, stdout=subprocess.PIPE if prefix else None,
                                 stderr=subprocess.STDOUT if prefix else None, start_new_session=True), None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in an argument
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

@@ -2,6 +2,7 @@
 
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -363,6 +364,36 @@ sys.exit(3)
                 with self.assertRaises(ProcessLookupError, msg=f"process {pid} outlived its launcher"):
                     os.kill(pid, 0)
 
+
+    @unittest.skipUnless(sys.platform.startswith("linux") and shutil.which("setpriv"), "needs util-linux's setpriv")
+    def test_the_ranks_end_with_a_launcher_killed_by_sigkill(self):
+        # In sessions of their own, the ranks of a launcher killed by a CI timeout or the OOM killer trained on.
+        with tempfile.TemporaryDirectory() as d:
+            code = f"import os, time\nopen(os.path.join({d!r}, os.environ['RANK']), 'w').write(str(os.getpid()))\n" \
+                   "time.sleep(60)"
+            launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
+                                         "--no-python", sys.executable, "-c", code])
+            try:
+                deadline = time.monotonic() + 30
+                while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.2)  # both pids written in full
+                pids = [int(open(os.path.join(d, f)).read()) for f in os.listdir(d)]
+                self.assertEqual(len(pids), 2, "the processes did not start")
+            finally:
+                launcher.kill()
+                launcher.wait()
+            for pid in pids:
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        break
+                    time.sleep(0.05)
+                else:
+                    os.kill(pid, signal.SIGKILL)
+                    self.fail(f"process {pid} outlived its launcher by 10 s")
 
     def test_a_hang_up_the_caller_ignores_stops_nothing(self):
         # Under nohup (SIGHUP ignored) the launcher set its own handler, and a logout stopped every rank.
