@@ -18,7 +18,9 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -213,39 +215,65 @@ TEST(HttpEndpoint, AnAcceptOutOfDescriptorsIsLoggedOnceNotEveryTry) {
   EXPECT_NE(lines[0].find("out of file descriptors"), std::string::npos) << lines[0];
 }
 
+// A child made by fork() (a trainer's DataLoader worker) that sleeps, once
+// it ran past fork's handlers, until the object goes: then killed and reaped.
+// `at_fork` runs in the parent just before the fork, `forked` just after.
+class SleepingChild {
+ public:
+  explicit SleepingChild(const std::function<void()>& at_fork = {}, const std::function<void()>& forked = {}) {
+    int started[2];
+    if (::pipe(started) != 0) return;
+    if (at_fork) at_fork();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      [[maybe_unused]] const ssize_t n = ::write(started[1], "x", 1);
+      ::sleep(20);  // killed first
+      ::_exit(0);
+    }
+    if (forked) forked();
+    char byte;
+    started_ = pid_ > 0 && ::read(started[0], &byte, 1) == 1;
+    ::close(started[0]);
+    ::close(started[1]);
+  }
+  ~SleepingChild() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  SleepingChild(const SleepingChild&) = delete;
+  SleepingChild& operator=(const SleepingChild&) = delete;
+  bool started() const { return started_; }
+
+ private:
+  pid_t pid_ = -1;
+  bool started_ = false;
+};
+
+// What a new endpoint on `address` says ("": it serves), with `child` alive.
+std::string listen_again(const std::string& address) {
+  try {
+    rdmaps::metrics::HttpEndpoint again(address, "--metrics", [] { return std::string("up 1\n"); });
+    EXPECT_EQ(status_line(exchange(port_of(again), "GET /metrics HTTP/1.1\r\n\r\n")), "HTTP/1.1 200 OK");
+  } catch (const rdmaps::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // A child made by fork() (a trainer's DataLoader workers) held the listening
 // socket: once the parent closed its endpoint, scrapes connected and hung,
 // and a new endpoint on the port was refused as "the port is in use".
 TEST(HttpEndpoint, AForkedChildDoesNotHoldThePort) {
   std::string address;
-  pid_t child = -1;
+  std::optional<SleepingChild> child;
   {
     rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
     address = endpoint.address();
-    int started[2];
-    ASSERT_EQ(::pipe(started), 0);
-    child = ::fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-      [[maybe_unused]] const ssize_t n = ::write(started[1], "x", 1);  // past fork's handlers
-      ::sleep(20);                                                     // killed by the test
-      ::_exit(0);
-    }
-    char byte;
-    EXPECT_EQ(::read(started[0], &byte, 1), 1);
-    ::close(started[0]);
-    ::close(started[1]);
+    child.emplace();
+    ASSERT_TRUE(child->started());
   }
-  std::string what;
-  try {
-    rdmaps::metrics::HttpEndpoint again(address, "--metrics", [] { return std::string("up 1\n"); });
-    EXPECT_EQ(status_line(exchange(port_of(again), "GET /metrics HTTP/1.1\r\n\r\n")), "HTTP/1.1 200 OK");
-  } catch (const rdmaps::Error& e) {
-    what = e.what();
-  }
-  ::kill(child, SIGKILL);
-  ::waitpid(child, nullptr, 0);
-  EXPECT_EQ(what, "") << "a new endpoint on the parent's port, with the child alive";
+  EXPECT_EQ(listen_again(address), "") << "a new endpoint on the parent's port, with the child alive";
 }
 
 // The same with the process at its descriptor limit when it forks: the
@@ -253,41 +281,26 @@ TEST(HttpEndpoint, AForkedChildDoesNotHoldThePort) {
 // listening socket, and a new endpoint on the port was refused as in use.
 TEST(HttpEndpoint, AChildForkedAtTheDescriptorLimitDoesNotHoldThePort) {
   std::string address;
-  pid_t child = -1;
+  std::optional<SleepingChild> child;
   {
     rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
     address = endpoint.address();
-    int started[2];
-    ASSERT_EQ(::pipe(started), 0);
     size_t open_now = 0;
     for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++open_now;
     rdmaps::test::ScopedSoftFileLimit limit(open_now + 8);
     ASSERT_TRUE(limit.lowered());
     std::vector<int> held;
-    for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
-    child = ::fork();
-    if (child == 0) {
-      [[maybe_unused]] const ssize_t n = ::write(started[1], "x", 1);
-      ::sleep(20);  // killed by the test
-      ::_exit(0);
-    }
-    for (int fd : held) ::close(fd);
-    limit.restore();
-    ASSERT_GE(child, 0);
-    char byte;
-    EXPECT_EQ(::read(started[0], &byte, 1), 1);
-    ::close(started[0]);
-    ::close(started[1]);
+    child.emplace(
+        [&] {
+          for (int fd; (fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0;) held.push_back(fd);
+        },
+        [&] {
+          for (int fd : held) ::close(fd);
+          limit.restore();
+        });
+    ASSERT_TRUE(child->started());
   }
-  std::string what;
-  try {
-    rdmaps::metrics::HttpEndpoint again(address, "--metrics", [] { return std::string("up 1\n"); });
-  } catch (const rdmaps::Error& e) {
-    what = e.what();
-  }
-  ::kill(child, SIGKILL);
-  ::waitpid(child, nullptr, 0);
-  EXPECT_EQ(what, "") << "a new endpoint on the parent's port, with the child alive";
+  EXPECT_EQ(listen_again(address), "") << "a new endpoint on the parent's port, with the child alive";
 }
 
 // A connection the endpoint gives up on (its request not whole in 2 s) ends
@@ -303,28 +316,18 @@ TEST(HttpEndpoint, AForkedChildDoesNotHoldItsConnections) {
   to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // accepted by now
-  int started[2];
-  ASSERT_EQ(::pipe(started), 0);
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    [[maybe_unused]] const ssize_t n = ::write(started[1], "x", 1);
-    ::sleep(20);  // killed by the test
-    ::_exit(0);
-  }
-  char byte;
-  EXPECT_EQ(::read(started[0], &byte, 1), 1);
-  ::close(started[0]);
-  ::close(started[1]);
+  std::optional<SleepingChild> child(std::in_place);
+  ASSERT_TRUE(child->started());
   pollfd p{fd, POLLIN, 0};
   const int ready = ::poll(&p, 1, 6000);  // the request's 2 s, and room
   ssize_t got = -2;
+  char byte;
   if (ready == 1) got = ::recv(fd, &byte, 1, MSG_DONTWAIT);
-  ::kill(child, SIGKILL);
-  ::waitpid(child, nullptr, 0);
+  const int err = errno;
+  child.reset();
   ::close(fd);
   EXPECT_EQ(ready, 1) << "no end of the connection within 6 s while the child lived";
-  EXPECT_TRUE(got == 0 || (got < 0 && errno == ECONNRESET)) << "recv gave " << got;
+  EXPECT_TRUE(got == 0 || (got < 0 && err == ECONNRESET)) << "recv gave " << got;
 }
 
 // What each request head gets, from the reply function the endpoint uses.

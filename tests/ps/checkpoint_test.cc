@@ -976,17 +976,23 @@ TEST_P(PsCheckpointTest, ARunWithoutResumeThatAppliedNothingLeavesTheCheckpoints
 // as gone: a resumed server took it for one that had left, and ended the job
 // without it (it found nobody to reconnect to), or, its other worker having
 // left, took the job for ended and waited for good for that one.
+// Worker 1 of 2, reconnecting for up to 60 s, joined and one step taken.
+std::unique_ptr<Client> join_as_worker_one(const std::string& addresses, const Config& c, int step) {
+  ClientOptions o = local_worker_options(addresses, c, 1);
+  o.workers = 2;
+  o.config.reconnect_ms = 60000;
+  auto client = std::make_unique<Client>(o);
+  client->declare("w", kFloats);
+  client->connect();
+  client->push("w", gradient(step));
+  client->clock();
+  return client;
+}
+
 RDMAPS_TEST_PEER(reconnecting_worker) {
   Config c = checkpoint_each_update(args.transport, args.extra.at(1));
   c.staleness = kInfiniteStaleness;  // as the test's
-  ClientOptions o = local_worker_options(args.extra.at(0), c, 1);
-  o.workers = 2;
-  o.config.reconnect_ms = 60000;
-  Client client(o);
-  client.declare("w", kFloats);
-  client.connect();
-  client.push("w", gradient(1));
-  client.clock();
+  const auto client = join_as_worker_one(args.extra.at(0), c, 1);
   std::this_thread::sleep_for(60s);  // killed by the test
   return 0;
 }
@@ -1050,15 +1056,8 @@ TEST_P(PsCheckpointTest, AWorkerThatCameBackAndLeftIsSavedAsGone) {
     o.workers = 2;
     Client zero(o);
     lose_worker_one(servers, dir, zero);
-    ClientOptions again = local_worker_options(servers.addresses(), c, 1);
-    again.workers = 2;
-    again.config.reconnect_ms = 60000;
-    Client one(again);
-    one.declare("w", kFloats);
-    one.connect();
-    one.push("w", gradient(2));
-    one.clock();
-  }  // both leave
+    const auto one = join_as_worker_one(servers.addresses(), c, 2);  // back, under its id
+  }                                                                  // both leave
   const auto left = Clock::now();
   servers.join();  // its final checkpoint written
   EXPECT_LT(Clock::now() - left, 20s) << "the server ran on for worker 1's old reconnect window";

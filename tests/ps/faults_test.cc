@@ -2423,57 +2423,57 @@ std::vector<double> keepalive_timers() {
 // 10 s): a 40 s partition ended a job whose waits allowed 90 s, and
 // --reconnect could not save it. The job's --peer-timeout (default 120 s:
 // first probe after 60 s) reaches the kernel; 0 leaves UCX's.
+// A job of one server and one worker over `kind` with `peer_timeout_ms`,
+// a push and a pull done: `check` runs while it is up.
+template <class Check>
+void with_a_job(transport::TransportKind kind, uint64_t peer_timeout_ms, Check check) {
+  Config c = fault_config(kind);
+  c.peer_timeout_ms = peer_timeout_ms;
+  ServerGroup servers(1, 1, c);
+  Client client(local_worker_options(servers.addresses(), c));
+  std::vector<float> w(kFaultFloats, 1.0f);
+  client.declare("w", w.size());
+  client.connect();
+  client.push("w", w);
+  client.pull("w", w);
+  check();
+}
+
 TEST(TcpKeepalive, ASilentConnectionLivesAsLongAsThePeerTimeoutSays) {
-  for (const uint64_t peer_timeout_ms : {uint64_t{120000}, uint64_t{0}}) {
-    Config c = fault_config(transport::TransportKind::kTcp);
-    c.peer_timeout_ms = peer_timeout_ms;
-    ServerGroup servers(1, 1, c);
-    Client client(local_worker_options(servers.addresses(), c));
-    std::vector<float> w(kFaultFloats, 1.0f);
-    client.declare("w", w.size());
-    client.connect();
-    client.push("w", w);
-    client.pull("w", w);
-    // A socket shows one timer: while a segment awaits its acknowledgment, the retransmission's.
-    std::vector<double> timers = keepalive_timers();
-    for (auto until = Clock::now() + 5s; timers.empty() && Clock::now() < until; timers = keepalive_timers())
-      std::this_thread::sleep_for(20ms);
-    ASSERT_FALSE(timers.empty()) << "UCX armed no keepalive on its connections";
-    const double longest = *std::max_element(timers.begin(), timers.end());
-    if (peer_timeout_ms)
-      EXPECT_GT(longest, 40.0) << "the first keepalive probe comes " << longest << " s from now; --peer-timeout 120 "
-                               << "puts it 60 s after the last traffic (UCX's own: 10 s)";
-    else
-      EXPECT_LE(longest, 10.5) << "--peer-timeout 0 should leave UCX's keepalive (first probe after 10 s)";
-  }
+  for (const uint64_t peer_timeout_ms : {uint64_t{120000}, uint64_t{0}})
+    with_a_job(transport::TransportKind::kTcp, peer_timeout_ms, [&] {
+      // A socket shows one timer: while a segment awaits its acknowledgment, the retransmission's.
+      std::vector<double> timers = keepalive_timers();
+      for (auto until = Clock::now() + 5s; timers.empty() && Clock::now() < until; timers = keepalive_timers())
+        std::this_thread::sleep_for(20ms);
+      ASSERT_FALSE(timers.empty()) << "UCX armed no keepalive on its connections";
+      const double longest = *std::max_element(timers.begin(), timers.end());
+      if (peer_timeout_ms)
+        EXPECT_GT(longest, 40.0) << "the first keepalive probe comes " << longest << " s from now; --peer-timeout 120 "
+                                 << "puts it 60 s after the last traffic (UCX's own: 10 s)";
+      else
+        EXPECT_LE(longest, 10.5) << "--peer-timeout 0 should leave UCX's keepalive (first probe after 10 s)";
+    });
 }
 
 // Every transport learns of a dead peer from its bootstrap socket closing;
 // one whose host vanished sends no FIN, so without keepalive a lane waiting
 // on it over shm or verbs (no UCX tcp connection to probe) waited for good.
 TEST(TcpKeepalive, TheBootstrapConnectionIsProbedOnEveryTransport) {
-  for (const uint64_t peer_timeout_ms : {uint64_t{120000}, uint64_t{0}}) {
-    Config c = fault_config(transport::TransportKind::kShm);
-    c.peer_timeout_ms = peer_timeout_ms;
-    ServerGroup servers(1, 1, c);
-    Client client(local_worker_options(servers.addresses(), c));
-    std::vector<float> w(kFaultFloats, 1.0f);
-    client.declare("w", w.size());
-    client.connect();
-    client.push("w", w);
-    client.pull("w", w);
-    // Over shared memory the only tcp connections are the bootstrap ones,
-    // the worker's to the server and the lanes', both ends in this process.
-    const std::vector<double> timers = keepalive_timers();
-    if (!peer_timeout_ms) {
-      EXPECT_TRUE(timers.empty()) << "--peer-timeout 0 armed " << timers.size() << " keepalive timer(s)";
-      continue;
-    }
-    ASSERT_GE(timers.size(), 2u) << "both ends of a bootstrap connection should be kept alive";
-    for (double t : timers)
-      EXPECT_GT(t, 40.0) << "a keepalive probe comes " << t << " s from now; --peer-timeout 120 puts the "
-                         << "first 60 s after the last traffic";
-  }
+  for (const uint64_t peer_timeout_ms : {uint64_t{120000}, uint64_t{0}})
+    with_a_job(transport::TransportKind::kShm, peer_timeout_ms, [&] {
+      // Over shared memory the only tcp connections are the bootstrap ones,
+      // the worker's to the server and the lanes', both ends in this process.
+      const std::vector<double> timers = keepalive_timers();
+      if (!peer_timeout_ms) {
+        EXPECT_TRUE(timers.empty()) << "--peer-timeout 0 armed " << timers.size() << " keepalive timer(s)";
+        return;
+      }
+      ASSERT_GE(timers.size(), 2u) << "both ends of a bootstrap connection should be kept alive";
+      for (double t : timers)
+        EXPECT_GT(t, 40.0) << "a keepalive probe comes " << t << " s from now; --peer-timeout 120 puts the "
+                           << "first 60 s after the last traffic";
+    });
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PsFaultTest,

@@ -342,19 +342,26 @@ sys.exit(3)
             self.assertIn(said, p.stderr)
             self.assertNotIn("Traceback", p.stderr)
 
+    def launch_two_sleepers(self, d):
+        """A launcher of two ranks that write their pids into `d` and sleep; returns it and the pids."""
+        code = f"import os, time\nopen(os.path.join({d!r}, os.environ['RANK']), 'w').write(str(os.getpid()))\n" \
+               "time.sleep(60)"
+        launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
+                                     "--no-python", sys.executable, "-c", code])
+        deadline = time.monotonic() + 30
+        while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # both pids written in full
+        pids = [int(open(os.path.join(d, f)).read()) for f in os.listdir(d)]
+        if len(pids) != 2:
+            launcher.kill()
+            self.fail("the processes did not start")
+        return launcher, pids
+
     def test_sigterm_to_the_launcher_reaches_every_process(self):
         with tempfile.TemporaryDirectory() as d:
-            code = f"import os, time\nopen(os.path.join({d!r}, os.environ['RANK']), 'w').write(str(os.getpid()))\n" \
-                   "time.sleep(60)"
-            launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
-                                         "--no-python", sys.executable, "-c", code])
+            launcher, pids = self.launch_two_sleepers(d)
             try:
-                deadline = time.monotonic() + 30
-                while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                time.sleep(0.2)  # both pids written in full
-                pids = [int(open(os.path.join(d, f)).read()) for f in os.listdir(d)]
-                self.assertEqual(len(pids), 2, "the processes did not start")
                 launcher.send_signal(signal.SIGTERM)
                 self.assertEqual(launcher.wait(timeout=20), 128 + signal.SIGTERM)
             finally:
@@ -364,25 +371,13 @@ sys.exit(3)
                 with self.assertRaises(ProcessLookupError, msg=f"process {pid} outlived its launcher"):
                     os.kill(pid, 0)
 
-
     @unittest.skipUnless(sys.platform.startswith("linux") and shutil.which("setpriv"), "needs util-linux's setpriv")
     def test_the_ranks_end_with_a_launcher_killed_by_sigkill(self):
         # In sessions of their own, the ranks of a launcher killed by a CI timeout or the OOM killer trained on.
         with tempfile.TemporaryDirectory() as d:
-            code = f"import os, time\nopen(os.path.join({d!r}, os.environ['RANK']), 'w').write(str(os.getpid()))\n" \
-                   "time.sleep(60)"
-            launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
-                                         "--no-python", sys.executable, "-c", code])
-            try:
-                deadline = time.monotonic() + 30
-                while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                time.sleep(0.2)  # both pids written in full
-                pids = [int(open(os.path.join(d, f)).read()) for f in os.listdir(d)]
-                self.assertEqual(len(pids), 2, "the processes did not start")
-            finally:
-                launcher.kill()
-                launcher.wait()
+            launcher, pids = self.launch_two_sleepers(d)
+            launcher.kill()
+            launcher.wait()
             for pid in pids:
                 deadline = time.monotonic() + 10
                 while time.monotonic() < deadline:
