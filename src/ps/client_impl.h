@@ -214,6 +214,10 @@ class ClientImpl {
   /// ones go to different lanes: the lanes apply in parallel only if each has
   /// work, and a lane's credits run out after a few pieces.
   void interleave_lanes(std::vector<Piece>& pieces);
+  /// One pass of send() over `pieces` (host memory): posted, or gathered
+  /// where `gathers`; a piece whose server restarted during it is skipped.
+  void send_pieces(std::vector<Piece>& pieces, const void* source, size_t elem, MsgType type, uint16_t flags,
+                   bool gathers);
   /// Adds a push's piece of part of a shard to its shard's gathered run,
   /// sending the run first unless the piece adjoins it.
   void gather(const Piece& p, const uint8_t* payload);
@@ -394,6 +398,7 @@ class ClientImpl {
   std::span<const PullTarget> pulling_;       // the running pull's targets (ranges_), empty between pulls
   std::vector<int> device_;                   // by target of pulling_: its GPU, -1 for host memory
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
+  std::vector<uint32_t> generations_;         // send(): each link's generation when it began
   ClientStats stats_;
   // A pull under way: its counters as they were before it (what publish() shows meanwhile).
   std::optional<PullCounters> pull_counters_before_;

@@ -54,52 +54,77 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   }
   interleave_lanes(pieces);
   const uint16_t flags = bf16 ? kFlagBf16 : 0;
+  if (on_device && gpu_->path() == GpuPath::kStaged) {
+    send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags);
+  } else {
+    // An init sets values, so a server that restarted during it (and came
+    // back) gets all of its pieces again: they were skipped, and those sent
+    // before its restart may be missing from its checkpoint; init() returned
+    // with those shards as the checkpoint had them, or at zero.
+    std::vector<uint32_t>& at_start = generations_;
+    at_start.clear();
+    for (const auto& link : links_) at_start.push_back(link.generation);
+    for (int pass = 0; pass < 3; ++pass) {
+      send_pieces(pieces, source, elem, type, flags, gathers);
+      if (type != MsgType::kInit) break;
+      std::erase_if(pieces,
+                    [&](const Piece& p) { return p.link->generation == at_start[p.link->index] || p.link->down(); });
+      if (pieces.empty()) break;
+      for (Piece& p : pieces) {
+        p.lane = &p.link->lanes[p.link->lane_of[p.shard]];
+        p.generation = p.link->generation;
+      }
+      for (const auto& link : links_) at_start[link.index] = link.generation;
+    }
+  }
+  if (type == MsgType::kPush) {
+    stats_.push_bytes += values.size() * elem;
+    if (on_device) stats_.gpu_path = gpu_path_name(gpu_->path());
+  }
+}
+
+// One pass over `pieces`: posted (or gathered), each again after a reconnect
+// unless its server was the one that restarted; then locally complete.
+void ClientImpl::send_pieces(std::vector<Piece>& pieces, const void* source, size_t elem, MsgType type, uint16_t flags,
+                             bool gathers) {
   // Pushes (messages) count as each is posted, or dropped as lost: a call
   // that failed mid-way left its posted ones uncounted while the reconnect
   // counted them lost, and more were lost than pushed.
   const auto count_push = [&] {
     if (type == MsgType::kPush) ++stats_.pushes;
   };
-  if (on_device && gpu_->path() == GpuPath::kStaged) {
-    send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags);
-  } else {
-    std::vector<transport::Request>& inflight = inflight_;
-    abandon_pending(inflight);  // none, unless a call ended by something else than an Error left some
-    for (size_t i = 0; i < pieces.size();) {
-      const Piece& p = pieces[i];
-      if (p.generation != p.link->generation) {  // its server restarted during this push
-        if (type == MsgType::kPush) ++stats_.pushes_lost;
-        count_push();  // counted as sent, and as lost: sent - lost = what the servers hold
-        ++i;
-        continue;
-      }
-      try {
-        const uint8_t* payload = static_cast<const uint8_t*>(source) + p.source;
-        if (gathers && p.length < partition_->shard(p.link->index, p.shard).size() &&
-            (p.link->use_am || p.length * elem < kGatherPutBytes)) {
-          gather(p, payload);
-        } else {
-          post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, payload, inflight, flags);
-          if (type == MsgType::kPush) ++p.link->posted;
-          count_push();
-        }
-        ++i;
-      } catch (const Error& e) {
-        recover(e, inflight);  // then this piece again, unless its server was the one that restarted
-      }
+  std::vector<transport::Request>& inflight = inflight_;
+  abandon_pending(inflight);  // none, unless a call ended by something else than an Error left some
+  for (size_t i = 0; i < pieces.size();) {
+    const Piece& p = pieces[i];
+    if (p.generation != p.link->generation) {  // its server restarted during this push
+      if (type == MsgType::kPush) ++stats_.pushes_lost;
+      count_push();  // counted as sent, and as lost: sent - lost = what the servers hold
+      ++i;
+      continue;
     }
-    // Local completion: the caller's buffer may be reused after this returns.
     try {
-      complete(inflight);
+      const uint8_t* payload = static_cast<const uint8_t*>(source) + p.source;
+      if (gathers && p.length < partition_->shard(p.link->index, p.shard).size() &&
+          (p.link->use_am || p.length * elem < kGatherPutBytes)) {
+        gather(p, payload);
+      } else {
+        post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, payload, inflight, flags);
+        if (type == MsgType::kPush) ++p.link->posted;
+        count_push();
+      }
+      ++i;
     } catch (const Error& e) {
-      recover(e, inflight);
+      recover(e, inflight);  // then this piece again, unless its server was the one that restarted
     }
-    inflight.clear();  // release the requests now; the vector keeps its capacity
   }
-  if (type == MsgType::kPush) {
-    stats_.push_bytes += values.size() * elem;
-    if (on_device) stats_.gpu_path = gpu_path_name(gpu_->path());
+  // Local completion: the caller's buffer may be reused after this returns.
+  try {
+    complete(inflight);
+  } catch (const Error& e) {
+    recover(e, inflight);
   }
+  inflight.clear();  // release the requests now; the vector keeps its capacity
 }
 
 void ClientImpl::gather(const Piece& p, const uint8_t* payload) {
