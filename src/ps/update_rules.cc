@@ -54,14 +54,24 @@ void apply_update(const math::UpdateParams& p, math::Step s, float* w_ptr, const
       ms = p.ms_momentum * ms + (1.0f - p.ms_momentum) * g * g;
       // The compensation scales each element's gradient by 1 + k (update_element.h);
       // bounded, k stays in [-b, b]. A NaN k (Inf / Inf) becomes -b, as the
-      // kernel's fmaxf has it: Eigen's max returns its left operand where one
-      // is NaN, as std::max does (k.max(-b) kept the NaN), at no cost; its
-      // NaN policies cost about 5 % of this pass here (UpdateRules.ABoundedCompensation...).
+      // kernel's fmaxf has it (UpdateRules.ABoundedCompensation...).
       const auto k = p.lambda0 * g * (w - bak) / (s.ms_scale * ms + p.eps).sqrt();
-      if (p.dc_bound > 0)
-        w -= lr * g * (1.0f + Eigen::ArrayXf::Constant(len, -p.dc_bound).max(k).min(p.dc_bound));
-      else
+      if (p.dc_bound > 0) {
+        const auto lowest = Eigen::ArrayXf::Constant(len, -p.dc_bound);
+#if defined(__x86_64__) || defined(__i386__)
+        // SSE and AVX max keep the left operand where one is NaN, as std::max
+        // does (k.max(-b) kept the NaN), at no cost; Eigen's NaN policies
+        // cost about 5 % of this pass here.
+        w -= lr * g * (1.0f + lowest.max(k).min(p.dc_bound));
+#else
+        // NEON's max propagates a NaN (it stayed in w for good): the policy that takes the number.
+        w -= lr * g *
+             (1.0f + lowest.binaryExpr(k, Eigen::internal::scalar_max_op<float, float, Eigen::PropagateNumbers>())
+                         .min(p.dc_bound));
+#endif
+      } else {
         w -= lr * (g + k * g);
+      }
       return;
     }
   }
