@@ -48,7 +48,7 @@ uint64_t InboxWriter::post(SlotHeader h, const void* payload, size_t bytes, std:
 }
 
 InboxReader::InboxReader(std::unique_ptr<transport::Region> inbox, SlotLayout layout, uint32_t slots)
-    : inbox_(std::move(inbox)), layout_(layout), slots_(slots) {
+    : inbox_(std::move(inbox)), layout_(layout), slots_(slots), arrived_(slots, 0) {
   std::memset(inbox_->data(), 0, inbox_->size());
 }
 
@@ -99,6 +99,12 @@ std::string InboxReader::land(transport::Context& context, transport::AmMessage&
   if (h.seq < expected_ || h.seq >= expected_ + slots_)
     return "active message with sequence " + std::to_string(h.seq) + " outside the credit window [" +
            std::to_string(expected_) + ", +" + std::to_string(slots_) + ")";
+  // Once per sequence: a second copy rewrote the slot under the first's
+  // receive (its header applied with the other's payload, a doorbell rung
+  // late over the next lap's) and left a failure no turn ever took.
+  uint64_t& arrived = arrived_[(h.seq - 1) % slots_];
+  if (arrived == h.seq) return "active message with sequence " + std::to_string(h.seq) + ", which already arrived";
+  arrived = h.seq;
   uint8_t* s = slot(h.seq);
   std::memcpy(s, &h, sizeof(h));
   if (m.length > layout_.payload_bytes) {

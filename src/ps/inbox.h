@@ -99,6 +99,7 @@ class InboxReader {
   uint64_t expected_ = 1;
   std::vector<Landing> landings_;
   std::vector<std::pair<uint64_t, std::string>> failed_;  // rung, not landed: by sequence
+  std::vector<uint64_t> arrived_;                         // by slot: the last sequence that arrived there
 };
 
 inline bool InboxReader::complete() {

@@ -584,20 +584,18 @@ TEST_P(PsFaultTest, AWorkerBackAfterLeavingMidStepStartsAStepOfItsOwn) {
 // (the worker held the clock for everyone until its timeout). A payload
 // shorter than its header says is refused too: it was applied, the rest of
 // its floats whatever the slot held from an earlier message.
-TEST_P(PsFaultTest, AnActiveMessageThatCannotLandIsRejectedInItsTurnAndTheNextTaken) {
-  if (GetParam() != transport::TransportKind::kTcp) GTEST_SKIP() << "pushes travel by active message over tcp";
-  Config c = fault_config(GetParam());
-  ServerGroup servers(1, 2, c);
-  RawWorker raw(PeerArgs{GetParam(), 0, 1, {servers.addresses()}}, 1, kFaultFloats, 3, PushPath::kAm);
-  ASSERT_TRUE(raw.welcome.accepted) << raw.welcome.reason;
-  auto* mailbox = raw.mailbox();
-  // On this path the lane sends its mailbox by active message too.
-  ps::WriteBackReceiver write_backs;
-  raw.context->set_am_handler(ps::kAmWriteBack, [&](transport::AmMessage& m) {
-    write_backs.on_message(*raw.context, m, *raw.receive,
-                           [](uint64_t, uint64_t) { return ps::WriteBackReceiver::Destination{}; });
-  });
-  auto send = [&](uint64_t seq, size_t bytes) {
+// A raw worker on the active-message path that posts push headers by hand.
+struct AmPusher {
+  AmPusher(transport::TransportKind kind, const std::string& addresses)
+      : raw(PeerArgs{kind, 0, 1, {addresses}}, 1, kFaultFloats, 3, PushPath::kAm), mailbox(raw.mailbox()) {
+    // On this path the lane sends its mailbox by active message too.
+    raw.context->set_am_handler(ps::kAmWriteBack, [this](transport::AmMessage& m) {
+      write_backs.on_message(*raw.context, m, *raw.receive,
+                             [](uint64_t, uint64_t) { return ps::WriteBackReceiver::Destination{}; });
+    });
+  }
+  /// A push of sequence `seq` whose header says 16 floats, with `bytes` of payload.
+  void post(uint64_t seq, size_t bytes) {
     ps::SlotHeader h{};
     h.magic = ps::kSlotMagic;
     h.type = static_cast<uint16_t>(ps::MsgType::kPush);
@@ -605,25 +603,66 @@ TEST_P(PsFaultTest, AnActiveMessageThatCannotLandIsRejectedInItsTurnAndTheNextTa
     h.seq = seq;
     h.length = 16;
     std::vector<uint8_t> payload(bytes);
-    auto request = raw.ep->am_send(ps::kAmPush, &h, sizeof(h), payload.data(), payload.size());
-    request.wait_for(kSetupTimeout);
+    raw.ep->am_send(ps::kAmPush, &h, sizeof(h), payload.data(), payload.size()).wait_for(kSetupTimeout);
+  }
+  /// Waits (10 s at most) for the lane to have consumed `seq`.
+  void consumed(uint64_t seq) {
     for (auto until = Clock::now() + 10s; mailbox[0].load() < seq && Clock::now() < until;) {
       raw.context->progress();
       write_backs.publish(*raw.receive, [](uint64_t, uint64_t, bool) {});
     }
-  };
-  send(1, raw.slot.payload_bytes + 4096);
-  EXPECT_EQ(mailbox[0].load(), 1u) << "the message that could not land was never consumed";
-  send(2, 64);  // 16 floats: taken in turn
-  EXPECT_EQ(mailbox[0].load(), 2u) << "the next message was not taken";
-  send(3, 4);  // its header says 16 floats
-  EXPECT_EQ(mailbox[0].load(), 3u);
+  }
+  RawWorker raw;
+  const std::atomic<uint64_t>* mailbox;
+  ps::WriteBackReceiver write_backs;
+};
+
+uint64_t landing_rejections(const ServerStats& s) {
+  for (const auto& [reason, count] : s.rejected_by_reason)
+    if (reason == "landing") return count;
+  return 0;
+}
+
+TEST_P(PsFaultTest, AnActiveMessageThatCannotLandIsRejectedInItsTurnAndTheNextTaken) {
+  if (GetParam() != transport::TransportKind::kTcp) GTEST_SKIP() << "pushes travel by active message over tcp";
+  Config c = fault_config(GetParam());
+  ServerGroup servers(1, 2, c);
+  AmPusher worker(GetParam(), servers.addresses());
+  ASSERT_TRUE(worker.raw.welcome.accepted) << worker.raw.welcome.reason;
+  worker.post(1, worker.raw.slot.payload_bytes + 4096);
+  worker.consumed(1);
+  EXPECT_EQ(worker.mailbox[0].load(), 1u) << "the message that could not land was never consumed";
+  worker.post(2, 64);  // 16 floats: taken in turn
+  worker.consumed(2);
+  EXPECT_EQ(worker.mailbox[0].load(), 2u) << "the next message was not taken";
+  worker.post(3, 4);  // its header says 16 floats
+  worker.consumed(3);
+  EXPECT_EQ(worker.mailbox[0].load(), 3u);
   const ServerStats s = servers.server(0).stats();
   EXPECT_EQ(s.applied_per_worker[1], 1u) << "a payload shorter than its header was applied";
   EXPECT_GE(s.rejected, 2u);
-  bool named = false;
-  for (const auto& [reason, count] : s.rejected_by_reason) named |= reason == "landing" && count == 2;
-  EXPECT_TRUE(named) << "not counted as landing rejections";
+  EXPECT_EQ(landing_rejections(s), 2u) << "not counted as landing rejections";
+}
+
+// One sequence sent many times (a buggy or hostile worker): each copy after
+// the first rewrote the slot under the first's receive, and each that could
+// not land left a failure no turn ever took (memory, and a scan per message,
+// without bound). Every copy is now refused as it arrives, and counted.
+TEST_P(PsFaultTest, AnActiveMessageOfASequenceThatAlreadyArrivedIsRefused) {
+  if (GetParam() != transport::TransportKind::kTcp) GTEST_SKIP() << "pushes travel by active message over tcp";
+  Config c = fault_config(GetParam());
+  ServerGroup servers(1, 2, c);
+  AmPusher worker(GetParam(), servers.addresses());
+  ASSERT_TRUE(worker.raw.welcome.accepted) << worker.raw.welcome.reason;
+  constexpr int kCopies = 20;
+  for (int i = 0; i < kCopies; ++i) worker.post(1, 4);  // its header says 16 floats: it cannot land
+  worker.consumed(1);
+  worker.post(2, 64);
+  worker.consumed(2);
+  EXPECT_EQ(worker.mailbox[0].load(), 2u) << "the next sequence was not taken";
+  const ServerStats s = servers.server(0).stats();
+  EXPECT_EQ(s.applied_per_worker[1], 1u);
+  EXPECT_EQ(landing_rejections(s), static_cast<uint64_t>(kCopies)) << "copies of sequence 1 not each refused";
 }
 
 // A worker admitted that died before it reached every lane holds those
