@@ -168,12 +168,33 @@ def _stop(procs, sig):
             sig = signal.SIGKILL
 
 
+_setpriv = None  # probed once: its path, or "" where it cannot set the parent-death signal
+
+
+def _pdeathsig_setpriv():
+    """util-linux's setpriv where it takes --pdeathsig (2.33 on; RHEL 8's 2.32 has setpriv without it, and
+    every rank run through it failed), else ""."""
+    global _setpriv
+    if _setpriv is None:
+        _setpriv = ""
+        path = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+        if path:
+            try:
+                done = subprocess.run([path, "--pdeathsig", "TERM", "--", sys.executable, "-c", ""],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, timeout=30)
+                _setpriv = path if done.returncode == 0 else ""
+            except (OSError, subprocess.SubprocessError):
+                pass
+    return _setpriv
+
+
 def _ending_with_launcher(command, env):
     """`command` run so that it gets SIGTERM when the launcher dies, SIGKILL included (Linux: util-linux's
     setpriv --pdeathsig, which then execs it): the ranks, in sessions of their own, trained on after a
-    launcher killed by a CI timeout or the OOM killer. As it was where setpriv is missing, or where the
+    launcher killed by a CI timeout or the OOM killer. As it was where setpriv cannot do that, or where the
     command is not found (Popen then says so, as before)."""
-    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    setpriv = _pdeathsig_setpriv()
     if not setpriv or shutil.which(command[0], path=env.get("PATH", os.defpath)) is None:
         return command
     return [setpriv, "--pdeathsig", "TERM", "--", *command]

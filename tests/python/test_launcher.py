@@ -390,6 +390,20 @@ sys.exit(3)
                     os.kill(pid, signal.SIGKILL)
                     self.fail(f"process {pid} outlived its launcher by 10 s")
 
+    def test_a_setpriv_without_pdeathsig_is_not_used(self):
+        # util-linux before 2.33 (RHEL 8) has setpriv without --pdeathsig: every rank run through it failed.
+        with tempfile.TemporaryDirectory() as d:
+            stub = os.path.join(d, "setpriv")
+            with open(stub, "w") as f:
+                f.write("#!/bin/sh\necho \"setpriv: unrecognized option '$1'\" >&2\nexit 1\n")
+            os.chmod(stub, 0o755)
+            env = dict(os.environ, PATH=d + os.pathsep + os.environ.get("PATH", ""))
+            p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix", "--no-python",
+                                sys.executable, "-c", "print('rank ran')"], env=env, capture_output=True, text=True,
+                               timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.count("rank ran"), 2, p.stdout)
+
     def test_a_hang_up_the_caller_ignores_stops_nothing(self):
         # Under nohup (SIGHUP ignored) the launcher set its own handler, and a logout stopped every rank.
         with tempfile.TemporaryDirectory() as d:
