@@ -104,6 +104,14 @@ TEST_F(LogTest, ControlCharactersInALineAreShownNotObeyed) {
   log(LogLevel::kWarn, std::string("refused: tensor 'a\0b\n[fake] rdmaps-server: ok\x1b[2J' differs", 58));
   ASSERT_EQ(captured_.lines.size(), 1u);
   EXPECT_EQ(captured_.lines[0].second, "refused: tensor 'a?b?[fake] rdmaps-server: ok?[2J' differs");
+  // Their UTF-8 forms too: C1 controls (NEL, CSI) and the line and paragraph separators.
+  log(LogLevel::kWarn,
+      "a\xc2\x85"
+      "b\xe2\x80\xa8"
+      "c\xe2\x80\xa9"
+      "d\xc2\x9b[2J e\xc2\xa0\xe2\x80\xa7");
+  ASSERT_EQ(captured_.lines.size(), 2u);
+  EXPECT_EQ(captured_.lines[1].second, "a?b?c?d?[2J e\xc2\xa0\xe2\x80\xa7");
 }
 
 // A peer's bytes that are not UTF-8 (a tensor name 'w\xff'): Python's sink
@@ -113,7 +121,8 @@ TEST_F(LogTest, BytesThatAreNotUtf8AreShownNotPassedOn) {
   log(LogLevel::kWarn,
       "tensor 'w\xff\xfe', '\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80', cut '\xe2\x82', overlong '\xc0\xaf'");
   ASSERT_EQ(captured_.lines.size(), 1u);
-  EXPECT_EQ(captured_.lines[0].second, "tensor 'w?\?', '\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80', cut '?\?', overlong '?\?'");
+  EXPECT_EQ(captured_.lines[0].second,
+            "tensor 'w?\?', '\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80', cut '?\?', overlong '?\?'");
 }
 
 TEST_F(LogTest, LevelNamesParseAndBadOnesNameTheirSource) {
