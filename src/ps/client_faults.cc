@@ -120,10 +120,10 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
   if (config_.reconnect_ms == 0)
     for (const auto& link : links_)
       if (link.down()) {
-        broken_ = Error(cause.code(), "server " + link.address +
-                                          " was lost after this client connected and --reconnect is off: make a "
-                                          "new client (" +
-                                          std::string(cause.what()) + ")");
+        broken_ = Error(Errc::kPeerGone, "server " + link.address +
+                                             " was lost after this client connected and --reconnect is off: make a "
+                                             "new client (" +
+                                             std::string(cause.what()) + ")");
         break;
       }
   throw cause;
@@ -189,8 +189,11 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
       // said nothing while it loaded its checkpoint held each one for the
       // whole timeout, and a leaving client past its 5 s).
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      // At least 2 s: admission may take a moment (a copy faulted in, an
+      // earlier connection seen closed), and an attempt cut shorter failed
+      // against a server that was admitting it.
       welcome = connect_one(link.index, transport::IfRefused::kFail,
-                            std::min(options_.timeout, std::max(left, std::chrono::milliseconds(100))));
+                            std::min(options_.timeout, std::max(left, std::chrono::milliseconds(2000))));
       if (holds_the_job()) {
         refetch(link);
         break;
