@@ -21,6 +21,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -215,6 +216,30 @@ TEST(HttpEndpoint, AnAcceptOutOfDescriptorsIsLoggedOnceNotEveryTry) {
   EXPECT_NE(lines[0].find("out of file descriptors"), std::string::npos) << lines[0];
 }
 
+// Whether this process holds an established socket whose local port is
+// `port` (the endpoint's side of a connection it accepted): /proc/net/tcp.
+bool accepted_here(int port) {
+  std::set<std::string> ours;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
+    if (!ec && target.starts_with("socket:[")) ours.insert(target.substr(8, target.size() - 9));
+  }
+  std::ifstream in("/proc/net/tcp");
+  std::string line;
+  std::getline(in, line);  // the column names
+  while (std::getline(in, line)) {
+    std::istringstream f(line);
+    std::string slot, local, remote, state, queues, timer, retransmits, uid, probes, inode;
+    f >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> probes >> inode;
+    const auto colon = local.find(':');
+    if (state == "01" && colon != std::string::npos && std::stoi(local.substr(colon + 1), nullptr, 16) == port &&
+        ours.count(inode))
+      return true;
+  }
+  return false;
+}
+
 // A child made by fork() (a trainer's DataLoader worker) that sleeps, once
 // it ran past fork's handlers, until the object goes: then killed and reaped.
 // `at_fork` runs in the parent just before the fork, `forked` just after.
@@ -315,7 +340,11 @@ TEST(HttpEndpoint, AForkedChildDoesNotHoldItsConnections) {
   to.sin_port = htons(static_cast<uint16_t>(port_of(endpoint)));
   to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // accepted by now
+  // Accepted before the fork, or the child holds no copy and this tests nothing.
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+       !accepted_here(port_of(endpoint)) && std::chrono::steady_clock::now() < until;)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_TRUE(accepted_here(port_of(endpoint))) << "the endpoint did not accept the connection";
   std::optional<SleepingChild> child(std::in_place);
   ASSERT_TRUE(child->started());
   pollfd p{fd, POLLIN, 0};
