@@ -36,6 +36,8 @@ class UcxRegion final : public Region {
 /// then per domain in the map a length byte and that many bytes (what may
 /// follow, device distances, is UCX's to read). ucp_ep_rkey_unpack() takes no
 /// length: a 9-byte key naming every domain was read past and crashed the lane.
+/// A domain's entry shorter than its component's key is not caught: nothing
+/// public says which component a peer's domain index is (docs/security.md).
 void check_packed_key(std::span<const uint8_t> key, const std::string& peer);
 
 class UcxRemoteRegion final : public RemoteRegion {
