@@ -64,12 +64,15 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
     std::vector<uint32_t>& at_start = generations_;
     at_start.clear();
     for (const auto& link : links_) at_start.push_back(link.generation);
-    for (int pass = 0; pass < 3; ++pass) {
+    for (int pass = 1;; ++pass) {
       send_pieces(pieces, source, elem, type, flags, gathers);
       if (type != MsgType::kInit) break;
       std::erase_if(pieces,
                     [&](const Piece& p) { return p.link->generation == at_start[p.link->index] || p.link->down(); });
       if (pieces.empty()) break;
+      if (pass == 3)  // it restarted during each of them: not returned as if set
+        throw Error(Errc::kPeerGone, "init(\"" + name + "\"): server " + pieces.front().link->address +
+                                         " restarted during each of 3 tries; its part of the tensor may not be set");
       for (Piece& p : pieces) {
         p.lane = &p.link->lanes[p.link->lane_of[p.shard]];
         p.generation = p.link->generation;
