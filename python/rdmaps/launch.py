@@ -179,13 +179,16 @@ def _pdeathsig_setpriv():
         _setpriv = ""
         path = shutil.which("setpriv") if sys.platform.startswith("linux") else None
         if path:
+            # posix_spawn, not subprocess: the probe is no rank (nor one of a test's mocked Popens).
+            devnull = os.open(os.devnull, os.O_RDWR)
             try:
-                done = subprocess.run([path, "--pdeathsig", "TERM", "--", sys.executable, "-c", ""],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, timeout=30)
-                _setpriv = path if done.returncode == 0 else ""
-            except (OSError, subprocess.SubprocessError):
+                pid = os.posix_spawn(path, [path, "--pdeathsig", "TERM", "--", sys.executable, "-c", ""], os.environ,
+                                     file_actions=[(os.POSIX_SPAWN_DUP2, devnull, fd) for fd in (0, 1, 2)])
+                _setpriv = path if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0 else ""
+            except OSError:
                 pass
+            finally:
+                os.close(devnull)
     return _setpriv
 
 
