@@ -10,6 +10,7 @@
 
 #include "rdmaps/error.h"
 #include "src/ps/admission.h"
+#include "src/ps/slot_check.h"
 #include "src/ps/write_back.h"
 #include "tests/common/output_capture.h"
 #include "transport/context.h"
@@ -90,6 +91,26 @@ TEST(WriteBackReceiver, AMailboxOffsetThatWrapsIsDropped) {
   Mailbox got;
   std::memcpy(&got, static_cast<const uint8_t*>(receive->data()) + 4096 - sizeof(Mailbox), sizeof(got));
   EXPECT_EQ(got.consumed_seq, 7u);
+}
+
+// A worker whose LaneHello said clock 2^64-1 sent clock 0: taken as the next
+// one (it wrapped), and its lane's minimum clock went back, releasing workers
+// the staleness bound held.
+TEST(SlotCheck, AClockAfterTheLastThereIsIsRefusedNotWrapped) {
+  SlotRules r;
+  r.worker = 3;
+  r.expected_seq = 7;
+  r.worker_clock = UINT64_MAX;
+  SlotHeader h{};
+  h.magic = kSlotMagic;
+  h.type = static_cast<uint16_t>(MsgType::kClock);
+  h.worker = 3;
+  h.seq = 7;
+  h.clock = 0;
+  EXPECT_EQ(check_slot(h, r), "clock 0 after 18446744073709551615");
+  r.worker_clock = 41;
+  h.clock = 42;
+  EXPECT_EQ(check_slot(h, r), "");
 }
 
 TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
