@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -787,6 +788,24 @@ RDMAPS_TEST_PEER(resumable_big_shard_server) {
   return 0;
 }
 
+// Whether every thread of process `pid` is stopped (/proc/PID/task/*/stat
+// state T), within 5 s: kill() only queues the SIGSTOP.
+bool stopped(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  for (auto until = Clock::now() + 5s; Clock::now() < until; std::this_thread::sleep_for(1ms)) {
+    bool all = true;
+    std::error_code ec;
+    for (const auto& t : fs::directory_iterator(tasks, ec)) {
+      std::ifstream stat(t.path() / "stat");
+      std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+      const auto close = text.rfind(')');
+      if (close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'T') all = false;
+    }
+    if (!ec && all) return true;
+  }
+  return false;
+}
+
 // A server process of big shards and its one worker (reconnecting for up to
 // 20 s) over tcp; the server can be stopped, then killed and resumed from its
 // checkpoint while the worker waits on it.
@@ -836,6 +855,9 @@ class CheckpointReconnect : public testing::Test {
   /// Stops the server now; 0.5 s later kills it and starts it again resuming.
   void stop_then_restart() {
     ASSERT_EQ(::kill(server_->pid(), SIGSTOP), 0);
+    // Stopped before the call under test begins: on a loaded machine its
+    // lane ran on for a moment and took in a whole init (clean-clone run).
+    ASSERT_TRUE(stopped(server_->pid())) << "the server did not stop";
     restarter_ = std::thread([this] {
       std::this_thread::sleep_for(500ms);  // the call under test waits on the stopped server by then
       server_->kill_now();
@@ -886,25 +908,26 @@ TEST_F(CheckpointReconnect, APushWhoseGatheredRunReconnectsItsServerLeavesNoSend
 }
 
 // An init during which its server restarts (more pieces than the inbox has
-// credits: the fifth waits on the stopped server): the pieces not yet sent
+// credits: the fifth on waits on the stopped server): the pieces not yet sent
 // were skipped, and those sent before may be missing from the checkpoint,
 // yet init() returned. An init sets values, so the server that came back
 // gets every piece again, and every float holds the init's value.
 TEST_F(CheckpointReconnect, AnInitDuringWhichItsServerRestartsSetsEveryValue) {
-  const size_t floats = 6 * kBigShard;
+  constexpr size_t kShards = 16;  // four times the inbox's credits: most of the init waits on the stopped server
+  const size_t floats = kShards * kBigShard;
   Client* client = connect({{"w", floats}});
   ASSERT_TRUE(client) << "the server process did not come up";
   client->push("w", std::vector<float>(floats, 0.5f));
   client->clock();
   std::vector<float> w(floats);
   client->pull("w", w);
-  ASSERT_TRUE(checkpointed(6)) << "the server wrote no checkpoint of its six updates";
+  ASSERT_TRUE(checkpointed(kShards)) << "the server wrote no checkpoint of its updates";
   stop_then_restart();
   EXPECT_NO_THROW(client->init("w", std::vector<float>(floats, 3.0f)));
   restarted();
   EXPECT_NO_THROW(client->pull("w", w));
   EXPECT_EQ(client->stats().reconnects, 1u);
-  for (size_t shard = 0; shard < 6; ++shard)
+  for (size_t shard = 0; shard < kShards; ++shard)
     EXPECT_EQ(w[shard * kBigShard + 7], 3.0f) << "shard " << shard << " kept what the checkpoint held";
 }
 
