@@ -34,6 +34,7 @@
 #include "src/metrics/http_reply.h"
 #include "src/metrics/render.h"
 #include "tests/common/http_get.h"
+#include "tests/common/own_tcp_sockets.h"
 #include "tests/common/scoped_file_limit.h"
 
 using rdmaps::metrics::Exposition;
@@ -217,26 +218,10 @@ TEST(HttpEndpoint, AnAcceptOutOfDescriptorsIsLoggedOnceNotEveryTry) {
 }
 
 // Whether this process holds an established socket whose local port is
-// `port` (the endpoint's side of a connection it accepted): /proc/net/tcp.
+// `port` (the endpoint's side of a connection it accepted).
 bool accepted_here(int port) {
-  std::set<std::string> ours;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
-    std::error_code ec;
-    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
-    if (!ec && target.starts_with("socket:[")) ours.insert(target.substr(8, target.size() - 9));
-  }
-  std::ifstream in("/proc/net/tcp");
-  std::string line;
-  std::getline(in, line);  // the column names
-  while (std::getline(in, line)) {
-    std::istringstream f(line);
-    std::string slot, local, remote, state, queues, timer, retransmits, uid, probes, inode;
-    f >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> probes >> inode;
-    const auto colon = local.find(':');
-    if (state == "01" && colon != std::string::npos && std::stoi(local.substr(colon + 1), nullptr, 16) == port &&
-        ours.count(inode))
-      return true;
-  }
+  for (const auto& s : rdmaps::test::own_established_tcp_sockets())
+    if (s.local_port == port) return true;
   return false;
 }
 

@@ -27,6 +27,7 @@
 #include "src/ps/write_back.h"
 #include "tests/common/http_get.h"
 #include "tests/common/output_capture.h"
+#include "tests/common/own_tcp_sockets.h"
 #include "tests/common/sanitizers.h"
 #include "tests/common/scoped_file_limit.h"
 #include "tests/ps/fixture.h"
@@ -2434,34 +2435,15 @@ TEST(ServerRun, ASecondRunIsRefusedAndDestroyingARunningServerStopsIt) {
 }
 
 // Seconds until the kernel's next keepalive probe on each established tcp
-// socket of this process that has one armed (/proc/net/tcp: timer 2).
+// socket of this process that has one armed (timer 2).
 std::vector<double> keepalive_timers() {
-  std::set<std::string> ours;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
-    std::error_code ec;
-    const std::string target = std::filesystem::read_symlink(e.path(), ec).string();
-    if (!ec && target.starts_with("socket:[")) ours.insert(target.substr(8, target.size() - 9));
-  }
   std::vector<double> timers;
-  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
-    std::ifstream in(table);
-    std::string line;
-    std::getline(in, line);  // the column names
-    while (std::getline(in, line)) {
-      std::istringstream f(line);
-      std::string slot, local, remote, state, queues, timer, retransmits, uid, probes, inode;
-      f >> slot >> local >> remote >> state >> queues >> timer >> retransmits >> uid >> probes >> inode;
-      if (state != "01" || !timer.starts_with("02:") || !ours.count(inode)) continue;
-      timers.push_back(static_cast<double>(std::stoul(timer.substr(3), nullptr, 16)) / ::sysconf(_SC_CLK_TCK));
-    }
-  }
+  for (const OwnTcpSocket& s : own_established_tcp_sockets())
+    if (s.timer.starts_with("02:"))
+      timers.push_back(static_cast<double>(std::stoul(s.timer.substr(3), nullptr, 16)) / ::sysconf(_SC_CLK_TCK));
   return timers;
 }
 
-// UCX's own TCP keepalive ends a connection after about 20 s of silence (idle
-// 10 s): a 40 s partition ended a job whose waits allowed 90 s, and
-// --reconnect could not save it. The job's --peer-timeout (default 120 s:
-// first probe after 60 s) reaches the kernel; 0 leaves UCX's.
 // A job of one server and one worker over `kind` with `peer_timeout_ms`,
 // a push and a pull done: `check` runs while it is up.
 template <class Check>
@@ -2478,6 +2460,10 @@ void with_a_job(transport::TransportKind kind, uint64_t peer_timeout_ms, Check c
   check();
 }
 
+// UCX's own TCP keepalive ends a connection after about 20 s of silence (idle
+// 10 s): a 40 s partition ended a job whose waits allowed 90 s, and
+// --reconnect could not save it. The job's --peer-timeout (default 120 s:
+// first probe after 60 s) reaches the kernel; 0 leaves UCX's.
 TEST(TcpKeepalive, ASilentConnectionLivesAsLongAsThePeerTimeoutSays) {
   for (const uint64_t peer_timeout_ms : {uint64_t{120000}, uint64_t{0}})
     with_a_job(transport::TransportKind::kTcp, peer_timeout_ms, [&] {
