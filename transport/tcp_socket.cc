@@ -138,12 +138,12 @@ TcpSocket TcpSocket::connect(const SockAddr& address, Deadline deadline, IfRefus
 
 void TcpSocket::keep_alive(std::chrono::milliseconds silence) const {
   if (silence.count() <= 0 || fd_ < 0) return;
-  // The kernel counts in whole seconds; UCX's tcp connections get the same
-  // schedule (transport/ucx/context.cc set_keepalive).
-  const long long interval_ms = std::max<long long>(silence.count() / 8, 1000);
-  const long long idle_ms = std::max<long long>(silence.count() - 4 * interval_ms, 1000);
-  const int on = 1, idle = static_cast<int>(std::min<long long>((idle_ms + 999) / 1000, 32767)),
-            interval = static_cast<int>(std::min<long long>((interval_ms + 999) / 1000, 32767)), count = 4;
+  const KeepaliveSchedule k = KeepaliveSchedule::of(silence);
+  // The kernel counts in whole seconds.
+  const auto seconds = [](std::chrono::milliseconds t) {
+    return static_cast<int>(std::min<long long>((t.count() + 999) / 1000, 32767));
+  };
+  const int on = 1, idle = seconds(k.idle), interval = seconds(k.interval), count = k.count;
   if (setsockopt(fd_, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0 ||
       setsockopt(fd_, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) != 0 ||
       setsockopt(fd_, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval)) != 0 ||

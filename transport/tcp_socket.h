@@ -4,6 +4,7 @@
 
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <span>
@@ -17,6 +18,18 @@ namespace rdmaps::transport {
 /// What a connect does where nobody listens (ECONNREFUSED): fail at once, or
 /// try again until its deadline (a worker started before its server).
 enum class IfRefused { kFail, kRetry };
+
+/// When a silent connection is probed and given up: first probe after `idle`,
+/// then `count` probes `interval` apart, about `silence` in all (every probe
+/// at least 1 s apart). The bootstrap sockets and UCX's tcp connections share it.
+struct KeepaliveSchedule {
+  std::chrono::milliseconds idle, interval;
+  int count = 4;
+  static KeepaliveSchedule of(std::chrono::milliseconds silence) {
+    const std::chrono::milliseconds interval = std::max(silence / 8, std::chrono::milliseconds(1000));
+    return {std::max(silence - 4 * interval, std::chrono::milliseconds(1000)), interval};
+  }
+};
 
 class TcpSocket {
  public:
@@ -52,9 +65,9 @@ class TcpSocket {
 
   /// Whether data (or EOF) is waiting, within `timeout_ms` (0: just look).
   bool readable(int timeout_ms) const;
-  /// Kernel keepalive probes after `silence` less four probes of an eighth of
-  /// it (at least 1 s each), so a peer whose host vanished, which sends no
-  /// FIN, shows as closed about `silence` after the last traffic; 0: off.
+  /// Kernel keepalive probes on KeepaliveSchedule::of(silence), so a peer
+  /// whose host vanished, which sends no FIN, shows as closed about `silence`
+  /// after the last traffic; 0: off.
   void keep_alive(std::chrono::milliseconds silence) const;
   SockAddr local_address() const;
   int fd() const { return fd_; }

@@ -65,6 +65,13 @@ std::string first_interface_address() {
   return found;
 }
 
+// An IPv6 address written out (a scoped one, fe80::1%eth0, too); a host name
+// is not looked up.
+bool ipv6_literal(const std::string& host) {
+  in6_addr v6{};
+  return ::inet_pton(AF_INET6, host.substr(0, host.find('%')).c_str(), &v6) == 1;
+}
+
 bool is_loopback(const std::string& host) {
   in_addr v4{};
   in6_addr v6{};
@@ -142,8 +149,7 @@ std::string ServerDirectory::listen_address() const {
     const std::string& entry = p_.servers[p_.server_index()];
     return wildcard_for(host_of(entry), static_cast<uint16_t>(std::stoul(port_of(entry))));
   }
-  in6_addr v6{};  // a literal only: a host name is not looked up here
-  if (::inet_pton(AF_INET6, advertise_.substr(0, advertise_.find('%')).c_str(), &v6) == 1) return "[::]:0";
+  if (ipv6_literal(advertise_)) return "[::]:0";
   if (method_ == Method::kRendezvous) return wildcard_for(p_.master_addr, 0);
   return "0.0.0.0:0";
 }
@@ -200,8 +206,7 @@ std::string advertised_address(const Placement& p, const std::string& bound, con
   if (auto a = env("RDMAPS_ADVERTISE_ADDR"); a && !a->empty()) {
     // A host alone: the port is the one bound. "node1:5000" became "[node1:5000]:4000".
     const std::string host = unbracketed(*a);
-    in6_addr v6{};  // a scoped one (fe80::1%eth0) is an IPv6 address too
-    const bool ipv6 = ::inet_pton(AF_INET6, host.substr(0, host.find('%')).c_str(), &v6) == 1;
+    const bool ipv6 = ipv6_literal(host);
     // A comma would split the job's list of servers (the rendezvous answers them comma-separated).
     if (host.find_first_of(" \t\r\n[],") != std::string::npos || (!ipv6 && host.find(':') != std::string::npos))
       throw Error(Errc::kInvalidArgument, "RDMAPS_ADVERTISE_ADDR='" + *a +

@@ -398,7 +398,6 @@ class ClientImpl {
   std::span<const PullTarget> pulling_;       // the running pull's targets (ranges_), empty between pulls
   std::vector<int> device_;                   // by target of pulling_: its GPU, -1 for host memory
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
-  std::vector<uint32_t> generations_;         // send(): each link's generation when it began
   ClientStats stats_;
   // A pull under way: its counters as they were before it (what publish() shows meanwhile).
   std::optional<PullCounters> pull_counters_before_;

@@ -60,15 +60,12 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
     // An init sets values, so a server that restarted during it (and came
     // back) gets all of its pieces again: they were skipped, and those sent
     // before its restart may be missing from its checkpoint; init() returned
-    // with those shards as the checkpoint had them, or at zero.
-    std::vector<uint32_t>& at_start = generations_;
-    at_start.clear();
-    for (const auto& link : links_) at_start.push_back(link.generation);
+    // with those shards as the checkpoint had them, or at zero. A piece's
+    // generation is its server's when the pass began.
     for (int pass = 1;; ++pass) {
       send_pieces(pieces, source, elem, type, flags, gathers);
       if (type != MsgType::kInit) break;
-      std::erase_if(pieces,
-                    [&](const Piece& p) { return p.link->generation == at_start[p.link->index] || p.link->down(); });
+      std::erase_if(pieces, [](const Piece& p) { return p.generation == p.link->generation || p.link->down(); });
       if (pieces.empty()) break;
       if (pass == 3)  // it restarted during each of them: not returned as if set
         throw Error(Errc::kPeerGone, "init(\"" + name + "\"): server " + pieces.front().link->address +
@@ -77,7 +74,6 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
         p.lane = &p.link->lanes[p.link->lane_of[p.shard]];
         p.generation = p.link->generation;
       }
-      for (const auto& link : links_) at_start[link.index] = link.generation;
     }
   }
   if (type == MsgType::kPush) {

@@ -36,14 +36,14 @@ bool ServerLane::snapshot_step() {
     const auto now = std::chrono::steady_clock::now();
     for (size_t i = 0; i < workers_.size(); ++i) {
       const Worker& w = workers_[i];
-      const WorkerState state = w.live || (w.connected_once && now < w.back_by) ? WorkerState::kConnected
-                                : !w.connected_once                             ? WorkerState::kNever
-                                                                                : WorkerState::kGone;
+      const bool reconnecting = !w.live && w.connected_once && now < w.back_by;
+      const WorkerState state = w.live || reconnecting ? WorkerState::kConnected
+                                : !w.connected_once    ? WorkerState::kNever
+                                                       : WorkerState::kGone;
       // One reconnecting comes back no earlier than the slowest live worker
       // (its ticket's start clock): saved at its old clock, it held a resumed
       // server's others back until it had stepped alone to them.
-      const uint64_t clock = !w.live && state == WorkerState::kConnected ? std::max(w.clock, min_clock_) : w.clock;
-      snapshot_.workers[i] = {state, clock, w.pushes};
+      snapshot_.workers[i] = {state, reconnecting ? std::max(w.clock, min_clock_) : w.clock, w.pushes};
     }
     snapshot_copied_.assign(setup_.shards, false);
     snapshot_left_ = setup_.shards;

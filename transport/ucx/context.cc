@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "rdmaps/log.h"
+#include "transport/tcp_socket.h"
 #include "transport/ucx/capabilities.h"
 #include "transport/ucx/endpoint.h"
 #include "transport/ucx/listener.h"
@@ -76,15 +77,14 @@ namespace {
 // more, an eighth apart, end it; a variable the user set is theirs.
 void set_keepalive(ucp_config_t* config, std::chrono::milliseconds silence) {
   if (silence.count() <= 0) return;
-  const long long interval = std::max<long long>(silence.count() / 8, 1000);
-  const long long idle = std::max<long long>(silence.count() - 4 * interval, 1000);
+  const KeepaliveSchedule k = KeepaliveSchedule::of(silence);
   // By their names in UCX's tcp table: ucp_config_modify() keeps a name it
   // does not know and hands it to every transport's table, where
   // "TCP_KEEPIDLE" matched nothing (measured: keepalive still at 10 s).
   const std::pair<const char*, std::string> values[] = {
-      {"KEEPIDLE", std::to_string(idle) + "ms"},
-      {"KEEPINTVL", std::to_string(interval) + "ms"},
-      {"KEEPCNT", "4"},
+      {"KEEPIDLE", std::to_string(k.idle.count()) + "ms"},
+      {"KEEPINTVL", std::to_string(k.interval.count()) + "ms"},
+      {"KEEPCNT", std::to_string(k.count)},
   };
   for (const auto& [name, value] : values) {
     const std::string variable = "UCX_TCP_" + std::string(name);
