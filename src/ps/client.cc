@@ -229,35 +229,35 @@ void ClientImpl::offer_late_landings() {
       struct Asked {
         ServerLink* link;
         Lane* lane;
-        uint64_t rejected_before;
+        uint64_t seq;  // of the last region offered: the mailbox that consumed it counts what the lane took
       };
       std::vector<Asked> asked;
       for (auto& link : links_) {
         if (!link.offers_landings) continue;
         for (auto& lane : link.lanes) {
           if (lane.landings != lane.landings_offered || lane.landings_offered >= offerable) continue;
-          asked.push_back({&link, &lane, link.load(link.mailbox(lane).rejected)});
+          uint64_t seq = 0;
           for (; lane.landings_offered < offerable; ++lane.landings_offered) {
             descriptors.push_back(
                 registered_[lane.landings_offered].region->descriptor(transport::Access::kRemoteWrite).serialize());
             if (descriptors.back().size() > config_.shard_floats * sizeof(float)) break;
-            post(link, lane, MsgType::kLanding, 0, 0, 0, static_cast<uint32_t>(descriptors.back().size()),
-                 descriptors.back().data(), inflight, 0, static_cast<uint32_t>(lane.landings_offered + 1));
+            seq = post(link, lane, MsgType::kLanding, 0, 0, 0, static_cast<uint32_t>(descriptors.back().size()),
+                       descriptors.back().data(), inflight, 0, static_cast<uint32_t>(lane.landings_offered + 1));
           }
+          if (seq) asked.push_back({&link, &lane, seq});
         }
       }
       complete(inflight);
       inflight.clear();
       for (const Asked& a : asked) {
         const Mailbox& box = a.link->mailbox(*a.lane);
-        wait(
-            [&] {
-              return a.link->load(box.landings) >= a.lane->landings_offered ||
-                     a.link->load(box.rejected) > a.rejected_before;
-            },
-            "waiting for server " + a.link->address + " lane " + std::to_string(a.lane->index) +
-                " to take landing region " + std::to_string(a.lane->landings_offered),
-            a.link);
+        // Not "until a rejection is counted": a push of this worker rejected
+        // meanwhile counted too, and the regions it had not yet taken were
+        // never offered again.
+        wait([&] { return a.link->load(box.consumed_seq) >= a.seq; },
+             "waiting for server " + a.link->address + " lane " + std::to_string(a.lane->index) +
+                 " to take landing region " + std::to_string(a.lane->landings_offered),
+             a.link);
         a.lane->landings = std::min<size_t>(a.link->load(box.landings), a.lane->landings_offered);
         if (a.lane->landings < a.lane->landings_offered)
           logf(LogLevel::kWarn,

@@ -1521,6 +1521,48 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
         << said;
 }
 
+// Memory registered while this worker's pushes are being rejected is still
+// taken: register_memory() waited for a landing region until the lane's
+// count of rejections grew, and a rejected push (NaN, --check-nan) counted;
+// the region, not taken yet, was reported refused and never offered again,
+// so every pull into it was copied. The inbox is full of rejected pushes
+// (the server stopped), so the offer waits for a credit behind them.
+TEST_P(PsFaultTest, MemoryRegisteredWhilePushesAreRejectedIsStillTaken) {
+  int port = 0;
+  PeerProcess server = listening_peer("lane_server", GetParam(), 1, {"0", "1"}, &port);
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = fault_config(GetParam());  // --check-nan, as the server's
+  o.config.secret = test_secret();
+  o.config.push_path = PushPath::kPut;  // landing regions are offered on the put path
+  o.config.put_landing = PutLanding::kOn;
+  o.timeout = 10s;
+  std::unique_ptr<Client> client = connect_when_up(o, "w", kFaultShard);  // one shard: one lane, never gathered
+  ASSERT_TRUE(client) << "the server process did not come up";
+  std::vector<float> w(kFaultShard, 1.0f);
+  client->init("w", w);
+  client->pull("w", w);
+  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
+  ASSERT_TRUE(wait_until_stopped(server.pid()));
+  const std::vector<float> nan(kFaultShard, std::nanf(""));
+  for (uint32_t i = 0; i < o.config.inbox_slots; ++i) client->push("w", nan);  // every credit
+  std::thread resume([&] {
+    std::this_thread::sleep_for(300ms);
+    kill(server.pid(), SIGCONT);
+  });
+  std::vector<float> target(kFaultShard);
+  OutputCapture log;
+  client->register_memory(target);
+  resume.join();
+  client->pull("w", target);
+  const std::string said = log.end();
+  EXPECT_EQ(client->stats().pull_bytes_in_place, kFaultShard * sizeof(float))
+      << "the pull into registered memory was copied: its region was not taken\n"
+      << said;
+  EXPECT_EQ(said.find("refused landing region"), std::string::npos) << said;
+  EXPECT_EQ(target, w) << "the rejected pushes changed the parameters";
+}
+
 // A 3-lane server of 1 MiB shards: a push of a few MiB keeps requests in
 // flight (over tcp) while the server is stopped.
 constexpr uint32_t kWholeShard = 262144;
