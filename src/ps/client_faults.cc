@@ -339,20 +339,29 @@ ClientImpl::~ClientImpl() {
       }
     }
   transport::IdleBackoff idle;
-  try {
-    for (bool waiting = !byes.empty(); waiting && Clock::now() < leave_by_;) {
+  const auto links_down = [&] {
+    return std::count_if(links_.begin(), links_.end(), [](const ServerLink& l) { return l.write_back_failed; });
+  };
+  for (bool waiting = !byes.empty(); waiting && Clock::now() < leave_by_;) {
+    const auto down = links_down();
+    try {
       idle.pause(progress());
-      waiting = false;
-      for (const Bye& b : byes)
-        if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.lane->ep->peer_closed() &&
-            !b.lane->ep->failed())
-          waiting = true;
+    } catch (const std::exception& e) {
+      // A write-back of one server failed to land: that link is down (it
+      // publishes no mailbox any more), the other servers are still waited
+      // for. Anything else ends the wait: nothing more can be learned.
+      logf(LogLevel::kWarn, "rdmaps: worker %u: leaving: %s", options_.worker, e.what());
+      if (links_down() == down) break;
     }
-  } catch (const std::exception&) {
-    // A server failed while we left: nothing more to wait for there.
+    waiting = false;
+    for (const Bye& b : byes)
+      if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.lane->ep->peer_closed() &&
+          !b.lane->ep->failed() && !b.link->write_back_failed)
+        waiting = true;
   }
   for (const Bye& b : byes)
-    if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq) unacknowledged(*b.link, *b.lane);
+    if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.link->write_back_failed)
+      unacknowledged(*b.link, *b.lane);
   std::vector<transport::Request> reading;
   try {
     reading = std::move(abandoned_);

@@ -27,14 +27,19 @@ InboxWriter::InboxWriter(transport::Context& context, transport::Endpoint& ep,
       use_am_(use_am) {}
 
 uint64_t InboxWriter::post(SlotHeader h, const void* payload, size_t bytes, std::vector<transport::Request>& inflight) {
-  const uint64_t seq = next_seq_++;
+  // The sequence advances once every part is under way: a post that threw
+  // left a gap the lane would wait at for good. Room first, so that a request
+  // made is never lost to a failed push_back.
+  const uint64_t seq = next_seq_;
   h.seq = seq;
   const uint64_t slot = (seq - 1) % slots_;
   auto* staged = static_cast<uint8_t*>(staging_->data()) + slot * kStagingStride;
   std::memcpy(staged, &h, sizeof(h));
+  if (inflight.capacity() - inflight.size() < 3)
+    inflight.reserve(2 * inflight.capacity() + 3);  // grows as push_back would
   if (use_am_) {
     inflight.push_back(ep_.am_send(kAmPush, staged, sizeof(h), payload, bytes, nullptr));
-    return seq;
+    return next_seq_++;
   }
   const uint64_t base = slot * layout_.slot_bytes();
   if (bytes) inflight.push_back(ep_.put(payload, bytes, *inbox_, base + layout_.payload_offset()));
@@ -44,7 +49,7 @@ uint64_t InboxWriter::post(SlotHeader h, const void* payload, size_t bytes, std:
   ep_.fence();
   std::memcpy(staged + 64, &seq, 8);
   inflight.push_back(ep_.put(staged + 64, 8, *inbox_, base + layout_.doorbell_offset(), staging_.get()));
-  return seq;
+  return next_seq_++;
 }
 
 InboxReader::InboxReader(std::unique_ptr<transport::Region> inbox, SlotLayout layout, uint32_t slots)
