@@ -64,11 +64,17 @@ rdmaps_status rdmaps_client_declare(rdmaps_client* client, const char* name, siz
  *  not listening yet (workers may start before their servers). Again after it succeeded: nothing to do, or
  *  RDMAPS_ERR_PEER_GONE where a server was lost since (it does not reconnect). */
 rdmaps_status rdmaps_client_connect(rdmaps_client* client);
+/** A push or init that failed (timeout, RDMAPS_ERR_CANCELLED) with a send still
+ *  under way (a stopped server) leaves the client taking no more calls, and that
+ *  send reads `values` or `gradient` until the client is destroyed: destroy it
+ *  before freeing that memory. */
 rdmaps_status rdmaps_client_init(rdmaps_client* client, const char* name, const float* values, size_t floats);
 rdmaps_status rdmaps_client_push(rdmaps_client* client, const char* name, const float* gradient, size_t floats);
 rdmaps_status rdmaps_client_pull(rdmaps_client* client, const char* name, float* out, size_t floats);
 /** Pulls `count` tensors (names[i] into outs[i], floats[i] each) with at most
- *  one request per server lane: a whole model after each step. */
+ *  one request per server lane: a whole model after each step. A `char**`
+ *  list of names is passed as `(const char* const*)names` (C converts no
+ *  pointer to pointer implicitly). */
 rdmaps_status rdmaps_client_pull_many(rdmaps_client* client, size_t count, const char* const* names, float* const* outs,
                                       const size_t* floats);
 /** Host memory (`floats` floats at `data`) that stays valid until the client
@@ -93,7 +99,9 @@ rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client
  *  child; rdmaps_client_get_stats is such a call: poll the counters from
  *  another thread through the "--metrics" endpoint instead): a call of
  *  `client` in progress on another thread (a clock waiting for a straggler, a
- *  pull) returns RDMAPS_ERR_CANCELLED soon, and so does every later one.
+ *  pull) returns RDMAPS_ERR_CANCELLED soon, and so does every later one but
+ *  rdmaps_client_get_stats and rdmaps_client_metrics_address, which still
+ *  answer (the latter from any thread: it reads what create() set).
  *  Destroy the client once that call returned. */
 rdmaps_status rdmaps_client_interrupt(rdmaps_client* client);
 /** Where "--metrics" serves GET /metrics (the real port when it gave 0), or

@@ -102,6 +102,11 @@ void require(bool ok, const char* what) {
   if (!ok) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, what);
 }
 void require(bool ok, const std::string& what) { require(ok, what.c_str()); }
+// Names the first argument that is NULL ("gradient is NULL"), not a list of candidates.
+void require_given(std::initializer_list<std::pair<const char*, const void*>> arguments) {
+  for (const auto& [name, pointer] : arguments)
+    if (!pointer) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, std::string(name) + " is NULL");
+}
 
 // `text` NUL-terminated into buf, or an error naming the size it needs.
 void copy_out(const std::string& text, const char* what, char* buf, size_t size) {
@@ -266,7 +271,7 @@ rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_
 
 rdmaps_status rdmaps_client_declare(rdmaps_client* c, const char* name, size_t floats) {
   return guarded("rdmaps_client_declare", [&] {
-    require(c && name, "client or name is NULL");
+    require_given({{"client", c}, {"name", name}});
     c->client->declare(name, floats);
   });
 }
@@ -280,21 +285,21 @@ rdmaps_status rdmaps_client_connect(rdmaps_client* c) {
 
 rdmaps_status rdmaps_client_init(rdmaps_client* c, const char* name, const float* values, size_t floats) {
   return guarded("rdmaps_client_init", [&] {
-    require(c && name && values, "client, name or values is NULL");
+    require_given({{"client", c}, {"name", name}, {"values", values}});
     c->client->init(name, {values, floats});
   });
 }
 
 rdmaps_status rdmaps_client_push(rdmaps_client* c, const char* name, const float* gradient, size_t floats) {
   return guarded("rdmaps_client_push", [&] {
-    require(c && name && gradient, "client, name or gradient is NULL");
+    require_given({{"client", c}, {"name", name}, {"gradient", gradient}});
     c->client->push(name, {gradient, floats});
   });
 }
 
 rdmaps_status rdmaps_client_pull(rdmaps_client* c, const char* name, float* out, size_t floats) {
   return guarded("rdmaps_client_pull", [&] {
-    require(c && name && out, "client, name or out is NULL");
+    require_given({{"client", c}, {"name", name}, {"out", out}});
     c->client->pull(name, {out, floats});
   });
 }
@@ -302,14 +307,16 @@ rdmaps_status rdmaps_client_pull(rdmaps_client* c, const char* name, float* out,
 rdmaps_status rdmaps_client_pull_many(rdmaps_client* c, size_t count, const char* const* names, float* const* outs,
                                       const size_t* floats) {
   return guarded("rdmaps_client_pull_many", [&] {
-    require(c && (count == 0 || (names && outs && floats)), "client, names, outs or floats is NULL");
+    require_given({{"client", c}});
+    if (count) require_given({{"names", names}, {"outs", outs}, {"floats", floats}});
     // No table has this many tensors (a Hello of at most 16 MiB declares under 2^21): a count
     // that is (size_t)-1 or garbage, not a list to reserve for (2^31 ran out of memory).
     require(count <= (size_t{1} << 24), "count " + std::to_string(count) + " is not the length of the arrays");
     std::vector<rdmaps::PullTarget> targets;
     targets.reserve(count);
     for (size_t i = 0; i < count; ++i) {
-      require(names[i] && outs[i], "names[" + std::to_string(i) + "] or outs[" + std::to_string(i) + "] is NULL");
+      require(names[i], "names[" + std::to_string(i) + "] is NULL");
+      require(outs[i], "outs[" + std::to_string(i) + "] is NULL");
       targets.push_back({names[i], {outs[i], floats[i]}});
     }
     c->client->pull(targets);
@@ -318,7 +325,7 @@ rdmaps_status rdmaps_client_pull_many(rdmaps_client* c, size_t count, const char
 
 rdmaps_status rdmaps_client_register_memory(rdmaps_client* c, float* data, size_t floats) {
   return guarded("rdmaps_client_register_memory", [&] {
-    require(c && data, "client or data is NULL");
+    require_given({{"client", c}, {"data", data}});
     c->client->register_memory({data, floats});
   });
 }
@@ -353,7 +360,7 @@ rdmaps_status rdmaps_client_use_server_learning_rate(rdmaps_client* c) {
 
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* c, rdmaps_client_stats* out) {
   return guarded("rdmaps_client_get_stats", [&] {
-    require(c && out, "client or out is NULL");
+    require_given({{"client", c}, {"out", out}});
     rdmaps::ClientStats s = c->client->stats();
     *out = rdmaps_client_stats{s.pushes,
                                s.push_bytes,
@@ -400,21 +407,21 @@ rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_
 
 rdmaps_status rdmaps_server_address(const rdmaps_server* s, char* buf, size_t size) {
   return guarded("rdmaps_server_address", [&] {
-    require(s && buf, "server or buf is NULL");
+    require_given({{"server", s}, {"buf", buf}});
     copy_out(s->server->address(), "address", buf, size);
   });
 }
 
 rdmaps_status rdmaps_server_metrics_address(const rdmaps_server* s, char* buf, size_t size) {
   return guarded("rdmaps_server_metrics_address", [&] {
-    require(s && buf, "server or buf is NULL");
+    require_given({{"server", s}, {"buf", buf}});
     copy_out(s->server->metrics_address(), "metrics address", buf, size);
   });
 }
 
 rdmaps_status rdmaps_client_metrics_address(const rdmaps_client* c, char* buf, size_t size) {
   return guarded("rdmaps_client_metrics_address", [&] {
-    require(c && buf, "client or buf is NULL");
+    require_given({{"client", c}, {"buf", buf}});
     copy_out(c->client->metrics_address(), "metrics address", buf, size);
   });
 }
@@ -449,7 +456,7 @@ void rdmaps_server_stop(rdmaps_server* s) {
 
 rdmaps_status rdmaps_server_get_stats(const rdmaps_server* s, rdmaps_server_stats* out) {
   return guarded("rdmaps_server_get_stats", [&] {
-    require(s && out, "server or out is NULL");
+    require_given({{"server", s}, {"out", out}});
     rdmaps::ServerStats st = s->server->stats();
     *out = rdmaps_server_stats{st.pushes, st.pulls, st.clocks, st.rejected, st.dropped, st.min_clock};
   });

@@ -528,6 +528,19 @@ int main(void) {
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "'b'"), "pull_many of a wrong size: %s",
         rdmaps_last_error());
   CHECK(rdmaps_client_pull_many(client, 2, NULL, outs, sizes) == RDMAPS_ERR_INVALID_ARGUMENT, "NULL names accepted");
+  /* The argument that is NULL is named, not a list of those that might be. */
+#define CHECK_NAMES_NULL(call, text) \
+  CHECK((call) == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), text), "%s: %s", text, rdmaps_last_error())
+  const char* null_name[] = {"w", NULL};
+  CHECK_NAMES_NULL(rdmaps_client_push(client, "w", NULL, 1000), "rdmaps_client_push: gradient is NULL");
+  CHECK_NAMES_NULL(rdmaps_client_push(client, NULL, g, 1000), "rdmaps_client_push: name is NULL");
+  CHECK_NAMES_NULL(rdmaps_client_init(client, "w", NULL, 1000), "rdmaps_client_init: values is NULL");
+  CHECK_NAMES_NULL(rdmaps_client_pull(client, "w", NULL, 1000), "rdmaps_client_pull: out is NULL");
+  CHECK_NAMES_NULL(rdmaps_client_pull_many(client, 2, names, outs, NULL), "rdmaps_client_pull_many: floats is NULL");
+  CHECK_NAMES_NULL(rdmaps_client_pull_many(client, 2, null_name, outs, sizes),
+                   "rdmaps_client_pull_many: names[1] is NULL");
+  CHECK_NAMES_NULL(rdmaps_client_get_stats(client, NULL), "rdmaps_client_get_stats: out is NULL");
+#undef CHECK_NAMES_NULL
   st = rdmaps_client_pull_many(client, SIZE_MAX, names, outs, sizes);
   CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "rdmaps_client_pull_many") &&
             strstr(rdmaps_last_error(), "count"),
@@ -552,6 +565,9 @@ int main(void) {
   CHECK(st == RDMAPS_ERR_CANCELLED && strcmp(rdmaps_status_name(st), "cancelled") == 0 &&
             strstr(rdmaps_last_error(), "interrupt"),
         "a clock after interrupt gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
+  /* As the header says: the counters still answer. */
+  CHECK(rdmaps_client_get_stats(client, &cs) == RDMAPS_OK && cs.clock == 5, "stats after interrupt: %s",
+        rdmaps_last_error());
   rdmaps_client_destroy(client); /* says bye: the server's run() returns */
   pthread_join(thread, NULL);
 
