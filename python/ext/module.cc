@@ -670,7 +670,14 @@ PYBIND11_MODULE(_rdmaps, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const Error& e) {
-      py::object error = py::reinterpret_borrow<py::object>(python_class(e.code()))(e.what());
+      // Not strictly UTF-8: a message may quote bytes of a file name, a
+      // variable or a peer, and a strict decode raised UnicodeDecodeError
+      // in place of the error.
+      const char* what = e.what();
+      auto text = py::reinterpret_steal<py::object>(
+          PyUnicode_DecodeUTF8(what, static_cast<Py_ssize_t>(std::strlen(what)), "backslashreplace"));
+      if (!text) return;  // out of memory: raised as such
+      py::object error = py::reinterpret_borrow<py::object>(python_class(e.code()))(text);
       error.attr("code") = errc_name(e.code());
       PyErr_SetObject(python_class(e.code()), error.ptr());
     }

@@ -427,6 +427,13 @@ class ConfigurationTest(unittest.TestCase):
                 rdmaps.Server("127.0.0.1:0", transport="tcp")
         finally:
             del os.environ["RDMAPS_MAX_BYTES"]
+        # Bytes that are not UTF-8 in the library's message are quoted, not a UnicodeDecodeError in its place.
+        os.environb[b"RDMAPS_LR"] = b"\xff\xfe1"
+        try:
+            with self.assertRaisesRegex(rdmaps.InvalidArgument, r"RDMAPS_LR: '\\xff\\xfe1' is not a number"):
+                rdmaps.describe_config()
+        finally:
+            del os.environ["RDMAPS_LR"]
 
     def test_config_that_is_not_a_dict_or_minus_infinity_is_refused(self):
         with self.assertRaisesRegex(TypeError, "config='--lr 3' is not a dict of options"):

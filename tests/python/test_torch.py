@@ -155,6 +155,10 @@ class TorchTest(unittest.TestCase):
                 "    opt.step()  # worker 1 never comes: the clock waits\n"
                 "except KeyboardInterrupt:\n"
                 "    print('interrupted', flush=True)\n"
+                "# The abandoned pull still writes them: their memory stays referenced (a GPU model's is not\n"
+                "# registered; dropped, it went to other tensors, which the pull overwrote).\n"
+                "held = {t.data_ptr() for _, kept in opt._abandoned_pulls for t in kept}\n"
+                "print('parameters held', held == {p.data_ptr() for p in m.parameters()}, flush=True)\n"
                 "opt.zero_grad()\n"
                 "m(x).sum().backward()\n"
                 "print('exiting', flush=True)\n")
@@ -162,9 +166,34 @@ class TorchTest(unittest.TestCase):
         p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         took = time.monotonic() - start
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn("interrupted\nexiting", p.stdout, p.stderr)
+        self.assertIn("interrupted\nparameters held True\nexiting", p.stdout, p.stderr)
         self.assertNotIn("Exception ignored", p.stderr)
         self.assertLess(took, 25, f"exit waited {took:.0f} s for pushes queued behind the abandoned clock")
+
+    def test_a_backward_after_ctrl_c_in_a_broadcast_returns_at_once(self):
+        # Its pushes queue behind the abandoned barrier: the backward waited for them, the whole timeout.
+        code = ("import os, signal, threading, time, torch, rdmaps, rdmaps.torch as rps\n"
+                "s = rdmaps.Server('127.0.0.1:0', workers=2, transport='tcp', log_connections=False,\n"
+                "                  rule_from_workers=True)\n"
+                "threading.Thread(target=s.serve, daemon=True).start()\n"
+                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='3', RDMAPS_SERVERS=s.address,\n"
+                "                  RDMAPS_TRANSPORT='tcp')\n"
+                "rps.init(timeout=40)\n"
+                "m = torch.nn.Linear(3, 2)\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters())\n"
+                "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+                "try:\n"
+                "    rps.broadcast_parameters(m.state_dict())  # worker 1 never comes: the barrier waits\n"
+                "except KeyboardInterrupt:\n"
+                "    print('interrupted', flush=True)\n"
+                "start = time.monotonic()\n"
+                "m(torch.randn(5, 3)).sum().backward()\n"
+                "print(f'backward took {time.monotonic() - start:.0f} s', flush=True)\n")
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("interrupted\nbackward took ", p.stdout, p.stderr)
+        took = float(re.search(r"backward took (\d+) s", p.stdout).group(1))
+        self.assertLess(took, 20, "the backward waited for pushes queued behind the abandoned barrier")
 
     def test_a_refused_broadcast_sends_nothing(self):
         # Each entry was checked as it was sent: a refused bias left the weight set on the servers (the other

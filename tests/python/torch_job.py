@@ -242,6 +242,14 @@ def accumulate():
         return loss
 
     expect_raises(ArithmeticError, "the loss went bad", lambda: opt.step(lambda: closure(True)))
+    # What a backward pass met before the closure raised is said, not dropped.
+    opt.param_groups[0]["lr"] = -1.0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        expect_raises(ArithmeticError, "the loss went bad", lambda: opt.step(lambda: closure(True)))
+    opt.param_groups[0]["lr"] = lr
+    if not any("learning rate -1.0 in param_groups" in str(w.message) for w in caught):
+        fail(f"a backward's error before the closure raised was dropped: {[str(w.message) for w in caught]}")
     if not torch.is_tensor(opt.step(lambda: closure(False))):
         fail("step(closure) did not return the closure's loss")
     print("accumulate ok", flush=True)

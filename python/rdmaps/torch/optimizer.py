@@ -236,6 +236,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._worker.close()  # nothing half-made stays behind: a corrected retry may connect
             raise
         self._interrupted = False  # a Ctrl-C ended a wait and no step() finished since
+        self._abandoned_pulls = []  # (ticket, parameters) of pulls whose wait a Ctrl-C ended
         self._started = False  # broadcast_parameters() or a step() came: the first step checks its start
         self._pull_targets = []  # (name, address, bytes), made by the first _load_parameters()
 
@@ -454,6 +455,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if self._worker.closed:  # else the worker's "was closed" names no cause
             raise RuntimeError("rdmaps.torch: step() after shutdown(): this worker left the job")
         loss = None
+        propagating = None
         try:
             # Inside: a closure that raises after its backward passes must not
             # leave them counted against the next step's (what they pushed is sent).
@@ -471,9 +473,16 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     raise
                 raise first  # noqa: B904 - the failure above is this one's context, not its cause
             used = self._settings
+        except BaseException as e:
+            propagating = e
+            raise
         finally:  # a failed step must not leave the next one counting its gradients, or its errors
             self._count_afresh()
             error, self._hook_error = self._hook_error, None
+            # Raised by the closure or a Ctrl-C, what a hook met first is said, not dropped.
+            if error is not None and propagating is not None and error is not propagating:
+                warnings.warn(f"rdmaps.torch: step() raised {type(propagating).__name__}; a backward pass before it "
+                              f"had failed too: {error}", RuntimeWarning, stacklevel=_user_stacklevel())
         if error is not None:
             raise error
         # Sent during backward(), with what param_groups held then: torch's SGD reads them in step().
@@ -521,10 +530,18 @@ class DistributedOptimizer(torch.optim.Optimizer):
         for device in {p.device for _, p in self._params if p.is_cuda}:
             torch.cuda.current_stream(device).synchronize()
         # One batched pull: one request per server lane for the whole model.
+        ticket = self._worker._submit_pulls(self._pull_targets)
         try:
-            self._worker.wait(self._worker._submit_pulls(self._pull_targets))
+            self._worker.wait(ticket)
+            self._abandoned_pulls.clear()  # done before this one: operations run in order
         except KeyboardInterrupt:
             self._interrupted = True
+            # The pull writes the parameters until it ends: their memory stays
+            # referenced until a later step ends (a model moved or dropped after
+            # the Ctrl-C gave it to other tensors, which the pull overwrote; a
+            # GPU model's, and a CPU one's whose p.data was replaced, is not
+            # registered). Not in _pending: zero_grad() would wait for it.
+            self._abandoned_pulls.append((ticket, [p.data for _, p in self._params]))
             raise
 
     def zero_grad(self, *args, **kwargs):
@@ -578,15 +595,24 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 self._pending.append((self._worker._submit_init(name, address, nbytes), value))
             self.synchronize()
         self._started = True  # not before: a refused broadcast leaves step()'s warning in place
-        self._worker.barrier()
+        self._barrier()
         self._load_parameters()
 
     def load_latest(self):
         """Waits until every live worker reached this point, then loads the
         servers' parameters (e.g. before evaluating a model trained asynchronously)."""
         self.synchronize()
-        self._worker.barrier()
+        self._barrier()
         self._load_parameters()
+
+    def _barrier(self):
+        try:
+            self._worker.barrier()
+        except KeyboardInterrupt:
+            # As a step's: later pushes queue behind the abandoned barrier, and a
+            # backward waiting for them waited out the timeout.
+            self._interrupted = True
+            raise
 
     def stats(self):
         """This worker's counters (pushes, pulls, pulls skipped, clock wait, push paths)."""
