@@ -550,11 +550,21 @@ int run_driver(const Options& o) {
   // Every worker gets a batch, checked before any process starts: each
   // worker said so once it ran, and --compare's sequential run was thrown away.
   const size_t train_n = examples_used(o.train_limit, examples);
-  if (const uint32_t workers = o.virtual_workers ? o.virtual_workers : o.workers; train_n / workers < o.batch)
+  const uint32_t workers = o.virtual_workers ? o.virtual_workers : o.workers;
+  if (train_n / workers < o.batch)
     bad_flag(o.virtual_workers ? "--virtual-workers" : "--workers",
              std::to_string(workers) + " workers of " + std::to_string(train_n) + " training examples get " +
                  std::to_string(train_n / workers) + " each, less than one batch of " + std::to_string(o.batch) +
                  ": fewer workers, a smaller --batch, or a larger --train-limit");
+  // So are the tests an epoch, against the run with the most workers (the
+  // fewest steps): --compare's BSP run refused them after the sequential
+  // one had trained, and that run was lost with it.
+  if (const size_t steps = train_n / workers / o.batch; o.evals_per_epoch_given && o.evals_per_epoch > steps)
+    bad_flag("--evals-per-epoch", std::to_string(o.evals_per_epoch) + ": with " + std::to_string(workers) +
+                                      " workers each takes " + std::to_string(steps) + " steps an epoch (" +
+                                      std::to_string(train_n / workers) + " training examples in batches of " +
+                                      std::to_string(o.batch) + ") and tests after a step: give at most " +
+                                      std::to_string(steps));
   std::vector<RunResult> runs;
   if (o.compare) {
     struct Variant {

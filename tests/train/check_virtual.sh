@@ -146,6 +146,11 @@ refused "--delay: sets the schedule of --virtual-workers" --delay round-robin
 refused "--workers: 3 differs from --virtual-workers 2" --virtual-workers 2 --workers 3
 refused "--straggler: worker 4 does not exist" --virtual-workers 4 --straggler 4:2
 refused "--skip-pulls: is not played by the --virtual-workers schedule" --virtual-workers 4 --staleness 2 --skip-pulls
+refused "--staleness-policy: drop is not played by the --virtual-workers schedule" --virtual-workers 4 \
+  --staleness-policy drop --tau-max 2
+# Refused before any run: --compare's sequential run (40 steps an epoch) trained, then its BSP run (10) was refused.
+refused "--evals-per-epoch: 20: with 4 workers each takes 10 steps an epoch" --compare --virtual-workers 4 \
+  --train-limit 2560 --test-limit 100 --epochs 1 --evals-per-epoch 20
 # Accepted and then ignored: one worker of a 2-worker job, without its schedule; an accuracy never checked.
 refused "--virtual-workers: --role worker runs one worker" --role worker --worker 0 --servers-list 127.0.0.1:1 \
   --virtual-workers 2
@@ -200,7 +205,7 @@ if "$train" --virtual-workers 1 --train-limit 640 --test-limit 100 --epochs 1 --
   --out "$out/evals20" >"$out/evals20.log" 2>&1; then
   fail "--evals-per-epoch 20 at 10 steps an epoch was taken"
 fi
-grep -q -- "--evals-per-epoch 20: worker 0 takes 10 steps an epoch (640 training examples in batches of 64)" \
+grep -q -- "--evals-per-epoch: 20: with 1 workers each takes 10 steps an epoch (640 training examples in batches of 64)" \
   "$out/evals20.log" || fail "--evals-per-epoch 20 at 10 steps an epoch: $(tail -3 "$out/evals20.log")"
 
 # --role virtual (virtual workers against servers of their own) checks
