@@ -1,16 +1,14 @@
 #include "bench/perf_options.h"
 
 #include <algorithm>
+#include <span>
 
 namespace rdmaps::bench {
 
 CLI::Option* add_size(CLI::App& app, const std::string& name, uint64_t& target, uint64_t min, uint64_t max,
                       const std::string& help) {
-  CLI::Option* o = app.add_option(name, target, help)
-                       ->transform(CLI::AsSizeValue(false).description(""))
-                       ->check(cli::count(min, max))
-                       ->type_name("SIZE")
-                       ->capture_default_str();
+  CLI::Option* o =
+      app.add_option(name, target, help)->transform(cli::size(min, max))->type_name("SIZE")->capture_default_str();
   // A 0 that the range refuses is no value but "computed" (the help says how).
   if (target == 0 && min > 0) o->default_str("auto");
   return o;
@@ -25,22 +23,15 @@ CLI::Option* add_sizes(CLI::App& app, const std::string& name, std::vector<uint6
           name,
           [&target, name, min, max](const std::vector<std::string>& lists) {
             target.clear();
-            const CLI::Validator as_size = CLI::AsSizeValue(false), in_range = cli::count(min, max);
-            for (const std::string& list : lists) {
+            CLI::Validator as_size = cli::size(min, max);
+            // Given twice, the last list, as every flag here (CLI11 hands them all over).
+            for (const std::string& list : std::span(lists).last(std::min<size_t>(lists.size(), 1))) {
               size_t from = 0;
               for (;;) {
                 const size_t comma = std::min(list.find(',', from), list.size());
                 std::string size = list.substr(from, comma - from);
                 if (size.empty()) throw CLI::ValidationError(name, "'" + list + "' has an empty entry");
-                const std::string entry = size;
-                std::string why;
-                try {
-                  why = as_size(size);
-                } catch (const CLI::Error& e) {  // an unknown unit throws
-                  why = e.what();
-                }
-                if (!why.empty()) throw CLI::ValidationError(name, "'" + entry + "': " + why);
-                why = in_range(size);  // names the value
+                const std::string why = as_size(size);  // names the value
                 if (!why.empty()) throw CLI::ValidationError(name, why);
                 target.push_back(std::stoull(size));
                 if (comma == list.size()) break;

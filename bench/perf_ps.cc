@@ -432,15 +432,15 @@ int perf_ps_main(int argc, char** argv, int first) {
   f.config.checkpoint_every_ms = 1000;  // with --checkpoint-dir: what checkpointing while serving costs
   CLI::App app("Push + apply + write-back through real server and worker processes on this host.", "rdmaps-perf ps");
   cli::set_defaults(app);
-  app.add_option("--workers", f.workers, "worker processes")->check(cli::count(1, 256))->capture_default_str();
-  app.add_option("--servers", f.servers, "server processes")->check(cli::count(1, 256))->capture_default_str();
+  app.add_option("--workers", f.workers, "worker processes")->transform(cli::count(1, 256))->capture_default_str();
+  app.add_option("--servers", f.servers, "server processes")->transform(cli::count(1, 256))->capture_default_str();
   add_size(app, "--floats", f.floats, 1, 1ull << 31, "model size in floats (16M)");
   add_size(app, "--iters", f.iters, 1, 1u << 20, "timed iterations (default: ~4 GiB of pushes, 3 to 50)");
   app.add_option("--values", f.values, "gradients of 1e-3, or of 1e-20..1e-40 (subnormal squares)")
       ->check(cli::one_of({"normal", "tiny"}))
       ->capture_default_str();
   app.add_option("--tensors", f.tensors, "the model as this many tensors, pushed one by one, pulled in one batch")
-      ->check(cli::count(1, 1u << 20))
+      ->transform(cli::count(1, 1u << 20))
       ->capture_default_str();
   app.add_option("--pull-memory", f.pull_memory,
                  "pull into memory given to Client::register_memory() (lands in place over tcp, and by put where "
@@ -452,10 +452,10 @@ int perf_ps_main(int argc, char** argv, int first) {
   // The roles of the processes the driver starts.
   const std::string internal = "";
   app.add_option("--role", f.role)->check(cli::one_of({"driver", "server", "worker"}))->group(internal);
-  app.add_option("--index", f.index)->check(cli::count(0, 255))->group(internal);
-  app.add_option("--worker", f.worker)->check(cli::count(0, 255))->group(internal);
+  app.add_option("--index", f.index)->transform(cli::count(0, 255))->group(internal);
+  app.add_option("--worker", f.worker)->transform(cli::count(0, 255))->group(internal);
   app.add_option("--servers-list", f.servers_list)->group(internal);
-  app.add_option("--report-fd", f.report_fd)->check(cli::count(0, INT32_MAX))->group(internal);
+  app.add_option("--report-fd", f.report_fd)->transform(cli::count(0, INT32_MAX))->group(internal);
   f.config_options =
       add_config_flags(app, f.config,
                        {.only = {"transport", "rule", "push-path", "put-landing", "wire", "shard-floats", "inbox-slots",

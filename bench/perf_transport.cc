@@ -468,9 +468,9 @@ int perf_transport_main(int argc, char** argv, int first) {
       app.add_option("--listen", f.listen, "target's listen address")->type_name("HOST:PORT")->check(cli::address());
   capture(listen);
   app.add_option("--report-fd", f.report_fd, "started by another benchmark: report there")
-      ->check(cli::count(0, INT32_MAX))
+      ->transform(cli::count(0, INT32_MAX))
       ->group("");
-  app.add_option("--seed", f.seed, "data pattern seed (default: random)")->check(cli::count(0));
+  app.add_option("--seed", f.seed, "data pattern seed (default: random)")->transform(cli::count(0));
   if (!parse(app, argc, argv, first)) return 0;
   // The other side's flag would be ignored without a word.
   if (f.role == "server" && peer->count() > 0)

@@ -16,6 +16,7 @@
 #include "rdmaps/log.h"
 #include "rdmaps/rdmaps.h"
 #include "rdmaps/server.h"
+#include "src/api/cli.h"
 #include "src/launch/server_list.h"
 #include "transport/process_id.h"
 
@@ -249,17 +250,19 @@ rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_
     o.servers = rdmaps::launch::server_list(servers, source);
     int64_t worker = options ? options->worker : -1;
     require(worker >= -1, "options.worker is " + std::to_string(worker) + ": a worker id, or -1 for RDMAPS_WORKER");
+    std::string named = "worker id " + std::to_string(worker);
     if (worker < 0) {
       const char* env = std::getenv("RDMAPS_WORKER");
       require(env != nullptr, "no worker id: set options.worker or RDMAPS_WORKER");
-      char* end = nullptr;
-      errno = 0;
-      worker = std::strtoll(env, &end, 10);
-      require(*env && !*end && errno == 0 && worker >= 0,
+      // Decimal digits only: strtoll took " 5" and "+5".
+      const rdmaps::cli::Decimal d = rdmaps::cli::parse_decimal(env);
+      require(d.digits && !d.too_large && d.value <= INT64_MAX,
               std::string("RDMAPS_WORKER='") + env + "' is not a non-negative integer");
+      worker = static_cast<int64_t>(d.value);
+      named = std::string("RDMAPS_WORKER=") + env;
     }
-    require(worker < rdmaps::kMaxWorkers, "worker id " + std::to_string(worker) + " is not below " +
-                                              std::to_string(rdmaps::kMaxWorkers) + ", the most a server serves");
+    require(worker < rdmaps::kMaxWorkers,
+            named + " is not below " + std::to_string(rdmaps::kMaxWorkers) + ", the most a server serves");
     o.worker = static_cast<uint32_t>(worker);
     o.config = parse_flags(options ? options->config : nullptr, &o.metrics);
     if (options && options->timeout_ms) o.timeout = std::chrono::milliseconds(options->timeout_ms);

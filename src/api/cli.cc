@@ -1,6 +1,7 @@
 #include "src/api/cli.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
@@ -58,6 +59,34 @@ CLI::Validator count(uint64_t min, uint64_t max) {
         // Handed on in decimal: CLI11 converts with base 0, and --workers 010
         // was 8 workers (08 "could not convert"), while --staleness 010 was 10.
         v = std::to_string(d.value);
+        return {};
+      },
+      "");
+}
+
+CLI::Validator size(uint64_t min, uint64_t max) {
+  const CLI::Validator in_range = count(min, max);
+  return CLI::Validator(
+      [=](std::string& v) mutable -> std::string {
+        const size_t unit_at = std::min(v.find_first_not_of("0123456789"), v.size());
+        std::string unit = v.substr(unit_at);
+        std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return std::tolower(c); });
+        int shift = 0;
+        if (!unit.empty()) {
+          const std::string prefixes = "kmgt";
+          const size_t p = prefixes.find(unit[0]);
+          if (p == std::string::npos || !(unit.size() == 1 || unit.substr(1) == "b" || unit.substr(1) == "ib"))
+            return "'" + v + "' is not a size (a whole number, or one with K, M, G or T for powers of 1024)";
+          shift = 10 * static_cast<int>(p + 1);
+        }
+        const Decimal d = parse_decimal(v.substr(0, unit_at));
+        if (!d.digits) return "'" + v + "' is not a size (a whole number, or one with K, M, G or T for powers of 1024)";
+        if (d.too_large || (shift && d.value > (std::numeric_limits<uint64_t>::max() >> shift)))
+          return "'" + v + "' is too large (at most " + std::to_string(max) + ")";
+        std::string expanded = std::to_string(d.value << shift);
+        const std::string why = in_range(expanded);  // names the value expanded ("--floats 1T")
+        if (!why.empty()) return why;
+        v = expanded;
         return {};
       },
       "");

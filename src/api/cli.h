@@ -29,6 +29,10 @@ bool parse_real(const std::string& v, double& d);
 /// for a 32-bit one) is an error, not the count modulo 2^32. Register it with
 /// ->transform(): it hands the value on in decimal (CLI11 reads "010" as 8).
 CLI::Validator count(uint64_t min, uint64_t max = std::numeric_limits<uint64_t>::max());
+/// As count(), with an optional unit of powers of 1024 (K, M, G, T; KB and
+/// KiB alike, any case): "64M" goes on as 67108864. Decimal digits only: no
+/// sign, space or hex ("0x1K" was 1024, "010K" 8192).
+CLI::Validator size(uint64_t min, uint64_t max = std::numeric_limits<uint64_t>::max());
 /// `word` (off, inf, auto) or a value `rest` accepts; where `rest` refuses
 /// it, says why ("too large") or "'v' is not `expected`".
 CLI::Validator word_or(const std::string& word, CLI::Validator rest, const std::string& expected);

@@ -111,8 +111,10 @@ std::optional<uint64_t> to_millis(const std::string& v) {
   }
   double d = 0;
   if (!cli::parse_real(number, d) || !(d >= 0) || d * scale > 1e12) return std::nullopt;
-  // Under a millisecond is not 0, which means off (--peer-timeout 0.5ms was UCX's 20 s).
+  // Under a millisecond is not 0, which means off (--peer-timeout 0.5ms was UCX's 20 s);
+  // nor is a value strtod takes to 0 (1e-400).
   if (d > 0 && d * scale < 1) return std::nullopt;
+  if (d == 0 && number.find_first_of("123456789") < number.find_first_of("eE")) return std::nullopt;
   return static_cast<uint64_t>(d * scale);
 }
 

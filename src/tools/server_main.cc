@@ -76,12 +76,23 @@ int main(int argc, char** argv) {
         o->group(group);
         if (o->get_expected_min() != 0) o->capture_default_str();
       }
-    rdmaps::add_config_flags(app, options.config);
+    // A worker's settings: taken here, they did nothing (and the config line
+    // showed them as if they did). The reconnect window comes with each hello.
+    const std::set<std::string> workers_own = {"reconnect", "staging-depth", "skip-pulls"};
+    rdmaps::add_config_flags(app, options.config, {.only = {}, .except = workers_own});
+    std::string refused_value;
+    std::vector<std::pair<std::string, CLI::Option*>> refused;
+    for (const std::string& name : workers_own)
+      refused.emplace_back("--" + name, app.add_option("--" + name, refused_value)->expected(0, 1)->group(""));
     try {
       rdmaps::cli::parse(app, args);
     } catch (const CLI::Success& e) {  // --help, --version
       return app.exit(e);
     }
+    for (const auto& [name, o] : refused)
+      if (o->count())
+        throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
+                            name + ": a worker's setting, not a server's (give it to the workers)");
     options.exit_when_done = !keep_running;
     options.stats_interval = rdmaps::cli::milliseconds_of(stats_s);
     options.stall_warning = rdmaps::cli::milliseconds_of(stall_s);
@@ -129,6 +140,17 @@ int main(int argc, char** argv) {
       else
         options.listen = directory->listen_address();
       if (!options.metrics.empty()) options.metrics = launch::port_plus(options.metrics, placement->rank, "--metrics");
+    }
+    // Named as given: from the variable, the message named the flags.
+    if (options.index >= options.servers) {
+      const auto said = [&](const CLI::Option* o, uint32_t value) {
+        if (rdmaps::cli::on_command_line(o, args)) return o->get_name() + " " + std::to_string(value);
+        if (from_variable(o)) return o->get_envname() + "=" + std::to_string(value);
+        return o->get_name() + " " + std::to_string(value) + " (its default)";
+      };
+      throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "server index " + said(index, options.index) +
+                                                              " is not below the number of servers " +
+                                                              said(servers, options.servers));
     }
     rdmaps::Server server(options);
     std::string address = server.address();

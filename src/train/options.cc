@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
@@ -252,6 +253,13 @@ Options parse_options(int argc, char** argv) {
       ->default_str(rule_of_dc(o.dc));
 
   const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
+  // A value for a mode's flag was taken and did nothing (CLI11 runs the flag's
+  // callback only when it is on): --staleness 3 --sync=off stayed SSP.
+  for (const std::string& a : args)
+    for (const char* mode : {"--sync=", "--async="})
+      if (a.starts_with(mode))
+        bad_flag(std::string(mode, std::strlen(mode) - 1),
+                 "takes no value ('" + a + "'): give --sync, --async or --staleness S");
   try {
     cli::parse(app, args);
   } catch (const CLI::Success& e) {  // --help, --version

@@ -389,6 +389,20 @@ int main(void) {
     st = rdmaps_client_create(&from_env, &bad);
     CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL, "RDMAPS_WORKER=%s gave %s", ids[i], rdmaps_status_name(st));
   }
+  /* Decimal digits only, and a range error names the variable. */
+  const char* spelled[] = {" 5", "+5", "0x5"};
+  for (int i = 0; i < 3; ++i) {
+    setenv("RDMAPS_WORKER", spelled[i], 1);
+    bad = (rdmaps_client*)1;
+    st = rdmaps_client_create(&from_env, &bad);
+    CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && bad == NULL &&
+              strstr(rdmaps_last_error(), "is not a non-negative integer"),
+          "RDMAPS_WORKER='%s' gave %s: %s", spelled[i], rdmaps_status_name(st), rdmaps_last_error());
+  }
+  setenv("RDMAPS_WORKER", "5000", 1);
+  st = rdmaps_client_create(&from_env, &bad);
+  CHECK(st == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "RDMAPS_WORKER=5000 is not below 4096"),
+        "RDMAPS_WORKER=5000 gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
   unsetenv("RDMAPS_WORKER");
   /* A negative id other than -1 is named, not taken as "from RDMAPS_WORKER". */
   rdmaps_client_options minus_two = {address, -2, "--transport shm", 0};

@@ -120,10 +120,21 @@ fi
 refused "--lr: '0x10' is not a number" "${s[@]}" --lr 0x10
 refused "RDMAPS_LR: '0x10' is not a number" env RDMAPS_LR=0x10 "${s[@]}"
 refused "--lr: ' 0.1' is not a number" "${s[@]}" --lr " 0.1"
-refused "--reconnect: '0x10' is not a duration" "${s[@]}" --reconnect 0x10
+refused "--reconnect: '0x10' is not a duration" "$train" --data /nonexistent --out /nonexistent --reconnect 0x10
 # Under a millisecond was 0, which means off (UCX's own 20 s for --peer-timeout, no reconnect).
 refused "--peer-timeout: '0.5ms' is not a duration (SEC, SECs or MSms; 0, or at least 1 ms)" "${s[@]}" --peer-timeout 0.5ms
-refused "--reconnect: '0.0004' is not a duration" "${s[@]}" --reconnect 0.0004
+refused "--reconnect: '0.0004' is not a duration" "$train" --data /nonexistent --out /nonexistent --reconnect 0.0004
+# Nor is a value strtod takes to 0: 1e-400 meant off.
+refused "--peer-timeout: '1e-400' is not a duration" "${s[@]}" --peer-timeout 1e-400
+# A worker's settings, taken by the server, did nothing (and its config line showed them).
+refused "--reconnect: a worker's setting, not a server's" "${s[@]}" --reconnect 30s
+refused "--skip-pulls: a worker's setting, not a server's" "${s[@]}" --skip-pulls
+refused "--staging-depth: a worker's setting, not a server's" "${s[@]}" --staging-depth 4
+# The index and count are named as given: from a variable, the message named the flags.
+refused "server index RDMAPS_SERVER_INDEX=3 is not below the number of servers --servers 2" \
+  env RDMAPS_SERVER_INDEX=3 "${s[@]}" --servers 2
+refused "server index --index 3 is not below the number of servers RDMAPS_NUM_SERVERS=2" \
+  env RDMAPS_NUM_SERVERS=2 "${s[@]}" --index 3
 refused "RDMAPS_LR: '-0.5'" env RDMAPS_LR=-0.5 "${s[@]}"
 # Numbers past their field: refused at once, not wrapped, saturated, thrown
 # from a later conversion (an abort) or allocated for.
@@ -166,7 +177,7 @@ refused "$launched_needs" "${no_secret[@]}" "$train" --data /nonexistent --out /
 # it; "unexpected argument off" was the error before.
 for switch in "--keep-running off" "--rule-from-workers off" "--gpu-shard off" "--insecure on" "--insecure=off"; do
   # shellcheck disable=SC2086  # the switch and its value are two words
-  refused "server index 3 is not below the 2 servers" "${s[@]}" --index 3 --servers 2 $switch
+  refused "server index --index 3 is not below the number of servers --servers 2" "${s[@]}" --index 3 --servers 2 $switch
 done
 helps "$server" -- "(Env:RDMAPS_NUM_SERVERS)"
 defaults "$config_group" "$server"
@@ -201,6 +212,9 @@ refused "--ms-bias-correction: '' is not on or off" "${t[@]}" --ms-bias-correcti
 refused "--metrics: '' is not an address" "${t[@]}" --metrics ""
 refused "--listen: address '127.0.0.1:70000': port '70000'" "${t[@]}" --role server --index 0 --listen 127.0.0.1:70000
 refused "--evals-per-epoch: '0'" "${t[@]}" --evals-per-epoch 0
+# A mode flag's value did nothing: --staleness 3 --sync=off stayed SSP.
+refused "--sync: takes no value ('--sync=off')" "${t[@]}" --staleness 3 --sync=off
+refused "--async: takes no value ('--async=on')" "${t[@]}" --async=on
 # Read as rdmaps-server reads it: the same messages, and async for inf.
 refused "--staleness: '99999999999999999999' is too large" "${t[@]}" --staleness 99999999999999999999
 refused "--staleness: 'x' is not a whole number, inf or async" "${t[@]}" --staleness x
@@ -286,7 +300,9 @@ if [ -n "$perf" ]; then
   refused "--iters: '0'" "$perf" transport --iters 0
   refused "--sizes: '0'" "$perf" transport --sizes 8,0
   refused "--sizes: '8,,64' has an empty entry" "$perf" transport --sizes 8,,64
-  refused "--sizes: '1x': x unit not recognized" "$perf" transport --sizes 8,1x
+  refused "--sizes: '1x' is not a size" "$perf" transport --sizes 8,1x
+  # Given twice, the last list counts: the target refuses any.
+  refused "--sizes: the target (--role server) does as its client says" "$perf" transport --role server --sizes 0 --sizes 8
   refused "--window: '4294967297'" "$perf" transport --window 4294967297
   refused "unknown flag --floats" "$perf" transport --floats 0
   refused "flag --sizes needs a value" "$perf" transport --sizes
@@ -310,6 +326,13 @@ if [ -n "$perf" ]; then
   refused "--workers: '4294967297'" "$perf" ps --workers 4294967297
   refused "--floats: '0'" "$perf" ps --floats 0
   refused "--floats: '1099511627776' is not a whole number from 1 to 2147483648" "$perf" ps --floats 1T
+  # Decimal digits and a unit only: CLI11 read 010 as octal 8, took hex before a unit, a leading space, and
+  # wrapped -1K.
+  refused "--servers 10 is more than --floats 3" "$perf" ps --servers 010 --floats 3
+  refused "--tensors 1000000 is more than --floats 10240" "$perf" ps --tensors 1000000 --floats 010K
+  refused "--floats: '0x1K' is not a size" "$perf" ps --floats 0x1K
+  refused "--floats: ' 5' is not a size" "$perf" ps --floats " 5"
+  refused "--floats: '-1K' is not a size" "$perf" ps --floats -1K
   refused "unknown flag --lr" "$perf" ps --lr -0.5
   refused "unknown flag --no-such-flag" "$perf" ps --no-such-flag
   refused "flag --floats needs a value" "$perf" ps --floats
