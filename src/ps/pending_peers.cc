@@ -34,7 +34,7 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
   // A bounded number of tries a round: each failed one (a handshake dropped,
   // room made in a full listener) is tried again at once, and a flood of
   // connections that fail kept the caller (a lane) here for as long as it lasted.
-  for (size_t tries = 0; waiting_.size() < kMaxPendingPeers && tries < 2 * kMaxPendingPeers; ++tries) {
+  for (size_t tries = 0; tries < 2 * kMaxPendingPeers; ++tries) {
     std::unique_ptr<transport::Endpoint> ep;
     try {
       ep = listener.poll();
@@ -52,6 +52,14 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
       continue;
     }
     if (!ep) break;
+    // Full: the peer silent longest goes (they wait in arrival order). The
+    // listener stopped being polled instead, so that 256 silent peers held
+    // up every handshake, an honest worker's until it expired.
+    if (waiting_.size() >= kMaxPendingPeers) {
+      log("closed the connection from " + waiting_.front().ep->peer_name() + ": silent the longest of " +
+          std::to_string(kMaxPendingPeers) + " peers owing their first message (the most that wait)");
+      waiting_.erase(waiting_.begin());
+    }
     waiting_.push_back({std::move(ep), Clock::now() + timeout_});
     any = true;
   }

@@ -44,7 +44,8 @@ class PendingPeers {
   uint64_t unlogged_ = 0;
 };
 
-/// Most peers that may wait for their first message at once (per listener).
+/// Most peers that may wait for their first message at once (per listener);
+/// a new one makes the oldest go.
 constexpr size_t kMaxPendingPeers = 256;
 
 }  // namespace rdmaps::ps

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "src/ps/pending_peers.h"
 #include "src/ps/protocol.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
@@ -348,6 +349,29 @@ TEST_P(PsSecurityTest, SilentAndHalfOpenConnectionsStallNobody) {
   EXPECT_EQ(s.applied_per_worker[0], kSteadyPushes);
   // Before: each silent peer held the loop for the 10 s handshake timeout.
   EXPECT_LT(s.longest_setup_pause_us, 1'000'000u) << "a lane waited on a connection";
+  servers.stop();
+}
+
+// More authenticated but silent peers than may wait for their first message
+// (ps::kMaxPendingPeers): each new one makes the oldest go. A full table
+// stopped the listener being polled: the next handshake (here the 257th
+// silent peer's, then the honest worker's) waited until silent ones expired.
+TEST_P(PsSecurityTest, MoreSilentPeersThanWaitForTheirHelloKeepNobodyOut) {
+  ServerGroup servers(1, 1, fault_config(GetParam()));
+  const std::string address = servers.addresses();
+  auto context = transport::create_context({.transport = GetParam(), .secret = test_secret()});
+  std::vector<std::unique_ptr<transport::Endpoint>> silent;
+  for (size_t i = 0; i < ps::kMaxPendingPeers + 44; ++i) {
+    // Well within the server's 5 s for a first message: no room is made by a deadline.
+    try {
+      silent.push_back(context->connect(SockAddr::parse(address), 2s));
+    } catch (const Error& e) {
+      FAIL() << "silent peer " << i << " could not connect: " << e.what();
+    }
+  }
+  PeerProcess honest("steady_worker", GetParam(), 0, 5, {address, "0"});
+  EXPECT_EQ(honest.wait(60s), 0) << "the honest worker did not get in or was disturbed";
+  EXPECT_EQ(servers.server(0).stats().applied_per_worker[0], kSteadyPushes);
   servers.stop();
 }
 
