@@ -165,6 +165,8 @@ class ServerImpl {
   void refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code);
   /// Keeps a Hello whose id is still connected, to be tried again; an older
   /// one held for that id is refused (its worker restarted once more).
+  /// Refuses the Hello held for `worker`, if any: `newer` connected with that id since.
+  void refuse_held(uint32_t worker, const std::string& newer);
   void hold(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
             uint32_t worker);
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
@@ -294,6 +296,10 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
   try {
     const Hello hello = decode_hello(message, peer);
     worker = hello.worker;
+    // A newer Hello of a held id replaces the held one, as hold() does: the
+    // held one, retried after it in the same turn, was admitted over it and
+    // revoked its token (every lane then refused the newest process).
+    if (!hello.probe) refuse_held(worker, peer);
     if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
       if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
       welcome.accepted = kWouldAdmit;
@@ -340,16 +346,20 @@ void ServerImpl::refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std:
 
 void ServerImpl::hold(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
                       uint32_t worker) {
-  for (Held& h : held_) {
-    if (h.worker != worker) continue;
-    refuse_peer(std::move(h.ep),
-                "worker id " + std::to_string(worker) + " connected again from " + ep->peer_name() +
+  refuse_held(worker, ep->peer_name());
+  held_.push_back({std::move(ep), std::move(message), since, worker});
+}
+
+void ServerImpl::refuse_held(uint32_t worker, const std::string& newer) {
+  for (auto it = held_.begin(); it != held_.end(); ++it) {
+    if (it->worker != worker) continue;
+    refuse_peer(std::move(it->ep),
+                "worker id " + std::to_string(worker) + " connected again from " + newer +
                     " while this connection waited for an earlier one to close",
                 kRefusedForNow);
-    h = {std::move(ep), std::move(message), since, worker};
+    held_.erase(it);
     return;
   }
-  held_.push_back({std::move(ep), std::move(message), since, worker});
 }
 
 void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome) {
@@ -583,7 +593,16 @@ void ServerImpl::run() {
     if (!held_.empty()) {
       auto held = std::move(held_);
       held_.clear();
-      for (auto& h : held) admit(std::move(h.ep), std::move(h.message), h.since);
+      for (auto& h : held) {
+        // Gone while held: nothing is made for it (a copy of every lane's range was).
+        if (h.ep->peer_closed() || h.ep->failed()) {
+          log(LogLevel::kInfo, "rdmaps-server: " + h.ep->peer_name() + " (worker " + std::to_string(h.worker) +
+                                   ") closed its connection while its Hello waited for its earlier one to close");
+          closing_.add(std::move(h.ep));
+          continue;
+        }
+        admit(std::move(h.ep), std::move(h.message), h.since);
+      }
     }
     free_later_.free_all();  // the lanes' dropped copies, unmapped here rather than on a lane
     const auto now = Clock::now();
