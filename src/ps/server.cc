@@ -128,6 +128,7 @@ class ServerImpl {
     admitted_at_.assign(options.workers, std::nullopt);
     restored_pushes_.assign(options.workers, 0);
     resumed_clocks_.assign(options.workers, 0);
+    awaited_.assign(options.workers, true);
     if (checkpointer_.enabled()) checkpointer_.claim(options.index);
     while (instance_ == 0) transport::random_bytes(&instance_, sizeof(instance_));
     if (options.config.resume) resume();
@@ -201,8 +202,9 @@ class ServerImpl {
   uint64_t resumed_updates_ = 0;
   std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
   std::vector<uint64_t> resumed_clocks_;   // by worker: the clock the resumed checkpoint expects it back at, or 0
-  uint64_t instance_ = 0;                  // random: this server process, as its workers know it
-  bool planned_copies_ = false;            // the memory plan counted a copy of the range per worker
+  std::vector<bool> awaited_;    // by worker: the clock holds until it connects (not one a checkpoint saw leave)
+  uint64_t instance_ = 0;        // random: this server process, as its workers know it
+  bool planned_copies_ = false;  // the memory plan counted a copy of the range per worker
   bool said_unplanned_copy_ = false;
   ClosingEndpoints closing_;  // control connections, closed once the worker closed its side
   struct Held {
@@ -547,7 +549,7 @@ void ServerImpl::report(Clock::time_point now) {
     last_waiting_ = now;
     std::string missing;
     for (uint32_t w = 0; w < options_.workers; ++w)
-      if (!admitted_at_[w]) missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+      if (!admitted_at_[w] && awaited_[w]) missing += (missing.empty() ? "" : ", ") + std::to_string(w);
     if (!missing.empty())
       logf(LogLevel::kInfo, "rdmaps-server: waiting for workers %s to connect to %s (the clock holds at %llu)",
            missing.c_str(), address().c_str(), static_cast<unsigned long long>(stats().min_clock));
@@ -704,6 +706,7 @@ void ServerImpl::resume() {
   for (size_t w = 0; w < h.workers.size(); ++w) {
     restored_pushes_[w] = h.workers[w].pushes;
     if (h.awaits(w)) resumed_clocks_[w] = h.resumed_clock(w);
+    awaited_[w] = h.awaits(w);
     if (h.workers[w].state != WorkerState::kGone) slowest = std::min(slowest, h.workers[w].clock);
   }
   log("resumed from " + c.path + " (checkpoint " + std::to_string(h.sequence) + ", " + std::to_string(h.updates()) +
