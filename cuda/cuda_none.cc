@@ -14,6 +14,7 @@ namespace {
 bool is_device_pointer(const void*) { return false; }
 int device_of(const void*) { return -1; }
 void use_device(int) { unsupported("use_device"); }
+int current_device() { unsupported("current_device"); }
 DeviceBuffer::DeviceBuffer(size_t) { unsupported("DeviceBuffer"); }
 DeviceBuffer::~DeviceBuffer() = default;
 void DeviceBuffer::upload(const void*, size_t) { unsupported("upload"); }

@@ -3,14 +3,20 @@
 #include <string>
 
 #include "cuda/device_memory.h"
+#include "cuda/status.h"
 #include "rdmaps/error.h"
 
 namespace rdmaps::cuda {
 namespace {
 
-void check(cudaError_t err, const std::string& what) {
-  if (err != cudaSuccess) throw Error(Errc::kInternal, "CUDA " + what + ": " + cudaGetErrorString(err));
-}
+// An event destroyed however its timing ends.
+struct Event {
+  cudaEvent_t event = nullptr;
+  Event() { check(cudaEventCreate(&event), "event"); }
+  ~Event() { cudaEventDestroy(event); }
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+};
 
 }  // namespace
 
@@ -32,17 +38,23 @@ int device_of(const void* p) {
   return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged ? attr.device : -1;
 }
 
-void use_device(int device) {
+int current_device() {
   int current = -1;
   check(cudaGetDevice(&current), "current device");
-  if (current != device) check(cudaSetDevice(device), "set device " + std::to_string(device));
+  return current;
+}
+
+void use_device(int device) {
+  if (current_device() != device) check(cudaSetDevice(device), "set device " + std::to_string(device));
 }
 
 DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
   cudaError_t err = cudaMalloc(&ptr_, bytes ? bytes : 1);
-  if (err != cudaSuccess)
+  if (err != cudaSuccess) {
+    cudaGetLastError();  // as check(): not the next launch's error
     throw Error(err == cudaErrorMemoryAllocation ? Errc::kNoMemory : Errc::kUnsupported,
                 "cudaMalloc of " + std::to_string(bytes) + " bytes: " + cudaGetErrorString(err));
+  }
 }
 
 DeviceBuffer::~DeviceBuffer() { cudaFree(ptr_); }
@@ -87,18 +99,14 @@ void copy_device(void* dst, const void* src, size_t bytes, void* stream) {
 }
 
 double elapsed_ms_between_events(void (*body)(void*), void* arg, int iters) {
-  cudaEvent_t start, stop;
-  check(cudaEventCreate(&start), "event");
-  check(cudaEventCreate(&stop), "event");
+  Event start, stop;
   // Every step checked: a failed one gave 0 ms, and the benchmark reported infinite GB/s.
-  check(cudaEventRecord(start), "timing: record the start");
+  check(cudaEventRecord(start.event), "timing: record the start");
   for (int i = 0; i < iters; ++i) body(arg);
-  check(cudaEventRecord(stop), "timing: record the end");
-  check(cudaEventSynchronize(stop), "timing");
+  check(cudaEventRecord(stop.event), "timing: record the end");
+  check(cudaEventSynchronize(stop.event), "timing");
   float ms = 0;
-  check(cudaEventElapsedTime(&ms, start, stop), "timing: elapsed time");
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  check(cudaEventElapsedTime(&ms, start.event, stop.event), "timing: elapsed time");
   return ms;
 }
 

@@ -15,6 +15,8 @@ int device_of(const void* p);
 /// Makes `device` this thread's current GPU, where the next allocations,
 /// streams and kernels go (a new thread's is GPU 0, whatever its tensors').
 void use_device(int device);
+/// This thread's current GPU.
+int current_device();
 
 /// A device allocation, freed on destruction.
 class DeviceBuffer {

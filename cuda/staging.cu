@@ -4,14 +4,10 @@
 #include <vector>
 
 #include "cuda/staging.h"
+#include "cuda/status.h"
 #include "rdmaps/error.h"
 
 namespace rdmaps::cuda {
-namespace {
-void check(cudaError_t err, const std::string& what) {
-  if (err != cudaSuccess) throw Error(Errc::kInternal, "CUDA " + what + ": " + cudaGetErrorString(err));
-}
-}  // namespace
 
 struct StagingRing::Impl {
   cudaStream_t stream = nullptr;

@@ -227,7 +227,9 @@ class ClientImpl {
   /// or a device push, and leaving).
   void flush_gathered();
   void flush_run(size_t run);
-  void send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
+  /// Device pieces through the staging ring; false when a server was
+  /// reconnected during it (the pieces not yet sent were dropped).
+  bool send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
                    uint16_t flags);
   /// The transfer of device tensors on GPU `device` (the first one's makes it;
   /// another GPU's is refused: one worker, one GPU).

@@ -55,7 +55,19 @@ void ClientImpl::send(const std::string& name, std::span<const float> values, Ms
   interleave_lanes(pieces);
   const uint16_t flags = bf16 ? kFlagBf16 : 0;
   if (on_device && gpu_->path() == GpuPath::kStaged) {
-    send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags);
+    // An init goes again whole after a server restarted during it (below:
+    // only that server's pieces); it returned with that server's shards unset.
+    for (int pass = 1;; ++pass) {
+      if (send_staged(pieces, static_cast<const uint8_t*>(source), elem, type, flags) || type != MsgType::kInit) break;
+      if (pass == 3)
+        throw Error(Errc::kPeerGone, "init(\"" + name +
+                                         "\") from GPU memory: a server restarted during each of 3 tries; the "
+                                         "tensor may not be set");
+      for (Piece& p : pieces) {
+        p.lane = &p.link->lanes[p.link->lane_of[p.shard]];
+        p.generation = p.link->generation;
+      }
+    }
   } else {
     // An init sets values, so a server that restarted during it (and came
     // back) gets all of its pieces again: they were skipped, and those sent
@@ -244,7 +256,7 @@ void ClientImpl::interleave_lanes(std::vector<Piece>& pieces) {
 // Device memory UCX cannot read: the next chunks are copied to pinned buffers
 // while the ones before are sent (run_staged); a buffer is refilled once its
 // send completed.
-void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
+bool ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* device_source, size_t elem, MsgType type,
                              uint16_t flags) {
   cuda::StagingRing& ring = gpu_->ring();
   const int depth = ring.depth();
@@ -286,7 +298,9 @@ void ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
       stats_.pushes += unsent;
       stats_.pushes_lost += unsent;
     }
+    return false;
   }
+  return true;
 }
 
 GpuTransfer& ClientImpl::gpu(int device, const std::string& tensor) {

@@ -14,7 +14,8 @@ namespace {
 class GpuShardStore final : public ShardStore {
  public:
   GpuShardStore(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
-      : floats_(floats),
+      : device_(cuda::current_device()),
+        floats_(floats),
         dc_(math::needs_backup(rule)),
         params_(floats * sizeof(float)),
         gradient_(shard_floats * sizeof(float)),
@@ -29,12 +30,14 @@ class GpuShardStore final : public ShardStore {
   }
 
   void init(size_t local, const float* values, size_t n) override {
+    cuda::use_device(device_);
     cuda::copy_to_device(static_cast<float*>(params_.data()) + local, values, n * sizeof(float));
   }
 
   void attach(uint32_t worker, float* copy) override {
     // The DC backup is allocated now: a device out of memory refuses this
     // worker at admission instead of failing a push of it later.
+    cuda::use_device(device_);
     if (dc_) backup(worker);
     copies_.at(worker) = copy;  // arrives zeroed (ShardStore::attach)
     if (dc_) cover_.clear(worker);
@@ -42,6 +45,7 @@ class GpuShardStore final : public ShardStore {
 
   void apply(const math::UpdateParams& p, math::Step step, uint32_t worker, size_t local, const void* g, bool bf16,
              size_t n) override {
+    cuda::use_device(device_);
     cuda::copy_to_device(gradient_.data(), g, n * (bf16 ? sizeof(uint16_t) : sizeof(float)));
     float* w = static_cast<float*>(params_.data()) + local;
     float* bak = dc_ ? backup(worker) + local : nullptr;
@@ -56,6 +60,7 @@ class GpuShardStore final : public ShardStore {
   }
 
   void snapshot(uint32_t worker, size_t local, size_t n) override {
+    cuda::use_device(device_);
     const float* w = static_cast<const float*>(params_.data()) + local;
     cuda::copy_to_host(copies_[worker] + local, w, n * sizeof(float));
     if (!dc_) return;
@@ -70,12 +75,14 @@ class GpuShardStore final : public ShardStore {
   bool has_state() const override { return state_ != nullptr; }
 
   void save(size_t local, size_t n, float* params, float* state) override {
+    cuda::use_device(device_);
     cuda::copy_to_host(params, static_cast<const float*>(params_.data()) + local, n * sizeof(float));
     if (state && state_)
       cuda::copy_to_host(state, static_cast<const float*>(state_->data()) + local, n * sizeof(float));
   }
 
   void load(size_t local, size_t n, const float* params, const float* state) override {
+    cuda::use_device(device_);
     cuda::copy_to_device(static_cast<float*>(params_.data()) + local, params, n * sizeof(float));
     if (state && state_) cuda::copy_to_device(static_cast<float*>(state_->data()) + local, state, n * sizeof(float));
   }
@@ -90,6 +97,9 @@ class GpuShardStore final : public ShardStore {
     return static_cast<float*>(b->data());
   }
 
+  // The GPU current where the store was made (the Server's constructor):
+  // each call runs there, whichever thread makes it (a lane's is on GPU 0).
+  int device_;
   size_t floats_;
   bool dc_;
   cuda::DeviceBuffer params_;

@@ -77,6 +77,20 @@ TEST_F(GpuTest, FusedUpdateMatchesFloat64ReferenceForEveryRule) {
   }
 }
 
+// An allocation that failed is not the next kernel launch's error: left as
+// the thread's last error, a GPU shard's lane reported "CUDA kernel update:
+// out of memory" for the next push after a worker's backup could not be made.
+TEST_F(GpuTest, AFailedAllocationIsNotTheNextLaunchsError) {
+  EXPECT_THROW(cuda::DeviceBuffer(size_t{1} << 52), Error);  // 4 PiB
+  math::UpdateParams p;
+  p.rule = UpdateRule::kSgd;
+  auto w = random(1000, -1, 1), g = random(1000, -1, 1);
+  DeviceVector dw(w), dg(g);
+  EXPECT_NO_THROW(cuda::update(p, ps::step_for(p, 0.5f, 1), dw.ptr(), dg.ptr(), nullptr, nullptr, w.size()));
+  cuda::synchronize();
+  EXPECT_FLOAT_EQ(dw.get(1)[0], w[0] - 0.5f * g[0]);
+}
+
 TEST_F(GpuTest, Bf16CompressionMatchesTheCpuCodecBitForBit) {
   auto g = random(kN, -100, 100), residual = random(kN, -1e-3f, 1e-3f);
   // The edges a fast-math or flush-to-zero build of the kernel would change:

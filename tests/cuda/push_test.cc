@@ -24,9 +24,10 @@ constexpr int kSteps = 5;
 // Trains kSteps of DC-ASGD-a on one server, pulling after every other step
 // (the compensation acts once a worker was sent parameters: BackupCover);
 // gradients and parameters live on the GPU when `device` (GPU `gpu`, while
-// the client's thread has GPU 0 current). Returns the final parameters and the client's GPU path.
+// the client's thread has GPU 0 current); the server is made with GPU
+// `server_gpu` current. Returns the final parameters and the client's GPU path.
 std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, bool gpu_shard = false,
-                                               uint32_t staging_depth = 0, int gpu = 0) {
+                                               uint32_t staging_depth = 0, int gpu = 0, int server_gpu = 0) {
   Config c;
   c.transport = "tcp";
   c.staging_depth = staging_depth;
@@ -38,7 +39,9 @@ std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, boo
   so.config = c;
   so.log_connections = false;
   so.gpu_shard = gpu_shard;
+  cuda::use_device(server_gpu);
   Server server(so);
+  cuda::use_device(0);
   std::thread serving([&] { server.run(); });
   ClientOptions co;
   co.servers = {server.address()};
@@ -143,6 +146,19 @@ TEST(GpuPush, ServerWithItsShardOnTheGpuMatchesTheHostServer) {
       bad += std::fabs(gpu[i] - host[i]) > 1e-5f * (std::fabs(host[i]) + 1.0f);
     EXPECT_EQ(bad, 0u);
   }
+}
+
+// A shard made on GPU 1 (the thread that made the Server had it current) is
+// updated there, by lanes whose threads start on GPU 0: its kernels and
+// copies ran on GPU 0, with GPU 1's memory.
+TEST(GpuPush, AGpuShardMadeOnAnotherGpuThanItsLanesMatchesTheHostServer) {
+  cuda::GpuInfo info = cuda::probe_gpus();
+  if (info.device_count() < 2) GTEST_SKIP() << "needs two CUDA devices: " << info.device_count() << " here";
+  auto host = run(false, WireFormat::kF32).first;
+  auto gpu = run(false, WireFormat::kF32, /*gpu_shard=*/true, 0, 0, /*server_gpu=*/1).first;
+  size_t bad = 0;
+  for (size_t i = 0; i < kFloats; ++i) bad += std::fabs(gpu[i] - host[i]) > 1e-5f * (std::fabs(host[i]) + 1.0f);
+  EXPECT_EQ(bad, 0u);
 }
 
 TEST(GpuPush, GpuShardWithoutADeviceIsRefusedClearly) {
