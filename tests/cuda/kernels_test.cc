@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cuda/device_memory.h"
@@ -48,13 +49,22 @@ struct DeviceVector {
 };
 
 TEST_F(GpuTest, FusedUpdateMatchesFloat64ReferenceForEveryRule) {
-  for (UpdateRule rule :
-       {UpdateRule::kSgd, UpdateRule::kMomentum, UpdateRule::kDcAsgdConstant, UpdateRule::kDcAsgdAdaptive}) {
-    SCOPED_TRACE(rule_name(rule));
+  // DC-ASGD-a twice: unbounded, and with its default bound (Config::dc_bound)
+  // at a lambda0 that makes the clamp act on most elements.
+  struct Case {
+    UpdateRule rule;
+    float dc_bound, lambda0;
+  };
+  for (const Case& c : {Case{UpdateRule::kSgd, 0, 0.3f}, Case{UpdateRule::kMomentum, 0, 0.3f},
+                        Case{UpdateRule::kDcAsgdConstant, 0, 0.3f}, Case{UpdateRule::kDcAsgdAdaptive, 0, 0.3f},
+                        Case{UpdateRule::kDcAsgdAdaptive, 1.0f, 32.0f}}) {
+    const UpdateRule rule = c.rule;
+    SCOPED_TRACE(std::string(rule_name(rule)) + " dc_bound " + std::to_string(c.dc_bound));
     math::UpdateParams p;
     p.rule = rule;
     p.lambda = 0.5f;
-    p.lambda0 = 0.3f;
+    p.lambda0 = c.lambda0;
+    p.dc_bound = c.dc_bound;
     p.ms_bias_correction = true;
     const math::Step step = ps::step_for(p, 0.05f, 7);  // a bias correction of 3.3 in play (DC-ASGD-a)
     auto w = random(kN, -1, 1), g = random(kN, -1, 1), bak = random(kN, -1, 1), st = random(kN, 0, 1);
