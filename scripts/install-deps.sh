@@ -11,7 +11,7 @@ packages=(
   prometheus                      # the metrics test scrapes a training job with a real Prometheus
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist gnuplot-nox   # the training job's data and plot
-  clang-format bc
+  clang-format bc curl            # curl: the metrics tests read /metrics
   locales                         # localedef: the metrics test formats numbers under a comma locale
   iproute2 iptables               # network-fault tests: namespaces, veth, packet loss
   libpmix-dev                     # server addresses through the launcher's PMIx store
@@ -29,8 +29,15 @@ if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#packages[@]} packages present"
   exit 0
 fi
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || {
+    echo "install-deps: not root and no sudo: run this as root (su -c $0), or install: ${missing[*]}" >&2
+    exit 1
+  }
+  sudo=(sudo)
+fi
 echo "install-deps: installing ${missing[*]}"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+"${sudo[@]}" apt-get update -qq
+# Through env: sudo's env_reset drops DEBIAN_FRONTEND, and a package (tzdata) then asked.
+"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

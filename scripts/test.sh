@@ -44,9 +44,13 @@ else  # a release tarball or a copy without git: the source folders only, never 
   mapfile -t sources < <(find include src transport cuda bench tests python -type f \( -name '*.h' -o -name '*.c' \
     -o -name '*.cc' -o -name '*.cu' \) 2>/dev/null | sort)
 fi
-if ! clang-format --dry-run --Werror "${sources[@]}" 2>/tmp/rdmaps-format.log; then
+# The log in the build folder, not a fixed /tmp name another user may own (the
+# redirect failed, and set -e then stopped this script before any test ran).
+format_log=$build/format.log
+if ! clang-format --dry-run --Werror "${sources[@]}" 2>"$format_log"; then
   echo "style: clang-format would change these files (run: clang-format -i \$(git ls-files '*.h' '*.cc' '*.cu')):"
-  grep -E '^[^ :]+:[0-9]+:[0-9]+: ' /tmp/rdmaps-format.log | cut -d: -f1 | sort -u | sed 's/^/  /'
+  grep -E '^[^ :]+:[0-9]+:[0-9]+: ' "$format_log" | cut -d: -f1 | sort -u | sed 's/^/  /' ||
+    sed 's/^/  /' "$format_log"  # an error of clang-format's own (a listed file that is gone)
   status=1
   style_failed=1
 fi

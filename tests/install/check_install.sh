@@ -29,9 +29,11 @@ case " $requires" in
 esac
 # Installed programs and the Python package find librdmaps by their own run
 # path, in any prefix (this one is a DESTDIR copy), with no LD_LIBRARY_PATH.
-for program in rdmaps-server rdmaps-info rdmaps-train; do
-  [ -x "$root/bin/$program" ] || continue
-  if ! out=$(env -u LD_LIBRARY_PATH "$root/bin/$program" --help 2>&1); then
+# Every one installed (rdmaps-perf had no run path and was not listed here).
+for installed in "$root"/bin/*; do
+  [ -x "$installed" ] || continue
+  program=$(basename "$installed")
+  if ! out=$(env -u LD_LIBRARY_PATH "$installed" --help 2>&1); then
     echo "FAILED: the installed $program does not run: $out"; exit 1
   fi
 done

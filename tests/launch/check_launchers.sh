@@ -124,7 +124,11 @@ expect_ok mpirun-server-and-pytorch '"test_accuracy"' "rdmaps-server: done" -- \
   -np 2 /usr/bin/python3 "$source"/examples/torch_fashion_mnist.py --epochs 0.5 --expect-accuracy 0.7
 
 echo "== srun (one-node Slurm $(dpkg-query -W -f='${Version}' slurm-wlm 2>/dev/null))"
-if eval "$("$source"/tests/launch/slurm_one_node.sh start "$slurm_dir")"; then
+# A Slurm of its own needs root (slurmd runs steps as their user): said and
+# left out for anyone else, as the network-fault tests do, not failed.
+if [ "$(id -u)" -ne 0 ]; then
+  echo "SKIP: the srun cases need root for a one-node Slurm; run the tests as root to include them"
+elif eval "$("$source"/tests/launch/slurm_one_node.sh start "$slurm_dir")"; then
   expect_ok srun-pmix "addresses through PMIx" "(SLURM_PROCID): worker 2 of 3" "final test accuracy" -- \
     srun -n 4 --overcommit --mpi=pmix "$train" --servers 1 "${small[@]}"
   port=$(free_port)
