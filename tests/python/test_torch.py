@@ -65,6 +65,19 @@ def run_job(style, size, command, extra_env=None, timeout=240):
     return results
 
 
+# A script's start: worker 0 of two (the other never comes) beside its server
+# in this process, over tcp, with a model `m`.
+FIRST_OF_TWO_WORKERS = (
+    "import os, signal, sys, threading, time, torch, rdmaps, rdmaps.torch as rps\n"
+    "s = rdmaps.Server('127.0.0.1:0', workers=2, transport='tcp', log_connections=False,\n"
+    "                  rule_from_workers=True)\n"
+    "threading.Thread(target=s.serve, daemon=True).start()\n"
+    "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='3', RDMAPS_SERVERS=s.address,\n"
+    "                  RDMAPS_TRANSPORT='tcp')\n"
+    "rps.init(timeout=40)\n"
+    "m = torch.nn.Linear(3, 2)\n")
+
+
 class TorchTest(unittest.TestCase):
     def assert_all_ok(self, results):
         for rank, (code, out) in enumerate(results):
@@ -138,14 +151,7 @@ class TorchTest(unittest.TestCase):
     def test_exit_after_ctrl_c_in_a_step_and_more_backward_passes_is_at_once(self):
         # A notebook's pattern: Ctrl-C a step blocked on the clock, then run the cell again. The new backward
         # pass queued its pushes behind the abandoned clock, and exit waited for them: the whole timeout.
-        code = ("import os, signal, sys, threading, torch, rdmaps, rdmaps.torch as rps\n"
-                "s = rdmaps.Server('127.0.0.1:0', workers=2, transport='tcp', log_connections=False,\n"
-                "                  rule_from_workers=True)\n"
-                "threading.Thread(target=s.serve, daemon=True).start()\n"
-                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='3', RDMAPS_SERVERS=s.address,\n"
-                "                  RDMAPS_TRANSPORT='tcp')\n"
-                "rps.init(timeout=40)\n"
-                "m = torch.nn.Linear(3, 2)\n"
+        code = (FIRST_OF_TWO_WORKERS +
                 "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters(),\n"
                 "                               staleness=0)\n"
                 "x = torch.randn(5, 3)\n"
@@ -172,14 +178,7 @@ class TorchTest(unittest.TestCase):
 
     def test_a_backward_after_ctrl_c_in_a_broadcast_returns_at_once(self):
         # Its pushes queue behind the abandoned barrier: the backward waited for them, the whole timeout.
-        code = ("import os, signal, threading, time, torch, rdmaps, rdmaps.torch as rps\n"
-                "s = rdmaps.Server('127.0.0.1:0', workers=2, transport='tcp', log_connections=False,\n"
-                "                  rule_from_workers=True)\n"
-                "threading.Thread(target=s.serve, daemon=True).start()\n"
-                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='3', RDMAPS_SERVERS=s.address,\n"
-                "                  RDMAPS_TRANSPORT='tcp')\n"
-                "rps.init(timeout=40)\n"
-                "m = torch.nn.Linear(3, 2)\n"
+        code = (FIRST_OF_TWO_WORKERS +
                 "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters())\n"
                 "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
                 "try:\n"
