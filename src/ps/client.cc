@@ -132,7 +132,7 @@ void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Ra
 bool ClientImpl::progress() {
   bool moved = context_->progress() != 0;
   for (auto& link : links_)
-    if (link.use_am)
+    if (link.use_am && !link.write_back_failed)  // said once: its other lanes' failures are that one's
       for (auto& lane : link.lanes) try {
           moved |= lane.write_back.publish(*link.receive, [&](uint64_t offset, uint64_t bytes, bool in_place) {
             deliver(link, offset, bytes, in_place);
@@ -254,10 +254,14 @@ void ClientImpl::offer_late_landings() {
         // Not "until a rejection is counted": a push of this worker rejected
         // meanwhile counted too, and the regions it had not yet taken were
         // never offered again.
-        wait([&] { return a.link->load(box.consumed_seq) >= a.seq; },
+        const auto taken = [&] { return a.link->load(box.landings) >= a.lane->landings_offered; };
+        wait([&] { return taken() || a.link->load(box.consumed_seq) >= a.seq; },
              "waiting for server " + a.link->address + " lane " + std::to_string(a.lane->index) +
                  " to take landing region " + std::to_string(a.lane->landings_offered),
              a.link);
+        // One put wrote both words, in no promised order: a count still short
+        // is a refusal once that put is surely whole.
+        for (auto until = Clock::now() + std::chrono::milliseconds(2); !taken() && Clock::now() < until;) progress();
         a.lane->landings = std::min<size_t>(a.link->load(box.landings), a.lane->landings_offered);
         if (a.lane->landings < a.lane->landings_offered)
           logf(LogLevel::kWarn,

@@ -1,6 +1,7 @@
 #include "src/ps/pending_peers.h"
 
 #include <cstdio>
+#include <optional>
 
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
@@ -52,13 +53,26 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
       continue;
     }
     if (!ep) break;
-    // Full: the peer silent longest goes (they wait in arrival order). The
-    // listener stopped being polled instead, so that 256 silent peers held
-    // up every handshake, an honest worker's until it expired.
+    // Full: the peer waiting longest makes room (they wait in arrival order),
+    // its message handed on if it came meanwhile (a round takes in up to
+    // 512 peers before it reads any). The listener stopped being polled
+    // instead, so that 256 silent peers held up every handshake, an honest
+    // worker's until it expired.
     if (waiting_.size() >= kMaxPendingPeers) {
-      log("closed the connection from " + waiting_.front().ep->peer_name() + ": silent the longest of " +
-          std::to_string(kMaxPendingPeers) + " peers owing their first message (the most that wait)");
+      Waiting oldest = std::move(waiting_.front());
       waiting_.erase(waiting_.begin());
+      std::optional<std::vector<uint8_t>> message;
+      std::string why = "silent the longest of " + std::to_string(kMaxPendingPeers) +
+                        " peers owing their first message (the most that wait)";
+      try {
+        message = oldest.ep->try_recv_control(max_message_);
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+      if (message)
+        on_message(std::move(oldest.ep), std::move(*message));
+      else
+        log("closed the connection from " + oldest.ep->peer_name() + ": " + why);
     }
     waiting_.push_back({std::move(ep), Clock::now() + timeout_});
     any = true;

@@ -164,10 +164,10 @@ class ServerImpl {
   void admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since);
   /// Answers a Welcome that refuses, with its reason, and closes once the peer read it.
   void refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code);
-  /// Keeps a Hello whose id is still connected, to be tried again; an older
-  /// one held for that id is refused (its worker restarted once more).
   /// Refuses the Hello held for `worker`, if any: `newer` connected with that id since.
   void refuse_held(uint32_t worker, const std::string& newer);
+  /// Keeps a Hello whose id is still connected, to be tried again; an older
+  /// one held for that id is refused (its worker restarted once more).
   void hold(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
             uint32_t worker);
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
@@ -298,10 +298,6 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
   try {
     const Hello hello = decode_hello(message, peer);
     worker = hello.worker;
-    // A newer Hello of a held id replaces the held one, as hold() does: the
-    // held one, retried after it in the same turn, was admitted over it and
-    // revoked its token (every lane then refused the newest process).
-    if (!hello.probe) refuse_held(worker, peer);
     if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
       if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
       welcome.accepted = kWouldAdmit;
@@ -314,6 +310,11 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
       return close_later();
     }
     admit_checked(*ep, hello, welcome);
+    // Admitted, a newer Hello of a held id replaces the held one, as hold()
+    // does: the held one, retried after it in the same turn, was admitted
+    // over it and revoked its token (every lane then refused the newest
+    // process). One refused leaves the held one be.
+    refuse_held(worker, peer);
   } catch (const StillConnected& e) {
     if (Clock::now() - since < kPredecessorWait && !ep->peer_closed())
       return hold(std::move(ep), std::move(message), since, worker);

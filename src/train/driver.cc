@@ -560,11 +560,12 @@ int run_driver(const Options& o) {
   // fewest steps): --compare's BSP run refused them after the sequential
   // one had trained, and that run was lost with it.
   if (const size_t steps = train_n / workers / o.batch; o.evals_per_epoch_given && o.evals_per_epoch > steps)
-    bad_flag("--evals-per-epoch", std::to_string(o.evals_per_epoch) + ": with " + std::to_string(workers) +
-                                      " workers each takes " + std::to_string(steps) + " steps an epoch (" +
-                                      std::to_string(train_n / workers) + " training examples in batches of " +
-                                      std::to_string(o.batch) + ") and tests after a step: give at most " +
-                                      std::to_string(steps));
+    bad_flag("--evals-per-epoch", std::to_string(o.evals_per_epoch) + ": " +
+                                      (workers == 1 ? std::string("the worker takes ")
+                                                    : "with " + std::to_string(workers) + " workers each takes ") +
+                                      std::to_string(steps) + " steps an epoch (" + std::to_string(train_n / workers) +
+                                      " training examples in batches of " + std::to_string(o.batch) +
+                                      ") and tests after a step: give at most " + std::to_string(steps));
   std::vector<RunResult> runs;
   if (o.compare) {
     struct Variant {

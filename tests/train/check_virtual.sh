@@ -205,7 +205,7 @@ if "$train" --virtual-workers 1 --train-limit 640 --test-limit 100 --epochs 1 --
   --out "$out/evals20" >"$out/evals20.log" 2>&1; then
   fail "--evals-per-epoch 20 at 10 steps an epoch was taken"
 fi
-grep -q -- "--evals-per-epoch: 20: with 1 workers each takes 10 steps an epoch (640 training examples in batches of 64)" \
+grep -q -- "--evals-per-epoch: 20: the worker takes 10 steps an epoch (640 training examples in batches of 64)" \
   "$out/evals20.log" || fail "--evals-per-epoch 20 at 10 steps an epoch: $(tail -3 "$out/evals20.log")"
 
 # --role virtual (virtual workers against servers of their own) checks

@@ -236,7 +236,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._worker.close()  # nothing half-made stays behind: a corrected retry may connect
             raise
         self._interrupted = False  # a Ctrl-C ended a wait and no step() finished since
-        self._abandoned_pulls = []  # (ticket, parameters) of pulls whose wait a Ctrl-C ended
+        self._abandoned_pulls = []  # the parameters of pulls whose wait a Ctrl-C ended
+        self._pulled_into = []  # the parameters' tensors the pull targets were made from
         self._started = False  # broadcast_parameters() or a step() came: the first step checks its start
         self._pull_targets = []  # (name, address, bytes), made by the first _load_parameters()
 
@@ -525,24 +526,25 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # A parameter whose storage was replaced (p.data = ...) is checked again.
         if [p.data_ptr() for _, p in self._params] != [address for _, address, _ in self._pull_targets]:
             self._pull_targets = [(n,) + _check_tensor("parameter", n, p.data, self._declared[n]) for n, p in self._params]
+            self._pulled_into = [p.data for _, p in self._params]  # their memory, for a pull a Ctrl-C abandons
         # Kernels queued on torch's stream may still read the parameters (an evaluation's forward) that the
         # pull, on rdmaps' own stream, overwrites.
         for device in {p.device for _, p in self._params if p.is_cuda}:
             torch.cuda.current_stream(device).synchronize()
         # One batched pull: one request per server lane for the whole model.
-        ticket = self._worker._submit_pulls(self._pull_targets)
         try:
-            self._worker.wait(ticket)
-            self._abandoned_pulls.clear()  # done before this one: operations run in order
+            self._worker.wait(self._worker._submit_pulls(self._pull_targets))
         except KeyboardInterrupt:
             self._interrupted = True
             # The pull writes the parameters until it ends: their memory stays
-            # referenced until a later step ends (a model moved or dropped after
-            # the Ctrl-C gave it to other tensors, which the pull overwrote; a
-            # GPU model's, and a CPU one's whose p.data was replaced, is not
-            # registered). Not in _pending: zero_grad() would wait for it.
-            self._abandoned_pulls.append((ticket, [p.data for _, p in self._params]))
+            # referenced until a later pull returns (a model moved or dropped
+            # after the Ctrl-C gave it to other tensors, which the pull
+            # overwrote; a GPU model's, and a CPU one's whose p.data was
+            # replaced, is not registered). Not in _pending: zero_grad() would
+            # wait for it.
+            self._abandoned_pulls.append(self._pulled_into)
             raise
+        self._abandoned_pulls.clear()  # done before this one: operations run in order
 
     def zero_grad(self, *args, **kwargs):
         self.synchronize()  # a push in flight still reads the gradient
