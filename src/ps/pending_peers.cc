@@ -11,24 +11,7 @@ namespace rdmaps::ps {
 using Clock = std::chrono::steady_clock;
 
 PendingPeers::PendingPeers(std::string who, std::chrono::milliseconds timeout, size_t max_message)
-    : who_(std::move(who)), timeout_(timeout), max_message_(max_message) {}
-
-void PendingPeers::log(const std::string& line) {
-  constexpr uint32_t kLinesPerSecond = 10;
-  const auto now = Clock::now();
-  if (now - log_window_ >= std::chrono::seconds(1)) {
-    if (unlogged_)
-      logf(LogLevel::kWarn, "%s: %llu more connections refused or closed in the last second (not logged one by one)",
-           who_.c_str(), static_cast<unsigned long long>(unlogged_));
-    log_window_ = now;
-    logged_ = 0;
-    unlogged_ = 0;
-  }
-  if (logged_++ < kLinesPerSecond)
-    logf(LogLevel::kWarn, "%s: %s", who_.c_str(), line.c_str());
-  else
-    ++unlogged_;
-}
+    : log_(std::move(who)), timeout_(timeout), max_message_(max_message) {}
 
 bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_message) {
   bool any = false;
@@ -40,7 +23,7 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
     try {
       ep = listener.poll();
     } catch (const Error& e) {
-      log(std::string("refused a connection: ") + e.what());
+      log_.warn(std::string("refused a connection: ") + e.what());
       // An accept that fails (out of files) fails again at once: try again on
       // the next round instead of spinning here. Any other failure is that
       // peer's; the others go on.
@@ -48,7 +31,7 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
       any = true;
       continue;
     } catch (const std::exception& e) {
-      log(std::string("refused a connection: ") + e.what());
+      log_.warn(std::string("refused a connection: ") + e.what());
       any = true;
       continue;
     }
@@ -72,7 +55,7 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
       if (message)
         on_message(std::move(oldest.ep), std::move(*message));
       else
-        log("closed the connection from " + oldest.ep->peer_name() + ": " + why);
+        log_.warn("closed the connection from " + oldest.ep->peer_name() + ": " + why);
     }
     waiting_.push_back({std::move(ep), Clock::now() + timeout_});
     any = true;
@@ -97,7 +80,7 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
     waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
     any = true;
     if (!why.empty()) {
-      log("closed the connection from " + ep->peer_name() + ": " + why);
+      log_.warn("closed the connection from " + ep->peer_name() + ": " + why);
       continue;
     }
     on_message(std::move(ep), std::move(*message));

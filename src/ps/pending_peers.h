@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "src/ps/refusal_log.h"
 #include "transport/context.h"
 
 namespace rdmaps::ps {
@@ -27,21 +28,14 @@ class PendingPeers {
   size_t size() const { return waiting_.size(); }
 
  private:
-  /// Writes a line about a refused peer; past 10 lines a second, counts them
-  /// instead and says how many once the second is over (a flood must not flood the log).
-  void log(const std::string& line);
-
   struct Waiting {
     std::unique_ptr<transport::Endpoint> ep;
     std::chrono::steady_clock::time_point deadline;
   };
-  std::string who_;
+  RefusalLog log_;
   std::chrono::milliseconds timeout_;
   size_t max_message_;
   std::vector<Waiting> waiting_;
-  std::chrono::steady_clock::time_point log_window_{};
-  uint32_t logged_ = 0;
-  uint64_t unlogged_ = 0;
 };
 
 /// Most peers that may wait for their first message at once (per listener);

@@ -23,6 +23,7 @@
 #include "src/ps/pending_peers.h"
 #include "src/ps/protocol.h"
 #include "src/ps/quantile.h"
+#include "src/ps/refusal_log.h"
 #include "src/ps/server_lane.h"
 #include "src/ps/server_report.h"
 #include "transport/auth.h"
@@ -193,6 +194,7 @@ class ServerImpl {
   std::unique_ptr<transport::Context> context_;  // destroyed after the endpoints below
   std::unique_ptr<transport::Listener> listener_;
   PendingPeers pending_{"rdmaps-server", kHelloTimeout, kMaxHelloBytes};
+  RefusalLog refusals_{"rdmaps-server"};  // a flood of bad Hellos must not flood the log
   std::unique_ptr<Partition> partition_;
   mutable std::mutex lanes_mu_;  // lanes_ is filled once, while stats() may read it
   std::vector<std::unique_ptr<ServerLane>> lanes_;
@@ -335,8 +337,7 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
 }
 
 void ServerImpl::refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code) {
-  log(LogLevel::kWarn,
-      "rdmaps-server: refused " + ep->peer_name() + ": " + why);  // whole: `why` may quote a peer's NUL
+  refusals_.warn("refused " + ep->peer_name() + ": " + why);
   Welcome welcome;
   welcome.accepted = code;
   welcome.reason = why;

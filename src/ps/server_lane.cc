@@ -64,6 +64,7 @@ ServerLane::ServerLane(const LaneSetup& setup)
       reached_(setup.server->workers),
       admitting_(setup.server->workers),
       pending_("rdmaps-server: lane " + std::to_string(setup.index), kHelloTimeout, kMaxLaneHello),
+      refusals_("rdmaps-server: lane " + std::to_string(setup.index)),
       counters_(setup.server->workers) {
   const ServerOptions& so = *setup.server;
   const Partition& p = *setup.partition;
@@ -170,8 +171,7 @@ void ServerLane::admit(std::unique_ptr<transport::Endpoint> ep, const std::vecto
 void ServerLane::refuse(transport::Endpoint& ep, const std::string& why) {
   LaneWelcome welcome;
   welcome.reason = why;
-  log(LogLevel::kWarn,
-      "rdmaps-server: lane " + std::to_string(setup_.index) + " refused " + ep.peer_name() + ": " + why);
+  refusals_.warn("refused " + ep.peer_name() + ": " + why);
   try {
     ep.send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error&) {

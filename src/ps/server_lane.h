@@ -28,6 +28,7 @@
 #include "src/ps/inbox.h"
 #include "src/ps/partition.h"
 #include "src/ps/pending_peers.h"
+#include "src/ps/refusal_log.h"
 #include "src/ps/shard_store.h"
 #include "src/ps/step_cover.h"
 #include "src/ps/update_rules.h"
@@ -275,6 +276,7 @@ class ServerLane {
   ClosingEndpoints closing_;
   std::vector<std::atomic<bool>> live_, reached_, admitting_;
   PendingPeers pending_;
+  RefusalLog refusals_;  // a flood of bad LaneHellos must not flood the log
   LaneCounters counters_;
   LaneSnapshot snapshot_;
   std::atomic<uint64_t> snapshot_wanted_{0}, snapshot_taken_{0};

@@ -15,6 +15,7 @@
 
 #include "src/ps/pending_peers.h"
 #include "src/ps/protocol.h"
+#include "tests/common/output_capture.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
 #include "transport/bootstrap.h"
@@ -376,6 +377,32 @@ TEST_P(PsSecurityTest, MoreSilentPeersThanWaitForTheirHelloKeepNobodyOut) {
   PeerProcess honest("steady_worker", GetParam(), 0, 5, {address, "0"});
   EXPECT_EQ(honest.wait(60s), 0) << "the honest worker did not get in or was disturbed";
   EXPECT_EQ(servers.server(0).stats().applied_per_worker[0], kSteadyPushes);
+  servers.stop();
+}
+
+// A flood of Hellos that are refused is said in at most 10 lines a second,
+// the rest counted in one line once the second is over: each refusal was a
+// line of its own, and a loop of bad clients flooded the server's log.
+TEST_P(PsSecurityTest, AFloodOfRefusedHellosIsLoggedInTenLinesASecond) {
+  ServerGroup servers(1, 1, fault_config(GetParam()));
+  OutputCapture log;
+  auto refused = [&] {
+    SetupPeer peer(GetParam(), servers.addresses());
+    EXPECT_FALSE(peer.hello(7, {{"w", kFaultFloats}}).accepted);  // worker 7 of a job of 1
+  };
+  const auto start = Clock::now();
+  for (int i = 0; i < 30; ++i) refused();
+  const auto seconds = std::chrono::ceil<std::chrono::seconds>(Clock::now() - start).count();
+  std::this_thread::sleep_for(1100ms);
+  refused();  // the count of the second before comes with the next line
+  const std::string said = log.end();
+  size_t lines = 0, counted = 0;
+  for (size_t at = 0; (at = said.find("rdmaps-server: refused ", at)) != std::string::npos; ++at) ++lines;
+  const std::string more = " more connections refused or closed in the last second";
+  for (size_t at = 0; (at = said.find(more, at)) != std::string::npos; ++at)
+    counted += std::stoul(said.substr(said.rfind(' ', at - 1) + 1));
+  EXPECT_LE(lines, 10u * static_cast<size_t>(seconds) + 1) << "in " << seconds << " s:\n" << said;
+  EXPECT_EQ(lines + counted, 31u) << "every refusal logged or counted:\n" << said;
   servers.stop();
 }
 

@@ -1,0 +1,24 @@
+#include "src/ps/refusal_log.h"
+
+#include "rdmaps/log.h"
+
+namespace rdmaps::ps {
+
+void RefusalLog::warn(const std::string& line) {
+  constexpr uint32_t kLinesPerSecond = 10;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - window_ >= std::chrono::seconds(1)) {
+    if (unlogged_)
+      logf(LogLevel::kWarn, "%s: %llu more connections refused or closed in the last second (not logged one by one)",
+           who_.c_str(), static_cast<unsigned long long>(unlogged_));
+    window_ = now;
+    logged_ = 0;
+    unlogged_ = 0;
+  }
+  if (logged_++ < kLinesPerSecond)
+    log(LogLevel::kWarn, who_ + ": " + line);  // whole: `line` may quote a peer's NUL
+  else
+    ++unlogged_;
+}
+
+}  // namespace rdmaps::ps
