@@ -334,6 +334,15 @@ RunResult run_local(const Options& o, bool progress) {
         if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kPeerGone, blame(servers, c.name, how));
         ++children_done;
       }
+      // A server that failed while workers still train fails the run now:
+      // workers still connecting (a server killed before they reached it)
+      // waited for it to listen for their whole timeout, and so did this.
+      if (c.eof && i < servers.size() && finished < o.workers) {
+        std::string how;
+        if (tools::first_failed({&c.child}, std::chrono::milliseconds(0), &how))
+          throw Error(Errc::kPeerGone, c.name + " " + how + ", while " + std::to_string(o.workers - finished) +
+                                           " of its workers had not finished (they were stopped)");
+      }
     }
     if (progress && start && Clock::now() - last_print > std::chrono::milliseconds(250)) {
       last_print = Clock::now();

@@ -328,10 +328,6 @@ Options parse_options(int argc, char** argv) {
     o.workers = o.virtual_workers;
     // Its clients run without the bound (the schedule holds it), so they could not skip by it.
     if (config_of(o).skip_pulls) bad_flag("--skip-pulls", "is not played by the --virtual-workers schedule");
-    // A dropped push makes no version: the server's staleness then differs
-    // from the schedule's, which counts every push as applied.
-    if (config_of(o).staleness_policy == StalenessPolicy::kDropAboveMax)
-      bad_flag("--staleness-policy", "drop is not played by the --virtual-workers schedule");
   } else if (delay->count() > 0) {
     bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
   }

@@ -146,8 +146,6 @@ refused "--delay: sets the schedule of --virtual-workers" --delay round-robin
 refused "--workers: 3 differs from --virtual-workers 2" --virtual-workers 2 --workers 3
 refused "--straggler: worker 4 does not exist" --virtual-workers 4 --straggler 4:2
 refused "--skip-pulls: is not played by the --virtual-workers schedule" --virtual-workers 4 --staleness 2 --skip-pulls
-refused "--staleness-policy: drop is not played by the --virtual-workers schedule" --virtual-workers 4 \
-  --staleness-policy drop --tau-max 2
 # Refused before any run: --compare's sequential run (40 steps an epoch) trained, then its BSP run (10) was refused.
 refused "--evals-per-epoch: 20: with 4 workers each takes 10 steps an epoch" --compare --virtual-workers 4 \
   --train-limit 2560 --test-limit 100 --epochs 1 --evals-per-epoch 20
