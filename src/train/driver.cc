@@ -334,15 +334,17 @@ RunResult run_local(const Options& o, bool progress) {
         if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kPeerGone, blame(servers, c.name, how));
         ++children_done;
       }
-      // A server that failed while workers still train fails the run now:
-      // workers still connecting (a server killed before they reached it)
-      // waited for it to listen for their whole timeout, and so did this.
-      if (c.eof && i < servers.size() && finished < o.workers) {
-        std::string how;
-        if (tools::first_failed({&c.child}, std::chrono::milliseconds(0), &how))
-          throw Error(Errc::kPeerGone, c.name + " " + how + ", while " + std::to_string(o.workers - finished) +
-                                           " of its workers had not finished (they were stopped)");
-      }
+    }
+    // A server that failed while workers still train fails the run now:
+    // workers still connecting (a server killed before they reached it)
+    // waited for it to listen for their whole timeout, and so did this.
+    // After the round's lines: a worker's "done" comes before its server
+    // can end (a final checkpoint that fails is said at the run's end).
+    for (ChildProcess& s : servers) {
+      std::string how;
+      if (s.eof && finished < o.workers && tools::first_failed({&s.child}, std::chrono::milliseconds(0), &how))
+        throw Error(Errc::kPeerGone, s.name + " " + how + ", while " + std::to_string(o.workers - finished) +
+                                         " of its workers had not finished (they were stopped)");
     }
     if (progress && start && Clock::now() - last_print > std::chrono::milliseconds(250)) {
       last_print = Clock::now();
