@@ -42,50 +42,47 @@ bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_messa
     // instead, so that 256 silent peers held up every handshake, an honest
     // worker's until it expired.
     if (waiting_.size() >= kMaxPendingPeers) {
-      Waiting oldest = std::move(waiting_.front());
+      settle(waiting_.front().ep,
+             "silent the longest of " + std::to_string(kMaxPendingPeers) +
+                 " peers owing their first message (the most that wait)",
+             on_message);
       waiting_.erase(waiting_.begin());
-      std::optional<std::vector<uint8_t>> message;
-      std::string why = "silent the longest of " + std::to_string(kMaxPendingPeers) +
-                        " peers owing their first message (the most that wait)";
-      try {
-        message = oldest.ep->try_recv_control(max_message_);
-      } catch (const std::exception& e) {
-        why = e.what();
-      }
-      if (message)
-        on_message(std::move(oldest.ep), std::move(*message));
-      else
-        log_.warn("closed the connection from " + oldest.ep->peer_name() + ": " + why);
     }
     waiting_.push_back({std::move(ep), Clock::now() + timeout_});
     any = true;
   }
   const auto now = Clock::now();
   for (size_t i = 0; i < waiting_.size();) {
-    Waiting& w = waiting_[i];
-    std::optional<std::vector<uint8_t>> message;
-    std::string why;
-    try {
-      message = w.ep->try_recv_control(max_message_);
-      if (!message && now >= w.deadline)
-        why = "sent no complete first message within " + std::to_string(timeout_.count()) + " ms";
-    } catch (const std::exception& e) {
-      why = e.what();
-    }
-    if (!message && why.empty()) {
+    const std::string late = now >= waiting_[i].deadline
+                                 ? "sent no complete first message within " + std::to_string(timeout_.count()) + " ms"
+                                 : "";
+    if (!settle(waiting_[i].ep, late, on_message)) {
       ++i;
       continue;
     }
-    std::unique_ptr<transport::Endpoint> ep = std::move(w.ep);
     waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
     any = true;
-    if (!why.empty()) {
-      log_.warn("closed the connection from " + ep->peer_name() + ": " + why);
-      continue;
-    }
-    on_message(std::move(ep), std::move(*message));
   }
   return any;
+}
+
+bool PendingPeers::settle(std::unique_ptr<transport::Endpoint>& ep, const std::string& if_silent,
+                          const OnMessage& on_message) {
+  std::optional<std::vector<uint8_t>> message;
+  std::string why = if_silent;
+  try {
+    message = ep->try_recv_control(max_message_);
+  } catch (const std::exception& e) {
+    why = e.what();
+  }
+  if (message) {
+    on_message(std::move(ep), std::move(*message));
+    return true;
+  }
+  if (why.empty()) return false;
+  log_.warn("closed the connection from " + ep->peer_name() + ": " + why);
+  ep.reset();
+  return true;
 }
 
 }  // namespace rdmaps::ps

@@ -28,6 +28,11 @@ class PendingPeers {
   size_t size() const { return waiting_.size(); }
 
  private:
+  /// Hands `ep`'s first message to `on_message` if it came, or closes `ep`
+  /// saying why (its failure, else `if_silent` where that is not empty);
+  /// false, `ep` kept, while it may still come.
+  bool settle(std::unique_ptr<transport::Endpoint>& ep, const std::string& if_silent, const OnMessage& on_message);
+
   struct Waiting {
     std::unique_ptr<transport::Endpoint> ep;
     std::chrono::steady_clock::time_point deadline;
