@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <string_view>
 #include <utility>
 
 #include "rdmaps/error.h"
@@ -81,13 +82,25 @@ std::string first_host(const std::string& list) {
 
 bool pmix_family(const std::string& source) { return source == "openmpi" || source == "pmi" || source == "slurm"; }
 
-std::string launch_id_of(const Environment& env) {
+// Whether Slurm's step variables describe this launch: srun started its ranks
+// (theirs is the rank, or a launcher inside the step gave it), or an MPI rank's
+// world is the step's. mpirun inside an allocation is not: the ranks on its
+// node inherit the shell's step (salloc's, one task), those on other nodes the
+// steps it starts its daemons in, so their step ids and node lists differ.
+bool slurm_step_is_launch(const Environment& env, const Placement& p) {
+  if (!env("SLURM_STEP_ID")) return false;
+  if (p.source != "openmpi" && p.source != "pmi") return true;
+  auto tasks = env("SLURM_STEP_NUM_TASKS");
+  if (!tasks) tasks = env("SLURM_NTASKS");
+  return tasks && *tasks == std::to_string(p.world_size);
+}
+
+std::string launch_id_of(const Environment& env, bool slurm_step) {
   if (auto id = env("RDMAPS_JOB_ID")) {
     const size_t first = id->find_first_not_of(" \t\r\n"), last = id->find_last_not_of(" \t\r\n");
     if (first != std::string::npos) return id->substr(first, last - first + 1);  // the rendezvous trims it too
   }
-  auto job = env("SLURM_JOB_ID"), step = env("SLURM_STEP_ID");
-  if (job && step) return "slurm:" + *job + "." + *step;
+  if (auto job = env("SLURM_JOB_ID"); job && slurm_step) return "slurm:" + *job + "." + *env("SLURM_STEP_ID");
   // torchrun says "none" unless given --rdzv-id (or --standalone, a fresh id).
   if (auto run = env("TORCHELASTIC_RUN_ID"); run && !run->empty() && *run != "none") return "torchrun:" + *run;
   return "";
@@ -247,7 +260,8 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
            ")");
   }
 
-  p.launch_id = launch_id_of(env);
+  const bool slurm_step = slurm_step_is_launch(env, p);
+  p.launch_id = launch_id_of(env, slurm_step);
   if (auto list = env("RDMAPS_SERVERS"); list && !list->empty()) p.servers = server_list(*list, "RDMAPS_SERVERS");
   if (num_servers == 0) {
     if (auto n = env("RDMAPS_NUM_SERVERS"))
@@ -266,8 +280,21 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   if (p.servers.empty() && !(p.pmix && RDMAPS_HAVE_PMIX)) {
     // Under srun, task 0 runs on the step's first node (block and cyclic
     // layouts); the launch node (SLURM_LAUNCH_NODE_IPADDR) may be a login
-    // node outside the allocation, so it comes last.
+    // node outside the allocation, so it comes last. A heterogeneous step's
+    // node list joins its components' lists sorted, so its first host need
+    // not be task 0's: neither is a guess worth making there.
+    const auto het = env("SLURM_HET_SIZE");
+    const bool slurm_hosts = slurm_step && !(het && *het != "1");
+    if (!slurm_step && env("SLURM_STEP_ID"))
+      nested_note += "; Slurm's SLURM_STEP_NODELIST is not used: this world of " + std::to_string(p.world_size) +
+                     " ranks (" + p.rank_var +
+                     ") is not the Slurm step's (mpirun inside an allocation starts its ranks in steps of its own)";
+    else if (slurm_step && !slurm_hosts)
+      nested_note += "; Slurm's SLURM_STEP_NODELIST is not used: in a heterogeneous step (SLURM_HET_SIZE=" + *het +
+                     ") its first host need not be task 0's; set MASTER_ADDR to the first host of the first "
+                     "component (scontrol show hostnames \"$SLURM_JOB_NODELIST_HET_GROUP_0\" | head -n 1)";
     for (const char* var : {"RDMAPS_MASTER_ADDR", "MASTER_ADDR", "SLURM_STEP_NODELIST", "SLURM_LAUNCH_NODE_IPADDR"}) {
+      if (!slurm_hosts && std::string_view(var).starts_with("SLURM_")) continue;
       if (auto v = env(var); v && !v->empty()) {
         p.master_addr = std::string(var) == "SLURM_STEP_NODELIST" ? first_host(*v) : *v;
         p.master_addr_var = var;
@@ -282,10 +309,10 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
     // Whatever gave the rank (srun --mpi=pmi2 gives PMI_RANK too).
     // Under srun whatever names the launch (RDMAPS_JOB_ID too: two steps told
     // apart by it shared the default port, and the second's rank 0 could not host).
-    const bool slurm = p.launch_id.rfind("slurm:", 0) == 0 || (env("SLURM_JOB_ID") && env("SLURM_STEP_ID"));
-    p.master_port = slurm ? slurm_step_port(p.launch_id) : kDefaultMasterPort;
+    const bool slurm_port = slurm_step && env("SLURM_JOB_ID");
+    p.master_port = slurm_port ? slurm_step_port(p.launch_id) : kDefaultMasterPort;
     p.master_port_var =
-        slurm ? "the port of the Slurm job and step (MASTER_PORT unset)" : "the default port (MASTER_PORT unset)";
+        slurm_port ? "the port of the Slurm job and step (MASTER_PORT unset)" : "the default port (MASTER_PORT unset)";
     for (const char* var : {"RDMAPS_MASTER_PORT", "MASTER_PORT"}) {
       if (auto v = env(var); v && !v->empty()) {
         p.master_port = static_cast<uint16_t>(integer(var, *v, 1, 65535));

@@ -27,7 +27,8 @@ struct Placement {
   /// another world size): its ranks share one PMIx identity.
   bool pmix = false;
   /// Rendezvous host (rank 0's), when neither a list nor PMIx: RDMAPS_MASTER_ADDR,
-  /// MASTER_ADDR, the first host of SLURM_STEP_NODELIST, SLURM_LAUNCH_NODE_IPADDR.
+  /// MASTER_ADDR, the first host of SLURM_STEP_NODELIST, SLURM_LAUNCH_NODE_IPADDR
+  /// (Slurm's only where its step is this launch and not heterogeneous).
   std::string master_addr;
   std::string master_addr_var = "MASTER_ADDR";  ///< the variable it came from, for messages
   uint16_t master_port = 0;
@@ -35,7 +36,8 @@ struct Placement {
   /// words for Slurm's step hash or the default (users fix the variable named).
   std::string master_port_var = "MASTER_PORT";
   /// Tells this launch from another that shares its hosts and MASTER_PORT
-  /// (and its secret): RDMAPS_JOB_ID, else Slurm's SLURM_JOB_ID.SLURM_STEP_ID,
+  /// (and its secret): RDMAPS_JOB_ID, else Slurm's SLURM_JOB_ID.SLURM_STEP_ID
+  /// where srun started this launch (not mpirun inside an allocation),
   /// else torchrun's TORCHELASTIC_RUN_ID; "" when no launcher says. The
   /// rendezvous refuses a rank of another launch.
   std::string launch_id;

@@ -182,6 +182,71 @@ TEST(Placement, TheLaunchIdTellsJobsApartAndSlurmStepsGetPortsOfTheirOwn) {
   EXPECT_EQ(detect(env_of(pmi2))->master_port, b->master_port);
 }
 
+// mpirun inside an allocation (no PMIx build): the ranks on its node inherit
+// the shell's step, those elsewhere the step of the daemon mpirun started with
+// srun. Each hosted or dialled a rendezvous of its own step's first node and
+// port, 120 s later an error blamed MASTER_PORT.
+TEST(Placement, MpirunInsideAnAllocationDoesNotTakeSlurmsStepForItsOwn) {
+  Vars here = {{"OMPI_COMM_WORLD_RANK", "0"},           {"OMPI_COMM_WORLD_SIZE", "4"}, {"SLURM_JOB_ID", "41"},
+               {"SLURM_STEP_ID", "4294967290"},         {"SLURM_STEP_NUM_TASKS", "1"}, {"SLURM_STEP_NODELIST", "nodeA"},
+               {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7"}};
+  Vars there = here;
+  there["OMPI_COMM_WORLD_RANK"] = "2";
+  there["SLURM_STEP_ID"] = "0";
+  there["SLURM_STEP_NODELIST"] = "nodeB";
+  for (const Vars& v : {here, there}) {
+    const std::string e = error_of(v);
+    EXPECT_NE(e.find("no rendezvous address"), std::string::npos) << e;
+    EXPECT_NE(e.find("is not the Slurm step's"), std::string::npos) << e;
+  }
+  auto a = detect(env_of(with_master(here))), b = detect(env_of(with_master(there)));
+  EXPECT_EQ(a->launch_id, b->launch_id);
+  EXPECT_EQ(a->launch_id, "");
+  EXPECT_EQ(a->master_port, b->master_port);
+  EXPECT_EQ(a->master_addr, b->master_addr);
+  here.erase("MASTER_PORT");
+  EXPECT_EQ(detect(env_of(with_master(here)))->master_port, 29600);
+  // srun --mpi=pmi2 (the step's world): Slurm's step names the launch as before.
+  Vars pmi2 = {{"PMI_RANK", "1"},
+               {"PMI_SIZE", "4"},
+               {"SLURM_JOB_ID", "41"},
+               {"SLURM_STEP_ID", "3"},
+               {"SLURM_STEP_NUM_TASKS", "4"},
+               {"SLURM_STEP_NODELIST", "node[3-4]"}};
+  auto p = detect(env_of(pmi2));
+  EXPECT_EQ(p->launch_id, "slurm:41.3");
+  EXPECT_EQ(p->master_addr, "node3");
+  // torchrun inside srun: its ranks all live in the step, whatever their count.
+  Vars torchrun = {{"RANK", "5"},          {"WORLD_SIZE", "8"},           {"SLURM_JOB_ID", "41"},
+                   {"SLURM_STEP_ID", "3"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_STEP_NODELIST", "node[3-4]"}};
+  EXPECT_EQ(detect(env_of(torchrun))->launch_id, "slurm:41.3");
+}
+
+// A heterogeneous step's SLURM_STEP_NODELIST is its components' lists joined
+// and sorted: servers on node10, workers on node[3-4] gave node3, where no task
+// 0 ran (rank 0 stopped; the others waited out their timeout).
+TEST(Placement, AHeterogeneousStepNeedsMasterAddr) {
+  Vars het = {{"SLURM_PROCID", "1"},
+              {"SLURM_STEP_NUM_TASKS", "3"},
+              {"SLURM_NTASKS", "3"},
+              {"SLURM_JOB_ID", "41"},
+              {"SLURM_STEP_ID", "0"},
+              {"SLURM_HET_SIZE", "2"},
+              {"SLURM_STEP_NODELIST", "node[3-4,10]"},
+              {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7"}};
+  const std::string e = error_of(het);
+  EXPECT_NE(e.find("heterogeneous step (SLURM_HET_SIZE=2)"), std::string::npos) << e;
+  EXPECT_NE(e.find("SLURM_JOB_NODELIST_HET_GROUP_0"), std::string::npos) << e;
+  het["MASTER_ADDR"] = "node10";
+  auto p = detect(env_of(het));
+  EXPECT_EQ(p->master_addr, "node10");
+  EXPECT_EQ(p->launch_id, "slurm:41.0");  // the step's ids are every task's: its port is
+  EXPECT_EQ(p->master_port_var, "the port of the Slurm job and step (MASTER_PORT unset)");
+  het.erase("MASTER_ADDR");
+  het["SLURM_HET_SIZE"] = "1";
+  EXPECT_EQ(detect(env_of(het))->master_addr, "node3");
+}
+
 TEST(Placement, OneProcessAloneIsNotALaunchedJob) {
   EXPECT_FALSE(started_with_others(env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "1"}})));
   EXPECT_TRUE(started_with_others(env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}})));
