@@ -100,12 +100,14 @@ std::string reply_to(std::string_view head, const std::function<std::string()>& 
                          version = request.substr(sp2 + 1);
   const bool send_body = method != "HEAD";
   if (!is_token(method) || target.empty())
-    return text(400, "Bad Request", "'" + printable(request) + "' is not an HTTP request line");
-  if (version != "HTTP/1.1" && version != "HTTP/1.0") {
-    const bool http = version.size() == 8 && version.substr(0, 5) == "HTTP/" && version[6] == '.';
-    if (http) return text(505, "HTTP Version Not Supported", printable(version) + ": this endpoint speaks HTTP/1.1");
-    return text(400, "Bad Request", "'" + printable(version) + "' is not an HTTP version");
-  }
+    return text(400, "Bad Request", "'" + printable(request) + "' is not an HTTP request line", send_body);
+  const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  const bool http = version.size() == 8 && version.substr(0, 5) == "HTTP/" && digit(version[5]) && version[6] == '.' &&
+                    digit(version[7]);
+  if (!http) return text(400, "Bad Request", "'" + printable(version) + "' is not an HTTP version", send_body);
+  // A later 1.x minor is answered as 1.1 (RFC 9112 section 2.3); HEAD gets no body, whatever the status.
+  if (version[5] != '1')
+    return text(505, "HTTP Version Not Supported", printable(version) + ": this endpoint speaks HTTP/1.1", send_body);
   bool has_length = false;
   for (size_t i = 1; i < lines.size(); ++i) {
     const std::string_view line = lines[i];

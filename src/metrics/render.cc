@@ -62,9 +62,12 @@ std::string render_server_metrics(const ServerStats& s, const ServerOptions& o) 
   }
   e.histogram("rdmaps_staleness", "Staleness (tau: updates applied since the worker's copy) of each applied push.",
               bounds, counts, double(s.staleness_sum));
-  e.gauge("rdmaps_ssp_clock_min", "Slowest worker's clock (SSP): a live one, or one not connected yet (0).",
+  e.gauge("rdmaps_ssp_clock_min",
+          "Slowest worker's clock (SSP): a live one, or one not connected yet (0, or its checkpointed clock after a "
+          "resume).",
           double(s.min_clock));
-  e.gauge("rdmaps_ssp_clock_max", "Fastest live worker's clock (SSP).", double(s.max_clock));
+  e.gauge("rdmaps_ssp_clock_max", "Fastest worker's clock (SSP), of the workers the minimum counts.",
+          double(s.max_clock));
   e.gauge("rdmaps_ssp_clock_lag", "Fastest minus slowest live worker's clock: how far SSP lets them drift.",
           double(s.max_clock >= s.min_clock ? s.max_clock - s.min_clock : 0));
   e.gauge("rdmaps_workers", "Workers the job has (--workers).", double(o.workers));

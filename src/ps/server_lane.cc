@@ -528,7 +528,7 @@ void ServerLane::update_min_clock() {
   uint64_t m = UINT64_MAX, fastest = 0;
   uint32_t at_min = 0;
   for (const auto& w : workers_)
-    if (w.live || !w.connected_once) {  // not-yet-connected workers hold at 0
+    if (w.live || !w.connected_once) {  // not yet connected: holds at 0, or at its clock in a resumed checkpoint
       if (w.clock < m) m = w.clock, at_min = 0;
       if (w.clock == m) ++at_min;
       fastest = std::max(fastest, w.clock);

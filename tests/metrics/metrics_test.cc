@@ -369,6 +369,8 @@ TEST(HttpReply, EachRequestGetsItsStatus) {
       {"GET /metrics HTTP/1.1\r\nContent-Length: -1", "HTTP/1.1 400 Bad Request"},
       {"GET /metrics HTTP/1.1\r\nno colon here", "HTTP/1.1 400 Bad Request"},
       {"GET /metrics HTTP/2.0", "HTTP/1.1 505 HTTP Version Not Supported"},
+      {"GET /metrics HTTP/1.2", "HTTP/1.1 200 OK"},  // a later 1.x minor is served as 1.1 (RFC 9112 2.3)
+      {"GET /metrics HTTP/x.1", "HTTP/1.1 400 Bad Request"},
       {"GET /metrics", "HTTP/1.1 400 Bad Request"},
       {"GET  /metrics HTTP/1.1", "HTTP/1.1 400 Bad Request"},
       {std::string("\x16\x03\x01\x02\x00 / HTTP/1.1", 20), "HTTP/1.1 400 Bad Request"},
@@ -384,6 +386,8 @@ TEST(HttpReply, EachRequestGetsItsStatus) {
   const std::string head = rdmaps::metrics::reply_to("HEAD /metrics HTTP/1.1", page);
   EXPECT_NE(head.find("\r\nContent-Length: 5\r\n"), std::string::npos) << head;
   EXPECT_EQ(body_of(head), "");
+  for (const char* refused : {"HEAD /metrics HTTP/2.0", "HEAD /metrics HTTP/1.1\r\nno colon", "HEAD /metrics ICY/1.1"})
+    EXPECT_EQ(body_of(rdmaps::metrics::reply_to(refused, page)), "") << refused;  // HEAD: never a body
   const std::string options = rdmaps::metrics::reply_to("OPTIONS /metrics HTTP/1.1", page);
   EXPECT_NE(options.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos) << options;
   const std::string failing =
