@@ -163,11 +163,33 @@ std::vector<std::string> config_words(const std::string& text) {
   return words;
 }
 
+// The metrics address of a create, and whether RDMAPS_METRICS gave it.
+struct Metrics {
+  std::string address;
+  bool from_variable = false;
+
+  // The endpoint names "--metrics" when it cannot listen; the user may have
+  // given only the variable, which every server and worker of the process
+  // reads (a server and a worker in one process meet at its port).
+  template <typename Create>
+  void naming_source(Create create) const {
+    try {
+      create();
+    } catch (const rdmaps::Error& e) {
+      const std::string what = e.what();
+      if (!from_variable || !what.starts_with("--metrics ")) throw;
+      throw rdmaps::Error(e.code(), "RDMAPS_METRICS" + what.substr(std::strlen("--metrics")) +
+                                        " (RDMAPS_METRICS applies to every server and worker this process "
+                                        "creates: give each its own with --metrics in its config)");
+    }
+  }
+};
+
 // `metrics`: where "--metrics HOST:PORT" (else RDMAPS_METRICS, as the programs
 // read it) asks for the metrics endpoint. It is the process's, not the job's
 // configuration, so Config does not carry it. `rule_from_workers`: a server's
 // switch (null for a worker, which refuses it).
-rdmaps::Config parse_flags(const char* text, std::string* metrics, bool* rule_from_workers = nullptr) {
+rdmaps::Config parse_flags(const char* text, Metrics* metrics, bool* rule_from_workers = nullptr) {
   rdmaps::Config config;
   std::vector<std::string> args, rest;
   const std::vector<std::string> words = config_words(text ? text : "");
@@ -183,12 +205,12 @@ rdmaps::Config parse_flags(const char* text, std::string* metrics, bool* rule_fr
     if (word == "--metrics") {
       if (i + 1 == words.size() || words[i + 1].empty())
         throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics needs HOST:PORT");
-      *metrics = words[++i];
+      metrics->address = words[++i];
       continue;
     }
     if (word.starts_with("--metrics=")) {  // as every other flag takes --flag=value
-      *metrics = word.substr(std::strlen("--metrics="));
-      if (metrics->empty()) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics= needs HOST:PORT");
+      metrics->address = word.substr(std::strlen("--metrics="));
+      if (metrics->address.empty()) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--metrics= needs HOST:PORT");
       continue;
     }
     args.push_back(word);
@@ -196,11 +218,12 @@ rdmaps::Config parse_flags(const char* text, std::string* metrics, bool* rule_fr
   rdmaps::parse_config(config, args, &rest);
   if (!rest.empty())
     throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "unknown configuration flag '" + rest[0] + "'");
-  if (const char* env = std::getenv("RDMAPS_METRICS"); metrics->empty() && env) {
+  if (const char* env = std::getenv("RDMAPS_METRICS"); metrics->address.empty() && env) {
     if (!*env)
       throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
                           "RDMAPS_METRICS is set but empty: give HOST:PORT, or unset it for no metrics endpoint");
-    *metrics = env;
+    metrics->address = env;
+    metrics->from_variable = true;
   }
   return config;
 }
@@ -264,10 +287,12 @@ rdmaps_status rdmaps_client_create(const rdmaps_client_options* options, rdmaps_
     require(worker < rdmaps::kMaxWorkers,
             named + " is not below " + std::to_string(rdmaps::kMaxWorkers) + ", the most a server serves");
     o.worker = static_cast<uint32_t>(worker);
-    o.config = parse_flags(options ? options->config : nullptr, &o.metrics);
+    Metrics metrics;
+    o.config = parse_flags(options ? options->config : nullptr, &metrics);
+    o.metrics = metrics.address;
     if (options && options->timeout_ms) o.timeout = std::chrono::milliseconds(options->timeout_ms);
     auto handle = std::make_unique<rdmaps_client>();
-    handle->client = std::make_unique<rdmaps::Client>(o);
+    metrics.naming_source([&] { handle->client = std::make_unique<rdmaps::Client>(o); });
     *out = handle.release();
   });
 }
@@ -397,13 +422,15 @@ rdmaps_status rdmaps_server_create(const rdmaps_server_options* options, rdmaps_
     o.index = options ? options->index : 0;
     o.servers = options && options->servers ? options->servers : 1;
     o.workers = options && options->workers ? options->workers : 1;
-    o.config = parse_flags(options ? options->config : nullptr, &o.metrics, &o.rule_from_workers);
+    Metrics metrics;
+    o.config = parse_flags(options ? options->config : nullptr, &metrics, &o.rule_from_workers);
+    o.metrics = metrics.address;
     require(!options || options->insecure <= 1,
             "options.insecure is " + std::to_string(options ? options->insecure : 0) + ": 0 or 1");
     o.insecure = options && options->insecure;
     o.max_bytes = options ? options->max_bytes : 0;
     auto handle = std::make_unique<rdmaps_server>();
-    handle->server = std::make_unique<rdmaps::Server>(o);
+    metrics.naming_source([&] { handle->server = std::make_unique<rdmaps::Server>(o); });
     *out = handle.release();
   });
 }

@@ -350,6 +350,16 @@ int main(void) {
   CHECK(adopter && rdmaps_server_metrics_address(adopter, metrics_at, sizeof(metrics_at)) == RDMAPS_OK &&
             strncmp(metrics_at, "127.0.0.1:", 10) == 0,
         "RDMAPS_METRICS gave no metrics endpoint: '%s'", metrics_at);
+  /* A worker of the same process reads the variable too: its port is the server's, and the error names
+   * the variable the user set, not a --metrics never given. */
+  setenv("RDMAPS_METRICS", metrics_at, 1);
+  rdmaps_client_options same_port = {"127.0.0.1:1", 0, "--transport tcp", 0};
+  rdmaps_client* same_port_worker = NULL;
+  char in_use[160];
+  snprintf(in_use, sizeof(in_use), "RDMAPS_METRICS %s: cannot listen there", metrics_at);
+  CHECK(rdmaps_client_create(&same_port, &same_port_worker) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), in_use) != NULL && strstr(rdmaps_last_error(), "--metrics in its config"),
+        "a worker on the server's RDMAPS_METRICS port: %s", rdmaps_last_error());
   rdmaps_server_destroy(adopter);
   setenv("RDMAPS_METRICS", "", 1);
   adopter = NULL;
