@@ -144,6 +144,9 @@ class Client {
   /// in flight, a reconnect) ends soon with Error(kCancelled), and so does
   /// every later one. Destroy the
   /// client once that call returned; the destructor still says goodbye.
+  /// Where a send of that call is still under way (a stopped server), it
+  /// reads the call's memory until the client is destroyed, as after a
+  /// timeout: the error says so; destroy the client before freeing it.
   void interrupt();
 
   uint64_t clock_value() const;

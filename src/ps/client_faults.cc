@@ -60,10 +60,39 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
       if (std::find(lists, lists + i, lists[i]) == lists + i) f(*lists[i]);
   };
   const auto abandon_all = [&] { each([&](std::vector<transport::Request>& l) { abandon_pending(l); }); };
+  // The server of a send still under way on a connection that stays (one
+  // that closed ends its sends as it goes).
+  const auto stranded = [&]() -> const std::string* {
+    const std::string* at = nullptr;
+    each([&](std::vector<transport::Request>& list) {
+      for (auto& r : list)
+        if (r.pending())
+          for (const auto& link : links_)
+            for (const auto& lane : link.lanes)
+              if (lane.ep && lane.ep.get() == r.peer() && !link.down()) at = &link.address;
+    });
+    return at;
+  };
+  // A send still under way to a server that is up but answers nothing (stopped)
+  // reads its buffers whenever that server wakes: the caller's gradient, the
+  // bf16 encoding, a gathered run. The next call refilled them, and the server
+  // applied one push's bytes as another's. No more calls, then, whatever
+  // ended this one (interrupt() too: its caller's gradient went out of scope
+  // with the exception), and the error says which memory is still read.
+  const auto throw_if_stranded = [&](const Error& why) {
+    if (const std::string* at = stranded()) {
+      broken_ = Error(why.code(), std::string(why.what()) + "; a send to server " + *at +
+                                      " is still under way and reads this call's memory until the client is "
+                                      "destroyed (destroy it before freeing that memory)");
+      abandon_all();
+      throw *broken_;
+    }
+  };
   // interrupt(): the call ends now, not after a reconnect; a server that did
   // not come back (caught again by an outer piece of the same call): once.
   // Either way the sends under way are kept, not released with `inflight`.
   if (cause.code() == Errc::kCancelled || broken_) {
+    if (!broken_) throw_if_stranded(cause);
     abandon_all();
     throw cause;
   }
@@ -81,19 +110,11 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
     }
   });
   if (cancelled) {
+    throw_if_stranded(*cancelled);
     abandon_all();
     throw *cancelled;
   }
-  // The server of a send still under way on a connection that stays (one
-  // that closed ends its sends as it goes).
-  const std::string* stranded = nullptr;
-  each([&](std::vector<transport::Request>& list) {
-    for (auto& r : list)
-      if (r.pending())
-        for (const auto& link : links_)
-          for (const auto& lane : link.lanes)
-            if (lane.ep && lane.ep.get() == r.peer() && !link.down()) stranded = &link.address;
-  });
+  const std::string* stranded_at = stranded();
   abandon_all();  // timed out: they may still read their buffers
   bool any = false;
   if (config_.reconnect_ms != 0)
@@ -102,13 +123,9 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
       reconnect(link, cause);
       any = true;
     }
-  // A send still under way to a server that is up but answers nothing (stopped)
-  // reads its buffers whenever that server wakes: the caller's gradient, the
-  // bf16 encoding, a gathered run. The next call refilled them, and the server
-  // applied one push's bytes as another's. No more calls, then, whatever
-  // ended this one (another server's restart too, reconnected or not).
-  if (stranded) {
-    broken_ = Error(Errc::kTimeout, std::string(cause.what()) + "; a send to server " + *stranded +
+  // Another server's restart too, reconnected or not, ends the calls here.
+  if (stranded_at) {
+    broken_ = Error(Errc::kTimeout, std::string(cause.what()) + "; a send to server " + *stranded_at +
                                         " is still under way and reads this call's memory until the client is "
                                         "destroyed (destroy it before freeing that memory)");
     throw *broken_;

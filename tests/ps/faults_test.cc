@@ -1677,6 +1677,45 @@ TEST_P(PsFaultTest, APushThatTimedOutWithSendsUnderWayEndsTheClientsCalls) {
   server.kill_now();
 }
 
+// interrupt() during a push whose sends wait on a stopped server: the call
+// ended with kCancelled and said nothing of the sends still reading the
+// caller's gradient (f32: sent from the caller's memory), which the caller
+// then freed or refilled; the server applied it when it woke.
+TEST_P(PsFaultTest, APushInterruptedWithSendsUnderWaySaysItsMemoryIsStillRead) {
+  if (GetParam() != transport::TransportKind::kTcp) GTEST_SKIP() << "over shm a put is done when it is posted";
+  int port = 0;
+  PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
+  constexpr size_t kFloats = 16 * kWholeShard;  // more pieces than credits: the push waits for one
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = fault_config(GetParam());
+  o.config.shard_floats = kWholeShard;
+  o.config.secret = test_secret();
+  o.timeout = 60s;
+  auto client = connect_when_up(o, "w", kFloats);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
+  ASSERT_TRUE(wait_until_stopped(server.pid()));
+  std::vector<float> g(kFloats, 1.0f);
+  auto pushing = std::async(std::launch::async, [&] {
+    std::string what;
+    const Errc code = error_code_of([&] { client->push("w", g); }, &what);
+    return std::make_pair(code, what);
+  });
+  std::this_thread::sleep_for(500ms);
+  ASSERT_EQ(pushing.wait_for(0s), std::future_status::timeout) << "the push did not wait for a credit";
+  client->interrupt();
+  ASSERT_EQ(pushing.wait_for(10s), std::future_status::ready) << "interrupt() did not end the push";
+  const auto [code, what] = pushing.get();
+  EXPECT_EQ(code, Errc::kCancelled) << what;
+  EXPECT_NE(what.find("is still under way and reads this call's memory until the client is destroyed"),
+            std::string::npos)
+      << what;
+  kill(server.pid(), SIGCONT);
+  client.reset();  // before g goes: its sends end as it closes
+  server.kill_now();
+}
+
 // Stops `server` (SIGSTOP), then pushes gradients of ones to `name`
 // (`floats`, each push flushing the one before it) until one times out
 // waiting for a credit; returns how many pushes returned before it.
