@@ -2,6 +2,7 @@
 // handshake's and the parameter server's.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <span>
@@ -11,6 +12,10 @@
 #include "rdmaps/error.h"
 
 namespace rdmaps::transport {
+
+// The fields are copied in the host's order: what the docs call little-endian
+// (docs/protocol.md) holds only where the host is.
+static_assert(std::endian::native == std::endian::little, "rdmaps' wire and checkpoint formats are little-endian");
 
 class WireWriter {
  public:

@@ -126,7 +126,12 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
            dir_.c_str(), h.index);
     const std::string path = write_checkpoint(dir_, h, arrays);
     good_.push_back(sequence);
-    prune_checkpoints(dir_, h.index, keep_, good_, earlier_job_);
+    try {  // the checkpoint is written: a listing that fails leaves old files, it fails nothing
+      prune_checkpoints(dir_, h.index, keep_, good_, earlier_job_);
+    } catch (const std::exception& e) {
+      logf(LogLevel::kWarn, "rdmaps-server: checkpoint %llu written, but older ones were not removed: %s",
+           static_cast<unsigned long long>(sequence), e.what());
+    }
     if (good_.size() > keep_) good_.erase(good_.begin(), good_.end() - keep_);
     last_updates_.store(h.updates(), std::memory_order_relaxed);
     LaneCounters::add(written_);  // one writer at a time: finish() waits for the thread
