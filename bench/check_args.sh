@@ -3,7 +3,10 @@
 # how they find the programs they run. The caller sets `out` (its default
 # folder) and `budget` (its default seconds in all) first; `deadline` is when
 # that budget is spent (bash's SECONDS): a lent machine's session is short, and
-# one hung run must not take the rest of it.
+# one hung run must not take the rest of it. A bundle for a machine without
+# the project's libraries (bin/, lib/, data/ and env.sh: docs/benchmarks.md
+# "Reproduce") is a --bin too: its env.sh is sourced (the libraries' and UCX's
+# modules' paths) and its data is the default --data.
 here=$(cd "$(dirname "$0")" && pwd)
 bin="" data="" quick=0
 while [ $# -gt 0 ]; do
@@ -18,11 +21,17 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$bin" ] || { [ -d "$here/../build" ] && bin=$here/../build; }
+# shellcheck disable=SC1091
+[ -n "$bin" ] && [ -f "$bin/env.sh" ] && source "$bin/env.sh"
+[ -n "$data" ] || data=${RDMAPS_DATA:-}
 [[ $budget =~ ^[1-9][0-9]*$ ]] || { echo "$(basename "$0"): --budget '$budget' is not a whole number of seconds" >&2; exit 2; }
 deadline=$((SECONDS + budget))
+part_deadline=""  # where set (bash's SECONDS), a part's own end, before the budget's
 
 time_left() {  # $1: a run's own limit in seconds -> the smaller of it and what the budget leaves (0: spent)
-  local left=$((deadline - SECONDS))
+  local end=$deadline
+  [ -n "$part_deadline" ] && [ "$part_deadline" -lt "$end" ] && end=$part_deadline
+  local left=$((end - SECONDS))
   [ $left -gt 10 ] || { echo 0; return; }
   echo $(($1 < left ? $1 : left))
 }
@@ -35,7 +44,7 @@ spent() {  # NAME LIMIT: true (and NAME logged and recorded in `failed` as not r
 
 find_tool() {  # $1: program name -> its path under --bin (a build tree or one folder), else PATH, else empty
   local b
-  for b in "$bin" "$bin/bench" "$bin/src" "$bin/tests"; do
+  for b in "$bin" "$bin/bin" "$bin/bench" "$bin/src" "$bin/tests"; do
     [ -n "$bin" ] && [ -x "$b/$1" ] && { echo "$b/$1"; return; }
   done
   command -v "$1" || true

@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
 # The figures that need a machine with more cores than this project's 2-core
-# CI box, in one command (docs/benchmarks.md says which issue waits on each):
+# CI box, in one command (docs/benchmarks.md says which issue waits on each),
+# most wanted first, each part capped (seconds) so that one that hangs leaves
+# the rest of the budget to the next:
 #  - the server on the whole machine: bench/ps_grid.sh with 8 workers and
-#    T = 1, 2, 4, 8 server threads (sgd and dc-asgd-a, 16 M floats; dc-asgd-a
-#    also at 64 M), each cell against its same-run T-thread bound;
-#  - DC-ASGD-a at its defaults with 8 worker processes truly in parallel
-#    (seeds 1 and 2; once more with the model in 4 shards, so 4 server lanes;
-#    ASGD once for the time it takes);
-#  - stragglers: bench/straggler.sh random:4 (BSP, SSP(3)+DC-ASGD-a, async);
+#    T = 1, 2, 4, 8 server threads, sgd and dc-asgd-a at 16 M floats, each
+#    cell against its same-run T-thread bound (150);
 #  - tcp (active messages), 1 worker, sgd, 4 M and 16 M floats, T = 1 and 2,
 #    3 launches: push and pull against the same-run probe (on 2 cores the
-#    loopback's copies take both cores; here they have cores to spare).
+#    loopback's copies take both cores; here they have cores to spare) (90);
+#  - DC-ASGD-a at its defaults with 8 worker processes truly in parallel
+#    (seed 1; once more with the model in 4 shards, so 4 server lanes; ASGD
+#    once for the time it takes; seed 2) (240);
+#  - stragglers: bench/straggler.sh random:4 (BSP, SSP(3)+DC-ASGD-a, async),
+#    2 reps (150);
+#  - dc-asgd-a at 64 M floats, T = 1, 2, 4, 8 (150).
 # Writes OUT/scale_check.md (the tables) and OUT/scale_check.log; each part's
 # raw JSON lines stay under OUT.
 #
 #   bench/scale_check.sh [--bin DIR] [--data DIR] [--out DIR] [--budget S] [--quick]
 #
-# --bin: where rdmaps-perf and rdmaps-train are (a build tree or one folder);
-#   default: the build/ next to this script, else PATH.
-# --data: Fashion-MNIST for rdmaps-train (default: its own default).
+# --bin: where rdmaps-perf and rdmaps-train are (a build tree, one folder, or
+#   a bundle with bin/ and env.sh); default: the build/ next to this script,
+#   else PATH.
+# --data: Fashion-MNIST for rdmaps-train (default: a bundle's data/, else
+#   rdmaps-train's own default).
 # --quick: a small model, 2 workers, T = 1 and 2, 1 epoch on a data subset
 #   (the CI check of this script).
 # --budget: seconds for everything (default 540, inside one 600 s device
 #   call); a part still running when it is spent is stopped and reported.
-# About 6 minutes on a 16-core machine. Exits non-zero if a run failed.
+# About 6 minutes on a 16-core machine (estimated: it has not run on one
+# yet). Exits non-zero if a run failed.
 set -uo pipefail
 out="scale-check-out" budget=540
 source "$(dirname "$0")/check_args.sh"
@@ -40,12 +47,15 @@ data_flag=()
 [ -n "$data" ] && data_flag=(--data "$data")
 failed=()
 
-# part NAME COMMAND...: its stdout (a markdown table) to the report, the rest to the log.
+# part NAME CAP COMMAND...: its stdout (a markdown table) to the report, the
+# rest to the log; at most CAP seconds, so that one part that hangs leaves
+# the budget to the next.
 part() {
   local name=$1 start=$SECONDS limit
-  shift
+  part_deadline=$((SECONDS + $2))
+  shift 2
   limit=$(time_left "$budget")
-  spent "$name" "$limit" && return
+  spent "$name" "$limit" && { part_deadline=""; return; }
   echo "== $name: $*" | tee -a "$log"
   { echo "## $name"; echo; } >>"$md"
   if declare -F "$1" >/dev/null; then
@@ -54,6 +64,7 @@ part() {
     timeout -k 10 "$limit" "$@" >>"$md" 2>>"$log"
   fi
   local status=$?
+  part_deadline=""
   echo >>"$md"
   echo "== $name: exit $status after $((SECONDS - start)) s" | tee -a "$log"
   [ $status -eq 0 ] || failed+=("$name (exit $status)")
@@ -104,31 +115,34 @@ dc_quick() {
   seeds=(1)
   train_runs dc-a-w2 --workers 2 --async --dc adaptive --epochs 1 --train-limit 2000 --test-limit 500 && train_table
 }
-dc_at_scale() {
-  seeds=(1 2)
-  train_runs dc-a-w8 --workers 8 --async --dc adaptive || return 1
+dc_at_scale() {  # most wanted first: the part's cap may stop the rest
   seeds=(1)
+  train_runs dc-a-w8 --workers 8 --async --dc adaptive || return 1
   # The MLP is one 1 MiB shard, so one server lane applies all eight workers'
   # pushes; in four shards, four lanes share them: is the one lane the 72 s?
   train_runs dc-a-w8-4-lanes --workers 8 --async --dc adaptive --shard-floats 65536 || return 1
-  train_runs asgd-w8 --workers 8 --async --dc off && train_table
+  train_runs asgd-w8 --workers 8 --async --dc off || return 1
+  seeds=(2)
+  train_runs dc-a-w8 --workers 8 --async --dc adaptive
+  train_table
 }
 if [ $quick = 1 ]; then
-  part "server threads" env PERF="$perf" RULES=sgd FLOATS=1M WORKERS=2 THREADS="1 2" EXTRA="--iters 3" \
+  part "server threads" 120 env PERF="$perf" RULES=sgd FLOATS=1M WORKERS=2 THREADS="1 2" EXTRA="--iters 3" \
     "$here/ps_grid.sh" . "$out/ps_grid.jsonl"
-  part "DC-ASGD-a, 2 workers, 1 epoch of a subset" dc_quick
-  part "tcp, 1 worker" env PERF="$perf" TRANSPORT=tcp RULES=sgd FLOATS=1M WORKERS=1 THREADS=1 EXTRA="--iters 3" \
+  part "DC-ASGD-a, 2 workers, 1 epoch of a subset" 120 dc_quick
+  part "tcp, 1 worker" 120 env PERF="$perf" TRANSPORT=tcp RULES=sgd FLOATS=1M WORKERS=1 THREADS=1 EXTRA="--iters 3" \
     "$here/ps_grid.sh" . "$out/ps_grid_tcp.jsonl"
 else
-  part "server threads, 16 M floats" env PERF="$perf" RULES="sgd dc-asgd-a" FLOATS=16M WORKERS=8 THREADS="1 2 4 8" \
-    EXTRA="--iters 10" "$here/ps_grid.sh" . "$out/ps_grid_16M.jsonl"
-  part "server threads, 64 M floats" env PERF="$perf" RULES=dc-asgd-a FLOATS=64M WORKERS=8 THREADS="1 2 4 8" \
-    EXTRA="--iters 5" "$here/ps_grid.sh" . "$out/ps_grid_64M.jsonl"
-  part "DC-ASGD-a at its defaults, 8 workers" dc_at_scale
-  part "tcp, 1 worker, sgd" env PERF="$perf" TRANSPORT=tcp RULES=sgd FLOATS="4M 16M" WORKERS=1 THREADS="1 2" \
+  # Most wanted first, each capped: on a lent machine the budget may end before the last.
+  part "server threads, 16 M floats" 150 env PERF="$perf" RULES="sgd dc-asgd-a" FLOATS=16M WORKERS=8 \
+    THREADS="1 2 4 8" EXTRA="--iters 10" "$here/ps_grid.sh" . "$out/ps_grid_16M.jsonl"
+  part "tcp, 1 worker, sgd" 90 env PERF="$perf" TRANSPORT=tcp RULES=sgd FLOATS="4M 16M" WORKERS=1 THREADS="1 2" \
     REPEATS=3 "$here/ps_grid.sh" . "$out/ps_grid_tcp.jsonl"
-  part "stragglers (random:4)" env TRAIN="$train" OUT="$out/straggler" "$here/straggler.sh" . random:4 2 \
+  part "DC-ASGD-a at its defaults, 8 workers" 240 dc_at_scale
+  part "stragglers (random:4)" 150 env TRAIN="$train" OUT="$out/straggler" "$here/straggler.sh" . random:4 2 \
     "${data_flag[@]}"
+  part "server threads, 64 M floats" 150 env PERF="$perf" RULES=dc-asgd-a FLOATS=64M WORKERS=8 THREADS="1 2 4 8" \
+    EXTRA="--iters 5" "$here/ps_grid.sh" . "$out/ps_grid_64M.jsonl"
 fi
 echo "scale_check: $((${#failed[@]})) part(s) failed -> $md, $log"
 [ ${#failed[@]} -eq 0 ] || { printf 'scale_check: failed: %s\n' "${failed[@]}"; exit 1; }

@@ -6,7 +6,10 @@
 #    failed (a summary comes before the outputs are written and before
 #    --expect-accuracy's exit 3) as failed, not as a good run;
 #  - gpu_check's JSON holds this invocation's runs only: a run skipped or
-#    crashed left an earlier invocation's file, taken as this one's.
+#    crashed left an earlier invocation's file, taken as this one's;
+#  - bench/device_check.sh, the lent machine's one call, runs both from a
+#    bundle (bin/, data/, env.sh) and returns at most six files;
+#  - a failed ps_grid cell does not stop the rest of the grid.
 #   check_check_scripts.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 build=$(realpath "$1")
@@ -15,20 +18,59 @@ work=$(mktemp -d /tmp/rdmaps-check-scripts.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 fail() { echo "check_check_scripts: FAIL: $*" >&2; exit 1; }
 
-mkdir "$work/bin"
-ln -s "$build/bench/rdmaps-perf" "$work/bin/rdmaps-perf"
-cat >"$work/bin/rdmaps-train" <<'SH'
+# A bundle, as a lent machine gets it (bin/, data/, env.sh): bench/device_check.sh
+# runs both checks from it; its env.sh is sourced and its data/ is the default
+# --data (without them both checks stopped at once on the lent machine).
+bundle=$work/bundle
+mkdir -p "$bundle/bin" "$bundle/data"
+for tool in bench/rdmaps-perf src/rdmaps-info tests/gpu_tests; do
+  [ -x "$build/$tool" ] && ln -s "$build/$tool" "$bundle/bin/"
+done
+cat >"$bundle/env.sh" <<'SH'
+b=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export RDMAPS_DATA=$b/data
+SH
+cat >"$bundle/bin/rdmaps-train" <<SH
 #!/bin/sh
+echo "\$*" >>"$work/train-args"
 echo '{"final_test_accuracy":0.5,"seconds":1.0}'
 echo "rdmaps-train: final test accuracy 50.00 % is below --expect-accuracy" >&2
 exit 3
 SH
-chmod +x "$work/bin/rdmaps-train"
-"$source/bench/scale_check.sh" --bin "$work/bin" --out "$work/scale" --quick >"$work/scale.out" 2>&1
+chmod +x "$bundle/bin/rdmaps-train"
+"$source/bench/device_check.sh" --bundle "$bundle" --out "$work/device" --quick >"$work/device.out" 2>&1
 status=$?
-[ $status -ne 0 ] || fail "scale_check exited 0 with a training run that exited 3: $(cat "$work/scale.out")"
-grep -q "failed (exit 3" "$work/scale/scale_check.md" || fail "the table does not say the run failed: $(cat "$work/scale/scale_check.md")"
-echo "ok: scale_check counts a run that printed its summary and exited 3 as failed (exit $status)"
+[ $status -ne 0 ] || fail "device_check exited 0 with a training run that exited 3: $(cat "$work/device.out")"
+grep -q "failed (exit 3" "$work/device/scale_check.md" ||
+  fail "the table does not say the run failed: $(cat "$work/device/scale_check.md" "$work/device.out")"
+grep -q -- "--data $bundle/data" "$work/train-args" ||
+  fail "rdmaps-train was not given the bundle's data: $(cat "$work/train-args")"
+grep -q '^| 1 M | sgd | 2 | 2 |' "$work/device/scale_check.md" ||
+  fail "no ps_grid row from the bundle's rdmaps-perf: $(cat "$work/device/scale_check.md")"
+files=$(cd "$work/device" && find . -type f | sort | tr '\n' ' ')
+[ "$(cd "$work/device" && find . -mindepth 1 | wc -l)" -le 6 ] || fail "more than 6 entries come back: $files"
+for f in machine.txt scale_check.md scale_check.log raw.tgz; do
+  [ -f "$work/device/$f" ] || fail "no $f among: $files"
+done
+tar tzf "$work/device/raw.tgz" | grep -q 'scale/train.jsonl' || fail "raw.tgz lacks the training runs"
+echo "ok: device_check runs from a bundle (its env.sh and data), counts a run that printed its summary and" \
+  "exited 3 as failed (exit $status), and returns $files"
+
+# A failed ps_grid cell is said and the rest of the grid still runs and is tabled.
+cat >"$work/perf" <<'SH'
+#!/bin/sh
+case "$*" in *"--server-threads 2"*) echo "perf: boom" >&2; exit 1 ;; esac
+echo '{"floats":1048576,"rule":"sgd","workers":1,"server_threads":1,"iter_p50_s":0.002,"bound_s":0.001,' \
+  '"bound_wire_s":0.0005,"bound_memory_s":0.0004,"bound_copy_out_s":0.0001,"ratio":2.0,"intake_GBps":2.0,' \
+  '"push_vs_transport":0.9,"pull_vs_transport":0.8}'
+SH
+chmod +x "$work/perf"
+if grid=$(PERF="$work/perf" RULES=sgd FLOATS=1M WORKERS=1 THREADS="2 1" "$source/bench/ps_grid.sh" . "$work/grid.jsonl" 2>&1); then
+  fail "ps_grid exited 0 with a failed cell: $grid"
+fi
+[[ $grid == *"| 1 M | sgd | 1 | 1 |"* && $grid == *"1 launch(es) failed"* ]] ||
+  fail "ps_grid stopped at its failed cell instead of running and tabling the rest: $grid"
+echo "ok: ps_grid runs the rest of its grid past a failed cell and says so"
 
 # Where a GPU is, gpu_check runs everything (minutes): the gpu-check test does that.
 "$build/bench/rdmaps-perf" gpu --floats 1K --push-floats 1K --iters 1 >/dev/null 2>&1

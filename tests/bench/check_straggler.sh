@@ -26,3 +26,22 @@ summary=$(TRAIN="$out/train" OUT="$out/runs" "$root/bench/straggler.sh" unused r
 [[ $summary == *"ssp_bsp 0.80 (0.80-inf; 3 of 3)"* ]] || fail "a pair where SSP never reached 85 % was left out: $summary"
 [[ $summary == *"async_bsp 0.50 (0.50-0.50; 3 of 3)"* ]] || fail "$summary"
 echo "straggler.sh: a mode that never reached 85 % counts in the medians"
+
+# A run that fails other than by diverging is said, its cell marked, and the
+# other runs and the summary still come (it ended the benchmark at once, and
+# a lent machine's minutes with it); the exit says a run failed.
+cat >"$out/train-failing" <<STUB
+#!/usr/bin/env bash
+for ((i = 1; i <= \$#; i++)); do [ "\${!i}" = --out ] && { j=\$((i + 1)); dir=\${!j}; }; done
+[ "\${dir##*/}" = SSP3-DC-a-1 ] && { echo "rdmaps-train: error: cannot reach the server" >&2; exit 1; }
+exec "$out/train" "\$@"
+STUB
+chmod +x "$out/train-failing"
+if report=$(TRAIN="$out/train-failing" OUT="$out/failing" "$root/bench/straggler.sh" unused random:4 2 2>/dev/null); then
+  fail "straggler.sh exited 0 with a failed run: $report"
+fi
+[[ $report == *"failed (see its .err)"* ]] || fail "the failed run's cell does not say so: $report"
+[[ $report == *"async_bsp 0.50 (0.50-0.50; 2 of 2)"* ]] || fail "the other runs did not all run: $report"
+[[ $report == *"ssp_bsp 0.80 (0.80-0.80; 1 of 2)"* ]] || fail "the failed run counted in the medians: $report"
+[[ $report == *"1 run(s) failed other than by diverging"* ]] || fail "$report"
+echo "straggler.sh: a failed run is marked, the rest still run, and the exit says so"
