@@ -90,8 +90,8 @@ bool pmix_family(const std::string& source) { return source == "openmpi" || sour
 bool slurm_step_is_launch(const Environment& env, const Placement& p) {
   if (!env("SLURM_STEP_ID")) return false;
   if (p.source != "openmpi" && p.source != "pmi") return true;
+  // Not SLURM_NTASKS: the allocation's count, mpirun's default -np.
   auto tasks = env("SLURM_STEP_NUM_TASKS");
-  if (!tasks) tasks = env("SLURM_NTASKS");
   return tasks && *tasks == std::to_string(p.world_size);
 }
 
@@ -280,21 +280,13 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   if (p.servers.empty() && !(p.pmix && RDMAPS_HAVE_PMIX)) {
     // Under srun, task 0 runs on the step's first node (block and cyclic
     // layouts); the launch node (SLURM_LAUNCH_NODE_IPADDR) may be a login
-    // node outside the allocation, so it comes last. A heterogeneous step's
-    // node list joins its components' lists sorted, so its first host need
-    // not be task 0's: neither is a guess worth making there.
-    const auto het = env("SLURM_HET_SIZE");
-    const bool slurm_hosts = slurm_step && !(het && *het != "1");
+    // node outside the allocation, so it comes last.
     if (!slurm_step && env("SLURM_STEP_ID"))
       nested_note += "; Slurm's SLURM_STEP_NODELIST is not used: this world of " + std::to_string(p.world_size) +
                      " ranks (" + p.rank_var +
                      ") is not the Slurm step's (mpirun inside an allocation starts its ranks in steps of its own)";
-    else if (slurm_step && !slurm_hosts)
-      nested_note += "; Slurm's SLURM_STEP_NODELIST is not used: in a heterogeneous step (SLURM_HET_SIZE=" + *het +
-                     ") its first host need not be task 0's; set MASTER_ADDR to the first host of the first "
-                     "component (scontrol show hostnames \"$SLURM_JOB_NODELIST_HET_GROUP_0\" | head -n 1)";
     for (const char* var : {"RDMAPS_MASTER_ADDR", "MASTER_ADDR", "SLURM_STEP_NODELIST", "SLURM_LAUNCH_NODE_IPADDR"}) {
-      if (!slurm_hosts && std::string_view(var).starts_with("SLURM_")) continue;
+      if (!slurm_step && std::string_view(var).starts_with("SLURM_")) continue;
       if (auto v = env(var); v && !v->empty()) {
         p.master_addr = std::string(var) == "SLURM_STEP_NODELIST" ? first_host(*v) : *v;
         p.master_addr_var = var;

@@ -128,8 +128,18 @@ ServerDirectory::ServerDirectory(const Placement& p, std::chrono::milliseconds t
     if (p.rank == 0 && !names_this_host(p.master_addr)) {
       const std::string why = "rank 0 hosts the job's rendezvous where every rank looks for it, " + p.master_addr_var +
                               " (" + p.master_addr + "), but that is not an address of this host";
-      if (p.master_addr_var.rfind("SLURM_", 0) == 0)
-        throw Error(Errc::kInvalidArgument, why + ": set MASTER_ADDR to rank 0's host (or RDMAPS_SERVERS)");
+      if (p.master_addr_var.rfind("SLURM_", 0) == 0) {
+        // A heterogeneous step's node list is its components' lists joined and sorted.
+        const auto het = env("SLURM_HET_SIZE");
+        throw Error(Errc::kInvalidArgument,
+                    why + ": set MASTER_ADDR to rank 0's host (or RDMAPS_SERVERS)" +
+                        (het && *het != "1"
+                             ? "; in a heterogeneous step (SLURM_HET_SIZE=" + *het +
+                                   ") SLURM_STEP_NODELIST is its components' lists joined and sorted, so its first "
+                                   "host need not be task 0's: MASTER_ADDR=$(scontrol show hostnames "
+                                   "\"$SLURM_JOB_NODELIST_HET_GROUP_0\" | head -n 1)"
+                             : ""));
+      }
       logf(LogLevel::kWarn, "rdmaps: warning: %s (a NAT or a virtual IP that forwards here?)", why.c_str());
     }
     if (p.rank == 0) host_ = std::make_unique<RendezvousHost>(p, secret_);

@@ -173,6 +173,7 @@ TEST(Placement, TheLaunchIdTellsJobsApartAndSlurmStepsGetPortsOfTheirOwn) {
                {"PMI_SIZE", "3"},
                {"SLURM_PROCID", "1"},
                {"SLURM_NTASKS", "3"},
+               {"SLURM_STEP_NUM_TASKS", "3"},
                {"SLURM_STEP_ID", "0"},
                {"SLURM_JOB_ID", "41"},
                {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7"}};
@@ -204,8 +205,19 @@ TEST(Placement, MpirunInsideAnAllocationDoesNotTakeSlurmsStepForItsOwn) {
   EXPECT_EQ(a->launch_id, "");
   EXPECT_EQ(a->master_port, b->master_port);
   EXPECT_EQ(a->master_addr, b->master_addr);
-  here.erase("MASTER_PORT");
-  EXPECT_EQ(detect(env_of(with_master(here)))->master_port, 29600);
+  // Without MASTER_PORT both take the default, not a port of their own step each.
+  for (const Vars& v : {here, there}) {
+    Vars given = with_master(v);
+    given.erase("MASTER_PORT");
+    auto p = detect(env_of(given));
+    EXPECT_EQ(p->master_port, kDefaultMasterPort);
+    EXPECT_EQ(p->master_port_var, "the default port (MASTER_PORT unset)");
+  }
+  // SLURM_NTASKS is the allocation's count, mpirun's default -np: no step's.
+  Vars allocation = here;
+  allocation.erase("SLURM_STEP_NUM_TASKS");
+  allocation["SLURM_NTASKS"] = "4";
+  EXPECT_EQ(detect(env_of(with_master(allocation)))->launch_id, "");
   // srun --mpi=pmi2 (the step's world): Slurm's step names the launch as before.
   Vars pmi2 = {{"PMI_RANK", "1"},
                {"PMI_SIZE", "4"},
@@ -220,31 +232,6 @@ TEST(Placement, MpirunInsideAnAllocationDoesNotTakeSlurmsStepForItsOwn) {
   Vars torchrun = {{"RANK", "5"},          {"WORLD_SIZE", "8"},           {"SLURM_JOB_ID", "41"},
                    {"SLURM_STEP_ID", "3"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_STEP_NODELIST", "node[3-4]"}};
   EXPECT_EQ(detect(env_of(torchrun))->launch_id, "slurm:41.3");
-}
-
-// A heterogeneous step's SLURM_STEP_NODELIST is its components' lists joined
-// and sorted: servers on node10, workers on node[3-4] gave node3, where no task
-// 0 ran (rank 0 stopped; the others waited out their timeout).
-TEST(Placement, AHeterogeneousStepNeedsMasterAddr) {
-  Vars het = {{"SLURM_PROCID", "1"},
-              {"SLURM_STEP_NUM_TASKS", "3"},
-              {"SLURM_NTASKS", "3"},
-              {"SLURM_JOB_ID", "41"},
-              {"SLURM_STEP_ID", "0"},
-              {"SLURM_HET_SIZE", "2"},
-              {"SLURM_STEP_NODELIST", "node[3-4,10]"},
-              {"SLURM_LAUNCH_NODE_IPADDR", "10.0.0.7"}};
-  const std::string e = error_of(het);
-  EXPECT_NE(e.find("heterogeneous step (SLURM_HET_SIZE=2)"), std::string::npos) << e;
-  EXPECT_NE(e.find("SLURM_JOB_NODELIST_HET_GROUP_0"), std::string::npos) << e;
-  het["MASTER_ADDR"] = "node10";
-  auto p = detect(env_of(het));
-  EXPECT_EQ(p->master_addr, "node10");
-  EXPECT_EQ(p->launch_id, "slurm:41.0");  // the step's ids are every task's: its port is
-  EXPECT_EQ(p->master_port_var, "the port of the Slurm job and step (MASTER_PORT unset)");
-  het.erase("MASTER_ADDR");
-  het["SLURM_HET_SIZE"] = "1";
-  EXPECT_EQ(detect(env_of(het))->master_addr, "node3");
 }
 
 TEST(Placement, OneProcessAloneIsNotALaunchedJob) {

@@ -582,6 +582,18 @@ TEST(ServerDirectory, RankZeroRefusesARendezvousAddressNotItsOwn) {
   EXPECT_NE(what.find("SLURM_LAUNCH_NODE_IPADDR (192.0.2.1), but that is not an address of this host"),
             std::string::npos)
       << what;
+  EXPECT_EQ(what.find("heterogeneous"), std::string::npos) << what;
+  // A heterogeneous step's SLURM_STEP_NODELIST is its components' lists
+  // joined and sorted (servers on node10, workers on node[3-4]: node3): the
+  // refusal says how to name task 0's host.
+  p.master_addr_var = "SLURM_STEP_NODELIST";
+  const Environment het = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "SLURM_HET_SIZE") return "2";
+    return std::nullopt;
+  };
+  const std::string het_what = error_of([&] { ServerDirectory d(p, 1s, "", het); });
+  EXPECT_NE(het_what.find("in a heterogeneous step (SLURM_HET_SIZE=2)"), std::string::npos) << het_what;
+  EXPECT_NE(het_what.find("SLURM_JOB_NODELIST_HET_GROUP_0"), std::string::npos) << het_what;
   // Given by hand, it may be a NAT's or a virtual IP forwarding here: warned of, not refused.
   p.master_addr_var = "MASTER_ADDR";
   {
