@@ -21,8 +21,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$bin" ] || { [ -d "$here/../build" ] && bin=$here/../build; }
-# shellcheck disable=SC1091
-[ -n "$bin" ] && [ -f "$bin/env.sh" ] && source "$bin/env.sh"
+if [ -n "$bin" ] && [ -f "$bin/env.sh" ]; then
+  set +u  # an env.sh may extend LD_LIBRARY_PATH unset here; the callers run under set -u
+  # shellcheck disable=SC1091
+  source "$bin/env.sh"
+  set -u
+fi
 [ -n "$data" ] || data=${RDMAPS_DATA:-}
 [[ $budget =~ ^[1-9][0-9]*$ ]] || { echo "$(basename "$0"): --budget '$budget' is not a whole number of seconds" >&2; exit 2; }
 deadline=$((SECONDS + budget))

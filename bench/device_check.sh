@@ -13,7 +13,7 @@
 #
 # --out: default $OUT (the device machine's return folder), else device-check-out.
 # --budget: seconds for both (default 550, inside one 600 s call): the GPU
-#   check gets up to 210 of them, the multi-core check the rest less 15 for
+#   check gets two fifths of them, at most 210, the multi-core check the rest less 15 for
 #   packing.
 # --quick: both checks' --quick (this script's CI check).
 # Exits non-zero if either check failed; the files say which part.
@@ -51,7 +51,7 @@ trap 'rm -rf "$work"' EXIT
 } >"$out/machine.txt" 2>&1
 
 status=0
-gpu_budget=$((budget / 3 < 210 ? budget / 3 : 210))
+gpu_budget=$((budget * 2 / 5 < 210 ? budget * 2 / 5 : 210))
 "$here/gpu_check.sh" --bin "$bundle" --out "$work/gpu" --budget "$gpu_budget" "${quick[@]}" \
   >"$work/gpu_check.txt" 2>&1
 gpu_status=$?

@@ -28,7 +28,7 @@ for tool in bench/rdmaps-perf src/rdmaps-info tests/gpu_tests; do
 done
 cat >"$bundle/env.sh" <<'SH'
 b=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export RDMAPS_DATA=$b/data
+export LD_LIBRARY_PATH=$b/lib:$LD_LIBRARY_PATH RDMAPS_DATA=$b/data
 SH
 cat >"$bundle/bin/rdmaps-train" <<SH
 #!/bin/sh
@@ -38,7 +38,9 @@ echo "rdmaps-train: final test accuracy 50.00 % is below --expect-accuracy" >&2
 exit 3
 SH
 chmod +x "$bundle/bin/rdmaps-train"
-"$source/bench/device_check.sh" --bundle "$bundle" --out "$work/device" --quick >"$work/device.out" 2>&1
+# No LD_LIBRARY_PATH, as on the lent machine: an env.sh that extends it ran under the checks' set -u.
+env -u LD_LIBRARY_PATH "$source/bench/device_check.sh" --bundle "$bundle" --out "$work/device" --quick \
+  >"$work/device.out" 2>&1
 status=$?
 [ $status -ne 0 ] || fail "device_check exited 0 with a training run that exited 3: $(cat "$work/device.out")"
 grep -q "failed (exit 3" "$work/device/scale_check.md" ||
