@@ -68,7 +68,8 @@ std::string render_server_metrics(const ServerStats& s, const ServerOptions& o) 
           double(s.min_clock));
   e.gauge("rdmaps_ssp_clock_max", "Fastest worker's clock (SSP), of the workers the minimum counts.",
           double(s.max_clock));
-  e.gauge("rdmaps_ssp_clock_lag", "Fastest minus slowest live worker's clock: how far SSP lets them drift.",
+  e.gauge("rdmaps_ssp_clock_lag",
+          "Fastest minus slowest worker's clock (the gauges above): how far SSP lets them drift.",
           double(s.max_clock >= s.min_clock ? s.max_clock - s.min_clock : 0));
   e.gauge("rdmaps_workers", "Workers the job has (--workers).", double(o.workers));
   e.gauge("rdmaps_workers_connected", "Workers connected now.", double(s.workers_connected));
