@@ -1581,6 +1581,19 @@ RDMAPS_TEST_PEER(big_shard_server) {
   return 0;
 }
 
+// A worker of big_shard_server's job at `port`, its calls bounded by `timeout`.
+ClientOptions big_shard_client(transport::TransportKind kind, int port, std::chrono::milliseconds timeout,
+                               uint32_t worker = 0) {
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.worker = worker;
+  o.config = fault_config(kind);
+  o.config.shard_floats = kWholeShard;
+  o.config.secret = test_secret();
+  o.timeout = timeout;
+  return o;
+}
+
 // A push to a stopped server (SIGSTOP) with requests in flight on every lane
 // ends by one timeout of the client, not one per request (each waited its
 // own: 10 s for a 2 s timeout), and interrupt() from another thread ends it
@@ -1590,14 +1603,7 @@ TEST_P(PsFaultTest, APushToAStoppedServerEndsByOneTimeoutAndInterruptEndsItAtOnc
   PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
   constexpr size_t kFloats = 16 * kWholeShard;  // 16 pieces over 3 lanes of 4 inbox slots
   auto connect = [&](uint32_t worker, std::chrono::milliseconds timeout) {
-    ClientOptions o;
-    o.servers = {"127.0.0.1:" + std::to_string(port)};
-    o.worker = worker;
-    o.config = fault_config(GetParam());
-    o.config.shard_floats = kWholeShard;
-    o.config.secret = test_secret();
-    o.timeout = timeout;
-    return connect_when_up(o, "w", kFloats);
+    return connect_when_up(big_shard_client(GetParam(), port, timeout, worker), "w", kFloats);
   };
   auto timing_out = connect(0, 1s), interrupted = connect(1, 60s);
   ASSERT_TRUE(timing_out && interrupted) << "the server process did not come up";
@@ -1645,13 +1651,8 @@ TEST_P(PsFaultTest, APushThatTimedOutWithSendsUnderWayEndsTheClientsCalls) {
   int port = 0;
   PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
   constexpr size_t kFloats = 16 * kWholeShard;  // 16 pieces over 3 lanes of 4 inbox slots: some wait for credit
-  ClientOptions o;
-  o.servers = {"127.0.0.1:" + std::to_string(port)};
-  o.config = fault_config(GetParam());
-  o.config.shard_floats = kWholeShard;
-  o.config.secret = test_secret();
+  ClientOptions o = big_shard_client(GetParam(), port, 1s);
   o.config.wire = WireFormat::kBf16;
-  o.timeout = 1s;
   auto client = connect_when_up(o, "w", kFloats);
   ASSERT_TRUE(client) << "the server process did not come up";
   ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
@@ -1686,13 +1687,7 @@ TEST_P(PsFaultTest, APushInterruptedWithSendsUnderWaySaysItsMemoryIsStillRead) {
   int port = 0;
   PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
   constexpr size_t kFloats = 16 * kWholeShard;  // more pieces than credits: the push waits for one
-  ClientOptions o;
-  o.servers = {"127.0.0.1:" + std::to_string(port)};
-  o.config = fault_config(GetParam());
-  o.config.shard_floats = kWholeShard;
-  o.config.secret = test_secret();
-  o.timeout = 60s;
-  auto client = connect_when_up(o, "w", kFloats);
+  auto client = connect_when_up(big_shard_client(GetParam(), port, 60s), "w", kFloats);
   ASSERT_TRUE(client) << "the server process did not come up";
   ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
   ASSERT_TRUE(wait_until_stopped(server.pid()));
@@ -1741,12 +1736,7 @@ int push_until_a_stopped_server_takes_no_more(Client& client, pid_t server, cons
 TEST_P(PsFaultTest, AGatheredPushSurvivesAFlushThatTimedOut) {
   int port = 0;
   PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
-  ClientOptions o;
-  o.servers = {"127.0.0.1:" + std::to_string(port)};
-  o.config = fault_config(GetParam());
-  o.config.shard_floats = kWholeShard;
-  o.config.secret = test_secret();
-  o.timeout = 1s;
+  ClientOptions o = big_shard_client(GetParam(), port, 1s);
   auto client = std::make_unique<Client>(o);
   client->declare("a", 100);  // with "b", part of a shard: gathered
   client->declare("b", 100);
@@ -1974,13 +1964,8 @@ TEST_P(PsFaultTest, AReconnectStopsAtARefusalThatNoRetryCanPass) {
 TEST_P(PsFaultTest, InterruptEndsAReconnect) {
   int port = 0;
   PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
-  ClientOptions o;
-  o.servers = {"127.0.0.1:" + std::to_string(port)};
-  o.config = fault_config(GetParam());
-  o.config.shard_floats = kWholeShard;
-  o.config.secret = test_secret();
+  ClientOptions o = big_shard_client(GetParam(), port, 2s);
   o.config.reconnect_ms = 20000;
-  o.timeout = 2s;
   auto client = connect_when_up(o, "w", 100);
   ASSERT_TRUE(client) << "the server process did not come up";
   std::vector<float> w(100, 0.5f);
