@@ -54,7 +54,9 @@ files=$(cd "$work/device" && find . -type f | sort | tr '\n' ' ')
 for f in machine.txt scale_check.md scale_check.log raw.tgz; do
   [ -f "$work/device/$f" ] || fail "no $f among: $files"
 done
-tar tzf "$work/device/raw.tgz" | grep -q 'scale/train.jsonl' || fail "raw.tgz lacks the training runs"
+# Listed to a file first: grep -q quits at its match, and tar's SIGPIPE failed the pipeline (pipefail).
+tar tzf "$work/device/raw.tgz" >"$work/raw.list" || fail "raw.tgz cannot be listed"
+grep -q 'scale/train.jsonl' "$work/raw.list" || fail "raw.tgz lacks the training runs: $(cat "$work/raw.list")"
 echo "ok: device_check runs from a bundle (its env.sh and data), counts a run that printed its summary and" \
   "exited 3 as failed (exit $status), and returns $files"
 
