@@ -79,14 +79,15 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
   // applied one push's bytes as another's. No more calls, then, whatever
   // ended this one (interrupt() too: its caller's gradient went out of scope
   // with the exception), and the error says which memory is still read.
+  const auto break_for = [&](Errc code, const Error& why, const std::string& at) {
+    broken_ = Error(code, std::string(why.what()) + "; a send to server " + at +
+                              " is still under way and reads this call's memory until the client is destroyed "
+                              "(destroy it before freeing that memory)");
+    abandon_all();
+    throw *broken_;
+  };
   const auto throw_if_stranded = [&](const Error& why) {
-    if (const std::string* at = stranded()) {
-      broken_ = Error(why.code(), std::string(why.what()) + "; a send to server " + *at +
-                                      " is still under way and reads this call's memory until the client is "
-                                      "destroyed (destroy it before freeing that memory)");
-      abandon_all();
-      throw *broken_;
-    }
+    if (const std::string* at = stranded()) break_for(why.code(), why, *at);
   };
   // interrupt(): the call ends now, not after a reconnect; a server that did
   // not come back (caught again by an outer piece of the same call): once.
@@ -124,12 +125,7 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
       any = true;
     }
   // Another server's restart too, reconnected or not, ends the calls here.
-  if (stranded_at) {
-    broken_ = Error(Errc::kTimeout, std::string(cause.what()) + "; a send to server " + *stranded_at +
-                                        " is still under way and reads this call's memory until the client is "
-                                        "destroyed (destroy it before freeing that memory)");
-    throw *broken_;
-  }
+  if (stranded_at) break_for(Errc::kTimeout, cause, *stranded_at);
   if (any) return;
   // Without --reconnect a server that went stays gone: later calls went on
   // (over shared memory a put into its memory completes, and a clock needs
