@@ -76,24 +76,22 @@ train_runs() {
   local label=$1
   shift
   for seed in "${seeds[@]}"; do
-    local json limit
+    local json limit err=$out/train-$label-$seed.err status
     limit=$(time_left 600)
     if [ "$limit" -eq 0 ]; then  # the part's cap or the budget is spent: said as not run, not as a failure of the run
       echo "== train $label seed $seed: not run: its part's time is spent" >>"$log"
-      /usr/bin/env python3 -c 'import json,sys; print(json.dumps({"not_run": True, "run": sys.argv[1], "seed": int(sys.argv[2])}))' \
-        "$label" "$seed" >>"$out/train.jsonl" || return 1
-      continue
-    fi
-    local err=$out/train-$label-$seed.err status
-    json=$(timeout -k 10 "$limit" "$train" --json --seed "$seed" --out "$out/train-$label-$seed" \
-      "${data_flag[@]}" "$@" 2>"$err" | tail -1)
-    status=$?
-    cat "$err" >>"$log"
-    # Its summary comes before its outputs are written and before
-    # --expect-accuracy's exit 3: a run that printed one may still have failed.
-    # Only a run the loss stopped diverged (convergence.sh's rule).
-    if [ $status -ne 0 ]; then
-      if grep -q 'the loss is' "$err"; then json='{"diverged":true}'; else json="{\"failed\":true,\"exit\":$status}"; fi
+      json='{"not_run":true}'
+    else
+      json=$(timeout -k 10 "$limit" "$train" --json --seed "$seed" --out "$out/train-$label-$seed" \
+        "${data_flag[@]}" "$@" 2>"$err" | tail -1)
+      status=$?
+      cat "$err" >>"$log"
+      # Its summary comes before its outputs are written and before
+      # --expect-accuracy's exit 3: a run that printed one may still have failed.
+      # Only a run the loss stopped diverged (convergence.sh's rule).
+      if [ $status -ne 0 ]; then
+        if grep -q 'the loss is' "$err"; then json='{"diverged":true}'; else json="{\"failed\":true,\"exit\":$status}"; fi
+      fi
     fi
     /usr/bin/env python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(run=sys.argv[2], seed=int(sys.argv[3])); print(json.dumps(r))' \
       "$json" "$label" "$seed" >>"$out/train.jsonl" || return 1
