@@ -4,10 +4,10 @@ launcher's variables, real Fashion-MNIST, real UCX."""
 import os
 import re
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
+import types
 import unittest
 
 try:
@@ -16,10 +16,12 @@ except ImportError:
     print("SKIP: python3-torch is not installed (scripts/install-deps.sh installs it)")
     sys.exit(77)
 
+import forked
 from rdmaps.launch import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "..", "..", "examples", "torch_fashion_mnist.py")
+JOB = os.path.join(HERE, "torch_job.py")
 # Variables of every launcher, removed so that only the ones a test sets count.
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "OMPI_COMM_WORLD_RANK",
                "OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_STEP_ID",
@@ -43,26 +45,34 @@ def launcher_env(style, rank, size, port):
 
 
 def run_job(style, size, command, extra_env=None, timeout=240):
-    """Starts `size` processes of `command`; returns [(returncode, output)] by rank."""
+    """Starts `size` processes of `command` ([SCRIPT, ARGS...]); returns [(returncode, output)] by rank."""
     port = free_port()
     base = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
     base["RDMAPS_SECRET"] = secrets.token_hex(32)  # what a job script exports to every rank (docs/security.md)
     base.update(extra_env or {})
-    procs = []
-    for rank in range(size):
-        env = dict(base, **{k: str(v) for k, v in launcher_env(style, rank, size, port).items()})
-        procs.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    results = []
+    children = []
     try:
-        for p in procs:
-            out, _ = p.communicate(timeout=timeout)
-            results.append((p.returncode, out.decode(errors="replace")))
+        for rank in range(size):
+            env = dict(base, **{k: str(v) for k, v in launcher_env(style, rank, size, port).items()})
+            children.append(forked.Child(command, env))
+        results = []
+        for child in children:
+            child.wait(timeout)
+            results.append((child.returncode, child.output()))
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        for child in children:
+            child.close()
     return results
+
+
+def run_code(code, *args, env=None, timeout=120):
+    """`python -c CODE ARGS...`, forked: its returncode, stdout and stderr, as subprocess.run gives them."""
+    child = forked.Child(args, dict(os.environ if env is None else env), code=code, merge_output=False)
+    try:
+        child.wait(timeout)
+        return types.SimpleNamespace(returncode=child.returncode, stdout=child.output(), stderr=child.error_output())
+    finally:
+        child.close()
 
 
 # A script's start: worker 0 of two (the other never comes) beside its server
@@ -85,7 +95,7 @@ class TorchTest(unittest.TestCase):
 
     def run_mode(self, mode, transport):
         """torch_job.py MODE under torchrun, 2 ranks: every rank ends well and rank 1 says 'MODE ok'."""
-        results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), mode],
+        results = run_job("torchrun", 2, [JOB, mode],
                           {"RDMAPS_TRANSPORT": transport})
         self.assert_all_ok(results)
         self.assertIn(mode + " ok", results[1][1])
@@ -113,7 +123,7 @@ class TorchTest(unittest.TestCase):
         for mode, env in (("flat", {"RDMAPS_TRANSPORT": "tcp"}),
                           ("flat-own", {"RDMAPS_TRANSPORT": "shm", "RDMAPS_PUT_LANDING": "on"})):
             with self.subTest(mode=mode, transport=env["RDMAPS_TRANSPORT"]):
-                results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"), mode], env)
+                results = run_job("torchrun", 2, [JOB, mode], env)
                 self.assert_all_ok(results)
                 self.assertIn("flat ok", results[1][1])
 
@@ -137,8 +147,7 @@ class TorchTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             for transport in ("tcp", "shm"):
                 with self.subTest(transport=transport):
-                    results = run_job("torchrun", 2, [sys.executable, os.path.join(HERE, "torch_job.py"),
-                                                      "server-killed"],
+                    results = run_job("torchrun", 2, [JOB, "server-killed"],
                                       {"RDMAPS_TRANSPORT": transport,
                                        "RDMAPS_TEST_PIDFILE": os.path.join(tmp, f"server-{transport}.pid")})
                     self.assertEqual(results[0][0], -9, f"the server was not killed:\n{results[0][1]}")
@@ -170,7 +179,7 @@ class TorchTest(unittest.TestCase):
                 "m(x).sum().backward()\n"
                 "print('exiting', flush=True)\n")
         start = time.monotonic()
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        p = run_code(code)
         took = time.monotonic() - start
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("interrupted\nparameters held True\nexiting", p.stdout, p.stderr)
@@ -189,7 +198,7 @@ class TorchTest(unittest.TestCase):
                 "start = time.monotonic()\n"
                 "m(torch.randn(5, 3)).sum().backward()\n"
                 "print(f'backward took {time.monotonic() - start:.0f} s', flush=True)\n")
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        p = run_code(code)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("interrupted\nbackward took ", p.stdout, p.stderr)
         took = float(re.search(r"backward took (\d+) s", p.stdout).group(1))
@@ -217,7 +226,7 @@ class TorchTest(unittest.TestCase):
                 "opt.load_latest()\n"
                 "print('nonzero', int(torch.count_nonzero(m.weight)) + int(torch.count_nonzero(m.bias)), flush=True)\n"
                 "rps.shutdown()\n")
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        p = run_code(code)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout.count("refused:"), 2, p.stdout + p.stderr)
         self.assertIn("has shape (3, 2), parameter 'weight' (2, 3)", p.stdout)
@@ -244,8 +253,7 @@ class TorchTest(unittest.TestCase):
         warning = "RuntimeWarning: rdmaps.torch: step() before broadcast_parameters()"
         for broadcast in (False, True):
             with self.subTest(broadcast=broadcast):
-                p = subprocess.run([sys.executable, "-c", code, "broadcast" if broadcast else "none"],
-                                   capture_output=True, text=True, timeout=120)
+                p = run_code(code, "broadcast" if broadcast else "none")
                 self.assertEqual(p.returncode, 0, p.stderr)
                 self.assertIn("stepped", p.stdout)
                 self.assertEqual(p.stderr.count(warning), 0 if broadcast else 1, p.stderr)
@@ -263,7 +271,7 @@ class TorchTest(unittest.TestCase):
                 "    print(f'interrupted after {time.monotonic() - start:.1f} s', flush=True)\n")
         env = dict(os.environ, RDMAPS_RANK="1", RDMAPS_WORLD_SIZE="3", MASTER_ADDR="127.0.0.1",
                    MASTER_PORT=str(free_port()), RDMAPS_SECRET=secrets.token_hex(32))
-        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+        p = run_code(code, env=env)
         self.assertEqual(p.returncode, 0, p.stderr)
         said = re.search(r"interrupted after ([0-9.]+) s", p.stdout)
         self.assertIsNotNone(said, p.stdout + p.stderr)
@@ -310,7 +318,7 @@ class TorchTest(unittest.TestCase):
         # Two servers, two workers, rendezvous through rank 0's store.
         for style in ("openmpi", "pmi", "slurm"):
             with self.subTest(launcher=style):
-                results = run_job(style, 4, [sys.executable, os.path.join(HERE, "torch_job.py"), "roles"],
+                results = run_job(style, 4, [JOB, "roles"],
                                   {"RDMAPS_NUM_SERVERS": "2", "RDMAPS_TRANSPORT": "shm"})
                 self.assert_all_ok(results)
                 for rank in (0, 1):
@@ -320,7 +328,7 @@ class TorchTest(unittest.TestCase):
                     self.assertIn(f"role worker {rank - 2} of 2 from {style}", results[rank][1])
 
     def test_example_reaches_85_percent_with_one_server_and_two_workers(self):
-        results = run_job("torchrun", 3, [sys.executable, EXAMPLE, "--expect-accuracy", "0.85"])
+        results = run_job("torchrun", 3, [EXAMPLE, "--expect-accuracy", "0.85"])
         self.assert_all_ok(results)
         accuracy = float(re.search(r'"test_accuracy": ([0-9.]+)', results[1][1]).group(1))
         self.assertGreaterEqual(accuracy, 0.85)
