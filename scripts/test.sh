@@ -71,9 +71,9 @@ if [ "$asan_built" -ne 0 ]; then
   echo "the sanitizer build failed (above; whole log: $asan_log)"
   exit 1
 fi
-# Three streams at once, balanced by measured times (session 49, 2 cores,
-# three streams: ps's shards took 182 to 216 s each under the sanitizers
-# with both transports, fuzz 74 s, transport 59 s, c-abi 7 s). The phase is
+# Three streams at once, balanced by measured times (session 50, 2 cores,
+# three streams: ps's shards took 89 to 135 s each under the sanitizers,
+# fuzz 42 s, transport 49 s, c-abi 6 s). The phase is
 # CPU-bound, so it runs less: ps's cases over tcp only, whose active-message
 # path copies every message through our code (the shm cases' put path lands
 # in the same slots, read by the same reader; transport's tests put and get
@@ -90,14 +90,14 @@ shm_off='-*/shm:*/shm_*'
 (
   s=0
   GTEST_FILTER=$shm_off asan_test ps-0 || s=1
-  asan_test c-abi || s=1  # destroy while running, fork, callbacks: the use-after-free it guards shows here
+  asan_test transport || s=1
   exit $s
 ) &
 asan_one=$!
 (
   s=0
-  GTEST_FILTER=$shm_off asan_test ps-1 || s=1
-  asan_test transport || s=1
+  GTEST_FILTER=$shm_off asan_test ps-1 || s=1  # the longest shard (135 s; ps-0 103, ps-2 89: session 50)
+  asan_test c-abi || s=1  # destroy while running, fork, callbacks: the use-after-free it guards shows here
   exit $s
 ) &
 asan_two=$!
