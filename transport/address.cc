@@ -116,4 +116,12 @@ bool SockAddr::is_loopback() const {
   return false;
 }
 
+bool SockAddr::is_any() const {
+  if (storage_.ss_family == AF_INET)
+    return reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr.s_addr == htonl(INADDR_ANY);
+  if (storage_.ss_family == AF_INET6)
+    return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr);
+  return false;
+}
+
 }  // namespace rdmaps::transport

@@ -25,6 +25,8 @@ class SockAddr {
   std::string to_string() const;
   /// Whether only this host can reach it (127.0.0.0/8, ::1).
   bool is_loopback() const;
+  /// Whether it is every interface of the host (0.0.0.0, ::).
+  bool is_any() const;
 
  private:
   sockaddr_storage storage_{};

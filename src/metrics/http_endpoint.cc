@@ -202,6 +202,11 @@ HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, 
                                                                         : std::strerror(errno)));
   if (::listen(listener_.fd(), kBacklog) != 0) fail(std::string("cannot listen there: ") + std::strerror(errno));
   address_ = listener_.local_address().to_string();
+  // Read-only counters, but anyone on the workers' network reads them (docs/security.md).
+  if (parsed.is_any())
+    log(LogLevel::kWarn, "metrics endpoint " + flag + " " + address +
+                             ": serves on every interface, without authentication; give it loopback or a "
+                             "management network's address (docs/security.md)");
   thread_ = std::thread([this] { serve(); });
   ForkedListeners::get().add(listener_.fd());  // last: a constructor that throws leaves no number behind
 }

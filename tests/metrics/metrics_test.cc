@@ -501,6 +501,25 @@ TEST(HttpEndpoint, BadAddressesNameTheFlagAndAddress) {
   EXPECT_NE(bad_port.find("--metrics 127.0.0.1:99999"), std::string::npos) << bad_port;
 }
 
+// Unauthenticated, it is told where to listen; every interface (":PORT") is
+// the one choice that also serves the workers' network, so it is said.
+TEST(HttpEndpoint, ListeningOnEveryInterfaceIsWarnedOfAndLoopbackIsNot) {
+  std::mutex mu;
+  std::vector<std::string> lines;
+  rdmaps::set_log_sink([&](rdmaps::LogLevel level, const std::string& line) {
+    const std::lock_guard<std::mutex> lock(mu);
+    if (level == rdmaps::LogLevel::kWarn) lines.push_back(line);
+  });
+  for (const char* address : {"127.0.0.1:0", ":0", "0.0.0.0:0"}) {
+    rdmaps::metrics::HttpEndpoint endpoint(address, "--metrics", [] { return std::string("up 1\n"); });
+  }
+  rdmaps::set_log_sink(nullptr);
+  ASSERT_EQ(lines.size(), 2u) << (lines.empty() ? "" : lines.front());
+  EXPECT_NE(lines[0].find("--metrics :0: serves on every interface, without authentication"), std::string::npos)
+      << lines[0];
+  EXPECT_NE(lines[1].find("--metrics 0.0.0.0:0: serves on every interface"), std::string::npos) << lines[1];
+}
+
 TEST(HttpEndpoint, PortInUseIsAnError) {
   // Another process's listener, as a plain socket without SO_REUSEPORT.
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
