@@ -27,7 +27,8 @@ enum class WorkerState : uint8_t {
 struct CheckpointWorker {
   WorkerState state = WorkerState::kNever;
   uint64_t clock = 0;
-  uint64_t pushes = 0;  ///< of its pushes (pieces), how many the parameters hold (applied ones)
+  uint64_t pushes = 0;  ///< of its pushes (pieces), how many the parameters account for (applied, or dropped or
+                        ///< refused as non-finite: not lost)
 };
 
 /// Everything but the arrays.

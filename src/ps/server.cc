@@ -450,7 +450,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   welcome.instance = instance_;
   welcome.pushes_held = restored_pushes_[hello.worker];
   for (const auto& lane : lanes_)
-    welcome.pushes_held += lane->counters().applied[hello.worker].load(std::memory_order_relaxed);
+    welcome.pushes_held += lane->counters().taken[hello.worker].load(std::memory_order_relaxed);
   try {
     ep.send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {

@@ -52,7 +52,7 @@ bool finite_floats(const float* p, size_t n) {
 }  // namespace
 
 LaneCounters::LaneCounters(uint32_t workers)
-    : applied(workers), rejected_by(workers), bytes_from(workers), staleness(kStalenessBuckets) {}
+    : applied(workers), rejected_by(workers), bytes_from(workers), staleness(kStalenessBuckets), taken(workers) {}
 
 ServerLane::ServerLane(const LaneSetup& setup)
     : setup_(setup),
@@ -345,9 +345,11 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
           math::decompress_bf16(reinterpret_cast<const uint16_t*>(payload), widened.data(), h.length);
           values = widened.data();
         }
-        if (!finite_floats(values, h.length))
+        if (!finite_floats(values, h.length)) {
+          if (h.type == static_cast<uint16_t>(MsgType::kPush)) take(w);  // refused, not lost to a reconnect
           return reject(w, RejectReason::kNonFinite,
                         "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
+        }
       }
       const size_t local = local_of(h.shard) + h.offset;
       preserve(h.shard - setup_.first_shard);
@@ -387,6 +389,13 @@ void ServerLane::add_landing(Worker& w, const SlotHeader& h, const uint8_t* payl
   w.mailbox.landings = w.writer->landing_bytes().size();
 }
 
+// A push of the worker's this lane consumed, whatever became of it: the count
+// a reconnect's pushes_lost is reckoned against (the worker counts those it sent).
+void ServerLane::take(Worker& w) {
+  ++w.pushes;
+  LaneCounters::add(counters_.taken[w.id]);
+}
+
 void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g) {
   const size_t k = h.shard - setup_.first_shard;
   uint64_t& version = versions_[k];
@@ -400,11 +409,11 @@ void ServerLane::apply_push(Worker& w, const SlotHeader& h, size_t local, const 
   const bool same_step = mine.continued_by(w.step, begin, end);
   const uint64_t tau = version - (same_step ? 1 : 0) - h.base_version;
   const Config& c = setup_.config;
+  take(w);
   if (c.staleness_policy == StalenessPolicy::kDropAboveMax && tau > c.tau_max) {
     LaneCounters::add(counters_.dropped);
     return;
   }
-  ++w.pushes;
   // A worker's rate of 0 still counts the step and updates momentum or the mean square, as torch's SGD does.
   float lr = (h.flags & kFlagWorkerRate) ? h.learning_rate : c.learning_rate;
   if (c.staleness_policy == StalenessPolicy::kScaleByTau && tau > 1) lr /= static_cast<float>(tau);

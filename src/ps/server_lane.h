@@ -110,6 +110,9 @@ struct LaneCounters {
   std::atomic<uint64_t> max_clock{0}, staleness_sum{0};
   std::atomic<uint64_t> staleness_max{0};  ///< exact, where the histogram's last bucket is not
   std::vector<std::atomic<uint64_t>> applied, rejected_by, bytes_from, staleness;
+  /// By worker: its pushes this lane took in, applied or not (dropped above tau_max, refused as
+  /// non-finite): what a reconnect did not lose (Welcome::pushes_held).
+  std::vector<std::atomic<uint64_t>> taken;
   std::array<std::atomic<uint64_t>, kRejectReasons> rejected_for{};
   // One timestamp pair per piece: an update's apply, a pull's copy and put.
   std::array<std::atomic<uint64_t>, kDurationBuckets> apply_latency{}, write_back_latency{};
@@ -205,7 +208,7 @@ class ServerLane {
     uint64_t clock = 0;
     std::chrono::steady_clock::time_point clock_since{};  // when `clock` last changed
     bool stall_logged = false;
-    uint64_t pushes = 0;             // pushes (pieces) applied: what a checkpoint holds of it
+    uint64_t pushes = 0;             // pushes (pieces) taken in (LaneCounters::taken): what a checkpoint accounts for
     uint64_t step = 1;               // +1 per clock
     std::vector<StepCover> stepped;  // by shard: what its current step covered; sized at its first push
     Mailbox mailbox{};
@@ -223,6 +226,7 @@ class ServerLane {
   // Data path (server_lane.cc).
   bool poll_inbox(Worker& w);
   void handle(Worker& w, const SlotHeader& h, const uint8_t* payload);
+  void take(Worker& w);
   void apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g);
   void write_back(Worker& w, const SlotHeader& h);
   void add_landing(Worker& w, const SlotHeader& h, const uint8_t* payload);

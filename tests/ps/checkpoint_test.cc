@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -718,11 +719,13 @@ int abort_tcp_connections() {
 // and, exiting when its job is done as rdmaps-server does, waits for the
 // worker's reconnect window instead of taking its only worker's death for
 // the job's end (it exited, and the worker found nobody to reconnect to).
-TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLosingOnlyWhatWasInFlight) {
-  if (std::system("ss -V >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs ss (iproute2) to abort connections";
-  Config c = sgd_config(GetParam(), kLr, kShard);
+// With `refused_step` >= 0, that step's gradient holds a NaN in shard 0,
+// which the server refuses (check_nan): taken in, not lost to the reconnect.
+void reconnect_to_the_same_server(transport::TransportKind kind, int refused_step) {
+  Config c = sgd_config(kind, kLr, kShard);
   c.staleness = 0;
   c.server_threads = 2;
+  c.check_nan = refused_step >= 0;
   ServerOptions base;
   base.log_connections = false;
   ServerGroup servers(1, 1, c, base);
@@ -738,12 +741,14 @@ TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLos
     if (step == 10) {
       ASSERT_GT(abort_tcp_connections(), 0) << "no connection of this process to abort";
     }
-    const auto g = gradient(step);
+    auto g = gradient(step);
+    const size_t first_applied = step == refused_step ? kShard : 0;  // shard 0's piece is refused
+    if (step == refused_step) g[0] = std::numeric_limits<float>::quiet_NaN();
     client.push("w", g);
     client.clock();
-    for (size_t j = 0; j < kFloats; ++j) current[j] = current[j] - kLr * g[j];
+    for (size_t j = first_applied; j < kFloats; ++j) current[j] = current[j] - kLr * g[j];
     if (step != 10)
-      for (size_t j = 0; j < kFloats; ++j) without[j] = without[j] - kLr * g[j];
+      for (size_t j = first_applied; j < kFloats; ++j) without[j] = without[j] - kLr * g[j];
   }
   client.pull("w", w);
   const ClientStats s = client.stats();
@@ -760,6 +765,21 @@ TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLos
   std::printf("[ info     ] connections aborted before step 10's push: %llu of its 4 pieces lost (reported)\n",
               static_cast<unsigned long long>(missing));
   EXPECT_EQ(servers.server(0).stats().workers_lost, 1u);
+  if (refused_step >= 0) {
+    EXPECT_EQ(servers.server(0).stats().rejected, 1u);
+  }
+}
+
+TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLosingOnlyWhatWasInFlight) {
+  if (std::system("ss -V >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs ss (iproute2) to abort connections";
+  reconnect_to_the_same_server(GetParam(), -1);
+}
+
+// The server said it held only the pushes it applied: one it refused (or
+// dropped above tau_max) before the reconnect was reported lost by it.
+TEST_P(PsCheckpointTest, APushTheServerRefusedBeforeAReconnectIsNotReportedLost) {
+  if (std::system("ss -V >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs ss (iproute2) to abort connections";
+  reconnect_to_the_same_server(GetParam(), 4);
 }
 
 // SGD over tcp in shards of 256 KiB (rendezvous: a send stays under way until
