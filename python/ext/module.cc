@@ -392,6 +392,7 @@ class Worker {
     });
     in_flight_.clear();  // every operation finished: their buffers may go
     registered_.clear();
+    stranded_.clear();
   }
   bool closed() const { return !client_ || closing_; }
   std::string metrics_address() const { return client_ ? client_->metrics_address() : ""; }
@@ -455,7 +456,14 @@ class Worker {
     Use use(*this);
     for (;;) {
       bool done = false;
-      without_gil([&] { done = wait_for(); });
+      try {
+        without_gil([&] { done = wait_for(); });
+      } catch (const Error& e) {
+        // Failed, not refused: a send of it may still be under way (a stopped
+        // server) and read the buffer until the client is destroyed (client.h).
+        if (buffer && e.code() != Errc::kInvalidArgument) stranded_.push_back(std::move(buffer));
+        throw;
+      }
       if (done) break;
       if (PyErr_CheckSignals() != 0) {
         if (buffer) in_flight_.emplace(ticket, std::move(buffer));
@@ -472,6 +480,7 @@ class Worker {
   // only after comm_ finished every operation.
   std::multimap<CommThread::Ticket, py::object> in_flight_;
   std::vector<py::object> registered_;  // register_memory()'s owners: also go after client_
+  std::vector<py::object> stranded_;    // buffers of failed operations: also go after client_
   std::unique_ptr<Client> client_;
   std::unique_ptr<CommThread> comm_;
   const pid_t owner_pid_ = transport::this_process_id();

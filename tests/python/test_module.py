@@ -1003,6 +1003,40 @@ class ConfigurationTest(unittest.TestCase):
         self.assertLess(time.monotonic() - start, 20, "the worker waited out its timeout instead")
         worker.close()
 
+    def test_a_push_that_failed_with_its_send_under_way_keeps_its_buffer(self):
+        # A stopped server (SIGSTOP) reads none of a large push over tcp: the push fails with its send under
+        # way, and that send reads the gradient until the worker is closed. The buffer was let go with the
+        # exception, for the caller to resize or free while the send still read it.
+        code = ("import rdmaps\n"
+                "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False)\n"
+                "print(s.address, flush=True)\n"
+                "s.serve()\n")
+        server = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        worker = None
+        try:
+            address = server.stdout.readline().strip()
+            worker = rdmaps.Worker(address, 0, transport="tcp", timeout=2)
+            floats = 1 << 24  # 64 MiB: far more than the sockets hold
+            worker.declare("w", floats)
+            worker.connect()
+            g = array.array("f", bytes(4 * floats))
+            worker.push("w", g)  # taken while the server runs
+            os.kill(server.pid, signal.SIGSTOP)
+            with self.assertRaisesRegex(rdmaps.Error, "still under way"):
+                for _ in range(8):  # until the sockets are full
+                    worker.push("w", g)
+            with self.assertRaises(BufferError):
+                g.extend([0.0])
+            os.kill(server.pid, signal.SIGCONT)
+            worker.close()
+            g.extend([0.0])  # let go with the client
+        finally:
+            if worker is not None:
+                worker.close()
+            server.kill()
+            server.wait()
+            server.stdout.close()
+
     def _idle_worker_of(self, served):
         worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, timeout=30)
         worker.declare("w", 16)

@@ -204,6 +204,43 @@ class TorchTest(unittest.TestCase):
         took = float(re.search(r"backward took (\d+) s", p.stdout).group(1))
         self.assertLess(took, 20, "the backward waited for pushes queued behind the abandoned barrier")
 
+    def test_a_push_that_failed_with_its_send_under_way_keeps_its_gradient(self):
+        # As the module's buffers (test_module.py): a gradient whose push failed with its send under way (a
+        # stopped server reads none of it) was let go, for the next backward to free while the send read it.
+        server = ("import rdmaps\n"
+                  "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
+                  "                  rule_from_workers=True)\n"
+                  "print(s.address, flush=True)\n"
+                  "s.serve()\n")
+        code = ("import os, signal, subprocess, sys, torch, rdmaps, rdmaps.torch as rps\n"
+                "server = subprocess.Popen([sys.executable, '-c', sys.argv[1]], stdout=subprocess.PIPE, text=True)\n"
+                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_TRANSPORT='tcp',\n"
+                "                  RDMAPS_SERVERS=server.stdout.readline().strip())\n"
+                "rps.init(timeout=2)\n"
+                "m = torch.nn.Linear(4096, 4096, bias=False)  # 64 MiB of gradient: more than the sockets hold\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.01), m.named_parameters())\n"
+                "rps.broadcast_parameters(m.state_dict())\n"
+                "os.kill(server.pid, signal.SIGSTOP)\n"
+                "try:\n"
+                "    for _ in range(4):\n"
+                "        opt.zero_grad()\n"
+                "        m(torch.randn(2, 4096)).sum().backward()\n"
+                "        opt.step()\n"
+                "except rdmaps.Error as e:\n"
+                "    print('failed, still under way:', 'still under way' in str(e), flush=True)\n"
+                "print('gradients kept:', len(opt._stranded), flush=True)\n"
+                "os.kill(server.pid, signal.SIGCONT)\n"
+                "server.kill()\n"
+                "server.wait()\n"
+                "try:\n"
+                "    rps.shutdown()\n"
+                "except rdmaps.Error:\n"
+                "    pass\n"
+                "print('after shutdown:', len(opt._stranded), flush=True)\n")
+        p = run_code(code, server)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("failed, still under way: True\ngradients kept: 1\nafter shutdown: 0", p.stdout, p.stderr)
+
     def test_a_refused_broadcast_sends_nothing(self):
         # Each entry was checked as it was sent: a refused bias left the weight set on the servers (the other
         # workers trained from that), and a transposed weight, as many elements, went through scrambled.

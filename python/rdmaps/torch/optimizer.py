@@ -242,6 +242,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._pull_targets = []  # (name, address, bytes), made by the first _load_parameters()
 
         self._pending = []  # (ticket, tensor kept alive until the push is done)
+        self._stranded = []  # tensors of failed pushes, kept until the worker is closed
         self._passes = {}  # name -> backward passes seen this step
         self._settings = None  # this step's (weight_decay, lr): _step_settings()
         self._warned_late_settings = False  # said once: lr or weight_decay changed between backward() and step()
@@ -443,8 +444,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
             ticket, _ = self._pending[0]
             try:
                 self._worker.wait(ticket)
-            except rdmaps.Error:
-                del self._pending[0]  # done, if failed
+            except rdmaps.Error as e:
+                _, tensor = self._pending.pop(0)
+                if not isinstance(e, rdmaps.InvalidArgument):
+                    # Failed, not refused: its send may still be under way (a stopped server) and read the
+                    # tensor until the worker is closed.
+                    self._stranded.append(tensor)
                 raise
             except KeyboardInterrupt:
                 self._interrupted = True
@@ -638,6 +643,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     raise error
             finally:
                 self._worker.close()
+                self._stranded.clear()
 
     # The servers own the optimizer state; these keep a scheduler or checkpoint code working.
     def state_dict(self):
