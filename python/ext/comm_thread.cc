@@ -17,16 +17,16 @@ CommThread::~CommThread() {
   thread_.join();
 }
 
-CommThread::Ticket CommThread::submit(Kind kind, std::string name, void* data, size_t floats) {
-  return enqueue({0, kind, std::move(name), data, floats, {}});
+CommThread::Ticket CommThread::submit(Kind kind, std::string name, void* data, size_t floats, bool awaited) {
+  return enqueue({0, kind, std::move(name), data, floats, {}, std::nullopt, awaited});
 }
 
-CommThread::Ticket CommThread::submit_pulls(std::vector<PullTarget> targets) {
-  return enqueue({0, Kind::kPullMany, {}, nullptr, 0, std::move(targets)});
+CommThread::Ticket CommThread::submit_pulls(std::vector<PullTarget> targets, bool awaited) {
+  return enqueue({0, Kind::kPullMany, {}, nullptr, 0, std::move(targets), std::nullopt, awaited});
 }
 
-CommThread::Ticket CommThread::submit_learning_rate(std::optional<float> lr) {
-  return enqueue({0, Kind::kSetLearningRate, {}, nullptr, 0, {}, lr});
+CommThread::Ticket CommThread::submit_learning_rate(std::optional<float> lr, bool awaited) {
+  return enqueue({0, Kind::kSetLearningRate, {}, nullptr, 0, {}, lr, awaited});
 }
 
 CommThread::Ticket CommThread::submit_snapshot() { return enqueue({0, Kind::kSnapshot, {}, nullptr, 0, {}}); }
@@ -64,8 +64,8 @@ bool CommThread::wait_for(Ticket ticket, std::chrono::milliseconds timeout) {
   return true;
 }
 
-void CommThread::report_refused(std::map<Ticket, std::exception_ptr>::iterator it) {
-  const std::exception_ptr e = it->second;
+void CommThread::report_refused(std::map<Ticket, Refusal>::iterator it) {
+  const std::exception_ptr e = it->second.error;
   refused_.erase(it);  // reported once
   std::rethrow_exception(e);
 }
@@ -79,8 +79,11 @@ void CommThread::wait_all() {
 bool CommThread::wait_all_for(Ticket last, std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!done_cv_.wait_for(lock, timeout, [&] { return done_ >= last; })) return false;
-  if (failed_at_ != 0) std::rethrow_exception(error_);
-  if (!refused_.empty()) report_refused(refused_.begin());  // the earliest nobody waited for
+  // Not an error of an operation queued after this wait began (another thread's).
+  if (failed_at_ != 0 && failed_at_ <= last) std::rethrow_exception(error_);
+  // The earliest nobody waits for: a blocking call's refusal is its caller's.
+  for (auto it = refused_.begin(); it != refused_.end() && it->first <= last; ++it)
+    if (!it->second.awaited) report_refused(it);
   return true;
 }
 
@@ -144,7 +147,7 @@ void CommThread::loop() {
     }
     lock.lock();
     if (error && alone) {
-      refused_[op.ticket] = error;
+      refused_[op.ticket] = {error, op.awaited};
     } else if (error && failed_at_ == 0) {
       failed_at_ = op.ticket;
       error_ = error;

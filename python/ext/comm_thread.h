@@ -34,9 +34,11 @@ class CommThread {
 
   /// Queues an operation on `floats` floats at `data` (none for clock and
   /// barrier); the memory must stay valid until wait(ticket) returned.
-  Ticket submit(Kind kind, std::string name = {}, void* data = nullptr, size_t floats = 0);
+  /// `awaited`: its caller waits for it at once (a blocking call), so a
+  /// refusal of it is that caller's alone, never another thread's wait_all().
+  Ticket submit(Kind kind, std::string name = {}, void* data = nullptr, size_t floats = 0, bool awaited = false);
   /// Queues one batched pull (Client::pull of several tensors).
-  Ticket submit_pulls(std::vector<PullTarget> targets);
+  Ticket submit_pulls(std::vector<PullTarget> targets, bool awaited = false);
   /// What stats() and clock_value() read; taken on this thread, since the
   /// Client refuses a call from another one while an operation runs.
   struct Snapshot {
@@ -50,7 +52,7 @@ class CommThread {
   /// The snapshot of a finished submit_snapshot() ticket, handed out once.
   Snapshot take_snapshot(Ticket ticket);
   /// Queues Client::set_learning_rate: pushes queued after it carry `lr` (none: the servers').
-  Ticket submit_learning_rate(std::optional<float> lr);
+  Ticket submit_learning_rate(std::optional<float> lr, bool awaited = false);
   /// Blocks until the operation finished; rethrows its error. A bad argument
   /// (an undeclared name, a wrong size: kInvalidArgument, checked before
   /// anything is sent) fails that operation alone; after any other error every
@@ -83,10 +85,15 @@ class CommThread {
     size_t floats;
     std::vector<PullTarget> pulls;                      // kPullMany
     std::optional<float> learning_rate = std::nullopt;  // kSetLearningRate
+    bool awaited = false;                               // submit()'s
+  };
+  struct Refusal {
+    std::exception_ptr error;
+    bool awaited;  // reported to its own wait only
   };
   Ticket enqueue(Op op);
   /// Under mu_: forgets the refusal at `it` and throws it.
-  [[noreturn]] void report_refused(std::map<Ticket, std::exception_ptr>::iterator it);
+  [[noreturn]] void report_refused(std::map<Ticket, Refusal>::iterator it);
   void loop();
   void execute(const Op& op);
 
@@ -97,8 +104,8 @@ class CommThread {
   Ticket next_ = 1, done_ = 0;
   Ticket failed_at_ = 0;  // first ticket that failed for good; 0 = none
   std::exception_ptr error_;
-  std::map<Ticket, std::exception_ptr> refused_;  // operations that failed alone, until reported
-  std::map<Ticket, Snapshot> snapshots_;          // taken, until handed out
+  std::map<Ticket, Refusal> refused_;     // operations that failed alone, until reported
+  std::map<Ticket, Snapshot> snapshots_;  // taken, until handed out
   bool closing_ = false;
   std::thread thread_;
 };

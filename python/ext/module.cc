@@ -343,8 +343,8 @@ class Worker {
     return *comm_;
   }
   CommThread::Ticket submit(CommThread::Kind kind, const std::string& name = {}, void* data = nullptr,
-                            size_t floats = 0) {
-    return comm().submit(kind, name, data, floats);
+                            size_t floats = 0, bool awaited = false) {
+    return comm().submit(kind, name, data, floats, awaited);
   }
   /// Waits for the operation; a signal handler that raises (Ctrl-C) ends the
   /// wait, not the operation: `buffer`, the memory it reads or writes (an
@@ -355,7 +355,7 @@ class Worker {
   }
   void run(CommThread::Kind kind, const std::string& name = {}, void* data = nullptr, size_t floats = 0,
            py::object buffer = {}) {
-    wait(submit(kind, name, data, floats), std::move(buffer));
+    wait(submit(kind, name, data, floats, true), std::move(buffer));
   }
   void wait_all() {
     if (!comm_) return;
@@ -824,7 +824,7 @@ PYBIND11_MODULE(_rdmaps, m) {
               exports.append(pinned(b));
             }
             Worker& live_worker = live(w);
-            live_worker.wait(live_worker.comm().submit_pulls(std::move(targets)), std::move(exports));
+            live_worker.wait(live_worker.comm().submit_pulls(std::move(targets), true), std::move(exports));
           },
           py::arg("tensors"),
           "Pulls [(name, buffer), ...] with at most one request per server lane (a whole model after a step).")
@@ -859,7 +859,7 @@ PYBIND11_MODULE(_rdmaps, m) {
            [](Worker& w, std::optional<float> lr) { return live(w).comm().submit_learning_rate(lr); })
       .def(
           "set_learning_rate",
-          [](Worker& w, std::optional<float> lr) { live(w).wait(live(w).comm().submit_learning_rate(lr)); },
+          [](Worker& w, std::optional<float> lr) { live(w).wait(live(w).comm().submit_learning_rate(lr, true)); },
           py::arg("lr"),
           "Later pushes carry this rate; the servers apply it instead of theirs (None: theirs again). At 0 a push "
           "changes no parameter but is still a step: momentum and the mean square take its gradient.")

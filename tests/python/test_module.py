@@ -336,6 +336,32 @@ class ModuleTest(unittest.TestCase):
         self.assertGreater(reads[0], 0)
         self.assertEqual((self.worker.clock_value, self.worker.stats()["pushes"]), (300, 900))
 
+    def test_a_monitors_clock_value_never_takes_the_trainers_refusal(self):
+        # clock_value waits for every queued operation and raised the earliest refusal: a monitoring thread's
+        # read took the trainer's InvalidArgument, and the trainer's refused push returned as if sent.
+        bad = np.zeros(8, dtype=np.float32)  # "b" holds 7
+        taken, refused, stop = [], [0], threading.Event()
+
+        def monitor():
+            while not stop.is_set():
+                try:
+                    self.worker.clock_value
+                except rdmaps.Error as e:
+                    taken.append(str(e))
+
+        thread = threading.Thread(target=monitor)
+        thread.start()
+        try:
+            for _ in range(300):
+                try:
+                    self.worker.push("b", bad)
+                except rdmaps.InvalidArgument:
+                    refused[0] += 1
+        finally:
+            stop.set()
+            thread.join()
+        self.assertEqual(taken, [])
+        self.assertEqual(refused[0], 300)
 
     def test_reading_stats_while_another_thread_connects_fails_neither(self):
         # Before the comm thread exists the monitor's stats() ran on the Client
