@@ -61,6 +61,9 @@ constexpr auto kAnswerTimeout = 100ms;  // a Welcome: small, into an empty socke
 // see the earlier connection close: a worker restarted right after it died
 // (by a job script, or a launcher) comes back before they noticed.
 constexpr auto kPredecessorWait = 3s;
+// An admitted worker connects to every lane within this, or is taken to have
+// stopped while it connected (said by report(); the job may end without it).
+constexpr auto kReachWindow = 5s;
 
 // The worker id is connected on some lane: refused only once kPredecessorWait passed.
 struct StillConnected : Error {
@@ -179,7 +182,9 @@ class ServerImpl {
                    const Checkpoint* checkpoint = nullptr);
   /// Config::resume: serves the newest valid checkpoint's state, if there is one.
   void resume();
-  bool lanes_finished() const;
+  /// Every lane done() and no worker admitted in the last kReachWindow still
+  /// on its way to them (exit_when_done: the job is over).
+  bool job_done(Clock::time_point now) const;
   /// A lane whose thread stopped on an error, if any: the server stops.
   const ServerLane* failed_lane() const;
   /// Pushes taken in (applied or dropped) by every lane, this process.
@@ -436,6 +441,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     start_clock = std::max(start_clock, lane->counters().min_clock.load(std::memory_order_relaxed));
   ticket.start_clock.store(start_clock, std::memory_order_relaxed);
   ticket.reconnect_ms.store(hello.reconnect_ms, std::memory_order_relaxed);
+  for (const auto& lane : lanes_) lane->expect(hello.worker);
   ticket.token.store(token, std::memory_order_release);
   const Range range = partition_->server_range(options_.index);
   welcome.accepted = kAdmitted;
@@ -466,10 +472,18 @@ const ServerLane* ServerImpl::failed_lane() const {
   return nullptr;
 }
 
-bool ServerImpl::lanes_finished() const {
+bool ServerImpl::job_done(Clock::time_point now) const {
   if (lanes_.empty()) return false;
+  // Admitted lately and not at every lane yet: on its way (a Hello held while
+  // its dead predecessor still looked live, then admitted as the lanes saw
+  // the last worker go, was welcomed to lanes that had ended the job). Read
+  // before done(): a lane it reached is seen not done.
+  for (uint32_t w = 0; w < options_.workers; ++w)
+    if (admitted_at_[w] && now - *admitted_at_[w] < kReachWindow)
+      for (const auto& lane : lanes_)
+        if (!lane->reached(w)) return false;
   for (const auto& lane : lanes_)
-    if (!lane->finished()) return false;
+    if (!lane->done()) return false;
   return true;
 }
 
@@ -558,7 +572,7 @@ void ServerImpl::report(Clock::time_point now) {
     // Admitted, then gone before it reached every lane (killed while it
     // connected): the lanes it never reached hold their clock for it.
     for (uint32_t w = 0; w < options_.workers; ++w) {
-      if (!admitted_at_[w] || now - *admitted_at_[w] < 5s) continue;  // one connecting now
+      if (!admitted_at_[w] || now - *admitted_at_[w] < kReachWindow) continue;  // one connecting now
       std::string lanes;
       for (const auto& lane : lanes_)
         if (!lane->reached(w)) lanes += (lanes.empty() ? "" : ", ") + std::to_string(lane->index());
@@ -613,7 +627,7 @@ void ServerImpl::run() {
     closing_.sweep();
     report(now);
     if (checkpointer_.enabled()) checkpointer_.tick(lanes_, updates_taken());
-    if (options_.exit_when_done && closing_.empty() && held_.empty() && lanes_finished()) break;
+    if (options_.exit_when_done && closing_.empty() && held_.empty() && job_done(now)) break;
     if (failed_lane()) break;
     idle.pause(busy);
   }

@@ -112,7 +112,6 @@ void ServerLane::start() {
     } catch (...) {
       failed(std::current_exception());
     }
-    finished_.store(true);
   });
 }
 
@@ -290,7 +289,8 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   w.back_by = {};  // back: an earlier death's window is over
   w.reconnect_ms = admitted->reconnect_ms;
   live_[w.id].store(true, std::memory_order_seq_cst);
-  reached_[w.id].store(true, std::memory_order_relaxed);
+  done_.store(false, std::memory_order_relaxed);  // seen by whoever sees it reached (ServerImpl::job_done)
+  reached_[w.id].store(true, std::memory_order_release);
   if (setup_.server->log_connections && setup_.index == 0)
     logf(LogLevel::kInfo, "rdmaps-server: %s connected, push path %s, lanes: %s", w.name.c_str(), use_am ? "am" : "put",
          w.ep->describe().c_str());
@@ -610,7 +610,7 @@ void ServerLane::run() {
       const auto us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
       if (static_cast<uint64_t>(us) > counters_.longest_setup_us.load(std::memory_order_relaxed))
         counters_.longest_setup_us.store(static_cast<uint64_t>(us), std::memory_order_relaxed);
-      if (setup_.server->exit_when_done && all_done()) break;
+      done_.store(setup_.server->exit_when_done && all_done(), std::memory_order_release);
     }
     idle.pause(busy);
   }

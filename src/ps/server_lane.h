@@ -160,7 +160,12 @@ class ServerLane {
   /// none of them (ClosingEndpoints::close_all). Only after join(); the
   /// counters stay for stats().
   void disconnect_all();
-  bool finished() const { return finished_.load(); }
+  /// Whether every worker left or died and none reconnects (its housekeeping's
+  /// view; false from a worker's admission on): the control thread, which
+  /// also knows the Hellos under way, ends the job (--keep-running: never).
+  bool done() const { return done_.load(std::memory_order_acquire); }
+  /// A new admission of `worker` (a ticket issued): reached() is false until it connects here.
+  void expect(uint32_t worker) { reached_[worker].store(false, std::memory_order_relaxed); }
   uint32_t index() const { return setup_.index; }
   /// Whether this lane's thread stopped on an error, and why (failure(), read once failed()).
   bool failed() const { return failed_.load(std::memory_order_acquire); }
@@ -175,7 +180,7 @@ class ServerLane {
     return admitting_[worker].load(std::memory_order_seq_cst) || live_[worker].load(std::memory_order_seq_cst);
   }
   /// Whether `worker` ever connected to this lane (one admitted that never did holds its clock).
-  bool reached(uint32_t worker) const { return reached_[worker].load(std::memory_order_relaxed); }
+  bool reached(uint32_t worker) const { return reached_[worker].load(std::memory_order_acquire); }
   const LaneCounters& counters() const { return counters_; }
 
   // Checkpoints (lane_checkpoint.cc). The control thread asks for snapshot
@@ -288,7 +293,7 @@ class ServerLane {
   uint64_t snapshot_sequence_ = 0;     // of the snapshot in progress: what it is published as
   std::vector<bool> snapshot_copied_;  // by shard of the lane
   uint32_t snapshot_next_ = 0, snapshot_left_ = 0;
-  std::atomic<bool> stop_{false}, finished_{false}, failed_{false};
+  std::atomic<bool> stop_{false}, failed_{false}, done_{false};
   std::string failure_;  // written by the lane's thread before failed_
   Errc failure_code_ = Errc::kInternal;
   std::thread thread_;

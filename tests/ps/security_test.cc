@@ -289,6 +289,28 @@ struct SetupPeer {
   std::string address;
 };
 
+// A job of one worker ends when that worker dies (rdmaps-server's default),
+// unless another process of its id is on its way. One whose Hello was held
+// while the dead one's connections still looked live was welcomed to lanes
+// that had ended the job meanwhile, and failed at their handshake. It trains.
+TEST_P(PsSecurityTest, AWorkerHeldWhileItsPredecessorDiesTrainsThoughItWasTheJobsLast) {
+  Config c = fault_config(GetParam());
+  c.server_threads = 2;
+  ServerGroup servers(1, 1, c);
+  PeerProcess stopped("idle_worker", GetParam(), 0, 1, {servers.addresses(), "0"});
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().pulls < 2 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_GE(servers.server(0).stats().pulls, 2u) << "the first worker did not train";
+  const uint64_t first = servers.server(0).stats().applied_per_worker[0];  // its one push, pulled after
+  ASSERT_EQ(kill(stopped.pid(), SIGSTOP), 0);  // its connections stay open: the next Hello of its id is held
+  PeerProcess next("steady_worker", GetParam(), 0, 1, {servers.addresses(), "0"});
+  std::this_thread::sleep_for(500ms);
+  kill(stopped.pid(), SIGKILL);  // the lanes drop it: the job's last worker, but for the one held
+  EXPECT_EQ(next.wait(20s), 0) << "the held worker did not train (welcomed to lanes that had ended the job?)";
+  servers.join();
+  EXPECT_EQ(servers.server(0).stats().applied_per_worker[0], first + kSteadyPushes);
+}
+
 // Cases 3 and 6: a first hello declaring 2^40 floats is refused before
 // anything is sized from it, and neither it nor another refused hello fixes
 // the table: the honest worker, declaring its own, trains exactly.
