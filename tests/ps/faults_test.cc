@@ -2029,10 +2029,19 @@ TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
       client.clock();
     }
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 0u);
-    std::this_thread::sleep_for(1s);  // a stall well past 300 ms: one warning, not one per check
+    // Waited for, not timed: a loaded machine (CI's, with the sanitizer build
+    // beside three tests) checked the 300 ms stall after more than 1 s.
+    const auto warnings_reach = [&](uint64_t n) {
+      for (auto until = Clock::now() + 20s; Clock::now() < until; std::this_thread::sleep_for(10ms))
+        if (servers.server(0).stats().stall_warnings >= n) return true;
+      return false;
+    };
+    EXPECT_TRUE(warnings_reach(1)) << "a stall past 300 ms was not logged";
+    std::this_thread::sleep_for(1s);  // the stall goes on: one warning, not one per check
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 1u);
     client.clock();
-    std::this_thread::sleep_for(1s);  // a second stall
+    EXPECT_TRUE(warnings_reach(2)) << "a second stall was not logged";
+    std::this_thread::sleep_for(1s);
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 2u);
   }
   servers.stop();
