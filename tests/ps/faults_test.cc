@@ -1611,6 +1611,9 @@ TEST_P(PsFaultTest, APushToAStoppedServerEndsByOneTimeoutAndInterruptEndsItAtOnc
   timing_out->push("w", g);
   interrupted->push("w", g);
   ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
+  // kill() returns before the stop lands: lanes still running took in every
+  // push over shm, and none timed out (a loaded clean-clone run).
+  ASSERT_TRUE(wait_until_stopped(server.pid())) << "the server did not stop";
   auto push_then_clock = [&](Client& c) {
     for (int i = 0; i < 8; ++i) {  // until the credits run out, whatever the transport buffers
       c.push("w", g);
