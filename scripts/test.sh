@@ -125,6 +125,20 @@ for paths, name in ((sys.argv[1:2], ""), (sys.argv[2:], " under sanitizers")):
             elif r == "SKIP": skipped += 1
             else: failed += 1
     print(f"{passed} passed, {failed} failed, {skipped} skipped{name}")
+# CI keeps the tail of this output: name each failed case and its first assertion here, last (session 51: a
+# ps shard failed on CI and only its name survived).
+for path in sys.argv[1:]:
+    for line in open(path):
+        r = json.loads(line)
+        if r["result"] in ("OK", "EXPECTEDFAIL", "SKIP"): continue
+        out = (r.get("stdout") or "").splitlines()
+        shown = [f"FAILED {r['name']} ({path.rsplit('/', 1)[-1]}, {r['result']}):"]
+        for i, l in enumerate(out):
+            if l.startswith(("[  FAILED  ]", "FAIL:", "ERROR:")) and not l.endswith(" listed below:"):
+                shown.append("  " + l)
+            elif l.endswith(": Failure") or l.startswith("AssertionError"):
+                shown += ["  " + x[:300] for x in out[i:i + 4]]
+        print("\n".join(dict.fromkeys(shown[:40])))
 PY
 [ -z "${style_failed:-}" ] || echo "style check FAILED (see above)"
 exit $status
