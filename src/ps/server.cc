@@ -163,9 +163,10 @@ class ServerImpl {
   void run();
 
  private:
-  /// Answers a Hello received at `since`: admits the worker, refuses it, or
-  /// holds it while its id's earlier connection may still be closing; never throws.
-  void admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since);
+  /// Answers a Hello received at `since` (`retried`: held before): admits the worker, refuses
+  /// it, or holds it while its id's earlier connection may still be closing; never throws.
+  void admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
+             bool retried = false);
   /// Answers a Welcome that refuses, with its reason, and closes once the peer read it.
   void refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code);
   /// Refuses the Hello held for `worker`, if any: `newer` connected with that id since.
@@ -294,7 +295,8 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   rule_ = rule_name(config.rule);
 }
 
-void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since) {
+void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
+                       bool retried) {
   const std::string peer = ep->peer_name();
   Welcome welcome;
   auto close_later = [&] { closing_.add(std::move(ep)); };
@@ -323,8 +325,13 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     // process). One refused leaves the held one be.
     refuse_held(worker, peer);
   } catch (const StillConnected& e) {
-    if (Clock::now() - since < kPredecessorWait && !ep->peer_closed())
+    if (Clock::now() - since < kPredecessorWait && !ep->peer_closed()) {
+      // Said once: an operator sees why a restarted worker waits, and whether it then trained.
+      if (!retried)
+        logf(LogLevel::kInfo, "rdmaps-server: %s (worker %u) is held: its id's earlier connection still looks live",
+             peer.c_str(), worker);
       return hold(std::move(ep), std::move(message), since, worker);
+    }
     return refuse(std::string(e.what()) + " (waited " + std::to_string(kPredecessorWait.count()) +
                       " s for its earlier connection to close)",
                   kRefusedForNow);
@@ -619,7 +626,7 @@ void ServerImpl::run() {
           closing_.add(std::move(h.ep));
           continue;
         }
-        admit(std::move(h.ep), std::move(h.message), h.since);
+        admit(std::move(h.ep), std::move(h.message), h.since, true);
       }
     }
     free_later_.free_all();  // the lanes' dropped copies, unmapped here rather than on a lane
