@@ -365,8 +365,10 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
       w.clock = h.clock;
       w.clock_since = Clock::now();
       w.stall_logged = false;
-      if (setup_.index == 0) LaneCounters::add(counters_.clocks);  // every lane gets each clock
-      return clock_advanced(before, w.clock);
+      clock_advanced(before, w.clock);
+      // Counted once its minimum moved, for whoever waits on the count (every lane gets each clock).
+      if (setup_.index == 0) LaneCounters::add(counters_.clocks);
+      return;
     }
     case MsgType::kBye:
       return leave(w);

@@ -808,24 +808,6 @@ RDMAPS_TEST_PEER(resumable_big_shard_server) {
   return 0;
 }
 
-// Whether every thread of process `pid` is stopped (/proc/PID/task/*/stat
-// state T), within 5 s: kill() only queues the SIGSTOP.
-bool stopped(pid_t pid) {
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
-  for (auto until = Clock::now() + 5s; Clock::now() < until; std::this_thread::sleep_for(1ms)) {
-    bool all = true;
-    std::error_code ec;
-    for (const auto& t : fs::directory_iterator(tasks, ec)) {
-      std::ifstream stat(t.path() / "stat");
-      std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-      const auto close = text.rfind(')');
-      if (close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'T') all = false;
-    }
-    if (!ec && all) return true;
-  }
-  return false;
-}
-
 // A server process of big shards and its one worker (reconnecting for up to
 // 20 s) over tcp; the server can be stopped, then killed and resumed from its
 // checkpoint while the worker waits on it.
@@ -877,7 +859,7 @@ class CheckpointReconnect : public testing::Test {
     ASSERT_EQ(::kill(server_->pid(), SIGSTOP), 0);
     // Stopped before the call under test begins: on a loaded machine its
     // lane ran on for a moment and took in a whole init (clean-clone run).
-    ASSERT_TRUE(stopped(server_->pid())) << "the server did not stop";
+    ASSERT_TRUE(wait_until_stopped(server_->pid())) << "the server did not stop";
     restarter_ = std::thread([this] {
       std::this_thread::sleep_for(500ms);  // the call under test waits on the stopped server by then
       server_->kill_now();

@@ -105,8 +105,8 @@ RDMAPS_TEST_PEER(ssp_worker) {
 }
 
 // Where processes outnumber cores, a worker held at the clock bound must not
-// spin on the core its straggler needs: its thread's CPU time over a 1.5 s
-// wait stays a small fraction of the wait.
+// spin on the core its straggler needs: its thread's CPU time over a wait of
+// about 3 s stays a small fraction of the wait.
 TEST_P(PsConsistencyTest, AWorkerHeldAtTheBoundLeavesTheCpuToOthers) {
   Config c = config();
   c.staleness = 0;
@@ -130,7 +130,8 @@ RDMAPS_TEST_PEER(held_worker) {
   client.push("w", g);
   client.clock();  // both connected and past their first clock
   if (o.worker == 1) {
-    std::this_thread::sleep_for(1500ms);  // the straggler
+    // The straggler: 3 s, so that worker 0, however late it gets here loaded, waits over 1 s.
+    std::this_thread::sleep_for(3000ms);
     client.push("w", g);
     client.clock();
     return 0;

@@ -26,6 +26,7 @@
 #include "src/ps/protocol.h"
 #include "src/ps/write_back.h"
 #include "tests/common/http_get.h"
+#include "tests/common/log_watch.h"
 #include "tests/common/output_capture.h"
 #include "tests/common/own_tcp_sockets.h"
 #include "tests/common/sanitizers.h"
@@ -518,6 +519,11 @@ void rejoin_where_a_worker_died_half_connected(transport::TransportKind kind, ui
     first->push("w", g);
     first->clock();
   }
+  // Those clocks returned once posted (within the bound): the returning worker
+  // starts where the lanes are, so lane 0 of the server it died at (whose
+  // minimum its death freed; the count is its) is waited for (a loaded run).
+  for (auto until = Clock::now() + 20s; servers.server(died_at).stats().clocks < 2 && Clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
   auto back = connect_worker(servers.addresses(), c, 1, 2, floats);
   EXPECT_EQ(back->clock_value(), 2u) << "not started where the slowest live worker is";
   try {
@@ -678,15 +684,14 @@ TEST_P(PsFaultTest, AWorkerAdmittedThatNeverReachedALaneIsNamed) {
   ServerOptions serve_on;
   serve_on.exit_when_done = false;
   serve_on.log_connections = false;
-  OutputCapture log;
+  LogWatch log;
   ServerGroup servers(1, 2, c, serve_on);
   connect_to_lane_zero_only_and_die(GetParam(), servers.server(0).address(), 1, 2, c.staleness, 256);
   if (HasFatalFailure()) return;
-  std::this_thread::sleep_for(11s);  // the first report comes 10 s after the server started
-  const std::string text = log.end();
-  EXPECT_NE(text.find("worker 1 was admitted but never reached lane(s) 1, whose clock holds for it"), std::string::npos)
-      << text;
-  EXPECT_NE(text.find("waiting for workers 0 to connect"), std::string::npos) << text;
+  // The first report comes 10 s after the server started (waited for: the control thread may run late).
+  EXPECT_TRUE(log.wait_for("worker 1 was admitted but never reached lane(s) 1, whose clock holds for it", 30s))
+      << log.text();
+  EXPECT_NE(log.text().find("waiting for workers 0 to connect"), std::string::npos) << log.text();
   servers.stop();
 }
 
@@ -857,7 +862,10 @@ TEST_P(PsFaultTest, ASecondThreadsCallIsRefusedAndInterruptEndsABlockedClock) {
   const std::vector<float> g(1000, 1.0f);
   client->push("w", g);
   auto blocked = std::async(std::launch::async, [&] { client->clock(); });  // worker 1 never comes
-  std::this_thread::sleep_for(300ms);
+  // In progress once a lane took its clock (a fixed 300 ms could pass before the thread ran, loaded).
+  for (auto until = Clock::now() + 20s; servers.server(0).stats().clocks == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_GT(servers.server(0).stats().clocks, 0u) << "the clock was not sent";
   ASSERT_EQ(blocked.wait_for(0s), std::future_status::timeout) << "the clock did not wait for worker 1";
   std::string what;
   EXPECT_EQ(error_code_of([&] { client->push("w", g); }, &what), Errc::kInvalidArgument);
@@ -955,7 +963,13 @@ TEST_P(PsFaultTest, InterruptEndsAConnectThatWaitsOnASilentServer) {
   Client client(o);
   client.declare("w", 10);
   auto connecting = std::async(std::launch::async, [&] { client.connect(); });
-  ASSERT_EQ(connecting.wait_for(300ms), std::future_status::timeout) << "connect() did not wait";
+  // Waiting on the server once its connection came (a fixed 300 ms could pass before the thread ran, loaded:
+  // interrupted before it began, connect() says so otherwise).
+  transport::TcpSocket came;
+  for (auto until = Clock::now() + 20s; !came.valid() && Clock::now() < until; std::this_thread::sleep_for(5ms))
+    came = silent.try_accept(nullptr);
+  ASSERT_TRUE(came.valid()) << "connect() never reached the server";
+  ASSERT_EQ(connecting.wait_for(0s), std::future_status::timeout) << "connect() did not wait";
   client.interrupt();
   ASSERT_EQ(connecting.wait_for(10s), std::future_status::ready) << "interrupt() did not end the connect";
   std::string what;
@@ -989,7 +1003,8 @@ TEST_P(PsFaultTest, AReconnectEndsWithItsWindowThoughTheServerTakesTheConnection
   EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   EXPECT_NE(what.find("did not come back within 1 s"), std::string::npos) << what;
-  EXPECT_LT(seconds, 5.0) << "a reconnect of 1 s took " << seconds << " s: " << what;
+  // An attempt lasts at least 2 s; the bug took the 20 s timeout per attempt: a loose bound still tells.
+  EXPECT_LT(seconds, 12.0) << "a reconnect of 1 s took " << seconds << " s: " << what;
 }
 
 // A forked child's calls on its parent's client are refused, and its
@@ -1465,18 +1480,6 @@ TEST_P(PsFaultTest, AServerAndAnIdleWorkerOfOneProcessLeaveEachOtherWithoutWaiti
   EXPECT_LT(leave_seconds, 2.5) << "the worker waited for the stopped server to acknowledge its closes";
 }
 
-// Whether `pid` is stopped (/proc/PID/stat state T) within 5 s.
-bool wait_until_stopped(pid_t pid) {
-  for (auto until = Clock::now() + 5s; Clock::now() < until; std::this_thread::sleep_for(1ms)) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    const auto paren = line.rfind(')');
-    if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'T') return true;
-  }
-  return false;
-}
-
 // A worker leaving servers that stopped (SIGSTOP: alive, silent) returns
 // within its leave timeout (the shorter of 5 s and its wait bound; 2 s here,
 // which keeps the test short), not after a wait per lane and server (it took
@@ -1511,7 +1514,8 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
   const std::string said = log.end();
   for (auto& s : servers) kill(s.pid(), SIGCONT);
   std::printf("[ info     ] leaving two stopped servers of 3 lanes each took %.2f s\n", seconds);
-  EXPECT_LT(seconds, 4.0) << "~Client waited past its 2 s leave timeout";
+  // The bug took ~14 s (the timeout, then 2 s per close): a loose bound still tells, under load too.
+  EXPECT_LT(seconds, 8.0) << "~Client waited past its 2 s leave timeout";
   // Its last pushes may be lost there: said, not returned from as if they were in.
   for (const std::string& a : addresses)
     EXPECT_NE(said.find("server " + a +
@@ -1695,11 +1699,16 @@ TEST_P(PsFaultTest, APushInterruptedWithSendsUnderWaySaysItsMemoryIsStillRead) {
   ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
   ASSERT_TRUE(wait_until_stopped(server.pid()));
   std::vector<float> g(kFloats, 1.0f);
+  std::atomic<bool> started{false};
   auto pushing = std::async(std::launch::async, [&] {
     std::string what;
+    started = true;
     const Errc code = error_code_of([&] { client->push("w", g); }, &what);
     return std::make_pair(code, what);
   });
+  // 500 ms from the thread's start, not from its launch: a loaded machine ran it late.
+  // (stats() would tell, but is a call of the client: a push starting then is refused.)
+  for (auto until = Clock::now() + 20s; !started && Clock::now() < until;) std::this_thread::sleep_for(1ms);
   std::this_thread::sleep_for(500ms);
   ASSERT_EQ(pushing.wait_for(0s), std::future_status::timeout) << "the push did not wait for a credit";
   client->interrupt();
@@ -1739,7 +1748,8 @@ int push_until_a_stopped_server_takes_no_more(Client& client, pid_t server, cons
 TEST_P(PsFaultTest, AGatheredPushSurvivesAFlushThatTimedOut) {
   int port = 0;
   PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
-  ClientOptions o = big_shard_client(GetParam(), port, 1s);
+  // 3 s: the connect's steps share this bound with the one push meant to time out (1 s timed out a set-up).
+  ClientOptions o = big_shard_client(GetParam(), port, 3s);
   auto client = std::make_unique<Client>(o);
   client->declare("a", 100);  // with "b", part of a shard: gathered
   client->declare("b", 100);
@@ -1757,8 +1767,6 @@ TEST_P(PsFaultTest, AGatheredPushSurvivesAFlushThatTimedOut) {
   server.kill_now();
 }
 
-// Leaving with one server gone: the flush of the gathered runs stopped at the
-// first that failed (a stalled, then killed, server's, waiting for a credit),
 // A pull's counters reach the metrics page once it returned: published during
 // it (a long wait publishes every second), the lanes that had answered were
 // counted, then taken back when a reconnect made the pull start again, and
@@ -1811,6 +1819,8 @@ TEST_P(PsFaultTest, AScrapeDuringAPullShowsItsCountsFromBeforeIt) {
   stopped.kill_now();
 }
 
+// Leaving with one server gone: the flush of the gathered runs stopped at the
+// first that failed (a stalled, then killed, server's, waiting for a credit),
 // so the others' last pushes were never sent.
 TEST_P(PsFaultTest, LeavingWithOneServerGoneStillSendsTheOthersTheirLastPushes) {
   int port = 0;
@@ -1830,7 +1840,7 @@ TEST_P(PsFaultTest, LeavingWithOneServerGoneStillSendsTheOthersTheirLastPushes) 
     o.servers = {"127.0.0.1:" + std::to_string(port), kept.address()};
     o.config = fault_config(GetParam());
     o.config.secret = test_secret();
-    o.timeout = 1s;
+    o.timeout = 3s;  // as above: the set-up shares it
     Client client(o);
     client.declare("a", 50);   // server 0's [0, 100): part of its shard, gathered
     client.declare("b", 100);  // [50, 150)
@@ -2016,6 +2026,14 @@ ServerOptions watching_stalls() {
   return o;
 }
 
+// Waited for, not timed: a loaded machine (CI's, with the sanitizer build
+// beside three tests) checked a 300 ms stall after more than 1 s.
+bool stall_warnings_reach(ServerGroup& servers, uint64_t n) {
+  for (auto until = Clock::now() + 20s; Clock::now() < until; std::this_thread::sleep_for(10ms))
+    if (servers.server(0).stats().stall_warnings >= n) return true;
+  return false;
+}
+
 // A worker that stops clocking while it holds the slowest clock is logged once
 // per stall (here after 300 ms), and again after it advanced and stalled anew.
 TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
@@ -2032,18 +2050,11 @@ TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
       client.clock();
     }
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 0u);
-    // Waited for, not timed: a loaded machine (CI's, with the sanitizer build
-    // beside three tests) checked the 300 ms stall after more than 1 s.
-    const auto warnings_reach = [&](uint64_t n) {
-      for (auto until = Clock::now() + 20s; Clock::now() < until; std::this_thread::sleep_for(10ms))
-        if (servers.server(0).stats().stall_warnings >= n) return true;
-      return false;
-    };
-    EXPECT_TRUE(warnings_reach(1)) << "a stall past 300 ms was not logged";
+    EXPECT_TRUE(stall_warnings_reach(servers, 1)) << "a stall past 300 ms was not logged";
     std::this_thread::sleep_for(1s);  // the stall goes on: one warning, not one per check
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 1u);
     client.clock();
-    EXPECT_TRUE(warnings_reach(2)) << "a second stall was not logged";
+    EXPECT_TRUE(stall_warnings_reach(servers, 2)) << "a second stall was not logged";
     std::this_thread::sleep_for(1s);
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 2u);
   }
@@ -2061,8 +2072,8 @@ TEST_P(PsFaultTest, WorkersWaitingForOneNotYetConnectedAreNotLoggedAsStalled) {
     std::this_thread::sleep_for(1s);  // worker 1 not there yet
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 0u);
     auto second = connect_worker(servers.addresses(), c, 1, 2);
-    std::this_thread::sleep_for(1500ms);  // both connected, neither clocks: a stall
-    EXPECT_GE(servers.server(0).stats().stall_warnings, 1u);
+    // Both connected, neither clocks: a stall.
+    EXPECT_TRUE(stall_warnings_reach(servers, 1)) << "a stall of both connected workers was not logged";
   }
   servers.stop();
 }
@@ -2486,10 +2497,16 @@ TEST(ServerRun, ASecondRunIsRefusedAndDestroyingARunningServerStopsIt) {
   Server* raw = server.get();
   std::atomic<bool> returned{false};
   std::thread runner([raw, &returned] {
-    raw->run();
-    returned = true;
+    try {
+      raw->run();
+      returned = true;
+    } catch (const Error& e) {  // this thread lost the race for run(): said, not std::terminate
+      ADD_FAILURE() << "the runner's run() failed: " << e.what();
+    }
   });
-  std::this_thread::sleep_for(200ms);
+  // Running once it answers a handshake (a fixed 200 ms could pass before the runner took the run, loaded).
+  auto context = transport::create_context({.transport = transport::TransportKind::kShm, .secret = test_secret()});
+  auto answered = context->connect(transport::SockAddr::parse(raw->address()), 20s);
   try {
     raw->run();
     ADD_FAILURE() << "a second run() at once was accepted";

@@ -37,13 +37,16 @@ bool closed_by_peer(const TcpSocket& s) {
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
-// Polls `listener` for `span`, counting its errors by kind.
+// The errors polling a listener met, by kind.
 struct Polled {
   int io = 0, timeouts = 0;
 };
-Polled poll_for(transport::Listener& listener, std::chrono::milliseconds span) {
+// Polls until `done` holds or 10 s passed: waited for, not a fixed span (a
+// loaded machine left a poll loop idle past a 300 ms deadline's window).
+template <typename Done>
+Polled poll_until(transport::Listener& listener, Done done) {
   Polled p;
-  for (const auto until = Clock::now() + span; Clock::now() < until; std::this_thread::sleep_for(5ms)) {
+  for (const auto until = Clock::now() + 10s; !done(p) && Clock::now() < until; std::this_thread::sleep_for(5ms)) {
     try {
       static_cast<void>(listener.poll());
     } catch (const Error& e) {
@@ -100,17 +103,20 @@ TEST(BootstrapLimits, HandshakesStillExpireWhileAcceptIsOutOfFiles) {
       ::close(spent.back());
       spent.pop_back();
     }
-    const Polled p = poll_for(*listener, 3 * kHandshake);
+    const Polled p = poll_until(*listener, [](const Polled& so_far) { return so_far.io > 0 && so_far.timeouts >= 2; });
     for (int fd : spent) ::close(fd);
     EXPECT_GT(p.io, 0) << "the accept never ran out of files: the test did not reach its case";
     EXPECT_GE(p.timeouts, 2) << "the handshakes accepted before the shortage never expired";
   }
   // With files again, the queued peers are taken in and expire too.
-  const Polled after = poll_for(*listener, 3 * kHandshake);
-  EXPECT_EQ(after.io, 0);
   int closed = 0;
-  for (const auto& s : peers) closed += closed_by_peer(s);
-  EXPECT_EQ(closed, 6) << "silent peers still held after their deadline";
+  const Polled after = poll_until(*listener, [&](const Polled&) {
+    closed = 0;
+    for (const auto& s : peers) closed += closed_by_peer(s);
+    return closed == 6;
+  });
+  EXPECT_EQ(after.io, 0);
+  EXPECT_EQ(closed, 6) << "silent peers still held 10 s on, past their deadline";
 }
 
 // A peer that keeps one byte arriving between polls (a valid Open, then a
@@ -137,7 +143,7 @@ TEST(BootstrapLimits, APeerSendingOneByteAtATimeIsDroppedAtTheHandshakeDeadline)
   });
   const auto start = Clock::now();
   std::string dropped;  // the listener's word for it (the peer has the server's Open unread: no peek tells)
-  while (dropped.empty() && Clock::now() - start < 10 * kHandshake) {
+  while (dropped.empty() && Clock::now() - start < 10s) {
     try {
       static_cast<void>(listener->poll());
     } catch (const Error& e) {
@@ -150,7 +156,7 @@ TEST(BootstrapLimits, APeerSendingOneByteAtATimeIsDroppedAtTheHandshakeDeadline)
   drip.join();
   EXPECT_NE(dropped.find("did not complete the handshake within 300 ms"), std::string::npos)
       << "still held after " << held.count() << " ms";
-  EXPECT_LT(held, 3 * kHandshake);
+  EXPECT_LT(held, 5s);  // the bug held it for its message's 65 s; loaded, a poll may come late
 }
 
 // A signal with a handler while a connect waits for the peer's answer: the

@@ -1,16 +1,18 @@
 // Bad input and dead peers: clear errors, bounded waits, nothing sent.
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 #include <atomic>
 #include <cstring>
 #include <future>
-#include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "rdmaps/log.h"
+#include "tests/common/log_watch.h"
 #include "tests/transport/fixture.h"
 #include "transport/bootstrap.h"
 #include "transport/tcp_socket.h"
@@ -74,12 +76,7 @@ TEST_P(ErrorsTest, ConnectingToASilentPeerTimesOut) {
 // rdmaps-train waited its 120 s in silence), and one that answers after that
 // (a server resuming a checkpoint) still connects.
 TEST(Connect, APeerSlowToAnswerIsNamedInAWarningAndStillConnects) {
-  std::mutex mutex;
-  std::vector<std::string> lines;
-  set_log_sink([&](LogLevel, const std::string& line) {
-    std::lock_guard<std::mutex> lock(mutex);
-    lines.push_back(line);
-  });
+  LogWatch log;
   transport::ContextOptions o;
   o.transport = TransportKind::kTcp;
   o.connect_quiet_warning = 300ms;
@@ -88,8 +85,8 @@ TEST(Connect, APeerSlowToAnswerIsNamedInAWarningAndStillConnects) {
   auto listener = server->listen(transport::SockAddr::parse("127.0.0.1:0"));
   const std::string address = "127.0.0.1:" + std::to_string(listener->address().port());
   std::unique_ptr<transport::Endpoint> accepted;
-  std::thread late([&] {
-    std::this_thread::sleep_for(1s);
+  std::thread late([&] {  // answers once the warning was given (a fixed 1 s ran out first, loaded)
+    log.wait_for("has not answered for 300 ms", 8s);
     accepted = listener->accept(10s);
   });
   std::unique_ptr<transport::Endpoint> ep;
@@ -100,10 +97,10 @@ TEST(Connect, APeerSlowToAnswerIsNamedInAWarningAndStillConnects) {
     what = e.what();
   }
   late.join();
-  set_log_sink(nullptr);
   EXPECT_TRUE(ep && accepted) << what;
   std::string warned;
-  for (const auto& line : lines)
+  std::istringstream said(log.text());
+  for (std::string line; std::getline(said, line);)
     if (line.find("connecting to " + address + ": it took the connection and has not answered for 300 ms") !=
         std::string::npos)
       warned = line;
@@ -269,6 +266,14 @@ RDMAPS_TEST_PEER(misbehaving_writer) {
   return 0;
 }
 
+// Stops the "sleeping_receiver" peer (SIGSTOP; SIGCONT wakes it): it makes
+// no progress meanwhile, however long the test's side takes (a fixed sleep
+// of the peer's ran out under load before the test had looked).
+void stall(PeerProcess& peer) {
+  ASSERT_EQ(kill(peer.pid(), SIGSTOP), 0);
+  ASSERT_TRUE(wait_until_stopped(peer.pid())) << "the peer did not stop";
+}
+
 // A rendezvous active message completes only when the receiver progresses;
 // a receiver that stops must surface as a timeout naming it, not a hang.
 TEST(StalledPeer, WaitForTimesOutNamingThePeer) {
@@ -277,13 +282,15 @@ TEST(StalledPeer, WaitForTimesOutNamingThePeer) {
   auto listener = context->listen(transport::SockAddr::parse("127.0.0.1:0"));
   PeerProcess peer("sleeping_receiver", TransportKind::kShm, listener->address().port(), 1);
   auto ep = listener->accept(kSetupTimeout);
-  EXPECT_EQ(recv_words(*ep).at(0), 1u);  // the peer is about to sleep
+  EXPECT_EQ(recv_words(*ep).at(0), 1u);
+  stall(peer);
   std::string what;
   auto start = std::chrono::steady_clock::now();
   EXPECT_EQ(error_code_of([&] { ep->am_send(9, nullptr, 0, payload.data(), payload.size()).wait_for(100ms); }, &what),
             Errc::kTimeout);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 1000ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5000ms);  // its own timeout, not the peer's return
   EXPECT_NE(what.find(ep->peer_name()), std::string::npos) << what;
+  ASSERT_EQ(kill(peer.pid(), SIGCONT), 0);
   EXPECT_EQ(recv_words(*ep).at(0), 2u);  // awake again; progressing here completes the send
   send_words(*ep, {3});
   EXPECT_EQ(peer.wait(30s), 0);
@@ -299,7 +306,8 @@ TEST(StalledPeer, RetiredBuffersLiveUntilTheSendThatReadsThemCompletes) {
   auto listener = context->listen(transport::SockAddr::parse("127.0.0.1:0"));
   PeerProcess peer("sleeping_receiver", TransportKind::kShm, listener->address().port(), 1);
   auto ep = listener->accept(kSetupTimeout);
-  EXPECT_EQ(recv_words(*ep).at(0), 1u);  // the peer is about to sleep
+  EXPECT_EQ(recv_words(*ep).at(0), 1u);
+  stall(peer);
   std::vector<transport::Request> sends;
   sends.push_back(ep->am_send(9, nullptr, 0, payload->data(), payload->size()));
   context->retire(sends, std::move(payload));
@@ -307,6 +315,7 @@ TEST(StalledPeer, RetiredBuffersLiveUntilTheSendThatReadsThemCompletes) {
   for (auto until = std::chrono::steady_clock::now() + 200ms; std::chrono::steady_clock::now() < until;)
     context->progress();
   EXPECT_FALSE(alive.expired()) << "the buffers went while the send that reads them was in flight";
+  ASSERT_EQ(kill(peer.pid(), SIGCONT), 0);
   EXPECT_EQ(recv_words(*ep).at(0), 2u);                    // awake again: it took the message
   context->drain(std::chrono::steady_clock::now() + 10s);  // returns once the retired send ended
   EXPECT_TRUE(alive.expired()) << "the buffers outlived the send, or drain() returned before it ended";
@@ -326,9 +335,8 @@ RDMAPS_TEST_PEER(sleeping_receiver) {
   // Not received: the transport must discard the rendezvous payload safely
   // (UCX 1.13's ucp_am_data_release on rendezvous data breaks the sender).
   s.context->set_am_handler(9, [&](transport::AmMessage&) { ++dropped; });
-  send_words(*s.endpoint, {1});
-  std::this_thread::sleep_for(600ms);  // no progress
-  auto deadline = std::chrono::steady_clock::now() + 10s;
+  send_words(*s.endpoint, {1});  // the test stops this process (SIGSTOP) before it sends, and wakes it after
+  auto deadline = std::chrono::steady_clock::now() + 60s;  // counts while stopped too
   while (dropped == 0 && std::chrono::steady_clock::now() < deadline) s.context->progress();
   send_words(*s.endpoint, {2});
   recv_words(*s.endpoint);
