@@ -11,8 +11,8 @@ import socket
 import sys
 
 
-def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+def first_free(n=1):
+    """The first of n consecutive ports free on 127.0.0.1 now, or None."""
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         low, high = (int(x) for x in f.read().split())
     # Ports the kernel never hands out on its own: below the range, else above it.
@@ -30,10 +30,18 @@ def main():
         finally:
             for s in held:
                 s.close()
-        print(base)
-        return 0
-    print(f"free_ports.py: no {n} consecutive free ports in [{first}, {last + n})", file=sys.stderr)
-    return 1
+        return base
+    return None
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+    base = first_free(n)
+    if base is None:
+        print(f"free_ports.py: no {n} consecutive free ports outside the kernel's ephemeral range", file=sys.stderr)
+        return 1
+    print(base)
+    return 0
 
 
 if __name__ == "__main__":

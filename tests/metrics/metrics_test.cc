@@ -718,7 +718,9 @@ TEST(HttpEndpoint, ClientsThatNeverReadTheirReplyDelayNoScrape) {
   std::printf("[ info     ] the scrape took %.3f s behind %zu requests never read; the endpoint held %zu connections\n",
               seconds, requests.load(), held);
   EXPECT_EQ(page, "up 1\n");
-  EXPECT_LT(seconds, 3.0) << "the scrape waited " << seconds << " s behind clients that never read";
+  // A dropped SYN is sent again after 1, 3 and 7 s: three tries (loaded, a
+  // thread late behind the attackers loses one) and still well short of the bug's 19 s.
+  EXPECT_LT(seconds, 8.0) << "the scrape waited " << seconds << " s behind clients that never read";
   // Every slot but the one the scraper took and left.
   EXPECT_LE(held, rdmaps::metrics::HttpEndpoint::kMaxConnections);
   EXPECT_GE(held, rdmaps::metrics::HttpEndpoint::kMaxConnections - 1) << "the attackers did not fill the slots";

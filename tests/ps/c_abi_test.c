@@ -170,12 +170,21 @@ static void destroy_while_running(void) {
   if (!server) return;
   pthread_t thread;
   pthread_create(&thread, NULL, serve_status, server);
-  const struct timespec fifth = {0, 200 * 1000 * 1000};
-  nanosleep(&fifth, NULL); /* serving */
+  /* Serving once a worker got in (a connect needs the run): a fixed 200 ms
+   * could pass before the thread ran, and a run begun after the destroy is
+   * not waited for (rdmaps.h). */
+  char address[64];
+  CHECK(rdmaps_server_address(server, address, sizeof address) == RDMAPS_OK, "address: %s", rdmaps_last_error());
+  rdmaps_client_options co = {address, 0, "--transport tcp", 20000};
+  rdmaps_client* client = NULL;
+  CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK && rdmaps_client_declare(client, "w", 4) == RDMAPS_OK &&
+            rdmaps_client_connect(client) == RDMAPS_OK,
+        "a worker of the running server: %s", rdmaps_last_error());
   rdmaps_server_destroy(server);
   void* status = NULL;
   pthread_join(thread, &status);
   CHECK(status && *(rdmaps_status*)status == RDMAPS_OK, "a run ended by destroy failed");
+  rdmaps_client_destroy(client); /* its server gone: it leaves at once */
 }
 
 /* A child forked while the server runs on another thread: destroying its copy

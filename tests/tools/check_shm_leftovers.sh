@@ -18,9 +18,15 @@ start_job() {  # a long push benchmark in its own process group (it starts child
   job=$!
   jobs_started+=("$job")
 }
-wait_for_files() {
-  for _ in $(seq 100); do [ "$(count)" -gt 0 ] && return 0; sleep 0.1; done
+wait_for_files() {  # [N]: until more than N files (default 0), up to 30 s
+  for _ in $(seq 300); do [ "$(count)" -gt "${1:-0}" ] && return 0; sleep 0.1; done
   return 1
+}
+settled_count() {  # the count once two reads 0.5 s apart agree (a job starting still makes files)
+  local a b
+  a=$(count)
+  for _ in $(seq 20); do sleep 0.5; b=$(count); [ "$a" = "$b" ] && break; a=$b; done
+  echo "$a"
 }
 kill_job() { kill -9 -- "-$1"; wait "$1" 2>/dev/null || true; sleep 0.5; }
 sweep() {  # any short rdmaps process over shm: its first context sweeps
@@ -47,9 +53,10 @@ left=$(count)
 [ "$left" -gt 0 ] || fail "the killed job left nothing: this test no longer tests anything"
 start_job  # a live job's files must survive the sweep
 live=$job
-wait_for_files
+# Its own files, not the stale ones (a loaded machine started it late).
+wait_for_files "$left" || fail "the live job made no shared-memory file"
 sleep 6  # older than the sweeper's minimum age, so only their being held protects them
-before=$(count)
+before=$(settled_count)
 sweep
 grep -q "removed $left shared-memory file(s)" "$dir.sweep.log" ||
   fail "the sweep did not remove the $left stale files: $(cat "$dir.sweep.log")"

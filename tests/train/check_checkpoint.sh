@@ -56,7 +56,11 @@ for _ in $(seq 600); do ls "$out/ckpt"/*.ckpt >/dev/null 2>&1 && break; sleep 0.
 wait "$spid" 2>/dev/null || true
 ls "$out/ckpt"/*.ckpt.tmp >/dev/null 2>&1 || fail "no unfinished checkpoint left behind by the kill"
 server "$out/server2.log" --resume
-sleep 3
+# Killed once both workers reconnected to it (a fixed 3 s was a guess on a loaded machine).
+for _ in $(seq 600); do
+  [ "$(cat "$out"/job-w0.log "$out"/job-w1.log | grep -c 'reconnected to')" -ge 2 ] && break
+  sleep 0.05
+done
 kill -9 "$spid"
 wait "$spid" 2>/dev/null || true
 server "$out/server3.log" --resume
