@@ -1,0 +1,201 @@
+// Admission on the server's control thread (server_impl.h): a Hello is
+// admitted (the worker's ticket, copies and Welcome), held while its id's
+// earlier connection may still be closing, or refused with its reason.
+#include <algorithm>
+
+#include "rdmaps/error.h"
+#include "rdmaps/log.h"
+#include "src/ps/memory_plan.h"
+#include "src/ps/server_impl.h"
+#include "transport/auth.h"
+
+namespace rdmaps::ps {
+
+using namespace std::chrono_literals;
+
+namespace {
+// The worker id is connected on some lane: refused only once kPredecessorWait passed.
+struct StillConnected : Error {
+  using Error::Error;
+};
+}  // namespace
+
+void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
+                       bool retried) {
+  const std::string peer = ep->peer_name();
+  Welcome welcome;
+  auto close_later = [&] { closing_.add(std::move(ep)); };
+  auto refuse = [&](const std::string& why, uint32_t code = kRefused) { refuse_peer(std::move(ep), why, code); };
+  // Nothing a refused Hello said survives it: the table and rule are fixed
+  // only by admission_.admit() below, after every check passed.
+  uint32_t worker = 0;
+  try {
+    const Hello hello = decode_hello(message, peer);
+    worker = hello.worker;
+    if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
+      if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
+      welcome.accepted = kWouldAdmit;
+      welcome.instance = instance_;  // a worker given one server twice (two spellings) sees it
+      // ... and a job where some servers hold parameters and others none.
+      welcome.resumed = resumed_ || applied_any() ? kProbeHolding
+                        : admission_.has_table()  ? kProbeStarted
+                                                  : kProbeFresh;
+      ep->send_control(encode(welcome), kAnswerTimeout);
+      return close_later();
+    }
+    admit_checked(*ep, hello, welcome);
+    // Admitted, a newer Hello of a held id replaces the held one, as hold()
+    // does: the held one, retried after it in the same turn, was admitted
+    // over it and revoked its token (every lane then refused the newest
+    // process). One refused leaves the held one be.
+    refuse_held(worker, peer);
+  } catch (const StillConnected& e) {
+    if (Clock::now() - since < kPredecessorWait && !ep->peer_closed()) {
+      // Said once: an operator sees why a restarted worker waits, and whether it then trained.
+      if (!retried)
+        logf(LogLevel::kInfo, "rdmaps-server: %s (worker %u) is held: its id's earlier connection still looks live",
+             peer.c_str(), worker);
+      return hold(std::move(ep), std::move(message), since, worker);
+    }
+    return refuse(std::string(e.what()) + " (waited " + std::to_string(kPredecessorWait.count()) +
+                      " s for its earlier connection to close)",
+                  kRefusedForNow);
+  } catch (const std::bad_alloc&) {
+    return refuse("out of memory while admitting it", kRefusedForNow);
+  } catch (const Error& e) {
+    // What the worker asked for, or how it asked, stays refused; a resource may free up.
+    const bool for_good =
+        e.code() == Errc::kPermissionDenied || e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol;
+    return refuse(e.what(), for_good ? kRefused : kRefusedForNow);
+  } catch (const std::exception& e) {
+    return refuse(e.what(), kRefusedForNow);
+  }
+  close_later();  // the worker goes on with the lanes
+}
+
+void ServerImpl::refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code) {
+  refusals_.warn("refused " + ep->peer_name() + ": " + why);
+  Welcome welcome;
+  welcome.accepted = code;
+  welcome.reason = why;
+  try {
+    ep->send_control(encode(welcome), kAnswerTimeout);
+  } catch (const Error&) {
+  }
+  closing_.add(std::move(ep));
+}
+
+void ServerImpl::hold(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
+                      uint32_t worker) {
+  refuse_held(worker, ep->peer_name());
+  held_.push_back({std::move(ep), std::move(message), since, worker});
+}
+
+void ServerImpl::refuse_held(uint32_t worker, const std::string& newer) {
+  for (auto it = held_.begin(); it != held_.end(); ++it) {
+    if (it->worker != worker) continue;
+    refuse_peer(std::move(it->ep),
+                "worker id " + std::to_string(worker) + " connected again from " + newer +
+                    " while this connection waited for an earlier one to close",
+                kRefusedForNow);
+    held_.erase(it);
+    return;
+  }
+}
+
+void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome) {
+  const std::string peer = ep.peer_name();
+  if (std::string why = admission_.check(hello); !why.empty()) throw Error(Errc::kPermissionDenied, why);
+  const auto still_connected = [&] {
+    for (const auto& lane : lanes_)
+      if (lane->live_or_admitting(hello.worker))
+        throw StillConnected(Errc::kPermissionDenied,
+                             "worker id " + std::to_string(hello.worker) + " is already connected");
+  };
+  still_connected();
+  // The earlier ticket goes before the lanes are looked at again: a lane
+  // that read it before is seen admitting or live, one after reads it gone
+  // (AdmissionTicket::read). Taken only once the copies below were made, it
+  // let a lane admit the earlier connection meanwhile (0.4 s for 128 MB)
+  // and refuse the newer one as already connected: neither trained.
+  AdmissionTicket& ticket = tickets_[hello.worker];
+  const uint64_t earlier = ticket.token.exchange(0, std::memory_order_seq_cst);
+  bool use_am = false;
+  std::vector<HostPages> copies;
+  try {
+    still_connected();
+    if (!admission_.has_table()) start_lanes(admission_.config_for(hello), hello.tensors, hello.staleness);
+    copies.resize(lanes_.size());
+    admission_.admit(hello);
+    const PushPath wanted = static_cast<PushPath>(hello.push_path);
+    use_am = wanted == PushPath::kAm || (wanted == PushPath::kAuto && !ep.rma_native());
+    // The worker's copy of each lane's range, where the lane keeps one, made
+    // and faulted in here, so that the lane only registers it: a lane faulting
+    // it in held every other worker on it (0.43 s for a 128 MB range). This
+    // thread serves no push; the worker waits for it as it waited for the
+    // lanes, and on as many cores as they had.
+    try {
+      for (size_t l = 0; l < lanes_.size(); ++l)
+        if (lanes_[l]->needs_copy(use_am)) copies[l] = HostPages(lanes_[l]->copy_bytes());
+      if (use_am && !planned_copies_ && !said_unplanned_copy_ && !copies.empty() && copies.front()) {
+        said_unplanned_copy_ = true;
+        logf(LogLevel::kWarn,
+             "rdmaps-server: warning: worker %u asked for the active-message push path: each such worker takes a "
+             "copy of this server's range (%s) that the memory plan did not count (give the server --push-path am "
+             "to plan for it)",
+             hello.worker,
+             transport::size_text(partition_->server_range(options_.index).size() * sizeof(float)).c_str());
+      }
+      fault_in(copies, std::min<uint32_t>(usable_cores(), static_cast<uint32_t>(lanes_.size())));
+    } catch (const Error& e) {
+      throw Error(e.code(), std::string("server has no memory for this worker's copy of its range: ") + e.what());
+    }
+  } catch (...) {
+    ticket.token.store(earlier,
+                       std::memory_order_seq_cst);  // refused: the earlier ticket stands (a reconnecting worker's)
+    throw;
+  }
+  uint64_t token = 0;
+  while (token == 0) transport::random_bytes(&token, sizeof(token));
+  // No token while the fields change (cleared above): a lane reading them
+  // for the ticket before sees it go and refuses (AdmissionTicket::read).
+  std::atomic_thread_fence(std::memory_order_release);
+  ticket.use_am.store(use_am ? 1 : 0, std::memory_order_relaxed);
+  // Before the token: no lane hello can carry it before the Welcome anyway.
+  // An earlier ticket's untaken copies are freed (at most one per lane waits).
+  ticket.copies.offer(token, std::move(copies));
+  // One start clock for every lane (a lane choosing its own disagreed with
+  // the others where the worker had reached some of them before): the
+  // furthest any lane's slowest live worker got, so that a rejoining worker
+  // holds nobody back, and no earlier than the resumed checkpoint expects it.
+  uint64_t start_clock = resumed_clocks_[hello.worker];
+  for (const auto& lane : lanes_)
+    start_clock = std::max(start_clock, lane->counters().min_clock.load(std::memory_order_relaxed));
+  ticket.start_clock.store(start_clock, std::memory_order_relaxed);
+  ticket.reconnect_ms.store(hello.reconnect_ms, std::memory_order_relaxed);
+  for (const auto& lane : lanes_) lane->expect(hello.worker);
+  ticket.token.store(token, std::memory_order_release);
+  const Range range = partition_->server_range(options_.index);
+  welcome.accepted = kAdmitted;
+  welcome.range_begin = range.begin;
+  welcome.range_end = range.end;
+  welcome.shard_floats = admission_.config().shard_floats;
+  welcome.inbox_slots = admission_.config().inbox_slots;
+  welcome.push_path = static_cast<uint32_t>(use_am ? PushPath::kAm : PushPath::kPut);
+  welcome.token = token;
+  for (const auto& lane : lanes_) welcome.lanes.push_back({lane->port(), lane->first_shard(), lane->shards()});
+  welcome.resumed = resumed_ ? 1 : 0;
+  welcome.instance = instance_;
+  welcome.pushes_held = restored_pushes_[hello.worker];
+  for (const auto& lane : lanes_)
+    welcome.pushes_held += lane->counters().taken[hello.worker].load(std::memory_order_relaxed);
+  try {
+    ep.send_control(encode(welcome), kAnswerTimeout);
+  } catch (const Error& e) {
+    logf(LogLevel::kWarn, "rdmaps-server: worker %u (%s) left during the handshake: %s", hello.worker, peer.c_str(),
+         e.what());
+  }
+  admitted_at_[hello.worker] = Clock::now();
+}
+
+}  // namespace rdmaps::ps
