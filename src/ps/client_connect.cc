@@ -62,10 +62,11 @@ Welcome ClientImpl::probe(uint32_t index) {
 
 void ClientImpl::probe_all() {
   std::vector<uint64_t> instances;
-  std::string holding, empty;  // addresses of servers with a job's parameters, and without
+  std::vector<uint32_t> answers;
   for (uint32_t i = 0; i < options_.servers.size(); ++i) {
     const Welcome answer = probe(i);
     instances.push_back(answer.instance);
+    answers.push_back(answer.resumed);
     // One server listed twice (an address and a name of it) would take this
     // worker once and refuse it the second time as "already connected".
     for (uint32_t j = 0; j < i; ++j)
@@ -73,8 +74,19 @@ void ClientImpl::probe_all() {
         throw Error(Errc::kInvalidArgument, "servers " + std::to_string(j) + " (" + options_.servers[j] + ") and " +
                                                 std::to_string(i) + " (" + options_.servers[i] +
                                                 ") of the list are one server: list each server once");
-    if (answer.resumed == kProbeStarted) continue;  // a job starting: its first workers are joining
-    std::string& list = answer.resumed == kProbeHolding ? holding : empty;
+  }
+  // A server found empty before another was found holding parameters is
+  // asked again: the job's first workers may have joined every server and
+  // pushed between the two probes (a worker that started late, on a loaded
+  // machine, was refused so). Those workers had joined it before they
+  // pushed, so now it has a table, unless it really started empty.
+  const bool any_holding = std::count(answers.begin(), answers.end(), kProbeHolding) > 0;
+  for (uint32_t i = 0; i < answers.size() && any_holding; ++i)
+    if (answers[i] == kProbeFresh) answers[i] = probe(i).resumed;
+  std::string holding, empty;  // addresses of servers with a job's parameters, and without
+  for (uint32_t i = 0; i < answers.size(); ++i) {
+    if (answers[i] == kProbeStarted) continue;  // a job starting: its first workers are joining
+    std::string& list = answers[i] == kProbeHolding ? holding : empty;
     list += (list.empty() ? "" : ", ") + options_.servers[i];
   }
   // Part of the table trained, part zeros (a server whose checkpoints were

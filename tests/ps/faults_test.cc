@@ -892,6 +892,85 @@ TEST_P(PsFaultTest, ASecondThreadsCallIsRefusedAndInterruptEndsABlockedClock) {
   servers.stop();
 }
 
+// A server that answers probes from a script, over the real transport, and
+// refuses every Hello (the test is about what the worker makes of the answers).
+class ScriptedProbeServer {
+ public:
+  /// The answers to successive probes (kProbeFresh, ...); the last one repeats.
+  ScriptedProbeServer(transport::TransportKind kind, uint64_t instance, std::vector<uint32_t> answers)
+      : context_(transport::create_context({.transport = kind, .secret = test_secret()})),
+        listener_(context_->listen(transport::SockAddr::parse("127.0.0.1:0"))),
+        thread_([this, instance, answers] {
+          size_t probes = 0;
+          while (!stop_) {
+            std::unique_ptr<transport::Endpoint> ep;
+            try {
+              ep = listener_->accept(100ms);
+            } catch (const Error&) {
+              continue;  // nobody came within 100 ms
+            }
+            const ps::Hello h = ps::decode_hello(ep->recv_control(kSetupTimeout), "worker");
+            ps::Welcome w;
+            w.instance = instance;
+            if (h.probe) {
+              w.accepted = ps::kWouldAdmit;
+              w.resumed = answers[std::min(probes++, answers.size() - 1)];
+            } else {
+              w.accepted = ps::kRefused;
+              w.reason = "the scripted server takes no worker";
+            }
+            ep->send_control(ps::encode(w), kSetupTimeout);
+            kept_.push_back(std::move(ep));  // closed once the worker closed its side
+          }
+        }) {}
+  ~ScriptedProbeServer() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::string address() const { return listener_->address().to_string(); }
+
+ private:
+  std::unique_ptr<transport::Context> context_;
+  std::unique_ptr<transport::Listener> listener_;
+  std::vector<std::unique_ptr<transport::Endpoint>> kept_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;  // last: it uses the members above
+};
+
+// A worker that starts late probes its servers one by one: the job's first
+// workers may join every server and push between two of its probes, so it
+// saw the first server empty and the second holding parameters, and refused
+// itself as "part trained, part zeros" (seen under load:
+// NoGradientLostOrAppliedTwiceAndNoTornShard). A server found empty is asked
+// again once another was found holding; one still empty is refused as before.
+TEST_P(PsFaultTest, AJobThatStartedBetweenTwoProbesIsNotTakenForAPartTrainedOne) {
+  ScriptedProbeServer started_meanwhile(GetParam(), 1, {ps::kProbeFresh, ps::kProbeHolding});
+  ScriptedProbeServer holding(GetParam(), 2, {ps::kProbeHolding});
+  ClientOptions o;
+  o.servers = {started_meanwhile.address(), holding.address()};
+  o.config = fault_config(GetParam());
+  o.config.secret = test_secret();
+  o.timeout = 10s;
+  std::string what;
+  {
+    Client client(o);
+    client.declare("w", 10);
+    EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kProtocol);
+  }
+  EXPECT_NE(what.find("the scripted server takes no worker"), std::string::npos)
+      << "the worker did not go on to its Hello: " << what;
+  // Empty when asked again: a server restarted without its checkpoint, refused before any Hello.
+  ScriptedProbeServer empty(GetParam(), 3, {ps::kProbeFresh});
+  o.servers = {empty.address(), holding.address()};
+  Client client(o);
+  client.declare("w", 10);
+  EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("hold a job's parameters (resumed from a checkpoint, or updated) but " + empty.address() +
+                      " started empty"),
+            std::string::npos)
+      << what;
+}
+
 // A worker of two servers refused by the second (its --max-bytes): the first
 // had already admitted it, so it had fixed the job's table to the refused
 // one (the corrected retry was refused there) and, the job's only worker
