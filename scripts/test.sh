@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds with warnings as errors and runs every test suite, plus the style
-# check. Prints "N passed, N failed" last.
+# check. Prints "N passed, N failed", then each failed case, last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -126,7 +126,8 @@ for paths, name in ((sys.argv[1:2], ""), (sys.argv[2:], " under sanitizers")):
             else: failed += 1
     print(f"{passed} passed, {failed} failed, {skipped} skipped{name}")
 # CI keeps the tail of this output: name each failed case and its first assertion here, last (session 51: a
-# ps shard failed on CI and only its name survived).
+# ps shard failed on CI and only its name survived). A test's odd bytes must not end the listing.
+sys.stdout.reconfigure(errors="replace")
 for path in sys.argv[1:]:
     for line in open(path):
         r = json.loads(line)

@@ -366,8 +366,10 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
       w.clock_since = Clock::now();
       w.stall_logged = false;
       clock_advanced(before, w.clock);
-      // Counted once its minimum moved, for whoever waits on the count (every lane gets each clock).
-      if (setup_.index == 0) LaneCounters::add(counters_.clocks);
+      // Counted once its minimum moved, released: a reader that sees the count
+      // (stats(), acquiring it) sees that minimum (every lane gets each clock).
+      if (setup_.index == 0)
+        counters_.clocks.store(counters_.clocks.load(std::memory_order_relaxed) + 1, std::memory_order_release);
       return;
     }
     case MsgType::kBye:

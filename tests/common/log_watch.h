@@ -16,6 +16,7 @@ namespace rdmaps::test {
 class LogWatch {
  public:
   /// Takes the lines at info and above; each still goes to stderr, for a failing test's log.
+  /// It replaces any sink set before (stderr comes back after it): one at a time.
   LogWatch() : level_(log_level()) {
     set_log_level(LogLevel::kInfo);
     set_log_sink([this](LogLevel, const std::string& line) {

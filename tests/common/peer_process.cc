@@ -204,8 +204,9 @@ bool wait_until_stopped(pid_t pid) {
        std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(1))) {
     bool all = true;
     std::error_code ec;
-    for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
-      std::ifstream stat(t.path() / "stat");
+    // increment(ec), not ++: a task directory read while the process goes throws otherwise.
+    for (std::filesystem::directory_iterator t(tasks, ec), end; !ec && t != end; t.increment(ec)) {
+      std::ifstream stat(t->path() / "stat");
       std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
       const auto close = text.rfind(')');
       if (close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'T') all = false;
