@@ -75,11 +75,11 @@ void ClientImpl::probe_all() {
                                                 std::to_string(i) + " (" + options_.servers[i] +
                                                 ") of the list are one server: list each server once");
   }
-  // A server found empty before another was found holding parameters is
-  // asked again: the job's first workers may have joined every server and
-  // pushed between the two probes (a worker that started late, on a loaded
-  // machine, was refused so). Those workers had joined it before they
-  // pushed, so now it has a table, unless it really started empty.
+  // A server found empty while another holds parameters is asked again:
+  // the job's first workers may have joined every server and pushed
+  // between two probes (a worker that started late, on a loaded machine,
+  // was refused so). They joined it before they pushed, so it has a table
+  // by now, unless it really started empty.
   const bool any_holding = std::count(answers.begin(), answers.end(), kProbeHolding) > 0;
   for (uint32_t i = 0; i < answers.size() && any_holding; ++i)
     if (answers[i] == kProbeFresh) answers[i] = probe(i).resumed;

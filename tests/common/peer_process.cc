@@ -198,7 +198,8 @@ void fill_random(void* data, size_t length, uint64_t seed, uint64_t stream) {
   }
 }
 
-bool wait_until_stopped(pid_t pid) {
+bool stop_process(pid_t pid) {
+  if (::kill(pid, SIGSTOP) != 0) return false;
   const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
   for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
        std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(1))) {

@@ -69,9 +69,11 @@ int free_listen_port();
 PeerProcess listening_peer(const std::string& name, transport::TransportKind transport, uint64_t seed,
                            const std::vector<std::string>& extra, int* port);
 
-/// Whether every thread of process `pid` is stopped (/proc/PID/task/*/stat
-/// state T) within 5 s: kill(pid, SIGSTOP) returns before the stop lands.
-bool wait_until_stopped(pid_t pid);
+/// Sends `pid` SIGSTOP and returns whether every thread of it stopped
+/// (/proc/PID/task/*/stat state T) within 5 s: kill() returns before the
+/// stop lands, and a thread still running meanwhile may take what the test
+/// sends next. SIGCONT wakes it.
+bool stop_process(pid_t pid);
 
 /// Fresh random seed for this run (printed so a failure can be replayed).
 uint64_t fresh_seed();

@@ -856,10 +856,9 @@ class CheckpointReconnect : public testing::Test {
   }
   /// Stops the server now; 0.5 s later kills it and starts it again resuming.
   void stop_then_restart() {
-    ASSERT_EQ(::kill(server_->pid(), SIGSTOP), 0);
     // Stopped before the call under test begins: on a loaded machine its
     // lane ran on for a moment and took in a whole init (clean-clone run).
-    ASSERT_TRUE(wait_until_stopped(server_->pid())) << "the server did not stop";
+    ASSERT_TRUE(stop_process(server_->pid())) << "the server did not stop";
     restarter_ = std::thread([this] {
       std::this_thread::sleep_for(500ms);  // the call under test waits on the stopped server by then
       server_->kill_now();

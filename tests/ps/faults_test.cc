@@ -1583,9 +1583,8 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
   client->init("w", w);
   client->push("w", w);
   client->pull("w", w);
-  for (auto& s : servers) ASSERT_EQ(kill(s.pid(), SIGSTOP), 0);
-  // kill() returns before the stop lands: a lane still running then read the Bye (seen under ASan).
-  for (auto& s : servers) ASSERT_TRUE(wait_until_stopped(s.pid())) << "server " << s.pid() << " did not stop";
+  // Every thread stopped: a lane still running then read the Bye (seen under ASan).
+  for (auto& s : servers) ASSERT_TRUE(stop_process(s.pid())) << "server " << s.pid() << " did not stop";
   const auto start = Clock::now();
   OutputCapture log;
   client.reset();
@@ -1625,8 +1624,7 @@ TEST_P(PsFaultTest, MemoryRegisteredWhilePushesAreRejectedIsStillTaken) {
   std::vector<float> w(kFaultShard, 1.0f);
   client->init("w", w);
   client->pull("w", w);
-  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
-  ASSERT_TRUE(wait_until_stopped(server.pid()));
+  ASSERT_TRUE(stop_process(server.pid()));
   const std::vector<float> nan(kFaultShard, std::nanf(""));
   for (uint32_t i = 0; i < o.config.inbox_slots; ++i) client->push("w", nan);  // every credit
   std::thread resume([&] {
@@ -1693,10 +1691,9 @@ TEST_P(PsFaultTest, APushToAStoppedServerEndsByOneTimeoutAndInterruptEndsItAtOnc
   std::vector<float> g(kFloats, 0.0f);
   timing_out->push("w", g);
   interrupted->push("w", g);
-  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
-  // kill() returns before the stop lands: lanes still running took in every
-  // push over shm, and none timed out (a loaded clean-clone run).
-  ASSERT_TRUE(wait_until_stopped(server.pid())) << "the server did not stop";
+  // Every thread stopped: lanes still running took in every push over shm,
+  // and none timed out (a loaded clean-clone run).
+  ASSERT_TRUE(stop_process(server.pid())) << "the server did not stop";
   auto push_then_clock = [&](Client& c) {
     for (int i = 0; i < 8; ++i) {  // until the credits run out, whatever the transport buffers
       c.push("w", g);
@@ -1741,8 +1738,7 @@ TEST_P(PsFaultTest, APushThatTimedOutWithSendsUnderWayEndsTheClientsCalls) {
   o.config.wire = WireFormat::kBf16;
   auto client = connect_when_up(o, "w", kFloats);
   ASSERT_TRUE(client) << "the server process did not come up";
-  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
-  ASSERT_TRUE(wait_until_stopped(server.pid()));
+  ASSERT_TRUE(stop_process(server.pid()));
   std::string what;
   EXPECT_EQ(error_code_of([&] { client->push("w", std::vector<float>(kFloats, 1.0f)); }, &what), Errc::kTimeout);
   EXPECT_NE(what.find("is still under way"), std::string::npos) << what;
@@ -1775,8 +1771,7 @@ TEST_P(PsFaultTest, APushInterruptedWithSendsUnderWaySaysItsMemoryIsStillRead) {
   constexpr size_t kFloats = 16 * kWholeShard;  // more pieces than credits: the push waits for one
   auto client = connect_when_up(big_shard_client(GetParam(), port, 60s), "w", kFloats);
   ASSERT_TRUE(client) << "the server process did not come up";
-  ASSERT_EQ(kill(server.pid(), SIGSTOP), 0);
-  ASSERT_TRUE(wait_until_stopped(server.pid()));
+  ASSERT_TRUE(stop_process(server.pid()));
   std::vector<float> g(kFloats, 1.0f);
   std::atomic<bool> started{false};
   auto pushing = std::async(std::launch::async, [&] {
@@ -1806,8 +1801,7 @@ TEST_P(PsFaultTest, APushInterruptedWithSendsUnderWaySaysItsMemoryIsStillRead) {
 // (`floats`, each push flushing the one before it) until one times out
 // waiting for a credit; returns how many pushes returned before it.
 int push_until_a_stopped_server_takes_no_more(Client& client, pid_t server, const std::string& name, size_t floats) {
-  EXPECT_EQ(kill(server, SIGSTOP), 0);
-  EXPECT_TRUE(wait_until_stopped(server));
+  EXPECT_TRUE(stop_process(server));
   const std::vector<float> g(floats, 1.0f);
   int returned = 0;
   std::string what;
@@ -1882,8 +1876,7 @@ TEST_P(PsFaultTest, AScrapeDuringAPullShowsItsCountsFromBeforeIt) {
       const size_t at = page.find(name);
       return at == std::string::npos ? -1.0 : std::stod(page.substr(at + name.size()));
     };
-    ASSERT_EQ(kill(stopped.pid(), SIGSTOP), 0);
-    ASSERT_TRUE(wait_until_stopped(stopped.pid()));
+    ASSERT_TRUE(stop_process(stopped.pid()));
     // Server 0's lanes answer at once; server 1's are awaited while the page is read.
     auto pulling = std::async(std::launch::async, [&] { client->pull("w", w); });
     std::this_thread::sleep_for(2500ms);

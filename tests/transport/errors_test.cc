@@ -266,14 +266,6 @@ RDMAPS_TEST_PEER(misbehaving_writer) {
   return 0;
 }
 
-// Stops the "sleeping_receiver" peer (SIGSTOP; SIGCONT wakes it): it makes
-// no progress meanwhile, however long the test's side takes (a fixed sleep
-// of the peer's ran out under load before the test had looked).
-void stall(PeerProcess& peer) {
-  ASSERT_EQ(kill(peer.pid(), SIGSTOP), 0);
-  ASSERT_TRUE(wait_until_stopped(peer.pid())) << "the peer did not stop";
-}
-
 // A rendezvous active message completes only when the receiver progresses;
 // a receiver that stops must surface as a timeout naming it, not a hang.
 TEST(StalledPeer, WaitForTimesOutNamingThePeer) {
@@ -283,7 +275,7 @@ TEST(StalledPeer, WaitForTimesOutNamingThePeer) {
   PeerProcess peer("sleeping_receiver", TransportKind::kShm, listener->address().port(), 1);
   auto ep = listener->accept(kSetupTimeout);
   EXPECT_EQ(recv_words(*ep).at(0), 1u);
-  stall(peer);
+  ASSERT_TRUE(stop_process(peer.pid())) << "the peer did not stop";  // no progress, however long we take
   std::string what;
   auto start = std::chrono::steady_clock::now();
   EXPECT_EQ(error_code_of([&] { ep->am_send(9, nullptr, 0, payload.data(), payload.size()).wait_for(100ms); }, &what),
@@ -307,7 +299,7 @@ TEST(StalledPeer, RetiredBuffersLiveUntilTheSendThatReadsThemCompletes) {
   PeerProcess peer("sleeping_receiver", TransportKind::kShm, listener->address().port(), 1);
   auto ep = listener->accept(kSetupTimeout);
   EXPECT_EQ(recv_words(*ep).at(0), 1u);
-  stall(peer);
+  ASSERT_TRUE(stop_process(peer.pid())) << "the peer did not stop";  // no progress, however long we take
   std::vector<transport::Request> sends;
   sends.push_back(ep->am_send(9, nullptr, 0, payload->data(), payload->size()));
   context->retire(sends, std::move(payload));
