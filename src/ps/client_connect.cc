@@ -47,13 +47,12 @@ Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const 
   return welcome;
 }
 
-Welcome ClientImpl::probe(uint32_t index) {
+Welcome ClientImpl::probe(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout) {
   const std::string& address = options_.servers[index];
-  auto control =
-      context_->connect(transport::SockAddr::parse(address), options_.timeout, {}, transport::IfRefused::kRetry);
+  auto control = context_->connect(transport::SockAddr::parse(address), timeout, {}, if_refused);
   Hello h = hello();
   h.probe = 1;
-  const Welcome answer = ask(*control, h, address, options_.timeout);
+  const Welcome answer = ask(*control, h, address, timeout);
   if (answer.accepted != kWouldAdmit)
     throw Error(Errc::kProtocol, "server " + address + " admitted a probe of worker " +
                                      std::to_string(options_.worker) + " instead of answering it");
@@ -64,7 +63,7 @@ void ClientImpl::probe_all() {
   std::vector<uint64_t> instances;
   std::vector<uint32_t> answers;
   for (uint32_t i = 0; i < options_.servers.size(); ++i) {
-    const Welcome answer = probe(i);
+    const Welcome answer = probe(i, transport::IfRefused::kRetry, options_.timeout);
     instances.push_back(answer.instance);
     answers.push_back(answer.resumed);
     // One server listed twice (an address and a name of it) would take this
@@ -82,7 +81,7 @@ void ClientImpl::probe_all() {
   // by now, unless it really started empty.
   const bool any_holding = std::count(answers.begin(), answers.end(), kProbeHolding) > 0;
   for (uint32_t i = 0; i < answers.size() && any_holding; ++i)
-    if (answers[i] == kProbeFresh) answers[i] = probe(i).resumed;
+    if (answers[i] == kProbeFresh) answers[i] = probe(i, transport::IfRefused::kRetry, options_.timeout).resumed;
   std::string holding, empty;  // addresses of servers with a job's parameters, and without
   for (uint32_t i = 0; i < answers.size(); ++i) {
     if (answers[i] == kProbeStarted) continue;  // a job starting: its first workers are joining

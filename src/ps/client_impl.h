@@ -241,8 +241,8 @@ class ClientImpl {
   Welcome connect_one(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout);
   /// Asks server `index` whether it would admit this worker (Hello::probe);
   /// returns its answer, or throws its refusal or why it could not be asked.
-  /// Waits for a server not listening yet, as connect_one does.
-  Welcome probe(uint32_t index);
+  /// `if_refused` and `timeout` as for connect_one.
+  Welcome probe(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout);
   /// Probes every server; throws if one is listed twice, or if some hold a
   /// job's parameters and others none.
   void probe_all();

@@ -1043,6 +1043,49 @@ TEST_P(PsCheckpointTest, ARunWithoutResumeThatAppliedNothingLeavesTheCheckpoints
   fs::remove_all(dir);
 }
 
+// A server restarted without --resume under a running job (its checkpoints
+// gone, or the flag left out): the first worker to reconnect sent its Hello
+// straight away, which fixed the empty server's table, and then stopped,
+// rightly. Probes then found it "a job starting", which a start does not count
+// as empty, so the next worker to join trained a model part trained, part
+// zeros. A reconnect asks first, as a start does.
+TEST_P(PsCheckpointTest, AServerBackWithoutTheJobIsLeftEmptyByItsWorkersAndRefusedToTheNext) {
+  Config c = sgd_config(GetParam(), kLr, 16);
+  c.staleness = kInfiniteStaleness;
+  ServerGroup servers(2, 2, c, kept_running());
+  auto worker = [&](uint32_t id) {
+    ClientOptions o = local_worker_options(servers.addresses(), c, id);
+    o.workers = 2;
+    o.config.reconnect_ms = 20000;
+    auto client = std::make_unique<Client>(o);
+    client->declare("w", 64);
+    return client;
+  };
+  auto first = worker(0);
+  first->connect();
+  first->push("w", std::vector<float>(64, 1.0f));
+  first->clock();
+  for (const auto until = Clock::now() + 20s; servers.server(0).stats().pushes == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_GT(servers.server(0).stats().pushes, 0u) << "server 0 applied no push: it holds no job's parameters";
+  servers.restart(1, c);  // without resume
+  std::vector<float> w(64);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { first->pull("w", w); }, &what), Errc::kPeerGone) << what;
+  EXPECT_NE(what.find("came back without this job's parameters"), std::string::npos) << what;
+  EXPECT_EQ(servers.server(1).stats().workers_connected, 0u) << "the worker that stopped joined the empty server";
+  auto next = worker(1);
+  EXPECT_EQ(error_code_of([&] { next->connect(); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("server(s) " + servers.server(0).address() +
+                      " hold a job's parameters (resumed from a checkpoint, or updated) but " +
+                      servers.server(1).address() + " started empty"),
+            std::string::npos)
+      << what;
+  next.reset();
+  first.reset();
+  servers.stop();
+}
+
 // A worker lost within its --reconnect window is saved as expected back, not
 // as gone: a resumed server took it for one that had left, and ended the job
 // without it (it found nobody to reconnect to), or, its other worker having

@@ -32,9 +32,23 @@ class ServerGroup {
       o.workers = workers;
       o.config = config;
       if (o.config.secret.empty()) o.config.secret = test_secret();
+      options_.push_back(o);
       servers_.push_back(std::make_unique<Server>(o));
     }
     for (auto& s : servers_) threads_.emplace_back([&s] { s->run(); });
+  }
+  /// Stops server `i` and starts another in its place, on its address, with
+  /// `config` (a server restarted: with resume, or without).
+  void restart(size_t i, const Config& config) {
+    ServerOptions o = options_[i];
+    o.listen = servers_[i]->address();
+    o.config = config;
+    if (o.config.secret.empty()) o.config.secret = test_secret();
+    servers_[i]->stop();
+    if (threads_[i].joinable()) threads_[i].join();
+    servers_[i].reset();  // its listener closes
+    servers_[i] = std::make_unique<Server>(o);
+    threads_[i] = std::thread([s = servers_[i].get()] { s->run(); });
   }
   ~ServerGroup() { stop(); }
   void stop() {
@@ -56,6 +70,7 @@ class ServerGroup {
   size_t size() const { return servers_.size(); }
 
  private:
+  std::vector<ServerOptions> options_;
   std::vector<std::unique_ptr<Server>> servers_;
   std::vector<std::thread> threads_;
 };
