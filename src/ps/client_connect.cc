@@ -41,18 +41,19 @@ Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const 
                         std::chrono::milliseconds timeout) const {
   control.send_control(encode(hello), timeout);
   Welcome welcome = decode_welcome(control.recv_control(timeout), address);
-  if (welcome.accepted == kRefused || welcome.accepted == kRefusedForNow)
+  if (welcome.accepted == kRefused || welcome.accepted == kRefusedForNow || welcome.accepted == kRefusedWithoutTheJob)
     throw Refusal("server " + address + " refused worker " + std::to_string(options_.worker) + ": " + welcome.reason,
-                  welcome.accepted == kRefused);
+                  welcome.accepted != kRefusedForNow, welcome.accepted == kRefusedWithoutTheJob);
   return welcome;
 }
 
-Welcome ClientImpl::probe(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout) {
+Welcome ClientImpl::probe(uint32_t index) {
   const std::string& address = options_.servers[index];
-  auto control = context_->connect(transport::SockAddr::parse(address), timeout, {}, if_refused);
+  auto control =
+      context_->connect(transport::SockAddr::parse(address), options_.timeout, {}, transport::IfRefused::kRetry);
   Hello h = hello();
   h.probe = 1;
-  const Welcome answer = ask(*control, h, address, timeout);
+  const Welcome answer = ask(*control, h, address, options_.timeout);
   if (answer.accepted != kWouldAdmit)
     throw Error(Errc::kProtocol, "server " + address + " admitted a probe of worker " +
                                      std::to_string(options_.worker) + " instead of answering it");
@@ -63,7 +64,7 @@ void ClientImpl::probe_all() {
   std::vector<uint64_t> instances;
   std::vector<uint32_t> answers;
   for (uint32_t i = 0; i < options_.servers.size(); ++i) {
-    const Welcome answer = probe(i, transport::IfRefused::kRetry, options_.timeout);
+    const Welcome answer = probe(i);
     instances.push_back(answer.instance);
     answers.push_back(answer.resumed);
     // One server listed twice (an address and a name of it) would take this
@@ -81,7 +82,7 @@ void ClientImpl::probe_all() {
   // by now, unless it really started empty.
   const bool any_holding = std::count(answers.begin(), answers.end(), kProbeHolding) > 0;
   for (uint32_t i = 0; i < answers.size() && any_holding; ++i)
-    if (answers[i] == kProbeFresh) answers[i] = probe(i, transport::IfRefused::kRetry, options_.timeout).resumed;
+    if (answers[i] == kProbeFresh) answers[i] = probe(i).resumed;
   std::string holding, empty;  // addresses of servers with a job's parameters, and without
   for (uint32_t i = 0; i < answers.size(); ++i) {
     if (answers[i] == kProbeStarted) continue;  // a job starting: its first workers are joining
@@ -109,7 +110,9 @@ Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused,
   auto control = context_->connect(transport::SockAddr::parse(link.address), timeout, {}, if_refused);
   link.range = partition_->server_range(index);
   link.shards = partition_->shard_count(index);
-  Welcome welcome = ask(*control, hello(), link.address, timeout);
+  Hello h = hello();
+  h.rejoin_instance = link.instance;  // 0 at the first connect
+  Welcome welcome = ask(*control, h, link.address, timeout);
   if (welcome.accepted != kAdmitted)
     throw Error(Errc::kProtocol, "server " + link.address + " answered a Hello as if it were a probe");
   if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||

@@ -195,50 +195,44 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
   for (auto pause = std::chrono::milliseconds(50);; pause = std::min(pause * 2, std::chrono::milliseconds(1000))) {
     disconnect(link);
     welcome = Welcome{};
-    // The same server (a dropped connection), or a restarted one that resumed: go on.
-    auto holds_the_job = [&] { return welcome.instance == link.instance || welcome.resumed; };
-    bool lost_the_job = false;
     try {
       // No attempt outlasts the window (a server that took the connection and
       // said nothing while it loaded its checkpoint held each one for the
-      // whole timeout, and a leaving client past its 5 s). At least 2 s:
-      // admission may take a moment (a copy faulted in, an earlier connection
-      // seen closed), and an attempt cut shorter failed against a server that
-      // was admitting it.
-      auto attempt = [&] {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-        return std::min(options_.timeout, std::max(left, std::chrono::milliseconds(2000)));
-      };
-      // Asked first, as at the start (probe_all): a Hello fixed the table of
-      // a server that came back empty, which then answered probes as a job
-      // starting and took the next new worker into a model part trained,
-      // part zeros.
-      const Welcome answer = probe(link.index, transport::IfRefused::kFail, attempt());
-      lost_the_job = answer.instance != link.instance && answer.resumed != kProbeHolding;
-      if (!lost_the_job) {
-        welcome = connect_one(link.index, transport::IfRefused::kFail, attempt());
-        lost_the_job = !holds_the_job();  // holding updates others applied, not this job's checkpoint
-        if (!lost_the_job) {
-          refetch(link);
-          break;
-        }
-      }
+      // whole timeout, and a leaving client past its 5 s).
+      const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+      // At least 2 s: admission may take a moment (a copy faulted in, an
+      // earlier connection seen closed), and an attempt cut shorter failed
+      // against a server that was admitting it. The same server process (a
+      // dropped connection) or one that resumed admits it; one that started
+      // empty refuses it (Hello::rejoin_instance).
+      welcome = connect_one(link.index, transport::IfRefused::kFail,
+                            std::min(options_.timeout, std::max(left, std::chrono::milliseconds(2000))));
+      refetch(link);
+      break;
     } catch (const Refusal& e) {
+      if (e.without_the_job)
+        give_up(link, Error(Errc::kPeerGone,
+                            "server " + link.address +
+                                " came back without this job's parameters (it did not resume from a checkpoint: "
+                                "start it with --checkpoint-dir and --resume); worker " +
+                                std::to_string(options_.worker) + " stops rather than train from nothing"));
       if (e.for_good) give_up(link, refused_for_good(link, e));
       last = e.what();
     } catch (const Error& e) {
+      // interrupt(): the call ends as interrupted, not as a server that did not come back.
+      if (e.code() == Errc::kCancelled) {
+        disconnect(link);
+        throw;
+      }
       // Another secret, none where one is needed, or another transport
       // version: the handshake refuses every retry alike.
       if (e.code() == Errc::kPermissionDenied || e.code() == Errc::kUnsupported)
         give_up(link, refused_for_good(link, e));
       last = e.what();
+    } catch (...) {
+      disconnect(link);  // no half-made lanes (out of memory): later calls find the link down, not null endpoints
+      throw;
     }
-    if (lost_the_job)
-      give_up(link,
-              Error(Errc::kPeerGone, "server " + link.address +
-                                         " came back without this job's parameters (it did not resume from a "
-                                         "checkpoint: start it with --checkpoint-dir and --resume); worker " +
-                                         std::to_string(options_.worker) + " stops rather than train from nothing"));
     if (Clock::now() + pause > deadline)
       give_up(link, Error(Errc::kPeerGone, "worker " + std::to_string(options_.worker) + ": server " + link.address +
                                                " did not come back within " + seconds(config_.reconnect_ms) +

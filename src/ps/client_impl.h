@@ -40,10 +40,13 @@ namespace rdmaps::ps {
 
 using Clock = std::chrono::steady_clock;
 
-// A server's refusal of a Hello; `for_good`: no retry passes it (Welcome kRefused).
+// A server's refusal of a Hello; `for_good`: no retry passes it (Welcome
+// kRefused); `without_the_job`: a reconnect found a process that did not resume (kRefusedWithoutTheJob).
 struct Refusal : Error {
-  Refusal(const std::string& what, bool for_good) : Error(Errc::kProtocol, what), for_good(for_good) {}
+  Refusal(const std::string& what, bool for_good, bool without_the_job = false)
+      : Error(Errc::kProtocol, what), for_good(for_good), without_the_job(without_the_job) {}
   bool for_good;
+  bool without_the_job;
 };
 
 // One thread of a server (docs/architecture.md "Server threads"): its own
@@ -241,8 +244,8 @@ class ClientImpl {
   Welcome connect_one(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout);
   /// Asks server `index` whether it would admit this worker (Hello::probe);
   /// returns its answer, or throws its refusal or why it could not be asked.
-  /// `if_refused` and `timeout` as for connect_one.
-  Welcome probe(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout);
+  /// Waits for a server not listening yet, as connect_one does.
+  Welcome probe(uint32_t index);
   /// Probes every server; throws if one is listed twice, or if some hold a
   /// job's parameters and others none.
   void probe_all();

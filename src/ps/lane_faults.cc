@@ -110,14 +110,22 @@ void ServerLane::leave(Worker& w) {
 // still checked every few milliseconds.
 void ServerLane::check_liveness() {
   const size_t n = std::min(workers_.size(), kLivenessChecksPerCall);
-  for (size_t i = 0; i < n; ++i) {
-    Worker& w = workers_[liveness_next_++ % workers_.size()];
-    if (!w.live || !(w.ep->peer_closed() || w.ep->failed())) continue;
-    take_in_last_messages(w);  // a clean leave ends with a Bye there
-    if (w.live) drop(w, "died (connection closed); dropped from the clock");
-  }
+  for (size_t i = 0; i < n; ++i) check_one(workers_[liveness_next_++ % workers_.size()]);
   closing_.sweep();
   warn_stalled();
+}
+
+void ServerLane::check_suspects() {
+  any_suspect_.store(false, std::memory_order_relaxed);  // one named after this is seen next turn
+  std::atomic_thread_fence(std::memory_order_acquire);
+  for (size_t i = 0; i < workers_.size(); ++i)
+    if (suspects_[i].exchange(false, std::memory_order_relaxed)) check_one(workers_[i]);
+}
+
+void ServerLane::check_one(Worker& w) {
+  if (!w.live || !(w.ep->peer_closed() || w.ep->failed())) return;
+  take_in_last_messages(w);  // a clean leave ends with a Bye there
+  if (w.live) drop(w, "died (connection closed); dropped from the clock");
 }
 
 // A worker at the slowest clock that does not advance it holds every other

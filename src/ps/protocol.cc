@@ -124,6 +124,7 @@ void hello_fields(Io& io, H& h) {
     io.u64(t.floats);
   });
   io.u32(h.probe);
+  io.u64(h.rejoin_instance);
 }
 
 template <class Io, class M>
@@ -231,7 +232,7 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
     next_shard += l.shards;
   }
   if (m.resumed > kProbeStarted) r.fail("resumed code " + std::to_string(m.resumed));
-  if (m.accepted > kRefusedForNow) r.fail("accepted code " + std::to_string(m.accepted));
+  if (m.accepted > kRefusedWithoutTheJob) r.fail("accepted code " + std::to_string(m.accepted));
   r.done();
   if (m.accepted == kAdmitted &&
       (m.range_end < m.range_begin || m.shard_floats == 0 || m.inbox_slots == 0 || m.inbox_slots > kMaxInboxSlots ||

@@ -20,7 +20,7 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 15;
+constexpr uint32_t kProtocolVersion = 16;
 /// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
 constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
@@ -169,6 +169,11 @@ struct Hello {
   /// worker of several servers asks each before it joins any: one that
   /// joined some and then failed at another had ended or fixed their job.
   uint32_t probe = 0;
+  /// A reconnecting worker: Welcome::instance of the server process it had
+  /// joined (0: none). Another process admits it only if it resumed from a
+  /// checkpoint; one that started empty refuses it (kRefusedWithoutTheJob)
+  /// before fixing a table from it.
+  uint64_t rejoin_instance = 0;
 };
 /// One thread of the server and the shards it owns: the worker connects to
 /// each lane at its port (on the server's host) and sends it a LaneHello.
@@ -180,15 +185,17 @@ struct LaneInfo {
 /// the worker's request or its protocol version; an older server's every
 /// refusal), the worker joined, (to a probe Hello) it would, or refused for
 /// now (kRefusedForNow: its earlier connection is still held, no memory):
-/// a reconnecting worker retries only the last.
-constexpr uint32_t kRefused = 0, kAdmitted = 1, kWouldAdmit = 2, kRefusedForNow = 3;
+/// a reconnecting worker retries only the last. kRefusedWithoutTheJob: for
+/// good, to a reconnecting worker whose server process went and this one
+/// did not resume its job (Hello::rejoin_instance).
+constexpr uint32_t kRefused = 0, kAdmitted = 1, kWouldAdmit = 2, kRefusedForNow = 3, kRefusedWithoutTheJob = 4;
 /// Welcome::resumed answering a probe: no table yet and nothing resumed; a
 /// job's parameters (resumed, or updates applied); a table but no update yet.
 constexpr uint32_t kProbeFresh = 0, kProbeHolding = 1, kProbeStarted = 2;
 /// Server -> worker answer.
 struct Welcome {
-  uint32_t accepted = kRefused;             ///< kRefused, kAdmitted, kWouldAdmit or kRefusedForNow
-  std::string reason;                       ///< why not, when not accepted
+  uint32_t accepted = kRefused;  ///< kRefused, kAdmitted, kWouldAdmit, kRefusedForNow or kRefusedWithoutTheJob
+  std::string reason;            ///< why not, when not accepted
   uint64_t range_begin = 0, range_end = 0;  ///< global floats this server owns
   uint32_t shard_floats = 0, inbox_slots = 0;
   uint32_t push_path = 0;  ///< PushPath::kPut or kAm for every lane: the server's answer to the worker's ask

@@ -229,11 +229,26 @@ void ServerImpl::run() {
   // Workers hear of it from their connections closing; none is waited for,
   // idle or stopped (that cost 2 s: ClosingEndpoints::close_all).
   for (auto& lane : lanes_) lane->disconnect_all();
-  held_.clear();
+  refuse_latecomers(failed);
   closing_.close_all(*context_);
   if (failed)
     throw Error(failed->failure_code(), "server " + std::to_string(options_.index) + " stopped: its lane " +
                                             std::to_string(failed->index()) + " failed: " + failed->failure());
+}
+
+// Hellos still waiting when the serving ends are answered: they met a closed
+// connection, or, where the server object outlives run() (C, Python), silence
+// until their timeout. A stopped server may be restarted: a retry may pass.
+void ServerImpl::refuse_latecomers(const ServerLane* failed) {
+  const bool stopped = stop_.load(std::memory_order_relaxed) || failed;
+  const std::string why =
+      stopped ? "the server is stopping" : "the job is over: every worker left, and the server exits";
+  const uint32_t code = stopped ? kRefusedForNow : kRefused;
+  pending_.poll(*listener_, [&](std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t>) {
+    refuse_peer(std::move(ep), why, code);
+  });
+  for (auto& h : held_) refuse_peer(std::move(h.ep), why, code);
+  held_.clear();
 }
 
 void ServerImpl::resume() {

@@ -18,6 +18,10 @@ namespace {
 struct StillConnected : Error {
   using Error::Error;
 };
+// A reconnecting worker whose server process went, and this one did not resume its job.
+struct WithoutTheJob : Error {
+  using Error::Error;
+};
 }  // namespace
 
 void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
@@ -60,6 +64,8 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     return refuse(std::string(e.what()) + " (waited " + std::to_string(kPredecessorWait.count()) +
                       " s for its earlier connection to close)",
                   kRefusedForNow);
+  } catch (const WithoutTheJob& e) {
+    return refuse(e.what(), kRefusedWithoutTheJob);
   } catch (const std::bad_alloc&) {
     return refuse("out of memory while admitting it", kRefusedForNow);
   } catch (const Error& e) {
@@ -106,11 +112,23 @@ void ServerImpl::refuse_held(uint32_t worker, const std::string& newer) {
 void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome) {
   const std::string peer = ep.peer_name();
   if (std::string why = admission_.check(hello); !why.empty()) throw Error(Errc::kPermissionDenied, why);
+  // Before anything is fixed (and after a configuration that differs, which says more): admitted, it gave this empty
+  // process the job's table, later probes found "a job starting", and the next new worker joined a model part trained,
+  // part zeros.
+  if (hello.rejoin_instance != 0 && hello.rejoin_instance != instance_ && !resumed_)
+    throw WithoutTheJob(Errc::kPeerGone, "worker " + std::to_string(hello.worker) +
+                                             " rejoins a job this server process does not hold: it started without "
+                                             "resuming from a checkpoint (--checkpoint-dir and --resume)");
   const auto still_connected = [&] {
+    bool connected = false;
     for (const auto& lane : lanes_)
-      if (lane->live_or_admitting(hello.worker))
-        throw StillConnected(Errc::kPermissionDenied,
-                             "worker id " + std::to_string(hello.worker) + " is already connected");
+      if (lane->live_or_admitting(hello.worker)) {
+        lane->check_soon(hello.worker);  // each lane that holds it, at once rather than in its turn
+        connected = true;
+      }
+    if (connected)
+      throw StillConnected(Errc::kPermissionDenied,
+                           "worker id " + std::to_string(hello.worker) + " is already connected");
   };
   still_connected();
   // The earlier ticket goes before the lanes are looked at again: a lane

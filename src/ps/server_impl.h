@@ -73,6 +73,8 @@ class ServerImpl {
              bool retried = false);
   /// Answers a Welcome that refuses, with its reason, and closes once the peer read it.
   void refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code);
+  /// At the end of run(): refuses the Hellos waiting (read or held), saying the job is over or the server stopping.
+  void refuse_latecomers(const ServerLane* failed);
   /// Refuses the Hello held for `worker`, if any: `newer` connected with that id since.
   void refuse_held(uint32_t worker, const std::string& newer);
   /// Keeps a Hello whose id is still connected, to be tried again; an older

@@ -63,6 +63,7 @@ ServerLane::ServerLane(const LaneSetup& setup)
       live_(setup.server->workers),
       reached_(setup.server->workers),
       admitting_(setup.server->workers),
+      suspects_(setup.server->workers),
       pending_("rdmaps-server: lane " + std::to_string(setup.index), kHelloTimeout, kMaxLaneHello),
       refusals_("rdmaps-server: lane " + std::to_string(setup.index)),
       counters_(setup.server->workers) {
@@ -600,6 +601,7 @@ void ServerLane::run() {
     busy |= complete_landings();
     for (auto& w : workers_)
       if (w.live) busy |= poll_inbox(w);
+    if (any_suspect_.load(std::memory_order_relaxed)) check_suspects();
     // Connection set-up and liveness (a system call per worker) at most every
     // kHousekeepingEvery when idle: with hundreds of workers, doing them every
     // idle round delayed the next push by a poll() per worker.

@@ -179,6 +179,14 @@ class ServerLane {
   bool live_or_admitting(uint32_t worker) const {
     return admitting_[worker].load(std::memory_order_seq_cst) || live_[worker].load(std::memory_order_seq_cst);
   }
+  /// Asks the lane to look at `worker`'s connection on its next turn rather
+  /// than when the liveness checks come round to it: a restarted worker's
+  /// Hello waits on it, and a busy lane of 100 workers took longer than the
+  /// wait (kPredecessorWait). Any thread.
+  void check_soon(uint32_t worker) {
+    suspects_[worker].store(true, std::memory_order_relaxed);
+    any_suspect_.store(true, std::memory_order_release);
+  }
   /// Whether `worker` ever connected to this lane (one admitted that never did holds its clock).
   bool reached(uint32_t worker) const { return reached_[worker].load(std::memory_order_acquire); }
   const LaneCounters& counters() const { return counters_; }
@@ -244,6 +252,8 @@ class ServerLane {
   void reject(Worker& w, RejectReason reason, const std::string& why);
   void drop(Worker& w, const char* why);
   void check_liveness();
+  void check_suspects();  // the workers check_soon() named
+  void check_one(Worker& w);
   void warn_stalled();
   void take_in_last_messages(Worker& w);
   void leave(Worker& w);
@@ -283,7 +293,8 @@ class ServerLane {
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
   size_t liveness_next_ = 0;   // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;
-  std::vector<std::atomic<bool>> live_, reached_, admitting_;
+  std::vector<std::atomic<bool>> live_, reached_, admitting_, suspects_;
+  std::atomic<bool> any_suspect_{false};
   PendingPeers pending_;
   RefusalLog refusals_;  // a flood of bad LaneHellos must not flood the log
   LaneCounters counters_;

@@ -1048,7 +1048,8 @@ TEST_P(PsCheckpointTest, ARunWithoutResumeThatAppliedNothingLeavesTheCheckpoints
 // straight away, which fixed the empty server's table, and then stopped,
 // rightly. Probes then found it "a job starting", which a start does not count
 // as empty, so the next worker to join trained a model part trained, part
-// zeros. A reconnect asks first, as a start does.
+// zeros. A reconnect's Hello names the server process it had joined, and
+// another that did not resume refuses it before taking anything from it.
 TEST_P(PsCheckpointTest, AServerBackWithoutTheJobIsLeftEmptyByItsWorkersAndRefusedToTheNext) {
   Config c = sgd_config(GetParam(), kLr, 16);
   c.staleness = kInfiniteStaleness;

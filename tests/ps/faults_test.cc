@@ -1130,6 +1130,17 @@ TEST_P(PsFaultTest, ASecondWorkerWithALiveIdIsRefusedNamingIt) {
 // Two more connections for a live id: the server holds one Hello per id, so
 // the earlier waiting one is refused at once, naming the newer (held Hellos
 // were unbounded: each connection for a live id kept its endpoint for 3 s).
+// Worker 1's Hello of a job of 2, by hand: a test sees what the server answers it.
+ps::Hello hello_of_worker_one(const Config& c) {
+  ps::Hello hello;
+  hello.worker = 1;
+  hello.workers = 2;
+  hello.staleness = c.staleness;
+  hello.rule = ps::RuleParams::from(c);
+  hello.tensors = {{"w", 1000}};
+  return hello;
+}
+
 TEST_P(PsFaultTest, ANewerHelloForAHeldIdRefusesTheHeldOne) {
   Config c = config();
   ServerGroup servers(1, 2, c);
@@ -1138,13 +1149,7 @@ TEST_P(PsFaultTest, ANewerHelloForAHeldIdRefusesTheHeldOne) {
   // The older Hello by hand, so that it is known to be sent first.
   auto context = transport::create_context({.transport = GetParam(), .secret = test_secret()});
   auto control = context->connect(transport::SockAddr::parse(servers.server(0).address()), kSetupTimeout);
-  ps::Hello hello;
-  hello.worker = 1;
-  hello.workers = 2;
-  hello.staleness = c.staleness;
-  hello.rule = ps::RuleParams::from(c);
-  hello.tensors = {{"w", 1000}};
-  control->send_control(encode(hello), kSetupTimeout);
+  control->send_control(encode(hello_of_worker_one(c)), kSetupTimeout);
   std::this_thread::sleep_for(200ms);  // taken in and held
   std::string newer;
   EXPECT_EQ(error_code_of([&] { join(); }, &newer), Errc::kProtocol);
@@ -1157,6 +1162,35 @@ TEST_P(PsFaultTest, ANewerHelloForAHeldIdRefusesTheHeldOne) {
   control.reset();
   first.reset();
   servers.stop();
+}
+
+// A Hello held (its id still connected) when the server stops is told why:
+// it met a closed connection, or, where the server object outlives run() (C,
+// Python), silence until its timeout. A retry may pass: a stopped server may
+// be restarted.
+TEST_P(PsFaultTest, AHelloHeldWhenTheServerStopsIsToldWhy) {
+  Config c = config();
+  auto servers = std::make_unique<ServerGroup>(1, 2, c);
+  auto first = connect_worker(servers->addresses(), c, 1, 2);
+  LogWatch log;
+  auto context = transport::create_context({.transport = GetParam(), .secret = test_secret()});
+  auto control = context->connect(transport::SockAddr::parse(servers->server(0).address()), kSetupTimeout);
+  control->send_control(encode(hello_of_worker_one(c)), kSetupTimeout);
+  ASSERT_TRUE(log.wait_for("(worker 1) is held", 20s)) << "the second Hello of worker 1 was not held";
+  std::thread stopping([&] { servers->stop(); });  // it may wait for the refused peer to close (below)
+  ps::Welcome answer;
+  try {
+    answer = ps::decode_welcome(control->recv_control(5s), "the held Hello");
+  } catch (const Error& e) {
+    ADD_FAILURE() << "the held Hello was not answered: " << e.what();
+  }
+  EXPECT_EQ(answer.accepted, ps::kRefusedForNow);
+  EXPECT_NE(answer.reason.find("the server is stopping"), std::string::npos) << answer.reason;
+  for (auto until = Clock::now() + 200ms; Clock::now() < until;) context->progress();  // as ~RawWorker
+  control.reset();
+  stopping.join();
+  servers.reset();  // its connections close: the worker's goodbye is not waited out
+  first.reset();
 }
 
 // This process's resident memory (/proc/self/statm), 0 where it cannot be read.

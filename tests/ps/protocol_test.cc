@@ -166,19 +166,22 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   EXPECT_EQ(decode_hello(encode(probe), "peer-7").probe, 1u);
   probe.probe = 2;
   EXPECT_THROW(decode_hello(encode(probe), "peer-7"), Error);
+  Hello rejoin = h;
+  rejoin.rejoin_instance = 0x1234567890abcdefull;  // a reconnect names the server process it had joined
+  EXPECT_EQ(decode_hello(encode(rejoin), "peer-7").rejoin_instance, rejoin.rejoin_instance);
   Welcome yes;
   yes.accepted = kWouldAdmit;
   EXPECT_EQ(decode_welcome(encode(yes), "peer-7").accepted, kWouldAdmit);  // no lanes: nothing was made
   // A refusal says whether a retry may pass (an older server's, code 0, never does).
   Welcome no;
   no.reason = "worker id 0 is already connected";
-  for (uint32_t code : {kRefused, kRefusedForNow}) {
+  for (uint32_t code : {kRefused, kRefusedForNow, kRefusedWithoutTheJob}) {
     no.accepted = code;
     const Welcome refused = decode_welcome(encode(no), "peer-7");
     EXPECT_EQ(refused.accepted, code);
     EXPECT_EQ(refused.reason, no.reason);
   }
-  yes.accepted = kRefusedForNow + 1;
+  yes.accepted = kRefusedWithoutTheJob + 1;
   EXPECT_THROW(decode_welcome(encode(yes), "peer-7"), Error);
 }
 
