@@ -20,11 +20,8 @@ void usage() {
       "  gpu         GPU kernels vs device copy bandwidth; staged vs pinned-host pushes\n\n"
       "rdmaps-perf <benchmark> --help lists its flags.\n");
 }
-}  // namespace
 
-int main(int argc, char** argv) {
-  if (!rdmaps::tools::program_start("rdmaps-perf")) return 1;
-  rdmaps::tools::end_with_parent("rdmaps-perf");
+int run(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage();
     return argc < 2 ? 2 : 0;
@@ -46,4 +43,11 @@ int main(int argc, char** argv) {
   } catch (...) {
     return rdmaps::tools::report_error("rdmaps-perf", "fewer --iters, --lat-iters or --floats?");
   }
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!rdmaps::tools::program_start("rdmaps-perf")) return 1;
+  rdmaps::tools::end_with_parent("rdmaps-perf");
+  return rdmaps::tools::program_end("rdmaps-perf", run(argc, argv));
 }

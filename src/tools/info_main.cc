@@ -7,8 +7,8 @@
 #include "src/api/capabilities.h"
 #include "src/tools/program_start.h"
 
-int main(int argc, char** argv) {
-  if (!rdmaps::tools::program_start("rdmaps-info")) return 1;
+namespace {
+int run(int argc, char** argv) {
   bool json = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0) {
@@ -36,4 +36,10 @@ int main(int argc, char** argv) {
                 rdmaps_library_path(), rdmaps::describe(caps).c_str());
   }
   return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!rdmaps::tools::program_start("rdmaps-info")) return 1;
+  return rdmaps::tools::program_end("rdmaps-info", run(argc, argv));
 }

@@ -2,10 +2,13 @@
 // LD_LIBRARY_PATH put first) before it crashes them on its first struct, and
 // read RDMAPS_LOG_LEVEL, so that a bad value is said at the start of a run
 // that logs nothing (it was said only with the first line logged). And their
-// last: an error said, whatever its type, never an abort.
+// last: an error said, whatever its type, never an abort; results that did
+// not reach standard output said too, never exit 0.
 #pragma once
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <new>
 #include <string>
@@ -42,6 +45,18 @@ inline int report_error(const char* program, const char* memory_hint) {
     std::fprintf(stderr, "%s: error: %s\n", program, e.what());
   }
   return 1;
+}
+
+/// A program's exit status once it printed its results: `status`, or 1
+/// having said why on stderr where standard output did not take them all (a
+/// full disk, a closed pipe): `rdmaps-perf --json > file` exited 0 with no data.
+inline int program_end(const char* program, int status) {
+  errno = 0;
+  const bool flushed = std::fflush(stdout) == 0;
+  if (flushed && !std::ferror(stdout)) return status;
+  std::fprintf(stderr, "%s: error: its output did not reach standard output (%s)\n", program,
+               errno != 0 ? std::strerror(errno) : "a write failed");
+  return status == 0 ? 1 : status;
 }
 
 }  // namespace rdmaps::tools

@@ -265,6 +265,20 @@ Options parse_options(int argc, char** argv) {
   } catch (const CLI::Success& e) {  // --help, --version
     std::exit(app.exit(e));
   }
+  // Its own flags have no variable (docs/cluster.md "Flags and variables"):
+  // one set for rdmaps-server (mpirun -x RDMAPS_STALENESS=3) ran the job
+  // another way without a word. A local run's children are given the flags.
+  if (o.report_fd < 0)
+    for (const auto& [variable, flag] : {std::pair{"RDMAPS_LR", "--lr"},
+                                         {"RDMAPS_LAMBDA", "--lambda"},
+                                         {"RDMAPS_LAMBDA0", "--lambda0"},
+                                         {"RDMAPS_STALENESS", "--staleness"},
+                                         {"RDMAPS_TRANSPORT", "--transport"},
+                                         {"RDMAPS_RULE", "--rule"}})
+      if (const char* value = std::getenv(variable))
+        std::fprintf(stderr,
+                     "rdmaps-train: warning: %s=%s is not read: rdmaps-train takes %s on its command line only\n",
+                     variable, value, flag);
   o.role_given = role->count() > 0;
   o.workers_given = workers->count() > 0;
   o.servers_given = servers->count() > 0;
@@ -305,6 +319,11 @@ Options parse_options(int argc, char** argv) {
         bad_flag(flag,
                  "--compare runs its own variants (sequential SGD, BSP, SSP s=3, ASGD, DC-ASGD-c, DC-ASGD-a) and "
                  "sets this itself: drop it");
+  // Its variants in one directory: the second resumed the first's final model, the third was refused.
+  if (o.compare && app.get_option("--checkpoint-dir")->count() > 0)
+    bad_flag("--checkpoint-dir",
+             "--compare runs six variants one after another, and each would resume the one before's checkpoints: "
+             "checkpoint a variant run on its own (--dc, --sync/--async/--staleness)");
   // A run is labelled by its rule: one that disagrees with --dc, or that
   // --compare would put under its own variants' names, is refused.
   if (app.get_option("--rule")->count() > 0) {
@@ -340,10 +359,17 @@ Options parse_options(int argc, char** argv) {
              "worker " + std::to_string(o.worker) + " evaluates nothing (it was never checked); give it to worker 0");
   if (o.role == "server" && o.index >= o.servers)
     bad_flag("--index", "server " + std::to_string(o.index) + " is not below --servers " + std::to_string(o.servers));
-  if (o.role == "driver" && !o.virtual_workers && o.workers + o.servers > kMaxLocalProcesses)
-    bad_flag("--workers", "a local run starts a process per worker and server; " +
-                              std::to_string(o.workers + o.servers) + " is more than " +
-                              std::to_string(kMaxLocalProcesses) + " (use --virtual-workers, or run on a cluster)");
+  // A local run starts a process per server, and per worker unless they are virtual (one process for all).
+  if (const uint32_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
+      o.role == "driver" && processes > kMaxLocalProcesses) {
+    if (o.virtual_workers || o.servers > o.workers)
+      bad_flag("--servers", "a local run starts a process per server" +
+                                std::string(o.virtual_workers ? "" : " and worker") + "; " + std::to_string(processes) +
+                                " is more than " + std::to_string(kMaxLocalProcesses) + " (run on a cluster)");
+    bad_flag("--workers", "a local run starts a process per worker and server; " + std::to_string(processes) +
+                              " is more than " + std::to_string(kMaxLocalProcesses) +
+                              " (use --virtual-workers, or run on a cluster)");
+  }
   if (!o.metrics.empty() && o.role == "driver" && !o.role_given) {
     // The local run's processes share the host: each needs its own port, known in advance.
     const uint32_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);

@@ -254,10 +254,9 @@ int run_virtual_role(const Options& o) {
 }  // namespace
 }  // namespace rdmaps::train
 
-int main(int argc, char** argv) {
-  if (!rdmaps::tools::program_start("rdmaps-train")) return 1;
+namespace {
+int run(int argc, char** argv) {
   using namespace rdmaps::train;
-  rdmaps::tools::end_with_parent("rdmaps-train");
   try {
     Options o = parse_options(argc, argv);
     const auto env = rdmaps::launch::process_environment();
@@ -272,4 +271,11 @@ int main(int argc, char** argv) {
   } catch (...) {
     return rdmaps::tools::report_error("rdmaps-train", "a smaller --batch or fewer --workers?");
   }
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!rdmaps::tools::program_start("rdmaps-train")) return 1;
+  rdmaps::tools::end_with_parent("rdmaps-train");
+  return rdmaps::tools::program_end("rdmaps-train", run(argc, argv));
 }

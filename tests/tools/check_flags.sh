@@ -211,7 +211,14 @@ echo "== rdmaps-train"
 t=("$train" --data /nonexistent --out /nonexistent)
 refused "--workers: 4294967297" "${t[@]}" --workers 4294967297
 refused "301 is more than 256 (use --virtual-workers" "${t[@]}" --workers 300
+refused "--checkpoint-dir: --compare runs six variants one after another" "${t[@]}" --compare --checkpoint-dir /tmp
+# Servers are processes whatever the workers are: --virtual-workers started 4096.
+refused "--servers: a local run starts a process per server; 4096 is more than 256" "${t[@]}" --virtual-workers 2 --servers 4096
+refused "--servers: a local run starts a process per server and worker; 302 is more than 256" "${t[@]}" --workers 2 --servers 300
 refused "--workers: '0'" "${t[@]}" --workers 0
+# Its own flags have no variable: one set for rdmaps-server is said to be unread (it ran async silently).
+refused "warning: RDMAPS_STALENESS=3 is not read: rdmaps-train takes --staleness on its command line only" \
+  env RDMAPS_STALENESS=3 "${t[@]}"
 refused "--servers: '0'" "${t[@]}" --servers 0
 refused "--lr: '-0.5'" "${t[@]}" --lr -0.5
 refused "--lambda: '-5'" "${t[@]}" --lambda -5
@@ -317,6 +324,9 @@ helps "$train" -- "--rule sgd|momentum|dc-asgd-c|dc-asgd-a=dc-asgd-a"
 if [ -n "$perf" ]; then
   echo "== rdmaps-perf transport"
   refused "--iters: '0'" "$perf" transport --iters 0
+  # Results that did not reach standard output exited 0 (rdmaps-perf --json > file on a full disk).
+  # shellcheck disable=SC2016  # $0 is sh's
+  refused "rdmaps-perf: error: its output did not reach standard output" sh -c '"$0" --help >/dev/full' "$perf"
   refused "--sizes: '0'" "$perf" transport --sizes 8,0
   refused "--sizes: '8,,64' has an empty entry" "$perf" transport --sizes 8,,64
   refused "--sizes: '1x' is not a size" "$perf" transport --sizes 8,1x
