@@ -50,6 +50,10 @@ struct ClientStats {
   uint64_t pushes_lost = 0;
   /// Servers that had resumed from a checkpoint when this worker first connected.
   uint32_t servers_resumed = 0;
+  /// Servers that held a job's parameters when this worker first connected
+  /// (resumed, or updated by other workers' pushes): a worker that sets
+  /// initial values (init) would overwrite a model in training.
+  uint32_t servers_holding = 0;
 };
 
 /// One tensor of a batched pull.

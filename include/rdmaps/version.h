@@ -22,7 +22,7 @@
 #ifndef RDMAPS_VERSION_H
 #define RDMAPS_VERSION_H
 
-#define RDMAPS_ABI_VERSION 1
+#define RDMAPS_ABI_VERSION 2
 
 #include <stdint.h>
 

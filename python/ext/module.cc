@@ -172,6 +172,7 @@ py::dict client_stats_dict(const ClientStats& s) {
   d["last_step_seconds"] = s.last_step_seconds;
   d["gpu_path"] = s.gpu_path;
   d["servers_resumed"] = s.servers_resumed;
+  d["servers_holding"] = s.servers_holding;
   return d;
 }
 

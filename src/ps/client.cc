@@ -93,6 +93,7 @@ void ClientImpl::connect() {
       links_[i].posted = links_[i].held_at_connect = w.pushes_held;
       stats_.push_paths.push_back(links_[i].use_am ? "am" : "put");
       stats_.servers_resumed += w.resumed;
+      stats_.servers_holding += w.holding;
     }
   } catch (...) {
     // Not connected: a later connect() starts over (and is refused again if
@@ -104,6 +105,7 @@ void ClientImpl::connect() {
     partition_.reset();
     stats_.push_paths.clear();
     stats_.servers_resumed = 0;
+    stats_.servers_holding = 0;
     clock_ = clock;
     throw;
   }

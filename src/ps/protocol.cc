@@ -145,6 +145,7 @@ void welcome_fields(Io& io, M& m) {
   io.u32(m.resumed);
   io.u64(m.instance);
   io.u64(m.pushes_held);
+  io.u32(m.holding);
 }
 
 template <class Io, class H>
@@ -232,6 +233,7 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
     next_shard += l.shards;
   }
   if (m.resumed > kProbeStarted) r.fail("resumed code " + std::to_string(m.resumed));
+  if (m.holding > 1) r.fail("holding code " + std::to_string(m.holding));
   if (m.accepted > kRefusedWithoutTheJob) r.fail("accepted code " + std::to_string(m.accepted));
   r.done();
   if (m.accepted == kAdmitted &&

@@ -211,6 +211,9 @@ struct Welcome {
   /// Of this worker's pushes (pieces), how many the server's parameters hold
   /// (its checkpoint's, if it resumed, plus those it applied since).
   uint64_t pushes_held = 0;
+  /// 1: the server holds a job's parameters as the worker joins (resumed, or
+  /// updated by pushes): initial values set now would overwrite a model in training.
+  uint32_t holding = 0;
 };
 /// Worker -> one lane, after a Welcome.
 struct LaneHello {

@@ -203,6 +203,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   welcome.token = token;
   for (const auto& lane : lanes_) welcome.lanes.push_back({lane->port(), lane->first_shard(), lane->shards()});
   welcome.resumed = resumed_ ? 1 : 0;
+  welcome.holding = resumed_ || applied_any() ? 1 : 0;
   welcome.instance = instance_;
   welcome.pushes_held = restored_pushes_[hello.worker];
   for (const auto& lane : lanes_)

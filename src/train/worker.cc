@@ -68,8 +68,10 @@ void TrainingWorker::connect() {
   if (o_.say_metrics && !client_.metrics_address().empty())
     std::fprintf(stderr, "rdmaps-train worker %u: metrics at http://%s/metrics\n", o_.worker,
                  client_.metrics_address().c_str());
-  // Servers that resumed from a checkpoint hold trained weights: keep them.
-  if (o_.worker != 0 || client_.stats().servers_resumed > 0) return;
+  // Servers that resumed from a checkpoint, or that trained before this
+  // worker 0 joined (a restarted process), hold the model: keep it. A
+  // restarted worker 0 set its initial weights over the model in training.
+  if (o_.worker != 0 || client_.stats().servers_holding > 0) return;
   Mlp::init(params_, o_.seed);
   client_.init("mlp", params_);
   client_.pull("mlp", params_);  // taken in after the init: the same inbox is served in order

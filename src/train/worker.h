@@ -52,7 +52,9 @@ class TrainingWorker {
   TrainingWorker& operator=(const TrainingWorker&) = delete;
 
   /// Connects to the servers; worker 0 also sets the initial weights and
-  /// pulls them back, so they are in place before anyone's first pull.
+  /// pulls them back, so they are in place before anyone's first pull,
+  /// unless the servers hold a model already (resumed, or trained before a
+  /// restarted worker 0 joined).
   void connect();
   /// Waits until every worker reached this clock (real processes: all
   /// connected at the start, all took their last step at the end; a virtual

@@ -215,6 +215,11 @@ TEST(Protocol, AWelcomeIsBoundedBeforeTheWorkerSizesAnythingFromIt) {
   Welcome wraps = w;
   wraps.lanes = {{1, 0, 0xFFFFFFFFu}, {2, 0xFFFFFFFFu, 3}};
   refused(wraps, "lane 0 (port 1, shards 0+4294967295)");
+  Welcome holding = w;
+  holding.holding = 1;  // a job's parameters held as the worker joins: it sets no initial values
+  EXPECT_EQ(decode_welcome(encode(holding), "peer-7").holding, 1u);
+  holding.holding = 2;
+  refused(holding, "holding code 2");
   Welcome slots = w;
   slots.inbox_slots = kMaxInboxSlots + 1;
   refused(slots, "inconsistent range, shard size, lanes or push path");

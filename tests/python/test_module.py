@@ -75,7 +75,7 @@ class ModuleTest(unittest.TestCase):
         served = self.served.server.stats()
         self.assertEqual(served["pushes"], 3)
         # Every field of the C++ stats reaches Python (gpu_path was missing).
-        self.assertEqual((stats["gpu_path"], stats["servers_resumed"]), ("none", 0))
+        self.assertEqual((stats["gpu_path"], stats["servers_resumed"], stats["servers_holding"]), ("none", 0, 0))
         self.assertIsInstance(stats["last_step_seconds"], float)
         self.assertEqual((served["rule"], served["workers_connected"], served["max_clock"]), ("sgd", 1, 1))
         self.assertEqual((sum(served["staleness"]), served["staleness_sum"]), (3, 0))

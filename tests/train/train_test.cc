@@ -493,6 +493,44 @@ TEST(TrainingJob, TheLastEvaluationIsOfTheFinalModel) {
   }
 }
 
+// A worker 0 restarted into a job in training (its process died, and a
+// supervisor started it again) set its initial weights over the model: the
+// job went back to its start without a word. It keeps what the servers hold.
+TEST(TrainingJob, ARestartedWorkerZeroKeepsTheModelInTraining) {
+  TrainTest data;
+  data.train = random_test_set(256);
+  data.test = random_test_set(50);
+  Config c;
+  c.transport = "shm";
+  c.staleness = kInfiniteStaleness;
+  c.secret = test::test_secret();
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;  // a reader and the restarted worker come after the first one left
+  test::ServerGroup servers(1, 1, c, serve_on);
+  ClientOptions co;
+  co.servers = {servers.addresses()};
+  co.config = c;
+  WorkerOptions wo;
+  wo.workers = 1;
+  wo.epochs = 1;
+  wo.evaluate = false;
+  run_worker(co, wo, data, [](const std::string&) {});
+  auto model = [&] {
+    Client reader(co);  // worker 0 again: its earlier self left
+    reader.declare("mlp", Mlp::kParams);
+    reader.connect();
+    std::vector<float> params(Mlp::kParams);
+    reader.pull("mlp", params);
+    return params;
+  };
+  const std::vector<float> trained = model();
+  {
+    TrainingWorker restarted(co, wo, data, [](const std::string&) {});
+    restarted.connect();
+  }
+  EXPECT_EQ(model(), trained) << "the restarted worker 0 set its initial weights over the trained model";
+}
+
 // Tests slower than steps do not pile up copies: behind the one under test,
 // only the newest snapshot waits, and it (the final model, at the end) is
 // always tested.

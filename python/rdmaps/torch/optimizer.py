@@ -516,7 +516,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if not self._started:
             self._started = True
             # Its pull would overwrite the model's initial values with the servers' zeros, without a word.
-            if not self._worker.stats()["servers_resumed"]:
+            if not self._worker.stats()["servers_holding"]:
                 warnings.warn("rdmaps.torch: step() before broadcast_parameters(): unless this worker joined a "
                               "job already training, the servers' parameters start from zeros and this pull "
                               "replaces the model's initial values; call "
