@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -462,6 +463,19 @@ int perf_ps_main(int argc, char** argv, int first) {
                                  "server-threads", "checkpoint-dir", "checkpoint-every", "secret-file"},
                         .except = {}});
   if (!parse(app, argc, argv, first)) return 0;
+  // The children's flags, given by hand, were taken and ignored (or, --report-fd, silenced the run).
+  const std::map<std::string, std::vector<std::string>> roles_of = {{"--index", {"server"}},
+                                                                    {"--worker", {"worker"}},
+                                                                    {"--servers-list", {"worker"}},
+                                                                    {"--report-fd", {"server", "worker"}}};
+  for (const auto& [flag, roles] : roles_of)
+    if (app.get_option(flag)->count() > 0 && std::find(roles.begin(), roles.end(), f.role) == roles.end())
+      throw Error(Errc::kInvalidArgument, flag + ": set by rdmaps-perf ps for the processes it starts (--role " +
+                                              roles.front() + "), not a flag to give it");
+  if (f.role == "driver" && f.workers + f.servers > 256)
+    throw Error(Errc::kInvalidArgument, "--workers " + std::to_string(f.workers) + " and --servers " +
+                                            std::to_string(f.servers) +
+                                            ": a run starts a process for each, at most 256 in all");
   if (f.tensors > f.floats)
     throw Error(Errc::kInvalidArgument, "--tensors " + std::to_string(f.tensors) + " is more than --floats " +
                                             std::to_string(f.floats) + ": every tensor needs at least one float");

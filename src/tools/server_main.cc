@@ -65,8 +65,9 @@ int main(int argc, char** argv) {
     app.add_option("--stall-warning", stall_s, "log a worker holding the slowest clock this long (SEC; 0: off)")
         ->envname("RDMAPS_STALL_WARNING")
         ->check(rdmaps::cli::seconds(true));
-    app.add_option("--launch-timeout", launch_timeout_s, "under a launcher: bound on the address exchange (SEC)")
-        ->check(rdmaps::cli::seconds());
+    auto* launch_timeout =
+        app.add_option("--launch-timeout", launch_timeout_s, "under a launcher: bound on the address exchange (SEC)")
+            ->check(rdmaps::cli::seconds());
     app.add_option("--metrics", options.metrics, "serve Prometheus metrics at http://HOST:PORT/metrics (off)")
         ->envname("RDMAPS_METRICS")
         ->check(rdmaps::cli::address());
@@ -140,6 +141,12 @@ int main(int argc, char** argv) {
       else
         options.listen = directory->listen_address();
       if (!options.metrics.empty()) options.metrics = launch::port_plus(options.metrics, placement->rank, "--metrics");
+    } else if (launch_timeout->count() > 0) {
+      // Ignored without a word otherwise, as the other launch-only settings are refused (docs/cluster.md).
+      throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
+                          "--launch-timeout: bounds the address exchange of a launched job (mpirun, srun, "
+                          "torchrun); this server was not started by one" +
+                              std::string(index_given ? " as a rank (--index or RDMAPS_SERVER_INDEX is given)" : ""));
     }
     // Named as given: from the variable, the message named the flags.
     if (options.index >= options.servers) {

@@ -59,6 +59,7 @@ struct Options {
   std::string listen = "0.0.0.0:13337", servers_list;
   uint32_t index = 0, worker = 0;
   int report_fd = -1;
+  bool launch_timeout_given = false;
   // Under a launcher (mpirun, srun, torchrun): the roles come from the ranks.
   bool role_given = false, workers_given = false, servers_given = false;
   double launch_timeout_s = 120;  ///< bound on the address exchange of a launched job

@@ -94,6 +94,8 @@ refused "--stats-interval: '86401'" "${s[@]}" --stats-interval 86401
 serves "in the last 0.5 s" "${s[@]}" --stats-interval 0.5 --stall-warning 2.5
 refused "--stall-warning: '0.0001' is not 0 (off) or a number of seconds from 0.001 to 86400" "${s[@]}" --stall-warning 0.0001
 refused "--launch-timeout: '0' is not a number of seconds from 0.001 to 86400" "${s[@]}" --launch-timeout 0
+# A launch's setting outside a launch was taken and ignored.
+refused "--launch-timeout: bounds the address exchange of a launched job" "${s[@]}" --launch-timeout 5
 refused "--lr: '-0.5'" "${s[@]}" --lr -0.5
 refused "--lambda: '-5'" "${s[@]}" --lambda -5
 refused "unknown flag --floats" "${s[@]}" --floats 0
@@ -211,6 +213,7 @@ echo "== rdmaps-train"
 t=("$train" --data /nonexistent --out /nonexistent)
 refused "--workers: 4294967297" "${t[@]}" --workers 4294967297
 refused "301 is more than 256 (use --virtual-workers" "${t[@]}" --workers 300
+refused "--launch-timeout: bounds the address exchange of a launched job" "${t[@]}" --launch-timeout 5
 refused "--checkpoint-dir: --compare runs six variants one after another" "${t[@]}" --compare --checkpoint-dir /tmp
 # Servers are processes whatever the workers are: --virtual-workers started 4096.
 refused "--servers: a local run starts a process per server; 4096 is more than 256" "${t[@]}" --virtual-workers 2 --servers 4096
@@ -324,6 +327,10 @@ helps "$train" -- "--rule sgd|momentum|dc-asgd-c|dc-asgd-a=dc-asgd-a"
 if [ -n "$perf" ]; then
   echo "== rdmaps-perf transport"
   refused "--iters: '0'" "$perf" transport --iters 0
+  # Its children's flags by hand were taken and ignored (--report-fd silenced the run).
+  refused "--index: set by rdmaps-perf ps for the processes it starts (--role server)" "$perf" ps --index 3
+  refused "--report-fd: set by rdmaps-perf ps for the processes it starts" "$perf" ps --report-fd 99
+  refused "--workers 256 and --servers 256: a run starts a process for each, at most 256 in all" "$perf" ps --workers 256 --servers 256
   # Results that did not reach standard output exited 0 (rdmaps-perf --json > file on a full disk).
   # shellcheck disable=SC2016  # $0 is sh's
   refused "rdmaps-perf: error: its output did not reach standard output" sh -c '"$0" --help >/dev/full' "$perf"
