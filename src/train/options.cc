@@ -265,128 +265,136 @@ Options parse_options(int argc, char** argv) {
   } catch (const CLI::Success& e) {  // --help, --version
     std::exit(app.exit(e));
   }
-  // Its own flags have no variable (docs/cluster.md "Flags and variables"):
-  // one set for rdmaps-server (mpirun -x RDMAPS_STALENESS=3) ran the job
-  // another way without a word. A local run's children are given the flags.
-  if (o.report_fd < 0)
-    for (const auto& [variable, flag] : {std::pair{"RDMAPS_LR", "--lr"},
-                                         {"RDMAPS_LAMBDA", "--lambda"},
-                                         {"RDMAPS_LAMBDA0", "--lambda0"},
-                                         {"RDMAPS_STALENESS", "--staleness"},
-                                         {"RDMAPS_TRANSPORT", "--transport"},
-                                         {"RDMAPS_RULE", "--rule"}})
-      if (const char* value = std::getenv(variable))
-        std::fprintf(stderr,
-                     "rdmaps-train: warning: %s=%s is not read: rdmaps-train takes %s on its command line only\n",
-                     variable, value, flag);
-  o.role_given = role->count() > 0;
-  o.workers_given = workers->count() > 0;
-  o.servers_given = servers->count() > 0;
-  o.evals_per_epoch_given = app.get_option("--evals-per-epoch")->count() > 0;
-  o.launch_timeout_given = app.get_option("--launch-timeout")->count() > 0;
-  o.config_args = cli::given(config_options);
-  for (const char* flag : {"--out", "--label"})
-    if (app.get_option(flag)->count() > 0) o.summary_flags.push_back(flag);
-  if (o.json) o.summary_flags.push_back("--json");  // "--json off" asks for nothing
-  if (o.compare) o.summary_flags.push_back("--compare");
+  // The checks after parsing name the flag; where its value came from the variable, they name that.
+  try {
+    // Its own flags have no variable (docs/cluster.md "Flags and variables"):
+    // one set for rdmaps-server (mpirun -x RDMAPS_STALENESS=3) ran the job
+    // another way without a word. A local run's children are given the flags.
+    if (o.report_fd < 0)
+      for (const auto& [variable, flag] : {std::pair{"RDMAPS_LR", "--lr"},
+                                           {"RDMAPS_LAMBDA", "--lambda"},
+                                           {"RDMAPS_LAMBDA0", "--lambda0"},
+                                           {"RDMAPS_STALENESS", "--staleness"},
+                                           {"RDMAPS_TRANSPORT", "--transport"},
+                                           {"RDMAPS_RULE", "--rule"}})
+        if (const char* value = std::getenv(variable))
+          std::fprintf(stderr,
+                       "rdmaps-train: warning: %s=%s is not read: rdmaps-train takes %s on its command line only\n",
+                       variable, value, flag);
+    o.role_given = role->count() > 0;
+    o.workers_given = workers->count() > 0;
+    o.servers_given = servers->count() > 0;
+    o.evals_per_epoch_given = app.get_option("--evals-per-epoch")->count() > 0;
+    o.launch_timeout_given = app.get_option("--launch-timeout")->count() > 0;
+    o.config_args = cli::given(config_options);
+    for (const char* flag : {"--out", "--label"})
+      if (app.get_option(flag)->count() > 0) o.summary_flags.push_back(flag);
+    if (o.json) o.summary_flags.push_back("--json");  // "--json off" asks for nothing
+    if (o.compare) o.summary_flags.push_back("--compare");
 
-  // A role's own flags elsewhere would be ignored without a word: a local run
-  // and a launched job choose addresses and ranks themselves.
-  const std::string explicit_role = o.role_given ? o.role : "";
-  for (auto [flag, its_role] :
-       {std::pair{listen, "server"}, {insecure, "server"}, {index, "server"}, {worker, "worker"}})
-    if (flag->count() > 0 && explicit_role != its_role)
-      bad_flag(flag->get_name(), std::string("only --role ") + its_role +
-                                     " reads it (a local run and a launched job choose it themselves)");
-  if (servers_list->count() > 0 && explicit_role != "worker" && explicit_role != "virtual")
-    bad_flag("--servers-list",
-             "only --role worker or virtual reads it (a local run and a launched job choose it themselves)");
-  if (servers_list->count() > 0) {
-    // Each entry now, named: the worker found a bad one only when it dialled it, after the others.
-    std::vector<std::string> listed;
-    try {
-      listed = launch::server_list(o.servers_list, "--servers-list");
-    } catch (const Error& e) {
-      throw Error(e.code(), std::string(e.what()) + " (see --help)");
-    }
-    if (o.servers_given && listed.size() != o.servers)
+    // A role's own flags elsewhere would be ignored without a word: a local run
+    // and a launched job choose addresses and ranks themselves.
+    const std::string explicit_role = o.role_given ? o.role : "";
+    for (auto [flag, its_role] :
+         {std::pair{listen, "server"}, {insecure, "server"}, {index, "server"}, {worker, "worker"}})
+      if (flag->count() > 0 && explicit_role != its_role)
+        bad_flag(flag->get_name(), std::string("only --role ") + its_role +
+                                       " reads it (a local run and a launched job choose it themselves)");
+    if (servers_list->count() > 0 && explicit_role != "worker" && explicit_role != "virtual")
       bad_flag("--servers-list",
-               "names " + std::to_string(listed.size()) + " servers, --servers says " + std::to_string(o.servers));
-  }
-  // --compare runs its own six variants, each with its own name, bound and rule.
-  if (o.compare)
-    for (const char* flag : {"--label", "--dc", "--sync", "--async", "--staleness"})
-      if (app.get_option(flag)->count() > 0)
-        bad_flag(flag,
-                 "--compare runs its own variants (sequential SGD, BSP, SSP s=3, ASGD, DC-ASGD-c, DC-ASGD-a) and "
-                 "sets this itself: drop it");
-  // Its variants in one directory: the second resumed the first's final model, the third was refused.
-  if (o.compare && app.get_option("--checkpoint-dir")->count() > 0)
-    bad_flag("--checkpoint-dir",
-             "--compare runs six variants one after another, and each would resume the one before's checkpoints: "
-             "checkpoint a variant run on its own (--dc, --sync/--async/--staleness)");
-  // A run is labelled by its rule: one that disagrees with --dc, or that
-  // --compare would put under its own variants' names, is refused.
-  if (app.get_option("--rule")->count() > 0) {
-    const std::string rule = rule_name(config_of(o).rule);
-    if (o.compare)
-      bad_flag("--rule",
-               "--compare runs its own rules (sgd for sequential SGD, BSP, SSP and ASGD, then dc-asgd-c "
-               "and dc-asgd-a): drop --rule " +
-                   rule);
-    if (dc->count() > 0 && o.dc != dc_of_rule(rule))
-      bad_flag("--rule", rule + " disagrees with --dc " + o.dc + " (rule " + rule_of_dc(o.dc) + "): give one of them");
-    o.dc = dc_of_rule(rule);  // what a local run's processes are told
-  }
-  if (delay->count() > 0) DelaySpec::parse("--delay", o.delay);
-  if (o.virtual_workers) {
-    if (o.role == "worker")
-      bad_flag("--virtual-workers", "--role worker runs one worker of a job; --role virtual runs N in a schedule");
-    if (o.workers_given && o.workers != o.virtual_workers)
-      bad_flag("--workers", std::to_string(o.workers) + " differs from --virtual-workers " +
-                                std::to_string(o.virtual_workers) + " (give one of them)");
-    o.workers = o.virtual_workers;
-    // Its clients run without the bound (the schedule holds it), so they could not skip by it.
-    if (config_of(o).skip_pulls) bad_flag("--skip-pulls", "is not played by the --virtual-workers schedule");
-  } else if (delay->count() > 0) {
-    bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
-  }
-  if (o.role == "worker" && o.worker >= o.workers)
-    bad_flag("--worker", "worker " + std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
-  if (o.role == "server" && o.expect_accuracy >= 0)
-    bad_flag("--expect-accuracy", "a server evaluates nothing; give it to the evaluating worker (--worker 0)");
-  if (o.role == "worker" && o.worker != 0 && o.expect_accuracy >= 0)
-    bad_flag("--expect-accuracy",
-             "worker " + std::to_string(o.worker) + " evaluates nothing (it was never checked); give it to worker 0");
-  if (o.role == "server" && o.index >= o.servers)
-    bad_flag("--index", "server " + std::to_string(o.index) + " is not below --servers " + std::to_string(o.servers));
-  // A local run starts a process per server, and per worker unless they are virtual (one process for all).
-  if (const uint32_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
-      o.role == "driver" && processes > kMaxLocalProcesses) {
-    if (o.virtual_workers || o.servers > o.workers)
-      bad_flag("--servers", "a local run starts a process per server" +
-                                std::string(o.virtual_workers ? "" : " and worker") + "; " + std::to_string(processes) +
-                                " is more than " + std::to_string(kMaxLocalProcesses) + " (run on a cluster)");
-    bad_flag("--workers", "a local run starts a process per worker and server; " + std::to_string(processes) +
-                              " is more than " + std::to_string(kMaxLocalProcesses) +
-                              " (use --virtual-workers, or run on a cluster)");
-  }
-  if (!o.metrics.empty() && o.role == "driver" && !o.role_given) {
-    // The local run's processes share the host: each needs its own port, known in advance.
-    const uint32_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
-    try {
-      launch::port_plus(o.metrics, processes - 1, "--metrics");  // the last process's port must exist too
-    } catch (const Error& e) {
-      throw Error(Errc::kInvalidArgument, std::string(e.what()) +
-                                              "; a local run serves metrics on ports PORT to PORT+" +
-                                              std::to_string(processes - 1) + " (one per server and worker process)");
+               "only --role worker or virtual reads it (a local run and a launched job choose it themselves)");
+    if (servers_list->count() > 0) {
+      // Each entry now, named: the worker found a bad one only when it dialled it, after the others.
+      std::vector<std::string> listed;
+      try {
+        listed = launch::server_list(o.servers_list, "--servers-list");
+      } catch (const Error& e) {
+        throw Error(e.code(), std::string(e.what()) + " (see --help)");
+      }
+      if (o.servers_given && listed.size() != o.servers)
+        bad_flag("--servers-list",
+                 "names " + std::to_string(listed.size()) + " servers, --servers says " + std::to_string(o.servers));
     }
+    // --compare runs its own six variants, each with its own name, bound and rule.
+    if (o.compare)
+      for (const char* flag : {"--label", "--dc", "--sync", "--async", "--staleness"})
+        if (app.get_option(flag)->count() > 0)
+          bad_flag(flag,
+                   "--compare runs its own variants (sequential SGD, BSP, SSP s=3, ASGD, DC-ASGD-c, DC-ASGD-a) and "
+                   "sets this itself: drop it");
+    // Its variants in one directory: the second resumed the first's final model, the third was refused.
+    if (o.compare && app.get_option("--checkpoint-dir")->count() > 0)
+      bad_flag("--checkpoint-dir",
+               "--compare runs six variants one after another, and each would resume the one before's checkpoints: "
+               "checkpoint a variant run on its own (--dc, --sync/--async/--staleness)");
+    // A run is labelled by its rule: one that disagrees with --dc, or that
+    // --compare would put under its own variants' names, is refused.
+    if (app.get_option("--rule")->count() > 0) {
+      const std::string rule = rule_name(config_of(o).rule);
+      if (o.compare)
+        bad_flag("--rule",
+                 "--compare runs its own rules (sgd for sequential SGD, BSP, SSP and ASGD, then dc-asgd-c "
+                 "and dc-asgd-a): drop --rule " +
+                     rule);
+      if (dc->count() > 0 && o.dc != dc_of_rule(rule))
+        bad_flag("--rule",
+                 rule + " disagrees with --dc " + o.dc + " (rule " + rule_of_dc(o.dc) + "): give one of them");
+      o.dc = dc_of_rule(rule);  // what a local run's processes are told
+    }
+    if (delay->count() > 0) DelaySpec::parse("--delay", o.delay);
+    if (o.virtual_workers) {
+      if (o.role == "worker")
+        bad_flag("--virtual-workers", "--role worker runs one worker of a job; --role virtual runs N in a schedule");
+      if (o.workers_given && o.workers != o.virtual_workers)
+        bad_flag("--workers", std::to_string(o.workers) + " differs from --virtual-workers " +
+                                  std::to_string(o.virtual_workers) + " (give one of them)");
+      o.workers = o.virtual_workers;
+      // Its clients run without the bound (the schedule holds it), so they could not skip by it.
+      if (config_of(o).skip_pulls) bad_flag("--skip-pulls", "is not played by the --virtual-workers schedule");
+    } else if (delay->count() > 0) {
+      bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
+    }
+    if (o.role == "worker" && o.worker >= o.workers)
+      bad_flag("--worker",
+               "worker " + std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));
+    if (o.role == "server" && o.expect_accuracy >= 0)
+      bad_flag("--expect-accuracy", "a server evaluates nothing; give it to the evaluating worker (--worker 0)");
+    if (o.role == "worker" && o.worker != 0 && o.expect_accuracy >= 0)
+      bad_flag("--expect-accuracy",
+               "worker " + std::to_string(o.worker) + " evaluates nothing (it was never checked); give it to worker 0");
+    if (o.role == "server" && o.index >= o.servers)
+      bad_flag("--index", "server " + std::to_string(o.index) + " is not below --servers " + std::to_string(o.servers));
+    // A local run starts a process per server, and per worker unless they are virtual (one process for all).
+    if (const uint32_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
+        o.role == "driver" && processes > kMaxLocalProcesses) {
+      if (o.virtual_workers || o.servers > o.workers)
+        bad_flag("--servers", "a local run starts a process per server" +
+                                  std::string(o.virtual_workers ? "" : " and worker") + "; " +
+                                  std::to_string(processes) + " is more than " + std::to_string(kMaxLocalProcesses) +
+                                  " (run on a cluster)");
+      bad_flag("--workers", "a local run starts a process per worker and server; " + std::to_string(processes) +
+                                " is more than " + std::to_string(kMaxLocalProcesses) +
+                                " (use --virtual-workers, or run on a cluster)");
+    }
+    if (!o.metrics.empty() && o.role == "driver" && !o.role_given) {
+      // The local run's processes share the host: each needs its own port, known in advance.
+      const uint32_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
+      try {
+        launch::port_plus(o.metrics, processes - 1, "--metrics");  // the last process's port must exist too
+      } catch (const Error& e) {
+        throw Error(Errc::kInvalidArgument, std::string(e.what()) +
+                                                "; a local run serves metrics on ports PORT to PORT+" +
+                                                std::to_string(processes - 1) + " (one per server and worker process)");
+      }
+    }
+    // Last: a role's own flags are checked first, whatever else came with them.
+    if (!o.summary_flags.empty() && o.role_given && o.role != "driver")
+      bad_flag(o.summary_flags.front(), "only a local run writes a summary; --role " + o.role +
+                                            " reads no such flag (the evaluating worker prints its accuracy)");
+    return o;
+  } catch (const Error& e) {
+    throw Error(e.code(), cli::name_source(app, args, e.what()));
   }
-  // Last: a role's own flags are checked first, whatever else came with them.
-  if (!o.summary_flags.empty() && o.role_given && o.role != "driver")
-    bad_flag(o.summary_flags.front(), "only a local run writes a summary; --role " + o.role +
-                                          " reads no such flag (the evaluating worker prints its accuracy)");
-  return o;
 }
 
 std::string metrics_address_for(const Options& o, uint32_t offset) {

@@ -214,6 +214,8 @@ t=("$train" --data /nonexistent --out /nonexistent)
 refused "--workers: 4294967297" "${t[@]}" --workers 4294967297
 refused "301 is more than 256 (use --virtual-workers" "${t[@]}" --workers 300
 refused "--launch-timeout: bounds the address exchange of a launched job" "${t[@]}" --launch-timeout 5
+# A check after parsing names the variable the value came from (it named the flag, never typed).
+refused "RDMAPS_SKIP_PULLS: is not played by the --virtual-workers schedule" env RDMAPS_SKIP_PULLS=on "${t[@]}" --virtual-workers 2
 refused "--checkpoint-dir: --compare runs six variants one after another" "${t[@]}" --compare --checkpoint-dir /tmp
 # Servers are processes whatever the workers are: --virtual-workers started 4096.
 refused "--servers: a local run starts a process per server; 4096 is more than 256" "${t[@]}" --virtual-workers 2 --servers 4096
