@@ -116,10 +116,9 @@ void ServerLane::check_liveness() {
 }
 
 void ServerLane::check_suspects() {
-  any_suspect_.store(false, std::memory_order_relaxed);  // one named after this is seen next turn
-  std::atomic_thread_fence(std::memory_order_acquire);
   for (size_t i = 0; i < workers_.size(); ++i)
-    if (suspects_[i].exchange(false, std::memory_order_relaxed)) check_one(workers_[i]);
+    if (suspects_[i].load(std::memory_order_relaxed) && suspects_[i].exchange(false, std::memory_order_relaxed))
+      check_one(workers_[i]);
 }
 
 void ServerLane::check_one(Worker& w) {

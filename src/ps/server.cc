@@ -238,16 +238,16 @@ void ServerImpl::run() {
 
 // Hellos still waiting when the serving ends are answered: they met a closed
 // connection, or, where the server object outlives run() (C, Python), silence
-// until their timeout. A stopped server may be restarted: a retry may pass.
+// until their timeout. A retry may pass: a stopped server may be restarted,
+// and the next job's server may start on the same address.
 void ServerImpl::refuse_latecomers(const ServerLane* failed) {
   const bool stopped = stop_.load(std::memory_order_relaxed) || failed;
   const std::string why =
       stopped ? "the server is stopping" : "the job is over: every worker left, and the server exits";
-  const uint32_t code = stopped ? kRefusedForNow : kRefused;
   pending_.poll(*listener_, [&](std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t>) {
-    refuse_peer(std::move(ep), why, code);
+    refuse_peer(std::move(ep), why, kRefusedForNow);
   });
-  for (auto& h : held_) refuse_peer(std::move(h.ep), why, code);
+  for (auto& h : held_) refuse_peer(std::move(h.ep), why, kRefusedForNow);
   held_.clear();
 }
 

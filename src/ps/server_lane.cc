@@ -601,7 +601,9 @@ void ServerLane::run() {
     busy |= complete_landings();
     for (auto& w : workers_)
       if (w.live) busy |= poll_inbox(w);
-    if (any_suspect_.load(std::memory_order_relaxed)) check_suspects();
+    // One that check_soon() names while the workers are checked sets it again: seen next turn.
+    if (any_suspect_.load(std::memory_order_relaxed) && any_suspect_.exchange(false, std::memory_order_acquire))
+      check_suspects();
     // Connection set-up and liveness (a system call per worker) at most every
     // kHousekeepingEvery when idle: with hundreds of workers, doing them every
     // idle round delayed the next push by a poll() per worker.

@@ -252,7 +252,7 @@ class ServerLane {
   void reject(Worker& w, RejectReason reason, const std::string& why);
   void drop(Worker& w, const char* why);
   void check_liveness();
-  void check_suspects();  // the workers check_soon() named
+  void check_suspects();  // the workers check_soon() named (after taking any_suspect_)
   void check_one(Worker& w);
   void warn_stalled();
   void take_in_last_messages(Worker& w);

@@ -365,13 +365,13 @@ Options parse_options(int argc, char** argv) {
     if (o.role == "server" && o.index >= o.servers)
       bad_flag("--index", "server " + std::to_string(o.index) + " is not below --servers " + std::to_string(o.servers));
     // A local run starts a process per server, and per worker unless they are virtual (one process for all).
-    if (const uint32_t processes = o.servers + (o.virtual_workers ? 0 : o.workers);
+    if (const uint32_t processes = o.servers + (o.virtual_workers ? 1 : o.workers);
         o.role == "driver" && processes > kMaxLocalProcesses) {
       if (o.virtual_workers || o.servers > o.workers)
         bad_flag("--servers", "a local run starts a process per server" +
-                                  std::string(o.virtual_workers ? "" : " and worker") + "; " +
-                                  std::to_string(processes) + " is more than " + std::to_string(kMaxLocalProcesses) +
-                                  " (run on a cluster)");
+                                  std::string(o.virtual_workers ? ", and one for the virtual workers" : " and worker") +
+                                  "; " + std::to_string(processes) + " is more than " +
+                                  std::to_string(kMaxLocalProcesses) + " (run on a cluster)");
       bad_flag("--workers", "a local run starts a process per worker and server; " + std::to_string(processes) +
                                 " is more than " + std::to_string(kMaxLocalProcesses) +
                                 " (use --virtual-workers, or run on a cluster)");

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 
 namespace rdmaps::train {
 
@@ -71,7 +72,15 @@ void TrainingWorker::connect() {
   // Servers that resumed from a checkpoint, or that trained before this
   // worker 0 joined (a restarted process), hold the model: keep it. A
   // restarted worker 0 set its initial weights over the model in training.
-  if (o_.worker != 0 || client_.stats().servers_holding > 0) return;
+  if (o_.worker != 0) return;
+  if (const uint32_t holding = client_.stats().servers_holding; holding > 0) {
+    // Said: a server kept running from an earlier run (--keep-running) holds that run's model too.
+    logf(LogLevel::kInfo,
+         "rdmaps-train worker 0: %u server(s) hold a model (resumed from a checkpoint, or trained before this "
+         "worker joined): training goes on from it, no initial weights set",
+         holding);
+    return;
+  }
   Mlp::init(params_, o_.seed);
   client_.init("mlp", params_);
   client_.pull("mlp", params_);  // taken in after the init: the same inbox is served in order

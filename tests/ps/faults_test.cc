@@ -1127,9 +1127,6 @@ TEST_P(PsFaultTest, ASecondWorkerWithALiveIdIsRefusedNamingIt) {
   servers.stop();
 }
 
-// Two more connections for a live id: the server holds one Hello per id, so
-// the earlier waiting one is refused at once, naming the newer (held Hellos
-// were unbounded: each connection for a live id kept its endpoint for 3 s).
 // Worker 1's Hello of a job of 2, by hand: a test sees what the server answers it.
 ps::Hello hello_of_worker_one(const Config& c) {
   ps::Hello hello;
@@ -1141,6 +1138,9 @@ ps::Hello hello_of_worker_one(const Config& c) {
   return hello;
 }
 
+// Two more connections for a live id: the server holds one Hello per id, so
+// the earlier waiting one is refused at once, naming the newer (held Hellos
+// were unbounded: each connection for a live id kept its endpoint for 3 s).
 TEST_P(PsFaultTest, ANewerHelloForAHeldIdRefusesTheHeldOne) {
   Config c = config();
   ServerGroup servers(1, 2, c);

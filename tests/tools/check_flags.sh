@@ -218,7 +218,8 @@ refused "--launch-timeout: bounds the address exchange of a launched job" "${t[@
 refused "RDMAPS_SKIP_PULLS: is not played by the --virtual-workers schedule" env RDMAPS_SKIP_PULLS=on "${t[@]}" --virtual-workers 2
 refused "--checkpoint-dir: --compare runs six variants one after another" "${t[@]}" --compare --checkpoint-dir /tmp
 # Servers are processes whatever the workers are: --virtual-workers started 4096.
-refused "--servers: a local run starts a process per server; 4096 is more than 256" "${t[@]}" --virtual-workers 2 --servers 4096
+refused "--servers: a local run starts a process per server, and one for the virtual workers; 4097 is more than 256" \
+  "${t[@]}" --virtual-workers 2 --servers 4096
 refused "--servers: a local run starts a process per server and worker; 302 is more than 256" "${t[@]}" --workers 2 --servers 300
 refused "--workers: '0'" "${t[@]}" --workers 0
 # Its own flags have no variable: one set for rdmaps-server is said to be unread (it ran async silently).
