@@ -152,6 +152,13 @@ void require_secret(bool has_secret) {
                 "environment on), or give --secret-file FILE on a shared file system (docs/security.md)");
 }
 
+void refuse_launch_timeout(const std::string& by_hand) {
+  throw Error(Errc::kInvalidArgument,
+              "--launch-timeout: bounds the address exchange of a launched job (mpirun, srun, torchrun); this "
+              "process was not started by one" +
+                  (by_hand.empty() ? std::string() : " as a rank (" + by_hand + " is given)"));
+}
+
 std::string port_plus(const std::string& host_port, uint32_t offset, const std::string& flag) {
   const size_t colon = host_port.rfind(':');
   if (colon == std::string::npos || colon + 1 == host_port.size())

@@ -93,6 +93,11 @@ bool started_with_others(const Environment& env);
 /// alike, before anything listens.
 void require_secret(bool has_secret);
 
+/// --launch-timeout given to a process no launch started (or started as a
+/// rank by hand, `by_hand` naming how): throws Error(kInvalidArgument), as
+/// rdmaps-train and rdmaps-server refuse other settings that would do nothing.
+[[noreturn]] void refuse_launch_timeout(const std::string& by_hand);
+
 /// HOST:PORT+offset: each rank of a launch serves its metrics on the port
 /// given plus its rank, so ranks sharing a host do not collide and a scrape
 /// config can list PORT..PORT+world-1. Throws Error(kInvalidArgument) naming

@@ -43,7 +43,7 @@ Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const 
   Welcome welcome = decode_welcome(control.recv_control(timeout), address);
   if (welcome.accepted == kRefused || welcome.accepted == kRefusedForNow || welcome.accepted == kRefusedWithoutTheJob)
     throw Refusal("server " + address + " refused worker " + std::to_string(options_.worker) + ": " + welcome.reason,
-                  welcome.accepted != kRefusedForNow, welcome.accepted == kRefusedWithoutTheJob);
+                  welcome.accepted);
   return welcome;
 }
 

@@ -210,13 +210,13 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
       refetch(link);
       break;
     } catch (const Refusal& e) {
-      if (e.without_the_job)
+      if (e.accepted == kRefusedWithoutTheJob)
         give_up(link, Error(Errc::kPeerGone,
                             "server " + link.address +
                                 " came back without this job's parameters (it did not resume from a checkpoint: "
                                 "start it with --checkpoint-dir and --resume); worker " +
                                 std::to_string(options_.worker) + " stops rather than train from nothing"));
-      if (e.for_good) give_up(link, refused_for_good(link, e));
+      if (e.for_good()) give_up(link, refused_for_good(link, e));
       last = e.what();
     } catch (const Error& e) {
       // interrupt(): the call ends as interrupted, not as a server that did not come back.

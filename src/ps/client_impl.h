@@ -40,13 +40,13 @@ namespace rdmaps::ps {
 
 using Clock = std::chrono::steady_clock;
 
-// A server's refusal of a Hello; `for_good`: no retry passes it (Welcome
-// kRefused); `without_the_job`: a reconnect found a process that did not resume (kRefusedWithoutTheJob).
+// A server's refusal of a Hello, with its Welcome::accepted code: only
+// kRefusedForNow may pass on a retry; kRefusedWithoutTheJob answers a
+// reconnect that found a process that did not resume.
 struct Refusal : Error {
-  Refusal(const std::string& what, bool for_good, bool without_the_job = false)
-      : Error(Errc::kProtocol, what), for_good(for_good), without_the_job(without_the_job) {}
-  bool for_good;
-  bool without_the_job;
+  Refusal(const std::string& what, uint32_t accepted) : Error(Errc::kProtocol, what), accepted(accepted) {}
+  bool for_good() const { return accepted != kRefusedForNow; }
+  uint32_t accepted;
 };
 
 // One thread of a server (docs/architecture.md "Server threads"): its own

@@ -142,11 +142,7 @@ int main(int argc, char** argv) {
         options.listen = directory->listen_address();
       if (!options.metrics.empty()) options.metrics = launch::port_plus(options.metrics, placement->rank, "--metrics");
     } else if (launch_timeout->count() > 0) {
-      // Ignored without a word otherwise, as the other launch-only settings are refused (docs/cluster.md).
-      throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
-                          "--launch-timeout: bounds the address exchange of a launched job (mpirun, srun, "
-                          "torchrun); this server was not started by one" +
-                              std::string(index_given ? " as a rank (--index or RDMAPS_SERVER_INDEX is given)" : ""));
+      launch::refuse_launch_timeout(index_given ? "--index or RDMAPS_SERVER_INDEX" : "");
     }
     // Named as given: from the variable, the message named the flags.
     if (options.index >= options.servers) {

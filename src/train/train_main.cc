@@ -262,12 +262,7 @@ int run(int argc, char** argv) {
     const auto env = rdmaps::launch::process_environment();
     if (!o.role_given && rdmaps::launch::started_with_others(env))
       return run_launched(o, *rdmaps::launch::detect(env, o.servers_given ? o.servers : 0));
-    // Ignored without a word otherwise, as the other launch-only settings are refused (docs/cluster.md).
-    if (o.launch_timeout_given)
-      bad_flag("--launch-timeout",
-               "bounds the address exchange of a launched job (mpirun, srun, torchrun); this run "
-               "was not started by one" +
-                   std::string(o.role_given ? " as a rank (--role is given)" : ""));
+    if (o.launch_timeout_given) rdmaps::launch::refuse_launch_timeout(o.role_given ? "--role" : "");
     check_straggler(o);
     if (o.role == "server") return run_server_role(o);
     if (o.role == "worker") return run_worker_role(o);
