@@ -86,7 +86,7 @@ void ClientImpl::connect() {
     if (options_.servers.size() > 1) probe_all();
     links_.resize(options_.servers.size());
     for (uint32_t i = 0; i < links_.size(); ++i) {
-      const Welcome w = connect_one(i, transport::IfRefused::kRetry, options_.timeout);
+      const Welcome w = connect_one(i, transport::IfRefused::kRetry, Clock::time_point::max());
       links_[i].instance = w.instance;
       // What the server holds of this id (a predecessor's pushes, a resumed
       // checkpoint's): a later reconnect counts as lost what it no longer holds.
@@ -131,7 +131,7 @@ void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Ra
 // Progress, hand each payload that landed to the running pull, and publish a
 // mailbox that arrived by active message once every payload sent before it has
 // landed.
-bool ClientImpl::progress() {
+bool ClientImpl::progress(const ServerLink* only) {
   bool moved = context_->progress() != 0;
   for (auto& link : links_)
     if (link.use_am && !link.write_back_failed)  // said once: its other lanes' failures are that one's
@@ -144,9 +144,12 @@ bool ClientImpl::progress() {
           // its timeout): the connection is down, for the call's recovery to
           // reconnect (its server died, most likely) or to say why.
           link.write_back_failed = true;
-          throw Error(e.code(), "worker " + std::to_string(options_.worker) + ": a write-back from server " +
-                                    link.address + " lane " + std::to_string(lane.index) +
-                                    " did not land: " + e.what());
+          link.write_back_error = "worker " + std::to_string(options_.worker) + ": a write-back from server " +
+                                  link.address + " lane " + std::to_string(lane.index) + " did not land: " + e.what();
+          // A wait on another server (a reconnect's re-pull) goes on: this
+          // one's failure is not that attempt's, and the recovery finds it down.
+          if (only && only != &link) break;
+          throw Error(e.code(), link.write_back_error);
         }
   return moved;
 }
@@ -154,9 +157,10 @@ bool ClientImpl::progress() {
 template <typename Done>
 void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* only) {
   const auto deadline = this->deadline();
+  const auto bound = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());  // what a timeout names
   transport::IdleBackoff idle;  // a long wait (the clock bound) must not take the core of the one it waits for
   while (!done()) {
-    idle.pause(progress());
+    idle.pause(progress(only));
     const auto due = idle.checks_due();
     if (due.deadline && interrupted_.load(std::memory_order_relaxed))
       throw Error(Errc::kCancelled, "worker " + std::to_string(options_.worker) + ": " + what +
@@ -165,22 +169,32 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
       const auto now = Clock::now();
       if (now > deadline)
         throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
-                                        std::to_string(options_.timeout.count()) + " ms");
+                                        std::to_string(bound.count()) + " ms");
       if (now - last_publish_ > kPublishEvery) publish();
     }
     if (due.peers) {
-      for (auto& link : links_)
-        for (auto& lane : link.lanes)
-          if ((!only || only == &link) && lane.ep->peer_closed())
-            throw Error(Errc::kPeerGone, "server " + link.address + " closed the connection while worker " +
-                                             std::to_string(options_.worker) + " was " + what);
+      for (auto& link : links_) {
+        if (only && only != &link) continue;
+        if (link.write_back_failed) throw Error(Errc::kPeerGone, link.write_back_error);
+        for (auto& lane : link.lanes) {
+          // A failed endpoint whose bootstrap socket stays open (a path down,
+          // UCX's own timeout) is as gone: waiting out the timeout told nothing more.
+          if (lane.ep->peer_closed() || lane.ep->failed())
+            throw Error(Errc::kPeerGone, "server " + link.address +
+                                             (lane.ep->peer_closed()
+                                                  ? " closed the connection"
+                                                  : " lane " + std::to_string(lane.index) + ": the connection failed") +
+                                             " while worker " + std::to_string(options_.worker) + " was " + what);
+        }
+      }
     }
   }
 }
 
 void ClientImpl::complete(std::vector<transport::Request>& requests) {
   const auto by = deadline();
-  for (auto& r : requests) r.wait_until(by, options_.timeout, &interrupted_);
+  const auto bound = std::chrono::ceil<std::chrono::milliseconds>(by - Clock::now());
+  for (auto& r : requests) r.wait_until(by, bound, &interrupted_);
 }
 
 uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version,

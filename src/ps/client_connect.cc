@@ -103,28 +103,36 @@ void ClientImpl::probe_all() {
 
 // The server's control thread admits this worker and names its lanes; the
 // worker then connects to each lane, handing it the receive region.
-Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout) {
+Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused, Clock::time_point deadline) {
+  // Each wait takes at most what is left of `deadline`: a reconnect's attempt
+  // with several lanes waited the whole timeout at each step, past its window.
+  const auto timeout = [&] {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    return std::clamp(left, std::chrono::milliseconds(1), options_.timeout);
+  };
   ServerLink& link = links_[index];
   link.index = index;
   link.address = options_.servers[index];
-  auto control = context_->connect(transport::SockAddr::parse(link.address), timeout, {}, if_refused);
+  auto control = context_->connect(transport::SockAddr::parse(link.address), timeout(), {}, if_refused);
   link.range = partition_->server_range(index);
   link.shards = partition_->shard_count(index);
   Hello h = hello();
   h.rejoin_instance = link.instance;  // 0 at the first connect
-  Welcome welcome = ask(*control, h, link.address, timeout);
+  Welcome welcome = ask(*control, h, link.address, timeout());
   if (welcome.accepted != kAdmitted)
     throw Error(Errc::kProtocol, "server " + link.address + " answered a Hello as if it were a probe");
   if (welcome.range_begin != link.range.begin || welcome.range_end != link.range.end ||
       welcome.shard_floats != config_.shard_floats ||
       welcome.lanes.back().first_shard + welcome.lanes.back().shards != link.shards)
-    throw Error(
-        Errc::kProtocol,
+    // Refused for good: a reconnect that met it (a server back with another
+    // index or layout) tried again for its whole window.
+    throw Refusal(
         "server " + link.address + " serves floats [" + std::to_string(welcome.range_begin) + ", " +
             std::to_string(welcome.range_end) + ") with shards of " + std::to_string(welcome.shard_floats) +
             ", this worker expected [" + std::to_string(link.range.begin) + ", " + std::to_string(link.range.end) +
             ") and " + std::to_string(config_.shard_floats) +
-            ": check the server list (every server of the job, in index order) and --shard-floats on both sides");
+            ": check the server list (every server of the job, in index order) and --shard-floats on both sides",
+        kRefused);
   link.use_am = welcome.push_path == static_cast<uint32_t>(PushPath::kAm);
   link.receive_layout = ReceiveLayout{welcome.lanes.size(), link.shards, link.range.size()};
   // Registered once, remote-write for this server's lanes only.
@@ -146,10 +154,10 @@ Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused,
     lane.shards = info.shards;
     const std::string where = link.address + " lane " + std::to_string(l);
     const auto lane_address = host.with_port(static_cast<uint16_t>(info.port));
-    lane.ep = context_->connect(lane_address, timeout, where + " (" + lane_address.to_string() + ")");
+    lane.ep = context_->connect(lane_address, timeout(), where + " (" + lane_address.to_string() + ")");
     if (l == 0) offer_landings(link, *lane.ep, lane_hello);  // every lane of a server reaches it the same way
-    lane.ep->send_control(encode(lane_hello), timeout);
-    LaneWelcome lw = decode_lane_welcome(lane.ep->recv_control(timeout), where);
+    lane.ep->send_control(encode(lane_hello), timeout());
+    LaneWelcome lw = decode_lane_welcome(lane.ep->recv_control(timeout()), where);
     if (!lw.accepted)
       throw Error(Errc::kProtocol,
                   "server " + where + " refused worker " + std::to_string(options_.worker) + ": " + lw.reason);

@@ -98,12 +98,13 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
     throw cause;
   }
   const auto by = deadline();  // one bound for all of them, not one each
+  const auto bound = std::chrono::ceil<std::chrono::milliseconds>(by - Clock::now());
   std::optional<Error> cancelled;
   each([&](std::vector<transport::Request>& list) {
     for (auto& r : list) {
       if (cancelled) break;
       try {
-        r.wait_until(by, options_.timeout, &interrupted_);
+        r.wait_until(by, bound, &interrupted_);
       } catch (const Error& e) {
         if (e.code() == Errc::kCancelled) cancelled = e;
         // Else sent to a server that closed: what it took in is the checkpoint's business now.
@@ -185,16 +186,34 @@ void ClientImpl::give_up(ServerLink& link, const Error& why) {
 
 void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
   // Leaving (the destructor's last pushes) waits no longer than leaving does.
-  const auto start = Clock::now(),
-             deadline = std::min(start + std::chrono::milliseconds(config_.reconnect_ms), leave_by_);
+  const auto start = Clock::now(), window_end = start + std::chrono::milliseconds(config_.reconnect_ms),
+             deadline = std::min(window_end, leave_by_);
   logf(LogLevel::kWarn, "rdmaps worker %u: %s; reconnecting to %s for up to %g s", options_.worker, cause.what(),
-       link.address.c_str(), config_.reconnect_ms / 1000.0);
+       link.address.c_str(), std::chrono::duration<double>(deadline - start).count());
+  const auto not_back = [&](const std::string& last) {
+    const std::string within =
+        deadline < window_end ? " in the " +
+                                    seconds(std::max<int64_t>(
+                                        0, std::chrono::ceil<std::chrono::milliseconds>(deadline - start).count())) +
+                                    " s left to leave"
+                              : " within " + seconds(config_.reconnect_ms) + " s (--reconnect";
+    return Error(Errc::kPeerGone, "worker " + std::to_string(options_.worker) + ": server " + link.address +
+                                      " did not come back" + within + (deadline < window_end ? " (" : "; ") +
+                                      "last attempt: " + (last.empty() ? "none" : last) + ")");
+  };
   std::string last;
   Welcome welcome;
   const transport::CancelScope cancel(&interrupted_);  // a silent server's connect ends at interrupt() too
+  // Every wait of an attempt (admission, lanes, the re-pull) ends with it.
+  struct AttemptBound {
+    Clock::time_point& by;
+    ~AttemptBound() { by = Clock::time_point::max(); }
+  } const bound{attempt_by_};
   for (auto pause = std::chrono::milliseconds(50);; pause = std::min(pause * 2, std::chrono::milliseconds(1000))) {
     disconnect(link);
     welcome = Welcome{};
+    // Leaving has its own end, which no attempt outlasts.
+    if (Clock::now() >= leave_by_) give_up(link, not_back(last));
     try {
       // No attempt outlasts the window (a server that took the connection and
       // said nothing while it loaded its checkpoint held each one for the
@@ -205,8 +224,9 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
       // against a server that was admitting it. The same server process (a
       // dropped connection) or one that resumed admits it; one that started
       // empty refuses it (Hello::rejoin_instance).
-      welcome = connect_one(link.index, transport::IfRefused::kFail,
-                            std::min(options_.timeout, std::max(left, std::chrono::milliseconds(2000))));
+      attempt_by_ = std::min(Clock::now() + std::min(options_.timeout, std::max(left, std::chrono::milliseconds(2000))),
+                             leave_by_);
+      welcome = connect_one(link.index, transport::IfRefused::kFail, attempt_by_);
       refetch(link);
       break;
     } catch (const Refusal& e) {
@@ -233,10 +253,7 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
       disconnect(link);  // no half-made lanes (out of memory): later calls find the link down, not null endpoints
       throw;
     }
-    if (Clock::now() + pause > deadline)
-      give_up(link, Error(Errc::kPeerGone, "worker " + std::to_string(options_.worker) + ": server " + link.address +
-                                               " did not come back within " + seconds(config_.reconnect_ms) +
-                                               " s (--reconnect; last attempt: " + last + ")"));
+    if (Clock::now() + pause > deadline) give_up(link, not_back(last));
     // Slept in steps: interrupt() ends the call within one of them.
     for (const auto until = Clock::now() + pause; Clock::now() < until;) {
       if (interrupted_.load(std::memory_order_relaxed)) {
@@ -341,7 +358,8 @@ ClientImpl::~ClientImpl() {
   };
   for (auto& link : links_)
     for (auto& lane : link.lanes) {
-      if (!lane.ep || lane.ep->peer_closed()) continue;
+      // A failed connection takes no Bye: its credit wait spent the leaving time of the others.
+      if (!lane.ep || lane.ep->peer_closed() || lane.ep->failed()) continue;
       std::vector<transport::Request> inflight;
       try {
         const uint64_t seq = post(link, lane, MsgType::kBye, 0, 0, 0, 0, nullptr, inflight);

@@ -95,6 +95,7 @@ struct ServerLink {
   // A write-back of this connection failed to land: its lane publishes nothing
   // more, so the connection counts as down (a reconnect makes new lanes).
   bool write_back_failed = false;
+  std::string write_back_error;  // why, for a wait on this server that did not see it fail
 
   bool down() const {
     if (lanes.empty() || write_back_failed) return true;
@@ -240,8 +241,9 @@ class ClientImpl {
   /// Joins server `index`: admission, then its lanes. The first connect waits
   /// for a server not listening yet (IfRefused::kRetry; workers may start
   /// before their servers), a reconnect's own loop tries again instead.
-  /// `timeout` bounds each wait on the server (a reconnect's: what its window leaves).
-  Welcome connect_one(uint32_t index, transport::IfRefused if_refused, std::chrono::milliseconds timeout);
+  /// Each wait on the server takes at most the client's timeout and ends by
+  /// `deadline` (a reconnect's attempt; the first connect: none).
+  Welcome connect_one(uint32_t index, transport::IfRefused if_refused, Clock::time_point deadline);
   /// Asks server `index` whether it would admit this worker (Hello::probe);
   /// returns its answer, or throws its refusal or why it could not be asked.
   /// Waits for a server not listening yet, as connect_one does.
@@ -276,7 +278,7 @@ class ClientImpl {
   /// Waits for `requests` to complete by one deadline (the call's timeout, or
   /// leaving's); interrupt() ends it with kCancelled.
   void complete(std::vector<transport::Request>& requests);
-  Clock::time_point deadline() const { return std::min(Clock::now() + options_.timeout, leave_by_); }
+  Clock::time_point deadline() const { return std::min({Clock::now() + options_.timeout, leave_by_, attempt_by_}); }
   /// Pulls every shard of `link` into the receive region: the server's DC
   /// backups of this worker start from what it holds now.
   void refetch(ServerLink& link);
@@ -290,7 +292,9 @@ class ClientImpl {
   /// belong, when its host targets that want any of them take all of them:
   /// the index in registered_ and the byte in it; none: registered_.size().
   std::pair<size_t, uint64_t> landing_of(Range landed) const;
-  bool progress();  // true if anything moved
+  /// True if anything moved. A write-back that failed to land throws, or, for
+  /// a server other than `only` (a wait on one server), marks that one down.
+  bool progress(const ServerLink* only = nullptr);
   /// Posts one message into this worker's inbox on `lane`, once it has a
   /// credit; `inflight` gets the requests that keep its buffers busy.
   uint64_t post(ServerLink& link, Lane& lane, MsgType type, uint32_t shard, uint64_t base_version, uint32_t offset,
@@ -407,7 +411,8 @@ class ClientImpl {
   // A pull under way: its counters as they were before it (what publish() shows meanwhile).
   std::optional<PullCounters> pull_counters_before_;
   Clock::time_point last_clock_call_{};
-  Clock::time_point leave_by_ = Clock::time_point::max();  // every wait ends by then once leaving
+  Clock::time_point leave_by_ = Clock::time_point::max();    // every wait ends by then once leaving
+  Clock::time_point attempt_by_ = Clock::time_point::max();  // and by the end of a reconnect's attempt
 
  public:
   // Client's calls check these (client.cc, `Call`): one call at a time, from
