@@ -117,7 +117,7 @@ typedef struct {
   const char* listen;               /**< "host:port", port 0 = any; NULL = "0.0.0.0:13337" */
   uint32_t index, servers, workers; /**< 0 servers/workers = 1 */
   const char* config;               /**< flags, as for the client ("--secret-file F", "--metrics HOST:PORT", ...),
-                                         and "--rule-from-workers"; rdmaps-server's other own flags (--gpu-shard,
+                                         and "--rule-from-workers [on|off]"; rdmaps-server's other own flags (--gpu-shard,
                                          --keep-running, --stats-interval, --stall-warning) are not taken here */
   uint32_t insecure;                /**< 1: serve off loopback without a shared secret (docs/security.md) */
   uint64_t max_bytes;               /**< largest table a worker may declare; 0 = the machine's memory */

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <chrono>
@@ -33,6 +34,7 @@
 #include "rdmaps_config.h"
 #include "src/api/capabilities.h"
 #include "src/api/log_sink.h"
+#include "src/api/unsaved_model.h"
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/server_directory.h"
 #include "src/launch/server_list.h"
@@ -289,8 +291,12 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   void declare(const std::string& name, size_t floats) {
-    if (comm_) throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
-    client_->declare(name, floats);
+    if (!comm_) {
+      Use use(*this);
+      const auto no_connect = no_connect_under_way();
+      if (!comm_) return client_->declare(name, floats);
+    }
+    throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
   }
   /// Client::register_memory(); `keep` (what owns the memory, or an export
   /// of it: pinned()) is held until the client is gone, which is the promise
@@ -299,9 +305,13 @@ class Worker {
   /// queued before; the client may hold it even if that failed.
   void register_memory(float* data, size_t floats, py::object keep) {
     if (!comm_) {
-      client_->register_memory({data, floats});
-      registered_.push_back(std::move(keep));
-      return;
+      Use use(*this);
+      const auto no_connect = no_connect_under_way();
+      if (!comm_) {
+        client_->register_memory({data, floats});
+        registered_.push_back(std::move(keep));
+        return;
+      }
     }
     registered_.push_back(keep);
     run(CommThread::Kind::kRegisterMemory, {}, data, floats, std::move(keep));
@@ -381,19 +391,20 @@ class Worker {
     closing_ = true;
     if (in_forked_child()) return let_go_of_the_parents();
     if (client_ && (calls_ > 0 || abandoned_)) client_->interrupt();
+    // A signal handler (SIGTERM: close) runs inside a wait of this thread's
+    // own call, which cannot end under it: waiting for it here hung for good.
+    // That call ends interrupted and takes the worker down as it returns.
+    if (std::find(users_.begin(), users_.end(), std::this_thread::get_id()) != users_.end()) {
+      tear_down_when_idle_ = true;
+      return;
+    }
     while (calls_ > 0) {
       // A call on a thread that finalization ends never returns (without_gil):
       // the client stays, as it may be in use until that thread stops.
       if (interpreter_finalizing()) return;
       without_gil([] { std::this_thread::sleep_for(std::chrono::milliseconds(1)); });
     }
-    without_gil([this] {
-      comm_.reset();
-      client_.reset();
-    });
-    in_flight_.clear();  // every operation finished: their buffers may go
-    registered_.clear();
-    stranded_.clear();
+    tear_down();
   }
   bool closed() const { return !client_ || closing_; }
   std::string metrics_address() const { return client_ ? client_->metrics_address() : ""; }
@@ -403,8 +414,18 @@ class Worker {
   // that close() on another thread waits for it (taken and dropped with the GIL held).
   class Use {
    public:
-    explicit Use(Worker& w) : w_(w) { ++w_.calls_; }
-    ~Use() { --w_.calls_; }
+    explicit Use(Worker& w) : w_(w) {
+      w_.users_.push_back(std::this_thread::get_id());
+      ++w_.calls_;
+    }
+    ~Use() {
+      --w_.calls_;
+      w_.users_.erase(std::find(w_.users_.begin(), w_.users_.end(), std::this_thread::get_id()));
+      if (w_.tear_down_when_idle_ && w_.calls_ == 0) {
+        w_.tear_down_when_idle_ = false;
+        w_.tear_down();
+      }
+    }
     Use(const Use&) = delete;
     Use& operator=(const Use&) = delete;
 
@@ -417,23 +438,40 @@ class Worker {
   // comm thread runs one (a monitoring thread made a trainer's push fail).
   CommThread::Snapshot snapshot() {
     if (!comm_) {
-      // Before the comm thread exists, a connect() on another thread may be
-      // using the client: a monitor's stats() made the trainer's connect fail.
-      check_process();
       Use use(*this);
-      // Waited for in steps: Ctrl-C reaches a stats() behind a connect that
-      // waits for its server (up to the timeout).
-      std::unique_lock<std::timed_mutex> connecting(connect_mu_, std::defer_lock);
-      for (bool locked = false; !locked;) {
-        without_gil([&] { locked = connecting.try_lock_for(kSignalCheck); });
-        if (!locked && PyErr_CheckSignals() != 0) throw py::error_already_set();
-      }
-      if (closing_ || !client_) throw Error(Errc::kInvalidArgument, "the worker was closed");
+      const auto no_connect = no_connect_under_way();
       if (!comm_) return {client_->stats(), client_->clock_value(), nullptr};
     }
     const CommThread::Ticket t = comm().submit_snapshot();
     interruptible(t, {}, [&] { return comm_->finished_for(t, kSignalCheck); });
     return comm_->take_snapshot(t);
+  }
+
+  // Every call ended: the client and comm thread go, then the buffers they used.
+  void tear_down() noexcept {
+    without_gil([this] {
+      comm_.reset();
+      client_.reset();
+    });
+    in_flight_.clear();  // every operation finished: their buffers may go
+    registered_.clear();
+    stranded_.clear();
+  }
+
+  // Before the comm thread exists, a connect() on another thread may be using
+  // the client: a call made meanwhile (stats(), declare(), register_memory())
+  // was refused as another thread's, or made the connect fail. Waited for in
+  // steps: Ctrl-C reaches it (a connect waits for its server up to the
+  // timeout). The caller holds a Use.
+  std::unique_lock<std::timed_mutex> no_connect_under_way() {
+    check_process();
+    std::unique_lock<std::timed_mutex> connecting(connect_mu_, std::defer_lock);
+    for (bool locked = false; !locked;) {
+      without_gil([&] { locked = connecting.try_lock_for(kSignalCheck); });
+      if (!locked && PyErr_CheckSignals() != 0) throw py::error_already_set();
+    }
+    if (closing_ || !client_) throw Error(Errc::kInvalidArgument, "the worker was closed");
+    return connecting;
   }
 
   bool in_forked_child() const { return owner_pid_ != transport::this_process_id(); }
@@ -485,10 +523,12 @@ class Worker {
   std::unique_ptr<Client> client_;
   std::unique_ptr<CommThread> comm_;
   const pid_t owner_pid_ = transport::this_process_id();
-  std::timed_mutex connect_mu_;  // held by connect()'s thread while it uses the client
-  int calls_ = 0;                // Use: calls in progress, GIL held to change it
-  bool closing_ = false;         // close() began: no new call starts
-  bool abandoned_ = false;       // a signal ended a wait: its operation is left to close()
+  std::timed_mutex connect_mu_;         // held by connect()'s thread while it uses the client
+  int calls_ = 0;                       // Use: calls in progress, GIL held to change it
+  std::vector<std::thread::id> users_;  // Use: the threads of those calls
+  bool tear_down_when_idle_ = false;    // close() from inside a call (a signal handler): the last call ends it
+  bool closing_ = false;                // close() began: no new call starts
+  bool abandoned_ = false;              // a signal ended a wait: its operation is left to close()
 };
 
 Worker& live(Worker& w) {
@@ -558,6 +598,8 @@ class PyServer {
     }
     runner.join();
     if (error) std::rethrow_exception(error);
+    // As the C API and rdmaps-server: an rdmaps.torch server rank exited 0 with the model unsaved.
+    throw_if_model_unsaved(server_->stats());
   }
   void stop() { server_->stop(); }
   py::dict stats() const { return server_stats_dict(server_->stats()); }

@@ -17,6 +17,7 @@
 #include "rdmaps/rdmaps.h"
 #include "rdmaps/server.h"
 #include "src/api/cli.h"
+#include "src/api/unsaved_model.h"
 #include "src/launch/server_list.h"
 #include "transport/process_id.h"
 
@@ -195,11 +196,19 @@ rdmaps::Config parse_flags(const char* text, Metrics* metrics, bool* rule_from_w
   const std::vector<std::string> words = config_words(text ? text : "");
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& word = words[i];
-    if (word == "--rule-from-workers") {
+    if (word == "--rule-from-workers" || word.starts_with("--rule-from-workers=")) {
       if (!rule_from_workers)
         throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
                             "--rule-from-workers is a server's flag (rdmaps_server_options.config), not a worker's");
-      *rule_from_workers = true;
+      // A switch as the programs take it: alone, or on|off after it or after '=' ("on" was an unknown flag).
+      std::string value = "on";
+      if (const size_t eq = word.find('='); eq != std::string::npos)
+        value = word.substr(eq + 1);
+      else if (i + 1 < words.size() && !words[i + 1].starts_with("-"))
+        value = words[++i];
+      if (value != "on" && value != "off" && value != "true" && value != "false" && value != "1" && value != "0")
+        throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, "--rule-from-workers: '" + value + "' is not on or off");
+      *rule_from_workers = value == "on" || value == "true" || value == "1";
       continue;
     }
     if (word == "--metrics") {
@@ -472,11 +481,7 @@ rdmaps_status rdmaps_server_run(rdmaps_server* s) {
       }
     } running(*s);
     s->server->run();
-    // rdmaps-server exits 1 here too: a run that ends with its model unsaved failed.
-    if (s->server->stats().final_checkpoint_failed)
-      throw rdmaps::Error(rdmaps::Errc::kIo,
-                          "the final checkpoint could not be written (the log says why): the trained model is "
-                          "not saved");
+    rdmaps::throw_if_model_unsaved(s->server->stats());  // rdmaps-server exits 1 here too
   });
 }
 

@@ -376,6 +376,19 @@ int main(void) {
             strstr(rdmaps_last_error(), "RDMAPS_METRICS is set but empty") != NULL,
         "an empty RDMAPS_METRICS: %s", rdmaps_last_error());
   unsetenv("RDMAPS_METRICS");
+  /* Spelled as the programs take a switch ("on" after it was an unknown flag); a value that is none is named. */
+  const char* spellings[] = {"--rule-from-workers on", "--rule-from-workers=off", "--rule-from-workers 0 --lr 0.5"};
+  for (size_t i = 0; i < sizeof(spellings) / sizeof(spellings[0]); ++i) {
+    rdmaps_server_options spelled = {"127.0.0.1:0", 0, 1, 1, spellings[i], 0, 0};
+    rdmaps_server* taken = NULL;
+    CHECK(rdmaps_server_create(&spelled, &taken) == RDMAPS_OK, "'%s': %s", spellings[i], rdmaps_last_error());
+    rdmaps_server_destroy(taken);
+  }
+  rdmaps_server_options maybe = {"127.0.0.1:0", 0, 1, 1, "--rule-from-workers=maybe", 0, 0};
+  rdmaps_server* not_made = NULL;
+  CHECK(rdmaps_server_create(&maybe, &not_made) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), "--rule-from-workers: 'maybe' is not on or off") != NULL,
+        "--rule-from-workers=maybe: %s", rdmaps_last_error());
   rdmaps_client_options adopting_worker = {"127.0.0.1:1", 0, "--rule-from-workers", 0};
   rdmaps_client* refused_worker = NULL;
   CHECK(rdmaps_client_create(&adopting_worker, &refused_worker) == RDMAPS_ERR_INVALID_ARGUMENT &&

@@ -7,6 +7,7 @@ import ctypes
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -401,6 +402,38 @@ class ModuleTest(unittest.TestCase):
             self.assertEqual(errors, [])
 
 
+    def test_declare_and_register_memory_while_another_thread_connects_wait_for_it(self):
+        # They ran on the Client beside connect()'s thread and were refused as "another call of this client
+        # ... on another thread", which a Python user cannot act on.
+        port = socket.socket()
+        port.bind(("127.0.0.1", 0))
+        address = "127.0.0.1:%d" % port.getsockname()[1]
+        port.close()  # nobody listens: the connect waits for a server up to its timeout
+        worker = rdmaps.Worker(address, 0, transport=TRANSPORT, timeout=2)
+        worker.declare("w", 8)
+        try:
+            ended = []
+
+            def connect():
+                try:
+                    worker.connect()
+                    ended.append("connected")
+                except rdmaps.Error as e:
+                    ended.append(e.code)
+
+            connecting = threading.Thread(target=connect)
+            connecting.start()
+            time.sleep(0.3)
+            self.assertTrue(connecting.is_alive(), "the connect did not wait")
+            memory = array.array("f", [0.0] * 8)
+            worker.register_memory(memory)  # waits for the connect, which fails: taken before connect()
+            worker.declare("b", 4)
+            connecting.join()
+            self.assertEqual(ended, ["unreachable"])
+        finally:
+            worker.close()
+
+
 class ConfigurationTest(unittest.TestCase):
     def test_unknown_option_names_the_flag(self):
         with self.assertRaisesRegex(rdmaps.InvalidArgument, "'--no-such-option'"):
@@ -748,6 +781,34 @@ class ConfigurationTest(unittest.TestCase):
         finally:
             w0.close()
             served.close()
+
+    def test_close_from_a_signal_handler_ends_the_call_it_interrupted(self):
+        # A handler runs inside the wait it interrupts (signal.signal(SIGTERM, lambda *a: w.close())):
+        # close() waited for that very call to end, for good, and no Ctrl-C could end it.
+        script = ("import signal, sys, threading, rdmaps\n"
+                  "s = rdmaps.Server('127.0.0.1:0', workers=2, transport=sys.argv[1], staleness=0,\n"
+                  "                  log_connections=False)\n"
+                  "threading.Thread(target=s.serve, daemon=True).start()\n"
+                  "w = rdmaps.Worker(s.address if sys.argv[2] == 'clock' else '127.0.0.1:9', 0,\n"
+                  "                  transport=sys.argv[1], timeout=40)\n"
+                  "w.declare('w', 10)\n"
+                  "if sys.argv[2] == 'clock':\n"
+                  "    w.connect()\n"
+                  "signal.signal(signal.SIGALRM, lambda *a: w.close())\n"
+                  "signal.setitimer(signal.ITIMER_REAL, 0.3)\n"
+                  "try:\n"
+                  "    w.clock() if sys.argv[2] == 'clock' else w.connect()  # waits for worker 1 / a server\n"
+                  "except rdmaps.Error as e:\n"
+                  "    print('raised', e.code, 'closed', w.closed, flush=True)\n"
+                  "s.stop()\n")
+        for call in ("clock", "connect"):
+            try:
+                p = subprocess.run([sys.executable, "-c", script, TRANSPORT, call], capture_output=True, text=True,
+                                   timeout=30)
+            except subprocess.TimeoutExpired:
+                self.fail(call + ": close() in a signal handler hung")
+            self.assertEqual(p.returncode, 0, call + ": " + p.stderr)
+            self.assertIn("raised cancelled closed True", p.stdout, call + ": " + p.stderr)
 
     def test_exit_with_a_server_serving_in_a_daemon_thread(self):
         # The interpreter ends the daemon thread while it finalizes; an object
@@ -1119,6 +1180,43 @@ class ConfigurationTest(unittest.TestCase):
         finally:
             worker.close()
             served.close()
+
+    def test_serve_raises_where_the_final_checkpoint_could_not_be_written(self):
+        # As the C API and rdmaps-server do: serve() returned normally, and an rdmaps.torch server rank
+        # exited 0 with the trained model unsaved.
+        import shutil
+        import tempfile
+        directory = tempfile.mkdtemp(prefix="rdmaps-py-unsaved-")
+        server = rdmaps.Server("127.0.0.1:0", transport=TRANSPORT, log_connections=False, checkpoint_dir=directory)
+        raised = []
+
+        def serve():
+            try:
+                server.serve()
+            except rdmaps.Error as e:
+                raised.append(e)
+
+        serving = threading.Thread(target=serve)
+        serving.start()
+        try:
+            worker = rdmaps.Worker(server.address, 0, transport=TRANSPORT, timeout=20)
+            worker.declare("w", 16)
+            worker.connect()
+            worker.push("w", np.ones(16, dtype=np.float32))
+            worker.clock()
+            shutil.rmtree(directory)
+            open(directory, "w").close()  # nowhere to write the final checkpoint
+            worker.close()
+            serving.join(timeout=30)
+            self.assertFalse(serving.is_alive(), "the server did not end with its worker")
+            self.assertEqual([e.code for e in raised], ["io"], raised)
+            self.assertIn("the trained model is not saved", str(raised[0]))
+            self.assertTrue(server.stats()["final_checkpoint_failed"])
+        finally:
+            server.stop()
+            serving.join(timeout=30)
+            if os.path.isfile(directory):
+                os.remove(directory)
 
     def test_a_worker_reconnects_to_a_server_restarted_from_its_checkpoint(self):
         import tempfile
