@@ -365,7 +365,8 @@ void parse_config(Config& config, const std::vector<std::string>& args, std::vec
   cli::parse(app, args);
   if (rest) *rest = app.remaining();
 }
-std::string describe(const Config& c) {
+namespace {
+std::string describe(const Config& c, bool workers_own) {
   std::ostringstream o;
   o << "staleness " << (c.staleness == kInfiniteStaleness ? std::string("inf") : std::to_string(c.staleness))
     << ", rule " << rule_name(c.rule) << ", lr " << c.learning_rate;
@@ -376,7 +377,8 @@ std::string describe(const Config& c) {
       << ", ms-bias-correction " << (c.ms_bias_correction ? "on" : "off") << ", dc-bound " << or_off(c.dc_bound)
       << ", dc-tau0 " << or_off(c.dc_tau0);
   }
-  if (c.staleness != kInfiniteStaleness && c.staleness != 0) o << ", skip-pulls " << (c.skip_pulls ? "on" : "off");
+  if (workers_own && c.staleness != kInfiniteStaleness && c.staleness != 0)
+    o << ", skip-pulls " << (c.skip_pulls ? "on" : "off");
   o << ", staleness-policy "
     << (c.staleness_policy == StalenessPolicy::kNone         ? "none"
         : c.staleness_policy == StalenessPolicy::kScaleByTau ? "eta-tau"
@@ -399,6 +401,10 @@ std::string describe(const Config& c) {
   }
   return o.str();
 }
+}  // namespace
+
+std::string describe(const Config& c) { return describe(c, true); }
+std::string describe_server(const Config& c) { return describe(c, false); }
 
 const char* config_help() {
   static const std::string help = [] {

@@ -4,7 +4,7 @@
 // (where UCX does RMA natively) or one active message that lands the same
 // bytes in the same slot (where it emulates RMA, over tcp). The reader is the
 // lane's side: it yields each message once, in sequence order, whichever way
-// it came (docs/protocol.md "Push").
+// it came (docs/protocol.md "Inbox slot").
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Fresh parameters, shard versions and the lane's mailbox, written by a
-// server lane into a worker's receive region (docs/protocol.md "Pull"). The
+// server lane into a worker's receive region (docs/protocol.md "Write-back (pull)"). The
 // sender is the lane's side: data, then a fence, then the mailbox by put, or
 // the same bytes by active messages in order where UCX emulates RMA. The
 // receiver is the worker's side of the active-message path: it publishes a

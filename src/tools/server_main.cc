@@ -166,7 +166,8 @@ int main(int argc, char** argv) {
     rdmaps::tools::StopOnSignal stop_on_signal(server);
     std::fprintf(stderr, "rdmaps-server %u/%u listening on %s for %u worker(s)\nconfig: %s\nmachine: %s\n",
                  options.index, options.servers, address.c_str(), options.workers,
-                 rdmaps::describe(options.config).c_str(), rdmaps::summary(rdmaps::probe_capabilities()).c_str());
+                 rdmaps::describe_server(options.config).c_str(),
+                 rdmaps::summary(rdmaps::probe_capabilities()).c_str());
     if (!server.metrics_address().empty())
       std::fprintf(stderr, "rdmaps-server: metrics at http://%s/metrics\n", server.metrics_address().c_str());
     server.run();

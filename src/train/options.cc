@@ -14,6 +14,7 @@
 #include "src/launch/placement.h"
 #include "src/launch/server_list.h"
 #include "src/train/virtual_workers.h"
+#include "transport/address.h"
 
 namespace rdmaps::train {
 namespace {
@@ -311,6 +312,12 @@ Options parse_options(int argc, char** argv) {
       } catch (const Error& e) {
         throw Error(e.code(), std::string(e.what()) + " (see --help)");
       }
+      // Resolved now, as --listen is: a name that does not resolve failed after the data loaded, naming no flag.
+      for (size_t i = 0; i < listed.size(); ++i) try {
+          transport::SockAddr::parse(listed[i]);
+        } catch (const Error& e) {
+          bad_flag("--servers-list", "entry " + std::to_string(i + 1) + ": " + e.what());
+        }
       if (o.servers_given && listed.size() != o.servers)
         bad_flag("--servers-list",
                  "names " + std::to_string(listed.size()) + " servers, --servers says " + std::to_string(o.servers));

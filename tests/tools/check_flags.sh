@@ -151,6 +151,13 @@ refused "--peer-timeout: '1e-400' is not a duration" "${s[@]}" --peer-timeout 1e
 refused "--reconnect: a worker's setting, not a server's" "${s[@]}" --reconnect 30s
 refused "--skip-pulls: a worker's setting, not a server's" "${s[@]}" --skip-pulls
 refused "--staging-depth: a worker's setting, not a server's" "${s[@]}" --staging-depth 4
+# Nor does its config line show them (skip-pulls showed "off" under an SSP bound).
+banner=$(timeout -k 5 8 "${s[@]}" --staleness 3 2>&1 </dev/null | grep "^config: ")
+if grep -q "^config: staleness 3," <<<"$banner" && ! grep -q "skip-pulls" <<<"$banner"; then
+  echo "ok: the server's config line shows no worker's setting"
+else
+  fail "the server's config line with --staleness 3: '$banner'"
+fi
 # The index and count are named as given: from a variable, the message named the flags.
 refused "server index RDMAPS_SERVER_INDEX=3 is not below the number of servers --servers 2" \
   env RDMAPS_SERVER_INDEX=3 "${s[@]}" --servers 2
@@ -268,6 +275,8 @@ refused "--servers-list entry 2 'nohost' is not host:port" "${t[@]}" --role work
 # The same reader as RDMAPS_SERVERS and the C ABI's: one server named twice, or a port no server listens on.
 refused "--servers-list: '127.0.0.1:9' is listed twice (entries 1 and 2)" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,127.0.0.1:9
 refused "--servers-list entry 1 '127.0.0.1:0' has port 0" "${t[@]}" --role worker --servers-list 127.0.0.1:0
+# A name that does not resolve, with the flags: it failed after the data loaded, naming neither flag nor entry.
+refused "--servers-list: entry 2: address 'no-such-host.invalid:9': cannot resolve" "${t[@]}" --role worker --servers 2 --servers-list 127.0.0.1:9,no-such-host.invalid:9
 refused "--straggler: '0:0x10': FACTOR is not a number" "${t[@]}" --straggler 0:0x10
 refused "--delay: 'uniform:0x10' has no number after the colon" "${t[@]}" --virtual-workers 2 --delay uniform:0x10
 refused "--delay: 'uniform:2e9' needs a whole largest delay from 1 to 1e9" "${t[@]}" --virtual-workers 2 --delay uniform:2e9
