@@ -293,7 +293,7 @@ class Worker {
   void declare(const std::string& name, size_t floats) {
     if (!comm_) {
       Use use(*this);
-      const auto no_connect = no_connect_under_way();
+      no_connect_under_way();
       if (!comm_) return client_->declare(name, floats);
     }
     throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
@@ -306,7 +306,7 @@ class Worker {
   void register_memory(float* data, size_t floats, py::object keep) {
     if (!comm_) {
       Use use(*this);
-      const auto no_connect = no_connect_under_way();
+      no_connect_under_way();
       if (!comm_) {
         client_->register_memory({data, floats});
         registered_.push_back(std::move(keep));
@@ -319,6 +319,13 @@ class Worker {
   void connect() {
     if (comm_) return;
     check_process();
+    // Until comm_ exists, not only until the client connected: a call that
+    // came between ran on the connected client on its own thread, the GIL held.
+    ++connecting_;
+    struct Connected {
+      int& connecting;
+      ~Connected() { --connecting; }
+    } connected{connecting_};
     {
       // On a thread of its own, so that a signal handler that raises
       // (Ctrl-C) runs while it waits: it interrupts the connect, which ends
@@ -437,9 +444,11 @@ class Worker {
   // far: read from this thread, the Client would refuse the call while the
   // comm thread runs one (a monitoring thread made a trainer's push fail).
   CommThread::Snapshot snapshot() {
+    // The whole call: a close() from a signal handler inside it takes the
+    // worker down after take_snapshot(), not under it.
+    Use use(*this);
     if (!comm_) {
-      Use use(*this);
-      const auto no_connect = no_connect_under_way();
+      no_connect_under_way();
       if (!comm_) return {client_->stats(), client_->clock_value(), nullptr};
     }
     const CommThread::Ticket t = comm().submit_snapshot();
@@ -460,18 +469,16 @@ class Worker {
 
   // Before the comm thread exists, a connect() on another thread may be using
   // the client: a call made meanwhile (stats(), declare(), register_memory())
-  // was refused as another thread's, or made the connect fail. Waited for in
-  // steps: Ctrl-C reaches it (a connect waits for its server up to the
-  // timeout). The caller holds a Use.
-  std::unique_lock<std::timed_mutex> no_connect_under_way() {
+  // was refused as another thread's, or made the connect fail. Ctrl-C reaches
+  // the wait (a connect waits for its server up to the timeout). The caller
+  // holds a Use.
+  void no_connect_under_way() {
     check_process();
-    std::unique_lock<std::timed_mutex> connecting(connect_mu_, std::defer_lock);
-    for (bool locked = false; !locked;) {
-      without_gil([&] { locked = connecting.try_lock_for(kSignalCheck); });
-      if (!locked && PyErr_CheckSignals() != 0) throw py::error_already_set();
+    while (connecting_ > 0) {  // changed with the GIL held: read between naps without it
+      without_gil([] { std::this_thread::sleep_for(std::chrono::milliseconds(1)); });
+      if (PyErr_CheckSignals() != 0) throw py::error_already_set();
     }
     if (closing_ || !client_) throw Error(Errc::kInvalidArgument, "the worker was closed");
-    return connecting;
   }
 
   bool in_forked_child() const { return owner_pid_ != transport::this_process_id(); }
@@ -524,6 +531,7 @@ class Worker {
   std::unique_ptr<CommThread> comm_;
   const pid_t owner_pid_ = transport::this_process_id();
   std::timed_mutex connect_mu_;         // held by connect()'s thread while it uses the client
+  int connecting_ = 0;                  // connect() calls under way (GIL held to change it)
   int calls_ = 0;                       // Use: calls in progress, GIL held to change it
   std::vector<std::thread::id> users_;  // Use: the threads of those calls
   bool tear_down_when_idle_ = false;    // close() from inside a call (a signal handler): the last call ends it

@@ -157,7 +157,7 @@ bool ClientImpl::progress(const ServerLink* only) {
 template <typename Done>
 void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* only) {
   const auto deadline = this->deadline();
-  const auto bound = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());  // what a timeout names
+  const auto bound = bound_of(deadline);  // what a timeout names
   transport::IdleBackoff idle;  // a long wait (the clock bound) must not take the core of the one it waits for
   while (!done()) {
     idle.pause(progress(only));
@@ -193,7 +193,7 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
 
 void ClientImpl::complete(std::vector<transport::Request>& requests) {
   const auto by = deadline();
-  const auto bound = std::chrono::ceil<std::chrono::milliseconds>(by - Clock::now());
+  const auto bound = bound_of(by);
   for (auto& r : requests) r.wait_until(by, bound, &interrupted_);
 }
 

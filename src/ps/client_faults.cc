@@ -98,7 +98,7 @@ void ClientImpl::recover(const Error& cause, std::vector<transport::Request>& in
     throw cause;
   }
   const auto by = deadline();  // one bound for all of them, not one each
-  const auto bound = std::chrono::ceil<std::chrono::milliseconds>(by - Clock::now());
+  const auto bound = bound_of(by);
   std::optional<Error> cancelled;
   each([&](std::vector<transport::Request>& list) {
     for (auto& r : list) {
@@ -227,6 +227,9 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
       attempt_by_ = std::min(Clock::now() + std::min(options_.timeout, std::max(left, std::chrono::milliseconds(2000))),
                              leave_by_);
       welcome = connect_one(link.index, transport::IfRefused::kFail, attempt_by_);
+      // Admitted: the server is back, and its re-pull (a whole range, large
+      // over tcp) may take what is left of the window, never less than the attempt.
+      attempt_by_ = std::max(attempt_by_, deadline);
       refetch(link);
       break;
     } catch (const Refusal& e) {

@@ -279,6 +279,10 @@ class ClientImpl {
   /// leaving's); interrupt() ends it with kCancelled.
   void complete(std::vector<transport::Request>& requests);
   Clock::time_point deadline() const { return std::min({Clock::now() + options_.timeout, leave_by_, attempt_by_}); }
+  /// What a wait until `by` names in its timeout (at least 1 ms: an attempt's last step may overrun it).
+  static std::chrono::milliseconds bound_of(Clock::time_point by) {
+    return std::max(std::chrono::ceil<std::chrono::milliseconds>(by - Clock::now()), std::chrono::milliseconds(1));
+  }
   /// Pulls every shard of `link` into the receive region: the server's DC
   /// backups of this worker start from what it holds now.
   void refetch(ServerLink& link);

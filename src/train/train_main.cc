@@ -14,6 +14,7 @@
 #include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "src/api/cli.h"
+#include "src/api/config_flags.h"
 #include "src/launch/server_directory.h"
 #include "src/launch/server_list.h"
 #include "src/tools/child_process.h"
@@ -72,7 +73,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
   }
   if (o.report_fd < 0)
     std::fprintf(stderr, "rdmaps-train server %u/%u on %s: %s%s\n", o.index, o.servers, address.c_str(),
-                 describe(so.config).c_str(),
+                 describe_server(so.config).c_str(),
                  so.metrics.empty() ? "" : ("; metrics at http://" + server.metrics_address() + "/metrics").c_str());
   if (o.report_fd < 0) {
     tools::StopOnSignal stop_on_signal(server);  // SIGTERM: the final checkpoint, then the done line

@@ -784,31 +784,48 @@ class ConfigurationTest(unittest.TestCase):
 
     def test_close_from_a_signal_handler_ends_the_call_it_interrupted(self):
         # A handler runs inside the wait it interrupts (signal.signal(SIGTERM, lambda *a: w.close())):
-        # close() waited for that very call to end, for good, and no Ctrl-C could end it.
-        script = ("import signal, sys, threading, rdmaps\n"
+        # close() waited for that very call to end, for good, and no Ctrl-C could end it. The signal is
+        # sent once the call is under way (its operation queued; a connect: a second in).
+        script = ("import os, signal, sys, threading, time, rdmaps\n"
+                  "call = sys.argv[2]\n"
                   "s = rdmaps.Server('127.0.0.1:0', workers=2, transport=sys.argv[1], staleness=0,\n"
                   "                  log_connections=False)\n"
                   "threading.Thread(target=s.serve, daemon=True).start()\n"
-                  "w = rdmaps.Worker(s.address if sys.argv[2] == 'clock' else '127.0.0.1:9', 0,\n"
+                  "w = rdmaps.Worker(s.address if call != 'connect' else '127.0.0.1:9', 0,\n"
                   "                  transport=sys.argv[1], timeout=40)\n"
                   "w.declare('w', 10)\n"
-                  "if sys.argv[2] == 'clock':\n"
+                  "if call != 'connect':\n"
                   "    w.connect()\n"
                   "signal.signal(signal.SIGALRM, lambda *a: w.close())\n"
-                  "signal.setitimer(signal.ITIMER_REAL, 0.3)\n"
+                  "def send():\n"
+                  "    until = time.monotonic() + 20\n"
+                  "    while (w.pending == 0 and call != 'connect') and time.monotonic() < until:\n"
+                  "        time.sleep(0.005)\n"
+                  "    time.sleep(1.0 if call == 'connect' else 0.1)\n"
+                  "    os.kill(os.getpid(), signal.SIGALRM)\n"
+                  "threading.Thread(target=send, daemon=True).start()\n"
                   "try:\n"
-                  "    w.clock() if sys.argv[2] == 'clock' else w.connect()  # waits for worker 1 / a server\n"
+                  "    if call == 'clock':\n"
+                  "        w.clock()  # bulk-synchronous: waits for worker 1, which never comes\n"
+                  "    elif call == 'stats':\n"
+                  "        w._submit_clock()\n"
+                  "        w.stats()  # waits for the clock queued before it\n"
+                  "    else:\n"
+                  "        w.connect()  # waits for a server to listen\n"
+                  "    print('returned closed', w.closed, flush=True)\n"
                   "except rdmaps.Error as e:\n"
                   "    print('raised', e.code, 'closed', w.closed, flush=True)\n"
                   "s.stop()\n")
-        for call in ("clock", "connect"):
+        for call in ("clock", "stats", "connect"):
             try:
                 p = subprocess.run([sys.executable, "-c", script, TRANSPORT, call], capture_output=True, text=True,
                                    timeout=30)
             except subprocess.TimeoutExpired:
                 self.fail(call + ": close() in a signal handler hung")
             self.assertEqual(p.returncode, 0, call + ": " + p.stderr)
-            self.assertIn("raised cancelled closed True", p.stdout, call + ": " + p.stderr)
+            # stats() reads the counters once the clock ended, cancelled or not.
+            self.assertIn("returned closed True" if call == "stats" else "raised cancelled closed True", p.stdout,
+                          call + ": " + p.stderr)
 
     def test_exit_with_a_server_serving_in_a_daemon_thread(self):
         # The interpreter ends the daemon thread while it finalizes; an object

@@ -152,7 +152,11 @@ refused "--reconnect: a worker's setting, not a server's" "${s[@]}" --reconnect 
 refused "--skip-pulls: a worker's setting, not a server's" "${s[@]}" --skip-pulls
 refused "--staging-depth: a worker's setting, not a server's" "${s[@]}" --staging-depth 4
 # Nor does its config line show them (skip-pulls showed "off" under an SSP bound).
-banner=$(timeout -k 5 8 "${s[@]}" --staleness 3 2>&1 </dev/null | grep "^config: ")
+log=$(mktemp)
+"${s[@]}" --staleness 3 >"$log" 2>&1 </dev/null &
+for _ in $(seq 300); do grep -q "^config: " "$log" && break; sleep 0.1; done
+kill $! 2>/dev/null; wait $! 2>/dev/null
+banner=$(grep "^config: " "$log"); rm -f "$log"
 if grep -q "^config: staleness 3," <<<"$banner" && ! grep -q "skip-pulls" <<<"$banner"; then
   echo "ok: the server's config line shows no worker's setting"
 else
