@@ -302,11 +302,18 @@ def _run(nproc, command, base, prefix):
     return status
 
 
+def _whole_number(text):
+    """Digits only: argparse's int took '+2', ' 2' and '1_0' (10 processes), which the ranks refuse."""
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number (digits only)")
+    return int(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m rdmaps.launch", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nproc", "-n", type=int, required=True, help="processes to start")
-    ap.add_argument("--master-port", type=int, default=None, help="rendezvous port (default: a free one)")
+    ap.add_argument("--nproc", "-n", type=_whole_number, required=True, help="processes to start")
+    ap.add_argument("--master-port", type=_whole_number, default=None, help="rendezvous port (default: a free one)")
     ap.add_argument("--no-prefix", action="store_true", help="leave the processes' output as it is")
     ap.add_argument("--no-python", action="store_true",
                     help="run the program itself (rdmaps-train, rdmaps-server), not a Python script")

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "rdmaps/error.h"
+#include "rdmaps/server.h"
 #include "rdmaps_config.h"
 #include "src/launch/server_list.h"
 
@@ -114,6 +115,27 @@ uint16_t slurm_step_port(const std::string& launch_id) {
   return static_cast<uint16_t>(kDefaultMasterPort + h % 1000);
 }
 
+// A size-1 pair of the innermost kind (RANK=0 WORLD_SIZE=1, left in the shell
+// by a single-GPU torch script) under a launcher that started several: every
+// rank ran a job of its own, all writing the same files. torchrun's own pair
+// (TORCHELASTIC_RUN_ID) is its launch: one per outer rank.
+void refuse_alone_among_others(const Environment& env, const RankSource& s, const char* size_var) {
+  if (std::string_view(s.name) != "rdmaps" && std::string_view(s.name) != "torchrun") return;
+  if (std::string_view(s.name) == "torchrun" && env("TORCHELASTIC_RUN_ID")) return;
+  for (const RankSource& outer : kSources) {
+    if (!pmix_family(outer.name) || (outer.step_var && !env(outer.step_var))) continue;
+    const auto [outer_var, outer_size] = size_of(env, outer);
+    if (!outer_size) continue;
+    if (integer(outer_var, *outer_size, 1, UINT32_MAX) > 1)
+      fail(std::string(s.rank_var) + " and " + size_var + "=1 say this process runs alone, but " + outer_var + "=" +
+           *outer_size + " says its launcher started " + *outer_size +
+           " (each would run a job of its own, writing the same files): left in the shell from another run, or "
+           "exported by hand? unset " +
+           s.rank_var + " and " + size_var);
+    return;
+  }
+}
+
 }  // namespace
 
 Environment process_environment() {
@@ -139,6 +161,7 @@ bool started_with_others(const Environment& env) {
     const uint64_t n = integer(size_var, *size, 1, UINT32_MAX);
     if (integer(s.rank_var, *rank, 0, UINT32_MAX) >= n)
       fail(std::string(s.rank_var) + "=" + *rank + " is not below " + size_var + "=" + *size);
+    if (n == 1) refuse_alone_among_others(env, s, size_var);
     return n != 1;
   }
   return false;
@@ -199,6 +222,7 @@ std::string Placement::describe() const {
 std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   Placement p;
   bool found = false;
+  std::string world_size_var;  // for a count out of range: the variable it came from
   for (const RankSource& s : kSources) {
     if (s.step_var && !env(s.step_var)) continue;
     auto rank = env(s.rank_var);
@@ -209,6 +233,8 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
     p.world_size = static_cast<uint32_t>(integer(size_var, *size, 1, UINT32_MAX));
     p.rank = static_cast<uint32_t>(integer(s.rank_var, *rank, 0, UINT32_MAX));
     if (p.rank >= p.world_size) fail(std::string(s.rank_var) + "=" + *rank + " is not below " + size_var + "=" + *size);
+    if (p.world_size == 1) refuse_alone_among_others(env, s, size_var);
+    world_size_var = size_var;
     p.source = s.name;
     p.rank_var = s.rank_var;
     found = true;
@@ -272,7 +298,7 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   if (auto list = env("RDMAPS_SERVERS"); list && !list->empty()) p.servers = server_list(*list, "RDMAPS_SERVERS");
   if (num_servers == 0) {
     if (auto n = env("RDMAPS_NUM_SERVERS"))
-      num_servers = static_cast<uint32_t>(integer("RDMAPS_NUM_SERVERS", *n, 1, UINT32_MAX));
+      num_servers = static_cast<uint32_t>(integer("RDMAPS_NUM_SERVERS", *n, 1, kMaxServers));
     else
       num_servers = p.servers.empty() ? 1 : static_cast<uint32_t>(p.servers.size());
   }
@@ -283,6 +309,12 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   if (p.world_size <= num_servers)
     fail("world size " + std::to_string(p.world_size) + " (" + p.source + ") leaves no worker beside " +
          std::to_string(num_servers) + " server(s): start more processes or fewer servers");
+  // Named here, by the variable: the server refused the count later as its option (--workers), which
+  // nobody gave, and only rank 0 said so (the others waited out the launch timeout).
+  if (p.world_size - num_servers > kMaxWorkers)
+    fail(world_size_var + "=" + std::to_string(p.world_size) + " leaves " + std::to_string(p.world_size - num_servers) +
+         " workers beside " + std::to_string(num_servers) + " server(s); a job has at most " +
+         std::to_string(kMaxWorkers));
 
   if (p.servers.empty() && !(p.pmix && RDMAPS_HAVE_PMIX)) {
     // Under srun, task 0 runs on the step's first node (block and cyclic

@@ -386,7 +386,17 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
       TcpSocket s = TcpSocket::connect(addr, std::min(deadline, Clock::now() + std::chrono::seconds(5)));
       reached = true;
       s.send_message(bytes_of(head + "challenge"), deadline, where);
-      const auto challenge = s.recv_message(deadline, where, kMaxRequest);
+      std::vector<uint8_t> challenge;
+      try {
+        challenge = s.recv_message(deadline, where, kMaxRequest);
+      } catch (const Error& e) {
+        // Another program answering there (an HTTP server): the bare framing
+        // error named neither the rendezvous nor the variables that chose it.
+        if (e.code() != Errc::kProtocol) throw;
+        throw Error(Errc::kProtocol, "rank " + std::to_string(p.rank) + ": something at " + where + " (" + from +
+                                         ") is not rdmaps' rendezvous: " + e.what() + "; give the job another " +
+                                         port_name(p));
+      }
       const transport::Nonce host_nonce = challenge_in(std::string(challenge.begin(), challenge.end()));
       while (Clock::now() < deadline) {
         const auto nonce = transport::random_nonce();

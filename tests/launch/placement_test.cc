@@ -239,6 +239,44 @@ TEST(Placement, OneProcessAloneIsNotALaunchedJob) {
   EXPECT_TRUE(started_with_others(env_of({{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}})));
 }
 
+// RANK=0 WORLD_SIZE=1 left in the shell (single-GPU torch scripts export it)
+// under a launcher that started several: every rank ran a job of its own.
+TEST(Placement, ALoneRankPairUnderALauncherOfSeveralIsRefusedNamingBoth) {
+  const Vars left = {{"RANK", "0"}, {"WORLD_SIZE", "1"}, {"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}};
+  std::string what;
+  try {
+    started_with_others(env_of(left));
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("RANK and WORLD_SIZE=1 say this process runs alone, but OMPI_COMM_WORLD_SIZE=2 says its "
+                      "launcher started 2"),
+            std::string::npos)
+      << what;
+  EXPECT_NE(error_of(left).find("unset RANK and WORLD_SIZE"), std::string::npos) << error_of(left);
+  const Vars srun = {{"RDMAPS_RANK", "0"},  {"RDMAPS_WORLD_SIZE", "1"},    {"SLURM_PROCID", "1"},
+                     {"SLURM_NTASKS", "2"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_STEP_ID", "0"}};
+  EXPECT_THROW(started_with_others(env_of(srun)), Error);
+  // torchrun's own pair (one process per outer rank) and a launcher of one are runs alone.
+  Vars torchrun = left;
+  torchrun["TORCHELASTIC_RUN_ID"] = "none";
+  EXPECT_FALSE(started_with_others(env_of(torchrun)));
+  EXPECT_FALSE(started_with_others(
+      env_of({{"RANK", "0"}, {"WORLD_SIZE", "1"}, {"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "1"}})));
+}
+
+// Counts past what a server takes, named by the variable they came from: the
+// server named its option (--workers), which nobody gave, and only rank 0 said so.
+TEST(Placement, AWorldOrServerCountPastTheLimitNamesItsVariable) {
+  EXPECT_NE(error_of(with_master({{"RANK", "0"}, {"WORLD_SIZE", "5000000"}}))
+                .find("WORLD_SIZE=5000000 leaves 4999999 workers beside 1 server(s); a job has at most 4096"),
+            std::string::npos)
+      << error_of(with_master({{"RANK", "0"}, {"WORLD_SIZE", "5000000"}}));
+  EXPECT_NE(error_of(with_master({{"RANK", "0"}, {"WORLD_SIZE", "6000"}, {"RDMAPS_NUM_SERVERS", "5000"}}))
+                .find("RDMAPS_NUM_SERVERS=5000 is above 4096"),
+            std::string::npos);
+}
+
 TEST(Placement, ExplicitServerListNeedsNoRendezvous) {
   auto p = detect(env_of({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"RDMAPS_SERVERS", "a:1,b:2"}}));
   EXPECT_EQ(p->num_servers, 2u);

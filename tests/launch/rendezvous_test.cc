@@ -2,9 +2,11 @@
 // as threads of this process.
 #include "src/launch/rendezvous.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <ifaddrs.h>
 #include <net/if.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -108,6 +110,38 @@ TEST(Rendezvous, ASilentProgramOnThePortIsNamedAsSuch) {
   EXPECT_NE(what.find("timeout"), std::string::npos) << what;
   EXPECT_NE(what.find("accepted the connection but never answered as rdmaps' rendezvous"), std::string::npos) << what;
   EXPECT_EQ(what.find("could not reach"), std::string::npos) << what;
+}
+
+// Another program that answers (an HTTP server at MASTER_PORT): the framing
+// error alone named neither the rendezvous nor the variables that chose it.
+TEST(Rendezvous, AProgramAnsweringOnThePortIsNamedAsNotTheRendezvous) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in at{};
+  at.sin_family = AF_INET;
+  at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(at);
+  ASSERT_EQ(::bind(listener, reinterpret_cast<sockaddr*>(&at), sizeof(at)), 0);
+  ASSERT_EQ(::listen(listener, 4), 0);
+  ASSERT_EQ(::getsockname(listener, reinterpret_cast<sockaddr*>(&at), &length), 0);
+  std::thread http([listener] {
+    const int peer = ::accept(listener, nullptr, nullptr);
+    if (peer < 0) return;
+    const char answer[] = "HTTP/1.0 400 Bad Request\r\n\r\n";
+    if (::write(peer, answer, sizeof(answer) - 1) < 0) {
+    }
+    ::sleep(1);
+    ::close(peer);
+  });
+  Placement p = rank_of(1, 2, 1, ntohs(at.sin_port));
+  p.master_addr_var = "MASTER_ADDR";
+  p.master_port_var = "MASTER_PORT";
+  const std::string what = error_of([&] { rendezvous(p, "", 5000ms); });
+  http.join();
+  ::close(listener);
+  EXPECT_NE(what.find("rank 1: something at 127.0.0.1:"), std::string::npos) << what;
+  EXPECT_NE(what.find("(MASTER_ADDR and MASTER_PORT) is not rdmaps' rendezvous"), std::string::npos) << what;
+  EXPECT_NE(what.find("give the job another MASTER_PORT"), std::string::npos) << what;
 }
 
 TEST(Rendezvous, RankZeroThatStopsAnsweringIsReportedAsSuch) {

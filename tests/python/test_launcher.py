@@ -333,9 +333,12 @@ sys.exit(3)
         self.assertEqual(p.stdout.split(), ["False", "64"], p.stdout + p.stderr)
 
     def test_bad_counts_and_ports_are_usage_errors(self):
-        for args, said in ((["--nproc", "0"], "--nproc 0"), (["-n", "-2"], "--nproc -2"),
+        # Digits only, as the ranks read MASTER_PORT: argparse's int took '1_0' for 10 processes, ' +2' for 2.
+        for args, said in ((["--nproc", "0"], "--nproc 0"), (["-n", "-2"], "'-2' is not a whole number"),
                            (["-n", "99999"], "--nproc 99999"), (["-n", "1", "--master-port", "99999"],
-                                                                "--master-port 99999")):
+                                                                "--master-port 99999"),
+                           (["-n", "1_0"], "'1_0' is not a whole number"), (["-n", " +2"], "' +2' is not a whole"),
+                           (["-n", "1", "--master-port", "2_9_5_0_0"], "'2_9_5_0_0' is not a whole number")):
             p = subprocess.run([sys.executable, "-m", "rdmaps.launch", *args, "--no-python", "true"],
                                capture_output=True, text=True, timeout=30)
             self.assertEqual(p.returncode, 2, p.stderr)
