@@ -304,6 +304,15 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
 bool ServerLane::poll_inbox(Worker& w) {
   auto m = w.inbox->peek();
   if (!m) return false;
+  // A pull waits its turn while this worker's last write-back is still being
+  // sent (its buffers are reused): the lane waited for it, up to 30 s for a
+  // worker that stopped reading, and served no one else meanwhile.
+  if (m->header.type == static_cast<uint16_t>(MsgType::kPull) && !w.departed) try {
+      if (w.writer->sending()) return false;
+    } catch (const Error& e) {
+      drop(w, (std::string("write-back failed: ") + e.what() + "; dropped from the clock").c_str());
+      return true;
+    }
   if (m->doorbell != w.inbox->expected())
     reject(w, RejectReason::kSequence,
            "doorbell " + std::to_string(m->doorbell) + " where sequence " + std::to_string(w.inbox->expected()) +
@@ -517,13 +526,37 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
   // The credit for this message goes out with the same mailbox (poll_inbox).
 }
 
+// Without waiting: a worker that stopped reading (its earlier sends still
+// queued) held the lane up to 30 s per mailbox, every worker of it waiting.
+// Its mailbox goes, the latest, once the one before went (send_owed_mailboxes).
 void ServerLane::send_mailbox(Worker& w) {
   if (!w.live || w.departed) return;
   try {
-    w.writer->send_mailbox(w.mailbox, kIoTimeout);
+    if (w.writer->try_send_mailbox(w.mailbox)) {
+      w.mailbox_owed = false;
+      return;
+    }
+    if (!w.mailbox_owed) {
+      w.mailbox_owed = true;
+      owed_.push_back(static_cast<uint32_t>(&w - workers_.data()));
+    }
   } catch (const Error& e) {
     drop(w, e.what());
   }
+}
+
+bool ServerLane::send_owed_mailboxes() {
+  owed_scratch_.swap(owed_);  // sending may owe again, or drop a worker, which sends to the others
+  bool any = false;
+  for (const uint32_t i : owed_scratch_) {
+    Worker& w = workers_[i];
+    if (!w.mailbox_owed) continue;
+    w.mailbox_owed = false;
+    send_mailbox(w);
+    any |= !w.mailbox_owed;
+  }
+  owed_scratch_.clear();
+  return any;
 }
 
 // Only the last worker at the minimum moves it: a scan of every worker per
@@ -601,6 +634,7 @@ void ServerLane::run() {
     busy |= complete_landings();
     for (auto& w : workers_)
       if (w.live) busy |= poll_inbox(w);
+    if (!owed_.empty()) busy |= send_owed_mailboxes();
     // One that check_soon() names while the workers are checked sets it again: seen next turn.
     if (any_suspect_.load(std::memory_order_relaxed) && any_suspect_.exchange(false, std::memory_order_acquire))
       check_suspects();

@@ -225,6 +225,7 @@ class ServerLane {
     uint64_t step = 1;               // +1 per clock
     std::vector<StepCover> stepped;  // by shard: what its current step covered; sized at its first push
     Mailbox mailbox{};
+    bool mailbox_owed = false;  // not sent while the last one was under way: in owed_
     std::string name;
   };
 
@@ -244,6 +245,8 @@ class ServerLane {
   void write_back(Worker& w, const SlotHeader& h);
   void add_landing(Worker& w, const SlotHeader& h, const uint8_t* payload);
   void send_mailbox(Worker& w);
+  /// Sends the mailboxes that waited for the ones before them; true if any went.
+  bool send_owed_mailboxes();
   void update_min_clock();
   void clock_advanced(uint64_t before, uint64_t now);
   void on_push_am(transport::AmMessage& m);
@@ -283,6 +286,7 @@ class ServerLane {
   bool direct_source_ = false;  // store_->direct_source(), fixed at construction: read by the control thread too
   size_t copy_bytes_ = 0;       // of a worker's copy of the lane's range
   std::vector<Worker> workers_;
+  std::vector<uint32_t> owed_, owed_scratch_;  // workers_ indices whose mailbox waits (send_mailbox)
   std::unordered_map<const transport::Endpoint*, uint32_t> by_endpoint_;
   std::vector<uint64_t> versions_;  // of this lane's shards
   // The version each shard's optimizer state started at (0, or where a resume

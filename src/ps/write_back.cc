@@ -60,8 +60,25 @@ void WriteBackSender::send_versions(const uint64_t* versions, size_t count, uint
   data_.push_back(ep_.am_send(kAmWriteBack, &h, sizeof(WriteBackHeader), staged, count * 8, outbox_.get()));
 }
 
+bool WriteBackSender::sending() {
+  for (auto& r : data_)
+    if (!r.test()) return true;
+  data_.clear();
+  return false;
+}
+
 void WriteBackSender::send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout) {
   mailbox_.wait_for(timeout);  // its staging area is reused below
+  post_mailbox(box);
+}
+
+bool WriteBackSender::try_send_mailbox(const Mailbox& box) {
+  if (!mailbox_.test()) return false;
+  post_mailbox(box);
+  return true;
+}
+
+void WriteBackSender::post_mailbox(const Mailbox& box) {
   if (use_am_) {
     // Ordered after the earlier write-back messages: the worker publishes it
     // once their payloads have landed.

@@ -50,8 +50,15 @@ class WriteBackSender {
   /// Waits until every buffer of the write-back sent may change (local
   /// completion); due before the next one, which reuses them.
   void wait_sent(std::chrono::milliseconds timeout);
+  /// Whether the write-back's sends are still under way, without waiting: a
+  /// worker that stopped reading holds them, and the lane serves the others
+  /// meanwhile. Throws Error where one failed.
+  bool sending();
   /// The lane's mailbox, after everything sent before it.
   void send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout);
+  /// As send_mailbox(), without waiting: false, nothing sent, while the last
+  /// one is still under way (its staging is reused). Throws Error where it failed.
+  bool try_send_mailbox(const Mailbox& box);
   /// Waits until the last mailbox sent may change (local completion).
   void wait_mailbox_sent(std::chrono::milliseconds timeout) { mailbox_.wait_for(timeout); }
   /// Whether it sends by active messages (tcp) rather than puts.
@@ -76,6 +83,8 @@ class WriteBackSender {
   // reallocated while any is in flight.
   std::vector<WriteBackHeader> data_headers_;
   WriteBackHeader mailbox_header_{};
+
+  void post_mailbox(const Mailbox& box);
 };
 
 class WriteBackReceiver {

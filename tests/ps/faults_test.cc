@@ -593,8 +593,9 @@ TEST_P(PsFaultTest, AWorkerBackAfterLeavingMidStepStartsAStepOfItsOwn) {
 // its floats whatever the slot held from an earlier message.
 // A raw worker on the active-message path that posts push headers by hand.
 struct AmPusher {
-  AmPusher(transport::TransportKind kind, const std::string& addresses)
-      : raw(PeerArgs{kind, 0, 1, {addresses}}, 1, kFaultFloats, 3, PushPath::kAm), mailbox(raw.mailbox()) {
+  AmPusher(transport::TransportKind kind, const std::string& addresses, uint64_t floats = kFaultFloats,
+           uint32_t shards = 3)
+      : raw(PeerArgs{kind, 0, 1, {addresses}}, 1, floats, shards, PushPath::kAm), mailbox(raw.mailbox()) {
     // On this path the lane sends its mailbox by active message too.
     raw.context->set_am_handler(ps::kAmWriteBack, [this](transport::AmMessage& m) {
       write_backs.on_message(*raw.context, m, *raw.receive,
@@ -611,6 +612,17 @@ struct AmPusher {
     h.length = 16;
     std::vector<uint8_t> payload(bytes);
     raw.ep->am_send(ps::kAmPush, &h, sizeof(h), payload.data(), payload.size()).wait_for(kSetupTimeout);
+  }
+  /// A message of `type` without payload: a clock (to `clock`), or a pull of `length` shards from shard 0.
+  void post_empty(ps::MsgType type, uint64_t seq, uint32_t length, uint64_t clock = 0) {
+    ps::SlotHeader h{};
+    h.magic = ps::kSlotMagic;
+    h.type = static_cast<uint16_t>(type);
+    h.worker = 1;
+    h.seq = seq;
+    h.length = length;
+    h.clock = clock;
+    raw.ep->am_send(ps::kAmPush, &h, sizeof(h), nullptr, 0).wait_for(kSetupTimeout);
   }
   /// Waits (10 s at most) for the lane to have consumed `seq`.
   void consumed(uint64_t seq) {
@@ -649,6 +661,58 @@ TEST_P(PsFaultTest, AnActiveMessageThatCannotLandIsRejectedInItsTurnAndTheNextTa
   EXPECT_EQ(s.applied_per_worker[1], 1u) << "a payload shorter than its header was applied";
   EXPECT_GE(s.rejected, 2u);
   EXPECT_EQ(landing_rejections(s), 2u) << "not counted as landing rejections";
+}
+
+// A worker that stops reading with a write-back under way (a stopped process,
+// a frozen VM) held its lane: the lane waited up to 30 s to send it its next
+// pull, then its next mailbox, serving no other worker meanwhile. Now they
+// wait their turn, the others train on, and the stopped one is answered in
+// turn once it reads again.
+TEST_P(PsFaultTest, AWorkerThatStopsReadingHoldsUpNoOtherWorkerOfItsLane) {
+  if (GetParam() != transport::TransportKind::kTcp)
+    GTEST_SKIP() << "over tcp a write-back moves only as its worker reads; a put over shared memory needs nobody";
+  constexpr uint64_t kFloats = uint64_t{4} << 20;  // 16 MiB: more than the sockets between them hold
+  constexpr uint32_t kShards = kFloats / kFaultShard;
+  Config c = fault_config(GetParam());
+  c.server_threads = 1;  // one lane serves both workers
+  ServerGroup servers(1, 2, c);
+  AmPusher stopped(GetParam(), servers.addresses(), kFloats, kShards);
+  ASSERT_TRUE(stopped.raw.welcome.accepted) << stopped.raw.welcome.reason;
+  // Three clocks ahead: the other worker's clocks then move the minimum, which goes to both in a mailbox.
+  for (uint64_t seq = 1; seq <= 3; ++seq) {
+    stopped.post_empty(ps::MsgType::kClock, seq, 0, seq);
+    stopped.consumed(seq);
+  }
+  ASSERT_EQ(stopped.mailbox[0].load(), 3u) << "the clocks were not taken";
+  stopped.post_empty(ps::MsgType::kPull, 4, kShards);  // the whole range, twice; then it reads nothing more
+  stopped.post_empty(ps::MsgType::kPull, 5, kShards);
+  ClientOptions o;
+  o.servers = split(servers.addresses(), ',');
+  o.worker = 0;
+  o.workers = 2;
+  o.config = c;
+  o.config.secret = test_secret();
+  o.timeout = 10s;  // the lane held it 30 s
+  Client other(o);
+  other.declare("w", kFloats);
+  std::vector<float> w(kFloats), g(kFloats, 1e-3f);
+  try {
+    other.connect();
+    for (int step = 0; step < 5; ++step) {
+      other.push("w", g);
+      other.pull("w", w);
+      other.clock();
+    }
+  } catch (const Error& e) {
+    ADD_FAILURE() << "the other worker of the lane was held up: " << e.what();
+  }
+  // It reads again: its second pull and the mailboxes it was owed come in turn.
+  for (auto until = Clock::now() + 20s; stopped.mailbox[1].load() < 5 && Clock::now() < until;) {
+    stopped.raw.context->progress();
+    stopped.write_backs.publish(*stopped.raw.receive, [](uint64_t, uint64_t, bool) {});
+  }
+  EXPECT_EQ(stopped.mailbox[1].load(), 5u) << "the second pull was never answered";        // Mailbox::pull_done
+  EXPECT_EQ(stopped.mailbox[2].load(), 3u) << "the minimum clock it was owed never came";  // Mailbox::min_clock
 }
 
 // One sequence sent many times (a buggy or hostile worker): each copy after
