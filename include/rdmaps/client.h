@@ -120,14 +120,18 @@ class Client {
   /// after connect() it waits until every server thread took it. The promise
   /// is what makes it safe: a receive that a failed pull left posted there
   /// can still complete later. Memory the transport refuses (or a size past
-  /// the address space) throws and is forgotten: the client goes on as before.
+  /// the address space) throws and is forgotten: the client goes on as before
+  /// (before connect(), the transport takes it there: connect() throws, and
+  /// the next connect() goes on without it).
   void register_memory(std::span<float> memory);
   /// Ends this iteration; blocks while the slowest live worker is more than
   /// `staleness` clocks behind. The iteration ends before the wait: a
   /// clock() that throws (a timeout waiting for a straggler) has already
   /// advanced clock_value() and told the servers, and a retry ends another
-  /// iteration, whose wait is one clock further. Give ClientOptions::timeout
-  /// the longest straggler wait you accept.
+  /// iteration, whose wait is one clock further. One that throws while it
+  /// sends the step's small pushes held back to go with their neighbours
+  /// (a server gone) ends no iteration: compare clock_value() before a retry.
+  /// Give ClientOptions::timeout the longest straggler wait you accept.
   void clock();
 
   /// Advances the clock and waits until every live worker reached it,
@@ -146,7 +150,8 @@ class Client {
   /// The one call for any thread: a call of this client in progress on its
   /// thread (waiting for a server: a clock, a pull, an inbox credit, a send
   /// in flight, a reconnect) ends soon with Error(kCancelled), and so does
-  /// every later one. Destroy the
+  /// every later one but the local ones (stats(), clock_value(),
+  /// metrics_address(), expire_cache()). Destroy the
   /// client once that call returned; the destructor still says goodbye.
   /// Where a send of that call is still under way (a stopped server), it
   /// reads the call's memory until the client is destroyed, as after a

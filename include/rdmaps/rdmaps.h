@@ -71,8 +71,9 @@ rdmaps_status rdmaps_client_connect(rdmaps_client* client);
 rdmaps_status rdmaps_client_init(rdmaps_client* client, const char* name, const float* values, size_t floats);
 rdmaps_status rdmaps_client_push(rdmaps_client* client, const char* name, const float* gradient, size_t floats);
 rdmaps_status rdmaps_client_pull(rdmaps_client* client, const char* name, float* out, size_t floats);
-/** Pulls `count` tensors (names[i] into outs[i], floats[i] each) with at most
- *  one request per server lane: a whole model after each step. A `char**`
+/** Pulls `count` tensors (names[i] into outs[i], floats[i] each) with one
+ *  request per run of tensors adjoining in the table and server lane: a whole
+ *  model after each step, one per lane. A `char**`
  *  list of names is passed as `(const char* const*)names` (C converts no
  *  pointer to pointer implicitly). */
 rdmaps_status rdmaps_client_pull_many(rdmaps_client* client, size_t count, const char* const* names, float* const* outs,

@@ -24,7 +24,7 @@ struct ServerOptions {
   uint32_t servers = 1;                  ///< at most kMaxServers
   uint32_t workers = 1;                  ///< workers the SSP clock waits for, connected or not; at most kMaxWorkers
   Config config;
-  std::chrono::milliseconds stats_interval{0};  ///< periodic one-line stats to stderr; 0 = off
+  std::chrono::milliseconds stats_interval{0};  ///< periodic one-line stats, logged at info (rdmaps/log.h); 0 = off
   bool exit_when_done = true;                   ///< run() returns once every worker left
   bool log_connections = true;                  ///< a log line per worker joining or leaving (rdmaps/log.h)
   /// Take the update rule and its hyper-parameters from the first worker that

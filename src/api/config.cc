@@ -445,6 +445,9 @@ std::string config_error(const Config& c) {
         outside("peer_timeout_ms", c.peer_timeout_ms, 0, kLongest),
         outside("checkpoint_every_ms", c.checkpoint_every_ms, 0, kLongest)})
     if (!why.empty()) return why;
+  // As --transport takes it: a Client took "bogus" and failed only at connect().
+  if (c.transport != "tcp" && c.transport != "shm" && c.transport != "auto")
+    return "Config::transport is '" + c.transport + "', not tcp, shm or auto";
   if (!c.secret.empty() && c.secret.size() < kMinSecret)
     return "Config::secret has " + std::to_string(c.secret.size()) + " bytes, too easy to guess; give at least " +
            std::to_string(kMinSecret);

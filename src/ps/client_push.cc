@@ -153,8 +153,10 @@ void ClientImpl::gather(const Piece& p, const uint8_t* payload) {
   }
   Gathered& g = gathered_[run];
   // Not adjoining: a gap would push zeros, an overlap is a second step; a copy
-  // of another version: one message carries one base version.
-  if (!(holds_shard(g) && (end == g.begin || begin == g.end) && g.base_version == p.base_version)) {
+  // of another version, or a push at another rate (a run that a failed
+  // set_learning_rate() kept): one message carries one base version and one rate.
+  if (!(holds_shard(g) && (end == g.begin || begin == g.end) && g.base_version == p.base_version &&
+        g.learning_rate == learning_rate_)) {
     flush_run(run);
     if (!g.buffer) g.buffer = context_->allocate(config_.shard_floats * sizeof(float), transport::Access::kNone);
     g.link = p.link;

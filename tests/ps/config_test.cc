@@ -90,6 +90,8 @@ TEST(Config, FieldsSetInCodePastTheirFlagsRangeAreRefusedByServerAndClient) {
       {[](Config& c) { c.checkpoint_keep = 0; }, "Config::checkpoint_keep is 0"},
       {[](Config& c) { c.checkpoint_every_ms = UINT64_MAX; }, "Config::checkpoint_every_ms is 18446744073709551615"},
       {[](Config& c) { c.secret = "x"; }, "Config::secret has 1 bytes, too easy to guess"},
+      // A Client took it, and only its connect() failed.
+      {[](Config& c) { c.transport = "bogus"; }, "Config::transport is 'bogus', not tcp, shm or auto"},
   };
   for (const auto& [set, said] : cases) {
     SCOPED_TRACE(said);

@@ -2062,6 +2062,32 @@ TEST_P(PsFaultTest, AGatheredPushSurvivesAFlushThatTimedOut) {
   server.kill_now();
 }
 
+// A learning rate whose flush of the held-back push found no credit (a
+// stalled server) is still the worker's; the next small push, adjoining the
+// held one, joined it and went at the old rate. One message carries one rate.
+TEST_P(PsFaultTest, ASmallPushAfterALearningRateWhoseFlushTimedOutGoesAtTheNewRate) {
+  int port = 0;
+  PeerProcess server = listening_peer("big_shard_server", GetParam(), 1, {}, &port);
+  ClientOptions o = big_shard_client(GetParam(), port, 3s);
+  auto client = std::make_unique<Client>(o);
+  client->declare("a", 100);  // "a" then "b": adjoining parts of one shard, gathered
+  client->declare("b", 100);
+  client->connect();
+  std::vector<float> a(100, 0.0f), b(100, 0.0f);
+  client->init("a", a);
+  client->init("b", b);
+  client->pull("b", b);
+  push_until_a_stopped_server_takes_no_more(*client, server.pid(), "a", 100);  // the last "a" stays held
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client->set_learning_rate(0.5f); }, &what), Errc::kTimeout) << what;
+  kill(server.pid(), SIGCONT);
+  client->push("b", std::vector<float>(100, 1.0f));
+  client->pull("b", b);  // sends what is gathered first
+  EXPECT_NEAR(b[0], -0.5f, 1e-5f) << "the push went at the server's rate (0.05), not the worker's 0.5";
+  client.reset();
+  server.kill_now();
+}
+
 // A pull's counters reach the metrics page once it returned: published during
 // it (a long wait publishes every second), the lanes that had answered were
 // counted, then taken back when a reconnect made the pull start again, and
