@@ -11,6 +11,8 @@ class StopOnSignal {
  public:
   explicit StopOnSignal(Server& server);
   ~StopOnSignal();  ///< the default actions come back
+  /// The signal that stopped the server; 0 if none did.
+  int taken() const;
   StopOnSignal(const StopOnSignal&) = delete;
   StopOnSignal& operator=(const StopOnSignal&) = delete;
 };

@@ -113,10 +113,14 @@ std::string quantile_text(const Histogram& h, double q) {
 struct ServerFigures {
   uint64_t applied = 0, dropped = 0, tau_max = 0;  // applied, dropped: pieces (one per shard a push covers)
   std::string tau_p50 = "0";
+  int stopped_by = 0;  // the signal that stopped it (SIGTERM: its exit status is 0 all the same)
 };
 
 struct RunResult {
   std::string label;
+  // What failed the run once it had trained (a final checkpoint not written):
+  // its figures are kept, and written, before the run fails.
+  std::string failure;
   uint32_t virtual_workers = 0;
   std::string delay;
   double seconds = 0, final_accuracy = 0;
@@ -150,22 +154,42 @@ void take_server_line(const std::string& line, size_t index, RunResult& r) {
     r.tau_max = std::max(r.tau_max, f.tau_max);
   } else if (kind == "histogram") {
     add_histogram(in, r.staleness);
+  } else if (kind == "stopped") {
+    in >> r.servers.at(index).stopped_by;
   }
+}
+
+// "server 1 was stopped by signal 15 (Terminated)", or "" where no signal stopped it.
+std::string stopped_text(const ChildProcess& s, const ServerFigures& f) {
+  if (!f.stopped_by) return "";
+  return s.name + " was stopped by signal " + std::to_string(f.stopped_by) + " (" + strsignal(f.stopped_by) + ")";
 }
 
 // Why worker `worker` failed (`how`): a server that died before it, if any
 // did within a second (its workers then fail with "peer gone"), else the worker.
-std::string blame(std::vector<ChildProcess>& servers, const std::string& worker, const std::string& how) {
+std::string blame(std::vector<ChildProcess>& servers, RunResult& r, const std::string& worker, const std::string& how) {
   std::vector<tools::Child*> children;
-  for (auto& s : servers) children.push_back(&s.child);
-  std::string server_how;
-  if (auto s = tools::first_failed(children, std::chrono::seconds(1), &server_how))
-    return servers[*s].name + " " + server_how + ", and " + worker + " failed after it";
-  return worker + " failed: it " + how;
+  std::vector<ChildProcess*> all;
+  for (auto& s : servers) children.push_back(&s.child), all.push_back(&s);
+  for (const auto until = Clock::now() + std::chrono::seconds(1);;) {
+    std::string server_how;
+    if (auto s = tools::first_failed(children, std::chrono::milliseconds(0), &server_how))
+      return servers[*s].name + " " + server_how + ", and " + worker + " failed after it";
+    // One stopped by a signal (SIGTERM) exits 0 after its final checkpoint,
+    // and the worker was blamed: it says so at once, in a line read here.
+    for (size_t i = 0; i < servers.size(); ++i)
+      if (const std::string stopped = stopped_text(servers[i], r.servers[i]); !stopped.empty())
+        return stopped + ", and " + worker + " failed after it";
+    if (Clock::now() >= until) return worker + " failed: it " + how;
+    pump(all, 50);
+    for (size_t i = 0; i < servers.size(); ++i)
+      while (auto line = next_line(servers[i])) take_server_line(*line, i, r);
+  }
 }
 
 // Waits for a server at the run's end; one that fails (its final checkpoint
-// could not be written) fails the run, as the trained model is not saved.
+// could not be written) fails the run, as the trained model is not saved,
+// once its figures are written (they were thrown away with it).
 // A child that failed is a peer gone (its own error is above), not ours.
 void finish_server(ChildProcess& c, size_t index, RunResult& r) {
   std::vector<ChildProcess*> one = {&c};
@@ -174,8 +198,8 @@ void finish_server(ChildProcess& c, size_t index, RunResult& r) {
     while (auto line = next_line(c)) take_server_line(*line, index, r);
   }
   std::string how;
-  if (tools::wait_child(c.child, &how) != 0)
-    throw Error(Errc::kPeerGone, c.name + " failed at the end of the run: it " + how);
+  if (tools::wait_child(c.child, &how) != 0 && r.failure.empty())
+    r.failure = c.name + " failed at the end of the run: it " + how;
 }
 
 // The summary's figures from every server's last word: the p50 of all their
@@ -253,7 +277,16 @@ RunResult run_local(const Options& o, bool progress) {
   std::vector<uint64_t> stepped(o.workers, 0), pushed(o.workers, 0), pulled(o.workers, 0);
   double accuracy = 0;
   auto last_print = Clock::now();
+  // An error leaving this run ends the progress line first: it was printed
+  // at the end of it, behind the carriage returns.
+  struct EndLine {
+    bool open = false;
+    ~EndLine() {
+      if (open) std::fputc('\n', stderr);
+    }
+  } line_open;
   auto draw_progress = [&] {
+    line_open.open = true;
     const double t = std::chrono::duration<double>(Clock::now() - *start).count();
     double e = 0, l = 0;
     for (uint32_t w = 0; w < o.workers; ++w) e += epoch[w] / o.workers, l += loss[w] / o.workers;
@@ -331,7 +364,7 @@ RunResult run_local(const Options& o, bool progress) {
       }
       if (c.eof && i >= servers.size() && c.fd() >= 0) {
         std::string how;
-        if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kPeerGone, blame(servers, c.name, how));
+        if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kPeerGone, blame(servers, r, c.name, how));
         ++children_done;
       }
     }
@@ -340,11 +373,16 @@ RunResult run_local(const Options& o, bool progress) {
     // waited for it to listen for their whole timeout, and so did this.
     // After the round's lines: a worker's "done" comes before its server
     // can end (a final checkpoint that fails is said at the run's end).
-    for (ChildProcess& s : servers) {
+    for (size_t i = 0; i < servers.size(); ++i) {
+      ChildProcess& s = servers[i];
       std::string how;
       if (s.eof && finished < o.workers && tools::first_failed({&s.child}, std::chrono::milliseconds(0), &how))
         throw Error(Errc::kPeerGone, s.name + " " + how + ", while " + std::to_string(o.workers - finished) +
                                          " of its workers had not finished (they were stopped)");
+      if (const std::string stopped = stopped_text(s, r.servers[i]); !stopped.empty() && finished < o.workers)
+        throw Error(Errc::kPeerGone, stopped + " while " + std::to_string(o.workers - finished) +
+                                         " of its workers had not finished (it saved a final checkpoint where it "
+                                         "had a --checkpoint-dir)");
     }
     if (progress && start && Clock::now() - last_print > std::chrono::milliseconds(250)) {
       last_print = Clock::now();
@@ -357,6 +395,7 @@ RunResult run_local(const Options& o, bool progress) {
   finish_servers(servers, r);
   if (progress && start) draw_progress();  // once more with the final figures, which the summary repeats
   if (progress) std::fprintf(stderr, "\n");
+  line_open.open = false;
   r.seconds = start ? std::chrono::duration<double>(Clock::now() - *start).count() : 0;
   r.final_accuracy = r.curve.empty() ? 0 : r.curve.back().accuracy;
   return r;
@@ -397,6 +436,7 @@ nlohmann::ordered_json json_value(const RunResult& r) {
                               {"pushes_lost", r.pushes_lost},
                               {"staleness_histogram", json_histogram(r.staleness)},
                               {"virtual_workers", r.virtual_workers}};
+  if (!r.failure.empty()) j["failure"] = r.failure;
   if (r.virtual_workers) {
     j["delay"] = r.delay;
     j["schedule_staleness_histogram"] = json_histogram(r.schedule_staleness);
@@ -601,7 +641,20 @@ int run_driver(const Options& o) {
       // worker slowed (0:F, or random:F at chance 1/1) made every step F times
       // longer, while 1:F left it alone.
       if (v.workers == 1) run.straggler = Straggler{};
-      runs.push_back(run_local(run, !o.json));
+      try {
+        runs.push_back(run_local(run, !o.json));
+      } catch (const Error&) {
+        // The variants that finished are written, then the run fails: they
+        // were all thrown away with the one that failed.
+        if (!runs.empty()) {
+          std::fprintf(stderr, "rdmaps-train: %s failed; writing the %zu variant(s) that finished\n", v.label,
+                       runs.size());
+          if (o.json) std::printf("%s\n", json_of(runs).c_str());
+          if (!o.json) print_table(runs);
+          write_outputs(o.out, runs, o.json);
+        }
+        throw;
+      }
     }
   } else {
     runs.push_back(run_local(o, !o.json));
@@ -609,6 +662,8 @@ int run_driver(const Options& o) {
   if (o.json) std::printf("%s\n", json_of(runs).c_str());
   if (!o.json) print_table(runs);
   write_outputs(o.out, runs, o.json);
+  for (const auto& r : runs)
+    if (!r.failure.empty()) throw Error(Errc::kPeerGone, r.failure);
   for (const auto& r : runs)
     if (r.final_accuracy < o.expect_accuracy) {
       std::fprintf(stderr, "rdmaps-train: %s ended at %.4f test accuracy, below the expected %.4f\n", r.label.c_str(),

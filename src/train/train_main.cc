@@ -110,13 +110,26 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
     }
     done = true;
   });
+  // Stopped, not done, said at once: it exits 0 (its final checkpoint
+  // written), and the driver blamed the worker that lost it.
+  bool said_stopped = false;
+  auto say_stopped = [&] {
+    if (const int signal = stop_on_signal.taken(); signal && !said_stopped) {
+      write_fd(o.report_fd, "stopped " + std::to_string(signal));
+      said_stopped = true;
+    }
+  };
   while (!done) {
-    for (int i = 0; i < 10 && !done; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int i = 0; i < 10 && !done; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      say_stopped();
+    }
     send_stats();
   }
   serving.join();
   if (failed) std::rethrow_exception(failed);
   send_stats();
+  say_stopped();
   auto s = server.stats();
   std::string histogram = "histogram";
   for (size_t tau = 0; tau < s.staleness.size(); ++tau) {

@@ -226,4 +226,11 @@ grep -q "server 0: error: the final checkpoint could not be written .*: the trai
   "$out/local.log" || fail "the local run did not say the trained model is not saved"
 grep -q "error (peer-gone): server 0 failed at the end of the run: it exited with status 1" "$out/local.log" ||
   fail "the local run's driver did not name the failed server"
+# Its figures are written all the same (they were thrown away with the model), the failure said in them.
+/usr/bin/python3 -c 'import json,sys
+r = json.load(open(sys.argv[1]))
+assert "server 0 failed at the end of the run" in r.get("failure", ""), r
+assert r["final_test_accuracy"] > 0.3, r' "$out/local-out/summary.json" ||
+  fail "the local run whose final checkpoint failed wrote no summary naming it"
+[ -s "$out/local-out/metrics.csv" ] || fail "the local run whose final checkpoint failed wrote no metrics.csv"
 echo "ok: a local run whose final checkpoint cannot be written exits $status, naming server 0"

@@ -7,6 +7,8 @@
 #   progress-final    the progress line is redrawn with the final figures before its newline
 #   worker-progress   a worker with fewer than 50 steps an epoch still reports progress
 #   worker-flush      a worker's lines reach a pipe or file as they happen, not at its exit
+#   server-stopped    a local run's server stopped by SIGTERM (exit 0) is named, not the worker that lost it
+#   compare-partial   --compare writes the variants that finished when a later one fails
 #   tests/train/check_reports.sh RDMAPS_TRAIN OUT_DIR CASE SOURCE_ROOT
 set -euo pipefail
 train=$1; out=$2; case=$3; root=$4
@@ -118,6 +120,41 @@ worker-flush)
   done
   stop_by_hand
   [ "$seen" = 1 ] || fail "no eval line reached the file before the worker's end: $(head -3 "$out/worker.out")"
+  ;;
+server-stopped)
+  "$train" --epochs 30 --train-limit 20000 --test-limit 200 --out "$out/run" >"$out/run.out" 2>"$out/run.err" &
+  driver=$!
+  for _ in $(seq 600); do grep -q "updates/s" "$out/run.err" && break; sleep 0.05; done
+  server=$(pgrep -P "$driver" -f -- "--role server --index 0") || { kill "$driver"; fail "no server child"; }
+  kill -TERM "$server"
+  status=0
+  wait "$driver" || status=$?
+  [ "$status" != 0 ] || fail "a run whose server was stopped exited 0"
+  grep -q "error (peer-gone): server 0 was stopped by signal 15" "$out/run.err" ||
+    fail "the server stopped by SIGTERM was not named: $(tail -c 600 "$out/run.err")"
+  ;;
+compare-partial)
+  # A worker of the second variant (BSP) killed: the first's figures were thrown away with it.
+  "$train" --compare --workers 2 --epochs 1 --train-limit 20000 --test-limit 200 --out "$out/cmp" \
+    >"$out/run.out" 2>"$out/run.err" &
+  driver=$!
+  worker=""
+  for _ in $(seq 1200); do
+    grep -q "\[BSP\]" "$out/run.err" && worker=$(pgrep -P "$driver" -f -- "--role worker --worker 1") && break
+    sleep 0.05
+  done
+  [ -n "$worker" ] || { kill "$driver"; fail "the BSP variant's worker 1 never started: $(tail -c 600 "$out/run.err")"; }
+  kill -KILL "$worker"
+  status=0
+  wait "$driver" || status=$?
+  [ "$status" != 0 ] || fail "a --compare run with a killed worker exited 0"
+  grep -q "BSP failed; writing the 1 variant(s) that finished" "$out/run.err" ||
+    fail "the finished variant was not written: $(tail -c 600 "$out/run.err")"
+  py 'import json,sys
+runs = json.load(open(sys.argv[1]))
+runs = runs if isinstance(runs, list) else [runs]
+assert [r["run"] for r in runs] == ["sequential SGD"], [r["run"] for r in runs]
+assert runs[0]["final_test_accuracy"] > 0.3, runs[0]' "$out/cmp/summary.json" || fail "$(cat "$out/cmp/summary.json")"
   ;;
 *)
   fail "no such case"
