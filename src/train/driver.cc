@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -480,6 +481,24 @@ void check_writable(const std::string& dir) {
   std::remove(probe.c_str());
 }
 
+// An earlier run's outputs go before this one trains: a run that failed left
+// them looking like its own, and one that could write some but not all left
+// two runs' files side by side. One that cannot go is named, before training.
+void clear_earlier_outputs(const std::string& dir) {
+  std::vector<std::string> names = {"metrics.csv", "summary.json", "accuracy.gp", "accuracy.png", "gnuplot.err"};
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("curve-") && name.ends_with(".csv")) names.push_back(name);
+  }
+  for (const auto& name : names) {
+    const std::string path = dir + "/" + name;
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      throw Error(Errc::kIo,
+                  "cannot remove the earlier run's " + path + ": " + std::strerror(errno) + " (choose another --out)");
+  }
+}
+
 // `v` between `quote`s, each quote inside written as `escaped`.
 std::string enclosed(const std::string& v, char quote, const char* escaped) {
   std::string out(1, quote);
@@ -598,6 +617,7 @@ int run_driver(const Options& o) {
     check_worker_processes_fit(o, bytes_of(data.train) + bytes_of(data.test));
   }
   check_writable(o.out);  // and here, not after the training
+  clear_earlier_outputs(o.out);
   // Every worker gets a batch, checked before any process starts: each
   // worker said so once it ran, and --compare's sequential run was thrown away.
   const size_t train_n = examples_used(o.train_limit, examples);

@@ -7,7 +7,8 @@
 #   progress-final    the progress line is redrawn with the final figures before its newline
 #   worker-progress   a worker with fewer than 50 steps an epoch still reports progress
 #   worker-flush      a worker's lines reach a pipe or file as they happen, not at its exit
-#   server-stopped    a local run's server stopped by SIGTERM (exit 0) is named, not the worker that lost it
+#   server-stopped    a local run's server stopped by SIGTERM (exit 0) is named, not the worker that lost it,
+#                     and an earlier run's outputs in --out are not left looking like its own
 #   compare-partial   --compare writes the variants that finished when a later one fails
 #   tests/train/check_reports.sh RDMAPS_TRAIN OUT_DIR CASE SOURCE_ROOT
 set -euo pipefail
@@ -122,6 +123,8 @@ worker-flush)
   [ "$seen" = 1 ] || fail "no eval line reached the file before the worker's end: $(head -3 "$out/worker.out")"
   ;;
 server-stopped)
+  mkdir -p "$out/run"
+  for f in summary.json metrics.csv curve-0.csv curve-4.csv accuracy.png; do echo earlier >"$out/run/$f"; done
   "$train" --epochs 30 --train-limit 20000 --test-limit 200 --out "$out/run" >"$out/run.out" 2>"$out/run.err" &
   driver=$!
   for _ in $(seq 600); do grep -q "updates/s" "$out/run.err" && break; sleep 0.05; done
@@ -132,6 +135,8 @@ server-stopped)
   [ "$status" != 0 ] || fail "a run whose server was stopped exited 0"
   grep -q "error (peer-gone): server 0 was stopped by signal 15" "$out/run.err" ||
     fail "the server stopped by SIGTERM was not named: $(tail -c 600 "$out/run.err")"
+  left=$(ls "$out/run")
+  [ -z "$left" ] || fail "the failed run left the earlier run's outputs as if its own: $left"
   ;;
 compare-partial)
   # A worker of the second variant (BSP) killed: the first's figures were thrown away with it.
