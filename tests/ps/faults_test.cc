@@ -1120,26 +1120,38 @@ TEST_P(PsFaultTest, InterruptEndsAConnectThatWaitsOnASilentServer) {
   EXPECT_NE(what.find("cancelled (interrupted)"), std::string::npos) << what;
 }
 
+// A worker ("w" of kFaultFloats, a 20 s timeout, --reconnect `reconnect_ms`)
+// whose server process is then killed: its next call reconnects to whatever
+// stands at `address` then. Null if the server never came up.
+std::unique_ptr<Client> worker_of_a_killed_server(transport::TransportKind kind, uint64_t reconnect_ms,
+                                                  std::string* address) {
+  int port = 0;
+  PeerProcess server = listening_peer("standalone_server", kind, 1, {}, &port);
+  *address = "127.0.0.1:" + std::to_string(port);
+  ClientOptions o;
+  o.servers = {*address};
+  o.config = fault_config(kind);
+  o.config.secret = test_secret();
+  o.config.reconnect_ms = reconnect_ms;
+  o.timeout = 20s;
+  auto client = connect_when_up(o, "w", kFaultFloats);
+  if (!client) return nullptr;
+  std::vector<float> w(kFaultFloats, 1.0f);
+  client->init("w", w);
+  client->pull("w", w);
+  server.kill_now();
+  return client;
+}
+
 // A server killed and something at its port that takes connections and says
 // nothing (a restarted server listens before it has loaded its checkpoint):
 // each reconnect attempt waited out the whole timeout (20 s here) though
 // --reconnect allowed 1 s, and a leaving client past its 5 s.
 TEST_P(PsFaultTest, AReconnectEndsWithItsWindowThoughTheServerTakesTheConnectionSilently) {
-  int port = 0;
-  PeerProcess server = listening_peer("standalone_server", GetParam(), 1, {}, &port);
-  const std::string address = "127.0.0.1:" + std::to_string(port);
-  ClientOptions o;
-  o.servers = {address};
-  o.config = fault_config(GetParam());
-  o.config.secret = test_secret();
-  o.config.reconnect_ms = 1000;
-  o.timeout = 20s;
-  auto client = connect_when_up(o, "w", kFaultFloats);
+  std::string address;
+  auto client = worker_of_a_killed_server(GetParam(), 1000, &address);
   ASSERT_TRUE(client) << "the server process did not come up";
-  std::vector<float> w(kFaultFloats, 1.0f);
-  client->init("w", w);
-  client->pull("w", w);
-  server.kill_now();
+  std::vector<float> w(kFaultFloats);
   auto silent = transport::TcpSocket::listen(transport::SockAddr::parse(address));  // the kernel accepts
   std::string what;
   const auto start = Clock::now();
@@ -1218,21 +1230,10 @@ ps::Welcome stand_in_layout(uint64_t floats, uint32_t shard_floats) {
 // re-pull never comes back): each attempt's re-pull waited the whole client
 // timeout (20 s here, once per lane) though --reconnect allowed 1 s.
 TEST_P(PsFaultTest, AReconnectWhoseServerAdmitsAndThenSaysNothingEndsWithItsWindow) {
-  int port = 0;
-  PeerProcess server = listening_peer("standalone_server", GetParam(), 1, {}, &port);
-  const std::string address = "127.0.0.1:" + std::to_string(port);
-  ClientOptions o;
-  o.servers = {address};
-  o.config = fault_config(GetParam());
-  o.config.secret = test_secret();
-  o.config.reconnect_ms = 1000;
-  o.timeout = 20s;
-  auto client = connect_when_up(o, "w", kFaultFloats);
+  std::string address;
+  auto client = worker_of_a_killed_server(GetParam(), 1000, &address);
   ASSERT_TRUE(client) << "the server process did not come up";
-  std::vector<float> w(kFaultFloats, 1.0f);
-  client->init("w", w);
-  client->pull("w", w);
-  server.kill_now();
+  std::vector<float> w(kFaultFloats);
   std::optional<AdmittingStandIn> stand_in;
   stand_in.emplace(GetParam(), address, stand_in_layout(kFaultFloats, kFaultShard));
   std::string what;
@@ -1252,20 +1253,10 @@ TEST_P(PsFaultTest, AReconnectWhoseServerAdmitsAndThenSaysNothingEndsWithItsWind
 // index: servers swapped hosts) refuses the worker for good: the reconnect
 // tried again for its whole window, each attempt admitted and dropped.
 TEST_P(PsFaultTest, AReconnectToAServerOfAnotherRangeStopsAtOnce) {
-  int port = 0;
-  PeerProcess server = listening_peer("standalone_server", GetParam(), 1, {}, &port);
-  const std::string address = "127.0.0.1:" + std::to_string(port);
-  ClientOptions o;
-  o.servers = {address};
-  o.config = fault_config(GetParam());
-  o.config.secret = test_secret();
-  o.config.reconnect_ms = 10000;
-  o.timeout = 20s;
-  auto client = connect_when_up(o, "w", kFaultFloats);
+  std::string address;
+  auto client = worker_of_a_killed_server(GetParam(), 10000, &address);
   ASSERT_TRUE(client) << "the server process did not come up";
-  std::vector<float> w(kFaultFloats, 1.0f);
-  client->pull("w", w);
-  server.kill_now();
+  std::vector<float> w(kFaultFloats);
   AdmittingStandIn stand_in(GetParam(), address, stand_in_layout(kFaultFloats / 2, kFaultShard));
   std::string what;
   EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;

@@ -31,6 +31,21 @@ def wait_for_a_call(worker, timeout=20):
         time.sleep(0.005)
 
 
+def start_catching(call):
+    """Runs `call` on a thread of its own: the thread, and the list that gets the rdmaps.Error it raises."""
+    raised = []
+
+    def run():
+        try:
+            call()
+        except rdmaps.Error as e:
+            raised.append(e)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, raised
+
+
 class ServerThread:
     def __init__(self, workers=1, log_connections=False, **options):
         self.server = rdmaps.Server("127.0.0.1:0", workers=workers, transport=TRANSPORT,
@@ -412,24 +427,14 @@ class ModuleTest(unittest.TestCase):
         worker = rdmaps.Worker(address, 0, transport=TRANSPORT, timeout=2)
         worker.declare("w", 8)
         try:
-            ended = []
-
-            def connect():
-                try:
-                    worker.connect()
-                    ended.append("connected")
-                except rdmaps.Error as e:
-                    ended.append(e.code)
-
-            connecting = threading.Thread(target=connect)
-            connecting.start()
+            connecting, raised = start_catching(worker.connect)
             time.sleep(0.3)
             self.assertTrue(connecting.is_alive(), "the connect did not wait")
             memory = array.array("f", [0.0] * 8)
             worker.register_memory(memory)  # waits for the connect, which fails: taken before connect()
             worker.declare("b", 4)
             connecting.join()
-            self.assertEqual(ended, ["unreachable"])
+            self.assertEqual([e.code for e in raised], ["unreachable"])
         finally:
             worker.close()
 
@@ -651,16 +656,7 @@ class ConfigurationTest(unittest.TestCase):
         w.close()
         w = rdmaps.Worker("127.0.0.1:%d" % port, 0, transport=TRANSPORT, timeout=20)
         w.declare("w", 10)
-        failed = []
-
-        def connect():
-            try:
-                w.connect()
-            except rdmaps.Error as e:
-                failed.append(e)
-
-        connecting = threading.Thread(target=connect)
-        connecting.start()
+        connecting, failed = start_catching(w.connect)
         time.sleep(1.0)  # the connect holds the worker (it waits 20 s: a long start-up's margin costs nothing)
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
@@ -1205,16 +1201,7 @@ class ConfigurationTest(unittest.TestCase):
         import tempfile
         directory = tempfile.mkdtemp(prefix="rdmaps-py-unsaved-")
         server = rdmaps.Server("127.0.0.1:0", transport=TRANSPORT, log_connections=False, checkpoint_dir=directory)
-        raised = []
-
-        def serve():
-            try:
-                server.serve()
-            except rdmaps.Error as e:
-                raised.append(e)
-
-        serving = threading.Thread(target=serve)
-        serving.start()
+        serving, raised = start_catching(server.serve)
         try:
             worker = rdmaps.Worker(server.address, 0, transport=TRANSPORT, timeout=20)
             worker.declare("w", 16)
