@@ -284,7 +284,11 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
        static_cast<unsigned long long>(welcome.pushes_held), static_cast<unsigned long long>(link.posted),
        static_cast<unsigned long long>(lost));
   stats_.pushes_lost += lost;
-  link.posted = link.held_at_connect = welcome.pushes_held;
+  link.posted = welcome.pushes_held;
+  // The baseline of a predecessor's pushes never rises: the same server
+  // process holds this client's own too, which a later restart from an older
+  // checkpoint may lack (they went uncounted as lost).
+  link.held_at_connect = std::min(link.held_at_connect, welcome.pushes_held);
   ++stats_.reconnects;
   stats_.push_paths[link.index] = link.use_am ? "am" : "put";
 }

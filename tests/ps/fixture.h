@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -38,8 +39,9 @@ class ServerGroup {
     for (auto& s : servers_) threads_.emplace_back([&s] { s->run(); });
   }
   /// Stops server `i` and starts another in its place, on its address, with
-  /// `config` (a server restarted: with resume, or without).
-  void restart(size_t i, const Config& config) {
+  /// `config` (a server restarted: with resume, or without); `between` runs
+  /// while none serves there (its checkpoints edited, say).
+  void restart(size_t i, const Config& config, const std::function<void()>& between = {}) {
     ServerOptions o = options_[i];
     o.listen = servers_[i]->address();
     o.config = config;
@@ -47,6 +49,7 @@ class ServerGroup {
     servers_[i]->stop();
     if (threads_[i].joinable()) threads_[i].join();
     servers_[i].reset();  // its listener closes
+    if (between) between();
     servers_[i] = std::make_unique<Server>(o);
     threads_[i] = std::thread([s = servers_[i].get()] { s->run(); });
   }
