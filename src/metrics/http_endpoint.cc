@@ -154,7 +154,7 @@ void step(Connection& c, short revents, uint64_t round, const std::function<std:
     if (end != std::string::npos && end <= kMaxRequestHead) {
       c.reply = reply_to(std::string_view(c.head).substr(0, end), render);
     } else if (c.head.size() > kMaxRequestHead) {
-      c.reply = reply_to_oversized_head();
+      c.reply = reply_to_oversized_head(c.head);
     } else {
       return;
     }

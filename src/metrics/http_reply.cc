@@ -1,5 +1,6 @@
 #include "src/metrics/http_reply.h"
 
+#include <algorithm>
 #include <charconv>
 #include <exception>
 #include <string>
@@ -89,16 +90,23 @@ std::string_view path_of(std::string_view target) {
 
 }  // namespace
 
+// Whether `head` (from its request line on) asks with HEAD, which gets no body, valid or not.
+static bool asks_head(std::string_view head) { return head.substr(0, head.find_first_of(" \t\r\n")) == "HEAD"; }
+
 std::string reply_to(std::string_view head, const std::function<std::string()>& render) {
-  const std::vector<std::string_view> lines = lines_of(head);
+  std::vector<std::string_view> lines = lines_of(head);
+  // Empty lines before the request line are ignored (RFC 9112 section 2.2).
+  const auto first = std::find_if(lines.begin(), lines.end(), [](std::string_view l) { return !l.empty(); });
+  lines.erase(lines.begin(), first);
   const std::string_view request = lines.empty() ? std::string_view() : lines[0];
+  // HEAD gets no body, whatever the status: a malformed request line's 400 had one.
+  const bool send_body = !asks_head(request);
   const size_t sp1 = request.find(' ');
   const size_t sp2 = sp1 == std::string_view::npos ? sp1 : request.find(' ', sp1 + 1);
   if (sp2 == std::string_view::npos || request.find(' ', sp2 + 1) != std::string_view::npos)
-    return text(400, "Bad Request", "'" + printable(request) + "' is not an HTTP request line");
+    return text(400, "Bad Request", "'" + printable(request) + "' is not an HTTP request line", send_body);
   const std::string_view method = request.substr(0, sp1), target = request.substr(sp1 + 1, sp2 - sp1 - 1),
                          version = request.substr(sp2 + 1);
-  const bool send_body = method != "HEAD";
   if (!is_token(method) || target.empty())
     return text(400, "Bad Request", "'" + printable(request) + "' is not an HTTP request line", send_body);
   const auto digit = [](char c) { return c >= '0' && c <= '9'; };
@@ -145,9 +153,10 @@ std::string reply_to(std::string_view head, const std::function<std::string()>& 
   return reply(200, "OK", kContentType, page, send_body);
 }
 
-std::string reply_to_oversized_head() {
+std::string reply_to_oversized_head(std::string_view head) {
   return text(431, "Request Header Fields Too Large",
-              "the request line and headers are longer than " + std::to_string(kMaxRequestHead) + " bytes");
+              "the request line and headers are longer than " + std::to_string(kMaxRequestHead) + " bytes",
+              !asks_head(head.substr(std::min(head.find_first_not_of("\r\n"), head.size()))));
 }
 
 }  // namespace rdmaps::metrics

@@ -23,7 +23,7 @@ inline constexpr size_t kMaxRequestBody = 4096;
 /// with its message where it throws). Headers such as Range are ignored.
 std::string reply_to(std::string_view head, const std::function<std::string()>& render);
 
-/// The reply to a head that did not end within kMaxRequestHead bytes (431).
-std::string reply_to_oversized_head();
+/// The reply to `head`, which did not end within kMaxRequestHead bytes (431; no body to a HEAD).
+std::string reply_to_oversized_head(std::string_view head);
 
 }  // namespace rdmaps::metrics

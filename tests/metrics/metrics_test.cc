@@ -358,6 +358,7 @@ TEST(HttpReply, EachRequestGetsItsStatus) {
       {"GET /metrics HTTP/1.1\nContent-Length: 12", "HTTP/1.1 200 OK"},
       {"GET /metrics HTTP/1.1\r\nRange: bytes=0-" + range + "0-", "HTTP/1.1 200 OK"},
       {"HEAD /metrics HTTP/1.1", "HTTP/1.1 200 OK"},
+      {"\r\nGET /metrics HTTP/1.1\r\nHost: x", "HTTP/1.1 200 OK"},  // an empty line first is ignored (RFC 9112 2.2)
       {"GET /metricsx HTTP/1.1", "HTTP/1.1 404 Not Found"},
       {"POST /nope HTTP/1.1", "HTTP/1.1 404 Not Found"},
       {"POST /metrics HTTP/1.1\r\nContent-Length: 3", "HTTP/1.1 405 Method Not Allowed"},
@@ -386,8 +387,15 @@ TEST(HttpReply, EachRequestGetsItsStatus) {
   const std::string head = rdmaps::metrics::reply_to("HEAD /metrics HTTP/1.1", page);
   EXPECT_NE(head.find("\r\nContent-Length: 5\r\n"), std::string::npos) << head;
   EXPECT_EQ(body_of(head), "");
-  for (const char* refused : {"HEAD /metrics HTTP/2.0", "HEAD /metrics HTTP/1.1\r\nno colon", "HEAD /metrics ICY/1.1"})
+  for (const char* refused : {"HEAD /metrics HTTP/2.0", "HEAD /metrics HTTP/1.1\r\nno colon", "HEAD /metrics ICY/1.1",
+                              "HEAD /metrics", "HEAD  /metrics HTTP/1.1"})
     EXPECT_EQ(body_of(rdmaps::metrics::reply_to(refused, page)), "") << refused;  // HEAD: never a body
+  const std::string oversized =
+      rdmaps::metrics::reply_to_oversized_head("HEAD /metrics HTTP/1.1\r\nX: " + std::string(9000, 'x'));
+  EXPECT_EQ(status_line(oversized), "HTTP/1.1 431 Request Header Fields Too Large");
+  EXPECT_EQ(body_of(oversized), "") << "a HEAD got a body with its 431";
+  EXPECT_NE(body_of(rdmaps::metrics::reply_to_oversized_head("GET /metrics HTTP/1.1\r\nX: " + std::string(9000, 'x'))),
+            "");
   const std::string options = rdmaps::metrics::reply_to("OPTIONS /metrics HTTP/1.1", page);
   EXPECT_NE(options.find("\r\nAllow: GET, HEAD\r\n"), std::string::npos) << options;
   const std::string failing =
