@@ -134,7 +134,7 @@ void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Ra
 bool ClientImpl::progress(const ServerLink* only) {
   bool moved = context_->progress() != 0;
   for (auto& link : links_)
-    if (link.use_am && !link.write_back_failed)  // said once: its other lanes' failures are that one's
+    if (link.use_am && !link.write_back_failed())  // said once: its other lanes' failures are that one's
       for (auto& lane : link.lanes) try {
           moved |= lane.write_back.publish(*link.receive, [&](uint64_t offset, uint64_t bytes, bool in_place) {
             deliver(link, offset, bytes, in_place);
@@ -143,7 +143,6 @@ bool ClientImpl::progress(const ServerLink* only) {
           // Its lane publishes no mailbox any more (every later pull waited out
           // its timeout): the connection is down, for the call's recovery to
           // reconnect (its server died, most likely) or to say why.
-          link.write_back_failed = true;
           link.write_back_error = "worker " + std::to_string(options_.worker) + ": a write-back from server " +
                                   link.address + " lane " + std::to_string(lane.index) + " did not land: " + e.what();
           // A wait on another server (a reconnect's re-pull) goes on: this
@@ -175,7 +174,7 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
     if (due.peers) {
       for (auto& link : links_) {
         if (only && only != &link) continue;
-        if (link.write_back_failed) throw Error(Errc::kPeerGone, link.write_back_error);
+        if (link.write_back_failed()) throw Error(Errc::kPeerGone, link.write_back_error);
         for (auto& lane : link.lanes) {
           // A failed endpoint whose bootstrap socket stays open (a path down,
           // UCX's own timeout) is as gone: waiting out the timeout told nothing more.

@@ -106,10 +106,7 @@ void ClientImpl::probe_all() {
 Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused, Clock::time_point deadline) {
   // Each wait takes at most what is left of `deadline`: a reconnect's attempt
   // with several lanes waited the whole timeout at each step, past its window.
-  const auto timeout = [&] {
-    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-    return std::clamp(left, std::chrono::milliseconds(1), options_.timeout);
-  };
+  const auto timeout = [&] { return std::min(bound_of(deadline), options_.timeout); };
   ServerLink& link = links_[index];
   link.index = index;
   link.address = options_.servers[index];

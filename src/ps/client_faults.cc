@@ -173,7 +173,7 @@ void ClientImpl::disconnect(ServerLink& link) {
   }
   link.lanes.clear();  // the endpoints close
   ++link.connection;
-  link.write_back_failed = false;  // of the lanes just closed
+  link.write_back_error.clear();  // of the lanes just closed
   buffers->receive = std::move(link.receive);
   if (context_) context_->retire(reading, std::move(buffers));
 }
@@ -384,7 +384,7 @@ ClientImpl::~ClientImpl() {
     }
   transport::IdleBackoff idle;
   const auto links_down = [&] {
-    return std::count_if(links_.begin(), links_.end(), [](const ServerLink& l) { return l.write_back_failed; });
+    return std::count_if(links_.begin(), links_.end(), [](const ServerLink& l) { return l.write_back_failed(); });
   };
   for (bool waiting = !byes.empty(); waiting && Clock::now() < leave_by_;) {
     const auto down = links_down();
@@ -400,11 +400,11 @@ ClientImpl::~ClientImpl() {
     waiting = false;
     for (const Bye& b : byes)
       if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.lane->ep->peer_closed() &&
-          !b.lane->ep->failed() && !b.link->write_back_failed)
+          !b.lane->ep->failed() && !b.link->write_back_failed())
         waiting = true;
   }
   for (const Bye& b : byes)
-    if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.link->write_back_failed)
+    if (b.link->load(b.link->mailbox(*b.lane).consumed_seq) < b.seq && !b.link->write_back_failed())
       unacknowledged(*b.link, *b.lane);
   std::vector<transport::Request> reading;
   try {

@@ -94,11 +94,12 @@ struct ServerLink {
   uint64_t connection = 0;         // +1 each time disconnect() closes its lanes
   // A write-back of this connection failed to land: its lane publishes nothing
   // more, so the connection counts as down (a reconnect makes new lanes).
-  bool write_back_failed = false;
-  std::string write_back_error;  // why, for a wait on this server that did not see it fail
+  // Why, for a wait on this server that did not see it fail; empty while none failed.
+  std::string write_back_error;
+  bool write_back_failed() const { return !write_back_error.empty(); }
 
   bool down() const {
-    if (lanes.empty() || write_back_failed) return true;
+    if (lanes.empty() || write_back_failed()) return true;
     for (const auto& lane : lanes)
       if (!lane.ep || lane.ep->peer_closed() || lane.ep->failed()) return true;
     return false;
