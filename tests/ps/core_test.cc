@@ -260,7 +260,11 @@ RDMAPS_TEST_PEER(registered_puller) {
   c.staleness = kInfiniteStaleness;
   c.put_landing = PutLanding::kOn;  // over shm too, where UCX 1.13 emulates such puts
   // Declared before the client: registered memory outlives it.
-  std::vector<float> model(2 * kRegShard, std::nanf(""));  // "a" and "c" in place; "b" beside them
+  // "a" and "c" in place; "b" beside them. One float into its vector: 4
+  // bytes off 16-byte alignment, where UCX 1.13 reported the registration 4
+  // bytes early and every pull landed shifted over the float before it.
+  std::vector<float> storage(2 * kRegShard + 1, std::nanf(""));
+  const std::span<float> model(storage.data() + 1, 2 * kRegShard);
   std::vector<float> plain(kRegShard / 2, std::nanf(""));
   Client client(worker_options(args, c));
   client.declare("a", kRegShard);      // shard 0: one message, into registered memory
@@ -313,6 +317,10 @@ RDMAPS_TEST_PEER(registered_puller) {
     }
   }
   // Only "a" lands in place: "c" shares its shard's message (am) and its lane's write-back (put) with "b".
+  if (!std::isnan(storage[0])) {
+    std::fprintf(stderr, "registered_puller: the float before the registered memory was written\n");
+    return 1;
+  }
   const uint64_t in_place = client.stats().pull_bytes_in_place, want = kRounds * kRegShard * 4;
   if (in_place != want) {
     std::fprintf(stderr, "registered_puller: %llu bytes landed in place over the %s path, expected %llu\n",

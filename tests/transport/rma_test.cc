@@ -1,5 +1,6 @@
 // Put and get land exactly the bytes, around UCX's protocol thresholds and far
 // beyond; put, fence, flag never shows the flag before the data.
+#include <algorithm>
 #include <atomic>
 #include <vector>
 
@@ -82,6 +83,53 @@ RDMAPS_TEST_PEER(rma_put_get) {
     recv_words(*s.endpoint);
   }
   return failures;
+}
+
+// Memory the caller registered is where the caller said, wherever it lies:
+// 4 bytes off 16-byte alignment, inside a registration already made, or
+// adjoining one. UCX 1.13 reports its cache entry's start for such memory
+// (rounded down, or the enclosing region's), and a put to offset 0 landed
+// that far before the region, over the caller's other data.
+TEST_P(RmaTest, APutLandsInCallerMemoryWhereverItLies) {
+  std::vector<uint8_t> buffer(3 * 16384, kCanary);
+  uint8_t* const outer = buffer.data() + 64;
+  auto enclosing = context->register_memory(outer, 16384, Access::kRemoteWrite);
+  struct Case {
+    const char* what;
+    uint8_t* at;
+  };
+  const Case cases[] = {{"4 bytes off alignment", buffer.data() + 2 * 16384 + 4},
+                        {"inside a registration", outer + 4096},
+                        {"adjoining a registration", outer + 16384}};
+  PeerProcess peer("rma_put_at_zero", GetParam(), port(), seed);
+  auto ep = accept();
+  for (const Case& c : cases) {
+    auto region = context->register_memory(c.at, 256, Access::kRemoteWrite);
+    EXPECT_EQ(region->data(), c.at) << c.what;
+    send_descriptor(*ep, *region, Access::kRemoteWrite);
+    ASSERT_EQ(recv_words(*ep).at(0), 1u) << c.what;  // put and flushed
+    size_t wrong = 0, outside = 0;
+    for (size_t i = 0; i < 256; ++i) wrong += c.at[i] != static_cast<uint8_t>(i);
+    for (size_t i = 0; i < buffer.size(); ++i)
+      if ((buffer.data() + i < c.at || buffer.data() + i >= c.at + 256) && buffer[i] != kCanary) ++outside;
+    EXPECT_EQ(wrong, 0u) << c.what << ": bytes of the put not in the region";
+    EXPECT_EQ(outside, 0u) << c.what << ": bytes outside the region written";
+    std::fill_n(c.at, 256, kCanary);
+  }
+  EXPECT_EQ(peer.wait(30s), 0);
+}
+
+RDMAPS_TEST_PEER(rma_put_at_zero) {
+  PeerSession s(args);
+  std::vector<uint8_t> bytes(256);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i);
+  for (int c = 0; c < 3; ++c) {
+    auto remote = s.import_remote();
+    s.endpoint->put(bytes.data(), bytes.size(), *remote, 0, nullptr).wait();
+    s.endpoint->flush().wait_for(kSetupTimeout);
+    send_words(*s.endpoint, {1});
+  }
+  return 0;
 }
 
 // Layout of the fence test's region: flag word, then the data block.

@@ -59,7 +59,12 @@ std::unique_ptr<UcxRegion> UcxRegion::map(ucp_context_h context, void* data, siz
     std::vector<uint8_t> packed(static_cast<uint8_t*>(key), static_cast<uint8_t*>(key) + key_size);
     ucp_rkey_buffer_release(key);
     key = nullptr;
-    return std::unique_ptr<UcxRegion>(new UcxRegion(context, memh, attr.address, size, access, std::move(packed)));
+    // The caller's memory is where the caller said: UCX 1.13 answers the
+    // query with its registration cache entry's start (rounded down to 16
+    // bytes, or an enclosing or adjoining registration's), and a peer's put
+    // to offset 0 landed that far before the region (the key covers both).
+    void* base = allocate ? attr.address : data;
+    return std::unique_ptr<UcxRegion>(new UcxRegion(context, memh, base, size, access, std::move(packed)));
   } catch (...) {
     if (key) ucp_rkey_buffer_release(key);
     ucp_mem_unmap(context, memh);
