@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 
 #include "rdmaps/error.h"
 #include "transport/auth.h"
@@ -23,7 +25,8 @@ using transport::WireWriter;
 
 namespace {
 constexpr char kMagic[8] = {'R', 'D', 'M', 'A', 'P', 'S', 'C', 'K'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kOldestFormatVersion = 1;  // read still: without the earlier job's number and the state origins
 constexpr size_t kDigestBytes = 32;
 constexpr size_t kMaxHeaderBytes = 64u << 20;  // a Hello's table (16 MiB) plus versions and workers
 
@@ -185,6 +188,9 @@ std::vector<uint8_t> encode_checkpoint_header(const CheckpointHeader& h, uint64_
     w.u64(k.clock);
     w.u64(k.pushes);
   }
+  w.u64(h.earlier_job);
+  w.u32(static_cast<uint32_t>(h.state_since.size()));
+  for (uint64_t v : h.state_since) w.u64(v);
   w.u64(floats);
   w.u8(has_state ? 1 : 0);
   return w.take();
@@ -273,6 +279,44 @@ void check_checkpoint_dir(const std::string& dir) {
 }
 
 namespace {
+// A forked child that never execs (a DataLoader worker, a helper of the
+// trainer) shares each lock's open file description, and a flock goes only
+// once every descriptor of it is closed: a child that outlived its server
+// held the directory, and the restarted server was refused, naming the dead
+// one's pid. The child closes its copies at once (never LOCK_UN: that
+// releases the parent's lock too).
+class HeldLocks {
+ public:
+  static HeldLocks& get() {
+    static HeldLocks locks;
+    return locks;
+  }
+  void add(int* fd) {
+    std::lock_guard<std::mutex> lock(mu_);
+    fds_.push_back(fd);
+  }
+  void remove(int* fd) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::erase(fds_, fd);
+  }
+
+ private:
+  HeldLocks() {
+    ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
+                     [] {
+                       HeldLocks& h = get();
+                       for (int* fd : h.fds_) {
+                         ::close(*fd);
+                         *fd = -1;
+                       }
+                       h.fds_.clear();
+                       h.mu_.unlock();  // the child's one thread is the one that forked, holding it
+                     });
+  }
+  std::mutex mu_;
+  std::vector<int*> fds_;  // the live CheckpointDirLocks' descriptors
+};
+
 // Opens and locks `path`, writing this process's pid into it; throws naming
 // the holder when another process has it.
 int take_lock(const std::string& path, const std::string& dir, uint32_t index) {
@@ -305,9 +349,13 @@ int take_lock(const std::string& path, const std::string& dir, uint32_t index) {
 CheckpointDirLock::CheckpointDirLock(const std::string& dir, uint32_t index)
     : dir_(dir), path_(dir + "/server-" + std::to_string(index) + ".lock"), index_(index) {
   fd_ = take_lock(path_, dir_, index_);
+  HeldLocks::get().add(&fd_);
 }
 
-CheckpointDirLock::~CheckpointDirLock() { ::close(fd_); }  // the lock goes with the descriptor
+CheckpointDirLock::~CheckpointDirLock() {
+  HeldLocks::get().remove(&fd_);
+  if (fd_ >= 0) ::close(fd_);  // the lock goes with the descriptor (-1 in a forked child: closed at the fork)
+}
 
 bool CheckpointDirLock::retake_if_replaced() {
   struct stat held {
@@ -354,10 +402,11 @@ Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
   if (!S_ISREG(st.st_mode)) throw Error(Errc::kInvalidArgument, "'" + path + "' is not a regular file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   // A table of max_bytes at most: its parameters and state, and a version
-  // word per shard (8 bytes a float at --shard-floats 1: twice the table; an
-  // allowance of 2 * max_bytes refused a server's own checkpoints there).
-  // max_bytes may be near 2^64 (--max-bytes): 4 * max_bytes wrapped.
-  if (max_bytes < (UINT64_MAX - kMaxHeaderBytes) / 4 && size > 4 * max_bytes + kMaxHeaderBytes)
+  // word and a state origin per shard (16 bytes a float at --shard-floats 1:
+  // four times the table; an allowance of 2 * max_bytes refused a server's
+  // own checkpoints there). max_bytes may be near 2^64 (--max-bytes):
+  // 6 * max_bytes wrapped.
+  if (max_bytes < (UINT64_MAX - kMaxHeaderBytes) / 6 && size > 6 * max_bytes + kMaxHeaderBytes)
     throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) +
                                             " bytes, more than a table this server accepts could need (--max-bytes)");
   std::vector<uint8_t> bytes(size);
@@ -378,8 +427,10 @@ Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& p
   char magic[sizeof(kMagic)];
   r.raw(magic, sizeof(magic));
   if (std::memcmp(magic, kMagic, sizeof(kMagic)) != 0) r.fail("not an rdmaps checkpoint");
-  if (uint32_t v = r.u32(); v != kFormatVersion)
-    r.fail("format version " + std::to_string(v) + ", this server reads " + std::to_string(kFormatVersion));
+  const uint32_t format = r.u32();
+  if (format < kOldestFormatVersion || format > kFormatVersion)
+    r.fail("format version " + std::to_string(format) + ", this server reads " + std::to_string(kOldestFormatVersion) +
+           " to " + std::to_string(kFormatVersion));
   Checkpoint c;
   c.path = path;
   CheckpointHeader& h = c.header;
@@ -412,6 +463,17 @@ Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& p
     w.state = static_cast<WorkerState>(state);
     w.clock = r.u64();
     w.pushes = r.u64();
+  }
+  if (format >= 2) {
+    h.earlier_job = r.u64();
+    if (h.earlier_job >= h.sequence) r.fail("earlier job's checkpoints up to " + std::to_string(h.earlier_job));
+    const uint32_t origins = r.u32();
+    if (origins != 0 && origins != versions) r.fail(std::to_string(origins) + " state origins");
+    h.state_since.resize(origins);
+    for (size_t k = 0; k < h.state_since.size(); ++k)
+      if ((h.state_since[k] = r.u64()) > h.versions[k])
+        r.fail("shard " + std::to_string(k) + "'s state origin " + std::to_string(h.state_since[k]) +
+               " past its version " + std::to_string(h.versions[k]));
   }
   const uint64_t floats = r.u64();
   const uint8_t has_state = r.u8();

@@ -41,6 +41,13 @@ struct CheckpointHeader {
   int64_t unix_ms = 0;             ///< when it was taken
   std::vector<uint64_t> versions;  ///< per shard of the server
   std::vector<CheckpointWorker> workers;
+  /// Files of this index numbered up to it are an earlier job's (a run
+  /// without --resume found them): pruning never deletes them, in this run
+  /// or any resumed from it. 0: none.
+  uint64_t earlier_job = 0;
+  /// Per shard, the version at which its optimizer state started at 0 (the
+  /// origin of DC-ASGD-a's bias correction); empty in a format-1 file: 0.
+  std::vector<uint64_t> state_since;
   uint64_t updates() const;  ///< pushes held, all workers
   /// Whether a server resumed from this checkpoint holds the clock for worker
   /// `w` until it connects, at resumed_clock(w): it was connected (or was
@@ -92,7 +99,8 @@ uint64_t newest_checkpoint_sequence(const std::string& dir, uint32_t index);
 
 /// Holds `dir`/server-I.lock (flock) while it lives: a second server of the
 /// same index writing to the same directory is refused, naming the first's
-/// pid. The lock goes with the process, however it ends.
+/// pid. The lock goes with the process, however it ends; a forked child
+/// holds none of it (its copy of the descriptor is closed at the fork).
 class CheckpointDirLock {
  public:
   CheckpointDirLock(const std::string& dir, uint32_t index);

@@ -1,5 +1,6 @@
 #include "src/ps/checkpointer.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "rdmaps/error.h"
@@ -24,9 +25,12 @@ void Checkpointer::claim(uint32_t index) {
   lock_ = std::make_unique<CheckpointDirLock>(dir_, index);
 }
 
-void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence) {
+void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence, uint64_t earlier_job) {
   base_ = base;
   sequence_ = last_sequence;
+  // Carried by every checkpoint: a restart with --resume after a run without
+  // it pruned the earlier job's files that run had promised to keep.
+  earlier_job_ = earlier_job;
   resumed_ = last_sequence != 0;
   if (last_sequence) good_.push_back(last_sequence);
   // Files numbered past the one resumed from (unreadable ones, or an earlier
@@ -92,7 +96,16 @@ bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes,
   }
   pending_ = 0;
   const uint64_t sequence = ++sequence_;
-  for (const auto& lane : lanes) lane->snapshot_now(sequence);
+  try {
+    for (const auto& lane : lanes) lane->snapshot_now(sequence);
+  } catch (const std::exception& e) {
+    // As a write that failed: the run ends saying the model was not saved,
+    // and the workers are still told (an escape skipped their disconnect).
+    LaneCounters::add(failed_);
+    logf(LogLevel::kError, "rdmaps-server: final checkpoint %llu failed: %s", static_cast<unsigned long long>(sequence),
+         e.what());
+    return false;
+  }
   return write(lanes, sequence);
 }
 
@@ -100,6 +113,7 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
   const auto t0 = Clock::now();
   CheckpointHeader h = base_;
   h.sequence = sequence;
+  h.earlier_job = earlier_job_;
   h.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
                   .count();
   FloatRuns arrays;
@@ -108,6 +122,7 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
     arrays.params.emplace_back(s.params.get(), s.floats);
     if (s.state) arrays.state.emplace_back(s.state.get(), s.floats);
     h.versions.insert(h.versions.end(), s.versions.begin(), s.versions.end());
+    h.state_since.insert(h.state_since.end(), s.state_since.begin(), s.state_since.end());
     if (h.workers.empty()) h.workers.assign(s.workers.size(), {WorkerState::kNever, UINT64_MAX, 0});
     // A worker's clock as the slowest lane saw it; its pushes over all lanes.
     for (size_t w = 0; w < s.workers.size(); ++w) {
@@ -118,6 +133,8 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
     }
   }
   if (!arrays.state.empty() && arrays.state.size() != arrays.params.size()) arrays.state.clear();
+  // Origins of 0 (no resume from a stateless checkpoint) are what a file without them means.
+  if (std::all_of(h.state_since.begin(), h.state_since.end(), [](uint64_t v) { return v == 0; })) h.state_since.clear();
   try {
     if (lock_ && lock_->retake_if_replaced())
       logf(LogLevel::kWarn,

@@ -30,8 +30,9 @@ class Checkpointer {
   /// this lives (CheckpointDirLock); throws naming --checkpoint-dir.
   void claim(uint32_t index);
   /// The lanes serve the table `base` describes from now on (the header
-  /// fields that do not change); numbering goes on after `last_sequence` (a resumed one's).
-  void start(const CheckpointHeader& base, uint64_t last_sequence);
+  /// fields that do not change); numbering goes on after `last_sequence` (a
+  /// resumed one's), whose `earlier_job` files stay kept.
+  void start(const CheckpointHeader& base, uint64_t last_sequence, uint64_t earlier_job);
   /// Control thread, every turn: `updates` is the pushes taken in so far.
   /// A run that did not resume writes nothing before its first update: its
   /// table of zeros would outrank the directory's checkpoints at the next
@@ -62,7 +63,7 @@ class Checkpointer {
   bool started_ = false, resumed_ = false;
   CheckpointHeader base_;
   uint64_t sequence_ = 0, pending_ = 0;  // pending_: snapshot asked for, not yet handed to the writer
-  uint64_t earlier_job_ = 0;             // files up to it are an earlier job's (no --resume): never pruned
+  uint64_t earlier_job_ = 0;             // files up to it are an earlier job's: never pruned (saved in each file)
   std::vector<uint64_t> good_;           // sequences known intact: resumed from, written (the writer's, one at a time)
   std::chrono::steady_clock::time_point last_at_;
   uint64_t last_taken_updates_ = 0;

@@ -29,6 +29,7 @@ bool ServerLane::snapshot_step() {
                                        (store_->has_state() ? " and their state" : ""));
     }
     snapshot_.versions.resize(setup_.shards);
+    snapshot_.state_since = state_since_;  // set at restore, not changed while serving
     snapshot_.workers.resize(workers_.size());
     // A worker lost within its reconnect window is expected back, as a
     // connected one is: saved as gone, a resumed server ended the job
@@ -85,10 +86,13 @@ void ServerLane::restore(const Checkpoint& c) {
   store_->load(0, lane_range_.size(), c.params.data() + at, c.state.empty() ? nullptr : c.state.data() + at);
   std::copy_n(c.header.versions.begin() + setup_.first_shard, setup_.shards, versions_.begin());
   // A checkpoint without state (another rule's, or a stateless one) starts it
-  // afresh here; one with state keeps the new lane's 0: the file holds no
-  // origin (off only by a bias correction for updates resumed within
-  // ~3/(1-ms_momentum) of an earlier such start).
-  if (c.state.empty()) state_since_ = versions_;
+  // afresh here; one with state goes on from the origin it saved (a format-1
+  // file saved none: 0, off only by a bias correction for updates resumed
+  // within ~3/(1-ms_momentum) of an earlier such start).
+  if (c.state.empty())
+    state_since_ = versions_;
+  else if (!c.header.state_since.empty())
+    std::copy_n(c.header.state_since.begin() + setup_.first_shard, setup_.shards, state_since_.begin());
   for (size_t i = 0; i < workers_.size(); ++i) {
     const CheckpointWorker& k = c.header.workers[i];
     Worker& w = workers_[i];

@@ -147,7 +147,8 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   base.staleness = staleness;
   base.rule = RuleParams::from(config);
   base.tensors = table;
-  checkpointer_.start(base, checkpoint ? checkpoint->header.sequence : 0);
+  checkpointer_.start(base, checkpoint ? checkpoint->header.sequence : 0,
+                      checkpoint ? checkpoint->header.earlier_job : 0);
   partition_ = std::move(partition);
   for (auto& lane : made) lane->start();
   std::lock_guard<std::mutex> lock(lanes_mu_);

@@ -132,7 +132,8 @@ struct LaneSnapshot {
   /// the range held the lane at its first checkpoint, every worker of it).
   std::unique_ptr<float[]> params, state;
   size_t floats = 0;
-  std::vector<uint64_t> versions;  ///< of the lane's shards
+  std::vector<uint64_t> versions;     ///< of the lane's shards
+  std::vector<uint64_t> state_since;  ///< of the lane's shards: where their optimizer state started
   std::vector<CheckpointWorker> workers;
 };
 

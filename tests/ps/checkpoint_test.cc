@@ -6,10 +6,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -54,13 +56,33 @@ ps::CheckpointHeader sample_header(uint64_t sequence) {
   return h;
 }
 
-std::string write_sample(const std::string& dir, uint64_t sequence, float base) {
+std::string write_sample(const std::string& dir, const ps::CheckpointHeader& h, float base) {
   std::vector<float> p1{base, base + 1, base + 2}, p2{base + 3, base + 4, base + 5, base + 6, base + 7};
   std::vector<float> s1(3, 0.25f), s2(5, 0.5f);
   ps::FloatRuns runs;
   runs.params = {p1, p2};
   runs.state = {s1, s2};
-  return ps::write_checkpoint(dir, sample_header(sequence), runs);
+  return ps::write_checkpoint(dir, h, runs);
+}
+
+std::string write_sample(const std::string& dir, uint64_t sequence, float base) {
+  return write_sample(dir, sample_header(sequence), base);
+}
+
+std::vector<char> bytes_of(const std::string& path) {
+  std::vector<char> bytes(fs::file_size(path));
+  std::ifstream(path, std::ios::binary).read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return bytes;
+}
+
+// Writes `bytes` to `path` with their SHA-256 made anew over all but the last 32.
+void rewrite_signed(const std::string& path, std::vector<char> bytes) {
+  transport::Sha256 digest;
+  digest.update(bytes.data(), bytes.size() - 32);
+  const auto sum = digest.finish();
+  std::memcpy(bytes.data() + bytes.size() - 32, sum.data(), sum.size());
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 void flip_byte(const std::string& path, off_t at) {
@@ -82,7 +104,10 @@ std::vector<std::string> names_in(const std::string& dir) {
 
 TEST(Checkpoint, WhatIsWrittenIsReadBackWhole) {
   const std::string dir = temp_dir();
-  const std::string path = write_sample(dir, 3, 1.0f);
+  ps::CheckpointHeader written = sample_header(3);
+  written.earlier_job = 2;
+  written.state_since = {5, 0};
+  const std::string path = write_sample(dir, written, 1.0f);
   EXPECT_EQ(fs::path(path).filename(), "server-1-0000000003.ckpt");
   const ps::Checkpoint c = ps::read_checkpoint(path, 1 << 20);
   const ps::CheckpointHeader& h = c.header;
@@ -93,6 +118,8 @@ TEST(Checkpoint, WhatIsWrittenIsReadBackWhole) {
   ASSERT_EQ(h.tensors.size(), 2u);
   EXPECT_EQ(h.tensors[1].name, "b");
   EXPECT_EQ(h.versions, (std::vector<uint64_t>{7, 8}));
+  EXPECT_EQ(h.earlier_job, 2u);
+  EXPECT_EQ(h.state_since, (std::vector<uint64_t>{5, 0}));
   ASSERT_EQ(h.workers.size(), 2u);
   EXPECT_EQ(h.workers[0].state, ps::WorkerState::kConnected);
   EXPECT_EQ(h.workers[1].clock, 4u);
@@ -100,6 +127,52 @@ TEST(Checkpoint, WhatIsWrittenIsReadBackWhole) {
   EXPECT_EQ(c.params, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}));
   EXPECT_EQ(c.state, (std::vector<float>{0.25f, 0.25f, 0.25f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f}));
   EXPECT_EQ(::access((path + ".tmp").c_str(), F_OK), -1) << "the temporary file outlived the rename";
+  fs::remove_all(dir);
+}
+
+// A checkpoint of format 1 (the release before: no earlier job's number, no
+// state origins) is read, as what it says: neither.
+TEST(Checkpoint, AFormatOneCheckpointReadsBack) {
+  const std::string dir = temp_dir();
+  const std::string path = write_sample(dir, 3, 1.0f);  // earlier job 0, origins all 0: count 0
+  std::vector<char> bytes = bytes_of(path);
+  // The header ends with earlier job (8), origins count (4), floats (8), state flag (1).
+  const size_t header = ps::encode_checkpoint_header(sample_header(3), 8, true).size();
+  ASSERT_EQ(std::count(bytes.begin() + header - 21, bytes.begin() + header - 9, 0), 12);
+  bytes.erase(bytes.begin() + header - 21, bytes.begin() + header - 9);
+  const uint32_t format = 1;
+  std::memcpy(bytes.data() + 8, &format, sizeof(format));
+  rewrite_signed(path, bytes);
+  const ps::Checkpoint c = ps::read_checkpoint(path, 1 << 20);
+  EXPECT_EQ(c.header.sequence, 3u);
+  EXPECT_EQ(c.header.earlier_job, 0u);
+  EXPECT_TRUE(c.header.state_since.empty());
+  EXPECT_EQ(c.header.workers[1].pushes, 3u);
+  EXPECT_EQ(c.params, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(c.state.back(), 0.5f);
+  fs::remove_all(dir);
+}
+
+// Fields a reader relies on are checked: an earlier job's number at or past
+// the file's own would keep the file itself forever, and a state origin past
+// its shard's version makes the bias correction's step count wrap.
+TEST(Checkpoint, AnEarlierJobOrStateOriginPastTheFileIsRefused) {
+  const std::string dir = temp_dir();
+  ps::CheckpointHeader h = sample_header(3);
+  h.earlier_job = 3;
+  std::string what;
+  const std::string past_job = write_sample(dir, h, 1.0f);
+  EXPECT_EQ(error_code_of([&] { ps::read_checkpoint(past_job, 1 << 20); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("earlier job's checkpoints up to 3"), std::string::npos) << what;
+  h = sample_header(4);
+  h.state_since = {7, 9};  // versions {7, 8}
+  const std::string past_version = write_sample(dir, h, 1.0f);
+  EXPECT_EQ(error_code_of([&] { ps::read_checkpoint(past_version, 1 << 20); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("shard 1's state origin 9 past its version 8"), std::string::npos) << what;
+  h.state_since = {7};
+  const std::string short_origins = write_sample(dir, h, 1.0f);
+  EXPECT_EQ(error_code_of([&] { ps::read_checkpoint(short_origins, 1 << 20); }, &what), Errc::kProtocol);
+  EXPECT_NE(what.find("1 state origins"), std::string::npos) << what;
   fs::remove_all(dir);
 }
 
@@ -257,24 +330,21 @@ TEST(Checkpoint, AFileThatCannotBeReadStopsTheResumeNamingIt) {
 TEST(Checkpoint, ANewerFormatIsRefusedByAResumeAndNeverPruned) {
   const std::string dir = temp_dir();
   write_sample(dir, 1, 1.0f);
-  // The same bytes under format version 2 (after the 8-byte magic): with its
+  // The same bytes under format version 3 (after the 8-byte magic): with its
   // SHA-256 made anew, a newer release's file; with the old one, damage.
-  auto as_format_2 = [](const std::string& path, bool digest_too) {
-    std::vector<char> bytes(fs::file_size(path));
-    std::ifstream(path, std::ios::binary).read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    const uint32_t format = 2;
+  auto as_format_3 = [](const std::string& path, bool digest_too) {
+    std::vector<char> bytes = bytes_of(path);
+    const uint32_t format = 3;
     std::memcpy(bytes.data() + 8, &format, sizeof(format));
     if (digest_too) {
-      transport::Sha256 digest;
-      digest.update(bytes.data(), bytes.size() - 32);
-      const auto sum = digest.finish();
-      std::memcpy(bytes.data() + bytes.size() - 32, sum.data(), sum.size());
+      rewrite_signed(path, bytes);
+      return;
     }
     std::ofstream(path, std::ios::binary | std::ios::trunc)
         .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   };
   const std::string damaged = write_sample(dir, 2, 2.0f);
-  as_format_2(damaged, false);
+  as_format_3(damaged, false);
   std::vector<std::string> said;
   auto c = ps::load_newest_checkpoint(dir, 1, 1 << 20, [&](const std::string& s) { said.push_back(s); });
   ASSERT_TRUE(c.has_value());
@@ -283,11 +353,11 @@ TEST(Checkpoint, ANewerFormatIsRefusedByAResumeAndNeverPruned) {
   EXPECT_NE(said[0].find("SHA-256"), std::string::npos) << said[0];
 
   const std::string newer = write_sample(dir, 3, 3.0f);
-  as_format_2(newer, true);
+  as_format_3(newer, true);
   std::string what;
   EXPECT_EQ(error_code_of([&] { ps::load_newest_checkpoint(dir, 1, 1 << 20, [](const std::string&) {}); }, &what),
             Errc::kInvalidArgument);
-  EXPECT_NE(what.find("'" + newer + "' is a checkpoint of format version 2, written by a newer rdmaps"),
+  EXPECT_NE(what.find("'" + newer + "' is a checkpoint of format version 3, written by a newer rdmaps"),
             std::string::npos)
       << what;
   write_sample(dir, 4, 4.0f);
@@ -342,6 +412,40 @@ TEST(Checkpoint, OneServerOfAnIndexWritesADirectory) {
   fs::remove_all(dir);
 }
 
+// A forked child that outlives its server (a DataLoader worker) held the
+// lock through its copy of the descriptor: the restarted server was refused,
+// naming the dead one.
+TEST(Checkpoint, AForkedChildHoldsNoLock) {
+  const std::string dir = temp_dir();
+  auto first = std::make_unique<ps::CheckpointDirLock>(dir, 0);
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    ::close(ready[1]);  // forked: the parent reads its end's EOF
+    ::pause();          // outlives the lock's owner until killed
+    ::_exit(0);
+  }
+  ::close(ready[1]);
+  char c;
+  ASSERT_EQ(::read(ready[0], &c, 1), 0);
+  ::close(ready[0]);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { ps::CheckpointDirLock second(dir, 0); }, &what), Errc::kInvalidArgument)
+      << "the parent's lock went at the fork";
+  first.reset();
+  try {
+    ps::CheckpointDirLock again(dir, 0);
+  } catch (const Error& e) {
+    ADD_FAILURE() << "the forked child still holds the lock: " << e.what();
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  fs::remove_all(dir);
+}
+
 // A directory deleted under a running server and made anew (by its next
 // checkpoint) would hold no lock: a second server could take it. The lock
 // is taken again before the write, and one taken meanwhile is named.
@@ -392,6 +496,7 @@ TEST(Checkpoint, ACheckpointOfOneFloatPerShardReadsBack) {
   h.shard_floats = 1;
   h.tensors = {{"w", kFloats}};
   h.versions.assign(kFloats, 3);
+  h.state_since.assign(kFloats, 1);  // the most a file holds per float: 24 bytes
   std::vector<float> params(kFloats, 0.5f), state(kFloats, 0.25f);
   ps::FloatRuns runs;
   runs.params = {params};
@@ -1328,7 +1433,8 @@ TEST_P(PsCheckpointTest, AJobWhereOnlySomeServersResumedIsRefusedNamingThem) {
 // Resumed under DC-ASGD-a from a checkpoint without optimizer state (an SGD
 // run's), the mean square starts at 0, and so does the count of its bias
 // correction: it counted from the shard's version, which made the correction
-// near 1 where it must be 1 / (1 - m) (lambda0 / sqrt(ms) 4x too large here).
+// near 1 where it must be 1 / (1 - m) (lambda0 / sqrt(ms) 4x too large here);
+// resumed again, the count goes on from that resume.
 TEST_P(PsCheckpointTest, ResumedWithAFreshMeanSquareTheBiasCorrectionCountsFromTheResume) {
   const std::string dir = temp_dir();
   constexpr size_t kN = 256;
@@ -1368,29 +1474,44 @@ TEST_P(PsCheckpointTest, ResumedWithAFreshMeanSquareTheBiasCorrectionCountsFromT
   dc.resume = true;
   ServerOptions resumed = base;
   resumed.config = dc;
-  ServerGroup servers(1, 1, dc, resumed);
-  Client client(local_worker_options(servers.addresses(), dc));
-  client.declare("w", kN);
-  client.connect();
-  std::vector<float> bak(kN), got(kN);
-  client.pull("w", bak);
-  ASSERT_EQ(bak, w0);
-  std::vector<std::vector<float>> g(3, std::vector<float>(kN));
-  for (auto& gk : g)
-    for (auto& x : gk) x = u(rng);
-  for (const auto& gk : g) client.push("w", gk);  // all on w0: 0, 1 and 2 stale
-  client.clock();
-  client.pull("w", got);
   const math::UpdateParams p = ps::update_params(dc);
-  double worst = 0;
-  for (size_t i = 0; i < kN; ++i) {
-    double w = w0[i], ms = 0;
-    for (uint64_t t = 1; t <= g.size(); ++t)
-      w = reference_update(p, dc.learning_rate, reference_ms_scale(dc.ms_momentum, t), w, g[t - 1][i], w0[i], ms);
-    worst = std::max(worst, std::abs(got[i] - w) / std::max(1.0, std::abs(w)));
-  }
-  EXPECT_LE(worst, 1e-6) << "the update after the resume is not DC-ASGD-a's with t counted from the resume";
-  servers.stop();
+  // Pushes `pushes` gradients on the pulled `from` (0, 1, 2... stale) to a
+  // server resumed from the newest checkpoint and checks them against
+  // DC-ASGD-a with t counting on from `t0`; `ms` carries the mean square.
+  auto resume_and_push = [&](const std::vector<float>& from, size_t pushes, uint64_t t0, std::vector<double>& ms,
+                             const char* what) {
+    ServerGroup servers(1, 1, dc, resumed);
+    Client client(local_worker_options(servers.addresses(), dc));
+    client.declare("w", kN);
+    client.connect();
+    std::vector<float> bak(kN), got(kN);
+    client.pull("w", bak);
+    EXPECT_EQ(bak, from) << what;
+    std::vector<std::vector<float>> g(pushes, std::vector<float>(kN));
+    for (auto& gk : g)
+      for (auto& x : gk) x = u(rng);
+    for (const auto& gk : g) client.push("w", gk);
+    client.clock();
+    client.pull("w", got);
+    double worst = 0;
+    for (size_t i = 0; i < kN; ++i) {
+      double w = from[i];
+      for (uint64_t t = 1; t <= g.size(); ++t)
+        w = reference_update(p, dc.learning_rate, reference_ms_scale(dc.ms_momentum, t0 + t), w, g[t - 1][i], from[i],
+                             ms[i]);
+      worst = std::max(worst, std::abs(got[i] - w) / std::max(1.0, std::abs(w)));
+    }
+    EXPECT_LE(worst, 1e-6) << what;
+    servers.stop();  // the final checkpoint
+    return got;
+  };
+  std::vector<double> ms(kN, 0.0);
+  const std::vector<float> after =
+      resume_and_push(w0, 3, 0, ms, "the update after the resume is not DC-ASGD-a's with t counted from the resume");
+  // Resumed again, now from a checkpoint with the mean square: t goes on from
+  // 3 (the checkpoint held no origin, and t counted from version 0: 34).
+  resume_and_push(after, 2, 3, ms,
+                  "the update after a second resume is not DC-ASGD-a's with t counted on from the first resume");
   fs::remove_all(dir);
 }
 

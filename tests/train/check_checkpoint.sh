@@ -169,16 +169,26 @@ grep -q "up to 4 that this run did not resume from (no --resume); its checkpoint
   "$out/n3-server.log" || fail "the earlier job's checkpoint was not named"
 [ "$(cd "$out/ckpt" && echo *.ckpt)" = "server-0-0000000004.ckpt server-0-0000000005.ckpt" ] ||
   fail "a job without --resume (keeping 1) beside another's checkpoint 4 left: $(ls "$out/ckpt")"
+# Restarted with --resume, that job goes on from its own 5 and still keeps the
+# earlier job's 4 (the boundary was held in memory only: pruning deleted 4).
+port=$(free_port)
+server "$out/n3b-server.log" --checkpoint-every 1000000 --checkpoint-keep 1 --resume
+workers "$out/n3b"
+for p in "${wpids[@]}"; do wait "$p" || fail "a worker of the job resumed after one without --resume failed"; done
+wait "$spid" || fail "the server resumed after a run without --resume failed"
+grep -q "resumed from ${c}5.ckpt" "$out/n3b-server.log" || fail "did not resume from its own checkpoint 5"
+[ "$(cd "$out/ckpt" && echo *.ckpt)" = "server-0-0000000004.ckpt server-0-0000000006.ckpt" ] ||
+  fail "resumed from 5 (keeping 1) beside the earlier job's checkpoint 4 left: $(ls "$out/ckpt")"
 rm "${c}4.ckpt"
 # A server asked to resume whose every checkpoint is damaged refuses to start
 # and deletes nothing (it trained from nothing, exited 0, and pruned them).
-head -c 100 "${c}5.ckpt" >"$out/torn5" && mv "$out/torn5" "${c}5.ckpt"
+head -c 100 "${c}6.ckpt" >"$out/torn6" && mv "$out/torn6" "${c}6.ckpt"
 port=$(free_port)
 timeout 60 "$train" --role server --listen "127.0.0.1:$port" "${job[@]}" --checkpoint-dir "$out/ckpt" --resume \
   2>"$out/n4-server.log" && fail "a server resumed from nothing but a torn checkpoint"
 grep -q "none of the 1 checkpoints of server 0 in $out/ckpt reads back whole" "$out/n4-server.log" ||
   fail "resuming from only a torn checkpoint was not refused naming it: $(cat "$out/n4-server.log")"
-[ -f "${c}5.ckpt" ] || fail "the torn checkpoint was deleted"
+[ -f "${c}6.ckpt" ] || fail "the torn checkpoint was deleted"
 echo "ok: checkpoints numbered after torn and earlier jobs' files; a second server on the directory refused;" \
      "resuming from only torn checkpoints refused"
 
