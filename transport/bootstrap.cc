@@ -146,7 +146,12 @@ Established client_handshake(const TcpSocket& socket, std::span<const uint8_t> m
   proven.address.assign(my_address.begin(), my_address.end());
   socket.send_message(encode(proven), deadline, peer);
   const Answer answer = parse_answer(socket.recv_message(deadline, peer, kMaxAnswer), peer);
-  if (!answer.ok) throw Error(answer.code, "the server at " + peer + " refused the connection: " + answer.reason);
+  // A refusal is the server's word, whatever code it sends (unauthenticated):
+  // taken as this side's timeout it lost the server's reason, and as a
+  // dropped handshake (peer gone) it was tried again until the deadline.
+  if (!answer.ok)
+    throw Error(answer.code == Errc::kTimeout || answer.code == Errc::kPeerGone ? Errc::kProtocol : answer.code,
+                "the server at " + peer + " refused the connection: " + answer.reason);
   if (have &&
       !same_proof(answer.proof, prove(secret, kServerRole, mine.nonce, theirs.nonce, answer.address, my_address)))
     throw Error(Errc::kPermissionDenied, "the server at " + peer +

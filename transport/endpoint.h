@@ -75,7 +75,7 @@ class Endpoint {
   /// acknowledgement (Context::finish_closes), so leaving many peers costs one
   /// wait, not one each. A peer that closed its side or failed is never waited
   /// for. Destroying an open endpoint closes it and waits for that peer alone
-  /// (2 s at most). Nothing may be posted afterwards. `keep` lives until the
+  /// (2 s at most). Anything posted afterwards throws kPeerGone. `keep` lives until the
   /// close completes (or the context goes): memory the peer may still write
   /// by put until then, where the transport emulates puts (tcp: the data
   /// arrives as messages this process writes to the address they name).

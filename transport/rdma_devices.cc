@@ -1,5 +1,7 @@
 #include "transport/rdma_devices.h"
 
+#include <memory>
+
 #include "rdmaps_config.h"
 
 #if RDMAPS_HAVE_VERBS
@@ -65,18 +67,20 @@ RdmaReport probe_rdma_devices() {
     if (list) ibv_free_device_list(list);
     return report;
   }
+  // Freed and closed on every path (out of memory growing the report too).
+  const std::unique_ptr<ibv_device*, void (*)(ibv_device**)> devices(list, &ibv_free_device_list);
   for (int i = 0; i < count; ++i) {
     const char* name = ibv_get_device_name(list[i]);
-    ibv_context* ctx = ibv_open_device(list[i]);
+    const std::unique_ptr<ibv_context, int (*)(ibv_context*)> ctx(ibv_open_device(list[i]), &ibv_close_device);
     if (!ctx) {
       report.ports.push_back({name, 0, "?", "cannot open the device", 0});
       continue;
     }
     ibv_device_attr dev{};
-    if (ibv_query_device(ctx, &dev) == 0) {
+    if (ibv_query_device(ctx.get(), &dev) == 0) {
       for (int p = 1; p <= dev.phys_port_cnt; ++p) {
         ibv_port_attr attr{};
-        if (ibv_query_port(ctx, static_cast<uint8_t>(p), &attr) != 0) continue;
+        if (ibv_query_port(ctx.get(), static_cast<uint8_t>(p), &attr) != 0) continue;
         RdmaPort port;
         port.device = name;
         port.port = p;
@@ -86,9 +90,7 @@ RdmaReport probe_rdma_devices() {
         report.ports.push_back(port);
       }
     }
-    ibv_close_device(ctx);
   }
-  ibv_free_device_list(list);
   return report;
 }
 #else

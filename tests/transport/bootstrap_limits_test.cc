@@ -59,6 +59,39 @@ Polled poll_until(transport::Listener& listener, Done done) {
 // A peer needs no secret to send an opening's length prefix: one that
 // announced 64 KiB and sent 44 bytes made the reader hold 64 KiB, per
 // connection (a listener holds 256 pending, per lane).
+// A refusal naming a timeout or a peer gone (a relay's, a stranger's: the
+// refusal is not authenticated) is a refusal: it was taken for this side's
+// timeout, losing the reason, or for a dropped handshake, tried again until
+// the deadline.
+TEST(BootstrapLimits, ARefusalIsARefusalWhateverCodeItNames) {
+  for (const Errc code : {Errc::kTimeout, Errc::kPeerGone}) {
+    TcpSocket listening = TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+    std::thread server([&] {
+      TcpSocket socket;
+      for (const auto until = Clock::now() + 10s; !socket.valid() && Clock::now() < until;
+           std::this_thread::sleep_for(1ms))
+        socket = listening.try_accept(nullptr);
+      if (!socket.valid()) return;
+      transport::bootstrap::ServerHandshake h(std::move(socket), "the client", kSecret, Clock::now() + 10s);
+      try {
+        while (!h.advance()) std::this_thread::sleep_for(1ms);
+        h.refuse(code, "this lane is busy");
+      } catch (const Error&) {
+      }
+    });
+    auto context = tcp_context();
+    std::string what;
+    const auto t0 = Clock::now();
+    EXPECT_EQ(error_code_of([&] { context->connect(listening.local_address(), 10s, {}, transport::IfRefused::kRetry); },
+                            &what),
+              Errc::kProtocol)
+        << errc_name(code);
+    EXPECT_NE(what.find("refused the connection: this lane is busy"), std::string::npos) << what;
+    EXPECT_LT(Clock::now() - t0, 5s) << "a refusal naming " << errc_name(code) << " was tried again";
+    server.join();
+  }
+}
+
 TEST(BootstrapLimits, AMessageReaderHoldsWhatArrivedNotWhatWasAnnounced) {
   int fds[2];
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);

@@ -208,6 +208,37 @@ TEST_P(ErrorsTest, AcceptWithoutClientTimesOutNamingTheAddress) {
   EXPECT_NE(what.find(listener->address().to_string()), std::string::npos) << what;
 }
 
+// An endpoint closed with close_later() refuses what is posted on it, as
+// gone: UCX's endpoint is no more, and the null one crashed UCX.
+TEST_P(ErrorsTest, AnythingPostedOnAClosedEndpointIsRefusedAsGone) {
+  PeerProcess peer("descriptor_sender", GetParam(), port(), seed);
+  auto ep = accept();
+  const auto descriptor = transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), "test");
+  ep->close_later();
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { ep->import(descriptor); }, &what), Errc::kPeerGone);
+  EXPECT_NE(what.find("import to " + ep->peer_name() + " refused: the endpoint is closed"), std::string::npos) << what;
+  EXPECT_EQ(error_code_of([&] { static_cast<void>(ep->flush()); }), Errc::kPeerGone);
+  EXPECT_EQ(error_code_of([&] { ep->fence(); }), Errc::kPeerGone);
+  const uint64_t word = 1;
+  EXPECT_EQ(error_code_of([&] { static_cast<void>(ep->am_send(1, &word, sizeof(word), nullptr, 0, nullptr)); }),
+            Errc::kPeerGone);
+  ep.reset();  // its socket closes: the peer sees it
+  EXPECT_EQ(peer.wait(30s), 0);
+}
+
+RDMAPS_TEST_PEER(descriptor_sender) {
+  PeerSession s(args);
+  auto region = s.context->allocate(4096, Access::kRemoteWrite);
+  send_descriptor(*s.endpoint, *region, Access::kRemoteWrite);
+  for (const auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
+    s.context->progress();
+    if (s.endpoint->peer_closed() || s.endpoint->failed()) return 0;
+    std::this_thread::sleep_for(1ms);
+  }
+  return 1;  // the other side's close never showed
+}
+
 TEST_P(ErrorsTest, OutOfBoundsAndWrongRightsAreRefusedAndNothingIsSent) {
   auto readable = context->allocate(4096, Access::kRemoteRead);
   auto writable = context->allocate(4096, Access::kRemoteWrite);

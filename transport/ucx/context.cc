@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -168,9 +169,11 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   ucp_worker_attr_t attr{};
   attr.field_mask = UCP_WORKER_ATTR_FIELD_ADDRESS;
   check(ucp_worker_query(worker_.get(), &attr), "querying the UCX worker address", "");
-  auto* bytes = reinterpret_cast<const uint8_t*>(attr.address);
+  // Released on every path (out of memory copying it too).
+  const std::unique_ptr<ucp_address_t, std::function<void(ucp_address_t*)>> address(
+      attr.address, [w = worker_.get()](ucp_address_t* a) { ucp_worker_release_address(w, a); });
+  auto* bytes = reinterpret_cast<const uint8_t*>(address.get());
   worker_address_.assign(bytes, bytes + attr.address_length);
-  ucp_worker_release_address(worker_.get(), attr.address);
 
   if (options.wakeup) {
     check(ucp_worker_get_efd(worker_.get(), &event_fd_), "getting the UCX worker event fd", "");

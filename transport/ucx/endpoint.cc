@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <sstream>
 #include <thread>
 
@@ -181,11 +183,11 @@ void UcxEndpoint::detect_lanes() {
   size_t size = 0;
   FILE* stream = open_memstream(&text, &size);
   if (!stream) return;
-  lanes_ = peer_failure_handling_ ? "" : "(UCX peer-failure handling off) ";
   ucp_ep_print_info(ep_, stream);
   std::fclose(stream);
+  const std::unique_ptr<char, void (*)(void*)> owned(text, &std::free);  // freed if the copies below throw
+  lanes_ = peer_failure_handling_ ? "" : "(UCX peer-failure handling off) ";
   std::string info(text, size);
-  std::free(text);
 
   std::istringstream in(info);
   std::string line;
@@ -274,15 +276,19 @@ std::optional<std::vector<uint8_t>> UcxEndpoint::try_recv_control(size_t max_byt
 }
 
 std::unique_ptr<RemoteRegion> UcxEndpoint::import(const RegionDescriptor& descriptor) {
+  check_open("import");
   check_packed_key(descriptor.packed_key, peer_);
   ucp_rkey_h rkey = nullptr;
   check(ucp_ep_rkey_unpack(ep_, descriptor.packed_key.data(), &rkey), "unpacking a remote key", "peer " + peer_);
   return std::make_unique<UcxRemoteRegion>(this, descriptor, RkeyPtr(rkey));
 }
 
-void UcxEndpoint::throw_gone(const char* op) const {
-  throw Error(Errc::kPeerGone,
-              std::string(op) + " to " + peer_ + " refused: the endpoint failed (" + explain(error_.load()) + ")");
+void UcxEndpoint::check_open(const char* op) const {
+  // Closed (close_later()): UCX's endpoint is gone, and a null one crashed UCX.
+  if (!ep_) throw Error(Errc::kPeerGone, std::string(op) + " to " + peer_ + " refused: the endpoint is closed");
+  if (failed())
+    throw Error(Errc::kPeerGone,
+                std::string(op) + " to " + peer_ + " refused: the endpoint failed (" + explain(error_.load()) + ")");
 }
 
 const UcxRemoteRegion& UcxEndpoint::checked(const RemoteRegion& region, uint64_t offset, size_t length, Access need,
@@ -298,7 +304,7 @@ const UcxRemoteRegion& UcxEndpoint::checked(const RemoteRegion& region, uint64_t
   if (!allows(region.access(), need))
     throw Error(Errc::kPermissionDenied, std::string(op) + " to " + peer_ + " refused: the region was handed out " +
                                              access_name(region.access()) + ", " + op + " needs " + access_name(need));
-  if (failed()) throw_gone(op);
+  check_open(op);
   return remote;
 }
 
@@ -376,19 +382,19 @@ Request UcxEndpoint::compare_swap(const RemoteRegion& dst, uint64_t offset, uint
 }
 
 void UcxEndpoint::fence() {
-  if (failed()) throw_gone("fence");
+  check_open("fence");
   check(ucp_worker_fence(context_.worker()), "fence", "peer " + peer_);
 }
 
 Request UcxEndpoint::flush() {
-  if (failed()) throw_gone("flush");
+  check_open("flush");
   ucp_request_param_t params{};
   return wrap(ucp_ep_flush_nbx(ep_, &params), "flush");
 }
 
 Request UcxEndpoint::am_send(uint16_t id, const void* header, size_t header_length, const void* payload, size_t length,
                              const Region* local) {
-  if (failed()) throw_gone("active message");
+  check_open("active message");
   check_local(payload, length, local, "active message");
   ucp_request_param_t params = with_memh(local);
   params.op_attr_mask |= UCP_OP_ATTR_FIELD_FLAGS;

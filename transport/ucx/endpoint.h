@@ -69,7 +69,7 @@ class UcxEndpoint final : public Endpoint {
                                  const char* op) const;
   void check_local(const void* ptr, size_t length, const Region* local, const char* op) const;
   Request wrap(ucs_status_ptr_t sp, const char* op);
-  [[noreturn]] void throw_gone(const char* op) const;
+  void check_open(const char* op) const;  // throws kPeerGone where closed or failed
 
   UcxContext& context_;
   TcpSocket socket_;
