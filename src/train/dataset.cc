@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "rdmaps/error.h"
 #include "src/train/mlp.h"
@@ -75,8 +77,8 @@ class IdxFile {
     }
     return out;
   }
-  /// Reads on to the end, so zlib checks the gzip trailer (CRC-32 and length)
-  /// of a compressed file, and refuses bytes after the declared data.
+  /// Reads on to the end, refusing bytes after the declared data, and has a
+  /// compressed file's every gzip trailer (CRC-32 and length) checked.
   void expect_end() {
     unsigned char extra[4096];
     int r = gzread(file_.get(), extra, sizeof(extra));
@@ -84,6 +86,7 @@ class IdxFile {
     const char* msg = gzerror(file_.get(), &err);
     if (r < 0 || (err != Z_OK && err != Z_STREAM_END)) throw corrupt(msg, "its end");
     if (r > 0) fail(std::to_string(r) + (r == sizeof(extra) ? "+" : "") + " bytes after the data its header declares");
+    if (!gzdirect(file_.get())) check_gzip_trailers();
   }
   [[noreturn]] void fail(const std::string& why) const { throw Error(Errc::kProtocol, path_ + ": " + why); }
   Error corrupt(const char* zlib_message, const char* where) const {
@@ -92,6 +95,37 @@ class IdxFile {
   }
 
  private:
+  // gzread ends quietly where the input was all read before the stream's
+  // end: a file cut by its 8-byte trailer was taken, its CRC never checked
+  // (and bytes after the gzip data were ignored). inflate() says so: each
+  // member must reach its end, and nothing but another member may follow.
+  void check_gzip_trailers() const {
+    std::unique_ptr<FILE, int (*)(FILE*)> in(std::fopen(path_.c_str(), "rb"), &std::fclose);
+    if (!in) throw Error(Errc::kIo, "cannot open " + path_ + ": " + std::strerror(errno));
+    z_stream z{};
+    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) throw Error(Errc::kNoMemory, path_ + ": zlib could not start");
+    std::unique_ptr<z_stream, int (*)(z_stream*)> end(&z, &inflateEnd);
+    std::vector<unsigned char> input(1 << 16), output(1 << 16);
+    bool member_ended = false;
+    for (;;) {
+      if (z.avail_in == 0) {
+        const size_t n = std::fread(input.data(), 1, input.size(), in.get());
+        if (n == 0) break;
+        z.next_in = input.data();
+        z.avail_in = static_cast<uInt>(n);
+      }
+      if (member_ended) inflateReset(&z);
+      z.next_out = output.data();
+      z.avail_out = static_cast<uInt>(output.size());
+      const int ret = inflate(&z, Z_NO_FLUSH);
+      member_ended = ret == Z_STREAM_END;
+      if (ret != Z_OK && ret != Z_STREAM_END && ret != Z_BUF_ERROR)
+        throw corrupt(z.msg ? z.msg : "inflate failed", "its gzip stream");
+    }
+    if (std::ferror(in.get())) throw Error(Errc::kIo, "cannot read " + path_ + ": " + std::strerror(errno));
+    if (!member_ended) throw corrupt("the file ends before its gzip trailer (CRC-32 and length)", "its end");
+  }
+
   std::string path_;
   GzFile file_;
 };

@@ -623,7 +623,9 @@ int run_driver(const Options& o) {
   const size_t train_n = examples_used(o.train_limit, examples);
   const uint32_t workers = o.virtual_workers ? o.virtual_workers : o.workers;
   if (train_n / workers < o.batch)
-    bad_flag(o.virtual_workers ? "--virtual-workers" : "--workers",
+    bad_flag(train_n < o.batch   ? "--batch"  // even one worker would get less than a batch
+             : o.virtual_workers ? "--virtual-workers"
+                                 : "--workers",
              std::to_string(workers) + " workers of " + std::to_string(train_n) + " training examples get " +
                  std::to_string(train_n / workers) + " each, less than one batch of " + std::to_string(o.batch) +
                  ": fewer workers, a smaller --batch, or a larger --train-limit");

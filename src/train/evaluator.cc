@@ -87,6 +87,10 @@ void Evaluator::evaluate(const Snapshot& s, std::span<const float> params) {
   double loss = 0;
   const size_t correct = model_.evaluate(params, test_.images.data(), test_.labels.data(), count_, &loss);
   const double age = std::chrono::duration<double>(std::chrono::steady_clock::now() - s.taken).count();
+  {
+    std::lock_guard lock(mutex_);  // inline (virtual workers) it is not held; on the thread, loop() let it go
+    last_loss_ = loss;
+  }
   report_(format_eval_line({worker_, s.epoch, static_cast<double>(correct) / static_cast<double>(count_), loss, s.step,
                             age, s.virtual_time}));
 }

@@ -53,6 +53,11 @@ class Evaluator {
   void submit(std::span<const float> params, double epoch, uint64_t step, double virtual_time = -1);
   /// Returns once every snapshot taken is reported.
   void drain();
+  /// The test loss of the last snapshot reported (0 before any).
+  double last_loss() {
+    std::lock_guard lock(mutex_);
+    return last_loss_;
+  }
 
  private:
   struct Snapshot {
@@ -74,6 +79,7 @@ class Evaluator {
   std::condition_variable changed_;
   std::deque<Snapshot> queue_;  // taken, not yet reported (at most 2); the front is being evaluated
   std::vector<float> spare_;    // an evaluated snapshot's buffer, reused
+  double last_loss_ = 0;
   bool stop_ = false;
   std::thread thread_;  // last: started once the rest is built
 };

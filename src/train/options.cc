@@ -68,7 +68,9 @@ void add_consistency(CLI::App& app, Options& o, const std::string& group) {
   app.add_option_function<std::string>(
          "--staleness",
          [&o](const std::string& v) {
-           o.staleness = v == "inf" || v == "async" ? "inf" : std::to_string(std::stoull(v));
+           // 2^64-1 is the servers' own "no bound": labelled SSP, it ran async.
+           const bool none = v == "inf" || v == "async" || std::stoull(v) == UINT64_MAX;
+           o.staleness = none ? "inf" : std::to_string(std::stoull(v));
          },
          "stale synchronous (SSP): a worker runs at most S clocks ahead of the slowest (inf or async: none)")
       // As rdmaps-server reads it (src/api/config.cc): one flag, one reading.
@@ -196,6 +198,8 @@ Options parse_options(int argc, char** argv) {
                  "exit with status 3 if the final test accuracy is below X (off: no check)")
       ->transform(CLI::Validator(
           [](std::string& v) {
+            // -1 stands for off inside; typed, it is no fraction (it was taken as off).
+            if (!v.empty() && v[0] == '-') return "'" + v + "' is not a fraction from 0 to 1 (88 % is 0.88), or off";
             if (v == "off") v = "-1";  // what the help shows as its default
             return std::string();
           },
@@ -361,6 +365,11 @@ Options parse_options(int argc, char** argv) {
     } else if (delay->count() > 0) {
       bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
     }
+    // A setting that does nothing without another is refused (docs/cluster.md).
+    if (!o.compare && o.role != "server" && config_of(o).skip_pulls && o.staleness == "inf")
+      bad_flag("--skip-pulls",
+               "skips pulls while a copy is within the staleness bound: fully async (--async, the "
+               "default) has none; give --staleness S");
     if (o.role == "worker" && o.worker >= o.workers)
       bad_flag("--worker",
                "worker " + std::to_string(o.worker) + " is not below --workers " + std::to_string(o.workers));

@@ -171,7 +171,20 @@ void TrainingWorker::evaluate(double epoch) {
 }
 
 void TrainingWorker::finish() {
-  if (evaluator_) evaluator_->drain();  // the last accuracy comes before "done"
+  if (evaluator_) {
+    evaluator_->drain();  // the last accuracy comes before "done"
+    // The last push may take the model past what floats hold after every
+    // training loss was finite: its chance accuracy (argmax over NaN) was
+    // reported, and passed --expect-accuracy 0.05.
+    if (const double loss = evaluator_->last_loss(); !std::isfinite(loss)) {
+      char why[200];
+      std::snprintf(why, sizeof(why),
+                    "worker %u: the final model's test loss is %g after step %llu: training diverged; lower --lr or "
+                    "--lambda0",
+                    o_.worker, loss, static_cast<unsigned long long>(step_));
+      throw Error(Errc::kInvalidArgument, why);
+    }
+  }
   auto s = client_.stats();
   char line[256];
   std::snprintf(line, sizeof(line), "done %u %llu %llu %llu %llu %llu %.4f %llu %llu %llu %llu %.4f", o_.worker,

@@ -71,6 +71,14 @@ if diverged=$("$train" --virtual-workers 2 --epochs 1 --train-limit 6000 --test-
   echo "FAILED: --lr 50 finished as if it had trained"; exit 1
 fi
 grep -q "training diverged; lower --lr" <<<"$diverged" || { echo "FAILED: no divergence message: $diverged"; exit 1; }
+# One step at --lr 1e38: its loss was finite, the final model is not (its
+# chance accuracy was reported, exit 0).
+if diverged=$("$train" --virtual-workers 1 --dc off --epochs 1 --train-limit 64 --test-limit 100 --transport shm \
+    --out "$out" --lr 1e38 2>&1); then
+  echo "FAILED: a final model of Inf or NaN finished as if it had trained"; exit 1
+fi
+grep -q "the final model's test loss is .* training diverged; lower --lr" <<<"$diverged" ||
+  { echo "FAILED: no divergence message for the final model: $diverged"; exit 1; }
 # An output directory that cannot be written fails before training, naming it.
 for unwritable in /proc/rdmaps-out /dev/full/rdmaps-out; do
   if why=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --out "$unwritable" 2>&1); then

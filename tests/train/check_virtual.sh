@@ -146,6 +146,11 @@ refused "--delay: sets the schedule of --virtual-workers" --delay round-robin
 refused "--workers: 3 differs from --virtual-workers 2" --virtual-workers 2 --workers 3
 refused "--straggler: worker 4 does not exist" --virtual-workers 4 --straggler 4:2
 refused "--skip-pulls: is not played by the --virtual-workers schedule" --virtual-workers 4 --staleness 2 --skip-pulls
+# Accepted and doing nothing: no bound to skip by; -1, the value that stands for off.
+refused "--skip-pulls: skips pulls while a copy is within the staleness bound" --workers 2 --skip-pulls
+refused "--expect-accuracy: '-1' is not a fraction from 0 to 1" --virtual-workers 4 --expect-accuracy -1
+# One worker would get less than a batch: --batch is named, not --workers (never given).
+refused "--batch: 4 workers of 1024 training examples" --batch 4096 --train-limit 1024
 # Refused before any run: --compare's sequential run (40 steps an epoch) trained, then its BSP run (10) was refused.
 refused "--evals-per-epoch: 20: with 4 workers each takes 10 steps an epoch" --compare --virtual-workers 4 \
   --train-limit 2560 --test-limit 100 --epochs 1 --evals-per-epoch 20

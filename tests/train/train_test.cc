@@ -214,19 +214,23 @@ TEST(Idx, AHeaderDeclaringMoreThanTheFileHoldsCostsOnlyWhatItHolds) {
   }
 }
 
-// The real test images, corrupted two ways: 64 bytes flipped in the middle of
-// the compressed stream, and the CRC in the gzip trailer changed (the data
-// inflate cleanly; only reading to the end catches it). Both name the file.
+// The real test images, corrupted four ways: 64 bytes flipped in the middle
+// of the compressed stream, the CRC in the gzip trailer changed (the data
+// inflate cleanly; only reading to the end catches it), the trailer cut off
+// (gzread ended quietly: taken), and bytes after the gzip data (ignored).
+// Each names the file.
 TEST(Idx, ACorruptedGzipFileIsAnErrorNamingIt) {
   const std::string dir = kDefaultDataDir;
   std::ifstream in(dir + "/t10k-images-idx3-ubyte.gz", std::ios::binary);
   ASSERT_TRUE(in) << "no Fashion-MNIST in " << dir << " (scripts/install-deps.sh installs dataset-fashion-mnist)";
   const std::vector<char> good((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   const std::string labels = dir + "/t10k-labels-idx1-ubyte.gz", bad = temp_path("t10k-images-corrupt.gz");
-  auto middle = good, trailer = good;
+  auto middle = good, trailer = good, cut = good, junk = good;
   for (size_t i = 0; i < 64; ++i) middle[middle.size() / 2 + i] ^= 0x5a;
   trailer[trailer.size() - 8] ^= 0x01;  // the stored CRC-32's first byte
-  for (const auto* bytes : {&middle, &trailer}) {
+  cut.resize(cut.size() - 8);
+  junk.insert(junk.end(), {'j', 'u', 'n', 'k'});
+  for (const auto* bytes : {&middle, &trailer, &cut, &junk}) {
     std::ofstream(bad, std::ios::binary).write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
     std::string why = error_of(bad, labels);
     EXPECT_NE(why.find(bad), std::string::npos) << why;
