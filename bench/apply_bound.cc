@@ -12,13 +12,10 @@
 
 namespace rdmaps::bench {
 
-double apply_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t shard_floats, uint32_t workers, uint32_t threads,
-                           bool backup_copy) {
+double apply_bound_seconds(const math::UpdateParams& p, uint64_t floats, uint32_t shard_floats, uint32_t workers,
+                           uint32_t threads, bool backup_copy) {
   using Clock = std::chrono::steady_clock;
-  math::UpdateParams p;
-  p.rule = rule;
-  p.ms_bias_correction = true;
-  p.dc_bound = 1;
+  const UpdateRule rule = p.rule;
   const uint64_t pieces = (floats + shard_floats - 1) / shard_floats;
   threads = static_cast<uint32_t>(std::clamp<uint64_t>(threads, 1, pieces));
   // First touch by the thread that owns the part, as a lane allocates its own.

@@ -7,15 +7,15 @@
 
 #include <cstdint>
 
-#include "rdmaps/config.h"
+#include "math/update_params.h"
 
 namespace rdmaps::bench {
 
 /// Seconds for `threads` threads to apply one push from each of `workers`
 /// workers to `floats` parameters in `shard_floats` pieces, then, with
 /// `backup_copy`, copy the parameters into each worker's backup (best of three
-/// passes).
-double apply_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t shard_floats, uint32_t workers, uint32_t threads,
-                           bool backup_copy);
+/// passes), with the rule and parameters the servers run (`p`).
+double apply_bound_seconds(const math::UpdateParams& p, uint64_t floats, uint32_t shard_floats, uint32_t workers,
+                           uint32_t threads, bool backup_copy);
 
 }  // namespace rdmaps::bench

@@ -8,15 +8,14 @@
 
 namespace rdmaps::bench {
 
-double gpu_shard_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t workers) {
+double gpu_shard_bound_seconds(const math::UpdateParams& params, uint64_t floats, uint32_t workers) {
+  const UpdateRule rule = params.rule;
   const size_t bytes = floats * sizeof(float);
   cuda::DeviceBuffer w(bytes), g(bytes), bak(bytes), state(bytes);
   for (auto* b : {&w, &g, &bak, &state}) b->fill_bytes(0);
   // The inbox slots and the worker's copy are host memory UCX allocated, not
   // page-locked for CUDA: time the transfers from plain host memory as well.
   std::vector<float> host(floats, 1e-3f);
-  math::UpdateParams params;
-  params.rule = rule;
   const math::Step step = ps::step_for(params, 1e-3f, 1000);
   auto f = [](const cuda::DeviceBuffer& d) { return static_cast<float*>(d.data()); };
   // Seconds per run of `body`, once warm (CUDA events, as rdmaps-perf gpu times its rows).

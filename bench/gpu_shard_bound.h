@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "rdmaps/config.h"
+#include "math/update_params.h"
 
 namespace rdmaps::bench {
 
@@ -13,7 +13,8 @@ namespace rdmaps::bench {
 /// `floats` parameters on the GPU shard: the gradient from (pageable) host
 /// memory to the device, the fused update, the parameters back to host memory
 /// and, for a DC rule, into the worker's backup on the device (each the mean
-/// of three runs after a warm one). Throws kUnsupported where no CUDA device is.
-double gpu_shard_bound_seconds(UpdateRule rule, uint64_t floats, uint32_t workers);
+/// of three runs after a warm one), with the rule and parameters the server
+/// runs (`params`). Throws kUnsupported where no CUDA device is.
+double gpu_shard_bound_seconds(const math::UpdateParams& params, uint64_t floats, uint32_t workers);
 
 }  // namespace rdmaps::bench

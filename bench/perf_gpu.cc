@@ -67,8 +67,9 @@ std::vector<Row> kernels(size_t n, int iters) {
   for (const Case& c : {Case{"update sgd (w,g -> w)", UpdateRule::kSgd, 12},
                         Case{"update dc-asgd-c (w,g,bak -> w)", UpdateRule::kDcAsgdConstant, 16},
                         Case{"update dc-asgd-a (w,g,bak,ms -> w,ms)", UpdateRule::kDcAsgdAdaptive, 24}}) {
-    math::UpdateParams params;  // the defaults: momentum 0.9, lambda 0.04, lambda0 2, ms-momentum 0.95
-    params.rule = c.rule;
+    Config defaults;  // the kernel a server runs at its defaults (DC-ASGD-a's bound and bias correction)
+    defaults.rule = c.rule;
+    const math::UpdateParams params = ps::update_params(defaults);
     const math::Step step = ps::step_for(params, 1e-3f, 1000);
     auto run = [&] { cuda::update(params, step, f(w), f(g), f(bak), f(st), n); };
     run();

@@ -24,6 +24,8 @@
 #include "rdmaps/server.h"
 #include "src/api/config_flags.h"
 #include "src/ps/shard_store.h"
+#include "src/ps/update_rules.h"
+#include "src/ps/write_back.h"
 #include "src/tools/child_process.h"
 
 namespace rdmaps::bench {
@@ -207,8 +209,10 @@ struct ProbeRates {
 ProbeRates probe_workers_GBps(uint32_t workers, const std::string& transport, const std::string& op, uint64_t size,
                               uint64_t span, uint64_t target_span, const std::string& target_memory = "allocated") {
   const double cold = probe_transport_GBps(1, 0, transport, op, size, span, target_span, target_memory);
+  // About a second, at least 8 operations (a put write-back of a 64 M-float
+  // share is one 256 MiB put: 256 of them took a minute).
   const auto iters =
-      std::clamp<uint64_t>(static_cast<uint64_t>(cold * 1e9 / static_cast<double>(size)), 256, uint64_t{1} << 32);
+      std::clamp<uint64_t>(static_cast<uint64_t>(cold * 1e9 / static_cast<double>(size)), 8, uint64_t{1} << 32);
   const double all = probe_transport_GBps(workers, iters, transport, op, size, span, target_span, target_memory);
   if (workers == 1) return {all, all};
   return {probe_transport_GBps(1, iters, transport, op, size, span, target_span, target_memory), all};
@@ -305,12 +309,26 @@ int run_driver(const Flags& f) {
   // model's size.
   const std::string op = path == "am" || path == "put" ? path : config.push_path == PushPath::kAm ? "am" : "put";
   const uint64_t message_bytes = std::min(shard_bytes, share_bytes);
-  const ProbeRates push_net = probe_workers_GBps(workers, transport, op, message_bytes, share_bytes, inbox_bytes);
+  // A bf16 push carries 2 bytes a float: its probe's messages, the wire term
+  // and push_vs_transport count those (counted at 4, the push looked twice
+  // as fast against the transport as it was).
+  const uint32_t push_bytes_per_float = config.wire == WireFormat::kBf16 ? 2 : 4;
+  const uint64_t push_share = share_bytes / 4 * push_bytes_per_float;
+  const ProbeRates push_net =
+      probe_workers_GBps(workers, transport, op, message_bytes / 4 * push_bytes_per_float, push_share, inbox_bytes);
   // Pulls the servers put into registered memory are measured into such memory
   // (UCX 1.13 emulates puts there over shared memory; natively, as on verbs,
   // the two memories take the same puts).
   const bool landing = op == "put" && f.pull_memory == "registered" && config.put_landing == PutLanding::kOn;
-  const ProbeRates pull_net = probe_workers_GBps(workers, transport, op, message_bytes, share_bytes, share_bytes,
+  // A write-back goes in the messages a lane cuts it into: whole shards of
+  // about kWriteBackChunkBytes on the am path, one put of the lane's range
+  // on the put path (probed at a shard's size, the put term was too long
+  // by what larger messages gain).
+  const uint64_t pieces = (share_bytes + shard_bytes - 1) / shard_bytes;
+  const uint64_t pull_message =
+      std::min(share_bytes, op == "am" ? std::max<uint64_t>(1, ps::kWriteBackChunkBytes / shard_bytes) * shard_bytes
+                                       : (pieces + threads - 1) / threads * shard_bytes);
+  const ProbeRates pull_net = probe_workers_GBps(workers, transport, op, pull_message, share_bytes, share_bytes,
                                                  landing ? "registered" : "allocated");
   // Where the bound leaves out a cost that counts, no ratio is given: it
   // has no latency term (below one shard a server's share is one small
@@ -338,9 +356,12 @@ int run_driver(const Flags& f) {
   // messages), copy it into that worker's copy: that pass is measured now,
   // with the threads the servers run (servers run in parallel; so do
   // transfers to different servers).
-  double wire = workers * (share_bytes / (push_net.all * 1e9) + share_bytes / (pull_net.all * 1e9));
-  double memory = gpu_shard ? gpu_shard_bound_seconds(config.rule, per_server_floats, workers)
-                            : apply_bound_seconds(config.rule, per_server_floats, config.shard_floats, workers, threads,
+  double wire = workers * (push_share / (push_net.all * 1e9) + share_bytes / (pull_net.all * 1e9));
+  // With the parameters the servers run (a default-constructed UpdateParams
+  // timed DC-ASGD-a's GPU kernel without its bound and bias correction).
+  const math::UpdateParams rule = ps::update_params(config);
+  double memory = gpu_shard ? gpu_shard_bound_seconds(rule, per_server_floats, workers)
+                            : apply_bound_seconds(rule, per_server_floats, config.shard_floats, workers, threads,
                                                   ps::write_back_copies(config.rule, path == "am"));
   // A pull ends with the worker copying the parameters out of its receive
   // region into the caller's buffer (workers do that in parallel), all but
@@ -348,7 +369,7 @@ int run_driver(const Flags& f) {
   const double copied = pulled > 0 ? 1 - in_place / pulled : 1;
   double copy_out = copied * copy_seconds(floats);
   double bound = wire + memory + copy_out;
-  double push_GBps = floats * 4.0 / push_p.p50 / 1e9;
+  double push_GBps = static_cast<double>(floats * push_bytes_per_float) / push_p.p50 / 1e9;
   // A pull as the worker sees it: request, the servers' write-back, and its
   // copy out of the receive region (one direction of the transport).
   double pull_GBps = floats * 4.0 / pull_p.p50 / 1e9;

@@ -30,9 +30,6 @@ constexpr auto kHelloTimeout = 5s;          // a connected peer's LaneHello
 constexpr auto kAnswerTimeout = 100ms;      // a LaneWelcome: small, into an empty socket buffer
 constexpr size_t kMaxLaneHello = 1u << 20;  // up to kMaxLandingRegions descriptors
 constexpr auto kHousekeepingEvery = 1ms;
-// Active-message write-backs go in messages of about this size: UCX's
-// ucp_am_bw over tcp peaks at 1 MiB (docs/benchmarks.md).
-constexpr size_t kWriteBackChunkBytes = 1 << 20;
 
 // A region the worker offers for pulls to be put into, imported on its
 // endpoint; `what` names it in the errors.

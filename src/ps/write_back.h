@@ -19,6 +19,11 @@
 
 namespace rdmaps::ps {
 
+/// Active-message write-backs go in messages of whole shards of about this
+/// size (at least one shard): UCX's ucp_am_bw over tcp peaks at 1 MiB
+/// (docs/benchmarks.md). A put write-back is one put of the range pulled.
+inline constexpr size_t kWriteBackChunkBytes = 1 << 20;
+
 class WriteBackSender {
  public:
   /// `receive`: the worker's receive region, imported on `ep`; `mailbox_offset`:
