@@ -12,14 +12,19 @@
 #   bench/device_check.sh --bundle DIR [--out DIR] [--budget S] [--quick]
 #
 # --out: default $OUT (the device machine's return folder), else device-check-out.
-# --budget: seconds for both (default 550, inside one 600 s call): the GPU
-#   check gets two fifths of them, at most 210, the multi-core check the rest less 15 for
-#   packing.
+# --budget: seconds for both (default 480: a 540 s call leaves a 15-minute
+#   lease about 4 minutes to rerun a part on the warm machine): the GPU check
+#   gets two fifths of them, at most 210, the multi-core check the rest less
+#   15 for packing.
+# Each check's files are copied into OUT as soon as it ends, and raw.tgz is
+# packed on any exit: a call cut short still returns what finished. The last
+# lines of stdout repeat the failures and the multi-core tables, for a reply
+# whose files did not come back.
 # --quick: both checks' --quick (this script's CI check).
 # Exits non-zero if either check failed; the files say which part.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-bundle="" out=${OUT:-device-check-out} budget=550 quick=()
+bundle="" out=${OUT:-device-check-out} budget=480 quick=()
 while [ $# -gt 0 ]; do
   case $1 in
     --bundle) bundle=$2; shift 2 ;;
@@ -32,13 +37,24 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$bundle" ] && [ -d "$bundle/bin" ] ||
   { echo "device_check.sh: --bundle '$bundle' is not a bundle (no bin/ folder in it)" >&2; exit 2; }
+for p in rdmaps-perf rdmaps-train; do  # the rest, missing, each check names
+  [ -x "$bundle/bin/$p" ] || { echo "device_check.sh: --bundle '$bundle' has no bin/$p" >&2; exit 2; }
+done
 [[ $budget =~ ^[1-9][0-9]*$ ]] && [ "$budget" -ge 60 ] ||
   { echo "device_check.sh: --budget '$budget' is not a whole number of seconds, 60 or more" >&2; exit 2; }
 bundle=$(cd "$bundle" && pwd)
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/rdmaps-device-check.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+# What both wrote goes back however this ends (a call cut short at its limit too).
+trap 'tar czf "$out/raw.tgz" -C "$work" . 2>/dev/null; rm -rf "$work"' EXIT
+trap 'echo "device_check.sh: stopped after $SECONDS s; what finished is in $out" >&2; exit 124' TERM INT
+# collect FILES...: each one there into OUT, now (a later step may not end).
+collect() {
+  local f
+  for f in "$@"; do [ -f "$work/$f" ] && cp "$work/$f" "$out/"; done
+  return 0
+}
 
 {
   echo "date: $(date -u +%FT%TZ)"
@@ -48,6 +64,9 @@ trap 'rm -rf "$work"' EXIT
   nvidia-smi -L 2>/dev/null || echo "nvidia-smi: none"
   uname -srm
   echo "bundle: $(du -sh "$bundle" 2>/dev/null | cut -f1)"
+  # Without the dataset every training run fails: said here, before them.
+  n=$(find "$bundle/data" -name '*-idx[13]-ubyte*' 2>/dev/null | wc -l)
+  echo "bundle data: $n of the 4 Fashion-MNIST files$([ "$n" -ge 4 ] || echo ': training runs will fail')"
 } >"$out/machine.txt" 2>&1
 
 status=0
@@ -55,21 +74,24 @@ gpu_budget=$((budget * 2 / 5 < 210 ? budget * 2 / 5 : 210))
 "$here/gpu_check.sh" --bin "$bundle" --out "$work/gpu" --budget "$gpu_budget" "${quick[@]}" \
   >"$work/gpu_check.txt" 2>&1
 gpu_status=$?
+collect gpu/gpu_check.json gpu/gpu_check.log
+echo "gpu_check exit $gpu_status after $SECONDS s" >>"$out/machine.txt"
 # 77: no GPU here; the multi-core figures still come.
 [ $gpu_status -eq 0 ] || [ $gpu_status -eq 77 ] || status=1
 left=$((budget - SECONDS - 15))
 if [ $left -ge 30 ]; then
   "$here/scale_check.sh" --bin "$bundle" --out "$work/scale" --budget "$left" "${quick[@]}" \
     >"$work/scale_check.txt" 2>&1 || status=1
+  collect scale/scale_check.md scale/scale_check.log
 else
   echo "device_check.sh: scale_check not run: $left s of the budget left" | tee "$work/scale_check.txt"
   status=1
 fi
 
-for f in gpu/gpu_check.json gpu/gpu_check.log scale/scale_check.md scale/scale_check.log; do
-  [ -f "$work/$f" ] && cp "$work/$f" "$out/"
-done
-echo "gpu_check exit $gpu_status; scale_check: see scale_check.md" >>"$out/machine.txt"
-tar czf "$out/raw.tgz" -C "$work" . 2>/dev/null || status=1
-echo "device_check.sh: exit $status after $SECONDS s -> $out ($(ls "$out" | tr '\n' ' '))"
+echo "scale_check: see scale_check.md; $SECONDS s in all" >>"$out/machine.txt"
+# The reply's output tail carries these where its files do not come back.
+tail -n 3 "$work/gpu_check.txt" 2>/dev/null
+[ -f "$work/scale/scale_check.md" ] && cat "$work/scale/scale_check.md"
+tail -n 3 "$work/scale_check.txt" 2>/dev/null
+echo "device_check.sh: exit $status after $SECONDS s -> $out ($(ls "$out" | tr '\n' ' ')raw.tgz)"
 exit $status

@@ -62,30 +62,8 @@ if [ $probe -eq 77 ]; then
   exit 77
 fi
 [ $probe -eq 0 ] || failed+=("probe: rdmaps-perf gpu on 1K floats (exit $probe)")
-run gpu_tests 300 "$tests" --gtest_output=json:"$out/runs/gpu_tests.json"
-for transport in shm tcp; do
-  run "perf_gpu_$transport" 300 "$perf" gpu --json --transport "$transport" --iters "$iters"
-done
-# The staged push over tcp: which ring depth keeps the socket busy, at the
-# issue's two sizes (64 M and 1 M floats). Only these runs' push rows count:
-# their kernel rows use --floats 1M (4 MiB, inside an H200's L2), so they are
-# no kernel figure; the 64 M kernel rows are perf_gpu_*'s.
-for floats in 64M 1M; do
-  for depth in 3 8 16; do
-    run "push_tcp_${floats}_depth$depth" 120 "$perf" gpu --json --transport tcp --floats 1M --push-floats "$floats" \
-      --staging-depth "$depth" --iters "$iters"
-  done
-done
-for shard in host gpu; do
-  flags=()
-  [ $shard = gpu ] && flags=(--gpu-shard)
-  run "perf_ps_$shard" 300 "$perf" ps --json --transport shm --rule dc-asgd-a --workers 4 --floats 16M \
-    --iters "$((iters / 4 + 2))" "${flags[@]}"
-  run "train_$shard" 300 "$train" --json --workers 4 --epochs "$epochs" --out "$out/runs/train_$shard" \
-    "${data_flag[@]}" "${flags[@]}"
-done
-
 # One JSON: each run's own JSON object (or its failure), the test results and the machine.
+collect() {
 python3 - "$out" "${failed[@]}" <<'PY'
 import json, os, sys
 out, failed = sys.argv[1], sys.argv[2:]
@@ -108,5 +86,35 @@ if os.path.exists(tests):
 json.dump({"failed": failed, "runs": runs}, open(os.path.join(out, "gpu_check.json"), "w"), indent=1)
 print(f"gpu_check: {len(runs)} runs, {len(failed)} failed -> {out}/gpu_check.json, {out}/gpu_check.log")
 PY
-[ $? -eq 0 ] || failed+=("collecting the figures into gpu_check.json")
+}
+
+# The figures so far into gpu_check.json, also where a time limit stops this
+# (timeout's TERM): they were collected only at the end, and lost with it.
+trap 'echo "gpu_check: stopped: gpu_check.json holds the runs so far" | tee -a "$log" >&2; collect; exit 124' TERM
+# Each run's own cap is well inside the budget: one that hangs (the GPU tests
+# run code no GPU has run yet) leaves the rest their time.
+run gpu_tests 90 "$tests" --gtest_output=json:"$out/runs/gpu_tests.json"
+for transport in shm tcp; do
+  run "perf_gpu_$transport" 60 "$perf" gpu --json --transport "$transport" --iters "$iters"
+done
+# The staged push over tcp: which ring depth keeps the socket busy, at the
+# issue's two sizes (64 M and 1 M floats). Only these runs' push rows count:
+# their kernel rows use --floats 1M (4 MiB, inside an H200's L2), so they are
+# no kernel figure; the 64 M kernel rows are perf_gpu_*'s.
+for floats in 64M 1M; do
+  for depth in 3 8 16; do
+    run "push_tcp_${floats}_depth$depth" 30 "$perf" gpu --json --transport tcp --floats 1M --push-floats "$floats" \
+      --staging-depth "$depth" --iters "$iters"
+  done
+done
+for shard in host gpu; do
+  flags=()
+  [ $shard = gpu ] && flags=(--gpu-shard)
+  run "perf_ps_$shard" 60 "$perf" ps --json --transport shm --rule dc-asgd-a --workers 4 --floats 16M \
+    --iters "$((iters / 4 + 2))" "${flags[@]}"
+  run "train_$shard" 60 "$train" --json --workers 4 --epochs "$epochs" --out "$out/runs/train_$shard" \
+    "${data_flag[@]}" "${flags[@]}"
+done
+
+collect || failed+=("collecting the figures into gpu_check.json")
 [ ${#failed[@]} -eq 0 ] || { printf 'gpu_check: failed: %s\n' "${failed[@]}"; exit 1; }

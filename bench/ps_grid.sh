@@ -24,21 +24,9 @@ read -r -a extra <<<"${EXTRA:-}"
 : >"$out"
 : >"$out.err"
 failed=0  # a failed cell is said and skipped: the rest of the grid and its table still come (a lent machine's minutes)
-for ((r = 1; r <= repeats; r++)); do
-  for floats in "${sizes[@]}"; do
-    for rule in "${rules[@]}"; do
-      for w in "${workers[@]}"; do
-        for t in "${threads[@]}"; do
-          if ! "$perf" ps --transport "$transport" --rule "$rule" --floats "$floats" --workers "$w" \
-            --server-threads "$t" "${extra[@]}" --json >>"$out" 2>>"$out.err"; then
-            echo "ps_grid.sh: failed: $rule $floats floats, $w workers, T=$t (see $out.err)" >&2
-            failed=$((failed + 1))
-          fi
-        done
-      done
-    done
-  done
-done
+# The table of the launches so far: at the end, or where a time limit stops
+# the grid (timeout's TERM): cut off, the whole table was lost with it.
+table() {
 python3 - "$out" "$failed" <<'EOF'
 import json, statistics, sys
 cells = {}
@@ -62,3 +50,21 @@ if int(sys.argv[2]):
     print(f"\n{sys.argv[2]} launch(es) failed (see the .err file): their cells are missing or have fewer launches")
     sys.exit(1)
 EOF
+}
+trap 'echo "ps_grid.sh: stopped: the table holds the launches so far" >&2; table; exit 124' TERM
+for ((r = 1; r <= repeats; r++)); do
+  for floats in "${sizes[@]}"; do
+    for rule in "${rules[@]}"; do
+      for w in "${workers[@]}"; do
+        for t in "${threads[@]}"; do
+          if ! "$perf" ps --transport "$transport" --rule "$rule" --floats "$floats" --workers "$w" \
+            --server-threads "$t" "${extra[@]}" --json >>"$out" 2>>"$out.err"; then
+            echo "ps_grid.sh: failed: $rule $floats floats, $w workers, T=$t (see $out.err)" >&2
+            failed=$((failed + 1))
+          fi
+        done
+      done
+    done
+  done
+done
+table

@@ -30,31 +30,10 @@ mkdir -p "$out"
 failed=0
 modes=("BSP:--sync --dc off" "SSP3-DC-a:--staleness 3 --dc adaptive" "async-DC-a:--async --dc adaptive")
 : >"$out/runs.jsonl"
-for rep in $(seq 1 "$reps"); do
-  for m in "${modes[@]}"; do
-    name=${m%%:*}
-    read -r -a flags <<<"${m#*:}"
-    seed=()
-    [ -z "$virtual" ] || seed=(--seed "$rep")
-    if ! json=$("$train" "${flags[@]}" --straggler "$straggler" "${seed[@]}" --json --out "$out/$name-$rep" \
-      "${extra[@]}" 2>"$out/$name-$rep.err" | tail -1); then
-      # Only a run the loss stopped diverged; any other failure is said, its
-      # cell marked, and the rest still run (a lent machine's minutes).
-      if grep -q 'the loss is' "$out/$name-$rep.err"; then
-        json='{"diverged":true}'
-      else
-        echo "straggler.sh: $name rep $rep failed (see $out/$name-$rep.err):" >&2
-        tail -n 3 "$out/$name-$rep.err" >&2
-        json='{"failed":true}'
-        failed=$((failed + 1))
-      fi
-    fi
-    /usr/bin/python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(mode=sys.argv[2], rep=int(sys.argv[3])); print(json.dumps(r))' \
-      "$json" "$name" "$rep" | tee -a "$out/runs.jsonl" >/dev/null
-    echo "rep $rep $name: $(tail -1 "$out/runs.jsonl" | cut -c1-160)" >&2
-  done
-done
-/usr/bin/python3 - "$out/runs.jsonl" "$straggler" "$virtual" "$failed" <<'PY'
+# The table of the runs so far: at the end, or where a time limit stops the
+# runs (timeout's TERM): cut off, the whole table was lost with them.
+table() {
+python3 - "$out/runs.jsonl" "$straggler" "$virtual" "$failed" <<'PY'
 import json, math, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 modes = ["BSP", "SSP3-DC-a", "async-DC-a"]
@@ -96,3 +75,30 @@ if int(sys.argv[4]):
     print(f"{sys.argv[4]} run(s) failed other than by diverging (see their .err files)")
     sys.exit(1)
 PY
+}
+trap 'echo "straggler.sh: stopped: the table holds the runs so far" >&2; table; exit 124' TERM
+for rep in $(seq 1 "$reps"); do
+  for m in "${modes[@]}"; do
+    name=${m%%:*}
+    read -r -a flags <<<"${m#*:}"
+    seed=()
+    [ -z "$virtual" ] || seed=(--seed "$rep")
+    if ! json=$("$train" "${flags[@]}" --straggler "$straggler" "${seed[@]}" --json --out "$out/$name-$rep" \
+      "${extra[@]}" 2>"$out/$name-$rep.err" | tail -1); then
+      # Only a run the loss stopped diverged; any other failure is said, its
+      # cell marked, and the rest still run (a lent machine's minutes).
+      if grep -q 'the loss is' "$out/$name-$rep.err"; then
+        json='{"diverged":true}'
+      else
+        echo "straggler.sh: $name rep $rep failed (see $out/$name-$rep.err):" >&2
+        tail -n 3 "$out/$name-$rep.err" >&2
+        json='{"failed":true}'
+        failed=$((failed + 1))
+      fi
+    fi
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(mode=sys.argv[2], rep=int(sys.argv[3])); print(json.dumps(r))' \
+      "$json" "$name" "$rep" | tee -a "$out/runs.jsonl" >/dev/null
+    echo "rep $rep $name: $(tail -1 "$out/runs.jsonl" | cut -c1-160)" >&2
+  done
+done
+table

@@ -9,7 +9,10 @@
 #    crashed left an earlier invocation's file, taken as this one's;
 #  - bench/device_check.sh, the lent machine's one call, runs both from a
 #    bundle (bin/, data/, env.sh) and returns at most six files;
-#  - a failed ps_grid cell does not stop the rest of the grid.
+#  - a failed ps_grid cell does not stop the rest of the grid, and a grid
+#    its time limit stops still tables what it finished;
+#  - bench/bundle_check.sh keeps the programs device_check runs and refuses
+#    a bundle without the dataset.
 #   check_check_scripts.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 build=$(realpath "$1")
@@ -60,6 +63,23 @@ grep -q 'scale/train.jsonl' "$work/raw.list" || fail "raw.tgz lacks the training
 echo "ok: device_check runs from a bundle (its env.sh and data), counts a run that printed its summary and" \
   "exited 3 as failed (exit $status), and returns $files"
 
+# bench/bundle_check.sh readies a bundle before the call: it keeps the four
+# programs device_check runs, and refuses one without the dataset.
+ready=$work/ready
+mkdir -p "$ready/bin" "$ready/data"
+for tool in bench/rdmaps-perf src/rdmaps-train src/rdmaps-info tests/gpu_tests tests/ps_tests; do
+  ln -s "$build/$tool" "$ready/bin/"
+done
+if why=$("$source/bench/bundle_check.sh" "$ready" 2>&1); then fail "a bundle without the dataset was ready: $why"; fi
+grep -q "data/ holds 0 of the 4 Fashion-MNIST files" <<<"$why" || fail "no data/ was not named: $why"
+for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+  : >"$ready/data/$f.gz"
+done
+"$source/bench/bundle_check.sh" "$ready" >"$work/ready.out" 2>&1 || fail "bundle_check refused: $(cat "$work/ready.out")"
+[ "$(ls "$ready/bin" | tr '\n' ' ')" = "gpu_tests rdmaps-info rdmaps-perf rdmaps-train " ] ||
+  fail "bundle_check kept: $(ls "$ready/bin")"
+echo "ok: bundle_check keeps the four programs and refuses a bundle without the dataset"
+
 # A failed ps_grid cell is said and the rest of the grid still runs and is tabled.
 cat >"$work/perf" <<'SH'
 #!/bin/sh
@@ -75,6 +95,22 @@ fi
 [[ $grid == *"| 1 M | sgd | 1 | 1 |"* && $grid == *"1 launch(es) failed"* ]] ||
   fail "ps_grid stopped at its failed cell instead of running and tabling the rest: $grid"
 echo "ok: ps_grid runs the rest of its grid past a failed cell and says so"
+
+# A grid its time limit stops (timeout's TERM) still tables the launches it
+# finished: the whole table was lost with it, and a lent machine's part with it.
+cat >"$work/slow-perf" <<SH
+#!/bin/sh
+[ -e "$work/slow-perf.once" ] && exec sleep 60
+: >"$work/slow-perf.once"
+exec "$work/perf" "\$@"
+SH
+chmod +x "$work/slow-perf"
+grid=$(PERF="$work/slow-perf" RULES="sgd dc-asgd-a" FLOATS=1M WORKERS=1 THREADS=1 \
+  timeout -k 10 3 "$source/bench/ps_grid.sh" . "$work/grid-cut.jsonl" 2>&1)
+status=$?
+[ $status -eq 124 ] && [[ $grid == *"| 1 M | sgd | 1 | 1 |"* && $grid == *"the table holds the launches so far"* ]] ||
+  fail "a grid stopped by its time limit (exit $status) did not table what it finished: $grid"
+echo "ok: ps_grid stopped by its time limit tables the launches it finished"
 
 # Where a GPU is, gpu_check runs everything (minutes): the gpu-check test does that.
 "$build/bench/rdmaps-perf" gpu --floats 1K --push-floats 1K --iters 1 >/dev/null 2>&1

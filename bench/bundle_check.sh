@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Readies a bundle for a lent GPU machine's one call (docs/benchmarks.md
+# "Reproduce"), here, before the call: keeps only the programs
+# bench/device_check.sh runs (a CUDA build's other test programs took 12 of
+# the 64 MiB the call carries), and refuses a bundle that lacks one of them
+# or the dataset (every training run there would fail), or that would not fit
+# beside the repository's tracked files.
+#
+#   bench/bundle_check.sh BUNDLE
+set -euo pipefail
+bundle=${1:?usage: bench/bundle_check.sh BUNDLE}
+fail() { echo "bundle_check.sh: $bundle: $*" >&2; exit 1; }
+[ -d "$bundle/bin" ] || fail "not a bundle (no bin/ folder in it)"
+programs=(rdmaps-perf rdmaps-train rdmaps-info gpu_tests)
+keep=()
+for p in "${programs[@]}"; do keep+=(! -name "$p"); done
+find "$bundle/bin" -mindepth 1 -maxdepth 1 "${keep[@]}" -exec rm -rf {} +
+for p in "${programs[@]}"; do
+  [ -x "$bundle/bin/$p" ] || fail "no bin/$p (build with -Dcuda=enabled, then bundle that build)"
+done
+files=$(find "$bundle/data" -name '*-idx[13]-ubyte*' 2>/dev/null | wc -l)
+[ "$files" -ge 4 ] || fail "data/ holds $files of the 4 Fashion-MNIST files (bundle them: the training runs need them)"
+# The call carries the bundle and the repository's tracked files, 64 MiB in all.
+bundle_bytes=$(du -sb "$bundle" | cut -f1)
+repo=$(cd "$(dirname "$0")/.." && pwd)
+repo_bytes=$(git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 stat -c %s 2>/dev/null) | awk '{ s += $1 } END { print s + 0 }')
+total=$((bundle_bytes + repo_bytes))
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
+[ "$total" -lt $((63 * 1048576)) ] ||
+  fail "$(mib "$bundle_bytes") with the repository's $(mib "$repo_bytes") is $(mib "$total"): over the 64 MiB a call carries (less a MiB to spare)"
+echo "bundle_check.sh: $bundle ready: ${programs[*]}, $files data files; $(mib "$bundle_bytes") + the repository's $(mib "$repo_bytes") = $(mib "$total") of 64 MiB"
