@@ -10,20 +10,22 @@
 set -euo pipefail
 bundle=${1:?usage: bench/bundle_check.sh BUNDLE}
 fail() { echo "bundle_check.sh: $bundle: $*" >&2; exit 1; }
-[ -d "$bundle/bin" ] || fail "not a bundle (no bin/ folder in it)"
+# A bundle has bin/, data/ and env.sh: anything else (a bin/ of the system's)
+# is never pruned.
+[ -d "$bundle/bin" ] && [ -f "$bundle/env.sh" ] || fail "not a bundle (it needs bin/ and env.sh)"
 programs=(rdmaps-perf rdmaps-train rdmaps-info gpu_tests)
-keep=()
-for p in "${programs[@]}"; do keep+=(! -name "$p"); done
-find "$bundle/bin" -mindepth 1 -maxdepth 1 "${keep[@]}" -exec rm -rf {} +
 for p in "${programs[@]}"; do
   [ -x "$bundle/bin/$p" ] || fail "no bin/$p (build with -Dcuda=enabled, then bundle that build)"
 done
-files=$(find "$bundle/data" -name '*-idx[13]-ubyte*' 2>/dev/null | wc -l)
+files=$({ find "$bundle/data" -name '*-idx[13]-ubyte*' 2>/dev/null || true; } | wc -l)
 [ "$files" -ge 4 ] || fail "data/ holds $files of the 4 Fashion-MNIST files (bundle them: the training runs need them)"
+keep=()
+for p in "${programs[@]}"; do keep+=(! -name "$p"); done
+find "$bundle/bin" -mindepth 1 -maxdepth 1 "${keep[@]}" -exec rm -rf {} +
 # The call carries the bundle and the repository's tracked files, 64 MiB in all.
 bundle_bytes=$(du -sb "$bundle" | cut -f1)
 repo=$(cd "$(dirname "$0")/.." && pwd)
-repo_bytes=$(git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 stat -c %s 2>/dev/null) | awk '{ s += $1 } END { print s + 0 }')
+repo_bytes=$(git -C "$repo" ls-files -z | (cd "$repo" && xargs -0 stat -c %s 2>/dev/null || true) | awk '{ s += $1 } END { print s + 0 }')
 total=$((bundle_bytes + repo_bytes))
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 [ "$total" -lt $((63 * 1048576)) ] ||

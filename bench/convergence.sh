@@ -98,9 +98,9 @@ run_one() {  # N DELAY RULE SEED: the run's one JSON line into its own result.js
   if json=$("$train" --seed "$seed" --epochs "$epochs" --json --out "$dir" "${extra[@]}" "${mode[@]}" \
       2>"$log" | tail -1); then
     :
-  elif grep -q 'the loss is' "$log"; then
+  elif grep -q 'training diverged' "$log"; then  # a step's loss, or the final model's
     # A diverged run stops with the reason (the loss turned NaN); record it as such.
-    json="{\"diverged\":true,\"why\":$(grep -m1 -o 'the loss is.*' "$log" | /usr/bin/python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}"
+    json="{\"diverged\":true,\"why\":$(grep -m1 -o 'the [^:]*loss is.*' "$log" | /usr/bin/python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')}"
   else  # a bad flag, missing data, a kill: not a data point, and the table must not call it divergence
     echo "convergence.sh: run n=$n delay=$delay rule=$rule seed=$seed failed (see $log):" >&2
     tail -n 3 "$log" >&2

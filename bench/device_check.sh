@@ -48,7 +48,11 @@ out=$(cd "$out" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/rdmaps-device-check.XXXXXX")
 # What both wrote goes back however this ends (a call cut short at its limit too).
 trap 'tar czf "$out/raw.tgz" -C "$work" . 2>/dev/null; rm -rf "$work"' EXIT
-trap 'echo "device_check.sh: stopped after $SECONDS s; what finished is in $out" >&2; exit 124' TERM INT
+# Each check runs in the background and is waited for, so that this trap runs
+# at once (a trap waits for a foreground child) and stops the check with it.
+child=""
+trap 'echo "device_check.sh: stopped after $SECONDS s; what finished is in $out" >&2
+  [ -z "$child" ] || kill -TERM "$child" 2>/dev/null; exit 124' TERM INT
 # collect FILES...: each one there into OUT, now (a later step may not end).
 collect() {
   local f
@@ -72,8 +76,11 @@ collect() {
 status=0
 gpu_budget=$((budget * 2 / 5 < 210 ? budget * 2 / 5 : 210))
 "$here/gpu_check.sh" --bin "$bundle" --out "$work/gpu" --budget "$gpu_budget" "${quick[@]}" \
-  >"$work/gpu_check.txt" 2>&1
+  >"$work/gpu_check.txt" 2>&1 &
+child=$!
+wait "$child"
 gpu_status=$?
+child=""
 collect gpu/gpu_check.json gpu/gpu_check.log
 echo "gpu_check exit $gpu_status after $SECONDS s" >>"$out/machine.txt"
 # 77: no GPU here; the multi-core figures still come.
@@ -81,7 +88,10 @@ echo "gpu_check exit $gpu_status after $SECONDS s" >>"$out/machine.txt"
 left=$((budget - SECONDS - 15))
 if [ $left -ge 30 ]; then
   "$here/scale_check.sh" --bin "$bundle" --out "$work/scale" --budget "$left" "${quick[@]}" \
-    >"$work/scale_check.txt" 2>&1 || status=1
+    >"$work/scale_check.txt" 2>&1 &
+  child=$!
+  wait "$child" || status=1
+  child=""
   collect scale/scale_check.md scale/scale_check.log
 else
   echo "device_check.sh: scale_check not run: $left s of the budget left" | tee "$work/scale_check.txt"

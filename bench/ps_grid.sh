@@ -51,7 +51,7 @@ if int(sys.argv[2]):
     sys.exit(1)
 EOF
 }
-trap 'echo "ps_grid.sh: stopped: the table holds the launches so far" >&2; table; exit 124' TERM
+trap 'echo "ps_grid.sh: stopped: the table holds the launches so far" >&2; table || true; exit 124' TERM
 for ((r = 1; r <= repeats; r++)); do
   for floats in "${sizes[@]}"; do
     for rule in "${rules[@]}"; do

@@ -92,7 +92,7 @@ train_runs() {
       # --expect-accuracy's exit 3: a run that printed one may still have failed.
       # Only a run the loss stopped diverged (convergence.sh's rule).
       if [ $status -ne 0 ]; then
-        if grep -q 'the loss is' "$err"; then json='{"diverged":true}'; else json="{\"failed\":true,\"exit\":$status}"; fi
+        if grep -q 'training diverged' "$err"; then json='{"diverged":true}'; else json="{\"failed\":true,\"exit\":$status}"; fi
       fi
     fi
     /usr/bin/env python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(run=sys.argv[2], seed=int(sys.argv[3])); print(json.dumps(r))' \

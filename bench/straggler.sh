@@ -50,14 +50,16 @@ for rep in sorted({r["rep"] for r in runs}):
     by = {r["mode"]: r for r in runs if r["rep"] == rep}
     cells = []
     for m in modes:
-        r = by.get(m, {"diverged": True})
-        cells.append("failed (see its .err)" if r.get("failed") else "diverged" if r.get("diverged") else
+        # A mode a time limit stopped before it ran (the table of a cut-off run) is not run, not diverged.
+        r = by.get(m, {"not_run": True})
+        cells.append("not run" if r.get("not_run") else "failed (see its .err)" if r.get("failed") else
+                     "diverged" if r.get("diverged") else
                      ("never" if t(r) is None else f"{round(t(r), 2)} {unit}") + f" / {100 * r['final_test_accuracy']:.2f} % / {r[total]:.1f}")
     def ratio(a, b, key):
         # A mode that never reached 85 % where the other did counts (inf, or 0):
         # left out, a missed target looked met in the medians.
-        ra, rb = by.get(a, {"diverged": True}), by.get(b, {"diverged": True})
-        if ra.get("failed") or rb.get("failed"):  # says nothing of the mode: left out
+        ra, rb = by.get(a, {"not_run": True}), by.get(b, {"not_run": True})
+        if any(r.get("failed") or r.get("not_run") for r in (ra, rb)):  # says nothing of the mode: left out
             return "—"
         x, y = t(ra), t(rb)
         if x is None and y is None:
@@ -76,7 +78,7 @@ if int(sys.argv[4]):
     sys.exit(1)
 PY
 }
-trap 'echo "straggler.sh: stopped: the table holds the runs so far" >&2; table; exit 124' TERM
+trap 'echo "straggler.sh: stopped: the table holds the runs so far" >&2; table || true; exit 124' TERM
 for rep in $(seq 1 "$reps"); do
   for m in "${modes[@]}"; do
     name=${m%%:*}
@@ -87,7 +89,7 @@ for rep in $(seq 1 "$reps"); do
       "${extra[@]}" 2>"$out/$name-$rep.err" | tail -1); then
       # Only a run the loss stopped diverged; any other failure is said, its
       # cell marked, and the rest still run (a lent machine's minutes).
-      if grep -q 'the loss is' "$out/$name-$rep.err"; then
+      if grep -q 'training diverged' "$out/$name-$rep.err"; then
         json='{"diverged":true}'
       else
         echo "straggler.sh: $name rep $rep failed (see $out/$name-$rep.err):" >&2

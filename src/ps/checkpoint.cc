@@ -279,44 +279,6 @@ void check_checkpoint_dir(const std::string& dir) {
 }
 
 namespace {
-// A forked child that never execs (a DataLoader worker, a helper of the
-// trainer) shares each lock's open file description, and a flock goes only
-// once every descriptor of it is closed: a child that outlived its server
-// held the directory, and the restarted server was refused, naming the dead
-// one's pid. The child closes its copies at once (never LOCK_UN: that
-// releases the parent's lock too).
-class HeldLocks {
- public:
-  static HeldLocks& get() {
-    static HeldLocks locks;
-    return locks;
-  }
-  void add(int* fd) {
-    std::lock_guard<std::mutex> lock(mu_);
-    fds_.push_back(fd);
-  }
-  void remove(int* fd) {
-    std::lock_guard<std::mutex> lock(mu_);
-    std::erase(fds_, fd);
-  }
-
- private:
-  HeldLocks() {
-    ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
-                     [] {
-                       HeldLocks& h = get();
-                       for (int* fd : h.fds_) {
-                         ::close(*fd);
-                         *fd = -1;
-                       }
-                       h.fds_.clear();
-                       h.mu_.unlock();  // the child's one thread is the one that forked, holding it
-                     });
-  }
-  std::mutex mu_;
-  std::vector<int*> fds_;  // the live CheckpointDirLocks' descriptors
-};
-
 // Opens and locks `path`, writing this process's pid into it; throws naming
 // the holder when another process has it.
 int take_lock(const std::string& path, const std::string& dir, uint32_t index) {
@@ -344,18 +306,62 @@ int take_lock(const std::string& path, const std::string& dir, uint32_t index) {
     const ssize_t n = ::pwrite(fd, pid.data(), pid.size(), 0);
   return fd;
 }
+
+// A forked child that never execs (a DataLoader worker, a helper of the
+// trainer) shares each lock's open file description, and a flock goes only
+// once every descriptor of it is closed: a child that outlived its server
+// held the directory, and the restarted server was refused, naming the dead
+// one's pid. The child closes its copies at once (never LOCK_UN: that
+// releases the parent's lock too).
+class HeldLocks {
+ public:
+  static HeldLocks& get() {
+    // Never destroyed: a lock of a static object may go after it, at exit.
+    static HeldLocks* const locks = new HeldLocks;
+    return *locks;
+  }
+  /// Takes the lock into *fd, replacing one held there: no fork between the
+  /// descriptor's opening and its registration (the child kept that one).
+  void take(int* fd, const std::string& path, const std::string& dir, uint32_t index) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const int taken = take_lock(path, dir, index);
+    if (*fd >= 0) ::close(*fd);
+    *fd = taken;
+    if (std::find(fds_.begin(), fds_.end(), fd) == fds_.end()) fds_.push_back(fd);
+  }
+  /// Closes *fd (the lock goes with it) and forgets it.
+  void release(int* fd) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::erase(fds_, fd);
+    if (*fd >= 0) ::close(*fd);  // -1 in a forked child: closed at the fork
+    *fd = -1;
+  }
+
+ private:
+  HeldLocks() {
+    ::pthread_atfork([] { get().mu_.lock(); }, [] { get().mu_.unlock(); },
+                     [] {
+                       HeldLocks& h = get();
+                       for (int* fd : h.fds_) {
+                         ::close(*fd);
+                         *fd = -1;
+                       }
+                       h.fds_.clear();
+                       h.mu_.unlock();  // the child's one thread is the one that forked, holding it
+                     });
+  }
+  std::mutex mu_;
+  std::vector<int*> fds_;  // the live CheckpointDirLocks' descriptors
+};
+
 }  // namespace
 
 CheckpointDirLock::CheckpointDirLock(const std::string& dir, uint32_t index)
     : dir_(dir), path_(dir + "/server-" + std::to_string(index) + ".lock"), index_(index) {
-  fd_ = take_lock(path_, dir_, index_);
-  HeldLocks::get().add(&fd_);
+  HeldLocks::get().take(&fd_, path_, dir_, index_);
 }
 
-CheckpointDirLock::~CheckpointDirLock() {
-  HeldLocks::get().remove(&fd_);
-  if (fd_ >= 0) ::close(fd_);  // the lock goes with the descriptor (-1 in a forked child: closed at the fork)
-}
+CheckpointDirLock::~CheckpointDirLock() { HeldLocks::get().release(&fd_); }  // the lock goes with the descriptor
 
 bool CheckpointDirLock::retake_if_replaced() {
   struct stat held {
@@ -366,9 +372,7 @@ bool CheckpointDirLock::retake_if_replaced() {
   // Deleted (with its directory, say) or replaced: the lock held guards a
   // file no other server finds, so take the one they would.
   make_dir(dir_, "cannot create the checkpoint directory again");
-  const int fd = take_lock(path_, dir_, index_);
-  ::close(fd_);
-  fd_ = fd;
+  HeldLocks::get().take(&fd_, path_, dir_, index_);
   return true;
 }
 

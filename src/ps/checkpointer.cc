@@ -29,8 +29,10 @@ void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence, u
   base_ = base;
   sequence_ = last_sequence;
   // Carried by every checkpoint: a restart with --resume after a run without
-  // it pruned the earlier job's files that run had promised to keep.
-  earlier_job_ = earlier_job;
+  // it pruned the earlier job's files that run had promised to keep. Below
+  // the one resumed (one copied to a lower name keeps its number inside, and
+  // the files written after it read as damaged).
+  earlier_job_ = last_sequence ? std::min(earlier_job, last_sequence - 1) : 0;
   resumed_ = last_sequence != 0;
   if (last_sequence) good_.push_back(last_sequence);
   // Files numbered past the one resumed from (unreadable ones, or an earlier

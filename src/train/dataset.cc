@@ -98,7 +98,8 @@ class IdxFile {
   // gzread ends quietly where the input was all read before the stream's
   // end: a file cut by its 8-byte trailer was taken, its CRC never checked
   // (and bytes after the gzip data were ignored). inflate() says so: each
-  // member must reach its end, and nothing but another member may follow.
+  // member must reach its end, and nothing but another member may follow,
+  // or zeros (padding, which gzip -d ignores too).
   void check_gzip_trailers() const {
     std::unique_ptr<FILE, int (*)(FILE*)> in(std::fopen(path_.c_str(), "rb"), &std::fclose);
     if (!in) throw Error(Errc::kIo, "cannot open " + path_ + ": " + std::strerror(errno));
@@ -114,7 +115,13 @@ class IdxFile {
         z.next_in = input.data();
         z.avail_in = static_cast<uInt>(n);
       }
-      if (member_ended) inflateReset(&z);
+      if (member_ended) {
+        if (z.next_in[0] != 0x1f) {  // no gzip member's magic
+          if (zeros_to_end(z.next_in, z.avail_in, in.get())) return;
+          throw corrupt("bytes after the gzip data", "its end");
+        }
+        inflateReset(&z);
+      }
       z.next_out = output.data();
       z.avail_out = static_cast<uInt>(output.size());
       const int ret = inflate(&z, Z_NO_FLUSH);
@@ -124,6 +131,16 @@ class IdxFile {
     }
     if (std::ferror(in.get())) throw Error(Errc::kIo, "cannot read " + path_ + ": " + std::strerror(errno));
     if (!member_ended) throw corrupt("the file ends before its gzip trailer (CRC-32 and length)", "its end");
+  }
+
+  static bool zeros_to_end(const unsigned char* p, size_t n, FILE* in) {
+    unsigned char rest[4096];
+    do {
+      if (std::any_of(p, p + n, [](unsigned char b) { return b != 0; })) return false;
+      n = std::fread(rest, 1, sizeof(rest), in);
+      p = rest;
+    } while (n > 0);
+    return true;
   }
 
   std::string path_;

@@ -365,8 +365,9 @@ Options parse_options(int argc, char** argv) {
     } else if (delay->count() > 0) {
       bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
     }
-    // A setting that does nothing without another is refused (docs/cluster.md).
-    if (!o.compare && o.role != "server" && config_of(o).skip_pulls && o.staleness == "inf")
+    // A setting that does nothing without another is refused (docs/cluster.md);
+    // --compare's children get it for every variant, its async ones too.
+    if (!o.compare && o.report_fd < 0 && o.role != "server" && config_of(o).skip_pulls && o.staleness == "inf")
       bad_flag("--skip-pulls",
                "skips pulls while a copy is within the staleness bound: fully async (--async, the "
                "default) has none; give --staleness S");

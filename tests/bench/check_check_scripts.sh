@@ -70,6 +70,10 @@ mkdir -p "$ready/bin" "$ready/data"
 for tool in bench/rdmaps-perf src/rdmaps-train src/rdmaps-info tests/gpu_tests tests/ps_tests; do
   ln -s "$build/$tool" "$ready/bin/"
 done
+# A folder with a bin/ but no env.sh (~/.local, say) is no bundle: nothing in it is pruned.
+if why=$("$source/bench/bundle_check.sh" "$ready" 2>&1); then fail "a folder without env.sh was a bundle: $why"; fi
+[ -e "$ready/bin/ps_tests" ] || fail "bundle_check pruned a folder that is no bundle: $why"
+: >"$ready/env.sh"
 if why=$("$source/bench/bundle_check.sh" "$ready" 2>&1); then fail "a bundle without the dataset was ready: $why"; fi
 grep -q "data/ holds 0 of the 4 Fashion-MNIST files" <<<"$why" || fail "no data/ was not named: $why"
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
