@@ -46,6 +46,10 @@ void ClientImpl::connect() {
     return;
   }
   if (declared_.empty()) throw Error(Errc::kInvalidArgument, "connect() with no tensor declared");
+  if (declared_.size() > kMaxTensors)  // short names fit the Hello's bytes: the server refused it, saying less
+    throw Error(Errc::kInvalidArgument, "connect(): " + std::to_string(declared_.size()) +
+                                            " tensors declared, over the " + std::to_string(kMaxTensors) +
+                                            " a server accepts: declare fewer (one per layer, say)");
   // Said here, naming the table: the server would drop an oversized Hello
   // and the control channel refuse to send it, neither saying why.
   Hello table;
@@ -300,10 +304,11 @@ void ClientImpl::offer_late_landings() {
 
 void ClientImpl::clock(bool barrier) {
   require_connected(barrier ? "barrier" : "clock");
+  flush_gathered();  // the clock goes behind every push of the step
+  // Timed once the flush went: a clock that failed there ended no iteration.
   const auto now = Clock::now();
   if (stats_.clocks) stats_.last_step_seconds = std::chrono::duration<double>(now - last_clock_call_).count();
   last_clock_call_ = now;
-  flush_gathered();  // the clock goes behind every push of the step
   ++clock_;
   ++stats_.clocks;
   std::vector<transport::Request>& inflight = inflight_;

@@ -19,7 +19,6 @@ constexpr uint32_t kWelcomeTag = 0x4d4c4557;      // "WELM"
 constexpr uint32_t kLaneHelloTag = 0x484e414c;    // "LANH"
 constexpr uint32_t kLaneWelcomeTag = 0x574e414c;  // "LANW"
 constexpr size_t kMaxLanes = 4096;
-constexpr size_t kMaxTensors = 1u << 20;
 constexpr size_t kMaxName = kMaxTensorName;  // and refusal reasons
 constexpr size_t kMaxRegion = 64 * 1024;
 

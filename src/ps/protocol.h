@@ -104,6 +104,8 @@ constexpr size_t kMaxTensorName = 4096;
 constexpr uint64_t kMaxTensorFloats = 1ull << 40;
 /// Largest Hello a server reads: a table of about 100,000 tensors with long names.
 constexpr size_t kMaxHelloBytes = 16u << 20;
+/// Most tensors a Hello declares (a server refuses more).
+constexpr size_t kMaxTensors = 1u << 20;
 /// Most landing regions a LaneHello carries; memory registered beyond them
 /// takes the copy from the receive region.
 constexpr size_t kMaxLandingRegions = 1024;

@@ -2708,6 +2708,22 @@ TEST(ClientConnect, ATableTooLargeToAnnounceIsRefusedNamingItsTensors) {
   EXPECT_NE(what.find("over the 16777216 a server reads"), std::string::npos) << what;
 }
 
+// More tensors than a server accepts, with names short enough for the
+// Hello's bytes, are refused by connect() naming the count and the limit
+// (the server refused the Hello, and the worker heard less).
+TEST(ClientConnect, MoreTensorsThanAServerAcceptsAreRefusedNamingTheLimit) {
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(free_listen_port())};
+  o.config = fault_config(transport::TransportKind::kTcp);
+  Client client(o);
+  constexpr int kTensors = (1 << 20) + 1;
+  for (int i = 0; i < kTensors; ++i) client.declare(std::to_string(i), 1);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("connect(): 1048577 tensors declared, over the 1048576 a server accepts"), std::string::npos)
+      << what;
+}
+
 // A server whose soft limit on open files is extra.at(0) above what it has
 // open once it listens.
 RDMAPS_TEST_PEER(tight_files_server) {
