@@ -162,6 +162,12 @@ class Client {
   /// Like every call here, for the owning thread only (the metrics endpoint
   /// reads a copy that each call publishes).
   ClientStats stats() const;
+  /// This worker's messages the servers rejected (a non-finite gradient
+  /// under Config::check_nan, a malformed message; each is logged by its
+  /// server): not applied, though the call that sent it returned. Counted
+  /// as the servers report them back with their credits: after a pull, a
+  /// push before it is.
+  uint64_t messages_rejected() const;
   /// Where GET /metrics is served (the real port when asked for 0); "" when off.
   std::string metrics_address() const;
 

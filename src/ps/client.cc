@@ -474,6 +474,10 @@ ClientStats Client::stats() const {
   Turn t{*impl_, "stats"};
   return impl_->stats();
 }
+uint64_t Client::messages_rejected() const {
+  Turn t{*impl_, "messages_rejected"};
+  return impl_->messages_rejected();
+}
 std::string Client::metrics_address() const { return impl_->metrics_address(); }
 
 }  // namespace rdmaps

@@ -161,6 +161,13 @@ class ClientImpl {
   }
   uint64_t clock_value() const { return clock_; }
   ClientStats stats() const { return stats_; }
+  uint64_t messages_rejected() const {
+    uint64_t n = rejected_closed_;
+    for (const auto& link : links_)
+      if (link.receive)
+        for (const auto& lane : link.lanes) n += link.load(link.mailbox(lane).rejected);
+    return n;
+  }
   /// Set once a server did not come back (or came back without the job):
   /// every later call fails with it instead of using a half-made connection.
   const std::optional<Error>& broken() const { return broken_; }
@@ -413,6 +420,7 @@ class ClientImpl {
   std::vector<int> device_;                   // by target of pulling_: its GPU, -1 for host memory
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
   ClientStats stats_;
+  uint64_t rejected_closed_ = 0;  // messages_rejected() of the connections closed
   // A pull under way: its counters as they were before it (what publish() shows meanwhile).
   std::optional<PullCounters> pull_counters_before_;
   Clock::time_point last_clock_call_{};

@@ -1816,6 +1816,28 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
         << said;
 }
 
+// A push the server rejects (a NaN under check_nan) returned as if applied,
+// and nothing on the worker said otherwise: its stats count it now.
+TEST_P(PsFaultTest, APushTheServerRejectsIsCountedByTheWorker) {
+  const Config c = fault_config(GetParam());
+  ServerGroup servers(1, 1, c);
+  Client client(local_worker_options(servers.addresses(), c));
+  client.declare("w", kFaultShard);
+  client.connect();
+  std::vector<float> w(kFaultShard, 1.0f), got(kFaultShard);
+  client.init("w", w);
+  std::vector<float> bad(kFaultShard, 1.0f);
+  bad[kFaultShard / 2] = std::nanf("");
+  client.push("w", bad);
+  client.pull("w", got);  // after the push: its lane took it in, and said so with the credit
+  EXPECT_EQ(got, w) << "the rejected push was applied";
+  EXPECT_EQ(client.messages_rejected(), 1u);
+  client.push("w", std::vector<float>(kFaultShard, 0.0f));
+  client.pull("w", got);
+  EXPECT_EQ(client.messages_rejected(), 1u) << "a good push counted as rejected";
+  EXPECT_EQ(servers.server(0).stats().rejected, 1u);
+}
+
 // Memory registered while this worker's pushes are being rejected is still
 // taken: register_memory() waited for a landing region until the lane's
 // count of rejections grew, and a rejected push (NaN, --check-nan) counted;
