@@ -122,6 +122,7 @@ void CommThread::loop() {
       Snapshot s;
       try {
         s.stats = client_.stats();
+        s.messages_rejected = client_.messages_rejected();
         s.clock = client_.clock_value();
       } catch (...) {  // out of memory for its strings: that read fails, not the thread
         s.error = std::current_exception();

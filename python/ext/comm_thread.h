@@ -43,6 +43,7 @@ class CommThread {
   /// Client refuses a call from another one while an operation runs.
   struct Snapshot {
     ClientStats stats;
+    uint64_t messages_rejected = 0;  // Client::messages_rejected()
     uint64_t clock = 0;
     std::exception_ptr error;  // the read failed (out of memory): its taker's, not wait_all()'s
   };

@@ -157,7 +157,7 @@ size_t floats_of_bytes(uint64_t nbytes, const char* op, const std::string& name)
   return nbytes / sizeof(float);
 }
 
-py::dict client_stats_dict(const ClientStats& s) {
+py::dict client_stats_dict(const ClientStats& s, uint64_t messages_rejected) {
   py::dict d;
   d["pushes"] = s.pushes;
   d["push_bytes"] = s.push_bytes;
@@ -171,6 +171,7 @@ py::dict client_stats_dict(const ClientStats& s) {
   d["push_paths"] = s.push_paths;
   d["reconnects"] = s.reconnects;
   d["pushes_lost"] = s.pushes_lost;
+  d["messages_rejected"] = messages_rejected;  // pushes (and other messages) the servers refused
   d["last_step_seconds"] = s.last_step_seconds;
   d["gpu_path"] = s.gpu_path;
   d["servers_resumed"] = s.servers_resumed;
@@ -387,7 +388,10 @@ class Worker {
   }
   // Waits for the queued operations but not on their errors: after a server
   // died, pushes_lost is what one reads.
-  py::dict stats() { return client_stats_dict(snapshot().stats); }
+  py::dict stats() {
+    const CommThread::Snapshot s = snapshot();
+    return client_stats_dict(s.stats, s.messages_rejected);
+  }
   // Sends the goodbye; the worker is unusable afterwards. Calls in progress on
   // other threads are interrupted (they raise rdmaps.Error, code 'cancelled')
   // and waited for: freeing the client under them crashed the process. So are
@@ -449,7 +453,7 @@ class Worker {
     Use use(*this);
     if (!comm_) {
       no_connect_under_way();
-      if (!comm_) return {client_->stats(), client_->clock_value(), nullptr};
+      if (!comm_) return {client_->stats(), client_->messages_rejected(), client_->clock_value(), nullptr};
     }
     const CommThread::Ticket t = comm().submit_snapshot();
     interruptible(t, {}, [&] { return comm_->finished_for(t, kSignalCheck); });

@@ -439,6 +439,33 @@ class ModuleTest(unittest.TestCase):
             worker.close()
 
 
+class RejectedPushTest(unittest.TestCase):
+    # A push the server refuses (a NaN under check_nan) returned as if
+    # applied, and stats() said nothing of it.
+    def test_a_push_the_server_rejects_is_counted(self):
+        served = ServerThread(rule="sgd", lr=0.5, shard_floats=1000, check_nan=True)
+        worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, rule="sgd", lr=0.5,
+                               shard_floats=1000, check_nan=True, timeout=30)
+        try:
+            worker.declare("w", 1000)
+            worker.connect()
+            w0 = np.ones(1000, dtype=np.float32)
+            worker.init("w", w0)
+            bad = np.ones(1000, dtype=np.float32)
+            bad[500] = np.nan
+            worker.push("w", bad)
+            out = np.zeros(1000, dtype=np.float32)
+            worker.pull("w", out)
+            np.testing.assert_array_equal(out, w0)
+            self.assertEqual(worker.stats()["messages_rejected"], 1)
+            worker.push("w", np.zeros(1000, dtype=np.float32))
+            worker.pull("w", out)
+            self.assertEqual(worker.stats()["messages_rejected"], 1)
+        finally:
+            worker.close()
+            served.close()
+
+
 class ConfigurationTest(unittest.TestCase):
     def test_unknown_option_names_the_flag(self):
         with self.assertRaisesRegex(rdmaps.InvalidArgument, "'--no-such-option'"):
