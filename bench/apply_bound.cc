@@ -18,7 +18,8 @@ double apply_bound_seconds(const math::UpdateParams& p, uint64_t floats, uint32_
   const UpdateRule rule = p.rule;
   const uint64_t pieces = (floats + shard_floats - 1) / shard_floats;
   threads = static_cast<uint32_t>(std::clamp<uint64_t>(threads, 1, pieces));
-  // First touch by the thread that owns the part, as a lane allocates its own.
+  // Zero-filled here, by one thread, as a server's lanes get memory the constructing
+  // thread made; each thread then writes its own part before it is timed.
   std::vector<float> params(floats), state(math::needs_state(rule) ? floats : 0);
   std::vector<std::vector<float>> backups(workers, std::vector<float>(floats));
   std::vector<double> best(threads, 1e30);
