@@ -406,10 +406,10 @@ Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
   if (!S_ISREG(st.st_mode)) throw Error(Errc::kInvalidArgument, "'" + path + "' is not a regular file");
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   // A table of max_bytes at most: its parameters and state, and a version
-  // word and a state origin per shard (16 bytes a float at --shard-floats 1:
-  // four times the table; an allowance of 2 * max_bytes refused a server's
-  // own checkpoints there). max_bytes may be near 2^64 (--max-bytes):
-  // 6 * max_bytes wrapped.
+  // word and a state origin per shard (24 bytes a float in all at
+  // --shard-floats 1: six times the table; an allowance of 2 * max_bytes
+  // refused a server's own checkpoints there). max_bytes may be near 2^64
+  // (--max-bytes): 6 * max_bytes wrapped.
   if (max_bytes < (UINT64_MAX - kMaxHeaderBytes) / 6 && size > 6 * max_bytes + kMaxHeaderBytes)
     throw Error(Errc::kInvalidArgument, "'" + path + "' is " + std::to_string(size) +
                                             " bytes, more than a table this server accepts could need (--max-bytes)");

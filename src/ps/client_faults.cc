@@ -167,8 +167,7 @@ void ClientImpl::disconnect(ServerLink& link) {
     return ours;
   });
   // The lanes' count of rejected messages starts again with the next connection.
-  if (link.receive)
-    for (const auto& lane : link.lanes) rejected_closed_ += link.load(link.mailbox(lane).rejected);
+  rejected_closed_ += link.rejected();
   for (auto& lane : link.lanes) {
     lane.write_back.abandon(reading);
     by_endpoint_.erase(lane.ep.get());

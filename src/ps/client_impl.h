@@ -112,6 +112,13 @@ struct ServerLink {
   uint64_t load(const uint64_t& field) const {
     return reinterpret_cast<const std::atomic<uint64_t>&>(field).load(std::memory_order_acquire);
   }
+  /// This connection's messages its lanes rejected, as their mailboxes say.
+  uint64_t rejected() const {
+    uint64_t n = 0;
+    if (receive)
+      for (const auto& lane : lanes) n += load(mailbox(lane).rejected);
+    return n;
+  }
   const uint64_t* versions() const {
     return reinterpret_cast<const uint64_t*>(static_cast<const uint8_t*>(receive->data()) +
                                              receive_layout.versions_offset());
@@ -163,9 +170,7 @@ class ClientImpl {
   ClientStats stats() const { return stats_; }
   uint64_t messages_rejected() const {
     uint64_t n = rejected_closed_;
-    for (const auto& link : links_)
-      if (link.receive)
-        for (const auto& lane : link.lanes) n += link.load(link.mailbox(lane).rejected);
+    for (const auto& link : links_) n += link.rejected();
     return n;
   }
   /// Set once a server did not come back (or came back without the job):

@@ -105,6 +105,12 @@ void TrainingWorker::load_batch() {
   }
 }
 
+// The bench scripts recognise a diverged run by "training diverged".
+void TrainingWorker::diverged(const char* what) const {
+  throw Error(Errc::kInvalidArgument,
+              "worker " + std::to_string(o_.worker) + ": " + what + ": training diverged; lower --lr or --lambda0");
+}
+
 void TrainingWorker::push_step() {
   load_batch();
   if (step_ % steps_per_epoch_ == 0) loss_sum_ = 0;
@@ -115,11 +121,10 @@ void TrainingWorker::push_step() {
   auto t0 = Clock::now();
   const double loss = model_.loss_and_gradient(params_, x_.data(), y_.data(), o_.batch, grad_);
   if (!std::isfinite(loss)) {
-    char why[200];
-    std::snprintf(why, sizeof(why),
-                  "worker %u: the loss is %g at step %llu (epoch %.2f): training diverged; lower --lr or --lambda0",
-                  o_.worker, loss, static_cast<unsigned long long>(step_), epoch_progress());
-    throw Error(Errc::kInvalidArgument, why);
+    char what[80];
+    std::snprintf(what, sizeof(what), "the loss is %g at step %llu (epoch %.2f)", loss,
+                  static_cast<unsigned long long>(step_), epoch_progress());
+    diverged(what);
   }
   const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
   compute_s_ += dt;
@@ -177,12 +182,10 @@ void TrainingWorker::finish() {
     // training loss was finite: its chance accuracy (argmax over NaN) was
     // reported, and passed --expect-accuracy 0.05.
     if (const double loss = evaluator_->last_loss(); !std::isfinite(loss)) {
-      char why[200];
-      std::snprintf(why, sizeof(why),
-                    "worker %u: the final model's test loss is %g after step %llu: training diverged; lower --lr or "
-                    "--lambda0",
-                    o_.worker, loss, static_cast<unsigned long long>(step_));
-      throw Error(Errc::kInvalidArgument, why);
+      char what[80];
+      std::snprintf(what, sizeof(what), "the final model's test loss is %g after step %llu", loss,
+                    static_cast<unsigned long long>(step_));
+      diverged(what);
     }
   }
   auto s = client_.stats();

@@ -93,6 +93,8 @@ class TrainingWorker {
   const Client& client() const { return client_; }
 
  private:
+  /// Throws the error of a run whose loss is not finite: `what` says which.
+  [[noreturn]] void diverged(const char* what) const;
   void load_batch();
   void evaluate(double epoch);
   double epoch_progress() const;
