@@ -93,6 +93,12 @@ rdmaps_status rdmaps_client_set_learning_rate(rdmaps_client* client, float lr);
 /** Later pushes take the servers' configured learning rate again. */
 rdmaps_status rdmaps_client_use_server_learning_rate(rdmaps_client* client);
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* client, rdmaps_client_stats* out);
+/** Messages of this worker the servers rejected (a gradient with NaN or Inf
+ *  under --check-nan, a malformed message; each is logged by its server):
+ *  such a push returned RDMAPS_OK and changed no parameter. Counted as the
+ *  servers report them back: after a pull, the pushes before it are; kept
+ *  across reconnects. Not in rdmaps_client_stats: that struct's layout is the ABI. */
+rdmaps_status rdmaps_client_messages_rejected(const rdmaps_client* client, uint64_t* out);
 /** The one call for any thread (a client otherwise serves one thread at a
  *  time, in the process that created it; of two calls at once from two
  *  threads the later fails with RDMAPS_ERR_INVALID_ARGUMENT, whichever thread

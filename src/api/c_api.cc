@@ -413,6 +413,13 @@ rdmaps_status rdmaps_client_get_stats(const rdmaps_client* c, rdmaps_client_stat
   });
 }
 
+rdmaps_status rdmaps_client_messages_rejected(const rdmaps_client* c, uint64_t* out) {
+  return guarded("rdmaps_client_messages_rejected", [&] {
+    require_given({{"client", c}, {"out", out}});
+    *out = c->client->messages_rejected();
+  });
+}
+
 rdmaps_status rdmaps_client_interrupt(rdmaps_client* c) {
   return guarded("rdmaps_client_interrupt", [&] {
     require(c, "client is NULL");

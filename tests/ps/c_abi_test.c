@@ -2,6 +2,7 @@
  * bad input gets a status and a message naming what was wrong, and a worker
  * reconnects to a server restarted from its checkpoint. */
 #define _POSIX_C_SOURCE 200809L /* unsetenv */
+#include <math.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,6 +59,44 @@ static rdmaps_server* start_checkpointing_server(const char* dir, const char* fl
   rdmaps_server_address(server, address, 128);
   pthread_create(thread, NULL, run, server);
   return server;
+}
+
+/* A push the server rejects (NaN under --check-nan) returns RDMAPS_OK, changes
+ * nothing, and is counted by the worker once a pull followed it. */
+static void rejected_push_is_counted(void) {
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp --rule sgd --lr 0.5 --check-nan", 0, 0};
+  rdmaps_server* server = NULL;
+  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "--check-nan server: %s", rdmaps_last_error());
+  if (!server) return;
+  char address[64];
+  rdmaps_server_address(server, address, sizeof(address));
+  pthread_t thread;
+  pthread_create(&thread, NULL, serve, server);
+  rdmaps_client_options co = {address, 0, "--transport tcp --rule sgd --lr 0.5 --check-nan", 10000};
+  rdmaps_client* client = NULL;
+  CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
+  float w[8], g[8], got[8];
+  for (int i = 0; i < 8; ++i) w[i] = 1.0f, g[i] = 1.0f;
+  g[3] = NAN;
+  uint64_t rejected = 99;
+  CHECK(client && rdmaps_client_declare(client, "w", 8) == RDMAPS_OK && rdmaps_client_connect(client) == RDMAPS_OK &&
+            rdmaps_client_init(client, "w", w, 8) == RDMAPS_OK,
+        "connect: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_push(client, "w", g, 8) == RDMAPS_OK && rdmaps_client_pull(client, "w", got, 8) == RDMAPS_OK &&
+            got[0] == 1.0f && got[3] == 1.0f,
+        "the rejected push: %s, w[0] %f", rdmaps_last_error(), got[0]);
+  CHECK(rdmaps_client_messages_rejected(client, &rejected) == RDMAPS_OK && rejected == 1,
+        "%llu messages rejected after one NaN push: %s", (unsigned long long)rejected, rdmaps_last_error());
+  g[3] = 1.0f;
+  CHECK(rdmaps_client_push(client, "w", g, 8) == RDMAPS_OK && rdmaps_client_pull(client, "w", got, 8) == RDMAPS_OK &&
+            got[3] == 0.5f && rdmaps_client_messages_rejected(client, &rejected) == RDMAPS_OK && rejected == 1,
+        "a good push after it: w[3] %f, %llu rejected", got[3], (unsigned long long)rejected);
+  CHECK(rdmaps_client_messages_rejected(client, NULL) == RDMAPS_ERR_INVALID_ARGUMENT &&
+            strstr(rdmaps_last_error(), "rdmaps_client_messages_rejected: out is NULL"),
+        "NULL out: %s", rdmaps_last_error());
+  rdmaps_client_destroy(client);
+  pthread_join(thread, NULL);
+  rdmaps_server_destroy(server);
 }
 
 /* A server stopped (it writes a last checkpoint) and started again with
@@ -628,6 +667,7 @@ int main(void) {
         "the log callback missed the worker's connection: %s", g_log);
   rdmaps_set_log_callback(NULL, NULL);
   CHECK(strcmp(rdmaps_status_name(RDMAPS_ERR_TIMEOUT), "timeout") == 0, "status names");
+  rejected_push_is_counted();
   restart_from_checkpoint();
   final_checkpoint_failure();
   destroy_while_running();
