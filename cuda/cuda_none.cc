@@ -1,5 +1,6 @@
 // CPU build: the GPU entry points exist and say why they cannot run.
 #include "cuda/device_memory.h"
+#include "cuda/driver_pointer.h"
 #include "cuda/kernels.h"
 #include "cuda/staging.h"
 #include "rdmaps/error.h"
@@ -11,8 +12,10 @@ namespace {
 }
 }  // namespace
 
-bool is_device_pointer(const void*) { return false; }
-int device_of(const void*) { return -1; }
+// Device memory can reach a CPU build (a C++ caller's cudaMalloc'd span):
+// the driver, where there is one, tells it apart, and the GPU path refuses it.
+bool is_device_pointer(const void* p) { return device_of(p) >= 0; }
+int device_of(const void* p) { return ask_driver(p).device; }
 void use_device(int) { unsupported("use_device"); }
 int current_device() { unsupported("current_device"); }
 DeviceBuffer::DeviceBuffer(size_t) { unsupported("DeviceBuffer"); }
@@ -22,12 +25,13 @@ void DeviceBuffer::download(void*, size_t) const { unsupported("download"); }
 void DeviceBuffer::fill_bytes(int) { unsupported("fill_bytes"); }
 PinnedBuffer::PinnedBuffer(size_t) { unsupported("PinnedBuffer"); }
 PinnedBuffer::~PinnedBuffer() = default;
-void synchronize() {}
-void synchronize(void*) {}
+void synchronize(const char*) {}
+void synchronize(void*, const char*) {}
 void copy_device(void*, const void*, size_t, void*) { unsupported("copy_device"); }
 void copy_to_device(void*, const void*, size_t) { unsupported("copy_to_device"); }
 void copy_to_host(void*, const void*, size_t) { unsupported("copy_to_host"); }
 double elapsed_ms_between_events(void (*)(void*), void*, int) { unsupported("timing"); }
+void require_kernels_run_here() { unsupported("GPU kernels"); }
 void update(const math::UpdateParams&, math::Step, float*, const float*, const float*, float*, size_t, void*) {
   unsupported("update");
 }

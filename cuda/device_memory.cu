@@ -3,6 +3,7 @@
 #include <string>
 
 #include "cuda/device_memory.h"
+#include "cuda/driver_pointer.h"
 #include "cuda/status.h"
 #include "rdmaps/error.h"
 
@@ -20,16 +21,11 @@ struct Event {
 
 }  // namespace
 
-bool is_device_pointer(const void* p) {
-  cudaPointerAttributes attr{};
-  if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
-    cudaGetLastError();  // host memory unknown to CUDA (or no driver): clear the sticky error
-    return false;
-  }
-  return attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged;
-}
+bool is_device_pointer(const void* p) { return device_of(p) >= 0; }
 
 int device_of(const void* p) {
+  // The driver first: it makes no context (cuda/driver_pointer.h).
+  if (const DriverAnswer a = ask_driver(p); a.known) return a.device;
   cudaPointerAttributes attr{};
   if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
     cudaGetLastError();
@@ -79,10 +75,10 @@ PinnedBuffer::PinnedBuffer(size_t bytes) {
 
 PinnedBuffer::~PinnedBuffer() { cudaFreeHost(ptr_); }
 
-void synchronize() { check(cudaDeviceSynchronize(), "synchronize"); }
+void synchronize(const char* after) { check(cudaDeviceSynchronize(), std::string("synchronize after ") + after); }
 
-void synchronize(void* stream) {
-  check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "stream synchronize");
+void synchronize(void* stream, const char* after) {
+  check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), std::string("stream synchronize after ") + after);
 }
 
 void copy_to_device(void* dst, const void* host_src, size_t bytes) {

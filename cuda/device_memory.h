@@ -50,10 +50,11 @@ class PinnedBuffer {
   void* ptr_ = nullptr;
 };
 
-/// Waits for all queued device work; throws with the CUDA error.
-void synchronize();
+/// Waits for all queued device work; throws with the CUDA error, saying it
+/// came `after` that work (a kernel's fault surfaces here, not at its launch).
+void synchronize(const char* after = "the queued device work");
 /// Waits for the work queued on `stream` only.
-void synchronize(void* stream);
+void synchronize(void* stream, const char* after);
 /// Synchronous copies between host and device memory.
 void copy_to_device(void* dst, const void* host_src, size_t bytes);
 void copy_to_host(void* host_dst, const void* src, size_t bytes);

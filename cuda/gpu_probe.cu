@@ -30,6 +30,7 @@ GpuInfo probe_gpus() {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
+    cudaGetLastError();  // not the next kernel launch's error
     info.reason = info.driver_version == 0 ? "no NVIDIA driver on this machine"
                                            : std::string("CUDA runtime: ") + cudaGetErrorString(err);
     return info;
@@ -49,6 +50,7 @@ GpuInfo probe_gpus() {
     d.dmabuf = dmabuf_supported(i);
     info.devices.push_back(d);
   }
+  cudaGetLastError();  // a failed query above is said in `info`, not by the next kernel launch
   return info;
 }
 

@@ -7,6 +7,7 @@
 #include "math/bf16.h"
 #include "math/update_element.h"
 #include "rdmaps/error.h"
+#include "rdmaps_config.h"
 
 namespace rdmaps::cuda {
 namespace {
@@ -120,6 +121,23 @@ __global__ void decompress_vec_kernel(const uint16_t* __restrict__ in, float* __
 }
 
 }  // namespace
+
+void require_kernels_run_here() {
+  cudaFuncAttributes attr{};
+  const cudaError_t err = cudaFuncGetAttributes(&attr, compress_kernel);
+  if (err == cudaSuccess) return;
+  cudaGetLastError();  // not the next launch's error
+  int device = -1, major = 0, minor = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  cudaGetLastError();
+  const std::string sm = std::to_string(major) + std::to_string(minor);
+  throw Error(Errc::kUnsupported, "GPU " + std::to_string(device) + " (sm_" + sm +
+                                      ") cannot run the kernels of this build, made for sm_{" RDMAPS_CUDA_ARCHS "}: " +
+                                      cudaGetErrorString(err) + "; rebuild with -Dgpu_arch=" + sm +
+                                      " (a CUDA that still builds it)");
+}
 
 void update(const math::UpdateParams& p, math::Step s, float* w, const float* g, const float* bak, float* state,
             size_t n, void* stream) {

@@ -12,6 +12,11 @@
 
 namespace rdmaps::cuda {
 
+/// Throws Error(kUnsupported) when the current GPU cannot run this build's
+/// kernels (its architecture is older than the oldest built, and PTX does
+/// not compile down), naming the GPU's sm_XY and the built ones: at startup,
+/// not at the first push of a running job.
+void require_kernels_run_here();
 /// w -= lr * rule(g, w, bak, state): the formulas of math/update_element.h.
 void update(const math::UpdateParams& p, math::Step s, float* w, const float* g, const float* bak, float* state,
             size_t n, void* stream = nullptr);

@@ -15,7 +15,8 @@ namespace rdmaps::cuda {
 inline void check(cudaError_t err, const std::string& what) {
   if (err == cudaSuccess) return;
   cudaGetLastError();
-  throw Error(Errc::kInternal, "CUDA " + what + ": " + cudaGetErrorString(err));
+  throw Error(err == cudaErrorMemoryAllocation ? Errc::kNoMemory : Errc::kInternal,
+              "CUDA " + what + ": " + cudaGetErrorString(err));
 }
 
 }  // namespace rdmaps::cuda

@@ -194,6 +194,10 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
   }
 }
 
+void ClientImpl::wait_for_copy(cuda::StagingRing& ring, int buffer) {
+  wait([&] { return ring.ready(buffer); }, "waiting for a device-to-host staging copy");
+}
+
 void ClientImpl::complete(std::vector<transport::Request>& requests) {
   const auto by = deadline();
   const auto bound = bound_of(by);

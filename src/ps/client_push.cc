@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "math/bf16.h"
+#include "rdmaps_config.h"
 #include "src/ps/client_impl.h"
 #include "src/ps/staged_pipeline.h"
 
@@ -277,8 +278,9 @@ bool ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
         [&](size_t k) {
           const int b = static_cast<int>(k % depth);
           // Not cudaEventSynchronize: over tcp the sends already posted move only
-          // while this thread drives the worker's progress.
-          while (!ring.ready(b)) context_->progress();
+          // while this thread drives the worker's progress; a copy that never
+          // ends (a hung GPU) meets the timeout and interrupt() as any wait does.
+          wait_for_copy(ring, b);
           const Piece& p = pieces[k];
           post(*p.link, *p.lane, type, p.shard, p.base_version, p.offset, p.length, ring.buffer(b), busy[b], flags);
           if (type == MsgType::kPush) {
@@ -306,6 +308,10 @@ bool ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
 }
 
 GpuTransfer& ClientImpl::gpu(int device, const std::string& tensor) {
+  if (!RDMAPS_HAVE_CUDA)
+    throw Error(Errc::kUnsupported, "tensor '" + tensor + "' is in the memory of GPU " + std::to_string(device) +
+                                        ", and this rdmaps was built without CUDA: give host memory, or build "
+                                        "with nvcc (meson -Dcuda=enabled)");
   if (!gpu_)
     gpu_ = std::make_unique<GpuTransfer>(device, context_->memory_support(), config_.shard_floats * sizeof(float),
                                          partition_->total_floats(), config_.staging_depth);

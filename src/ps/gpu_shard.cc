@@ -13,8 +13,8 @@ namespace {
 
 class GpuShardStore final : public ShardStore {
  public:
-  GpuShardStore(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
-      : device_(cuda::current_device()),
+  GpuShardStore(int device, size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule)
+      : device_(device),
         floats_(floats),
         dc_(math::needs_backup(rule)),
         params_(floats * sizeof(float)),
@@ -56,7 +56,7 @@ class GpuShardStore final : public ShardStore {
       cuda::update_bf16(p, step, w, static_cast<const uint16_t*>(gradient_.data()), bak, state, n);
     else
       cuda::update(p, step, w, static_cast<const float*>(gradient_.data()), bak, state, n);
-    cuda::synchronize();
+    cuda::synchronize(bf16 ? "the GPU shard's update kernel (bf16 gradient)" : "the GPU shard's update kernel");
   }
 
   void snapshot(uint32_t worker, size_t local, size_t n) override {
@@ -97,8 +97,8 @@ class GpuShardStore final : public ShardStore {
     return static_cast<float*>(b->data());
   }
 
-  // The GPU current where the store was made (the Server's constructor):
-  // each call runs there, whichever thread makes it (a lane's is on GPU 0).
+  // The GPU current in the Server's constructor: each call runs there,
+  // whichever thread makes it (a lane's, or run()'s, is on GPU 0).
   int device_;
   size_t floats_;
   bool dc_;
@@ -112,14 +112,24 @@ class GpuShardStore final : public ShardStore {
 
 }  // namespace
 
-void require_gpu() {
+int require_gpu() {
   cuda::GpuInfo gpus = cuda::probe_gpus();
   if (gpus.device_count() == 0) throw Error(Errc::kUnsupported, "--gpu-shard needs a CUDA device: " + gpus.reason);
+  const int device = cuda::current_device();
+  try {
+    cuda::require_kernels_run_here();
+  } catch (const Error& e) {
+    throw Error(e.code(), std::string("--gpu-shard: ") + e.what());
+  }
+  return device;
 }
 
-std::unique_ptr<ShardStore> make_gpu_store(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule) {
-  require_gpu();
-  return std::make_unique<GpuShardStore>(floats, shard_floats, workers, rule);
+std::unique_ptr<ShardStore> make_gpu_store(int device, size_t floats, size_t shard_floats, uint32_t workers,
+                                           UpdateRule rule) {
+  // Lanes are made on the thread of the Server's constructor (a resume) or
+  // of run() (admission): both allocate on the GPU the constructor saw.
+  cuda::use_device(device);
+  return std::make_unique<GpuShardStore>(device, floats, shard_floats, workers, rule);
 }
 
 }  // namespace rdmaps::ps

@@ -12,9 +12,12 @@
 
 namespace rdmaps::ps {
 
-/// Throws Error(kUnsupported) saying why where no CUDA device is.
-void require_gpu();
-/// As make_host_store, on the GPU; require_gpu() first.
-std::unique_ptr<ShardStore> make_gpu_store(size_t floats, size_t shard_floats, uint32_t workers, UpdateRule rule);
+/// The calling thread's current GPU, which the shard goes to; throws
+/// Error(kUnsupported) saying why where there is no CUDA device or it cannot
+/// run this build's kernels.
+int require_gpu();
+/// As make_host_store, on GPU `device` (require_gpu()'s), whichever thread calls.
+std::unique_ptr<ShardStore> make_gpu_store(int device, size_t floats, size_t shard_floats, uint32_t workers,
+                                           UpdateRule rule);
 
 }  // namespace rdmaps::ps

@@ -27,18 +27,21 @@ const void* GpuTransfer::prepare(const float* src, uint64_t at, size_t n, bool b
   cuda::use_device(device_);
   if (!bf16) return src;
   if (!residual_) {
+    // f32 pushes only copy; bf16 ones encode on the device, which a GPU older
+    // than the build's oldest architecture cannot: said by name, before any piece goes.
+    cuda::require_kernels_run_here();
     residual_ = std::make_unique<cuda::DeviceBuffer>(total_floats_ * sizeof(float));
     residual_->fill_bytes(0);
     // The memset runs on the legacy stream, which the ring's non-blocking one
     // does not wait for: the first encoding read what the allocation held.
-    cuda::synchronize();
+    cuda::synchronize("zeroing the bf16 residual");
   }
   if (!wire_ || wire_->size() < n * sizeof(uint16_t))
     wire_ = std::make_unique<cuda::DeviceBuffer>(n * sizeof(uint16_t));
   auto* wire = static_cast<uint16_t*>(wire_->data());
   cuda::compress_bf16(src, static_cast<float*>(residual_->data()) + at, wire, n, ring_->stream());
   // UCX reads it right away; the device's other work (the rest of the backward) need not end first.
-  if (path_ == GpuPath::kDirect) cuda::synchronize(ring_->stream());
+  if (path_ == GpuPath::kDirect) cuda::synchronize(ring_->stream(), "the bf16 encoding kernel of a push");
   return wire;
 }
 

@@ -60,8 +60,8 @@ const ServerOptions& checked(const ServerOptions& options) {
 
 ServerImpl::ServerImpl(const ServerOptions& options)
     : options_(checked(options)), admission_(options_), tickets_(std::make_unique<AdmissionTicket[]>(options.workers)) {
-  if (options.gpu_shard) require_gpu();              // refused now, clearly, without a device
-  file_limit_ = transport::raise_open_file_limit();  // a few files per worker and lane
+  if (options.gpu_shard) gpu_device_ = require_gpu();  // refused now, clearly, without a device
+  file_limit_ = transport::raise_open_file_limit();    // a few files per worker and lane
   const auto listen = transport::SockAddr::parse(options.listen);
   const bool loopback = listen.is_loopback();  // UCX stays there too (ContextOptions::loopback_only)
   if (options.config.secret.empty() && !options.insecure && !loopback)
@@ -137,6 +137,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
     s.shards = static_cast<uint32_t>(uint64_t{shards} * (l + 1) / lanes) - s.first_shard;
     s.tickets = tickets_.get();
     s.free_later = &free_later_;
+    s.gpu_device = gpu_device_;
     made.push_back(std::make_unique<ServerLane>(s));
     if (checkpoint) made.back()->restore(*checkpoint);
   }

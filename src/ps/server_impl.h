@@ -137,7 +137,8 @@ class ServerImpl {
   bool ran_ = false;   // under run_mu_
   std::atomic<bool> final_checkpoint_failed_{false};
   transport::FileLimit file_limit_;
-  std::string rule_;                                // the lanes' update rule, under lanes_mu_
+  int gpu_device_ = -1;  // --gpu-shard: the GPU current in the constructor, where every lane keeps its range
+  std::string rule_;     // the lanes' update rule, under lanes_mu_
   std::unique_ptr<metrics::HttpEndpoint> metrics_;  // declared last: stopped before anything it reads goes
 };
 

@@ -80,7 +80,8 @@ ServerLane::ServerLane(const LaneSetup& setup)
   listener_ = context_->listen(listen.with_port(0));
   port_ = static_cast<uint16_t>(listener_->address().port());
   context_->set_am_handler(kAmPush, [this](transport::AmMessage& m) { on_push_am(m); });
-  store_ = so.gpu_shard ? make_gpu_store(lane_range_.size(), setup.config.shard_floats, so.workers, setup.config.rule)
+  store_ = so.gpu_shard ? make_gpu_store(setup.gpu_device, lane_range_.size(), setup.config.shard_floats, so.workers,
+                                         setup.config.rule)
                         : make_host_store(*context_, lane_range_.size(), setup.config.shard_floats, so.workers,
                                           setup.config.rule);
   direct_source_ = store_->direct_source().has_value();

@@ -76,6 +76,7 @@ struct LaneSetup {
   uint32_t first_shard = 0, shards = 0;  ///< of this server's shards
   AdmissionTicket* tickets = nullptr;    ///< one per worker id
   MemoryToFree* free_later = nullptr;    ///< where the memory of copies the lane drops goes
+  int gpu_device = -1;                   ///< --gpu-shard: the GPU current in the Server's constructor
 };
 
 /// Staleness histogram buckets; the last counts tau >= kStalenessBuckets - 1.

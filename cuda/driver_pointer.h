@@ -1,0 +1,20 @@
+// Where memory lies, asked of the CUDA driver (libcuda, opened at run time so
+// that a CPU build and a machine without a driver load). Not the runtime's
+// cudaPointerGetAttributes: that makes the calling thread's current GPU's
+// primary context first (GPU 0 on a new thread: a few hundred MiB there for
+// every rank of a node whose communication thread asks), and the driver
+// answers from the process's unified address space without one.
+#pragma once
+
+namespace rdmaps::cuda {
+
+struct DriverAnswer {
+  bool known = false;  ///< false: the driver could not say (the caller may ask the runtime)
+  int device = -1;     ///< the GPU holding device or managed memory; -1: host memory
+};
+
+/// Host memory for sure where there is no driver or it has no device (no
+/// device memory can exist then).
+DriverAnswer ask_driver(const void* p);
+
+}  // namespace rdmaps::cuda
