@@ -303,6 +303,60 @@ class TorchTest(unittest.TestCase):
                 if not broadcast:  # at the caller's line, not in torch's wrappers of step()
                     self.assertRegex(p.stderr, r"<string>:\d+: " + re.escape(warning), p.stderr)
 
+    ONE_WORKER = ("import os, sys, threading, torch, rdmaps, rdmaps.torch as rps\n"
+                  "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
+                  "                  rule_from_workers=True)\n"
+                  "threading.Thread(target=s.serve, daemon=True).start()\n"
+                  "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_SERVERS=s.address,\n"
+                  "                  RDMAPS_TRANSPORT='tcp')\n"
+                  "rps.init(timeout=30)\n")
+
+    def test_a_parameter_frozen_when_the_optimizer_was_made_keeps_what_the_trainer_sets(self):
+        # An EMA teacher in the optimizer's parameters: every step's pull put the broadcast value back.
+        code = self.ONE_WORKER + (
+            "student, teacher = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)\n"
+            "teacher.requires_grad_(False)\n"
+            "named = [('s.' + n, p) for n, p in student.named_parameters()] + \\\n"
+            "        [('t.' + n, p) for n, p in teacher.named_parameters()]\n"
+            "opt = rps.DistributedOptimizer(torch.optim.SGD([p for _, p in named], lr=0.1), named)\n"
+            "with torch.no_grad():\n"
+            "    teacher.weight.fill_(3.0)\n"
+            "rps.broadcast_parameters(dict(named))\n"
+            "assert torch.all(teacher.weight == 3.0), 'the broadcast did not load the frozen parameter'\n"
+            "before = student.weight.clone()\n"
+            "for step in range(3):\n"
+            "    opt.zero_grad()\n"
+            "    student(torch.ones(4, 3)).sum().backward()\n"
+            "    opt.step()\n"
+            "    with torch.no_grad():\n"
+            "        teacher.weight.mul_(0.5).add_(0.5 * student.weight)\n"
+            "        ema = teacher.weight.clone()\n"
+            "    opt.zero_grad()\n"
+            "    student(torch.ones(4, 3)).sum().backward()\n"
+            "    opt.step()\n"
+            "    assert torch.equal(teacher.weight, ema), f'step {step}: the frozen parameter was overwritten'\n"
+            "assert not torch.equal(before, student.weight), 'the student did not train'\n"
+            "print('frozen kept', flush=True)\n")
+        p = run_code(code)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("frozen kept", p.stdout)
+
+    def test_shutdown_raises_what_a_backward_hook_met_whatever_its_kind(self):
+        # A sparse gradient's TypeError, with no step() after the backward: shutdown() dropped it.
+        code = self.ONE_WORKER + (
+            "m = torch.nn.Sequential(torch.nn.Embedding(10, 4, sparse=True), torch.nn.Flatten(),\n"
+            "                        torch.nn.Linear(8, 3))\n"
+            "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters())\n"
+            "rps.broadcast_parameters(m.state_dict())\n"
+            "m(torch.tensor([[1, 2]])).sum().backward()\n"
+            "try:\n"
+            "    rps.shutdown()\n"
+            "except TypeError as e:\n"
+            "    print('shutdown raised:', e, flush=True)\n")
+        p = run_code(code)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("shutdown raised: rdmaps.torch: gradient of '0.weight' has layout torch.sparse_coo", p.stdout)
+
     def test_ctrl_c_ends_init_waiting_for_a_rank_0_that_never_comes(self):
         # The rendezvous waited without looking for signals: Ctrl-C was taken after the whole timeout (300 s).
         code = ("import os, signal, threading, time, rdmaps.torch as rps\n"

@@ -36,7 +36,10 @@ def _check_tensor(what, name, t, numel):
     if t.layout != torch.strided:
         raise TypeError(f"rdmaps.torch: {what} of '{name}' has layout {t.layout}; rdmaps moves dense tensors only")
     if not t.is_contiguous():
-        raise ValueError(f"rdmaps.torch: {what} of '{name}' is not contiguous; call .contiguous() first")
+        # channels_last and other strided layouts: rdmaps moves the table's floats in order.
+        fix = "p.data = p.data.contiguous() before making the optimizer" if what == "parameter" else ".contiguous()"
+        raise ValueError(f"rdmaps.torch: {what} of '{name}' is not contiguous (torch.channels_last?); rdmaps moves "
+                         f"contiguous tensors only: {fix}")
     if t.numel() != numel:
         raise ValueError(f"rdmaps.torch: {what} of '{name}' has {t.numel()} elements, {numel} were declared")
     return t.data_ptr(), t.numel() * 4
@@ -237,9 +240,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
             raise
         self._interrupted = False  # a Ctrl-C ended a wait and no step() finished since
         self._abandoned_pulls = []  # the parameters of pulls whose wait a Ctrl-C ended
-        self._pulled_into = []  # the parameters' tensors the pull targets were made from
         self._started = False  # broadcast_parameters() or a step() came: the first step checks its start
-        self._pull_targets = []  # (name, address, bytes), made by the first _load_parameters()
+        # everything -> ([(name, address, bytes)], their tensors), made by the first _load_parameters()
+        self._pull_targets = {}
+        self._trained = [(n, p) for n, p in self._params if p.requires_grad]  # what a step pulls
 
         self._pending = []  # (ticket, tensor kept alive until the push is done)
         self._stranded = []  # tensors of failed pushes, kept until the worker is closed
@@ -527,18 +531,27 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._interrupted = False  # whatever a Ctrl-C abandoned is done: this step came after it
         return loss
 
-    def _load_parameters(self):
+    def _load_parameters(self, everything=False):
+        # A parameter frozen when the optimizer was made (an EMA teacher, a
+        # frozen backbone) trains nowhere: a step's pull overwrote what the
+        # trainer set it to with the broadcast value. Only a broadcast loads it.
+        params = self._params if everything else self._trained
+        targets, pulled_into = self._pull_targets.get(everything, ([], []))
         # A parameter whose storage was replaced (p.data = ...) is checked again.
-        if [p.data_ptr() for _, p in self._params] != [address for _, address, _ in self._pull_targets]:
-            self._pull_targets = [(n,) + _check_tensor("parameter", n, p.data, self._declared[n]) for n, p in self._params]
-            self._pulled_into = [p.data for _, p in self._params]  # their memory, for a pull a Ctrl-C abandons
+        if not targets or [p.data_ptr() for _, p in params] != [address for _, address, _ in targets]:
+            targets = [(n,) + _check_tensor("parameter", n, p.data, self._declared[n]) for n, p in params]
+            pulled_into = [p.data for _, p in params]  # their memory, for a pull a Ctrl-C abandons
+            self._pull_targets[everything] = (targets, pulled_into)
         # Kernels queued on torch's stream may still read the parameters (an evaluation's forward) that the
         # pull, on rdmaps' own stream, overwrites.
-        for device in {p.device for _, p in self._params if p.is_cuda}:
+        for device in {p.device for _, p in params if p.is_cuda}:
             torch.cuda.current_stream(device).synchronize()
         # One batched pull: one request per server lane for the whole model.
         try:
-            self._worker.wait(self._worker._submit_pulls(self._pull_targets))
+            if targets:
+                self._worker.wait(self._worker._submit_pulls(targets))
+            else:  # every parameter frozen: the clock before is still waited for
+                self._worker.wait_all()
         except KeyboardInterrupt:
             self._interrupted = True
             # The pull writes the parameters until it ends: their memory stays
@@ -547,7 +560,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             # overwrote; a GPU model's, and a CPU one's whose p.data was
             # replaced, is not registered). Not in _pending: zero_grad() would
             # wait for it.
-            self._abandoned_pulls.append(self._pulled_into)
+            self._abandoned_pulls.append(pulled_into)
             raise
         self._abandoned_pulls.clear()  # done before this one: operations run in order
 
@@ -603,7 +616,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self.synchronize()
         self._started = True  # not before: a refused broadcast leaves step()'s warning in place
         self._barrier()
-        self._load_parameters()
+        self._load_parameters(everything=True)  # frozen parameters too: every worker starts from the root's
 
     def load_latest(self):
         """Waits until every live worker reached this point, then loads the
@@ -639,7 +652,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     self.synchronize()  # raises if a server died with pushes in flight: say so, but leave anyway
                 # ... or a backward's own wait for its pushes met that (_end_of_backward)
                 error, self._hook_error = self._hook_error, None
-                if error is not None and isinstance(error, rdmaps.Error):
+                if error is not None:  # any kind: a hook's TypeError meant gradients never sent
                     raise error
             finally:
                 self._worker.close()
