@@ -154,7 +154,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     // lanes, and on as many cores as they had.
     try {
       for (size_t l = 0; l < lanes_.size(); ++l)
-        if (lanes_[l]->needs_copy(use_am)) copies[l] = HostPages(lanes_[l]->copy_bytes());
+        if (lanes_[l]->needs_copy(use_am, !ep.rma_native())) copies[l] = HostPages(lanes_[l]->copy_bytes());
       if (use_am && !planned_copies_ && !said_unplanned_copy_ && !copies.empty() && copies.front()) {
         said_unplanned_copy_ = true;
         logf(LogLevel::kWarn,

@@ -226,7 +226,7 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     // it in when it admitted the worker: doing that here held every other
     // worker of this lane (0.43 s for a 128 MB range). The lane only registers it.
     std::unique_ptr<WorkerCopy> copy;
-    if (needs_copy(use_am)) {
+    if (needs_copy(use_am, !ep->rma_native() || (!landings.empty() && !ep->rma_to_registered()))) {
       HostPages memory = ticket.copies.take(hello.token, setup_.index);
       // None waiting for this ticket (its lane hello came twice, or the
       // ticket was reissued meanwhile): mapped here rather than refused; its
@@ -393,8 +393,16 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
 void ServerLane::add_landing(Worker& w, const SlotHeader& h, const uint8_t* payload) {
   if (w.departed) return;  // no pull of its will be served
   try {
-    w.writer->add_landing(
-        import_landing(*w.ep, {payload, h.length}, w.name, "landing region " + std::to_string(h.landing)));
+    auto landing = import_landing(*w.ep, {payload, h.length}, w.name, "landing region " + std::to_string(h.landing));
+    // Put from the parameters themselves, an emulated put into it would hold
+    // the lane until the worker drives its UCX (as lane_hello() decides): the
+    // worker gets its copy now. Its pages fault in at its next write-back.
+    if (!w.copy && !w.ep->rma_to_registered()) {
+      auto copy = std::make_unique<WorkerCopy>(*context_, HostPages(copy_bytes_), copy_bytes_, *setup_.free_later);
+      store_->attach(w.id, copy->floats());
+      w.copy = std::move(copy);
+    }
+    w.writer->add_landing(std::move(landing));
   } catch (const Error& e) {
     return reject(w, RejectReason::kHeader, e.what());
   }
@@ -492,7 +500,7 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
     const uint64_t versions_offset = receive_layout_.versions_offset() + uint64_t{h.shard} * 8;
     if (direct) {
       w.writer->send_params(direct->params + local, floats, *direct->region, offset, h.landing);
-      w.writer->send_versions(versions, h.length, versions_offset, kIoTimeout);
+      w.writer->send_versions(versions, h.length, versions_offset);
       w.writer->wait_sent(kIoTimeout);
     } else {
       const float* copy = w.copy->floats() + local;
@@ -507,7 +515,7 @@ void ServerLane::write_back(Worker& w, const SlotHeader& h) {
         done += n;
         if (done < floats) context_->progress();
       }
-      w.writer->send_versions(versions, h.length, versions_offset, kIoTimeout);
+      w.writer->send_versions(versions, h.length, versions_offset);
     }
   } catch (const Error& e) {
     // The worker died with a write-back in flight: drop it, keep serving the others.

@@ -150,8 +150,13 @@ class ServerLane {
   uint32_t shards() const { return setup_.shards; }
   /// Whether a worker on push path `use_am` gets a copy of this lane's range
   /// (write-back source, DC backup), and its size: what the control thread
-  /// makes for the lane when it admits the worker.
-  bool needs_copy(bool use_am) const { return write_back_copies(setup_.config.rule, use_am) || !direct_source_; }
+  /// makes for the lane when it admits the worker. `puts_wait_for_it`: puts
+  /// to that worker complete only while it drives its UCX (emulated: tcp, or
+  /// into its own memory over shared memory in UCX 1.13), so the lane may not
+  /// put from the parameters and wait (a worker that stopped held the lane 30 s).
+  bool needs_copy(bool use_am, bool puts_wait_for_it) const {
+    return write_back_copies(setup_.config.rule, use_am) || !direct_source_ || puts_wait_for_it;
+  }
   size_t copy_bytes() const { return copy_bytes_; }
   /// Serves on its own thread until stop(), or until every worker left.
   void start();

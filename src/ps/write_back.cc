@@ -24,6 +24,8 @@ WriteBackSender::WriteBackSender(transport::Context& context, transport::Endpoin
 }
 
 void WriteBackSender::wait_sent(std::chrono::milliseconds timeout) {
+  flush_.wait_for(timeout);
+  flushed();
   for (auto& r : data_) r.wait_for(timeout);
   data_.clear();
 }
@@ -41,26 +43,43 @@ void WriteBackSender::send_params(const float* params, size_t floats, const tran
   data_.push_back(ep_.am_send(kAmWriteBack, &h, sizeof(WriteBackHeader), params, floats * sizeof(float), &source));
 }
 
-void WriteBackSender::send_versions(const uint64_t* versions, size_t count, uint64_t offset,
-                                    std::chrono::milliseconds timeout) {
-  auto* staged = reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(outbox_->data()) + sizeof(Mailbox));
-  std::memcpy(staged, versions, count * 8);
+void WriteBackSender::send_versions(const uint64_t* versions, size_t count, uint64_t offset) {
+  std::memcpy(staged_versions(), versions, count * 8);
   if (!use_am_) {
     // A fence orders puts on one transport; emulated puts into a landing
-    // region (messages the worker applies) are behind the mailbox only once flushed.
-    if (landed_) ep_.flush().wait_for(timeout);
-    landed_ = false;
-    data_.push_back(ep_.put(staged, count * 8, *receive_, offset, outbox_.get()));
+    // region (messages the worker applies) are behind the mailbox only once
+    // flushed. Not waited for here: the flush completes only while the worker
+    // drives its UCX (the puts are emulated), and one that stopped held every
+    // other worker of the lane for 30 s. The versions, and any later mailbox,
+    // go once it completed (flushed()).
+    if (landed_) {
+      landed_ = false;
+      flush_ = ep_.flush();
+      deferred_ = {count, offset};
+      flushed();
+      return;
+    }
+    data_.push_back(ep_.put(staged_versions(), count * 8, *receive_, offset, outbox_.get()));
     ep_.fence();
     return;
   }
   WriteBackHeader& h = data_headers_.at(data_.size());
   h = WriteBackHeader{offset, 0, 0, {}};
   // Active messages on one endpoint arrive in order: no fence needed.
-  data_.push_back(ep_.am_send(kAmWriteBack, &h, sizeof(WriteBackHeader), staged, count * 8, outbox_.get()));
+  data_.push_back(ep_.am_send(kAmWriteBack, &h, sizeof(WriteBackHeader), staged_versions(), count * 8, outbox_.get()));
+}
+
+bool WriteBackSender::flushed() {
+  if (!deferred_.count) return true;
+  if (!flush_.test()) return false;
+  data_.push_back(ep_.put(staged_versions(), deferred_.count * 8, *receive_, deferred_.offset, outbox_.get()));
+  ep_.fence();
+  deferred_ = {};
+  return true;
 }
 
 bool WriteBackSender::sending() {
+  if (!flushed()) return true;
   for (auto& r : data_)
     if (!r.test()) return true;
   data_.clear();
@@ -68,12 +87,14 @@ bool WriteBackSender::sending() {
 }
 
 void WriteBackSender::send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout) {
+  flush_.wait_for(timeout);
+  flushed();
   mailbox_.wait_for(timeout);  // its staging area is reused below
   post_mailbox(box);
 }
 
 bool WriteBackSender::try_send_mailbox(const Mailbox& box) {
-  if (!mailbox_.test()) return false;
+  if (!flushed() || !mailbox_.test()) return false;
   post_mailbox(box);
   return true;
 }
@@ -93,6 +114,8 @@ void WriteBackSender::post_mailbox(const Mailbox& box) {
 std::vector<transport::Request> WriteBackSender::abandon() {
   std::vector<transport::Request> sending = std::move(data_);
   data_.clear();
+  deferred_ = {};  // the worker is gone: its versions need not follow
+  sending.push_back(std::move(flush_));
   sending.push_back(std::move(mailbox_));
   return sending;
 }

@@ -50,8 +50,10 @@ class WriteBackSender {
                    uint32_t landing = 0);
   /// Ends it: `count` version words at `offset`, fenced before any later
   /// mailbox; after parameters put into a landing region, only once they
-  /// are in place there (a flush: the transport may emulate those puts).
-  void send_versions(const uint64_t* versions, size_t count, uint64_t offset, std::chrono::milliseconds timeout);
+  /// are in place there (a flush: the transport may emulate those puts),
+  /// which is not waited for: sending(), try_send_mailbox() and the waits
+  /// below send them once it completed.
+  void send_versions(const uint64_t* versions, size_t count, uint64_t offset);
   /// Waits until every buffer of the write-back sent may change (local
   /// completion); due before the next one, which reuses them.
   void wait_sent(std::chrono::milliseconds timeout);
@@ -73,6 +75,11 @@ class WriteBackSender {
   std::vector<transport::Request> abandon();
 
  private:
+  /// Posts deferred versions once their flush completed; false while it has not.
+  bool flushed();
+  uint64_t* staged_versions() {
+    return reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(outbox_->data()) + sizeof(Mailbox));
+  }
   transport::Endpoint& ep_;
   std::unique_ptr<transport::RemoteRegion> receive_;
   std::vector<std::unique_ptr<transport::RemoteRegion>> landings_;
@@ -81,6 +88,12 @@ class WriteBackSender {
   uint64_t mailbox_offset_;
   bool use_am_;
   bool landed_ = false;  // this write-back put parameters into a landing region
+  // Its versions, staged in the outbox, wait for flush_ (send_versions()).
+  struct Deferred {
+    size_t count = 0;
+    uint64_t offset = 0;
+  } deferred_;
+  transport::Request flush_;
   std::vector<transport::Request> data_;
   transport::Request mailbox_;
   // Headers of in-flight active messages (UCX 1.13 reads them until

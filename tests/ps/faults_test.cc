@@ -100,7 +100,9 @@ RDMAPS_TEST_PEER(steady_worker) {
 // path), to send what the Client never would. It joins every lane of the
 // server and writes into its inbox on lane 0.
 struct RawWorker {
-  RawWorker(const PeerArgs& args, uint32_t worker, uint64_t floats, uint32_t shards, PushPath path = PushPath::kPut)
+  /// `landing_floats`: that many floats of its own memory offered as landing region 1 (put path).
+  RawWorker(const PeerArgs& args, uint32_t worker, uint64_t floats, uint32_t shards, PushPath path = PushPath::kPut,
+            uint64_t landing_floats = 0)
       : context(transport::create_context({.transport = args.transport, .secret = test_secret()})),
         address(split(args.extra.at(0), ',').at(0)),
         layout{0, shards, floats},
@@ -118,6 +120,11 @@ struct RawWorker {
     receive = context->allocate(layout.bytes(), Access::kRemoteWrite);
     std::memset(receive->data(), 0, receive->size());
     ps::LaneHello lane_hello{worker, welcome.token, 0, receive->descriptor(Access::kRemoteWrite).serialize(), {}};
+    if (landing_floats) {
+      landing_memory.assign(landing_floats, std::nanf(""));
+      landing = context->register_memory(landing_memory.data(), landing_floats * 4, Access::kRemoteWrite);
+      lane_hello.landing_regions.push_back(landing->descriptor(Access::kRemoteWrite).serialize());
+    }
     for (const auto& info : welcome.lanes) {
       lanes.push_back(context->connect(transport::SockAddr::parse(address).with_port(info.port), kSetupTimeout));
       lanes.back()->send_control(encode(lane_hello), kSetupTimeout);
@@ -159,7 +166,8 @@ struct RawWorker {
   std::string address;
   ps::ReceiveLayout layout;
   ps::SlotLayout slot;
-  std::unique_ptr<transport::Region> receive, staging;
+  std::vector<float> landing_memory;
+  std::unique_ptr<transport::Region> receive, staging, landing;
   ps::Welcome welcome;
   std::unique_ptr<transport::Endpoint> ep;
   std::vector<std::unique_ptr<transport::Endpoint>> lanes;  // lanes[0] moved into ep
@@ -713,6 +721,74 @@ TEST_P(PsFaultTest, AWorkerThatStopsReadingHoldsUpNoOtherWorkerOfItsLane) {
   }
   EXPECT_EQ(stopped.mailbox[1].load(), 5u) << "the second pull was never answered";        // Mailbox::pull_done
   EXPECT_EQ(stopped.mailbox[2].load(), 3u) << "the minimum clock it was owed never came";  // Mailbox::min_clock
+}
+
+// A worker that stops driving its UCX with a pull under way on the put path
+// held its lane 30 s where the transport emulates that put and its
+// completion needs the worker (tcp; its own memory over shared memory in UCX
+// 1.13): the lane flushed a put into a landing region, or waited for a put
+// from the parameters themselves (SGD, no copy). Now such a worker gets a
+// copy, the flush is not waited for, the other worker trains on, and the
+// stopped one gets its pull, whole, once it reads again.
+TEST_P(PsFaultTest, AWorkerThatStopsOnThePutPathHoldsUpNoOtherWorkerOfItsLane) {
+  constexpr uint64_t kFloats = uint64_t{4} << 20;  // 16 MiB: more than the sockets between them hold
+  constexpr uint32_t kShards = kFloats / kFaultShard;
+  for (const bool landing : {false, true}) {
+    if (GetParam() == transport::TransportKind::kShm && !landing) continue;  // a native put needs nobody
+    SCOPED_TRACE(landing ? "into a landing region" : "into the receive region");
+    Config c = fault_config(GetParam());
+    c.server_threads = 1;  // one lane serves both workers
+    c.push_path = PushPath::kPut;
+    ServerGroup servers(1, 2, c);
+    // Both leave before the server stops: it waited for the closes of a worker still there.
+    std::optional<RawWorker> held;
+    held.emplace(PeerArgs{GetParam(), 0, 1, {servers.addresses()}}, 1, kFloats, kShards, PushPath::kPut,
+                 landing ? kFloats : 0);
+    RawWorker& stopped = *held;
+    ASSERT_TRUE(stopped.welcome.accepted) << stopped.welcome.reason;
+    ASSERT_EQ(stopped.welcome.push_path, static_cast<uint32_t>(PushPath::kPut));
+    ps::SlotHeader pull{};
+    pull.magic = ps::kSlotMagic;
+    pull.type = static_cast<uint16_t>(ps::MsgType::kPull);
+    pull.worker = 1;
+    pull.seq = 1;
+    pull.length = kShards;  // the whole range; then it drives its UCX no more
+    pull.landing = landing ? 1 : 0;
+    stopped.write(pull, 1, 1, 0.0f);
+    ClientOptions o;
+    o.servers = split(servers.addresses(), ',');
+    o.worker = 0;
+    o.workers = 2;
+    o.config = c;
+    o.config.secret = test_secret();
+    o.timeout = 10s;  // the lane held it 30 s
+    std::optional<Client> other_worker;
+    Client& other = other_worker.emplace(o);
+    other.declare("w", kFloats);
+    std::vector<float> w(kFloats), g(kFloats, 1e-3f);
+    try {
+      other.connect();
+      for (int step = 0; step < 3; ++step) {
+        other.push("w", g);
+        other.pull("w", w);
+      }
+    } catch (const Error& e) {
+      ADD_FAILURE() << "the other worker of the lane was held up: " << e.what();
+    }
+    // It reads again: its pull comes, one snapshot (SGD from zeros: every float alike).
+    for (auto until = Clock::now() + 20s; stopped.mailbox()[1].load() < 1 && Clock::now() < until;)
+      stopped.context->progress();
+    ASSERT_EQ(stopped.mailbox()[1].load(), 1u) << "its pull was never answered";  // Mailbox::pull_done
+    const float* got = landing ? stopped.landing_memory.data()
+                               : reinterpret_cast<const float*>(static_cast<const uint8_t*>(stopped.receive->data()) +
+                                                                stopped.layout.params_offset());
+    size_t unlike = 0;
+    for (uint64_t i = 0; i < kFloats; ++i) unlike += !(got[i] == got[0]);
+    EXPECT_EQ(unlike, 0u) << "the pull landed torn or not at all: float 0 is " << got[0];
+    other_worker.reset();
+    held.reset();
+    servers.stop();
+  }
 }
 
 // One sequence sent many times (a buggy or hostile worker): each copy after
