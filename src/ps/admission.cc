@@ -33,6 +33,13 @@ std::string Admission::check(const Hello& hello) const {
   if (has_table() && hello.staleness != staleness_)
     return "its staleness bound is " + bound_text(hello.staleness) + ", " + fixed_by_ + " " + bound_text(staleness_) +
            " (--staleness, --sync or --async must agree)";
+  if (hello.servers && (hello.servers != options_.servers || hello.server_index != options_.index))
+    return "it has this server as index " + std::to_string(hello.server_index) + " of " +
+           std::to_string(hello.servers) + ", this server is index " + std::to_string(options_.index) + " of " +
+           std::to_string(options_.servers) + " (the server list must name every server of the job, in index order)";
+  if (hello.servers && hello.shard_floats != config_.shard_floats)
+    return "its shards are of " + std::to_string(hello.shard_floats) + " floats, this server's of " +
+           std::to_string(config_.shard_floats) + " (--shard-floats must agree)";
   if (hello.worker >= options_.workers)
     return "worker id " + std::to_string(hello.worker) + " is not below the " + std::to_string(options_.workers) +
            " workers this server expects (--workers)";

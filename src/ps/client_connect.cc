@@ -34,6 +34,8 @@ Hello ClientImpl::hello() const {
   h.rule_stated = config_.rule_stated ? 1 : 0;
   h.reconnect_ms = config_.reconnect_ms;
   h.tensors = declared_;
+  h.servers = static_cast<uint32_t>(options_.servers.size());
+  h.shard_floats = config_.shard_floats;
   return h;
 }
 
@@ -52,6 +54,7 @@ Welcome ClientImpl::probe(uint32_t index) {
   auto control =
       context_->connect(transport::SockAddr::parse(address), options_.timeout, {}, transport::IfRefused::kRetry);
   Hello h = hello();
+  h.server_index = index;
   h.probe = 1;
   const Welcome answer = ask(*control, h, address, options_.timeout);
   if (answer.accepted != kWouldAdmit)
@@ -114,6 +117,7 @@ Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused,
   link.range = partition_->server_range(index);
   link.shards = partition_->shard_count(index);
   Hello h = hello();
+  h.server_index = index;
   h.rejoin_instance = link.instance;  // 0 at the first connect
   Welcome welcome = ask(*control, h, link.address, timeout());
   if (welcome.accepted != kAdmitted)

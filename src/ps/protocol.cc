@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "rdmaps/error.h"
+#include "rdmaps/server.h"
 #include "transport/wire.h"
 
 namespace rdmaps::ps {
@@ -124,6 +125,9 @@ void hello_fields(Io& io, H& h) {
   });
   io.u32(h.probe);
   io.u64(h.rejoin_instance);
+  io.u32(h.servers);
+  io.u32(h.server_index);
+  io.u32(h.shard_floats);
 }
 
 template <class Io, class M>
@@ -181,6 +185,9 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
   if (h.rule_stated > 1) r.fail("rule-stated code " + std::to_string(h.rule_stated));
   if (h.probe > 1) r.fail("probe code " + std::to_string(h.probe));
+  if (h.servers > kMaxServers || (h.servers && (h.server_index >= h.servers || h.shard_floats == 0)))
+    r.fail("a layout of " + std::to_string(h.servers) + " servers, index " + std::to_string(h.server_index) +
+           ", shards of " + std::to_string(h.shard_floats) + " floats");
   if (h.reconnect_ms > kMaxReconnectMs)
     r.fail("reconnect window of " + std::to_string(h.reconnect_ms) + " ms (at most " + std::to_string(kMaxReconnectMs) +
            ")");

@@ -20,7 +20,7 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 16;
+constexpr uint32_t kProtocolVersion = 17;
 /// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
 constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
@@ -176,6 +176,11 @@ struct Hello {
   /// checkpoint; one that started empty refuses it (kRefusedWithoutTheJob)
   /// before fixing a table from it.
   uint64_t rejoin_instance = 0;
+  /// The job's layout as the worker has it: how many servers, the index it
+  /// gives the one it asks, and the shard size (servers 0: not stated). A
+  /// probe checks them, so that a worker one server would refuse for its
+  /// layout joins none (it joined the others, and was refused after).
+  uint32_t servers = 0, server_index = 0, shard_floats = 0;
 };
 /// One thread of the server and the shards it owns: the worker connects to
 /// each lane at its port (on the server's host) and sends it a LaneHello.

@@ -1168,6 +1168,55 @@ TEST_P(PsFaultTest, AConnectRefusedByOneServerFixesNothingAtTheOthers) {
   for (auto& s : servers) EXPECT_EQ(s->stats().workers_left, 1u);
 }
 
+// The job's layout is checked by the probe too: a server started with another
+// shard size (or placed at another index than the worker's list gives it)
+// refused the worker only once it had joined the servers before it, which
+// counted it lost and ended their job.
+TEST_P(PsFaultTest, AServerOfAnotherLayoutRefusesTheProbeAndNoServerIsJoined) {
+  Config c = config();
+  c.secret = test_secret();
+  c.shard_floats = 1024;
+  for (const bool misplaced : {false, true}) {
+    SCOPED_TRACE(misplaced ? "the list gives the servers in another order" : "server 1 has another shard size");
+    std::vector<std::unique_ptr<Server>> servers;
+    for (uint32_t i = 0; i < 3; ++i) {
+      ServerOptions o;
+      o.listen = "127.0.0.1:0";
+      o.index = i;
+      o.servers = 3;
+      o.workers = 1;
+      o.config = c;
+      if (i == 1 && !misplaced) o.config.shard_floats = 512;
+      servers.push_back(std::make_unique<Server>(o));
+    }
+    std::vector<std::thread> running;
+    for (auto& s : servers) running.emplace_back([&s] { s->run(); });
+    ClientOptions o;
+    o.servers = {servers[0]->address(), servers[misplaced ? 2 : 1]->address(), servers[misplaced ? 1 : 2]->address()};
+    o.workers = 1;
+    o.config = c;
+    o.timeout = 20s;
+    std::string what;
+    EXPECT_EQ(error_code_of(
+                  [&] {
+                    Client client(o);
+                    client.declare("w", 6000);
+                    client.connect();
+                  },
+                  &what),
+              Errc::kProtocol)
+        << what;
+    EXPECT_NE(what.find(misplaced ? "this server is index 2 of 3" : "--shard-floats must agree"), std::string::npos)
+        << what;
+    std::this_thread::sleep_for(200ms);  // what server 0 made of it, had it admitted the worker
+    const ServerStats first = servers[0]->stats();
+    EXPECT_EQ(first.workers_connected + first.workers_lost + first.workers_left, 0u)
+        << "server 0 admitted the worker another server refused";
+    for (auto& s : servers) s->stop();
+    for (auto& t : running) t.join();
+  }
+}
+
 // connect() to something that took the connection and never answers (a
 // server still resuming a checkpoint, a stopped one): interrupt() ends it.
 // Before, it ran to its whole timeout (60 s by default, 300 s in
