@@ -263,6 +263,7 @@ LaneHello decode_lane_hello(const std::vector<uint8_t>& bytes, const std::string
   LaneHello h;
   lane_hello_fields(r, h);
   r.done();
+  if (h.clock > kMaxClock) r.fail("clock " + std::to_string(h.clock) + " (at most 2^62)");
   return h;
 }
 
@@ -279,6 +280,7 @@ LaneWelcome decode_lane_welcome(const std::vector<uint8_t>& bytes, const std::st
   lane_welcome_fields(r, m);
   r.done();
   if (m.accepted > 1) r.fail("accepted code " + std::to_string(m.accepted));  // 7 was taken for accepted
+  if (m.start_clock > kMaxClock) r.fail("start clock " + std::to_string(m.start_clock) + " (at most 2^62)");
   return m;
 }
 

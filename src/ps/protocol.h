@@ -23,6 +23,10 @@ constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
 constexpr uint32_t kProtocolVersion = 17;
 /// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
 constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
+/// No worker's clock gets near it (a clock a microsecond for 146,000 years);
+/// one carried past it (a lane hello, a lane welcome) is refused: counted on,
+/// it wrapped past 2^64 and the worker ran without its staleness bound.
+constexpr uint64_t kMaxClock = uint64_t{1} << 62;
 /// SlotHeader::flags: the push payload is `length` bfloat16 values.
 constexpr uint16_t kFlagBf16 = 1;
 /// SlotHeader::flags: the push carries the worker's learning rate, 0 included

@@ -191,6 +191,17 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
 // the end; an inbox of 2^32 - 1 slots was allocated per lane; a lane welcome's
 // code 7 was taken for accepted. A refusal longer than the reader takes is
 // cut, not refused whole (the worker never learned why).
+// What decode() refused a message for, or "accepted".
+template <typename Decode>
+std::string protocol_error(Decode&& decode) {
+  try {
+    decode();
+  } catch (const Error& e) {
+    return e.code() == Errc::kProtocol ? e.what() : "another error: " + std::string(e.what());
+  }
+  return "accepted";
+}
+
 TEST(Protocol, AWelcomeIsBoundedBeforeTheWorkerSizesAnythingFromIt) {
   Welcome w;
   w.accepted = kAdmitted;
@@ -200,14 +211,6 @@ TEST(Protocol, AWelcomeIsBoundedBeforeTheWorkerSizesAnythingFromIt) {
   w.push_path = static_cast<uint32_t>(PushPath::kPut);
   w.lanes = {{1, 0, 2}, {2, 2, 2}};
   EXPECT_EQ(decode_welcome(encode(w), "peer-7").lanes.size(), 2u);
-  const auto protocol_error = [](auto&& decode) -> std::string {
-    try {
-      decode();
-    } catch (const Error& e) {
-      return e.code() == Errc::kProtocol ? e.what() : "another error: " + std::string(e.what());
-    }
-    return "accepted";
-  };
   const auto refused = [&](const Welcome& bad, const char* says) {
     const std::string what = protocol_error([&] { decode_welcome(encode(bad), "peer-7"); });
     EXPECT_NE(what.find(says), std::string::npos) << what;
@@ -236,6 +239,40 @@ TEST(Protocol, AWelcomeIsBoundedBeforeTheWorkerSizesAnythingFromIt) {
   LaneWelcome long_lane_no;
   long_lane_no.reason = std::string(5000, 'y');
   EXPECT_EQ(decode_lane_welcome(encode(long_lane_no), "peer-7").reason, std::string(kMaxTensorName, 'y'));
+  // A clock counted on from near 2^64 wrapped, and the worker ran without its staleness bound.
+  LaneWelcome late;
+  late.accepted = 1;
+  late.start_clock = kMaxClock;
+  EXPECT_EQ(decode_lane_welcome(encode(late), "peer-7").start_clock, kMaxClock);
+  late.start_clock = UINT64_MAX - 1;
+  const std::string wraps_clock = protocol_error([&] { decode_lane_welcome(encode(late), "peer-7"); });
+  EXPECT_NE(wraps_clock.find("start clock 18446744073709551614 (at most 2^62)"), std::string::npos) << wraps_clock;
+  LaneHello ahead;
+  ahead.clock = kMaxClock + 1;
+  const std::string ahead_clock = protocol_error([&] { decode_lane_hello(encode(ahead), "peer-7"); });
+  EXPECT_NE(ahead_clock.find("clock 4611686018427387905 (at most 2^62)"), std::string::npos) << ahead_clock;
+}
+
+// The job's layout a Hello states is one a worker could have: an index below
+// the server count, a shard size, no more servers than a job may have.
+TEST(Protocol, AHelloOfAnImpossibleLayoutIsRefusedNamingIt) {
+  Hello h;
+  h.tensors = {{"w", 10}};
+  EXPECT_EQ(decode_hello(encode(h), "peer-7").servers, 0u);  // not stated: nothing to check
+  h.servers = 3;
+  h.server_index = 2;
+  h.shard_floats = 1024;
+  const Hello back = decode_hello(encode(h), "peer-7");
+  EXPECT_EQ(std::tie(back.servers, back.server_index, back.shard_floats),
+            std::tie(h.servers, h.server_index, h.shard_floats));
+  for (auto [servers, index, shard] : {std::tuple{3u, 3u, 1024u}, {3u, 0u, 0u}, {kMaxServers + 1, 0u, 1024u}}) {
+    Hello bad = h;
+    std::tie(bad.servers, bad.server_index, bad.shard_floats) = std::tie(servers, index, shard);
+    const std::string what = protocol_error([&] { decode_hello(encode(bad), "peer-7"); });
+    EXPECT_NE(what.find("a layout of " + std::to_string(servers) + " servers, index " + std::to_string(index)),
+              std::string::npos)
+        << what;
+  }
 }
 
 // One definition of what the rule's parameters may hold, for the command
