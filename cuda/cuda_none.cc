@@ -12,10 +12,14 @@ namespace {
 }
 }  // namespace
 
-// Device memory can reach a CPU build (a C++ caller's cudaMalloc'd span):
-// the driver, where there is one, tells it apart, and the GPU path refuses it.
+// Device memory can reach a CPU build (a C++ caller's cudaMalloc'd span,
+// torch's CUDA tensors): the driver, where something loaded it, tells it
+// apart, and the GPU path refuses it. Managed memory the CPU reads: host here.
 bool is_device_pointer(const void* p) { return device_of(p) >= 0; }
-int device_of(const void* p) { return ask_driver(p).device; }
+int device_of(const void* p) {
+  const DriverAnswer a = ask_driver(p, false);
+  return a.managed ? -1 : a.device;
+}
 void use_device(int) { unsupported("use_device"); }
 int current_device() { unsupported("current_device"); }
 DeviceBuffer::DeviceBuffer(size_t) { unsupported("DeviceBuffer"); }

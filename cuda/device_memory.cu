@@ -25,7 +25,7 @@ bool is_device_pointer(const void* p) { return device_of(p) >= 0; }
 
 int device_of(const void* p) {
   // The driver first: it makes no context (cuda/driver_pointer.h).
-  if (const DriverAnswer a = ask_driver(p); a.known) return a.device;
+  if (const DriverAnswer a = ask_driver(p, true); a.known) return a.device;
   cudaPointerAttributes attr{};
   if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
     cudaGetLastError();

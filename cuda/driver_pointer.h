@@ -9,12 +9,16 @@
 namespace rdmaps::cuda {
 
 struct DriverAnswer {
-  bool known = false;  ///< false: the driver could not say (the caller may ask the runtime)
-  int device = -1;     ///< the GPU holding device or managed memory; -1: host memory
+  bool known = false;    ///< false: the driver could not say (the caller may ask the runtime)
+  int device = -1;       ///< the GPU holding device or managed memory; -1: host memory
+  bool managed = false;  ///< managed memory (cudaMallocManaged): the CPU may read it too
 };
 
-/// Host memory for sure where there is no driver or it has no device (no
-/// device memory can exist then).
-DriverAnswer ask_driver(const void* p);
+/// `open_driver`: load libcuda if this process has not (a CUDA build). A CPU
+/// build passes false and asks only once something else loaded it (torch):
+/// no CUDA memory exists in a process without the driver, and a CPU build
+/// initialises no driver of its own. Host memory for sure then, and where the
+/// driver has no device.
+DriverAnswer ask_driver(const void* p, bool open_driver);
 
 }  // namespace rdmaps::cuda

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cuda/kernels.h"
+#include "cuda/status.h"
 #include "math/bf16.h"
 #include "math/update_element.h"
 #include "rdmaps/error.h"
@@ -126,6 +127,10 @@ void require_kernels_run_here() {
   cudaFuncAttributes attr{};
   const cudaError_t err = cudaFuncGetAttributes(&attr, compress_kernel);
   if (err == cudaSuccess) return;
+  // Also the first call that makes the context: out of memory, a GPU another
+  // process holds exclusively, are not the build's architectures.
+  if (err != cudaErrorNoKernelImageForDevice && err != cudaErrorInvalidDeviceFunction)
+    check(err, "the first use of the GPU (its context and this build's kernels)");
   cudaGetLastError();  // not the next launch's error
   int device = -1, major = 0, minor = 0;
   cudaGetDevice(&device);

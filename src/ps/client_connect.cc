@@ -45,7 +45,7 @@ Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const 
   Welcome welcome = decode_welcome(control.recv_control(timeout), address);
   if (welcome.accepted == kRefused || welcome.accepted == kRefusedForNow || welcome.accepted == kRefusedWithoutTheJob)
     throw Refusal("server " + address + " refused worker " + std::to_string(options_.worker) + ": " + welcome.reason,
-                  welcome.accepted);
+                  welcome.accepted, welcome.instance);
   return welcome;
 }
 
@@ -66,17 +66,27 @@ Welcome ClientImpl::probe(uint32_t index) {
 void ClientImpl::probe_all() {
   std::vector<uint64_t> instances;
   std::vector<uint32_t> answers;
-  for (uint32_t i = 0; i < options_.servers.size(); ++i) {
-    const Welcome answer = probe(i);
-    instances.push_back(answer.instance);
-    answers.push_back(answer.resumed);
-    // One server listed twice (an address and a name of it) would take this
-    // worker once and refuse it the second time as "already connected".
+  // One server listed twice (an address and a name of it) would take this
+  // worker once and refuse it the second time as "already connected"; its
+  // probe at the second index is refused for the index, with its instance.
+  const auto listed_twice = [&](uint32_t i, uint64_t instance) {
     for (uint32_t j = 0; j < i; ++j)
-      if (instances[i] != 0 && instances[i] == instances[j])
+      if (instance != 0 && instance == instances[j])
         throw Error(Errc::kInvalidArgument, "servers " + std::to_string(j) + " (" + options_.servers[j] + ") and " +
                                                 std::to_string(i) + " (" + options_.servers[i] +
                                                 ") of the list are one server: list each server once");
+  };
+  for (uint32_t i = 0; i < options_.servers.size(); ++i) {
+    Welcome answer;
+    try {
+      answer = probe(i);
+    } catch (const Refusal& e) {
+      listed_twice(i, e.instance);
+      throw;
+    }
+    listed_twice(i, answer.instance);
+    instances.push_back(answer.instance);
+    answers.push_back(answer.resumed);
   }
   // A server found empty while another holds parameters is asked again:
   // the job's first workers may have joined every server and pushed

@@ -44,9 +44,11 @@ using Clock = std::chrono::steady_clock;
 // kRefusedForNow may pass on a retry; kRefusedWithoutTheJob answers a
 // reconnect that found a process that did not resume.
 struct Refusal : Error {
-  Refusal(const std::string& what, uint32_t accepted) : Error(Errc::kProtocol, what), accepted(accepted) {}
+  Refusal(const std::string& what, uint32_t accepted, uint64_t instance = 0)
+      : Error(Errc::kProtocol, what), accepted(accepted), instance(instance) {}
   bool for_good() const { return accepted != kRefusedForNow; }
   uint32_t accepted;
+  uint64_t instance;  ///< Welcome::instance of the refusing server (0: not said)
 };
 
 // One thread of a server (docs/architecture.md "Server threads"): its own

@@ -16,9 +16,11 @@ MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& con
   if (!config.checkpoint_dir.empty()) p.checkpoint = table;
   // The push path is chosen per worker; anything but shared memory may be
   // tcp, and a worker may ask for active messages (the server told so plans
-  // for it; ServerImpl warns of one it did not plan for).
-  p.copies =
-      math::needs_backup(config.rule) || gpu_shard || config.transport != "shm" || config.push_path == PushPath::kAm;
+  // for it; ServerImpl warns of one it did not plan for). Pulls put into a
+  // worker's own memory over shared memory are emulated in UCX 1.13, and
+  // such a worker gets a copy (ServerLane::needs_copy).
+  p.copies = math::needs_backup(config.rule) || gpu_shard || config.transport != "shm" ||
+             config.push_path == PushPath::kAm || config.put_landing == PutLanding::kOn;
   const uint64_t inbox = SlotLayout{config.shard_floats * sizeof(float)}.slot_bytes() * config.inbox_slots;
   p.per_worker = uint64_t{lanes} * inbox + (p.copies ? range : 0);
   return p;

@@ -84,6 +84,7 @@ void ServerImpl::refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std:
   Welcome welcome;
   welcome.accepted = code;
   welcome.reason = why;
+  welcome.instance = instance_;  // one server listed twice is refused at its other index: the worker names both
   try {
     ep->send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error&) {
@@ -153,16 +154,24 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     // thread serves no push; the worker waits for it as it waited for the
     // lanes, and on as many cores as they had.
     try {
-      for (size_t l = 0; l < lanes_.size(); ++l)
-        if (lanes_[l]->needs_copy(use_am, !ep.rma_native())) copies[l] = HostPages(lanes_[l]->copy_bytes());
-      if (use_am && !planned_copies_ && !said_unplanned_copy_ && !copies.empty() && copies.front()) {
+      {
+        // Puts to it wait for its own progress (tcp; pulls put into its own
+        // memory over shared memory, which --put-landing on asks for): a copy
+        // to put from, faulted in here rather than on the lane.
+        const bool emulated =
+            !ep.rma_native() || (admission_.config().put_landing == PutLanding::kOn && !ep.rma_to_registered());
+        for (size_t l = 0; l < lanes_.size(); ++l)
+          if (lanes_[l]->needs_copy(use_am, emulated)) copies[l] = HostPages(lanes_[l]->copy_bytes());
+      }
+      if (!planned_copies_ && !said_unplanned_copy_ && !copies.empty() && copies.front()) {
         said_unplanned_copy_ = true;
         logf(LogLevel::kWarn,
-             "rdmaps-server: warning: worker %u asked for the active-message push path: each such worker takes a "
-             "copy of this server's range (%s) that the memory plan did not count (give the server --push-path am "
-             "to plan for it)",
+             "rdmaps-server: warning: worker %u takes a copy of this server's range (%s) that the memory plan did "
+             "not count (%s)",
              hello.worker,
-             transport::size_text(partition_->server_range(options_.index).size() * sizeof(float)).c_str());
+             transport::size_text(partition_->server_range(options_.index).size() * sizeof(float)).c_str(),
+             use_am ? "it asked for the active-message push path: give the server --push-path am to plan for it"
+                    : "its pulls are put by emulated puts: give the server the workers' --put-landing to plan for it");
       }
       fault_in(copies, std::min<uint32_t>(usable_cores(), static_cast<uint32_t>(lanes_.size())));
     } catch (const Error& e) {

@@ -321,13 +321,16 @@ class TorchTest(unittest.TestCase):
             "opt = rps.DistributedOptimizer(torch.optim.SGD([p for _, p in named], lr=0.1), named)\n"
             "with torch.no_grad():\n"
             "    teacher.weight.fill_(3.0)\n"
-            "rps.broadcast_parameters(dict(named))\n"
-            "assert torch.all(teacher.weight == 3.0), 'the broadcast did not load the frozen parameter'\n"
+            "if sys.argv[1] == 'broadcast':\n"
+            "    rps.broadcast_parameters(dict(named))\n"
+            "    assert torch.all(teacher.weight == 3.0), 'the broadcast did not load the frozen parameter'\n"
             "before = student.weight.clone()\n"
             "for step in range(3):\n"
             "    opt.zero_grad()\n"
             "    student(torch.ones(4, 3)).sum().backward()\n"
             "    opt.step()\n"
+            "    if step == 0 and sys.argv[1] == 'joined':  # a worker that joined a job: the job's values, once\n"
+            "        assert torch.all(teacher.weight == 0.0), 'the first pull did not load the frozen parameter'\n"
             "    with torch.no_grad():\n"
             "        teacher.weight.mul_(0.5).add_(0.5 * student.weight)\n"
             "        ema = teacher.weight.clone()\n"
@@ -337,9 +340,11 @@ class TorchTest(unittest.TestCase):
             "    assert torch.equal(teacher.weight, ema), f'step {step}: the frozen parameter was overwritten'\n"
             "assert not torch.equal(before, student.weight), 'the student did not train'\n"
             "print('frozen kept', flush=True)\n")
-        p = run_code(code)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn("frozen kept", p.stdout)
+        for how in ("broadcast", "joined"):
+            with self.subTest(how=how):
+                p = run_code(code, how)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertIn("frozen kept", p.stdout)
 
     def test_shutdown_raises_what_a_backward_hook_met_whatever_its_kind(self):
         # A sparse gradient's TypeError, with no step() after the backward: shutdown() dropped it.

@@ -244,6 +244,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # everything -> ([(name, address, bytes)], their tensors), made by the first _load_parameters()
         self._pull_targets = {}
         self._trained = [(n, p) for n, p in self._params if p.requires_grad]  # what a step pulls
+        self._loaded_all = False  # frozen parameters too, once: _load_parameters()
 
         self._pending = []  # (ticket, tensor kept alive until the push is done)
         self._stranded = []  # tensors of failed pushes, kept until the worker is closed
@@ -534,7 +535,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def _load_parameters(self, everything=False):
         # A parameter frozen when the optimizer was made (an EMA teacher, a
         # frozen backbone) trains nowhere: a step's pull overwrote what the
-        # trainer set it to with the broadcast value. Only a broadcast loads it.
+        # trainer set it to with the broadcast value. It is loaded once: by a
+        # broadcast, or by the first pull of a worker that joined a job
+        # already training (its backbone is the job's, not its own random one).
+        everything = everything or not self._loaded_all
         params = self._params if everything else self._trained
         targets, pulled_into = self._pull_targets.get(everything, ([], []))
         # A parameter whose storage was replaced (p.data = ...) is checked again.
@@ -563,6 +567,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._abandoned_pulls.append(pulled_into)
             raise
         self._abandoned_pulls.clear()  # done before this one: operations run in order
+        self._loaded_all = self._loaded_all or everything
 
     def zero_grad(self, *args, **kwargs):
         self.synchronize()  # a push in flight still reads the gradient
@@ -620,7 +625,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     def load_latest(self):
         """Waits until every live worker reached this point, then loads the
-        servers' parameters (e.g. before evaluating a model trained asynchronously)."""
+        servers' parameters (e.g. before evaluating a model trained asynchronously);
+        those frozen when the optimizer was made only if nothing loaded them yet."""
         self.synchronize()
         self._barrier()
         self._load_parameters()
