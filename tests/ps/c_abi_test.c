@@ -32,10 +32,10 @@ static void* serve(void* server) {
   return NULL;
 }
 
-/* A 1-worker server over tcp on loopback, serving on *thread; its address
- * into `address` (64 bytes). NULL if it could not be made. */
-static rdmaps_server* start_tcp_server(pthread_t* thread, char* address) {
-  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp", 0, 0};
+/* A 1-worker server on loopback with `config` ("--transport tcp" and more),
+ * serving on *thread; its address into `address` (64 bytes). NULL if it could not be made. */
+static rdmaps_server* start_tcp_server(const char* config, pthread_t* thread, char* address) {
+  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, config, 0, 0};
   rdmaps_server* server = NULL;
   CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
   if (!server) return NULL;
@@ -64,15 +64,12 @@ static rdmaps_server* start_checkpointing_server(const char* dir, const char* fl
 /* A push the server rejects (NaN under --check-nan) returns RDMAPS_OK, changes
  * nothing, and is counted by the worker once a pull followed it. */
 static void rejected_push_is_counted(void) {
-  rdmaps_server_options so = {"127.0.0.1:0", 0, 1, 1, "--transport tcp --rule sgd --lr 0.5 --check-nan", 0, 0};
-  rdmaps_server* server = NULL;
-  CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "--check-nan server: %s", rdmaps_last_error());
-  if (!server) return;
-  char address[64];
-  rdmaps_server_address(server, address, sizeof(address));
+  const char* config = "--transport tcp --rule sgd --lr 0.5 --check-nan";
   pthread_t thread;
-  pthread_create(&thread, NULL, serve, server);
-  rdmaps_client_options co = {address, 0, "--transport tcp --rule sgd --lr 0.5 --check-nan", 10000};
+  char address[64];
+  rdmaps_server* server = start_tcp_server(config, &thread, address);
+  if (!server) return;
+  rdmaps_client_options co = {address, 0, config, 10000};
   rdmaps_client* client = NULL;
   CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
   float w[8], g[8], got[8];
@@ -232,7 +229,7 @@ static void destroy_while_running(void) {
 static void forked_child_leaves_the_server_alone(void) {
   pthread_t thread;
   char address[64];
-  rdmaps_server* server = start_tcp_server(&thread, address);
+  rdmaps_server* server = start_tcp_server("--transport tcp", &thread, address);
   if (!server) return;
   const struct timespec tenth = {0, 100 * 1000 * 1000};
   nanosleep(&tenth, NULL); /* serving */
@@ -274,7 +271,7 @@ static void callback_that_removes_itself(void) {
   rdmaps_set_log_callback(log_once, NULL);
   pthread_t thread;
   char address[64];
-  rdmaps_server* server = start_tcp_server(&thread, address);
+  rdmaps_server* server = start_tcp_server("--transport tcp", &thread, address);
   if (!server) return;
   rdmaps_client_options co = {address, 0, "--transport tcp", 10000};
   rdmaps_client* client = NULL;

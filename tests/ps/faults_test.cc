@@ -1115,31 +1115,42 @@ TEST_P(PsFaultTest, AJobThatStartedBetweenTwoProbesIsNotTakenForAPartTrainedOne)
 // had already admitted it, so it had fixed the job's table to the refused
 // one (the corrected retry was refused there) and, the job's only worker
 // gone, ended. Every server is now asked before any is joined.
+// The servers of a one-worker job, each given its own options by `tweak`
+// (ServerGroup gives them all the same) and run on a thread of its own;
+// stopped and joined however the test ends.
+struct JobServers {
+  JobServers(uint32_t count, const Config& c, const std::function<void(uint32_t, ServerOptions&)>& tweak) {
+    for (uint32_t i = 0; i < count; ++i) {
+      ServerOptions o;
+      o.listen = "127.0.0.1:0";
+      o.index = i;
+      o.servers = count;
+      o.workers = 1;
+      o.config = c;
+      tweak(i, o);
+      servers.push_back(std::make_unique<Server>(o));
+    }
+    for (auto& s : servers) running.emplace_back([&s] { s->run(); });
+  }
+  ~JobServers() {
+    for (auto& s : servers) s->stop();
+    join();
+  }
+  void join() {
+    for (auto& t : running)
+      if (t.joinable()) t.join();
+  }
+  std::vector<std::unique_ptr<Server>> servers;
+  std::vector<std::thread> running;
+};
+
 TEST_P(PsFaultTest, AConnectRefusedByOneServerFixesNothingAtTheOthers) {
   Config c = config();
   c.secret = test_secret();
-  std::vector<std::unique_ptr<Server>> servers;
-  for (uint32_t i = 0; i < 2; ++i) {
-    ServerOptions o;
-    o.listen = "127.0.0.1:0";
-    o.index = i;
-    o.servers = 2;
-    o.workers = 1;
-    o.config = c;
+  JobServers job(2, c, [](uint32_t i, ServerOptions& o) {
     if (i == 1) o.max_bytes = 4000;  // 1000 floats
-    servers.push_back(std::make_unique<Server>(o));
-  }
-  std::vector<std::thread> running;
-  for (auto& s : servers) running.emplace_back([&s] { s->run(); });
-  struct StopOnFailure {  // a failed expectation below must not leave threads running
-    std::vector<std::unique_ptr<Server>>& servers;
-    std::vector<std::thread>& running;
-    ~StopOnFailure() {
-      for (auto& s : servers) s->stop();
-      for (auto& t : running)
-        if (t.joinable()) t.join();
-    }
-  } stop_on_failure{servers, running};
+  });
+  auto& servers = job.servers;
   auto worker = [&](uint64_t floats) {
     ClientOptions o;
     o.servers = {servers[0]->address(), servers[1]->address()};
@@ -1164,7 +1175,7 @@ TEST_P(PsFaultTest, AConnectRefusedByOneServerFixesNothingAtTheOthers) {
   corrected->pull("w", w);
   EXPECT_EQ(w, std::vector<float>(500, -c.learning_rate));
   corrected.reset();
-  for (auto& t : running) t.join();  // the job's one worker left: both servers end
+  job.join();  // the job's one worker left: both servers end
   for (auto& s : servers) EXPECT_EQ(s->stats().workers_left, 1u);
 }
 
@@ -1178,19 +1189,10 @@ TEST_P(PsFaultTest, AServerOfAnotherLayoutRefusesTheProbeAndNoServerIsJoined) {
   c.shard_floats = 1024;
   for (const bool misplaced : {false, true}) {
     SCOPED_TRACE(misplaced ? "the list gives the servers in another order" : "server 1 has another shard size");
-    std::vector<std::unique_ptr<Server>> servers;
-    for (uint32_t i = 0; i < 3; ++i) {
-      ServerOptions o;
-      o.listen = "127.0.0.1:0";
-      o.index = i;
-      o.servers = 3;
-      o.workers = 1;
-      o.config = c;
-      if (i == 1 && !misplaced) o.config.shard_floats = 512;
-      servers.push_back(std::make_unique<Server>(o));
-    }
-    std::vector<std::thread> running;
-    for (auto& s : servers) running.emplace_back([&s] { s->run(); });
+    JobServers job(3, c, [&](uint32_t i, ServerOptions& so) {
+      if (i == 1 && !misplaced) so.config.shard_floats = 512;
+    });
+    auto& servers = job.servers;
     ClientOptions o;
     o.servers = {servers[0]->address(), servers[misplaced ? 2 : 1]->address(), servers[misplaced ? 1 : 2]->address()};
     o.workers = 1;
@@ -1212,8 +1214,6 @@ TEST_P(PsFaultTest, AServerOfAnotherLayoutRefusesTheProbeAndNoServerIsJoined) {
     const ServerStats first = servers[0]->stats();
     EXPECT_EQ(first.workers_connected + first.workers_lost + first.workers_left, 0u)
         << "server 0 admitted the worker another server refused";
-    for (auto& s : servers) s->stop();
-    for (auto& t : running) t.join();
   }
 }
 
