@@ -462,9 +462,14 @@ class Worker {
 
   // Every call ended: the client and comm thread go, then the buffers they used.
   void tear_down() noexcept {
-    without_gil([this] {
-      comm_.reset();
-      client_.reset();
+    // Taken out with the GIL held: a thread reading pending, closed or
+    // metrics_address meanwhile (they hold no Use) sees none, not one being
+    // destroyed without the GIL.
+    std::unique_ptr<CommThread> comm = std::move(comm_);
+    std::unique_ptr<Client> client = std::move(client_);
+    without_gil([&] {
+      comm.reset();  // before the client its thread uses
+      client.reset();
     });
     in_flight_.clear();  // every operation finished: their buffers may go
     registered_.clear();
