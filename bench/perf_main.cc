@@ -7,6 +7,7 @@
 #include "bench/perf_ps.h"
 #include "bench/perf_transport.h"
 #include "rdmaps/error.h"
+#include "rdmaps/version.h"
 #include "src/api/capabilities.h"
 #include "src/tools/child_process.h"
 #include "src/tools/program_start.h"
@@ -25,6 +26,10 @@ int run(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage();
     return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "--version")) {  // as the other programs and each benchmark take it
+    std::printf("%s\n", rdmaps_build_version());
+    return 0;
   }
   try {
     // Child processes (--role, --report-fd) leave the banner to the parent;

@@ -66,6 +66,19 @@ def accuracy(model, x, y):
         return (model(x).argmax(1) == y).float().mean().item()
 
 
+def staleness_bound(text):
+    """--staleness: a whole number of clocks, or 'inf' (fully asynchronous)."""
+    if text == "inf":
+        return math.inf
+    try:
+        bound = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of clocks or inf") from None
+    if bound < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is negative: 0 is bulk-synchronous")
+    return bound
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", choices=["rdmaps", "gloo", "local"], default="rdmaps",
@@ -77,7 +90,7 @@ def main():
     ap.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                     help="learning rate over the run (a torch scheduler; rdmaps pushes carry the rate)")
     ap.add_argument("--hidden", default="256,128", help="hidden layer sizes")
-    ap.add_argument("--staleness", default="2", help="SSP bound, or 'inf' (rdmaps)")
+    ap.add_argument("--staleness", type=staleness_bound, default=2, help="SSP bound, or 'inf' (rdmaps)")
     ap.add_argument("--dc", choices=["none", "adaptive", "constant"], default="adaptive", help="delay compensation")
     ap.add_argument("--lambda", dest="lambda_", type=float, default=None, help="DC-ASGD lambda0 / lambda")
     ap.add_argument("--data", default=os.environ.get("RDMAPS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -105,7 +118,7 @@ def main():
     model = model_for(hidden)
     sgd = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     if args.backend == "rdmaps":
-        staleness = math.inf if args.staleness == "inf" else int(args.staleness)
+        staleness = args.staleness
         dc = None if args.dc == "none" else args.dc
         opt = rps.DistributedOptimizer(sgd, model.named_parameters(), staleness=staleness, dc=dc,
                                        lambda_=args.lambda_, flat_parameters=args.flat_parameters == "on")

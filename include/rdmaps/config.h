@@ -101,8 +101,9 @@ struct Config {
 const char* rule_name(UpdateRule rule);
 const char* push_path_name(PushPath path);
 /// Parses "--name value" flags and RDMAPS_NAME environment variables into
-/// `config` (flags win). Unknown flags are left in `rest`; bad values throw
-/// Error(kInvalidArgument) naming the flag or variable.
+/// `config` (flags win). Unknown flags are left in `rest`, or, without one
+/// (nullptr), throw Error(kInvalidArgument) naming the first; bad values throw
+/// naming the flag or variable.
 void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest);
 /// Why `config` is outside what its flags take (a field set in code: an enum
 /// value that names nothing, a count or duration past its flag's range, a

@@ -359,11 +359,17 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
 void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest) {
   CLI::App app;
   app.set_help_flag();  // a library call prints nothing; "--help" is an unknown flag, left in `rest`
-  app.allow_extras();   // left in `rest`, or ignored without it
+  app.allow_extras();   // left in `rest`; refused without it
   cli::set_defaults(app);
   add_config_flags(app, config);
   cli::parse(app, args);
-  if (rest) *rest = app.remaining();
+  if (rest) {
+    *rest = app.remaining();
+  } else if (const std::vector<std::string> left = app.remaining(); !left.empty()) {
+    // A typo (--stalenes 3) was dropped without a word, and the worker ran
+    // with the default, refused by its servers for a reason far from it.
+    throw Error(Errc::kInvalidArgument, "unknown configuration flag '" + left.front() + "'");
+  }
 }
 namespace {
 std::string describe(const Config& c, bool workers_own) {

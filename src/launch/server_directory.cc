@@ -160,7 +160,16 @@ std::string ServerDirectory::listen_address() const {
     return wildcard_for(host_of(entry), static_cast<uint16_t>(std::stoul(port_of(entry))));
   }
   if (ipv6_literal(advertise_)) return "[::]:0";
-  if (method_ == Method::kRendezvous) return wildcard_for(p_.master_addr, 0);
+  if (method_ == Method::kRendezvous) {
+    // Every rank on this host (a loopback MASTER_ADDR) and no address
+    // advertised: served on loopback alone, as the rendezvous is, and UCX
+    // stays there too (ContextOptions::loopback_only). The wildcard offered
+    // the model's ports, and UCX's tcp ones that take writes without the
+    // handshake, on every interface of a one-machine job.
+    if (advertise_.empty() && p_.every_rank_is_local())
+      return ipv6_literal(unbracketed(p_.master_addr)) ? "[::1]:0" : "127.0.0.1:0";
+    return wildcard_for(p_.master_addr, 0);
+  }
   return "0.0.0.0:0";
 }
 

@@ -169,7 +169,7 @@ TEST(Rendezvous, AnIpv6MasterAddrIsServed) {
   p0.master_addr = p1.master_addr = "::1";
   ServerDirectory directory(p0, 5s, "");  // rank 0 hosts the rendezvous here
   EXPECT_EQ(directory.method(), "the rendezvous at [::1]:" + std::to_string(port));
-  EXPECT_EQ(directory.listen_address(), "[::]:0");  // it advertises its address on the route to ::1
+  EXPECT_EQ(directory.listen_address(), "[::1]:0");  // every rank on this host: loopback alone
   auto worker = std::async(std::launch::async, [=] { return rendezvous(p1, "", 3s); });
   EXPECT_EQ(rendezvous(p0, "[::1]:4000", 3s), std::vector<std::string>{"[::1]:4000"});
   EXPECT_EQ(worker.get(), std::vector<std::string>{"[::1]:4000"});
@@ -528,7 +528,12 @@ TEST(ServerDirectory, ListenAndAdvertise) {
   r.master_addr = "127.0.0.1";
   EXPECT_EQ(ServerDirectory(r, 1s, "", v6).listen_address(), "[::]:0");
   EXPECT_EQ(ServerDirectory(r, 1s, "", env).listen_address(), "0.0.0.0:0") << "a host name keeps the rendezvous's";
-  EXPECT_EQ(ServerDirectory(r, 1s, "", none).listen_address(), "0.0.0.0:0");
+  // Nothing advertised and every rank on this host: loopback alone, UCX too
+  // (the wildcard put a one-machine job's ports on every interface).
+  EXPECT_EQ(ServerDirectory(r, 1s, "", none).listen_address(), "127.0.0.1:0");
+  Placement elsewhere = r;
+  elsewhere.master_addr = "node1";  // reached from other hosts
+  EXPECT_EQ(ServerDirectory(elsewhere, 1s, "", none).listen_address(), "0.0.0.0:0");
   // Not a host: named, not advertised as "[node1:5000]:4000" or " node1:4000".
   // A comma split the job's list of servers: every rank failed with "2 server addresses for 1 servers".
   for (const char* bad : {"node1:5000", " node1", "[node1:5000]", "node 1", "node1,node2"}) {

@@ -153,6 +153,8 @@ TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
   };
   EXPECT_NE(message({"--rule", "adam"}).find("--rule"), std::string::npos);
   EXPECT_NE(message({"--staging-depth", "65"}).find("--staging-depth"), std::string::npos);
+  // Without `rest`, a typo is refused by name (it was dropped, and the worker ran with the default).
+  EXPECT_EQ(message({"--stalenes", "3"}), "unknown configuration flag '--stalenes'");
   parse_config(c, {"--staging-depth", "5"}, nullptr);
   EXPECT_EQ(c.staging_depth, 5u);
   // A leading zero is decimal as everywhere else (CLI11 read 010 as octal 8, and 08 could not convert).

@@ -24,6 +24,11 @@ grep -Eq "$pep440" <<<"$version" || fail "rdmaps-server --version: '$version' is
 out=$("$info" 2>&1) || fail "rdmaps-info exited $?: $out"
 grep -qF "rdmaps $version (librdmaps ABI $abi, " <<<"$out" || fail "rdmaps-info does not name the build: $out"
 [ "$("$info" --version 2>&1)" = "$version" ] || fail "rdmaps-info --version differs from rdmaps-server's ($version)"
+# rdmaps-perf takes it before a benchmark's name too, as the other programs do.
+perf=$build/bench/rdmaps-perf
+if [ -x "$perf" ]; then
+  [ "$("$perf" --version 2>&1)" = "$version" ] || fail "rdmaps-perf --version: '$("$perf" --version 2>&1)', not $version"
+fi
 
 # refused WHAT OUTPUT STATUS: the program or import refused the library by
 # name, with both sides' ABI, and did not crash.
