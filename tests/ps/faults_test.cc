@@ -671,6 +671,19 @@ TEST_P(PsFaultTest, AnActiveMessageThatCannotLandIsRejectedInItsTurnAndTheNextTa
   EXPECT_EQ(landing_rejections(s), 2u) << "not counted as landing rejections";
 }
 
+// Worker 0 of two, beside worker 1 that stopped: 10 s to train on (a lane it
+// held kept the other waiting 30 s).
+ClientOptions beside_a_stopped_worker(const ServerGroup& servers, const Config& c) {
+  ClientOptions o;
+  o.servers = split(servers.addresses(), ',');
+  o.worker = 0;
+  o.workers = 2;
+  o.config = c;
+  o.config.secret = test_secret();
+  o.timeout = 10s;
+  return o;
+}
+
 // A worker that stops reading with a write-back under way (a stopped process,
 // a frozen VM) held its lane: the lane waited up to 30 s to send it its next
 // pull, then its next mailbox, serving no other worker meanwhile. Now they
@@ -694,13 +707,7 @@ TEST_P(PsFaultTest, AWorkerThatStopsReadingHoldsUpNoOtherWorkerOfItsLane) {
   ASSERT_EQ(stopped.mailbox[0].load(), 3u) << "the clocks were not taken";
   stopped.post_empty(ps::MsgType::kPull, 4, kShards);  // the whole range, twice; then it reads nothing more
   stopped.post_empty(ps::MsgType::kPull, 5, kShards);
-  ClientOptions o;
-  o.servers = split(servers.addresses(), ',');
-  o.worker = 0;
-  o.workers = 2;
-  o.config = c;
-  o.config.secret = test_secret();
-  o.timeout = 10s;  // the lane held it 30 s
+  const ClientOptions o = beside_a_stopped_worker(servers, c);
   Client other(o);
   other.declare("w", kFloats);
   std::vector<float> w(kFloats), g(kFloats, 1e-3f);
@@ -755,13 +762,7 @@ TEST_P(PsFaultTest, AWorkerThatStopsOnThePutPathHoldsUpNoOtherWorkerOfItsLane) {
     pull.length = kShards;  // the whole range; then it drives its UCX no more
     pull.landing = landing ? 1 : 0;
     stopped.write(pull, 1, 1, 0.0f);
-    ClientOptions o;
-    o.servers = split(servers.addresses(), ',');
-    o.worker = 0;
-    o.workers = 2;
-    o.config = c;
-    o.config.secret = test_secret();
-    o.timeout = 10s;  // the lane held it 30 s
+    const ClientOptions o = beside_a_stopped_worker(servers, c);
     std::optional<Client> other_worker;
     Client& other = other_worker.emplace(o);
     other.declare("w", kFloats);
