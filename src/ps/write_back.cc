@@ -52,15 +52,10 @@ void WriteBackSender::send_versions(const uint64_t* versions, size_t count, uint
     // drives its UCX (the puts are emulated), and one that stopped held every
     // other worker of the lane for 30 s. The versions, and any later mailbox,
     // go once it completed (flushed()).
-    if (landed_) {
-      landed_ = false;
-      flush_ = ep_.flush();
-      deferred_ = {count, offset};
-      flushed();
-      return;
-    }
-    data_.push_back(ep_.put(staged_versions(), count * 8, *receive_, offset, outbox_.get()));
-    ep_.fence();
+    if (landed_) flush_ = ep_.flush();  // else none: flushed() puts them at once
+    landed_ = false;
+    deferred_ = {count, offset};
+    flushed();
     return;
   }
   WriteBackHeader& h = data_headers_.at(data_.size());

@@ -75,7 +75,7 @@ class WriteBackSender {
   std::vector<transport::Request> abandon();
 
  private:
-  /// Posts deferred versions once their flush completed; false while it has not.
+  /// Posts the versions once their flush (if any) completed; false while it has not.
   bool flushed();
   uint64_t* staged_versions() {
     return reinterpret_cast<uint64_t*>(static_cast<uint8_t*>(outbox_->data()) + sizeof(Mailbox));
