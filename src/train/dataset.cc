@@ -20,23 +20,33 @@ namespace {
 constexpr uint32_t kImageMagic = 0x00000803;  // unsigned bytes, 3 dimensions
 constexpr uint32_t kLabelMagic = 0x00000801;  // unsigned bytes, 1 dimension
 
-struct GzCloser {
-  void operator()(gzFile_s* f) const { gzclose(f); }
-};
-using GzFile = std::unique_ptr<gzFile_s, GzCloser>;
-
+// One pass over an IDX file, gzip'd or plain: a gzip file is inflated as it
+// is read, and each member's CRC-32 and length are checked as its trailer
+// arrives. (gzread needed a second inflate of the whole file to check them:
+// it ends quietly where a file is cut before its trailer. That pass took a
+// third of every worker's start.)
 class IdxFile {
  public:
-  explicit IdxFile(const std::string& path) : path_(path) {
+  explicit IdxFile(const std::string& path) : path_(path), input_(1 << 16) {
     struct stat st {};
     if (stat(path.c_str(), &st) != 0)
       throw Error(Errc::kIo, "cannot open " + path + ": " + std::strerror(errno) +
                                  " (install dataset-fashion-mnist, or pass --data DIR with the four IDX files)");
     // A directory read as a file gave "corrupt compressed data ... reinstall"; a FIFO would block.
     if (!S_ISREG(st.st_mode)) throw Error(Errc::kIo, "cannot read " + path + ": it is not a regular file");
-    file_.reset(gzopen(path.c_str(), "rb"));
+    file_.reset(std::fopen(path.c_str(), "rb"));
     if (!file_) throw Error(Errc::kIo, "cannot open " + path + ": " + std::strerror(errno));
+    refill();
+    gzip_ = available_ >= 2 && next_[0] == 0x1f && next_[1] == 0x8b;
+    if (gzip_ && inflateInit2(&z_, 16 + MAX_WBITS) != Z_OK)
+      throw Error(Errc::kNoMemory, path_ + ": zlib could not start");
   }
+  ~IdxFile() {
+    if (gzip_) inflateEnd(&z_);
+  }
+  IdxFile(const IdxFile&) = delete;  // zlib's state points back at z_
+  IdxFile& operator=(const IdxFile&) = delete;
+
   uint32_t be32(const char* what) {
     unsigned char b[4];
     read(b, 4, what);
@@ -45,20 +55,10 @@ class IdxFile {
   /// `n` bytes of `what`; a short file is named with `before` bytes of it
   /// read already and `whole` expected in all (default: n).
   void read(void* out, size_t n, const char* what, uint64_t before = 0, uint64_t whole = 0) {
-    auto* p = static_cast<unsigned char*>(out);
-    size_t got = 0;
-    while (got < n) {
-      unsigned chunk = static_cast<unsigned>(std::min<size_t>(n - got, 1u << 30));
-      int r = gzread(file_.get(), p + got, chunk);
-      if (r <= 0) {
-        int err = 0;
-        const char* msg = gzerror(file_.get(), &err);
-        if (err != Z_OK && err != Z_STREAM_END) throw corrupt(msg, what);
-        throw Error(Errc::kIo, path_ + ": truncated in " + what + ": expected " + std::to_string(whole ? whole : n) +
-                                   " bytes, got " + std::to_string(before + got));
-      }
-      got += static_cast<size_t>(r);
-    }
+    const size_t got = fill(static_cast<unsigned char*>(out), n, what);
+    if (got < n)
+      throw Error(Errc::kIo, path_ + ": truncated in " + what + ": expected " + std::to_string(whole ? whole : n) +
+                                 " bytes, got " + std::to_string(before + got));
   }
   /// `n` bytes, the buffer grown as they arrive: a header that declares more
   /// than the file holds costs the bytes it holds, not what it declares.
@@ -77,74 +77,84 @@ class IdxFile {
     }
     return out;
   }
-  /// Reads on to the end, refusing bytes after the declared data, and has a
-  /// compressed file's every gzip trailer (CRC-32 and length) checked.
+  /// Reads on to the end, refusing bytes after the declared data; a gzip
+  /// file's last trailer is checked on the way.
   void expect_end() {
     unsigned char extra[4096];
-    int r = gzread(file_.get(), extra, sizeof(extra));
-    int err = Z_OK;
-    const char* msg = gzerror(file_.get(), &err);
-    if (r < 0 || (err != Z_OK && err != Z_STREAM_END)) throw corrupt(msg, "its end");
+    const size_t r = fill(extra, sizeof(extra), "its end");
     if (r > 0) fail(std::to_string(r) + (r == sizeof(extra) ? "+" : "") + " bytes after the data its header declares");
-    if (!gzdirect(file_.get())) check_gzip_trailers();
   }
   [[noreturn]] void fail(const std::string& why) const { throw Error(Errc::kProtocol, path_ + ": " + why); }
+
+ private:
   Error corrupt(const char* zlib_message, const char* where) const {
     return Error(Errc::kIo, path_ + ": corrupt compressed data in " + where + " (zlib: " + zlib_message +
                                 "; the gzip stream or its CRC check failed): download or reinstall the file");
   }
-
- private:
-  // gzread ends quietly where the input was all read before the stream's
-  // end: a file cut by its 8-byte trailer was taken, its CRC never checked
-  // (and bytes after the gzip data were ignored). inflate() says so: each
-  // member must reach its end, and nothing but another member may follow,
-  // or zeros (padding, which gzip -d ignores too).
-  void check_gzip_trailers() const {
-    std::unique_ptr<FILE, int (*)(FILE*)> in(std::fopen(path_.c_str(), "rb"), &std::fclose);
-    if (!in) throw Error(Errc::kIo, "cannot open " + path_ + ": " + std::strerror(errno));
-    z_stream z{};
-    if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) throw Error(Errc::kNoMemory, path_ + ": zlib could not start");
-    std::unique_ptr<z_stream, int (*)(z_stream*)> end(&z, &inflateEnd);
-    std::vector<unsigned char> input(1 << 16), output(1 << 16);
-    bool member_ended = false;
-    for (;;) {
-      if (z.avail_in == 0) {
-        const size_t n = std::fread(input.data(), 1, input.size(), in.get());
-        if (n == 0) break;
-        z.next_in = input.data();
-        z.avail_in = static_cast<uInt>(n);
-      }
-      if (member_ended) {
-        if (z.next_in[0] != 0x1f) {  // no gzip member's magic
-          if (zeros_to_end(z.next_in, z.avail_in, in.get())) return;
-          throw corrupt("bytes after the gzip data", "its end");
-        }
-        inflateReset(&z);
-      }
-      z.next_out = output.data();
-      z.avail_out = static_cast<uInt>(output.size());
-      const int ret = inflate(&z, Z_NO_FLUSH);
-      member_ended = ret == Z_STREAM_END;
-      if (ret != Z_OK && ret != Z_STREAM_END && ret != Z_BUF_ERROR)
-        throw corrupt(z.msg ? z.msg : "inflate failed", "its gzip stream");
-    }
-    if (std::ferror(in.get())) throw Error(Errc::kIo, "cannot read " + path_ + ": " + std::strerror(errno));
-    if (!member_ended) throw corrupt("the file ends before its gzip trailer (CRC-32 and length)", "its end");
+  /// The next bytes of the file into input_; false at its end.
+  bool refill() {
+    const size_t n = std::fread(input_.data(), 1, input_.size(), file_.get());
+    if (n == 0 && std::ferror(file_.get()))
+      throw Error(Errc::kIo, "cannot read " + path_ + ": " + std::strerror(errno));
+    next_ = input_.data();
+    available_ = n;
+    return n > 0;
   }
-
-  static bool zeros_to_end(const unsigned char* p, size_t n, FILE* in) {
-    unsigned char rest[4096];
+  /// Up to `n` bytes of data into `out`; fewer only where the data end.
+  size_t fill(unsigned char* out, size_t n, const char* where) {
+    size_t got = 0;
+    while (got < n && !ended_) {
+      if (available_ == 0 && !refill()) {
+        // gzread ended quietly here: a file cut before its trailer was taken.
+        if (gzip_ && !member_ended_) throw corrupt("the file ends before its gzip trailer (CRC-32 and length)", where);
+        ended_ = true;
+        break;
+      }
+      if (!gzip_) {
+        const size_t take = std::min(n - got, available_);
+        std::memcpy(out + got, next_, take);
+        next_ += take, available_ -= take, got += take;
+        continue;
+      }
+      if (member_ended_) {  // another member may follow (gzip -d reads them all), or zeros (padding)
+        if (next_[0] != 0x1f) {
+          if (!zeros_to_end()) throw corrupt("bytes after the gzip data", "its end");
+          ended_ = true;
+          break;
+        }
+        inflateReset(&z_);
+        member_ended_ = false;
+      }
+      z_.next_in = next_;
+      z_.avail_in = static_cast<uInt>(available_);
+      z_.next_out = out + got;
+      z_.avail_out = static_cast<uInt>(std::min<size_t>(n - got, 1u << 30));
+      const uInt asked = z_.avail_out;
+      const int ret = inflate(&z_, Z_NO_FLUSH);
+      got += asked - z_.avail_out;
+      next_ = z_.next_in;
+      available_ = z_.avail_in;
+      if (ret == Z_STREAM_END)
+        member_ended_ = true;
+      else if (ret != Z_OK)  // both buffers had room: no error of zlib's but corruption is left
+        throw corrupt(z_.msg ? z_.msg : "inflate failed", where);
+    }
+    return got;
+  }
+  bool zeros_to_end() {
     do {
-      if (std::any_of(p, p + n, [](unsigned char b) { return b != 0; })) return false;
-      n = std::fread(rest, 1, sizeof(rest), in);
-      p = rest;
-    } while (n > 0);
+      if (std::any_of(next_, next_ + available_, [](unsigned char b) { return b != 0; })) return false;
+    } while (refill());
     return true;
   }
 
   std::string path_;
-  GzFile file_;
+  std::unique_ptr<FILE, int (*)(FILE*)> file_{nullptr, &std::fclose};
+  std::vector<unsigned char> input_;
+  unsigned char* next_ = nullptr;  // the unread part of input_
+  size_t available_ = 0;
+  bool gzip_ = false, member_ended_ = false, ended_ = false;
+  z_stream z_{};
 };
 
 std::string hex(uint32_t v) {
@@ -153,12 +163,10 @@ std::string hex(uint32_t v) {
   return b;
 }
 
-}  // namespace
-
-Dataset load_idx(const std::string& images_path, const std::string& labels_path) {
-  Dataset d;
-  IdxFile images(images_path);
-  uint32_t magic = images.be32("the header");
+// Each file's header, checked: its magic, plausible dimensions, and as many
+// labels as images.
+void read_image_header(IdxFile& images, Dataset& d) {
+  const uint32_t magic = images.be32("the header");
   if (magic != kImageMagic)
     images.fail("magic " + hex(magic) + " is not an IDX image file (expected " + hex(kImageMagic) + ")");
   d.count = images.be32("the header");
@@ -171,27 +179,41 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
   const uint64_t bytes = uint64_t{d.count} * d.pixels();
   if (bytes > (uint64_t{1} << 32))
     images.fail("its header declares " + std::to_string(bytes) + " bytes of pixels, more than the 4 GiB this reads");
-  const std::vector<uint8_t> raw = images.read_declared(bytes, "the pixel data");
-  images.expect_end();
-  d.images.resize(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) d.images[i] = raw[i] * (1.0f / 255.0f);
+}
 
-  IdxFile labels(labels_path);
-  magic = labels.be32("the header");
+void read_label_header(IdxFile& labels, const Dataset& d, const std::string& images_path) {
+  const uint32_t magic = labels.be32("the header");
   if (magic != kLabelMagic)
     labels.fail("magic " + hex(magic) + " is not an IDX label file (expected " + hex(kLabelMagic) + ")");
-  uint32_t n = labels.be32("the header");
+  const uint32_t n = labels.be32("the header");
   if (n != d.count)
     labels.fail(std::to_string(n) + " labels for " + std::to_string(d.count) + " images in " + images_path);
-  d.labels = labels.read_declared(n, "the labels");
+}
+
+enum class Read { kHeaders, kAll };
+
+Dataset read_idx(const std::string& images_path, const std::string& labels_path, Read what) {
+  Dataset d;
+  IdxFile images(images_path);
+  read_image_header(images, d);
+  if (what == Read::kAll) {
+    const std::vector<uint8_t> raw = images.read_declared(uint64_t{d.count} * d.pixels(), "the pixel data");
+    images.expect_end();
+    d.images.resize(raw.size());
+    for (size_t i = 0; i < raw.size(); ++i) d.images[i] = raw[i] * (1.0f / 255.0f);
+  }
+  IdxFile labels(labels_path);
+  read_label_header(labels, d, images_path);
+  if (what == Read::kHeaders) return d;
+  d.labels = labels.read_declared(d.count, "the labels");
   labels.expect_end();
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < d.count; ++i)
     if (d.labels[i] > 9)
       labels.fail("label " + std::to_string(d.labels[i]) + " at index " + std::to_string(i) + " is not 0..9");
   return d;
 }
 
-TrainTest load_dataset_dir(const std::string& dir) {
+TrainTest read_dataset_dir(const std::string& dir, Read what) {
   if (dir.empty()) throw Error(Errc::kInvalidArgument, "the dataset directory is empty (--data '')");
   auto path = [&](const char* name) {
     std::string gz = dir + "/" + name + ".gz", plain = dir + "/" + name;
@@ -199,8 +221,8 @@ TrainTest load_dataset_dir(const std::string& dir) {
     return stat(gz.c_str(), &st) == 0 ? gz : plain;
   };
   TrainTest t;
-  t.train = load_idx(path("train-images-idx3-ubyte"), path("train-labels-idx1-ubyte"));
-  t.test = load_idx(path("t10k-images-idx3-ubyte"), path("t10k-labels-idx1-ubyte"));
+  t.train = read_idx(path("train-images-idx3-ubyte"), path("train-labels-idx1-ubyte"), what);
+  t.test = read_idx(path("t10k-images-idx3-ubyte"), path("t10k-labels-idx1-ubyte"), what);
   if (t.train.rows != t.test.rows || t.train.cols != t.test.cols)
     throw Error(Errc::kProtocol, dir + ": train images are " + std::to_string(t.train.rows) + "x" +
                                      std::to_string(t.train.cols) + ", test images " + std::to_string(t.test.rows) +
@@ -214,5 +236,15 @@ TrainTest load_dataset_dir(const std::string& dir) {
                                      std::to_string(Mlp::kIn) + " pixels, Fashion-MNIST's or MNIST's)");
   return t;
 }
+
+}  // namespace
+
+Dataset load_idx(const std::string& images_path, const std::string& labels_path) {
+  return read_idx(images_path, labels_path, Read::kAll);
+}
+
+TrainTest load_dataset_dir(const std::string& dir) { return read_dataset_dir(dir, Read::kAll); }
+
+TrainTest check_dataset_dir(const std::string& dir) { return read_dataset_dir(dir, Read::kHeaders); }
 
 }  // namespace rdmaps::train

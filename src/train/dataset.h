@@ -23,6 +23,9 @@ struct TrainTest {
 };
 /// `dir` holds train-images-idx3-ubyte[.gz] and the other three files.
 TrainTest load_dataset_dir(const std::string& dir);
+/// Their headers only, checked as load_dataset_dir does (files, magic,
+/// shapes, counts); no pixels or labels are read.
+TrainTest check_dataset_dir(const std::string& dir);
 
 constexpr const char* kDefaultDataDir = "/usr/share/datasets/fashion-mnist";
 

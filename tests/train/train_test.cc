@@ -65,14 +65,49 @@ TEST(Idx, ADatasetOfImagesOtherThan28x28IsRefusedNamingTheirSize) {
     write_gz(dir + "/" + set + "-images-idx3-ubyte.gz", images);
     write_gz(dir + "/" + set + "-labels-idx1-ubyte.gz", labels);
   }
-  std::string what = "accepted";
-  try {
-    load_dataset_dir(dir);
-  } catch (const Error& e) {
-    what = e.what();
+  for (auto* read : {&load_dataset_dir, &check_dataset_dir}) {  // rdmaps-train's own check reads the headers
+    std::string what = "accepted";
+    try {
+      read(dir);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    EXPECT_NE(what.find("train-images-idx3-ubyte.gz: images are 14x14; the model takes 28x28"), std::string::npos)
+        << what;
   }
-  EXPECT_NE(what.find("train-images-idx3-ubyte.gz: images are 14x14; the model takes 28x28"), std::string::npos)
-      << what;
+  std::filesystem::remove_all(dir);
+}
+
+// rdmaps-train checks the dataset before any process starts from the
+// headers alone: the counts and shapes, no pixels; a wrong magic or a
+// missing label file is named all the same.
+TEST(Idx, CheckingADatasetReadsItsHeadersOnly) {
+  const TrainTest t = check_dataset_dir(kDefaultDataDir);
+  EXPECT_EQ(t.train.count, 60000u);
+  EXPECT_EQ(t.test.count, 10000u);
+  EXPECT_EQ(t.train.pixels(), 784u);
+  EXPECT_TRUE(t.train.images.empty() && t.train.labels.empty() && t.test.images.empty());
+
+  const std::string dir = temp_path("idx-headers");
+  std::filesystem::create_directories(dir);
+  for (const char* set : {"train", "t10k"}) {
+    auto images = be32({0x803, 2, 28, 28});
+    images.resize(images.size() + 2 * 28 * 28, 7);
+    write_gz(dir + "/" + set + "-images-idx3-ubyte.gz", images);
+  }
+  auto what = [&] {
+    try {
+      check_dataset_dir(dir);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(what().find("train-labels-idx1-ubyte"), std::string::npos) << what();
+  auto labels = be32({0x803, 2});  // an image file's magic
+  labels.insert(labels.end(), {1, 2});
+  write_gz(dir + "/train-labels-idx1-ubyte.gz", labels);
+  EXPECT_NE(what().find("magic 0x00000803 is not an IDX label file"), std::string::npos) << what();
   std::filesystem::remove_all(dir);
 }
 
@@ -243,6 +278,47 @@ TEST(Idx, ACorruptedGzipFileIsAnErrorNamingIt) {
   std::ofstream(bad, std::ios::binary | std::ios::trunc)
       .write(padded.data(), static_cast<std::streamsize>(padded.size()));
   EXPECT_EQ(load_idx(bad, labels).count, 10000u);
+}
+
+// The same images as one gzip member, as two (gzip -d reads them all, as
+// `cat a.gz b.gz` makes them), and plain: the same pixels; a second member
+// with its CRC broken is caught too.
+TEST(Idx, GzipMembersAndPlainFilesReadTheSameBytes) {
+  auto images = be32({0x803, 50, 28, 28});
+  for (size_t i = 0; i < 50 * 28 * 28; ++i) images.push_back(static_cast<uint8_t>(i * 7 + i / 13));
+  auto labels = be32({0x801, 50});
+  for (uint8_t i = 0; i < 50; ++i) labels.push_back(i % 10);
+  const std::string one = temp_path("one.gz"), head = temp_path("head.gz"), tail = temp_path("tail.gz"),
+                    two = temp_path("two.gz"), plain = temp_path("plain"), lab = temp_path("members-lab.gz");
+  write_gz(one, images);
+  write_gz(lab, labels);
+  const size_t split = 1234;  // inside the pixels, off any boundary of the reader's
+  write_gz(head, std::vector<uint8_t>(images.begin(), images.begin() + split));
+  write_gz(tail, std::vector<uint8_t>(images.begin() + split, images.end()));
+  auto bytes_of = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::vector<char>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  std::vector<char> joined = bytes_of(head), second = bytes_of(tail);
+  joined.insert(joined.end(), second.begin(), second.end());
+  std::ofstream(two, std::ios::binary).write(joined.data(), static_cast<std::streamsize>(joined.size()));
+  std::ofstream(plain, std::ios::binary)
+      .write(reinterpret_cast<const char*>(images.data()), static_cast<std::streamsize>(images.size()));
+
+  const Dataset want = load_idx(one, lab);
+  ASSERT_EQ(want.count, 50u);
+  EXPECT_FLOAT_EQ(want.images[2000], static_cast<uint8_t>(2000 * 7 + 2000 / 13) / 255.0f);
+  for (const std::string& path : {two, plain}) {
+    SCOPED_TRACE(path);
+    const Dataset d = load_idx(path, lab);
+    EXPECT_EQ(d.images, want.images);
+    EXPECT_EQ(d.labels, want.labels);
+  }
+  joined[joined.size() - 8] ^= 0x01;  // the second member's CRC-32
+  std::ofstream(two, std::ios::binary | std::ios::trunc)
+      .write(joined.data(), static_cast<std::streamsize>(joined.size()));
+  const std::string why = error_of(two, lab);
+  EXPECT_NE(why.find(two + ": corrupt compressed data"), std::string::npos) << why;
 }
 
 // A seed gives the same bits whatever caches Eigen detects: its blocking
