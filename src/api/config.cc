@@ -16,6 +16,7 @@
 
 #include "rdmaps/error.h"
 #include "src/api/config_flags.h"
+#include "src/api/config_text.h"
 #include "src/ps/protocol.h"
 #include "transport/unique_fd.h"
 
@@ -372,10 +373,8 @@ void parse_config(Config& config, const std::vector<std::string>& args, std::vec
   }
 }
 namespace {
-std::string describe(const Config& c, bool workers_own) {
-  std::ostringstream o;
-  o << "staleness " << (c.staleness == kInfiniteStaleness ? std::string("inf") : std::to_string(c.staleness))
-    << ", rule " << rule_name(c.rule) << ", lr " << c.learning_rate;
+void put_rule(std::ostream& o, const Config& c) {
+  o << "rule " << rule_name(c.rule) << ", lr " << c.learning_rate;
   if (c.rule == UpdateRule::kMomentum) o << ", momentum " << c.momentum;
   if (c.rule == UpdateRule::kDcAsgdConstant) o << ", lambda " << c.dc_lambda;
   if (c.rule == UpdateRule::kDcAsgdAdaptive) {
@@ -383,6 +382,22 @@ std::string describe(const Config& c, bool workers_own) {
       << ", ms-bias-correction " << (c.ms_bias_correction ? "on" : "off") << ", dc-bound " << or_off(c.dc_bound)
       << ", dc-tau0 " << or_off(c.dc_tau0);
   }
+}
+
+// A server takes what its first worker asks for where it was told nothing
+// (the staleness bound unless given one, the rule under
+// --rule-from-workers): its line said the defaults it would not use.
+std::string describe(const Config& c, bool workers_own, bool rule_from_workers = false) {
+  std::ostringstream o;
+  if (!workers_own && !c.staleness_stated)
+    o << "staleness from the first worker";
+  else
+    o << "staleness " << (c.staleness == kInfiniteStaleness ? std::string("inf") : std::to_string(c.staleness));
+  o << ", ";
+  if (rule_from_workers)
+    o << "rule from the first worker";
+  else
+    put_rule(o, c);
   if (workers_own && c.staleness != kInfiniteStaleness && c.staleness != 0)
     o << ", skip-pulls " << (c.skip_pulls ? "on" : "off");
   o << ", staleness-policy "
@@ -410,7 +425,12 @@ std::string describe(const Config& c, bool workers_own) {
 }  // namespace
 
 std::string describe(const Config& c) { return describe(c, true); }
-std::string describe_server(const Config& c) { return describe(c, false); }
+std::string describe_server(const Config& c, bool rule_from_workers) { return describe(c, false, rule_from_workers); }
+std::string describe_rule(const Config& c) {
+  std::ostringstream o;
+  put_rule(o, c);
+  return o.str();
+}
 
 const char* config_help() {
   static const std::string help = [] {

@@ -23,8 +23,4 @@ struct ConfigFlagSelection {
 /// Returns the options added, for cli::given.
 std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const ConfigFlagSelection& select = {});
 
-/// describe() less the workers' own settings (skip-pulls), which a server
-/// neither takes nor uses: its config line showed them as if it did.
-std::string describe_server(const Config& config);
-
 }  // namespace rdmaps

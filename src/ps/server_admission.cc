@@ -5,6 +5,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
+#include "src/api/config_text.h"
 #include "src/ps/memory_plan.h"
 #include "src/ps/server_impl.h"
 #include "transport/auth.h"
@@ -22,6 +23,14 @@ struct StillConnected : Error {
 struct WithoutTheJob : Error {
   using Error::Error;
 };
+
+// What the start-up line left to the first worker (describe_server), said once it is known.
+void say_what_the_first_worker_set(uint32_t worker, const Config& job, uint64_t staleness, bool rule_from_workers) {
+  std::string set;
+  if (!job.staleness_stated) set = "the staleness bound " + bound_text(staleness);
+  if (rule_from_workers) set += (set.empty() ? "" : " and ") + std::string("the update rule: ") + describe_rule(job);
+  if (!set.empty()) logf(LogLevel::kInfo, "rdmaps-server: worker %u set %s", worker, set.c_str());
+}
 }  // namespace
 
 void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
@@ -143,7 +152,11 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   std::vector<HostPages> copies;
   try {
     still_connected();
-    if (!admission_.has_table()) start_lanes(admission_.config_for(hello), hello.tensors, hello.staleness);
+    if (!admission_.has_table()) {
+      const Config job = admission_.config_for(hello);
+      start_lanes(job, hello.tensors, hello.staleness);
+      say_what_the_first_worker_set(hello.worker, job, hello.staleness, options_.rule_from_workers);
+    }
     copies.resize(lanes_.size());
     admission_.admit(hello);
     const PushPath wanted = static_cast<PushPath>(hello.push_path);

@@ -12,6 +12,7 @@
 #include "src/api/capabilities.h"
 #include "src/api/cli.h"
 #include "src/api/config_flags.h"
+#include "src/api/config_text.h"
 #include "src/launch/server_directory.h"
 #include "src/tools/program_start.h"
 #include "src/tools/stop_on_signal.h"
@@ -166,7 +167,7 @@ int main(int argc, char** argv) {
     rdmaps::tools::StopOnSignal stop_on_signal(server);
     std::fprintf(stderr, "rdmaps-server %u/%u listening on %s for %u worker(s)\nconfig: %s\nmachine: %s\n",
                  options.index, options.servers, address.c_str(), options.workers,
-                 rdmaps::describe_server(options.config).c_str(),
+                 rdmaps::describe_server(options.config, options.rule_from_workers).c_str(),
                  rdmaps::summary(rdmaps::probe_capabilities()).c_str());
     if (!server.metrics_address().empty())
       std::fprintf(stderr, "rdmaps-server: metrics at http://%s/metrics\n", server.metrics_address().c_str());

@@ -15,6 +15,7 @@
 #include "rdmaps/server.h"
 #include "src/api/cli.h"
 #include "src/api/config_flags.h"
+#include "src/api/config_text.h"
 #include "src/launch/server_directory.h"
 #include "src/launch/server_list.h"
 #include "src/tools/child_process.h"

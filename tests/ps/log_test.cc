@@ -88,6 +88,38 @@ TEST_F(LogTest, AWorkerTakingACopyTheMemoryPlanDidNotCountIsSaidOnce) {
   EXPECT_FALSE(captured_.has("worker 2 takes")) << "said once";
 }
 
+// The start-up line of a server told no staleness bound, and no rule under
+// --rule-from-workers, names them "from the first worker": what it took is
+// said once that worker came; a server given both says nothing of the kind.
+TEST_F(LogTest, WhatTheFirstWorkerSetIsSaidOnce) {
+  set_log_level(LogLevel::kInfo);
+  Config c = test::sgd_config(transport::TransportKind::kShm, 0.1f, 1024);
+  ServerOptions adopting;
+  adopting.rule_from_workers = true;
+  Config job = c;
+  job.staleness = 3;
+  job.learning_rate = 0.5f;
+  {
+    test::ServerGroup servers(1, 2, c, adopting);
+    for (uint32_t w = 0; w < 2; ++w) {
+      Client worker(test::local_worker_options(servers.addresses(), job, w));
+      worker.declare("w", 4096);
+      worker.connect();
+    }
+    EXPECT_TRUE(
+        captured_.has("rdmaps-server: worker 0 set the staleness bound 3 and the update rule: rule sgd, lr 0.5"));
+    EXPECT_FALSE(captured_.has("worker 1 set")) << "said once";
+  }
+  captured_.lines.clear();
+  Config told = job;
+  told.staleness_stated = true;
+  test::ServerGroup servers(1, 1, told);
+  Client worker(test::local_worker_options(servers.addresses(), job, 0));
+  worker.declare("w", 4096);
+  worker.connect();
+  EXPECT_FALSE(captured_.has(" set the ")) << "the server was given the bound and the rule";
+}
+
 TEST_F(LogTest, LongLinesAndThrowingSinksLoseNothing) {
   set_log_level(LogLevel::kDebug);
   const std::string long_text(2000, 'x');
