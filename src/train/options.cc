@@ -53,24 +53,29 @@ CLI::Validator straggler_spec() {
       "");
 }
 
-// The consistency flags set one thing; as with any repeated flag, the last one given counts.
+// The consistency flags set one thing; two that disagree are refused after
+// parsing (the last one counted: --sync --staleness 3 ran SSP(3)).
 void add_consistency(CLI::App& app, Options& o, const std::string& group) {
+  auto set = [&o](const std::string& flag, const std::string& bound) {
+    o.staleness = bound;
+    o.consistency_given.emplace_back(flag, bound);
+  };
   app.add_flag_callback(
-         "--sync", [&o] { o.staleness = "0"; },
+         "--sync", [set] { set("--sync", "0"); },
          "bulk synchronous (BSP): staleness 0; every worker's gradient is applied at --lr, so a round moves "
          "N x lr along their mean (8 workers at lr 0.1 do not learn: lower --lr as workers grow)")
       ->trigger_on_parse()
       ->group(group);
   app.add_flag_callback(
-         "--async", [&o] { o.staleness = "inf"; }, "fully asynchronous (the default)")
+         "--async", [set] { set("--async", "inf"); }, "fully asynchronous (the default)")
       ->trigger_on_parse()
       ->group(group);
   app.add_option_function<std::string>(
          "--staleness",
-         [&o](const std::string& v) {
+         [set](const std::string& v) {
            // 2^64-1 is the servers' own "no bound": labelled SSP, it ran async.
            const bool none = v == "inf" || v == "async" || std::stoull(v) == UINT64_MAX;
-           o.staleness = none ? "inf" : std::to_string(std::stoull(v));
+           set("--staleness " + v, none ? "inf" : std::to_string(std::stoull(v)));
          },
          "stale synchronous (SSP): a worker runs at most S clocks ahead of the slowest (inf or async: none)")
       // As rdmaps-server reads it (src/api/config.cc): one flag, one reading.
@@ -281,7 +286,13 @@ Options parse_options(int argc, char** argv) {
                                            {"RDMAPS_LAMBDA0", "--lambda0"},
                                            {"RDMAPS_STALENESS", "--staleness"},
                                            {"RDMAPS_TRANSPORT", "--transport"},
-                                           {"RDMAPS_RULE", "--rule"}})
+                                           {"RDMAPS_RULE", "--rule"},
+                                           // rdmaps-server's own flags' variables
+                                           {"RDMAPS_WORKERS", "--workers"},
+                                           {"RDMAPS_NUM_SERVERS", "--servers"},
+                                           {"RDMAPS_SERVER_INDEX", "--index"},
+                                           {"RDMAPS_LISTEN", "--listen"},
+                                           {"RDMAPS_METRICS", "--metrics"}})
         if (const char* value = std::getenv(variable))
           std::fprintf(stderr,
                        "rdmaps-train: warning: %s=%s is not read: rdmaps-train takes %s on its command line only\n",
@@ -326,6 +337,10 @@ Options parse_options(int argc, char** argv) {
         bad_flag("--servers-list",
                  "names " + std::to_string(listed.size()) + " servers, --servers says " + std::to_string(o.servers));
     }
+    for (const auto& [flag, bound] : o.consistency_given)
+      if (bound != o.consistency_given.front().second)
+        bad_flag(flag.substr(0, flag.find(' ')), "'" + flag + "' disagrees with '" + o.consistency_given.front().first +
+                                                     "' before it: give one of --sync, --async and --staleness S");
     // --compare runs its own six variants, each with its own name, bound and rule.
     if (o.compare)
       for (const char* flag : {"--label", "--dc", "--sync", "--async", "--staleness"})

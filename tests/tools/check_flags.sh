@@ -152,15 +152,26 @@ refused "--reconnect: a worker's setting, not a server's" "${s[@]}" --reconnect 
 refused "--skip-pulls: a worker's setting, not a server's" "${s[@]}" --skip-pulls
 refused "--staging-depth: a worker's setting, not a server's" "${s[@]}" --staging-depth 4
 # Nor does its config line show them (skip-pulls showed "off" under an SSP bound).
-log=$(mktemp)
-"${s[@]}" --staleness 3 >"$log" 2>&1 </dev/null &
-for _ in $(seq 300); do grep -q "^config: " "$log" && break; sleep 0.1; done
-kill $! 2>/dev/null; wait $! 2>/dev/null
-banner=$(grep "^config: " "$log"); rm -f "$log"
+banner_of() {  # rdmaps-server's "config: " line with these flags
+  local log
+  log=$(mktemp)
+  "${s[@]}" "$@" >"$log" 2>&1 </dev/null &
+  for _ in $(seq 300); do grep -q "^config: " "$log" && break; sleep 0.1; done
+  kill $! 2>/dev/null; wait $! 2>/dev/null
+  grep "^config: " "$log"; rm -f "$log"
+}
+banner=$(banner_of --staleness 3)
 if grep -q "^config: staleness 3," <<<"$banner" && ! grep -q "skip-pulls" <<<"$banner"; then
   echo "ok: the server's config line shows no worker's setting"
 else
   fail "the server's config line with --staleness 3: '$banner'"
+fi
+# What the first worker sets is named so: the line showed a bound and a rule it would not use.
+banner=$(banner_of --rule-from-workers)
+if grep -q "^config: staleness from the first worker, rule from the first worker, staleness-policy " <<<"$banner"; then
+  echo "ok: the server's config line names what its first worker sets"
+else
+  fail "the server's config line with --rule-from-workers and no --staleness: '$banner'"
 fi
 # The index and count are named as given: from a variable, the message named the flags.
 refused "server index RDMAPS_SERVER_INDEX=3 is not below the number of servers --servers 2" \
@@ -236,6 +247,8 @@ refused "--workers: '0'" "${t[@]}" --workers 0
 # Its own flags have no variable: one set for rdmaps-server is said to be unread (it ran async silently).
 refused "warning: RDMAPS_STALENESS=3 is not read: rdmaps-train takes --staleness on its command line only" \
   env RDMAPS_STALENESS=3 "${t[@]}"
+refused "warning: RDMAPS_WORKERS=8 is not read: rdmaps-train takes --workers on its command line only" \
+  env RDMAPS_WORKERS=8 "${t[@]}"
 refused "--servers: '0'" "${t[@]}" --servers 0
 refused "--lr: '-0.5'" "${t[@]}" --lr -0.5
 refused "--lambda: '-5'" "${t[@]}" --lambda -5
@@ -258,6 +271,9 @@ refused "--evals-per-epoch: '0'" "${t[@]}" --evals-per-epoch 0
 # A mode flag's value did nothing: --staleness 3 --sync=off stayed SSP.
 refused "--sync: takes no value ('--sync=off')" "${t[@]}" --staleness 3 --sync=off
 refused "--async: takes no value ('--async=on')" "${t[@]}" --async=on
+# Two modes that disagree: the last one counted, --sync --staleness 3 ran SSP(3).
+refused "--staleness: '--staleness 3' disagrees with '--sync' before it" "${t[@]}" --sync --staleness 3
+refused "--async: '--async' disagrees with '--staleness 0' before it" "${t[@]}" --staleness 0 --async
 # Read as rdmaps-server reads it: the same messages, and async for inf.
 refused "--staleness: '99999999999999999999' is too large" "${t[@]}" --staleness 99999999999999999999
 refused "--staleness: 'x' is not a whole number, inf or async" "${t[@]}" --staleness x
