@@ -55,8 +55,9 @@ assert r["staleness_max"] == worst, f"staleness_max {r['\''staleness_max'\'']}, 
     fail "$r"
   ;;
 dropped)
-  # Four round-robin workers make pushes 3 stale; --tau-max 1 drops them.
-  "$train" --virtual-workers 4 --staleness-policy drop --tau-max 1 --epochs 1 --train-limit 6400 --test-limit 200 \
+  # Four round-robin workers make pushes 3 stale; --tau-max 1 drops them. (A small --lr: the run learns little,
+  # for the plot's range below.)
+  "$train" --virtual-workers 4 --staleness-policy drop --tau-max 1 --lr 0.002 --epochs 1 --train-limit 6400 --test-limit 200 \
     --out "$out/run" >"$out/table" 2>"$out/run.err" || fail "$(cat "$out/run.err")"
   py 'import json,sys
 r = json.load(open(sys.argv[1]))
@@ -74,6 +75,21 @@ row = lines[1].split()
 # ... updates, dropped, bytes moved ("1.2 MB"), staleness, seconds
 assert row[-5] == str(r["updates_dropped"]) and row[-6] == str(r["updates"]), lines[:2]' \
     "$out/run/summary.json" "$out/table" || fail "$(cat "$out/run/summary.json" "$out/table")"
+  # The progress line's last updates/s is the summary's updates, not its steps (it counted the dropped ones).
+  last=$(tr '\r' '\n' <"$out/run.err" | grep '^\[' | tail -1) || true
+  py 'import json,re,sys
+r = json.load(open(sys.argv[1]))
+m = re.search(r"(\d+) updates/s .* ([\d.]+)s\s*$", sys.argv[2])
+assert m, sys.argv[2]
+rate, t = float(m.group(1)), float(m.group(2))
+assert abs(rate * t - r["updates"]) <= 0.05 * r["steps"] + 2, f"{rate} updates/s over {t} s, the summary {r}"' \
+    "$out/run/summary.json" "$last" || fail "the final progress line: '$last'"
+  # A run that learnt little (its pushes dropped) is in the plot: its range stopped at 0.5.
+  py 'import csv,re,sys
+best = max(float(r["test_accuracy"]) for r in csv.DictReader(open(sys.argv[1])))
+low, high = map(float, re.search(r"set yrange \[([\d.]+):([\d.]+)\]", open(sys.argv[2]).read()).groups())
+assert best < 0.5 and low <= best <= high, (best, low, high)' "$out/run/metrics.csv" "$out/run/accuracy.gp" ||
+    fail "the plot's range: $(grep yrange "$out/run/accuracy.gp"), metrics: $(cat "$out/run/metrics.csv")"
   ;;
 csv-columns)
   "$train" --workers 2 --epochs 1 --train-limit 6400 --test-limit 200 --evals-per-epoch 2 --out "$out/run" \
@@ -157,7 +173,7 @@ compare-partial)
     fail "the finished variant was not written: $(tail -c 600 "$out/run.err")"
   py 'import json,sys
 runs = json.load(open(sys.argv[1]))
-runs = runs if isinstance(runs, list) else [runs]
+assert isinstance(runs, list), "--compare wrote an object, not the array of its variants"
 assert [r["run"] for r in runs] == ["sequential SGD"], [r["run"] for r in runs]
 assert runs[0]["final_test_accuracy"] > 0.3, runs[0]' "$out/cmp/summary.json" || fail "$(cat "$out/cmp/summary.json")"
   ;;
