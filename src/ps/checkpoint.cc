@@ -400,6 +400,14 @@ void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, co
 }
 
 Checkpoint read_checkpoint(const std::string& path, uint64_t max_bytes) {
+  // What the name is, before it is opened: a socket (ENXIO) or a link to
+  // nothing (ENOENT) failed the open as an I/O error, which stops a resume.
+  struct stat named {};
+  if (::stat(path.c_str(), &named) != 0) {
+    if (errno == ENOENT) throw Error(Errc::kInvalidArgument, "'" + path + "' is gone, or a link to nothing");
+    io_error("cannot stat", path, Errc::kIo);
+  }
+  if (!S_ISREG(named.st_mode)) throw Error(Errc::kInvalidArgument, "'" + path + "' is not a regular file");
   File in(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0, Errc::kIo);  // a FIFO by that name must not block the start
   struct stat st {};
   if (::fstat(in.fd(), &st) != 0) io_error("cannot stat", path, Errc::kIo);

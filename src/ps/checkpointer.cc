@@ -113,31 +113,34 @@ bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes,
 
 bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence) {
   const auto t0 = Clock::now();
-  CheckpointHeader h = base_;
-  h.sequence = sequence;
-  h.earlier_job = earlier_job_;
-  h.unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-                  .count();
-  FloatRuns arrays;
-  for (const auto& lane : lanes) {
-    const LaneSnapshot& s = lane->snapshot();
-    arrays.params.emplace_back(s.params.get(), s.floats);
-    if (s.state) arrays.state.emplace_back(s.state.get(), s.floats);
-    h.versions.insert(h.versions.end(), s.versions.begin(), s.versions.end());
-    h.state_since.insert(h.state_since.end(), s.state_since.begin(), s.state_since.end());
-    if (h.workers.empty()) h.workers.assign(s.workers.size(), {WorkerState::kNever, UINT64_MAX, 0});
-    // A worker's clock as the slowest lane saw it; its pushes over all lanes.
-    for (size_t w = 0; w < s.workers.size(); ++w) {
-      CheckpointWorker& k = h.workers[w];
-      k.state = std::max(k.state, s.workers[w].state);
-      k.clock = std::min(k.clock, s.workers[w].clock);
-      k.pushes += s.workers[w].pushes;
-    }
-  }
-  if (!arrays.state.empty() && arrays.state.size() != arrays.params.size()) arrays.state.clear();
-  // Origins of 0 (no resume from a stateless checkpoint) are what a file without them means.
-  if (std::all_of(h.state_since.begin(), h.state_since.end(), [](uint64_t v) { return v == 0; })) h.state_since.clear();
+  // From here: the header's copies may fail for memory too (on the writer thread, an escape ended the process).
   try {
+    CheckpointHeader h = base_;
+    h.sequence = sequence;
+    h.earlier_job = earlier_job_;
+    h.unix_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    FloatRuns arrays;
+    for (const auto& lane : lanes) {
+      const LaneSnapshot& s = lane->snapshot();
+      arrays.params.emplace_back(s.params.get(), s.floats);
+      if (s.state) arrays.state.emplace_back(s.state.get(), s.floats);
+      h.versions.insert(h.versions.end(), s.versions.begin(), s.versions.end());
+      h.state_since.insert(h.state_since.end(), s.state_since.begin(), s.state_since.end());
+      if (h.workers.empty()) h.workers.assign(s.workers.size(), {WorkerState::kNever, UINT64_MAX, 0});
+      // A worker's clock as the slowest lane saw it; its pushes over all lanes.
+      for (size_t w = 0; w < s.workers.size(); ++w) {
+        CheckpointWorker& k = h.workers[w];
+        k.state = std::max(k.state, s.workers[w].state);
+        k.clock = std::min(k.clock, s.workers[w].clock);
+        k.pushes += s.workers[w].pushes;
+      }
+    }
+    if (!arrays.state.empty() && arrays.state.size() != arrays.params.size()) arrays.state.clear();
+    // Origins of 0 (no resume from a stateless checkpoint) are what a file without them means.
+    if (std::all_of(h.state_since.begin(), h.state_since.end(), [](uint64_t v) { return v == 0; }))
+      h.state_since.clear();
     if (lock_ && lock_->retake_if_replaced())
       logf(LogLevel::kWarn,
            "rdmaps-server: the checkpoint directory %s was deleted or replaced while server %u ran; it is made "

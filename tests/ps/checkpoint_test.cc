@@ -5,7 +5,9 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -381,16 +383,30 @@ TEST(Checkpoint, TheNewestSequenceOnDiskCountsUnreadableFiles) {
 }
 
 // A FIFO by a checkpoint's name is skipped, not waited on for ever.
+// A FIFO, a socket and a link to nothing by checkpoints' names (the last two
+// failed their open as an I/O error, which stopped the resume).
 TEST(Checkpoint, AFileThatIsNotRegularIsSkippedWithoutWaiting) {
   const std::string dir = temp_dir();
   const std::string good = write_sample(dir, 1, 1.0f);
   ASSERT_EQ(::mkfifo((dir + "/server-1-0000000002.ckpt").c_str(), 0600), 0);
+  const std::string socket_path = dir + "/server-1-0000000003.ckpt";
+  const int sock = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(sock, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(socket_path.size(), sizeof(addr.sun_path));
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  ASSERT_EQ(::bind(sock, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0) << std::strerror(errno);
+  ASSERT_EQ(::symlink((dir + "/gone").c_str(), (dir + "/server-1-0000000004.ckpt").c_str()), 0);
   std::vector<std::string> said;
   auto c = ps::load_newest_checkpoint(dir, 1, 1 << 20, [&](const std::string& s) { said.push_back(s); });
+  ::close(sock);
   ASSERT_TRUE(c.has_value());
   EXPECT_EQ(c->path, good);
-  ASSERT_EQ(said.size(), 1u);
-  EXPECT_NE(said[0].find("0000000002.ckpt' is not a regular file"), std::string::npos) << said[0];
+  ASSERT_EQ(said.size(), 3u);
+  EXPECT_NE(said[0].find("0000000004.ckpt' is gone, or a link to nothing"), std::string::npos) << said[0];
+  EXPECT_NE(said[1].find("0000000003.ckpt' is not a regular file"), std::string::npos) << said[1];
+  EXPECT_NE(said[2].find("0000000002.ckpt' is not a regular file"), std::string::npos) << said[2];
   fs::remove_all(dir);
 }
 
