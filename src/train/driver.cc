@@ -399,11 +399,12 @@ RunResult run_local(const Options& o, bool progress) {
   if (finished != o.workers)
     throw Error(Errc::kPeerGone, std::to_string(finished) + " of " + std::to_string(o.workers) +
                                      " workers reported their end; the others' errors are above");
+  // The training's time ends with the workers': the servers' final checkpoints and exits (below) are not in it.
+  r.seconds = start ? std::chrono::duration<double>(Clock::now() - *start).count() : 0;
   finish_servers(servers, r);
   if (progress && start) draw_progress();  // once more with the final figures, which the summary repeats
   if (progress) std::fprintf(stderr, "\n");
   line_open.open = false;
-  r.seconds = start ? std::chrono::duration<double>(Clock::now() - *start).count() : 0;
   r.final_accuracy = r.curve.empty() ? 0 : r.curve.back().accuracy;
   return r;
 }
