@@ -7,13 +7,14 @@
 #include <thread>
 #include <vector>
 
+#include "math/bf16.h"
 #include "src/ps/flush_denormals.h"
 #include "src/ps/update_rules.h"
 
 namespace rdmaps::bench {
 
 double apply_bound_seconds(const math::UpdateParams& p, uint64_t floats, uint32_t shard_floats, uint32_t workers,
-                           uint32_t threads, bool backup_copy) {
+                           uint32_t threads, bool backup_copy, bool bf16) {
   using Clock = std::chrono::steady_clock;
   const UpdateRule rule = p.rule;
   const uint64_t pieces = (floats + shard_floats - 1) / shard_floats;
@@ -31,17 +32,20 @@ double apply_bound_seconds(const math::UpdateParams& p, uint64_t floats, uint32_
     std::fill(params.begin() + begin, params.begin() + end, 0.5f);
     if (!state.empty()) std::fill(state.begin() + begin, state.begin() + end, 0.0f);
     for (auto& b : backups) std::fill(b.begin() + begin, b.begin() + end, 0.25f);
-    std::vector<float> gradient(shard_floats, 1e-3f);  // the inbox slot a piece arrives in
+    std::vector<float> gradient(shard_floats, 1e-3f);  // the inbox slot a piece arrives in, or its widened copy
+    std::vector<uint16_t> wire(bf16 ? shard_floats : 0, math::to_bf16(1e-3f));
     for (int rep = 0; rep < 3; ++rep) {
       sync.arrive_and_wait();
       const auto t0 = Clock::now();
       // In the order an iteration of rdmaps-perf ps brings them: every
       // worker's push, piece by piece, then every worker's pull.
       for (uint32_t w = 0; w < workers; ++w)
-        for (uint64_t at = begin; at < end; at += shard_floats)
+        for (uint64_t at = begin; at < end; at += shard_floats) {
+          const uint64_t n = std::min<uint64_t>(shard_floats, end - at);
+          if (bf16) math::decompress_bf16(wire.data(), gradient.data(), n);
           ps::apply_update(p, ps::step_for(p, 0.01f, rep + 2), params.data() + at, gradient.data(),
-                           backups[w].data() + at, state.empty() ? nullptr : state.data() + at,
-                           std::min<uint64_t>(shard_floats, end - at));
+                           backups[w].data() + at, state.empty() ? nullptr : state.data() + at, n);
+        }
       for (uint32_t w = 0; w < workers && backup_copy; ++w)
         for (uint64_t at = begin; at < end; at += shard_floats)
           std::memcpy(backups[w].data() + at, params.data() + at,
@@ -55,6 +59,20 @@ double apply_bound_seconds(const math::UpdateParams& p, uint64_t floats, uint32_
   owner(0);
   for (auto& th : pool) th.join();
   return *std::max_element(best.begin(), best.end());
+}
+
+double encode_bf16_seconds(uint64_t floats) {
+  using Clock = std::chrono::steady_clock;
+  std::vector<float> gradient(floats, 1e-3f), residual(floats, 0.0f);
+  std::vector<uint16_t> wire(floats);
+  double best = 1e30;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = Clock::now();
+    math::compress_bf16(gradient.data(), residual.data(), wire.data(), floats);
+    asm volatile("" : : "r"(wire.data()), "r"(residual.data()) : "memory");  // kept and timed
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  return best;
 }
 
 }  // namespace rdmaps::bench

@@ -332,15 +332,15 @@ int run_driver(const Flags& f) {
                                                  landing ? "registered" : "allocated");
   // Where the bound leaves out a cost that counts, no ratio is given: it
   // has no latency term (below one shard a server's share is one small
-  // message a round trip, the ratio was 750 at 1000 floats), and no term
-  // for the worker's bf16 encoding.
+  // message a round trip, the ratio was 750 at 1000 floats), and the GPU
+  // shard's none for bf16.
   // Nor where its terms describe another run than the one timed: a model
   // of several tensors goes in pieces smaller than the probe's messages, and
   // several servers on this host share its cores, which the bound gives to
   // one server's threads (and the wire to one server's streams).
   const std::string unbounded =
-      share_bytes < shard_bytes          ? "a server's share is less than one shard: the bound has no latency term"
-      : config.wire == WireFormat::kBf16 ? "the bound has no term for the worker's bf16 encoding"
+      share_bytes < shard_bytes ? "a server's share is less than one shard: the bound has no latency term"
+      : gpu_shard && config.wire == WireFormat::kBf16 ? "the GPU shard's bound has no term for bf16 pushes"
       : f.tensors > 1
           ? "the model is " + std::to_string(f.tensors) + " tensors, pushed in pieces smaller than the probe's " +
                 std::to_string(message_bytes) + "-byte messages"
@@ -362,13 +362,16 @@ int run_driver(const Flags& f) {
   const math::UpdateParams rule = ps::update_params(config);
   double memory = gpu_shard ? gpu_shard_bound_seconds(rule, per_server_floats, workers)
                             : apply_bound_seconds(rule, per_server_floats, config.shard_floats, workers, threads,
-                                                  ps::write_back_copies(config.rule, path == "am"));
+                                                  ps::write_back_copies(config.rule, path == "am"),
+                                                  config.wire == WireFormat::kBf16);
+  // A bf16 push is encoded by its worker first (the workers in parallel, each its whole gradient).
+  const double encode = config.wire == WireFormat::kBf16 ? encode_bf16_seconds(floats) : 0;
   // A pull ends with the worker copying the parameters out of its receive
   // region into the caller's buffer (workers do that in parallel), all but
   // what landed in place.
   const double copied = pulled > 0 ? 1 - in_place / pulled : 1;
   double copy_out = copied * copy_seconds(floats);
-  double bound = wire + memory + copy_out;
+  double bound = wire + encode + memory + copy_out;
   double push_GBps = static_cast<double>(floats * push_bytes_per_float) / push_p.p50 / 1e9;
   // A pull as the worker sees it: request, the servers' write-back, and its
   // copy out of the receive region (one direction of the transport).
@@ -406,6 +409,7 @@ int run_driver(const Flags& f) {
                                     {"bound_wire_s", wire},
                                     {"bound_memory_s", memory},
                                     {"bound_copy_out_s", copy_out},
+                                    {"bound_encode_s", encode},
                                     {"bound_s", bound},
                                     {"wire", config.wire == WireFormat::kBf16 ? "bf16" : "f32"},
                                     {"probe_op", op},
@@ -430,7 +434,8 @@ int run_driver(const Flags& f) {
         "from a server's share of the model, into %llu inbox bytes and into the share's size, %u probe(s) at "
         "once; same run)\n"
         "#       + %s (same run)\n"
-        "#       + a worker's copy of the parameters out of its receive region (one thread, same run)\n",
+        "#       + a worker's copy of the parameters out of its receive region (one thread, same run)\n"
+        "#       + with bf16 pushes, a worker's encoding of its gradient (one thread, same run)\n",
         push_net.all, pull_net.all, op.c_str(), static_cast<unsigned long long>(message_bytes),
         static_cast<unsigned long long>(inbox_bytes), workers, memory_work.c_str());
     std::printf("%8s %8s %12s %12s %12s %12s %12s %12s %8s\n", "iters", "samples", "iter_p50_s", "push_GB/s",

@@ -24,6 +24,7 @@ import json, sys
 r = json.loads(sys.argv[1])
 assert r["push_path"] == "am" and r["probe_op"] == "am", r
 assert isinstance(r["ratio"], float) and r["no_ratio_because"] == "", r
+assert r["wire"] == "f32" and r["bound_encode_s"] == 0, r
 PY
 echo "ok: --transport auto over tcp: probed on the pushes' path (am)"
 
@@ -66,9 +67,14 @@ row=$(json --transport shm --floats 1M --wire bf16)
 /usr/bin/python3 - "$row" <<'PY' || fail "bf16 pushes: $row"
 import json, sys
 r = json.loads(sys.argv[1])
-assert r["wire"] == "bf16" and r["ratio"] is None and "bf16 encoding" in r["no_ratio_because"], r
+# The bound counts the worker's encoding (measured in the run) and the lanes' widening (in its memory pass).
+assert r["wire"] == "bf16" and isinstance(r["ratio"], float) and r["no_ratio_because"] == "", r
+assert r["bound_encode_s"] > 0, r
+terms = r["bound_wire_s"] + r["bound_encode_s"] + r["bound_memory_s"] + r["bound_copy_out_s"]
+assert abs(r["bound_s"] - terms) < 1e-9 * max(1, terms), r
+assert abs(r["ratio"] - r["iter_p50_s"] / r["bound_s"]) < 1e-9, r
 PY
-echo "ok: bf16 pushes: named, no ratio, and why"
+echo "ok: bf16 pushes: named, and a ratio to a bound with the encoding in it"
 
 # The client's target process killed in the middle of the latency phase.
 err=$(mktemp)
