@@ -389,13 +389,15 @@ void put_rule(std::ostream& o, const Config& c) {
 // --rule-from-workers): its line said the defaults it would not use.
 std::string describe(const Config& c, bool workers_own, bool rule_from_workers = false) {
   std::ostringstream o;
+  // A resumed checkpoint fixes both before any worker comes (its line says which).
+  const char* from = c.resume ? "the resumed checkpoint, else the first worker" : "the first worker";
   if (!workers_own && !c.staleness_stated)
-    o << "staleness from the first worker";
+    o << "staleness from " << from;
   else
     o << "staleness " << (c.staleness == kInfiniteStaleness ? std::string("inf") : std::to_string(c.staleness));
   o << ", ";
   if (rule_from_workers)
-    o << "rule from the first worker";
+    o << "rule from " << from;
   else
     put_rule(o, c);
   if (workers_own && c.staleness != kInfiniteStaleness && c.staleness != 0)

@@ -7,6 +7,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
+#include "src/api/config_text.h"
 #include "src/metrics/render.h"
 #include "src/ps/context_options.h"
 #include "src/ps/gpu_shard.h"
@@ -328,6 +329,7 @@ void ServerImpl::resume() {
   }
   log("resumed from " + c.path + " (checkpoint " + std::to_string(h.sequence) + ", " + std::to_string(h.updates()) +
       " updates, slowest clock " + (slowest == UINT64_MAX ? std::string("-") : std::to_string(slowest)) +
+      ", staleness bound " + bound_text(h.staleness) + ", " + describe_rule(restored) +
       "); updates applied after it were lost and its workers are expected back");
 }
 

@@ -290,9 +290,10 @@ RunResult run_local(const Options& o, bool progress) {
       if (open) std::fputc('\n', stderr);
     }
   } line_open;
-  auto draw_progress = [&] {
+  // `ended`: the training's time, for the last line, which the summary repeats; else now.
+  auto draw_progress = [&](std::optional<double> ended = std::nullopt) {
     line_open.open = true;
-    const double t = std::chrono::duration<double>(Clock::now() - *start).count();
+    const double t = ended ? *ended : std::chrono::duration<double>(Clock::now() - *start).count();
     double e = 0, l = 0;
     for (uint32_t w = 0; w < o.workers; ++w) e += epoch[w] / o.workers, l += loss[w] / o.workers;
     uint64_t steps = 0, in = 0, out = 0;
@@ -300,7 +301,8 @@ RunResult run_local(const Options& o, bool progress) {
     // the steps the servers dropped so far are not (--staleness-policy drop: the line counted them).
     for (uint32_t w = 0; w < o.workers; ++w) steps += stepped[w], in += pushed[w], out += pulled[w];
     const uint64_t updates = steps - steps_dropped(steps, r.servers);
-    double rate = t > 0.5 ? static_cast<double>(updates) / t : 0;
+    // No rate from the first half second (noise), but at the end: a run that short showed 0 updates/s.
+    double rate = t > 0.5 || (ended && t > 0) ? static_cast<double>(updates) / t : 0;
     std::fprintf(stderr,
                  "\r[%s] epoch %5.2f/%u  loss %.3f  test acc %5.2f%%  %6.0f updates/s  staleness p50 %s max %llu"
                  "  pushed %s pulled %s  %5.1fs ",
@@ -402,7 +404,7 @@ RunResult run_local(const Options& o, bool progress) {
   // The training's time ends with the workers': the servers' final checkpoints and exits (below) are not in it.
   r.seconds = start ? std::chrono::duration<double>(Clock::now() - *start).count() : 0;
   finish_servers(servers, r);
-  if (progress && start) draw_progress();  // once more with the final figures, which the summary repeats
+  if (progress && start) draw_progress(r.seconds);  // once more with the final figures, which the summary repeats
   if (progress) std::fprintf(stderr, "\n");
   line_open.open = false;
   r.final_accuracy = r.curve.empty() ? 0 : r.curve.back().accuracy;

@@ -53,8 +53,8 @@ CLI::Validator straggler_spec() {
       "");
 }
 
-// The consistency flags set one thing; two that disagree are refused after
-// parsing (the last one counted: --sync --staleness 3 ran SSP(3)).
+// The consistency flags set one thing; two of them that disagree are refused
+// after parsing (the last one counted: --sync --staleness 3 ran SSP(3)).
 void add_consistency(CLI::App& app, Options& o, const std::string& group) {
   auto set = [&o](const std::string& flag, const std::string& bound) {
     o.staleness = bound;
@@ -287,9 +287,9 @@ Options parse_options(int argc, char** argv) {
                                            {"RDMAPS_STALENESS", "--staleness"},
                                            {"RDMAPS_TRANSPORT", "--transport"},
                                            {"RDMAPS_RULE", "--rule"},
-                                           // rdmaps-server's own flags' variables
+                                           // rdmaps-server's own flags' variables (a launched job
+                                           // reads RDMAPS_NUM_SERVERS where --servers is not given)
                                            {"RDMAPS_WORKERS", "--workers"},
-                                           {"RDMAPS_NUM_SERVERS", "--servers"},
                                            {"RDMAPS_SERVER_INDEX", "--index"},
                                            {"RDMAPS_LISTEN", "--listen"},
                                            {"RDMAPS_METRICS", "--metrics"}})
@@ -337,10 +337,21 @@ Options parse_options(int argc, char** argv) {
         bad_flag("--servers-list",
                  "names " + std::to_string(listed.size()) + " servers, --servers says " + std::to_string(o.servers));
     }
-    for (const auto& [flag, bound] : o.consistency_given)
-      if (bound != o.consistency_given.front().second)
-        bad_flag(flag.substr(0, flag.find(' ')), "'" + flag + "' disagrees with '" + o.consistency_given.front().first +
-                                                     "' before it: give one of --sync, --async and --staleness S");
+    // Each flag's last value, as for any flag given twice; two flags whose values disagree are refused.
+    std::vector<std::pair<std::string, std::string>> last;  // (as given, bound), one per flag
+    for (const auto& given : o.consistency_given) {
+      const std::string name = given.first.substr(0, given.first.find(' '));
+      auto same = std::find_if(last.begin(), last.end(),
+                               [&](const auto& l) { return l.first.substr(0, l.first.find(' ')) == name; });
+      if (same != last.end())
+        *same = given;
+      else
+        last.push_back(given);
+    }
+    for (const auto& [flag, bound] : last)
+      if (bound != last.front().second)
+        bad_flag(flag.substr(0, flag.find(' ')), "'" + flag + "' disagrees with '" + last.front().first +
+                                                     "': give one of --sync, --async and --staleness S");
     // --compare runs its own six variants, each with its own name, bound and rule.
     if (o.compare)
       for (const char* flag : {"--label", "--dc", "--sync", "--async", "--staleness"})

@@ -173,6 +173,15 @@ if grep -q "^config: staleness from the first worker, rule from the first worker
 else
   fail "the server's config line with --rule-from-workers and no --staleness: '$banner'"
 fi
+ckpt=$(mktemp -d)
+banner=$(banner_of --rule-from-workers --checkpoint-dir "$ckpt" --resume)
+rm -rf "$ckpt"
+if grep -q "^config: staleness from the resumed checkpoint, else the first worker, rule from the resumed checkpoint, else" \
+  <<<"$banner"; then
+  echo "ok: with --resume, the config line names the checkpoint first"
+else
+  fail "the server's config line with --resume: '$banner'"
+fi
 # The index and count are named as given: from a variable, the message named the flags.
 refused "server index RDMAPS_SERVER_INDEX=3 is not below the number of servers --servers 2" \
   env RDMAPS_SERVER_INDEX=3 "${s[@]}" --servers 2
@@ -272,8 +281,10 @@ refused "--evals-per-epoch: '0'" "${t[@]}" --evals-per-epoch 0
 refused "--sync: takes no value ('--sync=off')" "${t[@]}" --staleness 3 --sync=off
 refused "--async: takes no value ('--async=on')" "${t[@]}" --async=on
 # Two modes that disagree: the last one counted, --sync --staleness 3 ran SSP(3).
-refused "--staleness: '--staleness 3' disagrees with '--sync' before it" "${t[@]}" --sync --staleness 3
-refused "--async: '--async' disagrees with '--staleness 0' before it" "${t[@]}" --staleness 0 --async
+refused "--staleness: '--staleness 3' disagrees with '--sync'" "${t[@]}" --sync --staleness 3
+refused "--async: '--async' disagrees with '--staleness 0'" "${t[@]}" --staleness 0 --async
+# One flag given twice keeps its last value, as every flag does: refused only for the missing data.
+refused "/nonexistent" "${t[@]}" --staleness 3 --staleness 4 --sync --staleness 0
 # Read as rdmaps-server reads it: the same messages, and async for inf.
 refused "--staleness: '99999999999999999999' is too large" "${t[@]}" --staleness 99999999999999999999
 refused "--staleness: 'x' is not a whole number, inf or async" "${t[@]}" --staleness x

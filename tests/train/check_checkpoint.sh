@@ -69,6 +69,9 @@ wait "$spid" || fail "the third server failed"
 
 grep -q "ignoring .*ckpt.tmp: an unfinished write" "$out/server2.log" || fail "the unfinished checkpoint was not named"
 grep -q "resumed from" "$out/server2.log" || fail "the first restart did not resume"
+# What the checkpoint fixed is said with it: the bound and the rule the workers must agree with.
+grep -q "resumed from .*, staleness bound [0-9a-z (]*)*, rule [a-z-]*, lr " "$out/server2.log" ||
+  fail "the resume did not say the bound and rule it took: $(grep "resumed from" "$out/server2.log")"
 grep -q "resumed from" "$out/server3.log" || fail "the second restart did not resume"
 for w in 0 1; do
   [ "$(grep -c 'reconnected to' "$out/job-w$w.log")" = 2 ] || fail "worker $w did not reconnect twice"

@@ -82,7 +82,9 @@ r = json.load(open(sys.argv[1]))
 m = re.search(r"(\d+) updates/s .* ([\d.]+)s\s*$", sys.argv[2])
 assert m, sys.argv[2]
 rate, t = float(m.group(1)), float(m.group(2))
-assert abs(rate * t - r["updates"]) <= 0.05 * r["steps"] + 2, f"{rate} updates/s over {t} s, the summary {r}"' \
+assert abs(rate * t - r["updates"]) <= 0.05 * r["steps"] + 2, f"{rate} updates/s over {t} s, the summary {r}"
+seconds = r["seconds"]
+assert abs(t - seconds) <= 0.051, f"the line ends at {t} s, the summary at {seconds}"' \
     "$out/run/summary.json" "$last" || fail "the final progress line: '$last'"
   # A run that learnt little (its pushes dropped) is in the plot: its range stopped at 0.5.
   py 'import csv,re,sys
