@@ -21,6 +21,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$bin" ] || { [ -d "$here/../build" ] && bin=$here/../build; }
+# Absolute: the runs are handed on to scripts that cd (straggler.sh), where a relative one failed every run.
+[ -z "$bin" ] || [ ! -e "$bin" ] || bin=$(cd "$bin" && pwd)
+[ -z "$data" ] || [ ! -e "$data" ] || data=$(cd "$data" && pwd)
 if [ -n "$bin" ] && [ -f "$bin/env.sh" ]; then
   set +u  # an env.sh may extend LD_LIBRARY_PATH unset here; the callers run under set -u
   # shellcheck disable=SC1091

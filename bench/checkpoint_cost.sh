@@ -4,13 +4,15 @@
 # usage: bench/checkpoint_cost.sh RDMAPS_PERF [REPEATS] [DISK_DIR]
 set -euo pipefail
 perf=${1:?usage: bench/checkpoint_cost.sh RDMAPS_PERF [REPEATS] [DISK_DIR]} repeats=${2:-3}
-disk=${3:-/var/tmp}/rdmaps-checkpoint-cost
 [[ -x $perf ]] || { echo "checkpoint_cost.sh: $perf not found (build it first)" >&2; exit 1; }
 export UCX_NET_DEVICES=lo
-tmpfs=/dev/shm/rdmaps-checkpoint-cost
+# This run's own folders (fixed names: two runs at once deleted each other's checkpoints).
+disk_parent=$(mktemp -d "${3:-/var/tmp}/rdmaps-checkpoint-cost.XXXXXX")
+tmpfs_parent=$(mktemp -d /dev/shm/rdmaps-checkpoint-cost.XXXXXX)
+disk=$disk_parent/ckpt tmpfs=$tmpfs_parent/ckpt
 log=$(mktemp)  # each run's stderr: its checkpoint lines, or why it failed
 # The checkpoints are 128 MB each: gone however the script ends.
-trap 'rm -rf "$tmpfs" "$disk" "$log" "$log.rows"' EXIT
+trap 'rm -rf "$tmpfs_parent" "$disk_parent" "$log" "$log.rows"' EXIT
 for rep in $(seq "$repeats"); do
   for mode in none tmpfs disk; do
     extra=()

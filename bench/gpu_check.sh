@@ -47,15 +47,22 @@ run() {
   spent "$name" "$limit" && return
   echo "== $name: $*" | tee -a "$log"
   local start=$SECONDS
-  timeout -k 10 "$limit" "$@" >"$out/runs/$name.out" 2>>"$log"
+  # In the background and waited for: a TERM (the caller's limit) runs the trap below at once, which stops it.
+  timeout -k 10 "$limit" "$@" >"$out/runs/$name.out" 2>>"$log" &
+  running=$!
+  wait "$running"
   local status=$?
+  running=""
   cat "$out/runs/$name.out" >>"$log"
   echo "== $name: exit $status after $((SECONDS - start)) s" | tee -a "$log"
   [ $status -eq 0 ] || failed+=("$name (exit $status)")
 }
 
+running=""
 run info 60 "$info" --json
-timeout -k 10 60 "$perf" gpu --floats 1K --push-floats 1K --iters 1 >/dev/null 2>>"$log"
+probe_limit=$(time_left 60)
+timeout -k 10 "$((probe_limit > 0 ? probe_limit : 1))" "$perf" gpu --floats 1K --push-floats 1K --iters 1 \
+  >/dev/null 2>>"$log"
 probe=$?
 if [ $probe -eq 77 ]; then
   echo "gpu_check: no CUDA device on this machine (see $log): nothing to measure" | tee -a "$log"
@@ -90,12 +97,23 @@ PY
 
 # The figures so far into gpu_check.json, also where a time limit stops this
 # (timeout's TERM): they were collected only at the end, and lost with it.
-trap 'echo "gpu_check: stopped: gpu_check.json holds the runs so far" | tee -a "$log" >&2; collect; exit 124' TERM
+trap 'echo "gpu_check: stopped: gpu_check.json holds the runs so far" | tee -a "$log" >&2
+  [ -z "$running" ] || kill -TERM "$running" 2>/dev/null; collect; exit 124' TERM
 # Each run's own cap is well inside the budget: one that hangs (the GPU tests
 # run code no GPU has run yet) leaves the rest their time.
 run gpu_tests 90 "$tests" --gtest_output=json:"$out/runs/gpu_tests.json"
 for transport in shm tcp; do
   run "perf_gpu_$transport" 60 "$perf" gpu --json --transport "$transport" --iters "$iters"
+done
+# The figures the docs await first (the GPU shard, a --gpu-shard training run),
+# then the sweep: a budget spent leaves the sweep's runs "not run".
+for shard in host gpu; do
+  flags=()
+  [ $shard = gpu ] && flags=(--gpu-shard)
+  run "perf_ps_$shard" 60 "$perf" ps --json --transport shm --rule dc-asgd-a --workers 4 --floats 16M \
+    --iters "$((iters / 4 + 2))" "${flags[@]}"
+  run "train_$shard" 60 "$train" --json --workers 4 --epochs "$epochs" --out "$out/runs/train_$shard" \
+    "${data_flag[@]}" "${flags[@]}"
 done
 # The staged push over tcp: which ring depth keeps the socket busy, at the
 # issue's two sizes (64 M and 1 M floats). Only these runs' push rows count:
@@ -107,14 +125,5 @@ for floats in 64M 1M; do
       --staging-depth "$depth" --iters "$iters"
   done
 done
-for shard in host gpu; do
-  flags=()
-  [ $shard = gpu ] && flags=(--gpu-shard)
-  run "perf_ps_$shard" 60 "$perf" ps --json --transport shm --rule dc-asgd-a --workers 4 --floats 16M \
-    --iters "$((iters / 4 + 2))" "${flags[@]}"
-  run "train_$shard" 60 "$train" --json --workers 4 --epochs "$epochs" --out "$out/runs/train_$shard" \
-    "${data_flag[@]}" "${flags[@]}"
-done
-
 collect || failed+=("collecting the figures into gpu_check.json")
 [ ${#failed[@]} -eq 0 ] || { printf 'gpu_check: failed: %s\n' "${failed[@]}"; exit 1; }

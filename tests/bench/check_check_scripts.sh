@@ -100,6 +100,27 @@ fi
   fail "ps_grid stopped at its failed cell instead of running and tabling the rest: $grid"
 echo "ok: ps_grid runs the rest of its grid past a failed cell and says so"
 
+# compare_hot_path's summary: each build's medians and the paired new/old ratios
+# (the docs' "medians before -> after" were worked out by hand from its lines).
+for which in old new; do
+  p50=0.010; [ $which = new ] && p50=0.011
+  cat >"$work/perf-$which" <<SH
+#!/bin/sh
+echo '{"iter_p50_s":$p50,"ratio":1.5}'
+SH
+  chmod +x "$work/perf-$which"
+done
+hot=$("$source/bench/compare_hot_path.sh" "$work/perf-old" "$work/perf-new" 3 2>&1) || fail "compare_hot_path: $hot"
+[[ $hot == *"shm dc-asgd-a old: iteration p50 10.0 10.0 10.0 ms (median 10.0), ratio to bound 1.50 1.50 1.50 (median 1.50)"* &&
+   $hot == *"tcp sgd: new/old per repeat 1.10 1.10 1.10, median 1.10"* ]] || fail "compare_hot_path's summary: $hot"
+printf '#!/bin/sh\necho "perf: boom" >&2; exit 1\n' >"$work/perf-broken"
+chmod +x "$work/perf-broken"
+if hot=$("$source/bench/compare_hot_path.sh" "$work/perf-old" "$work/perf-broken" 1 2>&1); then
+  fail "compare_hot_path exited 0 with a failing build: $hot"
+fi
+[[ $hot == *"perf: boom"* ]] || fail "compare_hot_path hid why a run failed: $hot"
+echo "ok: compare_hot_path prints each build's medians and the paired ratios, and why a run failed"
+
 # A grid its time limit stops (timeout's TERM) still tables the launches it
 # finished: the whole table was lost with it, and a lent machine's part with it.
 cat >"$work/slow-perf" <<SH
