@@ -60,6 +60,10 @@ void Checkpointer::wait() {
   if (writer_.joinable()) writer_.join();
 }
 
+void Checkpointer::worker_left() {
+  if (enabled() && !leave_due_) leave_due_ = Clock::now() + kAfterLeave;
+}
+
 void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates) {
   if (!enabled() || !started_ || lanes.empty() || writing_.load(std::memory_order_acquire)) return;
   wait();
@@ -78,7 +82,9 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
   const auto now = Clock::now();
   const bool by_time = every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_);
   const bool by_count = every_updates_ && updates - last_taken_updates_ >= every_updates_;
-  if (!by_time && !by_count) return;
+  const bool by_leave = leave_due_ && now >= *leave_due_;
+  if (!by_time && !by_count && !by_leave) return;
+  leave_due_.reset();
   last_at_ = now;
   last_taken_updates_ = updates;
   pending_ = ++sequence_;

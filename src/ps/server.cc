@@ -213,7 +213,13 @@ void ServerImpl::run() {
     const auto now = Clock::now();
     closing_.sweep();
     report(now);
-    if (checkpointer_.enabled()) checkpointer_.tick(lanes_, updates_taken());
+    if (checkpointer_.enabled()) {
+      uint64_t left = 0;  // each lane counts a worker that left it
+      for (const auto& lane : lanes_) left += lane->counters().workers_left.load(std::memory_order_relaxed);
+      if (left != lane_leaves_seen_) checkpointer_.worker_left();
+      lane_leaves_seen_ = left;
+      checkpointer_.tick(lanes_, updates_taken());
+    }
     if (options_.exit_when_done && closing_.empty() && held_.empty() && job_done(now)) break;
     if (failed_lane()) break;
     idle.pause(busy);

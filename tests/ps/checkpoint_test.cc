@@ -1179,6 +1179,42 @@ TEST_P(PsCheckpointTest, TheFinalCheckpointHoldsEveryUpdateThoughASnapshotWasInP
   fs::remove_all(dir);
 }
 
+// A worker that left a running job is in a checkpoint within
+// Checkpointer::kAfterLeave, none being due: a server that died after its
+// leave, before the next periodic checkpoint, came back waiting for it for
+// good (an SSP job stopped at its bound; an async one never ended).
+TEST_P(PsCheckpointTest, AWorkerThatLeftIsCheckpointedSoonAndAResumeDoesNotWaitForIt) {
+  const std::string dir = temp_dir();
+  Config c = sgd_config(GetParam(), kLr, 16);
+  c.checkpoint_dir = dir;
+  c.checkpoint_every_updates = 0;
+  c.checkpoint_every_ms = 3600 * 1000;  // none due in this test
+  c.staleness = kInfiniteStaleness;
+  ServerGroup servers(1, 2, c, kept_running());
+  const std::vector<float> g(64, 1.0f);
+  Client stays(local_worker_options(servers.addresses(), c, 0));
+  stays.declare("w", 64);
+  stays.connect();
+  {
+    Client leaves(local_worker_options(servers.addresses(), c, 1));
+    leaves.declare("w", 64);
+    leaves.connect();
+    leaves.push("w", g);
+    leaves.clock();
+  }
+  stays.push("w", g);
+  stays.clock();
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().checkpoints == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_GE(servers.server(0).stats().checkpoints, 1u) << "no checkpoint within 30 s of a worker's leave";
+  const auto newest = ps::load_newest_checkpoint(dir, 0, 1 << 20, [](const std::string&) {});
+  ASSERT_TRUE(newest.has_value());
+  EXPECT_FALSE(newest->header.awaits(1)) << "a resume would wait for the worker that left";
+  EXPECT_TRUE(newest->header.awaits(0)) << "the worker still training is expected back";
+  servers.stop();
+  fs::remove_all(dir);
+}
+
 // A server restarted without --resume (a supervisor that left the flag out)
 // that a worker joined and no push reached: it wrote checkpoints of its
 // zeros, numbered after the trained ones, so the next --resume served zeros
