@@ -151,7 +151,9 @@ void take_server_line(const std::string& line, size_t index, RunResult& r) {
   if (kind == "stats") {
     ServerFigures& f = r.servers.at(index);
     in >> f.applied >> f.tau_p50 >> f.tau_max >> f.dropped;
-    r.tau_p50 = f.tau_p50;  // the progress line's; the summary's comes from the histograms (finish_servers)
+    // The progress line's: server 0's while the job runs (each server takes a piece of every step; the
+    // line showed whichever server spoke last); the summary's comes from all the histograms (finish_servers).
+    if (index == 0) r.tau_p50 = f.tau_p50;
     r.tau_max = std::max(r.tau_max, f.tau_max);
   } else if (kind == "histogram") {
     add_histogram(in, r.staleness);

@@ -38,9 +38,12 @@ grep -q "dc-bound 0.5" <<<"$bounded" || { echo "FAILED: --dc-bound 0.5 not in ef
 if "$train" --schedule sometimes --out "$out" 2>/dev/null; then echo "FAILED: --schedule sometimes accepted"; exit 1; fi
 # --metrics with --json: the ports are printed at the start (docs/observability.md),
 # on stderr, so stdout is still the JSON summary alone.
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# Two ports in a row (the server's, then the worker's), below the ephemeral range: the one after a port
+# bind(0) found free was taken by an outgoing connection ("the port is in use", session 56).
+port=$("$(dirname "$0")/../common/free_ports.py" 2)
 metered=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --transport shm --out "$out" --json \
-    --metrics "127.0.0.1:$port" 2>"$out/metrics.err")
+    --metrics "127.0.0.1:$port" 2>"$out/metrics.err") ||
+  { echo "FAILED: --json --metrics: $(cat "$out/metrics.err")"; exit 1; }
 check "$metered" "'final_test_accuracy' in r" "--json --metrics: stdout is not the summary"
 grep -qF "metrics at http://127.0.0.1:$port/metrics" "$out/metrics.err" ||
   { echo "FAILED: --json --metrics did not say where the metrics are: $(cat "$out/metrics.err")"; exit 1; }

@@ -17,7 +17,7 @@ rm -rf "$out"
 mkdir -p "$out"
 py() { /usr/bin/python3 -c "$@"; }
 fail() { echo "FAILED ($case): $*"; exit 1; }
-free_port() { py 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() { "$(dirname "$0")/../common/free_ports.py"; }  # below the ephemeral range (tests/common)
 
 # A server and one worker, by hand (docs/cluster.md), over tcp; the worker's
 # stdout goes to $out/worker.out. Sets server_pid and worker_pid.
