@@ -128,7 +128,7 @@ echo "== srun (one-node Slurm $(dpkg-query -W -f='${Version}' slurm-wlm 2>/dev/n
 # left out for anyone else, as the network-fault tests do, not failed.
 if [ "$(id -u)" -ne 0 ]; then
   echo "SKIP: the srun cases need root for a one-node Slurm; run the tests as root to include them"
-elif eval "$("$source"/tests/launch/slurm_one_node.sh start "$slurm_dir")"; then
+elif slurm_env=$("$source"/tests/launch/slurm_one_node.sh start "$slurm_dir") && eval "$slurm_env"; then
   expect_ok srun-pmix "addresses through PMIx" "(SLURM_PROCID): worker 2 of 3" "final test accuracy" -- \
     srun -n 4 --overcommit --mpi=pmix "$train" --servers 1 "${small[@]}"
   port=$(free_port)

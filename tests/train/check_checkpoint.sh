@@ -106,7 +106,10 @@ for w in 0 1; do
     --epochs 1000 >"$out/m-w$w.out" 2>"$out/m-w$w.log" &
   pids+=($!)
 done
-sleep 4
+# Until a worker reported steps (a server that applied nothing writes no checkpoint): a fixed 4 s raced them.
+for _ in $(seq 1200); do grep -q '^progress' "$out/m-w0.out" "$out/m-w1.out" && break; sleep 0.05; done
+grep -q '^progress' "$out/m-w0.out" "$out/m-w1.out" ||
+  fail "no worker reported a step in 60 s: $(tail -n 3 "$out/m-w0.log" "$out/m-w1.log")"
 kill -TERM "$spid"
 wait "$spid" || fail "the server stopped by SIGTERM exited non-zero"
 grep -q "done: .* 1 checkpoints" "$out/m-server.log" || fail "SIGTERM: no final checkpoint written"
@@ -159,9 +162,12 @@ grep -q "holds checkpoints of server 0 up to 3 that this run did not resume from
 port=$(free_port)
 server "$out/n3-server.log" --checkpoint-every 1000000 --checkpoint-keep 1
 first=$spid
-for _ in $(seq 200); do grep -q "rdmaps-train server 0/1 on" "$out/n3-server.log" && break; sleep 0.05; done
+for _ in $(seq 1200); do grep -q "rdmaps-train server 0/1 on" "$out/n3-server.log" && break; sleep 0.05; done
+grep -q "rdmaps-train server 0/1 on" "$out/n3-server.log" || fail "the first server did not start: $(cat "$out/n3-server.log")"
 second_port=$(free_port)
-"$train" --role server --listen "127.0.0.1:$second_port" "${job[@]}" --checkpoint-dir "$out/ckpt"   2>"$out/n3-second.log" && fail "a second server 0 on the same checkpoint directory started"
+# Under a limit: one that took the directory would wait for workers that never come (124: it started).
+timeout 60 "$train" --role server --listen "127.0.0.1:$second_port" "${job[@]}" --checkpoint-dir "$out/ckpt" \
+  2>"$out/n3-second.log" && fail "a second server 0 on the same checkpoint directory started"
 grep -q "another server 0 (pid $first) writes checkpoints to '$out/ckpt' (--checkpoint-dir)" "$out/n3-second.log" ||
   fail "the second server 0 was not refused naming the first: $(cat "$out/n3-second.log")"
 spid=$first

@@ -35,7 +35,14 @@ grep -q "ms-bias-correction off" <<<"$corrected" || { echo "FAILED: RDMAPS_MS_BI
 bounded=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --transport shm --dc adaptive \
     --dc-bound 0.5 --out "$out" 2>&1)
 grep -q "dc-bound 0.5" <<<"$bounded" || { echo "FAILED: --dc-bound 0.5 not in effect: $bounded"; exit 1; }
-if "$train" --schedule sometimes --out "$out" 2>/dev/null; then echo "FAILED: --schedule sometimes accepted"; exit 1; fi
+# Refused naming the flag and the value, under a limit (one accepted would train a default run).
+refused() {  # expected-text args...
+  local want=$1 err
+  shift
+  if err=$(timeout 30 "$train" "$@" --out "$out" 2>&1); then echo "FAILED: accepted: $*"; exit 1; fi
+  grep -qF -- "$want" <<<"$err" || { echo "FAILED: $* refused without naming '$want': $err"; exit 1; }
+}
+refused "--schedule: 'sometimes'" --schedule sometimes
 # --metrics with --json: the ports are printed at the start (docs/observability.md),
 # on stderr, so stdout is still the JSON summary alone.
 # Two ports in a row (the server's, then the worker's), below the ephemeral range: the one after a port
@@ -62,9 +69,8 @@ check "$fixed" "r['straggled_steps'] == r['updates'] // 2" "--straggler 1:2 did 
 random=$(run --staleness 3 --straggler random:2)
 check "$random" "0.3 * r['updates'] <= r['straggled_steps'] <= 0.7 * r['updates']" \
   "--straggler random:2 did not slow about half the steps (chance 1 in 2 workers)"
-for bad in random 1 random:0.5 2:4; do
-  if "$train" --workers 2 --straggler "$bad" --out "$out" 2>/dev/null; then echo "FAILED: --straggler $bad accepted"; exit 1; fi
-done
+for bad in random 1 random:0.5; do refused "--straggler: '$bad'" --workers 2 --straggler "$bad"; done
+refused "--straggler: worker 2 does not exist (the job has 2 workers)" --workers 2 --straggler 2:4
 # A diverging run stops with the reason instead of reporting chance accuracy.
 # Virtual workers repeat bit for bit: it goes to NaN at step 5 each time; two
 # real workers at --lr 50 sometimes collapse with a finite loss instead (1 run

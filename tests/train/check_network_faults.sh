@@ -122,7 +122,9 @@ ip netns exec "$wrk" tc qdisc del dev "vw$tag" root 2>/dev/null || true
 # 2. A 5 s partition in the middle of a run.
 start=$(now)
 run_job partition
-sleep 2
+# In the middle of the run: once a worker reported steps (after a fixed 2 s the workers might not have connected).
+for _ in $(seq 1200); do grep -q '^progress' "$out/partition-w0.out" && break; sleep 0.05; done
+grep -q '^progress' "$out/partition-w0.out" || fail "worker 0 reported no step in 60 s: $(tail -n 3 "$out/partition-w0.log")"
 drop_all -A
 sleep "$partition"
 drop_all -D

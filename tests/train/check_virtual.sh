@@ -165,8 +165,10 @@ refused "--expect-accuracy: worker 1 evaluates nothing" --role worker --worker 1
 launched() { env RDMAPS_SECRET=0123456789abcdef0123 MASTER_ADDR=127.0.0.1 MASTER_PORT=9 RDMAPS_RANK=1 RDMAPS_WORLD_SIZE="$1" "$train" "${@:2}" 2>&1; }
 err=$(launched 3 --straggler 3:2 --launch-timeout 1) && fail "a launched --straggler 3:2 of 2 workers was accepted"
 grep -q -- "--straggler: worker 3 does not exist (the job has 2 workers)" <<<"$err" || fail "launched --straggler 3:2: $err"
-err=$(launched 10 --straggler 5:2 --launch-timeout 1) || true
+# Past the flag checks, it fails where it should: at the rendezvous no rank 0 hosts.
+err=$(launched 10 --straggler 5:2 --launch-timeout 1) && fail "a launch with no rendezvous ran: $err"
 if grep -q -- "--straggler" <<<"$err"; then fail "launched --straggler 5:2 of 9 workers refused: $err"; fi
+grep -q "could not reach the rendezvous at 127.0.0.1:9" <<<"$err" || fail "launched --straggler 5:2: $err"
 refused "unknown flag --no-such-flag" --no-such-flag 3
 # 6. Workers that cannot all fit are refused after the first few, naming the
 #    limit that binds: here a 600 MB memory cgroup (the dataset takes 220 MB,
