@@ -2079,7 +2079,7 @@ TEST_P(PsFaultTest, APushToAStoppedServerEndsByOneTimeoutAndInterruptEndsItAtOnc
       "%.2f s\n",
       timed_out, cancelled);
   EXPECT_LT(timed_out, 3.5) << "more than the timeout of the wait and of the recovery after it (2 s)";
-  EXPECT_LT(cancelled, 3.0) << "interrupt() did not end the wait";
+  EXPECT_LT(cancelled, 20.0) << "interrupt() did not end the wait (its timeout is 60 s)";  // loose: a loaded CI
   timing_out.reset();
   interrupted.reset();
   server.kill_now();
@@ -2452,7 +2452,8 @@ TEST_P(PsFaultTest, InterruptEndsAReconnect) {
   const double interrupted = std::chrono::duration<double>(Clock::now() - start).count();
   std::string what;
   EXPECT_EQ(error_code_of([&] { pulling.get(); }, &what), Errc::kCancelled) << what;
-  EXPECT_LT(interrupted, 2.0) << "the reconnect went on " << interrupted << " s after interrupt()";
+  // Loose (a loaded CI): the reconnect it ends would go on 20 s.
+  EXPECT_LT(interrupted, 8.0) << "the reconnect went on " << interrupted << " s after interrupt()";
 }
 
 // A client's timeout bounds every wait: none at all is refused, naming it,

@@ -68,7 +68,7 @@ TEST_P(ErrorsTest, ConnectingToASilentPeerTimesOut) {
   EXPECT_NE(what.find("no handshake"), std::string::npos) << what;
   auto elapsed = Clock::now() - start;
   EXPECT_GE(elapsed, 450ms);
-  EXPECT_LT(elapsed, 2500ms);
+  EXPECT_LT(elapsed, 10s) << "the connect outlived its 500 ms timeout";  // a hang's guard, not a speed test
 }
 
 // A peer that took the connection and has not begun the handshake is named
