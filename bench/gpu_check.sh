@@ -46,6 +46,7 @@ run() {
   shift 2
   spent "$name" "$limit" && return
   echo "== $name: $*" | tee -a "$log"
+  current=$name
   local start=$SECONDS
   # In the background and waited for: a TERM (the caller's limit) runs the trap below at once, which stops it.
   timeout -k 10 "$limit" "$@" >"$out/runs/$name.out" 2>>"$log" &
@@ -58,7 +59,7 @@ run() {
   [ $status -eq 0 ] || failed+=("$name (exit $status)")
 }
 
-running=""
+running="" current=""
 run info 60 "$info" --json
 probe_limit=$(time_left 60)
 timeout -k 10 "$((probe_limit > 0 ? probe_limit : 1))" "$perf" gpu --floats 1K --push-floats 1K --iters 1 \
@@ -98,7 +99,11 @@ PY
 # The figures so far into gpu_check.json, also where a time limit stops this
 # (timeout's TERM): they were collected only at the end, and lost with it.
 trap 'echo "gpu_check: stopped: gpu_check.json holds the runs so far" | tee -a "$log" >&2
-  [ -z "$running" ] || kill -TERM "$running" 2>/dev/null; collect; exit 124' TERM
+  if [ -n "$running" ]; then
+    kill -TERM "$running" 2>/dev/null; wait "$running" 2>/dev/null  # gone before its files are collected
+    failed+=("$current (stopped by TERM; the runs after it not run)")
+  fi
+  collect; exit 124' TERM
 # Each run's own cap is well inside the budget: one that hangs (the GPU tests
 # run code no GPU has run yet) leaves the rest their time.
 run gpu_tests 90 "$tests" --gtest_output=json:"$out/runs/gpu_tests.json"

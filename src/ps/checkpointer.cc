@@ -61,7 +61,9 @@ void Checkpointer::wait() {
 }
 
 void Checkpointer::worker_left() {
-  if (enabled() && !leave_due_) leave_due_ = Clock::now() + kAfterLeave;
+  if (!enabled() || leave_due_) return;
+  leave_due_ = Clock::now() + kAfterLeave;
+  if (leave_taken_) leave_due_ = std::max(*leave_due_, *leave_taken_ + kLeaveGap);
 }
 
 void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates) {
@@ -78,12 +80,16 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
     pending_ = 0;
     return;
   }
-  if (nothing_to_keep(updates)) return;
+  if (nothing_to_keep(updates)) {
+    leave_due_.reset();  // a leave before any update: nothing to save for it
+    return;
+  }
   const auto now = Clock::now();
   const bool by_time = every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_);
   const bool by_count = every_updates_ && updates - last_taken_updates_ >= every_updates_;
   const bool by_leave = leave_due_ && now >= *leave_due_;
   if (!by_time && !by_count && !by_leave) return;
+  if (by_leave) leave_taken_ = now;
   leave_due_.reset();
   last_at_ = now;
   last_taken_updates_ = updates;

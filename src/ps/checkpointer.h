@@ -39,14 +39,17 @@ class Checkpointer {
   /// table of zeros would outrank the directory's checkpoints at the next
   /// --resume, and its writes would prune them.
   void tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates);
-  /// Control thread: a worker left. A checkpoint follows within kAfterLeave,
-  /// so that a resume does not wait for it: one taken before its leave
-  /// holds it connected, and a server that died before the next periodic
-  /// checkpoint came back waiting for a worker that had finished.
+  /// Control thread: a worker left (or was lost). A checkpoint follows within
+  /// kAfterLeave, so that a resume does not wait for it: one taken before
+  /// its leave holds it connected, and a server that died before the next
+  /// periodic checkpoint came back waiting for a worker that had finished.
+  /// At most one such checkpoint every kLeaveGap: workers ending one by one
+  /// must not copy the model once each.
   void worker_left();
   /// Long enough that workers ending together (a job's end) leave before
   /// it: finish() then writes the last checkpoint, and this one is not taken.
   static constexpr std::chrono::seconds kAfterLeave{2};
+  static constexpr std::chrono::seconds kLeaveGap{30};
   /// After the lanes stopped: waits for a write in progress, then writes one
   /// last checkpoint (none where tick() would not have). Returns false when
   /// the last checkpoint could not be written.
@@ -75,7 +78,8 @@ class Checkpointer {
   uint64_t earlier_job_ = 0;             // files up to it are an earlier job's: never pruned (saved in each file)
   std::vector<uint64_t> good_;           // sequences known intact: resumed from, written (the writer's, one at a time)
   std::chrono::steady_clock::time_point last_at_;
-  std::optional<std::chrono::steady_clock::time_point> leave_due_;  // a snapshot owed to a worker's leave
+  std::optional<std::chrono::steady_clock::time_point> leave_due_;    // a snapshot owed to a worker's leave
+  std::optional<std::chrono::steady_clock::time_point> leave_taken_;  // the last one taken for a leave
   uint64_t last_taken_updates_ = 0;
   std::thread writer_;
   std::atomic<bool> writing_{false};

@@ -1215,6 +1215,33 @@ TEST_P(PsCheckpointTest, AWorkerThatLeftIsCheckpointedSoonAndAResumeDoesNotWaitF
   fs::remove_all(dir);
 }
 
+// So is a worker lost (killed, with no reconnect window): saved as gone, not awaited.
+TEST_P(PsCheckpointTest, AWorkerLostIsCheckpointedSoonAsGone) {
+  const std::string dir = temp_dir();
+  Config c = fault_config(GetParam());  // the idle_worker peer's (faults_test.cc)
+  c.checkpoint_dir = dir;
+  c.checkpoint_every_updates = 0;
+  c.checkpoint_every_ms = 3600 * 1000;  // none due in this test
+  ServerGroup servers(1, 2, c, kept_running());
+  Client stays(local_worker_options(servers.addresses(), c, 0));
+  stays.declare("w", kFaultFloats);
+  stays.connect();
+  PeerProcess lost("idle_worker", GetParam(), 0, 1, {servers.addresses(), "1"});
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().applied_per_worker[1] == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_GT(servers.server(0).stats().applied_per_worker[1], 0u) << "the worker to be lost never pushed";
+  lost.kill_now();
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().checkpoints == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_GE(servers.server(0).stats().checkpoints, 1u) << "no checkpoint within 30 s of a worker's loss";
+  const auto newest = ps::load_newest_checkpoint(dir, 0, 1 << 20, [](const std::string&) {});
+  ASSERT_TRUE(newest.has_value());
+  EXPECT_FALSE(newest->header.awaits(1)) << "a resume would wait for the worker lost";
+  EXPECT_TRUE(newest->header.awaits(0));
+  servers.stop();
+  fs::remove_all(dir);
+}
+
 // A server restarted without --resume (a supervisor that left the flag out)
 // that a worker joined and no push reached: it wrote checkpoints of its
 // zeros, numbered after the trained ones, so the next --resume served zeros
