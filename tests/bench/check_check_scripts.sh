@@ -63,6 +63,24 @@ grep -q 'scale/train.jsonl' "$work/raw.list" || fail "raw.tgz lacks the training
 echo "ok: device_check runs from a bundle (its env.sh and data), counts a run that printed its summary and" \
   "exited 3 as failed (exit $status), and returns $files"
 
+# On the machine lent for its GPU, a GPU check that saw none (exit 77: a
+# driver too old, no device passed in) fails the call, said in machine.txt;
+# --quick (here, in CI) takes it as no failure. Fake programs: only the GPU
+# check's outcome is looked at.
+nogpu=$work/nogpu-bundle
+mkdir -p "$nogpu/bin" "$nogpu/data"
+for p in rdmaps-train rdmaps-info gpu_tests; do printf '#!/bin/sh\nexit 1\n' >"$nogpu/bin/$p"; done
+printf '#!/bin/sh\ncase "$1" in gpu) echo "no CUDA device" >&2; exit 77 ;; esac\nexit 1\n' >"$nogpu/bin/rdmaps-perf"
+chmod +x "$nogpu/bin/"*
+"$source/bench/device_check.sh" --bundle "$nogpu" --out "$work/nogpu" --budget 60 >"$work/nogpu.out" 2>&1 &&
+  fail "device_check exited 0 where its GPU check saw no GPU: $(cat "$work/nogpu.out")"
+grep -q "no CUDA device seen: this call's GPU figures are missing" "$work/nogpu/machine.txt" ||
+  fail "device_check did not say its GPU check saw no GPU: $(cat "$work/nogpu/machine.txt")"
+"$source/bench/device_check.sh" --bundle "$nogpu" --out "$work/nogpu-quick" --budget 60 --quick >/dev/null 2>&1
+! grep -q "no CUDA device seen" "$work/nogpu-quick/machine.txt" ||
+  fail "device_check --quick failed for want of a GPU: $(cat "$work/nogpu-quick/machine.txt")"
+echo "ok: device_check fails where its GPU check saw no GPU, but under --quick"
+
 # bench/bundle_check.sh readies a bundle before the call: it keeps the four
 # programs device_check runs, and refuses one without the dataset.
 ready=$work/ready
