@@ -145,6 +145,12 @@ for w in 0 1; do
     outcome+="worker $w failed naming its server; "
   fi
 done
-wait "$spid" && outcome+="the server finished" || outcome+="the server failed"
+if wait "$spid"; then
+  outcome+="the server finished"
+else
+  grep -qE "worker [01]" "$out/partition-server.log" ||
+    fail "the server failed without naming a worker: $(tail -n 3 "$out/partition-server.log")"
+  outcome+="the server failed naming a worker"
+fi
 echo "ok: clean link $clean in $clean_s s; $delay: $lossy, every test loss bit for bit the same, in $lossy_s s" \
      "(${dropped:-?} packets dropped at the server); $partition s partition: $outcome, all done $(seconds_since "$start") s after the start"
