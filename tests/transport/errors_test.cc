@@ -227,6 +227,29 @@ TEST_P(ErrorsTest, AnythingPostedOnAClosedEndpointIsRefusedAsGone) {
   EXPECT_EQ(peer.wait(30s), 0);
 }
 
+// A key whose owner exited (a worker killed during its lane handshake):
+// UCX 1.13 crashed unpacking a shared-memory key whose /proc/PID/fd link was
+// gone (it released a half-made key), and the server with it. Refused as gone.
+TEST_P(ErrorsTest, AKeyWhoseOwnerExitedIsRefusedAsGone) {
+  PeerProcess peer("descriptor_sender_then_exit", GetParam(), port(), seed);
+  auto ep = accept();
+  const auto descriptor = transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), "test");
+  ASSERT_EQ(peer.wait(30s), 0);  // gone: its memory, its descriptors and its sockets
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { ep->import(descriptor); }, &what), Errc::kPeerGone) << what;
+  // Closed (its socket), or failed where UCX saw it first (over tcp).
+  EXPECT_TRUE(what.find("import from " + ep->peer_name() + " refused: its connection closed") != std::string::npos ||
+              what.find("import to " + ep->peer_name() + " refused: the endpoint failed") != std::string::npos)
+      << what;
+}
+
+RDMAPS_TEST_PEER(descriptor_sender_then_exit) {
+  PeerSession s(args);
+  auto region = s.context->allocate(4096, Access::kRemoteWrite);
+  send_descriptor(*s.endpoint, *region, Access::kRemoteWrite);
+  std::_Exit(0);  // as a process killed: nothing closed in order
+}
+
 RDMAPS_TEST_PEER(descriptor_sender) {
   PeerSession s(args);
   auto region = s.context->allocate(4096, Access::kRemoteWrite);

@@ -278,6 +278,13 @@ std::optional<std::vector<uint8_t>> UcxEndpoint::try_recv_control(size_t max_byt
 std::unique_ptr<RemoteRegion> UcxEndpoint::import(const RegionDescriptor& descriptor) {
   check_open("import");
   check_packed_key(descriptor.packed_key, peer_);
+  // UCX 1.13 crashes unpacking a shared-memory key of a process that exited
+  // (its /proc/PID/fd link is gone, and the failed unpack releases a half-made
+  // key): a server crashed when a worker was killed during its lane
+  // handshake. A peer whose connection closed is refused first (its sockets
+  // and that link go together at its exit).
+  if (peer_closed())
+    throw Error(Errc::kPeerGone, "import from " + peer_ + " refused: its connection closed (the process exited?)");
   ucp_rkey_h rkey = nullptr;
   check(ucp_ep_rkey_unpack(ep_, descriptor.packed_key.data(), &rkey), "unpacking a remote key", "peer " + peer_);
   return std::make_unique<UcxRemoteRegion>(this, descriptor, RkeyPtr(rkey));
