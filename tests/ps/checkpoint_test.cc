@@ -21,6 +21,7 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -1179,16 +1180,29 @@ TEST_P(PsCheckpointTest, TheFinalCheckpointHoldsEveryUpdateThoughASnapshotWasInP
   fs::remove_all(dir);
 }
 
+// Checkpoints in `dir`, none due by time or count: only a worker's leave or loss takes one.
+Config checkpoints_on_leave_only(Config c, const std::string& dir) {
+  c.checkpoint_dir = dir;
+  c.checkpoint_every_updates = 0;
+  c.checkpoint_every_ms = 3600 * 1000;
+  return c;
+}
+
+// The newest checkpoint once server 0 wrote one (30 s at most); none if it did not.
+std::optional<ps::Checkpoint> first_checkpoint(ServerGroup& servers, const std::string& dir) {
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().checkpoints == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  if (servers.server(0).stats().checkpoints == 0) return std::nullopt;
+  return ps::load_newest_checkpoint(dir, 0, 1 << 20, [](const std::string&) {});
+}
+
 // A worker that left a running job is in a checkpoint within
 // Checkpointer::kAfterLeave, none being due: a server that died after its
 // leave, before the next periodic checkpoint, came back waiting for it for
 // good (an SSP job stopped at its bound; an async one never ended).
 TEST_P(PsCheckpointTest, AWorkerThatLeftIsCheckpointedSoonAndAResumeDoesNotWaitForIt) {
   const std::string dir = temp_dir();
-  Config c = sgd_config(GetParam(), kLr, 16);
-  c.checkpoint_dir = dir;
-  c.checkpoint_every_updates = 0;
-  c.checkpoint_every_ms = 3600 * 1000;  // none due in this test
+  Config c = checkpoints_on_leave_only(sgd_config(GetParam(), kLr, 16), dir);
   c.staleness = kInfiniteStaleness;
   ServerGroup servers(1, 2, c, kept_running());
   const std::vector<float> g(64, 1.0f);
@@ -1204,11 +1218,8 @@ TEST_P(PsCheckpointTest, AWorkerThatLeftIsCheckpointedSoonAndAResumeDoesNotWaitF
   }
   stays.push("w", g);
   stays.clock();
-  for (auto until = Clock::now() + 30s; servers.server(0).stats().checkpoints == 0 && Clock::now() < until;)
-    std::this_thread::sleep_for(10ms);
-  ASSERT_GE(servers.server(0).stats().checkpoints, 1u) << "no checkpoint within 30 s of a worker's leave";
-  const auto newest = ps::load_newest_checkpoint(dir, 0, 1 << 20, [](const std::string&) {});
-  ASSERT_TRUE(newest.has_value());
+  const auto newest = first_checkpoint(servers, dir);
+  ASSERT_TRUE(newest.has_value()) << "no checkpoint within 30 s of a worker's leave";
   EXPECT_FALSE(newest->header.awaits(1)) << "a resume would wait for the worker that left";
   EXPECT_TRUE(newest->header.awaits(0)) << "the worker still training is expected back";
   servers.stop();
@@ -1218,10 +1229,7 @@ TEST_P(PsCheckpointTest, AWorkerThatLeftIsCheckpointedSoonAndAResumeDoesNotWaitF
 // So is a worker lost (killed, with no reconnect window): saved as gone, not awaited.
 TEST_P(PsCheckpointTest, AWorkerLostIsCheckpointedSoonAsGone) {
   const std::string dir = temp_dir();
-  Config c = fault_config(GetParam());  // the idle_worker peer's (faults_test.cc)
-  c.checkpoint_dir = dir;
-  c.checkpoint_every_updates = 0;
-  c.checkpoint_every_ms = 3600 * 1000;  // none due in this test
+  const Config c = checkpoints_on_leave_only(fault_config(GetParam()), dir);  // the idle_worker peer's config
   ServerGroup servers(1, 2, c, kept_running());
   Client stays(local_worker_options(servers.addresses(), c, 0));
   stays.declare("w", kFaultFloats);
@@ -1231,11 +1239,8 @@ TEST_P(PsCheckpointTest, AWorkerLostIsCheckpointedSoonAsGone) {
     std::this_thread::sleep_for(10ms);
   ASSERT_GT(servers.server(0).stats().applied_per_worker[1], 0u) << "the worker to be lost never pushed";
   lost.kill_now();
-  for (auto until = Clock::now() + 30s; servers.server(0).stats().checkpoints == 0 && Clock::now() < until;)
-    std::this_thread::sleep_for(10ms);
-  ASSERT_GE(servers.server(0).stats().checkpoints, 1u) << "no checkpoint within 30 s of a worker's loss";
-  const auto newest = ps::load_newest_checkpoint(dir, 0, 1 << 20, [](const std::string&) {});
-  ASSERT_TRUE(newest.has_value());
+  const auto newest = first_checkpoint(servers, dir);
+  ASSERT_TRUE(newest.has_value()) << "no checkpoint within 30 s of a worker's loss";
   EXPECT_FALSE(newest->header.awaits(1)) << "a resume would wait for the worker lost";
   EXPECT_TRUE(newest->header.awaits(0));
   servers.stop();
