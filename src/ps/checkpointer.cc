@@ -60,14 +60,19 @@ void Checkpointer::wait() {
   if (writer_.joinable()) writer_.join();
 }
 
-void Checkpointer::worker_left() {
-  if (!enabled() || leave_due_) return;
-  leave_due_ = Clock::now() + kAfterLeave;
-  if (leave_taken_) leave_due_ = std::max(*leave_due_, *leave_taken_ + kLeaveGap);
-}
-
 void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates) {
-  if (!enabled() || !started_ || lanes.empty() || writing_.load(std::memory_order_acquire)) return;
+  if (!enabled() || !started_ || lanes.empty()) return;
+  uint64_t ended = 0;
+  for (const auto& lane : lanes) {
+    const LaneCounters& c = lane->counters();
+    ended += c.workers_left.load(std::memory_order_relaxed) + c.workers_lost.load(std::memory_order_relaxed);
+  }
+  if (ended != workers_ended_ && !leave_due_) {
+    leave_due_ = Clock::now() + kAfterLeave;
+    if (leave_taken_) leave_due_ = std::max(*leave_due_, *leave_taken_ + kLeaveGap);
+  }
+  workers_ended_ = ended;
+  if (writing_.load(std::memory_order_acquire)) return;
   wait();
   if (pending_) {
     for (const auto& lane : lanes)

@@ -37,15 +37,14 @@ class Checkpointer {
   /// Control thread, every turn: `updates` is the pushes taken in so far.
   /// A run that did not resume writes nothing before its first update: its
   /// table of zeros would outrank the directory's checkpoints at the next
-  /// --resume, and its writes would prune them.
+  /// --resume, and its writes would prune them. A worker that left or was
+  /// lost (the lanes' counters) is checkpointed within kAfterLeave, so that
+  /// a resume does not wait for it: one taken before its leave holds it
+  /// connected, and a server that died before the next periodic checkpoint
+  /// came back waiting for a worker that had finished. At most one such
+  /// checkpoint every kLeaveGap: workers ending one by one must not copy
+  /// the model once each.
   void tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates);
-  /// Control thread: a worker left (or was lost). A checkpoint follows within
-  /// kAfterLeave, so that a resume does not wait for it: one taken before
-  /// its leave holds it connected, and a server that died before the next
-  /// periodic checkpoint came back waiting for a worker that had finished.
-  /// At most one such checkpoint every kLeaveGap: workers ending one by one
-  /// must not copy the model once each.
-  void worker_left();
   /// Long enough that workers ending together (a job's end) leave before
   /// it: finish() then writes the last checkpoint, and this one is not taken.
   static constexpr std::chrono::seconds kAfterLeave{2};
@@ -78,6 +77,7 @@ class Checkpointer {
   uint64_t earlier_job_ = 0;             // files up to it are an earlier job's: never pruned (saved in each file)
   std::vector<uint64_t> good_;           // sequences known intact: resumed from, written (the writer's, one at a time)
   std::chrono::steady_clock::time_point last_at_;
+  uint64_t workers_ended_ = 0;                                        // the lanes' workers left and lost, as last seen
   std::optional<std::chrono::steady_clock::time_point> leave_due_;    // a snapshot owed to a worker's leave
   std::optional<std::chrono::steady_clock::time_point> leave_taken_;  // the last one taken for a leave
   uint64_t last_taken_updates_ = 0;

@@ -213,16 +213,7 @@ void ServerImpl::run() {
     const auto now = Clock::now();
     closing_.sweep();
     report(now);
-    if (checkpointer_.enabled()) {
-      uint64_t ended = 0;  // workers that left or were lost (lane 0 counts them)
-      for (const auto& lane : lanes_) {
-        const LaneCounters& c = lane->counters();
-        ended += c.workers_left.load(std::memory_order_relaxed) + c.workers_lost.load(std::memory_order_relaxed);
-      }
-      if (ended != workers_ended_seen_) checkpointer_.worker_left();
-      workers_ended_seen_ = ended;
-      checkpointer_.tick(lanes_, updates_taken());
-    }
+    if (checkpointer_.enabled()) checkpointer_.tick(lanes_, updates_taken());
     if (options_.exit_when_done && closing_.empty() && held_.empty() && job_done(now)) break;
     if (failed_lane()) break;
     idle.pause(busy);

@@ -116,10 +116,9 @@ class ServerImpl {
   uint64_t resumed_updates_ = 0;
   std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
   std::vector<uint64_t> resumed_clocks_;   // by worker: the clock the resumed checkpoint expects it back at, or 0
-  std::vector<bool> awaited_;        // by worker: the clock holds until it connects (not one a checkpoint saw leave)
-  uint64_t instance_ = 0;            // random: this server process, as its workers know it
-  bool planned_copies_ = false;      // the memory plan counted a copy of the range per worker
-  uint64_t workers_ended_seen_ = 0;  // the lanes' workers left and lost: a rise asks the checkpointer for one
+  std::vector<bool> awaited_;    // by worker: the clock holds until it connects (not one a checkpoint saw leave)
+  uint64_t instance_ = 0;        // random: this server process, as its workers know it
+  bool planned_copies_ = false;  // the memory plan counted a copy of the range per worker
   bool said_unplanned_copy_ = false;
   ClosingEndpoints closing_;  // control connections, closed once the worker closed its side
   struct Held {

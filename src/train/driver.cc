@@ -562,9 +562,9 @@ void write_outputs(const std::string& dir, const std::vector<RunResult>& runs, b
   // and cut MNIST's 98 %.
   double bottom = 0.5, top = 0.95;
   for (const auto& r : runs) {
+    if (r.curve.empty()) continue;
     double best = 0;
     for (const auto& p : r.curve) best = std::max(best, p.accuracy);
-    if (r.curve.empty()) continue;
     bottom = std::min(bottom, std::floor(best * 10) / 10);
     top = std::max(top, std::min(1.0, std::ceil(best * 20) / 20));
   }

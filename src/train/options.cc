@@ -56,18 +56,23 @@ CLI::Validator straggler_spec() {
 // The consistency flags set one thing; two of them that disagree are refused
 // after parsing (the last one counted: --sync --staleness 3 ran SSP(3)).
 void add_consistency(CLI::App& app, Options& o, const std::string& group) {
-  auto set = [&o](const std::string& flag, const std::string& bound) {
+  auto set = [&o](const std::string& flag, const std::string& as_given, const std::string& bound) {
     o.staleness = bound;
-    o.consistency_given.emplace_back(flag, bound);
+    auto& given = o.consistency_given;
+    auto same = std::find_if(given.begin(), given.end(), [&](const Options::ModeGiven& g) { return g.flag == flag; });
+    if (same != given.end())
+      *same = {flag, as_given, bound};
+    else
+      given.push_back({flag, as_given, bound});
   };
   app.add_flag_callback(
-         "--sync", [set] { set("--sync", "0"); },
+         "--sync", [set] { set("--sync", "--sync", "0"); },
          "bulk synchronous (BSP): staleness 0; every worker's gradient is applied at --lr, so a round moves "
          "N x lr along their mean (8 workers at lr 0.1 do not learn: lower --lr as workers grow)")
       ->trigger_on_parse()
       ->group(group);
   app.add_flag_callback(
-         "--async", [set] { set("--async", "inf"); }, "fully asynchronous (the default)")
+         "--async", [set] { set("--async", "--async", "inf"); }, "fully asynchronous (the default)")
       ->trigger_on_parse()
       ->group(group);
   app.add_option_function<std::string>(
@@ -75,7 +80,7 @@ void add_consistency(CLI::App& app, Options& o, const std::string& group) {
          [set](const std::string& v) {
            // 2^64-1 is the servers' own "no bound": labelled SSP, it ran async.
            const bool none = v == "inf" || v == "async" || std::stoull(v) == UINT64_MAX;
-           set("--staleness " + v, none ? "inf" : std::to_string(std::stoull(v)));
+           set("--staleness", "--staleness " + v, none ? "inf" : std::to_string(std::stoull(v)));
          },
          "stale synchronous (SSP): a worker runs at most S clocks ahead of the slowest (inf or async: none)")
       // As rdmaps-server reads it (src/api/config.cc): one flag, one reading.
@@ -337,21 +342,10 @@ Options parse_options(int argc, char** argv) {
         bad_flag("--servers-list",
                  "names " + std::to_string(listed.size()) + " servers, --servers says " + std::to_string(o.servers));
     }
-    // Each flag's last value, as for any flag given twice; two flags whose values disagree are refused.
-    std::vector<std::pair<std::string, std::string>> last;  // (as given, bound), one per flag
-    for (const auto& given : o.consistency_given) {
-      const std::string name = given.first.substr(0, given.first.find(' '));
-      auto same = std::find_if(last.begin(), last.end(),
-                               [&](const auto& l) { return l.first.substr(0, l.first.find(' ')) == name; });
-      if (same != last.end())
-        *same = given;
-      else
-        last.push_back(given);
-    }
-    for (const auto& [flag, bound] : last)
-      if (bound != last.front().second)
-        bad_flag(flag.substr(0, flag.find(' ')), "'" + flag + "' disagrees with '" + last.front().first +
-                                                     "': give one of --sync, --async and --staleness S");
+    for (const Options::ModeGiven& g : o.consistency_given)
+      if (g.bound != o.consistency_given.front().bound)
+        bad_flag(g.flag, "'" + g.as_given + "' disagrees with '" + o.consistency_given.front().as_given +
+                             "': give one of --sync, --async and --staleness S");
     // --compare runs its own six variants, each with its own name, bound and rule.
     if (o.compare)
       for (const char* flag : {"--label", "--dc", "--sync", "--async", "--staleness"})

@@ -5,7 +5,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "rdmaps/config.h"
@@ -39,8 +38,12 @@ struct Options {
   std::string transport = "shm", data = kDefaultDataDir, out = "rdmaps-train-out";
   // Default: fully asynchronous with DC-ASGD-a (measured in docs/benchmarks.md).
   std::string staleness = "inf", dc = "adaptive";
-  /// Each --sync, --async or --staleness given, with the bound it set: two that disagree are refused.
-  std::vector<std::pair<std::string, std::string>> consistency_given;
+  /// Each of --sync, --async and --staleness given, as its last use spelled it and the bound it set
+  /// (a flag given twice keeps its last value): two that disagree are refused.
+  struct ModeGiven {
+    std::string flag, as_given, bound;
+  };
+  std::vector<ModeGiven> consistency_given;
   float lr = 0.1f, lambda = 0.04f, lambda0 = 32.0f;
   // Constant by default, as every table in docs/benchmarks.md was measured;
   // cosine lifts the default run by about 0.4 points (measured there too).
