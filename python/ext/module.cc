@@ -721,6 +721,7 @@ PYBIND11_MODULE(_rdmaps, m) {
   m.attr("__version__") = rdmaps_build_version();
   m.attr("have_cuda") = static_cast<bool>(RDMAPS_HAVE_CUDA);
   m.attr("have_pmix") = launch::have_pmix();
+  m.attr("max_servers") = kMaxServers;
   m.attr("_max_workers") = kMaxWorkers;  // worker ids are below it (rdmaps.Worker checks)
 
   g_error = PyErr_NewException("rdmaps.Error", PyExc_RuntimeError, nullptr);

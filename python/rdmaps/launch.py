@@ -11,11 +11,22 @@ Output lines carry a "[rank] " prefix. When a process fails (exits non-zero
 or is killed by a signal) the launcher says which rank and how on stderr,
 stops the others, and exits with that failure's status: the rank's exit
 status, or 128+N for signal N. With several failures the first to exit counts.
-A program that cannot be started is named with the reason; the ranks already
+A program that cannot be started (not found, not executable, a script whose
+#! interpreter is missing) is named with the reason; the ranks already
 started are stopped, and the launcher exits with 127 (not found) or 126 (not
-executable). Ctrl-C (SIGINT), SIGTERM and SIGHUP to the launcher reach every process
-it started and the processes they started (each rank runs in a session of
-its own; exit 130, 143); asked again while stopping them, it kills them.
+executable). Ctrl-C (SIGINT), SIGTERM, SIGHUP and SIGQUIT to the launcher reach every
+process it started and the processes they started (each rank runs in a session
+of its own), as that signal, as torchrun passes them on; what has not ended 10 s
+later is killed (at once when asked again), and the launcher exits 128+N (130
+for Ctrl-C, 143 for SIGTERM). SIGUSR1 and SIGUSR2 are passed on and the job goes
+on (Slurm's --signal=USR1@T); Ctrl-Z (SIGTSTP) stops the ranks with the
+launcher, and SIGCONT continues them. A rank's stdout and stderr stay apart,
+each line prefixed; a line ends at a newline or at a carriage return (a
+progress bar's redraw).
+
+torchrun's spellings --nproc-per-node/--nproc_per_node, --master_port, and, for
+one machine, --standalone, --nnodes 1, --node-rank 0 and --master-addr
+localhost are taken.
 
 As torchrun does, several processes get OMP_NUM_THREADS=1 unless it is set
 (a thread pool per process oversubscribed the cores), and Python's output is
@@ -36,6 +47,7 @@ import argparse
 import contextlib
 import os
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -52,24 +64,74 @@ def free_port():
         return s.getsockname()[1]
 
 
-def _relay(rank, stream, out):
-    writing = True
-    for line in iter(stream.readline, b""):
-        if not writing:
-            continue  # drained: a rank blocked on a full pipe would hang the job
-        try:
-            out.write(f"[{rank}] ".encode() + line)
+# A line ends at "\n", or at "\r" where a progress bar redraws it: each gets the
+# rank's prefix as it is complete, never two ranks' pieces on one line.
+_SEGMENT = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)")
+
+
+def _binary(out):
+    """`out`'s bytes (sys.stdout.buffer), or a writer that decodes into a text stream that has none."""
+    if hasattr(out, "buffer"):
+        return out.buffer
+
+    class Text:
+        def write(self, data):
+            out.write(data.decode(errors="replace"))
+
+        def flush(self):
             out.flush()
+
+    return Text()
+
+
+def _relay(rank, stream, out):
+    """Copies a rank's `stream` to `out` (binary), each line after "[rank] "."""
+    prefix = f"[{rank}] ".encode()
+    writing, pending, last = True, b"", b"\n"
+    while True:
+        data = stream.read1(65536)
+        if not writing:  # drained: a rank blocked on a full pipe would hang the job
+            if not data:
+                return
+            continue
+        ended = not data
+        pending += data if data else (b"\n" if pending else b"")  # a last line without its end gets one
+        lines, at = [], 0
+        for m in _SEGMENT.finditer(pending):
+            line = m.group()
+            # A bare "\r" (a redraw about to start) and the "\n" of a "\r\n" split between reads start no line.
+            starts = last in (b"\r", b"\n") and line[:1] != b"\r" and not (last == b"\r" and line[:1] == b"\n")
+            lines.append(prefix + line if starts else line)
+            last, at = line[-1:], m.end()
+        pending = pending[at:]
+        try:
+            if lines:
+                out.write(b"".join(lines))
+                out.flush()
         except (OSError, ValueError):  # the launcher's output closed (| head)
             writing = False
+        if ended:
+            return
 
 
 class _Terminated(Exception):
-    """The launcher got SIGTERM (a job scheduler's stop, a kill)."""
+    """The launcher got a signal that ends the job (SIGTERM: a job scheduler's stop, a kill)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_terminated(signum, frame):
-    raise _Terminated()
+    raise _Terminated(signum)
+
+
+# As torchrun: each is passed on to every rank (and what it started), which the launcher then stops, and it
+# exits 128+N. SIGINT (Ctrl-C) is Python's KeyboardInterrupt: the same, 130.
+STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# Passed on, and the job goes on: Slurm's `--signal=USR1@120` (checkpoint before the time limit) reaches
+# the launcher, which srun started, not the ranks in sessions of their own.
+FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 MAX_LOCAL_PROCESSES = 256  # as rdmaps-train's local runs: more is a cluster's job
@@ -127,15 +189,32 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
     # (only the main thread may set a handler; elsewhere the caller decides).
     # SIGHUP too: the ranks, in sessions of their own, do not get the terminal's hang-up.
     # One the caller ignores stays ignored: under nohup a hang-up stopped every rank at logout.
+    procs = []
+    handlers = dict.fromkeys(STOPPING_SIGNALS, _raise_terminated)
+    handlers.update(dict.fromkeys(FORWARDED_SIGNALS + (signal.SIGCONT,), lambda signum, frame: _forward(procs, signum)))
+    handlers[signal.SIGTSTP] = lambda signum, frame: _suspend(procs)
     previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()
                     if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
-        return _run(nproc, command, base, prefix)
+        return _run(nproc, command, base, prefix, procs)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _forward(procs, sig):
+    for p in procs:
+        _signal(p, sig)
+
+
+def _suspend(procs):
+    """Ctrl-Z (SIGTSTP) reaches the launcher's group only: the ranks, in sessions of their own, trained on
+    while it stood stopped. They stop with it (SIGSTOP: a session of its own is an orphaned group, whose
+    SIGTSTP the kernel drops); SIGCONT (fg, bg) continues them (_forward)."""
+    _forward(procs, signal.SIGSTOP)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def _signal(p, sig):
@@ -147,8 +226,20 @@ def _signal(p, sig):
         pass
 
 
+def _group_alive(p):
+    """Something of the rank's session still runs: the rank, or what it started."""
+    try:
+        os.killpg(p.pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def _stop(procs, sig):
-    """Sends `sig` to the processes still running; kills those not gone within 10 s. A second Ctrl-C or
+    """Sends `sig` to the processes still running and what they started; kills what is not gone within 10 s
+    (a shell that ended at once on SIGTERM left its child no time to save a checkpoint). A second Ctrl-C or
     SIGTERM meanwhile kills them at once (it escaped here, and left them running)."""
     while True:
         try:
@@ -159,10 +250,13 @@ def _stop(procs, sig):
                 try:
                     p.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
-                    _signal(p, signal.SIGKILL)
-                    p.wait()
-            for p in procs:  # what outlived its rank
+                    pass
+            while time.monotonic() < deadline and any(_group_alive(p) for p in procs):
+                time.sleep(0.05)
+            for p in procs:  # what outlived the 10 s
                 _signal(p, signal.SIGKILL)
+            for p in procs:
+                p.wait()
             return
         except (KeyboardInterrupt, _Terminated):
             sig = signal.SIGKILL
@@ -203,13 +297,42 @@ def _ending_with_launcher(command, env):
     return [setpriv, "--pdeathsig", "TERM", "--", *command]
 
 
+def _exec_problem(command, env):
+    """Why `command` cannot be executed though PATH finds it, as (status, reason), else None. setpriv execs
+    it, and a script whose interpreter is missing was then blamed on rank 0 (exit 127, the others' lines
+    lost) instead of named as a program that cannot start."""
+    path = shutil.which(command[0], path=env.get("PATH", os.defpath))
+    if path is None:
+        return None  # Popen says why
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError as e:
+        return 126, e.strerror or str(e)
+    if not head.startswith(b"#!"):
+        return None
+    words = head[2:].split(b"\n", 1)[0].split()
+    if not words:
+        return 126, "its #! line names no interpreter"
+    interpreter = os.fsdecode(words[0])
+    if not os.path.exists(interpreter):
+        return 127, f"bad interpreter {interpreter}: No such file or directory"
+    if not os.access(interpreter, os.X_OK) or os.path.isdir(interpreter):
+        return 126, f"bad interpreter {interpreter}: Permission denied"
+    return None
+
+
 def _start(command, env, prefix):
     """Popen, or the exit status and the reason it could not start."""
+    if _pdeathsig_setpriv():
+        problem = _exec_problem(command, env)
+        if problem:
+            return None, (problem[0], f"cannot start {command[0]}: {problem[1]}")
     try:
         # A session of its own: stopping a rank reaches what it started (a shell's children), and Ctrl-C
         # at a terminal reaches it once, through the launcher.
         return subprocess.Popen(_ending_with_launcher(command, env), env=env, stdout=subprocess.PIPE if prefix else None,
-                                stderr=subprocess.STDOUT if prefix else None, start_new_session=True), None
+                                stderr=subprocess.PIPE if prefix else None, start_new_session=True), None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in an argument
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         if isinstance(e, FileNotFoundError) and os.sep not in command[0]:
@@ -219,13 +342,13 @@ def _start(command, env, prefix):
 
 @contextlib.contextmanager
 def _signals_held():
-    """Ctrl-C, SIGTERM and SIGHUP wait until the block ends: raised between Popen and the list of ranks,
+    """Ctrl-C and the other stopping signals wait until the block ends: raised between Popen and the list of ranks,
     they left that rank running after the launcher had stopped the others."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT,) + STOPPING_SIGNALS}
     previous = {s: h for s, h in previous.items() if h is not None}  # None: a handler not set from Python
     for s in previous:
         signal.signal(s, lambda signum, frame: held.append(signum))
@@ -235,7 +358,7 @@ def _signals_held():
         for s, h in previous.items():
             signal.signal(s, h)
         # Now, to the handler it was meant for; the first to raise ends the loop,
-        # so a SIGTERM or SIGHUP goes before a Ctrl-C (it stops the ranks alike, exits 143).
+        # so a SIGTERM, SIGHUP or SIGQUIT goes before a Ctrl-C (it stops the ranks alike, exits 128+N).
         for s in sorted(dict.fromkeys(held), key=lambda s: s == signal.SIGINT):
             signal.raise_signal(s)
 
@@ -253,8 +376,8 @@ def _watch(proc, rank, exits):
     exits.put(rank)
 
 
-def _run(nproc, command, base, prefix):
-    procs, relays = [], []
+def _run(nproc, command, base, prefix, procs):
+    relays = []
     exits = queue.Queue()
     status = 0
     try:
@@ -265,10 +388,12 @@ def _run(nproc, command, base, prefix):
                 if p is not None:
                     procs.append(p)
                     threading.Thread(target=_watch, args=(p, rank, exits), daemon=True).start()
-                    if prefix:
-                        t = threading.Thread(target=_relay, args=(rank, p.stdout, sys.stdout.buffer), daemon=True)
-                        t.start()
-                        relays.append(t)
+                    if prefix:  # stdout to stdout, stderr to stderr, as torchrun keeps them
+                        ts = [threading.Thread(target=_relay, args=(rank, stream, _binary(out)), daemon=True)
+                              for stream, out in ((p.stdout, sys.stdout), (p.stderr, sys.stderr))]
+                        for t in ts:
+                            t.start()
+                        relays.append(ts)
             if p is None:
                 status, message = failure
                 _say(f"rank {rank}: {message}; stopping the others" if procs else message)
@@ -285,17 +410,19 @@ def _run(nproc, command, base, prefix):
                 if code != 0:
                     status = code
                     if prefix:  # its last lines before the verdict
-                        relays[rank].join(timeout=1)
+                        for t in relays[rank]:
+                            t.join(timeout=1)
                     _say(f"rank {rank} {_how(code)}" + ("; stopping the others" if running else ""))
                     break
         _stop(procs, signal.SIGTERM)
     except (KeyboardInterrupt, _Terminated) as e:
-        sig, status = (signal.SIGINT, 130) if isinstance(e, KeyboardInterrupt) else (signal.SIGTERM, 143)
+        sig = signal.SIGINT if isinstance(e, KeyboardInterrupt) else e.signum
+        status = 128 + sig
         _stop(procs, sig)
     except BaseException:
         _stop(procs, signal.SIGKILL)
         raise
-    for t in relays:
+    for t in (t for ts in relays for t in ts):
         t.join(timeout=5)
     if status < 0:  # killed by a signal
         status = 128 - status
@@ -312,8 +439,16 @@ def _whole_number(text):
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python3 -m rdmaps.launch", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nproc", "-n", type=_whole_number, required=True, help="processes to start")
-    ap.add_argument("--master-port", type=_whole_number, default=None, help="rendezvous port (default: a free one)")
+    # torchrun's spellings too: this launcher stands in for it where it does not run.
+    ap.add_argument("--nproc", "-n", "--nproc-per-node", "--nproc_per_node", dest="nproc", type=_whole_number,
+                    required=True, help="processes to start")
+    ap.add_argument("--master-port", "--master_port", dest="master_port", type=_whole_number, default=None,
+                    help="rendezvous port (default: a free one)")
+    ap.add_argument("--master-addr", "--master_addr", dest="master_addr", default=None,
+                    help="as torchrun's: this machine only (localhost, 127.0.0.1)")
+    ap.add_argument("--nnodes", default=None, help="as torchrun's: 1 only")
+    ap.add_argument("--node-rank", "--node_rank", dest="node_rank", default=None, help="as torchrun's: 0 only")
+    ap.add_argument("--standalone", action="store_true", help="as torchrun's (always so here)")
     ap.add_argument("--no-prefix", action="store_true", help="leave the processes' output as it is")
     ap.add_argument("--no-python", action="store_true",
                     help="run the program itself (rdmaps-train, rdmaps-server), not a Python script")
@@ -326,6 +461,14 @@ def main(argv=None):
         ap.error(f"--nproc {a.nproc}: start 1 to {MAX_LOCAL_PROCESSES} processes on this machine")
     if a.master_port is not None and not 1 <= a.master_port <= 65535:
         ap.error(f"--master-port {a.master_port}: not a port (1 to 65535)")
+    one_machine = "this launcher starts processes on this machine only (for several: mpirun, srun, or torchrun " \
+                  "where it runs; docs/cluster.md)"
+    if a.nnodes is not None and a.nnodes not in ("1", "1:1"):
+        ap.error(f"--nnodes {a.nnodes}: {one_machine}")
+    if a.node_rank is not None and a.node_rank != "0":
+        ap.error(f"--node-rank {a.node_rank}: {one_machine}")
+    if a.master_addr is not None and a.master_addr not in ("localhost", "127.0.0.1", "::1"):
+        ap.error(f"--master-addr {a.master_addr}: {one_machine}, whose rendezvous is at 127.0.0.1")
     if a.module and a.no_python:
         ap.error("-m runs a Python module; --no-python runs a program: give one of them")
     if a.no_python:

@@ -1,10 +1,10 @@
 """Where this process stands in a job: rank, world size and role, read from the
 variables launchers already set.
 
-Order (first complete pair wins): RDMAPS_RANK/RDMAPS_WORLD_SIZE; torchrun
-(RANK/WORLD_SIZE); Open MPI (OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE); PMI
-(PMI_RANK/PMI_SIZE: MPICH, Intel MPI, srun --mpi=pmi2); Slurm
-(SLURM_PROCID/SLURM_NTASKS). Ranks below the number of servers serve, the
+Order (the first launcher with either variable set wins, and half a pair is
+an error): RDMAPS_RANK/RDMAPS_WORLD_SIZE; torchrun (RANK/WORLD_SIZE); Open MPI
+(OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE); PMI (PMI_RANK/PMI_SIZE: MPICH,
+Intel MPI, srun --mpi=pmi2); Slurm (SLURM_PROCID/SLURM_NTASKS). Ranks below the number of servers serve, the
 others train. The rules live in the C++ library (src/launch/placement.h), so
 rdmaps-train, rdmaps-server and this package read a launch the same way.
 """
@@ -53,18 +53,22 @@ class Placement:
 def detect(env=None, num_servers=None):
     """The Placement the environment `env` (default os.environ) describes."""
     env = dict(os.environ if env is None else env)
+    for name, value in env.items():  # pybind11's "incompatible function arguments" named neither
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"rdmaps.launcher.detect: env[{name!r}] = {value!r}: the environment maps strings to "
+                            "strings, as os.environ does")
     if num_servers is not None:
         count = _as_int(num_servers)
-        if count is None or count < 1:
-            raise LaunchError(f"num_servers={num_servers!r} is not a whole number of at least 1 (None: from the "
-                              "environment)")
+        if count is None or not 1 <= count <= _rdmaps.max_servers:
+            raise LaunchError(f"num_servers={num_servers!r} is not a whole number from 1 to "
+                              f"{_rdmaps.max_servers} (None: from the environment)")
         num_servers = count
     try:
         fields = _rdmaps._detect_placement(env, num_servers or 0)
     except _rdmaps.InvalidArgument as e:
         raise LaunchError(str(e)) from None
     if fields is None:
-        raise LaunchError("no rank found: launch with torchrun, mpirun or srun, or set RDMAPS_RANK and "
-                          "RDMAPS_WORLD_SIZE")
+        raise LaunchError("no rank found: launch with torchrun, mpirun, srun or python3 -m rdmaps.launch -n N, "
+                          "or set RDMAPS_RANK and RDMAPS_WORLD_SIZE")
     fields["pmix"] = fields["pmix"] and _rdmaps.have_pmix
     return Placement(**fields)

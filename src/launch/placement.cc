@@ -296,6 +296,9 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   const bool slurm_step = slurm_step_is_launch(env, p);
   p.launch_id = launch_id_of(env, slurm_step);
   if (auto list = env("RDMAPS_SERVERS"); list && !list->empty()) p.servers = server_list(*list, "RDMAPS_SERVERS");
+  if (num_servers > kMaxServers)
+    fail("the job's " + std::to_string(num_servers) + " servers are above " + std::to_string(kMaxServers) +
+         ", the most a job has");
   if (num_servers == 0) {
     if (auto n = env("RDMAPS_NUM_SERVERS"))
       num_servers = static_cast<uint32_t>(integer("RDMAPS_NUM_SERVERS", *n, 1, kMaxServers));

@@ -275,6 +275,10 @@ TEST(Placement, AWorldOrServerCountPastTheLimitNamesItsVariable) {
   EXPECT_NE(error_of(with_master({{"RANK", "0"}, {"WORLD_SIZE", "6000"}, {"RDMAPS_NUM_SERVERS", "5000"}}))
                 .find("RDMAPS_NUM_SERVERS=5000 is above 4096"),
             std::string::npos);
+  // The count a caller passes (rdmaps.launcher.detect(num_servers=...)) was taken past the limit.
+  EXPECT_NE(error_of(with_master({{"RANK", "0"}, {"WORLD_SIZE", "6000"}}), 5000).find("5000 servers are above 4096"),
+            std::string::npos)
+      << error_of(with_master({{"RANK", "0"}, {"WORLD_SIZE", "6000"}}), 5000);
 }
 
 TEST(Placement, ExplicitServerListNeedsNoRendezvous) {

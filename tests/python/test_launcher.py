@@ -76,6 +76,16 @@ class LauncherTest(unittest.TestCase):
         with self.assertRaises(LaunchError):
             detect(dict(MASTER, RANK="1", WORLD_SIZE="4"), num_servers=np.float64(2.5))
 
+    def test_bad_arguments_are_named(self):
+        # pybind11's "incompatible function arguments" named neither the variable nor the count.
+        with self.assertRaisesRegex(TypeError, r"env\['RANK'\] = 0: the environment maps strings to strings"):
+            detect({"RANK": 0, "WORLD_SIZE": "2"})
+        for count in (2**32, 5000):  # as RDMAPS_NUM_SERVERS=5000 is refused
+            with self.assertRaisesRegex(LaunchError, f"num_servers={count} is not a whole number from 1 to 4096"):
+                detect(dict(MASTER, RANK="0", WORLD_SIZE="6000"), num_servers=count)
+        with self.assertRaisesRegex(LaunchError, "python3 -m rdmaps.launch"):
+            detect({})
+
     def test_errors_name_the_variable(self):
         cases = [
             ({}, "no rank found"),
@@ -355,7 +365,10 @@ sys.exit(3)
         while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.2)  # both pids written in full
-        pids = [int(open(os.path.join(d, f)).read()) for f in os.listdir(d)]
+        pids = []
+        for name in os.listdir(d):
+            with open(os.path.join(d, name)) as f:
+                pids.append(int(f.read()))
         if len(pids) != 2:
             launcher.kill()
             self.fail("the processes did not start")
@@ -498,6 +511,129 @@ sys.exit(3)
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
                 self.fail(f"process {pid}, started by rank 0, outlived the launch")
+
+    def test_stdout_and_stderr_stay_apart_and_a_redrawn_line_comes_as_drawn(self):
+        # stderr went to stdout (tracebacks into a file of results), and a progress bar's "\r" redraws came
+        # only with the next newline, at the end.
+        code = ("import sys, time\nprint('result'); print('warning', file=sys.stderr)\n"
+                "for i in range(2):\n    sys.stderr.write('\\rstep %d' % i); sys.stderr.flush(); time.sleep(0.3)\n"
+                "sys.stderr.write('\\n'); sys.stdout.write('no end')")
+        p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "1", "--no-python", sys.executable, "-c",
+                            code], capture_output=True, timeout=60)  # bytes: text mode reads "\r" as "\n"
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, b"[0] result\n[0] no end\n")
+        self.assertEqual(p.stderr, b"[0] warning\n\r[0] step 0\r[0] step 1\n")
+
+    def test_user_signals_reach_the_ranks_and_the_job_goes_on(self):
+        # Slurm's --signal=USR1@T reaches the launcher: it ended it (status 138), and the ranks never heard.
+        with tempfile.TemporaryDirectory() as d:
+            code = (f"import os, signal, sys, time\nrank = os.environ['RANK']\n"
+                    f"signal.signal(signal.SIGUSR1, lambda *a: open(os.path.join({d!r}, 'usr1-' + rank), 'w').close())\n"
+                    f"open(os.path.join({d!r}, rank), 'w').close()\n"
+                    f"while not os.path.exists(os.path.join({d!r}, 'usr1-' + rank)): time.sleep(0.05)\n")
+            launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
+                                         "--no-python", sys.executable, "-c", code])
+            try:
+                deadline = time.monotonic() + 30
+                while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertEqual(len(os.listdir(d)), 2, "the processes did not start")
+                time.sleep(0.3)  # their handlers set
+                launcher.send_signal(signal.SIGUSR1)
+                self.assertEqual(launcher.wait(timeout=30), 0)
+                self.assertEqual(sorted(os.listdir(d)), ["0", "1", "usr1-0", "usr1-1"])
+            finally:
+                if launcher.poll() is None:
+                    launcher.kill()
+
+    def test_ctrl_z_stops_the_ranks_with_the_launcher(self):
+        # The terminal's SIGTSTP reaches the launcher's group only: the ranks trained on while it stood stopped.
+        def state(pid):
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rpartition(")")[2].split()[0]
+
+        def wait_for(pids, wanted):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(state(pid) not in wanted for pid in pids):
+                time.sleep(0.05)
+            return [state(pid) for pid in pids]
+
+        if not os.path.exists("/proc/self/stat"):
+            self.skipTest("needs /proc to see a process stop")
+        with tempfile.TemporaryDirectory() as d:
+            launcher, pids = self.launch_two_sleepers(d)
+            try:
+                launcher.send_signal(signal.SIGTSTP)
+                self.assertEqual(wait_for(pids + [launcher.pid], "T"), ["T"] * 3)
+                launcher.send_signal(signal.SIGCONT)
+                self.assertEqual(wait_for(pids + [launcher.pid], "SR"), [state(pid) for pid in pids + [launcher.pid]])
+                self.assertNotIn("T", [state(pid) for pid in pids + [launcher.pid]])
+                launcher.send_signal(signal.SIGTERM)
+                self.assertEqual(launcher.wait(timeout=20), 128 + signal.SIGTERM)
+            finally:
+                if launcher.poll() is None:
+                    launcher.kill()
+
+    def test_a_hang_up_reaches_the_ranks_as_a_hang_up(self):
+        # It reached them as SIGTERM, and the launcher exited 143, as torchrun passes on the signal it got.
+        with tempfile.TemporaryDirectory() as d:
+            launcher, pids = self.launch_two_sleepers(d)
+            try:
+                launcher.send_signal(signal.SIGHUP)
+                self.assertEqual(launcher.wait(timeout=20), 128 + signal.SIGHUP)
+            finally:
+                if launcher.poll() is None:
+                    launcher.kill()
+
+    def test_what_a_rank_started_gets_its_grace_period(self):
+        # A shell rank ended at once on SIGTERM, and its child, still saving its checkpoint, was killed with it.
+        with tempfile.TemporaryDirectory() as d:
+            saver = (f"import os, signal, sys, time\n"
+                     f"def save(*a):\n    time.sleep(1)\n    open(os.path.join({d!r}, 'saved-' + os.environ['RANK']), "
+                     f"'w').close()\n    sys.exit(0)\n"
+                     f"signal.signal(signal.SIGTERM, save)\nopen(os.path.join({d!r}, os.environ['RANK']), 'w').close()\n"
+                     f"time.sleep(60)")
+            script = os.path.join(d, "saver.py")
+            with open(script, "w") as f:
+                f.write(saver)
+            launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
+                                         "--no-python", "sh", "-c", f"{sys.executable} {script}; echo after"])
+            try:
+                deadline = time.monotonic() + 30
+                while len([f for f in os.listdir(d) if f in ("0", "1")]) < 2 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.3)
+                launcher.send_signal(signal.SIGTERM)
+                self.assertEqual(launcher.wait(timeout=30), 128 + signal.SIGTERM)
+                self.assertTrue(os.path.exists(os.path.join(d, "saved-0")) and os.path.exists(os.path.join(d, "saved-1")),
+                                "a rank's child was killed before its 10 s: " + str(sorted(os.listdir(d))))
+            finally:
+                if launcher.poll() is None:
+                    launcher.kill()
+
+    def test_a_script_whose_interpreter_is_missing_cannot_start(self):
+        # Run through setpriv, it was blamed on rank 0 ("exited with status 127"), rank 1's words lost.
+        with tempfile.TemporaryDirectory() as d:
+            script = os.path.join(d, "bad-interpreter.sh")
+            with open(script, "w") as f:
+                f.write("#!/nonexistent/interp\necho ran\n")
+            os.chmod(script, 0o755)
+            p = self.launch_cli("-n", "2", "--no-python", script)
+        self.assertEqual(p.returncode, 127, p.stderr)
+        self.assertIn(f"rdmaps.launch: cannot start {script}", p.stderr)
+        self.assertIn("/nonexistent/interp", p.stderr)
+
+    def test_torchruns_spellings_are_taken_for_one_machine(self):
+        p = self.launch_cli("--nproc_per_node", "2", "--master_port", str(free_port()), "--standalone", "--nnodes",
+                            "1", "--no-prefix", "--no-python", sys.executable, "-c",
+                            "import os; print('rank', os.environ['RANK'])")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(sorted(p.stdout.split("\n"))[1:], ["rank 0", "rank 1"])
+        for args, said in ((["--nnodes", "2"], "--nnodes 2: this launcher starts processes on this machine only"),
+                           (["--master_addr", "10.0.0.1"], "--master-addr 10.0.0.1: this launcher")):
+            p = self.launch_cli("-n", "1", *args, "--no-python", "true")
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(said, p.stderr)
 
     def test_a_closed_output_does_not_hang_the_job(self):
         # The relay thread died on the broken pipe (| head), the ranks blocked on theirs, the launcher waited.
