@@ -28,7 +28,7 @@ const char* reject_reason_name(RejectReason reason) {
 }
 
 void ServerLane::reject(Worker& w, RejectReason reason, const std::string& why) {
-  logf(LogLevel::kWarn, "rdmaps-server: rejected a message from %s: %s", w.name.c_str(), why.c_str());
+  rejections_.warn("rejected a message from " + w.name + ": " + why);  // counted exactly below
   LaneCounters::add(counters_.rejected);
   LaneCounters::add(counters_.rejected_for[static_cast<size_t>(reason)]);
   LaneCounters::add(counters_.rejected_by[w.id]);

@@ -9,8 +9,8 @@ void RefusalLog::warn(const std::string& line) {
   const auto now = std::chrono::steady_clock::now();
   if (now - window_ >= std::chrono::seconds(1)) {
     if (unlogged_)
-      logf(LogLevel::kWarn, "%s: %llu more connections refused or closed in the last second (not logged one by one)",
-           who_.c_str(), static_cast<unsigned long long>(unlogged_));
+      logf(LogLevel::kWarn, "%s: %llu more %s in the last second (not logged one by one)", who_.c_str(),
+           static_cast<unsigned long long>(unlogged_), what_.c_str());
     window_ = now;
     logged_ = 0;
     unlogged_ = 0;

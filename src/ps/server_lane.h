@@ -308,6 +308,8 @@ class ServerLane {
   std::atomic<bool> any_suspect_{false};
   PendingPeers pending_;
   RefusalLog refusals_;  // a flood of bad LaneHellos must not flood the log
+  // Nor a worker that sends NaNs every step (--check-nan), nor a hostile one.
+  RefusalLog rejections_{"rdmaps-server", "messages rejected"};
   LaneCounters counters_;
   LaneSnapshot snapshot_;
   std::atomic<uint64_t> snapshot_wanted_{0}, snapshot_taken_{0};

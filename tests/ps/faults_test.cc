@@ -1964,6 +1964,34 @@ TEST_P(PsFaultTest, APushTheServerRejectsIsCountedByTheWorker) {
   EXPECT_EQ(servers.server(0).stats().rejected, 1u);
 }
 
+// A worker that sends NaNs every step (--check-nan) wrote a log line per
+// push from the lane's thread (5,000 in 0.04 s); the lines are limited as
+// refusals are, and the count stays exact.
+TEST_P(PsFaultTest, RejectedMessagesAreLoggedAtMostTenASecondAndAllCounted) {
+  const Config c = fault_config(GetParam());
+  ServerGroup servers(1, 1, c);
+  Client client(local_worker_options(servers.addresses(), c));
+  client.declare("w", kFaultShard);
+  client.connect();
+  std::vector<float> w(kFaultShard, 1.0f);
+  client.init("w", w);
+  const std::vector<float> bad(kFaultShard, std::nanf(""));
+  constexpr uint64_t kBad = 50;
+  OutputCapture log;
+  for (uint64_t i = 0; i < kBad; ++i) client.push("w", bad);
+  client.pull("w", w);  // the lane took them all in
+  const std::string said = log.end();
+  EXPECT_EQ(client.messages_rejected(), kBad);
+  EXPECT_EQ(servers.server(0).stats().rejected, kBad);
+  size_t lines = 0;
+  for (size_t at = said.find("rejected a message from"); at != std::string::npos;
+       at = said.find("rejected a message from", at + 1))
+    ++lines;
+  EXPECT_GE(lines, 1u) << said;
+  // 50 pushes take well under a second here; on a machine that slow, two windows' worth.
+  EXPECT_LE(lines, 20u) << "every rejected message was logged:\n" << said;
+}
+
 // Memory registered while this worker's pushes are being rejected is still
 // taken: register_memory() waited for a landing region until the lane's
 // count of rejections grew, and a rejected push (NaN, --check-nan) counted;
