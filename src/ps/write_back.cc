@@ -81,10 +81,11 @@ bool WriteBackSender::sending() {
   return false;
 }
 
-void WriteBackSender::send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout) {
-  flush_.wait_for(timeout);
+void WriteBackSender::send_mailbox(const Mailbox& box, std::chrono::steady_clock::time_point deadline,
+                                   std::chrono::milliseconds bound) {
+  flush_.wait_until(deadline, bound, nullptr);
   flushed();
-  mailbox_.wait_for(timeout);  // its staging area is reused below
+  mailbox_.wait_until(deadline, bound, nullptr);  // its staging area is reused below
   post_mailbox(box);
 }
 

@@ -61,13 +61,17 @@ class WriteBackSender {
   /// worker that stopped reading holds them, and the lane serves the others
   /// meanwhile. Throws Error where one failed.
   bool sending();
-  /// The lane's mailbox, after everything sent before it.
-  void send_mailbox(const Mailbox& box, std::chrono::milliseconds timeout);
+  /// The lane's mailbox, after everything sent before it; its waits share
+  /// `deadline` (`bound` the whole wait, as a timeout names it).
+  void send_mailbox(const Mailbox& box, std::chrono::steady_clock::time_point deadline,
+                    std::chrono::milliseconds bound);
   /// As send_mailbox(), without waiting: false, nothing sent, while the last
   /// one is still under way (its staging is reused). Throws Error where it failed.
   bool try_send_mailbox(const Mailbox& box);
   /// Waits until the last mailbox sent may change (local completion).
-  void wait_mailbox_sent(std::chrono::milliseconds timeout) { mailbox_.wait_for(timeout); }
+  void wait_mailbox_sent(std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds bound) {
+    mailbox_.wait_until(deadline, bound, nullptr);
+  }
   /// Whether it sends by active messages (tcp) rather than puts.
   bool use_am() const { return use_am_; }
   /// The worker is gone: its sends, not waited for. They read this sender's
