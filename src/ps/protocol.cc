@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 #include <utility>
 
 #include "rdmaps/error.h"
@@ -223,7 +224,8 @@ std::vector<uint8_t> encode(const Welcome& m) {
   return w.take();
 }
 
-Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& peer) {
+namespace {
+Welcome decode_welcome_whole(const std::vector<uint8_t>& bytes, const std::string& peer) {
   Reader r(bytes, "welcome from " + peer, kWelcomeTag, "not a welcome message");
   Welcome m;
   welcome_fields(r, m);
@@ -248,6 +250,39 @@ Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& pee
        (m.push_path != static_cast<uint32_t>(PushPath::kPut) && m.push_path != static_cast<uint32_t>(PushPath::kAm))))
     r.fail("inconsistent range, shard size, lanes or push path");
   return m;
+}
+
+// A server of another protocol version refuses this worker's Hello in its own
+// Welcome layout (protocol 16 added `holding`): read whole, its refusal came
+// as "truncated at byte N", and a reconnecting worker retried it for its
+// whole window. Its code and reason lead every version's layout, so a
+// refusal is read from them alone, and taken as for good.
+std::optional<Welcome> refusal_of_another_layout(const std::vector<uint8_t>& bytes, const std::string& peer,
+                                                 const std::string& why) {
+  Welcome m;
+  try {
+    Reader r(bytes, "welcome from " + peer, kWelcomeTag, "not a welcome message");
+    r.u32(m.accepted);
+    r.str(m.reason, kMaxName);
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  if (m.accepted != kRefused && m.accepted != kRefusedForNow && m.accepted != kRefusedWithoutTheJob)
+    return std::nullopt;
+  m.accepted = kRefused;
+  m.reason += " (the rest of its answer was not read: " + why + ")";
+  return m;
+}
+}  // namespace
+
+Welcome decode_welcome(const std::vector<uint8_t>& bytes, const std::string& peer) {
+  try {
+    return decode_welcome_whole(bytes, peer);
+  } catch (const Error& e) {
+    if (e.code() != Errc::kProtocol) throw;
+    if (auto refusal = refusal_of_another_layout(bytes, peer, e.what())) return *refusal;
+    throw;
+  }
 }
 
 std::vector<uint8_t> encode(const LaneHello& h) {

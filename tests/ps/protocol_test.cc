@@ -185,6 +185,36 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   EXPECT_THROW(decode_welcome(encode(yes), "peer-7"), Error);
 }
 
+// A server of another protocol version answers in its own Welcome layout (a
+// protocol-15 one has no `holding`): its refusal reached the worker as
+// "truncated at byte N", which a reconnecting worker retried for its whole
+// window. Code and reason are read alone, and the refusal is for good; an
+// admission in another layout is still an error.
+TEST(Protocol, AnotherVersionsRefusalIsReadAsARefusalForGood) {
+  Welcome no;
+  no.accepted = kRefusedForNow;
+  no.reason = "protocol version 17, this server speaks 15";
+  std::vector<uint8_t> older = encode(no);
+  older.resize(older.size() - 4);  // without `holding`
+  const Welcome refused = decode_welcome(older, "peer-7");
+  EXPECT_EQ(refused.accepted, kRefused);
+  EXPECT_EQ(refused.reason.rfind(no.reason + " (the rest of its answer was not read: ", 0), 0u) << refused.reason;
+  std::vector<uint8_t> newer = encode(no);
+  newer.insert(newer.end(), {1, 2, 3, 4});  // a later version's field
+  EXPECT_EQ(decode_welcome(newer, "peer-7").accepted, kRefused);
+  Welcome yes;
+  yes.accepted = kAdmitted;
+  yes.range_end = 8;
+  yes.shard_floats = 8;
+  yes.inbox_slots = 2;
+  yes.push_path = static_cast<uint32_t>(PushPath::kAm);
+  yes.lanes = {LaneInfo{4000, 0, 1}};
+  std::vector<uint8_t> cut = encode(yes);
+  cut.resize(cut.size() - 4);
+  EXPECT_THROW(decode_welcome(cut, "peer-7"), Error);
+  EXPECT_EQ(decode_welcome(encode(yes), "peer-7").accepted, kAdmitted);
+}
+
 // What a worker sizes and indexes from a server's Welcome is bounded: lane
 // shard counts summed in 32 bits wrapped (a lane of 2^32 - 1 shards, then one
 // starting there, added up to 2), and the worker wrote its shard table past
