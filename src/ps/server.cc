@@ -138,6 +138,8 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
     s.shards = static_cast<uint32_t>(uint64_t{shards} * (l + 1) / lanes) - s.first_shard;
     s.tickets = tickets_.get();
     s.free_later = &free_later_;
+    s.planned_copies = memory.copies;
+    s.said_unplanned_copy = &said_unplanned_copy_;
     s.gpu_device = gpu_device_;
     made.push_back(std::make_unique<ServerLane>(s));
     if (checkpoint) made.back()->restore(*checkpoint);

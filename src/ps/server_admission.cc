@@ -176,8 +176,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
         for (size_t l = 0; l < lanes_.size(); ++l)
           if (lanes_[l]->needs_copy(use_am, emulated)) copies[l] = HostPages(lanes_[l]->copy_bytes());
       }
-      if (!planned_copies_ && !said_unplanned_copy_ && !copies.empty() && copies.front()) {
-        said_unplanned_copy_ = true;
+      if (!planned_copies_ && !copies.empty() && copies.front() && !said_unplanned_copy_.exchange(true)) {
         logf(LogLevel::kWarn,
              "rdmaps-server: warning: worker %u takes a copy of this server's range (%s) that the memory plan did "
              "not count (%s)",

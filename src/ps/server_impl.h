@@ -119,8 +119,8 @@ class ServerImpl {
   std::vector<bool> awaited_;    // by worker: the clock holds until it connects (not one a checkpoint saw leave)
   uint64_t instance_ = 0;        // random: this server process, as its workers know it
   bool planned_copies_ = false;  // the memory plan counted a copy of the range per worker
-  bool said_unplanned_copy_ = false;
-  ClosingEndpoints closing_;  // control connections, closed once the worker closed its side
+  std::atomic<bool> said_unplanned_copy_{false};  // by this thread or a lane: once per server
+  ClosingEndpoints closing_;                      // control connections, closed once the worker closed its side
   struct Held {
     std::unique_ptr<transport::Endpoint> ep;
     std::vector<uint8_t> message;

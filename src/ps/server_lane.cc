@@ -18,6 +18,7 @@
 #include "src/ps/slot_check.h"
 #include "transport/file_limit.h"
 #include "transport/idle_backoff.h"
+#include "transport/memory_limit.h"
 
 namespace rdmaps::ps {
 
@@ -228,11 +229,20 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
     std::unique_ptr<WorkerCopy> copy;
     if (needs_copy(use_am, !ep->rma_native() || (!landings.empty() && !ep->rma_to_registered()))) {
       HostPages memory = ticket.copies.take(hello.token, setup_.index);
-      // None waiting for this ticket (its lane hello came twice, or the
-      // ticket was reissued meanwhile): mapped here rather than refused; its
-      // pages fault in as the worker's first write-backs touch them.
-      if (!memory) memory = HostPages(copy_bytes_);
+      // None waiting for this ticket (its lane hello came twice, the ticket
+      // was reissued meanwhile, or the control thread judged by the server's
+      // --put-landing where the worker's asked for landings): mapped here
+      // rather than refused; its pages fault in as the worker's first
+      // write-backs touch them.
+      if (!memory) {
+        memory = HostPages(copy_bytes_);
+        say_unplanned_copy(w);
+      }
       copy = std::make_unique<WorkerCopy>(*context_, std::move(memory), copy_bytes_, *setup_.free_later);
+    } else if (HostPages unused = ticket.copies.take(hello.token, setup_.index)) {
+      // Made for the server's --put-landing on, and this worker offered no
+      // landing: resident, unused, until its id was admitted again.
+      setup_.free_later->add(std::move(unused));
     }
     auto writer = std::make_unique<WriteBackSender>(*context_, *ep, std::move(receive),
                                                     receive_layout_.mailbox_offset(setup_.index), setup_.shards, use_am,
@@ -401,12 +411,22 @@ void ServerLane::add_landing(Worker& w, const SlotHeader& h, const uint8_t* payl
       auto copy = std::make_unique<WorkerCopy>(*context_, HostPages(copy_bytes_), copy_bytes_, *setup_.free_later);
       store_->attach(w.id, copy->floats());
       w.copy = std::move(copy);
+      say_unplanned_copy(w);
     }
     w.writer->add_landing(std::move(landing));
   } catch (const Error& e) {
     return reject(w, RejectReason::kHeader, e.what());
   }
   w.mailbox.landings = w.writer->landing_bytes().size();
+}
+
+void ServerLane::say_unplanned_copy(const Worker& w) {
+  if (setup_.planned_copies || !setup_.said_unplanned_copy || setup_.said_unplanned_copy->exchange(true)) return;
+  logf(LogLevel::kWarn,
+       "rdmaps-server: warning: %s takes a copy of this server's range (%s on each of its %u lanes) that the memory "
+       "plan did not count (its pulls are put into its own memory by emulated puts: give the server the workers' "
+       "--put-landing to plan for it)",
+       w.name.c_str(), transport::size_text(copy_bytes_).c_str(), setup_.lanes);
 }
 
 // A push of the worker's this lane consumed, whatever became of it: the count

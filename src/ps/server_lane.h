@@ -73,10 +73,12 @@ struct LaneSetup {
   const ServerOptions* server = nullptr;  ///< index, servers, workers, listen host, logging
   Config config;
   const Partition* partition = nullptr;
-  uint32_t first_shard = 0, shards = 0;  ///< of this server's shards
-  AdmissionTicket* tickets = nullptr;    ///< one per worker id
-  MemoryToFree* free_later = nullptr;    ///< where the memory of copies the lane drops goes
-  int gpu_device = -1;                   ///< --gpu-shard: the GPU current in the Server's constructor
+  uint32_t first_shard = 0, shards = 0;              ///< of this server's shards
+  AdmissionTicket* tickets = nullptr;                ///< one per worker id
+  MemoryToFree* free_later = nullptr;                ///< where the memory of copies the lane drops goes
+  bool planned_copies = false;                       ///< the memory plan counted a copy of the range per worker
+  std::atomic<bool>* said_unplanned_copy = nullptr;  ///< the server's: one warning of an uncounted copy
+  int gpu_device = -1;                               ///< --gpu-shard: the GPU current in the Server's constructor
 };
 
 /// Staleness histogram buckets; the last counts tau >= kStalenessBuckets - 1.
@@ -251,6 +253,8 @@ class ServerLane {
   void apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g);
   void write_back(Worker& w, const SlotHeader& h);
   void add_landing(Worker& w, const SlotHeader& h, const uint8_t* payload);
+  /// A copy the control thread did not make for `w`: warned of once per server where the plan did not count it.
+  void say_unplanned_copy(const Worker& w);
   void send_mailbox(Worker& w);
   /// Sends the mailboxes that waited for the ones before them; true if any went.
   bool send_owed_mailboxes();

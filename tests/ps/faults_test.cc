@@ -1840,6 +1840,66 @@ RDMAPS_TEST_PEER(lane_server) {
   return 0;
 }
 
+// A server told --put-landing on (it plans a copy of its range per worker),
+// one lane, 1 M-float shards.
+RDMAPS_TEST_PEER(landing_server) {
+  ServerOptions o;
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  o.config = sgd_config(args.transport, 0.05f, 1u << 20);
+  o.config.push_path = PushPath::kPut;
+  o.config.put_landing = PutLanding::kOn;
+  o.config.server_threads = 1;
+  o.config.secret = test_secret();
+  o.exit_when_done = false;
+  Server server(o);
+  server.run();
+  return 0;
+}
+
+// Resident memory of process `pid` in bytes (VmRSS), 0 where unknown.
+uint64_t resident_bytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  return 0;
+}
+
+// The control thread makes a worker's copy by the server's --put-landing;
+// a worker that offered no landing (its own --put-landing off) left its copy,
+// faulted in, unused until its id was admitted again: the server's range
+// once more per worker. The lane now lets it go.
+TEST(PsLanding, ACopyMadeForLandingsTheWorkerDidNotOfferIsFreed) {
+  if (!std::filesystem::exists("/proc/self/status")) GTEST_SKIP() << "needs /proc to read a process's memory";
+  constexpr size_t kFloats = size_t{16} << 20;  // 64 MiB: the copy
+  int port = 0;
+  PeerProcess server = listening_peer("landing_server", transport::TransportKind::kShm, 1, {}, &port);
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = sgd_config(transport::TransportKind::kShm, 0.05f, 1u << 20);
+  o.config.push_path = PushPath::kPut;
+  o.config.put_landing = PutLanding::kOff;
+  o.config.secret = test_secret();
+  o.timeout = 10s;
+  const uint64_t before = resident_bytes(server.pid());
+  std::unique_ptr<Client> client = connect_when_up(o, "w", kFloats);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  std::vector<float> w(kFloats, 1.0f);
+  client->init("w", w);
+  client->pull("w", w);
+  // Resident: the parameters, the worker's receive region (shared memory the
+  // server maps and writes its pulls into), the inbox (16 MiB), UCX's own
+  // (~9 MiB): 153 MiB here, 217 with the copy. The copy is freed by the
+  // control thread once the lane let go of it.
+  constexpr uint64_t kRange = kFloats * sizeof(float), kBound = kRange * 5 / 2 + (16u << 20);
+  uint64_t grew = 0;
+  for (auto until = Clock::now() + 10s; Clock::now() < until; std::this_thread::sleep_for(20ms)) {
+    grew = resident_bytes(server.pid()) - before;
+    if (grew < kBound) break;
+  }
+  std::printf("[ info     ] the server's resident memory grew by %.0f MiB (range: 64 MiB)\n", grew / 1048576.0);
+  EXPECT_LT(grew, kBound) << "an unused copy of the range stayed resident";
+}
+
 // Trains one step on every lane, then idles (to be stopped by the test).
 RDMAPS_TEST_PEER(idle_worker) { return train_one_step_then_idle(args, fault_config(args.transport), kFaultFloats); }
 
