@@ -21,9 +21,45 @@ MemoryPlan server_memory_plan(uint64_t floats, uint32_t lanes, const Config& con
   // such a worker gets a copy (ServerLane::needs_copy).
   p.copies = math::needs_backup(config.rule) || gpu_shard || config.transport != "shm" ||
              config.push_path == PushPath::kAm || config.put_landing == PutLanding::kOn;
-  const uint64_t inbox = SlotLayout{config.shard_floats * sizeof(float)}.slot_bytes() * config.inbox_slots;
-  p.per_worker = uint64_t{lanes} * inbox + (p.copies ? range : 0);
+  // For sure: not where it depends on the worker's transport (auto) or on
+  // whether UCX puts into its registered memory (--put-landing on, shm).
+  const bool copy_for_sure =
+      math::needs_backup(config.rule) || gpu_shard || config.transport == "tcp" || config.push_path == PushPath::kAm;
+  const uint64_t inboxes = uint64_t{lanes} * inbox_bytes(config);
+  p.per_worker = inboxes + (p.copies ? range : 0);
+  p.per_worker_least = inboxes + (copy_for_sure ? range : 0);
   return p;
+}
+
+uint64_t inbox_bytes(const Config& config) {
+  const uint64_t bytes = SlotLayout{config.shard_floats * sizeof(float)}.slot_bytes() * config.inbox_slots;
+  constexpr uint64_t kHugePage = uint64_t{2} << 20;
+  if (config.transport == "shm" || bytes < kHugePage) return bytes;
+  return (bytes + kHugePage - 1) / kHugePage * kHugePage;
+}
+
+MemoryBudget::MemoryBudget(uint64_t fixed, transport::AvailableMemory available, uint32_t workers)
+    : fixed_(fixed), available_(std::move(available)), by_worker_(workers, 0) {}
+
+std::string MemoryBudget::refusal(uint32_t worker, uint64_t bytes) const {
+  if (available_.bytes == 0 || worker >= by_worker_.size()) return {};
+  const uint64_t others = promised_ - by_worker_[worker];
+  if (fixed_ + others + bytes <= available_.bytes) return {};
+  uint32_t holding = 0;
+  for (uint32_t w = 0; w < by_worker_.size(); ++w) holding += w != worker && by_worker_[w] != 0;
+  return "this server has no memory for worker " + std::to_string(worker) + ": it needs " + size_text(bytes) +
+         " (its inboxes and copies of the range), beside " + size_text(fixed_) +
+         " for the parameters, their state and snapshot and " + size_text(others) + " for the " +
+         std::to_string(holding) + " workers admitted, of the " + size_text(available_.bytes) +
+         " available when the server started (" + available_.bound +
+         "); admitted, it would be killed by the kernel mid-run. Spread the table over more servers (--servers), or "
+         "run fewer workers";
+}
+
+void MemoryBudget::promise(uint32_t worker, uint64_t bytes) {
+  if (worker >= by_worker_.size()) return;
+  promised_ = promised_ - by_worker_[worker] + bytes;
+  by_worker_[worker] = bytes;
 }
 
 namespace {
@@ -50,15 +86,18 @@ std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t worke
   return std::to_string(workers) + " workers need about " + size_text(need) + " of memory on this server " +
          breakdown(plan, rule) + ", but " + size_text(available) + " is available (" + memory.bound + "): past about " +
          std::to_string(fit) +
-         " workers the kernel may kill this server mid-run. Spread the table over more servers (--servers), or "
-         "run fewer workers";
+         " workers the next are refused, for now (admitted, the kernel would kill this server mid-run). Spread the "
+         "table over more servers (--servers), or run fewer workers";
 }
 
 std::optional<std::string> memory_refusal(const MemoryPlan& plan, const transport::AvailableMemory& memory,
                                           UpdateRule rule) {
-  if (memory.bytes == 0 || plan.total(1) <= memory.bytes) return std::nullopt;
-  return "this server's range and one worker need about " + size_text(plan.total(1)) + " of memory " +
-         breakdown(plan, rule) + ", but " + size_text(memory.bytes) + " is available (" + memory.bound +
+  // The least one worker takes: a copy that depends on its transport is
+  // no reason to refuse a server (SGD over RDMA makes none).
+  const uint64_t need = plan.fixed() + plan.per_worker_least;
+  if (memory.bytes == 0 || need <= memory.bytes) return std::nullopt;
+  return "this server's range and one worker need about " + size_text(need) + " of memory " + breakdown(plan, rule) +
+         ", but " + size_text(memory.bytes) + " is available (" + memory.bound +
          "): not one worker fits. Spread the table over more servers (--servers)";
 }
 

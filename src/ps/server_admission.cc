@@ -47,6 +47,14 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     worker = hello.worker;
     if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
       if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
+      // Memory too, where the job started here: a worker refused for it by
+      // the last of its servers was counted lost by those that admitted it.
+      if (admission_.has_table()) {
+        std::vector<bool> needs_copy;
+        if (std::string why = memory_budget_.refusal(hello.worker, worker_memory(*ep, hello, &needs_copy));
+            !why.empty())
+          return refuse(why, kRefusedForNow);
+      }
       welcome.accepted = kWouldAdmit;
       welcome.instance = instance_;  // a worker given one server twice (two spellings) sees it
       // ... and a job where some servers hold parameters and others none.
@@ -86,6 +94,26 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     return refuse(e.what(), kRefusedForNow);
   }
   close_later();  // the worker goes on with the lanes
+}
+
+bool ServerImpl::uses_am(const transport::Endpoint& ep, const Hello& hello) {
+  const PushPath wanted = static_cast<PushPath>(hello.push_path);
+  return wanted == PushPath::kAm || (wanted == PushPath::kAuto && !ep.rma_native());
+}
+
+// Puts to a worker's copy wait for its own progress (tcp; pulls put into its
+// own memory over shared memory, which --put-landing on asks for): a copy to
+// put from, where the lane would otherwise put from the parameters.
+uint64_t ServerImpl::worker_memory(const transport::Endpoint& ep, const Hello& hello,
+                                   std::vector<bool>* needs_copy) const {
+  const bool emulated =
+      !ep.rma_native() || (admission_.config().put_landing == PutLanding::kOn && !ep.rma_to_registered());
+  const bool use_am = uses_am(ep, hello);
+  needs_copy->assign(lanes_.size(), false);
+  uint64_t bytes = lanes_.size() * inbox_bytes(admission_.config());
+  for (size_t l = 0; l < lanes_.size(); ++l)
+    if (((*needs_copy)[l] = lanes_[l]->needs_copy(use_am, emulated))) bytes += lanes_[l]->copy_bytes();
+  return bytes;
 }
 
 void ServerImpl::refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code) {
@@ -159,23 +187,18 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     }
     copies.resize(lanes_.size());
     admission_.admit(hello);
-    const PushPath wanted = static_cast<PushPath>(hello.push_path);
-    use_am = wanted == PushPath::kAm || (wanted == PushPath::kAuto && !ep.rma_native());
+    use_am = uses_am(ep, hello);
     // The worker's copy of each lane's range, where the lane keeps one, made
     // and faulted in here, so that the lane only registers it: a lane faulting
     // it in held every other worker on it (0.43 s for a 128 MB range). This
     // thread serves no push; the worker waits for it as it waited for the
     // lanes, and on as many cores as they had.
+    std::vector<bool> needs_copy;
+    const uint64_t bytes = worker_memory(ep, hello, &needs_copy);
+    if (std::string why = memory_budget_.refusal(hello.worker, bytes); !why.empty()) throw Error(Errc::kNoMemory, why);
     try {
-      {
-        // Puts to it wait for its own progress (tcp; pulls put into its own
-        // memory over shared memory, which --put-landing on asks for): a copy
-        // to put from, faulted in here rather than on the lane.
-        const bool emulated =
-            !ep.rma_native() || (admission_.config().put_landing == PutLanding::kOn && !ep.rma_to_registered());
-        for (size_t l = 0; l < lanes_.size(); ++l)
-          if (lanes_[l]->needs_copy(use_am, emulated)) copies[l] = HostPages(lanes_[l]->copy_bytes());
-      }
+      for (size_t l = 0; l < lanes_.size(); ++l)
+        if (needs_copy[l]) copies[l] = HostPages(lanes_[l]->copy_bytes());
       if (!planned_copies_ && !copies.empty() && copies.front() && !said_unplanned_copy_.exchange(true)) {
         logf(LogLevel::kWarn,
              "rdmaps-server: warning: worker %u takes a copy of this server's range (%s) that the memory plan did "
@@ -189,6 +212,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     } catch (const Error& e) {
       throw Error(e.code(), std::string("server has no memory for this worker's copy of its range: ") + e.what());
     }
+    memory_budget_.promise(hello.worker, bytes);
   } catch (...) {
     ticket.token.store(earlier,
                        std::memory_order_seq_cst);  // refused: the earlier ticket stands (a reconnecting worker's)

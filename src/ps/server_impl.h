@@ -21,6 +21,7 @@
 #include "src/ps/checkpoint.h"
 #include "src/ps/checkpointer.h"
 #include "src/ps/closing_endpoints.h"
+#include "src/ps/memory_plan.h"
 #include "src/ps/partition.h"
 #include "src/ps/pending_peers.h"
 #include "src/ps/protocol.h"
@@ -81,6 +82,10 @@ class ServerImpl {
   /// one held for that id is refused (its worker restarted once more).
   void hold(std::unique_ptr<transport::Endpoint> ep, std::vector<uint8_t> message, Clock::time_point since,
             uint32_t worker);
+  /// Whether the worker of `hello`, connected by `ep`, pushes by active messages.
+  static bool uses_am(const transport::Endpoint& ep, const Hello& hello);
+  /// What admitting that worker takes (its inboxes and copies), and on which lanes it has a copy.
+  uint64_t worker_memory(const transport::Endpoint& ep, const Hello& hello, std::vector<bool>* needs_copy) const;
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
   void admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome);
   /// Splits this server's shards into lanes and starts them (restored from
@@ -119,6 +124,7 @@ class ServerImpl {
   std::vector<bool> awaited_;    // by worker: the clock holds until it connects (not one a checkpoint saw leave)
   uint64_t instance_ = 0;        // random: this server process, as its workers know it
   bool planned_copies_ = false;  // the memory plan counted a copy of the range per worker
+  MemoryBudget memory_budget_;   // what the workers were promised, against what the server had
   std::atomic<bool> said_unplanned_copy_{false};  // by this thread or a lane: once per server
   ClosingEndpoints closing_;                      // control connections, closed once the worker closed its side
   struct Held {

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "src/ps/protocol.h"
+
 namespace rdmaps::test {
 namespace {
 
@@ -82,6 +84,55 @@ TEST(MemoryPlan, AServerWithNoRoomForOneWorkerIsRefusedNamingWhatItNeeds) {
   EXPECT_FALSE(ps::memory_refusal(dc, {dc.total(1), "MemAvailable"}, UpdateRule::kDcAsgdAdaptive));
   EXPECT_TRUE(ps::memory_refusal(dc, {dc.total(1) - 1, "MemAvailable"}, UpdateRule::kDcAsgdAdaptive));
   EXPECT_FALSE(ps::memory_refusal(dc, {}, UpdateRule::kDcAsgdAdaptive)) << "unknown memory: nothing to say";
+}
+
+// SGD and momentum over transport auto make no copy over RDMA or shared
+// memory: counted as a maybe in the warning, they refused a server that had
+// room for the range and an inbox.
+TEST(MemoryPlan, ACopyThatDependsOnTheWorkersTransportRefusesNoServer) {
+  const uint64_t floats = uint64_t{1} << 28;
+  const ps::MemoryPlan plan = ps::server_memory_plan(floats, 2, rule_over(UpdateRule::kSgd, "auto"), false);
+  EXPECT_TRUE(plan.copies);
+  EXPECT_EQ(plan.per_worker, plan.per_worker_least + floats * 4);
+  const transport::AvailableMemory room{plan.fixed() + plan.per_worker_least, "MemAvailable"};
+  EXPECT_FALSE(ps::memory_refusal(plan, room, UpdateRule::kSgd));
+  EXPECT_TRUE(ps::memory_refusal(plan, {room.bytes - 1, "MemAvailable"}, UpdateRule::kSgd));
+  // Over tcp the copy is sure: it counts.
+  const ps::MemoryPlan tcp = ps::server_memory_plan(floats, 2, rule_over(UpdateRule::kSgd, "tcp"), false);
+  EXPECT_EQ(tcp.per_worker_least, tcp.per_worker);
+}
+
+// UCX backs an inbox of 4 slots of 1 MiB and 192 bytes with huge pages over
+// tcp: 6 MiB resident, planned as 4 MiB, and a server that said 47 workers
+// fit was killed at the 34th.
+TEST(MemoryPlan, AnInboxIsCountedInWholeHugePagesWhereUcxMayUseThem) {
+  Config tcp = rule_over(UpdateRule::kSgd, "tcp");
+  EXPECT_EQ(ps::inbox_bytes(tcp), uint64_t{6} << 20);
+  Config shm = rule_over(UpdateRule::kSgd, "shm");
+  EXPECT_EQ(ps::inbox_bytes(shm), 4 * ps::SlotLayout{(1u << 18) * 4}.slot_bytes());
+  tcp.shard_floats = 1024;  // 4 slots of 4 KiB: below a huge page
+  EXPECT_EQ(ps::inbox_bytes(tcp), 4 * ps::SlotLayout{4096}.slot_bytes());
+}
+
+// Past what the server had when it started, a worker is refused (for now)
+// rather than admitted and the server killed by the kernel as the pages are
+// touched; a rejoining id's memory replaces its own, and unknown memory refuses nothing.
+TEST(MemoryBudget, AWorkerPastTheMemoryIsRefusedNamingWhatEachPartTakes) {
+  ps::MemoryBudget budget(uint64_t{100} << 20, {uint64_t{250} << 20, "the limit of memory cgroup /job"}, 64);
+  const uint64_t each = uint64_t{7} << 20;
+  uint32_t admitted = 0;
+  for (; admitted < 64 && budget.refusal(admitted, each).empty(); ++admitted) budget.promise(admitted, each);
+  EXPECT_EQ(admitted, 21u);  // (250 - 100) / 7
+  const std::string why = budget.refusal(admitted, each);
+  for (const char* part : {"no memory for worker 21", "it needs 7.3 MB", "104.9 MB for the parameters",
+                           "154.1 MB for the 21 workers admitted", "262.1 MB available when the server started",
+                           "(the limit of memory cgroup /job)", "--servers"})
+    EXPECT_NE(why.find(part), std::string::npos) << part << " missing from: " << why;
+  EXPECT_EQ(budget.refusal(3, each), "") << "a rejoining id takes the place of its own memory";
+  budget.promise(3, 0);
+  EXPECT_EQ(budget.refusal(admitted, each), "") << "a worker's memory freed makes room";
+  ps::MemoryBudget unknown(uint64_t{1} << 40, {}, 4);
+  EXPECT_EQ(unknown.refusal(0, uint64_t{1} << 40), "");
 }
 
 }  // namespace

@@ -568,11 +568,8 @@ class ConfigurationTest(unittest.TestCase):
         finally:
             served.close()
 
-    def test_a_server_with_memory_for_no_worker_refuses_the_first_at_once(self):
-        # A server in a 256 MiB memory cgroup (as Slurm's ConstrainRAMSpace or a
-        # container sets) asked for a 160 MB range under DC-ASGD-a (parameters,
-        # mean square and the worker's backup: 480 MB): the worker hears why
-        # before anything is allocated, not a server the kernel killed mid-run.
+    def memory_cgroup(self, bytes_):
+        """A memory cgroup (v1 or v2) limited to `bytes_`: its path and limit file; skips the test where none can be made."""
         group = None
         for root, limit in (("/sys/fs/cgroup/memory", "memory.limit_in_bytes"), ("/sys/fs/cgroup", "memory.max")):
             if os.path.exists(os.path.join(root, limit if root.endswith("memory") else "cgroup.controllers")):
@@ -581,11 +578,19 @@ class ConfigurationTest(unittest.TestCase):
         try:
             os.mkdir(group)
             with open(os.path.join(group, limit), "w") as f:
-                f.write(str(256 << 20))
+                f.write(str(bytes_))
         except (TypeError, OSError) as e:
             if group and os.path.isdir(group):
                 os.rmdir(group)
             self.skipTest(f"cannot make a memory cgroup here (needs root and a writable cgroup mount): {e}")
+        return group, limit
+
+    def test_a_server_with_memory_for_no_worker_refuses_the_first_at_once(self):
+        # A server in a 256 MiB memory cgroup (as Slurm's ConstrainRAMSpace or a
+        # container sets) asked for a 160 MB range under DC-ASGD-a (parameters,
+        # mean square and the worker's backup: 480 MB): the worker hears why
+        # before anything is allocated, not a server the kernel killed mid-run.
+        group, limit = self.memory_cgroup(256 << 20)
         code = ("import os, sys, rdmaps\n"
                 "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
                 "s = rdmaps.Server('127.0.0.1:0', transport=sys.argv[2], rule='dc-asgd-a', log_connections=False)\n"
@@ -607,6 +612,49 @@ class ConfigurationTest(unittest.TestCase):
             worker.close()
             self.assertIsNone(p.poll(), "the server died instead of refusing")
         finally:
+            p.kill()
+            p.communicate()
+            os.rmdir(group)
+
+    def test_workers_past_a_servers_memory_are_refused_and_it_serves_on(self):
+        # The same cgroup, a 40 MB range under DC-ASGD-a (80 MB for parameters and mean square, 40 MB more per
+        # worker): room for a few. The server warned and admitted them all, and the kernel killed it as their
+        # copies were faulted in; the workers heard only "closed the connection".
+        group, limit = self.memory_cgroup(256 << 20)
+        code = ("import os, sys, rdmaps\n"
+                "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+                "s = rdmaps.Server('127.0.0.1:0', workers=8, transport=sys.argv[2], rule='dc-asgd-a',\n"
+                "                  log_connections=False)\n"
+                "print(s.address, flush=True)\n"
+                "s.serve()\n")
+        p = subprocess.Popen([sys.executable, "-c", code, os.path.join(group, "cgroup.procs"), TRANSPORT],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        workers, refusals = [], []
+        try:
+            address = p.stdout.readline().strip()
+            self.assertRegex(address, r"127\.0\.0\.1:\d+")
+            for i in range(8):
+                worker = rdmaps.Worker(address, i, transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
+                worker.declare("w", 10 << 20)
+                try:
+                    worker.connect()
+                    workers.append(worker)
+                except rdmaps.Error as e:
+                    refusals.append(str(e))
+                    worker.close()
+            self.assertGreaterEqual(len(workers), 1, refusals[:1])
+            self.assertGreaterEqual(len(refusals), 1, "eight workers of 40 MB each fitted in 256 MB")
+            self.assertRegex(refusals[0], r"this server has no memory for worker \d+: it needs .* of the .* available "
+                                          r"when the server started \(the limit of memory cgroup .*\)")
+            values = np.ones(10 << 20, dtype=np.float32)
+            workers[0].init("w", values)
+            for w in workers:
+                w.push("w", values)
+                w.pull("w", values)
+            self.assertIsNone(p.poll(), "the server died instead of refusing")
+        finally:
+            for w in workers:
+                w.close()
             p.kill()
             p.communicate()
             os.rmdir(group)
