@@ -1,6 +1,10 @@
 // A lane's fault handling: malformed messages, workers that leave, die or
 // stall, and the take-in of a closed worker's last messages.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -12,6 +16,29 @@ namespace rdmaps::ps {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 constexpr auto kLeaveAckTimeout = 1s;  // how long a lane waits to send a Bye's acknowledgment
+constexpr auto kDiscardAfter = 5s;     // a departed worker's memory still held this long loses its pages
+
+namespace {
+// Pages of [p, p + bytes) go back to the kernel; the mapping stays, and a
+// late read (a send to the dead worker that UCX still drives) sees zeros.
+void discard_pages(void* p, size_t bytes) noexcept {
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+}  // namespace
+
+struct ServerLane::Departed {
+  std::unique_ptr<WriteBackSender> writer;
+  std::unique_ptr<WorkerCopy> copy;
+  std::unique_ptr<InboxReader> inbox;
+  size_t copy_bytes = 0;
+  void discard() noexcept {
+    if (copy) discard_pages(copy->floats(), copy_bytes);
+    if (inbox) discard_pages(inbox->region().data(), inbox->region().size());
+  }
+};
 
 const char* reject_reason_name(RejectReason reason) {
   switch (reason) {
@@ -66,17 +93,14 @@ void ServerLane::release(Worker& w) {
   // headers and the worker's copy (their source), and its pushes still
   // landing write its inbox, until they end, long after its endpoint closed:
   // all of it goes then, not now nor at its rejoin (Context::retire).
-  struct Departed {
-    std::unique_ptr<WriteBackSender> writer;
-    std::unique_ptr<WorkerCopy> copy;
-    std::unique_ptr<InboxReader> inbox;
-  };
   std::vector<transport::Request> in_flight;
   if (w.writer) in_flight = w.writer->abandon();
   if (w.inbox) w.inbox->abandon_landings(in_flight);
   // Its inbox too until its endpoint closed: where puts are emulated (tcp)
   // this process writes the worker's pushes into it until then.
-  auto departed = std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox)});
+  auto departed =
+      std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox), copy_bytes_});
+  if (departed->copy || departed->inbox) departed_.push_back({departed, Clock::now()});
   context_->retire(in_flight, departed);
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());
@@ -117,7 +141,19 @@ void ServerLane::check_liveness() {
   const size_t n = std::min(workers_.size(), kLivenessChecksPerCall);
   for (size_t i = 0; i < n; ++i) check_one(workers_[liveness_next_++ % workers_.size()]);
   closing_.sweep();
+  discard_departed();
   warn_stalled();
+}
+
+void ServerLane::discard_departed() {
+  if (departed_.empty()) return;
+  const auto now = Clock::now();
+  std::erase_if(departed_, [&](const Held& h) {
+    if (h.what.expired()) return true;
+    if (now - h.since < kDiscardAfter) return false;
+    if (auto held = h.what.lock()) held->discard();
+    return true;
+  });
 }
 
 void ServerLane::check_suspects() {

@@ -308,6 +308,17 @@ class ServerLane {
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
   size_t liveness_next_ = 0;   // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;
+  // A departed worker's inbox, copy and writer, held while sends to it or its
+  // close are under way: over tcp without peer-failure handling, sends to a
+  // killed worker never end, and held them until the server exited (a copy
+  // of the range per such kill). Their pages go back after kDiscardAfter.
+  struct Departed;
+  struct Held {
+    std::weak_ptr<Departed> what;
+    std::chrono::steady_clock::time_point since;
+  };
+  std::vector<Held> departed_;
+  void discard_departed();
   std::vector<std::atomic<bool>> live_, reached_, admitting_, suspects_;
   std::atomic<bool> any_suspect_{false};
   PendingPeers pending_;
