@@ -1638,15 +1638,11 @@ RDMAPS_TEST_PEER(standalone_server) {
   const std::string change = args.extra.empty() ? "" : args.extra[0];
   if (change == "transport-version") serve_another_transport_version(args.port);
   ServerOptions o;
-  o.listen = "127.0.0.1:" + std::to_string(args.port);
   o.workers = change == "workers" ? 3 : 2;
   o.config = fault_config(args.transport);
   o.config.staleness = 0;
   o.config.secret = change == "secret" ? test_secret() + "-another" : test_secret();
-  o.exit_when_done = false;
-  Server server(o);
-  server.run();
-  return 0;
+  return serve_as_peer(args, o);
 }
 
 // A worker of a standalone server process (BSP, waiting for 2 workers) that
@@ -1825,19 +1821,14 @@ TEST_P(PsFaultTest, ALaneThatFailsStopsTheServerAndItsWorkersHearOfItAtOnce) {
 // One of `servers` servers (extra[0]: its index, extra[1]: how many), 3 lanes.
 RDMAPS_TEST_PEER(lane_server) {
   ServerOptions o;
-  o.listen = "127.0.0.1:" + std::to_string(args.port);
   o.index = static_cast<uint32_t>(std::stoul(args.extra.at(0)));
   o.servers = static_cast<uint32_t>(std::stoul(args.extra.at(1)));
   o.config = fault_config(args.transport);
   o.config.server_threads = 3;
-  o.config.secret = test_secret();
-  // Serve on when the worker leaves: connect_when_up's attempt that reached
+  // Serving on when the worker leaves: connect_when_up's attempt that reached
   // this server while the other was still starting leaves cleanly, and a
   // server that exits then refuses every later attempt (an ASan run's flake).
-  o.exit_when_done = false;
-  Server server(o);
-  server.run();
-  return 0;
+  return serve_as_peer(args, o);
 }
 
 // An SGD server of one lane and 1 M-float shards that serves on when its
@@ -1846,7 +1837,6 @@ RDMAPS_TEST_PEER(lane_server) {
 constexpr uint32_t kBigShard = 1u << 20;
 RDMAPS_TEST_PEER(one_lane_server) {
   ServerOptions o;
-  o.listen = "127.0.0.1:" + std::to_string(args.port);
   o.config = sgd_config(args.transport, 0.05f, kBigShard);
   if (!args.extra.empty() && args.extra[0] == "landing") {
     o.config.push_path = PushPath::kPut;
@@ -1855,11 +1845,7 @@ RDMAPS_TEST_PEER(one_lane_server) {
     o.workers = static_cast<uint32_t>(std::stoul(args.extra[0]));
   }
   o.config.server_threads = 1;
-  o.config.secret = test_secret();
-  o.exit_when_done = false;
-  Server server(o);
-  server.run();
-  return 0;
+  return serve_as_peer(args, o);
 }
 
 // Resident memory of process `pid` in bytes (VmRSS), 0 where unknown.
@@ -2156,17 +2142,12 @@ TEST_P(PsFaultTest, MemoryRegisteredWhilePushesAreRejectedIsStillTaken) {
 constexpr uint32_t kWholeShard = 262144;
 RDMAPS_TEST_PEER(big_shard_server) {
   ServerOptions o;
-  o.listen = "127.0.0.1:" + std::to_string(args.port);
   o.config = fault_config(args.transport);
   o.config.shard_floats = kWholeShard;
   o.config.server_threads = 3;
-  o.config.secret = test_secret();
   o.workers = 2;
-  o.exit_when_done = false;
   o.log_connections = false;
-  Server server(o);
-  server.run();
-  return 0;
+  return serve_as_peer(args, o);
 }
 
 // A worker of big_shard_server's job at `port`, its calls bounded by `timeout`.

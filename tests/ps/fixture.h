@@ -165,6 +165,17 @@ inline int train_one_step_then_idle(const PeerArgs& args, const Config& config, 
   return 0;
 }
 
+/// A server peer's body: `o` on the peer's port, with the test secret unless
+/// `o` has one, serving on when its workers left (until the test kills it).
+inline int serve_as_peer(const PeerArgs& args, ServerOptions o) {
+  o.listen = "127.0.0.1:" + std::to_string(args.port);
+  if (o.config.secret.empty()) o.config.secret = test_secret();
+  o.exit_when_done = false;
+  Server server(o);
+  server.run();
+  return 0;
+}
+
 /// SGD over `kind` with the given step and shard size; tests change the rest.
 inline Config sgd_config(transport::TransportKind kind, float lr, uint32_t shard_floats) {
   Config c;

@@ -585,22 +585,32 @@ class ConfigurationTest(unittest.TestCase):
             self.skipTest(f"cannot make a memory cgroup here (needs root and a writable cgroup mount): {e}")
         return group, limit
 
+    def server_in_memory_cgroup(self, bytes_, workers):
+        """A DC-ASGD-a rdmaps.Server for `workers` in a memory cgroup of `bytes_`: the cgroup, the process, its address."""
+        group, _ = self.memory_cgroup(bytes_)
+        code = ("import os, sys, rdmaps\n"
+                "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
+                "s = rdmaps.Server('127.0.0.1:0', workers=int(sys.argv[3]), transport=sys.argv[2], rule='dc-asgd-a',\n"
+                "                  log_connections=False)\n"
+                "print(s.address, flush=True)\n"
+                "s.serve()\n")
+        p = subprocess.Popen([sys.executable, "-c", code, os.path.join(group, "cgroup.procs"), TRANSPORT,
+                              str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        address = p.stdout.readline().strip()
+        if not re.fullmatch(r"127\.0\.0\.1:\d+", address):
+            p.kill()
+            p.communicate()
+            os.rmdir(group)
+            self.fail(f"the server did not start: {address!r}")
+        return group, p, address
+
     def test_a_server_with_memory_for_no_worker_refuses_the_first_at_once(self):
         # A server in a 256 MiB memory cgroup (as Slurm's ConstrainRAMSpace or a
         # container sets) asked for a 160 MB range under DC-ASGD-a (parameters,
         # mean square and the worker's backup: 480 MB): the worker hears why
         # before anything is allocated, not a server the kernel killed mid-run.
-        group, limit = self.memory_cgroup(256 << 20)
-        code = ("import os, sys, rdmaps\n"
-                "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
-                "s = rdmaps.Server('127.0.0.1:0', transport=sys.argv[2], rule='dc-asgd-a', log_connections=False)\n"
-                "print(s.address, flush=True)\n"
-                "s.serve()\n")
-        p = subprocess.Popen([sys.executable, "-c", code, os.path.join(group, "cgroup.procs"), TRANSPORT],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        group, p, address = self.server_in_memory_cgroup(256 << 20, workers=1)
         try:
-            address = p.stdout.readline().strip()
-            self.assertRegex(address, r"127\.0\.0\.1:\d+")
             worker = rdmaps.Worker(address, 0, transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
             worker.declare("w", 40 << 20)
             started = time.monotonic()
@@ -620,19 +630,9 @@ class ConfigurationTest(unittest.TestCase):
         # The same cgroup, a 40 MB range under DC-ASGD-a (80 MB for parameters and mean square, 40 MB more per
         # worker): room for a few. The server warned and admitted them all, and the kernel killed it as their
         # copies were faulted in; the workers heard only "closed the connection".
-        group, limit = self.memory_cgroup(256 << 20)
-        code = ("import os, sys, rdmaps\n"
-                "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
-                "s = rdmaps.Server('127.0.0.1:0', workers=8, transport=sys.argv[2], rule='dc-asgd-a',\n"
-                "                  log_connections=False)\n"
-                "print(s.address, flush=True)\n"
-                "s.serve()\n")
-        p = subprocess.Popen([sys.executable, "-c", code, os.path.join(group, "cgroup.procs"), TRANSPORT],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        group, p, address = self.server_in_memory_cgroup(256 << 20, workers=8)
         workers, refusals = [], []
         try:
-            address = p.stdout.readline().strip()
-            self.assertRegex(address, r"127\.0\.0\.1:\d+")
             for i in range(8):
                 worker = rdmaps.Worker(address, i, transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
                 worker.declare("w", 10 << 20)

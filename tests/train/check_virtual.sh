@@ -174,28 +174,26 @@ refused "unknown flag --no-such-flag" --no-such-flag 3
 #    limit that binds: here a 600 MB memory cgroup (the dataset takes 220 MB,
 #    each worker about 7), as Slurm's ConstrainRAMSpace or a container sets.
 cgroup=/sys/fs/cgroup/memory/rdmaps-check-virtual-$$
-if mkdir "$cgroup" 2>/dev/null && echo $((600 << 20)) >"$cgroup/memory.limit_in_bytes" 2>/dev/null; then
-  if err=$(sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$cgroup" \
-    "$train" --virtual-workers 400 --epochs 1 --train-limit 51200 --test-limit 500 --out "$out/big" 2>&1); then
-    rmdir "$cgroup"; fail "400 virtual workers in 600 MB were not refused"
-  fi
-  rmdir "$cgroup" 2>/dev/null || true
-  for want in "--virtual-workers 400: each worker takes about" "the other 391 need about" \
-    "(the limit of memory cgroup /rdmaps-check-virtual-$$)"; do
-    grep -qF -- "$want" <<<"$err" || fail "400 virtual workers in 600 MB: no '$want' in: $err"
-  done
-  # 32 need about 720 MB with their server: measured by this process's size
-  # alone (6.9 MB a worker, not 14.3) they were let through and killed.
+# N virtual workers in a 600 MB cgroup must be refused, saying each WANT.
+refused_in_600mb() {
+  local n=$1 err
+  shift
   mkdir "$cgroup" && echo $((600 << 20)) >"$cgroup/memory.limit_in_bytes"
   if err=$(sh -c 'echo $$ >"$1/cgroup.procs" && shift && exec "$@"' sh "$cgroup" \
-    "$train" --virtual-workers 32 --epochs 1 --train-limit 51200 --test-limit 500 --out "$out/big32" 2>&1); then
-    rmdir "$cgroup"; fail "32 virtual workers in 600 MB were not refused"
+    "$train" --virtual-workers "$n" --epochs 1 --train-limit 51200 --test-limit 500 --out "$out/big$n" 2>&1); then
+    rmdir "$cgroup"; fail "$n virtual workers in 600 MB were not refused"; return
   fi
   rmdir "$cgroup" 2>/dev/null || true
-  for want in "--virtual-workers 32: each worker takes about" "the other 23 need about" \
-    "what servers on this machine keep for it"; do
-    grep -qF -- "$want" <<<"$err" || fail "32 virtual workers in 600 MB: no '$want' in: $err"
+  for want in "--virtual-workers $n: each worker takes about" "$@"; do
+    grep -qF -- "$want" <<<"$err" || fail "$n virtual workers in 600 MB: no '$want' in: $err"
   done
+}
+if mkdir "$cgroup" 2>/dev/null && echo $((600 << 20)) >"$cgroup/memory.limit_in_bytes" 2>/dev/null; then
+  rmdir "$cgroup"
+  refused_in_600mb 400 "the other 391 need about" "(the limit of memory cgroup /rdmaps-check-virtual-$$)"
+  # 32 need about 720 MB with their server: measured by this process's size
+  # alone (6.9 MB a worker, not 14.3) they were let through and killed.
+  refused_in_600mb 32 "the other 23 need about" "what servers on this machine keep for it"
 else
   rmdir "$cgroup" 2>/dev/null || true
   echo "skipped: cannot make a cgroup v1 memory limit here (needs root), so the memory refusal is not checked"
