@@ -473,7 +473,9 @@ Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& p
     const uint8_t state = r.u8();
     if (state > static_cast<uint8_t>(WorkerState::kGone)) r.fail("worker state " + std::to_string(state));
     w.state = static_cast<WorkerState>(state);
-    w.clock = r.u64();
+    // As a LaneHello's: a forged clock past it was resumed from, and every
+    // worker then refused the start clock its lanes gave it.
+    if ((w.clock = r.u64()) > kMaxClock) r.fail("worker clock " + std::to_string(w.clock) + " (at most 2^62)");
     w.pushes = r.u64();
   }
   if (format >= 2) {

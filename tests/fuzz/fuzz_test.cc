@@ -96,8 +96,14 @@ Bytes framed(const std::vector<Bytes>& messages) {  // as they travel: length-pr
   return out;
 }
 
-std::map<std::string, std::vector<Bytes>> seeds() {
-  std::map<std::string, std::vector<Bytes>> s;
+// A target's seeds: each accepted, except those meant to be refused (written
+// as refused-N.bin), which are each refused.
+struct Seeds {
+  std::vector<Bytes> accepted, refused;
+};
+
+std::map<std::string, Seeds> seeds() {
+  std::map<std::string, Seeds> s;
   bootstrap::Open open{bootstrap::kHasSecret, {}};
   for (size_t i = 0; i < open.nonce.size(); ++i) open.nonce[i] = static_cast<uint8_t>(i * 7);
   bootstrap::Proven proven;
@@ -109,10 +115,11 @@ std::map<std::string, std::vector<Bytes>> seeds() {
   bootstrap::Answer refused;
   refused.code = Errc::kPermissionDenied;
   refused.reason = "wrong shared secret";
-  s["bootstrap"] = {encode(open), encode(proven), encode(ok), encode(refused)};
+  s["bootstrap"].accepted = {encode(open), encode(proven), encode(ok), encode(refused)};
   bootstrap::Open plain{0, open.nonce};
-  s["handshake"] = {framed({encode(open), encode(proven)}), framed({encode(plain), encode(proven)}),
-                    framed({encode(open)})};
+  // A proof that is not the secret's passes only a server without one; no proof at all passes none.
+  s["handshake"] = {{framed({encode(open), encode(proven)}), framed({encode(plain), encode(proven)})},
+                    {framed({encode(open)})}};
   ps::Welcome w;
   w.accepted = 1;
   w.range_begin = 0;
@@ -120,6 +127,7 @@ std::map<std::string, std::vector<Bytes>> seeds() {
   w.shard_floats = 262144;
   w.inbox_slots = 4;
   w.token = 0x1234567890abcdefull;
+  w.push_path = static_cast<uint32_t>(PushPath::kAm);
   w.lanes = {{41000, 0, 1}, {41001, 1, 1}};
   ps::Welcome no;
   no.reason = "its declared tensors differ";
@@ -131,17 +139,18 @@ std::map<std::string, std::vector<Bytes>> seeds() {
   ps::LaneWelcome lw{1, "", 7, sample_region().serialize()};
   ps::Welcome wraps = w;  // lane shard counts that wrap 32 bits back to 2 (refused)
   wraps.lanes = {{41000, 0, 0xFFFFFFFFu}, {41001, 0xFFFFFFFFu, 3}};
-  s["setup"] = {ps::encode(sample_hello()), ps::encode(w), ps::encode(no), ps::encode(lh), ps::encode(lw),
-                ps::encode(wraps)};
-  s["region"] = {sample_region().serialize()};
-  ps::SlotHeader push{ps::kSlotMagic, 1, 0, 0, 1, 5, 2, 0, 100, 900, 0.1f, 0, 0};
+  s["setup"] = {{ps::encode(sample_hello()), ps::encode(w), ps::encode(no), ps::encode(lh), ps::encode(lw)},
+                {ps::encode(wraps)}};
+  s["region"].accepted = {sample_region().serialize()};
+  // Shard 1 at version 0 of the lane of every shard: a gradient of version 0, at the worker's own rate.
+  ps::SlotHeader push{ps::kSlotMagic, 1, ps::kFlagWorkerRate, 0, 1, 5, 0, 0, 100, 900, 0.1f, 0, 0};
   ps::SlotHeader pull{ps::kSlotMagic, 3, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0};
   ps::SlotHeader landing_pull{ps::kSlotMagic, 3, 0, 0, 0, 5, 1000, 0, 24, 1, 0, 2, 4000};
   ps::SlotHeader clock{ps::kSlotMagic, 2, 0, 0, 0, 5, 0, 1, 0, 0, 0, 0, 0};
   ps::SlotHeader landing_offer{ps::kSlotMagic, 6, 0, 0, 0, 5, 0, 0, 0, 40, 0, 3, 0};
   Bytes offer_on_puts = as_bytes(landing_offer);
   offer_on_puts.insert(offer_on_puts.end(), {0, 1});  // bytes 64, 65: a lane of every shard, a put path
-  s["slot"] = {as_bytes(push), as_bytes(pull), as_bytes(clock), as_bytes(landing_pull), offer_on_puts};
+  s["slot"].accepted = {as_bytes(push), as_bytes(pull), as_bytes(clock), as_bytes(landing_pull), offer_on_puts};
   // A checkpoint file's bytes before its SHA-256 (the target appends one, so that mutations reach the parser).
   ps::CheckpointHeader ck;
   ck.index = 1;
@@ -164,23 +173,36 @@ std::map<std::string, std::vector<Bytes>> seeds() {
       const auto* p = reinterpret_cast<const uint8_t*>(array->data());
       file.insert(file.end(), p, p + array->size() * sizeof(float));
     }
-    s["checkpoint"].push_back(std::move(file));
+    s["checkpoint"].accepted.push_back(std::move(file));
   }
+  // A worker clock no worker may start at (was resumed from, and refused every worker that came).
+  ps::CheckpointHeader forged = ck;
+  forged.workers[0].clock = uint64_t{1} << 63;
+  Bytes file = ps::encode_checkpoint_header(forged, params.size(), false);
+  file.insert(file.end(), reinterpret_cast<const uint8_t*>(params.data()),
+              reinterpret_cast<const uint8_t*>(params.data() + params.size()));
+  s["checkpoint"].refused.push_back(std::move(file));
   for (const char* head : {"GET /metrics HTTP/1.1\r\nHost: node7:9100\r\nAccept: text/plain;version=0.0.4",
                            "HEAD /metrics?x=1 HTTP/1.0", "POST /metrics HTTP/1.1\r\nContent-Length: 10",
                            "GET http://node7/metrics HTTP/1.1\r\nTransfer-Encoding: chunked", "GET / HTTP/2.0"})
-    s["http"].push_back(Bytes(head, head + std::strlen(head)));
+    s["http"].accepted.push_back(Bytes(head, head + std::strlen(head)));
   return s;
 }
 
-std::vector<Bytes> corpus(const std::string& target) {
+/// A target's corpus, in name order (a failing input reproduces from the same
+/// seed on every file system); `refused[i]`: seed i is one meant to be refused.
+std::vector<Bytes> corpus(const std::string& target, std::vector<bool>* refused) {
   const char* dir = std::getenv("RDMAPS_FUZZ_CORPUS");
   if (!dir) ADD_FAILURE() << "RDMAPS_FUZZ_CORPUS is not set (meson test sets it to tests/fuzz/corpus)";
   std::vector<Bytes> out;
   if (!dir) return out;
-  for (const auto& entry : fs::directory_iterator(fs::path(dir) / target)) {
-    std::ifstream in(entry.path(), std::ios::binary);
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(fs::path(dir) / target)) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& file : files) {
+    std::ifstream in(file, std::ios::binary);
     out.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    refused->push_back(file.filename().string().starts_with("refused-"));
   }
   if (out.empty()) ADD_FAILURE() << "no seeds in " << (fs::path(dir) / target);
   return out;
@@ -252,7 +274,8 @@ class Mutator {
 /// Runs `target` over the corpus and its mutations; `check` returns what was
 /// wrong with an accepted input (empty: fine) and may throw rdmaps::Error.
 void fuzz(const std::string& target, const std::function<std::string(const Bytes&)>& check) {
-  const std::vector<Bytes> pool = corpus(target);
+  std::vector<bool> meant_refused;
+  const std::vector<Bytes> pool = corpus(target, &meant_refused);
   if (pool.empty()) return;
   const uint64_t runs = env_u64("RDMAPS_FUZZ_RUNS", 200000), seed = env_u64("RDMAPS_FUZZ_SEED", 20261130);
   Mutator mutate(seed ^ std::hash<std::string>()(target));
@@ -263,15 +286,17 @@ void fuzz(const std::string& target, const std::function<std::string(const Bytes
       if (std::string wrong = check(input); !wrong.empty())
         FAIL() << target << ": accepted input breaks its promise (" << wrong << "): " << hex(input);
       ++accepted;
-    } catch (const Error&) {
-      // refused, as it should be
+      if (i < pool.size() && meant_refused[i]) ADD_FAILURE() << target << ": seed " << i << " was accepted";
+    } catch (const Error& e) {
+      // Refused, as it should be; but a seed is valid: one refused leaves its part of the target unexercised
+      // (a protocol version that moved on refused every Hello seed at its first word, and the mutants with it).
+      if (i < pool.size() && !meant_refused[i])
+        ADD_FAILURE() << target << ": seed " << i << " refused (" << e.what() << "): " << hex(input);
     } catch (const std::exception& e) {
       FAIL() << target << ": input " << i << " threw " << typeid(e).name() << " (" << e.what()
              << ") instead of rdmaps::Error: " << hex(input);
     }
   }
-  // The seeds are valid: a target that refuses everything is not being exercised.
-  EXPECT_GE(accepted, pool.size()) << target;
   std::printf("%s: %llu inputs, %llu accepted (seed %llu)\n", target.c_str(), static_cast<unsigned long long>(runs),
               static_cast<unsigned long long>(accepted), static_cast<unsigned long long>(seed));
 }
@@ -301,14 +326,14 @@ TEST(Fuzz, BootstrapMessages) {
 }
 
 // The server's side of the handshake fed the input as the byte stream a peer
-// would send, with and without a secret: it must finish, wait or refuse.
+// would send, with and without a secret: it must finish, wait or refuse. An
+// input is accepted where either finishes (each input tries both: paired by
+// its place in the run, the seed meant to finish met the secret).
 TEST(Fuzz, ServerHandshakeStateMachine) {
-  uint64_t i = 0;
-  fuzz("handshake", [&](const Bytes& b) -> std::string {
+  auto shake = [](const Bytes& b, bool with_secret) -> std::string {
     int fds[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds) != 0) throw std::runtime_error("socketpair");
     TcpSocket client(fds[0]);
-    const bool with_secret = ++i % 2;
     bootstrap::ServerHandshake server(TcpSocket(fds[1]), "fuzz", with_secret ? kSecret : "",
                                       std::chrono::steady_clock::now() + std::chrono::seconds(5));
     if (!b.empty() && ::send(client.fd(), b.data(), b.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(b.size()))
@@ -324,6 +349,13 @@ TEST(Fuzz, ServerHandshakeStateMachine) {
       }
     }
     throw Error(Errc::kTimeout, "waiting for more bytes");  // EOF arrives as kPeerGone before this
+  };
+  fuzz("handshake", [&](const Bytes& b) -> std::string {
+    try {
+      return shake(b, true);
+    } catch (const Error&) {
+      return shake(b, false);  // throws where refused without the secret too
+    }
   });
 }
 
@@ -340,7 +372,16 @@ TEST(Fuzz, SetupMessages) {
       }
     };
     attempt(ps::decode_hello);
-    attempt(ps::decode_welcome);
+    // A Welcome whole round-trips; one of another version's layout is read
+    // as a refusal for good, from its code and reason, saying the rest was not read.
+    try {
+      const ps::Welcome m = ps::decode_welcome(b, "fuzz");
+      ++parsed;
+      if (ps::encode(m) != b &&
+          (m.accepted != ps::kRefused || m.reason.find(" (the rest of its answer was not read: ") == std::string::npos))
+        wrong = "no round trip";
+    } catch (const Error&) {
+    }
     attempt(ps::decode_lane_hello);
     attempt(ps::decode_lane_welcome);
     // What a worker sizes and indexes from an accepted Welcome is bounded (its
@@ -458,6 +499,8 @@ TEST(Fuzz, CheckpointFiles) {
     file.insert(file.end(), sum.begin(), sum.end());
     const ps::Checkpoint c = ps::parse_checkpoint(file, "fuzz");
     if (!c.state.empty() && c.state.size() != c.params.size()) return "state of another size than the parameters";
+    for (const auto& w : c.header.workers)
+      if (w.clock > ps::kMaxClock) return "a worker clock no worker may start at";
     // A range of no floats reads back without state either way (the writer flags state for a rule that keeps
     // it, floats or not): its flag, the last byte, is the one thing not in the Checkpoint.
     const bool has_state = !c.state.empty() || (c.params.empty() && body.back() == 1);
@@ -509,12 +552,13 @@ TEST(Fuzz, MetricsRequestHeads) {
 }  // namespace
 
 int write_corpus(const std::string& dir) {
-  for (const auto& [target, list] : seeds()) {
+  for (const auto& [target, both] : seeds()) {
     fs::create_directories(fs::path(dir) / target);
-    for (size_t i = 0; i < list.size(); ++i) {
-      std::ofstream out(fs::path(dir) / target / ("seed-" + std::to_string(i) + ".bin"), std::ios::binary);
-      out.write(reinterpret_cast<const char*>(list[i].data()), static_cast<std::streamsize>(list[i].size()));
-    }
+    for (const auto& [list, name] : {std::pair{&both.accepted, "seed-"}, std::pair{&both.refused, "refused-"}})
+      for (size_t i = 0; i < list->size(); ++i) {
+        std::ofstream out(fs::path(dir) / target / (name + std::to_string(i) + ".bin"), std::ios::binary);
+        out.write(reinterpret_cast<const char*>((*list)[i].data()), static_cast<std::streamsize>((*list)[i].size()));
+      }
   }
   return 0;
 }
