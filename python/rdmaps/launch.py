@@ -65,8 +65,12 @@ def free_port():
 
 
 # A line ends at "\n", or at "\r" where a progress bar redraws it: each gets the
-# rank's prefix as it is complete, never two ranks' pieces on one line.
-_SEGMENT = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)")
+# rank's prefix as it is complete, never two ranks' pieces on one line. The
+# ends are found in each read alone (a pattern tried at every byte of the
+# unfinished line took 33 s for one line of 100 kB), and an unfinished line
+# past _LONGEST goes out as it is.
+_END = re.compile(rb"\r\n|\r|\n")
+_LONGEST = 65536
 
 
 def _binary(out):
@@ -88,29 +92,35 @@ def _relay(rank, stream, out):
     """Copies a rank's `stream` to `out` (binary), each line after "[rank] "."""
     prefix = f"[{rank}] ".encode()
     writing, pending, last = True, b"", b"\n"
+
+    def piece(text):
+        nonlocal last
+        # A bare "\r" (a redraw about to start) and the "\n" of a "\r\n" split between reads start no line.
+        starts = last in (b"\r", b"\n") and text[:1] != b"\r" and not (last == b"\r" and text[:1] == b"\n")
+        last = text[-1:]
+        return prefix + text if starts else text
+
     while True:
         data = stream.read1(65536)
         if not writing:  # drained: a rank blocked on a full pipe would hang the job
             if not data:
                 return
             continue
-        ended = not data
-        pending += data if data else (b"\n" if pending else b"")  # a last line without its end gets one
-        lines, at = [], 0
-        for m in _SEGMENT.finditer(pending):
-            line = m.group()
-            # A bare "\r" (a redraw about to start) and the "\n" of a "\r\n" split between reads start no line.
-            starts = last in (b"\r", b"\n") and line[:1] != b"\r" and not (last == b"\r" and line[:1] == b"\n")
-            lines.append(prefix + line if starts else line)
-            last, at = line[-1:], m.end()
-        pending = pending[at:]
+        pieces, at = [], 0
+        for m in _END.finditer(data):
+            pieces.append(piece(pending + data[at:m.end()]))
+            pending, at = b"", m.end()
+        pending += data[at:]
+        if pending and (not data or len(pending) > _LONGEST):  # a last line without its end gets one
+            pieces.append(piece(pending + (b"\n" if not data else b"")))
+            pending = b""
         try:
-            if lines:
-                out.write(b"".join(lines))
+            if pieces:
+                out.write(b"".join(pieces))
                 out.flush()
         except (OSError, ValueError):  # the launcher's output closed (| head)
             writing = False
-        if ended:
+        if not data:
             return
 
 
@@ -227,7 +237,14 @@ def _signal(p, sig):
 
 
 def _group_alive(p):
-    """Something of the rank's session still runs: the rank, or what it started."""
+    """Something of the rank's session still runs: the rank, or what it started. Those of its processes that
+    became this process's (it is a container's PID 1, or a subreaper) are reaped first: as zombies they kept
+    the group alive, and every stop waited its 10 s."""
+    try:
+        while os.waitpid(-p.pid, os.WNOHANG)[0] != 0:
+            pass
+    except ChildProcessError:
+        pass
     try:
         os.killpg(p.pid, 0)
         return True
@@ -307,8 +324,8 @@ def _exec_problem(command, env):
     try:
         with open(path, "rb") as f:
             head = f.read(256)
-    except OSError as e:
-        return 126, e.strerror or str(e)
+    except OSError:
+        return None  # executable, not readable (mode 0711): exec decides
     if not head.startswith(b"#!"):
         return None
     words = head[2:].split(b"\n", 1)[0].split()
@@ -342,13 +359,14 @@ def _start(command, env, prefix):
 
 @contextlib.contextmanager
 def _signals_held():
-    """Ctrl-C and the other stopping signals wait until the block ends: raised between Popen and the list of ranks,
-    they left that rank running after the launcher had stopped the others."""
+    """Ctrl-C and the other signals the launcher handles wait until the block ends: raised between Popen and the
+    list of ranks, they left that rank running after the launcher had stopped (or suspended) the others."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     held = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT,) + STOPPING_SIGNALS}
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT,) + STOPPING_SIGNALS + FORWARDED_SIGNALS +
+                (signal.SIGTSTP, signal.SIGCONT)}
     previous = {s: h for s, h in previous.items() if h is not None}  # None: a handler not set from Python
     for s in previous:
         signal.signal(s, lambda signum, frame: held.append(signum))

@@ -10,6 +10,7 @@
 
 #include "rdmaps/log.h"
 #include "src/ps/server_lane.h"
+#include "transport/memory_limit.h"
 
 namespace rdmaps::ps {
 
@@ -34,9 +35,13 @@ struct ServerLane::Departed {
   std::unique_ptr<WorkerCopy> copy;
   std::unique_ptr<InboxReader> inbox;
   size_t copy_bytes = 0;
-  void discard() noexcept {
-    if (copy) discard_pages(copy->floats(), copy_bytes);
-    if (inbox) discard_pages(inbox->region().data(), inbox->region().size());
+  std::string name;  // the worker's, for the log
+  void discard(uint32_t lane) noexcept {
+    size_t bytes = 0;
+    if (copy) discard_pages(copy->floats(), copy_bytes), bytes += copy_bytes;
+    if (inbox) discard_pages(inbox->region().data(), inbox->region().size()), bytes += inbox->region().size();
+    logf(LogLevel::kInfo, "rdmaps-server: lane %u gave back the %s of memory %s held, its sends never ending", lane,
+         transport::size_text(bytes).c_str(), name.c_str());
   }
 };
 
@@ -98,8 +103,8 @@ void ServerLane::release(Worker& w) {
   if (w.inbox) w.inbox->abandon_landings(in_flight);
   // Its inbox too until its endpoint closed: where puts are emulated (tcp)
   // this process writes the worker's pushes into it until then.
-  auto departed =
-      std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox), copy_bytes_});
+  auto departed = std::make_shared<Departed>(
+      Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox), copy_bytes_, w.name});
   if (departed->copy || departed->inbox) departed_.push_back({departed, Clock::now()});
   context_->retire(in_flight, departed);
   if (w.ep) {
@@ -143,6 +148,8 @@ void ServerLane::check_liveness() {
   closing_.sweep();
   discard_departed();
   warn_stalled();
+  rejections_.flush();
+  refusals_.flush();
 }
 
 void ServerLane::discard_departed() {
@@ -151,7 +158,7 @@ void ServerLane::discard_departed() {
   std::erase_if(departed_, [&](const Held& h) {
     if (h.what.expired()) return true;
     if (now - h.since < kDiscardAfter) return false;
-    if (auto held = h.what.lock()) held->discard();
+    if (auto held = h.what.lock()) held->discard(setup_.index);
     return true;
   });
 }

@@ -41,8 +41,17 @@ uint64_t inbox_bytes(const Config& config) {
 MemoryBudget::MemoryBudget(uint64_t fixed, transport::AvailableMemory available, uint32_t workers)
     : fixed_(fixed), available_(std::move(available)), by_worker_(workers, 0) {}
 
-std::string MemoryBudget::refusal(uint32_t worker, uint64_t bytes) const {
-  if (available_.bytes == 0 || worker >= by_worker_.size()) return {};
+std::string MemoryBudget::refusal(uint32_t worker, uint64_t bytes, const transport::AvailableMemory& now) const {
+  if (worker >= by_worker_.size()) return {};
+  // Its copies are made and faulted in as it is admitted: what is available
+  // now shows what other servers sharing this memory took meanwhile (two in
+  // one 256 MiB cgroup each counted the other's part, and one was killed).
+  if (now.bytes != 0 && bytes > now.bytes)
+    return "this server has no memory for worker " + std::to_string(worker) + ": it needs " + size_text(bytes) +
+           " (its inboxes and copies of the range), but " + size_text(now.bytes) + " is available now (" + now.bound +
+           "; other processes, another server among them, hold the rest). Spread the table over more servers "
+           "(--servers) on more machines, or run fewer workers";
+  if (available_.bytes == 0) return {};
   const uint64_t others = promised_ - by_worker_[worker];
   if (fixed_ + others + bytes <= available_.bytes) return {};
   uint32_t holding = 0;

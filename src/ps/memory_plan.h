@@ -49,10 +49,14 @@ class MemoryBudget {
   /// `fixed`: the parameters, state and snapshot; `available` when they were not yet made.
   MemoryBudget(uint64_t fixed, transport::AvailableMemory available, uint32_t workers);
   /// Why worker `worker`, needing `bytes`, does not fit beside what the
-  /// others were promised; "" where it does, or where memory is unknown.
-  std::string refusal(uint32_t worker, uint64_t bytes) const;
-  /// Records what `worker` holds now (a rejoining id's new memory replaces its old).
+  /// others were promised, or in what is available `now` (other servers of
+  /// the machine or cgroup took their part since); "" where it does, or
+  /// where memory is unknown.
+  std::string refusal(uint32_t worker, uint64_t bytes, const transport::AvailableMemory& now) const;
+  /// Records what `worker` holds now (a rejoining id's new memory replaces
+  /// its old; 0: it left, or never reached a lane).
   void promise(uint32_t worker, uint64_t bytes);
+  bool holds(uint32_t worker) const { return worker < by_worker_.size() && by_worker_[worker] != 0; }
 
  private:
   uint64_t fixed_ = 0, promised_ = 0;

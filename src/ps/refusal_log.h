@@ -17,6 +17,9 @@ class RefusalLog {
       : who_(std::move(who)), what_(std::move(what)) {}
   /// Writes "who: line" as a warning, or counts it past 10 this second.
   void warn(const std::string& line);
+  /// Says how many went uncounted once their second is over: called on a
+  /// tick, so that a burst that stopped is still said (it waited for the next line, which may never come).
+  void flush();
 
  private:
   std::string who_;

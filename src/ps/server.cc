@@ -213,6 +213,7 @@ void ServerImpl::run() {
       }
     }
     free_later_.free_all();  // the lanes' dropped copies, unmapped here rather than on a lane
+    refusals_.flush();
     const auto now = Clock::now();
     closing_.sweep();
     report(now);

@@ -51,7 +51,9 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
       // the last of its servers was counted lost by those that admitted it.
       if (admission_.has_table()) {
         std::vector<bool> needs_copy;
-        if (std::string why = memory_budget_.refusal(hello.worker, worker_memory(*ep, hello, &needs_copy));
+        release_departed_budgets();
+        if (std::string why = memory_budget_.refusal(hello.worker, worker_memory(*ep, hello, &needs_copy),
+                                                     transport::available_memory());
             !why.empty())
           return refuse(why, kRefusedForNow);
       }
@@ -114,6 +116,18 @@ uint64_t ServerImpl::worker_memory(const transport::Endpoint& ep, const Hello& h
   for (size_t l = 0; l < lanes_.size(); ++l)
     if (((*needs_copy)[l] = lanes_[l]->needs_copy(use_am, emulated))) bytes += lanes_[l]->copy_bytes();
   return bytes;
+}
+
+// A worker that left, was lost, or never reached a lane holds none of this
+// server's memory any more (its lanes let it go): its part of the budget
+// refused workers while the memory was free.
+void ServerImpl::release_departed_budgets() {
+  const auto now = Clock::now();
+  for (uint32_t w = 0; w < options_.workers; ++w) {
+    if (!memory_budget_.holds(w) || (admitted_at_[w] && now - *admitted_at_[w] < kReachWindow)) continue;
+    if (std::none_of(lanes_.begin(), lanes_.end(), [&](const auto& lane) { return lane->live_or_admitting(w); }))
+      memory_budget_.promise(w, 0);
+  }
 }
 
 void ServerImpl::refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code) {
@@ -195,7 +209,9 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     // lanes, and on as many cores as they had.
     std::vector<bool> needs_copy;
     const uint64_t bytes = worker_memory(ep, hello, &needs_copy);
-    if (std::string why = memory_budget_.refusal(hello.worker, bytes); !why.empty()) throw Error(Errc::kNoMemory, why);
+    release_departed_budgets();
+    if (std::string why = memory_budget_.refusal(hello.worker, bytes, transport::available_memory()); !why.empty())
+      throw Error(Errc::kNoMemory, why);
     try {
       for (size_t l = 0; l < lanes_.size(); ++l)
         if (needs_copy[l]) copies[l] = HostPages(lanes_[l]->copy_bytes());

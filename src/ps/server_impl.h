@@ -86,6 +86,8 @@ class ServerImpl {
   static bool uses_am(const transport::Endpoint& ep, const Hello& hello);
   /// What admitting that worker takes (its inboxes and copies), and on which lanes it has a copy.
   uint64_t worker_memory(const transport::Endpoint& ep, const Hello& hello, std::vector<bool>* needs_copy) const;
+  /// Takes out of the memory budget the workers no lane holds any more.
+  void release_departed_budgets();
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
   void admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome);
   /// Splits this server's shards into lanes and starts them (restored from

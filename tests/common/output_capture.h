@@ -29,6 +29,14 @@ class OutputCapture {
   OutputCapture(const OutputCapture&) = delete;
   OutputCapture& operator=(const OutputCapture&) = delete;
 
+  /// What was written so far, still catching.
+  std::string text() const {
+    if (file_ < 0) return text_;
+    std::fflush(stdout);
+    std::fflush(stderr);
+    std::ifstream in(path_);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
   /// Stops catching; returns what was written meanwhile.
   std::string end() {
     if (file_ < 0) return text_;

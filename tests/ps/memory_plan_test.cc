@@ -120,19 +120,33 @@ TEST(MemoryPlan, AnInboxIsCountedInWholeHugePagesWhereUcxMayUseThem) {
 TEST(MemoryBudget, AWorkerPastTheMemoryIsRefusedNamingWhatEachPartTakes) {
   ps::MemoryBudget budget(uint64_t{100} << 20, {uint64_t{250} << 20, "the limit of memory cgroup /job"}, 64);
   const uint64_t each = uint64_t{7} << 20;
+  const transport::AvailableMemory plenty{uint64_t{1} << 40, "MemAvailable"};
   uint32_t admitted = 0;
-  for (; admitted < 64 && budget.refusal(admitted, each).empty(); ++admitted) budget.promise(admitted, each);
+  for (; admitted < 64 && budget.refusal(admitted, each, plenty).empty(); ++admitted) budget.promise(admitted, each);
   EXPECT_EQ(admitted, 21u);  // (250 - 100) / 7
-  const std::string why = budget.refusal(admitted, each);
+  const std::string why = budget.refusal(admitted, each, plenty);
   for (const char* part : {"no memory for worker 21", "it needs 7.3 MB", "104.9 MB for the parameters",
                            "154.1 MB for the 21 workers admitted", "262.1 MB available when the server started",
                            "(the limit of memory cgroup /job)", "--servers"})
     EXPECT_NE(why.find(part), std::string::npos) << part << " missing from: " << why;
-  EXPECT_EQ(budget.refusal(3, each), "") << "a rejoining id takes the place of its own memory";
-  budget.promise(3, 0);
-  EXPECT_EQ(budget.refusal(admitted, each), "") << "a worker's memory freed makes room";
+  EXPECT_EQ(budget.refusal(3, each, plenty), "") << "a rejoining id takes the place of its own memory";
+  EXPECT_TRUE(budget.holds(3));
+  budget.promise(3, 0);  // it left
+  EXPECT_FALSE(budget.holds(3));
+  EXPECT_EQ(budget.refusal(admitted, each, plenty), "") << "a worker's memory freed makes room";
   ps::MemoryBudget unknown(uint64_t{1} << 40, {}, 4);
-  EXPECT_EQ(unknown.refusal(0, uint64_t{1} << 40), "");
+  EXPECT_EQ(unknown.refusal(0, uint64_t{1} << 40, {}), "");
+}
+
+// Servers sharing memory (one cgroup, one machine) each budgeted against all
+// of it, and the kernel killed one: what is available now counts too.
+TEST(MemoryBudget, AWorkerIsRefusedWhereWhatIsAvailableNowIsShort) {
+  ps::MemoryBudget budget(uint64_t{100} << 20, {uint64_t{250} << 20, "MemAvailable"}, 8);
+  const std::string why = budget.refusal(0, uint64_t{7} << 20, {uint64_t{5} << 20, "MemAvailable"});
+  for (const char* part : {"no memory for worker 0", "it needs 7.3 MB", "but 5.2 MB is available now (MemAvailable",
+                           "another server among them"})
+    EXPECT_NE(why.find(part), std::string::npos) << part << " missing from: " << why;
+  EXPECT_EQ(budget.refusal(0, uint64_t{7} << 20, {uint64_t{8} << 20, "MemAvailable"}), "");
 }
 
 }  // namespace

@@ -536,6 +536,31 @@ sys.exit(3)
         self.assertEqual(p.stdout, b"[0] result\n[0] no end\n")
         self.assertEqual(p.stderr, b"[0] warning\n\r[0] step 0\r[0] step 1\n")
 
+    def test_a_long_line_without_an_end_comes_through_whole(self):
+        # The line-end pattern was tried at every byte of the unfinished line on each read: 33 s for 100 kB,
+        # and the rank blocked on its full pipe meanwhile.
+        code = "import sys; sys.stdout.write('x' * 1000000); sys.stdout.flush(); sys.stdout.write('\\ndone\\n')"
+        p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "1", "--no-python", sys.executable, "-c",
+                            code], capture_output=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.replace(b"x", b""), b"[0] \n[0] done\n")
+        self.assertEqual(p.stdout.count(b"x"), 1000000)
+
+    def test_a_subreapers_stop_waits_for_no_zombie(self):
+        # As a container's PID 1 or a subreaper, the launcher inherits what its ranks left: unreaped, those
+        # zombies kept the ranks' groups alive, and every launch ended 10 s late.
+        if not sys.platform.startswith("linux"):
+            self.skipTest("PR_SET_CHILD_SUBREAPER is Linux's")
+        code = ("import ctypes, os, sys\n"
+                "if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0: sys.exit(3)\n"
+                "os.execv(sys.executable, [sys.executable, '-m', 'rdmaps.launch', '-n', '2', '--no-python', 'sh', "
+                "'-c', 'sleep 0.2 & echo started'])")
+        start = time.monotonic()
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.count("started"), 2, p.stdout)
+        self.assertLess(time.monotonic() - start, 8, "the launch waited out the 10 s for its zombies")
+
     def test_user_signals_reach_the_ranks_and_the_job_goes_on(self):
         # Slurm's --signal=USR1@T reaches the launcher: it ended it (status 138), and the ranks never heard.
         with tempfile.TemporaryDirectory() as d:

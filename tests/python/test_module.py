@@ -585,31 +585,48 @@ class ConfigurationTest(unittest.TestCase):
             self.skipTest(f"cannot make a memory cgroup here (needs root and a writable cgroup mount): {e}")
         return group, limit
 
-    def server_in_memory_cgroup(self, bytes_, workers):
-        """A DC-ASGD-a rdmaps.Server for `workers` in a memory cgroup of `bytes_`: the cgroup, the process, its address."""
+    def servers_in_memory_cgroup(self, bytes_, workers, servers=1):
+        """DC-ASGD-a rdmaps.Servers of one job for `workers`, in one memory cgroup of `bytes_`: the cgroup, the
+        processes, their addresses."""
         group, _ = self.memory_cgroup(bytes_)
         code = ("import os, sys, rdmaps\n"
                 "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
-                "s = rdmaps.Server('127.0.0.1:0', workers=int(sys.argv[3]), transport=sys.argv[2], rule='dc-asgd-a',\n"
-                "                  log_connections=False)\n"
+                "s = rdmaps.Server('127.0.0.1:0', index=int(sys.argv[4]), servers=int(sys.argv[5]),\n"
+                "                  workers=int(sys.argv[3]), transport=sys.argv[2], rule='dc-asgd-a', log_connections=False)\n"
                 "print(s.address, flush=True)\n"
                 "s.serve()\n")
-        p = subprocess.Popen([sys.executable, "-c", code, os.path.join(group, "cgroup.procs"), TRANSPORT,
-                              str(workers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        address = p.stdout.readline().strip()
-        if not re.fullmatch(r"127\.0\.0\.1:\d+", address):
-            p.kill()
-            p.communicate()
+        ps = [subprocess.Popen([sys.executable, "-c", code, os.path.join(group, "cgroup.procs"), TRANSPORT,
+                                str(workers), str(i), str(servers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for i in range(servers)]
+        addresses = [p.stdout.readline().strip() for p in ps]
+        if not all(re.fullmatch(r"127\.0\.0\.1:\d+", a) for a in addresses):
+            for p in ps:
+                p.kill()
+                p.communicate()
             os.rmdir(group)
-            self.fail(f"the server did not start: {address!r}")
-        return group, p, address
+            self.fail(f"the servers did not start: {addresses!r}")
+        return group, ps, addresses
+
+    def connect_each(self, addresses, workers, floats):
+        """Workers 0..workers-1 of `floats` each: those admitted, and the refusals of the others (id, message)."""
+        admitted, refused = [], []
+        for i in range(workers):
+            worker = rdmaps.Worker(addresses, i, transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
+            worker.declare("w", floats)
+            try:
+                worker.connect()
+                admitted.append(worker)
+            except rdmaps.Error as e:
+                refused.append((i, str(e)))
+                worker.close()
+        return admitted, refused
 
     def test_a_server_with_memory_for_no_worker_refuses_the_first_at_once(self):
         # A server in a 256 MiB memory cgroup (as Slurm's ConstrainRAMSpace or a
         # container sets) asked for a 160 MB range under DC-ASGD-a (parameters,
         # mean square and the worker's backup: 480 MB): the worker hears why
         # before anything is allocated, not a server the kernel killed mid-run.
-        group, p, address = self.server_in_memory_cgroup(256 << 20, workers=1)
+        group, (p,), (address,) = self.servers_in_memory_cgroup(256 << 20, workers=1)
         try:
             worker = rdmaps.Worker(address, 0, transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
             worker.declare("w", 40 << 20)
@@ -629,34 +646,70 @@ class ConfigurationTest(unittest.TestCase):
     def test_workers_past_a_servers_memory_are_refused_and_it_serves_on(self):
         # The same cgroup, a 40 MB range under DC-ASGD-a (80 MB for parameters and mean square, 40 MB more per
         # worker): room for a few. The server warned and admitted them all, and the kernel killed it as their
-        # copies were faulted in; the workers heard only "closed the connection".
-        group, p, address = self.server_in_memory_cgroup(256 << 20, workers=8)
-        workers, refusals = [], []
+        # copies were faulted in; the workers heard only "closed the connection". The memory of those that
+        # leave is theirs no more: a refused one is admitted then (it stayed counted, and was refused).
+        group, (p,), (address,) = self.servers_in_memory_cgroup(256 << 20, workers=8)
+        workers = []
         try:
-            for i in range(8):
-                worker = rdmaps.Worker(address, i, transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
-                worker.declare("w", 10 << 20)
-                try:
-                    worker.connect()
-                    workers.append(worker)
-                except rdmaps.Error as e:
-                    refusals.append(str(e))
-                    worker.close()
-            self.assertGreaterEqual(len(workers), 1, refusals[:1])
-            self.assertGreaterEqual(len(refusals), 1, "eight workers of 40 MB each fitted in 256 MB")
-            self.assertRegex(refusals[0], r"this server has no memory for worker \d+: it needs .* of the .* available "
-                                          r"when the server started \(the limit of memory cgroup .*\)")
+            workers, refused = self.connect_each(address, 8, 10 << 20)
+            self.assertGreaterEqual(len(workers), 1, refused[:1])
+            self.assertGreaterEqual(len(refused), 1, "eight workers of 40 MB each fitted in 256 MB")
+            self.assertRegex(refused[0][1], r"this server has no memory for worker \d+: it needs .* (of the .* "
+                                            r"available when the server started|is available now) \(the limit of "
+                                            r"memory cgroup .*\)")
             values = np.ones(10 << 20, dtype=np.float32)
             workers[0].init("w", values)
             for w in workers:
                 w.push("w", values)
                 w.pull("w", values)
             self.assertIsNone(p.poll(), "the server died instead of refusing")
+            for w in workers:
+                w.close()
+            workers = []
+            late = rdmaps.Worker(address, refused[0][0], transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
+            late.declare("w", 10 << 20)
+            deadline = time.monotonic() + 30
+            while True:  # the server sees them leave, and admissions of the last 5 s stay counted
+                try:
+                    late.connect()
+                    break
+                except rdmaps.Error as e:
+                    if time.monotonic() > deadline:
+                        self.fail(f"worker {refused[0][0]} was still refused once the others left: {e}")
+                    late.close()
+                    late = rdmaps.Worker(address, refused[0][0], transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
+                    late.declare("w", 10 << 20)
+                    time.sleep(0.5)
+            late.close()
         finally:
             for w in workers:
                 w.close()
             p.kill()
             p.communicate()
+            os.rmdir(group)
+
+    def test_servers_sharing_memory_each_refuse_what_it_has_not(self):
+        # Two servers of a job in one cgroup each budgeted against all of it, and the kernel killed one at the
+        # sixth worker: what is available as each worker comes counts too.
+        group, ps, addresses = self.servers_in_memory_cgroup(256 << 20, workers=16, servers=2)
+        workers = []
+        try:
+            workers, refused = self.connect_each(addresses, 16, 4 << 20)
+            self.assertGreaterEqual(len(workers), 1, refused[:1])
+            self.assertGreaterEqual(len(refused), 1, "sixteen workers fitted two servers in 256 MB")
+            self.assertTrue(any("available now (the limit of memory cgroup" in why for _, why in refused), refused)
+            values = np.ones(4 << 20, dtype=np.float32)
+            workers[0].init("w", values)
+            for w in workers:
+                w.push("w", values)
+                w.pull("w", values)
+            self.assertEqual([p.poll() for p in ps], [None, None], "a server died instead of refusing")
+        finally:
+            for w in workers:
+                w.close()
+            for p in ps:
+                p.kill()
+                p.communicate()
             os.rmdir(group)
 
     def test_ctrl_c_stops_a_serving_server(self):
