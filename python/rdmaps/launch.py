@@ -176,7 +176,8 @@ def _how(returncode):
 
 def launch(nproc, command, master_port=None, env=None, prefix=True):
     """Runs `command` (a list) nproc times; returns the exit status: 0, the first failure's (its status, or
-    128+N for signal N), 126/127 when the command cannot be started, 130/143 after SIGINT/SIGTERM."""
+    128+N for signal N), 126/127 when the command cannot be started, 128+N after a stopping signal N (130 SIGINT,
+    143 SIGTERM, 129 SIGHUP, 131 SIGQUIT)."""
     if nproc < 1:
         raise ValueError("--nproc must be at least 1")
     base = {k: v for k, v in (os.environ if env is None else env).items()
@@ -195,9 +196,9 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
     if not base.get("RDMAPS_SECRET") and not base.get("RDMAPS_SECRET_FILE"):
         # Every connection of the job proves this secret (docs/security.md); it lives only in their environment.
         base["RDMAPS_SECRET"] = secrets.token_hex(32)
-    # A SIGTERM would end this process and leave the others running: pass it on
-    # (only the main thread may set a handler; elsewhere the caller decides).
-    # SIGHUP too: the ranks, in sessions of their own, do not get the terminal's hang-up.
+    # A SIGTERM, SIGHUP or SIGQUIT would end this process and leave the others running: pass it on (only
+    # the main thread may set a handler; elsewhere the caller decides); the ranks, in sessions of their
+    # own, get neither the terminal's hang-up nor its Ctrl-Z (SIGTSTP) otherwise.
     # One the caller ignores stays ignored: under nohup a hang-up stopped every rank at logout.
     procs = []
     handlers = dict.fromkeys(STOPPING_SIGNALS, _raise_terminated)
@@ -256,8 +257,8 @@ def _group_alive(p):
 
 def _stop(procs, sig):
     """Sends `sig` to the processes still running and what they started; kills what is not gone within 10 s
-    (a shell that ended at once on SIGTERM left its child no time to save a checkpoint). A second Ctrl-C or
-    SIGTERM meanwhile kills them at once (it escaped here, and left them running)."""
+    (a shell that ended at once on SIGTERM left its child no time to save a checkpoint). A second stopping
+    signal meanwhile kills them at once (it escaped here, and left them running)."""
     while True:
         try:
             for p in procs:

@@ -77,7 +77,8 @@ constexpr uint16_t kDefaultMasterPort = 29500;
 /// Error(kInvalidArgument) naming the variable at fault: a half pair, a rank
 /// not below the size, no rank left for a worker, a PMIX_RANK that disagrees
 /// with the rank of the same job, an RDMAPS_SERVERS entry that is not a
-/// server's host:port (empty, port 0, a duplicate, ...), no rendezvous address.
+/// server's host:port (empty, port 0, a duplicate, ...), no rendezvous address,
+/// a `num_servers` above kMaxServers.
 std::optional<Placement> detect(const Environment& env, uint32_t num_servers = 0);
 
 /// Whether a launcher started this process as one of several: the first

@@ -73,15 +73,17 @@ void MemoryBudget::promise(uint32_t worker, uint64_t bytes) {
 
 namespace {
 
-// "(1.1 GB for the parameters and their state, ..., 9.4 MB per worker; dc-asgd-a keeps ...)"
-std::string breakdown(const MemoryPlan& plan, UpdateRule rule) {
+// "(1.1 GB for the parameters and their state, ..., 9.4 MB per worker; dc-asgd-a keeps ...)": with
+// `per_worker` a worker's part (the plan's, or the least one takes, without a copy it may not have).
+std::string breakdown(const MemoryPlan& plan, uint64_t per_worker, UpdateRule rule) {
   std::string why;
-  if (plan.copies)
+  if (plan.copies && per_worker == plan.per_worker)
     why = std::string("; ") + (math::needs_backup(rule) ? std::string(rule_name(rule)) : "the write-back path") +
-          " keeps a copy of this server's range for every worker";
+          " keeps a copy of this server's range for every worker" +
+          (plan.per_worker_least < plan.per_worker ? " that comes over tcp or asks for one" : "");
   return "(" + (plan.shared ? size_text(plan.shared) + " for the parameters and their state, " : "") +
          (plan.checkpoint ? size_text(plan.checkpoint) + " for the snapshot checkpoints are written from, " : "") +
-         size_text(plan.per_worker) + " per worker" + why + ")";
+         size_text(per_worker) + " per worker" + why + ")";
 }
 
 }  // namespace
@@ -93,8 +95,8 @@ std::optional<std::string> memory_warning(const MemoryPlan& plan, uint64_t worke
   if (available == 0 || need <= available) return std::nullopt;
   const uint64_t fit = available > plan.fixed() && plan.per_worker ? (available - plan.fixed()) / plan.per_worker : 0;
   return std::to_string(workers) + " workers need about " + size_text(need) + " of memory on this server " +
-         breakdown(plan, rule) + ", but " + size_text(available) + " is available (" + memory.bound + "): past about " +
-         std::to_string(fit) +
+         breakdown(plan, plan.per_worker, rule) + ", but " + size_text(available) + " is available (" + memory.bound +
+         "): past about " + std::to_string(fit) +
          " workers the next are refused, for now (admitted, the kernel would kill this server mid-run). Spread the "
          "table over more servers (--servers), or run fewer workers";
 }
@@ -105,9 +107,9 @@ std::optional<std::string> memory_refusal(const MemoryPlan& plan, const transpor
   // no reason to refuse a server (SGD over RDMA makes none).
   const uint64_t need = plan.fixed() + plan.per_worker_least;
   if (memory.bytes == 0 || need <= memory.bytes) return std::nullopt;
-  return "this server's range and one worker need about " + size_text(need) + " of memory " + breakdown(plan, rule) +
-         ", but " + size_text(memory.bytes) + " is available (" + memory.bound +
-         "): not one worker fits. Spread the table over more servers (--servers)";
+  return "this server's range and one worker need about " + size_text(need) + " of memory " +
+         breakdown(plan, plan.per_worker_least, rule) + ", but " + size_text(memory.bytes) + " is available (" +
+         memory.bound + "): not one worker fits. Spread the table over more servers (--servers)";
 }
 
 }  // namespace rdmaps::ps

@@ -14,6 +14,7 @@ PendingPeers::PendingPeers(std::string who, std::chrono::milliseconds timeout, s
     : log_(std::move(who)), timeout_(timeout), max_message_(max_message) {}
 
 bool PendingPeers::poll(transport::Listener& listener, const OnMessage& on_message) {
+  log_.flush();
   bool any = false;
   // A bounded number of tries a round: each failed one (a handshake dropped,
   // room made in a full listener) is tried again at once, and a flood of

@@ -425,11 +425,11 @@ TEST_P(PsSecurityTest, AFloodOfRefusedHellosIsLoggedInTenLinesASecond) {
   for (int i = 0; i < 30; ++i) refused();
   const auto seconds = std::chrono::ceil<std::chrono::seconds>(Clock::now() - start).count();
   std::this_thread::sleep_for(1100ms);
-  refused();  // the count of the second before comes with the next line
+  refused();  // the count of the second before was said once it was over
   const std::string said = log.end();
   size_t lines = 0, counted = 0;
   for (size_t at = 0; (at = said.find("rdmaps-server: refused ", at)) != std::string::npos; ++at) ++lines;
-  const std::string more = " more connections refused or closed in the last second";
+  const std::string more = " more connections refused or closed within that second";
   for (size_t at = 0; (at = said.find(more, at)) != std::string::npos; ++at)
     counted += std::stoul(said.substr(said.rfind(' ', at - 1) + 1));
   EXPECT_LE(lines, 10u * static_cast<size_t>(seconds) + 1) << "in " << seconds << " s:\n" << said;
