@@ -39,16 +39,23 @@ uint64_t inbox_bytes(const Config& config) {
 }
 
 MemoryBudget::MemoryBudget(uint64_t fixed, transport::AvailableMemory available, uint32_t workers)
-    : fixed_(fixed), available_(std::move(available)), by_worker_(workers, 0) {}
+    : fixed_(fixed), available_(std::move(available)), by_worker_(workers, 0), untouched_(workers, 0) {}
 
 std::string MemoryBudget::refusal(uint32_t worker, uint64_t bytes, const transport::AvailableMemory& now) const {
   if (worker >= by_worker_.size()) return {};
-  // Its copies are made and faulted in as it is admitted: what is available
-  // now shows what other servers sharing this memory took meanwhile (two in
-  // one 256 MiB cgroup each counted the other's part, and one was killed).
-  if (now.bytes != 0 && bytes > now.bytes)
+  // Copies are faulted in as a worker is admitted, its inboxes as it first
+  // pushes: what is available now, less the inboxes of those that have not
+  // pushed yet, shows what other servers sharing this memory took meanwhile
+  // (two in one 256 MiB cgroup each counted the other's part, and one was
+  // killed; on a loaded machine, as the inboxes of workers admitted before
+  // were written).
+  // And room for what UCX itself takes per connection (its endpoints' buffers).
+  constexpr uint64_t kHeadroom = uint64_t{4} << 20;
+  const uint64_t pending = untouched_total_ - untouched_[worker];
+  if (now.bytes != 0 && bytes + pending + kHeadroom > now.bytes)
     return "this server has no memory for worker " + std::to_string(worker) + ": it needs " + size_text(bytes) +
            " (its inboxes and copies of the range), but " + size_text(now.bytes) + " is available now (" + now.bound +
+           (pending ? ", less " + size_text(pending) + " the inboxes of workers admitted will take as they push" : "") +
            "; other processes, another server among them, hold the rest). Spread the table over more servers "
            "(--servers) on more machines, or run fewer workers";
   if (available_.bytes == 0) return {};
@@ -65,10 +72,18 @@ std::string MemoryBudget::refusal(uint32_t worker, uint64_t bytes, const transpo
          "run fewer workers";
 }
 
-void MemoryBudget::promise(uint32_t worker, uint64_t bytes) {
+void MemoryBudget::promise(uint32_t worker, uint64_t bytes, uint64_t untouched) {
   if (worker >= by_worker_.size()) return;
   promised_ = promised_ - by_worker_[worker] + bytes;
   by_worker_[worker] = bytes;
+  untouched_total_ = untouched_total_ - untouched_[worker] + untouched;
+  untouched_[worker] = untouched;
+}
+
+void MemoryBudget::touched(uint32_t worker) {
+  if (worker >= untouched_.size()) return;
+  untouched_total_ -= untouched_[worker];
+  untouched_[worker] = 0;
 }
 
 namespace {

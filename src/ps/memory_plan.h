@@ -49,19 +49,23 @@ class MemoryBudget {
   /// `fixed`: the parameters, state and snapshot; `available` when they were not yet made.
   MemoryBudget(uint64_t fixed, transport::AvailableMemory available, uint32_t workers);
   /// Why worker `worker`, needing `bytes`, does not fit beside what the
-  /// others were promised, or in what is available `now` (other servers of
-  /// the machine or cgroup took their part since); "" where it does, or
-  /// where memory is unknown.
+  /// others were promised, or in what is available `now` less what admitted
+  /// workers will still touch (other servers of the machine or cgroup take
+  /// their part meanwhile); "" where it does, or where memory is unknown.
   std::string refusal(uint32_t worker, uint64_t bytes, const transport::AvailableMemory& now) const;
-  /// Records what `worker` holds now (a rejoining id's new memory replaces
-  /// its old; 0: it left, or never reached a lane).
-  void promise(uint32_t worker, uint64_t bytes);
+  /// Records what `worker` holds now, `untouched` of it not yet written
+  /// (its inboxes, until it pushes); a rejoining id's new memory replaces
+  /// its old; 0: it left, or never reached a lane.
+  void promise(uint32_t worker, uint64_t bytes, uint64_t untouched = 0);
+  /// `worker` wrote its memory (it pushed): what is available shows it now.
+  void touched(uint32_t worker);
   bool holds(uint32_t worker) const { return worker < by_worker_.size() && by_worker_[worker] != 0; }
+  bool untouched(uint32_t worker) const { return worker < untouched_.size() && untouched_[worker] != 0; }
 
  private:
-  uint64_t fixed_ = 0, promised_ = 0;
+  uint64_t fixed_ = 0, promised_ = 0, untouched_total_ = 0;
   transport::AvailableMemory available_;
-  std::vector<uint64_t> by_worker_;
+  std::vector<uint64_t> by_worker_, untouched_;
 };
 
 /// What to tell the user when `workers` workers need more than is available

@@ -125,6 +125,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   if (auto refusal = memory_refusal(memory, available, config.rule)) throw Error(Errc::kNoMemory, *refusal);
   planned_copies_ = memory.copies;
   memory_budget_ = MemoryBudget(memory.fixed(), available, options_.workers);
+  taken_at_admission_.assign(options_.workers, 0);
   if (auto warning = memory_warning(memory, options_.workers, available, config.rule))
     logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   std::vector<std::unique_ptr<ServerLane>> made;

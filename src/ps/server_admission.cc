@@ -124,10 +124,17 @@ uint64_t ServerImpl::worker_memory(const transport::Endpoint& ep, const Hello& h
 void ServerImpl::release_departed_budgets() {
   const auto now = Clock::now();
   for (uint32_t w = 0; w < options_.workers; ++w) {
+    if (memory_budget_.untouched(w) && pushes_taken(w) > taken_at_admission_[w]) memory_budget_.touched(w);
     if (!memory_budget_.holds(w) || (admitted_at_[w] && now - *admitted_at_[w] < kReachWindow)) continue;
     if (std::none_of(lanes_.begin(), lanes_.end(), [&](const auto& lane) { return lane->live_or_admitting(w); }))
       memory_budget_.promise(w, 0);
   }
+}
+
+uint64_t ServerImpl::pushes_taken(uint32_t worker) const {
+  uint64_t taken = 0;
+  for (const auto& lane : lanes_) taken += lane->counters().taken[worker].load(std::memory_order_relaxed);
+  return taken;
 }
 
 void ServerImpl::refuse_peer(std::unique_ptr<transport::Endpoint> ep, const std::string& why, uint32_t code) {
@@ -228,7 +235,8 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     } catch (const Error& e) {
       throw Error(e.code(), std::string("server has no memory for this worker's copy of its range: ") + e.what());
     }
-    memory_budget_.promise(hello.worker, bytes);
+    memory_budget_.promise(hello.worker, bytes, lanes_.size() * inbox_bytes(admission_.config()));
+    taken_at_admission_[hello.worker] = pushes_taken(hello.worker);
   } catch (...) {
     ticket.token.store(earlier,
                        std::memory_order_seq_cst);  // refused: the earlier ticket stands (a reconnecting worker's)

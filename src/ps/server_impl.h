@@ -86,8 +86,11 @@ class ServerImpl {
   static bool uses_am(const transport::Endpoint& ep, const Hello& hello);
   /// What admitting that worker takes (its inboxes and copies), and on which lanes it has a copy.
   uint64_t worker_memory(const transport::Endpoint& ep, const Hello& hello, std::vector<bool>* needs_copy) const;
-  /// Takes out of the memory budget the workers no lane holds any more.
+  /// Takes out of the memory budget the workers no lane holds any more, and
+  /// counts as written the inboxes of those that pushed since admitted.
   void release_departed_budgets();
+  /// Pushes (pieces) of `worker` the lanes took, every connection of its id.
+  uint64_t pushes_taken(uint32_t worker) const;
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
   void admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome);
   /// Splits this server's shards into lanes and starts them (restored from
@@ -127,6 +130,7 @@ class ServerImpl {
   uint64_t instance_ = 0;        // random: this server process, as its workers know it
   bool planned_copies_ = false;  // the memory plan counted a copy of the range per worker
   MemoryBudget memory_budget_;   // what the workers were promised, against what the server had
+  std::vector<uint64_t> taken_at_admission_;      // by worker: pushes_taken() as it was last admitted
   std::atomic<bool> said_unplanned_copy_{false};  // by this thread or a lane: once per server
   ClosingEndpoints closing_;                      // control connections, closed once the worker closed its side
   struct Held {
