@@ -355,16 +355,25 @@ sys.exit(3)
             self.assertIn(said, p.stderr)
             self.assertNotIn("Traceback", p.stderr)
 
-    def launch_two_sleepers(self, d):
-        """A launcher of two ranks that write their pids into `d` and sleep; returns it and the pids."""
-        code = f"import os, time\nopen(os.path.join({d!r}, os.environ['RANK']), 'w').write(str(os.getpid()))\n" \
-               "time.sleep(60)"
+    def launch_two(self, d, code):
+        """A launcher of two ranks running `code`, each of which writes a file named by its rank into `d` once it
+        is ready (its handlers set); returns it once both did (and a moment more, for their last words)."""
         launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
                                      "--no-python", sys.executable, "-c", code])
         deadline = time.monotonic() + 30
-        while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
+        while not {"0", "1"} <= set(os.listdir(d)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.2)  # both pids written in full
+        time.sleep(0.2)
+        if not {"0", "1"} <= set(os.listdir(d)):
+            launcher.kill()
+            launcher.wait()
+            self.fail("the processes did not start")
+        return launcher
+
+    def launch_two_sleepers(self, d):
+        """A launcher of two ranks that write their pids into `d` and sleep; returns it and the pids."""
+        launcher = self.launch_two(d, f"import os, time\nopen(os.path.join({d!r}, os.environ['RANK']), 'w')"
+                                      f".write(str(os.getpid()))\ntime.sleep(60)")
         pids = []
         for name in os.listdir(d):
             with open(os.path.join(d, name)) as f:
@@ -383,13 +392,8 @@ sys.exit(3)
                         f"    sys.exit(0)\n"
                         f"for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT): signal.signal(s, got)\n"
                         f"open(os.path.join({d!r}, rank), 'w').close()\ntime.sleep(60)")
-                launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
-                                             "--no-python", sys.executable, "-c", code])
+                launcher = self.launch_two(d, code)
                 try:
-                    deadline = time.monotonic() + 30
-                    while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
-                        time.sleep(0.05)
-                    time.sleep(0.3)  # their handlers set
                     launcher.send_signal(sig)
                     self.assertEqual(launcher.wait(timeout=20), 128 + sig)
                     for rank in "01":
@@ -568,14 +572,8 @@ sys.exit(3)
                     f"signal.signal(signal.SIGUSR1, lambda *a: open(os.path.join({d!r}, 'usr1-' + rank), 'w').close())\n"
                     f"open(os.path.join({d!r}, rank), 'w').close()\n"
                     f"while not os.path.exists(os.path.join({d!r}, 'usr1-' + rank)): time.sleep(0.05)\n")
-            launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
-                                         "--no-python", sys.executable, "-c", code])
+            launcher = self.launch_two(d, code)
             try:
-                deadline = time.monotonic() + 30
-                while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                self.assertEqual(len(os.listdir(d)), 2, "the processes did not start")
-                time.sleep(0.3)  # their handlers set
                 launcher.send_signal(signal.SIGUSR1)
                 self.assertEqual(launcher.wait(timeout=30), 0)
                 self.assertEqual(sorted(os.listdir(d)), ["0", "1", "usr1-0", "usr1-1"])
