@@ -51,10 +51,8 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
       // the last of its servers was counted lost by those that admitted it.
       if (admission_.has_table()) {
         std::vector<bool> needs_copy;
-        release_departed_budgets();
-        if (std::string why = memory_budget_.refusal(hello.worker, worker_memory(*ep, hello, &needs_copy),
-                                                     transport::available_memory());
-            !why.empty())
+        uint64_t bytes = 0;
+        if (std::string why = no_memory_for(*ep, hello, &bytes, &needs_copy); !why.empty())
           return refuse(why, kRefusedForNow);
       }
       welcome.accepted = kWouldAdmit;
@@ -106,16 +104,17 @@ bool ServerImpl::uses_am(const transport::Endpoint& ep, const Hello& hello) {
 // Puts to a worker's copy wait for its own progress (tcp; pulls put into its
 // own memory over shared memory, which --put-landing on asks for): a copy to
 // put from, where the lane would otherwise put from the parameters.
-uint64_t ServerImpl::worker_memory(const transport::Endpoint& ep, const Hello& hello,
-                                   std::vector<bool>* needs_copy) const {
+std::string ServerImpl::no_memory_for(const transport::Endpoint& ep, const Hello& hello, uint64_t* bytes,
+                                      std::vector<bool>* needs_copy) {
   const bool emulated =
       !ep.rma_native() || (admission_.config().put_landing == PutLanding::kOn && !ep.rma_to_registered());
   const bool use_am = uses_am(ep, hello);
   needs_copy->assign(lanes_.size(), false);
-  uint64_t bytes = lanes_.size() * inbox_bytes(admission_.config());
+  *bytes = lanes_.size() * inbox_bytes(admission_.config());
   for (size_t l = 0; l < lanes_.size(); ++l)
-    if (((*needs_copy)[l] = lanes_[l]->needs_copy(use_am, emulated))) bytes += lanes_[l]->copy_bytes();
-  return bytes;
+    if (((*needs_copy)[l] = lanes_[l]->needs_copy(use_am, emulated))) *bytes += lanes_[l]->copy_bytes();
+  release_departed_budgets();
+  return memory_budget_.refusal(hello.worker, *bytes, transport::available_memory());
 }
 
 // A worker that left, was lost, or never reached a lane holds none of this
@@ -215,9 +214,8 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     // thread serves no push; the worker waits for it as it waited for the
     // lanes, and on as many cores as they had.
     std::vector<bool> needs_copy;
-    const uint64_t bytes = worker_memory(ep, hello, &needs_copy);
-    release_departed_budgets();
-    if (std::string why = memory_budget_.refusal(hello.worker, bytes, transport::available_memory()); !why.empty())
+    uint64_t bytes = 0;
+    if (std::string why = no_memory_for(ep, hello, &bytes, &needs_copy); !why.empty())
       throw Error(Errc::kNoMemory, why);
     try {
       for (size_t l = 0; l < lanes_.size(); ++l)

@@ -84,8 +84,10 @@ class ServerImpl {
             uint32_t worker);
   /// Whether the worker of `hello`, connected by `ep`, pushes by active messages.
   static bool uses_am(const transport::Endpoint& ep, const Hello& hello);
-  /// What admitting that worker takes (its inboxes and copies), and on which lanes it has a copy.
-  uint64_t worker_memory(const transport::Endpoint& ep, const Hello& hello, std::vector<bool>* needs_copy) const;
+  /// Why this server has no memory for the worker of `hello` (MemoryBudget), or "";
+  /// `bytes`: what admitting it takes (its inboxes and copies), `needs_copy`: on which lanes it has a copy.
+  std::string no_memory_for(const transport::Endpoint& ep, const Hello& hello, uint64_t* bytes,
+                            std::vector<bool>* needs_copy);
   /// Takes out of the memory budget the workers no lane holds any more, and
   /// counts as written the inboxes of those that pushed since admitted.
   void release_departed_budgets();
