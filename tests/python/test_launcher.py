@@ -358,8 +358,15 @@ sys.exit(3)
     def launch_two(self, d, code):
         """A launcher of two ranks running `code`, each of which writes a file named by its rank into `d` once it
         is ready (its handlers set); returns it once both did (and a moment more, for their last words)."""
+        # As at a terminal: a launcher its caller started in the background, or under nohup, keeps the signals
+        # it found ignored (SIGHUP, SIGQUIT, SIGINT), as it should, and the tests of them waited in vain.
+        def as_at_a_terminal():
+            for s in (signal.SIGHUP, signal.SIGQUIT, signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2,
+                      signal.SIGTSTP):
+                signal.signal(s, signal.SIG_DFL)
+
         launcher = subprocess.Popen([sys.executable, "-m", "rdmaps.launch", "--nproc", "2", "--no-prefix",
-                                     "--no-python", sys.executable, "-c", code])
+                                     "--no-python", sys.executable, "-c", code], preexec_fn=as_at_a_terminal)
         deadline = time.monotonic() + 30
         while not {"0", "1"} <= set(os.listdir(d)) and time.monotonic() < deadline:
             time.sleep(0.05)
