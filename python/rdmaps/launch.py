@@ -340,22 +340,19 @@ def _exec_problem(command, env):
     return None
 
 
-def _start(command, env, prefix):
-    """Popen, or the exit status and the reason it could not start."""
-    if _pdeathsig_setpriv():
-        problem = _exec_problem(command, env)
-        if problem:
-            return None, (problem[0], f"cannot start {command[0]}: {problem[1]}")
+def _start(argv, program, env, prefix):
+    """Popen of `argv` (`program`, as _ending_with_launcher wraps it), or the exit status and the reason it
+    could not start."""
     try:
         # A session of its own: stopping a rank reaches what it started (a shell's children), and Ctrl-C
         # at a terminal reaches it once, through the launcher.
-        return subprocess.Popen(_ending_with_launcher(command, env), env=env, stdout=subprocess.PIPE if prefix else None,
+        return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE if prefix else None,
                                 stderr=subprocess.PIPE if prefix else None, start_new_session=True), None
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in an argument
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        if isinstance(e, FileNotFoundError) and os.sep not in command[0]:
+        if isinstance(e, FileNotFoundError) and os.sep not in program:
             reason += " (searched PATH)"
-        return None, (127 if isinstance(e, FileNotFoundError) else 126, f"cannot start {command[0]}: {reason}")
+        return None, (127 if isinstance(e, FileNotFoundError) else 126, f"cannot start {program}: {reason}")
 
 
 @contextlib.contextmanager
@@ -396,6 +393,12 @@ def _watch(proc, rank, exits):
 
 
 def _run(nproc, command, base, prefix, procs):
+    # Every rank runs the same program, found on the same PATH: looked at once.
+    problem = _exec_problem(command, base) if _pdeathsig_setpriv() else None
+    if problem:
+        _say(f"cannot start {command[0]}: {problem[1]}")
+        return problem[0]
+    argv = _ending_with_launcher(command, base)
     relays = []
     exits = queue.Queue()
     status = 0
@@ -403,7 +406,7 @@ def _run(nproc, command, base, prefix, procs):
         for rank in range(nproc):
             e = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
             with _signals_held():
-                p, failure = _start(command, e, prefix)
+                p, failure = _start(argv, command[0], e, prefix)
                 if p is not None:
                     procs.append(p)
                     threading.Thread(target=_watch, args=(p, rank, exits), daemon=True).start()

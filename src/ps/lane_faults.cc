@@ -1,10 +1,6 @@
 // A lane's fault handling: malformed messages, workers that leave, die or
 // stall, and the take-in of a closed worker's last messages.
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -19,27 +15,18 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kLeaveAckTimeout = 1s;  // how long a lane waits to send a Bye's acknowledgment
 constexpr auto kDiscardAfter = 5s;     // a departed worker's memory still held this long loses its pages
 
-namespace {
-// Pages of [p, p + bytes) go back to the kernel; the mapping stays, and a
-// late read (a send to the dead worker that UCX still drives) sees zeros.
-void discard_pages(void* p, size_t bytes) noexcept {
-  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-}  // namespace
-
 struct ServerLane::Departed {
   std::unique_ptr<WriteBackSender> writer;
   std::unique_ptr<WorkerCopy> copy;
   std::unique_ptr<InboxReader> inbox;
-  size_t copy_bytes = 0;
   std::string name;  // the worker's, for the log
   void discard(uint32_t lane) noexcept {
     size_t bytes = 0;
-    if (copy) discard_pages(copy->floats(), copy_bytes), bytes += copy_bytes;
-    if (inbox) discard_pages(inbox->region().data(), inbox->region().size()), bytes += inbox->region().size();
+    for (const transport::Region* r : {copy ? &copy->region() : nullptr, inbox ? &inbox->region() : nullptr}) {
+      if (!r) continue;
+      discard_pages(r->data(), r->size());
+      bytes += r->size();
+    }
     logf(LogLevel::kInfo, "rdmaps-server: lane %u gave back the %s of memory %s held, its sends never ending", lane,
          transport::size_text(bytes).c_str(), name.c_str());
   }
@@ -103,8 +90,8 @@ void ServerLane::release(Worker& w) {
   if (w.inbox) w.inbox->abandon_landings(in_flight);
   // Its inbox too until its endpoint closed: where puts are emulated (tcp)
   // this process writes the worker's pushes into it until then.
-  auto departed = std::make_shared<Departed>(
-      Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox), copy_bytes_, w.name});
+  auto departed =
+      std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox), w.name});
   if (departed->copy || departed->inbox) departed_.push_back({departed, Clock::now()});
   context_->retire(in_flight, departed);
   if (w.ep) {

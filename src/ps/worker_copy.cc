@@ -70,6 +70,13 @@ HostPages::HostPages(size_t bytes) {
   mapped_ = mapped;
 }
 
+void discard_pages(void* p, size_t bytes) noexcept {
+  const uintptr_t page = page_size();
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 void fault_in(std::span<HostPages> pages, unsigned threads) {
   struct Piece {
     char* p;

@@ -50,6 +50,10 @@ class HostPages {
 /// each faulting its own.
 void fault_in(std::span<HostPages> pages, unsigned threads);
 
+/// The inverse: the whole pages of [p, p + bytes) go back to the kernel; the
+/// mapping stays, and a late read (a send UCX still drives) sees zeros.
+void discard_pages(void* p, size_t bytes) noexcept;
+
 /// The copies the control thread made for one worker id's lanes, waiting
 /// there until the worker connects to each lane with the ticket they were
 /// made for. At most one per lane: a new ticket's replace an old one's.

@@ -28,6 +28,21 @@ size_t resident_pages(const HostPages& h) {
   return static_cast<size_t>(std::count_if(in_core.begin(), in_core.end(), [](unsigned char c) { return c & 1; }));
 }
 
+// The inverse of fault_in: the whole pages inside the span go, the mapping
+// stays and reads zeros (a send UCX still drives may read it).
+TEST(HostPages, DiscardedPagesGoBackAndReadZeros) {
+  std::vector<HostPages> pages;
+  pages.emplace_back(size_t{4} << 20);
+  fault_in(pages, 1);
+  auto* bytes = static_cast<unsigned char*>(pages[0].data());
+  std::fill(bytes, bytes + pages[0].size(), 0x5a);
+  ASSERT_EQ(resident_pages(pages[0]), pages[0].mapped() / page_size());
+  ps::discard_pages(bytes + 1, pages[0].size() - 1);  // the first page is only partly inside: it stays
+  EXPECT_EQ(resident_pages(pages[0]), 1u);
+  EXPECT_EQ(bytes[1], 0x5a);
+  EXPECT_EQ(bytes[pages[0].size() - 1], 0);
+}
+
 TEST(HostPages, AreZeroPageAlignedAndFaultedInOnlyByFaultIn) {
   std::vector<HostPages> pages;
   pages.emplace_back(size_t{40} << 20);  // more than one piece of fault_in()
