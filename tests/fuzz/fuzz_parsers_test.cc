@@ -1,14 +1,9 @@
 // Fuzzing of every parser that reads bytes from the network or a disk before
 // anything is trusted: the bootstrap handshake (messages and the server's
-// state machine), the set-up messages, region descriptors, inbox slot
-// headers, checkpoint files and the metrics endpoint's request heads.
-// A seeded mutation loop over the seed corpora in tests/fuzz/corpus: each
-// input must be accepted or refused with rdmaps::Error, never anything else
-// (a crash, std::bad_alloc, std::length_error); accepted inputs must satisfy
-// the parser's promise (a round trip, or the checked bounds).
-//
-//   RDMAPS_FUZZ_RUNS (200000 per target), RDMAPS_FUZZ_SEED, RDMAPS_FUZZ_CORPUS
-//   fuzz_tests --write-corpus DIR   regenerates the seeds
+// state machine), the set-up messages, region descriptors and packed keys,
+// inbox slot headers, checkpoint files and the metrics endpoint's request
+// heads (the harness: fuzz_harness.h). Accepted inputs must satisfy the
+// parser's promise (a round trip, or the checked bounds).
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 
@@ -17,11 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <functional>
 #include <map>
-#include <random>
 #include <span>
 
 #include "src/metrics/http_reply.h"
@@ -29,31 +20,17 @@
 #include "src/ps/partition.h"
 #include "src/ps/protocol.h"
 #include "src/ps/slot_check.h"
+#include "tests/fuzz/fuzz_harness.h"
 #include "transport/auth.h"
 #include "transport/bootstrap.h"
+#include "transport/context.h"
 #include "transport/region.h"
+#include "transport/ucx/region.h"
 
 namespace rdmaps::test {
 namespace {
 
-namespace fs = std::filesystem;
-using Bytes = std::vector<uint8_t>;
 using namespace transport;
-
-uint64_t env_u64(const char* name, uint64_t fallback) {
-  const char* v = std::getenv(name);
-  return v ? std::strtoull(v, nullptr, 10) : fallback;
-}
-
-std::string hex(const Bytes& b) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < std::min<size_t>(b.size(), 512); ++i) {
-    out += kHex[b[i] >> 4];
-    out += kHex[b[i] & 15];
-  }
-  return out + (b.size() > 512 ? "..." : "");
-}
 
 // ---- seeds ---------------------------------------------------------------------
 
@@ -96,12 +73,6 @@ Bytes framed(const std::vector<Bytes>& messages) {  // as they travel: length-pr
   return out;
 }
 
-// A target's seeds: each accepted, except those meant to be refused (written
-// as refused-N.bin), which are each refused.
-struct Seeds {
-  std::vector<Bytes> accepted, refused;
-};
-
 std::map<std::string, Seeds> seeds() {
   std::map<std::string, Seeds> s;
   bootstrap::Open open{bootstrap::kHasSecret, {}};
@@ -142,6 +113,12 @@ std::map<std::string, Seeds> seeds() {
   s["setup"] = {{ps::encode(sample_hello()), ps::encode(w), ps::encode(no), ps::encode(lh), ps::encode(lw)},
                 {ps::encode(wraps)}};
   s["region"].accepted = {sample_region().serialize()};
+  // Descriptors with keys as UCX packs them here, over tcp and over shared memory.
+  for (const auto kind : {TransportKind::kTcp, TransportKind::kShm}) {
+    const auto context = create_context({.transport = kind, .loopback_only = true});
+    s["region"].accepted.push_back(
+        context->allocate(4096, Access::kRemoteWrite)->descriptor(Access::kRemoteWrite).serialize());
+  }
   // Shard 1 at version 0 of the lane of every shard: a gradient of version 0, at the worker's own rate.
   ps::SlotHeader push{ps::kSlotMagic, 1, ps::kFlagWorkerRate, 0, 1, 5, 0, 0, 100, 900, 0.1f, 0, 0};
   ps::SlotHeader pull{ps::kSlotMagic, 3, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0};
@@ -187,118 +164,6 @@ std::map<std::string, Seeds> seeds() {
                            "GET http://node7/metrics HTTP/1.1\r\nTransfer-Encoding: chunked", "GET / HTTP/2.0"})
     s["http"].accepted.push_back(Bytes(head, head + std::strlen(head)));
   return s;
-}
-
-/// A target's corpus, in name order (a failing input reproduces from the same
-/// seed on every file system); `refused[i]`: seed i is one meant to be refused.
-std::vector<Bytes> corpus(const std::string& target, std::vector<bool>* refused) {
-  const char* dir = std::getenv("RDMAPS_FUZZ_CORPUS");
-  if (!dir) ADD_FAILURE() << "RDMAPS_FUZZ_CORPUS is not set (meson test sets it to tests/fuzz/corpus)";
-  std::vector<Bytes> out;
-  if (!dir) return out;
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(fs::path(dir) / target)) files.push_back(entry.path());
-  std::sort(files.begin(), files.end());
-  for (const auto& file : files) {
-    std::ifstream in(file, std::ios::binary);
-    out.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    refused->push_back(file.filename().string().starts_with("refused-"));
-  }
-  if (out.empty()) ADD_FAILURE() << "no seeds in " << (fs::path(dir) / target);
-  return out;
-}
-
-// ---- the mutation loop -----------------------------------------------------------
-
-class Mutator {
- public:
-  explicit Mutator(uint64_t seed) : rng_(seed) {}
-  Bytes operator()(const std::vector<Bytes>& pool) {
-    Bytes b = pool[pick(pool.size())];
-    const size_t rounds = 1 + pick(4);
-    for (size_t r = 0; r < rounds; ++r) mutate(b, pool);
-    return b;
-  }
-
- private:
-  size_t pick(size_t n) { return n ? static_cast<size_t>(rng_() % n) : 0; }
-  void mutate(Bytes& b, const std::vector<Bytes>& pool) {
-    static constexpr uint32_t kEdges[] = {0,          1,           2,           0x7f,       0x80,
-                                          0xff,       0xffff,      0x10000,     1u << 20,   1u << 24,
-                                          0x7fffffff, 0x80000000u, 0xfffffffeu, 0xffffffffu};
-    switch (pick(8)) {
-      case 0:  // flip a bit
-        if (!b.empty()) b[pick(b.size())] ^= static_cast<uint8_t>(1u << pick(8));
-        break;
-      case 1:  // a random byte
-        if (!b.empty()) b[pick(b.size())] = static_cast<uint8_t>(rng_());
-        break;
-      case 2:  // an edge value into a 32-bit field
-        if (b.size() >= 4) {
-          uint32_t v = kEdges[pick(std::size(kEdges))];
-          std::memcpy(b.data() + pick(b.size() - 3), &v, 4);
-        }
-        break;
-      case 3:  // truncate
-        b.resize(pick(b.size() + 1));
-        break;
-      case 4: {  // extend with random bytes
-        size_t n = 1 + pick(64);
-        for (size_t i = 0; i < n; ++i) b.push_back(static_cast<uint8_t>(rng_()));
-        break;
-      }
-      case 5: {  // splice another seed's tail
-        const Bytes& other = pool[pick(pool.size())];
-        size_t at = pick(b.size() + 1), from = pick(other.size() + 1);
-        b.resize(at);
-        b.insert(b.end(), other.begin() + static_cast<std::ptrdiff_t>(from), other.end());
-        break;
-      }
-      case 6: {  // duplicate a chunk
-        if (b.empty()) break;
-        size_t at = pick(b.size()), n = 1 + pick(std::min<size_t>(b.size() - at, 32));
-        Bytes chunk(b.begin() + static_cast<std::ptrdiff_t>(at), b.begin() + static_cast<std::ptrdiff_t>(at + n));
-        b.insert(b.begin() + static_cast<std::ptrdiff_t>(pick(b.size() + 1)), chunk.begin(), chunk.end());
-        break;
-      }
-      default:  // a random 64-bit field
-        if (b.size() >= 8) {
-          uint64_t v = rng_() >> pick(64);
-          std::memcpy(b.data() + pick(b.size() - 7), &v, 8);
-        }
-    }
-  }
-  std::mt19937_64 rng_;
-};
-
-/// Runs `target` over the corpus and its mutations; `check` returns what was
-/// wrong with an accepted input (empty: fine) and may throw rdmaps::Error.
-void fuzz(const std::string& target, const std::function<std::string(const Bytes&)>& check) {
-  std::vector<bool> meant_refused;
-  const std::vector<Bytes> pool = corpus(target, &meant_refused);
-  if (pool.empty()) return;
-  const uint64_t runs = env_u64("RDMAPS_FUZZ_RUNS", 200000), seed = env_u64("RDMAPS_FUZZ_SEED", 20261130);
-  Mutator mutate(seed ^ std::hash<std::string>()(target));
-  uint64_t accepted = 0;
-  for (uint64_t i = 0; i < runs; ++i) {
-    const Bytes input = i < pool.size() ? pool[i] : mutate(pool);
-    try {
-      if (std::string wrong = check(input); !wrong.empty())
-        FAIL() << target << ": accepted input breaks its promise (" << wrong << "): " << hex(input);
-      ++accepted;
-      if (i < pool.size() && meant_refused[i]) ADD_FAILURE() << target << ": seed " << i << " was accepted";
-    } catch (const Error& e) {
-      // Refused, as it should be; but a seed is valid: one refused leaves its part of the target unexercised
-      // (a protocol version that moved on refused every Hello seed at its first word, and the mutants with it).
-      if (i < pool.size() && !meant_refused[i])
-        ADD_FAILURE() << target << ": seed " << i << " refused (" << e.what() << "): " << hex(input);
-    } catch (const std::exception& e) {
-      FAIL() << target << ": input " << i << " threw " << typeid(e).name() << " (" << e.what()
-             << ") instead of rdmaps::Error: " << hex(input);
-    }
-  }
-  std::printf("%s: %llu inputs, %llu accepted (seed %llu)\n", target.c_str(), static_cast<unsigned long long>(runs),
-              static_cast<unsigned long long>(accepted), static_cast<unsigned long long>(seed));
 }
 
 // ---- targets ----------------------------------------------------------------------
@@ -410,6 +275,21 @@ TEST(Fuzz, RegionDescriptors) {
     RegionDescriptor d = RegionDescriptor::parse(b, "fuzz");
     if (d.serialize() != b) return "no round trip";
     if (d.base + d.length < d.base) return "base + length overflows";
+    // Its key, before UCX unpacks it (which takes no length): accepted, each
+    // domain its map names has its entry inside the key.
+    try {
+      ucx::check_packed_key(d.packed_key, "fuzz");
+    } catch (const Error&) {
+      return {};
+    }
+    uint64_t domains = 0;
+    std::memcpy(&domains, d.packed_key.data(), sizeof(domains));
+    size_t at = sizeof(domains) + 1;
+    for (; domains; domains &= domains - 1) {
+      if (at >= d.packed_key.size()) return "a packed key accepted whose map names a domain past its end";
+      at += 1 + d.packed_key[at];
+    }
+    if (at > d.packed_key.size()) return "a packed key accepted whose last domain's entry runs past its end";
     return {};
   });
 }
@@ -551,22 +431,6 @@ TEST(Fuzz, MetricsRequestHeads) {
 
 }  // namespace
 
-int write_corpus(const std::string& dir) {
-  for (const auto& [target, both] : seeds()) {
-    fs::create_directories(fs::path(dir) / target);
-    for (const auto& [list, name] : {std::pair{&both.accepted, "seed-"}, std::pair{&both.refused, "refused-"}})
-      for (size_t i = 0; i < list->size(); ++i) {
-        std::ofstream out(fs::path(dir) / target / (name + std::to_string(i) + ".bin"), std::ios::binary);
-        out.write(reinterpret_cast<const char*>((*list)[i].data()), static_cast<std::streamsize>((*list)[i].size()));
-      }
-  }
-  return 0;
-}
+std::map<std::string, Seeds> parser_seeds() { return seeds(); }
 
 }  // namespace rdmaps::test
-
-int main(int argc, char** argv) {
-  if (argc == 3 && std::string(argv[1]) == "--write-corpus") return rdmaps::test::write_corpus(argv[2]);
-  testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
-}
