@@ -1,6 +1,7 @@
 #include "src/launch/rendezvous.h"
 
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -133,6 +134,8 @@ RendezvousHost::RendezvousHost(const Placement& p, std::string secret)
 
 RendezvousHost::~RendezvousHost() {
   stop_ = true;
+  // Wakes its poll() (Linux reports a shut listener readable): rank 0's exit waited up to its 100 ms timeout.
+  ::shutdown(listener_.fd(), SHUT_RDWR);
   thread_.join();
 }
 
@@ -258,6 +261,7 @@ void RendezvousHost::serve() {
     for (auto& c : connections)
       fds.push_back({c->socket.fd(), static_cast<short>(c->writer.empty() ? POLLIN : POLLOUT), 0});
     ::poll(fds.data(), fds.size(), 100);
+    if (stop_) break;
     transport::SockAddr peer;
     try {
       // A table's worth a turn: a flood as fast as accept() drains kept the

@@ -116,11 +116,12 @@ std::string hex(const Bytes& b) {
   return out + (b.size() > 512 ? "..." : "");
 }
 
-void fuzz(const std::string& target, const std::function<std::string(const Bytes&)>& check) {
+void fuzz(const std::string& target, const std::function<std::string(const Bytes&)>& check, uint64_t share) {
   std::vector<bool> meant_refused;
   const std::vector<Bytes> pool = corpus(target, &meant_refused);
   if (pool.empty()) return;
-  const uint64_t runs = env_u64("RDMAPS_FUZZ_RUNS", 200000), seed = env_u64("RDMAPS_FUZZ_SEED", 20261130);
+  const uint64_t runs = std::max<uint64_t>(env_u64("RDMAPS_FUZZ_RUNS", 200000) / std::max<uint64_t>(share, 1), 1),
+                 seed = env_u64("RDMAPS_FUZZ_SEED", 20261130);
   Mutator mutate(seed ^ std::hash<std::string>()(target));
   uint64_t accepted = 0;
   for (uint64_t i = 0; i < runs; ++i) {
@@ -147,6 +148,7 @@ void fuzz(const std::string& target, const std::function<std::string(const Bytes
 int write_corpus(const std::string& dir) {
   std::map<std::string, Seeds> all = parser_seeds();
   all.merge(landing_seeds());
+  all.merge(rendezvous_seeds());
   for (const auto& [target, both] : all) {
     fs::create_directories(fs::path(dir) / target);
     for (const auto& [list, name] : {std::pair{&both.accepted, "seed-"}, std::pair{&both.refused, "refused-"}})

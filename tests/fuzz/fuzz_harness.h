@@ -26,12 +26,14 @@ struct Seeds {
 /// Each file of targets names its seeds, by target (the corpus's folders).
 std::map<std::string, Seeds> parser_seeds();
 std::map<std::string, Seeds> landing_seeds();
+std::map<std::string, Seeds> rendezvous_seeds();
 
 /// At most 512 bytes of `b` in hex, for a failure message.
 std::string hex(const Bytes& b);
 
 /// Runs `target` over the corpus and its mutations; `check` returns what was
 /// wrong with an accepted input (empty: fine) and may throw rdmaps::Error.
-void fuzz(const std::string& target, const std::function<std::string(const Bytes&)>& check);
+/// A target whose inputs cost a connection each runs 1 in `share` of them.
+void fuzz(const std::string& target, const std::function<std::string(const Bytes&)>& check, uint64_t share = 1);
 
 }  // namespace rdmaps::test
