@@ -149,8 +149,9 @@ void step(Connection& c, short revents, uint64_t round, const std::function<std:
     }
     const size_t searched = c.head.size() >= 3 ? c.head.size() - 3 : 0;
     c.head.append(buffer, static_cast<size_t>(n));
-    size_t end = c.head.find("\r\n\r\n", searched);
-    if (end == std::string::npos) end = c.head.find("\n\n", searched);
+    // The first blank line, CRLF or bare LF: the later one, taken where both
+    // arrived in one read, gave another reply than the same bytes in two.
+    const size_t end = std::min(c.head.find("\r\n\r\n", searched), c.head.find("\n\n", searched));
     if (end != std::string::npos && end <= kMaxRequestHead) {
       c.reply = reply_to(std::string_view(c.head).substr(0, end), render);
     } else if (c.head.size() > kMaxRequestHead) {

@@ -148,7 +148,7 @@ void fuzz(const std::string& target, const std::function<std::string(const Bytes
 int write_corpus(const std::string& dir) {
   std::map<std::string, Seeds> all = parser_seeds();
   all.merge(landing_seeds());
-  all.merge(rendezvous_seeds());
+  all.merge(listener_seeds());
   for (const auto& [target, both] : all) {
     fs::create_directories(fs::path(dir) / target);
     for (const auto& [list, name] : {std::pair{&both.accepted, "seed-"}, std::pair{&both.refused, "refused-"}})

@@ -26,7 +26,7 @@ struct Seeds {
 /// Each file of targets names its seeds, by target (the corpus's folders).
 std::map<std::string, Seeds> parser_seeds();
 std::map<std::string, Seeds> landing_seeds();
-std::map<std::string, Seeds> rendezvous_seeds();
+std::map<std::string, Seeds> listener_seeds();
 
 /// At most 512 bytes of `b` in hex, for a failure message.
 std::string hex(const Bytes& b);

@@ -1,27 +1,37 @@
-// Fuzzing of the job's rendezvous host (src/launch/rendezvous.cc), which
-// rank 0 runs for whoever reaches MASTER_ADDR:MASTER_PORT: each input is the
-// byte stream of one connection (length-prefixed requests), sent to a real
-// host on loopback, with a secret or without one (--insecure: requests are
-// then read to their last field). The host answers each request in the
-// protocol's words, lists in an "ok" only servers' addresses that a list
-// typed by hand may hold, and keeps answering whatever came before.
-// Each input costs a host and two connections: a tenth of the other targets' inputs.
+// Fuzzing of what answers whoever reaches a port: the job's rendezvous host
+// (src/launch/rendezvous.cc), which rank 0 runs at MASTER_ADDR:MASTER_PORT,
+// and the metrics endpoint (src/metrics/http_endpoint.cc). Each input is the
+// byte stream of one connection, sent to a real listener on loopback.
+// Each input costs connections: a tenth or less of the other targets' inputs.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 #include <string>
+#include <thread>
 
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
 #include "src/launch/rendezvous.h"
 #include "src/launch/server_list.h"
+#include "src/metrics/http_endpoint.h"
+#include "src/metrics/http_reply.h"
 #include "tests/fuzz/fuzz_harness.h"
 #include "transport/tcp_socket.h"
 
 namespace rdmaps::test {
 namespace {
+
+// ---- the rendezvous: length-prefixed requests, with a secret or without one
+// (--insecure: requests are then read to their last field). The host answers
+// each request in the protocol's words, lists in an "ok" only servers'
+// addresses that a list typed by hand may hold, and keeps answering whatever
+// came before.
 
 using transport::TcpSocket;
 
@@ -159,8 +169,79 @@ TEST(Fuzz, RendezvousRequests) {
   set_log_sink(nullptr);
 }
 
+// ---- the metrics endpoint: a request head, sent in pieces -------------------------
+
+/// The first byte sets the pieces' size (so a head's end may fall between two reads); the rest is sent.
+std::vector<Bytes> scrapes() {
+  std::vector<Bytes> s;
+  for (const std::string& request :
+       {std::string("GET /metrics HTTP/1.1\r\nHost: node7:9464\r\nAccept: text/plain\r\n\r\n"),
+        std::string("HEAD /metrics HTTP/1.0\n\n"), std::string("GET /metrics HTTP/1.1\r\nX: y\n\nZ\r\n\r\n"),
+        std::string("GET /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+        "GET /metrics HTTP/1.1\r\nX-Long: " + std::string(metrics::kMaxRequestHead, 'x') + "\r\n\r\n"}) {
+    for (uint8_t piece : {uint8_t{0}, uint8_t{6}, uint8_t{37}}) {
+      Bytes b{piece};
+      b.insert(b.end(), request.begin(), request.end());
+      s.push_back(std::move(b));
+      if (request.size() > 1000) break;
+    }
+  }
+  return s;
+}
+
+/// What the endpoint owes `data`, whatever pieces it came in: the reply to the
+/// head up to its first blank line (CRLF CRLF, or LF LF), one to an oversized
+/// head, or nothing where the connection ended before either.
+std::optional<std::string> owed(const std::string& data, const std::string& page) {
+  const size_t end = std::min(data.find("\r\n\r\n"), data.find("\n\n"));
+  if (end != std::string::npos && end <= metrics::kMaxRequestHead)
+    return metrics::reply_to(std::string_view(data).substr(0, end), [&] { return page; });
+  if (data.size() > metrics::kMaxRequestHead) return std::string();  // a 431, checked by its status
+  return std::nullopt;
+}
+
+TEST(Fuzz, MetricsEndpointConnections) {
+  const std::string page = "rdmaps_up 1\n";
+  metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [&] { return page; });
+  const auto at = transport::SockAddr::parse(endpoint.address());
+  fuzz(
+      "metrics-connection",
+      [&](const Bytes& input) -> std::string {
+        if (input.empty()) throw Error(Errc::kProtocol, "no piece size");
+        const std::string data(input.begin() + 1, input.end());
+        // At most 16 pieces, a moment apart, so that the endpoint reads them one by one.
+        const size_t piece = std::max<size_t>(1 + input[0], (data.size() + 15) / 16);
+        TcpSocket s = TcpSocket::connect(at, std::chrono::steady_clock::now() + std::chrono::seconds(5));
+        const int one = 1;
+        ::setsockopt(s.fd(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        for (size_t from = 0; from < data.size(); from += piece) {
+          if (from) std::this_thread::sleep_for(std::chrono::microseconds(30));
+          if (::send(s.fd(), data.data() + from, std::min(piece, data.size() - from), MSG_NOSIGNAL) < 0) break;
+        }
+        ::shutdown(s.fd(), SHUT_WR);
+        std::string reply;
+        for (char buffer[4096];;) {
+          pollfd p{s.fd(), POLLIN, 0};
+          if (::poll(&p, 1, 5000) != 1) return "neither a reply nor a close in 5 s";
+          const ssize_t n = ::recv(s.fd(), buffer, sizeof(buffer), 0);
+          if (n <= 0) break;
+          reply.append(buffer, static_cast<size_t>(n));
+        }
+        const auto want = owed(data, page);
+        if (!want) return reply.empty() ? "" : "a reply to a head that never ended";
+        if (want->empty()) return reply.rfind("HTTP/1.1 431 ", 0) == 0 ? "" : "an oversized head answered otherwise";
+        if (reply != *want)
+          return "the reply differs from the one its head is owed (" + reply.substr(0, reply.find('\r')) + " for " +
+                 want->substr(0, want->find('\r')) + ")";
+        return {};
+      },
+      20);
+}
+
 }  // namespace
 
-std::map<std::string, Seeds> rendezvous_seeds() { return {{"rendezvous", {streams(), {}}}}; }
+std::map<std::string, Seeds> listener_seeds() {
+  return {{"rendezvous", {streams(), {}}}, {"metrics-connection", {scrapes(), {}}}};
+}
 
 }  // namespace rdmaps::test
