@@ -13,6 +13,7 @@
 #include "src/ps/gpu_shard.h"
 #include "src/ps/memory_plan.h"
 #include "src/ps/server_impl.h"
+#include "src/ps/shard_store.h"
 #include "transport/auth.h"
 #include "transport/idle_backoff.h"
 
@@ -96,16 +97,17 @@ ServerImpl::~ServerImpl() {
   closing_.close_all(*context_);
 }
 
-void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>& table, uint64_t staleness,
-                             const Checkpoint* checkpoint) {
-  auto partition = std::make_unique<Partition>(table, options_.servers, config.shard_floats);
-  const uint32_t shards = partition->shard_count(options_.index);
-  const uint32_t lanes = server_threads_for(config, shards, options_.gpu_shard);
-  if (auto warning = transport::file_limit_warning(options_.workers, lanes, file_limit_))
-    logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
-  const MemoryPlan memory =
-      server_memory_plan(partition->server_range(options_.index).size(), lanes, config, options_.gpu_shard);
-  transport::AvailableMemory available = transport::available_memory();
+ServerImpl::LanePlan ServerImpl::plan_lanes(const Config& config, const std::vector<TensorDecl>& table,
+                                            const Checkpoint* checkpoint) const {
+  LanePlan plan;
+  plan.partition = std::make_unique<Partition>(table, options_.servers, config.shard_floats);
+  plan.shards = plan.partition->shard_count(options_.index);
+  plan.lanes = server_threads_for(config, plan.shards, options_.gpu_shard);
+  plan.memory =
+      server_memory_plan(plan.partition->server_range(options_.index).size(), plan.lanes, config, options_.gpu_shard);
+  const MemoryPlan& memory = plan.memory;
+  transport::AvailableMemory& available = plan.available;
+  available = transport::available_memory();
   // A resume's checkpoint, read into memory, is freed once the lanes restored
   // it, before a snapshot or a worker's copy is made: counted against the
   // plan, it refused a resume the run before had room for.
@@ -123,6 +125,30 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   }
   // Before any lane allocates: a server killed by the kernel mid-run says nothing.
   if (auto refusal = memory_refusal(memory, available, config.rule)) throw Error(Errc::kNoMemory, *refusal);
+  return plan;
+}
+
+std::string ServerImpl::no_memory_for_first(const transport::Endpoint& ep, const Hello& hello) const {
+  const Config job = admission_.config_for(hello);
+  const LanePlan plan = plan_lanes(job, hello.tensors, nullptr);
+  // Its copy, as each lane decides (ServerLane::needs_copy; a host lane puts from its parameters where it may).
+  const bool emulated = !ep.rma_native() || (job.put_landing == PutLanding::kOn && !ep.rma_to_registered());
+  const bool copy = write_back_copies(job.rule, uses_am(ep, hello)) || options_.gpu_shard || emulated;
+  const uint64_t bytes =
+      plan.lanes * inbox_bytes(job) + (copy ? plan.partition->server_range(options_.index).size() * sizeof(float) : 0);
+  return MemoryBudget(plan.memory.fixed(), plan.available, options_.workers)
+      .refusal(hello.worker, bytes, plan.available);
+}
+
+void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>& table, uint64_t staleness,
+                             const Checkpoint* checkpoint) {
+  LanePlan plan = plan_lanes(config, table, checkpoint);
+  auto& partition = plan.partition;
+  const uint32_t shards = plan.shards, lanes = plan.lanes;
+  const MemoryPlan& memory = plan.memory;
+  const transport::AvailableMemory& available = plan.available;
+  if (auto warning = transport::file_limit_warning(options_.workers, lanes, file_limit_))
+    logf(LogLevel::kWarn, "rdmaps-server: warning: %s", warning->c_str());
   planned_copies_ = memory.copies;
   memory_budget_ = MemoryBudget(memory.fixed(), available, options_.workers);
   taken_at_admission_.assign(options_.workers, 0);

@@ -47,14 +47,15 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     worker = hello.worker;
     if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
       if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
-      // Memory too, where the job started here: a worker refused for it by
-      // the last of its servers was counted lost by those that admitted it.
-      if (admission_.has_table()) {
-        std::vector<bool> needs_copy;
-        uint64_t bytes = 0;
-        if (std::string why = no_memory_for(*ep, hello, &bytes, &needs_copy); !why.empty())
-          return refuse(why, kRefusedForNow);
-      }
+      // Memory too: a worker refused for it by the last of its servers was
+      // counted lost by those that admitted it, and its first server's table
+      // was fixed by it.
+      std::vector<bool> needs_copy;
+      uint64_t bytes = 0;
+      if (std::string why =
+              admission_.has_table() ? no_memory_for(*ep, hello, &bytes, &needs_copy) : no_memory_for_first(*ep, hello);
+          !why.empty())
+        return refuse(why, kRefusedForNow);
       welcome.accepted = kWouldAdmit;
       welcome.instance = instance_;  // a worker given one server twice (two spellings) sees it
       // ... and a job where some servers hold parameters and others none.

@@ -95,6 +95,21 @@ class ServerImpl {
   uint64_t pushes_taken(uint32_t worker) const;
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
   void admit_checked(transport::Endpoint& ep, const Hello& hello, Welcome& welcome);
+  /// How this server's shards of `table` are split into lanes, and the
+  /// memory they and each worker need against what is available; throws
+  /// Error(kNoMemory) where not one worker fits.
+  struct LanePlan {
+    std::unique_ptr<Partition> partition;
+    uint32_t shards = 0, lanes = 0;
+    MemoryPlan memory;
+    transport::AvailableMemory available;
+  };
+  LanePlan plan_lanes(const Config& config, const std::vector<TensorDecl>& table, const Checkpoint* checkpoint) const;
+  /// A probe where no worker fixed the table yet: why its worker would be
+  /// refused for memory as the first, or "" (every server of a job is asked
+  /// before any admits it: one that admitted it and fixed its table, refused
+  /// by another, left the job half-joined).
+  std::string no_memory_for_first(const transport::Endpoint& ep, const Hello& hello) const;
   /// Splits this server's shards into lanes and starts them (restored from
   /// `checkpoint` when given); throws Error on failure.
   void start_lanes(const Config& config, const std::vector<TensorDecl>& table, uint64_t staleness,

@@ -585,9 +585,9 @@ class ConfigurationTest(unittest.TestCase):
             self.skipTest(f"cannot make a memory cgroup here (needs root and a writable cgroup mount): {e}")
         return group, limit
 
-    def servers_in_memory_cgroup(self, bytes_, workers, servers=1):
+    def servers_in_memory_cgroup(self, bytes_, workers, servers=1, index=None):
         """DC-ASGD-a rdmaps.Servers of one job for `workers`, in one memory cgroup of `bytes_`: the cgroup, the
-        processes, their addresses."""
+        processes, their addresses. `index`: only that server of the job's `servers`."""
         group, _ = self.memory_cgroup(bytes_)
         code = ("import os, sys, rdmaps\n"
                 "open(sys.argv[1], 'w').write(str(os.getpid()))\n"
@@ -597,7 +597,7 @@ class ConfigurationTest(unittest.TestCase):
                 "s.serve()\n")
         ps = [subprocess.Popen([sys.executable, "-c", code, os.path.join(group, "cgroup.procs"), TRANSPORT,
                                 str(workers), str(i), str(servers)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True) for i in range(servers)]
+                               text=True) for i in (range(servers) if index is None else [index])]
         addresses = [p.stdout.readline().strip() for p in ps]
         if not all(re.fullmatch(r"127\.0\.0\.1:\d+", a) for a in addresses):
             for p in ps:
@@ -710,6 +710,37 @@ class ConfigurationTest(unittest.TestCase):
             for p in ps:
                 p.kill()
                 p.communicate()
+            os.rmdir(group)
+
+    def test_a_worker_no_server_of_its_job_has_memory_for_joins_none(self):
+        # Server 1 in a 256 MiB cgroup, server 0 beside it without one; a worker whose half of the table does not
+        # fit server 1 (160 MB under DC-ASGD-a: parameters, mean square and its backup). Its probes passed (the
+        # one of a server without a table looked at no memory), server 0 admitted it and fixed the table, then
+        # server 1 refused it: the job was left half-joined, and the same worker with a table that fits was
+        # refused by server 0 for good ("its declared tensors differ from the first worker's table").
+        group, (low,), (low_address,) = self.servers_in_memory_cgroup(256 << 20, workers=1, servers=2, index=1)
+        server = ServerThread(workers=1, rule="dc-asgd-a", index=0, servers=2)
+        try:
+            addresses = [server.server.address, low_address]
+            worker = rdmaps.Worker(addresses, 0, transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
+            worker.declare("w", 80 << 20)
+            with self.assertRaisesRegex(rdmaps.Error, rf"server {re.escape(low_address)} refused worker 0: this "
+                                        r"server's range and one worker need about .*not one worker fits"):
+                worker.connect()
+            worker.close()
+            worker = rdmaps.Worker(addresses, 0, transport=TRANSPORT, rule="dc-asgd-a", timeout=30)
+            worker.declare("w", 1 << 20)
+            worker.connect()  # both servers: neither had fixed a table
+            values = np.ones(1 << 20, dtype=np.float32)
+            worker.init("w", values)
+            worker.push("w", values)
+            worker.pull("w", values)
+            worker.close()
+            self.assertIsNone(low.poll(), "the server died instead of refusing")
+        finally:
+            server.close()
+            low.kill()
+            low.communicate()
             os.rmdir(group)
 
     def test_ctrl_c_stops_a_serving_server(self):
