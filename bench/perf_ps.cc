@@ -273,9 +273,11 @@ int run_driver(const Flags& f) {
   std::vector<double> total, push, pull;
   std::string path;
   double in_place = 0, pulled = 0;  // bytes, all workers
+  const std::vector<std::string> reports = tools::read_all_or_fail(
+      worker_children, [&](size_t w, const std::string& how) { return blame(server_children, w, how); });
   for (uint32_t w = 0; w < workers; ++w) {
     Child& child = worker_children[w];
-    std::istringstream in(read_all(child));
+    std::istringstream in(reports[w]);
     for (std::string a, b; in >> a >> b;) {
       if (a == "path") {
         path = b;
@@ -294,8 +296,7 @@ int run_driver(const Flags& f) {
       push.push_back(std::stod(b));
       pull.push_back(std::stod(c));
     }
-    if (std::string how; wait_child(child, &how) != 0)
-      throw Error(Errc::kInternal, blame(server_children, w, how) + " (see its output above)");
+    if (std::string how; wait_child(child, &how) != 0) throw Error(Errc::kInternal, blame(server_children, w, how));
   }
   for (auto& child : server_children) wait_child(child);
   if (total.empty()) throw Error(Errc::kInternal, "no worker reported timings");

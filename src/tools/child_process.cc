@@ -1,5 +1,6 @@
 #include "src/tools/child_process.h"
 
+#include <poll.h>
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -139,6 +140,38 @@ std::optional<size_t> first_failed(const std::vector<Child*>& children, std::chr
     if (std::chrono::steady_clock::now() >= until) return std::nullopt;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+}
+
+std::vector<std::string> read_all_or_fail(std::vector<Child>& children,
+                                          const std::function<std::string(size_t, const std::string&)>& blame) {
+  std::vector<std::string> out(children.size());
+  std::vector<Child*> all;
+  for (auto& c : children) all.push_back(&c);
+  std::vector<bool> open(children.size(), true);
+  for (size_t left = children.size(); left > 0;) {
+    std::vector<pollfd> fds;
+    std::vector<size_t> which;
+    for (size_t i = 0; i < children.size(); ++i)
+      if (open[i]) {
+        fds.push_back({children[i].read_fd, POLLIN, 0});
+        which.push_back(i);
+      }
+    ::poll(fds.data(), fds.size(), 100);
+    for (size_t k = 0; k < fds.size(); ++k) {
+      if (!fds[k].revents) continue;
+      char buf[4096];
+      const ssize_t got = read(fds[k].fd, buf, sizeof(buf));
+      if (got > 0) {
+        out[which[k]].append(buf, static_cast<size_t>(got));
+      } else if (got == 0 || (errno != EINTR && errno != EAGAIN)) {
+        open[which[k]] = false;
+        --left;
+      }
+    }
+    std::string how;
+    if (auto i = first_failed(all, std::chrono::milliseconds(0), &how)) throw Error(Errc::kInternal, blame(*i, how));
+  }
+  return out;
 }
 
 void report(int fd, const void* data, size_t n) {

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,6 +40,12 @@ int wait_child(Child& child, std::string* how = nullptr);
 /// Leaves read_fd open: what a child wrote before it ended may be unread.
 std::optional<size_t> first_failed(const std::vector<Child*>& children, std::chrono::milliseconds within,
                                    std::string* how);
+/// Reads every child's reports to their end, all at once, and returns them
+/// in order; throws Error(kInternal) with `blame(i, how)` as soon as child i
+/// fails meanwhile (read one by one, the first child waited out its timeout
+/// at a clock for a later one refused at once, and was blamed).
+std::vector<std::string> read_all_or_fail(std::vector<Child>& children,
+                                          const std::function<std::string(size_t, const std::string&)>& blame);
 /// Writes to the fd named by --report-fd.
 void report(int fd, const void* data, size_t n);
 /// Local runs are authenticated too: unless the user gave a shared secret
