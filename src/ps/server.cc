@@ -243,6 +243,11 @@ void ServerImpl::run() {
     refusals_.flush();
     const auto now = Clock::now();
     closing_.sweep();
+    // Workers gone between admissions too: the copies their lanes never took are freed.
+    if (now >= next_release_) {
+      release_departed_budgets();
+      next_release_ = now + 1s;
+    }
     report(now);
     if (checkpointer_.enabled()) checkpointer_.tick(lanes_, updates_taken());
     if (options_.exit_when_done && closing_.empty() && held_.empty() && job_done(now)) break;

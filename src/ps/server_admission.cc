@@ -126,8 +126,10 @@ void ServerImpl::release_departed_budgets() {
   for (uint32_t w = 0; w < options_.workers; ++w) {
     if (memory_budget_.untouched(w) && pushes_taken(w) > taken_at_admission_[w]) memory_budget_.touched(w);
     if (!memory_budget_.holds(w) || (admitted_at_[w] && now - *admitted_at_[w] < kReachWindow)) continue;
-    if (std::none_of(lanes_.begin(), lanes_.end(), [&](const auto& lane) { return lane->live_or_admitting(w); }))
+    if (std::none_of(lanes_.begin(), lanes_.end(), [&](const auto& lane) { return lane->live_or_admitting(w); })) {
+      tickets_[w].copies.drop();  // what the lanes it never reached did not take
       memory_budget_.promise(w, 0);
+    }
   }
 }
 
@@ -201,13 +203,15 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   std::vector<HostPages> copies;
   try {
     still_connected();
-    if (!admission_.has_table()) {
-      const Config job = admission_.config_for(hello);
-      start_lanes(job, hello.tensors, hello.staleness);
-      say_what_the_first_worker_set(hello.worker, job, hello.staleness, options_.rule_from_workers);
-    }
-    copies.resize(lanes_.size());
+    const bool first = !admission_.has_table();
+    if (first) start_lanes(admission_.config_for(hello), hello.tensors, hello.staleness);
+    // At once: the lanes started fix the table (a throw before it, out of
+    // memory, left the next Hello to start a second set of lanes, freeing the
+    // partition the first set read).
     admission_.admit(hello);
+    if (first)
+      say_what_the_first_worker_set(hello.worker, admission_.config(), hello.staleness, options_.rule_from_workers);
+    copies.resize(lanes_.size());
     use_am = uses_am(ep, hello);
     // The worker's copy of each lane's range, where the lane keeps one, made
     // and faulted in here, so that the lane only registers it: a lane faulting

@@ -136,6 +136,14 @@ HostPages CopyHandoff::take(uint64_t token, uint32_t lane) {
   return std::move(copies_[lane]);
 }
 
+void CopyHandoff::drop() {
+  std::vector<HostPages> untaken;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    copies_.swap(untaken);
+  }
+}
+
 size_t CopyHandoff::waiting() const {
   std::lock_guard<std::mutex> lock(mu_);
   size_t n = 0;

@@ -68,6 +68,10 @@ class CopyHandoff {
   HostPages take(uint64_t token, uint32_t lane);
   /// Copies offered and not taken (what a worker that never reaches its lanes holds).
   size_t waiting() const;
+  /// Frees the copies not taken (their worker is gone: one killed between
+  /// two of its lanes left the other lanes' copies mapped until its id came
+  /// back); a lane it reaches after all makes its own.
+  void drop();
 
  private:
   mutable std::mutex mu_;

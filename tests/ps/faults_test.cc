@@ -1966,6 +1966,41 @@ TEST(PsMemory, AKilledWorkersMemoryHeldBySendsThatNeverEndIsGivenBack) {
   std::remove(log.c_str());
 }
 
+// Two lanes over tcp, every worker with a copy of each lane's range.
+RDMAPS_TEST_PEER(two_lane_server) {
+  ServerOptions o;
+  o.config = sgd_config(args.transport, 0.05f, kBigShard);
+  o.workers = 2;
+  o.config.server_threads = 2;
+  return serve_as_peer(args, o);
+}
+
+// A worker killed after it reached lane 0 and before lane 1: the control
+// thread had made its copy of lane 1's range (32 MiB here) for lane 1 to
+// take, and it stayed mapped until the worker's id was admitted again, while
+// the memory budget counted it free. Once no lane holds the worker (5 s
+// after its admission), what its lanes did not take is freed.
+TEST(PsMemory, ACopyForALaneAKilledWorkerNeverReachedIsFreed) {
+  if (!std::filesystem::exists("/proc/self/status")) GTEST_SKIP() << "needs /proc to read a process's memory";
+  int port = 0;
+  PeerProcess server = listening_peer("two_lane_server", transport::TransportKind::kTcp, 1, {}, &port);
+  const uint64_t start = resident_bytes(server.pid());
+  constexpr uint64_t kRange = kBigModel * sizeof(float);
+  connect_to_lane_zero_only_and_die(transport::TransportKind::kTcp, "127.0.0.1:" + std::to_string(port), 1, 2, 0,
+                                    kBigModel);
+  if (HasFatalFailure()) return;
+  // Then: the parameters (64 MiB), UCX's own (77 MiB in all here). With lane 1's copy: 32 MiB more (109).
+  constexpr uint64_t kBound = kRange + kRange * 3 / 8;
+  uint64_t grew = 0;
+  for (auto until = Clock::now() + 30s; Clock::now() < until; std::this_thread::sleep_for(100ms)) {
+    grew = resident_bytes(server.pid()) - start;
+    if (grew < kBound) break;
+  }
+  std::printf("[ info     ] the server's resident memory grew by %.0f MiB (range: 64 MiB)\n", grew / 1048576.0);
+  EXPECT_LT(grew, kBound) << "the copy made for the lane the worker never reached stayed resident";
+  EXPECT_TRUE(server.running()) << "the server died";
+}
+
 // Trains one step on every lane, then idles (to be stopped by the test).
 RDMAPS_TEST_PEER(idle_worker) { return train_one_step_then_idle(args, fault_config(args.transport), kFaultFloats); }
 
