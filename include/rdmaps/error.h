@@ -15,12 +15,16 @@ enum class Errc {
   kTimeout,           ///< a bounded wait ran out
   kUnreachable,       ///< no transport reaches the peer, or nobody listens there
   kPeerGone,          ///< the peer failed or closed; recreate the connection
-  kProtocol,          ///< a peer sent something malformed, or a server refused this worker (the message says why)
-  kNoMemory,          ///< allocation or registration failed
-  kUnsupported,       ///< the transport or build cannot do this
-  kIo,                ///< a file or socket operation failed
-  kInternal,          ///< anything else the transport reported
-  kCancelled,         ///< Client::interrupt() ended the call
+  kProtocol,     ///< a peer sent something malformed, or a server refused this worker for good (the message says why)
+  kNoMemory,     ///< allocation or registration failed
+  kUnsupported,  ///< the transport or build cannot do this
+  kIo,           ///< a file or socket operation failed
+  kInternal,     ///< anything else the transport reported
+  kCancelled,    ///< Client::interrupt() ended the call
+  /// A server refused this worker for now (no memory for it yet, its id's
+  /// earlier connection still open, the server stopping or its job over):
+  /// a later connect() may pass; the message says why.
+  kRefusedForNow,
 };
 
 /// Short stable name of an error kind ("timeout", "peer-gone", ...).

@@ -18,12 +18,15 @@ typedef enum {
   RDMAPS_ERR_TIMEOUT,
   RDMAPS_ERR_UNREACHABLE,
   RDMAPS_ERR_PEER_GONE,
-  RDMAPS_ERR_PROTOCOL, /* a peer sent something malformed, or a server refused this worker (why: the message) */
+  RDMAPS_ERR_PROTOCOL, /* a peer sent something malformed, or a server refused this worker for good (why: the message) */
   RDMAPS_ERR_NO_MEMORY,
   RDMAPS_ERR_UNSUPPORTED,
   RDMAPS_ERR_IO,
   RDMAPS_ERR_INTERNAL,
-  RDMAPS_ERR_CANCELLED /* rdmaps_client_interrupt() ended the call */
+  RDMAPS_ERR_CANCELLED, /* rdmaps_client_interrupt() ended the call */
+  /* A server refused this worker for now (no memory for it yet, stopping, its
+   * job over; why: the message): a later rdmaps_client_connect may pass. */
+  RDMAPS_ERR_REFUSED_FOR_NOW
 } rdmaps_status;
 
 /** Message of the last failed call on this thread ("" if none); valid until

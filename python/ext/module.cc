@@ -52,6 +52,7 @@ PyObject* g_error = nullptr;
 PyObject* g_invalid_argument = nullptr;
 PyObject* g_timeout = nullptr;
 PyObject* g_peer_gone = nullptr;
+PyObject* g_refused_for_now = nullptr;
 
 PyObject* python_class(Errc code) {
   switch (code) {
@@ -63,6 +64,8 @@ PyObject* python_class(Errc code) {
     case Errc::kPeerGone:
     case Errc::kUnreachable:
       return g_peer_gone;
+    case Errc::kRefusedForNow:
+      return g_refused_for_now;
     default:
       return g_error;
   }
@@ -732,10 +735,12 @@ PYBIND11_MODULE(_rdmaps, m) {
   g_invalid_argument = make("rdmaps.InvalidArgument", PyExc_ValueError);
   g_timeout = make("rdmaps.Timeout", PyExc_TimeoutError);
   g_peer_gone = make("rdmaps.PeerGone", PyExc_ConnectionError);
+  g_refused_for_now = make("rdmaps.RefusedForNow", PyExc_ConnectionRefusedError);
   m.attr("Error") = py::handle(g_error);
   m.attr("InvalidArgument") = py::handle(g_invalid_argument);
   m.attr("Timeout") = py::handle(g_timeout);
   m.attr("PeerGone") = py::handle(g_peer_gone);
+  m.attr("RefusedForNow") = py::handle(g_refused_for_now);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

@@ -15,9 +15,9 @@ import os
 import weakref
 
 from . import _rdmaps
-from ._rdmaps import Error, InvalidArgument, PeerGone, Timeout, __version__, have_cuda
+from ._rdmaps import Error, InvalidArgument, PeerGone, RefusedForNow, Timeout, __version__, have_cuda
 
-__all__ = ["Error", "InvalidArgument", "PeerGone", "Timeout", "Worker", "Server", "config_flags", "describe_config",
+__all__ = ["Error", "InvalidArgument", "PeerGone", "RefusedForNow", "Timeout", "Worker", "Server", "config_flags", "describe_config",
            "info", "set_log_level", "log_to_python"]
 
 _PY_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}

@@ -65,6 +65,8 @@ rdmaps_status status_of(rdmaps::Errc code) {
       return RDMAPS_ERR_INTERNAL;
     case rdmaps::Errc::kCancelled:
       return RDMAPS_ERR_CANCELLED;
+    case rdmaps::Errc::kRefusedForNow:
+      return RDMAPS_ERR_REFUSED_FOR_NOW;
   }
   return RDMAPS_ERR_INTERNAL;
 }
@@ -264,7 +266,7 @@ rdmaps_status rdmaps_set_log_level(rdmaps_log_level level) {
 
 const char* rdmaps_status_name(rdmaps_status status) {
   if (status == RDMAPS_OK) return "ok";
-  if (status < RDMAPS_OK || status > RDMAPS_ERR_CANCELLED) return "unknown";
+  if (status < RDMAPS_OK || status > RDMAPS_ERR_REFUSED_FOR_NOW) return "unknown";
   return rdmaps::errc_name(static_cast<rdmaps::Errc>(status - 1));
 }
 

@@ -28,6 +28,8 @@ const char* errc_name(Errc code) noexcept {
       return "internal";
     case Errc::kCancelled:
       return "cancelled";
+    case Errc::kRefusedForNow:
+      return "refused-for-now";
   }
   return "unknown";
 }

@@ -41,11 +41,14 @@ namespace rdmaps::ps {
 using Clock = std::chrono::steady_clock;
 
 // A server's refusal of a Hello, with its Welcome::accepted code: only
-// kRefusedForNow may pass on a retry; kRefusedWithoutTheJob answers a
-// reconnect that found a process that did not resume.
+// kRefusedForNow may pass on a retry (and says so to the caller:
+// Errc::kRefusedForNow); kRefusedWithoutTheJob answers a reconnect that found
+// a process that did not resume.
 struct Refusal : Error {
   Refusal(const std::string& what, uint32_t accepted, uint64_t instance = 0)
-      : Error(Errc::kProtocol, what), accepted(accepted), instance(instance) {}
+      : Error(accepted == kRefusedForNow ? Errc::kRefusedForNow : Errc::kProtocol, what),
+        accepted(accepted),
+        instance(instance) {}
   bool for_good() const { return accepted != kRefusedForNow; }
   uint32_t accepted;
   uint64_t instance;  ///< Welcome::instance of the refusing server (0: not said)

@@ -259,6 +259,36 @@ static void forked_child_leaves_the_server_alone(void) {
   rdmaps_server_destroy(server);
 }
 
+/* A refusal says whether a later connect may pass: all were
+ * RDMAPS_ERR_PROTOCOL, a server out of memory for now like a worker of
+ * another table. */
+static void refusals_say_whether_a_retry_may_pass(void) {
+  pthread_t thread;
+  char address[64];
+  rdmaps_server* server = start_tcp_server("--transport tcp", &thread, address);
+  if (!server) return;
+  rdmaps_client* clients[3] = {NULL, NULL, NULL};
+  const uint32_t ids[3] = {0, 0, 1};
+  for (int i = 0; i < 3; ++i) {
+    rdmaps_client_options co = {address, ids[i], "--transport tcp", 10000};
+    CHECK(rdmaps_client_create(&co, &clients[i]) == RDMAPS_OK, "client: %s", rdmaps_last_error());
+    if (clients[i]) CHECK(rdmaps_client_declare(clients[i], "w", 4) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
+  }
+  CHECK(rdmaps_client_connect(clients[0]) == RDMAPS_OK, "connect: %s", rdmaps_last_error());
+  /* Its id still connected: held 3 s, then refused for now. */
+  rdmaps_status st = rdmaps_client_connect(clients[1]);
+  CHECK(st == RDMAPS_ERR_REFUSED_FOR_NOW && strcmp(rdmaps_status_name(st), "refused-for-now") == 0 &&
+            strstr(rdmaps_last_error(), "already connected") != NULL,
+        "a worker id already connected gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
+  /* An id past the server's workers: for good. */
+  st = rdmaps_client_connect(clients[2]);
+  CHECK(st == RDMAPS_ERR_PROTOCOL && strstr(rdmaps_last_error(), "refused worker 1") != NULL,
+        "a worker id past the server's gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
+  for (int i = 2; i >= 0; --i) rdmaps_client_destroy(clients[i]); /* worker 0 last: the run returns */
+  pthread_join(thread, NULL);
+  rdmaps_server_destroy(server);
+}
+
 /* A one-shot callback that removes itself (it used to wait for the lock its
  * own call held, for good). */
 static int g_once_calls;
@@ -670,6 +700,7 @@ int main(void) {
   destroy_while_running();
   callback_that_removes_itself();
   forked_child_leaves_the_server_alone();
+  refusals_say_whether_a_retry_may_pass();
   edges();
   printf("%d passed, %d failed\n", failures ? 0 : 1, failures ? 1 : 0);
   return failures ? 1 : 0;
