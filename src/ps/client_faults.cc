@@ -192,6 +192,7 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
              deadline = std::min(window_end, leave_by_);
   logf(LogLevel::kWarn, "rdmaps worker %u: %s; reconnecting to %s for up to %g s", options_.worker, cause.what(),
        link.address.c_str(), std::chrono::duration<double>(deadline - start).count());
+  bool refused_last = false;  // the last attempt met a server that refused it for now
   const auto not_back = [&](const std::string& last) {
     const std::string within =
         deadline < window_end ? " in the " +
@@ -199,9 +200,11 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
                                         0, std::chrono::ceil<std::chrono::milliseconds>(deadline - start).count())) +
                                     " s left to leave"
                               : " within " + seconds(config_.reconnect_ms) + " s (--reconnect";
-    return Error(Errc::kPeerGone, "worker " + std::to_string(options_.worker) + ": server " + link.address +
-                                      " did not come back" + within + (deadline < window_end ? " (" : "; ") +
-                                      "last attempt: " + (last.empty() ? "none" : last) + ")");
+    // Back but refusing it (out of memory for it, say): not a server that never came.
+    return Error(refused_last ? Errc::kRefusedForNow : Errc::kPeerGone,
+                 "worker " + std::to_string(options_.worker) + ": server " + link.address +
+                     (refused_last ? " came back but refused it for now at every try" : " did not come back") + within +
+                     (deadline < window_end ? " (" : "; ") + "last attempt: " + (last.empty() ? "none" : last) + ")");
   };
   std::string last;
   Welcome welcome;
@@ -243,6 +246,7 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
                                 std::to_string(options_.worker) + " stops rather than train from nothing"));
       if (e.for_good()) give_up(link, refused_for_good(link, e));
       last = e.what();
+      refused_last = true;
     } catch (const Error& e) {
       // interrupt(): the call ends as interrupted, not as a server that did not come back.
       if (e.code() == Errc::kCancelled) {
@@ -254,6 +258,7 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
       if (e.code() == Errc::kPermissionDenied || e.code() == Errc::kUnsupported)
         give_up(link, refused_for_good(link, e));
       last = e.what();
+      refused_last = false;
     } catch (...) {
       disconnect(link);  // no half-made lanes (out of memory): later calls find the link down, not null endpoints
       throw;

@@ -1375,6 +1375,60 @@ TEST_P(PsFaultTest, AReconnectWhoseServerAdmitsAndThenSaysNothingEndsWithItsWind
   stand_in.reset();
 }
 
+// At the killed server's address, a server that refuses every Hello for now
+// (as one without memory for the worker yet does).
+class RefusingStandIn {
+ public:
+  RefusingStandIn(transport::TransportKind kind, const std::string& address)
+      : context_(transport::create_context({.transport = kind, .secret = test_secret()})),
+        control_(context_->listen(transport::SockAddr::parse(address))),
+        thread_([this] { serve(); }) {}
+  ~RefusingStandIn() {
+    done_ = true;
+    thread_.join();
+  }
+  int refused() const { return refused_; }
+
+ private:
+  void serve() {
+    for (; !done_; std::this_thread::sleep_for(1ms)) {
+      auto ep = control_->poll();
+      if (!ep) continue;
+      ps::decode_hello(ep->recv_control(kSetupTimeout), "the worker");
+      ps::Welcome no;
+      no.accepted = ps::kRefusedForNow;
+      no.reason = "this server has no memory for this worker (a stand-in's words)";
+      ep->send_control(encode(no), kSetupTimeout);
+      ++refused_;
+    }
+  }
+  std::unique_ptr<transport::Context> context_;
+  std::unique_ptr<transport::Listener> control_;
+  std::atomic<bool> done_{false};
+  std::atomic<int> refused_{0};
+  std::thread thread_;  // last: starts once the rest is made
+};
+
+// A reconnect that met a server back but refusing it for now to the end of
+// its window said the server "did not come back", as a peer gone.
+TEST_P(PsFaultTest, AReconnectRefusedForNowToTheEndSaysTheServerCameBack) {
+  std::string address;
+  auto client = worker_of_a_killed_server(GetParam(), 1000, &address);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  std::vector<float> w(kFaultFloats);
+  RefusingStandIn stand_in(GetParam(), address);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kRefusedForNow) << what;
+  EXPECT_GE(stand_in.refused(), 1);
+  EXPECT_NE(what.find("server " + address + " came back but refused it for now at every try within 1 s"),
+            std::string::npos)
+      << what;
+  EXPECT_NE(what.find("last attempt: server " + address + " refused worker 0: this server has no memory"),
+            std::string::npos)
+      << what;
+  client.reset();
+}
+
 // A server back at the address with another part of the model (another
 // index: servers swapped hosts) refuses the worker for good: the reconnect
 // tried again for its whole window, each attempt admitted and dropped.
