@@ -17,6 +17,9 @@ namespace rdmaps::test {
 
 using Bytes = std::vector<uint8_t>;
 
+/// The shared secret of the targets that authenticate.
+inline constexpr char kSecret[] = "fuzzing-secret-0123456789abcdef";
+
 // A target's seeds: each accepted, except those meant to be refused (written
 // as refused-N.bin), which are each refused.
 struct Seeds {

@@ -36,7 +36,6 @@ namespace {
 using transport::TcpSocket;
 
 constexpr uint32_t kWorld = 4, kServers = 2;
-constexpr const char* kSecret = "fuzzing-secret-0123456789abcdef";
 
 uint16_t free_port() {
   auto s = TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
@@ -55,7 +54,7 @@ launch::Placement rank_zero(uint16_t port) {
   return p;
 }
 
-Bytes framed(const std::vector<std::string>& messages) {
+Bytes framed_text(const std::vector<std::string>& messages) {
   Bytes out;
   for (const std::string& m : messages) {
     const auto n = static_cast<uint32_t>(m.size());
@@ -76,14 +75,14 @@ std::vector<Bytes> streams() {
   };
   return {
       // A worker asks before the servers registered, then server 0 and 1 register.
-      on(0, framed({challenge, head + nonce + " - 4 2 3 - fuzz", head + nonce + " - 4 2 0 127.0.0.1:4000 fuzz",
-                    head + nonce + " - 4 2 1 [::1]:4001 fuzz"})),
+      on(0, framed_text({challenge, head + nonce + " - 4 2 3 - fuzz", head + nonce + " - 4 2 0 127.0.0.1:4000 fuzz",
+                         head + nonce + " - 4 2 1 [::1]:4001 fuzz"})),
       // Another world size, then another launch.
-      on(0, framed({challenge, head + nonce + " - 8 2 3 - fuzz"})),
-      on(0, framed({challenge, head + nonce + " - 4 2 3 - other"})),
+      on(0, framed_text({challenge, head + nonce + " - 8 2 3 - fuzz"})),
+      on(0, framed_text({challenge, head + nonce + " - 4 2 3 - other"})),
       // With a secret: a request proving none, then one proving a wrong one.
-      on(1, framed({challenge, head + nonce + " - 4 2 3 - fuzz"})),
-      on(1, framed({challenge, head + nonce + " " + std::string(64, '0') + " 4 2 3 - fuzz"})),
+      on(1, framed_text({challenge, head + nonce + " - 4 2 3 - fuzz"})),
+      on(1, framed_text({challenge, head + nonce + " " + std::string(64, '0') + " 4 2 3 - fuzz"})),
   };
 }
 
@@ -161,7 +160,7 @@ TEST(Fuzz, RendezvousRequests) {
         for (const std::string& a : answers(port, Bytes(input.begin() + 1, input.end())))
           if (std::string wrong = check_answer(a, with_secret); !wrong.empty()) return wrong + ": " + a.substr(0, 200);
         // Still answering, whatever came before.
-        const auto again = answers(port, framed({"rdmaps-rendezvous 4 challenge"}));
+        const auto again = answers(port, framed_text({"rdmaps-rendezvous 4 challenge"}));
         if (again.size() != 1 || !check_answer(again[0], with_secret).empty()) return "no challenge answered after it";
         return {};
       },

@@ -34,8 +34,6 @@ using namespace transport;
 
 // ---- seeds ---------------------------------------------------------------------
 
-const char* kSecret = "fuzzing-secret-0123456789abcdef";
-
 ps::Hello sample_hello() {
   ps::Hello h;
   h.worker = 3;
