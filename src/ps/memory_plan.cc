@@ -43,33 +43,39 @@ MemoryBudget::MemoryBudget(uint64_t fixed, transport::AvailableMemory available,
 
 std::string MemoryBudget::refusal(uint32_t worker, uint64_t bytes, const transport::AvailableMemory& now) const {
   if (worker >= by_worker_.size()) return {};
-  // Copies are faulted in as a worker is admitted, its inboxes as it first
-  // pushes: what is available now, less the inboxes of those that have not
-  // pushed yet, shows what other servers sharing this memory took meanwhile
-  // (two in one 256 MiB cgroup each counted the other's part, and one was
-  // killed; on a loaded machine, as the inboxes of workers admitted before
-  // were written).
-  // And room for what UCX itself takes per connection (its endpoints' buffers).
+  const std::string head = "this server has no memory for worker " + std::to_string(worker) + ": it needs " +
+                           size_text(bytes) + " (its inboxes and copies of the range)";
+  // First what this server promised, which names every part of its own.
+  if (available_.bytes != 0) {
+    const uint64_t others = promised_ - by_worker_[worker];
+    if (fixed_ + others + bytes > available_.bytes) {
+      uint32_t holding = 0;
+      for (uint32_t w = 0; w < by_worker_.size(); ++w) holding += w != worker && by_worker_[w] != 0;
+      return head + ", beside " + size_text(fixed_) + " for the parameters, their state and snapshot and " +
+             size_text(others) + " for the " + std::to_string(holding) + " workers admitted, of the " +
+             size_text(available_.bytes) + " available when its lanes started (" + available_.bound +
+             "); admitted, it would be killed by the kernel mid-run. Spread the table over more servers (--servers), "
+             "or run fewer workers";
+    }
+  }
+  // Then what is available now, less the inboxes of those that have not
+  // pushed yet: copies are faulted in as a worker is admitted, its inboxes
+  // as it first pushes. It shows what other servers sharing this memory
+  // took meanwhile (two in one 256 MiB cgroup each counted the other's part,
+  // and one was killed; on a loaded machine, as the inboxes of workers
+  // admitted before were written). And room for what UCX itself takes per
+  // connection (its endpoints' buffers).
   constexpr uint64_t kHeadroom = uint64_t{4} << 20;
   const uint64_t pending = untouched_total_ - untouched_[worker];
-  if (now.bytes != 0 && bytes + pending + kHeadroom > now.bytes)
-    return "this server has no memory for worker " + std::to_string(worker) + ": it needs " + size_text(bytes) +
-           " (its inboxes and copies of the range), but " + size_text(now.bytes) + " is available now (" + now.bound +
-           (pending ? ", less " + size_text(pending) + " the inboxes of workers admitted will take as they push" : "") +
-           "; other processes, another server among them, hold the rest). Spread the table over more servers "
-           "(--servers) on more machines, or run fewer workers";
-  if (available_.bytes == 0) return {};
-  const uint64_t others = promised_ - by_worker_[worker];
-  if (fixed_ + others + bytes <= available_.bytes) return {};
-  uint32_t holding = 0;
-  for (uint32_t w = 0; w < by_worker_.size(); ++w) holding += w != worker && by_worker_[w] != 0;
-  return "this server has no memory for worker " + std::to_string(worker) + ": it needs " + size_text(bytes) +
-         " (its inboxes and copies of the range), beside " + size_text(fixed_) +
-         " for the parameters, their state and snapshot and " + size_text(others) + " for the " +
-         std::to_string(holding) + " workers admitted, of the " + size_text(available_.bytes) +
-         " available when the server started (" + available_.bound +
-         "); admitted, it would be killed by the kernel mid-run. Spread the table over more servers (--servers), or "
-         "run fewer workers";
+  if (now.bytes == 0 || bytes + pending + kHeadroom <= now.bytes) return {};
+  const std::string left = pending ? ", but of the " + size_text(now.bytes) + " available now (" + now.bound +
+                                         ") the inboxes of workers admitted will take " + size_text(pending) +
+                                         " as they push, leaving " +
+                                         size_text(now.bytes > pending ? now.bytes - pending : 0)
+                                   : ", but only " + size_text(now.bytes) + " is available now (" + now.bound + ")";
+  return head + left +
+         ": what this server holds is counted out of it, and other processes, another server among them, hold the "
+         "rest. Spread the table over more servers (--servers) on more machines, or run fewer workers";
 }
 
 void MemoryBudget::promise(uint32_t worker, uint64_t bytes, uint64_t untouched) {

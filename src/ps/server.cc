@@ -78,6 +78,7 @@ ServerImpl::ServerImpl(const ServerOptions& options)
   restored_pushes_.assign(options.workers, 0);
   resumed_clocks_.assign(options.workers, 0);
   awaited_.assign(options.workers, true);
+  last_refusal_.assign(options.workers, std::string());
   if (checkpointer_.enabled()) checkpointer_.claim(options.index);
   while (instance_ == 0) transport::random_bytes(&instance_, sizeof(instance_));
   if (options.config.resume) resume();

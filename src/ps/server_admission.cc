@@ -38,13 +38,19 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
   const std::string peer = ep->peer_name();
   Welcome welcome;
   auto close_later = [&] { closing_.add(std::move(ep)); };
-  auto refuse = [&](const std::string& why, uint32_t code = kRefused) { refuse_peer(std::move(ep), why, code); };
   // Nothing a refused Hello said survives it: the table and rule are fixed
   // only by admission_.admit() below, after every check passed.
   uint32_t worker = 0;
+  bool named = false;  // the Hello was read: `worker` is its id
+  auto refuse = [&](const std::string& why, uint32_t code = kRefused) {
+    // Kept for the "waiting for workers" line: a worker refused at once and then waited for said nothing of it.
+    if (named && worker < last_refusal_.size()) last_refusal_[worker] = why;
+    refuse_peer(std::move(ep), why, code);
+  };
   try {
     const Hello hello = decode_hello(message, peer);
     worker = hello.worker;
+    named = true;
     if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
       if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
       // Memory too: a worker refused for it by the last of its servers was
@@ -287,6 +293,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
          e.what());
   }
   admitted_at_[hello.worker] = Clock::now();
+  last_refusal_[hello.worker].clear();
 }
 
 }  // namespace rdmaps::ps

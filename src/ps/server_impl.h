@@ -143,11 +143,12 @@ class ServerImpl {
   uint64_t resumed_updates_ = 0;
   std::vector<uint64_t> restored_pushes_;  // by worker: its pushes the resumed checkpoint holds
   std::vector<uint64_t> resumed_clocks_;   // by worker: the clock the resumed checkpoint expects it back at, or 0
-  std::vector<bool> awaited_;         // by worker: the clock holds until it connects (not one a checkpoint saw leave)
-  uint64_t instance_ = 0;             // random: this server process, as its workers know it
-  Clock::time_point next_release_{};  // of release_departed_budgets() from the control loop
-  bool planned_copies_ = false;       // the memory plan counted a copy of the range per worker
-  MemoryBudget memory_budget_;        // what the workers were promised, against what the server had
+  std::vector<bool> awaited_;  // by worker: the clock holds until it connects (not one a checkpoint saw leave)
+  std::vector<std::string> last_refusal_;         // by worker: why its last Hello was refused, until one is admitted
+  uint64_t instance_ = 0;                         // random: this server process, as its workers know it
+  Clock::time_point next_release_{};              // of release_departed_budgets() from the control loop
+  bool planned_copies_ = false;                   // the memory plan counted a copy of the range per worker
+  MemoryBudget memory_budget_;                    // what the workers were promised, against what the server had
   std::vector<uint64_t> taken_at_admission_;      // by worker: pushes_taken() as it was last admitted
   std::atomic<bool> said_unplanned_copy_{false};  // by this thread or a lane: once per server
   ClosingEndpoints closing_;                      // control connections, closed once the worker closed its side

@@ -106,12 +106,18 @@ ServerStats ServerImpl::stats() const {
 void ServerImpl::report(Clock::time_point now) {
   if (now - last_waiting_ > 10s) {
     last_waiting_ = now;
-    std::string missing;
-    for (uint32_t w = 0; w < options_.workers; ++w)
-      if (!admitted_at_[w] && awaited_[w]) missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+    std::string missing, refused;
+    size_t quoted = 0;
+    for (uint32_t w = 0; w < options_.workers; ++w) {
+      if (admitted_at_[w] || !awaited_[w]) continue;
+      missing += (missing.empty() ? "" : ", ") + std::to_string(w);
+      // Why it waits, where this server refused that worker (the refusal's own line is long gone by then).
+      if (!last_refusal_[w].empty() && quoted++ < 3)
+        refused += "; worker " + std::to_string(w) + " was refused: " + last_refusal_[w].substr(0, 300);
+    }
     if (!missing.empty())
-      logf(LogLevel::kInfo, "rdmaps-server: waiting for workers %s to connect to %s (the clock holds at %llu)",
-           missing.c_str(), address().c_str(), static_cast<unsigned long long>(stats().min_clock));
+      logf(LogLevel::kInfo, "rdmaps-server: waiting for workers %s to connect to %s (the clock holds at %llu)%s",
+           missing.c_str(), address().c_str(), static_cast<unsigned long long>(stats().min_clock), refused.c_str());
     // Admitted, then gone before it reached every lane (killed while it
     // connected): the lanes it never reached hold their clock for it.
     for (uint32_t w = 0; w < options_.workers; ++w) {

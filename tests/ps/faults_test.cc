@@ -829,10 +829,16 @@ TEST_P(PsFaultTest, AWorkerAdmittedThatNeverReachedALaneIsNamed) {
   ServerGroup servers(1, 2, c, serve_on);
   connect_to_lane_zero_only_and_die(GetParam(), servers.server(0).address(), 1, 2, c.staleness, 256);
   if (HasFatalFailure()) return;
+  // Worker 0 refused (another rule): the report says why the server waits for it.
+  Config other = c;
+  other.rule = UpdateRule::kMomentum;
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { connect_worker(servers.addresses(), other, 0, 2); }, &what), Errc::kProtocol) << what;
   // The first report comes 10 s after the server started (waited for: the control thread may run late).
   EXPECT_TRUE(log.wait_for("worker 1 was admitted but never reached lane(s) 1, whose clock holds for it", 30s))
       << log.text();
   EXPECT_NE(log.text().find("waiting for workers 0 to connect"), std::string::npos) << log.text();
+  EXPECT_NE(log.text().find("(the clock holds at 0); worker 0 was refused: "), std::string::npos) << log.text();
   servers.stop();
 }
 

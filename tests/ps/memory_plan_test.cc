@@ -126,7 +126,7 @@ TEST(MemoryBudget, AWorkerPastTheMemoryIsRefusedNamingWhatEachPartTakes) {
   EXPECT_EQ(admitted, 21u);  // (250 - 100) / 7
   const std::string why = budget.refusal(admitted, each, plenty);
   for (const char* part : {"no memory for worker 21", "it needs 7.3 MB", "104.9 MB for the parameters",
-                           "154.1 MB for the 21 workers admitted", "262.1 MB available when the server started",
+                           "154.1 MB for the 21 workers admitted", "262.1 MB available when its lanes started",
                            "(the limit of memory cgroup /job)", "--servers"})
     EXPECT_NE(why.find(part), std::string::npos) << part << " missing from: " << why;
   EXPECT_EQ(budget.refusal(3, each, plenty), "") << "a rejoining id takes the place of its own memory";
@@ -143,8 +143,8 @@ TEST(MemoryBudget, AWorkerPastTheMemoryIsRefusedNamingWhatEachPartTakes) {
 TEST(MemoryBudget, AWorkerIsRefusedWhereWhatIsAvailableNowIsShort) {
   ps::MemoryBudget budget(uint64_t{100} << 20, {uint64_t{250} << 20, "MemAvailable"}, 8);
   const std::string why = budget.refusal(0, uint64_t{7} << 20, {uint64_t{5} << 20, "MemAvailable"});
-  for (const char* part : {"no memory for worker 0", "it needs 7.3 MB", "but 5.2 MB is available now (MemAvailable",
-                           "another server among them"})
+  for (const char* part : {"no memory for worker 0", "it needs 7.3 MB",
+                           "but only 5.2 MB is available now (MemAvailable)", "another server among them"})
     EXPECT_NE(why.find(part), std::string::npos) << part << " missing from: " << why;
   EXPECT_EQ(budget.refusal(0, uint64_t{7} << 20, {uint64_t{12} << 20, "MemAvailable"}), "");  // 4 MiB to spare
   EXPECT_NE(budget.refusal(0, uint64_t{7} << 20, {uint64_t{10} << 20, "MemAvailable"}), "");
@@ -153,7 +153,9 @@ TEST(MemoryBudget, AWorkerIsRefusedWhereWhatIsAvailableNowIsShort) {
   budget.promise(1, uint64_t{7} << 20, uint64_t{4} << 20);
   EXPECT_TRUE(budget.untouched(1));
   const std::string pending = budget.refusal(0, uint64_t{7} << 20, {uint64_t{12} << 20, "MemAvailable"});
-  EXPECT_NE(pending.find("less 4.2 MB the inboxes of workers admitted will take as they push"), std::string::npos)
+  EXPECT_NE(pending.find("but of the 12.6 MB available now (MemAvailable) the inboxes of workers admitted will take "
+                         "4.2 MB as they push, leaving 8.4 MB"),
+            std::string::npos)
       << pending;
   budget.touched(1);
   EXPECT_FALSE(budget.untouched(1));

@@ -657,9 +657,8 @@ class ConfigurationTest(unittest.TestCase):
             workers, refused = self.connect_each(address, 8, 10 << 20)
             self.assertGreaterEqual(len(workers), 1, refused[:1])
             self.assertGreaterEqual(len(refused), 1, "eight workers of 40 MB each fitted in 256 MB")
-            self.assertRegex(refused[0][1], r"this server has no memory for worker \d+: it needs .* (of the .* "
-                                            r"available when the server started|is available now) \(the limit of "
-                                            r"memory cgroup .*\)")
+            self.assertRegex(refused[0][1], r"this server has no memory for worker \d+: it needs .* available "
+                                            r"(when its lanes started|now) \(the limit of memory cgroup .*\)")
             values = np.ones(10 << 20, dtype=np.float32)
             workers[0].init("w", values)
             for w in workers:
