@@ -47,7 +47,7 @@ class Stream {
     Bytes header = take(done() ? 0 : b_[at_++]);
     uint16_t n = 0;
     const Bytes length = take(2);
-    std::memcpy(&n, length.data(), length.size());
+    if (!length.empty()) std::memcpy(&n, length.data(), length.size());  // (an empty vector's data() may be null)
     return {std::move(header), take(n)};
   }
 
@@ -169,7 +169,8 @@ std::string feed_inbox(const Bytes& input) {
       if (!reader.failed()) {
         const auto& [header, payload] = it->second;
         if (std::memcmp(&m->header, header.data(), sizeof(m->header)) != 0) return "a header that is not the one sent";
-        if (std::memcmp(m->payload, payload.data(), payload.size()) != 0) return "a payload that is not the one sent";
+        if (!payload.empty() && std::memcmp(m->payload, payload.data(), payload.size()) != 0)
+          return "a payload that is not the one sent";
         const auto type = static_cast<ps::MsgType>(m->header.type);
         const uint64_t size = m->header.flags & ps::kFlagBf16 ? 2 : 4;
         if ((type == ps::MsgType::kPush || type == ps::MsgType::kInit) && payload.size() != m->header.length * size)
@@ -192,7 +193,7 @@ std::string feed_inbox(const Bytes& input) {
       auto [header, payload] = stream.message();
       AmMessage m = eager(header, payload);
       ps::SlotHeader h{};
-      std::memcpy(&h, header.data(), std::min(header.size(), sizeof(h)));
+      if (!header.empty()) std::memcpy(&h, header.data(), std::min(header.size(), sizeof(h)));
       if (!reader.land(c, m).empty()) continue;  // refused: no slot of its own
       if (header.size() != sizeof(h)) return "a header of " + std::to_string(header.size()) + " bytes landed";
       if (h.seq < reader.expected()) return "sequence " + std::to_string(h.seq) + " landed behind the reader";

@@ -21,6 +21,7 @@
 #include "src/launch/server_list.h"
 #include "src/metrics/http_endpoint.h"
 #include "src/metrics/http_reply.h"
+#include "tests/common/free_port.h"
 #include "tests/fuzz/fuzz_harness.h"
 #include "transport/tcp_socket.h"
 
@@ -36,11 +37,6 @@ namespace {
 using transport::TcpSocket;
 
 constexpr uint32_t kWorld = 4, kServers = 2;
-
-uint16_t free_port() {
-  auto s = TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
-  return static_cast<uint16_t>(s.local_address().port());
-}
 
 launch::Placement rank_zero(uint16_t port) {
   launch::Placement p;

@@ -17,6 +17,7 @@
 
 #include "rdmaps/error.h"
 #include "src/launch/server_directory.h"
+#include "tests/common/free_port.h"
 #include "tests/common/output_capture.h"
 #include "tests/common/scoped_file_limit.h"
 #include "transport/address.h"
@@ -25,12 +26,9 @@
 namespace rdmaps::launch {
 namespace {
 
-using namespace std::chrono_literals;
+using test::free_port;
 
-uint16_t free_port() {
-  auto s = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
-  return static_cast<uint16_t>(s.local_address().port());
-}
+using namespace std::chrono_literals;
 
 Placement rank_of(uint32_t rank, uint32_t world, uint32_t servers, uint16_t port) {
   Placement p;

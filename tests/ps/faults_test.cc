@@ -1921,6 +1921,19 @@ uint64_t resident_bytes(pid_t pid) {
   return 0;
 }
 
+// How much `pid`'s resident memory grew past `from`, once below `bound` or
+// `within` passed (memory is given back by another thread, a moment later);
+// said in MiB.
+uint64_t resident_growth(pid_t pid, uint64_t from, uint64_t bound, Clock::duration within) {
+  uint64_t grew = 0;
+  for (auto until = Clock::now() + within; Clock::now() < until; std::this_thread::sleep_for(20ms)) {
+    grew = resident_bytes(pid) - from;
+    if (grew < bound) break;
+  }
+  std::printf("[ info     ] the server's resident memory grew by %.0f MiB (range: 64 MiB)\n", grew / 1048576.0);
+  return grew;
+}
+
 // The control thread makes a worker's copy by the server's --put-landing;
 // a worker that offered no landing (its own --put-landing off) left its copy,
 // faulted in, unused until its id was admitted again: the server's range
@@ -1948,13 +1961,8 @@ TEST(PsLanding, ACopyMadeForLandingsTheWorkerDidNotOfferIsFreed) {
   // (~9 MiB): 153 MiB here, 217 with the copy. The copy is freed by the
   // control thread once the lane let go of it.
   constexpr uint64_t kRange = kFloats * sizeof(float), kBound = kRange * 5 / 2 + (16u << 20);
-  uint64_t grew = 0;
-  for (auto until = Clock::now() + 10s; Clock::now() < until; std::this_thread::sleep_for(20ms)) {
-    grew = resident_bytes(server.pid()) - before;
-    if (grew < kBound) break;
-  }
-  std::printf("[ info     ] the server's resident memory grew by %.0f MiB (range: 64 MiB)\n", grew / 1048576.0);
-  EXPECT_LT(grew, kBound) << "an unused copy of the range stayed resident";
+  EXPECT_LT(resident_growth(server.pid(), before, kBound, 10s), kBound)
+      << "an unused copy of the range stayed resident";
 }
 
 // Pulls a 64 MiB model over and over, until killed; worker 0 sets it first.
@@ -2042,6 +2050,8 @@ RDMAPS_TEST_PEER(two_lane_server) {
 // after its admission), what its lanes did not take is freed.
 TEST(PsMemory, ACopyForALaneAKilledWorkerNeverReachedIsFreed) {
   if (!std::filesystem::exists("/proc/self/status")) GTEST_SKIP() << "needs /proc to read a process's memory";
+  // Its -O0 server holds 107 MiB where the plain build's holds 77: the plain build checks it.
+  if (kUnderSanitizer) GTEST_SKIP() << "measured by a server's resident memory, which a sanitizer's build inflates";
   int port = 0;
   PeerProcess server = listening_peer("two_lane_server", transport::TransportKind::kTcp, 1, {}, &port);
   const uint64_t start = resident_bytes(server.pid());
@@ -2051,13 +2061,8 @@ TEST(PsMemory, ACopyForALaneAKilledWorkerNeverReachedIsFreed) {
   if (HasFatalFailure()) return;
   // Then: the parameters (64 MiB), UCX's own (77 MiB in all here). With lane 1's copy: 32 MiB more (109).
   constexpr uint64_t kBound = kRange + kRange * 3 / 8;
-  uint64_t grew = 0;
-  for (auto until = Clock::now() + 30s; Clock::now() < until; std::this_thread::sleep_for(100ms)) {
-    grew = resident_bytes(server.pid()) - start;
-    if (grew < kBound) break;
-  }
-  std::printf("[ info     ] the server's resident memory grew by %.0f MiB (range: 64 MiB)\n", grew / 1048576.0);
-  EXPECT_LT(grew, kBound) << "the copy made for the lane the worker never reached stayed resident";
+  EXPECT_LT(resident_growth(server.pid(), start, kBound, 30s), kBound)
+      << "the copy made for the lane the worker never reached stayed resident";
   EXPECT_TRUE(server.running()) << "the server died";
 }
 

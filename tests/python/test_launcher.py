@@ -657,7 +657,9 @@ sys.exit(3)
     def test_torchruns_spellings_are_taken_for_one_machine(self):
         p = self.launch_cli("--nproc_per_node", "2", "--master_port", str(free_port()), "--standalone", "--nnodes",
                             "1", "--no-prefix", "--no-python", sys.executable, "-c",
-                            "import os; print('rank', os.environ['RANK'])")
+                            # One write each: unprefixed, the ranks share the launcher's stdout, and an unbuffered
+                            # print wrote "rank" and " 1" apart ("rankrank 0", " 1" under CI's load).
+                            "import os; os.write(1, ('rank %s\\n' % os.environ['RANK']).encode())")
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(sorted(p.stdout.split("\n"))[1:], ["rank 0", "rank 1"])
         for args, said in ((["--nnodes", "2"], "--nnodes 2: this launcher starts processes on this machine only"),

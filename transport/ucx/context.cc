@@ -351,8 +351,9 @@ Request UcxContext::am_receive(AmMessage& message, Region& region, uint64_t offs
   message.consumed = true;
   char* dst = static_cast<char*>(region.data()) + offset;
   if (!message.rendezvous) {
-    // Eager data sits in UCX's bounce buffer: one copy is unavoidable.
-    std::memcpy(dst, message.payload, message.length);
+    // Eager data sits in UCX's bounce buffer: one copy is unavoidable. (An
+    // empty one may have no buffer: memcpy from null is undefined even for 0 bytes.)
+    if (message.length) std::memcpy(dst, message.payload, message.length);
     return Request();
   }
   ucp_request_param_t params{};
