@@ -665,6 +665,10 @@ class PyServerDirectory {
       : env_(environment_of(env)), placement_(placement_of(env_, num_servers)) {
     const auto timeout = checked_timeout("rdmaps.torch.init", timeout_s);
     std::string secret = parse_flags(flags).secret;
+    // As the C++ programs' launched ranks: on a loopback MASTER_ADDR too, where
+    // every user of the host reaches the rendezvous and the servers, and one
+    // without the secret registered a server of its own for the workers.
+    launch::require_secret(!secret.empty());
     without_gil(
         [&] { directory_ = std::make_unique<launch::ServerDirectory>(placement_, timeout, std::move(secret), env_); });
   }

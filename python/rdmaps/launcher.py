@@ -55,8 +55,9 @@ def detect(env=None, num_servers=None):
     env = dict(os.environ if env is None else env)
     for name, value in env.items():  # pybind11's "incompatible function arguments" named neither
         if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"rdmaps.launcher.detect: env[{name!r}] = {value!r}: the environment maps strings to "
-                            "strings, as os.environ does")
+            # Its type, not its value: the entry may be RDMAPS_SECRET, and a traceback goes to logs.
+            raise TypeError(f"rdmaps.launcher.detect: env[{name!r}] is a {type(value).__name__}: the environment "
+                            "maps strings to strings, as os.environ does")
     if num_servers is not None:
         count = _as_int(num_servers)
         if count is None or not 1 <= count <= _rdmaps.max_servers:

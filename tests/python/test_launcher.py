@@ -78,8 +78,12 @@ class LauncherTest(unittest.TestCase):
 
     def test_bad_arguments_are_named(self):
         # pybind11's "incompatible function arguments" named neither the variable nor the count.
-        with self.assertRaisesRegex(TypeError, r"env\['RANK'\] = 0: the environment maps strings to strings"):
+        with self.assertRaisesRegex(TypeError, r"env\['RANK'\] is a int: the environment maps strings to strings"):
             detect({"RANK": 0, "WORLD_SIZE": "2"})
+        # Named by its type: the value may be the secret, and a traceback goes to logs.
+        with self.assertRaises(TypeError) as said:
+            detect({"RDMAPS_SECRET": 1234567890123456789, "RANK": "0", "WORLD_SIZE": "2"})
+        self.assertNotIn("1234567890123456789", str(said.exception))
         for count in (2**32, 5000):  # as RDMAPS_NUM_SERVERS=5000 is refused
             with self.assertRaisesRegex(LaunchError, f"num_servers={count} is not a whole number from 1 to 4096"):
                 detect(dict(MASTER, RANK="0", WORLD_SIZE="6000"), num_servers=count)

@@ -6,6 +6,7 @@ import array
 import ctypes
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -1075,6 +1076,20 @@ class ConfigurationTest(unittest.TestCase):
         finally:
             os.environ.update(saved)
 
+    def test_a_launched_rank_needs_a_secret_on_loopback_too(self):
+        # As the C++ programs' launched ranks: every user of the host reaches a loopback rendezvous, and without
+        # a secret one registered a server of its own for the workers (rdmaps.torch.init took none).
+        code = ("import rdmaps\n"
+                "e0 = dict(RDMAPS_RANK='0', RDMAPS_WORLD_SIZE='2', MASTER_ADDR='127.0.0.1', MASTER_PORT='1')\n"
+                "try:\n"
+                "    rdmaps._rdmaps._ServerDirectory(e0, 1, 5.0, [])\n"
+                "except rdmaps.InvalidArgument as e:\n"
+                "    print(e)\n")
+        env = {k: v for k, v in os.environ.items() if k not in ("RDMAPS_SECRET", "RDMAPS_SECRET_FILE")}
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("its ranks need a shared secret", p.stdout)
+
     def test_a_rendezvous_logging_to_python_as_it_is_destroyed_does_not_hang(self):
         # Rank 0's rendezvous thread was joined with the GIL held while it logged a refused rank to Python,
         # which needs the GIL: the server rank hung at exit (del of the directory in rdmaps.torch.init).
@@ -1099,7 +1114,7 @@ class ConfigurationTest(unittest.TestCase):
                 "assert logging_now.wait(20), 'no refusal logged'\n"
                 "del d\n"
                 "print('destroyed', flush=True)\n")
-        env = {k: v for k, v in os.environ.items() if k not in ("RDMAPS_SECRET", "RDMAPS_SECRET_FILE")}
+        env = dict(os.environ, RDMAPS_SECRET=secrets.token_hex(32))  # a launched rank needs one
         try:
             p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env)
         except subprocess.TimeoutExpired:

@@ -19,6 +19,9 @@ except ImportError:
 import forked
 from rdmaps.launch import free_port
 
+# What a job script exports to every rank (docs/security.md): a launched rank refuses to start without one,
+# on a loopback MASTER_ADDR too.
+os.environ.setdefault("RDMAPS_SECRET", secrets.token_hex(32))
 HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(HERE, "..", "..", "examples", "torch_fashion_mnist.py")
 JOB = os.path.join(HERE, "torch_job.py")

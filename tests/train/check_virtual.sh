@@ -51,6 +51,15 @@ if command -v gnuplot >/dev/null; then
   if [ ! -s "$out/g1/accuracy.png" ] || [ -s "$out/g1/gnuplot.err" ]; then fail "no plot: $(cat "$out/g1/gnuplot.err")"; fi
 fi
 
+# gnuplot needs no secret: the run's (here one given) stays out of its environment.
+mkdir -p "$out/fake-bin"
+printf '#!/bin/sh\nenv > "%s"\n' "$out/gnuplot.env" >"$out/fake-bin/gnuplot"
+chmod +x "$out/fake-bin/gnuplot"
+PATH="$out/fake-bin:$PATH" RDMAPS_SECRET=0123456789abcdef0123456789abcdef \
+  "$train" --virtual-workers 2 "${small[@]}" --out "$out/env" >/dev/null 2>&1 || fail "the run for the fake gnuplot failed"
+[ -s "$out/gnuplot.env" ] || fail "the fake gnuplot did not run"
+if grep -q '^RDMAPS_SECRET=' "$out/gnuplot.env"; then fail "gnuplot was given RDMAPS_SECRET"; fi
+
 g2=$("$train" --virtual-workers 8 --delay geometric:4 --seed 2 "${small[@]}" --out "$out/g2" 2>/dev/null)
 py 'import json,sys
 a, b = (json.loads(x) for x in sys.argv[1:])

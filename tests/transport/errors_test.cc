@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <future>
 #include <sstream>
 #include <string>
@@ -427,6 +429,33 @@ RDMAPS_TEST_PEER(idle_peer) {
 }
 
 RDMAPS_INSTANTIATE_OVER_TRANSPORTS(ErrorsTest);
+
+// SysV segments UCX made of this process's memory: UCX 1.13's sysv
+// transport makes them 0660, so any process of the owner's group attached
+// them and read and wrote the model (its inboxes, its parameters where UCX
+// allocated them). Transport auto leaves sysv out where UCX_TLS does not name it.
+std::vector<std::string> sysv_segments_of(pid_t pid) {
+  std::ifstream in("/proc/sysvipc/shm");
+  std::vector<std::string> ours;
+  std::string line;
+  std::getline(in, line);  // the column names
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string key, id, perms, size, cpid;
+    if (fields >> key >> id >> perms >> size >> cpid && cpid == std::to_string(pid)) ours.push_back(line);
+  }
+  return ours;
+}
+
+TEST(SharedMemory, TransportAutoMakesNoSegmentTheOwnersGroupCouldAttach) {
+  if (!std::filesystem::exists("/proc/sysvipc/shm")) GTEST_SKIP() << "no /proc/sysvipc/shm to look at";
+  if (std::getenv("UCX_TLS")) GTEST_SKIP() << "UCX_TLS is set: transport auto takes it as it is";
+  auto context = transport::create_context({.transport = TransportKind::kAuto, .loopback_only = true});
+  auto listener = context->listen(transport::SockAddr::parse("127.0.0.1:0"));
+  auto region = context->allocate(1 << 20, Access::kRemoteWrite);
+  const auto ours = sysv_segments_of(getpid());
+  EXPECT_TRUE(ours.empty()) << ours.size() << " SysV segment(s) of this process, first: " << ours.front();
+}
 
 // Peer-failure handling on: works over tcp, refused clearly over shared memory
 // (UCX 1.13's shared-memory transports cannot detect a failed peer).

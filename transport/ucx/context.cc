@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -101,15 +103,13 @@ std::string_view take(std::string_view& rest, char separator) {
   return item;
 }
 
-// Whether UCX may pick tcp under `config`'s UCX_TLS (from the environment or
-// ucx.conf): "all", a list that names tcp, or an exclusion ("^...") that does
-// not. UCX has no getter for one field, so it is read from the printed
-// configuration.
-bool tls_may_use_tcp(const ucp_config_t* config) {
+// `config`'s UCX_TLS (from the environment or ucx.conf; "all" by default).
+// UCX has no getter for one field, so it is read from the printed configuration.
+std::string configured_tls(const ucp_config_t* config) {
   char* text = nullptr;
   size_t size = 0;
   FILE* stream = open_memstream(&text, &size);
-  if (stream == nullptr) return true;
+  if (stream == nullptr) return "all";
   ucp_config_print(config, stream, nullptr, UCS_CONFIG_PRINT_CONFIG);
   std::fclose(stream);
   const std::unique_ptr<char, decltype(&std::free)> owned(text, &std::free);
@@ -117,14 +117,44 @@ bool tls_may_use_tcp(const ucp_config_t* config) {
   std::string_view tls = "all";
   for (std::string_view lines(text, size); !lines.empty();)
     if (const std::string_view line = take(lines, '\n'); line.starts_with(kKey)) tls = line.substr(kKey.size());
+  return std::string(tls);
+}
+
+// Whether a UCX_TLS value (a list, "all", or an exclusion "^...") lets UCX
+// use any of `names`.
+bool tls_may_use(std::string_view tls, std::initializer_list<std::string_view> names) {
   const bool excluding = tls.starts_with('^');
   if (excluding) tls.remove_prefix(1);
   bool named = false;
   while (!tls.empty()) {
     const std::string_view item = take(tls, ',');
-    named = named || item == "tcp" || (!excluding && item == "all");
+    named = named || (!excluding && item == "all") || std::find(names.begin(), names.end(), item) != names.end();
   }
   return excluding != named;
+}
+
+// UCX 1.13's sysv transport keeps its queues, and the memory it allocates,
+// in SysV segments of mode 0660: every process of the owner's group attached
+// them and read and wrote the model (a review did, as another user of the
+// group). Transport auto leaves it out of a UCX_TLS that does not name it
+// (posix, which takes its place, maps files only this user can open); one
+// that names it, or an alias holding it, is the user's, and warned of.
+void keep_sysv_out(ucp_config_t* config) {
+  const std::string tls = configured_tls(config);
+  if (!tls_may_use(tls, {"sysv", "sm", "shm", "mm"})) return;
+  if (tls == "all" || tls.starts_with('^')) {
+    const std::string without = tls == "all" ? "^sysv" : tls + ",sysv";
+    check(ucp_config_modify(config, "TLS", without.c_str()), "leaving UCX's sysv transport out", "UCX_TLS=" + without);
+    return;
+  }
+  static std::once_flag said;
+  std::call_once(said, [&] {
+    logf(LogLevel::kWarn,
+         "rdmaps: warning: UCX_TLS=%s lets UCX use its sysv transport, whose shared-memory segments every process of "
+         "this user's group may attach, reading and writing the model: leave it out (sysv, and the aliases sm, shm "
+         "and mm that hold it), or use --transport shm",
+         tls.c_str());
+  });
 }
 
 }  // namespace
@@ -138,6 +168,8 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   if (options.transport != TransportKind::kAuto)
     check(ucp_config_modify(config.get(), "TLS", transport_tls(options.transport)), "selecting UCX transports",
           std::string("UCX_TLS=") + transport_tls(options.transport));
+  else
+    keep_sysv_out(config.get());
   // UCX's tcp transport listens on every device it uses and takes any
   // connection there, unauthenticated: a job on loopback keeps it on loopback.
   if (options.loopback_only && !std::getenv("UCX_NET_DEVICES"))
@@ -145,7 +177,7 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   // Only where tcp can be in use (the transport's UCX_TLS, or the user's for
   // auto): UCX warns of the keepalive variables as "invalid configurations"
   // in every process whose UCX_TLS has no tcp.
-  if (tls_may_use_tcp(config.get())) set_keepalive(config.get(), options.peer_silence);
+  if (tls_may_use(configured_tls(config.get()), {"tcp"})) set_keepalive(config.get(), options.peer_silence);
 
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME;
