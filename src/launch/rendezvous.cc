@@ -278,6 +278,7 @@ void RendezvousHost::serve() {
             Connection{std::move(s), peer.to_string(), {}, {}, Clock::now() + kProveWithin, {}}));
       }
     } catch (const Error& e) {
+      if (stop_) break;  // the destructor shut the listener between the check above and the accept
       // Out of files, most likely (ranks of a large launch at once): the
       // connection waits in the backlog until an answered rank's closes. The
       // listener stays readable meanwhile, so pause instead of spinning.

@@ -154,7 +154,7 @@ void step(Connection& c, short revents, uint64_t round, const std::function<std:
     const size_t end = std::min(c.head.find("\r\n\r\n", searched), c.head.find("\n\n", searched));
     if (end != std::string::npos && end <= kMaxRequestHead) {
       c.reply = reply_to(std::string_view(c.head).substr(0, end), render);
-    } else if (c.head.size() > kMaxRequestHead) {
+    } else if (c.head.size() >= kMaxRequestHead + 4) {  // no blank line within the limit can still end here
       c.reply = reply_to_oversized_head(c.head);
     } else {
       return;

@@ -200,8 +200,9 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
                                         0, std::chrono::ceil<std::chrono::milliseconds>(deadline - start).count())) +
                                     " s left to leave"
                               : " within " + seconds(config_.reconnect_ms) + " s (--reconnect";
-    // Back but refusing it (out of memory for it, say): not a server that never came.
-    return Error(refused_last ? Errc::kRefusedForNow : Errc::kPeerGone,
+    // Back but refusing it (out of memory for it, say): not a server that never came. Peer gone all the
+    // same: this client is broken for good (every later call says so), and a new one must connect.
+    return Error(Errc::kPeerGone,
                  "worker " + std::to_string(options_.worker) + ": server " + link.address +
                      (refused_last ? " came back but refused it for now at every try" : " did not come back") + within +
                      (deadline < window_end ? " (" : "; ") + "last attempt: " + (last.empty() ? "none" : last) + ")");

@@ -137,8 +137,12 @@ std::string ServerImpl::no_memory_for_first(const transport::Endpoint& ep, const
   const bool copy = write_back_copies(job.rule, uses_am(ep, hello)) || options_.gpu_shard || emulated;
   const uint64_t bytes =
       plan.lanes * inbox_bytes(job) + (copy ? plan.partition->server_range(options_.index).size() * sizeof(float) : 0);
-  return MemoryBudget(plan.memory.fixed(), plan.available, options_.workers)
-      .refusal(hello.worker, bytes, plan.available);
+  // What the Hello will meet "now": its lanes' parameters and state made and filled (a probe judged more
+  // kindly passed, and the Hello after it was refused by this server alone).
+  transport::AvailableMemory now = plan.available;
+  now.bytes = now.bytes > plan.memory.shared ? now.bytes - plan.memory.shared : (now.bytes ? 1 : 0);
+  now.bound += ", less the parameters and state its first worker has made";
+  return MemoryBudget(plan.memory.fixed(), plan.available, options_.workers).refusal(hello.worker, bytes, now);
 }
 
 void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>& table, uint64_t staleness,

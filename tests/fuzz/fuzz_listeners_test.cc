@@ -191,7 +191,7 @@ std::optional<std::string> owed(const std::string& data, const std::string& page
   const size_t end = std::min(data.find("\r\n\r\n"), data.find("\n\n"));
   if (end != std::string::npos && end <= metrics::kMaxRequestHead)
     return metrics::reply_to(std::string_view(data).substr(0, end), [&] { return page; });
-  if (data.size() > metrics::kMaxRequestHead) return std::string();  // a 431, checked by its status
+  if (data.size() >= metrics::kMaxRequestHead + 4) return std::string();  // a 431, checked by its status
   return std::nullopt;
 }
 
