@@ -169,9 +169,10 @@ Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused,
     if (l == 0) offer_landings(link, *lane.ep, lane_hello);  // every lane of a server reaches it the same way
     lane.ep->send_control(encode(lane_hello), timeout());
     LaneWelcome lw = decode_lane_welcome(lane.ep->recv_control(timeout()), where);
-    if (!lw.accepted)
-      throw Error(Errc::kProtocol,
-                  "server " + where + " refused worker " + std::to_string(options_.worker) + ": " + lw.reason);
+    const std::string refused = "server " + where + " refused worker " + std::to_string(options_.worker) + ": ";
+    // For now (out of files or memory for it): a retry may pass, and a reconnect says so at its end.
+    if (lw.accepted == kRefusedForNow) throw Refusal(refused + lw.reason, kRefusedForNow);
+    if (lw.accepted != kAdmitted) throw Error(Errc::kProtocol, refused + lw.reason);
     lane.landings = lane.landings_offered = lane_hello.landing_regions.size();
     auto inbox = lane.ep->import(transport::RegionDescriptor::parse(lw.inbox_region, where));
     lane.inbox = std::make_unique<InboxWriter>(*context_, *lane.ep, std::move(inbox),

@@ -314,7 +314,8 @@ LaneWelcome decode_lane_welcome(const std::vector<uint8_t>& bytes, const std::st
   LaneWelcome m;
   lane_welcome_fields(r, m);
   r.done();
-  if (m.accepted > 1) r.fail("accepted code " + std::to_string(m.accepted));  // 7 was taken for accepted
+  if (m.accepted != kRefused && m.accepted != kAdmitted && m.accepted != kRefusedForNow)
+    r.fail("accepted code " + std::to_string(m.accepted));  // 7 was taken for accepted
   if (m.start_clock > kMaxClock) r.fail("start clock " + std::to_string(m.start_clock) + " (at most 2^62)");
   return m;
 }

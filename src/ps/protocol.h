@@ -20,7 +20,7 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 17;
+constexpr uint32_t kProtocolVersion = 18;
 /// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
 constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
 /// No worker's clock gets near it (a clock a microsecond for 146,000 years);
@@ -241,7 +241,7 @@ struct LaneHello {
 };
 /// Lane -> worker answer.
 struct LaneWelcome {
-  uint32_t accepted = 0;
+  uint32_t accepted = kRefused;  ///< kRefused, kAdmitted or kRefusedForNow (out of files or memory for it)
   std::string reason;
   uint64_t start_clock = 0;
   std::vector<uint8_t> inbox_region;  ///< serialized RegionDescriptor (write rights): this lane's inbox

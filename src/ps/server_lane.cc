@@ -161,14 +161,20 @@ void ServerLane::admit(std::unique_ptr<transport::Endpoint> ep, const std::vecto
   try {
     admit_checked(ep, decode_lane_hello(message, peer));
   } catch (const std::bad_alloc&) {
-    if (ep) refuse(*ep, "out of memory while registering its memory");
+    if (ep) refuse(*ep, "out of memory while registering its memory", kRefusedForNow);
+  } catch (const Error& e) {
+    // What the worker sent, or who it is, stays refused; files or memory may free up.
+    const bool for_good =
+        e.code() == Errc::kPermissionDenied || e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol;
+    if (ep) refuse(*ep, e.what(), for_good ? kRefused : kRefusedForNow);
   } catch (const std::exception& e) {
-    if (ep) refuse(*ep, e.what());
+    if (ep) refuse(*ep, e.what(), kRefusedForNow);
   }
 }
 
-void ServerLane::refuse(transport::Endpoint& ep, const std::string& why) {
+void ServerLane::refuse(transport::Endpoint& ep, const std::string& why, uint32_t code) {
   LaneWelcome welcome;
+  welcome.accepted = code;
   welcome.reason = why;
   refusals_.warn("refused " + ep.peer_name() + ": " + why);
   try {

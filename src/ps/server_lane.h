@@ -245,7 +245,8 @@ class ServerLane {
   void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
   /// Connects the worker (the endpoint moves in) or throws Error with the reason to refuse.
   void admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello);
-  void refuse(transport::Endpoint& ep, const std::string& why);
+  /// Answers a LaneHello with `code` (kRefused, or kRefusedForNow where a retry may pass) and `why`.
+  void refuse(transport::Endpoint& ep, const std::string& why, uint32_t code = kRefused);
   // Data path (server_lane.cc).
   bool poll_inbox(Worker& w);
   void handle(Worker& w, const SlotHeader& h, const uint8_t* payload);

@@ -3162,7 +3162,8 @@ TEST_P(PsFaultTest, AServerOutOfFilesRefusesTheWorkerItHasNoRoomForAndServesOn) 
   c.staleness = kInfiniteStaleness;
   c.secret = test_secret();
   std::string what;
-  EXPECT_EQ(error_code_of([&] { connect_worker(address, c, 0, 2); }, &what), Errc::kProtocol);
+  // For now: given room, a later connect passes (below).
+  EXPECT_EQ(error_code_of([&] { connect_worker(address, c, 0, 2); }, &what), Errc::kRefusedForNow);
   EXPECT_NE(what.find("refused: no open files left for it"), std::string::npos) << what;
   EXPECT_NE(what.find("allowed open files open: raise the limit"), std::string::npos) << what;
   ASSERT_TRUE(server.running()) << "the server died";
