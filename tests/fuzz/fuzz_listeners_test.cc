@@ -23,6 +23,7 @@
 #include "src/metrics/http_reply.h"
 #include "tests/common/free_port.h"
 #include "tests/fuzz/fuzz_harness.h"
+#include "tests/launch/local_placement.h"
 #include "transport/tcp_socket.h"
 
 namespace rdmaps::test {
@@ -39,13 +40,7 @@ using transport::TcpSocket;
 constexpr uint32_t kWorld = 4, kServers = 2;
 
 launch::Placement rank_zero(uint16_t port) {
-  launch::Placement p;
-  p.world_size = kWorld;
-  p.num_servers = kServers;
-  p.source = "rdmaps";
-  p.rank_var = "RDMAPS_RANK";
-  p.master_addr = "127.0.0.1";
-  p.master_port = port;
+  launch::Placement p = local_rank(0, kWorld, kServers, port);
   p.launch_id = "fuzz";
   return p;
 }

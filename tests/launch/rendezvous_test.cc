@@ -20,6 +20,7 @@
 #include "tests/common/free_port.h"
 #include "tests/common/output_capture.h"
 #include "tests/common/scoped_file_limit.h"
+#include "tests/launch/local_placement.h"
 #include "transport/address.h"
 #include "transport/tcp_socket.h"
 
@@ -31,15 +32,7 @@ using test::free_port;
 using namespace std::chrono_literals;
 
 Placement rank_of(uint32_t rank, uint32_t world, uint32_t servers, uint16_t port) {
-  Placement p;
-  p.rank = rank;
-  p.world_size = world;
-  p.num_servers = servers;
-  p.source = "rdmaps";
-  p.rank_var = "RDMAPS_RANK";
-  p.master_addr = "127.0.0.1";
-  p.master_port = port;
-  return p;
+  return test::local_rank(rank, world, servers, port);
 }
 
 std::string error_of(const std::function<void()>& f) {
