@@ -18,8 +18,7 @@ typedef enum {
   RDMAPS_ERR_TIMEOUT,
   RDMAPS_ERR_UNREACHABLE,
   RDMAPS_ERR_PEER_GONE,
-  RDMAPS_ERR_PROTOCOL, /* a peer sent something malformed, or a server refused this worker for good (why: the message)
-                        */
+  RDMAPS_ERR_PROTOCOL, /* malformed bytes from a peer, or a server refused this worker for good (why: the message) */
   RDMAPS_ERR_NO_MEMORY,
   RDMAPS_ERR_UNSUPPORTED,
   RDMAPS_ERR_IO,

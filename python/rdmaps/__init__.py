@@ -17,8 +17,8 @@ import weakref
 from . import _rdmaps
 from ._rdmaps import Error, InvalidArgument, PeerGone, RefusedForNow, Timeout, __version__, have_cuda
 
-__all__ = ["Error", "InvalidArgument", "PeerGone", "RefusedForNow", "Timeout", "Worker", "Server", "config_flags", "describe_config",
-           "info", "set_log_level", "log_to_python"]
+__all__ = ["Error", "InvalidArgument", "PeerGone", "RefusedForNow", "Timeout", "Worker", "Server", "config_flags",
+           "describe_config", "info", "set_log_level", "log_to_python"]
 
 _PY_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
 
