@@ -36,11 +36,6 @@ class Endpoint {
   /// Non-blocking: whether the peer closed the connection (process exited or
   /// endpoint destroyed), as the bootstrap socket reports on every transport.
   virtual bool peer_closed() const = 0;
-  /// Whether its host said the peer's end is gone (an end of stream or a
-  /// reset on the bootstrap socket: its process exited), not only that the
-  /// connection failed (a keepalive timeout: a host down or cut off, whose
-  /// process may come back and still read what UCX had under way).
-  virtual bool peer_exited() const = 0;
 
   /// Binds a peer's descriptor to this endpoint (unpacks its key).
   virtual std::unique_ptr<RemoteRegion> import(const RegionDescriptor& descriptor) = 0;

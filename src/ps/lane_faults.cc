@@ -92,10 +92,7 @@ void ServerLane::release(Worker& w) {
   // this process writes the worker's pushes into it until then.
   auto departed =
       std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox), w.name});
-  // Its pages are given back only where its process is gone: one cut off
-  // (a keepalive timeout) may come back and read zeros as its parameters
-  // from sends UCX had under way.
-  if ((departed->copy || departed->inbox) && w.ep && w.ep->peer_exited()) departed_.push_back({departed, Clock::now()});
+  if (departed->copy || departed->inbox) departed_.push_back({departed, Clock::now()});
   context_->retire(in_flight, departed);
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());

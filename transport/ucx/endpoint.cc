@@ -218,7 +218,6 @@ bool UcxEndpoint::peer_closed() const {
   char byte;
   ssize_t n = ::recv(socket_.fd(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
   if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-    if (n == 0 || errno == ECONNRESET) peer_exited_.store(true, std::memory_order_release);
     peer_closed_.store(true, std::memory_order_release);
     return true;
   }

@@ -41,7 +41,6 @@ class UcxEndpoint final : public Endpoint {
   std::string describe() const override { return lanes_; }
   bool failed() const override { return error_.load(std::memory_order_acquire) != UCS_OK; }
   bool peer_closed() const override;
-  bool peer_exited() const override { return peer_closed() && peer_exited_.load(std::memory_order_acquire); }
 
   std::unique_ptr<RemoteRegion> import(const RegionDescriptor& descriptor) override;
   Request put(const void* src, size_t length, const RemoteRegion& dst, uint64_t offset, const Region* local) override;
@@ -80,7 +79,6 @@ class UcxEndpoint final : public Endpoint {
   std::string peer_;
   std::atomic<ucs_status_t> error_{UCS_OK};
   mutable std::atomic<bool> peer_closed_{false};  // the bootstrap socket saw EOF
-  mutable std::atomic<bool> peer_exited_{false};  // ... or a reset, as peer_closed() read it
   bool rma_native_ = false;
   bool rma_to_registered_ = false;
   bool used_ = false;  // any operation posted: closing then flushes it
