@@ -133,10 +133,9 @@ void ServerImpl::release_departed_budgets() {
     if (memory_budget_.untouched(w) && pushes_taken(w) > taken_at_admission_[w]) memory_budget_.touched(w);
     if (!memory_budget_.holds(w) || (admitted_at_[w] && now - *admitted_at_[w] < kReachWindow)) continue;
     if (std::none_of(lanes_.begin(), lanes_.end(), [&](const auto& lane) { return lane->live_or_admitting(w); })) {
-      // What the lanes it never reached did not take, where it reached one and left it (it died connecting):
-      // one at no lane yet, slow, may still come for its copies.
-      if (std::any_of(lanes_.begin(), lanes_.end(), [&](const auto& lane) { return lane->reached(w); }))
-        tickets_[w].copies.drop();
+      // What the lanes it never reached did not take (it died connecting; one still on its way after
+      // kReachWindow, slow, finds none and its lanes make their own, unplanned).
+      tickets_[w].copies.drop();
       memory_budget_.promise(w, 0);
     }
   }
