@@ -133,8 +133,7 @@ std::string ServerImpl::no_memory_for_first(const transport::Endpoint& ep, const
   const Config job = admission_.config_for(hello);
   const LanePlan plan = plan_lanes(job, hello.tensors, nullptr);
   // Its copy, as each lane decides (ServerLane::needs_copy; a host lane puts from its parameters where it may).
-  const bool emulated = !ep.rma_native() || (job.put_landing == PutLanding::kOn && !ep.rma_to_registered());
-  const bool copy = write_back_copies(job.rule, uses_am(ep, hello)) || options_.gpu_shard || emulated;
+  const bool copy = write_back_copies(job.rule, uses_am(ep, hello)) || options_.gpu_shard || puts_emulated(ep, job);
   const uint64_t bytes =
       plan.lanes * inbox_bytes(job) + (copy ? plan.partition->server_range(options_.index).size() * sizeof(float) : 0);
   // What the Hello will meet "now": its lanes' parameters and state made and filled (a probe judged more

@@ -111,10 +111,13 @@ bool ServerImpl::uses_am(const transport::Endpoint& ep, const Hello& hello) {
 // Puts to a worker's copy wait for its own progress (tcp; pulls put into its
 // own memory over shared memory, which --put-landing on asks for): a copy to
 // put from, where the lane would otherwise put from the parameters.
+bool ServerImpl::puts_emulated(const transport::Endpoint& ep, const Config& job) {
+  return !ep.rma_native() || (job.put_landing == PutLanding::kOn && !ep.rma_to_registered());
+}
+
 std::string ServerImpl::no_memory_for(const transport::Endpoint& ep, const Hello& hello, uint64_t* bytes,
                                       std::vector<bool>* needs_copy) {
-  const bool emulated =
-      !ep.rma_native() || (admission_.config().put_landing == PutLanding::kOn && !ep.rma_to_registered());
+  const bool emulated = puts_emulated(ep, admission_.config());
   const bool use_am = uses_am(ep, hello);
   needs_copy->assign(lanes_.size(), false);
   *bytes = lanes_.size() * inbox_bytes(admission_.config());

@@ -84,6 +84,8 @@ class ServerImpl {
             uint32_t worker);
   /// Whether the worker of `hello`, connected by `ep`, pushes by active messages.
   static bool uses_am(const transport::Endpoint& ep, const Hello& hello);
+  /// Whether puts to the worker on `ep` are emulated under `job` (they wait for its progress: it gets a copy).
+  static bool puts_emulated(const transport::Endpoint& ep, const Config& job);
   /// Why this server has no memory for the worker of `hello` (MemoryBudget), or "";
   /// `bytes`: what admitting it takes (its inboxes and copies), `needs_copy`: on which lanes it has a copy.
   std::string no_memory_for(const transport::Endpoint& ep, const Hello& hello, uint64_t* bytes,

@@ -77,6 +77,19 @@ std::vector<Bytes> streams() {
   };
 }
 
+/// Everything `fd` receives until its peer closes (or resets) it; nothing
+/// where 5 s pass without a byte or a close.
+std::optional<std::string> read_until_closed(int fd) {
+  std::string got;
+  for (char buffer[4096];;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 5000) != 1) return std::nullopt;
+    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n <= 0) return got;  // closed (or reset, once it refused)
+    got.append(buffer, static_cast<size_t>(n));
+  }
+}
+
 /// The answers to `stream`, sent on one connection and its sending side shut.
 std::vector<std::string> answers(uint16_t port, const Bytes& stream) {
   TcpSocket s = TcpSocket::connect(transport::SockAddr::parse("127.0.0.1:" + std::to_string(port)),
@@ -85,14 +98,9 @@ std::vector<std::string> answers(uint16_t port, const Bytes& stream) {
     // The host closed it already (a full request it refused): its answers are still there to read.
   }
   ::shutdown(s.fd(), SHUT_WR);
-  std::string got;
-  for (char buffer[4096];;) {
-    pollfd p{s.fd(), POLLIN, 0};
-    if (::poll(&p, 1, 5000) != 1) throw std::runtime_error("the host neither answered nor closed in 5 s");
-    const ssize_t n = ::recv(s.fd(), buffer, sizeof(buffer), 0);
-    if (n <= 0) break;  // closed (or reset, once it refused)
-    got.append(buffer, static_cast<size_t>(n));
-  }
+  const auto read = read_until_closed(s.fd());
+  if (!read) throw std::runtime_error("the host neither answered nor closed in 5 s");
+  const std::string& got = *read;
   std::vector<std::string> out;
   for (size_t at = 0; at + 4 <= got.size();) {
     uint32_t n = 0;
@@ -209,14 +217,9 @@ TEST(Fuzz, MetricsEndpointConnections) {
           if (::send(s.fd(), data.data() + from, std::min(piece, data.size() - from), MSG_NOSIGNAL) < 0) break;
         }
         ::shutdown(s.fd(), SHUT_WR);
-        std::string reply;
-        for (char buffer[4096];;) {
-          pollfd p{s.fd(), POLLIN, 0};
-          if (::poll(&p, 1, 5000) != 1) return "neither a reply nor a close in 5 s";
-          const ssize_t n = ::recv(s.fd(), buffer, sizeof(buffer), 0);
-          if (n <= 0) break;
-          reply.append(buffer, static_cast<size_t>(n));
-        }
+        const auto read = read_until_closed(s.fd());
+        if (!read) return "neither a reply nor a close in 5 s";
+        const std::string& reply = *read;
         const auto want = owed(data, page);
         if (!want) return reply.empty() ? "" : "a reply to a head that never ended";
         if (want->empty()) return reply.rfind("HTTP/1.1 431 ", 0) == 0 ? "" : "an oversized head answered otherwise";
