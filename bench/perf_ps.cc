@@ -489,7 +489,14 @@ int perf_ps_main(int argc, char** argv, int first) {
                        {.only = {"transport", "rule", "push-path", "put-landing", "wire", "shard-floats", "inbox-slots",
                                  "server-threads", "checkpoint-dir", "checkpoint-every", "secret-file"},
                         .except = {}});
+  // A benchmark's checkpoints are its own: RDMAPS_CHECKPOINT_DIR exported
+  // for a training job put one into that job's directory, which its next
+  // --resume then refused to start from.
+  for (const char* flag : {"--checkpoint-dir", "--checkpoint-every"}) app.get_option(flag)->envname("");
   if (!parse(app, argc, argv, first)) return 0;
+  if (app.get_option("--role")->count() > 0 && app.get_option("--report-fd")->count() == 0)
+    throw Error(Errc::kInvalidArgument,
+                "--role: set by rdmaps-perf ps for the processes it starts, not a flag to give it");
   // The children's flags, given by hand, were taken and ignored (or, --report-fd, silenced the run).
   const std::map<std::string, std::vector<std::string>> roles_of = {{"--index", {"server"}},
                                                                     {"--worker", {"worker"}},

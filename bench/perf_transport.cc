@@ -17,6 +17,7 @@
 #include "rdmaps/error.h"
 #include "src/tools/child_process.h"
 #include "transport/context.h"
+#include "transport/memory_limit.h"
 
 namespace rdmaps::bench {
 
@@ -261,6 +262,18 @@ int run_client(const Flags& flags) {
                                             " differs from --span " + std::to_string(flags.span) +
                                             "; a get walks the same span on both sides");
   const size_t region_bytes = std::max<size_t>({max_size, flags.span, target_span});
+  // Said here, naming the flag: a span past memory (a local target takes as
+  // much again) was killed by the kernel's out-of-memory killer without a word.
+  if (const uint64_t need = uint64_t{region_bytes} * (flags.peer.empty() ? 2 : 1) + max_size;
+      need > (1u << 30) && flags.role != "server") {
+    const transport::AvailableMemory available = transport::available_memory();
+    if (available.bytes != 0 && need > available.bytes)
+      throw Error(Errc::kInvalidArgument,
+                  "--span " + transport::size_text(flags.span) + ": its buffers take " + transport::size_text(need) +
+                      (flags.peer.empty() ? " (the source and the local target each one)" : "") + ", but " +
+                      transport::size_text(available.bytes) + " is available (" + available.bound +
+                      "): a smaller --span" + (flags.peer.empty() ? ", or a target on another host (--peer)" : ""));
+  }
   // Started by another benchmark: rows go back through its pipe.
   const int report_fd = flags.report_fd;
 

@@ -215,6 +215,32 @@ std::string name_source(const CLI::App& app, const std::vector<std::string>& arg
 
 namespace {
 
+// CLI11 names a hidden option (group "", the flags a program gives the
+// processes it starts) "" in its errors: ": 'abc' is not a whole number".
+// The hidden flag given whose value the message quotes, else the first given.
+std::string name_hidden(const CLI::App& app, const std::vector<std::string>& args, std::string message) {
+  if (!message.starts_with(":")) return message;
+  std::string first;
+  for (const CLI::Option* o : app.get_options()) {
+    if (!o->get_group().empty()) continue;
+    for (const std::string& l : o->get_lnames()) {
+      const std::string flag = "--" + l;
+      for (size_t i = 0; i < args.size(); ++i) {
+        std::string value;
+        if (args[i] == flag && i + 1 < args.size())
+          value = args[i + 1];
+        else if (args[i].starts_with(flag + "="))
+          value = args[i].substr(flag.size() + 1);
+        else
+          continue;
+        if (message.find("'" + value + "'") != std::string::npos) return flag + message;
+        if (first.empty()) first = flag;
+      }
+    }
+  }
+  return first + message;
+}
+
 // CLI11 checks the environment's values before it answers --help: a bad
 // RDMAPS_ value failed the very page its error pointed to. Asked for help or
 // the version, a program gives them whatever else is wrong.
@@ -274,9 +300,9 @@ void parse(CLI::App& app, const std::vector<std::string>& args) {
     const auto colon = message.find(':');
     if (message.ends_with(" missing") && colon != std::string::npos)
       throw Error(Errc::kInvalidArgument, "flag " + message.substr(0, colon) + " needs a value" + see_help);
-    throw Error(Errc::kInvalidArgument, name_source(app, args, message) + see_help);
+    throw Error(Errc::kInvalidArgument, name_source(app, args, name_hidden(app, args, message)) + see_help);
   } catch (const CLI::ParseError& e) {
-    throw Error(Errc::kInvalidArgument, name_source(app, args, e.what()) + see_help);
+    throw Error(Errc::kInvalidArgument, name_source(app, args, name_hidden(app, args, e.what())) + see_help);
   }
 }
 

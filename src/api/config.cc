@@ -94,8 +94,13 @@ std::string read_secret_file(const std::string& path, const std::string& source)
     got += n;
   }
   text.resize(static_cast<size_t>(got));
-  std::string secret = text.substr(0, text.find('\n'));
-  if (secret.empty()) throw refused("is empty or unreadable");
+  const size_t end = text.find('\n');
+  // Cut at 4096 bytes, a longer one passed as its first 4096 without a word.
+  if (end == std::string::npos && got == 4096)
+    throw refused("has a first line over 4095 bytes: no secret is that long");
+  std::string secret = text.substr(0, end);
+  if (secret.empty())
+    throw refused(got == 0 ? "is empty" : "has an empty first line: the secret goes on the first line");
   while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
   return checked_secret(secret, source + " ('" + path + "')");
 }
@@ -348,11 +353,17 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   if (wanted("checkpoint-dir"))
     for (const char* flag : {"--checkpoint-every", "--checkpoint-keep"})
       if (CLI::Option* o = app.get_option_no_throw(flag)) o->needs(app.get_option("--checkpoint-dir"));
-  if (wanted("secret-file"))
-    app.final_callback([&app, &config] {
+  const bool secret_file = wanted("secret-file"), tau_max = wanted("tau-max") && wanted("staleness-policy");
+  if (secret_file || tau_max)
+    app.final_callback([&app, &config, secret_file, tau_max] {
       const char* secret = std::getenv("RDMAPS_SECRET");
-      if (secret && app.get_option("--secret-file")->count() == 0)
+      if (secret_file && secret && app.get_option("--secret-file")->count() == 0)
         config.secret = checked_secret(secret, "RDMAPS_SECRET");
+      // As a checkpoint setting without a directory: taken, it did nothing.
+      if (tau_max && app.get_option("--tau-max")->count() > 0 &&
+          config.staleness_policy != StalenessPolicy::kDropAboveMax)
+        throw Error(Errc::kInvalidArgument, "--tau-max " + std::to_string(config.tau_max) +
+                                                " does nothing without --staleness-policy drop: give both, or neither");
     });
   return added;
 }

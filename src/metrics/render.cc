@@ -123,9 +123,10 @@ std::string render_worker_metrics(const ClientStats& s, uint32_t worker, uint64_
   counter("rdmaps_worker_reconnects_total",
           "Reconnections to a server (--reconnect): it restarted, or the connection dropped.", double(s.reconnects));
   counter("rdmaps_worker_pushes_lost_total", "Push pieces restarted servers lost.", double(s.pushes_lost));
-  counter("rdmaps_worker_clocks_total", "clock() calls.", double(s.clocks));
+  counter("rdmaps_worker_clocks_total", "clock() and barrier() calls (each a clock step).", double(s.clocks));
   gauge("rdmaps_worker_clock", "This worker's SSP clock.", double(clock));
-  counter("rdmaps_worker_clock_wait_seconds_total", "Time clock() waited for slower workers.", s.clock_wait_seconds);
+  counter("rdmaps_worker_clock_wait_seconds_total", "Time clock() and barrier() waited for slower workers.",
+          s.clock_wait_seconds);
   gauge("rdmaps_worker_step_seconds", "Time between this worker's two latest clock() calls (one training step).",
         s.last_step_seconds);
   return e.text();

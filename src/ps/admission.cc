@@ -2,6 +2,10 @@
 
 #include <unistd.h>
 
+#include "rdmaps/error.h"
+#include "src/ps/partition.h"
+#include "transport/auth.h"
+
 namespace rdmaps::ps {
 
 std::string bound_text(uint64_t staleness) {
@@ -14,13 +18,27 @@ uint64_t table_limit_bytes(const ServerOptions& options) {
   return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : uint64_t{1} << 36;
 }
 
-std::string table_over_limit(const std::vector<TensorDecl>& tensors, const ServerOptions& options) {
+std::string table_over_limit(const std::vector<TensorDecl>& tensors, uint32_t shard_floats,
+                             const ServerOptions& options) {
   uint64_t floats = 0;
   for (const auto& t : tensors) floats += t.floats;
+  uint64_t share = floats;
+  if (options.servers > 1) try {
+      share = Partition(tensors, options.servers, shard_floats).server_range(options.index).size();
+    } catch (const Error&) {
+      // A table that cannot be laid out is refused for that where it is laid out.
+    }
   const uint64_t limit = table_limit_bytes(options);
-  if (floats * sizeof(float) <= limit) return {};
-  return "its declared table of " + std::to_string(floats) + " floats (" + std::to_string(floats * sizeof(float)) +
-         " bytes) is over this server's limit of " + std::to_string(limit) + " bytes (--max-bytes)";
+  if (share * sizeof(float) <= limit) return {};
+  const std::string size = std::to_string(share) + " floats (" + std::to_string(share * sizeof(float)) + " bytes)";
+  return (share == floats
+              ? "its declared table of " + size
+              : "this server's share of its declared table of " + std::to_string(floats) + " floats, " + size + ",") +
+         " is over this server's limit of " + std::to_string(limit) + " bytes (--max-bytes)";
+}
+
+Admission::Admission(const ServerOptions& options) : options_(options), config_(options.config) {
+  while (offer_ == 0) transport::random_bytes(&offer_, sizeof(offer_));
 }
 
 std::string Admission::check(const Hello& hello) const {
@@ -57,10 +75,15 @@ std::string Admission::check(const Hello& hello) const {
   if (options_.rule_from_workers && has_table())
     if (std::string d = RuleParams::from(config_).difference(hello.rule); !d.empty())
       return std::string("its update rule differs from ") + fixed_by_ + " (" + d + ", that one first)";
+  // Its checkpoints say which: a server resumed from another run's joined
+  // half a model to half of another (servers resume each its newest file).
+  if (job_ && hello.job && hello.job != job_)
+    return "it joins job " + job_text(hello.job) + " (its first server's), this server holds job " + job_text(job_) +
+           " (" + fixed_by_ + "): every server of a job resumes that job's checkpoints";
   if (!has_table()) {
     // Checked before anything is sized from the table. Decode bounds each
     // tensor below 2^40 floats and their count below 2^20.
-    return table_over_limit(hello.tensors, options_);
+    return table_over_limit(hello.tensors, config_.shard_floats, options_);
   }
   auto describe = [](const TensorDecl& t) { return "'" + t.name + "' of " + std::to_string(t.floats) + " floats"; };
   const std::string whose = std::string("its declared tensors differ from ") + fixed_by_ + " table: ";
@@ -80,6 +103,9 @@ Config Admission::config_for(const Hello& hello) const {
 }
 
 bool Admission::admit(const Hello& hello) {
+  // A Hello without one (made by hand) fixes none where other servers may
+  // hold the job: they would refuse this one's every worker.
+  if (!job_) job_ = hello.job ? hello.job : options_.servers == 1 ? offer_ : 0;
   if (has_table()) return false;
   staleness_ = hello.staleness;
   config_ = config_for(hello);
@@ -87,7 +113,8 @@ bool Admission::admit(const Hello& hello) {
   return true;
 }
 
-void Admission::restore(const std::vector<TensorDecl>& table, uint64_t staleness, const Config& config) {
+void Admission::restore(const std::vector<TensorDecl>& table, uint64_t staleness, const Config& config, uint64_t job) {
+  job_ = job;
   table_ = table;
   staleness_ = staleness;
   config_ = config;

@@ -21,14 +21,17 @@ std::string bound_text(uint64_t staleness);
 /// Largest table a server accepts: ServerOptions::max_bytes, or the machine's memory.
 uint64_t table_limit_bytes(const ServerOptions& options);
 
-/// Why a table of `tensors` is over that limit ("its declared table of ...
-/// (--max-bytes)"), or "" when it fits: for a first worker and a resumed
-/// checkpoint alike.
-std::string table_over_limit(const std::vector<TensorDecl>& tensors, const ServerOptions& options);
+/// Why this server's share of a table of `tensors` (cut in shards of
+/// `shard_floats`) is over that limit ("... (--max-bytes)"), or "" when it
+/// fits: for a first worker and a resumed checkpoint alike. A share, not the
+/// table: a model no one machine holds is spread over several servers.
+std::string table_over_limit(const std::vector<TensorDecl>& tensors, uint32_t shard_floats,
+                             const ServerOptions& options);
 
 class Admission {
  public:
-  explicit Admission(const ServerOptions& options) : options_(options), config_(options.config) {}
+  /// Draws the id this server offers a new job (Welcome::job).
+  explicit Admission(const ServerOptions& options);
 
   /// Empty when `hello` may join, else why not (the reason goes to the worker).
   std::string check(const Hello& hello) const;
@@ -37,8 +40,16 @@ class Admission {
   Config config_for(const Hello& hello) const;
   /// Records what an admitted Hello fixes; true the first time.
   bool admit(const Hello& hello);
-  /// What a checkpoint fixed, as if its first worker had been admitted.
-  void restore(const std::vector<TensorDecl>& table, uint64_t staleness, const Config& config);
+  /// What a checkpoint fixed, as if its first worker had been admitted
+  /// (`job` 0: a checkpoint too old to name its job; the first Hello does).
+  void restore(const std::vector<TensorDecl>& table, uint64_t staleness, const Config& config, uint64_t job);
+  /// The job this server holds (0: none yet, or a resumed checkpoint too
+  /// old to say): fixed by the first admitted Hello naming one, or, on a
+  /// server of its own, by the first Hello at all.
+  uint64_t job() const { return job_; }
+  /// A probe's Welcome::job: the job held, else, with no table, the id this
+  /// server offers a new one (server 0's is the job's); 0: not known.
+  uint64_t probe_job() const { return job_ ? job_ : has_table() ? 0 : offer_; }
 
   bool has_table() const { return !table_.empty(); }
   const std::vector<TensorDecl>& table() const { return table_; }
@@ -51,6 +62,8 @@ class Admission {
   Config config_;
   std::vector<TensorDecl> table_;
   uint64_t staleness_ = 0;                       // the first admitted worker's; the others must agree
+  uint64_t job_ = 0;                             // see job()
+  uint64_t offer_ = 0;                           // drawn at start: see probe_job()
   const char* fixed_by_ = "the first worker's";  // or the resumed checkpoint's: named in refusals
 };
 

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "rdmaps/error.h"
 #include "transport/auth.h"
@@ -25,8 +26,9 @@ using transport::WireWriter;
 
 namespace {
 constexpr char kMagic[8] = {'R', 'D', 'M', 'A', 'P', 'S', 'C', 'K'};
-constexpr uint32_t kFormatVersion = 2;
-constexpr uint32_t kOldestFormatVersion = 1;  // read still: without the earlier job's number and the state origins
+constexpr uint32_t kFormatVersion = kCheckpointFormat;
+constexpr uint32_t kOldestFormatVersion =
+    1;  // read still: without the earlier job's number, the state origins, the job
 constexpr size_t kDigestBytes = 32;
 constexpr size_t kMaxHeaderBytes = 64u << 20;  // a Hello's table (16 MiB) plus versions and workers
 
@@ -106,24 +108,47 @@ std::string file_name(uint32_t index, uint64_t sequence) {
   return name;
 }
 
+struct FileName {
+  uint32_t index;
+  uint64_t sequence;
+};
+
+// server-INDEX-SEQUENCE.ckpt (or .ckpt.tmp where `temporary`), else none.
+std::optional<FileName> parse_file_name(const std::string& name, bool temporary) {
+  const std::string prefix = "server-", suffix = temporary ? ".ckpt.tmp" : ".ckpt";
+  if (!name.starts_with(prefix) || !name.ends_with(suffix)) return std::nullopt;
+  const std::string middle = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  const size_t dash = middle.find('-');
+  const auto number = [](const std::string& digits, size_t most) -> std::optional<uint64_t> {
+    if (digits.empty() || digits.size() > most || !std::all_of(digits.begin(), digits.end(), ::isdigit))
+      return std::nullopt;
+    return std::stoull(digits);
+  };
+  if (dash == std::string::npos || (dash > 1 && middle[0] == '0')) return std::nullopt;  // as file_name() spells it
+  const auto index = number(middle.substr(0, dash), 9), sequence = number(middle.substr(dash + 1), 19);
+  if (!index || !sequence) return std::nullopt;
+  return FileName{static_cast<uint32_t>(*index), *sequence};
+}
+
+// Calls `each` with every checkpoint file name in `dir` (none where it does not exist).
+template <class Each>
+void for_each_name(const std::string& dir, Each&& each) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT) return;
+    io_error("cannot list the checkpoint directory", dir);
+  }
+  while (const dirent* e = ::readdir(d)) each(std::string(e->d_name));
+  ::closedir(d);
+}
+
 // Files of server `index` in `dir`: (sequence, name), newest first; `temporary` picks *.ckpt.tmp.
 std::vector<std::pair<uint64_t, std::string>> list(const std::string& dir, uint32_t index, bool temporary) {
   std::vector<std::pair<uint64_t, std::string>> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) {
-    if (errno == ENOENT) return out;
-    io_error("cannot list the checkpoint directory", dir);
-  }
-  const std::string prefix = "server-" + std::to_string(index) + "-";
-  const std::string suffix = temporary ? ".ckpt.tmp" : ".ckpt";
-  while (const dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name.size() <= prefix.size() + suffix.size() || !name.starts_with(prefix) || !name.ends_with(suffix)) continue;
-    const std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
-    if (digits.empty() || digits.size() > 19 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
-    out.emplace_back(std::stoull(digits), name);
-  }
-  ::closedir(d);
+  for_each_name(dir, [&](const std::string& name) {
+    if (const auto parsed = parse_file_name(name, temporary); parsed && parsed->index == index)
+      out.emplace_back(parsed->sequence, name);
+  });
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
   return out;
 }
@@ -191,6 +216,7 @@ std::vector<uint8_t> encode_checkpoint_header(const CheckpointHeader& h, uint64_
   w.u64(h.earlier_job);
   w.u32(static_cast<uint32_t>(h.state_since.size()));
   for (uint64_t v : h.state_since) w.u64(v);
+  w.u64(h.job);
   w.u64(floats);
   w.u8(has_state ? 1 : 0);
   return w.take();
@@ -376,6 +402,16 @@ bool CheckpointDirLock::retake_if_replaced() {
   return true;
 }
 
+std::vector<uint32_t> checkpoint_indices(const std::string& dir) {
+  std::vector<uint32_t> indices;
+  for_each_name(dir, [&](const std::string& name) {
+    if (const auto parsed = parse_file_name(name, false)) indices.push_back(parsed->index);
+  });
+  std::sort(indices.begin(), indices.end());
+  indices.erase(std::unique(indices.begin(), indices.end()), indices.end());
+  return indices;
+}
+
 uint64_t newest_checkpoint_sequence(const std::string& dir, uint32_t index) {
   const auto done = list(dir, index, false);
   return done.empty() ? 0 : done.front().first;
@@ -489,6 +525,7 @@ Checkpoint parse_checkpoint(std::span<const uint8_t> bytes, const std::string& p
         r.fail("shard " + std::to_string(k) + "'s state origin " + std::to_string(h.state_since[k]) +
                " past its version " + std::to_string(h.versions[k]));
   }
+  if (format >= 3) h.job = r.u64();
   const uint64_t floats = r.u64();
   const uint8_t has_state = r.u8();
   if (has_state > 1) r.fail("state flag " + std::to_string(has_state));

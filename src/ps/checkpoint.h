@@ -31,6 +31,9 @@ struct CheckpointWorker {
                         ///< refused as non-finite: not lost)
 };
 
+/// The format version this release writes (docs/protocol.md "Checkpoint file").
+constexpr uint32_t kCheckpointFormat = 3;
+
 /// Everything but the arrays.
 struct CheckpointHeader {
   uint32_t index = 0, servers = 1, shard_floats = 0;
@@ -48,6 +51,9 @@ struct CheckpointHeader {
   /// Per shard, the version at which its optimizer state started at 0 (the
   /// origin of DC-ASGD-a's bias correction); empty in a format-1 file: 0.
   std::vector<uint64_t> state_since;
+  /// The job the parameters are of (Welcome::job): every server of a job
+  /// writes the same; 0 in a file of format 2 or older.
+  uint64_t job = 0;
   uint64_t updates() const;  ///< pushes held, all workers
   /// Whether a server resumed from this checkpoint holds the clock for worker
   /// `w` until it connects, at resumed_clock(w): it was connected (or was
@@ -92,6 +98,9 @@ void check_checkpoint_dir(const std::string& dir);
 /// trained model as it wrote its own.
 void prune_checkpoints(const std::string& dir, uint32_t index, uint32_t keep, const std::vector<uint64_t>& good,
                        uint64_t earlier_job = 0);
+/// The server indices with whole-named checkpoint files (not temporary
+/// ones) in `dir`, ascending; none where it does not exist.
+std::vector<uint32_t> checkpoint_indices(const std::string& dir);
 /// The highest sequence among server `index`'s checkpoint files in `dir`,
 /// readable or not (0: none). New ones are numbered after it, so that pruning,
 /// which keeps the highest, never deletes a newer one than it wrote.

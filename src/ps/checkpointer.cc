@@ -135,6 +135,7 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
     CheckpointHeader h = base_;
     h.sequence = sequence;
     h.earlier_job = earlier_job_;
+    h.job = job_.load(std::memory_order_relaxed);
     h.unix_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
             .count();

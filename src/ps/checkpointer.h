@@ -34,6 +34,8 @@ class Checkpointer {
   /// fields that do not change); numbering goes on after `last_sequence` (a
   /// resumed one's), whose `earlier_job` files stay kept.
   void start(const CheckpointHeader& base, uint64_t last_sequence, uint64_t earlier_job);
+  /// The job id each checkpoint carries from now on (Admission::job).
+  void set_job(uint64_t job) { job_.store(job, std::memory_order_relaxed); }
   /// Control thread, every turn: `updates` is the pushes taken in so far.
   /// A run that did not resume writes nothing before its first update: its
   /// table of zeros would outrank the directory's checkpoints at the next
@@ -84,6 +86,7 @@ class Checkpointer {
   std::thread writer_;
   std::atomic<bool> writing_{false};
   std::atomic<uint64_t> written_{0}, failed_{0}, last_updates_{0};
+  std::atomic<uint64_t> job_{0};  // set on the control thread, read by the writer
 };
 
 }  // namespace rdmaps::ps

@@ -92,6 +92,7 @@ void ClientImpl::connect() {
     for (uint32_t i = 0; i < links_.size(); ++i) {
       const Welcome w = connect_one(i, transport::IfRefused::kRetry, Clock::time_point::max());
       links_[i].instance = w.instance;
+      if (!job_) job_ = w.job;  // one server: no probe named it
       // What the server holds of this id (a predecessor's pushes, a resumed
       // checkpoint's): a later reconnect counts as lost what it no longer holds.
       links_[i].posted = links_[i].held_at_connect = w.pushes_held;
@@ -99,11 +100,13 @@ void ClientImpl::connect() {
       stats_.servers_resumed += w.resumed;
       stats_.servers_holding += w.holding;
     }
+    end_probes();  // joined every server
   } catch (...) {
     // Not connected: a later connect() starts over (and is refused again if
     // the reason stands) instead of finding a half-made connection.
     by_endpoint_.clear();
     links_.clear();
+    end_probes();  // the servers not yet reached count this worker lost, as those reached do
     for (Registered& r : registered_) r.region.reset();
     context_.reset();
     partition_.reset();
@@ -111,6 +114,7 @@ void ClientImpl::connect() {
     stats_.servers_resumed = 0;
     stats_.servers_holding = 0;
     clock_ = clock;
+    job_ = 0;
     throw;
   }
 }

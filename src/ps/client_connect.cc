@@ -36,6 +36,7 @@ Hello ClientImpl::hello() const {
   h.tensors = declared_;
   h.servers = static_cast<uint32_t>(options_.servers.size());
   h.shard_floats = config_.shard_floats;
+  h.job = job_;
   return h;
 }
 
@@ -60,12 +61,21 @@ Welcome ClientImpl::probe(uint32_t index) {
   if (answer.accepted != kWouldAdmit)
     throw Error(Errc::kProtocol, "server " + address + " admitted a probe of worker " +
                                      std::to_string(options_.worker) + " instead of answering it");
+  probes_.resize(options_.servers.size());
+  if (probes_[index]) probes_[index]->close_later();  // asked again: the server keeps the newer
+  probes_[index] = std::move(control);
   return answer;
+}
+
+void ClientImpl::end_probes() {
+  for (auto& p : probes_)
+    if (p) p->close_later();
+  probes_.clear();
 }
 
 void ClientImpl::probe_all() {
   std::vector<uint64_t> instances;
-  std::vector<uint32_t> answers;
+  std::vector<Welcome> answers;
   // One server listed twice (an address and a name of it) would take this
   // worker once and refuse it the second time as "already connected"; its
   // probe at the second index is refused for the index, with its instance.
@@ -86,20 +96,22 @@ void ClientImpl::probe_all() {
     }
     listed_twice(i, answer.instance);
     instances.push_back(answer.instance);
-    answers.push_back(answer.resumed);
+    answers.push_back(std::move(answer));
   }
   // A server found empty while another holds parameters is asked again:
   // the job's first workers may have joined every server and pushed
   // between two probes (a worker that started late, on a loaded machine,
   // was refused so). They joined it before they pushed, so it has a table
   // by now, unless it really started empty.
-  const bool any_holding = std::count(answers.begin(), answers.end(), kProbeHolding) > 0;
+  const bool any_holding =
+      std::any_of(answers.begin(), answers.end(), [](const Welcome& a) { return a.resumed == kProbeHolding; });
   for (uint32_t i = 0; i < answers.size() && any_holding; ++i)
-    if (answers[i] == kProbeFresh) answers[i] = probe(i).resumed;
+    if (answers[i].resumed == kProbeFresh) answers[i] = probe(i);
+  check_servers_agree(answers);
   std::string holding, empty;  // addresses of servers with a job's parameters, and without
   for (uint32_t i = 0; i < answers.size(); ++i) {
-    if (answers[i] == kProbeStarted) continue;  // a job starting: its first workers are joining
-    std::string& list = answers[i] == kProbeHolding ? holding : empty;
+    if (answers[i].resumed == kProbeStarted) continue;  // a job starting: its first workers are joining
+    std::string& list = answers[i].resumed == kProbeHolding ? holding : empty;
     list += (list.empty() ? "" : ", ") + options_.servers[i];
   }
   // Part of the table trained, part zeros (a server whose checkpoints were
@@ -112,6 +124,51 @@ void ClientImpl::probe_all() {
                     empty +
                     " started empty: the model would be part trained, part zeros. Give every server its "
                     "checkpoints (each index has its own in --checkpoint-dir) and --resume, or start them all afresh");
+  job_ = answers[0].job;
+  // Every server said yes: each is told the worker joins them now, so that
+  // one it dies before reaching counts it lost, as those it joined do.
+  Hello notice = hello();
+  notice.probe = kProbeJoining;
+  notice.tensors.resize(1);  // the table was checked: one tensor keeps the notice small
+  for (uint32_t i = 0; i < probes_.size(); ++i) {
+    notice.server_index = i;
+    probes_[i]->send_control(encode(notice), options_.timeout);
+  }
+}
+
+// Each server checks a worker against itself only: servers started for
+// other worker counts, or applying other rules to a worker that stated none,
+// or resumed from different runs' checkpoints, each admitted it, and trained
+// halves of one model by different rules, held the worker at the clock of
+// one forever, or joined halves of two models.
+void ClientImpl::check_servers_agree(const std::vector<Welcome>& answers) const {
+  const auto refuse = [&](size_t i, const std::string& what, const std::string& first, const std::string& other,
+                          const char* fix) {
+    throw Error(Errc::kInvalidArgument, "servers 0 (" + options_.servers[0] + ") and " + std::to_string(i) + " (" +
+                                            options_.servers[i] + ") of the job disagree on " + what + ": " + first +
+                                            " vs " + other + ": " + fix);
+  };
+  for (size_t i = 1; i < answers.size(); ++i) {
+    if (answers[i].workers != answers[0].workers)
+      refuse(i, "the workers they expect", std::to_string(answers[0].workers), std::to_string(answers[i].workers),
+             "give every server the job's --workers");
+    if (std::string d = answers[0].rule.difference(answers[i].rule); !d.empty())
+      refuse(i, "the update rule they would apply to this worker", d.substr(0, d.find(" vs ")),
+             d.substr(d.find(" vs ") + 4),
+             "give every server the same --rule and parameters, or every one --rule-from-workers");
+  }
+  // Servers holding parameters (or a table) hold one job's: servers resume
+  // each its own newest checkpoint, and one directory may hold two runs'.
+  const auto holds = [](const Welcome& a) { return a.resumed != kProbeFresh && a.job != 0; };
+  for (size_t i = 0; i < answers.size(); ++i)
+    for (size_t j = i + 1; j < answers.size() && holds(answers[i]); ++j)
+      if (holds(answers[j]) && answers[j].job != answers[i].job)
+        throw Error(Errc::kInvalidArgument,
+                    "servers " + std::to_string(i) + " (" + options_.servers[i] + ") and " + std::to_string(j) + " (" +
+                        options_.servers[j] + ") hold different jobs' parameters (jobs " + job_text(answers[i].job) +
+                        " and " + job_text(answers[j].job) +
+                        "): they resumed checkpoints of different runs. Give each server its checkpoints of one run "
+                        "(move the other run's away), or start them all afresh");
 }
 
 // The server's control thread admits this worker and names its lanes; the

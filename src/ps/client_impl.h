@@ -269,6 +269,11 @@ class ClientImpl {
   /// Probes every server; throws if one is listed twice, or if some hold a
   /// job's parameters and others none.
   void probe_all();
+  /// Closes the probes' connections without waiting for the servers.
+  void end_probes();
+  /// Throws Error(kInvalidArgument) naming two servers whose probe answers
+  /// say they are not one job's: worker counts, rules, jobs held.
+  void check_servers_agree(const std::vector<Welcome>& answers) const;
   Hello hello() const;
   /// Sends `hello` on `control` and returns the answer; throws a refusal.
   Welcome ask(transport::Endpoint& control, const Hello& hello, const std::string& address,
@@ -373,6 +378,10 @@ class ClientImpl {
   std::unordered_map<const transport::Endpoint*, std::pair<uint32_t, uint32_t>> by_endpoint_;  // link, lane
   std::unique_ptr<Partition> partition_;
   uint64_t clock_ = 0;
+  uint64_t job_ = 0;  // Welcome::job of server 0 (0: not connected yet)
+  // Each server's probe connection, open while connect() joins them: a server
+  // that sees one close after the joining notice counts this worker lost.
+  std::vector<std::unique_ptr<transport::Endpoint>> probes_;
   std::optional<float> learning_rate_;       // none: the servers' own
   std::vector<float> residual_;              // bf16 wire: rounding error not yet sent, by global float
   std::vector<uint16_t> wire_;               // bf16 wire: the tensor being pushed, encoded

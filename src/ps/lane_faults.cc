@@ -167,7 +167,9 @@ void ServerLane::check_one(Worker& w) {
 // While some worker has yet to connect, that one holds the clock (the server
 // names it every 10 s): the connected ones at clock 0 are not stalled, and
 // their time is counted from when the last one came (1024 virtual workers
-// drew 206 false warnings while the rest connected).
+// drew 206 false warnings while the rest connected). Nor is one that waited
+// at a clock ahead until the slowest came up to it: it holds the job from
+// then (it was logged at once, blamed for the stall it had waited out).
 void ServerLane::warn_stalled() {
   const auto limit = setup_.server->stall_warning;
   if (limit.count() == 0 || setup_.index != 0) return;
@@ -178,15 +180,15 @@ void ServerLane::warn_stalled() {
   }
   if (all_joined_at_ == Clock::time_point{}) all_joined_at_ = now;
   for (auto& w : workers_) {
-    if (!w.live || w.stall_logged || w.clock != min_clock_ || now - std::max(w.clock_since, all_joined_at_) < limit)
-      continue;
+    const auto holding_since = std::max({w.clock_since, all_joined_at_, min_clock_since_});
+    if (!w.live || w.stall_logged || w.clock != min_clock_ || now - holding_since < limit) continue;
     w.stall_logged = true;
     LaneCounters::add(counters_.stall_warnings);
     logf(LogLevel::kWarn,
-         "rdmaps-server: %s has not advanced its clock for %.1f s (it is at clock %llu, the slowest; "
-         "workers ahead of it by the staleness bound wait for it)",
-         w.name.c_str(), std::chrono::duration<double>(now - w.clock_since).count(),
-         static_cast<unsigned long long>(w.clock));
+         "rdmaps-server: %s has held the slowest clock (%llu) for %.1f s without advancing it (workers ahead of "
+         "it by the staleness bound wait for it)",
+         w.name.c_str(), static_cast<unsigned long long>(w.clock),
+         std::chrono::duration<double>(now - holding_since).count());
   }
 }
 
@@ -207,6 +209,19 @@ void ServerLane::take_in_last_messages(Worker& w) {
     context_->progress();
     complete_landings();
     if (poll_inbox(w) || w.inbox->landing()) last = now;
+  }
+}
+
+void ServerLane::take_forsaken() {
+  const auto now = Clock::now();
+  for (auto& w : workers_) {
+    const uint64_t window = forsaken_[w.id].exchange(0, std::memory_order_acquire);
+    if (window == 0 || w.live || w.connected_once || admitting_[w.id].load(std::memory_order_seq_cst)) continue;
+    w.connected_once = true;
+    if (w.name.empty()) w.name = "worker " + std::to_string(w.id);
+    report_end(w, "died while it joined the job's servers, before it reached this one; dropped from the clock");
+    update_min_clock();
+    w.back_by = now + std::chrono::milliseconds(window - 1);
   }
 }
 

@@ -129,6 +129,7 @@ void hello_fields(Io& io, H& h) {
   io.u32(h.servers);
   io.u32(h.server_index);
   io.u32(h.shard_floats);
+  io.u64(h.job);
 }
 
 template <class Io, class M>
@@ -150,6 +151,9 @@ void welcome_fields(Io& io, M& m) {
   io.u64(m.instance);
   io.u64(m.pushes_held);
   io.u32(m.holding);
+  io.u64(m.job);
+  io.u32(m.workers);
+  io.rule(m.rule);
 }
 
 template <class Io, class H>
@@ -171,6 +175,12 @@ void lane_welcome_fields(Io& io, M& m) {
 
 }  // namespace
 
+std::string job_text(uint64_t job) {
+  char text[17];
+  std::snprintf(text, sizeof(text), "%016llx", static_cast<unsigned long long>(job));
+  return text;
+}
+
 std::vector<uint8_t> encode(const Hello& h) {
   Writer w(kHelloTag);
   w.u32(h.version);
@@ -185,7 +195,7 @@ Hello decode_hello(const std::vector<uint8_t>& bytes, const std::string& peer) {
   hello_fields(r, h);
   if (h.push_path > 2) r.fail("push path code " + std::to_string(h.push_path));
   if (h.rule_stated > 1) r.fail("rule-stated code " + std::to_string(h.rule_stated));
-  if (h.probe > 1) r.fail("probe code " + std::to_string(h.probe));
+  if (h.probe > kProbeJoining) r.fail("probe code " + std::to_string(h.probe));
   if (h.servers > kMaxServers || (h.servers && (h.server_index >= h.servers || h.shard_floats == 0)))
     r.fail("a layout of " + std::to_string(h.servers) + " servers, index " + std::to_string(h.server_index) +
            ", shards of " + std::to_string(h.shard_floats) + " floats");

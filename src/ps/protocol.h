@@ -20,7 +20,7 @@ class WireWriter;
 namespace rdmaps::ps {
 
 constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
-constexpr uint32_t kProtocolVersion = 18;
+constexpr uint32_t kProtocolVersion = 19;
 /// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
 constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
 /// No worker's clock gets near it (a clock a microsecond for 146,000 years);
@@ -108,6 +108,8 @@ constexpr size_t kMaxTensorName = 4096;
 constexpr uint64_t kMaxTensorFloats = 1ull << 40;
 /// Largest Hello a server reads: a table of about 100,000 tensors with long names.
 constexpr size_t kMaxHelloBytes = 16u << 20;
+/// Hello::probe of the notice a worker sends on each probe's connection before its Hellos.
+constexpr uint32_t kProbeJoining = 2;
 /// Most tensors a Hello declares (a server refuses more).
 constexpr size_t kMaxTensors = 1u << 20;
 /// Most landing regions a LaneHello carries; memory registered beyond them
@@ -174,6 +176,8 @@ struct Hello {
   /// 1: only asks whether this Hello would be admitted, fixing nothing. A
   /// worker of several servers asks each before it joins any: one that
   /// joined some and then failed at another had ended or fixed their job.
+  /// kProbeJoining: on a probe's connection, once every server said yes: the
+  /// worker joins them now (a close before its Hello is a worker lost).
   uint32_t probe = 0;
   /// A reconnecting worker: Welcome::instance of the server process it had
   /// joined (0: none). Another process admits it only if it resumed from a
@@ -185,6 +189,10 @@ struct Hello {
   /// probe checks them, so that a worker one server would refuse for its
   /// layout joins none (it joined the others, and was refused after).
   uint32_t servers = 0, server_index = 0, shard_floats = 0;
+  /// The job the worker joins: server 0's Welcome::job, from its probe (0 in
+  /// a probe). A server holding another job's table refuses it; an empty one
+  /// takes it as its own, so every server of a job writes one id in its checkpoints.
+  uint64_t job = 0;
 };
 /// One thread of the server and the shards it owns: the worker connects to
 /// each lane at its port (on the server's host) and sends it a LaneHello.
@@ -225,6 +233,15 @@ struct Welcome {
   /// 1: the server holds a job's parameters as the worker joins (resumed, or
   /// updated by pushes): initial values set now would overwrite a model in training.
   uint32_t holding = 0;
+  /// The job this server holds (its table's, a resumed checkpoint's), or,
+  /// empty, the id it offers a new one; 0: a checkpoint too old to say.
+  /// Servers holding different jobs' parameters are not one job's.
+  uint64_t job = 0;
+  /// In an answer to a probe, what this server would run the worker with:
+  /// its --workers, and the update rule it would apply. Each server checks a
+  /// worker against itself only; the worker checks its servers against each other.
+  uint32_t workers = 0;
+  RuleParams rule;
 };
 /// Worker -> one lane, after a Welcome.
 struct LaneHello {
@@ -246,6 +263,9 @@ struct LaneWelcome {
   uint64_t start_clock = 0;
   std::vector<uint8_t> inbox_region;  ///< serialized RegionDescriptor (write rights): this lane's inbox
 };
+
+/// A job id (Hello::job, Welcome::job) as messages name it: 16 hex digits.
+std::string job_text(uint64_t job);
 
 std::vector<uint8_t> encode(const Hello& hello);
 std::vector<uint8_t> encode(const Welcome& welcome);

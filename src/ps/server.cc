@@ -75,6 +75,7 @@ ServerImpl::ServerImpl(const ServerOptions& options)
   context_ = transport::create_context(context_options(options.config, "rdmaps-server", loopback));
   listener_ = context_->listen(listen);
   admitted_at_.assign(options.workers, std::nullopt);
+  forsaken_.assign(options.workers, std::nullopt);
   restored_pushes_.assign(options.workers, 0);
   resumed_clocks_.assign(options.workers, 0);
   awaited_.assign(options.workers, true);
@@ -186,6 +187,10 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   checkpointer_.start(base, checkpoint ? checkpoint->header.sequence : 0,
                       checkpoint ? checkpoint->header.earlier_job : 0);
   partition_ = std::move(partition);
+  // Workers that gave up joining while this server had no table: its job starts without them.
+  for (uint32_t w = 0; w < forsaken_.size(); ++w)
+    if (const std::optional<uint64_t> window = std::exchange(forsaken_[w], std::nullopt))
+      for (auto& lane : made) lane->forsake(w, *window);
   for (auto& lane : made) lane->start();
   std::lock_guard<std::mutex> lock(lanes_mu_);
   lanes_ = std::move(made);
@@ -243,6 +248,12 @@ void ServerImpl::run() {
         admit(std::move(h.ep), std::move(h.message), h.since, true);
       }
     }
+    busy |= joining_.poll(
+        closing_,
+        [&](uint32_t worker, Clock::time_point since) {
+          return admitted_at_[worker].has_value() && *admitted_at_[worker] >= since;
+        },
+        [&](uint32_t worker, uint64_t reconnect_ms) { forsake(worker, reconnect_ms); });
     free_later_.free_all();  // the lanes' dropped copies, unmapped here rather than on a lane
     refusals_.flush();
     const auto now = Clock::now();
@@ -292,6 +303,7 @@ void ServerImpl::refuse_latecomers(const ServerLane* failed) {
   });
   for (auto& h : held_) refuse_peer(std::move(h.ep), why, kRefusedForNow);
   held_.clear();
+  joining_.let_go(closing_);
 }
 
 void ServerImpl::resume() {
@@ -301,6 +313,18 @@ void ServerImpl::resume() {
   auto log = [](const std::string& line) { rdmaps::log(LogLevel::kInfo, "rdmaps-server: " + line); };
   auto found = load_newest_checkpoint(config.checkpoint_dir, options_.index, table_limit_bytes(options_), log);
   if (!found) {
+    // Other indices' files and none of this one's: most likely the
+    // directories of a job's servers swapped (ranks placed on other hosts),
+    // and starting empty trained the model anew beside the one there.
+    if (const std::vector<uint32_t> others = checkpoint_indices(config.checkpoint_dir); !others.empty()) {
+      std::string listed;
+      for (uint32_t i : others) listed += (listed.empty() ? "" : ", ") + std::to_string(i);
+      throw Error(Errc::kInvalidArgument,
+                  "--resume: " + config.checkpoint_dir + " holds checkpoints of server(s) " + listed +
+                      " but none of this server, index " + std::to_string(options_.index) +
+                      ": give this server its own index's directory (or --index), or start without --resume to "
+                      "train afresh");
+    }
     log("no checkpoint of server " + std::to_string(options_.index) + " in " + config.checkpoint_dir +
         ": starting empty");
     return;
@@ -330,7 +354,7 @@ void ServerImpl::resume() {
   const Partition& partition = *laid_out;
   // The file's size bounded what was read (parameters and state); the table
   // is what a first worker could not have declared.
-  if (std::string why = table_over_limit(h.tensors, options_); !why.empty()) refuse(why);
+  if (std::string why = table_over_limit(h.tensors, h.shard_floats, options_); !why.empty()) refuse(why);
   auto mismatch = [&](const char* what, uint64_t has, uint64_t table) {
     refuse("it holds " + std::to_string(has) + " " + what + " where the table it declares needs " +
            std::to_string(table));
@@ -356,7 +380,8 @@ void ServerImpl::resume() {
         " starts with fresh state (the parameters are resumed)");
     c.state.clear();
   }
-  admission_.restore(h.tensors, h.staleness, restored);
+  admission_.restore(h.tensors, h.staleness, restored, h.job);
+  checkpointer_.set_job(h.job);
   start_lanes(restored, h.tensors, h.staleness, &c);
   resumed_ = true;
   resumed_updates_ = h.updates();

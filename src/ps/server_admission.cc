@@ -52,6 +52,8 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     worker = hello.worker;
     named = true;
     if (hello.probe) {  // would it be admitted? Nothing is fixed, nothing held for it
+      if (hello.probe == kProbeJoining)
+        return refuse("a notice that the worker joins, not on the connection of its probe");
       if (std::string why = admission_.check(hello); !why.empty()) return refuse(why);
       // Memory too: a worker refused for it by the last of its servers was
       // counted lost by those that admitted it, and its first server's table
@@ -64,12 +66,17 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
         return refuse(why, kRefusedForNow);
       welcome.accepted = kWouldAdmit;
       welcome.instance = instance_;  // a worker given one server twice (two spellings) sees it
+      // ... and servers that are not one job's: the worker compares them.
+      welcome.job = admission_.probe_job();
+      welcome.workers = options_.workers;
+      welcome.rule = RuleParams::from(admission_.config_for(hello));
       // ... and a job where some servers hold parameters and others none.
       welcome.resumed = resumed_ || applied_any() ? kProbeHolding
                         : admission_.has_table()  ? kProbeStarted
                                                   : kProbeFresh;
       ep->send_control(encode(welcome), kAnswerTimeout);
-      return close_later();
+      // Kept until it joins here: a worker that dies after joining the servers before this one is counted lost.
+      return joining_.hold(std::move(ep), hello.worker, hello.reconnect_ms, Clock::now(), closing_);
     }
     admit_checked(*ep, hello, welcome);
     // Admitted, a newer Hello of a held id replaces the held one, as hold()
@@ -142,6 +149,14 @@ void ServerImpl::release_departed_budgets() {
       memory_budget_.promise(w, 0);
     }
   }
+}
+
+void ServerImpl::forsake(uint32_t worker, uint64_t reconnect_ms) {
+  if (lanes_.empty()) {
+    forsaken_[worker] = reconnect_ms;
+    return;
+  }
+  for (const auto& lane : lanes_) lane->forsake(worker, reconnect_ms);
 }
 
 uint64_t ServerImpl::pushes_taken(uint32_t worker) const {
@@ -220,6 +235,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     // memory, left the next Hello to start a second set of lanes, freeing the
     // partition the first set read).
     admission_.admit(hello);
+    checkpointer_.set_job(admission_.job());
     if (first)
       say_what_the_first_worker_set(hello.worker, admission_.config(), hello.staleness, options_.rule_from_workers);
     copies.resize(lanes_.size());
@@ -288,6 +304,9 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   welcome.resumed = resumed_ ? 1 : 0;
   welcome.holding = resumed_ || applied_any() ? 1 : 0;
   welcome.instance = instance_;
+  welcome.job = admission_.job();
+  welcome.workers = options_.workers;
+  welcome.rule = RuleParams::from(admission_.config());
   welcome.pushes_held = restored_pushes_[hello.worker];
   for (const auto& lane : lanes_)
     welcome.pushes_held += lane->counters().taken[hello.worker].load(std::memory_order_relaxed);

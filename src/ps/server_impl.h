@@ -21,6 +21,7 @@
 #include "src/ps/checkpoint.h"
 #include "src/ps/checkpointer.h"
 #include "src/ps/closing_endpoints.h"
+#include "src/ps/joining_workers.h"
 #include "src/ps/memory_plan.h"
 #include "src/ps/partition.h"
 #include "src/ps/pending_peers.h"
@@ -93,6 +94,9 @@ class ServerImpl {
   /// Takes out of the memory budget the workers no lane holds any more, and
   /// counts as written the inboxes of those that pushed since admitted.
   void release_departed_budgets();
+  /// `worker` gave up joining (JoiningWorkers) before it reached this server:
+  /// its lanes count it lost, or, none started yet, the first lanes will.
+  void forsake(uint32_t worker, uint64_t reconnect_ms);
   /// Pushes (pieces) of `worker` the lanes took, every connection of its id.
   uint64_t pushes_taken(uint32_t worker) const;
   /// Throws Error with the reason to refuse; fills and sends the Welcome otherwise.
@@ -163,6 +167,8 @@ class ServerImpl {
   // Hellos waiting for their id's earlier connection to be seen closed: at
   // most one per id, so that they are bounded by the job's size.
   std::vector<Held> held_;
+  JoiningWorkers joining_;                         // probes' connections, kept until their workers joined this server
+  std::vector<std::optional<uint64_t>> forsaken_;  // by worker: forsake()'s window, until the lanes start
   Clock::time_point last_report_ = Clock::now(), last_waiting_ = Clock::now();
   ServerStats last_stats_;
   std::atomic<bool> stop_{false};

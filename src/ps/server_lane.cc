@@ -62,8 +62,10 @@ ServerLane::ServerLane(const LaneSetup& setup)
       reached_(setup.server->workers),
       admitting_(setup.server->workers),
       suspects_(setup.server->workers),
+      forsaken_(setup.server->workers),
       pending_("rdmaps-server: lane " + std::to_string(setup.index), kHelloTimeout, kMaxLaneHello),
       refusals_("rdmaps-server: lane " + std::to_string(setup.index)),
+      rejections_("rdmaps-server: lane " + std::to_string(setup.index), "messages rejected"),
       counters_(setup.server->workers) {
   const ServerOptions& so = *setup.server;
   const Partition& p = *setup.partition;
@@ -421,7 +423,7 @@ void ServerLane::add_landing(Worker& w, const SlotHeader& h, const uint8_t* payl
     }
     w.writer->add_landing(std::move(landing));
   } catch (const Error& e) {
-    return reject(w, RejectReason::kHeader, e.what());
+    return reject(w, RejectReason::kLanding, e.what());  // as its log line says: "landing region ..."
   }
   w.mailbox.landings = w.writer->landing_bytes().size();
 }
@@ -618,6 +620,7 @@ void ServerLane::update_min_clock() {
   counters_.min_clock.store(m, std::memory_order_relaxed);
   if (m == min_clock_) return;
   min_clock_ = m;
+  min_clock_since_ = Clock::now();
   // min_clock_, not m: a send that fails drops its worker, which may move
   // the minimum again (and send it to all); the rest must not get the older one.
   for (auto& w : workers_) {
@@ -670,6 +673,8 @@ void ServerLane::run() {
     // One that check_soon() names while the workers are checked sets it again: seen next turn.
     if (any_suspect_.load(std::memory_order_relaxed) && any_suspect_.exchange(false, std::memory_order_acquire))
       check_suspects();
+    if (any_forsaken_.load(std::memory_order_relaxed) && any_forsaken_.exchange(false, std::memory_order_acquire))
+      take_forsaken();
     // Connection set-up and liveness (a system call per worker) at most every
     // kHousekeepingEvery when idle: with hundreds of workers, doing them every
     // idle round delayed the next push by a poll() per worker.

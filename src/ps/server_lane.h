@@ -196,6 +196,14 @@ class ServerLane {
     suspects_[worker].store(true, std::memory_order_relaxed);
     any_suspect_.store(true, std::memory_order_release);
   }
+  /// `worker` died while it joined the job's servers, before it reached this
+  /// one (JoiningWorkers): counted lost, as the servers it joined count it,
+  /// and back within `reconnect_ms` or never. Any thread; the lane takes it
+  /// on its next turn, and leaves alone a worker that reached it meanwhile.
+  void forsake(uint32_t worker, uint64_t reconnect_ms) {
+    forsaken_[worker].store(reconnect_ms + 1, std::memory_order_release);
+    any_forsaken_.store(true, std::memory_order_release);
+  }
   /// Whether `worker` ever connected to this lane (one admitted that never did holds its clock).
   bool reached(uint32_t worker) const { return reached_[worker].load(std::memory_order_acquire); }
   const LaneCounters& counters() const { return counters_; }
@@ -268,6 +276,7 @@ class ServerLane {
   void drop(Worker& w, const char* why);
   void check_liveness();
   void check_suspects();  // the workers check_soon() named (after taking any_suspect_)
+  void take_forsaken();   // the workers forsake() named (after taking any_forsaken_)
   void check_one(Worker& w);
   void warn_stalled();
   void take_in_last_messages(Worker& w);
@@ -305,7 +314,8 @@ class ServerLane {
   // began it empty): DC-ASGD-a's bias correction counts updates from there.
   std::vector<uint64_t> state_since_;
   uint64_t min_clock_ = 0;
-  std::chrono::steady_clock::time_point all_joined_at_{};  // warn_stalled(): when every worker had connected once
+  std::chrono::steady_clock::time_point min_clock_since_{};  // when min_clock_ last moved
+  std::chrono::steady_clock::time_point all_joined_at_{};    // warn_stalled(): when every worker had connected once
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
   size_t liveness_next_ = 0;   // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;
@@ -322,10 +332,12 @@ class ServerLane {
   void discard_departed();
   std::vector<std::atomic<bool>> live_, reached_, admitting_, suspects_;
   std::atomic<bool> any_suspect_{false};
+  std::vector<std::atomic<uint64_t>> forsaken_;  // by worker: forsake()'s window + 1, or 0
+  std::atomic<bool> any_forsaken_{false};
   PendingPeers pending_;
   RefusalLog refusals_;  // a flood of bad LaneHellos must not flood the log
   // Nor a worker that sends NaNs every step (--check-nan), nor a hostile one.
-  RefusalLog rejections_{"rdmaps-server", "messages rejected"};
+  RefusalLog rejections_;  // named by lane: each lane's count of the lines past its limit looked alike
   LaneCounters counters_;
   LaneSnapshot snapshot_;
   std::atomic<uint64_t> snapshot_wanted_{0}, snapshot_taken_{0};

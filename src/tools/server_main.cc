@@ -14,7 +14,9 @@
 #include "src/api/config_flags.h"
 #include "src/api/config_text.h"
 #include "src/launch/server_directory.h"
+#include "src/ps/protocol.h"
 #include "src/tools/program_start.h"
+#include "src/tools/server_done.h"
 #include "src/tools/stop_on_signal.h"
 
 int main(int argc, char** argv) {
@@ -88,13 +90,22 @@ int main(int argc, char** argv) {
       refused.emplace_back("--" + name, app.add_option("--" + name, refused_value)->expected(0, 1)->group(""));
     try {
       rdmaps::cli::parse(app, args);
-    } catch (const CLI::Success& e) {  // --help, --version
-      return app.exit(e);
+    } catch (const CLI::Success& e) {                                   // --help, --version
+      return rdmaps::tools::program_end("rdmaps-server", app.exit(e));  // a page that never arrived is no success
     }
     for (const auto& [name, o] : refused)
       if (o->count())
         throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
                             name + ": a worker's setting, not a server's (give it to the workers)");
+    // Taken with it, a rule's flags did nothing: the first worker's rule was adopted.
+    if (options.rule_from_workers)
+      for (const CLI::Option* o : app.get_options())
+        if (rdmaps::ps::RuleParams::is_flag(o->get_name().substr(std::min<size_t>(2, o->get_name().size()))) &&
+            rdmaps::cli::on_command_line(o, args))
+          throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
+                              o->get_name() +
+                                  ": --rule-from-workers takes the update rule and its parameters from the first "
+                                  "worker; give them to the workers, or leave out --rule-from-workers");
     options.exit_when_done = !keep_running;
     options.stats_interval = rdmaps::cli::milliseconds_of(stats_s);
     options.stall_warning = rdmaps::cli::milliseconds_of(stall_s);
@@ -173,15 +184,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "rdmaps-server: metrics at http://%s/metrics\n", server.metrics_address().c_str());
     server.run();
     auto s = server.stats();
-    std::fprintf(stderr,
-                 "rdmaps-server: done: %llu pushes, %llu pulls, %llu clocks, %llu rejected, %llu dropped, "
-                 "longest set-up pause %.1f ms, resumed with %llu updates, %llu checkpoints (the newest holds %llu "
-                 "updates)\n",
-                 static_cast<unsigned long long>(s.pushes), static_cast<unsigned long long>(s.pulls),
-                 static_cast<unsigned long long>(s.clocks), static_cast<unsigned long long>(s.rejected),
-                 static_cast<unsigned long long>(s.dropped), s.longest_setup_pause_us / 1e3,
-                 static_cast<unsigned long long>(s.resumed_updates), static_cast<unsigned long long>(s.checkpoints),
-                 static_cast<unsigned long long>(s.checkpoint_updates));
+    std::fprintf(stderr, "rdmaps-server: done: %s\n", rdmaps::tools::server_done(s).c_str());
     if (s.final_checkpoint_failed) {
       std::fprintf(stderr,
                    "rdmaps-server: error: the final checkpoint could not be written (see above): the trained "

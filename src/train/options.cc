@@ -13,6 +13,7 @@
 #include "src/api/utf8.h"
 #include "src/launch/placement.h"
 #include "src/launch/server_list.h"
+#include "src/tools/program_start.h"
 #include "src/train/virtual_workers.h"
 #include "transport/address.h"
 
@@ -277,8 +278,8 @@ Options parse_options(int argc, char** argv) {
                  "takes no value ('" + a + "'): give --sync, --async or --staleness S");
   try {
     cli::parse(app, args);
-  } catch (const CLI::Success& e) {  // --help, --version
-    std::exit(app.exit(e));
+  } catch (const CLI::Success& e) {                              // --help, --version
+    std::exit(tools::program_end("rdmaps-train", app.exit(e)));  // a page that never arrived is no success
   }
   // The checks after parsing name the flag; where its value came from the variable, they name that.
   try {
@@ -302,6 +303,14 @@ Options parse_options(int argc, char** argv) {
           std::fprintf(stderr,
                        "rdmaps-train: warning: %s=%s is not read: rdmaps-train takes %s on its command line only\n",
                        variable, value, flag);
+    // Read by a launched job alone: elsewhere it changed nothing, and a
+    // refusal then named a --servers nobody gave.
+    if (const char* n = std::getenv("RDMAPS_NUM_SERVERS");
+        n && o.report_fd < 0 && (role->count() > 0 || !launch::started_with_others(launch::process_environment())))
+      std::fprintf(stderr,
+                   "rdmaps-train: warning: RDMAPS_NUM_SERVERS=%s is not read outside a launched job (mpirun, srun, "
+                   "torchrun): rdmaps-train takes --servers on its command line\n",
+                   n);
     o.role_given = role->count() > 0;
     o.workers_given = workers->count() > 0;
     o.servers_given = servers->count() > 0;

@@ -20,6 +20,7 @@
 #include "src/launch/server_list.h"
 #include "src/tools/child_process.h"
 #include "src/tools/program_start.h"
+#include "src/tools/server_done.h"
 #include "src/tools/stop_on_signal.h"
 #include "src/train/driver.h"
 #include "src/train/options.h"
@@ -80,12 +81,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
     tools::StopOnSignal stop_on_signal(server);  // SIGTERM: the final checkpoint, then the done line
     server.run();
     auto s = server.stats();
-    std::fprintf(stderr,
-                 "rdmaps-train server %u: done: %llu pushes, %llu rejected, longest set-up pause %.1f ms, resumed "
-                 "with %llu updates, %llu checkpoints (the newest holds %llu updates)\n",
-                 o.index, static_cast<unsigned long long>(s.pushes), static_cast<unsigned long long>(s.rejected),
-                 s.longest_setup_pause_us / 1e3, static_cast<unsigned long long>(s.resumed_updates),
-                 static_cast<unsigned long long>(s.checkpoints), static_cast<unsigned long long>(s.checkpoint_updates));
+    std::fprintf(stderr, "rdmaps-train server %u: done: %s\n", o.index, tools::server_done(s).c_str());
     return exit_status(s, o.index);
   }
   write_fd(o.report_fd, "port " + server.address().substr(server.address().rfind(':') + 1));

@@ -386,7 +386,7 @@ TEST(Fuzz, CheckpointFiles) {
     const bool has_state = !c.state.empty() || (c.params.empty() && body.back() == 1);
     uint32_t format = 0;
     std::memcpy(&format, body.data() + 8, sizeof(format));
-    if (format != 2) return {};  // an older format's file is encoded back in the current one
+    if (format != ps::kCheckpointFormat) return {};  // an older format's file is encoded back in the current one
     Bytes again = ps::encode_checkpoint_header(c.header, c.params.size(), has_state);
     for (const auto* array : {&c.params, &c.state}) {
       const auto* p = reinterpret_cast<const uint8_t*>(array->data());

@@ -23,6 +23,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "src/ps/update_rules.h"
@@ -133,26 +134,48 @@ TEST(Checkpoint, WhatIsWrittenIsReadBackWhole) {
   fs::remove_all(dir);
 }
 
-// A checkpoint of format 1 (the release before: no earlier job's number, no
-// state origins) is read, as what it says: neither.
-TEST(Checkpoint, AFormatOneCheckpointReadsBack) {
-  const std::string dir = temp_dir();
-  const std::string path = write_sample(dir, 3, 1.0f);  // earlier job 0, origins all 0: count 0
+// Sample checkpoint `sequence` in `dir` as an older release wrote it: of
+// `format`, without the last `fields` bytes of the current header before its
+// floats (8) and state flag (1), which are 0 in the sample.
+ps::Checkpoint as_older_format(const std::string& dir, uint64_t sequence, uint32_t format, size_t fields) {
+  const std::string path = write_sample(dir, sequence, 1.0f);
   std::vector<char> bytes = bytes_of(path);
-  // The header ends with earlier job (8), origins count (4), floats (8), state flag (1).
-  const size_t header = ps::encode_checkpoint_header(sample_header(3), 8, true).size();
-  ASSERT_EQ(std::count(bytes.begin() + header - 21, bytes.begin() + header - 9, 0), 12);
-  bytes.erase(bytes.begin() + header - 21, bytes.begin() + header - 9);
-  const uint32_t format = 1;
+  const size_t header = ps::encode_checkpoint_header(sample_header(sequence), 8, true).size();
+  const auto from = bytes.begin() + static_cast<std::ptrdiff_t>(header - 9 - fields);
+  EXPECT_EQ(std::count(from, bytes.begin() + static_cast<std::ptrdiff_t>(header - 9), 0),
+            static_cast<std::ptrdiff_t>(fields));
+  bytes.erase(from, bytes.begin() + static_cast<std::ptrdiff_t>(header - 9));
   std::memcpy(bytes.data() + 8, &format, sizeof(format));
   rewrite_signed(path, bytes);
-  const ps::Checkpoint c = ps::read_checkpoint(path, 1 << 20);
+  return ps::read_checkpoint(path, 1 << 20);
+}
+
+// A checkpoint of format 1 (no earlier job's number, no state origins) is
+// read, as what it says: neither.
+TEST(Checkpoint, AFormatOneCheckpointReadsBack) {
+  const std::string dir = temp_dir();
+  // The header ends with earlier job (8), origins count (4), job (8): 0, 0 (none), 0 in the sample.
+  const ps::Checkpoint c = as_older_format(dir, 3, 1, 20);
   EXPECT_EQ(c.header.sequence, 3u);
   EXPECT_EQ(c.header.earlier_job, 0u);
   EXPECT_TRUE(c.header.state_since.empty());
   EXPECT_EQ(c.header.workers[1].pushes, 3u);
   EXPECT_EQ(c.params, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}));
   EXPECT_EQ(c.state.back(), 0.5f);
+  fs::remove_all(dir);
+}
+
+// Format 3 names the job its parameters are of; a file of format 2 (the
+// release before) is read as of a job not known (0).
+TEST(Checkpoint, TheJobReadsBackAndAFormatTwoCheckpointHasNone) {
+  const std::string dir = temp_dir();
+  ps::CheckpointHeader h = sample_header(3);
+  h.job = 0x0123456789abcdefull;
+  EXPECT_EQ(ps::read_checkpoint(write_sample(dir, h, 1.0f), 1 << 20).header.job, h.job);
+  const ps::Checkpoint c = as_older_format(dir, 4, 2, 8);  // without the job
+  EXPECT_EQ(c.header.job, 0u);
+  EXPECT_EQ(c.header.sequence, 4u);
+  EXPECT_EQ(c.params, (std::vector<float>{1, 2, 3, 4, 5, 6, 7, 8}));
   fs::remove_all(dir);
 }
 
@@ -333,11 +356,11 @@ TEST(Checkpoint, AFileThatCannotBeReadStopsTheResumeNamingIt) {
 TEST(Checkpoint, ANewerFormatIsRefusedByAResumeAndNeverPruned) {
   const std::string dir = temp_dir();
   write_sample(dir, 1, 1.0f);
-  // The same bytes under format version 3 (after the 8-byte magic): with its
+  // The same bytes under format version 4 (after the 8-byte magic): with its
   // SHA-256 made anew, a newer release's file; with the old one, damage.
-  auto as_format_3 = [](const std::string& path, bool digest_too) {
+  auto as_newer_format = [](const std::string& path, bool digest_too) {
     std::vector<char> bytes = bytes_of(path);
-    const uint32_t format = 3;
+    const uint32_t format = 4;
     std::memcpy(bytes.data() + 8, &format, sizeof(format));
     if (digest_too) {
       rewrite_signed(path, bytes);
@@ -347,7 +370,7 @@ TEST(Checkpoint, ANewerFormatIsRefusedByAResumeAndNeverPruned) {
         .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   };
   const std::string damaged = write_sample(dir, 2, 2.0f);
-  as_format_3(damaged, false);
+  as_newer_format(damaged, false);
   std::vector<std::string> said;
   auto c = ps::load_newest_checkpoint(dir, 1, 1 << 20, [&](const std::string& s) { said.push_back(s); });
   ASSERT_TRUE(c.has_value());
@@ -356,11 +379,11 @@ TEST(Checkpoint, ANewerFormatIsRefusedByAResumeAndNeverPruned) {
   EXPECT_NE(said[0].find("SHA-256"), std::string::npos) << said[0];
 
   const std::string newer = write_sample(dir, 3, 3.0f);
-  as_format_3(newer, true);
+  as_newer_format(newer, true);
   std::string what;
   EXPECT_EQ(error_code_of([&] { ps::load_newest_checkpoint(dir, 1, 1 << 20, [](const std::string&) {}); }, &what),
             Errc::kInvalidArgument);
-  EXPECT_NE(what.find("'" + newer + "' is a checkpoint of format version 3, written by a newer rdmaps"),
+  EXPECT_NE(what.find("'" + newer + "' is a checkpoint of format version 4, written by a newer rdmaps"),
             std::string::npos)
       << what;
   write_sample(dir, 4, 4.0f);
@@ -635,8 +658,8 @@ TEST(Checkpoint, AResumeThatCouldNotServeNamesTheFileAndWhy) {
   capped.max_bytes = 20;
   EXPECT_EQ(error_code_of([&] { Server s(capped); }, &what), Errc::kInvalidArgument);
   EXPECT_NE(what.find("cannot resume from '" + big +
-                      "': its declared table of 16 floats (64 bytes) is over this server's limit of 20 bytes "
-                      "(--max-bytes)"),
+                      "': this server's share of its declared table of 16 floats, 8 floats (32 bytes), is over "
+                      "this server's limit of 20 bytes (--max-bytes)"),
             std::string::npos)
       << what;
   fs::remove_all(dir);
@@ -1495,7 +1518,11 @@ TEST_P(PsCheckpointTest, AJobWhereOnlySomeServersResumedIsRefusedNamingThem) {
   ASSERT_GT(removed, 0u) << "server 1 wrote no checkpoint in " << dir;
   Config resume = c;
   resume.resume = true;
-  ServerGroup servers(2, 1, resume, base);
+  // Server 1 without --resume: with it, finding server 0's checkpoints and
+  // none of its own, it refuses to start
+  // (PsCheckpointTest.AResumeFindingOnlyOtherServersCheckpointsRefusesToStart).
+  ServerGroup servers(2, 1, c, base);
+  servers.restart(0, resume);
   Client client(local_worker_options(servers.addresses(), resume));
   client.declare("w", 64);
   std::string what;
@@ -1511,6 +1538,127 @@ TEST_P(PsCheckpointTest, AJobWhereOnlySomeServersResumedIsRefusedNamingThem) {
   servers.stop();
   for (const auto& f : fs::directory_iterator(dir))
     EXPECT_FALSE(f.path().filename().string().starts_with("server-1-")) << f.path() << " written by the empty server";
+  fs::remove_all(dir);
+}
+
+// A job's servers sharing one directory, whose second run's server 1 died
+// before its first checkpoint: resumed, server 0 took the second run's
+// newest, server 1 the first run's, and the worker joined half of one model
+// to half of another without a word.
+TEST_P(PsCheckpointTest, ServersResumedFromDifferentRunsAreRefusedNamingBoth) {
+  const std::string dir = temp_dir();
+  const Config c = checkpoint_each_update(GetParam(), dir);
+  const ServerOptions base = kept_running();
+  auto train = [&](float gradient) {
+    ServerGroup servers(2, 1, c, base);
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", 64);
+    client.connect();
+    client.push("w", std::vector<float>(64, gradient));
+    client.clock();
+    std::vector<float> w(64);
+    client.pull("w", w);
+    servers.stop();  // each writes its final checkpoint
+  };
+  auto server_1_files = [&] {
+    std::set<std::string> names;
+    for (const auto& f : fs::directory_iterator(dir))
+      if (f.path().filename().string().starts_with("server-1-")) names.insert(f.path().string());
+    return names;
+  };
+  train(1.0f);
+  const std::set<std::string> first_run = server_1_files();
+  ASSERT_FALSE(first_run.empty()) << "server 1 wrote no checkpoint in " << dir;
+  train(2.0f);  // without --resume: the first run's files are kept beside the second's
+  size_t removed = 0;
+  for (const std::string& f : server_1_files())
+    if (!first_run.count(f)) removed += fs::remove(f);
+  ASSERT_GT(removed, 0u) << "the second run's server 1 wrote no checkpoint";
+  Config resume = c;
+  resume.resume = true;
+  ServerGroup servers(2, 1, resume, base);
+  Client client(local_worker_options(servers.addresses(), resume));
+  client.declare("w", 64);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("servers 0 (" + servers.server(0).address() + ") and 1 (" + servers.server(1).address() +
+                      ") hold different jobs' parameters"),
+            std::string::npos)
+      << what;
+  for (uint32_t i = 0; i < 2; ++i) EXPECT_EQ(servers.server(i).stats().workers_connected, 0u);
+  servers.stop();
+  fs::remove_all(dir);
+}
+
+// A server restarted with --resume from another run's checkpoints (its
+// directory mixed up): a worker reconnecting took it back as its own and
+// trained the other run's model.
+TEST_P(PsCheckpointTest, AWorkerReconnectingToAServerResumedFromAnotherRunStops) {
+  const std::string dir = temp_dir(), other_dir = temp_dir();
+  const Config c = checkpoint_each_update(GetParam(), dir), other = checkpoint_each_update(GetParam(), other_dir);
+  auto step = [](Client& client) {
+    client.push("w", std::vector<float>(64, 1.0f));
+    client.clock();
+    std::vector<float> w(64);
+    client.pull("w", w);
+  };
+  {
+    ServerGroup servers(1, 1, other, kept_running());
+    Client client(local_worker_options(servers.addresses(), other));
+    client.declare("w", 64);
+    client.connect();
+    step(client);
+    servers.stop();
+  }
+  ServerGroup servers(1, 1, c, kept_running());
+  ClientOptions o = local_worker_options(servers.addresses(), c);
+  o.config.reconnect_ms = 10000;
+  o.timeout = 20s;
+  Client client(o);
+  client.declare("w", 64);
+  client.connect();
+  step(client);
+  Config resume = other;
+  resume.resume = true;
+  servers.restart(0, resume);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { step(client); }, &what), Errc::kPeerGone) << what;
+  EXPECT_NE(what.find("this server holds job"), std::string::npos) << what;
+  EXPECT_EQ(servers.server(0).stats().workers_connected, 0u);
+  servers.stop();
+  fs::remove_all(dir);
+  fs::remove_all(other_dir);
+}
+
+// A job's directories swapped (ranks placed on other hosts): each server
+// found none of its own checkpoints, started empty, and the job trained anew
+// beside the model there.
+TEST_P(PsCheckpointTest, AResumeFindingOnlyOtherServersCheckpointsRefusesToStart) {
+  const std::string dir = temp_dir();
+  const Config c = checkpoint_each_update(GetParam(), dir);
+  {
+    ServerGroup servers(2, 1, c, kept_running());
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", 64);
+    client.connect();
+    client.push("w", std::vector<float>(64, 1.0f));
+    client.clock();
+    servers.stop();
+  }
+  for (const auto& f : fs::directory_iterator(dir))
+    if (f.path().filename().string().starts_with("server-1-")) fs::remove(f.path());
+  ServerOptions o = kept_running();
+  o.listen = "127.0.0.1:0";
+  o.index = 1;
+  o.servers = 2;
+  o.config = c;
+  o.config.resume = true;
+  o.config.secret = test_secret();
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { Server server(o); }, &what), Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("--resume: " + dir + " holds checkpoints of server(s) 0 but none of this server, index 1"),
+            std::string::npos)
+      << what;
   fs::remove_all(dir);
 }
 

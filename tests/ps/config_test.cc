@@ -62,7 +62,13 @@ TEST(Config, ASecretFileMustBeTheUsersAloneAndNamesWhatIsWrong) {
   EXPECT_NE(refusal(dir + "/none").find("cannot be read: No such file or directory"), std::string::npos);
   std::ofstream(dir + "/empty").flush();
   ASSERT_EQ(::chmod((dir + "/empty").c_str(), 0600), 0);
-  EXPECT_NE(refusal(dir + "/empty").find("is empty or unreadable"), std::string::npos);
+  EXPECT_NE(refusal(dir + "/empty").find("'" + dir + "/empty' is empty"), std::string::npos);
+  // A secret on the second line was "empty or unreadable"; one past 4096 bytes was cut there without a word.
+  std::ofstream(dir + "/empty") << "\n0123456789abcdef0123456789abcdef\n";
+  EXPECT_NE(refusal(dir + "/empty").find("has an empty first line: the secret goes on the first line"),
+            std::string::npos);
+  std::ofstream(dir + "/empty", std::ios::trunc) << std::string(5000, 'x');
+  EXPECT_NE(refusal(dir + "/empty").find("has a first line over 4095 bytes"), std::string::npos);
   std::filesystem::remove_all(dir);
 }
 

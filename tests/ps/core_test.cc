@@ -815,6 +815,10 @@ TEST(ServerStatsTest, TheIntervalReportTellsTheIntervalFromTheWholeRun) {
   EXPECT_NE(line.find("staleness p50 7 p99 7, dropped 2, rejected 0 in the last 2.0 s"), std::string::npos) << line;
   EXPECT_NE(line.find("since the start: staleness max 7"), std::string::npos) << line;
   EXPECT_EQ(now.staleness_quantile_text(0.99), "0");  // what the line said before
+  // An interval without a push has no staleness: "p50 0" read as fresh updates, during a stall.
+  const std::string idle = ps::interval_report(now, now, 2.0, 4);
+  EXPECT_NE(idle.find("0 pushes/s, in 0.000 GB/s, out 0.000 GB/s, staleness p50 - p99 -, dropped 0"), std::string::npos)
+      << idle;
 }
 
 // A tensor that starts inside a shard, pulled alone, under every rule: the

@@ -164,7 +164,9 @@ TEST(Protocol, MalformedHelloIsRejectedNamingThePeer) {
   Hello probe = h;
   probe.probe = 1;
   EXPECT_EQ(decode_hello(encode(probe), "peer-7").probe, 1u);
-  probe.probe = 2;
+  probe.probe = kProbeJoining;  // the notice on a probe's connection that the worker joins now
+  EXPECT_EQ(decode_hello(encode(probe), "peer-7").probe, kProbeJoining);
+  probe.probe = kProbeJoining + 1;
   EXPECT_THROW(decode_hello(encode(probe), "peer-7"), Error);
   Hello rejoin = h;
   rejoin.rejoin_instance = 0x1234567890abcdefull;  // a reconnect names the server process it had joined
@@ -357,7 +359,7 @@ TEST(Protocol, ARuleOutOfRangeIsNotAdoptedNamingTheField) {
   for (const bool resumed : {false, true}) {
     Admission fixed(options);
     if (resumed)
-      fixed.restore(valid.tensors, valid.staleness, fixed.config_for(valid));
+      fixed.restore(valid.tensors, valid.staleness, fixed.config_for(valid), 0);
     else
       ASSERT_TRUE(fixed.admit(valid));
     const std::string why = fixed.check(other_lr);

@@ -150,15 +150,30 @@ refused "--peer-timeout: '1e-400' is not a duration" "${s[@]}" --peer-timeout 1e
 # A worker's settings, taken by the server, did nothing (and its config line showed them).
 refused "--reconnect: a worker's setting, not a server's" "${s[@]}" --reconnect 30s
 refused "--skip-pulls: a worker's setting, not a server's" "${s[@]}" --skip-pulls
+# A setting that does nothing without another is refused, as --checkpoint-every without a directory.
+# Help that never reached standard output exited 0, as rdmaps-perf's did.
+# shellcheck disable=SC2016  # $0 is sh's
+refused "rdmaps-server: error: its output did not reach standard output" sh -c '"$0" --help >/dev/full' "$server"
+# shellcheck disable=SC2016  # $0 is sh's
+refused "rdmaps-train: error: its output did not reach standard output" sh -c '"$0" --version >/dev/full' "$train"
+refused "--tau-max 5 does nothing without --staleness-policy drop: give both, or neither" "${s[@]}" --tau-max 5
+refused "RDMAPS_TAU_MAX 5 does nothing without" env RDMAPS_TAU_MAX=5 "${s[@]}" --staleness-policy eta-tau
+serves "drop (tau-max 5)" "${s[@]}" --staleness-policy drop --tau-max 5
+# The first worker's rule is adopted: a rule typed beside it was dropped without a word.
+refused "--lr: --rule-from-workers takes the update rule and its parameters from the first worker" \
+  "${s[@]}" --rule-from-workers --lr 0.5
+refused "--rule: --rule-from-workers takes" "${s[@]}" --rule momentum --rule-from-workers
 refused "--staging-depth: a worker's setting, not a server's" "${s[@]}" --staging-depth 4
 # Nor does its config line show them (skip-pulls showed "off" under an SSP bound).
 banner_of() {  # rdmaps-server's "config: " line with these flags
   local log
   log=$(mktemp)
   "${s[@]}" "$@" >"$log" 2>&1 </dev/null &
-  for _ in $(seq 300); do grep -q "^config: " "$log" && break; sleep 0.1; done
+  for _ in $(seq 300); do grep -q "^config: " "$log" && break; kill -0 $! 2>/dev/null || break; sleep 0.1; done
   kill $! 2>/dev/null; wait $! 2>/dev/null
-  grep "^config: " "$log"; rm -f "$log"
+  # No config line: what the server said instead, for the failure's message.
+  grep "^config: " "$log" || tail -n 3 "$log"
+  rm -f "$log"
 }
 banner=$(banner_of --staleness 3)
 if grep -q "^config: staleness 3," <<<"$banner" && ! grep -q "skip-pulls" <<<"$banner"; then
@@ -259,6 +274,10 @@ refused "warning: RDMAPS_STALENESS=3 is not read: rdmaps-train takes --staleness
 refused "warning: RDMAPS_WORKERS=8 is not read: rdmaps-train takes --workers on its command line only" \
   env RDMAPS_WORKERS=8 "${t[@]}"
 refused "--servers: '0'" "${t[@]}" --servers 0
+# Read by a launched job only: outside one, a refusal named a --servers nobody gave.
+refused "warning: RDMAPS_NUM_SERVERS=2 is not read outside a launched job" env RDMAPS_NUM_SERVERS=2 "${t[@]}"
+# A hidden flag (set for the processes a program starts) was named "" in errors.
+refused "--report-fd: '-1' is not a whole number" "${t[@]}" --report-fd -1
 refused "--lr: '-0.5'" "${t[@]}" --lr -0.5
 refused "--lambda: '-5'" "${t[@]}" --lambda -5
 refused "--lambda0: '-1'" "${t[@]}" --lambda0=-1
@@ -373,6 +392,25 @@ if [ -n "$perf" ]; then
   # Its children's flags by hand were taken and ignored (--report-fd silenced the run).
   refused "--index: set by rdmaps-perf ps for the processes it starts (--role server)" "$perf" ps --index 3
   refused "--report-fd: set by rdmaps-perf ps for the processes it starts" "$perf" ps --report-fd 99
+  refused "--role: set by rdmaps-perf ps for the processes it starts" "$perf" ps --role server
+  refused "--index: 'abc' is not a whole number" "$perf" ps --index abc
+  refused "--report-fd: '-3' is not a whole number" "$perf" transport --report-fd -3
+  # A span past memory was killed by the out-of-memory killer without a word (a local target takes as much again).
+  if [ "$(awk '/^MemAvailable:/ { print int($2 / 1048576) }' /proc/meminfo)" -lt 30 ]; then
+    refused "--span 17.2 GB: its buffers take 34.4 GB (the source and the local target each one), but" \
+      "$perf" transport --span 16G --sizes 1M --iters 1
+  fi
+  # A training job's RDMAPS_CHECKPOINT_DIR, exported, took the benchmark's checkpoint, and the job's --resume then
+  # refused it: the benchmark checkpoints where its flag says only.
+  ckpt=$(mktemp -d)
+  if ! out=$(env RDMAPS_CHECKPOINT_DIR="$ckpt" timeout -k 5 60 "$perf" ps --floats 64K --iters 2 --workers 1 2>&1); then
+    fail "rdmaps-perf ps with RDMAPS_CHECKPOINT_DIR set failed: $out"
+  elif [ -n "$(ls -A "$ckpt")" ]; then
+    fail "rdmaps-perf ps wrote into RDMAPS_CHECKPOINT_DIR: $(ls "$ckpt")"
+  else
+    echo "ok: rdmaps-perf ps leaves RDMAPS_CHECKPOINT_DIR alone"
+  fi
+  rm -rf "$ckpt"
   refused "--workers 256 and --servers 256: a run starts a process for each, at most 256 in all" "$perf" ps --workers 256 --servers 256
   # Results that did not reach standard output exited 0 (rdmaps-perf --json > file on a full disk).
   # shellcheck disable=SC2016  # $0 is sh's

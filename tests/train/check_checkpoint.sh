@@ -128,6 +128,9 @@ workers "$out/b"
 for p in "${wpids[@]}"; do wait "$p" || fail "a worker failed after resuming a job that had ended"; done
 wait "$spid" || fail "the server resumed after the job ended failed"
 grep -q "done: [1-9][0-9]* pushes" "$out/b-server.log" || fail "resumed after the job ended, the server took no push"
+# Worded as rdmaps-server's (its pulls, clocks and drops were left out).
+grep -q "server 0: done: [0-9]* pushes, [0-9]* pulls, [0-9]* clocks, [0-9]* rejected, [0-9]* dropped" \
+  "$out/b-server.log" || fail "the done line is not rdmaps-server's: $(grep 'done:' "$out/b-server.log")"
 echo "ok: SIGTERM wrote the final checkpoint; resumed under another rule, the optimizer state started fresh;" \
      "resumed after the job ended, a new run"
 
