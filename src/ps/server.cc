@@ -322,8 +322,8 @@ void ServerImpl::resume() {
       throw Error(Errc::kInvalidArgument,
                   "--resume: " + config.checkpoint_dir + " holds checkpoints of server(s) " + listed +
                       " but none of this server, index " + std::to_string(options_.index) +
-                      ": give this server its own index's directory (or --index), or start without --resume to "
-                      "train afresh");
+                      ": another server's directory (give this server its own, or its --index), or this server's "
+                      "checkpoints are lost (start the job afresh, every server without --resume)");
     }
     log("no checkpoint of server " + std::to_string(options_.index) + " in " + config.checkpoint_dir +
         ": starting empty");

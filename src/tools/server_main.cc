@@ -90,8 +90,9 @@ int main(int argc, char** argv) {
       refused.emplace_back("--" + name, app.add_option("--" + name, refused_value)->expected(0, 1)->group(""));
     try {
       rdmaps::cli::parse(app, args);
-    } catch (const CLI::Success& e) {                                   // --help, --version
-      return rdmaps::tools::program_end("rdmaps-server", app.exit(e));  // a page that never arrived is no success
+    } catch (const CLI::Success& e) {
+      // --help, --version: a page that never reached standard output is no success.
+      return rdmaps::tools::program_end("rdmaps-server", app.exit(e));
     }
     for (const auto& [name, o] : refused)
       if (o->count())
@@ -100,10 +101,11 @@ int main(int argc, char** argv) {
     // Taken with it, a rule's flags did nothing: the first worker's rule was adopted.
     if (options.rule_from_workers)
       for (const CLI::Option* o : app.get_options())
-        if (rdmaps::ps::RuleParams::is_flag(o->get_name().substr(std::min<size_t>(2, o->get_name().size()))) &&
-            rdmaps::cli::on_command_line(o, args))
+        if (const std::string& name = o->get_name(); name.starts_with("--") &&
+                                                     rdmaps::ps::RuleParams::is_flag(name.substr(2)) &&
+                                                     rdmaps::cli::on_command_line(o, args))
           throw rdmaps::Error(rdmaps::Errc::kInvalidArgument,
-                              o->get_name() +
+                              name +
                                   ": --rule-from-workers takes the update rule and its parameters from the first "
                                   "worker; give them to the workers, or leave out --rule-from-workers");
     options.exit_when_done = !keep_running;

@@ -278,8 +278,9 @@ Options parse_options(int argc, char** argv) {
                  "takes no value ('" + a + "'): give --sync, --async or --staleness S");
   try {
     cli::parse(app, args);
-  } catch (const CLI::Success& e) {                              // --help, --version
-    std::exit(tools::program_end("rdmaps-train", app.exit(e)));  // a page that never arrived is no success
+  } catch (const CLI::Success& e) {
+    // --help, --version: a page that never reached standard output is no success.
+    std::exit(tools::program_end("rdmaps-train", app.exit(e)));
   }
   // The checks after parsing name the flag; where its value came from the variable, they name that.
   try {
