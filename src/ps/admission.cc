@@ -8,6 +8,11 @@
 
 namespace rdmaps::ps {
 
+std::string server_tag(const ServerOptions& options) {
+  if (options.servers <= 1) return "rdmaps-server";
+  return "rdmaps-server " + std::to_string(options.index) + "/" + std::to_string(options.servers);
+}
+
 std::string bound_text(uint64_t staleness) {
   return staleness == kInfiniteStaleness ? std::string("inf (async)") : std::to_string(staleness);
 }
@@ -78,8 +83,8 @@ std::string Admission::check(const Hello& hello) const {
   // Its checkpoints say which: a server resumed from another run's joined
   // half a model to half of another (servers resume each its newest file).
   if (job_ && hello.job && hello.job != job_)
-    return "it joins job " + job_text(hello.job) + " (its first server's), this server holds job " + job_text(job_) +
-           " (" + fixed_by_ + "): every server of a job resumes that job's checkpoints";
+    return "it joins job " + job_text(hello.job) + ", this server holds job " + job_text(job_) + " (" + fixed_by_ +
+           "): every server of a job resumes that job's checkpoints";
   if (!has_table()) {
     // Checked before anything is sized from the table. Decode bounds each
     // tensor below 2^40 floats and their count below 2^20.
@@ -114,7 +119,9 @@ bool Admission::admit(const Hello& hello) {
 }
 
 void Admission::restore(const std::vector<TensorDecl>& table, uint64_t staleness, const Config& config, uint64_t job) {
-  job_ = job;
+  // A checkpoint too old to name its job: server 0's offer names it from now
+  // on (workers take it from its probe), else no Hello ever would.
+  job_ = job ? job : options_.index == 0 ? offer_ : 0;
   table_ = table;
   staleness_ = staleness;
   config_ = config;

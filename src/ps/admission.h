@@ -15,6 +15,11 @@
 
 namespace rdmaps::ps {
 
+/// How a server's log lines begin: "rdmaps-server", or in a job of several
+/// "rdmaps-server 1/2" (their lines meet in one terminal or job log, and a
+/// worker's death did not say which server saw it).
+std::string server_tag(const ServerOptions& options);
+
 /// A staleness bound as refusals name it: "3", or "inf (async)".
 std::string bound_text(uint64_t staleness);
 

@@ -124,16 +124,30 @@ void ClientImpl::probe_all() {
                     empty +
                     " started empty: the model would be part trained, part zeros. Give every server its "
                     "checkpoints (each index has its own in --checkpoint-dir) and --resume, or start them all afresh");
+  // The job the servers holding a table have (they agree: checked above), else server 0's offer: a fresh
+  // server 0 beside a started server 1 (restarted before its first checkpoint) took its own, and server 1
+  // then refused this worker and every later one.
   job_ = answers[0].job;
+  for (const Welcome& a : answers)
+    if (a.resumed != kProbeFresh && a.job != 0) {
+      job_ = a.job;
+      break;
+    }
   // Every server said yes: each is told the worker joins them now, so that
-  // one it dies before reaching counts it lost, as those it joined do.
+  // one it dies before reaching counts it lost, as those it joined do. Told
+  // all, though one fails: those told count it lost, as the rest would
+  // (the worker ends here); untold, they held the clock for it.
   Hello notice = hello();
   notice.probe = kProbeJoining;
   notice.tensors.resize(1);  // the table was checked: one tensor keeps the notice small
-  for (uint32_t i = 0; i < probes_.size(); ++i) {
-    notice.server_index = i;
-    probes_[i]->send_control(encode(notice), options_.timeout);
-  }
+  std::optional<Error> failed;
+  for (uint32_t i = 0; i < probes_.size(); ++i) try {
+      notice.server_index = i;
+      probes_[i]->send_control(encode(notice), options_.timeout);
+    } catch (const Error& e) {
+      if (!failed) failed = e;
+    }
+  if (failed) throw *failed;
 }
 
 // Each server checks a worker against itself only: servers started for

@@ -6,14 +6,14 @@
 namespace rdmaps::ps {
 
 void JoiningWorkers::hold(std::unique_ptr<transport::Endpoint> ep, uint32_t worker, uint64_t reconnect_ms,
-                          Clock::time_point since, ClosingEndpoints& closing) {
+                          ClosingEndpoints& closing) {
   for (Probe& p : probes_)
     if (p.worker == worker) {
       closing.add(std::move(p.ep));
-      p = Probe{std::move(ep), worker, reconnect_ms, since, false};
+      p = Probe{std::move(ep), worker, reconnect_ms, false};
       return;
     }
-  probes_.push_back(Probe{std::move(ep), worker, reconnect_ms, since, false});
+  probes_.push_back(Probe{std::move(ep), worker, reconnect_ms, false});
 }
 
 void JoiningWorkers::let_go(ClosingEndpoints& closing) {
@@ -34,28 +34,17 @@ bool JoiningWorkers::read_notices(Probe& p) {
   }
 }
 
-bool JoiningWorkers::poll(ClosingEndpoints& closing, const std::function<bool(uint32_t, Clock::time_point)>& joined,
-                          const std::function<void(uint32_t, uint64_t)>& gave_up) {
+bool JoiningWorkers::poll(ClosingEndpoints& closing, const std::function<void(uint32_t, uint64_t)>& gave_up) {
   if (probes_.empty()) return false;
-  const auto now = Clock::now();
   bool any = false;
   std::erase_if(probes_, [&](Probe& p) {
-    bool done = joined(p.worker, p.since);
-    if (!done) {
-      const bool readable = read_notices(p);
-      if (!readable || p.ep->peer_closed() || p.ep->failed()) {
-        // Before it reached this server: it joined others, which count it lost.
-        if (p.joining && !joined(p.worker, p.since)) gave_up(p.worker, p.reconnect_ms);
-        done = true;
-      } else if (!p.joining && now - p.since > kNoticeWait) {
-        done = true;
-      }
-    }
-    if (done) {
-      closing.add(std::move(p.ep));
-      any = true;
-    }
-    return done;
+    const bool readable = read_notices(p);
+    if (readable && !p.ep->peer_closed() && !p.ep->failed()) return false;
+    // Closed after it joined every server too: the lanes it reached hold it (live, or counted already).
+    if (p.joining) gave_up(p.worker, p.reconnect_ms);
+    closing.add(std::move(p.ep));
+    any = true;
+    return true;
   });
   return any;
 }

@@ -58,7 +58,8 @@ void ServerLane::reject(Worker& w, RejectReason reason, const std::string& why) 
 void ServerLane::report_end(const Worker& w, const char* why) {
   if (setup_.index != 0) return;
   const bool left = std::strcmp(why, "left") == 0;
-  if (setup_.server->log_connections || !left) logf(LogLevel::kInfo, "rdmaps-server: %s %s", w.name.c_str(), why);
+  if (setup_.server->log_connections || !left)
+    logf(LogLevel::kInfo, "%s: %s %s", server_tag(*setup_.server).c_str(), w.name.c_str(), why);
   LaneCounters::add(left ? counters_.workers_left : counters_.workers_lost);
 }
 
@@ -185,9 +186,9 @@ void ServerLane::warn_stalled() {
     w.stall_logged = true;
     LaneCounters::add(counters_.stall_warnings);
     logf(LogLevel::kWarn,
-         "rdmaps-server: %s has held the slowest clock (%llu) for %.1f s without advancing it (workers ahead of "
-         "it by the staleness bound wait for it)",
-         w.name.c_str(), static_cast<unsigned long long>(w.clock),
+         "%s: %s has held the slowest clock (%llu) for %.1f s without advancing it (workers ahead of it by the "
+         "staleness bound wait for it)",
+         server_tag(*setup_.server).c_str(), w.name.c_str(), static_cast<unsigned long long>(w.clock),
          std::chrono::duration<double>(now - holding_since).count());
   }
 }
@@ -216,7 +217,8 @@ void ServerLane::take_forsaken() {
   const auto now = Clock::now();
   for (auto& w : workers_) {
     const uint64_t window = forsaken_[w.id].exchange(0, std::memory_order_acquire);
-    if (window == 0 || w.live || w.connected_once || admitting_[w.id].load(std::memory_order_seq_cst)) continue;
+    // One that reached this lane is live here, or was counted when it went: this lane knows of it.
+    if (window == 0 || w.live || w.connected_once) continue;
     w.connected_once = true;
     if (w.name.empty()) w.name = "worker " + std::to_string(w.id);
     report_end(w, "died while it joined the job's servers, before it reached this one; dropped from the clock");

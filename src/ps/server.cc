@@ -189,8 +189,8 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   partition_ = std::move(partition);
   // Workers that gave up joining while this server had no table: its job starts without them.
   for (uint32_t w = 0; w < forsaken_.size(); ++w)
-    if (const std::optional<uint64_t> window = std::exchange(forsaken_[w], std::nullopt))
-      for (auto& lane : made) lane->forsake(w, *window);
+    if (forsaken_[w])
+      for (auto& lane : made) lane->forsake(w, *forsaken_[w]);
   for (auto& lane : made) lane->start();
   std::lock_guard<std::mutex> lock(lanes_mu_);
   lanes_ = std::move(made);
@@ -248,12 +248,7 @@ void ServerImpl::run() {
         admit(std::move(h.ep), std::move(h.message), h.since, true);
       }
     }
-    busy |= joining_.poll(
-        closing_,
-        [&](uint32_t worker, Clock::time_point since) {
-          return admitted_at_[worker].has_value() && *admitted_at_[worker] >= since;
-        },
-        [&](uint32_t worker, uint64_t reconnect_ms) { forsake(worker, reconnect_ms); });
+    busy |= joining_.poll(closing_, [&](uint32_t worker, uint64_t reconnect_ms) { forsake(worker, reconnect_ms); });
     free_later_.free_all();  // the lanes' dropped copies, unmapped here rather than on a lane
     refusals_.flush();
     const auto now = Clock::now();
@@ -381,7 +376,7 @@ void ServerImpl::resume() {
     c.state.clear();
   }
   admission_.restore(h.tensors, h.staleness, restored, h.job);
-  checkpointer_.set_job(h.job);
+  checkpointer_.set_job(admission_.job());
   start_lanes(restored, h.tensors, h.staleness, &c);
   resumed_ = true;
   resumed_updates_ = h.updates();

@@ -25,11 +25,12 @@ struct WithoutTheJob : Error {
 };
 
 // What the start-up line left to the first worker (describe_server), said once it is known.
-void say_what_the_first_worker_set(uint32_t worker, const Config& job, uint64_t staleness, bool rule_from_workers) {
+void say_what_the_first_worker_set(const std::string& tag, uint32_t worker, const Config& job, uint64_t staleness,
+                                   bool rule_from_workers) {
   std::string set;
   if (!job.staleness_stated) set = "the staleness bound " + bound_text(staleness);
   if (rule_from_workers) set += (set.empty() ? "" : " and ") + std::string("the update rule: ") + describe_rule(job);
-  if (!set.empty()) logf(LogLevel::kInfo, "rdmaps-server: worker %u set %s", worker, set.c_str());
+  if (!set.empty()) logf(LogLevel::kInfo, "%s: worker %u set %s", tag.c_str(), worker, set.c_str());
 }
 }  // namespace
 
@@ -76,7 +77,7 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
                                                   : kProbeFresh;
       ep->send_control(encode(welcome), kAnswerTimeout);
       // Kept until it joins here: a worker that dies after joining the servers before this one is counted lost.
-      return joining_.hold(std::move(ep), hello.worker, hello.reconnect_ms, Clock::now(), closing_);
+      return joining_.hold(std::move(ep), hello.worker, hello.reconnect_ms, closing_);
     }
     admit_checked(*ep, hello, welcome);
     // Admitted, a newer Hello of a held id replaces the held one, as hold()
@@ -88,7 +89,7 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
     if (Clock::now() - since < kPredecessorWait && !ep->peer_closed()) {
       // Said once: an operator sees why a restarted worker waits, and whether it then trained.
       if (!retried)
-        logf(LogLevel::kInfo, "rdmaps-server: %s (worker %u) is held: its id's earlier connection still looks live",
+        logf(LogLevel::kInfo, "%s: %s (worker %u) is held: its id's earlier connection still looks live", tag_.c_str(),
              peer.c_str(), worker);
       return hold(std::move(ep), std::move(message), since, worker);
     }
@@ -152,10 +153,7 @@ void ServerImpl::release_departed_budgets() {
 }
 
 void ServerImpl::forsake(uint32_t worker, uint64_t reconnect_ms) {
-  if (lanes_.empty()) {
-    forsaken_[worker] = reconnect_ms;
-    return;
-  }
+  forsaken_[worker] = reconnect_ms;
   for (const auto& lane : lanes_) lane->forsake(worker, reconnect_ms);
 }
 
@@ -229,6 +227,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   std::vector<HostPages> copies;
   try {
     still_connected();
+    forsaken_[hello.worker].reset();  // back: the lanes it starts do not take it for given up
     const bool first = !admission_.has_table();
     if (first) start_lanes(admission_.config_for(hello), hello.tensors, hello.staleness);
     // At once: the lanes started fix the table (a throw before it, out of
@@ -237,7 +236,8 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
     admission_.admit(hello);
     checkpointer_.set_job(admission_.job());
     if (first)
-      say_what_the_first_worker_set(hello.worker, admission_.config(), hello.staleness, options_.rule_from_workers);
+      say_what_the_first_worker_set(tag_, hello.worker, admission_.config(), hello.staleness,
+                                    options_.rule_from_workers);
     copies.resize(lanes_.size());
     use_am = uses_am(ep, hello);
     // The worker's copy of each lane's range, where the lane keeps one, made
@@ -313,7 +313,7 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   try {
     ep.send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {
-    logf(LogLevel::kWarn, "rdmaps-server: worker %u (%s) left during the handshake: %s", hello.worker, peer.c_str(),
+    logf(LogLevel::kWarn, "%s: worker %u (%s) left during the handshake: %s", tag_.c_str(), hello.worker, peer.c_str(),
          e.what());
   }
   admitted_at_[hello.worker] = Clock::now();

@@ -138,8 +138,9 @@ class ServerImpl {
   std::unique_ptr<AdmissionTicket[]> tickets_;
   std::unique_ptr<transport::Context> context_;  // destroyed after the endpoints below
   std::unique_ptr<transport::Listener> listener_;
-  PendingPeers pending_{"rdmaps-server", kHelloTimeout, kMaxHelloBytes};
-  RefusalLog refusals_{"rdmaps-server"};  // a flood of bad Hellos must not flood the log
+  const std::string tag_ = server_tag(options_);  // its log lines' start
+  PendingPeers pending_{tag_, kHelloTimeout, kMaxHelloBytes};
+  RefusalLog refusals_{tag_};  // a flood of bad Hellos must not flood the log
   std::unique_ptr<Partition> partition_;
   mutable std::mutex lanes_mu_;  // lanes_ is filled once, while stats() may read it
   std::vector<std::unique_ptr<ServerLane>> lanes_;
@@ -167,8 +168,10 @@ class ServerImpl {
   // Hellos waiting for their id's earlier connection to be seen closed: at
   // most one per id, so that they are bounded by the job's size.
   std::vector<Held> held_;
-  JoiningWorkers joining_;                         // probes' connections, kept until their workers joined this server
-  std::vector<std::optional<uint64_t>> forsaken_;  // by worker: forsake()'s window, until the lanes start
+  JoiningWorkers joining_;  // probes' connections, kept until their workers joined this server
+  // By worker: forsake()'s window, until it is admitted again (the lanes that start next take it;
+  // the "waiting for workers" line leaves it out).
+  std::vector<std::optional<uint64_t>> forsaken_;
   Clock::time_point last_report_ = Clock::now(), last_waiting_ = Clock::now();
   ServerStats last_stats_;
   std::atomic<bool> stop_{false};

@@ -63,9 +63,10 @@ ServerLane::ServerLane(const LaneSetup& setup)
       admitting_(setup.server->workers),
       suspects_(setup.server->workers),
       forsaken_(setup.server->workers),
-      pending_("rdmaps-server: lane " + std::to_string(setup.index), kHelloTimeout, kMaxLaneHello),
-      refusals_("rdmaps-server: lane " + std::to_string(setup.index)),
-      rejections_("rdmaps-server: lane " + std::to_string(setup.index), "messages rejected"),
+      tag_(server_tag(*setup.server) + ": lane " + std::to_string(setup.index)),
+      pending_(tag_, kHelloTimeout, kMaxLaneHello),
+      refusals_(tag_),
+      rejections_(tag_, "messages rejected"),
       counters_(setup.server->workers) {
   const ServerOptions& so = *setup.server;
   const Partition& p = *setup.partition;
@@ -135,7 +136,7 @@ void ServerLane::failed(std::exception_ptr error) noexcept {
   }
   failed_.store(true, std::memory_order_release);
   try {  // out of memory is one way a lane fails: its line must not end the process
-    logf(LogLevel::kError, "rdmaps-server: lane %u stopped: %s", setup_.index, failure().c_str());
+    logf(LogLevel::kError, "%s stopped: %s", tag_.c_str(), failure().c_str());
   } catch (...) {
   }
   // Its workers hear of it now instead of at their timeout, and the server
@@ -283,7 +284,7 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   try {
     ep->send_control(encode(welcome), kAnswerTimeout);
   } catch (const Error& e) {
-    logf(LogLevel::kWarn, "rdmaps-server: %s left during the handshake: %s", w.name.c_str(), e.what());
+    logf(LogLevel::kWarn, "%s: %s left during the handshake: %s", tag_.c_str(), w.name.c_str(), e.what());
     // Its inbox and copy too (a copy of the lane's range under DC), kept
     // until the endpoint closed: the worker may have read the welcome.
     w.ep = std::move(ep);
@@ -309,8 +310,8 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   done_.store(false, std::memory_order_relaxed);  // seen by whoever sees it reached (ServerImpl::job_done)
   reached_[w.id].store(true, std::memory_order_release);
   if (setup_.server->log_connections && setup_.index == 0)
-    logf(LogLevel::kInfo, "rdmaps-server: %s connected, push path %s, lanes: %s", w.name.c_str(), use_am ? "am" : "put",
-         w.ep->describe().c_str());
+    logf(LogLevel::kInfo, "%s: %s connected, push path %s, lanes: %s", server_tag(*setup_.server).c_str(),
+         w.name.c_str(), use_am ? "am" : "put", w.ep->describe().c_str());
   update_min_clock();
   return;
 }

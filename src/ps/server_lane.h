@@ -23,6 +23,7 @@
 
 #include "rdmaps/config.h"
 #include "rdmaps/server.h"
+#include "src/ps/admission.h"
 #include "src/ps/checkpoint.h"
 #include "src/ps/closing_endpoints.h"
 #include "src/ps/inbox.h"
@@ -334,6 +335,7 @@ class ServerLane {
   std::atomic<bool> any_suspect_{false};
   std::vector<std::atomic<uint64_t>> forsaken_;  // by worker: forsake()'s window + 1, or 0
   std::atomic<bool> any_forsaken_{false};
+  const std::string tag_;  // its lines' start: server_tag() and the lane
   PendingPeers pending_;
   RefusalLog refusals_;  // a flood of bad LaneHellos must not flood the log
   // Nor a worker that sends NaNs every step (--check-nan), nor a hostile one.

@@ -109,14 +109,14 @@ void ServerImpl::report(Clock::time_point now) {
     std::string missing, refused;
     size_t quoted = 0;
     for (uint32_t w = 0; w < options_.workers; ++w) {
-      if (admitted_at_[w] || !awaited_[w]) continue;
+      if (admitted_at_[w] || !awaited_[w] || forsaken_[w]) continue;
       missing += (missing.empty() ? "" : ", ") + std::to_string(w);
       // Why it waits, where this server refused that worker (the refusal's own line is long gone by then).
       if (!last_refusal_[w].empty() && quoted++ < 3)
         refused += "; worker " + std::to_string(w) + " was refused: " + last_refusal_[w].substr(0, 300);
     }
     if (!missing.empty())
-      logf(LogLevel::kInfo, "rdmaps-server: waiting for workers %s to connect to %s (the clock holds at %llu)%s",
+      logf(LogLevel::kInfo, "%s: waiting for workers %s to connect to %s (the clock holds at %llu)%s", tag_.c_str(),
            missing.c_str(), address().c_str(), static_cast<unsigned long long>(stats().min_clock), refused.c_str());
     // Admitted, then gone before it reached every lane (killed while it
     // connected): the lanes it never reached hold their clock for it.
@@ -127,9 +127,9 @@ void ServerImpl::report(Clock::time_point now) {
         if (!lane->reached(w)) lanes += (lanes.empty() ? "" : ", ") + std::to_string(lane->index());
       if (!lanes.empty())
         logf(LogLevel::kWarn,
-             "rdmaps-server: worker %u was admitted but never reached lane(s) %s, whose clock holds for it: it "
+             "%s: worker %u was admitted but never reached lane(s) %s, whose clock holds for it: it "
              "stopped while it connected? Start it again with the same id",
-             w, lanes.c_str());
+             tag_.c_str(), w, lanes.c_str());
     }
   }
   if (options_.stats_interval.count() == 0 || now - last_report_ < options_.stats_interval) return;

@@ -1275,55 +1275,106 @@ TEST_P(PsFaultTest, ServersThatWouldRunTheWorkerDifferentlyAreRefusedBeforeAnyHe
 // and before its Hello reached server 1 (server 0, joined, counted it lost):
 // server 1 never saw it, held the SSP clock for it for good and never ended
 // its job. Each server keeps the probe's connection, and one that closes after
-// the worker said it joins is a worker lost. Here worker 1 dies before any
-// Hello: both servers, with no table yet, start their job without it.
+// the worker said it joins is a worker lost where it never reached a lane:
+// here worker 1 dies before any Hello (both servers, with no table yet, start
+// their job without it), or once server 1 admitted its Hello, before its lanes
+// (admitted there, it was taken for joined, and held the clock there).
 TEST_P(PsFaultTest, AWorkerThatDiesWhileJoiningIsLostToTheServersItNeverReached) {
   Config c = config();
   c.secret = test_secret();
   c.staleness = 1;
-  JobServers job(2, c, [](uint32_t, ServerOptions& so) { so.workers = 2; });
-  auto& servers = job.servers;
-  const std::vector<std::string> addresses = {servers[0]->address(), servers[1]->address()};
-  {
-    auto context = transport::create_context({.transport = GetParam(), .secret = test_secret()});
-    std::vector<std::unique_ptr<transport::Endpoint>> probes;
-    for (uint32_t i = 0; i < 2; ++i) {
+  for (const bool admitted : {false, true}) {
+    SCOPED_TRACE(admitted ? "server 1 admitted its Hello" : "no Hello");
+    JobServers job(2, c, [](uint32_t, ServerOptions& so) { so.workers = 2; });
+    auto& servers = job.servers;
+    const std::vector<std::string> addresses = {servers[0]->address(), servers[1]->address()};
+    OutputCapture log;
+    {
+      auto context = transport::create_context({.transport = GetParam(), .secret = test_secret()});
+      std::vector<std::unique_ptr<transport::Endpoint>> probes;
       ps::Hello h;
       h.worker = 1;
       h.workers = 2;
       h.staleness = c.staleness;
       h.tensors = {{"w", 1000}};
       h.servers = 2;
-      h.server_index = i;
       h.shard_floats = c.shard_floats;
-      h.probe = 1;
-      probes.push_back(context->connect(transport::SockAddr::parse(addresses[i]), kSetupTimeout));
-      probes.back()->send_control(encode(h), kSetupTimeout);
-      const ps::Welcome answer = ps::decode_welcome(probes.back()->recv_control(kSetupTimeout), addresses[i]);
-      ASSERT_EQ(answer.accepted, ps::kWouldAdmit) << answer.reason;
-      h.probe = ps::kProbeJoining;
-      probes.back()->send_control(encode(h), kSetupTimeout);
+      for (uint32_t i = 0; i < 2; ++i) {
+        h.server_index = i;
+        h.probe = 1;
+        probes.push_back(context->connect(transport::SockAddr::parse(addresses[i]), kSetupTimeout));
+        probes.back()->send_control(encode(h), kSetupTimeout);
+        const ps::Welcome answer = ps::decode_welcome(probes.back()->recv_control(kSetupTimeout), addresses[i]);
+        ASSERT_EQ(answer.accepted, ps::kWouldAdmit) << answer.reason;
+        h.job = answer.job;
+        h.probe = ps::kProbeJoining;
+        probes.back()->send_control(encode(h), kSetupTimeout);
+      }
+      if (admitted) {
+        h.server_index = 1;
+        h.probe = 0;
+        auto control = context->connect(transport::SockAddr::parse(addresses[1]), kSetupTimeout);
+        control->send_control(encode(h), kSetupTimeout);
+        const ps::Welcome welcome = ps::decode_welcome(control->recv_control(kSetupTimeout), addresses[1]);
+        ASSERT_EQ(welcome.accepted, ps::kAdmitted) << welcome.reason;
+      }
+    }  // worker 1 dies: its connections close
+    ClientOptions o;
+    o.servers = addresses;
+    o.worker = 0;
+    o.workers = 2;
+    o.config = c;
+    o.timeout = 10s;
+    Client client(o);
+    client.declare("w", 1000);
+    client.connect();
+    const std::vector<float> g(1000, 0.01f);
+    try {
+      for (int i = 0; i < 4; ++i) {  // past the bound: worker 1 no longer holds the clock
+        client.push("w", g);
+        client.clock();
+      }
+    } catch (const Error& e) {
+      ADD_FAILURE() << "the clock waited for the worker that died joining: " << e.what();
     }
-  }  // worker 1 dies: its connections close
-  ClientOptions o;
-  o.servers = addresses;
-  o.worker = 0;
-  o.workers = 2;
-  o.config = c;
-  o.timeout = 10s;
-  Client client(o);
-  client.declare("w", 1000);
-  client.connect();
-  const std::vector<float> g(1000, 0.01f);
-  try {
-    for (int i = 0; i < 4; ++i) {  // past the bound: worker 1 no longer holds the clock
-      client.push("w", g);
-      client.clock();
-    }
-  } catch (const Error& e) {
-    ADD_FAILURE() << "the clock waited for the worker that died joining: " << e.what();
+    for (auto& s : servers) EXPECT_EQ(s->stats().workers_lost, 1u);
+    // Each server names itself: two servers' lines met in one log, and neither said which it was.
+    const std::string said = log.end();
+    for (const char* server : {"rdmaps-server 0/2: ", "rdmaps-server 1/2: "})
+      EXPECT_NE(said.find(std::string(server) + "worker 1 died while it joined the job's servers"), std::string::npos)
+          << said;
   }
-  for (auto& s : servers) EXPECT_EQ(s->stats().workers_lost, 1u);
+}
+
+// Server 0 restarted before its first checkpoint (none is written before the
+// first update) while server 1 held the job's table: a new worker sent server
+// 0's new offer as its job, server 0 took it, and server 1 refused that worker
+// and every later one. The job of the servers holding a table is the one.
+TEST_P(PsFaultTest, AFreshServer0BesideAStartedServer1TakesItsJob) {
+  Config c = config();
+  ServerOptions serve_on;
+  serve_on.exit_when_done = false;
+  ServerGroup servers(2, 2, c, serve_on);
+  ClientOptions o = local_worker_options(servers.addresses(), c);
+  o.workers = 2;
+  o.timeout = 10s;
+  {
+    Client first(o);
+    first.declare("w", 1000);
+    first.connect();
+  }  // joined both and left, before any push
+  servers.restart(0, c);
+  for (const uint32_t worker : {1u, 0u}) {
+    o.worker = worker;
+    try {
+      Client client(o);
+      client.declare("w", 1000);
+      client.connect();
+    } catch (const Error& e) {
+      ADD_FAILURE() << "worker " << worker << " was refused: " << e.what();
+    }
+  }
+  servers.stop();
 }
 
 // connect() to something that took the connection and never answers (a
