@@ -13,6 +13,12 @@ std::string server_tag(const ServerOptions& options) {
   return "rdmaps-server " + std::to_string(options.index) + "/" + std::to_string(options.servers);
 }
 
+uint32_t refusal_code(const Error& e) {
+  const Errc c = e.code();
+  return c == Errc::kPermissionDenied || c == Errc::kInvalidArgument || c == Errc::kProtocol ? kRefused
+                                                                                             : kRefusedForNow;
+}
+
 std::string bound_text(uint64_t staleness) {
   return staleness == kInfiniteStaleness ? std::string("inf (async)") : std::to_string(staleness);
 }

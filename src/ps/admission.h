@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "rdmaps/error.h"
 #include "rdmaps/server.h"
 #include "src/ps/protocol.h"
 
@@ -19,6 +20,11 @@ namespace rdmaps::ps {
 /// "rdmaps-server 1/2" (their lines meet in one terminal or job log, and a
 /// worker's death did not say which server saw it).
 std::string server_tag(const ServerOptions& options);
+
+/// The Welcome or LaneWelcome code refusing a worker for `e`: what it asked
+/// for, or how it asked, stays refused (kRefused); a resource (files,
+/// memory) may free up (kRefusedForNow).
+uint32_t refusal_code(const Error& e);
 
 /// A staleness bound as refusals name it: "3", or "inf (async)".
 std::string bound_text(uint64_t staleness);

@@ -27,8 +27,8 @@ using transport::WireWriter;
 namespace {
 constexpr char kMagic[8] = {'R', 'D', 'M', 'A', 'P', 'S', 'C', 'K'};
 constexpr uint32_t kFormatVersion = kCheckpointFormat;
-constexpr uint32_t kOldestFormatVersion =
-    1;  // read still: without the earlier job's number, the state origins, the job
+// Read still: without the earlier job's number, the state origins and the job (1), or the job (2).
+constexpr uint32_t kOldestFormatVersion = 1;
 constexpr size_t kDigestBytes = 32;
 constexpr size_t kMaxHeaderBytes = 64u << 20;  // a Hello's table (16 MiB) plus versions and workers
 

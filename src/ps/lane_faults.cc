@@ -59,7 +59,7 @@ void ServerLane::report_end(const Worker& w, const char* why) {
   if (setup_.index != 0) return;
   const bool left = std::strcmp(why, "left") == 0;
   if (setup_.server->log_connections || !left)
-    logf(LogLevel::kInfo, "%s: %s %s", server_tag(*setup_.server).c_str(), w.name.c_str(), why);
+    logf(LogLevel::kInfo, "%s: %s %s", server_tag_.c_str(), w.name.c_str(), why);
   LaneCounters::add(left ? counters_.workers_left : counters_.workers_lost);
 }
 
@@ -188,7 +188,7 @@ void ServerLane::warn_stalled() {
     logf(LogLevel::kWarn,
          "%s: %s has held the slowest clock (%llu) for %.1f s without advancing it (workers ahead of it by the "
          "staleness bound wait for it)",
-         server_tag(*setup_.server).c_str(), w.name.c_str(), static_cast<unsigned long long>(w.clock),
+         server_tag_.c_str(), w.name.c_str(), static_cast<unsigned long long>(w.clock),
          std::chrono::duration<double>(now - holding_since).count());
   }
 }

@@ -101,10 +101,7 @@ void ServerImpl::admit(std::unique_ptr<transport::Endpoint> ep, std::vector<uint
   } catch (const std::bad_alloc&) {
     return refuse("out of memory while admitting it", kRefusedForNow);
   } catch (const Error& e) {
-    // What the worker asked for, or how it asked, stays refused; a resource may free up.
-    const bool for_good =
-        e.code() == Errc::kPermissionDenied || e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol;
-    return refuse(e.what(), for_good ? kRefused : kRefusedForNow);
+    return refuse(e.what(), refusal_code(e));
   } catch (const std::exception& e) {
     return refuse(e.what(), kRefusedForNow);
   }
@@ -305,8 +302,6 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   welcome.holding = resumed_ || applied_any() ? 1 : 0;
   welcome.instance = instance_;
   welcome.job = admission_.job();
-  welcome.workers = options_.workers;
-  welcome.rule = RuleParams::from(admission_.config());
   welcome.pushes_held = restored_pushes_[hello.worker];
   for (const auto& lane : lanes_)
     welcome.pushes_held += lane->counters().taken[hello.worker].load(std::memory_order_relaxed);

@@ -63,7 +63,8 @@ ServerLane::ServerLane(const LaneSetup& setup)
       admitting_(setup.server->workers),
       suspects_(setup.server->workers),
       forsaken_(setup.server->workers),
-      tag_(server_tag(*setup.server) + ": lane " + std::to_string(setup.index)),
+      server_tag_(server_tag(*setup.server)),
+      tag_(server_tag_ + ": lane " + std::to_string(setup.index)),
       pending_(tag_, kHelloTimeout, kMaxLaneHello),
       refusals_(tag_),
       rejections_(tag_, "messages rejected"),
@@ -166,10 +167,7 @@ void ServerLane::admit(std::unique_ptr<transport::Endpoint> ep, const std::vecto
   } catch (const std::bad_alloc&) {
     if (ep) refuse(*ep, "out of memory while registering its memory", kRefusedForNow);
   } catch (const Error& e) {
-    // What the worker sent, or who it is, stays refused; files or memory may free up.
-    const bool for_good =
-        e.code() == Errc::kPermissionDenied || e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol;
-    if (ep) refuse(*ep, e.what(), for_good ? kRefused : kRefusedForNow);
+    if (ep) refuse(*ep, e.what(), refusal_code(e));
   } catch (const std::exception& e) {
     if (ep) refuse(*ep, e.what(), kRefusedForNow);
   }
@@ -310,8 +308,8 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   done_.store(false, std::memory_order_relaxed);  // seen by whoever sees it reached (ServerImpl::job_done)
   reached_[w.id].store(true, std::memory_order_release);
   if (setup_.server->log_connections && setup_.index == 0)
-    logf(LogLevel::kInfo, "%s: %s connected, push path %s, lanes: %s", server_tag(*setup_.server).c_str(),
-         w.name.c_str(), use_am ? "am" : "put", w.ep->describe().c_str());
+    logf(LogLevel::kInfo, "%s: %s connected, push path %s, lanes: %s", server_tag_.c_str(), w.name.c_str(),
+         use_am ? "am" : "put", w.ep->describe().c_str());
   update_min_clock();
   return;
 }

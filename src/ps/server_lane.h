@@ -335,7 +335,8 @@ class ServerLane {
   std::atomic<bool> any_suspect_{false};
   std::vector<std::atomic<uint64_t>> forsaken_;  // by worker: forsake()'s window + 1, or 0
   std::atomic<bool> any_forsaken_{false};
-  const std::string tag_;  // its lines' start: server_tag() and the lane
+  const std::string server_tag_;  // server_tag(): the lines lane 0 says for the server begin so
+  const std::string tag_;         // and this lane's own lines: server_tag_ and the lane
   PendingPeers pending_;
   RefusalLog refusals_;  // a flood of bad LaneHellos must not flood the log
   // Nor a worker that sends NaNs every step (--check-nan), nor a hostile one.
