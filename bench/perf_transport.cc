@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -290,7 +291,16 @@ int run_client(const Flags& flags) {
   }
   const auto peer_address = transport::SockAddr::parse(peer);
   auto ctx = transport::create_context(context_options(flags, peer_address.is_loopback()));
-  auto ep = ctx->connect(peer_address, kSetupTimeout);
+  std::unique_ptr<transport::Endpoint> ep;
+  try {
+    ep = ctx->connect(peer_address, kSetupTimeout);
+  } catch (const Error& e) {
+    // Only a parameter server asks for a secret: "set RDMAPS_SECRET" sent the user after one the benchmark never reads.
+    if (e.code() != Errc::kPermissionDenied) throw;
+    throw Error(e.code(), "--peer " + peer + ": " + e.what() +
+                              "; but rdmaps-perf transport measures against its own target (rdmaps-perf transport "
+                              "--role server), which takes no secret: is this address a parameter server?");
+  }
   send_words(*ep, {seed});
   send_words(*ep, {region_bytes});
   auto remote = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), peer));

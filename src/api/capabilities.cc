@@ -132,8 +132,13 @@ std::string to_json(const Capabilities& c) {
 std::string summary(const Capabilities& c) {
   std::ostringstream o;
   o << c.transport.backend << " " << c.transport.version << " (";
-  for (size_t i = 0; i < c.transport.memory_types.size(); ++i) o << (i ? "," : "") << c.transport.memory_types[i];
-  o << " memory), RDMA ports " << c.rdma.ports.size() << ", CUDA devices " << c.gpu.device_count() << ", GPU path "
+  if (!c.transport.error.empty()) {
+    o << "does not start: " << c.transport.error;  // a banner of "( memory)" hid it
+  } else {
+    for (size_t i = 0; i < c.transport.memory_types.size(); ++i) o << (i ? "," : "") << c.transport.memory_types[i];
+    o << " memory";
+  }
+  o << "), RDMA ports " << c.rdma.ports.size() << ", CUDA devices " << c.gpu.device_count() << ", GPU path "
     << gpu_path_name(c.gpu_path);
   return o.str();
 }

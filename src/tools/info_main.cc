@@ -24,7 +24,8 @@ int run(int argc, char** argv) {
           "  and dma-buf is supported, and the GPU path rdmaps will use (direct, staged).\n");
       return 0;
     } else {
-      std::fprintf(stderr, "rdmaps-info: unknown flag '%s' (see --help)\n", argv[i]);
+      std::fprintf(stderr, "rdmaps-info: %s '%s' (--json and --version take no value; see --help)\n",
+                   argv[i][0] == '-' ? "unknown flag" : "unexpected argument", argv[i]);
       return 2;
     }
   }

@@ -416,6 +416,8 @@ if [ -n "$perf" ]; then
   # shellcheck disable=SC2016  # $0 is sh's
   refused "rdmaps-perf: error: its output did not reach standard output" sh -c '"$0" --help >/dev/full' "$perf"
   refused "--sizes: '0'" "$perf" transport --sizes 8,0
+  # A UCX that does not start showed as "UCX 1.13.1 ( memory)" in the banner above its error.
+  refused " (does not start: ucp_init: " env UCX_TLS=bogus "$perf" transport --sizes 8 --iters 1
   refused "--sizes: '8,,64' has an empty entry" "$perf" transport --sizes 8,,64
   refused "--sizes: '1x' is not a size" "$perf" transport --sizes 8,1x
   # Given twice, the last list counts: the target refuses any.
@@ -435,6 +437,17 @@ if [ -n "$perf" ]; then
   refused "--target-memory: the target (--role server) chooses its memory" \
     "$perf" transport --peer 127.0.0.1:9 --target-memory registered
   refused "--listen: address 'foo' has no port" "$perf" transport --role server --listen foo
+  # Pointed at a parameter server, it was told to set a secret it never reads.
+  log=$(mktemp)
+  env RDMAPS_SECRET=check-flags-secret-0123 "${s[@]}" >"$log" 2>&1 </dev/null &
+  for _ in $(seq 300); do grep -q " listening on " "$log" && break; kill -0 $! 2>/dev/null || break; sleep 0.1; done
+  address=$(sed -n 's/.* listening on \([^ ]*\) .*/\1/p' "$log" | head -1)
+  if [ -z "$address" ]; then
+    fail "a server for rdmaps-perf transport --peer did not start: $(cat "$log")"
+  else
+    refused "is this address a parameter server?" "$perf" transport --peer "$address" --sizes 8 --iters 1
+  fi
+  kill $! 2>/dev/null; wait $! 2>/dev/null; rm -f "$log"
   helps "$perf" transport -- "--sizes"
   # 0 is refused: as a default it stands for the computed count the help describes.
   helps "$perf" transport -- "--iters SIZE=auto"

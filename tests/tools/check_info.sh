@@ -23,6 +23,9 @@ grep -q "^UCX .*memory types: .*host" <<<"$text" || fail "text report lacks the 
 grep -q "^GPU path: " <<<"$text" || fail "text report lacks the GPU path: $text"
 if "$info" --bogus 2>/tmp/check_info.$$; then fail "--bogus was accepted"; fi
 grep -q "unknown flag '--bogus'" /tmp/check_info.$$ || fail "bad flag message: $(cat /tmp/check_info.$$)"
+if "$info" --json on 2>/tmp/check_info.$$; then fail "--json on was accepted"; fi
+grep -q "unexpected argument 'on' (--json and --version take no value" /tmp/check_info.$$ ||
+  fail "a value after --json: $(cat /tmp/check_info.$$)"
 # A report that did not reach standard output (a full disk) is an error, never exit 0.
 if "$info" --json >/dev/full 2>/tmp/check_info.$$; then fail "a report written to /dev/full exited 0"; fi
 grep -q "its output did not reach standard output (No space left on device)" /tmp/check_info.$$ ||
