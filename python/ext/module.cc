@@ -38,6 +38,7 @@
 #include "src/launch/pmix_exchange.h"
 #include "src/launch/server_directory.h"
 #include "src/launch/server_list.h"
+#include "transport/address.h"
 #include "transport/cancel.h"
 #include "transport/process_id.h"
 
@@ -809,6 +810,16 @@ PYBIND11_MODULE(_rdmaps, m) {
         "The entries of \"host:port,host:port\", each checked (src/launch/server_list.h).");
   m.def("_check_server_list", &launch::check_server_list, py::arg("entries"), py::arg("source"),
         "The same checks for entries given one by one.");
+  m.def(
+      "_check_address",
+      [](const std::string& text, const std::string& source) {
+        try {
+          transport::split_host_port(text);
+        } catch (const Error& e) {
+          throw Error(e.code(), source + ": " + e.what());
+        }
+      },
+      py::arg("text"), py::arg("source"), "Refuses a HOST:PORT that is none, naming `source`.");
   m.def("_detect_placement", &detect_placement, py::arg("env"), py::arg("num_servers"),
         "Rank, size and role from the launcher variables in env (rdmaps.launcher.detect).");
   py::class_<PyServerDirectory>(

@@ -21,11 +21,17 @@ __all__ = ["Error", "InvalidArgument", "PeerGone", "RefusedForNow", "Timeout", "
            "describe_config", "info", "set_log_level", "log_to_python"]
 
 _PY_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+_NAMED_LEVELS = {number: name for name, number in _PY_LEVELS.items()}
 
 
 def set_log_level(level):
     """The library's log threshold: "debug", "info", "warn", "error" or "off"
-    (default: RDMAPS_LOG_LEVEL, else "info")."""
+    (default: RDMAPS_LOG_LEVEL, else "info"), or logging's DEBUG, INFO, WARNING, ERROR."""
+    if isinstance(level, int) and not isinstance(level, bool) and level in _NAMED_LEVELS:
+        level = _NAMED_LEVELS[level]
+    if not isinstance(level, str):  # pybind11's message listed signatures, not the levels
+        raise TypeError(f"rdmaps.set_log_level: {level!r} is not \"debug\", \"info\", \"warn\", \"error\", "
+                        "\"off\" or one of logging.DEBUG, INFO, WARNING, ERROR")
     _rdmaps._set_log_level(level)
 
 
@@ -133,6 +139,16 @@ def _checked_bool(where, name, value):
     return value
 
 
+def _checked_address(where, name, value, optional):
+    """value if it is a "HOST:PORT" string (None or "" where `optional`), else an error naming the argument:
+    metrics=0 turned metrics off without a word, metrics=9464 listed pybind11's signatures."""
+    if optional and value in (None, ""):
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: {name}={value!r} is not a \"HOST:PORT\" string" + (" or None" if optional else ""))
+    return value
+
+
 def _checked_seconds(where, name, value):
     """value as a float, or an error naming the argument (float()'s own names none)."""
     if isinstance(value, bool):
@@ -182,7 +198,7 @@ class Worker(_rdmaps.Worker):
         super().__init__(_server_list(servers), _checked_count("rdmaps.Worker", "worker", worker,
                                                                _rdmaps._max_workers - 1),
                          config_flags(config, **options), _checked_seconds("rdmaps.Worker", "timeout", timeout),
-                         metrics or "")
+                         _checked_address("rdmaps.Worker", "metrics", metrics, optional=True))
         _open_workers.add(self)
 
     def declare(self, name, floats):
@@ -228,7 +244,7 @@ class Server(_rdmaps.Server):
         where = "max_bytes"
         if max_bytes is None:  # as rdmaps-server: the variable is the default
             where, text = "RDMAPS_MAX_BYTES", os.environ.get("RDMAPS_MAX_BYTES", "0")
-            if not text.isdigit():
+            if not (text.isascii() and text.isdigit()):  # str.isdigit() takes full-width digits
                 raise ValueError(f"rdmaps.Server: RDMAPS_MAX_BYTES={text!r} is not a whole number of bytes")
             max_bytes = int(text)
         counts = [_checked_count("rdmaps.Server", name, value, _U32)
@@ -238,6 +254,7 @@ class Server(_rdmaps.Server):
                                         ("exit_when_done", exit_when_done), ("insecure", insecure))]
         seconds = [_checked_seconds("rdmaps.Server", name, value)
                    for name, value in (("stats_interval", stats_interval), ("stall_warning", stall_warning))]
-        super().__init__(listen, *counts, config_flags(config, **options), switches[0], switches[1], seconds[0],
-                         switches[2], switches[3], metrics or "", _checked_count("rdmaps.Server", where, max_bytes, _U64),
+        super().__init__(_checked_address("rdmaps.Server", "listen", listen, optional=False), *counts, config_flags(config, **options), switches[0], switches[1], seconds[0],
+                         switches[2], switches[3], _checked_address("rdmaps.Server", "metrics", metrics, optional=True),
+                         _checked_count("rdmaps.Server", where, max_bytes, _U64),
                          seconds[1])

@@ -50,6 +50,12 @@ class Placement:
         return self.world_size - self.num_servers
 
 
+def c_environment(env):
+    """`env` as the C++ side takes it: bytes, as the kernel gave them. A variable that is not UTF-8 (LANG=latin1
+    paths) is a str with lone surrogates in Python, which pybind11 refused, printing every value, RDMAPS_SECRET too."""
+    return {os.fsencode(name): os.fsencode(value) for name, value in env.items()}
+
+
 def detect(env=None, num_servers=None):
     """The Placement the environment `env` (default os.environ) describes."""
     env = dict(os.environ if env is None else env)
@@ -65,7 +71,7 @@ def detect(env=None, num_servers=None):
                               f"{_rdmaps.max_servers} (None: from the environment)")
         num_servers = count
     try:
-        fields = _rdmaps._detect_placement(env, num_servers or 0)
+        fields = _rdmaps._detect_placement(c_environment(env), num_servers or 0)
     except _rdmaps.InvalidArgument as e:
         raise LaunchError(str(e)) from None
     if fields is None:

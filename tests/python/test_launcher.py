@@ -64,6 +64,16 @@ class LauncherTest(unittest.TestCase):
         self.assertEqual((p.num_servers, p.servers, p.role, p.worker_index, p.master_addr),
                          (2, ("a:1", "b:2"), "worker", 1, ""))
 
+    def test_a_variable_that_is_not_utf8_is_no_error_and_no_value_is_printed(self):
+        # os.environ holds such bytes as lone surrogates, which pybind11 refused, printing the whole
+        # environment, the secret too.
+        env = {"RANK": "3", "WORLD_SIZE": "4", "RDMAPS_SERVERS": "a:1", "LEGACY_DIR": "/data/caf\udce9",
+               "RDMAPS_SECRET": "secret-of-this-job-0123"}
+        self.assertEqual(detect(env).worker_index, 2)
+        with self.assertRaises(LaunchError) as said:
+            detect(dict(env, RANK="x"))
+        self.assertNotIn("secret-of-this-job", str(said.exception))
+
     def test_num_servers_from_the_environment(self):
         p = detect(dict(MASTER, RANK="1", WORLD_SIZE="4", RDMAPS_NUM_SERVERS="2"))
         self.assertEqual(p.role, "server")

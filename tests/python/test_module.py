@@ -4,6 +4,7 @@ exceptions for bad buffers, sizes, options and peers."""
 
 import array
 import ctypes
+import logging
 import os
 import re
 import secrets
@@ -525,8 +526,18 @@ class ConfigurationTest(unittest.TestCase):
         try:
             with self.assertRaisesRegex(ValueError, "RDMAPS_MAX_BYTES='lots' is not a whole number"):
                 rdmaps.Server("127.0.0.1:0", transport="tcp")
+            os.environ["RDMAPS_MAX_BYTES"] = "\uff11\uff12"  # str.isdigit() takes full-width digits: it served 12
+            with self.assertRaisesRegex(ValueError, "RDMAPS_MAX_BYTES='\uff11\uff12' is not a whole number"):
+                rdmaps.Server("127.0.0.1:0", transport="tcp")
         finally:
             del os.environ["RDMAPS_MAX_BYTES"]
+        # pybind11 listed its signatures for these, and metrics=0 turned metrics off without a word.
+        for bad in ({"metrics": 9464}, {"metrics": 0}, {"listen": None}):
+            with self.subTest(bad=bad):
+                with self.assertRaisesRegex(TypeError, f"rdmaps.Server: {next(iter(bad))}=.* is not a \"HOST:PORT\""):
+                    rdmaps.Server(**bad)
+        with self.assertRaisesRegex(TypeError, "rdmaps.Worker: metrics=0 is not a \"HOST:PORT\" string or None"):
+            rdmaps.Worker("127.0.0.1:9", 0, metrics=0)
         # Bytes that are not UTF-8 in the library's message are quoted, not a UnicodeDecodeError in its place.
         os.environb[b"RDMAPS_LR"] = b"\xff\xfe1"
         try:
@@ -1135,6 +1146,16 @@ class ConfigurationTest(unittest.TestCase):
             self.assertTrue(any("connected, push path" in line for line in logs.output), logs.output)
             with self.assertRaisesRegex(ValueError, "rdmaps.set_log_level: 'loud'"):
                 rdmaps.set_log_level("loud")
+            rdmaps.set_log_level(logging.WARNING)  # logging's levels are taken as their names
+            with self.assertNoLogs("rdmaps.test", level="INFO"):  # "connected, push path" is info
+                served = ServerThread(log_connections=True)
+                worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, timeout=30)
+                worker.declare("w", 10)
+                worker.connect()
+                worker.close()
+                served.close()
+            with self.assertRaisesRegex(TypeError, "rdmaps.set_log_level: 25 is not"):
+                rdmaps.set_log_level(25)
             with self.assertRaisesRegex(TypeError, "rdmaps.log_to_python: 123 is not a logger name"):
                 rdmaps.log_to_python(123)
         finally:

@@ -9,6 +9,7 @@ import tempfile
 import time
 import types
 import unittest
+import warnings
 
 try:
     import torch  # noqa: F401
@@ -17,6 +18,7 @@ except ImportError:
     sys.exit(77)
 
 import forked
+import rdmaps
 from rdmaps.launch import free_port
 
 # What a job script exports to every rank (docs/security.md): a launched rank refuses to start without one,
@@ -306,6 +308,39 @@ class TorchTest(unittest.TestCase):
                 if not broadcast:  # at the caller's line, not in torch's wrappers of step()
                     self.assertRegex(p.stderr, r"<string>:\d+: " + re.escape(warning), p.stderr)
 
+    def test_a_broadcast_keeps_the_model_the_servers_resumed(self):
+        # The root's initial values went over the resumed model without a word.
+        code = ("import os, sys, threading, torch, rdmaps, rdmaps.torch as rps\n"
+                "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
+                "                  rule_from_workers=True, checkpoint_dir=sys.argv[1], resume=sys.argv[2] == 'resume')\n"
+                "served = threading.Thread(target=s.serve)\n"
+                "served.start()\n"
+                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_SERVERS=s.address,\n"
+                "                  RDMAPS_TRANSPORT='tcp')\n"
+                "rps.init(timeout=30)\n"
+                "torch.manual_seed(len(sys.argv[2]))  # another start in each run\n"
+                "m = torch.nn.Linear(3, 2)\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters())\n"
+                "rps.broadcast_parameters(m.state_dict())\n"
+                "print('after broadcast', m.weight.detach().flatten().tolist(), flush=True)\n"
+                "if sys.argv[2] == 'train':\n"
+                "    for _ in range(3):\n"
+                "        opt.zero_grad()\n"
+                "        m(torch.randn(5, 3)).sum().backward()\n"
+                "        opt.step()\n"
+                "    print('trained', m.weight.detach().flatten().tolist(), flush=True)\n"
+                "rps.shutdown()\n"
+                "served.join()\n")
+        with tempfile.TemporaryDirectory() as directory:
+            first = run_code(code, directory, "train")
+            self.assertEqual(first.returncode, 0, first.stderr)
+            trained = re.search(r"^trained (.*)$", first.stdout, re.M).group(1)
+            resumed = run_code(code, directory, "resume")
+            self.assertEqual(resumed.returncode, 0, resumed.stderr)
+            self.assertIn(f"after broadcast {trained}\n", resumed.stdout)
+            self.assertIn("the servers hold a model (resumed from a checkpoint", resumed.stderr)
+            self.assertNotIn("the servers hold a model", first.stderr)
+
     ONE_WORKER = ("import os, sys, threading, torch, rdmaps, rdmaps.torch as rps\n"
                   "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
                   "                  rule_from_workers=True)\n"
@@ -388,8 +423,13 @@ class TorchTest(unittest.TestCase):
     def test_every_rank_serves_metrics_given_to_init(self):
         # metrics= was a server-only option: given to init() it started the servers' endpoint, then
         # every worker refused it ("unknown configuration option '--metrics'").
-        results = self.run_mode("metrics", "tcp")
-        self.assertRegex(results[0][1], r"rank 0 serves on port [0-9]+ for 1 worker\(s\), metrics at 127\.0\.0\.1:[0-9]+")
+        # Rank r on PORT+r, as the C++ programs: an rdmaps-server rank and the workers of one launch took one port.
+        port = free_port()
+        results = run_job("torchrun", 2, [JOB, "metrics"], {"RDMAPS_TRANSPORT": "tcp", "METRICS_PORT": str(port)})
+        self.assert_all_ok(results)
+        self.assertIn("metrics ok", results[1][1])
+        self.assertIn("rank 0 serves on port ", results[0][1])
+        self.assertIn(f" for 1 worker(s), metrics at 127.0.0.1:{port}\n", results[0][1])
 
     def test_init_refuses_what_the_optimizer_decides(self):
         # Servers adopt the first worker's rule and bound: init(staleness=3) would train BSP without a word.
@@ -408,6 +448,9 @@ class TorchTest(unittest.TestCase):
             rps.init(config="--staleness 3")
         with self.assertRaisesRegex(TypeError, "rdmaps.torch.init: metrics=9464 is not a \"HOST:PORT\" string"):
             rps.init(metrics=9464)
+        # Found by the optimizer's Worker, with init() spent (a server rank died inside it).
+        with self.assertRaisesRegex(rdmaps.InvalidArgument, "rdmaps.torch.init: metrics: address 'nope' has no port"):
+            rps.init(env={"RANK": "1", "WORLD_SIZE": "2", "RDMAPS_SERVERS": "127.0.0.1:9"}, metrics="nope")
         self.assertFalse(rps.is_initialized())
         # A timeout no wait can take: refused before init() is spent (it was found by the optimizer's Worker,
         # after init() had locked in, or made -9223 s of inf).
@@ -418,6 +461,32 @@ class TorchTest(unittest.TestCase):
                 with self.assertRaisesRegex(error, r"rdmaps.torch.init: timeout=.* is not a number of seconds"):
                     rps.init(env=env, timeout=timeout)
                 self.assertFalse(rps.is_initialized())
+
+    def test_the_optimizer_refuses_what_it_cannot_train_before_connecting(self):
+        import numpy as np
+        import rdmaps.torch as rps
+        with tempfile.TemporaryDirectory() as folder:  # an embedding mapped read-only from its .npy
+            np.save(os.path.join(folder, "emb.npy"), np.zeros(4, dtype=np.float32))
+            array = np.load(os.path.join(folder, "emb.npy"), mmap_mode="r")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own: "The given NumPy array is not writable"
+            frozen = torch.nn.Parameter(torch.from_numpy(array), requires_grad=False)
+        trained = torch.nn.Parameter(torch.zeros(3))
+        # A pull into it was a segmentation fault.
+        with self.assertRaisesRegex(ValueError, "parameter 'frozen' lies in read-only memory"):
+            rps.DistributedOptimizer(torch.optim.SGD([frozen, trained], lr=0.1),
+                                     [("frozen", frozen), ("trained", trained)], flat_parameters=False)
+        with self.assertRaisesRegex(TypeError, "wrap a torch.optim.SGD instance .* not generator"):
+            rps.DistributedOptimizer(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+        # Found after connecting, it left the parameters inference tensors and the job a goodbye short.
+        with torch.inference_mode():
+            with self.assertRaisesRegex(RuntimeError, "made under torch.inference_mode"):
+                rps.DistributedOptimizer(torch.optim.SGD([trained], lr=0.1))
+        self.assertFalse(trained.is_inference())
+        with self.assertRaisesRegex(TypeError, "lambda_='x' is not a number"):
+            rps.DistributedOptimizer(torch.optim.SGD([trained], lr=0.1), dc=True, lambda_="x")
+        with self.assertRaisesRegex(TypeError, "named_parameters of type dict is not \\(name, parameter\\) pairs"):
+            rps.DistributedOptimizer(torch.optim.SGD([trained], lr=0.1), {"trained": trained})
 
     def test_init_places_ranks_from_each_launchers_variables(self):
         # Two servers, two workers, rendezvous through rank 0's store.

@@ -1,5 +1,6 @@
 """DistributedOptimizer: pushes gradients from autograd hooks, pulls parameters in step()."""
 
+import bisect
 import math
 import os
 import sys
@@ -43,6 +44,42 @@ def _check_tensor(what, name, t, numel):
     if t.numel() != numel:
         raise ValueError(f"rdmaps.torch: {what} of '{name}' has {t.numel()} elements, {numel} were declared")
     return t.data_ptr(), t.numel() * 4
+
+
+def _writable_ranges():
+    """The process's writable mappings as sorted (begin, end) pairs, or None where /proc/self/maps is not there."""
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.readlines()
+    except OSError:
+        return None
+    ranges = []
+    for line in lines:
+        span, perms = line.split(None, 2)[:2]
+        if "w" in perms:
+            begin, end = (int(x, 16) for x in span.split("-"))
+            if ranges and ranges[-1][1] == begin:
+                ranges[-1] = (ranges[-1][0], end)
+            else:
+                ranges.append((begin, end))
+    return ranges
+
+
+def _refuse_read_only(named):
+    """A pull writes every parameter: one in read-only memory (torch.from_numpy of a read-only array, a
+    read-only mmap) took the process down with a segmentation fault in the middle of a pull."""
+    on_host = [(n, t) for n, t in named if t.device.type == "cpu" and t.numel()]
+    ranges = _writable_ranges() if on_host else None
+    if ranges is None:
+        return
+    begins = [b for b, _ in ranges]
+    for name, t in on_host:
+        begin, end = t.data_ptr(), t.data_ptr() + 4 * t.numel()
+        i = bisect.bisect_right(begins, begin) - 1
+        if i < 0 or ranges[i][1] < end:
+            raise ValueError(f"rdmaps.torch: parameter '{name}' lies in read-only memory (torch.from_numpy of a "
+                             "read-only array, or a read-only mmap?): every pull writes it; give it memory of its "
+                             "own (.clone()) before making the optimizer")
 
 
 def _refuse_shared_memory(named):
@@ -126,7 +163,9 @@ def _rule_options(optimizer, dc, lambda_):
         raise ValueError("rdmaps.torch.DistributedOptimizer: nesterov and dampening are not supported")
     if any(group.get("maximize") for group in groups):  # a group of its own trained by descent
         raise ValueError("rdmaps.torch.DistributedOptimizer: maximize=True is not supported")
-    options = {"lr": _rate(g["lr"], when="")}
+    # The rule's lr is what every worker must agree on; each push carries its own rate (_send), so a rate of 0
+    # (a warm-up scheduler made before wrapping) declares 1, which no push applies: --lr 0 was refused.
+    options = {"lr": _rate(g["lr"], when="") or 1.0}
     if dc in (None, False):
         if lambda_ is not None:  # else dropped without a word
             raise ValueError(f"rdmaps.torch.DistributedOptimizer: lambda_={lambda_!r} is delay compensation's; "
@@ -139,6 +178,13 @@ def _rule_options(optimizer, dc, lambda_):
         if g["momentum"]:
             raise ValueError("rdmaps.torch.DistributedOptimizer: delay compensation (dc=) applies to plain SGD; "
                              "use momentum=0")
+        if lambda_ is not None:
+            try:  # a number or a one-element tensor; else refused as "--lambda0: 'tensor(0.5000)'", naming no lambda_
+                if isinstance(lambda_, (bool, str, bytes)):
+                    raise TypeError
+                lambda_ = float(lambda_)
+            except (TypeError, ValueError):
+                raise TypeError(f"rdmaps.torch.DistributedOptimizer: lambda_={lambda_!r} is not a number") from None
         kind = "adaptive" if dc is True else dc
         if kind == "adaptive":
             options["rule"] = "dc-asgd-a"
@@ -182,6 +228,15 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     def __init__(self, optimizer, named_parameters=None, staleness=0, dc=None, lambda_=None,
                  backward_passes_per_step=1, flat_parameters=True, config=None, **options):
+        if not isinstance(optimizer, torch.optim.Optimizer):  # model.parameters() without the SGD around them
+            raise TypeError(f"rdmaps.torch.DistributedOptimizer: wrap a torch.optim.SGD instance "
+                            f"(DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=...), ...)), not "
+                            f"{type(optimizer).__name__}")
+        if torch.is_inference_mode_enabled():
+            # The gradient hooks cannot be made there; found after connecting, it left the parameters inference
+            # tensors and the job one goodbye short of its workers.
+            raise RuntimeError("rdmaps.torch.DistributedOptimizer: made under torch.inference_mode(); make it "
+                               "outside (it hooks the parameters' gradients)")
         # Share, not copy, the wrapped optimizer's groups and state (properties
         # below: its load_state_dict() replaces them).
         self.optimizer = optimizer
@@ -202,6 +257,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._params = self._name_parameters(named_parameters)
         # As declared to the servers: a parameter resized since (p.data = ...) is named against this.
         self._declared = {name: p.numel() for name, p in self._params}
+        self._shapes = {name: p.shape for name, p in self._params}  # autograd's nodes, hooked below, keep these
         rule = _rule_options(optimizer, dc, lambda_)
         # The servers' rule, fixed when they admitted this worker.
         g = optimizer.param_groups[0]
@@ -260,6 +316,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._hooked = set()  # id() of the parameters whose gradients are pushed
         self._sync_queued = False  # this backward ends by waiting for its pushes (_end_of_backward)
         self._sent = []  # names pushed since the last step(), in order
+        self._sent_grads = {}  # name -> (p.grad, its _version) when pushed: a change after is said once
+        self._warned_changed_grad = False
         try:
             for name, p in self._params:
                 if p.requires_grad:
@@ -300,8 +358,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
             try:
                 named = [(n, p) for n, p in named_parameters]
             except (TypeError, ValueError):
-                raise TypeError(f"rdmaps.torch.DistributedOptimizer: named_parameters={named_parameters!r} is not "
-                                "(name, parameter) pairs (model.named_parameters())") from None
+                raise TypeError(f"rdmaps.torch.DistributedOptimizer: named_parameters of type "
+                                f"{type(named_parameters).__name__} is not (name, parameter) pairs "
+                                "(model.named_parameters(); a dict: .items())") from None
         names = [n for n, _ in named]
         if len(set(names)) != len(names):
             raise ValueError("rdmaps.torch.DistributedOptimizer: named_parameters has duplicate names")
@@ -321,6 +380,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             _check_tensor("parameter", n, p.data, p.numel())
         named = [(n, p) for n, p in named if p.numel()]  # an empty one has nothing to train
         _refuse_shared_memory(named)
+        _refuse_read_only([(n, p.data) for n, p in named])
         return named
 
     def _hook(self, name, p):
@@ -352,6 +412,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         """The next backward starts a step: after step(), or zero_grad() after a skipped one."""
         self._passes.clear()
         self._sent.clear()  # a loop of backward passes without step() must not grow it
+        self._sent_grads.clear()
         self._settings = None
         self._sync_queued = False  # a backward that raised (out of memory) never ran its callback
 
@@ -414,6 +475,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def _send(self, name, p):
         self._sent.append(name)
         grad = p.grad
+        self._sent_grads[name] = (grad, grad._version)
         if self._passes_per_step > 1:
             grad = grad / self._passes_per_step
         decay, rate = self._step_settings()
@@ -484,6 +546,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     raise
                 raise first  # noqa: B904 - the failure above is this one's context, not its cause
             used = self._settings
+            changed = next((n for n, p in self._params if n in self._sent_grads and
+                            (p.grad is not self._sent_grads[n][0] or p.grad._version != self._sent_grads[n][1])),
+                           None)
         except BaseException as e:
             propagating = e
             raise
@@ -496,6 +561,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
                               f"had failed too: {error}", RuntimeWarning, stacklevel=_user_stacklevel())
         if error is not None:
             raise error
+        if changed is not None and not self._warned_changed_grad:
+            self._warned_changed_grad = True
+            warnings.warn(f"rdmaps.torch: p.grad of '{changed}' changed after backward() pushed it "
+                          "(clip_grad_norm_, GradScaler.unscale_, an in-place edit?): the servers apply gradients as "
+                          "backward() left them, so the change is lost (unless it left the values as they were). "
+                          "Change the gradient inside backward (a hook registered with p.register_hook before making "
+                          "the optimizer) or scale the loss", RuntimeWarning, stacklevel=_user_stacklevel())
         # Sent during backward(), with what param_groups held then: torch's SGD reads them in step().
         if used is not None and not self._warned_late_settings and self._settings_changed(used):
             self._warned_late_settings = True
@@ -544,6 +616,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # A parameter whose storage was replaced (p.data = ...) is checked again.
         if not targets or [p.data_ptr() for _, p in params] != [address for _, address, _ in targets]:
             targets = [(n,) + _check_tensor("parameter", n, p.data, self._declared[n]) for n, p in params]
+            _refuse_read_only([(n, p.data) for n, p in params])
             pulled_into = [p.data for _, p in params]  # their memory, for a pull a Ctrl-C abandons
             self._pull_targets[everything] = (targets, pulled_into)
         # Kernels queued on torch's stream may still read the parameters (an evaluation's forward) that the
@@ -570,6 +643,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._loaded_all = self._loaded_all or everything
 
     def zero_grad(self, *args, **kwargs):
+        for name, p in self._params:
+            # Else the next backward failed inside autograd ("invalid gradient ... expected shape"), naming neither.
+            if p.shape != self._shapes[name]:
+                raise ValueError(f"rdmaps.torch: parameter '{name}' has shape {tuple(p.shape)} now, "
+                                 f"{tuple(self._shapes[name])} when the DistributedOptimizer was made: the servers "
+                                 "and its gradient hook keep that shape; make the optimizer after the model's "
+                                 "parameters are final")
         self.synchronize()  # a push in flight still reads the gradient
         # A step skipped after a backward (a bad batch, GradScaler finding
         # infs): its gradients were pushed and stay applied; the next backward
@@ -612,6 +692,14 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     raise ValueError(f"rdmaps.torch.broadcast_parameters: state_dict entry '{key}' has shape "
                                      f"{tuple(value.shape)}, parameter '{name}' {tuple(by_name[name].shape)}")
                 entries.append((name, address, nbytes, value))
+            if self._worker.stats()["servers_holding"]:
+                # Resumed from a checkpoint, or trained before this worker joined: the root's initial values went
+                # over the trained model without a word (and its next checkpoint pruned the good one). As
+                # rdmaps-train's worker 0, training goes on from the servers' model.
+                entries = []
+                warnings.warn("rdmaps.torch.broadcast_parameters: the servers hold a model (resumed from a checkpoint, "
+                              "or trained before this worker joined): training goes on from it; this state_dict "
+                              "was not sent", RuntimeWarning, stacklevel=_user_stacklevel())
             for name, address, nbytes, value in entries:
                 if value.is_cuda:  # written on torch's stream (a load_state_dict()); rdmaps reads it on its own
                     torch.cuda.current_stream(value.device).synchronize()

@@ -67,9 +67,9 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, metrics=None
     staleness bound come from the DistributedOptimizer and are refused here.
     timeout: seconds to wait for the rendezvous and for every network wait.
     metrics: "HOST:PORT" where each rank serves Prometheus metrics (a server's
-    rdmaps.Server, a worker's DistributedOptimizer); port 0 picks a free one
-    (a server rank prints it, a worker's is opt.metrics_address). Ranks sharing
-    a host need ports of their own (LOCAL_RANK).
+    rdmaps.Server, a worker's DistributedOptimizer): rank r on PORT+r, as the
+    C++ programs under a launcher; port 0 picks a free one for each (a server
+    rank prints it, a worker's is opt.metrics_address).
     """
     global _placement, _servers, _store, _options, _timeout, _metrics
     if _placement is not None:
@@ -86,7 +86,18 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, metrics=None
         metrics = from_config if metrics is None else metrics
     if metrics is not None and not isinstance(metrics, str):
         raise TypeError(f"rdmaps.torch.init: metrics={metrics!r} is not a \"HOST:PORT\" string or None")
+    if metrics:  # else refused only by the optimizer's Worker, with init() already spent (a server rank died in it)
+        rdmaps._rdmaps._check_address(metrics, "rdmaps.torch.init: metrics")
     p = launcher.detect(env, num_servers)
+    if metrics:
+        # Rank r serves on PORT+r, as rdmaps-server and rdmaps-train do under a launcher: ranks sharing a host
+        # (an rdmaps-server beside the Python workers of one mpirun) took the same port and the workers failed.
+        host, _, port = metrics.rpartition(":")
+        if int(port):
+            if int(port) + p.rank > 65535:
+                raise ValueError(f"rdmaps.torch.init: metrics={metrics!r}: rank {p.rank} serves on port "
+                                 f"{port}+{p.rank}, past 65535")
+            metrics = f"{host}:{int(port) + p.rank}"
     _options = given
     _timeout = seconds
     _metrics = metrics or None
@@ -100,7 +111,7 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, metrics=None
         _store.wait(keys)
         _servers = [_store.get(k).decode() for k in keys]
     else:
-        _servers = rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, _timeout,
+        _servers = rdmaps._rdmaps._ServerDirectory(launcher.c_environment(environment), p.num_servers, _timeout,
                                                    rdmaps.config_flags(given)).exchange("")
     _placement = p
     atexit.register(shutdown)
@@ -109,7 +120,7 @@ def init(num_servers=None, *, config=None, timeout=300.0, env=None, metrics=None
 
 def _serve(p, timeout, environment):
     directory = (None if _uses_agent_store(p, environment)
-                 else rdmaps._rdmaps._ServerDirectory(environment, p.num_servers, timeout,
+                 else rdmaps._rdmaps._ServerDirectory(launcher.c_environment(environment), p.num_servers, timeout,
                                                       rdmaps.config_flags(_options)))
     server = rdmaps.Server(directory.listen_address() if directory else "0.0.0.0:0", index=p.rank,
                            servers=p.num_servers, workers=p.num_workers, rule_from_workers=True, metrics=_metrics,
@@ -120,7 +131,8 @@ def _serve(p, timeout, environment):
         directory.exchange(server.address)
     else:
         store = _open_agent_store(p, timeout)
-        store.set(_store_key(p.rank), rdmaps._rdmaps._advertised_address(environment, p.num_servers, server.address))
+        store.set(_store_key(p.rank), rdmaps._rdmaps._advertised_address(launcher.c_environment(environment),
+                                                                          p.num_servers, server.address))
     print(f"rdmaps.torch: rank {p.rank} serves on port {port} for {p.num_workers} worker(s)" +
           (f", metrics at {server.metrics_address}" if _metrics else ""), file=sys.stderr, flush=True)
     server.serve()
@@ -179,6 +191,8 @@ def broadcast_parameters(state_dict, root_rank=0):
     loads them, so all start from the same point. Entries that are not
     parameters of the DistributedOptimizer (buffers) stay per worker."""
     _require_init("broadcast_parameters")
+    if _left:
+        raise RuntimeError("rdmaps.torch.broadcast_parameters after shutdown(): this process left the job")
     if _optimizer is None:
         raise RuntimeError("rdmaps.torch.broadcast_parameters: create the DistributedOptimizer first (it declares "
                            "the tensors the servers keep)")
