@@ -44,6 +44,9 @@ class Region {
   void* data() const { return data_; }
   size_t size() const { return size_; }
   Access access() const { return access_; }
+  /// Bytes from data() that belong to this region alone: what the transport
+  /// allocated for it (rounded up to a huge page, say), else size().
+  virtual size_t allocated() const { return size_; }
   /// Descriptor granting `rights` (a subset of access()) to one peer.
   virtual RegionDescriptor descriptor(Access rights) const = 0;
 

@@ -24,8 +24,9 @@ struct ServerLane::Departed {
     size_t bytes = 0;
     for (const transport::Region* r : {copy ? &copy->region() : nullptr, inbox ? &inbox->region() : nullptr}) {
       if (!r) continue;
-      discard_pages(r->data(), r->size());
-      bytes += r->size();
+      // To the end of its allocation: the rest of a huge page stayed resident (1 MiB of every 1 MiB inbox).
+      discard_pages(r->data(), r->allocated());
+      bytes += r->allocated();
     }
     logf(LogLevel::kInfo, "rdmaps-server: lane %u gave back the %s of memory %s held, its sends never ending", lane,
          transport::size_text(bytes).c_str(), name.c_str());

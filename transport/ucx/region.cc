@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -64,7 +65,9 @@ std::unique_ptr<UcxRegion> UcxRegion::map(ucp_context_h context, void* data, siz
     // bytes, or an enclosing or adjoining registration's), and a peer's put
     // to offset 0 landed that far before the region (the key covers both).
     void* base = allocate ? attr.address : data;
-    return std::unique_ptr<UcxRegion>(new UcxRegion(context, memh, base, size, access, std::move(packed)));
+    // What UCX allocated is ours alone, to its end: 2 MiB for a 1 MiB inbox in huge pages.
+    const size_t allocated = allocate ? std::max(size, attr.length) : size;
+    return std::unique_ptr<UcxRegion>(new UcxRegion(context, memh, base, size, allocated, access, std::move(packed)));
   } catch (...) {
     if (key) ucp_rkey_buffer_release(key);
     ucp_mem_unmap(context, memh);
@@ -72,9 +75,13 @@ std::unique_ptr<UcxRegion> UcxRegion::map(ucp_context_h context, void* data, siz
   }
 }
 
-UcxRegion::UcxRegion(ucp_context_h context, ucp_mem_h memh, void* data, size_t size, Access access,
+UcxRegion::UcxRegion(ucp_context_h context, ucp_mem_h memh, void* data, size_t size, size_t allocated, Access access,
                      std::vector<uint8_t> packed_key)
-    : Region(data, size, access), context_(context), memh_(memh), packed_key_(std::move(packed_key)) {}
+    : Region(data, size, access),
+      context_(context),
+      memh_(memh),
+      allocated_(allocated),
+      packed_key_(std::move(packed_key)) {}
 
 UcxRegion::~UcxRegion() {
   ucs_status_t status = ucp_mem_unmap(context_, memh_);

@@ -21,13 +21,15 @@ class UcxRegion final : public Region {
   static std::unique_ptr<UcxRegion> map(ucp_context_h context, void* data, size_t size, Access access, bool allocate);
   ~UcxRegion() override;
   RegionDescriptor descriptor(Access rights) const override;
+  size_t allocated() const override { return allocated_; }
   ucp_mem_h memh() const { return memh_; }
 
  private:
-  UcxRegion(ucp_context_h context, ucp_mem_h memh, void* data, size_t size, Access access,
+  UcxRegion(ucp_context_h context, ucp_mem_h memh, void* data, size_t size, size_t allocated, Access access,
             std::vector<uint8_t> packed_key);
   ucp_context_h context_;
   ucp_mem_h memh_;
+  size_t allocated_;
   std::vector<uint8_t> packed_key_;
 };
 
