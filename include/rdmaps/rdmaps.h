@@ -118,9 +118,9 @@ rdmaps_status rdmaps_client_interrupt(rdmaps_client* client);
  *  "" without it; NUL-terminated into buf. */
 rdmaps_status rdmaps_client_metrics_address(const rdmaps_client* client, char* buf, size_t size);
 /** Tells the servers this worker leaves and returns once each took in
- *  everything it sent (or its timeout, at most 5 s, passed); NULL is fine. Not while a call of the
- *  client is in progress on another thread: interrupt it first, and destroy
- *  once it returned. In a forked child it frees nothing of the parent's. */
+ *  everything it sent (or its timeout, at most 5 s, passed); NULL is fine. A call of the client in
+ *  progress on another thread is interrupted and waited for first (with a warning: interrupt it,
+ *  and destroy once it returned). In a forked child it frees nothing of the parent's. */
 void rdmaps_client_destroy(rdmaps_client* client);
 
 typedef struct {
@@ -149,6 +149,7 @@ rdmaps_status rdmaps_server_metrics_address(const rdmaps_server* server, char* b
  *  memory, a GPU error) stops the server with that thread's error. */
 rdmaps_status rdmaps_server_run(rdmaps_server* server);
 void rdmaps_server_stop(rdmaps_server* server);
+/** Refused (invalid argument) in a child forked from the server's process. */
 rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server_stats* out);
 /** Stops a run in progress on another thread and waits until its
  *  rdmaps_server_run returned; NULL is fine. A run not yet begun is not

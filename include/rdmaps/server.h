@@ -128,7 +128,7 @@ class Server {
   void run();
   /// Thread-safe; run() returns soon after.
   void stop();
-  /// Thread-safe snapshot.
+  /// Thread-safe snapshot; Error(kInvalidArgument) in a forked child (the parent's counters at the fork).
   ServerStats stats() const;
 
  private:

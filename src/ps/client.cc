@@ -4,6 +4,7 @@
 // client_pull.cc.
 #include <algorithm>
 #include <optional>
+#include <thread>
 
 #include "rdmaps/log.h"
 #include "src/ps/am_ids.h"
@@ -426,7 +427,22 @@ Client::~Client() {
   // In a forked child the connections, shared memory and UCX's file
   // descriptors are the parent's: closing them here would say goodbye for the
   // parent and tear down what it still uses. The child's exit frees the memory.
-  if (impl_ && impl_->owner_pid_ != transport::this_process_id()) static_cast<void>(impl_.release());
+  if (impl_ && impl_->owner_pid_ != transport::this_process_id()) {
+    static_cast<void>(impl_.release());
+    return;
+  }
+  // A call on another thread (a watchdog destroying a client whose clock
+  // hangs) used what this frees: interrupted, and waited for (each wait sees
+  // interrupt() within ~50 ms); the turn then stays with the goodbye.
+  if (impl_ && impl_->in_call_.exchange(true, std::memory_order_acquire)) {
+    logf(LogLevel::kWarn,
+         "rdmaps: worker %u: destroyed while a call of it was in progress on another thread: that call was "
+         "interrupted and waited for (interrupt it, and destroy once it returned)",
+         impl_->worker());
+    impl_->interrupted_.store(true, std::memory_order_relaxed);
+    while (impl_->in_call_.exchange(true, std::memory_order_acquire))
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 void Client::declare(const std::string& name, size_t floats) {
   Call c{*impl_, "declare", false};

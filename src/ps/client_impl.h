@@ -454,6 +454,7 @@ class ClientImpl {
   std::atomic<bool> in_call_{false};
   std::atomic<bool> interrupted_{false};
   const pid_t owner_pid_ = transport::this_process_id();  // from here on forks are watched
+  uint32_t worker() const { return options_.worker; }
 
  private:
   static constexpr std::chrono::seconds kPublishEvery{1};

@@ -407,15 +407,27 @@ Server::~Server() {
 }
 std::string Server::address() const { return impl_->address(); }
 std::string Server::metrics_address() const { return impl_->metrics_address(); }
-void Server::run() {
-  if (impl_->in_forked_child())
-    throw Error(Errc::kInvalidArgument, "run: this server belongs to process " + std::to_string(impl_->owner_pid()) +
+namespace {
+void refuse_in_forked_child(const ps::ServerImpl& impl, const char* call) {
+  if (impl.in_forked_child())
+    throw Error(Errc::kInvalidArgument, std::string(call) + ": this server belongs to process " +
+                                            std::to_string(impl.owner_pid()) +
                                             ", not this forked child: a child makes its own server");
+}
+}  // namespace
+
+void Server::run() {
+  refuse_in_forked_child(*impl_, "run");
   impl_->run();
 }
 void Server::stop() {
   if (!impl_->in_forked_child()) impl_->stop();
 }
-ServerStats Server::stats() const { return impl_->stats(); }
+ServerStats Server::stats() const {
+  // Its lanes' lock may have been held by a parent thread at the fork (a child hung), and the counters are the
+  // parent's as they were then.
+  refuse_in_forked_child(*impl_, "stats");
+  return impl_->stats();
+}
 
 }  // namespace rdmaps

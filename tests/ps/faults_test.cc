@@ -1045,6 +1045,47 @@ TEST_P(PsFaultTest, ASecondThreadsCallIsRefusedAndInterruptEndsABlockedClock) {
   servers.stop();
 }
 
+// A watchdog destroying a client whose clock hangs on another thread freed
+// what that call was using (a use-after-free, or UCX's assertion): the
+// destroy interrupts the call, waits for it, and says goodbye.
+TEST_P(PsFaultTest, DestroyingAClientWhileAnotherThreadsCallIsInProgressEndsThatCallFirst) {
+  Config c = config();
+  c.staleness = 0;
+  ServerGroup servers(1, 2, c);
+  auto client = connect_worker(servers.addresses(), c, 0, 2);
+  client->push("w", std::vector<float>(1000, 1.0f));
+  auto blocked = std::async(std::launch::async, [&] { client->clock(); });  // worker 1 never comes
+  for (auto until = Clock::now() + 20s; servers.server(0).stats().clocks == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_GT(servers.server(0).stats().clocks, 0u) << "the clock was not sent";
+  ASSERT_EQ(blocked.wait_for(0s), std::future_status::timeout) << "the clock did not wait for worker 1";
+  client.reset();
+  ASSERT_EQ(blocked.wait_for(0s), std::future_status::ready) << "the destroy returned before the call it ended";
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { blocked.get(); }, &what), Errc::kCancelled) << what;
+  for (auto until = Clock::now() + 10s; servers.server(0).stats().workers_left == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(servers.server(0).stats().workers_left, 1u) << "no goodbye";
+  // A child forked from the server's process: its stats() hung on a lock a parent thread held at the fork, or
+  // gave the parent's counters as they were then.
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    int status = 2;
+    try {
+      static_cast<void>(servers.server(0).stats());
+    } catch (const Error& e) {
+      status = std::string(e.what()).find("stats: this server belongs to process") == std::string::npos ? 3 : 0;
+    }
+    ::_exit(status);
+  }
+  int status = -1;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: a forked child's server stats() answered; 3: refused for another reason";
+  servers.stop();
+}
+
 // A server that answers probes from a script, over the real transport, and
 // refuses every Hello (the test is about what the worker makes of the answers).
 class ScriptedProbeServer {
