@@ -157,6 +157,8 @@ rdmaps_status rdmaps_server_get_stats(const rdmaps_server* server, rdmaps_server
  *  call rdmaps_server_stop (a run after it returns at once), join that
  *  thread, then destroy. In a forked child it frees nothing of the parent's
  *  (rdmaps_server_run there fails with RDMAPS_ERR_INVALID_ARGUMENT). */
+/* From within the log callback while the server runs, it stops the server
+ * and returns; the run frees it as it returns. */
 void rdmaps_server_destroy(rdmaps_server* server);
 
 /** The library's log (docs/observability.md "Logs"): stderr by default, at

@@ -17,6 +17,7 @@
 #include "rdmaps/rdmaps.h"
 #include "rdmaps/server.h"
 #include "src/api/cli.h"
+#include "src/api/log_sink.h"
 #include "src/api/unsaved_model.h"
 #include "src/launch/server_list.h"
 #include "transport/process_id.h"
@@ -31,6 +32,7 @@ struct rdmaps_server {
   std::mutex mu;
   std::condition_variable idle;
   int running = 0;
+  bool destroy_on_return = false;  // destroyed from a log callback while it ran: the last run's end frees it
   // A forked child's copy: its run is the parent's thread's, never to end there.
   const pid_t owner = rdmaps::transport::this_process_id();
 };
@@ -484,9 +486,14 @@ rdmaps_status rdmaps_server_run(rdmaps_server* s) {
         ++s.running;
       }
       ~Running() {
-        std::lock_guard<std::mutex> lock(s.mu);
-        --s.running;
-        s.idle.notify_all();
+        bool last = false;
+        {
+          std::lock_guard<std::mutex> lock(s.mu);
+          --s.running;
+          s.idle.notify_all();
+          last = s.destroy_on_return && s.running == 0;
+        }
+        if (last) delete &s;
       }
     } running(*s);
     s->server->run();
@@ -511,6 +518,13 @@ void rdmaps_server_destroy(rdmaps_server* s) {
   s->server->stop();                                                   // a run() on another thread returns soon
   {
     std::unique_lock<std::mutex> lock(s->mu);
+    // From a log callback the run waited for may be this thread's own, or wait
+    // for this thread (a lane's) to end: waiting here hung for good. The
+    // run's end frees it.
+    if (s->running > 0 && rdmaps::in_log_sink()) {
+      s->destroy_on_return = true;
+      return;
+    }
     s->idle.wait(lock, [&] { return s->running == 0; });
   }
   delete s;

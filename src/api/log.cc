@@ -1,5 +1,7 @@
 #include "rdmaps/log.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdarg>
@@ -7,6 +9,7 @@
 #include <cstdlib>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <utility>
 
 #include "rdmaps/error.h"
@@ -48,7 +51,16 @@ struct Sink {
   std::mutex calls;
 };
 Sink& sink() {
-  static Sink s;
+  static Sink s = [] {
+    // A child forked while another thread held these (writing a line in a
+    // sink) would wait for that thread, which it does not have, at its first
+    // line or set_log_sink(): fresh ones there, the only thread being the child's.
+    pthread_atfork(nullptr, nullptr, [] {
+      new (&sink().swap) std::mutex;
+      new (&sink().calls) std::mutex;
+    });
+    return Sink{};
+  }();
   return s;
 }
 // A sink that logs gets its own lines on stderr instead of waiting for itself.
@@ -99,6 +111,8 @@ bool to_sink(LogLevel level, const std::string& line) noexcept {
 }
 
 }  // namespace
+
+bool in_log_sink() { return in_sink; }
 
 const char* log_level_name(LogLevel level) {
   switch (level) {

@@ -11,4 +11,7 @@ namespace rdmaps {
 /// set_log_sink() without "one call at a time"; an empty sink restores stderr.
 void set_concurrent_log_sink(LogSink sink);
 
+/// True on a thread inside the installed sink (a call the sink makes).
+bool in_log_sink();
+
 }  // namespace rdmaps

@@ -259,6 +259,35 @@ static void forked_child_leaves_the_server_alone(void) {
   rdmaps_server_destroy(server);
 }
 
+/* Destroyed from the log callback, on the serving thread: the destroy waited
+ * for that thread's own run, for good. */
+static int g_destroyed_in_callback;
+static void destroy_in_callback(rdmaps_log_level level, const char* line, void* server) {
+  (void)level;
+  if (!g_destroyed_in_callback && strstr(line, "connected, push path")) {
+    g_destroyed_in_callback = 1;
+    rdmaps_server_destroy((rdmaps_server*)server);
+  }
+}
+static void destroy_from_the_log_callback(void) {
+  pthread_t thread;
+  char address[64];
+  rdmaps_server* server = start_tcp_server("--transport tcp", &thread, address);
+  if (!server) return;
+  rdmaps_set_log_callback(destroy_in_callback, server);
+  rdmaps_client_options co = {address, 0, "--transport tcp", 10000};
+  rdmaps_client* client = NULL;
+  CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_declare(client, "w", 4) == RDMAPS_OK, "declare: %s", rdmaps_last_error());
+  CHECK(rdmaps_client_connect(client) == RDMAPS_OK, "connect: %s", rdmaps_last_error());
+  alarm(30); /* a hang ends as SIGALRM */
+  pthread_join(thread, NULL);
+  alarm(0);
+  rdmaps_set_log_callback(take_log, g_log);
+  CHECK(g_destroyed_in_callback == 1, "the callback never destroyed the server");
+  rdmaps_client_destroy(client); /* its server gone: it leaves at once */
+}
+
 /* A refusal says whether a later connect may pass: all were
  * RDMAPS_ERR_PROTOCOL, a server out of memory for now like a worker of
  * another table. */
@@ -698,6 +727,7 @@ int main(void) {
   restart_from_checkpoint();
   final_checkpoint_failure();
   destroy_while_running();
+  destroy_from_the_log_callback();
   callback_that_removes_itself();
   forked_child_leaves_the_server_alone();
   refusals_say_whether_a_retry_may_pass();

@@ -3,6 +3,8 @@
 #include "rdmaps/log.h"
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -260,6 +262,35 @@ TEST_F(LogTest, ReplacingASinkWaitsForTheLineItIsWriting) {
   replaced.get();
   EXPECT_TRUE(old_done.load());
   writer.join();
+}
+
+// A child forked while another thread was in the sink waited for that
+// thread, which it does not have, at its first line or set_log_sink().
+TEST_F(LogTest, AChildForkedWhileASinkWritesLogsAndReplacesTheSink) {
+  std::promise<void> entered;
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  set_log_sink([&](LogLevel, const std::string&) {
+    entered.set_value();
+    released.wait();
+  });
+  std::thread writer([] { log(LogLevel::kError, "slow line"); });
+  entered.get_future().wait();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(10);  // a hang ends as SIGALRM
+    set_log_sink([](LogLevel, const std::string&) {});
+    log(LogLevel::kError, "the child's line");
+    set_log_sink(nullptr);
+    ::_exit(0);
+  }
+  int status = -1;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  release.set_value();
+  writer.join();
+  ASSERT_TRUE(WIFEXITED(status)) << "the child hung (signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0) << ")";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
 }  // namespace

@@ -1134,26 +1134,24 @@ class ConfigurationTest(unittest.TestCase):
         self.assertIn("destroyed", p.stdout)
 
     def test_library_log_lines_reach_python_logging(self):
+        def a_worker_comes_and_goes():
+            served = ServerThread(log_connections=True)
+            worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, timeout=30)
+            worker.declare("w", 10)
+            worker.connect()
+            worker.close()
+            served.close()
+
         rdmaps.log_to_python("rdmaps.test")
         try:
             with self.assertLogs("rdmaps.test", level="INFO") as logs:
-                served = ServerThread(log_connections=True)
-                worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, timeout=30)
-                worker.declare("w", 10)
-                worker.connect()
-                worker.close()
-                served.close()
+                a_worker_comes_and_goes()
             self.assertTrue(any("connected, push path" in line for line in logs.output), logs.output)
             with self.assertRaisesRegex(ValueError, "rdmaps.set_log_level: 'loud'"):
                 rdmaps.set_log_level("loud")
             rdmaps.set_log_level(logging.WARNING)  # logging's levels are taken as their names
             with self.assertNoLogs("rdmaps.test", level="INFO"):  # "connected, push path" is info
-                served = ServerThread(log_connections=True)
-                worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, timeout=30)
-                worker.declare("w", 10)
-                worker.connect()
-                worker.close()
-                served.close()
+                a_worker_comes_and_goes()
             with self.assertRaisesRegex(TypeError, "rdmaps.set_log_level: 25 is not"):
                 rdmaps.set_log_level(25)
             with self.assertRaisesRegex(TypeError, "rdmaps.log_to_python: 123 is not a logger name"):
