@@ -43,7 +43,19 @@ Hello ClientImpl::hello() const {
 Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const std::string& address,
                         std::chrono::milliseconds timeout) const {
   control.send_control(encode(hello), timeout);
-  Welcome welcome = decode_welcome(control.recv_control(timeout), address);
+  std::vector<uint8_t> answer;
+  try {
+    answer = control.recv_control(timeout);
+  } catch (const Error& e) {
+    // A bare "no control message within 3000 ms" where the server held the Hello of an id still connected.
+    if (e.code() != Errc::kTimeout || hello.probe || timeout > kPredecessorWait + std::chrono::seconds(1)) throw;
+    throw Error(e.code(), std::string(e.what()) + " (a server holds a Hello up to " +
+                              std::to_string(kPredecessorWait.count()) + " s while an earlier connection of worker " +
+                              std::to_string(options_.worker) +
+                              " still looks live, before it refuses it: is that worker id in use by another "
+                              "process? A timeout above that hears the refusal)");
+  }
+  Welcome welcome = decode_welcome(answer, address);
   if (welcome.accepted == kRefused || welcome.accepted == kRefusedForNow || welcome.accepted == kRefusedWithoutTheJob)
     throw Refusal("server " + address + " refused worker " + std::to_string(options_.worker) + ": " + welcome.reason,
                   welcome.accepted, welcome.instance);

@@ -3,6 +3,7 @@
 // Layouts are fixed-size and little-endian (x86-64, aarch64).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -23,6 +24,11 @@ constexpr uint32_t kSlotMagic = 0x50534d52;  // "RMSP"
 constexpr uint32_t kProtocolVersion = 19;
 /// The longest reconnect window a Hello may carry: what --reconnect accepts (1e12 ms).
 constexpr uint64_t kMaxReconnectMs = 1'000'000'000'000;
+// A Hello for a worker id the lanes still hold waits this long for them to
+// see the earlier connection close: a worker restarted right after it died
+// (by a job script, or a launcher) comes back before they noticed. A worker
+// whose timeout is shorter hears nothing before it (its message says why).
+constexpr std::chrono::seconds kPredecessorWait{3};
 /// No worker's clock gets near it (a clock a microsecond for 146,000 years);
 /// one carried past it (a lane hello, a lane welcome) is refused: counted on,
 /// it wrapped past 2^64 and the worker ran without its staleness bound.

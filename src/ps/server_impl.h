@@ -61,10 +61,6 @@ class ServerImpl {
   // constants of these names (server_lane.cc's kHelloTimeout) beside them.
   static constexpr std::chrono::seconds kHelloTimeout{5};          // a connected peer's first message
   static constexpr std::chrono::milliseconds kAnswerTimeout{100};  // a Welcome: small, into an empty socket buffer
-  // A Hello for a worker id the lanes still hold waits this long for them to
-  // see the earlier connection close: a worker restarted right after it died
-  // (by a job script, or a launcher) comes back before they noticed.
-  static constexpr std::chrono::seconds kPredecessorWait{3};
   // An admitted worker connects to every lane within this, or is taken to have
   // stopped while it connected (said by report(); the job may end without it).
   static constexpr std::chrono::seconds kReachWindow{5};

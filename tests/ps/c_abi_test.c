@@ -309,6 +309,15 @@ static void refusals_say_whether_a_retry_may_pass(void) {
   CHECK(st == RDMAPS_ERR_REFUSED_FOR_NOW && strcmp(rdmaps_status_name(st), "refused-for-now") == 0 &&
             strstr(rdmaps_last_error(), "already connected") != NULL,
         "a worker id already connected gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
+  /* With a timeout shorter than that hold it heard nothing: the timeout says why. */
+  rdmaps_client_options brief = {address, 0, "--transport tcp", 2000};
+  rdmaps_client* hasty = NULL;
+  CHECK(rdmaps_client_create(&brief, &hasty) == RDMAPS_OK && rdmaps_client_declare(hasty, "w", 4) == RDMAPS_OK,
+        "client: %s", rdmaps_last_error());
+  st = rdmaps_client_connect(hasty);
+  CHECK(st == RDMAPS_ERR_TIMEOUT && strstr(rdmaps_last_error(), "is that worker id in use by another process?") != NULL,
+        "a worker id already connected, with a 2 s timeout, gave %s: %s", rdmaps_status_name(st), rdmaps_last_error());
+  rdmaps_client_destroy(hasty);
   /* An id past the server's workers: for good. */
   st = rdmaps_client_connect(clients[2]);
   CHECK(st == RDMAPS_ERR_PROTOCOL && strstr(rdmaps_last_error(), "refused worker 1") != NULL,
