@@ -731,6 +731,9 @@ PYBIND11_MODULE(_rdmaps, m) {
   m.attr("have_pmix") = launch::have_pmix();
   m.attr("max_servers") = kMaxServers;
   m.attr("_max_workers") = kMaxWorkers;  // worker ids are below it (rdmaps.Worker checks)
+  // Read now, as the programs read it at start: a bad RDMAPS_LOG_LEVEL was said at the first log line only,
+  // never in a worker process that logs none.
+  static_cast<void>(log_level());
 
   g_error = PyErr_NewException("rdmaps.Error", PyExc_RuntimeError, nullptr);
   auto make = [&](const char* name, PyObject* builtin) {

@@ -1152,6 +1152,10 @@ class ConfigurationTest(unittest.TestCase):
             rdmaps.set_log_level(logging.WARNING)  # logging's levels are taken as their names
             with self.assertNoLogs("rdmaps.test", level="INFO"):  # "connected, push path" is info
                 a_worker_comes_and_goes()
+            # Said at import, as the programs say it at start: a worker process logs nothing to say it at.
+            said = subprocess.run([sys.executable, "-c", "import rdmaps"], capture_output=True, text=True,
+                                  env=dict(os.environ, RDMAPS_LOG_LEVEL="loud"), timeout=60)
+            self.assertIn("RDMAPS_LOG_LEVEL", said.stderr)
             with self.assertRaisesRegex(TypeError, "rdmaps.set_log_level: 25 is not"):
                 rdmaps.set_log_level(25)
             with self.assertRaisesRegex(TypeError, "rdmaps.log_to_python: 123 is not a logger name"):
