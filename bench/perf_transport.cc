@@ -291,19 +291,29 @@ int run_client(const Flags& flags) {
   }
   const auto peer_address = transport::SockAddr::parse(peer);
   auto ctx = transport::create_context(context_options(flags, peer_address.is_loopback()));
+  // A parameter server at --peer asks for a secret ("set RDMAPS_SECRET" sent the user after one the benchmark never
+  // reads), or, without one, answers with no region ("wrong magic"): either way, say what the peer is not.
+  const auto not_a_target = [&](const Error& e) {
+    return Error(e.code(), "--peer " + peer + ": " + e.what() +
+                               "; but rdmaps-perf transport measures against its own target (rdmaps-perf transport "
+                               "--role server), which takes no secret: is this address a parameter server?");
+  };
   std::unique_ptr<transport::Endpoint> ep;
   try {
     ep = ctx->connect(peer_address, kSetupTimeout);
   } catch (const Error& e) {
-    // Only a parameter server asks for a secret: "set RDMAPS_SECRET" sent the user after one the benchmark never reads.
     if (e.code() != Errc::kPermissionDenied) throw;
-    throw Error(e.code(), "--peer " + peer + ": " + e.what() +
-                              "; but rdmaps-perf transport measures against its own target (rdmaps-perf transport "
-                              "--role server), which takes no secret: is this address a parameter server?");
+    throw not_a_target(e);
   }
   send_words(*ep, {seed});
   send_words(*ep, {region_bytes});
-  auto remote = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), peer));
+  std::unique_ptr<transport::RemoteRegion> remote;
+  try {
+    remote = ep->import(transport::RegionDescriptor::parse(ep->recv_control(kSetupTimeout), peer));
+  } catch (const Error& e) {
+    if (e.code() != Errc::kProtocol) throw;
+    throw not_a_target(e);
+  }
   auto pong = ctx->allocate(max_size, Access::kRemoteWrite);
   ep->send_control(pong->descriptor(Access::kRemoteWrite).serialize(), kSetupTimeout);
   auto src = ctx->allocate(region_bytes, Access::kNone);

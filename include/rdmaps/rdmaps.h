@@ -120,7 +120,8 @@ rdmaps_status rdmaps_client_metrics_address(const rdmaps_client* client, char* b
 /** Tells the servers this worker leaves and returns once each took in
  *  everything it sent (or its timeout, at most 5 s, passed); NULL is fine. A call of the client in
  *  progress on another thread is interrupted and waited for first (with a warning: interrupt it,
- *  and destroy once it returned). In a forked child it frees nothing of the parent's. */
+ *  and destroy once it returned); from the log callback during a call of its own, it ends that call
+ *  and leaves the client's memory in place. In a forked child it frees nothing of the parent's. */
 void rdmaps_client_destroy(rdmaps_client* client);
 
 typedef struct {

@@ -79,7 +79,11 @@ void discard_pages(void* p, size_t bytes) noexcept {
   // for them with zeroed huge pages again, and a server whose tcp workers
   // were killed mid-push grew by 1.2 MB per kill for good.
   madvise(reinterpret_cast<void*>(begin), end - begin, MADV_NOHUGEPAGE);
-  madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  // Shared memory (UCX's posix allocation, the default transport's) keeps its
+  // pages through MADV_DONTNEED: only a hole punched in it frees them. Private
+  // memory refuses that (EINVAL) and goes by MADV_DONTNEED.
+  if (madvise(reinterpret_cast<void*>(begin), end - begin, MADV_REMOVE) != 0)
+    madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 void fault_in(std::span<HostPages> pages, unsigned threads) {

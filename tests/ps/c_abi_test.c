@@ -288,6 +288,41 @@ static void destroy_from_the_log_callback(void) {
   rdmaps_client_destroy(client); /* its server gone: it leaves at once */
 }
 
+/* A client destroyed from the log callback of its own call (a watchdog that
+ * gives up at "reconnecting"): the destroy waited for that call, on its own
+ * thread, for good. It ends the call instead. */
+static rdmaps_client* g_doomed;
+static int g_doomed_destroyed;
+static void destroy_client_in_callback(rdmaps_log_level level, const char* line, void* user) {
+  (void)level, (void)user;
+  if (!g_doomed_destroyed && strstr(line, "reconnecting")) {
+    g_doomed_destroyed = 1;
+    rdmaps_client_destroy(g_doomed);
+  }
+}
+static void destroy_a_client_from_its_own_calls_log_line(void) {
+  pthread_t thread;
+  char address[64];
+  rdmaps_server* server = start_tcp_server("--transport tcp", &thread, address);
+  if (!server) return;
+  rdmaps_client_options co = {address, 0, "--transport tcp --reconnect 2", 5000};
+  CHECK(rdmaps_client_create(&co, &g_doomed) == RDMAPS_OK && rdmaps_client_declare(g_doomed, "w", 4) == RDMAPS_OK &&
+            rdmaps_client_connect(g_doomed) == RDMAPS_OK,
+        "client: %s", rdmaps_last_error());
+  rdmaps_server_stop(server);
+  pthread_join(thread, NULL);
+  rdmaps_server_destroy(server);
+  rdmaps_set_log_callback(destroy_client_in_callback, NULL);
+  alarm(30); /* a hang ends as SIGALRM */
+  float w[4] = {1, 2, 3, 4};
+  const rdmaps_status st =
+      rdmaps_client_push(g_doomed, "w", w, 4) == RDMAPS_OK ? rdmaps_client_pull(g_doomed, "w", w, 4) : RDMAPS_OK;
+  alarm(0);
+  rdmaps_set_log_callback(take_log, g_log);
+  CHECK(g_doomed_destroyed == 1, "no 'reconnecting' line came to destroy the client at");
+  CHECK(st != RDMAPS_OK, "a pull from a stopped server whose client was destroyed passed");
+}
+
 /* A refusal says whether a later connect may pass: all were
  * RDMAPS_ERR_PROTOCOL, a server out of memory for now like a worker of
  * another table. */
@@ -737,6 +772,7 @@ int main(void) {
   final_checkpoint_failure();
   destroy_while_running();
   destroy_from_the_log_callback();
+  destroy_a_client_from_its_own_calls_log_line();
   callback_that_removes_itself();
   forked_child_leaves_the_server_alone();
   refusals_say_whether_a_retry_may_pass();

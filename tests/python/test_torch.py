@@ -341,6 +341,30 @@ class TorchTest(unittest.TestCase):
             self.assertIn("the servers hold a model (resumed from a checkpoint", resumed.stderr)
             self.assertNotIn("the servers hold a model", first.stderr)
 
+    def test_gradients_made_as_views_of_one_buffer_are_not_taken_for_changed(self):
+        # torch.cat of parameters: autograd's gradients share a version counter, and a sibling's accumulation
+        # in the same backward was taken for a change of a gradient already pushed.
+        code = self.ONE_WORKER + (
+            "import warnings\n"
+            "warnings.simplefilter('always')\n"
+            "a, b = torch.nn.Parameter(torch.ones(4)), torch.nn.Parameter(torch.ones(4))\n"
+            "k = int(sys.argv[1])\n"
+            "opt = rps.DistributedOptimizer(torch.optim.SGD([a, b], lr=0.01), [('a', a), ('b', b)],\n"
+            "                               backward_passes_per_step=k)\n"
+            "rps.broadcast_parameters({'a': a, 'b': b})\n"
+            "for step in range(3):\n"
+            "    opt.zero_grad(set_to_none=False)\n"
+            "    for _ in range(k):\n"
+            "        (torch.cat([a, b]) * torch.randn(8)).sum().backward()\n"
+            "    opt.step()\n"
+            "print('stepped', flush=True)\n")
+        for passes in ("1", "2"):
+            with self.subTest(backward_passes_per_step=passes):
+                p = run_code(code, passes)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertIn("stepped", p.stdout)
+                self.assertNotIn("changed after backward() pushed it", p.stderr)
+
     ONE_WORKER = ("import os, sys, threading, torch, rdmaps, rdmaps.torch as rps\n"
                   "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
                   "                  rule_from_workers=True)\n"

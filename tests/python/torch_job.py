@@ -605,6 +605,7 @@ def clip():
         if len(changed) != 1 or "p.grad of 'p'" not in changed[0]:
             fail(f"a gradient clipped after backward was said {len(changed)} times: {[str(w.message) for w in said]}")
         said.clear()
+        opt._warned_changed_grad = False  # said once per optimizer: a false warning below would go unseen
         opt.zero_grad()
         (p * 1.0).sum().backward()
         opt.zero_grad()  # the step skipped: its gradient was pushed

@@ -68,7 +68,7 @@ def _writable_ranges():
 def _refuse_read_only(named):
     """A pull writes every parameter: one in read-only memory (torch.from_numpy of a read-only array, a
     read-only mmap) took the process down with a segmentation fault in the middle of a pull."""
-    on_host = [(n, t) for n, t in named if t.device.type == "cpu" and t.numel()]
+    on_host = [(n, t.data) for n, t in named if t.device.type == "cpu" and t.numel()]
     ranges = _writable_ranges() if on_host else None
     if ranges is None:
         return
@@ -180,7 +180,7 @@ def _rule_options(optimizer, dc, lambda_):
                              "use momentum=0")
         if lambda_ is not None:
             try:  # a number or a one-element tensor; else refused as "--lambda0: 'tensor(0.5000)'", naming no lambda_
-                if isinstance(lambda_, (bool, str, bytes)):
+                if isinstance(lambda_, (bool, bytes)):
                     raise TypeError
                 lambda_ = float(lambda_)
             except (TypeError, ValueError):
@@ -258,6 +258,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # As declared to the servers: a parameter resized since (p.data = ...) is named against this.
         self._declared = {name: p.numel() for name, p in self._params}
         self._shapes = {name: p.shape for name, p in self._params}  # autograd's nodes, hooked below, keep these
+        self._by_name = dict(self._params)
         rule = _rule_options(optimizer, dc, lambda_)
         # The servers' rule, fixed when they admitted this worker.
         g = optimizer.param_groups[0]
@@ -267,6 +268,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._rule_settings["maximize"] = False
         self._sent_lr = None  # the rate the pushes carry; follows param_groups (schedulers)
 
+        if not flat_parameters:  # pulls write the parameters where they are (flat ones go to a buffer of our own)
+            _refuse_read_only(self._params)
         servers, worker_index, base, timeout, metrics = runtime._worker_connection()
         given = dict(rdmaps._options(config), **options)
         runtime.refuse_decided("rdmaps.torch.DistributedOptimizer", given)  # overwritten below otherwise
@@ -286,6 +289,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             on_host = [p for _, p in self._params if p.device.type == "cpu"]
             if flat_parameters and on_host:
                 flat = _one_buffer(on_host)
+                _refuse_read_only(self._params)  # a buffer the caller laid them out in is kept
                 self._worker._register_memory(flat.data_ptr(), flat.numel() * 4, flat)
             else:
                 for p in on_host:
@@ -380,7 +384,6 @@ class DistributedOptimizer(torch.optim.Optimizer):
             _check_tensor("parameter", n, p.data, p.numel())
         named = [(n, p) for n, p in named if p.numel()]  # an empty one has nothing to train
         _refuse_shared_memory(named)
-        _refuse_read_only([(n, p.data) for n, p in named])
         return named
 
     def _hook(self, name, p):
@@ -422,6 +425,16 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # the abandoned clock or pull: waiting here would wait out the timeout.
         if not self._interrupted:
             self._in_hook(self.synchronize)
+        self._note_sent_gradients()
+
+    def _note_sent_gradients(self):
+        """p.grad of each parameter pushed, as backward left it, for step() to tell a change after. Taken once
+        backward ended, not at the push: gradients autograd made as views of one buffer (torch.cat of parameters)
+        share a version counter, which a sibling's accumulation later in the same backward moved."""
+        for name in self._sent:
+            grad = self._by_name[name].grad
+            if name not in self._sent_grads and grad is not None:
+                self._sent_grads[name] = (grad, grad._version)
 
     def _in_hook(self, work, *args):
         try:
@@ -475,7 +488,6 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def _send(self, name, p):
         self._sent.append(name)
         grad = p.grad
-        self._sent_grads[name] = (grad, grad._version)
         if self._passes_per_step > 1:
             grad = grad / self._passes_per_step
         decay, rate = self._step_settings()
@@ -538,6 +550,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             try:
                 self._send_unreached()
                 self.synchronize()
+                self._note_sent_gradients()
             except Exception:
                 # What a hook met first is what step() raises (a wait that failed
                 # after it, a dead server, shows as its context): it was lost.
@@ -616,7 +629,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         # A parameter whose storage was replaced (p.data = ...) is checked again.
         if not targets or [p.data_ptr() for _, p in params] != [address for _, address, _ in targets]:
             targets = [(n,) + _check_tensor("parameter", n, p.data, self._declared[n]) for n, p in params]
-            _refuse_read_only([(n, p.data) for n, p in params])
+            _refuse_read_only(params)
             pulled_into = [p.data for _, p in params]  # their memory, for a pull a Ctrl-C abandons
             self._pull_targets[everything] = (targets, pulled_into)
         # Kernels queued on torch's stream may still read the parameters (an evaluation's forward) that the
@@ -645,7 +658,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def zero_grad(self, *args, **kwargs):
         for name, p in self._params:
             # Else the next backward failed inside autograd ("invalid gradient ... expected shape"), naming neither.
-            if p.shape != self._shapes[name]:
+            if id(p) in self._hooked and p.shape != self._shapes[name]:
                 raise ValueError(f"rdmaps.torch: parameter '{name}' has shape {tuple(p.shape)} now, "
                                  f"{tuple(self._shapes[name])} when the DistributedOptimizer was made: the servers "
                                  "and its gradient hook keep that shape; make the optimizer after the model's "
