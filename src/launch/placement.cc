@@ -99,7 +99,13 @@ bool slurm_step_is_launch(const Environment& env, const Placement& p) {
 std::string launch_id_of(const Environment& env, bool slurm_step) {
   if (auto id = env("RDMAPS_JOB_ID")) {
     const size_t first = id->find_first_not_of(" \t\r\n"), last = id->find_last_not_of(" \t\r\n");
-    if (first != std::string::npos) return id->substr(first, last - first + 1);  // the rendezvous trims it too
+    if (first != std::string::npos) {
+      std::string trimmed = id->substr(first, last - first + 1);  // the rendezvous trims it too
+      // One with a line break inside was cut at it on the wire: rank 0 refused its own request as another launch's.
+      if (std::any_of(trimmed.begin(), trimmed.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; }))
+        fail("RDMAPS_JOB_ID holds a control character (a line break?): give the launch one line of text");
+      return trimmed;
+    }
   }
   if (auto job = env("SLURM_JOB_ID"); job && slurm_step) return "slurm:" + *job + "." + *env("SLURM_STEP_ID");
   // torchrun says "none" unless given --rdzv-id (or --standalone, a fresh id).
@@ -340,6 +346,11 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
           "no rendezvous address: set MASTER_ADDR (rank 0's host) and MASTER_PORT, list the servers in "
           "RDMAPS_SERVERS, or start under a launcher with PMIx (mpirun, srun --mpi=pmix)" +
           nested_note);
+    // "127.0.0.1:29500" became "[127.0.0.1:29500]:29500", "does not resolve". A bare IPv6 address holds several
+    // colons; a bracketed one may not carry a port either.
+    if (const std::string& a = p.master_addr;
+        std::count(a.begin(), a.end(), ':') == 1 || (a.starts_with('[') && a.find("]:") != std::string::npos))
+      fail(p.master_addr_var + "='" + a + "' holds a port: give rank 0's host alone; the port is MASTER_PORT");
     // Whatever gave the rank (srun --mpi=pmi2 gives PMI_RANK too).
     // Under srun whatever names the launch (RDMAPS_JOB_ID too: two steps told
     // apart by it shared the default port, and the second's rank 0 could not host).

@@ -59,6 +59,9 @@ class LauncherTest(unittest.TestCase):
         env.update(RDMAPS_RANK="0", RDMAPS_WORLD_SIZE="2")
         self.assertEqual((detect(env).source, detect(env).role), ("rdmaps", "server"))
 
+    def test_a_bare_ipv6_rendezvous_address_is_taken(self):
+        self.assertEqual(detect(dict(MASTER, RANK="1", WORLD_SIZE="2", MASTER_ADDR="::1")).master_addr, "::1")
+
     def test_explicit_servers_need_no_rendezvous(self):
         p = detect({"RANK": "3", "WORLD_SIZE": "4", "RDMAPS_SERVERS": "a:1,b:2"})
         self.assertEqual((p.num_servers, p.servers, p.role, p.worker_index, p.master_addr),
@@ -112,6 +115,12 @@ class LauncherTest(unittest.TestCase):
             ({"RANK": "1", "WORLD_SIZE": "3", "RDMAPS_SERVERS": "nohostport"}, "'nohostport' is not host:port"),
             ({"RANK": "1", "WORLD_SIZE": "4", "RDMAPS_SERVERS": "a:1", "RDMAPS_NUM_SERVERS": "2"},
              "lists 1 servers but the job has 2"),
+            # It became "[127.0.0.1:29500]:29500", "does not resolve".
+            (dict(MASTER, RANK="1", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1:29500"),
+             "MASTER_ADDR='127.0.0.1:29500' holds a port: give rank 0's host alone; the port is MASTER_PORT"),
+            (dict(MASTER, RANK="1", WORLD_SIZE="2", MASTER_ADDR="[::1]:29500"), "MASTER_ADDR='[::1]:29500' holds a port"),
+            # Cut at the line break on the wire: rank 0 refused its own request as another launch's.
+            (dict(MASTER, RANK="1", WORLD_SIZE="2", RDMAPS_JOB_ID="a\nb"), "RDMAPS_JOB_ID holds a control character"),
         ]
         for env, message in cases:
             with self.subTest(env=env):
