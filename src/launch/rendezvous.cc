@@ -294,8 +294,8 @@ void RendezvousHost::serve() {
     // (looked for during it, a rank's first request met a null slot and the
     // host crashed: a launch's srun-rendezvous run, session 46).
     claimed.clear();
-    std::erase_if(connections, [&](const std::unique_ptr<Connection>& owned) {
-      Connection& c = *owned;
+    std::vector<int64_t> left;  // ranks whose connection went this pass
+    auto done_with = [&](Connection& c) {
       try {
         // One answer at a time: the next request is read once the last answer is sent.
         if (!c.writer.flush(c.socket, c.peer)) return now > c.deadline;
@@ -309,11 +309,25 @@ void RendezvousHost::serve() {
       } catch (const Error&) {
         return true;  // gone, or sent something no rank sends: its own rank reports its failure
       }
+    };
+    std::erase_if(connections, [&](const std::unique_ptr<Connection>& owned) {
+      const bool done = done_with(*owned);
+      if (done && owned->rank >= 0) left.push_back(owned->rank);
+      return done;
     });
     // One connection per rank: a rank that connected again left the other.
     for (const auto& [rank, owner] : claimed)
       for (auto& other : connections)
         if (other.get() != owner && other->rank == rank) other->closing = true;
+    // A server rank that went before the set was whole (killed, or out of its
+    // time) is forgotten: its address went to every rank once the set was
+    // whole, and a restarted copy of it was refused as "registered twice". A
+    // live one registers again with its next request.
+    const bool whole = std::none_of(addresses.begin(), addresses.end(), [](const auto& a) { return a.empty(); });
+    for (const int64_t rank : left)
+      if (!whole && rank < static_cast<int64_t>(num_servers_) &&
+          std::none_of(connections.begin(), connections.end(), [&](const auto& c) { return c->rank == rank; }))
+        addresses[static_cast<size_t>(rank)].clear();
   }
 }
 

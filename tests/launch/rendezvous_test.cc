@@ -230,6 +230,23 @@ TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
   EXPECT_NE(what.find("server rank 0 registered twice (h:1 and other:2)"), std::string::npos) << what;
 }
 
+// A server rank that went before the set was whole (killed; here, out of its
+// time) was kept: its restarted copy was refused as "registered twice", and
+// every rank got the dead address once the set was whole.
+TEST(Rendezvous, AServerRankThatWentBeforeTheSetWasWholeIsForgotten) {
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 3, 2, port));
+  const std::string what = error_of([&] { rendezvous(rank_of(1, 3, 2, port), "dead:1", 1s); });
+  EXPECT_NE(what.find("still lacks server rank(s) 0"), std::string::npos) << what;
+  std::this_thread::sleep_for(300ms);  // rank 0's host sees its connection close
+  auto restarted = std::async(std::launch::async, [=] { return rendezvous(rank_of(1, 3, 2, port), "new:1", 10s); });
+  auto worker = std::async(std::launch::async, [=] { return rendezvous(rank_of(2, 3, 2, port), "", 10s); });
+  const std::vector<std::string> servers{"h:5", "new:1"};
+  EXPECT_EQ(rendezvous(rank_of(0, 3, 2, port), "h:5", 10s), servers);
+  EXPECT_EQ(restarted.get(), servers);
+  EXPECT_EQ(worker.get(), servers);
+}
+
 // Two jobs on one host with the same MASTER_PORT and secret (two srun steps):
 // the second's rank 0 could not host, and its workers trained on the first
 // job's server, which then ended when they left.
