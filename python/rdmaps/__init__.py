@@ -254,7 +254,7 @@ class Server(_rdmaps.Server):
                                         ("exit_when_done", exit_when_done), ("insecure", insecure))]
         seconds = [_checked_seconds("rdmaps.Server", name, value)
                    for name, value in (("stats_interval", stats_interval), ("stall_warning", stall_warning))]
-        super().__init__(_checked_address("rdmaps.Server", "listen", listen, optional=False), *counts, config_flags(config, **options), switches[0], switches[1], seconds[0],
-                         switches[2], switches[3], _checked_address("rdmaps.Server", "metrics", metrics, optional=True),
-                         _checked_count("rdmaps.Server", where, max_bytes, _U64),
-                         seconds[1])
+        super().__init__(_checked_address("rdmaps.Server", "listen", listen, optional=False), *counts,
+                         config_flags(config, **options), switches[0], switches[1], seconds[0], switches[2],
+                         switches[3], _checked_address("rdmaps.Server", "metrics", metrics, optional=True),
+                         _checked_count("rdmaps.Server", where, max_bytes, _U64), seconds[1])

@@ -436,6 +436,7 @@ Client::~Client() {
   // hangs) used what this frees: interrupted, and waited for (each wait sees
   // interrupt() within ~50 ms); the turn then stays with the goodbye.
   if (impl_ && impl_->in_call_.exchange(true, std::memory_order_acquire)) {
+    impl_->interrupted_.store(true, std::memory_order_relaxed);
     if (in_log_sink()) {
       // From a log callback the call may be this thread's own, or wait to log
       // behind this callback: waiting would never end, freeing would pull its
@@ -444,7 +445,6 @@ Client::~Client() {
            "rdmaps: worker %u: destroyed from a log callback while a call of it was in progress: that call was "
            "interrupted and the client's memory is left in place (destroy it outside the callback)",
            impl_->worker());
-      impl_->interrupted_.store(true, std::memory_order_relaxed);
       static_cast<void>(impl_.release());
       return;
     }
@@ -452,7 +452,6 @@ Client::~Client() {
          "rdmaps: worker %u: destroyed while a call of it was in progress on another thread: that call was "
          "interrupted and waited for (interrupt it, and destroy once it returned)",
          impl_->worker());
-    impl_->interrupted_.store(true, std::memory_order_relaxed);
     while (impl_->in_call_.exchange(true, std::memory_order_acquire))
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }

@@ -436,6 +436,14 @@ class DistributedOptimizer(torch.optim.Optimizer):
             if name not in self._sent_grads and grad is not None:
                 self._sent_grads[name] = (grad, grad._version)
 
+    def _changed_gradient(self):
+        """The name of the first parameter whose p.grad is not as _note_sent_gradients() saw it, or None."""
+        for name, (grad, version) in self._sent_grads.items():
+            now = self._by_name[name].grad
+            if now is not grad or now._version != version:
+                return name
+        return None
+
     def _in_hook(self, work, *args):
         try:
             work(*args)
@@ -559,9 +567,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
                     raise
                 raise first  # noqa: B904 - the failure above is this one's context, not its cause
             used = self._settings
-            changed = next((n for n, p in self._params if n in self._sent_grads and
-                            (p.grad is not self._sent_grads[n][0] or p.grad._version != self._sent_grads[n][1])),
-                           None)
+            changed = self._changed_gradient()
         except BaseException as e:
             propagating = e
             raise
@@ -673,7 +679,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def _broadcast(self, state_dict, is_root):
-        by_name = dict(self._params)
+        by_name = self._by_name
         by_address = {p.data_ptr(): n for n, p in self._params}
 
         def parameter(key, value):
