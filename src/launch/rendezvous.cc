@@ -2,9 +2,12 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <optional>
@@ -24,18 +27,25 @@ namespace {
 using transport::TcpSocket;
 using Clock = std::chrono::steady_clock;
 
-// A connection opens with "rdmaps-rendezvous 4 challenge", answered by
+// A connection opens with "rdmaps-rendezvous 5 challenge", answered by
 // "- challenge HOST_NONCE", fresh for that connection. Requests then read
-// "rdmaps-rendezvous 4 NONCE PROOF WORLD SERVERS RANK ADDRESS|- LAUNCH_ID"
-// (the launch id is the rest of the line, perhaps empty; PROOF is "-" without
-// a secret) and are answered "PROOF TEXT", TEXT "ok A0,A1,...", "wait missing
-// R,R,..." or "error WHY". Each proof covers both nonces: a request recorded
-// on one connection proves nothing on another (another job's rendezvous with
-// the same secret and launch id included), and an answer belongs to one
-// request. A message of another version gets a bare "error WHY", as every
-// version has answered it.
+// "rdmaps-rendezvous 5 NONCE PROOF WORLD SERVERS RANK ADDRESS|- PROCESS
+// LAUNCH_ID" (PROCESS is PID@HOST#RANDOM, the asking process; the launch id is
+// the rest of the line, perhaps empty; PROOF is "-" without a secret) and are
+// answered "PROOF TEXT", TEXT "ok A0,A1,...", "wait missing R,R-R,..." (then,
+// a line each, why rank 0 refused a missing rank) or "error WHY". Each proof
+// covers both nonces: a request recorded on one connection proves nothing on
+// another (another job's rendezvous with the same secret and launch id
+// included), and an answer belongs to one request. A message of another
+// version gets a bare "error WHY", as every version has answered it.
+//
+// "ok" waits for every rank, not only the servers, as MPI_Init and torchrun's
+// rendezvous do: a rank that never came (refused, or never started) is named
+// to all, within the launch timeout, instead of leaving the servers waiting
+// for it for good; and two processes that believe they are one rank meet
+// there and the second is refused (it trained that rank's share twice).
 constexpr const char* kTag = "rdmaps-rendezvous";
-constexpr int kVersion = 4;
+constexpr int kVersion = 5;
 constexpr size_t kMaxRequest = 4096;                        // an address is a host:port
 constexpr auto kProveWithin = std::chrono::seconds(5);      // a connection's first proven request
 constexpr auto kIdleAfterProof = std::chrono::seconds(10);  // ranks ask every 100 ms until "ok"
@@ -75,7 +85,99 @@ struct Connection {
   Clock::time_point deadline;                 // to prove a request, or to ask again
   std::optional<transport::Nonce> challenge;  // sent once the peer asks for it
   int64_t rank = -1;                          // the rank its last proven request came from
+  std::string process;                        // PID@HOST#RANDOM of that request
   bool closing = false;                       // closes once its answer is sent
+  bool gone = false;                          // done with, awaiting its removal in this pass
+};
+
+// "pid 4242 on node7" of a request's PID@HOST#RANDOM.
+std::string process_shown(const std::string& process) {
+  const size_t at = process.find('@'), hash = process.rfind('#');
+  if (at == std::string::npos || hash == std::string::npos || hash < at) return "process '" + process + "'";
+  return "pid " + process.substr(0, at) + " on " + process.substr(at + 1, hash - at - 1);
+}
+
+// "0,2-5,9": the ranks a wait answer lists, short for a world of thousands.
+std::string ranges_of(const std::vector<uint32_t>& ranks) {
+  std::string text;
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    text += (text.empty() ? "" : ",") + std::to_string(ranks[i]);
+    if (j > i) text += "-" + std::to_string(ranks[j]);
+    i = j + 1;
+  }
+  return text;
+}
+
+// Who of the world has asked, the servers' addresses, and why a missing rank
+// was refused: what rank 0's answers are made of. Once every rank has asked
+// with every server registered the roll is complete, and stays so.
+class RendezvousRoll {
+ public:
+  RendezvousRoll(uint32_t world, uint32_t servers) : present_(world), processes_(world), addresses_(servers) {}
+
+  bool complete() const { return complete_; }
+  // The process `rank` last asked from ("" before it asked).
+  const std::string& process_of(uint32_t rank) const { return processes_[rank]; }
+  // A proven request of `rank` from `process` (a server's with its address,
+  // already checked). Returns "" or why `address` cannot be taken.
+  std::string arrive(uint32_t rank, const std::string& address, const std::string& process) {
+    if (address != "-") {
+      std::string& slot = addresses_[rank];
+      if (!slot.empty() && slot != address)
+        return "server rank " + std::to_string(rank) + " registered twice (" + slot + " and " + address +
+               "): two processes believe they are rank " + std::to_string(rank) +
+               "; do launcher variables disagree (a RANK exported by hand)?";
+      if (slot.empty()) ++registered_, missing_.reset();
+      slot = address;
+    }
+    if (!present_[rank]) present_[rank] = true, ++present_count_, missing_.reset();
+    processes_[rank] = process;
+    refusals_.erase(rank);
+    complete_ = complete_ || (present_count_ == present_.size() && registered_ == addresses_.size());
+    return "";
+  }
+  // A rank whose last connection went before the roll was complete (killed,
+  // or out of its time) is forgotten: a restarted copy registers anew (it
+  // was refused as "registered twice"), and nobody gets a dead address.
+  void leave(uint32_t rank) {
+    if (complete_ || !present_[rank]) return;
+    present_[rank] = false, --present_count_, missing_.reset();
+    if (rank < addresses_.size() && !addresses_[rank].empty()) addresses_[rank].clear(), --registered_;
+  }
+  // Kept for the answers to the others while `rank` is missing (one line each).
+  void refused(uint64_t rank, const std::string& why) {
+    if (rank < present_.size() && !present_[rank]) refusals_[static_cast<uint32_t>(rank)] = why.substr(0, 300);
+  }
+  // "ok A0,A1,..." or "wait missing R,R-R" with the refusals of missing ranks.
+  std::string answer() {
+    if (complete_) {
+      std::string all = "ok ";
+      for (size_t i = 0; i < addresses_.size(); ++i) all += (i ? "," : "") + addresses_[i];
+      return all;
+    }
+    if (!missing_) {
+      std::vector<uint32_t> ranks;
+      for (uint32_t r = 0; r < present_.size(); ++r)
+        if (!present_[r] || (r < addresses_.size() && addresses_[r].empty())) ranks.push_back(r);
+      missing_ = "wait missing " + ranges_of(ranks);
+    }
+    std::string text = *missing_;
+    size_t quoted = 0;
+    for (const auto& [rank, why] : refusals_)
+      if (++quoted <= 3) text += "\nrank " + std::to_string(rank) + " was refused " + why;
+    return text;
+  }
+
+ private:
+  std::vector<char> present_;           // by rank: asked, and not gone since
+  std::vector<std::string> processes_;  // by rank: the process it last asked from
+  std::vector<std::string> addresses_;  // by server rank
+  size_t present_count_ = 0, registered_ = 0;
+  std::map<uint32_t, std::string> refusals_;  // of missing ranks, the latest each
+  std::optional<std::string> missing_;        // the wait answer's first line, until the roll changes
+  bool complete_ = false;
 };
 
 // "0.3 s", "86400 s", "1000000000 s" (five characters of to_string showed 1e9 s as "10000 s").
@@ -140,15 +242,32 @@ RendezvousHost::~RendezvousHost() {
 }
 
 void RendezvousHost::serve() {
-  std::vector<std::string> addresses(num_servers_);
+  RendezvousRoll roll(world_size_, num_servers_);
   std::vector<std::unique_ptr<Connection>> connections;        // in the order they came
   std::vector<std::pair<int64_t, const Connection*>> claimed;  // this pass: ranks a connection claimed, and it
+  // Another live connection of `rank` than c (slots emptied by this pass's erase_if hold null).
+  auto other_of = [&](int64_t rank, const Connection& c) -> const Connection* {
+    for (const auto& other : connections)
+      if (other && !other->gone && other.get() != &c && other->rank == rank) return other.get();
+    return nullptr;
+  };
+  // A line per refused rank (a second at most for each), so that two refused
+  // at once are both said; requests that name no rank of this world share one.
+  std::map<int64_t, Clock::time_point> last_logged;
+  auto log_refusal = [&](LogLevel level, int64_t rank, const std::string& peer, const std::string& error) {
+    if (rank < 0 || rank >= static_cast<int64_t>(world_size_)) rank = -1;
+    auto& last = last_logged[rank];
+    if (const auto now = Clock::now(); now - last >= std::chrono::seconds(1)) {
+      last = now;
+      log(level, "rendezvous: refused " + peer + ": " + error.substr(6, 512));
+    }
+  };
   // What the proven request of a rank says back (no proof of its own yet).
-  auto answer = [&](std::string_view body, uint64_t* rank_out) -> std::string {
+  auto answer = [&](Connection& c, std::string_view body, uint64_t* rank_out) -> std::string {
     std::istringstream in{std::string(body)};
-    std::string address;
+    std::string address, process;
     uint64_t world = 0, servers = 0, rank = 0;
-    if (!(in >> world >> servers >> rank >> address)) return "error not a rendezvous request";
+    if (!(in >> world >> servers >> rank >> address >> process)) return "error not a rendezvous request";
     std::string launch;
     std::getline(in >> std::ws, launch);
     if (launch != launch_id_)
@@ -172,29 +291,24 @@ void RendezvousHost::serve() {
       if (rank >= num_servers_)
         return "error rank " + std::to_string(rank) + " registers an address but only ranks below " +
                std::to_string(num_servers_) + " serve";
-      std::string& slot = addresses[rank];
-      if (!slot.empty() && slot != address)
-        return "error server rank " + std::to_string(rank) + " registered twice (" + slot + " and " + address +
-               "): two processes believe they are rank " + std::to_string(rank) +
-               "; do launcher variables disagree (a RANK exported by hand)?";
-      slot = address;
     }
-    std::string missing;
-    for (uint32_t i = 0; i < num_servers_; ++i)
-      if (addresses[i].empty()) missing += (missing.empty() ? "" : ",") + std::to_string(i);
-    if (!missing.empty()) return "wait missing " + missing;
-    std::string all = "ok ";
-    for (uint32_t i = 0; i < num_servers_; ++i) all += (i ? "," : "") + addresses[i];
-    return all;
-  };
-  // The refused rank ends; rank 0 says why too, or the job waits on a rank
-  // that never comes. A flood gets a line a second.
-  Clock::time_point last_logged{};
-  auto log_refusal = [&](LogLevel level, const std::string& peer, const std::string& error) {
-    if (const auto now = Clock::now(); now - last_logged >= std::chrono::seconds(1)) {
-      last_logged = now;
-      log(level, "rendezvous: refused " + peer + ": " + error.substr(6, 512));
-    }
+    // Two processes of one rank (a RANK exported by hand, a script started
+    // twice) both trained that rank's share: the second to ask is refused
+    // while the first still asks. Once every rank has come, a new process is
+    // a rank restarted by hand, or a late twin the servers hold off while
+    // the first runs: said here, not refused.
+    if (const Connection* first = other_of(static_cast<int64_t>(rank), c); first && first->process != process)
+      return "error two processes are rank " + std::to_string(rank) + ": " + process_shown(first->process) + " (" +
+             first->peer + ") asked first, then " + process_shown(process) +
+             "; do launcher variables disagree (a RANK exported by hand, a rank started twice)?";
+    if (const std::string& before = roll.process_of(static_cast<uint32_t>(rank));
+        roll.complete() && !before.empty() && before != process)
+      log(LogLevel::kWarn, "rendezvous: rank " + std::to_string(rank) + " asks again from " + process_shown(process) +
+                               ", after " + process_shown(before) + ": restarted by hand, or started twice?");
+    c.process = process;
+    if (std::string why = roll.arrive(static_cast<uint32_t>(rank), address, process); !why.empty())
+      return "error " + why;
+    return roll.answer();
   };
   // Answers one request on c; a request that proves nothing is answered
   // with nothing about this job, and its connection closes.
@@ -221,6 +335,20 @@ void RendezvousHost::serve() {
     transport::Nonce nonce;
     const bool has_nonce = transport::from_hex(next_field(rest), nonce);
     const std::string_view proof = next_field(rest), body = rest;
+    // The rank a request names, proven or not: a refusal is quoted to the
+    // others while that rank is missing, so the job's timeout says why.
+    uint64_t named = UINT64_MAX;
+    {
+      std::istringstream fields{std::string(body.substr(0, 64))};
+      std::string world, servers;
+      if (!(fields >> world >> servers >> named)) named = UINT64_MAX;
+    }
+    auto refuse = [&](LogLevel level, const std::string& text, const std::string& reply) {
+      log_refusal(level, named < world_size_ ? static_cast<int64_t>(named) : -1, c.peer, text);
+      roll.refused(named, "by rank 0 (from " + c.peer + "): " + text.substr(6));
+      c.writer.queue(bytes_of(reply));
+      c.closing = true;
+    };
     std::string refusal;
     if (!has_nonce)
       refusal = "error not a rendezvous request";
@@ -235,20 +363,13 @@ void RendezvousHost::serve() {
           "error the request does not prove rank 0's secret: give every rank the same RDMAPS_SECRET "
           "(or --secret-file); or another job with another secret uses this MASTER_ADDR:" +
           port_name_ + " (give each job its own " + port_name_ + ")";
-    if (!refusal.empty()) {
-      log_refusal(LogLevel::kWarn, c.peer, refusal);
-      c.writer.queue(bytes_of("- " + refusal));
-      c.closing = true;
-      return;
-    }
+    if (!refusal.empty()) return refuse(LogLevel::kWarn, refusal, "- " + refusal);
     uint64_t rank = UINT64_MAX;
-    const std::string text = answer(body, &rank);
-    c.writer.queue(bytes_of(proof_of(secret_, "rendezvous answer", *c.challenge, nonce, text) + " " + text));
-    if (text.rfind("error ", 0) == 0) {  // the refused rank ends, and so may its connection
-      log_refusal(LogLevel::kError, c.peer, text);
-      c.closing = true;
-      return;
-    }
+    const std::string text = answer(c, body, &rank);
+    const std::string reply = proof_of(secret_, "rendezvous answer", *c.challenge, nonce, text) + " " + text;
+    // The refused rank ends, and so may its connection.
+    if (text.rfind("error ", 0) == 0) return refuse(LogLevel::kError, text, reply);
+    c.writer.queue(bytes_of(reply));
     c.deadline = Clock::now() + kIdleAfterProof;
     if (rank == UINT64_MAX || static_cast<int64_t>(rank) == c.rank) return;
     c.rank = static_cast<int64_t>(rank);
@@ -275,7 +396,7 @@ void RendezvousHost::serve() {
           connections.erase(
               std::find_if(connections.begin(), connections.end(), [](const auto& c) { return c->rank < 0; }));
         connections.push_back(std::make_unique<Connection>(
-            Connection{std::move(s), peer.to_string(), {}, {}, Clock::now() + kProveWithin, {}}));
+            Connection{std::move(s), peer.to_string(), {}, {}, Clock::now() + kProveWithin, {}, -1, {}, false, false}));
       }
     } catch (const Error& e) {
       if (stop_) break;  // the destructor shut the listener between the check above and the accept
@@ -311,34 +432,42 @@ void RendezvousHost::serve() {
       }
     };
     std::erase_if(connections, [&](const std::unique_ptr<Connection>& owned) {
-      const bool done = done_with(*owned);
-      if (done && owned->rank >= 0) left.push_back(owned->rank);
-      return done;
+      owned->gone = done_with(*owned);
+      if (owned->gone && owned->rank >= 0) left.push_back(owned->rank);
+      return owned->gone;
     });
     // One connection per rank: a rank that connected again left the other.
     for (const auto& [rank, owner] : claimed)
       for (auto& other : connections)
         if (other.get() != owner && other->rank == rank) other->closing = true;
-    // A server rank that went before the set was whole (killed, or out of its
-    // time) is forgotten: its address went to every rank once the set was
-    // whole, and a restarted copy of it was refused as "registered twice". A
-    // live one registers again with its next request.
-    const bool whole = std::none_of(addresses.begin(), addresses.end(), [](const auto& a) { return a.empty(); });
     for (const int64_t rank : left)
-      if (!whole && rank < static_cast<int64_t>(num_servers_) &&
-          std::none_of(connections.begin(), connections.end(), [&](const auto& c) { return c->rank == rank; }))
-        addresses[static_cast<size_t>(rank)].clear();
+      if (std::none_of(connections.begin(), connections.end(), [&](const auto& c) { return c->rank == rank; }))
+        roll.leave(static_cast<uint32_t>(rank));
   }
 }
 
+std::string this_process() {
+  static const std::string process = [] {
+    char host[256] = {};
+    if (::gethostname(host, sizeof(host) - 1) != 0 || !host[0]) std::snprintf(host, sizeof(host), "unknown-host");
+    std::string name(host, ::strnlen(host, 64));
+    for (char& ch : name)  // a field of a space-separated request
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') ch = '_';
+    // The random part tells apart equal pids on hosts of one name (containers).
+    return std::to_string(::getpid()) + "@" + name + "#" + transport::to_hex(transport::random_nonce()).substr(0, 8);
+  }();
+  return process;
+}
+
 std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout,
-                                    const std::string& secret) {
+                                    const std::string& secret, const std::string& process) {
   const auto deadline = Clock::now() + timeout;
   const std::string where = rendezvous_address(p);
   const std::string from = p.master_addr_var + " and " + p.master_port_var;  // what gave `where`
   const std::string seconds = seconds_text(timeout);
   const std::string body = std::to_string(p.world_size) + " " + std::to_string(p.num_servers) + " " +
-                           std::to_string(p.rank) + " " + (address.empty() ? "-" : address) + " " + p.launch_id;
+                           std::to_string(p.rank) + " " + (address.empty() ? "-" : address) + " " + process + " " +
+                           p.launch_id;
   const std::string head = std::string(kTag) + " " + std::to_string(kVersion) + " ";
   const size_t proof_chars = secret.empty() ? 1 : 2 * sizeof(transport::Proof);
   if (head.size() + 2 * transport::kNonceBytes + 1 + proof_chars + 1 + body.size() > kMaxRequest)
@@ -400,6 +529,9 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   // and then stopped (it died) is what to report, not its last answer.
   bool error_after_answer = false;
   bool reached = false;  // something accepted the connection
+  Clock::time_point answered_at{};
+  // Every rank asks until the last one came: a world of thousands asks less often (rank 0 answers them all).
+  const auto ask_every = std::chrono::milliseconds(std::min<int64_t>(1000, 100 + p.world_size / 5));
   while (Clock::now() < deadline) {
     try {
       TcpSocket s = TcpSocket::connect(addr, std::min(deadline, Clock::now() + std::chrono::seconds(5)));
@@ -423,6 +555,7 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
         auto reply = s.recv_message(deadline, where, 1 << 20);
         last_answer = proven_text(std::string(reply.begin(), reply.end()), host_nonce, nonce);
         error_after_answer = false;
+        answered_at = Clock::now();
         if (last_answer.rfind("ok ", 0) == 0) {
           std::vector<std::string> servers;
           std::istringstream list(last_answer.substr(3));
@@ -435,7 +568,8 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
         if (last_answer.rfind("error ", 0) == 0)
           throw Error(Errc::kInvalidArgument, "the rendezvous at " + where + " refused rank " + std::to_string(p.rank) +
                                                   ": " + last_answer.substr(6));
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        std::this_thread::sleep_for(std::chrono::milliseconds(
+            transport::cancellable_wait_ms(static_cast<int>(ask_every.count()), "waiting for the rendezvous", where)));
       }
     } catch (const Error& e) {
       // Cancelled (Ctrl-C in a Python rank, transport::CancelScope): now, not at the deadline.
@@ -451,17 +585,41 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
       }
     }
   }
-  const std::string missing = last_answer.rfind("wait missing ", 0) == 0 ? last_answer.substr(13) : std::string();
+  // "wait missing R,R-R" and then why rank 0 refused some of them, a line each.
+  std::string missing, refusals;
+  if (last_answer.rfind("wait missing ", 0) == 0) {
+    const size_t end = std::min(last_answer.find('\n'), last_answer.size());
+    missing = last_answer.substr(13, end - 13);
+    for (size_t at = end; at < last_answer.size();) {
+      const size_t next = std::min(last_answer.find('\n', at + 1), last_answer.size());
+      refusals += (refusals.empty() ? " " : "; ") + last_answer.substr(at + 1, next - at - 1);
+      at = next;
+    }
+  }
+  // A stopped rank 0 (Ctrl-Z, SIGSTOP, a debugger) still has its connections
+  // accepted by the kernel: what it last said is not why the ranks wait.
+  const auto quiet = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - answered_at);
+  const std::string stopped =
+      " (is rank 0 stopped, by Ctrl-Z, SIGSTOP or a debugger, or overloaded? its host still "
+      "accepts connections then)";
   if (error_after_answer)
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": rank 0, which hosts the rendezvous at " + where +
                                     " (" + from + "), stopped answering" +
-                                    (missing.empty() ? "" : " while server rank(s) " + missing + " were missing") +
+                                    (missing.empty() ? "" : " while rank(s) " + missing + " were missing") +
                                     ", and did not answer again within " + seconds + ": " + last_error +
                                     " (did rank 0 exit? its own error says why)");
+  // Answers come every ask_every while rank 0 runs.
+  if (!last_answer.empty() &&
+      quiet >= std::max<std::chrono::milliseconds>(3 * ask_every, std::chrono::milliseconds(1500)))
+    throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": rank 0, which hosts the rendezvous at " + where +
+                                    " (" + from + "), answered last " + std::to_string(quiet.count()) +
+                                    " s before this rank's " + seconds + " ran out" +
+                                    (missing.empty() ? "" : ", when rank(s) " + missing + " were missing") + stopped);
   if (!missing.empty())
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": the rendezvous at " + where +
-                                    " still lacks server rank(s) " + missing + " after " + seconds +
-                                    ": did every rank start, with the same --servers?");
+                                    " still lacks rank(s) " + missing + " (ranks below " +
+                                    std::to_string(p.num_servers) + " serve) after " + seconds +
+                                    ": did every rank start, with the same WORLD_SIZE and --servers?" + refusals);
   if (reached && last_answer.empty())
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": something at " + where + " (" + from +
                                     ") accepted the connection but never answered as rdmaps' "
@@ -469,10 +627,16 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
                                     seconds + ": " + last_error +
                                     " (another program on that port? then rank 0 could not host it and its own "
                                     "error says so; give the job another " +
-                                    port_name(p) + ")");
-  throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + " could not reach the rendezvous at " + where + " (" +
-                                  from + "; rank 0 hosts it) within " + seconds + ": " +
-                                  (last_error.empty() ? "no answer" : last_error));
+                                    port_name(p) + ")" + stopped);
+  // A rank 0 given a loopback MASTER_ADDR listens there alone (rendezvous.h):
+  // a rank given the host's real address is refused.
+  const bool refused = last_error.find("Connection refused") != std::string::npos;
+  throw Error(Errc::kTimeout,
+              "rank " + std::to_string(p.rank) + " could not reach the rendezvous at " + where + " (" + from +
+                  "; rank 0 hosts it) within " + seconds + ": " + (last_error.empty() ? "no answer" : last_error) +
+                  (refused && !addr.is_loopback() ? " (is rank 0 running, given this " + p.master_addr_var +
+                                                        "? a rank 0 given a loopback one listens on loopback alone)"
+                                                  : ""));
 }
 
 }  // namespace rdmaps::launch

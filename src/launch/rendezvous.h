@@ -32,7 +32,8 @@ std::string rendezvous_address(const Placement& p);
 /// family p.master_addr resolves to (IPv4 when empty), on a thread of its own,
 /// until destroyed. With a `secret`, only requests that prove it are answered
 /// beyond "not proven", and every answer proves it back; ranks of another
-/// world size, server count or launch id (Placement::launch_id) are refused.
+/// world size, server count or launch id (Placement::launch_id) are refused,
+/// and so is a second process asking as a rank while the first still asks.
 /// It never waits on a peer and holds at most one connection per rank plus
 /// kMaxPending that have not yet proven anything, each for a few seconds.
 class RendezvousHost {
@@ -55,16 +56,20 @@ class RendezvousHost {
   std::thread thread_;
 };
 
+/// This process as the rendezvous knows it: "PID@HOST#RANDOM".
+std::string this_process();
+
 /// Registers `address` (a server's; empty for a worker) with the rendezvous
 /// at p.master_addr:p.master_port and returns every server's address in
-/// index order, asking again until `timeout` ends. Requests prove `secret`
-/// (when not empty) and so must the answers. Throws Error(kTimeout)
-/// naming the rendezvous and the servers still missing, or, when rank 0
-/// answered and then stopped, saying so with the connect error;
-/// Error(kInvalidArgument) when the rendezvous refuses (another world size or
-/// launch, a rank registered twice, another secret or none) or p.master_addr
-/// does not resolve (naming its variable).
+/// index order once every rank of the world has asked, asking again until
+/// `timeout` ends. Requests prove `secret` (when not empty) and so must the
+/// answers. Throws Error(kTimeout) naming the rendezvous, the ranks still
+/// missing and why rank 0 refused them, or, when rank 0 answered and then
+/// stopped (died, or was stopped), saying so; Error(kInvalidArgument) when
+/// the rendezvous refuses (another world size or launch, another `process`
+/// already asking as this rank, a server rank registered twice, another
+/// secret or none) or p.master_addr does not resolve (naming its variable).
 std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout,
-                                    const std::string& secret = "");
+                                    const std::string& secret = "", const std::string& process = this_process());
 
 }  // namespace rdmaps::launch

@@ -44,6 +44,31 @@ std::string error_of(const std::function<void()>& f) {
   return "no error";
 }
 
+// The worker ranks a test does not play, asking as real ranks do: rank 0
+// answers nobody "ok" before every rank of the world asked.
+class OtherWorkers {
+ public:
+  OtherWorkers(Placement p, std::initializer_list<uint32_t> ranks, std::string secret = "") {
+    for (const uint32_t r : ranks) {
+      p.rank = r;
+      asking_.push_back(std::async(std::launch::async, [=] { return rendezvous(p, "", 10s, secret); }));
+    }
+  }
+  // What every one of them learned.
+  std::vector<std::vector<std::string>> answers() {
+    std::vector<std::vector<std::string>> all;
+    for (auto& a : asking_) all.push_back(a.get());
+    return all;
+  }
+  ~OtherWorkers() {
+    for (auto& a : asking_)
+      if (a.valid()) a.wait();
+  }
+
+ private:
+  std::vector<std::future<std::vector<std::string>>> asking_;
+};
+
 TEST(Rendezvous, EveryRankLearnsEveryServerInIndexOrder) {
   const uint16_t port = free_port();
   RendezvousHost host(rank_of(0, 5, 2, port));
@@ -74,8 +99,85 @@ TEST(Rendezvous, TimeoutNamesTheServersThatNeverCame) {
   auto s0 = std::async(std::launch::async, [=] { return rendezvous(rank_of(0, 4, 3, port), "h:1", 2s); });
   const std::string what = error_of([&] { rendezvous(rank_of(3, 4, 3, port), "", 1s); });
   EXPECT_NE(what.find("timeout"), std::string::npos) << what;
-  EXPECT_NE(what.find("still lacks server rank(s) 1,2"), std::string::npos) << what;
+  EXPECT_NE(what.find("still lacks rank(s) 1-2 (ranks below 3 serve)"), std::string::npos) << what;
   EXPECT_THROW(s0.get(), Error);
+}
+
+// Servers were answered once every server registered: a worker refused by the
+// rendezvous (another WORLD_SIZE), or one that never started, left them
+// waiting for it for good, and nobody said why. Now nobody is answered
+// before every rank came, and the refusal is quoted to the others.
+TEST(Rendezvous, NoRankIsAnsweredBeforeEveryRankCameAndARefusalIsQuoted) {
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 3, 1, port));
+  auto server =
+      std::async(std::launch::async, [=] { return error_of([&] { rendezvous(rank_of(0, 3, 1, port), "h:1", 2s); }); });
+  const std::string refused = error_of([&] { rendezvous(rank_of(2, 4, 1, port), "", 2s); });
+  EXPECT_NE(refused.find("was started with world size 4"), std::string::npos) << refused;
+  const std::string what = error_of([&] { rendezvous(rank_of(1, 3, 1, port), "", 1s); });
+  EXPECT_NE(what.find("timeout: rank 1: the rendezvous at 127.0.0.1:" + std::to_string(port) +
+                      " still lacks rank(s) 2 (ranks below 1 serve)"),
+            std::string::npos)
+      << what;
+  EXPECT_NE(what.find("and --servers? rank 2 was refused by rank 0 (from 127.0.0.1:"), std::string::npos) << what;
+  EXPECT_NE(what.find("): rank 2 was started with world size 4 and 1 server(s), rank 0 with 3 and 1"),
+            std::string::npos)
+      << what;
+  const std::string server_saw = server.get();
+  EXPECT_NE(server_saw.find("still lacks rank(s) 1-2"), std::string::npos) << server_saw;
+}
+
+// Two processes given one RANK (exported by hand, a script started twice):
+// the servers took the second for a restart once the first left, and that
+// rank's share was trained twice. They meet at the rendezvous now.
+TEST(Rendezvous, TwoProcessesOfOneRankMeetAndTheSecondIsRefused) {
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 3, 1, port));
+  auto first =
+      std::async(std::launch::async, [=] { return rendezvous(rank_of(1, 3, 1, port), "", 10s, "", "41@node-a#0001"); });
+  std::this_thread::sleep_for(300ms);
+  const std::string what = error_of([&] { rendezvous(rank_of(1, 3, 1, port), "", 5s, "", "42@node-b#0002"); });
+  EXPECT_NE(what.find("invalid-argument"), std::string::npos) << what;
+  EXPECT_NE(what.find("two processes are rank 1: pid 41 on node-a (127.0.0.1:"), std::string::npos) << what;
+  EXPECT_NE(what.find(") asked first, then pid 42 on node-b"), std::string::npos) << what;
+  OtherWorkers others(rank_of(2, 3, 1, port), {2});
+  EXPECT_EQ(rendezvous(rank_of(0, 3, 1, port), "h:1", 10s), std::vector<std::string>{"h:1"});
+  EXPECT_EQ(first.get(), std::vector<std::string>{"h:1"});  // the first goes on
+}
+
+// A stopped rank 0 (Ctrl-Z, SIGSTOP) still has its connections accepted:
+// the ranks reported its last answer as the reason they waited.
+TEST(Rendezvous, ARankZeroThatWentQuietIsNamedAsPerhapsStopped) {
+  auto quiet = transport::TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  const auto port = static_cast<uint16_t>(quiet.local_address().port());
+  std::atomic<bool> done{false};
+  std::thread host([&] {
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    transport::TcpSocket s;
+    while (!s.valid() && !done) {
+      s = quiet.try_accept(nullptr);
+      std::this_thread::sleep_for(10ms);
+    }
+    if (!s.valid()) return;
+    auto say = [&](const std::string& text) {
+      s.recv_message(deadline, "rank");
+      s.send_message(std::vector<uint8_t>(text.begin(), text.end()), deadline, "rank");
+    };
+    say("- challenge " + std::string(64, 'b'));
+    say("- wait missing 1");  // and then nothing, as a stopped process
+    while (!done) std::this_thread::sleep_for(10ms);
+  });
+  const std::string what = error_of([&] { rendezvous(rank_of(2, 3, 1, port), "", 3s); });
+  done = true;
+  host.join();
+  EXPECT_NE(what.find("timeout: rank 2: rank 0, which hosts the rendezvous at 127.0.0.1:" + std::to_string(port) +
+                      " (MASTER_ADDR and MASTER_PORT), answered last "),
+            std::string::npos)
+      << what;
+  EXPECT_NE(what.find(", when rank(s) 1 were missing (is rank 0 stopped, by Ctrl-Z, SIGSTOP or a debugger"),
+            std::string::npos)
+      << what;
+  EXPECT_EQ(what.find("still lacks"), std::string::npos) << what;
 }
 
 TEST(Rendezvous, UnreachableRendezvousIsNamedAfterTheTimeout) {
@@ -145,7 +247,7 @@ TEST(Rendezvous, RankZeroThatStopsAnsweringIsReportedAsSuch) {
   const std::string what = worker.get();
   EXPECT_NE(what.find("timeout"), std::string::npos) << what;
   EXPECT_NE(what.find("rank 0, which hosts the rendezvous at 127.0.0.1:" + std::to_string(port) +
-                      " (MASTER_ADDR and MASTER_PORT), stopped answering while server rank(s) 0,1 were missing"),
+                      " (MASTER_ADDR and MASTER_PORT), stopped answering while rank(s) 0-1 were missing"),
             std::string::npos)
       << what;
   EXPECT_NE(what.find("nobody listens there"), std::string::npos) << what;  // the connect error
@@ -168,6 +270,32 @@ TEST(Rendezvous, AnIpv6MasterAddrIsServed) {
   EXPECT_EQ(wildcard_for("[::1]", 5), "[::]:5");
 }
 
+// A rank 0 given MASTER_ADDR=127.0.0.1 listens on loopback alone: a rank
+// given the host's real address got a bare "Connection refused".
+TEST(Rendezvous, ARefusedConnectionToARealAddressSaysWhereALoopbackRankZeroListens) {
+  ifaddrs* list = nullptr;
+  ASSERT_EQ(::getifaddrs(&list), 0);
+  std::string real;  // up, IPv4, not loopback
+  for (ifaddrs* i = list; i && real.empty(); i = i->ifa_next)
+    if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && (i->ifa_flags & IFF_UP) && !(i->ifa_flags & IFF_LOOPBACK)) {
+      char text[INET_ADDRSTRLEN] = {};
+      ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof(text));
+      real = text;
+    }
+  ::freeifaddrs(list);
+  if (real.empty()) GTEST_SKIP() << "no network interface but loopback";
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 2, 1, port));  // MASTER_ADDR=127.0.0.1: loopback alone
+  Placement p = rank_of(1, 2, 1, port);
+  p.master_addr = real;
+  const std::string what = error_of([&] { rendezvous(p, "", 1s); });
+  EXPECT_NE(what.find("could not reach the rendezvous at " + real), std::string::npos) << what;
+  EXPECT_NE(what.find("(is rank 0 running, given this MASTER_ADDR? a rank 0 given a loopback one listens on loopback "
+                      "alone)"),
+            std::string::npos)
+      << what;
+}
+
 TEST(Rendezvous, AnUnresolvableMasterAddrIsNamed) {
   Placement p = rank_of(1, 2, 1, 29500);
   p.master_addr = "no-such-host.invalid";
@@ -180,6 +308,7 @@ TEST(Rendezvous, AnUnresolvableMasterAddrIsNamed) {
 TEST(Rendezvous, ALoopbackMasterAddrIsServedOnLoopbackOnly) {
   const uint16_t port = free_port();
   RendezvousHost host(rank_of(0, 2, 1, port));  // MASTER_ADDR=127.0.0.1
+  OtherWorkers others(rank_of(1, 2, 1, port), {1});
   EXPECT_EQ(rendezvous(rank_of(0, 2, 1, port), "h:1", 5s), std::vector<std::string>{"h:1"});
   // 127.0.0.2 is this host too, but not the address the ranks dial.
   const std::string what = error_of([&] {
@@ -225,6 +354,7 @@ TEST(Rendezvous, RefusesAnotherLaunchAndADoubledServerRank) {
     what = error_of([&] { rendezvous(rank_of(0, 3, 1, port), address, 5s); });
     EXPECT_NE(what.find(said), std::string::npos) << address << ": " << what;
   }
+  OtherWorkers others(rank_of(1, 3, 1, port), {1, 2});
   EXPECT_EQ(rendezvous(rank_of(0, 3, 1, port), "h:1", 5s), std::vector<std::string>{"h:1"});
   what = error_of([&] { rendezvous(rank_of(0, 3, 1, port), "other:2", 5s); });
   EXPECT_NE(what.find("server rank 0 registered twice (h:1 and other:2)"), std::string::npos) << what;
@@ -237,7 +367,7 @@ TEST(Rendezvous, AServerRankThatWentBeforeTheSetWasWholeIsForgotten) {
   const uint16_t port = free_port();
   RendezvousHost host(rank_of(0, 3, 2, port));
   const std::string what = error_of([&] { rendezvous(rank_of(1, 3, 2, port), "dead:1", 1s); });
-  EXPECT_NE(what.find("still lacks server rank(s) 0"), std::string::npos) << what;
+  EXPECT_NE(what.find("still lacks rank(s) 0,2"), std::string::npos) << what;
   std::this_thread::sleep_for(300ms);  // rank 0's host sees its connection close
   auto restarted = std::async(std::launch::async, [=] { return rendezvous(rank_of(1, 3, 2, port), "new:1", 10s); });
   auto worker = std::async(std::launch::async, [=] { return rendezvous(rank_of(2, 3, 2, port), "", 10s); });
@@ -267,6 +397,7 @@ TEST(Rendezvous, RefusesARankOfAnotherLaunchIdOfTheSameShape) {
   EXPECT_NE(what.find("(no launch id) than rank 0 ('slurm:41.0')"), std::string::npos) << what;
   Placement server = rank_of(0, 3, 1, port);
   server.launch_id = "slurm:41.0";
+  OtherWorkers others(server, {1, 2});
   EXPECT_EQ(rendezvous(server, "h:1", 5s), std::vector<std::string>{"h:1"});
 }
 
@@ -288,11 +419,11 @@ class Peer {
   transport::TcpSocket socket_;
 };
 
-// `text` on a fresh connection, after the challenge a version 4 request needs.
+// `text` on a fresh connection, after the challenge a version 5 request needs.
 std::string ask(uint16_t port, const std::string& text) {
   Peer peer(port);
-  if (text.rfind("rdmaps-rendezvous 4 ", 0) == 0) {
-    EXPECT_EQ(peer.say("rdmaps-rendezvous 4 challenge").rfind("- challenge ", 0), 0u);
+  if (text.rfind("rdmaps-rendezvous 5 ", 0) == 0) {
+    EXPECT_EQ(peer.say("rdmaps-rendezvous 5 challenge").rfind("- challenge ", 0), 0u);
   }
   return peer.say(text);
 }
@@ -305,16 +436,17 @@ TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
   EXPECT_EQ(ask(port, "GET / HTTP/1.0"), "error not a rendezvous request");
   // A rank of another rdmaps (version 2 had no nonce) is told so, in the form every version reads.
   EXPECT_EQ(ask(port, "rdmaps-rendezvous 2 2 1 0 - "),
-            "error this rank speaks rendezvous version 2, rank 0 speaks 4: every rank of a job must run the same "
+            "error this rank speaks rendezvous version 2, rank 0 speaks 5: every rank of a job must run the same "
             "rdmaps");
-  EXPECT_EQ(ask(port, "rdmaps-rendezvous 3 " + kNonce + " - 2 1 0 - "),
-            "error this rank speaks rendezvous version 3, rank 0 speaks 4: every rank of a job must run the same "
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 4 " + kNonce + " - 2 1 0 - "),
+            "error this rank speaks rendezvous version 4, rank 0 speaks 5: every rank of a job must run the same "
             "rdmaps");
-  EXPECT_EQ(Peer(port).say("rdmaps-rendezvous 4 " + kNonce + " - 2 1 0 h:9 "),
+  EXPECT_EQ(Peer(port).say("rdmaps-rendezvous 5 " + kNonce + " - 2 1 0 h:9 1@h#1 "),
             "- error a request before its connection's challenge");
-  EXPECT_EQ(ask(port, "rdmaps-rendezvous 4 xyz - 2 1 0 - "), "- error not a rendezvous request");
-  EXPECT_EQ(ask(port, "rdmaps-rendezvous 4 " + kNonce + " - 2 1 7 - "), "- error rank 7 is not below the world size");
-  EXPECT_EQ(ask(port, "rdmaps-rendezvous 4 " + kNonce + " - 2 1 0"), "- error not a rendezvous request");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 5 xyz - 2 1 0 - 1@h#1 "), "- error not a rendezvous request");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 5 " + kNonce + " - 2 1 7 - 1@h#1 "),
+            "- error rank 7 is not below the world size");
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 5 " + kNonce + " - 2 1 0 h:9"), "- error not a rendezvous request");
   // A message longer than any request closes that connection only.
   {
     const auto deadline = std::chrono::steady_clock::now() + 5s;
@@ -323,7 +455,8 @@ TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
     s.send_message(std::vector<uint8_t>(big.begin(), big.end()), deadline, "host");
     EXPECT_THROW(s.recv_message(deadline, "host"), Error);
   }
-  EXPECT_EQ(ask(port, "rdmaps-rendezvous 4 " + kNonce + " - 2 1 0 h:9 "), "- ok h:9");
+  // Served on, and waits for rank 1 before it answers "ok".
+  EXPECT_EQ(ask(port, "rdmaps-rendezvous 5 " + kNonce + " - 2 1 0 h:9 1@h#1 "), "- wait missing 1");
 }
 
 // The rendezvous answered anyone: a peer without the secret learned rank 0's
@@ -338,8 +471,8 @@ TEST(Rendezvous, ProvesTheSecretBothWaysAndTellsAPeerWithoutItNothing) {
   Placement worker = rank_of(2, 3, 1, port);
   worker.launch_id = "slurm:41.0";
   for (const std::string& text :
-       {"rdmaps-rendezvous 4 " + kNonce + " - 9 9 0 evil:1 guess",
-        "rdmaps-rendezvous 4 " + kNonce + " " + std::string(64, '0') + " 3 1 0 evil:1 slurm:41.0"}) {
+       {"rdmaps-rendezvous 5 " + kNonce + " - 9 9 0 evil:1 1@e#1 guess",
+        "rdmaps-rendezvous 5 " + kNonce + " " + std::string(64, '0') + " 3 1 0 evil:1 1@e#1 slurm:41.0"}) {
     const std::string reply = ask(port, text);
     EXPECT_EQ(reply.rfind("- error the request ", 0), 0u) << reply;
     for (const char* secretive : {"41.0", "3 and 1", "evil", "h:1"})
@@ -349,8 +482,11 @@ TEST(Rendezvous, ProvesTheSecretBothWaysAndTellsAPeerWithoutItNothing) {
   EXPECT_NE(what.find("the request proves no secret, and rank 0 has one"), std::string::npos) << what;
   what = error_of([&] { rendezvous(worker, "", 3s, "another-secret-0123456789"); });
   EXPECT_NE(what.find("does not prove rank 0's secret"), std::string::npos) << what;
+  Placement rank1 = worker;
+  rank1.rank = 1;
+  OtherWorkers others(rank1, {1, 2}, secret);
   EXPECT_EQ(rendezvous(host_rank, "h:1", 3s, secret), std::vector<std::string>{"h:1"});  // nothing forged got in
-  EXPECT_EQ(rendezvous(worker, "", 3s, secret), std::vector<std::string>{"h:1"});
+  for (const auto& learned : others.answers()) EXPECT_EQ(learned, std::vector<std::string>{"h:1"});
   // A rank with a secret refuses a rendezvous that proves none.
   const uint16_t open_port = free_port();
   RendezvousHost open_host(rank_of(0, 2, 1, open_port));
@@ -396,6 +532,7 @@ TEST(Rendezvous, ARequestRecordedOnOneConnectionProvesNothingOnAnother) {
   std::string reply;
   for (const auto& message : recorded) reply = replay.say(message);
   EXPECT_EQ(reply.rfind("- error the request does not prove rank 0's secret", 0), 0u) << reply;
+  OtherWorkers others(server, {1}, secret);
   EXPECT_EQ(rendezvous(server, "new:2", 3s, secret), std::vector<std::string>{"new:2"});
 }
 
@@ -430,6 +567,7 @@ TEST(Rendezvous, ConnectionsThatProveNothingAreBounded) {
   std::this_thread::sleep_for(500ms);  // the host accepts them all meanwhile
   // This process holds the flood's ends; the host at most kMaxPending of the others.
   EXPECT_LE(open_files() - before, kFlood + static_cast<long>(RendezvousHost::kMaxPending) + 8);
+  OtherWorkers others(rank_of(1, 2, 1, port), {1}, "0123456789abcdef-the-job");
   EXPECT_EQ(rendezvous(rank_of(0, 2, 1, port), "h:1", 5s, "0123456789abcdef-the-job"), std::vector<std::string>{"h:1"});
 }
 
@@ -443,10 +581,10 @@ TEST(Rendezvous, APeerThatNeverReadsHoldsUpNoRank) {
   transport::TcpSocket& hog = peer.socket();
   const int small = 1024;
   ::setsockopt(hog.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-  ASSERT_EQ(peer.say("rdmaps-rendezvous 4 challenge").rfind("- challenge ", 0), 0u);
+  ASSERT_EQ(peer.say("rdmaps-rendezvous 5 challenge").rfind("- challenge ", 0), 0u);
   // Rank 0 registering a 3000-byte address: each answer carries it back.
   const std::string address = std::string(2998, 'a') + ":1";
-  const std::string request = "rdmaps-rendezvous 4 " + kNonce + " - 2 1 0 " + address + " ";
+  const std::string request = "rdmaps-rendezvous 5 " + kNonce + " - 2 1 0 " + address + " 1@hog#1 ";
   std::thread asker([&] {
     try {
       for (int i = 0; i < 2000; ++i)
@@ -483,6 +621,7 @@ TEST(Rendezvous, AHostOutOfOpenFilesServesOnOnceFilesAreFree) {
     std::this_thread::sleep_for(300ms);  // the host's accepts fail meanwhile
   }
   flood.clear();
+  OtherWorkers others(rank_of(1, 2, 1, port), {1});
   EXPECT_EQ(rendezvous(rank_of(0, 2, 1, port), "10.0.0.1:4000", 10s), (std::vector<std::string>{"10.0.0.1:4000"}));
 }
 
