@@ -17,6 +17,20 @@
 #include "transport/process_id.h"
 
 namespace rdmaps::ps {
+namespace {
+
+// "; worker 2 holds it, at clock 4" (Mailbox::holding), for an SSP wait's timeout.
+std::string holding_text(uint64_t holding, uint64_t min_clock) {
+  if (holding == 0) return "";
+  const uint64_t worker = (holding & ~kHoldingNeverReached) - 1;
+  if (holding & kHoldingNeverReached)
+    return "; worker " + std::to_string(worker) +
+           " holds it: it never reached this server lane (did it start, and "
+           "did it end or fail before it connected? its own output says)";
+  return "; worker " + std::to_string(worker) + " holds it, at clock " + std::to_string(min_clock);
+}
+
+}  // namespace
 
 void ClientImpl::declare(const std::string& name, size_t floats) {
   if (partition_) throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
@@ -344,10 +358,16 @@ void ClientImpl::clock(bool barrier) {
       const uint64_t need = clock_ - s;
       clock_wait_since_ = Clock::now();
       for (auto& link : links_)
-        for (auto& lane : link.lanes)
-          wait([&] { return link.load(link.mailbox(lane).min_clock) >= need; },
-               "at clock " + std::to_string(clock_) + " waiting for the slowest worker to reach clock " +
-                   std::to_string(need) + " (server " + link.address + " lane " + std::to_string(lane.index) + ")");
+        for (auto& lane : link.lanes) try {
+            wait([&] { return link.load(link.mailbox(lane).min_clock) >= need; },
+                 "at clock " + std::to_string(clock_) + " waiting for the slowest worker to reach clock " +
+                     std::to_string(need) + " (server " + link.address + " lane " + std::to_string(lane.index) + ")");
+          } catch (const Error& e) {
+            if (e.code() != Errc::kTimeout) throw;
+            // Which worker: the server's own log says so, this worker's error did not.
+            throw Error(Errc::kTimeout, e.what() + holding_text(link.load(link.mailbox(lane).holding),
+                                                                link.load(link.mailbox(lane).min_clock)));
+          }
       end_clock_wait();
       return;
     } catch (const Error& e) {

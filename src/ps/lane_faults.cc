@@ -137,6 +137,7 @@ void ServerLane::check_liveness() {
   closing_.sweep();
   discard_departed();
   warn_stalled();
+  publish_holding();
   rejections_.flush();
   refusals_.flush();
 }

@@ -88,9 +88,17 @@ struct Mailbox {
   uint64_t pull_stamp;    ///< min_clock when the last pull was copied
   uint64_t rejected;      ///< this worker's messages the server rejected
   uint64_t landings;      ///< landing regions this lane holds for the worker (put path)
-  uint64_t reserved[2];
+  uint64_t holding;       ///< a worker at min_clock (holding_of()); current once the clock held 1 s
+  uint64_t reserved;
 };
 static_assert(sizeof(Mailbox) == 64);
+
+/// Mailbox::holding: 1 + the worker's id, bit 63 set while it never reached
+/// this lane; 0 for none known. Says who an SSP wait waits for.
+constexpr uint64_t kHoldingNeverReached = uint64_t{1} << 63;
+constexpr uint64_t holding_of(uint32_t worker, bool never_reached) {
+  return (uint64_t{worker} + 1) | (never_reached ? kHoldingNeverReached : 0);
+}
 
 /// Worker receive region per server: one mailbox per lane, shard versions, parameters.
 struct ReceiveLayout {

@@ -274,6 +274,7 @@ void ServerLane::admit_checked(std::unique_ptr<transport::Endpoint>& ep, const L
   const uint64_t start_clock = std::max({admitted->start_clock, hello.clock, min_clock_});
   w.mailbox = Mailbox{};
   w.mailbox.min_clock = min_clock_;
+  w.mailbox.holding = holding_;
   w.mailbox.landings = w.writer->landing_bytes().size();
   w.name = "worker " + std::to_string(w.id) + " (" + peer + ")";
   welcome.accepted = 1;
@@ -620,11 +621,41 @@ void ServerLane::update_min_clock() {
   if (m == min_clock_) return;
   min_clock_ = m;
   min_clock_since_ = Clock::now();
+  holding_ = holder();
   // min_clock_, not m: a send that fails drops its worker, which may move
   // the minimum again (and send it to all); the rest must not get the older one.
   for (auto& w : workers_) {
     if (!w.live) continue;
     w.mailbox.min_clock = min_clock_;
+    w.mailbox.holding = holding_;
+    send_mailbox(w);
+  }
+}
+
+// One that never came first: that says more than a live one beside it.
+uint64_t ServerLane::holder() const {
+  for (const auto& w : workers_)
+    if (!w.connected_once && w.clock == min_clock_) return holding_of(w.id, true);
+  for (const auto& w : workers_)
+    if (w.live && w.clock == min_clock_) return holding_of(w.id, false);
+  return 0;
+}
+
+// Who holds the clock changes without the minimum moving (one of two at it
+// clocks on): sending that with every clock cost a mailbox per worker each
+// time. A wait that lasts is what needs it, so it is brought up to date once
+// the clock held a second, for the waiting workers' timeout to name.
+void ServerLane::publish_holding() {
+  const auto now = Clock::now();
+  if (now - min_clock_since_ < std::chrono::seconds(1) || now - holding_checked_ < std::chrono::milliseconds(500))
+    return;
+  holding_checked_ = now;
+  const uint64_t h = holder();
+  if (h == holding_) return;
+  holding_ = h;
+  for (auto& w : workers_) {
+    if (!w.live) continue;
+    w.mailbox.holding = holding_;
     send_mailbox(w);
   }
 }

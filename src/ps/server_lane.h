@@ -269,6 +269,8 @@ class ServerLane {
   /// Sends the mailboxes that waited for the ones before them; true if any went.
   bool send_owed_mailboxes();
   void update_min_clock();
+  uint64_t holder() const;  // Mailbox::holding of a worker at min_clock_
+  void publish_holding();
   void clock_advanced(uint64_t before, uint64_t now);
   void on_push_am(transport::AmMessage& m);
   bool complete_landings();
@@ -316,7 +318,9 @@ class ServerLane {
   std::vector<uint64_t> state_since_;
   uint64_t min_clock_ = 0;
   std::chrono::steady_clock::time_point min_clock_since_{};  // when min_clock_ last moved
-  std::chrono::steady_clock::time_point all_joined_at_{};    // warn_stalled(): when every worker had connected once
+  uint64_t holding_ = 0;                                     // Mailbox::holding as last sent
+  std::chrono::steady_clock::time_point holding_checked_{};
+  std::chrono::steady_clock::time_point all_joined_at_{};  // warn_stalled(): when every worker had connected once
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
   size_t liveness_next_ = 0;   // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;

@@ -300,6 +300,47 @@ TEST_P(PsFaultTest, APieceOfAStepBasedOnTheVersionItsStepMadeIsRejected) {
   EXPECT_EQ(s.staleness.back(), 0u) << "a push counted as stale as the histogram goes";
 }
 
+// A worker that never started (or ended before it connected) held the SSP
+// clock: the others' timeout said "waiting for the slowest worker", not which.
+TEST_P(PsFaultTest, AnSspWaitThatTimesOutNamesTheWorkerHoldingTheClock) {
+  Config c = config();
+  c.staleness = 0;
+  c.shard_floats = 1024;
+  auto clock_error = [](Client& client) {
+    try {
+      client.clock();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  {
+    ServerGroup servers(1, 2, c);
+    ClientOptions o = local_worker_options(servers.addresses(), c);
+    o.timeout = 1500ms;
+    Client first(o);
+    first.declare("w", 1000);
+    first.connect();
+    const std::string what = clock_error(first);
+    EXPECT_NE(what.find("waiting for the slowest worker to reach clock 1"), std::string::npos) << what;
+    EXPECT_NE(what.find("; worker 1 holds it: it never reached this server lane"), std::string::npos) << what;
+  }
+  // Connected, and not clocking: named once the clock held a second.
+  ServerGroup servers(1, 2, c);
+  ClientOptions o = local_worker_options(servers.addresses(), c);
+  o.timeout = 3s;
+  ClientOptions idle_options = o;
+  idle_options.worker = 1;
+  Client idle(idle_options);
+  idle.declare("w", 1000);
+  idle.connect();
+  Client first(o);
+  first.declare("w", 1000);
+  first.connect();
+  const std::string what = clock_error(first);
+  EXPECT_NE(what.find("; worker 1 holds it, at clock 0"), std::string::npos) << what;
+}
+
 TEST_P(PsFaultTest, DeadWorkerIsDroppedFromTheClockAndMayRejoin) {
   Config c = config();
   c.staleness = 0;  // BSP: a dead worker not dropped would block the others forever
