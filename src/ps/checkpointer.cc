@@ -1,7 +1,11 @@
 #include "src/ps/checkpointer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <span>
+#include <string>
+#include <string_view>
 
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
@@ -25,8 +29,32 @@ void Checkpointer::claim(uint32_t index) {
   lock_ = std::make_unique<CheckpointDirLock>(dir_, index);
 }
 
-void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence, uint64_t earlier_job) {
+namespace {
+
+// Workers that left or were lost, over the lanes.
+uint64_t workers_ended(const std::vector<std::unique_ptr<ServerLane>>& lanes) {
+  uint64_t ended = 0;
+  for (const auto& lane : lanes) {
+    const LaneCounters& c = lane->counters();
+    ended += c.workers_left.load(std::memory_order_relaxed) + c.workers_lost.load(std::memory_order_relaxed);
+  }
+  return ended;
+}
+
+// "" or where `floats` holds its first NaN or infinity.
+std::string first_non_finite(std::span<const float> floats, const char* what, size_t lane) {
+  const auto bad = std::find_if(floats.begin(), floats.end(), [](float v) { return !std::isfinite(v); });
+  if (bad == floats.end()) return "";
+  return std::string(std::isnan(*bad) ? "NaN" : "an infinity") + " in lane " + std::to_string(lane) + "'s " + what +
+         " at float " + std::to_string(bad - floats.begin());
+}
+
+}  // namespace
+
+void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence, uint64_t earlier_job,
+                         uint64_t resumed_updates) {
   base_ = base;
+  if (last_sequence) last_updates_.store(resumed_updates, std::memory_order_relaxed);
   sequence_ = last_sequence;
   // Carried by every checkpoint: a restart with --resume after a run without
   // it pruned the earlier job's files that run had promised to keep. Below
@@ -62,11 +90,7 @@ void Checkpointer::wait() {
 
 void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates) {
   if (!enabled() || !started_ || lanes.empty()) return;
-  uint64_t ended = 0;
-  for (const auto& lane : lanes) {
-    const LaneCounters& c = lane->counters();
-    ended += c.workers_left.load(std::memory_order_relaxed) + c.workers_lost.load(std::memory_order_relaxed);
-  }
+  const uint64_t ended = workers_ended(lanes);
   if (ended != workers_ended_ && !leave_due_) {
     leave_due_ = Clock::now() + kAfterLeave;
     if (leave_taken_) leave_due_ = std::max(*leave_due_, *leave_taken_ + kLeaveGap);
@@ -90,7 +114,8 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
     return;
   }
   const auto now = Clock::now();
-  const bool by_time = every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_);
+  const bool by_time =
+      every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_) && !unchanged_since_last(updates, ended);
   const bool by_count = every_updates_ && updates - last_taken_updates_ >= every_updates_;
   const bool by_leave = leave_due_ && now >= *leave_due_;
   if (!by_time && !by_count && !by_leave) return;
@@ -98,6 +123,8 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
   leave_due_.reset();
   last_at_ = now;
   last_taken_updates_ = updates;
+  last_taken_ended_ = ended;
+  sequence_taken_ = true;
   pending_ = ++sequence_;
   for (const auto& lane : lanes) lane->request_snapshot(pending_);
 }
@@ -111,6 +138,12 @@ bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes,
            "rdmaps-server: no final checkpoint: this run did not resume and applied no update (%s keeps what it "
            "held)",
            dir_.c_str());
+    return true;
+  }
+  // A write that failed, or a snapshot asked for and not yet written, owes this one all the same.
+  if (unchanged_since_last(updates, workers_ended(lanes)) && !failed_since_last_ && !pending_) {
+    if (verbose_)
+      logf(LogLevel::kInfo, "rdmaps-server: no final checkpoint: the newest in %s holds this model", dir_.c_str());
     return true;
   }
   pending_ = 0;
@@ -156,6 +189,18 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
       }
     }
     if (!arrays.state.empty() && arrays.state.size() != arrays.params.size()) arrays.state.clear();
+    // Checked here, where the model is copied anyway: a diverged model written
+    // and resumed without a word pruned the last finite checkpoints.
+    for (size_t i = 0; i < arrays.params.size(); ++i) {
+      std::string where = first_non_finite(arrays.params[i], "parameters", i);
+      if (where.empty() && i < arrays.state.size()) where = first_non_finite(arrays.state[i], "optimizer state", i);
+      if (!where.empty())
+        throw Error(Errc::kInvalidArgument,
+                    "not written: the model holds " + where +
+                        " (training diverged: a smaller --lr, or --check-nan to reject such gradients); the "
+                        "checkpoints in " +
+                        dir_ + " are kept");
+    }
     // Origins of 0 (no resume from a stateless checkpoint) are what a file without them means.
     if (std::all_of(h.state_since.begin(), h.state_since.end(), [](uint64_t v) { return v == 0; }))
       h.state_since.clear();
@@ -175,6 +220,7 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
     if (good_.size() > keep_) good_.erase(good_.begin(), good_.end() - keep_);
     last_updates_.store(h.updates(), std::memory_order_relaxed);
     LaneCounters::add(written_);  // one writer at a time: finish() waits for the thread
+    failed_since_last_ = false;
     if (verbose_)
       logf(LogLevel::kInfo, "rdmaps-server: checkpoint %llu written to %s: %llu updates, %.1f ms",
            static_cast<unsigned long long>(sequence), path.c_str(), static_cast<unsigned long long>(h.updates()),
@@ -183,8 +229,13 @@ bool Checkpointer::write(const std::vector<std::unique_ptr<ServerLane>>& lanes, 
   } catch (const std::exception& e) {
     // Serving goes on: a full disk must not stop training, only say so.
     LaneCounters::add(failed_);
-    logf(LogLevel::kError, "rdmaps-server: checkpoint %llu failed: %s", static_cast<unsigned long long>(sequence),
-         e.what());
+    failed_since_last_ = true;
+    const bool full = std::string_view(e.what()).find("No space left") != std::string_view::npos;
+    logf(LogLevel::kError, "rdmaps-server: checkpoint %llu failed: %s%s", static_cast<unsigned long long>(sequence),
+         e.what(),
+         full ? " (the directory needs room for --checkpoint-keep + 1 checkpoints: each is written before the oldest "
+                "goes)"
+              : "");
     return false;
   }
 }

@@ -32,8 +32,8 @@ class Checkpointer {
   void claim(uint32_t index);
   /// The lanes serve the table `base` describes from now on (the header
   /// fields that do not change); numbering goes on after `last_sequence` (a
-  /// resumed one's), whose `earlier_job` files stay kept.
-  void start(const CheckpointHeader& base, uint64_t last_sequence, uint64_t earlier_job);
+  /// resumed one's, holding `resumed_updates`), whose `earlier_job` files stay kept.
+  void start(const CheckpointHeader& base, uint64_t last_sequence, uint64_t earlier_job, uint64_t resumed_updates);
   /// The job id each checkpoint carries from now on (Admission::job).
   void set_job(uint64_t job) { job_.store(job, std::memory_order_relaxed); }
   /// Control thread, every turn: `updates` is the pushes taken in so far.
@@ -45,15 +45,20 @@ class Checkpointer {
   /// connected, and a server that died before the next periodic checkpoint
   /// came back waiting for a worker that had finished. At most one such
   /// checkpoint every kLeaveGap: workers ending one by one must not copy
-  /// the model once each.
+  /// the model once each. Nothing is taken by time while no update was
+  /// applied and no worker ended since the last one (resumed or written):
+  /// identical copies pruned the distinct ones (--checkpoint-keep counted
+  /// timer ticks; an idle server wrote 418 of them).
   void tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates);
   /// Long enough that workers ending together (a job's end) leave before
   /// it: finish() then writes the last checkpoint, and this one is not taken.
   static constexpr std::chrono::seconds kAfterLeave{2};
   static constexpr std::chrono::seconds kLeaveGap{30};
   /// After the lanes stopped: waits for a write in progress, then writes one
-  /// last checkpoint (none where tick() would not have). Returns false when
-  /// the last checkpoint could not be written.
+  /// last checkpoint (none where tick() would not have, nor where the newest
+  /// already holds this model). Returns false when the last checkpoint could
+  /// not be written. A model that holds a NaN or an infinity is never
+  /// written (it pruned the last finite ones): that write fails, saying where.
   bool finish(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates);
   /// Returns once no write is in progress.
   void wait();
@@ -67,6 +72,10 @@ class Checkpointer {
   bool write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence);  // on any thread; false: failed
   /// A run that did not resume and applied no update: its table is not the job's.
   bool nothing_to_keep(uint64_t updates) const { return !resumed_ && updates == 0; }
+  /// Nothing applied and no worker ended since the newest checkpoint (resumed, or asked for).
+  bool unchanged_since_last(uint64_t updates, uint64_t ended) const {
+    return (resumed_ || sequence_taken_) && updates == last_taken_updates_ && ended == last_taken_ended_;
+  }
 
   std::string dir_;
   std::unique_ptr<CheckpointDirLock> lock_;
@@ -82,7 +91,9 @@ class Checkpointer {
   uint64_t workers_ended_ = 0;                                        // the lanes' workers left and lost, as last seen
   std::optional<std::chrono::steady_clock::time_point> leave_due_;    // a snapshot owed to a worker's leave
   std::optional<std::chrono::steady_clock::time_point> leave_taken_;  // the last one taken for a leave
-  uint64_t last_taken_updates_ = 0;
+  uint64_t last_taken_updates_ = 0, last_taken_ended_ = 0;            // at the last snapshot asked for
+  bool sequence_taken_ = false;                                       // a snapshot was asked for in this run
+  bool failed_since_last_ = false;                                    // the writer's last write failed
   std::thread writer_;
   std::atomic<bool> writing_{false};
   std::atomic<uint64_t> written_{0}, failed_{0}, last_updates_{0};

@@ -185,7 +185,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
   base.rule = RuleParams::from(config);
   base.tensors = table;
   checkpointer_.start(base, checkpoint ? checkpoint->header.sequence : 0,
-                      checkpoint ? checkpoint->header.earlier_job : 0);
+                      checkpoint ? checkpoint->header.earlier_job : 0, checkpoint ? checkpoint->header.updates() : 0);
   partition_ = std::move(partition);
   // Workers that gave up joining while this server had no table: its job starts without them.
   for (uint32_t w = 0; w < forsaken_.size(); ++w)

@@ -1270,6 +1270,51 @@ TEST_P(PsCheckpointTest, AWorkerLostIsCheckpointedSoonAsGone) {
   fs::remove_all(dir);
 }
 
+// Periodic checkpoints of an idle server were identical copies that pruned
+// the distinct ones (--checkpoint-keep counted timer ticks), and a diverged
+// model was written and pruned the last finite checkpoints: a resume served
+// NaN without a word.
+TEST_P(PsCheckpointTest, OnlyAChangedAndFiniteModelIsCheckpointedByTime) {
+  const std::string dir = temp_dir();
+  Config c = sgd_config(GetParam(), kLr, 16);
+  c.checkpoint_dir = dir;
+  c.checkpoint_every_ms = 20;
+  c.checkpoint_every_updates = 0;
+  c.checkpoint_keep = 2;
+  c.staleness = kInfiniteStaleness;
+  ServerGroup servers(1, 1, c, kept_running());
+  Client client(local_worker_options(servers.addresses(), c));
+  client.declare("w", 64);
+  client.connect();
+  client.push("w", std::vector<float>(64, 0.5f));
+  client.clock();
+  ASSERT_TRUE(first_checkpoint(servers, dir).has_value()) << "no checkpoint by time of a trained model";
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().pushes < 4 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);  // each of the 4 pieces
+  const uint64_t pushes = servers.server(0).stats().pushes;
+  ASSERT_EQ(pushes, 4u);
+  std::this_thread::sleep_for(200ms);  // a checkpoint of all of them is written
+  const uint64_t written = servers.server(0).stats().checkpoints;
+  std::this_thread::sleep_for(300ms);  // 15 periods with nothing applied
+  EXPECT_EQ(servers.server(0).stats().checkpoints, written) << "checkpoints of a model that did not change";
+
+  std::vector<float> diverged(64, 0.5f);
+  diverged[37] = std::numeric_limits<float>::quiet_NaN();
+  client.push("w", diverged);
+  client.clock();
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().checkpoint_failures == 0 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_GT(servers.server(0).stats().checkpoint_failures, 0u) << "a model holding NaN was written";
+  // The pieces of that push without the NaN may be in one, taken before the NaN's landed.
+  const auto newest = ps::load_newest_checkpoint(dir, 0, 1 << 20, [](const std::string&) {});
+  ASSERT_TRUE(newest.has_value());
+  EXPECT_TRUE(std::all_of(newest->params.begin(), newest->params.end(), [](float v) { return std::isfinite(v); }))
+      << newest->path << " holds a NaN";
+  EXPECT_GE(newest->header.updates(), pushes) << newest->path;
+  servers.stop();
+  fs::remove_all(dir);
+}
+
 // A server restarted without --resume (a supervisor that left the flag out)
 // that a worker joined and no push reached: it wrote checkpoints of its
 // zeros, numbered after the trained ones, so the next --resume served zeros
