@@ -117,6 +117,7 @@ void ClientImpl::connect() {
       stats_.servers_holding += w.holding;
     }
     end_probes();  // joined every server
+    if (options_.worker == 0 && stats_.servers_resumed > 1) warn_of_resumes_apart();
   } catch (...) {
     // Not connected: a later connect() starts over (and is refused again if
     // the reason stands) instead of finding a half-made connection.
@@ -133,6 +134,27 @@ void ClientImpl::connect() {
     job_ = 0;
     throw;
   }
+}
+
+// Each server resumes its own newest checkpoint that reads back: one whose
+// newest was damaged or missing resumed an older one, and the model's ranges
+// were of moments far apart without a word. Of this worker's steps (its
+// pieces over the server's shards), what each holds; periodic checkpoints
+// are taken by each server's own timer, so a few steps apart is usual.
+void ClientImpl::warn_of_resumes_apart() const {
+  uint64_t least = UINT64_MAX, most = 0;
+  std::string held;
+  for (uint32_t i = 0; i < links_.size(); ++i) {
+    const uint64_t steps = links_[i].held_at_connect / std::max<uint64_t>(1, links_[i].shards);
+    least = std::min(least, steps), most = std::max(most, steps);
+    held += (i ? ", server " : "server ") + std::to_string(i) + " (" + links_[i].address + ") " + std::to_string(steps);
+  }
+  if (most - least <= std::max<uint64_t>(2, most / 10)) return;
+  logf(LogLevel::kWarn,
+       "rdmaps worker 0: the servers resumed checkpoints of different moments: of this worker's steps, %s: a server "
+       "whose newest checkpoint was damaged or missing resumed an older one (its log says which), and each range of "
+       "the model goes on from its own moment (to resume one moment, give every server checkpoints of it)",
+       held.c_str());
 }
 
 void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Range fetched, const ServerLink* only,

@@ -339,6 +339,7 @@ class ClientImpl {
   void wait(Done&& done, const std::string& what, const ServerLink* link = nullptr);
   /// wait() for the staging ring's copies (client_push.cc; wait() is defined in client.cc).
   void wait_for_copy(cuda::StagingRing& ring, int buffer);
+  void warn_of_resumes_apart() const;
   /// The global floats a write-back payload of `bytes` at `offset` of
   /// `link`'s receive region carries (offset at or past its parameters).
   static Range floats_at(const ServerLink& link, uint64_t offset, uint64_t bytes) {

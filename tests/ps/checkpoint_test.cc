@@ -21,11 +21,13 @@
 #include <iterator>
 #include <limits>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
 #include <sstream>
 
+#include "rdmaps/log.h"
 #include "src/ps/update_rules.h"
 #include "tests/common/update_reference.h"
 #include "tests/ps/fixture.h"
@@ -1534,6 +1536,70 @@ TEST_P(PsCheckpointTest, AnEndedJobResumesWithEveryWorkerAtTheFurthestClock) {
   ServerGroup servers(1, 2, c, o);
   EXPECT_EQ(servers.server(0).stats().min_clock, 100u) << "the workers are awaited at different clocks";
   servers.stop();
+  fs::remove_all(dir);
+}
+
+// Server 1's newest checkpoints damaged or gone: it resumed an older one,
+// server 0 its newest, and the job went on with the model's two ranges of
+// moments far apart without a word.
+TEST_P(PsCheckpointTest, ServersResumedFromMomentsFarApartAreSaidToBe) {
+  const std::string dir = temp_dir();
+  Config c = checkpoint_each_update(GetParam(), dir);
+  c.checkpoint_keep = 1000;
+  c.staleness = kInfiniteStaleness;
+  const ServerOptions base = kept_running();
+  {
+    ServerGroup servers(2, 1, c, base);
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", 64);
+    client.connect();
+    std::vector<float> w(64);
+    for (uint64_t step = 1; step <= 12; ++step) {  // server 1 checkpoints each step
+      client.push("w", std::vector<float>(64, 0.25f));
+      client.clock();
+      client.pull("w", w);
+      for (auto until = Clock::now() + 30s;
+           servers.server(1).stats().checkpoint_updates < 2 * step && Clock::now() < until;)
+        std::this_thread::sleep_for(5ms);
+    }
+    servers.stop();
+  }
+  std::vector<fs::path> ones;  // server 1's, oldest first
+  for (const auto& f : fs::directory_iterator(dir))
+    if (f.path().filename().string().starts_with("server-1-")) ones.push_back(f.path());
+  std::sort(ones.begin(), ones.end());
+  ASSERT_GE(ones.size(), 12u);
+  while (ones.back().filename().string() > ones[0].filename().string() && ones.size() > 2) {  // its first 2 steps'
+    fs::remove(ones.back());
+    ones.pop_back();
+  }
+  std::mutex mu;
+  std::vector<std::string> lines;
+  rdmaps::set_log_sink([&](rdmaps::LogLevel, const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu);
+    lines.push_back(line);
+  });
+  Config resume = c;
+  resume.resume = true;
+  {
+    ServerGroup servers(2, 1, resume, base);
+    {
+      Client client(local_worker_options(servers.addresses(), resume));
+      client.declare("w", 64);
+      client.connect();
+    }  // leaves before the servers stop (it waited 5 s for them)
+    servers.stop();
+  }
+  rdmaps::set_log_sink(nullptr);
+  std::string said;
+  for (const auto& line : lines)
+    if (line.find("resumed checkpoints of different moments") != std::string::npos) said = line;
+  EXPECT_NE(said.find("of this worker's steps, server 0 ("), std::string::npos) << said;
+  EXPECT_NE(said.find(") 12, server 1 ("), std::string::npos) << said;
+  const size_t second = said.find(") ", said.find("server 1 ("));
+  ASSERT_NE(second, std::string::npos) << said;
+  EXPECT_LE(std::stoul(said.substr(second + 2)), 3u) << said;  // the steps of its oldest checkpoints
+  EXPECT_NE(said.find(": a server whose newest checkpoint was damaged or missing"), std::string::npos) << said;
   fs::remove_all(dir);
 }
 
