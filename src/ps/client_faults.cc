@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <iterator>
 #include <optional>
+#include <string_view>
 #include <thread>
 
 #include "rdmaps/log.h"
@@ -190,7 +191,13 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
   // Leaving (the destructor's last pushes) waits no longer than leaving does.
   const auto start = Clock::now(), window_end = start + std::chrono::milliseconds(config_.reconnect_ms),
              deadline = std::min(window_end, leave_by_);
-  logf(LogLevel::kWarn, "rdmaps worker %u: %s; reconnecting to %s for up to %g s", options_.worker, cause.what(),
+  // The call ended on one server's failure; another found down with it is not that failure (its
+  // line quoted the first server's error as its own).
+  const std::string why =
+      std::string_view(cause.what()).find(link.address) != std::string_view::npos
+          ? std::string(cause.what())
+          : "server " + link.address + " is down too (the call ended on another's failure: " + cause.what() + ")";
+  logf(LogLevel::kWarn, "rdmaps worker %u: %s; reconnecting to %s for up to %g s", options_.worker, why.c_str(),
        link.address.c_str(), std::chrono::duration<double>(deadline - start).count());
   bool refused_last = false;  // the last attempt met a server that refused it for now
   const auto not_back = [&](const std::string& last) {

@@ -1603,6 +1603,50 @@ TEST_P(PsCheckpointTest, ServersResumedFromMomentsFarApartAreSaidToBe) {
   fs::remove_all(dir);
 }
 
+// Both servers gone: the reconnect line of the second quoted the first's
+// failure as its own ("... peer 127.0.0.1:14030 ... closed; reconnecting to
+// 127.0.0.1:14031").
+TEST_P(PsCheckpointTest, EachServerFoundDownIsNamedInItsOwnReconnectLine) {
+  const std::string dir = temp_dir();
+  Config c = checkpoint_each_update(GetParam(), dir);
+  c.staleness = kInfiniteStaleness;
+  c.reconnect_ms = 20000;
+  ServerGroup servers(2, 1, c, kept_running());
+  Config resume = c;
+  resume.resume = true;
+  std::mutex mu;
+  std::vector<std::string> lines;
+  rdmaps::set_log_sink([&](rdmaps::LogLevel, const std::string& line) {
+    std::lock_guard<std::mutex> lock(mu);
+    lines.push_back(line);
+  });
+  const std::string a = servers.server(0).address(), b = servers.server(1).address();
+  {
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", 64);
+    client.connect();
+    std::vector<float> w(64);
+    client.push("w", w);
+    client.clock();
+    client.pull("w", w);
+    servers.restart(0, resume);  // both went (killed), and came back
+    servers.restart(1, resume);
+    client.pull("w", w);  // reconnects both
+  }
+  rdmaps::set_log_sink(nullptr);
+  std::vector<std::string> reconnecting;
+  for (const auto& line : lines)
+    if (line.find("; reconnecting to ") != std::string::npos) reconnecting.push_back(line);
+  ASSERT_EQ(reconnecting.size(), 2u);
+  EXPECT_NE(reconnecting[0].find("server " + a), std::string::npos) << reconnecting[0];
+  EXPECT_NE(
+      reconnecting[1].find("rdmaps worker 0: server " + b + " is down too (the call ended on another's failure: "),
+      std::string::npos)
+      << reconnecting[1];
+  servers.stop();
+  fs::remove_all(dir);
+}
+
 // Two servers resumed, one of them without its checkpoints (deleted, on
 // another node's disk): the worker refuses to go on, before joining either.
 // rdmaps-train's first worker kept "the trained weights" wherever any server
