@@ -249,8 +249,9 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
       if (e.accepted == kRefusedWithoutTheJob)
         give_up(link, Error(Errc::kPeerGone,
                             "server " + link.address +
-                                " came back without this job's parameters (it did not resume from a checkpoint: "
-                                "start it with --checkpoint-dir and --resume); worker " +
+                                " came back without this job's parameters (it resumed no checkpoint of it: "
+                                "started without --checkpoint-dir and --resume, or found none in its directory, "
+                                "as its log says); worker " +
                                 std::to_string(options_.worker) + " stops rather than train from nothing"));
       if (e.for_good()) give_up(link, refused_for_good(link, e));
       last = e.what();

@@ -320,8 +320,10 @@ void ServerImpl::resume() {
                       ": another server's directory (give this server its own, or its --index), or this server's "
                       "checkpoints are lost (start the job afresh, every server without --resume)");
     }
-    log("no checkpoint of server " + std::to_string(options_.index) + " in " + config.checkpoint_dir +
-        ": starting empty");
+    // A warning: a mistyped directory trained from scratch and exited 0 behind an info line.
+    rdmaps::log(LogLevel::kWarn, "rdmaps-server: --resume: no checkpoint of server " + std::to_string(options_.index) +
+                                     " in " + config.checkpoint_dir +
+                                     ": starting empty (a first start, or the wrong --checkpoint-dir?)");
     return;
   }
   Checkpoint& c = *found;

@@ -199,8 +199,9 @@ void ServerImpl::admit_checked(transport::Endpoint& ep, const Hello& hello, Welc
   // part zeros.
   if (hello.rejoin_instance != 0 && hello.rejoin_instance != instance_ && !resumed_)
     throw WithoutTheJob(Errc::kPeerGone, "worker " + std::to_string(hello.worker) +
-                                             " rejoins a job this server process does not hold: it started without "
-                                             "resuming from a checkpoint (--checkpoint-dir and --resume)");
+                                             " rejoins a job this server process does not hold: it resumed no "
+                                             "checkpoint of it (started without --checkpoint-dir and --resume, or "
+                                             "found none there: its log says which)");
   const auto still_connected = [&] {
     bool connected = false;
     for (const auto& lane : lanes_)

@@ -1400,6 +1400,10 @@ TEST_P(PsCheckpointTest, AServerBackWithoutTheJobIsLeftEmptyByItsWorkersAndRefus
   std::string what;
   EXPECT_EQ(error_code_of([&] { first->pull("w", w); }, &what), Errc::kPeerGone) << what;
   EXPECT_NE(what.find("came back without this job's parameters"), std::string::npos) << what;
+  // Not "start it with --resume": one started so that found none of its checkpoints is refused alike.
+  EXPECT_NE(what.find("(it resumed no checkpoint of it: started without --checkpoint-dir and --resume, or found none"),
+            std::string::npos)
+      << what;
   EXPECT_EQ(servers.server(1).stats().workers_connected, 0u) << "the worker that stopped joined the empty server";
   auto next = worker(1);
   EXPECT_EQ(error_code_of([&] { next->connect(); }, &what), Errc::kInvalidArgument) << what;
