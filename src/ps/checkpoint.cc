@@ -321,6 +321,11 @@ int take_lock(const std::string& path, const std::string& dir, uint32_t index) {
     }
     std::string pid(holder);
     while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    // Its own pid read as "another server" (a Python rdmaps.Server still alive beside a new one).
+    if (pid == std::to_string(::getpid()))
+      throw Error(Errc::kInvalidArgument, "this process already runs a server " + std::to_string(index) +
+                                              " that writes checkpoints to '" + dir +
+                                              "' (--checkpoint-dir): destroy it first (its run ended, or not)");
     throw Error(Errc::kInvalidArgument, "another server " + std::to_string(index) +
                                             (pid.empty() ? "" : " (pid " + pid + ")") + " writes checkpoints to '" +
                                             dir +

@@ -62,6 +62,11 @@ class Checkpointer {
   bool finish(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t updates);
   /// Returns once no write is in progress.
   void wait();
+  /// After finish(): gives the directory up (claim()'s lock), for the next server of this process.
+  void release() {
+    wait();
+    lock_.reset();
+  }
 
   uint64_t written() const { return written_.load(std::memory_order_relaxed); }
   uint64_t failed() const { return failed_.load(std::memory_order_relaxed); }

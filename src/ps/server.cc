@@ -275,6 +275,7 @@ void ServerImpl::run() {
   } else {
     final_checkpoint_failed_ = !checkpointer_.finish(lanes_, updates_taken());  // the model as training left it
   }
+  checkpointer_.release();  // this server writes no more: another of this process may take its directory
   // Workers hear of it from their connections closing; none is waited for,
   // idle or stopped (that cost 2 s: ClosingEndpoints::close_all).
   for (auto& lane : lanes_) lane->disconnect_all();

@@ -443,11 +443,28 @@ TEST(Checkpoint, OneServerOfAnIndexWritesADirectory) {
   std::string what;
   {
     ps::CheckpointDirLock first(dir, 0);
+    // In this process (a Python rdmaps.Server still alive beside a new one) it named its own pid as another's.
     EXPECT_EQ(error_code_of([&] { ps::CheckpointDirLock second(dir, 0); }, &what), Errc::kInvalidArgument);
-    EXPECT_NE(what.find("another server 0 (pid " + std::to_string(::getpid()) + ") writes checkpoints to '" + dir +
-                        "' (--checkpoint-dir)"),
+    EXPECT_NE(what.find("this process already runs a server 0 that writes checkpoints to '" + dir +
+                        "' (--checkpoint-dir): destroy it first"),
               std::string::npos)
         << what;
+    const pid_t child = ::fork();
+    if (child == 0) {
+      try {
+        ps::CheckpointDirLock second(dir, 0);
+      } catch (const Error& e) {
+        const std::string said = e.what();
+        _exit(said.find("another server 0 (pid " + std::to_string(::getppid()) + ") writes checkpoints to '" + dir +
+                        "' (--checkpoint-dir)") == std::string::npos
+                  ? 2
+                  : 0);
+      }
+      _exit(1);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "another process was not refused naming the holder";
     ps::CheckpointDirLock other_index(dir, 1);
   }
   ps::CheckpointDirLock again(dir, 0);  // released with the first
@@ -507,7 +524,7 @@ TEST(Checkpoint, ADirectoryDeletedUnderItsServerIsLockedAgain) {
   {
     ps::CheckpointDirLock other(dir, 0);
     EXPECT_EQ(error_code_of([&] { first.retake_if_replaced(); }, &what), Errc::kInvalidArgument);
-    EXPECT_NE(what.find("another server 0 (pid " + std::to_string(::getpid()) + ") writes checkpoints to '" + dir),
+    EXPECT_NE(what.find("this process already runs a server 0 that writes checkpoints to '" + dir),
               std::string::npos)
         << what;
   }
@@ -1314,6 +1331,30 @@ TEST_P(PsCheckpointTest, OnlyAChangedAndFiniteModelIsCheckpointedByTime) {
       << newest->path << " holds a NaN";
   EXPECT_GE(newest->header.updates(), pushes) << newest->path;
   servers.stop();
+  fs::remove_all(dir);
+}
+
+// A server whose run ended held its directory until destroyed: a Python
+// rdmaps.Server that served and stopped kept the next one of the process,
+// resuming there, refused as "another server".
+TEST_P(PsCheckpointTest, AServerWhoseRunEndedLetsTheNextOneResumeFromItsDirectory) {
+  const std::string dir = temp_dir();
+  const Config c = checkpoint_each_update(GetParam(), dir);
+  ServerGroup first(1, 1, c, kept_running());
+  {
+    Client client(local_worker_options(first.addresses(), c));
+    client.declare("w", 64);
+    client.connect();
+    client.push("w", std::vector<float>(64, 1.0f));
+    client.clock();
+  }
+  first.stop();  // run() returned; the server object lives on
+  const uint64_t pushes = first.server(0).stats().pushes;
+  Config resume = c;
+  resume.resume = true;
+  ServerGroup next(1, 1, resume, kept_running());
+  EXPECT_EQ(next.server(0).stats().resumed_updates, pushes);
+  next.stop();
   fs::remove_all(dir);
 }
 
