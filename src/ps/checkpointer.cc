@@ -69,9 +69,14 @@ void Checkpointer::start(const CheckpointHeader& base, uint64_t last_sequence, u
   if (const uint64_t on_disk = enabled() ? newest_checkpoint_sequence(dir_, base.index) : 0; on_disk > sequence_) {
     // Unreadable ones are replaced; without --resume they are an earlier
     // job's model (most likely a restart that left the flag out): kept.
-    const std::string then = last_sequence
-                                 ? " and, once written, replace them (--checkpoint-keep " + std::to_string(keep_) + ")"
-                                 : ", and it keeps those (restart with --resume to go on from them, or move them away)";
+    // Said as it happens: "replace them" left a damaged file in place, and "restart with --resume to go on
+    // from them" resumed this run's model once it had written one.
+    const std::string then =
+        last_sequence
+            ? ", and prunes them once it has written --checkpoint-keep (" + std::to_string(keep_) + ") newer ones"
+            : ", and it keeps those, never pruned: the earlier job's model. A --resume goes on from the newest, this "
+              "run's once it wrote one: to go on from those, restart with --resume before this run applies an "
+              "update, or move this run's files away";
     logf(LogLevel::kWarn,
          "rdmaps-server: %s holds checkpoints of server %u up to %llu that this run did not resume from (%s); its "
          "checkpoints are numbered from %llu%s",

@@ -393,7 +393,13 @@ void ServerImpl::resume() {
   log("resumed from " + c.path + " (checkpoint " + std::to_string(h.sequence) + ", " + std::to_string(h.updates()) +
       " updates, slowest clock " + (slowest == UINT64_MAX ? std::string("-") : std::to_string(slowest)) +
       ", staleness bound " + bound_text(h.staleness) + ", " + describe_rule(restored) +
-      "); updates applied after it were lost and its workers are expected back");
+      "); updates applied after it were lost and its workers are expected back" +
+      // The newest won, and the earlier job's model it kept was not mentioned.
+      (h.earlier_job ? "; checkpoints up to " + std::to_string(h.earlier_job) + " in " + config.checkpoint_dir +
+                           " are an earlier job's (a run without --resume began beside them), kept: to go on from "
+                           "that model instead, move the files numbered above " +
+                           std::to_string(h.earlier_job) + " away"
+                     : std::string()));
 }
 
 }  // namespace ps

@@ -189,6 +189,8 @@ workers "$out/n3b"
 for p in "${wpids[@]}"; do wait "$p" || fail "a worker of the job resumed after one without --resume failed"; done
 wait "$spid" || fail "the server resumed after a run without --resume failed"
 grep -q "resumed from ${c}5.ckpt" "$out/n3b-server.log" || fail "did not resume from its own checkpoint 5"
+grep -q "checkpoints up to 4 in $out/ckpt are an earlier job's (a run without --resume began beside them), kept" \
+  "$out/n3b-server.log" || fail "the resume did not name the earlier job's checkpoint it kept"
 [ "$(cd "$out/ckpt" && echo *.ckpt)" = "server-0-0000000004.ckpt server-0-0000000006.ckpt" ] ||
   fail "resumed from 5 (keeping 1) beside the earlier job's checkpoint 4 left: $(ls "$out/ckpt")"
 rm "${c}4.ckpt"
