@@ -318,7 +318,8 @@ void ServerImpl::resume() {
       throw Error(Errc::kInvalidArgument,
                   "--resume: " + config.checkpoint_dir + " holds checkpoints of server(s) " + listed +
                       " but none of this server, index " + std::to_string(options_.index) +
-                      ": another server's directory (give this server its own, or its --index), or this server's "
+                      ": another server's directory (give this server its own, or its --index), the job's --servers "
+                      "grew (a checkpoint resumes only with the --servers it was written for), or this server's "
                       "checkpoints are lost (start the job afresh, every server without --resume)");
     }
     // A warning: a mistyped directory trained from scratch and exited 0 behind an info line.
@@ -342,7 +343,8 @@ void ServerImpl::resume() {
            std::to_string(config.shard_floats) + " (--shard-floats)");
   if (config.staleness_stated && h.staleness != config.staleness)
     refuse("it was written with staleness bound " + bound_text(h.staleness) + ", this server is given " +
-           bound_text(config.staleness) + " (--staleness; its workers would be refused)");
+           bound_text(config.staleness) +
+           " (--staleness, or --sync for 0 and --async for inf; its workers would be refused)");
   std::optional<Partition> laid_out;
   try {
     laid_out.emplace(h.tensors, h.servers, h.shard_floats);
