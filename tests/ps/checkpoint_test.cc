@@ -834,11 +834,11 @@ TEST_P(PsCheckpointTest, AServerRestartedFromItsCheckpointTakesItsWorkerBackWith
   restart("fresh");
   std::string what;
   EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
-  EXPECT_NE(what.find("did not resume"), std::string::npos) << what;
+  EXPECT_NE(what.find("resumed no checkpoint of it"), std::string::npos) << what;
   // And so does every later call: it found the fresh server's zeros.
   EXPECT_EQ(error_code_of([&] { client->pull("w", w); }, &what), Errc::kPeerGone) << what;
   EXPECT_NE(what.find("pull: this client cannot go on"), std::string::npos) << what;
-  EXPECT_NE(what.find("did not resume"), std::string::npos) << what;
+  EXPECT_NE(what.find("resumed no checkpoint of it"), std::string::npos) << what;
   EXPECT_EQ(error_code_of([&] { client->push("w", w); }, &what), Errc::kPeerGone) << what;
   client.reset();
   server->kill_now();

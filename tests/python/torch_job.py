@@ -554,8 +554,9 @@ def warmup():
     model = mlp()
     ref = copy.deepcopy(model)
     mu, wd = 0.9, 0.01
-    # Wrapped at rate 0, as a warm-up scheduler made before wrapping leaves it (it was refused as --lr 0).
-    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.0, momentum=mu, weight_decay=wd),
+    # Wrapped at a rate below float32's normal range, as a warm-up scheduler made before wrapping may leave it
+    # (1e-40 and 0 were refused as --lr: the rule's rate must be a normal float, and no push applies it).
+    opt = rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=1e-40, momentum=mu, weight_decay=wd),
                                    model.named_parameters(), staleness=0)
     rps.broadcast_parameters(model.state_dict())
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=mu, weight_decay=wd)

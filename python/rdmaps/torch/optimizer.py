@@ -133,6 +133,7 @@ def _one_value(groups, key, convert, why):
 
 
 _FLOAT32_MAX = 3.4028234663852886e38  # pushes carry the rate as a float32
+_FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: the rule's lr must be one (--lr)
 
 
 def _rate(lr, when="; this step's gradients were not sent"):
@@ -164,8 +165,10 @@ def _rule_options(optimizer, dc, lambda_):
     if any(group.get("maximize") for group in groups):  # a group of its own trained by descent
         raise ValueError("rdmaps.torch.DistributedOptimizer: maximize=True is not supported")
     # The rule's lr is what every worker must agree on; each push carries its own rate (_send), so a rate of 0
-    # (a warm-up scheduler made before wrapping) declares 1, which no push applies: --lr 0 was refused.
-    options = {"lr": _rate(g["lr"], when="") or 1.0}
+    # (a warm-up scheduler made before wrapping) declares 1, which no push applies: --lr 0 was refused, and so
+    # was a subnormal one (1e-40, which pushes carry as it is).
+    rate = _rate(g["lr"], when="")
+    options = {"lr": rate if rate >= _FLOAT32_TINY else 1.0}
     if dc in (None, False):
         if lambda_ is not None:  # else dropped without a word
             raise ValueError(f"rdmaps.torch.DistributedOptimizer: lambda_={lambda_!r} is delay compensation's; "
