@@ -25,6 +25,11 @@ enum class PushPath { kAuto, kPut, kAm };
 enum class PutLanding { kAuto, kOn, kOff };
 /// Element type of pushed gradients on the wire (parameters stay float32).
 enum class WireFormat { kF32, kBf16 };
+/// How a worker's device memory goes out: straight to the transport where it
+/// takes device pointers (auto), or always through pinned host buffers
+/// (staged: where the transport takes them but cannot move them well, e.g.
+/// no GPUDirect RDMA on the node; docs/cluster.md "GPU workers").
+enum class GpuPathChoice { kAuto, kStaged };
 
 constexpr uint64_t kInfiniteStaleness = std::numeric_limits<uint64_t>::max();
 
@@ -61,6 +66,7 @@ struct Config {
   /// cannot read device memory (the staged path), a quarter copied ahead and
   /// the rest sends in flight; 0: 8 MiB's worth (6 MiB in flight).
   uint32_t staging_depth = 0;
+  GpuPathChoice gpu_path = GpuPathChoice::kAuto;  ///< worker: device memory direct where possible, or staged
   /// Server threads (lanes), each owning a contiguous part of the server's
   /// shards; 0: one per core the process may use, at most one per shard (one
   /// with gpu_shard).

@@ -33,13 +33,18 @@ const char* gpu_path_name(GpuPath path) {
   return "?";
 }
 
-GpuPath choose_gpu_path(const transport::MemorySupport& transport, int gpus, std::string* reason) {
+GpuPath choose_gpu_path(const transport::MemorySupport& transport, int gpus, std::string* reason,
+                        GpuPathChoice choice) {
   auto say = [&](const std::string& why) {
     if (reason) *reason = why;
   };
   if (gpus == 0) {
     say("no CUDA device");
     return GpuPath::kNone;
+  }
+  if (choice == GpuPathChoice::kStaged) {
+    say("--gpu-path staged: staging through pinned host buffers");
+    return GpuPath::kStaged;
   }
   if (!transport.device_memory) {
     say(transport.device_note + ": staging through pinned host buffers");

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cuda/gpu_probe.h"
+#include "rdmaps/config.h"
 #include "transport/context.h"
 #include "transport/rdma_devices.h"
 
@@ -29,7 +30,8 @@ struct Capabilities {
 };
 
 /// The path for these facts: direct only where the transport takes device pointers.
-GpuPath choose_gpu_path(const transport::MemorySupport& transport, int gpus, std::string* reason);
+GpuPath choose_gpu_path(const transport::MemorySupport& transport, int gpus, std::string* reason,
+                        GpuPathChoice choice = GpuPathChoice::kAuto);
 
 Capabilities probe_capabilities();
 std::string describe(const Capabilities& caps);  ///< several lines, for people

@@ -281,6 +281,12 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   option("transport", config.transport, "UCX transports (auto: UCX_TLS)", cli::one_of({"tcp", "shm", "auto"}));
   option("shard-floats", config.shard_floats, "floats per shard", cli::count(1, 1u << 28));
   option("inbox-slots", config.inbox_slots, "slots per worker inbox", cli::count(1, 1024));
+  if (wanted("gpu-path"))
+    finish(add_enum(app, "--gpu-path", config.gpu_path,
+                    {{"auto", GpuPathChoice::kAuto}, {"staged", GpuPathChoice::kStaged}},
+                    "worker: device memory straight to the transport where it takes it (auto), or always "
+                    "through pinned host buffers (staged)"),
+           "gpu-path");
   option("staging-depth", config.staging_depth,
          "worker: pinned chunks between GPU memory and the network, a quarter copied ahead (0: 8 MiB's worth)",
          cli::count(0, 64));
@@ -477,10 +483,10 @@ std::string config_error(const Config& c) {
   for (std::string why :
        {named("rule", static_cast<int>(c.rule), 4), named("staleness_policy", static_cast<int>(c.staleness_policy), 3),
         named("push_path", static_cast<int>(c.push_path), 3), named("put_landing", static_cast<int>(c.put_landing), 3),
-        named("wire", static_cast<int>(c.wire), 2), outside("shard_floats", c.shard_floats, 1, 1u << 28),
-        outside("inbox_slots", c.inbox_slots, 1, 1024), outside("staging_depth", c.staging_depth, 0, 64),
-        outside("server_threads", c.server_threads, 0, 1024), outside("checkpoint_keep", c.checkpoint_keep, 1, 1000),
-        outside("reconnect_ms", c.reconnect_ms, 0, kLongest),
+        named("wire", static_cast<int>(c.wire), 2), named("gpu_path", static_cast<int>(c.gpu_path), 2),
+        outside("shard_floats", c.shard_floats, 1, 1u << 28), outside("inbox_slots", c.inbox_slots, 1, 1024),
+        outside("staging_depth", c.staging_depth, 0, 64), outside("server_threads", c.server_threads, 0, 1024),
+        outside("checkpoint_keep", c.checkpoint_keep, 1, 1000), outside("reconnect_ms", c.reconnect_ms, 0, kLongest),
         outside("peer_timeout_ms", c.peer_timeout_ms, 0, kLongest),
         outside("checkpoint_every_ms", c.checkpoint_every_ms, 0, kLongest)})
     if (!why.empty()) return why;

@@ -314,7 +314,7 @@ GpuTransfer& ClientImpl::gpu(int device, const std::string& tensor) {
                                         "with nvcc (meson -Dcuda=enabled)");
   if (!gpu_)
     gpu_ = std::make_unique<GpuTransfer>(device, context_->memory_support(), config_.shard_floats * sizeof(float),
-                                         partition_->total_floats(), config_.staging_depth);
+                                         partition_->total_floats(), config_.staging_depth, config_.gpu_path);
   if (gpu_->device() != device)
     throw Error(Errc::kInvalidArgument, "tensor '" + tensor + "' is on GPU " + std::to_string(device) +
                                             " while this worker's device tensors are on GPU " +

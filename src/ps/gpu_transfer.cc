@@ -14,9 +14,9 @@ int staging_depth_for(size_t chunk_bytes) {
 }
 
 GpuTransfer::GpuTransfer(int device, const transport::MemorySupport& transport, size_t chunk_bytes,
-                         uint64_t total_floats, uint32_t staging_depth)
+                         uint64_t total_floats, uint32_t staging_depth, GpuPathChoice choice)
     : device_(device), total_floats_(total_floats) {
-  path_ = choose_gpu_path(transport, 1, &reason_);
+  path_ = choose_gpu_path(transport, 1, &reason_, choice);
   cuda::use_device(device_);
   // The ring also serves pulls into device memory on either path.
   ring_ = std::make_unique<cuda::StagingRing>(

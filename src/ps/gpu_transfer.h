@@ -32,7 +32,7 @@ class GpuTransfer {
   /// moves; chunk_bytes: one piece (a shard) in float32; total_floats: the
   /// whole table; staging_depth: pinned chunks in the ring (0: staging_depth_for()).
   GpuTransfer(int device, const transport::MemorySupport& transport, size_t chunk_bytes, uint64_t total_floats,
-              uint32_t staging_depth = 0);
+              uint32_t staging_depth = 0, GpuPathChoice choice = GpuPathChoice::kAuto);
 
   int device() const { return device_; }
   GpuPath path() const { return path_; }

@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
       }
     // A worker's settings: taken here, they did nothing (and the config line
     // showed them as if they did). The reconnect window comes with each hello.
-    const std::set<std::string> workers_own = {"reconnect", "staging-depth", "skip-pulls"};
+    const std::set<std::string> workers_own = {"reconnect", "staging-depth", "gpu-path", "skip-pulls"};
     rdmaps::add_config_flags(app, options.config, {.only = {}, .except = workers_own});
     std::string refused_value;
     std::vector<std::pair<std::string, CLI::Option*>> refused;

@@ -27,6 +27,13 @@ TEST(Capabilities, GpuPathIsDirectOnlyWithCudaAwareUcxFrom116) {
   EXPECT_EQ(choose_gpu_path(ucx_of(1, 16, true), 1, &why), GpuPath::kDirect);
   EXPECT_EQ(choose_gpu_path(ucx_of(2, 0, true), 1, &why), GpuPath::kDirect);
   EXPECT_NE(why.find("device pointers go to UCX"), std::string::npos) << why;
+  // Where UCX takes device pointers but the node moves them badly (no GPUDirect RDMA): staged by choice.
+  EXPECT_EQ(choose_gpu_path(ucx_of(1, 17, true), 1, &why, GpuPathChoice::kStaged), GpuPath::kStaged);
+  EXPECT_NE(why.find("--gpu-path staged"), std::string::npos) << why;
+  Config c;
+  EXPECT_EQ(c.gpu_path, GpuPathChoice::kAuto);
+  parse_config(c, {"--gpu-path", "staged"}, nullptr);
+  EXPECT_EQ(c.gpu_path, GpuPathChoice::kStaged);
 }
 
 // The live context answers for its own configuration: shm and tcp contexts

@@ -164,6 +164,7 @@ refused "--lr: --rule-from-workers takes the update rule and its parameters from
   "${s[@]}" --rule-from-workers --lr 0.5
 refused "--rule: --rule-from-workers takes" "${s[@]}" --rule momentum --rule-from-workers
 refused "--staging-depth: a worker's setting, not a server's" "${s[@]}" --staging-depth 4
+refused "--gpu-path: a worker's setting, not a server's" "${s[@]}" --gpu-path staged
 # Nor does its config line show them (skip-pulls showed "off" under an SSP bound).
 banner_of() {  # rdmaps-server's "config: " line with these flags
   local log
