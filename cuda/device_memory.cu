@@ -24,8 +24,11 @@ struct Event {
 bool is_device_pointer(const void* p) { return device_of(p) >= 0; }
 
 int device_of(const void* p) {
-  // The driver first: it makes no context (cuda/driver_pointer.h).
-  if (const DriverAnswer a = ask_driver(p, true); a.known) return a.device;
+  // The driver first: it makes no context (cuda/driver_pointer.h). Only once
+  // something loaded it, as a CPU build asks: device memory cannot exist
+  // before, and loading it (cuInit) at the first push of host memory stalled
+  // on a node of GPUs without persistence mode and left no CUDA to a child forked after.
+  if (const DriverAnswer a = ask_driver(p, false); a.known) return a.device;
   cudaPointerAttributes attr{};
   if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
     cudaGetLastError();

@@ -14,11 +14,11 @@ struct DriverAnswer {
   bool managed = false;  ///< managed memory (cudaMallocManaged): the CPU may read it too
 };
 
-/// `open_driver`: load libcuda if this process has not (a CUDA build). A CPU
-/// build passes false and asks only once something else loaded it (torch):
-/// no CUDA memory exists in a process without the driver, and a CPU build
-/// initialises no driver of its own. Host memory for sure then, and where the
-/// driver has no device.
+/// `open_driver`: load libcuda if this process has not. Both builds pass
+/// false and ask only once something else loaded it (the CUDA runtime,
+/// torch): no CUDA memory exists in a process without the driver, and
+/// neither initialises a driver of its own for it. Host memory for sure
+/// then, and where the driver has no device.
 DriverAnswer ask_driver(const void* p, bool open_driver);
 
 }  // namespace rdmaps::cuda

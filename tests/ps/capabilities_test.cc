@@ -3,9 +3,15 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "cuda/device_memory.h"
+#include "tests/common/peer_process.h"
 #include "transport/context.h"
 #include "transport/ucx/capabilities.h"
 
@@ -61,6 +67,38 @@ TEST(Capabilities, ProbeOfThisMachineIsConsistent) {
   EXPECT_EQ(caps.gpu_path, choose_gpu_path(caps.transport, caps.gpu.device_count(), nullptr));
   EXPECT_NE(describe(caps).find("GPU path: "), std::string::npos);
   EXPECT_EQ(to_json(caps).front(), '{');
+}
+
+// Asks where host memory lies, as every push does; exits 3 where that loaded the CUDA driver.
+RDMAPS_TEST_PEER(host_memory_asker) {
+  (void)args;
+  float x[4] = {};
+  if (cuda::device_of(x) != -1) return 4;
+  std::ifstream maps("/proc/self/maps");
+  std::stringstream text;
+  text << maps.rdbuf();
+  return text.str().find("libcuda") == std::string::npos ? 0 : 3;
+}
+
+// A CUDA build loaded and initialised the driver (cuInit) at the first push of
+// host memory: seconds on a node of GPUs without persistence mode, and no CUDA
+// left to a child forked after. No device memory exists before something loaded it.
+TEST(Capabilities, AskingWhereHostMemoryLiesLoadsNoCudaDriver) {
+  const std::filesystem::path stub = "/usr/local/cuda/targets/x86_64-linux/lib/stubs/libcuda.so";
+  if (!std::filesystem::exists(stub)) GTEST_SKIP() << "no " << stub << " to stand for a driver on the search path";
+  char dir[] = "/tmp/rdmaps-libcuda-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  std::filesystem::create_symlink(stub, std::filesystem::path(dir) / "libcuda.so.1");
+  const char* before = std::getenv("LD_LIBRARY_PATH");
+  const std::string kept = before ? before : "";
+  ::setenv("LD_LIBRARY_PATH", (std::string(dir) + (kept.empty() ? "" : ":" + kept)).c_str(), 1);
+  test::PeerProcess asker("host_memory_asker", transport::TransportKind::kTcp, 0, 0);
+  if (before)
+    ::setenv("LD_LIBRARY_PATH", kept.c_str(), 1);
+  else
+    ::unsetenv("LD_LIBRARY_PATH");
+  EXPECT_EQ(asker.wait(std::chrono::seconds(30)), 0) << "3: the driver was loaded; 4: host memory taken for a GPU's";
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
