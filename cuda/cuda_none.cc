@@ -27,6 +27,7 @@ DeviceBuffer::~DeviceBuffer() = default;
 void DeviceBuffer::upload(const void*, size_t) { unsupported("upload"); }
 void DeviceBuffer::download(void*, size_t) const { unsupported("download"); }
 void DeviceBuffer::fill_bytes(int) { unsupported("fill_bytes"); }
+void DeviceBuffer::fill_bytes(int, void*) { unsupported("fill_bytes"); }
 PinnedBuffer::PinnedBuffer(size_t) { unsupported("PinnedBuffer"); }
 PinnedBuffer::~PinnedBuffer() = default;
 void synchronize(const char*) {}

@@ -72,6 +72,10 @@ void DeviceBuffer::download(void* host, size_t bytes) const {
 
 void DeviceBuffer::fill_bytes(int value) { check(cudaMemset(ptr_, value, bytes_), "memset"); }
 
+void DeviceBuffer::fill_bytes(int value, void* stream) {
+  check(cudaMemsetAsync(ptr_, value, bytes_, static_cast<cudaStream_t>(stream)), "memset on a stream");
+}
+
 PinnedBuffer::PinnedBuffer(size_t bytes) {
   check(cudaHostAlloc(&ptr_, bytes ? bytes : 1, cudaHostAllocDefault), "pinned allocation of " + std::to_string(bytes));
 }

@@ -31,6 +31,9 @@ class DeviceBuffer {
   void upload(const void* host, size_t bytes);
   void download(void* host, size_t bytes) const;
   void fill_bytes(int value);  ///< poison before a test run
+  /// Queued on `stream`: what runs after it there sees the bytes set, and
+  /// nothing else waits (the first bf16 push waited for the whole backward).
+  void fill_bytes(int value, void* stream);
 
  private:
   void* ptr_ = nullptr;

@@ -54,6 +54,7 @@ class GpuTransfer {
   uint64_t total_floats_;
   std::unique_ptr<cuda::StagingRing> ring_;
   std::unique_ptr<cuda::DeviceBuffer> residual_, wire_;
+  size_t chunk_floats_;  // a piece at most
 };
 
 }  // namespace rdmaps::ps
