@@ -192,8 +192,13 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
 
   ucp_worker_params_t wparams{};
   wparams.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-  // A progress thread and the caller both enter UCX, so UCX must lock.
-  wparams.thread_mode = options.progress_thread ? UCS_THREAD_MODE_MULTI : UCS_THREAD_MODE_SINGLE;
+  // A progress thread and the caller both enter UCX, so UCX must lock. Else
+  // one thread at a time, but not always the one that made it: a server lane's
+  // context is made on the control thread and served on the lane's, and a
+  // client's calls may come from any thread in turn (the C ABI, Python).
+  // That is SERIALIZED's contract; SINGLE's is the creating thread alone, and
+  // on mlx5 it lets a doorbell go without the flush another core's next one needs.
+  wparams.thread_mode = options.progress_thread ? UCS_THREAD_MODE_MULTI : UCS_THREAD_MODE_SERIALIZED;
   ucp_worker_h worker = nullptr;
   check(ucp_worker_create(context_.get(), &wparams, &worker), "creating a UCX worker", "");
   worker_.reset(worker);
