@@ -107,6 +107,9 @@ std::string render_worker_metrics(const ClientStats& s, uint32_t worker, uint64_
   auto gauge = [&](const char* name, const char* help, double v) { e.family(name, help, "gauge", {{w, v}}); };
   e.family("rdmaps_worker_info", "This worker and its GPU path (none, direct or staged).", "gauge",
            {{{{"worker", std::to_string(worker)}, {"gpu_path", s.gpu_path}}, 1}});
+  // A worker still connecting served zeros like one at step 0.
+  gauge("rdmaps_worker_servers_joined", "Servers this worker joined: 0 while it connects.",
+        double(s.push_paths.size()));
   counter("rdmaps_worker_pushes_total",
           "Push messages sent or lost (one per shard a push touches; adjoining small tensors gathered into one count "
           "once; minus rdmaps_worker_pushes_lost_total: what the servers hold).",

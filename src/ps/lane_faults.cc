@@ -187,11 +187,18 @@ void ServerLane::warn_stalled() {
     if (!w.live || w.stall_logged || w.clock != min_clock_ || now - holding_since < limit) continue;
     w.stall_logged = true;
     LaneCounters::add(counters_.stall_warnings);
-    logf(LogLevel::kWarn,
-         "%s: %s has held the slowest clock (%llu) for %.1f s without advancing it (workers ahead of it by the "
-         "staleness bound wait for it)",
+    // Who waits for it, as it is: under --async, or alone, nobody did, and the line said they did.
+    const uint64_t bound = setup_.staleness;
+    size_t waiting = 0;
+    for (const auto& other : workers_)
+      if (other.live && bound != kInfiniteStaleness && other.clock - w.clock > bound) ++waiting;
+    const std::string who =
+        bound == kInfiniteStaleness ? "no worker waits for it: the staleness bound is inf; is it hung?"
+        : waiting ? std::to_string(waiting) + " worker(s) ahead of it by the staleness bound wait for it"
+                  : "none waits for it yet: the others are within the staleness bound of it";
+    logf(LogLevel::kWarn, "%s: %s has held the slowest clock (%llu) for %.1f s without advancing it (%s)",
          server_tag_.c_str(), w.name.c_str(), static_cast<unsigned long long>(w.clock),
-         std::chrono::duration<double>(now - holding_since).count());
+         std::chrono::duration<double>(now - holding_since).count(), who.c_str());
   }
 }
 

@@ -166,6 +166,7 @@ void ServerImpl::start_lanes(const Config& config, const std::vector<TensorDecl>
     s.lanes = lanes;
     s.server = &options_;
     s.config = config;
+    s.staleness = staleness;
     s.partition = partition.get();
     s.first_shard = static_cast<uint32_t>(uint64_t{shards} * l / lanes);
     s.shards = static_cast<uint32_t>(uint64_t{shards} * (l + 1) / lanes) - s.first_shard;

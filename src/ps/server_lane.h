@@ -73,6 +73,7 @@ struct LaneSetup {
   uint32_t index = 0, lanes = 1;
   const ServerOptions* server = nullptr;  ///< index, servers, workers, listen host, logging
   Config config;
+  uint64_t staleness = 0;  ///< the job's bound (its first worker's, or a checkpoint's)
   const Partition* partition = nullptr;
   uint32_t first_shard = 0, shards = 0;              ///< of this server's shards
   AdmissionTicket* tickets = nullptr;                ///< one per worker id

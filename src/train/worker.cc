@@ -64,11 +64,12 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
 TrainingWorker::~TrainingWorker() = default;
 
 void TrainingWorker::connect() {
-  client_.connect();
-  // The real port where --metrics gave 0.
+  // The real port where --metrics gave 0; said before the connect, which may
+  // wait for the servers for minutes while the endpoint serves.
   if (o_.say_metrics && !client_.metrics_address().empty())
     std::fprintf(stderr, "rdmaps-train worker %u: metrics at http://%s/metrics\n", o_.worker,
                  client_.metrics_address().c_str());
+  client_.connect();
   // Servers that resumed from a checkpoint, or that trained before this
   // worker 0 joined (a restarted process), hold the model: keep it. A
   // restarted worker 0 set its initial weights over the model in training.

@@ -3041,6 +3041,50 @@ TEST_P(PsFaultTest, AWorkerThatWaitedOutAStallIsNotLoggedForIt) {
   servers.stop();
 }
 
+// The stall line said "workers ahead of it by the staleness bound wait for
+// it" under --async, and for a worker alone: it says who waits, as it is.
+// rdmaps-train's end barrier, right after its last clock, left the step-time
+// gauge at a microsecond for the rest of the run: a barrier is no step.
+TEST_P(PsFaultTest, ABarrierLeavesTheStepTimeAsTheLastStepSetIt) {
+  Config c = config();
+  c.staleness = kInfiniteStaleness;
+  ServerGroup servers(1, 1, c);
+  auto client = connect_worker(servers.addresses(), c, 0, 1);
+  client->clock();
+  std::this_thread::sleep_for(100ms);
+  client->clock();
+  const double step = client->stats().last_step_seconds;
+  EXPECT_GE(step, 0.09);
+  client->barrier();
+  EXPECT_EQ(client->stats().last_step_seconds, step);
+  client.reset();
+  servers.join();
+}
+
+TEST_P(PsFaultTest, AStallLineSaysWhoWaitsForTheStalledWorker) {
+  const std::vector<float> g(1000, 0.01f);
+  for (const uint64_t bound : {uint64_t{0}, kInfiniteStaleness}) {
+    Config c = config();
+    c.staleness = bound;
+    ServerGroup servers(1, 2, c, watching_stalls());
+    LogWatch log;
+    {
+      auto first = connect_worker(servers.addresses(), c, 0, 2);
+      auto second = connect_worker(servers.addresses(), c, 1, 2);
+      first->push("w", g);
+      std::thread ahead([&] { first->clock(); });  // BSP: it waits for the second; async: it goes on
+      EXPECT_TRUE(stall_warnings_reach(servers, 1)) << "the second worker's stall was not logged";
+      const std::string said = bound == 0 ? "(1 worker(s) ahead of it by the staleness bound wait for it)"
+                                          : "(no worker waits for it: the staleness bound is inf; is it hung?)";
+      EXPECT_TRUE(log.wait_for(said, 5s)) << log.text();
+      second->push("w", g);
+      second->clock();
+      ahead.join();
+    }
+    servers.stop();
+  }
+}
+
 // While a worker has yet to connect it holds the clock, not the connected
 // ones: they are not logged as stalled (1024 virtual workers drew 206 such
 // warnings while the rest connected); once all came, a real stall is.
