@@ -902,6 +902,32 @@ TEST_P(PsTest, ASmallPushHeldBackKeepsTheRateItWasPushedAt) {
 // either order (autograd's is the reverse of the declaration's), and the
 // parameters are sequential SGD's bit for bit; a push that does not adjoin
 // the gathered ones, a clock and a pull send what was gathered first.
+// A worker still connecting served zeros like one at step 0: the page says
+// how many servers it joined.
+TEST_P(PsTest, AWorkersMetricsSayHowManyServersItJoined) {
+  Config c = sgd_config(GetParam(), 0.1f, 1024);
+  ServerGroup servers(2, 1, c);
+  ClientOptions o = local_worker_options(servers.addresses(), c, 0);
+  o.metrics = "127.0.0.1:0";
+  Client client(o);
+  const std::string name = "\nrdmaps_worker_servers_joined{worker=\"0\"} ";
+  auto joined = [&] {
+    const std::string page = scrape(client.metrics_address());
+    const size_t at = page.find(name);
+    return at == std::string::npos ? std::string("none") : page.substr(at + name.size(), 1);
+  };
+  EXPECT_EQ(joined(), "0");
+  client.declare("w", 100);
+  client.connect();
+  std::vector<float> w(100);
+  client.pull("w", w);  // a call publishes what the page reads
+  std::string seen = joined();
+  for (auto until = std::chrono::steady_clock::now() + 20s; seen != "2" && std::chrono::steady_clock::now() < until;
+       seen = joined())
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(seen, "2");
+}
+
 // A worker held by a straggler (SSP bound 0) shows its clock wait growing on
 // its metrics endpoint while it waits: the copy a scrape reads was published
 // only when a call returned, so a stuck worker read as idle and healthy.
