@@ -31,6 +31,15 @@ void Checkpointer::claim(uint32_t index) {
 
 namespace {
 
+// What changed the model besides updates, over the lanes: init messages
+// (Python's broadcast_parameters after a resume sets every value before any
+// push); workers_ended() counts the rest.
+uint64_t inits_taken(const std::vector<std::unique_ptr<ServerLane>>& lanes) {
+  uint64_t inits = 0;
+  for (const auto& lane : lanes) inits += lane->counters().inits.load(std::memory_order_relaxed);
+  return inits;
+}
+
 // Workers that left or were lost, over the lanes.
 uint64_t workers_ended(const std::vector<std::unique_ptr<ServerLane>>& lanes) {
   uint64_t ended = 0;
@@ -119,8 +128,10 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
     return;
   }
   const auto now = Clock::now();
-  const bool by_time =
-      every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_) && !unchanged_since_last(updates, ended);
+  // A write that failed is tried again each period, changed or not (a full disk freed while the workers stall).
+  const uint64_t changes = ended + inits_taken(lanes);
+  const bool by_time = every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_) &&
+                       (failed_since_last_ || !unchanged_since_last(updates, changes));
   const bool by_count = every_updates_ && updates - last_taken_updates_ >= every_updates_;
   const bool by_leave = leave_due_ && now >= *leave_due_;
   if (!by_time && !by_count && !by_leave) return;
@@ -128,7 +139,7 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
   leave_due_.reset();
   last_at_ = now;
   last_taken_updates_ = updates;
-  last_taken_ended_ = ended;
+  last_taken_changes_ = changes;
   sequence_taken_ = true;
   pending_ = ++sequence_;
   for (const auto& lane : lanes) lane->request_snapshot(pending_);
@@ -146,7 +157,7 @@ bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes,
     return true;
   }
   // A write that failed, or a snapshot asked for and not yet written, owes this one all the same.
-  if (unchanged_since_last(updates, workers_ended(lanes)) && !failed_since_last_ && !pending_) {
+  if (unchanged_since_last(updates, workers_ended(lanes) + inits_taken(lanes)) && !failed_since_last_ && !pending_) {
     if (verbose_)
       logf(LogLevel::kInfo, "rdmaps-server: no final checkpoint: the newest in %s holds this model", dir_.c_str());
     return true;

@@ -77,9 +77,11 @@ class Checkpointer {
   bool write(const std::vector<std::unique_ptr<ServerLane>>& lanes, uint64_t sequence);  // on any thread; false: failed
   /// A run that did not resume and applied no update: its table is not the job's.
   bool nothing_to_keep(uint64_t updates) const { return !resumed_ && updates == 0; }
-  /// Nothing applied and no worker ended since the newest checkpoint (resumed, or asked for).
-  bool unchanged_since_last(uint64_t updates, uint64_t ended) const {
-    return (resumed_ || sequence_taken_) && updates == last_taken_updates_ && ended == last_taken_ended_;
+  /// Nothing applied, no worker ended and no init taken (`changes` counts
+  /// both) since the newest checkpoint (resumed, or asked for); a write that
+  /// failed is tried again apart.
+  bool unchanged_since_last(uint64_t updates, uint64_t changes) const {
+    return (resumed_ || sequence_taken_) && updates == last_taken_updates_ && changes == last_taken_changes_;
   }
 
   std::string dir_;
@@ -96,7 +98,7 @@ class Checkpointer {
   uint64_t workers_ended_ = 0;                                        // the lanes' workers left and lost, as last seen
   std::optional<std::chrono::steady_clock::time_point> leave_due_;    // a snapshot owed to a worker's leave
   std::optional<std::chrono::steady_clock::time_point> leave_taken_;  // the last one taken for a leave
-  uint64_t last_taken_updates_ = 0, last_taken_ended_ = 0;            // at the last snapshot asked for
+  uint64_t last_taken_updates_ = 0, last_taken_changes_ = 0;          // at the last snapshot asked for
   bool sequence_taken_ = false;                                       // a snapshot was asked for in this run
   bool failed_since_last_ = false;                                    // the writer's last write failed
   std::thread writer_;

@@ -379,8 +379,10 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
       }
       const size_t local = local_of(h.shard) + h.offset;
       preserve(h.shard - setup_.first_shard);
-      if (h.type == static_cast<uint16_t>(MsgType::kInit))
+      if (h.type == static_cast<uint16_t>(MsgType::kInit)) {
+        LaneCounters::add(counters_.inits);
         return store_->init(local, reinterpret_cast<const float*>(payload), h.length);
+      }
       return apply_push(w, h, local, payload);
     }
     case MsgType::kPull:

@@ -524,8 +524,7 @@ TEST(Checkpoint, ADirectoryDeletedUnderItsServerIsLockedAgain) {
   {
     ps::CheckpointDirLock other(dir, 0);
     EXPECT_EQ(error_code_of([&] { first.retake_if_replaced(); }, &what), Errc::kInvalidArgument);
-    EXPECT_NE(what.find("this process already runs a server 0 that writes checkpoints to '" + dir),
-              std::string::npos)
+    EXPECT_NE(what.find("this process already runs a server 0 that writes checkpoints to '" + dir), std::string::npos)
         << what;
   }
   EXPECT_TRUE(first.retake_if_replaced());  // the other went: it is this one's again
@@ -1324,6 +1323,10 @@ TEST_P(PsCheckpointTest, OnlyAChangedAndFiniteModelIsCheckpointedByTime) {
   for (auto until = Clock::now() + 30s; servers.server(0).stats().checkpoint_failures == 0 && Clock::now() < until;)
     std::this_thread::sleep_for(10ms);
   EXPECT_GT(servers.server(0).stats().checkpoint_failures, 0u) << "a model holding NaN was written";
+  // A write that failed is tried again each period, nothing applied since (a full disk freed meanwhile).
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().checkpoint_failures < 3 && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_GE(servers.server(0).stats().checkpoint_failures, 3u) << "a failed checkpoint was not tried again";
   // The pieces of that push without the NaN may be in one, taken before the NaN's landed.
   const auto newest = ps::load_newest_checkpoint(dir, 0, 1 << 20, [](const std::string&) {});
   ASSERT_TRUE(newest.has_value());
@@ -1331,6 +1334,41 @@ TEST_P(PsCheckpointTest, OnlyAChangedAndFiniteModelIsCheckpointedByTime) {
       << newest->path << " holds a NaN";
   EXPECT_GE(newest->header.updates(), pushes) << newest->path;
   servers.stop();
+  fs::remove_all(dir);
+}
+
+// An init after a resume (Python's broadcast_parameters) changes the model
+// though nothing is pushed: a server stopped then wrote no final checkpoint,
+// "the newest holds this model", and the next resume lost the init.
+TEST_P(PsCheckpointTest, AnInitAfterAResumeIsInTheFinalCheckpoint) {
+  const std::string dir = temp_dir();
+  const Config c = checkpoint_each_update(GetParam(), dir);
+  {
+    ServerGroup servers(1, 1, c, kept_running());
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", 64);
+    client.connect();
+    client.push("w", std::vector<float>(64, 1.0f));
+    client.clock();
+    servers.stop();
+  }
+  Config resume = c;
+  resume.resume = true;
+  {
+    ServerGroup servers(1, 1, resume, kept_running());
+    Client client(local_worker_options(servers.addresses(), resume));
+    client.declare("w", 64);
+    client.connect();
+    client.init("w", std::vector<float>(64, 5.0f));
+    std::vector<float> w(64);
+    client.pull("w", w);  // the init was taken
+    client.interrupt();   // no leave: a worker that left is a change of its own
+    servers.stop();
+  }
+  const auto newest = ps::load_newest_checkpoint(dir, 0, 1 << 20, [](const std::string&) {});
+  ASSERT_TRUE(newest.has_value());
+  EXPECT_TRUE(std::all_of(newest->params.begin(), newest->params.end(), [](float v) { return v == 5.0f; }))
+      << newest->path << " does not hold the init";
   fs::remove_all(dir);
 }
 
