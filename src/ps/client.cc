@@ -138,18 +138,31 @@ void ClientImpl::connect() {
 
 // Each server resumes its own newest checkpoint that reads back: one whose
 // newest was damaged or missing resumed an older one, and the model's ranges
-// were of moments far apart without a word. Of this worker's steps (its
-// pieces over the server's shards), what each holds; periodic checkpoints
-// are taken by each server's own timer, so a few steps apart is usual.
+// were of moments far apart without a word. What each holds of this worker's
+// pieces spans a range of its steps: a step sends each of the server's
+// segments (a tensor's part in a shard) once, or, gathered, each shard once.
+// Warned of only where those ranges lie apart by more than periodic
+// checkpoints, taken by each server's own timer, would.
 void ClientImpl::warn_of_resumes_apart() const {
-  uint64_t least = UINT64_MAX, most = 0;
+  uint64_t lowest_most = UINT64_MAX, highest_least = 0;
   std::string held;
   for (uint32_t i = 0; i < links_.size(); ++i) {
-    const uint64_t steps = links_[i].held_at_connect / std::max<uint64_t>(1, links_[i].shards);
-    least = std::min(least, steps), most = std::max(most, steps);
-    held += (i ? ", server " : "server ") + std::to_string(i) + " (" + links_[i].address + ") " + std::to_string(steps);
+    const Range range = partition_->server_range(i);
+    uint64_t segments = 0;
+    for (uint32_t t = 0; t < partition_->tensors().size(); ++t) {
+      const Range part = overlap(partition_->tensor(t), range);
+      if (part.begin < part.end)
+        segments += (part.end - 1 - range.begin) / partition_->shard_floats() -
+                    (part.begin - range.begin) / partition_->shard_floats() + 1;
+    }
+    const uint64_t pieces = links_[i].held_at_connect;
+    const uint64_t least = pieces / std::max<uint64_t>(1, segments),
+                   most = pieces / std::max<uint64_t>(1, links_[i].shards);
+    lowest_most = std::min(lowest_most, most), highest_least = std::max(highest_least, least);
+    held += (i ? ", server " : "server ") + std::to_string(i) + " (" + links_[i].address + ") " +
+            (least == most ? std::to_string(most) : std::to_string(least) + " to " + std::to_string(most));
   }
-  if (most - least <= std::max<uint64_t>(2, most / 10)) return;
+  if (highest_least <= lowest_most + std::max<uint64_t>(2, highest_least / 10)) return;
   logf(LogLevel::kWarn,
        "rdmaps worker 0: the servers resumed checkpoints of different moments: of this worker's steps, %s: a server "
        "whose newest checkpoint was damaged or missing resumed an older one (its log says which), and each range of "

@@ -29,6 +29,7 @@
 
 #include "rdmaps/log.h"
 #include "src/ps/update_rules.h"
+#include "tests/common/log_watch.h"
 #include "tests/common/update_reference.h"
 #include "tests/ps/fixture.h"
 #include "tests/transport/fixture.h"
@@ -1683,6 +1684,44 @@ TEST_P(PsCheckpointTest, ServersResumedFromMomentsFarApartAreSaidToBe) {
   ASSERT_NE(second, std::string::npos) << said;
   EXPECT_LE(std::stoul(said.substr(second + 2)), 3u) << said;  // the steps of its oldest checkpoints
   EXPECT_NE(said.find(": a server whose newest checkpoint was damaged or missing"), std::string::npos) << said;
+  fs::remove_all(dir);
+}
+
+// Servers holding tensors of different sizes hold different numbers of a
+// worker's pieces per step: taken for steps, a resume of one moment was
+// warned of as moments apart.
+TEST_P(PsCheckpointTest, ServersResumedFromOneMomentAreNotSaidToBeApartWhateverTheirTensors) {
+  const std::string dir = temp_dir();
+  Config c = checkpoint_each_update(GetParam(), dir);
+  c.staleness = kInfiniteStaleness;
+  std::vector<std::pair<std::string, size_t>> tensors;
+  for (int i = 0; i < 8; ++i) tensors.emplace_back("small" + std::to_string(i), 4);  // server 0's, 9 segments
+  tensors.emplace_back("big", 64);                                                   // most of it server 1's
+  auto start = [&](ServerGroup& servers, const Config& config) {
+    auto client = std::make_unique<Client>(local_worker_options(servers.addresses(), config));
+    for (const auto& [name, floats] : tensors) client->declare(name, floats);
+    client->connect();
+    return client;
+  };
+  {
+    ServerGroup servers(2, 1, c, kept_running());
+    auto client = start(servers, c);
+    for (int step = 0; step < 5; ++step) {
+      // Every other one first: none adjoins the one before, so none is gathered (as device pushes never are).
+      for (const int i : {0, 2, 4, 6, 1, 3, 5, 7, 8})
+        client->push(tensors[i].first, std::vector<float>(tensors[i].second, 0.5f));
+      client->clock();
+    }
+    client.reset();
+    servers.stop();
+  }
+  LogWatch log;
+  Config resume = c;
+  resume.resume = true;
+  ServerGroup servers(2, 1, resume, kept_running());
+  start(servers, resume).reset();
+  servers.stop();
+  EXPECT_EQ(log.text().find("resumed checkpoints of different moments"), std::string::npos) << log.text();
   fs::remove_all(dir);
 }
 
