@@ -4,12 +4,22 @@
 #include <netdb.h>
 #include <netinet/in.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstring>
 
 #include "rdmaps/error.h"
 
 namespace rdmaps::transport {
+
+bool names_address(std::string_view text, std::string_view host_port) {
+  if (host_port.empty()) return false;
+  for (size_t at = text.find(host_port); at != std::string_view::npos; at = text.find(host_port, at + 1)) {
+    const size_t end = at + host_port.size();
+    if (end == text.size() || !std::isdigit(static_cast<unsigned char>(text[end]))) return true;
+  }
+  return false;
+}
 
 std::string host_of(std::string_view host_port) {
   std::string_view host = host_port.substr(0, host_port.rfind(':'));

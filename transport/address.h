@@ -46,5 +46,8 @@ HostPort split_host_port(std::string_view text);
 std::string host_of(std::string_view host_port);
 /// "host:port", an IPv6 literal host in brackets ("[::1]:13337").
 std::string join_host_port(const std::string& host, uint16_t port);
+/// Whether `text` names `host_port` as an address, not as the start of
+/// another's ("h:4000" is not named by "h:40001").
+bool names_address(std::string_view text, std::string_view host_port);
 
 }  // namespace rdmaps::transport

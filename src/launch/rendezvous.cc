@@ -49,6 +49,8 @@ constexpr int kVersion = 5;
 constexpr size_t kMaxRequest = 4096;                        // an address is a host:port
 constexpr auto kProveWithin = std::chrono::seconds(5);      // a connection's first proven request
 constexpr auto kIdleAfterProof = std::chrono::seconds(10);  // ranks ask every 100 ms until "ok"
+constexpr auto kStillAsking = std::chrono::seconds(3);      // ranks ask at least every second
+constexpr auto kLateWorkers = std::chrono::seconds(600);    // the longest wait for workers that start late
 
 std::vector<uint8_t> bytes_of(std::string_view s) { return {s.begin(), s.end()}; }
 std::span<const uint8_t> span_of(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }
@@ -246,7 +248,7 @@ void RendezvousHost::serve() {
   std::vector<std::unique_ptr<Connection>> connections;        // in the order they came
   std::vector<std::pair<int64_t, const Connection*>> claimed;  // this pass: ranks a connection claimed, and it
   // Another live connection of `rank` than c (slots emptied by this pass's erase_if hold null).
-  auto other_of = [&](int64_t rank, const Connection& c) -> const Connection* {
+  auto other_of = [&](int64_t rank, const Connection& c) -> Connection* {
     for (const auto& other : connections)
       if (other && !other->gone && other.get() != &c && other->rank == rank) return other.get();
     return nullptr;
@@ -297,17 +299,23 @@ void RendezvousHost::serve() {
     // while the first still asks. Once every rank has come, a new process is
     // a rank restarted by hand, or a late twin the servers hold off while
     // the first runs: said here, not refused.
-    if (const Connection* first = other_of(static_cast<int64_t>(rank), c); first && first->process != process)
-      return "error two processes are rank " + std::to_string(rank) + ": " + process_shown(first->process) + " (" +
-             first->peer + ") asked first, then " + process_shown(process) +
-             "; do launcher variables disagree (a RANK exported by hand, a rank started twice)?";
-    if (const std::string& before = roll.process_of(static_cast<uint32_t>(rank));
-        roll.complete() && !before.empty() && before != process)
-      log(LogLevel::kWarn, "rendezvous: rank " + std::to_string(rank) + " asks again from " + process_shown(process) +
-                               ", after " + process_shown(before) + ": restarted by hand, or started twice?");
+    // One that stopped asking (its node died without a FIN: the connection
+    // stays open here until it idles out) is no twin: a restart elsewhere
+    // takes its place instead of being refused for good.
+    if (Connection* first = other_of(static_cast<int64_t>(rank), c); first && first->process != process) {
+      if (Clock::now() - (first->deadline - kIdleAfterProof) < kStillAsking)
+        return "error two processes are rank " + std::to_string(rank) + ": " + process_shown(first->process) + " (" +
+               first->peer + ") asked first, then " + process_shown(process) +
+               "; do launcher variables disagree (a RANK exported by hand, a rank started twice)?";
+      first->closing = true;
+    }
+    const std::string before = roll.process_of(static_cast<uint32_t>(rank));
     c.process = process;
     if (std::string why = roll.arrive(static_cast<uint32_t>(rank), address, process); !why.empty())
       return "error " + why;
+    if (roll.complete() && !before.empty() && before != process)  // taken: else its refusal says it all
+      log(LogLevel::kWarn, "rendezvous: rank " + std::to_string(rank) + " asks again from " + process_shown(process) +
+                               ", after " + process_shown(before) + ": restarted by hand, or started twice?");
     return roll.answer();
   };
   // Answers one request on c; a request that proves nothing is answered
@@ -343,8 +351,10 @@ void RendezvousHost::serve() {
       std::string world, servers;
       if (!(fields >> world >> servers >> named)) named = UINT64_MAX;
     }
-    auto refuse = [&](LogLevel level, const std::string& text, const std::string& reply) {
-      log_refusal(level, named < world_size_ ? static_cast<int64_t>(named) : -1, c.peer, text);
+    // `proven`: the rank it names may key the log's limit; an unproven one shares one line a second with all
+    // such (a peer without the secret naming every rank logged world-size lines a second).
+    auto refuse = [&](LogLevel level, const std::string& text, const std::string& reply, bool proven) {
+      log_refusal(level, proven && named < world_size_ ? static_cast<int64_t>(named) : -1, c.peer, text);
       roll.refused(named, "by rank 0 (from " + c.peer + "): " + text.substr(6));
       c.writer.queue(bytes_of(reply));
       c.closing = true;
@@ -363,12 +373,12 @@ void RendezvousHost::serve() {
           "error the request does not prove rank 0's secret: give every rank the same RDMAPS_SECRET "
           "(or --secret-file); or another job with another secret uses this MASTER_ADDR:" +
           port_name_ + " (give each job its own " + port_name_ + ")";
-    if (!refusal.empty()) return refuse(LogLevel::kWarn, refusal, "- " + refusal);
+    if (!refusal.empty()) return refuse(LogLevel::kWarn, refusal, "- " + refusal, false);
     uint64_t rank = UINT64_MAX;
     const std::string text = answer(c, body, &rank);
     const std::string reply = proof_of(secret_, "rendezvous answer", *c.challenge, nonce, text) + " " + text;
     // The refused rank ends, and so may its connection.
-    if (text.rfind("error ", 0) == 0) return refuse(LogLevel::kError, text, reply);
+    if (text.rfind("error ", 0) == 0) return refuse(LogLevel::kError, text, reply, true);
     c.writer.queue(bytes_of(reply));
     c.deadline = Clock::now() + kIdleAfterProof;
     if (rank == UINT64_MAX || static_cast<int64_t>(rank) == c.rank) return;
@@ -461,10 +471,11 @@ std::string this_process() {
 
 std::vector<std::string> rendezvous(const Placement& p, const std::string& address, std::chrono::milliseconds timeout,
                                     const std::string& secret, const std::string& process) {
-  const auto deadline = Clock::now() + timeout;
+  const auto started = Clock::now();
+  auto deadline = started + timeout;
   const std::string where = rendezvous_address(p);
   const std::string from = p.master_addr_var + " and " + p.master_port_var;  // what gave `where`
-  const std::string seconds = seconds_text(timeout);
+  std::string seconds = seconds_text(timeout);
   const std::string body = std::to_string(p.world_size) + " " + std::to_string(p.num_servers) + " " +
                            std::to_string(p.rank) + " " + (address.empty() ? "-" : address) + " " + process + " " +
                            p.launch_id;
@@ -532,58 +543,83 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   Clock::time_point answered_at{};
   // Every rank asks until the last one came: a world of thousands asks less often (rank 0 answers them all).
   const auto ask_every = std::chrono::milliseconds(std::min<int64_t>(1000, 100 + p.world_size / 5));
-  while (Clock::now() < deadline) {
-    try {
-      TcpSocket s = TcpSocket::connect(addr, std::min(deadline, Clock::now() + std::chrono::seconds(5)));
-      reached = true;
-      s.send_message(bytes_of(head + "challenge"), deadline, where);
-      std::vector<uint8_t> challenge;
+  // Past the timeout, only workers missing, none refused, rank 0 answering:
+  // workers that reach their init late (a Python script importing torch and
+  // loading data first, whose own timeout is 300 s) are waited for up to
+  // kLateWorkers in all, as torchrun's join timeout waits. Servers answered
+  // before every rank came used to wait for workers without end.
+  const auto late_workers_only = [&] {
+    if (last_answer.rfind("wait missing ", 0) != 0 || last_answer.find('\n') != std::string::npos) return false;
+    if (error_after_answer || Clock::now() - answered_at >
+                                  std::max<std::chrono::milliseconds>(3 * ask_every, std::chrono::milliseconds(1500)))
+      return false;
+    return std::strtoull(last_answer.c_str() + 13, nullptr, 10) >= p.num_servers;  // the lowest missing rank
+  };
+  for (bool extended = false;; extended = true) {
+    if (extended) {
+      if (timeout >= kLateWorkers || !late_workers_only()) break;
+      deadline = started + kLateWorkers;
+      seconds = seconds_text(std::chrono::duration_cast<std::chrono::milliseconds>(kLateWorkers));
+      log(LogLevel::kWarn, "rank " + std::to_string(p.rank) + ": the rendezvous at " + where +
+                               " still lacks worker rank(s) " + last_answer.substr(13) + " after " +
+                               seconds_text(timeout) + "; waiting for them up to " + seconds +
+                               " in all (did they start? a worker that reaches its init late is waited for)");
+    }
+    while (Clock::now() < deadline) {
       try {
-        challenge = s.recv_message(deadline, where, kMaxRequest);
-      } catch (const Error& e) {
-        // Another program answering there (an HTTP server): the bare framing
-        // error named neither the rendezvous nor the variables that chose it.
-        if (e.code() != Errc::kProtocol) throw;
-        throw Error(Errc::kProtocol, "rank " + std::to_string(p.rank) + ": something at " + where + " (" + from +
-                                         ") is not rdmaps' rendezvous: " + e.what() + "; give the job another " +
-                                         port_name(p));
-      }
-      const transport::Nonce host_nonce = challenge_in(std::string(challenge.begin(), challenge.end()));
-      while (Clock::now() < deadline) {
-        const auto nonce = transport::random_nonce();
-        s.send_message(bytes_of(request_with(host_nonce, nonce)), deadline, where);
-        auto reply = s.recv_message(deadline, where, 1 << 20);
-        last_answer = proven_text(std::string(reply.begin(), reply.end()), host_nonce, nonce);
-        error_after_answer = false;
-        answered_at = Clock::now();
-        if (last_answer.rfind("ok ", 0) == 0) {
-          std::vector<std::string> servers;
-          std::istringstream list(last_answer.substr(3));
-          for (std::string item; std::getline(list, item, ',');) servers.push_back(item);
-          if (servers.size() != p.num_servers)
-            throw Error(Errc::kProtocol, "the rendezvous at " + where + " answered " + std::to_string(servers.size()) +
-                                             " server addresses for " + std::to_string(p.num_servers) + " servers");
-          return servers;
+        TcpSocket s = TcpSocket::connect(addr, std::min(deadline, Clock::now() + std::chrono::seconds(5)));
+        reached = true;
+        s.send_message(bytes_of(head + "challenge"), deadline, where);
+        std::vector<uint8_t> challenge;
+        try {
+          challenge = s.recv_message(deadline, where, kMaxRequest);
+        } catch (const Error& e) {
+          // Another program answering there (an HTTP server): the bare framing
+          // error named neither the rendezvous nor the variables that chose it.
+          if (e.code() != Errc::kProtocol) throw;
+          throw Error(Errc::kProtocol, "rank " + std::to_string(p.rank) + ": something at " + where + " (" + from +
+                                           ") is not rdmaps' rendezvous: " + e.what() + "; give the job another " +
+                                           port_name(p));
         }
-        if (last_answer.rfind("error ", 0) == 0)
-          throw Error(Errc::kInvalidArgument, "the rendezvous at " + where + " refused rank " + std::to_string(p.rank) +
-                                                  ": " + last_answer.substr(6));
-        std::this_thread::sleep_for(std::chrono::milliseconds(
-            transport::cancellable_wait_ms(static_cast<int>(ask_every.count()), "waiting for the rendezvous", where)));
-      }
-    } catch (const Error& e) {
-      // Cancelled (Ctrl-C in a Python rank, transport::CancelScope): now, not at the deadline.
-      if (e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol || e.code() == Errc::kCancelled) throw;
-      last_error = e.what();  // rank 0 not up yet, or it restarted: ask again
-      // (not an answer cut short by the deadline itself)
-      if (e.code() != Errc::kTimeout || Clock::now() < deadline) error_after_answer = !last_answer.empty();
-      // Cancellable too: a connect that fails at once (no route yet) never reaches a cancellable wait.
-      for (const auto until = Clock::now() + std::chrono::milliseconds(200); Clock::now() < until;) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
-        std::this_thread::sleep_for(std::chrono::milliseconds(
-            transport::cancellable_wait_ms(static_cast<int>(left.count()), "waiting for the rendezvous", where)));
+        const transport::Nonce host_nonce = challenge_in(std::string(challenge.begin(), challenge.end()));
+        while (Clock::now() < deadline) {
+          const auto nonce = transport::random_nonce();
+          s.send_message(bytes_of(request_with(host_nonce, nonce)), deadline, where);
+          auto reply = s.recv_message(deadline, where, 1 << 20);
+          last_answer = proven_text(std::string(reply.begin(), reply.end()), host_nonce, nonce);
+          error_after_answer = false;
+          answered_at = Clock::now();
+          if (last_answer.rfind("ok ", 0) == 0) {
+            std::vector<std::string> servers;
+            std::istringstream list(last_answer.substr(3));
+            for (std::string item; std::getline(list, item, ',');) servers.push_back(item);
+            if (servers.size() != p.num_servers)
+              throw Error(Errc::kProtocol, "the rendezvous at " + where + " answered " +
+                                               std::to_string(servers.size()) + " server addresses for " +
+                                               std::to_string(p.num_servers) + " servers");
+            return servers;
+          }
+          if (last_answer.rfind("error ", 0) == 0)
+            throw Error(Errc::kInvalidArgument, "the rendezvous at " + where + " refused rank " +
+                                                    std::to_string(p.rank) + ": " + last_answer.substr(6));
+          std::this_thread::sleep_for(std::chrono::milliseconds(transport::cancellable_wait_ms(
+              static_cast<int>(ask_every.count()), "waiting for the rendezvous", where)));
+        }
+      } catch (const Error& e) {
+        // Cancelled (Ctrl-C in a Python rank, transport::CancelScope): now, not at the deadline.
+        if (e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol || e.code() == Errc::kCancelled) throw;
+        last_error = e.what();  // rank 0 not up yet, or it restarted: ask again
+        // (not an answer cut short by the deadline itself)
+        if (e.code() != Errc::kTimeout || Clock::now() < deadline) error_after_answer = !last_answer.empty();
+        // Cancellable too: a connect that fails at once (no route yet) never reaches a cancellable wait.
+        for (const auto until = Clock::now() + std::chrono::milliseconds(200); Clock::now() < until;) {
+          const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+          std::this_thread::sleep_for(std::chrono::milliseconds(
+              transport::cancellable_wait_ms(static_cast<int>(left.count()), "waiting for the rendezvous", where)));
+        }
       }
     }
+    if (extended) break;
   }
   // "wait missing R,R-R" and then why rank 0 refused some of them, a line each.
   std::string missing, refusals;

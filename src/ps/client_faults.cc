@@ -193,10 +193,11 @@ void ClientImpl::reconnect(ServerLink& link, const Error& cause) {
              deadline = std::min(window_end, leave_by_);
   // The call ended on one server's failure; another found down with it is not that failure (its
   // line quoted the first server's error as its own).
+  const std::string_view said = cause.what();
   const std::string why =
-      std::string_view(cause.what()).find(link.address) != std::string_view::npos
-          ? std::string(cause.what())
-          : "server " + link.address + " is down too (the call ended on another's failure: " + cause.what() + ")";
+      transport::names_address(said, link.address)
+          ? std::string(said)
+          : "server " + link.address + " is down too (the call ended on another's failure: " + std::string(said) + ")";
   logf(LogLevel::kWarn, "rdmaps worker %u: %s; reconnecting to %s for up to %g s", options_.worker, why.c_str(),
        link.address.c_str(), std::chrono::duration<double>(deadline - start).count());
   bool refused_last = false;  // the last attempt met a server that refused it for now

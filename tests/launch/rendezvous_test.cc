@@ -127,6 +127,21 @@ TEST(Rendezvous, NoRankIsAnsweredBeforeEveryRankCameAndARefusalIsQuoted) {
   EXPECT_NE(server_saw.find("still lacks rank(s) 1-2"), std::string::npos) << server_saw;
 }
 
+// Nobody is answered before every rank came: a worker that reached its init
+// late (a Python script importing torch and loading data first) must not end
+// a server whose timeout is shorter. Past it, with only workers missing and
+// none refused, the ranks wait on, up to ten minutes.
+TEST(Rendezvous, AWorkerLaterThanTheTimeoutIsWaitedForWhenNoneWasRefused) {
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 3, 1, port));
+  auto server = std::async(std::launch::async, [=] { return rendezvous(rank_of(0, 3, 1, port), "h:1", 1s); });
+  auto early = std::async(std::launch::async, [=] { return rendezvous(rank_of(1, 3, 1, port), "", 1s); });
+  std::this_thread::sleep_for(1800ms);
+  EXPECT_EQ(rendezvous(rank_of(2, 3, 1, port), "", 1s), std::vector<std::string>{"h:1"});
+  EXPECT_EQ(server.get(), std::vector<std::string>{"h:1"});
+  EXPECT_EQ(early.get(), std::vector<std::string>{"h:1"});
+}
+
 // Two processes given one RANK (exported by hand, a script started twice):
 // the servers took the second for a restart once the first left, and that
 // rank's share was trained twice. They meet at the rendezvous now.
@@ -457,6 +472,24 @@ TEST(Rendezvous, MalformedRequestsAreRefusedAndTheHostServesOn) {
   }
   // Served on, and waits for rank 1 before it answers "ok".
   EXPECT_EQ(ask(port, "rdmaps-rendezvous 5 " + kNonce + " - 2 1 0 h:9 1@h#1 "), "- wait missing 1");
+}
+
+// A rank whose node died without a FIN left its connection open at rank 0
+// for 10 s: its restart elsewhere within them was refused for good as a twin.
+TEST(Rendezvous, ARankThatStoppedAskingIsNoTwinOfItsRestart) {
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 3, 1, port));
+  {
+    Peer dead(port);  // asks once as rank 1, then never again, its connection left open
+    ASSERT_EQ(dead.say("rdmaps-rendezvous 5 challenge").rfind("- challenge ", 0), 0u);
+    EXPECT_EQ(dead.say("rdmaps-rendezvous 5 " + kNonce + " - 3 1 1 - 7@gone#1 "), "- wait missing 0,2");
+    std::this_thread::sleep_for(3500ms);
+    auto restarted =
+        std::async(std::launch::async, [=] { return rendezvous(rank_of(1, 3, 1, port), "", 10s, "", "8@new#2"); });
+    OtherWorkers others(rank_of(2, 3, 1, port), {2});
+    EXPECT_EQ(rendezvous(rank_of(0, 3, 1, port), "h:1", 10s), std::vector<std::string>{"h:1"});
+    EXPECT_EQ(restarted.get(), std::vector<std::string>{"h:1"});
+  }
 }
 
 // The rendezvous answered anyone: a peer without the secret learned rank 0's

@@ -16,6 +16,7 @@
 #include "rdmaps/log.h"
 #include "tests/common/log_watch.h"
 #include "tests/transport/fixture.h"
+#include "transport/address.h"
 #include "transport/bootstrap.h"
 #include "transport/tcp_socket.h"
 #include "transport/ucx/region.h"
@@ -32,6 +33,17 @@ int unused_port() {
 }
 
 class ErrorsTest : public TransportTest {};
+
+// A worker's reconnect line took another server's error for its own where
+// that one's address began with its own ("h:4000" in "h:40001").
+TEST(Address, IsNamedInTextAsAWholeNotAsAnothersStart) {
+  EXPECT_TRUE(transport::names_address("server h:4000 closed the connection", "h:4000"));
+  EXPECT_TRUE(transport::names_address("peer 10.0.0.1:13337", "10.0.0.1:13337"));
+  EXPECT_FALSE(transport::names_address("server h:40001 closed the connection", "h:4000"));
+  EXPECT_TRUE(transport::names_address("h:40001 and then h:4000 lane 0", "h:4000"));
+  EXPECT_FALSE(transport::names_address("nothing of it", "h:4000"));
+  EXPECT_FALSE(transport::names_address("anything", ""));
+}
 
 // The first connection to `listening` within 5 s; none: an empty socket.
 transport::TcpSocket first_connection(const transport::TcpSocket& listening) {
