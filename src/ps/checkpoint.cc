@@ -305,37 +305,44 @@ void check_checkpoint_dir(const std::string& dir) {
 }
 
 namespace {
-// Opens and locks `path`, writing this process's pid into it; throws naming
-// the holder when another process has it.
+// Opens and locks `path`, writing this process's pid and host into it; throws
+// naming the holder when another process has it.
 int take_lock(const std::string& path, const std::string& dir, uint32_t index) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) io_error("cannot open the checkpoint directory's lock", path);
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int e = errno;
-    char holder[32] = {};
+    char holder[96] = {};
     [[maybe_unused]] const ssize_t n = ::pread(fd, holder, sizeof(holder) - 1, 0);
     ::close(fd);
     if (e != EWOULDBLOCK) {
       errno = e;
       io_error("cannot lock", path);
     }
-    std::string pid(holder);
-    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
-    // Its own pid read as "another server" (a Python rdmaps.Server still alive beside a new one).
-    if (pid == std::to_string(::getpid()))
-      throw Error(Errc::kInvalidArgument, "this process already runs a server " + std::to_string(index) +
-                                              " that writes checkpoints to '" + dir +
-                                              "' (--checkpoint-dir): destroy it first (its run ended, or not)");
+    // "PID HOST" (a directory on a shared file system may be another node's).
+    std::string who(holder);
+    while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
+    if (const size_t space = who.find(' '); space != std::string::npos) who.replace(space, 1, " on ");
     throw Error(Errc::kInvalidArgument, "another server " + std::to_string(index) +
-                                            (pid.empty() ? "" : " (pid " + pid + ")") + " writes checkpoints to '" +
+                                            (who.empty() ? "" : " (pid " + who + ")") + " writes checkpoints to '" +
                                             dir +
                                             "' (--checkpoint-dir): two would overwrite each other's; give each "
                                             "job its own directory");
   }
-  const std::string pid = std::to_string(::getpid()) + "\n";
+  char host[64] = {};
+  if (::gethostname(host, sizeof(host) - 1) != 0) host[0] = '\0';
+  const std::string who = std::to_string(::getpid()) + (host[0] ? std::string(" ") + host : "") + "\n";
   if (::ftruncate(fd, 0) == 0) [[maybe_unused]]
-    const ssize_t n = ::pwrite(fd, pid.data(), pid.size(), 0);
+    const ssize_t n = ::pwrite(fd, who.data(), who.size(), 0);
   return fd;
+}
+
+// The same file (device and inode) as the one `fd` holds.
+bool same_file(int fd, const std::string& path) {
+  struct stat held {
+  }, named{};
+  return ::fstat(fd, &held) == 0 && ::stat(path.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+         held.st_ino == named.st_ino;
 }
 
 // A forked child that never execs (a DataLoader worker, a helper of the
@@ -355,6 +362,13 @@ class HeldLocks {
   /// descriptor's opening and its registration (the child kept that one).
   void take(int* fd, const std::string& path, const std::string& dir, uint32_t index) {
     std::lock_guard<std::mutex> lock(mu_);
+    // Held here (a Python rdmaps.Server still alive beside a new one): by
+    // pid, two containers' servers both pid 1 were taken for one process.
+    for (const int* held : fds_)
+      if (held != fd && *held >= 0 && same_file(*held, path))
+        throw Error(Errc::kInvalidArgument, "this process already runs a server " + std::to_string(index) +
+                                                " that writes checkpoints to '" + dir +
+                                                "' (--checkpoint-dir): destroy it first (its run ended, or not)");
     const int taken = take_lock(path, dir, index);
     if (*fd >= 0) ::close(*fd);
     *fd = taken;

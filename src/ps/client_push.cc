@@ -312,9 +312,12 @@ GpuTransfer& ClientImpl::gpu(int device, const std::string& tensor) {
     throw Error(Errc::kUnsupported, "tensor '" + tensor + "' is in the memory of GPU " + std::to_string(device) +
                                         ", and this rdmaps was built without CUDA: give host memory, or build "
                                         "with nvcc (meson -Dcuda=enabled)");
-  if (!gpu_)
+  if (!gpu_) {
+    uint64_t largest = 0;
+    for (const auto& t : partition_->tensors()) largest = std::max<uint64_t>(largest, t.floats);
     gpu_ = std::make_unique<GpuTransfer>(device, context_->memory_support(), config_.shard_floats * sizeof(float),
-                                         partition_->total_floats(), config_.staging_depth, config_.gpu_path);
+                                         partition_->total_floats(), config_.staging_depth, config_.gpu_path, largest);
+  }
   if (gpu_->device() != device)
     throw Error(Errc::kInvalidArgument, "tensor '" + tensor + "' is on GPU " + std::to_string(device) +
                                             " while this worker's device tensors are on GPU " +

@@ -14,8 +14,8 @@ int staging_depth_for(size_t chunk_bytes) {
 }
 
 GpuTransfer::GpuTransfer(int device, const transport::MemorySupport& transport, size_t chunk_bytes,
-                         uint64_t total_floats, uint32_t staging_depth, GpuPathChoice choice)
-    : device_(device), total_floats_(total_floats), chunk_floats_(chunk_bytes / sizeof(float)) {
+                         uint64_t total_floats, uint32_t staging_depth, GpuPathChoice choice, uint64_t largest_tensor)
+    : device_(device), total_floats_(total_floats), largest_tensor_(largest_tensor) {
   path_ = choose_gpu_path(transport, 1, &reason_, choice);
   cuda::use_device(device_);
   // The ring also serves pulls into device memory on either path.
@@ -37,10 +37,10 @@ const void* GpuTransfer::prepare(const float* src, uint64_t at, size_t n, bool b
     // held the first push until the backward's queued kernels had all run.
     residual_->fill_bytes(0, ring_->stream());
   }
-  // A piece's worth at once (pieces are at most a chunk): growing it freed the
-  // old one, and cudaFree waits for the whole device.
+  // The largest tensor's worth at once (a push encodes a whole tensor):
+  // growing it freed the old one, and cudaFree waits for the whole device.
   if (!wire_ || wire_->size() < n * sizeof(uint16_t))
-    wire_ = std::make_unique<cuda::DeviceBuffer>(std::max<size_t>(n, chunk_floats_) * sizeof(uint16_t));
+    wire_ = std::make_unique<cuda::DeviceBuffer>(std::max<size_t>(n, largest_tensor_) * sizeof(uint16_t));
   auto* wire = static_cast<uint16_t*>(wire_->data());
   cuda::compress_bf16(src, static_cast<float*>(residual_->data()) + at, wire, n, ring_->stream());
   // UCX reads it right away; the device's other work (the rest of the backward) need not end first.

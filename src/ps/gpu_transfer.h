@@ -32,7 +32,7 @@ class GpuTransfer {
   /// moves; chunk_bytes: one piece (a shard) in float32; total_floats: the
   /// whole table; staging_depth: pinned chunks in the ring (0: staging_depth_for()).
   GpuTransfer(int device, const transport::MemorySupport& transport, size_t chunk_bytes, uint64_t total_floats,
-              uint32_t staging_depth = 0, GpuPathChoice choice = GpuPathChoice::kAuto);
+              uint32_t staging_depth = 0, GpuPathChoice choice = GpuPathChoice::kAuto, uint64_t largest_tensor = 0);
 
   int device() const { return device_; }
   GpuPath path() const { return path_; }
@@ -54,7 +54,7 @@ class GpuTransfer {
   uint64_t total_floats_;
   std::unique_ptr<cuda::StagingRing> ring_;
   std::unique_ptr<cuda::DeviceBuffer> residual_, wire_;
-  size_t chunk_floats_;  // a piece at most
+  uint64_t largest_tensor_;  // floats: what one bf16 encoding may need
 };
 
 }  // namespace rdmaps::ps

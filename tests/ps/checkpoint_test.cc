@@ -456,8 +456,10 @@ TEST(Checkpoint, OneServerOfAnIndexWritesADirectory) {
         ps::CheckpointDirLock second(dir, 0);
       } catch (const Error& e) {
         const std::string said = e.what();
-        _exit(said.find("another server 0 (pid " + std::to_string(::getppid()) + ") writes checkpoints to '" + dir +
-                        "' (--checkpoint-dir)") == std::string::npos
+        char host[64] = {};
+        ::gethostname(host, sizeof(host) - 1);
+        _exit(said.find("another server 0 (pid " + std::to_string(::getppid()) + " on " + host +
+                        ") writes checkpoints to '" + dir + "' (--checkpoint-dir)") == std::string::npos
                   ? 2
                   : 0);
       }

@@ -171,7 +171,7 @@ second_port=$(free_port)
 # Under a limit: one that took the directory would wait for workers that never come (124: it started).
 timeout 60 "$train" --role server --listen "127.0.0.1:$second_port" "${job[@]}" --checkpoint-dir "$out/ckpt" \
   2>"$out/n3-second.log" && fail "a second server 0 on the same checkpoint directory started"
-grep -q "another server 0 (pid $first) writes checkpoints to '$out/ckpt' (--checkpoint-dir)" "$out/n3-second.log" ||
+grep -q "another server 0 (pid $first on $(hostname)) writes checkpoints to '$out/ckpt' (--checkpoint-dir)" "$out/n3-second.log" ||
   fail "the second server 0 was not refused naming the first: $(cat "$out/n3-second.log")"
 spid=$first
 workers "$out/n3"
