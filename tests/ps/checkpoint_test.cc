@@ -739,6 +739,20 @@ ServerOptions kept_running() {
   return o;
 }
 
+// A job of `servers` servers and one worker that pushes one step of 64 ones
+// and leaves, its servers stopped (each wrote its final checkpoint).
+void one_step_then_stop(uint32_t servers_count, const Config& c) {
+  ServerGroup servers(servers_count, 1, c, kept_running());
+  {
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", 64);
+    client.connect();
+    client.push("w", std::vector<float>(64, 1.0f));
+    client.clock();
+  }
+  servers.stop();
+}
+
 class PsCheckpointTest : public PsTest {};
 
 // A one-worker SGD job whose server is killed twice and restarted with
@@ -1346,15 +1360,7 @@ TEST_P(PsCheckpointTest, OnlyAChangedAndFiniteModelIsCheckpointedByTime) {
 TEST_P(PsCheckpointTest, AnInitAfterAResumeIsInTheFinalCheckpoint) {
   const std::string dir = temp_dir();
   const Config c = checkpoint_each_update(GetParam(), dir);
-  {
-    ServerGroup servers(1, 1, c, kept_running());
-    Client client(local_worker_options(servers.addresses(), c));
-    client.declare("w", 64);
-    client.connect();
-    client.push("w", std::vector<float>(64, 1.0f));
-    client.clock();
-    servers.stop();
-  }
+  one_step_then_stop(1, c);
   Config resume = c;
   resume.resume = true;
   {
@@ -1915,15 +1921,7 @@ TEST_P(PsCheckpointTest, AWorkerReconnectingToAServerResumedFromAnotherRunStops)
 TEST_P(PsCheckpointTest, AResumeFindingOnlyOtherServersCheckpointsRefusesToStart) {
   const std::string dir = temp_dir();
   const Config c = checkpoint_each_update(GetParam(), dir);
-  {
-    ServerGroup servers(2, 1, c, kept_running());
-    Client client(local_worker_options(servers.addresses(), c));
-    client.declare("w", 64);
-    client.connect();
-    client.push("w", std::vector<float>(64, 1.0f));
-    client.clock();
-    servers.stop();
-  }
+  one_step_then_stop(2, c);
   for (const auto& f : fs::directory_iterator(dir))
     if (f.path().filename().string().starts_with("server-1-")) fs::remove(f.path());
   ServerOptions o = kept_running();
