@@ -539,10 +539,13 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   // Which came last: rank 0 answering, or failing to. Rank 0 that answered
   // and then stopped (it died) is what to report, not its last answer.
   bool error_after_answer = false;
-  bool reached = false;  // something accepted the connection
+  bool reached = false;      // something accepted the connection
+  bool silent_last = false;  // the last failure was a wait for rank 0 that ran out (not a refused or reset connection)
   Clock::time_point answered_at{};
   // Every rank asks until the last one came: a world of thousands asks less often (rank 0 answers them all).
   const auto ask_every = std::chrono::milliseconds(std::min<int64_t>(1000, 100 + p.world_size / 5));
+  // Answers come every ask_every while rank 0 runs: quieter than this, it stopped.
+  const auto answers_within = std::max<std::chrono::milliseconds>(3 * ask_every, std::chrono::milliseconds(1500));
   // Past the timeout, only workers missing, none refused, rank 0 answering:
   // workers that reach their init late (a Python script importing torch and
   // loading data first, whose own timeout is 300 s) are waited for up to
@@ -550,9 +553,7 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   // before every rank came used to wait for workers without end.
   const auto late_workers_only = [&] {
     if (last_answer.rfind("wait missing ", 0) != 0 || last_answer.find('\n') != std::string::npos) return false;
-    if (error_after_answer || Clock::now() - answered_at >
-                                  std::max<std::chrono::milliseconds>(3 * ask_every, std::chrono::milliseconds(1500)))
-      return false;
+    if (error_after_answer || Clock::now() - answered_at > answers_within) return false;
     return std::strtoull(last_answer.c_str() + 13, nullptr, 10) >= p.num_servers;  // the lowest missing rank
   };
   for (bool extended = false;; extended = true) {
@@ -609,6 +610,7 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
         // Cancelled (Ctrl-C in a Python rank, transport::CancelScope): now, not at the deadline.
         if (e.code() == Errc::kInvalidArgument || e.code() == Errc::kProtocol || e.code() == Errc::kCancelled) throw;
         last_error = e.what();  // rank 0 not up yet, or it restarted: ask again
+        silent_last = e.code() == Errc::kTimeout;
         // (not an answer cut short by the deadline itself)
         if (e.code() != Errc::kTimeout || Clock::now() < deadline) error_after_answer = !last_answer.empty();
         // Cancellable too: a connect that fails at once (no route yet) never reaches a cancellable wait.
@@ -638,15 +640,16 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   const std::string stopped =
       " (is rank 0 stopped, by Ctrl-Z, SIGSTOP or a debugger, or overloaded? its host still "
       "accepts connections then)";
-  if (error_after_answer)
+  // A wait that ran out on a rank 0 gone quiet is its being stopped, not its death: said as such, whether the
+  // wait ended just before this rank's deadline or at it (under load it was taken for a death).
+  const bool gone_quiet = !last_answer.empty() && quiet >= answers_within && (!error_after_answer || silent_last);
+  if (error_after_answer && !gone_quiet)
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": rank 0, which hosts the rendezvous at " + where +
                                     " (" + from + "), stopped answering" +
                                     (missing.empty() ? "" : " while rank(s) " + missing + " were missing") +
                                     ", and did not answer again within " + seconds + ": " + last_error +
                                     " (did rank 0 exit? its own error says why)");
-  // Answers come every ask_every while rank 0 runs.
-  if (!last_answer.empty() &&
-      quiet >= std::max<std::chrono::milliseconds>(3 * ask_every, std::chrono::milliseconds(1500)))
+  if (gone_quiet)
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": rank 0, which hosts the rendezvous at " + where +
                                     " (" + from + "), answered last " + std::to_string(quiet.count()) +
                                     " s before this rank's " + seconds + " ran out" +
