@@ -1335,6 +1335,9 @@ class ConfigurationTest(unittest.TestCase):
             worker.connect()
             g = array.array("f", bytes(4 * floats))
             worker.push("w", g)  # taken while the server runs
+            # Taken in whole: a pull's answer comes after every piece before it. Stopped with pieces left in
+            # its inbox, the next push waited for a credit with no send of its own under way (a loaded run).
+            worker.pull("w", array.array("f", bytes(4 * floats)))
             os.kill(server.pid, signal.SIGSTOP)
             with self.assertRaisesRegex(rdmaps.Error, "still under way"):
                 for _ in range(8):  # until the sockets are full
