@@ -21,13 +21,11 @@
 #include <iterator>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
 #include <sstream>
 
-#include "rdmaps/log.h"
 #include "src/ps/update_rules.h"
 #include "tests/common/log_watch.h"
 #include "tests/common/update_reference.h"
@@ -737,6 +735,14 @@ ServerOptions kept_running() {
   o.exit_when_done = false;
   o.log_connections = false;
   return o;
+}
+
+// The lines of a LogWatch's text.
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
 }
 
 // A job of `servers` servers and one worker that pushes one step of 64 ones
@@ -1665,12 +1671,7 @@ TEST_P(PsCheckpointTest, ServersResumedFromMomentsFarApartAreSaidToBe) {
     fs::remove(ones.back());
     ones.pop_back();
   }
-  std::mutex mu;
-  std::vector<std::string> lines;
-  rdmaps::set_log_sink([&](rdmaps::LogLevel, const std::string& line) {
-    std::lock_guard<std::mutex> lock(mu);
-    lines.push_back(line);
-  });
+  std::optional<LogWatch> log(std::in_place);
   Config resume = c;
   resume.resume = true;
   {
@@ -1682,7 +1683,8 @@ TEST_P(PsCheckpointTest, ServersResumedFromMomentsFarApartAreSaidToBe) {
     }  // leaves before the servers stop (it waited 5 s for them)
     servers.stop();
   }
-  rdmaps::set_log_sink(nullptr);
+  const std::vector<std::string> lines = lines_of(log->text());
+  log.reset();
   std::string said;
   for (const auto& line : lines)
     if (line.find("resumed checkpoints of different moments") != std::string::npos) said = line;
@@ -1744,12 +1746,7 @@ TEST_P(PsCheckpointTest, EachServerFoundDownIsNamedInItsOwnReconnectLine) {
   ServerGroup servers(2, 1, c, kept_running());
   Config resume = c;
   resume.resume = true;
-  std::mutex mu;
-  std::vector<std::string> lines;
-  rdmaps::set_log_sink([&](rdmaps::LogLevel, const std::string& line) {
-    std::lock_guard<std::mutex> lock(mu);
-    lines.push_back(line);
-  });
+  std::optional<LogWatch> log(std::in_place);
   const std::string a = servers.server(0).address(), b = servers.server(1).address();
   {
     Client client(local_worker_options(servers.addresses(), c));
@@ -1763,7 +1760,8 @@ TEST_P(PsCheckpointTest, EachServerFoundDownIsNamedInItsOwnReconnectLine) {
     servers.restart(1, resume);
     client.pull("w", w);  // reconnects both
   }
-  rdmaps::set_log_sink(nullptr);
+  const std::vector<std::string> lines = lines_of(log->text());
+  log.reset();
   std::vector<std::string> reconnecting;
   for (const auto& line : lines)
     if (line.find("; reconnecting to ") != std::string::npos) reconnecting.push_back(line);
