@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -20,6 +21,7 @@
 #include "transport/address.h"
 #include "transport/auth.h"
 #include "transport/cancel.h"
+#include "transport/process_id.h"
 
 namespace rdmaps::launch {
 namespace {
@@ -457,15 +459,21 @@ void RendezvousHost::serve() {
 }
 
 std::string this_process() {
-  static const std::string process = [] {
-    char host[256] = {};
-    if (::gethostname(host, sizeof(host) - 1) != 0 || !host[0]) std::snprintf(host, sizeof(host), "unknown-host");
-    std::string name(host, ::strnlen(host, 64));
-    for (char& ch : name)  // a field of a space-separated request
-      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') ch = '_';
-    // The random part tells apart equal pids on hosts of one name (containers).
-    return std::to_string(::getpid()) + "@" + name + "#" + transport::to_hex(transport::random_nonce()).substr(0, 8);
-  }();
+  // Made again in a forked child (a launcher's helper, a DataLoader): a copy
+  // of its parent's would hide the two from each other at the rendezvous.
+  static std::mutex mu;
+  static pid_t made_for = -1;
+  static std::string process;
+  std::lock_guard<std::mutex> lock(mu);
+  if (made_for == transport::this_process_id()) return process;
+  made_for = transport::this_process_id();
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) != 0 || !host[0]) std::snprintf(host, sizeof(host), "unknown-host");
+  std::string name(host, ::strnlen(host, 64));
+  for (char& ch : name)  // a field of a space-separated request
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' && ch != '_') ch = '_';
+  // The random part tells apart equal pids on hosts of one name (containers).
+  process = std::to_string(made_for) + "@" + name + "#" + transport::to_hex(transport::random_nonce()).substr(0, 8);
   return process;
 }
 

@@ -8,6 +8,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -140,6 +141,29 @@ TEST(Rendezvous, AWorkerLaterThanTheTimeoutIsWaitedForWhenNoneWasRefused) {
   EXPECT_EQ(rendezvous(rank_of(2, 3, 1, port), "", 1s), std::vector<std::string>{"h:1"});
   EXPECT_EQ(server.get(), std::vector<std::string>{"h:1"});
   EXPECT_EQ(early.get(), std::vector<std::string>{"h:1"});
+}
+
+// A forked child kept its parent's name at the rendezvous: the two asking as
+// one rank were taken for one process.
+TEST(Rendezvous, AForkedChildAsksAsAProcessOfItsOwn) {
+  const std::string parent = this_process();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const std::string mine = this_process();
+    [[maybe_unused]] const ssize_t n = ::write(fds[1], mine.data(), mine.size());
+    _exit(0);
+  }
+  ::close(fds[1]);
+  char said[256] = {};
+  [[maybe_unused]] const ssize_t n = ::read(fds[0], said, sizeof(said) - 1);
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_NE(std::string(said), parent);
+  EXPECT_EQ(std::string(said).rfind(std::to_string(child) + "@", 0), 0u) << said;
+  EXPECT_EQ(this_process(), parent);
 }
 
 // Two processes given one RANK (exported by hand, a script started twice):
