@@ -62,10 +62,22 @@ Welcome ClientImpl::ask(transport::Endpoint& control, const Hello& hello, const 
   return welcome;
 }
 
+// A connect that failed names which server of the list it was: the address
+// alone ("connecting to 10.0.0.7:7000: nobody listened there") left a
+// launched worker, given the list by its launcher, to guess.
+std::unique_ptr<transport::Endpoint> ClientImpl::connect_control(uint32_t index, std::chrono::milliseconds timeout,
+                                                                 transport::IfRefused if_refused) {
+  try {
+    return context_->connect(transport::SockAddr::parse(options_.servers[index]), timeout, {}, if_refused);
+  } catch (const Error& e) {
+    throw Error(e.code(),
+                "server " + std::to_string(index) + " of " + std::to_string(options_.servers.size()) + ": " + e.what());
+  }
+}
+
 Welcome ClientImpl::probe(uint32_t index) {
   const std::string& address = options_.servers[index];
-  auto control =
-      context_->connect(transport::SockAddr::parse(address), options_.timeout, {}, transport::IfRefused::kRetry);
+  auto control = connect_control(index, options_.timeout, transport::IfRefused::kRetry);
   Hello h = hello();
   h.server_index = index;
   h.probe = 1;
@@ -206,7 +218,7 @@ Welcome ClientImpl::connect_one(uint32_t index, transport::IfRefused if_refused,
   ServerLink& link = links_[index];
   link.index = index;
   link.address = options_.servers[index];
-  auto control = context_->connect(transport::SockAddr::parse(link.address), timeout(), {}, if_refused);
+  auto control = connect_control(index, timeout(), if_refused);
   link.range = partition_->server_range(index);
   link.shards = partition_->shard_count(index);
   Hello h = hello();

@@ -266,6 +266,9 @@ class ClientImpl {
   /// returns its answer, or throws its refusal or why it could not be asked.
   /// Waits for a server not listening yet, as connect_one does.
   Welcome probe(uint32_t index);
+  /// The control endpoint to server `index`; a failure names the index.
+  std::unique_ptr<transport::Endpoint> connect_control(uint32_t index, std::chrono::milliseconds timeout,
+                                                       transport::IfRefused if_refused);
   /// Probes every server; throws if one is listed twice, or if some hold a
   /// job's parameters and others none.
   void probe_all();

@@ -3387,11 +3387,13 @@ TEST_P(PsFaultTest, AWorkerStartedBeforeItsServerWaitsForItToListen) {
   FAIL() << "the server process could not listen on a free port in 3 tries";
 }
 
-// Where nobody ever listens, connect() fails at its timeout naming the address.
-TEST(ClientConnect, NobodyListeningFailsAtTheTimeoutNamingTheAddress) {
+// Where nobody ever listens, connect() fails at its timeout naming the
+// server's place in the list and its address (a launched worker, given the
+// list by its launcher, was told the address alone).
+TEST(ClientConnect, NobodyListeningFailsAtTheTimeoutNamingTheServerAndItsAddress) {
   const std::string address = "127.0.0.1:" + std::to_string(free_listen_port());
   ClientOptions o;
-  o.servers = {address};
+  o.servers = {address, "127.0.0.1:" + std::to_string(free_listen_port())};
   o.config = fault_config(transport::TransportKind::kTcp);
   o.timeout = 1500ms;
   Client client(o);
@@ -3401,7 +3403,8 @@ TEST(ClientConnect, NobodyListeningFailsAtTheTimeoutNamingTheAddress) {
   EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kUnreachable) << what;
   EXPECT_GE(Clock::now() - start, 1500ms);
   EXPECT_LT(Clock::now() - start, 10s);
-  EXPECT_NE(what.find("connecting to " + address + ": nobody listened there within"), std::string::npos) << what;
+  EXPECT_NE(what.find("server 0 of 2: connecting to " + address + ": nobody listened there within"), std::string::npos)
+      << what;
 }
 
 // A table whose Hello is larger than a server reads is refused by connect(),
