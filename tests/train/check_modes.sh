@@ -54,6 +54,19 @@ metered=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --t
 check "$metered" "'final_test_accuracy' in r" "--json --metrics: stdout is not the summary"
 grep -qF "metrics at http://127.0.0.1:$port/metrics" "$out/metrics.err" ||
   { echo "FAILED: --json --metrics did not say where the metrics are: $(cat "$out/metrics.err")"; exit 1; }
+# A worker says where its metrics are before it connects, and serves them
+# while it waits for servers not up yet (the connect may wait for minutes).
+nobody=$("$(dirname "$0")/../common/free_ports.py" 1)
+"$train" --role worker --servers-list "127.0.0.1:$nobody" --workers 1 --transport tcp --metrics 127.0.0.1:0 \
+  2>"$out/waiting.err" &
+waiting=$!
+for _ in $(seq 100); do grep -q "metrics at http://" "$out/waiting.err" && break; sleep 0.1; done
+address=$(sed -n 's|.*worker 0: metrics at http://\([^/]*\)/metrics.*|\1|p' "$out/waiting.err")
+scraped=$(curl -sf "http://$address/metrics" || true)
+kill "$waiting" 2>/dev/null; wait "$waiting" 2>/dev/null || true
+[ -n "$address" ] || { echo "FAILED: a worker waiting for its server did not say where its metrics are: $(cat "$out/waiting.err")"; exit 1; }
+grep -q "^rdmaps_worker_servers_joined{worker=\"0\"} 0" <<<"$scraped" ||
+  { echo "FAILED: a worker waiting for its server served no metrics at $address: $scraped"; exit 1; }
 # --gpu-shard reaches the servers: they train on the GPU, or refuse saying why.
 if gpu=$("$train" --workers 2 --epochs 1 --train-limit 2000 --test-limit 200 --transport shm --out "$out" \
     --gpu-shard --json 2>"$out/gpu-shard.err"); then
