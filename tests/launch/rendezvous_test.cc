@@ -551,6 +551,41 @@ TEST(Rendezvous, ProvesTheSecretBothWaysAndTellsAPeerWithoutItNothing) {
   EXPECT_NE(what.find("without a secret, and this rank has one"), std::string::npos) << what;
 }
 
+// A peer without the secret naming every rank of the world in turn: rank 0
+// logs its refusals a line a second for all such peers together (keyed by
+// the rank each named, it logged a line a second per rank), while a refused
+// rank that proved the secret keeps a line of its own.
+TEST(Rendezvous, RefusalsOfRequestsProvingNothingShareOneLogLine) {
+  const uint16_t port = free_port();
+  const std::string secret = "0123456789abcdef-the-job";
+  test::OutputCapture log;
+  RendezvousHost host(rank_of(0, 9, 1, port), secret);
+  const auto start = std::chrono::steady_clock::now();
+  for (int rank = 1; rank < 9; ++rank) {
+    const std::string reply = ask(
+        port, "rdmaps-rendezvous 5 " + kNonce + " - 9 1 " + std::to_string(rank) + " - 1@e#1 " + std::string(64, 'x'));
+    EXPECT_EQ(reply.rfind("- error the request proves no secret", 0), 0u) << reply;
+  }
+  const bool within_a_second = std::chrono::steady_clock::now() - start < 900ms;
+  // Proven, of another world size: its own line beside the shared one.
+  Placement other = rank_of(3, 4, 1, port);
+  const std::string what = error_of([&] { rendezvous(other, "", 2s, secret); });
+  EXPECT_NE(what.find("world size 4"), std::string::npos) << what;
+  const std::string said = log.end();
+  size_t unproven = 0, proven = 0;
+  for (size_t at = 0; (at = said.find("rendezvous: refused ", at)) != std::string::npos; ++at) {
+    const size_t end = said.find('\n', at);
+    const std::string line = said.substr(at, end - at);
+    ++(line.find("proves no secret") != std::string::npos ? unproven : proven);
+  }
+  if (within_a_second) {
+    EXPECT_EQ(unproven, 1u) << said;
+  }
+  EXPECT_GE(unproven, 1u) << said;
+  EXPECT_LE(unproven, 2u) << said;
+  EXPECT_GE(proven, 1u) << said;
+}
+
 // A request proved only its own nonce: one recorded at an earlier job's
 // rendezvous (same secret, same launch id) registered that job's stale server
 // address at the next one, whose real server rank was then refused.
