@@ -153,6 +153,10 @@ class Context {
   /// retire go (the context's own end gives them the same grace, too late
   /// for members destroyed before it).
   virtual void drain(std::chrono::steady_clock::time_point deadline) = 0;
+  /// The context's end gives closes and sends in flight a grace (2 s, then
+  /// 1 s) no later than `deadline`: an owner whose own end is bounded (a
+  /// client's leave) stays within its bound.
+  virtual void end_by(std::chrono::steady_clock::time_point deadline) = 0;
   /// Worker-wide fence and flush (every endpoint of this context).
   virtual void fence() = 0;
   virtual Request flush() = 0;

@@ -439,6 +439,9 @@ ClientImpl::~ClientImpl() {
   // A server that acknowledged its Byes also acknowledges the close at once.
   if (!context_) return;
   context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
+  // Sends still in flight to a silent server had a second more as the context
+  // went (a 5 s leave took 6.1 s): the leave's bound is the whole destroy's.
+  context_->end_by(std::max(leave_by_, Clock::now()));
   // What is still in flight reads (or writes) the links' buffers, the
   // gathered pushes' and the encoded ones': they go when it ends.
   struct Left {

@@ -2407,6 +2407,43 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
         << said;
 }
 
+// A worker whose push to a stopped server timed out with its send still
+// under way (tcp: the socket full) leaves within its leave timeout too: the
+// transport's end gave that send another second (a 5 s leave took 6.1 s).
+TEST(ClientLeave, ALeaveWithASendStillUnderWayEndsWithinItsLeaveTimeout) {
+  int port = 0;
+  PeerProcess server = listening_peer("one_lane_server", transport::TransportKind::kTcp, 1, {}, &port);
+  ClientOptions o;
+  o.servers = {"127.0.0.1:" + std::to_string(port)};
+  o.config = fault_config(transport::TransportKind::kTcp);
+  o.config.secret = test_secret();
+  o.config.shard_floats = kBigShard;
+  o.config.staleness = 0;
+  o.timeout = 2s;  // also the leave timeout: min(timeout, 5 s)
+  std::unique_ptr<Client> client = connect_when_up(o, "w", kBigModel);
+  ASSERT_TRUE(client) << "the server process did not come up";
+  std::vector<float> w(kBigModel, 1.0f);
+  client->init("w", w);
+  client->pull("w", w);
+  ASSERT_TRUE(stop_process(server.pid()));
+  // Pushes until one fails: a stopped peer's socket takes a few MiB of one, not 64.
+  std::string what;
+  for (int i = 0; i < 8 && what.empty(); ++i) error_code_of([&] { client->push("w", w); }, &what);
+  EXPECT_FALSE(what.empty()) << "8 pushes of 64 MiB went into a stopped server";
+  OutputCapture log;
+  const auto start = Clock::now();
+  client.reset();
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const std::string said = log.end();
+  kill(server.pid(), SIGCONT);
+  std::printf("[ info     ] leaving with a send under way took %.2f s (leave timeout 2 s)\n", seconds);
+  EXPECT_NE(said.find("abandoned send(s) still in flight at shutdown"), std::string::npos)
+      << "no send was under way: the end's grace was not exercised\n"
+      << said;
+  // 2 s, then the closes' 0.1 s; the transport's second more made it 3.1 s at least.
+  EXPECT_LT(seconds, 2.8) << said;
+}
+
 // A push the server rejects (a NaN under check_nan) returned as if applied,
 // and nothing on the worker said otherwise: its stats count it now.
 TEST_P(PsFaultTest, APushTheServerRejectsIsCountedByTheWorker) {

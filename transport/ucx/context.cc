@@ -233,7 +233,7 @@ UcxContext::~UcxContext() {
   }
   // Endpoints closing: give their peers a moment to acknowledge, then release
   // them (a worker destroyed under an unreleased close request asserts).
-  auto close_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  auto close_deadline = std::min(std::chrono::steady_clock::now() + std::chrono::seconds(2), end_by_);
   while (has_orphans_.load() && std::chrono::steady_clock::now() < close_deadline) {
     progress();
     std::lock_guard<std::mutex> lock(orphans_mu_);
@@ -241,7 +241,7 @@ UcxContext::~UcxContext() {
   }
   give_up_closes();
   // Give released in-flight requests a moment to finish; never free them early.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  auto deadline = std::min(std::chrono::steady_clock::now() + std::chrono::seconds(1), end_by_);
   while (has_orphans_.load() && std::chrono::steady_clock::now() < deadline) progress();
   drop_retired();
   lingering_.clear();  // no progress from here on: no emulated put lands any more
@@ -534,7 +534,7 @@ void UcxContext::drop_retired() {
   // nor a remote key the worker: after the grace above they go, and their
   // sends are left to UCX like any released request.
   logf(LogLevel::kWarn,
-       "rdmaps: warning: %zu abandoned send(s) still in flight after a second at shutdown: their buffers are "
+       "rdmaps: warning: %zu abandoned send(s) still in flight at shutdown, past their grace: their buffers are "
        "freed (left to UCX)",
        retired_.size());
   for (auto& r : retired_) {

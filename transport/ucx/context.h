@@ -48,6 +48,7 @@ class UcxContext final : public Context, public RequestEngine {
   void release(void* handle) noexcept override;
   void retire(std::vector<Request>& requests, std::shared_ptr<void> buffers) override;
   void drain(std::chrono::steady_clock::time_point deadline) override;
+  void end_by(std::chrono::steady_clock::time_point deadline) override { end_by_ = deadline; }
 
   /// Blocks until `fd` is readable, a UCX event arrives, or the timeout passes.
   void wait_fd_or_event(int fd, int timeout_ms);
@@ -121,6 +122,7 @@ class UcxContext final : public Context, public RequestEngine {
   /// Receives an unconsumed rendezvous message into nothing.
   void discard(void* data_desc, size_t length) noexcept;
   std::atomic<bool> stop_{false};
+  std::chrono::steady_clock::time_point end_by_ = std::chrono::steady_clock::time_point::max();
   std::thread progress_thread_;
 };
 
