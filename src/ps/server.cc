@@ -74,6 +74,7 @@ ServerImpl::ServerImpl(const ServerOptions& options)
                     "the insecure option (--insecure) (docs/security.md)");
   context_ = transport::create_context(context_options(options.config, "rdmaps-server", loopback));
   listener_ = context_->listen(listen);
+  address_ = listener_->address().to_string();
   admitted_at_.assign(options.workers, std::nullopt);
   forsaken_.assign(options.workers, std::nullopt);
   restored_pushes_.assign(options.workers, 0);
@@ -281,6 +282,10 @@ void ServerImpl::run() {
   // idle or stopped (that cost 2 s: ClosingEndpoints::close_all).
   for (auto& lane : lanes_) lane->disconnect_all();
   refuse_latecomers(failed);
+  // Where the server object outlives run() (C, Python), a Hello taken in now
+  // waited out its timeout unanswered: closed, the port says nobody listens
+  // and is free for the next job's server.
+  listener_.reset();
   closing_.close_all(*context_);
   if (failed)
     throw Error(failed->failure_code(), "server " + std::to_string(options_.index) + " stopped: its lane " +
@@ -288,9 +293,8 @@ void ServerImpl::run() {
 }
 
 // Hellos still waiting when the serving ends are answered: they met a closed
-// connection, or, where the server object outlives run() (C, Python), silence
-// until their timeout. A retry may pass: a stopped server may be restarted,
-// and the next job's server may start on the same address.
+// connection. A retry may pass: a stopped server may be restarted, and the
+// next job's server may start on the same address.
 void ServerImpl::refuse_latecomers(const ServerLane* failed) {
   const bool stopped = stop_.load(std::memory_order_relaxed) || failed;
   const std::string why =

@@ -45,7 +45,7 @@ class ServerImpl {
   ServerImpl(const ServerImpl&) = delete;
   ServerImpl& operator=(const ServerImpl&) = delete;
 
-  std::string address() const { return listener_->address().to_string(); }
+  std::string address() const { return address_; }
   std::string metrics_address() const { return metrics_ ? metrics_->address() : ""; }
   /// A copy made by fork(): its threads, endpoints and listening socket are the parent's.
   bool in_forked_child() const { return owner_pid_ != transport::this_process_id(); }
@@ -133,7 +133,8 @@ class ServerImpl {
   MemoryToFree free_later_;  // before the tickets and lanes, whose copies end up here
   std::unique_ptr<AdmissionTicket[]> tickets_;
   std::unique_ptr<transport::Context> context_;  // destroyed after the endpoints below
-  std::unique_ptr<transport::Listener> listener_;
+  std::unique_ptr<transport::Listener> listener_;  // closed when run() returns
+  std::string address_;                            // where it listened
   const std::string tag_ = server_tag(options_);  // its log lines' start
   PendingPeers pending_{tag_, kHelloTimeout, kMaxHelloBytes};
   RefusalLog refusals_{tag_};  // a flood of bad Hellos must not flood the log

@@ -3444,6 +3444,28 @@ TEST(ClientConnect, NobodyListeningFailsAtTheTimeoutNamingTheServerAndItsAddress
       << what;
 }
 
+// A server object that outlives its run() (C, Python) listened on: a worker
+// connecting after the job ended was taken in and never answered, and waited
+// out its timeout for "no handshake". The port is closed now (free for the
+// next job's server), and the worker is told nobody listens there.
+TEST(ClientConnect, AServerWhoseRunEndedListensNoMore) {
+  const Config c = fault_config(transport::TransportKind::kTcp);
+  ServerGroup servers(1, 1, c);
+  {
+    Client client(local_worker_options(servers.addresses(), c));
+    client.declare("w", kFaultFloats);
+    client.connect();
+  }
+  servers.join();  // every worker left: the job is over
+  ClientOptions late = local_worker_options(servers.addresses(), c);
+  late.timeout = 1500ms;
+  Client client(late);
+  client.declare("w", kFaultFloats);
+  std::string what;
+  EXPECT_EQ(error_code_of([&] { client.connect(); }, &what), Errc::kUnreachable) << what;
+  EXPECT_NE(what.find("nobody listened there"), std::string::npos) << what;
+}
+
 // A table whose Hello is larger than a server reads is refused by connect(),
 // naming its tensors and the limit, before anything is connected (the control
 // channel used to refuse it saying only "control message ... exceeds the
