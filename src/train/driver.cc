@@ -133,7 +133,7 @@ struct RunResult {
   uint64_t steps = 0;                 ///< every worker's steps
   uint64_t updates = 0, dropped = 0;  ///< steps the servers applied, and dropped (--staleness-policy drop)
   uint64_t pushed = 0, pulled = 0, pulls = 0, skipped = 0;
-  uint64_t straggled = 0;                    ///< steps after which a worker slept (--straggler)
+  uint64_t straggled = 0;                    ///< steps in which a worker slept before its push (--straggler)
   uint64_t reconnects = 0, pushes_lost = 0;  ///< servers that restarted (--reconnect) and what they lost
   std::string tau_p50 = "0";                 ///< ">=N" where it falls in the servers' last bucket
   uint64_t tau_max = 0;                      ///< exact

@@ -29,8 +29,8 @@ struct WorkerOptions {
   uint32_t epochs = 8;
   uint32_t batch = 64;
   uint64_t seed = 1;
-  double straggle = 1.0;         ///< sleep (straggle - 1) x compute time after each step
-  double straggle_chance = 1.0;  ///< chance that a step is followed by that sleep (1: every step)
+  double straggle = 1.0;         ///< sleep (straggle - 1) x compute time between a step's gradient and its push
+  double straggle_chance = 1.0;  ///< chance that a step has that sleep (1: every step)
   bool evaluate = false;         ///< this worker measures test accuracy
   bool evaluate_aside = false;   ///< on a thread of its own, while it steps on (evaluator.h)
   uint32_t evals_per_epoch = 2;
@@ -64,7 +64,7 @@ class TrainingWorker {
   void begin();
   bool finished() const { return step_ >= total_steps_; }
   /// One step: the gradient of the next minibatch at the parameters held,
-  /// push, clock, (straggle), then pull the next step's parameters (none
+  /// (straggle), push, clock, then pull the next step's parameters (none
   /// after the last step). Throws
   /// Error when the loss is not finite (pushing it would ruin every worker).
   void step() {

@@ -75,13 +75,18 @@ else
   grep -q "gpu-shard needs a CUDA device" "$out/gpu-shard.err" \
     || { echo "FAILED: --gpu-shard failed without saying it needs a CUDA device:"; cat "$out/gpu-shard.err"; exit 1; }
 fi
-# Stragglers reach the workers: one fixed worker sleeps after each of its
-# steps; a random one makes every worker sleep after about 1 step in workers.
+# Stragglers reach the workers: one fixed worker sleeps in each of its
+# steps; a random one makes every worker sleep in about 1 step in workers.
 fixed=$(run --staleness 3 --straggler 1:2)
 check "$fixed" "r['straggled_steps'] == r['updates'] // 2" "--straggler 1:2 did not slow exactly worker 1's steps"
 random=$(run --staleness 3 --straggler random:2)
 check "$random" "0.3 * r['updates'] <= r['straggled_steps'] <= 0.7 * r['updates']" \
   "--straggler random:2 did not slow about half the steps (chance 1 in 2 workers)"
+# A straggler sleeps between its gradient and its push, as a slow node
+# computes: the other worker's steps meanwhile make its gradients stale (max
+# 10-17 here). Slept after the push, its gradients were fresh (max 2-4).
+slow=$(run --async --dc off --straggler 1:8)
+check "$slow" "r['staleness_max'] >= 7" "--straggler 1:8: the straggler's gradients were not stale"
 for bad in random 1 random:0.5; do refused "--straggler: '$bad'" --workers 2 --straggler "$bad"; done
 refused "--straggler: worker 2 does not exist (the job has 2 workers)" --workers 2 --straggler 2:4
 # A diverging run stops with the reason instead of reporting chance accuracy.
