@@ -151,7 +151,7 @@ class Client {
   /// thread (waiting for a server: a clock, a pull, an inbox credit, a send
   /// in flight, a reconnect) ends soon with Error(kCancelled), and so does
   /// every later one but the local ones (stats(), clock_value(),
-  /// metrics_address(), expire_cache()). Destroy the
+  /// messages_rejected(), metrics_address(), expire_cache()). Destroy the
   /// client once that call returned; the destructor still says goodbye.
   /// Where a send of that call is still under way (a stopped server), it
   /// reads the call's memory until the client is destroyed, as after a

@@ -50,7 +50,8 @@ typedef struct {
                           own flags are the fields here);
                           "--metrics HOST:PORT" serves Prometheus metrics (docs/observability.md); words are
                           split as a shell would: "--checkpoint-dir '/data/my run'" */
-  uint32_t timeout_ms; /**< bound of every wait; 0 = 60000 */
+  uint32_t timeout_ms; /**< bound of every wait; 0 = 60000. A call whose wait failed takes up to one more
+                          for the sends it still had in flight (a push to a stopped server: twice this) */
 } rdmaps_client_options;
 
 typedef struct {
@@ -110,15 +111,17 @@ rdmaps_status rdmaps_client_messages_rejected(const rdmaps_client* client, uint6
  *  another thread through the "--metrics" endpoint instead): a call of
  *  `client` in progress on another thread (a clock waiting for a straggler, a
  *  pull) returns RDMAPS_ERR_CANCELLED soon, and so does every later one but
- *  rdmaps_client_get_stats and rdmaps_client_metrics_address, which still
- *  answer (the latter from any thread: it reads what create() set).
+ *  rdmaps_client_get_stats, rdmaps_client_messages_rejected and
+ *  rdmaps_client_metrics_address, which still answer (the last from any
+ *  thread: it reads what create() set).
  *  Destroy the client once that call returned. */
 rdmaps_status rdmaps_client_interrupt(rdmaps_client* client);
 /** Where "--metrics" serves GET /metrics (the real port when it gave 0), or
  *  "" without it; NUL-terminated into buf. */
 rdmaps_status rdmaps_client_metrics_address(const rdmaps_client* client, char* buf, size_t size);
 /** Tells the servers this worker leaves and returns once each took in
- *  everything it sent (or its timeout, at most 5 s, passed); NULL is fine. A call of the client in
+ *  everything it sent (or its timeout, at most 5 s, passed: sends still in
+ *  flight to a silent server are abandoned then); NULL is fine. A call of the client in
  *  progress on another thread is interrupted and waited for first (with a warning: interrupt it,
  *  and destroy once it returned); from the log callback during a call of its own, it ends that call
  *  and leaves the client's memory in place. In a forked child it frees nothing of the parent's. */
@@ -127,7 +130,8 @@ void rdmaps_client_destroy(rdmaps_client* client);
 typedef struct {
   const char* listen;               /**< "host:port", port 0 = any; NULL = "0.0.0.0:13337" */
   uint32_t index, servers, workers; /**< 0 servers/workers = 1 */
-  const char* config;               /**< flags, as for the client ("--secret-file F", "--metrics HOST:PORT", ...),
+  const char* config;               /**< flags, as for the client ("--secret-file F", "--metrics HOST:PORT", ...;
+                                         the RDMAPS_* configuration variables apply as they do there),
                                          and "--rule-from-workers [on|off]"; rdmaps-server's other own flags (--gpu-shard,
                                          --keep-running, --stats-interval, --stall-warning) are not taken here */
   uint32_t insecure;                /**< 1: serve off loopback without a shared secret (docs/security.md) */
@@ -147,7 +151,9 @@ rdmaps_status rdmaps_server_metrics_address(const rdmaps_server* server, char* b
 /** Serves until rdmaps_server_stop() or until every worker left. With
  *  "--checkpoint-dir", RDMAPS_ERR_IO if the final checkpoint could not be
  *  written (the model is not saved). A server thread that fails (out of
- *  memory, a GPU error) stops the server with that thread's error. */
+ *  memory, a GPU error) stops the server with that thread's error. Its
+ *  port closes as it returns: a worker connecting later is told nobody
+ *  listens there, and the next job's server may take the port. */
 rdmaps_status rdmaps_server_run(rdmaps_server* server);
 void rdmaps_server_stop(rdmaps_server* server);
 /** Refused (invalid argument) in a child forked from the server's process. */

@@ -124,7 +124,8 @@ class Server {
   /// Once per Server, on one thread: a second call (while it runs, or after
   /// it returned) throws Error(kInvalidArgument). A server thread that fails
   /// (out of memory, a GPU error) stops the server: its workers are let go
-  /// and run() throws its error, naming the thread.
+  /// and run() throws its error, naming the thread. The listening port
+  /// closes as it returns (address() still names it).
   void run();
   /// Thread-safe; run() returns soon after.
   void stop();

@@ -755,6 +755,9 @@ int main(void) {
   /* As the header says: the counters still answer. */
   CHECK(rdmaps_client_get_stats(client, &cs) == RDMAPS_OK && cs.clock == 5, "stats after interrupt: %s",
         rdmaps_last_error());
+  uint64_t rejected_after = 1;
+  CHECK(rdmaps_client_messages_rejected(client, &rejected_after) == RDMAPS_OK && rejected_after == 0,
+        "messages_rejected after interrupt: %s", rdmaps_last_error());
   rdmaps_client_destroy(client); /* says bye: the server's run() returns */
   pthread_join(thread, NULL);
 
