@@ -4,6 +4,7 @@ launcher's variables, real Fashion-MNIST, real UCX."""
 import os
 import re
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -251,6 +252,89 @@ class TorchTest(unittest.TestCase):
         p = run_code(code, server)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("failed, still under way: True\ngradients kept: 1\nafter shutdown: 0", p.stdout, p.stderr)
+
+    def test_an_exception_a_signal_handler_raises_in_a_backward_ends_it_and_exit_as_ctrl_c_does(self):
+        # The usual preemption pattern: a SIGTERM handler that raises (sys.exit, or an exception of the
+        # trainer's). Only KeyboardInterrupt counted: the backward kept the exception for step() and returned,
+        # and exit waited out the timeout for the pushes behind the abandoned wait.
+        server = ("import rdmaps\n"
+                  "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
+                  "                  rule_from_workers=True)\n"
+                  "print(s.address, flush=True)\n"
+                  "s.serve()\n")
+        code = ("import os, signal, subprocess, sys, threading, time, torch, rdmaps, rdmaps.torch as rps\n"
+                "server = subprocess.Popen([sys.executable, '-c', sys.argv[1]], stdout=subprocess.PIPE, text=True)\n"
+                "print('server', server.pid, flush=True)\n"
+                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_TRANSPORT='tcp',\n"
+                "                  RDMAPS_SERVERS=server.stdout.readline().strip())\n"
+                "rps.init(timeout=30)\n"
+                "m = torch.nn.Linear(4096, 4096, bias=False)  # 64 MiB of gradient: more than the sockets hold\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.01), m.named_parameters())\n"
+                "rps.broadcast_parameters(m.state_dict())\n"
+                "class Preempted(Exception):\n"
+                "    pass\n"
+                "def preempted(*_):\n"
+                "    raise Preempted()\n"
+                "signal.signal(signal.SIGTERM, preempted)\n"
+                "os.kill(server.pid, signal.SIGSTOP)  # the backward waits for its push\n"
+                "threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()\n"
+                "start = time.monotonic()\n"
+                "try:\n"
+                "    m(torch.randn(2, 4096)).sum().backward()\n"
+                "    print('backward returned', flush=True)\n"
+                "except Preempted:\n"
+                "    print(f'backward raised Preempted after {time.monotonic() - start:.0f} s', flush=True)\n")
+        start = time.monotonic()
+        p = run_code(code, server, timeout=150)
+        took = time.monotonic() - start
+        found = re.search(r"server (\d+)", p.stdout)
+        if found:
+            os.kill(int(found.group(1)), signal.SIGKILL)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("backward raised Preempted after 1 s", p.stdout, p.stderr)
+        self.assertNotIn("Exception ignored", p.stderr)
+        # The 1 s, then the leave's bound (5 s) with the server stopped; the timeout alone is 30 s.
+        self.assertLess(took, 25, f"exit waited {took:.0f} s for the push the handler's exception abandoned")
+
+    def test_synchronize_from_another_thread_beside_training(self):
+        # An evaluation thread (load_latest(), synchronize()) waited for the pushes beside the training
+        # thread's backward: both took the same entry (IndexError in either thread, or a gradient let go while
+        # its push read it).
+        code = ("import os, threading, torch, rdmaps, rdmaps.torch as rps\n"
+                "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
+                "                  rule_from_workers=True)\n"
+                "threading.Thread(target=s.serve, daemon=True).start()\n"
+                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_SERVERS=s.address,\n"
+                "                  RDMAPS_TRANSPORT='tcp')\n"
+                "rps.init(timeout=60)\n"
+                "torch.manual_seed(0)\n"
+                "m = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(8)])\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.01), m.named_parameters())\n"
+                "rps.broadcast_parameters(m.state_dict())\n"
+                "errors, done = [], threading.Event()\n"
+                "def evaluate():\n"
+                "    while not done.is_set():\n"
+                "        try:\n"
+                "            opt.synchronize()\n"
+                "        except Exception as e:\n"
+                "            errors.append(repr(e))\n"
+                "evaluator = threading.Thread(target=evaluate)\n"
+                "evaluator.start()\n"
+                "for _ in range(50):\n"
+                "    try:\n"
+                "        opt.zero_grad()\n"
+                "        m(torch.randn(16, 64)).pow(2).mean().backward()\n"
+                "        opt.step()\n"
+                "    except Exception as e:\n"
+                "        errors.append(repr(e))\n"
+                "done.set()\n"
+                "evaluator.join()\n"
+                "print('errors', len(errors), errors[:2], flush=True)\n"
+                "print('pushes', opt.stats()['pushes'], flush=True)\n")
+        p = run_code(code, timeout=150)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("errors 0 []", p.stdout, p.stderr)
+        self.assertIn("pushes 50", p.stdout, p.stderr)  # a push a step (all 16 tensors): none lost
 
     def test_a_refused_broadcast_sends_nothing(self):
         # Each entry was checked as it was sent: a refused bias left the weight set on the servers (the other

@@ -4,6 +4,7 @@ import bisect
 import math
 import os
 import sys
+import threading
 import warnings
 
 import torch
@@ -302,6 +303,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
             self._worker.close()  # nothing half-made stays behind: a corrected retry may connect
             raise
         self._interrupted = False  # a Ctrl-C ended a wait and no step() finished since
+        self._abandoned_by = None  # what ended that wait: raised by a hook at once, not kept for step()
+        # One thread waits for the pushes at a time: load_latest() from an evaluation thread beside the
+        # training thread's backward took the same entry twice (IndexError, or a gradient let go mid-push).
+        self._draining = threading.Lock()
         self._abandoned_pulls = []  # the parameters of pulls whose wait a Ctrl-C ended
         self._started = False  # broadcast_parameters() or a step() came: the first step checks its start
         # everything -> ([(name, address, bytes)], their tensors), made by the first _load_parameters()
@@ -451,6 +456,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         try:
             work(*args)
         except Exception as e:  # raised by step() (_hook_error); the first one is the cause
+            if e is self._abandoned_by:
+                raise  # a signal handler's, for the trainer now, as Ctrl-C's is (step() raised it 40 s on)
             if self._hook_error is None:
                 self._hook_error = e
 
@@ -530,21 +537,29 @@ class DistributedOptimizer(torch.optim.Optimizer):
         """Waits until every gradient pushed so far left this process."""
         # Each gradient stays referenced until its push is done, also when a
         # wait is interrupted (Ctrl-C): the push goes on reading it.
-        while self._pending:
-            ticket, _ = self._pending[0]
-            try:
-                self._worker.wait(ticket)
-            except rdmaps.Error as e:
-                _, tensor = self._pending.pop(0)
-                if not isinstance(e, rdmaps.InvalidArgument):
-                    # Failed, not refused: its send may still be under way (a stopped server) and read the
-                    # tensor until the worker is closed.
-                    self._stranded.append(tensor)
-                raise
-            except KeyboardInterrupt:
-                self._interrupted = True
-                raise
-            del self._pending[0]
+        with self._draining:
+            while self._pending:
+                ticket, _ = self._pending[0]
+                try:
+                    self._worker.wait(ticket)
+                except rdmaps.Error as e:
+                    _, tensor = self._pending.pop(0)
+                    if not isinstance(e, rdmaps.InvalidArgument):
+                        # Failed, not refused: its send may still be under way (a stopped server) and read the
+                        # tensor until the worker is closed.
+                        self._stranded.append(tensor)
+                    raise
+                except BaseException as e:
+                    self._abandon(e)
+                    raise
+                del self._pending[0]
+
+    def _abandon(self, e):
+        """A wait ended by the trainer, not the worker: Ctrl-C, or whatever a signal handler raised (sys.exit in a
+        SIGTERM handler, a Preempted exception). Each counts as Ctrl-C does: exit then waited out the whole
+        timeout behind the abandoned operation for anything but KeyboardInterrupt."""
+        self._interrupted = True
+        self._abandoned_by = e
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -624,6 +639,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._worker._submit_clock()
         self._load_parameters()  # waits for the clock too: operations run in order
         self._interrupted = False  # whatever a Ctrl-C abandoned is done: this step came after it
+        self._abandoned_by = None
         return loss
 
     def _load_parameters(self, everything=False):
@@ -651,8 +667,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 self._worker.wait(self._worker._submit_pulls(targets))
             else:  # every parameter frozen: the clock before is still waited for
                 self._worker.wait_all()
-        except KeyboardInterrupt:
-            self._interrupted = True
+        except rdmaps.Error:
+            raise
+        except BaseException as e:
+            self._abandon(e)
             # The pull writes the parameters until it ends: their memory stays
             # referenced until a later pull returns (a model moved or dropped
             # after the Ctrl-C gave it to other tensors, which the pull
@@ -744,10 +762,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
     def _barrier(self):
         try:
             self._worker.barrier()
-        except KeyboardInterrupt:
+        except rdmaps.Error:
+            raise
+        except BaseException as e:
             # As a step's: later pushes queue behind the abandoned barrier, and a
             # backward waiting for them waited out the timeout.
-            self._interrupted = True
+            self._abandon(e)
             raise
 
     def stats(self):
