@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -122,6 +124,7 @@ struct RunResult {
   // What failed the run once it had trained (a final checkpoint not written):
   // its figures are kept, and written, before the run fails.
   std::string failure;
+  int interrupted_by = 0;  ///< the signal (SIGINT, SIGTERM) that ended it before its end, else 0
   uint32_t virtual_workers = 0;
   std::string delay;
   double seconds = 0, final_accuracy = 0;
@@ -216,11 +219,58 @@ uint64_t steps_dropped(uint64_t steps, const std::vector<ServerFigures>& servers
   return std::min(steps, pieces > 0 ? static_cast<uint64_t>(std::llround(steps * (dropped / pieces))) : 0);
 }
 
-void finish_servers(std::vector<ChildProcess>& servers, RunResult& r) {
-  for (size_t i = 0; i < servers.size(); ++i) finish_server(servers[i], i, r);
+// The summary's staleness and updates from every server's histogram and drops.
+void add_up_servers(RunResult& r) {
   r.tau_p50 = quantile_text(r.staleness, 0.5);
   r.dropped = steps_dropped(r.steps, r.servers);
   r.updates = r.steps - r.dropped;
+}
+
+void finish_servers(std::vector<ChildProcess>& servers, RunResult& r) {
+  for (size_t i = 0; i < servers.size(); ++i) finish_server(servers[i], i, r);
+  add_up_servers(r);
+}
+
+// Ctrl-C or SIGTERM to the driver: the run so far is kept and written. It
+// ended the driver at once, and the --compare variants that had finished
+// went with it (their outputs, and the earlier run's, already removed).
+std::atomic<int> g_interrupted{0};
+static_assert(std::atomic<int>::is_always_lock_free);
+void on_interrupt(int signal) { g_interrupted.store(signal); }
+
+void take_interrupts() {
+  struct sigaction sa = {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: the poll for the children's lines returns at once
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(signal, &sa, nullptr);
+}
+
+// The children of an interrupted run are stopped as a scheduler stops a job
+// (SIGTERM: a server saves its final checkpoint and reports its figures), at
+// most 10 s, then killed; `r` gets what they said meanwhile.
+void stop_children(std::vector<ChildProcess>& servers, std::vector<ChildProcess>& workers, RunResult& r) {
+  std::vector<ChildProcess*> all;
+  // pid -1: reaped already (first_failed); kill(-1, ...) would signal every process of this user.
+  const auto signal_child = [](const ChildProcess& c, int signal) {
+    if (c.child.pid > 0) ::kill(c.child.pid, signal);
+  };
+  for (auto* group : {&workers, &servers})
+    for (auto& c : *group)
+      if (c.fd() >= 0) {
+        signal_child(c, SIGTERM);
+        all.push_back(&c);
+      }
+  for (const auto until = Clock::now() + std::chrono::seconds(10); Clock::now() < until;) {
+    if (std::all_of(all.begin(), all.end(), [](const ChildProcess* c) { return c->eof; })) break;
+    pump(all, 100);
+    for (size_t i = 0; i < servers.size(); ++i)
+      while (auto line = next_line(servers[i])) take_server_line(*line, i, r);
+  }
+  for (ChildProcess* c : all) {
+    if (!c->eof) signal_child(*c, SIGKILL);
+    tools::wait_child(c->child);
+  }
 }
 
 RunResult run_local(const Options& o, bool progress) {
@@ -230,6 +280,20 @@ RunResult run_local(const Options& o, bool progress) {
   r.virtual_workers = o.virtual_workers;
   if (o.virtual_workers) r.delay = o.delay;
   std::vector<ChildProcess> servers, workers;
+  std::optional<Clock::time_point> start;
+  std::vector<uint64_t> stepped(o.workers, 0);
+  // The run as it stood when Ctrl-C or SIGTERM reached the driver, its children stopped.
+  auto interrupted = [&](int signal) {
+    stop_children(servers, workers, r);
+    r.interrupted_by = signal;
+    r.failure = std::string("interrupted by signal ") + std::to_string(signal) + " (" + strsignal(signal) + ")";
+    r.steps = 0;  // the workers' steps so far, the finished ones' included
+    for (uint32_t w = 0; w < o.workers; ++w) r.steps += stepped[w];
+    r.seconds = start ? std::chrono::duration<double>(Clock::now() - *start).count() : 0;
+    add_up_servers(r);
+    r.final_accuracy = r.curve.empty() ? 0 : r.curve.back().accuracy;
+    return r;
+  };
   std::string list;
   tools::share_secret_with_children(config_of(o));
   for (uint32_t i = 0; i < o.servers; ++i) {
@@ -242,7 +306,8 @@ RunResult run_local(const Options& o, bool progress) {
     std::vector<ChildProcess*> one = {&s};
     auto deadline = Clock::now() + std::chrono::seconds(30);
     std::optional<std::string> line;
-    while (!(line = next_line(s)) && !s.eof && Clock::now() < deadline) pump(one, 100);
+    while (!(line = next_line(s)) && !s.eof && Clock::now() < deadline && !g_interrupted.load()) pump(one, 100);
+    if (const int signal = g_interrupted.load()) return interrupted(signal);
     if (!line || line->rfind("port ", 0) != 0)
       throw Error(Errc::kIo, s.name + (s.eof ? " exited before it reported its port (its error is above)"
                                              : " did not report its port within 30 s (see its output above)"));
@@ -279,9 +344,8 @@ RunResult run_local(const Options& o, bool progress) {
                  metrics_address_for(o, 0).c_str(),
                  metrics_address_for(o, o.servers + (o.virtual_workers ? 0 : o.workers) - 1).c_str(),
                  o.virtual_workers ? " (servers only: virtual workers share one process)" : "");
-  std::optional<Clock::time_point> start;
   std::vector<double> epoch(o.workers, 0), loss(o.workers, 0);
-  std::vector<uint64_t> stepped(o.workers, 0), pushed(o.workers, 0), pulled(o.workers, 0);
+  std::vector<uint64_t> pushed(o.workers, 0), pulled(o.workers, 0);
   double accuracy = 0;
   auto last_print = Clock::now();
   // An error leaving this run ends the progress line first: it was printed
@@ -316,6 +380,7 @@ RunResult run_local(const Options& o, bool progress) {
   size_t finished = 0, children_done = 0;
   while (children_done < workers.size()) {
     pump(all, 200);
+    if (const int signal = g_interrupted.load()) return interrupted(signal);
     for (size_t i = 0; i < all.size(); ++i) {
       ChildProcess& c = *all[i];
       while (auto line = next_line(c)) {
@@ -669,6 +734,7 @@ int run_driver(const Options& o) {
                                       " training examples in batches of " + std::to_string(o.batch) +
                                       ") and tests after a step: give at most " + std::to_string(steps));
   std::vector<RunResult> runs;
+  take_interrupts();
   if (o.compare) {
     struct Variant {
       const char* label;
@@ -694,6 +760,7 @@ int run_driver(const Options& o) {
       if (v.workers == 1) run.straggler = Straggler{};
       try {
         runs.push_back(run_local(run, !o.json));
+        if (runs.back().interrupted_by) break;
       } catch (const Error&) {
         // The variants that finished are written, then the run fails: they
         // were all thrown away with the one that failed.
@@ -713,6 +780,12 @@ int run_driver(const Options& o) {
   if (o.json) std::printf("%s\n", json_of(runs, o.compare).c_str());
   if (!o.json) print_table(runs);
   write_outputs(o.out, runs, o.json, o.compare);
+  if (const int signal = runs.back().interrupted_by) {
+    std::fprintf(
+        stderr, "rdmaps-train: %s %s; wrote it as it stood%s\n", runs.back().label.c_str(), runs.back().failure.c_str(),
+        runs.size() > 1 ? (", with the " + std::to_string(runs.size() - 1) + " variant(s) before it").c_str() : "");
+    return 128 + signal;
+  }
   for (const auto& r : runs)
     if (!r.failure.empty()) throw Error(Errc::kPeerGone, r.failure);
   for (const auto& r : runs)

@@ -10,6 +10,8 @@
 #   server-stopped    a local run's server stopped by SIGTERM (exit 0) is named, not the worker that lost it,
 #                     and an earlier run's outputs in --out are not left looking like its own
 #   compare-partial   --compare writes the variants that finished when a later one fails
+#   compare-interrupted  Ctrl-C (SIGINT) to --compare's driver writes the finished variants and the one it
+#                     stopped (it exited by the signal, writing nothing), and exits 130
 #   tests/train/check_reports.sh RDMAPS_TRAIN OUT_DIR CASE SOURCE_ROOT
 set -euo pipefail
 train=$1; out=$2; case=$3; root=$4
@@ -178,6 +180,31 @@ runs = json.load(open(sys.argv[1]))
 assert isinstance(runs, list), "--compare wrote an object, not the array of its variants"
 assert [r["run"] for r in runs] == ["sequential SGD"], [r["run"] for r in runs]
 assert runs[0]["final_test_accuracy"] > 0.3, runs[0]' "$out/cmp/summary.json" || fail "$(cat "$out/cmp/summary.json")"
+  ;;
+compare-interrupted)
+  "$train" --compare --workers 2 --epochs 4 --train-limit 20000 --test-limit 200 --out "$out/cmp" \
+    >"$out/run.out" 2>"$out/run.err" &
+  driver=$!
+  started=""
+  for _ in $(seq 1200); do
+    grep -q "\[BSP\]" "$out/run.err" && pgrep -P "$driver" -f -- "--role worker --worker 1" >/dev/null && started=1 && break
+    sleep 0.05
+  done
+  [ -n "$started" ] || { kill "$driver"; fail "the BSP variant never started: $(tail -c 600 "$out/run.err")"; }
+  sleep 1  # a few progress reports of the BSP run (it takes 2.5 s on an idle 2-core machine)
+  kill -INT "$driver"
+  status=0
+  wait "$driver" || status=$?
+  [ "$status" = 130 ] || fail "exited $status, not 130 (128 + SIGINT): $(tail -c 600 "$out/run.err")"
+  grep -q "BSP interrupted by signal 2 (Interrupt); wrote it as it stood, with the 1 variant(s) before it" \
+    "$out/run.err" || fail "the interruption was not said: $(tail -c 600 "$out/run.err")"
+  py 'import json,sys
+runs = json.load(open(sys.argv[1]))
+assert [r["run"] for r in runs] == ["sequential SGD", "BSP"], [r["run"] for r in runs]
+assert runs[0]["final_test_accuracy"] > 0.3 and "failure" not in runs[0], runs[0]
+assert runs[1]["failure"] == "interrupted by signal 2 (Interrupt)", runs[1]
+assert runs[1]["steps"] > 0, runs[1]' "$out/cmp/summary.json" || fail "$(cat "$out/cmp/summary.json")"
+  grep -q "^BSP," "$out/cmp/metrics.csv" || fail "metrics.csv lacks the stopped run's curve: $(cat "$out/cmp/metrics.csv")"
   ;;
 *)
   fail "no such case"
