@@ -150,34 +150,9 @@ bool log_enabled(LogLevel level) {
 
 void log(LogLevel level, const std::string& text) {
   if (!log_enabled(level)) return;
-  // One line per call, whatever a peer put in it: a tensor name with a NUL
-  // cut the line short, a newline or an escape forged a line of its own (C1
-  // controls and U+2028/U+2029 too, in UTF-8: Python's splitlines() breaks
-  // there, and terminals obey a UTF-8 CSI), and bytes that are not UTF-8 made
-  // Python's sink drop the line.
-  const auto shown_as_is = [&](size_t i, size_t n) {
-    const auto b = [&](size_t k) { return static_cast<unsigned char>(text[i + k]); };
-    if (n == 1) return b(0) >= 0x20 && b(0) != 0x7f;
-    if (n == 2) return !(b(0) == 0xc2 && b(1) <= 0x9f);
-    if (n == 3) return !(b(0) == 0xe2 && b(1) == 0x80 && (b(2) == 0xa8 || b(2) == 0xa9));
-    return n == 4;
-  };
-  std::string cleaned;
-  size_t clean_up_to = 0;  // text before it is shown as it is
-  for (size_t i = 0; i < text.size();) {
-    const size_t n = utf8_char_length(text, i);
-    if (n && shown_as_is(i, n)) {
-      i += n;
-      continue;
-    }
-    if (cleaned.empty()) cleaned.reserve(text.size());
-    cleaned.append(text, clean_up_to, i - clean_up_to);
-    cleaned += '?';
-    i += n ? n : 1;
-    clean_up_to = i;
-  }
-  if (!cleaned.empty()) cleaned.append(text, clean_up_to, std::string::npos);
-  const std::string& line = cleaned.empty() ? text : cleaned;
+  // One line per call, whatever a peer put in it (a tensor name, a rank's
+  // launch id); bytes that are not UTF-8 also made Python's sink drop the line.
+  const std::string line = one_line(text);
   if (!in_sink) {
     in_sink = true;
     const bool taken = to_sink(level, line);

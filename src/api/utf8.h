@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace rdmaps {
@@ -25,6 +26,27 @@ inline size_t utf8_char_length(std::string_view text, size_t i) {
   for (size_t k = 2; k < n; ++k)
     if ((at(i + k) >> 6) != 0x2) return 0;
   return n;
+}
+
+/// `text` as one line shown as it is: control characters (C0, DEL, C1, and
+/// U+2028/U+2029, where Python's splitlines() breaks) and bytes that are not
+/// UTF-8 become '?'. A peer's newline or escape forged a line, or a screen,
+/// of its own; a NUL cut the line short.
+inline std::string one_line(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    const size_t n = utf8_char_length(text, i);
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(text[i + k]); };
+    const bool as_is = (n == 1 && b(0) >= 0x20 && b(0) != 0x7f) || (n == 2 && !(b(0) == 0xc2 && b(1) <= 0x9f)) ||
+                       (n == 3 && !(b(0) == 0xe2 && b(1) == 0x80 && (b(2) == 0xa8 || b(2) == 0xa9))) || n == 4;
+    if (as_is)
+      out.append(text, i, n);
+    else
+      out += '?';
+    i += n ? n : 1;
+  }
+  return out;
 }
 
 /// Where `text` stops being UTF-8, or npos.

@@ -17,6 +17,7 @@
 
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
+#include "src/api/utf8.h"
 #include "src/launch/server_list.h"
 #include "transport/address.h"
 #include "transport/auth.h"
@@ -101,6 +102,19 @@ std::string process_shown(const std::string& process) {
   return "pid " + process.substr(0, at) + " on " + process.substr(at + 1, hash - at - 1);
 }
 
+// Rank 0's refusal or wait as a rank shows it: each line printable, at most
+// 2000 bytes, and 4 lines (a program on the port, or a peer's launch id or
+// process quoted there, put escapes, carriage returns or a megabyte in every rank's error).
+std::string answer_shown(std::string_view text) {
+  std::string out;
+  for (size_t at = 0, lines = 0; at <= text.size() && lines < 4; ++lines) {
+    const size_t end = std::min(text.find('\n', at), text.size());
+    out += (lines ? "\n" : "") + one_line(text.substr(at, std::min<size_t>(end - at, 2000)));
+    at = end + 1;
+  }
+  return out;
+}
+
 // "0,2-5,9": the ranks a wait answer lists, short for a world of thousands.
 std::string ranges_of(const std::vector<uint32_t>& ranks) {
   std::string text;
@@ -150,9 +164,16 @@ class RendezvousRoll {
     present_[rank] = false, --present_count_, missing_.reset();
     if (rank < addresses_.size() && !addresses_[rank].empty()) addresses_[rank].clear(), --registered_;
   }
-  // Kept for the answers to the others while `rank` is missing (one line each).
-  void refused(uint64_t rank, const std::string& why) {
-    if (rank < present_.size() && !present_[rank]) refusals_[static_cast<uint32_t>(rank)] = why.substr(0, 300);
+  // Kept for the answers to the others while `rank` is missing (one line
+  // each). A request that proved no secret may be anyone's: it never takes
+  // the place of a proven refusal, and is quoted as unproven (any peer
+  // hid the real reason, and ended the wait for late workers, with one).
+  void refused(uint64_t rank, const std::string& why, bool proven) {
+    if (rank >= present_.size() || present_[rank]) return;
+    auto& [kept, kept_proven] = refusals_[static_cast<uint32_t>(rank)];
+    if (kept_proven && !proven) return;
+    kept = one_line(why).substr(0, 300);
+    kept_proven = proven;
   }
   // "ok A0,A1,..." or "wait missing R,R-R" with the refusals of missing ranks.
   std::string answer() {
@@ -169,8 +190,12 @@ class RendezvousRoll {
     }
     std::string text = *missing_;
     size_t quoted = 0;
-    for (const auto& [rank, why] : refusals_)
-      if (++quoted <= 3) text += "\nrank " + std::to_string(rank) + " was refused " + why;
+    for (const bool proven : {true, false})
+      for (const auto& [rank, refusal] : refusals_)
+        if (refusal.second == proven && ++quoted <= 3)
+          text += "\nrank " + std::to_string(rank) +
+                  (proven ? " was refused " : " may have been refused (a request naming it proved no secret) ") +
+                  refusal.first;
     return text;
   }
 
@@ -179,8 +204,8 @@ class RendezvousRoll {
   std::vector<std::string> processes_;  // by rank: the process it last asked from
   std::vector<std::string> addresses_;  // by server rank
   size_t present_count_ = 0, registered_ = 0;
-  std::map<uint32_t, std::string> refusals_;  // of missing ranks, the latest each
-  std::optional<std::string> missing_;        // the wait answer's first line, until the roll changes
+  std::map<uint32_t, std::pair<std::string, bool>> refusals_;  // of missing ranks: the latest each, and proven
+  std::optional<std::string> missing_;                         // the wait answer's first line, until the roll changes
   bool complete_ = false;
 };
 
@@ -258,8 +283,10 @@ void RendezvousHost::serve() {
   // A line per refused rank (a second at most for each), so that two refused
   // at once are both said; requests that name no rank of this world share one.
   std::map<int64_t, Clock::time_point> last_logged;
+  // `rank` -1: proven, of no rank of this world (another WORLD_SIZE); -2: unproven (kept apart, so that a
+  // peer without the secret asking once a second cannot keep a proven refusal from the log).
   auto log_refusal = [&](LogLevel level, int64_t rank, const std::string& peer, const std::string& error) {
-    if (rank < 0 || rank >= static_cast<int64_t>(world_size_)) rank = -1;
+    if (rank >= static_cast<int64_t>(world_size_)) rank = -1;
     auto& last = last_logged[rank];
     if (const auto now = Clock::now(); now - last >= std::chrono::seconds(1)) {
       last = now;
@@ -356,8 +383,8 @@ void RendezvousHost::serve() {
     // `proven`: the rank it names may key the log's limit; an unproven one shares one line a second with all
     // such (a peer without the secret naming every rank logged world-size lines a second).
     auto refuse = [&](LogLevel level, const std::string& text, const std::string& reply, bool proven) {
-      log_refusal(level, proven && named < world_size_ ? static_cast<int64_t>(named) : -1, c.peer, text);
-      roll.refused(named, "by rank 0 (from " + c.peer + "): " + text.substr(6));
+      log_refusal(level, !proven ? -2 : named < world_size_ ? static_cast<int64_t>(named) : -1, c.peer, text);
+      roll.refused(named, "by rank 0 (from " + c.peer + "): " + text.substr(6), proven);
       c.writer.queue(bytes_of(reply));
       c.closing = true;
     };
@@ -507,8 +534,8 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
     if (reply.rfind("- challenge ", 0) == 0 && transport::from_hex(std::string_view(reply).substr(12), host_nonce))
       return host_nonce;
     if (reply.rfind("error ", 0) == 0)
-      throw Error(Errc::kInvalidArgument,
-                  "the rendezvous at " + where + " refused rank " + std::to_string(p.rank) + ": " + reply.substr(6));
+      throw Error(Errc::kInvalidArgument, "the rendezvous at " + where + " refused rank " + std::to_string(p.rank) +
+                                              ": " + answer_shown(std::string_view(reply).substr(6)));
     throw Error(Errc::kProtocol, "the rendezvous at " + where + " answered rank " + std::to_string(p.rank) +
                                      "'s challenge request with something else: '" + reply.substr(0, 80) + "'");
   };
@@ -517,9 +544,11 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
                          const transport::Nonce& nonce) -> std::string {
     std::string_view rest = reply;
     const std::string_view proof = next_field(rest);
-    if (proof == "error") return reply;  // a refusal before any proof: another version, not a rendezvous request
-    if (proof == "-" && secret.empty()) return std::string(rest);
-    if (proof == "-" && rest.rfind("error ", 0) == 0) return std::string(rest);  // our proof failed there
+    // Said as rank 0 sent it where nothing proves it came from rank 0.
+    const std::string unproven = secret.empty() ? "" : " (unproven: this answer proves no secret)";
+    if (proof == "error") return answer_shown(reply) + unproven;  // before any proof: another version, not a request
+    if (proof == "-" && secret.empty()) return rest.rfind("ok ", 0) == 0 ? std::string(rest) : answer_shown(rest);
+    if (proof == "-" && rest.rfind("error ", 0) == 0) return answer_shown(rest) + unproven;  // our proof failed there
     if (proof == "-")
       throw Error(Errc::kInvalidArgument, "the rendezvous at " + where + " answered rank " + std::to_string(p.rank) +
                                               " without a secret, and this rank has one: give every rank the same "
@@ -532,7 +561,7 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
       throw Error(Errc::kInvalidArgument, "the answer from the rendezvous at " + where +
                                               " does not prove this rank's secret: is that rank 0 of this job, with "
                                               "the same RDMAPS_SECRET?");
-    return std::string(rest);
+    return rest.rfind("ok ", 0) == 0 ? std::string(rest) : answer_shown(rest);  // text another peer's request put there
   };
 
   transport::SockAddr addr;
@@ -560,7 +589,9 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   // kLateWorkers in all, as torchrun's join timeout waits. Servers answered
   // before every rank came used to wait for workers without end.
   const auto late_workers_only = [&] {
-    if (last_answer.rfind("wait missing ", 0) != 0 || last_answer.find('\n') != std::string::npos) return false;
+    // A proven refusal ends the wait; an unproven one may be any peer's, asking in a missing rank's name.
+    if (last_answer.rfind("wait missing ", 0) != 0 || last_answer.find(" was refused by rank 0") != std::string::npos)
+      return false;
     if (error_after_answer || Clock::now() - answered_at > answers_within) return false;
     return std::strtoull(last_answer.c_str() + 13, nullptr, 10) >= p.num_servers;  // the lowest missing rank
   };

@@ -586,6 +586,49 @@ TEST(Rendezvous, RefusalsOfRequestsProvingNothingShareOneLogLine) {
   EXPECT_GE(proven, 1u) << said;
 }
 
+// A peer without the secret asking in a missing worker's name was quoted to
+// every rank as the reason it was refused: that ended the wait for late
+// workers (a refusal ends it), and took the place of a real rank's proven
+// refusal. Unproven now, it does neither.
+TEST(Rendezvous, ARequestProvingNoSecretNeitherEndsTheWaitForLateWorkersNorHidesARealRefusal) {
+  const std::string secret = "0123456789abcdef-the-job";
+  const std::string forged = "rdmaps-rendezvous 5 " + kNonce + " - 3 1 2 - 1@e#1 x";
+  {
+    const uint16_t port = free_port();
+    RendezvousHost host(rank_of(0, 3, 1, port), secret);
+    auto server = std::async(std::launch::async, [=] { return rendezvous(rank_of(0, 3, 1, port), "h:1", 1s, secret); });
+    auto early = std::async(std::launch::async, [=] { return rendezvous(rank_of(1, 3, 1, port), "", 1s, secret); });
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(ask(port, forged).rfind("- error the request proves no secret", 0), 0u);
+    std::this_thread::sleep_for(1500ms);  // past the others' timeout: only a late worker is missing
+    EXPECT_EQ(rendezvous(rank_of(2, 3, 1, port), "", 1s, secret), std::vector<std::string>{"h:1"});
+    EXPECT_EQ(server.get(), std::vector<std::string>{"h:1"});
+    EXPECT_EQ(early.get(), std::vector<std::string>{"h:1"});
+  }
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 3, 1, port), secret);
+  error_of([&] { rendezvous(rank_of(2, 4, 1, port), "", 2s, secret); });  // refused: another world size
+  ask(port, forged);
+  const std::string what = error_of([&] { rendezvous(rank_of(1, 3, 1, port), "", 1s, secret); });
+  EXPECT_NE(what.find("rank 2 was refused by rank 0 (from 127.0.0.1:"), std::string::npos) << what;
+  EXPECT_NE(what.find("rank 2 was started with world size 4"), std::string::npos) << what;
+  EXPECT_EQ(what.find("proves no secret"), std::string::npos) << what;
+}
+
+// What a peer put in its request (a launch id, a process name) reaches the
+// other ranks' errors, quoted: escapes and carriage returns in it rewrote
+// their screens. Shown as '?', and the error stays one line per reason.
+TEST(Rendezvous, APeersTextQuotedToOtherRanksIsShownPrintable) {
+  const uint16_t port = free_port();
+  RendezvousHost host(rank_of(0, 3, 1, port));  // no secret: anyone's request counts
+  const std::string reply =
+      ask(port, "rdmaps-rendezvous 5 " + kNonce + " - 3 1 2 - 1@\x1b[31mevil#1 \x1b[2J\x1b[1;31mFAKE\r");
+  EXPECT_EQ(reply.rfind("- error rank 2 is of another launch", 0), 0u) << reply;
+  const std::string what = error_of([&] { rendezvous(rank_of(1, 3, 1, port), "", 1s); });
+  EXPECT_NE(what.find("is of another launch ('?[2J?[1;31mFAKE?')"), std::string::npos) << what;
+  for (const char c : what) EXPECT_TRUE(static_cast<unsigned char>(c) >= 0x20 || c == '\n') << what;
+}
+
 // A request proved only its own nonce: one recorded at an earlier job's
 // rendezvous (same secret, same launch id) registered that job's stale server
 // address at the next one, whose real server rank was then refused.
