@@ -3,17 +3,28 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <string>
 
 #include "rdmaps/error.h"
 
 namespace rdmaps::cuda {
 
-/// Throws `err` naming `what`. The thread's last error is cleared first: left
-/// set, the next kernel launch (a lane applying a push after a worker's
-/// allocation failed) reported it as its own.
+/// "copy of 4194304 bytes from 0x7f... to 0x7f...": what a failed copy read and wrote.
+inline std::string copy_text(size_t bytes, const void* from, const void* to) {
+  char text[96];
+  std::snprintf(text, sizeof(text), "copy of %zu bytes from %p to %p", bytes, from, to);
+  return text;
+}
+
+/// Throws `err` naming `what` and the thread's GPU (a node has several). The
+/// thread's last error is cleared first: left set, the next kernel launch (a
+/// lane applying a push after a worker's allocation failed) reported it as its own.
 inline void check(cudaError_t err, const std::string& what) {
   if (err == cudaSuccess) return;
+  cudaGetLastError();
+  int device = -1;
+  const std::string on = cudaGetDevice(&device) == cudaSuccess ? " on GPU " + std::to_string(device) : "";
   cudaGetLastError();
   // The runtime is linked in (docs/cluster.md "Building for your GPUs"): a
   // cluster's older driver fails every call, said as the bare CUDA string.
@@ -26,7 +37,7 @@ inline void check(cudaError_t err, const std::string& what) {
   throw Error(err == cudaErrorMemoryAllocation     ? Errc::kNoMemory
               : err == cudaErrorInsufficientDriver ? Errc::kUnsupported
                                                    : Errc::kInternal,
-              "CUDA " + what + ": " + cudaGetErrorString(err) + driver);
+              "CUDA " + what + on + ": " + cudaGetErrorString(err) + driver);
 }
 
 }  // namespace rdmaps::cuda
