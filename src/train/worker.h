@@ -82,6 +82,7 @@ class TrainingWorker {
   void set_virtual_time(double t) { virtual_time_ = t; }
   /// Returns once the servers applied every push of this worker: a pull
   /// queued behind them (a step pulls after its push, except the last one).
+  /// The schedule's wait, not training: the reported pulls leave it out.
   void settle();
   /// Worker 0 tests the parameters the servers hold: called once every
   /// worker's last push is in, it reports the final model's accuracy.
@@ -93,6 +94,8 @@ class TrainingWorker {
   const Client& client() const { return client_; }
 
  private:
+  /// The client's counters less settle()'s pulls.
+  ClientStats reported_stats() const;
   /// Throws the error of a run whose loss is not finite: `what` says which.
   [[noreturn]] void diverged(const char* what) const;
   void load_batch();
@@ -115,6 +118,7 @@ class TrainingWorker {
   size_t test_n_ = 0, steps_per_epoch_ = 0;
   size_t progress_every_ = 50;  ///< steps between `progress` lines
   uint64_t step_ = 0, total_steps_ = 0, straggled_ = 0;
+  ClientStats settling_;                  // pulls and bytes of settle(), left out of what is reported
   double loss_sum_ = 0, compute_s_ = 0;   // loss_sum_: this epoch's
   double virtual_time_ = -1;              // negative: not a virtual worker
   std::mutex report_mutex_;               // the evaluator reports from its thread
