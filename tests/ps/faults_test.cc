@@ -2413,10 +2413,8 @@ TEST_P(PsFaultTest, AWorkerLeavingStoppedServersReturnsWithinItsLeaveTimeout) {
 TEST(ClientLeave, ALeaveWithASendStillUnderWayEndsWithinItsLeaveTimeout) {
   int port = 0;
   PeerProcess server = listening_peer("one_lane_server", transport::TransportKind::kTcp, 1, {}, &port);
-  ClientOptions o;
-  o.servers = {"127.0.0.1:" + std::to_string(port)};
-  o.config = fault_config(transport::TransportKind::kTcp);
-  o.config.secret = test_secret();
+  ClientOptions o =
+      local_worker_options("127.0.0.1:" + std::to_string(port), fault_config(transport::TransportKind::kTcp));
   o.config.shard_floats = kBigShard;
   o.config.staleness = 0;
   o.timeout = 2s;  // also the leave timeout: min(timeout, 5 s)

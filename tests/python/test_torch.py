@@ -99,6 +99,18 @@ FIRST_OF_TWO_WORKERS = (
     "rps.init(timeout=40)\n"
     "m = torch.nn.Linear(3, 2)\n")
 
+# A script's start: the only worker of a job, beside its server in this
+# process, over tcp.
+ONLY_WORKER = (
+    "import os, sys, threading, time, torch, rdmaps, rdmaps.torch as rps\n"
+    "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
+    "                  rule_from_workers=True)\n"
+    "threading.Thread(target=s.serve, daemon=True).start()\n"
+    "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_SERVERS=s.address,\n"
+    "                  RDMAPS_TRANSPORT='tcp')\n"
+    "rps.init(timeout=60)\n")
+
+
 
 class TorchTest(unittest.TestCase):
     def assert_all_ok(self, results):
@@ -300,13 +312,7 @@ class TorchTest(unittest.TestCase):
         # An evaluation thread (load_latest(), synchronize()) waited for the pushes beside the training
         # thread's backward: both took the same entry (IndexError in either thread, or a gradient let go while
         # its push read it).
-        code = ("import os, threading, torch, rdmaps, rdmaps.torch as rps\n"
-                "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
-                "                  rule_from_workers=True)\n"
-                "threading.Thread(target=s.serve, daemon=True).start()\n"
-                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_SERVERS=s.address,\n"
-                "                  RDMAPS_TRANSPORT='tcp')\n"
-                "rps.init(timeout=60)\n"
+        code = (ONLY_WORKER +
                 "torch.manual_seed(0)\n"
                 "m = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(8)])\n"
                 "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.01), m.named_parameters())\n"
@@ -339,13 +345,7 @@ class TorchTest(unittest.TestCase):
     def test_a_refused_broadcast_sends_nothing(self):
         # Each entry was checked as it was sent: a refused bias left the weight set on the servers (the other
         # workers trained from that), and a transposed weight, as many elements, went through scrambled.
-        code = ("import os, threading, torch, rdmaps, rdmaps.torch as rps\n"
-                "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
-                "                  rule_from_workers=True)\n"
-                "threading.Thread(target=s.serve, daemon=True).start()\n"
-                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_SERVERS=s.address,\n"
-                "                  RDMAPS_TRANSPORT='tcp')\n"
-                "rps.init(timeout=40)\n"
+        code = (ONLY_WORKER +
                 "m = torch.nn.Linear(3, 2)\n"
                 "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters())\n"
                 "half = dict(m.state_dict(), bias=m.bias.detach().half())\n"
@@ -366,13 +366,7 @@ class TorchTest(unittest.TestCase):
 
     def test_a_step_before_any_broadcast_is_warned_of(self):
         # Its pull replaced the model's initial values with the servers' zeros without a word.
-        code = ("import os, sys, threading, torch, rdmaps, rdmaps.torch as rps\n"
-                "s = rdmaps.Server('127.0.0.1:0', workers=1, transport='tcp', log_connections=False,\n"
-                "                  rule_from_workers=True)\n"
-                "threading.Thread(target=s.serve, daemon=True).start()\n"
-                "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_SERVERS=s.address,\n"
-                "                  RDMAPS_TRANSPORT='tcp')\n"
-                "rps.init(timeout=30)\n"
+        code = (ONLY_WORKER +
                 "m = torch.nn.Linear(3, 2)\n"
                 "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters())\n"
                 "if sys.argv[1] == 'broadcast':\n"

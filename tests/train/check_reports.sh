@@ -33,6 +33,19 @@ start_by_hand() {  # worker flags...
     --test-limit 200 "$@" >"$out/worker.out" 2>"$out/worker.err" &
   worker_pid=$!
 }
+# --compare with 2 workers, in the background, until its second variant's
+# (BSP's) worker 1 runs. Sets driver and bsp_worker.
+compare_until_bsp() {  # epochs
+  "$train" --compare --workers 2 --epochs "$1" --train-limit 20000 --test-limit 200 --out "$out/cmp" \
+    >"$out/run.out" 2>"$out/run.err" &
+  driver=$!
+  bsp_worker=""
+  for _ in $(seq 1200); do
+    grep -q "\[BSP\]" "$out/run.err" && bsp_worker=$(pgrep -P "$driver" -f -- "--role worker --worker 1") && break
+    sleep 0.05
+  done
+  [ -n "$bsp_worker" ] || { kill "$driver"; fail "the BSP variant's worker 1 never started: $(tail -c 600 "$out/run.err")"; }
+}
 stop_by_hand() {
   kill -KILL "$worker_pid" 2>/dev/null || true
   wait "$worker_pid" 2>/dev/null || true
@@ -160,16 +173,8 @@ server-stopped)
   ;;
 compare-partial)
   # A worker of the second variant (BSP) killed: the first's figures were thrown away with it.
-  "$train" --compare --workers 2 --epochs 1 --train-limit 20000 --test-limit 200 --out "$out/cmp" \
-    >"$out/run.out" 2>"$out/run.err" &
-  driver=$!
-  worker=""
-  for _ in $(seq 1200); do
-    grep -q "\[BSP\]" "$out/run.err" && worker=$(pgrep -P "$driver" -f -- "--role worker --worker 1") && break
-    sleep 0.05
-  done
-  [ -n "$worker" ] || { kill "$driver"; fail "the BSP variant's worker 1 never started: $(tail -c 600 "$out/run.err")"; }
-  kill -KILL "$worker"
+  compare_until_bsp 1
+  kill -KILL "$bsp_worker"
   status=0
   wait "$driver" || status=$?
   [ "$status" != 0 ] || fail "a --compare run with a killed worker exited 0"
@@ -182,16 +187,12 @@ assert [r["run"] for r in runs] == ["sequential SGD"], [r["run"] for r in runs]
 assert runs[0]["final_test_accuracy"] > 0.3, runs[0]' "$out/cmp/summary.json" || fail "$(cat "$out/cmp/summary.json")"
   ;;
 compare-interrupted)
-  "$train" --compare --workers 2 --epochs 4 --train-limit 20000 --test-limit 200 --out "$out/cmp" \
-    >"$out/run.out" 2>"$out/run.err" &
-  driver=$!
-  started=""
+  compare_until_bsp 4
+  # Once the BSP run reported progress: its steps so far are in what is written.
   for _ in $(seq 1200); do
-    grep -q "\[BSP\]" "$out/run.err" && pgrep -P "$driver" -f -- "--role worker --worker 1" >/dev/null && started=1 && break
+    grep -q "\[BSP\] epoch .* pushed [1-9]" "$out/run.err" && break
     sleep 0.05
   done
-  [ -n "$started" ] || { kill "$driver"; fail "the BSP variant never started: $(tail -c 600 "$out/run.err")"; }
-  sleep 1  # a few progress reports of the BSP run (it takes 2.5 s on an idle 2-core machine)
   kill -INT "$driver"
   status=0
   wait "$driver" || status=$?
