@@ -190,6 +190,8 @@ TEST_F(LogTest, AServersLinesReachTheSink) {
   serving.join();
   EXPECT_TRUE(captured_.has("connected, push path"));
   EXPECT_TRUE(captured_.has("left"));
+  // UCX's padded columns ("md[0]                -> md[0]") came through as they are.
+  EXPECT_FALSE(captured_.has("  ")) << "a line with a run of spaces";
 }
 
 // Runs `body` on a thread; false if it has not returned within 10 s (a

@@ -197,6 +197,8 @@ void UcxEndpoint::detect_lanes() {
     auto colon = line.find(':');
     std::string body = colon == std::string::npos ? line : line.substr(colon + 1);
     while (!body.empty() && body.front() == ' ') body.erase(body.begin());
+    // UCX pads its columns: "md[0]                -> md[0]" in a log line is one space.
+    body.erase(std::unique(body.begin(), body.end(), [](char a, char b) { return a == ' ' && b == ' '; }), body.end());
     if (!lanes_.empty() && lanes_.back() != ' ') lanes_ += "; ";
     lanes_ += body;
     if (line.find("rma") != std::string::npos) {
