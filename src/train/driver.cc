@@ -339,11 +339,13 @@ RunResult run_local(const Options& o, bool progress) {
         o.virtual_workers ? (" in one process, schedule " + o.delay).c_str() : "", describe(config_of(o)).c_str(),
         o.epochs, o.batch, o.schedule.c_str(), o.data.c_str());
   // On stderr, like the progress line, but with --json too: stdout keeps the JSON alone.
-  if (!o.metrics.empty())
-    std::fprintf(stderr, "rdmaps-train: metrics at http://%s/metrics (server 0) to http://%s/metrics%s\n",
-                 metrics_address_for(o, 0).c_str(),
-                 metrics_address_for(o, o.servers + (o.virtual_workers ? 0 : o.workers) - 1).c_str(),
+  if (!o.metrics.empty()) {
+    const uint32_t endpoints = o.servers + (o.virtual_workers ? 0 : o.workers);
+    const std::string last = endpoints == 1 ? "" : " to http://" + metrics_address_for(o, endpoints - 1) + "/metrics";
+    std::fprintf(stderr, "rdmaps-train: metrics at http://%s/metrics (server 0)%s%s\n",
+                 metrics_address_for(o, 0).c_str(), last.c_str(),
                  o.virtual_workers ? " (servers only: virtual workers share one process)" : "");
+  }
   std::vector<double> epoch(o.workers, 0), loss(o.workers, 0);
   std::vector<uint64_t> pushed(o.workers, 0), pulled(o.workers, 0);
   double accuracy = 0;

@@ -54,6 +54,13 @@ metered=$("$train" --workers 1 --epochs 1 --train-limit 640 --test-limit 100 --t
 check "$metered" "'final_test_accuracy' in r" "--json --metrics: stdout is not the summary"
 grep -qF "metrics at http://127.0.0.1:$port/metrics" "$out/metrics.err" ||
   { echo "FAILED: --json --metrics did not say where the metrics are: $(cat "$out/metrics.err")"; exit 1; }
+# One endpoint (virtual workers serve none): one address, not a range from it to itself.
+port=$("$(dirname "$0")/../common/free_ports.py" 1)
+"$train" --virtual-workers 2 --epochs 1 --train-limit 640 --test-limit 100 --transport shm --out "$out" --json \
+  --metrics "127.0.0.1:$port" >/dev/null 2>"$out/virtual-metrics.err" ||
+  { echo "FAILED: --virtual-workers --metrics: $(cat "$out/virtual-metrics.err")"; exit 1; }
+grep -qF "metrics at http://127.0.0.1:$port/metrics (server 0) (servers only" "$out/virtual-metrics.err" ||
+  { echo "FAILED: one metrics endpoint said as a range: $(cat "$out/virtual-metrics.err")"; exit 1; }
 # A worker says where its metrics are before it connects, and serves them
 # while it waits for servers not up yet (the connect may wait for minutes).
 nobody=$("$(dirname "$0")/../common/free_ports.py" 1)
