@@ -96,7 +96,10 @@ constexpr auto kReplyTime = std::chrono::seconds(10);
 // reset the connection before the client has read the reply.
 constexpr auto kLingerTime = std::chrono::seconds(1);
 constexpr size_t kLingerBytes = 1u << 20;
-constexpr int kBacklog = 16;
+// The kernel's most: newcomers wait their turn in it. At 16, clients that
+// reconnect as soon as they are closed overflowed it, and a scraper's SYN,
+// dropped, waited out TCP's retries (no connection in 20 s behind 40 such).
+constexpr int kBacklog = SOMAXCONN;
 
 struct Connection {
   enum class Phase { kRequest, kReply, kLinger, kDone };

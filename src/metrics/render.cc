@@ -42,8 +42,9 @@ std::string render_server_metrics(const ServerStats& s, const ServerOptions& o) 
            by_worker(s.applied_per_worker));
   e.family("rdmaps_push_bytes_total", "Gradient bytes applied, by worker (bf16 pushes count 2 bytes a value).",
            "counter", by_worker(s.bytes_in_per_worker));
-  e.family("rdmaps_updates_applied_total", "Updates applied, by update rule.", "counter",
-           {{{{"rule", s.rule.empty() ? "none" : s.rule}}, double(s.pushes)}});
+  // No rule label: the series changed from rule="none" to the rule at the first worker, and
+  // increase() lost the first sample's updates (the rule is rdmaps_server_info's).
+  e.counter("rdmaps_updates_applied_total", "Updates applied with the server's rule.", double(s.pushes));
   e.counter("rdmaps_pushes_dropped_total", "Pushes dropped by the staleness policy (--staleness-policy drop).",
             double(s.dropped));
   e.counter(
