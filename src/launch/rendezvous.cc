@@ -537,7 +537,8 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
       throw Error(Errc::kInvalidArgument, "the rendezvous at " + where + " refused rank " + std::to_string(p.rank) +
                                               ": " + answer_shown(std::string_view(reply).substr(6)));
     throw Error(Errc::kProtocol, "the rendezvous at " + where + " answered rank " + std::to_string(p.rank) +
-                                     "'s challenge request with something else: '" + reply.substr(0, 80) + "'");
+                                     "'s challenge request with something else: '" + one_line(reply.substr(0, 80)) +
+                                     "'");
   };
   // The answer's text once its proof holds (or both sides have no secret).
   auto proven_text = [&](const std::string& reply, const transport::Nonce& host_nonce,
