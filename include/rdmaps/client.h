@@ -16,7 +16,7 @@ namespace rdmaps {
 
 struct ClientOptions {
   std::vector<std::string> servers;  ///< host:port of every server, in server-index order
-  uint32_t worker = 0;               ///< this worker's id, 0 .. workers-1
+  uint32_t worker = 0;               ///< this worker's id, 0 .. workers-1 (refused by the constructor past it)
   /// How many workers the job has; the servers refuse this worker if theirs
   /// differs. 0: not checked.
   uint32_t workers = 0;
@@ -77,6 +77,7 @@ class Client {
   /// everything it sent (or ClientOptions::timeout, at most 5 s, passed). In a child forked after the client
   /// was made it does nothing: the connections are the parent's.
   ~Client();
+  /// Neither copied nor moved: hold it by unique_ptr to pass it on.
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 

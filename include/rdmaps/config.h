@@ -113,8 +113,9 @@ const char* push_path_name(PushPath path);
 void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest);
 /// Why `config` is outside what its flags take (a field set in code: an enum
 /// value that names nothing, a count or duration past its flag's range, a
-/// secret under 16 bytes), naming the field; "" when it is within. Server
-/// and Client refuse such a Config with it.
+/// rule's float outside its range (a momentum of 2, a NaN rate), a secret
+/// under 16 bytes), naming the field; "" when it is within. Server and
+/// Client refuse such a Config with it.
 std::string config_error(const Config& config);
 /// One line per field, for start-up banners.
 std::string describe(const Config& config);

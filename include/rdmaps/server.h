@@ -113,6 +113,7 @@ class Server {
   /// made it does nothing (the server is the parent's); there run() throws
   /// Error(kInvalidArgument) and stop() does nothing.
   ~Server();
+  /// Neither copied nor moved: hold it by unique_ptr to pass it on.
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 

@@ -496,7 +496,9 @@ std::string config_error(const Config& c) {
   if (!c.secret.empty() && c.secret.size() < kMinSecret)
     return "Config::secret has " + std::to_string(c.secret.size()) + " bytes, too easy to guess; give at least " +
            std::to_string(kMinSecret);
-  return "";
+  // The rule's floats too (lr, momentum, eps, lambda, ...): Server and Client refused them while this
+  // said the Config was fine, to a trainer that checked first.
+  return ps::RuleParams::from(c).out_of_range();
 }
 
 }  // namespace rdmaps

@@ -145,8 +145,12 @@ class ClientImpl {
     if (options.timeout <= std::chrono::milliseconds(0))
       throw Error(Errc::kInvalidArgument, "ClientOptions::timeout is " + std::to_string(options.timeout.count()) +
                                               " ms: it bounds every wait of the client and needs at least 1 ms");
-    for (const std::string& why : {RuleParams::from(config_).out_of_range(), config_error(config_)})
-      if (!why.empty()) throw Error(Errc::kInvalidArgument, "ClientOptions::config: " + why);  // a Config built in code
+    if (options.workers != 0 && options.worker >= options.workers)  // the servers refused it at connect()
+      throw Error(Errc::kInvalidArgument, "ClientOptions::worker " + std::to_string(options.worker) +
+                                              " is not below ClientOptions::workers (" +
+                                              std::to_string(options.workers) + "): worker ids are 0 to workers - 1");
+    if (const std::string why = config_error(config_); !why.empty())  // a Config built in code
+      throw Error(Errc::kInvalidArgument, "ClientOptions::config: " + why);
     // Deadlines are now + timeout: milliseconds::max() would overflow the clock.
     options_.timeout = std::min(options_.timeout, kLongestTimeout);
     // The form, not the name: a host that does not resolve yet may by connect().

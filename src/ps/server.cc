@@ -48,8 +48,8 @@ const ServerOptions& checked(const ServerOptions& options) {
     throw Error(Errc::kInvalidArgument, "a server serves 1 to " + std::to_string(kMaxWorkers) + " workers, not " +
                                             std::to_string(options.workers) + " (the workers option, --workers)");
   // As the command line refuses them; a Config built in code skips it.
-  for (const std::string& why : {RuleParams::from(options.config).out_of_range(), config_error(options.config)})
-    if (!why.empty()) throw Error(Errc::kInvalidArgument, "ServerOptions::config: " + why);
+  if (const std::string why = config_error(options.config); !why.empty())
+    throw Error(Errc::kInvalidArgument, "ServerOptions::config: " + why);
   // Negative: a log line every poll (-1 ms), a stall said at once.
   for (const auto& [field, value] :
        {std::pair{"stats_interval", options.stats_interval}, std::pair{"stall_warning", options.stall_warning}})

@@ -98,9 +98,16 @@ TEST(Config, FieldsSetInCodePastTheirFlagsRangeAreRefusedByServerAndClient) {
       {[](Config& c) { c.secret = "x"; }, "Config::secret has 1 bytes, too easy to guess"},
       // A Client took it, and only its connect() failed.
       {[](Config& c) { c.transport = "bogus"; }, "Config::transport is 'bogus', not tcp, shm or auto"},
+      // The rule's floats: config_error() said "" where the constructors refused them.
+      {[](Config& c) { c.momentum = 2; }, "momentum 2 is not in [0, 1) (--momentum)"},
+      {[](Config& c) { c.eps = -1; }, "eps -1 is not a positive number (--eps)"},
+      {[](Config& c) { c.learning_rate = std::nanf(""); }, "lr nan is out of range"},
   };
   for (const auto& [set, said] : cases) {
     SCOPED_TRACE(said);
+    Config checked;
+    set(checked);
+    EXPECT_NE(config_error(checked).find(said), std::string::npos) << config_error(checked);
     ServerOptions so;
     so.listen = "127.0.0.1:0";
     set(so.config);
@@ -132,6 +139,26 @@ TEST(Config, FieldsSetInCodePastTheirFlagsRangeAreRefusedByServerAndClient) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("ServerOptions::stats_interval is -1 ms"), std::string::npos) << e.what();
   }
+}
+
+// Both numbers are the client's own: worker 2 of 2 was taken, and only
+// connect() failed, with the server's refusal as a protocol error.
+TEST(Config, AWorkerIdNotBelowTheWorkersIsRefusedByTheClient) {
+  ClientOptions co;
+  co.servers = {"127.0.0.1:9"};
+  co.worker = 2;
+  co.workers = 2;
+  try {
+    Client client(co);
+    ADD_FAILURE() << "worker 2 of 2 was taken";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("ClientOptions::worker 2 is not below ClientOptions::workers (2)"),
+              std::string::npos)
+        << e.what();
+  }
+  co.workers = 0;  // not checked
+  EXPECT_NO_THROW(Client{co});
 }
 
 TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
