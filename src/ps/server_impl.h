@@ -132,10 +132,10 @@ class ServerImpl {
   Admission admission_;
   MemoryToFree free_later_;  // before the tickets and lanes, whose copies end up here
   std::unique_ptr<AdmissionTicket[]> tickets_;
-  std::unique_ptr<transport::Context> context_;  // destroyed after the endpoints below
+  std::unique_ptr<transport::Context> context_;    // destroyed after the endpoints below
   std::unique_ptr<transport::Listener> listener_;  // closed when run() returns
   std::string address_;                            // where it listened
-  const std::string tag_ = server_tag(options_);  // its log lines' start
+  const std::string tag_ = server_tag(options_);   // its log lines' start
   PendingPeers pending_{tag_, kHelloTimeout, kMaxHelloBytes};
   RefusalLog refusals_{tag_};  // a flood of bad Hellos must not flood the log
   std::unique_ptr<Partition> partition_;
