@@ -61,13 +61,13 @@ DeviceBuffer::~DeviceBuffer() { cudaFree(ptr_); }
 void DeviceBuffer::upload(const void* host, size_t bytes) {
   if (bytes > bytes_)
     throw Error(Errc::kOutOfBounds, "upload of " + std::to_string(bytes) + " bytes into " + std::to_string(bytes_));
-  check(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice), copy_text(bytes, host, ptr_));
+  check_copy(cudaMemcpy(ptr_, host, bytes, cudaMemcpyHostToDevice), bytes, host, ptr_);
 }
 
 void DeviceBuffer::download(void* host, size_t bytes) const {
   if (bytes > bytes_)
     throw Error(Errc::kOutOfBounds, "download of " + std::to_string(bytes) + " bytes from " + std::to_string(bytes_));
-  check(cudaMemcpy(host, ptr_, bytes, cudaMemcpyDeviceToHost), copy_text(bytes, ptr_, host));
+  check_copy(cudaMemcpy(host, ptr_, bytes, cudaMemcpyDeviceToHost), bytes, ptr_, host);
 }
 
 void DeviceBuffer::fill_bytes(int value) { check(cudaMemset(ptr_, value, bytes_), "memset"); }
@@ -89,16 +89,16 @@ void synchronize(void* stream, const char* after) {
 }
 
 void copy_to_device(void* dst, const void* host_src, size_t bytes) {
-  check(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), copy_text(bytes, host_src, dst));
+  check_copy(cudaMemcpy(dst, host_src, bytes, cudaMemcpyHostToDevice), bytes, host_src, dst);
 }
 
 void copy_to_host(void* host_dst, const void* src, size_t bytes) {
-  check(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), copy_text(bytes, src, host_dst));
+  check_copy(cudaMemcpy(host_dst, src, bytes, cudaMemcpyDeviceToHost), bytes, src, host_dst);
 }
 
 void copy_device(void* dst, const void* src, size_t bytes, void* stream) {
-  check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream)),
-        "device-to-device " + copy_text(bytes, src, dst));
+  check_copy(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, static_cast<cudaStream_t>(stream)), bytes, src,
+             dst, "device-to-device copy");
 }
 
 double elapsed_ms_between_events(void (*body)(void*), void* arg, int iters) {

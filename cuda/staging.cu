@@ -43,8 +43,8 @@ void StagingRing::copy_from_device(int k, const void* device_src, size_t bytes) 
   if (bytes > chunk_bytes_)
     throw Error(Errc::kOutOfBounds,
                 "staging " + std::to_string(bytes) + " bytes into chunks of " + std::to_string(chunk_bytes_));
-  check(cudaMemcpyAsync(buffer(k), device_src, bytes, cudaMemcpyDeviceToHost, impl_->stream),
-        "staging " + copy_text(bytes, device_src, buffer(k)));
+  check_copy(cudaMemcpyAsync(buffer(k), device_src, bytes, cudaMemcpyDeviceToHost, impl_->stream), bytes, device_src,
+             buffer(k), "staging copy");
   check(cudaEventRecord(impl_->events.at(static_cast<size_t>(k)), impl_->stream), "event record");
 }
 
@@ -63,9 +63,9 @@ bool StagingRing::ready(int k) {
 void StagingRing::wait(int k) { check(cudaEventSynchronize(impl_->events.at(static_cast<size_t>(k))), "staging wait"); }
 
 void StagingRing::copy_to_device(void* device_dst, const void* host_src, size_t bytes) {
-  check(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, impl_->stream),
-        copy_text(bytes, host_src, device_dst));
-  check(cudaStreamSynchronize(impl_->stream), "waiting for the " + copy_text(bytes, host_src, device_dst));
+  check_copy(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, impl_->stream), bytes, host_src,
+             device_dst);
+  check_copy(cudaStreamSynchronize(impl_->stream), bytes, host_src, device_dst, "waiting for the copy");
 }
 
 }  // namespace rdmaps::cuda

@@ -10,13 +10,6 @@
 
 namespace rdmaps::cuda {
 
-/// "copy of 4194304 bytes from 0x7f... to 0x7f...": what a failed copy read and wrote.
-inline std::string copy_text(size_t bytes, const void* from, const void* to) {
-  char text[96];
-  std::snprintf(text, sizeof(text), "copy of %zu bytes from %p to %p", bytes, from, to);
-  return text;
-}
-
 /// Throws `err` naming `what` and the thread's GPU (a node has several). The
 /// thread's last error is cleared first: left set, the next kernel launch (a
 /// lane applying a push after a worker's allocation failed) reported it as its own.
@@ -38,6 +31,16 @@ inline void check(cudaError_t err, const std::string& what) {
               : err == cudaErrorInsufficientDriver ? Errc::kUnsupported
                                                    : Errc::kInternal,
               "CUDA " + what + on + ": " + cudaGetErrorString(err) + driver);
+}
+
+/// check() of a copy, naming what it read and wrote ("staging copy of
+/// 4194304 bytes from 0x7f... to 0x7f..."); the text is made only on failure
+/// (a staged push copies every chunk through here).
+inline void check_copy(cudaError_t err, size_t bytes, const void* from, const void* to, const char* what = "copy") {
+  if (err == cudaSuccess) return;
+  char text[128];
+  std::snprintf(text, sizeof(text), "%s of %zu bytes from %p to %p", what, bytes, from, to);
+  check(err, text);
 }
 
 }  // namespace rdmaps::cuda
