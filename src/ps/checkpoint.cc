@@ -242,6 +242,17 @@ uint64_t CheckpointHeader::resumed_clock(size_t w) const {
   return furthest;
 }
 
+void CheckpointHeader::resize_workers(size_t count) {
+  if (count == workers.size() || count == 0) return;
+  uint64_t clock = UINT64_MAX, dropped = 0;
+  for (size_t w = 0; w < workers.size(); ++w)
+    if (awaits(w)) clock = std::min(clock, resumed_clock(w));
+  for (size_t w = count; w < workers.size(); ++w) dropped += workers[w].pushes;
+  workers.resize(count);
+  for (auto& k : workers) k = {WorkerState::kNever, clock == UINT64_MAX ? 0 : clock, k.pushes};
+  workers[0].pushes += dropped;
+}
+
 std::string write_checkpoint(const std::string& dir, const CheckpointHeader& header, const FloatRuns& arrays) {
   uint64_t floats = 0;
   for (const auto& run : arrays.params) floats += run.size();

@@ -67,6 +67,12 @@ struct CheckpointHeader {
   uint64_t resumed_clock(size_t w) const;
   /// Every worker had left: resuming starts a new run.
   bool job_ended() const;
+  /// The job resumed with `workers` workers where it had another number (a
+  /// requeued job given fewer or more nodes): each is awaited at one clock,
+  /// the slowest this checkpoint awaited (the furthest, where the job had
+  /// ended), and the pushes of ids the job no longer has count as worker 0's,
+  /// so that updates() holds. None rejoins: its Hello names the old count.
+  void resize_workers(size_t workers);
 };
 
 struct Checkpoint {

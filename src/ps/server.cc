@@ -338,11 +338,13 @@ void ServerImpl::resume() {
   auto refuse = [&](const std::string& why) {
     throw Error(Errc::kInvalidArgument, "cannot resume from '" + c.path + "': " + why);
   };
-  if (h.index != options_.index || h.servers != options_.servers || h.workers.size() != options_.workers)
-    refuse("it was written by server " + std::to_string(h.index) + " of " + std::to_string(h.servers) + " for " +
-           std::to_string(h.workers.size()) + " workers; this is server " + std::to_string(options_.index) + " of " +
-           std::to_string(options_.servers) + " for " + std::to_string(options_.workers) +
-           " (the index, servers and workers options, --index, --servers and --workers, must be the job's)");
+  // The servers lay out the table; the number of workers may change.
+  if (h.index != options_.index || h.servers != options_.servers)
+    refuse("it was written by server " + std::to_string(h.index) + " of " + std::to_string(h.servers) +
+           "; this is server " + std::to_string(options_.index) + " of " + std::to_string(options_.servers) +
+           " (the index and servers options, --index and --servers, must be the job's)");
+  const size_t written_for = h.workers.size();
+  c.header.resize_workers(options_.workers);
   if (h.shard_floats != config.shard_floats)
     refuse("its shards are " + std::to_string(h.shard_floats) + " floats, this server's " +
            std::to_string(config.shard_floats) + " (--shard-floats)");
@@ -401,6 +403,10 @@ void ServerImpl::resume() {
       " updates, slowest clock " + (slowest == UINT64_MAX ? std::string("-") : std::to_string(slowest)) +
       ", staleness bound " + bound_text(h.staleness) + ", " + describe_rule(restored) +
       "); updates applied after it were lost and its workers are expected back" +
+      (written_for != options_.workers
+           ? " (it was written for " + std::to_string(written_for) + " workers: each of the " +
+                 std::to_string(options_.workers) + " starts afresh at clock " + std::to_string(slowest) + ")"
+           : std::string()) +
       // The newest won, and the earlier job's model it kept was not mentioned.
       (h.earlier_job ? "; checkpoints up to " + std::to_string(h.earlier_job) + " in " + config.checkpoint_dir +
                            " are an earlier job's (a run without --resume began beside them), kept: to go on from "

@@ -25,6 +25,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "src/ps/update_rules.h"
 #include "tests/common/log_watch.h"
@@ -1633,6 +1634,99 @@ TEST_P(PsCheckpointTest, AnEndedJobResumesWithEveryWorkerAtTheFurthestClock) {
   ServerOptions o = kept_running();
   ServerGroup servers(1, 2, c, o);
   EXPECT_EQ(servers.server(0).stats().min_clock, 100u) << "the workers are awaited at different clocks";
+  servers.stop();
+  fs::remove_all(dir);
+}
+
+// A checkpoint of `workers` of the restart job's table, of 0.5s, with its
+// workers as `states` says (state, clock, pushes).
+void write_job_checkpoint(const std::string& dir, const Config& c, std::vector<ps::CheckpointWorker> states) {
+  ps::CheckpointHeader h;
+  h.index = 0;
+  h.servers = 1;
+  h.shard_floats = kShard;
+  h.staleness = c.staleness;
+  h.rule = ps::RuleParams::from(c);
+  h.tensors = {{"w", kFloats}};
+  h.sequence = 1;
+  h.versions.assign((kFloats + kShard - 1) / kShard, 7);
+  h.workers = std::move(states);
+  const std::vector<float> params(kFloats, 0.5f);
+  ps::FloatRuns runs;
+  runs.params = {params};
+  ps::write_checkpoint(dir, h, runs);
+}
+
+// Worker `id` of `workers` of the restart job, connected.
+std::unique_ptr<Client> restart_worker(const ServerGroup& servers, const Config& c, uint32_t id, uint32_t workers) {
+  ClientOptions o = local_worker_options(servers.addresses(), c, id);
+  o.workers = workers;
+  o.timeout = 20s;
+  auto client = std::make_unique<Client>(o);
+  client->declare("w", kFloats);
+  client->connect();
+  return client;
+}
+
+// A job requeued with more workers than it had (or fewer, below) goes on
+// from its checkpoint: it was refused ("--workers must be the job's"), and
+// the model could only be trained afresh. Every worker of the new count is
+// awaited at the slowest clock the checkpoint awaited and starts there.
+TEST_P(PsCheckpointTest, AJobResumedWithMoreWorkersGoesOnFromItsModel) {
+  const std::string dir = temp_dir();
+  Config c = restart_config(GetParam(), dir);
+  write_job_checkpoint(dir, c, {{ps::WorkerState::kConnected, 12, 5}, {ps::WorkerState::kConnected, 10, 4}});
+  c.resume = true;
+  LogWatch log;
+  ServerGroup servers(1, 3, c, kept_running());
+  EXPECT_EQ(servers.server(0).stats().min_clock, 10u);
+  EXPECT_EQ(servers.server(0).stats().resumed_updates, 9u);
+  EXPECT_TRUE(log.wait_for("(it was written for 2 workers: each of the 3 starts afresh at clock 10)", 5s))
+      << log.text();
+  std::vector<std::unique_ptr<Client>> workers;
+  for (uint32_t w = 0; w < 3; ++w) workers.push_back(restart_worker(servers, c, w, 3));
+  std::vector<std::vector<float>> pulled(3, std::vector<float>(kFloats));
+  std::vector<std::thread> steps;
+  for (uint32_t w = 0; w < 3; ++w)
+    steps.emplace_back([&, w] {
+      EXPECT_EQ(workers[w]->clock_value(), 10u) << "worker " << w;
+      workers[w]->push("w", std::vector<float>(kFloats, 1.0f));
+      workers[w]->clock();
+      workers[w]->pull("w", pulled[w]);  // under BSP: once all three pushed
+    });
+  for (auto& t : steps) t.join();
+  for (uint32_t w = 0; w < 3; ++w) EXPECT_EQ(pulled[w], std::vector<float>(kFloats, 0.5f - 3 * kLr)) << "worker " << w;
+  for (auto& w : workers) w->interrupt();
+  workers.clear();
+  servers.stop();
+  const auto k = ps::load_newest_checkpoint(dir, 0, 1 << 30, [](const std::string&) {});
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(k->header.workers.size(), 3u);
+  EXPECT_EQ(k->header.updates(), 9u + 3 * 4) << "three pushes of four shards each after the nine resumed";
+  fs::remove_all(dir);
+}
+
+// ... and with fewer: the ids the job no longer has are not waited for (one
+// that had left is ignored for the clock), and their pushes stay counted.
+TEST_P(PsCheckpointTest, AJobResumedWithFewerWorkersWaitsForNoIdItNoLongerHas) {
+  const std::string dir = temp_dir();
+  Config c = restart_config(GetParam(), dir);
+  write_job_checkpoint(
+      dir, c,
+      {{ps::WorkerState::kConnected, 20, 7}, {ps::WorkerState::kGone, 30, 2}, {ps::WorkerState::kConnected, 25, 1}});
+  c.resume = true;
+  ServerGroup servers(1, 1, c, kept_running());
+  EXPECT_EQ(servers.server(0).stats().min_clock, 20u);
+  EXPECT_EQ(servers.server(0).stats().resumed_updates, 10u);
+  auto worker = restart_worker(servers, c, 0, 1);
+  EXPECT_EQ(worker->clock_value(), 20u);
+  worker->push("w", std::vector<float>(kFloats, 1.0f));
+  worker->clock();
+  std::vector<float> w(kFloats);
+  worker->pull("w", w);  // BSP: waited for ids 1 and 2 until the timeout
+  EXPECT_EQ(w, std::vector<float>(kFloats, 0.5f - kLr));
+  worker->interrupt();
+  worker.reset();
   servers.stop();
   fs::remove_all(dir);
 }

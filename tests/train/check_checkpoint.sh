@@ -131,8 +131,24 @@ grep -q "done: [1-9][0-9]* pushes" "$out/b-server.log" || fail "resumed after th
 # Worded as rdmaps-server's (its pulls, clocks and drops were left out).
 grep -q "server 0: done: [0-9]* pushes, [0-9]* pulls, [0-9]* clocks, [0-9]* rejected, [0-9]* dropped" \
   "$out/b-server.log" || fail "the done line is not rdmaps-server's: $(grep 'done:' "$out/b-server.log")"
+# Requeued on more nodes: the job of two workers goes on with three from its
+# model (refused before: --workers had to be the job's).
+port=$(free_port)
+server "$out/c-server.log" --dc adaptive --resume --workers 3
+wpids=()
+for w in 0 1 2; do
+  "$train" --role worker --worker $w --servers-list "127.0.0.1:$port" "${job[@]}" --workers 3 \
+    >"$out/c-w$w.out" 2>"$out/c-w$w.log" &
+  wpids+=($!)
+  pids+=($!)
+done
+for p in "${wpids[@]}"; do wait "$p" || fail "a worker failed in the job resumed with three workers"; done
+wait "$spid" || fail "the server resumed with three workers failed"
+grep -q "(it was written for 2 workers: each of the 3 starts afresh at clock [0-9]*)" "$out/c-server.log" ||
+  fail "the resume with three workers did not say so: $(grep 'resumed from' "$out/c-server.log")"
+grep -q "done: [1-9][0-9]* pushes" "$out/c-server.log" || fail "resumed with three workers, the server took no push"
 echo "ok: SIGTERM wrote the final checkpoint; resumed under another rule, the optimizer state started fresh;" \
-     "resumed after the job ended, a new run"
+     "resumed after the job ended, a new run; resumed with three workers where it had two"
 
 # Checkpoints are numbered after every one of the server's files in the
 # directory, readable or not, since pruning keeps the highest numbers. A server
