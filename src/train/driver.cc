@@ -115,6 +115,7 @@ std::string quantile_text(const Histogram& h, double q) {
 // What a server's latest "stats" line said; each line holds its totals so far.
 struct ServerFigures {
   uint64_t applied = 0, dropped = 0, tau_max = 0;  // applied, dropped: pieces (one per shard a push covers)
+  uint64_t resumed = 0;                            // pieces the checkpoint it resumed from held; 0: it started empty
   std::string tau_p50 = "0";
   int stopped_by = 0;  // the signal that stopped it (SIGTERM: its exit status is 0 all the same)
 };
@@ -162,6 +163,8 @@ void take_server_line(const std::string& line, size_t index, RunResult& r) {
     add_histogram(in, r.staleness);
   } else if (kind == "stopped") {
     in >> r.servers.at(index).stopped_by;
+  } else if (kind == "resumed") {
+    in >> r.servers.at(index).resumed;
   }
 }
 
@@ -515,6 +518,9 @@ nlohmann::ordered_json json_value(const RunResult& r) {
                               {"pushes_lost", r.pushes_lost},
                               {"staleness_histogram", json_histogram(r.staleness)},
                               {"virtual_workers", r.virtual_workers}};
+  nlohmann::ordered_json resumed = nlohmann::ordered_json::array();
+  for (const auto& s : r.servers) resumed.push_back(s.resumed);
+  j["resumed_pieces"] = resumed;
   if (!r.failure.empty()) j["failure"] = r.failure;
   if (r.virtual_workers) {
     j["delay"] = r.delay;

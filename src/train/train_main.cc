@@ -85,6 +85,9 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
     return exit_status(s, o.index);
   }
   write_fd(o.report_fd, "port " + server.address().substr(server.address().rfind(':') + 1));
+  // For the summary: a run that went on from a checkpoint said so nowhere in it.
+  if (const uint64_t resumed = server.stats().resumed_updates; resumed > 0)
+    write_fd(o.report_fd, "resumed " + std::to_string(resumed));
   // Staleness and traffic for the driver's progress line; the p50 is text
   // (">=4096" in the histogram's last bucket), the max exact.
   auto send_stats = [&] {

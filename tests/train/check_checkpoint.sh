@@ -274,3 +274,21 @@ assert r["final_test_accuracy"] > 0.3, r' "$out/local-out/summary.json" ||
   fail "the local run whose final checkpoint failed wrote no summary naming it"
 [ -s "$out/local-out/metrics.csv" ] || fail "the local run whose final checkpoint failed wrote no metrics.csv"
 echo "ok: a local run whose final checkpoint cannot be written exits $status, naming server 0"
+
+# A local run that went on from a checkpoint says so in its summary (it was
+# told apart from a run from initial weights by nothing there).
+resumed_dir="$out/resumed-ckpt"
+for run in first again; do
+  flags=()
+  [ "$run" = again ] && flags=(--resume)
+  "$train" --workers 2 --servers 1 --epochs 1 --train-limit 6000 --test-limit 500 --transport tcp \
+    --data /usr/share/datasets/fashion-mnist --checkpoint-dir "$resumed_dir" --out "$out/$run-out" "${flags[@]}" \
+    >"$out/$run.out" 2>"$out/$run.log" || fail "the local run '$run' with --checkpoint-dir failed"
+done
+/usr/bin/python3 -c 'import json,sys
+first, again = (json.load(open(p)) for p in sys.argv[1:])
+assert first["resumed_pieces"] == [0], first["resumed_pieces"]
+assert len(again["resumed_pieces"]) == 1 and again["resumed_pieces"][0] > 0, again["resumed_pieces"]' \
+  "$out/first-out/summary.json" "$out/again-out/summary.json" ||
+  fail "the summaries do not tell the resumed local run from the first"
+echo "ok: a local run resumed from a checkpoint says how much its servers resumed in its summary"
