@@ -544,22 +544,46 @@ TEST(HttpEndpoint, ClientsThatReconnectAsSoonAsClosedDelayAScrapeOnlyTheirTurn) 
 // newcomer, an empty reply (50 scrapers on 2 cores: 930 of 37 588). A request
 // gets kRequestGrace before it can be closed so; newcomers wait meanwhile.
 TEST(HttpEndpoint, AScrapeSlowToSendItsRequestIsNotClosedForANewcomer) {
-  rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
-  const int port = port_of(endpoint);
-  std::vector<int> idle;
-  for (size_t i = 0; i + 1 < rdmaps::metrics::HttpEndpoint::kMaxConnections; ++i) idle.push_back(connect_to(port));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // past their grace: these may go
-  const int slow = connect_to(port);                            // its request comes late
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  std::vector<int> newcomers;  // each makes room for itself, the oldest going first
-  for (size_t i = 0; i < rdmaps::metrics::HttpEndpoint::kMaxConnections; ++i) newcomers.push_back(connect_to(port));
-  std::this_thread::sleep_for(std::chrono::milliseconds(60));
-  const std::string request = "GET /metrics HTTP/1.1\r\n\r\n";
-  ::send(slow, request.data(), request.size(), MSG_NOSIGNAL);
-  EXPECT_EQ(body_of(read_reply(slow)), "up 1\n") << "the slow scrape was closed to make room";
-  ::close(slow);
-  for (int fd : idle) ::close(fd);
-  for (int fd : newcomers) ::close(fd);
+  using std::chrono::milliseconds;
+  // One try: the reply to the slow scrape, or nullopt where this thread took
+  // too long to tell (its request sent 180 ms or more after its connect,
+  // near the 200 ms grace: a loaded machine's, which failed the test for it).
+  auto attempt = []() -> std::optional<std::string> {
+    rdmaps::metrics::HttpEndpoint endpoint("127.0.0.1:0", "--metrics", [] { return std::string("up 1\n"); });
+    const int port = port_of(endpoint);
+    std::vector<int> idle;
+    for (size_t i = 0; i + 1 < rdmaps::metrics::HttpEndpoint::kMaxConnections; ++i) idle.push_back(connect_to(port));
+    std::this_thread::sleep_for(milliseconds(300));  // past their grace: these may go
+    const int slow = connect_to(port);               // its request comes late
+    const auto connected = std::chrono::steady_clock::now();
+    std::vector<int> newcomers;  // each makes room for itself, the oldest going first
+    for (size_t i = 0; i < rdmaps::metrics::HttpEndpoint::kMaxConnections; ++i) newcomers.push_back(connect_to(port));
+    // Until the idle ones were closed for the newcomers: the last newcomer then waits for room.
+    const auto closed = [](int fd) {
+      char c;
+      return ::recv(fd, &c, 1, MSG_DONTWAIT) == 0;
+    };
+    while (std::chrono::steady_clock::now() - connected < milliseconds(150) &&
+           !std::all_of(idle.begin(), idle.end(), closed))
+      std::this_thread::sleep_for(milliseconds(2));
+    std::optional<std::string> reply;
+    if (std::chrono::steady_clock::now() - connected < milliseconds(180)) {
+      const std::string request = "GET /metrics HTTP/1.1\r\n\r\n";
+      ::send(slow, request.data(), request.size(), MSG_NOSIGNAL);
+      reply = body_of(read_reply(slow));
+    }
+    ::close(slow);
+    for (int fd : idle) ::close(fd);
+    for (int fd : newcomers) ::close(fd);
+    return reply;
+  };
+  for (int tries = 0; tries < 5; ++tries) {
+    if (const auto reply = attempt()) {
+      EXPECT_EQ(*reply, "up 1\n") << "the slow scrape was closed to make room";
+      return;
+    }
+  }
+  GTEST_SKIP() << "this machine took 180 ms or more from a connect to its request five times: too slow to tell";
 }
 
 TEST(HttpEndpoint, BadAddressesNameTheFlagAndAddress) {

@@ -1335,8 +1335,19 @@ TEST_P(PsCheckpointTest, OnlyAChangedAndFiniteModelIsCheckpointedByTime) {
     std::this_thread::sleep_for(10ms);  // each of the 4 pieces
   const uint64_t pushes = servers.server(0).stats().pushes;
   ASSERT_EQ(pushes, 4u);
-  std::this_thread::sleep_for(200ms);  // a checkpoint of all of them is written
-  const uint64_t written = servers.server(0).stats().checkpoints;
+  // Until a checkpoint of all of them is written, and no write is under
+  // way (a fixed 200 ms: a write of fewer still in its fsync on a loaded
+  // disk ended in the window below, and the next period wrote all four).
+  for (auto until = Clock::now() + 30s; servers.server(0).stats().checkpoint_updates < pushes && Clock::now() < until;)
+    std::this_thread::sleep_for(10ms);
+  ASSERT_EQ(servers.server(0).stats().checkpoint_updates, pushes) << "no checkpoint of the four pieces";
+  uint64_t written = servers.server(0).stats().checkpoints;
+  for (auto until = Clock::now() + 30s; Clock::now() < until;) {
+    std::this_thread::sleep_for(50ms);
+    const uint64_t now = servers.server(0).stats().checkpoints;
+    if (now == written) break;
+    written = now;
+  }
   std::this_thread::sleep_for(300ms);  // 15 periods with nothing applied
   EXPECT_EQ(servers.server(0).stats().checkpoints, written) << "checkpoints of a model that did not change";
 

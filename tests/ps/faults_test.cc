@@ -1844,19 +1844,21 @@ TEST_P(PsFaultTest, ALaneRefusesATicketReplacedWhileTheNewerCopyIsMade) {
   hello_from(*older_control);
   const ps::Welcome older = ps::decode_welcome(older_control->recv_control(kSetupTimeout), "the older Hello");
   ASSERT_EQ(older.accepted, ps::kAdmitted) << older.reason;
-  auto older_lane = lane_of(older);  // connected, its LaneHello not sent yet
-  // The newer Hello from another context; the older's LaneHello goes once
-  // the server is making the newer one's copy (this process grew by 16 MB),
-  // within the lane's 5 s for a LaneHello: a wait of 5 s on a loaded
-  // machine met the connection closed, naming nothing.
+  // The newer Hello from another context, connected first; the older's
+  // lane connects, and its LaneHello goes once the server is making the
+  // newer one's copy (this process grew by 16 MB), within the lane's 5 s for
+  // a LaneHello from its connect: a wait of 5 s on a loaded machine met the
+  // connection closed, naming nothing.
   auto newer_context = transport::create_context({.transport = GetParam(), .secret = test_secret()});
   auto newer_control = newer_context->connect(transport::SockAddr::parse(address), kSetupTimeout);
+  auto older_lane = lane_of(older);  // connected, its LaneHello not sent yet
+  const auto lane_connected = Clock::now();
   const uint64_t before = resident_bytes();
   hello_from(*newer_control);
   // Or until the newer is answered first (refused, say, for memory).
   std::optional<std::vector<uint8_t>> early;
   bool copying = false;
-  for (auto until = Clock::now() + 4s; !copying && Clock::now() < until;) {
+  for (auto until = lane_connected + 4s; !copying && Clock::now() < until;) {
     if ((early = newer_control->try_recv_control(ps::kMaxHelloBytes))) break;
     copying = resident_bytes() >= before + (16u << 20);
     if (!copying) std::this_thread::sleep_for(100us);
@@ -2449,8 +2451,11 @@ TEST(ClientLeave, ALeaveWithASendStillUnderWayEndsWithinItsLeaveTimeout) {
   EXPECT_NE(said.find("abandoned send(s) still in flight at shutdown"), std::string::npos)
       << "no send was under way: the end's grace was not exercised\n"
       << said;
-  // 2 s, then the closes' 0.1 s; the transport's second more made it 3.1 s at least.
-  EXPECT_LT(seconds, 2.8) << said;
+  // 2 s, then the closes' 0.1 s; the transport's second more made it 3.1 s
+  // at least. Not under a sanitizer: its teardown alone is slower.
+  if (!kUnderSanitizer) {
+    EXPECT_LT(seconds, 3.0) << said;
+  }
 }
 
 // A push the server rejects (a NaN under check_nan) returned as if applied,
@@ -2620,7 +2625,8 @@ TEST_P(PsFaultTest, APushToAStoppedServerEndsByOneTimeoutAndInterruptEndsItAtOnc
       "[ info     ] stopped server: the 1 s timeout ended the push after %.2f s, interrupt() at 0.5 s after "
       "%.2f s\n",
       timed_out, cancelled);
-  EXPECT_LT(timed_out, 3.5) << "more than the timeout of the wait and of the recovery after it (2 s)";
+  // Loose for a loaded machine: the fault costs a timeout per request, 5 s here at least.
+  EXPECT_LT(timed_out, 4.5) << "more than the timeout of the wait and of the recovery after it (2 s)";
   EXPECT_LT(cancelled, 20.0) << "interrupt() did not end the wait (its timeout is 60 s)";  // loose: a loaded CI
   timing_out.reset();
   interrupted.reset();
@@ -3020,10 +3026,12 @@ TEST_P(PsFaultTest, AClientTimeoutOfNothingIsRefusedAndTheLongestOneWaits) {
   EXPECT_EQ(w[0], 1.0f);
 }
 
-// Servers that log a stall after 300 ms and serve on once their workers left.
+// Servers that log a stall after 1 s and serve on once their workers left.
+// (300 ms: a loaded machine took that long between a test's steps, and a
+// worker in step was logged as stalled.)
 ServerOptions watching_stalls() {
   ServerOptions o;
-  o.stall_warning = 300ms;
+  o.stall_warning = 1s;
   o.exit_when_done = false;
   return o;
 }
@@ -3037,7 +3045,7 @@ bool stall_warnings_reach(ServerGroup& servers, uint64_t n) {
 }
 
 // A worker that stops clocking while it holds the slowest clock is logged once
-// per stall (here after 300 ms), and again after it advanced and stalled anew.
+// per stall (here after 1 s), and again after it advanced and stalled anew.
 TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
   Config c = config();
   ServerGroup servers(1, 1, c, watching_stalls());
@@ -3052,12 +3060,12 @@ TEST_P(PsFaultTest, AWorkerThatStopsClockingIsLoggedOncePerStall) {
       client.clock();
     }
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 0u);
-    EXPECT_TRUE(stall_warnings_reach(servers, 1)) << "a stall past 300 ms was not logged";
-    std::this_thread::sleep_for(1s);  // the stall goes on: one warning, not one per check
+    EXPECT_TRUE(stall_warnings_reach(servers, 1)) << "a stall past 1 s was not logged";
+    std::this_thread::sleep_for(1500ms);  // the stall goes on: one warning, not one per check
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 1u);
     client.clock();
     EXPECT_TRUE(stall_warnings_reach(servers, 2)) << "a second stall was not logged";
-    std::this_thread::sleep_for(1s);
+    std::this_thread::sleep_for(1500ms);
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 2u);
   }
   servers.stop();
@@ -3071,11 +3079,13 @@ TEST_P(PsFaultTest, AWorkerThatWaitedOutAStallIsNotLoggedForIt) {
   c.staleness = 0;
   ServerGroup servers(1, 2, c, watching_stalls());
   {
+    // The first clocks before the second joins (no stall counts before):
+    // joined first, a slow step of the test's made the first stalled too.
     auto first = connect_worker(servers.addresses(), c, 0, 2);
-    auto second = connect_worker(servers.addresses(), c, 1, 2);
     const std::vector<float> g(1000, 0.01f);
     first->push("w", g);
     std::thread waits([&] { first->clock(); });  // BSP: until the second clocks too
+    auto second = connect_worker(servers.addresses(), c, 1, 2);
     EXPECT_TRUE(stall_warnings_reach(servers, 1)) << "the second worker's stall was not logged";
     second->push("w", g);
     second->clock();
@@ -3116,9 +3126,9 @@ TEST_P(PsFaultTest, AStallLineSaysWhoWaitsForTheStalledWorker) {
     LogWatch log;
     {
       auto first = connect_worker(servers.addresses(), c, 0, 2);
-      auto second = connect_worker(servers.addresses(), c, 1, 2);
       first->push("w", g);
-      std::thread ahead([&] { first->clock(); });  // BSP: it waits for the second; async: it goes on
+      std::thread ahead([&] { first->clock(); });                  // BSP: it waits for the second; async: it goes on
+      auto second = connect_worker(servers.addresses(), c, 1, 2);  // joined after the first clocked (above)
       EXPECT_TRUE(stall_warnings_reach(servers, 1)) << "the second worker's stall was not logged";
       const std::string said = bound == 0 ? "(1 worker(s) ahead of it by the staleness bound wait for it)"
                                           : "(no worker waits for it: the staleness bound is inf; is it hung?)";
@@ -3139,7 +3149,7 @@ TEST_P(PsFaultTest, WorkersWaitingForOneNotYetConnectedAreNotLoggedAsStalled) {
   ServerGroup servers(1, 2, c, watching_stalls());
   {
     auto first = connect_worker(servers.addresses(), c, 0, 2);
-    std::this_thread::sleep_for(1s);  // worker 1 not there yet
+    std::this_thread::sleep_for(2s);  // worker 1 not there yet: twice the stall warning's time
     EXPECT_EQ(servers.server(0).stats().stall_warnings, 0u);
     auto second = connect_worker(servers.addresses(), c, 1, 2);
     // Both connected, neither clocks: a stall.
@@ -3157,7 +3167,7 @@ std::optional<uint64_t> thread_minor_faults(const std::string& name) {
 }
 
 // A worker joining or rejoining a server that keeps a copy of its range per
-// worker (DC-ASGD's backup, here 128 MB) holds up no other worker: the
+// worker (DC-ASGD's backup, here 64 MB) holds up no other worker: the
 // control thread makes and faults in the copy, and the lane only registers
 // it. Before, the lane faulted the copy in itself and served nobody
 // meanwhile, each time anyone joined: on a 2-core VM 0.54 s and 33,795 page
@@ -3166,8 +3176,9 @@ std::optional<uint64_t> thread_minor_faults(const std::string& name) {
 // longest set-up pause, against a bound the old lane exceeded 3.5-7 times
 // and this one stays under about 4 times (19-20 ms: the inbox, the endpoint).
 TEST_P(PsFaultTest, AWorkerJoiningAServerWithALargeRangeHoldsUpNoLane) {
-  constexpr size_t kBigFloats = size_t{32} << 20;  // a copy of 128 MB per worker
-  constexpr size_t kSmallFloats = 1000;            // what worker 0 trains on meanwhile
+  constexpr size_t kBigFloats = size_t{16}
+                                << 20;   // a copy of 64 MB per worker (128: ~0.8 GB in all beside CI's builds)
+  constexpr size_t kSmallFloats = 1000;  // what worker 0 trains on meanwhile
   const uint64_t copy_pages = kBigFloats * sizeof(float) / static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   Config c = config();
   c.rule = UpdateRule::kDcAsgdAdaptive;
