@@ -275,6 +275,18 @@ void parse(CLI::App& app, const std::vector<std::string>& args) {
       if (args[i] == name + "=" || (args[i] == name && i + 1 < args.size() && args[i + 1].empty()))
         throw Error(Errc::kInvalidArgument, name + ": '' is not on or off (the flag alone is on)" + see_help);
     }
+  // CLI11 gives an option that needs a value the next argument whatever it
+  // is: "--checkpoint-dir --resume" (an unset $DIR) made a directory named
+  // "--resume" and started without resuming.
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] == "--") break;
+    if (args[i + 1].rfind("--", 0) != 0 || args[i].rfind("-", 0) != 0) continue;
+    for (const CLI::Option* o : app.get_options())
+      if (o->get_expected_min() >= 1 && o->check_name(args[i]))
+        throw Error(Errc::kInvalidArgument, args[i] + " needs a value, and '" + args[i + 1] +
+                                                "' is a flag (to mean it as the value, write " + args[i] + "=" +
+                                                args[i + 1] + ")" + see_help);
+  }
   // CLI11 takes a variable set to "" for one not set: RDMAPS_LISTEN= served
   // on the default address, RDMAPS_METRICS= turned metrics off.
   const bool help = std::any_of(args.begin(), args.end(),

@@ -234,6 +234,14 @@ TEST(Config, FlagsAndEnvironmentParseAndBadValuesNameTheirSource) {
   EXPECT_NE(describe(paper).find("skip-pulls on"), std::string::npos) << describe(paper);
   EXPECT_NE(message({"--dc-bound", "0"}).find("--dc-bound: '0' is not a positive bound or off"), std::string::npos);
   EXPECT_NE(message({"--dc-bound", "-1"}).find("--dc-bound"), std::string::npos);
+  // An option given no value took the next flag for it (an unset $DIR made a
+  // directory "--resume" and the server started without resuming).
+  EXPECT_EQ(message({"--checkpoint-dir", "--resume"}),
+            "--checkpoint-dir needs a value, and '--resume' is a flag (to mean it as the value, write "
+            "--checkpoint-dir=--resume)");
+  Config odd;
+  parse_config(odd, {"--checkpoint-dir=--odd"}, &rest);
+  EXPECT_EQ(odd.checkpoint_dir, "--odd");
   setenv("RDMAPS_TAU_MAX", "many", 1);
   EXPECT_NE(message({}).find("RDMAPS_TAU_MAX"), std::string::npos);
   unsetenv("RDMAPS_TAU_MAX");
