@@ -15,10 +15,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rdmaps/error.h"
@@ -276,7 +278,9 @@ void stop_children(std::vector<ChildProcess>& servers, std::vector<ChildProcess>
   }
 }
 
-RunResult run_local(const Options& o, bool progress) {
+// `servers_up` runs once every server listens: the point past which a run
+// trains, its flags and the servers' checks (--gpu-shard, --checkpoint-dir) passed.
+RunResult run_local(const Options& o, bool progress, const std::function<void()>& servers_up) {
   RunResult r;
   r.label = o.label.empty() ? default_label(o) : o.label;
   r.servers.resize(o.servers);
@@ -316,6 +320,7 @@ RunResult run_local(const Options& o, bool progress) {
                                              : " did not report its port within 30 s (see its output above)"));
     list += (list.empty() ? "" : ",") + ("127.0.0.1:" + line->substr(5));
   }
+  servers_up();
   if (o.virtual_workers) {
     auto args = passthrough(o);
     args.insert(args.end(), {"--role", "virtual", "--virtual-workers", std::to_string(o.virtual_workers), "--delay",
@@ -718,8 +723,6 @@ int run_driver(const Options& o) {
     examples = data.train.count;
     check_worker_processes_fit(o, bytes_of(data.train) + bytes_of(data.test));
   }
-  check_writable(o.out);  // and here, not after the training
-  clear_earlier_outputs(o.out);
   // Every worker gets a batch, checked before any process starts: each
   // worker said so once it ran, and --compare's sequential run was thrown away.
   const size_t train_n = examples_used(o.train_limit, examples);
@@ -741,6 +744,14 @@ int run_driver(const Options& o) {
                                       std::to_string(steps) + " steps an epoch (" + std::to_string(train_n / workers) +
                                       " training examples in batches of " + std::to_string(o.batch) +
                                       ") and tests after a step: give at most " + std::to_string(steps));
+  check_writable(o.out);  // and here, not after the training
+  // An earlier run's outputs go once this one's servers are up: a bad flag
+  // or a server's refusal (--gpu-shard without a GPU) deleted them, and
+  // wrote nothing in their place.
+  bool cleared = false;
+  const auto clear_once = [&] {
+    if (!std::exchange(cleared, true)) clear_earlier_outputs(o.out);
+  };
   std::vector<RunResult> runs;
   take_interrupts();
   if (o.compare) {
@@ -767,7 +778,7 @@ int run_driver(const Options& o) {
       // longer, while 1:F left it alone.
       if (v.workers == 1) run.straggler = Straggler{};
       try {
-        runs.push_back(run_local(run, !o.json));
+        runs.push_back(run_local(run, !o.json, clear_once));
         if (runs.back().interrupted_by) break;
       } catch (const Error&) {
         // The variants that finished are written, then the run fails: they
@@ -783,10 +794,11 @@ int run_driver(const Options& o) {
       }
     }
   } else {
-    runs.push_back(run_local(o, !o.json));
+    runs.push_back(run_local(o, !o.json, clear_once));
   }
   if (o.json) std::printf("%s\n", json_of(runs, o.compare).c_str());
   if (!o.json) print_table(runs);
+  clear_once();  // an interrupt before the servers were up
   write_outputs(o.out, runs, o.json, o.compare);
   if (const int signal = runs.back().interrupted_by) {
     std::fprintf(

@@ -8,7 +8,8 @@
 #   worker-progress   a worker with fewer than 50 steps an epoch still reports progress
 #   worker-flush      a worker's lines reach a pipe or file as they happen, not at its exit
 #   server-stopped    a local run's server stopped by SIGTERM (exit 0) is named, not the worker that lost it,
-#                     and an earlier run's outputs in --out are not left looking like its own
+#                     and an earlier run's outputs in --out are not left looking like its own (nor
+#                     deleted by a run refused before it trains)
 #   compare-partial   --compare writes the variants that finished when a later one fails
 #   compare-interrupted  Ctrl-C (SIGINT) to --compare's driver writes the finished variants and the one it
 #                     stopped (it exited by the signal, writing nothing), and exits 130
@@ -158,6 +159,17 @@ worker-flush)
 server-stopped)
   mkdir -p "$out/run"
   for f in summary.json metrics.csv curve-0.csv curve-4.csv accuracy.png; do echo earlier >"$out/run/$f"; done
+  # Refused before it trains, by the driver (--batch) or by its server (a
+  # --checkpoint-dir it cannot write): the earlier outputs stay (they were
+  # deleted, and nothing written in their place).
+  for refused in "--batch 100000" "--epochs 1 --checkpoint-dir /proc/rdmaps-none"; do
+    # shellcheck disable=SC2086
+    if "$train" $refused --out "$out/run" >"$out/refused.out" 2>"$out/refused.err"; then
+      fail "rdmaps-train $refused ran"
+    fi
+    [ "$(cat "$out/run/summary.json")" = earlier ] && [ -f "$out/run/curve-4.csv" ] ||
+      fail "rdmaps-train $refused, refused before training, deleted the earlier run's outputs: $(ls "$out/run")"
+  done
   "$train" --epochs 30 --train-limit 20000 --test-limit 200 --out "$out/run" >"$out/run.out" 2>"$out/run.err" &
   driver=$!
   for _ in $(seq 600); do grep -q "updates/s" "$out/run.err" && break; sleep 0.05; done
