@@ -281,6 +281,8 @@ Options parse_options(int argc, char** argv) {
   } catch (const CLI::Success& e) {
     // --help, --version: a page that never reached standard output is no success.
     std::exit(tools::program_end("rdmaps-train", app.exit(e)));
+  } catch (const Error& e) {  // a check the parse runs (--tau-max without drop): RDMAPS_TAU_MAX was named --tau-max
+    throw Error(e.code(), cli::name_source(app, args, e.what()));
   }
   // The checks after parsing name the flag; where its value came from the variable, they name that.
   try {
@@ -394,6 +396,8 @@ Options parse_options(int argc, char** argv) {
       if (config_of(o).skip_pulls) bad_flag("--skip-pulls", "is not played by the --virtual-workers schedule");
     } else if (delay->count() > 0) {
       bad_flag("--delay", "sets the schedule of --virtual-workers, which is not given");
+    } else if (o.role == "virtual") {  // it loaded the data, then said "needs at least 1 worker"
+      bad_flag("--role", "virtual runs the N workers --virtual-workers N names: give it");
     }
     // A setting that does nothing without another is refused (docs/cluster.md);
     // --compare's children get it for every variant, its async ones too.

@@ -157,6 +157,8 @@ refused "rdmaps-server: error: its output did not reach standard output" sh -c '
 # shellcheck disable=SC2016  # $0 is sh's
 refused "rdmaps-train: error: its output did not reach standard output" sh -c '"$0" --version >/dev/full' "$train"
 refused "--tau-max 5 does nothing without --staleness-policy drop: give both, or neither" "${s[@]}" --tau-max 5
+# An unset $DIR: the server made a directory "--resume" and started without resuming.
+refused "--checkpoint-dir needs a value, and '--resume' is a flag" "${s[@]}" --checkpoint-dir --resume
 refused "RDMAPS_TAU_MAX 5 does nothing without" env RDMAPS_TAU_MAX=5 "${s[@]}" --staleness-policy eta-tau
 serves "drop (tau-max 5)" "${s[@]}" --staleness-policy drop --tau-max 5
 # The first worker's rule is adopted: a rule typed beside it was dropped without a word.
@@ -269,6 +271,13 @@ refused "--servers: a local run starts a process per server, and one for the vir
   "${t[@]}" --virtual-workers 2 --servers 4096
 refused "--servers: a local run starts a process per server and worker; 302 is more than 256" "${t[@]}" --workers 2 --servers 300
 refused "--workers: '0'" "${t[@]}" --workers 0
+refused "--role: virtual runs the N workers --virtual-workers N names: give it" "${t[@]}" --role virtual \
+  --servers-list 127.0.0.1:5000
+# A check the parse itself runs named the flag where the variable gave the value.
+refused "RDMAPS_TAU_MAX 3 does nothing without --staleness-policy drop" env RDMAPS_TAU_MAX=3 "${t[@]}"
+# A flag that needs a value took the next flag for it: --out --json wrote ./--json.
+refused "--out needs a value, and '--json' is a flag (to mean it as the value, write --out=--json)" \
+  "$train" --data /nonexistent --out --json
 # Its own flags have no variable: one set for rdmaps-server is said to be unread (it ran async silently).
 refused "warning: RDMAPS_STALENESS=3 is not read: rdmaps-train takes --staleness on its command line only" \
   env RDMAPS_STALENESS=3 "${t[@]}"
