@@ -46,12 +46,19 @@ HostPort split_host_port(std::string_view text) {
                                             "': an IPv6 host goes in brackets with the port after them, "
                                             "[HOST]:PORT (e.g. [::1]:5000)");
   if (bracketed) host = host.substr(1, host.size() - 2);
+  // "[]:5000" listened on every interface, as ":5000" does: one spelling for that.
+  if (bracketed && host.empty())
+    throw Error(Errc::kInvalidArgument, "address '" + std::string(text) +
+                                            "': the brackets hold no host (give one, or :PORT alone for every "
+                                            "interface)");
   // "a:1, b:2" split at the comma: the blank would reach the resolver.
   if (host.find_first_of(" \t\r\n") != std::string::npos)
     throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "': the host holds a blank");
   int port = -1;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 0 || port > 65535)
+  // Digits alone: from_chars takes a sign, and "-0" listened on a port of the system's choosing.
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 0 || port > 65535 ||
+      port_text.find_first_not_of("0123456789") != std::string_view::npos)
     throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "': port '" + std::string(port_text) +
                                             "' is not a number in 0..65535");
   return {std::move(host), static_cast<uint16_t>(port)};

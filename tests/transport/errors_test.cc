@@ -768,7 +768,36 @@ TEST(SockAddr, BadAddressesAreRejectedNamingTheText) {
         << what;
   }
   EXPECT_EQ(transport::SockAddr::parse("[::1]:5000").to_string(), "[::1]:5000");
+  // A signed port ("-0" listened on a port of the system's choosing, "+80" on 80) and empty brackets
+  // (every interface, as ":PORT" says) were taken.
+  for (const char* port : {"-0", "+80", " 80"}) {
+    EXPECT_EQ(error_code_of([&] { transport::SockAddr::parse(std::string("127.0.0.1:") + port); }, &what),
+              Errc::kInvalidArgument)
+        << port;
+    EXPECT_NE(what.find(std::string("port '") + port + "' is not a number in 0..65535"), std::string::npos) << what;
+  }
+  EXPECT_EQ(error_code_of([] { transport::SockAddr::parse("[]:23460"); }, &what), Errc::kInvalidArgument);
+  EXPECT_NE(what.find("address '[]:23460': the brackets hold no host"), std::string::npos) << what;
   EXPECT_EQ(error_code_of([] { transport::parse_transport("infiniband"); }, &what), Errc::kInvalidArgument);
+}
+
+// A device that does not exist is a setting to fix, named with its value:
+// it was "unreachable", blaming a peer that start-up does not have.
+TEST(Context, NoUsableDeviceNamesTheSettings) {
+  const char* before = std::getenv("UCX_NET_DEVICES");
+  const std::string kept = before ? before : "";
+  setenv("UCX_NET_DEVICES", "bogus0", 1);
+  std::string what;
+  const Errc code =
+      error_code_of([] { transport::create_context({.transport = transport::TransportKind::kTcp}); }, &what);
+  if (before)
+    setenv("UCX_NET_DEVICES", kept.c_str(), 1);
+  else
+    unsetenv("UCX_NET_DEVICES");
+  EXPECT_EQ(code, Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("UCX finds no transport or device it may use with UCX_TLS=tcp and UCX_NET_DEVICES=bogus0"),
+            std::string::npos)
+      << what;
 }
 
 TEST(Region, HandingOutMoreRightsThanRegisteredIsRefused) {

@@ -103,9 +103,10 @@ std::string_view take(std::string_view& rest, char separator) {
   return item;
 }
 
-// `config`'s UCX_TLS (from the environment or ucx.conf; "all" by default).
-// UCX has no getter for one field, so it is read from the printed configuration.
-std::string configured_tls(const ucp_config_t* config) {
+// `config`'s UCX_<name> (TLS, NET_DEVICES: from the environment or ucx.conf;
+// "all" by default). UCX has no getter for one field, so it is read from the
+// printed configuration.
+std::string configured(const ucp_config_t* config, std::string_view name) {
   char* text = nullptr;
   size_t size = 0;
   FILE* stream = open_memstream(&text, &size);
@@ -113,11 +114,11 @@ std::string configured_tls(const ucp_config_t* config) {
   ucp_config_print(config, stream, nullptr, UCS_CONFIG_PRINT_CONFIG);
   std::fclose(stream);
   const std::unique_ptr<char, decltype(&std::free)> owned(text, &std::free);
-  constexpr std::string_view kKey = "UCX_TLS=";
-  std::string_view tls = "all";
+  const std::string key = "UCX_" + std::string(name) + "=";
+  std::string_view value = "all";
   for (std::string_view lines(text, size); !lines.empty();)
-    if (const std::string_view line = take(lines, '\n'); line.starts_with(kKey)) tls = line.substr(kKey.size());
-  return std::string(tls);
+    if (const std::string_view line = take(lines, '\n'); line.starts_with(key)) value = line.substr(key.size());
+  return std::string(value);
 }
 
 // Whether a UCX_TLS value (a list, "all", or an exclusion "^...") lets UCX
@@ -140,7 +141,7 @@ bool tls_may_use(std::string_view tls, std::initializer_list<std::string_view> n
 // (posix, which takes its place, maps files only this user can open); one
 // that names it, or an alias holding it, is the user's, and warned of.
 void keep_sysv_out(ucp_config_t* config) {
-  const std::string tls = configured_tls(config);
+  const std::string tls = configured(config, "TLS");
   if (!tls_may_use(tls, {"sysv", "sm", "shm", "mm"})) return;
   if (tls == "all" || tls.starts_with('^')) {
     const std::string without = tls == "all" ? "^sysv" : tls + ",sysv";
@@ -177,7 +178,7 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   // Only where tcp can be in use (the transport's UCX_TLS, or the user's for
   // auto): UCX warns of the keepalive variables as "invalid configurations"
   // in every process whose UCX_TLS has no tcp.
-  if (tls_may_use(configured_tls(config.get()), {"tcp"})) set_keepalive(config.get(), options.peer_silence);
+  if (tls_may_use(configured(config.get(), "TLS"), {"tcp"})) set_keepalive(config.get(), options.peer_silence);
 
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED | UCP_PARAM_FIELD_NAME;
@@ -186,8 +187,16 @@ UcxContext::UcxContext(const ContextOptions& options) : options_(options) {
   params.mt_workers_shared = 0;
   params.name = options_.name.c_str();
   ucp_context_h context = nullptr;
-  check(ucp_init(&params, config.get(), &context), "initializing UCX",
-        std::string("transport ") + transport_name(options.transport));
+  const ucs_status_t init = ucp_init(&params, config.get(), &context);
+  // At start there is no peer: the settings chose no device (UCX_NET_DEVICES=bogus0 blamed "the peer").
+  if (init == UCS_ERR_NO_DEVICE || init == UCS_ERR_UNREACHABLE)
+    throw Error(Errc::kInvalidArgument,
+                std::string("initializing UCX (transport ") + transport_name(options.transport) +
+                    "): " + ucs_status_string(init) +
+                    ": UCX finds no transport or device it may use with UCX_TLS=" + configured(config.get(), "TLS") +
+                    " and UCX_NET_DEVICES=" + configured(config.get(), "NET_DEVICES") +
+                    " (`ucx_info -d` lists this machine's devices)");
+  check(init, "initializing UCX", std::string("transport ") + transport_name(options.transport));
   context_.reset(context);
 
   ucp_worker_params_t wparams{};
