@@ -10,6 +10,10 @@
 here=$(cd "$(dirname "$0")" && pwd)
 bin="" data="" quick=0
 while [ $# -gt 0 ]; do
+  # A flag of a value, last: "$2: unbound variable" from bash, not which flag.
+  case $1 in --bin | --budget | --data | --out | --bundle) [ $# -ge 2 ] ||
+    { echo "$(basename "$0"): $1 needs a value (see --help)" >&2; exit 2; } ;;
+  esac
   case $1 in
     --bin) bin=$2; shift 2 ;;
     --budget) budget=$2; shift 2 ;;

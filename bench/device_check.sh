@@ -26,6 +26,10 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bundle="" out=${OUT:-device-check-out} budget=480 quick=()
 while [ $# -gt 0 ]; do
+  # A flag of a value, last: "$2: unbound variable" from bash, not which flag.
+  case $1 in --bin | --budget | --data | --out | --bundle) [ $# -ge 2 ] ||
+    { echo "device_check.sh: $1 needs a value (see --help)" >&2; exit 2; } ;;
+  esac
   case $1 in
     --bundle) bundle=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;

@@ -102,6 +102,14 @@ done
   fail "bundle_check kept: $(ls "$ready/bin")"
 echo "ok: bundle_check keeps the four programs and refuses a bundle without the dataset"
 
+# A flag of a value given last is named (bash said "$2: unbound variable").
+for call in "device_check.sh --out" "gpu_check.sh --bin" "scale_check.sh --budget"; do
+  script=${call% *} flag=${call#* }
+  said=$("$source/bench/$script" "$flag" 2>&1) && fail "$call ran"
+  [ "$said" = "$script: $flag needs a value (see --help)" ] || fail "$call said: $said"
+done
+echo "ok: the check scripts name a flag given no value"
+
 # A failed ps_grid cell is said and the rest of the grid still runs and is tabled.
 cat >"$work/perf" <<'SH'
 #!/bin/sh

@@ -405,6 +405,11 @@ if [ -n "$perf" ]; then
   refused "--role: set by rdmaps-perf ps for the processes it starts" "$perf" ps --role server
   refused "--index: 'abc' is not a whole number" "$perf" ps --index abc
   refused "--report-fd: '-3' is not a whole number" "$perf" transport --report-fd -3
+  # A span below a message was one buffer, reused, reported as a span of the message's size.
+  refused "--span 1000 bytes holds no message of the largest --sizes, 65536 bytes" \
+    "$perf" transport --span 1000 --sizes 64K --iters 16 --lat-iters 0
+  refused "--target-span 4096 bytes holds no message of the largest --sizes, 65536 bytes" \
+    "$perf" transport --op put --span 1M --target-span 4K --sizes 64K --iters 16 --lat-iters 0
   # A span past memory was killed by the out-of-memory killer without a word (a local target takes as much again).
   if [ "$(awk '/^MemAvailable:/ { print int($2 / 1048576) }' /proc/meminfo)" -lt 30 ]; then
     refused "--span 17.2 GB: its buffers take 34.4 GB (the source and the local target each one), but" \
