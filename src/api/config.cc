@@ -374,6 +374,19 @@ std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const 
   return added;
 }
 
+std::string unused_rule_flag(const CLI::App& app, const std::vector<std::string>& args, UpdateRule rule) {
+  for (const CLI::Option* o : app.get_options()) {
+    const std::string& name = o->get_name();
+    if (!name.starts_with("--") || !cli::on_command_line(o, args)) continue;
+    const std::optional<UpdateRule> owner = ps::RuleParams::rule_of_flag(name.substr(2));
+    if (!owner || *owner == rule) continue;
+    const std::string value = o->results().empty() ? std::string() : " " + o->results().back();
+    return name + value + " does nothing with rule " + rule_name(rule) + ": it is rule " + rule_name(*owner) +
+           "'s (give that rule, or leave the flag out)";
+  }
+  return "";
+}
+
 void parse_config(Config& config, const std::vector<std::string>& args, std::vector<std::string>* rest) {
   CLI::App app;
   app.set_help_flag();  // a library call prints nothing; "--help" is an unknown flag, left in `rest`

@@ -23,4 +23,10 @@ struct ConfigFlagSelection {
 /// Returns the options added, for cli::given.
 std::vector<CLI::Option*> add_config_flags(CLI::App& app, Config& config, const ConfigFlagSelection& select = {});
 
+/// Empty, or why a rule parameter typed in `args` does nothing under `rule`
+/// ("--momentum 0.5 does nothing with rule sgd: ..."): taken, it was
+/// dropped without a word. Its variable is not judged (one environment may
+/// serve jobs of several rules).
+std::string unused_rule_flag(const CLI::App& app, const std::vector<std::string>& args, UpdateRule rule);
+
 }  // namespace rdmaps

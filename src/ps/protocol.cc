@@ -360,6 +360,14 @@ bool RuleParams::is_flag(std::string_view flag) {
   return false;
 }
 
+std::optional<UpdateRule> RuleParams::rule_of_flag(std::string_view flag) {
+  if (flag == "momentum") return UpdateRule::kMomentum;
+  if (flag == "lambda") return UpdateRule::kDcAsgdConstant;
+  for (const char* f : {"lambda0", "ms-momentum", "eps", "dc-bound", "dc-tau0", "ms-bias-correction"})
+    if (flag == f) return UpdateRule::kDcAsgdAdaptive;
+  return std::nullopt;
+}
+
 void RuleParams::encode(WireWriter& w) const {
   w.u32(rule);
   for (const FloatField& f : kFloatFields) w.f32(this->*f.wire);

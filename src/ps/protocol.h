@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -166,6 +167,10 @@ struct RuleParams {
   std::string out_of_range() const;
   /// Whether `flag` (as spelled on a command line, without "--") sets the rule or one of its parameters.
   static bool is_flag(std::string_view flag);
+  /// The one rule that reads `flag` (momentum; lambda: dc-asgd-c; lambda0,
+  /// ms-momentum, eps, dc-bound, dc-tau0, ms-bias-correction: dc-asgd-a), or
+  /// nullopt for one every rule reads (lr) or no parameter.
+  static std::optional<UpdateRule> rule_of_flag(std::string_view flag);
   /// The wire form, shared by the Hello and the checkpoint file.
   void encode(transport::WireWriter& w) const;
   /// Throws Error(kProtocol) through `r` on an unknown rule or a non-finite parameter.

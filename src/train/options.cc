@@ -384,6 +384,12 @@ Options parse_options(int argc, char** argv) {
                  rule + " disagrees with --dc " + o.dc + " (rule " + rule_of_dc(o.dc) + "): give one of them");
       o.dc = dc_of_rule(rule);  // what a local run's processes are told
     }
+    // A rule's parameter under another rule did nothing (--lambda under the
+    // default --dc adaptive). --compare runs every rule; a local run's
+    // processes are given every parameter and were checked by their driver.
+    if (!o.compare && o.report_fd < 0)
+      if (const std::string why = unused_rule_flag(app, args, config_of(o).rule); !why.empty())
+        throw Error(Errc::kInvalidArgument, why);
     if (delay->count() > 0) DelaySpec::parse("--delay", o.delay);
     if (o.virtual_workers) {
       if (o.role == "worker")

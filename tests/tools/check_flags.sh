@@ -157,6 +157,12 @@ refused "rdmaps-server: error: its output did not reach standard output" sh -c '
 # shellcheck disable=SC2016  # $0 is sh's
 refused "rdmaps-train: error: its output did not reach standard output" sh -c '"$0" --version >/dev/full' "$train"
 refused "--tau-max 5 does nothing without --staleness-policy drop: give both, or neither" "${s[@]}" --tau-max 5
+# A rule's parameter under another rule was dropped without a word; its variable is not judged (one
+# environment may serve jobs of several rules).
+refused "--momentum 0.5 does nothing with rule sgd: it is rule momentum's" "${s[@]}" --momentum 0.5
+refused "--lambda0 3 does nothing with rule momentum: it is rule dc-asgd-a's" "${s[@]}" --rule momentum --lambda0 3
+serves "lambda0 3" "${s[@]}" --rule dc-asgd-a --lambda0 3
+serves "rule sgd" env RDMAPS_MOMENTUM=0.5 "${s[@]}"
 # An unset $DIR: the server made a directory "--resume" and started without resuming.
 refused "--checkpoint-dir needs a value, and '--resume' is a flag" "${s[@]}" --checkpoint-dir --resume
 refused "RDMAPS_TAU_MAX 5 does nothing without" env RDMAPS_TAU_MAX=5 "${s[@]}" --staleness-policy eta-tau
@@ -271,6 +277,8 @@ refused "--servers: a local run starts a process per server, and one for the vir
   "${t[@]}" --virtual-workers 2 --servers 4096
 refused "--servers: a local run starts a process per server and worker; 302 is more than 256" "${t[@]}" --workers 2 --servers 300
 refused "--workers: '0'" "${t[@]}" --workers 0
+refused "--lambda 0.5 does nothing with rule dc-asgd-a: it is rule dc-asgd-c's" "${t[@]}" --lambda 0.5
+refused "--lambda0 5 does nothing with rule sgd: it is rule dc-asgd-a's" "${t[@]}" --dc off --lambda0 5
 refused "--role: virtual runs the N workers --virtual-workers N names: give it" "${t[@]}" --role virtual \
   --servers-list 127.0.0.1:5000
 # A check the parse itself runs named the flag where the variable gave the value.
