@@ -265,11 +265,11 @@ int run_client(const Flags& flags) {
   // A span below a message took one buffer, reused, for the span asked, without a word (--span 1000 with 64 KiB).
   for (const auto& [flag, bytes] : {std::pair{"--span", flags.span}, {"--target-span", flags.target_span}})
     if (bytes != 0 && bytes < max_size)
-      throw Error(Errc::kInvalidArgument, std::string("rdmaps-perf transport: ") + flag + " " + std::to_string(bytes) +
-                                              " bytes holds no message of the largest --sizes, " +
-                                              std::to_string(max_size) +
-                                              " bytes: give at least that (each size walks whole messages of it), or "
-                                              "0 for one buffer");
+      throw cli::UsageError(Errc::kInvalidArgument,
+                            std::string("rdmaps-perf transport: ") + flag + " " + std::to_string(bytes) +
+                                " bytes holds no message of the largest --sizes, " + std::to_string(max_size) +
+                                " bytes: give at least that (each size walks whole messages of it), or "
+                                "0 for one buffer");
   const size_t region_bytes = std::max<size_t>({max_size, flags.span, target_span});
   // Said here, naming the flag: a span past memory (a local target takes as
   // much again) was killed by the kernel's out-of-memory killer without a word.

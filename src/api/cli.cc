@@ -263,7 +263,8 @@ void parse_or_answer(CLI::App& app, std::vector<std::string>& reversed, const st
 
 }  // namespace
 
-void parse(CLI::App& app, const std::vector<std::string>& args) {
+// parse() without its errors' type: they become UsageError there.
+static void parse_checked(CLI::App& app, const std::vector<std::string>& args) {
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them last first
   const std::string see_help = app.get_help_ptr() ? " (see --help)" : "";
   // CLI11 takes "--switch ''" and "--switch=" for the switch alone, or leaves
@@ -315,6 +316,18 @@ void parse(CLI::App& app, const std::vector<std::string>& args) {
     throw Error(Errc::kInvalidArgument, name_source(app, args, name_hidden(app, args, message)) + see_help);
   } catch (const CLI::ParseError& e) {
     throw Error(Errc::kInvalidArgument, name_source(app, args, name_hidden(app, args, e.what())) + see_help);
+  }
+}
+
+void parse(CLI::App& app, const std::vector<std::string>& args) {
+  try {
+    parse_checked(app, args);
+  } catch (const CLI::Success&) {
+    throw;
+  } catch (const UsageError&) {
+    throw;
+  } catch (const Error& e) {  // its own, and the checks the parse runs (a final callback's)
+    throw UsageError(e.code(), e.what());
   }
 }
 

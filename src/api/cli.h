@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "rdmaps/error.h"
+
 namespace rdmaps::cli {
 
 /// `v` read as a decimal count: digits only (no sign, "+" or "0x"); a value
@@ -64,10 +66,18 @@ class Formatter : public CLI::Formatter {
 /// App made this way also lists each option's RDMAPS_* variable in --help,
 /// and --version prints the build's version (rdmaps_build_version()).
 void set_defaults(CLI::App& app);
+/// An error of the command line a program was given: the programs exit 2
+/// for it, 1 for a run that failed (docs/cluster.md "Flags and variables").
+class UsageError : public Error {
+ public:
+  using Error::Error;
+};
+inline constexpr int kUsageStatus = 2;
+
 /// Parses `args` (without the program name); a switch given an empty value
 /// ("--name ''", "--name=") is an error, not the switch alone. --help passes
 /// and --version pass as CLI::Success (app.exit prints them); any other error becomes
-/// Error(kInvalidArgument).
+/// a UsageError (kInvalidArgument, or the code of a check the parse ran).
 void parse(CLI::App& app, const std::vector<std::string>& args);
 void parse(CLI::App& app, int argc, char** argv, int first = 1);
 /// Whether `option` was given in `args` (not only by its environment variable).

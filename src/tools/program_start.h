@@ -16,6 +16,7 @@
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
 #include "rdmaps/version.h"
+#include "src/api/cli.h"
 
 namespace rdmaps::tools {
 
@@ -33,10 +34,14 @@ inline bool program_start(const char* program) {
 
 /// In a program's catch (...): says the exception in flight as `program`'s
 /// error (a library's own, or out of memory with `memory_hint`, were aborts
-/// with "terminate called"); returns the exit status, 1.
+/// with "terminate called"); returns the exit status: 2 for an error of the
+/// command line (cli::UsageError), else 1.
 inline int report_error(const char* program, const char* memory_hint) {
   try {
     throw;
+  } catch (const cli::UsageError& e) {
+    std::fprintf(stderr, "%s: error (%s): %s\n", program, errc_name(e.code()), e.what());
+    return cli::kUsageStatus;
   } catch (const Error& e) {
     std::fprintf(stderr, "%s: error (%s): %s\n", program, errc_name(e.code()), e.what());
   } catch (const std::bad_alloc&) {

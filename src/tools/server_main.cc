@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
   if (!rdmaps::tools::program_start("rdmaps-server")) return 1;
   CLI::App app("One parameter-server process.", "rdmaps-server");
   const std::vector<std::string> args(argv + 1, argv + argc);
+  // Until the server is made, an error is the command line's (exit 2), or the launch's it reads.
+  int failed = rdmaps::cli::kUsageStatus;
   try {
     rdmaps::ServerOptions options;
     double stats_s = 10, stall_s = 60, launch_timeout_s = 120;
@@ -172,6 +174,7 @@ int main(int argc, char** argv) {
                                                               " is not below the number of servers " +
                                                               said(servers, options.servers));
     }
+    failed = 1;
     rdmaps::Server server(options);
     std::string address = server.address();
     if (directory) {
@@ -201,8 +204,9 @@ int main(int argc, char** argv) {
     // The server names a flag it was given (the metrics port is in use); the user may have set its variable.
     std::fprintf(stderr, "rdmaps-server: error (%s): %s\n", rdmaps::errc_name(e.code()),
                  rdmaps::cli::name_source(app, args, e.what()).c_str());
-    return 1;
+    return failed;
   } catch (...) {  // a thread that could not start, no memory: said, not an abort
-    return rdmaps::tools::report_error("rdmaps-server", "a smaller model or fewer --workers?");
+    rdmaps::tools::report_error("rdmaps-server", "a smaller model or fewer --workers?");
+    return failed;
   }
 }

@@ -112,7 +112,7 @@ std::string exact(float v) {
 }  // namespace
 
 [[noreturn]] void bad_flag(const std::string& flag, const std::string& why) {
-  throw Error(Errc::kInvalidArgument, flag + ": " + why + " (see --help)");
+  throw cli::UsageError(Errc::kInvalidArgument, flag + ": " + why + " (see --help)");
 }
 
 void check_straggler(const Options& o) {
@@ -282,7 +282,7 @@ Options parse_options(int argc, char** argv) {
     // --help, --version: a page that never reached standard output is no success.
     std::exit(tools::program_end("rdmaps-train", app.exit(e)));
   } catch (const Error& e) {  // a check the parse runs (--tau-max without drop): RDMAPS_TAU_MAX was named --tau-max
-    throw Error(e.code(), cli::name_source(app, args, e.what()));
+    throw cli::UsageError(e.code(), cli::name_source(app, args, e.what()));
   }
   // The checks after parsing name the flag; where its value came from the variable, they name that.
   try {
@@ -450,7 +450,7 @@ Options parse_options(int argc, char** argv) {
                                             " reads no such flag (the evaluating worker prints its accuracy)");
     return o;
   } catch (const Error& e) {
-    throw Error(e.code(), cli::name_source(app, args, e.what()));
+    throw cli::UsageError(e.code(), cli::name_source(app, args, e.what()));
   }
 }
 

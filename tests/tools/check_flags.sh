@@ -264,7 +264,20 @@ helps "$server" -- "(Env:RDMAPS_SHARD_FLOATS)"
 # a server refuses unless it adopts the workers' (docs/cluster.md, docs/pytorch.md).
 helps "$server" -- "rdmaps-server --servers 2 --rule-from-workers :"
 
+# A command line's error exits 2, a run that failed 1 (both were 1).
+exit_status() {  # want COMMAND...
+  local want=$1 status; shift
+  timeout -k 5 30 "$@" >/dev/null 2>&1 </dev/null; status=$?
+  if [ "$status" = "$want" ]; then echo "ok: exit $status: $*"; else fail "exit $status, not $want: $*"; fi
+}
+exit_status 2 "${s[@]}" --bogus
+exit_status 2 "${s[@]}" --momentum 0.5
+exit_status 1 "${s[@]}" --checkpoint-dir /proc/rdmaps-none
+
 echo "== rdmaps-train"
+exit_status 2 "$train" --bogus
+exit_status 2 "$train" --batch 100000
+exit_status 1 "$train" --data /nonexistent
 t=("$train" --data /nonexistent --out /nonexistent)
 refused "--workers: 4294967297" "${t[@]}" --workers 4294967297
 refused "301 is more than 256 (use --virtual-workers" "${t[@]}" --workers 300
@@ -406,6 +419,8 @@ helps "$train" -- "--rule sgd|momentum|dc-asgd-c|dc-asgd-a=dc-asgd-a"
 
 if [ -n "$perf" ]; then
   echo "== rdmaps-perf transport"
+  exit_status 2 "$perf" transport --bogus
+  exit_status 2 "$perf" transport --span 1000 --sizes 64K
   refused "--iters: '0'" "$perf" transport --iters 0
   # Its children's flags by hand were taken and ignored (--report-fd silenced the run).
   refused "--index: set by rdmaps-perf ps for the processes it starts (--role server)" "$perf" ps --index 3
