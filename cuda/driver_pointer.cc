@@ -26,7 +26,8 @@ std::atomic<GetAttributes> g_get{nullptr};
 // iterations 40 % slower).
 std::atomic<bool> g_absent{false};
 std::mutex g_open_mu;
-unsigned long long g_adds_seen = ~0ull;  // under g_open_mu: objects ever loaded at the last look
+// Objects ever loaded at the last look; read without the lock, written under it.
+std::atomic<unsigned long long> g_adds_seen{~0ull};
 
 // How many shared objects this process ever loaded: unchanged, libcuda was
 // not loaded since the last look (16 ns, where a dlopen(RTLD_NOLOAD) of a
@@ -45,12 +46,14 @@ unsigned long long objects_loaded() {
 GetAttributes open_driver(bool load) {
   if (GetAttributes get = g_get.load(std::memory_order_acquire)) return get;
   if (g_absent.load(std::memory_order_relaxed)) return nullptr;
+  // Nothing loaded since the last look: no lock (it was taken per push and pull target).
+  const unsigned long long adds = load ? 0 : objects_loaded();
+  if (!load && adds == g_adds_seen.load(std::memory_order_relaxed)) return nullptr;
   std::lock_guard<std::mutex> lock(g_open_mu);
   if (GetAttributes get = g_get.load(std::memory_order_relaxed)) return get;
   if (!load) {
-    const unsigned long long adds = objects_loaded();
-    if (adds == g_adds_seen) return nullptr;
-    g_adds_seen = adds;
+    if (adds == g_adds_seen.load(std::memory_order_relaxed)) return nullptr;
+    g_adds_seen.store(adds, std::memory_order_relaxed);
   }
   // Kept open for the process: the CUDA runtime holds the same library.
   void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL | (load ? 0 : RTLD_NOLOAD));

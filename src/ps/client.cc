@@ -174,7 +174,8 @@ void ClientImpl::await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Ra
                             bool stamp_shards) {
   const Mailbox& box = link.mailbox(lane);
   wait([&] { return link.load(box.pull_done) >= seq; },
-       "waiting for parameters from server " + link.address + " lane " + std::to_string(lane.index), only);
+       [&] { return "waiting for parameters from server " + link.address + " lane " + std::to_string(lane.index); },
+       only);
   // Too new a stamp would let skip_pulls serve a copy older than the bound; an
   // older one (the shard's last) only fetches sooner.
   if (!stamp_shards) return;
@@ -212,8 +213,8 @@ bool ClientImpl::progress(const ServerLink* only) {
   return moved;
 }
 
-template <typename Done>
-void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* only) {
+template <typename Done, typename What>
+void ClientImpl::wait(Done&& done, What&& what, const ServerLink* only) {
   const auto deadline = this->deadline();
   const auto bound = bound_of(deadline);  // what a timeout names
   transport::IdleBackoff idle;  // a long wait (the clock bound) must not take the core of the one it waits for
@@ -221,12 +222,12 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
     idle.pause(progress(only));
     const auto due = idle.checks_due();
     if (due.deadline && interrupted_.load(std::memory_order_relaxed))
-      throw Error(Errc::kCancelled, "worker " + std::to_string(options_.worker) + ": " + what +
+      throw Error(Errc::kCancelled, "worker " + std::to_string(options_.worker) + ": " + what() +
                                         ": interrupted (the client was interrupted; it takes no more calls)");
     if (due.deadline) {
       const auto now = Clock::now();
       if (now > deadline)
-        throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what + " for " +
+        throw Error(Errc::kTimeout, "worker " + std::to_string(options_.worker) + ": " + what() + " for " +
                                         std::to_string(bound.count()) + " ms");
       if (now - last_publish_ > kPublishEvery) publish();
     }
@@ -242,7 +243,7 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
                                              (lane.ep->peer_closed()
                                                   ? " closed the connection"
                                                   : " lane " + std::to_string(lane.index) + ": the connection failed") +
-                                             " while worker " + std::to_string(options_.worker) + " was " + what);
+                                             " while worker " + std::to_string(options_.worker) + " was " + what());
         }
       }
     }
@@ -250,7 +251,7 @@ void ClientImpl::wait(Done&& done, const std::string& what, const ServerLink* on
 }
 
 void ClientImpl::wait_for_copy(cuda::StagingRing& ring, int buffer) {
-  wait([&] { return ring.ready(buffer); }, "waiting for a device-to-host staging copy");
+  wait([&] { return ring.ready(buffer); }, [] { return std::string("waiting for a device-to-host staging copy"); });
 }
 
 void ClientImpl::complete(std::vector<transport::Request>& requests) {
@@ -268,7 +269,10 @@ uint64_t ClientImpl::post(ServerLink& link, Lane& lane, MsgType type, uint32_t s
     // Only this server's closing ends it: a credit comes from it alone, and
     // leaving, another server's closing kept the Bye from a live one.
     wait([&] { return lane.inbox->has_credit(link.load(link.mailbox(lane).consumed_seq)); },
-         "waiting for an inbox credit from server " + link.address + " lane " + std::to_string(lane.index), &link);
+         [&] {
+           return "waiting for an inbox credit from server " + link.address + " lane " + std::to_string(lane.index);
+         },
+         &link);
   SlotHeader h{};
   h.magic = kSlotMagic;
   h.type = static_cast<uint16_t>(type);
@@ -334,8 +338,10 @@ void ClientImpl::offer_late_landings() {
         // never offered again.
         const auto taken = [&] { return a.link->load(box.landings) >= a.lane->landings_offered; };
         wait([&] { return taken() || a.link->load(box.consumed_seq) >= a.seq; },
-             "waiting for server " + a.link->address + " lane " + std::to_string(a.lane->index) +
-                 " to take landing region " + std::to_string(a.lane->landings_offered),
+             [&] {
+               return "waiting for server " + a.link->address + " lane " + std::to_string(a.lane->index) +
+                      " to take landing region " + std::to_string(a.lane->landings_offered);
+             },
              a.link);
         // One put wrote both words, in no promised order: a count still short
         // is a refusal once that put is surely whole.
@@ -398,8 +404,11 @@ void ClientImpl::clock(bool barrier) {
       for (auto& link : links_)
         for (auto& lane : link.lanes) try {
             wait([&] { return link.load(link.mailbox(lane).min_clock) >= need; },
-                 "at clock " + std::to_string(clock_) + " waiting for the slowest worker to reach clock " +
-                     std::to_string(need) + " (server " + link.address + " lane " + std::to_string(lane.index) + ")");
+                 [&] {
+                   return "at clock " + std::to_string(clock_) + " waiting for the slowest worker to reach clock " +
+                          std::to_string(need) + " (server " + link.address + " lane " + std::to_string(lane.index) +
+                          ")";
+                 });
           } catch (const Error& e) {
             if (e.code() != Errc::kTimeout) throw;
             // Which worker: the server's own log says so, this worker's error did not.

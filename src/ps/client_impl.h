@@ -341,9 +341,11 @@ class ClientImpl {
   void await_pull(ServerLink& link, const Lane& lane, uint64_t seq, Range fetched, const ServerLink* only = nullptr,
                   bool stamp = true);
   /// Polls until done(); throws on timeout or when a server closed (only
-  /// `link`'s, when given).
-  template <typename Done>
-  void wait(Done&& done, const std::string& what, const ServerLink* link = nullptr);
+  /// `link`'s, when given). `what()` says what was awaited, made for an error
+  /// only: built for every wait, the text cost each clock and pull its
+  /// allocations (hot-path review).
+  template <typename Done, typename What>
+  void wait(Done&& done, What&& what, const ServerLink* link = nullptr);
   /// wait() for the staging ring's copies (client_push.cc; wait() is defined in client.cc).
   void wait_for_copy(cuda::StagingRing& ring, int buffer);
   void warn_of_resumes_apart() const;
@@ -448,6 +450,7 @@ class ClientImpl {
   std::span<const PullTarget> pulling_;       // the running pull's targets (ranges_), empty between pulls
   std::vector<int> device_;                   // by target of pulling_: its GPU, -1 for host memory
   std::vector<transport::Request> inflight_;  // send(): scratch kept across calls
+  std::vector<std::vector<transport::Request>> staged_busy_;  // send_staged(): a staging buffer's sends, kept too
   ClientStats stats_;
   uint64_t rejected_closed_ = 0;  // messages_rejected() of the connections closed
   // A pull under way: its counters as they were before it (what publish() shows meanwhile).

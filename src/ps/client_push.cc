@@ -263,7 +263,10 @@ bool ClientImpl::send_staged(const std::vector<Piece>& pieces, const uint8_t* de
                              uint16_t flags) {
   cuda::StagingRing& ring = gpu_->ring();
   const int depth = ring.depth();
-  std::vector<std::vector<transport::Request>> busy(static_cast<size_t>(depth));
+  // Kept across calls: made per push, up to 65 allocations (hot-path review).
+  std::vector<std::vector<transport::Request>>& busy = staged_busy_;
+  busy.resize(static_cast<size_t>(depth));
+  for (auto& requests : busy) requests.clear();
   size_t i = 0;  // pieces posted
   try {
     run_staged(

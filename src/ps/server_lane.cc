@@ -8,7 +8,6 @@
 #include <cstring>
 #include <span>
 
-#include "math/bf16.h"
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
 #include "src/ps/am_ids.h"
@@ -45,6 +44,14 @@ std::unique_ptr<transport::RemoteRegion> import_landing(transport::Endpoint& ep,
 bool finite_floats(const float* p, size_t n) {
   for (size_t i = 0; i < n; ++i)
     if (!std::isfinite(p[i])) return false;
+  return true;
+}
+
+// The same on bf16 bits: its exponent all ones is an Inf or a NaN (widening
+// the piece first was a pass over it into a buffer of its own).
+bool finite_bf16(const uint16_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if ((p[i] & 0x7f80u) == 0x7f80u) return false;
   return true;
 }
 }  // namespace
@@ -364,14 +371,8 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
     case MsgType::kPush:
     case MsgType::kInit: {
       if (setup_.config.check_nan) {
-        thread_local std::vector<float> widened;
-        const float* values = reinterpret_cast<const float*>(payload);
-        if (bf16) {
-          widened.resize(h.length);
-          math::decompress_bf16(reinterpret_cast<const uint16_t*>(payload), widened.data(), h.length);
-          values = widened.data();
-        }
-        if (!finite_floats(values, h.length)) {
+        if (bf16 ? !finite_bf16(reinterpret_cast<const uint16_t*>(payload), h.length)
+                 : !finite_floats(reinterpret_cast<const float*>(payload), h.length)) {
           if (h.type == static_cast<uint16_t>(MsgType::kPush)) take(w);  // refused, not lost to a reconnect
           return reject(w, RejectReason::kNonFinite,
                         "gradient for shard " + std::to_string(h.shard) + " contains NaN or Inf");
@@ -670,12 +671,19 @@ void ServerLane::on_push_am(transport::AmMessage& m) {
   Worker& w = workers_[it->second];
   if (!w.live) return;
   if (std::string why = w.inbox->land(*context_, m); !why.empty()) reject(w, RejectReason::kLanding, why);
+  landings_maybe_ = true;
 }
 
 bool ServerLane::complete_landings() {
-  bool any = false;
+  // Each turn of the loop looked at every worker, on the put path too, where none lands anything.
+  if (!landings_maybe_) return false;
+  bool any = false, pending = false;
   for (auto& w : workers_)
-    if (w.live && w.inbox->landing()) any |= w.inbox->complete();
+    if (w.live && w.inbox->landing()) {
+      any |= w.inbox->complete();
+      pending |= w.inbox->landing();
+    }
+  landings_maybe_ = pending;
   return any;
 }
 

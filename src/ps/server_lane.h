@@ -321,6 +321,7 @@ class ServerLane {
   uint64_t min_clock_ = 0;
   std::chrono::steady_clock::time_point min_clock_since_{};  // when min_clock_ last moved
   uint64_t holding_ = 0;                                     // Mailbox::holding as last sent
+  bool landings_maybe_ = false;  // an active-message push may be landing: set as one lands, cleared once none is
   std::chrono::steady_clock::time_point holding_checked_{};
   std::chrono::steady_clock::time_point all_joined_at_{};  // warn_stalled(): when every worker had connected once
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)

@@ -18,11 +18,12 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
       h.type == static_cast<uint16_t>(MsgType::kPull) || h.type == static_cast<uint16_t>(MsgType::kLanding);
   if ((h.landing || h.landing_offset) && !names_landing) return "a landing region in a message other than a pull";
   const uint32_t first = r.first_shard, end = r.end_shard;
-  const std::string lane = "this lane's [" + to_string(first) + ", " + to_string(end) + ")";
+  // Made for a refusal only: every message paid for it (hot-path review).
+  const auto lane = [&] { return "this lane's [" + to_string(first) + ", " + to_string(end) + ")"; };
   switch (static_cast<MsgType>(h.type)) {
     case MsgType::kPush:
     case MsgType::kInit: {
-      if (h.shard < first || h.shard >= end) return "shard " + to_string(h.shard) + " is not one of " + lane;
+      if (h.shard < first || h.shard >= end) return "shard " + to_string(h.shard) + " is not one of " + lane();
       const Range shard = r.partition->shard(r.server, h.shard);
       if (h.length == 0 || h.offset > shard.size() || h.length > shard.size() - h.offset)
         return "floats [" + to_string(h.offset) + ", +" + to_string(h.length) + ") outside shard " +
@@ -48,7 +49,7 @@ std::string check_slot(const SlotHeader& h, const SlotRules& r) {
     }
     case MsgType::kPull: {
       if (h.length == 0 || h.shard < first || h.shard >= end || h.length > end - h.shard)
-        return "pull of shards [" + to_string(h.shard) + ", +" + to_string(h.length) + ") outside " + lane;
+        return "pull of shards [" + to_string(h.shard) + ", +" + to_string(h.length) + ") outside " + lane();
       // offset: first float in the first shard; base_version: how many (0: to the end).
       const Range from = r.partition->shard(r.server, h.shard);
       const uint64_t there = r.partition->shard(r.server, h.shard + h.length - 1).end - from.begin;

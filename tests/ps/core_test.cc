@@ -559,8 +559,12 @@ RDMAPS_TEST_PEER(views_puller) {
 // bf16 wire: the server applies exactly what the worker encoded (half the
 // bytes), and error feedback keeps the sum of applied gradients within one
 // bf16 rounding of the sum of true gradients.
+// Shards of more than the server's widening block (4096 floats), with a tail: each block applied where it belongs.
+constexpr uint32_t kBf16Shard = 9000;
+
 TEST_P(PsTest, Bf16PushesApplyTheEncodedValuesAndFeedTheErrorBack) {
   Config c = core_config(GetParam());
+  c.shard_floats = kBf16Shard;
   c.wire = WireFormat::kBf16;
   c.learning_rate = 1.0f;
   ServerGroup servers(1, 1, c);
@@ -574,6 +578,7 @@ TEST_P(PsTest, Bf16PushesApplyTheEncodedValuesAndFeedTheErrorBack) {
 
 RDMAPS_TEST_PEER(bf16_worker) {
   Config c = core_config(args.transport);
+  c.shard_floats = kBf16Shard;
   c.wire = WireFormat::kBf16;
   c.learning_rate = 1.0f;
   Client client(worker_options(args, c));

@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "math/bf16.h"
 #include "src/ps/am_ids.h"
 #include "src/ps/protocol.h"
 #include "src/ps/write_back.h"
@@ -2480,6 +2481,39 @@ TEST_P(PsFaultTest, APushTheServerRejectsIsCountedByTheWorker) {
   EXPECT_EQ(servers.server(0).stats().rejected, 1u);
 }
 
+// On the bf16 wire the server judges the bits it got (it widened the piece
+// first): an Inf or a NaN is refused, the largest finite bf16 is taken.
+TEST_P(PsFaultTest, ABf16PushIsJudgedFiniteOnItsBits) {
+  Config c = fault_config(GetParam());
+  c.wire = WireFormat::kBf16;
+  c.learning_rate = 1.0f;
+  ASSERT_TRUE(c.check_nan);
+  ServerGroup servers(1, 1, c);
+  Client client(local_worker_options(servers.addresses(), c));
+  client.declare("w", kFaultShard);
+  client.connect();
+  const std::vector<float> zeros(kFaultShard, 0.0f);
+  client.init("w", zeros);
+  std::vector<float> got(kFaultShard);
+  uint64_t refused = 0;
+  for (const float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                          std::nanf(""), 3.4e38f /* finite, rounds to Inf in bf16 */}) {
+    std::vector<float> g(kFaultShard, 0.0f);
+    g[kFaultShard - 1] = bad;
+    client.push("w", g);
+    client.pull("w", got);
+    EXPECT_EQ(client.messages_rejected(), ++refused) << bad << " was taken";
+  }
+  EXPECT_EQ(got, zeros) << "a refused push was applied";
+  const float largest = math::from_bf16(0x7f7f);  // 3.39e38, finite
+  std::vector<float> g(kFaultShard, 0.0f);
+  g[0] = largest;
+  client.push("w", g);
+  client.pull("w", got);
+  EXPECT_EQ(client.messages_rejected(), refused) << "the largest finite bf16 was refused";
+  EXPECT_EQ(got[0], -largest);
+}
+
 // A worker that sends NaNs every step (--check-nan) wrote a log line per
 // push from the lane's thread (5,000 in 0.04 s); the lines are limited as
 // refusals are, and the count stays exact.
@@ -3389,7 +3423,9 @@ TEST(ClientConnect, AConnectWhoseTransportCannotBeMadeFailsAndMayBeRetried) {
     setenv("UCX_NET_DEVICES", saved.c_str(), 1);
   else
     unsetenv("UCX_NET_DEVICES");
-  EXPECT_EQ(code, Errc::kUnreachable) << what;
+  // A setting to fix, named (it was "unreachable", blaming a peer).
+  EXPECT_EQ(code, Errc::kInvalidArgument) << what;
+  EXPECT_NE(what.find("UCX_NET_DEVICES=no-such-device"), std::string::npos) << what;
   std::printf("[ info     ] connect() without a usable device: %s\n", what.c_str());
   bool connected = false;
   for (auto until = Clock::now() + 20s; !connected && Clock::now() < until;) {

@@ -388,10 +388,11 @@ void UcxContext::discard(void* data_desc, size_t length) noexcept {
 }
 
 Request UcxContext::am_receive(AmMessage& message, Region& region, uint64_t offset) {
-  const std::string from = message.from ? message.from->peer_name() : std::string("unknown peer");
-  if (message.consumed) throw Error(Errc::kInvalidArgument, "active message from " + from + " was already received");
+  // Named on failure only: every pushed piece and write-back over tcp copied the name.
+  const auto from = [&] { return message.from ? message.from->peer_name() : std::string("unknown peer"); };
+  if (message.consumed) throw Error(Errc::kInvalidArgument, "active message from " + from() + " was already received");
   if (offset > region.size() || message.length > region.size() - offset)
-    throw Error(Errc::kOutOfBounds, "active message of " + std::to_string(message.length) + " bytes from " + from +
+    throw Error(Errc::kOutOfBounds, "active message of " + std::to_string(message.length) + " bytes from " + from() +
                                         " does not fit at offset " + std::to_string(offset) + " of a " +
                                         std::to_string(region.size()) + "-byte region");
   message.consumed = true;
@@ -407,7 +408,7 @@ Request UcxContext::am_receive(AmMessage& message, Region& region, uint64_t offs
   params.memh = static_cast<UcxRegion&>(region).memh();
   ucs_status_ptr_t sp = ucp_am_recv_data_nbx(worker_.get(), message.payload, dst, message.length, &params);
   if (sp == nullptr) return Request();
-  if (UCS_PTR_IS_ERR(sp)) throw error_from(UCS_PTR_STATUS(sp), "receiving an active message", from);
+  if (UCS_PTR_IS_ERR(sp)) throw error_from(UCS_PTR_STATUS(sp), "receiving an active message", from());
   return Request(this, sp, "active-message receive", message.from);
 }
 
