@@ -4,6 +4,8 @@
 # Prints "REPEAT old|new TRANSPORT RULE JSON" lines, then per case each
 # build's iteration p50s and ratios with their medians, and the paired
 # new/old ratio of each repeat with its median.
+# CASES: the cases, ';'-separated "TRANSPORT FLOATS RULE [WIRE]" (default:
+# "shm 16000000 dc-asgd-a;tcp 4000000 sgd"; WIRE f32 unless given, e.g. bf16).
 set -euo pipefail
 usage="usage: bench/compare_hot_path.sh OLD_RDMAPS_PERF NEW_RDMAPS_PERF [REPEATS]"
 old=${1:?$usage} new=${2:?$usage} repeats=${3:-3}
@@ -14,14 +16,18 @@ export UCX_NET_DEVICES=lo
 out=$(mktemp) err=$(mktemp)
 trap 'rm -f "$out" "$err"' EXIT
 for rep in $(seq "$repeats"); do
-  for cfg in "shm 16000000 dc-asgd-a" "tcp 4000000 sgd"; do
-    read -r tr fl rule <<<"$cfg"
+  IFS=';' read -r -a cases <<<"${CASES:-shm 16000000 dc-asgd-a;tcp 4000000 sgd}"
+  for cfg in "${cases[@]}"; do
+    read -r tr fl rule wire <<<"$cfg"
+    wire=${wire:-f32} label=$rule
+    [ "$wire" = f32 ] || label=$rule/$wire
     for which in old new; do
       bin=$old; [ $which = new ] && bin=$new
-      j=$("$bin" ps --transport "$tr" --floats "$fl" --rule "$rule" --server-threads 1 --iters 20 --json 2>"$err" | tail -1) ||
-        { echo "compare_hot_path.sh: $which ($bin) failed: ps --transport $tr --rule $rule, repeat $rep:" >&2
+      j=$("$bin" ps --transport "$tr" --floats "$fl" --rule "$rule" --wire "$wire" --server-threads 1 --iters 20 --json \
+        2>"$err" | tail -1) ||
+        { echo "compare_hot_path.sh: $which ($bin) failed: ps --transport $tr --rule $rule --wire $wire, repeat $rep:" >&2
           tail -n 5 "$err" >&2; exit 1; }
-      echo "$rep $which $tr $rule $j" | tee -a "$out"
+      echo "$rep $which $tr $label $j" | tee -a "$out"
     done
   done
 done

@@ -139,6 +139,10 @@ done
 hot=$("$source/bench/compare_hot_path.sh" "$work/perf-old" "$work/perf-new" 3 2>&1) || fail "compare_hot_path: $hot"
 [[ $hot == *"shm dc-asgd-a old: iteration p50 10.0 10.0 10.0 ms (median 10.0), ratio to bound 1.50 1.50 1.50 (median 1.50)"* &&
    $hot == *"tcp sgd: new/old per repeat 1.10 1.10 1.10, median 1.10"* ]] || fail "compare_hot_path's summary: $hot"
+hot=$(CASES="shm 1000 sgd bf16" "$source/bench/compare_hot_path.sh" "$work/perf-old" "$work/perf-new" 1 2>&1) ||
+  fail "compare_hot_path with CASES: $hot"
+[[ $hot == *"shm sgd/bf16: new/old per repeat 1.10, median 1.10"* && $hot != *"tcp sgd"* ]] ||
+  fail "compare_hot_path did not run the CASES given: $hot"
 printf '#!/bin/sh\necho "perf: boom" >&2; exit 1\n' >"$work/perf-broken"
 chmod +x "$work/perf-broken"
 if hot=$("$source/bench/compare_hot_path.sh" "$work/perf-old" "$work/perf-broken" 1 2>&1); then
