@@ -32,7 +32,8 @@ double apply_bound_seconds(const math::UpdateParams& p, uint64_t floats, uint32_
     std::fill(params.begin() + begin, params.begin() + end, 0.5f);
     if (!state.empty()) std::fill(state.begin() + begin, state.begin() + end, 0.0f);
     for (auto& b : backups) std::fill(b.begin() + begin, b.begin() + end, 0.25f);
-    std::vector<float> gradient(shard_floats, 1e-3f);  // the inbox slot a piece arrives in, or its widened copy
+    std::vector<float> gradient(shard_floats, 1e-3f);  // the inbox slot a piece arrives in
+    std::vector<float> scratch(ps::kWidenFloats);      // a bf16 block widened, as a lane has it
     std::vector<uint16_t> wire(bf16 ? shard_floats : 0, math::to_bf16(1e-3f));
     for (int rep = 0; rep < 3; ++rep) {
       sync.arrive_and_wait();
@@ -42,9 +43,13 @@ double apply_bound_seconds(const math::UpdateParams& p, uint64_t floats, uint32_
       for (uint32_t w = 0; w < workers; ++w)
         for (uint64_t at = begin; at < end; at += shard_floats) {
           const uint64_t n = std::min<uint64_t>(shard_floats, end - at);
-          if (bf16) math::decompress_bf16(wire.data(), gradient.data(), n);
-          ps::apply_update(p, ps::step_for(p, 0.01f, rep + 2), params.data() + at, gradient.data(),
-                           backups[w].data() + at, state.empty() ? nullptr : state.data() + at, n);
+          const math::Step step = ps::step_for(p, 0.01f, rep + 2);
+          float* s = state.empty() ? nullptr : state.data() + at;
+          if (bf16)
+            ps::apply_update_bf16(p, step, params.data() + at, wire.data(), backups[w].data() + at, s, n,
+                                  scratch.data());
+          else
+            ps::apply_update(p, step, params.data() + at, gradient.data(), backups[w].data() + at, s, n);
         }
       for (uint32_t w = 0; w < workers && backup_copy; ++w)
         for (uint64_t at = begin; at < end; at += shard_floats)

@@ -5,7 +5,6 @@
 #include <span>
 #include <vector>
 
-#include "math/bf16.h"
 #include "src/ps/backup_cover.h"
 
 namespace rdmaps::ps {
@@ -21,7 +20,7 @@ class HostShardStore final : public ShardStore {
         cover_(workers, floats, shard_floats) {
     std::fill(params_.begin(), params_.end(), 0.0f);
     if (math::needs_state(rule)) state_.assign(floats, 0.0f);
-    scratch_.assign(std::min(shard_floats, kWidenFloats), 0.0f);
+    scratch_.assign(kWidenFloats, 0.0f);
   }
 
   void init(size_t local, const float* values, size_t n) override {
@@ -42,18 +41,11 @@ class HostShardStore final : public ShardStore {
     float* state = state_.empty() ? nullptr : state_.data() + local;
     // Nothing sent yet: the backup is the parameters themselves (no delay).
     if (dc_ && !cover_.holds(worker, local)) std::memcpy(backup, params_.data() + local, n * sizeof(float));
-    if (!bf16) return apply_update(p, step, params_.data() + local, static_cast<const float*>(g), backup, state, n);
-    // Widened a block at a time, in L1, and applied at once: widened whole
-    // into a shard-sized scratch, a 1 MiB piece was written and read back
-    // beside the apply's own pass (hot-path review). The rules work element
-    // by element: the same bits either way.
-    const auto* packed = static_cast<const uint16_t*>(g);
-    for (size_t at = 0; at < n; at += scratch_.size()) {
-      const size_t m = std::min(scratch_.size(), n - at);
-      math::decompress_bf16(packed + at, scratch_.data(), m);
-      apply_update(p, step, params_.data() + local + at, scratch_.data(), backup ? backup + at : nullptr,
-                   state ? state + at : nullptr, m);
-    }
+    if (bf16)
+      apply_update_bf16(p, step, params_.data() + local, static_cast<const uint16_t*>(g), backup, state, n,
+                        scratch_.data());
+    else
+      apply_update(p, step, params_.data() + local, static_cast<const float*>(g), backup, state, n);
   }
 
   void snapshot(uint32_t worker, size_t local, size_t n) override {
@@ -86,8 +78,7 @@ class HostShardStore final : public ShardStore {
   std::vector<float> state_;
   std::vector<float*> copies_;  // registered write-back sources, one per worker: DC backups too
   BackupCover cover_;
-  static constexpr size_t kWidenFloats = 4096;  // 16 KiB: a block widened stays in L1 for its apply
-  std::vector<float> scratch_;                  // a block of a bf16 piece widened
+  std::vector<float> scratch_;  // a block of a bf16 piece widened (apply_update_bf16)
 };
 
 }  // namespace

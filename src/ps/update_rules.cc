@@ -1,8 +1,10 @@
 #include "src/ps/update_rules.h"
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 
+#include "math/bf16.h"
 #include "src/ps/protocol.h"
 
 namespace rdmaps::ps {
@@ -74,6 +76,15 @@ void apply_update(const math::UpdateParams& p, math::Step s, float* w_ptr, const
       }
       return;
     }
+  }
+}
+
+void apply_update_bf16(const math::UpdateParams& p, math::Step s, float* w, const uint16_t* g, const float* w_bak,
+                       float* state, size_t n, float* scratch) {
+  for (size_t at = 0; at < n; at += kWidenFloats) {
+    const size_t m = std::min(kWidenFloats, n - at);
+    math::decompress_bf16(g + at, scratch, m);
+    apply_update(p, s, w + at, scratch, w_bak ? w_bak + at : nullptr, state ? state + at : nullptr, m);
   }
 }
 

@@ -22,4 +22,13 @@ math::Step step_for(const math::UpdateParams& p, float lr, uint64_t t, uint64_t 
 void apply_update(const math::UpdateParams& p, math::Step s, float* w, const float* g, const float* w_bak, float* state,
                   size_t n);
 
+/// Floats of a bf16 gradient widened at a time: 16 KiB, in L1 for its apply.
+inline constexpr size_t kWidenFloats = 4096;
+/// apply_update() of a bf16 gradient, widened into `scratch` (kWidenFloats
+/// floats) a block at a time and applied at once: widened whole first, a
+/// 1 MiB piece was written and read back beside the apply's own pass. The
+/// rules work element by element: the same bits either way.
+void apply_update_bf16(const math::UpdateParams& p, math::Step s, float* w, const uint16_t* g, const float* w_bak,
+                       float* state, size_t n, float* scratch);
+
 }  // namespace rdmaps::ps
