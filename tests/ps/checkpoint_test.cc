@@ -1619,39 +1619,10 @@ TEST_P(PsCheckpointTest, AWorkerThatCameBackAndLeftIsSavedAsGone) {
   fs::remove_all(dir);
 }
 
-// Resuming a job that had ended (every worker gone) starts every worker at
-// the furthest clock any got: each at its own, one that died at clock 5 held
-// the others, at 100, under BSP until it had stepped 95 times alone.
-TEST_P(PsCheckpointTest, AnEndedJobResumesWithEveryWorkerAtTheFurthestClock) {
-  const std::string dir = temp_dir();
-  Config c = restart_config(GetParam(), dir);
-  ps::CheckpointHeader h;
-  h.index = 0;
-  h.servers = 1;
-  h.shard_floats = kShard;
-  h.staleness = c.staleness;
-  h.rule = ps::RuleParams::from(c);
-  h.tensors = {{"w", kFloats}};
-  h.sequence = 1;
-  h.versions.assign((kFloats + kShard - 1) / kShard, 7);
-  h.workers = {{ps::WorkerState::kGone, 100, 4}, {ps::WorkerState::kGone, 5, 3}};
-  const std::vector<float> params(kFloats, 0.5f);
-  ps::FloatRuns runs;
-  runs.params = {params};
-  ps::write_checkpoint(dir, h, runs);
-  EXPECT_EQ(h.resumed_clock(0), 100u);
-  EXPECT_EQ(h.resumed_clock(1), 100u);
-  c.resume = true;
-  ServerOptions o = kept_running();
-  ServerGroup servers(1, 2, c, o);
-  EXPECT_EQ(servers.server(0).stats().min_clock, 100u) << "the workers are awaited at different clocks";
-  servers.stop();
-  fs::remove_all(dir);
-}
-
-// A checkpoint of `workers` of the restart job's table, of 0.5s, with its
-// workers as `states` says (state, clock, pushes).
-void write_job_checkpoint(const std::string& dir, const Config& c, std::vector<ps::CheckpointWorker> states) {
+// Checkpoint 1 of the restart job's table, of 0.5s, with its workers as
+// `states` says (state, clock, pushes); its header.
+ps::CheckpointHeader write_job_checkpoint(const std::string& dir, const Config& c,
+                                          std::vector<ps::CheckpointWorker> states) {
   ps::CheckpointHeader h;
   h.index = 0;
   h.servers = 1;
@@ -1666,6 +1637,25 @@ void write_job_checkpoint(const std::string& dir, const Config& c, std::vector<p
   ps::FloatRuns runs;
   runs.params = {params};
   ps::write_checkpoint(dir, h, runs);
+  return h;
+}
+
+// Resuming a job that had ended (every worker gone) starts every worker at
+// the furthest clock any got: each at its own, one that died at clock 5 held
+// the others, at 100, under BSP until it had stepped 95 times alone.
+TEST_P(PsCheckpointTest, AnEndedJobResumesWithEveryWorkerAtTheFurthestClock) {
+  const std::string dir = temp_dir();
+  Config c = restart_config(GetParam(), dir);
+  const ps::CheckpointHeader h =
+      write_job_checkpoint(dir, c, {{ps::WorkerState::kGone, 100, 4}, {ps::WorkerState::kGone, 5, 3}});
+  EXPECT_EQ(h.resumed_clock(0), 100u);
+  EXPECT_EQ(h.resumed_clock(1), 100u);
+  c.resume = true;
+  ServerOptions o = kept_running();
+  ServerGroup servers(1, 2, c, o);
+  EXPECT_EQ(servers.server(0).stats().min_clock, 100u) << "the workers are awaited at different clocks";
+  servers.stop();
+  fs::remove_all(dir);
 }
 
 // Worker `id` of `workers` of the restart job, connected.
