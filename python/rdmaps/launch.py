@@ -182,6 +182,11 @@ def launch(nproc, command, master_port=None, env=None, prefix=True):
         raise ValueError("--nproc must be at least 1")
     base = {k: v for k, v in (os.environ if env is None else env).items()
             if k not in OUTER_RANK_VARIABLES + OUTER_RENDEZVOUS_VARIABLES and not k.startswith(OUTER_RANK_PREFIXES)}
+    # Passed on (a launch of workers for servers elsewhere), but said: one left in the shell from a
+    # cluster job sent a local launch's workers to that job's servers without a word.
+    if base.get("RDMAPS_SERVERS"):
+        _say(f"note: RDMAPS_SERVERS={base['RDMAPS_SERVERS']} is passed on: the processes take their servers "
+             "from it, not from this launch's rendezvous (unset it for a launch of its own)")
     # The launch id keeps another job's ranks out of this one's rendezvous (and these out of theirs).
     base.update(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=str(master_port or free_port()), RDMAPS_JOB_ID=f"rdmaps.launch:{secrets.token_hex(8)}")

@@ -136,7 +136,11 @@ std::vector<std::string> pmix_exchange(const Placement& p, const std::string& ad
   const pmix_status_t fenced = fence(job, seconds);
   if (fenced == PMIX_ERR_TIMEOUT)
     throw Error(Errc::kTimeout, "PMIx: not every process of the job reached the address exchange within " +
-                                    std::to_string(seconds) + " s (did every rank start rdmaps?)");
+                                    std::to_string(seconds) +
+                                    " s: did every rank start rdmaps? Ranks slow to start (a Python worker "
+                                    "importing torch and loading data) need a longer --launch-timeout, or "
+                                    "rdmaps.torch.init(timeout=) (120 s and 300 s by default; no later wait "
+                                    "for late workers here, as the rendezvous has)");
   check(fenced, "PMIx_Fence");
 
   // Every rank compares itself with rank 0, as at the rendezvous: the one

@@ -317,6 +317,7 @@ Options parse_options(int argc, char** argv) {
     o.role_given = role->count() > 0;
     o.workers_given = workers->count() > 0;
     o.servers_given = servers->count() > 0;
+    o.transport_given = app.get_option("--transport")->count() > 0;
     o.evals_per_epoch_given = app.get_option("--evals-per-epoch")->count() > 0;
     o.launch_timeout_given = app.get_option("--launch-timeout")->count() > 0;
     o.config_args = cli::given(config_options);

@@ -67,7 +67,7 @@ struct Options {
   int report_fd = -1;
   bool launch_timeout_given = false;
   // Under a launcher (mpirun, srun, torchrun): the roles come from the ranks.
-  bool role_given = false, workers_given = false, servers_given = false;
+  bool role_given = false, workers_given = false, servers_given = false, transport_given = false;
   double launch_timeout_s = 120;  ///< bound on the address exchange of a launched job
   std::string label;
   /// HOST:PORT for GET /metrics. A role serves there; the local run gives

@@ -239,6 +239,9 @@ int run_launched(Options o, const launch::Placement& p) {
              "(the evaluating worker prints its accuracy)");
   o.servers = p.num_servers;
   o.workers = p.num_workers();
+  // A launch spans hosts: shm, a local run's default, left its ranks on
+  // other nodes unreachable ("no UCX transport reaches the peer").
+  if (!o.transport_given) o.transport = "auto";
   check_straggler(o);
   if (!o.metrics.empty()) o.metrics = launch::port_plus(o.metrics, p.rank, "--metrics");
   const auto timeout = cli::milliseconds_of(o.launch_timeout_s);

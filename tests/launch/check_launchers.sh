@@ -106,7 +106,8 @@ expect_error() {
 }
 
 echo "== mpirun (Open MPI $(mpirun --version 2>&1 | grep -oE '[0-9]+\.[0-9.]+' | head -1), PMIx)"
-expect_ok mpirun-train "addresses through PMIx" "server 0 of 1" "worker 2 of 3" "final test accuracy" -- \
+# Without --transport, a launched rdmaps-train reaches other hosts (shm, a local run's default, left them unreachable).
+expect_ok mpirun-train "addresses through PMIx" "server 0 of 1" "worker 2 of 3" "transport auto" "final test accuracy" -- \
   "${mpirun[@]}" -x RDMAPS_SECRET -np 4 "$train" --servers 1 "${small[@]}"
 expect_ok mpirun-two-servers "server 1 of 2" "worker 1 of 2" -- \
   "${mpirun[@]}" -x RDMAPS_SECRET -np 4 "$train" --servers 2 "${small[@]}"

@@ -308,6 +308,18 @@ sys.exit(3)
         self.assertEqual(sorted(out.splitlines()),
                          [f"[{r}] torchrun {r} ['OMPI_MCA_btl', 'SLURM_JOB_ID']" for r in range(2)])
 
+    def test_servers_listed_in_the_environment_are_said_to_be_passed_on(self):
+        # Left in the shell from a cluster job, it sent a local launch's workers to that job's servers unsaid.
+        p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "1", "--no-python", "true"],
+                           env=dict(os.environ, RDMAPS_SERVERS="node1:13337"), capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("rdmaps.launch: note: RDMAPS_SERVERS=node1:13337 is passed on", p.stderr)
+        p = subprocess.run([sys.executable, "-m", "rdmaps.launch", "-n", "1", "--no-python", "true"],
+                           env={k: v for k, v in os.environ.items() if k != "RDMAPS_SERVERS"}, capture_output=True,
+                           text=True, timeout=60)
+        self.assertNotIn("RDMAPS_SERVERS", p.stderr)
+
     def test_the_launchers_own_rendezvous_and_launch_id_reach_the_processes(self):
         # RDMAPS_MASTER_* left in the shell (docs/cluster.md has torchrun users set them) overrode
         # --master-port and MASTER_ADDR=127.0.0.1: two local launches met at one port, or waited on another host.
