@@ -80,6 +80,17 @@ class Child:
         self.kill()
         raise subprocess.TimeoutExpired(f"forked child {self.pid}", timeout)
 
+    def poll(self):
+        """The exit code if the child ended (-N: killed by signal N), else None; never waits."""
+        if self.returncode is None:
+            if self._popen is not None:
+                self.returncode = self._popen.poll()
+            else:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+                if done:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
     def kill(self):
         if self.returncode is not None:
             return

@@ -5,6 +5,7 @@ import os
 import re
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,8 +63,16 @@ def run_job(style, size, command, extra_env=None, timeout=240):
             env = dict(base, **{k: str(v) for k, v in launcher_env(style, rank, size, port).items()})
             children.append(forked.Child(command, env))
         results = []
+        deadline = time.monotonic() + timeout
         for child in children:
-            child.wait(timeout)
+            try:
+                child.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                # Every rank's end, not only the one waited on: a rank that failed first was hidden
+                # behind rank 0 waiting for it (a 240 s timeout that named nothing).
+                said = "".join(f"\n--- rank {r} ({'running' if c.poll() is None else f'exit {c.returncode}'}):\n"
+                               f"{c.output()[-3000:]}" for r, c in enumerate(children))
+                raise AssertionError(f"the job did not end within {timeout} s:{said}") from None
             results.append((child.returncode, child.output()))
     finally:
         for child in children:
@@ -526,7 +535,11 @@ class TorchTest(unittest.TestCase):
         # metrics= was a server-only option: given to init() it started the servers' endpoint, then
         # every worker refused it ("unknown configuration option '--metrics'").
         # Rank r on PORT+r, as the C++ programs: an rdmaps-server rank and the workers of one launch took one port.
-        port = free_port()
+        # Two ports free below the ephemeral range: PORT+1 next to a bind(0) port was taken by another test's
+        # connection once, rank 1 failed, and rank 0's server waited for it until the job's timeout.
+        sys.path.insert(0, os.path.join(HERE, "..", "common"))
+        import free_ports
+        port = free_ports.first_free(2)
         results = run_job("torchrun", 2, [JOB, "metrics"], {"RDMAPS_TRANSPORT": "tcp", "METRICS_PORT": str(port)})
         self.assert_all_ok(results)
         self.assertIn("metrics ok", results[1][1])
