@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "rdmaps/version.h"
+#include "src/launch/pmix_exchange.h"
 
 namespace rdmaps {
 namespace {
@@ -61,6 +62,7 @@ Capabilities probe_capabilities() {
   caps.gpu = cuda::probe_gpus();
   caps.nvidia_peermem = module_loaded("nvidia_peermem") || module_loaded("nv_peer_mem");
   caps.gpu_path = choose_gpu_path(caps.transport, caps.gpu.device_count(), &caps.gpu_path_reason);
+  caps.pmix = launch::have_pmix();
   return caps;
 }
 
@@ -90,6 +92,11 @@ std::string describe(const Capabilities& c) {
   o << "\nGPUDirect RDMA: nvidia_peermem " << (c.nvidia_peermem ? "loaded" : "not loaded") << ", ibv_reg_dmabuf_mr "
     << (c.rdma.dmabuf_api ? "available" : "not available");
   o << "\nGPU path: " << gpu_path_name(c.gpu_path) << " (" << c.gpu_path_reason << ")";
+  // Which way a launched job's ranks meet: a PMIx failure (a container without the host's PMIx server) said nothing of
+  // it.
+  o << "\nLaunchers: PMIx "
+    << (c.pmix ? "yes (mpirun and srun --mpi=pmix ranks exchange addresses through the launcher's store)"
+               : "no (built without libpmix: launched ranks meet at the rendezvous, MASTER_ADDR)");
   return o.str();
 }
 
@@ -127,7 +134,8 @@ std::string to_json(const Capabilities& c) {
                 {"devices", devices}}},
               {"nvidia_peermem", c.nvidia_peermem},
               {"gpu_path", gpu_path_name(c.gpu_path)},
-              {"gpu_path_reason", c.gpu_path_reason}};
+              {"gpu_path_reason", c.gpu_path_reason},
+              {"pmix", c.pmix}};
   // Which build answered: builds of one release differ in their commit.
   out["rdmaps"] = {
       {"version", rdmaps_build_version()}, {"abi", rdmaps_abi_version()}, {"library", rdmaps_library_path()}};

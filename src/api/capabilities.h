@@ -27,6 +27,9 @@ struct Capabilities {
   bool nvidia_peermem = false;  ///< nvidia_peermem (or nv_peer_mem) kernel module loaded
   GpuPath gpu_path = GpuPath::kNone;
   std::string gpu_path_reason;
+  /// Built with libpmix: ranks of mpirun and srun --mpi=pmix exchange addresses
+  /// through the launcher's PMIx store; without it, through the rendezvous.
+  bool pmix = false;
 };
 
 /// The path for these facts: direct only where the transport takes device pointers.
