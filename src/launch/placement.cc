@@ -297,6 +297,23 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
                         : "; a launcher started inside mpirun or srun describes its processes with a world "
                           "size of its own") +
            ")");
+  } else if (!pmix_family(p.source) && !(p.source == "torchrun" && env("TORCHELASTIC_RUN_ID"))) {
+    // The same check without PMIx (srun --mpi=none or pmi2, MPICH): a RANK
+    // left in the shell with the launcher's own world size made every task
+    // that rank, told a wrong rendezvous host on the others.
+    for (const RankSource& outer : kSources) {
+      if (!pmix_family(outer.name) || (outer.step_var && !env(outer.step_var))) continue;
+      const auto outer_rank = env(outer.rank_var);
+      const auto [outer_var, outer_size] = size_of(env, outer);
+      if (!outer_rank || !outer_size) continue;
+      if (integer(outer_var, *outer_size, 1, UINT32_MAX) == p.world_size &&
+          integer(outer.rank_var, *outer_rank, 0, UINT32_MAX) != p.rank)
+        fail("two launchers disagree about this process: " + std::string(outer.rank_var) + " says rank " + *outer_rank +
+             " of " + *outer_size + ", " + p.rank_var + " says rank " + std::to_string(p.rank) + " of " +
+             std::to_string(p.world_size) + " (exported by hand, or inherited from an outer launch? unset " +
+             p.rank_var + ")");
+      break;
+    }
   }
 
   const bool slurm_step = slurm_step_is_launch(env, p);

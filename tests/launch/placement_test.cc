@@ -424,6 +424,34 @@ TEST(Placement, RankOfThePmixJobMustAgreeWithPmix) {
   EXPECT_TRUE(p->pmix);
 }
 
+// The same without PMIx (srun --mpi=none or pmi2, MPICH): a RANK left in the
+// shell with the launcher's world size made every task that rank, and the
+// others were told a rendezvous host that was not theirs.
+TEST(Placement, RankOfTheLaunchersJobMustAgreeWithItWithoutPmix) {
+  for (const auto& [rank_var, size_var, step] : {std::tuple{"SLURM_PROCID", "SLURM_NTASKS", true},
+                                                 {"PMI_RANK", "PMI_SIZE", false},
+                                                 {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", false}}) {
+    Vars v = {{"RANK", "0"}, {"WORLD_SIZE", "4"}, {rank_var, "2"}, {size_var, "4"}, {"MASTER_ADDR", "h"}};
+    if (step) v["SLURM_STEP_ID"] = "0";
+    const std::string what = error_of(v);
+    EXPECT_NE(what.find(std::string("two launchers disagree about this process: ") + rank_var +
+                        " says rank 2 of 4, RANK says rank 0 of 4"),
+              std::string::npos)
+        << what;
+    EXPECT_NE(what.find("unset RANK"), std::string::npos) << what;
+    v["RANK"] = "2";  // agreeing: the inner names the process
+    EXPECT_EQ(detect(env_of(v))->rank, 2u) << rank_var;
+    v["RANK"] = "0";
+    v["WORLD_SIZE"] = "2";  // another size: a launcher started inside it
+    EXPECT_EQ(detect(env_of(v))->rank, 0u) << rank_var;
+  }
+  // torchrun numbers its ranks itself.
+  Vars torchrun = {{"RANK", "0"},         {"WORLD_SIZE", "4"},    {"SLURM_PROCID", "2"},
+                   {"SLURM_NTASKS", "4"}, {"SLURM_STEP_ID", "0"}, {"TORCHELASTIC_RUN_ID", "none"},
+                   {"MASTER_ADDR", "h"}};
+  EXPECT_EQ(detect(env_of(torchrun))->rank, 0u);
+}
+
 // Every RDMAPS_SERVERS entry is a server's own host:port, as typed: before,
 // port 0 and duplicates were taken, empty entries dropped (shifting the
 // indices), ',' read as no list at all and port 70000 or spaces failed later
