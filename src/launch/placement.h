@@ -4,6 +4,7 @@
 // of servers serve, the others train (docs/cluster.md "Launchers").
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -63,6 +64,13 @@ struct Placement {
 /// its own from its job and step ids, 29500 to 30499, so that two steps on a
 /// node do not meet at one rendezvous.
 constexpr uint16_t kDefaultMasterPort = 29500;
+
+/// The longest a launched job's ranks wait in all for ranks that start late
+/// (a Python worker that imports torch and loads its data first): past
+/// --launch-timeout, the rendezvous waits on this long where only workers are
+/// missing, and the PMIx fence, which cannot tell who is missing, this long,
+/// saying so at the timeout.
+inline constexpr std::chrono::seconds kLateWorkers{600};
 
 /// The placement the environment describes, or nullopt when no launcher
 /// variable is set. num_servers 0: RDMAPS_NUM_SERVERS, else the length of

@@ -1,10 +1,13 @@
 #include "src/launch/pmix_exchange.h"
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <thread>
 
 #include "rdmaps/error.h"
+#include "rdmaps/log.h"
 #include "rdmaps_config.h"
 #include "transport/cancel.h"
 
@@ -72,10 +75,12 @@ void fence_done(pmix_status_t status, void* data) {
   f->done.store(true, std::memory_order_release);
 }
 
-// Every rank's puts collected, or `seconds` passed. Non-blocking, waited in
-// slices: Ctrl-C in a Python rank (transport::CancelScope) ends the wait at
-// once; PMIx_Fence held it until the timeout (300 s by default).
-pmix_status_t fence(const pmix_proc_t& job, int seconds) {
+// Every rank's puts collected, or `seconds` passed; `late()` once, at
+// `late_after`, if it still waits. Non-blocking, waited in slices: Ctrl-C in
+// a Python rank (transport::CancelScope) ends the wait at once; PMIx_Fence
+// held it until the timeout (300 s by default).
+pmix_status_t fence(const pmix_proc_t& job, int seconds, std::chrono::milliseconds late_after,
+                    const std::function<void()>& late) {
   auto f = std::make_unique<Fence>();
   f->job = job;
   bool collect = true;
@@ -86,9 +91,15 @@ pmix_status_t fence(const pmix_proc_t& job, int seconds) {
   if (started != PMIX_SUCCESS) return started;
   // PMIX_TIMEOUT is a request a PMIx server may not honour: past it and a
   // grace the wait ends here too, as a timeout.
-  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(seconds) + std::chrono::seconds(5);
+  const auto start = std::chrono::steady_clock::now();
+  const auto give_up = start + std::chrono::seconds(seconds) + std::chrono::seconds(5);
+  bool said_late = false;
   while (!f->done.load(std::memory_order_acquire)) {
     try {
+      if (!said_late && std::chrono::steady_clock::now() >= start + late_after) {
+        said_late = true;
+        late();
+      }
       if (std::chrono::steady_clock::now() >= give_up) {
         f.release();  // NOLINT: as below, PMIx may still call back into it
         return PMIX_ERR_TIMEOUT;
@@ -132,15 +143,24 @@ std::vector<std::string> pmix_exchange(const Placement& p, const std::string& ad
   if (!address.empty()) put(kAddressKey, address);
   check(PMIx_Commit(), "PMIx_Commit");
 
-  const int seconds = static_cast<int>((timeout.count() + 999) / 1000);
-  const pmix_status_t fenced = fence(job, seconds);
+  // A fence cannot tell who is missing: past the timeout it waits on for
+  // late ranks up to kLateWorkers in all, as the rendezvous waits for late
+  // workers (a server that gave up at 120 s ended a launch whose Python
+  // workers were still importing torch). A rank that died ends the launch
+  // under mpirun and srun -K1.
+  const auto wait = std::max<std::chrono::milliseconds>(timeout, kLateWorkers);
+  const int seconds = static_cast<int>((wait.count() + 999) / 1000);
+  const pmix_status_t fenced = fence(job, seconds, timeout, [&] {
+    logf(LogLevel::kWarn,
+         "rank %u: the PMIx address exchange still lacks some of the job's %u ranks after %lld s; waiting for "
+         "them up to %d s in all (a Python worker that imports torch and loads data first comes late)",
+         p.rank, p.world_size, static_cast<long long>(timeout.count() / 1000), seconds);
+  });
   if (fenced == PMIX_ERR_TIMEOUT)
     throw Error(Errc::kTimeout, "PMIx: not every process of the job reached the address exchange within " +
                                     std::to_string(seconds) +
-                                    " s: did every rank start rdmaps? Ranks slow to start (a Python worker "
-                                    "importing torch and loading data) need a longer --launch-timeout, or "
-                                    "rdmaps.torch.init(timeout=) (120 s and 300 s by default; no later wait "
-                                    "for late workers here, as the rendezvous has)");
+                                    " s: did every rank start rdmaps? Ranks slower still need a longer "
+                                    "--launch-timeout, or rdmaps.torch.init(timeout=)");
   check(fenced, "PMIx_Fence");
 
   // Every rank compares itself with rank 0, as at the rendezvous: the one

@@ -53,7 +53,6 @@ constexpr size_t kMaxRequest = 4096;                        // an address is a h
 constexpr auto kProveWithin = std::chrono::seconds(5);      // a connection's first proven request
 constexpr auto kIdleAfterProof = std::chrono::seconds(10);  // ranks ask every 100 ms until "ok"
 constexpr auto kStillAsking = std::chrono::seconds(3);      // ranks ask at least every second
-constexpr auto kLateWorkers = std::chrono::seconds(600);    // the longest wait for workers that start late
 
 std::vector<uint8_t> bytes_of(std::string_view s) { return {s.begin(), s.end()}; }
 std::span<const uint8_t> span_of(std::string_view s) { return {reinterpret_cast<const uint8_t*>(s.data()), s.size()}; }

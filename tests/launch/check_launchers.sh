@@ -114,6 +114,12 @@ expect_ok mpirun-two-servers "server 1 of 2" "worker 1 of 2" -- \
 # One launch, two programs: rdmaps-server on rank 0, rdmaps-train workers after it.
 expect_ok mpirun-server-and-train "rdmaps-server rank 0 of 3" "final test accuracy" -- \
   "${mpirun[@]}" -np 1 "$server" --servers 1 --rule-from-workers : -np 2 "$train" --servers 1 "${small[@]}"
+# A worker that reaches the PMIx exchange past the servers' --launch-timeout (a Python worker importing
+# torch first) is waited for, with a warning: the server gave up at its timeout and ended the launch.
+expect_ok mpirun-late-worker "the PMIx address exchange still lacks some of the job's 2 ranks after 1 s" \
+  "final test accuracy" -- \
+  "${mpirun[@]}" -np 1 "$server" --servers 1 --rule-from-workers --launch-timeout 1 : \
+  -np 1 bash -c 'sleep 4; exec "$0" "$@"' "$train" --servers 1 "${small[@]}"
 # Every rank serves its metrics on the port given plus its rank: no two collide.
 mport=$(free_port 3)  # ranks 0-2 listen on mport+rank
 expect_ok mpirun-metrics "metrics at http://127.0.0.1:$mport/metrics" "final test accuracy" -- \
