@@ -57,8 +57,8 @@ HostPort split_host_port(std::string_view text) {
   int port = -1;
   auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   // Digits alone: from_chars takes a sign, and "-0" listened on a port of the system's choosing.
-  if (ec != std::errc() || end != port_text.data() + port_text.size() || port < 0 || port > 65535 ||
-      port_text.find_first_not_of("0123456789") != std::string_view::npos)
+  if (port_text.find_first_not_of("0123456789") != std::string_view::npos || ec != std::errc() ||
+      end != port_text.data() + port_text.size() || port > 65535)
     throw Error(Errc::kInvalidArgument, "address '" + std::string(text) + "': port '" + std::string(port_text) +
                                             "' is not a number in 0..65535");
   return {std::move(host), static_cast<uint16_t>(port)};

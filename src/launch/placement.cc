@@ -121,6 +121,23 @@ uint16_t slurm_step_port(const std::string& launch_id) {
   return static_cast<uint16_t>(kDefaultMasterPort + h % 1000);
 }
 
+// The launcher that started this process as one of its ranks (mpirun, a PMI
+// launcher, srun): the first whose world size is set here.
+struct OuterLauncher {
+  const RankSource* source;
+  const char* size_var;
+  std::string size_text;
+  uint64_t size;
+};
+std::optional<OuterLauncher> outer_launcher(const Environment& env) {
+  for (const RankSource& s : kSources) {
+    if (!pmix_family(s.name) || (s.step_var && !env(s.step_var))) continue;
+    if (const auto [var, size] = size_of(env, s); size)
+      return OuterLauncher{&s, var, *size, integer(var, *size, 1, UINT32_MAX)};
+  }
+  return std::nullopt;
+}
+
 // A size-1 pair of the innermost kind (RANK=0 WORLD_SIZE=1, left in the shell
 // by a single-GPU torch script) under a launcher that started several: every
 // rank ran a job of its own, all writing the same files. torchrun's own pair
@@ -128,18 +145,12 @@ uint16_t slurm_step_port(const std::string& launch_id) {
 void refuse_alone_among_others(const Environment& env, const RankSource& s, const char* size_var) {
   if (std::string_view(s.name) != "rdmaps" && std::string_view(s.name) != "torchrun") return;
   if (std::string_view(s.name) == "torchrun" && env("TORCHELASTIC_RUN_ID")) return;
-  for (const RankSource& outer : kSources) {
-    if (!pmix_family(outer.name) || (outer.step_var && !env(outer.step_var))) continue;
-    const auto [outer_var, outer_size] = size_of(env, outer);
-    if (!outer_size) continue;
-    if (integer(outer_var, *outer_size, 1, UINT32_MAX) > 1)
-      fail(std::string(s.rank_var) + " and " + size_var + "=1 say this process runs alone, but " + outer_var + "=" +
-           *outer_size + " says its launcher started " + *outer_size +
-           " (each would run a job of its own, writing the same files): left in the shell from another run, or "
-           "exported by hand? unset " +
-           s.rank_var + " and " + size_var);
-    return;
-  }
+  if (const auto outer = outer_launcher(env); outer && outer->size > 1)
+    fail(std::string(s.rank_var) + " and " + size_var + "=1 say this process runs alone, but " + outer->size_var + "=" +
+         outer->size_text + " says its launcher started " + outer->size_text +
+         " (each would run a job of its own, writing the same files): left in the shell from another run, or "
+         "exported by hand? unset " +
+         s.rank_var + " and " + size_var);
 }
 
 }  // namespace
@@ -259,20 +270,11 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
   std::string nested_note;  // why PMIx is not used, for the error that follows from it
   if (auto pmix_rank = env("PMIX_RANK"); pmix_rank && env("PMIX_NAMESPACE")) {
     const uint64_t r = integer("PMIX_RANK", *pmix_rank, 0, UINT32_MAX);
-    std::string size_var;
-    std::optional<uint64_t> pmix_size;
-    for (const RankSource& s : kSources) {
-      if (!pmix_family(s.name) || (s.step_var && !env(s.step_var))) continue;
-      if (const auto [var, size] = size_of(env, s); size) {
-        size_var = var;
-        pmix_size = integer(var, *size, 1, UINT32_MAX);
-        break;
-      }
-    }
+    const auto outer = outer_launcher(env);
     const bool same_family = pmix_family(p.source);
     // torchrun numbers its ranks in its own rendezvous, whatever the sizes.
     const bool torchrun = p.source == "torchrun" && env("TORCHELASTIC_RUN_ID");
-    const bool nested = !same_family && (torchrun || (pmix_size && *pmix_size != p.world_size));
+    const bool nested = !same_family && (torchrun || (outer && outer->size != p.world_size));
     p.pmix = !nested;
     if (nested && torchrun)
       nested_note =
@@ -280,7 +282,7 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
           "its ranks meet at MASTER_ADDR";
     else if (nested)
       nested_note = "; " + p.rank_var + " gives world size " + std::to_string(p.world_size) + ", PMIx's launcher " +
-                    std::to_string(*pmix_size) + " (" + size_var +
+                    std::to_string(outer->size) + " (" + outer->size_var +
                     "), so this is taken for a launcher started inside it, whose ranks meet at MASTER_ADDR; "
                     "exported by hand or left from another launch? unset " +
                     p.rank_var + " and its world size";
@@ -290,7 +292,7 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
           "libpmix-dev and build again with meson setup -Dpmix=enabled)";
     if (!nested && r != p.rank)
       fail("two launchers disagree about this process: PMIx says rank " + *pmix_rank +
-           (pmix_size ? " of " + std::to_string(*pmix_size) + " (PMIX_RANK, " + size_var + ")" : " (PMIX_RANK)") +
+           (outer ? " of " + std::to_string(outer->size) + " (PMIX_RANK, " + outer->size_var + ")" : " (PMIX_RANK)") +
            ", " + p.rank_var + " says rank " + std::to_string(p.rank) + " of " + std::to_string(p.world_size) +
            " (exported by hand, or inherited from an outer launch? unset " + p.rank_var +
            (same_family ? ""
@@ -301,19 +303,14 @@ std::optional<Placement> detect(const Environment& env, uint32_t num_servers) {
     // The same check without PMIx (srun --mpi=none or pmi2, MPICH): a RANK
     // left in the shell with the launcher's own world size made every task
     // that rank, told a wrong rendezvous host on the others.
-    for (const RankSource& outer : kSources) {
-      if (!pmix_family(outer.name) || (outer.step_var && !env(outer.step_var))) continue;
-      const auto outer_rank = env(outer.rank_var);
-      const auto [outer_var, outer_size] = size_of(env, outer);
-      if (!outer_rank || !outer_size) continue;
-      if (integer(outer_var, *outer_size, 1, UINT32_MAX) == p.world_size &&
-          integer(outer.rank_var, *outer_rank, 0, UINT32_MAX) != p.rank)
-        fail("two launchers disagree about this process: " + std::string(outer.rank_var) + " says rank " + *outer_rank +
-             " of " + *outer_size + ", " + p.rank_var + " says rank " + std::to_string(p.rank) + " of " +
-             std::to_string(p.world_size) + " (exported by hand, or inherited from an outer launch? unset " +
-             p.rank_var + ")");
-      break;
-    }
+    const auto outer = outer_launcher(env);
+    const auto outer_rank = outer ? env(outer->source->rank_var) : std::nullopt;
+    if (outer_rank && outer->size == p.world_size &&
+        integer(outer->source->rank_var, *outer_rank, 0, UINT32_MAX) != p.rank)
+      fail("two launchers disagree about this process: " + std::string(outer->source->rank_var) + " says rank " +
+           *outer_rank + " of " + outer->size_text + ", " + p.rank_var + " says rank " + std::to_string(p.rank) +
+           " of " + std::to_string(p.world_size) + " (exported by hand, or inherited from an outer launch? unset " +
+           p.rank_var + ")");
   }
 
   const bool slurm_step = slurm_step_is_launch(env, p);

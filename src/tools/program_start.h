@@ -39,11 +39,9 @@ inline bool program_start(const char* program) {
 inline int report_error(const char* program, const char* memory_hint) {
   try {
     throw;
-  } catch (const cli::UsageError& e) {
-    std::fprintf(stderr, "%s: error (%s): %s\n", program, errc_name(e.code()), e.what());
-    return cli::kUsageStatus;
   } catch (const Error& e) {
     std::fprintf(stderr, "%s: error (%s): %s\n", program, errc_name(e.code()), e.what());
+    if (dynamic_cast<const cli::UsageError*>(&e)) return cli::kUsageStatus;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "%s: error: out of memory (%s)\n", program, memory_hint);
   } catch (const std::exception& e) {

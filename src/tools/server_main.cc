@@ -110,9 +110,9 @@ int main(int argc, char** argv) {
                               name +
                                   ": --rule-from-workers takes the update rule and its parameters from the first "
                                   "worker; give them to the workers, or leave out --rule-from-workers");
-    if (std::string why = rdmaps::unused_rule_flag(app, args, options.config.rule);
-        !options.rule_from_workers && !why.empty())
-      throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, why);
+    if (!options.rule_from_workers)
+      if (std::string why = rdmaps::unused_rule_flag(app, args, options.config.rule); !why.empty())
+        throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, why);
     options.exit_when_done = !keep_running;
     options.stats_interval = rdmaps::cli::milliseconds_of(stats_s);
     options.stall_warning = rdmaps::cli::milliseconds_of(stall_s);
