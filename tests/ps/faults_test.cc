@@ -548,6 +548,13 @@ void connect_to_lane_zero_only_and_die(transport::TransportKind kind, const std:
       kSetupTimeout);
   const ps::LaneWelcome lw = ps::decode_lane_welcome(lane0->recv_control(kSetupTimeout), address);
   ASSERT_TRUE(lw.accepted) << lw.reason;
+  // The lane's first mailbox write lands while `receive` lives, and so does
+  // anything that comes as lane 0 closes: over tcp such a put, taken in by
+  // the context's last progress once `receive` was freed, crashed the test
+  // process once (a loaded clean-clone run).
+  for (auto until = Clock::now() + 200ms; Clock::now() < until;) context->progress();  // as ~RawWorker
+  lane0.reset();
+  for (auto until = Clock::now() + 200ms; Clock::now() < until;) context->progress();
 }
 
 // Worker 1 reaches lane 0 of server `died_at` of `server_count` (two lanes
