@@ -148,6 +148,15 @@ class Context {
   /// no registered memory outlive its context (a peer stopped mid-send then
   /// gets an error, or nothing).
   virtual void retire(std::vector<Request>& requests, std::shared_ptr<void> buffers) = 0;
+  /// Keeps `memory` (registered regions a peer may still put into) until the
+  /// context's last progress. Where puts are emulated (tcp) a put arrives as
+  /// a message that progress writes to the address it names, registration
+  /// unchecked, for as long as the peer's endpoint lives, whatever this side
+  /// closed: UCX 1.13 keeps the endpoint a peer connected until the worker is
+  /// destroyed, "to enable remote endpoints keep sending" (ucp_ep.c). Memory
+  /// freed earlier takes such a put unmapped. Its owner may give its pages
+  /// back meanwhile (nothing reads it); the mapping stays.
+  virtual void keep_until_end(std::shared_ptr<void> memory) noexcept = 0;
   /// Drives released and retired requests (not closes) until every one
   /// ended or `deadline` passed: an owner calls it before the buffers it did not
   /// retire go (the context's own end gives them the same grace, too late

@@ -75,10 +75,8 @@ class Endpoint {
   /// acknowledgement (Context::finish_closes), so leaving many peers costs one
   /// wait, not one each. A peer that closed its side or failed is never waited
   /// for. Destroying an open endpoint closes it and waits for that peer alone
-  /// (2 s at most). Anything posted afterwards throws kPeerGone. `keep` lives until the
-  /// close completes (or the context goes): memory the peer may still write
-  /// by put until then, where the transport emulates puts (tcp: the data
-  /// arrives as messages this process writes to the address they name).
+  /// (2 s at most). Anything posted afterwards throws kPeerGone. `keep`:
+  /// memory the peer may still put into, kept as Context::keep_until_end says.
   virtual void close_later(std::shared_ptr<void> keep = nullptr) noexcept = 0;
 
  protected:

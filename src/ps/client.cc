@@ -120,8 +120,18 @@ void ClientImpl::connect() {
     if (options_.worker == 0 && stats_.servers_resumed > 1) warn_of_resumes_apart();
   } catch (...) {
     // Not connected: a later connect() starts over (and is refused again if
-    // the reason stands) instead of finding a half-made connection.
+    // the reason stands) instead of finding a half-made connection. The lanes
+    // that admitted this worker may still put into its receive regions until
+    // the context's last progress (Context::keep_until_end).
     by_endpoint_.clear();
+    if (context_) try {
+        for (auto& link : links_)
+          for (auto& lane : link.lanes)
+            if (lane.ep) lane.ep->close_later();
+        context_->keep_until_end(std::make_shared<std::vector<ServerLink>>(std::move(links_)));
+      } catch (const std::bad_alloc&) {
+        // Out of memory: they go now, as before they were kept.
+      }
     links_.clear();
     end_probes();  // the servers not yet reached count this worker lost, as those reached do
     for (Registered& r : registered_) r.region.reset();

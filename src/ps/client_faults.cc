@@ -10,6 +10,7 @@
 
 #include "rdmaps/log.h"
 #include "src/ps/client_impl.h"
+#include "src/ps/worker_copy.h"
 #include "transport/cancel.h"
 #include "transport/idle_backoff.h"
 
@@ -174,10 +175,20 @@ void ClientImpl::disconnect(ServerLink& link) {
     by_endpoint_.erase(lane.ep.get());
     buffers->inboxes.push_back(std::move(lane.inbox));
   }
-  link.lanes.clear();  // the endpoints close
+  buffers->receive = std::move(link.receive);
+  // Over tcp a lane's puts (its mailbox, its write-backs on the put path)
+  // arrive as messages that this process writes where they say, unchecked,
+  // while the server lives, whatever was closed: the receive region stays
+  // mapped as long as the context (a live server's other lanes, after one
+  // dropped or a write-back failed, still sent them). Nothing reads it any
+  // more: its pages go back now.
+  if (context_) context_->keep_until_end(buffers);
+  for (auto& lane : link.lanes)
+    if (lane.ep) lane.ep->close_later();
+  if (buffers->receive) discard_pages(buffers->receive->data(), buffers->receive->allocated());
+  link.lanes.clear();
   ++link.connection;
   link.write_back_error.clear();  // of the lanes just closed
-  buffers->receive = std::move(link.receive);
   if (context_) context_->retire(reading, std::move(buffers));
 }
 
@@ -433,17 +444,10 @@ ClientImpl::~ClientImpl() {
   } catch (const std::exception&) {
     // Out of memory: released instead, as before retire() existed.
   }
-  for (auto& link : links_)
-    for (auto& lane : link.lanes)
-      if (lane.ep) lane.ep->close_later();
-  // A server that acknowledged its Byes also acknowledges the close at once.
-  if (!context_) return;
-  context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
-  // Sends still in flight to a silent server had a second more as the context
-  // went (a 5 s leave took 6.1 s): the leave's bound is the whole destroy's.
-  context_->end_by(std::max(leave_by_, Clock::now()));
   // What is still in flight reads (or writes) the links' buffers, the
-  // gathered pushes' and the encoded ones': they go when it ends.
+  // gathered pushes' and the encoded ones': they go when it ends, and not
+  // before the context's last progress (see disconnect()). Filled once the
+  // closes had their time.
   struct Left {
     std::vector<ServerLink> links;
     std::array<Gathered, kGatherRuns> gathered;
@@ -452,16 +456,29 @@ ClientImpl::~ClientImpl() {
     std::vector<Registered> registered;  // where write-backs land in place
     std::vector<std::vector<uint8_t>> payloads;
   };
+  std::shared_ptr<Left> kept;
   try {
-    // The context, destroyed after this client's members, still progresses: a
-    // write-back arriving then must not reach them (it is dropped).
-    context_->set_am_handler(kAmWriteBack, [](transport::AmMessage&) {});
-    context_->retire(
-        reading, std::make_shared<Left>(Left{std::move(links_), std::move(gathered_), std::move(wire_), std::move(gpu_),
-                                             std::move(registered_), std::move(abandoned_payloads_)}));
+    kept = std::make_shared<Left>();
   } catch (const std::exception&) {
     // Out of memory: the buffers go with the members, as before retire() existed.
   }
+  if (!context_) return;
+  // From here a write-back is dropped: one taken in now would write (a
+  // rendezvous, later) into memory that `reading` does not hold.
+  context_->set_am_handler(kAmWriteBack, [](transport::AmMessage&) {});
+  context_->keep_until_end(kept);
+  for (auto& link : links_)
+    for (auto& lane : link.lanes)
+      if (lane.ep) lane.ep->close_later();
+  // A server that acknowledged its Byes also acknowledges the close at once.
+  context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
+  // Sends still in flight to a silent server had a second more as the context
+  // went (a 5 s leave took 6.1 s): the leave's bound is the whole destroy's.
+  context_->end_by(std::max(leave_by_, Clock::now()));
+  if (!kept) return;
+  *kept = Left{std::move(links_), std::move(gathered_),   std::move(wire_),
+               std::move(gpu_),   std::move(registered_), std::move(abandoned_payloads_)};
+  context_->retire(reading, std::move(kept));
 }
 
 }  // namespace rdmaps::ps

@@ -16,10 +16,7 @@ class ClosingEndpoints {
  public:
   using Clock = std::chrono::steady_clock;
 
-  /// `keep` (what the peer may still put into) lives until the close completes.
-  void add(std::unique_ptr<transport::Endpoint> ep, std::shared_ptr<void> keep = nullptr) {
-    closing_.push_back({std::move(keep), std::move(ep), Clock::now()});
-  }
+  void add(std::unique_ptr<transport::Endpoint> ep) { closing_.push_back({std::move(ep), Clock::now()}); }
   /// Closes those whose peer closed, failed, or had 5 s.
   void sweep();
   /// The server is leaving: closes every one now and waits for no peer's
@@ -29,7 +26,6 @@ class ClosingEndpoints {
 
  private:
   struct Closing {
-    std::shared_ptr<void> keep;  // first: it goes after an endpoint destroyed unswept closed
     std::unique_ptr<transport::Endpoint> ep;
     Clock::time_point since;
   };

@@ -18,7 +18,7 @@ constexpr auto kDiscardAfter = 5s;     // a departed worker's memory still held 
 struct ServerLane::Departed {
   std::unique_ptr<WriteBackSender> writer;
   std::unique_ptr<WorkerCopy> copy;
-  std::unique_ptr<InboxReader> inbox;
+  std::shared_ptr<InboxReader> inbox;
   std::string name;  // the worker's, for the log
   void discard(uint32_t lane) noexcept {
     size_t bytes = 0;
@@ -86,19 +86,20 @@ void ServerLane::release(Worker& w) {
   // Sends to a worker that left or stalled read the writer's staging and
   // headers and the worker's copy (their source), and its pushes still
   // landing write its inbox, until they end, long after its endpoint closed:
-  // all of it goes then, not now nor at its rejoin (Context::retire).
+  // all of it is read until then, not now nor at its rejoin (Context::retire).
   std::vector<transport::Request> in_flight;
   if (w.writer) in_flight = w.writer->abandon();
   if (w.inbox) w.inbox->abandon_landings(in_flight);
-  // Its inbox too until its endpoint closed: where puts are emulated (tcp)
-  // this process writes the worker's pushes into it until then.
   auto departed =
       std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox), w.name});
-  if (departed->copy || departed->inbox) departed_.push_back({departed, Clock::now()});
-  context_->retire(in_flight, departed);
+  if (departed->copy || departed->inbox) departed_.push_back({departed, departed->inbox, Clock::now()});
+  // Where puts are emulated (tcp) this process writes a live worker's pushes
+  // into its inbox whatever was closed.
+  context_->keep_until_end(departed->inbox);
+  context_->retire(in_flight, std::move(departed));
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());
-    closing_.add(std::move(w.ep), std::move(departed));
+    closing_.add(std::move(w.ep));
   }
 }
 
@@ -146,9 +147,15 @@ void ServerLane::discard_departed() {
   if (departed_.empty()) return;
   const auto now = Clock::now();
   std::erase_if(departed_, [&](const Held& h) {
-    if (h.what.expired()) return true;
     if (now - h.since < kDiscardAfter) return false;
-    if (auto held = h.what.lock()) held->discard(setup_.index);
+    if (auto held = h.what.lock()) {
+      held->discard(setup_.index);
+      return true;
+    }
+    // Its sends ended, and what they read went with them; the inbox stays
+    // mapped, read by nobody. Not at once: pages that the worker's last
+    // pushes wrote after a discard stayed resident for good (1.5 MiB a kill).
+    if (h.inbox) discard_pages(h.inbox->region().data(), h.inbox->region().allocated());
     return true;
   });
 }

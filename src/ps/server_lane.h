@@ -327,13 +327,16 @@ class ServerLane {
   uint32_t at_min_clock_ = 0;  // workers whose clock is min_clock_ (as update_min_clock() counts them)
   size_t liveness_next_ = 0;   // check_liveness() goes round the workers from here
   ClosingEndpoints closing_;
-  // A departed worker's inbox, copy and writer, held while sends to it or its
-  // close are under way: over tcp without peer-failure handling, sends to a
-  // killed worker never end, and held them until the server exited (a copy
-  // of the range per such kill). Their pages go back after kDiscardAfter.
+  // A departed worker's inbox, copy and writer, held while sends to it are
+  // under way: over tcp without peer-failure handling, sends to a killed
+  // worker never end, and held them until the server exited (a copy of the
+  // range per such kill). Their pages go back after kDiscardAfter. Its inbox
+  // stays mapped while the context lives (a live worker's puts may still
+  // land: Context::keep_until_end), its pages given back then too.
   struct Departed;
   struct Held {
-    std::weak_ptr<Departed> what;
+    std::weak_ptr<Departed> what;  // expires as the sends that read it end
+    std::shared_ptr<InboxReader> inbox;
     std::chrono::steady_clock::time_point since;
   };
   std::vector<Held> departed_;

@@ -2238,7 +2238,8 @@ RDMAPS_TEST_PEER(pulling_worker) {
 
 // A worker killed while the server's write-backs to it were under way (it
 // had stopped reading: SIGSTOP, then SIGKILL) could leave them in flight for
-// good over tcp (no peer-failure handling; one kill in three here), and with
+// good over tcp (no peer-failure handling; two kills in three of those
+// stopped with bytes queued to them, session 64), and with
 // them its copy of the range and its inbox, until the server exited: 64 MiB
 // more per such kill. Their pages go back 5 s on, and the server says so.
 // Workers are killed in turn until one such kill was seen (the others' sends
@@ -2274,8 +2275,21 @@ TEST(PsMemory, AKilledWorkersMemoryHeldBySendsThatNeverEndIsGivenBack) {
       pulling = resident_bytes(server.pid()) - before > pulling_at;
     ASSERT_TRUE(pulling) << "worker " << id << " did not pull";
     std::this_thread::sleep_for(300ms);
-    ASSERT_EQ(kill(worker.pid(), SIGSTOP), 0);  // its socket fills: the server's sends stay under way
-    std::this_thread::sleep_for(500ms);
+    // Its socket fills: the server's sends stay under way, if it was stopped
+    // with the server's bytes queued to it. Stopped between two pulls, with
+    // none queued (most stops, under load), it is woken and stopped again.
+    auto queued = [&] {
+      uint64_t bytes = 0;
+      for (const auto& s : established_tcp_sockets("/proc/" + std::to_string(server.pid()))) bytes += s.send_queue;
+      return bytes;
+    };
+    for (int stop = 0;; ++stop) {
+      ASSERT_EQ(kill(worker.pid(), SIGSTOP), 0);
+      std::this_thread::sleep_for(500ms);
+      if (stop == 30 || queued() > 0) break;
+      ASSERT_EQ(kill(worker.pid(), SIGCONT), 0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20 + 37 * stop % 150));  // another moment of its loop
+    }
     const uint64_t held = resident_bytes(server.pid()) - start;
     worker.kill_now();
     uint64_t now = held;

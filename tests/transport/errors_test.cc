@@ -421,6 +421,73 @@ RDMAPS_TEST_PEER(idle_peer) {
   for (;;) s.context->wait_event(100ms);  // until killed
 }
 
+constexpr size_t kPutInto = 4 << 20, kPutPiece = 64 << 10;
+
+// Over tcp UCX emulates a put as a message that this process writes where it
+// says, registrations unchecked, for as long as the peer's endpoint lives:
+// memory that a live peer puts into must stay mapped until the context's last
+// progress (close_later's `keep`), whatever this side closed. Freed when the
+// close completed (at once, for an endpoint that had sent), it took the puts
+// still coming unmapped: a client that freed its receive region as it closed
+// its lanes, with the server still putting, died so.
+void kept_memory_takes_late_puts(TransportKind kind, std::unique_ptr<transport::Context>& context,
+                                 std::unique_ptr<transport::Listener>& listener, uint64_t seed, bool sent_first) {
+  std::shared_ptr<transport::Region> region = context->allocate(kPutInto, Access::kRemoteWrite);
+  std::memset(region->data(), 0, kPutInto);
+  const std::weak_ptr<transport::Region> alive = region;
+  PeerProcess peer("steady_putter", kind, listener->address().port(), seed);
+  auto ep = listener->accept(kSetupTimeout);
+  send_descriptor(*ep, *region, Access::kRemoteWrite);
+  if (sent_first) ep->flush().wait_for(kSetupTimeout);  // its close then completes at once
+  ASSERT_EQ(recv_words(*ep).at(0), 1u);                 // putting from now on, without a pause
+  const auto* bytes = static_cast<const uint8_t*>(region->data());
+  for (auto until = Clock::now() + 5s; bytes[0] == 0 && Clock::now() < until;) context->progress();
+  ASSERT_EQ(bytes[0], 0x5A) << "no put landed within 5 s";
+  ep->close_later(std::move(region));
+  // The peer goes on putting for 300 ms, taken in here.
+  for (auto until = Clock::now() + 300ms; Clock::now() < until;) context->progress();
+  ep.reset();  // its bootstrap socket closes: the peer stops
+  context->finish_closes(Clock::now() + 10s);
+  EXPECT_EQ(peer.wait(30s), 0);
+  EXPECT_FALSE(alive.expired()) << "the memory went before the context's last progress";
+  listener.reset();
+  context.reset();
+  EXPECT_TRUE(alive.expired()) << "the memory outlived the context";
+}
+
+TEST_P(ErrorsTest, MemoryKeptWithACloseTakesInThePutsStillComing) {
+  kept_memory_takes_late_puts(GetParam(), context, listener, seed, false);
+}
+
+TEST_P(ErrorsTest, MemoryKeptWithTheCloseOfAnEndpointThatSentTakesInThePutsStillComing) {
+  kept_memory_takes_late_puts(GetParam(), context, listener, seed, true);
+}
+
+RDMAPS_TEST_PEER(steady_putter) {
+  PeerSession s(args);
+  auto remote = s.import_remote();
+  auto source = s.context->allocate(kPutPiece, Access::kNone);
+  std::memset(source->data(), 0x5A, kPutPiece);
+  auto& ep = *s.endpoint;
+  send_words(ep, {1});
+  std::vector<transport::Request> puts;
+  uint64_t offset = 0;
+  try {
+    for (const auto until = Clock::now() + 20s; !ep.peer_closed() && !ep.failed() && Clock::now() < until;) {
+      puts.push_back(ep.put(source->data(), kPutPiece, *remote, offset, source.get()));
+      offset = (offset + kPutPiece) % kPutInto;
+      if (puts.size() < 16) continue;
+      for (auto& r : puts) r.wait_for(kSetupTimeout);
+      puts.clear();
+    }
+  } catch (const Error&) {
+    // The test closed under a put: what this peer is for.
+  }
+  // Its close is acknowledged while this side still drives UCX.
+  for (const auto until = Clock::now() + 500ms; Clock::now() < until;) s.context->progress();
+  return 0;
+}
+
 RDMAPS_INSTANTIATE_OVER_TRANSPORTS(ErrorsTest);
 
 // SysV segments UCX made of this process's memory: UCX 1.13's sysv

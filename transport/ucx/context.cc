@@ -499,11 +499,7 @@ void UcxContext::sweep_orphans() {
   std::vector<std::shared_ptr<void>> unused;  // dropped after the lock: a region's unmapping takes time
   std::lock_guard<std::mutex> lock(orphans_mu_);
   std::erase_if(orphans_, free_if_complete);
-  std::erase_if(closes_, [&](Close& c) {
-    if (!free_if_complete(c.request)) return false;
-    if (c.keep) unused.push_back(std::move(c.keep));
-    return true;
-  });
+  std::erase_if(closes_, free_if_complete);
   std::erase_if(retired_, [&](Retired& r) {
     std::erase_if(r.requests, free_if_complete);
     if (!r.requests.empty()) return false;
@@ -554,10 +550,10 @@ void UcxContext::drop_retired() {
   retired_.clear();
 }
 
-void UcxContext::adopt_close(void* request, std::shared_ptr<void> keep) noexcept {
+void UcxContext::adopt_close(void* request) noexcept {
   std::lock_guard<std::mutex> lock(orphans_mu_);
   try {
-    closes_.push_back({request, std::move(keep)});
+    closes_.push_back(request);
   } catch (const std::bad_alloc&) {
     ucp_request_free(request);  // UCX completes it on its own
     return;
@@ -565,16 +561,19 @@ void UcxContext::adopt_close(void* request, std::shared_ptr<void> keep) noexcept
   has_orphans_.store(true, std::memory_order_release);
 }
 
+void UcxContext::keep_until_end(std::shared_ptr<void> memory) noexcept {
+  if (!memory) return;
+  std::lock_guard<std::mutex> lock(orphans_mu_);
+  try {
+    lingering_.push_back(std::move(memory));
+  } catch (const std::bad_alloc&) {
+    // Out of memory: it goes now, as before it was kept.
+  }
+}
+
 void UcxContext::give_up_closes() noexcept {
   std::lock_guard<std::mutex> lock(orphans_mu_);
-  for (Close& c : closes_) {
-    ucp_request_free(c.request);  // UCX completes it on its own
-    // Until then the peer's emulated puts may still land in it.
-    if (c.keep) try {
-        lingering_.push_back(std::move(c.keep));
-      } catch (const std::bad_alloc&) {
-      }
-  }
+  for (void* request : closes_) ucp_request_free(request);  // UCX completes it on its own
   closes_.clear();
 }
 

@@ -67,10 +67,9 @@ class UcxContext final : public Context, public RequestEngine {
 
   /// Takes an endpoint's close request: progressed with the worker, and waited
   /// for (2 s at most, all of them together) only when the context goes, so
-  /// closing an endpoint never waits on its peer.
-  /// `keep` lives until the close completes, or until the context goes
-  /// (Endpoint::close_later). Out of memory: the request is released.
-  void adopt_close(void* request, std::shared_ptr<void> keep = nullptr) noexcept;
+  /// closing an endpoint never waits on its peer. Out of memory: the request is released.
+  void adopt_close(void* request) noexcept;
+  void keep_until_end(std::shared_ptr<void> memory) noexcept override;
   void finish_closes(std::chrono::steady_clock::time_point deadline) override;
 
   void track(ucp_ep_h ep, UcxEndpoint* endpoint);
@@ -103,12 +102,9 @@ class UcxContext final : public Context, public RequestEngine {
   // are freed here once complete.
   std::mutex orphans_mu_;
   std::vector<void*> orphans_;
-  struct Close {
-    void* request;               // freed once complete, or when finish_closes() gives up on it
-    std::shared_ptr<void> keep;  // dropped once it completed; kept in lingering_ if given up on
-  };
-  std::vector<Close> closes_;                     // adopt_close()
-  std::vector<std::shared_ptr<void>> lingering_;  // of closes given up on: dropped with the context
+  // adopt_close(): each freed once complete, or when finish_closes() gives up on it.
+  std::vector<void*> closes_;
+  std::vector<std::shared_ptr<void>> lingering_;  // keep_until_end(): dropped after the last progress
   struct Retired {
     std::vector<void*> requests;    // freed as each completes
     std::shared_ptr<void> buffers;  // what they read: dropped with the last of them
@@ -116,7 +112,7 @@ class UcxContext final : public Context, public RequestEngine {
   std::vector<Retired> retired_;  // retire()
   std::atomic<bool> has_orphans_{false};
   void sweep_orphans();
-  /// Releases the closes still under way (UCX completes them), their `keep`s kept in lingering_.
+  /// Releases the closes still under way (UCX completes them).
   void give_up_closes() noexcept;
   void drop_retired();
   /// Receives an unconsumed rendezvous message into nothing.

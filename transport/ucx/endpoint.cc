@@ -128,24 +128,22 @@ UcxEndpoint::~UcxEndpoint() {
 }
 
 void UcxEndpoint::close_later(std::shared_ptr<void> keep) noexcept {
+  context_.keep_until_end(std::move(keep));  // a completed close ends no peer's puts
   const bool gone = failed() || peer_closed_.load(std::memory_order_acquire);
-  void* sp = begin_close(&keep);
+  void* sp = begin_close();
   if (!sp) return;
   // A peer that closed its side acknowledges only while it still drives UCX,
   // which a server whose run() returned no longer does (a worker leaving one
   // waited out its whole 5 s). Released at once, the close is waited for by
   // no one: UCX completes it, or ends it when the worker is destroyed (which
   // a released close request allows; an unreleased one asserts in UCX 1.13).
-  // What is kept waits for the close all the same: a peer seen gone (its
-  // bootstrap socket closed, or an error) may still have bytes on their way
-  // through UCX's connection, emulated puts among them.
-  if (gone && !keep)
+  if (gone)
     ucp_request_free(sp);
   else
-    context_.adopt_close(sp, std::move(keep));
+    context_.adopt_close(sp);
 }
 
-void* UcxEndpoint::begin_close(std::shared_ptr<void>* keep) noexcept {
+void* UcxEndpoint::begin_close() noexcept {
   if (!ep_) return nullptr;
   context_.untrack(ep_);
   ucp_request_param_t params{};
@@ -160,7 +158,7 @@ void* UcxEndpoint::begin_close(std::shared_ptr<void>* keep) noexcept {
   if (!used_) {
     // Nothing was ever sent (a refused or silent peer): never wait on that
     // peer here; the context finishes the close.
-    context_.adopt_close(sp, keep ? std::move(*keep) : nullptr);
+    context_.adopt_close(sp);
     return nullptr;
   }
   return sp;

@@ -63,8 +63,8 @@ class UcxEndpoint final : public Endpoint {
   void detect_lanes();
   /// Starts the close; returns its request if the peer must acknowledge it.
   /// The close begun; null when there is nothing to wait for (an unused
-  /// endpoint's close, with `keep`, goes to the context).
-  void* begin_close(std::shared_ptr<void>* keep = nullptr) noexcept;
+  /// endpoint's close goes to the context).
+  void* begin_close() noexcept;
   const UcxRemoteRegion& checked(const RemoteRegion& region, uint64_t offset, size_t length, Access need,
                                  const char* op) const;
   void check_local(const void* ptr, size_t length, const Region* local, const char* op) const;
