@@ -336,7 +336,10 @@ void ClientImpl::refetch(ServerLink& link) {
     const Lane& lane = link.lanes[l];
     const Range whole{partition_->shard(link.index, lane.first_shard).begin,
                       partition_->shard(link.index, lane.first_shard + lane.shards - 1).end};
-    await_pull(link, lane, seqs[l], whole, &link);
+    // Not a copy this worker computes on (its versions are not noted): the
+    // next pull fetches, under skip_pulls too (served from this one, pushes
+    // named the older copy's versions, staler than the bound).
+    await_pull(link, lane, seqs[l], whole, &link, false);
   }
   // The worker's copy is as old as it was; a server that resumed from a
   // checkpoint may have gone back to versions below it (the base version of

@@ -962,6 +962,43 @@ TEST_P(PsCheckpointTest, AWorkerWhoseConnectionsDropReconnectsToTheSameServerLos
   reconnect_to_the_same_server(GetParam(), -1);
 }
 
+// Under SSP with skip_pulls, the re-pull of a reconnect (it sets the server's
+// DC backups of this worker) was taken for a pull the worker computes on: the
+// worker then served its pulls from it for up to s clocks more, but pushed
+// with its older copy's versions, and the server saw a staleness beyond the
+// bound. Its next pull fetches now, and the versions its pushes name are the
+// ones they were computed on.
+TEST_P(PsCheckpointTest, AReconnectsRePullLeavesNoPushStalerThanTheBound) {
+  if (std::system("ss -V >/dev/null 2>&1") != 0) GTEST_SKIP() << "needs ss (iproute2) to abort connections";
+  constexpr uint64_t kBound = 3;
+  Config c = sgd_config(GetParam(), kLr, kShard);
+  c.staleness = kBound;
+  c.skip_pulls = true;
+  c.server_threads = 2;
+  ServerOptions base;
+  base.log_connections = false;
+  ServerGroup servers(1, 1, c, base);
+  ClientOptions o = local_worker_options(servers.addresses(), c);
+  o.config.reconnect_ms = 20000;
+  o.timeout = 30s;
+  Client client(o);
+  client.declare("w", kFloats);
+  client.connect();
+  std::vector<float> w(kFloats, 1.0f);
+  client.init("w", w);
+  for (int step = 0; step < 20; ++step) {
+    if (step == 10) {
+      ASSERT_GT(abort_tcp_connections(), 0) << "no connection of this process to abort";
+    }
+    client.pull("w", w);
+    client.push("w", gradient(step));
+    client.clock();
+  }
+  EXPECT_EQ(client.stats().reconnects, 1u);
+  EXPECT_GT(client.stats().pulls_skipped, 0u) << "no pull was skipped: the bound was not exercised";
+  EXPECT_LE(servers.server(0).stats().staleness_max, kBound) << "a push named an older copy than it was computed on";
+}
+
 // A worker whose connections dropped (it reconnected to the same server
 // process) and whose server then restarted from a checkpoint older than the
 // drop: the pushes it had sent before the drop, which that checkpoint lacks,
