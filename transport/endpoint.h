@@ -76,7 +76,8 @@ class Endpoint {
   /// wait, not one each. A peer that closed its side or failed is never waited
   /// for. Destroying an open endpoint closes it and waits for that peer alone
   /// (2 s at most). Anything posted afterwards throws kPeerGone. `keep`:
-  /// memory the peer may still put into, kept as Context::keep_until_end says.
+  /// memory the peer may still put into, kept as Context::keep_until_end says
+  /// where puts are emulated (!rma_native()), else released now.
   virtual void close_later(std::shared_ptr<void> keep = nullptr) noexcept = 0;
 
  protected:

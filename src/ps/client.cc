@@ -125,10 +125,10 @@ void ClientImpl::connect() {
     // the context's last progress (Context::keep_until_end).
     by_endpoint_.clear();
     if (context_) try {
-        for (auto& link : links_)
+        auto held = std::make_shared<std::vector<ServerLink>>(std::move(links_));
+        for (auto& link : *held)
           for (auto& lane : link.lanes)
-            if (lane.ep) lane.ep->close_later();
-        context_->keep_until_end(std::make_shared<std::vector<ServerLink>>(std::move(links_)));
+            if (lane.ep) lane.ep->close_later(held);
       } catch (const std::bad_alloc&) {
         // Out of memory: they go now, as before they were kept.
       }

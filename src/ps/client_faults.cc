@@ -179,12 +179,11 @@ void ClientImpl::disconnect(ServerLink& link) {
   // Over tcp a lane's puts (its mailbox, its write-backs on the put path)
   // arrive as messages that this process writes where they say, unchecked,
   // while the server lives, whatever was closed: the receive region stays
-  // mapped as long as the context (a live server's other lanes, after one
+  // mapped there as long as the context (a live server's other lanes, after one
   // dropped or a write-back failed, still sent them). Nothing reads it any
   // more: its pages go back now.
-  if (context_) context_->keep_until_end(buffers);
   for (auto& lane : link.lanes)
-    if (lane.ep) lane.ep->close_later();
+    if (lane.ep) lane.ep->close_later(buffers);
   if (buffers->receive) discard_pages(buffers->receive->data(), buffers->receive->allocated());
   link.lanes.clear();
   ++link.connection;
@@ -469,10 +468,9 @@ ClientImpl::~ClientImpl() {
   // From here a write-back is dropped: one taken in now would write (a
   // rendezvous, later) into memory that `reading` does not hold.
   context_->set_am_handler(kAmWriteBack, [](transport::AmMessage&) {});
-  context_->keep_until_end(kept);
   for (auto& link : links_)
     for (auto& lane : link.lanes)
-      if (lane.ep) lane.ep->close_later();
+      if (lane.ep) lane.ep->close_later(kept);
   // A server that acknowledged its Byes also acknowledges the close at once.
   context_->finish_closes(std::max(leave_by_, Clock::now() + 100ms));
   // Sends still in flight to a silent server had a second more as the context

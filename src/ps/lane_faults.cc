@@ -95,7 +95,7 @@ void ServerLane::release(Worker& w) {
   if (departed->copy || departed->inbox) departed_.push_back({departed, departed->inbox, Clock::now()});
   // Where puts are emulated (tcp) this process writes a live worker's pushes
   // into its inbox whatever was closed.
-  context_->keep_until_end(departed->inbox);
+  if (w.ep && !w.ep->rma_native()) context_->keep_until_end(departed->inbox);
   context_->retire(in_flight, std::move(departed));
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());

@@ -128,7 +128,11 @@ UcxEndpoint::~UcxEndpoint() {
 }
 
 void UcxEndpoint::close_later(std::shared_ptr<void> keep) noexcept {
-  context_.keep_until_end(std::move(keep));  // a completed close ends no peer's puts
+  // A completed close ends no peer's emulated puts. Native ones land by the
+  // peer's own mapping (shared memory) or a NIC that refuses an unregistered
+  // region: there the memory may go now (kept, a server over shared memory
+  // would hold a mapping per departure for good).
+  if (!rma_native_) context_.keep_until_end(std::move(keep));
   const bool gone = failed() || peer_closed_.load(std::memory_order_acquire);
   void* sp = begin_close();
   if (!sp) return;
