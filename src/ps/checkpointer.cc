@@ -31,13 +31,19 @@ void Checkpointer::claim(uint32_t index) {
 
 namespace {
 
-// What changed the model besides updates, over the lanes: init messages
+// What changed a checkpoint besides updates, over the lanes: init messages
 // (Python's broadcast_parameters after a resume sets every value before any
-// push); workers_ended() counts the rest.
-uint64_t inits_taken(const std::vector<std::unique_ptr<ServerLane>>& lanes) {
-  uint64_t inits = 0;
-  for (const auto& lane : lanes) inits += lane->counters().inits.load(std::memory_order_relaxed);
-  return inits;
+// push), and workers' clocks, leaves and deaths as each lane took them (a
+// lane's snapshot taken before it took a worker's last clock, while lane 0
+// had taken its leave, was the newest: the final checkpoint, seeing nothing
+// new, was not written, and the worker was saved a clock behind).
+uint64_t changes_taken(const std::vector<std::unique_ptr<ServerLane>>& lanes) {
+  uint64_t changes = 0;
+  for (const auto& lane : lanes) {
+    const LaneCounters& c = lane->counters();
+    changes += c.inits.load(std::memory_order_relaxed) + c.worker_events.load(std::memory_order_relaxed);
+  }
+  return changes;
 }
 
 // Workers that left or were lost, over the lanes.
@@ -129,7 +135,7 @@ void Checkpointer::tick(const std::vector<std::unique_ptr<ServerLane>>& lanes, u
   }
   const auto now = Clock::now();
   // A write that failed is tried again each period, changed or not (a full disk freed while the workers stall).
-  const uint64_t changes = ended + inits_taken(lanes);
+  const uint64_t changes = changes_taken(lanes);
   const bool by_time = every_ms_ && now - last_at_ >= std::chrono::milliseconds(every_ms_) &&
                        (failed_since_last_ || !unchanged_since_last(updates, changes));
   const bool by_count = every_updates_ && updates - last_taken_updates_ >= every_updates_;
@@ -157,7 +163,7 @@ bool Checkpointer::finish(const std::vector<std::unique_ptr<ServerLane>>& lanes,
     return true;
   }
   // A write that failed, or a snapshot asked for and not yet written, owes this one all the same.
-  if (unchanged_since_last(updates, workers_ended(lanes) + inits_taken(lanes)) && !failed_since_last_ && !pending_) {
+  if (unchanged_since_last(updates, changes_taken(lanes)) && !failed_since_last_ && !pending_) {
     if (verbose_)
       logf(LogLevel::kInfo, "rdmaps-server: no final checkpoint: the newest in %s holds this model", dir_.c_str());
     return true;

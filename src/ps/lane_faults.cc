@@ -57,6 +57,7 @@ void ServerLane::reject(Worker& w, RejectReason reason, const std::string& why) 
 
 // Every lane sees each leave and each death; lane 0 speaks and counts for the server.
 void ServerLane::report_end(const Worker& w, const char* why) {
+  LaneCounters::add(counters_.worker_events);
   if (setup_.index != 0) return;
   const bool left = std::strcmp(why, "left") == 0;
   if (setup_.server->log_connections || !left)

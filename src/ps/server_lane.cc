@@ -389,6 +389,7 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
     case MsgType::kPull:
       return write_back(w, h);
     case MsgType::kClock: {
+      LaneCounters::add(counters_.worker_events);
       const uint64_t before = w.clock;
       ++w.step;
       w.clock = h.clock;

@@ -110,6 +110,9 @@ struct LaneCounters {
   explicit LaneCounters(uint32_t workers);
   std::atomic<uint64_t> pushes{0}, bytes_in{0}, bytes_out{0}, pulls{0}, clocks{0}, rejected{0}, dropped{0};
   std::atomic<uint64_t> inits{0};  ///< init messages taken: they change the model too (checkpoints)
+  /// Clocks, leaves and deaths this lane took (every lane, unlike the counts
+  /// lane 0 keeps for the server): they change a checkpoint's workers.
+  std::atomic<uint64_t> worker_events{0};
   std::atomic<uint64_t> min_clock{0}, workers_left{0}, workers_lost{0};
   std::atomic<uint64_t> longest_setup_us{0};
   std::atomic<uint64_t> stall_warnings{0};  ///< longest the lane spent on connections instead of its inboxes

@@ -1601,6 +1601,39 @@ void lose_worker_one(ServerGroup& servers, const std::string& dir, Client& zero)
   ASSERT_EQ(servers.server(0).stats().workers_lost, 1u) << "the server did not see worker 1 die";
 }
 
+// A worker's clock taken after the last update belongs to the checkpoint
+// too: the final checkpoint, seeing no update (and no leave) since the
+// newest, was not written, and the worker was saved a clock behind. With two
+// lanes, a lane's snapshot taken before it took a worker's last clock (lane 0
+// had taken its leave) was the newest so, now and then, under load.
+TEST_P(PsCheckpointTest, TheFinalCheckpointHoldsAClockTakenAfterTheLastUpdate) {
+  const std::string dir = temp_dir();
+  Config c = checkpoint_each_update(GetParam(), dir);
+  c.server_threads = 1;  // its min_clock is then the lane's
+  ServerGroup servers(1, 1, c, kept_running());
+  Client client(local_worker_options(servers.addresses(), c, 0));
+  client.declare("w", kFloats);
+  client.connect();
+  for (int step = 0; step < 3; ++step) {
+    client.push("w", gradient(step));
+    client.clock();
+  }
+  client.push("w", gradient(3));
+  auto until = Clock::now() + 20s;
+  // Every update in the newest checkpoint, then one more clock.
+  while (servers.server(0).stats().checkpoint_updates < servers.server(0).stats().pushes && Clock::now() < until)
+    std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(servers.server(0).stats().checkpoint_updates, servers.server(0).stats().pushes);
+  client.clock();
+  while (servers.server(0).stats().min_clock < 4 && Clock::now() < until) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(servers.server(0).stats().min_clock, 4u);
+  servers.stop();  // the final checkpoint, the worker still connected
+  const auto k = ps::load_newest_checkpoint(dir, 0, 1 << 30, [](const std::string&) {});
+  ASSERT_TRUE(k.has_value());
+  EXPECT_EQ(k->header.workers.at(0).clock, 4u) << "the worker's last clock was not saved";
+  fs::remove_all(dir);
+}
+
 // Saved at its old clock, it held a resumed server's other workers back
 // until it had stepped alone to them; it comes back no earlier than they are.
 TEST_P(PsCheckpointTest, AWorkerWithinItsReconnectWindowIsSavedAsExpectedBack) {
