@@ -24,6 +24,10 @@ for rep in $(seq "$repeats"); do
          "${extra[@]}" 2>"$log" | tail -1) ||
       { echo "checkpoint_cost.sh: rdmaps-perf ps failed (checkpoints: $mode, repeat $rep):" >&2; tail -n 5 "$log" >&2; exit 1; }
     written=$(grep -c "checkpoint .* written" "$log" || true)
+    # A run that wrote none costs nothing: its ratio would read as "checkpoints are free".
+    if [[ $mode != none && $written -eq 0 ]]; then
+      echo "checkpoint_cost.sh: no checkpoint written (checkpoints: $mode, repeat $rep):" >&2; tail -n 5 "$log" >&2; exit 1
+    fi
     took=$(sed -n 's/.*updates, \([0-9.]*\) ms$/\1/p' "$log" | tr '\n' ' ')
     echo "$rep $mode checkpoints=$written write_ms=[${took% }] $j" | tee -a "$log.rows"
   done

@@ -298,7 +298,12 @@ int run_driver(const Flags& f) {
     }
     if (std::string how; wait_child(child, &how) != 0) throw Error(Errc::kInternal, blame(server_children, w, how));
   }
-  for (auto& child : server_children) wait_child(child);
+  // A server that failed after its workers reported (its leave, its final
+  // checkpoint, a crash as it shut down) fails the run: its figures are not given.
+  for (size_t s = 0; s < server_children.size(); ++s)
+    if (std::string how; wait_child(server_children[s], &how) != 0)
+      throw Error(Errc::kInternal,
+                  "server " + std::to_string(s) + " " + how + " (after its workers reported: no figures)");
   if (total.empty()) throw Error(Errc::kInternal, "no worker reported timings");
 
   // Same-run reference for the bound's wire term: the transport on the path
@@ -377,7 +382,7 @@ int run_driver(const Flags& f) {
   // A pull as the worker sees it: request, the servers' write-back, and its
   // copy out of the receive region (one direction of the transport).
   double pull_GBps = floats * 4.0 / pull_p.p50 / 1e9;
-  double intake_GBps = workers * floats * 4.0 / iter.p50 / 1e9;
+  double intake_GBps = static_cast<double>(workers * floats * push_bytes_per_float) / iter.p50 / 1e9;
 
   const nlohmann::ordered_json j = {{"bench", "ps"},
                                     {"transport", transport},
