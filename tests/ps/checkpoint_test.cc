@@ -897,6 +897,29 @@ int abort_tcp_connections() {
   return aborted;
 }
 
+// One server of `c` (logging no connections) and one worker that reconnects
+// for up to 20 s, connected, "w" set to ones.
+struct ReconnectingJob {
+  explicit ReconnectingJob(const Config& c) : servers(1, 1, c, quiet()), client(worker(servers, c)) {
+    client.declare("w", kFloats);
+    client.connect();
+    client.init("w", std::vector<float>(kFloats, 1.0f));
+  }
+  static ServerOptions quiet() {
+    ServerOptions o;
+    o.log_connections = false;
+    return o;
+  }
+  static ClientOptions worker(const ServerGroup& servers, const Config& c) {
+    ClientOptions o = local_worker_options(servers.addresses(), c);
+    o.config.reconnect_ms = 20000;
+    o.timeout = 30s;
+    return o;
+  }
+  ServerGroup servers;
+  Client client;
+};
+
 // The network drops every connection between a worker and its server (both
 // alive) just before a push: the worker reconnects to the same server process
 // and goes on. That push, sent into the dead connection before the worker
@@ -913,17 +936,9 @@ void reconnect_to_the_same_server(transport::TransportKind kind, int refused_ste
   c.staleness = 0;
   c.server_threads = 2;
   c.check_nan = refused_step >= 0;
-  ServerOptions base;
-  base.log_connections = false;
-  ServerGroup servers(1, 1, c, base);
-  ClientOptions o = local_worker_options(servers.addresses(), c);
-  o.config.reconnect_ms = 20000;
-  o.timeout = 30s;
-  Client client(o);
-  client.declare("w", kFloats);
-  client.connect();
+  ReconnectingJob job(c);
+  auto& [servers, client] = job;
   std::vector<float> current(kFloats, 1.0f), without(kFloats, 1.0f), w(kFloats);  // without: step 10 lost
-  client.init("w", current);
   for (int step = 0; step < 20; ++step) {
     if (step == 10) {
       ASSERT_GT(abort_tcp_connections(), 0) << "no connection of this process to abort";
@@ -975,17 +990,9 @@ TEST_P(PsCheckpointTest, AReconnectsRePullLeavesNoPushStalerThanTheBound) {
   c.staleness = kBound;
   c.skip_pulls = true;
   c.server_threads = 2;
-  ServerOptions base;
-  base.log_connections = false;
-  ServerGroup servers(1, 1, c, base);
-  ClientOptions o = local_worker_options(servers.addresses(), c);
-  o.config.reconnect_ms = 20000;
-  o.timeout = 30s;
-  Client client(o);
-  client.declare("w", kFloats);
-  client.connect();
+  ReconnectingJob job(c);
+  auto& [servers, client] = job;
   std::vector<float> w(kFloats, 1.0f);
-  client.init("w", w);
   for (int step = 0; step < 20; ++step) {
     if (step == 10) {
       ASSERT_GT(abort_tcp_connections(), 0) << "no connection of this process to abort";
@@ -1013,17 +1020,9 @@ TEST_P(PsCheckpointTest, PushesLostCountThoughAConnectionDroppedBeforeTheRestart
   c.checkpoint_dir = dir;
   c.checkpoint_every_updates = 4;  // one a push (four shards)
   c.checkpoint_keep = 1000;
-  ServerOptions base;
-  base.log_connections = false;
-  ServerGroup servers(1, 1, c, base);
-  ClientOptions o = local_worker_options(servers.addresses(), c);
-  o.config.reconnect_ms = 20000;
-  o.timeout = 30s;
-  Client client(o);
-  client.declare("w", kFloats);
-  client.connect();
+  ReconnectingJob job(c);
+  auto& [servers, client] = job;
   std::vector<float> w(kFloats, 1.0f);
-  client.init("w", w);
   auto steps = [&](int from, int to) {
     for (int step = from; step < to; ++step) {
       client.push("w", gradient(step));
