@@ -92,7 +92,14 @@ train_runs() {
       # --expect-accuracy's exit 3: a run that printed one may still have failed.
       # Only a run the loss stopped diverged (convergence.sh's rule).
       if [ $status -ne 0 ]; then
-        if grep -q 'training diverged' "$err"; then json='{"diverged":true}'; else json="{\"failed\":true,\"exit\":$status}"; fi
+        # timeout's 124 (137 after its -k): the part's cap or the budget ended it, not the run itself.
+        if grep -q 'training diverged' "$err"; then
+          json='{"diverged":true}'
+        elif [ $status -eq 124 ] || [ $status -eq 137 ]; then
+          json="{\"stopped\":true,\"exit\":$status}"
+        else
+          json="{\"failed\":true,\"exit\":$status}"
+        fi
       fi
     fi
     /usr/bin/env python3 -c 'import json,sys; r=json.loads(sys.argv[1]); r.update(run=sys.argv[2], seed=int(sys.argv[3])); print(json.dumps(r))' \
@@ -107,9 +114,10 @@ print("|---|---:|---:|---:|---|")
 failed = 0
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    failed += bool(r.get("failed") or r.get("not_run"))
+    failed += bool(r.get("failed") or r.get("not_run") or r.get("stopped"))
     acc = r.get("final_test_accuracy")
     verdict = (f"failed (exit {r.get('exit')}, see the log)" if r.get("failed") else
+               f"stopped at its part's time (exit {r.get('exit')}): unfinished, not failed" if r.get("stopped") else
                "not run (its part's time was spent)" if r.get("not_run") else str(bool(r.get("diverged"))))
     print(f"| {r['run']} | {r['seed']} | {'—' if acc is None else f'{100 * acc:.2f}'} | "
           f"{r.get('seconds', float('nan')):.1f} | {verdict} |")

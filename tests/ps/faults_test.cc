@@ -2200,6 +2200,9 @@ uint64_t resident_growth(pid_t pid, uint64_t from, uint64_t bound, Clock::durati
 // once more per worker. The lane now lets it go.
 TEST(PsLanding, ACopyMadeForLandingsTheWorkerDidNotOfferIsFreed) {
   if (!std::filesystem::exists("/proc/self/status")) GTEST_SKIP() << "needs /proc to read a process's memory";
+  // A fresh VM's sanitizer build held 178-180 MiB against the bound's 176, before and after session 64's
+  // changes (149 in the plain build): the plain build checks it.
+  if (kUnderSanitizer) GTEST_SKIP() << "bounded by a server's resident memory, which a sanitizer's shadow adds to";
   constexpr size_t kFloats = size_t{16} << 20;  // 64 MiB: the copy
   int port = 0;
   PeerProcess server = listening_peer("one_lane_server", transport::TransportKind::kShm, 1, {"landing"}, &port);
