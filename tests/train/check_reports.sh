@@ -98,7 +98,8 @@ r = json.load(open(sys.argv[1]))
 m = re.search(r"(\d+) updates/s .* ([\d.]+)s\s*$", sys.argv[2])
 assert m, sys.argv[2]
 rate, t = float(m.group(1)), float(m.group(2))
-assert abs(rate * t - r["updates"]) <= 0.05 * r["steps"] + 2, f"{rate} updates/s over {t} s, the summary {r}"
+# The line shows its seconds to a tenth: 0.35 s read as 0.4 put 57 updates where 50 were (a clean clone, session 64).
+assert abs(rate * t - r["updates"]) <= 0.05 * r["steps"] + 2 + rate * 0.05, f"{rate} updates/s over {t} s, the summary {r}"
 seconds = r["seconds"]
 assert abs(t - seconds) <= 0.051, f"the line ends at {t} s, the summary at {seconds}"' \
     "$out/run/summary.json" "$last" || fail "the final progress line: '$last'"
