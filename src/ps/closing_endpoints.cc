@@ -8,7 +8,7 @@ void ClosingEndpoints::sweep() {
   const auto now = Clock::now();
   std::erase_if(closing_, [&](Closing& c) {
     if (!c.ep->peer_closed() && !c.ep->failed() && now - c.since <= std::chrono::seconds(5)) return false;
-    c.ep->close_later();
+    c.ep->close_later(std::move(c.keep));
     return true;
   });
 }
@@ -22,7 +22,7 @@ void ClosingEndpoints::sweep() {
 // can make now and the rest is left to UCX (the requests are released: its
 // worker may be destroyed under them).
 void ClosingEndpoints::close_all(transport::Context& context) {
-  for (auto& c : closing_) c.ep->close_later();
+  for (auto& c : closing_) c.ep->close_later(std::move(c.keep));
   closing_.clear();
   context.finish_closes(Clock::now());
 }

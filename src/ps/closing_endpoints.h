@@ -16,7 +16,11 @@ class ClosingEndpoints {
  public:
   using Clock = std::chrono::steady_clock;
 
-  void add(std::unique_ptr<transport::Endpoint> ep) { closing_.push_back({std::move(ep), Clock::now()}); }
+  /// `keep`: memory the peer may put into, passed on to the close
+  /// (Endpoint::close_later decides how long it stays).
+  void add(std::unique_ptr<transport::Endpoint> ep, std::shared_ptr<void> keep = nullptr) {
+    closing_.push_back({std::move(ep), std::move(keep), Clock::now()});
+  }
   /// Closes those whose peer closed, failed, or had 5 s.
   void sweep();
   /// The server is leaving: closes every one now and waits for no peer's
@@ -27,6 +31,7 @@ class ClosingEndpoints {
  private:
   struct Closing {
     std::unique_ptr<transport::Endpoint> ep;
+    std::shared_ptr<void> keep;
     Clock::time_point since;
   };
   std::vector<Closing> closing_;

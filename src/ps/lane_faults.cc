@@ -94,13 +94,13 @@ void ServerLane::release(Worker& w) {
   auto departed =
       std::make_shared<Departed>(Departed{std::move(w.writer), std::move(w.copy), std::move(w.inbox), w.name});
   if (departed->copy || departed->inbox) departed_.push_back({departed, departed->inbox, Clock::now()});
-  // Where puts are emulated (tcp) this process writes a live worker's pushes
-  // into its inbox whatever was closed.
-  if (w.ep && !w.ep->rma_native()) context_->keep_until_end(departed->inbox);
+  // A live worker's puts may still land in its inbox after the close: the
+  // close keeps it as long as they can (Endpoint::close_later).
+  std::shared_ptr<void> inbox = departed->inbox;
   context_->retire(in_flight, std::move(departed));
   if (w.ep) {
     by_endpoint_.erase(w.ep.get());
-    closing_.add(std::move(w.ep));
+    closing_.add(std::move(w.ep), std::move(inbox));
   }
 }
 

@@ -334,8 +334,8 @@ class ServerLane {
   // under way: over tcp without peer-failure handling, sends to a killed
   // worker never end, and held them until the server exited (a copy of the
   // range per such kill). Their pages go back after kDiscardAfter. Its inbox
-  // stays mapped while the context lives (a live worker's puts may still
-  // land: Context::keep_until_end), its pages given back then too.
+  // stays mapped as long as its endpoint's close keeps it (a live worker's
+  // puts may still land: Endpoint::close_later), its pages given back then too.
   struct Departed;
   struct Held {
     std::weak_ptr<Departed> what;  // expires as the sends that read it end
