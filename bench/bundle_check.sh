@@ -2,9 +2,10 @@
 # Readies a bundle for a lent GPU machine's one call (docs/benchmarks.md
 # "Reproduce"), here, before the call: keeps only the programs
 # bench/device_check.sh runs (a CUDA build's other test programs took 12 of
-# the 64 MiB the call carries), and refuses a bundle that lacks one of them
-# or the dataset (every training run there would fail), or that would not fit
-# beside the repository's tracked files.
+# the 64 MiB the call carries), and refuses a bundle that lacks one of them,
+# a library one of them needs beyond the base system, UCX's cma module, or
+# the dataset (every run there would fail, or shm would run without cma), or
+# that would not fit beside the repository's tracked files.
 #
 #   bench/bundle_check.sh BUNDLE
 set -euo pipefail
@@ -17,6 +18,21 @@ programs=(rdmaps-perf rdmaps-train rdmaps-info gpu_tests)
 for p in "${programs[@]}"; do
   [ -x "$bundle/bin/$p" ] || fail "no bin/$p (build with -Dcuda=enabled, then bundle that build)"
 done
+# With the bundle's env.sh, as there, every library a program needs resolves
+# into the bundle, but the base system's (the lent machine has the C and C++
+# runtimes and the driver; no UCX, rdma-core, numa or the build tree).
+base='^(linux-vdso|ld-linux|libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|libz|libcuda)\.so'
+bundle_abs=$(cd "$bundle" && pwd)
+for p in "${programs[@]}"; do
+  outside=$( (set +u; source "$bundle_abs/env.sh" >/dev/null 2>&1; ldd "$bundle_abs/bin/$p" 2>&1 || true) |
+    awk -v b="$bundle_abs/" -v base="$base" '
+      /not found/ { print $1 " (not found)"; next }
+      $2 == "=>" && $3 ~ /^\// && index($3, b) != 1 && $1 !~ base { print $1 " (" $3 ")" }')
+  [ -z "$outside" ] || fail "bin/$p needs, outside the bundle and the base system: $(echo $outside)"
+done
+# shm's single-copy transport is a module UCX loads from UCX_MODULE_DIR.
+cma=$(set +u; source "$bundle_abs/env.sh" >/dev/null 2>&1; ls "${UCX_MODULE_DIR:-/nonexistent}"/libuct_cma.so* 2>/dev/null || true)
+[ -n "$cma" ] || fail "no libuct_cma.so under env.sh's UCX_MODULE_DIR (lib/ucx/: UCX's modules)"
 files=$({ find "$bundle/data" -name '*-idx[13]-ubyte*' 2>/dev/null || true; } | wc -l)
 [ "$files" -ge 4 ] || fail "data/ holds $files of the 4 Fashion-MNIST files (bundle them: the training runs need them)"
 keep=()

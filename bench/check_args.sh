@@ -6,12 +6,13 @@
 # one hung run must not take the rest of it. A bundle for a machine without
 # the project's libraries (bin/, lib/, data/ and env.sh: docs/benchmarks.md
 # "Reproduce") is a --bin too: its env.sh is sourced (the libraries' and UCX's
-# modules' paths) and its data is the default --data.
+# modules' paths) and its data is the default --data. `--parts` (scale_check
+# only) sets `parts`.
 here=$(cd "$(dirname "$0")" && pwd)
-bin="" data="" quick=0
+bin="" data="" quick=0 parts=""
 while [ $# -gt 0 ]; do
   # A flag of a value, last: "$2: unbound variable" from bash, not which flag.
-  case $1 in --bin | --budget | --data | --out | --bundle) [ $# -ge 2 ] ||
+  case $1 in --bin | --budget | --data | --out | --bundle | --parts) [ $# -ge 2 ] ||
     { echo "$(basename "$0"): $1 needs a value (see --help)" >&2; exit 2; } ;;
   esac
   case $1 in
@@ -20,6 +21,7 @@ while [ $# -gt 0 ]; do
     --data) data=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --quick) quick=1; shift ;;
+    --parts) parts=$2; shift 2 ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "$(basename "$0"): unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac

@@ -22,6 +22,7 @@
 set -uo pipefail
 out="gpu-check-out" budget=540
 source "$(dirname "$0")/check_args.sh"
+[ -z "$parts" ] || { echo "gpu_check.sh: --parts is scale_check.sh's (see --help)" >&2; exit 2; }
 perf=$(find_tool rdmaps-perf) train=$(find_tool rdmaps-train) info=$(find_tool rdmaps-info) tests=$(find_tool gpu_tests)
 for t in perf train info tests; do
   [ -n "${!t}" ] || { echo "gpu_check.sh: cannot find the $t program under '${bin:-PATH}' (--bin DIR)" >&2; exit 2; }

@@ -20,7 +20,7 @@
 # Writes OUT/scale_check.md (the tables) and OUT/scale_check.log; each part's
 # raw JSON lines stay under OUT.
 #
-#   bench/scale_check.sh [--bin DIR] [--data DIR] [--out DIR] [--budget S] [--quick]
+#   bench/scale_check.sh [--bin DIR] [--data DIR] [--out DIR] [--budget S] [--quick] [--parts LIST]
 #
 # --bin: where rdmaps-perf and rdmaps-train are (a build tree, one folder, or
 #   a bundle with bin/ and env.sh); default: the build/ next to this script,
@@ -31,11 +31,16 @@
 #   (the CI check of this script).
 # --budget: seconds for everything (default 480); a part still running when
 #   it is spent is stopped and reported.
+# --parts: only these parts, by number in the order above (e.g. 4,5). The
+#   last line names the parts that the time left unrun or unfinished, as the
+#   --parts that runs them (a second call on the lent machine).
 # About 5 minutes on a 16-core machine (estimated from the issues' timings:
 # it has not run on one yet). Exits non-zero if a run failed.
 set -uo pipefail
 out="scale-check-out" budget=480
 source "$(dirname "$0")/check_args.sh"
+[[ -z $parts || $parts =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] ||
+  { echo "scale_check.sh: --parts '$parts' is not a list of part numbers such as 4,5 (see --help)" >&2; exit 2; }
 perf=$(find_tool rdmaps-perf) train=$(find_tool rdmaps-train)
 for t in perf train; do
   [ -n "${!t}" ] || { echo "scale_check.sh: cannot find the $t program under '${bin:-PATH}' (--bin DIR)" >&2; exit 2; }
@@ -52,12 +57,18 @@ failed=()
 # part NAME CAP COMMAND...: its stdout (a markdown table) to the report, the
 # rest to the log; at most CAP seconds, so that one part that hangs leaves
 # the budget to the next.
+part_no=0 unfinished=()
 part() {
   local name=$1 start=$SECONDS limit
+  part_no=$((part_no + 1))
+  if [ -n "$parts" ] && [[ ,$parts, != *,$part_no,* ]]; then
+    echo "== $part_no $name: skipped (--parts $parts)" >>"$log"
+    return
+  fi
   part_deadline=$((SECONDS + $2))
   shift 2
   limit=$(time_left "$budget")
-  spent "$name" "$limit" && { part_deadline=""; return; }
+  spent "$name" "$limit" && { part_deadline="" unfinished+=("$part_no"); return; }
   echo "== $name: $*" | tee -a "$log"
   { echo "## $name"; echo; } >>"$md"
   if declare -F "$1" >/dev/null; then
@@ -66,6 +77,8 @@ part() {
     timeout -k 10 "$limit" "$@" >>"$md" 2>>"$log"
   fi
   local status=$?
+  # Ran to its cap or the budget: a run of it may have been stopped or not run.
+  [ "$(time_left 1)" -gt 0 ] || unfinished+=("$part_no")
   part_deadline=""
   echo >>"$md"
   echo "== $name: exit $status after $((SECONDS - start)) s" | tee -a "$log"
@@ -159,5 +172,12 @@ else
   part "server threads, 64 M floats" 100 env PERF="$perf" RULES=dc-asgd-a FLOATS=64M WORKERS=8 THREADS="1 2 4 8" \
     EXTRA="--iters 5" "$here/ps_grid.sh" . "$out/ps_grid_64M.jsonl"
 fi
+for n in ${parts//,/ }; do
+  [ "$n" -le $part_no ] || failed+=("--parts $parts: there is no part $n (1 to $part_no)")
+done
 echo "scale_check: $((${#failed[@]})) part(s) failed -> $md, $log"
+if [ ${#unfinished[@]} -gt 0 ]; then
+  list=$(IFS=,; echo "${unfinished[*]}")
+  echo "scale_check: the time left parts unrun or unfinished: --parts $list runs them"
+fi
 [ ${#failed[@]} -eq 0 ] || { printf 'scale_check: failed: %s\n' "${failed[@]}"; exit 1; }

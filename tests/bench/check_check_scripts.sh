@@ -12,7 +12,10 @@
 #  - a failed ps_grid cell does not stop the rest of the grid, and a grid
 #    its time limit stops still tables what it finished;
 #  - bench/bundle_check.sh keeps the programs device_check runs and refuses
-#    a bundle without the dataset.
+#    a bundle without the dataset, a library beyond the base system or UCX's
+#    cma module;
+#  - device_check stopped by TERM still returns what its check wrote in its
+#    own TERM handler, and a second call runs only the parts it is given.
 #   check_check_scripts.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
 build=$(realpath "$1")
@@ -81,17 +84,61 @@ grep -q "no CUDA device seen: this call's GPU figures are missing" "$work/nogpu/
   fail "device_check --quick failed for want of a GPU: $(cat "$work/nogpu-quick/machine.txt")"
 echo "ok: device_check fails where its GPU check saw no GPU, but under --quick"
 
+# Stopped (the call's limit: TERM), device_check still returns the JSON its
+# GPU check writes in its own TERM handler: it was packed and collected before
+# the check had written it. Meanwhile, a multi-core check whose runs hang
+# names the parts its time left unrun as the --parts that runs them, and
+# device_check passes that on as its second call's flags.
+slow=$work/slow-bundle
+mkdir -p "$slow/bin" "$slow/data"
+printf '#!/bin/sh\necho "{}"\n' >"$slow/bin/rdmaps-info"
+printf '#!/bin/sh\ncase "$*" in *"--floats 1K"*) exit 0 ;; esac\nexec sleep 60\n' >"$slow/bin/rdmaps-perf"
+printf '#!/bin/sh\n: >"%s"\nexec sleep 60\n' "$work/gpu_tests.started" >"$slow/bin/gpu_tests"
+printf '#!/bin/sh\nexec sleep 60\n' >"$slow/bin/rdmaps-train"
+chmod +x "$slow/bin/"*
+"$source/bench/device_check.sh" --bundle "$slow" --out "$work/rest" --budget 60 --quick --skip-gpu \
+  --scale-parts 1,3 >"$work/rest.out" 2>&1 &
+rest=$!
+# TERM once the GPU check runs its tests, as the call's limit sends it: to the whole group (timeout's).
+timeout -s TERM 100 "$source/bench/device_check.sh" --bundle "$slow" --out "$work/stopped" --budget 200 \
+  >"$work/stopped.out" 2>&1 &
+stopped=$!
+for _ in $(seq 300); do [ -e "$work/gpu_tests.started" ] && break; sleep 0.2; done
+kill -TERM $stopped
+wait $stopped
+status=$?
+[ $status -eq 124 ] || fail "device_check stopped by TERM exited $status: $(cat "$work/stopped.out")"
+grep -q "gpu_tests (stopped by TERM" "$work/stopped/gpu_check.json" 2>/dev/null ||
+  fail "device_check stopped by TERM returned no gpu_check.json of the runs so far: $(ls "$work/stopped")"
+[ -f "$work/stopped/raw.tgz" ] || fail "device_check stopped by TERM returned no raw.tgz: $(ls "$work/stopped")"
+echo "ok: device_check stopped by TERM returns the JSON its GPU check wrote as it stopped"
+
 # bench/bundle_check.sh readies a bundle before the call: it keeps the four
-# programs device_check runs, and refuses one without the dataset.
+# programs device_check runs, and refuses one without the dataset, without a
+# library they need beyond the base system (the lent machine has no UCX), or
+# without UCX's cma module.
 ready=$work/ready
-mkdir -p "$ready/bin" "$ready/data"
+mkdir -p "$ready/bin" "$ready/data" "$ready/lib/ucx"
 for tool in bench/rdmaps-perf src/rdmaps-train src/rdmaps-info tests/gpu_tests tests/ps_tests; do
   ln -s "$build/$tool" "$ready/bin/"
 done
 # A folder with a bin/ but no env.sh (~/.local, say) is no bundle: nothing in it is pruned.
 if why=$("$source/bench/bundle_check.sh" "$ready" 2>&1); then fail "a folder without env.sh was a bundle: $why"; fi
 [ -e "$ready/bin/ps_tests" ] || fail "bundle_check pruned a folder that is no bundle: $why"
-: >"$ready/env.sh"
+cat >"$ready/env.sh" <<'SH'
+b=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+export LD_LIBRARY_PATH=$b/lib UCX_MODULE_DIR=$b/lib/ucx
+SH
+if why=$("$source/bench/bundle_check.sh" "$ready" 2>&1); then fail "a bundle without UCX's libraries was ready: $why"; fi
+# librdmaps (its build tree's, by $ORIGIN) or, where the tests' LD_LIBRARY_PATH finds it, UCX's.
+grep -Eq "bin/rdmaps-perf needs, outside the bundle and the base system: .*lib(rdmaps|ucp)\.so" <<<"$why" ||
+  fail "a library outside the bundle was not named: $why"
+# Every library the programs resolve to here goes into lib/ (as the bundling tool copies them).
+for tool in bench/rdmaps-perf src/rdmaps-train src/rdmaps-info tests/gpu_tests; do ldd "$build/$tool"; done |
+  awk '$2 == "=>" && $3 ~ /^\// { print $3 }' | sort -u | xargs -I{} ln -sf {} "$ready/lib/"
+if why=$("$source/bench/bundle_check.sh" "$ready" 2>&1); then fail "a bundle without UCX's cma module was ready: $why"; fi
+grep -q "no libuct_cma.so" <<<"$why" || fail "the missing cma module was not named: $why"
+ln -s "$(dirname "$(readlink -f "$ready/lib/libucs.so.0")")/ucx/libuct_cma.so.0" "$ready/lib/ucx/libuct_cma.so"
 if why=$("$source/bench/bundle_check.sh" "$ready" 2>&1); then fail "a bundle without the dataset was ready: $why"; fi
 grep -q "data/ holds 0 of the 4 Fashion-MNIST files" <<<"$why" || fail "no data/ was not named: $why"
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
@@ -100,7 +147,7 @@ done
 "$source/bench/bundle_check.sh" "$ready" >"$work/ready.out" 2>&1 || fail "bundle_check refused: $(cat "$work/ready.out")"
 [ "$(ls "$ready/bin" | tr '\n' ' ')" = "gpu_tests rdmaps-info rdmaps-perf rdmaps-train " ] ||
   fail "bundle_check kept: $(ls "$ready/bin")"
-echo "ok: bundle_check keeps the four programs and refuses a bundle without the dataset"
+echo "ok: bundle_check keeps the four programs and refuses a bundle without the dataset, UCX's libraries or its cma module"
 
 # A flag of a value given last is named (bash said "$2: unbound variable").
 for call in "device_check.sh --out" "gpu_check.sh --bin" "scale_check.sh --budget"; do
@@ -166,6 +213,17 @@ status=$?
 [ $status -eq 124 ] && [[ $grid == *"| 1 M | sgd | 1 | 1 |"* && $grid == *"the table holds the launches so far"* ]] ||
   fail "a grid stopped by its time limit (exit $status) did not table what it finished: $grid"
 echo "ok: ps_grid stopped by its time limit tables the launches it finished"
+
+# device_check --skip-gpu --scale-parts, started above, ran meanwhile.
+wait $rest
+grep -q "gpu_check: not run (--skip-gpu)" "$work/rest/machine.txt" ||
+  fail "device_check --skip-gpu: $(cat "$work/rest/machine.txt")"
+grep -q "^## server threads" "$work/rest/scale_check.md" && ! grep -q "^## DC-ASGD-a" "$work/rest/scale_check.md" &&
+  grep -q "failed: tcp, 1 worker (not run: --budget spent)" "$work/rest.out" ||
+  fail "device_check --scale-parts 1,3 did not run part 1 and try part 3 only: $(cat "$work/rest.out")"
+grep -q -- "--skip-gpu --scale-parts 1,3 --budget SECONDS" "$work/rest.out" ||
+  fail "device_check did not name the parts its time left unrun (1, stopped; 3, not run): $(cat "$work/rest.out")"
+echo "ok: device_check's --skip-gpu and --scale-parts run the rest, and it names the rest as those flags"
 
 # Where a GPU is, gpu_check runs everything (minutes): the gpu-check test does that.
 "$build/bench/rdmaps-perf" gpu --floats 1K --push-floats 1K --iters 1 >/dev/null 2>&1
