@@ -344,16 +344,22 @@ int run_driver(const Flags& f) {
   // of several tensors goes in pieces smaller than the probe's messages, and
   // several servers on this host share its cores, which the bound gives to
   // one server's threads (and the wire to one server's streams).
-  const std::string unbounded =
-      share_bytes < shard_bytes ? "a server's share is less than one shard: the bound has no latency term"
-      : gpu_shard && config.wire == WireFormat::kBf16 ? "the GPU shard's bound has no term for bf16 pushes"
-      : f.tensors > 1
+  // These two make the probe another transfer than the pushes and pulls:
+  // push_vs_transport and pull_vs_transport are refused with the ratio.
+  const std::string unlike_probe =
+      f.tensors > 1
           ? "the model is " + std::to_string(f.tensors) + " tensors, pushed in pieces smaller than the probe's " +
                 std::to_string(message_bytes) + "-byte messages"
       : servers > 1
           ? std::to_string(servers) + " servers share this host's cores: the bound is one server's threads and streams"
           : "";
+  const std::string unbounded =
+      share_bytes < shard_bytes ? "a server's share is less than one shard: the bound has no latency term"
+      : !unlike_probe.empty()   ? unlike_probe
+      : gpu_shard && config.wire == WireFormat::kBf16 ? "the GPU shard's bound has no term for bf16 pushes"
+                                                      : "";
 
+  auto vs_probe = [&](double r) { return unlike_probe.empty() ? nlohmann::ordered_json(r) : nullptr; };
   Percentiles iter = Percentiles::of(total), push_p = Percentiles::of(push), pull_p = Percentiles::of(pull);
   // Bound for one iteration: every worker's push and pull cross the transport
   // (at the rate the workers' probes moved together),
@@ -421,8 +427,8 @@ int run_driver(const Flags& f) {
                                     {"probe_op", op},
                                     {"ratio", unbounded.empty() ? nlohmann::ordered_json(iter.p50 / bound) : nullptr},
                                     {"no_ratio_because", unbounded},
-                                    {"push_vs_transport", push_GBps / push_net.one},
-                                    {"pull_vs_transport", pull_GBps / pull_net.one}};
+                                    {"push_vs_transport", vs_probe(push_GBps / push_net.one)},
+                                    {"pull_vs_transport", vs_probe(pull_GBps / pull_net.one)}};
   if (f.json) {
     std::printf("%s\n", j.dump().c_str());
   } else {

@@ -2,8 +2,10 @@
 # The server's grid against its same-run bound: `rdmaps-perf ps --json` for
 # every rule x model size x workers x server threads, each cell REPEATS
 # launches (interleaved: one pass over the grid per repeat), then one
-# markdown row per cell with the median iteration and bound and their ratio,
-# and each direction's rate against the same run's transport probe.
+# markdown row per cell with the median iteration and bound and the median
+# of the launches' ratios (each launch's iteration to its own bound: not the
+# one median over the other), and each direction's rate against the same
+# run's transport probe (n/a where rdmaps-perf refuses it with the ratio).
 #   bench/ps_grid.sh BUILD_DIR OUT.jsonl
 # Environment (defaults in brackets): TRANSPORT [shm], RULES [sgd momentum
 # dc-asgd-c dc-asgd-a], FLOATS [16M 64M], WORKERS [1 2], THREADS [1 2],
@@ -42,10 +44,14 @@ for (floats, rule, w, t), rs in sorted(cells.items()):
     # rdmaps-perf gives no ratio where its bound leaves a cost out (no_ratio_because)
     ratios = [x["ratio"] for x in rs if x.get("ratio") is not None]
     ratio = f"{statistics.median(ratios):.2f}" if ratios else "n/a (" + rs[0].get("no_ratio_because", "") + ")"
+    # null, with the ratio, where the probe was another transfer than the run's
+    def vs(way):
+        got = [x[f"{way}_vs_transport"] for x in rs if x.get(f"{way}_vs_transport") is not None]
+        return f"{statistics.median(got):.2f}" if got else "n/a"
     print(f"| {floats / 2**20:g} M | {rule} | {w} | {t} | {med('iter_p50_s') * 1e3:.1f} | "
           f"{med('bound_s') * 1e3:.1f} ({med('bound_wire_s') * 1e3:.1f} + {med('bound_memory_s') * 1e3:.1f} + "
           f"{med('bound_copy_out_s') * 1e3:.1f}) | {ratio} | "
-          f"{med('intake_GBps'):.2f} | {med('push_vs_transport'):.2f} | {med('pull_vs_transport'):.2f} | {len(rs)} |")
+          f"{med('intake_GBps'):.2f} | {vs('push')} | {vs('pull')} | {len(rs)} |")
 if int(sys.argv[2]):
     print(f"\n{sys.argv[2]} launch(es) failed (see the .err file): their cells are missing or have fewer launches")
     sys.exit(1)

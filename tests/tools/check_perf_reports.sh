@@ -10,7 +10,8 @@
 #    probe, not the short one that only sizes it (it ran colder than the
 #    workload: ratios 15-25 % too good); no ratio for a model of several
 #    tensors (pieces smaller than the probe's messages) or several servers
-#    on one host (the bound is one server's);
+#    on one host (the bound is one server's), nor push or pull to probe
+#    there;
 #  - transport ends at once, naming it, when its peer dies over shared
 #    memory (it spun for the whole 600 s phase timeout).
 set -uo pipefail
@@ -44,6 +45,7 @@ row=$(json --transport shm --floats 1M --tensors 100)
 import json, sys
 r = json.loads(sys.argv[1])
 assert r["ratio"] is None and "100 tensors" in r["no_ratio_because"], r
+assert r["push_vs_transport"] is None and r["pull_vs_transport"] is None, r
 PY
 echo "ok: a model of several tensors: no ratio, and why"
 
@@ -52,6 +54,7 @@ row=$(json --transport shm --floats 1M --servers 2)
 import json, sys
 r = json.loads(sys.argv[1])
 assert r["servers"] == 2 and r["ratio"] is None and "2 servers share" in r["no_ratio_because"], r
+assert r["push_vs_transport"] is None and r["pull_vs_transport"] is None, r
 PY
 echo "ok: two servers on one host: no ratio, and why"
 
