@@ -216,8 +216,15 @@ HttpEndpoint::HttpEndpoint(const std::string& address, const std::string& flag, 
     log(LogLevel::kWarn, "metrics endpoint " + flag + " " + address +
                              ": serves on every interface, without authentication; give it loopback or a "
                              "management network's address (docs/security.md)");
-  thread_ = std::thread([this] { serve(); });
-  ForkedListeners::get().add(listener_.fd());  // last: a constructor that throws leaves no number behind
+  // Registered before the thread starts: a throw after it destroyed a
+  // joinable thread (std::terminate), and a throw here leaves no number behind.
+  ForkedListeners::get().add(listener_.fd());
+  try {
+    thread_ = std::thread([this] { serve(); });
+  } catch (...) {
+    ForkedListeners::get().remove(listener_.fd());
+    throw;
+  }
 }
 
 HttpEndpoint::~HttpEndpoint() {

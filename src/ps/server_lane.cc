@@ -397,7 +397,8 @@ void ServerLane::handle(Worker& w, const SlotHeader& h, const uint8_t* payload) 
       w.stall_logged = false;
       clock_advanced(before, w.clock);
       // Counted once its minimum moved, released: a reader that sees the count
-      // (stats(), acquiring it) sees that minimum (every lane gets each clock).
+      // (stats(), acquiring it) sees this lane's minimum as far. Another lane
+      // may not have taken the clock yet: with several, stats().min_clock can lag.
       if (setup_.index == 0)
         counters_.clocks.store(counters_.clocks.load(std::memory_order_relaxed) + 1, std::memory_order_release);
       return;

@@ -65,7 +65,7 @@ ServerStats ServerImpl::stats() const {
     s.bytes_in += get(c.bytes_in);
     s.bytes_out += get(c.bytes_out);
     s.pulls += get(c.pulls);
-    s.clocks += c.clocks.load(std::memory_order_acquire);  // after the minimum it follows (ServerLane)
+    s.clocks += c.clocks.load(std::memory_order_acquire);  // after lane 0's minimum it follows (ServerLane)
     s.rejected += get(c.rejected);
     s.dropped += get(c.dropped);
     s.workers_left += get(c.workers_left);
