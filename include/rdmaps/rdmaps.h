@@ -1,5 +1,6 @@
 /* rdmaps C ABI: opaque handles, plain C types, a status code per call and the
- * last error's message per thread. No C++ type crosses this boundary. */
+ * last error's message per thread. No C++ type crosses this boundary. A call
+ * that fails leaves its outputs empty: a NULL handle, an empty string, zeros. */
 #ifndef RDMAPS_RDMAPS_H
 #define RDMAPS_RDMAPS_H
 

@@ -303,6 +303,16 @@ class Worker {
     }
     throw Error(Errc::kInvalidArgument, "declare('" + name + "') after connect()");
   }
+  /// Before connect() the client takes it directly, as Client::set_learning_rate
+  /// and the C ABI do (it went to a comm thread not made yet: "call connect() first").
+  void set_learning_rate(std::optional<float> lr) {
+    if (!comm_) {
+      Use use(*this);
+      no_connect_under_way();
+      if (!comm_) return client_->set_learning_rate(lr);
+    }
+    wait(comm().submit_learning_rate(lr, true));
+  }
   /// Client::register_memory(); `keep` (what owns the memory, or an export
   /// of it: pinned()) is held until the client is gone, which is the promise
   /// that call asks for. After
@@ -942,9 +952,7 @@ PYBIND11_MODULE(_rdmaps, m) {
       .def("_submit_learning_rate",
            [](Worker& w, std::optional<float> lr) { return live(w).comm().submit_learning_rate(lr); })
       .def(
-          "set_learning_rate",
-          [](Worker& w, std::optional<float> lr) { live(w).wait(live(w).comm().submit_learning_rate(lr, true)); },
-          py::arg("lr"),
+          "set_learning_rate", [](Worker& w, std::optional<float> lr) { live(w).set_learning_rate(lr); }, py::arg("lr"),
           "Later pushes carry this rate; the servers apply it instead of theirs (None: theirs again). At 0 a push "
           "changes no parameter but is still a step: momentum and the mean square take its gradient.")
       .def(

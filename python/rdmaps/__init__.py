@@ -161,6 +161,7 @@ def _checked_seconds(where, name, value):
 
 _U32 = 2**32 - 1
 _U64 = 2**64 - 1
+_FLOAT32_MAX = 3.4028234663852886e38  # pushes carry the learning rate as a float32
 
 
 def _server_list(servers):
@@ -216,6 +217,10 @@ class Worker(_rdmaps.Worker):
                 lr = float(lr)
             except (TypeError, ValueError):
                 raise TypeError(f"rdmaps.Worker.set_learning_rate: lr={lr!r} is not a number or None") from None
+            # Carried as a float32: a larger one became inf, and the error named inf, not this.
+            if math.isfinite(lr) and abs(lr) > _FLOAT32_MAX:
+                raise ValueError(f"rdmaps.Worker.set_learning_rate: lr={lr!r} is past the largest float32 "
+                                 f"({_FLOAT32_MAX:g}): pushes carry the rate as one")
         super().set_learning_rate(lr)
 
     def __enter__(self):

@@ -114,8 +114,10 @@ void require_given(std::initializer_list<std::pair<const char*, const void*>> ar
     if (!pointer) throw rdmaps::Error(rdmaps::Errc::kInvalidArgument, std::string(name) + " is NULL");
 }
 
-// `text` NUL-terminated into buf, or an error naming the size it needs.
+// `text` NUL-terminated into buf, or an error naming the size it needs (and
+// buf empty: a caller that reads it anyway reads no stale text).
 void copy_out(const std::string& text, const char* what, char* buf, size_t size) {
+  if (size > 0) buf[0] = '\0';
   require(size > text.size(), "a buffer of " + std::to_string(size) + " bytes is too small for the " + what + " " +
                                   text + " (" + std::to_string(text.size() + 1) + " bytes with its NUL)");
   std::memcpy(buf, text.c_str(), text.size() + 1);
@@ -402,6 +404,7 @@ rdmaps_status rdmaps_client_use_server_learning_rate(rdmaps_client* c) {
 rdmaps_status rdmaps_client_get_stats(const rdmaps_client* c, rdmaps_client_stats* out) {
   return guarded("rdmaps_client_get_stats", [&] {
     require_given({{"client", c}, {"out", out}});
+    *out = {};  // a failed call leaves zeros, not what the caller's memory held
     rdmaps::ClientStats s = c->client->stats();
     *out = rdmaps_client_stats{s.pushes,
                                s.push_bytes,
@@ -508,6 +511,7 @@ void rdmaps_server_stop(rdmaps_server* s) {
 rdmaps_status rdmaps_server_get_stats(const rdmaps_server* s, rdmaps_server_stats* out) {
   return guarded("rdmaps_server_get_stats", [&] {
     require_given({{"server", s}, {"out", out}});
+    *out = {};  // a failed call leaves zeros
     rdmaps::ServerStats st = s->server->stats();
     *out = rdmaps_server_stats{st.pushes, st.pulls, st.clocks, st.rejected, st.dropped, st.min_clock};
   });

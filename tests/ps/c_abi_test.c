@@ -238,9 +238,14 @@ static void forked_child_leaves_the_server_alone(void) {
     alarm(10); /* a hang ends as SIGALRM */
     const int refused =
         rdmaps_server_run(server) == RDMAPS_ERR_INVALID_ARGUMENT && strstr(rdmaps_last_error(), "forked child") != NULL;
+    /* Refused too, and its out left zeroed, not as the caller's memory held it. */
+    rdmaps_server_stats stats;
+    memset(&stats, 0xab, sizeof(stats));
+    const int stats_zeroed =
+        rdmaps_server_get_stats(server, &stats) != RDMAPS_OK && stats.pushes == 0 && stats.min_clock == 0;
     rdmaps_server_stop(server);
     rdmaps_server_destroy(server);
-    _exit(refused ? 0 : 3);
+    _exit(!refused ? 3 : !stats_zeroed ? 4 : 0);
   }
   int status = 0;
   CHECK(child > 0 && waitpid(child, &status, 0) == child, "fork or waitpid failed");
@@ -438,11 +443,12 @@ static void edges(void) {
   rdmaps_server* server = NULL;
   CHECK(rdmaps_server_create(&so, &server) == RDMAPS_OK, "server: %s", rdmaps_last_error());
   if (!server) return;
-  char small[5], address[128];
+  char small[5] = {'X', 'X', 'X', 'X', 'X'}, address[128];
   CHECK(rdmaps_server_address(server, small, sizeof(small)) == RDMAPS_ERR_INVALID_ARGUMENT &&
             strstr(rdmaps_last_error(), "a buffer of 5 bytes is too small") &&
             strstr(rdmaps_last_error(), "bytes with its NUL"),
         "address into 5 bytes: %s", rdmaps_last_error());
+  CHECK(small[0] == '\0', "a refused address left the buffer's old text, not an empty string");
   rdmaps_server_address(server, address, sizeof(address));
   pthread_t thread;
   pthread_create(&thread, NULL, serve, server);

@@ -110,6 +110,29 @@ class ModuleTest(unittest.TestCase):
         ended = self.served.server.stats()
         self.assertEqual((ended["workers_left"], ended["workers_lost"]), (1, 0))
 
+    def test_a_learning_rate_set_before_connect_is_the_first_pushes(self):
+        # As Client::set_learning_rate and the C ABI take it: Python said "call connect() first".
+        served = ServerThread(rule="sgd", lr=0.5, shard_floats=1000)
+        worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, rule="sgd", lr=0.5, shard_floats=1000,
+                               timeout=30)
+        try:
+            worker.declare("w", 100)
+            worker.set_learning_rate(0.25)
+            # Past float32: named as given (it became inf, and the error named inf).
+            with self.assertRaisesRegex(ValueError, r"lr=1e\+39 is past the largest float32"):
+                worker.set_learning_rate(1e39)
+            worker.connect()
+            w0 = np.ones(100, dtype=np.float32)
+            worker.init("w", w0)
+            worker.push("w", np.full(100, 2.0, dtype=np.float32))
+            worker.clock()
+            out = np.empty(100, dtype=np.float32)
+            worker.pull("w", out)
+            np.testing.assert_array_equal(out, w0 - np.float32(0.25) * 2)
+        finally:
+            worker.close()
+            served.close()
+
     def test_pulls_into_registered_memory_land_in_place_and_the_worker_holds_it(self):
         served = ServerThread(rule="sgd", lr=0.5, shard_floats=1000)
         worker = rdmaps.Worker(served.server.address, 0, transport=TRANSPORT, rule="sgd", lr=0.5, shard_floats=1000,

@@ -351,6 +351,29 @@ class TorchTest(unittest.TestCase):
         self.assertIn("errors 0 []", p.stdout, p.stderr)
         self.assertIn("pushes 50", p.stdout, p.stderr)  # a push a step (all 16 tensors): none lost
 
+    def test_a_backward_through_a_graph_made_before_the_step_is_refused_as_torchs_sgd(self):
+        # The step's pull wrote the parameters without autograd knowing: a retained graph's second backward
+        # went through with the new weights (torch.optim.SGD's in-place update makes it an error).
+        code = (ONLY_WORKER +
+                "torch.manual_seed(0)\n"
+                "m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters())\n"
+                "rps.broadcast_parameters(m.state_dict())\n"
+                "before = [p._version for p in m.parameters()]\n"
+                "loss = m(torch.randn(4, 8)).pow(2).mean()\n"
+                "loss.backward(retain_graph=True)\n"
+                "opt.step()\n"
+                "print('versions moved', all(p._version > v for p, v in zip(m.parameters(), before)), flush=True)\n"
+                "try:\n"
+                "    loss.backward()\n"
+                "    print('second backward went through', flush=True)\n"
+                "except RuntimeError as e:\n"
+                "    print('refused:', 'modified by an inplace operation' in str(e), flush=True)\n")
+        p = run_code(code, timeout=150)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("versions moved True", p.stdout, p.stderr)
+        self.assertIn("refused: True", p.stdout, p.stderr)
+
     def test_a_refused_broadcast_sends_nothing(self):
         # Each entry was checked as it was sent: a refused bias left the weight set on the servers (the other
         # workers trained from that), and a transposed weight, as many elements, went through scrambled.

@@ -474,6 +474,8 @@ def server_killed():
         fail("shutdown() left the optimizer for atexit")
     # After leaving, each way back says so (they said "was closed", "already called", or tried to connect).
     expect_raises(RuntimeError, "step() after shutdown()", opt.step)
+    expect_raises(RuntimeError, "load_latest() after shutdown()", opt.load_latest)
+    expect_raises(RuntimeError, "stats() after shutdown()", opt.stats)
     expect_raises(RuntimeError, "DistributedOptimizer after shutdown()",
                   lambda: rps.DistributedOptimizer(torch.optim.SGD(model.parameters(), lr=0.1),
                                                    model.named_parameters()))

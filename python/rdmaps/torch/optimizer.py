@@ -133,7 +133,17 @@ def _one_value(groups, key, convert, why):
     return values[0]
 
 
-_FLOAT32_MAX = 3.4028234663852886e38  # pushes carry the rate as a float32
+_FLOAT32_MAX = rdmaps._FLOAT32_MAX  # pushes carry the rate as a float32
+
+
+def _increment_version(tensor):
+    """Autograd's version of `tensor` moves, its values do not (an in-place op on none of them; torch 2
+    has a call for it)."""
+    tensor.view(-1)[:0].zero_()
+
+
+if hasattr(torch.autograd, "graph") and hasattr(torch.autograd.graph, "increment_version"):
+    _increment_version = torch.autograd.graph.increment_version  # noqa: F811
 _FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: the rule's lr must be one (--lr)
 
 
@@ -561,10 +571,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._interrupted = True
         self._abandoned_by = e
 
+    def _refuse_after_shutdown(self, call):
+        if self._worker.closed:  # else the worker's "was closed" names no cause
+            raise RuntimeError(f"rdmaps.torch: {call} after shutdown(): this worker left the job")
+
     @torch.no_grad()
     def step(self, closure=None):
-        if self._worker.closed:  # else the worker's "was closed" names no cause
-            raise RuntimeError("rdmaps.torch: step() after shutdown(): this worker left the job")
+        self._refuse_after_shutdown("step()")
         loss = None
         propagating = None
         try:
@@ -681,6 +694,13 @@ class DistributedOptimizer(torch.optim.Optimizer):
             raise
         self._abandoned_pulls.clear()  # done before this one: operations run in order
         self._loaded_all = self._loaded_all or everything
+        # The pull wrote the parameters behind autograd's back: as torch.optim's
+        # in-place update does, their version moves, so a backward through a
+        # graph made before it (retain_graph) is refused instead of mixing the
+        # new values with the old graph's.
+        with torch.no_grad():
+            for _, p in params:
+                _increment_version(p)
 
     def zero_grad(self, *args, **kwargs):
         for name, p in self._params:
@@ -755,6 +775,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
         """Waits until every live worker reached this point, then loads the
         servers' parameters (e.g. before evaluating a model trained asynchronously);
         those frozen when the optimizer was made only if nothing loaded them yet."""
+        self._refuse_after_shutdown("load_latest()")
         self.synchronize()
         self._barrier()
         self._load_parameters()
@@ -772,6 +793,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
 
     def stats(self):
         """This worker's counters (pushes, pulls, pulls skipped, clock wait, push paths)."""
+        self._refuse_after_shutdown("stats()")
         return self._worker.stats()
 
     def _close(self):
