@@ -19,6 +19,7 @@
 #include "transport/address.h"
 #include "transport/bootstrap.h"
 #include "transport/tcp_socket.h"
+#include "transport/ucx/context.h"
 #include "transport/ucx/region.h"
 
 namespace rdmaps::test {
@@ -372,8 +373,16 @@ TEST(StalledPeer, RetiredBuffersLiveUntilTheSendThatReadsThemCompletes) {
   sends.push_back(ep->am_send(9, nullptr, 0, payload->data(), payload->size()));
   context->retire(sends, std::move(payload));
   EXPECT_TRUE(sends.empty());
-  for (auto until = std::chrono::steady_clock::now() + 200ms; std::chrono::steady_clock::now() < until;)
+  // A send that does not end is checked now and then, not on every turn: a
+  // lane's loop checked each such send of every killed worker on each turn.
+  const auto& ucx = dynamic_cast<const transport::ucx::UcxContext&>(*context);
+  const uint64_t sweeps_before = ucx.orphan_sweeps();
+  uint64_t turns = 0;
+  for (auto until = std::chrono::steady_clock::now() + 200ms; std::chrono::steady_clock::now() < until; ++turns)
     context->progress();
+  const uint64_t sweeps = ucx.orphan_sweeps() - sweeps_before;
+  EXPECT_GE(sweeps, 1u) << "never checked in " << turns << " turns";
+  EXPECT_LE(sweeps, turns / 64 + 1) << "checked in " << sweeps << " of " << turns << " turns";
   EXPECT_FALSE(alive.expired()) << "the buffers went while the send that reads them was in flight";
   ASSERT_EQ(kill(peer.pid(), SIGCONT), 0);
   EXPECT_EQ(recv_words(*ep).at(0), 2u);                    // awake again: it took the message
@@ -387,6 +396,17 @@ TEST(StalledPeer, RetiredBuffersLiveUntilTheSendThatReadsThemCompletes) {
   std::vector<transport::Request> none(1);
   context->retire(none, std::move(idle));
   EXPECT_TRUE(gone.expired());
+}
+
+// Kept regions last the process's life, one per departed peer where puts are
+// emulated: said as they grow, before the mappings or open files run out.
+TEST(KeptMemory, ManyKeptRegionsAreSaidOf) {
+  LogWatch log;
+  auto context = transport::create_context({.transport = TransportKind::kShm});
+  for (int i = 0; i < 1023; ++i) context->keep_until_end(std::make_shared<int>(i));
+  EXPECT_FALSE(log.wait_for("memory regions kept mapped", 0ms)) << "said before 1024";
+  context->keep_until_end(std::make_shared<int>(0));
+  EXPECT_TRUE(log.wait_for("warning: 1024 memory regions kept mapped, one per departed peer", 1s));
 }
 
 RDMAPS_TEST_PEER(sleeping_receiver) {

@@ -412,9 +412,17 @@ Request UcxContext::am_receive(AmMessage& message, Region& region, uint64_t offs
   return Request(this, sp, "active-message receive", message.from);
 }
 
+// Requests left in flight are checked one by one, and some never end (sends
+// to a worker killed mid-write-back over tcp: a lane's range in 1 MiB
+// requests per kill): checked on every turn, a lane's loop slowed with each
+// kill. Every kSweepEvery-th turn frees the ones that ended soon enough.
+constexpr uint32_t kSweepEvery = 64;
+
 unsigned UcxContext::progress() {
   unsigned events = ucp_worker_progress(worker_.get());
-  if (has_orphans_.load(std::memory_order_acquire)) sweep_orphans();
+  if (has_orphans_.load(std::memory_order_acquire) &&
+      progress_turns_.fetch_add(1, std::memory_order_relaxed) % kSweepEvery == 0)
+    sweep_orphans();
   return events;
 }
 
@@ -498,6 +506,7 @@ void UcxContext::release(void* handle) noexcept {
 void UcxContext::sweep_orphans() {
   std::vector<std::shared_ptr<void>> unused;  // dropped after the lock: a region's unmapping takes time
   std::lock_guard<std::mutex> lock(orphans_mu_);
+  orphan_sweeps_.fetch_add(1, std::memory_order_relaxed);
   std::erase_if(orphans_, free_if_complete);
   std::erase_if(closes_, free_if_complete);
   std::erase_if(retired_, [&](Retired& r) {
@@ -568,7 +577,18 @@ void UcxContext::keep_until_end(std::shared_ptr<void> memory) noexcept {
     lingering_.push_back(std::move(memory));
   } catch (const std::bad_alloc&) {
     // Out of memory: it goes now, as before it was kept.
+    return;
   }
+  // One per departed peer for the process's life: said as it grows, before
+  // the mappings or the open files run out and name no cause.
+  const size_t kept = lingering_.size();
+  if (kept >= 1024 && (kept & (kept - 1)) == 0)
+    logf(LogLevel::kWarn,
+         "rdmaps: warning: %zu memory regions kept mapped, one per departed peer whose puts are emulated (tcp) and "
+         "may still land (Context::keep_until_end): each holds a mapping (vm.max_map_count) and, in a shared-memory "
+         "segment, an open file until this process ends; a server whose workers leave this often over tcp is "
+         "restarted from its checkpoint to give them back (docs/architecture.md)",
+         kept);
 }
 
 void UcxContext::give_up_closes() noexcept {

@@ -54,6 +54,8 @@ class UcxContext final : public Context, public RequestEngine {
   void wait_fd_or_event(int fd, int timeout_ms);
   /// Progresses until `done()` or the deadline; false on timeout. Set-up paths only.
   bool progress_until(const std::function<bool()>& done, std::chrono::steady_clock::time_point deadline);
+  /// How often progress() checked the requests left in flight (its cadence's test).
+  uint64_t orphan_sweeps() const { return orphan_sweeps_.load(std::memory_order_relaxed); }
 
   ucp_context_h ucp() const { return context_.get(); }
   ucp_worker_h worker() const { return worker_.get(); }
@@ -111,6 +113,8 @@ class UcxContext final : public Context, public RequestEngine {
   };
   std::vector<Retired> retired_;  // retire()
   std::atomic<bool> has_orphans_{false};
+  std::atomic<uint32_t> progress_turns_{0};  // progress() checks them every kSweepEvery-th turn
+  std::atomic<uint64_t> orphan_sweeps_{0};
   void sweep_orphans();
   /// Releases the closes still under way (UCX completes them).
   void give_up_closes() noexcept;
