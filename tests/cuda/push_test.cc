@@ -27,10 +27,12 @@ constexpr int kSteps = 5;
 // the client's thread has GPU 0 current); the server is made with GPU
 // `server_gpu` current. Returns the final parameters and the client's GPU path.
 std::pair<std::vector<float>, std::string> run(bool device, WireFormat wire, bool gpu_shard = false,
-                                               uint32_t staging_depth = 0, int gpu = 0, int server_gpu = 0) {
+                                               uint32_t staging_depth = 0, int gpu = 0, int server_gpu = 0,
+                                               GpuPathChoice gpu_path = GpuPathChoice::kAuto) {
   Config c;
   c.transport = "tcp";
   c.staging_depth = staging_depth;
+  c.gpu_path = gpu_path;
   c.rule = UpdateRule::kDcAsgdAdaptive;
   c.learning_rate = 0.05f;
   c.wire = wire;
@@ -110,9 +112,9 @@ TEST(GpuPush, StagedPushIsBitIdenticalAtEveryRingDepth) {
     for (uint32_t depth : {1u, 2u, 4u, 9u}) {
       SCOPED_TRACE(std::string(wire == WireFormat::kBf16 ? "bf16" : "f32") + ", staging depth " +
                    std::to_string(depth));
-      auto [from_device, device_path] = run(true, wire, false, depth);
-      // A UCX that reads GPU memory sends it directly: then no ring was tested.
-      if (device_path != "staged") GTEST_SKIP() << "the push took the " << device_path << " path: nothing staged";
+      // Staged by choice: a UCX that reads GPU memory sent it directly, and the ring went untested (skipped).
+      auto [from_device, device_path] = run(true, wire, false, depth, 0, 0, GpuPathChoice::kStaged);
+      EXPECT_EQ(device_path, "staged");
       EXPECT_EQ(std::memcmp(from_host.data(), from_device.data(), kFloats * 4), 0);
     }
   }

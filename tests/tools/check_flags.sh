@@ -528,8 +528,10 @@ fi
 # it caught rdmaps::Error alone, and a std::system_error from a thread that
 # could not start ended in "terminate called" and an abort. From a limit too
 # small to load the program up to one that serves, none ends so (UCX's own
-# thread, refused, asserts in UCX 1.13: not ours to catch).
+# thread, refused, asserts in UCX 1.13: not ours to catch), each that exits 1
+# or 2 says why, and one serves (a loop that never got there passed).
 echo "== rdmaps-server short of memory"
+served=""
 for kib in $(seq 20000 5000 120000); do
   out=$( (ulimit -v "$kib"; timeout -k 5 2 "$server" --listen 127.0.0.1:0 --metrics 127.0.0.1:0) 2>&1 </dev/null)
   status=$?
@@ -537,8 +539,16 @@ for kib in $(seq 20000 5000 120000); do
     fail "rdmaps-server under ulimit -v $kib aborted (exit $status): $out"
     break
   fi
-  [ $status -eq 124 ] && { echo "ok: serves from ulimit -v $kib on, no abort below"; break; }
+  [ $status -eq 124 ] && { served=$kib; echo "ok: serves from ulimit -v $kib on, no abort below"; break; }
+  case $status in
+    1 | 2) grep -q "rdmaps-server: error" <<<"$out" ||
+      fail "rdmaps-server under ulimit -v $kib exited $status without saying why: $out" ;;
+    134) grep -q "libucs" <<<"$out" || fail "rdmaps-server under ulimit -v $kib aborted outside UCX: $out" ;;
+    127) ;;  # too small to load the program
+    *) fail "rdmaps-server under ulimit -v $kib exited $status: $out" ;;
+  esac
 done
+[ -n "$served" ] || fail "rdmaps-server served under no ulimit -v up to 120000 KiB"
 
 [ $failures -eq 0 ] && echo "every bad flag and variable refused, naming it; every --help lists the flags" && exit 0
 echo "$failures flag check(s) failed"

@@ -39,6 +39,8 @@ if kill -0 "$pid" 2>/dev/null; then
 fi
 wait "$clients" 2>/dev/null
 if [ "$refusals" -lt 1 ]; then echo "FAILED: the server never ran out of files (the test did not test)"; failures=$((failures + 1)); fi
+# At most 10 lines a second, over the 6 s and the moments before: not a line per failed accept.
+if [ "$refusals" -gt 80 ]; then echo "FAILED: $refusals refusal lines in about 6 s (at most 10 a second)"; failures=$((failures + 1)); fi
 if [ "$stats" -lt 3 ]; then echo "FAILED: $stats stats lines in 6 s at the file limit (its control thread is stuck)"; failures=$((failures + 1)); fi
 echo "at the file limit: $stats stats lines in 6 s, $refusals refusals logged"
 if [ $failures -gt 0 ]; then tail -20 "$log"; exit 1; fi

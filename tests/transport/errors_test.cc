@@ -407,6 +407,13 @@ TEST(KeptMemory, ManyKeptRegionsAreSaidOf) {
   EXPECT_FALSE(log.wait_for("memory regions kept mapped", 0ms)) << "said before 1024";
   context->keep_until_end(std::make_shared<int>(0));
   EXPECT_TRUE(log.wait_for("warning: 1024 memory regions kept mapped, one per departed peer", 1s));
+  // Again at each doubling, not at each region past 1024.
+  for (int i = 1025; i < 2048; ++i) context->keep_until_end(std::make_shared<int>(i));
+  const std::string said = log.text();
+  const std::string line = "memory regions kept mapped, one per departed peer";
+  EXPECT_EQ(said.find(line), said.rfind(line)) << "said between doublings:\n" << said;
+  context->keep_until_end(std::make_shared<int>(0));
+  EXPECT_TRUE(log.wait_for("warning: 2048 memory regions kept mapped", 1s));
 }
 
 RDMAPS_TEST_PEER(sleeping_receiver) {

@@ -134,6 +134,7 @@ def _one_value(groups, key, convert, why):
 
 
 _FLOAT32_MAX = rdmaps._FLOAT32_MAX  # pushes carry the rate as a float32
+_FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: the rule's lr must be one (--lr)
 
 
 def _increment_version(tensor):
@@ -144,7 +145,6 @@ def _increment_version(tensor):
 
 if hasattr(torch.autograd, "graph") and hasattr(torch.autograd.graph, "increment_version"):
     _increment_version = torch.autograd.graph.increment_version  # noqa: F811
-_FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: the rule's lr must be one (--lr)
 
 
 def _rate(lr, when="; this step's gradients were not sent"):
