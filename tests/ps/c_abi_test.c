@@ -2,12 +2,15 @@
  * bad input gets a status and a message naming what was wrong, and a worker
  * reconnects to a server restarted from its checkpoint. */
 #define _POSIX_C_SOURCE 200809L /* unsetenv */
+#include <arpa/inet.h>
 #include <math.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -148,6 +151,33 @@ static void* serve_status(void* server) {
 
 /* A final checkpoint that cannot be written (its directory became a file)
  * fails the run: the caller learns that the model is not saved. */
+/* The value of metric `name` (its first series) at the metrics endpoint "127.0.0.1:PORT", or -1. */
+static double scrape(const char* address, const char* name) {
+  struct sockaddr_in to = {0};
+  to.sin_family = AF_INET;
+  to.sin_port = htons((uint16_t)atoi(strchr(address, ':') + 1));
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  static char page[1 << 16];
+  size_t got = 0;
+  if (fd >= 0 && connect(fd, (struct sockaddr*)&to, sizeof(to)) == 0) {
+    const char request[] = "GET /metrics HTTP/1.0\r\n\r\n";
+    if (write(fd, request, sizeof(request) - 1) == (ssize_t)(sizeof(request) - 1)) {
+      ssize_t n;
+      while (got + 1 < sizeof(page) && (n = read(fd, page + got, sizeof(page) - 1 - got)) > 0) got += (size_t)n;
+    }
+  }
+  if (fd >= 0) close(fd);
+  page[got] = '\0';
+  const size_t length = strlen(name);
+  for (const char* line = page; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+    if (strncmp(line, name, length) == 0 && (line[length] == ' ' || line[length] == '{')) {
+      const char* value = strchr(line + length, ' ');
+      return value ? atof(value + 1) : -1;
+    }
+  return -1;
+}
+
 static void final_checkpoint_failure(void) {
   char dir[] = "/tmp/rdmaps c abi final XXXXXX";
   CHECK(mkdtemp(dir) != NULL, "mkdtemp failed");
@@ -155,7 +185,7 @@ static void final_checkpoint_failure(void) {
   pthread_t thread;
   rdmaps_server* server = start_checkpointing_server(dir, "", "127.0.0.1:0", serve_status, &thread, address);
   if (!server) return;
-  rdmaps_client_options co = {address, 0, "--transport tcp --rule sgd --lr 0.5", 0};
+  rdmaps_client_options co = {address, 0, "--transport tcp --rule sgd --lr 0.5 --metrics 127.0.0.1:0", 0};
   rdmaps_client* client = NULL;
   CHECK(rdmaps_client_create(&co, &client) == RDMAPS_OK, "client: %s", rdmaps_last_error());
   float w[100];
@@ -172,6 +202,13 @@ static void final_checkpoint_failure(void) {
   w[0] = w[99] = -7.0f;
   CHECK(rdmaps_client_pull(client, "w", w, 100) == RDMAPS_OK && w[0] == 0.5f && w[99] == 0.5f,
         "pull into registered memory: %s, w[0] %f", rdmaps_last_error(), w[0]);
+  /* In place, not copied: the values alone came either way. */
+  char metrics_at[128] = "";
+  const double in_place = client && rdmaps_client_metrics_address(client, metrics_at, sizeof(metrics_at)) == RDMAPS_OK
+                              ? scrape(metrics_at, "rdmaps_worker_pull_bytes_in_place_total")
+                              : -1;
+  CHECK(in_place >= 400, "the pull into registered memory landed %.0f bytes in place (of 400) at '%s'", in_place,
+        metrics_at);
   char swap[300];
   snprintf(swap, sizeof(swap), "rm -rf '%s' && touch '%s'", dir, dir);
   CHECK(system(swap) == 0, "replacing %s by a file", dir);
