@@ -55,11 +55,12 @@ const char* rdmaps_library_path(void);
 
 namespace rdmaps {
 
-/// The sizes and alignments of the public types, and where the C option
-/// structs' fields lie, folded into one number (FNV-1a): it differs where a
+/// The sizes and alignments of the public types, and where the fields of the
+/// C option structs lie, folded into one number (FNV-1a): it differs where a
 /// field was added to or removed from one of them, as these headers were
 /// compiled; in a C struct also one added into padding, which keeps its size
-/// (a caller built before would pass the padding's garbage as the field).
+/// (a caller built before would pass the garbage of the padding as the field).
+/// No apostrophe in this C++ block: a C89 compiler tokenizes it as well.
 constexpr uint64_t abi_layout() {
   uint64_t h = 14695981039346656037ull;
   for (uint64_t v : {sizeof(Config),

@@ -13,7 +13,14 @@ export PKG_CONFIG_PATH="$pc"
 # The .pc names the final prefix; point it at the scratch copy.
 cflags=$(pkg-config --define-variable=prefix="$root" --cflags rdmaps)
 libs=$(pkg-config --define-variable=prefix="$root" --libs rdmaps)
-c++ -std=c++20 $cflags "$src/tests/install/consumer.cc" -o "$prefix/consumer" $libs -pthread
+cxxflags=$(pkg-config --variable=cxxflags rdmaps)
+[ "$cxxflags" = "-std=c++20" ] || { echo "FAILED: rdmaps.pc's cxxflags is '$cxxflags', not -std=c++20"; exit 1; }
+c++ $cxxflags $cflags "$src/tests/install/consumer.cc" -o "$prefix/consumer" $libs -pthread
+# Without it (g++ 12 defaults to C++17) the headers say what they need, not a std::span error deep inside.
+if out=$(c++ -std=c++17 $cflags -fsyntax-only "$src/tests/install/consumer.cc" 2>&1); then
+  echo "FAILED: the C++ headers compiled as C++17"; exit 1
+fi
+grep -q "rdmaps' C++ headers need C++20" <<<"$out" || { echo "FAILED: C++17 said: $(head -3 <<<"$out")"; exit 1; }
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/consumer"
 # The library installed under its ABI's soname (rdmaps/version.h), which the consumer asks for.
 abi=$(sed -n 's/^#define RDMAPS_ABI_VERSION \([0-9]*\)$/\1/p' "$root/include/rdmaps/version.h")
@@ -50,6 +57,12 @@ cmake --build "$prefix/cmake-build" >/dev/null
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/cmake-build/consumer"
 # A trainer in C: the C API with a C compiler, through pkg-config and through a CMake project without C++.
 cc -std=c11 $cflags "$src/tests/install/consumer.c" -o "$prefix/consumer_c" $libs
+# The C headers are C89 and C99 too, pedantically (a // comment with an apostrophe in a C++ block failed C89).
+for std in c89 c99; do
+  printf '#include <rdmaps/rdmaps.h>\n#include <rdmaps/version.h>\nint main(void) { return 0; }\n' |
+    cc -std=$std -pedantic-errors -Werror $cflags -fsyntax-only -x c - ||
+    { echo "FAILED: the C headers do not compile as $std"; exit 1; }
+done
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/consumer_c"
 cmake -S "$src/tests/install/cmake_c" -B "$prefix/cmake-c-build" -DCMAKE_PREFIX_PATH="$root" >/dev/null
 cmake --build "$prefix/cmake-c-build" >/dev/null
