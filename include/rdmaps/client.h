@@ -2,6 +2,11 @@
 // gradients, pull parameters, advance the SSP clock.
 #pragma once
 
+// The first public header that needs C++20 (std::span); the others, included
+// by the CUDA sources too, build as C++17.
+#if __cplusplus < 202002L
+#error "rdmaps' C++ headers need C++20 (std::span and more): compile with -std=c++20 or later"
+#endif
 #include <chrono>
 #include <cstdint>
 #include <memory>

@@ -3,9 +3,6 @@
 // RDMAPS_* environment variables (see parse_config).
 #pragma once
 
-#if __cplusplus < 202002L
-#error "rdmaps' C++ headers need C++20 (std::span and more): compile with -std=c++20 or later"
-#endif
 #include <cstdint>
 #include <limits>
 #include <string>

@@ -2,9 +2,6 @@
 // where, and what to do about it in what().
 #pragma once
 
-#if __cplusplus < 202002L
-#error "rdmaps' C++ headers need C++20 (std::span and more): compile with -std=c++20 or later"
-#endif
 #include <stdexcept>
 #include <string>
 

@@ -4,9 +4,6 @@
 // and a trainer that embeds rdmaps can take the lines itself.
 #pragma once
 
-#if __cplusplus < 202002L
-#error "rdmaps' C++ headers need C++20 (std::span and more): compile with -std=c++20 or later"
-#endif
 #include <functional>
 #include <string>
 
