@@ -21,8 +21,23 @@ set -uo pipefail
 build=$(realpath "$1")
 source=$(realpath "$2")
 work=$(mktemp -d /tmp/rdmaps-check-scripts.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap '[ -z "${rest:-}" ] || kill "$rest" 2>/dev/null; rm -rf "$work"' EXIT
 fail() { echo "check_check_scripts: FAIL: $*" >&2; exit 1; }
+
+# A bundle whose programs hang. In the background from the start (its 45 s
+# budget overlaps the rest of this script): a multi-core check whose runs hang
+# names the parts its time left unrun as the --parts that runs them, and
+# device_check passes that on as its second call's flags (checked at the end).
+slow=$work/slow-bundle
+mkdir -p "$slow/bin" "$slow/data"
+printf '#!/bin/sh\necho "{}"\n' >"$slow/bin/rdmaps-info"
+printf '#!/bin/sh\ncase "$*" in *"--floats 1K"*) exit 0 ;; esac\nexec sleep 60\n' >"$slow/bin/rdmaps-perf"
+printf '#!/bin/sh\n: >"%s"\nexec sleep 60\n' "$work/gpu_tests.started" >"$slow/bin/gpu_tests"
+printf '#!/bin/sh\nexec sleep 60\n' >"$slow/bin/rdmaps-train"
+chmod +x "$slow/bin/"*
+"$source/bench/device_check.sh" --bundle "$slow" --out "$work/rest" --budget 60 --quick --skip-gpu \
+  --scale-parts 1,3 >"$work/rest.out" 2>&1 &
+rest=$!
 
 # A bundle, as a lent machine gets it (bin/, data/, env.sh): bench/device_check.sh
 # runs both checks from it; its env.sh is sourced and its data/ is the default
@@ -86,19 +101,7 @@ echo "ok: device_check fails where its GPU check saw no GPU, but under --quick"
 
 # Stopped (the call's limit: TERM), device_check still returns the JSON its
 # GPU check writes in its own TERM handler: it was packed and collected before
-# the check had written it. Meanwhile, a multi-core check whose runs hang
-# names the parts its time left unrun as the --parts that runs them, and
-# device_check passes that on as its second call's flags.
-slow=$work/slow-bundle
-mkdir -p "$slow/bin" "$slow/data"
-printf '#!/bin/sh\necho "{}"\n' >"$slow/bin/rdmaps-info"
-printf '#!/bin/sh\ncase "$*" in *"--floats 1K"*) exit 0 ;; esac\nexec sleep 60\n' >"$slow/bin/rdmaps-perf"
-printf '#!/bin/sh\n: >"%s"\nexec sleep 60\n' "$work/gpu_tests.started" >"$slow/bin/gpu_tests"
-printf '#!/bin/sh\nexec sleep 60\n' >"$slow/bin/rdmaps-train"
-chmod +x "$slow/bin/"*
-"$source/bench/device_check.sh" --bundle "$slow" --out "$work/rest" --budget 60 --quick --skip-gpu \
-  --scale-parts 1,3 >"$work/rest.out" 2>&1 &
-rest=$!
+# the check had written it.
 # TERM once the GPU check runs its tests, as the call's limit sends it: to the whole group (timeout's).
 timeout -s TERM 100 "$source/bench/device_check.sh" --bundle "$slow" --out "$work/stopped" --budget 200 \
   >"$work/stopped.out" 2>&1 &
