@@ -31,6 +31,7 @@ class IdxFile {
     struct stat st {};
     if (stat(path.c_str(), &st) != 0)
       throw Error(Errc::kIo, "cannot open " + path + ": " + std::strerror(errno) +
+                                 (path.ends_with(".gz") ? "" : " (nor " + path + ".gz)") +
                                  " (install dataset-fashion-mnist, or pass --data DIR with the four IDX files)");
     // A directory read as a file gave "corrupt compressed data ... reinstall"; a FIFO would block.
     if (!S_ISREG(st.st_mode)) throw Error(Errc::kIo, "cannot read " + path + ": it is not a regular file");
@@ -194,6 +195,7 @@ enum class Read { kHeaders, kAll };
 
 Dataset read_idx(const std::string& images_path, const std::string& labels_path, Read what) {
   Dataset d;
+  d.images_path = images_path;
   IdxFile images(images_path);
   read_image_header(images, d);
   if (what == Read::kAll) {
@@ -215,6 +217,17 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
 
 TrainTest read_dataset_dir(const std::string& dir, Read what) {
   if (dir.empty()) throw Error(Errc::kInvalidArgument, "the dataset directory is empty (--data '')");
+  // Named as the directory, not as its first file's path under it.
+  struct stat dir_st {};
+  const int err = stat(dir.c_str(), &dir_st) == 0 ? 0 : errno;
+  if (err != 0 || !S_ISDIR(dir_st.st_mode))
+    throw Error(Errc::kIo, "the dataset directory " + dir + " (--data) " +
+                               (err == ENOENT ? "does not exist"
+                                : err == 0    ? "is not a directory"
+                                              : std::string("cannot be read: ") + std::strerror(err)) +
+                               ": give the directory that holds the four IDX files (install dataset-fashion-mnist "
+                               "for " +
+                               kDefaultDataDir + ")");
   auto path = [&](const char* name) {
     std::string gz = dir + "/" + name + ".gz", plain = dir + "/" + name;
     struct stat st {};
@@ -224,9 +237,9 @@ TrainTest read_dataset_dir(const std::string& dir, Read what) {
   t.train = read_idx(path("train-images-idx3-ubyte"), path("train-labels-idx1-ubyte"), what);
   t.test = read_idx(path("t10k-images-idx3-ubyte"), path("t10k-labels-idx1-ubyte"), what);
   if (t.train.rows != t.test.rows || t.train.cols != t.test.cols)
-    throw Error(Errc::kProtocol, dir + ": train images are " + std::to_string(t.train.rows) + "x" +
-                                     std::to_string(t.train.cols) + ", test images " + std::to_string(t.test.rows) +
-                                     "x" + std::to_string(t.test.cols));
+    throw Error(Errc::kProtocol, t.train.images_path + " holds images of " + std::to_string(t.train.rows) + "x" +
+                                     std::to_string(t.train.cols) + ", " + t.test.images_path + " of " +
+                                     std::to_string(t.test.rows) + "x" + std::to_string(t.test.cols));
   // The model reads 784 pixels an image (smaller ones read past the end),
   // as 28 rows of 28: 14x56 has the pixels but not the images.
   static_assert(Mlp::kIn == 28 * 28);

@@ -11,6 +11,7 @@ struct Dataset {
   size_t count = 0, rows = 0, cols = 0;
   std::vector<float> images;    ///< count x rows*cols, scaled to [0, 1]
   std::vector<uint8_t> labels;  ///< count, 0..9
+  std::string images_path;      ///< the file read: gzip'd or plain, as found
   size_t pixels() const { return rows * cols; }
 };
 

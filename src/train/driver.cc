@@ -278,9 +278,11 @@ void stop_children(std::vector<ChildProcess>& servers, std::vector<ChildProcess>
   }
 }
 
-// `servers_up` runs once every server listens: the point past which a run
-// trains, its flags and the servers' checks (--gpu-shard, --checkpoint-dir) passed.
-RunResult run_local(const Options& o, bool progress, const std::function<void()>& servers_up) {
+// `training_started` runs once, at the first test snapshot, which comes
+// after every worker loaded its data and passed the start barrier: the
+// flags, the servers' checks (--gpu-shard, --checkpoint-dir) and the data
+// (a damaged gzip stream, a label past 9: the workers' checks) all passed.
+RunResult run_local(const Options& o, bool progress, const std::function<void()>& training_started) {
   RunResult r;
   r.label = o.label.empty() ? default_label(o) : o.label;
   r.servers.resize(o.servers);
@@ -320,7 +322,6 @@ RunResult run_local(const Options& o, bool progress, const std::function<void()>
                                              : " did not report its port within 30 s (see its output above)"));
     list += (list.empty() ? "" : ",") + ("127.0.0.1:" + line->substr(5));
   }
-  servers_up();
   if (o.virtual_workers) {
     auto args = passthrough(o);
     args.insert(args.end(), {"--role", "virtual", "--virtual-workers", std::to_string(o.virtual_workers), "--delay",
@@ -419,7 +420,10 @@ RunResult run_local(const Options& o, bool progress, const std::function<void()>
           // Dated when its snapshot was taken, not when the test pass ended (evaluator.h).
           const auto taken =
               Clock::now() - std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(e->age_s));
-          if (!start) start = taken;  // the first snapshot is taken right after the start barrier
+          if (!start) {
+            start = taken;  // the first snapshot is taken right after the start barrier
+            training_started();
+          }
           Point p{std::chrono::duration<double>(taken - *start).count(),
                   e->epoch,
                   e->accuracy,
@@ -713,19 +717,19 @@ uint64_t bytes_of(const Dataset& d) { return d.count * (d.pixels() * sizeof(floa
 }  // namespace
 
 int run_driver(const Options& o) {
-  size_t examples = 0;
+  size_t train_n = 0;
   {
     // Fail here, clearly, before any process starts: missing files, wrong
-    // formats and shapes. The headers suffice: a worker checks the rest
-    // (a damaged gzip stream, a label past 9) as it loads the data, and
-    // reading it all here doubled a small run's start.
+    // formats and shapes, limits past the data. The headers suffice: a
+    // worker checks the rest (a damaged gzip stream, a label past 9) as it
+    // loads the data, and reading it all here doubled a small run's start.
     const TrainTest data = check_dataset_dir(o.data);
-    examples = data.train.count;
+    train_n = examples_used("--train-limit", o.train_limit, data.train);
+    examples_used("--test-limit", o.test_limit, data.test);
     check_worker_processes_fit(o, bytes_of(data.train) + bytes_of(data.test));
   }
   // Every worker gets a batch, checked before any process starts: each
   // worker said so once it ran, and --compare's sequential run was thrown away.
-  const size_t train_n = examples_used(o.train_limit, examples);
   const uint32_t workers = o.virtual_workers ? o.virtual_workers : o.workers;
   if (train_n / workers < o.batch)
     bad_flag(train_n < o.batch   ? "--batch"  // even one worker would get less than a batch
@@ -745,9 +749,9 @@ int run_driver(const Options& o) {
                                       " training examples in batches of " + std::to_string(o.batch) +
                                       ") and tests after a step: give at most " + std::to_string(steps));
   check_writable(o.out);  // and here, not after the training
-  // An earlier run's outputs go once this one's servers are up: a bad flag
-  // or a server's refusal (--gpu-shard without a GPU) deleted them, and
-  // wrote nothing in their place.
+  // An earlier run's outputs go once this one trains: a bad flag, a
+  // server's refusal (--gpu-shard without a GPU) or a worker's (a label
+  // past 9) deleted them, and wrote nothing in their place.
   bool cleared = false;
   const auto clear_once = [&] {
     if (!std::exchange(cleared, true)) clear_earlier_outputs(o.out);
@@ -798,7 +802,7 @@ int run_driver(const Options& o) {
   }
   if (o.json) std::printf("%s\n", json_of(runs, o.compare).c_str());
   if (!o.json) print_table(runs);
-  clear_once();  // an interrupt before the servers were up
+  clear_once();  // an interrupt before the training started
   write_outputs(o.out, runs, o.json, o.compare);
   if (const int signal = runs.back().interrupted_by) {
     std::fprintf(

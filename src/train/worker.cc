@@ -29,8 +29,8 @@ TrainingWorker::TrainingWorker(const ClientOptions& client, const WorkerOptions&
       // Its own stream, so straggling does not change which examples a worker sees.
       straggle_rng_(o.seed * 104729 + o.worker),
       straggles_(std::clamp(o.straggle_chance, 0.0, 1.0)) {
-  const size_t train_n = examples_used(o.train_limit, data.train.count);
-  test_n_ = examples_used(o.test_limit, data.test.count);
+  const size_t train_n = examples_used("--train-limit", o.train_limit, data.train);
+  test_n_ = examples_used("--test-limit", o.test_limit, data.test);
   // This worker's partition of one fixed shuffle of the training set.
   std::vector<size_t> order(train_n);
   std::iota(order.begin(), order.end(), 0);

@@ -15,14 +15,23 @@
 #include <vector>
 
 #include "rdmaps/client.h"
+#include "rdmaps/error.h"
 #include "src/train/dataset.h"
 #include "src/train/evaluator.h"
 #include "src/train/mlp.h"
 
 namespace rdmaps::train {
 
-/// Examples a run uses of the `count` a set holds: the first `limit` (0: all).
-inline size_t examples_used(size_t limit, size_t count) { return limit ? std::min(limit, count) : count; }
+/// Examples a run uses of those `set` holds: the first `limit` (0: all); a
+/// limit past them is refused, naming `flag` (it trained and tested on fewer,
+/// without a word).
+inline size_t examples_used(const char* flag, size_t limit, const Dataset& set) {
+  if (limit > set.count)
+    throw Error(Errc::kInvalidArgument, std::string(flag) + " " + std::to_string(limit) + ": " + set.images_path +
+                                            " holds " + std::to_string(set.count) +
+                                            " examples; give at most that, or 0 for all of them");
+  return limit ? limit : set.count;
+}
 
 struct WorkerOptions {
   uint32_t worker = 0, workers = 1;

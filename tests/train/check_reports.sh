@@ -9,7 +9,7 @@
 #   worker-flush      a worker's lines reach a pipe or file as they happen, not at its exit
 #   server-stopped    a local run's server stopped by SIGTERM (exit 0) is named, not the worker that lost it,
 #                     and an earlier run's outputs in --out are not left looking like its own (nor
-#                     deleted by a run refused before it trains)
+#                     deleted by a run refused before it trains: a bad flag, a server's check, bad data)
 #   compare-partial   --compare writes the variants that finished when a later one fails
 #   compare-interrupted  Ctrl-C (SIGINT) to --compare's driver writes the finished variants and the one it
 #                     stopped (it exited by the signal, writing nothing), and exits 130
@@ -160,14 +160,27 @@ worker-flush)
 server-stopped)
   mkdir -p "$out/run"
   for f in summary.json metrics.csv curve-0.csv curve-4.csv accuracy.png; do echo earlier >"$out/run/$f"; done
-  # Refused before it trains, by the driver (--batch) or by its server (a
-  # --checkpoint-dir it cannot write): the earlier outputs stay (they were
+  # Refused before it trains, by the driver (--batch), by its server (a
+  # --checkpoint-dir it cannot write) or by its workers (a label past 9, which
+  # only loading the data shows): the earlier outputs stay (they were
   # deleted, and nothing written in their place).
-  for refused in "--batch 100000" "--epochs 1 --checkpoint-dir /proc/rdmaps-none"; do
+  data=/usr/share/datasets/fashion-mnist
+  mkdir -p "$out/bad-data"
+  for f in train-images-idx3-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do ln -s "$data/$f.gz" "$out/bad-data/"; done
+  py 'import gzip, sys
+labels = bytearray(gzip.open(sys.argv[1]).read())
+labels[8 + 5] = 12
+open(sys.argv[2], "wb").write(gzip.compress(bytes(labels)))' "$data/train-labels-idx1-ubyte.gz" "$out/bad-data/train-labels-idx1-ubyte.gz"
+  for refused in "--batch 100000" "--epochs 1 --checkpoint-dir /proc/rdmaps-none" \
+    "--epochs 1 --workers 2 --train-limit 6000 --test-limit 200 --data $out/bad-data"; do
     # shellcheck disable=SC2086
     if "$train" $refused --out "$out/run" >"$out/refused.out" 2>"$out/refused.err"; then
       fail "rdmaps-train $refused ran"
     fi
+    case $refused in *bad-data*)
+      grep -q "train-labels-idx1-ubyte.gz: label 12 at index 5 is not 0..9" "$out/refused.err" ||
+        fail "the label past 9 was not named: $(tail -c 600 "$out/refused.err")" ;;
+    esac
     [ "$(cat "$out/run/summary.json")" = earlier ] && [ -f "$out/run/curve-4.csv" ] ||
       fail "rdmaps-train $refused, refused before training, deleted the earlier run's outputs: $(ls "$out/run")"
   done

@@ -135,6 +135,41 @@ TEST(Idx, ADirectoryForAFileAndAnEmptyDirectoryNameAreNamedAsSuch) {
   std::filesystem::remove_all(dir);
 }
 
+// A wrong --data was named as its first file's path ("cannot open DIR/train-images-idx3-ubyte").
+TEST(Idx, AMissingDataDirectoryOrAFileGivenForItIsNamedAsTheDirectory) {
+  const std::string file = temp_path("idx-a-file");
+  std::ofstream(file) << "not a directory";
+  for (const auto& [dir, why] : {std::pair<std::string, std::string>{temp_path("idx-none"), "does not exist"},
+                                 std::pair<std::string, std::string>{file, "is not a directory"}}) {
+    std::string what = "accepted";
+    try {
+      check_dataset_dir(dir);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    EXPECT_NE(what.find("the dataset directory " + dir + " (--data) " + why), std::string::npos) << what;
+  }
+  std::filesystem::remove(file);
+}
+
+// A limit past the data trained and tested on fewer examples without a word.
+TEST(Idx, ALimitPastTheDataIsRefusedNamingTheFlagAndTheFile) {
+  Dataset set;
+  set.count = 300;
+  set.images_path = "/data/train-images-idx3-ubyte.gz";
+  EXPECT_EQ(examples_used("--train-limit", 0, set), 300u);
+  EXPECT_EQ(examples_used("--train-limit", 300, set), 300u);
+  EXPECT_EQ(examples_used("--train-limit", 120, set), 120u);
+  std::string what = "accepted";
+  try {
+    examples_used("--test-limit", 301, set);
+  } catch (const Error& e) {
+    what = e.what();
+  }
+  EXPECT_NE(what.find("--test-limit 301: /data/train-images-idx3-ubyte.gz holds 300 examples"), std::string::npos)
+      << what;
+}
+
 // 784 pixels but not 28x28 (the test set's header rewritten to 14x56, or
 // both sets'): the count matched, so both were taken.
 TEST(Idx, ImagesOfTheRightPixelCountButAnotherShapeAreRefused) {
@@ -158,7 +193,11 @@ TEST(Idx, ImagesOfTheRightPixelCountButAnotherShapeAreRefused) {
   };
   write("train", 28, 28);
   write("t10k", 14, 56);
-  EXPECT_NE(what().find("train images are 28x28, test images 14x56"), std::string::npos) << what();
+  // Each file named as read (gzip'd or plain, each found on its own), not only their directory.
+  EXPECT_NE(what().find(dir + "/train-images-idx3-ubyte.gz holds images of 28x28, " + dir +
+                        "/t10k-images-idx3-ubyte.gz of 14x56"),
+            std::string::npos)
+      << what();
   write("train", 14, 56);
   EXPECT_NE(what().find("images are 14x56; the model takes 28x28"), std::string::npos) << what();
   std::filesystem::remove_all(dir);
