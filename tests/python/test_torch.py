@@ -374,6 +374,87 @@ class TorchTest(unittest.TestCase):
         self.assertIn("versions moved True", p.stdout, p.stderr)
         self.assertIn("refused: True", p.stdout, p.stderr)
 
+    def test_load_latest_into_a_copy_loads_it_and_leaves_the_trained_model_alone(self):
+        # An evaluation thread had only load_latest(), which writes the weights the training thread computes with.
+        code = (ONLY_WORKER +
+                "import copy\n"
+                "torch.manual_seed(0)\n"
+                "m = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))\n"
+                "m[2].bias.requires_grad_(False)  # frozen: the trainer sets it (an EMA)\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters(),\n"
+                "                               staleness=None)\n"
+                "rps.broadcast_parameters(m.state_dict())\n"
+                "for _ in range(3):\n"
+                "    opt.zero_grad()\n"
+                "    m(torch.randn(4, 8)).pow(2).mean().backward()\n"
+                "    opt.step()\n"
+                "with torch.no_grad():\n"
+                "    m[2].bias.fill_(5.0)\n"
+                "c = copy.deepcopy(m)\n"
+                "with torch.no_grad():\n"
+                "    for p in c.parameters():\n"
+                "        p.fill_(-3.0)\n"
+                "kept = [p.detach().clone() for p in m.parameters()]\n"
+                "before, copy_before = [p._version for p in m.parameters()], [p._version for p in c.parameters()]\n"
+                "bad = {'transposed': dict(c.named_parameters(), **{'0.weight': torch.zeros(8, 8).t()[:, :4]}),\n"
+                "       'missing': {k: v for k, v in c.named_parameters() if k != '2.weight'},\n"
+                "       'half': dict(c.named_parameters(), **{'0.bias': torch.zeros(8).half()}),\n"
+                "       'itself': m, 'number': dict(c.named_parameters(), **{'0.bias': 1.0}), 'int': 3}\n"
+                "for what, into in bad.items():\n"
+                "    try:\n"
+                "        opt.load_latest(into=into)\n"
+                "        print(what, 'taken', flush=True)\n"
+                "    except (TypeError, ValueError) as e:\n"
+                "        print(what, 'refused:', e, flush=True)\n"
+                "print('refusals wrote nothing', all(bool((p == -3).all()) for p in c.parameters()), flush=True)\n"
+                "opt.load_latest(into=c)\n"
+                "print('model kept', [p._version for p in m.parameters()] == before\n"
+                "      and all(torch.equal(a, b) for a, b in zip(m.parameters(), kept)), flush=True)\n"
+                "print('copy versions moved', all(p._version > v for p, v in zip(c.parameters(), copy_before)),\n"
+                "      flush=True)\n"
+                "print('frozen as the trainer set it', bool((c[2].bias == 5.0).all()), flush=True)\n"
+                "opt.load_latest()  # the servers' parameters, into the model\n"
+                "print('copy is the servers\\' model', all(torch.equal(a, b) for a, b in zip(m.parameters(),\n"
+                "      c.parameters())), flush=True)\n"
+                "rps.shutdown()\n")
+        p = run_code(code)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = p.stdout
+        self.assertNotIn("taken", out, out + p.stderr)
+        self.assertIn("transposed refused: rdmaps.torch: load_latest(into=)'s '0.weight' has shape (8, 4), the "
+                      "parameter (8, 8)", out)
+        self.assertIn("missing refused: rdmaps.torch: load_latest(into=) has no parameter named '2.weight'", out)
+        self.assertIn("half refused: rdmaps.torch: load_latest(into=) tensor of '0.bias' is torch.float16", out)
+        self.assertIn("itself refused: rdmaps.torch: load_latest(into=)'s '0.weight' is the trained model's own "
+                      "parameter", out)
+        self.assertIn("number refused: rdmaps.torch: load_latest(into=)'s '0.bias' is a float, not a tensor", out)
+        self.assertIn("int refused: rdmaps.torch: load_latest(into=) of type int is not a module", out)
+        for line in ("refusals wrote nothing True", "model kept True", "copy versions moved True",
+                     "frozen as the trainer set it True", "copy is the servers' model True"):
+            self.assertIn(line, out, out + p.stderr)
+
+    def test_load_latest_into_a_copy_waits_for_no_other_worker(self):
+        # load_latest() passes a barrier: from an evaluation thread it waited for every worker to call it too.
+        code = (FIRST_OF_TWO_WORKERS +
+                "import copy\n"
+                "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.1), m.named_parameters(),\n"
+                "                               staleness=None)\n"
+                "m(torch.randn(5, 3)).sum().backward()\n"
+                "opt.step()  # worker 1 never comes: async, it goes on\n"
+                "c = copy.deepcopy(m)\n"
+                "with torch.no_grad():\n"
+                "    c.weight.fill_(7.0)\n"
+                "start = time.monotonic()\n"
+                "opt.load_latest(into=c)\n"
+                "print(f'loaded in {time.monotonic() - start:.1f} s', flush=True)\n"
+                "print('loaded', bool((c.weight != 7.0).all()), flush=True)\n")
+        p = run_code(code)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        took = re.search(r"loaded in ([0-9.]+) s", p.stdout)
+        self.assertIsNotNone(took, p.stdout + p.stderr)
+        self.assertLess(float(took.group(1)), 20, p.stdout)  # a barrier waits for worker 1: the 40 s timeout
+        self.assertIn("loaded True", p.stdout, p.stderr)
+
     def test_a_refused_broadcast_sends_nothing(self):
         # Each entry was checked as it was sent: a refused bias left the weight set on the servers (the other
         # workers trained from that), and a transposed weight, as many elements, went through scrambled.

@@ -771,14 +771,82 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self._barrier()
         self._load_parameters(everything=True)  # frozen parameters too: every worker starts from the root's
 
-    def load_latest(self):
+    def load_latest(self, into=None):
         """Waits until every live worker reached this point, then loads the
         servers' parameters (e.g. before evaluating a model trained asynchronously);
-        those frozen when the optimizer was made only if nothing loaded them yet."""
+        those frozen when the optimizer was made only if nothing loaded them yet.
+
+        into: a copy to load instead (a module whose named_parameters() carry
+        the optimizer's names, or a dict of name -> tensor), e.g. from an
+        evaluation thread beside training: it waits for this worker's own
+        pushes only, not for the others, and leaves the trained model alone.
+        Its frozen parameters are the trained model's, once that loaded them."""
         self._refuse_after_shutdown("load_latest()")
+        if into is not None:
+            self._load_copy(self._copy_targets(into))
+            return
         self.synchronize()
         self._barrier()
         self._load_parameters()
+
+    def _copy_targets(self, into):
+        """`into`'s tensor for each of the optimizer's parameters, by name, checked as a pull's target."""
+        what = "load_latest(into=)"
+        if isinstance(into, torch.nn.Module):
+            given = dict(into.named_parameters())
+        else:
+            try:
+                given = dict(into.items() if hasattr(into, "items") else into)
+            except (TypeError, ValueError):
+                raise TypeError(f"rdmaps.torch: {what} of type {type(into).__name__} is not a module, a dict of "
+                                "tensors or (name, tensor) pairs") from None
+        missing = [n for n, _ in self._params if n not in given]
+        if missing:
+            shown = ", ".join(repr(n) for n in missing[:5]) + (" and more" if len(missing) > 5 else "")
+            unnamed = " (the optimizer was made without named_parameters: its names are param.0, param.1, ...)"
+            raise ValueError(f"rdmaps.torch: {what} has no parameter named {shown}"
+                             + (unnamed if missing[0] == "param.0" else ""))
+        targets = []
+        for name, p in self._params:
+            t = given[name]
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"rdmaps.torch: {what}'s '{name}' is a {type(t).__name__}, not a tensor")
+            targets.append((name, t))  # itself, not .data: its autograd version moves below
+            t = t.data
+            if tuple(t.shape) != tuple(self._shapes[name]):
+                raise ValueError(f"rdmaps.torch: {what}'s '{name}' has shape {tuple(t.shape)}, the parameter "
+                                 f"{tuple(self._shapes[name])}")
+            if t.numel() and t.data_ptr() == p.data.data_ptr():
+                raise ValueError(f"rdmaps.torch: {what}'s '{name}' is the trained model's own parameter: "
+                                 "load_latest() without into= loads that")
+            _check_tensor(what + " tensor", name, t, self._declared[name])
+        _refuse_read_only(targets)
+        return targets
+
+    def _load_copy(self, targets):
+        # Trained parameters from the servers; frozen ones as the trained model holds them (an EMA teacher the
+        # trainer updates) once a load set them, as load_latest() leaves them.
+        trained = {n for n, _ in self._trained}
+        pulled = [(n, t) for n, t in targets if n in trained or not self._loaded_all]
+        copied = [(n, t) for n, t in targets if n not in trained and self._loaded_all]
+        self.synchronize()
+        for device in {t.device for _, t in pulled if t.is_cuda}:
+            torch.cuda.current_stream(device).synchronize()  # an evaluation's forward may still read the copy
+        try:
+            if pulled:
+                self._worker.wait(self._worker._submit_pulls(
+                    [(n, t.data.data_ptr(), t.numel() * 4) for n, t in pulled]))
+        except rdmaps.Error:
+            raise
+        except BaseException as e:
+            self._abandon(e)
+            self._abandoned_pulls.append([t.data for _, t in pulled])  # written until the pull ends, as a step's
+            raise
+        with torch.no_grad():
+            for name, t in copied:
+                t.data.copy_(self._by_name[name].data)
+            for _, t in targets:
+                _increment_version(t)
 
     def _barrier(self):
         try:
