@@ -64,6 +64,25 @@ for std in c89 c99; do
     { echo "FAILED: the C headers do not compile as $std"; exit 1; }
 done
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/consumer_c"
+# Linked statically (default_library=static, or both: CI builds both), with
+# pkg-config --static alone: UCX, libcrypto and the rest, and the CUDA runtime
+# where the archive has kernels (nvcc linked it into the shared library only:
+# a static consumer failed on cudaMalloc; with both, the modules were not
+# named at all). It starts a server, so the transport and UCX are linked in.
+archive=$(find "$root" -name librdmaps.a | head -1)
+if [ -n "$archive" ]; then
+  static_libs=$(pkg-config --define-variable=prefix="$root" --static --libs rdmaps)
+  # With both installed, -lrdmaps finds the .so: the archive by name.
+  # shellcheck disable=SC2086
+  cc -std=c11 $cflags "$src/tests/install/consumer.c" -o "$prefix/consumer_static" ${static_libs//-lrdmaps/-l:librdmaps.a} ||
+    { echo "FAILED: consumer.c does not link librdmaps.a with pkg-config --static --libs rdmaps: $static_libs"; exit 1; }
+  if readelf -d "$prefix/consumer_static" | grep -q "librdmaps\.so"; then
+    echo "FAILED: the static consumer asks for librdmaps.so"; exit 1
+  fi
+  env -u LD_LIBRARY_PATH "$prefix/consumer_static" serve
+elif [ -n "$(pkg-config --static --libs rdmaps | grep -o -- -lcudart_static)" ]; then
+  echo "FAILED: rdmaps.pc names the static CUDA runtime for a shared librdmaps"; exit 1
+fi
 cmake -S "$src/tests/install/cmake_c" -B "$prefix/cmake-c-build" -DCMAKE_PREFIX_PATH="$root" >/dev/null
 cmake --build "$prefix/cmake-c-build" >/dev/null
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/cmake-c-build/consumer_c"
