@@ -13,7 +13,10 @@ build=build-test
 # against 245 s and 483 compiling each file on its own (session 50), on a
 # machine whose two cores bound this script. A .cc that lacks an include
 # shows in the default build (scripts/quickstart.sh, meson setup), not unity.
-scripts/build.sh "$build" -Dwerror=true -Dbuildtype=debugoptimized -Dcpp_args=-g1 -Dc_args=-g1 -Dunity=on
+# Both libraries: the archive, of the same objects, costs a second here and
+# lets tests/install link a consumer statically.
+scripts/build.sh "$build" -Dwerror=true -Dbuildtype=debugoptimized -Dcpp_args=-g1 -Dc_args=-g1 -Dunity=on \
+  -Ddefault_library=both
 phase "built"
 
 # The transport and server/client tests and the fuzzers once more under
