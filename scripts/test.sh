@@ -13,10 +13,11 @@ build=build-test
 # against 245 s and 483 compiling each file on its own (session 50), on a
 # machine whose two cores bound this script. A .cc that lacks an include
 # shows in the default build (scripts/quickstart.sh, meson setup), not unity.
-# Both libraries: the archive, of the same objects, costs a second here and
-# lets tests/install link a consumer statically.
-scripts/build.sh "$build" -Dwerror=true -Dbuildtype=debugoptimized -Dcpp_args=-g1 -Dc_args=-g1 -Dunity=on \
-  -Ddefault_library=both
+# The shared library only: with default_library=both, Meson 1.0's unity
+# build lists CUDA and C++ unity objects for the archive that no rule makes
+# (rdmaps-unity17.cpp.o, session 66); tests/install links the archive where a
+# build has one (checked by hand: a non-unity build with both).
+scripts/build.sh "$build" -Dwerror=true -Dbuildtype=debugoptimized -Dcpp_args=-g1 -Dc_args=-g1 -Dunity=on
 phase "built"
 
 # The transport and server/client tests and the fuzzers once more under

@@ -64,7 +64,7 @@ for std in c89 c99; do
     { echo "FAILED: the C headers do not compile as $std"; exit 1; }
 done
 LD_LIBRARY_PATH="$(dirname "$(find "$root" -name 'librdmaps.so*' | head -1)")" "$prefix/consumer_c"
-# Linked statically (default_library=static, or both: CI builds both), with
+# Linked statically (default_library=static or both; CI builds shared only), with
 # pkg-config --static alone: UCX, libcrypto and the rest, and the CUDA runtime
 # where the archive has kernels (nvcc linked it into the shared library only:
 # a static consumer failed on cudaMalloc; with both, the modules were not
