@@ -341,6 +341,7 @@ int run_client(const Flags& flags) {
                          (fixed_window ? std::to_string(fixed_window) : std::string("auto (~1 MiB in flight)")) +
                          ", latency = half round trip (put, am) or one operation (get)\n";
     print_transport_header(config);
+    std::fflush(stdout);  // connected: shown before a phase that may run long
   }
   const SampleClock sample_clock;
   int failures = 0;

@@ -132,13 +132,16 @@ for path in sys.argv[1:]:
     for line in open(path):
         r = json.loads(line)
         if r["result"] in ("OK", "EXPECTEDFAIL", "SKIP"): continue
-        out = (r.get("stdout") or "").splitlines()
+        out = ((r.get("stdout") or "") + (r.get("stderr") or "")).splitlines()
         shown = [f"FAILED {r['name']} ({path.rsplit('/', 1)[-1]}, {r['result']}):"]
         for i, l in enumerate(out):
             if l.startswith(("[  FAILED  ]", "FAIL:", "ERROR:")) and not l.endswith(" listed below:"):
                 shown.append("  " + l)
-            elif l.endswith(": Failure") or l.startswith("AssertionError"):
+            elif l.endswith(": Failure") or l.startswith("AssertionError") or ": FAIL: " in l:
+                # a script's own "name: FAIL: why" too (session 67: a shell check's reason was not shown)
                 shown += ["  " + x[:300] for x in out[i:i + 4]]
+        if len(shown) == 1:  # nothing recognised: the output's end
+            shown += ["  " + x[:300] for x in out[-8:]]
         print("\n".join(dict.fromkeys(shown[:40])))
 PY
 [ -z "${style_failed:-}" ] || echo "style check FAILED (see above)"

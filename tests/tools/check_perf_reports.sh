@@ -16,8 +16,14 @@
 #    memory (it spun for the whole 600 s phase timeout).
 set -uo pipefail
 perf=${1:?rdmaps-perf path}
-fail() { echo "check_perf_reports: FAIL: $*" >&2; exit 1; }
-json() { timeout -k 5 120 "$perf" ps --iters 3 --server-threads 1 --rule sgd --json "$@" 2>/dev/null | tail -1; }
+runs_err=$(mktemp)
+trap 'rm -f "$runs_err"' EXIT
+# A run's errors are kept: a failed run names why, not only its empty row.
+json() {
+  echo "== rdmaps-perf ps $*" >>"$runs_err"
+  timeout -k 5 120 "$perf" ps --iters 3 --server-threads 1 --rule sgd --json "$@" 2>>"$runs_err" | tail -1
+}
+fail() { echo "check_perf_reports: FAIL: $*" >&2; tail -20 "$runs_err" >&2; exit 1; }
 
 row=$(UCX_TLS=tcp,self UCX_NET_DEVICES=lo json --transport auto --floats 1M)
 /usr/bin/python3 - "$row" <<'PY' || fail "auto over tcp: $row"
@@ -79,18 +85,21 @@ assert abs(r["ratio"] - r["iter_p50_s"] / r["bound_s"]) < 1e-9, r
 PY
 echo "ok: bf16 pushes: named, and a ratio to a bound with the encoding in it"
 
-# The client's target process killed in the middle of the latency phase.
-err=$(mktemp)
-"$perf" transport --transport shm --op am --sizes 8 --iters 100M --lat-iters 16M --json >/dev/null 2>"$err" &
+# The client's target process killed in the middle of the latency phase:
+# once the client printed its header (it is connected; killed before,
+# under load, the target had not yet answered and the error was another).
+err=$(mktemp) out=$(mktemp)
+"$perf" transport --transport shm --op am --sizes 8 --iters 100M --lat-iters 16M >"$out" 2>"$err" &
 client=$!
-child=""
-for _ in $(seq 100); do
-  child=$(pgrep -P "$client" | head -1)
-  [ -n "$child" ] && break
+for _ in $(seq 600); do
+  grep -q "^# rdmaps-perf transport: op am" "$out" && break
+  kill -0 "$client" 2>/dev/null || fail "the client ended before it connected: $(cat "$err")"
   sleep 0.1
 done
-[ -n "$child" ] || { kill -9 "$client"; fail "the client started no target"; }
-sleep 1
+child=$(pgrep -P "$client" | head -1)
+grep -q "^# rdmaps-perf transport: op am" "$out" && [ -n "$child" ] ||
+  { kill -9 "$client"; fail "the client did not connect to its target in 60 s: $(cat "$out" "$err")"; }
+sleep 0.5
 kill -9 "$child"
 for _ in $(seq 200); do kill -0 "$client" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$client" 2>/dev/null; then
@@ -101,7 +110,7 @@ wait "$client"
 status=$?
 [ $status -ne 0 ] || fail "the client exited 0 after its target died"
 grep -q "closed its connection" "$err" || fail "the client did not say its peer died: $(cat "$err")"
-rm -f "$err"
+rm -f "$err" "$out"
 echo "ok: transport over shm ends at once when its peer dies (exit $status)"
 
 # --gpu-shard where no GPU is: skipped (77) with the reason, as `rdmaps-perf gpu`
