@@ -72,6 +72,13 @@ void Request::wait_until(std::chrono::steady_clock::time_point deadline, std::ch
 void Request::fail(Errc code, const std::string& reason) {
   std::string who = peer_ ? " with peer " + peer_->peer_name() : "";
   std::string hint = code == Errc::kPeerGone ? ": the peer process died or closed its endpoint" : "";
+  // How UCX fails an operation on a peer that died varies (over shared
+  // memory: "Shared memory error", its segment gone with it): a peer whose
+  // connection closed is gone, whatever the status said.
+  if (code != Errc::kPeerGone && peer_ && peer_->peer_closed()) {
+    code = Errc::kPeerGone;
+    hint = ": the peer closed its connection (its process exited or failed)";
+  }
   throw Error(code, std::string(op_) + who + " failed: " + reason + hint);
 }
 

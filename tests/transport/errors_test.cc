@@ -442,6 +442,36 @@ TEST_P(ErrorsTest, KilledPeerIsReportedAsGone) {
   EXPECT_NE(what.find(ep->peer_name()), std::string::npos) << what;
 }
 
+// Whatever UCX makes of a send to a peer that was killed (over shared
+// memory it failed one with "Shared memory error", its segment gone, which
+// was reported as an internal error: rdmaps-perf's check of a dead target
+// failed so on CI), it fails as gone, naming the peer, or completes (bytes
+// left in a buffer the dead peer never reads).
+TEST_P(ErrorsTest, SendsToAKilledPeerFailAsGone) {
+  PeerProcess peer("idle_peer", GetParam(), port(), seed);
+  auto ep = accept();
+  EXPECT_EQ(recv_words(*ep).at(0), 42u);
+  peer.kill_now();  // and reaped: its memory and sockets are gone
+  std::vector<uint8_t> payload(4 << 20, 7);
+  int failed = 0;
+  for (size_t bytes : {size_t{8}, size_t{64} << 10, payload.size()}) {
+    for (int i = 0; i < 20; ++i) {
+      try {
+        ep->am_send(1, nullptr, 0, payload.data(), bytes, nullptr).wait_for(10000ms);
+        continue;
+      } catch (const Error& e) {
+        ++failed;
+        EXPECT_EQ(e.code(), Errc::kPeerGone) << bytes << " bytes: " << e.what();
+        EXPECT_NE(std::string(e.what()).find(ep->peer_name()), std::string::npos) << e.what();
+        std::printf("[ info     ] %zu bytes: %s\n", bytes, e.what());
+      }
+      break;
+    }
+  }
+  // Here every size fails at once (its endpoint failed); 4 MiB cannot complete without the peer.
+  EXPECT_GE(failed, 1) << "every send to a killed peer completed";
+}
+
 RDMAPS_TEST_PEER(idle_peer) {
   PeerSession s(args);
   send_words(*s.endpoint, {42});

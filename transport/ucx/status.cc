@@ -50,6 +50,8 @@ std::string explain(ucs_status_t status) {
     case UCS_ERR_CONNECTION_RESET:
     case UCS_ERR_ENDPOINT_TIMEOUT:
       return text + " (the peer process died or its network went away)";
+    case UCS_ERR_SHMEM_SEGMENT:
+      return text + " (a peer's shared memory could not be reached: did its process exit?)";
     case UCS_ERR_NO_MEMORY:
       return text + " (registration may exceed the locked-memory limit: check `ulimit -l`)";
     case UCS_ERR_UNSUPPORTED:
