@@ -49,6 +49,7 @@ struct Flags {
   uint32_t tensors = 1;                   // the model cut into this many tensors, as a framework's layers
   int report_fd = -1;
   bool json = false, gpu_shard = false;
+  bool bound = true;  // off: no transport probes or memory pass (seconds a run), no ratio
 };
 
 // Seconds one thread takes to copy `floats` floats that are not in cache (best of three).
@@ -320,8 +321,12 @@ int run_driver(const Flags& f) {
   // as fast against the transport as it was).
   const uint32_t push_bytes_per_float = config.wire == WireFormat::kBf16 ? 2 : 4;
   const uint64_t push_share = share_bytes / 4 * push_bytes_per_float;
-  const ProbeRates push_net =
-      probe_workers_GBps(workers, transport, op, message_bytes / 4 * push_bytes_per_float, push_share, inbox_bytes);
+  // With --bound off none of the reference is measured: its fields are null.
+  const bool bounded = f.bound;
+  const ProbeRates push_net = bounded
+                                  ? probe_workers_GBps(workers, transport, op, message_bytes / 4 * push_bytes_per_float,
+                                                       push_share, inbox_bytes)
+                                  : ProbeRates{0, 0};
   // Pulls the servers put into registered memory are measured into such memory
   // (UCX 1.13 emulates puts there over shared memory; natively, as on verbs,
   // the two memories take the same puts).
@@ -334,8 +339,9 @@ int run_driver(const Flags& f) {
   const uint64_t pull_message =
       std::min(share_bytes, op == "am" ? std::max<uint64_t>(1, ps::kWriteBackChunkBytes / shard_bytes) * shard_bytes
                                        : (pieces + threads - 1) / threads * shard_bytes);
-  const ProbeRates pull_net = probe_workers_GBps(workers, transport, op, pull_message, share_bytes, share_bytes,
-                                                 landing ? "registered" : "allocated");
+  const ProbeRates pull_net = bounded ? probe_workers_GBps(workers, transport, op, pull_message, share_bytes,
+                                                           share_bytes, landing ? "registered" : "allocated")
+                                      : ProbeRates{0, 0};
   // Where the bound leaves out a cost that counts, no ratio is given: it
   // has no latency term (below one shard a server's share is one small
   // message a round trip, the ratio was 750 at 1000 floats), and the GPU
@@ -354,12 +360,14 @@ int run_driver(const Flags& f) {
           ? std::to_string(servers) + " servers share this host's cores: the bound is one server's threads and streams"
           : "";
   const std::string unbounded =
-      share_bytes < shard_bytes ? "a server's share is less than one shard: the bound has no latency term"
-      : !unlike_probe.empty()   ? unlike_probe
+      !bounded                    ? "--bound off: no bound was measured"
+      : share_bytes < shard_bytes ? "a server's share is less than one shard: the bound has no latency term"
+      : !unlike_probe.empty()     ? unlike_probe
       : gpu_shard && config.wire == WireFormat::kBf16 ? "the GPU shard's bound has no term for bf16 pushes"
                                                       : "";
 
-  auto vs_probe = [&](double r) { return unlike_probe.empty() ? nlohmann::ordered_json(r) : nullptr; };
+  auto vs_probe = [&](double r) { return bounded && unlike_probe.empty() ? nlohmann::ordered_json(r) : nullptr; };
+  auto measured = [&](double v) { return bounded ? nlohmann::ordered_json(v) : nullptr; };
   Percentiles iter = Percentiles::of(total), push_p = Percentiles::of(push), pull_p = Percentiles::of(pull);
   // Bound for one iteration: every worker's push and pull cross the transport
   // (at the rate the workers' probes moved together),
@@ -368,21 +376,22 @@ int run_driver(const Flags& f) {
   // messages), copy it into that worker's copy: that pass is measured now,
   // with the threads the servers run (servers run in parallel; so do
   // transfers to different servers).
-  double wire = workers * (push_share / (push_net.all * 1e9) + share_bytes / (pull_net.all * 1e9));
+  double wire = bounded ? workers * (push_share / (push_net.all * 1e9) + share_bytes / (pull_net.all * 1e9)) : 0;
   // With the parameters the servers run (a default-constructed UpdateParams
   // timed DC-ASGD-a's GPU kernel without its bound and bias correction).
   const math::UpdateParams rule = ps::update_params(config);
-  double memory = gpu_shard ? gpu_shard_bound_seconds(rule, per_server_floats, workers)
-                            : apply_bound_seconds(rule, per_server_floats, config.shard_floats, workers, threads,
-                                                  ps::write_back_copies(config.rule, path == "am"),
-                                                  config.wire == WireFormat::kBf16);
+  double memory = !bounded    ? 0
+                  : gpu_shard ? gpu_shard_bound_seconds(rule, per_server_floats, workers)
+                              : apply_bound_seconds(rule, per_server_floats, config.shard_floats, workers, threads,
+                                                    ps::write_back_copies(config.rule, path == "am"),
+                                                    config.wire == WireFormat::kBf16);
   // A bf16 push is encoded by its worker first (the workers in parallel, each its whole gradient).
-  const double encode = config.wire == WireFormat::kBf16 ? encode_bf16_seconds(floats) : 0;
+  const double encode = bounded && config.wire == WireFormat::kBf16 ? encode_bf16_seconds(floats) : 0;
   // A pull ends with the worker copying the parameters out of its receive
   // region into the caller's buffer (workers do that in parallel), all but
   // what landed in place.
   const double copied = pulled > 0 ? 1 - in_place / pulled : 1;
-  double copy_out = copied * copy_seconds(floats);
+  double copy_out = bounded ? copied * copy_seconds(floats) : 0;
   double bound = wire + encode + memory + copy_out;
   double push_GBps = static_cast<double>(floats * push_bytes_per_float) / push_p.p50 / 1e9;
   // A pull as the worker sees it: request, the servers' write-back, and its
@@ -413,16 +422,16 @@ int run_driver(const Flags& f) {
                                     {"pull_in_place", pulled > 0 ? in_place / pulled : 0.0},
                                     {"pull_GBps", pull_GBps},
                                     {"intake_GBps", intake_GBps},
-                                    {"transport_push_GBps", push_net.one},
-                                    {"transport_pull_GBps", pull_net.one},
+                                    {"transport_push_GBps", measured(push_net.one)},
+                                    {"transport_pull_GBps", measured(pull_net.one)},
                                     // the rates of one probe per worker at once: the bound's wire term
-                                    {"transport_push_all_GBps", push_net.all},
-                                    {"transport_pull_all_GBps", pull_net.all},
-                                    {"bound_wire_s", wire},
-                                    {"bound_memory_s", memory},
-                                    {"bound_copy_out_s", copy_out},
-                                    {"bound_encode_s", encode},
-                                    {"bound_s", bound},
+                                    {"transport_push_all_GBps", measured(push_net.all)},
+                                    {"transport_pull_all_GBps", measured(pull_net.all)},
+                                    {"bound_wire_s", measured(wire)},
+                                    {"bound_memory_s", measured(memory)},
+                                    {"bound_copy_out_s", measured(copy_out)},
+                                    {"bound_encode_s", measured(encode)},
+                                    {"bound_s", measured(bound)},
                                     {"wire", config.wire == WireFormat::kBf16 ? "bf16" : "f32"},
                                     {"probe_op", op},
                                     {"ratio", unbounded.empty() ? nlohmann::ordered_json(iter.p50 / bound) : nullptr},
@@ -441,15 +450,16 @@ int run_driver(const Flags& f) {
         "path %s, %s pushes%s\n",
         workers, servers, threads, static_cast<unsigned long long>(floats), rule_name(config.rule), transport.c_str(),
         path.c_str(), config.wire == WireFormat::kBf16 ? "bf16" : "f32", gpu_shard ? ", range on the GPU" : "");
-    std::printf(
-        "# bound = push bytes / transport %.2f GB/s + pull bytes / transport %.2f GB/s (%s at %llu-byte pieces "
-        "from a server's share of the model, into %llu inbox bytes and into the share's size, %u probe(s) at "
-        "once; same run)\n"
-        "#       + %s (same run)\n"
-        "#       + a worker's copy of the parameters out of its receive region (one thread, same run)\n"
-        "#       + with bf16 pushes, a worker's encoding of its gradient (one thread, same run)\n",
-        push_net.all, pull_net.all, op.c_str(), static_cast<unsigned long long>(message_bytes),
-        static_cast<unsigned long long>(inbox_bytes), workers, memory_work.c_str());
+    if (bounded)
+      std::printf(
+          "# bound = push bytes / transport %.2f GB/s + pull bytes / transport %.2f GB/s (%s at %llu-byte pieces "
+          "from a server's share of the model, into %llu inbox bytes and into the share's size, %u probe(s) at "
+          "once; same run)\n"
+          "#       + %s (same run)\n"
+          "#       + a worker's copy of the parameters out of its receive region (one thread, same run)\n"
+          "#       + with bf16 pushes, a worker's encoding of its gradient (one thread, same run)\n",
+          push_net.all, pull_net.all, op.c_str(), static_cast<unsigned long long>(message_bytes),
+          static_cast<unsigned long long>(inbox_bytes), workers, memory_work.c_str());
     std::printf("%8s %8s %12s %12s %12s %12s %12s %12s %8s\n", "iters", "samples", "iter_p50_s", "push_GB/s",
                 "intake_GB/s", "bound_s", "wire_s", "memory_s", "ratio");
     char ratio[32] = "n/a";
@@ -488,6 +498,8 @@ int perf_ps_main(int argc, char** argv, int first) {
       ->capture_default_str();
   cli::add_switch(app, "--gpu-shard", f.gpu_shard, "the servers keep their range on the GPU");
   cli::add_switch(app, "--json", f.json, "one JSON object");
+  cli::add_switch(app, "--bound", f.bound,
+                  "measure the bound (transport probes, a memory pass: a few seconds a run) and the ratio to it");
   // The roles of the processes the driver starts.
   const std::string internal = "";
   app.add_option("--role", f.role)->check(cli::one_of({"driver", "server", "worker"}))->group(internal);

@@ -441,7 +441,7 @@ if [ -n "$perf" ]; then
   # A training job's RDMAPS_CHECKPOINT_DIR, exported, took the benchmark's checkpoint, and the job's --resume then
   # refused it: the benchmark checkpoints where its flag says only.
   ckpt=$(mktemp -d)
-  if ! out=$(env RDMAPS_CHECKPOINT_DIR="$ckpt" timeout -k 5 60 "$perf" ps --floats 64K --iters 2 --workers 1 2>&1); then
+  if ! out=$(env RDMAPS_CHECKPOINT_DIR="$ckpt" timeout -k 5 60 "$perf" ps --floats 64K --iters 2 --workers 1 --bound off 2>&1); then
     fail "rdmaps-perf ps with RDMAPS_CHECKPOINT_DIR set failed: $out"
   elif [ -n "$(ls -A "$ckpt")" ]; then
     fail "rdmaps-perf ps wrote into RDMAPS_CHECKPOINT_DIR: $(ls "$ckpt")"
