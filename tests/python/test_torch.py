@@ -249,7 +249,8 @@ class TorchTest(unittest.TestCase):
                 "server = subprocess.Popen([sys.executable, '-c', sys.argv[1]], stdout=subprocess.PIPE, text=True)\n"
                 "os.environ.update(RDMAPS_RANK='1', RDMAPS_WORLD_SIZE='2', RDMAPS_TRANSPORT='tcp',\n"
                 "                  RDMAPS_SERVERS=server.stdout.readline().strip())\n"
-                "rps.init(timeout=2)\n"
+                # 6 s: at 2 s a loaded machine's server answered the Hello too late (a clean clone, session 67).
+                "rps.init(timeout=6)\n"
                 "m = torch.nn.Linear(4096, 4096, bias=False)  # 64 MiB of gradient: more than the sockets hold\n"
                 "opt = rps.DistributedOptimizer(torch.optim.SGD(m.parameters(), lr=0.01), m.named_parameters())\n"
                 "rps.broadcast_parameters(m.state_dict())\n"
