@@ -464,8 +464,15 @@ int run_driver(const Flags& f) {
                 "intake_GB/s", "bound_s", "wire_s", "memory_s", "ratio");
     char ratio[32] = "n/a";
     if (unbounded.empty()) std::snprintf(ratio, sizeof(ratio), "%.2f", iter.p50 / bound);
-    std::printf("%8llu %8zu %12.4f %12.2f %12.2f %12.4f %12.4f %12.4f %8s\n", static_cast<unsigned long long>(iters),
-                total.size(), iter.p50, push_GBps, intake_GBps, bound, wire, memory, ratio);
+    // With --bound off, "-" where the bound's terms go (not a bound of 0 s).
+    auto term = [&](double seconds) {
+      char text[32] = "-";
+      if (bounded) std::snprintf(text, sizeof(text), "%.4f", seconds);
+      return std::string(text);
+    };
+    std::printf("%8llu %8zu %12.4f %12.2f %12.2f %12s %12s %12s %8s\n", static_cast<unsigned long long>(iters),
+                total.size(), iter.p50, push_GBps, intake_GBps, term(bound).c_str(), term(wire).c_str(),
+                term(memory).c_str(), ratio);
     if (!unbounded.empty()) std::printf("# no ratio: %s\n", unbounded.c_str());
   }
   return 0;
