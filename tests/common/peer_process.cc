@@ -198,22 +198,25 @@ void fill_random(void* data, size_t length, uint64_t seed, uint64_t stream) {
   }
 }
 
+bool is_stopped(pid_t pid) {
+  bool all = true;
+  std::error_code ec;
+  // increment(ec), not ++: a task directory read while the process goes throws otherwise.
+  for (std::filesystem::directory_iterator t("/proc/" + std::to_string(pid) + "/task", ec), end; !ec && t != end;
+       t.increment(ec)) {
+    std::ifstream stat(t->path() / "stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    const auto close = text.rfind(')');
+    if (close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'T') all = false;
+  }
+  return !ec && all;
+}
+
 bool stop_process(pid_t pid) {
   if (::kill(pid, SIGSTOP) != 0) return false;
-  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
   for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-       std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(1))) {
-    bool all = true;
-    std::error_code ec;
-    // increment(ec), not ++: a task directory read while the process goes throws otherwise.
-    for (std::filesystem::directory_iterator t(tasks, ec), end; !ec && t != end; t.increment(ec)) {
-      std::ifstream stat(t->path() / "stat");
-      std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-      const auto close = text.rfind(')');
-      if (close == std::string::npos || close + 2 >= text.size() || text[close + 2] != 'T') all = false;
-    }
-    if (!ec && all) return true;
-  }
+       std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(std::chrono::milliseconds(1)))
+    if (is_stopped(pid)) return true;
   return false;
 }
 

@@ -69,6 +69,9 @@ int free_listen_port();
 PeerProcess listening_peer(const std::string& name, transport::TransportKind transport, uint64_t seed,
                            const std::vector<std::string>& extra, int* port);
 
+/// Whether every thread of `pid` is stopped (/proc/PID/task/*/stat state T).
+bool is_stopped(pid_t pid);
+
 /// Sends `pid` SIGSTOP and returns whether every thread of it stopped
 /// (/proc/PID/task/*/stat state T) within 5 s: kill() returns before the
 /// stop lands, and a thread still running meanwhile may take what the test

@@ -2253,14 +2253,6 @@ RDMAPS_TEST_PEER(pulling_worker) {
   }
 }
 
-// Whether process `pid` is stopped (/proc/PID/stat state T).
-bool is_stopped(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  const std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const size_t comm_end = text.rfind(')');
-  return comm_end != std::string::npos && comm_end + 2 < text.size() && text[comm_end + 2] == 'T';
-}
-
 // A worker killed while the server's write-backs to it were under way (it
 // had stopped reading: SIGSTOP, then SIGKILL) could leave them in flight for
 // good over tcp (no peer-failure handling; two kills in three of those
