@@ -137,7 +137,8 @@ for path in sys.argv[1:]:
         out = ((r.get("stdout") or "") + (r.get("stderr") or "")).splitlines()
         shown = [f"FAILED {r['name']} ({path.rsplit('/', 1)[-1]}, {r['result']}):"]
         for i, l in enumerate(out):
-            if l.startswith(("[  FAILED  ]", "FAIL:", "ERROR:")) and not l.endswith(" listed below:"):
+            # gtest's, unittest's, and the C tests' "FAILED file:line: why" (session 68: shown only as the tail)
+            if l.startswith(("[  FAILED  ]", "FAIL:", "ERROR:", "FAILED ")) and not l.endswith(" listed below:"):
                 shown.append("  " + l)
             elif l.endswith(": Failure") or l.startswith("AssertionError") or ": FAIL: " in l:
                 # a script's own "name: FAIL: why" too (session 67: a shell check's reason was not shown)
