@@ -34,6 +34,7 @@ struct ChildProcess {
   tools::Child child;
   std::string buffer, name;
   bool eof = false;
+  std::optional<Errc> failed;  // the kind of its own error, which it said before it exited ("failed KIND")
   int fd() const { return child.read_fd; }
 };
 
@@ -44,13 +45,25 @@ ChildProcess spawn(const std::vector<std::string>& args, const std::string& name
   return c;
 }
 
-// Next complete line already read from a child (see pump()), if any.
+std::optional<Errc> errc_named(const std::string& name) {
+  for (int k = 0; k <= static_cast<int>(Errc::kRefusedForNow); ++k)
+    if (name == errc_name(static_cast<Errc>(k))) return static_cast<Errc>(k);
+  return std::nullopt;
+}
+
+// Next complete line already read from a child (see pump()), if any. The
+// kind of a child's own error ("failed KIND", said before it exits) is
+// taken here, wherever its lines are read: a worker's truncated data file
+// ended the run as "error (peer-gone)".
 std::optional<std::string> next_line(ChildProcess& c) {
-  auto nl = c.buffer.find('\n');
-  if (nl == std::string::npos) return std::nullopt;
-  std::string line = c.buffer.substr(0, nl);
-  c.buffer.erase(0, nl + 1);
-  return line;
+  for (;;) {
+    auto nl = c.buffer.find('\n');
+    if (nl == std::string::npos) return std::nullopt;
+    std::string line = c.buffer.substr(0, nl);
+    c.buffer.erase(0, nl + 1);
+    if (line.rfind("failed ", 0) != 0) return line;
+    c.failed = errc_named(line.substr(7));
+  }
 }
 
 void pump(std::vector<ChildProcess*>& children, int timeout_ms) {
@@ -99,22 +112,25 @@ std::string stopped_text(const ChildProcess& s, const ServerFigures& f) {
   return s.name + " was stopped by signal " + std::to_string(f.stopped_by) + " (" + strsignal(f.stopped_by) + ")";
 }
 
-// Why worker `worker` failed (`how`): a server that died before it, if any
-// did within a second (its workers then fail with "peer gone"), else the worker.
-std::string blame(std::vector<ChildProcess>& servers, RunResult& r, const std::string& worker, const std::string& how) {
+// Why `worker` failed (`how`): a server that died before it, if any did
+// within a second (its workers then fail with "peer gone"), else the worker,
+// with its own error's kind.
+Error blame(std::vector<ChildProcess>& servers, RunResult& r, const ChildProcess& worker, const std::string& how) {
   std::vector<tools::Child*> children;
   std::vector<ChildProcess*> all;
   for (auto& s : servers) children.push_back(&s.child), all.push_back(&s);
   for (const auto until = Clock::now() + std::chrono::seconds(1);;) {
     std::string server_how;
     if (auto s = tools::first_failed(children, std::chrono::milliseconds(0), &server_how))
-      return servers[*s].name + " " + server_how + ", and " + worker + " failed after it";
+      return Error(servers[*s].failed.value_or(Errc::kPeerGone),
+                   servers[*s].name + " " + server_how + ", and " + worker.name + " failed after it");
     // One stopped by a signal (SIGTERM) exits 0 after its final checkpoint,
     // and the worker was blamed: it says so at once, in a line read here.
     for (size_t i = 0; i < servers.size(); ++i)
       if (const std::string stopped = stopped_text(servers[i], r.servers[i]); !stopped.empty())
-        return stopped + ", and " + worker + " failed after it";
-    if (Clock::now() >= until) return worker + " failed: it " + how;
+        return Error(Errc::kPeerGone, stopped + ", and " + worker.name + " failed after it");
+    if (Clock::now() >= until)
+      return Error(worker.failed.value_or(Errc::kPeerGone), worker.name + " failed: it " + how);
     pump(all, 50);
     for (size_t i = 0; i < servers.size(); ++i)
       while (auto line = next_line(servers[i])) take_server_line(*line, i, r);
@@ -132,8 +148,10 @@ void finish_server(ChildProcess& c, size_t index, RunResult& r) {
     while (auto line = next_line(c)) take_server_line(*line, index, r);
   }
   std::string how;
-  if (tools::wait_child(c.child, &how) != 0 && r.failure.empty())
+  if (tools::wait_child(c.child, &how) != 0 && r.failure.empty()) {
     r.failure = c.name + " failed at the end of the run: it " + how;
+    r.failure_kind = c.failed.value_or(Errc::kPeerGone);
+  }
 }
 
 // The summary's figures from every server's last word: the p50 of all their
@@ -241,8 +259,9 @@ RunResult run_local(const Options& o, bool progress, const std::function<void()>
     while (!(line = next_line(s)) && !s.eof && Clock::now() < deadline && !g_interrupted.load()) pump(one, 100);
     if (const int signal = g_interrupted.load()) return interrupted(signal);
     if (!line || line->rfind("port ", 0) != 0)
-      throw Error(Errc::kIo, s.name + (s.eof ? " exited before it reported its port (its error is above)"
-                                             : " did not report its port within 30 s (see its output above)"));
+      throw Error(s.failed.value_or(Errc::kIo),
+                  s.name + (s.eof ? " exited before it reported its port (its error is above)"
+                                  : " did not report its port within 30 s (see its output above)"));
     list += (list.empty() ? "" : ",") + ("127.0.0.1:" + line->substr(5));
   }
   if (o.virtual_workers) {
@@ -377,7 +396,7 @@ RunResult run_local(const Options& o, bool progress, const std::function<void()>
       }
       if (c.eof && i >= servers.size() && c.fd() >= 0) {
         std::string how;
-        if (tools::wait_child(c.child, &how) != 0) throw Error(Errc::kPeerGone, blame(servers, r, c.name, how));
+        if (tools::wait_child(c.child, &how) != 0) throw blame(servers, r, c, how);
         ++children_done;
       }
     }
@@ -390,8 +409,9 @@ RunResult run_local(const Options& o, bool progress, const std::function<void()>
       ChildProcess& s = servers[i];
       std::string how;
       if (s.eof && finished < o.workers && tools::first_failed({&s.child}, std::chrono::milliseconds(0), &how))
-        throw Error(Errc::kPeerGone, s.name + " " + how + ", while " + std::to_string(o.workers - finished) +
-                                         " of its workers had not finished (they were stopped)");
+        throw Error(s.failed.value_or(Errc::kPeerGone), s.name + " " + how + ", while " +
+                                                            std::to_string(o.workers - finished) +
+                                                            " of its workers had not finished (they were stopped)");
       if (const std::string stopped = stopped_text(s, r.servers[i]); !stopped.empty() && finished < o.workers)
         throw Error(Errc::kPeerGone, stopped + " while " + std::to_string(o.workers - finished) +
                                          " of its workers had not finished (it saved a final checkpoint where it "
@@ -529,7 +549,7 @@ int run_driver(const Options& o) {
     return 128 + signal;
   }
   for (const auto& r : runs)
-    if (!r.failure.empty()) throw Error(Errc::kPeerGone, r.failure);
+    if (!r.failure.empty()) throw Error(r.failure_kind, r.failure);
   for (const auto& r : runs)
     if (r.final_accuracy < o.expect_accuracy) {
       std::fprintf(stderr, "rdmaps-train: %s ended at %.4f test accuracy, below the expected %.4f\n", r.label.c_str(),

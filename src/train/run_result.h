@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "rdmaps/error.h"
+
 namespace rdmaps::train {
 
 struct Point {
@@ -37,7 +39,8 @@ struct RunResult {
   // What failed the run once it had trained (a final checkpoint not written):
   // its figures are kept, and written, before the run fails.
   std::string failure;
-  int interrupted_by = 0;  ///< the signal (SIGINT, SIGTERM) that ended it before its end, else 0
+  Errc failure_kind = Errc::kPeerGone;  ///< the failed child's own error's kind, where it said it
+  int interrupted_by = 0;               ///< the signal (SIGINT, SIGTERM) that ended it before its end, else 0
   uint32_t virtual_workers = 0;
   std::string delay;
   double seconds = 0, final_accuracy = 0;

@@ -36,10 +36,24 @@ void write_fd(int fd, const std::string& line) {
   }
 }
 
+// In a catch: a local run's child tells the driver its error's kind, which
+// the run's last line then names (a worker's damaged data file ended the run
+// as "error (peer-gone)"); what() it says on stderr itself.
+void report_failure_kind(int fd) {
+  if (fd < 0) return;
+  try {
+    throw;
+  } catch (const Error& e) {
+    write_fd(fd, std::string("failed ") + errc_name(e.code()));
+  } catch (...) {
+  }
+}
+
 // The run's exit status: a final checkpoint that failed loses the trained
 // model, so the run has failed, whoever started this server (docs/cluster.md).
-int exit_status(const ServerStats& s, uint32_t index) {
+int exit_status(const ServerStats& s, uint32_t index, int report_fd) {
   if (!s.final_checkpoint_failed) return 0;
+  if (report_fd >= 0) write_fd(report_fd, std::string("failed ") + errc_name(Errc::kIo));
   std::fprintf(stderr,
                "rdmaps-train server %u: error: the final checkpoint could not be written (see above): the trained "
                "model is not saved\n",
@@ -82,7 +96,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
     server.run();
     auto s = server.stats();
     std::fprintf(stderr, "rdmaps-train server %u: done: %s\n", o.index, tools::server_done(s).c_str());
-    return exit_status(s, o.index);
+    return exit_status(s, o.index, o.report_fd);
   }
   write_fd(o.report_fd, "port " + server.address().substr(server.address().rfind(':') + 1));
   // For the summary: a run that went on from a checkpoint said so nowhere in it.
@@ -138,7 +152,7 @@ int run_server_role(const Options& o, launch::ServerDirectory* directory = nullp
     histogram += " " + std::string(overflow ? ">=" : "") + std::to_string(tau) + ":" + std::to_string(s.staleness[tau]);
   }
   write_fd(o.report_fd, histogram);
-  return exit_status(s, o.index);  // the driver names this server when it exits 1
+  return exit_status(s, o.index, o.report_fd);  // the driver names this server when it exits 1
 }
 
 ClientOptions client_options(const Options& o) {
@@ -274,8 +288,10 @@ int run_virtual_role(const Options& o) {
 namespace {
 int run(int argc, char** argv) {
   using namespace rdmaps::train;
+  int report_fd = -1;
   try {
     Options o = parse_options(argc, argv);
+    report_fd = o.report_fd;
     const auto env = rdmaps::launch::process_environment();
     if (!o.role_given && rdmaps::launch::started_with_others(env))
       return run_launched(o, *rdmaps::launch::detect(env, o.servers_given ? o.servers : 0));
@@ -287,6 +303,7 @@ int run(int argc, char** argv) {
     if (o.role != "driver") bad_flag("--role", "'" + o.role + "' is not server, worker, virtual or driver");
     return run_driver(o);
   } catch (...) {
+    report_failure_kind(report_fd);
     return rdmaps::tools::report_error("rdmaps-train", "a smaller --batch or fewer --workers?");
   }
 }

@@ -410,6 +410,22 @@ fi
 # ... and before any process starts: --compare trained its sequential run first, then threw it away.
 refused "--workers: 4 workers of 200 training examples get 50 each, less than one batch of 64" \
   "$train" --out "$(mktemp -d)" --compare --workers 4 --train-limit 200 --epochs 1
+# Data whose headers pass the driver's check but whose labels stop short: the
+# worker names the file as it loads it, and the run ends with that error's
+# kind (it ended as "error (peer-gone)", the kind of a peer's failure).
+cut=$(mktemp -d)
+fm=/usr/share/datasets/fashion-mnist
+ln -s "$fm/train-images-idx3-ubyte.gz" "$fm/t10k-images-idx3-ubyte.gz" "$fm/t10k-labels-idx1-ubyte.gz" "$cut/"
+gunzip -c "$fm/train-labels-idx1-ubyte.gz" | head -c 30000 | gzip >"$cut/train-labels-idx1-ubyte.gz"
+if out=$(timeout -k 5 60 "$train" --out "$(mktemp -d)" --workers 1 --epochs 1 --data "$cut" 2>&1 </dev/null); then
+  fail "a run on cut-short labels passed"
+elif ! grep -qF "$cut/train-labels-idx1-ubyte.gz: truncated in the labels: expected 60000 bytes, got 29992" <<<"$out"; then
+  fail "cut-short labels not named: $out"
+elif ! grep -qF "rdmaps-train: error (io): worker 0 failed: it exited with status 1" <<<"$out"; then
+  fail "the run on cut-short labels did not end with the worker's error kind: $out"
+else
+  echo "ok: cut-short labels named by the worker, the run's error is its kind (io)"
+fi
 helps "$train" -- "(Env:RDMAPS_SHARD_FLOATS)"
 helps "$train" -- "--virtual-workers"
 defaults "$config_group" "$train"
