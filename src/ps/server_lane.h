@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -255,7 +256,7 @@ class ServerLane {
   void run();
   /// The lane's thread ends on `error`: says so, and lets its workers go.
   void failed(std::exception_ptr error) noexcept;
-  // Set-up (server_lane.cc): answers a LaneHello, never throwing.
+  // Set-up (lane_admission.cc): answers a LaneHello, never throwing.
   void admit(std::unique_ptr<transport::Endpoint> ep, const std::vector<uint8_t>& message);
   /// Connects the worker (the endpoint moves in) or throws Error with the reason to refuse.
   void admit_checked(std::unique_ptr<transport::Endpoint>& ep, const LaneHello& hello);
@@ -268,6 +269,10 @@ class ServerLane {
   void apply_push(Worker& w, const SlotHeader& h, size_t local, const void* g);
   void write_back(Worker& w, const SlotHeader& h);
   void add_landing(Worker& w, const SlotHeader& h, const uint8_t* payload);
+  /// A region the worker offers for pulls to be put into, imported on `ep`; `what` names it in the errors.
+  static std::unique_ptr<transport::RemoteRegion> import_landing(transport::Endpoint& ep,
+                                                                 std::span<const uint8_t> descriptor,
+                                                                 const std::string& peer, const std::string& what);
   /// A copy the control thread did not make for `w`: warned of once per server where the plan did not count it.
   void say_unplanned_copy(const Worker& w);
   void send_mailbox(Worker& w);
