@@ -18,6 +18,7 @@
 #include "rdmaps/error.h"
 #include "rdmaps/log.h"
 #include "src/api/utf8.h"
+#include "src/launch/rendezvous_roll.h"
 #include "src/launch/server_list.h"
 #include "transport/address.h"
 #include "transport/auth.h"
@@ -113,100 +114,6 @@ std::string answer_shown(std::string_view text) {
   }
   return out;
 }
-
-// "0,2-5,9": the ranks a wait answer lists, short for a world of thousands.
-std::string ranges_of(const std::vector<uint32_t>& ranks) {
-  std::string text;
-  for (size_t i = 0; i < ranks.size();) {
-    size_t j = i;
-    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
-    text += (text.empty() ? "" : ",") + std::to_string(ranks[i]);
-    if (j > i) text += "-" + std::to_string(ranks[j]);
-    i = j + 1;
-  }
-  return text;
-}
-
-// Who of the world has asked, the servers' addresses, and why a missing rank
-// was refused: what rank 0's answers are made of. Once every rank has asked
-// with every server registered the roll is complete, and stays so.
-class RendezvousRoll {
- public:
-  RendezvousRoll(uint32_t world, uint32_t servers) : present_(world), processes_(world), addresses_(servers) {}
-
-  bool complete() const { return complete_; }
-  // The process `rank` last asked from ("" before it asked).
-  const std::string& process_of(uint32_t rank) const { return processes_[rank]; }
-  // A proven request of `rank` from `process` (a server's with its address,
-  // already checked). Returns "" or why `address` cannot be taken.
-  std::string arrive(uint32_t rank, const std::string& address, const std::string& process) {
-    if (address != "-") {
-      std::string& slot = addresses_[rank];
-      if (!slot.empty() && slot != address)
-        return "server rank " + std::to_string(rank) + " registered twice (" + slot + " and " + address +
-               "): two processes believe they are rank " + std::to_string(rank) +
-               "; do launcher variables disagree (a RANK exported by hand)?";
-      if (slot.empty()) ++registered_, missing_.reset();
-      slot = address;
-    }
-    if (!present_[rank]) present_[rank] = true, ++present_count_, missing_.reset();
-    processes_[rank] = process;
-    refusals_.erase(rank);
-    complete_ = complete_ || (present_count_ == present_.size() && registered_ == addresses_.size());
-    return "";
-  }
-  // A rank whose last connection went before the roll was complete (killed,
-  // or out of its time) is forgotten: a restarted copy registers anew (it
-  // was refused as "registered twice"), and nobody gets a dead address.
-  void leave(uint32_t rank) {
-    if (complete_ || !present_[rank]) return;
-    present_[rank] = false, --present_count_, missing_.reset();
-    if (rank < addresses_.size() && !addresses_[rank].empty()) addresses_[rank].clear(), --registered_;
-  }
-  // Kept for the answers to the others while `rank` is missing (one line
-  // each). A request that proved no secret may be anyone's: it never takes
-  // the place of a proven refusal, and is quoted as unproven (any peer
-  // hid the real reason, and ended the wait for late workers, with one).
-  void refused(uint64_t rank, const std::string& why, bool proven) {
-    if (rank >= present_.size() || present_[rank]) return;
-    auto& [kept, kept_proven] = refusals_[static_cast<uint32_t>(rank)];
-    if (kept_proven && !proven) return;
-    kept = one_line(why).substr(0, 300);
-    kept_proven = proven;
-  }
-  // "ok A0,A1,..." or "wait missing R,R-R" with the refusals of missing ranks.
-  std::string answer() {
-    if (complete_) {
-      std::string all = "ok ";
-      for (size_t i = 0; i < addresses_.size(); ++i) all += (i ? "," : "") + addresses_[i];
-      return all;
-    }
-    if (!missing_) {
-      std::vector<uint32_t> ranks;
-      for (uint32_t r = 0; r < present_.size(); ++r)
-        if (!present_[r] || (r < addresses_.size() && addresses_[r].empty())) ranks.push_back(r);
-      missing_ = "wait missing " + ranges_of(ranks);
-    }
-    std::string text = *missing_;
-    size_t quoted = 0;
-    for (const bool proven : {true, false})
-      for (const auto& [rank, refusal] : refusals_)
-        if (refusal.second == proven && ++quoted <= 3)
-          text += "\nrank " + std::to_string(rank) +
-                  (proven ? " was refused " : " may have been refused (a request naming it proved no secret) ") +
-                  refusal.first;
-    return text;
-  }
-
- private:
-  std::vector<char> present_;           // by rank: asked, and not gone since
-  std::vector<std::string> processes_;  // by rank: the process it last asked from
-  std::vector<std::string> addresses_;  // by server rank
-  size_t present_count_ = 0, registered_ = 0;
-  std::map<uint32_t, std::pair<std::string, bool>> refusals_;  // of missing ranks: the latest each, and proven
-  std::optional<std::string> missing_;                         // the wait answer's first line, until the roll changes
-  bool complete_ = false;
-};
 
 // "0.3 s", "86400 s", "1000000000 s" (five characters of to_string showed 1e9 s as "10000 s").
 std::string seconds_text(std::chrono::milliseconds t) {
