@@ -23,8 +23,11 @@ namespace rdmaps::transport {
 namespace {
 std::string sys_error(int err) { return std::strerror(err); }
 
+// Rounded up: 0 only once the deadline passed. Rounded down, the last poll
+// of a wait took 0 ms up to a millisecond before it, and the wait's timeout
+// was seen before its deadline (a rendezvous took that for rank 0 stopping).
 int remaining_ms(TcpSocket::Deadline deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
   // poll() takes an int: a deadline 25 days off wrapped to a short or endless wait.
   return static_cast<int>(std::clamp<int64_t>(left.count(), 0, INT_MAX));
 }

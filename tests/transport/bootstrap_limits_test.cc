@@ -259,5 +259,29 @@ TEST(BootstrapLimits, AWaitWithADeadlineWeeksAwayWaitsForThePeer) {
   EXPECT_EQ(got, 7);
 }
 
+// A wait times out at its deadline, never before it: rounded down to whole
+// milliseconds, its last poll took 0 ms up to a millisecond early, and a
+// rendezvous rank took that early timeout for rank 0 stopping.
+TEST(BootstrapLimits, AWaitTimesOutNoEarlierThanItsDeadline) {
+  auto listening = TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  auto a = TcpSocket::connect(listening.local_address(), Clock::now() + 1s);
+  sockaddr_storage peer{};
+  socklen_t length = sizeof(peer);
+  TcpSocket b(::accept4(listening.fd(), reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK));
+  int early = 0;
+  for (int i = 0; i < 50; ++i) {
+    const auto deadline = Clock::now() + std::chrono::microseconds(2500 + 97 * i);  // not on a millisecond
+    uint8_t got = 0;
+    try {
+      b.recv_all(&got, 1, deadline, "peer");
+      ADD_FAILURE() << "a byte nobody sent arrived";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::kTimeout) << e.what();
+    }
+    early += Clock::now() < deadline;
+  }
+  EXPECT_EQ(early, 0) << "of 50 waits, " << early << " timed out before their deadline";
+}
+
 }  // namespace
 }  // namespace rdmaps::test
