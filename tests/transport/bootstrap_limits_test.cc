@@ -9,6 +9,7 @@
 #include <climits>
 #include <cstring>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "tests/common/scoped_file_limit.h"
@@ -35,6 +36,16 @@ bool closed_by_peer(const TcpSocket& s) {
   char b;
   const ssize_t n = ::recv(s.fd(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
   return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+// Two ends of a loopback connection: the connecting one, the accepted one.
+std::pair<TcpSocket, TcpSocket> connected_pair() {
+  auto listening = TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
+  auto a = TcpSocket::connect(listening.local_address(), Clock::now() + 1s);
+  sockaddr_storage peer{};
+  socklen_t length = sizeof(peer);
+  TcpSocket b(::accept4(listening.fd(), reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK));
+  return {std::move(a), std::move(b)};
 }
 
 // The errors polling a listener met, by kind.
@@ -237,11 +248,7 @@ TEST(BootstrapLimits, ASignalDuringAConnectDoesNotEndIt) {
 // A deadline 2^32 ms + 200 ms away is not 200 ms away (poll() takes an int:
 // the wait timed out at once or never).
 TEST(BootstrapLimits, AWaitWithADeadlineWeeksAwayWaitsForThePeer) {
-  auto listening = TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
-  auto a = TcpSocket::connect(listening.local_address(), Clock::now() + 1s);
-  sockaddr_storage peer{};
-  socklen_t length = sizeof(peer);
-  TcpSocket b(::accept4(listening.fd(), reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK));
+  auto [a, b] = connected_pair();
   std::thread late([&] {
     std::this_thread::sleep_for(600ms);
     const uint8_t x = 7;
@@ -263,11 +270,7 @@ TEST(BootstrapLimits, AWaitWithADeadlineWeeksAwayWaitsForThePeer) {
 // milliseconds, its last poll took 0 ms up to a millisecond early, and a
 // rendezvous rank took that early timeout for rank 0 stopping.
 TEST(BootstrapLimits, AWaitTimesOutNoEarlierThanItsDeadline) {
-  auto listening = TcpSocket::listen(transport::SockAddr::parse("127.0.0.1:0"));
-  auto a = TcpSocket::connect(listening.local_address(), Clock::now() + 1s);
-  sockaddr_storage peer{};
-  socklen_t length = sizeof(peer);
-  TcpSocket b(::accept4(listening.fd(), reinterpret_cast<sockaddr*>(&peer), &length, SOCK_NONBLOCK));
+  auto [a, b] = connected_pair();
   int early = 0;
   for (int i = 0; i < 50; ++i) {
     const auto deadline = Clock::now() + std::chrono::microseconds(2500 + 97 * i);  // not on a millisecond
