@@ -582,7 +582,8 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
   }
   // A stopped rank 0 (Ctrl-Z, SIGSTOP, a debugger) still has its connections
   // accepted by the kernel: what it last said is not why the ranks wait.
-  const auto quiet = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - answered_at);
+  // In milliseconds: in whole seconds, 1.9 s of quiet read as 1, short of answers_within's 1.5 s.
+  const auto quiet = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - answered_at);
   const std::string stopped =
       " (is rank 0 stopped, by Ctrl-Z, SIGSTOP or a debugger, or overloaded? its host still "
       "accepts connections then)";
@@ -597,8 +598,8 @@ std::vector<std::string> rendezvous(const Placement& p, const std::string& addre
                                     " (did rank 0 exit? its own error says why)");
   if (gone_quiet)
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": rank 0, which hosts the rendezvous at " + where +
-                                    " (" + from + "), answered last " + std::to_string(quiet.count()) +
-                                    " s before this rank's " + seconds + " ran out" +
+                                    " (" + from + "), answered last " + seconds_text(quiet) + " before this rank's " +
+                                    seconds + " ran out" +
                                     (missing.empty() ? "" : ", when rank(s) " + missing + " were missing") + stopped);
   if (!missing.empty())
     throw Error(Errc::kTimeout, "rank " + std::to_string(p.rank) + ": the rendezvous at " + where +
