@@ -426,6 +426,7 @@ elif ! grep -qF "rdmaps-train: error (io): worker 0 failed: it exited with statu
 else
   echo "ok: cut-short labels named by the worker, the run's error is its kind (io)"
 fi
+rm -rf "$cut"
 helps "$train" -- "(Env:RDMAPS_SHARD_FLOATS)"
 helps "$train" -- "--virtual-workers"
 defaults "$config_group" "$train"
