@@ -36,15 +36,19 @@ void write_fd(int fd, const std::string& line) {
   }
 }
 
-// In a catch: a local run's child tells the driver its error's kind, which
-// the run's last line then names (a worker's damaged data file ended the run
-// as "error (peer-gone)"); what() it says on stderr itself.
+// A local run's child tells the driver its error's kind, which the run's
+// last line then names (a worker's damaged data file ended the run as
+// "error (peer-gone)"); what() it says on stderr itself.
+void say_failed(int fd, Errc kind) {
+  if (fd >= 0) write_fd(fd, std::string("failed ") + errc_name(kind));
+}
+
+// The same in a catch, for the exception in flight.
 void report_failure_kind(int fd) {
-  if (fd < 0) return;
   try {
     throw;
   } catch (const Error& e) {
-    write_fd(fd, std::string("failed ") + errc_name(e.code()));
+    say_failed(fd, e.code());
   } catch (...) {
   }
 }
@@ -53,7 +57,7 @@ void report_failure_kind(int fd) {
 // model, so the run has failed, whoever started this server (docs/cluster.md).
 int exit_status(const ServerStats& s, uint32_t index, int report_fd) {
   if (!s.final_checkpoint_failed) return 0;
-  if (report_fd >= 0) write_fd(report_fd, std::string("failed ") + errc_name(Errc::kIo));
+  say_failed(report_fd, Errc::kIo);
   std::fprintf(stderr,
                "rdmaps-train server %u: error: the final checkpoint could not be written (see above): the trained "
                "model is not saved\n",
